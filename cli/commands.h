@@ -1,0 +1,13 @@
+/*
+ * The subcommands of the mtls command. Each takes the arguments after its name and returns
+ * the process exit status.
+ */
+#ifndef MTLS_CLI_COMMANDS_H
+#define MTLS_CLI_COMMANDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+int cmd_verify(int argc, char **argv);
+
+#endif /* MTLS_CLI_COMMANDS_H */

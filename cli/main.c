@@ -1,0 +1,53 @@
+/*
+ * mtls: one binary, one subcommand per job.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "mtls.h"
+
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct command commands[] = {
+	{"verify", cmd_verify, "verify a certificate as a server or connector would, and explain"},
+	{NULL, NULL, NULL},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: mtls COMMAND [options]\n\nmutual TLS for services (version %s)\n\n"
+		"commands:\n",
+		MTLS_VERSION_STRING);
+	for (const struct command *c = commands; c->name != NULL; c++)
+		fprintf(out, "  %-10s %s\n", c->name, c->summary);
+	fprintf(out, "  %-10s %s\n", "version", "print the version");
+	fprintf(out, "\nmtls COMMAND --help describes each command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("mtls %s\n", MTLS_VERSION_STRING);
+		return 0;
+	}
+	for (const struct command *c = commands; c->name != NULL; c++)
+		if (strcmp(argv[1], c->name) == 0)
+			return c->run(argc - 2, argv + 2);
+	fprintf(stderr, "mtls: unknown command '%s'; run 'mtls --help' for the list\n", argv[1]);
+	return 2;
+}

@@ -1,0 +1,288 @@
+/*
+ * Command-line and config-file parsing from one option table.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "options.h"
+
+#define CONFIG_MAX (1024 * 1024)
+
+static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static const struct opt *find(const struct opt *table, const char *name, size_t len)
+{
+	for (const struct opt *o = table; o->name != NULL; o++)
+		if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+			return o;
+	return NULL;
+}
+
+static int list_add(struct options_state *st, struct opt_list *l, const char *v)
+{
+	const char **n = realloc(l->v, (l->n + 1) * sizeof(*n));
+	bool known = false;
+
+	if (n == NULL)
+		return -1;
+	l->v = n;
+	l->v[l->n++] = v;
+	for (size_t i = 0; i < st->nlists; i++)
+		known |= st->lists[i] == l;
+	if (!known && st->nlists < sizeof(st->lists) / sizeof(st->lists[0]))
+		st->lists[st->nlists++] = l;
+	return 0;
+}
+
+/* Store value into the field for o. where names the source for messages. */
+static int apply(const struct opt *o, void *target, const char *value, const char *where,
+		 struct options_state *st, char *err, size_t err_len)
+{
+	char *field = (char *)target + o->offset;
+
+	switch (o->type) {
+	case OPT_FLAG: {
+		int on = 1;
+
+		if (value != NULL) {
+			if (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0 ||
+			    strcmp(value, "1") == 0 || strcmp(value, "on") == 0)
+				on = 1;
+			else if (strcmp(value, "false") == 0 || strcmp(value, "no") == 0 ||
+				 strcmp(value, "0") == 0 || strcmp(value, "off") == 0)
+				on = 0;
+			else
+				return fail(err, err_len, "%s: %s takes true or false, not '%s'",
+					    where, o->name, value);
+		}
+		memcpy(field, &on, sizeof(on));
+		return 0;
+	}
+	case OPT_STRING:
+		if (value == NULL || value[0] == '\0')
+			return fail(err, err_len, "%s: %s needs a value (%s)", where, o->name,
+				    o->arg);
+		memcpy(field, &value, sizeof(value));
+		return 0;
+	case OPT_INT: {
+		char *end = NULL;
+		long long v;
+
+		if (value == NULL || value[0] == '\0')
+			return fail(err, err_len, "%s: %s needs a number", where, o->name);
+		errno = 0;
+		v = strtoll(value, &end, 10);
+		if (errno != 0 || end == value || *end != '\0')
+			return fail(err, err_len, "%s: %s takes a whole number, not '%s'", where,
+				    o->name, value);
+		memcpy(field, &v, sizeof(v));
+		return 0;
+	}
+	case OPT_LIST:
+		if (value == NULL || value[0] == '\0')
+			return fail(err, err_len, "%s: %s needs a value (%s)", where, o->name,
+				    o->arg);
+		if (list_add(st, (struct opt_list *)(void *)field, value) != 0)
+			return fail(err, err_len, "out of memory");
+		return 0;
+	}
+	return fail(err, err_len, "internal error: bad option type");
+}
+
+static char *read_config(const char *path, char *err, size_t err_len)
+{
+	struct stat sb;
+	char *text;
+	size_t used = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fail(err, err_len, "cannot read config file %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > CONFIG_MAX) {
+		close(fd);
+		fail(err, err_len, "config file %s is not a regular file of at most 1 MiB", path);
+		return NULL;
+	}
+	text = malloc((size_t)sb.st_size + 1);
+	if (text == NULL) {
+		close(fd);
+		fail(err, err_len, "out of memory");
+		return NULL;
+	}
+	while (used < (size_t)sb.st_size) {
+		ssize_t n = read(fd, text + used, (size_t)sb.st_size - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	close(fd);
+	text[used] = '\0';
+	return text;
+}
+
+static void trim_right(char *s, size_t *len)
+{
+	while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t' || s[*len - 1] == '\r'))
+		s[--*len] = '\0';
+}
+
+int options_parse_text(const struct opt *table, void *target, char *text, const char *origin,
+		       struct options_state *st, char *err, size_t err_len)
+{
+	char *line = text;
+	int lineno = 0;
+
+	while (line != NULL && *line != '\0') {
+		char *next = strchr(line, '\n');
+		char where[300];
+		char *key, *value;
+		size_t keylen, len;
+		const struct opt *o;
+
+		if (next != NULL)
+			*next++ = '\0';
+		lineno++;
+		len = strlen(line);
+		trim_right(line, &len);
+		key = line + strspn(line, " \t");
+		line = next;
+		if (*key == '\0' || *key == '#')
+			continue;
+		snprintf(where, sizeof(where), "%s line %d", origin, lineno);
+		keylen = strcspn(key, " \t=");
+		value = key + keylen;
+		value += strspn(value, " \t");
+		if (*value == '=') {
+			value++;
+			value += strspn(value, " \t");
+		}
+		o = find(table, key, keylen);
+		if (o == NULL || strcmp(o->name, "config") == 0)
+			return fail(err, err_len, "%s: unknown key '%.*s'; see --help for the keys",
+				    where, (int)(keylen > 64 ? 64 : keylen), key);
+		key[keylen] = '\0';
+		if (apply(o, target, *value != '\0' ? value : NULL, where, st, err, err_len) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int load_config(const struct opt *table, void *target, const char *path,
+		       struct options_state *st, char *err, size_t err_len)
+{
+	char **texts;
+	char *text = read_config(path, err, err_len);
+
+	if (text == NULL)
+		return -1;
+	texts = realloc(st->texts, (st->ntexts + 1) * sizeof(*texts));
+	if (texts == NULL) {
+		free(text);
+		return fail(err, err_len, "out of memory");
+	}
+	st->texts = texts;
+	st->texts[st->ntexts++] = text;
+	return options_parse_text(table, target, text, path, st, err, err_len);
+}
+
+int options_parse(const struct opt *table, void *target, int argc, char **argv,
+		  struct options_state *st, char *err, size_t err_len)
+{
+	bool only_positional = false;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char *eq, *value = NULL;
+		const struct opt *o;
+		size_t len;
+
+		if (only_positional || a[0] != '-' || strcmp(a, "-") == 0) {
+			if (list_add(st, &st->positional, a) != 0)
+				return fail(err, err_len, "out of memory");
+			continue;
+		}
+		if (strcmp(a, "--") == 0) {
+			only_positional = true;
+			continue;
+		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			st->help = 1;
+			continue;
+		}
+		if (a[1] != '-')
+			return fail(err, err_len,
+				    "unknown option '%s'; options are long (--name), "
+				    "see --help",
+				    a);
+		a += 2;
+		eq = strchr(a, '=');
+		len = eq != NULL ? (size_t)(eq - a) : strlen(a);
+		o = find(table, a, len);
+		if (o == NULL)
+			return fail(err, err_len, "unknown option '--%.*s'; see --help", (int)len,
+				    a);
+		if (eq != NULL)
+			value = eq + 1;
+		else if (o->type != OPT_FLAG) {
+			if (i + 1 >= argc)
+				return fail(err, err_len, "option --%s needs a value (%s)", o->name,
+					    o->arg);
+			value = argv[++i];
+		}
+		if (strcmp(o->name, "config") == 0) {
+			if (load_config(table, target, value, st, err, err_len) != 0)
+				return -1;
+			continue;
+		}
+		if (apply(o, target, value, "command line", st, err, err_len) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+void options_free(struct options_state *st)
+{
+	for (size_t i = 0; i < st->nlists; i++) {
+		free(st->lists[i]->v);
+		st->lists[i]->v = NULL;
+		st->lists[i]->n = 0;
+	}
+	for (size_t i = 0; i < st->ntexts; i++)
+		free(st->texts[i]);
+	free(st->texts);
+	memset(st, 0, sizeof(*st));
+}
+
+void options_help(FILE *out, const char *usage, const char *about, const struct opt *table)
+{
+	fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, about);
+	for (const struct opt *o = table; o->name != NULL; o++) {
+		char left[64];
+
+		snprintf(left, sizeof(left), "--%s%s%s%s", o->name, o->arg ? " " : "",
+			 o->arg ? o->arg : "", o->type == OPT_LIST ? " ..." : "");
+		fprintf(out, "  %-28s %s\n", left, o->help);
+	}
+	fprintf(out, "  %-28s %s\n", "--help", "show this help");
+	fprintf(out, "\nEvery option can also be given in a --config file as 'name value'.\n");
+}

@@ -1,0 +1,316 @@
+/*
+ * libmtls: mutual TLS for services, on OpenSSL 3.
+ *
+ * The only public header of libmtls. It exposes no OpenSSL types.
+ *
+ * Usage, in the spirit of OpenBSD's libtls:
+ *
+ *   1. Build a struct mtls_config (secure defaults are set by mtls_config_new()).
+ *   2. Create an endpoint with mtls_server_new() or mtls_client_new() and apply the
+ *      config with mtls_configure(). Applying a new config later is a reload: new
+ *      handshakes use it, established connections keep the one they started with, and a
+ *      config that fails to apply leaves the old one in place.
+ *   3. For each TCP connection, mtls_accept_fd() or mtls_connect_fd() gives a connection
+ *      object; drive mtls_handshake() until it returns 0, then mtls_read()/mtls_write(),
+ *      then mtls_close() and mtls_free().
+ *
+ * Return values: functions return 0 (or a byte count, or a pointer) on success and -1 (or
+ * NULL) on failure. Non-blocking calls may return MTLS_WANT_POLLIN or MTLS_WANT_POLLOUT:
+ * wait for the fd to become readable / writable and call again.
+ *
+ * Errors: the message lives on the object that failed (mtls_error(), mtls_config_error()),
+ * with a stable reason code (mtls_error_reason()) and a category. Messages never contain
+ * key material.
+ *
+ * Threads: a config may be shared by many threads once applied; an endpoint may accept or
+ * connect from many threads at once and be reconfigured from another; a single connection
+ * object must be used by one thread at a time. The library never prints.
+ */
+#ifndef MTLS_H
+#define MTLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MTLS_VERSION_STRING "0.1.0"
+
+#define MTLS_WANT_POLLIN  (-2)
+#define MTLS_WANT_POLLOUT (-3)
+
+/* Protocol versions, for mtls_config_set_protocols(). */
+#define MTLS_TLS1_2 0x0303
+#define MTLS_TLS1_3 0x0304
+
+/*
+ * Why something failed. The names (mtls_reason_name()) are stable and appear in logs and
+ * metrics; new reasons are only ever added at the end.
+ */
+enum mtls_reason {
+	MTLS_REASON_NONE = 0,
+	/* peer certificate verification */
+	MTLS_REASON_NO_CERTIFICATE,	  /* peer sent no certificate */
+	MTLS_REASON_UNKNOWN_CA,		  /* chain does not lead to the configured CA */
+	MTLS_REASON_SELF_SIGNED,	  /* self-signed certificate not in the trust store */
+	MTLS_REASON_EXPIRED,		  /* a certificate in the chain is past notAfter */
+	MTLS_REASON_NOT_YET_VALID,	  /* a certificate in the chain is before notBefore */
+	MTLS_REASON_BAD_KEY_USAGE,	  /* keyUsage / extendedKeyUsage do not allow this use */
+	MTLS_REASON_NAME_MISMATCH,	  /* server name/IP/URI not in the certificate's SANs */
+	MTLS_REASON_IDENTITY_NOT_ALLOWED, /* verified, but no allow rule matches */
+	MTLS_REASON_PIN_MISMATCH,	  /* SPKI / certificate pins configured, none matches */
+	MTLS_REASON_REVOKED,		  /* listed in the issuer's CRL */
+	MTLS_REASON_CRL_EXPIRED,	  /* CRL past nextUpdate (and past the grace period) */
+	MTLS_REASON_CRL_MISSING,	  /* revocation checking is on but no CRL for an issuer */
+	MTLS_REASON_CHAIN_TOO_LONG,	  /* more intermediates than the maximum depth */
+	MTLS_REASON_INVALID_CA,		  /* an issuer in the chain is not a CA */
+	MTLS_REASON_BAD_SIGNATURE,	  /* a signature in the chain does not verify */
+	MTLS_REASON_WEAK_KEY,		  /* RSA < 2048 bits or an unsupported curve */
+	MTLS_REASON_WEAK_SIGNATURE,	  /* SHA-1 or MD5 signature */
+	MTLS_REASON_BAD_CERTIFICATE,	  /* malformed or otherwise unacceptable certificate */
+	/* handshake */
+	MTLS_REASON_PROTOCOL_VERSION, /* peer offered no TLS version we accept */
+	MTLS_REASON_NOT_TLS,	      /* the bytes received are not a TLS handshake */
+	MTLS_REASON_TRUNCATED,	      /* peer closed the connection during the handshake */
+	MTLS_REASON_HANDSHAKE_FAILED, /* other handshake failure (no shared cipher, ...) */
+	MTLS_REASON_REJECTED_BY_PEER, /* the peer sent an alert refusing us */
+	MTLS_REASON_TIMEOUT,	      /* a deadline passed */
+	/* loading configuration */
+	MTLS_REASON_KEY_MISMATCH,    /* private key does not match the certificate */
+	MTLS_REASON_KEY_PERMISSIONS, /* private key file readable by group or others */
+	MTLS_REASON_BAD_PEM,	     /* file is not valid PEM of the expected kind */
+	MTLS_REASON_BAD_PASSPHRASE,  /* encrypted key and no or a wrong passphrase */
+	MTLS_REASON_FILE,	     /* a file could not be read */
+	MTLS_REASON_CONFIG,	     /* invalid or incomplete configuration */
+	/* other */
+	MTLS_REASON_IO,	      /* socket error or connection reset */
+	MTLS_REASON_USAGE,    /* API misuse */
+	MTLS_REASON_INTERNAL, /* out of memory or unexpected library error */
+	MTLS_REASON_COUNT
+};
+
+enum mtls_category {
+	MTLS_CATEGORY_NONE = 0,
+	MTLS_CATEGORY_VERIFY,	/* the peer's certificate failed verification */
+	MTLS_CATEGORY_AUTHZ,	/* verified but not authorized */
+	MTLS_CATEGORY_REVOKED,	/* revocation status refused it */
+	MTLS_CATEGORY_PROTOCOL, /* the TLS handshake itself failed */
+	MTLS_CATEGORY_CONFIG,	/* local configuration could not be loaded */
+	MTLS_CATEGORY_IO,
+	MTLS_CATEGORY_USAGE,
+	MTLS_CATEGORY_INTERNAL
+};
+
+/* Stable snake_case name of a reason ("expired", "unknown_ca", ...); never NULL. */
+const char *mtls_reason_name(enum mtls_reason reason);
+/* The reason for a name, or MTLS_REASON_NONE if unknown. */
+enum mtls_reason mtls_reason_from_name(const char *name);
+enum mtls_category mtls_reason_category(enum mtls_reason reason);
+const char *mtls_category_name(enum mtls_category category);
+
+/* ---------------------------------------------------------------------------------------
+ * Configuration.
+ *
+ * A config is a description: setters copy what they are given (files are read at once and
+ * their contents kept), and mtls_configure() parses and checks the whole. Setters fail only
+ * on unreadable files or invalid arguments; the error is on the config.
+ *
+ * Reference counted: mtls_configure() takes its own reference, so the caller may free the
+ * config right after applying it.
+ */
+struct mtls_config;
+
+struct mtls_config *mtls_config_new(void);
+void mtls_config_free(struct mtls_config *config);
+const char *mtls_config_error(const struct mtls_config *config);
+enum mtls_reason mtls_config_error_reason(const struct mtls_config *config);
+
+/* Own certificate: a PEM file with the leaf first, then any intermediates to send. */
+int mtls_config_set_cert_file(struct mtls_config *config, const char *path);
+int mtls_config_set_cert_mem(struct mtls_config *config, const uint8_t *pem, size_t len);
+/* Own private key (PEM, PKCS#8 or traditional, optionally encrypted). A key file readable
+ * by group or others is refused at mtls_configure() unless
+ * mtls_config_insecure_key_permissions() was called. */
+int mtls_config_set_key_file(struct mtls_config *config, const char *path);
+int mtls_config_set_key_mem(struct mtls_config *config, const uint8_t *pem, size_t len);
+/* Passphrase of an encrypted key, given directly, read from a file (first line), or taken
+ * from an environment variable. The copy is wiped when the config is freed. */
+int mtls_config_set_key_passphrase(struct mtls_config *config, const char *passphrase);
+int mtls_config_set_key_passphrase_file(struct mtls_config *config, const char *path);
+int mtls_config_set_key_passphrase_env(struct mtls_config *config, const char *name);
+
+/* Trusted roots for the peer's chain (PEM bundle). The system store is never used. */
+int mtls_config_set_ca_file(struct mtls_config *config, const char *path);
+int mtls_config_set_ca_mem(struct mtls_config *config, const uint8_t *pem, size_t len);
+
+/* Certificate revocation lists (PEM; several may be added). With any CRL configured, the
+ * leaf's issuer must have a valid CRL; mtls_config_set_crl_check_chain() extends that to
+ * every certificate in the chain. */
+int mtls_config_add_crl_file(struct mtls_config *config, const char *path);
+int mtls_config_add_crl_mem(struct mtls_config *config, const uint8_t *pem, size_t len);
+int mtls_config_set_crl_check_chain(struct mtls_config *config, int on);
+/* A CRL past its nextUpdate is refused (reason crl_expired) by default. With a grace period
+ * of N seconds it is still used until nextUpdate + N, and the verification result carries a
+ * warning (mtls_conn_warning()). */
+int mtls_config_set_crl_grace(struct mtls_config *config, int64_t seconds);
+
+/* Maximum number of intermediate certificates between the leaf and the root (default 4). */
+int mtls_config_set_verify_depth(struct mtls_config *config, int depth);
+/* Minimum and maximum protocol versions (default TLS 1.2 .. TLS 1.3). Versions below TLS
+ * 1.2 are refused. */
+int mtls_config_set_protocols(struct mtls_config *config, int min_version, int max_version);
+/* Verify at a fixed time instead of now (for mtls verify and tests). 0 means now. */
+int mtls_config_set_verify_time(struct mtls_config *config, time_t when);
+/* TLS 1.3 session tickets for resumption (default on). A resumed session is re-checked
+ * against the current CRLs, validity time and allow rules before it is accepted. */
+int mtls_config_set_session_tickets(struct mtls_config *config, int on);
+
+/*
+ * Authorization of the peer's identity, checked after the chain verifies.
+ *
+ * Name rules (URI, DNS, CN) are alternatives: one match is enough. Pins (SPKI, certificate)
+ * are alternatives too; when both kinds are configured, the peer must satisfy both. Then
+ * the callback, if any, has the last word.
+ *
+ *   URI pattern: exact, or with "*" standing for exactly one whole path segment (as in
+ *                spiffe://example.org/ns/STAR/sa/api, with a bare * for STAR). Scheme and
+ *                authority are exact.
+ *   DNS:         exact (case-insensitive) or "*.example.org" for one leftmost label.
+ *   CN:          exact.
+ *   SPKI/cert:   SHA-256 of the DER SubjectPublicKeyInfo / certificate, as 64 hex digits
+ *                (colons allowed) or base64.
+ *
+ * A server endpoint refuses to apply a config with no name rule, pin or callback, unless
+ * mtls_config_set_allow_any_identity() says that any certificate from the CA is welcome.
+ * A client endpoint checks the server name given to mtls_connect_fd() in any case; its
+ * allow rules are optional extra constraints.
+ */
+int mtls_config_allow_uri(struct mtls_config *config, const char *pattern);
+int mtls_config_allow_dns(struct mtls_config *config, const char *pattern);
+int mtls_config_allow_cn(struct mtls_config *config, const char *cn);
+int mtls_config_allow_spki_sha256(struct mtls_config *config, const char *pin);
+int mtls_config_allow_cert_sha256(struct mtls_config *config, const char *pin);
+int mtls_config_set_allow_any_identity(struct mtls_config *config, int on);
+
+struct mtls_peer;
+/* Return 1 to allow, 0 to refuse (the handshake fails with identity_not_allowed and the
+ * message written to why, if any). Called from the handshake, in the handshaking thread. */
+typedef int (*mtls_authz_cb)(const struct mtls_peer *peer, void *arg, char *why, size_t why_len);
+int mtls_config_set_authz_cb(struct mtls_config *config, mtls_authz_cb cb, void *arg);
+
+/*
+ * Weakening options. Each one is recorded; mtls_config_insecure() lists those in effect so
+ * that a daemon can log a warning.
+ */
+int mtls_config_insecure_key_permissions(struct mtls_config *config);
+/* Client only: do not check the server's name (chain and EKU are still verified). */
+int mtls_config_insecure_no_verify_name(struct mtls_config *config);
+/* Comma-separated names of the insecure options in effect, or "" if none. */
+const char *mtls_config_insecure(const struct mtls_config *config);
+
+/* ---------------------------------------------------------------------------------------
+ * Endpoints and connections.
+ *
+ * struct mtls is either an endpoint (mtls_server_new(), mtls_client_new()) or a connection
+ * made from one. Free connections with mtls_free() before the endpoint they came from.
+ */
+struct mtls;
+
+struct mtls *mtls_server_new(void);
+struct mtls *mtls_client_new(void);
+/* Apply (or re-apply: reload) a config. On failure the endpoint keeps its previous config
+ * and the error is on the endpoint. */
+int mtls_configure(struct mtls *endpoint, struct mtls_config *config);
+void mtls_free(struct mtls *ctx);
+
+const char *mtls_error(const struct mtls *ctx);
+enum mtls_reason mtls_error_reason(const struct mtls *ctx);
+enum mtls_category mtls_error_category(const struct mtls *ctx);
+
+/* New server-side connection on an accepted socket. The fd stays owned by the caller (it is
+ * never closed by the library). The error, if NULL, is on the endpoint. */
+struct mtls *mtls_accept_fd(struct mtls *server, int fd);
+/* New client-side connection on a connected socket; server_name is the DNS name or IP
+ * address the server's certificate must carry (required unless
+ * mtls_config_insecure_no_verify_name()). */
+struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_name);
+
+/* Drive the handshake: 0 done, MTLS_WANT_POLLIN / MTLS_WANT_POLLOUT, or -1 refused or failed
+ * (see mtls_error_reason()). On a blocking fd it returns only 0 or -1. */
+int mtls_handshake(struct mtls *conn);
+/* Read up to len bytes: the count, 0 at the peer's orderly close, MTLS_WANT_*, or -1. */
+ssize_t mtls_read(struct mtls *conn, void *buf, size_t len);
+/* Write up to len bytes: the count written (possibly fewer), MTLS_WANT_*, or -1. */
+ssize_t mtls_write(struct mtls *conn, const void *buf, size_t len);
+/* Send close_notify: 0 done, MTLS_WANT_*, or -1. Does not close the fd. */
+int mtls_close(struct mtls *conn);
+
+/* Blocking helpers for simple programs: poll() until done or timeout_ms passes (-1: no
+ * limit). They work on blocking and non-blocking fds alike. */
+int mtls_handshake_wait(struct mtls *conn, int timeout_ms);
+/* Write all len bytes: 0 or -1. */
+int mtls_write_all(struct mtls *conn, const void *buf, size_t len, int timeout_ms);
+ssize_t mtls_read_wait(struct mtls *conn, void *buf, size_t len, int timeout_ms);
+int mtls_close_wait(struct mtls *conn, int timeout_ms);
+
+/* After the handshake. Strings are owned by the connection. */
+const struct mtls_peer *mtls_conn_peer(const struct mtls *conn);
+const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
+const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
+int mtls_conn_resumed(const struct mtls *conn);
+/* A warning about an accepted handshake (e.g. a CRL used within its grace period), or
+ * NULL. On an endpoint: the warning of the last mtls_verify_chain_pem(). */
+const char *mtls_conn_warning(const struct mtls *conn);
+/* When the own certificate, the earliest-expiring CA certificate and the earliest CRL
+ * nextUpdate of the endpoint's current config run out, as UNIX times (0 if none), so that a
+ * daemon can export them and an operator can alert before expiry. */
+time_t mtls_endpoint_cert_not_after(const struct mtls *endpoint);
+time_t mtls_endpoint_ca_not_after(const struct mtls *endpoint);
+time_t mtls_endpoint_crl_next_update(const struct mtls *endpoint);
+
+/* ---------------------------------------------------------------------------------------
+ * The peer's verified certificate and identity. Owned by the connection (or verifier).
+ */
+/* The primary identity: first URI SAN, else first DNS SAN, else the subject CN, else
+ * "sha256:" and the certificate hash. Never NULL. */
+const char *mtls_peer_identity(const struct mtls_peer *peer);
+const char *mtls_peer_subject(const struct mtls_peer *peer); /* RFC 2253 */
+const char *mtls_peer_issuer(const struct mtls_peer *peer);
+const char *mtls_peer_common_name(const struct mtls_peer *peer); /* or NULL */
+const char *mtls_peer_serial(const struct mtls_peer *peer);	 /* upper-case hex */
+time_t mtls_peer_not_before(const struct mtls_peer *peer);
+time_t mtls_peer_not_after(const struct mtls_peer *peer);
+const char *mtls_peer_cert_sha256(const struct mtls_peer *peer); /* lower-case hex */
+const char *mtls_peer_spki_sha256(const struct mtls_peer *peer); /* lower-case hex */
+size_t mtls_peer_uri_count(const struct mtls_peer *peer);
+const char *mtls_peer_uri(const struct mtls_peer *peer, size_t i);
+size_t mtls_peer_dns_count(const struct mtls_peer *peer);
+const char *mtls_peer_dns(const struct mtls_peer *peer, size_t i);
+size_t mtls_peer_ip_count(const struct mtls_peer *peer);
+const char *mtls_peer_ip(const struct mtls_peer *peer, size_t i);
+/* The allow rule that admitted the peer ("uri:spiffe://...", "any", ...), or NULL. */
+const char *mtls_peer_matched_rule(const struct mtls_peer *peer);
+
+/* ---------------------------------------------------------------------------------------
+ * Verification without a handshake: check a PEM certificate chain (leaf first, then
+ * untrusted intermediates) exactly as a configured endpoint would check a peer's. A server
+ * endpoint verifies a client certificate, a client endpoint a server certificate against
+ * expected_name (DNS name or IP; may be NULL if the config allows that). expected_uri, if
+ * not NULL, must be one of the certificate's URI SANs.
+ *
+ * Returns 0 if accepted (the peer is then available with mtls_verified_peer()), -1 if
+ * refused or on error (reason and message on the endpoint).
+ */
+int mtls_verify_chain_pem(struct mtls *endpoint, const uint8_t *pem, size_t len,
+			  const char *expected_name, const char *expected_uri);
+const struct mtls_peer *mtls_verified_peer(const struct mtls *endpoint);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MTLS_H */

@@ -1,0 +1,432 @@
+/*
+ * struct mtls_config: a reference-counted description of what an endpoint should do.
+ * Setters copy their input; parsing and cross-checks happen in mtls_configure().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+
+/* Certificates, keys, CA bundles and CRLs larger than this are refused as a mistake. */
+#define FILE_MAX (16u * 1024 * 1024)
+
+struct mtls_config *mtls_config_new(void)
+{
+	struct mtls_config *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	atomic_init(&c->refs, 1);
+	c->crl_grace = 0;
+	c->verify_depth = 4;
+	c->min_version = MTLS_TLS1_2;
+	c->max_version = MTLS_TLS1_3;
+	c->tickets = true;
+	return c;
+}
+
+struct mtls_config *config_ref(struct mtls_config *config)
+{
+	atomic_fetch_add(&config->refs, 1);
+	return config;
+}
+
+static void blob_free(struct blob *b, bool secret)
+{
+	if (b->data != NULL && secret)
+		OPENSSL_cleanse(b->data, b->len);
+	free(b->data);
+	free(b->origin);
+	memset(b, 0, sizeof(*b));
+}
+
+static void strlist_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+void mtls_config_free(struct mtls_config *c)
+{
+	if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	blob_free(&c->cert, false);
+	blob_free(&c->key, true);
+	blob_free(&c->ca, false);
+	for (size_t i = 0; i < c->ncrls; i++)
+		blob_free(&c->crls[i], false);
+	free(c->crls);
+	if (c->passphrase != NULL) {
+		OPENSSL_cleanse(c->passphrase, strlen(c->passphrase));
+		free(c->passphrase);
+	}
+	strlist_free(&c->allow_uri);
+	strlist_free(&c->allow_dns);
+	strlist_free(&c->allow_cn);
+	strlist_free(&c->allow_spki);
+	strlist_free(&c->allow_cert);
+	free(c);
+}
+
+const char *mtls_config_error(const struct mtls_config *c)
+{
+	return c->err.msg;
+}
+
+enum mtls_reason mtls_config_error_reason(const struct mtls_config *c)
+{
+	return c->err.reason;
+}
+
+/* Read a whole regular file into b. mode receives its permission bits. */
+static int read_file(struct mtls_config *c, const char *what, const char *path, struct blob *b,
+		     mode_t *mode)
+{
+	struct stat st;
+	uint8_t *data = NULL;
+	size_t used = 0;
+	int fd;
+
+	if (path == NULL || path[0] == '\0')
+		return error_set(&c->err, MTLS_REASON_USAGE, "%s: no file name given", what);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return error_set(&c->err, MTLS_REASON_FILE, "cannot read %s file %s: %s", what,
+				 path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return error_set(&c->err, MTLS_REASON_FILE, "%s file %s is not a regular file",
+				 what, path);
+	}
+	if ((uintmax_t)st.st_size > FILE_MAX) {
+		close(fd);
+		return error_set(&c->err, MTLS_REASON_FILE,
+				 "%s file %s is larger than %u bytes; is it the right file?", what,
+				 path, FILE_MAX);
+	}
+	data = malloc((size_t)st.st_size + 1);
+	if (data == NULL) {
+		close(fd);
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	while (used < (size_t)st.st_size) {
+		ssize_t n = read(fd, data + used, (size_t)st.st_size - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			OPENSSL_cleanse(data, used);
+			free(data);
+			close(fd);
+			return error_set(&c->err, MTLS_REASON_FILE, "cannot read %s file %s: %s",
+					 what, path, strerror(e));
+		}
+		used += (size_t)n;
+	}
+	close(fd);
+	data[used] = '\0';
+	blob_free(b, b == &c->key);
+	b->data = data;
+	b->len = used;
+	b->origin = strdup(path);
+	if (mode != NULL)
+		*mode = st.st_mode & 07777;
+	if (b->origin == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	error_clear(&c->err);
+	return 0;
+}
+
+static int copy_mem(struct mtls_config *c, const char *what, const uint8_t *pem, size_t len,
+		    struct blob *b)
+{
+	uint8_t *data;
+
+	if (pem == NULL || len == 0)
+		return error_set(&c->err, MTLS_REASON_USAGE, "%s: empty input", what);
+	if (len > FILE_MAX)
+		return error_set(&c->err, MTLS_REASON_USAGE, "%s: input too large", what);
+	data = malloc(len + 1);
+	if (data == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	memcpy(data, pem, len);
+	data[len] = '\0';
+	blob_free(b, b == &c->key);
+	b->data = data;
+	b->len = len;
+	b->origin = strdup("memory");
+	if (b->origin == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	return 0;
+}
+
+int mtls_config_set_cert_file(struct mtls_config *c, const char *path)
+{
+	return read_file(c, "certificate", path, &c->cert, NULL);
+}
+
+int mtls_config_set_cert_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
+{
+	return copy_mem(c, "certificate", pem, len, &c->cert);
+}
+
+int mtls_config_set_key_file(struct mtls_config *c, const char *path)
+{
+	return read_file(c, "private key", path, &c->key, &c->key_mode);
+}
+
+int mtls_config_set_key_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
+{
+	c->key_mode = 0;
+	return copy_mem(c, "private key", pem, len, &c->key);
+}
+
+static int set_passphrase(struct mtls_config *c, const char *pass, size_t len)
+{
+	char *copy = malloc(len + 1);
+
+	if (copy == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	memcpy(copy, pass, len);
+	copy[len] = '\0';
+	if (c->passphrase != NULL) {
+		OPENSSL_cleanse(c->passphrase, strlen(c->passphrase));
+		free(c->passphrase);
+	}
+	c->passphrase = copy;
+	c->passphrase_set = true;
+	return 0;
+}
+
+int mtls_config_set_key_passphrase(struct mtls_config *c, const char *passphrase)
+{
+	if (passphrase == NULL)
+		return error_set(&c->err, MTLS_REASON_USAGE, "key passphrase: NULL given");
+	return set_passphrase(c, passphrase, strlen(passphrase));
+}
+
+int mtls_config_set_key_passphrase_file(struct mtls_config *c, const char *path)
+{
+	struct blob b = {0};
+	size_t len;
+	int rc;
+
+	if (read_file(c, "passphrase", path, &b, NULL) != 0)
+		return -1;
+	len = strcspn((const char *)b.data, "\r\n");
+	rc = set_passphrase(c, (const char *)b.data, len);
+	blob_free(&b, true);
+	return rc;
+}
+
+int mtls_config_set_key_passphrase_env(struct mtls_config *c, const char *name)
+{
+	const char *v = name != NULL ? getenv(name) : NULL;
+
+	if (v == NULL)
+		return error_set(&c->err, MTLS_REASON_CONFIG,
+				 "environment variable %s with the key passphrase is not set",
+				 name != NULL ? name : "(null)");
+	return set_passphrase(c, v, strlen(v));
+}
+
+int mtls_config_set_ca_file(struct mtls_config *c, const char *path)
+{
+	return read_file(c, "CA", path, &c->ca, NULL);
+}
+
+int mtls_config_set_ca_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
+{
+	return copy_mem(c, "CA", pem, len, &c->ca);
+}
+
+static struct blob *crl_slot(struct mtls_config *c)
+{
+	struct blob *n = realloc(c->crls, (c->ncrls + 1) * sizeof(*n));
+
+	if (n == NULL)
+		return NULL;
+	c->crls = n;
+	memset(&n[c->ncrls], 0, sizeof(*n));
+	return &n[c->ncrls];
+}
+
+int mtls_config_add_crl_file(struct mtls_config *c, const char *path)
+{
+	struct blob *b = crl_slot(c);
+
+	if (b == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	if (read_file(c, "CRL", path, b, NULL) != 0)
+		return -1;
+	c->ncrls++;
+	return 0;
+}
+
+int mtls_config_add_crl_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
+{
+	struct blob *b = crl_slot(c);
+
+	if (b == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	if (copy_mem(c, "CRL", pem, len, b) != 0)
+		return -1;
+	c->ncrls++;
+	return 0;
+}
+
+int mtls_config_set_crl_check_chain(struct mtls_config *c, int on)
+{
+	c->crl_check_chain = on != 0;
+	return 0;
+}
+
+int mtls_config_set_crl_grace(struct mtls_config *c, int64_t seconds)
+{
+	if (seconds < 0 || seconds > (int64_t)366 * 24 * 3600)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "CRL grace period must be between 0 and 366 days");
+	c->crl_grace = seconds;
+	return 0;
+}
+
+int mtls_config_set_verify_depth(struct mtls_config *c, int depth)
+{
+	if (depth < 0 || depth > 16)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "verify depth must be between 0 and 16 intermediates");
+	c->verify_depth = depth;
+	return 0;
+}
+
+int mtls_config_set_protocols(struct mtls_config *c, int min_version, int max_version)
+{
+	if ((min_version != MTLS_TLS1_2 && min_version != MTLS_TLS1_3) ||
+	    (max_version != MTLS_TLS1_2 && max_version != MTLS_TLS1_3) || min_version > max_version)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "protocols must be TLS 1.2 or TLS 1.3, minimum not above maximum");
+	c->min_version = min_version;
+	c->max_version = max_version;
+	return 0;
+}
+
+int mtls_config_set_verify_time(struct mtls_config *c, time_t when)
+{
+	c->verify_time = when;
+	return 0;
+}
+
+int mtls_config_set_session_tickets(struct mtls_config *c, int on)
+{
+	c->tickets = on != 0;
+	return 0;
+}
+
+static int strlist_add(struct mtls_config *c, struct strlist *l, const char *what, const char *s)
+{
+	char **v;
+
+	if (s == NULL || s[0] == '\0')
+		return error_set(&c->err, MTLS_REASON_USAGE, "allow %s: empty rule", what);
+	v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (v == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	l->v = v;
+	l->v[l->n] = strdup(s);
+	if (l->v[l->n] == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	l->n++;
+	return 0;
+}
+
+int mtls_config_allow_uri(struct mtls_config *c, const char *pattern)
+{
+	if (pattern != NULL && strstr(pattern, "://") == NULL)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "allow URI %s: expected scheme://authority/path, such as "
+				 "spiffe://example.org/ns/prod/sa/api",
+				 pattern);
+	return strlist_add(c, &c->allow_uri, "URI", pattern);
+}
+
+int mtls_config_allow_dns(struct mtls_config *c, const char *pattern)
+{
+	return strlist_add(c, &c->allow_dns, "DNS", pattern);
+}
+
+int mtls_config_allow_cn(struct mtls_config *c, const char *cn)
+{
+	return strlist_add(c, &c->allow_cn, "CN", cn);
+}
+
+static int add_pin(struct mtls_config *c, struct strlist *l, const char *what, const char *pin)
+{
+	uint8_t raw[32];
+
+	if (pin == NULL || policy_parse_pin(pin, raw) != 0)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "%s pin %s: expected a SHA-256 as 64 hex digits or base64", what,
+				 pin != NULL ? pin : "(null)");
+	return strlist_add(c, l, what, pin);
+}
+
+int mtls_config_allow_spki_sha256(struct mtls_config *c, const char *pin)
+{
+	return add_pin(c, &c->allow_spki, "SPKI", pin);
+}
+
+int mtls_config_allow_cert_sha256(struct mtls_config *c, const char *pin)
+{
+	return add_pin(c, &c->allow_cert, "certificate", pin);
+}
+
+int mtls_config_set_allow_any_identity(struct mtls_config *c, int on)
+{
+	c->allow_any = on != 0;
+	return 0;
+}
+
+int mtls_config_set_authz_cb(struct mtls_config *c, mtls_authz_cb cb, void *arg)
+{
+	c->authz_cb = cb;
+	c->authz_arg = arg;
+	return 0;
+}
+
+static void insecure_add(struct mtls_config *c, unsigned flag, const char *name)
+{
+	size_t used = strlen(c->insecure_names);
+
+	if (c->insecure & flag)
+		return;
+	c->insecure |= flag;
+	snprintf(c->insecure_names + used, sizeof(c->insecure_names) - used, "%s%s",
+		 used > 0 ? "," : "", name);
+}
+
+int mtls_config_insecure_key_permissions(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_KEY_PERMISSIONS, "insecure_key_permissions");
+	return 0;
+}
+
+int mtls_config_insecure_no_verify_name(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_NO_VERIFY_NAME, "insecure_no_verify_name");
+	return 0;
+}
+
+const char *mtls_config_insecure(const struct mtls_config *c)
+{
+	return c->insecure_names;
+}

@@ -1,0 +1,410 @@
+/*
+ * Connections: the handshake (with its failure reasons), I/O, orderly shutdown, and the
+ * blocking helpers built on poll().
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+
+#include "internal.h"
+
+static void request_for(struct mtls *c, struct verify_request *rq)
+{
+	*rq = (struct verify_request){.st = c->cstate,
+				      .peer_is_client = c->server_side,
+				      .name = c->server_side ? NULL : c->server_name};
+}
+
+/* OpenSSL's certificate verification, replaced by ours (verify.c). */
+int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct mtls *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+	struct verify_request rq;
+
+	(void)arg;
+	if (c == NULL)
+		return 0;
+	request_for(c, &rq);
+	identity_free(c->peer);
+	c->peer = NULL;
+	return verify_chain(&rq, xctx, &c->peer, &c->verify_err, c->warning, sizeof(c->warning)) ==
+	       0;
+}
+
+/*
+ * A resumed session skipped certificate verification. Its certificate may have been revoked,
+ * expired or dropped from the allow rules since: check it again against the current state.
+ */
+static int recheck_resumed(struct mtls *c)
+{
+	X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
+	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
+	struct verify_request rq;
+	int rc = -1;
+
+	if (leaf == NULL) {
+		error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+			  "resumed session carries no peer certificate");
+		goto out;
+	}
+	if (xctx == NULL || X509_STORE_CTX_init(xctx, c->cstate->store, leaf, chain) != 1) {
+		error_set_ssl(&c->err, MTLS_REASON_INTERNAL, "cannot re-verify resumed session");
+		goto out;
+	}
+	request_for(c, &rq);
+	identity_free(c->peer);
+	c->peer = NULL;
+	rc = verify_chain(&rq, xctx, &c->peer, &c->err, c->warning, sizeof(c->warning));
+out:
+	X509_STORE_CTX_free(xctx);
+	return rc;
+}
+
+static bool is_alert(int reason)
+{
+	return reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256;
+}
+
+/* Set c->err from a failed handshake step. */
+static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
+{
+	unsigned long e = ERR_peek_error();
+	int lib = ERR_GET_LIB(e);
+	int reason = ERR_GET_REASON(e);
+	const char *peer = c->server_side ? "client" : "server";
+	const char *text = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	if (c->verify_err.reason != MTLS_REASON_NONE) {
+		c->err = c->verify_err;
+		ERR_clear_error();
+		return -1;
+	}
+	if (ssl_err == SSL_ERROR_SYSCALL && e == 0) {
+		if (saved_errno == 0 || saved_errno == EPIPE || saved_errno == ECONNRESET)
+			return error_set(&c->err, MTLS_REASON_TRUNCATED,
+					 "the %s closed the connection during the handshake%s%s",
+					 peer, saved_errno != 0 ? ": " : "",
+					 saved_errno != 0 ? strerror(saved_errno) : "");
+		return error_set(&c->err, MTLS_REASON_IO, "handshake with the %s failed: %s", peer,
+				 strerror(saved_errno));
+	}
+	if (ssl_err == SSL_ERROR_ZERO_RETURN)
+		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+				 "the %s closed the connection during the handshake", peer);
+	if (lib != ERR_LIB_SSL)
+		return error_set_ssl(&c->err, MTLS_REASON_HANDSHAKE_FAILED,
+				     "handshake with the %s failed", peer);
+	switch (reason) {
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+				 "client sent no certificate; configure the client with a "
+				 "certificate and key issued by the trusted CA");
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_WRONG_SSL_VERSION:
+	case SSL_R_VERSION_TOO_LOW:
+	case SSL_R_VERSION_TOO_HIGH:
+	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+		return error_set(&c->err, MTLS_REASON_PROTOCOL_VERSION,
+				 "the %s offered no TLS version we accept (%s); TLS 1.2 or 1.3 is "
+				 "required",
+				 peer, text != NULL ? text : "unsupported protocol");
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+	case SSL_R_LENGTH_MISMATCH:
+	case SSL_R_UNEXPECTED_MESSAGE:
+	case SSL_R_UNEXPECTED_RECORD:
+	case SSL_R_BAD_PACKET_LENGTH:
+	case SSL_R_LENGTH_TOO_SHORT:
+	case SSL_R_BAD_LENGTH:
+	case SSL_R_BAD_RECORD_TYPE:
+		return error_set(&c->err, MTLS_REASON_NOT_TLS,
+				 "the %s did not speak TLS (%s); point a TLS client at this port, "
+				 "or plaintext at the connector",
+				 peer, text != NULL ? text : "bad record");
+	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+				 "the %s closed the connection during the handshake", peer);
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+	case SSL_R_NO_SHARED_GROUPS:
+	case SSL_R_NO_CIPHERS_AVAILABLE:
+		return error_set(&c->err, MTLS_REASON_HANDSHAKE_FAILED,
+				 "no common cipher suite, group or signature algorithm with the "
+				 "%s (%s); it must support ECDHE with AES-GCM or ChaCha20-Poly1305",
+				 peer, text);
+	default: break;
+	}
+	if (is_alert(reason))
+		return error_set(&c->err, MTLS_REASON_REJECTED_BY_PEER,
+				 "the %s refused the handshake (%s); check its log for why", peer,
+				 text != NULL ? text : "alert");
+	return error_set_ssl(&c->err, MTLS_REASON_HANDSHAKE_FAILED, "handshake with the %s failed",
+			     peer);
+}
+
+static int want_of(int ssl_err)
+{
+	return ssl_err == SSL_ERROR_WANT_WRITE ? MTLS_WANT_POLLOUT : MTLS_WANT_POLLIN;
+}
+
+int mtls_handshake(struct mtls *c)
+{
+	int rc, ssl_err;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	if (c->handshake_done)
+		return 0;
+	if (c->err.reason != MTLS_REASON_NONE)
+		return -1;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_do_handshake(c->ssl);
+	if (rc == 1) {
+		if (SSL_session_reused(c->ssl) && recheck_resumed(c) != 0)
+			return -1;
+		if (c->peer == NULL)
+			return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+					 "the %s presented no certificate",
+					 c->server_side ? "client" : "server");
+		c->handshake_done = true;
+		return 0;
+	}
+	ssl_err = SSL_get_error(c->ssl, rc);
+	if (ssl_err == SSL_ERROR_WANT_READ || ssl_err == SSL_ERROR_WANT_WRITE)
+		return want_of(ssl_err);
+	return handshake_error(c, ssl_err, errno);
+}
+
+/* A read or write failed: set the error and say what to return. */
+static ssize_t io_error(struct mtls *c, int rc, int saved_errno, bool reading)
+{
+	int ssl_err = SSL_get_error(c->ssl, rc);
+	unsigned long e;
+
+	switch (ssl_err) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE: return want_of(ssl_err);
+	case SSL_ERROR_ZERO_RETURN: ERR_clear_error(); return 0;
+	case SSL_ERROR_SYSCALL:
+		if (ERR_peek_error() == 0)
+			return error_set(&c->err,
+					 saved_errno != 0 ? MTLS_REASON_IO : MTLS_REASON_TRUNCATED,
+					 "connection %s: %s", reading ? "read" : "write",
+					 saved_errno != 0 ? strerror(saved_errno)
+							  : "closed without close_notify");
+		break;
+	default: break;
+	}
+	e = ERR_peek_error();
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+				 "the peer closed the connection without close_notify");
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL && is_alert(ERR_GET_REASON(e)))
+		return error_set_ssl(&c->err, MTLS_REASON_REJECTED_BY_PEER,
+				     "the peer ended the connection with an alert");
+	return error_set_ssl(&c->err, MTLS_REASON_IO, "connection %s failed",
+			     reading ? "read" : "write");
+}
+
+static int check_ready(struct mtls *c)
+{
+	int rc;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	if (c->handshake_done)
+		return 0;
+	rc = mtls_handshake(c);
+	return rc;
+}
+
+ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
+{
+	size_t got = 0;
+	int rc;
+
+	rc = check_ready(c);
+	if (rc != 0)
+		return rc;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_read_ex(c->ssl, buf, len, &got);
+	if (rc == 1)
+		return (ssize_t)got;
+	return io_error(c, rc, errno, true);
+}
+
+ssize_t mtls_write(struct mtls *c, const void *buf, size_t len)
+{
+	size_t put = 0;
+	int rc;
+
+	rc = check_ready(c);
+	if (rc != 0)
+		return rc;
+	if (len == 0)
+		return 0;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_write_ex(c->ssl, buf, len, &put);
+	if (rc == 1)
+		return (ssize_t)put;
+	return io_error(c, rc, errno, false);
+}
+
+int mtls_close(struct mtls *c)
+{
+	int rc;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	if (!c->handshake_done)
+		return 0;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_shutdown(c->ssl);
+	if (rc >= 0)
+		return 0; /* close_notify sent; we do not wait for the peer's */
+	rc = (int)io_error(c, rc, errno, false);
+	return rc == 0 ? 0 : rc;
+}
+
+/* --- blocking helpers ---------------------------------------------------------------- */
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for what rc asks (MTLS_WANT_*). 0 ready, -1 timeout or poll error (c->err set). */
+static int wait_for(struct mtls *c, int rc, long long deadline)
+{
+	struct pollfd pfd = {.fd = SSL_get_fd(c->ssl),
+			     .events = rc == MTLS_WANT_POLLOUT ? POLLOUT : POLLIN};
+	int timeout = -1;
+
+	for (;;) {
+		int n;
+
+		if (deadline >= 0) {
+			long long left = deadline - now_ms();
+			if (left <= 0)
+				return error_set(&c->err, MTLS_REASON_TIMEOUT,
+						 "timed out waiting for the peer");
+			timeout = left > 1000000 ? 1000000 : (int)left;
+		}
+		n = poll(&pfd, 1, timeout);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return error_set(&c->err, MTLS_REASON_IO, "poll: %s", strerror(errno));
+	}
+}
+
+static long long deadline_of(int timeout_ms)
+{
+	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+int mtls_handshake_wait(struct mtls *c, int timeout_ms)
+{
+	long long deadline = deadline_of(timeout_ms);
+	int rc;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	while ((rc = mtls_handshake(c)) == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT)
+		if (wait_for(c, rc, deadline) != 0)
+			return -1;
+	return rc;
+}
+
+int mtls_write_all(struct mtls *c, const void *buf, size_t len, int timeout_ms)
+{
+	long long deadline = deadline_of(timeout_ms);
+	const uint8_t *p = buf;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	while (len > 0) {
+		ssize_t n = mtls_write(c, p, len);
+
+		if (n == MTLS_WANT_POLLIN || n == MTLS_WANT_POLLOUT) {
+			if (wait_for(c, (int)n, deadline) != 0)
+				return -1;
+			continue;
+		}
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+ssize_t mtls_read_wait(struct mtls *c, void *buf, size_t len, int timeout_ms)
+{
+	long long deadline = deadline_of(timeout_ms);
+	ssize_t n;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	while ((n = mtls_read(c, buf, len)) == MTLS_WANT_POLLIN || n == MTLS_WANT_POLLOUT)
+		if (wait_for(c, (int)n, deadline) != 0)
+			return -1;
+	return n;
+}
+
+int mtls_close_wait(struct mtls *c, int timeout_ms)
+{
+	long long deadline = deadline_of(timeout_ms);
+	int rc;
+
+	if (c == NULL || c->kind != KIND_CONN)
+		return -1;
+	while ((rc = mtls_close(c)) == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT)
+		if (wait_for(c, rc, deadline) != 0)
+			return -1;
+	return rc;
+}
+
+/* --- after the handshake ------------------------------------------------------------- */
+
+const struct mtls_peer *mtls_conn_peer(const struct mtls *c)
+{
+	return c != NULL && c->kind == KIND_CONN && c->handshake_done ? c->peer : NULL;
+}
+
+const char *mtls_conn_version(const struct mtls *c)
+{
+	return c != NULL && c->ssl != NULL ? SSL_get_version(c->ssl) : NULL;
+}
+
+const char *mtls_conn_cipher(const struct mtls *c)
+{
+	return c != NULL && c->ssl != NULL ? SSL_get_cipher_name(c->ssl) : NULL;
+}
+
+int mtls_conn_resumed(const struct mtls *c)
+{
+	return c != NULL && c->ssl != NULL && SSL_session_reused(c->ssl);
+}
+
+const char *mtls_conn_warning(const struct mtls *c)
+{
+	/* on an endpoint: the warning of the last mtls_verify_chain_pem() */
+	return c != NULL && c->warning[0] != '\0' ? c->warning : NULL;
+}

@@ -1,0 +1,599 @@
+/*
+ * Endpoints and their compiled state.
+ *
+ * mtls_configure() turns a config into an immutable, reference-counted struct state (an
+ * SSL_CTX, a trust store with CRLs, the allow rules) and swaps it in under the endpoint's
+ * lock: commit or roll back, as hitch does on reload. Connections keep a reference to the
+ * state they started with, so a reload never touches a live connection.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "internal.h"
+
+/* TLS 1.2: ECDHE with AEAD only. TLS 1.3 suites are all AEAD. */
+static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+				    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+				    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char tls13_suites[] = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+				   "TLS_CHACHA20_POLY1305_SHA256";
+static const char groups[] = "X25519:P-256:P-384";
+static const unsigned char session_context[] = "mtls";
+
+struct state *state_ref(struct state *st)
+{
+	atomic_fetch_add(&st->refs, 1);
+	return st;
+}
+
+void state_unref(struct state *st)
+{
+	if (st == NULL || atomic_fetch_sub(&st->refs, 1) != 1)
+		return;
+	SSL_CTX_free(st->ssl_ctx);
+	X509_STORE_free(st->store);
+	policy_free(st->policy);
+	mtls_config_free(st->config);
+	SSL_SESSION_free(st->session);
+	free(st->session_name);
+	pthread_mutex_destroy(&st->session_lock);
+	free(st);
+}
+
+static struct mtls *endpoint_new(enum mtls_kind kind)
+{
+	struct mtls *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return NULL;
+	e->kind = kind;
+	pthread_mutex_init(&e->lock, NULL);
+	return e;
+}
+
+struct mtls *mtls_server_new(void)
+{
+	return endpoint_new(KIND_SERVER);
+}
+
+struct mtls *mtls_client_new(void)
+{
+	return endpoint_new(KIND_CLIENT);
+}
+
+static BIO *blob_bio(const struct blob *b)
+{
+	return BIO_new_mem_buf(b->data, (int)b->len);
+}
+
+/* Read all PEM certificates of a blob. NULL (with err) if there are none or one is bad. */
+static STACK_OF(X509) * read_certs(const struct blob *b, const char *what, struct error *err)
+{
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	BIO *bio = blob_bio(b);
+	X509 *x;
+
+	if (certs == NULL || bio == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		goto fail;
+	}
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_push(certs, x)) {
+			X509_free(x);
+			error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+			goto fail;
+		}
+	}
+	/* The loop ends with "no start line" at the end of input; anything else is damage. */
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE ||
+	    sk_X509_num(certs) == 0) {
+		error_set_ssl(err, MTLS_REASON_BAD_PEM,
+			      "%s %s does not hold valid PEM certificates (BEGIN CERTIFICATE); "
+			      "check that it is the right file",
+			      what, b->origin);
+		goto fail;
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	return certs;
+fail:
+	BIO_free(bio);
+	sk_X509_pop_free(certs, X509_free);
+	return NULL;
+}
+
+struct pass_ctx {
+	const struct mtls_config *config;
+	bool asked;
+};
+
+static int pass_cb(char *buf, int size, int rwflag, void *arg)
+{
+	struct pass_ctx *pc = arg;
+	size_t len;
+
+	(void)rwflag;
+	pc->asked = true;
+	if (!pc->config->passphrase_set)
+		return -1;
+	len = strlen(pc->config->passphrase);
+	if (len > (size_t)size)
+		return -1;
+	memcpy(buf, pc->config->passphrase, len);
+	return (int)len;
+}
+
+static EVP_PKEY *read_key(const struct mtls_config *c, struct error *err)
+{
+	struct pass_ctx pc = {.config = c};
+	BIO *bio;
+	EVP_PKEY *key;
+
+	if (c->key_mode & 077 && !(c->insecure & INSECURE_KEY_PERMISSIONS)) {
+		error_set(err, MTLS_REASON_KEY_PERMISSIONS,
+			  "private key %s is readable by group or others (mode %04o); run "
+			  "'chmod 600 %s'",
+			  c->key.origin, (unsigned)c->key_mode, c->key.origin);
+		return NULL;
+	}
+	bio = blob_bio(&c->key);
+	if (bio == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	ERR_clear_error();
+	key = PEM_read_bio_PrivateKey(bio, NULL, pass_cb, &pc);
+	BIO_free(bio);
+	if (key != NULL) {
+		ERR_clear_error();
+		return key;
+	}
+	if (pc.asked && !c->passphrase_set)
+		error_set(err, MTLS_REASON_BAD_PASSPHRASE,
+			  "private key %s is encrypted; give its passphrase (file or environment "
+			  "variable)",
+			  c->key.origin);
+	else if (pc.asked)
+		error_set(err, MTLS_REASON_BAD_PASSPHRASE,
+			  "cannot decrypt private key %s: wrong passphrase", c->key.origin);
+	else
+		error_set_ssl(err, MTLS_REASON_BAD_PEM,
+			      "private key %s is not a valid PEM private key", c->key.origin);
+	return NULL;
+}
+
+static int load_own_cert(struct state *st, const struct mtls_config *c, struct error *err)
+{
+	STACK_OF(X509) *certs = read_certs(&c->cert, "certificate", err);
+	EVP_PKEY *key = NULL;
+	int rc = -1;
+
+	if (certs == NULL)
+		return -1;
+	key = read_key(c, err);
+	if (key == NULL)
+		goto out;
+	if (SSL_CTX_use_certificate(st->ssl_ctx, sk_X509_value(certs, 0)) != 1) {
+		error_set_ssl(err, MTLS_REASON_WEAK_KEY,
+			      "certificate %s cannot be used (is its key strong enough?)",
+			      c->cert.origin);
+		goto out;
+	}
+	for (int i = 1; i < sk_X509_num(certs); i++)
+		if (SSL_CTX_add1_chain_cert(st->ssl_ctx, sk_X509_value(certs, i)) != 1) {
+			error_set_ssl(err, MTLS_REASON_BAD_PEM, "certificate chain %s is unusable",
+				      c->cert.origin);
+			goto out;
+		}
+	if (SSL_CTX_use_PrivateKey(st->ssl_ctx, key) != 1 ||
+	    SSL_CTX_check_private_key(st->ssl_ctx) != 1) {
+		error_set(err, MTLS_REASON_KEY_MISMATCH,
+			  "private key %s does not match certificate %s; give the key that was "
+			  "issued with this certificate",
+			  c->key.origin, c->cert.origin);
+		goto out;
+	}
+	st->cert_not_after = error_asn1_time(X509_get0_notAfter(sk_X509_value(certs, 0)));
+	rc = 0;
+out:
+	EVP_PKEY_free(key);
+	sk_X509_pop_free(certs, X509_free);
+	return rc;
+}
+
+static int load_trust(struct state *st, const struct mtls_config *c, struct error *err)
+{
+	STACK_OF(X509) * cas;
+
+	if (c->ca.data == NULL)
+		return error_set(err, MTLS_REASON_CONFIG,
+				 "no CA configured: give the CA bundle that issued the peers' "
+				 "certificates");
+	cas = read_certs(&c->ca, "CA file", err);
+	if (cas == NULL)
+		return -1;
+	for (int i = 0; i < sk_X509_num(cas); i++) {
+		X509 *ca = sk_X509_value(cas, i);
+		time_t na = error_asn1_time(X509_get0_notAfter(ca));
+
+		if (X509_STORE_add_cert(st->store, ca) != 1) {
+			sk_X509_pop_free(cas, X509_free);
+			return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot add CA");
+		}
+		if (st->ca_not_after == 0 || na < st->ca_not_after)
+			st->ca_not_after = na;
+	}
+	sk_X509_pop_free(cas, X509_free);
+
+	for (size_t i = 0; i < c->ncrls; i++) {
+		BIO *bio = blob_bio(&c->crls[i]);
+		X509_CRL *crl;
+		int n = 0;
+
+		if (bio == NULL)
+			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		ERR_clear_error();
+		while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+			time_t next = error_asn1_time(X509_CRL_get0_nextUpdate(crl));
+			int ok = X509_STORE_add_crl(st->store, crl);
+
+			X509_CRL_free(crl);
+			if (ok != 1) {
+				BIO_free(bio);
+				return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot add CRL");
+			}
+			if (next != 0 && (st->crl_next_update == 0 || next < st->crl_next_update))
+				st->crl_next_update = next;
+			n++;
+		}
+		BIO_free(bio);
+		if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE || n == 0)
+			return error_set_ssl(
+				err, MTLS_REASON_BAD_PEM,
+				"CRL %s does not hold valid PEM CRLs (BEGIN X509 CRL); "
+				"check that it is the right file",
+				c->crls[i].origin);
+		ERR_clear_error();
+	}
+	return 0;
+}
+
+static int client_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct mtls *conn = SSL_get_app_data(ssl);
+	struct state *st;
+
+	if (conn == NULL || conn->server_name == NULL)
+		return 0;
+	st = conn->cstate;
+	pthread_mutex_lock(&st->session_lock);
+	SSL_SESSION_free(st->session);
+	st->session = sess;
+	free(st->session_name);
+	st->session_name = strdup(conn->server_name);
+	pthread_mutex_unlock(&st->session_lock);
+	return 1; /* we keep the reference */
+}
+
+static int setup_ssl_ctx(struct state *st, const struct mtls_config *c, struct error *err)
+{
+	SSL_CTX *ctx = SSL_CTX_new(st->server ? TLS_server_method() : TLS_client_method());
+
+	if (ctx == NULL)
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot create TLS context");
+	st->ssl_ctx = ctx;
+	SSL_CTX_set_security_level(ctx, 2);
+	if (SSL_CTX_set_min_proto_version(ctx, c->min_version) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, c->max_version) != 1 ||
+	    SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
+	    SSL_CTX_set_ciphersuites(ctx, tls13_suites) != 1 ||
+	    SSL_CTX_set1_groups_list(ctx, groups) != 1)
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set TLS parameters");
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+					 SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 (c->tickets ? 0 : SSL_OP_NO_TICKET));
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set1_cert_store(ctx, st->store);
+	SSL_CTX_set_cert_verify_callback(ctx, conn_verify_cb, NULL);
+	if (st->server) {
+		SSL_CTX_set_verify(ctx,
+				   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT |
+					   SSL_VERIFY_CLIENT_ONCE,
+				   NULL);
+		SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+		SSL_CTX_set_num_tickets(ctx, c->tickets ? 1 : 0);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+		SSL_CTX_set_session_cache_mode(
+			ctx, c->tickets ? SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE
+					: SSL_SESS_CACHE_OFF);
+		SSL_CTX_sess_set_new_cb(ctx, client_new_session);
+	}
+	return 0;
+}
+
+static struct state *state_build(bool server, struct mtls_config *c, struct error *err)
+{
+	struct state *st = calloc(1, sizeof(*st));
+
+	if (st == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	atomic_init(&st->refs, 1);
+	pthread_mutex_init(&st->session_lock, NULL);
+	st->server = server;
+	st->config = config_ref(c);
+	st->store = X509_STORE_new();
+	if (st->store == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		goto fail;
+	}
+	st->policy = policy_new(c, err);
+	if (st->policy == NULL)
+		goto fail;
+	if (server && !policy_has_rules(st->policy) && !c->allow_any) {
+		error_set(
+			err, MTLS_REASON_CONFIG,
+			"server has no allow rule: add allow rules (URI, DNS, CN or pins) for the "
+			"clients it should accept, or allow any identity from the CA explicitly");
+		goto fail;
+	}
+	if ((c->cert.data == NULL) != (c->key.data == NULL)) {
+		error_set(
+			err, MTLS_REASON_CONFIG,
+			"a certificate needs its private key and a key its certificate: give both");
+		goto fail;
+	}
+	if (setup_ssl_ctx(st, c, err) != 0 || load_trust(st, c, err) != 0)
+		goto fail;
+	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
+		goto fail;
+	return st;
+fail:
+	state_unref(st);
+	return NULL;
+}
+
+int mtls_configure(struct mtls *e, struct mtls_config *config)
+{
+	struct state *st, *old;
+
+	if (e == NULL || config == NULL || e->kind == KIND_CONN) {
+		if (e != NULL)
+			error_set(&e->err, MTLS_REASON_USAGE,
+				  "mtls_configure needs a server or client endpoint and a config");
+		return -1;
+	}
+	st = state_build(e->kind == KIND_SERVER, config, &e->err);
+	if (st == NULL)
+		return -1;
+	pthread_mutex_lock(&e->lock);
+	old = e->state;
+	e->state = st;
+	pthread_mutex_unlock(&e->lock);
+	state_unref(old);
+	error_clear(&e->err);
+	return 0;
+}
+
+/* The endpoint's current state, referenced; NULL if it was never configured. */
+static struct state *current_state(struct mtls *e)
+{
+	struct state *st;
+
+	pthread_mutex_lock(&e->lock);
+	st = e->state != NULL ? state_ref(e->state) : NULL;
+	pthread_mutex_unlock(&e->lock);
+	return st;
+}
+
+static time_t state_time(struct mtls *e, int which)
+{
+	struct state *st = current_state(e);
+	time_t t = 0;
+
+	if (st == NULL)
+		return 0;
+	t = which == 0 ? st->cert_not_after : which == 1 ? st->ca_not_after : st->crl_next_update;
+	state_unref(st);
+	return t;
+}
+
+time_t mtls_endpoint_cert_not_after(const struct mtls *e)
+{
+	return state_time((struct mtls *)(uintptr_t)e, 0);
+}
+
+time_t mtls_endpoint_ca_not_after(const struct mtls *e)
+{
+	return state_time((struct mtls *)(uintptr_t)e, 1);
+}
+
+time_t mtls_endpoint_crl_next_update(const struct mtls *e)
+{
+	return state_time((struct mtls *)(uintptr_t)e, 2);
+}
+
+void mtls_free(struct mtls *m)
+{
+	if (m == NULL)
+		return;
+	SSL_free(m->ssl);
+	state_unref(m->state);
+	state_unref(m->cstate);
+	identity_free(m->verified);
+	identity_free(m->peer);
+	free(m->server_name);
+	pthread_mutex_destroy(&m->lock);
+	free(m);
+}
+
+const char *mtls_error(const struct mtls *m)
+{
+	return m->err.msg;
+}
+
+enum mtls_reason mtls_error_reason(const struct mtls *m)
+{
+	return m->err.reason;
+}
+
+enum mtls_category mtls_error_category(const struct mtls *m)
+{
+	return mtls_reason_category(m->err.reason);
+}
+
+static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
+{
+	struct state *st;
+	struct mtls *c;
+
+	if (e == NULL)
+		return NULL;
+	st = current_state(e);
+	if (st == NULL) {
+		error_set(&e->err, MTLS_REASON_USAGE, "endpoint is not configured");
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		state_unref(st);
+		error_set(&e->err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	c->kind = KIND_CONN;
+	pthread_mutex_init(&c->lock, NULL);
+	c->cstate = st;
+	c->server_side = st->server;
+	if (name != NULL && (c->server_name = strdup(name)) == NULL)
+		goto oom;
+	c->ssl = SSL_new(st->ssl_ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1)
+		goto oom;
+	SSL_set_app_data(c->ssl, c);
+	return c;
+oom:
+	error_set_ssl(&e->err, MTLS_REASON_INTERNAL, "cannot create connection");
+	mtls_free(c);
+	return NULL;
+}
+
+struct mtls *mtls_accept_fd(struct mtls *server, int fd)
+{
+	struct mtls *c;
+
+	if (server == NULL || server->kind != KIND_SERVER) {
+		if (server != NULL)
+			error_set(&server->err, MTLS_REASON_USAGE,
+				  "mtls_accept_fd needs a server endpoint");
+		return NULL;
+	}
+	c = conn_new(server, fd, NULL);
+	if (c == NULL)
+		return NULL;
+	if (c->cstate->cert_not_after == 0) {
+		error_set(&server->err, MTLS_REASON_CONFIG,
+			  "server endpoint has no certificate: configure a cert and key");
+		mtls_free(c);
+		return NULL;
+	}
+	SSL_set_accept_state(c->ssl);
+	return c;
+}
+
+struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_name)
+{
+	struct mtls *c;
+	struct state *st;
+
+	if (client == NULL || client->kind != KIND_CLIENT) {
+		if (client != NULL)
+			error_set(&client->err, MTLS_REASON_USAGE,
+				  "mtls_connect_fd needs a client endpoint");
+		return NULL;
+	}
+	c = conn_new(client, fd, server_name);
+	if (c == NULL)
+		return NULL;
+	st = c->cstate;
+	if ((server_name == NULL || server_name[0] == '\0') &&
+	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
+		error_set(&client->err, MTLS_REASON_USAGE,
+			  "no server name given: pass the DNS name or IP address the server's "
+			  "certificate must carry");
+		mtls_free(c);
+		return NULL;
+	}
+	SSL_set_connect_state(c->ssl);
+	if (server_name != NULL && server_name[0] != '\0') {
+		/* SNI only for DNS names, as RFC 6066 says */
+		if (strspn(server_name, "0123456789.:") != strlen(server_name))
+			SSL_set_tlsext_host_name(c->ssl, server_name);
+		pthread_mutex_lock(&st->session_lock);
+		if (st->session != NULL && st->session_name != NULL &&
+		    strcmp(st->session_name, server_name) == 0)
+			SSL_set_session(c->ssl, st->session);
+		pthread_mutex_unlock(&st->session_lock);
+	}
+	return c;
+}
+
+int mtls_verify_chain_pem(struct mtls *e, const uint8_t *pem, size_t len, const char *expected_name,
+			  const char *expected_uri)
+{
+	struct blob b = {.data = (uint8_t *)(uintptr_t)pem,
+			 .len = len,
+			 .origin = (char *)(uintptr_t) "(input)"};
+	struct state *st;
+	STACK_OF(X509) *certs = NULL;
+	X509_STORE_CTX *xctx = NULL;
+	struct verify_request rq;
+	int rc = -1;
+
+	if (e == NULL || e->kind == KIND_CONN || pem == NULL) {
+		if (e != NULL)
+			error_set(&e->err, MTLS_REASON_USAGE,
+				  "mtls_verify_chain_pem needs an endpoint and a PEM chain");
+		return -1;
+	}
+	identity_free(e->verified);
+	e->verified = NULL;
+	st = current_state(e);
+	if (st == NULL)
+		return error_set(&e->err, MTLS_REASON_USAGE, "endpoint is not configured");
+	if (!st->server && (expected_name == NULL || expected_name[0] == '\0') &&
+	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
+		error_set(&e->err, MTLS_REASON_USAGE,
+			  "verifying a server certificate needs the expected DNS name or IP");
+		goto out;
+	}
+	certs = read_certs(&b, "certificate", &e->err);
+	if (certs == NULL)
+		goto out;
+	xctx = X509_STORE_CTX_new();
+	if (xctx == NULL ||
+	    X509_STORE_CTX_init(xctx, st->store, sk_X509_value(certs, 0), certs) != 1) {
+		error_set_ssl(&e->err, MTLS_REASON_INTERNAL, "cannot set up verification");
+		goto out;
+	}
+	rq = (struct verify_request){
+		.st = st, .peer_is_client = st->server, .name = expected_name, .uri = expected_uri};
+	rc = verify_chain(&rq, xctx, &e->verified, &e->err, e->warning, sizeof(e->warning));
+out:
+	X509_STORE_CTX_free(xctx);
+	sk_X509_pop_free(certs, X509_free);
+	state_unref(st);
+	return rc;
+}
+
+const struct mtls_peer *mtls_verified_peer(const struct mtls *e)
+{
+	return e->verified;
+}

@@ -1,0 +1,315 @@
+/*
+ * The identity of a certificate: names, serial, validity and fingerprints, extracted once
+ * after verification and exposed through the mtls_peer_* getters.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+void identity_hex(const uint8_t *bytes, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 0xf];
+	}
+	out[2 * n] = '\0';
+}
+
+static char *name_string(const X509_NAME *name)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *out = NULL;
+	char *data;
+	long len;
+
+	if (bio == NULL)
+		return NULL;
+	if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+		len = BIO_get_mem_data(bio, &data);
+		out = strndup(data != NULL ? data : "", (size_t)(len > 0 ? len : 0));
+	}
+	BIO_free(bio);
+	return out;
+}
+
+static char *common_name(const X509_NAME *name)
+{
+	int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	const ASN1_STRING *s;
+	unsigned char *utf8 = NULL;
+	char *out;
+	int len;
+
+	if (i < 0)
+		return NULL;
+	s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+	len = ASN1_STRING_to_UTF8(&utf8, s);
+	if (len < 0)
+		return NULL;
+	if (memchr(utf8, '\0', (size_t)len) != NULL) {
+		OPENSSL_free(utf8);
+		return NULL;
+	}
+	out = strndup((const char *)utf8, (size_t)len);
+	OPENSSL_free(utf8);
+	return out;
+}
+
+static int list_push(struct strlist *l, const char *s, size_t len)
+{
+	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+
+	if (v == NULL)
+		return -1;
+	l->v = v;
+	l->v[l->n] = strndup(s, len);
+	if (l->v[l->n] == NULL)
+		return -1;
+	l->n++;
+	return 0;
+}
+
+/* Collect URI, DNS and IP SANs. A name with an embedded NUL is an attack on naive matchers:
+ * the whole certificate is refused. */
+static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	int rc = 0;
+
+	if (gens == NULL)
+		return 0;
+	for (int i = 0; i < sk_GENERAL_NAME_num(gens) && rc == 0; i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		const ASN1_STRING *s;
+		size_t len;
+
+		switch (g->type) {
+		case GEN_URI:
+		case GEN_DNS:
+			s = g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+			len = (size_t)ASN1_STRING_length(s);
+			if (memchr(ASN1_STRING_get0_data(s), '\0', len) != NULL) {
+				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+					       "certificate has a subjectAltName with a NUL byte; "
+					       "it is malformed or forged");
+				break;
+			}
+			rc = list_push(g->type == GEN_URI ? &p->uris : &p->dns,
+				       (const char *)ASN1_STRING_get0_data(s), len);
+			break;
+		case GEN_IPADD: {
+			char buf[INET6_ADDRSTRLEN];
+			int n = ASN1_STRING_length(g->d.iPAddress);
+			int af = n == 4 ? AF_INET : n == 16 ? AF_INET6 : 0;
+
+			if (af != 0 &&
+			    inet_ntop(af, ASN1_STRING_get0_data(g->d.iPAddress), buf, sizeof(buf)))
+				rc = list_push(&p->ips, buf, strlen(buf));
+			break;
+		}
+		default: break;
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	if (rc != 0 && err->reason == MTLS_REASON_NONE)
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	return rc;
+}
+
+static char *serial_hex(X509 *cert)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+	char *hex, *out;
+
+	if (bn == NULL)
+		return NULL;
+	hex = BN_bn2hex(bn);
+	BN_free(bn);
+	if (hex == NULL)
+		return NULL;
+	out = strdup(hex);
+	OPENSSL_free(hex);
+	return out;
+}
+
+static int fingerprints(X509 *cert, struct mtls_peer *p)
+{
+	unsigned int n = 0;
+	unsigned char *der = NULL;
+	int len;
+
+	if (X509_digest(cert, EVP_sha256(), p->cert_hash, &n) != 1 || n != 32)
+		return -1;
+	len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+	if (len <= 0)
+		return -1;
+	if (EVP_Digest(der, (size_t)len, p->spki_hash, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+		OPENSSL_free(der);
+		return -1;
+	}
+	OPENSSL_free(der);
+	identity_hex(p->cert_hash, 32, p->cert_sha256);
+	identity_hex(p->spki_hash, 32, p->spki_sha256);
+	return 0;
+}
+
+struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
+{
+	struct mtls_peer *p = calloc(1, sizeof(*p));
+	const char *primary;
+
+	if (p == NULL)
+		goto oom;
+	if (collect_sans(cert, p, err) != 0)
+		goto fail;
+	p->subject = name_string(X509_get_subject_name(cert));
+	p->issuer = name_string(X509_get_issuer_name(cert));
+	p->cn = common_name(X509_get_subject_name(cert));
+	p->serial = serial_hex(cert);
+	p->not_before = error_asn1_time(X509_get0_notBefore(cert));
+	p->not_after = error_asn1_time(X509_get0_notAfter(cert));
+	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL || fingerprints(cert, p))
+		goto oom;
+	if (p->uris.n > 0) {
+		primary = p->uris.v[0];
+		p->identity = strdup(primary);
+	} else if (p->dns.n > 0) {
+		p->identity = strdup(p->dns.v[0]);
+	} else if (p->cn != NULL) {
+		p->identity = strdup(p->cn);
+	} else {
+		p->identity = malloc(7 + 65);
+		if (p->identity != NULL)
+			snprintf(p->identity, 7 + 65, "sha256:%s", p->cert_sha256);
+	}
+	if (p->identity == NULL)
+		goto oom;
+	return p;
+oom:
+	error_set(err, MTLS_REASON_INTERNAL, "out of memory describing a certificate");
+fail:
+	identity_free(p);
+	return NULL;
+}
+
+static void list_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
+void identity_free(struct mtls_peer *p)
+{
+	if (p == NULL)
+		return;
+	free(p->identity);
+	free(p->subject);
+	free(p->issuer);
+	free(p->cn);
+	free(p->serial);
+	list_free(&p->uris);
+	list_free(&p->dns);
+	list_free(&p->ips);
+	free(p->matched_rule);
+	free(p);
+}
+
+void identity_describe(X509 *cert, char *buf, size_t len)
+{
+	char *subject = name_string(X509_get_subject_name(cert));
+	char *serial = serial_hex(cert);
+
+	snprintf(buf, len, "subject %s, serial %s",
+		 subject != NULL && subject[0] != '\0' ? subject : "(empty)",
+		 serial != NULL ? serial : "?");
+	free(subject);
+	free(serial);
+}
+
+const char *mtls_peer_identity(const struct mtls_peer *p)
+{
+	return p->identity;
+}
+
+const char *mtls_peer_subject(const struct mtls_peer *p)
+{
+	return p->subject;
+}
+
+const char *mtls_peer_issuer(const struct mtls_peer *p)
+{
+	return p->issuer;
+}
+
+const char *mtls_peer_common_name(const struct mtls_peer *p)
+{
+	return p->cn;
+}
+
+const char *mtls_peer_serial(const struct mtls_peer *p)
+{
+	return p->serial;
+}
+
+time_t mtls_peer_not_before(const struct mtls_peer *p)
+{
+	return p->not_before;
+}
+
+time_t mtls_peer_not_after(const struct mtls_peer *p)
+{
+	return p->not_after;
+}
+
+const char *mtls_peer_cert_sha256(const struct mtls_peer *p)
+{
+	return p->cert_sha256;
+}
+
+const char *mtls_peer_spki_sha256(const struct mtls_peer *p)
+{
+	return p->spki_sha256;
+}
+
+size_t mtls_peer_uri_count(const struct mtls_peer *p)
+{
+	return p->uris.n;
+}
+
+const char *mtls_peer_uri(const struct mtls_peer *p, size_t i)
+{
+	return i < p->uris.n ? p->uris.v[i] : NULL;
+}
+
+size_t mtls_peer_dns_count(const struct mtls_peer *p)
+{
+	return p->dns.n;
+}
+
+const char *mtls_peer_dns(const struct mtls_peer *p, size_t i)
+{
+	return i < p->dns.n ? p->dns.v[i] : NULL;
+}
+
+size_t mtls_peer_ip_count(const struct mtls_peer *p)
+{
+	return p->ips.n;
+}
+
+const char *mtls_peer_ip(const struct mtls_peer *p, size_t i)
+{
+	return i < p->ips.n ? p->ips.v[i] : NULL;
+}
+
+const char *mtls_peer_matched_rule(const struct mtls_peer *p)
+{
+	return p->matched_rule;
+}

@@ -1,0 +1,193 @@
+/*
+ * Types and functions shared between the files of libmtls. Not installed.
+ *
+ * Each lib/foo.c exports only foo_* names (and the public mtls_* API it implements).
+ */
+#ifndef MTLS_INTERNAL_H
+#define MTLS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "mtls.h"
+
+#define ERROR_MSG_MAX 600
+
+/* error.c: a reason and a one-line message, kept on the object that failed. */
+struct error {
+	enum mtls_reason reason;
+	char msg[ERROR_MSG_MAX];
+};
+
+void error_clear(struct error *err);
+/* Set reason and message (printf-style). Clears OpenSSL's error queue. Returns -1. */
+int error_set(struct error *err, enum mtls_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Like error_set(), then appends ": " and the first OpenSSL error in the queue, if any. */
+int error_set_ssl(struct error *err, enum mtls_reason reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Format a time as 2026-11-01T00:00:00Z into buf (at least 21 bytes). */
+const char *error_time(time_t t, char *buf, size_t len);
+time_t error_asn1_time(const ASN1_TIME *t);
+
+/* config.c */
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+struct blob {
+	uint8_t *data;
+	size_t len;
+	char *origin; /* file path or "memory", for messages */
+};
+
+enum insecure_flag {
+	INSECURE_KEY_PERMISSIONS = 1u << 0,
+	INSECURE_NO_VERIFY_NAME = 1u << 1,
+};
+
+struct mtls_config {
+	atomic_int refs;
+	struct error err;
+
+	struct blob cert;
+	struct blob key;
+	mode_t key_mode; /* permission bits of the key file; 0 for memory */
+	struct blob ca;
+	struct blob *crls;
+	size_t ncrls;
+	char *passphrase;
+	bool passphrase_set;
+
+	bool crl_check_chain;
+	int64_t crl_grace;
+	int verify_depth;
+	int min_version;
+	int max_version;
+	time_t verify_time;
+	bool tickets;
+
+	struct strlist allow_uri;
+	struct strlist allow_dns;
+	struct strlist allow_cn;
+	struct strlist allow_spki;
+	struct strlist allow_cert;
+	bool allow_any;
+	mtls_authz_cb authz_cb;
+	void *authz_arg;
+
+	unsigned insecure;
+	char insecure_names[128];
+};
+
+struct mtls_config *config_ref(struct mtls_config *config);
+
+/* identity.c: what we know of a certificate, extracted once. */
+struct mtls_peer {
+	char *identity;
+	char *subject;
+	char *issuer;
+	char *cn;
+	char *serial;
+	time_t not_before;
+	time_t not_after;
+	uint8_t cert_hash[32];
+	uint8_t spki_hash[32];
+	char cert_sha256[65];
+	char spki_sha256[65];
+	struct strlist uris;
+	struct strlist dns;
+	struct strlist ips;
+	char *matched_rule;
+};
+
+/* NULL with err set if the certificate cannot be described (OOM, NUL bytes in a SAN). */
+struct mtls_peer *identity_from_cert(X509 *cert, struct error *err);
+void identity_free(struct mtls_peer *peer);
+/* "subject CN=x, serial 0A1B" for messages. */
+void identity_describe(X509 *cert, char *buf, size_t len);
+void identity_hex(const uint8_t *bytes, size_t n, char *out);
+
+/* policy.c: allow rules compiled from a config. */
+struct policy;
+struct policy *policy_new(const struct mtls_config *config, struct error *err);
+void policy_free(struct policy *policy);
+bool policy_has_rules(const struct policy *policy);
+/* 0 allowed (peer->matched_rule set), -1 refused with err. role is "client"/"server". */
+int policy_check(const struct policy *policy, struct mtls_peer *peer, const char *role,
+		 struct error *err);
+bool policy_uri_match(const char *pattern, const char *uri);
+bool policy_dns_match(const char *pattern, const char *name);
+/* Parse a SHA-256 pin (hex with optional colons, or base64). 0 or -1. */
+int policy_parse_pin(const char *text, uint8_t out[32]);
+
+/* context.c: the compiled, immutable form of a config that handshakes run against. */
+struct state {
+	atomic_int refs;
+	bool server;
+	SSL_CTX *ssl_ctx;
+	X509_STORE *store;
+	struct mtls_config *config;
+	struct policy *policy;
+	time_t cert_not_after;
+	time_t ca_not_after;
+	time_t crl_next_update;
+
+	/* client: last session ticket received, for resumption */
+	pthread_mutex_t session_lock;
+	SSL_SESSION *session;
+	char *session_name;
+};
+
+struct state *state_ref(struct state *st);
+void state_unref(struct state *st);
+
+enum mtls_kind { KIND_SERVER, KIND_CLIENT, KIND_CONN };
+
+struct mtls {
+	enum mtls_kind kind;
+	struct error err;
+
+	/* endpoint */
+	pthread_mutex_t lock;
+	struct state *state;
+	struct mtls_peer *verified;
+
+	/* connection */
+	struct state *cstate;
+	SSL *ssl;
+	bool server_side;
+	bool handshake_done;
+	char *server_name;
+	struct mtls_peer *peer;
+	struct error verify_err; /* set by the verify callback on refusal */
+	char warning[256];
+};
+
+/* verify.c: the one verification path used by handshakes and mtls_verify_chain_pem(). */
+struct verify_request {
+	const struct state *st;
+	bool peer_is_client;
+	const char *name; /* expected DNS name or IP of a server, or NULL */
+	const char *uri;  /* expected URI SAN, or NULL */
+};
+
+/* Verifies the chain set up in xctx, then checks key strength, key usage and the allow
+ * rules. Returns 0 and the peer (caller frees) or -1 with err set; the X509 error of xctx is
+ * set so that a handshake sends a fitting alert. warning (may be empty) receives a note on
+ * an accepted chain, such as a CRL within its grace period. */
+int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **peer,
+		 struct error *err, char *warning, size_t warning_len);
+/* The verification parameters a request implies (also applied inside verify_chain). */
+int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
+
+/* conn.c */
+int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
+
+#endif /* MTLS_INTERNAL_H */

@@ -1,0 +1,311 @@
+/*
+ * Authorization: allow rules by URI SAN, DNS SAN, CN and SHA-256 pins.
+ *
+ * Name rules are alternatives; pins are alternatives; when both kinds exist the peer must
+ * satisfy both (as Envoy does with SAN matchers and SPKI/hash lists). The authz callback
+ * runs last. Matching works on strings taken from certificates, which are untrusted: every
+ * comparison is bounded by the strings' own lengths (see tests/fuzz/fuzz_policy.c).
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+struct policy {
+	const struct mtls_config *config; /* borrowed: the state holds a reference */
+	uint8_t (*spki)[32];
+	size_t nspki;
+	uint8_t (*cert)[32];
+	size_t ncert;
+};
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = tolower(c);
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int policy_parse_pin(const char *text, uint8_t out[32])
+{
+	size_t len = strlen(text);
+	size_t n = 0;
+	uint8_t buf[48];
+
+	/* hex, with optional colons between bytes */
+	for (size_t i = 0; i < len && n <= 32;) {
+		int hi, lo;
+
+		if (text[i] == ':' && n > 0) {
+			i++;
+			continue;
+		}
+		if (i + 1 >= len || (hi = hexval(text[i])) < 0 || (lo = hexval(text[i + 1])) < 0) {
+			n = 0;
+			break;
+		}
+		if (n < 32)
+			out[n] = (uint8_t)(hi << 4 | lo);
+		n++;
+		i += 2;
+	}
+	if (n == 32)
+		return 0;
+	/* base64 of 32 bytes: 44 characters ending in '=' */
+	if (len == 44 && text[43] == '=' &&
+	    EVP_DecodeBlock(buf, (const unsigned char *)text, (int)len) == 33) {
+		memcpy(out, buf, 32);
+		return 0;
+	}
+	return -1;
+}
+
+static int compile_pins(const struct strlist *l, uint8_t (**out)[32], size_t *n)
+{
+	if (l->n == 0)
+		return 0;
+	*out = calloc(l->n, 32);
+	if (*out == NULL)
+		return -1;
+	for (size_t i = 0; i < l->n; i++)
+		if (policy_parse_pin(l->v[i], (*out)[i]) != 0)
+			return -1;
+	*n = l->n;
+	return 0;
+}
+
+struct policy *policy_new(const struct mtls_config *config, struct error *err)
+{
+	struct policy *p = calloc(1, sizeof(*p));
+
+	if (p == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	p->config = config;
+	if (compile_pins(&config->allow_spki, &p->spki, &p->nspki) != 0 ||
+	    compile_pins(&config->allow_cert, &p->cert, &p->ncert) != 0) {
+		error_set(err, MTLS_REASON_CONFIG, "invalid pin in allow rules");
+		policy_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void policy_free(struct policy *p)
+{
+	if (p == NULL)
+		return;
+	free(p->spki);
+	free(p->cert);
+	free(p);
+}
+
+static bool has_name_rules(const struct mtls_config *c)
+{
+	return c->allow_uri.n + c->allow_dns.n + c->allow_cn.n > 0;
+}
+
+bool policy_has_rules(const struct policy *p)
+{
+	return has_name_rules(p->config) || p->nspki + p->ncert > 0 || p->config->authz_cb != NULL;
+}
+
+/* Length of the "scheme://authority" prefix, or 0 if there is none. */
+static size_t authority_end(const char *s)
+{
+	const char *sep = strstr(s, "://");
+	const char *slash;
+
+	if (sep == NULL || sep == s)
+		return 0;
+	slash = strchr(sep + 3, '/');
+	return slash != NULL ? (size_t)(slash - s) : strlen(s);
+}
+
+bool policy_uri_match(const char *pattern, const char *uri)
+{
+	size_t pa = authority_end(pattern);
+	size_t ua = authority_end(uri);
+	const char *p, *u;
+
+	if (pa == 0 || pa != ua || strncasecmp(pattern, uri, pa) != 0)
+		return false;
+	p = pattern + pa;
+	u = uri + pa;
+	/* Compare the path segment by segment; "*" is one whole, non-empty segment. */
+	while (*p != '\0' && *u != '\0') {
+		size_t plen, ulen;
+
+		if (*p != '/' || *u != '/')
+			return false;
+		p++;
+		u++;
+		plen = strcspn(p, "/");
+		ulen = strcspn(u, "/");
+		if (plen == 1 && p[0] == '*') {
+			if (ulen == 0 || memchr(u, '?', ulen) != NULL ||
+			    memchr(u, '#', ulen) != NULL)
+				return false;
+		} else if (plen != ulen || memcmp(p, u, plen) != 0) {
+			return false;
+		}
+		p += plen;
+		u += ulen;
+	}
+	return *p == '\0' && *u == '\0';
+}
+
+bool policy_dns_match(const char *pattern, const char *name)
+{
+	size_t plen = strlen(pattern);
+	size_t nlen = strlen(name);
+
+	if (plen == 0 || nlen == 0)
+		return false;
+	/* a trailing dot is the same name */
+	if (pattern[plen - 1] == '.')
+		plen--;
+	if (nlen > 0 && name[nlen - 1] == '.')
+		nlen--;
+	if (plen > 2 && pattern[0] == '*' && pattern[1] == '.') {
+		const char *dot = memchr(name, '.', nlen);
+		size_t suffix = plen - 1; /* ".example.org" */
+
+		if (dot == NULL || dot == name || name[0] == '*')
+			return false;
+		return (size_t)(name + nlen - dot) == suffix &&
+		       strncasecmp(dot, pattern + 1, suffix) == 0;
+	}
+	return plen == nlen && strncasecmp(pattern, name, plen) == 0;
+}
+
+static int set_rule(struct mtls_peer *peer, const char *kind, const char *value)
+{
+	size_t len = strlen(kind) + strlen(value) + 2;
+
+	free(peer->matched_rule);
+	peer->matched_rule = malloc(len);
+	if (peer->matched_rule == NULL)
+		return -1;
+	snprintf(peer->matched_rule, len, "%s:%s", kind, value);
+	return 0;
+}
+
+static const char *match_names(const struct mtls_config *c, const struct mtls_peer *peer,
+			       const char **kind)
+{
+	for (size_t i = 0; i < c->allow_uri.n; i++)
+		for (size_t j = 0; j < peer->uris.n; j++)
+			if (policy_uri_match(c->allow_uri.v[i], peer->uris.v[j])) {
+				*kind = "uri";
+				return c->allow_uri.v[i];
+			}
+	for (size_t i = 0; i < c->allow_dns.n; i++)
+		for (size_t j = 0; j < peer->dns.n; j++)
+			if (policy_dns_match(c->allow_dns.v[i], peer->dns.v[j])) {
+				*kind = "dns";
+				return c->allow_dns.v[i];
+			}
+	for (size_t i = 0; i < c->allow_cn.n && peer->cn != NULL; i++)
+		if (strcmp(c->allow_cn.v[i], peer->cn) == 0) {
+			*kind = "cn";
+			return c->allow_cn.v[i];
+		}
+	return NULL;
+}
+
+static const char *match_pins(const struct policy *p, const struct mtls_peer *peer,
+			      const char **kind)
+{
+	for (size_t i = 0; i < p->nspki; i++)
+		if (CRYPTO_memcmp(p->spki[i], peer->spki_hash, 32) == 0) {
+			*kind = "spki";
+			return p->config->allow_spki.v[i];
+		}
+	for (size_t i = 0; i < p->ncert; i++)
+		if (CRYPTO_memcmp(p->cert[i], peer->cert_hash, 32) == 0) {
+			*kind = "cert";
+			return p->config->allow_cert.v[i];
+		}
+	return NULL;
+}
+
+/* "URI SANs a, b; DNS SANs c; CN d" for refusal messages. */
+static void describe_names(const struct mtls_peer *peer, char *buf, size_t len)
+{
+	size_t used = 0;
+	const struct {
+		const char *label;
+		const struct strlist *l;
+	} lists[] = {{"URI", &peer->uris}, {"DNS", &peer->dns}};
+
+	buf[0] = '\0';
+	for (size_t k = 0; k < 2; k++)
+		for (size_t i = 0; i < lists[k].l->n && used < len; i++)
+			used += (size_t)snprintf(buf + used, len - used, "%s%s:%s",
+						 used > 0 ? ", " : "", lists[k].label,
+						 lists[k].l->v[i]);
+	if (peer->cn != NULL && used < len)
+		used += (size_t)snprintf(buf + used, len - used, "%sCN=%s", used > 0 ? ", " : "",
+					 peer->cn);
+	if (used == 0)
+		snprintf(buf, len, "no names");
+}
+
+int policy_check(const struct policy *p, struct mtls_peer *peer, const char *role,
+		 struct error *err)
+{
+	const struct mtls_config *c = p->config;
+	const char *kind = NULL;
+	const char *rule = NULL;
+	char names[256];
+
+	if (has_name_rules(c)) {
+		rule = match_names(c, peer, &kind);
+		if (rule == NULL) {
+			describe_names(peer, names, sizeof(names));
+			return error_set(
+				err, MTLS_REASON_IDENTITY_NOT_ALLOWED,
+				"%s certificate refused: identity %s (%s, serial %s) matches "
+				"no allow rule; add an allow rule for it or use an allowed "
+				"certificate",
+				role, peer->identity, names, peer->serial);
+		}
+		if (set_rule(peer, kind, rule) != 0)
+			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	if (p->nspki + p->ncert > 0) {
+		rule = match_pins(p, peer, &kind);
+		if (rule == NULL)
+			return error_set(
+				err, MTLS_REASON_PIN_MISMATCH,
+				"%s certificate refused: its key (SPKI sha256 %s, identity "
+				"%s) matches no configured pin; update the pin or use the "
+				"pinned key",
+				role, peer->spki_sha256, peer->identity);
+		if (peer->matched_rule == NULL && set_rule(peer, kind, rule) != 0)
+			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	if (c->authz_cb != NULL) {
+		char why[256] = "";
+
+		if (c->authz_cb(peer, c->authz_arg, why, sizeof(why)) != 1)
+			return error_set(err, MTLS_REASON_IDENTITY_NOT_ALLOWED,
+					 "%s certificate refused by the authorization callback: "
+					 "identity %s%s%s",
+					 role, peer->identity, why[0] != '\0' ? ": " : "", why);
+		if (peer->matched_rule == NULL && set_rule(peer, "callback", "allowed") != 0)
+			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	if (peer->matched_rule == NULL && c->allow_any && set_rule(peer, "any", "ca") != 0)
+		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	return 0;
+}

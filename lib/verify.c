@@ -1,0 +1,441 @@
+/*
+ * Certificate chain verification: the one path used by handshakes (as OpenSSL's cert
+ * verify callback) and by mtls_verify_chain_pem() / `mtls verify`.
+ *
+ * OpenSSL's X509_verify_cert() checks the chain to the configured roots, validity, CRLs,
+ * purpose and name; a verify callback records the first failure (and applies the CRL grace
+ * period). Then we check what OpenSSL leaves lenient: an extendedKeyUsage must be present
+ * and allow the role, keys must be strong, no SHA-1/MD5 signatures. Then the allow rules.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+/* What the verify callback records while X509_verify_cert() runs. */
+struct verify_run {
+	const struct verify_request *rq;
+	int error;
+	int depth;
+	X509 *cert; /* the certificate the first error is about (referenced) */
+	X509_CRL *crl;
+	char *warning;
+	size_t warning_len;
+};
+
+static int run_index = -1;
+static pthread_once_t run_index_once = PTHREAD_ONCE_INIT;
+
+static void run_index_init(void)
+{
+	run_index = X509_STORE_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+static time_t verify_now(const struct verify_request *rq)
+{
+	return rq->st->config->verify_time != 0 ? rq->st->config->verify_time : time(NULL);
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *xctx)
+{
+	struct verify_run *run = X509_STORE_CTX_get_ex_data(xctx, run_index);
+	int e = X509_STORE_CTX_get_error(xctx);
+
+	if (ok || run == NULL)
+		return ok;
+	if (e == X509_V_ERR_CRL_HAS_EXPIRED && run->rq->st->config->crl_grace > 0) {
+		X509_CRL *crl = X509_STORE_CTX_get0_current_crl(xctx);
+		time_t next = crl != NULL ? error_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
+		char when[32];
+
+		if (next != 0 && verify_now(run->rq) <= next + run->rq->st->config->crl_grace) {
+			snprintf(run->warning, run->warning_len,
+				 "CRL of %s expired at %s, accepted within the grace period; "
+				 "publish a fresh CRL",
+				 crl != NULL ? "the issuer" : "?",
+				 error_time(next, when, sizeof(when)));
+			X509_STORE_CTX_set_error(xctx, X509_V_OK);
+			return 1;
+		}
+	}
+	if (run->cert == NULL) {
+		X509 *cert = X509_STORE_CTX_get_current_cert(xctx);
+		X509_CRL *crl = X509_STORE_CTX_get0_current_crl(xctx);
+
+		run->error = e;
+		run->depth = X509_STORE_CTX_get_error_depth(xctx);
+		if (cert != NULL && X509_up_ref(cert))
+			run->cert = cert;
+		if (crl != NULL && X509_CRL_up_ref(crl))
+			run->crl = crl;
+	}
+	return 0;
+}
+
+static bool is_ip(const char *name)
+{
+	unsigned char buf[16];
+
+	return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
+int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
+{
+	const struct mtls_config *c = rq->st->config;
+	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
+	unsigned long flags = 0;
+
+	if (c->ncrls > 0)
+		flags |= X509_V_FLAG_CRL_CHECK |
+			 (c->crl_check_chain ? X509_V_FLAG_CRL_CHECK_ALL : 0);
+	X509_VERIFY_PARAM_set_flags(param, flags | X509_V_FLAG_TRUSTED_FIRST);
+	X509_VERIFY_PARAM_clear_flags(param,
+				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
+	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
+	X509_VERIFY_PARAM_set_auth_level(param, 2);
+	if (c->verify_time != 0)
+		X509_VERIFY_PARAM_set_time(param, c->verify_time);
+	if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client ? X509_PURPOSE_SSL_CLIENT
+								: X509_PURPOSE_SSL_SERVER) != 1)
+		return -1;
+	X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+						       X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (rq->name != NULL && rq->name[0] != '\0') {
+		int ok = is_ip(rq->name) ? X509_VERIFY_PARAM_set1_ip_asc(param, rq->name)
+					 : X509_VERIFY_PARAM_set1_host(param, rq->name, 0);
+		if (ok != 1)
+			return -1;
+	}
+	return 0;
+}
+
+struct reason_map {
+	int x509_error;
+	enum mtls_reason reason;
+};
+
+static const struct reason_map x509_reasons[] = {
+	{X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_CERT_UNTRUSTED, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_CERT_REJECTED, MTLS_REASON_UNKNOWN_CA},
+	{X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, MTLS_REASON_SELF_SIGNED},
+	{X509_V_ERR_CERT_HAS_EXPIRED, MTLS_REASON_EXPIRED},
+	{X509_V_ERR_CERT_NOT_YET_VALID, MTLS_REASON_NOT_YET_VALID},
+	{X509_V_ERR_INVALID_PURPOSE, MTLS_REASON_BAD_KEY_USAGE},
+	{X509_V_ERR_HOSTNAME_MISMATCH, MTLS_REASON_NAME_MISMATCH},
+	{X509_V_ERR_IP_ADDRESS_MISMATCH, MTLS_REASON_NAME_MISMATCH},
+	{X509_V_ERR_EMAIL_MISMATCH, MTLS_REASON_NAME_MISMATCH},
+	{X509_V_ERR_CERT_REVOKED, MTLS_REASON_REVOKED},
+	{X509_V_ERR_CRL_HAS_EXPIRED, MTLS_REASON_CRL_EXPIRED},
+	{X509_V_ERR_CRL_NOT_YET_VALID, MTLS_REASON_CRL_EXPIRED},
+	{X509_V_ERR_UNABLE_TO_GET_CRL, MTLS_REASON_CRL_MISSING},
+	{X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER, MTLS_REASON_CRL_MISSING},
+	{X509_V_ERR_DIFFERENT_CRL_SCOPE, MTLS_REASON_CRL_MISSING},
+	{X509_V_ERR_CERT_CHAIN_TOO_LONG, MTLS_REASON_CHAIN_TOO_LONG},
+	{X509_V_ERR_PATH_LENGTH_EXCEEDED, MTLS_REASON_CHAIN_TOO_LONG},
+	{X509_V_ERR_INVALID_CA, MTLS_REASON_INVALID_CA},
+	{X509_V_ERR_KEYUSAGE_NO_CERTSIGN, MTLS_REASON_INVALID_CA},
+	{X509_V_ERR_CERT_SIGNATURE_FAILURE, MTLS_REASON_BAD_SIGNATURE},
+	{X509_V_ERR_CRL_SIGNATURE_FAILURE, MTLS_REASON_BAD_SIGNATURE},
+	{X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE, MTLS_REASON_BAD_SIGNATURE},
+	{X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY, MTLS_REASON_BAD_SIGNATURE},
+	{X509_V_ERR_EE_KEY_TOO_SMALL, MTLS_REASON_WEAK_KEY},
+	{X509_V_ERR_CA_KEY_TOO_SMALL, MTLS_REASON_WEAK_KEY},
+	{X509_V_ERR_CA_MD_TOO_WEAK, MTLS_REASON_WEAK_SIGNATURE},
+};
+
+static enum mtls_reason reason_of(int x509_error)
+{
+	for (size_t i = 0; i < sizeof(x509_reasons) / sizeof(x509_reasons[0]); i++)
+		if (x509_reasons[i].x509_error == x509_error)
+			return x509_reasons[i].reason;
+	return MTLS_REASON_BAD_CERTIFICATE;
+}
+
+static const char *role_of(const struct verify_request *rq)
+{
+	return rq->peer_is_client ? "client" : "server";
+}
+
+static void issuer_string(X509 *cert, char *buf, size_t len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data = NULL;
+	long n;
+
+	buf[0] = '\0';
+	if (bio == NULL)
+		return;
+	if (X509_NAME_print_ex(bio, X509_get_issuer_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+		n = BIO_get_mem_data(bio, &data);
+		snprintf(buf, len, "%.*s", (int)(n > 0 ? n : 0), data != NULL ? data : "");
+	}
+	BIO_free(bio);
+}
+
+/* The "what to do" and the detail for each reason. */
+static void explain(const struct verify_request *rq, const struct verify_run *run,
+		    struct error *err)
+{
+	enum mtls_reason reason = reason_of(run->error);
+	const char *role = role_of(rq);
+	char who[300] = "";
+	char issuer[200] = "";
+	char when[32];
+	const char *which = run->depth == 0 ? "certificate" : "certificate chain";
+
+	if (run->cert != NULL) {
+		identity_describe(run->cert, who, sizeof(who));
+		issuer_string(run->cert, issuer, sizeof(issuer));
+	}
+	switch (reason) {
+	case MTLS_REASON_UNKNOWN_CA:
+		error_set(err, reason,
+			  "%s certificate rejected: issued by %s, which does not lead to a "
+			  "configured CA (%s); use a certificate from the trusted CA or add its CA "
+			  "to the CA bundle",
+			  role, issuer[0] ? issuer : "an unknown issuer", who);
+		break;
+	case MTLS_REASON_SELF_SIGNED:
+		error_set(err, reason,
+			  "%s certificate rejected: self-signed and not issued by the configured "
+			  "CA (%s); use a certificate issued by the CA",
+			  role, who);
+		break;
+	case MTLS_REASON_EXPIRED:
+		error_set(err, reason, "%s %s rejected: expired at %s (%s); renew it", role, which,
+			  error_time(error_asn1_time(X509_get0_notAfter(run->cert)), when,
+				     sizeof(when)),
+			  who);
+		break;
+	case MTLS_REASON_NOT_YET_VALID:
+		error_set(
+			err, reason,
+			"%s %s rejected: not valid before %s (%s); check the clocks of both hosts",
+			role, which,
+			error_time(error_asn1_time(X509_get0_notBefore(run->cert)), when,
+				   sizeof(when)),
+			who);
+		break;
+	case MTLS_REASON_BAD_KEY_USAGE:
+		error_set(
+			err, reason,
+			"%s %s rejected: its key usage does not allow TLS %s authentication (%s); "
+			"issue it with the %s profile",
+			role, which, role, who, role);
+		break;
+	case MTLS_REASON_NAME_MISMATCH:
+		error_set(
+			err, reason,
+			"server certificate rejected: it is not valid for %s (%s); connect with a "
+			"name from its subjectAltName or reissue it with that name",
+			rq->name != NULL ? rq->name : "the expected name", who);
+		break;
+	case MTLS_REASON_REVOKED:
+		error_set(err, reason,
+			  "%s %s rejected: revoked by its issuer's CRL (%s); issue a new "
+			  "certificate",
+			  role, which, who);
+		break;
+	case MTLS_REASON_CRL_EXPIRED:
+		error_set(
+			err, reason,
+			"%s %s rejected: the CRL of %s is past its nextUpdate %s; publish a fresh "
+			"CRL (or set a CRL grace period)",
+			role, which, issuer[0] ? issuer : "its issuer",
+			run->crl != NULL
+				? error_time(error_asn1_time(X509_CRL_get0_nextUpdate(run->crl)),
+					     when, sizeof(when))
+				: "?");
+		break;
+	case MTLS_REASON_CRL_MISSING:
+		error_set(err, reason,
+			  "%s %s rejected: revocation checking is on but no valid CRL of %s is "
+			  "configured (%s); add that issuer's CRL",
+			  role, which, issuer[0] ? issuer : "its issuer", who);
+		break;
+	case MTLS_REASON_CHAIN_TOO_LONG:
+		error_set(err, reason,
+			  "%s certificate rejected: its chain has more intermediates than the "
+			  "maximum depth %d (%s); shorten the chain or raise the verify depth",
+			  role, rq->st->config->verify_depth, who);
+		break;
+	case MTLS_REASON_INVALID_CA:
+		error_set(
+			err, reason,
+			"%s certificate rejected: %s in its chain is not a CA (no basicConstraints "
+			"CA:TRUE or keyCertSign); fix the chain",
+			role, who);
+		break;
+	case MTLS_REASON_BAD_SIGNATURE:
+		error_set(err, reason,
+			  "%s %s rejected: its signature does not verify (%s); the certificate is "
+			  "corrupt or forged",
+			  role, which, who);
+		break;
+	case MTLS_REASON_WEAK_KEY:
+		error_set(err, reason,
+			  "%s %s rejected: its key is too weak (%s); use ECDSA P-256 or RSA 2048+",
+			  role, which, who);
+		break;
+	case MTLS_REASON_WEAK_SIGNATURE:
+		error_set(
+			err, reason,
+			"%s %s rejected: signed with a weak digest such as SHA-1 (%s); reissue it "
+			"with SHA-256",
+			role, which, who);
+		break;
+	default:
+		error_set(err, reason, "%s %s rejected: %s (%s)", role, which,
+			  X509_verify_cert_error_string(run->error), who);
+		break;
+	}
+}
+
+/* An extendedKeyUsage must be present and name the role (OpenSSL accepts its absence). */
+static int check_leaf_eku(const struct verify_request *rq, X509 *leaf, struct error *err)
+{
+	uint32_t want = rq->peer_is_client ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
+	char who[300];
+
+	if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) &&
+	    (X509_get_extended_key_usage(leaf) & want))
+		return 0;
+	identity_describe(leaf, who, sizeof(who));
+	return error_set(err, MTLS_REASON_BAD_KEY_USAGE,
+			 "%s certificate rejected: its extendedKeyUsage does not include %s (%s); "
+			 "issue it with the %s profile",
+			 role_of(rq), rq->peer_is_client ? "clientAuth" : "serverAuth", who,
+			 role_of(rq));
+}
+
+static bool strong_key(EVP_PKEY *key)
+{
+	char group[64];
+	size_t len = 0;
+
+	switch (EVP_PKEY_get_base_id(key)) {
+	case EVP_PKEY_RSA:
+	case EVP_PKEY_RSA_PSS: return EVP_PKEY_get_bits(key) >= 2048;
+	case EVP_PKEY_EC:
+		if (EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof(group), &len) != 1)
+			return false;
+		return strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0 ||
+		       strcmp(group, "secp521r1") == 0;
+	case EVP_PKEY_ED25519:
+	case EVP_PKEY_ED448: return true;
+	default: return false;
+	}
+}
+
+/* Keys and signature digests of every certificate but the trust anchor's own signature. */
+static int check_strength(const struct verify_request *rq, STACK_OF(X509) * chain,
+			  struct error *err)
+{
+	int n = sk_X509_num(chain);
+	char who[300];
+
+	for (int i = 0; i < n; i++) {
+		X509 *cert = sk_X509_value(chain, i);
+		int md = NID_undef, pk = NID_undef;
+
+		if (!strong_key(X509_get0_pubkey(cert))) {
+			identity_describe(cert, who, sizeof(who));
+			return error_set(
+				err, MTLS_REASON_WEAK_KEY,
+				"%s certificate rejected: %s has a weak or unsupported key; "
+				"use ECDSA P-256/P-384, Ed25519 or RSA 2048+",
+				role_of(rq), who);
+		}
+		if (i == n - 1)
+			break; /* the root's self-signature proves nothing */
+		if (OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md, &pk) == 1 &&
+		    (md == NID_sha1 || md == NID_md5 || md == NID_md5_sha1)) {
+			identity_describe(cert, who, sizeof(who));
+			return error_set(
+				err, MTLS_REASON_WEAK_SIGNATURE,
+				"%s certificate rejected: %s is signed with %s; reissue it "
+				"with SHA-256",
+				role_of(rq), who, OBJ_nid2sn(md));
+		}
+	}
+	return 0;
+}
+
+static int check_uri(const struct verify_request *rq, const struct mtls_peer *peer,
+		     struct error *err)
+{
+	for (size_t i = 0; i < peer->uris.n; i++)
+		if (strcmp(peer->uris.v[i], rq->uri) == 0)
+			return 0;
+	return error_set(err, MTLS_REASON_NAME_MISMATCH,
+			 "%s certificate rejected: it does not carry the URI %s (identity %s, "
+			 "serial %s); use the certificate issued for that identity",
+			 role_of(rq), rq->uri, peer->identity, peer->serial);
+}
+
+int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **out,
+		 struct error *err, char *warning, size_t warning_len)
+{
+	struct verify_run run = {.rq = rq, .warning = warning, .warning_len = warning_len};
+	struct mtls_peer *peer = NULL;
+	X509 *leaf;
+	int rc = -1;
+
+	*out = NULL;
+	if (warning_len > 0)
+		warning[0] = '\0';
+	pthread_once(&run_index_once, run_index_init);
+	if (run_index < 0 || verify_setup(rq, xctx) != 0) {
+		error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set up verification");
+		return -1;
+	}
+	X509_STORE_CTX_set_ex_data(xctx, run_index, &run);
+	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
+	if (X509_verify_cert(xctx) != 1) {
+		if (run.cert == NULL) {
+			run.error = X509_STORE_CTX_get_error(xctx);
+			run.depth = X509_STORE_CTX_get_error_depth(xctx);
+			run.cert = X509_STORE_CTX_get_current_cert(xctx);
+			if (run.cert == NULL)
+				run.cert = X509_STORE_CTX_get0_cert(xctx);
+			if (run.cert != NULL && X509_up_ref(run.cert) != 1)
+				run.cert = NULL;
+		}
+		explain(rq, &run, err);
+		goto done;
+	}
+	leaf = X509_STORE_CTX_get0_cert(xctx);
+	if (check_leaf_eku(rq, leaf, err) != 0 ||
+	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
+		goto reject;
+	peer = identity_from_cert(leaf, err);
+	if (peer == NULL)
+		goto reject;
+	if (rq->uri != NULL && check_uri(rq, peer, err) != 0)
+		goto reject;
+	if (policy_check(rq->st->policy, peer, role_of(rq), err) != 0)
+		goto reject;
+	*out = peer;
+	peer = NULL;
+	error_clear(err);
+	rc = 0;
+	goto done;
+reject:
+	/* makes the handshake send a bad_certificate alert */
+	X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
+done:
+	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
+	identity_free(peer);
+	X509_free(run.cert);
+	X509_CRL_free(run.crl);
+	ERR_clear_error();
+	return rc;
+}
