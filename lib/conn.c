@@ -35,34 +35,18 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	       0;
 }
 
-/*
- * A resumed session skipped certificate verification. Its certificate may have been revoked,
- * expired or dropped from the allow rules since: check it again against the current state.
- */
 static int recheck_resumed(struct mtls *c)
 {
 	X509 *leaf = SSL_get0_peer_certificate(c->ssl);
-	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(c->ssl);
-	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
 	struct verify_request rq;
-	int rc = -1;
 
-	if (leaf == NULL) {
-		error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
-			  "resumed session carries no peer certificate");
-		goto out;
-	}
-	if (xctx == NULL || X509_STORE_CTX_init(xctx, c->cstate->store, leaf, chain) != 1) {
-		error_set_ssl(&c->err, MTLS_REASON_INTERNAL, "cannot re-verify resumed session");
-		goto out;
-	}
+	if (leaf == NULL)
+		return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+				 "resumed session carries no peer certificate");
 	request_for(c, &rq);
 	identity_free(c->peer);
 	c->peer = NULL;
-	rc = verify_chain(&rq, xctx, &c->peer, &c->err, c->warning, sizeof(c->warning));
-out:
-	X509_STORE_CTX_free(xctx);
-	return rc;
+	return verify_resumed(&rq, leaf, &c->peer, &c->err);
 }
 
 static bool is_alert(int reason)

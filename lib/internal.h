@@ -187,6 +187,13 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 /* The verification parameters a request implies (also applied inside verify_chain). */
 int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 
+/* A resumed session skipped verification, and its ticket holds only the leaf. Within one
+ * state only time moves (a reload brings new ticket keys, so older tickets fail): check the
+ * leaf's validity now, its revocation in the current CRLs, the server name, and the allow
+ * rules. */
+int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer **peer,
+		   struct error *err);
+
 /* conn.c */
 int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
 

@@ -439,3 +439,92 @@ done:
 	ERR_clear_error();
 	return rc;
 }
+
+/* Is the leaf listed in a CRL of its issuer? 0 no, -1 refused with err. */
+static int check_leaf_crl(const struct verify_request *rq, X509 *leaf, time_t now,
+			  struct error *err)
+{
+	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
+	STACK_OF(X509_CRL) *crls = NULL;
+	char who[300], when[32];
+	bool found = false;
+	int rc = 0;
+
+	identity_describe(leaf, who, sizeof(who));
+	if (xctx == NULL || X509_STORE_CTX_init(xctx, rq->st->store, leaf, NULL) != 1) {
+		X509_STORE_CTX_free(xctx);
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot look up CRLs");
+	}
+	crls = X509_STORE_CTX_get1_crls(xctx, X509_get_issuer_name(leaf));
+	for (int i = 0; i < sk_X509_CRL_num(crls) && rc == 0; i++) {
+		X509_CRL *crl = sk_X509_CRL_value(crls, i);
+		X509_REVOKED *entry = NULL;
+		time_t next = error_asn1_time(X509_CRL_get0_nextUpdate(crl));
+
+		found = true;
+		if (X509_CRL_get0_by_cert(crl, &entry, leaf) == 1)
+			rc = error_set(err, MTLS_REASON_REVOKED,
+				       "%s certificate rejected: revoked by its issuer's CRL (%s); "
+				       "issue a new certificate",
+				       role_of(rq), who);
+		else if (next != 0 && now > next + rq->st->config->crl_grace)
+			rc = error_set(err, MTLS_REASON_CRL_EXPIRED,
+				       "%s certificate rejected: the CRL of its issuer is past its "
+				       "nextUpdate %s; publish a fresh CRL",
+				       role_of(rq), error_time(next, when, sizeof(when)));
+	}
+	if (rc == 0 && !found)
+		rc = error_set(err, MTLS_REASON_CRL_MISSING,
+			       "%s certificate rejected: revocation checking is on but no CRL of "
+			       "its issuer is configured (%s); add that issuer's CRL",
+			       role_of(rq), who);
+	sk_X509_CRL_pop_free(crls, X509_CRL_free);
+	X509_STORE_CTX_free(xctx);
+	return rc;
+}
+
+int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer **out,
+		   struct error *err)
+{
+	const struct mtls_config *c = rq->st->config;
+	time_t now = verify_now(rq);
+	struct mtls_peer *peer = NULL;
+	char who[300], when[32];
+	int rc = -1;
+
+	*out = NULL;
+	if (X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0) {
+		identity_describe(leaf, who, sizeof(who));
+		return error_set(
+			err, MTLS_REASON_EXPIRED,
+			"%s certificate rejected: expired at %s (%s); renew it", role_of(rq),
+			error_time(error_asn1_time(X509_get0_notAfter(leaf)), when, sizeof(when)),
+			who);
+	}
+	if (c->ncrls > 0 && check_leaf_crl(rq, leaf, now, err) != 0)
+		return -1;
+	if (rq->name != NULL && rq->name[0] != '\0') {
+		unsigned flags =
+			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
+		int ok = is_ip(rq->name) ? X509_check_ip_asc(leaf, rq->name, flags)
+					 : X509_check_host(leaf, rq->name, 0, flags, NULL);
+
+		if (ok != 1) {
+			identity_describe(leaf, who, sizeof(who));
+			return error_set(err, MTLS_REASON_NAME_MISMATCH,
+					 "server certificate rejected: it is not valid for %s (%s)",
+					 rq->name, who);
+		}
+	}
+	peer = identity_from_cert(leaf, err);
+	if (peer == NULL)
+		return -1;
+	if (policy_check(rq->st->policy, peer, role_of(rq), err) == 0) {
+		*out = peer;
+		peer = NULL;
+		rc = 0;
+	}
+	identity_free(peer);
+	ERR_clear_error();
+	return rc;
+}

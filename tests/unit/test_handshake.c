@@ -1,0 +1,562 @@
+/*
+ * Handshakes between a libmtls server and client in one process, over socketpairs: the
+ * refusal matrix (each case asserts the exact reason code), run once with TLS 1.2 and once
+ * with TLS 1.3; then raw OpenSSL peers for the cases libmtls itself will not produce (TLS
+ * 1.1, garbage, truncation); then resumption and reload.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "testutil.h"
+
+#define ANY (-1)
+
+struct side {
+	const char *cert; /* zoo file names; NULL: none */
+	const char *key;
+	const char *ca;
+};
+
+struct matrix_case {
+	const char *name;
+	struct side server;
+	struct side client;
+	const char *crl;	 /* server-side CRL */
+	bool crl_chain;		 /* check the whole chain */
+	const char *client_crl;	 /* client-side CRL */
+	const char *allow_uri;	 /* server allow rule; default: all of ns/prod */
+	bool pin_client_spki;	 /* server pins the client's real SPKI */
+	const char *pin;	 /* a server pin that matches nothing */
+	int depth;		 /* 0: default */
+	bool raw_client;	 /* a raw OpenSSL client at security level 0 */
+	const char *server_name; /* default server.test */
+	int expect_server;	 /* mtls_reason or ANY */
+	int expect_client;	 /* mtls_reason or ANY */
+};
+
+#define SERVER_OK                                                                                  \
+	{                                                                                          \
+		"server-chain.pem", "server.key", "ca.pem"                                         \
+	}
+#define CLIENT_OK                                                                                  \
+	{                                                                                          \
+		"client-chain.pem", "client.key", "ca.pem"                                         \
+	}
+#define CLIENT(n)                                                                                  \
+	{                                                                                          \
+		n "-chain.pem", n ".key", "ca.pem"                                                 \
+	}
+
+static const struct matrix_case cases[] = {
+	{"accepted", SERVER_OK, CLIENT_OK, .expect_server = MTLS_REASON_NONE,
+	 .expect_client = MTLS_REASON_NONE},
+	{"accepted by IP", SERVER_OK, CLIENT_OK, .server_name = "127.0.0.1",
+	 .expect_server = MTLS_REASON_NONE, .expect_client = MTLS_REASON_NONE},
+	{"accepted with CRLs of the whole chain", SERVER_OK, CLIENT_OK, .crl = "crl-all.pem",
+	 .crl_chain = true, .expect_server = MTLS_REASON_NONE, .expect_client = MTLS_REASON_NONE},
+	{"accepted by SPKI pin", SERVER_OK, CLIENT_OK, .pin_client_spki = true,
+	 .expect_server = MTLS_REASON_NONE, .expect_client = MTLS_REASON_NONE},
+	{"client from another CA", SERVER_OK, CLIENT("other-client"),
+	 .expect_server = MTLS_REASON_UNKNOWN_CA, .expect_client = ANY},
+	{"self-signed client",
+	 SERVER_OK,
+	 {"selfsigned-client.pem", "selfsigned-client.key", "ca.pem"},
+	 .expect_server = MTLS_REASON_SELF_SIGNED,
+	 .expect_client = ANY},
+	{"expired client", SERVER_OK, CLIENT("expired-client"),
+	 .expect_server = MTLS_REASON_EXPIRED, .expect_client = ANY},
+	{"not yet valid client", SERVER_OK, CLIENT("notyet-client"),
+	 .expect_server = MTLS_REASON_NOT_YET_VALID, .expect_client = ANY},
+	{"revoked client", SERVER_OK, CLIENT("revoked-client"), .crl = "crl.pem",
+	 .expect_server = MTLS_REASON_REVOKED, .expect_client = ANY},
+	{"expired CRL", SERVER_OK, CLIENT_OK, .crl = "crl-expired.pem",
+	 .expect_server = MTLS_REASON_CRL_EXPIRED, .expect_client = ANY},
+	{"no CRL for the root", SERVER_OK, CLIENT_OK, .crl = "crl.pem", .crl_chain = true,
+	 .expect_server = MTLS_REASON_CRL_MISSING, .expect_client = ANY},
+	{"no client certificate",
+	 SERVER_OK,
+	 {NULL, NULL, "ca.pem"},
+	 .expect_server = MTLS_REASON_NO_CERTIFICATE,
+	 .expect_client = ANY},
+	{"server certificate used as client",
+	 SERVER_OK,
+	 {"server-chain.pem", "server.key", "ca.pem"},
+	 .expect_server = MTLS_REASON_BAD_KEY_USAGE,
+	 .expect_client = ANY},
+	{"client without extendedKeyUsage", SERVER_OK, CLIENT("noeku-client"),
+	 .expect_server = MTLS_REASON_BAD_KEY_USAGE, .expect_client = ANY},
+	{"identity not allowed", SERVER_OK, CLIENT("client2"),
+	 .expect_server = MTLS_REASON_IDENTITY_NOT_ALLOWED, .expect_client = ANY},
+	{"SPKI pin mismatch", SERVER_OK, CLIENT_OK,
+	 .pin = "0000000000000000000000000000000000000000000000000000000000000000",
+	 .expect_server = MTLS_REASON_PIN_MISMATCH, .expect_client = ANY},
+	{"chain too long",
+	 {"server-chain.pem", "server.key", "longchain-ca.pem"},
+	 CLIENT("longchain-client"),
+	 .allow_uri = "spiffe://test.mtls/ns/prod/sa/deep",
+	 .depth = 2,
+	 .expect_server = MTLS_REASON_CHAIN_TOO_LONG,
+	 .expect_client = ANY},
+	{"intermediate is not a CA", SERVER_OK, CLIENT("noca-client"),
+	 .expect_server = MTLS_REASON_INVALID_CA, .expect_client = ANY},
+	{"RSA-1024 client key", SERVER_OK, CLIENT("rsa1024-client"), .raw_client = true,
+	 .expect_server = MTLS_REASON_WEAK_KEY, .expect_client = ANY},
+	{"SHA-1 signed client", SERVER_OK, CLIENT("sha1-client"), .raw_client = true,
+	 .expect_server = MTLS_REASON_WEAK_SIGNATURE, .expect_client = ANY},
+	{"corrupted client signature", SERVER_OK, CLIENT("badsig-client"),
+	 .expect_server = MTLS_REASON_BAD_SIGNATURE, .expect_client = ANY},
+	{"server from another CA",
+	 {"other-server-chain.pem", "other-server.key", "ca.pem"},
+	 CLIENT_OK,
+	 .expect_server = ANY,
+	 .expect_client = MTLS_REASON_UNKNOWN_CA},
+	{"client certificate used as server",
+	 {"client-chain.pem", "client.key", "ca.pem"},
+	 CLIENT_OK,
+	 .server_name = "app1.test",
+	 .expect_server = ANY,
+	 .expect_client = MTLS_REASON_BAD_KEY_USAGE},
+	{"wrong server name", SERVER_OK, CLIENT_OK, .server_name = "wrong.test",
+	 .expect_server = ANY, .expect_client = MTLS_REASON_NAME_MISMATCH},
+	{"wrong server IP", SERVER_OK, CLIENT_OK, .server_name = "127.0.0.2", .expect_server = ANY,
+	 .expect_client = MTLS_REASON_NAME_MISMATCH},
+	{"name only in CN is not enough", SERVER_OK, CLIENT_OK, .server_name = "app1",
+	 .expect_server = ANY, .expect_client = MTLS_REASON_NAME_MISMATCH},
+	{"expired server",
+	 {"expired-server-chain.pem", "expired-server.key", "ca.pem"},
+	 CLIENT_OK,
+	 .expect_server = ANY,
+	 .expect_client = MTLS_REASON_EXPIRED},
+	{"revoked server",
+	 {"revoked-server-chain.pem", "revoked-server.key", "ca.pem"},
+	 CLIENT_OK,
+	 .client_crl = "crl.pem",
+	 .expect_server = ANY,
+	 .expect_client = MTLS_REASON_REVOKED},
+	{"client trusts another CA only",
+	 SERVER_OK,
+	 {"client-chain.pem", "client.key", "other-ca.pem"},
+	 .expect_server = ANY,
+	 .expect_client = MTLS_REASON_UNKNOWN_CA},
+};
+
+static void spki_of(const char *pem_file, char out[65])
+{
+	FILE *f = fopen(cert_path(pem_file), "r");
+	X509 *x = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	unsigned char *der = NULL, md[32];
+	unsigned int n = 0;
+	int len;
+
+	assert_non_null(x);
+	fclose(f);
+	len = i2d_PUBKEY(X509_get0_pubkey(x), &der);
+	assert_true(len > 0);
+	assert_int_equal(EVP_Digest(der, (size_t)len, md, &n, EVP_sha256(), NULL), 1);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	OPENSSL_free(der);
+	X509_free(x);
+}
+
+static struct mtls_config *side_config(const struct side *s, int tls)
+{
+	struct mtls_config *cfg = mtls_config_new();
+
+	assert_non_null(cfg);
+	if (s->cert != NULL) {
+		assert_int_equal(mtls_config_set_cert_file(cfg, cert_path(s->cert)), 0);
+		assert_int_equal(mtls_config_set_key_file(cfg, cert_path(s->key)), 0);
+	}
+	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path(s->ca)), 0);
+	assert_int_equal(mtls_config_set_protocols(cfg, tls, tls), 0);
+	return cfg;
+}
+
+/* A plain OpenSSL client that will present what libmtls would refuse to load. Driven by
+ * hand until the server's verdict is in; returns the server's reason. */
+static enum mtls_reason raw_client_case(struct mtls *server, const struct side *s, int tls)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	struct mtls *sc;
+	enum mtls_reason reason;
+	SSL *ssl;
+	int fds[2], rc = MTLS_WANT_POLLIN;
+
+	assert_non_null(ctx);
+	SSL_CTX_set_security_level(ctx, 0);
+	SSL_CTX_set_min_proto_version(ctx, tls);
+	SSL_CTX_set_max_proto_version(ctx, tls);
+	assert_int_equal(SSL_CTX_use_certificate_chain_file(ctx, cert_path(s->cert)), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey_file(ctx, cert_path(s->key), SSL_FILETYPE_PEM), 1);
+	ssl = SSL_new(ctx);
+	test_socketpair(fds);
+	SSL_set_fd(ssl, fds[1]);
+	sc = mtls_accept_fd(server, fds[0]);
+	assert_non_null(sc);
+	for (int i = 0; i < 200 && (rc == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT); i++) {
+		SSL_connect(ssl);
+		rc = mtls_handshake(sc);
+	}
+	assert_int_equal(rc, -1);
+	reason = mtls_error_reason(sc);
+	mtls_free(sc);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fds[0]);
+	close(fds[1]);
+	ERR_clear_error();
+	return reason;
+}
+
+static void run_case(const struct matrix_case *tc, int tls)
+{
+	struct mtls_config *scfg = side_config(&tc->server, tls);
+	struct mtls_config *ccfg = side_config(&tc->client, tls);
+	struct mtls *server = mtls_server_new(), *client = mtls_client_new();
+	struct mtls *sc, *cc;
+	int fds[2], srv_rc, cli_rc;
+
+	if (tc->crl != NULL)
+		assert_int_equal(mtls_config_add_crl_file(scfg, cert_path(tc->crl)), 0);
+	if (tc->client_crl != NULL)
+		assert_int_equal(mtls_config_add_crl_file(ccfg, cert_path(tc->client_crl)), 0);
+	mtls_config_set_crl_check_chain(scfg, tc->crl_chain);
+	if (tc->pin_client_spki || tc->pin != NULL) {
+		char pin[65];
+
+		if (tc->pin_client_spki)
+			spki_of(tc->client.cert, pin);
+		assert_int_equal(
+			mtls_config_allow_spki_sha256(scfg, tc->pin != NULL ? tc->pin : pin), 0);
+	} else {
+		assert_int_equal(
+			mtls_config_allow_uri(scfg, tc->allow_uri != NULL
+							    ? tc->allow_uri
+							    : "spiffe://test.mtls/ns/prod/sa/*"),
+			0);
+	}
+	if (tc->depth != 0)
+		assert_int_equal(mtls_config_set_verify_depth(scfg, tc->depth), 0);
+	if (mtls_configure(server, scfg) != 0)
+		fail_msg("%s: server config: %s", tc->name, mtls_error(server));
+	mtls_config_free(scfg);
+	if (tc->raw_client) {
+		enum mtls_reason r = raw_client_case(server, &tc->client, tls);
+
+		if ((int)r != tc->expect_server)
+			fail_msg("TLS %x, %s: server reason %s, expected %s", tls, tc->name,
+				 mtls_reason_name(r),
+				 mtls_reason_name((enum mtls_reason)tc->expect_server));
+		/* and libmtls itself refuses to load such a certificate */
+		assert_int_equal(mtls_configure(client, ccfg), -1);
+		mtls_config_free(ccfg);
+		mtls_free(server);
+		mtls_free(client);
+		return;
+	}
+	if (mtls_configure(client, ccfg) != 0)
+		fail_msg("%s: client config: %s", tc->name, mtls_error(client));
+	mtls_config_free(ccfg);
+
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	cc = mtls_connect_fd(client, fds[1],
+			     tc->server_name != NULL ? tc->server_name : "server.test");
+	assert_non_null(sc);
+	assert_non_null(cc);
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+
+	if (tc->expect_server != ANY) {
+		if ((int)mtls_error_reason(sc) != tc->expect_server)
+			fail_msg("TLS %x, %s: server reason %s, expected %s (%s)", tls, tc->name,
+				 mtls_reason_name(mtls_error_reason(sc)),
+				 mtls_reason_name((enum mtls_reason)tc->expect_server),
+				 mtls_error(sc));
+		assert_int_equal(srv_rc, tc->expect_server == MTLS_REASON_NONE ? 0 : -1);
+		/* every refusal explains itself */
+		if (srv_rc != 0)
+			assert_true(strlen(mtls_error(sc)) > 20);
+	}
+	if (tc->expect_client != ANY) {
+		if ((int)mtls_error_reason(cc) != tc->expect_client)
+			fail_msg("TLS %x, %s: client reason %s, expected %s (%s)", tls, tc->name,
+				 mtls_reason_name(mtls_error_reason(cc)),
+				 mtls_reason_name((enum mtls_reason)tc->expect_client),
+				 mtls_error(cc));
+		assert_int_equal(cli_rc, tc->expect_client == MTLS_REASON_NONE ? 0 : -1);
+	}
+	/* whichever side refused, the handshake must not have succeeded on both */
+	if (tc->expect_server != MTLS_REASON_NONE || tc->expect_client != MTLS_REASON_NONE)
+		assert_true(srv_rc != 0 || cli_rc != 0);
+	if (srv_rc == 0 && cli_rc == 0) {
+		const struct mtls_peer *cp = mtls_conn_peer(sc);
+
+		assert_non_null(cp);
+		assert_string_equal(mtls_peer_identity(cp), "spiffe://test.mtls/ns/prod/sa/app1");
+		assert_string_equal(mtls_peer_identity(mtls_conn_peer(cc)), "server.test");
+		assert_string_equal(mtls_conn_version(sc),
+				    tls == MTLS_TLS1_3 ? "TLSv1.3" : "TLSv1.2");
+	}
+	mtls_free(sc);
+	mtls_free(cc);
+	close(fds[0]);
+	close(fds[1]);
+	mtls_free(server);
+	mtls_free(client);
+}
+
+static void test_matrix_tls13(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_case(&cases[i], MTLS_TLS1_3);
+}
+
+static void test_matrix_tls12(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		run_case(&cases[i], MTLS_TLS1_2);
+}
+
+/* --- a libmtls server against raw bytes and a raw OpenSSL client --------------------- */
+
+static struct mtls *good_server(void)
+{
+	struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+	struct mtls *server = mtls_server_new();
+
+	mtls_config_set_protocols(cfg, MTLS_TLS1_2, MTLS_TLS1_3);
+	assert_int_equal(mtls_config_allow_uri(cfg, "spiffe://test.mtls/ns/prod/sa/app1"), 0);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	mtls_config_free(cfg);
+	return server;
+}
+
+/* Feed bytes to a server connection, optionally close the other end, return its reason. */
+static enum mtls_reason feed_server(const void *bytes, size_t len, bool close_after)
+{
+	struct mtls *server = good_server();
+	struct mtls *sc;
+	enum mtls_reason reason;
+	int fds[2], rc = MTLS_WANT_POLLIN;
+
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	assert_non_null(sc);
+	if (len > 0)
+		assert_int_equal(write(fds[1], bytes, len), (ssize_t)len);
+	if (close_after)
+		close(fds[1]);
+	for (int i = 0; i < 100 && (rc == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT); i++)
+		rc = mtls_handshake(sc);
+	assert_int_equal(rc, -1);
+	reason = mtls_error_reason(sc);
+	mtls_free(sc);
+	close(fds[0]);
+	if (!close_after)
+		close(fds[1]);
+	mtls_free(server);
+	return reason;
+}
+
+static void test_garbage(void **state)
+{
+	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	unsigned char junk[256];
+
+	(void)state;
+	assert_int_equal(feed_server(http, sizeof(http) - 1, false), MTLS_REASON_NOT_TLS);
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (unsigned char)(i * 37 + 11);
+	assert_int_equal(feed_server(junk, sizeof(junk), false), MTLS_REASON_NOT_TLS);
+	assert_int_equal(feed_server(NULL, 0, true), MTLS_REASON_TRUNCATED);
+}
+
+/* Capture the first flight of a client (its ClientHello) from a raw OpenSSL client. */
+static size_t client_hello(unsigned char *buf, size_t cap, int max_version)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl;
+	int fds[2];
+	ssize_t n;
+
+	assert_non_null(ctx);
+	if (max_version != 0) {
+		SSL_CTX_set_security_level(ctx, 0);
+		SSL_CTX_set_cipher_list(ctx, "DEFAULT@SECLEVEL=0");
+		SSL_CTX_set_min_proto_version(ctx, max_version);
+		SSL_CTX_set_max_proto_version(ctx, max_version);
+	}
+	ssl = SSL_new(ctx);
+	test_socketpair(fds);
+	SSL_set_fd(ssl, fds[0]);
+	assert_int_equal(SSL_connect(ssl), -1); /* would block: the hello is written */
+	n = read(fds[1], buf, cap);
+	assert_true(n > 50);
+	SSL_free(ssl);
+	SSL_CTX_free(ctx);
+	close(fds[0]);
+	close(fds[1]);
+	ERR_clear_error();
+	return (size_t)n;
+}
+
+static void test_truncated_hello(void **state)
+{
+	unsigned char hello[4096];
+	size_t n = client_hello(hello, sizeof(hello), 0);
+
+	(void)state;
+	assert_int_equal(feed_server(hello, n / 2, true), MTLS_REASON_TRUNCATED);
+}
+
+static void test_tls11_client(void **state)
+{
+	unsigned char hello[4096];
+	size_t n = client_hello(hello, sizeof(hello), TLS1_1_VERSION);
+
+	(void)state;
+	assert_int_equal(feed_server(hello, n, false), MTLS_REASON_PROTOCOL_VERSION);
+}
+
+/* --- resumption and reload ----------------------------------------------------------- */
+
+static struct mtls *good_client(void)
+{
+	struct mtls_config *cfg = side_config(&(struct side)CLIENT_OK, MTLS_TLS1_3);
+	struct mtls *client = mtls_client_new();
+
+	mtls_config_set_protocols(cfg, MTLS_TLS1_2, MTLS_TLS1_3);
+	assert_int_equal(mtls_configure(client, cfg), 0);
+	mtls_config_free(cfg);
+	return client;
+}
+
+/* One connection; returns whether both sides agreed it was resumed, -1 on failure. */
+static int connect_once(struct mtls *server, struct mtls *client, enum mtls_reason *srv_reason)
+{
+	int fds[2], srv_rc, cli_rc, resumed;
+	struct mtls *sc, *cc;
+
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	cc = mtls_connect_fd(client, fds[1], "server.test");
+	assert_non_null(sc);
+	assert_non_null(cc);
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+	*srv_reason = mtls_error_reason(sc);
+	if (srv_rc != 0 || cli_rc != 0)
+		print_message("connect_once: server %s (%s), client %s (%s)\n",
+			      mtls_reason_name(mtls_error_reason(sc)), mtls_error(sc),
+			      mtls_reason_name(mtls_error_reason(cc)), mtls_error(cc));
+	resumed = -1;
+	if (srv_rc == 0 && cli_rc == 0) {
+		assert_int_equal(mtls_conn_resumed(sc), mtls_conn_resumed(cc));
+		assert_string_equal(mtls_peer_identity(mtls_conn_peer(sc)),
+				    "spiffe://test.mtls/ns/prod/sa/app1");
+		resumed = mtls_conn_resumed(sc);
+		assert_int_equal(mtls_close(cc), 0);
+	}
+	mtls_free(sc);
+	mtls_free(cc);
+	close(fds[0]);
+	close(fds[1]);
+	return resumed;
+}
+
+static void test_resumption(void **state)
+{
+	struct mtls *server = good_server(), *client = good_client();
+	enum mtls_reason r;
+
+	(void)state;
+	assert_int_equal(connect_once(server, client, &r), 0);
+	assert_int_equal(connect_once(server, client, &r), 1);
+	assert_int_equal(connect_once(server, client, &r), 1);
+	mtls_free(server);
+	mtls_free(client);
+}
+
+static void test_reload(void **state)
+{
+	struct mtls *server = good_server(), *client = good_client();
+	struct mtls_config *bad = mtls_config_new(), *revoking;
+	struct mtls *sc, *cc;
+	int fds[2], srv_rc, cli_rc;
+	enum mtls_reason r;
+	char buf[16];
+
+	(void)state;
+	/* an established connection */
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	cc = mtls_connect_fd(client, fds[1], "server.test");
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+	assert_int_equal(srv_rc, 0);
+
+	/* a broken config is refused and the old one stays in place */
+	assert_int_equal(mtls_config_set_cert_file(bad, cert_path("client-chain.pem")), 0);
+	assert_int_equal(mtls_config_set_key_file(bad, cert_path("mismatch.key")), 0);
+	assert_int_equal(mtls_config_set_ca_file(bad, cert_path("ca.pem")), 0);
+	mtls_config_set_allow_any_identity(bad, 1);
+	assert_int_equal(mtls_configure(server, bad), -1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_KEY_MISMATCH);
+	mtls_config_free(bad);
+	assert_true(connect_once(server, client, &r) >= 0);
+
+	/* a new CRL revoking nobody we use, but with a different allow rule: new handshakes
+	 * use it at once, and even a session ticket from before does not get around it */
+	revoking = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+	mtls_config_set_protocols(revoking, MTLS_TLS1_2, MTLS_TLS1_3);
+	assert_int_equal(mtls_config_add_crl_file(revoking, cert_path("crl.pem")), 0);
+	assert_int_equal(mtls_config_allow_uri(revoking, "spiffe://test.mtls/ns/dev/sa/*"), 0);
+	assert_int_equal(mtls_configure(server, revoking), 0);
+	mtls_config_free(revoking);
+	assert_int_equal(connect_once(server, client, &r), -1);
+	assert_int_equal(r, MTLS_REASON_IDENTITY_NOT_ALLOWED);
+
+	/* the connection made before both reloads still works both ways */
+	assert_int_equal(mtls_write_all(cc, "ping", 4, 1000), 0);
+	assert_int_equal(mtls_read_wait(sc, buf, sizeof(buf), 1000), 4);
+	assert_memory_equal(buf, "ping", 4);
+	assert_int_equal(mtls_write_all(sc, "pong", 4, 1000), 0);
+	assert_int_equal(mtls_read_wait(cc, buf, sizeof(buf), 1000), 4);
+	/* orderly close: close_notify reads as end of stream */
+	assert_int_equal(mtls_close(sc), 0);
+	assert_int_equal(mtls_read_wait(cc, buf, sizeof(buf), 1000), 0);
+
+	mtls_free(sc);
+	mtls_free(cc);
+	close(fds[0]);
+	close(fds[1]);
+	mtls_free(server);
+	mtls_free(client);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* as every program using sockets should */
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_matrix_tls13), cmocka_unit_test(test_matrix_tls12),
+		cmocka_unit_test(test_garbage),	     cmocka_unit_test(test_truncated_hello),
+		cmocka_unit_test(test_tls11_client), cmocka_unit_test(test_resumption),
+		cmocka_unit_test(test_reload),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
