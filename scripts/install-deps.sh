@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages mtls needs to build and test. Idempotent.
+set -euo pipefail
+
+packages=(
+	build-essential cmake pkg-config    # toolchain
+	libssl-dev openssl                  # OpenSSL 3: the library and the independent CLI peer
+	libcmocka-dev                       # unit tests
+	clang libclang-rt-14-dev            # libFuzzer targets
+	clang-format                        # style check
+)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+	sudo=sudo
+fi
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all packages present"
+	exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The README's second command: the whole test suite.
+#   1. build with -Werror and run every test (unit, integration with real peers)
+#   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and run every test again
+#   3. build the libFuzzer targets with clang and run each over its corpus, bounded
+#   4. check formatting with clang-format
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+jobs=$(nproc)
+status=0
+step() { printf '\n==== %s\n' "$*"; }
+
+step "build (warnings are errors)"
+bash "$top/scripts/build.sh" "$top/build"
+step "tests"
+(cd "$top/build" && ctest -j"$jobs" --output-on-failure) || status=1
+
+step "build with ASan + UBSan"
+bash "$top/scripts/build.sh" "$top/build-asan" -DMTLS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+step "tests under ASan + UBSan"
+(cd "$top/build-asan" && ctest -j"$jobs" --output-on-failure) || status=1
+
+if command -v clang >/dev/null; then
+	step "fuzz targets (clang, libFuzzer, bounded runs)"
+	CC=clang bash "$top/scripts/build.sh" "$top/build-fuzz" -DMTLS_FUZZ=ON -DMTLS_TESTS=OFF
+	(cd "$top/build-fuzz" && ctest -j"$jobs" --output-on-failure) || status=1
+else
+	echo "clang not installed: skipping fuzz targets (run scripts/install-deps.sh)"
+	status=1
+fi
+
+step "format (clang-format)"
+files=$(cd "$top" && git ls-files '*.c' '*.h' 2>/dev/null || find include lib cli tests examples -name '*.[ch]')
+if (cd "$top" && clang-format --dry-run --Werror $files); then
+	echo "format ok"
+else
+	echo "format: run clang-format -i on the files above"
+	status=1
+fi
+
+step "result"
+if [ $status -eq 0 ]; then echo "all test steps passed"; else echo "some test steps FAILED"; fi
+exit $status
