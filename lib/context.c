@@ -6,6 +6,7 @@
  * lock: commit or roll back, as hitch does on reload. Connections keep a reference to the
  * state they started with, so a reload never touches a live connection.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -533,8 +534,11 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 	}
 	SSL_set_connect_state(c->ssl);
 	if (server_name != NULL && server_name[0] != '\0') {
+		unsigned char addr[16];
+
 		/* SNI only for DNS names, as RFC 6066 says */
-		if (strspn(server_name, "0123456789.:") != strlen(server_name))
+		if (inet_pton(AF_INET, server_name, addr) != 1 &&
+		    inet_pton(AF_INET6, server_name, addr) != 1)
 			SSL_set_tlsext_host_name(c->ssl, server_name);
 		pthread_mutex_lock(&st->session_lock);
 		if (st->session != NULL && st->session_name != NULL &&

@@ -23,7 +23,7 @@
 #   crl-expired.pem, root-crl.pem, crl-all.pem, rsa1024-client-*,
 #   sha1-client-*, badsig-client-*, longchain-ca.pem, longchain-client-*,
 #   noca-client-*, client-enc.key, client-enc.pass, client-world.key,
-#   malformed.pem, mismatch.key   (X-* = X-chain.pem + X.key)
+#   malformed.pem, mismatch.key, cnonly-server-*   (X-* = X-chain.pem + X.key)
 
 set -euo pipefail
 
@@ -149,6 +149,16 @@ extendedKeyUsage       = serverAuth, clientAuth
 subjectKeyIdentifier   = hash
 authorityKeyIdentifier = keyid:always
 subjectAltName         = DNS:both.test, DNS:localhost, IP:127.0.0.1, URI:spiffe://test.mtls/ns/prod/sa/both
+
+# A server whose CN (cnonly.test) is not among its SANs: a name check must not fall
+# back to the CN.
+[ cnonly_ext ]
+basicConstraints       = critical, CA:FALSE
+keyUsage               = critical, digitalSignature
+extendedKeyUsage       = serverAuth
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName         = DNS:san.test
 
 # No extendedKeyUsage extension at all.
 [ noeku_ext ]
@@ -355,6 +365,7 @@ cp -f -- "$W/client2.pem" "$OUT/client2.pem"
 
 leaf_int both "both.test" both_ext -days 365
 leaf_int noeku-client "noeku" noeku_ext -days 365
+leaf_int cnonly-server "cnonly.test" cnonly_ext -days 365
 
 # Time-invalid leaves
 leaf_int expired-client "expired" expired_ext \
