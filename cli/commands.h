@@ -9,5 +9,6 @@
 #include <stddef.h>
 
 int cmd_verify(int argc, char **argv);
+int cmd_ca(int argc, char **argv);
 
 #endif /* MTLS_CLI_COMMANDS_H */

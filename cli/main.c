@@ -15,6 +15,8 @@ struct command {
 
 static const struct command commands[] = {
 	{"verify", cmd_verify, "verify a certificate as a server or connector would, and explain"},
+	{"ca", cmd_ca,
+	 "the certificate authority: init, issue, revoke, crl, list, inspect, export"},
 	{NULL, NULL, NULL},
 };
 

@@ -6,6 +6,7 @@ packages=(
 	build-essential cmake pkg-config    # toolchain
 	libssl-dev openssl                  # OpenSSL 3: the library and the independent CLI peer
 	libcmocka-dev                       # unit tests
+	libsqlite3-dev                      # the CA inventory
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 )

@@ -1,0 +1,346 @@
+/*
+ * Creating and opening a CA directory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "authority.h"
+#include "files.h"
+#include "issue.h"
+#include "keys.h"
+
+#define DAY 86400L
+/* notBefore is set this far back so that peers with slightly slow clocks accept it */
+#define BACKDATE 300
+
+const char *authority_path(const struct authority *ca, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s", ca->dir, name);
+	return buf;
+}
+
+const char *authority_actor(void)
+{
+	static char actor[300];
+	struct passwd *pw = getpwuid(getuid());
+	char host[256] = "";
+
+	gethostname(host, sizeof(host) - 1);
+	snprintf(actor, sizeof(actor), "%s@%s", pw != NULL ? pw->pw_name : "?", host);
+	return actor;
+}
+
+static char *cert_pem(X509 *cert, size_t *len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (bio != NULL && PEM_write_bio_X509(bio, cert)) {
+		n = BIO_get_mem_data(bio, &data);
+		out = malloc((size_t)n + 1);
+		if (out != NULL) {
+			memcpy(out, data, (size_t)n);
+			out[n] = '\0';
+			*len = (size_t)n;
+		}
+	}
+	BIO_free(bio);
+	return out;
+}
+
+static int write_cert(const char *path, X509 *cert, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = cert_pem(cert, &len);
+	int rc;
+
+	if (pem == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
+	rc = files_write(path, pem, len, 0644, true, err, err_len);
+	free(pem);
+	return rc;
+}
+
+static int write_key(const char *path, EVP_PKEY *key, const char *pass, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = keys_to_pem(key, pass, &len);
+	int rc;
+
+	if (pem == NULL) {
+		snprintf(err, err_len, "cannot encode the private key");
+		return -1;
+	}
+	rc = files_write(path, pem, len, 0600, true, err, err_len);
+	keys_free_pem(pem, len);
+	return rc;
+}
+
+static int save_settings(struct store *st, const struct authority_init *in)
+{
+	char v[32];
+	int rc = 0;
+
+	snprintf(v, sizeof(v), "%ld", in->server_days);
+	rc |= store_set_meta(st, "server_days", v);
+	snprintf(v, sizeof(v), "%ld", in->client_days);
+	rc |= store_set_meta(st, "client_days", v);
+	snprintf(v, sizeof(v), "%ld", in->crl_days);
+	rc |= store_set_meta(st, "crl_days", v);
+	rc |= store_set_meta(st, "crl_url", in->crl_url != NULL ? in->crl_url : "");
+	return rc != 0 ? -1 : 0;
+}
+
+static int record(struct store *st, X509 *cert, const char *profile)
+{
+	struct store_cert c = {0};
+	char subject[512], spki[65];
+	unsigned char *der = NULL;
+	int len = i2d_X509(cert, &der), rc;
+
+	if (len <= 0)
+		return -1;
+	issue_serial_hex(cert, c.serial, sizeof(c.serial));
+	issue_subject(cert, subject, sizeof(subject));
+	issue_spki_sha256(cert, spki);
+	c.subject = subject;
+	c.sans = "";
+	c.spki_sha256 = spki;
+	c.profile = profile;
+	c.not_before = issue_time(X509_get0_notBefore(cert));
+	c.not_after = issue_time(X509_get0_notAfter(cert));
+	c.issued_at = time(NULL);
+	c.der = der;
+	c.der_len = (size_t)len;
+	rc = store_add_cert(st, &c);
+	if (rc == 0)
+		rc = store_audit(st, authority_actor(), "init", subject, profile);
+	OPENSSL_free(der);
+	return rc;
+}
+
+int authority_create(const struct authority_init *in, char *err, size_t err_len)
+{
+	struct authority ca = {.lock_fd = -1};
+	EVP_PKEY *root_key = NULL, *int_key = NULL;
+	X509 *root = NULL, *inter = NULL;
+	char path[PATH_MAX], cn[300];
+	time_t now = time(NULL);
+	struct issue_spec spec;
+	int rc = -1;
+
+	if (in->intermediate_days >= in->root_days) {
+		snprintf(err, err_len,
+			 "the intermediate lifetime (%ld days) must be shorter than the root's "
+			 "(%ld days)",
+			 in->intermediate_days, in->root_days);
+		return -1;
+	}
+	if (in->server_days > in->intermediate_days || in->client_days > in->intermediate_days) {
+		snprintf(err, err_len,
+			 "leaf lifetimes must not exceed the intermediate's (%ld days)",
+			 in->intermediate_days);
+		return -1;
+	}
+	snprintf(ca.dir, sizeof(ca.dir), "%s", in->dir);
+	if (files_mkdir_private(in->dir, err, err_len) != 0 ||
+	    (in->root_key_dir != NULL && files_mkdir_private(in->root_key_dir, err, err_len) != 0))
+		return -1;
+	if (files_exists(authority_path(&ca, "ca.db", path, sizeof(path))) ||
+	    files_exists(authority_path(&ca, "root.pem", path, sizeof(path)))) {
+		snprintf(err, err_len, "%s already holds a CA; choose another --dir", in->dir);
+		return -1;
+	}
+	root_key = keys_generate(in->key_alg, err, err_len);
+	int_key = root_key != NULL ? keys_generate(in->key_alg, err, err_len) : NULL;
+	if (int_key == NULL)
+		goto out;
+
+	snprintf(cn, sizeof(cn), "%.50s Root CA", in->name);
+	spec = (struct issue_spec){.kind = ISSUE_ROOT,
+				   .cn = cn,
+				   .org = in->name,
+				   .subject_key = root_key,
+				   .not_before = now - BACKDATE,
+				   .not_after = now + in->root_days * DAY};
+	root = issue_sign(&spec, NULL, root_key, err, err_len);
+	if (root == NULL)
+		goto out;
+	snprintf(cn, sizeof(cn), "%.50s Issuing CA", in->name);
+	spec = (struct issue_spec){.kind = ISSUE_INTERMEDIATE,
+				   .cn = cn,
+				   .org = in->name,
+				   .subject_key = int_key,
+				   .not_before = now - BACKDATE,
+				   .not_after = now + in->intermediate_days * DAY};
+	inter = issue_sign(&spec, root, root_key, err, err_len);
+	if (inter == NULL)
+		goto out;
+
+	ca.store = store_open(authority_path(&ca, "ca.db", path, sizeof(path)), err, err_len);
+	if (ca.store == NULL)
+		goto out;
+	if (store_begin(ca.store) != 0) {
+		snprintf(err, err_len, "%s", store_error(ca.store));
+		goto out;
+	}
+	if (save_settings(ca.store, in) != 0 || record(ca.store, root, "root") != 0 ||
+	    record(ca.store, inter, "intermediate") != 0) {
+		snprintf(err, err_len, "%s", store_error(ca.store));
+		store_rollback(ca.store);
+		goto out;
+	}
+	/* keys first: a crash leaves no certificate without its key */
+	if (in->root_key_dir != NULL)
+		snprintf(path, sizeof(path), "%s/root.key", in->root_key_dir);
+	else
+		authority_path(&ca, "root.key", path, sizeof(path));
+	if (write_key(path, root_key, in->passphrase, err, err_len) != 0 ||
+	    write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
+		      in->passphrase, err, err_len) != 0 ||
+	    write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
+		       err_len) != 0 ||
+	    write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
+		    0) {
+		store_rollback(ca.store);
+		goto out;
+	}
+	ca.root = root;
+	ca.issuer = inter;
+	ca.issuer_key = int_key;
+	ca.crl_days = in->crl_days;
+	snprintf(ca.crl_url, sizeof(ca.crl_url), "%s", in->crl_url != NULL ? in->crl_url : "");
+	if (crl_publish(&ca, err, err_len) != 0 || store_commit(ca.store) != 0) {
+		if (err[0] == '\0')
+			snprintf(err, err_len, "%s", store_error(ca.store));
+		store_rollback(ca.store);
+		goto out;
+	}
+	rc = 0;
+out:
+	store_close(ca.store);
+	EVP_PKEY_free(root_key);
+	EVP_PKEY_free(int_key);
+	X509_free(root);
+	X509_free(inter);
+	return rc;
+}
+
+static X509 *read_cert(const char *path, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len);
+	X509 *cert = NULL;
+	BIO *bio;
+
+	if (pem == NULL)
+		return NULL;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (bio != NULL)
+		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	free(pem);
+	ERR_clear_error();
+	if (cert == NULL)
+		snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup",
+			 path);
+	return cert;
+}
+
+static long meta_long(struct store *st, const char *key, long fallback)
+{
+	char buf[64];
+
+	if (store_get_meta(st, key, buf, sizeof(buf)) != 0)
+		return fallback;
+	return strtol(buf, NULL, 10) > 0 ? strtol(buf, NULL, 10) : fallback;
+}
+
+struct authority *authority_open(const char *dir, bool lock, char *err, size_t err_len)
+{
+	struct authority *ca = calloc(1, sizeof(*ca));
+	char path[PATH_MAX];
+
+	if (ca == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	ca->lock_fd = -1;
+	snprintf(ca->dir, sizeof(ca->dir), "%s", dir);
+	if (!files_exists(authority_path(ca, "ca.db", path, sizeof(path)))) {
+		snprintf(err, err_len, "%s holds no CA; create one with 'mtls ca init --dir %s'",
+			 dir, dir);
+		goto fail;
+	}
+	if (lock) {
+		ca->lock_fd = open(authority_path(ca, "lock", path, sizeof(path)),
+				   O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (ca->lock_fd < 0 || flock(ca->lock_fd, LOCK_EX) != 0) {
+			snprintf(err, err_len, "cannot lock %s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	ca->store = store_open(authority_path(ca, "ca.db", path, sizeof(path)), err, err_len);
+	if (ca->store == NULL)
+		goto fail;
+	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);
+	if (ca->root == NULL)
+		goto fail;
+	ca->issuer =
+		read_cert(authority_path(ca, "intermediate.pem", path, sizeof(path)), err, err_len);
+	if (ca->issuer == NULL)
+		goto fail;
+	ca->server_days = meta_long(ca->store, "server_days", 90);
+	ca->client_days = meta_long(ca->store, "client_days", 90);
+	ca->crl_days = meta_long(ca->store, "crl_days", 7);
+	if (store_get_meta(ca->store, "crl_url", ca->crl_url, sizeof(ca->crl_url)) != 0)
+		ca->crl_url[0] = '\0';
+	return ca;
+fail:
+	authority_close(ca);
+	return NULL;
+}
+
+int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+
+	ca->issuer_key = keys_load(authority_path(ca, "intermediate.key", path, sizeof(path)),
+				   passphrase, err, err_len);
+	if (ca->issuer_key == NULL)
+		return -1;
+	if (X509_check_private_key(ca->issuer, ca->issuer_key) != 1) {
+		ERR_clear_error();
+		snprintf(err, err_len,
+			 "%s does not match intermediate.pem; restore the pair from a backup",
+			 path);
+		return -1;
+	}
+	return 0;
+}
+
+void authority_close(struct authority *ca)
+{
+	if (ca == NULL)
+		return;
+	store_close(ca->store);
+	X509_free(ca->root);
+	X509_free(ca->issuer);
+	EVP_PKEY_free(ca->issuer_key);
+	if (ca->lock_fd >= 0)
+		close(ca->lock_fd); /* releases the flock */
+	free(ca);
+}

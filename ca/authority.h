@@ -1,0 +1,69 @@
+/*
+ * A certificate authority on disk: a directory (mode 0700) holding
+ *
+ *   root.pem          the root certificate: the CA bundle peers trust (--ca)
+ *   root.key          the root key, unless it was written elsewhere to be kept offline
+ *   intermediate.pem  the issuing CA (pathlen 0), signed by the root
+ *   intermediate.key  its key (0600), optionally encrypted
+ *   crl.pem           the intermediate's current CRL
+ *   ca.db             the inventory and audit log (store.h)
+ *   lock              taken (flock) by every command that changes the CA
+ */
+#ifndef MTLS_CA_AUTHORITY_H
+#define MTLS_CA_AUTHORITY_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/x509.h>
+
+#include "store.h"
+
+struct authority {
+	char dir[PATH_MAX - 64];
+	struct store *store;
+	X509 *root;
+	X509 *issuer;
+	EVP_PKEY *issuer_key; /* after authority_load_key() */
+	int lock_fd;
+	char crl_url[512];
+	long server_days;
+	long client_days;
+	long crl_days;
+};
+
+struct authority_init {
+	const char *dir;
+	const char *root_key_dir; /* NULL: the root key stays in dir */
+	const char *name;	  /* organisation / CA name */
+	const char *key_alg;	  /* CA keys, default p384 */
+	long root_days;
+	long intermediate_days;
+	long server_days;
+	long client_days;
+	long crl_days;
+	const char *crl_url;
+	const char *passphrase; /* encrypts both CA keys, or NULL */
+};
+
+/* Create a new CA. Refuses to touch a directory that already holds one. */
+int authority_create(const struct authority_init *init, char *err, size_t err_len);
+/* Open an existing CA; with lock, hold its lock until authority_close(). */
+struct authority *authority_open(const char *dir, bool lock, char *err, size_t err_len);
+/* Load the issuing key (passphrase NULL if not encrypted). */
+int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);
+void authority_close(struct authority *ca);
+/* dir/name into buf. */
+const char *authority_path(const struct authority *ca, const char *name, char *buf, size_t len);
+/* The actor for the audit log: "user@host". */
+const char *authority_actor(void);
+
+/* crl.c: sign a new CRL of every revoked certificate and write dir/crl.pem. Call inside a
+ * store transaction (it allocates the CRL number). */
+int crl_publish(struct authority *ca, char *err, size_t err_len);
+/* Revocation reasons by name ("keyCompromise", ...); -1 if unknown. */
+int crl_reason_code(const char *name);
+const char *crl_reason_names(void);
+
+#endif

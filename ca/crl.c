@@ -1,0 +1,176 @@
+/*
+ * CRLs: v2, CRL number, AKI, reason codes, and an issuing distribution point that matches
+ * the certificates' CRL distribution point (so OpenSSL sees no scope mismatch).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "authority.h"
+#include "files.h"
+
+static const struct {
+	const char *name;
+	int code;
+} reasons[] = {
+	{"unspecified", CRL_REASON_UNSPECIFIED},
+	{"keyCompromise", CRL_REASON_KEY_COMPROMISE},
+	{"affiliationChanged", CRL_REASON_AFFILIATION_CHANGED},
+	{"superseded", CRL_REASON_SUPERSEDED},
+	{"cessationOfOperation", CRL_REASON_CESSATION_OF_OPERATION},
+	{"privilegeWithdrawn", CRL_REASON_PRIVILEGE_WITHDRAWN},
+};
+
+int crl_reason_code(const char *name)
+{
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (strcmp(reasons[i].name, name) == 0)
+			return reasons[i].code;
+	return -1;
+}
+
+const char *crl_reason_names(void)
+{
+	return "unspecified, keyCompromise, affiliationChanged, superseded, "
+	       "cessationOfOperation, privilegeWithdrawn";
+}
+
+struct build {
+	X509_CRL *crl;
+	int failed;
+};
+
+static int add_entry(const struct store_cert *c, void *arg)
+{
+	struct build *b = arg;
+	X509_REVOKED *r = X509_REVOKED_new();
+	ASN1_TIME *when = ASN1_TIME_set(NULL, c->revoked_at);
+	ASN1_ENUMERATED *code = ASN1_ENUMERATED_new();
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *serial = NULL;
+	int reason = crl_reason_code(c->revocation_reason != NULL ? c->revocation_reason : "");
+
+	if (r == NULL || when == NULL || code == NULL || BN_hex2bn(&bn, c->serial) == 0 ||
+	    (serial = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+	    X509_REVOKED_set_serialNumber(r, serial) != 1 ||
+	    X509_REVOKED_set_revocationDate(r, when) != 1 ||
+	    ASN1_ENUMERATED_set(code, reason >= 0 ? reason : CRL_REASON_UNSPECIFIED) != 1 ||
+	    X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, code, 0, 0) != 1 ||
+	    X509_CRL_add0_revoked(b->crl, r) != 1) {
+		X509_REVOKED_free(r);
+		b->failed = 1;
+	}
+	ASN1_INTEGER_free(serial);
+	BN_free(bn);
+	ASN1_ENUMERATED_free(code);
+	ASN1_TIME_free(when);
+	return b->failed;
+}
+
+static int add_ext(X509_CRL *crl, X509V3_CTX *ctx, int nid, const char *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
+	int ok = ext != NULL && X509_CRL_add_ext(crl, ext, -1) == 1;
+
+	X509_EXTENSION_free(ext);
+	return ok ? 0 : -1;
+}
+
+/* IDP with the same fullName URI as the certificates' CRL distribution point. */
+static int add_idp(X509_CRL *crl, const char *url)
+{
+	ISSUING_DIST_POINT *idp = ISSUING_DIST_POINT_new();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
+	int ok = 0;
+
+	if (idp == NULL || g == NULL || uri == NULL ||
+	    ASN1_STRING_set(uri, url, (int)strlen(url)) != 1)
+		goto out;
+	GENERAL_NAME_set0_value(g, GEN_URI, uri);
+	uri = NULL;
+	idp->distpoint = DIST_POINT_NAME_new();
+	if (idp->distpoint == NULL)
+		goto out;
+	idp->distpoint->type = 0;
+	idp->distpoint->name.fullname = GENERAL_NAMES_new();
+	if (idp->distpoint->name.fullname == NULL ||
+	    !sk_GENERAL_NAME_push(idp->distpoint->name.fullname, g))
+		goto out;
+	g = NULL;
+	ok = X509_CRL_add1_ext_i2d(crl, NID_issuing_distribution_point, idp, 1, 0) == 1;
+out:
+	ASN1_IA5STRING_free(uri);
+	GENERAL_NAME_free(g);
+	ISSUING_DIST_POINT_free(idp);
+	return ok ? 0 : -1;
+}
+
+int crl_publish(struct authority *ca, char *err, size_t err_len)
+{
+	struct build b = {.crl = X509_CRL_new()};
+	time_t now = time(NULL), next = now + ca->crl_days * 86400L;
+	ASN1_TIME *t = NULL;
+	ASN1_INTEGER *number = NULL;
+	X509V3_CTX ctx;
+	int64_t n = 0;
+	BIO *bio = NULL;
+	char *data, path[PATH_MAX];
+	long len;
+	int rc = -1;
+
+	err[0] = '\0';
+	if (b.crl == NULL || X509_CRL_set_version(b.crl, X509_CRL_VERSION_2) != 1 ||
+	    X509_CRL_set_issuer_name(b.crl, X509_get_subject_name(ca->issuer)) != 1)
+		goto fail;
+	t = ASN1_TIME_set(NULL, now - 300);
+	if (t == NULL || X509_CRL_set1_lastUpdate(b.crl, t) != 1 ||
+	    ASN1_TIME_set(t, next) == NULL || X509_CRL_set1_nextUpdate(b.crl, t) != 1)
+		goto fail;
+	if (store_each_cert(ca->store, STORE_REVOKED, 0, add_entry, &b) != 0 || b.failed) {
+		snprintf(err, err_len, "%s",
+			 b.failed ? "cannot add a CRL entry" : store_error(ca->store));
+		goto out;
+	}
+	if (store_next_crl_number(ca->store, now, next, &n) != 0) {
+		snprintf(err, err_len, "%s", store_error(ca->store));
+		goto out;
+	}
+	number = ASN1_INTEGER_new();
+	X509V3_set_ctx(&ctx, ca->issuer, NULL, NULL, b.crl, 0);
+	if (number == NULL || ASN1_INTEGER_set_int64(number, n) != 1 ||
+	    X509_CRL_add1_ext_i2d(b.crl, NID_crl_number, number, 0, 0) != 1 ||
+	    add_ext(b.crl, &ctx, NID_authority_key_identifier, "keyid:always") != 0 ||
+	    (ca->crl_url[0] != '\0' && add_idp(b.crl, ca->crl_url) != 0))
+		goto fail;
+	X509_CRL_sort(b.crl);
+	if (X509_CRL_sign(b.crl, ca->issuer_key,
+			  EVP_PKEY_get_base_id(ca->issuer_key) == EVP_PKEY_ED25519 ? NULL
+			  : EVP_PKEY_get_bits(ca->issuer_key) > 256		   ? EVP_sha384()
+								    : EVP_sha256()) <= 0)
+		goto fail;
+	bio = BIO_new(BIO_s_mem());
+	if (bio == NULL || !PEM_write_bio_X509_CRL(bio, b.crl))
+		goto fail;
+	len = BIO_get_mem_data(bio, &data);
+	rc = files_write(authority_path(ca, "crl.pem", path, sizeof(path)), data, (size_t)len, 0644,
+			 false, err, err_len);
+	goto out;
+fail:
+	snprintf(err, err_len, "cannot build the CRL: %s",
+		 ERR_reason_error_string(ERR_peek_error()) != NULL
+			 ? ERR_reason_error_string(ERR_peek_error())
+			 : "internal error");
+out:
+	ERR_clear_error();
+	BIO_free(bio);
+	ASN1_INTEGER_free(number);
+	ASN1_TIME_free(t);
+	X509_CRL_free(b.crl);
+	return rc;
+}

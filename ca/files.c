@@ -1,0 +1,173 @@
+/*
+ * Safe file writing for keys, certificates and CRLs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "files.h"
+
+#define READ_MAX (16u * 1024 * 1024)
+
+static int fail(char *err, size_t len, const char *what, const char *path, int e)
+{
+	snprintf(err, len, "%s %s: %s", what, path, strerror(e));
+	return -1;
+}
+
+bool files_exists(const char *path)
+{
+	struct stat sb;
+
+	return lstat(path, &sb) == 0;
+}
+
+int files_mkdir_private(const char *path, char *err, size_t err_len)
+{
+	char buf[PATH_MAX];
+	struct stat sb;
+
+	if (strlen(path) >= sizeof(buf)) {
+		snprintf(err, err_len, "path too long: %s", path);
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+			return fail(err, err_len, "cannot create directory", buf, errno);
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		return fail(err, err_len, "cannot create directory", buf, errno);
+	if (lstat(buf, &sb) != 0)
+		return fail(err, err_len, "cannot inspect directory", buf, errno);
+	if (!S_ISDIR(sb.st_mode)) {
+		snprintf(err, err_len, "%s is not a directory", buf);
+		return -1;
+	}
+	if (sb.st_mode & 022) {
+		snprintf(err, err_len,
+			 "directory %s is writable by group or others (mode %04o); run "
+			 "'chmod 700 %s'",
+			 buf, (unsigned)(sb.st_mode & 07777), buf);
+		return -1;
+	}
+	return 0;
+}
+
+int files_write(const char *path, const void *data, size_t len, mode_t mode, bool no_replace,
+		char *err, size_t err_len)
+{
+	char tmp[PATH_MAX], dirbuf[PATH_MAX];
+	unsigned char rnd[6];
+	const unsigned char *p = data;
+	size_t left = len;
+	int fd, dfd;
+
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp)) {
+		snprintf(err, err_len, "path too long: %s", path);
+		return -1;
+	}
+	if (no_replace && files_exists(path)) {
+		snprintf(err, err_len, "%s already exists; remove it or choose another name", path);
+		return -1;
+	}
+	RAND_bytes(rnd, sizeof(rnd));
+	snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", path, rnd[0], rnd[1], rnd[2],
+		 rnd[3], rnd[4], rnd[5]);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return fail(err, err_len, "cannot create", tmp, errno);
+	if (fchmod(fd, mode) != 0) /* the umask may have taken bits we want, never added any */
+		goto write_failed;
+	while (left > 0) {
+		ssize_t n = write(fd, p, left);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto write_failed;
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fsync(fd) != 0)
+		goto write_failed;
+	close(fd);
+	if (no_replace) {
+		/* link() fails if path exists: no window where another file is replaced */
+		if (link(tmp, path) != 0) {
+			int e = errno;
+			unlink(tmp);
+			return fail(err, err_len, "cannot create", path, e);
+		}
+		unlink(tmp);
+	} else if (rename(tmp, path) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return fail(err, err_len, "cannot write", path, e);
+	}
+	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+write_failed : {
+	int e = errno;
+
+	close(fd);
+	unlink(tmp);
+	return fail(err, err_len, "cannot write", tmp, e != 0 ? e : EIO);
+}
+}
+
+char *files_read(const char *path, size_t *len, char *err, size_t err_len)
+{
+	struct stat sb;
+	char *buf;
+	size_t used = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fail(err, err_len, "cannot read", path, errno);
+		return NULL;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > READ_MAX) {
+		close(fd);
+		snprintf(err, err_len, "%s is not a regular file of at most 16 MiB", path);
+		return NULL;
+	}
+	buf = malloc((size_t)sb.st_size + 1);
+	if (buf == NULL) {
+		close(fd);
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	while (used < (size_t)sb.st_size) {
+		ssize_t n = read(fd, buf + used, (size_t)sb.st_size - used);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	close(fd);
+	buf[used] = '\0';
+	if (len != NULL)
+		*len = used;
+	return buf;
+}

@@ -1,0 +1,84 @@
+/*
+ * The CA's inventory: issued certificates, revocations, CRL numbers and an append-only,
+ * hash-chained audit log.
+ *
+ * A small interface with one implementation today (SQLite: store_sqlite.c, one file, WAL,
+ * synchronous=FULL, mode 0600). A PostgreSQL implementation for several CA nodes would
+ * provide the same operations.
+ *
+ * Every change happens inside store_begin() / store_commit(); the audit entry describing a
+ * change is appended in the same transaction, so either both happen or neither.
+ */
+#ifndef MTLS_CA_STORE_H
+#define MTLS_CA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct store;
+
+struct store_cert {
+	char serial[64]; /* upper-case hex, no leading zeros */
+	const char *subject;
+	const char *sans; /* "DNS:a, URI:b" */
+	const char *spki_sha256;
+	const char *profile;
+	time_t not_before;
+	time_t not_after;
+	time_t issued_at;
+	bool revoked;
+	time_t revoked_at;
+	const char *revocation_reason;
+	const uint8_t *der;
+	size_t der_len;
+};
+
+enum store_filter {
+	STORE_ALL,
+	STORE_VALID,   /* not revoked and not expired */
+	STORE_REVOKED, /* revoked (for CRLs and `list --revoked`) */
+	STORE_EXPIRING /* not revoked, notAfter before the given time */
+};
+
+/* Open (creating if needed) the store at path. NULL with a message in err. */
+struct store *store_open(const char *path, char *err, size_t err_len);
+void store_close(struct store *st);
+const char *store_error(const struct store *st);
+
+/* BEGIN IMMEDIATE: one writer at a time; others wait (busy timeout). */
+int store_begin(struct store *st);
+int store_commit(struct store *st);
+void store_rollback(struct store *st);
+
+/* Insert an issued certificate. Returns 1 if the serial already exists (pick another),
+ * 0 on success, -1 on error. */
+int store_add_cert(struct store *st, const struct store_cert *cert);
+/* Mark as revoked. Returns 0, 1 if no such serial, 2 if already revoked, -1 on error. */
+int store_revoke(struct store *st, const char *serial, const char *reason, time_t when);
+/* Look up one certificate; the strings in *out are valid until the next store call.
+ * 0 found, 1 not found, -1 error. */
+int store_get_cert(struct store *st, const char *serial, struct store_cert *out);
+/* Call fn for each certificate matching filter (ordered by notAfter). before is the time
+ * bound for STORE_EXPIRING. fn returns non-zero to stop. */
+int store_each_cert(struct store *st, enum store_filter filter, time_t before,
+		    int (*fn)(const struct store_cert *cert, void *arg), void *arg);
+/* Allocate the next CRL number (starting at 1) and record the CRL's dates. */
+int store_next_crl_number(struct store *st, time_t this_update, time_t next_update,
+			  int64_t *number);
+
+/* Settings of the CA (profile lifetimes, CRL distribution point, ...). */
+int store_set_meta(struct store *st, const char *key, const char *value);
+/* Copy of the value into buf; 1 if unset. */
+int store_get_meta(struct store *st, const char *key, char *buf, size_t len);
+
+/* Append to the audit log: who did what to which subject. The entry's hash covers the
+ * previous entry's hash, so editing or deleting a row breaks the chain. */
+int store_audit(struct store *st, const char *actor, const char *action, const char *subject,
+		const char *detail);
+/* Walk the chain. 0 intact (entries counted in *count), 1 broken (the first bad sequence
+ * number in *bad_seq), -1 error. */
+int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq);
+
+#endif /* MTLS_CA_STORE_H */

@@ -1,0 +1,84 @@
+/*
+ * mtls ca: the certificate authority's commands.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ca_cmd.h"
+#include "commands.h"
+
+struct ca_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+static const struct ca_command ca_commands[] = {
+	{"init", cmd_ca_init, "create a root CA and an issuing (intermediate) CA"},
+	{"issue", cmd_ca_issue, "issue a server, client or peer certificate (or sign a CSR)"},
+	{"revoke", cmd_ca_revoke, "revoke a certificate and publish a new CRL"},
+	{"crl", cmd_ca_crl, "publish a fresh CRL"},
+	{"list", cmd_ca_list, "list issued certificates (filters: expiring, revoked, valid)"},
+	{"inspect", cmd_ca_inspect, "show a certificate, CSR or CRL in human-readable form"},
+	{"export", cmd_ca_export, "bundle a certificate and key as PKCS#12"},
+	{"audit", cmd_ca_audit, "verify the hash chain of the audit log"},
+	{NULL, NULL, NULL},
+};
+
+const char *ca_default_dir(void)
+{
+	const char *d = getenv("MTLS_CA_DIR");
+
+	return d != NULL && d[0] != '\0' ? d : "mtls-ca";
+}
+
+void ca_fail(const char *cmd, const char *msg)
+{
+	fprintf(stderr, "mtls ca %s: %s\n", cmd, msg);
+}
+
+int ca_parse(const char *cmd, const char *usage, const char *about, const struct opt *table,
+	     void *target, int argc, char **argv, struct options_state *st)
+{
+	char err[512];
+
+	if (options_parse(table, target, argc, argv, st, err, sizeof(err)) != 0) {
+		ca_fail(cmd, err);
+		return 2;
+	}
+	if (st->help) {
+		options_help(stdout, usage, about, table);
+		return 0;
+	}
+	return -1;
+}
+
+static void ca_usage(FILE *out)
+{
+	fprintf(out, "usage: mtls ca COMMAND [options]\n\nthe built-in certificate authority\n\n"
+		     "commands:\n");
+	for (const struct ca_command *c = ca_commands; c->name != NULL; c++)
+		fprintf(out, "  %-9s %s\n", c->name, c->summary);
+	fprintf(out, "\nThe CA lives in --dir (default $MTLS_CA_DIR or ./mtls-ca).\n"
+		     "mtls ca COMMAND --help describes each command's options.\n");
+}
+
+int cmd_ca(int argc, char **argv)
+{
+	if (argc < 1) {
+		ca_usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
+	    strcmp(argv[0], "help") == 0) {
+		ca_usage(stdout);
+		return 0;
+	}
+	for (const struct ca_command *c = ca_commands; c->name != NULL; c++)
+		if (strcmp(argv[0], c->name) == 0)
+			return c->run(argc - 1, argv + 1);
+	fprintf(stderr, "mtls ca: unknown command '%s'; run 'mtls ca --help' for the list\n",
+		argv[0]);
+	return 2;
+}

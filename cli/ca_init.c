@@ -1,0 +1,120 @@
+/*
+ * mtls ca init: a root CA and an issuing CA, keys ECDSA P-384 by default.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "authority.h"
+#include "ca_cmd.h"
+#include "keys.h"
+
+struct init_opts {
+	const char *dir;
+	const char *root_key_dir;
+	const char *name;
+	const char *key;
+	long long root_days;
+	long long intermediate_days;
+	long long server_days;
+	long long client_days;
+	long long crl_days;
+	const char *crl_url;
+	const char *passphrase_file;
+	const char *passphrase_env;
+	const char *config;
+};
+
+#define O(f) offsetof(struct init_opts, f)
+
+static const struct opt init_table[] = {
+	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	{"root-key-dir", OPT_STRING, O(root_key_dir), "DIR",
+	 "write the root key here instead, to be kept offline"},
+	{"name", OPT_STRING, O(name), "NAME",
+	 "organisation name in the CA subjects (default mtls)"},
+	{"key", OPT_STRING, O(key), "ALG",
+	 "CA key algorithm: p384 (default), p256, ed25519, "
+	 "rsa3072, rsa4096"},
+	{"root-days", OPT_INT, O(root_days), "DAYS", "root lifetime (default 3650)"},
+	{"intermediate-days", OPT_INT, O(intermediate_days), "DAYS",
+	 "issuing CA lifetime (default 1825)"},
+	{"server-days", OPT_INT, O(server_days), "DAYS",
+	 "default lifetime of server certificates (default 90)"},
+	{"client-days", OPT_INT, O(client_days), "DAYS",
+	 "default lifetime of client certificates (default 90)"},
+	{"crl-days", OPT_INT, O(crl_days), "DAYS", "CRL validity, nextUpdate (default 7)"},
+	{"crl-url", OPT_STRING, O(crl_url), "URL",
+	 "CRL distribution point written into certificates and the CRL"},
+	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
+	 "encrypt the CA keys with the passphrase in FILE"},
+	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
+	 "encrypt the CA keys with the passphrase in environment variable VAR"},
+	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	OPT_END,
+};
+
+int cmd_ca_init(int argc, char **argv)
+{
+	struct init_opts o = {.name = "mtls",
+			      .key = "p384",
+			      .root_days = 3650,
+			      .intermediate_days = 1825,
+			      .server_days = 90,
+			      .client_days = 90,
+			      .crl_days = 7};
+	struct options_state st = {0};
+	struct authority_init in;
+	char err[1024] = "", *pass = NULL;
+	int rc =
+		ca_parse("init", "mtls ca init [--dir DIR] [options]",
+			 "Create a root CA and an issuing CA (pathlen 0) in DIR, an inventory, and "
+			 "an empty CRL.\nPeers trust DIR/root.pem; certificates are issued by "
+			 "DIR/intermediate.pem.",
+			 init_table, &o, argc, argv, &st);
+
+	if (rc >= 0)
+		goto out;
+	rc = 2;
+	if (st.positional.n != 0) {
+		ca_fail("init", "unexpected argument; see --help");
+		goto out;
+	}
+	if (o.root_days < 2 || o.intermediate_days < 1 || o.server_days < 1 || o.client_days < 1 ||
+	    o.crl_days < 1 || o.root_days > 36500 || o.crl_days > 366) {
+		ca_fail("init", "lifetimes must be positive days (root at most 100 years, CRL at "
+				"most 366 days)");
+		goto out;
+	}
+	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
+		ca_fail("init", err);
+		goto out;
+	}
+	in = (struct authority_init){.dir = o.dir != NULL ? o.dir : ca_default_dir(),
+				     .root_key_dir = o.root_key_dir,
+				     .name = o.name,
+				     .key_alg = o.key,
+				     .root_days = (long)o.root_days,
+				     .intermediate_days = (long)o.intermediate_days,
+				     .server_days = (long)o.server_days,
+				     .client_days = (long)o.client_days,
+				     .crl_days = (long)o.crl_days,
+				     .crl_url = o.crl_url,
+				     .passphrase = pass};
+	if (authority_create(&in, err, sizeof(err)) != 0) {
+		ca_fail("init", err);
+		rc = 1;
+		goto out;
+	}
+	printf("created CA in %s\n", in.dir);
+	printf("  trust bundle (give peers as --ca): %s/root.pem\n", in.dir);
+	printf("  issuing CA:                        %s/intermediate.pem\n", in.dir);
+	printf("  CRL:                               %s/crl.pem\n", in.dir);
+	printf("  root key:                          %s/root.key%s\n",
+	       o.root_key_dir != NULL ? o.root_key_dir : in.dir,
+	       o.root_key_dir != NULL ? " (keep it offline)" : "");
+	rc = 0;
+out:
+	keys_free_passphrase(pass);
+	options_free(&st);
+	return rc;
+}

@@ -1,0 +1,333 @@
+/*
+ * mtls ca issue: a certificate from a profile, with a key made here or a CSR made elsewhere.
+ *
+ * Everything is checked before anything is written: the names, the lifetime against the
+ * issuer's, the output files. The inventory row and its audit entry are committed first;
+ * then the key and certificate files appear whole (temporary file + rename).
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/pem.h>
+
+#include "authority.h"
+#include "ca_cmd.h"
+#include "files.h"
+#include "issue.h"
+#include "keys.h"
+
+struct issue_opts {
+	const char *dir;
+	const char *profile;
+	const char *cn;
+	struct opt_list dns;
+	struct opt_list ip;
+	struct opt_list uri;
+	const char *csr;
+	const char *key;
+	long long days;
+	const char *out;
+	const char *passphrase_file;
+	const char *passphrase_env;
+	const char *config;
+};
+
+#define O(f) offsetof(struct issue_opts, f)
+
+static const struct opt issue_table[] = {
+	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	{"profile", OPT_STRING, O(profile), "NAME",
+	 "server (serverAuth), client (clientAuth) or peer (both); required"},
+	{"cn", OPT_STRING, O(cn), "NAME", "subject common name (default: the first name)"},
+	{"dns", OPT_LIST, O(dns), "NAME", "DNS name (subjectAltName)"},
+	{"ip", OPT_LIST, O(ip), "ADDR", "IP address (subjectAltName)"},
+	{"uri", OPT_LIST, O(uri), "URI", "URI such as a SPIFFE ID (subjectAltName)"},
+	{"csr", OPT_STRING, O(csr), "FILE",
+	 "sign this CSR: its key and names are used, anything else it asks for is not"},
+	{"key", OPT_STRING, O(key), "ALG",
+	 "key to generate: p256 (default), p384, ed25519, "
+	 "rsa3072, rsa4096"},
+	{"days", OPT_INT, O(days), "DAYS", "lifetime (default: the profile's)"},
+	{"out", OPT_STRING, O(out), "PREFIX",
+	 "write PREFIX.pem, PREFIX-chain.pem and PREFIX.key; required"},
+	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
+	 "passphrase of the CA key, from FILE"},
+	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
+	 "passphrase of the CA key, from environment variable VAR"},
+	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	OPT_END,
+};
+
+static char *pem_of(X509 *cert, size_t *len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (bio != NULL && PEM_write_bio_X509(bio, cert)) {
+		n = BIO_get_mem_data(bio, &data);
+		out = malloc((size_t)n + 1);
+		if (out != NULL) {
+			memcpy(out, data, (size_t)n);
+			*len = (size_t)n;
+		}
+	}
+	BIO_free(bio);
+	return out;
+}
+
+static int add_names(const struct issue_opts *o, struct issue_names *n, char *err, size_t len)
+{
+	for (size_t i = 0; i < o->dns.n; i++)
+		if (issue_add_dns(n, o->dns.v[i], err, len) != 0)
+			return -1;
+	for (size_t i = 0; i < o->ip.n; i++)
+		if (issue_add_ip(n, o->ip.v[i], err, len) != 0)
+			return -1;
+	for (size_t i = 0; i < o->uri.n; i++)
+		if (issue_add_uri(n, o->uri.v[i], err, len) != 0)
+			return -1;
+	return 0;
+}
+
+static int check_names(enum issue_kind kind, const struct issue_names *n, char *err, size_t len)
+{
+	if (kind == ISSUE_SERVER && n->ndns + n->nip == 0) {
+		snprintf(err, len,
+			 "a server certificate needs at least one --dns or --ip name, "
+			 "which clients check");
+		return -1;
+	}
+	if (kind != ISSUE_SERVER && n->ndns + n->nip + n->nuri == 0) {
+		snprintf(err, len,
+			 "a %s certificate needs an identity: --uri (such as a SPIFFE "
+			 "ID) or --dns",
+			 issue_profile_name(kind));
+		return -1;
+	}
+	return 0;
+}
+
+/* Sign and record, retrying on the (astronomically unlikely) duplicate serial. */
+static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec,
+			     const char *profile, const struct issue_names *names, char *err,
+			     size_t err_len)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		X509 *cert = issue_sign(spec, ca->issuer, ca->issuer_key, err, err_len);
+		struct store_cert c = {0};
+		char subject[512], spki[65], detail[1200];
+		unsigned char *der = NULL;
+		int len, rc;
+
+		if (cert == NULL)
+			return NULL;
+		len = i2d_X509(cert, &der);
+		issue_serial_hex(cert, c.serial, sizeof(c.serial));
+		issue_subject(cert, subject, sizeof(subject));
+		issue_spki_sha256(cert, spki);
+		c.subject = subject;
+		c.sans = names->text;
+		c.spki_sha256 = spki;
+		c.profile = profile;
+		c.not_before = spec->not_before;
+		c.not_after = spec->not_after;
+		c.issued_at = time(NULL);
+		c.der = der;
+		c.der_len = len > 0 ? (size_t)len : 0;
+		rc = len > 0 ? store_add_cert(ca->store, &c) : -1;
+		if (rc == 0) {
+			snprintf(detail, sizeof(detail), "serial %s, profile %s, %s", c.serial,
+				 profile, names->text);
+			rc = store_audit(ca->store, authority_actor(), "issue", subject, detail);
+		}
+		OPENSSL_free(der);
+		if (rc == 0)
+			return cert;
+		X509_free(cert);
+		if (rc < 0) {
+			snprintf(err, err_len, "%s", store_error(ca->store));
+			return NULL;
+		}
+	}
+	snprintf(err, err_len, "could not pick an unused serial number");
+	return NULL;
+}
+
+int cmd_ca_issue(int argc, char **argv)
+{
+	struct issue_opts o = {.key = "p256"};
+	struct options_state st = {0};
+	struct authority *ca = NULL;
+	struct issue_names names;
+	enum issue_kind kind;
+	EVP_PKEY *key = NULL;
+	X509 *cert = NULL;
+	char err[1024] = "", ignored[512] = "", *pass = NULL;
+	char path_cert[PATH_MAX], path_chain[PATH_MAX], path_key[PATH_MAX];
+	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
+	size_t leaf_len = 0, inter_len = 0, key_len = 0;
+	time_t now = time(NULL), not_after;
+	long days;
+	int rc;
+
+	issue_names_init(&names);
+	rc = ca_parse("issue",
+		      "mtls ca issue --profile server|client|peer --out PREFIX [names] [options]",
+		      "Issue a certificate from the CA in --dir. The key is generated here "
+		      "(PREFIX.key, mode 0600)\nunless --csr gives a request made elsewhere.",
+		      issue_table, &o, argc, argv, &st);
+	if (rc >= 0)
+		goto out;
+	rc = 2;
+	if (st.positional.n != 0 || o.profile == NULL || o.out == NULL) {
+		ca_fail("issue", "give --profile and --out; see mtls ca issue --help");
+		goto out;
+	}
+	if (issue_profile(o.profile, &kind) != 0) {
+		snprintf(err, sizeof(err), "unknown profile '%s'; use server, client or peer",
+			 o.profile);
+		ca_fail("issue", err);
+		goto out;
+	}
+	if (add_names(&o, &names, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	snprintf(path_cert, sizeof(path_cert), "%s.pem", o.out);
+	snprintf(path_chain, sizeof(path_chain), "%s-chain.pem", o.out);
+	snprintf(path_key, sizeof(path_key), "%s.key", o.out);
+	if (files_exists(path_cert) || files_exists(path_chain) ||
+	    (o.csr == NULL && files_exists(path_key))) {
+		snprintf(err, sizeof(err),
+			 "%s.pem, -chain.pem or .key already exists; choose "
+			 "another --out or remove them",
+			 o.out);
+		ca_fail("issue", err);
+		goto out;
+	}
+	if (o.csr != NULL) {
+		key = issue_from_csr(o.csr, &names, ignored, sizeof(ignored), err, sizeof(err));
+		if (key == NULL) {
+			ca_fail("issue", err);
+			rc = 1;
+			goto out;
+		}
+	}
+	if (check_names(kind, &names, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	if (o.cn != NULL && strlen(o.cn) > 64) {
+		ca_fail("issue", "--cn is longer than 64 characters");
+		goto out;
+	}
+	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	rc = 1;
+	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), true, err, sizeof(err));
+	if (ca == NULL || authority_load_key(ca, pass, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	days = o.days > 0 ? (long)o.days : kind == ISSUE_SERVER ? ca->server_days : ca->client_days;
+	if (o.days < 0 || o.days > 36500) {
+		ca_fail("issue", "--days must be between 1 and 36500");
+		rc = 2;
+		goto out;
+	}
+	not_after = now + days * 86400L;
+	if (not_after > issue_time(X509_get0_notAfter(ca->issuer))) {
+		char when[32];
+		time_t limit = issue_time(X509_get0_notAfter(ca->issuer));
+		struct tm tm;
+
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&limit, &tm));
+		snprintf(err, sizeof(err),
+			 "a lifetime of %ld days ends after the issuing CA (%s); ask for at most "
+			 "%ld days or renew the CA",
+			 days, when, (long)((limit - now) / 86400L));
+		ca_fail("issue", err);
+		rc = 2;
+		goto out;
+	}
+	if (key == NULL && (key = keys_generate(o.key, err, sizeof(err))) == NULL) {
+		ca_fail("issue", err);
+		rc = 2;
+		goto out;
+	}
+	if (store_begin(ca->store) != 0) {
+		ca_fail("issue", store_error(ca->store));
+		goto out;
+	}
+	{
+		struct issue_spec spec = {.kind = kind,
+					  .cn = o.cn != NULL		    ? o.cn
+						: strlen(names.first) <= 64 ? names.first
+									    : NULL,
+					  .subject_key = key,
+					  .names = &names,
+					  .not_before = now - 300,
+					  .not_after = not_after,
+					  .crl_url = ca->crl_url};
+
+		cert = sign_and_record(ca, &spec, o.profile, &names, err, sizeof(err));
+	}
+	leaf = cert != NULL ? pem_of(cert, &leaf_len) : NULL;
+	inter = leaf != NULL ? pem_of(ca->issuer, &inter_len) : NULL;
+	chain = inter != NULL ? malloc(leaf_len + inter_len) : NULL;
+	if (o.csr == NULL && chain != NULL)
+		keypem = keys_to_pem(key, NULL, &key_len);
+	if (chain == NULL || (o.csr == NULL && keypem == NULL)) {
+		store_rollback(ca->store);
+		ca_fail("issue", err[0] != '\0' ? err : "out of memory");
+		goto out;
+	}
+	memcpy(chain, leaf, leaf_len);
+	memcpy(chain + leaf_len, inter, inter_len);
+	if (store_commit(ca->store) != 0) {
+		store_rollback(ca->store);
+		ca_fail("issue", store_error(ca->store));
+		goto out;
+	}
+	/* the key first: a crash never leaves a certificate whose key is missing */
+	if ((keypem != NULL &&
+	     files_write(path_key, keypem, key_len, 0600, true, err, sizeof(err)) != 0) ||
+	    files_write(path_cert, leaf, leaf_len, 0644, true, err, sizeof(err)) != 0 ||
+	    files_write(path_chain, chain, leaf_len + inter_len, 0644, true, err, sizeof(err)) !=
+		    0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	{
+		char serial[64], when[32];
+		struct tm tm;
+
+		issue_serial_hex(cert, serial, sizeof(serial));
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&not_after, &tm));
+		printf("issued %s certificate, serial %s, for %s, valid until %s\n", o.profile,
+		       serial, names.text, when);
+		printf("  certificate: %s\n  chain:       %s\n", path_cert, path_chain);
+		if (keypem != NULL)
+			printf("  key:         %s\n", path_key);
+		if (ignored[0] != '\0')
+			printf("  not granted from the CSR: %s\n", ignored);
+	}
+	rc = 0;
+out:
+	issue_names_free(&names);
+	keys_free_pem(keypem, key_len);
+	free(leaf);
+	free(inter);
+	free(chain);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	authority_close(ca);
+	keys_free_passphrase(pass);
+	options_free(&st);
+	return rc;
+}

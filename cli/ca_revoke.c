@@ -1,0 +1,220 @@
+/*
+ * mtls ca revoke / mtls ca crl: revocation and CRL publication. Every revoke publishes a new
+ * CRL in the same transaction.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "authority.h"
+#include "ca_cmd.h"
+#include "files.h"
+#include "issue.h"
+#include "keys.h"
+
+struct revoke_opts {
+	const char *dir;
+	const char *serial;
+	const char *cert;
+	const char *reason;
+	const char *passphrase_file;
+	const char *passphrase_env;
+	const char *config;
+};
+
+#define O(f) offsetof(struct revoke_opts, f)
+
+static const struct opt revoke_table[] = {
+	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	{"serial", OPT_STRING, O(serial), "HEX", "serial number of the certificate to revoke"},
+	{"cert", OPT_STRING, O(cert), "FILE", "or: the certificate file to revoke"},
+	{"reason", OPT_STRING, O(reason), "REASON",
+	 "unspecified (default), keyCompromise, affiliationChanged, superseded, "
+	 "cessationOfOperation, privilegeWithdrawn"},
+	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
+	 "passphrase of the CA key, from FILE"},
+	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
+	 "passphrase of the CA key, from environment variable VAR"},
+	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	OPT_END,
+};
+
+static const struct opt crl_table[] = {
+	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
+	 "passphrase of the CA key, from FILE"},
+	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
+	 "passphrase of the CA key, from environment variable VAR"},
+	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	OPT_END,
+};
+
+/* Normalize a serial: upper-case hex without leading zeros or colons. */
+static int normalize_serial(const char *in, char *out, size_t len)
+{
+	size_t n = 0;
+
+	while (*in == '0' || *in == ':')
+		in++;
+	for (; *in != '\0'; in++) {
+		if (*in == ':')
+			continue;
+		if (!((*in >= '0' && *in <= '9') || (*in >= 'a' && *in <= 'f') ||
+		      (*in >= 'A' && *in <= 'F')) ||
+		    n + 1 >= len)
+			return -1;
+		out[n++] = (char)(*in >= 'a' ? *in - 32 : *in);
+	}
+	out[n] = '\0';
+	return n > 0 ? 0 : -1;
+}
+
+static int serial_of_file(const char *path, char *out, size_t len, char *err, size_t err_len)
+{
+	size_t n = 0;
+	char *pem = files_read(path, &n, err, err_len);
+	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)n) : NULL;
+	X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+	BIO_free(bio);
+	free(pem);
+	ERR_clear_error();
+	if (cert == NULL) {
+		if (pem != NULL)
+			snprintf(err, err_len, "%s is not a PEM certificate", path);
+		return -1;
+	}
+	issue_serial_hex(cert, out, len);
+	X509_free(cert);
+	return 0;
+}
+
+static struct authority *open_signing(const char *cmd, const struct revoke_opts *o)
+{
+	char err[1024] = "", *pass = NULL;
+	struct authority *ca = NULL;
+
+	if (keys_passphrase(o->passphrase_file, o->passphrase_env, &pass, err, sizeof(err)) == 0) {
+		ca = authority_open(o->dir != NULL ? o->dir : ca_default_dir(), true, err,
+				    sizeof(err));
+		if (ca != NULL && authority_load_key(ca, pass, err, sizeof(err)) != 0) {
+			authority_close(ca);
+			ca = NULL;
+		}
+	}
+	keys_free_passphrase(pass);
+	if (ca == NULL)
+		ca_fail(cmd, err);
+	return ca;
+}
+
+int cmd_ca_revoke(int argc, char **argv)
+{
+	struct revoke_opts o = {.reason = "unspecified"};
+	struct options_state st = {0};
+	struct authority *ca = NULL;
+	struct store_cert c;
+	char serial[64], err[1024] = "", detail[200];
+	int rc = ca_parse(
+		"revoke", "mtls ca revoke (--serial HEX | --cert FILE) [--reason R]",
+		"Revoke a certificate issued by the CA and publish a new CRL (DIR/crl.pem).",
+		revoke_table, &o, argc, argv, &st);
+
+	if (rc >= 0)
+		goto out;
+	rc = 2;
+	if (st.positional.n != 0 || (o.serial == NULL) == (o.cert == NULL)) {
+		ca_fail("revoke", "give either --serial or --cert; see --help");
+		goto out;
+	}
+	if (crl_reason_code(o.reason) < 0) {
+		snprintf(err, sizeof(err), "unknown reason '%s'; use one of %s", o.reason,
+			 crl_reason_names());
+		ca_fail("revoke", err);
+		goto out;
+	}
+	if (o.serial != NULL && normalize_serial(o.serial, serial, sizeof(serial)) != 0) {
+		ca_fail("revoke", "--serial takes a hexadecimal serial number");
+		goto out;
+	}
+	if (o.cert != NULL && serial_of_file(o.cert, serial, sizeof(serial), err, sizeof(err))) {
+		ca_fail("revoke", err);
+		goto out;
+	}
+	rc = 1;
+	ca = open_signing("revoke", &o);
+	if (ca == NULL || store_begin(ca->store) != 0)
+		goto out;
+	switch (store_revoke(ca->store, serial, o.reason, time(NULL))) {
+	case 0: break;
+	case 1:
+		snprintf(err, sizeof(err), "no certificate with serial %s in this CA's inventory",
+			 serial);
+		goto fail;
+	case 2: snprintf(err, sizeof(err), "serial %s is already revoked", serial); goto fail;
+	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
+	}
+	if (store_get_cert(ca->store, serial, &c) != 0) {
+		snprintf(err, sizeof(err), "%s", store_error(ca->store));
+		goto fail;
+	}
+	if (strcmp(c.profile, "root") == 0 || strcmp(c.profile, "intermediate") == 0) {
+		snprintf(err, sizeof(err), "serial %s is a CA certificate; revoke leaves only",
+			 serial);
+		goto fail;
+	}
+	snprintf(detail, sizeof(detail), "serial %s, reason %s", serial, o.reason);
+	if (store_audit(ca->store, authority_actor(), "revoke", c.subject, detail) != 0) {
+		snprintf(err, sizeof(err), "%s", store_error(ca->store));
+		goto fail;
+	}
+	if (crl_publish(ca, err, sizeof(err)) != 0 || store_commit(ca->store) != 0) {
+		if (err[0] == '\0')
+			snprintf(err, sizeof(err), "%s", store_error(ca->store));
+		goto fail;
+	}
+	printf("revoked serial %s (%s); new CRL: %s/crl.pem\n", serial, o.reason, ca->dir);
+	rc = 0;
+	goto out;
+fail:
+	store_rollback(ca->store);
+	ca_fail("revoke", err);
+out:
+	authority_close(ca);
+	options_free(&st);
+	return rc;
+}
+
+int cmd_ca_crl(int argc, char **argv)
+{
+	struct revoke_opts o = {0};
+	struct options_state st = {0};
+	struct authority *ca = NULL;
+	char err[1024] = "";
+	int rc = ca_parse("crl", "mtls ca crl [--dir DIR]",
+			  "Publish a fresh CRL (DIR/crl.pem) with a new CRL number and nextUpdate.",
+			  crl_table, &o, argc, argv, &st);
+
+	if (rc >= 0)
+		goto out;
+	rc = 1;
+	ca = open_signing("crl", &o);
+	if (ca == NULL || store_begin(ca->store) != 0)
+		goto out;
+	if (crl_publish(ca, err, sizeof(err)) != 0 ||
+	    store_audit(ca->store, authority_actor(), "crl", "", "published") != 0 ||
+	    store_commit(ca->store) != 0) {
+		store_rollback(ca->store);
+		ca_fail("crl", err[0] != '\0' ? err : store_error(ca->store));
+		goto out;
+	}
+	printf("published %s/crl.pem (valid %ld days)\n", ca->dir, ca->crl_days);
+	rc = 0;
+out:
+	authority_close(ca);
+	options_free(&st);
+	return rc;
+}
