@@ -6,7 +6,7 @@ packages=(
 	build-essential cmake pkg-config    # toolchain
 	libssl-dev openssl                  # OpenSSL 3: the library and the independent CLI peer
 	libcmocka-dev                       # unit tests
-	libsqlite3-dev                      # the CA inventory
+	libsqlite3-dev sqlite3              # the CA inventory (and its CLI, for tests)
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 )

@@ -1,0 +1,193 @@
+/*
+ * The CA inventory: certificates, revocation, CRL numbers, settings, and the audit chain
+ * (including tampering done behind the store's back).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+static char dbpath[256];
+
+static int setup(void **state)
+{
+	char dir[] = "/tmp/mtls-store-XXXXXX";
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(dbpath, sizeof(dbpath), "%s/ca.db", dir);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf \"$(dirname '%s')\"", dbpath);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct store_cert cert(const char *serial, time_t not_after)
+{
+	static const uint8_t der[] = {0x30, 0x03, 0x02, 0x01, 0x01};
+	struct store_cert c = {.subject = "CN=x",
+			       .sans = "DNS:x",
+			       .spki_sha256 = "00",
+			       .profile = "server",
+			       .not_before = 1,
+			       .not_after = not_after,
+			       .issued_at = 1,
+			       .der = der,
+			       .der_len = sizeof(der)};
+
+	snprintf(c.serial, sizeof(c.serial), "%s", serial);
+	return c;
+}
+
+static int count(const struct store_cert *c, void *arg)
+{
+	(void)c;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_store(void **state)
+{
+	char err[256];
+	struct store *st = store_open(dbpath, err, sizeof(err));
+	struct store_cert c = cert("0A", time(NULL) + 100), got;
+	struct stat sb;
+	int64_t n = 0, entries = 0, bad = 0;
+	int seen = 0;
+	char buf[64];
+
+	(void)state;
+	assert_non_null(st);
+	assert_int_equal(stat(dbpath, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_add_cert(st, &c), 0);
+	assert_int_equal(store_add_cert(st, &c), 1); /* duplicate serial */
+	c = cert("0B", time(NULL) - 100);	     /* expired */
+	assert_int_equal(store_add_cert(st, &c), 0);
+	assert_int_equal(store_audit(st, "tester", "issue", "CN=x", "serial 0A"), 0);
+	assert_int_equal(store_commit(st), 0);
+
+	assert_int_equal(store_get_cert(st, "0A", &got), 0);
+	assert_string_equal(got.sans, "DNS:x");
+	assert_false(got.revoked);
+	assert_int_equal(store_get_cert(st, "FF", &got), 1);
+
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_revoke(st, "0A", "keyCompromise", 1234), 0);
+	assert_int_equal(store_revoke(st, "0A", "keyCompromise", 1234), 2);
+	assert_int_equal(store_revoke(st, "FF", "unspecified", 1234), 1);
+	assert_int_equal(store_audit(st, "tester", "revoke", "CN=x", "serial 0A"), 0);
+	assert_int_equal(store_next_crl_number(st, 1, 2, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_next_crl_number(st, 1, 2, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_set_meta(st, "crl_days", "7"), 0);
+	assert_int_equal(store_set_meta(st, "crl_days", "9"), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_get_meta(st, "crl_days", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "9");
+	assert_int_equal(store_get_meta(st, "nothing", buf, sizeof(buf)), 1);
+
+	assert_int_equal(store_each_cert(st, STORE_REVOKED, 0, count, &seen), 0);
+	assert_int_equal(seen, 1);
+	seen = 0;
+	assert_int_equal(store_each_cert(st, STORE_VALID, 0, count, &seen), 0);
+	assert_int_equal(seen, 0); /* 0A revoked, 0B expired */
+	seen = 0;
+	assert_int_equal(store_each_cert(st, STORE_ALL, 0, count, &seen), 0);
+	assert_int_equal(seen, 2);
+
+	/* a rolled-back change leaves nothing behind */
+	assert_int_equal(store_begin(st), 0);
+	c = cert("0C", time(NULL) + 100);
+	assert_int_equal(store_add_cert(st, &c), 0);
+	store_rollback(st);
+	assert_int_equal(store_get_cert(st, "0C", &got), 1);
+
+	assert_int_equal(store_audit_verify(st, &entries, &bad), 0);
+	assert_int_equal(entries, 2);
+	store_close(st);
+}
+
+static void test_audit_tamper(void **state)
+{
+	char err[256];
+	struct store *st;
+	sqlite3 *db;
+	int64_t entries = 0, bad = 0;
+
+	(void)state;
+	st = store_open(dbpath, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_begin(st), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(store_audit(st, "tester", "issue", "CN=y", "detail"), 0);
+	assert_int_equal(store_commit(st), 0);
+	store_close(st);
+
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	/* the database refuses edits of the audit log... */
+	assert_int_not_equal(
+		sqlite3_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 3", 0, 0, 0),
+		SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM audit WHERE seq = 3", 0, 0, 0),
+			     SQLITE_OK);
+	/* ...and someone who removes that guard is caught by the hash chain */
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TRIGGER audit_no_update; "
+				      "UPDATE audit SET detail = 'forged' WHERE seq = 3",
+				      0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+
+	st = store_open(dbpath, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_audit_verify(st, &entries, &bad), 1);
+	assert_int_equal(bad, 3);
+	assert_int_equal(entries, 2);
+	store_close(st);
+}
+
+static void test_not_a_database(void **state)
+{
+	char err[256] = "";
+	char path[300];
+	FILE *f;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s.garbage", dbpath);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("this is not a database, and it is long enough to look like a header........\n", f);
+	fclose(f);
+	assert_null(store_open(path, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a usable SQLite database"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_store),
+		cmocka_unit_test(test_audit_tamper),
+		cmocka_unit_test(test_not_a_database),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
