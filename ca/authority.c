@@ -132,6 +132,32 @@ static int record(struct store *st, X509 *cert, const char *profile)
 	return rc;
 }
 
+/* What a failed init made, to remove so that it can simply be run again. */
+struct made {
+	char paths[8][PATH_MAX];
+	int n;
+};
+
+static void made_add(struct made *m, const char *path)
+{
+	if (m->n < 8)
+		snprintf(m->paths[m->n++], PATH_MAX, "%s", path);
+}
+
+static void made_remove(const struct made *m)
+{
+	char extra[PATH_MAX + 8];
+
+	for (int i = 0; i < m->n; i++) {
+		unlink(m->paths[i]);
+		/* SQLite's companions of a database we created */
+		snprintf(extra, sizeof(extra), "%s-wal", m->paths[i]);
+		unlink(extra);
+		snprintf(extra, sizeof(extra), "%s-shm", m->paths[i]);
+		unlink(extra);
+	}
+}
+
 int authority_create(const struct authority_init *in, char *err, size_t err_len)
 {
 	struct authority ca = {.lock_fd = -1};
@@ -140,6 +166,7 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	char path[PATH_MAX], cn[300];
 	time_t now = time(NULL);
 	struct issue_spec spec;
+	struct made made = {.n = 0};
 	int rc = -1;
 
 	if (in->intermediate_days >= in->root_days) {
@@ -190,9 +217,11 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if (inter == NULL)
 		goto out;
 
-	ca.store = store_open(authority_path(&ca, "ca.db", path, sizeof(path)), err, err_len);
+	authority_path(&ca, "ca.db", path, sizeof(path));
+	ca.store = store_open(path, err, err_len);
 	if (ca.store == NULL)
 		goto out;
+	made_add(&made, path);
 	if (store_begin(ca.store) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		goto out;
@@ -208,16 +237,22 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 		snprintf(path, sizeof(path), "%s/root.key", in->root_key_dir);
 	else
 		authority_path(&ca, "root.key", path, sizeof(path));
-	if (write_key(path, root_key, in->passphrase, err, err_len) != 0 ||
-	    write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
-		      in->passphrase, err, err_len) != 0 ||
-	    write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
-		       err_len) != 0 ||
-	    write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
-		    0) {
-		store_rollback(ca.store);
-		goto out;
-	}
+	if (write_key(path, root_key, in->passphrase, err, err_len) != 0)
+		goto rollback;
+	made_add(&made, path);
+	if (write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
+		      in->passphrase, err, err_len) != 0)
+		goto rollback;
+	made_add(&made, path);
+	if (write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
+		       err_len) != 0)
+		goto rollback;
+	made_add(&made, path);
+	if (write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
+	    0)
+		goto rollback;
+	made_add(&made, path);
+	made_add(&made, authority_path(&ca, "crl.pem", path, sizeof(path)));
 	ca.root = root;
 	ca.issuer = inter;
 	ca.issuer_key = int_key;
@@ -226,12 +261,16 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if (crl_publish(&ca, err, err_len) != 0 || store_commit(ca.store) != 0) {
 		if (err[0] == '\0')
 			snprintf(err, err_len, "%s", store_error(ca.store));
-		store_rollback(ca.store);
-		goto out;
+		goto rollback;
 	}
 	rc = 0;
+	goto out;
+rollback:
+	store_rollback(ca.store);
 out:
 	store_close(ca.store);
+	if (rc != 0)
+		made_remove(&made);
 	EVP_PKEY_free(root_key);
 	EVP_PKEY_free(int_key);
 	X509_free(root);
