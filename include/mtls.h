@@ -178,7 +178,7 @@ int mtls_config_set_session_tickets(struct mtls_config *config, int on);
  *
  *   URI pattern: exact, or with "*" standing for exactly one whole path segment (as in
  *                spiffe://example.org/ns/STAR/sa/api, with a bare * for STAR). Scheme and
- *                authority are exact.
+ *                authority compare case-insensitively (RFC 3986), the path exactly.
  *   DNS:         exact (case-insensitive) or "*.example.org" for one leftmost label.
  *   CN:          exact.
  *   SPKI/cert:   SHA-256 of the DER SubjectPublicKeyInfo / certificate, as 64 hex digits

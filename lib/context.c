@@ -569,6 +569,7 @@ int mtls_verify_chain_pem(struct mtls *e, const uint8_t *pem, size_t len, const 
 	}
 	identity_free(e->verified);
 	e->verified = NULL;
+	e->warning[0] = '\0';
 	st = current_state(e);
 	if (st == NULL)
 		return error_set(&e->err, MTLS_REASON_USAGE, "endpoint is not configured");

@@ -77,7 +77,7 @@ static int list_push(struct strlist *l, const char *s, size_t len)
 }
 
 /* Collect URI, DNS and IP SANs. A name with an embedded NUL is an attack on naive matchers:
- * the whole certificate is refused. */
+ * the whole certificate is refused. Empty names are skipped. */
 static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 {
 	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -95,6 +95,8 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 		case GEN_DNS:
 			s = g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
 			len = (size_t)ASN1_STRING_length(s);
+			if (len == 0)
+				break; /* an empty name is no identity */
 			if (memchr(ASN1_STRING_get0_data(s), '\0', len) != NULL) {
 				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
 					       "certificate has a subjectAltName with a NUL byte; "
@@ -147,6 +149,8 @@ static int fingerprints(X509 *cert, struct mtls_peer *p)
 
 	if (X509_digest(cert, EVP_sha256(), p->cert_hash, &n) != 1 || n != 32)
 		return -1;
+	if (X509_get0_pubkey(cert) == NULL)
+		return 1;
 	len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
 	if (len <= 0)
 		return -1;
@@ -175,8 +179,18 @@ struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
 	p->serial = serial_hex(cert);
 	p->not_before = error_asn1_time(X509_get0_notBefore(cert));
 	p->not_after = error_asn1_time(X509_get0_notAfter(cert));
-	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL || fingerprints(cert, p))
+	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL)
 		goto oom;
+	switch (fingerprints(cert, p)) {
+	case 0: break;
+	case 1:
+		error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+			  "certificate (serial %s) has a public key that cannot be decoded; it is "
+			  "malformed or uses an unsupported algorithm",
+			  p->serial);
+		goto fail;
+	default: goto oom;
+	}
 	if (p->uris.n > 0) {
 		primary = p->uris.v[0];
 		p->identity = strdup(primary);

@@ -33,38 +33,43 @@ static int hexval(int c)
 	return -1;
 }
 
+static bool is_base64(int c)
+{
+	return isalnum(c) || c == '+' || c == '/';
+}
+
+/* A SHA-256 as 64 hex digits, or 32 pairs with single colons between them, or canonical
+ * base64 (43 characters and one '='). Anything else is a typo that would configure a pin
+ * that can never match, so it is refused. */
 int policy_parse_pin(const char *text, uint8_t out[32])
 {
 	size_t len = strlen(text);
-	size_t n = 0;
 	uint8_t buf[48];
 
-	/* hex, with optional colons between bytes */
-	for (size_t i = 0; i < len && n <= 32;) {
-		int hi, lo;
+	if (len == 64 || len == 95) {
+		size_t step = len == 64 ? 2 : 3;
 
-		if (text[i] == ':' && n > 0) {
-			i++;
-			continue;
-		}
-		if (i + 1 >= len || (hi = hexval(text[i])) < 0 || (lo = hexval(text[i + 1])) < 0) {
-			n = 0;
-			break;
-		}
-		if (n < 32)
+		for (size_t i = 0, n = 0; n < 32; i += step, n++) {
+			int hi = hexval(text[i]), lo = hexval(text[i + 1]);
+
+			if (hi < 0 || lo < 0 || (step == 3 && n < 31 && text[i + 2] != ':'))
+				return -1;
 			out[n] = (uint8_t)(hi << 4 | lo);
-		n++;
-		i += 2;
-	}
-	if (n == 32)
-		return 0;
-	/* base64 of 32 bytes: 44 characters ending in '=' */
-	if (len == 44 && text[43] == '=' &&
-	    EVP_DecodeBlock(buf, (const unsigned char *)text, (int)len) == 33) {
-		memcpy(out, buf, 32);
+		}
 		return 0;
 	}
-	return -1;
+	if (len != 44 || text[43] != '=')
+		return -1;
+	for (size_t i = 0; i < 43; i++)
+		if (!is_base64((unsigned char)text[i]))
+			return -1;
+	/* 32 bytes leave 2 spare bits in the last character: canonical form has them zero */
+	if (strchr("AEIMQUYcgkosw048", text[42]) == NULL)
+		return -1;
+	if (EVP_DecodeBlock(buf, (const unsigned char *)text, (int)len) != 33)
+		return -1;
+	memcpy(out, buf, 32);
+	return 0;
 }
 
 static int compile_pins(const struct strlist *l, uint8_t (**out)[32], size_t *n)

@@ -432,6 +432,9 @@ reject:
 	/* makes the handshake send a bad_certificate alert */
 	X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
 done:
+	/* a warning is about an accepted chain only */
+	if (rc != 0 && warning_len > 0)
+		warning[0] = '\0';
 	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
 	identity_free(peer);
 	X509_free(run.cert);

@@ -105,6 +105,19 @@ static void test_pins(void **state)
 				 b),
 		-1);
 	assert_int_equal(policy_parse_pin("ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8", b), -1);
+	/* typos that would configure a pin that never matches are refused */
+	assert_int_equal(policy_parse_pin("============================================", b), -1);
+	assert_int_equal(policy_parse_pin("ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v==", b), -1);
+	assert_int_equal(policy_parse_pin("ABEiM0RVZneImaq7zN3u/wAR=jNEVWZ3iJmqu8zd7v8=", b), -1);
+	assert_int_equal(policy_parse_pin("ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v9=", b), -1);
+	assert_int_equal(policy_parse_pin("00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"
+					  "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:",
+					  b),
+			 -1);
+	assert_int_equal(policy_parse_pin("00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff:"
+					  "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:eeff",
+					  b),
+			 -1);
 }
 
 int main(void)
