@@ -218,7 +218,7 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 		goto out;
 
 	authority_path(&ca, "ca.db", path, sizeof(path));
-	ca.store = store_open(path, err, err_len);
+	ca.store = store_open(path, true, err, err_len);
 	if (ca.store == NULL)
 		goto out;
 	made_add(&made, path);
@@ -332,7 +332,8 @@ struct authority *authority_open(const char *dir, bool lock, char *err, size_t e
 			goto fail;
 		}
 	}
-	ca->store = store_open(authority_path(ca, "ca.db", path, sizeof(path)), err, err_len);
+	ca->store =
+		store_open(authority_path(ca, "ca.db", path, sizeof(path)), false, err, err_len);
 	if (ca->store == NULL)
 		goto fail;
 	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);

@@ -59,7 +59,7 @@ char *keys_to_pem(EVP_PKEY *key, const char *passphrase, size_t *len)
 		ok = PEM_write_bio_PKCS8PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
 	} else {
 		p8inf = EVP_PKEY2PKCS8(key);
-		pbe = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1 << 15, 8, 1);
+		pbe = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, 1 << 14, 8, 1);
 		if (p8inf != NULL && pbe != NULL)
 			p8 = PKCS8_set0_pbe(passphrase, (int)strlen(passphrase), p8inf, pbe);
 		if (p8 != NULL)

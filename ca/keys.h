@@ -15,8 +15,9 @@ EVP_PKEY *keys_generate(const char *alg, char *err, size_t err_len);
 const char *keys_algorithms(void);
 
 /* PEM of the private key: PKCS#8, encrypted with AES-256-CBC under a scrypt-derived key
- * (N=2^15, r=8, p=1: far stronger than OpenSSL's PBKDF2 default of 2048 iterations) when
- * passphrase is not NULL. Caller frees with keys_free_pem(). */
+ * (N=2^14, r=8, p=1: 16 MiB and far stronger than OpenSSL's PBKDF2 default of 2048
+ * iterations; 2^15 would exceed OpenSSL's 32 MiB scrypt limit when reading the key back)
+ * when passphrase is not NULL. Caller frees with keys_free_pem(). */
 char *keys_to_pem(EVP_PKEY *key, const char *passphrase, size_t *len);
 /* Wipes and frees a PEM buffer holding a private key. */
 void keys_free_pem(char *pem, size_t len);

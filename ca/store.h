@@ -20,7 +20,7 @@
 struct store;
 
 struct store_cert {
-	char serial[64]; /* upper-case hex, no leading zeros */
+	char serial[64]; /* upper-case hex of whole bytes, as BN_bn2hex() and openssl print */
 	const char *subject;
 	const char *sans; /* "DNS:a, URI:b" */
 	const char *spki_sha256;
@@ -42,8 +42,10 @@ enum store_filter {
 	STORE_EXPIRING /* not revoked, notAfter before the given time */
 };
 
-/* Open (creating if needed) the store at path. NULL with a message in err. */
-struct store *store_open(const char *path, char *err, size_t err_len);
+/* Open the store at path. With create, a new store is made (the file must not hold one yet);
+ * without, the file must already be a CA inventory: an empty or foreign database is
+ * refused rather than silently started afresh. NULL with a message in err. */
+struct store *store_open(const char *path, bool create, char *err, size_t err_len);
 void store_close(struct store *st);
 const char *store_error(const struct store *st);
 

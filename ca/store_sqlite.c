@@ -62,7 +62,23 @@ const char *store_error(const struct store *st)
 	return st->err;
 }
 
-struct store *store_open(const char *path, char *err, size_t err_len)
+/* Does the database hold our tables, with the settings init writes? */
+static bool is_inventory(struct store *st)
+{
+	sqlite3_stmt *s = NULL;
+	bool ok = false;
+
+	if (sqlite3_prepare_v2(st->db,
+			       "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+			       "name IN ('meta', 'certs', 'crls', 'audit')",
+			       -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		ok = sqlite3_column_int(s, 0) == 4;
+	sqlite3_finalize(s);
+	return ok;
+}
+
+struct store *store_open(const char *path, bool create, char *err, size_t err_len)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	int fd;
@@ -72,7 +88,7 @@ struct store *store_open(const char *path, char *err, size_t err_len)
 		return NULL;
 	}
 	/* create the file 0600 ourselves: SQLite would honour the umask */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0), 0600);
 	if (fd < 0) {
 		snprintf(err, err_len, "cannot open CA inventory %s: %s", path, strerror(errno));
 		free(st);
@@ -91,11 +107,12 @@ struct store *store_open(const char *path, char *err, size_t err_len)
 			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
 			 "PRAGMA foreign_keys=ON;",
 			 NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+	    (create && sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) ||
+	    (!create && !is_inventory(st))) {
 		snprintf(err, err_len,
-			 "CA inventory %s is not a usable SQLite database: %s; restore it from a "
+			 "CA inventory %s is not a usable CA inventory (%s); restore it from a "
 			 "backup",
-			 path, sqlite3_errmsg(st->db));
+			 path, create ? sqlite3_errmsg(st->db) : "tables missing or unreadable");
 		store_close(st);
 		return NULL;
 	}

@@ -98,6 +98,30 @@ int cmd_ca_inspect(int argc, char **argv)
 			shown++;
 		}
 	}
+	if (!shown) {
+		const unsigned char *p = (const unsigned char *)data;
+		X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
+
+		if (req != NULL) {
+			EVP_PKEY *key = X509_REQ_get0_pubkey(req);
+
+			printf("certificate request, signature %s\n",
+			       key != NULL && X509_REQ_verify(req, key) == 1 ? "valid" : "INVALID");
+			X509_REQ_print_ex(out, req, flags, X509_FLAG_NO_SIGDUMP);
+			X509_REQ_free(req);
+			shown++;
+		}
+	}
+	if (!shown) {
+		const unsigned char *p = (const unsigned char *)data;
+		X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
+
+		if (crl != NULL) {
+			X509_CRL_print_ex(out, crl, flags);
+			X509_CRL_free(crl);
+			shown++;
+		}
+	}
 	ERR_clear_error();
 	if (!shown) {
 		snprintf(err, sizeof(err), "%s is not a certificate, CSR or CRL (PEM or DER)",

@@ -158,7 +158,7 @@ static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec
 
 int cmd_ca_issue(int argc, char **argv)
 {
-	struct issue_opts o = {.key = "p256"};
+	struct issue_opts o = {.key = "p256", .days = -1};
 	struct options_state st = {0};
 	struct authority *ca = NULL;
 	struct issue_names names;
@@ -234,12 +234,15 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", err);
 		goto out;
 	}
-	days = o.days > 0 ? (long)o.days : kind == ISSUE_SERVER ? ca->server_days : ca->client_days;
-	if (o.days < 0 || o.days > 36500) {
-		ca_fail("issue", "--days must be between 1 and 36500");
+	if (o.days != -1 && o.days < 1) {
+		ca_fail("issue", "--days must be a positive number of days");
 		rc = 2;
 		goto out;
 	}
+	/* anything past ~2700 years is refused below against the issuer's notAfter */
+	days = o.days != -1	      ? (long)(o.days < 1000000 ? o.days : 1000000)
+	       : kind == ISSUE_SERVER ? ca->server_days
+				      : ca->client_days;
 	not_after = now + days * 86400L;
 	if (not_after > issue_time(X509_get0_notAfter(ca->issuer))) {
 		char when[32];

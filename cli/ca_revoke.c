@@ -2,10 +2,12 @@
  * mtls ca revoke / mtls ca crl: revocation and CRL publication. Every revoke publishes a new
  * CRL in the same transaction.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
@@ -52,24 +54,36 @@ static const struct opt crl_table[] = {
 	OPT_END,
 };
 
-/* Normalize a serial: upper-case hex without leading zeros or colons. */
+/* A serial as the CA prints it (BN_bn2hex: upper-case, whole bytes), from any of the forms
+ * people paste: with or without leading zeros, lower case, colons between bytes. */
 static int normalize_serial(const char *in, char *out, size_t len)
 {
+	char digits[128];
+	BIGNUM *bn = NULL;
+	char *hex;
 	size_t n = 0;
 
-	while (*in == '0' || *in == ':')
-		in++;
 	for (; *in != '\0'; in++) {
 		if (*in == ':')
 			continue;
-		if (!((*in >= '0' && *in <= '9') || (*in >= 'a' && *in <= 'f') ||
-		      (*in >= 'A' && *in <= 'F')) ||
-		    n + 1 >= len)
+		if (!isxdigit((unsigned char)*in) || n + 1 >= sizeof(digits))
 			return -1;
-		out[n++] = (char)(*in >= 'a' ? *in - 32 : *in);
+		digits[n++] = *in;
 	}
-	out[n] = '\0';
-	return n > 0 ? 0 : -1;
+	digits[n] = '\0';
+	if (n == 0 || BN_hex2bn(&bn, digits) == 0 || BN_is_zero(bn)) {
+		BN_free(bn);
+		return -1;
+	}
+	hex = BN_bn2hex(bn);
+	BN_free(bn);
+	if (hex == NULL || strlen(hex) >= len) {
+		OPENSSL_free(hex);
+		return -1;
+	}
+	snprintf(out, len, "%s", hex);
+	OPENSSL_free(hex);
+	return 0;
 }
 
 static int serial_of_file(const char *path, char *out, size_t len, char *err, size_t err_len)

@@ -65,7 +65,7 @@ static int count(const struct store_cert *c, void *arg)
 static void test_store(void **state)
 {
 	char err[256];
-	struct store *st = store_open(dbpath, err, sizeof(err));
+	struct store *st = store_open(dbpath, true, err, sizeof(err));
 	struct store_cert c = cert("0A", time(NULL) + 100), got;
 	struct stat sb;
 	int64_t n = 0, entries = 0, bad = 0;
@@ -73,6 +73,11 @@ static void test_store(void **state)
 	char buf[64];
 
 	(void)state;
+	assert_non_null(st);
+	store_close(st);
+	/* once made, a store is opened, not made again */
+	assert_null(store_open(dbpath, true, err, sizeof(err)));
+	st = store_open(dbpath, false, err, sizeof(err));
 	assert_non_null(st);
 	assert_int_equal(stat(dbpath, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
@@ -134,7 +139,7 @@ static void test_audit_tamper(void **state)
 	int64_t entries = 0, bad = 0;
 
 	(void)state;
-	st = store_open(dbpath, err, sizeof(err));
+	st = store_open(dbpath, false, err, sizeof(err));
 	assert_non_null(st);
 	assert_int_equal(store_begin(st), 0);
 	for (int i = 0; i < 5; i++)
@@ -157,7 +162,7 @@ static void test_audit_tamper(void **state)
 			 SQLITE_OK);
 	sqlite3_close(db);
 
-	st = store_open(dbpath, err, sizeof(err));
+	st = store_open(dbpath, false, err, sizeof(err));
 	assert_non_null(st);
 	assert_int_equal(store_audit_verify(st, &entries, &bad), 1);
 	assert_int_equal(bad, 3);
@@ -177,8 +182,14 @@ static void test_not_a_database(void **state)
 	assert_non_null(f);
 	fputs("this is not a database, and it is long enough to look like a header........\n", f);
 	fclose(f);
-	assert_null(store_open(path, err, sizeof(err)));
-	assert_non_null(strstr(err, "not a usable SQLite database"));
+	assert_null(store_open(path, false, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a usable"));
+	/* an empty file is not an inventory either: it must not become a fresh, empty one */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_null(store_open(path, false, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a usable"));
 }
 
 int main(void)
