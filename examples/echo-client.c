@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,6 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: echo-client --cert FILE --key FILE --ca FILE --connect HOST:PORT "
 			"[--name SERVERNAME] [--repeat N] MESSAGE\n");
-	exit(2);
 }
 
 static int dial(const char *hostport)
@@ -31,12 +31,12 @@ static int dial(const char *hostport)
 	int fd = -1;
 
 	if (colon == NULL || (size_t)(colon - hostport) >= sizeof(host))
-		usage();
+		return -1;
 	memcpy(host, hostport, (size_t)(colon - hostport));
 	host[colon - hostport] = '\0';
 	if (getaddrinfo(host, colon + 1, &hints, &res) != 0) {
 		fprintf(stderr, "echo-client: cannot resolve %s\n", hostport);
-		exit(1);
+		return -1;
 	}
 	for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -46,10 +46,8 @@ static int dial(const char *hostport)
 		}
 	}
 	freeaddrinfo(res);
-	if (fd < 0) {
+	if (fd < 0)
 		perror("echo-client: connect");
-		exit(1);
-	}
 	return fd;
 }
 
@@ -58,10 +56,14 @@ static int exchange(struct mtls *client, const char *addr, const char *name, con
 {
 	size_t len = strlen(msg), got = 0;
 	int fd = dial(addr);
-	struct mtls *conn = mtls_connect_fd(client, fd, name);
+	struct mtls *conn = fd >= 0 ? mtls_connect_fd(client, fd, name) : NULL;
 	char *buf = malloc(len + 1);
 	int rc = 1;
 
+	if (fd < 0) {
+		free(buf);
+		return 1;
+	}
 	if (conn == NULL || buf == NULL) {
 		fprintf(stderr, "echo-client: %s\n", mtls_error(client));
 		goto out;
@@ -107,10 +109,13 @@ int main(int argc, char **argv)
 	struct mtls_config *cfg = mtls_config_new();
 	struct mtls *client = mtls_client_new();
 	const char *addr = NULL, *name = NULL;
-	int opt, rc = 0, repeat = 1;
+	char *host = NULL;
+	int opt, rc = 0, repeat = 1, status = 2;
 
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (cfg == NULL || client == NULL)
-		return 1;
+		goto out;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': rc = mtls_config_set_cert_file(cfg, optarg); break;
@@ -119,24 +124,30 @@ int main(int argc, char **argv)
 		case 's': addr = optarg; break;
 		case 'n': name = optarg; break;
 		case 'r': repeat = atoi(optarg); break;
-		default: usage();
+		default: usage(); goto out;
 		}
 		if (rc != 0) {
 			fprintf(stderr, "echo-client: %s\n", mtls_config_error(cfg));
-			return 2;
+			goto out;
 		}
 	}
-	if (addr == NULL || optind != argc - 1)
+	if (addr == NULL || optind != argc - 1 || strrchr(addr, ':') == NULL) {
 		usage();
+		goto out;
+	}
 	if (name == NULL) /* the host part of --connect */
-		name = strndup(addr, (size_t)(strrchr(addr, ':') - addr));
+		name = host = strndup(addr, (size_t)(strrchr(addr, ':') - addr));
 	if (mtls_configure(client, cfg) != 0) {
 		fprintf(stderr, "echo-client: %s\n", mtls_error(client));
-		return 2;
+		goto out;
 	}
-	mtls_config_free(cfg);
+	rc = 0;
 	for (int i = 0; i < repeat && rc == 0; i++)
 		rc = exchange(client, addr, name, argv[optind]);
+	status = rc;
+out:
+	free(host);
+	mtls_config_free(cfg);
 	mtls_free(client);
-	return rc;
+	return status;
 }

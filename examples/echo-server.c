@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,6 @@ static void usage(void)
 	fprintf(stderr, "usage: echo-server --cert FILE --key FILE --ca FILE "
 			"(--allow-uri PATTERN | --allow-dns NAME | --allow-any) [--crl FILE] "
 			"[--port N] [--count N]\n");
-	exit(2);
 }
 
 static int listen_on(int port)
@@ -39,7 +39,9 @@ static int listen_on(int port)
 	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 16) != 0 ||
 	    getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
 		perror("echo-server: listen");
-		exit(1);
+		if (fd >= 0)
+			close(fd);
+		return -1;
 	}
 	printf("listening on 127.0.0.1:%d\n", ntohs(sa.sin_port));
 	fflush(stdout);
@@ -95,10 +97,12 @@ int main(int argc, char **argv)
 	struct mtls_config *cfg = mtls_config_new();
 	struct mtls *server = mtls_server_new();
 	int port = 0, count = -1, opt, lfd;
-	int rc = 0;
+	int rc = 0, status = 2;
 
+	signal(SIGPIPE, SIG_IGN); /* a peer that resets must not end the process */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (cfg == NULL || server == NULL)
-		return 1;
+		goto out;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': rc = mtls_config_set_cert_file(cfg, optarg); break;
@@ -110,19 +114,22 @@ int main(int argc, char **argv)
 		case 'y': rc = mtls_config_set_allow_any_identity(cfg, 1); break;
 		case 'p': port = atoi(optarg); break;
 		case 'n': count = atoi(optarg); break;
-		default: usage();
+		default: usage(); goto out;
 		}
 		if (rc != 0) {
 			fprintf(stderr, "echo-server: %s\n", mtls_config_error(cfg));
-			return 2;
+			goto out;
 		}
 	}
 	if (mtls_configure(server, cfg) != 0) {
 		fprintf(stderr, "echo-server: %s\n", mtls_error(server));
-		return 2;
+		goto out;
 	}
-	mtls_config_free(cfg); /* the endpoint keeps its own reference */
 	lfd = listen_on(port);
+	if (lfd < 0) {
+		status = 1;
+		goto out;
+	}
 	while (count != 0) {
 		int fd = accept(lfd, NULL, NULL);
 
@@ -134,6 +141,9 @@ int main(int argc, char **argv)
 			count--;
 	}
 	close(lfd);
+	status = 0;
+out:
+	mtls_config_free(cfg); /* the endpoint keeps its own reference */
 	mtls_free(server);
-	return 0;
+	return status;
 }

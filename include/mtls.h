@@ -22,6 +22,8 @@
  * with a stable reason code (mtls_error_reason()) and a category. Messages never contain
  * key material.
  *
+ * Signals: the library never raises SIGPIPE (it sends with MSG_NOSIGNAL).
+ *
  * Threads: a config may be shared by many threads once applied; an endpoint may accept or
  * connect from many threads at once and be reconfigured from another; a single connection
  * object must be used by one thread at a time. The library never prints.
@@ -250,7 +252,8 @@ ssize_t mtls_write(struct mtls *conn, const void *buf, size_t len);
 int mtls_close(struct mtls *conn);
 
 /* Blocking helpers for simple programs: poll() until done or timeout_ms passes (-1: no
- * limit). They work on blocking and non-blocking fds alike. */
+ * limit; then reason timeout). They work on blocking and non-blocking fds alike: a blocking
+ * fd is switched to non-blocking while a helper runs, so that the timeout holds, and back. */
 int mtls_handshake_wait(struct mtls *conn, int timeout_ms);
 /* Write all len bytes: 0 or -1. */
 int mtls_write_all(struct mtls *conn, const void *buf, size_t len, int timeout_ms);

@@ -3,6 +3,7 @@
  * blocking helpers built on poll().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <time.h>
@@ -134,6 +135,31 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 			     peer);
 }
 
+/* A TLS peer's first record is a handshake (0x16) or, refusing us, an alert (0x15). */
+static bool spoke_tls(struct mtls *c)
+{
+	int first = sockbio_first_byte(SSL_get_rbio(c->ssl));
+
+	return first < 0 || first == 0x16 || first == 0x15;
+}
+
+static int handshake_failed(struct mtls *c, int ssl_err, int saved_errno)
+{
+	handshake_error(c, ssl_err, saved_errno);
+	if (!spoke_tls(c) && c->err.reason != MTLS_REASON_NOT_TLS &&
+	    mtls_reason_category(c->err.reason) == MTLS_CATEGORY_PROTOCOL)
+		error_set(&c->err, MTLS_REASON_NOT_TLS,
+			  "the %s did not speak TLS (first byte 0x%02x); point a TLS client at "
+			  "this port, or plaintext at the connector",
+			  c->server_side ? "client" : "server",
+			  (unsigned)sockbio_first_byte(SSL_get_rbio(c->ssl)));
+	/* the rest of the client's flight is unread: closing now would reset the connection
+	 * and the client might never see the alert that says why it was refused */
+	if (c->server_side)
+		sockbio_discard_input(SSL_get_rbio(c->ssl));
+	return -1;
+}
+
 static int want_of(int ssl_err)
 {
 	return ssl_err == SSL_ERROR_WANT_WRITE ? MTLS_WANT_POLLOUT : MTLS_WANT_POLLIN;
@@ -153,8 +179,10 @@ int mtls_handshake(struct mtls *c)
 	errno = 0;
 	rc = SSL_do_handshake(c->ssl);
 	if (rc == 1) {
-		if (SSL_session_reused(c->ssl) && recheck_resumed(c) != 0)
+		if (SSL_session_reused(c->ssl) && recheck_resumed(c) != 0) {
+			SSL_shutdown(c->ssl); /* close_notify, so the peer does not carry on */
 			return -1;
+		}
 		if (c->peer == NULL)
 			return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
 					 "the %s presented no certificate",
@@ -165,7 +193,7 @@ int mtls_handshake(struct mtls *c)
 	ssl_err = SSL_get_error(c->ssl, rc);
 	if (ssl_err == SSL_ERROR_WANT_READ || ssl_err == SSL_ERROR_WANT_WRITE)
 		return want_of(ssl_err);
-	return handshake_error(c, ssl_err, errno);
+	return handshake_failed(c, ssl_err, errno);
 }
 
 /* A read or write failed: set the error and say what to return. */
@@ -303,16 +331,38 @@ static long long deadline_of(int timeout_ms)
 	return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 }
 
+/* On a blocking fd OpenSSL would sit in read() past any deadline: run non-blocking while a
+ * helper runs, and restore the caller's flags after. Returns the flags to restore. */
+static int nonblocking_begin(struct mtls *c)
+{
+	int fd = SSL_get_fd(c->ssl);
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags >= 0 && !(flags & O_NONBLOCK))
+		fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	return flags;
+}
+
+static void nonblocking_end(struct mtls *c, int flags)
+{
+	if (flags >= 0 && !(flags & O_NONBLOCK))
+		fcntl(SSL_get_fd(c->ssl), F_SETFL, flags);
+}
+
 int mtls_handshake_wait(struct mtls *c, int timeout_ms)
 {
 	long long deadline = deadline_of(timeout_ms);
-	int rc;
+	int rc, flags;
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
+	flags = nonblocking_begin(c);
 	while ((rc = mtls_handshake(c)) == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT)
-		if (wait_for(c, rc, deadline) != 0)
-			return -1;
+		if (wait_for(c, rc, deadline) != 0) {
+			rc = -1;
+			break;
+		}
+	nonblocking_end(c, flags);
 	return rc;
 }
 
@@ -321,47 +371,61 @@ int mtls_write_all(struct mtls *c, const void *buf, size_t len, int timeout_ms)
 	long long deadline = deadline_of(timeout_ms);
 	const uint8_t *p = buf;
 
+	int rc = 0, flags;
+
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
-	while (len > 0) {
+	flags = nonblocking_begin(c);
+	while (len > 0 && rc == 0) {
 		ssize_t n = mtls_write(c, p, len);
 
 		if (n == MTLS_WANT_POLLIN || n == MTLS_WANT_POLLOUT) {
-			if (wait_for(c, (int)n, deadline) != 0)
-				return -1;
+			rc = wait_for(c, (int)n, deadline);
 			continue;
 		}
-		if (n <= 0)
-			return -1;
+		if (n <= 0) {
+			rc = -1;
+			break;
+		}
 		p += n;
 		len -= (size_t)n;
 	}
-	return 0;
+	nonblocking_end(c, flags);
+	return rc;
 }
 
 ssize_t mtls_read_wait(struct mtls *c, void *buf, size_t len, int timeout_ms)
 {
 	long long deadline = deadline_of(timeout_ms);
 	ssize_t n;
+	int flags;
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
+	flags = nonblocking_begin(c);
 	while ((n = mtls_read(c, buf, len)) == MTLS_WANT_POLLIN || n == MTLS_WANT_POLLOUT)
-		if (wait_for(c, (int)n, deadline) != 0)
-			return -1;
+		if (wait_for(c, (int)n, deadline) != 0) {
+			n = -1;
+			break;
+		}
+	nonblocking_end(c, flags);
 	return n;
 }
 
 int mtls_close_wait(struct mtls *c, int timeout_ms)
 {
 	long long deadline = deadline_of(timeout_ms);
-	int rc;
+	int rc, flags;
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
+	flags = nonblocking_begin(c);
 	while ((rc = mtls_close(c)) == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT)
-		if (wait_for(c, rc, deadline) != 0)
-			return -1;
+		if (wait_for(c, rc, deadline) != 0) {
+			rc = -1;
+			break;
+		}
+	nonblocking_end(c, flags);
 	return rc;
 }
 

@@ -455,6 +455,7 @@ static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
 {
 	struct state *st;
 	struct mtls *c;
+	BIO *bio;
 
 	if (e == NULL)
 		return NULL;
@@ -476,8 +477,9 @@ static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
 	if (name != NULL && (c->server_name = strdup(name)) == NULL)
 		goto oom;
 	c->ssl = SSL_new(st->ssl_ctx);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1)
+	if (c->ssl == NULL || (bio = sockbio_new(fd)) == NULL)
 		goto oom;
+	SSL_set_bio(c->ssl, bio, bio);
 	SSL_set_app_data(c->ssl, c);
 	return c;
 oom:

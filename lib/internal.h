@@ -194,6 +194,13 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer **peer,
 		   struct error *err);
 
+/* sockbio.c: the BIO every connection's SSL reads and writes through (see the file). */
+BIO *sockbio_new(int fd);
+/* The first byte received, or -1. */
+int sockbio_first_byte(BIO *bio);
+/* Read and drop what the peer already sent (non-blocking, bounded). */
+void sockbio_discard_input(BIO *bio);
+
 /* conn.c */
 int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
 

@@ -290,12 +290,12 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 	if (p->nspki + p->ncert > 0) {
 		rule = match_pins(p, peer, &kind);
 		if (rule == NULL)
-			return error_set(
-				err, MTLS_REASON_PIN_MISMATCH,
-				"%s certificate refused: its key (SPKI sha256 %s, identity "
-				"%s) matches no configured pin; update the pin or use the "
-				"pinned key",
-				role, peer->spki_sha256, peer->identity);
+			return error_set(err, MTLS_REASON_PIN_MISMATCH,
+					 "%s certificate refused: neither its key (SPKI sha256 %s) "
+					 "nor the certificate (sha256 %s, identity %s) matches a "
+					 "configured pin; update the pin or use the pinned key",
+					 role, peer->spki_sha256, peer->cert_sha256,
+					 peer->identity);
 		if (peer->matched_rule == NULL && set_rule(peer, kind, rule) != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	}
