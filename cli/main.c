@@ -15,6 +15,8 @@ struct command {
 
 static const struct command commands[] = {
 	{"verify", cmd_verify, "verify a certificate as a server or connector would, and explain"},
+	{"server", cmd_server, "accept mutual TLS and carry verified clients to a target"},
+	{"connector", cmd_connector, "carry local plaintext to an mtls server over mutual TLS"},
 	{"ca", cmd_ca,
 	 "the certificate authority: init, issue, revoke, crl, list, inspect, export"},
 	{NULL, NULL, NULL},

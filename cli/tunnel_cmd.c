@@ -1,0 +1,149 @@
+/*
+ * mtls server and mtls connector: their options (one table each, sharing every common
+ * entry) and help texts. The daemons themselves are in tunnel/.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "options.h"
+#include "tunnel.h"
+
+static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
+		      offsetof(struct tunnel_list, n) == offsetof(struct opt_list, n),
+	      "tunnel_list and opt_list must have one layout");
+
+#define O(f) offsetof(struct tunnel_options, f)
+
+#define TLS_OPTIONS                                                                                \
+	{"cert", OPT_STRING, O(cert), "FILE", "own certificate chain (PEM, leaf first)"},          \
+		{"key", OPT_STRING, O(key), "FILE", "own private key (mode 0600)"},                \
+		{"key-passphrase-file", OPT_STRING, O(key_passphrase_file), "FILE",                \
+		 "passphrase of an encrypted key, from FILE"},                                     \
+		{"key-passphrase-env", OPT_STRING, O(key_passphrase_env), "VAR",                   \
+		 "passphrase of an encrypted key, from environment variable VAR"},                 \
+		{"ca", OPT_STRING, O(ca), "FILE", "CA bundle the peer's chain must lead to"},      \
+		{"crl", OPT_LIST, O(crl), "FILE", "CRL (PEM); enables revocation checking"},       \
+		{"crl-check-chain", OPT_FLAG, O(crl_check_chain), NULL,                            \
+		 "check revocation of the whole chain, not only the leaf"},                        \
+		{"crl-grace", OPT_INT, O(crl_grace), "SECONDS",                                    \
+		 "accept a CRL this long past nextUpdate, with a warning"},                        \
+		{"allow-uri", OPT_LIST, O(allow_uri), "PATTERN",                                   \
+		 "allow peers with this URI SAN (a path segment may be *)"},                       \
+		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \
+		{"allow-cn", OPT_LIST, O(allow_cn), "CN", "allow peers with this common name"},    \
+		{"allow-spki", OPT_LIST, O(allow_spki), "SHA256", "pin: SHA-256 of the peer key"}, \
+		{"allow-cert", OPT_LIST, O(allow_cert), "SHA256",                                  \
+		 "pin: SHA-256 of the peer certificate"},                                          \
+		{"tls-min", OPT_STRING, O(tls_min), "1.2|1.3", "minimum TLS version (1.2)"},       \
+	{                                                                                          \
+		"insecure-key-permissions", OPT_FLAG, O(insecure_key_permissions), NULL,           \
+			"accept a key file readable by group or others (logs a warning)"           \
+	}
+
+#define DAEMON_OPTIONS                                                                             \
+	{"workers", OPT_INT, O(workers), "N", "worker threads (default: one per core)"},           \
+		{"max-connections", OPT_INT, O(max_connections), "N",                              \
+		 "refuse connections past N open ones (default 10000; 0: no limit)"},              \
+		{"handshake-timeout", OPT_INT, O(handshake_timeout_ms), "MS",                      \
+		 "TLS handshake deadline (default 10000)"},                                        \
+		{"connect-timeout", OPT_INT, O(connect_timeout_ms), "MS",                          \
+		 "outbound connect deadline (default 5000)"},                                      \
+		{"idle-timeout", OPT_INT, O(idle_timeout_ms), "MS",                                \
+		 "close connections idle this long (default 3600000; 0: never)"},                  \
+		{"drain-timeout", OPT_INT, O(drain_timeout_ms), "MS",                              \
+		 "on SIGTERM, wait this long for connections to end (default 30000)"},             \
+		{"watch-interval", OPT_INT, O(watch_interval_ms), "MS",                            \
+		 "check certificate/key/CA/CRL files for changes (default 2000; 0: off)"},         \
+		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
+		 "serve /metrics and /healthz over plain HTTP here (e.g. 127.0.0.1:9109)"},        \
+		{"log-format", OPT_STRING, O(log_format), "json|logfmt",                           \
+		 "log line format (json)"},                                                        \
+		{"log-level", OPT_STRING, O(log_level), "LEVEL",                                   \
+		 "debug, info (default), warn, error"},                                            \
+		{"log-file", OPT_STRING, O(log_file), "FILE", "log here instead of stderr"},       \
+		{"user", OPT_STRING, O(user), "NAME",                                              \
+		 "drop privileges to this user after binding"},                                    \
+	{                                                                                          \
+		"config", OPT_STRING, 0, "FILE", "read options from FILE"                          \
+	}
+
+static const struct opt server_table[] = {
+	{"listen", OPT_STRING, O(listen), "ADDR", "accept TLS here: HOST:PORT, [IPv6]:PORT"},
+	{"target", OPT_STRING, O(target), "ADDR",
+	 "carry verified connections to HOST:PORT or unix:/path"},
+	{"allow-any-identity", OPT_FLAG, O(allow_any_identity), NULL,
+	 "accept any certificate from the CA (instead of allow rules)"},
+	{"proxy-protocol", OPT_FLAG, O(proxy_protocol), NULL,
+	 "send a PROXY v2 header (client address, TLS version, CN, identity) to the target"},
+	TLS_OPTIONS,
+	DAEMON_OPTIONS,
+	OPT_END,
+};
+
+static const struct opt connector_table[] = {
+	{"listen", OPT_STRING, O(listen), "ADDR",
+	 "accept plaintext here: 127.0.0.1:PORT, [::1]:PORT or unix:/path"},
+	{"server", OPT_STRING, O(target), "HOST:PORT", "the mtls server to connect to"},
+	{"server-name", OPT_STRING, O(server_name), "NAME",
+	 "DNS name or IP the server's certificate must carry (default: the --server host)"},
+	{"insecure-listen-remote", OPT_FLAG, O(insecure_listen_remote), NULL,
+	 "allow --listen on a non-loopback address (anyone who reaches it uses your identity)"},
+	TLS_OPTIONS,
+	DAEMON_OPTIONS,
+	OPT_END,
+};
+
+static int run(enum tunnel_role role, const struct opt *table, const char *usage, const char *about,
+	       int argc, char **argv)
+{
+	struct tunnel_options o;
+	struct options_state st = {0};
+	const char *name = role == TUNNEL_SERVER ? "server" : "connector";
+	char err[512];
+	int rc = 2;
+
+	tunnel_defaults(&o, role);
+	if (options_parse(table, &o, argc, argv, &st, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mtls %s: %s\n", name, err);
+		goto out;
+	}
+	if (st.help) {
+		options_help(stdout, usage, about, table);
+		rc = 0;
+		goto out;
+	}
+	if (st.positional.n != 0) {
+		fprintf(stderr, "mtls %s: unexpected argument '%s'; see --help\n", name,
+			st.positional.v[0]);
+		goto out;
+	}
+	rc = tunnel_run(&o);
+out:
+	options_free(&st);
+	return rc;
+}
+
+int cmd_server(int argc, char **argv)
+{
+	return run(TUNNEL_SERVER, server_table,
+		   "mtls server --listen ADDR --target ADDR --cert FILE --key FILE --ca FILE "
+		   "(--allow-* | --allow-any-identity) [options]",
+		   "Accept mutual TLS, require and verify the client's certificate (chain, key "
+		   "usage, CRLs,\nallow rules), then carry the connection to the target. SIGHUP "
+		   "or a changed file reloads\ncertificates, keys, CAs and CRLs; SIGTERM drains.",
+		   argc, argv);
+}
+
+int cmd_connector(int argc, char **argv)
+{
+	return run(
+		TUNNEL_CONNECTOR, connector_table,
+		"mtls connector --listen ADDR --server HOST:PORT --cert FILE --key FILE --ca FILE "
+		"[options]",
+		"Accept plaintext from local applications and carry it over mutual TLS to an mtls "
+		"server,\npresenting a client certificate and verifying the server's chain and "
+		"name.",
+		argc, argv);
+}

@@ -1,0 +1,179 @@
+/*
+ * Parsing, resolving, listening on and connecting to addresses.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "address.h"
+
+int address_parse(const char *text, struct address *out, char *err, size_t err_len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+	struct addrinfo *res = NULL;
+	char host[256];
+	const char *port;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (strncmp(text, "unix:", 5) == 0) {
+		struct sockaddr_un *un = (struct sockaddr_un *)&out->sa;
+
+		if (text[5] == '\0' || strlen(text + 5) >= sizeof(un->sun_path)) {
+			snprintf(err, err_len, "'%s': give unix:/path (at most %zu characters)",
+				 text, sizeof(un->sun_path) - 1);
+			return -1;
+		}
+		un->sun_family = AF_UNIX;
+		snprintf(un->sun_path, sizeof(un->sun_path), "%s", text + 5);
+		out->len = sizeof(*un);
+		out->is_unix = true;
+		return 0;
+	}
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
+			goto usage;
+		memcpy(host, text + 1, (size_t)(close - text - 1));
+		host[close - text - 1] = '\0';
+		port = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+
+		if (colon == NULL || (size_t)(colon - text) >= sizeof(host) ||
+		    strchr(text, ':') != colon)
+			goto usage;
+		memcpy(host, text, (size_t)(colon - text));
+		host[colon - text] = '\0';
+		port = colon + 1;
+	}
+	if (host[0] == '\0' || port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
+	    atoi(port) > 65535)
+		goto usage;
+	hints.ai_flags |= AI_NUMERICSERV;
+	rc = getaddrinfo(host, port, &hints, &res);
+	if (rc != 0 || res == NULL) {
+		snprintf(err, err_len, "cannot resolve '%s': %s", text, gai_strerror(rc));
+		return -1;
+	}
+	memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	snprintf(out->host, sizeof(out->host), "%s", host);
+	freeaddrinfo(res);
+	return 0;
+usage:
+	snprintf(err, err_len, "'%s': give HOST:PORT, [IPv6]:PORT or unix:/path", text);
+	return -1;
+}
+
+bool address_is_local(const struct address *a)
+{
+	if (a->is_unix)
+		return true;
+	if (a->sa.ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr) >> 24) == 127;
+	if (a->sa.ss_family == AF_INET6)
+		return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+	return false;
+}
+
+int address_listen(const struct address *a, bool reuseport, char *err, size_t err_len)
+{
+	int one = 1;
+	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	char text[300];
+
+	address_format((const struct sockaddr *)&a->sa, a->len, text, sizeof(text));
+	if (fd < 0)
+		goto fail;
+	if (a->is_unix) {
+		const char *path = ((const struct sockaddr_un *)&a->sa)->sun_path;
+		struct stat sb;
+
+		/* a stale socket from an earlier run; never anything else */
+		if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
+			unlink(path);
+	} else {
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+			goto fail;
+	}
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) != 0 || listen(fd, 1024) != 0)
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, err_len, "cannot listen on %s: %s", text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+int address_connect(const struct address *a, char *err, size_t err_len)
+{
+	int one = 1;
+	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		snprintf(err, err_len, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (!a->is_unix)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (const struct sockaddr *)&a->sa, a->len) != 0 && errno != EINPROGRESS) {
+		char text[300];
+
+		address_format((const struct sockaddr *)&a->sa, a->len, text, sizeof(text));
+		snprintf(err, err_len, "cannot connect to %s: %s", text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+void address_format(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	(void)len;
+	switch (sa->sa_family) {
+	case AF_INET: {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(out, out_len, "%s:%u", host, ntohs(in->sin_port));
+		break;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(out, out_len, "[%s]:%u", host, ntohs(in6->sin6_port));
+		break;
+	}
+	case AF_UNIX:
+		snprintf(out, out_len, "unix:%s", ((const struct sockaddr_un *)sa)->sun_path);
+		break;
+	default: snprintf(out, out_len, "?"); break;
+	}
+}
+
+void address_local(int fd, char *out, size_t out_len)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		snprintf(out, out_len, "?");
+	else
+		address_format((struct sockaddr *)&ss, len, out, out_len);
+}

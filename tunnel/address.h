@@ -1,0 +1,33 @@
+/*
+ * Addresses the daemons listen on and connect to: "host:port", "[v6addr]:port" or
+ * "unix:/path".
+ */
+#ifndef MTLS_TUNNEL_ADDRESS_H
+#define MTLS_TUNNEL_ADDRESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct address {
+	struct sockaddr_storage sa;
+	socklen_t len;
+	char host[256]; /* as given (for names: the name), empty for unix sockets */
+	bool is_unix;
+};
+
+/* Parse and resolve (names through getaddrinfo). -1 with a message. */
+int address_parse(const char *text, struct address *out, char *err, size_t err_len);
+/* Loopback (127.0.0.0/8, ::1) or a unix socket. */
+bool address_is_local(const struct address *a);
+/* A listening, non-blocking socket. reuseport: SO_REUSEPORT, so that each worker can have
+ * its own. -1 with a message. */
+int address_listen(const struct address *a, bool reuseport, char *err, size_t err_len);
+/* Start a non-blocking connect: the fd (connection in progress or done), or -1. */
+int address_connect(const struct address *a, char *err, size_t err_len);
+/* "127.0.0.1:5432", "[::1]:443", "unix:/run/x.sock" of a socket address. */
+void address_format(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len);
+/* The address a listening socket is bound to (the real port after port 0). */
+void address_local(int fd, char *out, size_t out_len);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * State shared by the daemon's main thread (signals, reload, drain) and its workers (one
+ * libev loop each: accept, handshake, pump).
+ */
+#ifndef MTLS_TUNNEL_DAEMON_H
+#define MTLS_TUNNEL_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include "address.h"
+#include "metrics.h"
+#include "mtls.h"
+#include "tunnel.h"
+
+struct conn;
+
+struct worker {
+	struct daemon *d;
+	int id;
+	struct ev_loop *loop;
+	pthread_t thread;
+	int listen_fd;
+	bool own_listen_fd; /* its own socket (SO_REUSEPORT) or descriptor (dup) */
+	ev_io accept_watcher;
+	ev_async wakeup;    /* the main thread asks to stop accepting, or to stop */
+	struct conn *conns; /* doubly linked, for shutdown */
+};
+
+struct daemon {
+	const struct tunnel_options *o;
+	struct address listen;
+	struct address target;
+	const char *server_name; /* connector: the name the server's certificate must carry */
+	struct mtls *endpoint;	 /* server or client endpoint, shared by all workers */
+	struct metrics metrics;
+	atomic_llong active;
+	atomic_ullong next_id;
+	atomic_int phase; /* 0 running, 1 draining (no accepts), 2 stopping */
+	int nworkers;
+	struct worker *workers;
+};
+
+/* worker.c */
+int worker_start(struct worker *w);
+void worker_wake(struct worker *w);
+
+/* pump.c: a new connection accepted by worker w (fd is taken over). */
+void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
+/* Close every connection of w (at the end of a drain). */
+void pump_close_all(struct worker *w);
+
+#endif

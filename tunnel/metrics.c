@@ -1,0 +1,233 @@
+/*
+ * Metrics and their HTTP endpoint.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "metrics.h"
+
+/* handshake duration buckets, seconds */
+static const double bucket_bounds[METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+						      0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+
+void metrics_init(struct metrics *m, const char *role)
+{
+	memset(m, 0, sizeof(*m));
+	m->role = role;
+}
+
+void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed, uint64_t micros)
+{
+	if (reason == MTLS_REASON_NONE) {
+		atomic_fetch_add(&m->handshakes_ok, 1);
+		if (resumed)
+			atomic_fetch_add(&m->handshakes_resumed, 1);
+		for (int i = 0; i < METRICS_BUCKETS; i++)
+			if ((double)micros / 1e6 <= bucket_bounds[i]) {
+				atomic_fetch_add(&m->handshake_buckets[i], 1);
+				break;
+			}
+		atomic_fetch_add(&m->handshake_count, 1);
+		atomic_fetch_add(&m->handshake_micros, micros);
+	} else if ((unsigned)reason < MTLS_REASON_COUNT) {
+		atomic_fetch_add(&m->handshakes_failed[reason], 1);
+	}
+}
+
+struct text {
+	char *buf;
+	size_t len, cap;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void put(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->buf != NULL ? t->buf + t->len : NULL,
+			      t->buf != NULL ? t->cap - t->len : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if (t->buf != NULL && t->len + (size_t)n < t->cap) {
+			t->len += (size_t)n;
+			return;
+		}
+		t->cap = (t->cap + (size_t)n + 1) * 2;
+		t->buf = realloc(t->buf, t->cap);
+		if (t->buf == NULL)
+			return;
+	}
+}
+
+#define U(x) ((unsigned long long)atomic_load(&(x)))
+
+char *metrics_render(struct metrics *m, size_t *len)
+{
+	struct text t = {0};
+	unsigned long long cumulative = 0;
+
+	put(&t,
+	    "# HELP mtls_connections_open Connections open now.\n"
+	    "# TYPE mtls_connections_open gauge\n"
+	    "mtls_connections_open{role=\"%s\"} %lld\n",
+	    m->role, (long long)atomic_load(&m->connections_open));
+	put(&t,
+	    "# HELP mtls_connections_total Connections accepted.\n"
+	    "# TYPE mtls_connections_total counter\n"
+	    "mtls_connections_total{role=\"%s\"} %llu\n",
+	    m->role, U(m->connections_total));
+	put(&t,
+	    "# HELP mtls_connections_refused_total Connections refused before the handshake.\n"
+	    "# TYPE mtls_connections_refused_total counter\n"
+	    "mtls_connections_refused_total{reason=\"max_connections\"} %llu\n",
+	    U(m->connections_refused_limit));
+	put(&t,
+	    "# HELP mtls_handshakes_total TLS handshakes by result and failure reason.\n"
+	    "# TYPE mtls_handshakes_total counter\n"
+	    "mtls_handshakes_total{result=\"ok\"} %llu\n"
+	    "mtls_handshakes_total{result=\"resumed\"} %llu\n",
+	    U(m->handshakes_ok), U(m->handshakes_resumed));
+	for (int r = 1; r < MTLS_REASON_COUNT; r++) {
+		unsigned long long v = U(m->handshakes_failed[r]);
+
+		if (v > 0)
+			put(&t, "mtls_handshakes_total{result=\"failed\",reason=\"%s\"} %llu\n",
+			    mtls_reason_name((enum mtls_reason)r), v);
+	}
+	put(&t, "# HELP mtls_handshake_duration_seconds Duration of successful handshakes.\n"
+		"# TYPE mtls_handshake_duration_seconds histogram\n");
+	for (int i = 0; i < METRICS_BUCKETS; i++) {
+		cumulative += U(m->handshake_buckets[i]);
+		put(&t, "mtls_handshake_duration_seconds_bucket{le=\"%g\"} %llu\n",
+		    bucket_bounds[i], cumulative);
+	}
+	put(&t,
+	    "mtls_handshake_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+	    "mtls_handshake_duration_seconds_sum %.6f\n"
+	    "mtls_handshake_duration_seconds_count %llu\n",
+	    U(m->handshake_count), (double)U(m->handshake_micros) / 1e6, U(m->handshake_count));
+	put(&t,
+	    "# HELP mtls_bytes_total Bytes carried, by direction.\n"
+	    "# TYPE mtls_bytes_total counter\n"
+	    "mtls_bytes_total{direction=\"to_target\"} %llu\n"
+	    "mtls_bytes_total{direction=\"from_target\"} %llu\n",
+	    U(m->bytes_to_target), U(m->bytes_from_target));
+	put(&t,
+	    "# HELP mtls_target_connect_failures_total Failed connections to the target.\n"
+	    "# TYPE mtls_target_connect_failures_total counter\n"
+	    "mtls_target_connect_failures_total %llu\n",
+	    U(m->target_connect_failures));
+	put(&t,
+	    "# HELP mtls_reloads_total Reloads of certificates, keys, CAs, CRLs and rules.\n"
+	    "# TYPE mtls_reloads_total counter\n"
+	    "mtls_reloads_total{result=\"ok\"} %llu\n"
+	    "mtls_reloads_total{result=\"failed\"} %llu\n",
+	    U(m->reloads_ok), U(m->reloads_failed));
+	put(&t,
+	    "# HELP mtls_cert_not_after_seconds When the own certificate expires (UNIX time).\n"
+	    "# TYPE mtls_cert_not_after_seconds gauge\n"
+	    "mtls_cert_not_after_seconds %lld\n"
+	    "# HELP mtls_ca_not_after_seconds When the first CA certificate expires (UNIX time).\n"
+	    "# TYPE mtls_ca_not_after_seconds gauge\n"
+	    "mtls_ca_not_after_seconds %lld\n"
+	    "# HELP mtls_crl_next_update_seconds The earliest CRL nextUpdate (UNIX time).\n"
+	    "# TYPE mtls_crl_next_update_seconds gauge\n"
+	    "mtls_crl_next_update_seconds %lld\n",
+	    (long long)atomic_load(&m->cert_not_after), (long long)atomic_load(&m->ca_not_after),
+	    (long long)atomic_load(&m->crl_next_update));
+	*len = t.len;
+	return t.buf;
+}
+
+struct metrics_http {
+	struct MHD_Daemon *daemon;
+	struct metrics *m;
+};
+
+static struct MHD_Response *text_response(const char *text)
+{
+	/* a copy: no cast from const, no lifetime question (0.9.75 has no _copy variant) */
+	char *copy = strdup(text);
+
+	return copy != NULL
+		       ? MHD_create_response_from_buffer(strlen(copy), copy, MHD_RESPMEM_MUST_FREE)
+		       : NULL;
+}
+
+static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version, const char *upload,
+			      size_t *upload_len, void **state)
+{
+	struct metrics_http *h = cls;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	unsigned status = MHD_HTTP_OK;
+	const char *type = "text/plain; charset=utf-8";
+
+	(void)version;
+	(void)upload;
+	(void)upload_len;
+	(void)state;
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		status = MHD_HTTP_METHOD_NOT_ALLOWED;
+		resp = text_response("method not allowed\n");
+	} else if (strcmp(url, "/metrics") == 0) {
+		size_t len = 0;
+		char *text = metrics_render(h->m, &len);
+
+		if (text == NULL)
+			return MHD_NO;
+		type = "text/plain; version=0.0.4; charset=utf-8";
+		resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	} else if (strcmp(url, "/healthz") == 0) {
+		bool draining = atomic_load(&h->m->draining);
+
+		status = draining ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
+		resp = text_response(draining ? "draining\n" : "ok\n");
+	} else {
+		status = MHD_HTTP_NOT_FOUND;
+		resp = text_response("not found\n");
+	}
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", type);
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m)
+{
+	struct metrics_http *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return NULL;
+	h->m = m;
+	h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
+				     answer, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+				     MHD_OPTION_CONNECTION_LIMIT, 64U,
+				     MHD_OPTION_CONNECTION_TIMEOUT, 10U, MHD_OPTION_END);
+	if (h->daemon == NULL) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void metrics_http_stop(struct metrics_http *h)
+{
+	if (h == NULL)
+		return;
+	MHD_stop_daemon(h->daemon);
+	free(h);
+}

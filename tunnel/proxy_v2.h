@@ -1,0 +1,24 @@
+/*
+ * PROXY protocol v2 header (haproxy.org/download/2.0/doc/proxy-protocol.txt) sent to the
+ * target before any byte of the client's, so that a backend knows who connected: the
+ * client's address, and TLVs for the TLS version, the certificate CN and the authorized
+ * identity.
+ */
+#ifndef MTLS_TUNNEL_PROXY_V2_H
+#define MTLS_TUNNEL_PROXY_V2_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* TLV type of the authorized identity (URI SAN or other primary identity): in the range
+ * PP2_TYPE_MIN_CUSTOM..PP2_TYPE_MAX_CUSTOM reserved for applications. */
+#define PROXY_V2_TYPE_MTLS_IDENTITY 0xE0
+
+/* Write the header into buf; returns its length, or 0 if it does not fit. src and dst of
+ * different families (or unix sockets) are sent as UNSPEC (LOCAL addresses). */
+size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
+		       const struct sockaddr *dst, const char *tls_version, const char *cn,
+		       const char *identity);
+
+#endif

@@ -1,0 +1,527 @@
+/*
+ * One tunnelled connection: TLS on one side, plaintext on the other.
+ *
+ *   server:    accept -> TLS handshake -> connect target -> [PROXY v2] -> pump
+ *   connector: accept -> connect server -> TLS handshake -> pump
+ *
+ * Nothing is read from the plaintext side before the TLS peer is verified, and nothing is
+ * sent to the target before the client is: a refused client never reaches the target.
+ *
+ * The pump moves bytes through two bounded buffers (one per direction, allocated while in
+ * use): a side is read only while its buffer has room, so a slow reader slows its writer
+ * instead of growing memory. EOF on one side becomes a half-close on the other (shutdown
+ * SHUT_WR, or TLS close_notify); the connection ends when both directions are done.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "proxy_v2.h"
+
+#define BUF_SIZE 16384
+
+enum phase { PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_PUMP };
+
+struct buf {
+	uint8_t *data;
+	size_t start, end;
+};
+
+struct conn {
+	struct worker *w;
+	struct conn *prev, *next;
+	uint64_t id;
+	char peer[80];
+	struct sockaddr_storage peer_sa, local_sa;
+	enum phase phase;
+	int tls_fd;
+	int plain_fd;
+	struct mtls *tls;
+	ev_io tls_io;
+	ev_io plain_io;
+	ev_timer timer;
+	ev_tstamp started;
+	struct buf to_plain; /* read from TLS, to write to the plaintext side */
+	struct buf to_tls;   /* read from the plaintext side, to write to TLS */
+	int tls_read_wants;  /* 0, EV_READ or EV_WRITE: what a blocked TLS read waits for */
+	int tls_write_wants;
+	bool plain_read_blocked;
+	bool plain_write_blocked;
+	bool tls_eof, plain_eof;   /* no more input from that side */
+	bool plain_shut, tls_shut; /* we ended our output to that side */
+	uint64_t bytes_to_target, bytes_from_target;
+	char identity[256];
+};
+
+static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
+static void on_plain_io(struct ev_loop *loop, ev_io *io, int events);
+static void on_timer(struct ev_loop *loop, ev_timer *t, int events);
+
+static bool is_server(const struct conn *c)
+{
+	return c->w->d->o->role == TUNNEL_SERVER;
+}
+
+static void buf_release(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->start = b->end = 0;
+}
+
+static size_t buf_used(const struct buf *b)
+{
+	return b->end - b->start;
+}
+
+/* Room at the end, allocating on first use; NULL when full or out of memory. */
+static uint8_t *buf_space(struct buf *b, size_t *room)
+{
+	if (b->data == NULL && (b->data = malloc(BUF_SIZE)) == NULL)
+		return NULL;
+	if (b->start == b->end)
+		b->start = b->end = 0;
+	*room = BUF_SIZE - b->end;
+	return *room > 0 ? b->data + b->end : NULL;
+}
+
+/* Consumed n bytes: an empty buffer is given back, so idle connections hold none. */
+static void buf_consume(struct buf *b, size_t n)
+{
+	b->start += n;
+	if (b->start == b->end)
+		buf_release(b);
+}
+
+static void conn_free(struct conn *c, const char *why, enum log_level level)
+{
+	struct worker *w = c->w;
+	struct daemon *d = w->d;
+
+	ev_io_stop(w->loop, &c->tls_io);
+	ev_io_stop(w->loop, &c->plain_io);
+	ev_timer_stop(w->loop, &c->timer);
+	atomic_fetch_add(&d->metrics.bytes_to_target, c->bytes_to_target);
+	atomic_fetch_add(&d->metrics.bytes_from_target, c->bytes_from_target);
+	if (why != NULL)
+		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("why", why),
+		    LN("bytes_to_target", c->bytes_to_target),
+		    LN("bytes_from_target", c->bytes_from_target),
+		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)));
+	mtls_free(c->tls);
+	if (c->tls_fd >= 0)
+		close(c->tls_fd);
+	if (c->plain_fd >= 0)
+		close(c->plain_fd);
+	buf_release(&c->to_plain);
+	buf_release(&c->to_tls);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	atomic_fetch_sub(&d->active, 1);
+	atomic_fetch_sub(&d->metrics.connections_open, 1);
+	free(c);
+}
+
+static void set_io(struct conn *c, ev_io *io, int fd, int events)
+{
+	if (fd < 0)
+		return;
+	if (events == 0) {
+		ev_io_stop(c->w->loop, io);
+		return;
+	}
+	if (ev_is_active(io) && io->events == events)
+		return;
+	ev_io_stop(c->w->loop, io);
+	ev_io_set(io, fd, events);
+	ev_io_start(c->w->loop, io);
+}
+
+static void set_timer(struct conn *c, long long ms)
+{
+	ev_timer_stop(c->w->loop, &c->timer);
+	if (ms > 0) {
+		ev_timer_set(&c->timer, (ev_tstamp)ms / 1000.0, (ev_tstamp)ms / 1000.0);
+		ev_timer_start(c->w->loop, &c->timer);
+	}
+}
+
+static int want_events(int rc)
+{
+	return rc == MTLS_WANT_POLLOUT ? EV_WRITE : EV_READ;
+}
+
+/* Move bytes until nothing more can move without waiting. Returns false if the connection
+ * was closed. */
+static bool pump(struct conn *c)
+{
+	bool progress;
+	size_t room, n;
+	uint8_t *p;
+	ssize_t r;
+
+	do {
+		progress = false;
+		/* TLS -> plaintext */
+		c->tls_read_wants = 0;
+		if (!c->tls_eof && (p = buf_space(&c->to_plain, &room)) != NULL) {
+			r = mtls_read(c->tls, p, room);
+			if (r > 0) {
+				c->to_plain.end += (size_t)r;
+				progress = true;
+			} else if (r == 0) {
+				c->tls_eof = true;
+				progress = true;
+			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
+				c->tls_read_wants = want_events((int)r);
+			} else {
+				conn_free(c, mtls_reason_name(mtls_error_reason(c->tls)), LOG_INFO);
+				return false;
+			}
+		}
+		c->plain_write_blocked = false;
+		if ((n = buf_used(&c->to_plain)) > 0) {
+			r = send(c->plain_fd, c->to_plain.data + c->to_plain.start, n,
+				 MSG_NOSIGNAL);
+			if (r > 0) {
+				buf_consume(&c->to_plain, (size_t)r);
+				if (is_server(c))
+					c->bytes_to_target += (uint64_t)r;
+				else
+					c->bytes_from_target += (uint64_t)r;
+				progress = true;
+			} else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+				c->plain_write_blocked = true;
+			} else {
+				conn_free(c,
+					  is_server(c) ? "target_write_error"
+						       : "client_write_error",
+					  LOG_INFO);
+				return false;
+			}
+		}
+		if (c->tls_eof && buf_used(&c->to_plain) == 0 && !c->plain_shut) {
+			shutdown(c->plain_fd, SHUT_WR);
+			c->plain_shut = true;
+		}
+
+		/* plaintext -> TLS */
+		c->plain_read_blocked = false;
+		if (!c->plain_eof && (p = buf_space(&c->to_tls, &room)) != NULL) {
+			r = recv(c->plain_fd, p, room, 0);
+			if (r > 0) {
+				c->to_tls.end += (size_t)r;
+				progress = true;
+			} else if (r == 0) {
+				c->plain_eof = true;
+				progress = true;
+			} else if (errno == EAGAIN || errno == EINTR) {
+				c->plain_read_blocked = true;
+			} else {
+				conn_free(c,
+					  is_server(c) ? "target_read_error" : "client_read_error",
+					  LOG_INFO);
+				return false;
+			}
+			if (buf_used(&c->to_tls) == 0)
+				buf_release(&c->to_tls);
+		}
+		c->tls_write_wants = 0;
+		if ((n = buf_used(&c->to_tls)) > 0) {
+			r = mtls_write(c->tls, c->to_tls.data + c->to_tls.start, n);
+			if (r > 0) {
+				buf_consume(&c->to_tls, (size_t)r);
+				if (is_server(c))
+					c->bytes_from_target += (uint64_t)r;
+				else
+					c->bytes_to_target += (uint64_t)r;
+				progress = true;
+			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
+				c->tls_write_wants = want_events((int)r);
+			} else {
+				conn_free(c, mtls_reason_name(mtls_error_reason(c->tls)), LOG_INFO);
+				return false;
+			}
+		}
+		if (c->plain_eof && buf_used(&c->to_tls) == 0 && !c->tls_shut) {
+			int rc = mtls_close(c->tls);
+
+			if (rc == 0) {
+				c->tls_shut = true;
+				progress = true;
+			} else if (rc == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT) {
+				c->tls_write_wants = want_events(rc);
+			} else {
+				c->tls_shut = true; /* the peer is gone; nothing more to say */
+			}
+		}
+	} while (progress);
+
+	if (c->tls_eof && c->plain_eof && c->tls_shut && c->plain_shut &&
+	    buf_used(&c->to_plain) == 0 && buf_used(&c->to_tls) == 0) {
+		conn_free(c, "closed", LOG_INFO);
+		return false;
+	}
+	set_io(c, &c->tls_io, c->tls_fd, c->tls_read_wants | c->tls_write_wants);
+	set_io(c, &c->plain_io, c->plain_fd,
+	       (c->plain_read_blocked ? EV_READ : 0) | (c->plain_write_blocked ? EV_WRITE : 0));
+	return true;
+}
+
+static void start_pump(struct conn *c)
+{
+	c->phase = PHASE_PUMP;
+	set_timer(c, c->w->d->o->idle_timeout_ms);
+	pump(c);
+}
+
+/* Server: the client is verified; now the target. */
+static void connect_target(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	char err[300];
+
+	c->plain_fd = address_connect(&d->target, err, sizeof(err));
+	if (c->plain_fd < 0) {
+		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
+		LOG(LOG_WARN, "target_connect_failed", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("message", err));
+		conn_free(c, "target_connect_failed", LOG_INFO);
+		return;
+	}
+	c->phase = PHASE_CONNECT;
+	set_timer(c, d->o->connect_timeout_ms);
+	set_io(c, &c->tls_io, c->tls_fd, 0);
+	set_io(c, &c->plain_io, c->plain_fd, EV_WRITE);
+}
+
+static void handshake_done(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
+	const char *warning = mtls_conn_warning(c->tls);
+
+	snprintf(c->identity, sizeof(c->identity), "%s", mtls_peer_identity(peer));
+	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
+			  (uint64_t)((ev_time() - c->started) * 1e6));
+	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+	    LS("serial", mtls_peer_serial(peer)),
+	    LS("rule", mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
+	    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
+	    LN("resumed", mtls_conn_resumed(c->tls)));
+	if (warning != NULL)
+		LOG(LOG_WARN, "tls_warning", LN("conn", c->id), LS("identity", c->identity),
+		    LS("message", warning));
+	if (is_server(c))
+		connect_target(c);
+	else
+		start_pump(c);
+}
+
+static void do_handshake(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	int rc = mtls_handshake(c->tls);
+
+	if (rc == 0) {
+		handshake_done(c);
+		return;
+	}
+	if (rc == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT) {
+		set_io(c, &c->tls_io, c->tls_fd, want_events(rc));
+		return;
+	}
+	metrics_handshake(&d->metrics, mtls_error_reason(c->tls), false, 0);
+	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+	    LS("reason", mtls_reason_name(mtls_error_reason(c->tls))),
+	    LS("category", mtls_category_name(mtls_error_category(c->tls))),
+	    LS("message", mtls_error(c->tls)));
+	conn_free(c, "handshake_refused", LOG_DEBUG);
+}
+
+/* Connector: the server's TCP connection is up; start TLS. */
+static void start_tls(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+
+	c->tls = mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name);
+	if (c->tls == NULL) {
+		LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
+		    LS("message", mtls_error(d->endpoint)));
+		conn_free(c, "tls_setup_failed", LOG_INFO);
+		return;
+	}
+	c->phase = PHASE_HANDSHAKE;
+	set_timer(c, d->o->handshake_timeout_ms);
+	do_handshake(c);
+}
+
+static void send_proxy_header(struct conn *c)
+{
+	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
+	uint8_t *p;
+	size_t room, n;
+
+	p = buf_space(&c->to_plain, &room);
+	if (p == NULL)
+		return;
+	n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
+			    (const struct sockaddr *)&c->local_sa, mtls_conn_version(c->tls),
+			    mtls_peer_common_name(peer), mtls_peer_identity(peer));
+	c->to_plain.end += n;
+}
+
+/* The outbound TCP connection (target or server) finished connecting, or failed. */
+static void connected(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	int fd = is_server(c) ? c->plain_fd : c->tls_fd;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err != 0) {
+		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
+		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
+		    LN("conn", c->id), LS("peer", c->peer), LS("message", strerror(err)));
+		conn_free(c, "connect_failed", LOG_INFO);
+		return;
+	}
+	if (is_server(c)) {
+		if (d->o->proxy_protocol)
+			send_proxy_header(c);
+		start_pump(c);
+	} else {
+		start_tls(c);
+	}
+}
+
+static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
+{
+	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, tls_io));
+
+	(void)loop;
+	(void)events;
+	switch (c->phase) {
+	case PHASE_HANDSHAKE: do_handshake(c); break;
+	case PHASE_CONNECT: connected(c); break; /* connector: the server's socket */
+	case PHASE_PUMP:
+		if (pump(c))
+			ev_timer_again(c->w->loop, &c->timer);
+		break;
+	}
+}
+
+static void on_plain_io(struct ev_loop *loop, ev_io *io, int events)
+{
+	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, plain_io));
+
+	(void)loop;
+	(void)events;
+	if (c->phase == PHASE_CONNECT)
+		connected(c); /* server: the target's socket */
+	else if (c->phase == PHASE_PUMP && pump(c))
+		ev_timer_again(c->w->loop, &c->timer);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
+{
+	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+	struct daemon *d = c->w->d;
+
+	(void)loop;
+	(void)events;
+	switch (c->phase) {
+	case PHASE_HANDSHAKE:
+		metrics_handshake(&d->metrics, MTLS_REASON_TIMEOUT, false, 0);
+		LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+		    LS("reason", "timeout"), LS("category", "io"),
+		    LS("message", "the peer did not complete the handshake in time"));
+		conn_free(c, "handshake_timeout", LOG_DEBUG);
+		break;
+	case PHASE_CONNECT:
+		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
+		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
+		    LN("conn", c->id), LS("peer", c->peer), LS("message", "connect timed out"));
+		conn_free(c, "connect_timeout", LOG_INFO);
+		break;
+	case PHASE_PUMP: conn_free(c, "idle_timeout", LOG_INFO); break;
+	}
+}
+
+void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len)
+{
+	struct daemon *d = w->d;
+	struct conn *c;
+	socklen_t llen = sizeof(struct sockaddr_storage);
+	char err[300];
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->w = w;
+	c->id = atomic_fetch_add(&d->next_id, 1) + 1;
+	c->started = ev_now(w->loop);
+	memcpy(&c->peer_sa, peer, len);
+	getsockname(fd, (struct sockaddr *)&c->local_sa, &llen);
+	address_format(peer, len, c->peer, sizeof(c->peer));
+	c->tls_fd = c->plain_fd = -1;
+	ev_init(&c->tls_io, on_tls_io);
+	ev_init(&c->plain_io, on_plain_io);
+	ev_init(&c->timer, on_timer);
+	c->next = w->conns;
+	if (w->conns != NULL)
+		w->conns->prev = c;
+	w->conns = c;
+	atomic_fetch_add(&d->active, 1);
+	atomic_fetch_add(&d->metrics.connections_open, 1);
+	atomic_fetch_add(&d->metrics.connections_total, 1);
+
+	if (d->o->role == TUNNEL_SERVER) {
+		c->tls_fd = fd;
+		c->tls = mtls_accept_fd(d->endpoint, fd);
+		if (c->tls == NULL) {
+			LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
+			    LS("message", mtls_error(d->endpoint)));
+			conn_free(c, "tls_setup_failed", LOG_INFO);
+			return;
+		}
+		c->phase = PHASE_HANDSHAKE;
+		set_timer(c, d->o->handshake_timeout_ms);
+		do_handshake(c);
+		return;
+	}
+	/* connector: the application's plaintext side; its bytes wait in the kernel until the
+	 * server is verified */
+	c->plain_fd = fd;
+	c->tls_fd = address_connect(&d->target, err, sizeof(err));
+	if (c->tls_fd < 0) {
+		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
+		LOG(LOG_WARN, "server_connect_failed", LN("conn", c->id), LS("message", err));
+		conn_free(c, "connect_failed", LOG_INFO);
+		return;
+	}
+	c->phase = PHASE_CONNECT;
+	set_timer(c, d->o->connect_timeout_ms);
+	set_io(c, &c->tls_io, c->tls_fd, EV_WRITE);
+}
+
+void pump_close_all(struct worker *w)
+{
+	while (w->conns != NULL)
+		conn_free(w->conns, "shutdown", LOG_INFO);
+}

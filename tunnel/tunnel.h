@@ -1,0 +1,69 @@
+/*
+ * mtls server and mtls connector: the tunnel pair.
+ *
+ *   server:    TLS in (client certificate required and authorized) -> plaintext target
+ *   connector: plaintext in (loopback or unix socket) -> TLS out (server verified)
+ *
+ * tunnel_run() checks the whole configuration, binds, starts one libev loop per worker
+ * thread and runs until SIGTERM/SIGINT (then drains). SIGHUP, or a change to any of the
+ * certificate, key, CA or CRL files, reloads the TLS configuration without touching
+ * established connections.
+ */
+#ifndef MTLS_TUNNEL_H
+#define MTLS_TUNNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum tunnel_role { TUNNEL_SERVER, TUNNEL_CONNECTOR };
+
+struct tunnel_list {
+	const char **v;
+	size_t n;
+};
+
+/* Field names follow the command-line options (cli/server_cmd.c, cli/connector_cmd.c). */
+struct tunnel_options {
+	enum tunnel_role role;
+	const char *listen;
+	const char *target; /* server: the backend; connector: the mtls server */
+	const char *server_name;
+	const char *cert;
+	const char *key;
+	const char *key_passphrase_file;
+	const char *key_passphrase_env;
+	const char *ca;
+	struct tunnel_list crl;
+	int crl_check_chain;
+	long long crl_grace;
+	struct tunnel_list allow_uri;
+	struct tunnel_list allow_dns;
+	struct tunnel_list allow_cn;
+	struct tunnel_list allow_spki;
+	struct tunnel_list allow_cert;
+	int allow_any_identity;
+	int proxy_protocol;
+	int insecure_listen_remote;
+	int insecure_key_permissions;
+	long long workers;
+	long long max_connections;
+	long long handshake_timeout_ms;
+	long long connect_timeout_ms;
+	long long idle_timeout_ms;
+	long long drain_timeout_ms;
+	long long watch_interval_ms;
+	const char *metrics;
+	const char *log_format;
+	const char *log_level;
+	const char *log_file;
+	const char *user;
+	const char *tls_min;
+};
+
+/* Defaults for a role. */
+void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role);
+/* Run; returns the process exit status (0 after a clean drain, 2 for configuration errors,
+ * 1 for failures at start). Errors are printed as one line to stderr. */
+int tunnel_run(const struct tunnel_options *o);
+
+#endif
