@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -331,6 +332,17 @@ static int drop_privileges(const char *user, char *err, size_t len)
 	return 0;
 }
 
+/* Every tunnelled connection holds two descriptors: take all the kernel allows us. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 int tunnel_run(const struct tunnel_options *o)
 {
 	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
@@ -356,6 +368,7 @@ int tunnel_run(const struct tunnel_options *o)
 	}
 	metrics_init(&d.metrics, role);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	if (check(&d, role, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
