@@ -1,0 +1,453 @@
+/*
+ * loadgen: the benchmark client. Plain OpenSSL (not libmtls), so the terminator under test
+ * and the client share no code.
+ *
+ *   loadgen handshakes --connect HOST:PORT [TLS options] [--resume] [--threads T] [--seconds S]
+ *       new TCP connection + full (or resumed) mutual-TLS handshake + one 64-byte round trip
+ *       through an echo target, in a loop; prints rate and client CPU.
+ *   loadgen latency --connect HOST:PORT [TLS options] --connections N [--seconds S] [--size B]
+ *       N persistent connections, each sending B bytes and waiting for the echo, in a loop;
+ *       prints requests/s and latency p50/p99/p999.
+ *   loadgen bulk --connect HOST:PORT [TLS options] [--seconds S]
+ *       one connection streaming 64 KiB writes with the echo read back concurrently.
+ *   loadgen idle --connect HOST:PORT [TLS options] --connections N [--seconds S]
+ *       open N connections (handshake + one round trip), print "held N", hold them S seconds.
+ *
+ * TLS options: --cert FILE --key FILE --ca FILE --name SERVERNAME [--tls13-suite NAME];
+ * --plain for plaintext (the upper bound). Every loop is bounded by --seconds (default 5).
+ * Output: one line of key=value results.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+struct opts {
+	const char *mode;
+	const char *connect;
+	const char *cert, *key, *ca, *name, *suite;
+	bool plain, resume;
+	int threads, connections, size;
+	double seconds;
+};
+
+static struct opts o = {.threads = 1,
+			.connections = 1,
+			.size = 64,
+			.seconds = 5,
+			.suite = "TLS_AES_128_GCM_SHA256"};
+static struct sockaddr_storage target;
+static socklen_t target_len;
+static SSL_CTX *ctx;
+static atomic_ullong done_ops, failed_ops;
+static atomic_bool stop;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "loadgen: %s\n", what);
+	ERR_print_errors_fp(stderr);
+	exit(1);
+}
+
+static int dial(void)
+{
+	int one = 1;
+	int fd = socket(target.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&target, target_len) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct conn {
+	int fd;
+	SSL *ssl;
+};
+
+static int conn_write(struct conn *c, const void *buf, int len)
+{
+	if (c->ssl == NULL)
+		return (int)send(c->fd, buf, (size_t)len, MSG_NOSIGNAL);
+	return SSL_write(c->ssl, buf, len);
+}
+
+static int conn_read(struct conn *c, void *buf, int len)
+{
+	if (c->ssl == NULL)
+		return (int)recv(c->fd, buf, (size_t)len, 0);
+	return SSL_read(c->ssl, buf, len);
+}
+
+/* Write len bytes and read len bytes back (an echo target). */
+static bool round_trip(struct conn *c, char *buf, int len)
+{
+	int got = 0;
+
+	if (conn_write(c, buf, len) != len)
+		return false;
+	while (got < len) {
+		int n = conn_read(c, buf + got, len - got);
+
+		if (n <= 0)
+			return false;
+		got += n;
+	}
+	return true;
+}
+
+static bool conn_open(struct conn *c, SSL_SESSION **session)
+{
+	c->ssl = NULL;
+	c->fd = dial();
+	if (c->fd < 0)
+		return false;
+	if (o.plain)
+		return true;
+	c->ssl = SSL_new(ctx);
+	SSL_set_fd(c->ssl, c->fd);
+	SSL_set_tlsext_host_name(c->ssl, o.name);
+	SSL_set1_host(c->ssl, o.name);
+	if (session != NULL && *session != NULL)
+		SSL_set_session(c->ssl, *session);
+	if (SSL_connect(c->ssl) != 1) {
+		ERR_clear_error();
+		return false;
+	}
+	return true;
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->ssl != NULL) {
+		SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->ssl = NULL;
+	c->fd = -1;
+}
+
+static void *handshake_thread(void *arg)
+{
+	SSL_SESSION *session = NULL;
+	char buf[64] = "ping";
+
+	(void)arg;
+	while (!atomic_load(&stop)) {
+		struct conn c;
+		bool ok = conn_open(&c, o.resume ? &session : NULL) && round_trip(&c, buf, 64);
+
+		/* TLS 1.3 tickets arrive after the handshake: take one after the round trip */
+		if (ok && o.resume && c.ssl != NULL &&
+		    (session == NULL || !SSL_session_reused(c.ssl))) {
+			SSL_SESSION_free(session);
+			session = SSL_get1_session(c.ssl);
+		}
+		conn_close(&c);
+		atomic_fetch_add(ok ? &done_ops : &failed_ops, 1);
+	}
+	SSL_SESSION_free(session);
+	return NULL;
+}
+
+/* latency: per-thread sample arrays */
+struct lat {
+	double *samples;
+	size_t n, cap;
+	struct conn c;
+};
+
+static void *latency_thread(void *arg)
+{
+	struct lat *l = arg;
+	char *buf = calloc(1, (size_t)o.size);
+
+	while (!atomic_load(&stop)) {
+		double t0 = now();
+
+		if (!round_trip(&l->c, buf, o.size)) {
+			atomic_fetch_add(&failed_ops, 1);
+			break;
+		}
+		if (l->n == l->cap) {
+			l->cap = l->cap ? l->cap * 2 : 65536;
+			l->samples = realloc(l->samples, l->cap * sizeof(double));
+		}
+		l->samples[l->n++] = now() - t0;
+		atomic_fetch_add(&done_ops, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static atomic_ullong bulk_read_bytes;
+
+static void *bulk_reader(void *arg)
+{
+	struct conn *c = arg;
+	char buf[65536];
+
+	while (!atomic_load(&stop)) {
+		int n = conn_read(c, buf, sizeof(buf));
+
+		if (n <= 0)
+			break;
+		atomic_fetch_add(&bulk_read_bytes, (unsigned long long)n);
+	}
+	return NULL;
+}
+
+static void setup_tls(void)
+{
+	if (o.plain)
+		return;
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		die("SSL_CTX_new");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	if (SSL_CTX_set_ciphersuites(ctx, o.suite) != 1)
+		die("bad --tls13-suite");
+	if (o.cert != NULL && (SSL_CTX_use_certificate_chain_file(ctx, o.cert) != 1 ||
+			       SSL_CTX_use_PrivateKey_file(ctx, o.key, SSL_FILETYPE_PEM) != 1))
+		die("cannot load --cert/--key");
+	if (o.ca == NULL || SSL_CTX_load_verify_locations(ctx, o.ca, NULL) != 1)
+		die("cannot load --ca");
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+}
+
+static void resolve(void)
+{
+	char host[256];
+	const char *colon = strrchr(o.connect, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+
+	if (colon == NULL || (size_t)(colon - o.connect) >= sizeof(host))
+		die("--connect HOST:PORT");
+	memcpy(host, o.connect, (size_t)(colon - o.connect));
+	host[colon - o.connect] = '\0';
+	if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+		die("cannot resolve --connect");
+	memcpy(&target, res->ai_addr, res->ai_addrlen);
+	target_len = res->ai_addrlen;
+	freeaddrinfo(res);
+}
+
+static void parse(int argc, char **argv)
+{
+	if (argc < 2)
+		die("usage: loadgen handshakes|latency|bulk|idle --connect HOST:PORT ... (see the "
+		    "comment in bench/loadgen.c)");
+	o.mode = argv[1];
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "--plain") == 0)
+			o.plain = true;
+		else if (strcmp(a, "--resume") == 0)
+			o.resume = true;
+		else if (v == NULL)
+			die("option needs a value");
+		else if (strcmp(a, "--connect") == 0)
+			o.connect = v, i++;
+		else if (strcmp(a, "--cert") == 0)
+			o.cert = v, i++;
+		else if (strcmp(a, "--key") == 0)
+			o.key = v, i++;
+		else if (strcmp(a, "--ca") == 0)
+			o.ca = v, i++;
+		else if (strcmp(a, "--name") == 0)
+			o.name = v, i++;
+		else if (strcmp(a, "--tls13-suite") == 0)
+			o.suite = v, i++;
+		else if (strcmp(a, "--threads") == 0)
+			o.threads = atoi(v), i++;
+		else if (strcmp(a, "--connections") == 0)
+			o.connections = atoi(v), i++;
+		else if (strcmp(a, "--size") == 0)
+			o.size = atoi(v), i++;
+		else if (strcmp(a, "--seconds") == 0)
+			o.seconds = atof(v), i++;
+		else
+			die("unknown option");
+	}
+	if (o.connect == NULL || (!o.plain && o.name == NULL))
+		die("give --connect and (unless --plain) --name");
+	if (o.threads < 1 || o.threads > 256 || o.connections < 1 || o.connections > 100000 ||
+	    o.size < 1 || o.size > 1 << 20 || o.seconds <= 0 || o.seconds > 600)
+		die("--threads 1..256, --connections 1..100000, --size 1..1MiB, --seconds 0..600");
+}
+
+static void sleep_for(double seconds)
+{
+	struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+int main(int argc, char **argv)
+{
+	double t0, elapsed, cpu0;
+
+	parse(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	resolve();
+	setup_tls();
+	cpu0 = cpu_seconds();
+	t0 = now();
+
+	if (strcmp(o.mode, "handshakes") == 0) {
+		pthread_t *th = calloc((size_t)o.threads, sizeof(*th));
+
+		for (int i = 0; i < o.threads; i++)
+			pthread_create(&th[i], NULL, handshake_thread, NULL);
+		sleep_for(o.seconds);
+		atomic_store(&stop, true);
+		for (int i = 0; i < o.threads; i++)
+			pthread_join(th[i], NULL);
+		elapsed = now() - t0;
+		printf("mode=%s%s ok=%llu failed=%llu seconds=%.2f rate=%.1f client_cpu=%.2f\n",
+		       o.mode, o.resume ? "-resumed" : "", (unsigned long long)done_ops,
+		       (unsigned long long)failed_ops, elapsed, (double)done_ops / elapsed,
+		       (cpu_seconds() - cpu0) / elapsed);
+		free(th);
+	} else if (strcmp(o.mode, "latency") == 0) {
+		struct lat *ls = calloc((size_t)o.connections, sizeof(*ls));
+		pthread_t *th = calloc((size_t)o.connections, sizeof(*th));
+		double *all;
+		size_t total = 0, k = 0;
+
+		for (int i = 0; i < o.connections; i++)
+			if (!conn_open(&ls[i].c, NULL))
+				die("cannot open a connection");
+		t0 = now();
+		cpu0 = cpu_seconds();
+		for (int i = 0; i < o.connections; i++)
+			pthread_create(&th[i], NULL, latency_thread, &ls[i]);
+		sleep_for(o.seconds);
+		atomic_store(&stop, true);
+		for (int i = 0; i < o.connections; i++) {
+			pthread_join(th[i], NULL);
+			total += ls[i].n;
+		}
+		elapsed = now() - t0;
+		all = malloc((total + 1) * sizeof(double));
+		for (int i = 0; i < o.connections; i++) {
+			memcpy(all + k, ls[i].samples, ls[i].n * sizeof(double));
+			k += ls[i].n;
+			free(ls[i].samples);
+			conn_close(&ls[i].c);
+		}
+		qsort(all, total, sizeof(double), cmp_double);
+		printf("mode=latency connections=%d size=%d requests=%zu failed=%llu rps=%.0f "
+		       "p50_us=%.0f p99_us=%.0f p999_us=%.0f client_cpu=%.2f\n",
+		       o.connections, o.size, total, (unsigned long long)failed_ops,
+		       (double)total / elapsed, total ? all[total / 2] * 1e6 : 0,
+		       total ? all[(size_t)((double)total * 0.99)] * 1e6 : 0,
+		       total ? all[(size_t)((double)total * 0.999)] * 1e6 : 0,
+		       (cpu_seconds() - cpu0) / elapsed);
+		free(all);
+		free(ls);
+		free(th);
+	} else if (strcmp(o.mode, "bulk") == 0) {
+		struct conn c;
+		pthread_t reader;
+		char *buf = calloc(1, 65536);
+		unsigned long long sent = 0;
+
+		if (!conn_open(&c, NULL))
+			die("cannot open a connection");
+		pthread_create(&reader, NULL, bulk_reader, &c);
+		t0 = now();
+		while (now() - t0 < o.seconds) {
+			int n = conn_write(&c, buf, 65536);
+
+			if (n <= 0)
+				break;
+			sent += (unsigned long long)n;
+		}
+		elapsed = now() - t0;
+		atomic_store(&stop, true);
+		shutdown(c.fd, SHUT_RDWR);
+		pthread_join(reader, NULL);
+		printf("mode=bulk seconds=%.2f sent_MBps=%.1f received_MBps=%.1f client_cpu=%.2f\n",
+		       elapsed, (double)sent / elapsed / 1e6,
+		       (double)atomic_load(&bulk_read_bytes) / elapsed / 1e6,
+		       (cpu_seconds() - cpu0) / elapsed);
+		conn_close(&c);
+		free(buf);
+	} else if (strcmp(o.mode, "idle") == 0) {
+		struct conn *cs = calloc((size_t)o.connections, sizeof(*cs));
+		char buf[64] = "ping";
+		int held = 0;
+		struct rlimit rl;
+
+		getrlimit(RLIMIT_NOFILE, &rl);
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		for (int i = 0; i < o.connections; i++) {
+			if (!conn_open(&cs[i], NULL) || !round_trip(&cs[i], buf, 64)) {
+				fprintf(stderr, "loadgen: connection %d failed\n", i);
+				break;
+			}
+			held++;
+		}
+		printf("held %d\n", held);
+		fflush(stdout);
+		sleep_for(o.seconds);
+		for (int i = 0; i < held; i++)
+			conn_close(&cs[i]);
+		free(cs);
+	} else {
+		die("mode is handshakes, latency, bulk or idle");
+	}
+	SSL_CTX_free(ctx);
+	return failed_ops > 0 && done_ops == 0 ? 1 : 0;
+}
