@@ -52,6 +52,7 @@ static struct opts o = {.threads = 1,
 			.seconds = 5,
 			.suite = "TLS_AES_128_GCM_SHA256"};
 static struct sockaddr_storage target;
+static char server_name[256]; /* a copy: OpenSSL's SNI macro takes a non-const pointer */
 static socklen_t target_len;
 static SSL_CTX *ctx;
 static atomic_ullong done_ops, failed_ops;
@@ -142,7 +143,7 @@ static bool conn_open(struct conn *c, SSL_SESSION **session)
 		return true;
 	c->ssl = SSL_new(ctx);
 	SSL_set_fd(c->ssl, c->fd);
-	SSL_set_tlsext_host_name(c->ssl, o.name);
+	SSL_set_tlsext_host_name(c->ssl, server_name);
 	SSL_set1_host(c->ssl, o.name);
 	if (session != NULL && *session != NULL)
 		SSL_set_session(c->ssl, *session);
@@ -319,6 +320,7 @@ static void parse(int argc, char **argv)
 	}
 	if (o.connect == NULL || (!o.plain && o.name == NULL))
 		die("give --connect and (unless --plain) --name");
+	snprintf(server_name, sizeof(server_name), "%s", o.plain ? "" : o.name);
 	if (o.threads < 1 || o.threads > 256 || o.connections < 1 || o.connections > 100000 ||
 	    o.size < 1 || o.size > 1 << 20 || o.seconds <= 0 || o.seconds > 600)
 		die("--threads 1..256, --connections 1..100000, --size 1..1MiB, --seconds 0..600");

@@ -21,7 +21,8 @@ static const char tls12_ciphers[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES
 				    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 static const char tls13_suites[] = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
 				   "TLS_CHACHA20_POLY1305_SHA256";
-static const char groups[] = "X25519:P-256:P-384";
+/* not const: OpenSSL's SSL_CTX_set1_groups_list() macro casts the const away */
+static char groups[] = "X25519:P-256:P-384";
 static const unsigned char session_context[] = "mtls";
 
 struct state *state_ref(struct state *st)
@@ -541,7 +542,7 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 		/* SNI only for DNS names, as RFC 6066 says */
 		if (inet_pton(AF_INET, server_name, addr) != 1 &&
 		    inet_pton(AF_INET6, server_name, addr) != 1)
-			SSL_set_tlsext_host_name(c->ssl, server_name);
+			SSL_set_tlsext_host_name(c->ssl, c->server_name); /* ours, not const */
 		pthread_mutex_lock(&st->session_lock);
 		if (st->session != NULL && st->session_name != NULL &&
 		    strcmp(st->session_name, server_name) == 0)

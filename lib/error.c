@@ -101,6 +101,9 @@ void error_clear(struct error *err)
 }
 
 static void error_vset(struct error *err, enum mtls_reason reason, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void error_vset(struct error *err, enum mtls_reason reason, const char *fmt, va_list ap)
 {
 	err->reason = reason;
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);

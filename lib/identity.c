@@ -53,7 +53,8 @@ static char *common_name(const X509_NAME *name)
 	len = ASN1_STRING_to_UTF8(&utf8, s);
 	if (len < 0)
 		return NULL;
-	if (memchr(utf8, '\0', (size_t)len) != NULL) {
+	/* an empty CN is no name: the identity falls back to the certificate hash */
+	if (len == 0 || memchr(utf8, '\0', (size_t)len) != NULL) {
 		OPENSSL_free(utf8);
 		return NULL;
 	}

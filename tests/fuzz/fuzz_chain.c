@@ -1,0 +1,117 @@
+/*
+ * libFuzzer target: mtls_verify_chain_pem(), i.e. PEM parsing of a peer's chain, chain
+ * verification against a fixed CA, CRLs with a grace period, the strength and EKU checks,
+ * the allow rules and the messages that explain a refusal (lib/context.c, lib/verify.c).
+ *
+ * Two endpoints are configured once from fuzz_certs.h (made by gen-seeds.sh): a server that
+ * verifies client chains against the CA and both CRLs at a fixed time when the CRLs are
+ * within their grace period, and a client that verifies server chains by name. Each input
+ * is given to both. Low bits of the size pick the expected URI and server name, so that
+ * both sides of those checks are reached.
+ *
+ * A refused chain must leave no warning (mtls_conn_warning()), not even the previous
+ * call's: the warning is about accepted chains only (repro/fuzz_chain/).
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_certs.h"
+#include "mtls.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define check(cond) ((cond) ? (void)0 : fail(#cond, __LINE__))
+
+__attribute__((noreturn)) static void fail(const char *what, int line)
+{
+	fprintf(stderr, "fuzz_chain.c:%d: invariant failed: %s\n", line, what);
+	abort();
+}
+
+static struct mtls *server, *client;
+
+static void mem(int (*set)(struct mtls_config *, const uint8_t *, size_t), struct mtls_config *c,
+		const char *pem)
+{
+	check(set(c, (const uint8_t *)pem, strlen(pem)) == 0);
+}
+
+static struct mtls *endpoint(bool is_server)
+{
+	struct mtls_config *c = mtls_config_new();
+	struct mtls *e = is_server ? mtls_server_new() : mtls_client_new();
+
+	check(c != NULL && e != NULL);
+	mem(mtls_config_set_ca_mem, c, fuzz_ca_pem);
+	check(mtls_config_set_verify_time(c, FUZZ_VERIFY_TIME) == 0);
+	if (is_server) {
+		mem(mtls_config_add_crl_mem, c, fuzz_root_crl_pem);
+		mem(mtls_config_add_crl_mem, c, fuzz_int_crl_pem);
+		check(mtls_config_set_crl_check_chain(c, 1) == 0);
+		check(mtls_config_set_crl_grace(c, 60 * 86400) == 0);
+		check(mtls_config_allow_uri(c, "spiffe://example.org/ns/*/sa/api") == 0);
+		check(mtls_config_allow_dns(c, "*.example.org") == 0);
+		check(mtls_config_allow_cn(c, "legacy-client") == 0);
+	}
+	if (mtls_configure(e, c) != 0) {
+		fprintf(stderr, "fuzz_chain: cannot configure: %s\n", mtls_error(e));
+		abort();
+	}
+	mtls_config_free(c);
+	return e;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	server = endpoint(true);
+	client = endpoint(false);
+	return 0;
+}
+
+static void verify(struct mtls *e, const uint8_t *data, size_t size, const char *name,
+		   const char *uri)
+{
+	int rc = mtls_verify_chain_pem(e, data, size, name, uri);
+	const struct mtls_peer *p = mtls_verified_peer(e);
+
+	if (rc == 0) {
+		check(p != NULL);
+		check(mtls_error_reason(e) == MTLS_REASON_NONE);
+		check(mtls_peer_identity(p) != NULL);
+		/* the server has allow rules, so one of them admitted the peer */
+		if (e == server)
+			check(mtls_peer_matched_rule(p) != NULL);
+		if (uri != NULL) {
+			bool found = false;
+
+			for (size_t i = 0; i < mtls_peer_uri_count(p); i++)
+				found |= strcmp(mtls_peer_uri(p, i), uri) == 0;
+			check(found);
+		}
+	} else {
+		check(rc == -1);
+		check(p == NULL);
+		check(mtls_error_reason(e) != MTLS_REASON_NONE);
+		check(mtls_error(e)[0] != '\0');
+		check(mtls_error_category(e) != MTLS_CATEGORY_NONE);
+		check(mtls_conn_warning(e) == NULL);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const names[] = {"svc.example.org", "127.0.0.1", "other.example.org",
+					    "::1"};
+
+	if (size > 64 * 1024)
+		return 0;
+	verify(server, data, size, NULL, size & 1 ? "spiffe://example.org/ns/prod/sa/api" : NULL);
+	verify(client, data, size, names[size & 3], NULL);
+	return 0;
+}

@@ -1,0 +1,208 @@
+/*
+ * libFuzzer target: the allow-rule matchers and the pin parser (lib/policy.c).
+ *
+ * URI and DNS SANs come from the peer's certificate, so policy_uri_match() and
+ * policy_dns_match() see attacker-chosen strings; pins come from configuration. The input
+ * is "A\nB": A and B are tried as pattern and value both ways round, and as pins.
+ *
+ * Besides memory safety, it checks properties that follow from the documented rules:
+ *   - URI: a pattern with no "*" path segment matches exactly the URIs equal to it, except
+ *     that scheme://authority compares case-insensitively; a match never changes the number
+ *     of path segments; any string with a non-empty scheme before "://" matches itself.
+ *   - DNS: a pattern that is not "*.<rest>" matches exactly the names equal to it ignoring
+ *     case and one trailing dot; "*.<rest>" stands for exactly one non-empty label.
+ *   - pins: any 32 bytes written as hex (either case, colons or not) or base64 parse back,
+ *     and only the canonical forms parse: 64 hex digits, 32 pairs joined by single colons,
+ *     or the base64 that encodes exactly the bytes parsed (repro/fuzz_policy/).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* An invariant: on failure, say which one and abort so that libFuzzer keeps the input. */
+#define check(cond) ((cond) ? (void)0 : fail(#cond, __LINE__))
+
+__attribute__((noreturn)) static void fail(const char *what, int line)
+{
+	fprintf(stderr, "fuzz_policy.c:%d: invariant failed: %s\n", line, what);
+	abort();
+}
+
+/* Length of "scheme://authority", as the URI rules define it; 0 if there is no scheme. */
+static size_t ref_authority(const char *s)
+{
+	const char *sep = strstr(s, "://");
+	const char *slash;
+
+	if (sep == NULL || sep == s)
+		return 0;
+	slash = strchr(sep + 3, '/');
+	return slash != NULL ? (size_t)(slash - s) : strlen(s);
+}
+
+static bool has_star_segment(const char *path)
+{
+	for (const char *p = path; (p = strchr(p, '/')) != NULL;) {
+		p++;
+		if (p[0] == '*' && (p[1] == '/' || p[1] == '\0'))
+			return true;
+	}
+	return false;
+}
+
+static size_t count_char(const char *s, size_t len, char c)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += s[i] == c;
+	return n;
+}
+
+static void check_uri(const char *pattern, const char *uri)
+{
+	bool m = policy_uri_match(pattern, uri);
+	size_t pa = ref_authority(pattern), ua = ref_authority(uri);
+
+	if (!has_star_segment(pattern + pa)) {
+		bool want = pa > 0 && pa == ua && strncasecmp(pattern, uri, pa) == 0 &&
+			    strcmp(pattern + pa, uri + pa) == 0;
+		check(m == want);
+	}
+	if (m) {
+		check(pa > 0 && pa == ua);
+		check(count_char(pattern + pa, strlen(pattern + pa), '/') ==
+		      count_char(uri + ua, strlen(uri + ua), '/'));
+	}
+}
+
+/* Length without one trailing dot. */
+static size_t dns_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && s[n - 1] == '.' ? n - 1 : n;
+}
+
+static void check_dns(const char *pattern, const char *name)
+{
+	bool m = policy_dns_match(pattern, name);
+	size_t plen = dns_len(pattern), nlen = dns_len(name);
+	bool wildcard = plen > 2 && pattern[0] == '*' && pattern[1] == '.';
+
+	if (pattern[0] == '\0' || name[0] == '\0') {
+		check(!m);
+		return;
+	}
+	if (!wildcard) {
+		check(m == (plen == nlen && strncasecmp(pattern, name, plen) == 0));
+		return;
+	}
+	if (m) {
+		const char *dot = memchr(name, '.', nlen);
+
+		/* one whole label, not itself a wildcard, then the pattern's suffix */
+		check(dot != NULL && dot != name && name[0] != '*');
+		check(count_char(name, nlen, '.') == count_char(pattern, plen, '.'));
+		check((size_t)(name + nlen - dot) == plen - 1);
+	}
+}
+
+/* A text that parses is the canonical form of what it parsed to. */
+static void check_pin(const char *text)
+{
+	static const char lower[] = "0123456789abcdef";
+	size_t len = strlen(text);
+	unsigned char b64[45];
+	char want[96];
+	uint8_t out[32];
+
+	if (policy_parse_pin(text, out) != 0)
+		return;
+	if (len == 64 || len == 95) {
+		size_t step = len == 64 ? 2 : 3;
+
+		for (size_t n = 0; n < 32; n++) {
+			want[n * step] = lower[out[n] >> 4];
+			want[n * step + 1] = lower[out[n] & 0xf];
+			if (step == 3)
+				want[n * step + 2] = ':';
+		}
+		want[len] = '\0';
+		check(strcasecmp(want, text) == 0);
+	} else {
+		check(len == 44);
+		check(EVP_EncodeBlock(b64, out, 32) == 44 && strcmp((char *)b64, text) == 0);
+	}
+}
+
+static void check_pin_roundtrip(const uint8_t raw[32])
+{
+	static const char lower[] = "0123456789abcdef", upper[] = "0123456789ABCDEF";
+	char hex[65], hexup[65], colons[96];
+	unsigned char b64[45];
+	uint8_t out[32];
+
+	for (size_t i = 0; i < 32; i++) {
+		hex[2 * i] = lower[raw[i] >> 4];
+		hex[2 * i + 1] = lower[raw[i] & 0xf];
+		hexup[2 * i] = upper[raw[i] >> 4];
+		hexup[2 * i + 1] = upper[raw[i] & 0xf];
+		colons[3 * i] = hexup[2 * i];
+		colons[3 * i + 1] = hexup[2 * i + 1];
+		colons[3 * i + 2] = ':';
+	}
+	hex[64] = hexup[64] = '\0';
+	colons[95] = '\0';
+	check(EVP_EncodeBlock(b64, raw, 32) == 44);
+
+	check(policy_parse_pin(hex, out) == 0 && memcmp(out, raw, 32) == 0);
+	check(policy_parse_pin(hexup, out) == 0 && memcmp(out, raw, 32) == 0);
+	check(policy_parse_pin(colons, out) == 0 && memcmp(out, raw, 32) == 0);
+	check(policy_parse_pin((const char *)b64, out) == 0 && memcmp(out, raw, 32) == 0);
+	hex[63] = '\0'; /* 31.5 bytes */
+	check(policy_parse_pin(hex, out) != 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *buf = malloc(size + 1);
+	char *a, *b, *nl;
+
+	if (buf == NULL)
+		return 0;
+	memcpy(buf, data, size);
+	buf[size] = '\0';
+	a = buf;
+	nl = strchr(buf, '\n');
+	if (nl != NULL) {
+		*nl = '\0';
+		b = nl + 1;
+	} else {
+		b = buf + size; /* "" */
+	}
+
+	check_uri(a, b);
+	check_uri(b, a);
+	check_uri(a, a);
+	check(policy_uri_match(a, a) == (ref_authority(a) > 0));
+	check_dns(a, b);
+	check_dns(b, a);
+	check_dns(a, a);
+
+	check_pin(a);
+	check_pin(b);
+	if (size >= 32)
+		check_pin_roundtrip(data);
+
+	free(buf);
+	return 0;
+}
