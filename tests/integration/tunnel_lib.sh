@@ -27,7 +27,7 @@ start_backend() {
 
 # _daemon_port LOG EVENT : the port in the "address" of the first EVENT line.
 _daemon_port() {
-	grep -F "\"event\":\"$2\"" "$1" | head -n 1 |
+	{ grep -F "\"event\":\"$2\"" "$1" || true; } | head -n 1 |
 		sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'
 }
 
