@@ -51,7 +51,8 @@ static void print_tlvs(const unsigned char *p, size_t len)
 		}
 		if (type == 0x20 && vlen >= 5) { /* PP2_TYPE_SSL: client, verify, sub-TLVs */
 			printf(" ssl_client=%u ssl_verify=%u", p[3],
-			       (unsigned)p[4] << 24 | (unsigned)p[5] << 16 | (unsigned)p[6] << 8 | p[7]);
+			       (unsigned)p[4] << 24 | (unsigned)p[5] << 16 | (unsigned)p[6] << 8 |
+				       p[7]);
 			print_tlvs(p + 8, vlen - 5);
 		} else if (type == 0x21) {
 			printf(" tls=%.*s", (int)vlen, (const char *)p + 3);
