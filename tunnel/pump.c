@@ -55,6 +55,7 @@ struct conn {
 	bool tls_eof, plain_eof;   /* no more input from that side */
 	bool plain_shut, tls_shut; /* we ended our output to that side */
 	uint64_t bytes_to_target, bytes_from_target;
+	size_t header_left; /* PROXY header bytes still to send: not the client's traffic */
 	char identity[256];
 };
 
@@ -194,9 +195,13 @@ static bool pump(struct conn *c)
 			r = send(c->plain_fd, c->to_plain.data + c->to_plain.start, n,
 				 MSG_NOSIGNAL);
 			if (r > 0) {
+				size_t header =
+					(size_t)r < c->header_left ? (size_t)r : c->header_left;
+
 				buf_consume(&c->to_plain, (size_t)r);
+				c->header_left -= header;
 				if (is_server(c))
-					c->bytes_to_target += (uint64_t)r;
+					c->bytes_to_target += (uint64_t)r - header;
 				else
 					c->bytes_from_target += (uint64_t)r;
 				progress = true;
@@ -380,6 +385,7 @@ static void send_proxy_header(struct conn *c)
 			    (const struct sockaddr *)&c->local_sa, mtls_conn_version(c->tls),
 			    mtls_peer_common_name(peer), mtls_peer_identity(peer));
 	c->to_plain.end += n;
+	c->header_left = n;
 }
 
 /* The outbound TCP connection (target or server) finished connecting, or failed. */
