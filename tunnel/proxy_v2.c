@@ -15,6 +15,7 @@ static const uint8_t signature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
 #define PP2_SUBTYPE_SSL_CN	0x22
 #define PP2_CLIENT_SSL		0x01
 #define PP2_CLIENT_CERT_CONN	0x02
+#define PP2_CLIENT_CERT_SESS	0x04
 
 /* Append a TLV; returns the new position or 0 if it does not fit. */
 static size_t tlv(uint8_t *buf, size_t pos, size_t cap, uint8_t type, const void *value, size_t len)
@@ -30,7 +31,7 @@ static size_t tlv(uint8_t *buf, size_t pos, size_t cap, uint8_t type, const void
 
 size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		       const struct sockaddr *dst, const char *tls_version, const char *cn,
-		       const char *identity)
+		       const char *identity, int resumed)
 {
 	size_t pos = 16, ssl_start, ssl_len;
 	uint8_t fam = 0x00;
@@ -68,7 +69,8 @@ size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		return 0;
 	buf[pos] = PP2_TYPE_SSL;
 	pos += 3;
-	buf[pos] = PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN;
+	/* a verified client certificate, on this connection or (resumed) on its session */
+	buf[pos] = PP2_CLIENT_SSL | PP2_CLIENT_CERT_SESS | (resumed ? 0 : PP2_CLIENT_CERT_CONN);
 	memset(buf + pos + 1, 0, 4);
 	pos += 5;
 	if (tls_version != NULL)

@@ -17,8 +17,10 @@
 
 /* Write the header into buf; returns its length, or 0 if it does not fit. src and dst of
  * different families (or unix sockets) are sent as UNSPEC (LOCAL addresses). */
+/* resumed: the certificate was presented on an earlier connection of the TLS session
+ * (PP2_CLIENT_CERT_SESS without PP2_CLIENT_CERT_CONN). */
 size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		       const struct sockaddr *dst, const char *tls_version, const char *cn,
-		       const char *identity);
+		       const char *identity, int resumed);
 
 #endif

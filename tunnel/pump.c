@@ -56,6 +56,7 @@ struct conn {
 	bool plain_shut, tls_shut; /* we ended our output to that side */
 	uint64_t bytes_to_target, bytes_from_target;
 	size_t header_left; /* PROXY header bytes still to send: not the client's traffic */
+	bool got_tls_data;  /* the TLS peer sent application data */
 	char identity[256];
 };
 
@@ -162,6 +163,25 @@ static int want_events(int rc)
 	return rc == MTLS_WANT_POLLOUT ? EV_WRITE : EV_READ;
 }
 
+/* In TLS 1.3 a client's handshake ends before the server has checked the client's
+ * certificate; a refusal arrives as an alert on the first read. Count and log it as the
+ * failed handshake it is, not as a closed connection. */
+static void refused_late(struct conn *c)
+{
+	struct metrics *m = &c->w->d->metrics;
+
+	if (is_server(c) || c->got_tls_data ||
+	    mtls_error_reason(c->tls) != MTLS_REASON_REJECTED_BY_PEER)
+		return;
+	atomic_fetch_sub(&m->handshakes_ok, 1);
+	if (mtls_conn_resumed(c->tls))
+		atomic_fetch_sub(&m->handshakes_resumed, 1);
+	metrics_handshake(m, MTLS_REASON_REJECTED_BY_PEER, false, 0);
+	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+	    LS("reason", "rejected_by_peer"), LS("category", "protocol"),
+	    LS("message", mtls_error(c->tls)));
+}
+
 /* Move bytes until nothing more can move without waiting. Returns false if the connection
  * was closed. */
 static bool pump(struct conn *c)
@@ -178,6 +198,7 @@ static bool pump(struct conn *c)
 		if (!c->tls_eof && (p = buf_space(&c->to_plain, &room)) != NULL) {
 			r = mtls_read(c->tls, p, room);
 			if (r > 0) {
+				c->got_tls_data = true;
 				c->to_plain.end += (size_t)r;
 				progress = true;
 			} else if (r == 0) {
@@ -186,6 +207,7 @@ static bool pump(struct conn *c)
 			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
 				c->tls_read_wants = want_events((int)r);
 			} else {
+				refused_late(c);
 				conn_free(c, mtls_reason_name(mtls_error_reason(c->tls)), LOG_INFO);
 				return false;
 			}
@@ -383,7 +405,8 @@ static void send_proxy_header(struct conn *c)
 		return;
 	n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
 			    (const struct sockaddr *)&c->local_sa, mtls_conn_version(c->tls),
-			    mtls_peer_common_name(peer), mtls_peer_identity(peer));
+			    mtls_peer_common_name(peer), mtls_peer_identity(peer),
+			    mtls_conn_resumed(c->tls));
 	c->to_plain.end += n;
 	c->header_left = n;
 }
