@@ -10,6 +10,8 @@ packages=(
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
+	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests
+	bc                                  # bench/ arithmetic
 )
 
 sudo=""
