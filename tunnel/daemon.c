@@ -234,6 +234,11 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 	if (address_parse(o->listen, &d->listen, err, len) != 0 ||
 	    address_parse(o->target, &d->target, err, len) != 0)
 		return -1;
+	if (o->metrics != NULL &&
+	    address_parse(o->metrics, &d->metrics_addr, err + 11, len - 11) != 0) {
+		memcpy(err, "--metrics: ", 11);
+		return -1;
+	}
 	if (o->role == TUNNEL_CONNECTOR && !address_is_local(&d->listen) &&
 	    !o->insecure_listen_remote) {
 		snprintf(err, len,
@@ -382,10 +387,7 @@ int tunnel_run(const struct tunnel_options *o)
 		goto out;
 	}
 	if (o->metrics != NULL) {
-		struct address ma;
-
-		if (address_parse(o->metrics, &ma, err, sizeof(err)) != 0 ||
-		    (metrics_fd = address_listen(&ma, false, err, sizeof(err))) < 0) {
+		if ((metrics_fd = address_listen(&d.metrics_addr, false, err, sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
 		}

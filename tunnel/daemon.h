@@ -35,6 +35,7 @@ struct daemon {
 	const struct tunnel_options *o;
 	struct address listen;
 	struct address target;
+	struct address metrics_addr;
 	const char *server_name; /* connector: the name the server's certificate must carry */
 	struct mtls *endpoint;	 /* server or client endpoint, shared by all workers */
 	struct metrics metrics;

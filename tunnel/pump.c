@@ -294,6 +294,11 @@ static bool pump(struct conn *c)
 		}
 	} while (progress);
 
+	/* an idle connection holds no buffer */
+	if (buf_used(&c->to_plain) == 0)
+		buf_release(&c->to_plain);
+	if (buf_used(&c->to_tls) == 0)
+		buf_release(&c->to_tls);
 	if (c->tls_eof && c->plain_eof && c->tls_shut && c->plain_shut &&
 	    buf_used(&c->to_plain) == 0 && buf_used(&c->to_tls) == 0) {
 		conn_free(c, "closed", LOG_INFO);
@@ -424,7 +429,8 @@ static void connected(struct conn *c)
 	if (err != 0) {
 		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
 		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
-		    LN("conn", c->id), LS("peer", c->peer), LS("message", strerror(err)));
+		    LN("conn", c->id), LS("peer", c->peer), LS("identity", c->identity),
+		    LS("message", strerror(err)));
 		conn_free(c, "connect_failed", LOG_INFO);
 		return;
 	}
@@ -483,7 +489,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 	case PHASE_CONNECT:
 		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
 		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
-		    LN("conn", c->id), LS("peer", c->peer), LS("message", "connect timed out"));
+		    LN("conn", c->id), LS("peer", c->peer), LS("identity", c->identity),
+		    LS("message", "connect timed out"));
 		conn_free(c, "connect_timeout", LOG_INFO);
 		break;
 	case PHASE_PUMP: conn_free(c, "idle_timeout", LOG_INFO); break;

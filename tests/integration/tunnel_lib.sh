@@ -61,7 +61,7 @@ start_tunnel_connector() {
 
 # metric PORT SERIES : e.g. metric 9100 'mtls_handshakes_total{result="ok"}'
 metric() {
-	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | { grep -F "$2 " || true; } |
+	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | { grep -v '^#' | grep -F "$2 " || true; } |
 		head -n 1 | awk '{print $NF}'
 }
 
