@@ -71,8 +71,10 @@ static void serve(struct mtls *server, int fd)
 	       mtls_conn_cipher(conn), mtls_conn_resumed(conn) ? ", resumed" : "");
 	fflush(stdout);
 	while ((n = mtls_read_wait(conn, buf, sizeof(buf), 30000)) > 0)
-		if (mtls_write_all(conn, buf, (size_t)n, 30000) != 0)
+		if (mtls_write_all(conn, buf, (size_t)n, 30000) != 0) {
+			n = -1; /* the reason is on conn, as for a failed read */
 			break;
+		}
 	if (n < 0)
 		printf("connection ended: %s: %s\n", mtls_reason_name(mtls_error_reason(conn)),
 		       mtls_error(conn));

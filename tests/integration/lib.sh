@@ -104,7 +104,9 @@ run() {
 
 # first_line TEXT
 first_line() {
-	printf '%s\n' "$1" | head -n 1
+	# no pipe: "printf | head" can die of SIGPIPE once head has its line, and with
+	# pipefail that ends the script without a word
+	printf '%s\n' "${1%%$'\n'*}"
 }
 
 # has_line TEXT PREFIX : does a line of TEXT start with PREFIX (a literal string)?
@@ -231,7 +233,7 @@ start_echo_server() {
 		cat -- "$log" >&2
 		exit 1
 	fi
-	ES_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" | head -n 1)
+	ES_PORT=$(sed -n '/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/{s//\1/p;q}' "$log")
 	[ "$ES_PORT" -gt 0 ] || {
 		echo "echo-server printed no port: $(cat -- "$log")" >&2
 		exit 1
@@ -250,7 +252,7 @@ start_s_server() {
 		cat -- "$log" >&2
 		exit 1
 	fi
-	SS_PORT=$(sed -n 's/^ACCEPT .*:\([0-9][0-9]*\)$/\1/p' "$log" | head -n 1)
+	SS_PORT=$(sed -n '/^ACCEPT .*:\([0-9][0-9]*\)$/{s//\1/p;q}' "$log")
 	if [ -z "$SS_PORT" ] || [ "$SS_PORT" -eq 0 ]; then
 		echo "openssl s_server did not report the port it bound: $(cat -- "$log")" >&2
 		exit 1

@@ -224,7 +224,7 @@ leaf_checks() {
 	[ "$(ext "$f" extendedKeyUsage)" = "$eku" ] || p+=("${f##*/}: extendedKeyUsage '$(ext "$f" extendedKeyUsage)', expected '$eku'")
 	[ "$(ext "$f" subjectAltName)" = "$san" ] || p+=("${f##*/}: subjectAltName '$(ext "$f" subjectAltName)', expected '$san'")
 	[ "$(ext "$f" basicConstraints)" = "CA:FALSE" ] || p+=("${f##*/}: basicConstraints is not CA:FALSE")
-	x509 "$f" -ext basicConstraints | grep -q 'Basic Constraints: critical' || p+=("${f##*/}: basicConstraints not critical")
+	x509 "$f" -ext basicConstraints | grep -c 'Basic Constraints: critical' >/dev/null || p+=("${f##*/}: basicConstraints not critical")
 	[ "$(ext "$f" keyUsage)" = "Digital Signature" ] || p+=("${f##*/}: keyUsage '$(ext "$f" keyUsage)', expected Digital Signature")
 	[[ $(ext "$f" subjectKeyIdentifier) =~ ^([0-9A-F]{2}:){19}[0-9A-F]{2}$ ]] || p+=("${f##*/}: no subjectKeyIdentifier")
 	[ -n "$int_ski" ] && [ "$(ext "$f" authorityKeyIdentifier)" = "$int_ski" ] ||
@@ -344,7 +344,7 @@ run "$MTLS" verify --ca "$D/root.pem" --crl "$D/crl.pem" "$W/C-chain.pem"
 [ "$RC" = 1 ] && [[ $(first_line "$OUT") == "refused: revoked:"* ]] || p+=("mtls verify --crl: expected 'refused: revoked:'" "$OUT")
 crl_text=$(openssl crl -in "$D/crl.pem" -noout -text 2>/dev/null || true)
 grep -q "Serial Number: $C_SERIAL" <<<"$crl_text" || p+=("the CRL does not list $C_SERIAL")
-grep -A4 "Serial Number: $C_SERIAL" <<<"$crl_text" | grep -q "Key Compromise" || p+=("the CRL entry has no reason Key Compromise")
+grep -A4 "Serial Number: $C_SERIAL" <<<"$crl_text" | grep -c "Key Compromise" >/dev/null || p+=("the CRL entry has no reason Key Compromise")
 report "openssl -crl_check: revoked (error 23); mtls verify --crl: revoked" "${p[@]+"${p[@]}"}"
 
 p=()
@@ -400,7 +400,7 @@ else
 	count_d 1
 	[ "$RC" != 0 ] || D_REVOKED=$((D_REVOKED + 1))
 	ca list --dir "$D" --revoked
-	printf '%s\n' "$OUT" | grep -q " revoked .* URI:$ZU\$" || p+=("$ZU is not listed as revoked")
+	printf '%s\n' "$OUT" | grep -c " revoked .* URI:$ZU\$" >/dev/null || p+=("$ZU is not listed as revoked")
 	out=$("${OV[@]}" -crl_check -CRLfile "$D/crl.pem" "$ZF" 2>&1) && p+=("openssl still accepts $ZS with the new CRL")
 fi
 report "revoke --serial of a serial with a leading 0 digit, as list and as openssl print it" "${p[@]+"${p[@]}"}"
@@ -456,7 +456,7 @@ ca issue --dir "$E" --profile client --uri spiffe://example.org/dp --out "$W/E1"
 [ "$RC" = 0 ] || p+=("issue: exit $RC")
 [ "$(ext "$W/E1.pem" crlDistributionPoints)" = "Full Name:|URI:$URL" ] || p+=("CRL DP of the certificate: '$(ext "$W/E1.pem" crlDistributionPoints)'")
 crl_text=$(openssl crl -in "$E/crl.pem" -noout -text 2>/dev/null || true)
-grep -A2 'Issuing Distribution Point' <<<"$crl_text" | grep -q "URI:$URL" || p+=("the CRL has no Issuing Distribution Point URI:$URL")
+grep -A2 'Issuing Distribution Point' <<<"$crl_text" | grep -c "URI:$URL" >/dev/null || p+=("the CRL has no Issuing Distribution Point URI:$URL")
 report "--crl-url: certificates carry the CRL DP, the CRL a matching IDP" "${p[@]+"${p[@]}"}"
 
 p=()
@@ -636,7 +636,7 @@ p=()
 for k in "$F/intermediate.key" "$W/enc-offline/root.key"; do
 	[ "$(head -n 1 -- "$k" 2>/dev/null)" = "-----BEGIN ENCRYPTED PRIVATE KEY-----" ] || p+=("${k#"$W"/} is not an encrypted PKCS#8 key")
 	[ "$(mode "$k")" = 600 ] || p+=("${k#"$W"/} mode $(mode "$k")")
-	openssl asn1parse -in "$k" 2>/dev/null | grep -Eq 'OBJECT +:(id-)?scrypt$' || p+=("${k#"$W"/} is not encrypted with scrypt")
+	openssl asn1parse -in "$k" 2>/dev/null | grep -cE 'OBJECT +:(id-)?scrypt$' >/dev/null || p+=("${k#"$W"/} is not encrypted with scrypt")
 	openssl pkey -in "$k" -passin "file:$W/pass" -noout 2>/dev/null || p+=("openssl cannot decrypt ${k#"$W"/} with the passphrase")
 done
 [ ! -e "$F/root.key" ] || p+=("root.key written into the CA directory")
@@ -814,7 +814,7 @@ echo "# inspect and export"
 
 p=()
 ca inspect "$W/S.pem"
-[ "$RC" = 0 ] && has_line "$OUT" "certificate CN=localhost" && [ "$(norm "$(sed -n 's/^  serial: *//p' <<<"$OUT" | head -n 1)")" = "$(norm "$(serial_of "$W/S.pem")")" ] ||
+[ "$RC" = 0 ] && has_line "$OUT" "certificate CN=localhost" && [ "$(norm "$(sed -n '/^  serial: */{s///p;q}' <<<"$OUT")")" = "$(norm "$(serial_of "$W/S.pem")")" ] ||
 	p+=("certificate: exit $RC, no 'certificate CN=localhost' and serial line")
 [[ $OUT == *"DNS:localhost"* ]] || p+=("certificate: SAN not shown")
 ca inspect "$W/S-chain.pem"

@@ -125,8 +125,8 @@ start_stunnel() {
 		cat -- "$conf" "$ST_LOG" >&2
 		exit 1
 	fi
-	ST_PORT=$(sed -n "s/.*Service \\[$name\\].* bound to 127\\.0\\.0\\.1:\\([0-9][0-9]*\\).*/\\1/p" \
-		"$ST_LOG" | head -n 1)
+	ST_PORT=$(sed -n "/.*Service \\[$name\\].* bound to 127\\.0\\.0\\.1:\\([0-9][0-9]*\\).*/{s//\\1/p;q}" \
+		"$ST_LOG")
 }
 
 # report NAME PROBLEMS... -- DETAILS... : pass if there is no problem, else fail with them.
@@ -463,7 +463,7 @@ s_client_line "127.0.0.1:$SRV_PROXY_PORT" "first of the session" "$TMP/sc-proxy-
 s_client_line "127.0.0.1:$SRV_PROXY_PORT" "resumed session" "$TMP/sc-proxy-2.log" -tls1_3 \
 	-sess_in "$TMP/session.pem" "${GOOD_CLIENT[@]}"
 flags_resumed=
-if grep -F '"event":"conn_open"' "$SRV_PROXY_LOG" | tail -n 1 | grep -qF '"resumed":1'; then
+if grep -F '"event":"conn_open"' "$SRV_PROXY_LOG" | tail -n 1 | grep -cF '"resumed":1' >/dev/null; then
 	proxy_check "PROXY v2 header on a resumed TLS 1.3 session, then the echo" TLSv1.3 \
 		"${SC_PROBLEMS[@]+"${SC_PROBLEMS[@]}"}"
 	flags_resumed=$FLAGS
@@ -628,7 +628,7 @@ start_stunnel client12 "client = yes" "connect = 127.0.0.1:$SRV_ECHO_PORT" \
 	"verifyChain = yes" "checkHost = server.test" "sslVersionMax = TLSv1.2"
 halfclose_echo "$ST_PORT"
 p=("${HC_PROBLEMS[@]+"${HC_PROBLEMS[@]}"}")
-grep -F '"event":"conn_open"' "$SRV_ECHO_LOG" | tail -n 1 | grep -qF '"tls":"TLSv1.2"' ||
+grep -F '"event":"conn_open"' "$SRV_ECHO_LOG" | tail -n 1 | grep -cF '"tls":"TLSv1.2"' >/dev/null ||
 	p+=("the server's last connection was not TLS 1.2")
 report "TLS 1.2: 8 MiB echoed byte-identical after the app's half-close (stunnel)" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 3 -- "$SRV_ECHO_LOG")" "stunnel log:" \

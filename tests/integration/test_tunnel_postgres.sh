@@ -123,7 +123,7 @@ wait_count() {
 
 # json_field LINE NAME : a string or number field of one JSON log line.
 json_field() {
-	printf '%s\n' "$1" | sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" | head -n 1
+	sed -n "/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/{s//\\1/p;q}" <<<"$1"
 }
 
 # ------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ LAST_CMD="pgbench -c 4 -j 2 -T 5"
 run pgbench -c 4 -j 2 -T 5 -h 127.0.0.1 -p "$APP_PORT" -U postgres postgres
 processed=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$OUT")
 failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$OUT")
-TPS=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$OUT" | head -n 1)
+TPS=$(sed -n '/^tps = \([0-9.]*\) .*/{s//\1/p;q}' <<<"$OUT")
 [ "$RC" = 0 ] || p+=("pgbench exit status $RC, expected 0")
 [ "$(num "$processed")" -gt 0 ] || p+=("no 'number of transactions actually processed: N' with N > 0")
 [ -z "$failed" ] || [ "$failed" = 0 ] || p+=("$failed failed transactions")
@@ -432,7 +432,7 @@ kill -0 "$APP_PID" 2>/dev/null || p+=("the application's connector died")
 stop_bg "$PG_PID"
 grep -q 'database system is shut down' "$PG_LOG" || p+=("PostgreSQL did not shut down cleanly")
 if grep -Eq '(PANIC|FATAL):' "$PG_LOG"; then
-	p+=("PostgreSQL logged:" "$(grep -E '(PANIC|FATAL):' "$PG_LOG" | head -n 5)")
+	p+=("PostgreSQL logged:" "$(grep -m5 -E '(PANIC|FATAL):' "$PG_LOG" || true)")
 fi
 LAST_CMD="" RC="" OUT="" ERR=""
 report "daemons alive at the end; PostgreSQL logged no FATAL/PANIC and shut down cleanly" \

@@ -22,12 +22,12 @@ start_backend() {
 		echo "backend did not start: $(cat -- "$log")" >&2
 		exit 1
 	}
-	BE_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$log" | head -n 1)
+	BE_PORT=$(sed -n '/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/{s//\1/p;q}' "$log")
 }
 
 # _daemon_port LOG EVENT : the port in the "address" of the first EVENT line.
 _daemon_port() {
-	{ grep -F "\"event\":\"$2\"" "$1" || true; } | head -n 1 |
+	{ grep -m1 -F "\"event\":\"$2\"" "$1" || true; } |
 		sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'
 }
 
@@ -61,8 +61,9 @@ start_tunnel_connector() {
 
 # metric PORT SERIES : e.g. metric 9100 'mtls_handshakes_total{result="ok"}'
 metric() {
-	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" | { grep -v '^#' | grep -F "$2 " || true; } |
-		head -n 1 | awk '{print $NF}'
+	# awk reads everything: no reader leaves early, so no writer dies of SIGPIPE
+	curl -s --max-time 5 "http://127.0.0.1:$1/metrics" |
+		awk -v s="$2 " '!done && index($0, s) == 1 { print $NF; done = 1 }' || true
 }
 
 log_count() {
