@@ -40,29 +40,10 @@ const char *authority_actor(void)
 	return actor;
 }
 
-static char *cert_pem(X509 *cert, size_t *len)
-{
-	BIO *bio = BIO_new(BIO_s_mem());
-	char *data, *out = NULL;
-	long n;
-
-	if (bio != NULL && PEM_write_bio_X509(bio, cert)) {
-		n = BIO_get_mem_data(bio, &data);
-		out = malloc((size_t)n + 1);
-		if (out != NULL) {
-			memcpy(out, data, (size_t)n);
-			out[n] = '\0';
-			*len = (size_t)n;
-		}
-	}
-	BIO_free(bio);
-	return out;
-}
-
 static int write_cert(const char *path, X509 *cert, char *err, size_t err_len)
 {
 	size_t len = 0;
-	char *pem = cert_pem(cert, &len);
+	char *pem = issue_cert_pem(cert, &len);
 	int rc;
 
 	if (pem == NULL) {

@@ -527,3 +527,22 @@ time_t issue_time(const ASN1_TIME *t)
 		return 0;
 	return timegm(&tm);
 }
+
+char *issue_cert_pem(X509 *cert, size_t *len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (bio != NULL && PEM_write_bio_X509(bio, cert)) {
+		n = BIO_get_mem_data(bio, &data);
+		out = malloc((size_t)n + 1);
+		if (out != NULL) {
+			memcpy(out, data, (size_t)n);
+			out[n] = '\0';
+			*len = (size_t)n;
+		}
+	}
+	BIO_free(bio);
+	return out;
+}

@@ -61,5 +61,7 @@ void issue_serial_hex(X509 *cert, char *out, size_t len);
 void issue_spki_sha256(X509 *cert, char out[65]);
 void issue_subject(X509 *cert, char *out, size_t len);
 time_t issue_time(const ASN1_TIME *t);
+/* The certificate as PEM, NUL-terminated (caller frees); NULL on failure. */
+char *issue_cert_pem(X509 *cert, size_t *len);
 
 #endif

@@ -22,7 +22,9 @@ static const struct opt inspect_table[] = {
 	OPT_END,
 };
 
-static void summary(X509 *cert)
+static const unsigned long name_flags = XN_FLAG_RFC2253;
+
+static int show_cert(BIO *out, X509 *cert)
 {
 	char serial[64], spki[65], subject[512];
 
@@ -30,6 +32,35 @@ static void summary(X509 *cert)
 	issue_spki_sha256(cert, spki);
 	issue_subject(cert, subject, sizeof(subject));
 	printf("certificate %s\n  serial:      %s\n  spki sha256: %s\n", subject, serial, spki);
+	fflush(stdout);
+	X509_print_ex(out, cert, name_flags, X509_FLAG_NO_SIGDUMP | X509_FLAG_NO_PUBKEY);
+	return 1;
+}
+
+/* Shows and frees req; 0 if there is none. */
+static int show_req(BIO *out, X509_REQ *req)
+{
+	EVP_PKEY *key;
+
+	if (req == NULL)
+		return 0;
+	key = X509_REQ_get0_pubkey(req);
+	printf("certificate request, signature %s\n",
+	       key != NULL && X509_REQ_verify(req, key) == 1 ? "valid" : "INVALID");
+	fflush(stdout);
+	X509_REQ_print_ex(out, req, name_flags, X509_FLAG_NO_SIGDUMP);
+	X509_REQ_free(req);
+	return 1;
+}
+
+/* Shows and frees crl; 0 if there is none. */
+static int show_crl(BIO *out, X509_CRL *crl)
+{
+	if (crl == NULL)
+		return 0;
+	X509_CRL_print_ex(out, crl, name_flags);
+	X509_CRL_free(crl);
+	return 1;
 }
 
 int cmd_ca_inspect(int argc, char **argv)
@@ -37,7 +68,6 @@ int cmd_ca_inspect(int argc, char **argv)
 	struct inspect_opts o = {0};
 	struct options_state st = {0};
 	BIO *in = NULL, *out = BIO_new_fp(stdout, BIO_NOCLOSE);
-	unsigned long flags = XN_FLAG_RFC2253;
 	char err[512] = "", *data = NULL;
 	size_t len = 0;
 	int shown = 0;
@@ -60,67 +90,28 @@ int cmd_ca_inspect(int argc, char **argv)
 		goto out;
 	}
 	in = BIO_new_mem_buf(data, (int)len);
-	for (X509 *x; (x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL; X509_free(x)) {
-		summary(x);
-		X509_print_ex(out, x, flags, X509_FLAG_NO_SIGDUMP | X509_FLAG_NO_PUBKEY);
-		shown++;
-	}
-	if (!shown) {
-		BIO_reset(in);
-		X509_REQ *req = PEM_read_bio_X509_REQ(in, NULL, NULL, NULL);
-		if (req != NULL) {
-			EVP_PKEY *key = X509_REQ_get0_pubkey(req);
-
-			printf("certificate request, signature %s\n",
-			       key != NULL && X509_REQ_verify(req, key) == 1 ? "valid" : "INVALID");
-			X509_REQ_print_ex(out, req, flags, X509_FLAG_NO_SIGDUMP);
-			X509_REQ_free(req);
-			shown++;
-		}
-	}
-	if (!shown) {
-		BIO_reset(in);
-		X509_CRL *crl = PEM_read_bio_X509_CRL(in, NULL, NULL, NULL);
-		if (crl != NULL) {
-			X509_CRL_print_ex(out, crl, flags);
-			X509_CRL_free(crl);
-			shown++;
-		}
-	}
+	for (X509 *x; (x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL; X509_free(x))
+		shown += show_cert(out, x);
+	if (!shown && BIO_reset(in) >= 0)
+		shown = show_req(out, PEM_read_bio_X509_REQ(in, NULL, NULL, NULL));
+	if (!shown && BIO_reset(in) >= 0)
+		shown = show_crl(out, PEM_read_bio_X509_CRL(in, NULL, NULL, NULL));
 	if (!shown) {
 		const unsigned char *p = (const unsigned char *)data;
 		X509 *x = d2i_X509(NULL, &p, (long)len);
 
-		if (x != NULL) {
-			summary(x);
-			X509_print_ex(out, x, flags, X509_FLAG_NO_SIGDUMP | X509_FLAG_NO_PUBKEY);
-			X509_free(x);
-			shown++;
-		}
+		shown = x != NULL && show_cert(out, x);
+		X509_free(x);
 	}
 	if (!shown) {
 		const unsigned char *p = (const unsigned char *)data;
-		X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
 
-		if (req != NULL) {
-			EVP_PKEY *key = X509_REQ_get0_pubkey(req);
-
-			printf("certificate request, signature %s\n",
-			       key != NULL && X509_REQ_verify(req, key) == 1 ? "valid" : "INVALID");
-			X509_REQ_print_ex(out, req, flags, X509_FLAG_NO_SIGDUMP);
-			X509_REQ_free(req);
-			shown++;
-		}
+		shown = show_req(out, d2i_X509_REQ(NULL, &p, (long)len));
 	}
 	if (!shown) {
 		const unsigned char *p = (const unsigned char *)data;
-		X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
 
-		if (crl != NULL) {
-			X509_CRL_print_ex(out, crl, flags);
-			X509_CRL_free(crl);
-			shown++;
-		}
+		shown = show_crl(out, d2i_X509_CRL(NULL, &p, (long)len));
 	}
 	ERR_clear_error();
 	if (!shown) {

@@ -60,24 +60,6 @@ static const struct opt issue_table[] = {
 	OPT_END,
 };
 
-static char *pem_of(X509 *cert, size_t *len)
-{
-	BIO *bio = BIO_new(BIO_s_mem());
-	char *data, *out = NULL;
-	long n;
-
-	if (bio != NULL && PEM_write_bio_X509(bio, cert)) {
-		n = BIO_get_mem_data(bio, &data);
-		out = malloc((size_t)n + 1);
-		if (out != NULL) {
-			memcpy(out, data, (size_t)n);
-			*len = (size_t)n;
-		}
-	}
-	BIO_free(bio);
-	return out;
-}
-
 static int add_names(const struct issue_opts *o, struct issue_names *n, char *err, size_t len)
 {
 	for (size_t i = 0; i < o->dns.n; i++)
@@ -280,8 +262,8 @@ int cmd_ca_issue(int argc, char **argv)
 
 		cert = sign_and_record(ca, &spec, o.profile, &names, err, sizeof(err));
 	}
-	leaf = cert != NULL ? pem_of(cert, &leaf_len) : NULL;
-	inter = leaf != NULL ? pem_of(ca->issuer, &inter_len) : NULL;
+	leaf = cert != NULL ? issue_cert_pem(cert, &leaf_len) : NULL;
+	inter = leaf != NULL ? issue_cert_pem(ca->issuer, &inter_len) : NULL;
 	chain = inter != NULL ? malloc(leaf_len + inter_len) : NULL;
 	if (o.csr == NULL && chain != NULL)
 		keypem = keys_to_pem(key, NULL, &key_len);
