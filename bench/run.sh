@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# The comparison benchmark: mtls server against stunnel, HAProxy (mode tcp, verify
+# required), nginx (stream, ssl_verify_client on) and hitch (client-verify required), all
+# from Debian, in one run, with the same certificates (ECDSA P-256 from `mtls ca`), the same
+# suite (TLS 1.3, TLS_AES_128_GCM_SHA256) and one worker each. The terminator is pinned to
+# CPU 0; the load generator (bench/loadgen, plain OpenSSL) and the echo backend
+# (bench/echod) to CPU 1. Every loop is bounded in time.
+#
+#   bench/run.sh [BUILD_DIR]                       results in bench/results/latest.md
+#   RUNS=3 SECONDS_PER_RUN=5 IDLE=10000 TERMINATORS="mtls haproxy nginx stunnel hitch" bench/run.sh
+#
+# For each terminator: a negative check first (a client from another CA must be refused, so
+# a faster-because-broken result is caught), then full and resumed handshakes/s (new TCP +
+# mutual-TLS handshake + one 64-byte round trip), latency p50/p99/p999 and requests/s with 1
+# and 32 persistent connections, bulk MB/s, and KiB of terminator memory per idle connection.
+# Each figure is the median of RUNS runs; the terminator's CPU seconds per handshake and the
+# load generator's CPU use are shown beside each rate, so a saturated client is visible.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+bin=${1:-$top/build}
+RUNS=${RUNS:-3}
+SECS=${SECONDS_PER_RUN:-5}
+# 10,000 tunnelled connections need over 20,000 descriptors in the terminator (two per
+# connection); where the hard limit is 20,000 (as on our 2-core machines) 9,000 is the most.
+IDLE=${IDLE:-9000}
+TERMINATORS=${TERMINATORS:-"mtls haproxy nginx stunnel hitch"}
+out_dir=$top/bench/results
+mkdir -p "$out_dir"
+result=$out_dir/latest.md
+
+for t in mtls loadgen echod; do
+	[ -x "$bin/$t" ] || { echo "bench: $bin/$t is missing; build first" >&2; exit 1; }
+done
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FDLIMIT=$(ulimit -n)
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	set +e
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# --- certificates: one CA for everyone, and a foreign one for the negative check -----------
+"$bin/mtls" ca init --dir "$tmp/ca" --key p256 >/dev/null
+"$bin/mtls" ca issue --dir "$tmp/ca" --profile server --dns bench.test --ip 127.0.0.1 --out "$tmp/srv" >/dev/null
+"$bin/mtls" ca issue --dir "$tmp/ca" --profile client --uri spiffe://bench.test/client --out "$tmp/cli" >/dev/null
+"$bin/mtls" ca init --dir "$tmp/other" --key p256 >/dev/null
+"$bin/mtls" ca issue --dir "$tmp/other" --profile client --uri spiffe://bench.test/client --out "$tmp/bad" >/dev/null
+cat "$tmp/srv-chain.pem" "$tmp/srv.key" >"$tmp/srv-combined.pem"
+chmod 644 "$tmp"/*.pem "$tmp"/*.key "$tmp/ca/root.pem"
+chmod 755 "$tmp" "$tmp/ca"
+CA=$tmp/ca/root.pem
+TLS=(--cert "$tmp/cli-chain.pem" --key "$tmp/cli.key" --ca "$CA" --name bench.test)
+BAD=(--cert "$tmp/bad-chain.pem" --key "$tmp/bad.key" --ca "$CA" --name bench.test)
+SUITE=TLS_AES_128_GCM_SHA256
+
+free_port() {
+	local p
+	for _ in $(seq 50); do
+		p=$((20000 + RANDOM % 40000))
+		ss -Htln "sport = :$p" | grep -q . || { echo "$p"; return; }
+	done
+	echo "bench: no free port" >&2
+	exit 1
+}
+
+taskset -c 1 "$bin/echod" >"$tmp/echod.log" &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening "$tmp/echod.log" && break; sleep 0.1; done
+ECHO=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
+
+# --- the terminators --------------------------------------------------------------------
+# start_NAME PORT: start it pinned to CPU 0; sets TPID (the process whose tree we measure)
+start_mtls() {
+	taskset -c 0 "$bin/mtls" server --listen "127.0.0.1:$1" --target "127.0.0.1:$ECHO" \
+		--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$CA" --insecure-key-permissions \
+		--allow-uri 'spiffe://bench.test/*' --workers 1 --log-level error \
+		--max-connections 0 --handshake-timeout 120000 --idle-timeout 0 2>"$tmp/mtls.log" &
+	TPID=$!
+}
+
+start_haproxy() {
+	cat >"$tmp/haproxy.cfg" <<EOF
+global
+	nbthread 1
+	maxconn $(((FDLIMIT - 100) / 2))
+	tune.ssl.default-dh-param 2048
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 120s
+	timeout server 120s
+frontend fe
+	bind 127.0.0.1:$1 ssl crt $tmp/srv-combined.pem ca-file $CA verify required ssl-min-ver TLSv1.3 ciphersuites $SUITE
+	default_backend be
+backend be
+	server echo 127.0.0.1:$ECHO
+EOF
+	taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
+	TPID=$!
+}
+
+start_nginx() {
+	mkdir -p "$tmp/nginx/logs"
+	cat >"$tmp/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/logs/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 65536; }
+stream {
+	server {
+		listen 127.0.0.1:$1 ssl;
+		ssl_certificate $tmp/srv-chain.pem;
+		ssl_certificate_key $tmp/srv.key;
+		ssl_client_certificate $CA;
+		ssl_verify_client on;
+		ssl_verify_depth 2;
+		ssl_protocols TLSv1.3;
+		ssl_conf_command Ciphersuites $SUITE;
+		ssl_session_tickets on;
+		proxy_pass 127.0.0.1:$ECHO;
+	}
+}
+EOF
+	taskset -c 0 nginx -p "$tmp/nginx" -c "$tmp/nginx.conf" >"$tmp/nginx.log" 2>&1 &
+	TPID=$!
+}
+
+start_stunnel() {
+	cat >"$tmp/stunnel.conf" <<EOF
+foreground = yes
+pid =
+debug = 3
+[bench]
+accept = 127.0.0.1:$1
+connect = 127.0.0.1:$ECHO
+cert = $tmp/srv-chain.pem
+key = $tmp/srv.key
+CAfile = $CA
+verifyChain = yes
+requireCert = yes
+sslVersionMin = TLSv1.3
+ciphersuites = $SUITE
+EOF
+	taskset -c 0 stunnel "$tmp/stunnel.conf" >"$tmp/stunnel.log" 2>&1 &
+	TPID=$!
+}
+
+start_hitch() {
+	cat >"$tmp/hitch.conf" <<EOF
+frontend = "[127.0.0.1]:$1"
+backend = "[127.0.0.1]:$ECHO"
+pem-file = "$tmp/srv-combined.pem"
+workers = 1
+daemon = off
+user = "nobody"
+tls-protos = TLSv1.3
+ciphersuites = "$SUITE"
+client-verify = required
+client-verify-ca = "$CA"
+EOF
+	taskset -c 0 hitch --config="$tmp/hitch.conf" >"$tmp/hitch.log" 2>&1 &
+	TPID=$!
+}
+
+# --- measuring ------------------------------------------------------------------------------
+tree() { # a process and its descendants
+	local p=$1
+	echo "$p"
+	for c in $(pgrep -P "$p" 2>/dev/null); do tree "$c"; done
+}
+tree_ticks() {
+	local sum=0 p
+	for p in $(tree "$1"); do
+		[ -r "/proc/$p/stat" ] && sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$sum"
+}
+tree_rss() {
+	local sum=0 p
+	for p in $(tree "$1"); do
+		[ -r "/proc/$p/status" ] && sum=$((sum + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+	done
+	echo "$sum"
+}
+HZ=$(getconf CLK_TCK)
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+
+# measure NAME PORT TPID: fills R[NAME.metric]
+declare -A R
+measure() {
+	local name=$1 port=$2 tpid=$3 i t0 t1 out
+	local full=() fullcpu=() fullcli=() res=() rescpu=() rescli=()
+	local l1p50=() l1p99=() l1p999=() l1rps=() l32p50=() l32p99=() l32p999=() l32rps=() bulk=()
+
+	out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$port" "${BAD[@]}" --seconds 1 2>&1 || true)
+	R[$name.refuses_foreign]=$([ "$(field ok "$out")" = 0 ] && echo yes || echo "NO ($out)")
+	for i in $(seq "$RUNS"); do
+		t0=$(tree_ticks "$tpid")
+		out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$port" "${TLS[@]}" --threads 2 --seconds "$SECS")
+		t1=$(tree_ticks "$tpid")
+		full+=("$(field rate "$out")")
+		fullcli+=("$(field client_cpu "$out")")
+		fullcpu+=("$(echo "($t1 - $t0) / $HZ / $(field ok "$out") * 1000" | bc -l)")
+		t0=$(tree_ticks "$tpid")
+		out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$port" "${TLS[@]}" --threads 2 --resume --seconds "$SECS")
+		t1=$(tree_ticks "$tpid")
+		res+=("$(field rate "$out")")
+		rescli+=("$(field client_cpu "$out")")
+		rescpu+=("$(echo "($t1 - $t0) / $HZ / $(field ok "$out") * 1000" | bc -l)")
+		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$port" "${TLS[@]}" --connections 1 --seconds "$SECS")
+		l1p50+=("$(field p50_us "$out")"); l1p99+=("$(field p99_us "$out")")
+		l1p999+=("$(field p999_us "$out")"); l1rps+=("$(field rps "$out")")
+		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$port" "${TLS[@]}" --connections 32 --seconds "$SECS")
+		l32p50+=("$(field p50_us "$out")"); l32p99+=("$(field p99_us "$out")")
+		l32p999+=("$(field p999_us "$out")"); l32rps+=("$(field rps "$out")")
+		out=$(taskset -c 1 "$bin/loadgen" bulk --connect "127.0.0.1:$port" "${TLS[@]}" --seconds "$SECS")
+		bulk+=("$(field received_MBps "$out")")
+	done
+	R[$name.full]=$(median "${full[@]}"); R[$name.full_cpu_ms]=$(printf '%.3f' "$(median "${fullcpu[@]}")")
+	R[$name.full_client_cpu]=$(median "${fullcli[@]}")
+	R[$name.resumed]=$(median "${res[@]}"); R[$name.resumed_cpu_ms]=$(printf '%.3f' "$(median "${rescpu[@]}")")
+	R[$name.resumed_client_cpu]=$(median "${rescli[@]}")
+	R[$name.l1_p50]=$(median "${l1p50[@]}"); R[$name.l1_p99]=$(median "${l1p99[@]}")
+	R[$name.l1_p999]=$(median "${l1p999[@]}"); R[$name.l1_rps]=$(median "${l1rps[@]}")
+	R[$name.l32_p50]=$(median "${l32p50[@]}"); R[$name.l32_p99]=$(median "${l32p99[@]}")
+	R[$name.l32_p999]=$(median "${l32p999[@]}"); R[$name.l32_rps]=$(median "${l32rps[@]}")
+	R[$name.bulk]=$(median "${bulk[@]}")
+	# memory per idle connection
+	local before after held
+	before=$(tree_rss "$tpid")
+	taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${TLS[@]}" \
+		--connections "$IDLE" --seconds 4 >"$tmp/idle.out" 2>&1 &
+	local ip=$!
+	for _ in $(seq 1200); do grep -q '^held' "$tmp/idle.out" 2>/dev/null && break; sleep 0.1; done
+	sleep 1
+	after=$(tree_rss "$tpid")
+	wait "$ip" || true
+	held=$(sed -n 's/^held //p' "$tmp/idle.out")
+	R[$name.idle_held]=${held:-0}
+	R[$name.idle_kib]=$([ "${held:-0}" -gt 0 ] && printf '%.1f' "$(echo "($after - $before) / $held" | bc -l)" || echo nan)
+	sleep 1
+}
+
+echo "bench: $RUNS runs of ${SECS}s per figure, $IDLE idle connections; terminators: $TERMINATORS"
+out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$ECHO" --plain --connections 1 --seconds "$SECS")
+R[plain.l1_p50]=$(field p50_us "$out"); R[plain.l1_p99]=$(field p99_us "$out"); R[plain.l1_rps]=$(field rps "$out")
+out=$(taskset -c 1 "$bin/loadgen" bulk --connect "127.0.0.1:$ECHO" --plain --seconds "$SECS")
+R[plain.bulk]=$(field received_MBps "$out")
+
+for t in $TERMINATORS; do
+	port=$(free_port)
+	"start_$t" "$port"
+	pids+=("$TPID")
+	for _ in $(seq 100); do ss -Htln "sport = :$port" | grep -c . >/dev/null && break; sleep 0.1; done
+	if ! kill -0 "$TPID" 2>/dev/null || ! ss -Htln "sport = :$port" | grep -c . >/dev/null; then
+		echo "bench: $t did not start; its output:" >&2
+		cat "$tmp/$t.log" >&2 || true
+		R[$t.refuses_foreign]="did not start"
+		continue
+	fi
+	echo "bench: measuring $t (pid $TPID, port $port)"
+	measure "$t" "$port" "$TPID"
+	kill "$TPID" 2>/dev/null || true
+	wait "$TPID" 2>/dev/null || true
+done
+
+# --- report -----------------------------------------------------------------------------
+row() { # label key fmt
+	local line="| $1 |"
+	for t in $TERMINATORS; do line+=" $(printf "$3" "${R[$t.$2]:-nan}") |"; done
+	echo "$line"
+}
+best() { # key higher|lower: the best peer's value (not mtls)
+	local v b=""
+	for t in $TERMINATORS; do
+		[ "$t" = mtls ] && continue
+		v=${R[$t.$1]:-}
+		[ -n "$v" ] || continue
+		if [ -z "$b" ] || { [ "$2" = higher ] && [ "$(echo "$v > $b" | bc -l)" = 1 ]; } ||
+			{ [ "$2" = lower ] && [ "$(echo "$v < $b" | bc -l)" = 1 ]; }; then b=$v; fi
+	done
+	echo "$b"
+}
+ratio() { # label key higher|lower goal
+	local b m
+	b=$(best "$2" "$3")
+	m=${R[mtls.$2]:-}
+	if [ -z "$b" ] || [ -z "$m" ]; then echo "| $1 | n/a | | | $4 |"; return; fi
+	if [ "$3" = higher ]; then
+		printf '| %s | %.2f | %s | %s | %s |\n' "$1" "$(echo "$m / $b" | bc -l)" "$m" "$b" "$4"
+	else
+		printf '| %s | %.2f | %s | %s | %s |\n' "$1" "$(echo "$b / $m" | bc -l)" "$m" "$b" "$4"
+	fi
+}
+{
+	echo "# mtls benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo
+	echo "$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)); $(openssl version)."
+	echo "Terminator pinned to CPU 0, one worker; loadgen (2 threads for handshakes) and echod on"
+	echo "CPU 1. Median of $RUNS runs of ${SECS}s. TLS 1.3, $SUITE, ECDSA P-256 client and server."
+	echo
+	echo "Plaintext direct to the backend (upper bound): p50 ${R[plain.l1_p50]} us, p99 ${R[plain.l1_p99]} us,"
+	echo "${R[plain.l1_rps]} req/s on one connection; bulk ${R[plain.bulk]} MB/s."
+	echo
+	hdr="| |"; sep="|---|"
+	for t in $TERMINATORS; do hdr+=" $t |"; sep+="---|"; done
+	echo "$hdr"; echo "$sep"
+	row "refuses a foreign-CA client" refuses_foreign "%s"
+	row "full handshakes/s" full "%.0f"
+	row "  terminator CPU ms/handshake" full_cpu_ms "%.3f"
+	row "  loadgen CPU (cores)" full_client_cpu "%.2f"
+	row "resumed handshakes/s" resumed "%.0f"
+	row "  terminator CPU ms/handshake" resumed_cpu_ms "%.3f"
+	row "  loadgen CPU (cores)" resumed_client_cpu "%.2f"
+	row "1 conn: p50 us" l1_p50 "%.0f"
+	row "1 conn: p99 us" l1_p99 "%.0f"
+	row "1 conn: p999 us" l1_p999 "%.0f"
+	row "1 conn: req/s" l1_rps "%.0f"
+	row "32 conns: p50 us" l32_p50 "%.0f"
+	row "32 conns: p99 us" l32_p99 "%.0f"
+	row "32 conns: p999 us" l32_p999 "%.0f"
+	row "32 conns: req/s" l32_rps "%.0f"
+	row "bulk MB/s (echoed)" bulk "%.1f"
+	row "idle connections held" idle_held "%s"
+	row "KiB per idle connection" idle_kib "%.1f"
+	echo
+	echo "Ratios: mtls against the best peer (>1 means mtls is better)."
+	echo
+	echo "| figure | ratio | mtls | best peer | goal |"
+	echo "|---|---|---|---|---|"
+	ratio "full handshakes/s" full higher "≥ 1.2 (new certs), ≥ 3 (seen certs)"
+	ratio "CPU per full handshake" full_cpu_ms lower "≥ 3 with seen certs"
+	ratio "resumed handshakes/s" resumed higher "≥ 3"
+	ratio "CPU per resumed handshake" resumed_cpu_ms lower ""
+	ratio "p99, 1 conn" l1_p99 lower "≥ 1"
+	ratio "p99, 32 conns" l32_p99 lower "≥ 1"
+	ratio "req/s, 32 conns" l32_rps higher "≥ 1.5"
+	ratio "bulk" bulk higher "≥ 1.5"
+	ratio "memory per idle connection" idle_kib lower "≥ 2"
+} >"$result"
+cat "$result"
+echo "bench: written to $result"
