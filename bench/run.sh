@@ -38,7 +38,7 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
 	set +e
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do stop_tree "$p"; done
 	wait 2>/dev/null
 	rm -rf "$tmp"
 }
@@ -172,6 +172,11 @@ EOF
 }
 
 # --- measuring ------------------------------------------------------------------------------
+stop_tree() { # a terminator and every process it started (hitch and nginx fork workers)
+	local p
+	for p in $(tree "$1"); do kill "$p" 2>/dev/null || true; done
+	wait "$1" 2>/dev/null || true
+}
 tree() { # a process and its descendants
 	local p=$1
 	echo "$p"
@@ -261,17 +266,17 @@ for t in $TERMINATORS; do
 	port=$(free_port)
 	"start_$t" "$port"
 	pids+=("$TPID")
-	for _ in $(seq 100); do ss -Htln "sport = :$port" | grep -c . >/dev/null && break; sleep 0.1; done
+	for _ in $(seq 300); do ss -Htln "sport = :$port" | grep -c . >/dev/null && break; sleep 0.1; done
 	if ! kill -0 "$TPID" 2>/dev/null || ! ss -Htln "sport = :$port" | grep -c . >/dev/null; then
 		echo "bench: $t did not start; its output:" >&2
 		cat "$tmp/$t.log" >&2 || true
 		R[$t.refuses_foreign]="did not start"
+		stop_tree "$TPID"
 		continue
 	fi
 	echo "bench: measuring $t (pid $TPID, port $port)"
 	measure "$t" "$port" "$TPID"
-	kill "$TPID" 2>/dev/null || true
-	wait "$TPID" 2>/dev/null || true
+	stop_tree "$TPID"
 done
 
 # --- report -----------------------------------------------------------------------------
