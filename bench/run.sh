@@ -240,8 +240,18 @@ measure() {
 	R[$name.l32_p50]=$(median "${l32p50[@]}"); R[$name.l32_p99]=$(median "${l32p99[@]}")
 	R[$name.l32_p999]=$(median "${l32p999[@]}"); R[$name.l32_rps]=$(median "${l32rps[@]}")
 	R[$name.bulk]=$(median "${bulk[@]}")
-	# memory per idle connection
+	# memory per idle connection, in a fresh terminator: one that just ran thousands of
+	# handshakes has free heap that new connections reuse, which would flatter it
 	local before after held
+	stop_tree "$tpid"
+	port=$(free_port)
+	"start_$name" "$port"
+	tpid=$TPID
+	pids+=("$tpid")
+	for _ in $(seq 300); do ss -Htln "sport = :$port" | grep -c . >/dev/null && break; sleep 0.1; done
+	taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${TLS[@]}" --connections 1 \
+		--seconds 0.1 >/dev/null 2>&1 || true # warm up: first-use allocations are not per connection
+	sleep 0.5
 	before=$(tree_rss "$tpid")
 	taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${TLS[@]}" \
 		--connections "$IDLE" --seconds 4 >"$tmp/idle.out" 2>&1 &
@@ -253,6 +263,7 @@ measure() {
 	held=$(sed -n 's/^held //p' "$tmp/idle.out")
 	R[$name.idle_held]=${held:-0}
 	R[$name.idle_kib]=$([ "${held:-0}" -gt 0 ] && printf '%.1f' "$(echo "($after - $before) / $held" | bc -l)" || echo nan)
+	MEASURED_PID=$tpid
 	sleep 1
 }
 
@@ -276,7 +287,7 @@ for t in $TERMINATORS; do
 	fi
 	echo "bench: measuring $t (pid $TPID, port $port)"
 	measure "$t" "$port" "$TPID"
-	stop_tree "$TPID"
+	stop_tree "$MEASURED_PID"
 done
 
 # --- report -----------------------------------------------------------------------------
