@@ -57,15 +57,12 @@ run() { # label, loadgen args...
 		"$(echo "($after - $before) / $hz / $secs" | bc -l)"
 }
 
-echo "mtls server, 1 worker on CPU 0; loadgen + echod on CPU 1; ${secs}s per run"
-run "plaintext direct" latency --connect "127.0.0.1:$echo_port" --plain --connections 1
-run "full handshakes" handshakes --connect "127.0.0.1:$port" "${tls[@]}"
-run "resumed handshakes" handshakes --connect "127.0.0.1:$port" "${tls[@]}" --resume
-run "latency 1 conn" latency --connect "127.0.0.1:$port" "${tls[@]}" --connections 1
-run "latency 32 conns" latency --connect "127.0.0.1:$port" "${tls[@]}" --connections 32
-run "bulk" bulk --connect "127.0.0.1:$port" "${tls[@]}"
-
+# memory first, while the server is fresh (after thousands of handshakes, new connections
+# would reuse freed heap and the figure would flatter us)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; }
+taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${tls[@]}" --connections 1 \
+	--seconds 0.1 >/dev/null # warm up: first-use allocations are not per connection
+sleep 0.5
 before=$(rss)
 taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${tls[@]}" \
 	--connections "$idle" --seconds 3 >"$tmp/idle.out" &
@@ -77,3 +74,12 @@ wait "$idle_pid" || true
 held=$(sed -n 's/^held //p' "$tmp/idle.out")
 printf '%-22s held=%s rss_before_kib=%s rss_after_kib=%s kib_per_connection=%.1f\n' \
 	"idle connections" "$held" "$before" "$after" "$(echo "($after - $before) / $held" | bc -l)"
+
+echo "mtls server, 1 worker on CPU 0; loadgen + echod on CPU 1; ${secs}s per run"
+run "plaintext direct" latency --connect "127.0.0.1:$echo_port" --plain --connections 1
+run "full handshakes" handshakes --connect "127.0.0.1:$port" "${tls[@]}"
+run "resumed handshakes" handshakes --connect "127.0.0.1:$port" "${tls[@]}" --resume
+run "latency 1 conn" latency --connect "127.0.0.1:$port" "${tls[@]}" --connections 1
+run "latency 32 conns" latency --connect "127.0.0.1:$port" "${tls[@]}" --connections 32
+run "bulk" bulk --connect "127.0.0.1:$port" "${tls[@]}"
+
