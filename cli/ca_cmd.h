@@ -6,6 +6,25 @@
 
 #include "options.h"
 
+/* Option-table entries shared by the CA commands; O is the command's offsetof() macro and
+ * the fields are named dir, passphrase_file, passphrase_env and config. */
+#define CA_OPT_DIR(O)                                                                              \
+	{                                                                                          \
+		"dir", OPT_STRING, O(dir), "DIR",                                                  \
+			"CA directory (default $MTLS_CA_DIR or ./mtls-ca)"                         \
+	}
+#define CA_OPT_PASSPHRASE(O)                                                                       \
+	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",                                \
+	 "passphrase of the CA key, from FILE"},                                                   \
+	{                                                                                          \
+		"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",                            \
+			"passphrase of the CA key, from environment variable VAR"                  \
+	}
+#define CA_OPT_CONFIG(O)                                                                           \
+	{                                                                                          \
+		"config", OPT_STRING, O(config), "FILE", "read options from FILE"                  \
+	}
+
 /* The CA directory when --dir is not given: $MTLS_CA_DIR, else ./mtls-ca. */
 const char *ca_default_dir(void);
 /* Parse options; on error or --help print and return the exit status (>= 0), else -1. */

@@ -35,7 +35,7 @@ static const struct opt export_table[] = {
 	 "protect the bundle with the password in FILE"},
 	{"password-env", OPT_STRING, O(password_env), "VAR",
 	 "protect the bundle with the password in environment variable VAR"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 

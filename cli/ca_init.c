@@ -27,7 +27,7 @@ struct init_opts {
 #define O(f) offsetof(struct init_opts, f)
 
 static const struct opt init_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	CA_OPT_DIR(O),
 	{"root-key-dir", OPT_STRING, O(root_key_dir), "DIR",
 	 "write the root key here instead, to be kept offline"},
 	{"name", OPT_STRING, O(name), "NAME",
@@ -49,7 +49,7 @@ static const struct opt init_table[] = {
 	 "encrypt the CA keys with the passphrase in FILE"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
 	 "encrypt the CA keys with the passphrase in environment variable VAR"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 

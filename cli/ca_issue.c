@@ -37,7 +37,7 @@ struct issue_opts {
 #define O(f) offsetof(struct issue_opts, f)
 
 static const struct opt issue_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	CA_OPT_DIR(O),
 	{"profile", OPT_STRING, O(profile), "NAME",
 	 "server (serverAuth), client (clientAuth) or peer (both); required"},
 	{"cn", OPT_STRING, O(cn), "NAME", "subject common name (default: the first name)"},
@@ -52,11 +52,8 @@ static const struct opt issue_table[] = {
 	{"days", OPT_INT, O(days), "DAYS", "lifetime (default: the profile's)"},
 	{"out", OPT_STRING, O(out), "PREFIX",
 	 "write PREFIX.pem, PREFIX-chain.pem and PREFIX.key; required"},
-	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
-	 "passphrase of the CA key, from FILE"},
-	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
-	 "passphrase of the CA key, from environment variable VAR"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_PASSPHRASE(O),
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 

@@ -19,18 +19,18 @@ struct list_opts {
 #define O(f) offsetof(struct list_opts, f)
 
 static const struct opt list_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	CA_OPT_DIR(O),
 	{"expiring", OPT_INT, O(expiring), "DAYS",
 	 "only valid certificates that expire within DAYS"},
 	{"revoked", OPT_FLAG, O(revoked), NULL, "only revoked certificates"},
 	{"valid", OPT_FLAG, O(valid), NULL, "only certificates neither revoked nor expired"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 
 static const struct opt audit_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_DIR(O),
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 

@@ -30,27 +30,21 @@ struct revoke_opts {
 #define O(f) offsetof(struct revoke_opts, f)
 
 static const struct opt revoke_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
+	CA_OPT_DIR(O),
 	{"serial", OPT_STRING, O(serial), "HEX", "serial number of the certificate to revoke"},
 	{"cert", OPT_STRING, O(cert), "FILE", "or: the certificate file to revoke"},
 	{"reason", OPT_STRING, O(reason), "REASON",
 	 "unspecified (default), keyCompromise, affiliationChanged, superseded, "
 	 "cessationOfOperation, privilegeWithdrawn"},
-	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
-	 "passphrase of the CA key, from FILE"},
-	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
-	 "passphrase of the CA key, from environment variable VAR"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_PASSPHRASE(O),
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 
 static const struct opt crl_table[] = {
-	{"dir", OPT_STRING, O(dir), "DIR", "CA directory (default $MTLS_CA_DIR or ./mtls-ca)"},
-	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
-	 "passphrase of the CA key, from FILE"},
-	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
-	 "passphrase of the CA key, from environment variable VAR"},
-	{"config", OPT_STRING, O(config), "FILE", "read options from FILE"},
+	CA_OPT_DIR(O),
+	CA_OPT_PASSPHRASE(O),
+	CA_OPT_CONFIG(O),
 	OPT_END,
 };
 

@@ -2,17 +2,12 @@
  * Command-line and config-file parsing from one option table.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "files.h"
 #include "options.h"
-
-#define CONFIG_MAX (1024 * 1024)
 
 static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -105,41 +100,6 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 	return fail(err, err_len, "internal error: bad option type");
 }
 
-static char *read_config(const char *path, char *err, size_t err_len)
-{
-	struct stat sb;
-	char *text;
-	size_t used = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0) {
-		fail(err, err_len, "cannot read config file %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > CONFIG_MAX) {
-		close(fd);
-		fail(err, err_len, "config file %s is not a regular file of at most 1 MiB", path);
-		return NULL;
-	}
-	text = malloc((size_t)sb.st_size + 1);
-	if (text == NULL) {
-		close(fd);
-		fail(err, err_len, "out of memory");
-		return NULL;
-	}
-	while (used < (size_t)sb.st_size) {
-		ssize_t n = read(fd, text + used, (size_t)sb.st_size - used);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-	}
-	close(fd);
-	text[used] = '\0';
-	return text;
-}
-
 static void trim_right(char *s, size_t *len)
 {
 	while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t' || s[*len - 1] == '\r'))
@@ -191,10 +151,11 @@ static int load_config(const struct opt *table, void *target, const char *path,
 		       struct options_state *st, char *err, size_t err_len)
 {
 	char **texts;
-	char *text = read_config(path, err, err_len);
+	char why[400];
+	char *text = files_read(path, NULL, why, sizeof(why));
 
 	if (text == NULL)
-		return -1;
+		return fail(err, err_len, "config file: %s", why);
 	texts = realloc(st->texts, (st->ntexts + 1) * sizeof(*texts));
 	if (texts == NULL) {
 		free(text);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "files.h"
 #include "mtls.h"
 #include "options.h"
 
@@ -93,38 +94,6 @@ static int parse_time(const char *s, time_t *out)
 		return -1;
 	*out = timegm(&tm);
 	return 0;
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf = NULL;
-	size_t cap = 0;
-
-	*len = 0;
-	if (f == NULL)
-		return NULL;
-	for (;;) {
-		uint8_t *n;
-		size_t got;
-
-		if (*len == cap) {
-			cap = cap != 0 ? cap * 2 : 16384;
-			if (cap > 16u * 1024 * 1024 || (n = realloc(buf, cap + 1)) == NULL) {
-				free(buf);
-				fclose(f);
-				return NULL;
-			}
-			buf = n;
-		}
-		got = fread(buf + *len, 1, cap - *len, f);
-		*len += got;
-		if (got == 0)
-			break;
-	}
-	fclose(f);
-	buf[*len] = '\0';
-	return buf;
 }
 
 static int add_rules(struct mtls_config *cfg, const struct opt_list *l,
@@ -217,7 +186,7 @@ int cmd_verify(int argc, char **argv)
 	struct options_state st = {0};
 	struct mtls_config *cfg = NULL;
 	struct mtls *ep = NULL;
-	uint8_t *pem = NULL, *extra = NULL;
+	char *pem = NULL, *extra = NULL;
 	size_t len = 0, extra_len = 0;
 	bool server_side;
 	const char *name;
@@ -271,19 +240,18 @@ int cmd_verify(int argc, char **argv)
 		fprintf(stderr, "mtls verify: %s\n", mtls_error(ep));
 		goto out;
 	}
-	pem = slurp(st.positional.v[0], &len);
+	pem = files_read(st.positional.v[0], &len, err, sizeof(err));
 	if (pem == NULL) {
-		fprintf(stderr, "mtls verify: cannot read certificate file %s\n",
-			st.positional.v[0]);
+		fprintf(stderr, "mtls verify: certificate: %s\n", err);
 		goto out;
 	}
 	if (o.untrusted != NULL) {
-		uint8_t *both;
+		char *both;
 
-		extra = slurp(o.untrusted, &extra_len);
+		extra = files_read(o.untrusted, &extra_len, err, sizeof(err));
 		if (extra == NULL || (both = realloc(pem, len + 1 + extra_len + 1)) == NULL) {
-			fprintf(stderr, "mtls verify: cannot read intermediates file %s\n",
-				o.untrusted);
+			fprintf(stderr, "mtls verify: intermediates: %s\n",
+				extra == NULL ? err : "out of memory");
 			goto out;
 		}
 		pem = both;
@@ -292,7 +260,7 @@ int cmd_verify(int argc, char **argv)
 		len += extra_len;
 		pem[len] = '\0';
 	}
-	if (mtls_verify_chain_pem(ep, pem, len, name, o.uri) != 0) {
+	if (mtls_verify_chain_pem(ep, (const uint8_t *)pem, len, name, o.uri) != 0) {
 		enum mtls_reason r = mtls_error_reason(ep);
 
 		rc = r == MTLS_REASON_USAGE || r == MTLS_REASON_INTERNAL ? 2 : 1;

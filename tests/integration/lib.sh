@@ -84,6 +84,23 @@ fail() {
 	printf '%s\n' "$@" | sed 's/^/        | /'
 }
 
+# verdict NAME PROBLEMS... -- DETAILS... : pass if no PROBLEMS were given, else fail with
+# them and the DETAILS (output worth seeing when something is wrong).
+verdict() {
+	local name=$1 problems=()
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		problems+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	if [ ${#problems[@]} -eq 0 ]; then
+		pass "$name"
+	else
+		fail "$name" "${problems[@]}" "$@"
+	fi
+}
+
 # finish: the summary line; exit status 1 if any case failed.
 finish() {
 	echo "$_passed passed, $_failed failed"

@@ -129,22 +129,6 @@ start_stunnel() {
 		"$ST_LOG")
 }
 
-# report NAME PROBLEMS... -- DETAILS... : pass if there is no problem, else fail with them.
-report() {
-	local name=$1 problems=()
-	shift
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		problems+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	if [ ${#problems[@]} -eq 0 ]; then
-		pass "$name"
-	else
-		fail "$name" "${problems[@]}" "$@"
-	fi
-}
-
 # ------------------------------------------------------------------------------------------
 echo "# 1. curl -> mtls server -> backend (http)"
 
@@ -165,7 +149,7 @@ run "${CURL[@]}" --cert "$C/client-chain.pem" --key "$C/client.key"
 [ "$OUT" = "hello from backend" ] || p+=("curl printed '$OUT', expected 'hello from backend'")
 wait_count "$SRV_HTTP_LOG" '"event":"conn_open".*"identity":"'"$APP1"'"' 1 5 ||
 	p+=("the server logged no conn_open for $APP1")
-report "curl with the client certificate gets the backend's answer" "${p[@]+"${p[@]}"}" -- \
+verdict "curl with the client certificate gets the backend's answer" "${p[@]+"${p[@]}"}" -- \
 	"curl stderr: $ERR" "server log:" "$(cat -- "$SRV_HTTP_LOG")"
 
 # curl_refused NAME REASON CURL_ARGS... : curl must fail, the server must log handshake_refused
@@ -180,7 +164,7 @@ curl_refused() {
 	refused_by "$reason" "$SRV_HTTP_LOG" || p+=("the server logged no handshake_refused $reason")
 	settle
 	[ "$(opens "$BE_HTTP_LOG")" = "$before" ] || p+=("the backend saw a new connection")
-	report "$name" "${p[@]+"${p[@]}"}" -- "curl exit $RC, stderr: $ERR" "server log:" \
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "curl exit $RC, stderr: $ERR" "server log:" \
 		"$(cat -- "$SRV_HTTP_LOG")" "backend log:" "$(cat -- "$BE_HTTP_LOG")"
 }
 
@@ -195,7 +179,7 @@ v=$(series "$SRV_HTTP_METRICS" 'mtls_handshakes_total{result="failed",reason="id
 [ "$v" = 1 ] || p+=("failed/identity_not_allowed is '$v', expected 1")
 v=$(series "$SRV_HTTP_METRICS" 'mtls_handshakes_total{result="ok"}')
 [ "$v" = 1 ] || p+=("ok is '$v', expected 1")
-report "server metrics count the curl handshakes by result and reason" "${p[@]+"${p[@]}"}" -- \
+verdict "server metrics count the curl handshakes by result and reason" "${p[@]+"${p[@]}"}" -- \
 	"$(curl -s --max-time 5 "http://127.0.0.1:$SRV_HTTP_METRICS/metrics" | grep handshakes_total)"
 
 # ------------------------------------------------------------------------------------------
@@ -227,7 +211,7 @@ for v in 1.2 1.3; do
 	else
 		p+=("the backend connection did not end after s_client closed")
 	fi
-	report "TLS $v: s_client line echoed through mtls server" "${p[@]+"${p[@]}"}" -- \
+	verdict "TLS $v: s_client line echoed through mtls server" "${p[@]+"${p[@]}"}" -- \
 		"s_client:" "$(cat -- "$TMP/sc-$v.log")" "server log:" "$(cat -- "$SRV_ECHO_LOG")" \
 		"backend log:" "$(cat -- "$BE_ECHO_LOG")"
 done
@@ -254,7 +238,7 @@ for v in 1.2 1.3; do
 	[ "$(log_count "$TMP/con-ss-$v.log" conn_open "\"tls\":\"TLSv$v\"")" = 1 ] ||
 		p+=("the connector logged no TLSv$v conn_open")
 	stop_bg "$CON_PID"
-	report "TLS $v: app line through mtls connector to s_server -rev" "${p[@]+"${p[@]}"}" -- \
+	verdict "TLS $v: app line through mtls connector to s_server -rev" "${p[@]+"${p[@]}"}" -- \
 		"app stderr: $ERR" "s_server:" "$ss_out" "connector log:" \
 		"$(cat -- "$TMP/con-ss-$v.log")"
 done
@@ -278,7 +262,7 @@ tcp_line "$ST_PORT" "through stunnel"
 	p+=("the app got '$OUT' (status $RC), expected the echo 'through stunnel'")
 [ "$(log_count "$SRV_ECHO_LOG" conn_open "\"identity\":\"$APP1\"")" = $((opened + 1)) ] ||
 	p+=("the server logged no conn_open for $APP1")
-report "stunnel client -> mtls server -> echo backend" "${p[@]+"${p[@]}"}" -- \
+verdict "stunnel client -> mtls server -> echo backend" "${p[@]+"${p[@]}"}" -- \
 	"stunnel log:" "$(cat -- "$ST_LOG")" "server log:" "$(cat -- "$SRV_ECHO_LOG")"
 stop_bg "$ST_CLIENT_PID"
 
@@ -299,7 +283,7 @@ tcp_line "$CON_PORT" "to stunnel"
 [ "$(opens "$BE_ST_LOG")" = 1 ] || p+=("the backend behind stunnel saw no connection")
 [ "$(log_count "$TMP/con-st.log" conn_open '"identity":"server.test"')" = 1 ] ||
 	p+=("the connector logged no conn_open for server.test")
-report "mtls connector -> stunnel server -> echo backend" "${p[@]+"${p[@]}"}" -- \
+verdict "mtls connector -> stunnel server -> echo backend" "${p[@]+"${p[@]}"}" -- \
 	"stunnel log:" "$(cat -- "$ST_SERVER_LOG")" "connector log:" "$(cat -- "$TMP/con-st.log")"
 stop_bg "$CON_PID"
 
@@ -317,7 +301,7 @@ wait_for_line "$TMP/con-st-other.log" "$PEER_REFUSED" 5 ||
 	p+=("the connector did not log that the server rejected it (rejected_by_peer)")
 settle
 [ "$(opens "$BE_ST_LOG")" = "$before" ] || p+=("the backend behind stunnel saw a connection")
-report "mtls connector with another CA's certificate: refused by stunnel" "${p[@]+"${p[@]}"}" -- \
+verdict "mtls connector with another CA's certificate: refused by stunnel" "${p[@]+"${p[@]}"}" -- \
 	"app: status $RC, '$OUT' $ERR" "stunnel log:" "$(cat -- "$ST_SERVER_LOG")" \
 	"connector log:" "$(cat -- "$TMP/con-st-other.log")"
 stop_bg "$CON_PID"
@@ -335,7 +319,7 @@ refusal() {
 	refused_by "$reason" "$log" || p+=("no handshake_refused $reason in ${log##*/}")
 	settle
 	[ "$(opens "$BE_ECHO_LOG")" = "$before" ] || p+=("the backend saw a connection")
-	report "$name" "${p[@]+"${p[@]}"}" -- "app: status $RC, '$OUT' $ERR" \
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "app: status $RC, '$OUT' $ERR" \
 		"${log##*/}:" "$(cat -- "$log")" "connector log:" "$(cat -- "$CON_LOG")" \
 		"backend log:" "$(cat -- "$BE_ECHO_LOG")"
 }
@@ -392,7 +376,7 @@ srv_refusal() {
 	[ "$v" = 1 ] || p+=("server metric failed/$reason is '$v', expected 1")
 	wait_for_line "$CON_LOG" "$PEER_REFUSED" 5 ||
 		p+=("the connector did not log that the server rejected it (rejected_by_peer)")
-	report "$name" "${p[@]+"${p[@]}"}" -- "app: status $RC, '$OUT' $ERR" \
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "app: status $RC, '$OUT' $ERR" \
 		"server log:" "$(cat -- "$SRV_ECHO_LOG")" "connector log:" "$(cat -- "$CON_LOG")" \
 		"backend log:" "$(cat -- "$BE_ECHO_LOG")"
 	stop_bg "$CON_PID"
@@ -437,7 +421,7 @@ proxy_check() {
 	if [ -z "$FLAGS" ] || [ $((FLAGS & 1)) = 0 ] || [ $((FLAGS & 6)) = 0 ]; then
 		p+=("ssl_client=${FLAGS:-?} does not say PP2_CLIENT_SSL and a client certificate")
 	fi
-	report "$name" "${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$SRV_PROXY_LOG")" \
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$SRV_PROXY_LOG")" \
 		"backend log:" "$(cat -- "$BE_PROXY_LOG")"
 }
 
@@ -468,7 +452,7 @@ if grep -F '"event":"conn_open"' "$SRV_PROXY_LOG" | tail -n 1 | grep -cF '"resum
 		"${SC_PROBLEMS[@]+"${SC_PROBLEMS[@]}"}"
 	flags_resumed=$FLAGS
 else
-	report "PROXY v2 on a resumed TLS 1.3 session (the server did not resume: nothing to check)" \
+	verdict "PROXY v2 on a resumed TLS 1.3 session (the server did not resume: nothing to check)" \
 		"${SC_PROBLEMS[@]+"${SC_PROBLEMS[@]}"}" -- "$(cat -- "$TMP/sc-proxy-2.log")"
 fi
 
@@ -497,7 +481,7 @@ p=()
 [ "$flags_12" = 7 ] || p+=("full TLS 1.2 handshake: ssl_client=${flags_12:-?}, expected 7")
 [ -z "$flags_resumed" ] || [ "$flags_resumed" = 5 ] ||
 	p+=("resumed TLS 1.3 session: ssl_client=$flags_resumed, expected 5")
-report "PROXY v2 ssl_client flags: CERT_SESS always, CERT_CONN only without resumption" \
+verdict "PROXY v2 ssl_client flags: CERT_SESS always, CERT_CONN only without resumption" \
 	"${p[@]+"${p[@]}"}" -- "backend log:" "$(cat -- "$BE_PROXY_LOG")"
 
 # ------------------------------------------------------------------------------------------
@@ -514,7 +498,7 @@ run curl -sS --max-time 10 --unix-socket "$TMP/app.sock" http://x/
 [ "$(opens "$TMP/be-unix.log")" = 1 ] || p+=("the unix-socket backend saw no connection")
 [ "$(log_count "$TMP/srv-unix.log" conn_open "\"identity\":\"$APP1\"")" = 1 ] ||
 	p+=("the server logged no conn_open for $APP1")
-report "curl -> unix:app.sock -> connector -> server -> unix:be.sock" "${p[@]+"${p[@]}"}" -- \
+verdict "curl -> unix:app.sock -> connector -> server -> unix:be.sock" "${p[@]+"${p[@]}"}" -- \
 	"curl stderr: $ERR" "server log:" "$(cat -- "$TMP/srv-unix.log")" "connector log:" \
 	"$(cat -- "$TMP/con-unix.log")" "backend log:" "$(cat -- "$TMP/be-unix.log")"
 stop_bg "$CON_PID"
@@ -546,7 +530,7 @@ run bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 3
 [ "$RC" = 0 ] || p+=("the transfer ended with status $RC")
 [ "$(sha256sum <"$TMP/bulk.out1")" = "$want_sum" ] ||
 	p+=("the echo differs: $(wc -c <"$TMP/bulk.out1") bytes came back, sha256 differs")
-report "8 MiB echoed byte-identical (no half-close)" "${p[@]+"${p[@]}"}" -- "$ERR"
+verdict "8 MiB echoed byte-identical (no half-close)" "${p[@]+"${p[@]}"}" -- "$ERR"
 # that connection ends everywhere before the next one is counted
 wait_count "$BE_ECHO_LOG" '^conn close ' $((bulk_closes + 1)) 5 || true
 wait_count "$SRV_ECHO_LOG" '"event":"conn_close"' $((bulk_srv_closes + 1)) 5 || true
@@ -615,7 +599,7 @@ wait_count "$CON_BULK_LOG" '"event":"conn_close"' $((con_closes + 1)) 5 || true
 grep -F '"event":"conn_close"' "$CON_BULK_LOG" | tail -n 1 |
 	grep -qF "\"why\":\"closed\",\"bytes_to_target\":$BULK,\"bytes_from_target\":$BULK," ||
 	p+=("the connector's last conn_close is not an orderly close with $BULK bytes each way")
-report "TLS 1.3: 8 MiB echoed byte-identical after the app's half-close (connector)" \
+verdict "TLS 1.3: 8 MiB echoed byte-identical after the app's half-close (connector)" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 3 -- "$SRV_ECHO_LOG")" "connector log:" \
 	"$(tail -n 3 -- "$CON_BULK_LOG")" "backend log:" "$(tail -n 3 -- "$BE_ECHO_LOG")"
 stop_bg "$CON_PID"
@@ -630,7 +614,7 @@ halfclose_echo "$ST_PORT"
 p=("${HC_PROBLEMS[@]+"${HC_PROBLEMS[@]}"}")
 grep -F '"event":"conn_open"' "$SRV_ECHO_LOG" | tail -n 1 | grep -cF '"tls":"TLSv1.2"' >/dev/null ||
 	p+=("the server's last connection was not TLS 1.2")
-report "TLS 1.2: 8 MiB echoed byte-identical after the app's half-close (stunnel)" \
+verdict "TLS 1.2: 8 MiB echoed byte-identical after the app's half-close (stunnel)" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 3 -- "$SRV_ECHO_LOG")" "stunnel log:" \
 	"$(tail -n 8 -- "$ST_LOG")" "backend log:" "$(tail -n 3 -- "$BE_ECHO_LOG")"
 stop_bg "$ST_PID"

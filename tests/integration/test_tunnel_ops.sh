@@ -16,23 +16,6 @@ command -v curl >/dev/null || _lib_die "curl not found in PATH"
 # ------------------------------------------------------------------------------------------
 # Helpers (none of them fails the script under set -e: problems become failed cases)
 
-# report NAME PROBLEMS... -- DETAILS... : pass if there is no problem, else fail with them
-# and the details.
-report() {
-	local name=$1 problems=()
-	shift
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		problems+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	if [ ${#problems[@]} -eq 0 ]; then
-		pass "$name"
-	else
-		fail "$name" "${problems[@]}" "$@"
-	fi
-}
-
 # The helpers shared with the background scripts below: xchg PORT MESSAGE makes one new
 # TCP connection, sends MESSAGE and a newline, reads a line back (5 s at most), closes, and
 # succeeds if the line is MESSAGE.
@@ -339,7 +322,7 @@ got_serial=$(presented_serial "$S1_PORT")
 want=$(enddate_epoch "$W1/new.pem")
 [ "$(m "$S1_METRICS" mtls_cert_not_after_seconds)" = "$want" ] ||
 	p+=("mtls_cert_not_after_seconds is $(m "$S1_METRICS" mtls_cert_not_after_seconds), the new certificate's notAfter $want")
-report "reload under traffic: ${load_total:-?} exchanges, ${load_failed:-?} failed; reloads by file_change and SIGHUP; new serial presented" \
+verdict "reload under traffic: ${load_total:-?} exchanges, ${load_failed:-?} failed; reloads by file_change and SIGHUP; new serial presented" \
 	"${p[@]+"${p[@]}"}" -- "failures:" "$(head -n 20 "$W1/load/failures" 2>/dev/null || true)" \
 	"server log (reloads and refusals):" \
 	"$(grep -E '"event":"(reload|reload_failed|handshake_refused)"' "$TMP/srv1.log" | head -n 20 || true)"
@@ -351,7 +334,7 @@ if [ "$reload_failed_1" -gt 0 ]; then
 	n=$(grep -F '"event":"reload_failed"' "$TMP/srv1.log" | grep -vcF '"reason":"key_mismatch"' || true)
 	[ "$n" = 0 ] || p+=("$n reload failures other than key_mismatch during a clean replacement")
 fi
-report "reload under traffic: no failure other than the transient key_mismatch ($reload_failed_1 refused)" \
+verdict "reload under traffic: no failure other than the transient key_mismatch ($reload_failed_1 refused)" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload_failed"' "$TMP/srv1.log" || true)"
 stop_bg "$CON_PID"
 stop_bg "$SRV_PID"
@@ -410,7 +393,7 @@ fi
 [ "$line" = "long-lived after" ] || p+=("the connection established before the revocation no longer echoes: '$line'")
 xchg "$C1_PORT" "not revoked" || p+=("a client that is not revoked was refused after the CRL reload")
 [ -z "$LL" ] || exec {LL}>&-
-report "revocation: refused as revoked ${refused_after:-?} ms after mtls ca revoke; the established connection still echoes" \
+verdict "revocation: refused as revoked ${refused_after:-?} ms after mtls ca revoke; the established connection still echoes" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(grep -vF '"event":"conn_close"' "$TMP/srv2.log" | tail -n 12 || true)"
 
 p=()
@@ -419,7 +402,7 @@ metric_ge "$S2_METRICS" 'mtls_handshakes_total{result="failed",reason="revoked"}
 crl_next=$(date -u -d "$(openssl crl -in "$CA/crl.pem" -noout -nextupdate | sed 's/^nextUpdate=//')" +%s 2>/dev/null || echo none)
 [ "$(m "$S2_METRICS" mtls_crl_next_update_seconds)" = "$crl_next" ] ||
 	p+=("mtls_crl_next_update_seconds $(m "$S2_METRICS" mtls_crl_next_update_seconds) is not the new CRL's nextUpdate $crl_next")
-report "revocation: metrics count the refusal; CRL nextUpdate gauge follows the reload" "${p[@]+"${p[@]}"}" -- \
+verdict "revocation: metrics count the refusal; CRL nextUpdate gauge follows the reload" "${p[@]+"${p[@]}"}" -- \
 	"server log:" "$(grep -vF '"event":"conn_' "$TMP/srv2.log" || true)"
 stop_bg "$RV_CON_PID"
 stop_bg "$C1_CON_PID"
@@ -470,7 +453,7 @@ broken() {
 	wait_until 3 metric_ge "$S3_METRICS" 'mtls_reloads_total{result="ok"}' "$n" ||
 		p+=("mtls_reloads_total{result=\"ok\"} is $(m "$S3_METRICS" 'mtls_reloads_total{result="ok"}') after the restore, expected $n")
 	xchg "$C3_PORT" "restored $name" || p+=("a new connection failed after the restore: $XCHG_WHY")
-	report "$name: reload_failed reason $reason, traffic continues; restoring reloads ok" \
+	verdict "$name: reload_failed reason $reason, traffic continues; restoring reloads ok" \
 		"${p[@]+"${p[@]}"}" -- "server log:" "$(grep -E '"event":"(reload|reload_failed|handshake_refused|listening)"' "$S3_LOG" || true)"
 }
 cp -- "$W3/srv.key" "$W3/srv.key.good"
@@ -514,7 +497,7 @@ wait_until 3 count_ge "$S4_LOG" conn_refused '"reason":"max_connections"' 1 ||
 	p+=("no conn_refused with reason max_connections logged")
 metric_ge "$S4_METRICS" 'mtls_connections_refused_total{reason="max_connections"}' 1 ||
 	p+=("mtls_connections_refused_total{reason=\"max_connections\"} is $(m "$S4_METRICS" 'mtls_connections_refused_total{reason="max_connections"}')")
-report "--max-connections 2: a third connection is refused (conn_refused max_connections, counted)" \
+verdict "--max-connections 2: a third connection is refused (conn_refused max_connections, counted)" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$S4_LOG")"
 
 p=()
@@ -535,7 +518,7 @@ metric_ge "$S4_METRICS" 'mtls_handshakes_total{result="failed",reason="timeout"}
 xchg "$C4_PORT" "after the timeouts" || p+=("a real client failed after the silent ones were closed: $XCHG_WHY")
 wait_until 3 metric_eq "$S4_METRICS" 'mtls_connections_open{role="server"}' 0 ||
 	p+=("mtls_connections_open is $(m "$S4_METRICS" 'mtls_connections_open{role="server"}') at the end, expected 0")
-report "--handshake-timeout 500: silent clients closed (reason timeout, ${timeout_ms} ms after they connected), a real client then succeeds" \
+verdict "--handshake-timeout 500: silent clients closed (reason timeout, ${timeout_ms} ms after they connected), a real client then succeeds" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$S4_LOG")"
 stop_bg "$C4_PID"
 stop_bg "$S4_PID"
@@ -580,7 +563,7 @@ metric_ge "$S5_METRICS" 'mtls_connections_open{role="server"}' 20 ||
 	p+=("writes of the slow clients failed:" "$(head -n 3 "$TMP/drip/write_errors")")
 touch "$TMP/drip/stop"
 wait_exit "$DRIP_PID" 10
-report "20 exchanges in ${total_ms} ms (slowest ${worst} ms) while 20 clients drip a ClientHello" \
+verdict "20 exchanges in ${total_ms} ms (slowest ${worst} ms) while 20 clients drip a ClientHello" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(grep -vF '"event":"conn_' "$TMP/srv5.log" | tail -n 5 || true)" \
 	"connector log:" "$(tail -n 10 "$TMP/con5.log")" "slow clients:" "$(cat -- "$TMP/drip.log")"
 stop_bg "$C5_PID"
@@ -656,7 +639,7 @@ if ! grep -qa __asan_init "$MTLS"; then
 fi
 MEM6="server +$(((srv_rss1 - srv_rss0) / 1024)) MiB ($srv_rss0 -> $srv_rss1 KiB, $srv_per B/conn), connector +$(((con_rss1 - con_rss0) / 1024)) MiB ($con_rss0 -> $con_rss1 KiB, $con_per B/conn)"
 echo "        memory for $opened idle connections: $MEM6"
-report "$opened idle connections held through connector and server in ${held_ms} ms; $MEM6" \
+verdict "$opened idle connections held through connector and server in ${held_ms} ms; $MEM6" \
 	"${p[@]+"${p[@]}"}" -- "server log (not conn_open):" \
 	"$(grep -vF '"event":"conn_open"' "$TMP/srv6.log" | tail -n 10 || true)"
 
@@ -670,7 +653,7 @@ wait_until 10 metric_eq "$C6_METRICS" 'mtls_connections_open{role="connector"}' 
 	p+=("the connector still has $(m "$C6_METRICS" 'mtls_connections_open{role="connector"}') connections open")
 kill -0 "$S6_REAL" 2>/dev/null || p+=("the server died")
 kill -0 "$C6_REAL" 2>/dev/null || p+=("the connector died")
-report "the 1,000 connections all close when the client and the target go away" "${p[@]+"${p[@]}"}"
+verdict "the 1,000 connections all close when the client and the target go away" "${p[@]+"${p[@]}"}"
 stop_bg "$C6_PID"
 stop_bg "$S6_PID"
 
@@ -717,7 +700,7 @@ exit_ms=$(ms_since "$t0")
 [ "$EXIT_RC" = 0 ] || p+=("the server's exit status after the drain: $EXIT_RC, expected 0")
 [ "$exit_ms" -le 5000 ] || p+=("the server took ${exit_ms} ms to exit after the last connection closed")
 count_ge "$TMP/srv7.log" stopped '"connections_cut":0' 1 || p+=("no 'stopped' line with connections_cut 0")
-report "SIGTERM: /healthz 503 draining, new connections refused, the open one echoes; exit 0 ${exit_ms} ms after it closed" \
+verdict "SIGTERM: /healthz 503 draining, new connections refused, the open one echoes; exit 0 ${exit_ms} ms after it closed" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(grep -vF '"event":"conn_' "$TMP/srv7.log" || true)"
 stop_bg "$C7_PID"
 
@@ -751,7 +734,7 @@ if [ -n "$E7" ]; then
 	fi
 	exec {E7}>&-
 fi
-report "--drain-timeout 300 with a connection open: exit 0 after ${exit_ms} ms, stopped connections_cut 1" \
+verdict "--drain-timeout 300 with a connection open: exit 0 after ${exit_ms} ms, stopped connections_cut 1" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv7b.log")"
 stop_bg "$C7_PID"
 stop_bg "$BE_PID"
@@ -821,7 +804,7 @@ want=$(date -u -d "$(openssl crl -in "$CA/crl.pem" -noout -nextupdate | sed 's/^
 want=$(enddate_epoch "$TMP/C1.pem")
 [ "$(m "$C8_METRICS" mtls_cert_not_after_seconds)" = "$want" ] ||
 	p+=("the connector's mtls_cert_not_after_seconds $(m "$C8_METRICS" mtls_cert_not_after_seconds), its certificate's notAfter is $want")
-report "/metrics: every family with HELP and TYPE; bytes, handshakes, histogram; expiry gauges are the files' dates" \
+verdict "/metrics: every family with HELP and TYPE; bytes, handshakes, histogram; expiry gauges are the files' dates" \
 	"${p[@]+"${p[@]}"}" -- "metrics:" "$text"
 
 p=()
@@ -830,7 +813,7 @@ h=$(http "$S8_METRICS" /no-such-path)
 [[ $h == "404 "* ]] || p+=("/no-such-path: '$h', expected status 404")
 ct=$(curl -s --max-time 5 -o /dev/null -w '%{content_type}' "http://127.0.0.1:$S8_METRICS/metrics" || true)
 [[ $ct == text/plain* ]] || p+=("/metrics Content-Type '$ct'")
-report "/healthz 200 ok, unknown path 404" "${p[@]+"${p[@]}"}"
+verdict "/healthz 200 ok, unknown path 404" "${p[@]+"${p[@]}"}"
 stop_bg "$C8_PID"
 stop_bg "$S8_PID"
 
@@ -845,13 +828,13 @@ f0=$(m "$S8_METRICS" mtls_target_connect_failures_total)
 wait_until 3 metric_ge "$S8_METRICS" mtls_target_connect_failures_total $((f0 + 1)) ||
 	p+=("mtls_target_connect_failures_total did not rise (is $(m "$S8_METRICS" mtls_target_connect_failures_total))")
 wait_until 3 count_ge "$TMP/srv8d.log" target_connect_failed "" 1 || p+=("no target_connect_failed line")
-report "target down: the client's connection fails, target_connect_failed logged and counted" \
+verdict "target down: the client's connection fails, target_connect_failed logged and counted" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv8d.log")"
 p=()
 l=$(last_line "$TMP/srv8d.log" target_connect_failed)
 [[ $l == *'"identity":"spiffe://example.org/ops/c1"'* ]] ||
 	p+=("target_connect_failed does not name the client's identity (conn_open and conn_close of the same connection do)")
-report "target_connect_failed names the client whose target is down" "${p[@]+"${p[@]}"}" -- "$l"
+verdict "target_connect_failed names the client whose target is down" "${p[@]+"${p[@]}"}" -- "$l"
 stop_bg "$C8_PID"
 stop_bg "$S8_PID"
 
@@ -893,7 +876,7 @@ else
 	p+=("no logfmt 'event=listening' line")
 fi
 grep -q '^{' "$TMP/srv8l.log" && p+=("JSON lines in a logfmt log")
-report "--log-format logfmt: ts=... level=info event=listening role=server ..., quoted values" \
+verdict "--log-format logfmt: ts=... level=info event=listening role=server ..., quoted values" \
 	"${p[@]+"${p[@]}"}" -- "log:" "$(cat -- "$TMP/srv8l.log")"
 stop_bg "$S8_PID"
 
@@ -938,7 +921,7 @@ refused() {
 		exec {x}>&-
 		p+=("port $FREE is taken")
 	fi
-	report "$name" "${p[@]+"${p[@]}"}" -- "stderr:" "$ERR"
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "stderr:" "$ERR"
 }
 
 L=(--listen "127.0.0.1:$FREE" --target 127.0.0.1:1 --metrics 127.0.0.1:0)
@@ -1012,7 +995,7 @@ if wait_for_line "$TMP/srv9.log" '"event":"listening"' "$READY_LIMIT" "$S9_PID";
 else
 	p+=("the server did not start from the config file")
 fi
-report "--config with listen, target, cert, key, ca, allow-uri works like the flags" \
+verdict "--config with listen, target, cert, key, ca, allow-uri works like the flags" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv9.log")"
 stop_bg "$S9_PID"
 stop_bg "$BE_PID"
