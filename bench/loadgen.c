@@ -55,7 +55,7 @@ static struct sockaddr_storage target;
 static char server_name[256]; /* a copy: OpenSSL's SNI macro takes a non-const pointer */
 static socklen_t target_len;
 static SSL_CTX *ctx;
-static atomic_ullong done_ops, failed_ops;
+static atomic_ullong done_ops, failed_ops, resumed_ops;
 static atomic_bool stop;
 
 static double now(void)
@@ -176,11 +176,19 @@ static void *handshake_thread(void *arg)
 		struct conn c;
 		bool ok = conn_open(&c, o.resume ? &session : NULL) && round_trip(&c, buf, 64);
 
-		/* TLS 1.3 tickets arrive after the handshake: take one after the round trip */
-		if (ok && o.resume && c.ssl != NULL &&
-		    (session == NULL || !SSL_session_reused(c.ssl))) {
-			SSL_SESSION_free(session);
-			session = SSL_get1_session(c.ssl);
+		/* TLS 1.3 tickets arrive after the handshake: after the round trip, take the
+		 * newest one (as real clients do; a server may treat tickets as single-use) */
+		if (ok && c.ssl != NULL && SSL_session_reused(c.ssl))
+			atomic_fetch_add(&resumed_ops, 1);
+		if (ok && o.resume && c.ssl != NULL) {
+			SSL_SESSION *fresh = SSL_get1_session(c.ssl);
+
+			if (fresh != NULL && SSL_SESSION_is_resumable(fresh)) {
+				SSL_SESSION_free(session);
+				session = fresh;
+			} else {
+				SSL_SESSION_free(fresh);
+			}
 		}
 		conn_close(&c);
 		atomic_fetch_add(ok ? &done_ops : &failed_ops, 1);
@@ -355,10 +363,11 @@ int main(int argc, char **argv)
 		for (int i = 0; i < o.threads; i++)
 			pthread_join(th[i], NULL);
 		elapsed = now() - t0;
-		printf("mode=%s%s ok=%llu failed=%llu seconds=%.2f rate=%.1f client_cpu=%.2f\n",
+		printf("mode=%s%s ok=%llu resumed=%llu failed=%llu seconds=%.2f rate=%.1f "
+		       "client_cpu=%.2f\n",
 		       o.mode, o.resume ? "-resumed" : "", (unsigned long long)done_ops,
-		       (unsigned long long)failed_ops, elapsed, (double)done_ops / elapsed,
-		       (cpu_seconds() - cpu0) / elapsed);
+		       (unsigned long long)resumed_ops, (unsigned long long)failed_ops, elapsed,
+		       (double)done_ops / elapsed, (cpu_seconds() - cpu0) / elapsed);
 		free(th);
 	} else if (strcmp(o.mode, "latency") == 0) {
 		struct lat *ls = calloc((size_t)o.connections, sizeof(*ls));

@@ -37,6 +37,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"allow-cert", OPT_LIST, O(allow_cert), "SHA256",                                  \
 		 "pin: SHA-256 of the peer certificate"},                                          \
 		{"tls-min", OPT_STRING, O(tls_min), "1.2|1.3", "minimum TLS version (1.2)"},       \
+		{"verify-cache", OPT_INT, O(verify_cache), "N",                                    \
+		 "remember N verified peer chains (default 4096; 0: verify every chain)"},         \
 	{                                                                                          \
 		"insecure-key-permissions", OPT_FLAG, O(insecure_key_permissions), NULL,           \
 			"accept a key file readable by group or others (logs a warning)"           \
@@ -77,6 +79,8 @@ static const struct opt server_table[] = {
 	 "accept any certificate from the CA (instead of allow rules)"},
 	{"proxy-protocol", OPT_FLAG, O(proxy_protocol), NULL,
 	 "send a PROXY v2 header (client address, TLS version, CN, identity) to the target"},
+	{"session-cache", OPT_INT, O(session_cache), "N",
+	 "keep N sessions for resumption (default 20000; 0: no resumption)"},
 	TLS_OPTIONS,
 	DAEMON_OPTIONS,
 	OPT_END,

@@ -171,6 +171,20 @@ int mtls_config_set_verify_time(struct mtls_config *config, time_t when);
  * against the current CRLs, validity time and allow rules before it is accepted. */
 int mtls_config_set_session_tickets(struct mtls_config *config, int on);
 
+/* Sessions a server keeps for resumption (default 20000; 0 turns resumption off). Tickets
+ * are random identifiers of sessions held in the server's memory; the store survives a
+ * reload unless the CA bundle, verify depth or chain CRL checks change. */
+#define MTLS_SESSION_CACHE_DEFAULT 20000
+int mtls_config_set_session_cache(struct mtls_config *config, size_t entries);
+
+/* Chain verifications an endpoint remembers, by SHA-256 of the presented chain (default
+ * 4096; 0 turns the cache off). A peer that reconnects with the same chain skips chain
+ * building and signature checks while the chain's validity window and the CRLs' nextUpdate
+ * allow; its revocation and the allow rules are checked on every handshake. Any reload
+ * empties the cache. */
+#define MTLS_VERIFY_CACHE_DEFAULT 4096
+int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
+
 /*
  * Authorization of the peer's identity, checked after the chain verifies.
  *
@@ -274,6 +288,10 @@ const char *mtls_conn_warning(const struct mtls *conn);
 time_t mtls_endpoint_cert_not_after(const struct mtls *endpoint);
 time_t mtls_endpoint_ca_not_after(const struct mtls *endpoint);
 time_t mtls_endpoint_crl_next_update(const struct mtls *endpoint);
+/* Verification cache lookups of the endpoint's current configuration (counted from its
+ * last mtls_configure()): hits skipped chain verification, misses verified in full. */
+void mtls_endpoint_verify_cache_stats(const struct mtls *endpoint, unsigned long *hits,
+				      unsigned long *misses);
 
 /* ---------------------------------------------------------------------------------------
  * The peer's verified certificate and identity. Owned by the connection (or verifier).

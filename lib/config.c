@@ -29,6 +29,8 @@ struct mtls_config *mtls_config_new(void)
 	c->min_version = MTLS_TLS1_2;
 	c->max_version = MTLS_TLS1_3;
 	c->tickets = true;
+	c->verify_cache_slots = MTLS_VERIFY_CACHE_DEFAULT;
+	c->session_cache_slots = MTLS_SESSION_CACHE_DEFAULT;
 	return c;
 }
 
@@ -329,6 +331,24 @@ int mtls_config_set_verify_time(struct mtls_config *c, time_t when)
 int mtls_config_set_session_tickets(struct mtls_config *c, int on)
 {
 	c->tickets = on != 0;
+	return 0;
+}
+
+int mtls_config_set_verify_cache(struct mtls_config *c, size_t entries)
+{
+	if (entries > 1u << 20)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "verify cache size must be between 0 (off) and 1048576 entries");
+	c->verify_cache_slots = entries;
+	return 0;
+}
+
+int mtls_config_set_session_cache(struct mtls_config *c, size_t entries)
+{
+	if (entries > 1u << 20)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "session cache size must be between 0 (off) and 1048576 entries");
+	c->session_cache_slots = entries;
 	return 0;
 }
 

@@ -47,7 +47,7 @@ static int recheck_resumed(struct mtls *c)
 	request_for(c, &rq);
 	identity_free(c->peer);
 	c->peer = NULL;
-	return verify_resumed(&rq, leaf, &c->peer, &c->err);
+	return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->ssl), &c->peer, &c->err);
 }
 
 static bool is_alert(int reason)
@@ -243,6 +243,7 @@ static int check_ready(struct mtls *c)
 ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 {
 	size_t got = 0;
+	ssize_t ret;
 	int rc;
 
 	rc = check_ready(c);
@@ -253,7 +254,12 @@ ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 	rc = SSL_read_ex(c->ssl, buf, len, &got);
 	if (rc == 1)
 		return (ssize_t)got;
-	return io_error(c, rc, errno, true);
+	ret = io_error(c, rc, errno, true);
+	/* waiting for the peer: hold no record buffer meanwhile (OpenSSL allocated one for the
+	 * read that found nothing; SSL_free_buffers() keeps a buffer with a partial record) */
+	if (ret == MTLS_WANT_POLLIN)
+		SSL_free_buffers(c->ssl);
+	return ret;
 }
 
 ssize_t mtls_write(struct mtls *c, const void *buf, size_t len)

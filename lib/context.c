@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 
 #include "internal.h"
@@ -38,6 +39,8 @@ void state_unref(struct state *st)
 	SSL_CTX_free(st->ssl_ctx);
 	X509_STORE_free(st->store);
 	policy_free(st->policy);
+	verify_cache_free(st->vcache);
+	sessions_unref(st->sessions);
 	mtls_config_free(st->config);
 	SSL_SESSION_free(st->session);
 	free(st->session_name);
@@ -302,14 +305,22 @@ static int setup_ssl_ctx(struct state *st, const struct mtls_config *c, struct e
 				      SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set1_cert_store(ctx, st->store);
 	SSL_CTX_set_cert_verify_callback(ctx, conn_verify_cb, NULL);
+	SSL_CTX_set_app_data(ctx, st);
 	if (st->server) {
 		SSL_CTX_set_verify(ctx,
 				   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT |
 					   SSL_VERIFY_CLIENT_ONCE,
 				   NULL);
 		SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
-		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-		SSL_CTX_set_num_tickets(ctx, c->tickets ? 1 : 0);
+		/* resumption from the server's own store (sessions.c), never stateless tickets */
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		if (st->sessions != NULL) {
+			sessions_attach(ctx);
+			SSL_CTX_set_num_tickets(ctx, 1);
+		} else {
+			SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+			SSL_CTX_set_num_tickets(ctx, 0);
+		}
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 		SSL_CTX_set_session_cache_mode(
@@ -320,7 +331,43 @@ static int setup_ssl_ctx(struct state *st, const struct mtls_config *c, struct e
 	return 0;
 }
 
-static struct state *state_build(bool server, struct mtls_config *c, struct error *err)
+/* What a verified session depends on beyond what verify_resumed() checks again: the trust
+ * anchors and the rules of chain building. */
+static int trust_fingerprint(const struct mtls_config *c, uint8_t out[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int params[] = {c->verify_depth, c->crl_check_chain, (int)c->insecure};
+	unsigned n = 0;
+	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+		 EVP_DigestUpdate(md, params, sizeof(params)) == 1 &&
+		 (c->ca.data == NULL || EVP_DigestUpdate(md, c->ca.data, c->ca.len) == 1) &&
+		 EVP_DigestFinal_ex(md, out, &n) == 1 && n == 32;
+
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
+/* The server's session store: the previous state's while the trust is the same. */
+static int setup_sessions(struct state *st, const struct state *prev, struct error *err)
+{
+	const struct mtls_config *c = st->config;
+	uint8_t trust[32];
+
+	if (!st->server || !c->tickets || c->session_cache_slots == 0)
+		return 0;
+	if (trust_fingerprint(c, trust) != 0)
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot hash the CA bundle");
+	if (prev != NULL && prev->sessions != NULL && sessions_trust_is(prev->sessions, trust))
+		st->sessions = sessions_ref(prev->sessions);
+	else
+		st->sessions = sessions_new(c->session_cache_slots, trust);
+	if (st->sessions == NULL)
+		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	return 0;
+}
+
+static struct state *state_build(bool server, struct mtls_config *c, const struct state *prev,
+				 struct error *err)
 {
 	struct state *st = calloc(1, sizeof(*st));
 
@@ -353,7 +400,13 @@ static struct state *state_build(bool server, struct mtls_config *c, struct erro
 			"a certificate needs its private key and a key its certificate: give both");
 		goto fail;
 	}
-	if (setup_ssl_ctx(st, c, err) != 0 || load_trust(st, c, err) != 0)
+	if (c->verify_cache_slots > 0 &&
+	    (st->vcache = verify_cache_new(c->verify_cache_slots)) == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		goto fail;
+	}
+	if (setup_sessions(st, prev, err) != 0 || setup_ssl_ctx(st, c, err) != 0 ||
+	    load_trust(st, c, err) != 0)
 		goto fail;
 	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
 		goto fail;
@@ -361,6 +414,17 @@ static struct state *state_build(bool server, struct mtls_config *c, struct erro
 fail:
 	state_unref(st);
 	return NULL;
+}
+
+/* The endpoint's current state, referenced; NULL if it was never configured. */
+static struct state *current_state(struct mtls *e)
+{
+	struct state *st;
+
+	pthread_mutex_lock(&e->lock);
+	st = e->state != NULL ? state_ref(e->state) : NULL;
+	pthread_mutex_unlock(&e->lock);
+	return st;
 }
 
 int mtls_configure(struct mtls *e, struct mtls_config *config)
@@ -373,7 +437,9 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 				  "mtls_configure needs a server or client endpoint and a config");
 		return -1;
 	}
-	st = state_build(e->kind == KIND_SERVER, config, &e->err);
+	old = current_state(e);
+	st = state_build(e->kind == KIND_SERVER, config, old, &e->err);
+	state_unref(old);
 	if (st == NULL)
 		return -1;
 	pthread_mutex_lock(&e->lock);
@@ -383,17 +449,6 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 	state_unref(old);
 	error_clear(&e->err);
 	return 0;
-}
-
-/* The endpoint's current state, referenced; NULL if it was never configured. */
-static struct state *current_state(struct mtls *e)
-{
-	struct state *st;
-
-	pthread_mutex_lock(&e->lock);
-	st = e->state != NULL ? state_ref(e->state) : NULL;
-	pthread_mutex_unlock(&e->lock);
-	return st;
 }
 
 static time_t state_time(struct mtls *e, int which)
@@ -423,10 +478,34 @@ time_t mtls_endpoint_crl_next_update(const struct mtls *e)
 	return state_time((struct mtls *)(uintptr_t)e, 2);
 }
 
+void mtls_endpoint_verify_cache_stats(const struct mtls *e, unsigned long *hits,
+				      unsigned long *misses)
+{
+	struct state *st = current_state((struct mtls *)(uintptr_t)e);
+
+	*hits = *misses = 0;
+	if (st == NULL)
+		return;
+	verify_cache_stats(st->vcache, hits, misses);
+	state_unref(st);
+}
+
+/* Whether a connection that ended this way leaves its session resumable: yes unless the
+ * TLS layer itself failed (a bad record, an alert). */
+static bool session_survives(enum mtls_reason reason)
+{
+	return reason == MTLS_REASON_NONE || reason == MTLS_REASON_TRUNCATED ||
+	       reason == MTLS_REASON_IO || reason == MTLS_REASON_TIMEOUT;
+}
+
 void mtls_free(struct mtls *m)
 {
 	if (m == NULL)
 		return;
+	if (m->ssl != NULL && m->handshake_done && session_survives(m->err.reason))
+		/* OpenSSL would mark the session of a connection freed without close_notify
+		 * unresumable; TLS 1.3 dropped that rule, and peers that just close are common */
+		SSL_set_shutdown(m->ssl, SSL_get_shutdown(m->ssl) | SSL_SENT_SHUTDOWN);
 	SSL_free(m->ssl);
 	state_unref(m->state);
 	state_unref(m->cstate);

@@ -152,7 +152,9 @@ static int fingerprints(X509 *cert, struct mtls_peer *p)
 		return -1;
 	if (X509_get0_pubkey(cert) == NULL)
 		return 1;
-	len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+	/* the SubjectPublicKeyInfo as the certificate encodes it: the same bytes i2d_PUBKEY()
+	 * would give, without OpenSSL 3.0's costly encoder round trip */
+	len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
 	if (len <= 0)
 		return -1;
 	if (EVP_Digest(der, (size_t)len, p->spki_hash, &n, EVP_sha256(), NULL) != 1 || n != 32) {

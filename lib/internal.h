@@ -72,6 +72,8 @@ struct mtls_config {
 	int max_version;
 	time_t verify_time;
 	bool tickets;
+	size_t verify_cache_slots;
+	size_t session_cache_slots;
 
 	struct strlist allow_uri;
 	struct strlist allow_dns;
@@ -138,6 +140,8 @@ struct state {
 	time_t cert_not_after;
 	time_t ca_not_after;
 	time_t crl_next_update;
+	struct verify_cache *vcache; /* NULL when disabled */
+	struct sessions *sessions;   /* server: resumable sessions, NULL when disabled */
 
 	/* client: last session ticket received, for resumption */
 	pthread_mutex_t session_lock;
@@ -187,12 +191,34 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 /* The verification parameters a request implies (also applied inside verify_chain). */
 int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 
-/* A resumed session skipped verification, and its ticket holds only the leaf. Within one
- * state only time moves (a reload brings new ticket keys, so older tickets fail): check the
- * leaf's validity now, its revocation in the current CRLs, the server name, and the allow
- * rules. */
-int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer **peer,
-		   struct error *err);
+/* A resumed session skipped verification, and it may have been verified under an earlier
+ * state (the server's session cache survives reloads that keep the trust anchors): check
+ * the leaf's validity now, its revocation (and, with CRL checks on the chain, that of the
+ * session's chain) in the current CRLs, the server name, and the allow rules. */
+int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
+		   struct mtls_peer **peer, struct error *err);
+
+/* verify_cache.c: successful chain verifications of one state, by chain hash (see file). */
+struct verify_cache;
+struct verify_cache *verify_cache_new(size_t slots); /* NULL if slots is 0 or no memory */
+void verify_cache_free(struct verify_cache *vc);
+int verify_cache_key(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * untrusted,
+		     uint8_t key[32]);
+bool verify_cache_hit(struct verify_cache *vc, const uint8_t key[32], time_t now);
+void verify_cache_put(struct verify_cache *vc, const uint8_t key[32], time_t valid_from,
+		      time_t valid_until);
+void verify_cache_stats(struct verify_cache *vc, unsigned long *hits, unsigned long *misses);
+
+/* sessions.c: the server's resumable sessions, shared by the states of one endpoint as long
+ * as its trust anchors stay the same (see file). */
+struct sessions;
+struct sessions *sessions_new(size_t slots, const uint8_t trust[32]);
+struct sessions *sessions_ref(struct sessions *s);
+void sessions_unref(struct sessions *s);
+bool sessions_trust_is(const struct sessions *s, const uint8_t trust[32]);
+/* The SSL_CTX callbacks of a server that keeps sessions (session ID and TLS 1.3 stateful
+ * tickets). The SSL_CTX's app data must be its struct state. */
+void sessions_attach(SSL_CTX *ctx);
 
 /* sockbio.c: the BIO every connection's SSL reads and writes through (see the file). */
 BIO *sockbio_new(int fd);

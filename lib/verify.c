@@ -381,70 +381,8 @@ static int check_uri(const struct verify_request *rq, const struct mtls_peer *pe
 			 role_of(rq), rq->uri, peer->identity, peer->serial);
 }
 
-int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **out,
-		 struct error *err, char *warning, size_t warning_len)
-{
-	struct verify_run run = {.rq = rq, .warning = warning, .warning_len = warning_len};
-	struct mtls_peer *peer = NULL;
-	X509 *leaf;
-	int rc = -1;
-
-	*out = NULL;
-	if (warning_len > 0)
-		warning[0] = '\0';
-	pthread_once(&run_index_once, run_index_init);
-	if (run_index < 0 || verify_setup(rq, xctx) != 0) {
-		error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set up verification");
-		return -1;
-	}
-	X509_STORE_CTX_set_ex_data(xctx, run_index, &run);
-	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
-	if (X509_verify_cert(xctx) != 1) {
-		if (run.cert == NULL) {
-			run.error = X509_STORE_CTX_get_error(xctx);
-			run.depth = X509_STORE_CTX_get_error_depth(xctx);
-			run.cert = X509_STORE_CTX_get_current_cert(xctx);
-			if (run.cert == NULL)
-				run.cert = X509_STORE_CTX_get0_cert(xctx);
-			if (run.cert != NULL && X509_up_ref(run.cert) != 1)
-				run.cert = NULL;
-		}
-		explain(rq, &run, err);
-		goto done;
-	}
-	leaf = X509_STORE_CTX_get0_cert(xctx);
-	if (check_leaf_eku(rq, leaf, err) != 0 ||
-	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
-		goto reject;
-	peer = identity_from_cert(leaf, err);
-	if (peer == NULL)
-		goto reject;
-	if (rq->uri != NULL && check_uri(rq, peer, err) != 0)
-		goto reject;
-	if (policy_check(rq->st->policy, peer, role_of(rq), err) != 0)
-		goto reject;
-	*out = peer;
-	peer = NULL;
-	error_clear(err);
-	rc = 0;
-	goto done;
-reject:
-	/* makes the handshake send a bad_certificate alert */
-	X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
-done:
-	/* a warning is about an accepted chain only */
-	if (rc != 0 && warning_len > 0)
-		warning[0] = '\0';
-	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
-	identity_free(peer);
-	X509_free(run.cert);
-	X509_CRL_free(run.crl);
-	ERR_clear_error();
-	return rc;
-}
-
-/* Is the leaf listed in a CRL of its issuer? 0 no, -1 refused with err. */
-static int check_leaf_crl(const struct verify_request *rq, X509 *leaf, time_t now,
+/* Is a certificate listed in a CRL of its issuer? 0 no, -1 refused with err. */
+static int check_cert_crl(const struct verify_request *rq, X509 *leaf, time_t now,
 			  struct error *err)
 {
 	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
@@ -486,8 +424,110 @@ static int check_leaf_crl(const struct verify_request *rq, X509 *leaf, time_t no
 	return rc;
 }
 
-int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer **out,
-		   struct error *err)
+/* The time window in which the verification of this chain stays true: every certificate
+ * valid, and the CRLs before their nextUpdate. */
+static void chain_window(const struct verify_request *rq, STACK_OF(X509) * chain, time_t *from,
+			 time_t *until)
+{
+	*from = 0;
+	*until = rq->st->config->ncrls > 0 && rq->st->crl_next_update != 0 ? rq->st->crl_next_update
+									   : (time_t)INT64_MAX;
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *cert = sk_X509_value(chain, i);
+		time_t nb = error_asn1_time(X509_get0_notBefore(cert));
+		time_t na = error_asn1_time(X509_get0_notAfter(cert));
+
+		if (nb > *from)
+			*from = nb;
+		if (na < *until)
+			*until = na;
+	}
+}
+
+int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **out,
+		 struct error *err, char *warning, size_t warning_len)
+{
+	struct verify_run run = {.rq = rq, .warning = warning, .warning_len = warning_len};
+	struct mtls_peer *peer = NULL;
+	bool keyed, cached = false;
+	uint8_t key[32];
+	X509 *leaf;
+	int rc = -1;
+
+	*out = NULL;
+	if (warning_len > 0)
+		warning[0] = '\0';
+	pthread_once(&run_index_once, run_index_init);
+	if (run_index < 0 || verify_setup(rq, xctx) != 0) {
+		error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set up verification");
+		return -1;
+	}
+	leaf = X509_STORE_CTX_get0_cert(xctx);
+	keyed = rq->st->vcache != NULL &&
+		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
+	if (keyed && verify_cache_hit(rq->st->vcache, key, verify_now(rq))) {
+		/* the chain verified before, and it still does; revocation once more */
+		if (rq->st->config->ncrls > 0 && check_cert_crl(rq, leaf, verify_now(rq), err) != 0)
+			goto reject;
+		cached = true;
+		goto authorize;
+	}
+	X509_STORE_CTX_set_ex_data(xctx, run_index, &run);
+	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
+	if (X509_verify_cert(xctx) != 1) {
+		if (run.cert == NULL) {
+			run.error = X509_STORE_CTX_get_error(xctx);
+			run.depth = X509_STORE_CTX_get_error_depth(xctx);
+			run.cert = X509_STORE_CTX_get_current_cert(xctx);
+			if (run.cert == NULL)
+				run.cert = X509_STORE_CTX_get0_cert(xctx);
+			if (run.cert != NULL && X509_up_ref(run.cert) != 1)
+				run.cert = NULL;
+		}
+		explain(rq, &run, err);
+		goto done;
+	}
+	if (check_leaf_eku(rq, leaf, err) != 0 ||
+	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
+		goto reject;
+authorize:
+	peer = identity_from_cert(leaf, err);
+	if (peer == NULL)
+		goto reject;
+	if (rq->uri != NULL && check_uri(rq, peer, err) != 0)
+		goto reject;
+	if (keyed && !cached && (warning_len == 0 || warning[0] == '\0')) {
+		/* a chain accepted with a warning (CRL in its grace period) is not remembered:
+		 * every handshake should carry the warning */
+		time_t from, until;
+
+		chain_window(rq, X509_STORE_CTX_get0_chain(xctx), &from, &until);
+		verify_cache_put(rq->st->vcache, key, from, until);
+	}
+	if (policy_check(rq->st->policy, peer, role_of(rq), err) != 0)
+		goto reject;
+	*out = peer;
+	peer = NULL;
+	error_clear(err);
+	rc = 0;
+	goto done;
+reject:
+	/* makes the handshake send a bad_certificate alert */
+	X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
+done:
+	/* a warning is about an accepted chain only */
+	if (rc != 0 && warning_len > 0)
+		warning[0] = '\0';
+	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
+	identity_free(peer);
+	X509_free(run.cert);
+	X509_CRL_free(run.crl);
+	ERR_clear_error();
+	return rc;
+}
+
+int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
+		   struct mtls_peer **out, struct error *err)
 {
 	const struct mtls_config *c = rq->st->config;
 	time_t now = verify_now(rq);
@@ -504,8 +544,28 @@ int verify_resumed(const struct verify_request *rq, X509 *leaf, struct mtls_peer
 			error_time(error_asn1_time(X509_get0_notAfter(leaf)), when, sizeof(when)),
 			who);
 	}
-	if (c->ncrls > 0 && check_leaf_crl(rq, leaf, now, err) != 0)
+	if (c->ncrls > 0 && check_cert_crl(rq, leaf, now, err) != 0)
 		return -1;
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *cert = sk_X509_value(chain, i);
+
+		if (X509_cmp(cert, leaf) == 0)
+			continue;
+		if (X509_cmp_time(X509_get0_notAfter(cert), &now) < 0) {
+			identity_describe(cert, who, sizeof(who));
+			return error_set(
+				err, MTLS_REASON_EXPIRED,
+				"%s certificate chain rejected: %s expired at %s; renew it",
+				role_of(rq), who,
+				error_time(error_asn1_time(X509_get0_notAfter(cert)), when,
+					   sizeof(when)));
+		}
+		/* the trust anchor has no CRL above it */
+		if (c->ncrls > 0 && c->crl_check_chain &&
+		    !(X509_get_extension_flags(cert) & EXFLAG_SS) &&
+		    check_cert_crl(rq, cert, now, err) != 0)
+			return -1;
+	}
 	if (rq->name != NULL && rq->name[0] != '\0') {
 		unsigned flags =
 			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;

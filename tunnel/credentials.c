@@ -1,6 +1,7 @@
 /*
  * Building an mtls_config from daemon options.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +14,12 @@ static int add_all(struct mtls_config *c, const struct tunnel_list *l,
 		if (add(c, l->v[i]) != 0)
 			return -1;
 	return 0;
+}
+
+/* A negative size is out of range, as the setters say. */
+static size_t cache_size(long long n)
+{
+	return n < 0 ? SIZE_MAX : (size_t)n;
 }
 
 struct mtls_config *credentials_build(const struct tunnel_options *o, char *err, size_t len)
@@ -36,6 +43,8 @@ struct mtls_config *credentials_build(const struct tunnel_options *o, char *err,
 	    mtls_config_set_crl_check_chain(c, o->crl_check_chain) != 0 ||
 	    mtls_config_set_crl_grace(c, o->crl_grace) != 0 ||
 	    mtls_config_set_protocols(c, min, MTLS_TLS1_3) != 0 ||
+	    mtls_config_set_verify_cache(c, cache_size(o->verify_cache)) != 0 ||
+	    mtls_config_set_session_cache(c, cache_size(o->session_cache)) != 0 ||
 	    add_all(c, &o->crl, mtls_config_add_crl_file) != 0 ||
 	    add_all(c, &o->allow_uri, mtls_config_allow_uri) != 0 ||
 	    add_all(c, &o->allow_dns, mtls_config_allow_dns) != 0 ||

@@ -60,6 +60,8 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->log_format = "json";
 	o->log_level = "info";
 	o->tls_min = "1.2";
+	o->verify_cache = MTLS_VERIFY_CACHE_DEFAULT;
+	o->session_cache = MTLS_SESSION_CACHE_DEFAULT;
 }
 
 static void fail(const char *role, const char *msg)

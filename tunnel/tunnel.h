@@ -58,6 +58,8 @@ struct tunnel_options {
 	const char *log_file;
 	const char *user;
 	const char *tls_min;
+	long long verify_cache;
+	long long session_cache;
 };
 
 /* Defaults for a role. */

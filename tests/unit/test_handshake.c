@@ -552,14 +552,213 @@ static void test_reload(void **state)
 	mtls_free(client);
 }
 
+/* --- verification cache and session store ------------------------------------------- */
+
+#define APP1 "spiffe://test.mtls/ns/prod/sa/app1"
+
+/* A client endpoint for a certificate in memory; with tickets off, every handshake it makes
+ * is a full one. */
+static struct mtls *mem_client(const char *chain, const char *key, bool tickets)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	struct mtls *client = mtls_client_new();
+
+	assert_int_equal(mtls_config_set_cert_mem(cfg, (const uint8_t *)chain, strlen(chain)), 0);
+	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)key, strlen(key)), 0);
+	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
+	assert_int_equal(mtls_config_set_session_tickets(cfg, tickets), 0);
+	assert_int_equal(mtls_configure(client, cfg), 0);
+	mtls_config_free(cfg);
+	return client;
+}
+
+static struct mtls *zoo_client(bool tickets)
+{
+	size_t len;
+	char *chain = test_slurp(cert_path("client-chain.pem"), &len);
+	char *key = test_slurp(cert_path("client.key"), &len);
+	struct mtls *client = mem_client(chain, key, tickets);
+
+	free(chain);
+	free(key);
+	return client;
+}
+
+/* Configure a server that allows app1, with a CRL (PEM in memory) if crl is not NULL and a
+ * CA bundle in memory if ca is not NULL. */
+static void configure_server(struct mtls *server, const char *crl, const char *ca)
+{
+	struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+
+	assert_int_equal(mtls_config_allow_uri(cfg, APP1), 0);
+	if (crl != NULL)
+		assert_int_equal(mtls_config_add_crl_mem(cfg, (const uint8_t *)crl, strlen(crl)),
+				 0);
+	if (ca != NULL)
+		assert_int_equal(mtls_config_set_ca_mem(cfg, (const uint8_t *)ca, strlen(ca)), 0);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	mtls_config_free(cfg);
+}
+
+/* One connection: the server's result (0 or -1), its reason, and whether it resumed. */
+static int try_connect(struct mtls *server, struct mtls *client, enum mtls_reason *reason,
+		       bool *resumed)
+{
+	int fds[2], srv_rc, cli_rc;
+	struct mtls *sc, *cc;
+
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	cc = mtls_connect_fd(client, fds[1], "server.test");
+	assert_non_null(sc);
+	assert_non_null(cc);
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+	*reason = mtls_error_reason(sc);
+	*resumed = mtls_conn_resumed(sc) == 1;
+	if (srv_rc == 0 && cli_rc == 0) {
+		assert_string_equal(mtls_peer_identity(mtls_conn_peer(sc)), APP1);
+		assert_int_equal(mtls_close(cc), 0);
+	}
+	mtls_free(sc);
+	mtls_free(cc);
+	close(fds[0]);
+	close(fds[1]);
+	return srv_rc == 0 && cli_rc == 0 ? 0 : -1;
+}
+
+static unsigned long cache_hits(struct mtls *server)
+{
+	unsigned long hits, misses;
+
+	mtls_endpoint_verify_cache_stats(server, &hits, &misses);
+	return hits;
+}
+
+/* A certificate that was verified and cached, and whose session can be resumed, is refused
+ * once it is past its notAfter: on a full handshake (the cached verification is out of its
+ * window) and on resumption. */
+static void test_cached_then_expired(void **state)
+{
+	struct mtls *server = mtls_server_new(), *full, *resuming;
+	enum mtls_reason r;
+	char *chain, *key;
+	bool resumed;
+
+	(void)state;
+	test_issue_client(2, APP1, &chain, &key);
+	configure_server(server, NULL, NULL);
+	full = mem_client(chain, key, false);
+	resuming = mem_client(chain, key, true);
+
+	assert_int_equal(try_connect(server, full, &r, &resumed), 0);
+	assert_int_equal(cache_hits(server), 0);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_false(resumed);
+	assert_int_equal(cache_hits(server), 1); /* the same chain: verified from the cache */
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_true(resumed);
+
+	sleep(3); /* past notAfter */
+	assert_int_equal(try_connect(server, full, &r, &resumed), -1);
+	assert_int_equal(r, MTLS_REASON_EXPIRED);
+	assert_int_equal(cache_hits(server), 1);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), -1);
+	assert_int_equal(r, MTLS_REASON_EXPIRED);
+
+	free(chain);
+	free(key);
+	mtls_free(full);
+	mtls_free(resuming);
+	mtls_free(server);
+}
+
+/* A CRL reload that revokes a cached, resumable client refuses it at once, on full and on
+ * resumed handshakes; the session store survives the reload (the CA did not change), so the
+ * resumption is attempted and refused by the re-check, not merely forgotten. */
+static void test_cached_then_revoked(void **state)
+{
+	struct mtls *server = mtls_server_new(), *full = zoo_client(false),
+		    *resuming = zoo_client(true);
+	enum mtls_reason r;
+	size_t len;
+	char *nobody = test_make_crl(-60, 3600, NULL, &len);
+	char *revoking = test_make_crl(-60, 3600, "client-chain.pem", &len);
+	bool resumed;
+
+	(void)state;
+	configure_server(server, nobody, NULL);
+	assert_int_equal(try_connect(server, full, &r, &resumed), 0);
+	assert_int_equal(try_connect(server, full, &r, &resumed), 0);
+	assert_int_equal(cache_hits(server), 1);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_true(resumed);
+
+	/* a reload that changes nothing of the trust keeps the sessions */
+	configure_server(server, nobody, NULL);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_true(resumed);
+
+	configure_server(server, revoking, NULL);
+	assert_int_equal(try_connect(server, full, &r, &resumed), -1);
+	assert_int_equal(r, MTLS_REASON_REVOKED);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), -1);
+	assert_int_equal(r, MTLS_REASON_REVOKED);
+	assert_true(resumed);
+
+	free(nobody);
+	free(revoking);
+	mtls_free(full);
+	mtls_free(resuming);
+	mtls_free(server);
+}
+
+/* A new CA bundle drops the sessions: they were verified against trust anchors that may be
+ * gone. */
+static void test_sessions_dropped_on_ca_change(void **state)
+{
+	struct mtls *server = mtls_server_new(), *resuming = zoo_client(true);
+	enum mtls_reason r;
+	size_t n1, n2;
+	char *ca = test_slurp(cert_path("ca.pem"), &n1);
+	char *other = test_slurp(cert_path("other-ca.pem"), &n2);
+	char *both = malloc(n1 + n2 + 1);
+	bool resumed;
+
+	(void)state;
+	memcpy(both, ca, n1);
+	memcpy(both + n1, other, n2 + 1);
+	configure_server(server, NULL, NULL);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_true(resumed);
+	configure_server(server, NULL, both);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_false(resumed);
+	assert_int_equal(try_connect(server, resuming, &r, &resumed), 0);
+	assert_true(resumed);
+
+	free(ca);
+	free(other);
+	free(both);
+	mtls_free(resuming);
+	mtls_free(server);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN); /* as every program using sockets should */
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_matrix_tls13), cmocka_unit_test(test_matrix_tls12),
-		cmocka_unit_test(test_garbage),	     cmocka_unit_test(test_truncated_hello),
-		cmocka_unit_test(test_tls11_client), cmocka_unit_test(test_resumption),
+		cmocka_unit_test(test_matrix_tls13),
+		cmocka_unit_test(test_matrix_tls12),
+		cmocka_unit_test(test_garbage),
+		cmocka_unit_test(test_truncated_hello),
+		cmocka_unit_test(test_tls11_client),
+		cmocka_unit_test(test_resumption),
 		cmocka_unit_test(test_reload),
+		cmocka_unit_test(test_cached_then_expired),
+		cmocka_unit_test(test_cached_then_revoked),
+		cmocka_unit_test(test_sessions_dropped_on_ca_change),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,64 +18,6 @@
 
 #include "testutil.h"
 
-static X509 *read_cert(const char *name)
-{
-	FILE *f = fopen(cert_path(name), "r");
-	X509 *x;
-
-	assert_non_null(f);
-	x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	assert_non_null(x);
-	return x;
-}
-
-/* A CRL from the issuing CA, valid from last to next (offsets from now), listing the
- * leaf of revoked_chain if not NULL. Returns PEM (caller frees). */
-static char *make_crl(long last, long next, const char *revoked_chain, size_t *len)
-{
-	X509 *issuer = read_cert("int.pem");
-	FILE *f = fopen(cert_path("int.key"), "r");
-	EVP_PKEY *key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
-	X509_CRL *crl = X509_CRL_new();
-	ASN1_TIME *t = ASN1_TIME_new();
-	BIO *bio = BIO_new(BIO_s_mem());
-	char *data, *out;
-	long n;
-
-	assert_non_null(key);
-	fclose(f);
-	assert_int_equal(X509_CRL_set_version(crl, X509_CRL_VERSION_2), 1);
-	assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)), 1);
-	X509_gmtime_adj(t, last);
-	X509_CRL_set1_lastUpdate(crl, t);
-	X509_gmtime_adj(t, next);
-	X509_CRL_set1_nextUpdate(crl, t);
-	if (revoked_chain != NULL) {
-		X509 *leaf = read_cert(revoked_chain);
-		X509_REVOKED *r = X509_REVOKED_new();
-
-		X509_gmtime_adj(t, last);
-		X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(leaf));
-		X509_REVOKED_set_revocationDate(r, t);
-		X509_CRL_add0_revoked(crl, r);
-		X509_free(leaf);
-	}
-	assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
-	PEM_write_bio_X509_CRL(bio, crl);
-	n = BIO_get_mem_data(bio, &data);
-	out = malloc((size_t)n + 1);
-	memcpy(out, data, (size_t)n);
-	out[n] = '\0';
-	*len = (size_t)n;
-	BIO_free(bio);
-	ASN1_TIME_free(t);
-	X509_CRL_free(crl);
-	EVP_PKEY_free(key);
-	X509_free(issuer);
-	return out;
-}
-
 /* Verify a zoo chain as a server would, with one CRL and a grace period. */
 static int verify_with_crl(const char *chain, const char *crl, size_t crl_len, int64_t grace,
 			   enum mtls_reason *reason, char *warning, size_t wlen)
@@ -103,9 +45,9 @@ static int verify_with_crl(const char *chain, const char *crl, size_t crl_len, i
 static void test_crl_freshness(void **state)
 {
 	size_t len;
-	char *fresh = make_crl(-3600, 3600, NULL, &len);
-	char *stale = make_crl(-7200, -600, NULL, &len);
-	char *stale_revoking = make_crl(-7200, -600, "revoked-client-chain.pem", &len);
+	char *fresh = test_make_crl(-3600, 3600, NULL, &len);
+	char *stale = test_make_crl(-7200, -600, NULL, &len);
+	char *stale_revoking = test_make_crl(-7200, -600, "revoked-client-chain.pem", &len);
 	enum mtls_reason r;
 	char warning[300];
 

@@ -1,0 +1,148 @@
+/*
+ * The server's resumable sessions, kept in the server (stateful resumption: TLS 1.3 tickets
+ * and TLS 1.2 session IDs are random identifiers of an entry here).
+ *
+ * Why not stateless tickets: OpenSSL 3.0 encodes a session into every ticket it issues and
+ * decodes it again to clean it, and decodes it once more when the ticket comes back; each
+ * decode parses the peer's certificate through the provider decoders, which costs more than
+ * the handshake's signatures. Here a ticket is 32 random bytes, resumption is a lookup, and
+ * nothing leaves the server that a stolen ticket key could open.
+ *
+ * One store serves all the states of an endpoint while the trust anchors and chain rules
+ * stay the same (a reload of a certificate, key, CRL or allow rules keeps it); a change of
+ * CA bundle, verify depth or chain CRL checks starts an empty one. Every resumption is
+ * checked again against the current state (verify_resumed(): validity, CRLs, allow rules),
+ * so a session never outlives a revocation. The table is direct-mapped and bounded: a new
+ * session replaces the one in its slot, and a lookup drops a session past its lifetime.
+ * A connection that ends without close_notify does not make its session unusable (RFC 8446
+ * dropped that rule), so OpenSSL's removals are not honoured: there is no remove callback.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct sessions {
+	atomic_int refs;
+	pthread_mutex_t lock;
+	uint8_t trust[32];
+	size_t slots;
+	SSL_SESSION **table; /* allocated on the first insert */
+};
+
+struct sessions *sessions_new(size_t slots, const uint8_t trust[32])
+{
+	struct sessions *s;
+
+	if (slots == 0)
+		return NULL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	atomic_init(&s->refs, 1);
+	pthread_mutex_init(&s->lock, NULL);
+	memcpy(s->trust, trust, sizeof(s->trust));
+	s->slots = slots;
+	return s;
+}
+
+struct sessions *sessions_ref(struct sessions *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+	return s;
+}
+
+void sessions_unref(struct sessions *s)
+{
+	if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	if (s->table != NULL)
+		for (size_t i = 0; i < s->slots; i++)
+			SSL_SESSION_free(s->table[i]);
+	free(s->table);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+bool sessions_trust_is(const struct sessions *s, const uint8_t trust[32])
+{
+	return memcmp(s->trust, trust, sizeof(s->trust)) == 0;
+}
+
+static size_t slot_of(const struct sessions *s, const unsigned char *id, unsigned len)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a: the IDs are random already */
+
+	for (unsigned i = 0; i < len; i++)
+		h = (h ^ id[i]) * 1099511628211ull;
+	return (size_t)(h % s->slots);
+}
+
+static struct sessions *sessions_of_ctx(SSL_CTX *ctx)
+{
+	struct state *st = SSL_CTX_get_app_data(ctx);
+
+	return st != NULL ? st->sessions : NULL;
+}
+
+/* OpenSSL hands us a reference to a new session; we keep it (return 1) or not (0). */
+static int on_new(SSL *ssl, SSL_SESSION *sess)
+{
+	struct sessions *s = sessions_of_ctx(SSL_get_SSL_CTX(ssl));
+	SSL_SESSION *old = NULL;
+	unsigned len = 0;
+	const unsigned char *id = SSL_SESSION_get_id(sess, &len);
+	int kept = 0;
+
+	if (s == NULL || len == 0)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	if (s->table == NULL)
+		s->table = calloc(s->slots, sizeof(*s->table));
+	if (s->table != NULL) {
+		size_t i = slot_of(s, id, len);
+
+		old = s->table[i];
+		s->table[i] = sess;
+		kept = 1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	SSL_SESSION_free(old);
+	return kept;
+}
+
+static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy)
+{
+	struct sessions *s = sessions_of_ctx(SSL_get_SSL_CTX(ssl));
+	SSL_SESSION *found = NULL, *expired = NULL;
+
+	*copy = 0; /* the reference we return is the caller's */
+	if (s == NULL || len <= 0)
+		return NULL;
+	pthread_mutex_lock(&s->lock);
+	if (s->table != NULL) {
+		SSL_SESSION *cand = s->table[slot_of(s, id, (unsigned)len)];
+		unsigned clen = 0;
+		const unsigned char *cid = cand != NULL ? SSL_SESSION_get_id(cand, &clen) : NULL;
+
+		if (cid != NULL && clen == (unsigned)len && memcmp(cid, id, clen) == 0) {
+			if (time(NULL) - SSL_SESSION_get_time(cand) >
+			    SSL_SESSION_get_timeout(cand)) {
+				expired = cand; /* past its lifetime: drop it */
+				s->table[slot_of(s, id, (unsigned)len)] = NULL;
+			} else if (SSL_SESSION_up_ref(cand) == 1) {
+				found = cand;
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	SSL_SESSION_free(expired);
+	return found;
+}
+
+void sessions_attach(SSL_CTX *ctx)
+{
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+	SSL_CTX_sess_set_new_cb(ctx, on_new);
+	SSL_CTX_sess_set_get_cb(ctx, on_get);
+}
