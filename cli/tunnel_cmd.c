@@ -80,7 +80,7 @@ static const struct opt server_table[] = {
 	{"proxy-protocol", OPT_FLAG, O(proxy_protocol), NULL,
 	 "send a PROXY v2 header (client address, TLS version, CN, identity) to the target"},
 	{"session-cache", OPT_INT, O(session_cache), "N",
-	 "keep N sessions for resumption (default 20000; 0: no resumption)"},
+	 "keep N sessions for resumption (default 4096, ~9 KiB each; 0: none)"},
 	TLS_OPTIONS,
 	DAEMON_OPTIONS,
 	OPT_END,

@@ -171,10 +171,11 @@ int mtls_config_set_verify_time(struct mtls_config *config, time_t when);
  * against the current CRLs, validity time and allow rules before it is accepted. */
 int mtls_config_set_session_tickets(struct mtls_config *config, int on);
 
-/* Sessions a server keeps for resumption (default 20000; 0 turns resumption off). Tickets
- * are random identifiers of sessions held in the server's memory; the store survives a
- * reload unless the CA bundle, verify depth or chain CRL checks change. */
-#define MTLS_SESSION_CACHE_DEFAULT 20000
+/* Sessions a server keeps for resumption (default 4096; 0 turns resumption off). Tickets
+ * are single-use random identifiers of sessions held in the server's memory (about 9 KiB
+ * each with OpenSSL 3.0: the peer's decoded certificates); the store survives a reload
+ * unless the CA bundle, verify depth or chain CRL checks change. */
+#define MTLS_SESSION_CACHE_DEFAULT 4096
 int mtls_config_set_session_cache(struct mtls_config *config, size_t entries);
 
 /* Chain verifications an endpoint remembers, by SHA-256 of the presented chain (default

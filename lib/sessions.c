@@ -14,6 +14,9 @@
  * checked again against the current state (verify_resumed(): validity, CRLs, allow rules),
  * so a session never outlives a revocation. The table is direct-mapped and bounded: a new
  * session replaces the one in its slot, and a lookup drops a session past its lifetime.
+ * Tickets are single-use: a lookup takes the session out (its reference goes to OpenSSL),
+ * the resumed handshake issues a fresh one. Each kept session holds the peer's decoded
+ * certificates: about 9 KiB with OpenSSL 3.0.
  * A connection that ends without close_notify does not make its session unusable (RFC 8446
  * dropped that rule), so OpenSSL's removals are not honoured: there is no remove callback.
  */
@@ -116,7 +119,7 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
 	struct sessions *s = sessions_of_ctx(SSL_get_SSL_CTX(ssl));
 	SSL_SESSION *found = NULL, *expired = NULL;
 
-	*copy = 0; /* the reference we return is the caller's */
+	*copy = 0; /* the reference we return (the table's) is the caller's */
 	if (s == NULL || len <= 0)
 		return NULL;
 	pthread_mutex_lock(&s->lock);
@@ -130,8 +133,11 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
 			    SSL_SESSION_get_timeout(cand)) {
 				expired = cand; /* past its lifetime: drop it */
 				s->table[slot_of(s, id, (unsigned)len)] = NULL;
-			} else if (SSL_SESSION_up_ref(cand) == 1) {
+			} else {
+				/* single use (RFC 8446, 8.1): the client gets a new ticket with
+				 * this handshake, and a stale session holds no slot */
 				found = cand;
+				s->table[slot_of(s, id, (unsigned)len)] = NULL;
 			}
 		}
 	}
