@@ -381,6 +381,7 @@ int tunnel_run(const struct tunnel_options *o)
 		goto out;
 	}
 	rc = 1;
+	d.metrics.endpoint = d.endpoint;
 	update_expiry(&d);
 	d.nworkers = (int)o->workers;
 	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));

@@ -145,6 +145,18 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_crl_next_update_seconds %lld\n",
 	    (long long)atomic_load(&m->cert_not_after), (long long)atomic_load(&m->ca_not_after),
 	    (long long)atomic_load(&m->crl_next_update));
+	if (m->endpoint != NULL) {
+		unsigned long hits, misses;
+
+		mtls_endpoint_verify_cache_stats(m->endpoint, &hits, &misses);
+		put(&t,
+		    "# HELP mtls_verify_cache_lookups_total Peer chains answered from the "
+		    "verification cache (hit) or verified in full (miss), since the last reload.\n"
+		    "# TYPE mtls_verify_cache_lookups_total counter\n"
+		    "mtls_verify_cache_lookups_total{result=\"hit\"} %lu\n"
+		    "mtls_verify_cache_lookups_total{result=\"miss\"} %lu\n",
+		    hits, misses);
+	}
 	*len = t.len;
 	return t.buf;
 }

@@ -35,6 +35,7 @@ struct metrics {
 	atomic_llong ca_not_after;
 	atomic_llong crl_next_update;
 	atomic_bool draining;
+	const struct mtls *endpoint; /* for the verification cache counters; may be NULL */
 };
 
 void metrics_init(struct metrics *m, const char *role);

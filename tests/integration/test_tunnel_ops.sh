@@ -559,6 +559,11 @@ total_ms=$(ms_since "$t0")
 [ "$total_ms" -le 5000 ] || p+=("20 exchanges took ${total_ms} ms (bound 5000 ms)")
 metric_ge "$S5_METRICS" 'mtls_connections_open{role="server"}' 20 ||
 	p+=("the slow clients were dropped during the exchanges (open: $(m "$S5_METRICS" 'mtls_connections_open{role="server"}'))")
+# two full handshakes with one certificate: the second is verified from the cache
+presented_serial "$S5_PORT" >/dev/null
+presented_serial "$S5_PORT" >/dev/null
+wait_until 3 metric_ge "$S5_METRICS" 'mtls_verify_cache_lookups_total{result="hit"}' 1 ||
+	p+=("no verification cache hit after two full handshakes with one certificate (hits: $(m "$S5_METRICS" 'mtls_verify_cache_lookups_total{result="hit"}'), misses: $(m "$S5_METRICS" 'mtls_verify_cache_lookups_total{result="miss"}'))")
 [ ! -s "$TMP/drip/write_errors" ] ||
 	p+=("writes of the slow clients failed:" "$(head -n 3 "$TMP/drip/write_errors")")
 touch "$TMP/drip/stop"
