@@ -13,6 +13,7 @@
 
 #include "files.h"
 #include "issue.h"
+#include "key_strength.h"
 
 void issue_names_init(struct issue_names *n)
 {
@@ -223,20 +224,8 @@ const char *issue_profile_name(enum issue_kind kind)
 
 bool issue_key_acceptable(EVP_PKEY *key)
 {
-	char group[64];
-	size_t len = 0;
-
-	switch (EVP_PKEY_get_base_id(key)) {
-	case EVP_PKEY_RSA: return EVP_PKEY_get_bits(key) >= 2048;
-	case EVP_PKEY_EC:
-		if (EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof(group), &len) != 1)
-			return false;
-		return strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0 ||
-		       strcmp(group, "secp521r1") == 0;
-	case EVP_PKEY_ED25519:
-	case EVP_PKEY_ED448: return true;
-	default: return false;
-	}
+	/* the CA issues for plain RSA keys, not RSA-PSS ones */
+	return EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA_PSS && key_strength_ok(key);
 }
 
 static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)

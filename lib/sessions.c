@@ -124,7 +124,8 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
 		return NULL;
 	pthread_mutex_lock(&s->lock);
 	if (s->table != NULL) {
-		SSL_SESSION *cand = s->table[slot_of(s, id, (unsigned)len)];
+		size_t i = slot_of(s, id, (unsigned)len);
+		SSL_SESSION *cand = s->table[i];
 		unsigned clen = 0;
 		const unsigned char *cid = cand != NULL ? SSL_SESSION_get_id(cand, &clen) : NULL;
 
@@ -132,12 +133,12 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
 			if (time(NULL) - SSL_SESSION_get_time(cand) >
 			    SSL_SESSION_get_timeout(cand)) {
 				expired = cand; /* past its lifetime: drop it */
-				s->table[slot_of(s, id, (unsigned)len)] = NULL;
+				s->table[i] = NULL;
 			} else {
 				/* single use (RFC 8446, 8.1): the client gets a new ticket with
 				 * this handshake, and a stale session holds no slot */
 				found = cand;
-				s->table[slot_of(s, id, (unsigned)len)] = NULL;
+				s->table[i] = NULL;
 			}
 		}
 	}

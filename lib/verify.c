@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "internal.h"
+#include "key_strength.h"
 
 /* What the verify callback records while X509_verify_cert() runs. */
 struct verify_run {
@@ -316,25 +317,6 @@ static int check_leaf_eku(const struct verify_request *rq, X509 *leaf, struct er
 			 role_of(rq));
 }
 
-static bool strong_key(EVP_PKEY *key)
-{
-	char group[64];
-	size_t len = 0;
-
-	switch (EVP_PKEY_get_base_id(key)) {
-	case EVP_PKEY_RSA:
-	case EVP_PKEY_RSA_PSS: return EVP_PKEY_get_bits(key) >= 2048;
-	case EVP_PKEY_EC:
-		if (EVP_PKEY_get_utf8_string_param(key, "group", group, sizeof(group), &len) != 1)
-			return false;
-		return strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0 ||
-		       strcmp(group, "secp521r1") == 0;
-	case EVP_PKEY_ED25519:
-	case EVP_PKEY_ED448: return true;
-	default: return false;
-	}
-}
-
 /* Keys and signature digests of every certificate but the trust anchor's own signature. */
 static int check_strength(const struct verify_request *rq, STACK_OF(X509) * chain,
 			  struct error *err)
@@ -346,7 +328,7 @@ static int check_strength(const struct verify_request *rq, STACK_OF(X509) * chai
 		X509 *cert = sk_X509_value(chain, i);
 		int md = NID_undef, pk = NID_undef;
 
-		if (!strong_key(X509_get0_pubkey(cert))) {
+		if (!key_strength_ok(X509_get0_pubkey(cert))) {
 			identity_describe(cert, who, sizeof(who));
 			return error_set(
 				err, MTLS_REASON_WEAK_KEY,
@@ -451,6 +433,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	struct mtls_peer *peer = NULL;
 	bool keyed, cached = false;
 	uint8_t key[32];
+	time_t now;
 	X509 *leaf;
 	int rc = -1;
 
@@ -465,9 +448,10 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	leaf = X509_STORE_CTX_get0_cert(xctx);
 	keyed = rq->st->vcache != NULL &&
 		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
-	if (keyed && verify_cache_hit(rq->st->vcache, key, verify_now(rq))) {
+	now = verify_now(rq);
+	if (keyed && verify_cache_hit(rq->st->vcache, key, now)) {
 		/* the chain verified before, and it still does; revocation once more */
-		if (rq->st->config->ncrls > 0 && check_cert_crl(rq, leaf, verify_now(rq), err) != 0)
+		if (rq->st->config->ncrls > 0 && check_cert_crl(rq, leaf, now, err) != 0)
 			goto reject;
 		cached = true;
 		goto authorize;

@@ -527,6 +527,9 @@ refuse "CSR with a broken signature: exit 1, says signature, nothing written" 1 
 mkcsr "$W/rsa1024.csr" -newkey rsa:1024 -subj /CN=weak -addext subjectAltName=DNS:weak.test
 refuse "CSR with an RSA-1024 key: exit 1, nothing written" 1 "weak" "$D" "$W/R" \
 	issue --dir "$D" --profile server --csr "$W/rsa1024.csr" --out "$W/R"
+mkcsr "$W/rsapss.csr" -newkey rsa-pss -pkeyopt rsa_keygen_bits:2048 -subj /CN=pss -addext subjectAltName=DNS:pss.test
+refuse "CSR with an RSA-PSS key (unsupported by the CA): exit 1, nothing written" 1 "unsupported" "$D" "$W/R" \
+	issue --dir "$D" --profile server --csr "$W/rsapss.csr" --out "$W/R"
 
 # ==========================================================================================
 echo "# refused input: exit status, one line on stderr, nothing written"
