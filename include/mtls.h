@@ -259,8 +259,22 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 /* Drive the handshake: 0 done, MTLS_WANT_POLLIN / MTLS_WANT_POLLOUT, or -1 refused or failed
  * (see mtls_error_reason()). On a blocking fd it returns only 0 or -1. */
 int mtls_handshake(struct mtls *conn);
-/* Read up to len bytes: the count, 0 at the peer's orderly close, MTLS_WANT_*, or -1. */
+/* Read up to len bytes: the count, 0 at the peer's orderly close, MTLS_WANT_*, or -1.
+ * Records are read ahead: after mtls_handshake() returns 0 and after every read that returned
+ * data, more may already be buffered, so call mtls_read() again before waiting for POLLIN
+ * (or ask mtls_read_drained()). */
 ssize_t mtls_read(struct mtls *conn, void *buf, size_t len);
+/* 1 when nothing is buffered and the last receive found the socket empty: a read now would
+ * only return MTLS_WANT_POLLIN, so an event loop can wait for POLLIN without trying. Data
+ * that arrived since then makes the socket readable, so waiting loses nothing. */
+int mtls_read_drained(const struct mtls *conn);
+/* A connection gives its record buffers (up to about 34 KiB) back as soon as they are empty,
+ * and mtls_read() frees them whenever it returns MTLS_WANT_POLLIN, so an idle connection
+ * holds none. On a busy connection that costs a malloc and a free of each buffer per request.
+ * keep = 1 keeps them between records; keep = 0 (the default) gives them back now, unless a
+ * partial record or unsent data is in them, and after every record again. An event loop
+ * that knows which connections are busy keeps theirs and turns this off when they go quiet. */
+void mtls_keep_buffers(struct mtls *conn, int keep);
 /* Write up to len bytes: the count written (possibly fewer), MTLS_WANT_*, or -1. */
 ssize_t mtls_write(struct mtls *conn, const void *buf, size_t len);
 /* Send close_notify: 0 done, MTLS_WANT_*, or -1. Does not close the fd. */

@@ -224,6 +224,8 @@ void sessions_attach(SSL_CTX *ctx);
 BIO *sockbio_new(int fd);
 /* The first byte received, or -1. */
 int sockbio_first_byte(BIO *bio);
+/* The last recv came back short: the socket had nothing more at that moment. */
+bool sockbio_drained(BIO *bio);
 /* Read and drop what the peer already sent (non-blocking, bounded). */
 void sockbio_discard_input(BIO *bio);
 

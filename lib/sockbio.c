@@ -6,8 +6,14 @@
  * first byte the peer sent, which tells "not TLS at all" from "TLS, cut short" when a
  * handshake fails, and it can discard what a refused peer already sent, so that closing the
  * socket does not reset the connection before the peer has read our alert.
+ *
+ * Connections read ahead (OpenSSL asks for as much as its buffer holds, so one recv(2) brings
+ * in every record that has arrived). A recv that came back short means the socket was empty
+ * at that moment: the BIO remembers it, so that mtls_read_drained() can tell an event loop
+ * to wait for POLLIN instead of making a recv that could only fail with EAGAIN.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -18,6 +24,7 @@
 struct sockbio {
 	int fd;
 	int first_byte; /* -1 until something was read */
+	bool drained;	/* the last recv returned less than asked for */
 };
 
 static int sb_write(BIO *b, const char *buf, int len)
@@ -45,6 +52,7 @@ static int sb_read(BIO *b, char *buf, int len)
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && errno == EAGAIN)
 		BIO_set_retry_read(b);
+	s->drained = n >= 0 && n < len;
 	if (n > 0 && s->first_byte < 0)
 		s->first_byte = (unsigned char)buf[0];
 	return (int)n;
@@ -129,6 +137,13 @@ int sockbio_first_byte(BIO *b)
 	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
 
 	return s != NULL ? s->first_byte : -1;
+}
+
+bool sockbio_drained(BIO *b)
+{
+	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
+
+	return s != NULL && s->drained;
 }
 
 void sockbio_discard_input(BIO *b)

@@ -19,6 +19,8 @@
 
 struct conn;
 
+#define WORKER_SPARE_BUFS 32
+
 struct worker {
 	struct daemon *d;
 	int id;
@@ -28,7 +30,11 @@ struct worker {
 	bool own_listen_fd; /* its own socket (SO_REUSEPORT) or descriptor (dup) */
 	ev_io accept_watcher;
 	ev_async wakeup;    /* the main thread asks to stop accepting, or to stop */
+	ev_timer quiet;	    /* gives back the TLS buffers of connections gone quiet */
 	struct conn *conns; /* doubly linked, for shutdown */
+	/* pump buffers given back by connections, reused before malloc (pump.c) */
+	void *spare_bufs[WORKER_SPARE_BUFS];
+	int n_spare_bufs;
 };
 
 struct daemon {
@@ -54,5 +60,7 @@ void worker_wake(struct worker *w);
 void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
 /* Close every connection of w (at the end of a drain). */
 void pump_close_all(struct worker *w);
+/* Release the TLS record buffers of connections that moved nothing since the last call. */
+void pump_release_quiet(struct worker *w);
 
 #endif

@@ -23,7 +23,8 @@
 #include "log.h"
 #include "proxy_v2.h"
 
-#define BUF_SIZE 16384
+#define BUF_SIZE	   16384
+#define KEEP_BUFFERS_AFTER 16 /* pump() calls in one sweep interval */
 
 enum phase { PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_PUMP };
 
@@ -48,7 +49,8 @@ struct conn {
 	ev_tstamp started;
 	struct buf to_plain; /* read from TLS, to write to the plaintext side */
 	struct buf to_tls;   /* read from the plaintext side, to write to TLS */
-	int tls_read_wants;  /* 0, EV_READ or EV_WRITE: what a blocked TLS read waits for */
+	/* what each blocked side waits for; a side is tried again only when that event fires */
+	int tls_read_wants; /* 0, EV_READ or EV_WRITE */
 	int tls_write_wants;
 	bool plain_read_blocked;
 	bool plain_write_blocked;
@@ -57,6 +59,8 @@ struct conn {
 	uint64_t bytes_to_target, bytes_from_target;
 	size_t header_left; /* PROXY header bytes still to send: not the client's traffic */
 	bool got_tls_data;  /* the TLS peer sent application data */
+	unsigned pumps;	    /* pump() calls since the last pump_release_quiet() */
+	bool keeps_buffers; /* busy: mtls_keep_buffers() is on */
 	char identity[256];
 };
 
@@ -69,9 +73,16 @@ static bool is_server(const struct conn *c)
 	return c->w->d->o->role == TUNNEL_SERVER;
 }
 
-static void buf_release(struct buf *b)
+/* Buffers come from and go back to the worker's few spares: a busy connection takes and
+ * gives back a buffer per request, which malloc would serve from its slow path. */
+static void buf_release(struct worker *w, struct buf *b)
 {
-	free(b->data);
+	if (b->data != NULL) {
+		if (w->n_spare_bufs < WORKER_SPARE_BUFS)
+			w->spare_bufs[w->n_spare_bufs++] = b->data;
+		else
+			free(b->data);
+	}
 	b->data = NULL;
 	b->start = b->end = 0;
 }
@@ -81,11 +92,19 @@ static size_t buf_used(const struct buf *b)
 	return b->end - b->start;
 }
 
-/* Room at the end, allocating on first use; NULL when full or out of memory. */
-static uint8_t *buf_space(struct buf *b, size_t *room)
+static bool buf_has_room(const struct buf *b)
 {
-	if (b->data == NULL && (b->data = malloc(BUF_SIZE)) == NULL)
-		return NULL;
+	return b->data == NULL || b->start == b->end || b->end < BUF_SIZE;
+}
+
+/* Room at the end, allocating on first use; NULL when full or out of memory. */
+static uint8_t *buf_space(struct worker *w, struct buf *b, size_t *room)
+{
+	if (b->data == NULL) {
+		b->data = w->n_spare_bufs > 0 ? w->spare_bufs[--w->n_spare_bufs] : malloc(BUF_SIZE);
+		if (b->data == NULL)
+			return NULL;
+	}
 	if (b->start == b->end)
 		b->start = b->end = 0;
 	*room = BUF_SIZE - b->end;
@@ -93,11 +112,11 @@ static uint8_t *buf_space(struct buf *b, size_t *room)
 }
 
 /* Consumed n bytes: an empty buffer is given back, so idle connections hold none. */
-static void buf_consume(struct buf *b, size_t n)
+static void buf_consume(struct worker *w, struct buf *b, size_t n)
 {
 	b->start += n;
 	if (b->start == b->end)
-		buf_release(b);
+		buf_release(w, b);
 }
 
 static void conn_free(struct conn *c, const char *why, enum log_level level)
@@ -121,8 +140,8 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 		close(c->tls_fd);
 	if (c->plain_fd >= 0)
 		close(c->plain_fd);
-	buf_release(&c->to_plain);
-	buf_release(&c->to_tls);
+	buf_release(w, &c->to_plain);
+	buf_release(w, &c->to_tls);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -183,23 +202,40 @@ static void refused_late(struct conn *c)
 }
 
 /* Move bytes until nothing more can move without waiting. Returns false if the connection
- * was closed. */
+ * was closed.
+ *
+ * A side is not tried again once it said it would block (EAGAIN, MTLS_WANT_*, a short
+ * plaintext recv, or mtls_read_drained()) until its event fires: a request and its answer
+ * then cost one receive and one send on each side, and no receive that finds nothing. */
 static bool pump(struct conn *c)
 {
+	struct worker *w = c->w;
 	bool progress;
 	size_t room, n;
 	uint8_t *p;
 	ssize_t r;
 
+	/* a connection that keeps moving data keeps its TLS buffers until it goes quiet */
+	if (++c->pumps >= KEEP_BUFFERS_AFTER && !c->keeps_buffers) {
+		c->keeps_buffers = true;
+		mtls_keep_buffers(c->tls, 1);
+	}
 	do {
 		progress = false;
-		/* TLS -> plaintext */
-		c->tls_read_wants = 0;
-		if (!c->tls_eof && (p = buf_space(&c->to_plain, &room)) != NULL) {
+		/* TLS -> plaintext. Until the server's first byte, a connector reads before
+		 * every write: a TLS 1.3 server refuses a client certificate after the client's
+		 * handshake is over, and its alert must be read before a write fails on the
+		 * reset that follows it (see refused_late()). */
+		if (!is_server(c) && !c->got_tls_data && c->tls_read_wants == EV_READ)
+			c->tls_read_wants = 0;
+		if (!c->tls_eof && c->tls_read_wants == 0 &&
+		    (p = buf_space(w, &c->to_plain, &room)) != NULL) {
 			r = mtls_read(c->tls, p, room);
 			if (r > 0) {
 				c->got_tls_data = true;
 				c->to_plain.end += (size_t)r;
+				if (mtls_read_drained(c->tls))
+					c->tls_read_wants = EV_READ;
 				progress = true;
 			} else if (r == 0) {
 				c->tls_eof = true;
@@ -212,15 +248,14 @@ static bool pump(struct conn *c)
 				return false;
 			}
 		}
-		c->plain_write_blocked = false;
-		if ((n = buf_used(&c->to_plain)) > 0) {
+		if (!c->plain_write_blocked && (n = buf_used(&c->to_plain)) > 0) {
 			r = send(c->plain_fd, c->to_plain.data + c->to_plain.start, n,
 				 MSG_NOSIGNAL);
 			if (r > 0) {
 				size_t header =
 					(size_t)r < c->header_left ? (size_t)r : c->header_left;
 
-				buf_consume(&c->to_plain, (size_t)r);
+				buf_consume(w, &c->to_plain, (size_t)r);
 				c->header_left -= header;
 				if (is_server(c))
 					c->bytes_to_target += (uint64_t)r - header;
@@ -243,11 +278,13 @@ static bool pump(struct conn *c)
 		}
 
 		/* plaintext -> TLS */
-		c->plain_read_blocked = false;
-		if (!c->plain_eof && (p = buf_space(&c->to_tls, &room)) != NULL) {
+		if (!c->plain_eof && !c->plain_read_blocked &&
+		    (p = buf_space(w, &c->to_tls, &room)) != NULL) {
 			r = recv(c->plain_fd, p, room, 0);
 			if (r > 0) {
 				c->to_tls.end += (size_t)r;
+				/* a short read emptied the socket: wait for its next event */
+				c->plain_read_blocked = (size_t)r < room;
 				progress = true;
 			} else if (r == 0) {
 				c->plain_eof = true;
@@ -261,13 +298,12 @@ static bool pump(struct conn *c)
 				return false;
 			}
 			if (buf_used(&c->to_tls) == 0)
-				buf_release(&c->to_tls);
+				buf_release(w, &c->to_tls);
 		}
-		c->tls_write_wants = 0;
-		if ((n = buf_used(&c->to_tls)) > 0) {
+		if (c->tls_write_wants == 0 && (n = buf_used(&c->to_tls)) > 0) {
 			r = mtls_write(c->tls, c->to_tls.data + c->to_tls.start, n);
 			if (r > 0) {
-				buf_consume(&c->to_tls, (size_t)r);
+				buf_consume(w, &c->to_tls, (size_t)r);
 				if (is_server(c))
 					c->bytes_from_target += (uint64_t)r;
 				else
@@ -280,7 +316,8 @@ static bool pump(struct conn *c)
 				return false;
 			}
 		}
-		if (c->plain_eof && buf_used(&c->to_tls) == 0 && !c->tls_shut) {
+		if (c->plain_eof && buf_used(&c->to_tls) == 0 && !c->tls_shut &&
+		    c->tls_write_wants == 0) {
 			int rc = mtls_close(c->tls);
 
 			if (rc == 0) {
@@ -296,17 +333,23 @@ static bool pump(struct conn *c)
 
 	/* an idle connection holds no buffer */
 	if (buf_used(&c->to_plain) == 0)
-		buf_release(&c->to_plain);
+		buf_release(w, &c->to_plain);
 	if (buf_used(&c->to_tls) == 0)
-		buf_release(&c->to_tls);
+		buf_release(w, &c->to_tls);
 	if (c->tls_eof && c->plain_eof && c->tls_shut && c->plain_shut &&
 	    buf_used(&c->to_plain) == 0 && buf_used(&c->to_tls) == 0) {
 		conn_free(c, "closed", LOG_INFO);
 		return false;
 	}
-	set_io(c, &c->tls_io, c->tls_fd, c->tls_read_wants | c->tls_write_wants);
+	/* wait only for what is blocked and still wanted: a full buffer stops its reader */
+	set_io(c, &c->tls_io, c->tls_fd,
+	       (!c->tls_eof && buf_has_room(&c->to_plain) ? c->tls_read_wants : 0) |
+		       (buf_used(&c->to_tls) > 0 || (c->plain_eof && !c->tls_shut)
+				? c->tls_write_wants
+				: 0));
 	set_io(c, &c->plain_io, c->plain_fd,
-	       (c->plain_read_blocked ? EV_READ : 0) | (c->plain_write_blocked ? EV_WRITE : 0));
+	       (!c->plain_eof && c->plain_read_blocked && buf_has_room(&c->to_tls) ? EV_READ : 0) |
+		       (c->plain_write_blocked && buf_used(&c->to_plain) > 0 ? EV_WRITE : 0));
 	return true;
 }
 
@@ -405,7 +448,7 @@ static void send_proxy_header(struct conn *c)
 	uint8_t *p;
 	size_t room, n;
 
-	p = buf_space(&c->to_plain, &room);
+	p = buf_space(c->w, &c->to_plain, &room);
 	if (p == NULL)
 		return;
 	n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
@@ -448,7 +491,10 @@ static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
 	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, tls_io));
 
 	(void)loop;
-	(void)events;
+	if (c->tls_read_wants & events)
+		c->tls_read_wants = 0;
+	if (c->tls_write_wants & events)
+		c->tls_write_wants = 0;
 	switch (c->phase) {
 	case PHASE_HANDSHAKE: do_handshake(c); break;
 	case PHASE_CONNECT: connected(c); break; /* connector: the server's socket */
@@ -464,7 +510,10 @@ static void on_plain_io(struct ev_loop *loop, ev_io *io, int events)
 	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, plain_io));
 
 	(void)loop;
-	(void)events;
+	if (events & EV_READ)
+		c->plain_read_blocked = false;
+	if (events & EV_WRITE)
+		c->plain_write_blocked = false;
 	if (c->phase == PHASE_CONNECT)
 		connected(c); /* server: the target's socket */
 	else if (c->phase == PHASE_PUMP && pump(c))
@@ -556,8 +605,27 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	set_io(c, &c->tls_io, c->tls_fd, EV_WRITE);
 }
 
+/* A busy connection keeps its TLS record buffers between requests (malloc and free of two
+ * 17 KiB buffers per request cost more than a tenth of the pump's time). Busy means pumped
+ * KEEP_BUFFERS_AFTER times within one sweep interval; one that then stays quiet for a whole
+ * interval gives them back. */
+void pump_release_quiet(struct worker *w)
+{
+	for (struct conn *c = w->conns; c != NULL; c = c->next) {
+		if (c->phase != PHASE_PUMP)
+			continue;
+		if (c->pumps == 0 && c->keeps_buffers) {
+			c->keeps_buffers = false;
+			mtls_keep_buffers(c->tls, 0);
+		}
+		c->pumps = 0;
+	}
+}
+
 void pump_close_all(struct worker *w)
 {
 	while (w->conns != NULL)
 		conn_free(w->conns, "shutdown", LOG_INFO);
+	while (w->n_spare_bufs > 0)
+		free(w->spare_bufs[--w->n_spare_bufs]);
 }

@@ -70,6 +70,15 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int events)
 	}
 }
 
+static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
+{
+	struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, quiet));
+
+	(void)loop;
+	(void)events;
+	pump_release_quiet(w);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -87,6 +96,8 @@ int worker_start(struct worker *w)
 	ev_io_start(w->loop, &w->accept_watcher);
 	ev_async_init(&w->wakeup, on_wakeup);
 	ev_async_start(w->loop, &w->wakeup);
+	ev_timer_init(&w->quiet, on_quiet, 1.0, 1.0);
+	ev_timer_start(w->loop, &w->quiet);
 	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
 }
 
