@@ -223,6 +223,7 @@ measure() {
 	local name=$1 port=$2 tpid=$3 i t0 t1 out
 	local full=() fullcpu=() fullcli=() res=() rescpu=() rescli=()
 	local l1p50=() l1p99=() l1p999=() l1rps=() l32p50=() l32p99=() l32p999=() l32rps=() bulk=()
+	local l32cpu=() l32cli=() bulkcpu=() bulkcli=()
 
 	out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$port" "${BAD[@]}" --seconds 1 2>&1 || true)
 	R[$name.refuses_foreign]=$([ "$(field ok "$out")" = 0 ] && echo yes || echo "NO ($out)")
@@ -242,11 +243,20 @@ measure() {
 		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$port" "${TLS[@]}" --connections 1 --seconds "$SECS")
 		l1p50+=("$(field p50_us "$out")"); l1p99+=("$(field p99_us "$out")")
 		l1p999+=("$(field p999_us "$out")"); l1rps+=("$(field rps "$out")")
+		t0=$(tree_ticks "$tpid")
 		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$port" "${TLS[@]}" --connections 32 --seconds "$SECS")
+		t1=$(tree_ticks "$tpid")
 		l32p50+=("$(field p50_us "$out")"); l32p99+=("$(field p99_us "$out")")
 		l32p999+=("$(field p999_us "$out")"); l32rps+=("$(field rps "$out")")
+		l32cli+=("$(field client_cpu "$out")")
+		l32cpu+=("$(echo "($t1 - $t0) / $HZ / $(field requests "$out") * 1000000" | bc -l)")
+		t0=$(tree_ticks "$tpid")
 		out=$(taskset -c 1 "$bin/loadgen" bulk --connect "127.0.0.1:$port" "${TLS[@]}" --seconds "$SECS")
+		t1=$(tree_ticks "$tpid")
 		bulk+=("$(field received_MBps "$out")")
+		bulkcli+=("$(field client_cpu "$out")")
+		# CPU per MB carried each way (the echo makes every byte cross the terminator twice)
+		bulkcpu+=("$(echo "($t1 - $t0) / $HZ / ($(field received_MBps "$out") * $(field seconds "$out")) * 1000" | bc -l)")
 	done
 	R[$name.full]=$(median "${full[@]}"); R[$name.full_cpu_ms]=$(printf '%.3f' "$(median "${fullcpu[@]}")")
 	R[$name.full_client_cpu]=$(median "${fullcli[@]}")
@@ -256,7 +266,11 @@ measure() {
 	R[$name.l1_p999]=$(median "${l1p999[@]}"); R[$name.l1_rps]=$(median "${l1rps[@]}")
 	R[$name.l32_p50]=$(median "${l32p50[@]}"); R[$name.l32_p99]=$(median "${l32p99[@]}")
 	R[$name.l32_p999]=$(median "${l32p999[@]}"); R[$name.l32_rps]=$(median "${l32rps[@]}")
+	R[$name.l32_cpu_us]=$(printf '%.2f' "$(median "${l32cpu[@]}")")
+	R[$name.l32_client_cpu]=$(median "${l32cli[@]}")
 	R[$name.bulk]=$(median "${bulk[@]}")
+	R[$name.bulk_cpu_ms]=$(printf '%.3f' "$(median "${bulkcpu[@]}")")
+	R[$name.bulk_client_cpu]=$(median "${bulkcli[@]}")
 	# memory per idle connection, in a fresh terminator: one that just ran thousands of
 	# handshakes has free heap that new connections reuse, which would flatter it
 	local before after held
@@ -363,7 +377,11 @@ ratio() { # label key higher|lower goal [terminator]
 	row "32 conns: p99 us" l32_p99 "%.0f"
 	row "32 conns: p999 us" l32_p999 "%.0f"
 	row "32 conns: req/s" l32_rps "%.0f"
+	row "  terminator CPU us/request" l32_cpu_us "%.2f"
+	row "  loadgen CPU (cores)" l32_client_cpu "%.2f"
 	row "bulk MB/s (echoed)" bulk "%.1f"
+	row "  terminator CPU ms/MB" bulk_cpu_ms "%.3f"
+	row "  loadgen CPU (cores)" bulk_client_cpu "%.2f"
 	row "idle connections held" idle_held "%s"
 	row "KiB per idle connection" idle_kib "%.1f"
 	echo
@@ -380,7 +398,9 @@ ratio() { # label key higher|lower goal [terminator]
 	ratio "p99, 1 conn" l1_p99 lower "≥ 1"
 	ratio "p99, 32 conns" l32_p99 lower "≥ 1"
 	ratio "req/s, 32 conns" l32_rps higher "≥ 1.5"
+	ratio "CPU per request, 32 conns" l32_cpu_us lower ""
 	ratio "bulk" bulk higher "≥ 1.5"
+	ratio "CPU per MB, bulk" bulk_cpu_ms lower ""
 	ratio "memory per idle connection" idle_kib lower "≥ 2"
 } >"$result"
 cat "$result"
