@@ -7,11 +7,20 @@
 # (bench/echod) to CPU 1. Every loop is bounded in time.
 #
 #   bench/run.sh [BUILD_DIR]                       results in bench/results/latest.md
-#   RUNS=3 SECONDS_PER_RUN=5 IDLE=10000 TERMINATORS="mtls mtls_cold haproxy nginx stunnel hitch" bench/run.sh
+#   RUNS=3 SECONDS_PER_RUN=5 IDLE=10000 TERMINATORS="mtls mtls_cold haproxy nginx stunnel hitch" \
+#       TWO_HOP="mtls stunnel haproxy nginx" bench/run.sh
 #
 # mtls_cold is mtls with --verify-cache 0: the figure for clients whose certificate the server
 # has not seen (every chain verified in full). The load generator always presents one
 # certificate, so plain mtls answers from its verification cache after the first handshake.
+#
+# Two hops (TWO_HOP; "" to skip): the application's plaintext goes through a client-side
+# terminator (mtls connector, stunnel client = yes, HAProxy server ssl crt, nginx proxy_ssl)
+# to the same product's server side and on to the backend, both on CPU 0, as a connector and
+# server pair would be deployed. Negative check: a client side holding another CA's
+# certificate gets no byte through. Figures: new application connections/s (each one an
+# mTLS handshake between the hops, resumed where the client side keeps sessions), latency,
+# bulk, and the CPU of both processes per connection, request and MB.
 #
 # For each terminator: a negative check first (a client from another CA must be refused, so
 # a faster-because-broken result is caught), then full and resumed handshakes/s (new TCP +
@@ -28,6 +37,7 @@ SECS=${SECONDS_PER_RUN:-5}
 # connection); where the hard limit is 20,000 (as on our 2-core machines) 9,000 is the most.
 IDLE=${IDLE:-9000}
 TERMINATORS=${TERMINATORS:-"mtls mtls_cold haproxy nginx stunnel hitch"}
+TWO_HOP=${TWO_HOP-"mtls stunnel haproxy nginx"}
 out_dir=$top/bench/results
 mkdir -p "$out_dir"
 result=$out_dir/latest.md
@@ -55,6 +65,8 @@ trap cleanup EXIT
 "$bin/mtls" ca init --dir "$tmp/other" --key p256 >/dev/null
 "$bin/mtls" ca issue --dir "$tmp/other" --profile client --uri spiffe://bench.test/client --out "$tmp/bad" >/dev/null
 cat "$tmp/srv-chain.pem" "$tmp/srv.key" >"$tmp/srv-combined.pem"
+cat "$tmp/cli-chain.pem" "$tmp/cli.key" >"$tmp/cli-combined.pem"
+cat "$tmp/bad-chain.pem" "$tmp/bad.key" >"$tmp/bad-combined.pem"
 chmod 644 "$tmp"/*.pem "$tmp"/*.key "$tmp/ca/root.pem"
 chmod 755 "$tmp" "$tmp/ca"
 CA=$tmp/ca/root.pem
@@ -188,6 +200,91 @@ EOF
 	TPID=$!
 }
 
+# client_NAME PORT SERVER_PORT cli|bad: the client side of a two-hop pair, pinned to CPU 0,
+# presenting our client certificate (cli) or another CA's (bad); sets CPID
+client_mtls() {
+	taskset -c 0 "$bin/mtls" connector --listen "127.0.0.1:$1" --server "127.0.0.1:$2" \
+		--server-name bench.test --cert "$tmp/$3-chain.pem" --key "$tmp/$3.key" --ca "$CA" \
+		--insecure-key-permissions --workers 1 --log-level error --max-connections 0 \
+		--handshake-timeout 120000 --idle-timeout 0 2>"$tmp/client_mtls.log" &
+	CPID=$!
+}
+
+client_stunnel() {
+	cat >"$tmp/stunnel-client.conf" <<EOF
+foreground = yes
+pid =
+debug = 3
+[client]
+client = yes
+accept = 127.0.0.1:$1
+connect = 127.0.0.1:$2
+cert = $tmp/$3-chain.pem
+key = $tmp/$3.key
+CAfile = $CA
+verifyChain = yes
+checkHost = bench.test
+sni = bench.test
+sslVersionMin = TLSv1.3
+ciphersuites = $SUITE
+EOF
+	taskset -c 0 stunnel "$tmp/stunnel-client.conf" >"$tmp/client_stunnel.log" 2>&1 &
+	CPID=$!
+}
+
+client_haproxy() {
+	cat >"$tmp/haproxy-client.cfg" <<EOF
+global
+	nbthread 1
+	maxconn $(((FDLIMIT - 100) / 2))
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 120s
+	timeout server 120s
+frontend fe
+	bind 127.0.0.1:$1
+	default_backend be
+backend be
+	server up 127.0.0.1:$2 ssl crt $tmp/$3-combined.pem ca-file $CA verify required verifyhost bench.test sni str(bench.test) ssl-min-ver TLSv1.3 ciphersuites $SUITE
+EOF
+	taskset -c 0 haproxy -f "$tmp/haproxy-client.cfg" -db >"$tmp/client_haproxy.log" 2>&1 &
+	CPID=$!
+}
+
+client_nginx() {
+	mkdir -p "$tmp/nginx-client/logs"
+	cat >"$tmp/nginx-client.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $tmp/nginx-client/nginx.pid;
+error_log $tmp/nginx-client/logs/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 65536; }
+stream {
+	server {
+		listen 127.0.0.1:$1;
+		proxy_pass 127.0.0.1:$2;
+		proxy_ssl on;
+		proxy_ssl_certificate $tmp/$3-chain.pem;
+		proxy_ssl_certificate_key $tmp/$3.key;
+		proxy_ssl_trusted_certificate $CA;
+		proxy_ssl_verify on;
+		proxy_ssl_verify_depth 2;
+		proxy_ssl_name bench.test;
+		proxy_ssl_server_name on;
+		proxy_ssl_protocols TLSv1.3;
+		proxy_ssl_conf_command Ciphersuites $SUITE;
+		proxy_ssl_session_reuse on;
+	}
+}
+EOF
+	taskset -c 0 nginx -p "$tmp/nginx-client" -c "$tmp/nginx-client.conf" >"$tmp/client_nginx.log" 2>&1 &
+	CPID=$!
+}
+
 # --- measuring ------------------------------------------------------------------------------
 stop_tree() { # a terminator and every process it started (hitch and nginx fork workers)
 	local p
@@ -298,7 +395,89 @@ measure() {
 	sleep 1
 }
 
-echo "bench: $RUNS runs of ${SECS}s per figure, $IDLE idle connections; terminators: $TERMINATORS"
+wait_listen() { # PORT PID: until PORT listens; false if PID died first
+	for _ in $(seq 300); do
+		ss -Htln "sport = :$1" | grep -c . >/dev/null && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
+# measure_two_hop NAME: a fresh server side and client side of NAME; fills R[NAME.hop_*]
+measure_two_hop() {
+	local name=$1 sport cport spid cpid i t0 t1 out
+	local rate=() conncpu=() cli=() l1p99=() l32p99=() l32rps=() l32cpu=() bulk=() bulkcpu=()
+
+	sport=$(free_port)
+	"start_$name" "$sport"
+	spid=$TPID
+	pids+=("$spid")
+	if ! wait_listen "$sport" "$spid"; then
+		R[$name.hop_refuses]="server side did not start"
+		stop_tree "$spid"
+		return
+	fi
+	# negative check: a client side with another CA's certificate gets nothing through
+	cport=$(free_port)
+	"client_$name" "$cport" "$sport" bad
+	cpid=$CPID
+	pids+=("$cpid")
+	if wait_listen "$cport" "$cpid"; then
+		out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$cport" --plain --seconds 1 2>&1 || true)
+		R[$name.hop_refuses]=$([ "$(field ok "$out")" = 0 ] && echo yes || echo "NO ($out)")
+	else
+		R[$name.hop_refuses]="client side did not start"
+	fi
+	stop_tree "$cpid"
+	cport=$(free_port)
+	"client_$name" "$cport" "$sport" cli
+	cpid=$CPID
+	pids+=("$cpid")
+	if ! wait_listen "$cport" "$cpid"; then
+		echo "bench: two-hop client side of $name did not start; its output:" >&2
+		cat "$tmp/client_$name.log" >&2 || true
+		R[$name.hop_refuses]="client side did not start"
+		stop_tree "$cpid"
+		stop_tree "$spid"
+		return
+	fi
+	echo "bench: measuring two hops of $name (server pid $spid, client pid $cpid)"
+	for i in $(seq "$RUNS"); do
+		t0=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		out=$(taskset -c 1 "$bin/loadgen" handshakes --connect "127.0.0.1:$cport" --plain --threads 2 --seconds "$SECS")
+		t1=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		rate+=("$(field rate "$out")")
+		cli+=("$(field client_cpu "$out")")
+		conncpu+=("$(echo "($t1 - $t0) / $HZ / $(field ok "$out") * 1000" | bc -l)")
+		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$cport" --plain --connections 1 --seconds "$SECS")
+		l1p99+=("$(field p99_us "$out")")
+		t0=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$cport" --plain --connections 32 --seconds "$SECS")
+		t1=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		l32p99+=("$(field p99_us "$out")"); l32rps+=("$(field rps "$out")")
+		l32cpu+=("$(echo "($t1 - $t0) / $HZ / $(field requests "$out") * 1000000" | bc -l)")
+		t0=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		out=$(taskset -c 1 "$bin/loadgen" bulk --connect "127.0.0.1:$cport" --plain --seconds "$SECS")
+		t1=$(($(tree_ticks "$spid") + $(tree_ticks "$cpid")))
+		bulk+=("$(field received_MBps "$out")")
+		bulkcpu+=("$(echo "($t1 - $t0) / $HZ / ($(field received_MBps "$out") * $(field seconds "$out")) * 1000" | bc -l)")
+	done
+	R[$name.hop_rate]=$(median "${rate[@]}")
+	R[$name.hop_conn_cpu_ms]=$(printf '%.3f' "$(median "${conncpu[@]}")")
+	R[$name.hop_client_cpu]=$(median "${cli[@]}")
+	R[$name.hop_l1_p99]=$(median "${l1p99[@]}")
+	R[$name.hop_l32_p99]=$(median "${l32p99[@]}")
+	R[$name.hop_l32_rps]=$(median "${l32rps[@]}")
+	R[$name.hop_l32_cpu_us]=$(printf '%.2f' "$(median "${l32cpu[@]}")")
+	R[$name.hop_bulk]=$(median "${bulk[@]}")
+	R[$name.hop_bulk_cpu_ms]=$(printf '%.3f' "$(median "${bulkcpu[@]}")")
+	stop_tree "$cpid"
+	stop_tree "$spid"
+	sleep 1
+}
+
+echo "bench: $RUNS runs of ${SECS}s per figure, $IDLE idle connections; terminators: $TERMINATORS; two hops: ${TWO_HOP:-none}"
 out=$(taskset -c 1 "$bin/loadgen" latency --connect "127.0.0.1:$ECHO" --plain --connections 1 --seconds "$SECS")
 R[plain.l1_p50]=$(field p50_us "$out"); R[plain.l1_p99]=$(field p99_us "$out"); R[plain.l1_rps]=$(field rps "$out")
 out=$(taskset -c 1 "$bin/loadgen" bulk --connect "127.0.0.1:$ECHO" --plain --seconds "$SECS")
@@ -321,15 +500,20 @@ for t in $TERMINATORS; do
 	stop_tree "$MEASURED_PID"
 done
 
+for t in $TWO_HOP; do
+	measure_two_hop "$t"
+done
+
 # --- report -----------------------------------------------------------------------------
+LIST=$TERMINATORS # the columns of row() and the peers best() looks at
 row() { # label key fmt
 	local line="| $1 |"
-	for t in $TERMINATORS; do line+=" $(printf "$3" "${R[$t.$2]:-nan}") |"; done
+	for t in $LIST; do line+=" $(printf "$3" "${R[$t.$2]:-nan}") |"; done
 	echo "$line"
 }
 best() { # key higher|lower: the best peer's value (not mtls)
 	local v b=""
-	for t in $TERMINATORS; do
+	for t in $LIST; do
 		case $t in mtls*) continue ;; esac
 		v=${R[$t.$1]:-}
 		[ -n "$v" ] || continue
@@ -402,6 +586,36 @@ ratio() { # label key higher|lower goal [terminator]
 	ratio "bulk" bulk higher "≥ 1.5"
 	ratio "CPU per MB, bulk" bulk_cpu_ms lower ""
 	ratio "memory per idle connection" idle_kib lower "≥ 2"
+	if [ -n "$TWO_HOP" ]; then
+		LIST=$TWO_HOP
+		echo
+		echo "Two hops: application -> client side -> server side -> backend, both sides of the same"
+		echo "product on CPU 0 (mtls: connector and server). CPU figures are both processes together."
+		echo
+		hdr="| |"; sep="|---|"
+		for t in $TWO_HOP; do hdr+=" $t |"; sep+="---|"; done
+		echo "$hdr"; echo "$sep"
+		row "client side with a foreign-CA certificate gets nothing through" hop_refuses "%s"
+		row "new connections/s" hop_rate "%.0f"
+		row "  CPU ms/connection (both sides)" hop_conn_cpu_ms "%.3f"
+		row "  loadgen CPU (cores)" hop_client_cpu "%.2f"
+		row "1 conn: p99 us" hop_l1_p99 "%.0f"
+		row "32 conns: p99 us" hop_l32_p99 "%.0f"
+		row "32 conns: req/s" hop_l32_rps "%.0f"
+		row "  CPU us/request (both sides)" hop_l32_cpu_us "%.2f"
+		row "bulk MB/s (echoed)" hop_bulk "%.1f"
+		row "  CPU ms/MB (both sides)" hop_bulk_cpu_ms "%.3f"
+		echo
+		echo "| two-hop figure | ratio | mtls | best peer | goal |"
+		echo "|---|---|---|---|---|"
+		ratio "new connections/s" hop_rate higher ""
+		ratio "CPU per connection" hop_conn_cpu_ms lower ""
+		ratio "p99, 1 conn" hop_l1_p99 lower ""
+		ratio "p99, 32 conns" hop_l32_p99 lower ""
+		ratio "CPU per request, 32 conns" hop_l32_cpu_us lower ""
+		ratio "bulk" hop_bulk higher ""
+		ratio "CPU per MB, bulk" hop_bulk_cpu_ms lower ""
+	fi
 } >"$result"
 cat "$result"
 echo "bench: written to $result"

@@ -42,9 +42,7 @@ void state_unref(struct state *st)
 	verify_cache_free(st->vcache);
 	sessions_unref(st->sessions);
 	mtls_config_free(st->config);
-	SSL_SESSION_free(st->session);
-	free(st->session_name);
-	pthread_mutex_destroy(&st->session_lock);
+	tickets_clear(&st->tickets);
 	free(st);
 }
 
@@ -270,18 +268,11 @@ static int load_trust(struct state *st, const struct mtls_config *c, struct erro
 static int client_new_session(SSL *ssl, SSL_SESSION *sess)
 {
 	struct mtls *conn = SSL_get_app_data(ssl);
-	struct state *st;
 
 	if (conn == NULL || conn->server_name == NULL)
 		return 0;
-	st = conn->cstate;
-	pthread_mutex_lock(&st->session_lock);
-	SSL_SESSION_free(st->session);
-	st->session = sess;
-	free(st->session_name);
-	st->session_name = strdup(conn->server_name);
-	pthread_mutex_unlock(&st->session_lock);
-	return 1; /* we keep the reference */
+	/* 1: we keep the reference */
+	return tickets_put(&conn->cstate->tickets, sess, conn->server_name) ? 1 : 0;
 }
 
 static int setup_ssl_ctx(struct state *st, const struct mtls_config *c, struct error *err)
@@ -379,7 +370,7 @@ static struct state *state_build(bool server, struct mtls_config *c, const struc
 		return NULL;
 	}
 	atomic_init(&st->refs, 1);
-	pthread_mutex_init(&st->session_lock, NULL);
+	tickets_init(&st->tickets);
 	st->server = server;
 	st->config = config_ref(c);
 	st->store = X509_STORE_new();
@@ -625,11 +616,12 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 		if (inet_pton(AF_INET, server_name, addr) != 1 &&
 		    inet_pton(AF_INET6, server_name, addr) != 1)
 			SSL_set_tlsext_host_name(c->ssl, c->server_name); /* ours, not const */
-		pthread_mutex_lock(&st->session_lock);
-		if (st->session != NULL && st->session_name != NULL &&
-		    strcmp(st->session_name, server_name) == 0)
-			SSL_set_session(c->ssl, st->session);
-		pthread_mutex_unlock(&st->session_lock);
+		SSL_SESSION *session = tickets_take(&st->tickets, server_name);
+
+		if (session != NULL) {
+			SSL_set_session(c->ssl, session); /* takes its own reference */
+			SSL_SESSION_free(session);
+		}
 	}
 	return c;
 }

@@ -130,6 +130,23 @@ bool policy_dns_match(const char *pattern, const char *name);
 int policy_parse_pin(const char *text, uint8_t out[32]);
 
 /* context.c: the compiled, immutable form of a config that handshakes run against. */
+/* tickets.c: the client's resumable sessions (see the file). */
+#define TICKETS_MAX 16
+struct tickets {
+	pthread_mutex_t lock;
+	int n;
+	struct {
+		SSL_SESSION *session;
+		char *name; /* the server name it was made for */
+	} slot[TICKETS_MAX];
+};
+void tickets_init(struct tickets *t);
+void tickets_clear(struct tickets *t);
+/* Keep a session received from the server called name (ownership passes on success). */
+bool tickets_put(struct tickets *t, SSL_SESSION *session, const char *name);
+/* The newest session for name, taken off the stack (the caller frees it), or NULL. */
+SSL_SESSION *tickets_take(struct tickets *t, const char *name);
+
 struct state {
 	atomic_int refs;
 	bool server;
@@ -143,10 +160,7 @@ struct state {
 	struct verify_cache *vcache; /* NULL when disabled */
 	struct sessions *sessions;   /* server: resumable sessions, NULL when disabled */
 
-	/* client: last session ticket received, for resumption */
-	pthread_mutex_t session_lock;
-	SSL_SESSION *session;
-	char *session_name;
+	struct tickets tickets; /* client: sessions to resume, each used once */
 };
 
 struct state *state_ref(struct state *st);

@@ -570,6 +570,47 @@ static void test_resumption(void **state)
 	mtls_free(client);
 }
 
+/* Parallel connections from one client each resume with a ticket of their own: the server
+ * takes a ticket out of its store when it is used, so a client offering one ticket on
+ * two connections at once would resume only one of them. */
+static void test_parallel_resumption(void **state)
+{
+	struct mtls *server = good_server(), *client = good_client();
+	enum mtls_reason r;
+
+	(void)state;
+	assert_int_equal(connect_once(server, client, &r), 0); /* full: one ticket kept */
+	for (int round = 0; round < 2; round++) {
+		int fds[2][2], srv_rc, cli_rc;
+		struct mtls *sc[2], *cc[2];
+
+		/* both connections choose their ticket before either handshake runs */
+		for (int i = 0; i < 2; i++) {
+			test_socketpair(fds[i]);
+			sc[i] = mtls_accept_fd(server, fds[i][0]);
+			cc[i] = mtls_connect_fd(client, fds[i][1], "server.test");
+		}
+		for (int i = 0; i < 2; i++) {
+			test_handshake_pair(sc[i], cc[i], &srv_rc, &cli_rc);
+			assert_int_equal(srv_rc, 0);
+			assert_int_equal(cli_rc, 0);
+			/* round 0: one ticket for two connections; round 1: one each */
+			if (round == 1)
+				assert_int_equal(mtls_conn_resumed(sc[i]), 1);
+		}
+		if (round == 0)
+			assert_int_equal(mtls_conn_resumed(sc[0]) + mtls_conn_resumed(sc[1]), 1);
+		for (int i = 0; i < 2; i++) {
+			mtls_free(sc[i]);
+			mtls_free(cc[i]);
+			close(fds[i][0]);
+			close(fds[i][1]);
+		}
+	}
+	mtls_free(server);
+	mtls_free(client);
+}
+
 static void test_reload(void **state)
 {
 	struct mtls *server = good_server(), *client = good_client();
@@ -830,6 +871,7 @@ int main(void)
 		cmocka_unit_test(test_tls11_client),
 		cmocka_unit_test(test_read_ahead),
 		cmocka_unit_test(test_resumption),
+		cmocka_unit_test(test_parallel_resumption),
 		cmocka_unit_test(test_reload),
 		cmocka_unit_test(test_cached_then_expired),
 		cmocka_unit_test(test_cached_then_revoked),
