@@ -112,8 +112,8 @@ start_mtls_cold() {
 	TPID=$!
 }
 
-start_haproxy() {
-	cat >"$tmp/haproxy.cfg" <<EOF
+haproxy_head() { # what every HAProxy config here begins with
+	cat <<EOF
 global
 	nbthread 1
 	maxconn $(((FDLIMIT - 100) / 2))
@@ -123,27 +123,42 @@ defaults
 	timeout connect 5s
 	timeout client 120s
 	timeout server 120s
+EOF
+}
+
+nginx_head() { # PREFIX_DIR: what every nginx config here begins with
+	cat <<EOF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+master_process off;
+pid $1/nginx.pid;
+error_log $1/logs/error.log error;
+worker_rlimit_nofile 65536;
+events { worker_connections 65536; }
+EOF
+}
+
+start_haproxy() {
+	{
+		haproxy_head
+		cat <<EOF
 frontend fe
 	bind 127.0.0.1:$1 ssl crt $tmp/srv-combined.pem ca-file $CA verify required ssl-min-ver TLSv1.3 ciphersuites $SUITE
 	default_backend be
 backend be
 	server echo 127.0.0.1:$ECHO
 EOF
+	} >"$tmp/haproxy.cfg"
 	taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
 	TPID=$!
 }
 
 start_nginx() {
 	mkdir -p "$tmp/nginx/logs"
-	cat >"$tmp/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-daemon off;
-master_process off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log error;
-worker_rlimit_nofile 65536;
-events { worker_connections 65536; }
+	{
+		nginx_head "$tmp/nginx"
+		cat <<EOF
 stream {
 	server {
 		listen 127.0.0.1:$1 ssl;
@@ -159,6 +174,7 @@ stream {
 	}
 }
 EOF
+	} >"$tmp/nginx.conf"
 	taskset -c 0 nginx -p "$tmp/nginx" -c "$tmp/nginx.conf" >"$tmp/nginx.log" 2>&1 &
 	TPID=$!
 }
@@ -233,36 +249,25 @@ EOF
 }
 
 client_haproxy() {
-	cat >"$tmp/haproxy-client.cfg" <<EOF
-global
-	nbthread 1
-	maxconn $(((FDLIMIT - 100) / 2))
-defaults
-	mode tcp
-	timeout connect 5s
-	timeout client 120s
-	timeout server 120s
+	{
+		haproxy_head
+		cat <<EOF
 frontend fe
 	bind 127.0.0.1:$1
 	default_backend be
 backend be
 	server up 127.0.0.1:$2 ssl crt $tmp/$3-combined.pem ca-file $CA verify required verifyhost bench.test sni str(bench.test) ssl-min-ver TLSv1.3 ciphersuites $SUITE
 EOF
+	} >"$tmp/haproxy-client.cfg"
 	taskset -c 0 haproxy -f "$tmp/haproxy-client.cfg" -db >"$tmp/client_haproxy.log" 2>&1 &
 	CPID=$!
 }
 
 client_nginx() {
 	mkdir -p "$tmp/nginx-client/logs"
-	cat >"$tmp/nginx-client.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-daemon off;
-master_process off;
-pid $tmp/nginx-client/nginx.pid;
-error_log $tmp/nginx-client/logs/error.log error;
-worker_rlimit_nofile 65536;
-events { worker_connections 65536; }
+	{
+		nginx_head "$tmp/nginx-client"
+		cat <<EOF
 stream {
 	server {
 		listen 127.0.0.1:$1;
@@ -281,6 +286,7 @@ stream {
 	}
 }
 EOF
+	} >"$tmp/nginx-client.conf"
 	taskset -c 0 nginx -p "$tmp/nginx-client" -c "$tmp/nginx-client.conf" >"$tmp/client_nginx.log" 2>&1 &
 	CPID=$!
 }
