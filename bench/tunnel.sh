@@ -45,16 +45,21 @@ port=$(ss -Hltnp 2>/dev/null | grep "pid=$server_pid," | awk '{print $4}' | sed 
 
 tls=(--cert "$tmp/cli-chain.pem" --key "$tmp/cli.key" --ca "$ca/root.pem" --name bench.test)
 cpu() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+sys() { awk '{print $15}' "/proc/$server_pid/stat"; }
 hz=$(getconf CLK_TCK)
 
 run() { # label, loadgen args...
-	local label=$1 before after
+	local label=$1 before after sys_before sys_after
 	shift
 	before=$(cpu)
+	sys_before=$(sys)
 	out=$(taskset -c 1 "$bin/loadgen" "$@" --seconds "$secs")
 	after=$(cpu)
-	printf '%-22s %s server_cpu=%.2f\n' "$label" "$out" \
-		"$(echo "($after - $before) / $hz / $secs" | bc -l)"
+	sys_after=$(sys)
+	# kernel_share: the part of the server's CPU spent in system calls and the network stack
+	printf '%-22s %s server_cpu=%.2f kernel_share=%.2f\n' "$label" "$out" \
+		"$(echo "($after - $before) / $hz / $secs" | bc -l)" \
+		"$(echo "($sys_after - $sys_before) / ($after - $before + 0.0001)" | bc -l)"
 }
 
 # memory first, while the server is fresh (after thousands of handshakes, new connections
