@@ -425,13 +425,13 @@ static void do_handshake(struct conn *c)
 	conn_free(c, "handshake_refused", LOG_DEBUG);
 }
 
-/* Connector: the server's TCP connection is up; start TLS. */
-static void start_tls(struct conn *c)
+/* The connection's TLS object was made (accept or connect side); start its handshake. */
+static void begin_handshake(struct conn *c, struct mtls *tls)
 {
 	struct daemon *d = c->w->d;
 
-	c->tls = mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name);
-	if (c->tls == NULL) {
+	c->tls = tls;
+	if (tls == NULL) {
 		LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
 		    LS("message", mtls_error(d->endpoint)));
 		conn_free(c, "tls_setup_failed", LOG_INFO);
@@ -482,7 +482,8 @@ static void connected(struct conn *c)
 			send_proxy_header(c);
 		start_pump(c);
 	} else {
-		start_tls(c);
+		/* connector: the server's TCP connection is up; start TLS */
+		begin_handshake(c, mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name));
 	}
 }
 
@@ -578,16 +579,7 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 
 	if (d->o->role == TUNNEL_SERVER) {
 		c->tls_fd = fd;
-		c->tls = mtls_accept_fd(d->endpoint, fd);
-		if (c->tls == NULL) {
-			LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
-			    LS("message", mtls_error(d->endpoint)));
-			conn_free(c, "tls_setup_failed", LOG_INFO);
-			return;
-		}
-		c->phase = PHASE_HANDSHAKE;
-		set_timer(c, d->o->handshake_timeout_ms);
-		do_handshake(c);
+		begin_handshake(c, mtls_accept_fd(d->endpoint, fd));
 		return;
 	}
 	/* connector: the application's plaintext side; its bytes wait in the kernel until the

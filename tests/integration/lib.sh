@@ -101,6 +101,16 @@ verdict() {
 	fi
 }
 
+# report NAME PROBLEMS... : verdict, with the last `run` as the details (set LAST_CMD to
+# name the command; the output shown is its last 40 lines on each stream).
+report() {
+	local name=$1
+	shift
+	verdict "$name" "$@" -- "last command: ${LAST_CMD:-}" "exit status: ${RC:-}" \
+		"stdout:" "$(printf '%s\n' "${OUT:-}" | tail -n 40)" \
+		"stderr:" "$(printf '%s\n' "${ERR:-}" | tail -n 40)"
+}
+
 # finish: the summary line; exit status 1 if any case failed.
 finish() {
 	echo "$_passed passed, $_failed failed"

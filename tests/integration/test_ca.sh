@@ -19,19 +19,6 @@ command -v sqlite3 >/dev/null || HAVE_SQLITE=0
 # ------------------------------------------------------------------------------------------
 # Helpers (none of them fails the script under set -e: problems become failed cases)
 
-# report NAME PROBLEM... : pass if there are no problems, else fail with them and the output
-# of the last `run`.
-report() {
-	local name=$1
-	shift
-	if [ $# -eq 0 ]; then
-		pass "$name"
-	else
-		fail "$name" "$@" "last command: ${LAST_CMD:-}" "exit status: ${RC:-}" \
-			"stdout:" "${OUT:-}" "stderr:" "${ERR:-}"
-	fi
-}
-
 skip() {
 	printf 'skip  %s\n' "$1"
 }

@@ -32,8 +32,8 @@ pair() {
 	ES_OUT=$(cat -- "$TMP/es-$n.log")
 }
 
-# report NAME PROBLEM... : pass if there are no problems, else fail showing both sides.
-report() {
+# report_both NAME PROBLEM... : pass if there are no problems, else fail showing both sides.
+report_both() {
 	local name=$1
 	shift
 	if [ $# -eq 0 ]; then
@@ -56,13 +56,13 @@ p=()
 [ "$(count_lines "$ES_OUT" "client: $APP1 (TLSv1.3, ")" = 1 ] || p+=("echo-server did not print the client's identity")
 ! has_line "$ES_OUT" "refused:" && ! has_line "$ES_OUT" "connection ended:" ||
 	p+=("echo-server reported a problem")
-report "echo-client -> echo-server: the echo comes back" "${p[@]+"${p[@]}"}"
+report_both "echo-client -> echo-server: the echo comes back" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" --allow-any -- "${CLIENT[@]}" "by address"
 p=()
 [ "$RC" = 0 ] && has_line "$OUT" "echo: by address" || p+=("no echo")
 [ "$ES_RC" = 0 ] || p+=("echo-server exit status $ES_RC, expected 0")
-report "server name defaults to the --connect host (IP SAN 127.0.0.1)" "${p[@]+"${p[@]}"}"
+report_both "server name defaults to the --connect host (IP SAN 127.0.0.1)" "${p[@]+"${p[@]}"}"
 
 echo "# session resumption"
 pair 3 "${SERVER[@]}" --allow-uri 'spiffe://test.mtls/ns/prod/sa/*' -- \
@@ -89,7 +89,7 @@ for i in 0 1 2; do
 	fi
 done
 [ "$ES_RC" = 0 ] || p+=("echo-server exit status $ES_RC, expected 0")
-report "--repeat 3: connections 2 and 3 are resumed, with the identity" "${p[@]+"${p[@]}"}"
+report_both "--repeat 3: connections 2 and 3 are resumed, with the identity" "${p[@]+"${p[@]}"}"
 
 echo "# allow rules and revocation"
 # When echo-server refuses a client certificate (TLS 1.3: after the client's side of the
@@ -109,20 +109,20 @@ client_refused
 	p+=("echo-server did not print 'refused: identity_not_allowed:'")
 [[ $ES_OUT == *"$APP1"* ]] || p+=("echo-server's refusal does not name the identity")
 ! has_line "$ES_OUT" "client:" || p+=("echo-server accepted the client")
-report "--allow-uri ns/dev/sa/*: client (ns/prod) refused" "${p[@]+"${p[@]}"}"
+report_both "--allow-uri ns/dev/sa/*: client (ns/prod) refused" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" "${DEV[@]}" -- "${CLIENT2[@]}" --name server.test "me"
 p=()
 [ "$RC" = 0 ] && has_line "$OUT" "echo: me" || p+=("echo-client exit status $RC, no echo")
 [ "$ES_RC" = 0 ] || p+=("echo-server exit status $ES_RC, expected 0")
 [ "$(count_lines "$ES_OUT" "client: $OTHER (TLSv1.3, ")" = 1 ] || p+=("echo-server did not accept $OTHER")
-report "--allow-uri ns/dev/sa/*: client2 (ns/dev) accepted" "${p[@]+"${p[@]}"}"
+report_both "--allow-uri ns/dev/sa/*: client2 (ns/dev) accepted" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" --allow-dns app1.test -- "${CLIENT[@]}" --name server.test "dns"
 p=()
 [ "$RC" = 0 ] && has_line "$OUT" "echo: dns" || p+=("echo-client exit status $RC, no echo")
 [ "$(count_lines "$ES_OUT" "client: $APP1 (")" = 1 ] || p+=("echo-server did not accept the client")
-report "--allow-dns app1.test accepts client" "${p[@]+"${p[@]}"}"
+report_both "--allow-dns app1.test accepts client" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" --allow-any --crl "$C/crl.pem" -- \
 	--cert "$C/revoked-client-chain.pem" --key "$C/revoked-client.key" --ca "$C/ca.pem" \
@@ -131,13 +131,13 @@ p=()
 client_refused
 [ "$ES_RC" = 0 ] || p+=("echo-server exit status $ES_RC, expected 0")
 [ "$(count_lines "$ES_OUT" "refused: revoked:")" = 1 ] || p+=("echo-server did not print 'refused: revoked:'")
-report "--crl crl.pem: revoked client refused" "${p[@]+"${p[@]}"}"
+report_both "--crl crl.pem: revoked client refused" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" --allow-any --crl "$C/crl.pem" -- "${CLIENT[@]}" --name server.test "fine"
 p=()
 [ "$RC" = 0 ] && has_line "$OUT" "echo: fine" || p+=("echo-client exit status $RC, no echo")
 [ "$(count_lines "$ES_OUT" "client: $APP1 (")" = 1 ] || p+=("echo-server did not accept the client")
-report "--crl crl.pem: good client accepted" "${p[@]+"${p[@]}"}"
+report_both "--crl crl.pem: good client accepted" "${p[@]+"${p[@]}"}"
 
 # The refused client must learn that the server refused it (the server sent an alert):
 # rejected_by_peer, every time. Ten connections, because whether the alert is read depends
@@ -176,7 +176,7 @@ p=()
 [[ $OUT == *wrong.test* ]] || p+=("the refusal does not name wrong.test")
 [ "$(count_lines "$ES_OUT" "refused: rejected_by_peer:")" = 1 ] ||
 	p+=("echo-server did not report that the client refused it")
-report "--name wrong.test: refused on both sides" "${p[@]+"${p[@]}"}"
+report_both "--name wrong.test: refused on both sides" "${p[@]+"${p[@]}"}"
 
 pair 1 "${SERVER[@]}" --allow-any -- --cert "$C/client-chain.pem" --key "$C/client.key" \
 	--ca "$C/other-ca.pem" --name server.test "hi"
@@ -185,7 +185,7 @@ p=()
 [[ $(first_line "$OUT") == "refused: unknown_ca:"* ]] || p+=("echo-client did not report unknown_ca")
 [ "$(count_lines "$ES_OUT" "refused: rejected_by_peer:")" = 1 ] ||
 	p+=("echo-server did not report that the client refused it")
-report "client trusting another CA: unknown_ca" "${p[@]+"${p[@]}"}"
+report_both "client trusting another CA: unknown_ca" "${p[@]+"${p[@]}"}"
 
 echo "# configuration errors (exit 2, before any connection)"
 # conf_case NAME PROGRAM MESSAGE ARGS... : PROGRAM ARGS must exit 2 with MESSAGE on stderr.

@@ -70,20 +70,6 @@ DRAIN=(--drain-timeout 1000) # every daemon: never hold the exit for long
 # ------------------------------------------------------------------------------------------
 # Helpers (none of them fails the script under set -e: problems become failed cases)
 
-# report NAME PROBLEM... : pass if there are no problems, else fail with them and the output
-# of the last `run`.
-report() {
-	local name=$1
-	shift
-	if [ $# -eq 0 ]; then
-		pass "$name"
-	else
-		fail "$name" "$@" "last command: ${LAST_CMD:-}" "exit status: ${RC:-}" \
-			"stdout:" "$(printf '%s\n' "${OUT:-}" | tail -n 15)" \
-			"stderr:" "$(printf '%s\n' "${ERR:-}" | tail -n 15)"
-	fi
-}
-
 # conninfo PORT : libpq connection string for a connector on 127.0.0.1:PORT.
 conninfo() {
 	printf 'host=127.0.0.1 port=%s user=postgres dbname=postgres sslmode=disable gssencmode=disable connect_timeout=5' "$1"

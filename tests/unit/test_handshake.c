@@ -315,10 +315,7 @@ static void run_case(const struct matrix_case *tc, int tls)
 		assert_string_equal(mtls_conn_version(sc),
 				    tls == MTLS_TLS1_3 ? "TLSv1.3" : "TLSv1.2");
 	}
-	mtls_free(sc);
-	mtls_free(cc);
-	close(fds[0]);
-	close(fds[1]);
+	test_pair_free(sc, cc, fds);
 	mtls_free(server);
 	mtls_free(client);
 }
@@ -476,10 +473,7 @@ static int connect_once(struct mtls *server, struct mtls *client, enum mtls_reas
 		resumed = mtls_conn_resumed(sc);
 		assert_int_equal(mtls_close(cc), 0);
 	}
-	mtls_free(sc);
-	mtls_free(cc);
-	close(fds[0]);
-	close(fds[1]);
+	test_pair_free(sc, cc, fds);
 	return resumed;
 }
 
@@ -549,10 +543,7 @@ static void test_read_ahead(void **state)
 	read_exact(cc, buf, 2);
 	assert_memory_equal(buf, "ok", 2);
 
-	mtls_free(sc);
-	mtls_free(cc);
-	close(fds[0]);
-	close(fds[1]);
+	test_pair_free(sc, cc, fds);
 	mtls_free(server);
 	mtls_free(client);
 }
@@ -601,10 +592,7 @@ static void test_parallel_resumption(void **state)
 		if (round == 0)
 			assert_int_equal(mtls_conn_resumed(sc[0]) + mtls_conn_resumed(sc[1]), 1);
 		for (int i = 0; i < 2; i++) {
-			mtls_free(sc[i]);
-			mtls_free(cc[i]);
-			close(fds[i][0]);
-			close(fds[i][1]);
+			test_pair_free(sc[i], cc[i], fds[i]);
 		}
 	}
 	mtls_free(server);
@@ -659,10 +647,7 @@ static void test_reload(void **state)
 	assert_int_equal(mtls_close(sc), 0);
 	assert_int_equal(mtls_read_wait(cc, buf, sizeof(buf), 1000), 0);
 
-	mtls_free(sc);
-	mtls_free(cc);
-	close(fds[0]);
-	close(fds[1]);
+	test_pair_free(sc, cc, fds);
 	mtls_free(server);
 	mtls_free(client);
 }
@@ -734,10 +719,7 @@ static int try_connect(struct mtls *server, struct mtls *client, enum mtls_reaso
 		assert_string_equal(mtls_peer_identity(mtls_conn_peer(sc)), APP1);
 		assert_int_equal(mtls_close(cc), 0);
 	}
-	mtls_free(sc);
-	mtls_free(cc);
-	close(fds[0]);
-	close(fds[1]);
+	test_pair_free(sc, cc, fds);
 	return srv_rc == 0 && cli_rc == 0 ? 0 : -1;
 }
 

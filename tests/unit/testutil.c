@@ -36,6 +36,14 @@ void test_socketpair(int fds[2])
 			 0);
 }
 
+void test_pair_free(struct mtls *srv, struct mtls *cli, int fds[2])
+{
+	mtls_free(srv);
+	mtls_free(cli);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 static bool pending(int rc)
 {
 	return rc == MTLS_WANT_POLLIN || rc == MTLS_WANT_POLLOUT;

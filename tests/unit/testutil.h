@@ -17,6 +17,8 @@ const char *cert_path(const char *name);
 
 /* A non-blocking, close-on-exec socketpair; aborts the test on failure. */
 void test_socketpair(int fds[2]);
+/* Free both ends of a connection pair and close its socketpair. */
+void test_pair_free(struct mtls *srv, struct mtls *cli, int fds[2]);
 
 /* Drive both sides of a handshake until each finished or failed (bounded). Returns the final
  * results in *srv_rc and *cli_rc (0 or -1). After the client finished, one round trip of
