@@ -92,6 +92,12 @@ enum mtls_reason {
 	MTLS_REASON_IO,	      /* socket error or connection reset */
 	MTLS_REASON_USAGE,    /* API misuse */
 	MTLS_REASON_INTERNAL, /* out of memory or unexpected library error */
+	/* added later (values stay stable) */
+	MTLS_REASON_NONCONFORMING,   /* breaks the strict certificate profile (RFC 5280) */
+	MTLS_REASON_LEAF_IS_CA,	     /* the peer's own certificate is a CA certificate */
+	MTLS_REASON_ISSUER_NOT_SENT, /* the peer sent its leaf without the intermediate */
+	MTLS_REASON_MALFORMED,	     /* a TLS record or handshake message is malformed */
+	MTLS_REASON_CRL_INVALID,     /* a CRL does not verify or does not cover the cert */
 	MTLS_REASON_COUNT
 };
 

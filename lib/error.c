@@ -49,6 +49,11 @@ static const struct reason_info reasons[MTLS_REASON_COUNT] = {
 	[MTLS_REASON_IO] = {"io", MTLS_CATEGORY_IO},
 	[MTLS_REASON_USAGE] = {"usage", MTLS_CATEGORY_USAGE},
 	[MTLS_REASON_INTERNAL] = {"internal", MTLS_CATEGORY_INTERNAL},
+	[MTLS_REASON_NONCONFORMING] = {"nonconforming", MTLS_CATEGORY_VERIFY},
+	[MTLS_REASON_LEAF_IS_CA] = {"leaf_is_ca", MTLS_CATEGORY_VERIFY},
+	[MTLS_REASON_ISSUER_NOT_SENT] = {"issuer_not_sent", MTLS_CATEGORY_VERIFY},
+	[MTLS_REASON_MALFORMED] = {"malformed", MTLS_CATEGORY_PROTOCOL},
+	[MTLS_REASON_CRL_INVALID] = {"crl_invalid", MTLS_CATEGORY_REVOKED},
 };
 
 static const char *const categories[] = {
