@@ -300,16 +300,24 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 	}
 }
 
-/* An extendedKeyUsage must be present and name the role (OpenSSL accepts its absence). */
-static int check_leaf_eku(const struct verify_request *rq, X509 *leaf, struct error *err)
+/* The peer's own certificate: an end entity (OpenSSL's purpose check accepts a CA as a
+ * leaf), with an extendedKeyUsage that names the role (OpenSSL accepts its absence). */
+static int check_leaf(const struct verify_request *rq, X509 *leaf, struct error *err)
 {
 	uint32_t want = rq->peer_is_client ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
+	uint32_t flags = X509_get_extension_flags(leaf);
 	char who[300];
 
-	if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) &&
-	    (X509_get_extended_key_usage(leaf) & want))
-		return 0;
 	identity_describe(leaf, who, sizeof(who));
+	if ((flags & EXFLAG_BCONS) && (flags & EXFLAG_CA))
+		return error_set(
+			err, MTLS_REASON_LEAF_IS_CA,
+			"%s certificate rejected: it is a CA certificate (basicConstraints "
+			"CA:TRUE) (%s); a peer must present an end-entity certificate "
+			"issued with the %s profile",
+			role_of(rq), who, role_of(rq));
+	if ((flags & EXFLAG_XKUSAGE) && (X509_get_extended_key_usage(leaf) & want))
+		return 0;
 	return error_set(err, MTLS_REASON_BAD_KEY_USAGE,
 			 "%s certificate rejected: its extendedKeyUsage does not include %s (%s); "
 			 "issue it with the %s profile",
@@ -471,10 +479,11 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 		explain(rq, &run, err);
 		goto done;
 	}
-	if (check_leaf_eku(rq, leaf, err) != 0 ||
-	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
+	if (check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
 		goto reject;
 authorize:
+	if (check_leaf(rq, leaf, err) != 0)
+		goto reject;
 	peer = identity_from_cert(leaf, err);
 	if (peer == NULL)
 		goto reject;
@@ -520,6 +529,8 @@ int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) *
 	int rc = -1;
 
 	*out = NULL;
+	if (check_leaf(rq, leaf, err) != 0)
+		return -1;
 	if (X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0) {
 		identity_describe(leaf, who, sizeof(who));
 		return error_set(

@@ -1,7 +1,10 @@
 /*
- * mtls_verify_chain_pem(): the verification path without a handshake. CRL freshness policy
- * (refuse, or accept within a grace period with a warning) with CRLs signed here, at test
- * time, by the zoo's issuing CA; fixed verification times; expected URI.
+ * The verification path: mtls_verify_chain_pem() (the path without a handshake), and the
+ * same decision on every other path a peer's chain takes: a full handshake, a hit of the
+ * verification cache, a resumed session (verify_resumed()). CRL freshness policy (refuse, or
+ * accept within a grace period with a warning) with CRLs signed here, at test time, by the
+ * zoo's issuing CA; fixed verification times; expected URI; certificates made at test time
+ * that no path may accept.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +19,105 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "internal.h"
 #include "testutil.h"
+
+#define APP1 "spiffe://test.mtls/ns/prod/sa/app1"
+
+/* The zoo's issuing CA and its key. */
+static X509 *zoo_int(EVP_PKEY **key)
+{
+	FILE *f = fopen(cert_path("int.key"), "r");
+
+	assert_non_null(f);
+	*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	assert_non_null(*key);
+	return test_read_cert("int.pem");
+}
+
+/* A server endpoint that trusts ca (PEM; NULL: the zoo's root), allows app1 and checks CRLs
+ * (PEM, may be NULL). Returns -1 with the endpoint's reason if it refuses the config. */
+static int configure(struct mtls *server, const char *ca, const char *crl, bool crl_chain)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	int rc;
+
+	assert_int_equal(mtls_config_set_cert_file(cfg, cert_path("server-chain.pem")), 0);
+	assert_int_equal(mtls_config_set_key_file(cfg, cert_path("server.key")), 0);
+	if (ca != NULL)
+		assert_int_equal(mtls_config_set_ca_mem(cfg, (const uint8_t *)ca, strlen(ca)), 0);
+	else
+		assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
+	if (crl != NULL)
+		assert_int_equal(mtls_config_add_crl_mem(cfg, (const uint8_t *)crl, strlen(crl)),
+				 0);
+	assert_int_equal(mtls_config_set_crl_check_chain(cfg, crl_chain), 0);
+	assert_int_equal(mtls_config_allow_uri(cfg, APP1), 0);
+	rc = mtls_configure(server, cfg);
+	mtls_config_free(cfg);
+	return rc;
+}
+
+/* A client endpoint presenting chain (PEM) with key (PEM), trusting the zoo's root. */
+static struct mtls *client_of(const char *chain, const char *key, bool tickets)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	struct mtls *client = mtls_client_new();
+
+	assert_int_equal(mtls_config_set_cert_mem(cfg, (const uint8_t *)chain, strlen(chain)), 0);
+	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)key, strlen(key)), 0);
+	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
+	assert_int_equal(mtls_config_set_session_tickets(cfg, tickets), 0);
+	if (mtls_configure(client, cfg) != 0)
+		fail_msg("client config: %s", mtls_error(client));
+	mtls_config_free(cfg);
+	return client;
+}
+
+/* One handshake: the server's verdict (MTLS_REASON_NONE if accepted), its message in msg,
+ * and whether the session was resumed. */
+static enum mtls_reason handshake(struct mtls *server, struct mtls *client, bool *resumed,
+				  char *msg, size_t msg_len)
+{
+	int fds[2], srv_rc, cli_rc;
+	struct mtls *sc, *cc;
+	enum mtls_reason r;
+
+	test_socketpair(fds);
+	sc = mtls_accept_fd(server, fds[0]);
+	cc = mtls_connect_fd(client, fds[1], "server.test");
+	assert_non_null(sc);
+	assert_non_null(cc);
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+	r = mtls_error_reason(sc);
+	assert_int_equal(srv_rc == 0, r == MTLS_REASON_NONE);
+	if (resumed != NULL)
+		*resumed = mtls_conn_resumed(sc) == 1;
+	if (msg != NULL)
+		snprintf(msg, msg_len, "%s", mtls_error(sc));
+	if (srv_rc == 0 && cli_rc == 0)
+		assert_int_equal(mtls_close(cc), 0);
+	test_pair_free(sc, cc, fds);
+	return r;
+}
+
+/* The server's decision on a resumed session holding leaf and chain (the peer chain a
+ * server keeps excludes the leaf), run on the endpoint's current state. */
+static enum mtls_reason resumed_verdict(struct mtls *server, X509 *leaf, STACK_OF(X509) * chain,
+					char *msg, size_t msg_len)
+{
+	struct verify_request rq = {.st = server->state, .peer_is_client = true};
+	struct mtls_peer *peer = NULL;
+	struct error err = {0};
+	int rc = verify_resumed(&rq, leaf, chain, &peer, &err);
+
+	assert_int_equal(rc == 0, peer != NULL);
+	identity_free(peer);
+	if (msg != NULL)
+		snprintf(msg, msg_len, "%s", err.msg);
+	return rc == 0 ? MTLS_REASON_NONE : err.reason;
+}
 
 /* Verify a zoo chain as a server would, with one CRL and a grace period. */
 static int verify_with_crl(const char *chain, const char *crl, size_t crl_len, int64_t grace,
@@ -133,9 +234,63 @@ static void test_verify_time_and_uri(void **state)
 	mtls_free(ep);
 }
 
+/* A CA certificate presented as a client's own certificate (basicConstraints CA:TRUE, with
+ * clientAuth and the right URI) is refused on every path: mtls verify, a full handshake,
+ * the same chain again (the verification cache), and a resumed session. */
+static void test_leaf_is_ca(void **state)
+{
+	EVP_PKEY *int_key, *key;
+	X509 *issuer = zoo_int(&int_key);
+	X509 *leaf = test_cert_make(&(struct test_cert){.subject = "CN=sneaky",
+							.bc = "CA:TRUE",
+							.ku = "digitalSignature,keyCertSign"},
+				    issuer, int_key, &key);
+	X509 *both[] = {leaf, issuer};
+	char *chain = test_certs_pem(both, 2), *key_pem = test_key_pem(key);
+	struct mtls *server = mtls_server_new(), *client;
+	STACK_OF(X509) *sent = sk_X509_new_null();
+	char msg[600];
+	bool resumed;
+
+	(void)state;
+	assert_int_equal(configure(server, NULL, NULL, false), 0);
+	assert_int_equal(
+		mtls_verify_chain_pem(server, (const uint8_t *)chain, strlen(chain), NULL, APP1),
+		-1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_LEAF_IS_CA);
+	assert_non_null(strstr(mtls_error(server), "client certificate rejected: it is a CA "
+						   "certificate (basicConstraints CA:TRUE)"));
+	assert_non_null(strstr(mtls_error(server), "CN=sneaky"));
+	assert_non_null(strstr(mtls_error(server), "end-entity certificate"));
+
+	client = client_of(chain, key_pem, true);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(handshake(server, client, &resumed, msg, sizeof(msg)),
+				 MTLS_REASON_LEAF_IS_CA);
+		assert_false(resumed);
+		assert_non_null(strstr(msg, "CN=sneaky"));
+	}
+	/* a session holding it (as one from before this rule would) */
+	assert_true(sk_X509_push(sent, issuer) > 0);
+	assert_int_equal(resumed_verdict(server, leaf, sent, msg, sizeof(msg)),
+			 MTLS_REASON_LEAF_IS_CA);
+	assert_non_null(strstr(msg, "CN=sneaky"));
+
+	sk_X509_free(sent);
+	mtls_free(client);
+	mtls_free(server);
+	free(chain);
+	free(key_pem);
+	X509_free(leaf);
+	X509_free(issuer);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(int_key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_leaf_is_ca),
 		cmocka_unit_test(test_crl_freshness),
 		cmocka_unit_test(test_verify_time_and_uri),
 	};

@@ -243,3 +243,200 @@ void test_issue_client(long valid_for, const char *uri, char **chain_pem, char *
 	EVP_PKEY_free(ca_key);
 	X509_free(issuer);
 }
+
+static void add_conf_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+	if (value != NULL && value[0] != '\0')
+		add_ext(cert, issuer, nid, value);
+}
+
+static void set_subject(X509 *cert, const char *subject)
+{
+	X509_NAME *name = X509_NAME_new();
+	char buf[512], *save = NULL;
+
+	assert_non_null(name);
+	snprintf(buf, sizeof(buf), "%s", subject);
+	for (char *rdn = strtok_r(buf, ",", &save); rdn != NULL; rdn = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(rdn, '=');
+
+		assert_non_null(eq);
+		*eq = '\0';
+		assert_int_equal(X509_NAME_add_entry_by_txt(name, rdn, MBSTRING_UTF8,
+							    (const unsigned char *)eq + 1, -1, -1,
+							    0),
+				 1);
+	}
+	assert_int_equal(X509_set_subject_name(cert, name), 1);
+	X509_NAME_free(name);
+}
+
+static void set_serial(X509 *cert, const char *hex)
+{
+	BIGNUM *bn = NULL;
+
+	if (hex == NULL) {
+		bn = BN_new();
+		assert_int_equal(BN_rand(bn, 127, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY), 1);
+	} else {
+		assert_true(BN_hex2bn(&bn, hex) > 0);
+	}
+	assert_non_null(BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)));
+	BN_free(bn);
+}
+
+/* The SAN from its openssl.cnf form plus an iPAddress of any length. */
+static void add_san(X509 *cert, const struct test_cert *spec, const char *san)
+{
+	GENERAL_NAMES *gens = NULL;
+
+	if (san != NULL && san[0] != '\0') {
+		X509V3_CTX ctx;
+		X509_EXTENSION *ext;
+
+		X509V3_set_ctx(&ctx, NULL, cert, NULL, NULL, 0);
+		ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, san);
+		assert_non_null(ext);
+		gens = X509V3_EXT_d2i(ext);
+		X509_EXTENSION_free(ext);
+	} else if (spec->ip_raw != NULL) {
+		gens = GENERAL_NAMES_new();
+	}
+	if (gens == NULL)
+		return;
+	if (spec->ip_raw != NULL) {
+		GENERAL_NAME *g = GENERAL_NAME_new();
+		ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
+
+		assert_int_equal(ASN1_OCTET_STRING_set(ip, spec->ip_raw, (int)spec->ip_raw_len), 1);
+		GENERAL_NAME_set0_value(g, GEN_IPADD, ip);
+		assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+	}
+	assert_int_equal(X509_add1_ext_i2d(cert, NID_subject_alt_name, gens,
+					   spec->san_critical ? 1 : 0, X509V3_ADD_DEFAULT),
+			 1);
+	GENERAL_NAMES_free(gens);
+}
+
+X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issuer_key,
+		     EVP_PKEY **key)
+{
+	X509 *cert = X509_new();
+	X509 *signer;
+	long nb = spec->not_before, na = spec->not_after;
+
+	*key = EVP_EC_gen("P-256");
+	assert_non_null(*key);
+	assert_non_null(cert);
+	if (nb == 0 && na == 0) {
+		nb = -60;
+		na = 86400;
+	}
+	X509_set_version(cert, X509_VERSION_3);
+	set_serial(cert, spec->serial);
+	set_subject(cert, spec->subject != NULL ? spec->subject : "CN=test");
+	assert_int_equal(X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer)
+								   : X509_get_subject_name(cert)),
+			 1);
+	X509_gmtime_adj(X509_getm_notBefore(cert), nb);
+	X509_gmtime_adj(X509_getm_notAfter(cert), na);
+	assert_int_equal(X509_set_pubkey(cert, *key), 1);
+	signer = issuer != NULL ? issuer : cert;
+	add_conf_ext(cert, signer, NID_basic_constraints,
+		     spec->bc != NULL ? spec->bc
+		     : spec->ca	      ? "critical,CA:TRUE"
+				      : "critical,CA:FALSE");
+	add_conf_ext(cert, signer, NID_key_usage,
+		     spec->ku != NULL ? spec->ku
+		     : spec->ca	      ? "critical,keyCertSign,cRLSign"
+				      : "critical,digitalSignature");
+	add_conf_ext(cert, signer, NID_ext_key_usage,
+		     spec->eku != NULL ? spec->eku
+		     : spec->ca	       ? ""
+				       : "clientAuth");
+	if (!spec->no_ski)
+		add_ext(cert, signer, NID_subject_key_identifier, "hash");
+	/* a self-signed certificate's AKI would name its own key: leave it out */
+	if (!spec->no_aki && issuer != NULL)
+		add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
+	add_san(cert, spec,
+		spec->san != NULL ? spec->san
+		: spec->ca	  ? ""
+				  : "URI:spiffe://test.mtls/ns/prod/sa/app1");
+	add_conf_ext(cert, signer, NID_name_constraints, spec->nc);
+	add_conf_ext(cert, signer, NID_crl_distribution_points, spec->crldp);
+	assert_true(X509_sign(cert, issuer != NULL ? issuer_key : *key, EVP_sha256()) > 0);
+	return cert;
+}
+
+char *test_certs_pem(X509 *const *certs, int n)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *out;
+
+	for (int i = 0; i < n; i++)
+		assert_int_equal(PEM_write_bio_X509(bio, certs[i]), 1);
+	out = bio_string(bio);
+	BIO_free(bio);
+	return out;
+}
+
+char *test_key_pem(EVP_PKEY *key)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *out;
+
+	assert_int_equal(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL), 1);
+	out = bio_string(bio);
+	BIO_free(bio);
+	return out;
+}
+
+char *test_crl_pem(X509 *issuer, EVP_PKEY *key, X509 *const *revoked, int n, long number,
+		   const char *idp)
+{
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *t = ASN1_TIME_new();
+	BIO *bio = BIO_new(BIO_s_mem());
+	X509V3_CTX ctx;
+	char *out;
+
+	assert_int_equal(X509_CRL_set_version(crl, X509_CRL_VERSION_2), 1);
+	assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)), 1);
+	X509_gmtime_adj(t, -60);
+	X509_CRL_set1_lastUpdate(crl, t);
+	X509_gmtime_adj(t, 3600);
+	X509_CRL_set1_nextUpdate(crl, t);
+	for (int i = 0; i < n; i++) {
+		X509_REVOKED *r = X509_REVOKED_new();
+
+		X509_gmtime_adj(t, -60);
+		X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(revoked[i]));
+		X509_REVOKED_set_revocationDate(r, t);
+		X509_CRL_add0_revoked(crl, r);
+	}
+	if (number >= 0) {
+		ASN1_INTEGER *num = ASN1_INTEGER_new();
+
+		ASN1_INTEGER_set(num, number);
+		assert_int_equal(X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0), 1);
+		ASN1_INTEGER_free(num);
+	}
+	if (idp != NULL) {
+		X509_EXTENSION *ext;
+
+		X509V3_set_ctx(&ctx, issuer, NULL, NULL, crl, 0);
+		ext = X509V3_EXT_conf_nid(NULL, &ctx, NID_issuing_distribution_point, idp);
+		assert_non_null(ext);
+		assert_int_equal(X509_CRL_add_ext(crl, ext, -1), 1);
+		X509_EXTENSION_free(ext);
+	}
+	X509_CRL_sort(crl);
+	assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+	assert_int_equal(PEM_write_bio_X509_CRL(bio, crl), 1);
+	out = bio_string(bio);
+	BIO_free(bio);
+	ASN1_TIME_free(t);
+	X509_CRL_free(crl);
+	return out;
+}

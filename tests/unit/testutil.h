@@ -41,4 +41,44 @@ char *test_make_crl(long last, long next, const char *revoked_chain, size_t *len
  * (caller frees). */
 void test_issue_client(long valid_for, const char *uri, char **chain_pem, char **key_pem);
 
+/* --- certificates made at test time, with knobs ------------------------------------------
+ * For the strict-profile and chain tests: a root, intermediates and leaves with any mix of
+ * conforming and nonconforming properties. Zero-initialised fields take the conforming
+ * default of the kind (CA or leaf); extension values use openssl.cnf syntax, "" leaves the
+ * extension out. */
+struct test_cert {
+	const char *subject; /* "CN=a,O=b"; NULL: "CN=test"; "": empty subject */
+	const char *serial;  /* hex, may start with '-'; NULL: random, positive, 16 bytes */
+	bool ca;	     /* a CA: basicConstraints CA:TRUE, keyCertSign, no EKU or SAN */
+	/* NULL: the kind's default. basicConstraints "critical,CA:TRUE" or "critical,CA:FALSE";
+	 * keyUsage "critical,keyCertSign,cRLSign" or "critical,digitalSignature"; EKU none or
+	 * "clientAuth"; subjectAltName none or "URI:spiffe://test.mtls/ns/prod/sa/app1" */
+	const char *bc;
+	const char *ku;
+	const char *eku;
+	const char *san;
+	bool san_critical;
+	const unsigned char *ip_raw; /* one more iPAddress SAN of ip_raw_len octets */
+	size_t ip_raw_len;
+	const char *nc;	   /* nameConstraints, e.g. "critical,permitted;DNS:good.test" */
+	const char *crldp; /* crlDistributionPoints, e.g. "URI:http://crl.test/int.crl" */
+	bool no_ski;
+	bool no_aki;
+	long not_before; /* seconds from now; both 0: -60 and +86400 */
+	long not_after;
+};
+
+/* Make a certificate with a new P-256 key (returned in *key; caller frees both). Self-signed
+ * when issuer is NULL. Aborts the test on failure. */
+X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issuer_key,
+		     EVP_PKEY **key);
+/* PEM of n certificates, concatenated; and of a private key (caller frees). */
+char *test_certs_pem(X509 *const *certs, int n);
+char *test_key_pem(EVP_PKEY *key);
+/* A v2 CRL in issuer's name signed by key (which may be another key: a forgery), valid from
+ * a minute ago for an hour, listing the n certificates revoked. number < 0: no CRL number.
+ * idp: an issuingDistributionPoint in openssl.cnf syntax, or NULL. PEM, caller frees. */
+char *test_crl_pem(X509 *issuer, EVP_PKEY *key, X509 *const *revoked, int n, long number,
+		   const char *idp);
+
 #endif
