@@ -24,7 +24,8 @@
  *
  * Signals: the library never raises SIGPIPE (it sends with MSG_NOSIGNAL).
  *
- * Threads: a config may be shared by many threads once applied; an endpoint may accept or
+ * Threads: a config is only read, by mtls_configure(), and may be applied to several
+ * endpoints (but not changed while another thread applies it); an endpoint may accept or
  * connect from many threads at once and be reconfigured from another; a single connection
  * object must be used by one thread at a time. The library never prints.
  */
@@ -127,8 +128,12 @@ const char *mtls_category_name(enum mtls_category category);
  * their contents kept), and mtls_configure() parses and checks the whole. Setters fail only
  * on unreadable files or invalid arguments; the error is on the config.
  *
- * Reference counted: mtls_configure() takes its own reference, so the caller may free the
- * config right after applying it.
+ * Owned by the caller. mtls_configure() compiles the config into the endpoint's own
+ * immutable state, from a private copy of everything in it (the copy of the key and
+ * passphrase is wiped once the key is loaded): the caller may change or free the config
+ * right after, and nothing it does to the config reaches a running endpoint until the config
+ * is applied again. The authz callback's arg is not copied; it must outlive the endpoints
+ * configured with it.
  */
 struct mtls_config;
 

@@ -1,6 +1,8 @@
 /*
- * struct mtls_config: a reference-counted description of what an endpoint should do.
- * Setters copy their input; parsing and cross-checks happen in mtls_configure().
+ * struct mtls_config: a description of what an endpoint should do, owned by the caller.
+ * Setters copy their input; parsing and cross-checks happen in mtls_configure(), which
+ * works on a private copy (config_clone()) that the endpoint's state owns: nothing done to
+ * the caller's config afterwards reaches a running endpoint.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +25,6 @@ struct mtls_config *mtls_config_new(void)
 
 	if (c == NULL)
 		return NULL;
-	atomic_init(&c->refs, 1);
 	c->crl_grace = 0;
 	c->verify_depth = 4;
 	c->min_version = MTLS_TLS1_2;
@@ -32,12 +33,6 @@ struct mtls_config *mtls_config_new(void)
 	c->verify_cache_slots = MTLS_VERIFY_CACHE_DEFAULT;
 	c->session_cache_slots = MTLS_SESSION_CACHE_DEFAULT;
 	return c;
-}
-
-struct mtls_config *config_ref(struct mtls_config *config)
-{
-	atomic_fetch_add(&config->refs, 1);
-	return config;
 }
 
 static void blob_free(struct blob *b, bool secret)
@@ -58,9 +53,19 @@ static void strlist_free(struct strlist *l)
 	l->n = 0;
 }
 
+static void passphrase_free(struct mtls_config *c)
+{
+	if (c->passphrase != NULL) {
+		OPENSSL_cleanse(c->passphrase, strlen(c->passphrase));
+		free(c->passphrase);
+	}
+	c->passphrase = NULL;
+	c->passphrase_set = false;
+}
+
 void mtls_config_free(struct mtls_config *c)
 {
-	if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1)
+	if (c == NULL)
 		return;
 	blob_free(&c->cert, false);
 	blob_free(&c->key, true);
@@ -68,16 +73,93 @@ void mtls_config_free(struct mtls_config *c)
 	for (size_t i = 0; i < c->ncrls; i++)
 		blob_free(&c->crls[i], false);
 	free(c->crls);
-	if (c->passphrase != NULL) {
-		OPENSSL_cleanse(c->passphrase, strlen(c->passphrase));
-		free(c->passphrase);
-	}
+	passphrase_free(c);
 	strlist_free(&c->allow_uri);
 	strlist_free(&c->allow_dns);
 	strlist_free(&c->allow_cn);
 	strlist_free(&c->allow_spki);
 	strlist_free(&c->allow_cert);
 	free(c);
+}
+
+static int blob_copy(struct blob *to, const struct blob *from)
+{
+	if (from->data == NULL)
+		return 0;
+	to->data = malloc(from->len + 1);
+	to->origin = strdup(from->origin != NULL ? from->origin : "memory");
+	if (to->data == NULL || to->origin == NULL)
+		return -1;
+	memcpy(to->data, from->data, from->len);
+	to->data[from->len] = '\0';
+	to->len = from->len;
+	return 0;
+}
+
+static int strlist_copy(struct strlist *to, const struct strlist *from)
+{
+	if (from->n == 0)
+		return 0;
+	to->v = calloc(from->n, sizeof(*to->v));
+	if (to->v == NULL)
+		return -1;
+	for (; to->n < from->n; to->n++)
+		if ((to->v[to->n] = strdup(from->v[to->n])) == NULL)
+			return -1;
+	return 0;
+}
+
+struct mtls_config *config_clone(const struct mtls_config *c)
+{
+	struct mtls_config *k = malloc(sizeof(*k));
+	bool ok;
+
+	if (k == NULL)
+		return NULL;
+	/* scalars first, then replace every pointer with a copy of what it points to */
+	memcpy(k, c, sizeof(*k));
+	error_clear(&k->err);
+	memset(&k->cert, 0, sizeof(k->cert));
+	memset(&k->key, 0, sizeof(k->key));
+	memset(&k->ca, 0, sizeof(k->ca));
+	k->crls = NULL;
+	k->ncrls = 0;
+	k->passphrase = NULL;
+	k->passphrase_set = false;
+	memset(&k->allow_uri, 0, sizeof(k->allow_uri));
+	memset(&k->allow_dns, 0, sizeof(k->allow_dns));
+	memset(&k->allow_cn, 0, sizeof(k->allow_cn));
+	memset(&k->allow_spki, 0, sizeof(k->allow_spki));
+	memset(&k->allow_cert, 0, sizeof(k->allow_cert));
+
+	ok = blob_copy(&k->cert, &c->cert) == 0 && blob_copy(&k->key, &c->key) == 0 &&
+	     blob_copy(&k->ca, &c->ca) == 0;
+	if (ok && c->ncrls > 0) {
+		k->crls = calloc(c->ncrls, sizeof(*k->crls));
+		ok = k->crls != NULL;
+		for (; ok && k->ncrls < c->ncrls; k->ncrls++)
+			ok = blob_copy(&k->crls[k->ncrls], &c->crls[k->ncrls]) == 0;
+	}
+	if (ok && c->passphrase_set) {
+		k->passphrase = strdup(c->passphrase);
+		k->passphrase_set = ok = k->passphrase != NULL;
+	}
+	ok = ok && strlist_copy(&k->allow_uri, &c->allow_uri) == 0 &&
+	     strlist_copy(&k->allow_dns, &c->allow_dns) == 0 &&
+	     strlist_copy(&k->allow_cn, &c->allow_cn) == 0 &&
+	     strlist_copy(&k->allow_spki, &c->allow_spki) == 0 &&
+	     strlist_copy(&k->allow_cert, &c->allow_cert) == 0;
+	if (!ok) {
+		mtls_config_free(k);
+		return NULL;
+	}
+	return k;
+}
+
+void config_forget_key(struct mtls_config *c)
+{
+	blob_free(&c->key, true);
+	passphrase_free(c);
 }
 
 const char *mtls_config_error(const struct mtls_config *c)
@@ -201,10 +283,7 @@ static int set_passphrase(struct mtls_config *c, const char *pass, size_t len)
 		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
 	memcpy(copy, pass, len);
 	copy[len] = '\0';
-	if (c->passphrase != NULL) {
-		OPENSSL_cleanse(c->passphrase, strlen(c->passphrase));
-		free(c->passphrase);
-	}
+	passphrase_free(c);
 	c->passphrase = copy;
 	c->passphrase_set = true;
 	return 0;

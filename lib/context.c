@@ -360,10 +360,11 @@ static int setup_sessions(struct state *st, const struct state *prev, struct err
 	return 0;
 }
 
-static struct state *state_build(bool server, struct mtls_config *c, const struct state *prev,
-				 struct error *err)
+static struct state *state_build(bool server, const struct mtls_config *given,
+				 const struct state *prev, struct error *err)
 {
 	struct state *st = calloc(1, sizeof(*st));
+	const struct mtls_config *c;
 
 	if (st == NULL) {
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
@@ -372,9 +373,12 @@ static struct state *state_build(bool server, struct mtls_config *c, const struc
 	atomic_init(&st->refs, 1);
 	tickets_init(&st->tickets);
 	st->server = server;
-	st->config = config_ref(c);
+	/* the state runs on its own copy: nothing the caller does to its config afterwards
+	 * changes who is let in, and no handshake reads memory the caller may change */
+	st->config = config_clone(given);
+	c = st->config;
 	st->store = X509_STORE_new();
-	if (st->store == NULL) {
+	if (c == NULL || st->store == NULL) {
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 		goto fail;
 	}
@@ -404,6 +408,7 @@ static struct state *state_build(bool server, struct mtls_config *c, const struc
 		goto fail;
 	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
 		goto fail;
+	config_forget_key(st->config); /* the SSL_CTX holds the key now */
 	return st;
 fail:
 	state_unref(st);

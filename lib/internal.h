@@ -53,7 +53,6 @@ enum insecure_flag {
 };
 
 struct mtls_config {
-	atomic_int refs;
 	struct error err;
 
 	struct blob cert;
@@ -88,7 +87,12 @@ struct mtls_config {
 	char insecure_names[128];
 };
 
-struct mtls_config *config_ref(struct mtls_config *config);
+/* A deep copy (blobs, rule lists, passphrase) that shares nothing with c: the state an
+ * endpoint runs on owns one, so a caller changing or freeing its config cannot reach it.
+ * NULL if out of memory. Freed with mtls_config_free(). */
+struct mtls_config *config_clone(const struct mtls_config *c);
+/* Wipe and free the private key and passphrase once the key is loaded. */
+void config_forget_key(struct mtls_config *c);
 
 /* identity.c: what we know of a certificate, extracted once. */
 struct mtls_peer {
@@ -152,8 +156,8 @@ struct state {
 	bool server;
 	SSL_CTX *ssl_ctx;
 	X509_STORE *store;
-	struct mtls_config *config;
-	struct policy *policy;
+	struct mtls_config *config; /* private copy of the applied config, key wiped */
+	struct policy *policy;	    /* owns its rules */
 	time_t cert_not_after;
 	time_t ca_not_after;
 	time_t crl_next_update;

@@ -15,12 +15,20 @@
 
 #include "internal.h"
 
+/* Everything is copied out of the config: a policy owns its strings. */
 struct policy {
-	const struct mtls_config *config; /* borrowed: the state holds a reference */
+	struct strlist uri;
+	struct strlist dns;
+	struct strlist cn;
+	struct strlist spki_text; /* the pins as configured, for matched_rule */
+	struct strlist cert_text;
 	uint8_t (*spki)[32];
 	size_t nspki;
 	uint8_t (*cert)[32];
 	size_t ncert;
+	bool allow_any;
+	mtls_authz_cb authz_cb;
+	void *authz_arg;
 };
 
 static int hexval(int c)
@@ -86,17 +94,44 @@ static int compile_pins(const struct strlist *l, uint8_t (**out)[32], size_t *n)
 	return 0;
 }
 
+static int list_copy(struct strlist *to, const struct strlist *from)
+{
+	if (from->n == 0)
+		return 0;
+	to->v = calloc(from->n, sizeof(*to->v));
+	if (to->v == NULL)
+		return -1;
+	for (; to->n < from->n; to->n++)
+		if ((to->v[to->n] = strdup(from->v[to->n])) == NULL)
+			return -1;
+	return 0;
+}
+
+static void list_free(struct strlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
 struct policy *policy_new(const struct mtls_config *config, struct error *err)
 {
 	struct policy *p = calloc(1, sizeof(*p));
 
-	if (p == NULL) {
+	if (p == NULL || list_copy(&p->uri, &config->allow_uri) != 0 ||
+	    list_copy(&p->dns, &config->allow_dns) != 0 ||
+	    list_copy(&p->cn, &config->allow_cn) != 0 ||
+	    list_copy(&p->spki_text, &config->allow_spki) != 0 ||
+	    list_copy(&p->cert_text, &config->allow_cert) != 0) {
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		policy_free(p);
 		return NULL;
 	}
-	p->config = config;
-	if (compile_pins(&config->allow_spki, &p->spki, &p->nspki) != 0 ||
-	    compile_pins(&config->allow_cert, &p->cert, &p->ncert) != 0) {
+	p->allow_any = config->allow_any;
+	p->authz_cb = config->authz_cb;
+	p->authz_arg = config->authz_arg;
+	if (compile_pins(&p->spki_text, &p->spki, &p->nspki) != 0 ||
+	    compile_pins(&p->cert_text, &p->cert, &p->ncert) != 0) {
 		error_set(err, MTLS_REASON_CONFIG, "invalid pin in allow rules");
 		policy_free(p);
 		return NULL;
@@ -108,19 +143,24 @@ void policy_free(struct policy *p)
 {
 	if (p == NULL)
 		return;
+	list_free(&p->uri);
+	list_free(&p->dns);
+	list_free(&p->cn);
+	list_free(&p->spki_text);
+	list_free(&p->cert_text);
 	free(p->spki);
 	free(p->cert);
 	free(p);
 }
 
-static bool has_name_rules(const struct mtls_config *c)
+static bool has_name_rules(const struct policy *p)
 {
-	return c->allow_uri.n + c->allow_dns.n + c->allow_cn.n > 0;
+	return p->uri.n + p->dns.n + p->cn.n > 0;
 }
 
 bool policy_has_rules(const struct policy *p)
 {
-	return has_name_rules(p->config) || p->nspki + p->ncert > 0 || p->config->authz_cb != NULL;
+	return has_name_rules(p) || p->nspki + p->ncert > 0 || p->authz_cb != NULL;
 }
 
 /* Length of the "scheme://authority" prefix, or 0 if there is none. */
@@ -204,25 +244,25 @@ static int set_rule(struct mtls_peer *peer, const char *kind, const char *value)
 	return 0;
 }
 
-static const char *match_names(const struct mtls_config *c, const struct mtls_peer *peer,
+static const char *match_names(const struct policy *p, const struct mtls_peer *peer,
 			       const char **kind)
 {
-	for (size_t i = 0; i < c->allow_uri.n; i++)
+	for (size_t i = 0; i < p->uri.n; i++)
 		for (size_t j = 0; j < peer->uris.n; j++)
-			if (policy_uri_match(c->allow_uri.v[i], peer->uris.v[j])) {
+			if (policy_uri_match(p->uri.v[i], peer->uris.v[j])) {
 				*kind = "uri";
-				return c->allow_uri.v[i];
+				return p->uri.v[i];
 			}
-	for (size_t i = 0; i < c->allow_dns.n; i++)
+	for (size_t i = 0; i < p->dns.n; i++)
 		for (size_t j = 0; j < peer->dns.n; j++)
-			if (policy_dns_match(c->allow_dns.v[i], peer->dns.v[j])) {
+			if (policy_dns_match(p->dns.v[i], peer->dns.v[j])) {
 				*kind = "dns";
-				return c->allow_dns.v[i];
+				return p->dns.v[i];
 			}
-	for (size_t i = 0; i < c->allow_cn.n && peer->cn != NULL; i++)
-		if (strcmp(c->allow_cn.v[i], peer->cn) == 0) {
+	for (size_t i = 0; i < p->cn.n && peer->cn != NULL; i++)
+		if (strcmp(p->cn.v[i], peer->cn) == 0) {
 			*kind = "cn";
-			return c->allow_cn.v[i];
+			return p->cn.v[i];
 		}
 	return NULL;
 }
@@ -233,12 +273,12 @@ static const char *match_pins(const struct policy *p, const struct mtls_peer *pe
 	for (size_t i = 0; i < p->nspki; i++)
 		if (CRYPTO_memcmp(p->spki[i], peer->spki_hash, 32) == 0) {
 			*kind = "spki";
-			return p->config->allow_spki.v[i];
+			return p->spki_text.v[i];
 		}
 	for (size_t i = 0; i < p->ncert; i++)
 		if (CRYPTO_memcmp(p->cert[i], peer->cert_hash, 32) == 0) {
 			*kind = "cert";
-			return p->config->allow_cert.v[i];
+			return p->cert_text.v[i];
 		}
 	return NULL;
 }
@@ -268,13 +308,12 @@ static void describe_names(const struct mtls_peer *peer, char *buf, size_t len)
 int policy_check(const struct policy *p, struct mtls_peer *peer, const char *role,
 		 struct error *err)
 {
-	const struct mtls_config *c = p->config;
 	const char *kind = NULL;
 	const char *rule = NULL;
 	char names[256];
 
-	if (has_name_rules(c)) {
-		rule = match_names(c, peer, &kind);
+	if (has_name_rules(p)) {
+		rule = match_names(p, peer, &kind);
 		if (rule == NULL) {
 			describe_names(peer, names, sizeof(names));
 			return error_set(
@@ -299,10 +338,10 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 		if (peer->matched_rule == NULL && set_rule(peer, kind, rule) != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	}
-	if (c->authz_cb != NULL) {
+	if (p->authz_cb != NULL) {
 		char why[256] = "";
 
-		if (c->authz_cb(peer, c->authz_arg, why, sizeof(why)) != 1)
+		if (p->authz_cb(peer, p->authz_arg, why, sizeof(why)) != 1)
 			return error_set(err, MTLS_REASON_IDENTITY_NOT_ALLOWED,
 					 "%s certificate refused by the authorization callback: "
 					 "identity %s%s%s",
@@ -310,7 +349,7 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 		if (peer->matched_rule == NULL && set_rule(peer, "callback", "allowed") != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	}
-	if (peer->matched_rule == NULL && c->allow_any && set_rule(peer, "any", "ca") != 0)
+	if (peer->matched_rule == NULL && p->allow_any && set_rule(peer, "any", "ca") != 0)
 		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	return 0;
 }

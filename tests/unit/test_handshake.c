@@ -4,9 +4,11 @@
  * with TLS 1.3; then raw OpenSSL peers for the cases libmtls itself will not produce (TLS
  * 1.1, garbage, truncation); then resumption and reload.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -810,6 +812,115 @@ static void test_cached_then_revoked(void **state)
 	mtls_free(server);
 }
 
+/* --- the caller's config after mtls_configure() ------------------------------------- */
+
+#define OTHER "spiffe://test.mtls/ns/dev/sa/other" /* client2's identity */
+
+/* Verify a zoo chain on an endpoint: 0 accepted, else the reason. */
+static enum mtls_reason verify_zoo(struct mtls *ep, const char *chain)
+{
+	size_t len;
+	char *pem = test_slurp(cert_path(chain), &len);
+	int rc = mtls_verify_chain_pem(ep, (const uint8_t *)pem, len, NULL, NULL);
+	enum mtls_reason r = mtls_error_reason(ep);
+
+	free(pem);
+	assert_int_equal(rc == 0, r == MTLS_REASON_NONE);
+	return r;
+}
+
+/* An allow rule added to a config after mtls_configure() lets nobody in until the config is
+ * applied again: the endpoint compiled its own copy. */
+static void test_config_changed_after_configure(void **state)
+{
+	struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+	struct mtls_config *ccfg = side_config(&(struct side)CLIENT("client2"), MTLS_TLS1_3);
+	struct mtls *server = mtls_server_new(), *client2 = mtls_client_new();
+	enum mtls_reason r;
+
+	(void)state;
+	assert_int_equal(mtls_config_set_session_tickets(ccfg, 0), 0);
+	assert_int_equal(mtls_configure(client2, ccfg), 0);
+	mtls_config_free(ccfg);
+	assert_int_equal(mtls_config_allow_uri(cfg, APP1), 0);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+
+	assert_int_equal(mtls_config_allow_uri(cfg, OTHER), 0);
+	assert_int_equal(mtls_config_set_allow_any_identity(cfg, 1), 0);
+	assert_int_equal(verify_zoo(server, "client2-chain.pem"), MTLS_REASON_IDENTITY_NOT_ALLOWED);
+	assert_int_equal(connect_once(server, client2, &r), -1);
+	assert_int_equal(r, MTLS_REASON_IDENTITY_NOT_ALLOWED);
+	assert_int_equal(verify_zoo(server, "client-chain.pem"), MTLS_REASON_NONE);
+
+	/* applied again: now it counts */
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	assert_int_equal(verify_zoo(server, "client2-chain.pem"), MTLS_REASON_NONE);
+	assert_string_equal(mtls_peer_matched_rule(mtls_verified_peer(server)), "uri:" OTHER);
+	/* freeing the config changes nothing either */
+	mtls_config_free(cfg);
+	assert_int_equal(verify_zoo(server, "client2-chain.pem"), MTLS_REASON_NONE);
+	assert_string_equal(mtls_peer_matched_rule(mtls_verified_peer(server)), "uri:" OTHER);
+
+	mtls_free(client2);
+	mtls_free(server);
+}
+
+struct rule_adder {
+	struct mtls_config *cfg;
+	atomic_int stop;
+	int added;
+};
+
+static void *add_rules(void *arg)
+{
+	struct rule_adder *ra = arg;
+	char rule[100];
+
+	for (; ra->added < 100000 && !atomic_load(&ra->stop); ra->added++) {
+		snprintf(rule, sizeof(rule), "spiffe://test.mtls/ns/n%d/sa/*", ra->added);
+		if (mtls_config_allow_uri(ra->cfg, rule) != 0 ||
+		    mtls_config_allow_dns(ra->cfg, "nobody.test") != 0 ||
+		    mtls_config_allow_cn(ra->cfg, "nobody") != 0)
+			break;
+	}
+	return NULL;
+}
+
+/* One thread piles rules onto a config while another verifies and handshakes against the
+ * endpoint it was applied to. Before endpoints owned a copy, the matcher walked the rule
+ * arrays while they were realloc'd (a use after free under ASan), and new rules counted. */
+static void test_config_changed_while_running(void **state)
+{
+	struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+	struct mtls *server = mtls_server_new(), *client = good_client();
+	struct rule_adder ra = {.cfg = cfg};
+	enum mtls_reason r;
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(mtls_config_allow_uri(cfg, APP1), 0);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	atomic_init(&ra.stop, 0);
+	assert_int_equal(pthread_create(&t, NULL, add_rules, &ra), 0);
+	for (int round = 0; round < 300; round++) {
+		/* client2 matches no rule: every check walks all of them */
+		assert_int_equal(verify_zoo(server, "client2-chain.pem"),
+				 MTLS_REASON_IDENTITY_NOT_ALLOWED);
+		if (round % 30 == 0) {
+			assert_int_equal(verify_zoo(server, "client-chain.pem"), MTLS_REASON_NONE);
+			assert_true(connect_once(server, client, &r) >= 0);
+		}
+	}
+	atomic_store(&ra.stop, 1);
+	pthread_join(t, NULL);
+	assert_true(ra.added > 0);
+	assert_int_equal(mtls_config_allow_uri(cfg, OTHER), 0);
+	assert_int_equal(verify_zoo(server, "client2-chain.pem"), MTLS_REASON_IDENTITY_NOT_ALLOWED);
+	mtls_config_free(cfg);
+	mtls_free(client);
+	mtls_free(server);
+}
+
 /* A new CA bundle drops the sessions: they were verified against trust anchors that may be
  * gone. */
 static void test_sessions_dropped_on_ca_change(void **state)
@@ -858,6 +969,8 @@ int main(void)
 		cmocka_unit_test(test_cached_then_expired),
 		cmocka_unit_test(test_cached_then_revoked),
 		cmocka_unit_test(test_sessions_dropped_on_ca_change),
+		cmocka_unit_test(test_config_changed_after_configure),
+		cmocka_unit_test(test_config_changed_while_running),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
