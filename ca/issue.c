@@ -3,6 +3,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,29 +344,30 @@ out:
 	return NULL;
 }
 
-static X509_REQ *read_csr(const char *path, char *err, size_t err_len)
+/* PEM or DER, from memory; what names the input in messages. */
+static X509_REQ *decode_csr(const void *data, size_t len, const char *what, char *err,
+			    size_t err_len)
 {
-	size_t len = 0;
-	char *data = files_read(path, &len, err, err_len);
-	const unsigned char *p = (const unsigned char *)data;
+	const unsigned char *p = data;
 	X509_REQ *req = NULL;
 	BIO *bio;
 
-	if (data == NULL)
+	if (len > INT_MAX) {
+		snprintf(err, err_len, "%s is too large for a certificate signing request", what);
 		return NULL;
+	}
 	bio = BIO_new_mem_buf(data, (int)len);
 	if (bio != NULL)
 		req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
 	BIO_free(bio);
 	if (req == NULL)
 		req = d2i_X509_REQ(NULL, &p, (long)len);
-	free(data);
 	ERR_clear_error();
 	if (req == NULL)
 		snprintf(err, err_len,
 			 "%s is not a certificate signing request (PEM 'BEGIN CERTIFICATE "
 			 "REQUEST' or DER)",
-			 path);
+			 what);
 	return req;
 }
 
@@ -376,10 +378,50 @@ static void note(char *buf, size_t len, const char *what)
 	snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", what);
 }
 
-EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *ignored,
-			 size_t ignored_len, char *err, size_t err_len)
+/* One subjectAltName of a CSR into names. */
+static int csr_name(const GENERAL_NAME *g, const char *what, struct issue_names *names,
+		    char *ignored, size_t ignored_len, char *err, size_t err_len)
 {
-	X509_REQ *req = read_csr(path, err, err_len);
+	char text[2100], ip[INET6_ADDRSTRLEN];
+	const ASN1_STRING *s;
+	int len;
+
+	switch (g->type) {
+	case GEN_DNS:
+	case GEN_URI:
+		s = g->type == GEN_DNS ? g->d.dNSName : g->d.uniformResourceIdentifier;
+		len = ASN1_STRING_length(s);
+		if (len < 0 || (size_t)len >= sizeof(text) ||
+		    memchr(ASN1_STRING_get0_data(s), 0, (size_t)len) != NULL) {
+			snprintf(err, err_len, "CSR %s has a malformed name", what);
+			return -1;
+		}
+		snprintf(text, sizeof(text), "%.*s", len, ASN1_STRING_get0_data(s));
+		return g->type == GEN_DNS ? issue_add_dns(names, text, err, err_len)
+					  : issue_add_uri(names, text, err, err_len);
+	case GEN_IPADD:
+		/* the length first: inet_ntop() reads 4 or 16 bytes whatever the string holds */
+		s = g->d.iPAddress;
+		len = ASN1_STRING_length(s);
+		if ((len != 4 && len != 16) ||
+		    inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(s), ip,
+			      sizeof(ip)) == NULL) {
+			snprintf(err, err_len,
+				 "CSR %s has a malformed IP address (%d bytes; an IPv4 address "
+				 "has 4, an IPv6 address 16)",
+				 what, len);
+			return -1;
+		}
+		return issue_add_ip(names, ip, err, err_len);
+	default: note(ignored, ignored_len, "subjectAltName of another type"); return 0;
+	}
+}
+
+EVP_PKEY *issue_csr_parse(const void *data, size_t len, const char *what, bool check_signature,
+			  struct issue_names *names, char *ignored, size_t ignored_len, char *err,
+			  size_t err_len)
+{
+	X509_REQ *req = decode_csr(data, len, what, err, err_len);
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 	EVP_PKEY *key = NULL;
 
@@ -387,18 +429,18 @@ EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *igno
 	if (req == NULL)
 		return NULL;
 	key = X509_REQ_get_pubkey(req);
-	if (key == NULL || X509_REQ_verify(req, key) != 1) {
+	if (key == NULL || (check_signature && X509_REQ_verify(req, key) != 1)) {
 		snprintf(err, err_len,
 			 "the signature of CSR %s does not verify: it was altered or not made with "
 			 "the key it carries",
-			 path);
+			 what);
 		goto fail;
 	}
 	if (!issue_key_acceptable(key)) {
 		snprintf(err, err_len,
 			 "CSR %s carries a weak or unsupported key; use ECDSA P-256/P-384, Ed25519 "
 			 "or RSA 2048+",
-			 path);
+			 what);
 		goto fail;
 	}
 	exts = X509_REQ_get_extensions(req);
@@ -406,57 +448,19 @@ EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *igno
 		X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
 		int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
 		GENERAL_NAMES *gens;
+		int rc = 0;
 
 		if (nid != NID_subject_alt_name) {
 			note(ignored, ignored_len, nid != NID_undef ? OBJ_nid2sn(nid) : "unknown");
 			continue;
 		}
 		gens = X509V3_EXT_d2i(ext);
-		for (int j = 0; gens != NULL && j < sk_GENERAL_NAME_num(gens); j++) {
-			GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, j);
-			char text[2100], ip[INET6_ADDRSTRLEN];
-			const ASN1_STRING *s;
-			int rc = 0;
-
-			switch (g->type) {
-			case GEN_DNS:
-			case GEN_URI:
-				s = g->type == GEN_DNS ? g->d.dNSName
-						       : g->d.uniformResourceIdentifier;
-				if ((size_t)ASN1_STRING_length(s) >= sizeof(text) ||
-				    memchr(ASN1_STRING_get0_data(s), 0,
-					   (size_t)ASN1_STRING_length(s)) != NULL) {
-					snprintf(err, err_len, "CSR %s has a malformed name", path);
-					rc = -1;
-					break;
-				}
-				snprintf(text, sizeof(text), "%.*s", ASN1_STRING_length(s),
-					 ASN1_STRING_get0_data(s));
-				rc = g->type == GEN_DNS ? issue_add_dns(names, text, err, err_len)
-							: issue_add_uri(names, text, err, err_len);
-				break;
-			case GEN_IPADD:
-				s = g->d.iPAddress;
-				if (inet_ntop(ASN1_STRING_length(s) == 16 ? AF_INET6 : AF_INET,
-					      ASN1_STRING_get0_data(s), ip, sizeof(ip)) == NULL ||
-				    (ASN1_STRING_length(s) != 4 && ASN1_STRING_length(s) != 16)) {
-					snprintf(err, err_len, "CSR %s has a malformed IP address",
-						 path);
-					rc = -1;
-					break;
-				}
-				rc = issue_add_ip(names, ip, err, err_len);
-				break;
-			default:
-				note(ignored, ignored_len, "subjectAltName of another type");
-				break;
-			}
-			if (rc != 0) {
-				GENERAL_NAMES_free(gens);
-				goto fail;
-			}
-		}
+		for (int j = 0; gens != NULL && j < sk_GENERAL_NAME_num(gens) && rc == 0; j++)
+			rc = csr_name(sk_GENERAL_NAME_value(gens, j), what, names, ignored,
+				      ignored_len, err, err_len);
 		GENERAL_NAMES_free(gens);
+		if (rc != 0)
+			goto fail;
 	}
 	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
 	X509_REQ_free(req);
@@ -468,6 +472,21 @@ fail:
 	EVP_PKEY_free(key);
 	ERR_clear_error();
 	return NULL;
+}
+
+EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *ignored,
+			 size_t ignored_len, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *data = files_read(path, &len, err, err_len);
+	EVP_PKEY *key;
+
+	ignored[0] = '\0';
+	if (data == NULL)
+		return NULL;
+	key = issue_csr_parse(data, len, path, true, names, ignored, ignored_len, err, err_len);
+	free(data);
+	return key;
 }
 
 void issue_serial_hex(X509 *cert, char *out, size_t len)

@@ -52,6 +52,11 @@ const char *issue_profile_name(enum issue_kind kind);
  * CSR's public key (caller frees) or NULL with a message. */
 EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *ignored,
 			 size_t ignored_len, char *err, size_t err_len);
+/* The same for a CSR in memory (no disk, no CA key: the fuzz target calls it); what names
+ * the input in messages. check_signature false only for the fuzz target. */
+EVP_PKEY *issue_csr_parse(const void *data, size_t len, const char *what, bool check_signature,
+			  struct issue_names *names, char *ignored, size_t ignored_len, char *err,
+			  size_t err_len);
 
 /* Keys we sign for: RSA >= 2048, EC P-256/P-384/P-521, Ed25519, Ed448. */
 bool issue_key_acceptable(EVP_PKEY *key);
