@@ -87,10 +87,12 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_connections_total{role=\"%s\"} %llu\n",
 	    m->role, U(m->connections_total));
 	put(&t,
-	    "# HELP mtls_connections_refused_total Connections refused before the handshake.\n"
+	    "# HELP mtls_connections_refused_total Connections refused by the daemon, not by the "
+	    "TLS handshake: past the connection limit, or no PROXY v2 header could be built.\n"
 	    "# TYPE mtls_connections_refused_total counter\n"
-	    "mtls_connections_refused_total{reason=\"max_connections\"} %llu\n",
-	    U(m->connections_refused_limit));
+	    "mtls_connections_refused_total{reason=\"max_connections\"} %llu\n"
+	    "mtls_connections_refused_total{reason=\"proxy_header\"} %llu\n",
+	    U(m->connections_refused_limit), U(m->connections_refused_proxy_header));
 	put(&t,
 	    "# HELP mtls_handshakes_total TLS handshakes by result and failure reason.\n"
 	    "# TYPE mtls_handshakes_total counter\n"

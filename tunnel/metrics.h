@@ -20,6 +20,7 @@ struct metrics {
 	atomic_llong connections_open;
 	atomic_ullong connections_total;
 	atomic_ullong connections_refused_limit;
+	atomic_ullong connections_refused_proxy_header; /* PROXY v2 header not buildable */
 	atomic_ullong handshakes_ok;
 	atomic_ullong handshakes_resumed;
 	atomic_ullong handshakes_failed[MTLS_REASON_COUNT];

@@ -79,7 +79,11 @@ size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		pos = tlv(buf, pos, cap, PP2_SUBTYPE_SSL_CN, cn, strlen(cn));
 	if (pos == 0)
 		return 0;
+	/* the sub-TLVs must fit the SSL TLV's 16-bit length (the header's length check below
+	 * implies it; said here, where the length is written) */
 	ssl_len = pos - ssl_start - 3;
+	if (ssl_len > 0xffff)
+		return 0;
 	buf[ssl_start + 1] = (uint8_t)(ssl_len >> 8);
 	buf[ssl_start + 2] = (uint8_t)ssl_len;
 	if (identity != NULL)

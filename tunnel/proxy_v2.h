@@ -15,9 +15,11 @@
  * PP2_TYPE_MIN_CUSTOM..PP2_TYPE_MAX_CUSTOM reserved for applications. */
 #define PROXY_V2_TYPE_MTLS_IDENTITY 0xE0
 
-/* Write the header into buf; returns its length, or 0 if it does not fit. src and dst of
- * different families (or unix sockets) are sent as UNSPEC (LOCAL addresses). */
-/* resumed: the certificate was presented on an earlier connection of the TLS session
+/* Write the header into buf; returns its length, or 0 if it does not fit in cap or in the
+ * protocol's 16-bit lengths (the header, the SSL TLV, each TLV). Nothing is ever shortened:
+ * a truncated identity would be another identity, so a caller refuses the connection on 0.
+ * src and dst of different families (or unix sockets) are sent as UNSPEC (LOCAL addresses).
+ * resumed: the certificate was presented on an earlier connection of the TLS session
  * (PP2_CLIENT_CERT_SESS without PP2_CLIENT_CERT_CONN). */
 size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		       const struct sockaddr *dst, const char *tls_version, const char *cn,

@@ -1,7 +1,7 @@
 /*
  * One tunnelled connection: TLS on one side, plaintext on the other.
  *
- *   server:    accept -> TLS handshake -> connect target -> [PROXY v2] -> pump
+ *   server:    accept -> TLS handshake -> [PROXY v2 header] -> connect target -> pump
  *   connector: accept -> connect server -> TLS handshake -> pump
  *
  * Nothing is read from the plaintext side before the TLS peer is verified, and nothing is
@@ -360,12 +360,56 @@ static void start_pump(struct conn *c)
 	pump(c);
 }
 
+/* Server with --proxy-protocol: the header goes into the buffer to the target before the
+ * target is connected, so that it precedes every byte of the client's. A header that
+ * cannot be built (an identity or CN too long for its 16-bit lengths or for the buffer, no
+ * memory) refuses the connection: the client's bytes without our header would let the
+ * client write a header of its own, with any address and identity it likes. Nothing is
+ * shortened either: a truncated identity is another identity. */
+static bool build_proxy_header(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
+	const char *cn = mtls_peer_common_name(peer), *identity = mtls_peer_identity(peer);
+	uint8_t *p;
+	size_t room = 0, n = 0;
+	char msg[300];
+
+	p = buf_space(c->w, &c->to_plain, &room);
+	if (p != NULL)
+		n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
+				    (const struct sockaddr *)&c->local_sa,
+				    mtls_conn_version(c->tls), cn, identity,
+				    mtls_conn_resumed(c->tls));
+	if (n > 0) {
+		c->to_plain.end += n;
+		c->header_left = n;
+		return true;
+	}
+	if (p == NULL)
+		snprintf(msg, sizeof(msg),
+			 "out of memory for the PROXY v2 header; nothing was sent to the target");
+	else
+		snprintf(
+			msg, sizeof(msg),
+			"the client's identity (%zu bytes) and common name (%zu bytes) do not fit "
+			"in a PROXY v2 header of at most %zu bytes; nothing was sent to the target",
+			strlen(identity), cn != NULL ? strlen(cn) : 0, room);
+	atomic_fetch_add(&d->metrics.connections_refused_proxy_header, 1);
+	LOG(LOG_WARN, "conn_refused", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("reason", "proxy_header"), LS("message", msg));
+	conn_free(c, "proxy_header", LOG_INFO);
+	return false;
+}
+
 /* Server: the client is verified; now the target. */
 static void connect_target(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 	char err[300];
 
+	if (d->o->proxy_protocol && !build_proxy_header(c))
+		return;
 	c->plain_fd = address_connect(&d->target, err, sizeof(err));
 	if (c->plain_fd < 0) {
 		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
@@ -442,23 +486,6 @@ static void begin_handshake(struct conn *c, struct mtls *tls)
 	do_handshake(c);
 }
 
-static void send_proxy_header(struct conn *c)
-{
-	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
-	uint8_t *p;
-	size_t room, n;
-
-	p = buf_space(c->w, &c->to_plain, &room);
-	if (p == NULL)
-		return;
-	n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
-			    (const struct sockaddr *)&c->local_sa, mtls_conn_version(c->tls),
-			    mtls_peer_common_name(peer), mtls_peer_identity(peer),
-			    mtls_conn_resumed(c->tls));
-	c->to_plain.end += n;
-	c->header_left = n;
-}
-
 /* The outbound TCP connection (target or server) finished connecting, or failed. */
 static void connected(struct conn *c)
 {
@@ -478,9 +505,7 @@ static void connected(struct conn *c)
 		return;
 	}
 	if (is_server(c)) {
-		if (d->o->proxy_protocol)
-			send_proxy_header(c);
-		start_pump(c);
+		start_pump(c); /* the PROXY header, if any, is already in to_plain */
 	} else {
 		/* connector: the server's TCP connection is up; start TLS */
 		begin_handshake(c, mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name));

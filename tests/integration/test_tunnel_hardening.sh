@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# mtls server and mtls connector against peers that try to abuse them: a client whose
+# identity is too long for the PROXY v2 header (and which writes a forged header of its own),
+# certificate fields that try to forge log lines, unix listen sockets and their mode, and the
+# daemons' own certificate running out.
+#
+# Certificates are made here with the openssl CLI, signed by the zoo's issuing CA ($CERTS),
+# into $TMP: nothing is written next to the zoo.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/integration/tunnel_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+
+command -v curl >/dev/null || _lib_die "curl not found in PATH"
+
+C=$CERTS
+DAEMON=(--drain-timeout 1000 --metrics 127.0.0.1:0)
+SRV_TLS=(--cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem")
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+
+# client_cert NAME SUBJECT SAN [openssl x509 args...] : a client certificate signed by the
+# zoo's issuing CA: $TMP/NAME.pem (leaf), $TMP/NAME-chain.pem (leaf + int), $TMP/NAME.key.
+# SUBJECT is a -subj argument ("" for the default /CN=NAME), SAN a subjectAltName value.
+client_cert() {
+	local name=$1 subj=$2 san=$3
+	shift 3
+	[ -n "$subj" ] || subj=/CN=$name
+	{
+		echo "basicConstraints = critical, CA:FALSE"
+		echo "keyUsage = critical, digitalSignature"
+		echo "extendedKeyUsage = clientAuth"
+		echo "subjectKeyIdentifier = hash"
+		echo "authorityKeyIdentifier = keyid:always"
+		echo "subjectAltName = $san"
+	} >"$TMP/$name.ext"
+	run openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$TMP/$name.key" -subj "$subj" -multivalue-rdn -utf8 -out "$TMP/$name.csr"
+	[ "$RC" = 0 ] || _lib_die "openssl req for $name failed: $ERR"
+	chmod 600 -- "$TMP/$name.key"
+	run openssl x509 -req -in "$TMP/$name.csr" -CA "$C/int.pem" -CAkey "$C/int.key" \
+		-set_serial "0x$(openssl rand -hex 12)" -extfile "$TMP/$name.ext" \
+		-out "$TMP/$name.pem" "$@"
+	[ "$RC" = 0 ] || _lib_die "openssl x509 -req for $name failed: $ERR"
+	cat -- "$TMP/$name.pem" "$C/int.pem" >"$TMP/$name-chain.pem"
+}
+
+# s_client_send ADDR FILE LOG CERT_PREFIX : openssl s_client with the client certificate
+# CERT_PREFIX.pem/.key sends the bytes of FILE, then closes (close_notify) and ends.
+s_client_send() {
+	timeout -k 2 "$RUN_LIMIT" openssl s_client -connect "$1" -servername server.test \
+		-CAfile "$C/ca.pem" -cert "$4.pem" -cert_chain "$C/int.pem" -key "$4.key" \
+		-quiet -no_ign_eof <"$2" >"$3" 2>&1 || true
+}
+
+# ==========================================================================================
+echo "# 1. a PROXY v2 header that cannot be built refuses the connection"
+
+# A URI SAN of 17,000 characters: the header cannot carry it in the 16 KiB the server gives
+# it. The client then sends a PROXY v2 header of its own (TCP4 from 6.6.6.6, an identity TLV
+# of its choice): nothing of it may reach the target.
+long=$(printf '%*s' 17000 '' | tr ' ' a)
+LONG_URI=spiffe://test.mtls/ns/prod/sa/$long
+client_cert long "" "URI:$LONG_URI"
+forged=admin
+{
+	# signature, v2 PROXY, TCP over IPv4, length 12 + 3 + 5
+	printf '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x14'
+	printf '\x06\x06\x06\x06\x7f\x00\x00\x01\x00\x01\x01\xbb'
+	printf '\xe0\x00\x05%s' "$forged"
+	printf 'GET / HTTP/1.0\r\n\r\n'
+} >"$TMP/forged.bin"
+
+start_backend "$TMP/be1.log" --mode proxy-echo
+start_tunnel_server "$TMP/srv1.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
+	--allow-any-identity --proxy-protocol "${DAEMON[@]}"
+p=()
+s_client_send "127.0.0.1:$SRV_PORT" "$TMP/forged.bin" "$TMP/sc1.log" "$TMP/long"
+if wait_for_line "$TMP/srv1.log" '"event":"conn_close"' 5; then
+	l=$(grep -m1 -F '"event":"conn_close"' "$TMP/srv1.log")
+	[[ $l == *'"why":"proxy_header"'* ]] || p+=("conn_close does not say why proxy_header: $l")
+	[[ $l == *'"bytes_to_target":0,'* ]] || p+=("bytes reached the target: $l")
+else
+	p+=("no conn_close line for the long client")
+fi
+l=$(grep -m1 -F '"event":"conn_refused"' "$TMP/srv1.log" || true)
+[[ $l == *'"reason":"proxy_header"'* ]] || p+=("no conn_refused line with reason proxy_header")
+[[ $l == *'"message":"the client'\''s identity (17030 bytes) '* ]] ||
+	p+=("the refusal does not say the identity is too long: $l")
+grep -q '^conn open' "$TMP/be1.log" && p+=("the backend was connected to")
+grep -q '^proxy ' "$TMP/be1.log" && p+=("the backend decoded a header: $(grep '^proxy ' "$TMP/be1.log")")
+v=$(metric "$SRV_METRICS" 'mtls_connections_refused_total{reason="proxy_header"}')
+[ "$v" = 1 ] || p+=("mtls_connections_refused_total{reason=\"proxy_header\"} is '$v', expected 1")
+verdict "identity of 17,030 bytes: refused (conn_refused proxy_header, counted), nothing reaches the target" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cut -c1-400 "$TMP/srv1.log")" \
+	"backend log:" "$(cut -c1-400 "$TMP/be1.log")"
+
+# the same server still carries a client whose header fits, header first
+p=()
+printf 'hello\n' >"$TMP/hello.txt"
+s_client_send "127.0.0.1:$SRV_PORT" "$TMP/hello.txt" "$TMP/sc1b.log" "$C/client"
+wait_for_line "$TMP/be1.log" '^conn close' 5 || p+=("the backend saw no connection of the good client")
+l=$(grep '^proxy ' "$TMP/be1.log" | tail -n 1 || true)
+[[ $l == 'proxy family=tcp4 src=127.0.0.1:'*' identity=spiffe://test.mtls/ns/prod/sa/app1' ]] ||
+	p+=("the backend's header line is not ours: '$l'")
+verdict "a client whose header fits: the backend decodes our header, then the bytes" \
+	"${p[@]+"${p[@]}"}" -- "backend log:" "$(cat -- "$TMP/be1.log")"
+stop_bg "$SRV_PID"
+stop_bg "$BE_PID"
+
+finish
