@@ -20,7 +20,7 @@
  *
  * Errors: the message lives on the object that failed (mtls_error(), mtls_config_error()),
  * with a stable reason code (mtls_error_reason()) and a category. Messages never contain
- * key material.
+ * key material. An endpoint keeps its errors per thread, as errno is kept: see mtls_error().
  *
  * Signals: the library never raises SIGPIPE (it sends with MSG_NOSIGNAL).
  *
@@ -255,6 +255,11 @@ struct mtls *mtls_client_new(void);
 int mtls_configure(struct mtls *endpoint, struct mtls_config *config);
 void mtls_free(struct mtls *ctx);
 
+/* The last error of a connection. On an endpoint, which many threads may use at once: the
+ * error of the calling thread's last failed call on that endpoint ("" and reason none after
+ * its mtls_configure() or mtls_verify_chain_pem() succeeded), so that threads never read
+ * each other's errors. The string stays valid until the same thread's next call that fails
+ * on any endpoint, its freeing that endpoint, or its exit. */
 const char *mtls_error(const struct mtls *ctx);
 enum mtls_reason mtls_error_reason(const struct mtls *ctx);
 enum mtls_category mtls_error_category(const struct mtls *ctx);
@@ -306,7 +311,8 @@ const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
 const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
 int mtls_conn_resumed(const struct mtls *conn);
 /* A warning about an accepted handshake (e.g. a CRL used within its grace period), or
- * NULL. On an endpoint: the warning of the last mtls_verify_chain_pem(). */
+ * NULL. On an endpoint: the warning of the calling thread's last mtls_verify_chain_pem()
+ * on it (see there). */
 const char *mtls_conn_warning(const struct mtls *conn);
 /* When the own certificate, the earliest-expiring CA certificate and the earliest CRL
  * nextUpdate of the endpoint's current config run out, as UNIX times (0 if none), so that a
@@ -351,9 +357,18 @@ const char *mtls_peer_matched_rule(const struct mtls_peer *peer);
  *
  * Returns 0 if accepted (the peer is then available with mtls_verified_peer()), -1 if
  * refused or on error (reason and message on the endpoint).
+ *
+ * Threads: it may run in several threads at once on one endpoint, beside handshakes and
+ * reloads. Its results (verdict, peer, warning) are kept per calling thread, so each thread
+ * reads its own with mtls_verified_peer(), mtls_conn_warning() and mtls_error() on the
+ * endpoint.
  */
 int mtls_verify_chain_pem(struct mtls *endpoint, const uint8_t *pem, size_t len,
 			  const char *expected_name, const char *expected_uri);
+/* The peer accepted by the calling thread's last mtls_verify_chain_pem() on endpoint, or
+ * NULL (refused, or this thread verified nothing there). Owned by the library, valid until
+ * the same thread calls mtls_verify_chain_pem() again (on any endpoint), frees that
+ * endpoint, or exits; another thread's calls never touch it. */
 const struct mtls_peer *mtls_verified_peer(const struct mtls *endpoint);
 
 #ifdef __cplusplus

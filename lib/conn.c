@@ -486,9 +486,3 @@ int mtls_conn_resumed(const struct mtls *c)
 {
 	return c != NULL && c->ssl != NULL && SSL_session_reused(c->ssl);
 }
-
-const char *mtls_conn_warning(const struct mtls *c)
-{
-	/* on an endpoint: the warning of the last mtls_verify_chain_pem() */
-	return c != NULL && c->warning[0] != '\0' ? c->warning : NULL;
-}

@@ -46,6 +46,110 @@ void state_unref(struct state *st)
 	free(st);
 }
 
+/*
+ * What endpoint calls leave behind for their caller (the error, and the peer and warning of
+ * mtls_verify_chain_pem()) is kept per thread, as errno is: an endpoint is shared by the
+ * threads that accept, connect and verify on it, and each of them must read its own
+ * result, not whatever another thread wrote last. One slot per thread holds the results of
+ * its last call, tagged with the endpoint's id; it is freed when the thread exits.
+ */
+struct thread_results {
+	uint64_t err_of; /* id of the endpoint the error is about; 0: none */
+	struct error err;
+	uint64_t peer_of; /* id of the endpoint of the verification below; 0: none */
+	struct mtls_peer *peer;
+	char warning[256];
+};
+
+static pthread_key_t results_key;
+static pthread_once_t results_once = PTHREAD_ONCE_INIT;
+static bool results_ready;
+static atomic_uint_fast64_t endpoint_ids = 1;
+
+static void results_destroy(void *arg)
+{
+	struct thread_results *r = arg;
+
+	identity_free(r->peer);
+	free(r);
+}
+
+static void results_init(void)
+{
+	results_ready = pthread_key_create(&results_key, results_destroy) == 0;
+}
+
+/* The calling thread's slot; NULL if it has none and create is false, or no memory. */
+static struct thread_results *thread_results(bool create)
+{
+	struct thread_results *r;
+
+	pthread_once(&results_once, results_init);
+	if (!results_ready)
+		return NULL;
+	r = pthread_getspecific(results_key);
+	if (r == NULL && create) {
+		r = calloc(1, sizeof(*r));
+		if (r != NULL && pthread_setspecific(results_key, r) != 0) {
+			free(r);
+			r = NULL;
+		}
+	}
+	return r;
+}
+
+/* Where a call on m reports its error: a connection's own, an endpoint's in the calling
+ * thread's slot (the endpoint's own only when there is no memory for a slot). */
+static struct error *err_of(struct mtls *m)
+{
+	struct thread_results *r;
+
+	if (m->kind == KIND_CONN || (r = thread_results(true)) == NULL)
+		return &m->err;
+	r->err_of = m->id;
+	return &r->err;
+}
+
+static const struct error *err_seen(const struct mtls *m)
+{
+	const struct thread_results *r;
+
+	if (m->kind != KIND_CONN && (r = thread_results(false)) != NULL && r->err_of == m->id)
+		return &r->err;
+	return &m->err;
+}
+
+/* A call on endpoint e succeeded: the calling thread has no error about it any more. */
+static void endpoint_ok(struct mtls *e)
+{
+	struct thread_results *r = thread_results(false);
+
+	if (r != NULL && r->err_of == e->id)
+		error_clear(&r->err);
+}
+
+/* Endpoint e goes away: drop what the calling thread kept about it (other threads' slots
+ * are theirs, freed with them), and the slot itself once it holds nothing. */
+static void endpoint_forget(const struct mtls *e)
+{
+	struct thread_results *r = thread_results(false);
+
+	if (r == NULL)
+		return;
+	if (r->peer_of == e->id) {
+		identity_free(r->peer);
+		r->peer = NULL;
+		r->peer_of = 0;
+		r->warning[0] = '\0';
+	}
+	if (r->err_of == e->id)
+		r->err_of = 0;
+	if (r->peer_of == 0 && r->err_of == 0) {
+		pthread_setspecific(results_key, NULL);
+		free(r);
+	}
+}
+
 static struct mtls *endpoint_new(enum mtls_kind kind)
 {
 	struct mtls *e = calloc(1, sizeof(*e));
@@ -53,6 +157,7 @@ static struct mtls *endpoint_new(enum mtls_kind kind)
 	if (e == NULL)
 		return NULL;
 	e->kind = kind;
+	e->id = atomic_fetch_add(&endpoint_ids, 1);
 	pthread_mutex_init(&e->lock, NULL);
 	return e;
 }
@@ -432,12 +537,12 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 
 	if (e == NULL || config == NULL || e->kind == KIND_CONN) {
 		if (e != NULL)
-			error_set(&e->err, MTLS_REASON_USAGE,
+			error_set(err_of(e), MTLS_REASON_USAGE,
 				  "mtls_configure needs a server or client endpoint and a config");
 		return -1;
 	}
 	old = current_state(e);
-	st = state_build(e->kind == KIND_SERVER, config, old, &e->err);
+	st = state_build(e->kind == KIND_SERVER, config, old, err_of(e));
 	state_unref(old);
 	if (st == NULL)
 		return -1;
@@ -446,7 +551,7 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 	e->state = st;
 	pthread_mutex_unlock(&e->lock);
 	state_unref(old);
-	error_clear(&e->err);
+	endpoint_ok(e);
 	return 0;
 }
 
@@ -505,10 +610,11 @@ void mtls_free(struct mtls *m)
 		/* OpenSSL would mark the session of a connection freed without close_notify
 		 * unresumable; TLS 1.3 dropped that rule, and peers that just close are common */
 		SSL_set_shutdown(m->ssl, SSL_get_shutdown(m->ssl) | SSL_SENT_SHUTDOWN);
+	if (m->kind != KIND_CONN)
+		endpoint_forget(m);
 	SSL_free(m->ssl);
 	state_unref(m->state);
 	state_unref(m->cstate);
-	identity_free(m->verified);
 	identity_free(m->peer);
 	free(m->server_name);
 	pthread_mutex_destroy(&m->lock);
@@ -517,17 +623,17 @@ void mtls_free(struct mtls *m)
 
 const char *mtls_error(const struct mtls *m)
 {
-	return m->err.msg;
+	return err_seen(m)->msg;
 }
 
 enum mtls_reason mtls_error_reason(const struct mtls *m)
 {
-	return m->err.reason;
+	return err_seen(m)->reason;
 }
 
 enum mtls_category mtls_error_category(const struct mtls *m)
 {
-	return mtls_reason_category(m->err.reason);
+	return mtls_reason_category(err_seen(m)->reason);
 }
 
 static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
@@ -540,13 +646,13 @@ static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
 		return NULL;
 	st = current_state(e);
 	if (st == NULL) {
-		error_set(&e->err, MTLS_REASON_USAGE, "endpoint is not configured");
+		error_set(err_of(e), MTLS_REASON_USAGE, "endpoint is not configured");
 		return NULL;
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		state_unref(st);
-		error_set(&e->err, MTLS_REASON_INTERNAL, "out of memory");
+		error_set(err_of(e), MTLS_REASON_INTERNAL, "out of memory");
 		return NULL;
 	}
 	c->kind = KIND_CONN;
@@ -562,7 +668,7 @@ static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
 	SSL_set_app_data(c->ssl, c);
 	return c;
 oom:
-	error_set_ssl(&e->err, MTLS_REASON_INTERNAL, "cannot create connection");
+	error_set_ssl(err_of(e), MTLS_REASON_INTERNAL, "cannot create connection");
 	mtls_free(c);
 	return NULL;
 }
@@ -573,7 +679,7 @@ struct mtls *mtls_accept_fd(struct mtls *server, int fd)
 
 	if (server == NULL || server->kind != KIND_SERVER) {
 		if (server != NULL)
-			error_set(&server->err, MTLS_REASON_USAGE,
+			error_set(err_of(server), MTLS_REASON_USAGE,
 				  "mtls_accept_fd needs a server endpoint");
 		return NULL;
 	}
@@ -581,7 +687,7 @@ struct mtls *mtls_accept_fd(struct mtls *server, int fd)
 	if (c == NULL)
 		return NULL;
 	if (c->cstate->cert_not_after == 0) {
-		error_set(&server->err, MTLS_REASON_CONFIG,
+		error_set(err_of(server), MTLS_REASON_CONFIG,
 			  "server endpoint has no certificate: configure a cert and key");
 		mtls_free(c);
 		return NULL;
@@ -597,7 +703,7 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 
 	if (client == NULL || client->kind != KIND_CLIENT) {
 		if (client != NULL)
-			error_set(&client->err, MTLS_REASON_USAGE,
+			error_set(err_of(client), MTLS_REASON_USAGE,
 				  "mtls_connect_fd needs a client endpoint");
 		return NULL;
 	}
@@ -607,7 +713,7 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 	st = c->cstate;
 	if ((server_name == NULL || server_name[0] == '\0') &&
 	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
-		error_set(&client->err, MTLS_REASON_USAGE,
+		error_set(err_of(client), MTLS_REASON_USAGE,
 			  "no server name given: pass the DNS name or IP address the server's "
 			  "certificate must carry");
 		mtls_free(c);
@@ -637,50 +743,86 @@ int mtls_verify_chain_pem(struct mtls *e, const uint8_t *pem, size_t len, const 
 	struct blob b = {.data = (uint8_t *)(uintptr_t)pem,
 			 .len = len,
 			 .origin = (char *)(uintptr_t) "(input)"};
-	struct state *st;
+	struct state *st = NULL;
 	STACK_OF(X509) *certs = NULL;
 	X509_STORE_CTX *xctx = NULL;
 	struct verify_request rq;
+	struct thread_results *r;
+	struct mtls_peer *peer = NULL;
+	struct error err;
+	char warning[sizeof(r->warning)] = "";
 	int rc = -1;
 
 	if (e == NULL || e->kind == KIND_CONN || pem == NULL) {
 		if (e != NULL)
-			error_set(&e->err, MTLS_REASON_USAGE,
+			error_set(err_of(e), MTLS_REASON_USAGE,
 				  "mtls_verify_chain_pem needs an endpoint and a PEM chain");
 		return -1;
 	}
-	identity_free(e->verified);
-	e->verified = NULL;
-	e->warning[0] = '\0';
+	/* verify into locals, then publish in the calling thread's slot: threads verifying
+	 * on one endpoint at once never see (or free) each other's results */
+	error_clear(&err);
 	st = current_state(e);
-	if (st == NULL)
-		return error_set(&e->err, MTLS_REASON_USAGE, "endpoint is not configured");
+	if (st == NULL) {
+		error_set(&err, MTLS_REASON_USAGE, "endpoint is not configured");
+		goto out;
+	}
 	if (!st->server && (expected_name == NULL || expected_name[0] == '\0') &&
 	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
-		error_set(&e->err, MTLS_REASON_USAGE,
+		error_set(&err, MTLS_REASON_USAGE,
 			  "verifying a server certificate needs the expected DNS name or IP");
 		goto out;
 	}
-	certs = read_certs(&b, "certificate", &e->err);
+	certs = read_certs(&b, "certificate", &err);
 	if (certs == NULL)
 		goto out;
 	xctx = X509_STORE_CTX_new();
 	if (xctx == NULL ||
 	    X509_STORE_CTX_init(xctx, st->store, sk_X509_value(certs, 0), certs) != 1) {
-		error_set_ssl(&e->err, MTLS_REASON_INTERNAL, "cannot set up verification");
+		error_set_ssl(&err, MTLS_REASON_INTERNAL, "cannot set up verification");
 		goto out;
 	}
 	rq = (struct verify_request){
 		.st = st, .peer_is_client = st->server, .name = expected_name, .uri = expected_uri};
-	rc = verify_chain(&rq, xctx, &e->verified, &e->err, e->warning, sizeof(e->warning));
+	rc = verify_chain(&rq, xctx, &peer, &err, warning, sizeof(warning));
 out:
 	X509_STORE_CTX_free(xctx);
 	sk_X509_pop_free(certs, X509_free);
 	state_unref(st);
+	r = thread_results(true);
+	if (r == NULL) {
+		identity_free(peer);
+		return error_set(&e->err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	identity_free(r->peer);
+	r->peer = peer;
+	r->peer_of = e->id;
+	memcpy(r->warning, warning, sizeof(warning));
+	r->err = err;
+	r->err_of = e->id;
 	return rc;
 }
 
 const struct mtls_peer *mtls_verified_peer(const struct mtls *e)
 {
-	return e->verified;
+	const struct thread_results *r;
+
+	if (e == NULL || e->kind == KIND_CONN || (r = thread_results(false)) == NULL ||
+	    r->peer_of != e->id)
+		return NULL;
+	return r->peer;
+}
+
+const char *mtls_conn_warning(const struct mtls *m)
+{
+	const struct thread_results *r;
+	const char *w = NULL;
+
+	if (m == NULL)
+		return NULL;
+	if (m->kind == KIND_CONN)
+		w = m->warning;
+	else if ((r = thread_results(false)) != NULL && r->peer_of == m->id)
+		w = r->warning;
+	return w != NULL && w[0] != '\0' ? w : NULL;
 }

@@ -174,12 +174,12 @@ enum mtls_kind { KIND_SERVER, KIND_CLIENT, KIND_CONN };
 
 struct mtls {
 	enum mtls_kind kind;
-	struct error err;
+	struct error err; /* a connection's; an endpoint's errors are kept per thread */
 
 	/* endpoint */
+	uint64_t id; /* unique in the process, never reused: tags per-thread results */
 	pthread_mutex_t lock;
 	struct state *state;
-	struct mtls_peer *verified;
 
 	/* connection */
 	struct state *cstate;
@@ -189,7 +189,7 @@ struct mtls {
 	char *server_name;
 	struct mtls_peer *peer;
 	struct error verify_err; /* set by the verify callback on refusal */
-	char warning[256];
+	char warning[256];	 /* about the accepted handshake */
 };
 
 /* verify.c: the one verification path used by handshakes and mtls_verify_chain_pem(). */

@@ -921,6 +921,73 @@ static void test_config_changed_while_running(void **state)
 	mtls_free(server);
 }
 
+/* --- mtls_verify_chain_pem() from several threads --------------------------------- */
+
+struct verifier {
+	struct mtls *ep;
+	const char *chain;
+	enum mtls_reason expect;
+	const char *identity; /* of the accepted peer, or a part of the refusal message */
+	int wrong;	      /* results that were not this thread's own */
+	char first_wrong[300];
+};
+
+static void *verify_loop(void *arg)
+{
+	struct verifier *v = arg;
+	size_t len;
+	char *pem = test_slurp(cert_path(v->chain), &len);
+
+	for (int i = 0; i < 150; i++) {
+		int rc = mtls_verify_chain_pem(v->ep, (const uint8_t *)pem, len, NULL, NULL);
+		const struct mtls_peer *p = mtls_verified_peer(v->ep);
+		bool ok = mtls_error_reason(v->ep) == v->expect && (rc == 0) == (p != NULL) &&
+			  (rc == 0) == (v->expect == MTLS_REASON_NONE) &&
+			  mtls_conn_warning(v->ep) == NULL;
+
+		if (ok && p != NULL)
+			ok = strcmp(mtls_peer_identity(p), v->identity) == 0;
+		else if (ok)
+			ok = strstr(mtls_error(v->ep), v->identity) != NULL;
+		if (!ok && v->wrong++ == 0)
+			snprintf(v->first_wrong, sizeof(v->first_wrong), "rc %d, %s: %s", rc,
+				 mtls_reason_name(mtls_error_reason(v->ep)), mtls_error(v->ep));
+	}
+	free(pem);
+	return NULL;
+}
+
+/* Two threads verify different chains on one endpoint at once (and a third handshakes):
+ * each sees its own verdict, peer and message. The results once lived in the endpoint,
+ * written without a lock: one thread freed the peer the other was reading. */
+static void test_verify_from_threads(void **state)
+{
+	struct mtls *server = good_server(), *client = good_client();
+	struct verifier v[2] = {
+		{server, "client-chain.pem", MTLS_REASON_NONE, APP1, 0, ""},
+		{server, "client2-chain.pem", MTLS_REASON_IDENTITY_NOT_ALLOWED, OTHER, 0, ""},
+	};
+	enum mtls_reason r;
+	pthread_t t[2];
+
+	(void)state;
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, verify_loop, &v[i]), 0);
+	for (int i = 0; i < 5; i++)
+		assert_true(connect_once(server, client, &r) >= 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		if (v[i].wrong > 0)
+			fail_msg("%s: %d results were not this thread's, first: %s", v[i].chain,
+				 v[i].wrong, v[i].first_wrong);
+	}
+	/* this thread verified nothing on the endpoint */
+	assert_null(mtls_verified_peer(server));
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_NONE);
+	mtls_free(client);
+	mtls_free(server);
+}
+
 /* A new CA bundle drops the sessions: they were verified against trust anchors that may be
  * gone. */
 static void test_sessions_dropped_on_ca_change(void **state)
@@ -971,6 +1038,7 @@ int main(void)
 		cmocka_unit_test(test_sessions_dropped_on_ca_change),
 		cmocka_unit_test(test_config_changed_after_configure),
 		cmocka_unit_test(test_config_changed_while_running),
+		cmocka_unit_test(test_verify_from_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
