@@ -1,10 +1,12 @@
 /*
  * Log lines. JSON through jansson (correct escaping of whatever a certificate says);
- * logfmt quoted by hand: key=value, values with spaces, quotes or '=' in double quotes.
+ * logfmt quoted and escaped by hand (logfmt_value()). Either way one event is one line,
+ * whatever bytes a peer puts in its certificate.
  */
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +55,8 @@ int log_setup(enum log_format format, enum log_level min_level, const char *path
 
 		if (fd < 0)
 			return -1;
+		if (out_fd != 2)
+			close(out_fd);
 		out_fd = fd;
 	}
 	return 0;
@@ -78,6 +82,37 @@ static json_t *json_text(const char *s)
 	return v;
 }
 
+/* JSON_ENSURE_ASCII escapes everything but DEL, which JSON allows raw: a terminal showing
+ * the log should not get it either. text is JSON text, where a DEL can only be inside a
+ * string, so \u007f in its place means the same. Takes text (NULL on out of memory). */
+static char *json_escape_del(char *text)
+{
+	size_t n = 0, len;
+	char *out, *o;
+
+	if (text == NULL)
+		return NULL;
+	for (const char *p = text; *p != '\0'; p++)
+		n += *p == 0x7f;
+	if (n == 0)
+		return text;
+	len = strlen(text);
+	out = o = malloc(len + 5 * n + 1);
+	if (out != NULL) {
+		for (const char *p = text; *p != '\0'; p++) {
+			if (*p == 0x7f) {
+				memcpy(o, "\\u007f", 6);
+				o += 6;
+			} else {
+				*o++ = *p;
+			}
+		}
+		*o = '\0';
+	}
+	free(text);
+	return out;
+}
+
 static void timestamp(char *buf, size_t len)
 {
 	struct timeval tv;
@@ -90,40 +125,120 @@ static void timestamp(char *buf, size_t len)
 	snprintf(buf, len, "%.20s.%03dZ", base, (int)(tv.tv_usec / 1000) % 1000);
 }
 
-/* Append s to buf for logfmt, quoted if needed. Returns the new length. */
-static size_t logfmt_value(char *buf, size_t used, size_t cap, const char *s)
+/* A logfmt line being built, bounded: what does not fit is cut at a whole character or
+ * escape, the value's quote is closed and the line ends with truncated=1. */
+struct line {
+	char buf[4096];
+	size_t len;
+	bool cut;
+};
+
+/* room kept for a closing quote, " truncated=1" and the newline */
+#define LINE_RESERVE 16
+
+static bool line_put(struct line *l, const char *s, size_t n)
 {
-	bool quote = s[0] == '\0' || strpbrk(s, " =\"\\\t\r\n") != NULL;
+	if (l->cut || n > sizeof(l->buf) - LINE_RESERVE - l->len) {
+		l->cut = true;
+		return false;
+	}
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+	return true;
+}
 
-	if (!quote)
-		return used + (size_t)snprintf(buf + used, used < cap ? cap - used : 0, "%s", s);
-	if (used < cap)
-		buf[used] = '"';
-	used++;
-	for (; *s != '\0' && used + 3 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
+/* The length of the well-formed UTF-8 sequence of 2 to 4 bytes at s (its code point in
+ * *cp), or 0: overlong forms, surrogates and truncated sequences are not characters. */
+static size_t utf8_seq(const unsigned char *s, uint32_t *cp)
+{
+	size_t n;
+	uint32_t c;
 
-		if (c == '"' || c == '\\') {
-			buf[used++] = '\\';
-			buf[used++] = (char)c;
-		} else if (c == '\n' || c == '\r' || c == '\t') {
-			buf[used++] = '\\';
-			buf[used++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
-		} else if (c < 0x20) {
-			buf[used++] = '?';
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		n = 2;
+		c = s[0] & 0x1fu;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		c = s[0] & 0x0fu;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		c = s[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+			return 0;
+		c = c << 6 | (s[i] & 0x3fu);
+	}
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+/* Characters that some readers take for a line break (C1 controls such as NEL, the line
+ * and paragraph separators) or that reorder what a terminal shows (bidi controls). */
+static bool invisible(uint32_t c)
+{
+	return c < 0xa0 || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/* Append a logfmt value. Whatever a peer put in its certificate stays inside one quoted
+ * value on one line: the value is quoted unless it is only printable ASCII without space,
+ * '"', '=' or backslash; inside the quotes '"' and backslash are escaped, \n \r \t written
+ * as such, other control bytes and bytes that are not UTF-8 as \xHH, and the characters of
+ * invisible() as \uHHHH (as Go's strconv.Quote would). */
+static void logfmt_value(struct line *l, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	bool quote = *p == '\0';
+	char esc[12];
+
+	for (const unsigned char *q = p; *q != '\0' && !quote; q++)
+		quote = *q <= ' ' || *q >= 0x7f || *q == '"' || *q == '=' || *q == '\\';
+	if (!quote) {
+		line_put(l, s, strlen(s));
+		return;
+	}
+	line_put(l, "\"", 1);
+	while (*p != '\0' && !l->cut) {
+		uint32_t cp;
+		size_t n;
+
+		if (*p == '"' || *p == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			line_put(l, esc, 2);
+			p++;
+		} else if (*p == '\n' || *p == '\r' || *p == '\t') {
+			line_put(l, *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : "\\t", 2);
+			p++;
+		} else if (*p >= ' ' && *p < 0x7f) {
+			line_put(l, (const char *)p, 1);
+			p++;
+		} else if (*p >= 0x80 && (n = utf8_seq(p, &cp)) > 0) {
+			if (invisible(cp)) {
+				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
+				line_put(l, esc, 6);
+			} else {
+				line_put(l, (const char *)p, n);
+			}
+			p += n;
 		} else {
-			buf[used++] = (char)c;
+			snprintf(esc, sizeof(esc), "\\x%02x", *p);
+			line_put(l, esc, 4);
+			p++;
 		}
 	}
-	if (used < cap)
-		buf[used] = '"';
-	return used + 1;
+	/* the reserve always has room for the closing quote */
+	l->buf[l->len++] = '"';
 }
 
 void log_event(enum log_level level, const char *event, const struct log_field *fields, size_t n)
 {
-	char ts[40], line[4096];
-	size_t used = 0;
+	char ts[40];
 
 	if (level < min)
 		return;
@@ -141,6 +256,7 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 								  : json_integer(fields[i].num));
 		text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
 		json_decref(obj);
+		text = json_escape_del(text);
 		if (text == NULL)
 			return;
 		{
@@ -154,23 +270,27 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 		free(text);
 		return;
 	} else {
-		used = (size_t)snprintf(line, sizeof(line), "ts=%s level=%s event=%s", ts,
-					level_names[level], event);
-		for (size_t i = 0; i < n && used < sizeof(line); i++) {
-			char num[32];
+		struct line l = {.len = 0};
 
-			used += (size_t)snprintf(line + used, sizeof(line) - used,
-						 " %s=", fields[i].key);
+		l.len = (size_t)snprintf(l.buf, sizeof(l.buf), "ts=%s level=%s event=%s", ts,
+					 level_names[level], event);
+		for (size_t i = 0; i < n && !l.cut; i++) {
+			char key[72], num[32];
+			int k = snprintf(key, sizeof(key), " %s=", fields[i].key);
+
+			if (k < 0 || (size_t)k >= sizeof(key) || !line_put(&l, key, (size_t)k))
+				break;
 			if (fields[i].str == NULL)
 				snprintf(num, sizeof(num), "%lld", fields[i].num);
-			used = logfmt_value(line, used, sizeof(line) - 1,
-					    fields[i].str != NULL ? fields[i].str : num);
+			logfmt_value(&l, fields[i].str != NULL ? fields[i].str : num);
 		}
+		if (l.cut) {
+			memcpy(l.buf + l.len, " truncated=1", 12);
+			l.len += 12;
+		}
+		l.buf[l.len++] = '\n';
+		/* one write: lines from different threads do not interleave */
+		while (write(out_fd, l.buf, l.len) < 0 && errno == EINTR)
+			;
 	}
-	if (used > sizeof(line) - 2)
-		used = sizeof(line) - 2;
-	line[used++] = '\n';
-	/* one write: lines from different threads do not interleave */
-	while (write(out_fd, line, used) < 0 && errno == EINTR)
-		;
 }

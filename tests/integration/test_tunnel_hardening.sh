@@ -23,7 +23,8 @@ SRV_TLS=(--cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem")
 
 # client_cert NAME SUBJECT SAN [openssl x509 args...] : a client certificate signed by the
 # zoo's issuing CA: $TMP/NAME.pem (leaf), $TMP/NAME-chain.pem (leaf + int), $TMP/NAME.key.
-# SUBJECT is a -subj argument ("" for the default /CN=NAME), SAN a subjectAltName value.
+# SUBJECT is a -subj argument ("" for the default /CN=NAME), SAN a subjectAltName value ("" for
+# none).
 client_cert() {
 	local name=$1 subj=$2 san=$3
 	shift 3
@@ -34,10 +35,10 @@ client_cert() {
 		echo "extendedKeyUsage = clientAuth"
 		echo "subjectKeyIdentifier = hash"
 		echo "authorityKeyIdentifier = keyid:always"
-		echo "subjectAltName = $san"
+		[ -z "$san" ] || echo "subjectAltName = $san"
 	} >"$TMP/$name.ext"
 	run openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-		-keyout "$TMP/$name.key" -subj "$subj" -multivalue-rdn -utf8 -out "$TMP/$name.csr"
+		-keyout "$TMP/$name.key" -subj "$subj" -utf8 -out "$TMP/$name.csr"
 	[ "$RC" = 0 ] || _lib_die "openssl req for $name failed: $ERR"
 	chmod 600 -- "$TMP/$name.key"
 	run openssl x509 -req -in "$TMP/$name.csr" -CA "$C/int.pem" -CAkey "$C/int.key" \
@@ -109,5 +110,65 @@ verdict "a client whose header fits: the backend decodes our header, then the by
 	"${p[@]+"${p[@]}"}" -- "backend log:" "$(cat -- "$TMP/be1.log")"
 stop_bg "$SRV_PID"
 stop_bg "$BE_PID"
+
+# ==========================================================================================
+echo "# 2. certificate fields cannot forge log lines or fields (logfmt)"
+
+# A client without SANs, so that its CN is its identity, and a CN made to forge: a NEL (a
+# line break to some readers), a terminal escape, a newline and a field of its own.
+EVIL_CN=$'app\xc2\x85\x1b[31mred\n reason=ok'
+client_cert evil "/CN=$EVIL_CN" ""
+
+# check_logfmt.pl: every line is one whole logfmt event (ts, level, event, then key=value
+# pairs, values bare or quoted with backslash escapes) without control bytes, C1 controls,
+# line or paragraph separators or bidi controls; prints "bad LINE: WHY" for each that is not,
+# and "keys EVENT: KEY..." for each line.
+cat >"$TMP/check_logfmt.pl" <<'EOF'
+while (my $line = <STDIN>) {
+	chomp $line;
+	if ($line =~ /[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]/) {
+		print "bad $.: a control byte or character\n";
+		next;
+	}
+	if ($line !~ /^ts=\S+ level=[a-z]+ event=([a-z_]+)/) {
+		print "bad $.: does not start with ts, level and event\n";
+		next;
+	}
+	my $event = $1;
+	my @keys;
+	while ($line =~ /\G([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ "]*)(?: |$)/gc) {
+		push @keys, $1;
+	}
+	if ((pos($line) // 0) != length($line)) {
+		print "bad $.: not key=value pairs from column ", pos($line) // 0, "\n";
+		next;
+	}
+	print "keys $event: @keys\n";
+}
+EOF
+
+start_backend "$TMP/be2.log"
+start_bg "$TMP/srv2.log" "$MTLS" server --listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" \
+	"${SRV_TLS[@]}" --allow-any-identity --log-format logfmt --workers 1 --drain-timeout 1000
+S2_PID=$BG_PID
+wait_for_line "$TMP/srv2.log" 'event=listening' "$READY_LIMIT" "$S2_PID" ||
+	_lib_die "the logfmt server did not start: $(cat -- "$TMP/srv2.log")"
+S2_PORT=$(sed -n 's/.* event=listening .*address=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$TMP/srv2.log")
+s_client_send "127.0.0.1:$S2_PORT" "$TMP/hello.txt" "$TMP/sc2.log" "$TMP/evil"
+p=()
+wait_for_line "$TMP/srv2.log" 'event=conn_close' 5 || p+=("no conn_close line")
+stop_bg "$S2_PID"
+stop_bg "$BE_PID"
+checked=$(perl "$TMP/check_logfmt.pl" <"$TMP/srv2.log")
+bad=$(grep '^bad ' <<<"$checked" || true)
+[ -z "$bad" ] || p+=("lines that are not one clean event:" "$bad")
+keys=$(grep '^keys conn_open:' <<<"$checked" || true)
+[ "$keys" = "keys conn_open: ts level event conn peer identity subject serial rule tls cipher resumed" ] ||
+	p+=("conn_open does not have exactly its own keys: '$keys'")
+want='identity="app\u0085\x1b[31mred\n reason=ok"'
+grep -qF -- " $want " "$TMP/srv2.log" || p+=("no conn_open with $want")
+[ "$(grep -c 'event=conn_' "$TMP/srv2.log")" = 2 ] || p+=("not exactly two conn_ lines")
+verdict "a CN with NEL, ESC, newline and ' reason=ok': one quoted, escaped value on one line" \
+	"${p[@]+"${p[@]}"}" -- "log (escaped by cat -v):" "$(cat -v "$TMP/srv2.log")"
 
 finish
