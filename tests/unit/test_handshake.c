@@ -988,6 +988,93 @@ static void test_verify_from_threads(void **state)
 	mtls_free(server);
 }
 
+/* --- names with an embedded NUL ---------------------------------------------------- */
+
+struct nul_case {
+	int type; /* GEN_DNS or GEN_URI */
+	const char *name;
+	size_t len;	   /* including the NUL and what follows */
+	const char *allow; /* a rule the name before the NUL would satisfy */
+	bool allow_is_dns;
+};
+
+static const struct nul_case nul_cases[] = {
+	{GEN_URI, APP1 "\0.evil", sizeof(APP1 "\0.evil") - 1, APP1, false},
+	{GEN_DNS, "app1.test\0.evil.test", sizeof("app1.test\0.evil.test") - 1, "app1.test", true},
+	{GEN_DNS, "\0app1.test", sizeof("\0app1.test") - 1, "*.test", true},
+};
+
+/* A client certificate from the zoo's issuing CA whose only SAN is the given bytes. */
+static void issue_nul_san(const struct nul_case *tc, char **chain, char **key_pem)
+{
+	X509 *issuer = test_read_cert("int.pem");
+	FILE *f = fopen(cert_path("int.key"), "r");
+	EVP_PKEY *issuer_key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	struct test_cert spec = {.subject = "CN=nul", .san = ""};
+	GENERAL_NAMES *gens = GENERAL_NAMES_new();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *v = ASN1_IA5STRING_new();
+	EVP_PKEY *key;
+	X509 *leaf, *both[2];
+
+	assert_non_null(issuer_key);
+	fclose(f);
+	leaf = test_cert_make(&spec, issuer, issuer_key, &key);
+	assert_int_equal(ASN1_STRING_set(v, tc->name, (int)tc->len), 1);
+	GENERAL_NAME_set0_value(g, tc->type, v);
+	assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+	assert_int_equal(X509_add1_ext_i2d(leaf, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT),
+			 1);
+	assert_true(X509_sign(leaf, issuer_key, EVP_sha256()) > 0); /* again, with the SAN */
+	both[0] = leaf;
+	both[1] = issuer;
+	*chain = test_certs_pem(both, 2);
+	*key_pem = test_key_pem(key);
+	GENERAL_NAMES_free(gens);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(issuer_key);
+	X509_free(leaf);
+	X509_free(issuer);
+}
+
+/* A SAN with a NUL byte is an attack on matchers that stop at the NUL ("app1.test\0.evil"
+ * would pass for app1.test): the certificate is refused, whatever rule the name before the
+ * NUL would satisfy, by mtls verify and in a handshake. */
+static void test_nul_in_san(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(nul_cases) / sizeof(nul_cases[0]); i++) {
+		const struct nul_case *tc = &nul_cases[i];
+		struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+		struct mtls *server = mtls_server_new(), *client;
+		char *chain, *key;
+		enum mtls_reason r;
+		bool resumed;
+
+		issue_nul_san(tc, &chain, &key);
+		assert_int_equal(tc->allow_is_dns ? mtls_config_allow_dns(cfg, tc->allow)
+						  : mtls_config_allow_uri(cfg, tc->allow),
+				 0);
+		assert_int_equal(mtls_configure(server, cfg), 0);
+		mtls_config_free(cfg);
+		if (mtls_verify_chain_pem(server, (const uint8_t *)chain, strlen(chain), NULL,
+					  NULL) == 0 ||
+		    mtls_error_reason(server) != MTLS_REASON_BAD_CERTIFICATE ||
+		    strstr(mtls_error(server), "NUL byte") == NULL)
+			fail_msg("case %zu: %s: %s", i, mtls_reason_name(mtls_error_reason(server)),
+				 mtls_error(server));
+		assert_null(mtls_verified_peer(server));
+
+		client = mem_client(chain, key, false);
+		assert_int_equal(try_connect(server, client, &r, &resumed), -1);
+		assert_int_equal(r, MTLS_REASON_BAD_CERTIFICATE);
+		free(chain);
+		free(key);
+		mtls_free(client);
+		mtls_free(server);
+	}
+}
+
 /* A new CA bundle drops the sessions: they were verified against trust anchors that may be
  * gone. */
 static void test_sessions_dropped_on_ca_change(void **state)
@@ -1039,6 +1126,7 @@ int main(void)
 		cmocka_unit_test(test_config_changed_after_configure),
 		cmocka_unit_test(test_config_changed_while_running),
 		cmocka_unit_test(test_verify_from_threads),
+		cmocka_unit_test(test_nul_in_san),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
