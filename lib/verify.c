@@ -22,7 +22,8 @@ struct verify_run {
 	const struct verify_request *rq;
 	int error;
 	int depth;
-	X509 *cert; /* the certificate the first error is about (referenced) */
+	X509 *cert;    /* the certificate the first error is about (referenced) */
+	int chain_len; /* of the chain built so far, when the first error came */
 	X509_CRL *crl;
 	char *warning;
 	size_t warning_len;
@@ -69,6 +70,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xctx)
 
 		run->error = e;
 		run->depth = X509_STORE_CTX_get_error_depth(xctx);
+		run->chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
 		if (cert != NULL && X509_up_ref(cert))
 			run->cert = cert;
 		if (crl != NULL && X509_CRL_up_ref(crl))
@@ -152,10 +154,16 @@ static const struct reason_map x509_reasons[] = {
 	{X509_V_ERR_CA_MD_TOO_WEAK, MTLS_REASON_WEAK_SIGNATURE},
 };
 
-static enum mtls_reason reason_of(int x509_error)
+static enum mtls_reason reason_of(const struct verify_run *run)
 {
+	/* the peer sent its leaf alone, and its issuer is not in the trust store: most likely
+	 * a chain file without the intermediate, not a certificate from another CA */
+	if (run->error == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY && run->depth == 0 &&
+	    run->chain_len == 1 && run->cert != NULL &&
+	    !(X509_get_extension_flags(run->cert) & EXFLAG_SI))
+		return MTLS_REASON_ISSUER_NOT_SENT;
 	for (size_t i = 0; i < sizeof(x509_reasons) / sizeof(x509_reasons[0]); i++)
-		if (x509_reasons[i].x509_error == x509_error)
+		if (x509_reasons[i].x509_error == run->error)
 			return x509_reasons[i].reason;
 	return MTLS_REASON_BAD_CERTIFICATE;
 }
@@ -185,7 +193,7 @@ static void issuer_string(X509 *cert, char *buf, size_t len)
 static void explain(const struct verify_request *rq, const struct verify_run *run,
 		    struct error *err)
 {
-	enum mtls_reason reason = reason_of(run->error);
+	enum mtls_reason reason = reason_of(run);
 	const char *role = role_of(rq);
 	char who[300] = "";
 	char issuer[200] = "";
@@ -197,6 +205,15 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 		issuer_string(run->cert, issuer, sizeof(issuer));
 	}
 	switch (reason) {
+	case MTLS_REASON_ISSUER_NOT_SENT:
+		error_set(
+			err, reason,
+			"%s certificate rejected: its issuer %s was not sent and is not in the CA "
+			"bundle (%s); the peer must send its chain file (leaf + intermediates) or "
+			"add the intermediate with --untrusted/--ca (if that issuer is not one of "
+			"your CAs, use a certificate from the trusted CA)",
+			role, issuer, who);
+		break;
 	case MTLS_REASON_UNKNOWN_CA:
 		error_set(err, reason,
 			  "%s certificate rejected: issued by %s, which does not lead to a "
@@ -470,6 +487,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 		if (run.cert == NULL) {
 			run.error = X509_STORE_CTX_get_error(xctx);
 			run.depth = X509_STORE_CTX_get_error_depth(xctx);
+			run.chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
 			run.cert = X509_STORE_CTX_get_current_cert(xctx);
 			if (run.cert == NULL)
 				run.cert = X509_STORE_CTX_get0_cert(xctx);

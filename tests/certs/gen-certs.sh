@@ -402,19 +402,24 @@ ossl ca -config "$W/ca-root/ca.cnf" -batch -gencrl -crldays 30 \
 cat -- "$OUT/crl.pem" "$OUT/root-crl.pem" >"$OUT/crl-all.pem"
 
 # ---------------------------------------------------------------------------
-# Foreign root and leaves it signs directly
+# Foreign root, its issuing intermediate and the leaves that one signs (chain files
+# with the intermediate, as a peer of another CA would present them: a chain that
+# leads elsewhere, unknown_ca, not a leaf sent alone, issuer_not_sent)
 # ---------------------------------------------------------------------------
 genkey_ec "$OUT/other-ca.key"
 selfsign "$OUT/other-ca.key" "$OUT/other-ca.pem" "other root" 3650 root_ext
 mkca other "$OUT/other-ca.pem" "$OUT/other-ca.key"
+genkey_ec "$W/other-int.key"
+issue other "$W/other-int.key" "$W/other-int.pem" "other issuing" int_ext -days 1825
+mkca other-int "$W/other-int.pem" "$W/other-int.key"
 
 genkey_ec "$OUT/other-client.key"
-issue other "$OUT/other-client.key" "$W/other-client.pem" "app1" client_ext -days 365
-cp -f -- "$W/other-client.pem" "$OUT/other-client-chain.pem"
+issue other-int "$OUT/other-client.key" "$W/other-client.pem" "app1" client_ext -days 365
+cat -- "$W/other-client.pem" "$W/other-int.pem" >"$OUT/other-client-chain.pem"
 
 genkey_ec "$OUT/other-server.key"
-issue other "$OUT/other-server.key" "$W/other-server.pem" "server.test" server_ext -days 365
-cp -f -- "$W/other-server.pem" "$OUT/other-server-chain.pem"
+issue other-int "$OUT/other-server.key" "$W/other-server.pem" "server.test" server_ext -days 365
+cat -- "$W/other-server.pem" "$W/other-int.pem" >"$OUT/other-server-chain.pem"
 
 # Self-signed, non-CA client certificate
 genkey_ec "$OUT/selfsigned-client.key"

@@ -287,10 +287,48 @@ static void test_leaf_is_ca(void **state)
 	EVP_PKEY_free(int_key);
 }
 
+/* A client that sends its leaf without the intermediate is told so (issuer_not_sent), by
+ * mtls verify and in a handshake; with the intermediate it is accepted. */
+static void test_issuer_not_sent(void **state)
+{
+	struct mtls *server = mtls_server_new(), *client;
+	size_t len;
+	char *leaf = test_slurp(cert_path("client.pem"), &len);
+	char *key = test_slurp(cert_path("client.key"), NULL);
+	char *chain = test_slurp(cert_path("client-chain.pem"), NULL);
+	char msg[600];
+
+	(void)state;
+	assert_int_equal(configure(server, NULL, NULL, false), 0);
+	assert_int_equal(mtls_verify_chain_pem(server, (const uint8_t *)leaf, len, NULL, NULL), -1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_ISSUER_NOT_SENT);
+	assert_non_null(strstr(mtls_error(server),
+			       "client certificate rejected: its issuer CN=mtls "
+			       "test issuing was not sent and is not in the "
+			       "CA bundle"));
+	assert_non_null(strstr(mtls_error(server), "chain file (leaf + intermediates)"));
+	assert_non_null(strstr(mtls_error(server), "--untrusted/--ca"));
+
+	client = client_of(leaf, key, false);
+	assert_int_equal(handshake(server, client, NULL, msg, sizeof(msg)),
+			 MTLS_REASON_ISSUER_NOT_SENT);
+	assert_non_null(strstr(msg, "CN=mtls test issuing was not sent"));
+	mtls_free(client);
+	client = client_of(chain, key, false);
+	assert_int_equal(handshake(server, client, NULL, NULL, 0), MTLS_REASON_NONE);
+
+	mtls_free(client);
+	mtls_free(server);
+	free(leaf);
+	free(key);
+	free(chain);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_leaf_is_ca),
+		cmocka_unit_test(test_issuer_not_sent),
 		cmocka_unit_test(test_crl_freshness),
 		cmocka_unit_test(test_verify_time_and_uri),
 	};
