@@ -39,9 +39,13 @@ void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed,
 	}
 }
 
+/* The exposition text, built in one growing buffer. Any failure (no memory, a format
+ * error) marks it failed for good: a scrape then gets an error, never a partial or garbled
+ * page that a monitor would read as counters gone back to zero. */
 struct text {
 	char *buf;
 	size_t len, cap;
+	bool failed;
 };
 
 static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -51,22 +55,30 @@ static void put(struct text *t, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	for (;;) {
+	while (!t->failed) {
+		size_t need;
+		char *grown;
+
 		va_start(ap, fmt);
 		n = vsnprintf(t->buf != NULL ? t->buf + t->len : NULL,
 			      t->buf != NULL ? t->cap - t->len : 0, fmt, ap);
 		va_end(ap);
 		if (n < 0)
-			return;
-		if (t->buf != NULL && t->len + (size_t)n < t->cap) {
+			break;
+		if (t->buf != NULL && (size_t)n < t->cap - t->len) {
 			t->len += (size_t)n;
 			return;
 		}
-		t->cap = (t->cap + (size_t)n + 1) * 2;
-		t->buf = realloc(t->buf, t->cap);
-		if (t->buf == NULL)
-			return;
+		need = t->len + (size_t)n + 1;
+		if (need < 2 * t->cap)
+			need = 2 * t->cap;
+		grown = realloc(t->buf, need);
+		if (grown == NULL)
+			break;
+		t->buf = grown;
+		t->cap = need;
 	}
+	t->failed = true;
 }
 
 #define U(x) ((unsigned long long)atomic_load(&(x)))
@@ -159,6 +171,11 @@ char *metrics_render(struct metrics *m, size_t *len)
 		    "mtls_verify_cache_lookups_total{result=\"miss\"} %lu\n",
 		    hits, misses);
 	}
+	if (t.failed) {
+		free(t.buf);
+		*len = 0;
+		return NULL;
+	}
 	*len = t.len;
 	return t.buf;
 }
@@ -199,10 +216,15 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 		size_t len = 0;
 		char *text = metrics_render(h->m, &len);
 
-		if (text == NULL)
-			return MHD_NO;
-		type = "text/plain; version=0.0.4; charset=utf-8";
-		resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+		if (text == NULL) {
+			status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+			resp = text_response("metrics unavailable: out of memory\n");
+		} else {
+			type = "text/plain; version=0.0.4; charset=utf-8";
+			resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+			if (resp == NULL)
+				free(text);
+		}
 	} else if (strcmp(url, "/healthz") == 0) {
 		bool draining = atomic_load(&h->m->draining);
 

@@ -41,7 +41,8 @@ struct metrics {
 
 void metrics_init(struct metrics *m, const char *role);
 void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed, uint64_t micros);
-/* The exposition text (caller frees). */
+/* The exposition text (caller frees), or NULL if it could not be built whole (out of
+ * memory): never a partial text. */
 char *metrics_render(struct metrics *m, size_t *len);
 
 struct metrics_http;
