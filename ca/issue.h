@@ -1,6 +1,7 @@
 /*
- * Building and signing certificates: CA certificates for `mtls ca init`, leaves from
- * profiles or CSRs for `mtls ca issue`. Names are validated before anything is signed.
+ * Building and signing certificates: CA certificates for `mtls ca init`, leaves for
+ * `mtls ca issue`. What a leaf may carry (names, a CSR's requests) is decided before, by
+ * grant.h; the profile (enum issue_kind) decides every extension.
  */
 #ifndef MTLS_CA_ISSUE_H
 #define MTLS_CA_ISSUE_H
@@ -11,21 +12,6 @@
 
 #include <openssl/x509v3.h>
 
-/* Subject alternative names, validated (see issue_add_*). */
-struct issue_names {
-	GENERAL_NAMES *names;
-	char text[1024]; /* "DNS:a, IP:b, URI:c" for the inventory and messages */
-	int ndns, nip, nuri;
-	char first[256]; /* the first name, for a default CN */
-};
-
-void issue_names_init(struct issue_names *n);
-void issue_names_free(struct issue_names *n);
-/* Validate and add. -1 with a message saying what is wrong with the name. */
-int issue_add_dns(struct issue_names *n, const char *name, char *err, size_t err_len);
-int issue_add_ip(struct issue_names *n, const char *ip, char *err, size_t err_len);
-int issue_add_uri(struct issue_names *n, const char *uri, char *err, size_t err_len);
-
 enum issue_kind { ISSUE_ROOT, ISSUE_INTERMEDIATE, ISSUE_SERVER, ISSUE_CLIENT, ISSUE_PEER };
 
 struct issue_spec {
@@ -33,7 +19,7 @@ struct issue_spec {
 	const char *cn; /* may be NULL for leaves with SANs */
 	const char *org;
 	EVP_PKEY *subject_key; /* public key of the subject */
-	const struct issue_names *names;
+	GENERAL_NAMES *names;  /* subjectAltNames (grant.h), or NULL; not changed */
 	time_t not_before;
 	time_t not_after;
 	const char *crl_url; /* CRL distribution point, or NULL */
@@ -46,17 +32,6 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 /* Profiles: "server", "client", "peer" (both). */
 int issue_profile(const char *name, enum issue_kind *kind);
 const char *issue_profile_name(enum issue_kind kind);
-
-/* Take a CSR (PEM or DER): check its signature and key, copy its DNS/IP/URI SANs into
- * names, and describe in ignored what else it asked for and will not get. Returns the
- * CSR's public key (caller frees) or NULL with a message. */
-EVP_PKEY *issue_from_csr(const char *path, struct issue_names *names, char *ignored,
-			 size_t ignored_len, char *err, size_t err_len);
-/* The same for a CSR in memory (no disk, no CA key: the fuzz target calls it); what names
- * the input in messages. check_signature false only for the fuzz target. */
-EVP_PKEY *issue_csr_parse(const void *data, size_t len, const char *what, bool check_signature,
-			  struct issue_names *names, char *ignored, size_t ignored_len, char *err,
-			  size_t err_len);
 
 /* Keys we sign for: RSA >= 2048, EC P-256/P-384/P-521, Ed25519, Ed448. */
 bool issue_key_acceptable(EVP_PKEY *key);

@@ -1,9 +1,12 @@
 /*
  * mtls ca issue: a certificate from a profile, with a key made here or a CSR made elsewhere.
  *
- * Everything is checked before anything is written: the names, the lifetime against the
- * issuer's, the output files. The inventory row and its audit entry are committed first;
- * then the key and certificate files appear whole (temporary file + rename).
+ * The options become a grant (ca/grant.h), which decides what the certificate carries and
+ * what a CSR may ask for; this file only parses and writes. Everything is checked before
+ * anything is written: the names, the CSR against the grant, the lifetime against the
+ * issuer's, the output files. A CSR asking for more than was granted is refused and the
+ * refusal is recorded in the audit log. The inventory row and its audit entry are committed
+ * first; then the key and certificate files appear whole (temporary file + rename).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include "authority.h"
 #include "ca_cmd.h"
 #include "files.h"
+#include "grant.h"
 #include "issue.h"
 #include "keys.h"
 
@@ -45,7 +49,8 @@ static const struct opt issue_table[] = {
 	{"ip", OPT_LIST, O(ip), "ADDR", "IP address (subjectAltName)"},
 	{"uri", OPT_LIST, O(uri), "URI", "URI such as a SPIFFE ID (subjectAltName)"},
 	{"csr", OPT_STRING, O(csr), "FILE",
-	 "sign this CSR: its key and names are used, anything else it asks for is not"},
+	 "sign this CSR: only its key is used; every name it asks for must be given as --dns, "
+	 "--ip, --uri or --cn"},
 	{"key", OPT_STRING, O(key), "ALG",
 	 "key to generate: p256 (default), p384, ed25519, "
 	 "rsa3072, rsa4096"},
@@ -57,41 +62,68 @@ static const struct opt issue_table[] = {
 	OPT_END,
 };
 
-static int add_names(const struct issue_opts *o, struct issue_names *n, char *err, size_t len)
+static int add_names(const struct issue_opts *o, struct grant *g, char *err, size_t len)
 {
 	for (size_t i = 0; i < o->dns.n; i++)
-		if (issue_add_dns(n, o->dns.v[i], err, len) != 0)
+		if (grant_add_dns(&g->names, o->dns.v[i], err, len) != 0)
 			return -1;
 	for (size_t i = 0; i < o->ip.n; i++)
-		if (issue_add_ip(n, o->ip.v[i], err, len) != 0)
+		if (grant_add_ip(&g->names, o->ip.v[i], err, len) != 0)
 			return -1;
 	for (size_t i = 0; i < o->uri.n; i++)
-		if (issue_add_uri(n, o->uri.v[i], err, len) != 0)
+		if (grant_add_uri(&g->names, o->uri.v[i], err, len) != 0)
 			return -1;
-	return 0;
+	return o->cn != NULL ? grant_set_cn(g, o->cn, err, len) : 0;
 }
 
-static int check_names(enum issue_kind kind, const struct issue_names *n, char *err, size_t len)
+/* Read, authenticate and compare the CSR with the grant. 0, 1 the CSR cannot be used, 2 it
+ * asks for more than was granted (err says what). */
+static int check_csr(const char *path, const struct grant *g, struct grant_request *r, char *err,
+		     size_t len)
 {
-	if (kind == ISSUE_SERVER && n->ndns + n->nip == 0) {
-		snprintf(err, len,
-			 "a server certificate needs at least one --dns or --ip name, "
-			 "which clients check");
-		return -1;
+	size_t n = 0;
+	char *data = files_read(path, &n, err, len);
+	int rc = 1;
+
+	memset(r, 0, sizeof(*r));
+	if (data == NULL)
+		return 1;
+	if (grant_request_read(r, data, n, path, err, len) == 0 &&
+	    grant_request_verify(r, path, err, len) == 0)
+		rc = grant_match(g, r, path, err, len) == 0 ? 0 : 2;
+	free(data);
+	return rc;
+}
+
+/* A refused CSR goes into the audit log (no key needed), then the one-line error. */
+static void refuse_csr(const struct issue_opts *o, const struct grant *g,
+		       const struct grant_request *r, const char *why)
+{
+	char err[512] = "", detail[2048], msg[1600];
+	struct authority *ca =
+		authority_open(o->dir != NULL ? o->dir : ca_default_dir(), true, err, sizeof(err));
+
+	snprintf(detail, sizeof(detail), "profile %s, granted %s; %s", o->profile,
+		 g->names.text[0] != '\0' ? g->names.text : "no names", why);
+	if (ca != NULL &&
+	    (store_begin(ca->store) != 0 ||
+	     store_audit(ca->store, authority_actor(), "issue-refused",
+			 r->subject[0] != '\0' ? r->subject : "(empty subject)", detail) != 0 ||
+	     store_commit(ca->store) != 0)) {
+		snprintf(err, sizeof(err), "%s", store_error(ca->store));
+		store_rollback(ca->store);
 	}
-	if (kind != ISSUE_SERVER && n->ndns + n->nip + n->nuri == 0) {
-		snprintf(err, len,
-			 "a %s certificate needs an identity: --uri (such as a SPIFFE "
-			 "ID) or --dns",
-			 issue_profile_name(kind));
-		return -1;
-	}
-	return 0;
+	if (err[0] != '\0')
+		snprintf(msg, sizeof(msg), "%s (not recorded in the audit log: %s)", why, err);
+	else
+		snprintf(msg, sizeof(msg), "%s", why);
+	ca_fail("issue", msg);
+	authority_close(ca);
 }
 
 /* Sign and record, retrying on the (astronomically unlikely) duplicate serial. */
 static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec,
-			     const char *profile, const struct issue_names *names, char *err,
+			     const char *profile, const struct grant_names *names, char *err,
 			     size_t err_len)
 {
 	for (int attempt = 0; attempt < 4; attempt++) {
@@ -140,11 +172,11 @@ int cmd_ca_issue(int argc, char **argv)
 	struct issue_opts o = {.key = "p256", .days = -1};
 	struct options_state st = {0};
 	struct authority *ca = NULL;
-	struct issue_names names;
-	enum issue_kind kind;
+	struct grant g = {0};
+	struct grant_request req = {0};
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
-	char err[1024] = "", ignored[512] = "", *pass = NULL;
+	char err[1024] = "", *pass = NULL;
 	char path_cert[PATH_MAX], path_chain[PATH_MAX], path_key[PATH_MAX];
 	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
 	size_t leaf_len = 0, inter_len = 0, key_len = 0;
@@ -152,7 +184,6 @@ int cmd_ca_issue(int argc, char **argv)
 	long days;
 	int rc;
 
-	issue_names_init(&names);
 	rc = ca_parse("issue",
 		      "mtls ca issue --profile server|client|peer --out PREFIX [names] [options]",
 		      "Issue a certificate from the CA in --dir. The key is generated here "
@@ -165,13 +196,8 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", "give --profile and --out; see mtls ca issue --help");
 		goto out;
 	}
-	if (issue_profile(o.profile, &kind) != 0) {
-		snprintf(err, sizeof(err), "unknown profile '%s'; use server, client or peer",
-			 o.profile);
-		ca_fail("issue", err);
-		goto out;
-	}
-	if (add_names(&o, &names, err, sizeof(err)) != 0) {
+	if (grant_init(&g, o.profile, GRANT_OPERATOR, err, sizeof(err)) != 0 ||
+	    add_names(&o, &g, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
 		goto out;
 	}
@@ -188,19 +214,21 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	if (o.csr != NULL) {
-		key = issue_from_csr(o.csr, &names, ignored, sizeof(ignored), err, sizeof(err));
-		if (key == NULL) {
+		rc = check_csr(o.csr, &g, &req, err, sizeof(err));
+		if (rc == 2)
+			refuse_csr(&o, &g, &req, err);
+		else if (rc != 0)
 			ca_fail("issue", err);
+		if (rc != 0) {
 			rc = 1;
 			goto out;
 		}
+		rc = 2;
+		key = req.key;
+		EVP_PKEY_up_ref(key);
 	}
-	if (check_names(kind, &names, err, sizeof(err)) != 0) {
+	if (grant_check(&g, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
-		goto out;
-	}
-	if (o.cn != NULL && strlen(o.cn) > 64) {
-		ca_fail("issue", "--cn is longer than 64 characters");
 		goto out;
 	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
@@ -219,9 +247,9 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	/* anything past ~2700 years is refused below against the issuer's notAfter */
-	days = o.days != -1	      ? (long)(o.days < 1000000 ? o.days : 1000000)
-	       : kind == ISSUE_SERVER ? ca->server_days
-				      : ca->client_days;
+	days = o.days != -1		? (long)(o.days < 1000000 ? o.days : 1000000)
+	       : g.kind == ISSUE_SERVER ? ca->server_days
+					: ca->client_days;
 	not_after = now + days * 86400L;
 	if (not_after > issue_time(X509_get0_notAfter(ca->issuer))) {
 		char when[32];
@@ -247,17 +275,15 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	{
-		struct issue_spec spec = {.kind = kind,
-					  .cn = o.cn != NULL		    ? o.cn
-						: strlen(names.first) <= 64 ? names.first
-									    : NULL,
+		struct issue_spec spec = {.kind = g.kind,
+					  .cn = grant_cn(&g, o.csr != NULL ? &req : NULL),
 					  .subject_key = key,
-					  .names = &names,
+					  .names = g.names.names,
 					  .not_before = now - 300,
 					  .not_after = not_after,
 					  .crl_url = ca->crl_url};
 
-		cert = sign_and_record(ca, &spec, o.profile, &names, err, sizeof(err));
+		cert = sign_and_record(ca, &spec, o.profile, &g.names, err, sizeof(err));
 	}
 	leaf = cert != NULL ? issue_cert_pem(cert, &leaf_len) : NULL;
 	inter = leaf != NULL ? issue_cert_pem(ca->issuer, &inter_len) : NULL;
@@ -292,16 +318,18 @@ int cmd_ca_issue(int argc, char **argv)
 		issue_serial_hex(cert, serial, sizeof(serial));
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&not_after, &tm));
 		printf("issued %s certificate, serial %s, for %s, valid until %s\n", o.profile,
-		       serial, names.text, when);
+		       serial, g.names.text, when);
 		printf("  certificate: %s\n  chain:       %s\n", path_cert, path_chain);
 		if (keypem != NULL)
 			printf("  key:         %s\n", path_key);
-		if (ignored[0] != '\0')
-			printf("  not granted from the CSR: %s\n", ignored);
+		if (req.ignored[0] != '\0')
+			printf("  not granted from the CSR (the profile decides): %s\n",
+			       req.ignored);
 	}
 	rc = 0;
 out:
-	issue_names_free(&names);
+	grant_free(&g);
+	grant_request_free(&req);
 	keys_free_pem(keypem, key_len);
 	free(leaf);
 	free(inter);

@@ -1,23 +1,29 @@
 /*
- * libFuzzer target: reading a certificate signing request (ca/issue.c) as `mtls ca issue
- * --csr` does, from arbitrary bytes (PEM or DER).
+ * libFuzzer target: issuance policy (ca/grant.c) on arbitrary bytes.
  *
- * A CSR comes from whoever asks for a certificate: every byte of it is untrusted. The
- * signature is checked first in real use; here the names are also read without that check,
- * so that mutated inputs reach the name extraction.
+ * The input is read as a CSR (PEM or DER) and compared with three grants, as `mtls ca issue
+ * --csr` and the CA service do; the same bytes, as text, are also offered as a DNS name, an
+ * IP address, a URI and a common name. A CSR comes from whoever asks for a certificate, and
+ * names will come from enrollment tokens: every byte is untrusted. The signature is checked
+ * first in real use; here the comparison also runs without it, so that mutated inputs reach
+ * it.
  *
- * Invariants: a refusal has a message; an accepted CSR yields a key and only names that
- * pass the CA's own syntax checks (IP addresses of 4 or 16 bytes).
+ * Invariants: a refusal has a message; a CSR that matches a grant asks for no name outside
+ * it (checked here independently: DNS without regard to case, IP and URI byte for byte), no
+ * name of another type, no CA:TRUE, and its common name (if any) is the granted one or a
+ * granted name; an accepted DNS name is lower case LDH, an accepted URI has no control byte.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/x509v3.h>
 
-#include "issue.h"
+#include "grant.h"
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define check(cond) ((cond) ? (void)0 : fail(#cond, __LINE__))
@@ -28,48 +34,143 @@ __attribute__((noreturn)) static void fail(const char *what, int line)
 	abort();
 }
 
-static void check_names(const struct issue_names *n)
+enum { G_EMPTY, G_NAMES, G_TOKEN, NGRANTS };
+static struct grant grants[NGRANTS];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	int count = sk_GENERAL_NAME_num(n->names);
+	char err[512];
 
-	check(count == n->ndns + n->nip + n->nuri);
-	for (int i = 0; i < count; i++) {
-		const GENERAL_NAME *g = sk_GENERAL_NAME_value(n->names, i);
+	(void)argc;
+	(void)argv;
+	check(grant_init(&grants[G_EMPTY], "client", GRANT_OPERATOR, err, sizeof(err)) == 0);
+	for (int i = G_NAMES; i <= G_TOKEN; i++) {
+		struct grant *g = &grants[i];
 
-		check(g->type == GEN_DNS || g->type == GEN_IPADD || g->type == GEN_URI);
-		if (g->type == GEN_IPADD)
-			check(ASN1_STRING_length(g->d.iPAddress) == 4 ||
-			      ASN1_STRING_length(g->d.iPAddress) == 16);
-		else
-			check(ASN1_STRING_length(g->d.ia5) > 0);
+		check(grant_init(g, "peer", i == G_TOKEN ? GRANT_TOKEN : GRANT_OPERATOR, err,
+				 sizeof(err)) == 0);
+		check(grant_add_dns(&g->names, "app.example.org", err, sizeof(err)) == 0);
+		check(grant_add_dns(&g->names, "*.app.example.org", err, sizeof(err)) == 0);
+		check(grant_add_ip(&g->names, "10.0.0.1", err, sizeof(err)) == 0);
+		check(grant_add_ip(&g->names, "fd00::1", err, sizeof(err)) == 0);
+		check(grant_add_uri(&g->names, "spiffe://example.org/ns/prod/sa/app", err,
+				    sizeof(err)) == 0);
+		if (i == G_NAMES)
+			check(grant_set_cn(g, "app", err, sizeof(err)) == 0);
 	}
-	check(strlen(n->text) < sizeof(n->text));
+	return 0;
 }
 
-static void parse(const uint8_t *data, size_t size, bool check_signature)
+/* Independently of grant.c: is this SAN of the CSR one of the granted names? */
+static bool in_grant(const struct grant *g, const GENERAL_NAME *name)
 {
-	struct issue_names n;
-	char err[512] = "", ignored[512];
-	EVP_PKEY *key;
+	for (int i = 0; i < sk_GENERAL_NAME_num(g->names.names); i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(g->names.names, i);
+		const ASN1_STRING *a = gn->d.ia5, *b = name->d.ia5;
 
-	issue_names_init(&n);
-	key = issue_csr_parse(data, size, "fuzz.csr", check_signature, &n, ignored, sizeof(ignored),
-			      err, sizeof(err));
-	if (key == NULL) {
-		check(err[0] != '\0');
-	} else {
-		check_names(&n);
-		check(strlen(ignored) < sizeof(ignored));
+		if (gn->type != name->type || ASN1_STRING_length(a) != ASN1_STRING_length(b))
+			continue;
+		if (name->type == GEN_DNS
+			    ? strncasecmp((const char *)ASN1_STRING_get0_data(a),
+					  (const char *)ASN1_STRING_get0_data(b),
+					  (size_t)ASN1_STRING_length(a)) == 0 &&
+				      memchr(ASN1_STRING_get0_data(b), 0,
+					     (size_t)ASN1_STRING_length(b)) == NULL
+			    : memcmp(ASN1_STRING_get0_data(a), ASN1_STRING_get0_data(b),
+				     (size_t)ASN1_STRING_length(a)) == 0)
+			return true;
 	}
-	EVP_PKEY_free(key);
-	issue_names_free(&n);
+	return false;
+}
+
+static void check_accepted(const struct grant *g, const struct grant_request *r)
+{
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(r->req);
+	const char *cn = grant_cn(g, r);
+
+	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
+		X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+		int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+
+		if (nid == NID_subject_alt_name) {
+			GENERAL_NAMES *gens = X509V3_EXT_d2i(ext);
+
+			check(gens != NULL);
+			for (int j = 0; j < sk_GENERAL_NAME_num(gens); j++)
+				check(in_grant(g, sk_GENERAL_NAME_value(gens, j)));
+			GENERAL_NAMES_free(gens);
+		} else if (nid == NID_basic_constraints) {
+			BASIC_CONSTRAINTS *bc = X509V3_EXT_d2i(ext);
+
+			check(bc != NULL && !bc->ca);
+			BASIC_CONSTRAINTS_free(bc);
+		}
+	}
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	if (r->cn[0] != '\0')
+		check(cn != NULL);
+	if (cn != NULL) {
+		check(strlen(cn) > 0 && strlen(cn) <= 256);
+		for (const char *p = cn; *p != '\0'; p++)
+			check((unsigned char)*p >= 0x20 && *p != 0x7f);
+	}
+}
+
+static void compare(const uint8_t *data, size_t size)
+{
+	struct grant_request r;
+	char err[1024] = "";
+
+	if (grant_request_read(&r, data, size, "fuzz.csr", err, sizeof(err)) != 0) {
+		check(err[0] != '\0' && strlen(err) < sizeof(err));
+		return;
+	}
+	check(r.req != NULL && r.key != NULL);
+	if (grant_request_verify(&r, "fuzz.csr", err, sizeof(err)) != 0)
+		check(err[0] != '\0');
+	for (int i = 0; i < NGRANTS; i++) {
+		err[0] = '\0';
+		if (grant_match(&grants[i], &r, "fuzz.csr", err, sizeof(err)) == 0)
+			check_accepted(&grants[i], &r);
+		else
+			check(err[0] != '\0' && r.cn[0] == '\0');
+	}
+	grant_request_free(&r);
+}
+
+static void names(const uint8_t *data, size_t size)
+{
+	struct grant_names n;
+	char text[4096], err[1024];
+
+	if (size >= sizeof(text))
+		return;
+	memcpy(text, data, size);
+	text[size] = '\0';
+	grant_names_init(&n);
+	if (grant_add_dns(&n, text, err, sizeof(err)) == 0) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(n.names, 0);
+
+		check(strlen(text) <= 253);
+		for (const unsigned char *p = ASN1_STRING_get0_data(g->d.ia5); *p != '\0'; p++)
+			check((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+			      *p == '.' || (*p == '*' && p == ASN1_STRING_get0_data(g->d.ia5)));
+	}
+	if (grant_add_uri(&n, text, err, sizeof(err)) == 0) {
+		check(strlen(text) <= 2048);
+		for (const char *p = text; *p != '\0'; p++)
+			check(*p > ' ' && *p < 0x7f);
+	}
+	(void)grant_add_ip(&n, text, err, sizeof(err));
+	check(sk_GENERAL_NAME_num(n.names) == n.ndns + n.nip + n.nuri);
+	grant_names_free(&n);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > 64 * 1024)
 		return 0;
-	parse(data, size, false);
-	parse(data, size, true);
+	compare(data, size);
+	names(data, size);
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "grant.h"
 #include "issue.h"
 
 struct name_case {
@@ -60,14 +61,14 @@ static void test_names(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct issue_names n;
+		struct grant_names n;
 		char err[512] = "";
 		int rc;
 
-		issue_names_init(&n);
-		rc = cases[i].kind == 'd'   ? issue_add_dns(&n, cases[i].value, err, sizeof(err))
-		     : cases[i].kind == 'i' ? issue_add_ip(&n, cases[i].value, err, sizeof(err))
-					    : issue_add_uri(&n, cases[i].value, err, sizeof(err));
+		grant_names_init(&n);
+		rc = cases[i].kind == 'd'   ? grant_add_dns(&n, cases[i].value, err, sizeof(err))
+		     : cases[i].kind == 'i' ? grant_add_ip(&n, cases[i].value, err, sizeof(err))
+					    : grant_add_uri(&n, cases[i].value, err, sizeof(err));
 		if ((rc == 0) != cases[i].ok)
 			fail_msg("%c '%s': expected %s (%s)", cases[i].kind, cases[i].value,
 				 cases[i].ok ? "accepted" : "refused", err);
@@ -75,24 +76,24 @@ static void test_names(void **state)
 			assert_true(strlen(err) > 10);
 		else
 			assert_int_equal(sk_GENERAL_NAME_num(n.names), 1);
-		issue_names_free(&n);
+		grant_names_free(&n);
 	}
 }
 
 static void test_names_text(void **state)
 {
-	struct issue_names n;
+	struct grant_names n;
 	char err[256];
 
 	(void)state;
-	issue_names_init(&n);
-	assert_int_equal(issue_add_dns(&n, "DB.Example.org", err, sizeof(err)), 0);
-	assert_int_equal(issue_add_ip(&n, "10.0.0.1", err, sizeof(err)), 0);
-	assert_int_equal(issue_add_uri(&n, "spiffe://example.org/db", err, sizeof(err)), 0);
+	grant_names_init(&n);
+	assert_int_equal(grant_add_dns(&n, "DB.Example.org", err, sizeof(err)), 0);
+	assert_int_equal(grant_add_ip(&n, "10.0.0.1", err, sizeof(err)), 0);
+	assert_int_equal(grant_add_uri(&n, "spiffe://example.org/db", err, sizeof(err)), 0);
 	assert_string_equal(n.text, "DNS:db.example.org, IP:10.0.0.1, URI:spiffe://example.org/db");
 	assert_string_equal(n.first, "db.example.org");
 	assert_int_equal(n.ndns + n.nip + n.nuri, 3);
-	issue_names_free(&n);
+	grant_names_free(&n);
 }
 
 static void test_profiles(void **state)
@@ -159,41 +160,206 @@ static void test_csr_ip_length(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
-		struct issue_names n;
-		char err[512] = "", ignored[256];
-		int len;
+		struct grant g;
+		struct grant_request r;
+		char err[512] = "";
+		int len, rc;
 		unsigned char *der = csr_der(ip_san(lens[i]), &len);
-		EVP_PKEY *key;
 
-		issue_names_init(&n);
-		key = issue_csr_parse(der, (size_t)len, "t.csr", true, &n, ignored, sizeof(ignored),
-				      err, sizeof(err));
+		assert_int_equal(grant_init(&g, "client", GRANT_OPERATOR, err, sizeof(err)), 0);
+		assert_int_equal(grant_add_ip(&g.names, "10.11.12.13", err, sizeof(err)), 0);
+		assert_int_equal(grant_add_ip(&g.names, "a0b:c0d:e0f:1011:1213:1415:1617:1819", err,
+					      sizeof(err)),
+				 0);
+		assert_int_equal(
+			grant_request_read(&r, der, (size_t)len, "t.csr", err, sizeof(err)), 0);
+		assert_int_equal(grant_request_verify(&r, "t.csr", err, sizeof(err)), 0);
+		rc = grant_match(&g, &r, "t.csr", err, sizeof(err));
 		if (lens[i] == 4 || lens[i] == 16) {
-			if (key == NULL)
+			if (rc != 0)
 				fail_msg("IP of %d bytes refused: %s", lens[i], err);
-			assert_int_equal(n.nip, 1);
-			assert_string_equal(
-				n.text, lens[i] == 4 ? "IP:10.11.12.13"
-						     : "IP:a0b:c0d:e0f:1011:1213:1415:1617:1819");
 		} else {
-			if (key != NULL)
-				fail_msg("IP of %d bytes accepted as %s", lens[i], n.text);
+			if (rc == 0)
+				fail_msg("IP of %d bytes accepted", lens[i]);
 			assert_non_null(strstr(err, "malformed IP address"));
-			assert_int_equal(n.nip, 0);
 		}
-		EVP_PKEY_free(key);
+		grant_request_free(&r);
+		grant_free(&g);
 		OPENSSL_free(der);
-		issue_names_free(&n);
 	}
+}
+
+/* A CSR with this CN (or none), subjectAltName and basicConstraints in openssl's config
+ * syntax (or none), as DER. */
+static unsigned char *csr_conf(const char *cn, const char *san, const char *bc, int *len)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *name = X509_NAME_new();
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	unsigned char *der = NULL;
+
+	assert_non_null(key);
+	assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
+	if (cn != NULL)
+		assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+							    (const unsigned char *)cn, -1, -1, 0),
+				 1);
+	assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
+	if (san != NULL)
+		assert_true(sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(NULL, NULL,
+									     NID_subject_alt_name,
+									     san)) > 0);
+	if (bc != NULL)
+		assert_true(sk_X509_EXTENSION_push(exts, X509V3_EXT_conf_nid(NULL, NULL,
+									     NID_basic_constraints,
+									     bc)) > 0);
+	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++)
+		assert_non_null(sk_X509_EXTENSION_value(exts, i));
+	if (sk_X509_EXTENSION_num(exts) > 0)
+		assert_int_equal(X509_REQ_add_extensions(req, exts), 1);
+	assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
+	*len = i2d_X509_REQ(req, &der);
+	assert_true(*len > 0);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(name);
+	X509_REQ_free(req);
+	EVP_PKEY_free(key);
+	return der;
+}
+
+struct match_case {
+	const char *grant; /* "dns:a uri:b ip:c cn:d", "token" for GRANT_TOKEN */
+	const char *cn, *san, *bc;
+	const char *refusal; /* NULL: accepted; else part of the message */
+};
+
+static const struct match_case match_cases[] = {
+	{"uri:spiffe://x/a", NULL, NULL, NULL, NULL},
+	{"uri:spiffe://x/a", NULL, "URI:spiffe://x/a", NULL, NULL},
+	{"uri:spiffe://x/a", NULL, "URI:spiffe://x/a,URI:spiffe://x/b", NULL,
+	 "CSR t.csr asks for URI spiffe://x/b, which was not granted; issue with --uri for it or "
+	 "fix the CSR"},
+	{"uri:spiffe://x/a", NULL, "URI:SPIFFE://x/a", NULL, "asks for URI SPIFFE://x/a"},
+	{"uri:spiffe://x/a", NULL, "URI:spiffe://x/a/", NULL, "asks for URI spiffe://x/a/"},
+	{"uri:spiffe://x/a", NULL, "DNS:a.example", NULL,
+	 "asks for DNS name a.example, which was not granted; issue with --dns for it"},
+	{"dns:db.example.org", NULL, "DNS:DB.Example.ORG", NULL, NULL},
+	{"dns:db.example.org", NULL, "DNS:db.example.org.evil", NULL, "db.example.org.evil"},
+	{"dns:*.example.org", NULL, "DNS:a.example.org", NULL, "DNS name a.example.org"},
+	{"ip:::1", NULL, "IP:0:0:0:0:0:0:0:1", NULL, NULL},
+	{"ip:10.0.0.1", NULL, "IP:10.0.0.2", NULL,
+	 "asks for IP address 10.0.0.2, which was not granted; issue with --ip for it"},
+	{"ip:10.0.0.1", NULL, "IP:::ffff:10.0.0.1", NULL, "IP address ::ffff:10.0.0.1"},
+	{"uri:spiffe://x/a", NULL, "email:a@example.org", NULL,
+	 "asks for an email address (rfc822Name) as a subjectAltName, which the CA never grants"},
+	{"uri:spiffe://x/a", NULL, "otherName:1.2.3.4;UTF8:x", NULL, "an otherName"},
+	{"uri:spiffe://x/a", NULL, "RID:1.2.3.4", NULL, "a registered ID"},
+	{"uri:spiffe://x/a", NULL, NULL, "critical,CA:TRUE",
+	 "asks for a CA certificate (basicConstraints CA:TRUE)"},
+	{"uri:spiffe://x/a", NULL, NULL, "CA:TRUE,pathlen:0", "CA:TRUE"},
+	{"uri:spiffe://x/a", NULL, NULL, "critical,CA:FALSE", NULL},
+	{"uri:spiffe://x/a", "spiffe://x/a", NULL, NULL, NULL},
+	{"uri:spiffe://x/a", "admin", NULL, NULL,
+	 "asks for the common name 'admin', which was not granted; issue with --cn for it"},
+	{"uri:spiffe://x/a cn:app", "app", NULL, NULL, NULL},
+	{"uri:spiffe://x/a cn:app", "App", NULL, NULL, "common name 'App'"},
+	{"dns:a.example", "A.Example", NULL, NULL, NULL},
+	{"ip:10.0.0.1", "10.0.0.1", NULL, NULL, NULL},
+	{"ip:10.0.0.1", "10.0.0.01", NULL, NULL, "common name '10.0.0.01'"},
+	{"", NULL, NULL, NULL, NULL},
+	{"", NULL, "URI:spiffe://x/a", NULL, "asks for URI spiffe://x/a"},
+	{"token uri:spiffe://x/a", NULL, "URI:spiffe://x/b", NULL,
+	 "asks for URI spiffe://x/b, which was not granted; the enrollment token does not grant "
+	 "it; fix the CSR"},
+	{"token uri:spiffe://x/a", "b", NULL, NULL, "the enrollment token does not grant it"},
+};
+
+static void make_grant(struct grant *g, const char *spec)
+{
+	char buf[256], err[512], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", spec);
+	assert_int_equal(grant_init(g, "peer",
+				    strncmp(spec, "token", 5) == 0 ? GRANT_TOKEN : GRANT_OPERATOR,
+				    err, sizeof(err)),
+			 0);
+	for (char *w = strtok_r(buf, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		int rc = 0;
+
+		if (strncmp(w, "dns:", 4) == 0)
+			rc = grant_add_dns(&g->names, w + 4, err, sizeof(err));
+		else if (strncmp(w, "ip:", 3) == 0)
+			rc = grant_add_ip(&g->names, w + 3, err, sizeof(err));
+		else if (strncmp(w, "uri:", 4) == 0)
+			rc = grant_add_uri(&g->names, w + 4, err, sizeof(err));
+		else if (strncmp(w, "cn:", 3) == 0)
+			rc = grant_set_cn(g, w + 3, err, sizeof(err));
+		if (rc != 0)
+			fail_msg("grant '%s': %s", spec, err);
+	}
+}
+
+/* A CSR asks for no more than the grant: every name in it granted, its CN granted, no CA. */
+static void test_grant_match(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(match_cases) / sizeof(match_cases[0]); i++) {
+		const struct match_case *c = &match_cases[i];
+		struct grant g;
+		struct grant_request r;
+		char err[1024] = "";
+		int len, rc;
+		unsigned char *der = csr_conf(c->cn, c->san, c->bc, &len);
+
+		make_grant(&g, c->grant);
+		assert_int_equal(
+			grant_request_read(&r, der, (size_t)len, "t.csr", err, sizeof(err)), 0);
+		assert_int_equal(grant_request_verify(&r, "t.csr", err, sizeof(err)), 0);
+		rc = grant_match(&g, &r, "t.csr", err, sizeof(err));
+		if (c->refusal == NULL && rc != 0)
+			fail_msg("case %zu (grant '%s', CN %s, SAN %s, BC %s) refused: %s", i,
+				 c->grant, c->cn, c->san, c->bc, err);
+		if (c->refusal != NULL && (rc == 0 || strstr(err, c->refusal) == NULL))
+			fail_msg("case %zu (grant '%s', CN %s, SAN %s, BC %s): expected a refusal "
+				 "saying '%s', got %s",
+				 i, c->grant, c->cn, c->san, c->bc, c->refusal,
+				 rc == 0 ? "acceptance" : err);
+		if (rc == 0 && c->cn != NULL)
+			assert_string_equal(r.cn, c->cn);
+		grant_request_free(&r);
+		grant_free(&g);
+		OPENSSL_free(der);
+	}
+}
+
+/* The certificate's CN: the granted one, else the CSR's granted one, else the first name
+ * if it fits in 64 characters, else none. */
+static void test_grant_cn(void **state)
+{
+	struct grant g;
+	struct grant_request r = {0};
+	char err[512];
+
+	(void)state;
+	make_grant(&g, "uri:spiffe://example.org/ns/prod/sa/api dns:api.example.org");
+	assert_string_equal(grant_cn(&g, NULL), "spiffe://example.org/ns/prod/sa/api");
+	snprintf(r.cn, sizeof(r.cn), "api.example.org");
+	assert_string_equal(grant_cn(&g, &r), "api.example.org");
+	assert_int_equal(grant_set_cn(&g, "api", err, sizeof(err)), 0);
+	assert_string_equal(grant_cn(&g, &r), "api");
+	grant_free(&g);
+	make_grant(&g, "uri:spiffe://example.org/ns/production/serviceaccount/a-rather-long-name");
+	assert_null(grant_cn(&g, NULL));
+	grant_free(&g);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_names),
-		cmocka_unit_test(test_names_text),
-		cmocka_unit_test(test_profiles),
-		cmocka_unit_test(test_csr_ip_length),
+		cmocka_unit_test(test_names),	    cmocka_unit_test(test_names_text),
+		cmocka_unit_test(test_profiles),    cmocka_unit_test(test_csr_ip_length),
+		cmocka_unit_test(test_grant_match), cmocka_unit_test(test_grant_cn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

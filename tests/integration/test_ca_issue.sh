@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# `mtls ca issue` and its grant (ca/grant.c): the operator's names are exactly the
+# certificate's names; a CSR (made here with `openssl req`) that asks for more — another
+# name, a common name, CA:TRUE, a name of another type, a malformed IP — is refused in one
+# line, exit 1, nothing written, and the refusal is in the audit log; whatever else a CSR
+# asks for is never copied.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+W=$TMP/w
+mkdir -m 700 -- "$W"
+D=$W/ca
+TD=spiffe://example.org
+APP=$TD/ns/dev/sa/app
+ADMIN=$TD/ns/prod/sa/admin
+
+HAVE_SQLITE=1
+command -v sqlite3 >/dev/null || HAVE_SQLITE=0
+
+# ca ARGS... : `mtls ca ARGS...` (RC, OUT, ERR).
+ca() {
+	LAST_CMD="mtls ca $*"
+	run "$MTLS" ca "$@"
+}
+
+# mkcsr OUT ARGS... : a CSR with a fresh P-256 key, made with openssl req ARGS.
+mkcsr() {
+	openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$1.key" \
+		-out "$1" "${@:2}" >/dev/null 2>&1 || {
+		echo "(test setup) openssl req ${*:2} failed" >&2
+		exit 1
+	}
+}
+
+x509() { openssl x509 -in "$1" -noout "${@:2}" 2>/dev/null || true; }
+# ext FILE NAME : the value lines of one extension, joined by '|'.
+ext() { x509 "$1" -ext "$2" | tail -n +2 | sed 's/^ *//; s/ *$//' | paste -sd'|' -; }
+# rows : how many certificates the inventory holds.
+rows() { "$MTLS" ca list --dir "$D" 2>/dev/null | tail -n +2 | wc -l; }
+# audit_count : the entries of the audit log, as `mtls ca audit` counts them.
+audit_count() { "$MTLS" ca audit --dir "$D" 2>/dev/null | sed -n 's/^audit log intact: \([0-9]*\) entries$/\1/p'; }
+# last_audit : action|subject|detail of the newest audit entry (needs sqlite3).
+last_audit() { sqlite3 "$D/ca.db" "SELECT action || '|' || subject || '|' || detail FROM audit ORDER BY seq DESC LIMIT 1" 2>/dev/null || true; }
+
+ca init --dir "$D"
+[ "$RC" = 0 ] || {
+	echo "(test setup) mtls ca init failed: $ERR" >&2
+	exit 1
+}
+
+# refused NAME MESSAGE OUT ARGS... : `mtls ca issue --dir D --out OUT ARGS...` must exit 1
+# with exactly one line on stderr containing MESSAGE and nothing on stdout; no OUT.pem,
+# OUT-chain.pem or OUT.key, no inventory row; the audit log one entry longer, intact, its
+# newest entry an "issue-refused" carrying MESSAGE.
+refused() {
+	local name=$1 want=$2 out=$3 p=() rows_before audit_before entry f
+	shift 3
+	rows_before=$(rows)
+	audit_before=$(audit_count)
+	ca issue --dir "$D" --out "$out" "$@"
+	[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+	[ -z "$OUT" ] || p+=("stdout is not empty")
+	[ -n "$ERR" ] && [ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+	[[ $ERR == "mtls ca issue: "*"$want"* ]] || p+=("stderr does not say '$want'")
+	for f in "$out.pem" "$out-chain.pem" "$out.key"; do
+		[ ! -e "$f" ] || p+=("${f##*/} was written")
+	done
+	[ -z "$(find "$W" -name '*.tmp-*' -print -quit)" ] || p+=("temporary files left behind")
+	[ "$(rows)" = "$rows_before" ] || p+=("the inventory has $(rows) certificates, $rows_before before")
+	[ -n "$audit_before" ] && [ "$(audit_count)" = $((audit_before + 1)) ] ||
+		p+=("audit log: '$("$MTLS" ca audit --dir "$D" 2>&1)', expected intact with $((audit_before + 1)) entries")
+	if [ "$HAVE_SQLITE" = 1 ]; then
+		entry=$(last_audit)
+		[[ $entry == "issue-refused|"*"$want"* ]] || p+=("newest audit entry '$entry' is not an issue-refused one saying '$want'")
+	fi
+	report "$name" "${p[@]+"${p[@]}"}"
+	rm -f -- "$out.pem" "$out-chain.pem" "$out.key"
+}
+
+# ==========================================================================================
+echo "# a CSR asking for more than was granted is refused and audited"
+
+mkcsr "$W/extra-uri.csr" -subj /CN=app -addext "subjectAltName=URI:$APP,URI:$ADMIN"
+refused "CSR with a URI beyond --uri: refused, names it" \
+	"CSR $W/extra-uri.csr asks for URI $ADMIN, which was not granted; issue with --uri for it or fix the CSR" \
+	"$W/r1" --profile client --uri "$APP" --csr "$W/extra-uri.csr"
+
+mkcsr "$W/extra-dns.csr" -subj /CN=app -addext "subjectAltName=URI:$APP,DNS:db.example.org"
+refused "CSR with a DNS name beyond the grant: refused, names it" \
+	"asks for DNS name db.example.org, which was not granted; issue with --dns for it" \
+	"$W/r2" --profile client --uri "$APP" --csr "$W/extra-dns.csr"
+
+mkcsr "$W/extra-ip.csr" -subj /CN=app -addext "subjectAltName=URI:$APP,IP:10.9.9.9"
+refused "CSR with an IP address beyond the grant: refused, names it" \
+	"asks for IP address 10.9.9.9, which was not granted; issue with --ip for it" \
+	"$W/r3" --profile client --uri "$APP" --csr "$W/extra-ip.csr"
+
+mkcsr "$W/cn.csr" -subj /CN=admin -addext "subjectAltName=URI:$APP"
+refused "CSR whose CN is not granted: refused" \
+	"asks for the common name 'admin', which was not granted; issue with --cn for it" \
+	"$W/r4" --profile client --uri "$APP" --csr "$W/cn.csr"
+refused "CSR whose CN is not the operator's --cn: refused" \
+	"asks for the common name 'admin', which was not granted" \
+	"$W/r5" --profile client --uri "$APP" --cn app --csr "$W/cn.csr"
+
+mkcsr "$W/ca.csr" -subj /CN=app -addext "subjectAltName=URI:$APP" -addext "basicConstraints=critical,CA:TRUE"
+refused "CSR asking for CA:TRUE: refused" \
+	"asks for a CA certificate (basicConstraints CA:TRUE); the CA issues leaf certificates only" \
+	"$W/r6" --profile client --uri "$APP" --csr "$W/ca.csr"
+
+mkcsr "$W/email.csr" -subj /CN=app -addext "subjectAltName=URI:$APP,email:app@example.org"
+refused "CSR with an email SAN (a type the CA never grants): refused" \
+	"asks for an email address (rfc822Name) as a subjectAltName, which the CA never grants" \
+	"$W/r7" --profile client --uri "$APP" --csr "$W/email.csr"
+
+# SAN = SEQUENCE { [7] 0a 00 01 }: an iPAddress of 3 bytes.
+mkcsr "$W/short-ip.csr" -subj /CN=app -addext "subjectAltName=DER:300587030a0001"
+refused "CSR with a 3-byte iPAddress SAN: refused as malformed" \
+	"has a malformed IP address (3 bytes" "$W/r8" --profile client --uri "$APP" --csr "$W/short-ip.csr"
+
+refused "CSR with names, none granted (no --dns/--ip/--uri): refused, names the first" \
+	"asks for URI $APP, which was not granted; issue with --uri for it" \
+	"$W/r9" --profile client --csr "$W/extra-uri.csr"
+
+# ==========================================================================================
+echo "# a CSR asking for no more than was granted: exactly the granted names"
+
+mkcsr "$W/ok.csr" -subj /CN=App.Example.org -addext "subjectAltName=DNS:App.Example.org,URI:$APP"
+ca issue --dir "$D" --profile peer --dns app.example.org --ip 10.0.0.7 --uri "$APP" --csr "$W/ok.csr" --out "$W/ok"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[ "$(ext "$W/ok.pem" subjectAltName)" = "DNS:app.example.org, IP Address:10.0.0.7, URI:$APP" ] ||
+	p+=("subjectAltName '$(ext "$W/ok.pem" subjectAltName)', expected exactly the granted names")
+[ "$(x509 "$W/ok.pem" -subject -nameopt RFC2253)" = "subject=CN=App.Example.org" ] || p+=("subject '$(x509 "$W/ok.pem" -subject -nameopt RFC2253)', expected the CSR's granted CN")
+[ "$(x509 "$W/ok.pem" -pubkey)" = "$(openssl req -in "$W/ok.csr" -noout -pubkey 2>/dev/null)" ] || p+=("the key is not the CSR's")
+[ ! -e "$W/ok.key" ] || p+=("ok.key written for a CSR")
+out=$(openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem" "$W/ok.pem" 2>&1) || p+=("openssl verify: $out")
+report "CSR with a subset of the granted names (DNS in another case): issued with exactly the grant" "${p[@]+"${p[@]}"}"
+
+mkcsr "$W/bare.csr" -subj /
+ca issue --dir "$D" --profile client --uri "$APP" --csr "$W/bare.csr" --out "$W/bare"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[ "$(ext "$W/bare.pem" subjectAltName)" = "URI:$APP" ] || p+=("subjectAltName '$(ext "$W/bare.pem" subjectAltName)'")
+[ "$(x509 "$W/bare.pem" -subject -nameopt RFC2253)" = "subject=CN=$APP" ] || p+=("subject '$(x509 "$W/bare.pem" -subject -nameopt RFC2253)', expected the first granted name")
+report "CSR without names or subject: issued with the granted names" "${p[@]+"${p[@]}"}"
+
+mkcsr "$W/cncn.csr" -subj /CN=app-1 -addext "subjectAltName=URI:$APP"
+ca issue --dir "$D" --profile client --uri "$APP" --cn app-1 --csr "$W/cncn.csr" --out "$W/cncn"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[ "$(x509 "$W/cncn.pem" -subject -nameopt RFC2253)" = "subject=CN=app-1" ] || p+=("subject '$(x509 "$W/cncn.pem" -subject -nameopt RFC2253)'")
+report "CSR whose CN is the operator's --cn: issued with it" "${p[@]+"${p[@]}"}"
+
+# Everything else a CSR asks for is the profile's to decide, never copied.
+mkcsr "$W/asks.csr" -subj "/CN=app/O=Evil Corp/OU=x" -addext "subjectAltName=URI:$APP" \
+	-addext "basicConstraints=CA:FALSE" -addext "keyUsage=critical,digitalSignature,keyCertSign,cRLSign" \
+	-addext "extendedKeyUsage=codeSigning,serverAuth,anyExtendedKeyUsage" \
+	-addext "nameConstraints=critical,permitted;DNS:example.org" -addext "1.2.3.4=ASN1:UTF8String:custom"
+ca issue --dir "$D" --profile client --uri "$APP" --cn app --csr "$W/asks.csr" --out "$W/asks"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[ "$(ext "$W/asks.pem" extendedKeyUsage)" = "TLS Web Client Authentication" ] || p+=("EKU '$(ext "$W/asks.pem" extendedKeyUsage)', expected clientAuth only")
+[ "$(ext "$W/asks.pem" keyUsage)" = "Digital Signature" ] || p+=("keyUsage '$(ext "$W/asks.pem" keyUsage)'")
+[ "$(ext "$W/asks.pem" basicConstraints)" = "CA:FALSE" ] || p+=("basicConstraints '$(ext "$W/asks.pem" basicConstraints)'")
+text=$(x509 "$W/asks.pem" -text)
+[[ $text != *"Name Constraints"* && $text != *"1.2.3.4"* ]] || p+=("nameConstraints or 1.2.3.4 copied")
+[ "$(x509 "$W/asks.pem" -subject -nameopt RFC2253)" = "subject=CN=app" ] || p+=("subject '$(x509 "$W/asks.pem" -subject -nameopt RFC2253)', expected CN=app alone")
+ng=$(printf '%s\n' "$OUT" | grep '^  not granted from the CSR' || true)
+for w in keyUsage extendedKeyUsage nameConstraints "subject attributes other than CN"; do
+	[[ $ng == *"$w"* ]] || p+=("the output does not say that $w was not granted")
+done
+report "CSR asking for key usages, EKUs, name constraints, more subject: none copied, all named" "${p[@]+"${p[@]}"}"
+
+# ==========================================================================================
+echo "# the audit log"
+
+p=()
+ca audit --dir "$D"
+[ "$RC" = 0 ] && [[ $OUT == "audit log intact: "* ]] || p+=("mtls ca audit: exit $RC, '$OUT'")
+if [ "$HAVE_SQLITE" = 1 ]; then
+	n=$(sqlite3 "$D/ca.db" "SELECT COUNT(*) FROM audit WHERE action = 'issue-refused'" 2>&1)
+	[ "$n" = 9 ] || p+=("$n issue-refused entries, expected 9")
+	e=$(sqlite3 "$D/ca.db" "SELECT subject || '|' || detail FROM audit WHERE action = 'issue-refused' ORDER BY seq LIMIT 1" 2>&1)
+	[ "$e" = "CN=app|profile client, granted URI:$APP; CSR $W/extra-uri.csr asks for URI $ADMIN, which was not granted; issue with --uri for it or fix the CSR" ] ||
+		p+=("the first refusal is recorded as '$e'")
+else
+	printf 'skip  audit entries (sqlite3 is not installed)\n'
+fi
+report "mtls ca audit: intact; the refusals are in the log with subject, grant and reason" "${p[@]+"${p[@]}"}"
+
+finish
