@@ -72,7 +72,10 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 	}
 
 static const struct opt server_table[] = {
-	{"listen", OPT_STRING, O(listen), "ADDR", "accept TLS here: HOST:PORT, [IPv6]:PORT"},
+	{"listen", OPT_STRING, O(listen), "ADDR",
+	 "accept TLS here: HOST:PORT, [IPv6]:PORT or unix:/path"},
+	{"listen-mode", OPT_STRING, O(listen_mode), "MODE",
+	 "permissions of a unix:/path listen socket, in octal (default 0660)"},
 	{"target", OPT_STRING, O(target), "ADDR",
 	 "carry verified connections to HOST:PORT or unix:/path"},
 	{"allow-any-identity", OPT_FLAG, O(allow_any_identity), NULL,
@@ -89,11 +92,14 @@ static const struct opt server_table[] = {
 static const struct opt connector_table[] = {
 	{"listen", OPT_STRING, O(listen), "ADDR",
 	 "accept plaintext here: 127.0.0.1:PORT, [::1]:PORT or unix:/path"},
+	{"listen-mode", OPT_STRING, O(listen_mode), "MODE",
+	 "permissions of a unix:/path listen socket, in octal (default 0660; o+w refused)"},
 	{"server", OPT_STRING, O(target), "HOST:PORT", "the mtls server to connect to"},
 	{"server-name", OPT_STRING, O(server_name), "NAME",
 	 "DNS name or IP the server's certificate must carry (default: the --server host)"},
 	{"insecure-listen-remote", OPT_FLAG, O(insecure_listen_remote), NULL,
-	 "allow --listen on a non-loopback address (anyone who reaches it uses your identity)"},
+	 "allow --listen on a non-loopback address, or a unix socket every local user may "
+	 "connect to (anyone who reaches it uses your identity)"},
 	TLS_OPTIONS,
 	DAEMON_OPTIONS,
 	OPT_END,

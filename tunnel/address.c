@@ -87,11 +87,13 @@ bool address_is_local(const struct address *a)
 	return false;
 }
 
-int address_listen(const struct address *a, bool reuseport, char *err, size_t err_len)
+int address_listen(const struct address *a, bool reuseport, unsigned unix_mode, char *err,
+		   size_t err_len)
 {
-	int one = 1;
+	int one = 1, rc;
 	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	char text[300];
+	mode_t old_mask = 0;
 
 	address_format((const struct sockaddr *)&a->sa, a->len, text, sizeof(text));
 	if (fd < 0)
@@ -108,7 +110,13 @@ int address_listen(const struct address *a, bool reuseport, char *err, size_t er
 		if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
 			goto fail;
 	}
-	if (bind(fd, (const struct sockaddr *)&a->sa, a->len) != 0 || listen(fd, 1024) != 0)
+	/* no chmod() after bind(): it would follow a symlink put in the socket's place */
+	if (a->is_unix)
+		old_mask = umask(~(mode_t)unix_mode & 0777);
+	rc = bind(fd, (const struct sockaddr *)&a->sa, a->len);
+	if (a->is_unix)
+		umask(old_mask);
+	if (rc != 0 || listen(fd, 1024) != 0)
 		goto fail;
 	return fd;
 fail:

@@ -21,8 +21,11 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 /* Loopback (127.0.0.0/8, ::1) or a unix socket. */
 bool address_is_local(const struct address *a);
 /* A listening, non-blocking socket. reuseport: SO_REUSEPORT, so that each worker can have
- * its own. -1 with a message. */
-int address_listen(const struct address *a, bool reuseport, char *err, size_t err_len);
+ * its own. unix_mode: the permissions of a unix socket's file, which bind() creates under
+ * the matching umask, so that it never has wider ones, not even for an instant (umask is
+ * per process: call this before starting threads). -1 with a message. */
+int address_listen(const struct address *a, bool reuseport, unsigned unix_mode, char *err,
+		   size_t err_len);
 /* Start a non-blocking connect: the fd (connection in progress or done), or -1. */
 int address_connect(const struct address *a, char *err, size_t err_len);
 /* "127.0.0.1:5432", "[::1]:443", "unix:/run/x.sock" of a socket address. */

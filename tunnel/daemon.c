@@ -21,7 +21,8 @@
 #include "daemon.h"
 #include "log.h"
 
-#define WATCH_MAX 16
+#define WATCH_MAX	    16
+#define LISTEN_MODE_DEFAULT 0660 /* unix sockets: owner and group */
 
 struct file_sig {
 	dev_t dev;
@@ -198,6 +199,42 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	ev_timer_start(loop, &ms->drain);
 }
 
+/* --listen-mode: octal, at most 0777, only for a unix socket. A connector's socket that
+ * every local user may connect to (o+w) gives them all the connector's identity: refused
+ * unless --insecure-listen-remote says that is meant. */
+static int check_listen_mode(struct daemon *d, char *err, size_t len)
+{
+	const char *m = d->o->listen_mode;
+	unsigned long v;
+
+	d->listen_mode = LISTEN_MODE_DEFAULT;
+	if (m == NULL)
+		return 0;
+	if (!d->listen.is_unix) {
+		snprintf(err, len, "--listen-mode is for a unix:/path --listen address, not %s",
+			 d->o->listen);
+		return -1;
+	}
+	if (m[0] == '\0' || strlen(m) > 4 || strspn(m, "01234567") != strlen(m) ||
+	    (v = strtoul(m, NULL, 8)) > 0777) {
+		snprintf(err, len,
+			 "--listen-mode '%.40s': give the socket's permissions in octal, at most "
+			 "0777 (such as 0660: owner and group)",
+			 m);
+		return -1;
+	}
+	if (d->o->role == TUNNEL_CONNECTOR && (v & 0002) && !d->o->insecure_listen_remote) {
+		snprintf(err, len,
+			 "--listen-mode %s lets every local user connect, and whoever connects "
+			 "speaks with your certificate; use 0660 (owner and group) or 0600, or add "
+			 "--insecure-listen-remote",
+			 m);
+		return -1;
+	}
+	d->listen_mode = (unsigned)v;
+	return 0;
+}
+
 /* Check everything that can be checked before a socket is opened. */
 static int check(struct daemon *d, const char *role, char *err, size_t len)
 {
@@ -235,6 +272,8 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 	}
 	if (address_parse(o->listen, &d->listen, err, len) != 0 ||
 	    address_parse(o->target, &d->target, err, len) != 0)
+		return -1;
+	if (check_listen_mode(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
 	    address_parse(o->metrics, &d->metrics_addr, err + 11, len - 11) != 0) {
@@ -309,7 +348,8 @@ static int bind_workers(struct daemon *d, char *err, size_t len)
 			w->own_listen_fd = true;
 			continue;
 		}
-		w->listen_fd = address_listen(&d->listen, !d->listen.is_unix, err, len);
+		w->listen_fd =
+			address_listen(&d->listen, !d->listen.is_unix, d->listen_mode, err, len);
 		if (w->listen_fd < 0)
 			return -1;
 		w->own_listen_fd = true;
@@ -390,7 +430,8 @@ int tunnel_run(const struct tunnel_options *o)
 		goto out;
 	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = address_listen(&d.metrics_addr, false, err, sizeof(err))) < 0) {
+		if ((metrics_fd = address_listen(&d.metrics_addr, false, LISTEN_MODE_DEFAULT, err,
+						 sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
 		}

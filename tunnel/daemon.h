@@ -40,6 +40,7 @@ struct worker {
 struct daemon {
 	const struct tunnel_options *o;
 	struct address listen;
+	unsigned listen_mode; /* of a unix listen socket's file */
 	struct address target;
 	struct address metrics_addr;
 	const char *server_name; /* connector: the name the server's certificate must carry */

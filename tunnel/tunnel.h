@@ -26,7 +26,8 @@ struct tunnel_list {
 struct tunnel_options {
 	enum tunnel_role role;
 	const char *listen;
-	const char *target; /* server: the backend; connector: the mtls server */
+	const char *listen_mode; /* octal, for a unix:/path listen address; NULL: 0660 */
+	const char *target;	 /* server: the backend; connector: the mtls server */
 	const char *server_name;
 	const char *cert;
 	const char *key;

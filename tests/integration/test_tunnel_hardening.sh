@@ -171,4 +171,67 @@ grep -qF -- " $want " "$TMP/srv2.log" || p+=("no conn_open with $want")
 verdict "a CN with NEL, ESC, newline and ' reason=ok': one quoted, escaped value on one line" \
 	"${p[@]+"${p[@]}"}" -- "log (escaped by cat -v):" "$(cat -v "$TMP/srv2.log")"
 
+# ==========================================================================================
+echo "# 3. unix listen sockets get --listen-mode (default 0660), whatever the umask"
+
+CON_TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem")
+
+# unix_daemon NAME ROLE ARGS... : `mtls ROLE ARGS` under umask 000, until it listens; then
+# MODE is the octal mode of $TMP/NAME.sock, and the daemon is stopped.
+unix_daemon() {
+	local name=$1 role=$2
+	shift 2
+	MODE=""
+	start_bg "$TMP/$name.log" bash -c 'umask 000 && exec "$@"' umask000 "$MTLS" "$role" \
+		--listen "unix:$TMP/$name.sock" --workers 2 --drain-timeout 1000 "$@"
+	if wait_for_line "$TMP/$name.log" '"event":"listening"' "$READY_LIMIT" "$BG_PID"; then
+		MODE=$(stat -c %a -- "$TMP/$name.sock" 2>/dev/null || echo "no socket")
+	else
+		MODE="did not start: $(cat -- "$TMP/$name.log")"
+	fi
+	stop_bg "$BG_PID"
+}
+
+unix_daemon con-default connector --server 127.0.0.1:1 "${CON_TLS[@]}"
+p=()
+[ "$MODE" = 660 ] || p+=("mode $MODE, expected 660")
+verdict "connector, unix socket under umask 000: mode 0660 by default" "${p[@]+"${p[@]}"}"
+
+unix_daemon con-0600 connector --server 127.0.0.1:1 "${CON_TLS[@]}" --listen-mode 0600
+p=()
+[ "$MODE" = 600 ] || p+=("mode $MODE, expected 600")
+verdict "connector --listen-mode 0600: mode 0600" "${p[@]+"${p[@]}"}"
+
+printf 'listen-mode 0640\nallow-any-identity\n' >"$TMP/mode.conf"
+unix_daemon srv-conf server --target 127.0.0.1:1 "${SRV_TLS[@]}" --config "$TMP/mode.conf"
+p=()
+[ "$MODE" = 640 ] || p+=("mode $MODE, expected 640")
+verdict "server, 'listen-mode 0640' in a --config file: mode 0640" "${p[@]+"${p[@]}"}"
+
+# bad_mode NAME WANT ROLE ARGS... : `mtls ROLE ARGS` exits 2 with one line on stderr that
+# says WANT, and leaves no socket behind
+bad_mode() {
+	local name=$1 want=$2 role=$3 p=()
+	shift 2
+	run "$MTLS" "$@"
+	[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+	[ -n "$ERR" ] && [ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+	[[ $ERR == "mtls $role: "*"$want"* ]] || p+=("stderr does not say '$want'")
+	[ ! -e "$TMP/bad.sock" ] || p+=("a socket was made")
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "stderr:" "$ERR"
+}
+CON_BAD=(connector --listen "unix:$TMP/bad.sock" --server 127.0.0.1:1 "${CON_TLS[@]}")
+bad_mode "connector --listen-mode 0666: refused (every local user would use its identity)" \
+	"--listen-mode 0666 lets every local user connect" "${CON_BAD[@]}" --listen-mode 0666
+bad_mode "--listen-mode 999: refused (not octal)" \
+	"--listen-mode '999': give the socket's permissions in octal" "${CON_BAD[@]}" \
+	--listen-mode 999
+bad_mode "--listen-mode 01777: refused (more than 0777)" "--listen-mode '01777': give" \
+	"${CON_BAD[@]}" --listen-mode 01777
+bad_mode "--listen-mode rw-rw----: refused" "--listen-mode 'rw-rw----': give" \
+	"${CON_BAD[@]}" --listen-mode rw-rw----
+bad_mode "server --listen-mode with a TCP --listen: refused" \
+	"--listen-mode is for a unix:/path --listen address" server --listen 127.0.0.1:0 \
+	--target 127.0.0.1:1 "${SRV_TLS[@]}" --allow-any-identity --listen-mode 0600
+
 finish
