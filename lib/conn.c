@@ -55,6 +55,61 @@ static bool is_alert(int reason)
 	return reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256;
 }
 
+/* OpenSSL could not parse what the peer sent as TLS records or handshake messages. */
+static bool is_parse_error(int reason)
+{
+	switch (reason) {
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+	case SSL_R_DATA_LENGTH_TOO_LONG:
+	case SSL_R_EXCESSIVE_MESSAGE_SIZE:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+	case SSL_R_LENGTH_MISMATCH:
+	case SSL_R_LENGTH_TOO_SHORT:
+	case SSL_R_LENGTH_TOO_LONG:
+	case SSL_R_BAD_LENGTH:
+	case SSL_R_BAD_PACKET:
+	case SSL_R_BAD_PACKET_LENGTH:
+	case SSL_R_BAD_HANDSHAKE_LENGTH:
+	case SSL_R_BAD_RECORD_TYPE:
+	case SSL_R_UNEXPECTED_MESSAGE:
+	case SSL_R_UNEXPECTED_RECORD:
+	case SSL_R_UNEXPECTED_CCS_MESSAGE:
+	case SSL_R_BAD_CHANGE_CIPHER_SPEC:
+	case SSL_R_INVALID_CCS_MESSAGE:
+	case SSL_R_BAD_EXTENSION:
+	case SSL_R_PARSE_TLSEXT:
+	case SSL_R_EXT_LENGTH_MISMATCH:
+	case SSL_R_BAD_LEGACY_VERSION:
+	case SSL_R_BAD_KEY_SHARE:
+	case SSL_R_BAD_ECPOINT:
+	case SSL_R_BAD_DATA:
+	case SSL_R_BAD_VALUE:
+	case SSL_R_NO_COMPRESSION_SPECIFIED:
+	case SSL_R_ERROR_IN_RECEIVED_CIPHER_LIST:
+	case SSL_R_CIPHER_CODE_WRONG_LENGTH:
+	case SSL_R_SSL_SESSION_ID_HAS_BAD_LENGTH:
+	case SSL_R_TLS_INVALID_ECPOINTFORMAT_LIST:
+	case SSL_R_SSL3_EXT_INVALID_SERVERNAME:
+	case SSL_R_SSL3_EXT_INVALID_SERVERNAME_TYPE:
+	case SSL_R_INVALID_ALERT: return true;
+	default: return false;
+	}
+}
+
+/* Did the peer's first bytes start a TLS record: type 20..23 (change_cipher_spec, alert,
+ * handshake, application data), then version 3.x? Nothing received counts as TLS. */
+static bool looks_like_tls(struct mtls *c)
+{
+	uint8_t head[SOCKBIO_HEAD];
+	int n = sockbio_head(SSL_get_rbio(c->ssl), head);
+
+	return n == 0 || (head[0] >= 0x14 && head[0] <= 0x17 && (n < 2 || head[1] == 0x03));
+}
+
 /* Set c->err from a failed handshake step. */
 static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 {
@@ -84,6 +139,19 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 	if (lib != ERR_LIB_SSL)
 		return error_set_ssl(&c->err, MTLS_REASON_HANDSHAKE_FAILED,
 				     "handshake with the %s failed", peer);
+	/* bytes that start like TLS but do not parse are a broken peer (or a corrupted
+	 * stream), not a plaintext client at the wrong port */
+	if (is_parse_error(reason) && reason != SSL_R_HTTP_REQUEST &&
+	    reason != SSL_R_HTTPS_PROXY_REQUEST && looks_like_tls(c))
+		return error_set(&c->err, MTLS_REASON_MALFORMED,
+				 "malformed TLS handshake from the %s: %s; its TLS implementation "
+				 "is broken, or something on the way corrupts the stream",
+				 peer, text != NULL ? text : "bad record");
+	if (is_parse_error(reason))
+		return error_set(&c->err, MTLS_REASON_NOT_TLS,
+				 "the %s did not speak TLS (%s); point a TLS client at this port, "
+				 "or plaintext at the connector",
+				 peer, text != NULL ? text : "bad record");
 	switch (reason) {
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 		return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
@@ -98,22 +166,6 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 				 "the %s offered no TLS version we accept (%s); TLS 1.2 or 1.3 is "
 				 "required",
 				 peer, text != NULL ? text : "unsupported protocol");
-	case SSL_R_WRONG_VERSION_NUMBER:
-	case SSL_R_HTTP_REQUEST:
-	case SSL_R_HTTPS_PROXY_REQUEST:
-	case SSL_R_PACKET_LENGTH_TOO_LONG:
-	case SSL_R_RECORD_LENGTH_MISMATCH:
-	case SSL_R_LENGTH_MISMATCH:
-	case SSL_R_UNEXPECTED_MESSAGE:
-	case SSL_R_UNEXPECTED_RECORD:
-	case SSL_R_BAD_PACKET_LENGTH:
-	case SSL_R_LENGTH_TOO_SHORT:
-	case SSL_R_BAD_LENGTH:
-	case SSL_R_BAD_RECORD_TYPE:
-		return error_set(&c->err, MTLS_REASON_NOT_TLS,
-				 "the %s did not speak TLS (%s); point a TLS client at this port, "
-				 "or plaintext at the connector",
-				 peer, text != NULL ? text : "bad record");
 	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
 		return error_set(&c->err, MTLS_REASON_TRUNCATED,
 				 "the %s closed the connection during the handshake", peer);
@@ -135,18 +187,10 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 			     peer);
 }
 
-/* A TLS peer's first record is a handshake (0x16) or, refusing us, an alert (0x15). */
-static bool spoke_tls(struct mtls *c)
-{
-	int first = sockbio_first_byte(SSL_get_rbio(c->ssl));
-
-	return first < 0 || first == 0x16 || first == 0x15;
-}
-
 static int handshake_failed(struct mtls *c, int ssl_err, int saved_errno)
 {
 	handshake_error(c, ssl_err, saved_errno);
-	if (!spoke_tls(c) && c->err.reason != MTLS_REASON_NOT_TLS &&
+	if (!looks_like_tls(c) && c->err.reason != MTLS_REASON_NOT_TLS &&
 	    mtls_reason_category(c->err.reason) == MTLS_CATEGORY_PROTOCOL)
 		error_set(&c->err, MTLS_REASON_NOT_TLS,
 			  "the %s did not speak TLS (first byte 0x%02x); point a TLS client at "

@@ -242,6 +242,9 @@ void sessions_attach(SSL_CTX *ctx);
 BIO *sockbio_new(int fd);
 /* The first byte received, or -1. */
 int sockbio_first_byte(BIO *bio);
+/* The first bytes received (up to SOCKBIO_HEAD: a record's type and version); their count. */
+#define SOCKBIO_HEAD 3
+int sockbio_head(BIO *bio, uint8_t out[SOCKBIO_HEAD]);
 /* The last recv came back short: the socket had nothing more at that moment. */
 bool sockbio_drained(BIO *bio);
 /* Read and drop what the peer already sent (non-blocking, bounded). */

@@ -3,9 +3,10 @@
  *
  * OpenSSL's own socket BIO writes with write(2), so a peer that resets the connection kills
  * a program that did not ignore SIGPIPE; ours sends with MSG_NOSIGNAL. It also remembers the
- * first byte the peer sent, which tells "not TLS at all" from "TLS, cut short" when a
- * handshake fails, and it can discard what a refused peer already sent, so that closing the
- * socket does not reset the connection before the peer has read our alert.
+ * first bytes the peer sent (a TLS record header starts with its type and version), which
+ * tell "not TLS at all" from "TLS, cut short or malformed" when a handshake fails, and it
+ * can discard what a refused peer already sent, so that closing the socket does not reset
+ * the connection before the peer has read our alert.
  *
  * Connections read ahead (OpenSSL asks for as much as its buffer holds, so one recv(2) brings
  * in every record that has arrived). A recv that came back short means the socket was empty
@@ -23,8 +24,9 @@
 
 struct sockbio {
 	int fd;
-	int first_byte; /* -1 until something was read */
-	bool drained;	/* the last recv returned less than asked for */
+	uint8_t head[SOCKBIO_HEAD]; /* the first bytes received */
+	int head_len;
+	bool drained; /* the last recv returned less than asked for */
 };
 
 static int sb_write(BIO *b, const char *buf, int len)
@@ -53,8 +55,8 @@ static int sb_read(BIO *b, char *buf, int len)
 	if (n < 0 && errno == EAGAIN)
 		BIO_set_retry_read(b);
 	s->drained = n >= 0 && n < len;
-	if (n > 0 && s->first_byte < 0)
-		s->first_byte = (unsigned char)buf[0];
+	for (ssize_t i = 0; i < n && s->head_len < SOCKBIO_HEAD; i++)
+		s->head[s->head_len++] = (uint8_t)buf[i];
 	return (int)n;
 }
 
@@ -126,7 +128,6 @@ BIO *sockbio_new(int fd)
 		return NULL;
 	}
 	s->fd = fd;
-	s->first_byte = -1;
 	BIO_set_data(b, s);
 	BIO_set_init(b, 1);
 	return b;
@@ -136,7 +137,17 @@ int sockbio_first_byte(BIO *b)
 {
 	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
 
-	return s != NULL ? s->first_byte : -1;
+	return s != NULL && s->head_len > 0 ? s->head[0] : -1;
+}
+
+int sockbio_head(BIO *b, uint8_t out[SOCKBIO_HEAD])
+{
+	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
+
+	if (s == NULL)
+		return 0;
+	memcpy(out, s->head, (size_t)s->head_len);
+	return s->head_len;
 }
 
 bool sockbio_drained(BIO *b)

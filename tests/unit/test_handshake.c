@@ -350,6 +350,8 @@ static struct mtls *good_server(void)
 	return server;
 }
 
+static char fed_message[600]; /* the message of the last feed_server() */
+
 /* Feed bytes to a server connection, optionally close the other end, return its reason. */
 static enum mtls_reason feed_server(const void *bytes, size_t len, bool close_after)
 {
@@ -369,6 +371,7 @@ static enum mtls_reason feed_server(const void *bytes, size_t len, bool close_af
 		rc = mtls_handshake(sc);
 	assert_int_equal(rc, -1);
 	reason = mtls_error_reason(sc);
+	snprintf(fed_message, sizeof(fed_message), "%s", mtls_error(sc));
 	mtls_free(sc);
 	close(fds[0]);
 	if (!close_after)
@@ -435,6 +438,78 @@ static void test_tls11_client(void **state)
 
 	(void)state;
 	assert_int_equal(feed_server(hello, n, false), MTLS_REASON_PROTOCOL_VERSION);
+}
+
+/* What a server makes of bytes that are not a proper ClientHello: not TLS at all, or TLS
+ * whose records or handshake messages do not parse (with OpenSSL's words for what). */
+struct raw_case {
+	const char *name;
+	const unsigned char *bytes;
+	size_t len;
+	int corrupt_at; /* >= 0: a real ClientHello with this byte changed (bytes unused) */
+	unsigned char corrupt_to;
+	enum mtls_reason expect;
+	const char *message_has;
+};
+
+static const unsigned char pg_ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+static const unsigned char rtsp[] = "OPTIONS * RTSP/1.0\r\n\r\n";
+static const unsigned char v5_record[] = {0x16, 5, 1, 0, 4, 1, 0, 0, 0};
+static const unsigned char short_hello[] = {0x16, 3, 1, 0, 8, 1, 0, 0, 4, 'g', 'a', 'r', 'b'};
+static const unsigned char unknown_message[] = {0x16, 3, 1, 0, 4, 0x63, 0, 0, 0};
+static const unsigned char huge_record[] = {0x16, 3, 1, 0xff, 0xff, 1, 0, 0, 4};
+static const unsigned char app_data_first[] = {0x17, 3, 3, 0, 4, 1, 2, 3, 4};
+
+#define RAW(b)	      b, sizeof(b), -1, 0
+#define HELLO(at, to) NULL, 0, at, to
+#define MALFORMED     MTLS_REASON_MALFORMED, "malformed TLS handshake from the client: "
+#define NOT_TLS	      MTLS_REASON_NOT_TLS, "did not speak TLS"
+
+static const struct raw_case raw_cases[] = {
+	{"PostgreSQL SSLRequest", RAW(pg_ssl_request), NOT_TLS},
+	{"RTSP request", rtsp, sizeof(rtsp) - 1, -1, 0, NOT_TLS},
+	{"handshake record of version 5", RAW(v5_record), NOT_TLS},
+	{"ClientHello of 4 garbage bytes", RAW(short_hello), MALFORMED},
+	{"unknown handshake message", RAW(unknown_message), MALFORMED},
+	{"record longer than TLS allows", RAW(huge_record), MALFORMED},
+	{"application data before the handshake", RAW(app_data_first), MALFORMED},
+	/* a real ClientHello: record header (5), message header (4), version (2), random (32),
+	 * session id length at 43 */
+	{"ClientHello length one short", HELLO(8, 0), MALFORMED},
+	{"session id longer than the message", HELLO(43, 0xff), MALFORMED},
+};
+
+static void test_raw_bytes(void **state)
+{
+	unsigned char hello[4096], buf[4096];
+	size_t n = client_hello(hello, sizeof(hello), 0);
+	static const char http[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+	(void)state;
+	assert_true(n > 50 && hello[0] == 0x16 && hello[5] == 1 && hello[43] == 32);
+	for (size_t i = 0; i < sizeof(raw_cases) / sizeof(raw_cases[0]); i++) {
+		const struct raw_case *tc = &raw_cases[i];
+		const unsigned char *bytes = tc->bytes;
+		size_t len = tc->len;
+		enum mtls_reason r;
+
+		if (tc->corrupt_at >= 0) {
+			memcpy(buf, hello, n);
+			buf[tc->corrupt_at] = tc->corrupt_at == 8 ? (unsigned char)(hello[8] - 1)
+								  : tc->corrupt_to;
+			bytes = buf;
+			len = n;
+		}
+		r = feed_server(bytes, len, false);
+		if (r != tc->expect || strstr(fed_message, tc->message_has) == NULL)
+			fail_msg("%s: %s (%s), expected %s with '%s'", tc->name,
+				 mtls_reason_name(r), fed_message, mtls_reason_name(tc->expect),
+				 tc->message_has);
+		/* OpenSSL's own words say what did not parse */
+		if (r == MTLS_REASON_MALFORMED)
+			assert_true(strlen(fed_message) > strlen(tc->message_has) + 5);
+	}
+	assert_int_equal(feed_server(http, sizeof(http) - 1, false), MTLS_REASON_NOT_TLS);
 }
 
 /* --- resumption and reload ----------------------------------------------------------- */
@@ -1116,6 +1191,7 @@ int main(void)
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_truncated_hello),
 		cmocka_unit_test(test_tls11_client),
+		cmocka_unit_test(test_raw_bytes),
 		cmocka_unit_test(test_read_ahead),
 		cmocka_unit_test(test_resumption),
 		cmocka_unit_test(test_parallel_resumption),
