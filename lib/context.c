@@ -13,6 +13,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "internal.h"
 
@@ -235,12 +236,52 @@ static int pass_cb(char *buf, int size, int rwflag, void *arg)
 	return (int)len;
 }
 
+/* Which kinds of PEM blocks a blob holds: private keys (of any format), certificates. */
+static void pem_kinds(const struct blob *b, bool *keys, bool *certs)
+{
+	BIO *bio = blob_bio(b);
+	char *name = NULL, *header = NULL;
+	unsigned char *data = NULL;
+	long len = 0;
+
+	*keys = *certs = false;
+	if (bio == NULL)
+		return;
+	while (PEM_read_bio(bio, &name, &header, &data, &len) == 1) {
+		size_t n = strlen(name);
+
+		if (n >= 11 && strcmp(name + n - 11, "PRIVATE KEY") == 0)
+			*keys = true;
+		else if (strcmp(name, PEM_STRING_X509) == 0 ||
+			 strcmp(name, PEM_STRING_X509_OLD) == 0 ||
+			 strcmp(name, PEM_STRING_X509_TRUSTED) == 0)
+			*certs = true;
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_clear_free(data, len > 0 ? (size_t)len : 0); /* may be a key */
+		name = header = NULL;
+		data = NULL;
+	}
+	BIO_free(bio);
+	ERR_clear_error();
+}
+
 static EVP_PKEY *read_key(const struct mtls_config *c, struct error *err)
 {
 	struct pass_ctx pc = {.config = c};
+	bool keys, certs;
 	BIO *bio;
 	EVP_PKEY *key;
 
+	/* the certificate given twice, a common slip: say so, not "chmod 600" */
+	pem_kinds(&c->key, &keys, &certs);
+	if (certs && !keys) {
+		error_set(err, MTLS_REASON_BAD_PEM,
+			  "key file %s holds a certificate, not a private key; give the key file "
+			  "(BEGIN PRIVATE KEY)",
+			  c->key.origin);
+		return NULL;
+	}
 	if (c->key_mode & 077 && !(c->insecure & INSECURE_KEY_PERMISSIONS)) {
 		error_set(err, MTLS_REASON_KEY_PERMISSIONS,
 			  "private key %s is readable by group or others (mode %04o); run "
@@ -328,6 +369,19 @@ static int load_trust(struct state *st, const struct mtls_config *c, struct erro
 		X509 *ca = sk_X509_value(cas, i);
 		time_t na = error_asn1_time(X509_get0_notAfter(ca));
 
+		/* a leaf given as the CA would make its holder a trust anchor, and in any case
+		 * means the wrong file was given */
+		if (!(X509_get_extension_flags(ca) & EXFLAG_CA)) {
+			char who[300];
+
+			identity_describe(ca, who, sizeof(who));
+			sk_X509_pop_free(cas, X509_free);
+			return error_set(
+				err, MTLS_REASON_CONFIG,
+				"CA file %s holds a certificate that is not a CA (%s, no "
+				"basicConstraints CA:TRUE); give the CA bundle, not a leaf",
+				c->ca.origin, who);
+		}
 		if (X509_STORE_add_cert(st->store, ca) != 1) {
 			sk_X509_pop_free(cas, X509_free);
 			return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot add CA");

@@ -145,6 +145,8 @@ vcase "name rule ok but pin fails"      1 "refused: pin_mismatch:"      ""      
 
 echo "# usage and configuration errors (exit 2)"
 vcase "malformed CA file"               2 "malformed.pem"               ""                      --ca malformed.pem client-chain.pem
+vcase "leaf given as the CA"            2 "CA file client.pem holds a certificate that is not a CA (subject CN=app1" "give the CA bundle, not a leaf" --ca client.pem client-chain.pem
+vcase "chain file given as the CA"      2 "that is not a CA"            ""                      --ca client-chain.pem client-chain.pem
 vcase "missing CA file"                 2 "no-such-ca.pem"              ""                      --ca no-such-ca.pem client-chain.pem
 vcase "malformed CRL file"              2 "malformed.pem"               ""                      --ca ca.pem --crl malformed.pem client-chain.pem
 vcase "missing certificate file"        2 "no-such-cert.pem"            ""                      --ca ca.pem no-such-cert.pem
