@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -23,6 +24,22 @@ void grant_names_free(struct grant_names *n)
 {
 	GENERAL_NAMES_free(n->names);
 	n->names = NULL;
+}
+
+/* Untrusted bytes for a message: printable ASCII kept, anything else as \xNN, at most
+ * about 200 characters. */
+static void printable(char *out, size_t out_len, const unsigned char *s, size_t len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 5 < out_len && o < 200; i++) {
+		if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\')
+			out[o++] = (char)s[i];
+		else
+			o += (size_t)snprintf(out + o, out_len - o, "\\x%02x", s[i]);
+	}
+	if (out_len > 0)
+		out[o < out_len ? o : out_len - 1] = '\0';
 }
 
 static int push(struct grant_names *n, int type, ASN1_STRING *value, const char *label,
@@ -91,14 +108,17 @@ static bool valid_dns(const char *name)
 
 int grant_add_dns(struct grant_names *n, const char *name, char *err, size_t err_len)
 {
-	char lower[256];
+	char lower[256], shown[256];
 	ASN1_IA5STRING *v;
 
 	if (!valid_dns(name)) {
-		snprintf(err, err_len,
-			 "invalid DNS name '%.260s': use letters, digits, hyphens and dots (a "
-			 "leading '*.' is allowed), at most 253 characters",
-			 name);
+		printable(shown, sizeof(shown), (const unsigned char *)name, strlen(name));
+		snprintf(
+			err, err_len,
+			"invalid DNS name '%s': use labels of letters, digits and hyphens (1-63 "
+			"characters, not starting or ending with a hyphen) joined by dots, at most "
+			"253 characters; a wildcard only as a whole leftmost label ('*.')",
+			shown);
 		return -1;
 	}
 	snprintf(lower, sizeof(lower), "%s", name);
@@ -115,6 +135,7 @@ int grant_add_dns(struct grant_names *n, const char *name, char *err, size_t err
 
 int grant_add_ip(struct grant_names *n, const char *ip, char *err, size_t err_len)
 {
+	char shown[256];
 	unsigned char buf[16];
 	int len = 0;
 	ASN1_OCTET_STRING *v;
@@ -124,8 +145,9 @@ int grant_add_ip(struct grant_names *n, const char *ip, char *err, size_t err_le
 	else if (inet_pton(AF_INET6, ip, buf) == 1)
 		len = 16;
 	if (len == 0) {
-		snprintf(err, err_len, "invalid IP address '%.100s': give an IPv4 or IPv6 address",
-			 ip);
+		printable(shown, sizeof(shown), (const unsigned char *)ip, strlen(ip));
+		snprintf(err, err_len, "invalid IP address '%s': give an IPv4 or IPv6 address",
+			 shown);
 		return -1;
 	}
 	v = ASN1_OCTET_STRING_new();
@@ -138,42 +160,159 @@ int grant_add_ip(struct grant_names *n, const char *ip, char *err, size_t err_le
 	return push(n, GEN_IPADD, v, "IP", ip, err, err_len);
 }
 
-/* scheme "://" authority [path], printable ASCII without spaces, quotes or backslashes;
- * spiffe IDs: lower-case trust domain, non-empty path segments, no query or fragment. */
-static bool valid_uri(const char *uri, const char **why)
+static bool is_hex(char c)
 {
-	const char *sep = strstr(uri, "://");
-	size_t len = strlen(uri);
+	return isxdigit((unsigned char)c) != 0;
+}
 
-	*why = "expected scheme://authority/path";
-	if (sep == NULL || sep == uri || len > 2048)
-		return false;
-	for (const char *p = uri; p < sep; p++)
-		if (!(isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.') ||
-		    (p == uri && !isalpha((unsigned char)*p)))
+static int hex_value(const char *p)
+{
+	char h[3] = {p[0], p[1], '\0'};
+
+	return (int)strtol(h, NULL, 16);
+}
+
+/* Is the path segment [p, end) "." or ".." once its percent-encoding is decoded? */
+static bool dot_segment(const char *p, const char *end)
+{
+	int dots = 0;
+
+	while (p < end) {
+		if (*p == '.')
+			p++;
+		else if (*p == '%' && end - p >= 3 && p[1] == '2' && (p[2] == 'e' || p[2] == 'E'))
+			p += 3;
+		else
 			return false;
-	for (const char *p = uri; *p != '\0'; p++)
-		if (*p <= ' ' || *p > '~' || *p == '"' || *p == '\\' || *p == '<' || *p == '>') {
-			*why = "spaces, quotes, backslashes and non-ASCII characters are not "
-			       "allowed";
-			return false;
-		}
-	if (sep[3] == '\0' || sep[3] == '/') {
-		*why = "the authority (trust domain or host) is empty";
+		dots++;
+	}
+	return dots == 1 || dots == 2;
+}
+
+/* The SPIFFE ID rules (github.com/spiffe/spiffe, standards/SPIFFE-ID.md): the scheme
+ * "spiffe", a trust domain of [a-z0-9._-] (at most 255 bytes), then path segments of
+ * [a-zA-Z0-9._-] that are neither "." nor ".."; no empty segment, trailing '/', query,
+ * fragment, port, user info or percent-encoding. */
+static bool valid_spiffe(const char *uri, const char **why)
+{
+	const char *td = uri + strlen("spiffe://"), *p;
+	size_t tdlen = strcspn(td, "/");
+
+	if (strncmp(uri, "spiffe://", 9) != 0) {
+		*why = "the scheme of a SPIFFE ID is lower-case spiffe://";
 		return false;
 	}
-	if (strncmp(uri, "spiffe://", 9) == 0) {
-		const char *td = uri + 9, *path = strchr(td, '/');
-
-		*why = "a SPIFFE ID is spiffe://trust-domain/path with a lower-case trust domain, "
-		       "non-empty path segments and no query or fragment";
-		for (const char *p = td; p < (path != NULL ? path : td + strlen(td)); p++)
-			if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) ||
-			      *p == '.' || *p == '-' || *p == '_'))
-				return false;
-		if (strpbrk(uri, "?#") != NULL || strstr(td, "//") != NULL ||
-		    (path != NULL && (path[1] == '\0' || uri[len - 1] == '/')))
+	if (strpbrk(uri, "?#") != NULL) {
+		*why = "a SPIFFE ID has no query ('?') or fragment ('#')";
+		return false;
+	}
+	if (strchr(uri, '%') != NULL) {
+		*why = "a SPIFFE ID has no percent-encoding";
+		return false;
+	}
+	if (tdlen == 0) {
+		*why = "the trust domain of a SPIFFE ID is empty";
+		return false;
+	}
+	if (tdlen > 255) {
+		*why = "the trust domain of a SPIFFE ID is at most 255 characters";
+		return false;
+	}
+	for (p = td; p < td + tdlen; p++) {
+		if (isupper((unsigned char)*p)) {
+			*why = "the trust domain of a SPIFFE ID is lower case";
 			return false;
+		}
+		if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '.' ||
+		      *p == '-' || *p == '_')) {
+			*why = "the trust domain of a SPIFFE ID holds only letters a-z, digits, "
+			       "'.', '-' and '_' (no port or user info)";
+			return false;
+		}
+	}
+	for (p = td + tdlen; *p == '/'; p += strcspn(p + 1, "/") + 1) {
+		const char *seg = p + 1;
+		size_t n = strcspn(seg, "/");
+
+		if (n == 0) {
+			*why = "a SPIFFE ID has no empty path segment ('//' or a trailing '/')";
+			return false;
+		}
+		if (dot_segment(seg, seg + n)) {
+			*why = "a SPIFFE ID has no '.' or '..' path segment";
+			return false;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (!(isalnum((unsigned char)seg[i]) || seg[i] == '.' || seg[i] == '-' ||
+			      seg[i] == '_')) {
+				*why = "the path segments of a SPIFFE ID hold only letters, "
+				       "digits, "
+				       "'.', '-' and '_'";
+				return false;
+			}
+	}
+	return true;
+}
+
+/* scheme "://" authority [path] [?query] [#fragment], at most 2048 bytes of printable
+ * ASCII without spaces, quotes, backslashes or other characters URIs never hold raw;
+ * percent-encoding well-formed and never of '/' or a control byte; no "." or ".." path
+ * segment (raw or encoded), which would let a name climb out of a prefix that policies
+ * match. spiffe: URIs follow the SPIFFE ID rules. */
+static bool valid_uri(const char *uri, const char **why)
+{
+	const char *sep = strstr(uri, "://"), *p, *path, *end;
+	size_t len = strlen(uri);
+
+	if (len > 2048) {
+		*why = "longer than 2048 bytes";
+		return false;
+	}
+	for (p = uri; *p != '\0'; p++)
+		if (*p <= ' ' || *p > '~') {
+			*why = "control bytes, spaces and non-ASCII characters are not allowed";
+			return false;
+		} else if (strchr("\"<>\\^`{|}", *p) != NULL) {
+			*why = "quotes, angle brackets, backslashes and ^`{|} are not allowed";
+			return false;
+		}
+	*why = "expected scheme://authority/path";
+	if (sep == NULL || sep == uri || !isalpha((unsigned char)uri[0]))
+		return false;
+	for (p = uri; p < sep; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.'))
+			return false;
+	if (sep - uri == 6 && strncasecmp(uri, "spiffe", 6) == 0)
+		return valid_spiffe(uri, why);
+	if (strchr("/?#", sep[3]) != NULL) {
+		*why = "the authority (host) is empty";
+		return false;
+	}
+	for (p = uri; *p != '\0'; p++) {
+		if (*p != '%')
+			continue;
+		if (!is_hex(p[1]) || !is_hex(p[2])) {
+			*why = "malformed percent-encoding ('%' is followed by two hex digits)";
+			return false;
+		}
+		if (hex_value(p + 1) == '/') {
+			*why = "a percent-encoded '/' (%2F) is not allowed";
+			return false;
+		}
+		if (hex_value(p + 1) < 0x20 || hex_value(p + 1) == 0x7f) {
+			*why = "percent-encoded control bytes are not allowed";
+			return false;
+		}
+	}
+	path = sep + 3 + strcspn(sep + 3, "/?#");
+	end = path + strcspn(path, "?#");
+	for (p = path; p < end && *p == '/'; p += strcspn(p + 1, "/?#") + 1) {
+		const char *seg = p + 1, *seg_end = seg + strcspn(seg, "/?#");
+
+		if (dot_segment(seg, seg_end < end ? seg_end : end)) {
+			*why = "'.' and '..' path segments are not allowed";
+			return false;
+		}
 	}
 	return true;
 }
@@ -181,10 +320,12 @@ static bool valid_uri(const char *uri, const char **why)
 int grant_add_uri(struct grant_names *n, const char *uri, char *err, size_t err_len)
 {
 	const char *why;
+	char shown[256];
 	ASN1_IA5STRING *v;
 
 	if (!valid_uri(uri, &why)) {
-		snprintf(err, err_len, "invalid URI '%.200s': %s", uri, why);
+		printable(shown, sizeof(shown), (const unsigned char *)uri, strlen(uri));
+		snprintf(err, err_len, "invalid URI '%s': %s", shown, why);
 		return -1;
 	}
 	v = ia5(uri);
@@ -196,10 +337,67 @@ int grant_add_uri(struct grant_names *n, const char *uri, char *err, size_t err_
 	return push(n, GEN_URI, v, "URI", uri, err, err_len);
 }
 
+/* The next UTF-8 character of s (at most n bytes) into *cp; its length, or 0 if s does not
+ * start with a well-formed one (RFC 3629: no overlong forms, surrogates or values above
+ * U+10FFFF). */
+static size_t utf8_next(const unsigned char *s, size_t n, unsigned long *cp)
+{
+	size_t len = s[0] < 0x80	     ? 1
+		     : (s[0] & 0xe0) == 0xc0 ? 2
+		     : (s[0] & 0xf0) == 0xe0 ? 3
+		     : (s[0] & 0xf8) == 0xf0 ? 4
+					     : 0;
+	static const unsigned long min[] = {0, 0, 0x80, 0x800, 0x10000};
+
+	if (len == 0 || len > n)
+		return 0;
+	*cp = len == 1 ? s[0] : s[0] & (0x7f >> len);
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = *cp << 6 | (s[i] & 0x3f);
+	}
+	if (*cp < min[len] || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* C0 and C1 controls, DEL, and the characters that reorder or break displayed text (bidi
+ * embeddings, overrides and isolates; line and paragraph separators). */
+static bool control_char(unsigned long c)
+{
+	return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x2028 || c == 0x2029 ||
+	       (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
 int grant_check_cn(const char *cn, char *err, size_t err_len)
 {
-	if (strlen(cn) > 64) {
-		snprintf(err, err_len, "the common name is longer than 64 characters");
+	const unsigned char *p = (const unsigned char *)cn;
+	size_t n = strlen(cn), chars = 0, len;
+	unsigned long c;
+
+	if (n == 0) {
+		snprintf(err, err_len, "the common name is empty; give one or leave it out");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i += len, chars++) {
+		len = utf8_next(p + i, n - i, &c);
+		if (len == 0) {
+			snprintf(err, err_len, "the common name is not valid UTF-8");
+			return -1;
+		}
+		if (control_char(c)) {
+			snprintf(err, err_len,
+				 "the common name holds a control character (U+%04lX at byte %zu); "
+				 "remove it",
+				 c, i);
+			return -1;
+		}
+	}
+	if (chars > 64) {
+		snprintf(err, err_len,
+			 "the common name is longer than 64 characters (%zu); use a shorter one",
+			 chars);
 		return -1;
 	}
 	return 0;
@@ -341,22 +539,6 @@ static void note(char *buf, size_t len, const char *what)
 
 	if (strstr(buf, what) == NULL)
 		snprintf(buf + used, len - used, "%s%s", used > 0 ? ", " : "", what);
-}
-
-/* Untrusted bytes for a message: printable ASCII kept, anything else as \xNN, at most
- * about 200 characters. */
-static void printable(char *out, size_t out_len, const unsigned char *s, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len && o + 5 < out_len && o < 200; i++) {
-		if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\')
-			out[o++] = (char)s[i];
-		else
-			o += (size_t)snprintf(out + o, out_len - o, "\\x%02x", s[i]);
-	}
-	if (out_len > 0)
-		out[o < out_len ? o : out_len - 1] = '\0';
 }
 
 /* ASCII case-insensitive comparison of length-counted strings (DNS names). */

@@ -64,6 +64,8 @@ static const struct opt issue_table[] = {
 
 static int add_names(const struct issue_opts *o, struct grant *g, char *err, size_t len)
 {
+	char why[512];
+
 	for (size_t i = 0; i < o->dns.n; i++)
 		if (grant_add_dns(&g->names, o->dns.v[i], err, len) != 0)
 			return -1;
@@ -73,7 +75,11 @@ static int add_names(const struct issue_opts *o, struct grant *g, char *err, siz
 	for (size_t i = 0; i < o->uri.n; i++)
 		if (grant_add_uri(&g->names, o->uri.v[i], err, len) != 0)
 			return -1;
-	return o->cn != NULL ? grant_set_cn(g, o->cn, err, len) : 0;
+	if (o->cn != NULL && grant_set_cn(g, o->cn, why, sizeof(why)) != 0) {
+		snprintf(err, len, "invalid --cn: %s", why);
+		return -1;
+	}
+	return 0;
 }
 
 /* Read, authenticate and compare the CSR with the grant. 0, 1 the CSR cannot be used, 2 it

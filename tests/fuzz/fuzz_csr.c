@@ -11,7 +11,9 @@
  * Invariants: a refusal has a message; a CSR that matches a grant asks for no name outside
  * it (checked here independently: DNS without regard to case, IP and URI byte for byte), no
  * name of another type, no CA:TRUE, and its common name (if any) is the granted one or a
- * granted name; an accepted DNS name is lower case LDH, an accepted URI has no control byte.
+ * granted name; an accepted DNS name is lower case LDH, an accepted URI has no control byte,
+ * no "." or ".." segment and no percent-encoded '/' (and a SPIFFE ID follows its rules),
+ * and an accepted common name has no control byte.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +140,52 @@ static void compare(const uint8_t *data, size_t size)
 	grant_request_free(&r);
 }
 
+/* Independently of grant.c: no "." or ".." path segment, raw or percent-encoded, no
+ * percent-encoded '/'; a SPIFFE ID has a lower-case trust domain and only [A-Za-z0-9._-]
+ * in its path. */
+static void check_uri(const char *uri)
+{
+	const char *p = strstr(uri, "://");
+	bool spiffe = strncmp(uri, "spiffe://", 9) == 0;
+
+	check(p != NULL);
+	for (const char *q = uri; *q != '\0'; q++)
+		check(!(q[0] == '%' && q[1] == '2' && (q[2] == 'f' || q[2] == 'F')));
+	if (spiffe)
+		for (const char *q = uri + 9; *q != '\0' && *q != '/'; q++)
+			check((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '.' ||
+			      *q == '-' || *q == '_');
+	p = p + 3 + strcspn(p + 3, "/?#");
+	while (*p == '/') {
+		size_t n = strcspn(p + 1, "/?#"), dots = 0, i = 1;
+
+		while (i <= n) {
+			if (p[i] == '.') {
+				i++;
+			} else if (p[i] == '%' && i + 2 <= n && p[i + 1] == '2' &&
+				   (p[i + 2] == 'e' || p[i + 2] == 'E')) {
+				i += 3;
+			} else {
+				dots = 99;
+				break;
+			}
+			dots++;
+		}
+		check(dots != 1 && dots != 2);
+		if (spiffe) {
+			check(n > 0);
+			for (i = 1; i <= n; i++)
+				check((p[i] >= 'a' && p[i] <= 'z') ||
+				      (p[i] >= 'A' && p[i] <= 'Z') ||
+				      (p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == '-' ||
+				      p[i] == '_');
+		}
+		p += 1 + n;
+	}
+	if (spiffe)
+		check(*p == '\0');
+}
+
 static void names(const uint8_t *data, size_t size)
 {
 	struct grant_names n;
@@ -160,9 +208,15 @@ static void names(const uint8_t *data, size_t size)
 		check(strlen(text) <= 2048);
 		for (const char *p = text; *p != '\0'; p++)
 			check(*p > ' ' && *p < 0x7f);
+		check_uri(text);
 	}
 	(void)grant_add_ip(&n, text, err, sizeof(err));
 	check(sk_GENERAL_NAME_num(n.names) == n.ndns + n.nip + n.nuri);
+	if (grant_check_cn(text, err, sizeof(err)) == 0) {
+		check(size > 0);
+		for (const char *p = text; *p != '\0'; p++)
+			check((unsigned char)*p >= 0x20 && *p != 0x7f);
+	}
 	grant_names_free(&n);
 }
 

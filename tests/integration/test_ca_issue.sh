@@ -174,6 +174,83 @@ done
 report "CSR asking for key usages, EKUs, name constraints, more subject: none copied, all named" "${p[@]+"${p[@]}"}"
 
 # ==========================================================================================
+echo "# names that break the rules: exit 2, one line saying why, nothing written"
+
+# bad_name NAME MESSAGE ARGS... : `mtls ca issue --dir D --out W/bad ARGS...` must exit 2
+# with one line on stderr containing MESSAGE, write nothing and change neither the
+# inventory nor the audit log.
+bad_name() {
+	local name=$1 want=$2 p=() rows_before audit_before f
+	shift 2
+	rows_before=$(rows)
+	audit_before=$(audit_count)
+	ca issue --dir "$D" --out "$W/bad" "$@"
+	[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+	[ -z "$OUT" ] || p+=("stdout is not empty")
+	[ -n "$ERR" ] && [ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+	[[ $ERR == "mtls ca issue: "*"$want"* ]] || p+=("stderr does not say '$want'")
+	for f in "$W/bad.pem" "$W/bad-chain.pem" "$W/bad.key"; do
+		[ ! -e "$f" ] || p+=("${f##*/} was written")
+	done
+	[ "$(rows)" = "$rows_before" ] || p+=("the inventory changed")
+	[ "$(audit_count)" = "$audit_before" ] || p+=("the audit log changed")
+	report "$name" "${p[@]+"${p[@]}"}"
+	rm -f -- "$W/bad.pem" "$W/bad-chain.pem" "$W/bad.key"
+}
+
+# one row per case: the option, its value, what the message must say
+while IFS='|' read -r opt value want; do
+	[ -n "$opt" ] || continue
+	bad_name "--$opt '$value': refused" "$want" --profile peer --dns ok.example "--$opt" "$value"
+done <<'EOF'
+uri|spiffe://example.org/ns/../sa/admin|a SPIFFE ID has no '.' or '..' path segment
+uri|spiffe://example.org/ns/./sa/admin|a SPIFFE ID has no '.' or '..' path segment
+uri|spiffe://example.org/ns/prod/sa/..|a SPIFFE ID has no '.' or '..' path segment
+uri|spiffe://example.org/ns%2Fprod/sa/admin|a SPIFFE ID has no percent-encoding
+uri|spiffe://example.org/ns%2fprod/sa/admin|a SPIFFE ID has no percent-encoding
+uri|spiffe://example.org/ns/%2E%2E/sa/admin|a SPIFFE ID has no percent-encoding
+uri|spiffe://example.org/ns//sa/admin|a SPIFFE ID has no empty path segment
+uri|spiffe://example.org/ns/prod/|a SPIFFE ID has no empty path segment
+uri|spiffe://example.org/ns/prod?x=1|a SPIFFE ID has no query ('?') or fragment ('#')
+uri|spiffe://example.org/ns/prod#f|a SPIFFE ID has no query ('?') or fragment ('#')
+uri|SPIFFE://example.org/ns/prod|the scheme of a SPIFFE ID is lower-case spiffe://
+uri|spiffe://Example.org/ns/prod|the trust domain of a SPIFFE ID is lower case
+uri|spiffe://example.org:443/ns/prod|no port or user info
+uri|spiffe://example.org/ns/pr od|control bytes, spaces and non-ASCII characters are not allowed
+uri|spiffe://example.org/ns/pr+od|the path segments of a SPIFFE ID hold only letters, digits
+uri|https://example.org/a/../admin|'.' and '..' path segments are not allowed
+uri|https://example.org/a/%2e%2E/admin|'.' and '..' path segments are not allowed
+uri|https://example.org/a%2Fadmin|a percent-encoded '/' (%2F) is not allowed
+uri|https://example.org/a%00|percent-encoded control bytes are not allowed
+dns|a..example.org|invalid DNS name 'a..example.org'
+dns|a.*.example.org|a wildcard only as a whole leftmost label
+dns|*a.example.org|invalid DNS name '*a.example.org'
+dns|under_score.example|invalid DNS name
+dns|trailing.dot.|invalid DNS name
+dns|0123456789012345678901234567890123456789012345678901234567890123.example|1-63 characters
+cn||cn needs a value
+EOF
+
+long=spiffe://example.org/$(printf 'a%.0s' $(seq 1 2030))
+bad_name "--uri of 2051 bytes: refused" "longer than 2048 bytes" --profile client --uri "$long"
+bad_name "--cn with a tab: refused" "invalid --cn: the common name holds a control character (U+0009 at byte 3)" \
+	--profile client --uri "$APP" --cn $'app\tx'
+bad_name "--cn with an escape sequence: refused" "a control character (U+001B" \
+	--profile client --uri "$APP" --cn $'\e[31mred'
+bad_name "--cn with a right-to-left override: refused" "a control character (U+202E" \
+	--profile client --uri "$APP" --cn $'app\u202etxt'
+bad_name "--cn of 65 characters: refused" "longer than 64 characters" \
+	--profile client --uri "$APP" --cn "$(printf 'c%.0s' $(seq 1 65))"
+bad_name "--dns with a newline: refused, shown escaped in one line" "invalid DNS name 'a\\x0ab'" \
+	--profile server --dns $'a\nb'
+
+ca issue --dir "$D" --profile client --uri "$TD/ns/prod/sa/a-b_c.d" --cn "Jürgen's app" --out "$W/utf8"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[ "$(x509 "$W/utf8.pem" -subject -nameopt RFC2253,-esc_msb)" = "subject=CN=Jürgen's app" ] || p+=("subject '$(x509 "$W/utf8.pem" -subject -nameopt RFC2253,-esc_msb)'")
+report "a SPIFFE ID with '-', '_', '.' in segments and a UTF-8 --cn: issued" "${p[@]+"${p[@]}"}"
+
+# ==========================================================================================
 echo "# the audit log"
 
 p=()

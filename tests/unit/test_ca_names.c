@@ -55,6 +55,74 @@ static const struct name_case cases[] = {
 	{'u', "1http://x", false},
 	{'u', "http://x/\"quote", false},
 	{'u', "http://x/sp ace", false},
+	/* SPIFFE IDs (spiffe/spiffe standards/SPIFFE-ID.md) */
+	{'u', "spiffe://example.org/ns/prod/sa/api-1_x.y", true},
+	{'u', "spiffe://my-td_1.example/A/b", true},
+	{'u', "spiffe://x/ns/../sa/admin", false},
+	{'u', "spiffe://x/ns/./sa", false},
+	{'u', "spiffe://x/..", false},
+	{'u', "spiffe://x/.", false},
+	{'u', "spiffe://x/ns/..a/b", true},
+	{'u', "spiffe://x/ns/.../b", true},
+	{'u', "spiffe://x/ns%2Fprod/sa", false},
+	{'u', "spiffe://x/ns%2fprod/sa", false},
+	{'u', "spiffe://x/%2E%2E/sa", false},
+	{'u', "spiffe://x/a%20b", false},
+	{'u', "spiffe://x/a#frag", false},
+	{'u', "spiffe://x?q", false},
+	{'u', "spiffe://x/a:b", false},
+	{'u', "spiffe://x/a@b", false},
+	{'u', "spiffe://x/a+b", false},
+	{'u', "SPIFFE://x/a", false},
+	{'u', "Spiffe://x/a", false},
+	{'u', "spiffe://EXAMPLE.org/a", false},
+	{'u', "spiffe://example.org:8443/a", false},
+	{'u', "spiffe://user@example.org/a", false},
+	{'u', "spiffe://ex%41mple.org/a", false},
+	{'u', "spiffe://", false},
+	{'u', "spiffe:x/a", false},
+	{'u', "spiffe://x//", false},
+	/* other schemes */
+	{'u', "https://example.org/a/b?x=1#f", true},
+	{'u', "https://example.org/a%20b/%C3%A9", true},
+	{'u', "https://example.org//a", true},
+	{'u', "https://example.org/a/%2e%2ex", true},
+	{'u', "https://example.org/a/../b", false},
+	{'u', "https://example.org/a/./b", false},
+	{'u', "https://example.org/..", false},
+	{'u', "https://example.org/a/%2E%2E/b", false},
+	{'u', "https://example.org/a/.%2e", false},
+	{'u', "https://example.org/a/%2e", false},
+	{'u', "https://example.org/a%2Fb", false},
+	{'u', "https://example.org/a%2fb", false},
+	{'u', "https://example.org/a%00b", false},
+	{'u', "https://example.org/a%0ab", false},
+	{'u', "https://example.org/a%7Fb", false},
+	{'u', "https://example.org/a%zzb", false},
+	{'u', "https://example.org/a%2", false},
+	{'u', "https://example.org/a\tb", false},
+	{'u', "https://example.org/a\x7f", false},
+	{'u', "https://example.org/\xc3\xa9", false},
+	{'u', "https://example.org/a{b}", false},
+	{'u', "https://example.org/a|b", false},
+	{'u', "https:///a", false},
+	{'u', "https://?q", false},
+	{'u', "https://example.org?../x", true},
+	/* DNS: LDH labels, 63/253, wildcard only as the whole leftmost label */
+	{'d', "a", true},
+	{'d', "A.Example.ORG", true},
+	{'d', "012345678901234567890123456789012345678901234567890123456789012.x", true},
+	{'d', "*.a", true},
+	{'d', "*a.example", false},
+	{'d', "a*.example", false},
+	{'d', "*.*.example", false},
+	{'d', "example.org.", false},
+	{'d', ".example.org", false},
+	{'d', "exa\tmple.org", false},
+	{'d', "exa%41mple.org", false},
+	{'d', "\xc3\xa9.example", false},
+	{'d', "a.b/c", false},
+	{'d', "a:443", false},
 };
 
 static void test_names(void **state)
@@ -77,6 +145,142 @@ static void test_names(void **state)
 		else
 			assert_int_equal(sk_GENERAL_NAME_num(n.names), 1);
 		grant_names_free(&n);
+	}
+}
+
+/* Long names: at the limits and one past them. */
+static void test_name_lengths(void **state)
+{
+	char dns[300], uri[2100], err[512];
+	struct grant_names n;
+
+	(void)state;
+	grant_names_init(&n);
+	/* 4 labels of 63 + 3 dots = 255: too long; 3 of 63 + one of 61 + 3 dots = 253: fine */
+	memset(dns, 'a', sizeof(dns));
+	dns[63] = dns[127] = dns[191] = '.';
+	dns[255] = '\0';
+	assert_int_equal(grant_add_dns(&n, dns, err, sizeof(err)), -1);
+	dns[253] = '\0';
+	assert_int_equal(grant_add_dns(&n, dns, err, sizeof(err)), 0);
+	/* URIs: 2048 bytes fine, 2049 not */
+	memcpy(uri, "spiffe://example.org/", 21);
+	memset(uri + 21, 'a', sizeof(uri) - 21);
+	uri[2048] = '\0';
+	assert_int_equal(grant_add_uri(&n, uri, err, sizeof(err)), 0);
+	uri[2048] = 'a';
+	uri[2049] = '\0';
+	assert_int_equal(grant_add_uri(&n, uri, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "2048"));
+	memcpy(uri, "https://example.org/", 20);
+	assert_int_equal(grant_add_uri(&n, uri, err, sizeof(err)), -1);
+	/* a SPIFFE trust domain of 255 bytes fine, 256 not */
+	memset(uri, 'a', sizeof(uri));
+	memcpy(uri, "spiffe://", 9);
+	memcpy(uri + 9 + 255, "/x", 3);
+	assert_int_equal(grant_add_uri(&n, uri, err, sizeof(err)), 0);
+	memset(uri, 'a', sizeof(uri));
+	memcpy(uri, "spiffe://", 9);
+	memcpy(uri + 9 + 256, "/x", 3);
+	assert_int_equal(grant_add_uri(&n, uri, err, sizeof(err)), -1);
+	grant_names_free(&n);
+}
+
+/* The messages name the problem, and bytes a terminal would act on are shown escaped. */
+static void test_name_messages(void **state)
+{
+	static const struct {
+		char kind;
+		const char *value, *says;
+	} m[] = {
+		{'u', "spiffe://x/ns/../sa/admin", "no '.' or '..' path segment"},
+		{'u', "spiffe://x/ns%2Fa", "no percent-encoding"},
+		{'u', "spiffe://x/a/", "no empty path segment"},
+		{'u', "spiffe://x/a?b", "no query"},
+		{'u', "SPIFFE://x/a", "lower-case spiffe://"},
+		{'u', "spiffe://X/a", "trust domain of a SPIFFE ID is lower case"},
+		{'u', "spiffe://x:1/a", "no port or user info"},
+		{'u', "https://x/a/%2e%2E/b", "'.' and '..' path segments"},
+		{'u', "https://x/a%2Fb", "percent-encoded '/'"},
+		{'u', "https://x/a\nb", "control bytes"},
+		{'d', "a\nb", "'a\\x0ab'"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		struct grant_names n;
+		char err[512] = "";
+
+		grant_names_init(&n);
+		assert_int_equal(m[i].kind == 'u' ? grant_add_uri(&n, m[i].value, err, sizeof(err))
+						  : grant_add_dns(&n, m[i].value, err, sizeof(err)),
+				 -1);
+		if (strstr(err, m[i].says) == NULL)
+			fail_msg("'%s': message '%s' does not say '%s'", m[i].value, err,
+				 m[i].says);
+		assert_null(strchr(err, '\n'));
+		grant_names_free(&n);
+	}
+}
+
+struct cn_case {
+	const char *cn;
+	bool ok;
+};
+
+static const struct cn_case cn_cases[] = {
+	{"api", true},
+	{"db.example.org", true},
+	{"Jürgen's service", true},
+	{"\xe6\x9c\x8d\xe5\x8b\x99", true},
+	{"\xf0\x9f\x94\x92 vault", true},
+	{"0123456789012345678901234567890123456789012345678901234567890123", true},
+	{"01234567890123456789012345678901234567890123456789012345678901234", false},
+	{"\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	 "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+	 true}, /* 64 characters, 128 bytes */
+	{"", false},
+	{"a\tb", false},
+	{"a\nb", false},
+	{"a\rb", false},
+	{"\x1b[31mred", false},
+	{"a\x7f", false},
+	{"a\xc2\x85"
+	 "b",
+	 false}, /* U+0085 NEL, a C1 control */
+	{"a\xe2\x80\xae"
+	 "b",
+	 false}, /* U+202E right-to-left override */
+	{"a\xe2\x81\xa6"
+	 "b",
+	 false}, /* U+2066 left-to-right isolate */
+	{"a\xe2\x80\xa8"
+	 "b",
+	 false}, /* U+2028 line separator */
+	{"\xff", false},
+	{"\xc3", false},	     /* truncated */
+	{"\xc0\xaf", false},	     /* overlong '/' */
+	{"\xed\xa0\x80", false},     /* a surrogate */
+	{"\xf4\x90\x80\x80", false}, /* above U+10FFFF */
+};
+
+static void test_cn(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(cn_cases) / sizeof(cn_cases[0]); i++) {
+		char err[512] = "";
+		int rc = grant_check_cn(cn_cases[i].cn, err, sizeof(err));
+
+		if ((rc == 0) != cn_cases[i].ok)
+			fail_msg("CN case %zu: expected %s (%s)", i,
+				 cn_cases[i].ok ? "accepted" : "refused", err);
+		if (rc != 0)
+			assert_true(strlen(err) > 10 && strchr(err, '\n') == NULL);
 	}
 }
 
@@ -357,9 +561,15 @@ static void test_grant_cn(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_names),	    cmocka_unit_test(test_names_text),
-		cmocka_unit_test(test_profiles),    cmocka_unit_test(test_csr_ip_length),
-		cmocka_unit_test(test_grant_match), cmocka_unit_test(test_grant_cn),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_names_text),
+		cmocka_unit_test(test_name_lengths),
+		cmocka_unit_test(test_name_messages),
+		cmocka_unit_test(test_cn),
+		cmocka_unit_test(test_profiles),
+		cmocka_unit_test(test_csr_ip_length),
+		cmocka_unit_test(test_grant_match),
+		cmocka_unit_test(test_grant_cn),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
