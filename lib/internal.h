@@ -216,6 +216,53 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
 		   struct mtls_peer **peer, struct error *err);
 
+/* strict.c: the strict certificate profile (see the file). A check returns 0 or -1 with a
+ * finding (the rule and the certificate); strict_explain() words it into err. */
+enum strict_rule {
+	STRICT_LEAF_IS_CA = 1,
+	STRICT_LEAF_EKU,
+	STRICT_SERIAL_NOT_POSITIVE,
+	STRICT_SERIAL_TOO_LONG,
+	STRICT_NO_AKI,
+	STRICT_CA_NO_SKI,
+	STRICT_CA_BASIC_CONSTRAINTS,
+	STRICT_CA_KEY_USAGE,
+	STRICT_LEAF_KEY_USAGE,
+	STRICT_EMPTY_SUBJECT,
+	STRICT_SAN_EMPTY,
+	STRICT_DNS_NAME,
+	STRICT_IP_LENGTH,
+	STRICT_URI,
+	STRICT_NAME_CONSTRAINTS,
+	/* found by OpenSSL's X509_V_FLAG_X509_STRICT */
+	STRICT_PATHLEN,
+	STRICT_ISSUER_EMPTY,
+	STRICT_KEY_ID_CRITICAL,
+	STRICT_VERSION,
+	STRICT_EC_EXPLICIT,
+	STRICT_SIGNATURE_ALGORITHM,
+};
+struct strict_finding {
+	enum strict_rule rule;
+	int depth;     /* in the chain; 0 is the leaf */
+	X509 *cert;    /* the certificate (not referenced) */
+	X509 *ca;      /* name constraints: the CA that set them (not referenced) */
+	char kind[16]; /* "DNS name", "URI", ... */
+	char name[256];
+};
+/* Every certificate of a verified chain (leaf first, trust anchor last). */
+int strict_chain(STACK_OF(X509) * chain, struct strict_finding *f);
+/* The peer's own certificate: not a CA, and its EKU names the role. */
+int strict_leaf(X509 *leaf, bool peer_is_client, struct strict_finding *f);
+/* The finding for an error of OpenSSL's strict mode (0), or -1 if x509_error is not one. */
+int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) * chain,
+			 struct strict_finding *f);
+/* Sets err: reason nonconforming (or leaf_is_ca, bad_key_usage), the certificate, the rule
+ * and what to do. role is "client" or "server". Returns -1. */
+int strict_explain(const struct strict_finding *f, const char *role, struct error *err);
+bool strict_dns_name_ok(const unsigned char *p, size_t n);
+bool strict_uri_ok(const unsigned char *p, size_t n);
+
 /* verify_cache.c: successful chain verifications of one state, by chain hash (see file). */
 struct verify_cache;
 struct verify_cache *verify_cache_new(size_t slots); /* NULL if slots is 0 or no memory */

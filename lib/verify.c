@@ -22,8 +22,9 @@ struct verify_run {
 	const struct verify_request *rq;
 	int error;
 	int depth;
-	X509 *cert;    /* the certificate the first error is about (referenced) */
-	int chain_len; /* of the chain built so far, when the first error came */
+	X509 *cert;		/* the certificate the first error is about (referenced) */
+	int chain_len;		/* of the chain built so far, when the first error came */
+	STACK_OF(X509) * chain; /* that chain (referenced) */
 	X509_CRL *crl;
 	char *warning;
 	size_t warning_len;
@@ -71,6 +72,7 @@ static int verify_cb(int ok, X509_STORE_CTX *xctx)
 		run->error = e;
 		run->depth = X509_STORE_CTX_get_error_depth(xctx);
 		run->chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
+		run->chain = X509_STORE_CTX_get1_chain(xctx);
 		if (cert != NULL && X509_up_ref(cert))
 			run->cert = cert;
 		if (crl != NULL && X509_CRL_up_ref(crl))
@@ -95,7 +97,9 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
 	if (c->ncrls > 0)
 		flags |= X509_V_FLAG_CRL_CHECK |
 			 (c->crl_check_chain ? X509_V_FLAG_CRL_CHECK_ALL : 0);
-	X509_VERIFY_PARAM_set_flags(param, flags | X509_V_FLAG_TRUSTED_FIRST);
+	/* RFC 5280's profile as far as OpenSSL checks it; strict.c does the rest */
+	X509_VERIFY_PARAM_set_flags(param,
+				    flags | X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_X509_STRICT);
 	X509_VERIFY_PARAM_clear_flags(param,
 				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
 	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
@@ -199,7 +203,12 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 	char issuer[200] = "";
 	char when[32];
 	const char *which = run->depth == 0 ? "certificate" : "certificate chain";
+	struct strict_finding f;
 
+	if (strict_of_x509_error(run->error, run->depth, run->cert, run->chain, &f) == 0) {
+		strict_explain(&f, role, err);
+		return;
+	}
 	if (run->cert != NULL) {
 		identity_describe(run->cert, who, sizeof(who));
 		issuer_string(run->cert, issuer, sizeof(issuer));
@@ -317,29 +326,24 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 	}
 }
 
-/* The peer's own certificate: an end entity (OpenSSL's purpose check accepts a CA as a
- * leaf), with an extendedKeyUsage that names the role (OpenSSL accepts its absence). */
+/* The peer's own certificate, on every path: an end entity whose EKU names the role. */
 static int check_leaf(const struct verify_request *rq, X509 *leaf, struct error *err)
 {
-	uint32_t want = rq->peer_is_client ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
-	uint32_t flags = X509_get_extension_flags(leaf);
-	char who[300];
+	struct strict_finding f;
 
-	identity_describe(leaf, who, sizeof(who));
-	if ((flags & EXFLAG_BCONS) && (flags & EXFLAG_CA))
-		return error_set(
-			err, MTLS_REASON_LEAF_IS_CA,
-			"%s certificate rejected: it is a CA certificate (basicConstraints "
-			"CA:TRUE) (%s); a peer must present an end-entity certificate "
-			"issued with the %s profile",
-			role_of(rq), who, role_of(rq));
-	if ((flags & EXFLAG_XKUSAGE) && (X509_get_extended_key_usage(leaf) & want))
-		return 0;
-	return error_set(err, MTLS_REASON_BAD_KEY_USAGE,
-			 "%s certificate rejected: its extendedKeyUsage does not include %s (%s); "
-			 "issue it with the %s profile",
-			 role_of(rq), rq->peer_is_client ? "clientAuth" : "serverAuth", who,
-			 role_of(rq));
+	if (strict_leaf(leaf, rq->peer_is_client, &f) != 0)
+		return strict_explain(&f, role_of(rq), err);
+	return 0;
+}
+
+/* The strict profile, on a chain just verified (a cached verification had it checked). */
+static int check_profile(const struct verify_request *rq, STACK_OF(X509) * chain, struct error *err)
+{
+	struct strict_finding f;
+
+	if (strict_chain(chain, &f) != 0)
+		return strict_explain(&f, role_of(rq), err);
+	return 0;
 }
 
 /* Keys and signature digests of every certificate but the trust anchor's own signature. */
@@ -488,6 +492,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 			run.error = X509_STORE_CTX_get_error(xctx);
 			run.depth = X509_STORE_CTX_get_error_depth(xctx);
 			run.chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
+			run.chain = X509_STORE_CTX_get1_chain(xctx);
 			run.cert = X509_STORE_CTX_get_current_cert(xctx);
 			if (run.cert == NULL)
 				run.cert = X509_STORE_CTX_get0_cert(xctx);
@@ -497,7 +502,8 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 		explain(rq, &run, err);
 		goto done;
 	}
-	if (check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
+	if (check_profile(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0 ||
+	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
 		goto reject;
 authorize:
 	if (check_leaf(rq, leaf, err) != 0)
@@ -532,6 +538,7 @@ done:
 	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
 	identity_free(peer);
 	X509_free(run.cert);
+	sk_X509_pop_free(run.chain, X509_free);
 	X509_CRL_free(run.crl);
 	ERR_clear_error();
 	return rc;

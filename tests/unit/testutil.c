@@ -226,6 +226,8 @@ void test_issue_client(long valid_for, const char *uri, char **chain_pem, char *
 	add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
 	add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
 	add_ext(cert, issuer, NID_ext_key_usage, "clientAuth");
+	add_ext(cert, issuer, NID_subject_key_identifier, "hash");
+	add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
 	snprintf(san, sizeof(san), "URI:%s", uri);
 	add_ext(cert, issuer, NID_subject_alt_name, san);
 	assert_true(X509_sign(cert, ca_key, EVP_sha256()) > 0);
@@ -318,6 +320,20 @@ static void add_san(X509 *cert, const struct test_cert *spec, const char *san)
 	GENERAL_NAMES_free(gens);
 }
 
+/* An authorityKeyIdentifier with the SHA-1 of the issuer's public key (RFC 5280 4.2.1.2). */
+static void add_aki_of_key(X509 *cert, X509 *issuer)
+{
+	AUTHORITY_KEYID *akid = AUTHORITY_KEYID_new();
+	unsigned char md[20];
+	unsigned int n = 0;
+
+	assert_int_equal(X509_pubkey_digest(issuer, EVP_sha1(), md, &n), 1);
+	akid->keyid = ASN1_OCTET_STRING_new();
+	assert_int_equal(ASN1_OCTET_STRING_set(akid->keyid, md, (int)n), 1);
+	assert_int_equal(X509_add1_ext_i2d(cert, NID_authority_key_identifier, akid, 0, 0), 1);
+	AUTHORITY_KEYID_free(akid);
+}
+
 X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issuer_key,
 		     EVP_PKEY **key)
 {
@@ -357,8 +373,10 @@ X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issue
 	if (!spec->no_ski)
 		add_ext(cert, signer, NID_subject_key_identifier, "hash");
 	/* a self-signed certificate's AKI would name its own key: leave it out */
-	if (!spec->no_aki && issuer != NULL)
+	if (!spec->no_aki && issuer != NULL && X509_get0_subject_key_id(issuer) != NULL)
 		add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
+	else if (!spec->no_aki && issuer != NULL)
+		add_aki_of_key(cert, issuer); /* the issuer has no SKI to copy */
 	add_san(cert, spec,
 		spec->san != NULL ? spec->san
 		: spec->ca	  ? ""
