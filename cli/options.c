@@ -106,24 +106,55 @@ static void trim_right(char *s, size_t *len)
 		s[--*len] = '\0';
 }
 
-int options_parse_text(const struct opt *table, void *target, char *text, const char *origin,
-		       struct options_state *st, char *err, size_t err_len)
+/* A config file is text: a NUL would end parsing early (and the lines after it, say a crl
+ * line, would be ignored without a word), and other control bytes are never meant. */
+static int check_bytes(const char *text, size_t len, const char *origin, char *err, size_t err_len)
+{
+	int lineno = 1;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+
+		if (c == '\n') {
+			lineno++;
+			continue;
+		}
+		if (c == '\0')
+			return fail(err, err_len,
+				    "%s line %d: NUL byte in config file; is it a text file?",
+				    origin, lineno);
+		if ((c < 0x20 && c != '\t' &&
+		     !(c == '\r' && (i + 1 == len || text[i + 1] == '\n'))) ||
+		    c == 0x7f)
+			return fail(err, err_len,
+				    "%s line %d: control byte 0x%02x in config file; only tabs and "
+				    "printable text are allowed",
+				    origin, lineno, c);
+	}
+	return 0;
+}
+
+int options_parse_text(const struct opt *table, void *target, char *text, size_t len,
+		       const char *origin, struct options_state *st, char *err, size_t err_len)
 {
 	char *line = text;
 	int lineno = 0;
+
+	if (check_bytes(text, len, origin, err, err_len) != 0)
+		return -1;
 
 	while (line != NULL && *line != '\0') {
 		char *next = strchr(line, '\n');
 		char where[300];
 		char *key, *value;
-		size_t keylen, len;
+		size_t keylen, linelen;
 		const struct opt *o;
 
 		if (next != NULL)
 			*next++ = '\0';
 		lineno++;
-		len = strlen(line);
-		trim_right(line, &len);
+		linelen = strlen(line);
+		trim_right(line, &linelen);
 		key = line + strspn(line, " \t");
 		line = next;
 		if (*key == '\0' || *key == '#')
@@ -152,7 +183,8 @@ static int load_config(const struct opt *table, void *target, const char *path,
 {
 	char **texts;
 	char why[400];
-	char *text = files_read(path, NULL, why, sizeof(why));
+	size_t len = 0;
+	char *text = files_read(path, &len, why, sizeof(why));
 
 	if (text == NULL)
 		return fail(err, err_len, "config file: %s", why);
@@ -163,7 +195,7 @@ static int load_config(const struct opt *table, void *target, const char *path,
 	}
 	st->texts = texts;
 	st->texts[st->ntexts++] = text;
-	return options_parse_text(table, target, text, path, st, err, err_len);
+	return options_parse_text(table, target, text, len, path, st, err, err_len);
 }
 
 int options_parse(const struct opt *table, void *target, int argc, char **argv,

@@ -53,10 +53,12 @@ struct options_state {
 
 int options_parse(const struct opt *table, void *target, int argc, char **argv,
 		  struct options_state *state, char *err, size_t err_len);
-/* Parse a config file's text (NUL-terminated, modified in place). origin names it in
- * messages. */
-int options_parse_text(const struct opt *table, void *target, char *text, const char *origin,
-		       struct options_state *state, char *err, size_t err_len);
+/* Parse a config file's text of len bytes (text[len] must be NUL; modified in place).
+ * origin names it in messages. A NUL or a control byte other than tab (and CR before a
+ * newline) anywhere in the text refuses the whole file. */
+int options_parse_text(const struct opt *table, void *target, char *text, size_t len,
+		       const char *origin, struct options_state *state, char *err,
+		       size_t err_len);
 void options_free(struct options_state *state);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
 

@@ -4,7 +4,9 @@
  * A config file may come from anywhere the operator points --config at, so the parser must
  * take any bytes. The table has one option of each type (and "config", which a file may
  * not use). After a successful parse, every value must be a non-empty piece of one line of
- * the text, without the surrounding blanks; after options_free() the lists are empty.
+ * the text, without the surrounding blanks; after options_free() the lists are empty. A text
+ * with a NUL or a control byte other than tab (or CR before a newline) is refused as a whole,
+ * naming the line: a NUL once silently ended parsing, dropping the lines after it.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -87,9 +89,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&st, 0, sizeof(st));
 	err[0] = '\0';
 
-	rc = options_parse_text(table, &o, text, "fuzz.conf", &st, err, sizeof(err));
+	rc = options_parse_text(table, &o, text, size, "fuzz.conf", &st, err, sizeof(err));
 	check(rc == 0 || rc == -1);
 	check(memchr(err, '\0', sizeof(err)) != NULL);
+	if (memchr(data, '\0', size) != NULL)
+		check(rc == -1 && strstr(err, "NUL byte") != NULL);
+	if (rc == 0)
+		for (size_t i = 0; i < size; i++)
+			check(data[i] >= 0x20 || data[i] == '\t' || data[i] == '\n' ||
+			      (data[i] == '\r' && (i + 1 == size || data[i + 1] == '\n')));
 	if (rc == 0) {
 		check(err[0] == '\0');
 		check(o.verbose == 0 || o.verbose == 1);
