@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "credentials.h"
@@ -106,21 +107,92 @@ static bool files_changed(struct main_state *ms)
 	return memcmp(old, ms->sigs, sizeof(struct file_sig) * ms->nfiles) != 0;
 }
 
+static struct mtls *endpoint_new(enum tunnel_role role)
+{
+	return role == TUNNEL_SERVER ? mtls_server_new() : mtls_client_new();
+}
+
+static void utc(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The own certificate of endpoint e (configured from the options' files): -1 and why in
+ * err if it has expired. If less than a third of its lifetime is left (where cert-manager
+ * renews by default), a warning: renewal is due and did not happen. */
+static int check_own_cert(const struct tunnel_options *o, const struct mtls *e, char *err,
+			  size_t len)
+{
+	time_t now = time(NULL), not_after = mtls_endpoint_cert_not_after(e), nb, na;
+	char when[32], msg[600];
+	long long left = (long long)(not_after - now);
+
+	if (o->cert == NULL || not_after == 0)
+		return 0;
+	utc(not_after, when, sizeof(when));
+	if (left <= 0) {
+		snprintf(err, len, "own certificate %s expired at %s; renew it", o->cert, when);
+		return -1;
+	}
+	/* the lifetime from the file, if it still holds the certificate loaded */
+	if (credentials_cert_validity(o->cert, &nb, &na) != 0 || na != not_after || nb >= na ||
+	    left >= (long long)(na - nb) / 3)
+		return 0;
+	if (left >= 2 * 86400)
+		snprintf(msg, sizeof(msg), "%lld days", left / 86400);
+	else
+		snprintf(msg, sizeof(msg), "%lld hours", left / 3600);
+	snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+		 " left of its %lld days: own certificate %s expires at %s; renew it",
+		 (long long)(na - nb) / 86400, o->cert, when);
+	LOG(LOG_WARN, "cert_expiring", LS("file", o->cert), LS("not_after", when),
+	    LN("seconds_left", left), LS("message", msg));
+	return 0;
+}
+
+/* A reload's new configuration is tried on a probe endpoint first: the live one takes it
+ * only if it loads and its own certificate has not expired. -1 with a reason name and a
+ * message. */
+static int reload_apply(struct daemon *d, struct mtls_config *cfg, const char **reason, char *err,
+			size_t len)
+{
+	struct mtls *probe = endpoint_new(d->o->role);
+	int rc = -1;
+
+	*reason = "internal";
+	if (probe == NULL) {
+		snprintf(err, len, "out of memory");
+	} else if (mtls_configure(probe, cfg) != 0) {
+		*reason = mtls_reason_name(mtls_error_reason(probe));
+		snprintf(err, len, "%s", mtls_error(probe));
+	} else if (check_own_cert(d->o, probe, err, len) != 0) {
+		*reason = mtls_reason_name(MTLS_REASON_EXPIRED);
+	} else if (mtls_configure(d->endpoint, cfg) != 0) {
+		*reason = mtls_reason_name(mtls_error_reason(d->endpoint));
+		snprintf(err, len, "%s", mtls_error(d->endpoint));
+	} else {
+		rc = 0;
+	}
+	mtls_free(probe);
+	return rc;
+}
+
 /* New certificate, key, CA, CRLs and rules for new handshakes; the old ones stay if anything
  * is wrong with the new. */
 static void reload(struct main_state *ms, const char *trigger)
 {
 	struct daemon *d = ms->d;
 	char err[700];
+	const char *reason = "config";
 	struct mtls_config *cfg = credentials_build(d->o, err, sizeof(err));
 
-	if (cfg == NULL || mtls_configure(d->endpoint, cfg) != 0) {
+	if (cfg == NULL || reload_apply(d, cfg, &reason, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&d->metrics.reloads_failed, 1);
-		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger),
-		    LS("reason",
-		       cfg != NULL ? mtls_reason_name(mtls_error_reason(d->endpoint)) : "config"),
-		    LS("message", cfg != NULL ? mtls_error(d->endpoint) : err),
-		    LS("action", "keeping the current certificates and rules"));
+		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),
+		    LS("message", err), LS("action", "keeping the current certificates and rules"));
 		mtls_config_free(cfg);
 		return;
 	}
@@ -303,7 +375,7 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 	cfg = credentials_build(o, err, len);
 	if (cfg == NULL)
 		return -1;
-	d->endpoint = o->role == TUNNEL_SERVER ? mtls_server_new() : mtls_client_new();
+	d->endpoint = endpoint_new(o->role);
 	if (d->endpoint == NULL || mtls_configure(d->endpoint, cfg) != 0) {
 		snprintf(err, len, "%s",
 			 d->endpoint != NULL ? mtls_error(d->endpoint) : "out of memory");
@@ -313,6 +385,8 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 	if (mtls_config_insecure(cfg)[0] != '\0')
 		LOG(LOG_WARN, "insecure_options", LS("options", mtls_config_insecure(cfg)));
 	mtls_config_free(cfg);
+	if (check_own_cert(o, d->endpoint, err, len) != 0)
+		return -1;
 	(void)role;
 	return 0;
 }

@@ -2,7 +2,7 @@
 # mtls server and mtls connector against peers that try to abuse them: a client whose
 # identity is too long for the PROXY v2 header (and which writes a forged header of its own),
 # certificate fields that try to forge log lines, unix listen sockets and their mode, and the
-# daemons' own certificate running out.
+# daemons' own certificate running out (or due for renewal).
 #
 # Certificates are made here with the openssl CLI, signed by the zoo's issuing CA ($CERTS),
 # into $TMP: nothing is written next to the zoo.
@@ -49,11 +49,12 @@ client_cert() {
 }
 
 # s_client_send ADDR FILE LOG CERT_PREFIX : openssl s_client with the client certificate
-# CERT_PREFIX.pem/.key sends the bytes of FILE, then closes (close_notify) and ends.
+# CERT_PREFIX.pem/.key (and the zoo's intermediate) verifies the server (server.test, the
+# zoo's root), sends the bytes of FILE, then closes (close_notify) and ends.
 s_client_send() {
 	timeout -k 2 "$RUN_LIMIT" openssl s_client -connect "$1" -servername server.test \
-		-CAfile "$C/ca.pem" -cert "$4.pem" -cert_chain "$C/int.pem" -key "$4.key" \
-		-quiet -no_ign_eof <"$2" >"$3" 2>&1 || true
+		-CAfile "$C/ca.pem" -verify_return_error -cert "$4.pem" -cert_chain "$C/int.pem" \
+		-key "$4.key" -quiet -no_ign_eof <"$2" >"$3" 2>&1 || true
 }
 
 # ==========================================================================================
@@ -233,5 +234,132 @@ bad_mode "--listen-mode rw-rw----: refused" "--listen-mode 'rw-rw----': give" \
 bad_mode "server --listen-mode with a TCP --listen: refused" \
 	"--listen-mode is for a unix:/path --listen address" server --listen 127.0.0.1:0 \
 	--target 127.0.0.1:1 "${SRV_TLS[@]}" --allow-any-identity --listen-mode 0600
+
+# ==========================================================================================
+echo "# 4. the daemon's own certificate: expired refuses to start or reload; renewal due warns"
+
+# A small `openssl ca` over the zoo's issuing CA, in $TMP, for certificates with any dates.
+mkdir -p -- "$TMP/ca/new"
+: >"$TMP/ca/index.txt"
+echo 1000 >"$TMP/ca/serial"
+cat >"$TMP/ca/ca.cnf" <<EOF
+[ ca ]
+default_ca = tmp_ca
+[ tmp_ca ]
+dir = $TMP/ca
+database = \$dir/index.txt
+serial = \$dir/serial
+new_certs_dir = \$dir/new
+certificate = $C/int.pem
+private_key = $C/int.key
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[ any ]
+commonName = supplied
+[ server_ext ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+subjectAltName = DNS:server.test, IP:127.0.0.1
+EOF
+# dated_server NAME FROM TO : a server certificate valid from FROM to TO (date -d texts):
+# $TMP/NAME-chain.pem, $TMP/NAME.key
+dated_server() {
+	local name=$1 from to
+	from=$(date -u -d "$2" +%Y%m%d%H%M%SZ)
+	to=$(date -u -d "$3" +%Y%m%d%H%M%SZ)
+	run openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$TMP/$name.key" -subj /CN=server.test -out "$TMP/$name.csr"
+	[ "$RC" = 0 ] || _lib_die "openssl req for $name failed: $ERR"
+	chmod 600 -- "$TMP/$name.key"
+	run openssl ca -batch -config "$TMP/ca/ca.cnf" -notext -in "$TMP/$name.csr" \
+		-out "$TMP/$name.pem" -extensions server_ext -startdate "$from" -enddate "$to"
+	[ "$RC" = 0 ] || _lib_die "openssl ca for $name failed: $ERR"
+	cat -- "$TMP/$name.pem" "$C/int.pem" >"$TMP/$name-chain.pem"
+}
+# 20 of its 25 days gone: less than a third of its lifetime left
+dated_server due "-20 days" "+5 days +1 hour"
+
+# refused_start NAME WANT ROLE ARGS... : exit 2, one line on stderr saying WANT
+refused_start() {
+	local name=$1 want=$2 role=$3 p=()
+	shift 2
+	run "$MTLS" "$@"
+	[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+	[ -n "$ERR" ] && [ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+	[[ $ERR == "mtls $role: $want" ]] || p+=("stderr is not 'mtls $role: $want'")
+	verdict "$name" "${p[@]+"${p[@]}"}" -- "stdout:" "$OUT" "stderr:" "$ERR"
+}
+refused_start "server with an expired certificate: exit 2, says when it expired" \
+	"own certificate $C/expired-server-chain.pem expired at 2021-01-01T00:00:00Z; renew it" \
+	server --listen 127.0.0.1:0 --target 127.0.0.1:1 --cert "$C/expired-server-chain.pem" \
+	--key "$C/expired-server.key" --ca "$C/ca.pem" --allow-any-identity
+refused_start "connector with an expired certificate: exit 2, says when it expired" \
+	"own certificate $C/expired-client-chain.pem expired at 2021-01-01T00:00:00Z; renew it" \
+	connector --listen 127.0.0.1:0 --server 127.0.0.1:1 --cert "$C/expired-client-chain.pem" \
+	--key "$C/expired-client.key" --ca "$C/ca.pem"
+
+p=()
+start_tunnel_server "$TMP/srv4due.log" --target 127.0.0.1:1 --cert "$TMP/due-chain.pem" \
+	--key "$TMP/due.key" --ca "$C/ca.pem" --allow-any-identity "${DAEMON[@]}"
+l=$(grep -F '"event":"cert_expiring"' "$TMP/srv4due.log" || true)
+[[ $l == *'"level":"warn"'* ]] || p+=("no cert_expiring warning")
+[[ $l == *"\"message\":\"5 days left of its 25 days: own certificate $TMP/due-chain.pem expires at "*"; renew it\""* ]] ||
+	p+=("the warning does not say what is due: $l")
+verdict "server whose certificate has 5 of its 25 days left: starts, warns cert_expiring" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv4due.log")"
+stop_bg "$SRV_PID"
+
+# reloads: the live certificate is the zoo's (a year, fresh); then an expired one is refused
+# and the fresh one stays in service; then the one due for renewal is taken, with a warning
+W4=$TMP/case4
+mkdir -p -- "$W4"
+cp -- "$C/server-chain.pem" "$W4/srv.pem"
+cp -- "$C/server.key" "$W4/srv.key"
+chmod 600 -- "$W4/srv.key"
+start_backend "$TMP/be4.log"
+start_tunnel_server "$TMP/srv4.log" --target "127.0.0.1:$BE_PORT" --cert "$W4/srv.pem" \
+	--key "$W4/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 0 "${DAEMON[@]}"
+S4_PID=$(grep -m1 -F '"event":"listening"' "$TMP/srv4.log" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+p=()
+[ "$(grep -cF '"event":"cert_expiring"' "$TMP/srv4.log")" = 0 ] || p+=("a fresh certificate was warned about")
+verdict "server with a fresh certificate: no cert_expiring warning" "${p[@]+"${p[@]}"}" -- \
+	"server log:" "$(cat -- "$TMP/srv4.log")"
+
+p=()
+cp -- "$C/expired-server.key" "$W4/srv.key"
+cp -- "$C/expired-server-chain.pem" "$W4/srv.pem"
+kill -HUP "$S4_PID"
+if wait_for_line "$TMP/srv4.log" '"event":"reload_failed"' 5; then
+	l=$(grep -F '"event":"reload_failed"' "$TMP/srv4.log")
+	[[ $l == *'"reason":"expired"'* ]] || p+=("reload_failed does not give reason expired: $l")
+	[[ $l == *"\"message\":\"own certificate $W4/srv.pem expired at 2021-01-01T00:00:00Z; renew it\""* ]] ||
+		p+=("reload_failed does not say the certificate expired: $l")
+else
+	p+=("no reload_failed after SIGHUP with an expired certificate")
+fi
+[ "$(grep -cF '"event":"reload"' "$TMP/srv4.log")" = 0 ] || p+=("the expired certificate was reloaded")
+# the fresh certificate still serves: a client that checks the server's dates gets through
+s_client_send "127.0.0.1:$SRV_PORT" "$TMP/hello.txt" "$TMP/sc4.log" "$C/client"
+wait_for_line "$TMP/be4.log" '^conn close bytes=6$' 5 ||
+	p+=("a client could not get through after the refused reload: $(cat -- "$TMP/sc4.log")")
+verdict "SIGHUP with an expired certificate: reload_failed expired, the current one stays in service" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv4.log")"
+
+p=()
+cp -- "$TMP/due.key" "$W4/srv.key"
+cp -- "$TMP/due-chain.pem" "$W4/srv.pem"
+kill -HUP "$S4_PID"
+wait_for_line "$TMP/srv4.log" '"event":"reload"' 5 || p+=("no reload of the certificate due for renewal")
+wait_for_line "$TMP/srv4.log" '"event":"cert_expiring".*"file":"'"$W4/srv.pem"'"' 5 ||
+	p+=("no cert_expiring warning at the reload")
+verdict "SIGHUP with a certificate due for renewal: reloaded, with a cert_expiring warning" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv4.log")"
+stop_bg "$SRV_PID"
+stop_bg "$BE_PID"
 
 finish

@@ -382,10 +382,24 @@ srv_refusal() {
 	stop_bg "$CON_PID"
 }
 
-srv_refusal "connector with an expired certificate: refused by the server, expired" \
-	"$C/expired-client-chain.pem" "$C/expired-client.key" expired
 srv_refusal "connector with a revoked certificate (server --crl): refused, revoked" \
 	"$C/revoked-client-chain.pem" "$C/revoked-client.key" revoked
+
+# An expired client certificate, presented by openssl s_client: a connector with one does not
+# even start (test_tunnel_hardening.sh).
+p=()
+before=$(opens "$BE_ECHO_LOG")
+run openssl s_client -connect "127.0.0.1:$SRV_ECHO_PORT" -servername server.test \
+	-CAfile "$C/ca.pem" -cert "$C/expired-client-chain.pem" -cert_chain "$C/int.pem" \
+	-key "$C/expired-client.key"
+refused_by expired "$SRV_ECHO_LOG" || p+=("the server logged no handshake_refused expired")
+settle
+[ "$(opens "$BE_ECHO_LOG")" = "$before" ] || p+=("the backend saw a connection")
+v=$(series "$SRV_ECHO_METRICS" 'mtls_handshakes_total{result="failed",reason="expired"}')
+[ "$v" = 1 ] || p+=("server metric failed/expired is '$v', expected 1")
+verdict "s_client with an expired certificate: refused by the server, expired" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$SRV_ECHO_LOG")" \
+	"backend log:" "$(cat -- "$BE_ECHO_LOG")"
 
 # ------------------------------------------------------------------------------------------
 echo "# 6. PROXY protocol v2"
