@@ -370,37 +370,40 @@ static bool control_char(unsigned long c)
 	       (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
-int grant_check_cn(const char *cn, char *err, size_t err_len)
+int grant_check_text(const char *text, size_t max, const char *what, char *err, size_t err_len)
 {
-	const unsigned char *p = (const unsigned char *)cn;
-	size_t n = strlen(cn), chars = 0, len;
+	const unsigned char *p = (const unsigned char *)text;
+	size_t n = strlen(text), chars = 0, len;
 	unsigned long c;
 
 	if (n == 0) {
-		snprintf(err, err_len, "the common name is empty; give one or leave it out");
+		snprintf(err, err_len, "%s is empty; give one or leave it out", what);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i += len, chars++) {
 		len = utf8_next(p + i, n - i, &c);
 		if (len == 0) {
-			snprintf(err, err_len, "the common name is not valid UTF-8");
+			snprintf(err, err_len, "%s is not valid UTF-8", what);
 			return -1;
 		}
 		if (control_char(c)) {
 			snprintf(err, err_len,
-				 "the common name holds a control character (U+%04lX at byte %zu); "
-				 "remove it",
-				 c, i);
+				 "%s holds a control character (U+%04lX at byte %zu); remove it",
+				 what, c, i);
 			return -1;
 		}
 	}
-	if (chars > 64) {
-		snprintf(err, err_len,
-			 "the common name is longer than 64 characters (%zu); use a shorter one",
-			 chars);
+	if (chars > max) {
+		snprintf(err, err_len, "%s is longer than %zu characters (%zu); use a shorter one",
+			 what, max, chars);
 		return -1;
 	}
 	return 0;
+}
+
+int grant_check_cn(const char *cn, char *err, size_t err_len)
+{
+	return grant_check_text(cn, 64, "the common name", err, err_len);
 }
 
 int grant_init(struct grant *g, const char *profile, enum grant_source source, char *err,

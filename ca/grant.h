@@ -51,6 +51,9 @@ int grant_add_uri(struct grant_names *n, const char *uri, char *err, size_t err_
 
 /* A common name: 1 to 64 characters of UTF-8, no control characters. */
 int grant_check_cn(const char *cn, char *err, size_t err_len);
+/* The same rule for other subject text, 1 to max characters; what names it in messages
+ * ("the common name", "--name"). */
+int grant_check_text(const char *text, size_t max, const char *what, char *err, size_t err_len);
 
 enum grant_source {
 	GRANT_OPERATOR, /* command-line options: refusals suggest --dns, --uri, --cn */

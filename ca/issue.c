@@ -93,7 +93,15 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 			  : spec->kind == ISSUE_PEER   ? "serverAuth, clientAuth"
 						       : NULL;
 	bool has_names = spec->names != NULL && sk_GENERAL_NAME_num(spec->names) > 0;
+	bool has_cn = spec->cn != NULL && spec->cn[0] != '\0';
 
+	/* RFC 5280 4.1.2.6 and 4.2.1.6: a CA has a subject; a leaf has a subject or names */
+	if (ca ? !has_cn : !has_cn && !has_names) {
+		snprintf(err, err_len,
+			 ca ? "a CA certificate needs a subject (common name)"
+			    : "a certificate without a common name needs a subjectAltName");
+		goto out;
+	}
 	if (cert == NULL || name == NULL)
 		goto fail;
 	if (X509_set_version(cert, X509_VERSION_3) != 1 || random_serial(cert) != 0)
@@ -102,9 +110,8 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)spec->org,
 				       -1, -1, 0) != 1)
 		goto fail;
-	if (spec->cn != NULL && spec->cn[0] != '\0' &&
-	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)spec->cn,
-				       -1, -1, 0) != 1) {
+	if (has_cn && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+						 (const unsigned char *)spec->cn, -1, -1, 0) != 1) {
 		snprintf(err, err_len, "invalid common name '%.80s' (at most 64 characters)",
 			 spec->cn);
 		goto out;
@@ -132,7 +139,7 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	if (has_names &&
 	    X509_add1_ext_i2d(cert, NID_subject_alt_name, spec->names,
 			      /* critical when the subject is empty (RFC 5280 4.2.1.6) */
-			      spec->cn == NULL || spec->cn[0] == '\0', X509V3_ADD_DEFAULT) != 1)
+			      !has_cn, X509V3_ADD_DEFAULT) != 1)
 		goto fail;
 	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0') {
 		char dp[600];

@@ -6,6 +6,7 @@
 
 #include "authority.h"
 #include "ca_cmd.h"
+#include "grant.h"
 #include "keys.h"
 
 struct init_opts {
@@ -83,6 +84,16 @@ int cmd_ca_init(int argc, char **argv)
 	    o.crl_days < 1 || o.root_days > 36500 || o.crl_days > 366) {
 		ca_fail("init", "lifetimes must be positive days (root at most 100 years, CRL at "
 				"most 366 days)");
+		goto out;
+	}
+	/* the subjects are "NAME Root CA" and "NAME Issuing CA" with O=NAME: at most 64
+	 * characters each (RFC 5280 ub-common-name), and authority.c keeps 50 bytes of NAME */
+	if (grant_check_text(o.name, 50, "--name", err, sizeof(err)) != 0) {
+		ca_fail("init", err);
+		goto out;
+	}
+	if (strlen(o.name) > 50) {
+		ca_fail("init", "--name is longer than 50 bytes; use a shorter one");
 		goto out;
 	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {

@@ -3,7 +3,9 @@
 # certificate's names; a CSR (made here with `openssl req`) that asks for more — another
 # name, a common name, CA:TRUE, a name of another type, a malformed IP — is refused in one
 # line, exit 1, nothing written, and the refusal is in the audit log; whatever else a CSR
-# asks for is never copied.
+# asks for is never copied. Names that break the rules (SPIFFE IDs, URIs, DNS names, common
+# names) are refused. Every certificate `mtls ca init` and `issue` make follows the strict
+# RFC 5280 profile that libmtls's verifier enforces.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -249,6 +251,89 @@ p=()
 [ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
 [ "$(x509 "$W/utf8.pem" -subject -nameopt RFC2253,-esc_msb)" = "subject=CN=Jürgen's app" ] || p+=("subject '$(x509 "$W/utf8.pem" -subject -nameopt RFC2253,-esc_msb)'")
 report "a SPIFFE ID with '-', '_', '.' in segments and a UTF-8 --cn: issued" "${p[@]+"${p[@]}"}"
+
+# ==========================================================================================
+echo "# every certificate the CA makes follows the strict RFC 5280 profile of the verifier"
+
+# critical FILE EXT : is the extension marked critical?
+critical() { x509 "$1" -ext "$2" | head -n 1 | grep -q 'critical'; }
+
+# profile FILE ROLE [ISSUER] : ROLE root, ca, server, client or peer; ISSUER the issuing
+# certificate (none for the self-signed root). Appends problems to p.
+profile() {
+	local f=$1 role=$2 issuer=${3:-} n=${1##*/} s bytes ku eku
+	x509 "$f" -text | grep -q 'Version: 3 (0x2)' || p+=("$n: not version 3")
+	s=$(x509 "$f" -serial | sed -n 's/^serial=//p')
+	bytes=$((${#s} / 2))
+	[[ $s =~ ^[0-9A-F]+$ && ! $s =~ ^0+$ ]] || p+=("$n: serial '$s' is not a positive, non-zero number")
+	[ -z "$s" ] || [ $((16#${s:0:1})) -lt 8 ] || bytes=$((bytes + 1))
+	[ "$bytes" -le 20 ] || p+=("$n: serial of $bytes octets (at most 20)")
+	[[ $(ext "$f" subjectKeyIdentifier) =~ ^([0-9A-F]{2}:)+[0-9A-F]{2}$ ]] || p+=("$n: no subjectKeyIdentifier")
+	if [ -n "$issuer" ]; then
+		[ "$(ext "$f" authorityKeyIdentifier)" = "$(ext "$issuer" subjectKeyIdentifier)" ] ||
+			p+=("$n: authorityKeyIdentifier '$(ext "$f" authorityKeyIdentifier)' is not its issuer's SKI")
+	else
+		[ "$(x509 "$f" -subject | sed 's/^subject=//')" = "$(x509 "$f" -issuer | sed 's/^issuer=//')" ] || p+=("$n: not self-signed")
+	fi
+	ku=$(ext "$f" keyUsage)
+	eku=$(ext "$f" extendedKeyUsage)
+	case $role in
+	root | ca)
+		critical "$f" basicConstraints && [[ $(ext "$f" basicConstraints) == CA:TRUE* ]] || p+=("$n: basicConstraints not critical CA:TRUE")
+		critical "$f" keyUsage && [[ $ku == *"Certificate Sign"* && $ku == *"CRL Sign"* ]] || p+=("$n: keyUsage '$ku' not critical keyCertSign, cRLSign")
+		[ -z "$eku" ] || p+=("$n: a CA with extendedKeyUsage '$eku'")
+		;;
+	*)
+		[ "$(ext "$f" basicConstraints)" = "CA:FALSE" ] || p+=("$n: basicConstraints '$(ext "$f" basicConstraints)', expected CA:FALSE")
+		[[ $ku != *"Certificate Sign"* && $ku != *"CRL Sign"* ]] || p+=("$n: a leaf with keyUsage '$ku'")
+		case $role in
+		server) [ "$eku" = "TLS Web Server Authentication" ] || p+=("$n: extendedKeyUsage '$eku', expected serverAuth only") ;;
+		client) [ "$eku" = "TLS Web Client Authentication" ] || p+=("$n: extendedKeyUsage '$eku', expected clientAuth only") ;;
+		peer) [ "$eku" = "TLS Web Server Authentication, TLS Web Client Authentication" ] || p+=("$n: extendedKeyUsage '$eku', expected serverAuth and clientAuth") ;;
+		esac
+		[[ $eku != *"Any Extended Key Usage"* ]] || p+=("$n: anyExtendedKeyUsage")
+		if [ -z "$(x509 "$f" -subject -nameopt RFC2253 | sed 's/^subject=//')" ]; then
+			critical "$f" subjectAltName || p+=("$n: empty subject without a critical subjectAltName")
+		fi
+		;;
+	esac
+}
+
+LONG=$TD/ns/production/serviceaccount/a-name-that-does-not-fit-in-a-common-name
+ca issue --dir "$D" --profile server --dns srv.example.org --ip 10.0.0.1 --out "$W/p-server"
+ca issue --dir "$D" --profile client --uri "$APP" --out "$W/p-client"
+ca issue --dir "$D" --profile peer --dns peer.example.org --uri "$APP" --out "$W/p-peer"
+ca issue --dir "$D" --profile client --uri "$LONG" --out "$W/p-nosubject"
+E=$W/ca-ed
+ca init --dir "$E" --key ed25519 --name "Ed CA"
+ca issue --dir "$E" --profile server --dns ed.example.org --key ed25519 --out "$W/p-ed"
+p=()
+for f in p-server p-client p-peer p-nosubject p-ed; do
+	[ -f "$W/$f.pem" ] || p+=("$f.pem was not issued")
+done
+profile "$D/root.pem" root
+profile "$D/intermediate.pem" ca "$D/root.pem"
+profile "$W/p-server.pem" server "$D/intermediate.pem"
+profile "$W/p-client.pem" client "$D/intermediate.pem"
+profile "$W/p-peer.pem" peer "$D/intermediate.pem"
+profile "$W/p-nosubject.pem" client "$D/intermediate.pem"
+profile "$W/ok.pem" peer "$D/intermediate.pem"
+profile "$W/asks.pem" client "$D/intermediate.pem"
+profile "$E/root.pem" root
+profile "$E/intermediate.pem" ca "$E/root.pem"
+profile "$W/p-ed.pem" server "$E/intermediate.pem"
+[ -z "$(x509 "$W/p-nosubject.pem" -subject -nameopt RFC2253 | sed 's/^subject=//')" ] || p+=("p-nosubject.pem has a subject: the case of an empty one is not tested")
+report "root, issuing CA and leaves (server, client, peer, from a CSR, without a subject; P-384 and Ed25519 CAs): serial, SKI/AKI, CA and leaf extensions" "${p[@]+"${p[@]}"}"
+
+# the CA names are "NAME Root CA" and "NAME Issuing CA" (at most 64 characters, no controls)
+for c in $'tab\there|a control character (U+0009' "$(printf 'n%.0s' $(seq 1 51))|longer than 50"; do
+	p=()
+	ca init --dir "$W/ca-name" --name "${c%%|*}"
+	[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+	[[ $ERR == "mtls ca init: --name "*"${c#*|}"* ]] || p+=("stderr does not say '--name ... ${c#*|}'")
+	[ ! -e "$W/ca-name" ] || p+=("$W/ca-name was created")
+	report "init --name '${c%%|*}': refused, nothing created" "${p[@]+"${p[@]}"}"
+done
 
 # ==========================================================================================
 echo "# the audit log"

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -558,6 +559,50 @@ static void test_grant_cn(void **state)
 	grant_free(&g);
 }
 
+/* issue_sign() never makes a certificate RFC 5280 forbids for lack of a name: a CA without
+ * a subject, a leaf with neither a subject nor a subjectAltName. A leaf with names and no
+ * subject gets a critical subjectAltName. */
+static void test_sign_names(void **state)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	struct grant_names n;
+	char err[512] = "";
+	struct issue_spec spec = {.kind = ISSUE_CLIENT,
+				  .subject_key = key,
+				  .not_before = time(NULL) - 60,
+				  .not_after = time(NULL) + 3600};
+	X509 *cert;
+	int at;
+
+	(void)state;
+	assert_non_null(key);
+	assert_null(issue_sign(&spec, NULL, key, err, sizeof(err)));
+	assert_non_null(strstr(err, "needs a subjectAltName"));
+	spec.kind = ISSUE_ROOT;
+	assert_null(issue_sign(&spec, NULL, key, err, sizeof(err)));
+	assert_non_null(strstr(err, "CA certificate needs a subject"));
+
+	grant_names_init(&n);
+	assert_int_equal(grant_add_uri(&n, "spiffe://example.org/a", err, sizeof(err)), 0);
+	spec.kind = ISSUE_CLIENT;
+	spec.names = n.names;
+	cert = issue_sign(&spec, NULL, key, err, sizeof(err));
+	assert_non_null(cert);
+	assert_int_equal(X509_NAME_entry_count(X509_get_subject_name(cert)), 0);
+	at = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+	assert_true(at >= 0);
+	assert_int_equal(X509_EXTENSION_get_critical(X509_get_ext(cert, at)), 1);
+	X509_free(cert);
+	spec.cn = "a";
+	cert = issue_sign(&spec, NULL, key, err, sizeof(err));
+	assert_non_null(cert);
+	at = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+	assert_int_equal(X509_EXTENSION_get_critical(X509_get_ext(cert, at)), 0);
+	X509_free(cert);
+	grant_names_free(&n);
+	EVP_PKEY_free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -570,6 +615,7 @@ int main(void)
 		cmocka_unit_test(test_csr_ip_length),
 		cmocka_unit_test(test_grant_match),
 		cmocka_unit_test(test_grant_cn),
+		cmocka_unit_test(test_sign_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
