@@ -148,6 +148,7 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	time_t now = time(NULL);
 	struct issue_spec spec;
 	struct made made = {.n = 0};
+	struct crl_pending crl = {0};
 	int rc = -1;
 
 	if (in->intermediate_days >= in->root_days) {
@@ -239,16 +240,21 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	ca.issuer_key = int_key;
 	ca.crl_days = in->crl_days;
 	snprintf(ca.crl_url, sizeof(ca.crl_url), "%s", in->crl_url != NULL ? in->crl_url : "");
-	if (crl_publish(&ca, err, err_len) != 0 || store_commit(ca.store) != 0) {
-		if (err[0] == '\0')
-			snprintf(err, err_len, "%s", store_error(ca.store));
+	/* the first CRL is committed, then written; a failure removes the whole CA */
+	if (crl_prepare(&ca, &crl, err, err_len) != 0)
+		goto rollback;
+	if (store_commit(ca.store) != 0) {
+		snprintf(err, err_len, "%s", store_error(ca.store));
 		goto rollback;
 	}
+	if (crl_write(&ca, &crl, err, err_len) != 0)
+		goto out;
 	rc = 0;
 	goto out;
 rollback:
 	store_rollback(ca.store);
 out:
+	crl_pending_free(&crl);
 	store_close(ca.store);
 	if (rc != 0)
 		made_remove(&made);
@@ -313,6 +319,9 @@ struct authority *authority_open(const char *dir, bool lock, char *err, size_t e
 			goto fail;
 		}
 	}
+	/* under the lock, a temporary file can only be one that a killed writer left */
+	if (lock)
+		files_remove_temporaries(ca->dir);
 	ca->store =
 		store_open(authority_path(ca, "ca.db", path, sizeof(path)), false, err, err_len);
 	if (ca->store == NULL)

@@ -59,9 +59,25 @@ const char *authority_path(const struct authority *ca, const char *name, char *b
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
 
-/* crl.c: sign a new CRL of every revoked certificate and write dir/crl.pem. Call inside a
- * store transaction (it allocates the CRL number). */
-int crl_publish(struct authority *ca, char *err, size_t err_len);
+/* crl.c. Publishing a CRL is two steps so that the CRL (its number, its entries) is
+ * committed before it is published:
+ *   store_begin(); ... crl_prepare(); store_commit(); crl_write();
+ * A process killed in between leaves a committed CRL that was never written: the next
+ * publication makes a newer one. Numbers are never reused. */
+struct crl_pending {
+	char *pem; /* the signed CRL (PEM) */
+	size_t len;
+	int64_t number;
+};
+
+/* Inside a store transaction: sign a CRL of every revoked certificate with a new number, and
+ * record it (store_crl_add()). 0, or -1 with a message. */
+int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len);
+/* After the commit: write dir/crl.pem atomically. -1 with errno ENOSPC when the disk is
+ * full. */
+int crl_write(struct authority *ca, const struct crl_pending *crl, char *err, size_t err_len);
+void crl_pending_free(struct crl_pending *crl);
+
 /* Revocation reasons by name ("keyCompromise", ...); -1 if unknown. */
 int crl_reason_code(const char *name);
 const char *crl_reason_names(void);

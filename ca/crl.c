@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include "authority.h"
@@ -111,7 +113,16 @@ out:
 	return ok ? 0 : -1;
 }
 
-int crl_publish(struct authority *ca, char *err, size_t err_len)
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char md[32];
+
+	SHA256(data, len, md);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len)
 {
 	struct build b = {.crl = X509_CRL_new()};
 	time_t now = time(NULL), next = now + ca->crl_days * 86400L;
@@ -120,10 +131,11 @@ int crl_publish(struct authority *ca, char *err, size_t err_len)
 	X509V3_CTX ctx;
 	int64_t n = 0;
 	BIO *bio = NULL;
-	char *data, path[PATH_MAX];
+	char *data, sha[65];
 	long len;
-	int rc = -1;
+	int rc = -1, entries;
 
+	memset(out, 0, sizeof(*out));
 	err[0] = '\0';
 	if (b.crl == NULL || X509_CRL_set_version(b.crl, X509_CRL_VERSION_2) != 1 ||
 	    X509_CRL_set_issuer_name(b.crl, X509_get_subject_name(ca->issuer)) != 1)
@@ -137,7 +149,7 @@ int crl_publish(struct authority *ca, char *err, size_t err_len)
 			 b.failed ? "cannot add a CRL entry" : store_error(ca->store));
 		goto out;
 	}
-	if (store_next_crl_number(ca->store, now, next, &n) != 0) {
+	if (store_crl_next(ca->store, 0, &n) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}
@@ -158,8 +170,20 @@ int crl_publish(struct authority *ca, char *err, size_t err_len)
 	if (bio == NULL || !PEM_write_bio_X509_CRL(bio, b.crl))
 		goto fail;
 	len = BIO_get_mem_data(bio, &data);
-	rc = files_write(authority_path(ca, "crl.pem", path, sizeof(path)), data, (size_t)len, 0644,
-			 false, err, err_len);
+	out->pem = len > 0 ? malloc((size_t)len) : NULL;
+	if (out->pem == NULL)
+		goto fail;
+	memcpy(out->pem, data, (size_t)len);
+	out->len = (size_t)len;
+	out->number = n;
+	sha256_hex(out->pem, out->len, sha);
+	entries = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(b.crl)); /* -1 when there are none */
+	if (store_crl_add(ca->store, n, now, next, entries > 0 ? (size_t)entries : 0, sha,
+			  authority_actor()) != 0) {
+		snprintf(err, err_len, "%s", store_error(ca->store));
+		goto out;
+	}
+	rc = 0;
 	goto out;
 fail:
 	snprintf(err, err_len, "cannot build the CRL: %s",
@@ -167,10 +191,29 @@ fail:
 			 ? ERR_reason_error_string(ERR_peek_error())
 			 : "internal error");
 out:
+	if (rc != 0)
+		crl_pending_free(out);
 	ERR_clear_error();
 	BIO_free(bio);
 	ASN1_INTEGER_free(number);
 	ASN1_TIME_free(t);
 	X509_CRL_free(b.crl);
 	return rc;
+}
+
+int crl_write(struct authority *ca, const struct crl_pending *crl, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+
+	return files_write(authority_path(ca, "crl.pem", path, sizeof(path)), crl->pem, crl->len,
+			   0644, false, err, err_len);
+}
+
+void crl_pending_free(struct crl_pending *crl)
+{
+	if (crl == NULL)
+		return;
+	free(crl->pem);
+	crl->pem = NULL;
+	crl->len = 0;
 }

@@ -1,6 +1,7 @@
 /*
  * Safe file writing for keys, certificates and CRLs.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -18,9 +19,11 @@
 
 #define READ_MAX (16u * 1024 * 1024)
 
+/* The message, and errno left at e for callers that tell a full disk from other failures. */
 static int fail(char *err, size_t len, const char *what, const char *path, int e)
 {
 	snprintf(err, len, "%s %s: %s", what, path, strerror(e));
+	errno = e;
 	return -1;
 }
 
@@ -104,7 +107,12 @@ int files_write(const char *path, const void *data, size_t len, mode_t mode, boo
 	}
 	if (fsync(fd) != 0)
 		goto write_failed;
-	close(fd);
+	if (close(fd) != 0) {
+		int e = errno;
+
+		unlink(tmp);
+		return fail(err, err_len, "cannot write", tmp, e);
+	}
 	if (no_replace) {
 		/* link() fails if path exists: no window where another file is replaced */
 		if (link(tmp, path) != 0) {
@@ -132,6 +140,28 @@ write_failed : {
 	unlink(tmp);
 	return fail(err, err_len, "cannot write", tmp, e != 0 ? e : EIO);
 }
+}
+
+int files_remove_temporaries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int removed = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		const char *t = strstr(e->d_name, ".tmp-");
+
+		/* NAME.tmp- and the 12 hex digits of files_write(), nothing else */
+		if (t == NULL || t == e->d_name || strlen(t + 5) != 12 ||
+		    strspn(t + 5, "0123456789abcdef") != 12)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 char *files_read(const char *path, size_t *len, char *err, size_t err_len)

@@ -14,10 +14,16 @@
 int files_mkdir_private(const char *path, char *err, size_t err_len);
 
 /* Write len bytes to path with the given mode via a temporary file in the same directory
- * (O_CREAT|O_EXCL|O_NOFOLLOW), fsync, then rename. With no_replace, an existing path is an
- * error and is left alone. */
+ * (O_CREAT|O_EXCL|O_NOFOLLOW), fsync, then rename, then fsync the directory. With
+ * no_replace, an existing path is an error and is left alone. On failure the temporary file
+ * is removed and errno says why (ENOSPC: the disk is full). */
 int files_write(const char *path, const void *data, size_t len, mode_t mode, bool no_replace,
 		char *err, size_t err_len);
+
+/* Remove the temporary files that files_write() calls killed half-way left in dir (only
+ * NAME.tmp-<12 hex digits>). Call only while holding the lock that every writer into dir
+ * holds. The number removed, or -1 if dir cannot be read. */
+int files_remove_temporaries(const char *dir);
 
 /* Read a whole file (at most 16 MiB) into a NUL-terminated buffer; caller frees. */
 char *files_read(const char *path, size_t *len, char *err, size_t err_len);

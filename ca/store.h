@@ -57,7 +57,8 @@ void store_rollback(struct store *st);
 /* Insert an issued certificate. Returns 1 if the serial already exists (pick another),
  * 0 on success, -1 on error. */
 int store_add_cert(struct store *st, const struct store_cert *cert);
-/* Mark as revoked. Returns 0, 1 if no such serial, 2 if already revoked, -1 on error. */
+/* Mark as revoked. Returns 0, 1 if no such serial, 2 if already revoked, -1 on error.
+ */
 int store_revoke(struct store *st, const char *serial, const char *reason, time_t when);
 /* Look up one certificate; the strings in *out are valid until the next store call.
  * 0 found, 1 not found, -1 error. */
@@ -66,9 +67,18 @@ int store_get_cert(struct store *st, const char *serial, struct store_cert *out)
  * bound for STORE_EXPIRING. fn returns non-zero to stop. */
 int store_each_cert(struct store *st, enum store_filter filter, time_t before,
 		    int (*fn)(const struct store_cert *cert, void *arg), void *arg);
-/* Allocate the next CRL number (starting at 1) and record the CRL's dates. */
+/* Allocate the next CRL number (starting at 1) and record the CRL's dates. Not in the audit
+ * log: the CA publishes with store_crl_next() and store_crl_add(). */
 int store_next_crl_number(struct store *st, time_t this_update, time_t next_update,
 			  int64_t *number);
+/* The number for the next CRL: above every number the inventory has allocated and above
+ * floor (the number of the CRL found on disk). Call inside the transaction that then calls
+ * store_crl_add(), before signing. */
+int store_crl_next(struct store *st, int64_t floor, int64_t *number);
+/* Record the CRL just signed with number: its dates, and an audit entry ("crl") with its
+ * number, how many certificates it revokes and the SHA-256 (hex) of the file to publish. */
+int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t next_update,
+		  size_t revoked, const char *sha256, const char *actor);
 
 /* Settings of the CA (profile lifetimes, CRL distribution point, ...). */
 int store_set_meta(struct store *st, const char *key, const char *value);

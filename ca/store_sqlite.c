@@ -51,9 +51,28 @@ static const char schema[] =
 	"CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
 	"  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
 
+/* A full disk (or quota) is not a damaged inventory: say so, and that nothing changed (every
+ * caller rolls its transaction back). */
+static bool disk_full(sqlite3 *db)
+{
+	int code = sqlite3_errcode(db);
+
+	return code == SQLITE_FULL ||
+	       ((code == SQLITE_IOERR || code == SQLITE_CANTOPEN) &&
+		(sqlite3_system_errno(db) == ENOSPC || sqlite3_system_errno(db) == EDQUOT));
+}
+
 static int fail(struct store *st, const char *what)
 {
-	snprintf(st->err, sizeof(st->err), "CA inventory: %s: %s", what, sqlite3_errmsg(st->db));
+	if (disk_full(st->db))
+		snprintf(
+			st->err, sizeof(st->err),
+			"disk full while updating the CA inventory (%s): nothing was changed; free "
+			"space and run the command again",
+			what);
+	else
+		snprintf(st->err, sizeof(st->err), "CA inventory: %s: %s", what,
+			 sqlite3_errmsg(st->db));
 	return -1;
 }
 
@@ -62,26 +81,32 @@ const char *store_error(const struct store *st)
 	return st->err;
 }
 
-/* Does the database hold our tables, with the settings init writes? */
-static bool is_inventory(struct store *st)
+/* Does the database hold our tables? 1 yes, 0 no (or not a database), -1 it could not be
+ * read for another reason (a full disk, I/O), which says nothing about its contents. */
+static int is_inventory(struct store *st)
 {
 	sqlite3_stmt *s = NULL;
-	bool ok = false;
+	int rc = sqlite3_prepare_v2(st->db,
+				    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+				    "name IN ('meta', 'certs', 'crls', 'audit')",
+				    -1, &s, NULL),
+	    ok = 0;
 
-	if (sqlite3_prepare_v2(st->db,
-			       "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
-			       "name IN ('meta', 'certs', 'crls', 'audit')",
-			       -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
 		ok = sqlite3_column_int(s, 0) == 4;
 	sqlite3_finalize(s);
-	return ok;
+	if (rc == SQLITE_ROW || rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+		return ok;
+	return -1;
 }
 
 struct store *store_open(const char *path, bool create, char *err, size_t err_len)
 {
 	struct store *st = calloc(1, sizeof(*st));
-	int fd;
+	int fd, inventory = 1;
+	bool pragmas;
 
 	if (st == NULL) {
 		snprintf(err, err_len, "out of memory");
@@ -103,12 +128,29 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 		return NULL;
 	}
 	sqlite3_busy_timeout(st->db, 30000);
-	if (sqlite3_exec(st->db,
-			 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-			 "PRAGMA foreign_keys=ON;",
-			 NULL, NULL, NULL) != SQLITE_OK ||
-	    (create && sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK) ||
-	    (!create && !is_inventory(st))) {
+	pragmas = sqlite3_exec(st->db,
+			       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+			       "PRAGMA foreign_keys=ON;",
+			       NULL, NULL, NULL) == SQLITE_OK;
+	if (!pragmas && !disk_full(st->db))
+		inventory = 0;
+	else if (!create)
+		inventory = is_inventory(st);
+	if (inventory < 0 || (!pragmas && disk_full(st->db))) {
+		if (disk_full(st->db))
+			snprintf(
+				err, err_len,
+				"disk full while opening the CA inventory %s: nothing was changed; "
+				"free space and run the command again",
+				path);
+		else
+			snprintf(err, err_len, "cannot read the CA inventory %s: %s", path,
+				 sqlite3_errmsg(st->db));
+		store_close(st);
+		return NULL;
+	}
+	if ((create && (!pragmas || sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK)) ||
+	    (!create && inventory == 0)) {
 		snprintf(err, err_len,
 			 "CA inventory %s is not a usable CA inventory (%s); restore it from a "
 			 "backup",
@@ -390,7 +432,10 @@ int store_audit(struct store *st, const char *actor, const char *action, const c
 	return rc == SQLITE_DONE ? 0 : fail(st, "append to the audit log");
 }
 
-int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
+/* Walk the chain in order, calling fn (if not NULL) for each entry whose hash checks out.
+ * 0 intact, 1 broken (*bad_seq), 2 fn said stop, -1 error. */
+static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq,
+		      int (*fn)(sqlite3_stmt *row, void *arg), void *arg)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, at, actor, action, subject, detail, prev_hash, "
 				      "hash FROM audit ORDER BY seq");
@@ -418,10 +463,68 @@ int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
 			sqlite3_finalize(s);
 			return 1;
 		}
+		if (fn != NULL && fn(s, arg) != 0) {
+			sqlite3_finalize(s);
+			return 2;
+		}
 		snprintf(prev, sizeof(prev), "%s", hash);
 		expect_seq++;
 		(*count)++;
 	}
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? 0 : fail(st, "read the audit log");
+}
+
+int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
+{
+	return audit_walk(st, count, bad_seq, NULL, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * CRLs in the audit log: "CRL 12, 3 revoked, sha256 <64 hex digits>"
+ */
+
+static int64_t max_crl_number(struct store *st)
+{
+	sqlite3_stmt *s = prepare(st, "SELECT COALESCE(MAX(number), 0) FROM crls");
+	int64_t n = -1;
+
+	if (s != NULL && sqlite3_step(s) == SQLITE_ROW)
+		n = sqlite3_column_int64(s, 0);
+	else if (s != NULL)
+		fail(st, "read the CRL numbers");
+	sqlite3_finalize(s);
+	return n;
+}
+
+int store_crl_next(struct store *st, int64_t floor, int64_t *number)
+{
+	int64_t max = max_crl_number(st);
+
+	if (max < 0)
+		return -1;
+	*number = (max > floor ? max : floor) + 1;
+	return 0;
+}
+
+int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t next_update,
+		  size_t revoked, const char *sha256, const char *actor)
+{
+	sqlite3_stmt *s = prepare(st, "INSERT INTO crls (number, this_update, next_update) "
+				      "VALUES (?, ?, ?)");
+	char detail[160];
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, number);
+	sqlite3_bind_int64(s, 2, this_update);
+	sqlite3_bind_int64(s, 3, next_update);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return fail(st, "record the CRL");
+	snprintf(detail, sizeof(detail), "CRL %lld, %zu revoked, sha256 %s", (long long)number,
+		 revoked, sha256);
+	return store_audit(st, actor, "crl", "", detail);
 }

@@ -1,8 +1,9 @@
 /*
- * mtls ca revoke / mtls ca crl: revocation and CRL publication. Every revoke publishes a new
- * CRL in the same transaction.
+ * mtls ca revoke / mtls ca crl: revocation and CRL publication. Every revoke makes a new CRL
+ * in the same transaction; the CRL file is written after the commit (commit, then publish).
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,11 +120,35 @@ static struct authority *open_signing(const char *cmd, const struct revoke_opts 
 	return ca;
 }
 
+/* After the commit: write crl.pem. A failure here leaves the change committed, so say that
+ * and how to publish it, and never that the inventory is damaged. */
+static int publish(const char *cmd, struct authority *ca, const struct crl_pending *crl,
+		   const char *committed)
+{
+	char err[1024] = "", msg[sizeof(ca->dir) + 2048];
+	int e;
+
+	if (crl_write(ca, crl, err, sizeof(err)) == 0)
+		return 0;
+	e = errno;
+	if (e == ENOSPC || e == EDQUOT)
+		snprintf(msg, sizeof(msg),
+			 "disk full while writing %s/crl.pem: %s; free space and run 'mtls ca "
+			 "crl' to publish it",
+			 ca->dir, committed);
+	else
+		snprintf(msg, sizeof(msg), "%s: %s; fix this and run 'mtls ca crl' to publish it",
+			 err, committed);
+	ca_fail(cmd, msg);
+	return -1;
+}
+
 int cmd_ca_revoke(int argc, char **argv)
 {
 	struct revoke_opts o = {.reason = "unspecified"};
 	struct options_state st = {0};
 	struct authority *ca = NULL;
+	struct crl_pending crl = {0};
 	struct store_cert c;
 	char serial[64], err[1024] = "", detail[200];
 	int rc = ca_parse(
@@ -154,36 +179,44 @@ int cmd_ca_revoke(int argc, char **argv)
 	}
 	rc = 1;
 	ca = open_signing("revoke", &o);
-	if (ca == NULL || store_begin(ca->store) != 0)
+	if (ca == NULL)
 		goto out;
-	switch (store_revoke(ca->store, serial, o.reason, time(NULL))) {
+	if (store_begin(ca->store) != 0) {
+		ca_fail("revoke", store_error(ca->store));
+		goto out;
+	}
+	switch (store_get_cert(ca->store, serial, &c)) {
 	case 0: break;
 	case 1:
 		snprintf(err, sizeof(err), "no certificate with serial %s in this CA's inventory",
 			 serial);
 		goto fail;
-	case 2: snprintf(err, sizeof(err), "serial %s is already revoked", serial); goto fail;
 	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
-	}
-	if (store_get_cert(ca->store, serial, &c) != 0) {
-		snprintf(err, sizeof(err), "%s", store_error(ca->store));
-		goto fail;
 	}
 	if (strcmp(c.profile, "root") == 0 || strcmp(c.profile, "intermediate") == 0) {
 		snprintf(err, sizeof(err), "serial %s is a CA certificate; revoke leaves only",
 			 serial);
 		goto fail;
 	}
+	/* the revocation, its audit entry and the CRL that publishes it: one transaction */
+	switch (store_revoke(ca->store, serial, o.reason, time(NULL))) {
+	case 0: break;
+	case 2: snprintf(err, sizeof(err), "serial %s is already revoked", serial); goto fail;
+	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
+	}
 	snprintf(detail, sizeof(detail), "serial %s, reason %s", serial, o.reason);
 	if (store_audit(ca->store, authority_actor(), "revoke", c.subject, detail) != 0) {
 		snprintf(err, sizeof(err), "%s", store_error(ca->store));
 		goto fail;
 	}
-	if (crl_publish(ca, err, sizeof(err)) != 0 || store_commit(ca->store) != 0) {
-		if (err[0] == '\0')
-			snprintf(err, sizeof(err), "%s", store_error(ca->store));
+	if (crl_prepare(ca, &crl, err, sizeof(err)) != 0)
+		goto fail;
+	if (store_commit(ca->store) != 0) {
+		snprintf(err, sizeof(err), "%s", store_error(ca->store));
 		goto fail;
 	}
+	if (publish("revoke", ca, &crl, "the revocation is committed") != 0)
+		goto out;
 	printf("revoked serial %s (%s); new CRL: %s/crl.pem\n", serial, o.reason, ca->dir);
 	rc = 0;
 	goto out;
@@ -191,6 +224,7 @@ fail:
 	store_rollback(ca->store);
 	ca_fail("revoke", err);
 out:
+	crl_pending_free(&crl);
 	authority_close(ca);
 	options_free(&st);
 	return rc;
@@ -201,7 +235,8 @@ int cmd_ca_crl(int argc, char **argv)
 	struct revoke_opts o = {0};
 	struct options_state st = {0};
 	struct authority *ca = NULL;
-	char err[1024] = "";
+	struct crl_pending crl = {0};
+	char err[1024] = "", committed[64];
 	int rc = ca_parse("crl", "mtls ca crl [--dir DIR]",
 			  "Publish a fresh CRL (DIR/crl.pem) with a new CRL number and nextUpdate.",
 			  crl_table, &o, argc, argv, &st);
@@ -210,18 +245,24 @@ int cmd_ca_crl(int argc, char **argv)
 		goto out;
 	rc = 1;
 	ca = open_signing("crl", &o);
-	if (ca == NULL || store_begin(ca->store) != 0)
+	if (ca == NULL)
 		goto out;
-	if (crl_publish(ca, err, sizeof(err)) != 0 ||
-	    store_audit(ca->store, authority_actor(), "crl", "", "published") != 0 ||
-	    store_commit(ca->store) != 0) {
+	if (store_begin(ca->store) != 0) {
+		ca_fail("crl", store_error(ca->store));
+		goto out;
+	}
+	if (crl_prepare(ca, &crl, err, sizeof(err)) != 0 || store_commit(ca->store) != 0) {
 		store_rollback(ca->store);
 		ca_fail("crl", err[0] != '\0' ? err : store_error(ca->store));
 		goto out;
 	}
+	snprintf(committed, sizeof(committed), "CRL #%lld is committed", (long long)crl.number);
+	if (publish("crl", ca, &crl, committed) != 0)
+		goto out;
 	printf("published %s/crl.pem (valid %ld days)\n", ca->dir, ca->crl_days);
 	rc = 0;
 out:
+	crl_pending_free(&crl);
 	authority_close(ca);
 	options_free(&st);
 	return rc;
