@@ -362,6 +362,46 @@ int authority_load_key(struct authority *ca, const char *passphrase, char *err, 
 	return 0;
 }
 
+int authority_audit(struct authority *ca, char *out, size_t out_len)
+{
+	struct store_check chk;
+	char what[1024], crl[1024] = "";
+	int64_t number = 0;
+	bool stale = false;
+	int rc;
+
+	switch (store_check(ca->store, &chk, what, sizeof(what))) {
+	case 0: break;
+	case 1:
+		snprintf(out, out_len,
+			 "audit log BROKEN at entry %lld (after %lld good entries): it was edited "
+			 "or an entry removed",
+			 (long long)chk.bad_seq, (long long)chk.entries);
+		return 1;
+	case 2: snprintf(out, out_len, "%s", what); return 1;
+	default: snprintf(out, out_len, "%s", store_error(ca->store)); return -1;
+	}
+	rc = crl_check(ca, &chk, &number, &stale, crl, sizeof(crl));
+	if (rc != 0) {
+		snprintf(out, out_len, "%s", crl);
+		return rc;
+	}
+	if (stale && number == 0)
+		snprintf(crl, sizeof(crl),
+			 "\nnote: there is no crl.pem; run 'mtls ca crl' to publish the CRL");
+	else if (stale)
+		snprintf(
+			crl, sizeof(crl),
+			"\nnote: crl.pem is CRL #%lld, older than the newest committed CRL (#%lld: "
+			"its publication was interrupted); run 'mtls ca crl' to publish the "
+			"inventory's revocations",
+			(long long)number,
+			(long long)(chk.crl_logged_max > chk.crl_allocated ? chk.crl_logged_max
+									   : chk.crl_allocated));
+	snprintf(out, out_len, "audit log intact: %lld entries%s", (long long)chk.entries, crl);
+	return 0;
+}
+
 void authority_close(struct authority *ca)
 {
 	if (ca == NULL)

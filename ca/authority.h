@@ -59,6 +59,12 @@ const char *authority_path(const struct authority *ca, const char *name, char *b
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
 
+/* Everything `mtls ca audit` checks: the audit chain, the inventory against it, and the
+ * published crl.pem against both. One line in out: "audit log intact: N entries" (and, on a
+ * second line, a note when crl.pem is behind the inventory), or what is wrong. 0 all agree,
+ * 1 they do not, -1 error (in out). */
+int authority_audit(struct authority *ca, char *out, size_t out_len);
+
 /* crl.c. Publishing a CRL is two steps so that the CRL (its number, its entries) is
  * committed before it is published:
  *   store_begin(); ... crl_prepare(); store_commit(); crl_write();
@@ -70,14 +76,23 @@ struct crl_pending {
 	int64_t number;
 };
 
-/* Inside a store transaction: sign a CRL of every revoked certificate with a new number, and
- * record it (store_crl_add()). 0, or -1 with a message. */
+/* Inside a store transaction: check that the inventory, its audit log and the published
+ * crl.pem agree (store_check(), crl_check()), then sign a CRL of every revoked certificate
+ * with a new number, and record it (store_crl_add()). 0, or -1 with a message. */
 int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len);
 /* After the commit: write dir/crl.pem atomically. -1 with errno ENOSPC when the disk is
  * full. */
 int crl_write(struct authority *ca, const struct crl_pending *crl, char *err, size_t err_len);
 void crl_pending_free(struct crl_pending *crl);
 
+/* The published crl.pem against the inventory and the audit log (chk from store_check()):
+ * it must be a CRL of this CA, each of its entries revoked in the inventory with the same
+ * reason and date, and its number and SHA-256 those of a CRL the audit log records. Sets
+ * *number to its CRL number (0 without a crl.pem) and *stale when it is older than the
+ * newest committed CRL (a publication interrupted after its commit). 0 agree, 1 disagree
+ * (err says how and what to do), -1 error. */
+int crl_check(struct authority *ca, const struct store_check *chk, int64_t *number, bool *stale,
+	      char *err, size_t err_len);
 /* Revocation reasons by name ("keyCompromise", ...); -1 if unknown. */
 int crl_reason_code(const char *name);
 const char *crl_reason_names(void);

@@ -113,6 +113,23 @@ out:
 	return ok ? 0 : -1;
 }
 
+static const char *reason_name(int code)
+{
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (reasons[i].code == code)
+			return reasons[i].name;
+	return "unknown";
+}
+
+static const char *format_time(time_t t, char buf[32])
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, 32, "@%lld", (long long)t);
+	return buf;
+}
+
 static void sha256_hex(const void *data, size_t len, char out[65])
 {
 	unsigned char md[32];
@@ -122,14 +139,157 @@ static void sha256_hex(const void *data, size_t len, char out[65])
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/* One entry of the published CRL against the inventory: 0 agree, 1 not (err), -1 error. */
+static int check_entry(struct authority *ca, int64_t number, X509_REVOKED *r, char *err,
+		       size_t err_len)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_REVOKED_get0_serialNumber(r), NULL);
+	ASN1_ENUMERATED *code = X509_REVOKED_get_ext_d2i(r, NID_crl_reason, NULL, NULL);
+	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+	char inventory[160], when[32];
+	struct store_cert c;
+	struct tm tm;
+	time_t at = 0;
+	int reason = code != NULL ? (int)ASN1_ENUMERATED_get(code) : CRL_REASON_UNSPECIFIED;
+	int rc = -1, table_reason;
+
+	if (hex == NULL || ASN1_TIME_to_tm(X509_REVOKED_get0_revocationDate(r), &tm) != 1) {
+		snprintf(err, err_len, "cannot read an entry of CRL #%lld", (long long)number);
+		goto out;
+	}
+	at = timegm(&tm);
+	switch (store_get_cert(ca->store, hex, &c)) {
+	case 0: break;
+	case 1: snprintf(inventory, sizeof(inventory), "missing"); goto disagree;
+	default: snprintf(err, err_len, "%s", store_error(ca->store)); goto out;
+	}
+	table_reason = crl_reason_code(c.revocation_reason != NULL ? c.revocation_reason : "");
+	if (table_reason < 0)
+		table_reason = CRL_REASON_UNSPECIFIED;
+	if (c.revoked && c.revoked_at == at && table_reason == reason) {
+		rc = 0;
+		goto out;
+	}
+	if (!c.revoked)
+		snprintf(inventory, sizeof(inventory), "valid");
+	else
+		snprintf(inventory, sizeof(inventory), "revoked %s at %s",
+			 reason_name(table_reason), format_time(c.revoked_at, when));
+disagree:
+	snprintf(err, err_len,
+		 "crl.pem (CRL #%lld) and the inventory disagree on serial %s (crl.pem: revoked %s "
+		 "at %s, inventory: %s); the inventory was altered; restore it from a backup or "
+		 "investigate",
+		 (long long)number, hex, reason_name(reason), format_time(at, when), inventory);
+	rc = 1;
+out:
+	OPENSSL_free(hex);
+	BN_free(bn);
+	ASN1_ENUMERATED_free(code);
+	return rc;
+}
+
+int crl_check(struct authority *ca, const struct store_check *chk, int64_t *number, bool *stale,
+	      char *err, size_t err_len)
+{
+	char path[PATH_MAX], sha[65], logged[65], *pem;
+	size_t len = 0;
+	BIO *bio = NULL;
+	X509_CRL *crl = NULL;
+	ASN1_INTEGER *num = NULL;
+	STACK_OF(X509_REVOKED) * entries;
+	EVP_PKEY *key = X509_get0_pubkey(ca->issuer);
+	int64_t n = 0, newest = chk->crl_logged_max > chk->crl_allocated ? chk->crl_logged_max
+									 : chk->crl_allocated;
+	int rc = 1;
+
+	*number = 0;
+	*stale = false;
+	authority_path(ca, "crl.pem", path, sizeof(path));
+	if (!files_exists(path)) {
+		*stale = newest > 0;
+		return 0;
+	}
+	pem = files_read(path, &len, err, err_len);
+	if (pem == NULL)
+		return -1;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (bio != NULL)
+		crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
+	if (crl == NULL || key == NULL || X509_CRL_verify(crl, key) != 1 ||
+	    X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca->issuer)) != 0 ||
+	    (num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL)) == NULL ||
+	    ASN1_INTEGER_get_int64(&n, num) != 1 || n <= 0) {
+		snprintf(
+			err, err_len,
+			"%s is not a CRL signed by this CA; move it aside and run 'mtls ca crl' to "
+			"publish a new one",
+			path);
+		goto out;
+	}
+	*number = n;
+	entries = X509_CRL_get_REVOKED(crl);
+	for (int i = 0; i < sk_X509_REVOKED_num(entries); i++) {
+		rc = check_entry(ca, n, sk_X509_REVOKED_value(entries, i), err, err_len);
+		if (rc != 0)
+			goto out;
+	}
+	rc = 1;
+	sha256_hex(pem, len, sha);
+	switch (store_crl_logged(ca->store, n, logged)) {
+	case 0:
+		if (strcmp(sha, logged) == 0)
+			break;
+		snprintf(err, err_len,
+			 "%s is not the CRL #%lld this CA published (its SHA-256 differs from the "
+			 "audit log's); restore it from a backup or investigate",
+			 path, (long long)n);
+		goto out;
+	case 1:
+		/* CRLs published before they were logged with their hash: nothing to compare */
+		if (chk->crl_logged_max == 0 && n <= chk->crl_allocated)
+			break;
+		if (chk->crl_logged_max != 0 && n < chk->crl_logged_min)
+			break;
+		if (n > newest)
+			snprintf(
+				err, err_len,
+				"%s is CRL #%lld but the inventory and its audit log go only up to "
+				"#%lld: their newest changes were removed, or the inventory was "
+				"restored from an older backup; investigate",
+				path, (long long)n, (long long)newest);
+		else
+			snprintf(err, err_len,
+				 "%s is CRL #%lld, which the audit log does not record; restore it "
+				 "from a backup or investigate",
+				 path, (long long)n);
+		goto out;
+	default:
+		snprintf(err, err_len, "%s", store_error(ca->store));
+		rc = -1;
+		goto out;
+	}
+	*stale = n < newest;
+	rc = 0;
+out:
+	ERR_clear_error();
+	ASN1_INTEGER_free(num);
+	X509_CRL_free(crl);
+	BIO_free(bio);
+	free(pem);
+	return rc;
+}
+
 int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len)
 {
 	struct build b = {.crl = X509_CRL_new()};
+	struct store_check chk;
 	time_t now = time(NULL), next = now + ca->crl_days * 86400L;
 	ASN1_TIME *t = NULL;
 	ASN1_INTEGER *number = NULL;
 	X509V3_CTX ctx;
-	int64_t n = 0;
+	int64_t n = 0, on_disk = 0;
+	bool stale = false;
 	BIO *bio = NULL;
 	char *data, sha[65];
 	long len;
@@ -137,6 +297,19 @@ int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t
 
 	memset(out, 0, sizeof(*out));
 	err[0] = '\0';
+	switch (store_check(ca->store, &chk, err, err_len)) {
+	case 0: break;
+	case 1:
+		snprintf(err, err_len,
+			 "the audit log is broken at entry %lld (edited, or an entry removed); "
+			 "restore the inventory from a backup or investigate",
+			 (long long)chk.bad_seq);
+		goto out;
+	case 2: goto out;
+	default: snprintf(err, err_len, "%s", store_error(ca->store)); goto out;
+	}
+	if (crl_check(ca, &chk, &on_disk, &stale, err, err_len) != 0)
+		goto out;
 	if (b.crl == NULL || X509_CRL_set_version(b.crl, X509_CRL_VERSION_2) != 1 ||
 	    X509_CRL_set_issuer_name(b.crl, X509_get_subject_name(ca->issuer)) != 1)
 		goto fail;
@@ -149,7 +322,7 @@ int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t
 			 b.failed ? "cannot add a CRL entry" : store_error(ca->store));
 		goto out;
 	}
-	if (store_crl_next(ca->store, 0, &n) != 0) {
+	if (store_crl_next(ca->store, on_disk, &n) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}

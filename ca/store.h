@@ -58,8 +58,14 @@ void store_rollback(struct store *st);
  * 0 on success, -1 on error. */
 int store_add_cert(struct store *st, const struct store_cert *cert);
 /* Mark as revoked. Returns 0, 1 if no such serial, 2 if already revoked, -1 on error.
- */
+ * Revocations made this way are not in the audit log, and store_check() reports them:
+ * the CA revokes with store_revoke_audited(). */
 int store_revoke(struct store *st, const char *serial, const char *reason, time_t when);
+/* Mark as revoked and append the audit entry that records it ("revoke": serial, reason and
+ * time, which the hash chain then covers), in the current transaction. Same returns as
+ * store_revoke(). */
+int store_revoke_audited(struct store *st, const char *serial, const char *reason, time_t when,
+			 const char *actor);
 /* Look up one certificate; the strings in *out are valid until the next store call.
  * 0 found, 1 not found, -1 error. */
 int store_get_cert(struct store *st, const char *serial, struct store_cert *out);
@@ -79,6 +85,9 @@ int store_crl_next(struct store *st, int64_t floor, int64_t *number);
  * number, how many certificates it revokes and the SHA-256 (hex) of the file to publish. */
 int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t next_update,
 		  size_t revoked, const char *sha256, const char *actor);
+/* The SHA-256 (hex) the audit log records for CRL number: 0 found, 1 not recorded, -1
+ * error. */
+int store_crl_logged(struct store *st, int64_t number, char sha256[65]);
 
 /* Settings of the CA (profile lifetimes, CRL distribution point, ...). */
 int store_set_meta(struct store *st, const char *key, const char *value);
@@ -92,5 +101,21 @@ int store_audit(struct store *st, const char *actor, const char *action, const c
 /* Walk the chain. 0 intact (entries counted in *count), 1 broken (the first bad sequence
  * number in *bad_seq), -1 error. */
 int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq);
+
+struct store_check {
+	int64_t entries;	/* audit entries verified (before the bad one, if broken) */
+	int64_t bad_seq;	/* the first bad entry, when the chain is broken */
+	int64_t crl_allocated;	/* highest CRL number in the inventory (0: none) */
+	int64_t crl_logged_min; /* lowest and highest CRL number the audit log records with */
+	int64_t crl_logged_max; /* its SHA-256 (0: none, an inventory older than such entries) */
+};
+
+/* Everything the inventory can check by itself: the audit chain is intact, and the
+ * certificates table and the audit log agree on every revocation (serial, reason, time):
+ * a revoked row without its "revoke" entry, or a "revoke" entry whose row is valid, gone or
+ * different, means the table was altered behind the CA's back. Returns 0 consistent, 1 the
+ * chain is broken (out->bad_seq), 2 table and log disagree (one line in what saying on
+ * which serial and what to do), -1 error. */
+int store_check(struct store *st, struct store_check *out, char *what, size_t what_len);
 
 #endif /* MTLS_CA_STORE_H */

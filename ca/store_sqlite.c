@@ -481,8 +481,121 @@ int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
 }
 
 /* ------------------------------------------------------------------------------------------
- * CRLs in the audit log: "CRL 12, 3 revoked, sha256 <64 hex digits>"
+ * Revocations and CRLs in the audit log. The details are written here and read back here:
+ *   revoke  "serial 0A1B, reason keyCompromise, at 2026-01-02T03:04:05Z"
+ *           (before revocation times were logged: "serial 0A1B, reason keyCompromise")
+ *   crl     "CRL 12, 3 revoked, sha256 <64 hex digits>"
  */
+
+#define TIME_FORMAT "%Y-%m-%dT%H:%M:%SZ"
+/* a revocation logged without its time was made within this many seconds before its entry */
+#define UNTIMED_SLACK 60
+
+static const char *format_time(time_t t, char buf[32])
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(buf, 32, TIME_FORMAT, &tm) == 0)
+		snprintf(buf, 32, "@%lld", (long long)t);
+	return buf;
+}
+
+static bool take(const char **p, const char *literal)
+{
+	size_t n = strlen(literal);
+
+	if (strncmp(*p, literal, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* A non-empty run of characters from set, shorter than len, into out. */
+static bool take_span(const char **p, const char *set, char *out, size_t len)
+{
+	size_t n = strspn(*p, set);
+
+	if (n == 0 || n >= len)
+		return false;
+	memcpy(out, *p, n);
+	out[n] = '\0';
+	*p += n;
+	return true;
+}
+
+static const char hex_upper[] = "0123456789ABCDEF";
+static const char hex_lower[] = "0123456789abcdef";
+static const char digits[] = "0123456789";
+
+struct logged_revocation {
+	char serial[64];
+	char reason[32];
+	time_t at;  /* the revocation time, or the entry's time if !exact */
+	bool exact; /* the entry states the revocation time */
+	int64_t seq;
+};
+
+static int parse_revoke(const char *detail, int64_t entry_at, struct logged_revocation *r)
+{
+	const char *p = detail, *end;
+	char when[32];
+	struct tm tm;
+
+	if (!take(&p, "serial ") || !take_span(&p, hex_upper, r->serial, sizeof(r->serial)) ||
+	    !take(&p, ", reason ") ||
+	    !take_span(&p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", r->reason,
+		       sizeof(r->reason)))
+		return -1;
+	if (*p == '\0') {
+		r->at = (time_t)entry_at;
+		r->exact = false;
+		return 0;
+	}
+	memset(&tm, 0, sizeof(tm));
+	if (!take(&p, ", at ") || !take_span(&p, "0123456789-:TZ", when, sizeof(when)) ||
+	    *p != '\0' || (end = strptime(when, TIME_FORMAT, &tm)) == NULL || *end != '\0')
+		return -1;
+	r->at = timegm(&tm);
+	r->exact = true;
+	return 0;
+}
+
+/* "CRL N, K revoked, sha256 H": N and H. */
+static int parse_crl(const char *detail, int64_t *number, char sha256[65])
+{
+	const char *p = detail;
+	char num[20], count[20];
+
+	if (!take(&p, "CRL ") || !take_span(&p, digits, num, sizeof(num)) || !take(&p, ", ") ||
+	    !take_span(&p, digits, count, sizeof(count)) || !take(&p, " revoked, sha256 ") ||
+	    !take_span(&p, hex_lower, sha256, 65) || strlen(sha256) != 64 || *p != '\0')
+		return -1;
+	*number = strtoll(num, NULL, 10);
+	return *number > 0 ? 0 : -1;
+}
+
+int store_revoke_audited(struct store *st, const char *serial, const char *reason, time_t when,
+			 const char *actor)
+{
+	struct store_cert c;
+	char detail[200], at[32], *subject;
+	int rc = store_revoke(st, serial, reason, when);
+
+	if (rc != 0)
+		return rc;
+	if ((rc = store_get_cert(st, serial, &c)) != 0)
+		return rc < 0 ? rc : fail(st, "revoke");
+	subject = strdup(c.subject);
+	if (subject == NULL) {
+		snprintf(st->err, sizeof(st->err), "out of memory");
+		return -1;
+	}
+	snprintf(detail, sizeof(detail), "serial %s, reason %s, at %s", serial, reason,
+		 format_time(when, at));
+	rc = store_audit(st, actor, "revoke", subject, detail);
+	free(subject);
+	return rc;
+}
 
 static int64_t max_crl_number(struct store *st)
 {
@@ -527,4 +640,200 @@ int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t n
 	snprintf(detail, sizeof(detail), "CRL %lld, %zu revoked, sha256 %s", (long long)number,
 		 revoked, sha256);
 	return store_audit(st, actor, "crl", "", detail);
+}
+
+int store_crl_logged(struct store *st, int64_t number, char sha256[65])
+{
+	sqlite3_stmt *s = prepare(st, "SELECT detail FROM audit WHERE action = 'crl' AND "
+				      "detail LIKE ? ORDER BY seq DESC");
+	char like[40];
+	int64_t n;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	snprintf(like, sizeof(like), "CRL %lld, %%", (long long)number);
+	sqlite3_bind_text(s, 1, like, -1, SQLITE_TRANSIENT);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		if (parse_crl((const char *)sqlite3_column_text(s, 0), &n, sha256) == 0 &&
+		    n == number) {
+			sqlite3_finalize(s);
+			return 0;
+		}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 1 : fail(st, "read the audit log");
+}
+
+/* What the walk over the log collects for store_check(). */
+struct collect {
+	struct logged_revocation *revs;
+	size_t n, cap;
+	int64_t crl_min, crl_max;
+	int64_t bad_entry; /* a revoke or crl entry that cannot be read */
+};
+
+static int collect_entry(sqlite3_stmt *row, void *arg)
+{
+	struct collect *c = arg;
+	const char *action = (const char *)sqlite3_column_text(row, 3);
+	const char *detail = (const char *)sqlite3_column_text(row, 5);
+	char sha[65];
+	int64_t number;
+
+	if (strcmp(action, "crl") == 0) {
+		/* `mtls ca crl` logged "published" before CRLs were logged with their hash */
+		if (strcmp(detail, "published") == 0)
+			return 0;
+		if (parse_crl(detail, &number, sha) != 0) {
+			c->bad_entry = sqlite3_column_int64(row, 0);
+			return 1;
+		}
+		if (c->crl_min == 0 || number < c->crl_min)
+			c->crl_min = number;
+		if (number > c->crl_max)
+			c->crl_max = number;
+		return 0;
+	}
+	if (strcmp(action, "revoke") != 0)
+		return 0;
+	if (c->n == c->cap) {
+		size_t cap = c->cap != 0 ? c->cap * 2 : 64;
+		struct logged_revocation *revs = realloc(c->revs, cap * sizeof(*revs));
+
+		if (revs == NULL)
+			return -1;
+		c->revs = revs;
+		c->cap = cap;
+	}
+	if (parse_revoke(detail, sqlite3_column_int64(row, 1), &c->revs[c->n]) != 0) {
+		c->bad_entry = sqlite3_column_int64(row, 0);
+		return 1;
+	}
+	c->revs[c->n++].seq = sqlite3_column_int64(row, 0);
+	return 0;
+}
+
+static int by_serial(const void *a, const void *b)
+{
+	return strcmp(((const struct logged_revocation *)a)->serial,
+		      ((const struct logged_revocation *)b)->serial);
+}
+
+/* Does the table's (reason, time) match what the log says? */
+static bool same_revocation(const struct logged_revocation *r, const char *reason, time_t at)
+{
+	if (strcmp(r->reason, reason) != 0)
+		return false;
+	if (r->exact)
+		return at == r->at;
+	return at <= r->at && at >= r->at - UNTIMED_SLACK;
+}
+
+static void describe_log(const struct logged_revocation *r, char *buf, size_t len)
+{
+	char when[32];
+
+	if (r->exact)
+		snprintf(buf, len, "revoked %s at %s", r->reason, format_time(r->at, when));
+	else
+		snprintf(buf, len, "revoked %s (entry %lld)", r->reason, (long long)r->seq);
+}
+
+static void disagree(char *what, size_t len, const char *serial, const char *table, const char *log)
+{
+	snprintf(what, len,
+		 "inventory and audit log disagree on serial %s (table: %s, log: %s); the "
+		 "inventory was altered; restore it from a backup or investigate",
+		 serial, table, log);
+}
+
+int store_check(struct store *st, struct store_check *out, char *what, size_t what_len)
+{
+	struct collect c = {0};
+	struct store_cert cert;
+	sqlite3_stmt *s = NULL;
+	char table[160], log[160], when[32];
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	what[0] = '\0';
+	rc = audit_walk(st, &out->entries, &out->bad_seq, collect_entry, &c);
+	if (rc == 2 && c.bad_entry == 0) {
+		snprintf(st->err, sizeof(st->err), "out of memory");
+		rc = -1;
+	}
+	if (rc == 2) {
+		snprintf(what, what_len,
+			 "audit entry %lld cannot be read (a revocation or CRL in an unknown "
+			 "form); the audit log was altered; restore the inventory from a backup or "
+			 "investigate",
+			 (long long)c.bad_entry);
+		goto out;
+	}
+	if (rc != 0)
+		goto out;
+	out->crl_logged_min = c.crl_min;
+	out->crl_logged_max = c.crl_max;
+	out->crl_allocated = max_crl_number(st);
+	if (out->crl_allocated < 0) {
+		rc = -1;
+		goto out;
+	}
+	if (c.n > 0)
+		qsort(c.revs, c.n, sizeof(*c.revs), by_serial);
+	/* every revocation of the log, in the table */
+	for (size_t i = 0; i < c.n; i++) {
+		const struct logged_revocation *r = &c.revs[i];
+
+		describe_log(r, log, sizeof(log));
+		if (i > 0 && strcmp(r->serial, c.revs[i - 1].serial) == 0) {
+			disagree(what, what_len, r->serial, "revoked once", "revoked twice");
+			rc = 2;
+			goto out;
+		}
+		rc = store_get_cert(st, r->serial, &cert);
+		if (rc < 0)
+			goto out;
+		if (rc == 1)
+			snprintf(table, sizeof(table), "missing");
+		else if (!cert.revoked)
+			snprintf(table, sizeof(table), "valid");
+		else if (!same_revocation(
+				 r, cert.revocation_reason != NULL ? cert.revocation_reason : "",
+				 cert.revoked_at))
+			snprintf(table, sizeof(table), "revoked %s at %s",
+				 cert.revocation_reason != NULL ? cert.revocation_reason : "?",
+				 format_time(cert.revoked_at, when));
+		else
+			continue;
+		disagree(what, what_len, r->serial, table, log);
+		rc = 2;
+		goto out;
+	}
+	/* every revoked row of the table, in the log */
+	s = prepare(st, "SELECT serial, revocation_reason, revoked_at FROM certs "
+			"WHERE status = 'revoked' ORDER BY serial");
+	if (s == NULL) {
+		rc = -1;
+		goto out;
+	}
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct logged_revocation key;
+		const char *reason = (const char *)sqlite3_column_text(s, 1);
+
+		snprintf(key.serial, sizeof(key.serial), "%s",
+			 (const char *)sqlite3_column_text(s, 0));
+		if (c.n > 0 && bsearch(&key, c.revs, c.n, sizeof(*c.revs), by_serial) != NULL)
+			continue;
+		snprintf(table, sizeof(table), "revoked %s at %s", reason != NULL ? reason : "?",
+			 format_time((time_t)sqlite3_column_int64(s, 2), when));
+		disagree(what, what_len, key.serial, table, "not revoked");
+		rc = 2;
+		goto out;
+	}
+	rc = rc == SQLITE_DONE ? 0 : fail(st, "list revoked certificates");
+out:
+	sqlite3_finalize(s);
+	free(c.revs);
+	return rc;
 }

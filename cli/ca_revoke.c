@@ -150,7 +150,7 @@ int cmd_ca_revoke(int argc, char **argv)
 	struct authority *ca = NULL;
 	struct crl_pending crl = {0};
 	struct store_cert c;
-	char serial[64], err[1024] = "", detail[200];
+	char serial[64], err[1024] = "";
 	int rc = ca_parse(
 		"revoke", "mtls ca revoke (--serial HEX | --cert FILE) [--reason R]",
 		"Revoke a certificate issued by the CA and publish a new CRL (DIR/crl.pem).",
@@ -199,15 +199,10 @@ int cmd_ca_revoke(int argc, char **argv)
 		goto fail;
 	}
 	/* the revocation, its audit entry and the CRL that publishes it: one transaction */
-	switch (store_revoke(ca->store, serial, o.reason, time(NULL))) {
+	switch (store_revoke_audited(ca->store, serial, o.reason, time(NULL), authority_actor())) {
 	case 0: break;
 	case 2: snprintf(err, sizeof(err), "serial %s is already revoked", serial); goto fail;
 	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
-	}
-	snprintf(detail, sizeof(detail), "serial %s, reason %s", serial, o.reason);
-	if (store_audit(ca->store, authority_actor(), "revoke", c.subject, detail) != 0) {
-		snprintf(err, sizeof(err), "%s", store_error(ca->store));
-		goto fail;
 	}
 	if (crl_prepare(ca, &crl, err, sizeof(err)) != 0)
 		goto fail;

@@ -798,6 +798,90 @@ if [ "$HAVE_SQLITE" = 1 ]; then
 	[ "$RC" = 1 ] || p+=("exit $RC, expected 1")
 	[[ $OUT == "audit log BROKEN at entry 2 "* ]] || p+=("expected 'audit log BROKEN at entry 2 ...'")
 	report "an entry edited behind the trigger's back: audit exits 1, BROKEN at entry 2" "${p[@]+"${p[@]}"}"
+	crl_sha=$(sha_of "$T/crl.pem")
+	EXTRA=()
+	refuse "a broken audit chain: crl refused" 1 "audit log is broken at entry 2" "$T" "$W/none" crl --dir "$T"
+	[ "$(sha_of "$T/crl.pem")" = "$crl_sha" ] || fail "a broken audit chain: crl.pem is not replaced" "crl.pem changed"
+
+	# The CRL is made from the certificates table; the audit chain does not cover the table,
+	# so every revocation is also an audit entry (serial, reason, time) and the two must
+	# agree before anything is published.
+	# tampered NAME SQL : a copy of the main CA whose inventory was changed with SQL.
+	tn=0
+	tampered() {
+		tn=$((tn + 1))
+		T=$W/ca-tamper-$tn
+		cp -a -- "$D" "$T"
+		out=$(sqlite3 "$T/ca.db" "$1" 2>&1) || fail "(test setup) sqlite3: $1" "$out"
+	}
+	# disagreement NAME WANT : on the tampered copy, crl and revoke (of S, still valid) are
+	# refused with WANT and change nothing; audit exits 1 and says WANT.
+	disagreement() {
+		local name=$1 want=$2 sha
+		sha=$(sha_of "$T/crl.pem")
+		EXTRA=()
+		refuse "$name: crl refused" 1 "$want" "$T" "$W/none" crl --dir "$T"
+		EXTRA=()
+		[ "$(sha_of "$T/crl.pem")" = "$sha" ] || EXTRA+=("the refused crl replaced crl.pem")
+		refuse "$name: revoke refused" 1 "$want" "$T" "$W/none" revoke --dir "$T" --cert "$W/S.pem"
+		p=()
+		[ "$(sha_of "$T/crl.pem")" = "$sha" ] || p+=("the refused revoke replaced crl.pem")
+		ca list --dir "$T" --revoked
+		[ -z "$(list_row "$OUT" "$(serial_of "$W/S.pem")")" ] || p+=("the refused revoke revoked S")
+		ca audit --dir "$T"
+		[ "$RC" = 1 ] || p+=("audit: exit $RC, expected 1")
+		[[ $OUT == *"$want"* ]] || p+=("audit does not say '$want'")
+		[[ $OUT != *intact* ]] || p+=("audit says intact")
+		report "$name: audit exits 1 and says so" "${p[@]+"${p[@]}"}"
+	}
+	C_REVOKED_AT=$(sqlite3 "$D/ca.db" "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', revoked_at, 'unixepoch') FROM certs WHERE serial = '$C_SERIAL'" 2>/dev/null || true)
+	WHY="the inventory was altered; restore it from a backup or investigate"
+
+	tampered "UPDATE certs SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = '$C_SERIAL'"
+	disagreement "a keyCompromise revocation undone in the table" \
+		"inventory and audit log disagree on serial $C_SERIAL (table: valid, log: revoked keyCompromise at $C_REVOKED_AT); $WHY"
+	p=()
+	out=$("${OV[@]}" -crl_check -CRLfile "$T/crl.pem" "$W/C.pem" 2>&1) && p+=("the published CRL no longer revokes C")
+	report "a keyCompromise revocation undone in the table: the published CRL still revokes C" "${p[@]+"${p[@]}"}"
+
+	tampered "DELETE FROM certs WHERE serial = '$C_SERIAL'"
+	disagreement "a revoked certificate deleted from the table" \
+		"disagree on serial $C_SERIAL (table: missing, log: revoked keyCompromise at $C_REVOKED_AT)"
+
+	tampered "UPDATE certs SET revocation_reason = 'superseded' WHERE serial = '$C_SERIAL'"
+	disagreement "the reason of a revocation changed in the table" \
+		"disagree on serial $C_SERIAL (table: revoked superseded at $C_REVOKED_AT, log: revoked keyCompromise"
+
+	tampered "UPDATE certs SET revoked_at = revoked_at + 86400 WHERE serial = '$C_SERIAL'"
+	disagreement "the time of a revocation changed in the table" \
+		"disagree on serial $C_SERIAL (table: revoked keyCompromise at "
+
+	P_SERIAL=$(serial_of "$W/P.pem")
+	tampered "UPDATE certs SET status = 'revoked', revoked_at = 1700000000, revocation_reason = 'unspecified' WHERE serial = '$P_SERIAL'"
+	disagreement "a revocation added to the table without its audit entry" \
+		"disagree on serial $P_SERIAL (table: revoked unspecified at 2023-11-14T22:13:20Z, log: not revoked)"
+
+	# Deleting the newest audit entries keeps the chain intact (the hard case): the published
+	# CRL, signed and numbered, is checked against what is left.
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT seq FROM audit WHERE action = 'revoke' ORDER BY seq LIMIT 1); UPDATE certs SET status = 'valid', revoked_at = NULL, revocation_reason = NULL; DELETE FROM crls WHERE number > (SELECT MIN(number) FROM crls);"
+	disagreement "the audit log cut back to before the first revocation, the table to match" \
+		"crl.pem (CRL #$(crl_number "$T/crl.pem")) and the inventory disagree on serial"
+
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl'); DELETE FROM crls WHERE number = (SELECT MAX(number) FROM crls)"
+	n=$(crl_number "$T/crl.pem")
+	disagreement "the audit log cut back to before the last CRL, the CRL numbers to match" \
+		"crl.pem is CRL #$n but the inventory and its audit log go only up to #$((n - 1))"
+
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl')"
+	disagreement "the audit log cut back to before the last CRL" \
+		"crl.pem is CRL #$n, which the audit log does not record"
+
+	tampered "SELECT 1"
+	openssl crl -in "$T/crl.pem" -out "$T/crl.der" -outform DER 2>/dev/null
+	openssl crl -in "$T/crl.der" -inform DER -out "$T/crl.pem" -text 2>/dev/null
+	rm -f -- "$T/crl.der"
+	disagreement "crl.pem replaced by another file (same CRL, with text)" \
+		"is not the CRL #$(crl_number "$T/crl.pem") this CA published"
 else
 	skip "audit log tampering (sqlite3 is not installed)"
 fi

@@ -170,6 +170,105 @@ static void test_audit_tamper(void **state)
 	store_close(st);
 }
 
+/* Revocations are audit entries too, and the table must agree with them (store_check). */
+static void test_check(void **state)
+{
+	static const char sha[] = "00112233445566778899aabbccddeeff"
+				  "00112233445566778899aabbccddeeff";
+	char err[256], what[512], path[300], got[65];
+	struct store_check chk;
+	struct store_cert c;
+	struct store *st;
+	sqlite3 *db;
+	int64_t n = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s.check", dbpath);
+	st = store_open(path, true, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_begin(st), 0);
+	c = cert("0A", time(NULL) + 100);
+	assert_int_equal(store_add_cert(st, &c), 0);
+	c = cert("0B", time(NULL) + 100);
+	assert_int_equal(store_add_cert(st, &c), 0);
+	c = cert("0C", time(NULL) + 100);
+	assert_int_equal(store_add_cert(st, &c), 0);
+	assert_int_equal(store_revoke_audited(st, "0A", "keyCompromise", 1000000, "tester"), 0);
+	assert_int_equal(store_revoke_audited(st, "0A", "keyCompromise", 1000000, "tester"), 2);
+	assert_int_equal(store_revoke_audited(st, "FF", "unspecified", 1000000, "tester"), 1);
+	/* as revocations were logged before they carried their time: accepted if the entry
+	 * follows the revocation closely */
+	assert_int_equal(store_revoke(st, "0B", "superseded", time(NULL)), 0);
+	assert_int_equal(
+		store_audit(st, "tester", "revoke", "CN=x", "serial 0B, reason superseded"), 0);
+	assert_int_equal(store_crl_next(st, 0, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_crl_add(st, n, 1, 2, 2, sha, "tester"), 0);
+	assert_int_equal(store_crl_next(st, 0, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_crl_next(st, 7, &n), 0); /* a crl.pem #7 on disk */
+	assert_int_equal(n, 8);
+	assert_int_equal(store_commit(st), 0);
+
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 0);
+	assert_int_equal(chk.entries, 3);
+	assert_int_equal(chk.crl_allocated, 1);
+	assert_int_equal(chk.crl_logged_min, 1);
+	assert_int_equal(chk.crl_logged_max, 1);
+	assert_int_equal(store_crl_logged(st, 1, got), 0);
+	assert_string_equal(got, sha);
+	assert_int_equal(store_crl_logged(st, 2, got), 1);
+
+	/* a revocation without its audit entry */
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_revoke(st, "0C", "unspecified", 1000000), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "disagree on serial 0C (table: revoked unspecified at "
+				     "1970-01-12T13:46:40Z, log: not revoked)"));
+
+	/* a logged revocation undone behind the store's back */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "UPDATE certs SET status = 'valid', revoked_at = NULL, "
+				      "revocation_reason = NULL WHERE serial IN ('0A', '0C')",
+				      0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_string_equal(what,
+			    "inventory and audit log disagree on serial 0A (table: valid, log: "
+			    "revoked keyCompromise at 1970-01-12T13:46:40Z); the inventory was "
+			    "altered; restore it from a backup or investigate");
+
+	/* its time changed */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "UPDATE certs SET status = 'revoked', revoked_at = 1000001, "
+				      "revocation_reason = 'keyCompromise' WHERE serial = '0A'",
+				      0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "(table: revoked keyCompromise at 1970-01-12T13:46:41Z, log: "
+				     "revoked keyCompromise at 1970-01-12T13:46:40Z)"));
+
+	/* a revoke entry in a form the store never writes */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "UPDATE certs SET revoked_at = 1000000 WHERE serial = '0A'",
+				      0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 0);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_audit(st, "tester", "revoke", "CN=x", "serial 0D reason x"), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "audit entry 4 cannot be read"));
+	store_close(st);
+}
+
 static void test_not_a_database(void **state)
 {
 	char err[256] = "";
@@ -197,6 +296,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_store),
 		cmocka_unit_test(test_audit_tamper),
+		cmocka_unit_test(test_check),
 		cmocka_unit_test(test_not_a_database),
 	};
 
