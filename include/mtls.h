@@ -206,7 +206,13 @@ int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
  *
  *   URI pattern: exact, or with "*" standing for exactly one whole path segment (as in
  *                spiffe://example.org/ns/STAR/sa/api, with a bare * for STAR). Scheme and
- *                authority compare case-insensitively (RFC 3986), the path exactly.
+ *                authority compare case-insensitively (RFC 3986), the path exactly. A "*"
+ *                stands for 1 to 255 bytes of RFC 3986 path characters, never "." or ".."
+ *                nor a segment with an escaped '/', '\', '.', '%' or control byte; no URI
+ *                over 2048 bytes matches. A certificate with a URI SAN that cannot be an
+ *                identity (a spiffe: URI that breaks the SPIFFE ID rules, a dot segment or
+ *                such an escape in the path, control bytes) is refused as
+ *                bad_certificate whatever the rules.
  *   DNS:         exact (case-insensitive) or "*.example.org" for one leftmost label.
  *   CN:          exact.
  *   SPKI/cert:   SHA-256 of the DER SubjectPublicKeyInfo / certificate, as 64 hex digits

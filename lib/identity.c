@@ -3,8 +3,10 @@
  * after verification and exposed through the mtls_peer_* getters.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -77,8 +79,106 @@ static int list_push(struct strlist *l, const char *s, size_t len)
 	return 0;
 }
 
+/* A name for a message: printable ASCII as is, anything else as \xNN, cut at 120 bytes. */
+static void shown(const unsigned char *p, size_t n, char *out, size_t len)
+{
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < n && used + 8 < len; i++) {
+		if (i == 120) {
+			snprintf(out + used, len - used, "...");
+			return;
+		}
+		used += (size_t)snprintf(
+			out + used, len - used,
+			p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\' ? "%c" : "\\x%02x", p[i]);
+	}
+}
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* A SPIFFE ID (SPIFFE-ID.md): spiffe://trust-domain[/segment]..., the trust domain of
+ * [a-z0-9._-], segments of [a-zA-Z0-9._-] that are neither empty nor "." nor "..", no
+ * trailing '/', no port, user, query, fragment or percent-encoding. */
+static const char *spiffe_problem(const unsigned char *p, size_t n)
+{
+	size_t i = 9, seg; /* after "spiffe://" */
+
+	for (; i < n && p[i] != '/'; i++)
+		if (!(islower(p[i]) || isdigit(p[i]) || p[i] == '.' || p[i] == '-' || p[i] == '_'))
+			return "its trust domain may hold only a-z, 0-9, '.', '-' and '_'";
+	if (i == 9)
+		return "it has no trust domain";
+	while (i < n) {
+		i++; /* the '/' */
+		for (seg = i; i < n && p[i] != '/'; i++)
+			if (!(isalnum(p[i]) || p[i] == '.' || p[i] == '-' || p[i] == '_'))
+				return "its path may hold only letters, digits, '.', '-' and '_'";
+		if (i == seg)
+			return "it has an empty path segment (or a trailing '/')";
+		if ((i - seg == 1 && p[seg] == '.') ||
+		    (i - seg == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+			return "it has a '.' or '..' path segment";
+	}
+	return NULL;
+}
+
+/* Why a URI cannot be an identity, or NULL: control bytes, or a path that a server decoding
+ * it would read as another path (dot segments, escaped '/', '\\', '.' or '%'); a spiffe: URI
+ * must be a valid SPIFFE ID. Length is left to the allow rules (no URI over POLICY_URI_MAX
+ * matches one) and to what carries the identity on (a PROXY header has its own limit). */
+static const char *uri_problem(const unsigned char *p, size_t n)
+{
+	const unsigned char *sep = NULL;
+	size_t path, end, seg;
+
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return "it holds a control byte";
+	if (n >= 9 && strncasecmp((const char *)p, "spiffe://", 9) == 0)
+		return spiffe_problem(p, n);
+	for (size_t i = 0; i + 3 <= n && sep == NULL; i++)
+		if (memcmp(p + i, "://", 3) == 0)
+			sep = p + i;
+	if (sep == NULL)
+		return NULL; /* no authority, no path in our sense (urn:, mailto:) */
+	for (path = (size_t)(sep - p) + 3; path < n && p[path] != '/'; path++)
+		;
+	for (end = path; end < n && p[end] != '?' && p[end] != '#'; end++)
+		;
+	for (size_t i = path; i < end; i = seg) {
+		i++; /* the '/' */
+		for (seg = i; seg < end && p[seg] != '/'; seg++)
+			;
+		if ((seg - i == 1 && p[i] == '.') ||
+		    (seg - i == 2 && p[i] == '.' && p[i + 1] == '.'))
+			return "it has a '.' or '..' path segment";
+		for (size_t j = i; j < seg; j++) {
+			int hi, lo, c;
+
+			if (p[j] != '%')
+				continue;
+			if (seg - j < 3 || (hi = hexval(p[j + 1])) < 0 ||
+			    (lo = hexval(p[j + 2])) < 0)
+				return "it has a broken %-escape in its path";
+			c = hi << 4 | lo;
+			if (c == '/' || c == '\\' || c == '.' || c == '%' || c < 0x20 || c == 0x7f)
+				return "its path escapes '/', '\\', '.', '%' or a control byte";
+		}
+	}
+	return NULL;
+}
+
 /* Collect URI, DNS and IP SANs. A name with an embedded NUL is an attack on naive matchers:
- * the whole certificate is refused. Empty names are skipped. */
+ * the whole certificate is refused, as is one with a URI that cannot be an identity (see
+ * uri_problem()). Empty names are skipped. */
 static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 {
 	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -89,6 +189,8 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 	for (int i = 0; i < sk_GENERAL_NAME_num(gens) && rc == 0; i++) {
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
 		const ASN1_STRING *s;
+		const char *why;
+		char name[200];
 		size_t len;
 
 		switch (g->type) {
@@ -102,6 +204,15 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
 					       "certificate has a subjectAltName with a NUL byte; "
 					       "it is malformed or forged");
+				break;
+			}
+			if (g->type == GEN_URI &&
+			    (why = uri_problem(ASN1_STRING_get0_data(s), len)) != NULL) {
+				shown(ASN1_STRING_get0_data(s), len, name, sizeof(name));
+				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+					       "certificate has the URI SAN %s, which cannot be an "
+					       "identity: %s; it is malformed or forged",
+					       name, why);
 				break;
 			}
 			rc = list_push(g->type == GEN_URI ? &p->uris : &p->dns,

@@ -128,7 +128,15 @@ bool policy_has_rules(const struct policy *policy);
 /* 0 allowed (peer->matched_rule set), -1 refused with err. role is "client"/"server". */
 int policy_check(const struct policy *policy, struct mtls_peer *peer, const char *role,
 		 struct error *err);
+/* URIs longer than this match no rule and are no identity; a "*" segment stands for at
+ * most POLICY_SEGMENT_MAX bytes. */
+#define POLICY_URI_MAX	   2048
+#define POLICY_SEGMENT_MAX 255
 bool policy_uri_match(const char *pattern, const char *uri);
+/* Can "*" stand for this path segment? Not if it is empty, longer than POLICY_SEGMENT_MAX,
+ * "." or "..", or holds anything but RFC 3986 path characters, or an escape of '/', '\',
+ * '.', '%' or a control byte (what a decoding server could read as another path). */
+bool policy_uri_segment_ok(const char *seg, size_t len);
 bool policy_dns_match(const char *pattern, const char *name);
 /* Parse a SHA-256 pin (hex with optional colons, or base64). 0 or -1. */
 int policy_parse_pin(const char *text, uint8_t out[32]);

@@ -4,7 +4,9 @@
  * Name rules are alternatives; pins are alternatives; when both kinds exist the peer must
  * satisfy both (as Envoy does with SAN matchers and SPKI/hash lists). The authz callback
  * runs last. Matching works on strings taken from certificates, which are untrusted: every
- * comparison is bounded by the strings' own lengths (see tests/fuzz/fuzz_policy.c).
+ * comparison is bounded by the strings' own lengths (see tests/fuzz/fuzz_policy.c), a URI
+ * is at most POLICY_URI_MAX bytes and what "*" stands for is one short, plain segment: no
+ * dot segment or escaped '/' that a server decoding the path would read differently.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -175,12 +177,41 @@ static size_t authority_end(const char *s)
 	return slash != NULL ? (size_t)(slash - s) : strlen(s);
 }
 
+bool policy_uri_segment_ok(const char *seg, size_t len)
+{
+	if (len == 0 || len > POLICY_SEGMENT_MAX || (len == 1 && seg[0] == '.') ||
+	    (len == 2 && seg[0] == '.' && seg[1] == '.'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)seg[i];
+		int hi, lo, decoded;
+
+		if (c == '%') {
+			if (len - i < 3 || (hi = hexval(seg[i + 1])) < 0 ||
+			    (lo = hexval(seg[i + 2])) < 0)
+				return false;
+			decoded = hi << 4 | lo;
+			if (decoded < 0x20 || decoded == 0x7f || decoded == '/' ||
+			    decoded == '\\' || decoded == '.' || decoded == '%')
+				return false;
+			i += 2;
+		} else if (c == '\0' || c > 0x7e ||
+			   !(isalnum(c) || strchr("-._~!$&'()*+,;=:@", c) != NULL)) {
+			/* RFC 3986 pchar: unreserved, sub-delims, ':' and '@' */
+			return false;
+		}
+	}
+	return true;
+}
+
 bool policy_uri_match(const char *pattern, const char *uri)
 {
 	size_t pa = authority_end(pattern);
 	size_t ua = authority_end(uri);
 	const char *p, *u;
 
+	if (strnlen(uri, POLICY_URI_MAX + 1) > POLICY_URI_MAX)
+		return false;
 	if (pa == 0 || pa != ua || strncasecmp(pattern, uri, pa) != 0)
 		return false;
 	p = pattern + pa;
@@ -196,8 +227,9 @@ bool policy_uri_match(const char *pattern, const char *uri)
 		plen = strcspn(p, "/");
 		ulen = strcspn(u, "/");
 		if (plen == 1 && p[0] == '*') {
-			if (ulen == 0 || memchr(u, '?', ulen) != NULL ||
-			    memchr(u, '#', ulen) != NULL)
+			/* one whole, harmless segment of bounded length ('?' and '#' are no
+			 * path characters, so a query or fragment never matches either) */
+			if (!policy_uri_segment_ok(u, ulen))
 				return false;
 		} else if (plen != ulen || memcmp(p, u, plen) != 0) {
 			return false;

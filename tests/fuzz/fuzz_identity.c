@@ -7,8 +7,8 @@
  * whoever asked the CA, so it must cope with any well-formed DER. Seeds: gen-seeds.sh.
  *
  * Invariants: a certificate that cannot be described is refused as bad_certificate (not
- * "out of memory"); no SAN is empty; the primary identity follows the rule in mtls.h and is
- * never "".
+ * "out of memory"); no SAN is empty; a URI SAN kept is printable, with no dot segment; the
+ * primary identity follows the rule in mtls.h and is never "".
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -86,8 +86,15 @@ static void check_peer(const struct mtls_peer *p)
 
 	check(p->identity != NULL && p->subject != NULL && p->issuer != NULL && p->serial != NULL);
 	check(p->identity[0] != '\0');
-	for (size_t i = 0; i < p->uris.n; i++)
-		check(p->uris.v[i][0] != '\0');
+	for (size_t i = 0; i < p->uris.n; i++) {
+		size_t n = strlen(p->uris.v[i]);
+
+		/* a URI identity is printable, with no dot segment (identity.c refuses the rest) */
+		check(n > 0);
+		for (size_t j = 0; j < n; j++)
+			check((unsigned char)p->uris.v[i][j] >= 0x20 && p->uris.v[i][j] != 0x7f);
+		check(strstr(p->uris.v[i], "/../") == NULL && strstr(p->uris.v[i], "/./") == NULL);
+	}
 	for (size_t i = 0; i < p->dns.n; i++)
 		check(p->dns.v[i][0] != '\0');
 	check(strlen(p->cert_sha256) == 64 && strlen(p->spki_sha256) == 64);

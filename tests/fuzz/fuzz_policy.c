@@ -8,7 +8,9 @@
  * Besides memory safety, it checks properties that follow from the documented rules:
  *   - URI: a pattern with no "*" path segment matches exactly the URIs equal to it, except
  *     that scheme://authority compares case-insensitively; a match never changes the number
- *     of path segments; any string with a non-empty scheme before "://" matches itself.
+ *     of path segments; any string with a non-empty scheme before "://" matches itself; no
+ *     URI longer than 2048 bytes matches; what a "*" matched is 1..255 RFC 3986 path
+ *     characters, not "." or "..", with no escape of '/', '\', '.', '%' or a control byte.
  *   - DNS: a pattern that is not "*.<rest>" matches exactly the names equal to it ignoring
  *     case and one trailing dot; "*.<rest>" stands for exactly one non-empty label.
  *   - pins: any 32 bytes written as hex (either case, colons or not) or base64 parse back,
@@ -58,6 +60,55 @@ static bool has_star_segment(const char *path)
 	return false;
 }
 
+static int ref_hex(int c)
+{
+	const char *digits = "0123456789abcdef", *at;
+
+	if (c >= 'A' && c <= 'F')
+		c += 'a' - 'A';
+	at = c != 0 ? strchr(digits, c) : NULL;
+	return at != NULL ? (int)(at - digits) : -1;
+}
+
+/* What "*" may stand for, written out independently of policy.c. */
+static bool ref_star_ok(const char *seg, size_t len)
+{
+	static const char pchar[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+				    "-._~!$&'()*+,;=:@";
+
+	if (len < 1 || len > 255 || (len == 1 && seg[0] == '.') ||
+	    (len == 2 && seg[0] == '.' && seg[1] == '.'))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (seg[i] == '%') {
+			int hi = i + 2 < len ? ref_hex(seg[i + 1]) : -1;
+			int lo = i + 2 < len ? ref_hex(seg[i + 2]) : -1;
+			int c = hi * 16 + lo;
+
+			if (hi < 0 || lo < 0 || c < 0x20 || c == 0x7f || c == '/' || c == '\\' ||
+			    c == '.' || c == '%')
+				return false;
+			i += 2;
+		} else if (seg[i] == '\0' || strchr(pchar, seg[i]) == NULL) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* After a match: every segment the pattern's "*" stood for is one "*" may stand for. */
+static void check_star_segments(const char *p, const char *u)
+{
+	while (*p == '/' && *u == '/') {
+		size_t plen = strcspn(++p, "/"), ulen = strcspn(++u, "/");
+
+		if (plen == 1 && p[0] == '*')
+			check(ref_star_ok(u, ulen));
+		p += plen;
+		u += ulen;
+	}
+}
+
 static size_t count_char(const char *s, size_t len, char c)
 {
 	size_t n = 0;
@@ -74,13 +125,20 @@ static void check_uri(const char *pattern, const char *uri)
 
 	if (!has_star_segment(pattern + pa)) {
 		bool want = pa > 0 && pa == ua && strncasecmp(pattern, uri, pa) == 0 &&
-			    strcmp(pattern + pa, uri + pa) == 0;
+			    strcmp(pattern + pa, uri + pa) == 0 && strlen(uri) <= 2048;
 		check(m == want);
 	}
 	if (m) {
-		check(pa > 0 && pa == ua);
+		check(pa > 0 && pa == ua && strlen(uri) <= 2048);
 		check(count_char(pattern + pa, strlen(pattern + pa), '/') ==
 		      count_char(uri + ua, strlen(uri + ua), '/'));
+		check_star_segments(pattern + pa, uri + ua);
+	}
+	/* what policy.c exports agrees with the reference on the segment "*" would match */
+	{
+		size_t n = strcspn(uri, "/");
+
+		check(policy_uri_segment_ok(uri, n) == ref_star_ok(uri, n));
 	}
 }
 
@@ -193,7 +251,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_uri(a, b);
 	check_uri(b, a);
 	check_uri(a, a);
-	check(policy_uri_match(a, a) == (ref_authority(a) > 0));
+	check(policy_uri_match(a, a) == (ref_authority(a) > 0 && strlen(a) <= 2048));
 	check_dns(a, b);
 	check_dns(b, a);
 	check_dns(a, a);

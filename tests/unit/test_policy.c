@@ -1,5 +1,6 @@
 /*
- * Allow-rule matching, table-driven: URI patterns with "*" segments, DNS wildcards, pins.
+ * Allow-rule matching, table-driven: URI patterns with "*" segments (and what a "*" may stand
+ * for), DNS wildcards, pins; which URIs can be identities at all.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,8 +9,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 #include "internal.h"
+#include "testutil.h"
 
 struct match_case {
 	const char *pattern;
@@ -38,6 +42,39 @@ static const struct match_case uri_cases[] = {
 	{"spiffe://example.org/a", "no scheme", false},
 	{"spiffe://example.org/*x", "spiffe://example.org/ax", false},
 	{"spiffe://example.org/*x", "spiffe://example.org/*x", true},
+	/* what "*" may stand for: one plain segment, never a dot segment or an escaped '/',
+	 * '\\', '.', '%' or control byte that a server decoding the path reads otherwise */
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/./sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/../sa/api", false},
+	{"spiffe://x/ns/prod/sa/*", "spiffe://x/ns/prod/sa/..", false},
+	{"spiffe://x/ns/prod/sa/*", "spiffe://x/ns/prod/sa/.", false},
+	{"spiffe://x/ns/prod/sa/*", "spiffe://x/ns/prod/sa/%2e%2e", false},
+	{"spiffe://x/ns/prod/sa/*", "spiffe://x/ns/prod/sa/.%2E", false},
+	{"spiffe://x/ns/prod/sa/*", "spiffe://x/ns/prod/sa/a%2Eb", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%2Fb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%2fb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%5Cb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%252Fb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%00b/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%0ab/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%7Fb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%2/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%zzb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/%/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a\tb/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a\x01/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a\\b/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a b/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/caf\xc3\xa9/sa/api", false},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a#b/sa/api", false},
+	/* plain segments are still fine, with dots, escapes of harmless bytes and sub-delims */
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a.b/sa/api", true},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/.../sa/api", true},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a%20b/sa/api", true},
+	{"spiffe://x/ns/*/sa/api", "spiffe://x/ns/a-b_c~d!$&'()*+,;=:@/sa/api", true},
+	/* an exact segment still compares exactly, escapes and all */
+	{"spiffe://x/ns/a%2Fb", "spiffe://x/ns/a%2Fb", true},
+	{"spiffe://x/ns/a%2Fb", "spiffe://x/ns/a/b", false},
 };
 
 static const struct match_case dns_cases[] = {
@@ -63,6 +100,141 @@ static void test_uri(void **state)
 		    uri_cases[i].match)
 			fail_msg("uri pattern %s vs %s: expected %s", uri_cases[i].pattern,
 				 uri_cases[i].value, uri_cases[i].match ? "match" : "no match");
+}
+
+/* A "*" segment stands for at most 255 bytes, and no URI over 2048 bytes matches. */
+static void test_uri_lengths(void **state)
+{
+	static const struct {
+		const char *pattern;
+		size_t segment; /* length of the last segment of the URI */
+		bool match;
+	} cases[] = {
+		{"spiffe://x/ns/prod/sa/*", 1, true},
+		{"spiffe://x/ns/prod/sa/*", 255, true},
+		{"spiffe://x/ns/prod/sa/*", 256, false},
+		{"spiffe://x/ns/prod/sa/*", 17000, false},
+		{"spiffe://x/*", 2048 - 11 + 1, false}, /* 2049 bytes in all */
+		{"spiffe://x/*", 255, true},
+	};
+	char uri[20000];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t head = strlen(cases[i].pattern) - 1;
+
+		memcpy(uri, cases[i].pattern, head);
+		memset(uri + head, 'a', cases[i].segment);
+		uri[head + cases[i].segment] = '\0';
+		if (policy_uri_match(cases[i].pattern, uri) != cases[i].match)
+			fail_msg("%s vs a last segment of %zu bytes: expected %s", cases[i].pattern,
+				 cases[i].segment, cases[i].match ? "match" : "no match");
+	}
+	/* exact rules too: a URI of 2048 bytes matches itself, one of 2049 nothing */
+	memcpy(uri, "spiffe://x/", 11);
+	memset(uri + 11, 'b', 2048 - 11);
+	uri[2048] = '\0';
+	assert_true(policy_uri_match(uri, uri));
+	uri[2048] = 'b';
+	uri[2049] = '\0';
+	assert_false(policy_uri_match(uri, uri));
+}
+
+/* A certificate whose only SAN is the URI of len bytes (self-signed, from testutil). */
+static X509 *cert_with_uri(const char *uri, size_t len)
+{
+	struct test_cert spec = {.subject = "CN=uri", .san = ""};
+	GENERAL_NAMES *gens = GENERAL_NAMES_new();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *v = ASN1_IA5STRING_new();
+	EVP_PKEY *key;
+	X509 *cert = test_cert_make(&spec, NULL, NULL, &key);
+
+	assert_int_equal(ASN1_STRING_set(v, uri, (int)len), 1);
+	GENERAL_NAME_set0_value(g, GEN_URI, v);
+	assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+	assert_int_equal(X509_add1_ext_i2d(cert, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT),
+			 1);
+	assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
+	GENERAL_NAMES_free(gens);
+	EVP_PKEY_free(key);
+	return cert;
+}
+
+/* URIs that cannot be identities refuse the certificate when its identity is extracted,
+ * whatever the allow rules: SPIFFE IDs by the SPIFFE ID rules, and in any URI no dot
+ * segment, no escaped '/', '\\', '.' or '%', no control byte. (A long URI is an identity;
+ * it matches no allow rule, see test_uri_lengths.) */
+static void test_uri_identities(void **state)
+{
+	static const struct {
+		const char *uri;
+		const char *why; /* NULL: a valid identity */
+	} cases[] = {
+		{"spiffe://test.mtls/ns/prod/sa/app1", NULL},
+		{"spiffe://test.mtls", NULL},
+		{"spiffe://test.mtls/a.b/c-d_e/F", NULL},
+		{"spiffe://test.mtls/ns/../sa/app1", "'..' path segment"},
+		{"spiffe://test.mtls/ns/./sa", "'.' or '..'"},
+		{"spiffe://test.mtls/ns//sa", "empty path segment"},
+		{"spiffe://test.mtls/ns/sa/", "empty path segment"},
+		{"spiffe://Test.mtls/ns", "trust domain"},
+		{"spiffe://test.mtls:8443/ns", "trust domain"},
+		{"spiffe://user@test.mtls/ns", "trust domain"},
+		{"spiffe:///ns", "no trust domain"},
+		{"spiffe://test.mtls/a%2Fb", "path may hold only"},
+		{"spiffe://test.mtls/a%2e%2e", "path may hold only"},
+		{"spiffe://test.mtls/ns?x", "path may hold only"},
+		{"spiffe://test.mtls/ns\tx", "control byte"},
+		{"https://app.test/a/b?x=../y", NULL},
+		{"https://app.test/a%20b", NULL},
+		{"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66", NULL},
+		{"https://app.test/a/../b", "'.' or '..' path segment"},
+		{"https://app.test/a/.", "'.' or '..' path segment"},
+		{"https://app.test/a/%2e%2E/b", "escapes"},
+		{"https://app.test/a%2Fb", "escapes"},
+		{"https://app.test/a%5cb", "escapes"},
+		{"https://app.test/a%25b", "escapes"},
+		{"https://app.test/a%0d%0ab", "escapes"},
+		{"https://app.test/a%2", "broken %-escape"},
+		{"https://app.test/a\x7f", "control byte"},
+	};
+	char long_uri[2100];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 2; i++) {
+		const char *uri, *why;
+		struct error err;
+		struct mtls_peer *p;
+		X509 *cert;
+
+		if (i < sizeof(cases) / sizeof(cases[0])) {
+			uri = cases[i].uri;
+			why = cases[i].why;
+		} else { /* 2048 bytes and 2049 */
+			memcpy(long_uri, "https://app.test/", 17);
+			memset(long_uri + 17, 'x', sizeof(long_uri) - 17);
+			long_uri[i == sizeof(cases) / sizeof(cases[0]) ? 2048 : 2049] = '\0';
+			uri = long_uri;
+			why = NULL;
+		}
+		cert = cert_with_uri(uri, strlen(uri));
+		error_clear(&err);
+		p = identity_from_cert(cert, &err);
+		if (why == NULL && (p == NULL || strcmp(mtls_peer_identity(p), uri) != 0))
+			fail_msg("%.60s: refused (%s)", uri, err.msg);
+		if (why != NULL && (p != NULL || err.reason != MTLS_REASON_BAD_CERTIFICATE ||
+				    strstr(err.msg, why) == NULL ||
+				    strstr(err.msg, "cannot be an identity") == NULL))
+			fail_msg("%.60s: expected a refusal with '%s', got %s (%s)", uri, why,
+				 p != NULL ? "a peer" : mtls_reason_name(err.reason), err.msg);
+		/* the message shows the name, with control bytes escaped */
+		if (p == NULL)
+			for (const char *m = err.msg; *m != '\0'; m++)
+				assert_true(*m >= 0x20 && *m < 0x7f);
+		identity_free(p);
+		X509_free(cert);
+	}
 }
 
 static void test_dns(void **state)
@@ -124,6 +296,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_uri),
+		cmocka_unit_test(test_uri_lengths),
+		cmocka_unit_test(test_uri_identities),
 		cmocka_unit_test(test_dns),
 		cmocka_unit_test(test_pins),
 	};
