@@ -60,12 +60,75 @@ s_client_send() {
 # ==========================================================================================
 echo "# 1. a PROXY v2 header that cannot be built refuses the connection"
 
-# A URI SAN of 17,000 characters: the header cannot carry it in the 16 KiB the server gives
-# it. The client then sends a PROXY v2 header of its own (TCP4 from 6.6.6.6, an identity TLV
-# of its choice): nothing of it may reach the target.
-long=$(printf '%*s' 17000 '' | tr ' ' a)
-LONG_URI=spiffe://test.mtls/ns/prod/sa/$long
-client_cert long "" "URI:$LONG_URI"
+# A client whose identity is too long for the header the server gives 16 KiB: its CN (it has
+# no SAN, so its CN is its identity) of 17,000 characters. libmtls refuses URI SANs over
+# 2048 bytes and DNS SANs over 253, and `openssl req` makes no CN over 64 characters: so
+# the certificate is a normal one (openssl x509 -req) whose subject is replaced in its DER,
+# and which is signed again by the zoo's issuing CA (openssl dgst -sign). The client then
+# sends a PROXY v2 header of its own (TCP4 from 6.6.6.6, an identity TLV of its choice):
+# nothing of it may reach the target.
+cat >"$TMP/long_cn.pl" <<'EOF'
+# long_cn.pl tbs CERT.der CNLEN OUT : OUT is the TBSCertificate of CERT.der with its subject
+#   replaced by a single CN of CNLEN times 'a' (DER, to be signed by the same issuer)
+# long_cn.pl cert CERT.der TBS SIG OUT : OUT is a certificate of TBS, CERT.der's signature
+#   algorithm and the signature SIG (DER)
+use strict;
+use warnings;
+
+sub len_der {
+	my ($n) = @_;
+	return pack('C', $n) if $n < 0x80;
+	my $b = '';
+	while ($n > 0) { $b = pack('C', $n & 0xff) . $b; $n >>= 8; }
+	return pack('C', 0x80 | length($b)) . $b;
+}
+sub tlv { my ($tag, $v) = @_; return pack('C', $tag) . len_der(length $v) . $v; }
+sub slurp { open(my $f, '<:raw', $_[0]) or die "$_[0]: $!"; local $/; return <$f>; }
+sub spew { open(my $f, '>:raw', $_[0]) or die "$_[0]: $!"; print $f $_[1]; close($f) or die; }
+# the elements of a DER value's content: [whole TLV, content] each
+sub elements {
+	my ($d) = @_;
+	my @out;
+	for (my $i = 0; $i < length $d;) {
+		my ($l, $hl) = (ord(substr($d, $i + 1, 1)), 2);
+		if ($l & 0x80) {
+			my $k = $l & 0x7f;
+			$l = 0;
+			$l = ($l << 8) | ord(substr($d, $i + 2 + $_, 1)) for 0 .. $k - 1;
+			$hl += $k;
+		}
+		push @out, [substr($d, $i, $hl + $l), substr($d, $i + $hl, $l)];
+		$i += $hl + $l;
+	}
+	return @out;
+}
+my $mode = shift @ARGV;
+my ($cert) = elements(slurp(shift @ARGV));
+my @c = elements($cert->[1]); # tbs, signature algorithm, signature
+if ($mode eq 'tbs') {
+	my ($n, $out) = @ARGV;
+	my @t = elements($c[0][1]); # version, serial, signature, issuer, validity, subject, ...
+	$t[5][0] = tlv(0x30, tlv(0x31, tlv(0x30, "\x06\x03\x55\x04\x03" . tlv(0x0c, 'a' x $n))));
+	spew($out, tlv(0x30, join('', map { $_->[0] } @t)));
+} else {
+	my ($tbs, $sig, $out) = @ARGV;
+	spew($out, tlv(0x30, slurp($tbs) . $c[1][0] . tlv(0x03, "\0" . slurp($sig))));
+}
+EOF
+LONG=17000
+client_cert long "" ""
+run openssl x509 -in "$TMP/long.pem" -outform DER -out "$TMP/long.der"
+[ "$RC" = 0 ] || _lib_die "openssl x509 -outform DER: $ERR"
+perl "$TMP/long_cn.pl" tbs "$TMP/long.der" "$LONG" "$TMP/long.tbs" ||
+	_lib_die "long_cn.pl tbs failed"
+run openssl dgst -sha256 -sign "$C/int.key" -out "$TMP/long.sig" "$TMP/long.tbs"
+[ "$RC" = 0 ] || _lib_die "openssl dgst -sign: $ERR"
+perl "$TMP/long_cn.pl" cert "$TMP/long.der" "$TMP/long.tbs" "$TMP/long.sig" "$TMP/long.der" ||
+	_lib_die "long_cn.pl cert failed"
+run openssl x509 -inform DER -in "$TMP/long.der" -out "$TMP/long.pem"
+[ "$RC" = 0 ] || _lib_die "openssl x509 -inform DER: $ERR"
+run openssl verify -CAfile "$C/ca.pem" -untrusted "$C/int.pem" "$TMP/long.pem"
+[ "$RC" = 0 ] || _lib_die "the certificate with a long CN does not verify: $OUT $ERR"
 forged=admin
 {
 	# signature, v2 PROXY, TCP over IPv4, length 12 + 3 + 5
@@ -89,13 +152,13 @@ else
 fi
 l=$(grep -m1 -F '"event":"conn_refused"' "$TMP/srv1.log" || true)
 [[ $l == *'"reason":"proxy_header"'* ]] || p+=("no conn_refused line with reason proxy_header")
-[[ $l == *'"message":"the client'\''s identity (17030 bytes) '* ]] ||
+[[ $l == *'"message":"the client'\''s identity ('"$LONG"' bytes) and common name ('"$LONG"' bytes) '* ]] ||
 	p+=("the refusal does not say the identity is too long: $l")
 grep -q '^conn open' "$TMP/be1.log" && p+=("the backend was connected to")
 grep -q '^proxy ' "$TMP/be1.log" && p+=("the backend decoded a header: $(grep '^proxy ' "$TMP/be1.log")")
 v=$(metric "$SRV_METRICS" 'mtls_connections_refused_total{reason="proxy_header"}')
 [ "$v" = 1 ] || p+=("mtls_connections_refused_total{reason=\"proxy_header\"} is '$v', expected 1")
-verdict "identity of 17,030 bytes: refused (conn_refused proxy_header, counted), nothing reaches the target" \
+verdict "identity of $LONG bytes: refused (conn_refused proxy_header, counted), nothing reaches the target" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cut -c1-400 "$TMP/srv1.log")" \
 	"backend log:" "$(cut -c1-400 "$TMP/be1.log")"
 
