@@ -12,6 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
 #include "commands.h"
 #include "files.h"
 #include "mtls.h"
@@ -24,6 +28,7 @@ struct verify_opts {
 	const char *dns;
 	const char *ip;
 	const char *uri;
+	const char *email;
 	const char *at;
 	struct opt_list crl;
 	int crl_check_chain;
@@ -31,6 +36,7 @@ struct verify_opts {
 	struct opt_list allow_uri;
 	struct opt_list allow_dns;
 	struct opt_list allow_cn;
+	struct opt_list allow_email;
 	struct opt_list allow_spki;
 	struct opt_list allow_cert;
 	int allow_any;
@@ -49,6 +55,8 @@ static const struct opt verify_table[] = {
 	{"dns", OPT_STRING, O(dns), "NAME", "expected server DNS name (purpose server)"},
 	{"ip", OPT_STRING, O(ip), "ADDR", "expected server IP address (purpose server)"},
 	{"uri", OPT_STRING, O(uri), "URI", "the certificate must carry this URI SAN"},
+	{"email", OPT_STRING, O(email), "ADDR",
+	 "the certificate must carry this email SAN (domain compared ignoring case)"},
 	{"at", OPT_STRING, O(at), "TIME",
 	 "verify at this time (2026-01-31T12:00:00Z or @UNIXSECONDS) instead of now"},
 	{"crl", OPT_LIST, O(crl), "FILE", "CRL file (PEM); enables revocation checking"},
@@ -60,6 +68,8 @@ static const struct opt verify_table[] = {
 	 "allow this URI SAN (a path segment may be *)"},
 	{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow this DNS SAN (*.example.org)"},
 	{"allow-cn", OPT_LIST, O(allow_cn), "CN", "allow this subject common name"},
+	{"allow-email", OPT_LIST, O(allow_email), "PATTERN",
+	 "allow this email SAN (name@example.org, or *@example.org for the domain)"},
 	{"allow-spki", OPT_LIST, O(allow_spki), "SHA256", "pin: SHA-256 of the public key"},
 	{"allow-cert", OPT_LIST, O(allow_cert), "SHA256", "pin: SHA-256 of the certificate"},
 	{"allow-any", OPT_FLAG, O(allow_any), NULL,
@@ -107,8 +117,8 @@ static int add_rules(struct mtls_config *cfg, const struct opt_list *l,
 
 static int build_config(const struct verify_opts *o, struct mtls_config *cfg, bool server_side)
 {
-	bool rules = o->allow_uri.n + o->allow_dns.n + o->allow_cn.n + o->allow_spki.n +
-			     o->allow_cert.n >
+	bool rules = o->allow_uri.n + o->allow_dns.n + o->allow_cn.n + o->allow_email.n +
+			     o->allow_spki.n + o->allow_cert.n >
 		     0;
 	time_t at;
 
@@ -124,6 +134,7 @@ static int build_config(const struct verify_opts *o, struct mtls_config *cfg, bo
 	if (add_rules(cfg, &o->allow_uri, mtls_config_allow_uri) != 0 ||
 	    add_rules(cfg, &o->allow_dns, mtls_config_allow_dns) != 0 ||
 	    add_rules(cfg, &o->allow_cn, mtls_config_allow_cn) != 0 ||
+	    add_rules(cfg, &o->allow_email, mtls_config_allow_email) != 0 ||
 	    add_rules(cfg, &o->allow_spki, mtls_config_allow_spki_sha256) != 0 ||
 	    add_rules(cfg, &o->allow_cert, mtls_config_allow_cert_sha256) != 0)
 		return -1;
@@ -154,6 +165,21 @@ static void print_list(const char *label, size_t n,
 	printf("\n");
 }
 
+/* Does the leaf (the first certificate of pem) carry the email SAN addr? OpenSSL's rule:
+ * the domain ignoring case, the local part exactly; SANs only, not the subject. */
+static bool has_email(const char *pem, size_t len, const char *addr)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	X509 *leaf = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	bool found = leaf != NULL &&
+		     X509_check_email(leaf, addr, 0, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT) == 1;
+
+	X509_free(leaf);
+	BIO_free(bio);
+	ERR_clear_error();
+	return found;
+}
+
 static void print_peer(const struct mtls_peer *p, const char *warning)
 {
 	char nb[32], na[32];
@@ -172,6 +198,7 @@ static void print_peer(const struct mtls_peer *p, const char *warning)
 	print_list("uri:", mtls_peer_uri_count(p), mtls_peer_uri, p);
 	print_list("dns:", mtls_peer_dns_count(p), mtls_peer_dns, p);
 	print_list("ip:", mtls_peer_ip_count(p), mtls_peer_ip, p);
+	print_list("email:", mtls_peer_email_count(p), mtls_peer_email, p);
 	printf("  %-12s%s\n", "spki sha256:", mtls_peer_spki_sha256(p));
 	printf("  %-12s%s\n", "cert sha256:", mtls_peer_cert_sha256(p));
 	printf("  %-12s%s\n", "allowed by:",
@@ -265,6 +292,17 @@ int cmd_verify(int argc, char **argv)
 
 		rc = r == MTLS_REASON_USAGE || r == MTLS_REASON_INTERNAL ? 2 : 1;
 		printf("refused: %s: %s\n", mtls_reason_name(r), mtls_error(ep));
+		goto out;
+	}
+	if (o.email != NULL && !has_email(pem, len, o.email)) {
+		const struct mtls_peer *p = mtls_verified_peer(ep);
+
+		rc = 1;
+		printf("refused: %s: %s certificate rejected: it does not carry the email address "
+		       "%s (identity %s, serial %s); use the certificate issued for that address\n",
+		       mtls_reason_name(MTLS_REASON_NAME_MISMATCH),
+		       server_side ? "client" : "server", o.email, mtls_peer_identity(p),
+		       mtls_peer_serial(p));
 		goto out;
 	}
 	print_peer(mtls_verified_peer(ep), mtls_conn_warning(ep));

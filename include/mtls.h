@@ -200,9 +200,9 @@ int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
 /*
  * Authorization of the peer's identity, checked after the chain verifies.
  *
- * Name rules (URI, DNS, CN) are alternatives: one match is enough. Pins (SPKI, certificate)
- * are alternatives too; when both kinds are configured, the peer must satisfy both. Then
- * the callback, if any, has the last word.
+ * Name rules (URI, DNS, email, CN) are alternatives: one match is enough. Pins (SPKI,
+ * certificate) are alternatives too; when both kinds are configured, the peer must satisfy
+ * both. Then the callback, if any, has the last word.
  *
  *   URI pattern: exact, or with "*" standing for exactly one whole path segment (as in
  *                spiffe://example.org/ns/STAR/sa/api, with a bare * for STAR). Scheme and
@@ -214,6 +214,9 @@ int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
  *                such an escape in the path, control bytes) is refused as
  *                bad_certificate whatever the rules.
  *   DNS:         exact (case-insensitive) or "*.example.org" for one leftmost label.
+ *   email:       an address (name@example.org) or "*@example.org" for every address of
+ *                that domain, from the certificate's rfc822Name SANs; the domain compares
+ *                case-insensitively, the part before the '@' exactly (RFC 5321).
  *   CN:          exact.
  *   SPKI/cert:   SHA-256 of the DER SubjectPublicKeyInfo / certificate, as 64 hex digits
  *                (colons allowed) or base64.
@@ -226,6 +229,7 @@ int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
 int mtls_config_allow_uri(struct mtls_config *config, const char *pattern);
 int mtls_config_allow_dns(struct mtls_config *config, const char *pattern);
 int mtls_config_allow_cn(struct mtls_config *config, const char *cn);
+int mtls_config_allow_email(struct mtls_config *config, const char *pattern);
 int mtls_config_allow_spki_sha256(struct mtls_config *config, const char *pin);
 int mtls_config_allow_cert_sha256(struct mtls_config *config, const char *pin);
 int mtls_config_set_allow_any_identity(struct mtls_config *config, int on);
@@ -351,6 +355,9 @@ size_t mtls_peer_dns_count(const struct mtls_peer *peer);
 const char *mtls_peer_dns(const struct mtls_peer *peer, size_t i);
 size_t mtls_peer_ip_count(const struct mtls_peer *peer);
 const char *mtls_peer_ip(const struct mtls_peer *peer, size_t i);
+/* Email (RFC 822) SANs, as in the certificate. */
+size_t mtls_peer_email_count(const struct mtls_peer *peer);
+const char *mtls_peer_email(const struct mtls_peer *peer, size_t i);
 /* The allow rule that admitted the peer ("uri:spiffe://...", "any", ...), or NULL. */
 const char *mtls_peer_matched_rule(const struct mtls_peer *peer);
 

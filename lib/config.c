@@ -79,6 +79,7 @@ void mtls_config_free(struct mtls_config *c)
 	strlist_free(&c->allow_cn);
 	strlist_free(&c->allow_spki);
 	strlist_free(&c->allow_cert);
+	strlist_free(&c->allow_email);
 	free(c);
 }
 
@@ -131,6 +132,7 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	memset(&k->allow_cn, 0, sizeof(k->allow_cn));
 	memset(&k->allow_spki, 0, sizeof(k->allow_spki));
 	memset(&k->allow_cert, 0, sizeof(k->allow_cert));
+	memset(&k->allow_email, 0, sizeof(k->allow_email));
 
 	ok = blob_copy(&k->cert, &c->cert) == 0 && blob_copy(&k->key, &c->key) == 0 &&
 	     blob_copy(&k->ca, &c->ca) == 0;
@@ -148,7 +150,8 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	     strlist_copy(&k->allow_dns, &c->allow_dns) == 0 &&
 	     strlist_copy(&k->allow_cn, &c->allow_cn) == 0 &&
 	     strlist_copy(&k->allow_spki, &c->allow_spki) == 0 &&
-	     strlist_copy(&k->allow_cert, &c->allow_cert) == 0;
+	     strlist_copy(&k->allow_cert, &c->allow_cert) == 0 &&
+	     strlist_copy(&k->allow_email, &c->allow_email) == 0;
 	if (!ok) {
 		mtls_config_free(k);
 		return NULL;
@@ -466,6 +469,24 @@ int mtls_config_allow_dns(struct mtls_config *c, const char *pattern)
 int mtls_config_allow_cn(struct mtls_config *c, const char *cn)
 {
 	return strlist_add(c, &c->allow_cn, "CN", cn);
+}
+
+int mtls_config_allow_email(struct mtls_config *c, const char *pattern)
+{
+	const char *at = pattern != NULL ? strrchr(pattern, '@') : NULL;
+	bool ok = at != NULL && at != pattern && at[1] != '\0' && strchr(at, '*') == NULL;
+
+	/* "*" only as the whole local part */
+	if (ok && strchr(pattern, '*') != NULL)
+		ok = at == pattern + 1;
+	for (const char *p = pattern; ok && *p != '\0'; p++)
+		ok = (unsigned char)*p > 0x20 && *p != 0x7f;
+	if (!ok)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "allow email %s: expected an address (name@example.org) or all "
+				 "addresses of a domain (*@example.org)",
+				 pattern != NULL ? pattern : "(null)");
+	return strlist_add(c, &c->allow_email, "email", pattern);
 }
 
 static int add_pin(struct mtls_config *c, struct strlist *l, const char *what, const char *pin)

@@ -176,7 +176,7 @@ static const char *uri_problem(const unsigned char *p, size_t n)
 	return NULL;
 }
 
-/* Collect URI, DNS and IP SANs. A name with an embedded NUL is an attack on naive matchers:
+/* Collect URI, DNS, email and IP SANs. A name with an embedded NUL is an attack on naive matchers:
  * the whole certificate is refused, as is one with a URI that cannot be an identity (see
  * uri_problem()). Empty names are skipped. */
 static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
@@ -196,7 +196,10 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 		switch (g->type) {
 		case GEN_URI:
 		case GEN_DNS:
-			s = g->type == GEN_URI ? g->d.uniformResourceIdentifier : g->d.dNSName;
+		case GEN_EMAIL:
+			s = g->type == GEN_URI	 ? g->d.uniformResourceIdentifier
+			    : g->type == GEN_DNS ? g->d.dNSName
+						 : g->d.rfc822Name;
 			len = (size_t)ASN1_STRING_length(s);
 			if (len == 0)
 				break; /* an empty name is no identity */
@@ -215,7 +218,9 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 					       name, why);
 				break;
 			}
-			rc = list_push(g->type == GEN_URI ? &p->uris : &p->dns,
+			rc = list_push(g->type == GEN_URI   ? &p->uris
+				       : g->type == GEN_DNS ? &p->dns
+							    : &p->emails,
 				       (const char *)ASN1_STRING_get0_data(s), len);
 			break;
 		case GEN_IPADD: {
@@ -346,6 +351,7 @@ void identity_free(struct mtls_peer *p)
 	list_free(&p->uris);
 	list_free(&p->dns);
 	list_free(&p->ips);
+	list_free(&p->emails);
 	free(p->matched_rule);
 	free(p);
 }
@@ -435,6 +441,16 @@ size_t mtls_peer_ip_count(const struct mtls_peer *p)
 const char *mtls_peer_ip(const struct mtls_peer *p, size_t i)
 {
 	return i < p->ips.n ? p->ips.v[i] : NULL;
+}
+
+size_t mtls_peer_email_count(const struct mtls_peer *p)
+{
+	return p->emails.n;
+}
+
+const char *mtls_peer_email(const struct mtls_peer *p, size_t i)
+{
+	return i < p->emails.n ? p->emails.v[i] : NULL;
 }
 
 const char *mtls_peer_matched_rule(const struct mtls_peer *p)

@@ -79,6 +79,7 @@ struct mtls_config {
 	struct strlist allow_cn;
 	struct strlist allow_spki;
 	struct strlist allow_cert;
+	struct strlist allow_email;
 	bool allow_any;
 	mtls_authz_cb authz_cb;
 	void *authz_arg;
@@ -110,6 +111,7 @@ struct mtls_peer {
 	struct strlist uris;
 	struct strlist dns;
 	struct strlist ips;
+	struct strlist emails; /* rfc822Name SANs */
 	char *matched_rule;
 };
 
@@ -138,6 +140,9 @@ bool policy_uri_match(const char *pattern, const char *uri);
  * '.', '%' or a control byte (what a decoding server could read as another path). */
 bool policy_uri_segment_ok(const char *seg, size_t len);
 bool policy_dns_match(const char *pattern, const char *name);
+/* pattern is "local@domain" (exact) or "*@domain" (any address of the domain); the domain
+ * compares case-insensitively, the local part exactly (RFC 5321). */
+bool policy_email_match(const char *pattern, const char *address);
 /* Parse a SHA-256 pin (hex with optional colons, or base64). 0 or -1. */
 int policy_parse_pin(const char *text, uint8_t out[32]);
 

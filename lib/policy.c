@@ -1,5 +1,5 @@
 /*
- * Authorization: allow rules by URI SAN, DNS SAN, CN and SHA-256 pins.
+ * Authorization: allow rules by URI SAN, DNS SAN, email SAN, CN and SHA-256 pins.
  *
  * Name rules are alternatives; pins are alternatives; when both kinds exist the peer must
  * satisfy both (as Envoy does with SAN matchers and SPKI/hash lists). The authz callback
@@ -22,6 +22,7 @@ struct policy {
 	struct strlist uri;
 	struct strlist dns;
 	struct strlist cn;
+	struct strlist email;
 	struct strlist spki_text; /* the pins as configured, for matched_rule */
 	struct strlist cert_text;
 	uint8_t (*spki)[32];
@@ -123,6 +124,7 @@ struct policy *policy_new(const struct mtls_config *config, struct error *err)
 	if (p == NULL || list_copy(&p->uri, &config->allow_uri) != 0 ||
 	    list_copy(&p->dns, &config->allow_dns) != 0 ||
 	    list_copy(&p->cn, &config->allow_cn) != 0 ||
+	    list_copy(&p->email, &config->allow_email) != 0 ||
 	    list_copy(&p->spki_text, &config->allow_spki) != 0 ||
 	    list_copy(&p->cert_text, &config->allow_cert) != 0) {
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
@@ -148,6 +150,7 @@ void policy_free(struct policy *p)
 	list_free(&p->uri);
 	list_free(&p->dns);
 	list_free(&p->cn);
+	list_free(&p->email);
 	list_free(&p->spki_text);
 	list_free(&p->cert_text);
 	free(p->spki);
@@ -157,7 +160,7 @@ void policy_free(struct policy *p)
 
 static bool has_name_rules(const struct policy *p)
 {
-	return p->uri.n + p->dns.n + p->cn.n > 0;
+	return p->uri.n + p->dns.n + p->cn.n + p->email.n > 0;
 }
 
 bool policy_has_rules(const struct policy *p)
@@ -264,6 +267,21 @@ bool policy_dns_match(const char *pattern, const char *name)
 	return plen == nlen && strncasecmp(pattern, name, plen) == 0;
 }
 
+bool policy_email_match(const char *pattern, const char *address)
+{
+	const char *pat = strrchr(pattern, '@');
+	const char *at = strrchr(address, '@');
+
+	/* the domain follows the last '@' (a quoted local part may hold one) */
+	if (pat == NULL || at == NULL || at == address || at[1] == '\0' || pat[1] == '\0' ||
+	    strcasecmp(pat + 1, at + 1) != 0)
+		return false;
+	if (pat - pattern == 1 && pattern[0] == '*')
+		return true;
+	return pat - pattern == at - address &&
+	       memcmp(pattern, address, (size_t)(at - address)) == 0;
+}
+
 static int set_rule(struct mtls_peer *peer, const char *kind, const char *value)
 {
 	size_t len = strlen(kind) + strlen(value) + 2;
@@ -290,6 +308,12 @@ static const char *match_names(const struct policy *p, const struct mtls_peer *p
 			if (policy_dns_match(p->dns.v[i], peer->dns.v[j])) {
 				*kind = "dns";
 				return p->dns.v[i];
+			}
+	for (size_t i = 0; i < p->email.n; i++)
+		for (size_t j = 0; j < peer->emails.n; j++)
+			if (policy_email_match(p->email.v[i], peer->emails.v[j])) {
+				*kind = "email";
+				return p->email.v[i];
 			}
 	for (size_t i = 0; i < p->cn.n && peer->cn != NULL; i++)
 		if (strcmp(p->cn.v[i], peer->cn) == 0) {
@@ -322,10 +346,10 @@ static void describe_names(const struct mtls_peer *peer, char *buf, size_t len)
 	const struct {
 		const char *label;
 		const struct strlist *l;
-	} lists[] = {{"URI", &peer->uris}, {"DNS", &peer->dns}};
+	} lists[] = {{"URI", &peer->uris}, {"DNS", &peer->dns}, {"email", &peer->emails}};
 
 	buf[0] = '\0';
-	for (size_t k = 0; k < 2; k++)
+	for (size_t k = 0; k < sizeof(lists) / sizeof(lists[0]); k++)
 		for (size_t i = 0; i < lists[k].l->n && used < len; i++)
 			used += (size_t)snprintf(buf + used, len - used, "%s%s:%s",
 						 used > 0 ? ", " : "", lists[k].label,

@@ -47,6 +47,8 @@ static struct mtls_config *make_config(bool names, bool pins, bool any)
 		check(mtls_config_allow_dns(c, "*.example.org") == 0);
 		check(mtls_config_allow_dns(c, "localhost.") == 0);
 		check(mtls_config_allow_cn(c, "legacy-client") == 0);
+		check(mtls_config_allow_email(c, "*@example.org") == 0);
+		check(mtls_config_allow_email(c, "ops@example.net") == 0);
 	}
 	if (pins) {
 		check(mtls_config_allow_spki_sha256(c, FUZZ_CLIENT_SPKI_SHA256) == 0);
@@ -97,6 +99,8 @@ static void check_peer(const struct mtls_peer *p)
 	}
 	for (size_t i = 0; i < p->dns.n; i++)
 		check(p->dns.v[i][0] != '\0');
+	for (size_t i = 0; i < p->emails.n; i++)
+		check(p->emails.v[i][0] != '\0');
 	check(strlen(p->cert_sha256) == 64 && strlen(p->spki_sha256) == 64);
 	/* the primary identity is the first URI SAN, else DNS SAN, else CN, else the hash */
 	if (p->uris.n > 0) {
@@ -112,6 +116,7 @@ static void check_peer(const struct mtls_peer *p)
 	check(mtls_peer_uri(p, mtls_peer_uri_count(p)) == NULL);
 	check(mtls_peer_dns(p, mtls_peer_dns_count(p)) == NULL);
 	check(mtls_peer_ip(p, mtls_peer_ip_count(p)) == NULL);
+	check(mtls_peer_email(p, mtls_peer_email_count(p)) == NULL);
 	for (size_t i = 0; i < mtls_peer_ip_count(p); i++)
 		check(strlen(mtls_peer_ip(p, i)) > 0);
 }
@@ -137,7 +142,7 @@ static void run_policy(int which, struct mtls_peer *p)
 	case P_NAMES:
 	case P_BOTH:
 		check(has_prefix(p->matched_rule, "uri:") || has_prefix(p->matched_rule, "dns:") ||
-		      has_prefix(p->matched_rule, "cn:"));
+		      has_prefix(p->matched_rule, "cn:") || has_prefix(p->matched_rule, "email:"));
 		break;
 	case P_PINS:
 		check(has_prefix(p->matched_rule, "spki:") || has_prefix(p->matched_rule, "cert:"));

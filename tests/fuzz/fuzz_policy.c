@@ -13,6 +13,8 @@
  *     characters, not "." or "..", with no escape of '/', '\', '.', '%' or a control byte.
  *   - DNS: a pattern that is not "*.<rest>" matches exactly the names equal to it ignoring
  *     case and one trailing dot; "*.<rest>" stands for exactly one non-empty label.
+ *   - email: the part after the last '@' compares ignoring case and must not be empty; the
+ *     part before it exactly, or "*" for any non-empty one.
  *   - pins: any 32 bytes written as hex (either case, colons or not) or base64 parse back,
  *     and only the canonical forms parse: 64 hex digits, 32 pairs joined by single colons,
  *     or the base64 that encodes exactly the bytes parsed (repro/fuzz_policy/).
@@ -174,6 +176,23 @@ static void check_dns(const char *pattern, const char *name)
 	}
 }
 
+static void check_email(const char *pattern, const char *addr)
+{
+	bool m = policy_email_match(pattern, addr);
+	const char *pat = strrchr(pattern, '@'), *at = strrchr(addr, '@');
+	bool want;
+
+	if (pat == NULL || at == NULL || at == addr || at[1] == '\0' || pat[1] == '\0' ||
+	    strcasecmp(pat + 1, at + 1) != 0)
+		want = false;
+	else if (pat == pattern + 1 && pattern[0] == '*')
+		want = true;
+	else
+		want = pat - pattern == at - addr &&
+		       strncmp(pattern, addr, (size_t)(at - addr)) == 0;
+	check(m == want);
+}
+
 /* A text that parses is the canonical form of what it parsed to. */
 static void check_pin(const char *text)
 {
@@ -255,6 +274,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_dns(a, b);
 	check_dns(b, a);
 	check_dns(a, a);
+	check_email(a, b);
+	check_email(b, a);
+	check_email(a, a);
 
 	check_pin(a);
 	check_pin(b);

@@ -143,6 +143,35 @@ vcase "pins are alternatives"           0 "accepted: $APP1"             ""      
 vcase "pin ok but name rule fails"      1 "refused: identity_not_allowed:" ""                   --ca ca.pem --allow-spki "$spki_hex" --allow-uri 'spiffe://test.mtls/ns/dev/sa/*' client-chain.pem
 vcase "name rule ok but pin fails"      1 "refused: pin_mismatch:"      ""                      --ca ca.pem --allow-uri "$APP1" --allow-spki "$ZERO" client-chain.pem
 
+echo "# email SANs (a client certificate made here, issued by the zoo's issuing CA)"
+printf '%s\n' "basicConstraints = critical,CA:FALSE" "keyUsage = critical,digitalSignature" \
+	"extendedKeyUsage = clientAuth" "subjectAltName = email:alice@example.org" \
+	"subjectKeyIdentifier = hash" "authorityKeyIdentifier = keyid" >"$TMP/alice.ext"
+if ! openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/alice.key" \
+	-subj /CN=alice -out "$TMP/alice.csr" >"$TMP/alice.log" 2>&1 ||
+	! openssl x509 -req -in "$TMP/alice.csr" -CA int.pem -CAkey int.key -days 30 \
+		-set_serial "0x$(openssl rand -hex 12)" -extfile "$TMP/alice.ext" \
+		-out "$TMP/alice.pem" >>"$TMP/alice.log" 2>&1; then
+	echo "could not make the email certificate:" >&2
+	cat -- "$TMP/alice.log" >&2
+	exit 1
+fi
+cat -- "$TMP/alice.pem" int.pem >"$TMP/alice-chain.pem"
+ALICE=$TMP/alice-chain.pem
+vcase "email SAN is listed"             0 "accepted: alice"             "email:      alice@example.org" --ca ca.pem "$ALICE"
+vcase "--allow-email address"           0 "accepted: alice"             "allowed by: email:alice@example.org" --ca ca.pem --allow-email alice@example.org "$ALICE"
+vcase "--allow-email domain, any case"  0 "accepted: alice"             "allowed by: email:*@EXAMPLE.org" --ca ca.pem --allow-email '*@EXAMPLE.org' "$ALICE"
+vcase "--allow-email other address"     1 "refused: identity_not_allowed:" "email:alice@example.org" --ca ca.pem --allow-email bob@example.org "$ALICE"
+vcase "--allow-email local part exact"  1 "refused: identity_not_allowed:" ""                   --ca ca.pem --allow-email Alice@example.org "$ALICE"
+vcase "--allow-email not a subdomain"   1 "refused: identity_not_allowed:" ""                   --ca ca.pem --allow-email '*@sub.example.org' "$ALICE"
+vcase "--allow-email, no email SAN"     1 "refused: identity_not_allowed:" ""                   --ca ca.pem --allow-email '*@example.org' client-chain.pem
+vcase "--email matches"                 0 "accepted: alice"             ""                      --ca ca.pem --email alice@example.org "$ALICE"
+vcase "--email, domain in upper case"   0 "accepted: alice"             ""                      --ca ca.pem --email alice@EXAMPLE.ORG "$ALICE"
+vcase "--email mismatch"                1 "refused: name_mismatch:"     "bob@example.org"       --ca ca.pem --email bob@example.org "$ALICE"
+vcase "--email, no email SAN"           1 "refused: name_mismatch:"     "alice@example.org"     --ca ca.pem --email alice@example.org client-chain.pem
+vcase "--email, chain refused first"    1 "refused: unknown_ca:"        ""                      --ca other-ca.pem --email alice@example.org "$ALICE"
+vcase "--allow-email not an address"    2 "*@example.org"               ""                      --ca ca.pem --allow-email example.org "$ALICE"
+
 echo "# usage and configuration errors (exit 2)"
 vcase "malformed CA file"               2 "malformed.pem"               ""                      --ca malformed.pem client-chain.pem
 vcase "leaf given as the CA"            2 "CA file client.pem holds a certificate that is not a CA (subject CN=app1" "give the CA bundle, not a leaf" --ca client.pem client-chain.pem
@@ -175,8 +204,9 @@ help_problems=()
 src_opts=$(sed -n 's/^[[:space:]]*{"\([a-z0-9-]*\)", OPT_.*/\1/p' "$MTLS_SOURCE_DIR/cli/verify_cmd.c")
 [ "$(printf '%s\n' "$src_opts" | grep -c .)" -ge 15 ] ||
 	help_problems+=("could not read the option table from cli/verify_cmd.c")
-for opt in $src_opts ca untrusted purpose dns ip uri at crl crl-check-chain crl-grace \
-	allow-uri allow-dns allow-cn allow-spki allow-cert allow-any max-depth config help; do
+for opt in $src_opts ca untrusted purpose dns ip uri email at crl crl-check-chain crl-grace \
+	allow-uri allow-dns allow-cn allow-email allow-spki allow-cert allow-any max-depth config \
+	help; do
 	grep -Eq -- "^  --$opt( |\$)" <<<"$OUT" || help_problems+=("--help does not describe --$opt")
 done
 if [ ${#help_problems[@]} -eq 0 ]; then
@@ -282,6 +312,8 @@ cfg_equiv "purpose server" 1 "refused: name_mismatch:" server-chain.pem \
 	ca "$CERTS/ca.pem" purpose server dns wrong.test
 cfg_equiv "max-depth and pins" 0 "accepted: $APP1" client-chain.pem \
 	ca "$CERTS/ca.pem" max-depth 1 allow-spki "$spki_hex"
+cfg_equiv "allow-email and email" 0 "accepted: alice" "$ALICE" \
+	ca "$CERTS/ca.pem" allow-email '*@example.org' email alice@example.org
 
 # "key = value", indentation, comments and blank lines
 cat >"$TMP/eq.conf" <<EOF

@@ -1150,6 +1150,92 @@ static void test_nul_in_san(void **state)
 	}
 }
 
+/* --- email SANs ---------------------------------------------------------------------- */
+
+/* A client certificate from the zoo's issuing CA with the SAN san (openssl.cnf syntax). */
+static void issue_client_san(const char *subject, const char *san, char **chain, char **key_pem)
+{
+	X509 *issuer = test_read_cert("int.pem");
+	FILE *f = fopen(cert_path("int.key"), "r");
+	EVP_PKEY *issuer_key = f != NULL ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+	struct test_cert spec = {.subject = subject, .san = san};
+	EVP_PKEY *key;
+	X509 *both[2];
+
+	assert_non_null(issuer_key);
+	fclose(f);
+	both[0] = test_cert_make(&spec, issuer, issuer_key, &key);
+	both[1] = issuer;
+	*chain = test_certs_pem(both, 2);
+	*key_pem = test_key_pem(key);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(issuer_key);
+	X509_free(both[0]);
+	X509_free(issuer);
+}
+
+/* Email rules admit a client by its rfc822Name SAN: an address, or any of a domain (which
+ * compares ignoring case); the peer lists its addresses. */
+static void test_email_identity(void **state)
+{
+	static const struct {
+		const char *rule;
+		enum mtls_reason expect;
+	} email_cases[] = {
+		{"alice@example.org", MTLS_REASON_NONE},
+		{"*@EXAMPLE.org", MTLS_REASON_NONE},
+		{"bob@example.org", MTLS_REASON_IDENTITY_NOT_ALLOWED},
+		{"Alice@example.org", MTLS_REASON_IDENTITY_NOT_ALLOWED},
+		{"*@sub.example.org", MTLS_REASON_IDENTITY_NOT_ALLOWED},
+	};
+	char *chain, *key;
+
+	(void)state;
+	issue_client_san("CN=alice", "email:alice@example.org,email:alice@other.test", &chain,
+			 &key);
+	for (size_t i = 0; i < sizeof(email_cases) / sizeof(email_cases[0]); i++) {
+		struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
+		struct mtls *server = mtls_server_new(), *client = mem_client(chain, key, false);
+		struct mtls *sc, *cc;
+		int fds[2], srv_rc, cli_rc;
+		const struct mtls_peer *p;
+		char rule[100];
+
+		assert_int_equal(mtls_config_allow_email(cfg, email_cases[i].rule), 0);
+		assert_int_equal(mtls_configure(server, cfg), 0);
+		mtls_config_free(cfg);
+		test_socketpair(fds);
+		sc = mtls_accept_fd(server, fds[0]);
+		cc = mtls_connect_fd(client, fds[1], "server.test");
+		test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+		if (mtls_error_reason(sc) != email_cases[i].expect)
+			fail_msg("rule %s: %s (%s)", email_cases[i].rule,
+				 mtls_reason_name(mtls_error_reason(sc)), mtls_error(sc));
+		if (email_cases[i].expect == MTLS_REASON_NONE) {
+			p = mtls_conn_peer(sc);
+			assert_int_equal(mtls_peer_email_count(p), 2);
+			assert_string_equal(mtls_peer_email(p, 0), "alice@example.org");
+			assert_string_equal(mtls_peer_email(p, 1), "alice@other.test");
+			assert_null(mtls_peer_email(p, 2));
+			assert_string_equal(mtls_peer_identity(p), "alice");
+			snprintf(rule, sizeof(rule), "email:%s", email_cases[i].rule);
+			assert_string_equal(mtls_peer_matched_rule(p), rule);
+		} else {
+			/* the refusal lists the addresses it had */
+			assert_non_null(strstr(mtls_error(sc), "email:alice@example.org"));
+		}
+		/* mtls_verify_chain_pem() decides the same */
+		assert_int_equal(mtls_verify_chain_pem(server, (const uint8_t *)chain,
+						       strlen(chain), NULL, NULL) == 0,
+				 email_cases[i].expect == MTLS_REASON_NONE);
+		test_pair_free(sc, cc, fds);
+		mtls_free(client);
+		mtls_free(server);
+	}
+	free(chain);
+	free(key);
+}
+
 /* A new CA bundle drops the sessions: they were verified against trust anchors that may be
  * gone. */
 static void test_sessions_dropped_on_ca_change(void **state)
@@ -1203,6 +1289,7 @@ int main(void)
 		cmocka_unit_test(test_config_changed_while_running),
 		cmocka_unit_test(test_verify_from_threads),
 		cmocka_unit_test(test_nul_in_san),
+		cmocka_unit_test(test_email_identity),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -237,6 +237,60 @@ static void test_uri_identities(void **state)
 	}
 }
 
+static const struct match_case email_cases[] = {
+	{"alice@example.org", "alice@example.org", true},
+	{"alice@example.org", "alice@EXAMPLE.org", true},
+	{"alice@Example.ORG", "alice@example.org", true},
+	{"alice@example.org", "Alice@example.org", false}, /* the local part is exact */
+	{"alice@example.org", "bob@example.org", false},
+	{"alice@example.org", "alice@example.org.", false},
+	{"alice@example.org", "alice@example.org@evil.test", false},
+	{"alice@example.org", "alice@evil.test", false},
+	{"*@example.org", "bob@example.org", true},
+	{"*@example.org", "bob@Example.Org", true},
+	{"*@example.org", "\"a@b\"@example.org", true}, /* the domain follows the last '@' */
+	{"*@example.org", "bob@sub.example.org", false},
+	{"*@example.org", "bob@example.org.evil", false},
+	{"*@example.org", "bob@xexample.org", false},
+	{"*@example.org", "@example.org", false},
+	{"*@example.org", "example.org", false},
+	{"*@example.org", "bob@", false},
+	{"*@example.org", "", false},
+	{"*@example.org", "*@example.org", true},
+	{"bob@example.org", "*@example.org", false},
+};
+
+static void test_email(void **state)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	static const char *const bad[] = {"nope",
+					  "@example.org",
+					  "a@",
+					  "a*@example.org",
+					  "*@*.example.org",
+					  "*a@example.org",
+					  "a b@example.org",
+					  "",
+					  NULL};
+	static const char *const good[] = {"*@example.org", "alice@example.org", "\"a@b\"@x.test"};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(email_cases) / sizeof(email_cases[0]); i++)
+		if (policy_email_match(email_cases[i].pattern, email_cases[i].value) !=
+		    email_cases[i].match)
+			fail_msg("email pattern %s vs %s: expected %s", email_cases[i].pattern,
+				 email_cases[i].value, email_cases[i].match ? "match" : "no match");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (mtls_config_allow_email(cfg, bad[i]) != -1)
+			fail_msg("allow email '%s' was accepted", bad[i] != NULL ? bad[i] : "NULL");
+		assert_int_equal(mtls_config_error_reason(cfg), MTLS_REASON_USAGE);
+	}
+	assert_non_null(strstr(mtls_config_error(cfg), "*@example.org"));
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_int_equal(mtls_config_allow_email(cfg, good[i]), 0);
+	mtls_config_free(cfg);
+}
+
 static void test_dns(void **state)
 {
 	(void)state;
@@ -299,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_uri_lengths),
 		cmocka_unit_test(test_uri_identities),
 		cmocka_unit_test(test_dns),
+		cmocka_unit_test(test_email),
 		cmocka_unit_test(test_pins),
 	};
 
