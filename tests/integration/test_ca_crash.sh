@@ -20,6 +20,10 @@ fi
 W=$TMP/w
 mkdir -m 700 -- "$W"
 
+# strace ARGS: LeakSanitizer cannot work under ptrace (sanitizer builds); every command run
+# outside strace still checks for leaks.
+STRACE=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /dev/null)
+
 ca() {
 	LAST_CMD="mtls ca $*"
 	run "$MTLS" ca "$@"
@@ -137,7 +141,7 @@ kill_each() {
 				args+=(--cert "$CERT")
 			fi
 			LAST_CMD="strace inject=$sc:signal=KILL:when=$n mtls ca ${args[*]}"
-			run sh -c '"$@"; exit $?' sh strace -f -qq -o /dev/null -e trace="$sc" -e inject="$sc:signal=KILL:when=$n" "$MTLS" ca "${args[@]}"
+			run sh -c '"$@"; exit $?' sh "${STRACE[@]}" -e trace="$sc" -e inject="$sc:signal=KILL:when=$n" "$MTLS" ca "${args[@]}"
 			k=$RC
 			cases=$((cases + 1))
 			p=()
@@ -176,7 +180,7 @@ for i in $(seq 1 40); do
 	fi
 	delay=$(printf '0.%03d' $((20 + RANDOM % 180)))
 	LAST_CMD="mtls ca ${args[*]} killed after $delay s"
-	run sh -c '"$@"; exit $?' sh strace -f -qq -o /dev/null -e trace=fsync,fdatasync,rename \
+	run sh -c '"$@"; exit $?' sh "${STRACE[@]}" -e trace=fsync,fdatasync,rename \
 		-e inject=fsync,fdatasync,rename:delay_enter=10ms timeout -s KILL "$delay" "$MTLS" ca "${args[@]}"
 	outcomes+=" $RC"
 	case $RC in
