@@ -1,8 +1,10 @@
 /*
- * One tunnelled connection: TLS on one side, plaintext on the other.
+ * One tunnelled connection: TLS on one side, plaintext on the other. Its steps depend on
+ * the role (roles[] below), each starting when the one before it is done:
  *
- *   server:    accept -> TLS handshake -> [PROXY v2 header] -> connect target -> pump
- *   connector: accept -> connect server -> TLS handshake -> pump
+ *   server:    accept -> TLS handshake (verify, authorize) -> [PROXY v2 header]
+ *                     -> connect target -> pump
+ *   connector: accept -> connect server -> TLS handshake (verify the server) -> pump
  *
  * Nothing is read from the plaintext side before the TLS peer is verified, and nothing is
  * sent to the target before the client is: a refused client never reaches the target.
@@ -26,7 +28,41 @@
 #define BUF_SIZE	   16384
 #define KEEP_BUFFERS_AFTER 16 /* pump() calls in one sweep interval */
 
+/* What a connection waits for, so that its I/O and timer callbacks resume the right step. */
 enum phase { PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_PUMP };
+
+struct conn;
+typedef void step_fn(struct conn *c);
+
+static step_fn step_handshake, step_proxy_header, step_connect, step_pump;
+
+/* A role: its steps in order, and the names it gives to what goes wrong. */
+struct role {
+	step_fn *steps[4]; /* in order; the last (step_pump) lasts as long as the connection */
+	/* the connector: TLS on the connection it makes, plaintext on the one it accepted */
+	bool tls_client;
+	const char *connect_failed; /* log event when the outbound connection fails */
+	const char *plain_read_error, *plain_write_error; /* conn_close whys */
+};
+
+static const struct role roles[] = {
+	[TUNNEL_SERVER] =
+		{
+			.steps = {step_handshake, step_proxy_header, step_connect, step_pump},
+			.tls_client = false,
+			.connect_failed = "target_connect_failed",
+			.plain_read_error = "target_read_error",
+			.plain_write_error = "target_write_error",
+		},
+	[TUNNEL_CONNECTOR] =
+		{
+			.steps = {step_connect, step_handshake, step_pump},
+			.tls_client = true,
+			.connect_failed = "server_connect_failed",
+			.plain_read_error = "client_read_error",
+			.plain_write_error = "client_write_error",
+		},
+};
 
 struct buf {
 	uint8_t *data;
@@ -39,6 +75,8 @@ struct conn {
 	uint64_t id;
 	char peer[80];
 	struct sockaddr_storage peer_sa, local_sa;
+	const struct role *role;
+	unsigned step; /* the next of role->steps */
 	enum phase phase;
 	int tls_fd;
 	int plain_fd;
@@ -54,9 +92,9 @@ struct conn {
 	int tls_write_wants;
 	bool plain_read_blocked;
 	bool plain_write_blocked;
-	bool tls_eof, plain_eof;   /* no more input from that side */
-	bool plain_shut, tls_shut; /* we ended our output to that side */
-	uint64_t bytes_to_target, bytes_from_target;
+	bool tls_eof, plain_eof;	       /* no more input from that side */
+	bool plain_shut, tls_shut;	       /* we ended our output to that side */
+	uint64_t bytes_to_plain, bytes_to_tls; /* sent to each side (PROXY header not counted) */
 	size_t header_left; /* PROXY header bytes still to send: not the client's traffic */
 	bool got_tls_data;  /* the TLS peer sent application data */
 	unsigned pumps;	    /* pump() calls since the last pump_release_quiet() */
@@ -68,9 +106,9 @@ static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
 static void on_plain_io(struct ev_loop *loop, ev_io *io, int events);
 static void on_timer(struct ev_loop *loop, ev_timer *t, int events);
 
-static bool is_server(const struct conn *c)
+static void next_step(struct conn *c)
 {
-	return c->w->d->o->role == TUNNEL_SERVER;
+	c->role->steps[c->step++](c);
 }
 
 /* Buffers come from and go back to the worker's few spares: a busy connection takes and
@@ -123,17 +161,19 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 {
 	struct worker *w = c->w;
 	struct daemon *d = w->d;
+	/* the target is on the plaintext side of the server, the TLS side of the connector */
+	uint64_t to_target = c->role->tls_client ? c->bytes_to_tls : c->bytes_to_plain;
+	uint64_t from_target = c->role->tls_client ? c->bytes_to_plain : c->bytes_to_tls;
 
 	ev_io_stop(w->loop, &c->tls_io);
 	ev_io_stop(w->loop, &c->plain_io);
 	ev_timer_stop(w->loop, &c->timer);
-	atomic_fetch_add(&d->metrics.bytes_to_target, c->bytes_to_target);
-	atomic_fetch_add(&d->metrics.bytes_from_target, c->bytes_from_target);
+	atomic_fetch_add(&d->metrics.bytes_to_target, to_target);
+	atomic_fetch_add(&d->metrics.bytes_from_target, from_target);
 	if (why != NULL)
 		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("why", why),
-		    LN("bytes_to_target", c->bytes_to_target),
-		    LN("bytes_from_target", c->bytes_from_target),
+		    LS("identity", c->identity), LS("why", why), LN("bytes_to_target", to_target),
+		    LN("bytes_from_target", from_target),
 		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)));
 	mtls_free(c->tls);
 	if (c->tls_fd >= 0)
@@ -189,7 +229,7 @@ static void refused_late(struct conn *c)
 {
 	struct metrics *m = &c->w->d->metrics;
 
-	if (is_server(c) || c->got_tls_data ||
+	if (!c->role->tls_client || c->got_tls_data ||
 	    mtls_error_reason(c->tls) != MTLS_REASON_REJECTED_BY_PEER)
 		return;
 	atomic_fetch_sub(&m->handshakes_ok, 1);
@@ -226,7 +266,7 @@ static bool pump(struct conn *c)
 		 * every write: a TLS 1.3 server refuses a client certificate after the client's
 		 * handshake is over, and its alert must be read before a write fails on the
 		 * reset that follows it (see refused_late()). */
-		if (!is_server(c) && !c->got_tls_data && c->tls_read_wants == EV_READ)
+		if (c->role->tls_client && !c->got_tls_data && c->tls_read_wants == EV_READ)
 			c->tls_read_wants = 0;
 		if (!c->tls_eof && c->tls_read_wants == 0 &&
 		    (p = buf_space(w, &c->to_plain, &room)) != NULL) {
@@ -257,18 +297,12 @@ static bool pump(struct conn *c)
 
 				buf_consume(w, &c->to_plain, (size_t)r);
 				c->header_left -= header;
-				if (is_server(c))
-					c->bytes_to_target += (uint64_t)r - header;
-				else
-					c->bytes_from_target += (uint64_t)r;
+				c->bytes_to_plain += (uint64_t)r - header;
 				progress = true;
 			} else if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
 				c->plain_write_blocked = true;
 			} else {
-				conn_free(c,
-					  is_server(c) ? "target_write_error"
-						       : "client_write_error",
-					  LOG_INFO);
+				conn_free(c, c->role->plain_write_error, LOG_INFO);
 				return false;
 			}
 		}
@@ -292,9 +326,7 @@ static bool pump(struct conn *c)
 			} else if (errno == EAGAIN || errno == EINTR) {
 				c->plain_read_blocked = true;
 			} else {
-				conn_free(c,
-					  is_server(c) ? "target_read_error" : "client_read_error",
-					  LOG_INFO);
+				conn_free(c, c->role->plain_read_error, LOG_INFO);
 				return false;
 			}
 			if (buf_used(&c->to_tls) == 0)
@@ -304,10 +336,7 @@ static bool pump(struct conn *c)
 			r = mtls_write(c->tls, c->to_tls.data + c->to_tls.start, n);
 			if (r > 0) {
 				buf_consume(w, &c->to_tls, (size_t)r);
-				if (is_server(c))
-					c->bytes_from_target += (uint64_t)r;
-				else
-					c->bytes_to_target += (uint64_t)r;
+				c->bytes_to_tls += (uint64_t)r;
 				progress = true;
 			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
 				c->tls_write_wants = want_events((int)r);
@@ -353,7 +382,7 @@ static bool pump(struct conn *c)
 	return true;
 }
 
-static void start_pump(struct conn *c)
+static void step_pump(struct conn *c)
 {
 	c->phase = PHASE_PUMP;
 	set_timer(c, c->w->d->o->idle_timeout_ms);
@@ -366,7 +395,7 @@ static void start_pump(struct conn *c)
  * memory) refuses the connection: the client's bytes without our header would let the
  * client write a header of its own, with any address and identity it likes. Nothing is
  * shortened either: a truncated identity is another identity. */
-static bool build_proxy_header(struct conn *c)
+static void step_proxy_header(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
@@ -375,6 +404,10 @@ static bool build_proxy_header(struct conn *c)
 	size_t room = 0, n = 0;
 	char msg[300];
 
+	if (!d->o->proxy_protocol) {
+		next_step(c);
+		return;
+	}
 	p = buf_space(c->w, &c->to_plain, &room);
 	if (p != NULL)
 		n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
@@ -384,7 +417,8 @@ static bool build_proxy_header(struct conn *c)
 	if (n > 0) {
 		c->to_plain.end += n;
 		c->header_left = n;
-		return true;
+		next_step(c);
+		return;
 	}
 	if (p == NULL)
 		snprintf(msg, sizeof(msg),
@@ -399,29 +433,49 @@ static bool build_proxy_header(struct conn *c)
 	LOG(LOG_WARN, "conn_refused", LN("conn", c->id), LS("peer", c->peer),
 	    LS("identity", c->identity), LS("reason", "proxy_header"), LS("message", msg));
 	conn_free(c, "proxy_header", LOG_INFO);
-	return false;
 }
 
-/* Server: the client is verified; now the target. */
-static void connect_target(struct conn *c)
+static void connect_failed(struct conn *c, const char *message, const char *why)
+{
+	atomic_fetch_add(&c->w->d->metrics.target_connect_failures, 1);
+	LOG(LOG_WARN, c->role->connect_failed, LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("message", message));
+	conn_free(c, why, LOG_INFO);
+}
+
+/* The outbound connection: to the target (server), to the server (connector). Only it is
+ * watched meanwhile: the accepted side waits. */
+static void step_connect(struct conn *c)
 {
 	struct daemon *d = c->w->d;
+	bool tls = c->role->tls_client;
+	int *fd = tls ? &c->tls_fd : &c->plain_fd;
 	char err[300];
 
-	if (d->o->proxy_protocol && !build_proxy_header(c))
-		return;
-	c->plain_fd = address_connect(&d->target, err, sizeof(err));
-	if (c->plain_fd < 0) {
-		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
-		LOG(LOG_WARN, "target_connect_failed", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("message", err));
-		conn_free(c, "target_connect_failed", LOG_INFO);
+	*fd = address_connect(&d->target, err, sizeof(err));
+	if (*fd < 0) {
+		connect_failed(c, err, "connect_failed");
 		return;
 	}
 	c->phase = PHASE_CONNECT;
 	set_timer(c, d->o->connect_timeout_ms);
-	set_io(c, &c->tls_io, c->tls_fd, 0);
-	set_io(c, &c->plain_io, c->plain_fd, EV_WRITE);
+	set_io(c, tls ? &c->plain_io : &c->tls_io, tls ? c->plain_fd : c->tls_fd, 0);
+	set_io(c, tls ? &c->tls_io : &c->plain_io, *fd, EV_WRITE);
+}
+
+/* The outbound connection finished connecting, or failed. */
+static void connected(struct conn *c)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(c->role->tls_client ? c->tls_fd : c->plain_fd, SOL_SOCKET, SO_ERROR, &err,
+		       &len) != 0)
+		err = errno;
+	if (err != 0)
+		connect_failed(c, strerror(err), "connect_failed");
+	else
+		next_step(c);
 }
 
 static void handshake_done(struct conn *c)
@@ -442,10 +496,7 @@ static void handshake_done(struct conn *c)
 	if (warning != NULL)
 		LOG(LOG_WARN, "tls_warning", LN("conn", c->id), LS("identity", c->identity),
 		    LS("message", warning));
-	if (is_server(c))
-		connect_target(c);
-	else
-		start_pump(c);
+	next_step(c);
 }
 
 static void do_handshake(struct conn *c)
@@ -469,13 +520,14 @@ static void do_handshake(struct conn *c)
 	conn_free(c, "handshake_refused", LOG_DEBUG);
 }
 
-/* The connection's TLS object was made (accept or connect side); start its handshake. */
-static void begin_handshake(struct conn *c, struct mtls *tls)
+/* TLS on the accepted connection (server) or on the one made to the server (connector). */
+static void step_handshake(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 
-	c->tls = tls;
-	if (tls == NULL) {
+	c->tls = c->role->tls_client ? mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name)
+				     : mtls_accept_fd(d->endpoint, c->tls_fd);
+	if (c->tls == NULL) {
 		LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
 		    LS("message", mtls_error(d->endpoint)));
 		conn_free(c, "tls_setup_failed", LOG_INFO);
@@ -484,32 +536,6 @@ static void begin_handshake(struct conn *c, struct mtls *tls)
 	c->phase = PHASE_HANDSHAKE;
 	set_timer(c, d->o->handshake_timeout_ms);
 	do_handshake(c);
-}
-
-/* The outbound TCP connection (target or server) finished connecting, or failed. */
-static void connected(struct conn *c)
-{
-	struct daemon *d = c->w->d;
-	int fd = is_server(c) ? c->plain_fd : c->tls_fd;
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err != 0) {
-		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
-		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
-		    LN("conn", c->id), LS("peer", c->peer), LS("identity", c->identity),
-		    LS("message", strerror(err)));
-		conn_free(c, "connect_failed", LOG_INFO);
-		return;
-	}
-	if (is_server(c)) {
-		start_pump(c); /* the PROXY header, if any, is already in to_plain */
-	} else {
-		/* connector: the server's TCP connection is up; start TLS */
-		begin_handshake(c, mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name));
-	}
 }
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
@@ -523,7 +549,7 @@ static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
 		c->tls_write_wants = 0;
 	switch (c->phase) {
 	case PHASE_HANDSHAKE: do_handshake(c); break;
-	case PHASE_CONNECT: connected(c); break; /* connector: the server's socket */
+	case PHASE_CONNECT: connected(c); break; /* the connector's: to the server */
 	case PHASE_PUMP:
 		if (pump(c))
 			ev_timer_again(c->w->loop, &c->timer);
@@ -541,7 +567,7 @@ static void on_plain_io(struct ev_loop *loop, ev_io *io, int events)
 	if (events & EV_WRITE)
 		c->plain_write_blocked = false;
 	if (c->phase == PHASE_CONNECT)
-		connected(c); /* server: the target's socket */
+		connected(c); /* the server's: to the target */
 	else if (c->phase == PHASE_PUMP && pump(c))
 		ev_timer_again(c->w->loop, &c->timer);
 }
@@ -561,13 +587,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 		    LS("message", "the peer did not complete the handshake in time"));
 		conn_free(c, "handshake_timeout", LOG_DEBUG);
 		break;
-	case PHASE_CONNECT:
-		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
-		LOG(LOG_WARN, is_server(c) ? "target_connect_failed" : "server_connect_failed",
-		    LN("conn", c->id), LS("peer", c->peer), LS("identity", c->identity),
-		    LS("message", "connect timed out"));
-		conn_free(c, "connect_timeout", LOG_INFO);
-		break;
+	case PHASE_CONNECT: connect_failed(c, "connect timed out", "connect_timeout"); break;
 	case PHASE_PUMP: conn_free(c, "idle_timeout", LOG_INFO); break;
 	}
 }
@@ -577,7 +597,6 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	struct daemon *d = w->d;
 	struct conn *c;
 	socklen_t llen = sizeof(struct sockaddr_storage);
-	char err[300];
 
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
@@ -585,6 +604,7 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 		return;
 	}
 	c->w = w;
+	c->role = &roles[d->o->role];
 	c->id = atomic_fetch_add(&d->next_id, 1) + 1;
 	c->started = ev_now(w->loop);
 	memcpy(&c->peer_sa, peer, len);
@@ -602,24 +622,12 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	atomic_fetch_add(&d->metrics.connections_open, 1);
 	atomic_fetch_add(&d->metrics.connections_total, 1);
 
-	if (d->o->role == TUNNEL_SERVER) {
+	/* a connector's application's bytes wait in the kernel until the server is verified */
+	if (c->role->tls_client)
+		c->plain_fd = fd;
+	else
 		c->tls_fd = fd;
-		begin_handshake(c, mtls_accept_fd(d->endpoint, fd));
-		return;
-	}
-	/* connector: the application's plaintext side; its bytes wait in the kernel until the
-	 * server is verified */
-	c->plain_fd = fd;
-	c->tls_fd = address_connect(&d->target, err, sizeof(err));
-	if (c->tls_fd < 0) {
-		atomic_fetch_add(&d->metrics.target_connect_failures, 1);
-		LOG(LOG_WARN, "server_connect_failed", LN("conn", c->id), LS("message", err));
-		conn_free(c, "connect_failed", LOG_INFO);
-		return;
-	}
-	c->phase = PHASE_CONNECT;
-	set_timer(c, d->o->connect_timeout_ms);
-	set_io(c, &c->tls_io, c->tls_fd, EV_WRITE);
+	next_step(c);
 }
 
 /* A busy connection keeps its TLS record buffers between requests (malloc and free of two
