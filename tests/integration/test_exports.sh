@@ -40,16 +40,18 @@ done
 
 # the internal archive still has the internal names (the unit tests need them), so the check
 # above is not passing because nm found nothing
-if globals -g "$MTLS_BIN_DIR/libmtls_internal.a" | grep -qx 'error_set'; then
+if grep -qx 'error_set' <<<"$(globals -g "$MTLS_BIN_DIR/libmtls_internal.a")"; then
 	pass "libmtls_internal.a keeps the internal names for the tests"
 else
 	fail "libmtls_internal.a keeps the internal names for the tests" "error_set not found"
 fi
 
 # the examples link the public archive only
-if nm "$ECHO_SERVER" | grep -q ' T mtls_configure$' && ! nm "$ECHO_SERVER" | grep -q ' T error_set$'; then
+# (nm's output is kept first: grep -q closing the pipe early would fail the pipeline)
+example_syms=$(nm "$ECHO_SERVER")
+if grep -q ' T mtls_configure$' <<<"$example_syms" && ! grep -q ' T error_set$' <<<"$example_syms"; then
 	pass "echo-server is linked against the public libmtls.a"
 else
-	fail "echo-server is linked against the public libmtls.a" "$(nm "$ECHO_SERVER" | grep -E ' T (mtls_configure|error_set)$')"
+	fail "echo-server is linked against the public libmtls.a" "$(grep -E ' T (mtls_configure|error_set)$' <<<"$example_syms")"
 fi
 finish
