@@ -33,6 +33,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "allow peers with this URI SAN (a path segment may be *)"},                       \
 		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \
 		{"allow-cn", OPT_LIST, O(allow_cn), "CN", "allow peers with this common name"},    \
+		{"allow-email", OPT_LIST, O(allow_email), "ADDRESS",                               \
+		 "allow peers with this email SAN (or *@domain for every address there)"},         \
 		{"allow-spki", OPT_LIST, O(allow_spki), "SHA256", "pin: SHA-256 of the peer key"}, \
 		{"allow-cert", OPT_LIST, O(allow_cert), "SHA256",                                  \
 		 "pin: SHA-256 of the peer certificate"},                                          \

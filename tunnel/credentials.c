@@ -53,6 +53,7 @@ struct mtls_config *credentials_build(const struct tunnel_options *o, char *err,
 	    add_all(c, &o->allow_uri, mtls_config_allow_uri) != 0 ||
 	    add_all(c, &o->allow_dns, mtls_config_allow_dns) != 0 ||
 	    add_all(c, &o->allow_cn, mtls_config_allow_cn) != 0 ||
+	    add_all(c, &o->allow_email, mtls_config_allow_email) != 0 ||
 	    add_all(c, &o->allow_spki, mtls_config_allow_spki_sha256) != 0 ||
 	    add_all(c, &o->allow_cert, mtls_config_allow_cert_sha256) != 0 ||
 	    mtls_config_set_allow_any_identity(c, o->allow_any_identity) != 0) {

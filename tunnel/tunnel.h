@@ -40,6 +40,7 @@ struct tunnel_options {
 	struct tunnel_list allow_uri;
 	struct tunnel_list allow_dns;
 	struct tunnel_list allow_cn;
+	struct tunnel_list allow_email;
 	struct tunnel_list allow_spki;
 	struct tunnel_list allow_cert;
 	int allow_any_identity;

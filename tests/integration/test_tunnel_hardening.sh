@@ -2,7 +2,7 @@
 # mtls server and mtls connector against peers that try to abuse them: a client whose
 # identity is too long for the PROXY v2 header (and which writes a forged header of its own),
 # certificate fields that try to forge log lines, unix listen sockets and their mode, and the
-# daemons' own certificate running out (or due for renewal).
+# daemons' own certificate running out (or due for renewal); and email SANs as identities.
 #
 # Certificates are made here with the openssl CLI, signed by the zoo's issuing CA ($CERTS),
 # into $TMP: nothing is written next to the zoo.
@@ -422,6 +422,33 @@ wait_for_line "$TMP/srv4.log" '"event":"cert_expiring".*"file":"'"$W4/srv.pem"'"
 	p+=("no cert_expiring warning at the reload")
 verdict "SIGHUP with a certificate due for renewal: reloaded, with a cert_expiring warning" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv4.log")"
+stop_bg "$SRV_PID"
+stop_bg "$BE_PID"
+
+# ==========================================================================================
+echo "# 5. --allow-email: a client with an email SAN"
+
+client_cert alice "/CN=alice" "email:alice@example.org"
+client_cert mallory "/CN=mallory" "email:mallory@example.com"
+printf 'allow-email *@example.org\n' >"$TMP/email.conf"
+start_backend "$TMP/be5.log"
+start_tunnel_server "$TMP/srv5.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
+	--config "$TMP/email.conf" --allow-email bob@example.net "${DAEMON[@]}"
+p=()
+s_client_send "127.0.0.1:$SRV_PORT" "$TMP/hello.txt" "$TMP/sc5a.log" "$TMP/alice"
+wait_for_line "$TMP/be5.log" '^conn close bytes=6$' 5 ||
+	p+=("alice@example.org did not reach the backend: $(cat -- "$TMP/sc5a.log")")
+grep -F '"event":"conn_open"' "$TMP/srv5.log" | grep -qF '"rule":"email:*@example.org"' ||
+	p+=("no conn_open admitted by the rule email:*@example.org")
+verdict "allow-email *@example.org (config file): alice@example.org gets through" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv5.log")"
+p=()
+s_client_send "127.0.0.1:$SRV_PORT" "$TMP/hello.txt" "$TMP/sc5m.log" "$TMP/mallory"
+wait_for_line "$TMP/srv5.log" '"event":"handshake_refused".*"reason":"identity_not_allowed"' 5 ||
+	p+=("mallory@example.com was not refused as identity_not_allowed")
+[ "$(grep -c '^conn open' "$TMP/be5.log")" = 1 ] || p+=("the backend saw mallory's connection")
+verdict "--allow-email bob@example.net, *@example.org: mallory@example.com is refused" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv5.log")"
 stop_bg "$SRV_PID"
 stop_bg "$BE_PID"
 
