@@ -178,14 +178,16 @@ report "CSR asking for key usages, EKUs, name constraints, more subject: none co
 # ==========================================================================================
 echo "# names that break the rules: exit 2, one line saying why, nothing written"
 
+# db_state : size and modification time (ns) of the inventory's files.
+db_state() { stat -c '%n %s %y' -- "$D"/ca.db* 2>/dev/null || true; }
+
 # bad_name NAME MESSAGE ARGS... : `mtls ca issue --dir D --out W/bad ARGS...` must exit 2
-# with one line on stderr containing MESSAGE, write nothing and change neither the
-# inventory nor the audit log.
+# with one line on stderr containing MESSAGE, write nothing and leave the inventory (and so
+# its audit log) untouched.
 bad_name() {
-	local name=$1 want=$2 p=() rows_before audit_before f
+	local name=$1 want=$2 p=() before f
 	shift 2
-	rows_before=$(rows)
-	audit_before=$(audit_count)
+	before=$(db_state)
 	ca issue --dir "$D" --out "$W/bad" "$@"
 	[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
 	[ -z "$OUT" ] || p+=("stdout is not empty")
@@ -194,8 +196,7 @@ bad_name() {
 	for f in "$W/bad.pem" "$W/bad-chain.pem" "$W/bad.key"; do
 		[ ! -e "$f" ] || p+=("${f##*/} was written")
 	done
-	[ "$(rows)" = "$rows_before" ] || p+=("the inventory changed")
-	[ "$(audit_count)" = "$audit_before" ] || p+=("the audit log changed")
+	[ "$(db_state)" = "$before" ] || p+=("the inventory changed")
 	report "$name" "${p[@]+"${p[@]}"}"
 	rm -f -- "$W/bad.pem" "$W/bad-chain.pem" "$W/bad.key"
 }
@@ -324,6 +325,19 @@ profile "$E/intermediate.pem" ca "$E/root.pem"
 profile "$W/p-ed.pem" server "$E/intermediate.pem"
 [ -z "$(x509 "$W/p-nosubject.pem" -subject -nameopt RFC2253 | sed 's/^subject=//')" ] || p+=("p-nosubject.pem has a subject: the case of an empty one is not tested")
 report "root, issuing CA and leaves (server, client, peer, from a CSR, without a subject; P-384 and Ed25519 CAs): serial, SKI/AKI, CA and leaf extensions" "${p[@]+"${p[@]}"}"
+
+# and libmtls's verifier, which refuses certificates that break that profile, accepts them
+p=()
+for c in "$D|p-server|--purpose server --dns srv.example.org|srv.example.org" \
+	"$D|p-client||$APP" "$D|p-peer|--purpose server --dns peer.example.org|$APP" \
+	"$D|p-peer||$APP" "$D|p-nosubject||$LONG" "$D|ok||$APP" "$E|p-ed|--purpose server --dns ed.example.org|ed.example.org"; do
+	IFS='|' read -r dir f args want <<<"$c"
+	LAST_CMD="mtls verify --ca $dir/root.pem $args $f-chain.pem"
+	# shellcheck disable=SC2086 # args holds several words
+	run "$MTLS" verify --ca "$dir/root.pem" $args "$W/$f-chain.pem"
+	[ "$RC" = 0 ] && [ "$(first_line "$OUT")" = "accepted: $want" ] || p+=("mtls verify $args $f-chain.pem: exit $RC, '$(first_line "$OUT")'")
+done
+report "mtls verify accepts each of them for its purpose" "${p[@]+"${p[@]}"}"
 
 # the CA names are "NAME Root CA" and "NAME Issuing CA" (at most 64 characters, no controls)
 for c in $'tab\there|a control character (U+0009' "$(printf 'n%.0s' $(seq 1 51))|longer than 50"; do
