@@ -563,7 +563,7 @@ static struct state *state_build(bool server, const struct mtls_config *given,
 		goto fail;
 	}
 	if (setup_sessions(st, prev, err) != 0 || setup_ssl_ctx(st, c, err) != 0 ||
-	    load_trust(st, c, err) != 0)
+	    load_trust(st, c, err) != 0 || revocation_load(st, err) != 0)
 		goto fail;
 	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
 		goto fail;

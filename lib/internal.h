@@ -213,19 +213,21 @@ struct verify_request {
 	const char *uri;  /* expected URI SAN, or NULL */
 };
 
-/* Verifies the chain set up in xctx, then checks key strength, key usage and the allow
- * rules. Returns 0 and the peer (caller frees) or -1 with err set; the X509 error of xctx is
- * set so that a handshake sends a fitting alert. warning (may be empty) receives a note on
- * an accepted chain, such as a CRL within its grace period. */
+/* The decision on the chain set up in xctx, whatever the path (handshake, resumption,
+ * mtls_verify_chain_pem()): the chain to the trust anchors (or the verification cache's
+ * memory of it), the strict profile, key strength, the leaf, validity now, revocation, the
+ * allow rules. Returns 0 and the peer (caller frees) or -1 with err set; the X509 error of
+ * xctx is set so that a handshake sends a fitting alert. warning (may be empty) receives a
+ * note on an accepted chain, such as a CRL within its grace period. */
 int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **peer,
 		 struct error *err, char *warning, size_t warning_len);
 /* The verification parameters a request implies (also applied inside verify_chain). */
 int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 
 /* A resumed session skipped verification, and it may have been verified under an earlier
- * state (the server's session cache survives reloads that keep the trust anchors): check
- * the leaf's validity now, its revocation (and, with CRL checks on the chain, that of the
- * session's chain) in the current CRLs, the server name, and the allow rules. */
+ * state (the server's session cache survives reloads that keep the trust anchors): the
+ * same decision as verify_chain() on the session's peer certificate and chain (leaf first
+ * or not), the path built again against the current trust store. */
 int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
 		   struct mtls_peer **peer, struct error *err);
 
@@ -276,15 +278,43 @@ int strict_explain(const struct strict_finding *f, const char *role, struct erro
 bool strict_dns_name_ok(const unsigned char *p, size_t n);
 bool strict_uri_ok(const unsigned char *p, size_t n);
 
+/* revocation.c: the CRLs of a state and the revocation of a verified chain (see file). */
+enum revocation_status {
+	REVOCATION_OK,
+	REVOCATION_REVOKED,
+	REVOCATION_MISSING, /* no CRL that verifies and covers it */
+	REVOCATION_EXPIRED, /* no CRL within its validity (or grace period) */
+	REVOCATION_GRACE,   /* accepted with a CRL within the grace period */
+};
+struct revocation_finding {
+	enum revocation_status status;
+	int depth;	    /* in the chain; 0 is the leaf */
+	X509 *cert;	    /* not referenced */
+	X509_CRL *crl;	    /* not referenced; lives as long as the state */
+	bool not_yet_valid; /* REVOCATION_EXPIRED: the CRL is from the future */
+	int forged;	    /* CRLs in the issuer's name that do not verify with it */
+	int out_of_scope;   /* the issuer's CRLs whose scope does not cover it */
+};
+/* Validate the CRLs of the config (already in st->store) once: crl_invalid if one is
+ * refused. Called by state_build(). */
+int revocation_load(struct state *st, struct error *err);
+/* The leaf (with CRL checks on the chain: every certificate below the trust anchor) against
+ * the validated CRLs. 0 (f->status OK or GRACE) or -1 with f set. */
+int revocation_check(const struct state *st, STACK_OF(X509) * chain, time_t now,
+		     struct revocation_finding *f);
+
 /* verify_cache.c: successful chain verifications of one state, by chain hash (see file). */
 struct verify_cache;
 struct verify_cache *verify_cache_new(size_t slots); /* NULL if slots is 0 or no memory */
 void verify_cache_free(struct verify_cache *vc);
 int verify_cache_key(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * untrusted,
 		     uint8_t key[32]);
-bool verify_cache_hit(struct verify_cache *vc, const uint8_t key[32], time_t now);
-void verify_cache_put(struct verify_cache *vc, const uint8_t key[32], time_t valid_from,
-		      time_t valid_until);
+/* On a hit, appends the verified chain above the leaf to chain (referenced). */
+bool verify_cache_hit(struct verify_cache *vc, const uint8_t key[32], time_t now,
+		      STACK_OF(X509) * chain);
+/* Remember chain (leaf first) as verified between valid_from and valid_until. */
+void verify_cache_put(struct verify_cache *vc, const uint8_t key[32], STACK_OF(X509) * chain,
+		      time_t valid_from, time_t valid_until);
 void verify_cache_stats(struct verify_cache *vc, unsigned long *hits, unsigned long *misses);
 
 /* sessions.c: the server's resumable sessions, shared by the states of one endpoint as long

@@ -11,11 +11,13 @@
  * One store serves all the states of an endpoint while the trust anchors and chain rules
  * stay the same (a reload of a certificate, key, CRL or allow rules keeps it); a change of
  * CA bundle, verify depth or chain CRL checks starts an empty one. Every resumption is
- * checked again against the current state (verify_resumed(): validity, CRLs, allow rules),
- * so a session never outlives a revocation. The table is direct-mapped and bounded: a new
- * session replaces the one in its slot, and a lookup drops a session past its lifetime.
- * Tickets are single-use: a lookup takes the session out (its reference goes to OpenSSL),
- * the resumed handshake issues a fresh one. Each kept session holds the peer's decoded
+ * decided again against the current state by the same code as a full handshake
+ * (verify_resumed(): the path rebuilt from the session's certificates and the current trust
+ * store, validity, revocation of the whole path, allow rules), so a session never outlives
+ * a revocation, even of an intermediate the peer did not send. The table is direct-mapped
+ * and bounded: a new session replaces the one in its slot, and a lookup drops a session past
+ * its lifetime. Tickets are single-use: a lookup takes the session out (its reference goes
+ * to OpenSSL), the resumed handshake issues a fresh one. Each kept session holds the peer's decoded
  * certificates: about 9 KiB with OpenSSL 3.0.
  * A connection that ends without close_notify does not make its session unusable (RFC 8446
  * dropped that rule), so OpenSSL's removals are not honoured: there is no remove callback.

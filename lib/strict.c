@@ -89,7 +89,7 @@ bool strict_dns_name_ok(const unsigned char *p, size_t n)
 static bool uri_char(unsigned char c)
 {
 	/* RFC 3986 unreserved, gen-delims and sub-delims; '%' is checked apart */
-	return isalnum(c) || strchr("-._~:/?#[]@!$&'()*+,;=", c) != NULL;
+	return isalnum(c) || (c != '\0' && strchr("-._~:/?#[]@!$&'()*+,;=", c) != NULL);
 }
 
 /* Where the host of an absolute URI is: 0 and *host set, or -1 if s is not an absolute URI

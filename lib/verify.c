@@ -1,11 +1,17 @@
 /*
- * Certificate chain verification: the one path used by handshakes (as OpenSSL's cert
- * verify callback) and by mtls_verify_chain_pem() / `mtls verify`.
+ * Whether a peer's chain is let in: one decision (verify_chain()) for a full handshake (as
+ * OpenSSL's cert verify callback), a resumed session (verify_resumed()), and
+ * mtls_verify_chain_pem() / `mtls verify`.
  *
- * OpenSSL's X509_verify_cert() checks the chain to the configured roots, validity, CRLs,
- * purpose and name; a verify callback records the first failure (and applies the CRL grace
- * period). Then we check what OpenSSL leaves lenient: an extendedKeyUsage must be present
- * and allow the role, keys must be strong, no SHA-1/MD5 signatures. Then the allow rules.
+ *   1. The path to the trust anchors: OpenSSL's X509_verify_cert() builds it and checks
+ *      signatures, validity, purpose, name and OpenSSL's strict mode; then the strict
+ *      profile (strict.c) and key strength. This is what the verification cache remembers
+ *      (verify_cache.c): a hit gives back the path verified before, and nothing else.
+ *   2. On that path, every time: the leaf (an end entity with the role's EKU), validity
+ *      now, revocation (revocation.c), the identity and the expected URI, the allow rules.
+ *
+ * The decision and the words are apart: checks return what failed (a verify_run, a strict
+ * or revocation finding) and explain() / strict_explain() say it.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -25,9 +31,10 @@ struct verify_run {
 	X509 *cert;		/* the certificate the first error is about (referenced) */
 	int chain_len;		/* of the chain built so far, when the first error came */
 	STACK_OF(X509) * chain; /* that chain (referenced) */
-	X509_CRL *crl;
-	char *warning;
-	size_t warning_len;
+	X509_CRL *crl;		/* the CRL the error is about (not referenced) */
+	bool crl_not_yet_valid; /* crl_expired: the CRL is from the future */
+	int forged;		/* crl_missing: CRLs of the issuer's name that did not verify */
+	int out_of_scope;	/* crl_missing: CRLs of the issuer that do not cover it */
 };
 
 static int run_index = -1;
@@ -46,37 +53,18 @@ static time_t verify_now(const struct verify_request *rq)
 static int verify_cb(int ok, X509_STORE_CTX *xctx)
 {
 	struct verify_run *run = X509_STORE_CTX_get_ex_data(xctx, run_index);
-	int e = X509_STORE_CTX_get_error(xctx);
 
 	if (ok || run == NULL)
 		return ok;
-	if (e == X509_V_ERR_CRL_HAS_EXPIRED && run->rq->st->config->crl_grace > 0) {
-		X509_CRL *crl = X509_STORE_CTX_get0_current_crl(xctx);
-		time_t next = crl != NULL ? error_asn1_time(X509_CRL_get0_nextUpdate(crl)) : 0;
-		char when[32];
-
-		if (next != 0 && verify_now(run->rq) <= next + run->rq->st->config->crl_grace) {
-			snprintf(run->warning, run->warning_len,
-				 "CRL of %s expired at %s, accepted within the grace period; "
-				 "publish a fresh CRL",
-				 crl != NULL ? "the issuer" : "?",
-				 error_time(next, when, sizeof(when)));
-			X509_STORE_CTX_set_error(xctx, X509_V_OK);
-			return 1;
-		}
-	}
 	if (run->cert == NULL) {
 		X509 *cert = X509_STORE_CTX_get_current_cert(xctx);
-		X509_CRL *crl = X509_STORE_CTX_get0_current_crl(xctx);
 
-		run->error = e;
+		run->error = X509_STORE_CTX_get_error(xctx);
 		run->depth = X509_STORE_CTX_get_error_depth(xctx);
 		run->chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
 		run->chain = X509_STORE_CTX_get1_chain(xctx);
 		if (cert != NULL && X509_up_ref(cert))
 			run->cert = cert;
-		if (crl != NULL && X509_CRL_up_ref(crl))
-			run->crl = crl;
 	}
 	return 0;
 }
@@ -92,14 +80,11 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
 {
 	const struct mtls_config *c = rq->st->config;
 	X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(xctx);
-	unsigned long flags = 0;
 
-	if (c->ncrls > 0)
-		flags |= X509_V_FLAG_CRL_CHECK |
-			 (c->crl_check_chain ? X509_V_FLAG_CRL_CHECK_ALL : 0);
-	/* RFC 5280's profile as far as OpenSSL checks it; strict.c does the rest */
-	X509_VERIFY_PARAM_set_flags(param,
-				    flags | X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_X509_STRICT);
+	/* RFC 5280's profile as far as OpenSSL checks it (strict.c does the rest); no CRL
+	 * flags: revocation is decided on the verified path by revocation.c, on every path */
+	X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_X509_STRICT);
+	X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	X509_VERIFY_PARAM_clear_flags(param,
 				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
 	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
@@ -272,21 +257,37 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 			  role, which, who);
 		break;
 	case MTLS_REASON_CRL_EXPIRED:
-		error_set(
-			err, reason,
-			"%s %s rejected: the CRL of %s is past its nextUpdate %s; publish a fresh "
-			"CRL (or set a CRL grace period)",
-			role, which, issuer[0] ? issuer : "its issuer",
-			run->crl != NULL
-				? error_time(error_asn1_time(X509_CRL_get0_nextUpdate(run->crl)),
-					     when, sizeof(when))
-				: "?");
+		if (run->crl_not_yet_valid)
+			error_set(err, reason,
+				  "%s %s rejected: the CRL of %s is not valid before %s; check the "
+				  "clock of this host",
+				  role, which, issuer[0] ? issuer : "its issuer",
+				  error_time(error_asn1_time(X509_CRL_get0_lastUpdate(run->crl)),
+					     when, sizeof(when)));
+		else
+			error_set(
+				err, reason,
+				"%s %s rejected: the CRL of %s is past its nextUpdate %s; publish "
+				"a fresh CRL (or set a CRL grace period)",
+				role, which, issuer[0] ? issuer : "its issuer",
+				run->crl != NULL
+					? error_time(error_asn1_time(
+							     X509_CRL_get0_nextUpdate(run->crl)),
+						     when, sizeof(when))
+					: "?");
 		break;
 	case MTLS_REASON_CRL_MISSING:
 		error_set(err, reason,
-			  "%s %s rejected: revocation checking is on but no valid CRL of %s is "
-			  "configured (%s); add that issuer's CRL",
-			  role, which, issuer[0] ? issuer : "its issuer", who);
+			  "%s %s rejected: revocation checking is on but no valid CRL of %s covers "
+			  "it (%s)%s%s; add that issuer's CRL",
+			  role, which, issuer[0] ? issuer : "its issuer", who,
+			  run->forged > 0
+				  ? "; a CRL in that name does not verify with the issuer's "
+				    "key and was ignored"
+				  : "",
+			  run->out_of_scope > 0 ? "; a CRL of that issuer has a scope "
+						  "(issuingDistributionPoint) that leaves it out"
+						: "");
 		break;
 	case MTLS_REASON_CHAIN_TOO_LONG:
 		error_set(err, reason,
@@ -392,47 +393,61 @@ static int check_uri(const struct verify_request *rq, const struct mtls_peer *pe
 			 role_of(rq), rq->uri, peer->identity, peer->serial);
 }
 
-/* Is a certificate listed in a CRL of its issuer? 0 no, -1 refused with err. */
-static int check_cert_crl(const struct verify_request *rq, X509 *leaf, time_t now,
-			  struct error *err)
+/* Every certificate of the path within its validity now (a cached path, or one verified
+ * a moment ago, or under an earlier state). */
+static int check_times(const struct verify_request *rq, STACK_OF(X509) * chain, time_t now,
+		       struct verify_run *run)
 {
-	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
-	STACK_OF(X509_CRL) *crls = NULL;
-	char who[300], when[32];
-	bool found = false;
-	int rc = 0;
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *cert = sk_X509_value(chain, i);
+		/* ASN1_TIME_cmp_time_t() allocates nothing, unlike X509_cmp_time() */
+		int e = ASN1_TIME_cmp_time_t(X509_get0_notBefore(cert), now) > 0
+				? X509_V_ERR_CERT_NOT_YET_VALID
+			: ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), now) < 0
+				? X509_V_ERR_CERT_HAS_EXPIRED
+				: X509_V_OK;
 
-	identity_describe(leaf, who, sizeof(who));
-	if (xctx == NULL || X509_STORE_CTX_init(xctx, rq->st->store, leaf, NULL) != 1) {
-		X509_STORE_CTX_free(xctx);
-		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot look up CRLs");
+		if (e != X509_V_OK) {
+			*run = (struct verify_run){.rq = rq, .error = e, .depth = i, .cert = cert};
+			return -1;
+		}
 	}
-	crls = X509_STORE_CTX_get1_crls(xctx, X509_get_issuer_name(leaf));
-	for (int i = 0; i < sk_X509_CRL_num(crls) && rc == 0; i++) {
-		X509_CRL *crl = sk_X509_CRL_value(crls, i);
-		X509_REVOKED *entry = NULL;
-		time_t next = error_asn1_time(X509_CRL_get0_nextUpdate(crl));
+	return 0;
+}
 
-		found = true;
-		if (X509_CRL_get0_by_cert(crl, &entry, leaf) == 1)
-			rc = error_set(err, MTLS_REASON_REVOKED,
-				       "%s certificate rejected: revoked by its issuer's CRL (%s); "
-				       "issue a new certificate",
-				       role_of(rq), who);
-		else if (next != 0 && now > next + rq->st->config->crl_grace)
-			rc = error_set(err, MTLS_REASON_CRL_EXPIRED,
-				       "%s certificate rejected: the CRL of its issuer is past its "
-				       "nextUpdate %s; publish a fresh CRL",
-				       role_of(rq), error_time(next, when, sizeof(when)));
+/* Revocation of the path; a CRL within its grace period leaves a warning. */
+static int check_revocation(const struct verify_request *rq, STACK_OF(X509) * chain, time_t now,
+			    struct verify_run *run, char *warning, size_t warning_len)
+{
+	static const int errors[] = {
+		[REVOCATION_REVOKED] = X509_V_ERR_CERT_REVOKED,
+		[REVOCATION_MISSING] = X509_V_ERR_UNABLE_TO_GET_CRL,
+		[REVOCATION_EXPIRED] = X509_V_ERR_CRL_HAS_EXPIRED,
+	};
+	struct revocation_finding f;
+	char issuer[200], when[32];
+
+	if (revocation_check(rq->st, chain, now, &f) != 0) {
+		*run = (struct verify_run){.rq = rq,
+					   .error = errors[f.status],
+					   .depth = f.depth,
+					   .cert = f.cert,
+					   .crl = f.crl,
+					   .crl_not_yet_valid = f.not_yet_valid,
+					   .forged = f.forged,
+					   .out_of_scope = f.out_of_scope};
+		return -1;
 	}
-	if (rc == 0 && !found)
-		rc = error_set(err, MTLS_REASON_CRL_MISSING,
-			       "%s certificate rejected: revocation checking is on but no CRL of "
-			       "its issuer is configured (%s); add that issuer's CRL",
-			       role_of(rq), who);
-	sk_X509_CRL_pop_free(crls, X509_CRL_free);
-	X509_STORE_CTX_free(xctx);
-	return rc;
+	if (f.status == REVOCATION_GRACE && warning_len > 0) {
+		issuer_string(f.cert, issuer, sizeof(issuer));
+		snprintf(warning, warning_len,
+			 "CRL of %s expired at %s, accepted within the grace period; publish a "
+			 "fresh CRL",
+			 issuer,
+			 error_time(error_asn1_time(X509_CRL_get0_nextUpdate(f.crl)), when,
+				    sizeof(when)));
+	}
+	return 0;
 }
 
 /* The time window in which the verification of this chain stays true: every certificate
@@ -455,18 +470,72 @@ static void chain_window(const struct verify_request *rq, STACK_OF(X509) * chain
 	}
 }
 
+/* Step 1: the path to the trust anchors, from the cache or verified now. NULL with run or
+ * err set if there is none. */
+static STACK_OF(X509) * verified_path(const struct verify_request *rq, X509_STORE_CTX *xctx,
+				      const uint8_t *key, time_t now, struct verify_run *run,
+				      struct error *err, bool *cached)
+{
+	X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
+	STACK_OF(X509) *chain = sk_X509_new_null();
+
+	*cached = false;
+	if (chain == NULL || !X509_up_ref(leaf)) {
+		sk_X509_free(chain);
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (!sk_X509_push(chain, leaf)) {
+		X509_free(leaf);
+		sk_X509_free(chain);
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	if (key != NULL && verify_cache_hit(rq->st->vcache, key, now, chain)) {
+		*cached = true;
+		return chain;
+	}
+	sk_X509_pop_free(chain, X509_free);
+	X509_STORE_CTX_set_ex_data(xctx, run_index, run);
+	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
+	if (X509_verify_cert(xctx) != 1) {
+		if (run->cert == NULL) {
+			run->error = X509_STORE_CTX_get_error(xctx);
+			run->depth = X509_STORE_CTX_get_error_depth(xctx);
+			run->chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
+			run->chain = X509_STORE_CTX_get1_chain(xctx);
+			run->cert = X509_STORE_CTX_get_current_cert(xctx);
+			if (run->cert == NULL)
+				run->cert = leaf;
+			if (X509_up_ref(run->cert) != 1)
+				run->cert = NULL;
+		}
+		return NULL;
+	}
+	chain = X509_STORE_CTX_get1_chain(xctx);
+	if (chain == NULL)
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	else if (check_profile(rq, chain, err) != 0 || check_strength(rq, chain, err) != 0) {
+		sk_X509_pop_free(chain, X509_free);
+		chain = NULL;
+	}
+	return chain;
+}
+
 int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **out,
 		 struct error *err, char *warning, size_t warning_len)
 {
-	struct verify_run run = {.rq = rq, .warning = warning, .warning_len = warning_len};
+	struct verify_run run = {.rq = rq}, found = {.rq = rq};
 	struct mtls_peer *peer = NULL;
-	bool keyed, cached = false;
+	STACK_OF(X509) *chain = NULL;
+	bool keyed, cached;
 	uint8_t key[32];
 	time_t now;
 	X509 *leaf;
 	int rc = -1;
 
 	*out = NULL;
+	error_clear(err);
 	if (warning_len > 0)
 		warning[0] = '\0';
 	pthread_once(&run_index_once, run_index_init);
@@ -478,36 +547,22 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	keyed = rq->st->vcache != NULL &&
 		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
 	now = verify_now(rq);
-	if (keyed && verify_cache_hit(rq->st->vcache, key, now)) {
-		/* the chain verified before, and it still does; revocation once more */
-		if (rq->st->config->ncrls > 0 && check_cert_crl(rq, leaf, now, err) != 0)
-			goto reject;
-		cached = true;
-		goto authorize;
-	}
-	X509_STORE_CTX_set_ex_data(xctx, run_index, &run);
-	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
-	if (X509_verify_cert(xctx) != 1) {
-		if (run.cert == NULL) {
-			run.error = X509_STORE_CTX_get_error(xctx);
-			run.depth = X509_STORE_CTX_get_error_depth(xctx);
-			run.chain_len = sk_X509_num(X509_STORE_CTX_get0_chain(xctx));
-			run.chain = X509_STORE_CTX_get1_chain(xctx);
-			run.cert = X509_STORE_CTX_get_current_cert(xctx);
-			if (run.cert == NULL)
-				run.cert = X509_STORE_CTX_get0_cert(xctx);
-			if (run.cert != NULL && X509_up_ref(run.cert) != 1)
-				run.cert = NULL;
-		}
-		explain(rq, &run, err);
-		goto done;
-	}
-	if (check_profile(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0 ||
-	    check_strength(rq, X509_STORE_CTX_get0_chain(xctx), err) != 0)
+
+	/* 1: the path (remembered or verified now) */
+	chain = verified_path(rq, xctx, keyed ? key : NULL, now, &run, err, &cached);
+	if (chain == NULL) {
+		if (run.error != X509_V_OK)
+			explain(rq, &run, err);
 		goto reject;
-authorize:
+	}
+	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
+	if (check_times(rq, chain, now, &found) != 0 ||
+	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
+		explain(rq, &found, err);
+		goto reject;
+	}
 	peer = identity_from_cert(leaf, err);
 	if (peer == NULL)
 		goto reject;
@@ -518,8 +573,8 @@ authorize:
 		 * every handshake should carry the warning */
 		time_t from, until;
 
-		chain_window(rq, X509_STORE_CTX_get0_chain(xctx), &from, &until);
-		verify_cache_put(rq->st->vcache, key, from, until);
+		chain_window(rq, chain, &from, &until);
+		verify_cache_put(rq->st->vcache, key, chain, from, until);
 	}
 	if (policy_check(rq->st->policy, peer, role_of(rq), err) != 0)
 		goto reject;
@@ -529,17 +584,24 @@ authorize:
 	rc = 0;
 	goto done;
 reject:
-	/* makes the handshake send a bad_certificate alert */
-	X509_STORE_CTX_set_error(xctx, X509_V_ERR_APPLICATION_VERIFICATION);
+	/* makes the handshake send a fitting alert: OpenSSL's own error if it found one, the
+	 * X509 error of what we found (certificate_revoked, certificate_expired, ...), or
+	 * the application's refusal */
+	if (run.error == X509_V_OK)
+		X509_STORE_CTX_set_error(xctx, found.error != X509_V_OK
+						       ? found.error
+						       : X509_V_ERR_APPLICATION_VERIFICATION);
+	if (err->reason == MTLS_REASON_NONE)
+		error_set(err, MTLS_REASON_INTERNAL, "verification failed");
 done:
 	/* a warning is about an accepted chain only */
 	if (rc != 0 && warning_len > 0)
 		warning[0] = '\0';
 	X509_STORE_CTX_set_ex_data(xctx, run_index, NULL);
 	identity_free(peer);
+	sk_X509_pop_free(chain, X509_free);
 	X509_free(run.cert);
 	sk_X509_pop_free(run.chain, X509_free);
-	X509_CRL_free(run.crl);
 	ERR_clear_error();
 	return rc;
 }
@@ -547,67 +609,32 @@ done:
 int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
 		   struct mtls_peer **out, struct error *err)
 {
-	const struct mtls_config *c = rq->st->config;
-	time_t now = verify_now(rq);
-	struct mtls_peer *peer = NULL;
-	char who[300], when[32];
+	X509_STORE_CTX *xctx = X509_STORE_CTX_new();
+	STACK_OF(X509) *sent = NULL;
+	char warning[256];
 	int rc = -1;
 
 	*out = NULL;
-	if (check_leaf(rq, leaf, err) != 0)
-		return -1;
-	if (X509_cmp_time(X509_get0_notAfter(leaf), &now) < 0) {
-		identity_describe(leaf, who, sizeof(who));
-		return error_set(
-			err, MTLS_REASON_EXPIRED,
-			"%s certificate rejected: expired at %s (%s); renew it", role_of(rq),
-			error_time(error_asn1_time(X509_get0_notAfter(leaf)), when, sizeof(when)),
-			who);
+	/* what the peer sent, leaf first, as a handshake's verification sees it (and the
+	 * cache keys it): a client's session keeps the leaf in its peer chain, a server's
+	 * does not */
+	if (sk_X509_num(chain) > 0 && X509_cmp(sk_X509_value(chain, 0), leaf) == 0)
+		sent = sk_X509_dup(chain);
+	else if ((sent = sk_X509_new_reserve(NULL, sk_X509_num(chain) + 1)) != NULL) {
+		sk_X509_push(sent, leaf);
+		for (int i = 0; i < sk_X509_num(chain); i++)
+			sk_X509_push(sent, sk_X509_value(chain, i));
 	}
-	if (c->ncrls > 0 && check_cert_crl(rq, leaf, now, err) != 0)
-		return -1;
-	for (int i = 0; i < sk_X509_num(chain); i++) {
-		X509 *cert = sk_X509_value(chain, i);
-
-		if (X509_cmp(cert, leaf) == 0)
-			continue;
-		if (X509_cmp_time(X509_get0_notAfter(cert), &now) < 0) {
-			identity_describe(cert, who, sizeof(who));
-			return error_set(
-				err, MTLS_REASON_EXPIRED,
-				"%s certificate chain rejected: %s expired at %s; renew it",
-				role_of(rq), who,
-				error_time(error_asn1_time(X509_get0_notAfter(cert)), when,
-					   sizeof(when)));
-		}
-		/* the trust anchor has no CRL above it */
-		if (c->ncrls > 0 && c->crl_check_chain &&
-		    !(X509_get_extension_flags(cert) & EXFLAG_SS) &&
-		    check_cert_crl(rq, cert, now, err) != 0)
-			return -1;
+	if (xctx == NULL || sent == NULL ||
+	    X509_STORE_CTX_init(xctx, rq->st->store, leaf, sent) != 1) {
+		error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set up verification");
+		goto out;
 	}
-	if (rq->name != NULL && rq->name[0] != '\0') {
-		unsigned flags =
-			X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
-		int ok = is_ip(rq->name) ? X509_check_ip_asc(leaf, rq->name, flags)
-					 : X509_check_host(leaf, rq->name, 0, flags, NULL);
-
-		if (ok != 1) {
-			identity_describe(leaf, who, sizeof(who));
-			return error_set(err, MTLS_REASON_NAME_MISMATCH,
-					 "server certificate rejected: it is not valid for %s (%s)",
-					 rq->name, who);
-		}
-	}
-	peer = identity_from_cert(leaf, err);
-	if (peer == NULL)
-		return -1;
-	if (policy_check(rq->st->policy, peer, role_of(rq), err) == 0) {
-		*out = peer;
-		peer = NULL;
-		rc = 0;
-	}
-	identity_free(peer);
-	ERR_clear_error();
+	/* the warning of a resumed handshake is not reported: the full one that made the
+	 * session reported it */
+	rc = verify_chain(rq, xctx, out, err, warning, sizeof(warning));
+out:
+	X509_STORE_CTX_free(xctx);
+	sk_X509_free(sent);
 	return rc;
 }

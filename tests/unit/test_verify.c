@@ -234,6 +234,73 @@ static void test_verify_time_and_uri(void **state)
 	mtls_free(ep);
 }
 
+/* A PKI made at test time: root -> intermediate -> client leaf (app1), the leaf with a CRL
+ * distribution point. */
+struct pki {
+	X509 *root, *inter, *leaf;
+	EVP_PKEY *root_key, *int_key, *leaf_key;
+	char *root_pem, *both_pem;	      /* the root; the root and the intermediate */
+	char *chain_pem, *leaf_pem, *key_pem; /* leaf + intermediate; the leaf alone */
+};
+
+static void pki_make(struct pki *p)
+{
+	X509 *two[2];
+
+	p->root = test_cert_make(&(struct test_cert){.subject = "CN=verify root", .ca = true}, NULL,
+				 NULL, &p->root_key);
+	p->inter = test_cert_make(&(struct test_cert){.subject = "CN=verify issuing", .ca = true},
+				  p->root, p->root_key, &p->int_key);
+	p->leaf = test_cert_make(
+		&(struct test_cert){.subject = "CN=app1", .crldp = "URI:http://crl.test/int.crl"},
+		p->inter, p->int_key, &p->leaf_key);
+	p->root_pem = test_certs_pem(&p->root, 1);
+	two[0] = p->root;
+	two[1] = p->inter;
+	p->both_pem = test_certs_pem(two, 2);
+	two[0] = p->leaf;
+	two[1] = p->inter;
+	p->chain_pem = test_certs_pem(two, 2);
+	p->leaf_pem = test_certs_pem(&p->leaf, 1);
+	p->key_pem = test_key_pem(p->leaf_key);
+}
+
+static void pki_free(struct pki *p)
+{
+	X509_free(p->root);
+	X509_free(p->inter);
+	X509_free(p->leaf);
+	EVP_PKEY_free(p->root_key);
+	EVP_PKEY_free(p->int_key);
+	EVP_PKEY_free(p->leaf_key);
+	free(p->root_pem);
+	free(p->both_pem);
+	free(p->chain_pem);
+	free(p->leaf_pem);
+	free(p->key_pem);
+}
+
+/* Two PEM texts as one (caller frees). */
+static char *joined(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	char *out = malloc(na + nb + 1);
+
+	assert_non_null(out);
+	memcpy(out, a, na);
+	memcpy(out + na, b, nb + 1);
+	return out;
+}
+
+/* mtls_verify_chain_pem() of a PEM chain: its reason (MTLS_REASON_NONE if accepted). */
+static enum mtls_reason verify_pem(struct mtls *ep, const char *chain)
+{
+	int rc = mtls_verify_chain_pem(ep, (const uint8_t *)chain, strlen(chain), NULL, NULL);
+
+	assert_int_equal(rc == 0, mtls_error_reason(ep) == MTLS_REASON_NONE);
+	return mtls_error_reason(ep);
+}
+
 /* A CA certificate presented as a client's own certificate (basicConstraints CA:TRUE, with
  * clientAuth and the right URI) is refused on every path: mtls verify, a full handshake,
  * the same chain again (the verification cache), and a resumed session. */
@@ -324,11 +391,212 @@ static void test_issuer_not_sent(void **state)
 	free(chain);
 }
 
+/* A client sends its leaf alone; the server's CA bundle holds the root and the intermediate.
+ * A reload with a CRL of the root revoking that intermediate (CRL checks on the chain, so
+ * the session store survives) must refuse the resumed session as a full handshake would:
+ * the session's chain does not hold the intermediate, the path is built again. */
+static void test_resumed_unsent_intermediate_revoked(void **state)
+{
+	struct pki p;
+	struct mtls *server = mtls_server_new(), *resuming, *full;
+	char *crl_root, *crl_int, *crls, *revoking, *crls2, msg[600];
+	bool resumed;
+
+	(void)state;
+	pki_make(&p);
+	crl_root = test_crl_pem(p.root, p.root_key, NULL, 0, 1, NULL);
+	crl_int = test_crl_pem(p.inter, p.int_key, NULL, 0, 1, NULL);
+	revoking = test_crl_pem(p.root, p.root_key, &p.inter, 1, 2, NULL);
+	crls = joined(crl_root, crl_int);
+	crls2 = joined(revoking, crl_int);
+	resuming = client_of(p.leaf_pem, p.key_pem, true);
+	full = client_of(p.leaf_pem, p.key_pem, false);
+
+	assert_int_equal(configure(server, p.both_pem, crls, true), 0);
+	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)), MTLS_REASON_NONE);
+	assert_false(resumed);
+	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)), MTLS_REASON_NONE);
+	assert_true(resumed);
+
+	assert_int_equal(configure(server, p.both_pem, crls2, true), 0);
+	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)),
+			 MTLS_REASON_REVOKED);
+	assert_true(resumed); /* refused by the decision, not merely forgotten */
+	assert_non_null(strstr(msg, "certificate chain rejected: revoked"));
+	assert_non_null(strstr(msg, "CN=verify issuing"));
+	assert_int_equal(handshake(server, full, NULL, msg, sizeof(msg)), MTLS_REASON_REVOKED);
+
+	mtls_free(resuming);
+	mtls_free(full);
+	mtls_free(server);
+	free(crl_root);
+	free(crl_int);
+	free(revoking);
+	free(crls);
+	free(crls2);
+	pki_free(&p);
+}
+
+/* A CRL in the intermediate's name signed by another key: refused when the state is built
+ * if that CA is in the bundle; otherwise it is ignored on every path: it never revokes, never
+ * un-revokes, and does not count as the issuer's CRL. */
+static void test_forged_crl(void **state)
+{
+	struct pki p;
+	EVP_PKEY *forger = EVP_EC_gen("P-256");
+	struct mtls *server = mtls_server_new(), *full, *resuming;
+	char *genuine = NULL, *genuine_revoking, *forged_revoking, *forged, *crls, msg[600];
+	bool resumed;
+
+	(void)state;
+	pki_make(&p);
+	genuine = test_crl_pem(p.inter, p.int_key, NULL, 0, 1, NULL);
+	genuine_revoking = test_crl_pem(p.inter, p.int_key, &p.leaf, 1, 2, NULL);
+	forged = test_crl_pem(p.inter, forger, NULL, 0, 7, NULL);
+	forged_revoking = test_crl_pem(p.inter, forger, &p.leaf, 1, 7, NULL);
+	full = client_of(p.chain_pem, p.key_pem, false);
+	resuming = client_of(p.chain_pem, p.key_pem, true);
+
+	/* the issuer is in the bundle: the state is not built */
+	assert_int_equal(configure(server, p.both_pem, forged_revoking, false), -1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_CRL_INVALID);
+	assert_non_null(strstr(mtls_error(server), "does not verify with the CA certificate"));
+	assert_non_null(strstr(mtls_error(server), "CN=verify issuing"));
+	assert_non_null(strstr(mtls_error(server), "forged"));
+
+	/* the issuer is sent by the peer: the forgery does not revoke... */
+	crls = joined(genuine, forged_revoking);
+	assert_int_equal(configure(server, p.root_pem, crls, false), 0);
+	free(crls);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_NONE);
+	for (int i = 0; i < 2; i++) /* full, then from the verification cache */
+		assert_int_equal(handshake(server, full, NULL, msg, sizeof(msg)), MTLS_REASON_NONE);
+	/* ...does not un-revoke... */
+	crls = joined(forged, genuine_revoking);
+	assert_int_equal(configure(server, p.root_pem, crls, false), 0);
+	free(crls);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_REVOKED);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(handshake(server, full, NULL, msg, sizeof(msg)),
+				 MTLS_REASON_REVOKED);
+	/* ...and is no CRL of the issuer */
+	assert_int_equal(configure(server, p.root_pem, forged, false), 0);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_CRL_MISSING);
+	assert_non_null(strstr(mtls_error(server), "does not verify with the issuer's key"));
+
+	/* a session made before a reload that adds the forgery stays valid */
+	assert_int_equal(configure(server, p.root_pem, genuine, false), 0);
+	assert_int_equal(handshake(server, resuming, &resumed, NULL, 0), MTLS_REASON_NONE);
+	crls = joined(genuine, forged_revoking);
+	assert_int_equal(configure(server, p.root_pem, crls, false), 0);
+	free(crls);
+	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)), MTLS_REASON_NONE);
+	assert_true(resumed);
+
+	mtls_free(full);
+	mtls_free(resuming);
+	mtls_free(server);
+	free(genuine);
+	free(genuine_revoking);
+	free(forged);
+	free(forged_revoking);
+	EVP_PKEY_free(forger);
+	pki_free(&p);
+}
+
+/* A CRL counts for the certificates its issuingDistributionPoint covers, the same on every
+ * path; scopes we cannot honour are refused when the state is built. */
+static void test_crl_scope(void **state)
+{
+	static const struct {
+		const char *idp;
+		bool chain;
+	} refused[] = {
+		{"critical,onlyCA:TRUE", false},
+		{"critical,indirectCRL:TRUE", false},
+		{"critical,onlysomereasons:keyCompromise", false},
+		{"critical,onlyAA:TRUE", true},
+	};
+	struct pki p;
+	struct mtls *server = mtls_server_new(), *full, *resuming;
+	char *other_dp, *own_dp, *plain, *crls, *root_users, *root_crl, msg[600];
+	bool resumed;
+
+	(void)state;
+	pki_make(&p);
+	other_dp = test_crl_pem(p.inter, p.int_key, &p.leaf, 1, 3,
+				"critical,fullname:URI:http://crl.test/other.crl");
+	own_dp = test_crl_pem(p.inter, p.int_key, &p.leaf, 1, 4,
+			      "critical,fullname:URI:http://crl.test/int.crl");
+	plain = test_crl_pem(p.inter, p.int_key, NULL, 0, 5, NULL);
+	root_users = test_crl_pem(p.root, p.root_key, &p.inter, 1, 6, "critical,onlyuser:TRUE");
+	root_crl = test_crl_pem(p.root, p.root_key, NULL, 0, 7, NULL);
+	full = client_of(p.chain_pem, p.key_pem, false);
+	resuming = client_of(p.chain_pem, p.key_pem, true);
+
+	/* a CRL for another distribution point neither revokes the leaf nor covers it */
+	assert_int_equal(configure(server, p.root_pem, other_dp, false), 0);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_CRL_MISSING);
+	assert_non_null(strstr(mtls_error(server), "issuingDistributionPoint"));
+	/* the one for its own does */
+	assert_int_equal(configure(server, p.root_pem, own_dp, false), 0);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_REVOKED);
+	/* beside a CRL that covers it, the other one revokes nothing, on a full handshake, from
+	 * the verification cache, and on resumption */
+	crls = joined(plain, other_dp);
+	assert_int_equal(configure(server, p.root_pem, crls, false), 0);
+	free(crls);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_NONE);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(handshake(server, full, NULL, msg, sizeof(msg)), MTLS_REASON_NONE);
+	assert_int_equal(handshake(server, resuming, &resumed, NULL, 0), MTLS_REASON_NONE);
+	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)), MTLS_REASON_NONE);
+	assert_true(resumed);
+	/* a root CRL for end entities only does not cover the intermediate */
+	crls = joined(root_users, plain);
+	assert_int_equal(configure(server, p.root_pem, crls, true), 0);
+	free(crls);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_CRL_MISSING);
+	assert_non_null(strstr(mtls_error(server), "CN=verify root"));
+	crls = joined(root_crl, plain);
+	assert_int_equal(configure(server, p.root_pem, crls, true), 0);
+	free(crls);
+	assert_int_equal(verify_pem(server, p.chain_pem), MTLS_REASON_NONE);
+
+	/* scopes we do not honour, and a CRL without a number */
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char *crl = test_crl_pem(p.inter, p.int_key, NULL, 0, 8, refused[i].idp);
+
+		if (configure(server, p.root_pem, crl, refused[i].chain) != -1 ||
+		    mtls_error_reason(server) != MTLS_REASON_CRL_INVALID)
+			fail_msg("%s: %s", refused[i].idp, mtls_error(server));
+		free(crl);
+	}
+	crls = test_crl_pem(p.inter, p.int_key, NULL, 0, -1, NULL);
+	assert_int_equal(configure(server, p.root_pem, crls, false), -1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_CRL_INVALID);
+	assert_non_null(strstr(mtls_error(server), "no CRL number"));
+	free(crls);
+
+	mtls_free(full);
+	mtls_free(resuming);
+	mtls_free(server);
+	free(other_dp);
+	free(own_dp);
+	free(plain);
+	free(root_users);
+	free(root_crl);
+	pki_free(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_leaf_is_ca),
 		cmocka_unit_test(test_issuer_not_sent),
+		cmocka_unit_test(test_resumed_unsent_intermediate_revoked),
+		cmocka_unit_test(test_forged_crl),
+		cmocka_unit_test(test_crl_scope),
 		cmocka_unit_test(test_crl_freshness),
 		cmocka_unit_test(test_verify_time_and_uri),
 	};

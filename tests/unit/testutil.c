@@ -159,6 +159,13 @@ char *test_make_crl(long last, long next, const char *revoked_chain, size_t *len
 		X509_CRL_add0_revoked(crl, r);
 		X509_free(leaf);
 	}
+	{ /* a CRL number, as the strict profile wants (RFC 5280 5.2.3) */
+		ASN1_INTEGER *number = ASN1_INTEGER_new();
+
+		assert_int_equal(ASN1_INTEGER_set(number, 1), 1);
+		assert_int_equal(X509_CRL_add1_ext_i2d(crl, NID_crl_number, number, 0, 0), 1);
+		ASN1_INTEGER_free(number);
+	}
 	assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
 	PEM_write_bio_X509_CRL(bio, crl);
 	n = BIO_get_mem_data(bio, &data);
