@@ -11,14 +11,26 @@
  *
  * A refused chain must leave no warning (mtls_conn_warning()), not even the previous
  * call's: the warning is about accepted chains only (repro/fuzz_chain/).
+ *
+ * The strict profile (lib/strict.c) parses names out of certificates by hand, and a
+ * verification reaches it only for chains whose signatures verify, which a mutated input
+ * rarely keeps. So the certificates of each input also go to strict_chain() and
+ * strict_leaf() directly, as if they were a verified path, and the input's bytes to the
+ * host name and URI checks: a refusal must name a rule, a certificate, and make a message;
+ * an accepted host name must be made of what a host name may hold.
  */
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
 #include "fuzz_certs.h"
+#include "internal.h"
 #include "mtls.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -104,6 +116,51 @@ static void verify(struct mtls *e, const uint8_t *data, size_t size, const char 
 	}
 }
 
+/* The input's certificates as a path, leaf first, through the strict profile. */
+static void strict_path(const uint8_t *data, size_t size)
+{
+	BIO *bio = BIO_new_mem_buf(data, (int)size);
+	STACK_OF(X509) *chain = sk_X509_new_null();
+	struct strict_finding f;
+	struct error err;
+	X509 *x;
+
+	check(bio != NULL && chain != NULL);
+	while (sk_X509_num(chain) < 8 && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(chain, x))
+			X509_free(x);
+	ERR_clear_error();
+	if (sk_X509_num(chain) > 0) {
+		if (strict_chain(chain, &f) != 0) {
+			check(f.rule >= STRICT_LEAF_IS_CA && f.rule <= STRICT_SIGNATURE_ALGORITHM);
+			check(f.cert == sk_X509_value(chain, f.depth));
+			check(strict_explain(&f, "client", &err) == -1);
+			check(err.msg[0] != '\0' && err.reason != MTLS_REASON_NONE);
+		}
+		if (strict_leaf(sk_X509_value(chain, 0), true, &f) != 0) {
+			check(f.rule == STRICT_LEAF_IS_CA || f.rule == STRICT_LEAF_EKU);
+			check(strict_explain(&f, "server", &err) == -1);
+		}
+	}
+	sk_X509_pop_free(chain, X509_free);
+	BIO_free(bio);
+}
+
+static void strict_names(const uint8_t *data, size_t size)
+{
+	if (strict_dns_name_ok(data, size)) {
+		check(size >= 1 && size <= 253 && data[size - 1] != '.');
+		for (size_t i = 0; i < size; i++)
+			check(isalnum(data[i]) || data[i] == '-' || data[i] == '.' ||
+			      (i == 0 && data[i] == '*'));
+	}
+	if (strict_uri_ok(data, size)) {
+		check(size >= 3 && isalpha(data[0]) && memchr(data, ':', size) != NULL);
+		for (size_t i = 0; i < size; i++)
+			check(data[i] > 0x20 && data[i] < 0x7f);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const char *const names[] = {"svc.example.org", "127.0.0.1", "other.example.org",
@@ -113,5 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	verify(server, data, size, NULL, size & 1 ? "spiffe://example.org/ns/prod/sa/api" : NULL);
 	verify(client, data, size, names[size & 3], NULL);
+	strict_path(data, size);
+	strict_names(data, size);
 	return 0;
 }

@@ -42,16 +42,22 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 [ client_ext ]
 basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 subjectAltName = URI:spiffe://example.org/ns/prod/sa/api, DNS:api.example.org, IP:10.0.0.1, IP:fd00::1
 [ server_ext ]
 basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:svc.example.org, DNS:*.svc.example.org, IP:127.0.0.1, IP:::1
 [ cnonly_ext ]
 basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 [ ca_nolen_ext ]
@@ -61,13 +67,44 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 [ noeku_ext ]
 basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 keyUsage = critical, digitalSignature
 subjectAltName = URI:spiffe://example.org/ns/prod/sa/api
 [ revoked_ext ]
 basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 subjectAltName = URI:spiffe://example.org/ns/prod/sa/revoked
+[ nc_int_ext ]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+nameConstraints = critical, permitted;DNS:example.org, permitted;URI:.example.org, permitted;IP:10.0.0.0/255.0.0.0, permitted;email:example.org, excluded;DNS:evil.example.org
+[ nc_leaf_ext ]
+basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = URI:spiffe://api.example.org/ns/prod/sa/api, DNS:*.svc.example.org, IP:10.0.0.1, email:api@example.org
+[ nc_escape_ext ]
+basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = URI:https://api.example.org:x@evil.test/, DNS:*.example.org, email:api@evil.test
+[ odd_names_ext ]
+basicConstraints = critical, CA:FALSE
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+keyUsage = critical, digitalSignature, keyCertSign
+extendedKeyUsage = clientAuth, anyExtendedKeyUsage
+subjectAltName = URI:spiffe://example.org/ns/prod/sa/api, DNS:bad_label.example.org, DNS:a..example.org, DNS:*.*.example.org, URI:no-scheme/x, URI:x://a b/
 [ ca_db ]
 database = $ENV::W/index.txt
 crlnumber = $ENV::W/crlnumber
@@ -111,6 +148,14 @@ leaf server "/O=mtls fuzz/CN=svc.example.org" server_ext int 3650
 leaf cnonly "/CN=legacy-client" cnonly_ext int 3650
 leaf nonames "/O=mtls fuzz/OU=no names" cnonly_ext int 3650
 leaf revoked "/O=mtls fuzz/CN=revoked" revoked_ext int 3650
+# the strict profile: name constraints on every SAN type, names out of syntax, a long serial
+leaf ncint "/O=mtls fuzz/CN=constrained intermediate" nc_int_ext root 10950
+leaf ncleaf "/O=mtls fuzz/CN=constrained" nc_leaf_ext ncint 3650
+leaf ncescape "/O=mtls fuzz/CN=escape" nc_escape_ext ncint 3650
+leaf oddnames "/O=mtls fuzz/CN=odd names" odd_names_ext int 3650
+ossl x509 -req -in "$W/client.csr" -CA "$W/int.pem" -CAkey "$W/int.key" \
+	-set_serial 0x0102030405060708091011121314151617181920212223 -days 3650 -sha256 \
+	-extfile "$W/ext.cnf" -extensions client_ext -out "$W/longserial.pem"
 leaf expired "/O=mtls fuzz/CN=expired" client_ext int 1
 leaf noeku "/CN=no eku" noeku_ext int 3650
 key p224 -algorithm EC -pkeyopt ec_paramgen_curve:P-224
@@ -165,6 +210,10 @@ cat "$W/p224.pem" "$W/int.pem" >"$C/p224-chain.pem"
 cat "$W/rsa1024.pem" "$W/int.pem" >"$C/rsa1024-chain.pem"
 cat "$W/notca.pem" "$W/client.pem" "$W/int.pem" >"$C/issued-by-leaf-chain.pem"
 cat "$W/notyet.pem" "$W/int.pem" >"$C/notyet-chain.pem"
+cat "$W/ncleaf.pem" "$W/ncint.pem" >"$C/name-constraints-chain.pem"
+cat "$W/ncescape.pem" "$W/ncint.pem" >"$C/name-constraints-escape-chain.pem"
+cat "$W/oddnames.pem" "$W/int.pem" >"$C/odd-names-chain.pem"
+cat "$W/longserial.pem" "$W/int.pem" >"$C/long-serial-chain.pem"
 cat "$W"/longleaf.pem "$W"/long[54321].pem >"$C/too-long-chain.pem"
 head -c 700 "$C/client-chain.pem" >"$C/truncated.pem"
 printf -- '-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n' \
@@ -307,6 +356,7 @@ mkdir -p -- "$R/fuzz_chain" "$R/fuzz_identity"
 cp -- "$C/client-chain.pem" "$R/fuzz_chain/stale-warning-1-accepted.pem"
 cp -- "$C/garbage.pem" "$R/fuzz_chain/stale-warning-2-bad-pem.pem"
 cp -- "$C/expired-chain.pem" "$R/fuzz_chain/warning-on-refusal.pem"
+printf 'V:/\0\0\0V' >"$R/fuzz_chain/uri-nul-accepted.bin"
 cp -- "$S/fuzz_identity/odd.der" "$R/fuzz_identity/empty-uri-san.der"
 cp -- "$S/fuzz_identity/nul-cn.der" "$R/fuzz_identity/unknown-key-algorithm.der"
 cp -- "$S/fuzz_identity/empty-cn.der" "$R/fuzz_identity/empty-cn.der"
