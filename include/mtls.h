@@ -211,7 +211,7 @@ int mtls_config_set_verify_cache(struct mtls_config *config, size_t entries);
  *                nor a segment with an escaped '/', '\', '.', '%' or control byte; no URI
  *                over 2048 bytes matches. A certificate with a URI SAN that cannot be an
  *                identity (a spiffe: URI that breaks the SPIFFE ID rules, a dot segment or
- *                such an escape in the path, control bytes) is refused as
+ *                such an escape in the path, control bytes, over 2048 bytes) is refused as
  *                bad_certificate whatever the rules.
  *   DNS:         exact (case-insensitive) or "*.example.org" for one leftmost label.
  *   email:       an address (name@example.org) or "*@example.org" for every address of

@@ -130,15 +130,17 @@ static const char *spiffe_problem(const unsigned char *p, size_t n)
 	return NULL;
 }
 
-/* Why a URI cannot be an identity, or NULL: control bytes, or a path that a server decoding
- * it would read as another path (dot segments, escaped '/', '\\', '.' or '%'); a spiffe: URI
- * must be a valid SPIFFE ID. Length is left to the allow rules (no URI over POLICY_URI_MAX
- * matches one) and to what carries the identity on (a PROXY header has its own limit). */
+/* Why a URI cannot be an identity, or NULL: longer than POLICY_URI_MAX (the SPIFFE ID limit;
+ * no allow rule would match it either), control bytes, or a path that a server decoding it
+ * would read as another path (dot segments, escaped '/', '\\', '.' or '%'); a spiffe: URI
+ * must be a valid SPIFFE ID. */
 static const char *uri_problem(const unsigned char *p, size_t n)
 {
 	const unsigned char *sep = NULL;
 	size_t path, end, seg;
 
+	if (n > POLICY_URI_MAX)
+		return "it is longer than 2048 bytes";
 	for (size_t i = 0; i < n; i++)
 		if (p[i] < 0x20 || p[i] == 0x7f)
 			return "it holds a control byte";

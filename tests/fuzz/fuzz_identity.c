@@ -7,8 +7,8 @@
  * whoever asked the CA, so it must cope with any well-formed DER. Seeds: gen-seeds.sh.
  *
  * Invariants: a certificate that cannot be described is refused as bad_certificate (not
- * "out of memory"); no SAN is empty; a URI SAN kept is printable, with no dot segment; the
- * primary identity follows the rule in mtls.h and is never "".
+ * "out of memory"); no SAN is empty; a URI SAN kept is at most 2048 printable bytes with no
+ * dot segment; the primary identity follows the rule in mtls.h and is never "".
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -91,8 +91,9 @@ static void check_peer(const struct mtls_peer *p)
 	for (size_t i = 0; i < p->uris.n; i++) {
 		size_t n = strlen(p->uris.v[i]);
 
-		/* a URI identity is printable, with no dot segment (identity.c refuses the rest) */
-		check(n > 0);
+		/* a URI identity is bounded and printable, with no dot segment (identity.c
+		 * refuses the rest) */
+		check(n > 0 && n <= POLICY_URI_MAX);
 		for (size_t j = 0; j < n; j++)
 			check((unsigned char)p->uris.v[i][j] >= 0x20 && p->uris.v[i][j] != 0x7f);
 		check(strstr(p->uris.v[i], "/../") == NULL && strstr(p->uris.v[i], "/./") == NULL);
