@@ -509,6 +509,7 @@ fail:
 int grant_request_verify(const struct grant_request *r, const char *what, char *err, size_t err_len)
 {
 	int ok = X509_REQ_verify(r->req, r->key) == 1;
+	char why[160];
 
 	ERR_clear_error();
 	if (!ok) {
@@ -518,11 +519,11 @@ int grant_request_verify(const struct grant_request *r, const char *what, char *
 			 what);
 		return -1;
 	}
-	if (!issue_key_acceptable(r->key)) {
+	if (!issue_key_acceptable(r->key, why, sizeof(why))) {
 		snprintf(err, err_len,
-			 "CSR %s carries a weak or unsupported key; use ECDSA P-256/P-384, Ed25519 "
-			 "or RSA 2048+",
-			 what);
+			 "CSR %s carries a weak or unsupported key: %s; use ECDSA P-256/P-384, "
+			 "Ed25519 or RSA 2048+ with exponent 65537",
+			 what, why);
 		return -1;
 	}
 	return 0;

@@ -37,10 +37,14 @@ const char *issue_profile_name(enum issue_kind kind)
 	return "?";
 }
 
-bool issue_key_acceptable(EVP_PKEY *key)
+bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len)
 {
 	/* the CA issues for plain RSA keys, not RSA-PSS ones */
-	return EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA_PSS && key_strength_ok(key);
+	if (key != NULL && EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA_PSS) {
+		snprintf(why, len, "an RSA-PSS key");
+		return false;
+	}
+	return key_strength_check(key, why, len);
 }
 
 static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)

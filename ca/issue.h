@@ -33,8 +33,9 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 int issue_profile(const char *name, enum issue_kind *kind);
 const char *issue_profile_name(enum issue_kind kind);
 
-/* Keys we sign for: RSA >= 2048, EC P-256/P-384/P-521, Ed25519, Ed448. */
-bool issue_key_acceptable(EVP_PKEY *key);
+/* Keys we sign for: RSA >= 2048 (not RSA-PSS) with 65537 <= e < 2^256, EC P-256/P-384/P-521
+ * by name, Ed25519, Ed448 (key_strength.h). If not, what the key is in why. */
+bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len);
 
 /* Upper-case hex serial, the SHA-256 of the SPKI (hex), the subject (RFC 2253). */
 void issue_serial_hex(X509 *cert, char *out, size_t len);

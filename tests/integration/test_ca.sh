@@ -520,6 +520,29 @@ mkcsr "$W/rsapss.csr" -newkey rsa-pss -pkeyopt rsa_keygen_bits:2048 -subj /CN=ps
 refuse "CSR with an RSA-PSS key (unsupported by the CA): exit 1, nothing written" 1 "unsupported" "$D" "$W/R" \
 	issue --dir "$D" --profile server --csr "$W/rsapss.csr" --out "$W/R"
 
+# Keys `openssl req` will not make (tests/tools/csrgen.c): RSA with e = 1 (every signature is
+# the message itself) or e = 3, and P-256 given as explicit curve parameters.
+CSRGEN=$MTLS_BIN_DIR/csrgen
+for c in "rsa-e1|an RSA public exponent of 1, not an odd number from 65537" \
+	"rsa-e3|an RSA public exponent of 3, not an odd number from 65537" \
+	"ec-explicit|EC curve parameters given explicitly, not as a named curve"; do
+	m=${c%%|*}
+	"$CSRGEN" "$m" "$W/$m.csr" || fail "(test setup) csrgen $m" "exit $?"
+	refuse "CSR with $m key: exit 1, says why, nothing written" 1 "weak or unsupported key: ${c#*|}" "$D" "$W/R" \
+		issue --dir "$D" --profile server --dns good.example --csr "$W/$m.csr" --out "$W/R"
+done
+# and libmtls (the same rule, common/key_strength.c) refuses such a leaf made by openssl
+printf '%s\n' "subjectAltName=DNS:good.example" "extendedKeyUsage=serverAuth" \
+	"keyUsage=critical,digitalSignature" "basicConstraints=critical,CA:FALSE" \
+	"subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" >"$W/leaf.ext"
+p=()
+openssl x509 -req -in "$W/rsa-e1.csr" -CA "$D/intermediate.pem" -CAkey "$D/intermediate.key" \
+	-days 1 -extfile "$W/leaf.ext" -out "$W/e1.pem" 2>/dev/null || p+=("(test setup) openssl x509 -req failed")
+LAST_CMD="mtls verify --purpose server --dns good.example e1.pem"
+run "$MTLS" verify --ca "$D/root.pem" --untrusted "$D/intermediate.pem" --purpose server --dns good.example "$W/e1.pem"
+[ "$RC" = 1 ] && [[ $(first_line "$OUT") == "refused: weak_key: "* ]] || p+=("expected exit 1 'refused: weak_key: ...'")
+report "mtls verify: a leaf whose RSA public exponent is 1 is refused (weak_key)" "${p[@]+"${p[@]}"}"
+
 # ==========================================================================================
 echo "# refused input: exit status, one line on stderr, nothing written"
 
