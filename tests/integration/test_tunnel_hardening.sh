@@ -129,7 +129,7 @@ run openssl x509 -inform DER -in "$TMP/long.der" -out "$TMP/long.pem"
 [ "$RC" = 0 ] || _lib_die "openssl x509 -inform DER: $ERR"
 run openssl verify -CAfile "$C/ca.pem" -untrusted "$C/int.pem" "$TMP/long.pem"
 [ "$RC" = 0 ] || _lib_die "the certificate with a long CN does not verify: $OUT $ERR"
-forged=admin
+forged="admin"
 {
 	# signature, v2 PROXY, TCP over IPv4, length 12 + 3 + 5
 	printf '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x14'
