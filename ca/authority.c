@@ -295,7 +295,8 @@ static long meta_long(struct store *st, const char *key, long fallback)
 	return strtol(buf, NULL, 10) > 0 ? strtol(buf, NULL, 10) : fallback;
 }
 
-struct authority *authority_open(const char *dir, bool lock, char *err, size_t err_len)
+struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
+				 size_t err_len)
 {
 	struct authority *ca = calloc(1, sizeof(*ca));
 	char path[PATH_MAX];
@@ -311,16 +312,21 @@ struct authority *authority_open(const char *dir, bool lock, char *err, size_t e
 			 dir, dir);
 		goto fail;
 	}
-	if (lock) {
-		ca->lock_fd = open(authority_path(ca, "lock", path, sizeof(path)),
-				   O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (ca->lock_fd < 0 || flock(ca->lock_fd, LOCK_EX) != 0) {
+	if (lock != AUTHORITY_UNLOCKED) {
+		authority_path(ca, "lock", path, sizeof(path));
+		ca->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		/* a reader of a CA it cannot write (an auditor) locks it read-only */
+		if (ca->lock_fd < 0 && lock == AUTHORITY_SHARED &&
+		    (errno == EACCES || errno == EROFS))
+			ca->lock_fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (ca->lock_fd < 0 ||
+		    flock(ca->lock_fd, lock == AUTHORITY_SHARED ? LOCK_SH : LOCK_EX) != 0) {
 			snprintf(err, err_len, "cannot lock %s: %s", path, strerror(errno));
 			goto fail;
 		}
 	}
-	/* under the lock, a temporary file can only be one that a killed writer left */
-	if (lock)
+	/* under the exclusive lock, a temporary file can only be one that a killed writer left */
+	if (lock == AUTHORITY_EXCLUSIVE)
 		files_remove_temporaries(ca->dir);
 	ca->store =
 		store_open(authority_path(ca, "ca.db", path, sizeof(path)), false, err, err_len);
@@ -362,14 +368,20 @@ int authority_load_key(struct authority *ca, const char *passphrase, char *err, 
 	return 0;
 }
 
-int authority_audit(struct authority *ca, char *out, size_t out_len)
+int authority_audit(struct authority *ca, const char *const *crls, size_t ncrls, char *out,
+		    size_t out_len)
 {
 	struct store_check chk;
-	char what[1024], crl[1024] = "";
+	char what[2048], crl[2048] = "";
 	int64_t number = 0;
 	bool stale = false;
 	int rc;
 
+	/* one snapshot of the inventory for every check below (the lock keeps crl.pem still) */
+	if (store_begin_read(ca->store) != 0) {
+		snprintf(out, out_len, "%s", store_error(ca->store));
+		return -1;
+	}
 	switch (store_check(ca->store, &chk, what, sizeof(what))) {
 	case 0: break;
 	case 1:
@@ -377,15 +389,28 @@ int authority_audit(struct authority *ca, char *out, size_t out_len)
 			 "audit log BROKEN at entry %lld (after %lld good entries): it was edited "
 			 "or an entry removed",
 			 (long long)chk.bad_seq, (long long)chk.entries);
-		return 1;
-	case 2: snprintf(out, out_len, "%s", what); return 1;
-	default: snprintf(out, out_len, "%s", store_error(ca->store)); return -1;
+		rc = 1;
+		goto out;
+	case 2:
+		snprintf(out, out_len, "%s", what);
+		rc = 1;
+		goto out;
+	default:
+		snprintf(out, out_len, "%s", store_error(ca->store));
+		rc = -1;
+		goto out;
 	}
 	rc = crl_check(ca, &chk, &number, &stale, crl, sizeof(crl));
+	for (size_t i = 0; i < ncrls && rc == 0; i++) {
+		int64_t n;
+
+		rc = crl_check_file(ca, &chk, crls[i], &n, crl, sizeof(crl));
+	}
 	if (rc != 0) {
 		snprintf(out, out_len, "%s", crl);
-		return rc;
+		goto out;
 	}
+	crl[0] = '\0';
 	if (stale && number == 0)
 		snprintf(crl, sizeof(crl),
 			 "\nnote: there is no crl.pem; run 'mtls ca crl' to publish the CRL");
@@ -398,8 +423,17 @@ int authority_audit(struct authority *ca, char *out, size_t out_len)
 			(long long)number,
 			(long long)(chk.crl_logged_max > chk.crl_allocated ? chk.crl_logged_max
 									   : chk.crl_allocated));
-	snprintf(out, out_len, "audit log intact: %lld entries%s", (long long)chk.entries, crl);
-	return 0;
+	if (ncrls > 0)
+		snprintf(out, out_len, "audit log intact: %lld entries; %zu CRL file%s agree%s%s",
+			 (long long)chk.entries, ncrls, ncrls == 1 ? "" : "s",
+			 ncrls == 1 ? "s" : "", crl);
+	else
+		snprintf(out, out_len, "audit log intact: %lld entries%s", (long long)chk.entries,
+			 crl);
+	rc = 0;
+out:
+	store_rollback(ca->store);
+	return rc;
 }
 
 void authority_close(struct authority *ca)

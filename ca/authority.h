@@ -31,6 +31,9 @@ struct authority {
 	long server_days;
 	long client_days;
 	long crl_days;
+	/* crl.pem is gone and no copy is left: publish anyway (`mtls ca crl --replace-missing`),
+	 * with a number above any CRL published since the last one logged (crl_prepare()) */
+	bool crl_replace_missing;
 };
 
 struct authority_init {
@@ -49,8 +52,15 @@ struct authority_init {
 
 /* Create a new CA. Refuses to touch a directory that already holds one. */
 int authority_create(const struct authority_init *init, char *err, size_t err_len);
-/* Open an existing CA; with lock, hold its lock until authority_close(). */
-struct authority *authority_open(const char *dir, bool lock, char *err, size_t err_len);
+enum authority_lock {
+	AUTHORITY_UNLOCKED,  /* reads that need no consistency with the files (list) */
+	AUTHORITY_EXCLUSIVE, /* every command that changes the CA */
+	AUTHORITY_SHARED,    /* reads of the inventory together with crl.pem (audit) */
+};
+
+/* Open an existing CA, holding its lock as asked until authority_close(). */
+struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
+				 size_t err_len);
 /* Load the issuing key (passphrase NULL if not encrypted). */
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);
 void authority_close(struct authority *ca);
@@ -59,11 +69,14 @@ const char *authority_path(const struct authority *ca, const char *name, char *b
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
 
-/* Everything `mtls ca audit` checks: the audit chain, the inventory against it, and the
- * published crl.pem against both. One line in out: "audit log intact: N entries" (and, on a
- * second line, a note when crl.pem is behind the inventory), or what is wrong. 0 all agree,
- * 1 they do not, -1 error (in out). */
-int authority_audit(struct authority *ca, char *out, size_t out_len);
+/* Everything `mtls ca audit` checks, in one read transaction: the audit chain, the inventory
+ * against it, the published crl.pem against both, and each of the ncrls CRL files in crls
+ * (copies of CRLs this CA published, from the distribution point: crl_check_file()). One
+ * line in out: "audit log intact: N entries" (and, on a second line, a note when crl.pem is
+ * behind the inventory), or what is wrong. Open ca with AUTHORITY_SHARED so that no command
+ * changes the CA meanwhile. 0 all agree, 1 they do not, -1 error (in out). */
+int authority_audit(struct authority *ca, const char *const *crls, size_t ncrls, char *out,
+		    size_t out_len);
 
 /* crl.c. Publishing a CRL is two steps so that the CRL (its number, its entries) is
  * committed before it is published:
@@ -87,12 +100,19 @@ void crl_pending_free(struct crl_pending *crl);
 
 /* The published crl.pem against the inventory and the audit log (chk from store_check()):
  * it must be a CRL of this CA, each of its entries revoked in the inventory with the same
- * reason and date, and its number and SHA-256 those of a CRL the audit log records. Sets
- * *number to its CRL number (0 without a crl.pem) and *stale when it is older than the
- * newest committed CRL (a publication interrupted after its commit). 0 agree, 1 disagree
- * (err says how and what to do), -1 error. */
+ * reason and date, its number and SHA-256 those of a CRL the audit log records, and the
+ * audit entries it was signed over (its checkpoint: their count and the chain head) still
+ * in the log, unchanged. A missing crl.pem after a logged CRL disagrees too, unless
+ * ca->crl_replace_missing. Sets *number to its CRL number (0 without a crl.pem) and *stale
+ * when it is older than the newest committed CRL (a publication interrupted after its
+ * commit). 0 agree, 1 disagree (err says how and what to do), -1 error. */
 int crl_check(struct authority *ca, const struct store_check *chk, int64_t *number, bool *stale,
 	      char *err, size_t err_len);
+/* The same checks for a copy of a CRL this CA published (PEM or DER, from the distribution
+ * point or a relying party), whatever its age: a CRL newer than the log, or one whose
+ * checkpoint the log no longer matches, shows the log was cut back or rewritten. */
+int crl_check_file(struct authority *ca, const struct store_check *chk, const char *path,
+		   int64_t *number, char *err, size_t err_len);
 /* Revocation reasons by name ("keyCompromise", ...); -1 if unknown. */
 int crl_reason_code(const char *name);
 const char *crl_reason_names(void);

@@ -51,6 +51,9 @@ const char *store_error(const struct store *st);
 
 /* BEGIN IMMEDIATE: one writer at a time; others wait (busy timeout). */
 int store_begin(struct store *st);
+/* BEGIN (deferred): a read transaction, so that several queries see one snapshot of the
+ * inventory whatever commits meanwhile. End it with store_rollback(). */
+int store_begin_read(struct store *st);
 int store_commit(struct store *st);
 void store_rollback(struct store *st);
 
@@ -77,9 +80,9 @@ int store_each_cert(struct store *st, enum store_filter filter, time_t before,
  * log: the CA publishes with store_crl_next() and store_crl_add(). */
 int store_next_crl_number(struct store *st, time_t this_update, time_t next_update,
 			  int64_t *number);
-/* The number for the next CRL: above every number the inventory has allocated and above
- * floor (the number of the CRL found on disk). Call inside the transaction that then calls
- * store_crl_add(), before signing. */
+/* The number for the next CRL: above every number the inventory has allocated, every
+ * number its audit log records, and floor (the number of the CRL found on disk). Call
+ * inside the transaction that then calls store_crl_add(), before signing. */
 int store_crl_next(struct store *st, int64_t floor, int64_t *number);
 /* Record the CRL just signed with number: its dates, and an audit entry ("crl") with its
  * number, how many certificates it revokes and the SHA-256 (hex) of the file to publish. */
@@ -101,21 +104,28 @@ int store_audit(struct store *st, const char *actor, const char *action, const c
 /* Walk the chain. 0 intact (entries counted in *count), 1 broken (the first bad sequence
  * number in *bad_seq), -1 error. */
 int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq);
+/* The hash of audit entry seq, as stored (store_check() verified it if seq <= its
+ * entries): 0, 1 no such entry, -1 error. */
+int store_audit_hash(struct store *st, int64_t seq, char hash[65]);
 
 struct store_check {
-	int64_t entries;	/* audit entries verified (before the bad one, if broken) */
-	int64_t bad_seq;	/* the first bad entry, when the chain is broken */
-	int64_t crl_allocated;	/* highest CRL number in the inventory (0: none) */
-	int64_t crl_logged_min; /* lowest and highest CRL number the audit log records with */
-	int64_t crl_logged_max; /* its SHA-256 (0: none, an inventory older than such entries) */
+	int64_t entries;	 /* audit entries verified (before the bad one, if broken) */
+	int64_t bad_seq;	 /* the first bad entry, when the chain is broken */
+	char head[65];		 /* the hash of entry `entries` (hex), "" for an empty log */
+	int64_t crl_allocated;	 /* highest CRL number in the inventory (0: none) */
+	int64_t crl_logged_min;	 /* lowest and highest CRL number the audit log records with */
+	int64_t crl_logged_max;	 /* its SHA-256 (0: none, an inventory older than such entries) */
+	char crl_logged_sha[65]; /* the SHA-256 (hex) logged for crl_logged_max */
 };
 
-/* Everything the inventory can check by itself: the audit chain is intact, and the
- * certificates table and the audit log agree on every revocation (serial, reason, time):
- * a revoked row without its "revoke" entry, or a "revoke" entry whose row is valid, gone or
- * different, means the table was altered behind the CA's back. Returns 0 consistent, 1 the
- * chain is broken (out->bad_seq), 2 table and log disagree (one line in what saying on
- * which serial and what to do), -1 error. */
+/* Everything the inventory can check by itself: the audit chain is intact; its append-only
+ * triggers are in place; the CRL numbers it logs go up and never repeat, and the CRL table
+ * holds exactly those (from the first logged one on); the certificates table and the audit
+ * log agree on every revocation (serial, reason, time): a revoked row without its "revoke"
+ * entry, or a "revoke" entry whose row is valid, gone or different, means the table was
+ * altered behind the CA's back. Returns 0 consistent, 1 the chain is broken
+ * (out->bad_seq), 2 the inventory was altered (one line in what saying how and what to
+ * do), -1 error. */
 int store_check(struct store *st, struct store_check *out, char *what, size_t what_len);
 
 #endif /* MTLS_CA_STORE_H */

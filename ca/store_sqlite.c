@@ -21,6 +21,15 @@ struct store {
 	sqlite3_stmt *get; /* statement behind the strings of the last store_get_cert() */
 };
 
+/* The append-only triggers, as SQLite records them (sqlite_master.sql drops "IF NOT
+ * EXISTS"): store_check() compares them with these. */
+#define TRIGGER_NO_UPDATE                                                                          \
+	"audit_no_update BEFORE UPDATE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is "     \
+	"append-only'); END"
+#define TRIGGER_NO_DELETE                                                                          \
+	"audit_no_delete BEFORE DELETE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is "     \
+	"append-only'); END"
+
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta ("
 	"  key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -46,10 +55,8 @@ static const char schema[] =
 	"  action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL,"
 	"  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
 	/* append-only: the database itself refuses edits of the audit log */
-	"CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
-	"  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
-	"CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
-	"  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;";
+	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_UPDATE ";"
+	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_DELETE ";";
 
 /* A full disk (or quota) is not a damaged inventory: say so, and that nothing changed (every
  * caller rolls its transaction back). */
@@ -175,6 +182,11 @@ int store_begin(struct store *st)
 	return sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
 		       ? 0
 		       : fail(st, "begin");
+}
+
+int store_begin_read(struct store *st)
+{
+	return sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : fail(st, "begin");
 }
 
 int store_commit(struct store *st)
@@ -433,8 +445,9 @@ int store_audit(struct store *st, const char *actor, const char *action, const c
 }
 
 /* Walk the chain in order, calling fn (if not NULL) for each entry whose hash checks out.
- * 0 intact, 1 broken (*bad_seq), 2 fn said stop, -1 error. */
-static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq,
+ * 0 intact (the last entry's hash in head, if not NULL; "" for an empty log), 1 broken
+ * (*bad_seq), 2 fn said stop, -1 error. */
+static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq, char head[65],
 		      int (*fn)(sqlite3_stmt *row, void *arg), void *arg)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, at, actor, action, subject, detail, prev_hash, "
@@ -472,12 +485,31 @@ static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq,
 		(*count)++;
 	}
 	sqlite3_finalize(s);
+	if (head != NULL)
+		snprintf(head, 65, "%s", *count > 0 ? prev : "");
 	return rc == SQLITE_DONE ? 0 : fail(st, "read the audit log");
 }
 
 int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
 {
-	return audit_walk(st, count, bad_seq, NULL, NULL);
+	return audit_walk(st, count, bad_seq, NULL, NULL, NULL);
+}
+
+int store_audit_hash(struct store *st, int64_t seq, char hash[65])
+{
+	sqlite3_stmt *s = prepare(st, "SELECT hash FROM audit WHERE seq = ?");
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, seq);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		snprintf(hash, 65, "%s", (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? 1 : fail(st, "read the audit log");
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -610,13 +642,35 @@ static int64_t max_crl_number(struct store *st)
 	return n;
 }
 
+/* The highest CRL number the audit log records (0: none), or -1. */
+static int64_t max_logged_crl(struct store *st)
+{
+	sqlite3_stmt *s = prepare(st, "SELECT detail FROM audit WHERE action = 'crl'");
+	char sha[65];
+	int64_t max = 0, n;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		if (parse_crl((const char *)sqlite3_column_text(s, 0), &n, sha) == 0 && n > max)
+			max = n;
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? max : fail(st, "read the audit log");
+}
+
 int store_crl_next(struct store *st, int64_t floor, int64_t *number)
 {
-	int64_t max = max_crl_number(st);
+	int64_t table = max_crl_number(st), logged = table >= 0 ? max_logged_crl(st) : -1;
+	int64_t max = floor;
 
-	if (max < 0)
+	if (table < 0 || logged < 0)
 		return -1;
-	*number = (max > floor ? max : floor) + 1;
+	if (table > max)
+		max = table;
+	if (logged > max)
+		max = logged;
+	*number = max + 1;
 	return 0;
 }
 
@@ -668,9 +722,30 @@ int store_crl_logged(struct store *st, int64_t number, char sha256[65])
 struct collect {
 	struct logged_revocation *revs;
 	size_t n, cap;
+	int64_t *crls; /* the logged CRL numbers, in log order (strictly increasing) */
+	size_t ncrl, crlcap;
 	int64_t crl_min, crl_max;
-	int64_t bad_entry; /* a revoke or crl entry that cannot be read */
+	char crl_max_sha[65];
+	int64_t bad_entry;     /* a revoke or crl entry that cannot be read */
+	int64_t back_entry;    /* a crl entry whose number is not above every earlier one */
+	int64_t back_number;   /* its number */
+	int64_t back_previous; /* and the highest number before it */
 };
+
+static int push_number(int64_t **v, size_t *n, size_t *cap, int64_t x)
+{
+	if (*n == *cap) {
+		size_t c = *cap != 0 ? *cap * 2 : 64;
+		int64_t *grown = realloc(*v, c * sizeof(**v));
+
+		if (grown == NULL)
+			return -1;
+		*v = grown;
+		*cap = c;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
 
 static int collect_entry(sqlite3_stmt *row, void *arg)
 {
@@ -688,11 +763,18 @@ static int collect_entry(sqlite3_stmt *row, void *arg)
 			c->bad_entry = sqlite3_column_int64(row, 0);
 			return 1;
 		}
-		if (c->crl_min == 0 || number < c->crl_min)
+		/* every publication takes a new number, above all before it */
+		if (number <= c->crl_max) {
+			c->back_entry = sqlite3_column_int64(row, 0);
+			c->back_number = number;
+			c->back_previous = c->crl_max;
+			return 1;
+		}
+		if (c->crl_min == 0)
 			c->crl_min = number;
-		if (number > c->crl_max)
-			c->crl_max = number;
-		return 0;
+		c->crl_max = number;
+		snprintf(c->crl_max_sha, sizeof(c->crl_max_sha), "%s", sha);
+		return push_number(&c->crls, &c->ncrl, &c->crlcap, number);
 	}
 	if (strcmp(action, "revoke") != 0)
 		return 0;
@@ -747,6 +829,97 @@ static void disagree(char *what, size_t len, const char *serial, const char *tab
 		 serial, table, log);
 }
 
+/* Are the append-only triggers in place, as the schema made them? Dropping them is the
+ * first step of cutting back the log, which the chain alone cannot see. 0 yes, 2 no (what
+ * says which), -1 error. */
+static int check_triggers(struct store *st, char *what, size_t what_len)
+{
+	static const struct {
+		const char *name, *sql;
+	} want[] = {
+		{"audit_no_update", "CREATE TRIGGER " TRIGGER_NO_UPDATE},
+		{"audit_no_delete", "CREATE TRIGGER " TRIGGER_NO_DELETE},
+	};
+	sqlite3_stmt *s = prepare(st, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND "
+				      "name = ? AND tbl_name = 'audit'");
+	int rc = 0;
+
+	if (s == NULL)
+		return -1;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]) && rc == 0; i++) {
+		const char *sql;
+
+		sqlite3_reset(s);
+		sqlite3_bind_text(s, 1, want[i].name, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			rc = fail(st, "read the schema");
+			break;
+		}
+		sql = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+		rc = 0;
+		if (sql != NULL && strcmp(sql, want[i].sql) == 0)
+			continue;
+		snprintf(what, what_len,
+			 "the audit log's append-only trigger %s was %s; the inventory was "
+			 "altered (its newest entries may have been removed); restore it from a "
+			 "backup or investigate",
+			 want[i].name, sql == NULL ? "dropped" : "changed");
+		rc = 2;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/* The CRL table against the "crl" entries: one row for each logged number and a logged
+ * number for each row, from the first logged one on (earlier rows are from before CRLs
+ * were logged). 0 agree, 2 not (what), -1 error. */
+static int check_crl_rows(struct store *st, const struct collect *c, char *what, size_t what_len)
+{
+	sqlite3_stmt *s = prepare(st, "SELECT number FROM crls WHERE number >= ? ORDER BY number");
+	size_t i = 0;
+	int64_t row = 0, missing = 0, unlogged = 0;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, c->ncrl > 0 ? c->crl_min : 1);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		row = sqlite3_column_int64(s, 0);
+		if (c->ncrl == 0 || i >= c->ncrl || c->crls[i] > row) {
+			/* rows before any CRL was logged are not compared */
+			if (c->ncrl == 0)
+				continue;
+			unlogged = row;
+			break;
+		}
+		if (c->crls[i] < row) {
+			missing = c->crls[i];
+			break;
+		}
+		i++;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		sqlite3_finalize(s);
+		return fail(st, "read the CRL numbers");
+	}
+	sqlite3_finalize(s);
+	if (missing == 0 && unlogged == 0 && i < c->ncrl)
+		missing = c->crls[i];
+	if (missing != 0)
+		snprintf(what, what_len,
+			 "the audit log records CRL #%lld but the inventory's CRL table does not; "
+			 "the inventory was altered; restore it from a backup or investigate",
+			 (long long)missing);
+	else if (unlogged != 0)
+		snprintf(what, what_len,
+			 "the inventory's CRL table holds CRL #%lld, which the audit log does not "
+			 "record; the inventory was altered; restore it from a backup or "
+			 "investigate",
+			 (long long)unlogged);
+	return missing != 0 || unlogged != 0 ? 2 : 0;
+}
+
 int store_check(struct store *st, struct store_check *out, char *what, size_t what_len)
 {
 	struct collect c = {0};
@@ -757,12 +930,12 @@ int store_check(struct store *st, struct store_check *out, char *what, size_t wh
 
 	memset(out, 0, sizeof(*out));
 	what[0] = '\0';
-	rc = audit_walk(st, &out->entries, &out->bad_seq, collect_entry, &c);
-	if (rc == 2 && c.bad_entry == 0) {
+	rc = audit_walk(st, &out->entries, &out->bad_seq, out->head, collect_entry, &c);
+	if (rc == 2 && c.bad_entry == 0 && c.back_entry == 0) {
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		rc = -1;
 	}
-	if (rc == 2) {
+	if (rc == 2 && c.bad_entry != 0) {
 		snprintf(what, what_len,
 			 "audit entry %lld cannot be read (a revocation or CRL in an unknown "
 			 "form); the audit log was altered; restore the inventory from a backup or "
@@ -770,15 +943,31 @@ int store_check(struct store *st, struct store_check *out, char *what, size_t wh
 			 (long long)c.bad_entry);
 		goto out;
 	}
+	if (rc == 2) {
+		snprintf(what, what_len,
+			 "audit entry %lld records CRL #%lld after CRL #%lld: a CRL number was "
+			 "published twice or went back (the inventory was restored or altered); "
+			 "investigate",
+			 (long long)c.back_entry, (long long)c.back_number,
+			 (long long)c.back_previous);
+		goto out;
+	}
+	if (rc != 0)
+		goto out;
+	rc = check_triggers(st, what, what_len);
 	if (rc != 0)
 		goto out;
 	out->crl_logged_min = c.crl_min;
 	out->crl_logged_max = c.crl_max;
+	snprintf(out->crl_logged_sha, sizeof(out->crl_logged_sha), "%s", c.crl_max_sha);
 	out->crl_allocated = max_crl_number(st);
 	if (out->crl_allocated < 0) {
 		rc = -1;
 		goto out;
 	}
+	rc = check_crl_rows(st, &c, what, what_len);
+	if (rc != 0)
+		goto out;
 	if (c.n > 0)
 		qsort(c.revs, c.n, sizeof(*c.revs), by_serial);
 	/* every revocation of the log, in the table */
@@ -835,5 +1024,6 @@ int store_check(struct store *st, struct store_check *out, char *what, size_t wh
 out:
 	sqlite3_finalize(s);
 	free(c.revs);
+	free(c.crls);
 	return rc;
 }

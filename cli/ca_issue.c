@@ -106,8 +106,8 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 		       const struct grant_request *r, const char *why)
 {
 	char err[512] = "", detail[2048], msg[1600];
-	struct authority *ca =
-		authority_open(o->dir != NULL ? o->dir : ca_default_dir(), true, err, sizeof(err));
+	struct authority *ca = authority_open(o->dir != NULL ? o->dir : ca_default_dir(),
+					      AUTHORITY_EXCLUSIVE, err, sizeof(err));
 
 	snprintf(detail, sizeof(detail), "profile %s, granted %s; %s", o->profile,
 		 g->names.text[0] != '\0' ? g->names.text : "no names", why);
@@ -242,7 +242,8 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	rc = 1;
-	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), true, err, sizeof(err));
+	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), AUTHORITY_EXCLUSIVE, err,
+			    sizeof(err));
 	if (ca == NULL || authority_load_key(ca, pass, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
 		goto out;

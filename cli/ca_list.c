@@ -13,6 +13,7 @@ struct list_opts {
 	long long expiring;
 	int revoked;
 	int valid;
+	struct opt_list crl;
 	const char *config;
 };
 
@@ -30,6 +31,9 @@ static const struct opt list_table[] = {
 
 static const struct opt audit_table[] = {
 	CA_OPT_DIR(O),
+	{"crl", OPT_LIST, O(crl), "FILE",
+	 "also check this copy of a CRL the CA published (PEM or DER, e.g. fetched from the "
+	 "distribution point): a log cut back or rewritten after it was signed is caught"},
 	CA_OPT_CONFIG(O),
 	OPT_END,
 };
@@ -74,7 +78,8 @@ int cmd_ca_list(int argc, char **argv)
 	else if (o.valid)
 		filter = STORE_VALID;
 	rc = 1;
-	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), false, err, sizeof(err));
+	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), AUTHORITY_UNLOCKED, err,
+			    sizeof(err));
 	if (ca == NULL) {
 		ca_fail("list", err);
 		goto out;
@@ -99,7 +104,7 @@ int cmd_ca_audit(int argc, char **argv)
 	struct options_state st = {0};
 	struct authority *ca = NULL;
 	char err[2048] = "";
-	int rc = ca_parse("audit", "mtls ca audit [--dir DIR]",
+	int rc = ca_parse("audit", "mtls ca audit [--dir DIR] [--crl FILE]...",
 			  "Verify that no entry of the audit log was edited (each entry's hash "
 			  "covers the previous one),\nthat the inventory's revocations are those "
 			  "of the log, and that crl.pem is a CRL the CA\npublished and revokes "
@@ -109,13 +114,15 @@ int cmd_ca_audit(int argc, char **argv)
 	if (rc >= 0)
 		goto out;
 	rc = 1;
-	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), false, err, sizeof(err));
+	/* shared: no command changes the inventory or crl.pem while they are compared */
+	ca = authority_open(o.dir != NULL ? o.dir : ca_default_dir(), AUTHORITY_SHARED, err,
+			    sizeof(err));
 	if (ca == NULL) {
 		ca_fail("audit", err);
 		goto out;
 	}
-	/* the chain, the inventory against it, and crl.pem against both */
-	switch (authority_audit(ca, err, sizeof(err))) {
+	/* the chain, the inventory against it, and crl.pem (and the --crl copies) against both */
+	switch (authority_audit(ca, o.crl.v, o.crl.n, err, sizeof(err))) {
 	case 0:
 		printf("%s\n", err);
 		rc = 0;

@@ -4,6 +4,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct revoke_opts {
 	const char *serial;
 	const char *cert;
 	const char *reason;
+	int replace_missing;
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
@@ -44,6 +46,9 @@ static const struct opt revoke_table[] = {
 
 static const struct opt crl_table[] = {
 	CA_OPT_DIR(O),
+	{"replace-missing", OPT_FLAG, O(replace_missing), NULL,
+	 "crl.pem was lost and no copy is left: publish a new CRL anyway (its number jumps to "
+	 "the current UNIX time, above any CRL published since the last one the log records)"},
 	CA_OPT_PASSPHRASE(O),
 	CA_OPT_CONFIG(O),
 	OPT_END,
@@ -107,8 +112,8 @@ static struct authority *open_signing(const char *cmd, const struct revoke_opts 
 	struct authority *ca = NULL;
 
 	if (keys_passphrase(o->passphrase_file, o->passphrase_env, &pass, err, sizeof(err)) == 0) {
-		ca = authority_open(o->dir != NULL ? o->dir : ca_default_dir(), true, err,
-				    sizeof(err));
+		ca = authority_open(o->dir != NULL ? o->dir : ca_default_dir(), AUTHORITY_EXCLUSIVE,
+				    err, sizeof(err));
 		if (ca != NULL && authority_load_key(ca, pass, err, sizeof(err)) != 0) {
 			authority_close(ca);
 			ca = NULL;
@@ -232,7 +237,7 @@ int cmd_ca_crl(int argc, char **argv)
 	struct authority *ca = NULL;
 	struct crl_pending crl = {0};
 	char err[1024] = "", committed[64];
-	int rc = ca_parse("crl", "mtls ca crl [--dir DIR]",
+	int rc = ca_parse("crl", "mtls ca crl [--dir DIR] [--replace-missing]",
 			  "Publish a fresh CRL (DIR/crl.pem) with a new CRL number and nextUpdate.",
 			  crl_table, &o, argc, argv, &st);
 
@@ -242,6 +247,17 @@ int cmd_ca_crl(int argc, char **argv)
 	ca = open_signing("crl", &o);
 	if (ca == NULL)
 		goto out;
+	if (o.replace_missing) {
+		char path[PATH_MAX];
+
+		if (files_exists(authority_path(ca, "crl.pem", path, sizeof(path)))) {
+			ca_fail("crl", "--replace-missing is for a lost crl.pem, and crl.pem is "
+				       "there; run 'mtls ca crl' without it");
+			rc = 2;
+			goto out;
+		}
+		ca->crl_replace_missing = true;
+	}
 	if (store_begin(ca->store) != 0) {
 		ca_fail("crl", store_error(ca->store));
 		goto out;

@@ -402,8 +402,13 @@ for i in $(seq 1 40); do
 done
 cp -- "$W/X$i.pem" "$W/X.pem"
 xs=$(x509 "$W/X.pem" -text | sed -n '/Serial Number:/{n;s/ //g;p}')
+# (the CRLs before and after, for the audit --crl cases below)
+X_SERIAL=$(serial_of "$W/X.pem") X_CRL_BEFORE=$W/x-crl-before.pem X_CRL_FILE=$W/x-crl.pem
+cp -- "$D/crl.pem" "$X_CRL_BEFORE"
 ca revoke --dir "$D" --serial "$xs" --reason superseded
 count_d 2
+cp -- "$D/crl.pem" "$X_CRL_FILE"
+X_CRL=$(crl_number "$X_CRL_FILE")
 [ "$RC" != 0 ] || D_REVOKED=$((D_REVOKED + 1))
 p=()
 [ -n "$xs" ] && [[ $xs == *:* ]] || p+=("could not read the serial in openssl's colon form")
@@ -830,6 +835,24 @@ if [ "$HAVE_SQLITE" = 1 ]; then
 	# so every revocation is also an audit entry (serial, reason, time) and the two must
 	# agree before anything is published.
 	# tampered NAME SQL : a copy of the main CA whose inventory was changed with SQL.
+	# rewrite_log DB SEQ : take entry SEQ out of the audit log and compute the seq, prev_hash
+	# and hash of every later entry again as ca/store_sqlite.c does (SHA-256 of "seq:at:"
+	# and each of prev, actor, action, subject, detail as "length:text"): an intact chain.
+	rewrite_log() {
+		local db=$1 from=$2 prev seq at actor action subject detail h sql
+		local LC_ALL=C
+		prev=$(sqlite3 "$db" "SELECT hash FROM audit WHERE seq = $((from - 1))")
+		sql="DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = $from;"
+		while IFS=$'\x1f' read -r seq at actor action subject detail; do
+			h=$(printf '%s' "$((seq - 1)):$at:${#prev}:$prev${#actor}:$actor${#action}:$action${#subject}:$subject${#detail}:$detail" |
+				sha256sum | cut -d' ' -f1)
+			sql+="UPDATE audit SET seq = $((seq - 1)), prev_hash = '$prev', hash = '$h' WHERE seq = $seq;"
+			prev=$h
+		done < <(sqlite3 -separator $'\x1f' "$db" "SELECT seq, at, actor, action, subject, detail FROM audit WHERE seq > $from ORDER BY seq")
+		sql+="CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+		sql+="CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+		out=$(sqlite3 "$db" "$sql" 2>&1) || fail "(test setup) rewrite the audit log" "$out"
+	}
 	tn=0
 	tampered() {
 		tn=$((tn + 1))
@@ -884,20 +907,104 @@ if [ "$HAVE_SQLITE" = 1 ]; then
 	disagreement "a revocation added to the table without its audit entry" \
 		"disagree on serial $P_SERIAL (table: revoked unspecified at 2023-11-14T22:13:20Z, log: not revoked)"
 
-	# Deleting the newest audit entries keeps the chain intact (the hard case): the published
-	# CRL, signed and numbered, is checked against what is left.
-	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT seq FROM audit WHERE action = 'revoke' ORDER BY seq LIMIT 1); UPDATE certs SET status = 'valid', revoked_at = NULL, revocation_reason = NULL; DELETE FROM crls WHERE number > (SELECT MIN(number) FROM crls);"
+	# Deleting the newest audit entries keeps the chain intact (the hard case). The database
+	# refuses it until its append-only trigger is dropped, and a dropped trigger is named:
+	tampered "DROP TRIGGER audit_no_delete"
+	disagreement "the append-only trigger dropped (the first step of cutting the log back)" \
+		"the audit log's append-only trigger audit_no_delete was dropped; the inventory was altered"
+	tampered "DROP TRIGGER audit_no_update; CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT 1; END"
+	disagreement "the append-only trigger replaced by one that allows edits" \
+		"the audit log's append-only trigger audit_no_update was changed"
+
+	# Whoever cuts the log back and puts the trigger back: the published CRL, signed and
+	# numbered, is checked against what is left.
+	RETRIGGER="CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT seq FROM audit WHERE action = 'revoke' ORDER BY seq LIMIT 1); UPDATE certs SET status = 'valid', revoked_at = NULL, revocation_reason = NULL; DELETE FROM crls WHERE number > (SELECT MIN(number) FROM crls); $RETRIGGER"
 	disagreement "the audit log cut back to before the first revocation, the table to match" \
 		"crl.pem (CRL #$(crl_number "$T/crl.pem")) and the inventory disagree on serial"
 
-	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl'); DELETE FROM crls WHERE number = (SELECT MAX(number) FROM crls)"
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl'); DELETE FROM crls WHERE number = (SELECT MAX(number) FROM crls); $RETRIGGER"
 	n=$(crl_number "$T/crl.pem")
 	disagreement "the audit log cut back to before the last CRL, the CRL numbers to match" \
 		"crl.pem is CRL #$n but the inventory and its audit log go only up to #$((n - 1))"
 
-	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl')"
+	# the CRL numbers: the crls table holds exactly what the log records, one for one
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'crl'); $RETRIGGER"
 	disagreement "the audit log cut back to before the last CRL" \
-		"crl.pem is CRL #$n, which the audit log does not record"
+		"the inventory's CRL table holds CRL #$n, which the audit log does not record"
+	tampered "DELETE FROM crls"
+	disagreement "the CRL table emptied (CRL numbers would start again at 1)" \
+		"the audit log records CRL #1 but the inventory's CRL table does not"
+
+	# The same cut back, with the older crl.pem put back: nothing on the CA host contradicts
+	# it any more, but the CRL the CA published after the cut (as the distribution point or
+	# any relying party holds it) does; and without any crl.pem nothing is published.
+	tampered "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= (SELECT MAX(seq) FROM audit WHERE action = 'revoke'); UPDATE certs SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = '$X_SERIAL'; DELETE FROM crls WHERE number >= $X_CRL; $RETRIGGER"
+	cp -- "$X_CRL_BEFORE" "$T/crl.pem"
+	p=()
+	ca audit --dir "$T"
+	[ "$RC" = 0 ] || p+=("(documented limit) audit exit $RC without the newer CRL: $OUT")
+	ca audit --dir "$T" --crl "$X_CRL_FILE"
+	[ "$RC" = 1 ] || p+=("audit --crl (the CRL that revoked X): exit $RC, expected 1")
+	[[ $OUT == "$X_CRL_FILE (CRL #$X_CRL) and the inventory disagree on serial $X_SERIAL (the CRL: revoked superseded at "*", inventory: valid)"* ]] ||
+		p+=("audit --crl does not name the revocation undone")
+	openssl crl -in "$X_CRL_FILE" -outform DER -out "$W/x-crl.der" 2>/dev/null
+	ca audit --dir "$T" --crl "$X_CRL_BEFORE" --crl "$W/x-crl.der"
+	[ "$RC" = 1 ] && [[ $OUT == "$W/x-crl.der (CRL #$X_CRL) and the inventory disagree on serial $X_SERIAL"* ]] ||
+		p+=("audit --crl with the CRL as DER: exit $RC, '$OUT'")
+	report "the log cut back past a revocation and the older crl.pem put back: audit --crl with the newer CRL says so" "${p[@]+"${p[@]}"}"
+	rm -f -- "$T/crl.pem"
+	disagreement "the same with crl.pem removed: nothing is published" \
+		"crl.pem is missing but the audit log records CRL #$((X_CRL - 1)) (SHA-256 "
+
+	# An operator who lost crl.pem (and every copy) publishes anyway, with a number above any
+	# CRL that may be out there, and the log records the decision.
+	tampered "SELECT 1"
+	rm -f -- "$T/crl.pem"
+	p=()
+	ca crl --dir "$T"
+	[ "$RC" = 1 ] && [[ $ERR == *"is missing but the audit log records CRL #"*"run 'mtls ca crl --replace-missing'" ]] ||
+		p+=("crl without crl.pem: exit $RC, expected 1 naming --replace-missing" "$ERR")
+	before=$(date +%s)
+	ca crl --dir "$T" --replace-missing
+	[ "$RC" = 0 ] || p+=("crl --replace-missing: exit $RC" "$ERR")
+	n=$(crl_number "$T/crl.pem")
+	[ -n "$n" ] && [ "$n" -ge "$before" ] || p+=("the new CRL number $n is not the current UNIX time or later")
+	ca audit --dir "$T"
+	[ "$RC" = 0 ] || p+=("audit afterwards: exit $RC: $OUT")
+	[ "$(sqlite3 "$T/ca.db" "SELECT COUNT(*) FROM audit WHERE action = 'crl-replaced'" 2>&1)" = 1 ] || p+=("no crl-replaced audit entry")
+	ca crl --dir "$T" --replace-missing
+	[ "$RC" = 2 ] && [[ $ERR == *"crl.pem is there"* ]] || p+=("crl --replace-missing with a crl.pem: exit $RC, expected 2")
+	ca crl --dir "$T"
+	[ "$RC" = 0 ] && [ "$(crl_number "$T/crl.pem")" = $((n + 1)) ] ||
+		p+=("the next CRL is $(crl_number "$T/crl.pem"), expected one above $n")
+	report "crl.pem lost: crl refused; crl --replace-missing publishes a number above the current UNIX time, logged" "${p[@]+"${p[@]}"}"
+
+	# Restored from a backup taken before the last revocation: the newer crl.pem is refused;
+	# moved aside, nothing is published under the number it carries.
+	tampered "SELECT 1"
+	sqlite3 "$T/ca.db" ".backup '$W/x-backup.db'"
+	ca issue --dir "$T" --profile client --uri spiffe://example.org/ns/prod/sa/backup --out "$W/bk"
+	ca revoke --dir "$T" --cert "$W/bk.pem"
+	cp -- "$T/crl.pem" "$W/bk-crl.pem"
+	cp -- "$W/x-backup.db" "$T/ca.db"
+	rm -f -- "$T/ca.db-wal" "$T/ca.db-shm"
+	n=$(crl_number "$W/bk-crl.pem")
+	disagreement "the inventory restored from an older backup" "crl.pem (CRL #$n) and the inventory disagree on serial"
+	mv -- "$T/crl.pem" "$W/bk-aside.pem"
+	disagreement "... and its crl.pem moved aside: no CRL under the number of the one moved aside" \
+		"crl.pem is missing but the audit log records CRL #"
+
+	# A log rewritten from some entry on (an issuance taken out, every later hash computed
+	# again, so that the chain is intact): crl.pem was signed over the original entries.
+	tampered "SELECT 1"
+	rewrite_log "$T/ca.db" "$(sqlite3 "$T/ca.db" "SELECT MIN(seq) FROM audit WHERE action = 'issue'")"
+	p=()
+	ca audit --dir "$T"
+	[ "$RC" = 1 ] && [[ $OUT == *"crl.pem (CRL #"*") was signed when the audit log had "*" entries, but it has "*": its newest entries were removed"* ||
+		$OUT == *"crl.pem (CRL #"*") was signed over audit entries 1-"*"the audit log was rewritten"* ]] ||
+		p+=("audit: exit $RC, expected 1 saying the log was cut back or rewritten")
+	report "the log rewritten without an issuance, its chain recomputed: crl.pem's checkpoint shows it" "${p[@]+"${p[@]}"}"
 
 	tampered "SELECT 1"
 	openssl crl -in "$T/crl.pem" -out "$T/crl.der" -outform DER 2>/dev/null

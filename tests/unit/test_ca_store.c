@@ -269,6 +269,106 @@ static void test_check(void **state)
 	store_close(st);
 }
 
+/* CRL numbers: the next one is above every number the CRL table holds and every number the
+ * audit log records (an emptied table must not start them again at 1); the table holds
+ * exactly the logged ones; the log never records a number twice or going back. */
+static void test_crl_numbers(void **state)
+{
+	static const char sha[] = "00112233445566778899aabbccddeeff"
+				  "00112233445566778899aabbccddeeff";
+	char err[256], what[512], path[300];
+	struct store_check chk;
+	struct store *st;
+	sqlite3 *db;
+	int64_t n = 0;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s.crls", dbpath);
+	st = store_open(path, true, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_begin(st), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(store_crl_next(st, 0, &n), 0);
+		assert_int_equal(n, i + 1);
+		assert_int_equal(store_crl_add(st, n, 1, 2, 0, sha, "tester"), 0);
+	}
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 0);
+	assert_int_equal(chk.crl_logged_max, 3);
+	assert_string_equal(chk.crl_logged_sha, sha);
+	assert_int_equal((int)strlen(chk.head), 64);
+	assert_int_equal(chk.entries, 3);
+
+	/* rows deleted behind the store's back: named, and no number is handed out again */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DELETE FROM crls WHERE number >= 2", 0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "the audit log records CRL #2 but the inventory's CRL table "
+				     "does not"));
+	assert_int_equal(store_crl_next(st, 0, &n), 0);
+	assert_int_equal(n, 4);
+	assert_int_equal(store_crl_next(st, 9, &n), 0); /* a crl.pem #9 on disk */
+	assert_int_equal(n, 10);
+
+	/* a row the log does not record */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "INSERT INTO crls VALUES (2, 1, 2), (3, 1, 2), (4, 1, 2)",
+				      0, 0, 0),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "the inventory's CRL table holds CRL #4, which the audit log "
+				     "does not record"));
+
+	/* the same number logged again (as after an emptied table, before the fix) */
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DELETE FROM crls WHERE number = 4", 0, 0, 0), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 0);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(
+		store_audit(st, "tester", "crl", "",
+			    "CRL 2, 0 revoked, sha256 "
+			    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+		0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "audit entry 4 records CRL #2 after CRL #3: a CRL number was "
+				     "published twice or went back"));
+	store_close(st);
+}
+
+/* The append-only triggers are part of what store_check() checks: without them the newest
+ * entries can be deleted and the chain stays intact. */
+static void test_triggers(void **state)
+{
+	char err[256], what[512], path[300];
+	struct store_check chk;
+	struct store *st;
+	sqlite3 *db;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s.triggers", dbpath);
+	st = store_open(path, true, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_audit(st, "tester", "issue", "CN=a", "a"), 0);
+	assert_int_equal(store_audit(st, "tester", "issue", "CN=b", "b"), 0);
+	assert_int_equal(store_commit(st), 0);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 0);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(
+		sqlite3_exec(db, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 2", 0,
+			     0, 0),
+		SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(store_check(st, &chk, what, sizeof(what)), 2);
+	assert_non_null(strstr(what, "append-only trigger audit_no_delete was dropped"));
+	store_close(st);
+}
+
 static void test_not_a_database(void **state)
 {
 	char err[256] = "";
@@ -294,10 +394,9 @@ static void test_not_a_database(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_store),
-		cmocka_unit_test(test_audit_tamper),
-		cmocka_unit_test(test_check),
-		cmocka_unit_test(test_not_a_database),
+		cmocka_unit_test(test_store),	 cmocka_unit_test(test_audit_tamper),
+		cmocka_unit_test(test_check),	 cmocka_unit_test(test_crl_numbers),
+		cmocka_unit_test(test_triggers), cmocka_unit_test(test_not_a_database),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
