@@ -75,19 +75,57 @@ void verify_cache_free(struct verify_cache *vc)
 }
 
 static EVP_MD *sha256;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static int hash_index = -1;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+/* guards the memo of every certificate: objects of a session or a cached path are shared
+ * between threads, and setting ex data is not atomic */
+static pthread_mutex_t hash_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* fetched once: EVP_sha256() makes every digest look its implementation up again */
-static void sha256_init(void)
+static void hash_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-	sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
 }
 
+/* fetched once: EVP_sha256() makes every digest look its implementation up again */
+static void init(void)
+{
+	sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	hash_index = X509_get_ex_new_index(0, NULL, NULL, NULL, hash_free);
+}
+
+/* The SHA-256 of a certificate's DER, remembered on the object: a resumed session brings
+ * the same objects each time, and encoding a certificate again costs more than the rest of
+ * the lookup. */
 static int cert_hash(X509 *cert, uint8_t h[32])
 {
+	uint8_t *memo;
 	unsigned n = 0;
 
-	return X509_digest(cert, sha256, h, &n) == 1 && n == 32 ? 0 : -1;
+	pthread_mutex_lock(&hash_lock);
+	memo = X509_get_ex_data(cert, hash_index);
+	if (memo != NULL)
+		memcpy(h, memo, 32);
+	pthread_mutex_unlock(&hash_lock);
+	if (memo != NULL)
+		return 0;
+	if (X509_digest(cert, sha256, h, &n) != 1 || n != 32)
+		return -1;
+	memo = malloc(32);
+	if (memo == NULL)
+		return 0;
+	memcpy(memo, h, 32);
+	pthread_mutex_lock(&hash_lock);
+	if (X509_get_ex_data(cert, hash_index) != NULL ||
+	    X509_set_ex_data(cert, hash_index, memo) != 1) {
+		free(memo);
+	}
+	pthread_mutex_unlock(&hash_lock);
+	return 0;
 }
 
 static int digest_string(EVP_MD_CTX *md, const char *s)
@@ -106,8 +144,9 @@ int verify_cache_key(const struct verify_request *rq, X509 *leaf, STACK_OF(X509)
 	unsigned n = 0;
 	int rc = -1;
 
-	pthread_once(&sha256_once, sha256_init);
-	if (md == NULL || sha256 == NULL || EVP_DigestInit_ex(md, sha256, NULL) != 1)
+	pthread_once(&once, init);
+	if (md == NULL || sha256 == NULL || hash_index < 0 ||
+	    EVP_DigestInit_ex(md, sha256, NULL) != 1)
 		goto out;
 	if (EVP_DigestUpdate(md, rq->peer_is_client ? "c" : "s", 1) != 1 ||
 	    digest_string(md, rq->name) != 0 || digest_string(md, rq->uri) != 0 ||
