@@ -88,14 +88,16 @@ static int save_settings(struct store *st, const struct authority_init *in)
 static int record(struct store *st, X509 *cert, const char *profile)
 {
 	struct store_cert c = {0};
-	char subject[512], spki[65];
+	char *subject = issue_subject(cert), spki[65];
 	unsigned char *der = NULL;
 	int len = i2d_X509(cert, &der), rc;
 
-	if (len <= 0)
+	if (len <= 0 || subject == NULL) {
+		OPENSSL_free(der);
+		free(subject);
 		return -1;
+	}
 	issue_serial_hex(cert, c.serial, sizeof(c.serial));
-	issue_subject(cert, subject, sizeof(subject));
 	issue_spki_sha256(cert, spki);
 	c.subject = subject;
 	c.sans = "";
@@ -110,6 +112,7 @@ static int record(struct store *st, X509 *cert, const char *profile)
 	if (rc == 0)
 		rc = store_audit(st, authority_actor(), "init", subject, profile);
 	OPENSSL_free(der);
+	free(subject);
 	return rc;
 }
 

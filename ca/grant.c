@@ -18,12 +18,30 @@ void grant_names_init(struct grant_names *n)
 {
 	memset(n, 0, sizeof(*n));
 	n->names = GENERAL_NAMES_new();
+	n->text = calloc(1, 1);
+	if (n->names == NULL || n->text == NULL)
+		grant_names_free(n);
 }
 
 void grant_names_free(struct grant_names *n)
 {
 	GENERAL_NAMES_free(n->names);
 	n->names = NULL;
+	free(n->text);
+	n->text = NULL;
+}
+
+/* Append ", LABEL:TEXT" (or "LABEL:TEXT" first) to n->text. 0, or -1 out of memory. */
+static int append_text(struct grant_names *n, const char *label, const char *text)
+{
+	size_t used = strlen(n->text), add = strlen(label) + strlen(text) + 3;
+	char *grown = realloc(n->text, used + add + 1);
+
+	if (grown == NULL)
+		return -1;
+	n->text = grown;
+	snprintf(n->text + used, add + 1, "%s%s:%s", used > 0 ? ", " : "", label, text);
+	return 0;
 }
 
 /* Untrusted bytes for a message: printable ASCII kept, anything else as \xNN, at most
@@ -46,22 +64,19 @@ static int push(struct grant_names *n, int type, ASN1_STRING *value, const char 
 		const char *text, char *err, size_t err_len)
 {
 	GENERAL_NAME *g = GENERAL_NAME_new();
-	size_t used = strlen(n->text);
 
-	if (g == NULL || n->names == NULL) {
+	if (g == NULL || n->names == NULL || n->text == NULL) {
 		ASN1_STRING_free(value);
 		GENERAL_NAME_free(g);
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
 	GENERAL_NAME_set0_value(g, type, value);
-	if (!sk_GENERAL_NAME_push(n->names, g)) {
+	if (append_text(n, label, text) != 0 || !sk_GENERAL_NAME_push(n->names, g)) {
 		GENERAL_NAME_free(g);
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
-	snprintf(n->text + used, sizeof(n->text) - used, "%s%s:%s", used > 0 ? ", " : "", label,
-		 text);
 	if (n->first[0] == '\0')
 		snprintf(n->first, sizeof(n->first), "%s", text);
 	return 0;
@@ -466,7 +481,7 @@ int grant_request_read(struct grant_request *r, const void *data, size_t len, co
 	const unsigned char *p = data;
 	BIO *bio = NULL, *out = NULL;
 	char *text = NULL;
-	long n;
+	long n = 0;
 
 	memset(r, 0, sizeof(*r));
 	if (len > INT_MAX) {
@@ -493,11 +508,18 @@ int grant_request_read(struct grant_request *r, const void *data, size_t len, co
 	}
 	out = BIO_new(BIO_s_mem());
 	if (out != NULL &&
-	    X509_NAME_print_ex(out, X509_REQ_get_subject_name(r->req), 0, XN_FLAG_RFC2253) >= 0) {
+	    X509_NAME_print_ex(out, X509_REQ_get_subject_name(r->req), 0, XN_FLAG_RFC2253) >= 0)
 		n = BIO_get_mem_data(out, &text);
-		snprintf(r->subject, sizeof(r->subject), "%.*s", (int)n, text != NULL ? text : "");
-	}
+	r->subject = malloc(n > 0 ? (size_t)n + 1 : 1);
+	if (r->subject != NULL && n > 0)
+		memcpy(r->subject, text, (size_t)n);
+	if (r->subject != NULL)
+		r->subject[n > 0 ? n : 0] = '\0';
 	BIO_free(out);
+	if (r->subject == NULL) {
+		snprintf(err, err_len, "out of memory");
+		goto fail;
+	}
 	ERR_clear_error();
 	return 0;
 fail:
@@ -533,8 +555,10 @@ void grant_request_free(struct grant_request *r)
 {
 	X509_REQ_free(r->req);
 	EVP_PKEY_free(r->key);
+	free(r->subject);
 	r->req = NULL;
 	r->key = NULL;
+	r->subject = NULL;
 }
 
 static void note(char *buf, size_t len, const char *what)

@@ -27,11 +27,13 @@
 /* Subject alternative names that passed the CA's syntax checks (grant_add_*). */
 struct grant_names {
 	GENERAL_NAMES *names; /* DNS (lower case), IP (4 or 16 bytes), URI; in the order added */
-	char text[1024];      /* "DNS:a, IP:b, URI:c" for the inventory and messages */
+	char *text;	      /* "DNS:a, IP:b, URI:c" for the inventory and the audit log: every
+			       * name, whatever the length (allocated; never truncated) */
 	int ndns, nip, nuri;
 	char first[256]; /* the first name, for a default CN */
 };
 
+/* names and text are NULL if out of memory (grant_add_* then fail). */
 void grant_names_init(struct grant_names *n);
 /* Frees what grant_names_init() allocated; a zeroed struct is fine too. */
 void grant_names_free(struct grant_names *n);
@@ -81,7 +83,8 @@ int grant_check(const struct grant *g, char *err, size_t err_len);
 struct grant_request {
 	X509_REQ *req;
 	EVP_PKEY *key;	   /* its public key */
-	char subject[512]; /* RFC 2253 with non-ASCII escaped, for messages and the log */
+	char *subject;	   /* RFC 2253 with non-ASCII escaped, for messages and the log; whole
+			    * (allocated, "" if it cannot be printed) */
 	char cn[257];	   /* its common name once grant_match() accepted it, else "" */
 	char ignored[512]; /* what it asks for that the profile decides instead */
 };

@@ -192,19 +192,23 @@ void issue_spki_sha256(X509 *cert, char out[65])
 	OPENSSL_free(der);
 }
 
-void issue_subject(X509 *cert, char *out, size_t len)
+char *issue_subject(X509 *cert)
 {
 	BIO *bio = BIO_new(BIO_s_mem());
-	char *data = NULL;
+	char *data = NULL, *out;
 	long n = 0;
 
-	out[0] = '\0';
-	if (bio == NULL)
-		return;
-	if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0)
+	if (bio != NULL &&
+	    X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0)
 		n = BIO_get_mem_data(bio, &data);
-	snprintf(out, len, "%.*s", (int)n, data != NULL ? data : "");
+	out = malloc(n > 0 ? (size_t)n + 1 : 1);
+	if (out != NULL) {
+		if (n > 0)
+			memcpy(out, data, (size_t)n);
+		out[n > 0 ? n : 0] = '\0';
+	}
 	BIO_free(bio);
+	return out;
 }
 
 time_t issue_time(const ASN1_TIME *t)

@@ -37,10 +37,12 @@ const char *issue_profile_name(enum issue_kind kind);
  * by name, Ed25519, Ed448 (key_strength.h). If not, what the key is in why. */
 bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len);
 
-/* Upper-case hex serial, the SHA-256 of the SPKI (hex), the subject (RFC 2253). */
+/* Upper-case hex serial, the SHA-256 of the SPKI (hex). */
 void issue_serial_hex(X509 *cert, char *out, size_t len);
 void issue_spki_sha256(X509 *cert, char out[65]);
-void issue_subject(X509 *cert, char *out, size_t len);
+/* The subject (RFC 2253, non-ASCII escaped), whole: the caller frees it; NULL if out of
+ * memory. */
+char *issue_subject(X509 *cert);
 time_t issue_time(const ASN1_TIME *t);
 /* The certificate as PEM, NUL-terminated (caller frees); NULL on failure. */
 char *issue_cert_pem(X509 *cert, size_t *len);

@@ -26,12 +26,13 @@ static const unsigned long name_flags = XN_FLAG_RFC2253;
 
 static int show_cert(BIO *out, X509 *cert)
 {
-	char serial[64], spki[65], subject[512];
+	char serial[64], spki[65], *subject = issue_subject(cert);
 
 	issue_serial_hex(cert, serial, sizeof(serial));
 	issue_spki_sha256(cert, spki);
-	issue_subject(cert, subject, sizeof(subject));
-	printf("certificate %s\n  serial:      %s\n  spki sha256: %s\n", subject, serial, spki);
+	printf("certificate %s\n  serial:      %s\n  spki sha256: %s\n",
+	       subject != NULL ? subject : "?", serial, spki);
+	free(subject);
 	fflush(stdout);
 	X509_print_ex(out, cert, name_flags, X509_FLAG_NO_SIGDUMP | X509_FLAG_NO_PUBKEY);
 	return 1;

@@ -105,25 +105,31 @@ static int check_csr(const char *path, const struct grant *g, struct grant_reque
 static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 		       const struct grant_request *r, const char *why)
 {
-	char err[512] = "", detail[2048], msg[1600];
+	char err[1024] = "", *detail = NULL;
 	struct authority *ca = authority_open(o->dir != NULL ? o->dir : ca_default_dir(),
 					      AUTHORITY_EXCLUSIVE, err, sizeof(err));
 
-	snprintf(detail, sizeof(detail), "profile %s, granted %s; %s", o->profile,
-		 g->names.text[0] != '\0' ? g->names.text : "no names", why);
+	/* the whole grant and reason: the audit log is never cut short */
 	if (ca != NULL &&
-	    (store_begin(ca->store) != 0 ||
-	     store_audit(ca->store, authority_actor(), "issue-refused",
-			 r->subject[0] != '\0' ? r->subject : "(empty subject)", detail) != 0 ||
-	     store_commit(ca->store) != 0)) {
+	    asprintf(&detail, "profile %s, granted %s; %s", o->profile,
+		     g->names.text[0] != '\0' ? g->names.text : "no names", why) < 0) {
+		detail = NULL;
+		snprintf(err, sizeof(err), "out of memory");
+	} else if (ca != NULL &&
+		   (store_begin(ca->store) != 0 ||
+		    store_audit(ca->store, authority_actor(), "issue-refused",
+				r->subject[0] != '\0' ? r->subject : "(empty subject)",
+				detail) != 0 ||
+		    store_commit(ca->store) != 0)) {
 		snprintf(err, sizeof(err), "%s", store_error(ca->store));
 		store_rollback(ca->store);
 	}
 	if (err[0] != '\0')
-		snprintf(msg, sizeof(msg), "%s (not recorded in the audit log: %s)", why, err);
+		fprintf(stderr, "mtls ca issue: %s (not recorded in the audit log: %s)\n", why,
+			err);
 	else
-		snprintf(msg, sizeof(msg), "%s", why);
-	ca_fail("issue", msg);
+		ca_fail("issue", why);
+	free(detail);
 	authority_close(ca);
 }
 
@@ -135,7 +141,7 @@ static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec
 	for (int attempt = 0; attempt < 4; attempt++) {
 		X509 *cert = issue_sign(spec, ca->issuer, ca->issuer_key, err, err_len);
 		struct store_cert c = {0};
-		char subject[512], spki[65], detail[1200];
+		char *subject = NULL, spki[65], *detail = NULL;
 		unsigned char *der = NULL;
 		int len, rc;
 
@@ -143,7 +149,7 @@ static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec
 			return NULL;
 		len = i2d_X509(cert, &der);
 		issue_serial_hex(cert, c.serial, sizeof(c.serial));
-		issue_subject(cert, subject, sizeof(subject));
+		subject = issue_subject(cert);
 		issue_spki_sha256(cert, spki);
 		c.subject = subject;
 		c.sans = names->text;
@@ -154,18 +160,25 @@ static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec
 		c.issued_at = time(NULL);
 		c.der = der;
 		c.der_len = len > 0 ? (size_t)len : 0;
-		rc = len > 0 ? store_add_cert(ca->store, &c) : -1;
-		if (rc == 0) {
-			snprintf(detail, sizeof(detail), "serial %s, profile %s, %s", c.serial,
-				 profile, names->text);
-			rc = store_audit(ca->store, authority_actor(), "issue", subject, detail);
+		/* every name: the entry is never cut short */
+		if (subject == NULL || asprintf(&detail, "serial %s, profile %s, %s", c.serial,
+						profile, names->text) < 0) {
+			detail = NULL;
+			rc = -2;
+		} else {
+			rc = len > 0 ? store_add_cert(ca->store, &c) : -1;
 		}
+		if (rc == 0)
+			rc = store_audit(ca->store, authority_actor(), "issue", subject, detail);
 		OPENSSL_free(der);
+		free(detail);
+		free(subject);
 		if (rc == 0)
 			return cert;
 		X509_free(cert);
 		if (rc < 0) {
-			snprintf(err, err_len, "%s", store_error(ca->store));
+			snprintf(err, err_len, "%s",
+				 rc == -2 ? "out of memory" : store_error(ca->store));
 			return NULL;
 		}
 	}

@@ -352,6 +352,25 @@ done
 # ==========================================================================================
 echo "# the audit log"
 
+# Names and subjects of any length are recorded whole: in the inventory (ca list) and in the
+# issue entry, whose text is what an auditor reads (no 1024-byte limit cutting the last name).
+A=$(printf 'a%.0s' $(seq 1 600))
+EMOJI=$(printf '\xf0\x9f\x94\x92%.0s' $(seq 1 64)) # 64 characters, 256 bytes of UTF-8
+ca issue --dir "$D" --profile client --uri "https://h.example/$A/1" --uri "https://h.example/$A/2" \
+	--uri "$TD/ns/prod/sa/long-names" --cn "$EMOJI" --out "$W/longnames"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[[ $(ext "$W/longnames.pem" subjectAltName) == *"URI:$TD/ns/prod/sa/long-names" ]] || p+=("the certificate lacks the third URI")
+want="URI:https://h.example/$A/1, URI:https://h.example/$A/2, URI:$TD/ns/prod/sa/long-names"
+row=$("$MTLS" ca list --dir "$D" 2>/dev/null | grep -F -- "long-names" || true)
+[[ $row == *"  $want" ]] || p+=("ca list does not show every name")
+if [ "$HAVE_SQLITE" = 1 ]; then
+	entry=$(sqlite3 "$D/ca.db" "SELECT subject || '|' || detail FROM audit WHERE action = 'issue' AND detail LIKE '%long-names%'" 2>&1)
+	esc=$(printf '\\F0\\9F\\94\\92%.0s' $(seq 1 64))
+	[[ $entry == "CN=$esc|serial "*", profile client, $want" ]] || p+=("the issue entry is not whole: '${entry:0:80}...${entry: -80}'")
+fi
+report "names of 1,300 bytes and a CN of 64 four-byte characters: whole in the certificate, ca list and the audit log" "${p[@]+"${p[@]}"}"
+
 p=()
 ca audit --dir "$D"
 [ "$RC" = 0 ] && [[ $OUT == "audit log intact: "* ]] || p+=("mtls ca audit: exit $RC, '$OUT'")
