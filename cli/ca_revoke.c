@@ -86,23 +86,37 @@ static int normalize_serial(const char *in, char *out, size_t len)
 	return 0;
 }
 
-static int serial_of_file(const char *path, char *out, size_t len, char *err, size_t err_len)
+/* The certificate in path (the first of a PEM file, or DER): its serial and DER (caller
+ * frees with OPENSSL_free()). */
+static int read_cert_file(const char *path, char *serial, size_t len, unsigned char **der,
+			  int *der_len, char *err, size_t err_len)
 {
 	size_t n = 0;
-	char *pem = files_read(path, &n, err, err_len);
-	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)n) : NULL;
+	char *data = files_read(path, &n, err, err_len);
+	BIO *bio = data != NULL ? BIO_new_mem_buf(data, (int)n) : NULL;
 	X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
 
+	if (cert == NULL && data != NULL) {
+		const unsigned char *p = (const unsigned char *)data;
+
+		cert = d2i_X509(NULL, &p, (long)n);
+	}
 	BIO_free(bio);
-	free(pem);
+	free(data);
 	ERR_clear_error();
+	*der = NULL;
 	if (cert == NULL) {
-		if (pem != NULL)
-			snprintf(err, err_len, "%s is not a PEM certificate", path);
+		if (data != NULL)
+			snprintf(err, err_len, "%s is not a certificate (PEM or DER)", path);
 		return -1;
 	}
-	issue_serial_hex(cert, out, len);
+	issue_serial_hex(cert, serial, len);
+	*der_len = i2d_X509(cert, der);
 	X509_free(cert);
+	if (*der_len <= 0) {
+		snprintf(err, err_len, "cannot encode the certificate in %s", path);
+		return -1;
+	}
 	return 0;
 }
 
@@ -156,6 +170,8 @@ int cmd_ca_revoke(int argc, char **argv)
 	struct crl_pending crl = {0};
 	struct store_cert c;
 	char serial[64], err[1024] = "";
+	unsigned char *der = NULL;
+	int der_len = 0;
 	int rc = ca_parse(
 		"revoke", "mtls ca revoke (--serial HEX | --cert FILE) [--reason R]",
 		"Revoke a certificate issued by the CA and publish a new CRL (DIR/crl.pem).",
@@ -178,7 +194,8 @@ int cmd_ca_revoke(int argc, char **argv)
 		ca_fail("revoke", "--serial takes a hexadecimal serial number");
 		goto out;
 	}
-	if (o.cert != NULL && serial_of_file(o.cert, serial, sizeof(serial), err, sizeof(err))) {
+	if (o.cert != NULL &&
+	    read_cert_file(o.cert, serial, sizeof(serial), &der, &der_len, err, sizeof(err)) != 0) {
 		ca_fail("revoke", err);
 		goto out;
 	}
@@ -197,6 +214,14 @@ int cmd_ca_revoke(int argc, char **argv)
 			 serial);
 		goto fail;
 	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
+	}
+	/* the serial alone says nothing: anyone can make a certificate with a victim's serial */
+	if (der != NULL &&
+	    (c.der_len != (size_t)der_len || memcmp(c.der, der, (size_t)der_len) != 0)) {
+		snprintf(err, sizeof(err),
+			 "%s was not issued by this CA (serial %s belongs to another certificate)",
+			 o.cert, serial);
+		goto fail;
 	}
 	if (strcmp(c.profile, "root") == 0 || strcmp(c.profile, "intermediate") == 0) {
 		snprintf(err, sizeof(err), "serial %s is a CA certificate; revoke leaves only",
@@ -224,6 +249,7 @@ fail:
 	store_rollback(ca->store);
 	ca_fail("revoke", err);
 out:
+	OPENSSL_free(der);
 	crl_pending_free(&crl);
 	authority_close(ca);
 	options_free(&st);

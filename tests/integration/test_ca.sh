@@ -357,6 +357,19 @@ EXTRA=()
 refuse "revoke the issuing CA certificate: exit 1" 1 "CA certificate" "$D" "$W/none" \
 	revoke --dir "$D" --cert "$D/intermediate.pem"
 
+# --cert is the certificate, not its serial: a self-signed one made with the server's serial
+# does not revoke the server.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -subj /CN=attacker \
+	-set_serial "0x$(serial_of "$W/S.pem")" -days 1 -out "$W/foreign.pem" 2>/dev/null
+EXTRA=()
+[ "$(serial_of "$W/foreign.pem")" = "$(serial_of "$W/S.pem")" ] || EXTRA+=("(test setup) the forged certificate does not carry S's serial")
+refuse "revoke --cert of a foreign certificate with the server's serial: exit 1, not issued by this CA" 1 \
+	"$W/foreign.pem was not issued by this CA (serial $(norm "$(serial_of "$W/S.pem")") belongs to another certificate)" \
+	"$D" "$W/none" revoke --dir "$D" --cert "$W/foreign.pem"
+ca list --dir "$D" --valid
+[ -n "$(list_row "$OUT" "$(serial_of "$W/S.pem")")" ] && [ "$(sha_of "$D/crl.pem")" = "$crl_sha" ] ||
+	fail "revoke --cert of a foreign certificate: the server stays valid, crl.pem unchanged" "S is not valid any more or crl.pem changed"
+
 # --serial in the form `mtls ca list` prints it, and in the form of `openssl x509 -serial`, for
 # a serial that starts with a 0 digit (its first byte is below 0x10; one in ~8.5): issue until
 # one does.
