@@ -671,11 +671,39 @@ static int match_san(const struct grant *g, const GENERAL_NAME *name, const char
 	}
 }
 
+/* OpenSSL reads the extensions of the first extension-request attribute (extReq, else
+ * msExtReq), and of it the first value: names in any other would be neither checked nor
+ * issued, so a CSR with more than one such attribute or value is refused outright. */
+static int one_extension_request(const X509_REQ *req, const char *what, char *err, size_t err_len)
+{
+	int found = 0;
+
+	for (int i = 0; i < X509_REQ_get_attr_count(req); i++) {
+		X509_ATTRIBUTE *a = X509_REQ_get_attr(req, i);
+		int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(a));
+
+		if (nid != NID_ext_req && nid != NID_ms_ext_req)
+			continue;
+		if (X509_ATTRIBUTE_count(a) != 1 || ++found > 1) {
+			snprintf(err, err_len,
+				 "CSR %s has more than one extension request (extReq or msExtReq "
+				 "attributes, or values of one); make it with one",
+				 what);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int match_extensions(const struct grant *g, struct grant_request *r, const char *what,
 			    char *err, size_t err_len)
 {
-	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(r->req);
+	STACK_OF(X509_EXTENSION) *exts = NULL;
 	int rc = 0;
+
+	if (one_extension_request(r->req, what, err, err_len) != 0)
+		return -1;
+	exts = X509_REQ_get_extensions(r->req);
 
 	if (exts == NULL && (X509_REQ_get_attr_by_NID(r->req, NID_ext_req, -1) >= 0 ||
 			     X509_REQ_get_attr_by_NID(r->req, NID_ms_ext_req, -1) >= 0)) {

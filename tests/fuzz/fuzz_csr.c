@@ -8,12 +8,12 @@
  * first in real use; here the comparison also runs without it, so that mutated inputs reach
  * it.
  *
- * Invariants: a refusal has a message; a CSR that matches a grant asks for no name outside
- * it (checked here independently: DNS without regard to case, IP and URI byte for byte), no
- * name of another type, no CA:TRUE, and its common name (if any) is the granted one or a
- * granted name; an accepted DNS name is lower case LDH, an accepted URI has no control byte,
- * no "." or ".." segment and no percent-encoded '/' (and a SPIFFE ID follows its rules),
- * and an accepted common name has no control byte.
+ * Invariants: a refusal has a message; a CSR that matches a grant has at most one extension
+ * request (extReq or msExtReq, one value), asks for no name outside it (checked here independently:
+ * DNS without regard to case, IP and URI byte for byte), no name of another type, no CA:TRUE, and
+ * its common name (if any) is the granted one or a granted name; an accepted DNS name is lower case
+ * LDH, an accepted URI has no control byte, no "." or ".." segment and no percent-encoded '/' (and
+ * a SPIFFE ID follows its rules), and an accepted common name has no control byte.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -89,6 +89,19 @@ static void check_accepted(const struct grant *g, const struct grant_request *r)
 {
 	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(r->req);
 	const char *cn = grant_cn(g, r);
+	int requests = 0;
+
+	/* the extensions checked below are all it asks for: one extension request, one value */
+	for (int i = 0; i < X509_REQ_get_attr_count(r->req); i++) {
+		X509_ATTRIBUTE *a = X509_REQ_get_attr(r->req, i);
+		int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(a));
+
+		if (nid == NID_ext_req || nid == NID_ms_ext_req) {
+			check(X509_ATTRIBUTE_count(a) == 1);
+			requests++;
+		}
+	}
+	check(requests <= 1);
 
 	for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
 		X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
