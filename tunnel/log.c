@@ -185,12 +185,13 @@ static bool invisible(uint32_t c)
 	return c < 0xa0 || (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
-/* Append a logfmt value. Whatever a peer put in its certificate stays inside one quoted
+/* Append a logfmt value; returns how many bytes of s it shows (all of them unless the line
+ * is cut). Whatever a peer put in its certificate stays inside one quoted
  * value on one line: the value is quoted unless it is only printable ASCII without space,
  * '"', '=' or backslash; inside the quotes '"' and backslash are escaped, \n \r \t written
  * as such, other control bytes and bytes that are not UTF-8 as \xHH, and the characters of
  * invisible() as \uHHHH (as Go's strconv.Quote would). */
-static void logfmt_value(struct line *l, const char *s)
+static size_t logfmt_value(struct line *l, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	bool quote = *p == '\0';
@@ -198,42 +199,43 @@ static void logfmt_value(struct line *l, const char *s)
 
 	for (const unsigned char *q = p; *q != '\0' && !quote; q++)
 		quote = *q <= ' ' || *q >= 0x7f || *q == '"' || *q == '=' || *q == '\\';
-	if (!quote) {
-		line_put(l, s, strlen(s));
-		return;
-	}
-	line_put(l, "\"", 1);
-	while (*p != '\0' && !l->cut) {
+	if (!quote)
+		return line_put(l, s, strlen(s)) ? strlen(s) : 0;
+	if (!line_put(l, "\"", 1))
+		return 0;
+	while (*p != '\0') {
+		const char *unit = esc;
+		size_t len, used = 1; /* what to write for the bytes used */
 		uint32_t cp;
-		size_t n;
 
 		if (*p == '"' || *p == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)*p;
-			line_put(l, esc, 2);
-			p++;
+			len = 2;
 		} else if (*p == '\n' || *p == '\r' || *p == '\t') {
-			line_put(l, *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : "\\t", 2);
-			p++;
+			unit = *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : "\\t";
+			len = 2;
 		} else if (*p >= ' ' && *p < 0x7f) {
-			line_put(l, (const char *)p, 1);
-			p++;
-		} else if (*p >= 0x80 && (n = utf8_seq(p, &cp)) > 0) {
+			unit = (const char *)p;
+			len = 1;
+		} else if (*p >= 0x80 && (used = utf8_seq(p, &cp)) > 0) {
 			if (invisible(cp)) {
-				snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
-				line_put(l, esc, 6);
+				len = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
 			} else {
-				line_put(l, (const char *)p, n);
+				unit = (const char *)p;
+				len = used;
 			}
-			p += n;
 		} else {
-			snprintf(esc, sizeof(esc), "\\x%02x", *p);
-			line_put(l, esc, 4);
-			p++;
+			len = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+			used = 1;
 		}
+		if (!line_put(l, unit, len))
+			break;
+		p += used;
 	}
 	/* the reserve always has room for the closing quote */
 	l->buf[l->len++] = '"';
+	return (size_t)(p - (const unsigned char *)s);
 }
 
 void log_event(enum log_level level, const char *event, const struct log_field *fields, size_t n)
@@ -278,11 +280,16 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 			char key[72], num[32];
 			int k = snprintf(key, sizeof(key), " %s=", fields[i].key);
 
+			size_t mark = l.len;
+
 			if (k < 0 || (size_t)k >= sizeof(key) || !line_put(&l, key, (size_t)k))
 				break;
 			if (fields[i].str == NULL)
 				snprintf(num, sizeof(num), "%lld", fields[i].num);
-			logfmt_value(&l, fields[i].str != NULL ? fields[i].str : num);
+			/* a field of which nothing fits is left out whole, key and all */
+			if (logfmt_value(&l, fields[i].str != NULL ? fields[i].str : num) == 0 &&
+			    l.cut)
+				l.len = mark;
 		}
 		if (l.cut) {
 			memcpy(l.buf + l.len, " truncated=1", 12);
