@@ -36,24 +36,26 @@ __attribute__((noreturn)) static void fail(const char *what, int line)
 static char path[64];
 static char *line; /* the last line logged */
 
-static void remove_log(void)
+static void free_line(void)
 {
-	unlink(path);
 	free(line);
 }
 
+/* The log goes to a temporary file that is unlinked at once (and reached through
+ * /proc/self/fd), so that nothing is left behind when an input crashes the target. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	char tmp[] = "/tmp/fuzz_logfmt.XXXXXX";
 	int fd;
 
 	(void)argc;
 	(void)argv;
-	snprintf(path, sizeof(path), "/tmp/fuzz_logfmt.XXXXXX");
-	fd = mkstemp(path);
+	fd = mkstemp(tmp);
 	if (fd < 0)
 		abort();
-	close(fd);
-	atexit(remove_log);
+	unlink(tmp);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	atexit(free_line);
 	return 0;
 }
 
