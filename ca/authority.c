@@ -154,6 +154,9 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	struct crl_pending crl = {0};
 	int rc = -1;
 
+	if (in->crl_url != NULL && in->crl_url[0] != '\0' &&
+	    issue_check_crl_url(in->crl_url, err, err_len) != 0)
+		return -1;
 	if (in->intermediate_days >= in->root_days) {
 		snprintf(err, err_len,
 			 "the intermediate lifetime (%ld days) must be shorter than the root's "
@@ -302,7 +305,7 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 				 size_t err_len)
 {
 	struct authority *ca = calloc(1, sizeof(*ca));
-	char path[PATH_MAX];
+	char path[PATH_MAX], what[512];
 
 	if (ca == NULL) {
 		snprintf(err, err_len, "out of memory");
@@ -345,8 +348,19 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	ca->server_days = meta_long(ca->store, "server_days", 90);
 	ca->client_days = meta_long(ca->store, "client_days", 90);
 	ca->crl_days = meta_long(ca->store, "crl_days", 7);
-	if (store_get_meta(ca->store, "crl_url", ca->crl_url, sizeof(ca->crl_url)) != 0)
-		ca->crl_url[0] = '\0';
+	switch (store_get_meta(ca->store, "crl_url", ca->crl_url, sizeof(ca->crl_url))) {
+	case 0: break;
+	case 1: ca->crl_url[0] = '\0'; break;
+	default: snprintf(err, err_len, "%s", store_error(ca->store)); goto fail;
+	}
+	/* the inventory of an older version may hold one that was never checked */
+	if (ca->crl_url[0] != '\0' && issue_check_crl_url(ca->crl_url, what, sizeof(what)) != 0) {
+		snprintf(err, err_len,
+			 "the CA's CRL distribution point in %s/ca.db is unusable (%s); "
+			 "investigate",
+			 dir, what);
+		goto fail;
+	}
 	return ca;
 fail:
 	authority_close(ca);

@@ -27,7 +27,7 @@ struct authority {
 	X509 *issuer;
 	EVP_PKEY *issuer_key; /* after authority_load_key() */
 	int lock_fd;
-	char crl_url[512];
+	char crl_url[2049]; /* "" or an URL that passed issue_check_crl_url() */
 	long server_days;
 	long client_days;
 	long crl_days;
@@ -46,7 +46,7 @@ struct authority_init {
 	long server_days;
 	long client_days;
 	long crl_days;
-	const char *crl_url;
+	const char *crl_url;	/* checked with issue_check_crl_url() */
 	const char *passphrase; /* encrypts both CA keys, or NULL */
 };
 

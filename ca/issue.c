@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -45,6 +46,71 @@ bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len)
 		return false;
 	}
 	return key_strength_check(key, why, len);
+}
+
+int issue_check_crl_url(const char *url, char *err, size_t err_len)
+{
+	size_t len = strlen(url), scheme = 0;
+	const char *why = NULL;
+
+	if (strncasecmp(url, "http://", 7) == 0)
+		scheme = 7;
+	else if (strncasecmp(url, "https://", 8) == 0)
+		scheme = 8;
+	if (len > 2048)
+		why = "longer than 2048 bytes";
+	else if (scheme == 0)
+		why = "not an absolute http:// or https:// URL";
+	else if (strchr("/?#", url[scheme]) != NULL)
+		why = "the host is empty";
+	for (const char *p = url; why == NULL && *p != '\0'; p++)
+		if (*p <= ' ' || *p > '~')
+			why = "spaces, control bytes and non-ASCII characters are not allowed";
+		else if (strchr(",\"<>\\^`{|}", *p) != NULL)
+			why = "',', quotes, angle brackets, backslashes and ^`{|} are not allowed";
+	if (why == NULL)
+		return 0;
+	snprintf(err, err_len, "invalid CRL URL '%.200s%s': %s", url, len > 200 ? "..." : "", why);
+	for (char *p = err; *p != '\0'; p++)
+		if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
+			*p = '?';
+	return -1;
+}
+
+/* CRLDistributionPoints with one distribution point whose fullName is the URI, built from
+ * structures: a URL is never read as configuration text ("URI:a,DNS:b" would add names). */
+static int add_crl_dp(X509 *cert, const char *url)
+{
+	CRL_DIST_POINTS *dps = sk_DIST_POINT_new_null();
+	DIST_POINT *dp = DIST_POINT_new();
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
+	int ok = 0;
+
+	if (dps == NULL || dp == NULL || g == NULL || uri == NULL ||
+	    ASN1_STRING_set(uri, url, (int)strlen(url)) != 1)
+		goto out;
+	GENERAL_NAME_set0_value(g, GEN_URI, uri);
+	uri = NULL;
+	dp->distpoint = DIST_POINT_NAME_new();
+	if (dp->distpoint == NULL)
+		goto out;
+	dp->distpoint->type = 0; /* fullName */
+	dp->distpoint->name.fullname = GENERAL_NAMES_new();
+	if (dp->distpoint->name.fullname == NULL ||
+	    !sk_GENERAL_NAME_push(dp->distpoint->name.fullname, g))
+		goto out;
+	g = NULL;
+	if (!sk_DIST_POINT_push(dps, dp))
+		goto out;
+	dp = NULL;
+	ok = X509_add1_ext_i2d(cert, NID_crl_distribution_points, dps, 0, X509V3_ADD_DEFAULT) == 1;
+out:
+	ASN1_IA5STRING_free(uri);
+	GENERAL_NAME_free(g);
+	DIST_POINT_free(dp);
+	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	return ok ? 0 : -1;
 }
 
 static int add_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *value)
@@ -99,6 +165,9 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	bool has_names = spec->names != NULL && sk_GENERAL_NAME_num(spec->names) > 0;
 	bool has_cn = spec->cn != NULL && spec->cn[0] != '\0';
 
+	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0' &&
+	    issue_check_crl_url(spec->crl_url, err, err_len) != 0)
+		goto out;
 	/* RFC 5280 4.1.2.6 and 4.2.1.6: a CA has a subject; a leaf has a subject or names */
 	if (ca ? !has_cn : !has_cn && !has_names) {
 		snprintf(err, err_len,
@@ -145,13 +214,9 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 			      /* critical when the subject is empty (RFC 5280 4.2.1.6) */
 			      !has_cn, X509V3_ADD_DEFAULT) != 1)
 		goto fail;
-	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0') {
-		char dp[600];
-
-		snprintf(dp, sizeof(dp), "URI:%s", spec->crl_url);
-		if (add_ext(cert, &ctx, NID_crl_distribution_points, dp) != 0)
-			goto fail;
-	}
+	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0' &&
+	    add_crl_dp(cert, spec->crl_url) != 0)
+		goto fail;
 	if (X509_sign(cert, issuer_key, digest_for(issuer_key)) <= 0)
 		goto fail;
 	X509_NAME_free(name);

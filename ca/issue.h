@@ -22,12 +22,17 @@ struct issue_spec {
 	GENERAL_NAMES *names;  /* subjectAltNames (grant.h), or NULL; not changed */
 	time_t not_before;
 	time_t not_after;
-	const char *crl_url; /* CRL distribution point, or NULL */
+	const char *crl_url; /* CRL distribution point (issue_check_crl_url()), or NULL */
 };
 
 /* Build and sign. issuer NULL means self-signed (root). NULL with a message. */
 X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_key, char *err,
 		 size_t err_len);
+
+/* A CRL distribution point URL: an absolute http:// or https:// URL with a host, at most 2048
+ * bytes of printable ASCII without spaces, ',', quotes, backslashes or <>^`{|}. 0, or -1
+ * with a one-line message (the URL shown with anything unprintable as '?'). */
+int issue_check_crl_url(const char *url, char *err, size_t err_len);
 
 /* Profiles: "server", "client", "peer" (both). */
 int issue_profile(const char *name, enum issue_kind *kind);

@@ -94,7 +94,7 @@ int store_crl_logged(struct store *st, int64_t number, char sha256[65]);
 
 /* Settings of the CA (profile lifetimes, CRL distribution point, ...). */
 int store_set_meta(struct store *st, const char *key, const char *value);
-/* Copy of the value into buf; 1 if unset. */
+/* Copy of the value into buf; 1 if unset; -1 if it does not fit (never cut short). */
 int store_get_meta(struct store *st, const char *key, char *buf, size_t len);
 
 /* Append to the audit log: who did what to which subject. The entry's hash covers the

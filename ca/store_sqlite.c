@@ -374,8 +374,15 @@ int store_get_meta(struct store *st, const char *key, char *buf, size_t len)
 		return -1;
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		snprintf(buf, len, "%s", (const char *)sqlite3_column_text(s, 0));
+	if (rc == SQLITE_ROW &&
+	    snprintf(buf, len, "%s", (const char *)sqlite3_column_text(s, 0)) >= (int)len) {
+		/* never a setting cut short (a URL that means something else) */
+		snprintf(st->err, sizeof(st->err),
+			 "CA inventory: the setting %s is longer than %zu bytes; investigate", key,
+			 len - 1);
+		sqlite3_finalize(s);
+		return -1;
+	}
 	sqlite3_finalize(s);
 	if (rc == SQLITE_ROW)
 		return 0;

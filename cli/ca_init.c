@@ -7,6 +7,7 @@
 #include "authority.h"
 #include "ca_cmd.h"
 #include "grant.h"
+#include "issue.h"
 #include "keys.h"
 
 struct init_opts {
@@ -45,7 +46,8 @@ static const struct opt init_table[] = {
 	 "default lifetime of client certificates (default 90)"},
 	{"crl-days", OPT_INT, O(crl_days), "DAYS", "CRL validity, nextUpdate (default 7)"},
 	{"crl-url", OPT_STRING, O(crl_url), "URL",
-	 "CRL distribution point written into certificates and the CRL"},
+	 "CRL distribution point written into certificates and the CRL: an http:// or https:// "
+	 "URL of at most 2048 bytes"},
 	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
 	 "encrypt the CA keys with the passphrase in FILE"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
@@ -94,6 +96,10 @@ int cmd_ca_init(int argc, char **argv)
 	}
 	if (strlen(o.name) > 50) {
 		ca_fail("init", "--name is longer than 50 bytes; use a shorter one");
+		goto out;
+	}
+	if (o.crl_url != NULL && issue_check_crl_url(o.crl_url, err, sizeof(err)) != 0) {
+		ca_fail("init", err);
 		goto out;
 	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {

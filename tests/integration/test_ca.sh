@@ -482,6 +482,33 @@ run "$MTLS" verify --ca "$E/root.pem" --crl "$E/crl.pem" "$W/E1-chain.pem"
 [ "$RC" = 1 ] && [[ $(first_line "$OUT") == "refused: revoked:"* ]] || p+=("mtls verify --crl: expected refused: revoked:" "$OUT")
 report "the DP CRL is really used: revoked certificate refused (error 23)" "${p[@]+"${p[@]}"}"
 
+# The URL is one distribution point, built as a structure: never read as configuration text
+# (where ",DNS:..." would add names), never cut short.
+for c in "http://crl.example/a.crl,DNS:evil.example|',', quotes" "http://crl.example/a crl|spaces, control bytes" \
+	"ftp://crl.example/a.crl|not an absolute http:// or https:// URL" "http:///a.crl|the host is empty" \
+	"http://crl.example/$(printf 'a%.0s' $(seq 1 2030))|longer than 2048 bytes"; do
+	u=${c%%|*}
+	refuse "init --crl-url '${u:0:40}': exit 2, nothing created" 2 "invalid CRL URL '" "$W/ca-badurl" "$W/none" \
+		init --dir "$W/ca-badurl" --crl-url "$u"
+	[[ $ERR == *"${c#*|}"* ]] || fail "init --crl-url '${u:0:40}': the message says '${c#*|}'" "$ERR"
+done
+LONGURL=https://crl.example/$(printf 'b%.0s' $(seq 1 2028)) # 2048 bytes
+ca init --dir "$W/ca-longurl" --crl-url "$LONGURL"
+p=()
+[ "$RC" = 0 ] || p+=("init: exit $RC" "$ERR")
+ca issue --dir "$W/ca-longurl" --profile client --uri spiffe://example.org/dp --out "$W/longurl"
+[ "$RC" = 0 ] || p+=("issue: exit $RC" "$ERR")
+[ "$(ext "$W/longurl.pem" crlDistributionPoints)" = "Full Name:|URI:$LONGURL" ] || p+=("the certificate's CRL DP is not the whole URL")
+out=$(openssl verify -CAfile "$W/ca-longurl/root.pem" -untrusted "$W/ca-longurl/intermediate.pem" -crl_check \
+	-CRLfile "$W/ca-longurl/crl.pem" "$W/longurl.pem" 2>&1) || p+=("openssl verify -crl_check:" "$out")
+report "--crl-url of 2048 bytes: the certificate's distribution point and the CRL's IDP hold all of it" "${p[@]+"${p[@]}"}"
+if [ "$HAVE_SQLITE" = 1 ]; then
+	cp -a -- "$E" "$W/ca-dp-bad"
+	sqlite3 "$W/ca-dp-bad/ca.db" "UPDATE meta SET value = 'http://crl.example/a.crl,DNS:evil.example' WHERE key = 'crl_url'"
+	refuse "a CRL URL injected into ca.db: issue refused" 1 "CRL distribution point in $W/ca-dp-bad/ca.db is unusable" \
+		"$W/ca-dp-bad" "$W/dp-bad" issue --dir "$W/ca-dp-bad" --profile server --dns s.example --out "$W/dp-bad"
+fi
+
 # ==========================================================================================
 echo "# CSR"
 
