@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,29 +71,48 @@ int files_mkdir_private(const char *path, char *err, size_t err_len)
 	return 0;
 }
 
-int files_write(const char *path, const void *data, size_t len, mode_t mode, bool no_replace,
+int files_sync_dir(const char *path)
+{
+	char dirbuf[PATH_MAX];
+	int dfd, rc;
+
+	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	rc = fsync(dfd);
+	close(dfd);
+	return rc;
+}
+
+int files_stage(struct files_staged *f, const char *path, const void *data, size_t len, mode_t mode,
 		char *err, size_t err_len)
 {
-	char tmp[PATH_MAX], dirbuf[PATH_MAX];
 	unsigned char rnd[6];
 	const unsigned char *p = data;
 	size_t left = len;
-	int fd, dfd;
+	int fd, e;
 
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp)) {
+	f->tmp[0] = '\0';
+	if (snprintf(f->path, sizeof(f->path), "%s", path) >= (int)sizeof(f->path) ||
+	    strlen(path) + 17 >= sizeof(f->tmp)) {
 		snprintf(err, err_len, "path too long: %s", path);
+		errno = ENAMETOOLONG;
 		return -1;
 	}
-	if (no_replace && files_exists(path)) {
-		snprintf(err, err_len, "%s already exists; remove it or choose another name", path);
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		snprintf(err, err_len, "cannot pick a temporary name for %s", path);
+		errno = EIO;
 		return -1;
 	}
-	RAND_bytes(rnd, sizeof(rnd));
-	snprintf(tmp, sizeof(tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", path, rnd[0], rnd[1], rnd[2],
-		 rnd[3], rnd[4], rnd[5]);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (fd < 0)
-		return fail(err, err_len, "cannot create", tmp, errno);
+	snprintf(f->tmp, sizeof(f->tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", path, rnd[0], rnd[1],
+		 rnd[2], rnd[3], rnd[4], rnd[5]);
+	fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0) {
+		e = errno;
+		f->tmp[0] = '\0';
+		return fail(err, err_len, "cannot create a file in the directory of", path, e);
+	}
 	if (fchmod(fd, mode) != 0) /* the umask may have taken bits we want, never added any */
 		goto write_failed;
 	while (left > 0) {
@@ -108,38 +128,115 @@ int files_write(const char *path, const void *data, size_t len, mode_t mode, boo
 	if (fsync(fd) != 0)
 		goto write_failed;
 	if (close(fd) != 0) {
-		int e = errno;
-
-		unlink(tmp);
-		return fail(err, err_len, "cannot write", tmp, e);
-	}
-	if (no_replace) {
-		/* link() fails if path exists: no window where another file is replaced */
-		if (link(tmp, path) != 0) {
-			int e = errno;
-			unlink(tmp);
-			return fail(err, err_len, "cannot create", path, e);
-		}
-		unlink(tmp);
-	} else if (rename(tmp, path) != 0) {
-		int e = errno;
-		unlink(tmp);
+		e = errno;
+		files_discard(f);
 		return fail(err, err_len, "cannot write", path, e);
 	}
-	snprintf(dirbuf, sizeof(dirbuf), "%s", path);
-	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
 	return 0;
-write_failed : {
-	int e = errno;
-
+write_failed:
+	e = errno != 0 ? errno : EIO;
 	close(fd);
-	unlink(tmp);
-	return fail(err, err_len, "cannot write", tmp, e != 0 ? e : EIO);
+	files_discard(f);
+	return fail(err, err_len, "cannot write", path, e);
 }
+
+int files_publish(struct files_staged *f, bool no_replace, char *err, size_t err_len)
+{
+	int e;
+
+	if (no_replace) {
+		/* link() fails if path exists: no window where another file is replaced */
+		if (link(f->tmp, f->path) != 0) {
+			e = errno;
+			return fail(err, err_len, "cannot create", f->path, e);
+		}
+		unlink(f->tmp);
+	} else if (rename(f->tmp, f->path) != 0) {
+		e = errno;
+		return fail(err, err_len, "cannot write", f->path, e);
+	}
+	f->tmp[0] = '\0';
+	return 0;
+}
+
+void files_discard(struct files_staged *f)
+{
+	if (f->tmp[0] != '\0')
+		unlink(f->tmp);
+	f->tmp[0] = '\0';
+}
+
+int files_write(const char *path, const void *data, size_t len, mode_t mode, bool no_replace,
+		char *err, size_t err_len)
+{
+	struct files_staged f;
+
+	if (no_replace && files_exists(path)) {
+		snprintf(err, err_len, "%s already exists; remove it or choose another name", path);
+		errno = EEXIST;
+		return -1;
+	}
+	if (files_stage(&f, path, data, len, mode, err, err_len) != 0)
+		return -1;
+	if (files_publish(&f, no_replace, err, err_len) != 0) {
+		int e = errno;
+
+		files_discard(&f);
+		errno = e;
+		return -1;
+	}
+	files_sync_dir(path);
+	return 0;
+}
+
+int files_lock_dir(const char *dir, char *err, size_t err_len)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || flock(fd, LOCK_EX) != 0) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return fail(err, err_len, "cannot lock directory", dir, e);
+	}
+	return fd;
+}
+
+/* Is name NAME.tmp-<12 lower-case hex digits> (what files_stage() makes)? The length of
+ * NAME, or 0. */
+static size_t temporary_of(const char *name)
+{
+	const char *t = strstr(name, ".tmp-");
+
+	while (t != NULL && strstr(t + 1, ".tmp-") != NULL)
+		t = strstr(t + 1, ".tmp-");
+	if (t == NULL || t == name || strlen(t + 5) != 12 ||
+	    strspn(t + 5, "0123456789abcdef") != 12)
+		return 0;
+	return (size_t)(t - name);
+}
+
+int files_remove_temporaries_of(const char *dir, const char *const *names, size_t n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int removed = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		size_t len = temporary_of(e->d_name);
+
+		for (size_t i = 0; len > 0 && i < n; i++)
+			if (strlen(names[i]) == len && strncmp(e->d_name, names[i], len) == 0) {
+				if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+					removed++;
+				break;
+			}
+	}
+	closedir(d);
+	return removed;
 }
 
 int files_remove_temporaries(const char *dir)
@@ -151,11 +248,8 @@ int files_remove_temporaries(const char *dir)
 	if (d == NULL)
 		return -1;
 	while ((e = readdir(d)) != NULL) {
-		const char *t = strstr(e->d_name, ".tmp-");
-
-		/* NAME.tmp- and the 12 hex digits of files_write(), nothing else */
-		if (t == NULL || t == e->d_name || strlen(t + 5) != 12 ||
-		    strspn(t + 5, "0123456789abcdef") != 12)
+		/* NAME.tmp- and the 12 hex digits of files_stage(), nothing else */
+		if (temporary_of(e->d_name) == 0)
 			continue;
 		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
 			removed++;

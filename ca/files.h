@@ -5,6 +5,7 @@
 #ifndef MTLS_CA_FILES_H
 #define MTLS_CA_FILES_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -20,10 +21,33 @@ int files_mkdir_private(const char *path, char *err, size_t err_len);
 int files_write(const char *path, const void *data, size_t len, mode_t mode, bool no_replace,
 		char *err, size_t err_len);
 
+/* Writing in two steps, so that a file can be prepared before a commit and appear after it:
+ * files_stage() writes data to a new temporary file next to path (PATH.tmp-<12 hex digits>,
+ * O_CREAT|O_EXCL|O_NOFOLLOW, the given mode whatever the umask) and fsyncs it;
+ * files_publish() gives it its name (with no_replace by link(), which never replaces an
+ * existing path, else by rename()); files_discard() removes it if it is still there. Then
+ * files_sync_dir(path) makes the new name durable. */
+struct files_staged {
+	char path[PATH_MAX];
+	char tmp[PATH_MAX]; /* "" once published or discarded */
+};
+int files_stage(struct files_staged *f, const char *path, const void *data, size_t len, mode_t mode,
+		char *err, size_t err_len);
+int files_publish(struct files_staged *f, bool no_replace, char *err, size_t err_len);
+void files_discard(struct files_staged *f);
+/* fsync the directory that holds path. */
+int files_sync_dir(const char *path);
+
+/* Hold an exclusive flock on directory dir (for everyone who writes files there the same
+ * way): a descriptor to close(), or -1 with a message. */
+int files_lock_dir(const char *dir, char *err, size_t err_len);
+
 /* Remove the temporary files that files_write() calls killed half-way left in dir (only
  * NAME.tmp-<12 hex digits>). Call only while holding the lock that every writer into dir
  * holds. The number removed, or -1 if dir cannot be read. */
 int files_remove_temporaries(const char *dir);
+/* The same for the temporary files of the n given NAMEs only (base names in dir). */
+int files_remove_temporaries_of(const char *dir, const char *const *names, size_t n);
 
 /* Read a whole file (at most 16 MiB) into a NUL-terminated buffer; caller frees. */
 char *files_read(const char *path, size_t *len, char *err, size_t err_len);

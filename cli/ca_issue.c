@@ -5,13 +5,22 @@
  * what a CSR may ask for; this file only parses and writes. Everything is checked before
  * anything is written: the names, the CSR against the grant, the lifetime against the
  * issuer's, the output files. A CSR asking for more than was granted is refused and the
- * refusal is recorded in the audit log. The inventory row and its audit entry are committed
- * first; then the key and certificate files appear whole (temporary file + rename).
+ * refusal is recorded in the audit log.
+ *
+ * Commit, then publish: the certificate, chain and key are written under temporary names
+ * in the --out directory (O_EXCL, fsync, the key 0600) before the inventory row and its
+ * audit entry are committed, and linked to their names (never replacing a file) after. A
+ * failure before the commit issues nothing; one after it (the names could not be given)
+ * revokes the undelivered certificate. A killed issue leaves at most temporary files, which
+ * the next issue to the same --out removes.
  */
+#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/pem.h>
 
@@ -186,6 +195,165 @@ static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec
 	return NULL;
 }
 
+/* The three files of --out PREFIX (the key only when it is made here), and the directory
+ * that holds them. */
+struct output {
+	char dir[PATH_MAX];
+	char cert[PATH_MAX], chain[PATH_MAX], key[PATH_MAX];
+	const char *base[3]; /* their names in dir, for removing what a killed issue left */
+	char names[3][NAME_MAX + 16];
+	bool with_key;
+	struct files_staged staged[3]; /* cert, chain, key */
+	int nstaged;
+};
+
+static int output_init(struct output *out, const char *prefix, bool with_key, char *err,
+		       size_t err_len)
+{
+	char buf[PATH_MAX];
+	const char *base;
+	struct stat sb;
+
+	memset(out, 0, sizeof(*out));
+	out->with_key = with_key;
+	if (snprintf(out->cert, sizeof(out->cert), "%s.pem", prefix) >= (int)sizeof(out->cert) ||
+	    snprintf(out->chain, sizeof(out->chain), "%s-chain.pem", prefix) >=
+		    (int)sizeof(out->chain) ||
+	    snprintf(out->key, sizeof(out->key), "%s.key", prefix) >= (int)sizeof(out->key) ||
+	    strlen(prefix) > PATH_MAX - 40) {
+		snprintf(err, err_len, "--out is too long");
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", prefix);
+	snprintf(out->dir, sizeof(out->dir), "%s", dirname(buf));
+	snprintf(buf, sizeof(buf), "%s", prefix);
+	base = basename(buf);
+	if (prefix[0] == '\0' || prefix[strlen(prefix) - 1] == '/' || strlen(base) > NAME_MAX) {
+		snprintf(err, err_len, "--out '%s' does not end in a file name prefix", prefix);
+		return -1;
+	}
+	snprintf(out->names[0], sizeof(out->names[0]), "%s.pem", base);
+	snprintf(out->names[1], sizeof(out->names[1]), "%s-chain.pem", base);
+	snprintf(out->names[2], sizeof(out->names[2]), "%s.key", base);
+	for (int i = 0; i < 3; i++)
+		out->base[i] = out->names[i];
+	if (stat(out->dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		snprintf(err, err_len, "--out: directory %s does not exist; create it first",
+			 out->dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* 0 if none of the files exists, else -1 with the message. */
+static int output_free(const struct output *out, const char *prefix, char *err, size_t err_len)
+{
+	if (!files_exists(out->cert) && !files_exists(out->chain) &&
+	    (!out->with_key || !files_exists(out->key)))
+		return 0;
+	snprintf(err, err_len,
+		 "%s.pem, -chain.pem or .key already exists; choose another --out or remove them",
+		 prefix);
+	return -1;
+}
+
+/* Write the files under temporary names in their directory, before the commit. */
+static int output_stage(struct output *out, const char *leaf, size_t leaf_len, const char *chain,
+			size_t chain_len, const char *key, size_t key_len, char *err,
+			size_t err_len)
+{
+	if (files_stage(&out->staged[0], out->cert, leaf, leaf_len, 0644, err, err_len) != 0)
+		return -1;
+	out->nstaged = 1;
+	if (files_stage(&out->staged[1], out->chain, chain, chain_len, 0644, err, err_len) != 0)
+		return -1;
+	out->nstaged = 2;
+	if (out->with_key &&
+	    files_stage(&out->staged[2], out->key, key, key_len, 0600, err, err_len) != 0)
+		return -1;
+	out->nstaged = out->with_key ? 3 : 2;
+	return 0;
+}
+
+/* After the commit: give them their names, never replacing a file (the certificate and
+ * chain first, the key last: a killed issue never leaves a private key without its
+ * certificate). On failure, the names given are taken back. */
+static int output_publish(struct output *out, char *err, size_t err_len)
+{
+	int i;
+
+	for (i = 0; i < out->nstaged; i++)
+		if (files_publish(&out->staged[i], true, err, err_len) != 0)
+			break;
+	if (i == out->nstaged) {
+		files_sync_dir(out->cert);
+		return 0;
+	}
+	while (i-- > 0)
+		unlink(out->staged[i].path);
+	return -1;
+}
+
+static void output_discard(struct output *out)
+{
+	for (int i = 0; i < out->nstaged; i++)
+		files_discard(&out->staged[i]);
+	out->nstaged = 0;
+}
+
+/* The certificate was committed, but its files could not be given their names: nobody
+ * holds it. Revoke it (cessationOfOperation, with an audit entry saying why) and publish
+ * the CRL, or say exactly what is recorded and what to do. */
+static void undelivered(struct authority *ca, X509 *cert, const char *why)
+{
+	char serial[64], err[1024] = "", *subject = issue_subject(cert), *detail = NULL;
+	struct crl_pending crl = {0};
+	bool revoked = false, published = false;
+
+	issue_serial_hex(cert, serial, sizeof(serial));
+	if (subject != NULL &&
+	    asprintf(&detail, "serial %s, not delivered: %s; revoked", serial, why) < 0)
+		detail = NULL;
+	if (detail != NULL && store_begin(ca->store) == 0) {
+		if (store_revoke_audited(ca->store, serial, "cessationOfOperation", time(NULL),
+					 authority_actor()) == 0 &&
+		    store_audit(ca->store, authority_actor(), "issue-undelivered", subject,
+				detail) == 0 &&
+		    crl_prepare(ca, &crl, err, sizeof(err)) == 0 && store_commit(ca->store) == 0)
+			revoked = true;
+		else
+			store_rollback(ca->store);
+	}
+	if (revoked)
+		published = crl_write(ca, &crl, err, sizeof(err)) == 0;
+	if (revoked && published)
+		fprintf(stderr,
+			"mtls ca issue: %s; the certificate (serial %s) was committed but not "
+			"delivered, so it is revoked (cessationOfOperation) and the CRL published; "
+			"issue again\n",
+			why, serial);
+	else if (revoked)
+		fprintf(stderr,
+			"mtls ca issue: %s; the certificate (serial %s) was committed but not "
+			"delivered, so its revocation (cessationOfOperation) is committed; run "
+			"'mtls "
+			"ca crl' to publish it (%s), then issue again\n",
+			why, serial, err);
+	else
+		fprintf(stderr,
+			"mtls ca issue: %s; the certificate (serial %s) is recorded in the "
+			"inventory "
+			"but was not delivered: revoke it with 'mtls ca revoke --serial %s "
+			"--reason "
+			"cessationOfOperation'%s%s%s\n",
+			why, serial, serial,
+			err[0] != '\0' ? " (it could not be revoked now: " : "", err,
+			err[0] != '\0' ? ")" : "");
+	crl_pending_free(&crl);
+	free(detail);
+	free(subject);
+}
+
 int cmd_ca_issue(int argc, char **argv)
 {
 	struct issue_opts o = {.key = "p256", .days = -1};
@@ -195,13 +363,15 @@ int cmd_ca_issue(int argc, char **argv)
 	struct grant_request req = {0};
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
-	char err[1024] = "", *pass = NULL;
-	char path_cert[PATH_MAX], path_chain[PATH_MAX], path_key[PATH_MAX];
+	struct output out;
+	char err[8192] = "", *pass = NULL;
 	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
 	size_t leaf_len = 0, inter_len = 0, key_len = 0;
 	time_t now = time(NULL), not_after;
 	long days;
-	int rc;
+	int rc, dir_lock = -1;
+
+	memset(&out, 0, sizeof(out));
 
 	rc = ca_parse("issue",
 		      "mtls ca issue --profile server|client|peer --out PREFIX [names] [options]",
@@ -220,15 +390,21 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", err);
 		goto out;
 	}
-	snprintf(path_cert, sizeof(path_cert), "%s.pem", o.out);
-	snprintf(path_chain, sizeof(path_chain), "%s-chain.pem", o.out);
-	snprintf(path_key, sizeof(path_key), "%s.key", o.out);
-	if (files_exists(path_cert) || files_exists(path_chain) ||
-	    (o.csr == NULL && files_exists(path_key))) {
-		snprintf(err, sizeof(err),
-			 "%s.pem, -chain.pem or .key already exists; choose "
-			 "another --out or remove them",
-			 o.out);
+	if (output_init(&out, o.out, o.csr == NULL, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
+		goto out;
+	}
+	/* Nobody else writes PREFIX.* until we are done (every issue to a directory holds its
+	 * lock), so what a killed issue left of PREFIX can go, whatever happens next, and the
+	 * files still do not exist when they are linked. */
+	dir_lock = files_lock_dir(out.dir, err, sizeof(err));
+	if (dir_lock < 0) {
+		ca_fail("issue", err);
+		rc = 1;
+		goto out;
+	}
+	files_remove_temporaries_of(out.dir, out.base, 3);
+	if (output_free(&out, o.out, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
 		goto out;
 	}
@@ -317,18 +493,24 @@ int cmd_ca_issue(int argc, char **argv)
 	}
 	memcpy(chain, leaf, leaf_len);
 	memcpy(chain + leaf_len, inter, inter_len);
+	/* Commit, then publish: the files are written (temporary names, fsync) before the
+	 * commit, so that nothing can fail after it but giving them their names. */
+	if (output_stage(&out, leaf, leaf_len, chain, leaf_len + inter_len, keypem, key_len, err,
+			 sizeof(err)) != 0) {
+		char msg[sizeof(err) + 64];
+
+		store_rollback(ca->store);
+		snprintf(msg, sizeof(msg), "%s; nothing was issued", err);
+		ca_fail("issue", msg);
+		goto out;
+	}
 	if (store_commit(ca->store) != 0) {
 		store_rollback(ca->store);
 		ca_fail("issue", store_error(ca->store));
 		goto out;
 	}
-	/* the key first: a crash never leaves a certificate whose key is missing */
-	if ((keypem != NULL &&
-	     files_write(path_key, keypem, key_len, 0600, true, err, sizeof(err)) != 0) ||
-	    files_write(path_cert, leaf, leaf_len, 0644, true, err, sizeof(err)) != 0 ||
-	    files_write(path_chain, chain, leaf_len + inter_len, 0644, true, err, sizeof(err)) !=
-		    0) {
-		ca_fail("issue", err);
+	if (output_publish(&out, err, sizeof(err)) != 0) {
+		undelivered(ca, cert, err);
 		goto out;
 	}
 	{
@@ -339,15 +521,18 @@ int cmd_ca_issue(int argc, char **argv)
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&not_after, &tm));
 		printf("issued %s certificate, serial %s, for %s, valid until %s\n", o.profile,
 		       serial, g.names.text, when);
-		printf("  certificate: %s\n  chain:       %s\n", path_cert, path_chain);
+		printf("  certificate: %s\n  chain:       %s\n", out.cert, out.chain);
 		if (keypem != NULL)
-			printf("  key:         %s\n", path_key);
+			printf("  key:         %s\n", out.key);
 		if (req.ignored[0] != '\0')
 			printf("  not granted from the CSR (the profile decides): %s\n",
 			       req.ignored);
 	}
 	rc = 0;
 out:
+	output_discard(&out);
+	if (dir_lock >= 0)
+		close(dir_lock);
 	grant_free(&g);
 	grant_request_free(&req);
 	keys_free_pem(keypem, key_len);

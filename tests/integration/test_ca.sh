@@ -621,6 +621,14 @@ else
 fi
 rm -f -- "$W/Q.pem"
 
+rows_before=$("$MTLS" ca list --dir "$D" | wc -l)
+EXTRA=()
+refuse "--out in a directory that does not exist: exit 2, nothing issued" 2 \
+	"--out: directory $W/nodir does not exist; create it first" "$D" "$W/nodir/Q" \
+	issue --dir "$D" --out "$W/nodir/Q" --profile server --dns a.test
+[ "$("$MTLS" ca list --dir "$D" | wc -l)" = "$rows_before" ] && [ ! -e "$W/nodir" ] ||
+	fail "--out in a directory that does not exist: no certificate in the inventory" "$("$MTLS" ca list --dir "$D" | tail -n 1)"
+
 refuse "issue with no CA in --dir: suggests mtls ca init" 1 "mtls ca init" "$W/no-ca" "$W/Q" \
 	issue --dir "$W/no-ca" --profile server --dns a.test --out "$W/Q"
 [ ! -e "$W/no-ca" ] || fail "issue with no CA in --dir: creates nothing" "$W/no-ca was created"

@@ -165,6 +165,110 @@ kill_each revoke revoke --dir "$D" --reason keyCompromise
 kill_each crl crl --dir "$D"
 
 # ==========================================================================================
+echo "# mtls ca issue: SIGKILL at each fsync, fdatasync and link; a link that fails"
+
+# issue_files PREFIX : the files of PREFIX on disk must be whole and known (problems in p):
+# a certificate and chain that verify and are in the inventory, a key (0600) only beside its
+# certificate and matching it.
+issue_files() {
+	local f=$1 s
+	if [ -e "$f.pem" ]; then
+		out=$(openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem" "$f.pem" 2>&1) ||
+			p+=("${f##*/}.pem does not verify: $out")
+		s=$(serial_of "$f.pem")
+		grep -qxF -- "$s" <(run "$MTLS" ca list --dir "$D" && printf '%s\n' "$OUT" | awk 'NR > 1 {print $1}' |
+			while read -r x; do norm "$x"; done) || p+=("${f##*/}.pem (serial $s) is not in the inventory")
+	fi
+	if [ -e "$f-chain.pem" ]; then
+		[ -e "$f.pem" ] && [ "$(grep -c 'BEGIN CERTIFICATE' "$f-chain.pem")" = 2 ] || p+=("${f##*/}-chain.pem without its certificate, or not whole")
+	fi
+	if [ -e "$f.key" ]; then
+		[ -e "$f.pem" ] && [ -e "$f-chain.pem" ] || p+=("a private key ${f##*/}.key without its certificate")
+		[ "$(stat -c %a -- "$f.key")" = 600 ] || p+=("${f##*/}.key mode $(stat -c %a -- "$f.key")")
+		[ "$(openssl pkey -in "$f.key" -pubout 2>/dev/null)" = "$(openssl x509 -in "$f.pem" -noout -pubkey 2>/dev/null)" ] ||
+			p+=("${f##*/}.key is not the key of ${f##*/}.pem")
+	fi
+}
+
+mkdir -m 700 -- "$W/iss"
+for sc in fsync fdatasync link; do
+	for n in $(seq 1 8); do
+		P=$W/iss/$sc-$n
+		LAST_CMD="strace inject=$sc:signal=KILL:when=$n mtls ca issue --out $P"
+		run sh -c '"$@"; exit $?' sh "${STRACE[@]}" -e trace="$sc" -e inject="$sc:signal=KILL:when=$n" \
+			"$MTLS" ca issue --dir "$D" --profile client --uri "spiffe://example.org/iss/$sc-$n" --out "$P"
+		k=$RC
+		p=()
+		[ "$k" = 0 ] || [ "$k" = 137 ] || p+=("exit status $k, expected 0 or 137 (killed)" "$ERR")
+		# the first three fsyncs are the files' own, written before the commit: killed
+		# there, nothing is issued
+		if [ "$sc" = fsync ] && [ "$n" -le 3 ] && [ "$k" = 137 ]; then
+			run "$MTLS" ca list --dir "$D"
+			[[ $OUT != *"URI:spiffe://example.org/iss/$sc-$n"* ]] || p+=("killed before the commit, yet the inventory holds the certificate")
+		fi
+		issue_files "$P"
+		ca audit --dir "$D"
+		[ "$RC" = 0 ] || p+=("audit after the kill: exit $RC: $OUT $ERR")
+		# the next issue to the same --out removes what the killed one left of it, and
+		# then issues, or refuses because a file of PREFIX is there
+		ca issue --dir "$D" --profile client --uri "spiffe://example.org/iss/$sc-$n-again" --out "$P"
+		if [ -e "$P.pem" ] && [ "$k" = 137 ] && [ "$RC" = 0 ]; then
+			: # nothing of PREFIX had its name: this one issued
+		elif [ "$RC" != 0 ]; then
+			[ "$RC" = 2 ] && [[ $ERR == *"already exists"* ]] || p+=("the next issue to $P: exit $RC: $ERR")
+		fi
+		issue_files "$P"
+		left=$(find "$W/iss" -maxdepth 1 -name "${P##*/}[.-]*.tmp-*" -printf '%f\n')
+		[ -z "$left" ] || p+=("temporary files of the killed issue left after the next one:" "$left")
+		report "issue killed at $sc #$n: files whole, a key never without its certificate, audit intact, leftovers gone at the next issue" "${p[@]+"${p[@]}"}"
+		[ "$k" = 137 ] || break
+	done
+done
+
+# A link that fails after the commit (the names cannot be given): the undelivered
+# certificate is revoked, the CRL published, nothing of PREFIX is left.
+P=$W/iss/eio
+LAST_CMD="strace inject=link:error=EIO:when=2 mtls ca issue --out $P"
+run sh -c '"$@"; exit $?' sh "${STRACE[@]}" -e trace=link -e inject=link:error=EIO:when=2 \
+	"$MTLS" ca issue --dir "$D" --profile client --uri spiffe://example.org/iss/eio --out "$P"
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+[[ $ERR == "mtls ca issue: cannot create $P-chain.pem: Input/output error; the certificate (serial "*") was committed but not delivered, so it is revoked (cessationOfOperation) and the CRL published; issue again" ]] ||
+	p+=("the message does not say what happened")
+s=$(sed -n 's/.*(serial \([0-9A-F]*\)).*/\1/p' <<<"$ERR")
+[ -n "$s" ] && grep -qxF -- "$s" <(store_revoked "$D") || p+=("serial '$s' is not revoked in the inventory")
+[ -n "$s" ] && grep -qxF -- "$(norm "$s")" <(crl_serials "$D/crl.pem") || p+=("crl.pem does not revoke serial '$s'")
+left=$(find "$W/iss" -maxdepth 1 -name 'eio*' -printf '%f\n')
+[ -z "$left" ] || p+=("files of PREFIX left:" "$left")
+ca audit --dir "$D"
+[ "$RC" = 0 ] || p+=("audit: exit $RC: $OUT")
+report "issue whose link fails after the commit: the certificate revoked as undelivered, nothing left" "${p[@]+"${p[@]}"}"
+
+# Two issues to the same --out: the second starts while the first (its links slowed down)
+# has its files staged; it waits, then refuses. One certificate, the first one's.
+P=$W/iss/same
+start_bg "$TMP/same-1.log" "${STRACE[@]}" -e trace=link -e inject=link:delay_enter=200ms \
+	"$MTLS" ca issue --dir "$D" --profile client --uri spiffe://example.org/iss/same --out "$P"
+s1=$BG_PID
+for _ in $(seq 1 400); do
+	[ -z "$(find "$W/iss" -maxdepth 1 -name 'same.pem.tmp-*' -print -quit)" ] || break
+	sleep 0.05
+done
+start_bg "$TMP/same-2.log" "$MTLS" ca issue --dir "$D" --profile client --uri spiffe://example.org/iss/same --out "$P"
+s2=$BG_PID
+wait_exit "$s1" "$RUN_LIMIT"
+r1=$EXIT_RC
+wait_exit "$s2" "$RUN_LIMIT"
+r2=$EXIT_RC
+p=()
+[ "$r1" = 0 ] && [ "$r2" = 2 ] || p+=("exit statuses $r1 and $r2, expected 0 and 2" "$(cat -- "$TMP/same-1.log" "$TMP/same-2.log")")
+grep -q "already exists" "$TMP/same-2.log" || p+=("the second does not say 'already exists'")
+run "$MTLS" ca list --dir "$D"
+[ "$(grep -c 'iss/same$' <<<"$OUT")" = 1 ] || p+=("$(grep -c 'iss/same$' <<<"$OUT") certificates for the --out, expected 1")
+issue_files "$P"
+report "two issues to the same --out: the second waits for the first, then refuses; one certificate" "${p[@]+"${p[@]}"}"
+
+# ==========================================================================================
 echo "# SIGKILL at random moments"
 
 # Each fsync, fdatasync and rename is slowed down by 10 ms (strace), so that random kills
