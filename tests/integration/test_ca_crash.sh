@@ -165,6 +165,31 @@ kill_each revoke revoke --dir "$D" --reason keyCompromise
 kill_each crl crl --dir "$D"
 
 # ==========================================================================================
+echo "# mtls ca audit while a revoke runs"
+
+# The audit reads the inventory, then (slowed down by strace for 2 s) crl.pem; a revoke
+# reaches the CA's lock 0.5 s after it starts. The audit holds the lock (shared) throughout,
+# so the revoke waits for it: the audit sees the inventory and crl.pem of one moment, never a
+# crl.pem newer than the inventory it read (which it would call tampering).
+next_cert
+start_bg "$TMP/race-audit.log" "${STRACE[@]}" -P "$D/crl.pem" -e trace=openat -e inject=openat:delay_enter=2000ms \
+	"$MTLS" ca audit --dir "$D"
+ra=$BG_PID
+start_bg "$TMP/race-revoke.log" "${STRACE[@]}" -e trace=flock -e inject=flock:delay_enter=500ms:when=1 \
+	"$MTLS" ca revoke --dir "$D" --cert "$CERT"
+rr=$BG_PID
+wait_exit "$ra" "$RUN_LIMIT"
+a_rc=$EXIT_RC
+wait_exit "$rr" "$RUN_LIMIT"
+r_rc=$EXIT_RC
+p=()
+[ "$a_rc" = 0 ] && [[ $(cat -- "$TMP/race-audit.log") == "audit log intact: "* ]] ||
+	p+=("the audit during the revoke: exit $a_rc:" "$(cat -- "$TMP/race-audit.log")")
+[ "$r_rc" = 0 ] || p+=("the revoke: exit $r_rc:" "$(cat -- "$TMP/race-revoke.log")")
+invariants "$D"
+report "audit while a revoke commits and publishes: consistent (no false tampering), the revoke waits" "${p[@]+"${p[@]}"}"
+
+# ==========================================================================================
 echo "# mtls ca issue: SIGKILL at each fsync, fdatasync and link; a link that fails"
 
 # issue_files PREFIX : the files of PREFIX on disk must be whole and known (problems in p):
