@@ -1,16 +1,149 @@
 /*
- * Connections: the handshake (with its failure reasons), I/O, orderly shutdown, and the
- * blocking helpers built on poll().
+ * Connections, from beginning to end: made from an endpoint (mtls_accept_fd(),
+ * mtls_connect_fd()) on the endpoint's current state, the handshake (with its failure
+ * reasons), I/O, orderly shutdown, the blocking helpers built on poll(), and freeing.
+ *
+ * A connection keeps a reference to the state it started with (state.c) and reads it without
+ * a lock: a reload of its endpoint never reaches a live connection.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/err.h>
 
 #include "internal.h"
+
+/* --- making and freeing a connection ---------------------------------------------- */
+
+static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
+{
+	struct state *st;
+	struct mtls *c;
+	BIO *bio;
+
+	if (e == NULL)
+		return NULL;
+	st = endpoint_state(e);
+	if (st == NULL) {
+		error_set(endpoint_err(e), MTLS_REASON_USAGE, "endpoint is not configured");
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		state_unref(st);
+		error_set(endpoint_err(e), MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	c->kind = KIND_CONN;
+	pthread_mutex_init(&c->lock, NULL);
+	c->cstate = st;
+	c->server_side = st->server;
+	if (name != NULL && (c->server_name = strdup(name)) == NULL)
+		goto oom;
+	c->ssl = SSL_new(st->ssl_ctx);
+	if (c->ssl == NULL || (bio = sockbio_new(fd)) == NULL)
+		goto oom;
+	SSL_set_bio(c->ssl, bio, bio);
+	SSL_set_app_data(c->ssl, c);
+	return c;
+oom:
+	error_set_ssl(endpoint_err(e), MTLS_REASON_INTERNAL, "cannot create connection");
+	conn_free(c);
+	return NULL;
+}
+
+struct mtls *mtls_accept_fd(struct mtls *server, int fd)
+{
+	struct mtls *c;
+
+	if (server == NULL || server->kind != KIND_SERVER) {
+		if (server != NULL)
+			error_set(endpoint_err(server), MTLS_REASON_USAGE,
+				  "mtls_accept_fd needs a server endpoint");
+		return NULL;
+	}
+	c = conn_new(server, fd, NULL);
+	if (c == NULL)
+		return NULL;
+	if (c->cstate->cert_not_after == 0) {
+		error_set(endpoint_err(server), MTLS_REASON_CONFIG,
+			  "server endpoint has no certificate: configure a cert and key");
+		conn_free(c);
+		return NULL;
+	}
+	SSL_set_accept_state(c->ssl);
+	return c;
+}
+
+struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_name)
+{
+	struct mtls *c;
+	struct state *st;
+
+	if (client == NULL || client->kind != KIND_CLIENT) {
+		if (client != NULL)
+			error_set(endpoint_err(client), MTLS_REASON_USAGE,
+				  "mtls_connect_fd needs a client endpoint");
+		return NULL;
+	}
+	c = conn_new(client, fd, server_name);
+	if (c == NULL)
+		return NULL;
+	st = c->cstate;
+	if ((server_name == NULL || server_name[0] == '\0') &&
+	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
+		error_set(endpoint_err(client), MTLS_REASON_USAGE,
+			  "no server name given: pass the DNS name or IP address the server's "
+			  "certificate must carry");
+		conn_free(c);
+		return NULL;
+	}
+	SSL_set_connect_state(c->ssl);
+	if (server_name != NULL && server_name[0] != '\0') {
+		unsigned char addr[16];
+
+		/* SNI only for DNS names, as RFC 6066 says */
+		if (inet_pton(AF_INET, server_name, addr) != 1 &&
+		    inet_pton(AF_INET6, server_name, addr) != 1)
+			SSL_set_tlsext_host_name(c->ssl, c->server_name); /* ours, not const */
+		SSL_SESSION *session = tickets_take(&st->tickets, server_name);
+
+		if (session != NULL) {
+			SSL_set_session(c->ssl, session); /* takes its own reference */
+			SSL_SESSION_free(session);
+		}
+	}
+	return c;
+}
+
+/* Whether a connection that ended this way leaves its session resumable: yes unless the
+ * TLS layer itself failed (a bad record, an alert). */
+static bool session_survives(enum mtls_reason reason)
+{
+	return reason == MTLS_REASON_NONE || reason == MTLS_REASON_TRUNCATED ||
+	       reason == MTLS_REASON_IO || reason == MTLS_REASON_TIMEOUT;
+}
+
+void conn_free(struct mtls *c)
+{
+	if (c->ssl != NULL && c->handshake_done && session_survives(c->err.reason))
+		/* OpenSSL would mark the session of a connection freed without close_notify
+		 * unresumable; TLS 1.3 dropped that rule, and peers that just close are common */
+		SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
+	SSL_free(c->ssl);
+	state_unref(c->cstate);
+	identity_free(c->peer);
+	free(c->server_name);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* --- the handshake ------------------------------------------------------------------ */
 
 static void request_for(struct mtls *c, struct verify_request *rq)
 {

@@ -146,7 +146,6 @@ bool policy_email_match(const char *pattern, const char *address);
 /* Parse a SHA-256 pin (hex with optional colons, or base64). 0 or -1. */
 int policy_parse_pin(const char *text, uint8_t out[32]);
 
-/* context.c: the compiled, immutable form of a config that handshakes run against. */
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
 struct tickets {
@@ -164,6 +163,8 @@ bool tickets_put(struct tickets *t, SSL_SESSION *session, const char *name);
 /* The newest session for name, taken off the stack (the caller frees it), or NULL. */
 SSL_SESSION *tickets_take(struct tickets *t, const char *name);
 
+/* state.c: the compiled, immutable form of a config that handshakes run against (see the
+ * file). */
 struct state {
 	atomic_int refs;
 	bool server;
@@ -180,8 +181,26 @@ struct state {
 	struct tickets tickets; /* client: sessions to resume, each used once */
 };
 
+/* Compile config into a new state (referenced once), or NULL with err set. prev, the state it
+ * replaces (or NULL), lends it the server's session store while the trust stays the same. */
+struct state *state_build(bool server, const struct mtls_config *config, const struct state *prev,
+			  struct error *err);
 struct state *state_ref(struct state *st);
 void state_unref(struct state *st);
+
+/* load.c: the config's PEM blobs into OpenSSL objects (see the file). */
+/* Every PEM certificate of b (what names it in messages: "CA file", ...). NULL with err set
+ * if there is none or one is damaged. */
+STACK_OF(X509) * load_certs(const struct blob *b, const char *what, struct error *err);
+/* The own certificate, chain and private key into st->ssl_ctx; sets st->cert_not_after. */
+int load_own_cert(struct state *st, const struct mtls_config *c, struct error *err);
+/* The CA bundle (CA certificates only) and CRLs into st->store; sets st->ca_not_after and
+ * st->crl_next_update. */
+int load_trust(struct state *st, const struct mtls_config *c, struct error *err);
+
+/* tlsctx.c: the SSL_CTX of a state (protocol, ciphers, verification and resumption wiring),
+ * from st->config, st->server, st->store and st->sessions. NULL with err set. */
+SSL_CTX *tlsctx_new(struct state *st, struct error *err);
 
 enum mtls_kind { KIND_SERVER, KIND_CLIENT, KIND_CONN };
 
@@ -204,6 +223,13 @@ struct mtls {
 	struct error verify_err; /* set by the verify callback on refusal */
 	char warning[256];	 /* about the accepted handshake */
 };
+
+/* endpoint.c */
+/* The endpoint's current state, referenced; NULL if it was never configured. */
+struct state *endpoint_state(struct mtls *e);
+/* Where a call on endpoint e reports its error: the calling thread's slot (the endpoint's
+ * own only when there is no memory for a slot). */
+struct error *endpoint_err(struct mtls *e);
 
 /* verify.c: the one verification path used by handshakes and mtls_verify_chain_pem(). */
 struct verify_request {
@@ -341,6 +367,9 @@ bool sockbio_drained(BIO *bio);
 void sockbio_discard_input(BIO *bio);
 
 /* conn.c */
+/* OpenSSL's certificate verification callback: verify_chain() on the connection's request. */
 int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
+/* Free a connection (mtls_free() of one). */
+void conn_free(struct mtls *c);
 
 #endif /* MTLS_INTERNAL_H */

@@ -1,0 +1,129 @@
+/*
+ * States: a config compiled into what handshakes run against.
+ *
+ * state_build() turns a config into an immutable, reference-counted struct state: a private
+ * copy of the config (its key wiped once loaded), the allow rules, a trust store with the
+ * validated CRLs, the SSL_CTX, the verification cache and, on a server, the session store.
+ * Nothing in a state changes after it is built, so handshakes read it without a lock; an
+ * endpoint swaps in a new one on reload (endpoint.c) and a connection keeps a reference to
+ * the one it started with, so a reload never touches a live connection.
+ *
+ * The one thing a new state takes from the one it replaces is the server's session store,
+ * and only while the trust anchors and chain rules stay the same (trust_fingerprint()):
+ * every resumption is decided again against the current state anyway (verify_resumed()).
+ */
+#include <stdlib.h>
+
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+struct state *state_ref(struct state *st)
+{
+	atomic_fetch_add(&st->refs, 1);
+	return st;
+}
+
+void state_unref(struct state *st)
+{
+	if (st == NULL || atomic_fetch_sub(&st->refs, 1) != 1)
+		return;
+	SSL_CTX_free(st->ssl_ctx);
+	X509_STORE_free(st->store);
+	policy_free(st->policy);
+	verify_cache_free(st->vcache);
+	sessions_unref(st->sessions);
+	mtls_config_free(st->config);
+	tickets_clear(&st->tickets);
+	free(st);
+}
+
+/* What a verified session depends on beyond what verify_resumed() checks again: the trust
+ * anchors and the rules of chain building. */
+static int trust_fingerprint(const struct mtls_config *c, uint8_t out[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	int params[] = {c->verify_depth, c->crl_check_chain, (int)c->insecure};
+	unsigned n = 0;
+	int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+		 EVP_DigestUpdate(md, params, sizeof(params)) == 1 &&
+		 (c->ca.data == NULL || EVP_DigestUpdate(md, c->ca.data, c->ca.len) == 1) &&
+		 EVP_DigestFinal_ex(md, out, &n) == 1 && n == 32;
+
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
+}
+
+/* The server's session store: the previous state's while the trust is the same. */
+static int take_sessions(struct state *st, const struct state *prev, struct error *err)
+{
+	const struct mtls_config *c = st->config;
+	uint8_t trust[32];
+
+	if (!st->server || !c->tickets || c->session_cache_slots == 0)
+		return 0;
+	if (trust_fingerprint(c, trust) != 0)
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot hash the CA bundle");
+	if (prev != NULL && prev->sessions != NULL && sessions_trust_is(prev->sessions, trust))
+		st->sessions = sessions_ref(prev->sessions);
+	else
+		st->sessions = sessions_new(c->session_cache_slots, trust);
+	if (st->sessions == NULL)
+		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	return 0;
+}
+
+struct state *state_build(bool server, const struct mtls_config *given, const struct state *prev,
+			  struct error *err)
+{
+	struct state *st = calloc(1, sizeof(*st));
+	const struct mtls_config *c;
+
+	if (st == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		return NULL;
+	}
+	atomic_init(&st->refs, 1);
+	tickets_init(&st->tickets);
+	st->server = server;
+	/* the state runs on its own copy: nothing the caller does to its config afterwards
+	 * changes who is let in, and no handshake reads memory the caller may change */
+	st->config = config_clone(given);
+	c = st->config;
+	st->store = X509_STORE_new();
+	if (c == NULL || st->store == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		goto fail;
+	}
+	st->policy = policy_new(c, err);
+	if (st->policy == NULL)
+		goto fail;
+	if (server && !policy_has_rules(st->policy) && !c->allow_any) {
+		error_set(
+			err, MTLS_REASON_CONFIG,
+			"server has no allow rule: add allow rules (URI, DNS, CN or pins) for the "
+			"clients it should accept, or allow any identity from the CA explicitly");
+		goto fail;
+	}
+	if ((c->cert.data == NULL) != (c->key.data == NULL)) {
+		error_set(
+			err, MTLS_REASON_CONFIG,
+			"a certificate needs its private key and a key its certificate: give both");
+		goto fail;
+	}
+	if (c->verify_cache_slots > 0 &&
+	    (st->vcache = verify_cache_new(c->verify_cache_slots)) == NULL) {
+		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		goto fail;
+	}
+	if (take_sessions(st, prev, err) != 0 || (st->ssl_ctx = tlsctx_new(st, err)) == NULL ||
+	    load_trust(st, c, err) != 0 || revocation_load(st, err) != 0)
+		goto fail;
+	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
+		goto fail;
+	config_forget_key(st->config); /* the SSL_CTX holds the key now */
+	return st;
+fail:
+	state_unref(st);
+	return NULL;
+}
