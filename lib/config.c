@@ -473,19 +473,28 @@ int mtls_config_allow_cn(struct mtls_config *c, const char *cn)
 
 int mtls_config_allow_email(struct mtls_config *c, const char *pattern)
 {
-	const char *at = pattern != NULL ? strrchr(pattern, '@') : NULL;
-	bool ok = at != NULL && at != pattern && at[1] != '\0' && strchr(at, '*') == NULL;
+	const char *at = pattern != NULL ? strchr(pattern, '@') : NULL;
+	char shown[200];
+	bool ok;
 
-	/* "*" only as the whole local part */
-	if (ok && strchr(pattern, '*') != NULL)
-		ok = at == pattern + 1;
-	for (const char *p = pattern; ok && *p != '\0'; p++)
-		ok = (unsigned char)*p > 0x20 && *p != 0x7f;
-	if (!ok)
+	/* an address as the strict profile lets a certificate hold one (strict_email_ok()),
+	 * else a rule no certificate could match, without '*' (which would read as a
+	 * wildcard); or "*" as the whole local part and a host name */
+	if (pattern != NULL && pattern[0] == '*' && at == pattern + 1)
+		ok = at[1] != '*' &&
+		     strict_dns_name_ok((const unsigned char *)at + 1, strlen(at + 1));
+	else
+		ok = pattern != NULL && strchr(pattern, '*') == NULL &&
+		     strict_email_ok((const unsigned char *)pattern, strlen(pattern));
+	if (!ok) {
+		if (pattern != NULL)
+			identity_shown((const unsigned char *)pattern, strlen(pattern), shown,
+				       sizeof(shown));
 		return error_set(&c->err, MTLS_REASON_USAGE,
 				 "allow email %s: expected an address (name@example.org) or all "
 				 "addresses of a domain (*@example.org)",
-				 pattern != NULL ? pattern : "(null)");
+				 pattern != NULL ? shown : "(null)");
+	}
 	return strlist_add(c, &c->allow_email, "email", pattern);
 }
 

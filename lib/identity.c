@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
@@ -41,28 +42,51 @@ static char *name_string(const X509_NAME *name)
 	return out;
 }
 
-static char *common_name(const X509_NAME *name)
+/* A control byte: C0, DEL, or a C1 control in UTF-8 (U+0080..U+009F, such as CSI). */
+static size_t control_at(const unsigned char *p, size_t n)
 {
-	int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-	const ASN1_STRING *s;
-	unsigned char *utf8 = NULL;
-	char *out;
-	int len;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < 0x20 || p[i] == 0x7f ||
+		    (p[i] == 0xc2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f))
+			return i;
+	return n;
+}
 
-	if (i < 0)
-		return NULL;
-	s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
-	len = ASN1_STRING_to_UTF8(&utf8, s);
-	if (len < 0)
-		return NULL;
-	/* an empty CN is no name: the identity falls back to the certificate hash */
-	if (len == 0 || memchr(utf8, '\0', (size_t)len) != NULL) {
+/* The first CN (UTF-8) into *out, NULL if there is none or it is empty (no name: the
+ * identity falls back to the certificate hash). A CN with a NUL or control byte (in any CN
+ * entry) would forge lines in messages and logs, or fool a matcher: the certificate is
+ * refused (-1, err set). */
+static int common_name(const X509_NAME *name, const char *serial, char **out, struct error *err)
+{
+	int i = -1;
+
+	*out = NULL;
+	while ((i = X509_NAME_get_index_by_NID(name, NID_commonName, i)) >= 0) {
+		const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+		unsigned char *utf8 = NULL;
+		int len = ASN1_STRING_to_UTF8(&utf8, s);
+		char shown_cn[200];
+
+		if (len < 0) {
+			ERR_clear_error();
+			continue; /* not a string OpenSSL can convert: not a name we use */
+		}
+		if (control_at(utf8, (size_t)len) < (size_t)len) {
+			identity_shown(utf8, (size_t)len, shown_cn, sizeof(shown_cn));
+			OPENSSL_free(utf8);
+			return error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+					 "certificate (serial %s) has the CN %s, with a NUL or "
+					 "control byte; it is malformed or forged",
+					 serial, shown_cn);
+		}
+		if (*out == NULL && len > 0 &&
+		    (*out = strndup((const char *)utf8, (size_t)len)) == NULL) {
+			OPENSSL_free(utf8);
+			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		}
 		OPENSSL_free(utf8);
-		return NULL;
 	}
-	out = strndup((const char *)utf8, (size_t)len);
-	OPENSSL_free(utf8);
-	return out;
+	return 0;
 }
 
 static int list_push(struct strlist *l, const char *s, size_t len)
@@ -80,7 +104,7 @@ static int list_push(struct strlist *l, const char *s, size_t len)
 }
 
 /* A name for a message: printable ASCII as is, anything else as \xNN, cut at 120 bytes. */
-static void shown(const unsigned char *p, size_t n, char *out, size_t len)
+void identity_shown(const unsigned char *p, size_t n, char *out, size_t len)
 {
 	size_t used = 0;
 
@@ -178,9 +202,10 @@ static const char *uri_problem(const unsigned char *p, size_t n)
 	return NULL;
 }
 
-/* Collect URI, DNS, email and IP SANs. A name with an embedded NUL is an attack on naive matchers:
- * the whole certificate is refused, as is one with a URI that cannot be an identity (see
- * uri_problem()). Empty names are skipped. */
+/* Collect URI, DNS, email and IP SANs. A name with an embedded NUL is an attack on naive
+ * matchers, one with a control byte on messages and log lines: the whole certificate is
+ * refused, as is one with a URI that cannot be an identity (see uri_problem()). Empty names
+ * are skipped. */
 static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 {
 	GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -206,18 +231,34 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 			if (len == 0)
 				break; /* an empty name is no identity */
 			if (memchr(ASN1_STRING_get0_data(s), '\0', len) != NULL) {
-				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
-					       "certificate has a subjectAltName with a NUL byte; "
-					       "it is malformed or forged");
+				rc = error_set(
+					err, MTLS_REASON_BAD_CERTIFICATE,
+					"certificate (serial %s) has a subjectAltName with a "
+					"NUL byte; it is malformed or forged",
+					p->serial);
 				break;
 			}
 			if (g->type == GEN_URI &&
 			    (why = uri_problem(ASN1_STRING_get0_data(s), len)) != NULL) {
-				shown(ASN1_STRING_get0_data(s), len, name, sizeof(name));
-				rc = error_set(err, MTLS_REASON_BAD_CERTIFICATE,
-					       "certificate has the URI SAN %s, which cannot be an "
-					       "identity: %s; it is malformed or forged",
-					       name, why);
+				identity_shown(ASN1_STRING_get0_data(s), len, name, sizeof(name));
+				rc = error_set(
+					err, MTLS_REASON_BAD_CERTIFICATE,
+					"certificate (serial %s) has the URI SAN %s, which "
+					"cannot be an identity: %s; it is malformed or forged",
+					p->serial, name, why);
+				break;
+			}
+			if (control_at(ASN1_STRING_get0_data(s), len) < len) {
+				identity_shown(ASN1_STRING_get0_data(s), len, name, sizeof(name));
+				rc = error_set(
+					err, MTLS_REASON_BAD_CERTIFICATE,
+					"certificate (serial %s) has the %s SAN %s, with a control "
+					"byte; it is malformed or forged",
+					p->serial,
+					g->type == GEN_URI   ? "URI"
+					: g->type == GEN_DNS ? "DNS"
+							     : "email",
+					name);
 				break;
 			}
 			rc = list_push(g->type == GEN_URI   ? &p->uris
@@ -290,14 +331,14 @@ struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
 	struct mtls_peer *p = calloc(1, sizeof(*p));
 	const char *primary;
 
-	if (p == NULL)
+	if (p == NULL || (p->serial = serial_hex(cert)) == NULL)
 		goto oom;
-	if (collect_sans(cert, p, err) != 0)
+	/* the serial first: refusals name the certificate by it */
+	if (collect_sans(cert, p, err) != 0 ||
+	    common_name(X509_get_subject_name(cert), p->serial, &p->cn, err) != 0)
 		goto fail;
 	p->subject = name_string(X509_get_subject_name(cert));
 	p->issuer = name_string(X509_get_issuer_name(cert));
-	p->cn = common_name(X509_get_subject_name(cert));
-	p->serial = serial_hex(cert);
 	p->not_before = error_asn1_time(X509_get0_notBefore(cert));
 	p->not_after = error_asn1_time(X509_get0_notAfter(cert));
 	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL)

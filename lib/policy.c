@@ -339,10 +339,20 @@ static const char *match_pins(const struct policy *p, const struct mtls_peer *pe
 	return NULL;
 }
 
-/* "URI SANs a, b; DNS SANs c; CN d" for refusal messages. */
+/* A name from a certificate as a message shows it: escaped, so that no byte of it can
+ * break the one-line message (identity.c refuses such names, but a message must not rely
+ * on it). */
+static const char *shown(const char *name, char *buf, size_t len)
+{
+	identity_shown((const unsigned char *)name, strlen(name), buf, len);
+	return buf;
+}
+
+/* "URI:a, DNS:b, email:c, CN=d" for refusal messages. */
 static void describe_names(const struct mtls_peer *peer, char *buf, size_t len)
 {
 	size_t used = 0;
+	char name[200];
 	const struct {
 		const char *label;
 		const struct strlist *l;
@@ -353,10 +363,10 @@ static void describe_names(const struct mtls_peer *peer, char *buf, size_t len)
 		for (size_t i = 0; i < lists[k].l->n && used < len; i++)
 			used += (size_t)snprintf(buf + used, len - used, "%s%s:%s",
 						 used > 0 ? ", " : "", lists[k].label,
-						 lists[k].l->v[i]);
+						 shown(lists[k].l->v[i], name, sizeof(name)));
 	if (peer->cn != NULL && used < len)
 		used += (size_t)snprintf(buf + used, len - used, "%sCN=%s", used > 0 ? ", " : "",
-					 peer->cn);
+					 shown(peer->cn, name, sizeof(name)));
 	if (used == 0)
 		snprintf(buf, len, "no names");
 }
@@ -366,7 +376,7 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 {
 	const char *kind = NULL;
 	const char *rule = NULL;
-	char names[256];
+	char names[256], identity[200];
 
 	if (has_name_rules(p)) {
 		rule = match_names(p, peer, &kind);
@@ -377,7 +387,8 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 				"%s certificate refused: identity %s (%s, serial %s) matches "
 				"no allow rule; add an allow rule for it or use an allowed "
 				"certificate",
-				role, peer->identity, names, peer->serial);
+				role, shown(peer->identity, identity, sizeof(identity)), names,
+				peer->serial);
 		}
 		if (set_rule(peer, kind, rule) != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
@@ -390,7 +401,7 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 					 "nor the certificate (sha256 %s, identity %s) matches a "
 					 "configured pin; update the pin or use the pinned key",
 					 role, peer->spki_sha256, peer->cert_sha256,
-					 peer->identity);
+					 shown(peer->identity, identity, sizeof(identity)));
 		if (peer->matched_rule == NULL && set_rule(peer, kind, rule) != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	}
@@ -401,7 +412,8 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 			return error_set(err, MTLS_REASON_IDENTITY_NOT_ALLOWED,
 					 "%s certificate refused by the authorization callback: "
 					 "identity %s%s%s",
-					 role, peer->identity, why[0] != '\0' ? ": " : "", why);
+					 role, shown(peer->identity, identity, sizeof(identity)),
+					 why[0] != '\0' ? ": " : "", why);
 		if (peer->matched_rule == NULL && set_rule(peer, "callback", "allowed") != 0)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	}

@@ -6,11 +6,13 @@
  * RFC 5280 as a profile for private mTLS PKIs, as this project's CA issues: positive serials
  * of at most 20 octets, key identifiers, CA certificates with critical basicConstraints and
  * keyCertSign, end entities that cannot sign certificates or CRLs, names in the
- * subjectAltName that parse (host names, 4 or 16 octet addresses, absolute URIs), and name
- * constraints applied to every SAN type, wildcards and the host of a URI included (OpenSSL
- * takes a URI's host to end at the first ':', so "https://good.test:x@evil.test/" passes a
- * "permitted good.test" constraint there, and a wildcard "*.test" passes "excluded
- * evil.test").
+ * subjectAltName that parse (host names, 4 or 16 octet addresses, absolute URIs, email
+ * addresses), and name constraints applied to every SAN type, wildcards and the host of a URI
+ * included (OpenSSL takes a URI's host to end at the first ':', so
+ * "https://good.test:x@evil.test/" passes a "permitted good.test" constraint there, and a
+ * wildcard "*.test" passes "excluded evil.test"), to other spellings of a name (a URI host
+ * with a trailing dot or a %-escape, an IPv4 address written as IPv4-mapped IPv6), and to
+ * the leaf's CN, which is an identity here (--allow-cn).
  *
  * Deciding and wording are apart: strict_chain() and strict_leaf() return a finding (the
  * rule and the certificate); strict_explain() turns it into the message.
@@ -146,6 +148,29 @@ bool strict_uri_ok(const unsigned char *p, size_t n)
 	return uri_parse((struct name){p, n}, &host) == 0;
 }
 
+static bool atext(unsigned char c)
+{
+	/* RFC 5322 3.2.3 */
+	return isalnum(c) || (c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL);
+}
+
+/* A Mailbox of RFC 5321 4.1.2 as RFC 5280 4.2.1.6 wants it, without the quoted local part
+ * (which certificates do not need, and which would let any byte in): a dot-string of
+ * atext, one '@', and a host name (no wildcard) as the domain. */
+bool strict_email_ok(const unsigned char *p, size_t n)
+{
+	const unsigned char *at = n > 0 ? memchr(p, '@', n) : NULL;
+	size_t local;
+
+	if (at == NULL || at == p)
+		return false;
+	local = (size_t)(at - p);
+	for (size_t i = 0; i < local; i++)
+		if (p[i] == '.' ? i == 0 || i == local - 1 || p[i - 1] == '.' : !atext(p[i]))
+			return false;
+	return n - local - 1 > 0 && at[1] != '*' && strict_dns_name_ok(at + 1, n - local - 1);
+}
+
 /* --- name constraints ------------------------------------------------------------------ */
 
 static bool ieq(const unsigned char *a, const unsigned char *b, size_t n)
@@ -214,9 +239,25 @@ static bool email_within(struct name mail, struct name base)
 	return domain.n == base.n && ieq(domain.p, base.p, base.n);
 }
 
-static bool ip_within(struct name ip, struct name base)
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) reaches the IPv4 host a.b.c.d: to an
+ * excluded IPv4 subtree it is that address, and an IPv4 address is its mapped form to an
+ * excluded IPv6 subtree. A permitted subtree holds only addresses of its own length, as
+ * OpenSSL reads it (so a mapped address is outside every permitted IPv4 subtree). */
+static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static bool ip_within(struct name ip, struct name base, bool excluded)
 {
-	size_t n = ip.n;
+	unsigned char mapped[16];
+	size_t n;
+
+	if (excluded && ip.n == 16 && base.n == 8 && memcmp(ip.p, v4_mapped, 12) == 0) {
+		ip = (struct name){ip.p + 12, 4};
+	} else if (excluded && ip.n == 4 && base.n == 32) {
+		memcpy(mapped, v4_mapped, 12);
+		memcpy(mapped + 12, ip.p, 4);
+		ip = (struct name){mapped, 16};
+	}
+	n = ip.n;
 
 	if (base.n != 2 * n)
 		return false;
@@ -226,29 +267,31 @@ static bool ip_within(struct name ip, struct name base)
 	return true;
 }
 
-/* Does gen fall within the subtree base (same type)? For an excluded subtree, "within"
- * also means "a name it stands for could be", which matters for a wildcard. */
-static bool within(const GENERAL_NAME *gen, const GENERAL_NAME *base, bool excluded)
+/* Does the name n of this type fall within the subtree base (same type)? For an excluded
+ * subtree, "within" also means "a name it stands for could be", which matters for a
+ * wildcard, and for a URI host spelled so that it compares unlike the host it names. */
+static bool within(int type, struct name n, const GENERAL_NAME *base, bool excluded)
 {
-	struct name n, b;
+	struct name b, host;
 
-	switch (gen->type) {
+	if (type != GEN_DNS && type != GEN_URI && type != GEN_EMAIL && type != GEN_IPADD)
+		return false;
+	b = name_of(base->d.ia5); /* the same member for these four */
+	switch (type) {
 	case GEN_DNS:
-		n = name_of(gen->d.dNSName);
-		b = name_of(base->d.dNSName);
 		if (excluded && n.n > 2 && n.p[0] == '*' && n.p[1] == '.')
 			return wildcard_meets((struct name){n.p + 2, n.n - 2}, b);
 		return dns_within(n, b);
-	case GEN_URI: {
-		struct name host;
-
-		if (uri_parse(name_of(gen->d.uniformResourceIdentifier), &host) != 0 || host.n == 0)
+	case GEN_URI:
+		if (uri_parse(n, &host) != 0 || host.n == 0)
 			return false;
-		return host_within_uri_base(host, name_of(base->d.uniformResourceIdentifier));
-	}
-	case GEN_EMAIL:
-		return email_within(name_of(gen->d.rfc822Name), name_of(base->d.rfc822Name));
-	case GEN_IPADD: return ip_within(name_of(gen->d.iPAddress), name_of(base->d.iPAddress));
+		/* "evil.test." and "evil%2etest" are evil.test to a resolver: such a host is
+		 * outside every permitted URI subtree and inside every excluded one */
+		if (host.p[host.n - 1] == '.' || memchr(host.p, '%', host.n) != NULL)
+			return excluded;
+		return host_within_uri_base(host, b);
+	case GEN_EMAIL: return email_within(n, b);
+	case GEN_IPADD: return ip_within(n, b, excluded);
 	default: return false;
 	}
 }
@@ -269,29 +312,78 @@ static void ip_text(struct strict_finding *f, struct name ip)
 		snprintf(f->name, sizeof(f->name), "(%zu octets)", ip.n);
 }
 
-/* One SAN against one CA's constraints: permitted subtrees of its type (if there are any)
+/* One name against one CA's constraints: permitted subtrees of its type (if there are any)
  * must hold it, excluded ones must not. */
-static bool name_allowed(const GENERAL_NAME *gen, const NAME_CONSTRAINTS *nc)
+static bool name_allowed(int type, struct name n, const NAME_CONSTRAINTS *nc)
 {
 	bool typed = false, in = false;
 
 	for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->permittedSubtrees); i++) {
 		const GENERAL_SUBTREE *t = sk_GENERAL_SUBTREE_value(nc->permittedSubtrees, i);
 
-		if (t->base->type != gen->type)
+		if (t->base->type != type)
 			continue;
 		typed = true;
-		in = in || within(gen, t->base, false);
+		in = in || within(type, n, t->base, false);
 	}
 	if (typed && !in)
 		return false;
 	for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->excludedSubtrees); i++) {
 		const GENERAL_SUBTREE *t = sk_GENERAL_SUBTREE_value(nc->excludedSubtrees, i);
 
-		if (t->base->type == gen->type && within(gen, t->base, true))
+		if (t->base->type == type && within(type, n, t->base, true))
 			return false;
 	}
 	return true;
+}
+
+static bool has_subtrees(const NAME_CONSTRAINTS *nc, int type)
+{
+	for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->permittedSubtrees); i++)
+		if (sk_GENERAL_SUBTREE_value(nc->permittedSubtrees, i)->base->type == type)
+			return true;
+	for (int i = 0; i < sk_GENERAL_SUBTREE_num(nc->excludedSubtrees); i++)
+		if (sk_GENERAL_SUBTREE_value(nc->excludedSubtrees, i)->base->type == type)
+			return true;
+	return false;
+}
+
+/* The leaf's CNs under one CA's name constraints. OpenSSL checks a CN that looks like a
+ * host name against DNS constraints, but not with X509_CHECK_FLAG_NEVER_CHECK_SUBJECT,
+ * which verify_setup() sets; and a CN is an identity here (--allow-cn, or the identity of a
+ * certificate without URI and DNS SANs). So under name constraints every CN must be a host
+ * name within the CA's DNS subtrees or an email address within its email subtrees, and the
+ * CA must have subtrees of that type: else a CA constrained to other names, or a CN that is
+ * neither, would let the CA mint any CN. */
+static int check_cn(X509 *leaf, X509 *ca, const NAME_CONSTRAINTS *nc, struct strict_finding *f)
+{
+	const X509_NAME *subject = X509_get_subject_name(leaf);
+	int i = -1, rc = 0;
+
+	while (rc == 0 && (i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0) {
+		const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+		unsigned char *utf8 = NULL;
+		int len = ASN1_STRING_to_UTF8(&utf8, s);
+		struct name cn = {utf8, len > 0 ? (size_t)len : 0};
+		int type = strict_dns_name_ok(cn.p, cn.n) ? GEN_DNS
+			   : strict_email_ok(cn.p, cn.n)  ? GEN_EMAIL
+							  : GEN_OTHERNAME;
+		enum strict_rule rule = 0;
+
+		/* an empty CN is no name (identity.c) */
+		if (len != 0 && (len < 0 || type == GEN_OTHERNAME || !has_subtrees(nc, type)))
+			rule = STRICT_CN_UNCONSTRAINED;
+		else if (len > 0 && !name_allowed(type, cn, nc))
+			rule = STRICT_NAME_CONSTRAINTS;
+		if (rule != 0) {
+			finding(f, rule, 0, leaf);
+			finding_name(f, "CN", cn);
+			f->ca = ca;
+			rc = -1;
+		}
+		OPENSSL_free(utf8);
+	}
+	return rc;
 }
 
 static int check_constraints(STACK_OF(X509) * chain, struct strict_finding *f)
@@ -318,7 +410,7 @@ static int check_constraints(STACK_OF(X509) * chain, struct strict_finding *f)
 
 				if ((g->type == GEN_DNS || g->type == GEN_URI ||
 				     g->type == GEN_EMAIL || g->type == GEN_IPADD) &&
-				    !name_allowed(g, nc)) {
+				    !name_allowed(g->type, name_of(g->d.ia5), nc)) {
 					finding(f, STRICT_NAME_CONSTRAINTS, i, cert);
 					if (g->type == GEN_IPADD)
 						ip_text(f, name_of(g->d.iPAddress));
@@ -330,6 +422,8 @@ static int check_constraints(STACK_OF(X509) * chain, struct strict_finding *f)
 				}
 			}
 			GENERAL_NAMES_free(sans);
+			if (i == 0 && rc == 0)
+				rc = check_cn(cert, ca, nc, f);
 		}
 		NAME_CONSTRAINTS_free(nc);
 		if (rc != 0)
@@ -361,6 +455,14 @@ static int check_serial(X509 *cert, int depth, struct strict_finding *f)
 	return 0;
 }
 
+static bool has_control(struct name s)
+{
+	for (size_t i = 0; i < s.n; i++)
+		if (s.p[i] < 0x20 || s.p[i] == 0x7f)
+			return true;
+	return false;
+}
+
 static int check_names(X509 *cert, int depth, struct strict_finding *f)
 {
 	int crit = -1;
@@ -383,11 +485,11 @@ static int check_names(X509 *cert, int depth, struct strict_finding *f)
 		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
 		struct name s;
 
-		/* a NUL byte inside a name is identity.c's to refuse (bad_certificate): it is
-		 * an attack on matchers, not a lapse of profile */
-		if ((g->type == GEN_DNS || g->type == GEN_URI) &&
-		    memchr(ASN1_STRING_get0_data(g->d.ia5), '\0',
-			   (size_t)ASN1_STRING_length(g->d.ia5)) != NULL)
+		/* a NUL or control byte inside a name is identity.c's to refuse
+		 * (bad_certificate): it is an attack on matchers and log lines, not a lapse of
+		 * profile */
+		if ((g->type == GEN_DNS || g->type == GEN_URI || g->type == GEN_EMAIL) &&
+		    has_control(name_of(g->d.ia5)))
 			continue;
 		switch (g->type) {
 		case GEN_DNS:
@@ -411,6 +513,14 @@ static int check_names(X509 *cert, int depth, struct strict_finding *f)
 			if (!strict_uri_ok(s.p, s.n)) {
 				finding(f, STRICT_URI, depth, cert);
 				finding_name(f, "URI", s);
+				rc = -1;
+			}
+			break;
+		case GEN_EMAIL:
+			s = name_of(g->d.rfc822Name);
+			if (!strict_email_ok(s.p, s.n)) {
+				finding(f, STRICT_EMAIL, depth, cert);
+				finding_name(f, "email address", s);
 				rc = -1;
 			}
 			break;
@@ -590,6 +700,13 @@ static const char *rule_text(const struct strict_finding *f, char *buf, size_t l
 			 "3986 4.3, RFC 5280 4.2.1.6)",
 			 f->name);
 		return buf;
+	case STRICT_EMAIL:
+		snprintf(buf, len,
+			 "email address '%s' in its subjectAltName is not an address (a local part "
+			 "of letters, digits and !#$%%&'*+-/=?^_`{|}~ in dot-separated atoms, one "
+			 "'@', a host name) (RFC 5321 4.1.2, RFC 5280 4.2.1.6)",
+			 f->name);
+		return buf;
 	case STRICT_PATHLEN:
 		return "a pathLenConstraint on a certificate that is not a CA with keyCertSign "
 		       "(RFC 5280 4.2.1.9)";
@@ -633,10 +750,11 @@ int strict_explain(const struct strict_finding *f, const char *role, struct erro
 			identity_describe(f->ca, ca, sizeof(ca));
 		if (f->name[0] != '\0')
 			return error_set(err, MTLS_REASON_NONCONFORMING,
-					 "%s %s rejected: %s%s: %s '%s' in its subjectAltName is "
-					 "outside the name constraints of the CA %s (RFC 5280 "
-					 "4.2.1.10); reissue it with a permitted name",
+					 "%s %s rejected: %s%s: %s '%s' in its %s is outside the "
+					 "name constraints of the CA %s (RFC 5280 4.2.1.10); "
+					 "reissue it with a permitted name",
 					 role, what, prefix, who, f->kind, f->name,
+					 strcmp(f->kind, "CN") == 0 ? "subject" : "subjectAltName",
 					 ca[0] != '\0' ? ca : "above it");
 		return error_set(
 			err, MTLS_REASON_NONCONFORMING,
@@ -644,6 +762,16 @@ int strict_explain(const struct strict_finding *f, const char *role, struct erro
 			"constraints of a CA above it (RFC 5280 4.2.1.10); reissue it with "
 			"a permitted name",
 			role, what, prefix, who);
+	case STRICT_CN_UNCONSTRAINED:
+		if (f->ca != NULL)
+			identity_describe(f->ca, ca, sizeof(ca));
+		return error_set(
+			err, MTLS_REASON_NONCONFORMING,
+			"%s certificate rejected: %s: its CN '%s' is not bounded by the name "
+			"constraints of the CA %s: under name constraints a CN must be a host name "
+			"within the CA's DNS constraints or an email address within its email "
+			"constraints (RFC 5280 4.2.1.10); reissue it with such a CN, or none",
+			role, who, f->name, ca[0] != '\0' ? ca : "above it");
 	default:
 		return error_set(err, MTLS_REASON_NONCONFORMING,
 				 "%s %s rejected: %s%s: %s; reissue it", role, what, prefix, who,

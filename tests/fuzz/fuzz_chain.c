@@ -16,8 +16,8 @@
  * verification reaches it only for chains whose signatures verify, which a mutated input
  * rarely keeps. So the certificates of each input also go to strict_chain() and
  * strict_leaf() directly, as if they were a verified path, and the input's bytes to the
- * host name and URI checks: a refusal must name a rule, a certificate, and make a message;
- * an accepted host name must be made of what a host name may hold.
+ * host name, URI and email address checks: a refusal must name a rule, a certificate, and
+ * make a message; an accepted host name or address must be made of what one may hold.
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -158,6 +158,19 @@ static void strict_names(const uint8_t *data, size_t size)
 		check(size >= 3 && isalpha(data[0]) && memchr(data, ':', size) != NULL);
 		for (size_t i = 0; i < size; i++)
 			check(data[i] > 0x20 && data[i] < 0x7f);
+	}
+	if (strict_email_ok(data, size)) {
+		const uint8_t *at = memchr(data, '@', size);
+		size_t local = at != NULL ? (size_t)(at - data) : 0;
+
+		/* one '@' after a local part that neither starts nor ends with '.', then a host
+		 * name that is no wildcard; printable, no space, quote, bracket or backslash */
+		check(at != NULL && local > 0 && data[0] != '.' && data[local - 1] != '.');
+		check(memchr(at + 1, '@', size - local - 1) == NULL && at[1] != '*');
+		check(strict_dns_name_ok(at + 1, size - local - 1));
+		for (size_t i = 0; i < size; i++)
+			check(data[i] > 0x20 && data[i] < 0x7f &&
+			      strchr("\"(),:;<>[\\]", data[i]) == NULL);
 	}
 }
 

@@ -7,8 +7,10 @@
  * whoever asked the CA, so it must cope with any well-formed DER. Seeds: gen-seeds.sh.
  *
  * Invariants: a certificate that cannot be described is refused as bad_certificate (not
- * "out of memory"); no SAN is empty; a URI SAN kept is at most 2048 printable bytes with no
- * dot segment; the primary identity follows the rule in mtls.h and is never "".
+ * "out of memory"), with a message of printable ASCII; no SAN is empty; no SAN and no CN
+ * holds a control byte (C0, DEL; a C1 control in a CN); a URI SAN kept is at most 2048
+ * printable bytes with no dot segment; the primary identity follows the rule in mtls.h and
+ * is never ""; a refusal by the allow rules is one line of printable ASCII.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -82,6 +84,22 @@ static bool has_prefix(const char *s, const char *prefix)
 	return s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static bool printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (*s < 0x20 || *s > 0x7e)
+			return false;
+	return true;
+}
+
+static bool has_control(const char *s)
+{
+	for (const unsigned char *u = (const unsigned char *)s; *u != '\0'; u++)
+		if (*u < 0x20 || *u == 0x7f || (u[0] == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f))
+			return true;
+	return false;
+}
+
 static void check_peer(const struct mtls_peer *p)
 {
 	char want[7 + 65];
@@ -99,9 +117,10 @@ static void check_peer(const struct mtls_peer *p)
 		check(strstr(p->uris.v[i], "/../") == NULL && strstr(p->uris.v[i], "/./") == NULL);
 	}
 	for (size_t i = 0; i < p->dns.n; i++)
-		check(p->dns.v[i][0] != '\0');
+		check(p->dns.v[i][0] != '\0' && !has_control(p->dns.v[i]));
 	for (size_t i = 0; i < p->emails.n; i++)
-		check(p->emails.v[i][0] != '\0');
+		check(p->emails.v[i][0] != '\0' && !has_control(p->emails.v[i]));
+	check(p->cn == NULL || (p->cn[0] != '\0' && !has_control(p->cn)));
 	check(strlen(p->cert_sha256) == 64 && strlen(p->spki_sha256) == 64);
 	/* the primary identity is the first URI SAN, else DNS SAN, else CN, else the hash */
 	if (p->uris.n > 0) {
@@ -135,7 +154,7 @@ static void run_policy(int which, struct mtls_peer *p)
 	if (rc != 0) {
 		check(err.reason == MTLS_REASON_IDENTITY_NOT_ALLOWED ||
 		      err.reason == MTLS_REASON_PIN_MISMATCH);
-		check(strlen(err.msg) < sizeof(err.msg));
+		check(strlen(err.msg) < sizeof(err.msg) && printable(err.msg));
 		return;
 	}
 	check(p->matched_rule != NULL);
@@ -178,6 +197,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (p == NULL) {
 		/* malloc does not fail here (libFuzzer's limit aborts first) */
 		check(err.reason == MTLS_REASON_BAD_CERTIFICATE);
+		check(printable(err.msg));
 	} else {
 		check_peer(p);
 		for (int i = 0; i < NPOLICIES; i++)

@@ -18,6 +18,8 @@
  *   - pins: any 32 bytes written as hex (either case, colons or not) or base64 parse back,
  *     and only the canonical forms parse: 64 hex digits, 32 pairs joined by single colons,
  *     or the base64 that encodes exactly the bytes parsed (repro/fuzz_policy/).
+ *   - refusals: a peer whose names are A and B, refused by a name rule, a pin or the authz
+ *     callback, gets a one-line message of printable ASCII (its names escaped).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -249,6 +251,62 @@ static void check_pin_roundtrip(const uint8_t raw[32])
 	check(policy_parse_pin(hex, out) != 0);
 }
 
+static int refuse_all(const struct mtls_peer *peer, void *arg, char *why, size_t len)
+{
+	(void)peer;
+	(void)arg;
+	(void)why;
+	(void)len;
+	return 0;
+}
+
+/* The policies of check_refusal(): a name rule, a pin, an authz callback. */
+static struct policy *refusing[3];
+
+static void init_refusing(void)
+{
+	struct mtls_config *c[3] = {mtls_config_new(), mtls_config_new(), mtls_config_new()};
+	struct error err;
+
+	check(c[0] != NULL && c[1] != NULL && c[2] != NULL);
+	check(mtls_config_allow_uri(c[0], "spiffe://fuzz.invalid/never") == 0);
+	check(mtls_config_allow_spki_sha256(c[1], "ABEiM0RVZneImaq7zN3u/wARIjNEVWZ3iJmqu8zd7v8=") ==
+	      0);
+	check(mtls_config_set_authz_cb(c[2], refuse_all, NULL) == 0);
+	for (int i = 0; i < 3; i++) {
+		error_clear(&err);
+		refusing[i] = policy_new(c[i], &err);
+		check(refusing[i] != NULL);
+		mtls_config_free(c[i]);
+	}
+}
+
+static void check_refusal(char *a, char *b)
+{
+	char *names[2] = {a, b}, serial[] = "01";
+	struct mtls_peer peer = {.identity = a,
+				 .cn = b,
+				 .serial = serial,
+				 .uris = {names, 2},
+				 .dns = {names, 2},
+				 .emails = {names, 2}};
+	struct error err;
+
+	for (int i = 0; i < 3; i++) {
+		error_clear(&err);
+		if (policy_check(refusing[i], &peer, "client", &err) == 0) {
+			/* only a name rule can match, and only the one URI */
+			check(i == 0 && peer.matched_rule != NULL);
+		} else {
+			check(err.msg[0] != '\0' && strlen(err.msg) < sizeof(err.msg));
+			for (const char *m = err.msg; *m != '\0'; m++)
+				check(*m >= 0x20 && *m < 0x7f);
+		}
+		free(peer.matched_rule);
+		peer.matched_rule = NULL;
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = malloc(size + 1);
@@ -282,6 +340,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_pin(b);
 	if (size >= 32)
 		check_pin_roundtrip(data);
+
+	if (refusing[0] == NULL)
+		init_refusing();
+	check_refusal(a, b);
 
 	free(buf);
 	return 0;

@@ -262,16 +262,14 @@ static const struct match_case email_cases[] = {
 static void test_email(void **state)
 {
 	struct mtls_config *cfg = mtls_config_new();
-	static const char *const bad[] = {"nope",
-					  "@example.org",
-					  "a@",
-					  "a*@example.org",
-					  "*@*.example.org",
-					  "*a@example.org",
-					  "a b@example.org",
-					  "",
-					  NULL};
-	static const char *const good[] = {"*@example.org", "alice@example.org", "\"a@b\"@x.test"};
+	static const char *const bad[] = {
+		"nope", "@example.org", "a@", "a*@example.org", "*@*.example.org", "*a@example.org",
+		"a b@example.org", "",
+		/* no certificate could hold these (strict_email_ok()) */
+		"\"a@b\"@x.test", "a@b@x.test", "a.@x.test", "a@x.test.", "a@bad_domain.test", "*@",
+		"*@x.test.", "a\n@x.test", NULL};
+	static const char *const good[] = {"*@example.org", "alice@example.org",
+					   "first.last+tag@Sub.Example.org", "*@EXAMPLE.org"};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(email_cases) / sizeof(email_cases[0]); i++)
@@ -285,6 +283,9 @@ static void test_email(void **state)
 		assert_int_equal(mtls_config_error_reason(cfg), MTLS_REASON_USAGE);
 	}
 	assert_non_null(strstr(mtls_config_error(cfg), "*@example.org"));
+	/* the refused pattern is shown escaped */
+	assert_int_equal(mtls_config_allow_email(cfg, "a\nb@x.test"), -1);
+	assert_non_null(strstr(mtls_config_error(cfg), "allow email a\\x0ab@x.test: expected"));
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		assert_int_equal(mtls_config_allow_email(cfg, good[i]), 0);
 	mtls_config_free(cfg);
@@ -345,6 +346,62 @@ static void test_pins(void **state)
 			 -1);
 }
 
+static int refuse_all(const struct mtls_peer *peer, void *arg, char *why, size_t len)
+{
+	(void)peer;
+	(void)arg;
+	(void)why;
+	(void)len;
+	return 0;
+}
+
+/* Refusals show the peer's names escaped, so that no byte of them breaks the one-line
+ * message (identity.c refuses such certificates first; a message does not rely on it). */
+static void test_refusal_escapes_names(void **state)
+{
+	static char uri[] = "spiffe://x/a\nrefused: forged", dns[] = "a\x1b[2J.test",
+		    email[] = "x\naccepted: spiffe://ex.org/admin\n@ok.test",
+		    identity[] = "evil\r\naccepted: x", cn[] = "evil\nrefused: forged line",
+		    serial[] = "01";
+	static char *uris[] = {uri}, *dnss[] = {dns}, *emails[] = {email};
+	struct mtls_peer peer = {.identity = identity,
+				 .cn = cn,
+				 .serial = serial,
+				 .spki_sha256 = "00",
+				 .cert_sha256 = "00",
+				 .uris = {uris, 1},
+				 .dns = {dnss, 1},
+				 .emails = {emails, 1}};
+	struct mtls_config *cfg[3] = {mtls_config_new(), mtls_config_new(), mtls_config_new()};
+	const char *expect[3] = {
+		"identity evil\\x0d\\x0aaccepted: x (URI:spiffe://x/a\\x0arefused: forged, "
+		"DNS:a\\x1b[2J.test, email:x\\x0aaccepted: spiffe://ex.org/admin\\x0a@ok.test, "
+		"CN=evil\\x0arefused: forged line, serial 01)",
+		"identity evil\\x0d\\x0aaccepted: x)", "identity evil\\x0d\\x0aaccepted: x"};
+
+	(void)state;
+	assert_int_equal(mtls_config_allow_email(cfg[0], "*@other.test"), 0);
+	assert_int_equal(mtls_config_allow_spki_sha256(cfg[1], "ABEiM0RVZneImaq7zN3u/"
+							       "wARIjNEVWZ3iJmqu8zd7v8="),
+			 0);
+	assert_int_equal(mtls_config_set_authz_cb(cfg[2], refuse_all, NULL), 0);
+	for (int i = 0; i < 3; i++) {
+		struct error err = {0};
+		struct policy *pol = policy_new(cfg[i], &err);
+
+		assert_non_null(pol);
+		assert_int_equal(policy_check(pol, &peer, "client", &err), -1);
+		if (strstr(err.msg, expect[i]) == NULL)
+			fail_msg("case %d: %s", i, err.msg);
+		for (const char *m = err.msg; *m != '\0'; m++)
+			assert_true(*m >= 0x20 && *m < 0x7f);
+		free(peer.matched_rule);
+		peer.matched_rule = NULL;
+		policy_free(pol);
+		mtls_config_free(cfg[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -354,6 +411,7 @@ int main(void)
 		cmocka_unit_test(test_dns),
 		cmocka_unit_test(test_email),
 		cmocka_unit_test(test_pins),
+		cmocka_unit_test(test_refusal_escapes_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -294,7 +294,22 @@ static void set_serial(X509 *cert, const char *hex)
 	BN_free(bn);
 }
 
-/* The SAN from its openssl.cnf form plus an iPAddress of any length. */
+/* One more name of a type in a SAN, its bytes as given. */
+static void push_raw(GENERAL_NAMES *gens, int type, const void *bytes, size_t len)
+{
+	GENERAL_NAME *g = GENERAL_NAME_new();
+	ASN1_STRING *v =
+		ASN1_STRING_type_new(type == GEN_IPADD ? V_ASN1_OCTET_STRING : V_ASN1_IA5STRING);
+
+	assert_non_null(g);
+	assert_non_null(v);
+	assert_int_equal(ASN1_STRING_set(v, bytes, (int)len), 1);
+	GENERAL_NAME_set0_value(g, type, v);
+	assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+}
+
+/* The SAN from its openssl.cnf form plus an iPAddress of any length and a name of any
+ * bytes. */
 static void add_san(X509 *cert, const struct test_cert *spec, const char *san)
 {
 	GENERAL_NAMES *gens = NULL;
@@ -308,19 +323,15 @@ static void add_san(X509 *cert, const struct test_cert *spec, const char *san)
 		assert_non_null(ext);
 		gens = X509V3_EXT_d2i(ext);
 		X509_EXTENSION_free(ext);
-	} else if (spec->ip_raw != NULL) {
+	} else if (spec->ip_raw != NULL || spec->raw_name != NULL) {
 		gens = GENERAL_NAMES_new();
 	}
 	if (gens == NULL)
 		return;
-	if (spec->ip_raw != NULL) {
-		GENERAL_NAME *g = GENERAL_NAME_new();
-		ASN1_OCTET_STRING *ip = ASN1_OCTET_STRING_new();
-
-		assert_int_equal(ASN1_OCTET_STRING_set(ip, spec->ip_raw, (int)spec->ip_raw_len), 1);
-		GENERAL_NAME_set0_value(g, GEN_IPADD, ip);
-		assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
-	}
+	if (spec->ip_raw != NULL)
+		push_raw(gens, GEN_IPADD, spec->ip_raw, spec->ip_raw_len);
+	if (spec->raw_name != NULL)
+		push_raw(gens, spec->raw_type, spec->raw_name, strlen(spec->raw_name));
 	assert_int_equal(X509_add1_ext_i2d(cert, NID_subject_alt_name, gens,
 					   spec->san_critical ? 1 : 0, X509V3_ADD_DEFAULT),
 			 1);
@@ -358,6 +369,12 @@ X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issue
 	X509_set_version(cert, X509_VERSION_3);
 	set_serial(cert, spec->serial);
 	set_subject(cert, spec->subject != NULL ? spec->subject : "CN=test");
+	if (spec->cn_raw != NULL)
+		assert_int_equal(X509_NAME_add_entry_by_NID(X509_get_subject_name(cert),
+							    NID_commonName, V_ASN1_UTF8STRING,
+							    (const unsigned char *)spec->cn_raw,
+							    (int)spec->cn_raw_len, -1, 0),
+				 1);
 	assert_int_equal(X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer)
 								   : X509_get_subject_name(cert)),
 			 1);

@@ -60,6 +60,10 @@ struct test_cert {
 	bool san_critical;
 	const unsigned char *ip_raw; /* one more iPAddress SAN of ip_raw_len octets */
 	size_t ip_raw_len;
+	const char *raw_name; /* one more SAN of raw_type (GEN_EMAIL, ...): these bytes as is */
+	int raw_type;
+	const char *cn_raw; /* one more CN of cn_raw_len bytes (a NUL, ...), after subject's */
+	size_t cn_raw_len;
 	const char *nc;	   /* nameConstraints, e.g. "critical,permitted;DNS:good.test" */
 	const char *crldp; /* crlDistributionPoints, e.g. "URI:http://crl.test/int.crl" */
 	bool no_ski;
