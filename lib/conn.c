@@ -40,16 +40,14 @@ static struct mtls *conn_new(struct mtls *e, int fd, const char *name)
 		return NULL;
 	}
 	c->kind = KIND_CONN;
-	pthread_mutex_init(&c->lock, NULL);
-	c->cstate = st;
-	c->server_side = st->server;
-	if (name != NULL && (c->server_name = strdup(name)) == NULL)
+	c->state = st;
+	if (name != NULL && (c->conn.server_name = strdup(name)) == NULL)
 		goto oom;
-	c->ssl = SSL_new(st->ssl_ctx);
-	if (c->ssl == NULL || (bio = sockbio_new(fd)) == NULL)
+	c->conn.ssl = SSL_new(st->ssl_ctx);
+	if (c->conn.ssl == NULL || (bio = sockbio_new(fd)) == NULL)
 		goto oom;
-	SSL_set_bio(c->ssl, bio, bio);
-	SSL_set_app_data(c->ssl, c);
+	SSL_set_bio(c->conn.ssl, bio, bio);
+	SSL_set_app_data(c->conn.ssl, c);
 	return c;
 oom:
 	error_set_ssl(endpoint_err(e), MTLS_REASON_INTERNAL, "cannot create connection");
@@ -70,13 +68,13 @@ struct mtls *mtls_accept_fd(struct mtls *server, int fd)
 	c = conn_new(server, fd, NULL);
 	if (c == NULL)
 		return NULL;
-	if (c->cstate->cert_not_after == 0) {
+	if (c->state->cert_not_after == 0) {
 		error_set(endpoint_err(server), MTLS_REASON_CONFIG,
 			  "server endpoint has no certificate: configure a cert and key");
 		conn_free(c);
 		return NULL;
 	}
-	SSL_set_accept_state(c->ssl);
+	SSL_set_accept_state(c->conn.ssl);
 	return c;
 }
 
@@ -94,7 +92,7 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 	c = conn_new(client, fd, server_name);
 	if (c == NULL)
 		return NULL;
-	st = c->cstate;
+	st = c->state;
 	if ((server_name == NULL || server_name[0] == '\0') &&
 	    !(st->config->insecure & INSECURE_NO_VERIFY_NAME)) {
 		error_set(endpoint_err(client), MTLS_REASON_USAGE,
@@ -103,18 +101,19 @@ struct mtls *mtls_connect_fd(struct mtls *client, int fd, const char *server_nam
 		conn_free(c);
 		return NULL;
 	}
-	SSL_set_connect_state(c->ssl);
+	SSL_set_connect_state(c->conn.ssl);
 	if (server_name != NULL && server_name[0] != '\0') {
 		unsigned char addr[16];
 
 		/* SNI only for DNS names, as RFC 6066 says */
 		if (inet_pton(AF_INET, server_name, addr) != 1 &&
 		    inet_pton(AF_INET6, server_name, addr) != 1)
-			SSL_set_tlsext_host_name(c->ssl, c->server_name); /* ours, not const */
+			SSL_set_tlsext_host_name(c->conn.ssl,
+						 c->conn.server_name); /* ours, not const */
 		SSL_SESSION *session = tickets_take(&st->tickets, server_name);
 
 		if (session != NULL) {
-			SSL_set_session(c->ssl, session); /* takes its own reference */
+			SSL_set_session(c->conn.ssl, session); /* takes its own reference */
 			SSL_SESSION_free(session);
 		}
 	}
@@ -131,15 +130,14 @@ static bool session_survives(enum mtls_reason reason)
 
 void conn_free(struct mtls *c)
 {
-	if (c->ssl != NULL && c->handshake_done && session_survives(c->err.reason))
+	if (c->conn.ssl != NULL && c->conn.handshake_done && session_survives(c->conn.err.reason))
 		/* OpenSSL would mark the session of a connection freed without close_notify
 		 * unresumable; TLS 1.3 dropped that rule, and peers that just close are common */
-		SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN);
-	SSL_free(c->ssl);
-	state_unref(c->cstate);
-	identity_free(c->peer);
-	free(c->server_name);
-	pthread_mutex_destroy(&c->lock);
+		SSL_set_shutdown(c->conn.ssl, SSL_get_shutdown(c->conn.ssl) | SSL_SENT_SHUTDOWN);
+	SSL_free(c->conn.ssl);
+	state_unref(c->state);
+	identity_free(c->conn.peer);
+	free(c->conn.server_name);
 	free(c);
 }
 
@@ -147,9 +145,9 @@ void conn_free(struct mtls *c)
 
 static void request_for(struct mtls *c, struct verify_request *rq)
 {
-	*rq = (struct verify_request){.st = c->cstate,
-				      .peer_is_client = c->server_side,
-				      .name = c->server_side ? NULL : c->server_name};
+	*rq = (struct verify_request){.st = c->state,
+				      .peer_is_client = c->state->server,
+				      .name = c->state->server ? NULL : c->conn.server_name};
 }
 
 /* OpenSSL's certificate verification, replaced by ours (verify.c). */
@@ -163,24 +161,25 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	if (c == NULL)
 		return 0;
 	request_for(c, &rq);
-	identity_free(c->peer);
-	c->peer = NULL;
-	return verify_chain(&rq, xctx, &c->peer, &c->verify_err, c->warning, sizeof(c->warning)) ==
-	       0;
+	identity_free(c->conn.peer);
+	c->conn.peer = NULL;
+	return verify_chain(&rq, xctx, &c->conn.peer, &c->conn.verify_err, c->conn.warning,
+			    sizeof(c->conn.warning)) == 0;
 }
 
 static int recheck_resumed(struct mtls *c)
 {
-	X509 *leaf = SSL_get0_peer_certificate(c->ssl);
+	X509 *leaf = SSL_get0_peer_certificate(c->conn.ssl);
 	struct verify_request rq;
 
 	if (leaf == NULL)
-		return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+		return error_set(&c->conn.err, MTLS_REASON_NO_CERTIFICATE,
 				 "resumed session carries no peer certificate");
 	request_for(c, &rq);
-	identity_free(c->peer);
-	c->peer = NULL;
-	return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->ssl), &c->peer, &c->err);
+	identity_free(c->conn.peer);
+	c->conn.peer = NULL;
+	return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl), &c->conn.peer,
+			      &c->conn.err);
 }
 
 static bool is_alert(int reason)
@@ -238,56 +237,56 @@ static bool is_parse_error(int reason)
 static bool looks_like_tls(struct mtls *c)
 {
 	uint8_t head[SOCKBIO_HEAD];
-	int n = sockbio_head(SSL_get_rbio(c->ssl), head);
+	int n = sockbio_head(SSL_get_rbio(c->conn.ssl), head);
 
 	return n == 0 || (head[0] >= 0x14 && head[0] <= 0x17 && (n < 2 || head[1] == 0x03));
 }
 
-/* Set c->err from a failed handshake step. */
+/* Set c->conn.err from a failed handshake step. */
 static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 {
 	unsigned long e = ERR_peek_error();
 	int lib = ERR_GET_LIB(e);
 	int reason = ERR_GET_REASON(e);
-	const char *peer = c->server_side ? "client" : "server";
+	const char *peer = c->state->server ? "client" : "server";
 	const char *text = e != 0 ? ERR_reason_error_string(e) : NULL;
 
-	if (c->verify_err.reason != MTLS_REASON_NONE) {
-		c->err = c->verify_err;
+	if (c->conn.verify_err.reason != MTLS_REASON_NONE) {
+		c->conn.err = c->conn.verify_err;
 		ERR_clear_error();
 		return -1;
 	}
 	if (ssl_err == SSL_ERROR_SYSCALL && e == 0) {
 		if (saved_errno == 0 || saved_errno == EPIPE || saved_errno == ECONNRESET)
-			return error_set(&c->err, MTLS_REASON_TRUNCATED,
+			return error_set(&c->conn.err, MTLS_REASON_TRUNCATED,
 					 "the %s closed the connection during the handshake%s%s",
 					 peer, saved_errno != 0 ? ": " : "",
 					 saved_errno != 0 ? strerror(saved_errno) : "");
-		return error_set(&c->err, MTLS_REASON_IO, "handshake with the %s failed: %s", peer,
-				 strerror(saved_errno));
+		return error_set(&c->conn.err, MTLS_REASON_IO, "handshake with the %s failed: %s",
+				 peer, strerror(saved_errno));
 	}
 	if (ssl_err == SSL_ERROR_ZERO_RETURN)
-		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+		return error_set(&c->conn.err, MTLS_REASON_TRUNCATED,
 				 "the %s closed the connection during the handshake", peer);
 	if (lib != ERR_LIB_SSL)
-		return error_set_ssl(&c->err, MTLS_REASON_HANDSHAKE_FAILED,
+		return error_set_ssl(&c->conn.err, MTLS_REASON_HANDSHAKE_FAILED,
 				     "handshake with the %s failed", peer);
 	/* bytes that start like TLS but do not parse are a broken peer (or a corrupted
 	 * stream), not a plaintext client at the wrong port */
 	if (is_parse_error(reason) && reason != SSL_R_HTTP_REQUEST &&
 	    reason != SSL_R_HTTPS_PROXY_REQUEST && looks_like_tls(c))
-		return error_set(&c->err, MTLS_REASON_MALFORMED,
+		return error_set(&c->conn.err, MTLS_REASON_MALFORMED,
 				 "malformed TLS handshake from the %s: %s; its TLS implementation "
 				 "is broken, or something on the way corrupts the stream",
 				 peer, text != NULL ? text : "bad record");
 	if (is_parse_error(reason))
-		return error_set(&c->err, MTLS_REASON_NOT_TLS,
+		return error_set(&c->conn.err, MTLS_REASON_NOT_TLS,
 				 "the %s did not speak TLS (%s); point a TLS client at this port, "
 				 "or plaintext at the connector",
 				 peer, text != NULL ? text : "bad record");
 	switch (reason) {
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-		return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+		return error_set(&c->conn.err, MTLS_REASON_NO_CERTIFICATE,
 				 "client sent no certificate; configure the client with a "
 				 "certificate and key issued by the trusted CA");
 	case SSL_R_UNSUPPORTED_PROTOCOL:
@@ -295,45 +294,45 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 	case SSL_R_VERSION_TOO_LOW:
 	case SSL_R_VERSION_TOO_HIGH:
 	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
-		return error_set(&c->err, MTLS_REASON_PROTOCOL_VERSION,
+		return error_set(&c->conn.err, MTLS_REASON_PROTOCOL_VERSION,
 				 "the %s offered no TLS version we accept (%s); TLS 1.2 or 1.3 is "
 				 "required",
 				 peer, text != NULL ? text : "unsupported protocol");
 	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
-		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+		return error_set(&c->conn.err, MTLS_REASON_TRUNCATED,
 				 "the %s closed the connection during the handshake", peer);
 	case SSL_R_NO_SHARED_CIPHER:
 	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
 	case SSL_R_NO_SHARED_GROUPS:
 	case SSL_R_NO_CIPHERS_AVAILABLE:
-		return error_set(&c->err, MTLS_REASON_HANDSHAKE_FAILED,
+		return error_set(&c->conn.err, MTLS_REASON_HANDSHAKE_FAILED,
 				 "no common cipher suite, group or signature algorithm with the "
 				 "%s (%s); it must support ECDHE with AES-GCM or ChaCha20-Poly1305",
 				 peer, text);
 	default: break;
 	}
 	if (is_alert(reason))
-		return error_set(&c->err, MTLS_REASON_REJECTED_BY_PEER,
+		return error_set(&c->conn.err, MTLS_REASON_REJECTED_BY_PEER,
 				 "the %s refused the handshake (%s); check its log for why", peer,
 				 text != NULL ? text : "alert");
-	return error_set_ssl(&c->err, MTLS_REASON_HANDSHAKE_FAILED, "handshake with the %s failed",
-			     peer);
+	return error_set_ssl(&c->conn.err, MTLS_REASON_HANDSHAKE_FAILED,
+			     "handshake with the %s failed", peer);
 }
 
 static int handshake_failed(struct mtls *c, int ssl_err, int saved_errno)
 {
 	handshake_error(c, ssl_err, saved_errno);
-	if (!looks_like_tls(c) && c->err.reason != MTLS_REASON_NOT_TLS &&
-	    mtls_reason_category(c->err.reason) == MTLS_CATEGORY_PROTOCOL)
-		error_set(&c->err, MTLS_REASON_NOT_TLS,
+	if (!looks_like_tls(c) && c->conn.err.reason != MTLS_REASON_NOT_TLS &&
+	    mtls_reason_category(c->conn.err.reason) == MTLS_CATEGORY_PROTOCOL)
+		error_set(&c->conn.err, MTLS_REASON_NOT_TLS,
 			  "the %s did not speak TLS (first byte 0x%02x); point a TLS client at "
 			  "this port, or plaintext at the connector",
-			  c->server_side ? "client" : "server",
-			  (unsigned)sockbio_first_byte(SSL_get_rbio(c->ssl)));
+			  c->state->server ? "client" : "server",
+			  (unsigned)sockbio_first_byte(SSL_get_rbio(c->conn.ssl)));
 	/* the rest of the client's flight is unread: closing now would reset the connection
 	 * and the client might never see the alert that says why it was refused */
-	if (c->server_side)
-		sockbio_discard_input(SSL_get_rbio(c->ssl));
+	if (c->state->server)
+		sockbio_discard_input(SSL_get_rbio(c->conn.ssl));
 	return -1;
 }
 
@@ -356,29 +355,29 @@ int mtls_handshake(struct mtls *c)
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
-	if (c->handshake_done)
+	if (c->conn.handshake_done)
 		return 0;
-	if (c->err.reason != MTLS_REASON_NONE)
+	if (c->conn.err.reason != MTLS_REASON_NONE)
 		return -1;
 	clear_errors();
 	errno = 0;
-	rc = SSL_do_handshake(c->ssl);
+	rc = SSL_do_handshake(c->conn.ssl);
 	if (rc == 1) {
-		if (SSL_session_reused(c->ssl) && recheck_resumed(c) != 0) {
-			SSL_shutdown(c->ssl); /* close_notify, so the peer does not carry on */
+		if (SSL_session_reused(c->conn.ssl) && recheck_resumed(c) != 0) {
+			SSL_shutdown(c->conn.ssl); /* close_notify, so the peer does not carry on */
 			return -1;
 		}
-		if (c->peer == NULL)
-			return error_set(&c->err, MTLS_REASON_NO_CERTIFICATE,
+		if (c->conn.peer == NULL)
+			return error_set(&c->conn.err, MTLS_REASON_NO_CERTIFICATE,
 					 "the %s presented no certificate",
-					 c->server_side ? "client" : "server");
-		c->handshake_done = true;
+					 c->state->server ? "client" : "server");
+		c->conn.handshake_done = true;
 		/* nothing more is needed until the application's first byte; a record read
 		 * ahead keeps its buffer */
-		SSL_free_buffers(c->ssl);
+		SSL_free_buffers(c->conn.ssl);
 		return 0;
 	}
-	ssl_err = SSL_get_error(c->ssl, rc);
+	ssl_err = SSL_get_error(c->conn.ssl, rc);
 	if (ssl_err == SSL_ERROR_WANT_READ || ssl_err == SSL_ERROR_WANT_WRITE)
 		return want_of(ssl_err);
 	return handshake_failed(c, ssl_err, errno);
@@ -387,7 +386,7 @@ int mtls_handshake(struct mtls *c)
 /* A read or write failed: set the error and say what to return. */
 static ssize_t io_error(struct mtls *c, int rc, int saved_errno, bool reading)
 {
-	int ssl_err = SSL_get_error(c->ssl, rc);
+	int ssl_err = SSL_get_error(c->conn.ssl, rc);
 	unsigned long e;
 
 	switch (ssl_err) {
@@ -396,7 +395,7 @@ static ssize_t io_error(struct mtls *c, int rc, int saved_errno, bool reading)
 	case SSL_ERROR_ZERO_RETURN: ERR_clear_error(); return 0;
 	case SSL_ERROR_SYSCALL:
 		if (ERR_peek_error() == 0)
-			return error_set(&c->err,
+			return error_set(&c->conn.err,
 					 saved_errno != 0 ? MTLS_REASON_IO : MTLS_REASON_TRUNCATED,
 					 "connection %s: %s", reading ? "read" : "write",
 					 saved_errno != 0 ? strerror(saved_errno)
@@ -407,12 +406,12 @@ static ssize_t io_error(struct mtls *c, int rc, int saved_errno, bool reading)
 	e = ERR_peek_error();
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
 	    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-		return error_set(&c->err, MTLS_REASON_TRUNCATED,
+		return error_set(&c->conn.err, MTLS_REASON_TRUNCATED,
 				 "the peer closed the connection without close_notify");
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL && is_alert(ERR_GET_REASON(e)))
-		return error_set_ssl(&c->err, MTLS_REASON_REJECTED_BY_PEER,
+		return error_set_ssl(&c->conn.err, MTLS_REASON_REJECTED_BY_PEER,
 				     "the peer ended the connection with an alert");
-	return error_set_ssl(&c->err, MTLS_REASON_IO, "connection %s failed",
+	return error_set_ssl(&c->conn.err, MTLS_REASON_IO, "connection %s failed",
 			     reading ? "read" : "write");
 }
 
@@ -422,7 +421,7 @@ static int check_ready(struct mtls *c)
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
-	if (c->handshake_done)
+	if (c->conn.handshake_done)
 		return 0;
 	rc = mtls_handshake(c);
 	return rc;
@@ -439,34 +438,34 @@ ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 		return rc;
 	clear_errors();
 	errno = 0;
-	rc = SSL_read_ex(c->ssl, buf, len, &got);
+	rc = SSL_read_ex(c->conn.ssl, buf, len, &got);
 	if (rc == 1)
 		return (ssize_t)got;
 	ret = io_error(c, rc, errno, true);
 	/* waiting for the peer: hold no record buffer meanwhile (SSL_free_buffers() keeps
 	 * them while a partial record or unsent data is in them) */
 	if (ret == MTLS_WANT_POLLIN)
-		SSL_free_buffers(c->ssl);
+		SSL_free_buffers(c->conn.ssl);
 	return ret;
 }
 
 void mtls_keep_buffers(struct mtls *c, int keep)
 {
-	if (c == NULL || c->kind != KIND_CONN || c->ssl == NULL)
+	if (c == NULL || c->kind != KIND_CONN || c->conn.ssl == NULL)
 		return;
 	if (keep) {
-		SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+		SSL_clear_mode(c->conn.ssl, SSL_MODE_RELEASE_BUFFERS);
 	} else {
-		SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
-		SSL_free_buffers(c->ssl);
+		SSL_set_mode(c->conn.ssl, SSL_MODE_RELEASE_BUFFERS);
+		SSL_free_buffers(c->conn.ssl);
 	}
 }
 
 int mtls_read_drained(const struct mtls *c)
 {
-	if (c == NULL || c->kind != KIND_CONN || c->ssl == NULL || !c->handshake_done)
+	if (c == NULL || c->kind != KIND_CONN || c->conn.ssl == NULL || !c->conn.handshake_done)
 		return 0;
-	return !SSL_has_pending(c->ssl) && sockbio_drained(SSL_get_rbio(c->ssl));
+	return !SSL_has_pending(c->conn.ssl) && sockbio_drained(SSL_get_rbio(c->conn.ssl));
 }
 
 ssize_t mtls_write(struct mtls *c, const void *buf, size_t len)
@@ -481,7 +480,7 @@ ssize_t mtls_write(struct mtls *c, const void *buf, size_t len)
 		return 0;
 	clear_errors();
 	errno = 0;
-	rc = SSL_write_ex(c->ssl, buf, len, &put);
+	rc = SSL_write_ex(c->conn.ssl, buf, len, &put);
 	if (rc == 1)
 		return (ssize_t)put;
 	return io_error(c, rc, errno, false);
@@ -493,11 +492,11 @@ int mtls_close(struct mtls *c)
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return -1;
-	if (!c->handshake_done)
+	if (!c->conn.handshake_done)
 		return 0;
 	clear_errors();
 	errno = 0;
-	rc = SSL_shutdown(c->ssl);
+	rc = SSL_shutdown(c->conn.ssl);
 	if (rc >= 0)
 		return 0; /* close_notify sent; we do not wait for the peer's */
 	rc = (int)io_error(c, rc, errno, false);
@@ -514,10 +513,10 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait for what rc asks (MTLS_WANT_*). 0 ready, -1 timeout or poll error (c->err set). */
+/* Wait for what rc asks (MTLS_WANT_*). 0 ready, -1 timeout or poll error (c->conn.err set). */
 static int wait_for(struct mtls *c, int rc, long long deadline)
 {
-	struct pollfd pfd = {.fd = SSL_get_fd(c->ssl),
+	struct pollfd pfd = {.fd = SSL_get_fd(c->conn.ssl),
 			     .events = rc == MTLS_WANT_POLLOUT ? POLLOUT : POLLIN};
 	int timeout = -1;
 
@@ -527,7 +526,7 @@ static int wait_for(struct mtls *c, int rc, long long deadline)
 		if (deadline >= 0) {
 			long long left = deadline - now_ms();
 			if (left <= 0)
-				return error_set(&c->err, MTLS_REASON_TIMEOUT,
+				return error_set(&c->conn.err, MTLS_REASON_TIMEOUT,
 						 "timed out waiting for the peer");
 			timeout = left > 1000000 ? 1000000 : (int)left;
 		}
@@ -535,7 +534,7 @@ static int wait_for(struct mtls *c, int rc, long long deadline)
 		if (n > 0)
 			return 0;
 		if (n < 0 && errno != EINTR)
-			return error_set(&c->err, MTLS_REASON_IO, "poll: %s", strerror(errno));
+			return error_set(&c->conn.err, MTLS_REASON_IO, "poll: %s", strerror(errno));
 	}
 }
 
@@ -548,7 +547,7 @@ static long long deadline_of(int timeout_ms)
  * helper runs, and restore the caller's flags after. Returns the flags to restore. */
 static int nonblocking_begin(struct mtls *c)
 {
-	int fd = SSL_get_fd(c->ssl);
+	int fd = SSL_get_fd(c->conn.ssl);
 	int flags = fcntl(fd, F_GETFL);
 
 	if (flags >= 0 && !(flags & O_NONBLOCK))
@@ -559,7 +558,7 @@ static int nonblocking_begin(struct mtls *c)
 static void nonblocking_end(struct mtls *c, int flags)
 {
 	if (flags >= 0 && !(flags & O_NONBLOCK))
-		fcntl(SSL_get_fd(c->ssl), F_SETFL, flags);
+		fcntl(SSL_get_fd(c->conn.ssl), F_SETFL, flags);
 }
 
 int mtls_handshake_wait(struct mtls *c, int timeout_ms)
@@ -646,20 +645,26 @@ int mtls_close_wait(struct mtls *c, int timeout_ms)
 
 const struct mtls_peer *mtls_conn_peer(const struct mtls *c)
 {
-	return c != NULL && c->kind == KIND_CONN && c->handshake_done ? c->peer : NULL;
+	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done ? c->conn.peer : NULL;
+}
+
+/* The connection's SSL; NULL for an endpoint. */
+static SSL *ssl_of(const struct mtls *c)
+{
+	return c != NULL && c->kind == KIND_CONN ? c->conn.ssl : NULL;
 }
 
 const char *mtls_conn_version(const struct mtls *c)
 {
-	return c != NULL && c->ssl != NULL ? SSL_get_version(c->ssl) : NULL;
+	return ssl_of(c) != NULL ? SSL_get_version(ssl_of(c)) : NULL;
 }
 
 const char *mtls_conn_cipher(const struct mtls *c)
 {
-	return c != NULL && c->ssl != NULL ? SSL_get_cipher_name(c->ssl) : NULL;
+	return ssl_of(c) != NULL ? SSL_get_cipher_name(ssl_of(c)) : NULL;
 }
 
 int mtls_conn_resumed(const struct mtls *c)
 {
-	return c != NULL && c->ssl != NULL && SSL_session_reused(c->ssl);
+	return ssl_of(c) != NULL && SSL_session_reused(ssl_of(c));
 }

@@ -68,19 +68,25 @@ struct error *endpoint_err(struct mtls *m)
 {
 	struct thread_results *r;
 
-	if (m->kind == KIND_CONN || (r = thread_results(true)) == NULL)
-		return &m->err;
-	r->err_of = m->id;
+	if (m->kind == KIND_CONN)
+		return &m->conn.err;
+	if ((r = thread_results(true)) == NULL)
+		return &m->ep.err;
+	r->err_of = m->ep.id;
 	return &r->err;
 }
 
+/* The error mtls_error() shows for m: a connection's own; for an endpoint, the calling
+ * thread's about it, else the endpoint's own (set only when a slot could not be had). */
 static const struct error *err_seen(const struct mtls *m)
 {
 	const struct thread_results *r;
 
-	if (m->kind != KIND_CONN && (r = thread_results(false)) != NULL && r->err_of == m->id)
+	if (m->kind == KIND_CONN)
+		return &m->conn.err;
+	if ((r = thread_results(false)) != NULL && r->err_of == m->ep.id)
 		return &r->err;
-	return &m->err;
+	return &m->ep.err;
 }
 
 /* A call on endpoint e succeeded: the calling thread has no error about it any more. */
@@ -88,7 +94,7 @@ static void endpoint_ok(struct mtls *e)
 {
 	struct thread_results *r = thread_results(false);
 
-	if (r != NULL && r->err_of == e->id)
+	if (r != NULL && r->err_of == e->ep.id)
 		error_clear(&r->err);
 }
 
@@ -100,13 +106,13 @@ static void endpoint_forget(const struct mtls *e)
 
 	if (r == NULL)
 		return;
-	if (r->peer_of == e->id) {
+	if (r->peer_of == e->ep.id) {
 		identity_free(r->peer);
 		r->peer = NULL;
 		r->peer_of = 0;
 		r->warning[0] = '\0';
 	}
-	if (r->err_of == e->id)
+	if (r->err_of == e->ep.id)
 		r->err_of = 0;
 	if (r->peer_of == 0 && r->err_of == 0) {
 		pthread_setspecific(results_key, NULL);
@@ -121,8 +127,8 @@ static struct mtls *endpoint_new(enum mtls_kind kind)
 	if (e == NULL)
 		return NULL;
 	e->kind = kind;
-	e->id = atomic_fetch_add(&endpoint_ids, 1);
-	pthread_mutex_init(&e->lock, NULL);
+	e->ep.id = atomic_fetch_add(&endpoint_ids, 1);
+	pthread_mutex_init(&e->ep.lock, NULL);
 	return e;
 }
 
@@ -140,9 +146,11 @@ struct state *endpoint_state(struct mtls *e)
 {
 	struct state *st;
 
-	pthread_mutex_lock(&e->lock);
+	if (e->kind == KIND_CONN)
+		return NULL;
+	pthread_mutex_lock(&e->ep.lock);
 	st = e->state != NULL ? state_ref(e->state) : NULL;
-	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->ep.lock);
 	return st;
 }
 
@@ -161,10 +169,10 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 	state_unref(old);
 	if (st == NULL)
 		return -1;
-	pthread_mutex_lock(&e->lock);
+	pthread_mutex_lock(&e->ep.lock);
 	old = e->state;
 	e->state = st;
-	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_unlock(&e->ep.lock);
 	state_unref(old);
 	endpoint_ok(e);
 	return 0;
@@ -219,7 +227,7 @@ void mtls_free(struct mtls *m)
 	}
 	endpoint_forget(m);
 	state_unref(m->state);
-	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->ep.lock);
 	free(m);
 }
 
@@ -293,14 +301,14 @@ out:
 	r = thread_results(true);
 	if (r == NULL) {
 		identity_free(peer);
-		return error_set(&e->err, MTLS_REASON_INTERNAL, "out of memory");
+		return error_set(&e->ep.err, MTLS_REASON_INTERNAL, "out of memory");
 	}
 	identity_free(r->peer);
 	r->peer = peer;
-	r->peer_of = e->id;
+	r->peer_of = e->ep.id;
 	memcpy(r->warning, warning, sizeof(warning));
 	r->err = err;
-	r->err_of = e->id;
+	r->err_of = e->ep.id;
 	return rc;
 }
 
@@ -309,7 +317,7 @@ const struct mtls_peer *mtls_verified_peer(const struct mtls *e)
 	const struct thread_results *r;
 
 	if (e == NULL || e->kind == KIND_CONN || (r = thread_results(false)) == NULL ||
-	    r->peer_of != e->id)
+	    r->peer_of != e->ep.id)
 		return NULL;
 	return r->peer;
 }
@@ -322,8 +330,8 @@ const char *mtls_conn_warning(const struct mtls *m)
 	if (m == NULL)
 		return NULL;
 	if (m->kind == KIND_CONN)
-		w = m->warning;
-	else if ((r = thread_results(false)) != NULL && r->peer_of == m->id)
+		w = m->conn.warning;
+	else if ((r = thread_results(false)) != NULL && r->peer_of == m->ep.id)
 		w = r->warning;
 	return w != NULL && w[0] != '\0' ? w : NULL;
 }

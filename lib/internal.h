@@ -121,8 +121,6 @@ void identity_free(struct mtls_peer *peer);
 /* "subject CN=x, serial 0A1B" for messages. */
 void identity_describe(X509 *cert, char *buf, size_t len);
 void identity_hex(const uint8_t *bytes, size_t n, char *out);
-/* n bytes of a name for a message: printable ASCII as is, anything else as \xNN, cut. */
-void identity_shown(const unsigned char *p, size_t n, char *out, size_t len);
 
 /* policy.c: allow rules compiled from a config. */
 struct policy;
@@ -204,34 +202,56 @@ int load_trust(struct state *st, const struct mtls_config *c, struct error *err)
  * from st->config, st->server, st->store and st->sessions. NULL with err set. */
 SSL_CTX *tlsctx_new(struct state *st, struct error *err);
 
-enum mtls_kind { KIND_SERVER, KIND_CLIENT, KIND_CONN };
+/*
+ * struct mtls, the public type, is one of two things (as in libtls): an endpoint that
+ * connections are made from, or a connection. Both run on a state; the rest of each is its
+ * own, in a union, so that a connection (of which a daemon holds thousands) carries nothing
+ * of an endpoint's, and code that reaches for the other role's fields reads as wrong.
+ */
+enum mtls_kind {
+	KIND_SERVER, /* endpoint made by mtls_server_new() */
+	KIND_CLIENT, /* endpoint made by mtls_client_new() */
+	KIND_CONN,   /* connection made by mtls_accept_fd() or mtls_connect_fd() */
+};
 
-struct mtls {
-	enum mtls_kind kind;
-	struct error err; /* a connection's; an endpoint's errors are kept per thread */
+/* endpoint.c: a server or client. Shared by the threads that accept, connect, verify and
+ * reconfigure on it; what a call leaves for its caller is kept per thread (see the file). */
+struct endpoint {
+	uint64_t id;	      /* unique in the process, never reused: tags per-thread results */
+	pthread_mutex_t lock; /* guards the struct mtls's state pointer */
+	struct error err;     /* used only when a thread's result slot cannot be allocated */
+};
 
-	/* endpoint */
-	uint64_t id; /* unique in the process, never reused: tags per-thread results */
-	pthread_mutex_t lock;
-	struct state *state;
-
-	/* connection */
-	struct state *cstate;
+/* conn.c: one TLS connection, used by one thread at a time. */
+struct connection {
 	SSL *ssl;
-	bool server_side;
-	bool handshake_done;
-	char *server_name;
+	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
+	bool handshake_done;
+	struct error err;
 	struct error verify_err; /* set by the verify callback on refusal */
 	char warning[256];	 /* about the accepted handshake */
 };
 
+struct mtls {
+	enum mtls_kind kind;
+	/* An endpoint's current state (NULL until configured), read and swapped under ep.lock;
+	 * a connection's, the one it started with, fixed and read without a lock. */
+	struct state *state;
+	union {
+		struct endpoint ep;	/* KIND_SERVER, KIND_CLIENT */
+		struct connection conn; /* KIND_CONN */
+	};
+};
+
 /* endpoint.c */
-/* The endpoint's current state, referenced; NULL if it was never configured. */
+/* The endpoint's current state, referenced; NULL if it was never configured (or e is a
+ * connection). */
 struct state *endpoint_state(struct mtls *e);
-/* Where a call on endpoint e reports its error: the calling thread's slot (the endpoint's
- * own only when there is no memory for a slot). */
-struct error *endpoint_err(struct mtls *e);
+/* Where a call that needs an endpoint reports its error: for an endpoint, the calling
+ * thread's slot (the endpoint's own only when there is no memory for a slot); for a
+ * connection given instead, the connection's. */
+struct error *endpoint_err(struct mtls *m);
 
 /* verify.c: the one verification path used by handshakes and mtls_verify_chain_pem(). */
 struct verify_request {
@@ -276,9 +296,7 @@ enum strict_rule {
 	STRICT_DNS_NAME,
 	STRICT_IP_LENGTH,
 	STRICT_URI,
-	STRICT_EMAIL,
 	STRICT_NAME_CONSTRAINTS,
-	STRICT_CN_UNCONSTRAINED, /* a leaf's CN that its CA's name constraints cannot bound */
 	/* found by OpenSSL's X509_V_FLAG_X509_STRICT */
 	STRICT_PATHLEN,
 	STRICT_ISSUER_EMPTY,
@@ -307,7 +325,6 @@ int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) *
 int strict_explain(const struct strict_finding *f, const char *role, struct error *err);
 bool strict_dns_name_ok(const unsigned char *p, size_t n);
 bool strict_uri_ok(const unsigned char *p, size_t n);
-bool strict_email_ok(const unsigned char *p, size_t n);
 
 /* revocation.c: the CRLs of a state and the revocation of a verified chain (see file). */
 enum revocation_status {

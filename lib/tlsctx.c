@@ -26,12 +26,12 @@ static const unsigned char session_context[] = "mtls";
 /* A client received a session (a TLS 1.3 ticket) it may resume later. */
 static int client_new_session(SSL *ssl, SSL_SESSION *sess)
 {
-	struct mtls *conn = SSL_get_app_data(ssl);
+	struct mtls *c = SSL_get_app_data(ssl);
 
-	if (conn == NULL || conn->server_name == NULL)
+	if (c == NULL || c->conn.server_name == NULL)
 		return 0;
 	/* 1: we keep the reference */
-	return tickets_put(&conn->cstate->tickets, sess, conn->server_name) ? 1 : 0;
+	return tickets_put(&c->state->tickets, sess, c->conn.server_name) ? 1 : 0;
 }
 
 SSL_CTX *tlsctx_new(struct state *st, struct error *err)
