@@ -121,6 +121,8 @@ void identity_free(struct mtls_peer *peer);
 /* "subject CN=x, serial 0A1B" for messages. */
 void identity_describe(X509 *cert, char *buf, size_t len);
 void identity_hex(const uint8_t *bytes, size_t n, char *out);
+/* n bytes of a name for a message: printable ASCII as is, anything else as \xNN, cut. */
+void identity_shown(const unsigned char *p, size_t n, char *out, size_t len);
 
 /* policy.c: allow rules compiled from a config. */
 struct policy;
@@ -296,7 +298,9 @@ enum strict_rule {
 	STRICT_DNS_NAME,
 	STRICT_IP_LENGTH,
 	STRICT_URI,
+	STRICT_EMAIL,
 	STRICT_NAME_CONSTRAINTS,
+	STRICT_CN_UNCONSTRAINED, /* a leaf's CN that its CA's name constraints cannot bound */
 	/* found by OpenSSL's X509_V_FLAG_X509_STRICT */
 	STRICT_PATHLEN,
 	STRICT_ISSUER_EMPTY,
@@ -325,6 +329,7 @@ int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) *
 int strict_explain(const struct strict_finding *f, const char *role, struct error *err);
 bool strict_dns_name_ok(const unsigned char *p, size_t n);
 bool strict_uri_ok(const unsigned char *p, size_t n);
+bool strict_email_ok(const unsigned char *p, size_t n);
 
 /* revocation.c: the CRLs of a state and the revocation of a verified chain (see file). */
 enum revocation_status {
