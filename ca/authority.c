@@ -1,8 +1,11 @@
 /*
  * Creating and opening a CA directory.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +16,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include "authority.h"
 #include "files.h"
@@ -116,30 +120,209 @@ static int record(struct store *st, X509 *cert, const char *profile)
 	return rc;
 }
 
-/* What a failed init made, to remove so that it can simply be run again. */
-struct made {
-	char paths[8][PATH_MAX];
-	int n;
-};
-
-static void made_add(struct made *m, const char *path)
+static X509 *read_cert(const char *path, char *err, size_t err_len)
 {
-	if (m->n < 8)
-		snprintf(m->paths[m->n++], PATH_MAX, "%s", path);
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len);
+	X509 *cert = NULL;
+	BIO *bio;
+
+	if (pem == NULL)
+		return NULL;
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (bio != NULL)
+		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	BIO_free(bio);
+	free(pem);
+	ERR_clear_error();
+	if (cert == NULL)
+		snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup",
+			 path);
+	return cert;
 }
 
-static void made_remove(const struct made *m)
-{
-	char extra[PATH_MAX + 8];
+/* Where `mtls ca init` builds a CA: DIR.tmp-<12 hex digits> beside DIR, renamed to DIR when
+ * it is whole, so that DIR is a complete CA or absent, whenever the command dies. */
+struct staging {
+	char dir[PATH_MAX];	 /* the CA directory asked for */
+	char parent[PATH_MAX];	 /* the directory that holds it */
+	char base[NAME_MAX + 1]; /* its name there */
+	char path[PATH_MAX];	 /* the staging directory */
+	int parent_lock;
+	int key_dir_lock;
+};
 
-	for (int i = 0; i < m->n; i++) {
-		unlink(m->paths[i]);
-		/* SQLite's companions of a database we created */
-		snprintf(extra, sizeof(extra), "%s-wal", m->paths[i]);
-		unlink(extra);
-		snprintf(extra, sizeof(extra), "%s-shm", m->paths[i]);
-		unlink(extra);
+/* NAME.tmp-<12 hex digits>: one of our staging directories for name base? */
+static bool staging_of(const char *entry, const char *base)
+{
+	size_t n = strlen(base);
+
+	return strncmp(entry, base, n) == 0 && strncmp(entry + n, ".tmp-", 5) == 0 &&
+	       strlen(entry + n + 5) == 12 && strspn(entry + n + 5, "0123456789abcdef") == 12;
+}
+
+/* Does the private key in key_path belong to the certificate in cert_path? */
+static bool key_of(const char *key_path, const char *cert_path)
+{
+	char err[256];
+	X509 *cert = read_cert(cert_path, err, sizeof(err));
+	EVP_PKEY *key = cert != NULL ? keys_load(key_path, NULL, err, sizeof(err)) : NULL;
+	bool same = key != NULL && X509_check_private_key(cert, key) == 1;
+
+	ERR_clear_error();
+	EVP_PKEY_free(key);
+	X509_free(cert);
+	return same;
+}
+
+/* What an init of the same DIR killed half-way left (under the parent's lock, so that none
+ * is running): its staging directories, and a root key it had already put into the
+ * --root-key-dir (the root of a CA that never came to be) along with the temporary files
+ * of one. */
+static void remove_leftovers(const struct staging *st, const char *root_key_dir)
+{
+	char path[PATH_MAX + NAME_MAX + 32], key[PATH_MAX + 16];
+	const char *names[] = {"root.key"};
+	DIR *d = opendir(st->parent);
+	struct dirent *e;
+
+	if (root_key_dir != NULL) {
+		files_remove_temporaries_of(root_key_dir, names, 1);
+		snprintf(key, sizeof(key), "%s/root.key", root_key_dir);
 	}
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (!staging_of(e->d_name, st->base))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/root.pem", st->parent, e->d_name);
+		if (root_key_dir != NULL && files_exists(key) && key_of(key, path))
+			unlink(key);
+		snprintf(path, sizeof(path), "%s/%s", st->parent, e->d_name);
+		files_remove_dir(path);
+	}
+	closedir(d);
+}
+
+/* DIR must be absent, or an empty directory not writable by group or others. */
+static int target_free(const char *dir, char *err, size_t err_len)
+{
+	struct stat sb;
+	DIR *d;
+	struct dirent *e;
+	bool empty = true, ca = false;
+
+	if (lstat(dir, &sb) != 0)
+		return 0;
+	if (!S_ISDIR(sb.st_mode)) {
+		snprintf(err, err_len, "%s exists and is not a directory; choose another --dir",
+			 dir);
+		return -1;
+	}
+	if (sb.st_mode & 022) {
+		snprintf(err, err_len,
+			 "directory %s is writable by group or others (mode %04o); run 'chmod 700 "
+			 "%s'",
+			 dir, (unsigned)(sb.st_mode & 07777), dir);
+		return -1;
+	}
+	d = opendir(dir);
+	if (d == NULL) {
+		snprintf(err, err_len, "cannot read %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		empty = false;
+		ca = ca || strcmp(e->d_name, "ca.db") == 0 || strcmp(e->d_name, "root.pem") == 0;
+	}
+	closedir(d);
+	if (ca)
+		snprintf(err, err_len, "%s already holds a CA; choose another --dir", dir);
+	else if (!empty)
+		snprintf(err, err_len,
+			 "%s is not empty; give a new or empty directory for the CA (--dir)", dir);
+	return empty ? 0 : -1;
+}
+
+static void staging_release(struct staging *st)
+{
+	if (st->key_dir_lock >= 0)
+		close(st->key_dir_lock);
+	if (st->parent_lock >= 0)
+		close(st->parent_lock);
+	st->key_dir_lock = st->parent_lock = -1;
+}
+
+/* Lock DIR's parent (and the --root-key-dir), clear what a killed init left, check DIR and
+ * make the staging directory. */
+static int staging_begin(struct staging *st, const struct authority_init *in, char *err,
+			 size_t err_len)
+{
+	char buf[PATH_MAX];
+	unsigned char rnd[6];
+	struct stat a, b;
+
+	memset(st, 0, sizeof(*st));
+	st->parent_lock = st->key_dir_lock = -1;
+	if (strlen(in->dir) >= sizeof(((struct authority *)NULL)->dir) - 32) {
+		snprintf(err, err_len, "--dir is too long");
+		return -1;
+	}
+	snprintf(st->dir, sizeof(st->dir), "%s", in->dir);
+	/* "ca/" is "ca" */
+	while (strlen(st->dir) > 1 && st->dir[strlen(st->dir) - 1] == '/')
+		st->dir[strlen(st->dir) - 1] = '\0';
+	snprintf(buf, sizeof(buf), "%s", st->dir);
+	snprintf(st->parent, sizeof(st->parent), "%s", dirname(buf));
+	snprintf(buf, sizeof(buf), "%s", st->dir);
+	snprintf(st->base, sizeof(st->base), "%s", basename(buf));
+	if (strcmp(st->base, "/") == 0 || strcmp(st->base, ".") == 0 ||
+	    strcmp(st->base, "..") == 0) {
+		snprintf(err, err_len, "--dir %s does not name a directory to create", in->dir);
+		return -1;
+	}
+	if (files_mkdir_parents(st->dir, err, err_len) != 0)
+		return -1;
+	if (in->root_key_dir != NULL && files_mkdir_private(in->root_key_dir, err, err_len) != 0)
+		return -1;
+	/* one init of DIR at a time: then any staging directory of DIR is a killed one's */
+	st->parent_lock = files_lock_dir(st->parent, err, err_len);
+	if (st->parent_lock < 0)
+		return -1;
+	if (in->root_key_dir != NULL && stat(st->parent, &a) == 0 &&
+	    stat(in->root_key_dir, &b) == 0 && (a.st_dev != b.st_dev || a.st_ino != b.st_ino)) {
+		st->key_dir_lock = files_lock_dir(in->root_key_dir, err, err_len);
+		if (st->key_dir_lock < 0)
+			goto fail;
+	}
+	remove_leftovers(st, in->root_key_dir);
+	if (target_free(st->dir, err, err_len) != 0)
+		goto fail;
+	if (in->root_key_dir != NULL) {
+		snprintf(buf, sizeof(buf), "%s/root.key", in->root_key_dir);
+		if (files_exists(buf)) {
+			snprintf(err, err_len,
+				 "%s already exists; remove it or choose another --root-key-dir",
+				 buf);
+			goto fail;
+		}
+	}
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		goto fail;
+	if (snprintf(st->path, sizeof(st->path), "%s/%s.tmp-%02x%02x%02x%02x%02x%02x", st->parent,
+		     st->base, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+		     rnd[5]) >= (int)sizeof(st->path) ||
+	    mkdir(st->path, 0700) != 0) {
+		snprintf(err, err_len, "cannot create directory %s: %s", st->path, strerror(errno));
+		st->path[0] = '\0';
+		goto fail;
+	}
+	return 0;
+fail:
+	staging_release(st);
+	return -1;
 }
 
 int authority_create(const struct authority_init *in, char *err, size_t err_len)
@@ -147,11 +330,13 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	struct authority ca = {.lock_fd = -1};
 	EVP_PKEY *root_key = NULL, *int_key = NULL;
 	X509 *root = NULL, *inter = NULL;
-	char path[PATH_MAX], cn[300];
+	char path[PATH_MAX], cn[300], *pem = NULL;
 	time_t now = time(NULL);
 	struct issue_spec spec;
-	struct made made = {.n = 0};
+	struct staging stage;
+	struct files_staged root_file = {.tmp = ""};
 	struct crl_pending crl = {0};
+	size_t pem_len = 0;
 	int rc = -1;
 
 	if (in->crl_url != NULL && in->crl_url[0] != '\0' &&
@@ -170,14 +355,11 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 			 in->intermediate_days);
 		return -1;
 	}
-	snprintf(ca.dir, sizeof(ca.dir), "%s", in->dir);
-	if (files_mkdir_private(in->dir, err, err_len) != 0 ||
-	    (in->root_key_dir != NULL && files_mkdir_private(in->root_key_dir, err, err_len) != 0))
+	if (staging_begin(&stage, in, err, err_len) != 0)
 		return -1;
-	if (files_exists(authority_path(&ca, "ca.db", path, sizeof(path))) ||
-	    files_exists(authority_path(&ca, "root.pem", path, sizeof(path)))) {
-		snprintf(err, err_len, "%s already holds a CA; choose another --dir", in->dir);
-		return -1;
+	if (snprintf(ca.dir, sizeof(ca.dir), "%s", stage.path) >= (int)sizeof(ca.dir)) {
+		snprintf(err, err_len, "--dir is too long");
+		goto out;
 	}
 	root_key = keys_generate(in->key_alg, err, err_len);
 	int_key = root_key != NULL ? keys_generate(in->key_alg, err, err_len) : NULL;
@@ -205,11 +387,20 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if (inter == NULL)
 		goto out;
 
-	authority_path(&ca, "ca.db", path, sizeof(path));
-	ca.store = store_open(path, true, err, err_len);
+	/* everything inside the staging directory, which nobody uses until it is DIR */
+	if ((in->root_key_dir == NULL &&
+	     write_key(authority_path(&ca, "root.key", path, sizeof(path)), root_key,
+		       in->passphrase, err, err_len) != 0) ||
+	    write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
+		      in->passphrase, err, err_len) != 0 ||
+	    write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
+		       err_len) != 0 ||
+	    write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
+		    0)
+		goto out;
+	ca.store = store_open(authority_path(&ca, "ca.db", path, sizeof(path)), true, err, err_len);
 	if (ca.store == NULL)
 		goto out;
-	made_add(&made, path);
 	if (store_begin(ca.store) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		goto out;
@@ -220,76 +411,63 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 		store_rollback(ca.store);
 		goto out;
 	}
-	/* keys first: a crash leaves no certificate without its key */
-	if (in->root_key_dir != NULL)
-		snprintf(path, sizeof(path), "%s/root.key", in->root_key_dir);
-	else
-		authority_path(&ca, "root.key", path, sizeof(path));
-	if (write_key(path, root_key, in->passphrase, err, err_len) != 0)
-		goto rollback;
-	made_add(&made, path);
-	if (write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
-		      in->passphrase, err, err_len) != 0)
-		goto rollback;
-	made_add(&made, path);
-	if (write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
-		       err_len) != 0)
-		goto rollback;
-	made_add(&made, path);
-	if (write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
-	    0)
-		goto rollback;
-	made_add(&made, path);
-	made_add(&made, authority_path(&ca, "crl.pem", path, sizeof(path)));
 	ca.root = root;
 	ca.issuer = inter;
 	ca.issuer_key = int_key;
 	ca.crl_days = in->crl_days;
 	snprintf(ca.crl_url, sizeof(ca.crl_url), "%s", in->crl_url != NULL ? in->crl_url : "");
-	/* the first CRL is committed, then written; a failure removes the whole CA */
-	if (crl_prepare(&ca, &crl, err, err_len) != 0)
-		goto rollback;
+	if (crl_prepare(&ca, &crl, err, err_len) != 0) {
+		store_rollback(ca.store);
+		goto out;
+	}
 	if (store_commit(ca.store) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
-		goto rollback;
+		store_rollback(ca.store);
+		goto out;
 	}
+	store_close(ca.store);
+	ca.store = NULL;
 	if (crl_write(&ca, &crl, err, err_len) != 0)
 		goto out;
+	/* The root key goes into --root-key-dir last: a CA whose init died before it has no
+	 * root key lying about there (and the next init removes one that got there before
+	 * DIR did: it matches the root of the staging directory left behind). */
+	if (in->root_key_dir != NULL) {
+		snprintf(path, sizeof(path), "%s/root.key", in->root_key_dir);
+		pem = keys_to_pem(root_key, in->passphrase, &pem_len);
+		if (pem == NULL) {
+			snprintf(err, err_len, "cannot encode the private key");
+			goto out;
+		}
+		if (files_stage(&root_file, path, pem, pem_len, 0600, err, err_len) != 0 ||
+		    files_publish(&root_file, true, err, err_len) != 0)
+			goto out;
+		files_sync_dir(path);
+	}
+	/* DIR appears whole: rename() replaces an empty directory too */
+	if (rename(stage.path, stage.dir) != 0) {
+		snprintf(err, err_len, "cannot rename %s to %s: %s", stage.path, stage.dir,
+			 strerror(errno));
+		if (in->root_key_dir != NULL)
+			unlink(path);
+		goto out;
+	}
+	stage.path[0] = '\0';
+	files_sync_dir(stage.dir);
 	rc = 0;
-	goto out;
-rollback:
-	store_rollback(ca.store);
 out:
+	files_discard(&root_file);
+	keys_free_pem(pem, pem_len);
 	crl_pending_free(&crl);
 	store_close(ca.store);
-	if (rc != 0)
-		made_remove(&made);
+	if (stage.path[0] != '\0')
+		files_remove_dir(stage.path);
+	staging_release(&stage);
 	EVP_PKEY_free(root_key);
 	EVP_PKEY_free(int_key);
 	X509_free(root);
 	X509_free(inter);
 	return rc;
-}
-
-static X509 *read_cert(const char *path, char *err, size_t err_len)
-{
-	size_t len = 0;
-	char *pem = files_read(path, &len, err, err_len);
-	X509 *cert = NULL;
-	BIO *bio;
-
-	if (pem == NULL)
-		return NULL;
-	bio = BIO_new_mem_buf(pem, (int)len);
-	if (bio != NULL)
-		cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	free(pem);
-	ERR_clear_error();
-	if (cert == NULL)
-		snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup",
-			 path);
-	return cert;
 }
 
 static long meta_long(struct store *st, const char *key, long fallback)

@@ -35,6 +35,44 @@ bool files_exists(const char *path)
 	return lstat(path, &sb) == 0;
 }
 
+int files_mkdir_parents(const char *path, char *err, size_t err_len)
+{
+	char buf[PATH_MAX];
+
+	if (strlen(path) >= sizeof(buf)) {
+		snprintf(err, err_len, "path too long: %s", path);
+		return -1;
+	}
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+			return fail(err, err_len, "cannot create directory", buf, errno);
+		*p = '/';
+	}
+	return 0;
+}
+
+int files_remove_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int rc = 0;
+
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+		    unlinkat(dirfd(d), e->d_name, 0) != 0)
+			rc = -1;
+	closedir(d);
+	if (rmdir(path) != 0)
+		rc = -1;
+	return rc;
+}
+
 int files_mkdir_private(const char *path, char *err, size_t err_len)
 {
 	char buf[PATH_MAX];

@@ -14,6 +14,14 @@
  * writable by group or others. */
 int files_mkdir_private(const char *path, char *err, size_t err_len);
 
+/* Create the missing directories above path (mode 0700), not path itself; existing ones are
+ * left as they are. */
+int files_mkdir_parents(const char *path, char *err, size_t err_len);
+
+/* Remove directory path and the files in it (not subdirectories: it fails on those). 0, or
+ * -1 if something is left. */
+int files_remove_dir(const char *path);
+
 /* Write len bytes to path with the given mode via a temporary file in the same directory
  * (O_CREAT|O_EXCL|O_NOFOLLOW), fsync, then rename, then fsync the directory. With
  * no_replace, an existing path is an error and is left alone. On failure the temporary file
