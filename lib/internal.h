@@ -347,6 +347,7 @@ struct revocation_finding {
 	bool not_yet_valid; /* REVOCATION_EXPIRED: the CRL is from the future */
 	int forged;	    /* CRLs in the issuer's name that do not verify with it */
 	int out_of_scope;   /* the issuer's CRLs whose scope does not cover it */
+	int no_crl_sign;    /* CRLs that verify with the issuer, whose keyUsage lacks cRLSign */
 };
 /* Validate the CRLs of the config (already in st->store) once: crl_invalid if one is
  * refused. Called by state_build(). */

@@ -417,37 +417,41 @@ static bool covers(const struct crl_entry *e, X509 *cert)
 	return in;
 }
 
-/* Was the CRL signed by issuer (the certificate above the one checked, in a verified
- * chain)? Remembered per CRL for the last issuer it did and did not verify with. */
-static bool signed_by(struct crl_table *t, struct crl_entry *e, X509 *issuer)
-{
-	bool ok, known = false;
+enum signed_by { SIGNED, NOT_SIGNED, SIGNER_NOT_CRL_SIGN };
 
-	if (e->signer != NULL) /* the same CA, or one with its name and key */
-		return X509_cmp(e->signer, issuer) == 0 ||
-		       EVP_PKEY_eq(X509_get0_pubkey(e->signer), X509_get0_pubkey(issuer)) == 1;
+/* Was the CRL signed by issuer (the certificate above the one checked, in a verified
+ * chain), which may sign CRLs? Whether the signature verifies is remembered per CRL for the
+ * last issuer it did and did not verify with. */
+static enum signed_by signed_by(struct crl_table *t, struct crl_entry *e, X509 *issuer)
+{
+	bool ok = false, known = false;
+
+	if (e->signer != NULL) { /* the same CA, or one with its name and key */
+		ok = X509_cmp(e->signer, issuer) == 0 ||
+		     EVP_PKEY_eq(X509_get0_pubkey(e->signer), X509_get0_pubkey(issuer)) == 1;
+		return ok ? SIGNED : NOT_SIGNED;
+	}
 	pthread_mutex_lock(&t->lock);
 	if (e->verified_with != NULL && X509_cmp(e->verified_with, issuer) == 0)
 		known = ok = true;
 	else if (e->failed_with != NULL && X509_cmp(e->failed_with, issuer) == 0)
-		known = true, ok = false;
+		known = true;
 	pthread_mutex_unlock(&t->lock);
-	if (known)
-		return ok;
-	ok = may_sign_crls(issuer) && X509_CRL_verify(e->crl, X509_get0_pubkey(issuer)) == 1;
-	ERR_clear_error();
-	if (!X509_up_ref(issuer))
-		return ok;
-	pthread_mutex_lock(&t->lock);
-	if (ok) {
-		X509_free(e->verified_with);
-		e->verified_with = issuer;
-	} else {
-		X509_free(e->failed_with);
-		e->failed_with = issuer;
+	if (!known) {
+		ok = X509_CRL_verify(e->crl, X509_get0_pubkey(issuer)) == 1;
+		ERR_clear_error();
+		if (X509_up_ref(issuer)) {
+			X509 **slot = ok ? &e->verified_with : &e->failed_with;
+
+			pthread_mutex_lock(&t->lock);
+			X509_free(*slot);
+			*slot = issuer;
+			pthread_mutex_unlock(&t->lock);
+		}
 	}
-	pthread_mutex_unlock(&t->lock);
-	return ok;
+	/* a CRL from a CA without cRLSign counts for nothing (RFC 5280 4.2.1.3), but it is
+	 * no forgery: the message says which it is */
+	return !ok ? NOT_SIGNED : may_sign_crls(issuer) ? SIGNED : SIGNER_NOT_CRL_SIGN;
 }
 
 /* One certificate against the CRLs of its issuer. */
@@ -456,7 +460,7 @@ static int check_cert(const struct state *st, struct crl_table *t, X509 *cert, X
 {
 	const X509_NAME *name = X509_get_issuer_name(cert);
 	struct crl_entry *fresh = NULL, *graced = NULL, *stale = NULL, *early = NULL;
-	int forged = 0, out_of_scope = 0;
+	int forged = 0, out_of_scope = 0, no_crl_sign = 0;
 
 	for (size_t i = 0; t != NULL && i < t->n; i++) {
 		struct crl_entry *e = &t->v[i];
@@ -465,9 +469,10 @@ static int check_cert(const struct state *st, struct crl_table *t, X509 *cert, X
 
 		if (X509_NAME_cmp(X509_CRL_get_issuer(e->crl), name) != 0)
 			continue;
-		if (!signed_by(t, e, issuer)) {
-			forged++;
-			continue;
+		switch (signed_by(t, e, issuer)) {
+		case SIGNED: break;
+		case NOT_SIGNED: forged++; continue;
+		case SIGNER_NOT_CRL_SIGN: no_crl_sign++; continue;
 		}
 		if (!covers(e, cert)) {
 			out_of_scope++;
@@ -511,6 +516,7 @@ static int check_cert(const struct state *st, struct crl_table *t, X509 *cert, X
 	f->status = REVOCATION_MISSING;
 	f->forged = forged;
 	f->out_of_scope = out_of_scope;
+	f->no_crl_sign = no_crl_sign;
 found:
 	f->depth = depth;
 	f->cert = cert;

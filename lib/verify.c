@@ -31,10 +31,12 @@ struct verify_run {
 	X509 *cert;		/* the certificate the first error is about (referenced) */
 	int chain_len;		/* of the chain built so far, when the first error came */
 	STACK_OF(X509) * chain; /* that chain (referenced) */
+	STACK_OF(X509) * sent;	/* what the peer sent, leaf first (not referenced) */
 	X509_CRL *crl;		/* the CRL the error is about (not referenced) */
 	bool crl_not_yet_valid; /* crl_expired: the CRL is from the future */
 	int forged;		/* crl_missing: CRLs of the issuer's name that did not verify */
 	int out_of_scope;	/* crl_missing: CRLs of the issuer that do not cover it */
+	int no_crl_sign;	/* crl_missing: CRLs from an issuer whose keyUsage lacks cRLSign */
 };
 
 static int run_index = -1;
@@ -143,14 +145,59 @@ static const struct reason_map x509_reasons[] = {
 	{X509_V_ERR_CA_MD_TOO_WEAK, MTLS_REASON_WEAK_SIGNATURE},
 };
 
+/* Among the certificates the peer sent, one that could be cert's issuer: its name, and its
+ * subjectKeyIdentifier if both have key identifiers. NULL if none. */
+static X509 *sent_issuer(const struct verify_run *run, X509 *cert)
+{
+	const ASN1_OCTET_STRING *akid = X509_get0_authority_key_id(cert);
+
+	for (int i = 0; i < sk_X509_num(run->sent); i++) {
+		X509 *c = sk_X509_value(run->sent, i);
+		const ASN1_OCTET_STRING *skid = X509_get0_subject_key_id(c);
+
+		if (X509_cmp(c, cert) != 0 &&
+		    X509_NAME_cmp(X509_get_subject_name(c), X509_get_issuer_name(cert)) == 0 &&
+		    (akid == NULL || skid == NULL || ASN1_OCTET_STRING_cmp(akid, skid) == 0))
+			return c;
+	}
+	return NULL;
+}
+
+/* A certificate of the chain sent, or the one the error is about, with an extension that
+ * does not decode: OpenSSL then finds no issuer for it (or uses it for none), whatever
+ * else was sent. NULL if none. */
+static X509 *undecodable(const struct verify_run *run)
+{
+	if (run->cert != NULL && (X509_get_extension_flags(run->cert) & EXFLAG_INVALID))
+		return run->cert;
+	for (int i = 0; i < sk_X509_num(run->sent); i++)
+		if (X509_get_extension_flags(sk_X509_value(run->sent, i)) & EXFLAG_INVALID)
+			return sk_X509_value(run->sent, i);
+	return NULL;
+}
+
+static bool is_ca(X509 *cert)
+{
+	return (X509_get_extension_flags(cert) & (EXFLAG_BCONS | EXFLAG_CA)) ==
+	       (EXFLAG_BCONS | EXFLAG_CA);
+}
+
 static enum mtls_reason reason_of(const struct verify_run *run)
 {
-	/* the peer sent its leaf alone, and its issuer is not in the trust store: most likely
-	 * a chain file without the intermediate, not a certificate from another CA */
+	if (undecodable(run) != NULL)
+		return MTLS_REASON_BAD_CERTIFICATE;
+	/* a CA certificate as the peer's own: that is what is wrong with it, whatever else */
+	if (run->depth == 0 && run->cert != NULL && is_ca(run->cert))
+		return MTLS_REASON_LEAF_IS_CA;
+	/* no issuer found for the leaf. Not among what the peer sent, nor in the trust store:
+	 * most likely a chain file without the intermediate, not a certificate from another
+	 * CA. Among what it sent, but OpenSSL would not take it as the issuer: the leaf's
+	 * signature algorithm is not of that issuer's key */
 	if (run->error == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY && run->depth == 0 &&
 	    run->chain_len == 1 && run->cert != NULL &&
 	    !(X509_get_extension_flags(run->cert) & EXFLAG_SI))
-		return MTLS_REASON_ISSUER_NOT_SENT;
+		return sent_issuer(run, run->cert) == NULL ? MTLS_REASON_ISSUER_NOT_SENT
+							   : MTLS_REASON_BAD_SIGNATURE;
 	for (size_t i = 0; i < sizeof(x509_reasons) / sizeof(x509_reasons[0]); i++)
 		if (x509_reasons[i].x509_error == run->error)
 			return x509_reasons[i].reason;
@@ -189,7 +236,24 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 	char when[32];
 	const char *which = run->depth == 0 ? "certificate" : "certificate chain";
 	struct strict_finding f;
+	X509 *bad = undecodable(run);
 
+	if (bad != NULL) {
+		bool leaf = bad ==
+			    (sk_X509_num(run->sent) > 0 ? sk_X509_value(run->sent, 0) : run->cert);
+
+		identity_describe(bad, who, sizeof(who));
+		error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+			  "%s %s rejected: %s: an extension of it does not decode; it is malformed "
+			  "or forged",
+			  role, leaf ? "certificate" : "certificate chain", who);
+		return;
+	}
+	if (reason == MTLS_REASON_LEAF_IS_CA &&
+	    strict_leaf(run->cert, rq->peer_is_client, &f) != 0) {
+		strict_explain(&f, role, err);
+		return;
+	}
 	if (strict_of_x509_error(run->error, run->depth, run->cert, run->chain, &f) == 0) {
 		strict_explain(&f, role, err);
 		return;
@@ -279,12 +343,16 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 	case MTLS_REASON_CRL_MISSING:
 		error_set(err, reason,
 			  "%s %s rejected: revocation checking is on but no valid CRL of %s covers "
-			  "it (%s)%s%s; add that issuer's CRL",
+			  "it (%s)%s%s%s; add that issuer's CRL",
 			  role, which, issuer[0] ? issuer : "its issuer", who,
 			  run->forged > 0
 				  ? "; a CRL in that name does not verify with the issuer's "
 				    "key and was ignored"
 				  : "",
+			  run->no_crl_sign > 0 ? "; its issuer's keyUsage lacks cRLSign, so that "
+						 "issuer's CRL was ignored (reissue the CA with "
+						 "cRLSign)"
+					       : "",
 			  run->out_of_scope > 0 ? "; a CRL of that issuer has a scope "
 						  "(issuingDistributionPoint) that leaves it out"
 						: "");
@@ -435,7 +503,8 @@ static int check_revocation(const struct verify_request *rq, STACK_OF(X509) * ch
 					   .crl = f.crl,
 					   .crl_not_yet_valid = f.not_yet_valid,
 					   .forged = f.forged,
-					   .out_of_scope = f.out_of_scope};
+					   .out_of_scope = f.out_of_scope,
+					   .no_crl_sign = f.no_crl_sign};
 		return -1;
 	}
 	if (f.status == REVOCATION_GRACE && warning_len > 0) {
@@ -496,6 +565,7 @@ static STACK_OF(X509) * verified_path(const struct verify_request *rq, X509_STOR
 		return chain;
 	}
 	sk_X509_pop_free(chain, X509_free);
+	run->sent = X509_STORE_CTX_get0_untrusted(xctx);
 	X509_STORE_CTX_set_ex_data(xctx, run_index, run);
 	X509_STORE_CTX_set_verify_cb(xctx, verify_cb);
 	if (X509_verify_cert(xctx) != 1) {

@@ -110,6 +110,8 @@ static const struct row rows[] = {
 	/* the leaf (RFC 5280 4.2.1.3, 4.2.1.9, 4.2.1.12) */
 	{"leaf is a CA", .leaf = {.bc = "critical,CA:TRUE", .ku = "critical,digitalSignature"},
 	 .reason = MTLS_REASON_LEAF_IS_CA, .message = "it is a CA certificate"},
+	{"a CA certificate as the leaf", .leaf = {.ca = true}, .reason = MTLS_REASON_LEAF_IS_CA,
+	 .message = "client certificate rejected: it is a CA certificate"},
 	{"leaf is a CA (not critical, with keyCertSign)",
 	 .leaf = {.bc = "CA:TRUE", .ku = "digitalSignature,keyCertSign"},
 	 .reason = MTLS_REASON_LEAF_IS_CA, .message = "end-entity certificate"},

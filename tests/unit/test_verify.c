@@ -17,7 +17,9 @@
 
 #include <cmocka.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 
 #include "internal.h"
 #include "testutil.h"
@@ -589,6 +591,176 @@ static void test_crl_scope(void **state)
 	pki_free(&p);
 }
 
+/* cert with one more extension, its value these bytes as they are, signed again by key. */
+static void add_raw_ext(X509 *cert, int nid, const unsigned char *der, size_t len, EVP_PKEY *key)
+{
+	ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+	X509_EXTENSION *ext;
+
+	assert_non_null(os);
+	assert_int_equal(ASN1_OCTET_STRING_set(os, der, (int)len), 1);
+	ext = X509_EXTENSION_create_by_NID(NULL, nid, 0, os);
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+	assert_true(X509_sign(cert, key, EVP_sha256()) > 0);
+	X509_EXTENSION_free(ext);
+	ASN1_OCTET_STRING_free(os);
+}
+
+/* A certificate that OpenSSL finds no issuer for although the peer sent it: one with an
+ * extension that does not decode (its issuer, or itself), or one signed with a key of
+ * another type than its issuer's. That is not an issuer "not sent" (issuer_not_sent):
+ * bad_certificate for what does not decode, bad_signature for the other. */
+static void test_malformed_chain(void **state)
+{
+	/* a subjectAltName whose SEQUENCE says 0x1d octets and holds 0x1d - 0x11 */
+	static const unsigned char bad_san[] = {0x30, 0x1d, 0x81, 0x1b, 'a', '@',
+						'b',  '.',  't',  'e',	's', 't'};
+	struct pki p;
+	struct mtls *server = mtls_server_new();
+	EVP_PKEY *key, *bad_int_key, *rsa = EVP_RSA_gen(2048);
+	X509 *leaf, *bad_int, *two[2];
+	char *chain;
+
+	(void)state;
+	assert_non_null(rsa);
+	pki_make(&p);
+	assert_int_equal(configure(server, p.root_pem, NULL, false), 0);
+
+	/* the leaf's SAN does not decode; sent with its intermediate, and alone */
+	leaf = test_cert_make(&(struct test_cert){.subject = "CN=bad san", .san = ""}, p.inter,
+			      p.int_key, &key);
+	add_raw_ext(leaf, NID_subject_alt_name, bad_san, sizeof(bad_san), p.int_key);
+	two[0] = leaf;
+	two[1] = p.inter;
+	for (int n = 2; n >= 1; n--) {
+		chain = test_certs_pem(two, n);
+		assert_int_equal(verify_pem(server, chain), MTLS_REASON_BAD_CERTIFICATE);
+		assert_non_null(strstr(mtls_error(server),
+				       "client certificate rejected: subject CN=bad san, serial "));
+		assert_non_null(strstr(mtls_error(server), "an extension of it does not decode"));
+		free(chain);
+	}
+	X509_free(leaf);
+	EVP_PKEY_free(key);
+
+	/* the intermediate's SAN does not decode */
+	bad_int = test_cert_make(&(struct test_cert){.subject = "CN=verify issuing", .ca = true},
+				 p.root, p.root_key, &bad_int_key);
+	add_raw_ext(bad_int, NID_subject_alt_name, bad_san, sizeof(bad_san), p.root_key);
+	leaf = test_cert_make(&(struct test_cert){.subject = "CN=app1"}, bad_int, bad_int_key,
+			      &key);
+	two[0] = leaf;
+	two[1] = bad_int;
+	chain = test_certs_pem(two, 2);
+	assert_int_equal(verify_pem(server, chain), MTLS_REASON_BAD_CERTIFICATE);
+	assert_non_null(strstr(mtls_error(server), "client certificate chain rejected: subject "
+						   "CN=verify issuing"));
+	assert_non_null(strstr(mtls_error(server), "an extension of it does not decode"));
+	free(chain);
+	X509_free(leaf);
+	X509_free(bad_int);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(bad_int_key);
+
+	/* the leaf names the intermediate (name and key identifier) and came with it, but is
+	 * signed with an RSA key: OpenSSL takes no EC certificate for its issuer */
+	leaf = test_cert_make(&(struct test_cert){.subject = "CN=app1"}, p.inter, rsa, &key);
+	two[0] = leaf;
+	two[1] = p.inter;
+	chain = test_certs_pem(two, 2);
+	assert_int_equal(verify_pem(server, chain), MTLS_REASON_BAD_SIGNATURE);
+	assert_null(strstr(mtls_error(server), "not sent"));
+	/* alone, it is what it was: its issuer was not sent */
+	free(chain);
+	chain = test_certs_pem(two, 1);
+	assert_int_equal(verify_pem(server, chain), MTLS_REASON_ISSUER_NOT_SENT);
+	free(chain);
+	X509_free(leaf);
+	EVP_PKEY_free(key);
+
+	EVP_PKEY_free(rsa);
+	mtls_free(server);
+	pki_free(&p);
+}
+
+/* An intermediate without cRLSign, which peers send (not in the bundle), publishes a CRL
+ * that verifies with its key: it counts for nothing, and the refusal says why, not that
+ * the CRL does not verify. */
+static void test_crl_of_ca_without_crl_sign(void **state)
+{
+	struct mtls *server = mtls_server_new();
+	EVP_PKEY *root_key, *int_key, *leaf_key;
+	X509 *root = test_cert_make(&(struct test_cert){.subject = "CN=verify root", .ca = true},
+				    NULL, NULL, &root_key);
+	X509 *inter = test_cert_make(&(struct test_cert){.subject = "CN=no crl sign",
+							 .ca = true,
+							 .ku = "critical,keyCertSign"},
+				     root, root_key, &int_key);
+	X509 *leaf = test_cert_make(&(struct test_cert){.subject = "CN=app1"}, inter, int_key,
+				    &leaf_key);
+	X509 *two[] = {leaf, inter};
+	char *root_pem = test_certs_pem(&root, 1), *chain = test_certs_pem(two, 2);
+	char *crl = test_crl_pem(inter, int_key, NULL, 0, 1, NULL);
+
+	(void)state;
+	assert_int_equal(configure(server, root_pem, crl, false), 0);
+	assert_int_equal(verify_pem(server, chain), MTLS_REASON_CRL_MISSING);
+	assert_non_null(strstr(mtls_error(server), "its issuer's keyUsage lacks cRLSign"));
+	assert_null(strstr(mtls_error(server), "does not verify"));
+
+	mtls_free(server);
+	free(root_pem);
+	free(chain);
+	free(crl);
+	X509_free(root);
+	X509_free(inter);
+	X509_free(leaf);
+	EVP_PKEY_free(root_key);
+	EVP_PKEY_free(int_key);
+	EVP_PKEY_free(leaf_key);
+}
+
+/* cert_path() from several threads at once (as test_handshake's threads call it): each
+ * thread's last 8 results stay its own. */
+struct path_run {
+	const char *name;
+	int wrong;
+};
+
+static void *path_loop(void *arg)
+{
+	struct path_run *r = arg;
+	size_t m = strlen(r->name);
+	const char *held[8];
+
+	for (int i = 0; i < 20000; i++) {
+		held[i % 8] = cert_path(r->name);
+		for (int j = 0; j < 8 && j <= i; j++) {
+			size_t n = strlen(held[j]);
+
+			r->wrong += n < m || strcmp(held[j] + n - m, r->name) != 0;
+		}
+	}
+	return NULL;
+}
+
+static void test_cert_path_threads(void **state)
+{
+	struct path_run runs[4] = {{"a.pem", 0}, {"bb.pem", 0}, {"ccc.pem", 0}, {"dddd.pem", 0}};
+	pthread_t t[4];
+
+	(void)state;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, path_loop, &runs[i]), 0);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		if (runs[i].wrong != 0)
+			fail_msg("%s: %d results were another thread's", runs[i].name,
+				 runs[i].wrong);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +771,9 @@ int main(void)
 		cmocka_unit_test(test_crl_scope),
 		cmocka_unit_test(test_crl_freshness),
 		cmocka_unit_test(test_verify_time_and_uri),
+		cmocka_unit_test(test_malformed_chain),
+		cmocka_unit_test(test_crl_of_ca_without_crl_sign),
+		cmocka_unit_test(test_cert_path_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

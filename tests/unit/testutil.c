@@ -19,8 +19,9 @@
 
 const char *cert_path(const char *name)
 {
-	static char bufs[8][512];
-	static int next;
+	/* per thread: tests verify from several threads at once */
+	static _Thread_local char bufs[8][512];
+	static _Thread_local unsigned next;
 	const char *dir = getenv("MTLS_TEST_CERTS");
 	char *buf = bufs[next++ % 8];
 

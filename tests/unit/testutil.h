@@ -11,8 +11,8 @@
 
 #include "mtls.h"
 
-/* $MTLS_TEST_CERTS/name (the zoo made by tests/certs/gen-certs.sh). Static buffer rotation:
- * up to 8 results may be used at once. */
+/* $MTLS_TEST_CERTS/name (the zoo made by tests/certs/gen-certs.sh). Buffers rotate per
+ * thread: up to 8 results of one thread may be used at once. */
 const char *cert_path(const char *name);
 
 /* A non-blocking, close-on-exec socketpair; aborts the test on failure. */
