@@ -246,9 +246,14 @@ void issue_serial_hex(X509 *cert, char *out, size_t len)
 
 void issue_spki_sha256(X509 *cert, char out[65])
 {
+	issue_key_sha256(X509_get0_pubkey(cert), out);
+}
+
+void issue_key_sha256(EVP_PKEY *key, char out[65])
+{
 	unsigned char *der = NULL, md[32];
 	unsigned int n = 0;
-	int len = i2d_PUBKEY(X509_get0_pubkey(cert), &der);
+	int len = key != NULL ? i2d_PUBKEY(key, &der) : -1;
 
 	out[0] = '\0';
 	if (len > 0 && EVP_Digest(der, (size_t)len, md, &n, EVP_sha256(), NULL) == 1)

@@ -45,6 +45,8 @@ bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len);
 /* Upper-case hex serial, the SHA-256 of the SPKI (hex). */
 void issue_serial_hex(X509 *cert, char *out, size_t len);
 void issue_spki_sha256(X509 *cert, char out[65]);
+/* The same for a public key (what the certificate for it would carry). */
+void issue_key_sha256(EVP_PKEY *key, char out[65]);
 /* The subject (RFC 2253, non-ASCII escaped), whole: the caller frees it; NULL if out of
  * memory. */
 char *issue_subject(X509 *cert);

@@ -72,6 +72,9 @@ int store_revoke_audited(struct store *st, const char *serial, const char *reaso
 /* Look up one certificate; the strings in *out are valid until the next store call.
  * 0 found, 1 not found, -1 error. */
 int store_get_cert(struct store *st, const char *serial, struct store_cert *out);
+/* Was a certificate for this key (the SHA-256 of its SPKI, hex) revoked for keyCompromise?
+ * 1 yes (the serial of one in serial), 0 no, -1 error. */
+int store_key_compromised(struct store *st, const char *spki_sha256, char serial[64]);
 /* Call fn for each certificate matching filter (ordered by notAfter). before is the time
  * bound for STORE_EXPIRING. fn returns non-zero to stop. */
 int store_each_cert(struct store *st, enum store_filter filter, time_t before,

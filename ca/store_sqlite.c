@@ -47,6 +47,7 @@ static const char schema[] =
 	"  revocation_reason TEXT,"
 	"  der BLOB NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS certs_not_after ON certs (not_after);"
+	"CREATE INDEX IF NOT EXISTS certs_spki ON certs (spki_sha256);"
 	"CREATE TABLE IF NOT EXISTS crls ("
 	"  number INTEGER PRIMARY KEY, this_update INTEGER NOT NULL,"
 	"  next_update INTEGER NOT NULL);"
@@ -298,6 +299,25 @@ int store_get_cert(struct store *st, const char *serial, struct store_cert *out)
 		return 0;
 	}
 	return rc == SQLITE_DONE ? 1 : fail(st, "look up certificate");
+}
+
+int store_key_compromised(struct store *st, const char *spki_sha256, char serial[64])
+{
+	sqlite3_stmt *s = prepare(st, "SELECT serial FROM certs WHERE spki_sha256 = ? AND "
+				      "status = 'revoked' AND revocation_reason = 'keyCompromise' "
+				      "ORDER BY revoked_at LIMIT 1");
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, spki_sha256, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		snprintf(serial, 64, "%s", (const char *)sqlite3_column_text(s, 0));
+	sqlite3_finalize(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : fail(st, "look up the key");
 }
 
 int store_each_cert(struct store *st, enum store_filter filter, time_t before,

@@ -142,6 +142,44 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 	authority_close(ca);
 }
 
+/* Inside the issue's transaction: was the CSR's key revoked for keyCompromise? Then the
+ * refusal is recorded (and committed) instead, and -1 returned; 0 if not. */
+static int key_compromised(struct authority *ca, const struct issue_opts *o, const struct grant *g,
+			   const struct grant_request *r, char *err, size_t err_len)
+{
+	char spki[65], serial[64], *detail = NULL;
+	int rc;
+
+	issue_key_sha256(r->key, spki);
+	rc = store_key_compromised(ca->store, spki, serial);
+	if (rc == 0)
+		return 0;
+	if (rc < 0) {
+		store_rollback(ca->store);
+		ca_fail("issue", store_error(ca->store));
+		return -1;
+	}
+	snprintf(err, err_len,
+		 "CSR %s carries a key whose certificate (serial %s) was revoked for "
+		 "keyCompromise; make a new key and CSR",
+		 o->csr, serial);
+	if (asprintf(&detail, "profile %s, granted %s; %s", o->profile,
+		     g->names.text[0] != '\0' ? g->names.text : "no names", err) < 0)
+		detail = NULL;
+	if (detail == NULL ||
+	    store_audit(ca->store, authority_actor(), "issue-refused",
+			r->subject[0] != '\0' ? r->subject : "(empty subject)", detail) != 0 ||
+	    store_commit(ca->store) != 0) {
+		store_rollback(ca->store);
+		fprintf(stderr, "mtls ca issue: %s (not recorded in the audit log: %s)\n", err,
+			detail == NULL ? "out of memory" : store_error(ca->store));
+	} else {
+		ca_fail("issue", err);
+	}
+	free(detail);
+	return -1;
+}
+
 /* Sign and record, retrying on the (astronomically unlikely) duplicate serial. */
 static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec,
 			     const char *profile, const struct grant_names *names, char *err,
@@ -470,6 +508,8 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", store_error(ca->store));
 		goto out;
 	}
+	if (o.csr != NULL && key_compromised(ca, &o, &g, &req, err, sizeof(err)) != 0)
+		goto out;
 	{
 		struct issue_spec spec = {.kind = g.kind,
 					  .cn = grant_cn(&g, o.csr != NULL ? &req : NULL),

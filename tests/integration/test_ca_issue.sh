@@ -132,6 +132,24 @@ for m in msext twoext twovals; do
 		"$W/r-$m" --profile server --dns good.example --csr "$W/$m.csr"
 done
 
+# A key whose certificate was revoked for keyCompromise is never certified again; one revoked
+# for another reason (superseded) may be.
+mkcsr "$W/kc.csr" -subj /CN=kc.example
+mkcsr "$W/sup.csr" -subj /CN=sup.example
+p=()
+for c in kc:keyCompromise sup:superseded; do
+	ca issue --dir "$D" --profile server --dns "${c%%:*}.example" --csr "$W/${c%%:*}.csr" --out "$W/${c%%:*}-1"
+	[ "$RC" = 0 ] || p+=("issue ${c%%:*}-1: exit $RC: $ERR")
+	ca revoke --dir "$D" --cert "$W/${c%%:*}-1.pem" --reason "${c#*:}"
+	[ "$RC" = 0 ] || p+=("revoke ${c%%:*}-1: exit $RC: $ERR")
+done
+ca issue --dir "$D" --profile server --dns sup.example --csr "$W/sup.csr" --out "$W/sup-2"
+[ "$RC" = 0 ] || p+=("the key revoked as superseded: exit $RC, expected 0: $ERR")
+report "(setup) a CSR's key certified and revoked for keyCompromise; another revoked as superseded is certified again" "${p[@]+"${p[@]}"}"
+refused "CSR whose key was revoked for keyCompromise: refused, says so" \
+	"CSR $W/kc.csr carries a key whose certificate (serial $(openssl x509 -in "$W/kc-1.pem" -noout -serial | cut -d= -f2)) was revoked for keyCompromise; make a new key and CSR" \
+	"$W/kc-2" --profile server --dns kc.example --csr "$W/kc.csr"
+
 refused "CSR with names, none granted (no --dns/--ip/--uri): refused, names the first" \
 	"asks for URI $APP, which was not granted; issue with --uri for it" \
 	"$W/r9" --profile client --csr "$W/extra-uri.csr"
@@ -387,7 +405,7 @@ ca audit --dir "$D"
 [ "$RC" = 0 ] && [[ $OUT == "audit log intact: "* ]] || p+=("mtls ca audit: exit $RC, '$OUT'")
 if [ "$HAVE_SQLITE" = 1 ]; then
 	n=$(sqlite3 "$D/ca.db" "SELECT COUNT(*) FROM audit WHERE action = 'issue-refused'" 2>&1)
-	[ "$n" = 12 ] || p+=("$n issue-refused entries, expected 12")
+	[ "$n" = 13 ] || p+=("$n issue-refused entries, expected 13")
 	e=$(sqlite3 "$D/ca.db" "SELECT subject || '|' || detail FROM audit WHERE action = 'issue-refused' ORDER BY seq LIMIT 1" 2>&1)
 	[ "$e" = "CN=app|profile client, granted URI:$APP; CSR $W/extra-uri.csr asks for URI $ADMIN, which was not granted; issue with --uri for it or fix the CSR" ] ||
 		p+=("the first refusal is recorded as '$e'")
