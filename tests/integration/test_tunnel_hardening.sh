@@ -178,10 +178,13 @@ stop_bg "$BE_PID"
 # ==========================================================================================
 echo "# 2. certificate fields cannot forge log lines or fields (logfmt)"
 
-# A client without SANs, so that its CN is its identity, and a CN made to forge: a NEL (a
-# line break to some readers), a terminal escape, a newline and a field of its own.
-EVIL_CN=$'app\xc2\x85\x1b[31mred\n reason=ok'
-client_cert evil "/CN=$EVIL_CN" ""
+# A client whose subject is made to forge, in its O: a NEL (a line break to some readers), a
+# terminal escape, a newline and a field of its own (OpenSSL escapes the C0 controls of a
+# subject, the log the rest). The same in the CN of a client without SANs (so that its CN
+# would be its identity) refuses the certificate: the refusal is one clean line too.
+EVIL=$'app\xc2\x85\x1b[31mred\n reason=ok'
+client_cert evil "/O=$EVIL/CN=app" ""
+client_cert evilcn "/CN=$EVIL" ""
 
 # check_logfmt.pl: every line is one whole logfmt event (ts, level, event, then key=value
 # pairs, values bare or quoted with backslash escapes) without control bytes, C1 controls,
@@ -219,8 +222,11 @@ wait_for_line "$TMP/srv2.log" 'event=listening' "$READY_LIMIT" "$S2_PID" ||
 	_lib_die "the logfmt server did not start: $(cat -- "$TMP/srv2.log")"
 S2_PORT=$(sed -n 's/.* event=listening .*address=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$TMP/srv2.log")
 s_client_send "127.0.0.1:$S2_PORT" "$TMP/hello.txt" "$TMP/sc2.log" "$TMP/evil"
+s_client_send "127.0.0.1:$S2_PORT" "$TMP/hello.txt" "$TMP/sc2cn.log" "$TMP/evilcn"
 p=()
 wait_for_line "$TMP/srv2.log" 'event=conn_close' 5 || p+=("no conn_close line")
+wait_for_line "$TMP/srv2.log" 'event=handshake_refused .*reason=bad_certificate' 5 ||
+	p+=("no handshake_refused line for the CN with control bytes")
 stop_bg "$S2_PID"
 stop_bg "$BE_PID"
 checked=$(perl "$TMP/check_logfmt.pl" <"$TMP/srv2.log")
@@ -229,10 +235,10 @@ bad=$(grep '^bad ' <<<"$checked" || true)
 keys=$(grep '^keys conn_open:' <<<"$checked" || true)
 [ "$keys" = "keys conn_open: ts level event conn peer identity subject serial rule tls cipher resumed" ] ||
 	p+=("conn_open does not have exactly its own keys: '$keys'")
-want='identity="app\u0085\x1b[31mred\n reason=ok"'
+want='subject="CN=app,O=app\u0085\\1B[31mred\\0A reason=ok"'
 grep -qF -- " $want " "$TMP/srv2.log" || p+=("no conn_open with $want")
 [ "$(grep -c 'event=conn_' "$TMP/srv2.log")" = 2 ] || p+=("not exactly two conn_ lines")
-verdict "a CN with NEL, ESC, newline and ' reason=ok': one quoted, escaped value on one line" \
+verdict "a subject with NEL, ESC, newline and ' reason=ok': one quoted, escaped value on one line; such a CN is refused" \
 	"${p[@]+"${p[@]}"}" -- "log (escaped by cat -v):" "$(cat -v "$TMP/srv2.log")"
 
 # ==========================================================================================
