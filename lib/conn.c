@@ -163,7 +163,8 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	request_for(c, &rq);
 	identity_free(c->conn.peer);
 	c->conn.peer = NULL;
-	return verify_chain(&rq, xctx, &c->conn.peer, &c->conn.verify_err, c->conn.warning,
+	/* a refusal goes straight into the connection's error: the handshake fails with it */
+	return verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, c->conn.warning,
 			    sizeof(c->conn.warning)) == 0;
 }
 
@@ -251,8 +252,9 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 	const char *peer = c->state->server ? "client" : "server";
 	const char *text = e != 0 ? ERR_reason_error_string(e) : NULL;
 
-	if (c->conn.verify_err.reason != MTLS_REASON_NONE) {
-		c->conn.err = c->conn.verify_err;
+	/* the error was clear when the step began (mtls_handshake()): one set since is the
+	 * verify callback's refusal of the peer, which says more than OpenSSL's errors */
+	if (c->conn.err.reason != MTLS_REASON_NONE) {
 		ERR_clear_error();
 		return -1;
 	}

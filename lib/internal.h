@@ -230,9 +230,8 @@ struct connection {
 	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
 	bool handshake_done;
-	struct error err;
-	struct error verify_err; /* set by the verify callback on refusal */
-	char warning[256];	 /* about the accepted handshake */
+	struct error err;  /* also where the verify callback puts its refusal */
+	char warning[256]; /* about the accepted handshake */
 };
 
 struct mtls {
