@@ -314,7 +314,7 @@ static int staging_begin(struct staging *st, const struct authority_init *in, ch
 	if (snprintf(st->path, sizeof(st->path), "%s/%s.tmp-%02x%02x%02x%02x%02x%02x", st->parent,
 		     st->base, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
 		     rnd[5]) >= (int)sizeof(st->path) ||
-	    mkdir(st->path, 0700) != 0) {
+	    mkdir(st->path, 0700) != 0 || chmod(st->path, 0700) != 0) {
 		snprintf(err, err_len, "cannot create directory %s: %s", st->path, strerror(errno));
 		st->path[0] = '\0';
 		goto fail;
@@ -499,6 +499,10 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	if (lock != AUTHORITY_UNLOCKED) {
 		authority_path(ca, "lock", path, sizeof(path));
 		ca->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		/* 0600 whatever the umask: a lock file we could not open again is no lock */
+		if (ca->lock_fd >= 0 && fchmod(ca->lock_fd, 0600) != 0) {
+			/* another user's lock file: leave its mode alone */
+		}
 		/* a reader of a CA it cannot write (an auditor) locks it read-only */
 		if (ca->lock_fd < 0 && lock == AUTHORITY_SHARED &&
 		    (errno == EACCES || errno == EROFS))

@@ -76,8 +76,8 @@ ASN1_SEQUENCE(CRL_CHECKPOINT) =
 	int der_len, ok = 0;
 
 	if (oid == NULL || cp == NULL || value == NULL ||
-	    OPENSSL_hexstr2buf_ex(hash, sizeof(hash), &len, head, '\0') != 1 ||
-	    len != 32 || ASN1_INTEGER_set_int64(cp->entries, entries) != 1 ||
+	    OPENSSL_hexstr2buf_ex(hash, sizeof(hash), &len, head, '\0') != 1 || len != 32 ||
+	    ASN1_INTEGER_set_int64(cp->entries, entries) != 1 ||
 	    ASN1_OCTET_STRING_set(cp->head, hash, 32) != 1)
 		goto out;
 	der_len = ASN1_item_i2d((ASN1_VALUE *)cp, &der, ASN1_ITEM_rptr(CRL_CHECKPOINT));
@@ -141,12 +141,14 @@ static int add_entry(const struct store_cert *c, void *arg)
 	ASN1_INTEGER *serial = NULL;
 	int reason = crl_reason_code(c->revocation_reason != NULL ? c->revocation_reason : "");
 
+	/* RFC 5280 5.3.1: the reasonCode unspecified SHOULD be absent, not stated */
 	if (r == NULL || when == NULL || code == NULL || BN_hex2bn(&bn, c->serial) == 0 ||
 	    (serial = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
 	    X509_REVOKED_set_serialNumber(r, serial) != 1 ||
 	    X509_REVOKED_set_revocationDate(r, when) != 1 ||
-	    ASN1_ENUMERATED_set(code, reason >= 0 ? reason : CRL_REASON_UNSPECIFIED) != 1 ||
-	    X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, code, 0, 0) != 1 ||
+	    (reason > CRL_REASON_UNSPECIFIED &&
+	     (ASN1_ENUMERATED_set(code, reason) != 1 ||
+	      X509_REVOKED_add1_ext_i2d(r, NID_crl_reason, code, 0, 0) != 1)) ||
 	    X509_CRL_add0_revoked(b->crl, r) != 1) {
 		X509_REVOKED_free(r);
 		b->failed = 1;

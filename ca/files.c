@@ -35,6 +35,15 @@ bool files_exists(const char *path)
 	return lstat(path, &sb) == 0;
 }
 
+/* mkdir with mode 0700 whatever the umask (which could leave us a directory we cannot
+ * write); EEXIST is left to the caller. */
+static int mkdir_0700(const char *path)
+{
+	if (mkdir(path, 0700) != 0)
+		return -1;
+	return chmod(path, 0700);
+}
+
 int files_mkdir_parents(const char *path, char *err, size_t err_len)
 {
 	char buf[PATH_MAX];
@@ -48,7 +57,7 @@ int files_mkdir_parents(const char *path, char *err, size_t err_len)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		if (mkdir_0700(buf) != 0 && errno != EEXIST)
 			return fail(err, err_len, "cannot create directory", buf, errno);
 		*p = '/';
 	}
@@ -87,11 +96,11 @@ int files_mkdir_private(const char *path, char *err, size_t err_len)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+		if (mkdir_0700(buf) != 0 && errno != EEXIST)
 			return fail(err, err_len, "cannot create directory", buf, errno);
 		*p = '/';
 	}
-	if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+	if (mkdir_0700(buf) != 0 && errno != EEXIST)
 		return fail(err, err_len, "cannot create directory", buf, errno);
 	if (lstat(buf, &sb) != 0)
 		return fail(err, err_len, "cannot inspect directory", buf, errno);

@@ -94,17 +94,25 @@ static ASN1_IA5STRING *ia5(const char *s)
 }
 
 /* RFC 1123 host name: labels of letters, digits and hyphens, 1-63 long, not starting or
- * ending with a hyphen; total at most 253; optionally "*." for the leftmost label. */
+ * ending with a hyphen; total at most 253; the last label not all digits (RFC 1123 2.1:
+ * "1.2.3.4" is an address, not a name); optionally "*." for the leftmost label, then at
+ * least two labels ("*.com" would match every name under a top-level domain). */
 static bool valid_dns(const char *name)
 {
 	size_t len = strlen(name), label = 0;
-	const char *p = name;
+	const char *p = name, *last;
 
 	if (len == 0 || len > 253)
 		return false;
-	if (strncmp(p, "*.", 2) == 0)
+	if (strncmp(p, "*.", 2) == 0) {
 		p += 2;
+		if (strchr(p, '.') == NULL)
+			return false;
+	}
 	if (*p == '\0')
+		return false;
+	last = strrchr(p, '.') != NULL ? strrchr(p, '.') + 1 : p;
+	if (*last != '\0' && strspn(last, "0123456789") == strlen(last))
 		return false;
 	for (; *p != '\0'; p++) {
 		if (*p == '.') {
@@ -128,12 +136,14 @@ int grant_add_dns(struct grant_names *n, const char *name, char *err, size_t err
 
 	if (!valid_dns(name)) {
 		printable(shown, sizeof(shown), (const unsigned char *)name, strlen(name));
-		snprintf(
-			err, err_len,
-			"invalid DNS name '%s': use labels of letters, digits and hyphens (1-63 "
-			"characters, not starting or ending with a hyphen) joined by dots, at most "
-			"253 characters; a wildcard only as a whole leftmost label ('*.')",
-			shown);
+		snprintf(err, err_len,
+			 "invalid DNS name '%s': use labels of letters, digits and hyphens (1-63 "
+			 "characters, not starting or ending with a hyphen, the last not all "
+			 "digits) "
+			 "joined by dots, at most 253 characters; a wildcard only as a whole "
+			 "leftmost "
+			 "label ('*.') above two more labels; for an IP address use --ip",
+			 shown);
 		return -1;
 	}
 	snprintf(lower, sizeof(lower), "%s", name);
@@ -385,6 +395,25 @@ static bool control_char(unsigned long c)
 	       (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
+/* Unicode format characters (general category Cf, Unicode 15): invisible, they make two
+ * names that look the same differ (a zero-width space, a right-to-left mark, a BOM). */
+static bool format_char(unsigned long c)
+{
+	static const unsigned long cf[][2] = {
+		{0x00ad, 0x00ad},   {0x0600, 0x0605},	{0x061c, 0x061c},   {0x06dd, 0x06dd},
+		{0x070f, 0x070f},   {0x0890, 0x0891},	{0x08e2, 0x08e2},   {0x180e, 0x180e},
+		{0x200b, 0x200f},   {0x202a, 0x202e},	{0x2060, 0x2064},   {0x2066, 0x206f},
+		{0xfeff, 0xfeff},   {0xfff9, 0xfffb},	{0x110bd, 0x110bd}, {0x110cd, 0x110cd},
+		{0x13430, 0x1343f}, {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a}, {0xe0001, 0xe0001},
+		{0xe0020, 0xe007f},
+	};
+
+	for (size_t i = 0; i < sizeof(cf) / sizeof(cf[0]); i++)
+		if (c >= cf[i][0] && c <= cf[i][1])
+			return true;
+	return false;
+}
+
 int grant_check_text(const char *text, size_t max, const char *what, char *err, size_t err_len)
 {
 	const unsigned char *p = (const unsigned char *)text;
@@ -404,6 +433,13 @@ int grant_check_text(const char *text, size_t max, const char *what, char *err, 
 		if (control_char(c)) {
 			snprintf(err, err_len,
 				 "%s holds a control character (U+%04lX at byte %zu); remove it",
+				 what, c, i);
+			return -1;
+		}
+		if (format_char(c)) {
+			snprintf(err, err_len,
+				 "%s holds an invisible format character (U+%04lX at byte %zu); "
+				 "remove it",
 				 what, c, i);
 			return -1;
 		}
@@ -475,6 +511,44 @@ int grant_check(const struct grant *g, char *err, size_t err_len)
 /* ---------------------------------------------------------------------------------------- */
 /* CSRs */
 
+/* The PEM blocks of bio: 1 exactly one CSR (decoded whole into *req; other blocks, such
+ * as text around it or a key, ignored), 0 none, -1 two or more, or a CSR block whose DER
+ * does not decode exactly. */
+static int read_pem_request(BIO *bio, X509_REQ **req)
+{
+	char *name = NULL, *header = NULL;
+	unsigned char *der = NULL;
+	long len = 0;
+	int found = 0, rc = 0;
+
+	*req = NULL;
+	while (rc == 0 && PEM_read_bio(bio, &name, &header, &der, &len) == 1) {
+		if (strcmp(name, PEM_STRING_X509_REQ) == 0 ||
+		    strcmp(name, PEM_STRING_X509_REQ_OLD) == 0) {
+			const unsigned char *p = der;
+
+			if (++found > 1 || (*req = d2i_X509_REQ(NULL, &p, len)) == NULL ||
+			    p != der + len)
+				rc = -1;
+		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(der);
+		name = header = NULL;
+		der = NULL;
+	}
+	/* the end of the data, or a block that is not PEM: only "no more PEM" is the end */
+	if (rc == 0 && found > 0 && ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE)
+		rc = -1;
+	ERR_clear_error();
+	if (rc != 0) {
+		X509_REQ_free(*req);
+		*req = NULL;
+		return -1;
+	}
+	return found;
+}
+
 int grant_request_read(struct grant_request *r, const void *data, size_t len, const char *what,
 		       char *err, size_t err_len)
 {
@@ -489,11 +563,28 @@ int grant_request_read(struct grant_request *r, const void *data, size_t len, co
 		return -1;
 	}
 	bio = BIO_new_mem_buf(data, (int)len);
-	if (bio != NULL)
-		r->req = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	if (r->req == NULL)
+	switch (bio != NULL ? read_pem_request(bio, &r->req) : 0) {
+	case 0: /* no PEM CSR: DER, all of it */
 		r->req = d2i_X509_REQ(NULL, &p, (long)len);
+		if (r->req != NULL && p != (const unsigned char *)data + len) {
+			snprintf(err, err_len,
+				 "%s holds %zu bytes after the certificate signing request; give "
+				 "the CSR alone",
+				 what, len - (size_t)(p - (const unsigned char *)data));
+			BIO_free(bio);
+			goto fail;
+		}
+		break;
+	case 1: break;
+	default:
+		snprintf(err, err_len,
+			 "%s holds more than one certificate signing request (or a malformed "
+			 "one); give one CSR",
+			 what);
+		BIO_free(bio);
+		goto fail;
+	}
+	BIO_free(bio);
 	if (r->req == NULL) {
 		snprintf(err, err_len,
 			 "%s is not a certificate signing request (PEM 'BEGIN CERTIFICATE "

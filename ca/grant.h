@@ -39,8 +39,9 @@ void grant_names_init(struct grant_names *n);
 void grant_names_free(struct grant_names *n);
 
 /* Validate and add. -1 with a message saying what is wrong with the name and how to fix it.
- * DNS: a host name of LDH labels (1-63 characters, at most 253 in all), a wildcard only as
- * the whole leftmost label ("*.example.org"); stored in lower case.
+ * DNS: a host name of LDH labels (1-63 characters, at most 253 in all), the last not all
+ * digits, a wildcard only as the whole leftmost label above at least two more
+ * ("*.example.org"); stored in lower case.
  * IP: an IPv4 or IPv6 literal.
  * URI: scheme://authority[/path], at most 2048 bytes of printable ASCII; no "." or ".."
  * path segments, percent-encoded '/', '.' or control bytes. A SPIFFE ID (spiffe://) follows
@@ -51,7 +52,7 @@ int grant_add_dns(struct grant_names *n, const char *name, char *err, size_t err
 int grant_add_ip(struct grant_names *n, const char *ip, char *err, size_t err_len);
 int grant_add_uri(struct grant_names *n, const char *uri, char *err, size_t err_len);
 
-/* A common name: 1 to 64 characters of UTF-8, no control characters. */
+/* A common name: 1 to 64 characters of UTF-8, no control or format (Cf) characters. */
 int grant_check_cn(const char *cn, char *err, size_t err_len);
 /* The same rule for other subject text, 1 to max characters; what names it in messages
  * ("the common name", "--name"). */
@@ -89,9 +90,10 @@ struct grant_request {
 	char ignored[512]; /* what it asks for that the profile decides instead */
 };
 
-/* Decode a CSR, PEM or DER, from memory; what names it in messages. Checks neither its
- * signature (grant_request_verify()) nor what it asks for (grant_match()). 0, or -1 with a
- * message; grant_request_free() in both cases. */
+/* Decode a CSR, PEM or DER, from memory; what names it in messages. The data must hold
+ * exactly one CSR: a PEM file with two, or DER followed by other bytes, is refused. Checks
+ * neither its signature (grant_request_verify()) nor what it asks for (grant_match()). 0,
+ * or -1 with a message; grant_request_free() in both cases. */
 int grant_request_read(struct grant_request *r, const void *data, size_t len, const char *what,
 		       char *err, size_t err_len);
 /* Is it signed by the key it carries, and is that a key the CA signs for? */

@@ -122,6 +122,11 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 	}
 	/* create the file 0600 ourselves: SQLite would honour the umask */
 	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0), 0600);
+	/* 0600 whatever the umask took away (0400 under umask 277: read-only for us) */
+	if (fd >= 0 && create && fchmod(fd, 0600) != 0) {
+		close(fd);
+		fd = -1;
+	}
 	if (fd < 0) {
 		snprintf(err, err_len, "cannot open CA inventory %s: %s", path, strerror(errno));
 		free(st);

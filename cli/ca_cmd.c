@@ -1,6 +1,7 @@
 /*
  * mtls ca: the certificate authority's commands.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +34,47 @@ const char *ca_default_dir(void)
 	return d != NULL && d[0] != '\0' ? d : "mtls-ca";
 }
 
+char *ca_shown(const char *text)
+{
+	size_t n = 0;
+	char *out, *o;
+
+	for (const char *p = text; *p != '\0'; p++)
+		n += (unsigned char)*p < 0x20 || *p == 0x7f ? 4 : 1;
+	out = malloc(n + 1);
+	if (out == NULL)
+		return NULL;
+	o = out;
+	for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			o += snprintf(o, 5, "\\x%02x", *p);
+		else
+			*o++ = (char)*p;
+	*o = '\0';
+	return out;
+}
+
 void ca_fail(const char *cmd, const char *msg)
 {
-	fprintf(stderr, "mtls ca %s: %s\n", cmd, msg);
+	char *shown = ca_shown(msg);
+
+	/* one line, whatever a path or name in it holds */
+	fprintf(stderr, "mtls ca %s: %s\n", cmd, shown != NULL ? shown : "out of memory");
+	free(shown);
+}
+
+void ca_failf(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	ca_fail(cmd, n >= 0 ? msg : "out of memory");
+	if (n >= 0)
+		free(msg);
 }
 
 int ca_parse(const char *cmd, const char *usage, const char *about, const struct opt *table,
@@ -78,7 +117,13 @@ int cmd_ca(int argc, char **argv)
 	for (const struct ca_command *c = ca_commands; c->name != NULL; c++)
 		if (strcmp(argv[0], c->name) == 0)
 			return c->run(argc - 1, argv + 1);
-	fprintf(stderr, "mtls ca: unknown command '%s'; run 'mtls ca --help' for the list\n",
-		argv[0]);
+	{
+		char *shown = ca_shown(argv[0]);
+
+		fprintf(stderr,
+			"mtls ca: unknown command '%s'; run 'mtls ca --help' for the list\n",
+			shown != NULL ? shown : "?");
+		free(shown);
+	}
 	return 2;
 }

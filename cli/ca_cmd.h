@@ -30,8 +30,13 @@ const char *ca_default_dir(void);
 /* Parse options; on error or --help print and return the exit status (>= 0), else -1. */
 int ca_parse(const char *cmd, const char *usage, const char *about, const struct opt *table,
 	     void *target, int argc, char **argv, struct options_state *st);
-/* Print "mtls ca CMD: message" to stderr. */
+/* Print "mtls ca CMD: message" to stderr, in one line: control bytes (a newline in a file
+ * name, an escape sequence) shown as \xNN. */
 void ca_fail(const char *cmd, const char *msg);
+void ca_failf(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* text with control bytes shown as \xNN (for a file name in a message or the audit log);
+ * the caller frees it; NULL if out of memory. */
+char *ca_shown(const char *text);
 
 int cmd_ca_init(int argc, char **argv);
 int cmd_ca_issue(int argc, char **argv);

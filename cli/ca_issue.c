@@ -93,8 +93,8 @@ static int add_names(const struct issue_opts *o, struct grant *g, char *err, siz
 
 /* Read, authenticate and compare the CSR with the grant. 0, 1 the CSR cannot be used, 2 it
  * asks for more than was granted (err says what). */
-static int check_csr(const char *path, const struct grant *g, struct grant_request *r, char *err,
-		     size_t len)
+static int check_csr(const char *path, const char *what, const struct grant *g,
+		     struct grant_request *r, char *err, size_t len)
 {
 	size_t n = 0;
 	char *data = files_read(path, &n, err, len);
@@ -103,9 +103,9 @@ static int check_csr(const char *path, const struct grant *g, struct grant_reque
 	memset(r, 0, sizeof(*r));
 	if (data == NULL)
 		return 1;
-	if (grant_request_read(r, data, n, path, err, len) == 0 &&
-	    grant_request_verify(r, path, err, len) == 0)
-		rc = grant_match(g, r, path, err, len) == 0 ? 0 : 2;
+	if (grant_request_read(r, data, n, what, err, len) == 0 &&
+	    grant_request_verify(r, what, err, len) == 0)
+		rc = grant_match(g, r, what, err, len) == 0 ? 0 : 2;
 	free(data);
 	return rc;
 }
@@ -134,8 +134,7 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 		store_rollback(ca->store);
 	}
 	if (err[0] != '\0')
-		fprintf(stderr, "mtls ca issue: %s (not recorded in the audit log: %s)\n", why,
-			err);
+		ca_failf("issue", "%s (not recorded in the audit log: %s)", why, err);
 	else
 		ca_fail("issue", why);
 	free(detail);
@@ -144,8 +143,9 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 
 /* Inside the issue's transaction: was the CSR's key revoked for keyCompromise? Then the
  * refusal is recorded (and committed) instead, and -1 returned; 0 if not. */
-static int key_compromised(struct authority *ca, const struct issue_opts *o, const struct grant *g,
-			   const struct grant_request *r, char *err, size_t err_len)
+static int key_compromised(struct authority *ca, const struct issue_opts *o, const char *what,
+			   const struct grant *g, const struct grant_request *r, char *err,
+			   size_t err_len)
 {
 	char spki[65], serial[64], *detail = NULL;
 	int rc;
@@ -162,7 +162,7 @@ static int key_compromised(struct authority *ca, const struct issue_opts *o, con
 	snprintf(err, err_len,
 		 "CSR %s carries a key whose certificate (serial %s) was revoked for "
 		 "keyCompromise; make a new key and CSR",
-		 o->csr, serial);
+		 what, serial);
 	if (asprintf(&detail, "profile %s, granted %s; %s", o->profile,
 		     g->names.text[0] != '\0' ? g->names.text : "no names", err) < 0)
 		detail = NULL;
@@ -171,8 +171,8 @@ static int key_compromised(struct authority *ca, const struct issue_opts *o, con
 			r->subject[0] != '\0' ? r->subject : "(empty subject)", detail) != 0 ||
 	    store_commit(ca->store) != 0) {
 		store_rollback(ca->store);
-		fprintf(stderr, "mtls ca issue: %s (not recorded in the audit log: %s)\n", err,
-			detail == NULL ? "out of memory" : store_error(ca->store));
+		ca_failf("issue", "%s (not recorded in the audit log: %s)", err,
+			 detail == NULL ? "out of memory" : store_error(ca->store));
 	} else {
 		ca_fail("issue", err);
 	}
@@ -365,28 +365,25 @@ static void undelivered(struct authority *ca, X509 *cert, const char *why)
 	if (revoked)
 		published = crl_write(ca, &crl, err, sizeof(err)) == 0;
 	if (revoked && published)
-		fprintf(stderr,
-			"mtls ca issue: %s; the certificate (serial %s) was committed but not "
-			"delivered, so it is revoked (cessationOfOperation) and the CRL published; "
-			"issue again\n",
+		ca_failf(
+			"issue",
+			"%s; the certificate (serial %s) was committed but not delivered, so it is "
+			"revoked (cessationOfOperation) and the CRL published; issue again",
 			why, serial);
 	else if (revoked)
-		fprintf(stderr,
-			"mtls ca issue: %s; the certificate (serial %s) was committed but not "
-			"delivered, so its revocation (cessationOfOperation) is committed; run "
-			"'mtls "
-			"ca crl' to publish it (%s), then issue again\n",
-			why, serial, err);
+		ca_failf("issue",
+			 "%s; the certificate (serial %s) was committed but not delivered, so its "
+			 "revocation (cessationOfOperation) is committed; run 'mtls ca crl' to "
+			 "publish it (%s), then issue again",
+			 why, serial, err);
 	else
-		fprintf(stderr,
-			"mtls ca issue: %s; the certificate (serial %s) is recorded in the "
-			"inventory "
-			"but was not delivered: revoke it with 'mtls ca revoke --serial %s "
-			"--reason "
-			"cessationOfOperation'%s%s%s\n",
-			why, serial, serial,
-			err[0] != '\0' ? " (it could not be revoked now: " : "", err,
-			err[0] != '\0' ? ")" : "");
+		ca_failf("issue",
+			 "%s; the certificate (serial %s) is recorded in the inventory but was not "
+			 "delivered: revoke it with 'mtls ca revoke --serial %s --reason "
+			 "cessationOfOperation'%s%s%s",
+			 why, serial, serial,
+			 err[0] != '\0' ? " (it could not be revoked now: " : "", err,
+			 err[0] != '\0' ? ")" : "");
 	crl_pending_free(&crl);
 	free(detail);
 	free(subject);
@@ -402,7 +399,7 @@ int cmd_ca_issue(int argc, char **argv)
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
 	struct output out;
-	char err[8192] = "", *pass = NULL;
+	char err[8192] = "", *pass = NULL, *csr_shown = NULL;
 	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
 	size_t leaf_len = 0, inter_len = 0, key_len = 0;
 	time_t now = time(NULL), not_after;
@@ -447,7 +444,10 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	if (o.csr != NULL) {
-		rc = check_csr(o.csr, &g, &req, err, sizeof(err));
+		/* the CSR's name in messages and the audit log: one line whatever it holds */
+		csr_shown = ca_shown(o.csr);
+		rc = csr_shown != NULL ? check_csr(o.csr, csr_shown, &g, &req, err, sizeof(err))
+				       : (snprintf(err, sizeof(err), "out of memory"), 1);
 		if (rc == 2)
 			refuse_csr(&o, &g, &req, err);
 		else if (rc != 0)
@@ -508,7 +508,7 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", store_error(ca->store));
 		goto out;
 	}
-	if (o.csr != NULL && key_compromised(ca, &o, &g, &req, err, sizeof(err)) != 0)
+	if (o.csr != NULL && key_compromised(ca, &o, csr_shown, &g, &req, err, sizeof(err)) != 0)
 		goto out;
 	{
 		struct issue_spec spec = {.kind = g.kind,
@@ -555,15 +555,20 @@ int cmd_ca_issue(int argc, char **argv)
 	}
 	{
 		char serial[64], when[32];
+		char *c = ca_shown(out.cert), *ch = ca_shown(out.chain), *k = ca_shown(out.key);
 		struct tm tm;
 
 		issue_serial_hex(cert, serial, sizeof(serial));
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&not_after, &tm));
 		printf("issued %s certificate, serial %s, for %s, valid until %s\n", o.profile,
 		       serial, g.names.text, when);
-		printf("  certificate: %s\n  chain:       %s\n", out.cert, out.chain);
+		printf("  certificate: %s\n  chain:       %s\n", c != NULL ? c : "?",
+		       ch != NULL ? ch : "?");
 		if (keypem != NULL)
-			printf("  key:         %s\n", out.key);
+			printf("  key:         %s\n", k != NULL ? k : "?");
+		free(c);
+		free(ch);
+		free(k);
 		if (req.ignored[0] != '\0')
 			printf("  not granted from the CSR (the profile decides): %s\n",
 			       req.ignored);
@@ -573,6 +578,7 @@ out:
 	output_discard(&out);
 	if (dir_lock >= 0)
 		close(dir_lock);
+	free(csr_shown);
 	grant_free(&g);
 	grant_request_free(&req);
 	keys_free_pem(keypem, key_len);

@@ -176,6 +176,22 @@ done
 	"$(openssl x509 -in "$D/intermediate.pem" -noout -fingerprint 2>/dev/null)" ] || p+=("the second certificate of C-chain.pem is not intermediate.pem")
 report "issue server and client: files written, keys 600" "${p[@]+"${p[@]}"}"
 
+# The modes are set, not left to the umask: under umask 277 ca.db would be 0400 and the
+# directories 0500 (unwritable).
+LAST_CMD="(umask 277; mtls ca init --dir ca-umask; mtls ca issue --out umask)"
+RC=0
+(umask 277 && "$MTLS" ca init --dir "$W/ca-umask" && "$MTLS" ca issue --dir "$W/ca-umask" --profile client \
+	--uri spiffe://example.org/umask --out "$W/umask") >"$TMP/run.out" 2>"$TMP/run.err" </dev/null || RC=$?
+OUT=$(cat -- "$TMP/run.out")
+ERR=$(cat -- "$TMP/run.err")
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC")
+for f in ca-umask:700 ca-umask/ca.db:600 ca-umask/lock:600 ca-umask/root.key:600 ca-umask/intermediate.key:600 \
+	ca-umask/root.pem:644 ca-umask/crl.pem:644 umask.key:600 umask.pem:644 umask-chain.pem:644; do
+	[ "$(mode "$W/${f%%:*}")" = "${f#*:}" ] || p+=("${f%%:*} mode $(mode "$W/${f%%:*}"), expected ${f#*:}")
+done
+report "under umask 277: the CA directory 700, ca.db and lock and keys 600, certificates and CRL 644" "${p[@]+"${p[@]}"}"
+
 OV=(openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem")
 p=()
 for c in S:sslserver:0 C:sslclient:0 S:sslclient:26 C:sslserver:26; do
@@ -403,6 +419,9 @@ else
 	ca list --dir "$D" --revoked
 	printf '%s\n' "$OUT" | grep -c " revoked .* URI:$ZU\$" >/dev/null || p+=("$ZU is not listed as revoked")
 	out=$("${OV[@]}" -crl_check -CRLfile "$D/crl.pem" "$ZF" 2>&1) && p+=("openssl still accepts $ZS with the new CRL")
+	# RFC 5280 5.3.1: no reasonCode for the reason unspecified
+	entry=$(openssl crl -in "$D/crl.pem" -noout -text 2>/dev/null | sed -n "/Serial Number: $ZS\$/,/Serial Number:/p")
+	[ -n "$entry" ] && [[ $entry != *"Reason Code"* ]] || p+=("the CRL entry of $ZS (revoked unspecified) has a reasonCode, or none was found:" "$entry")
 fi
 report "revoke --serial of a serial with a leading 0 digit, as list and as openssl print it" "${p[@]+"${p[@]}"}"
 
@@ -557,6 +576,15 @@ openssl req -inform DER -in "$W/bad.der" -noout 2>/dev/null || EXTRA+=("(test se
 [[ $(openssl req -inform DER -in "$W/bad.der" -noout -verify 2>&1) == *"verify failure"* ]] || EXTRA+=("(test setup) openssl does not report the altered CSR's signature as failing")
 refuse "CSR with a broken signature: exit 1, says signature, nothing written" 1 "signature" "$D" "$W/B" \
 	issue --dir "$D" --profile server --csr "$W/bad.der" --out "$W/B"
+
+# A CSR file holds one CSR: not DER with bytes after it, not two PEM CSRs.
+openssl req -in "$W/csr1.csr" -outform DER -out "$W/trail.der" 2>/dev/null
+printf 'garbage' >>"$W/trail.der"
+refuse "DER CSR with bytes after it: exit 1, says so" 1 "$W/trail.der holds 7 bytes after the certificate signing request" \
+	"$D" "$W/B" issue --dir "$D" --profile server --dns csr.test --csr "$W/trail.der" --out "$W/B"
+cat -- "$W/csr1.csr" "$W/rsa1024.csr" >"$W/two.csr" 2>/dev/null || cat -- "$W/csr1.csr" "$W/csr1.csr" >"$W/two.csr"
+refuse "a file with two PEM CSRs: exit 1, says so" 1 "$W/two.csr holds more than one certificate signing request" \
+	"$D" "$W/B" issue --dir "$D" --profile server --dns csr.test --csr "$W/two.csr" --out "$W/B"
 
 mkcsr "$W/rsa1024.csr" -newkey rsa:1024 -subj /CN=weak -addext subjectAltName=DNS:weak.test
 refuse "CSR with an RSA-1024 key: exit 1, nothing written" 1 "weak" "$D" "$W/R" \

@@ -121,6 +121,14 @@ mkcsr "$W/short-ip.csr" -subj /CN=app -addext "subjectAltName=DER:300587030a0001
 refused "CSR with a 3-byte iPAddress SAN: refused as malformed" \
 	"has a malformed IP address (3 bytes" "$W/r8" --profile client --uri "$APP" --csr "$W/short-ip.csr"
 
+# A CSR's file name is shown with its control bytes escaped: one line, in the message and
+# in the audit log.
+NL="$W/new"$'\n'"line.csr"
+cp -- "$W/extra-uri.csr" "$NL"
+refused "CSR file name with a newline: the refusal in one line, the name escaped" \
+	"CSR $W/new\\x0aline.csr asks for URI $ADMIN, which was not granted" \
+	"$W/r-nl" --profile client --uri "$APP" --csr "$NL"
+
 # OpenSSL reads the first extension request only: names in a second one (an msExtReq beside
 # the extReq, a second extReq, a second value) would be neither checked nor issued, so such
 # a CSR is refused (tests/tools/csrgen.c makes them; each asks for DNS:evil.example in the
@@ -260,6 +268,9 @@ dns|*a.example.org|invalid DNS name '*a.example.org'
 dns|under_score.example|invalid DNS name
 dns|trailing.dot.|invalid DNS name
 dns|0123456789012345678901234567890123456789012345678901234567890123.example|1-63 characters
+dns|1.2.3.4|invalid DNS name '1.2.3.4': use labels of letters, digits and hyphens (1-63 characters, not starting or ending with a hyphen, the last not all digits)
+dns|a.123|invalid DNS name 'a.123'
+dns|*.com|invalid DNS name '*.com'
 cn||cn needs a value
 EOF
 
@@ -271,6 +282,10 @@ bad_name "--cn with an escape sequence: refused" "a control character (U+001B" \
 	--profile client --uri "$APP" --cn $'\e[31mred'
 bad_name "--cn with a right-to-left override: refused" "a control character (U+202E" \
 	--profile client --uri "$APP" --cn $'app\u202etxt'
+for c in 200b 200f feff 061c; do
+	bad_name "--cn with U+${c^^} (a format character): refused" "invalid --cn: the common name holds an invisible format character (U+${c^^} at byte 3)" \
+		--profile client --uri "$APP" --cn "app$(printf "\\u$c")x"
+done
 bad_name "--cn of 65 characters: refused" "longer than 64 characters" \
 	--profile client --uri "$APP" --cn "$(printf 'c%.0s' $(seq 1 65))"
 bad_name "--dns with a newline: refused, shown escaped in one line" "invalid DNS name 'a\\x0ab'" \
@@ -405,7 +420,7 @@ ca audit --dir "$D"
 [ "$RC" = 0 ] && [[ $OUT == "audit log intact: "* ]] || p+=("mtls ca audit: exit $RC, '$OUT'")
 if [ "$HAVE_SQLITE" = 1 ]; then
 	n=$(sqlite3 "$D/ca.db" "SELECT COUNT(*) FROM audit WHERE action = 'issue-refused'" 2>&1)
-	[ "$n" = 13 ] || p+=("$n issue-refused entries, expected 13")
+	[ "$n" = 14 ] || p+=("$n issue-refused entries, expected 14")
 	e=$(sqlite3 "$D/ca.db" "SELECT subject || '|' || detail FROM audit WHERE action = 'issue-refused' ORDER BY seq LIMIT 1" 2>&1)
 	[ "$e" = "CN=app|profile client, granted URI:$APP; CSR $W/extra-uri.csr asks for URI $ADMIN, which was not granted; issue with --uri for it or fix the CSR" ] ||
 		p+=("the first refusal is recorded as '$e'")

@@ -5,11 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "grant.h"
@@ -113,7 +115,15 @@ static const struct name_case cases[] = {
 	{'d', "a", true},
 	{'d', "A.Example.ORG", true},
 	{'d', "012345678901234567890123456789012345678901234567890123456789012.x", true},
-	{'d', "*.a", true},
+	{'d', "*.a", false}, /* a wildcard over a top-level domain */
+	{'d', "*.com", false},
+	{'d', "*.example.com", true},
+	{'d', "1.2.3.4", false},	 /* an address, not a name: --ip */
+	{'d', "a.123", false},		 /* the last label all digits */
+	{'d', "10.0.0.1.example", true}, /* digits in other labels */
+	{'d', "a.b1", true},
+	{'d', "a.1b", true},
+	{'d', "123", false},
 	{'d', "*a.example", false},
 	{'d', "a*.example", false},
 	{'d', "*.*.example", false},
@@ -268,6 +278,26 @@ static const struct cn_case cn_cases[] = {
 	{"\xc0\xaf", false},	     /* overlong '/' */
 	{"\xed\xa0\x80", false},     /* a surrogate */
 	{"\xf4\x90\x80\x80", false}, /* above U+10FFFF */
+	/* format characters (Cf): invisible, names that look alike differ */
+	{"a\xe2\x80\x8b"
+	 "b",
+	 false}, /* U+200B zero width space */
+	{"a\xe2\x80\x8f"
+	 "b",
+	 false}, /* U+200F right-to-left mark */
+	{"\xef\xbb\xbf"
+	 "a",
+	 false}, /* U+FEFF byte order mark */
+	{"a\xd8\x9c"
+	 "b",
+	 false}, /* U+061C Arabic letter mark */
+	{"a\xc2\xad"
+	 "b",
+	 false},		      /* U+00AD soft hyphen */
+	{"a\xf3\xa0\x80\x81", false}, /* U+E0001 language tag */
+	{"a\xe2\x80\x8a"
+	 "b",
+	 true}, /* U+200A hair space: a space (Zs), visible as one */
 };
 
 static void test_cn(void **state)
@@ -538,6 +568,69 @@ static void test_grant_match(void **state)
 	}
 }
 
+/* A CSR file holds one CSR: PEM with text around it is fine; two PEM CSRs, DER with bytes
+ * after it, or a PEM CSR block with bytes after its DER are refused. */
+static void test_csr_forms(void **state)
+{
+	int len;
+	unsigned char *der = csr_conf("a", NULL, NULL, &len), *buf;
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *pem, err[512];
+	long pem_len;
+	struct grant_request r;
+	size_t n;
+
+	(void)state;
+	assert_true(PEM_write_bio(bio, PEM_STRING_X509_REQ, "", der, len) > 0);
+	pem_len = BIO_get_mem_data(bio, &pem);
+	buf = malloc((size_t)(2 * pem_len + len + 64));
+	assert_non_null(buf);
+
+	/* DER alone, PEM alone, PEM with text before and after */
+	assert_int_equal(grant_request_read(&r, der, (size_t)len, "t.csr", err, sizeof(err)), 0);
+	grant_request_free(&r);
+	assert_int_equal(grant_request_read(&r, pem, (size_t)pem_len, "t.csr", err, sizeof(err)),
+			 0);
+	grant_request_free(&r);
+	n = (size_t)snprintf((char *)buf, 64, "Certificate Request:\n  (text)\n");
+	memcpy(buf + n, pem, (size_t)pem_len);
+	n += (size_t)pem_len;
+	memcpy(buf + n, "trailing text\n", 14);
+	n += 14;
+	assert_int_equal(grant_request_read(&r, buf, n, "t.csr", err, sizeof(err)), 0);
+	grant_request_free(&r);
+
+	/* DER with a byte after it */
+	memcpy(buf, der, (size_t)len);
+	buf[len] = 0;
+	assert_int_equal(grant_request_read(&r, buf, (size_t)len + 1, "t.csr", err, sizeof(err)),
+			 -1);
+	assert_non_null(strstr(err, "t.csr holds 1 bytes after the certificate signing request"));
+	grant_request_free(&r);
+
+	/* two PEM CSRs */
+	memcpy(buf, pem, (size_t)pem_len);
+	memcpy(buf + pem_len, pem, (size_t)pem_len);
+	assert_int_equal(
+		grant_request_read(&r, buf, 2 * (size_t)pem_len, "t.csr", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "t.csr holds more than one certificate signing request"));
+	grant_request_free(&r);
+
+	/* a PEM block whose DER has a byte after the CSR */
+	(void)BIO_reset(bio);
+	memcpy(buf, der, (size_t)len);
+	buf[len] = 0;
+	assert_true(PEM_write_bio(bio, PEM_STRING_X509_REQ, "", buf, len + 1) > 0);
+	pem_len = BIO_get_mem_data(bio, &pem);
+	assert_int_equal(grant_request_read(&r, pem, (size_t)pem_len, "t.csr", err, sizeof(err)),
+			 -1);
+	grant_request_free(&r);
+
+	free(buf);
+	BIO_free(bio);
+	OPENSSL_free(der);
+}
+
 /* The certificate's CN: the granted one, else the CSR's granted one, else the first name
  * if it fits in 64 characters, else none. */
 static void test_grant_cn(void **state)
@@ -614,6 +707,7 @@ int main(void)
 		cmocka_unit_test(test_profiles),
 		cmocka_unit_test(test_csr_ip_length),
 		cmocka_unit_test(test_grant_match),
+		cmocka_unit_test(test_csr_forms),
 		cmocka_unit_test(test_grant_cn),
 		cmocka_unit_test(test_sign_names),
 	};
