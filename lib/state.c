@@ -99,10 +99,10 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 	if (st->policy == NULL)
 		goto fail;
 	if (server && !policy_has_rules(st->policy) && !c->allow_any) {
-		error_set(
-			err, MTLS_REASON_CONFIG,
-			"server has no allow rule: add allow rules (URI, DNS, CN or pins) for the "
-			"clients it should accept, or allow any identity from the CA explicitly");
+		error_set(err, MTLS_REASON_CONFIG,
+			  "server has no allow rule: add allow rules (URI, DNS, email, CN or pins) "
+			  "for the clients it should accept, or allow any identity from the CA "
+			  "explicitly");
 		goto fail;
 	}
 	if ((c->cert.data == NULL) != (c->key.data == NULL)) {

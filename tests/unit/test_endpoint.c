@@ -1,7 +1,8 @@
 /*
  * Endpoints and connections (lib/endpoint.c, lib/conn.c): struct mtls is one or the other,
  * and each public call given the other kind refuses it (usage, on the object given) or
- * answers "nothing" (NULL, 0), without reaching into fields that kind does not have.
+ * answers "nothing" (NULL, 0), without reaching into fields that kind does not have. And
+ * what building a state refuses (lib/state.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -168,11 +169,33 @@ static void test_endpoint_calls_on_conns(void **state)
 	mtls_free(client);
 }
 
+/* A server that would let in nobody is refused, and the message names every kind of rule
+ * that would do (email too); one email rule is enough. */
+static void test_server_without_allow_rule(void **state)
+{
+	struct mtls_config *cfg = config_of("server-chain.pem", "server.key");
+	struct mtls *server = mtls_server_new();
+	const char *kinds[] = {"URI", "DNS", "email", "CN", "pins", "allow any identity"};
+
+	(void)state;
+	assert_int_equal(mtls_configure(server, cfg), -1);
+	assert_int_equal(mtls_error_reason(server), MTLS_REASON_CONFIG);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strstr(mtls_error(server), kinds[i]) == NULL)
+			fail_msg("'%s' does not name %s", mtls_error(server), kinds[i]);
+	assert_int_equal(mtls_config_allow_email(cfg, "*@example.org"), 0);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	assert_string_equal(mtls_error(server), "");
+	mtls_config_free(cfg);
+	mtls_free(server);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_conn_calls_on_endpoints),
 		cmocka_unit_test(test_endpoint_calls_on_conns),
+		cmocka_unit_test(test_server_without_allow_rule),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
