@@ -255,6 +255,10 @@ const char *mtls_config_insecure(const struct mtls_config *config);
  *
  * struct mtls is either an endpoint (mtls_server_new(), mtls_client_new()) or a connection
  * made from one. Free connections with mtls_free() before the endpoint they came from.
+ * Each call below is for one kind, except mtls_free(), the mtls_error*() calls and
+ * mtls_conn_warning(), which take both. Given the other kind, a connection call returns -1,
+ * NULL or 0 and sets no error; an endpoint call fails with reason usage on the object given
+ * (the mtls_endpoint_*() getters and mtls_verified_peer() return 0 or NULL).
  */
 struct mtls;
 

@@ -1,7 +1,24 @@
 /*
  * Types and functions shared between the files of libmtls. Not installed.
  *
- * Each lib/foo.c exports only foo_* names (and the public mtls_* API it implements).
+ * Each lib/foo.c exports only foo_* names (and the public mtls_* API it implements):
+ *
+ *   config.c        struct mtls_config: the setters, what a config holds
+ *   load.c          a config's PEM blobs into OpenSSL objects (own cert and key, CAs, CRLs)
+ *   tlsctx.c        the SSL_CTX of a state: protocol, ciphers, verify and resumption wiring
+ *   state.c         a config compiled into an immutable, reference-counted state
+ *   endpoint.c      endpoints: configure (swap the state), per-thread results, verify a PEM
+ *   conn.c          connections: made from an endpoint, handshake, I/O, close, free
+ *   sockbio.c       the socket BIO under every connection
+ *   verify.c        the one decision on a peer's chain, whatever the path
+ *   verify_cache.c  chains verified before, by hash
+ *   strict.c        the strict certificate profile
+ *   revocation.c    CRLs: validated once, matched to a chain
+ *   identity.c      what a certificate says about its holder (struct mtls_peer)
+ *   policy.c        allow rules
+ *   sessions.c      the server's resumable sessions
+ *   tickets.c       the client's resumable sessions
+ *   error.c         reasons, categories and messages
  */
 #ifndef MTLS_INTERNAL_H
 #define MTLS_INTERNAL_H

@@ -1,7 +1,7 @@
 /*
  * libFuzzer target: mtls_verify_chain_pem(), i.e. PEM parsing of a peer's chain, chain
  * verification against a fixed CA, CRLs with a grace period, the strength and EKU checks,
- * the allow rules and the messages that explain a refusal (lib/context.c, lib/verify.c).
+ * the allow rules and the messages that explain a refusal (lib/endpoint.c, lib/verify.c).
  *
  * Two endpoints are configured once from fuzz_certs.h (made by gen-seeds.sh): a server that
  * verifies client chains against the CA and both CRLs at a fixed time when the CRLs are
