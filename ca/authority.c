@@ -107,8 +107,8 @@ static int record(struct store *st, X509 *cert, const char *profile)
 	c.sans = "";
 	c.spki_sha256 = spki;
 	c.profile = profile;
-	c.not_before = issue_time(X509_get0_notBefore(cert));
-	c.not_after = issue_time(X509_get0_notAfter(cert));
+	c.not_before = certfields_time(X509_get0_notBefore(cert));
+	c.not_after = certfields_time(X509_get0_notAfter(cert));
 	c.issued_at = time(NULL);
 	c.der = der;
 	c.der_len = (size_t)len;

@@ -16,6 +16,7 @@
 
 #include "authority.h"
 #include "files.h"
+#include "keys.h"
 
 static const struct {
 	const char *name;
@@ -552,10 +553,7 @@ int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t
 	    (chk.entries > 0 && add_checkpoint(b.crl, chk.entries, chk.head) != 0))
 		goto fail;
 	X509_CRL_sort(b.crl);
-	if (X509_CRL_sign(b.crl, ca->issuer_key,
-			  EVP_PKEY_get_base_id(ca->issuer_key) == EVP_PKEY_ED25519 ? NULL
-			  : EVP_PKEY_get_bits(ca->issuer_key) > 256		   ? EVP_sha384()
-								    : EVP_sha256()) <= 0)
+	if (X509_CRL_sign(b.crl, ca->issuer_key, keys_sign_digest(ca->issuer_key)) <= 0)
 		goto fail;
 	bio = BIO_new(BIO_s_mem());
 	if (bio == NULL || !PEM_write_bio_X509_CRL(bio, b.crl))

@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "files.h"
+#include "readfile.h"
 
 #define READ_MAX (16u * 1024 * 1024)
 
@@ -307,38 +308,19 @@ int files_remove_temporaries(const char *dir)
 
 char *files_read(const char *path, size_t *len, char *err, size_t err_len)
 {
-	struct stat sb;
-	char *buf;
-	size_t used = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint8_t *data;
+	size_t n;
+	int e = readfile(path, READ_MAX, &data, &n, NULL);
 
-	if (fd < 0) {
-		fail(err, err_len, "cannot read", path, errno);
-		return NULL;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > READ_MAX) {
-		close(fd);
+	if (e == EINVAL || e == EFBIG) {
 		snprintf(err, err_len, "%s is not a regular file of at most 16 MiB", path);
 		return NULL;
 	}
-	buf = malloc((size_t)sb.st_size + 1);
-	if (buf == NULL) {
-		close(fd);
-		snprintf(err, err_len, "out of memory");
+	if (e != 0) {
+		fail(err, err_len, "cannot read", path, e);
 		return NULL;
 	}
-	while (used < (size_t)sb.st_size) {
-		ssize_t n = read(fd, buf + used, (size_t)sb.st_size - used);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		used += (size_t)n;
-	}
-	close(fd);
-	buf[used] = '\0';
 	if (len != NULL)
-		*len = used;
-	return buf;
+		*len = n;
+	return (char *)data;
 }

@@ -12,6 +12,7 @@
 
 #include "issue.h"
 #include "key_strength.h"
+#include "keys.h"
 
 int issue_profile(const char *name, enum issue_kind *kind)
 {
@@ -140,17 +141,6 @@ static int random_serial(X509 *cert)
 	return ok ? 0 : -1;
 }
 
-static const EVP_MD *digest_for(EVP_PKEY *key)
-{
-	int id = EVP_PKEY_get_base_id(key);
-
-	if (id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448)
-		return NULL; /* pure EdDSA */
-	if (id == EVP_PKEY_EC && EVP_PKEY_get_bits(key) > 256)
-		return EVP_sha384();
-	return EVP_sha256();
-}
-
 X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_key, char *err,
 		 size_t err_len)
 {
@@ -217,7 +207,7 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0' &&
 	    add_crl_dp(cert, spec->crl_url) != 0)
 		goto fail;
-	if (X509_sign(cert, issuer_key, digest_for(issuer_key)) <= 0)
+	if (X509_sign(cert, issuer_key, keys_sign_digest(issuer_key)) <= 0)
 		goto fail;
 	X509_NAME_free(name);
 	ERR_clear_error();
@@ -236,12 +226,10 @@ out:
 
 void issue_serial_hex(X509 *cert, char *out, size_t len)
 {
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+	char *hex = certfields_serial_hex(cert);
 
 	snprintf(out, len, "%s", hex != NULL ? hex : "?");
-	OPENSSL_free(hex);
-	BN_free(bn);
+	free(hex);
 }
 
 void issue_spki_sha256(X509 *cert, char out[65])
@@ -279,15 +267,6 @@ char *issue_subject(X509 *cert)
 	}
 	BIO_free(bio);
 	return out;
-}
-
-time_t issue_time(const ASN1_TIME *t)
-{
-	struct tm tm;
-
-	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-		return 0;
-	return timegm(&tm);
 }
 
 char *issue_cert_pem(X509 *cert, size_t *len)

@@ -12,6 +12,8 @@
 
 #include <openssl/x509v3.h>
 
+#include "certfields.h"
+
 enum issue_kind { ISSUE_ROOT, ISSUE_INTERMEDIATE, ISSUE_SERVER, ISSUE_CLIENT, ISSUE_PEER };
 
 struct issue_spec {
@@ -50,7 +52,6 @@ void issue_key_sha256(EVP_PKEY *key, char out[65]);
 /* The subject (RFC 2253, non-ASCII escaped), whole: the caller frees it; NULL if out of
  * memory. */
 char *issue_subject(X509 *cert);
-time_t issue_time(const ASN1_TIME *t);
 /* The certificate as PEM, NUL-terminated (caller frees); NULL on failure. */
 char *issue_cert_pem(X509 *cert, size_t *len);
 

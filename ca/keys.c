@@ -190,3 +190,14 @@ void keys_free_passphrase(char *pass)
 	OPENSSL_cleanse(pass, strlen(pass));
 	free(pass);
 }
+
+const EVP_MD *keys_sign_digest(EVP_PKEY *key)
+{
+	int id = EVP_PKEY_get_base_id(key);
+
+	if (id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448)
+		return NULL; /* pure EdDSA */
+	if (id == EVP_PKEY_EC && EVP_PKEY_get_bits(key) > 256)
+		return EVP_sha384();
+	return EVP_sha256();
+}

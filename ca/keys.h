@@ -22,6 +22,10 @@ char *keys_to_pem(EVP_PKEY *key, const char *passphrase, size_t *len);
 /* Wipes and frees a PEM buffer holding a private key. */
 void keys_free_pem(char *pem, size_t len);
 
+/* The digest the CA signs with when its key is key (certificates and CRLs alike): NULL for
+ * EdDSA, which hashes by itself; SHA-384 for EC keys over 256 bits; SHA-256 otherwise. */
+const EVP_MD *keys_sign_digest(EVP_PKEY *key);
+
 /* Load a private key file; passphrase may be NULL. NULL with a message saying whether the
  * file was unreadable, not a key, or the passphrase wrong or missing. */
 EVP_PKEY *keys_load(const char *path, const char *passphrase, char *err, size_t err_len);

@@ -485,9 +485,9 @@ int cmd_ca_issue(int argc, char **argv)
 	       : g.kind == ISSUE_SERVER ? ca->server_days
 					: ca->client_days;
 	not_after = now + days * 86400L;
-	if (not_after > issue_time(X509_get0_notAfter(ca->issuer))) {
+	if (not_after > certfields_time(X509_get0_notAfter(ca->issuer))) {
 		char when[32];
-		time_t limit = issue_time(X509_get0_notAfter(ca->issuer));
+		time_t limit = certfields_time(X509_get0_notAfter(ca->issuer));
 		struct tm tm;
 
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&limit, &tm));

@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include "internal.h"
+#include "readfile.h"
 
 /* Certificates, keys, CA bundles and CRLs larger than this are refused as a mistake. */
 #define FILE_MAX (16u * 1024 * 1024)
@@ -179,55 +180,32 @@ enum mtls_reason mtls_config_error_reason(const struct mtls_config *c)
 static int read_file(struct mtls_config *c, const char *what, const char *path, struct blob *b,
 		     mode_t *mode)
 {
-	struct stat st;
-	uint8_t *data = NULL;
-	size_t used = 0;
-	int fd;
+	uint8_t *data;
+	size_t len;
+	mode_t m;
+	int e;
 
 	if (path == NULL || path[0] == '\0')
 		return error_set(&c->err, MTLS_REASON_USAGE, "%s: no file name given", what);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return error_set(&c->err, MTLS_REASON_FILE, "cannot read %s file %s: %s", what,
-				 path, strerror(errno));
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
+	e = readfile(path, FILE_MAX, &data, &len, &m);
+	if (e == EINVAL)
 		return error_set(&c->err, MTLS_REASON_FILE, "%s file %s is not a regular file",
 				 what, path);
-	}
-	if ((uintmax_t)st.st_size > FILE_MAX) {
-		close(fd);
+	if (e == EFBIG)
 		return error_set(&c->err, MTLS_REASON_FILE,
 				 "%s file %s is larger than %u bytes; is it the right file?", what,
 				 path, FILE_MAX);
-	}
-	data = malloc((size_t)st.st_size + 1);
-	if (data == NULL) {
-		close(fd);
+	if (e == ENOMEM)
 		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
-	}
-	while (used < (size_t)st.st_size) {
-		ssize_t n = read(fd, data + used, (size_t)st.st_size - used);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int e = n < 0 ? errno : EIO;
-			OPENSSL_cleanse(data, used);
-			free(data);
-			close(fd);
-			return error_set(&c->err, MTLS_REASON_FILE, "cannot read %s file %s: %s",
-					 what, path, strerror(e));
-		}
-		used += (size_t)n;
-	}
-	close(fd);
-	data[used] = '\0';
+	if (e != 0)
+		return error_set(&c->err, MTLS_REASON_FILE, "cannot read %s file %s: %s", what,
+				 path, strerror(e));
 	blob_free(b, b == &c->key);
 	b->data = data;
-	b->len = used;
+	b->len = len;
 	b->origin = strdup(path);
 	if (mode != NULL)
-		*mode = st.st_mode & 07777;
+		*mode = m;
 	if (b->origin == NULL)
 		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
 	error_clear(&c->err);

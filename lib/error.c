@@ -153,12 +153,3 @@ const char *error_time(time_t t, char *buf, size_t len)
 		snprintf(buf, len, "%lld", (long long)t);
 	return buf;
 }
-
-time_t error_asn1_time(const ASN1_TIME *t)
-{
-	struct tm tm;
-
-	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-		return 0;
-	return timegm(&tm);
-}

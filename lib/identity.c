@@ -285,22 +285,6 @@ static int collect_sans(X509 *cert, struct mtls_peer *p, struct error *err)
 	return rc;
 }
 
-static char *serial_hex(X509 *cert)
-{
-	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
-	char *hex, *out;
-
-	if (bn == NULL)
-		return NULL;
-	hex = BN_bn2hex(bn);
-	BN_free(bn);
-	if (hex == NULL)
-		return NULL;
-	out = strdup(hex);
-	OPENSSL_free(hex);
-	return out;
-}
-
 static int fingerprints(X509 *cert, struct mtls_peer *p)
 {
 	unsigned int n = 0;
@@ -331,7 +315,7 @@ struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
 	struct mtls_peer *p = calloc(1, sizeof(*p));
 	const char *primary;
 
-	if (p == NULL || (p->serial = serial_hex(cert)) == NULL)
+	if (p == NULL || (p->serial = certfields_serial_hex(cert)) == NULL)
 		goto oom;
 	/* the serial first: refusals name the certificate by it */
 	if (collect_sans(cert, p, err) != 0 ||
@@ -339,8 +323,8 @@ struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
 		goto fail;
 	p->subject = name_string(X509_get_subject_name(cert));
 	p->issuer = name_string(X509_get_issuer_name(cert));
-	p->not_before = error_asn1_time(X509_get0_notBefore(cert));
-	p->not_after = error_asn1_time(X509_get0_notAfter(cert));
+	p->not_before = certfields_time(X509_get0_notBefore(cert));
+	p->not_after = certfields_time(X509_get0_notAfter(cert));
 	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL)
 		goto oom;
 	switch (fingerprints(cert, p)) {
@@ -402,7 +386,7 @@ void identity_free(struct mtls_peer *p)
 void identity_describe(X509 *cert, char *buf, size_t len)
 {
 	char *subject = name_string(X509_get_subject_name(cert));
-	char *serial = serial_hex(cert);
+	char *serial = certfields_serial_hex(cert);
 
 	snprintf(buf, len, "subject %s, serial %s",
 		 subject != NULL && subject[0] != '\0' ? subject : "(empty)",

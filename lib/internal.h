@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "certfields.h"
 #include "mtls.h"
 
 #define ERROR_MSG_MAX 600
@@ -50,7 +51,6 @@ int error_set_ssl(struct error *err, enum mtls_reason reason, const char *fmt, .
 	__attribute__((format(printf, 3, 4)));
 /* Format a time as 2026-11-01T00:00:00Z into buf (at least 21 bytes). */
 const char *error_time(time_t t, char *buf, size_t len);
-time_t error_asn1_time(const ASN1_TIME *t);
 
 /* config.c */
 struct strlist {

@@ -188,7 +188,7 @@ int load_own_cert(struct state *st, const struct mtls_config *c, struct error *e
 			  c->key.origin, c->cert.origin);
 		goto out;
 	}
-	st->cert_not_after = error_asn1_time(X509_get0_notAfter(sk_X509_value(certs, 0)));
+	st->cert_not_after = certfields_time(X509_get0_notAfter(sk_X509_value(certs, 0)));
 	rc = 0;
 out:
 	EVP_PKEY_free(key);
@@ -209,7 +209,7 @@ int load_trust(struct state *st, const struct mtls_config *c, struct error *err)
 		return -1;
 	for (int i = 0; i < sk_X509_num(cas); i++) {
 		X509 *ca = sk_X509_value(cas, i);
-		time_t na = error_asn1_time(X509_get0_notAfter(ca));
+		time_t na = certfields_time(X509_get0_notAfter(ca));
 
 		/* a leaf given as the CA would make its holder a trust anchor, and in any case
 		 * means the wrong file was given */
@@ -242,7 +242,7 @@ int load_trust(struct state *st, const struct mtls_config *c, struct error *err)
 			return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 		ERR_clear_error();
 		while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
-			time_t next = error_asn1_time(X509_CRL_get0_nextUpdate(crl));
+			time_t next = certfields_time(X509_CRL_get0_nextUpdate(crl));
 			int ok = X509_STORE_add_crl(st->store, crl);
 
 			X509_CRL_free(crl);

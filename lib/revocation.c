@@ -485,9 +485,9 @@ static int check_cert(const struct state *st, struct crl_table *t, X509 *cert, X
 			f->crl = e->crl;
 			goto found;
 		}
-		last = error_asn1_time(X509_CRL_get0_lastUpdate(e->crl));
+		last = certfields_time(X509_CRL_get0_lastUpdate(e->crl));
 		next = X509_CRL_get0_nextUpdate(e->crl) != NULL
-			       ? error_asn1_time(X509_CRL_get0_nextUpdate(e->crl))
+			       ? certfields_time(X509_CRL_get0_nextUpdate(e->crl))
 			       : 0;
 		if (last > now)
 			early = e;

@@ -287,7 +287,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 		break;
 	case MTLS_REASON_EXPIRED:
 		error_set(err, reason, "%s %s rejected: expired at %s (%s); renew it", role, which,
-			  error_time(error_asn1_time(X509_get0_notAfter(run->cert)), when,
+			  error_time(certfields_time(X509_get0_notAfter(run->cert)), when,
 				     sizeof(when)),
 			  who);
 		break;
@@ -296,7 +296,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 			err, reason,
 			"%s %s rejected: not valid before %s (%s); check the clocks of both hosts",
 			role, which,
-			error_time(error_asn1_time(X509_get0_notBefore(run->cert)), when,
+			error_time(certfields_time(X509_get0_notBefore(run->cert)), when,
 				   sizeof(when)),
 			who);
 		break;
@@ -326,7 +326,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 				  "%s %s rejected: the CRL of %s is not valid before %s; check the "
 				  "clock of this host",
 				  role, which, issuer[0] ? issuer : "its issuer",
-				  error_time(error_asn1_time(X509_CRL_get0_lastUpdate(run->crl)),
+				  error_time(certfields_time(X509_CRL_get0_lastUpdate(run->crl)),
 					     when, sizeof(when)));
 		else
 			error_set(
@@ -335,7 +335,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 				"a fresh CRL (or set a CRL grace period)",
 				role, which, issuer[0] ? issuer : "its issuer",
 				run->crl != NULL
-					? error_time(error_asn1_time(
+					? error_time(certfields_time(
 							     X509_CRL_get0_nextUpdate(run->crl)),
 						     when, sizeof(when))
 					: "?");
@@ -513,7 +513,7 @@ static int check_revocation(const struct verify_request *rq, STACK_OF(X509) * ch
 			 "CRL of %s expired at %s, accepted within the grace period; publish a "
 			 "fresh CRL",
 			 issuer,
-			 error_time(error_asn1_time(X509_CRL_get0_nextUpdate(f.crl)), when,
+			 error_time(certfields_time(X509_CRL_get0_nextUpdate(f.crl)), when,
 				    sizeof(when)));
 	}
 	return 0;
@@ -529,8 +529,8 @@ static void chain_window(const struct verify_request *rq, STACK_OF(X509) * chain
 									   : (time_t)INT64_MAX;
 	for (int i = 0; i < sk_X509_num(chain); i++) {
 		X509 *cert = sk_X509_value(chain, i);
-		time_t nb = error_asn1_time(X509_get0_notBefore(cert));
-		time_t na = error_asn1_time(X509_get0_notAfter(cert));
+		time_t nb = certfields_time(X509_get0_notBefore(cert));
+		time_t na = certfields_time(X509_get0_notAfter(cert));
 
 		if (nb > *from)
 			*from = nb;

@@ -9,6 +9,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "certfields.h"
 #include "credentials.h"
 
 static int add_all(struct mtls_config *c, const struct tunnel_list *l,
@@ -66,25 +67,18 @@ struct mtls_config *credentials_build(const struct tunnel_options *o, char *err,
 	return c;
 }
 
-static int asn1_time(const ASN1_TIME *t, time_t *out)
-{
-	struct tm tm;
-
-	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
-		return -1;
-	*out = timegm(&tm);
-	return 0;
-}
-
 int credentials_cert_validity(const char *path, time_t *not_before, time_t *not_after)
 {
 	BIO *bio = BIO_new_file(path, "r");
 	X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
 	int rc = -1;
 
-	if (cert != NULL && asn1_time(X509_get0_notBefore(cert), not_before) == 0 &&
-	    asn1_time(X509_get0_notAfter(cert), not_after) == 0)
-		rc = 0;
+	if (cert != NULL) {
+		*not_before = certfields_time(X509_get0_notBefore(cert));
+		*not_after = certfields_time(X509_get0_notAfter(cert));
+		if (*not_before != 0 && *not_after != 0)
+			rc = 0;
+	}
 	X509_free(cert);
 	BIO_free(bio);
 	ERR_clear_error();
