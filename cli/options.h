@@ -57,8 +57,7 @@ int options_parse(const struct opt *table, void *target, int argc, char **argv,
  * origin names it in messages. A NUL or a control byte other than tab (and CR before a
  * newline) anywhere in the text refuses the whole file. */
 int options_parse_text(const struct opt *table, void *target, char *text, size_t len,
-		       const char *origin, struct options_state *state, char *err,
-		       size_t err_len);
+		       const char *origin, struct options_state *state, char *err, size_t err_len);
 void options_free(struct options_state *state);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
 

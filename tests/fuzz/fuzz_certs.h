@@ -20,8 +20,7 @@ static const char fuzz_ca_pem[] =
 	"DgYDVR0PAQH/BAQDAgEGMB0GA1UdDgQWBBTOmxugh+VeHw/Zy+bP4uGs4sNLITAK\n"
 	"BggqhkjOPQQDAgNJADBGAiEAkL12ckj6ZN87bAtzirT2sq59nrRW4NKw9bSXZkRX\n"
 	"WUICIQCgc1Z5/lqjs7G01jOj/VMj3ctCWZ30Pm/juvexzR3BiA==\n"
-	"-----END CERTIFICATE-----\n"
-	;
+	"-----END CERTIFICATE-----\n";
 
 static const char fuzz_root_crl_pem[] =
 	"-----BEGIN X509 CRL-----\n"
@@ -30,8 +29,7 @@ static const char fuzz_root_crl_pem[] =
 	"WqAOMAwwCgYDVR0UBAMCAQEwCgYIKoZIzj0EAwIDRwAwRAIgR5k1C84WNgDvMuee\n"
 	"LtWwF07F4DACANzDXgiQ3WIv4qMCIFdHhcfoMab6jqA//Gs2P3jxP9ZsPhyNcULt\n"
 	"86ZWKISE\n"
-	"-----END X509 CRL-----\n"
-	;
+	"-----END X509 CRL-----\n";
 
 static const char fuzz_int_crl_pem[] =
 	"-----BEGIN X509 CRL-----\n"
@@ -40,7 +38,6 @@ static const char fuzz_int_crl_pem[] =
 	"MjMxMTMyOTI3WjAcMBoCCQCSPHi2S81HQBcNMjYxMjAxMTMyOTI3WqAOMAwwCgYD\n"
 	"VR0UBAMCAQIwCgYIKoZIzj0EAwIDRwAwRAIgLQ55bWJYetFPOtpvbyhzjF+C7sI5\n"
 	"77wTvtmeUdZ4PRkCICY/4qWWyIg4H4rq6EYf0mT1NUDyulKQ9x8O9iBrQPwF\n"
-	"-----END X509 CRL-----\n"
-	;
+	"-----END X509 CRL-----\n";
 
 #endif

@@ -385,4 +385,6 @@ spki=$(openssl x509 -in "$W/client.pem" -pubkey -noout |
 	echo
 	echo "#endif"
 } >"$here/fuzz_certs.h"
+# the suite checks the format of every C file: write it formatted
+command -v clang-format >/dev/null && clang-format -i "$here/fuzz_certs.h"
 echo "gen-seeds.sh: wrote $S/fuzz_identity, $S/fuzz_chain and $here/fuzz_certs.h"
