@@ -98,7 +98,7 @@ static int blob_copy(struct blob *to, const struct blob *from)
 	return 0;
 }
 
-static int strlist_copy(struct strlist *to, const struct strlist *from)
+int config_strlist_copy(struct strlist *to, const struct strlist *from)
 {
 	if (from->n == 0)
 		return 0;
@@ -147,12 +147,12 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 		k->passphrase = strdup(c->passphrase);
 		k->passphrase_set = ok = k->passphrase != NULL;
 	}
-	ok = ok && strlist_copy(&k->allow_uri, &c->allow_uri) == 0 &&
-	     strlist_copy(&k->allow_dns, &c->allow_dns) == 0 &&
-	     strlist_copy(&k->allow_cn, &c->allow_cn) == 0 &&
-	     strlist_copy(&k->allow_spki, &c->allow_spki) == 0 &&
-	     strlist_copy(&k->allow_cert, &c->allow_cert) == 0 &&
-	     strlist_copy(&k->allow_email, &c->allow_email) == 0;
+	ok = ok && config_strlist_copy(&k->allow_uri, &c->allow_uri) == 0 &&
+	     config_strlist_copy(&k->allow_dns, &c->allow_dns) == 0 &&
+	     config_strlist_copy(&k->allow_cn, &c->allow_cn) == 0 &&
+	     config_strlist_copy(&k->allow_spki, &c->allow_spki) == 0 &&
+	     config_strlist_copy(&k->allow_cert, &c->allow_cert) == 0 &&
+	     config_strlist_copy(&k->allow_email, &c->allow_email) == 0;
 	if (!ok) {
 		mtls_config_free(k);
 		return NULL;

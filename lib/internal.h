@@ -57,6 +57,9 @@ struct strlist {
 	char **v;
 	size_t n;
 };
+/* Copy from into the empty to, string by string. -1 on no memory, with what was copied so
+ * far in to (the caller frees it as usual). */
+int config_strlist_copy(struct strlist *to, const struct strlist *from);
 
 struct blob {
 	uint8_t *data;

@@ -97,19 +97,6 @@ static int compile_pins(const struct strlist *l, uint8_t (**out)[32], size_t *n)
 	return 0;
 }
 
-static int list_copy(struct strlist *to, const struct strlist *from)
-{
-	if (from->n == 0)
-		return 0;
-	to->v = calloc(from->n, sizeof(*to->v));
-	if (to->v == NULL)
-		return -1;
-	for (; to->n < from->n; to->n++)
-		if ((to->v[to->n] = strdup(from->v[to->n])) == NULL)
-			return -1;
-	return 0;
-}
-
 static void list_free(struct strlist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
@@ -121,12 +108,12 @@ struct policy *policy_new(const struct mtls_config *config, struct error *err)
 {
 	struct policy *p = calloc(1, sizeof(*p));
 
-	if (p == NULL || list_copy(&p->uri, &config->allow_uri) != 0 ||
-	    list_copy(&p->dns, &config->allow_dns) != 0 ||
-	    list_copy(&p->cn, &config->allow_cn) != 0 ||
-	    list_copy(&p->email, &config->allow_email) != 0 ||
-	    list_copy(&p->spki_text, &config->allow_spki) != 0 ||
-	    list_copy(&p->cert_text, &config->allow_cert) != 0) {
+	if (p == NULL || config_strlist_copy(&p->uri, &config->allow_uri) != 0 ||
+	    config_strlist_copy(&p->dns, &config->allow_dns) != 0 ||
+	    config_strlist_copy(&p->cn, &config->allow_cn) != 0 ||
+	    config_strlist_copy(&p->email, &config->allow_email) != 0 ||
+	    config_strlist_copy(&p->spki_text, &config->allow_spki) != 0 ||
+	    config_strlist_copy(&p->cert_text, &config->allow_cert) != 0) {
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 		policy_free(p);
 		return NULL;
