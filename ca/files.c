@@ -85,22 +85,11 @@ int files_remove_dir(const char *path)
 
 int files_mkdir_private(const char *path, char *err, size_t err_len)
 {
-	char buf[PATH_MAX];
+	const char *buf = path;
 	struct stat sb;
 
-	if (strlen(path) >= sizeof(buf)) {
-		snprintf(err, err_len, "path too long: %s", path);
+	if (files_mkdir_parents(path, err, err_len) != 0)
 		return -1;
-	}
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir_0700(buf) != 0 && errno != EEXIST)
-			return fail(err, err_len, "cannot create directory", buf, errno);
-		*p = '/';
-	}
 	if (mkdir_0700(buf) != 0 && errno != EEXIST)
 		return fail(err, err_len, "cannot create directory", buf, errno);
 	if (lstat(buf, &sb) != 0)
