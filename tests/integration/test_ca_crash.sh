@@ -306,7 +306,7 @@ p=()
 [[ $ERR == "mtls ca issue: cannot create $P-chain.pem: Input/output error; the certificate (serial "*") was committed but not delivered, so it is revoked (cessationOfOperation) and the CRL published; issue again" ]] ||
 	p+=("the message does not say what happened")
 s=$(sed -n 's/.*(serial \([0-9A-F]*\)).*/\1/p' <<<"$ERR")
-[ -n "$s" ] && grep -qxF -- "$s" <(store_revoked "$D") || p+=("serial '$s' is not revoked in the inventory")
+[ -n "$s" ] && grep -qxF -- "$(norm "$s")" <(store_revoked "$D") || p+=("serial '$s' is not revoked in the inventory")
 [ -n "$s" ] && grep -qxF -- "$(norm "$s")" <(crl_serials "$D/crl.pem") || p+=("crl.pem does not revoke serial '$s'")
 left=$(find "$W/iss" -maxdepth 1 -name 'eio*' -printf '%f\n')
 [ -z "$left" ] || p+=("files of PREFIX left:" "$left")
