@@ -173,9 +173,9 @@ static const char *uri_problem(const unsigned char *p, size_t n)
 	for (size_t i = 0; i + 3 <= n && sep == NULL; i++)
 		if (memcmp(p + i, "://", 3) == 0)
 			sep = p + i;
-	if (sep == NULL)
-		return NULL; /* no authority, no path in our sense (urn:, mailto:) */
-	for (path = (size_t)(sep - p) + 3; path < n && p[path] != '/'; path++)
+	/* with no authority (urn:, mailto:, a URI without a scheme), every '/'-separated
+	 * segment is checked: "x/../y" must not pass for a path */
+	for (path = sep != NULL ? (size_t)(sep - p) + 3 : 0; path < n && p[path] != '/'; path++)
 		;
 	for (end = path; end < n && p[end] != '?' && p[end] != '#'; end++)
 		;

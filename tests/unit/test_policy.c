@@ -188,6 +188,10 @@ static void test_uri_identities(void **state)
 		{"https://app.test/a/b?x=../y", NULL},
 		{"https://app.test/a%20b", NULL},
 		{"urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66", NULL},
+		{"urn:x:a/b", NULL},
+		/* no authority: the segments are still checked (found by fuzz_identity) */
+		{"spif/..//example.org/ns", "'.' or '..' path segment"},
+		{"urn:x/./y", "'.' or '..' path segment"},
 		{"https://app.test/a/../b", "'.' or '..' path segment"},
 		{"https://app.test/a/.", "'.' or '..' path segment"},
 		{"https://app.test/a/%2e%2E/b", "escapes"},
