@@ -254,7 +254,9 @@ static size_t temporary_of(const char *name)
 	return (size_t)(t - name);
 }
 
-int files_remove_temporaries_of(const char *dir, const char *const *names, size_t n)
+/* Remove NAME.tmp-<12 hex> (what files_stage() leaves) in dir: for the n names given, or
+ * for any name when names is NULL. */
+static int remove_temporaries(const char *dir, const char *const *names, size_t n)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -264,35 +266,25 @@ int files_remove_temporaries_of(const char *dir, const char *const *names, size_
 		return -1;
 	while ((e = readdir(d)) != NULL) {
 		size_t len = temporary_of(e->d_name);
+		bool match = len > 0 && names == NULL;
 
-		for (size_t i = 0; len > 0 && i < n; i++)
-			if (strlen(names[i]) == len && strncmp(e->d_name, names[i], len) == 0) {
-				if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-					removed++;
-				break;
-			}
+		for (size_t i = 0; len > 0 && names != NULL && i < n && !match; i++)
+			match = strlen(names[i]) == len && strncmp(e->d_name, names[i], len) == 0;
+		if (match && unlinkat(dirfd(d), e->d_name, 0) == 0)
+			removed++;
 	}
 	closedir(d);
 	return removed;
 }
 
+int files_remove_temporaries_of(const char *dir, const char *const *names, size_t n)
+{
+	return remove_temporaries(dir, names, n);
+}
+
 int files_remove_temporaries(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int removed = 0;
-
-	if (d == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL) {
-		/* NAME.tmp- and the 12 hex digits of files_stage(), nothing else */
-		if (temporary_of(e->d_name) == 0)
-			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-			removed++;
-	}
-	closedir(d);
-	return removed;
+	return remove_temporaries(dir, NULL, 0);
 }
 
 char *files_read(const char *path, size_t *len, char *err, size_t err_len)

@@ -733,28 +733,12 @@ static void test_reload(void **state)
 
 #define APP1 "spiffe://test.mtls/ns/prod/sa/app1"
 
-/* A client endpoint for a certificate in memory; with tickets off, every handshake it makes
- * is a full one. */
-static struct mtls *mem_client(const char *chain, const char *key, bool tickets)
-{
-	struct mtls_config *cfg = mtls_config_new();
-	struct mtls *client = mtls_client_new();
-
-	assert_int_equal(mtls_config_set_cert_mem(cfg, (const uint8_t *)chain, strlen(chain)), 0);
-	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)key, strlen(key)), 0);
-	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
-	assert_int_equal(mtls_config_set_session_tickets(cfg, tickets), 0);
-	assert_int_equal(mtls_configure(client, cfg), 0);
-	mtls_config_free(cfg);
-	return client;
-}
-
 static struct mtls *zoo_client(bool tickets)
 {
 	size_t len;
 	char *chain = test_slurp(cert_path("client-chain.pem"), &len);
 	char *key = test_slurp(cert_path("client.key"), &len);
-	struct mtls *client = mem_client(chain, key, tickets);
+	struct mtls *client = test_mem_client(chain, key, tickets);
 
 	free(chain);
 	free(key);
@@ -821,8 +805,8 @@ static void test_cached_then_expired(void **state)
 	(void)state;
 	test_issue_client(2, APP1, &chain, &key);
 	configure_server(server, NULL, NULL);
-	full = mem_client(chain, key, false);
-	resuming = mem_client(chain, key, true);
+	full = test_mem_client(chain, key, false);
+	resuming = test_mem_client(chain, key, true);
 
 	assert_int_equal(try_connect(server, full, &r, &resumed), 0);
 	assert_int_equal(cache_hits(server), 0);
@@ -1141,7 +1125,7 @@ static void test_nul_in_san(void **state)
 				 mtls_error(server));
 		assert_null(mtls_verified_peer(server));
 
-		client = mem_client(chain, key, false);
+		client = test_mem_client(chain, key, false);
 		assert_int_equal(try_connect(server, client, &r, &resumed), -1);
 		assert_int_equal(r, MTLS_REASON_BAD_CERTIFICATE);
 		free(chain);
@@ -1196,7 +1180,8 @@ static void test_email_identity(void **state)
 			 &key);
 	for (size_t i = 0; i < sizeof(email_cases) / sizeof(email_cases[0]); i++) {
 		struct mtls_config *cfg = side_config(&(struct side)SERVER_OK, MTLS_TLS1_3);
-		struct mtls *server = mtls_server_new(), *client = mem_client(chain, key, false);
+		struct mtls *server = mtls_server_new(),
+			    *client = test_mem_client(chain, key, false);
 		struct mtls *sc, *cc;
 		int fds[2], srv_rc, cli_rc;
 		const struct mtls_peer *p;

@@ -61,22 +61,6 @@ static int configure(struct mtls *server, const char *ca, const char *crl, bool 
 	return rc;
 }
 
-/* A client endpoint presenting chain (PEM) with key (PEM), trusting the zoo's root. */
-static struct mtls *client_of(const char *chain, const char *key, bool tickets)
-{
-	struct mtls_config *cfg = mtls_config_new();
-	struct mtls *client = mtls_client_new();
-
-	assert_int_equal(mtls_config_set_cert_mem(cfg, (const uint8_t *)chain, strlen(chain)), 0);
-	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)key, strlen(key)), 0);
-	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
-	assert_int_equal(mtls_config_set_session_tickets(cfg, tickets), 0);
-	if (mtls_configure(client, cfg) != 0)
-		fail_msg("client config: %s", mtls_error(client));
-	mtls_config_free(cfg);
-	return client;
-}
-
 /* One handshake: the server's verdict (MTLS_REASON_NONE if accepted), its message in msg,
  * and whether the session was resumed. */
 static enum mtls_reason handshake(struct mtls *server, struct mtls *client, bool *resumed,
@@ -332,7 +316,7 @@ static void test_leaf_is_ca(void **state)
 	assert_non_null(strstr(mtls_error(server), "CN=sneaky"));
 	assert_non_null(strstr(mtls_error(server), "end-entity certificate"));
 
-	client = client_of(chain, key_pem, true);
+	client = test_mem_client(chain, key_pem, true);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(handshake(server, client, &resumed, msg, sizeof(msg)),
 				 MTLS_REASON_LEAF_IS_CA);
@@ -378,12 +362,12 @@ static void test_issuer_not_sent(void **state)
 	assert_non_null(strstr(mtls_error(server), "chain file (leaf + intermediates)"));
 	assert_non_null(strstr(mtls_error(server), "--untrusted/--ca"));
 
-	client = client_of(leaf, key, false);
+	client = test_mem_client(leaf, key, false);
 	assert_int_equal(handshake(server, client, NULL, msg, sizeof(msg)),
 			 MTLS_REASON_ISSUER_NOT_SENT);
 	assert_non_null(strstr(msg, "CN=mtls test issuing was not sent"));
 	mtls_free(client);
-	client = client_of(chain, key, false);
+	client = test_mem_client(chain, key, false);
 	assert_int_equal(handshake(server, client, NULL, NULL, 0), MTLS_REASON_NONE);
 
 	mtls_free(client);
@@ -411,8 +395,8 @@ static void test_resumed_unsent_intermediate_revoked(void **state)
 	revoking = test_crl_pem(p.root, p.root_key, &p.inter, 1, 2, NULL);
 	crls = joined(crl_root, crl_int);
 	crls2 = joined(revoking, crl_int);
-	resuming = client_of(p.leaf_pem, p.key_pem, true);
-	full = client_of(p.leaf_pem, p.key_pem, false);
+	resuming = test_mem_client(p.leaf_pem, p.key_pem, true);
+	full = test_mem_client(p.leaf_pem, p.key_pem, false);
 
 	assert_int_equal(configure(server, p.both_pem, crls, true), 0);
 	assert_int_equal(handshake(server, resuming, &resumed, msg, sizeof(msg)), MTLS_REASON_NONE);
@@ -456,8 +440,8 @@ static void test_forged_crl(void **state)
 	genuine_revoking = test_crl_pem(p.inter, p.int_key, &p.leaf, 1, 2, NULL);
 	forged = test_crl_pem(p.inter, forger, NULL, 0, 7, NULL);
 	forged_revoking = test_crl_pem(p.inter, forger, &p.leaf, 1, 7, NULL);
-	full = client_of(p.chain_pem, p.key_pem, false);
-	resuming = client_of(p.chain_pem, p.key_pem, true);
+	full = test_mem_client(p.chain_pem, p.key_pem, false);
+	resuming = test_mem_client(p.chain_pem, p.key_pem, true);
 
 	/* the issuer is in the bundle: the state is not built */
 	assert_int_equal(configure(server, p.both_pem, forged_revoking, false), -1);
@@ -533,8 +517,8 @@ static void test_crl_scope(void **state)
 	plain = test_crl_pem(p.inter, p.int_key, NULL, 0, 5, NULL);
 	root_users = test_crl_pem(p.root, p.root_key, &p.inter, 1, 6, "critical,onlyuser:TRUE");
 	root_crl = test_crl_pem(p.root, p.root_key, NULL, 0, 7, NULL);
-	full = client_of(p.chain_pem, p.key_pem, false);
-	resuming = client_of(p.chain_pem, p.key_pem, true);
+	full = test_mem_client(p.chain_pem, p.key_pem, false);
+	resuming = test_mem_client(p.chain_pem, p.key_pem, true);
 
 	/* a CRL for another distribution point neither revokes the leaf nor covers it */
 	assert_int_equal(configure(server, p.root_pem, other_dp, false), 0);

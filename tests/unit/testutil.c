@@ -483,3 +483,18 @@ char *test_crl_pem(X509 *issuer, EVP_PKEY *key, X509 *const *revoked, int n, lon
 	X509_CRL_free(crl);
 	return out;
 }
+
+struct mtls *test_mem_client(const char *chain, const char *key, bool tickets)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	struct mtls *client = mtls_client_new();
+
+	assert_int_equal(mtls_config_set_cert_mem(cfg, (const uint8_t *)chain, strlen(chain)), 0);
+	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)key, strlen(key)), 0);
+	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
+	assert_int_equal(mtls_config_set_session_tickets(cfg, tickets), 0);
+	if (mtls_configure(client, cfg) != 0)
+		fail_msg("client config: %s", mtls_error(client));
+	mtls_config_free(cfg);
+	return client;
+}

@@ -18,6 +18,10 @@ const char *cert_path(const char *name);
 /* A non-blocking, close-on-exec socketpair; aborts the test on failure. */
 void test_socketpair(int fds[2]);
 /* Free both ends of a connection pair and close its socketpair. */
+/* A client endpoint presenting chain with key (PEM in memory), trusting the zoo's root; with
+ * tickets off, every handshake it makes is a full one. Fails the test if it cannot be
+ * configured. */
+struct mtls *test_mem_client(const char *chain, const char *key, bool tickets);
 void test_pair_free(struct mtls *srv, struct mtls *cli, int fds[2]);
 
 /* Drive both sides of a handshake until each finished or failed (bounded). Returns the final
