@@ -329,7 +329,7 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 			 "a client certificate");
 		return -1;
 	}
-	if (o->workers < 1 || o->workers > 256 || o->max_connections < 0 ||
+	if (o->workers < 1 || o->workers > METRICS_WORKERS_MAX || o->max_connections < 0 ||
 	    o->handshake_timeout_ms < 1 || o->connect_timeout_ms < 1 || o->idle_timeout_ms < 0 ||
 	    o->drain_timeout_ms < 0 || o->watch_interval_ms < 0) {
 		snprintf(err, len,
@@ -498,6 +498,7 @@ int tunnel_run(const struct tunnel_options *o)
 	d.metrics.endpoint = d.endpoint;
 	update_expiry(&d);
 	d.nworkers = (int)o->workers;
+	d.metrics.nworkers = d.nworkers;
 	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
 	if (d.workers == NULL || bind_workers(&d, err, sizeof(err)) != 0) {
 		fail(role, d.workers == NULL ? "out of memory" : err);

@@ -13,7 +13,8 @@
 
 #include "mtls.h"
 
-#define METRICS_BUCKETS 12
+#define METRICS_BUCKETS	    12
+#define METRICS_WORKERS_MAX 256 /* --workers is at most this */
 
 struct metrics {
 	const char *role; /* "server" or "connector" */
@@ -36,6 +37,10 @@ struct metrics {
 	atomic_llong ca_not_after;
 	atomic_llong crl_next_update;
 	atomic_bool draining;
+	/* liveness: each worker stores its loop's time (ev_now, seconds) here about once a
+	 * second (worker.c); a worker whose beat is old is stuck */
+	int nworkers;
+	atomic_llong worker_beats[METRICS_WORKERS_MAX];
 	const struct mtls *endpoint; /* for the verification cache counters; may be NULL */
 };
 

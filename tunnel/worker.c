@@ -74,8 +74,8 @@ static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
 {
 	struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, quiet));
 
-	(void)loop;
 	(void)events;
+	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(loop));
 	pump_release_quiet(w);
 }
 
@@ -96,6 +96,7 @@ int worker_start(struct worker *w)
 	ev_io_start(w->loop, &w->accept_watcher);
 	ev_async_init(&w->wakeup, on_wakeup);
 	ev_async_start(w->loop, &w->wakeup);
+	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(w->loop));
 	ev_timer_init(&w->quiet, on_quiet, 1.0, 1.0);
 	ev_timer_start(w->loop, &w->quiet);
 	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
