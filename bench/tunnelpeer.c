@@ -1,0 +1,397 @@
+/*
+ * tunnelpeer: the peers of an mtls server that the fairness, descriptor and linger tests
+ * need. Plain OpenSSL (not libmtls), like loadgen.
+ *
+ *   tunnelpeer upload --connect HOST:PORT TLS [--seconds S]
+ *       one connection streaming 16 KiB writes to an echo target, the echo read back in
+ *       the same poll loop; prints "upload sent=N received=N seconds=S mb_per_s=X".
+ *   tunnelpeer probe --connect HOST:PORT TLS [--seconds S] [--size B] [--windows W]
+ *       one connection, B-byte ping-pong with an echo target for S seconds (the handshake
+ *       included); prints round trips, the longest time without a completed round trip
+ *       (from the start, so a starved handshake counts), and p50/p99 per window.
+ *   tunnelpeer idle --connect HOST:PORT --connections N [--seconds S]
+ *       N TCP connections that send nothing; prints "held N" once they are all made and
+ *       holds them S seconds (or until killed).
+ *   tunnelpeer flood --connect HOST:PORT TLS [--bytes B]
+ *       sends up to B bytes (until the peer stops taking them for 0.5 s), then close_notify
+ *       and close; prints "flood sent=N".
+ *   tunnelpeer stall-backend [--listen 127.0.0.1:0]
+ *       a plaintext target that accepts and never reads; prints "listening on HOST:PORT",
+ *       "conn open" per connection and "conn closed" when the other end has closed it.
+ *
+ * TLS: --cert FILE --key FILE --ca FILE --name SERVERNAME. Every loop is bounded by
+ * --seconds (default 5). Test and benchmark code, not part of mtls.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+static struct {
+	const char *mode, *addr, *cert, *key, *ca, *name;
+	double seconds;
+	long long bytes;
+	int size, windows, connections;
+} o = {.addr = "127.0.0.1:0", .seconds = 5, .bytes = 8 << 20, .size = 64, .windows = 3};
+
+static struct sockaddr_in target;
+static SSL_CTX *ctx;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "tunnelpeer: %s\n", what);
+	ERR_print_errors_fp(stderr);
+	exit(1);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void parse_addr(const char *s)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+
+	if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
+		die("addresses are IPv4 HOST:PORT");
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	target.sin_family = AF_INET;
+	target.sin_port = htons((uint16_t)atoi(colon + 1));
+	if (inet_pton(AF_INET, host, &target.sin_addr) != 1)
+		die("addresses are IPv4 HOST:PORT");
+}
+
+static int dial(bool nonblocking)
+{
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&target, sizeof(target)) != 0 &&
+	    !(nonblocking && errno == EINPROGRESS)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* A TLS connection, handshake done, its socket then switched to non-blocking. */
+static SSL *tls_open(int *fdp)
+{
+	int fd = dial(false);
+	SSL *ssl;
+
+	if (fd < 0)
+		die("cannot connect");
+	ssl = SSL_new(ctx);
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, o.name);
+	SSL_set1_host(ssl, o.name);
+	if (SSL_connect(ssl) != 1)
+		die("TLS handshake failed");
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	*fdp = fd;
+	return ssl;
+}
+
+static void setup_tls(void)
+{
+	if (o.name == NULL || o.ca == NULL)
+		die("give --name and --ca (and --cert/--key)");
+	ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		die("SSL_CTX_new");
+	if (o.cert != NULL && (SSL_CTX_use_certificate_chain_file(ctx, o.cert) != 1 ||
+			       SSL_CTX_use_PrivateKey_file(ctx, o.key, SSL_FILETYPE_PEM) != 1))
+		die("cannot load --cert/--key");
+	if (SSL_CTX_load_verify_locations(ctx, o.ca, NULL) != 1)
+		die("cannot load --ca");
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+/* Wait until fd is ready for what the last SSL call wanted, at most until deadline. */
+static void wait_for(int fd, SSL *ssl, int rc, double deadline)
+{
+	int err = SSL_get_error(ssl, rc);
+	struct pollfd p = {.fd = fd, .events = err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
+	double left = deadline - now();
+
+	if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+		die("connection failed");
+	if (left > 0)
+		poll(&p, 1, (int)(left * 1000) + 1);
+}
+
+static int upload(void)
+{
+	static char out[16384], in[65536];
+	unsigned long long sent = 0, received = 0;
+	int fd;
+	SSL *ssl = tls_open(&fd);
+	double t0 = now(), deadline = t0 + o.seconds;
+
+	memset(out, 'u', sizeof(out));
+	while (now() < deadline) {
+		struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+		int n;
+
+		/* read everything the echo sent, then write one chunk */
+		while ((n = SSL_read(ssl, in, sizeof(in))) > 0)
+			received += (unsigned long long)n;
+		if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ)
+			die("upload: read failed");
+		n = SSL_write(ssl, out, sizeof(out));
+		if (n > 0) {
+			sent += (unsigned long long)n;
+			continue;
+		}
+		if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_WRITE &&
+		    SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ)
+			die("upload: write failed");
+		poll(&p, 1, 100);
+	}
+	printf("upload sent=%llu received=%llu seconds=%.2f mb_per_s=%.1f\n", sent, received,
+	       now() - t0, (double)sent / (now() - t0) / 1e6);
+	SSL_free(ssl);
+	close(fd);
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double q)
+{
+	if (n == 0)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[(size_t)((double)(n - 1) * q)];
+}
+
+static int probe(void)
+{
+	double t0 = now(), deadline = t0 + o.seconds, last, max_gap, handshake;
+	size_t cap = 1 << 16, n = 0;
+	double *at = malloc(cap * sizeof(double)), *rtt = malloc(cap * sizeof(double));
+	char *buf = calloc(1, (size_t)o.size);
+	int fd;
+	SSL *ssl = tls_open(&fd);
+
+	if (at == NULL || rtt == NULL || buf == NULL)
+		die("out of memory");
+	last = now();
+	handshake = last - t0;
+	max_gap = handshake;
+	while (now() < deadline && n < cap) {
+		double start = now();
+		int done = 0, rc;
+
+		while ((rc = SSL_write(ssl, buf, o.size)) <= 0 && now() < deadline)
+			wait_for(fd, ssl, rc, deadline);
+		while (rc > 0 && done < o.size && now() < deadline) {
+			int r = SSL_read(ssl, buf + done, o.size - done);
+
+			if (r > 0)
+				done += r;
+			else
+				wait_for(fd, ssl, r, deadline);
+		}
+		if (done < o.size)
+			break;
+		at[n] = now();
+		rtt[n] = at[n] - start;
+		if (at[n] - last > max_gap)
+			max_gap = at[n] - last;
+		last = at[n++];
+	}
+	if (deadline - last > max_gap && now() >= deadline)
+		max_gap = deadline - last;
+	printf("probe round_trips=%zu handshake_ms=%.1f max_gap_ms=%.1f", n, handshake * 1e3,
+	       max_gap * 1e3);
+	for (int w = 0; w < o.windows; w++) {
+		double from = t0 + o.seconds * w / o.windows,
+		       to = t0 + o.seconds * (w + 1) / o.windows;
+		double *v = malloc((n + 1) * sizeof(double));
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (at[i] >= from && at[i] < to)
+				v[k++] = rtt[i];
+		printf(" w%d_n=%zu w%d_p50_ms=%.2f w%d_p99_ms=%.2f", w + 1, k, w + 1,
+		       pct(v, k, 0.5) * 1e3, w + 1, pct(v, k, 0.99) * 1e3);
+		free(v);
+	}
+	printf("\n");
+	SSL_free(ssl);
+	close(fd);
+	free(at);
+	free(rtt);
+	free(buf);
+	return 0;
+}
+
+static int idle(void)
+{
+	int held = 0;
+	struct rlimit rl;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	for (int i = 0; i < o.connections; i++)
+		if (dial(true) >= 0)
+			held++;
+	printf("held %d\n", held);
+	fflush(stdout);
+	struct timespec ts = {(time_t)o.seconds, 0};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+static int flood(void)
+{
+	static char out[16384];
+	long long sent = 0;
+	int fd;
+	SSL *ssl = tls_open(&fd);
+	double stuck_since = now(), deadline = now() + o.seconds;
+
+	memset(out, 'f', sizeof(out));
+	while (sent < o.bytes && now() - stuck_since < 0.5 && now() < deadline) {
+		int n = SSL_write(ssl, out, (int)sizeof(out));
+
+		if (n > 0) {
+			sent += n;
+			stuck_since = now();
+		} else {
+			wait_for(fd, ssl, n, stuck_since + 0.5);
+		}
+	}
+	/* the close_notify may not fit either: the close that follows is what matters */
+	SSL_shutdown(ssl);
+	printf("flood sent=%lld\n", sent);
+	fflush(stdout);
+	SSL_free(ssl);
+	close(fd);
+	return 0;
+}
+
+static int stall_backend(void)
+{
+	struct pollfd p[256];
+	socklen_t len = sizeof(target);
+	int one = 1, n = 1;
+	double deadline = now() + o.seconds;
+
+	parse_addr(o.addr);
+	p[0].fd = socket(AF_INET, SOCK_STREAM, 0);
+	p[0].events = POLLIN;
+	setsockopt(p[0].fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(p[0].fd, (struct sockaddr *)&target, sizeof(target)) != 0 ||
+	    listen(p[0].fd, 64) != 0 || getsockname(p[0].fd, (struct sockaddr *)&target, &len) != 0)
+		die("cannot listen");
+	printf("listening on %s:%u\n", inet_ntoa(target.sin_addr), ntohs(target.sin_port));
+	fflush(stdout);
+	while (now() < deadline) {
+		if (poll(p, (nfds_t)n, 100) <= 0)
+			continue;
+		if ((p[0].revents & POLLIN) && n < 256) {
+			p[n].fd = accept(p[0].fd, NULL, NULL);
+			p[n].events = POLLRDHUP;
+			if (p[n].fd >= 0) {
+				n++;
+				printf("conn open\n");
+			}
+		}
+		for (int i = 1; i < n; i++)
+			if (p[i].fd >= 0 && (p[i].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+				printf("conn closed\n");
+				close(p[i].fd);
+				p[i].fd = -1; /* poll() skips it */
+			}
+		fflush(stdout);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		die("usage: tunnelpeer upload|probe|idle|flood|stall-backend ... (see the comment "
+		    "in bench/tunnelpeer.c)");
+	o.mode = argv[1];
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (v == NULL)
+			die("every option takes a value");
+		i++;
+		if (strcmp(a, "--connect") == 0 || strcmp(a, "--listen") == 0)
+			o.addr = v;
+		else if (strcmp(a, "--cert") == 0)
+			o.cert = v;
+		else if (strcmp(a, "--key") == 0)
+			o.key = v;
+		else if (strcmp(a, "--ca") == 0)
+			o.ca = v;
+		else if (strcmp(a, "--name") == 0)
+			o.name = v;
+		else if (strcmp(a, "--seconds") == 0)
+			o.seconds = atof(v);
+		else if (strcmp(a, "--bytes") == 0)
+			o.bytes = atoll(v);
+		else if (strcmp(a, "--size") == 0)
+			o.size = atoi(v);
+		else if (strcmp(a, "--windows") == 0)
+			o.windows = atoi(v);
+		else if (strcmp(a, "--connections") == 0)
+			o.connections = atoi(v);
+		else
+			die("unknown option");
+	}
+	if (o.seconds <= 0 || o.seconds > 600 || o.size < 1 || o.size > 16384 || o.windows < 1 ||
+	    o.windows > 100 || o.connections < 0 || o.connections > 100000 || o.bytes < 0)
+		die("--seconds 0..600, --size 1..16384, --windows 1..100, --connections 0..100000");
+	signal(SIGPIPE, SIG_IGN);
+	if (strcmp(o.mode, "stall-backend") == 0)
+		return stall_backend();
+	parse_addr(o.addr);
+	if (strcmp(o.mode, "idle") == 0)
+		return idle();
+	setup_tls();
+	if (strcmp(o.mode, "upload") == 0)
+		return upload();
+	if (strcmp(o.mode, "probe") == 0)
+		return probe();
+	if (strcmp(o.mode, "flood") == 0)
+		return flood();
+	die("unknown mode");
+}
