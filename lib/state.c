@@ -14,7 +14,9 @@
  */
 #include <stdlib.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 #include "internal.h"
 
@@ -52,6 +54,33 @@ static int trust_fingerprint(const struct mtls_config *c, uint8_t out[32])
 
 	EVP_MD_CTX_free(md);
 	return ok ? 0 : -1;
+}
+
+/* libcrypto computes a certificate's extension cache (flags, key usage, hashes, signature
+ * info) on first use, and a thread that loses the race to compute it writes it again while
+ * others read it (openssl/openssl#32609, open): the first handshakes of several workers at
+ * once would race on a shared certificate. Every certificate a state shares between threads
+ * is cached here, before the state is published: the trust anchors and the own certificate
+ * and chain. (A peer's certificates kept in a session were cached by the full handshake that
+ * verified them, before the session was stored.) */
+static void warm(struct state *st)
+{
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(st->store);
+	STACK_OF(X509) *chain = NULL;
+	X509 *own = SSL_CTX_get0_certificate(st->ssl_ctx);
+
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (x != NULL)
+			X509_check_purpose(x, -1, 0);
+	}
+	if (own != NULL)
+		X509_check_purpose(own, -1, 0);
+	if (SSL_CTX_get0_chain_certs(st->ssl_ctx, &chain) == 1)
+		for (int i = 0; i < sk_X509_num(chain); i++)
+			X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+	ERR_clear_error();
 }
 
 /* The server's session store: the previous state's while the trust is the same. */
@@ -122,6 +151,7 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
 		goto fail;
 	config_forget_key(st->config); /* the SSL_CTX holds the key now */
+	warm(st);
 	return st;
 fail:
 	state_unref(st);
