@@ -2,9 +2,21 @@
  * Log lines. JSON through jansson (correct escaping of whatever a certificate says);
  * logfmt quoted and escaped by hand (logfmt_value()). Either way one event is one line,
  * whatever bytes a peer puts in its certificate.
+ *
+ * The data path never waits on the log: log_event() formats the line in the caller's thread
+ * and copies it into a bounded ring under a mutex; one writer thread does the blocking
+ * writes. A line that does not fit (the reader of the log is stalled: a stuck journald or
+ * shipper, a full pipe) is dropped and counted, and once the writer catches up it says how
+ * many. Write errors (a full disk) are counted too, and told on stderr when the log goes to
+ * a file. Warnings and errors are rate-limited per (event, reason or message), so a flood of
+ * refusals cannot fill the ring by itself: a summary line says how many were suppressed.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,11 +31,79 @@
 
 #include "log.h"
 
+/* set by log_setup() before any other thread logs */
 static enum log_format fmt = LOG_JSON;
 static enum log_level min = LOG_INFO;
-static int out_fd = 2;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* The ring and its writer. Producers append whole lines (newline included) at
+ * head + used; the writer writes [head, head + used) without the lock, which producers never
+ * touch, then advances head. */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake; /* to the writer: lines to write, or stop */
+static pthread_cond_t idle; /* from the writer: everything written */
+static struct {
+	char *buf; /* NULL: no writer, lines are written by the caller (before log_setup) */
+	size_t cap, head, used;
+	bool writing; /* the writer is writing a batch it took */
+	bool stop;
+	pthread_t thread;
+	int fd;
+	char *path; /* NULL: stderr */
+	/* drops not yet told in the log, by reason */
+	unsigned long long untold[LOG_DROP_REASONS];
+	/* write errors: the last errno, when stderr was last told, lines lost since */
+	int write_errno;
+	time_t told_at;
+	unsigned long long lost_since_told;
+} r = {.fd = 2};
+
+static atomic_ullong dropped[LOG_DROP_REASONS];
+static atomic_ullong suppressed_total;
+
+/* Rate limit of warnings and errors: at most RATE_LINES lines per key in a window of
+ * RATE_WINDOW seconds; the rest are counted and summed up in one line when the window is
+ * over (by the next line of the key, or by the writer's sweep once a second). */
+#define RATE_KEYS   64
+#define RATE_LINES  10
+#define RATE_WINDOW 1.0
+
+struct rate_key {
+	bool used;
+	bool from_reason; /* value is the "reason" field's, else the "message" field's */
+	char event[40];
+	char value[88];
+	double start;	/* of the current window */
+	double since;	/* when the first suppressed line of the summary came */
+	double last;	/* the last line of the key */
+	unsigned lines; /* in the current window */
+	unsigned long long suppressed;
+};
+
+/* the summary of a key, copied out to be logged outside the lock */
+struct summary {
+	bool from_reason;
+	char event[40];
+	char value[88];
+	unsigned long long lines;
+	double seconds;
+};
+
+static pthread_mutex_t rate_mu = PTHREAD_MUTEX_INITIALIZER;
+/* the last one is shared by the keys that find no slot free */
+static struct rate_key keys[RATE_KEYS + 1];
+
+static void write_event(enum log_level level, const char *event, const struct log_field *fields,
+			size_t n);
+
+/* The module's own lines: not rate-limited (they are the summaries of what was) */
+#define LOG_OWN(level, event, ...)                                                                 \
+	do {                                                                                       \
+		const struct log_field own_f_[] = {__VA_ARGS__};                                   \
+		if ((level) >= min)                                                                \
+			write_event((level), (event), own_f_, sizeof(own_f_) / sizeof(own_f_[0])); \
+	} while (0)
 
 int log_format_parse(const char *name, enum log_format *out)
 {
@@ -46,20 +126,12 @@ int log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
-int log_setup(enum log_format format, enum log_level min_level, const char *path)
+static double monotonic(void)
 {
-	fmt = format;
-	min = min_level;
-	if (path != NULL) {
-		int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	struct timespec ts;
 
-		if (fd < 0)
-			return -1;
-		if (out_fd != 2)
-			close(out_fd);
-		out_fd = fd;
-	}
-	return 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* A JSON string of s; text that is not UTF-8 (a certificate may say anything) is shown with
@@ -238,12 +310,14 @@ static size_t logfmt_value(struct line *l, const char *s)
 	return (size_t)(p - (const unsigned char *)s);
 }
 
-void log_event(enum log_level level, const char *event, const struct log_field *fields, size_t n)
+/* The text of an event's line, without its newline: in l->buf (logfmt), or allocated (JSON:
+ * *heap is set, to free). NULL if it could not be made (out of memory). */
+static char *format_line(enum log_level level, const char *event, const struct log_field *fields,
+			 size_t n, struct line *l, char **heap, size_t *len)
 {
 	char ts[40];
 
-	if (level < min)
-		return;
+	*heap = NULL;
 	timestamp(ts, sizeof(ts));
 	if (fmt == LOG_JSON) {
 		json_t *obj = json_object();
@@ -260,44 +334,534 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 		json_decref(obj);
 		text = json_escape_del(text);
 		if (text == NULL)
-			return;
-		{
-			static char newline[] = "\n";
-			struct iovec iov[2] = {{text, strlen(text)}, {newline, 1}};
-
-			/* one writev: lines from different threads do not interleave */
-			while (writev(out_fd, iov, 2) < 0 && errno == EINTR)
-				;
-		}
-		free(text);
-		return;
-	} else {
-		struct line l = {.len = 0};
-
-		l.len = (size_t)snprintf(l.buf, sizeof(l.buf), "ts=%s level=%s event=%s", ts,
-					 level_names[level], event);
-		for (size_t i = 0; i < n && !l.cut; i++) {
-			char key[72], num[32];
-			int k = snprintf(key, sizeof(key), " %s=", fields[i].key);
-
-			size_t mark = l.len;
-
-			if (k < 0 || (size_t)k >= sizeof(key) || !line_put(&l, key, (size_t)k))
-				break;
-			if (fields[i].str == NULL)
-				snprintf(num, sizeof(num), "%lld", fields[i].num);
-			/* a field of which nothing fits is left out whole, key and all */
-			if (logfmt_value(&l, fields[i].str != NULL ? fields[i].str : num) == 0 &&
-			    l.cut)
-				l.len = mark;
-		}
-		if (l.cut) {
-			memcpy(l.buf + l.len, " truncated=1", 12);
-			l.len += 12;
-		}
-		l.buf[l.len++] = '\n';
-		/* one write: lines from different threads do not interleave */
-		while (write(out_fd, l.buf, l.len) < 0 && errno == EINTR)
-			;
+			return NULL;
+		*heap = text;
+		*len = strlen(text);
+		return text;
 	}
+	l->len = (size_t)snprintf(l->buf, sizeof(l->buf), "ts=%s level=%s event=%s", ts,
+				  level_names[level], event);
+	l->cut = false;
+	for (size_t i = 0; i < n && !l->cut; i++) {
+		char key[72], num[32];
+		int k = snprintf(key, sizeof(key), " %s=", fields[i].key);
+		size_t mark = l->len;
+
+		if (k < 0 || (size_t)k >= sizeof(key) || !line_put(l, key, (size_t)k))
+			break;
+		if (fields[i].str == NULL)
+			snprintf(num, sizeof(num), "%lld", fields[i].num);
+		/* a field of which nothing fits is left out whole, key and all */
+		if (logfmt_value(l, fields[i].str != NULL ? fields[i].str : num) == 0 && l->cut)
+			l->len = mark;
+	}
+	if (l->cut) {
+		memcpy(l->buf + l->len, " truncated=1", 12);
+		l->len += 12;
+	}
+	*len = l->len;
+	return l->buf;
+}
+
+/* One line written by the caller, in one writev, so that lines from different threads do
+ * not interleave: only before log_setup() started the writer (or after log_stop()). */
+static void write_direct(int fd, char *text, size_t len)
+{
+	static char newline[] = "\n";
+	struct iovec iov[2] = {{text, len}, {newline, 1}};
+
+	while (writev(fd, iov, 2) < 0 && errno == EINTR)
+		;
+}
+
+static void ring_copy(size_t at, const char *s, size_t n)
+{
+	size_t first = n < r.cap - at ? n : r.cap - at;
+
+	memcpy(r.buf + at, s, first);
+	memcpy(r.buf, s + first, n - first);
+}
+
+/* Queue a line for the writer, or drop and count it if the ring has no room for it whole. */
+static void emit(char *text, size_t len)
+{
+	int fd;
+
+	pthread_mutex_lock(&mu);
+	if (r.buf == NULL) {
+		fd = r.fd;
+		pthread_mutex_unlock(&mu);
+		write_direct(fd, text, len);
+		return;
+	}
+	if (len + 1 > r.cap - r.used) {
+		r.untold[LOG_DROP_FULL]++;
+		pthread_mutex_unlock(&mu);
+		atomic_fetch_add(&dropped[LOG_DROP_FULL], 1);
+		return;
+	}
+	ring_copy((r.head + r.used) % r.cap, text, len);
+	ring_copy((r.head + r.used + len) % r.cap, "\n", 1);
+	r.used += len + 1;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&mu);
+}
+
+static void write_event(enum log_level level, const char *event, const struct log_field *fields,
+			size_t n)
+{
+	struct line l;
+	char *heap;
+	size_t len;
+	char *text = format_line(level, event, fields, n, &l, &heap, &len);
+
+	if (text != NULL)
+		emit(text, len);
+	free(heap);
+}
+
+/* ---- rate limit ---- */
+
+static const char *field_str(const struct log_field *f, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (f[i].str != NULL && strcmp(f[i].key, key) == 0)
+			return f[i].str;
+	return NULL;
+}
+
+static void take_summary(struct rate_key *k, double now, struct summary *out)
+{
+	out->from_reason = k->from_reason;
+	memcpy(out->event, k->event, sizeof(out->event));
+	memcpy(out->value, k->value, sizeof(out->value));
+	out->lines = k->suppressed;
+	out->seconds = now - k->since;
+	k->suppressed = 0;
+}
+
+/* Whether a warning or error may be logged now. *due gets the summary of suppressed lines
+ * to log first (lines == 0: none), when a window with suppressed lines is over. */
+static bool rate_admit(const char *event, const struct log_field *f, size_t n, struct summary *due)
+{
+	const char *v = field_str(f, n, "reason");
+	bool from_reason = v != NULL, ok;
+	double now = monotonic();
+	struct rate_key *k = NULL, *unused = NULL, *stale = NULL;
+	char ev[sizeof(k->event)], val[sizeof(k->value)];
+
+	if (v == NULL)
+		v = field_str(f, n, "message");
+	/* keys are compared as stored, cut to their slots */
+	snprintf(ev, sizeof(ev), "%s", event);
+	snprintf(val, sizeof(val), "%s", v != NULL ? v : "");
+	due->lines = 0;
+	pthread_mutex_lock(&rate_mu);
+	for (int i = 0; i < RATE_KEYS; i++) {
+		struct rate_key *c = &keys[i];
+
+		if (!c->used) {
+			if (unused == NULL)
+				unused = c;
+		} else if (c->from_reason == from_reason && strcmp(c->event, ev) == 0 &&
+			   strcmp(c->value, val) == 0) {
+			k = c;
+			break;
+		} else if (now - c->start >= RATE_WINDOW &&
+			   (stale == NULL || c->last < stale->last)) {
+			stale = c;
+		}
+	}
+	if (k == NULL && (unused != NULL || stale != NULL)) {
+		k = unused != NULL ? unused : stale;
+		if (k->used && k->suppressed > 0)
+			take_summary(k, now, due);
+		memset(k, 0, sizeof(*k));
+		k->used = true;
+		k->from_reason = from_reason;
+		memcpy(k->event, ev, sizeof(ev));
+		memcpy(k->value, val, sizeof(val));
+		k->start = now;
+	} else if (k == NULL) {
+		/* every slot busy this very second: the rest share one key */
+		k = &keys[RATE_KEYS];
+		if (!k->used) {
+			k->used = true;
+			snprintf(k->event, sizeof(k->event), "*");
+			snprintf(k->value, sizeof(k->value), "*");
+			k->start = now;
+		}
+	}
+	k->last = now;
+	if (now - k->start >= RATE_WINDOW) {
+		if (k->suppressed > 0 && due->lines == 0)
+			take_summary(k, now, due);
+		k->start = now;
+		k->lines = 0;
+	}
+	ok = k->lines < RATE_LINES;
+	if (ok) {
+		k->lines++;
+	} else if (k->suppressed++ == 0) {
+		k->since = now;
+	}
+	pthread_mutex_unlock(&rate_mu);
+	if (!ok)
+		atomic_fetch_add(&suppressed_total, 1);
+	return ok;
+}
+
+static void log_summary(const struct summary *s)
+{
+	const char *event = s->event, *value = s->value;
+	char msg[300];
+
+	snprintf(msg, sizeof(msg), "suppressed %llu lines event=%s %s=%s in the last %.1fs",
+		 s->lines, event, s->from_reason ? "reason" : "message", value, s->seconds);
+	LOG_OWN(LOG_WARN, "log_suppressed", LS("suppressed_event", event),
+		LS(s->from_reason ? "reason" : "suppressed_message", value), LN("lines", s->lines),
+		LN("interval_ms", (long long)(s->seconds * 1000)), LS("message", msg));
+}
+
+/* Log the summaries whose window is over (all of them: every pending one). */
+static void rate_sweep(bool all)
+{
+	struct summary due[RATE_KEYS + 1];
+	size_t nd = 0;
+	double now = monotonic();
+
+	pthread_mutex_lock(&rate_mu);
+	for (int i = 0; i <= RATE_KEYS; i++) {
+		struct rate_key *k = &keys[i];
+
+		if (k->used && k->suppressed > 0 && (all || now - k->start >= RATE_WINDOW)) {
+			take_summary(k, now, &due[nd++]);
+			/* the next line of the key starts a new window */
+			k->start = now - RATE_WINDOW;
+		}
+	}
+	pthread_mutex_unlock(&rate_mu);
+	for (size_t i = 0; i < nd; i++)
+		log_summary(&due[i]);
+}
+
+void log_event(enum log_level level, const char *event, const struct log_field *fields, size_t n)
+{
+	struct summary due;
+	bool ok = true;
+
+	if (level < min)
+		return;
+	if (level >= LOG_WARN)
+		ok = rate_admit(event, fields, n, &due);
+	else
+		due.lines = 0;
+	if (due.lines > 0)
+		log_summary(&due);
+	if (ok)
+		write_event(level, event, fields, n);
+}
+
+/* ---- the writer ---- */
+
+static void deadline(struct timespec *ts, long ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Write n bytes of the ring from head. Returns how many lines could not be written whole
+ * (0: all were), with the error in *err. The ring holds whole lines only. */
+static unsigned long long write_batch(int fd, size_t head, size_t n, int *err)
+{
+	size_t done = 0;
+	unsigned long long lost = 0;
+
+	while (done < n) {
+		size_t at = (head + done) % r.cap, left = n - done;
+		struct iovec iov[2];
+		int cnt = 1;
+		ssize_t w;
+
+		iov[0].iov_base = r.buf + at;
+		iov[0].iov_len = left < r.cap - at ? left : r.cap - at;
+		if (iov[0].iov_len < left) {
+			iov[1].iov_base = r.buf;
+			iov[1].iov_len = left - iov[0].iov_len;
+			cnt = 2;
+		}
+		w = writev(fd, iov, cnt);
+		if (w > 0) {
+			done += (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && errno == EAGAIN) {
+			/* a non-blocking descriptor (set so by whoever shares it): wait here */
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+			poll(&p, 1, 1000);
+		} else {
+			*err = w < 0 ? errno : EIO;
+			break;
+		}
+	}
+	for (; done < n; done++)
+		lost += r.buf[(head + done) % r.cap] == '\n';
+	return lost;
+}
+
+/* Tell stderr that writing the log file fails (first, then once a minute while it does),
+ * or works again. Only for a log file: a failing stderr has nobody to tell. */
+static void tell_write_error(const char *path, int err, unsigned long long lost, bool first)
+{
+	char msg[600];
+	int len;
+
+	if (err == 0)
+		len = snprintf(msg, sizeof(msg), "mtls: the log %s is written again\n", path);
+	else
+		len = snprintf(msg, sizeof(msg),
+			       "mtls: cannot write the log to %s: %s; %s%llu lines lost (counted "
+			       "in mtls_log_lines_dropped_total{reason=\"write_error\"}); free "
+			       "space or fix the file\n",
+			       path, strerror(err), first ? "" : "still failing, ", lost);
+	if (len > 0)
+		while (write(2, msg, (size_t)len < sizeof(msg) ? (size_t)len : sizeof(msg) - 1) <
+			       0 &&
+		       errno == EINTR)
+			;
+}
+
+#define WRITE_ERROR_EVERY 60 /* seconds between reports on stderr while writes fail */
+
+static void *writer_main(void *arg)
+{
+	double swept = monotonic();
+
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	for (;;) {
+		size_t head, n;
+		unsigned long long lost, untold[LOG_DROP_REASONS];
+		int fd, err = 0;
+		bool tell = false, first = false;
+		char *path = NULL;
+
+		if (r.used == 0 && !r.stop) {
+			struct timespec until;
+
+			deadline(&until, 1000);
+			pthread_cond_timedwait(&wake, &mu, &until);
+		}
+		if (monotonic() - swept >= RATE_WINDOW) {
+			pthread_mutex_unlock(&mu);
+			rate_sweep(false);
+			swept = monotonic();
+			pthread_mutex_lock(&mu);
+		}
+		if (r.used == 0) {
+			if (r.stop)
+				break;
+			continue;
+		}
+		head = r.head;
+		n = r.used;
+		fd = r.fd;
+		r.writing = true;
+		pthread_mutex_unlock(&mu);
+		lost = write_batch(fd, head, n, &err);
+		pthread_mutex_lock(&mu);
+		r.head = (head + n) % r.cap;
+		r.used -= n;
+		r.writing = false;
+		if (lost > 0) {
+			time_t now = time(NULL);
+
+			atomic_fetch_add(&dropped[LOG_DROP_WRITE_ERROR], lost);
+			r.untold[LOG_DROP_WRITE_ERROR] += lost;
+			r.lost_since_told += lost;
+			first = r.write_errno == 0;
+			r.write_errno = err;
+			if (r.path != NULL && (first || now - r.told_at >= WRITE_ERROR_EVERY)) {
+				tell = true;
+				r.told_at = now;
+				lost = r.lost_since_told;
+				r.lost_since_told = 0;
+			}
+		} else if (r.write_errno != 0) {
+			tell = r.path != NULL;
+			r.write_errno = 0;
+			r.lost_since_told = 0;
+		}
+		if (tell)
+			path = strdup(r.path);
+		/* caught up (room again, writes working): say what was lost */
+		memset(untold, 0, sizeof(untold));
+		if (r.write_errno == 0 && r.used <= r.cap / 2) {
+			memcpy(untold, r.untold, sizeof(untold));
+			memset(r.untold, 0, sizeof(r.untold));
+		}
+		if (r.used == 0)
+			pthread_cond_broadcast(&idle);
+		pthread_mutex_unlock(&mu);
+		if (path != NULL)
+			tell_write_error(path, err, lost, first);
+		free(path);
+		if (untold[LOG_DROP_FULL] > 0)
+			LOG_OWN(LOG_WARN, "log_lines_dropped", LN("lines", untold[LOG_DROP_FULL]),
+				LS("reason", "full"),
+				LS("message",
+				   "log lines were dropped: the log buffer was full because "
+				   "the log's reader did not keep up"));
+		if (untold[LOG_DROP_WRITE_ERROR] > 0)
+			LOG_OWN(LOG_WARN, "log_lines_dropped",
+				LN("lines", untold[LOG_DROP_WRITE_ERROR]),
+				LS("reason", "write_error"),
+				LS("message", "log lines were lost: writing the log failed"));
+		pthread_mutex_lock(&mu);
+	}
+	pthread_mutex_unlock(&mu);
+	return NULL;
+}
+
+static void init_conds(void)
+{
+	pthread_condattr_t a;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_init(&wake, &a);
+	pthread_cond_init(&idle, &a);
+	pthread_condattr_destroy(&a);
+}
+
+/* Start the writer with a ring of size bytes; without one (no memory, no thread), lines are
+ * written by their callers as before. */
+static void start_writer(size_t size)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	static bool registered;
+	char *buf = malloc(size);
+	sigset_t all, old;
+	int rc;
+
+	pthread_once(&once, init_conds);
+	if (buf == NULL)
+		return;
+	pthread_mutex_lock(&mu);
+	r.buf = buf;
+	r.cap = size;
+	r.head = r.used = 0;
+	r.stop = false;
+	pthread_mutex_unlock(&mu);
+	/* no signal for this thread: the daemon's main loop takes them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&r.thread, NULL, writer_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		pthread_mutex_lock(&mu);
+		r.buf = NULL;
+		pthread_mutex_unlock(&mu);
+		free(buf);
+		return;
+	}
+	if (!registered && atexit(log_stop) == 0)
+		registered = true;
+}
+
+int log_setup(enum log_format format, enum log_level min_level, const char *path)
+{
+	return log_setup_buffer(format, min_level, path, LOG_BUFFER_DEFAULT);
+}
+
+int log_setup_buffer(enum log_format format, enum log_level min_level, const char *path,
+		     size_t buffer)
+{
+	int fd = 2, old_fd;
+	char *copy = NULL, *old_path;
+	bool flushed;
+
+	if (path != NULL) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0)
+			return -1;
+		copy = strdup(path);
+	}
+	/* lines logged before go where they were meant to */
+	flushed = log_flush(5000);
+	if (flushed && r.buf != NULL && r.cap != buffer)
+		log_stop();
+	fmt = format;
+	min = min_level;
+	pthread_mutex_lock(&mu);
+	old_fd = r.fd;
+	old_path = r.path;
+	r.fd = fd;
+	r.path = copy;
+	r.write_errno = 0;
+	r.told_at = 0;
+	r.lost_since_told = 0;
+	pthread_mutex_unlock(&mu);
+	if (old_fd != 2 && flushed)
+		close(old_fd);
+	free(old_path);
+	if (r.buf == NULL && buffer > 0)
+		start_writer(buffer);
+	return 0;
+}
+
+bool log_flush(int timeout_ms)
+{
+	struct timespec until;
+	bool done;
+
+	deadline(&until, timeout_ms);
+	pthread_mutex_lock(&mu);
+	while (r.buf != NULL && (r.used > 0 || r.writing))
+		if (pthread_cond_timedwait(&idle, &mu, &until) == ETIMEDOUT)
+			break;
+	done = r.buf == NULL || (r.used == 0 && !r.writing);
+	pthread_mutex_unlock(&mu);
+	return done;
+}
+
+void log_stop(void)
+{
+	char *buf;
+
+	pthread_mutex_lock(&mu);
+	buf = r.buf;
+	pthread_mutex_unlock(&mu);
+	if (buf == NULL)
+		return;
+	rate_sweep(true);
+	/* a stalled reader: leave the writer blocked, exit ends it */
+	if (!log_flush(LOG_STOP_WAIT_MS))
+		return;
+	pthread_mutex_lock(&mu);
+	r.stop = true;
+	pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&mu);
+	pthread_join(r.thread, NULL);
+	pthread_mutex_lock(&mu);
+	r.buf = NULL;
+	r.stop = false;
+	pthread_mutex_unlock(&mu);
+	free(buf);
+}
+
+unsigned long long log_dropped(enum log_drop reason)
+{
+	return (unsigned)reason < LOG_DROP_REASONS ? atomic_load(&dropped[reason]) : 0;
+}
+
+unsigned long long log_suppressed(void)
+{
+	return atomic_load(&suppressed_total);
 }

@@ -1,6 +1,8 @@
 /*
- * Metrics and their HTTP endpoint.
+ * Metrics, health and their HTTP endpoint.
  */
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include <microhttpd.h>
 
+#include "log.h"
 #include "metrics.h"
 
 /* handshake duration buckets, seconds */
@@ -159,6 +162,20 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_crl_next_update_seconds %lld\n",
 	    (long long)atomic_load(&m->cert_not_after), (long long)atomic_load(&m->ca_not_after),
 	    (long long)atomic_load(&m->crl_next_update));
+	put(&t,
+	    "# HELP mtls_log_lines_dropped_total Log lines lost: the log buffer was full because "
+	    "the log's reader (a pipe, journald, a shipper) did not keep up (full), or writing the "
+	    "log failed, e.g. a full disk (write_error).\n"
+	    "# TYPE mtls_log_lines_dropped_total counter\n"
+	    "mtls_log_lines_dropped_total{reason=\"full\"} %llu\n"
+	    "mtls_log_lines_dropped_total{reason=\"write_error\"} %llu\n"
+	    "# HELP mtls_log_lines_suppressed_total Warnings and errors held back by the log's "
+	    "rate "
+	    "limit (10 a second per event and reason), each second summed up in a log_suppressed "
+	    "line.\n"
+	    "# TYPE mtls_log_lines_suppressed_total counter\n"
+	    "mtls_log_lines_suppressed_total %llu\n",
+	    log_dropped(LOG_DROP_FULL), log_dropped(LOG_DROP_WRITE_ERROR), log_suppressed());
 	if (m->endpoint != NULL) {
 		unsigned long hits, misses;
 
@@ -178,6 +195,136 @@ char *metrics_render(struct metrics *m, size_t *len)
 	}
 	*len = t.len;
 	return t.buf;
+}
+
+static char *text_done(struct text *t)
+{
+	if (t->failed) {
+		free(t->buf);
+		return NULL;
+	}
+	return t->buf;
+}
+
+static void iso_time(long long when, char *buf, size_t len)
+{
+	time_t tt = (time_t)when;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%lld", when);
+}
+
+/* A line per stuck worker, each starting with prefix; how many. A beat of 0 is a worker not
+ * started yet; a beat in the future (the clock stepped back) is not old. */
+static int stuck_workers(struct metrics *m, time_t now, struct text *t, const char *prefix)
+{
+	int stuck = 0;
+
+	for (int i = 0; i < m->nworkers && i < METRICS_WORKERS_MAX; i++) {
+		long long beat = atomic_load(&m->worker_beats[i]);
+
+		if (beat > 0 && (long long)now - beat > METRICS_STUCK_SECONDS) {
+			put(t, "%sworker %d is stuck: no heartbeat from its loop for %lld s\n",
+			    prefix, i, (long long)now - beat);
+			stuck++;
+		}
+	}
+	return stuck;
+}
+
+/* The own certificate, the CA and the CRLs: a line in expired (each starting with prefix)
+ * for what has run out, and in graced for a CRL accepted within its grace period; how many
+ * have run out. */
+static int credential_findings(struct metrics *m, time_t now, struct text *expired,
+			       const char *prefix, struct text *graced)
+{
+	long long cert = atomic_load(&m->cert_not_after), ca = atomic_load(&m->ca_not_after);
+	long long next = atomic_load(&m->crl_next_update), grace = atomic_load(&m->crl_grace);
+	char when[40], until[40];
+	int n = 0;
+
+	if (cert != 0 && (long long)now > cert) {
+		iso_time(cert, when, sizeof(when));
+		put(expired, "%sthe own certificate expired at %s: peers refuse it; renew it\n",
+		    prefix, when);
+		n++;
+	}
+	if (ca != 0 && (long long)now > ca) {
+		iso_time(ca, when, sizeof(when));
+		put(expired,
+		    "%sthe CA certificate expired at %s: chains to it no longer verify; replace "
+		    "it\n",
+		    prefix, when);
+		n++;
+	}
+	if (next != 0 && (long long)now > next) {
+		iso_time(next, when, sizeof(when));
+		iso_time(next + grace, until, sizeof(until));
+		if ((long long)now > next + grace) {
+			put(expired,
+			    "%sa CRL expired at %s (nextUpdate%s): every client it covers is "
+			    "refused "
+			    "crl_expired; publish a new CRL\n",
+			    prefix, grace > 0 ? until : when,
+			    grace > 0 ? " plus the grace period" : "");
+			n++;
+		} else {
+			put(graced,
+			    "warning: a CRL is past its nextUpdate (%s), accepted within the grace "
+			    "period until %s; publish a new CRL\n",
+			    when, until);
+		}
+	}
+	return n;
+}
+
+char *metrics_healthz(struct metrics *m, time_t now, unsigned *status)
+{
+	struct text head = {0}, stuck = {0}, notes = {0};
+	int n;
+
+	*status = MHD_HTTP_OK;
+	n = stuck_workers(m, now, &stuck, "");
+	if (atomic_load(&m->draining)) {
+		*status = MHD_HTTP_SERVICE_UNAVAILABLE;
+		put(&head, "draining\n");
+	} else if (n > 0) {
+		*status = MHD_HTTP_SERVICE_UNAVAILABLE;
+		put(&head, "stuck: %d of %d workers\n", n, m->nworkers);
+	} else {
+		put(&head, "ok\n");
+	}
+	credential_findings(m, now, &notes, "warning: ", &notes);
+	if (stuck.buf != NULL && !atomic_load(&m->draining))
+		put(&head, "%s", stuck.buf);
+	if (notes.buf != NULL)
+		put(&head, "%s", notes.buf);
+	free(stuck.buf);
+	free(notes.buf);
+	head.failed |= stuck.failed || notes.failed;
+	return text_done(&head);
+}
+
+char *metrics_readyz(struct metrics *m, time_t now, unsigned *status)
+{
+	struct text head = {0}, why = {0}, notes = {0};
+	int n = 0;
+
+	if (atomic_load(&m->draining)) {
+		put(&why, "not ready: draining\n");
+		n++;
+	}
+	n += stuck_workers(m, now, &why, "not ready: ");
+	n += credential_findings(m, now, &why, "not ready: ", &notes);
+	*status = n > 0 ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
+	put(&head, "%s", n == 0 ? "ready\n" : why.buf != NULL ? why.buf : "");
+	if (notes.buf != NULL)
+		put(&head, "%s", notes.buf);
+	free(why.buf);
+	free(notes.buf);
+	head.failed |= why.failed || notes.failed;
+	return text_done(&head);
 }
 
 struct metrics_http {
@@ -225,11 +372,20 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 			if (resp == NULL)
 				free(text);
 		}
-	} else if (strcmp(url, "/healthz") == 0) {
-		bool draining = atomic_load(&h->m->draining);
+	} else if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
+		char *text = strcmp(url, "/healthz") == 0
+				     ? metrics_healthz(h->m, time(NULL), &status)
+				     : metrics_readyz(h->m, time(NULL), &status);
 
-		status = draining ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
-		resp = text_response(draining ? "draining\n" : "ok\n");
+		if (text == NULL) {
+			status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+			resp = text_response("health unavailable: out of memory\n");
+		} else {
+			resp = MHD_create_response_from_buffer(strlen(text), text,
+							       MHD_RESPMEM_MUST_FREE);
+			if (resp == NULL)
+				free(text);
+		}
 	} else {
 		status = MHD_HTTP_NOT_FOUND;
 		resp = text_response("not found\n");
@@ -245,14 +401,24 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m)
 {
 	struct metrics_http *h = calloc(1, sizeof(*h));
+	sigset_t all, old;
 
 	if (h == NULL)
 		return NULL;
 	h->m = m;
-	h->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
-				     answer, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-				     MHD_OPTION_CONNECTION_LIMIT, 64U,
-				     MHD_OPTION_CONNECTION_TIMEOUT, 10U, MHD_OPTION_END);
+	/* its thread takes no signal: the daemon's main loop handles them (libev's signalfd
+	 * sees only signals that every thread blocks) */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	/* 16 KiB a connection is ample for a GET and the response headers (the default 32) */
+	h->daemon =
+		MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
+				 answer, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+				 MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_CONNECTIONS,
+				 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_PER_IP,
+				 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT,
+				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (h->daemon == NULL) {
 		free(h);
 		return NULL;

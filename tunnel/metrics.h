@@ -15,6 +15,11 @@
 
 #define METRICS_BUCKETS	    12
 #define METRICS_WORKERS_MAX 256 /* --workers is at most this */
+/* A worker whose beat (once a second) is older than this is stuck: 5 times the beat period,
+ * so that a loop made late by a burst of handshakes (more so under a sanitizer) is not called
+ * stuck, while a blocked worker is reported well inside a liveness probe's usual period x
+ * failure threshold (10 s x 3). */
+#define METRICS_STUCK_SECONDS 5
 
 struct metrics {
 	const char *role; /* "server" or "connector" */
@@ -36,6 +41,7 @@ struct metrics {
 	atomic_llong cert_not_after;
 	atomic_llong ca_not_after;
 	atomic_llong crl_next_update;
+	atomic_llong crl_grace; /* seconds a CRL is still accepted past its nextUpdate */
 	atomic_bool draining;
 	/* liveness: each worker stores its loop's time (ev_now, seconds) here about once a
 	 * second (worker.c); a worker whose beat is old is stuck */
@@ -50,8 +56,32 @@ void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed,
  * memory): never a partial text. */
 char *metrics_render(struct metrics *m, size_t *len);
 
+/*
+ * Health, decided here for both endpoints (the body is allocated, caller frees; NULL if out
+ * of memory), at time now (UNIX seconds):
+ *
+ * /healthz is liveness (would a restart help?): 503 "draining" after SIGTERM; 503 "stuck"
+ * naming each worker whose beat is older than METRICS_STUCK_SECONDS; else 200 "ok". A
+ * certificate or CRL problem is not fixed by a restart, so it stays 200, with a "warning:"
+ * line for each one.
+ *
+ * /readyz is readiness (should traffic come here?): 503 when draining, when a worker is
+ * stuck, when the own certificate or the CA certificate has expired, or when a CRL is past
+ * its nextUpdate and the grace period (every client it covers is refused crl_expired), with
+ * a "not ready:" line for each reason; else 200 "ready" (with the "warning:" lines of a CRL
+ * within its grace period).
+ */
+char *metrics_healthz(struct metrics *m, time_t now, unsigned *status);
+char *metrics_readyz(struct metrics *m, time_t now, unsigned *status);
+
 struct metrics_http;
-/* Serve /metrics and /healthz on an already listening socket (taken over). NULL on error. */
+/* Serve /metrics, /healthz and /readyz on an already listening socket (taken over). At most
+ * METRICS_HTTP_CONNECTIONS connections, METRICS_HTTP_PER_IP from one address, each closed
+ * after METRICS_HTTP_TIMEOUT seconds idle: stray or hostile connections cannot hold every
+ * slot for long, and a probe finds room. NULL on error. */
+#define METRICS_HTTP_CONNECTIONS 1024
+#define METRICS_HTTP_PER_IP	 256
+#define METRICS_HTTP_TIMEOUT	 3
 struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m);
 void metrics_http_stop(struct metrics_http *h);
 

@@ -2,14 +2,24 @@
  * The daemons' log lines (tunnel/log.c), table-driven: whatever bytes a peer puts in a
  * certificate field, an event is exactly one line, its value stays one quoted logfmt value
  * (no forged key, no forged line, no terminal control), and JSON lines stay valid JSON.
+ *
+ * And the way lines leave: through a bounded buffer that never makes a caller wait on the
+ * log's reader (full: dropped, counted, then told), with a rate limit on repeated warnings
+ * (summed up), write errors counted and told on stderr, and everything written at exit.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -86,6 +96,7 @@ static char *logged(enum log_format format, const char *value)
 	assert_int_equal(truncate(path, 0), 0);
 	assert_int_equal(log_setup(format, LOG_DEBUG, path), 0);
 	LOG(LOG_INFO, "conn_open", LN("conn", 7), LS("identity", value), LS("rule", "any"));
+	assert_true(log_flush(10000));
 	f = fopen(path, "rb");
 	assert_non_null(f);
 	fseek(f, 0, SEEK_END);
@@ -220,13 +231,324 @@ static void test_truncated(void **state)
 	free(value);
 }
 
-int main(void)
+/* ---- the buffer, the rate limit, write errors, exit ---- */
+
+/* The whole text of a file (caller frees). */
+static char *slurp(const char *name)
+{
+	FILE *f = fopen(name, "rb");
+	char *text;
+	long len;
+
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	text = malloc((size_t)len + 1);
+	assert_non_null(text);
+	assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
+	text[len] = '\0';
+	fclose(f);
+	return text;
+}
+
+/* How many lines of text contain every one of the (up to 3) strings given. */
+static int count_lines(const char *text, const char *a, const char *b, const char *c)
+{
+	int n = 0;
+
+	for (const char *p = text; *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		char *line = strndup(p, len);
+
+		assert_non_null(line);
+		n += strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL) &&
+		     (c == NULL || strstr(line, c) != NULL);
+		free(line);
+		p += len + (end != NULL);
+	}
+	return n;
+}
+
+/* The sum of the numbers after key (e.g. " lines=") on the lines containing a and b. */
+static unsigned long long sum_field(const char *text, const char *a, const char *b, const char *key)
+{
+	unsigned long long sum = 0;
+
+	for (const char *p = text; *p != '\0';) {
+		const char *end = strchr(p, '\n');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		char *line = strndup(p, len), *k;
+
+		assert_non_null(line);
+		if (strstr(line, a) != NULL && (b == NULL || strstr(line, b) != NULL) &&
+		    (k = strstr(line, key)) != NULL)
+			sum += strtoull(k + strlen(key), NULL, 10);
+		free(line);
+		p += len + (end != NULL);
+	}
+	return sum;
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	/* a caller blocked on the log's reader: the very thing that must not happen */
+	static const char msg[] = "test_tunnel_log: log_event blocked on a stalled reader\n";
+
+	(void)!write(2, msg, sizeof(msg) - 1);
+	_exit(3);
+}
+
+/* The log goes to a pipe nobody reads: logging returns at once, the lines that do not fit
+ * are dropped and counted, and once the reader comes back every line either came out whole
+ * or was counted, and a log_lines_dropped line says how many. */
+static void test_stalled_reader(void **state)
+{
+	int p[2], total = 3000;
+	char name[64];
+	unsigned long long before = log_dropped(LOG_DROP_FULL), dropped;
+	char *text = NULL;
+	size_t len = 0, cap = 0;
+	bool told = false;
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	snprintf(name, sizeof(name), "/proc/self/fd/%d", p[1]);
+	assert_int_equal(log_setup_buffer(LOG_LOGFMT, LOG_DEBUG, name, 16384), 0);
+	close(p[1]);
+	signal(SIGALRM, on_alarm);
+	alarm(30);
+	/* ~100 bytes each: 300 KB, far more than the pipe (64 KiB) and the buffer hold */
+	for (int i = 0; i < total; i++)
+		LOG(LOG_INFO, "filler", LN("n", i), LS("pad", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+	alarm(0);
+	dropped = log_dropped(LOG_DROP_FULL) - before;
+	assert_true(dropped > 0);
+	assert_true(dropped < (unsigned long long)total);
+
+	/* the reader comes back */
+	assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+	for (int waited = 0; waited < 2000 && !told; waited++) {
+		ssize_t n;
+
+		if (cap - len < 65536) {
+			cap = cap * 2 + 65536;
+			text = realloc(text, cap + 1);
+			assert_non_null(text);
+		}
+		while ((n = read(p[0], text + len, cap - len)) > 0)
+			len += (size_t)n;
+		text[len] = '\0';
+		told = strstr(text, "event=log_lines_dropped") != NULL;
+		if (!told) {
+			LOG(LOG_DEBUG, "nudge",
+			    LN("n", waited)); /* the dropped count is told after a write */
+			usleep(10000);
+		}
+	}
+	assert_true(told);
+	/* and the rest: the writer is done once we have read everything */
+	for (int waited = 0; waited < 2000; waited++) {
+		bool done = log_flush(10);
+		ssize_t n;
+
+		if (cap - len < 65536) {
+			cap = cap * 2 + 65536;
+			text = realloc(text, cap + 1);
+			assert_non_null(text);
+		}
+		while ((n = read(p[0], text + len, cap - len)) > 0)
+			len += (size_t)n;
+		text[len] = '\0';
+		if (done)
+			break;
+	}
+	assert_int_equal(count_lines(text, "event=filler", NULL, NULL) + (int)dropped, total);
+	assert_int_equal(
+		count_lines(text, "event=filler", "pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL),
+		total - (int)dropped);
+	assert_int_equal(sum_field(text, "event=log_lines_dropped", "reason=full", " lines="),
+			 dropped);
+	free(text);
+	close(p[0]);
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, path), 0);
+}
+
+/* 100 identical refusals in a burst: 10 a second get through, the rest are summed up in
+ * log_suppressed lines, each key (event, reason; or event, message) on its own; info lines
+ * are never held back. */
+static void test_rate_limit(void **state)
+{
+	unsigned long long before = log_suppressed();
+	char *text = NULL;
+	int cert, timeout, emfile;
+	unsigned long long s_cert = 0, s_timeout = 0, s_emfile = 0;
+
+	(void)state;
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(log_setup(LOG_LOGFMT, LOG_DEBUG, path), 0);
+	for (int i = 0; i < 100; i++) {
+		LOG(LOG_WARN, "handshake_refused", LN("conn", i), LS("reason", "bad_certificate"),
+		    LS("message", "unknown CA"));
+		LOG(LOG_WARN, "handshake_refused", LN("conn", i), LS("reason", "timeout"));
+		LOG(LOG_WARN, "accept_failed", LS("message", "Too many open files"));
+		LOG(LOG_INFO, "conn_open", LN("conn", i));
+	}
+	/* the summaries come when a window is over: the writer sweeps once a second */
+	for (int waited = 0; waited < 100; waited++) {
+		assert_true(log_flush(10000));
+		free(text);
+		text = slurp(path);
+		s_cert = sum_field(text, "event=log_suppressed", "reason=bad_certificate",
+				   " lines=");
+		s_timeout = sum_field(text, "event=log_suppressed", "reason=timeout", " lines=");
+		s_emfile = sum_field(text, "event=log_suppressed",
+				     "suppressed_message=\"Too many open files\"", " lines=");
+		/* (the summaries say event=... too, but inside their message) */
+		cert = count_lines(text, "level=warn event=handshake_refused",
+				   "reason=bad_certificate", NULL);
+		timeout = count_lines(text, "level=warn event=handshake_refused", "reason=timeout",
+				      NULL);
+		emfile = count_lines(text, "level=warn event=accept_failed", NULL, NULL);
+		if (cert + (int)s_cert == 100 && timeout + (int)s_timeout == 100 &&
+		    emfile + (int)s_emfile == 100)
+			break;
+		usleep(100000);
+	}
+	/* a slow machine may roll a window inside the burst: more lines, never fewer than 10 */
+	assert_true(cert >= 10 && cert < 100);
+	assert_true(timeout >= 10 && timeout < 100);
+	assert_true(emfile >= 10 && emfile < 100);
+	assert_int_equal(cert + (int)s_cert, 100);
+	assert_int_equal(timeout + (int)s_timeout, 100);
+	assert_int_equal(emfile + (int)s_emfile, 100);
+	assert_int_equal(log_suppressed() - before, s_cert + s_timeout + s_emfile);
+	assert_int_equal(count_lines(text, "event=conn_open", NULL, NULL), 100);
+	assert_non_null(strstr(text, "suppressed_event=handshake_refused reason=bad_certificate"));
+	assert_non_null(strstr(text, " message=\"suppressed "));
+	assert_non_null(strstr(text, " lines event=handshake_refused reason=bad_certificate in the "
+				     "last "));
+	free(text);
+}
+
+/* A log that cannot be written (a full disk): every line lost is counted, and stderr says
+ * so once, naming the file and the error. */
+static void test_write_error(void **state)
+{
+	char errpath[64];
+	int saved = dup(2), fd;
+	unsigned long long before = log_dropped(LOG_DROP_WRITE_ERROR);
+	char *err;
+
+	(void)state;
+	snprintf(errpath, sizeof(errpath), "/tmp/test_tunnel_log_err.XXXXXX");
+	fd = mkstemp(errpath);
+	assert_true(fd >= 0 && saved >= 0);
+	assert_int_equal(dup2(fd, 2), 2);
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, "/dev/full"), 0);
+	for (int i = 0; i < 5; i++)
+		LOG(LOG_INFO, "conn_open", LN("conn", i));
+	assert_true(log_flush(10000));
+	assert_int_equal(log_dropped(LOG_DROP_WRITE_ERROR) - before, 5);
+	for (int i = 0; i < 5; i++)
+		LOG(LOG_INFO, "conn_open", LN("conn", i));
+	assert_true(log_flush(10000));
+	assert_int_equal(log_dropped(LOG_DROP_WRITE_ERROR) - before, 10);
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, path), 0);
+	assert_int_equal(dup2(saved, 2), 2);
+	close(saved);
+	close(fd);
+	err = slurp(errpath);
+	unlink(errpath);
+	/* told once (the next report is a minute later), naming the file and the error */
+	assert_int_equal(count_lines(err,
+				     "cannot write the log to /dev/full: No space left on "
+				     "device",
+				     NULL, NULL),
+			 1);
+	free(err);
+}
+
+/* Threads logging at once: every line whole, none lost or mixed with another. */
+static void *burst(void *arg)
+{
+	for (int i = 0; i < 500; i++)
+		LOG(LOG_INFO, "burst", LN("thread", (long)(intptr_t)arg), LN("n", i),
+		    LS("pad", "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"));
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	pthread_t t[4];
+	unsigned long long before = log_dropped(LOG_DROP_FULL);
+	char *text;
+	int whole = 0;
+
+	(void)state;
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, path), 0);
+	for (long i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, burst, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	assert_true(log_flush(10000));
+	text = slurp(path);
+	for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		json_t *obj = json_loads(line, 0, NULL);
+
+		if (obj == NULL)
+			fail_msg("not a whole JSON line: %s", line);
+		whole += strcmp(json_string_value(json_object_get(obj, "event")), "burst") == 0;
+		json_decref(obj);
+	}
+	assert_int_equal(whole + (int)(log_dropped(LOG_DROP_FULL) - before), 2000);
+	free(text);
+}
+
+/* A process that logs and returns from main: every line is in the file (atexit). */
+static void test_written_at_exit(void **state)
+{
+	char exe[] = "/proc/self/exe", flag[] = "--log-and-exit";
+	char *argv[] = {exe, flag, path, NULL};
+	char *text;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(truncate(path, 0), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	text = slurp(path);
+	assert_int_equal(count_lines(text, "\"event\":\"last_words\"", NULL, NULL), 2000);
+	free(text);
+}
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_logfmt),
-		cmocka_unit_test(test_json),
-		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_logfmt),	   cmocka_unit_test(test_json),
+		cmocka_unit_test(test_truncated),  cmocka_unit_test(test_stalled_reader),
+		cmocka_unit_test(test_rate_limit), cmocka_unit_test(test_write_error),
+		cmocka_unit_test(test_threads),	   cmocka_unit_test(test_written_at_exit),
 	};
+
+	/* the child of test_written_at_exit: log, then leave main without a flush */
+	if (argc == 3 && strcmp(argv[1], "--log-and-exit") == 0) {
+		if (log_setup(LOG_JSON, LOG_DEBUG, argv[2]) != 0)
+			return 1;
+		for (int i = 0; i < 2000; i++)
+			LOG(LOG_INFO, "last_words", LN("n", i));
+		return 0;
+	}
 
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

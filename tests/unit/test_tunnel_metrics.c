@@ -2,6 +2,9 @@
  * The metrics exposition (tunnel/metrics.c) when memory runs out: metrics_render() returns
  * the whole text or NULL, never a partial or garbled one, and /metrics answers 500.
  *
+ * And the health decisions, table-driven over fabricated metrics: /healthz (liveness) and
+ * /readyz (readiness) for stuck workers, draining, and expired certificates and CRLs.
+ *
  * Allocation failures are injected with the linker: this test is linked with
  * -Wl,--wrap=realloc (tests/CMakeLists.txt), so the realloc calls of metrics.c come to
  * __wrap_realloc below, which fails the Nth one (or all) when asked.
@@ -13,10 +16,12 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -71,7 +76,240 @@ static void test_render(void **state)
 	assert_non_null(
 		strstr(text, "\nmtls_handshakes_total{result=\"failed\",reason=\"revoked\"} 1\n"));
 	assert_non_null(strstr(text, "\nmtls_crl_next_update_seconds 0\n"));
+	assert_non_null(strstr(text, "\n# TYPE mtls_log_lines_dropped_total counter\n"
+				     "mtls_log_lines_dropped_total{reason=\"full\"} 0\n"
+				     "mtls_log_lines_dropped_total{reason=\"write_error\"} 0\n"));
+	assert_non_null(strstr(text, "\nmtls_log_lines_suppressed_total 0\n"));
 	free(text);
+}
+
+#define NOW 1800000000LL /* 2027-01-15T08:00:00Z */
+
+struct health_case {
+	const char *name;
+	bool draining;
+	int nworkers;
+	long long beats[3];		/* seconds before NOW; 0: not started; < 0: in the future */
+	long long cert, ca, crl, grace; /* not_after / nextUpdate relative to NOW; 0: none */
+	unsigned healthz;
+	const char *healthz_body; /* exactly */
+	unsigned readyz;
+	const char *readyz_body; /* exactly */
+};
+
+#define AGO(s) (-(long long)(s))
+
+static const struct health_case health_cases[] = {
+	{"fine", false, 2, {1, 0}, 86400, 86400 * 365, 3600, 0, 200, "ok\n", 200, "ready\n"},
+	{"no workers, no credentials", false, 0, {0}, 0, 0, 0, 0, 200, "ok\n", 200, "ready\n"},
+	{"a beat 5 s old is not stuck", false, 2, {1, 5}, 0, 0, 0, 0, 200, "ok\n", 200, "ready\n"},
+	{"a beat 6 s old is stuck",
+	 false,
+	 3,
+	 {1, 6, 1},
+	 0,
+	 0,
+	 0,
+	 0,
+	 503,
+	 "stuck: 1 of 3 workers\nworker 1 is stuck: no heartbeat from its loop for 6 s\n",
+	 503,
+	 "not ready: worker 1 is stuck: no heartbeat from its loop for 6 s\n"},
+	{"two stuck",
+	 false,
+	 3,
+	 {40, 1, 7},
+	 0,
+	 0,
+	 0,
+	 0,
+	 503,
+	 "stuck: 2 of 3 workers\nworker 0 is stuck: no heartbeat from its loop for 40 s\n"
+	 "worker 2 is stuck: no heartbeat from its loop for 7 s\n",
+	 503,
+	 "not ready: worker 0 is stuck: no heartbeat from its loop for 40 s\n"
+	 "not ready: worker 2 is stuck: no heartbeat from its loop for 7 s\n"},
+	{"not started yet", false, 2, {0, 0}, 0, 0, 0, 0, 200, "ok\n", 200, "ready\n"},
+	{"clock stepped back", false, 1, {-100}, 0, 0, 0, 0, 200, "ok\n", 200, "ready\n"},
+	{"draining", true, 1, {1}, 0, 0, 0, 0, 503, "draining\n", 503, "not ready: draining\n"},
+	{"own certificate expired",
+	 false,
+	 1,
+	 {1},
+	 AGO(10),
+	 86400,
+	 0,
+	 0,
+	 200,
+	 "ok\nwarning: the own certificate expired at 2027-01-15T07:59:50Z: peers refuse it; "
+	 "renew it\n",
+	 503,
+	 "not ready: the own certificate expired at 2027-01-15T07:59:50Z: peers refuse it; renew "
+	 "it\n"},
+	{"CA expired",
+	 false,
+	 1,
+	 {1},
+	 0,
+	 AGO(3600),
+	 0,
+	 0,
+	 200,
+	 "ok\nwarning: the CA certificate expired at 2027-01-15T07:00:00Z: chains to it no longer "
+	 "verify; replace it\n",
+	 503,
+	 "not ready: the CA certificate expired at 2027-01-15T07:00:00Z: chains to it no longer "
+	 "verify; replace it\n"},
+	{"CRL expired",
+	 false,
+	 1,
+	 {1},
+	 0,
+	 0,
+	 AGO(60),
+	 0,
+	 200,
+	 "ok\nwarning: a CRL expired at 2027-01-15T07:59:00Z (nextUpdate): every client it covers "
+	 "is refused crl_expired; publish a new CRL\n",
+	 503,
+	 "not ready: a CRL expired at 2027-01-15T07:59:00Z (nextUpdate): every client it covers "
+	 "is refused crl_expired; publish a new CRL\n"},
+	{"CRL within its grace period",
+	 false,
+	 1,
+	 {1},
+	 0,
+	 0,
+	 AGO(60),
+	 3600,
+	 200,
+	 "ok\nwarning: a CRL is past its nextUpdate (2027-01-15T07:59:00Z), accepted within the "
+	 "grace period until 2027-01-15T08:59:00Z; publish a new CRL\n",
+	 200,
+	 "ready\nwarning: a CRL is past its nextUpdate (2027-01-15T07:59:00Z), accepted within "
+	 "the grace period until 2027-01-15T08:59:00Z; publish a new CRL\n"},
+	{"CRL past its grace period",
+	 false,
+	 1,
+	 {1},
+	 0,
+	 0,
+	 AGO(7200),
+	 3600,
+	 200,
+	 "ok\nwarning: a CRL expired at 2027-01-15T07:00:00Z (nextUpdate plus the grace period): "
+	 "every client it covers is refused crl_expired; publish a new CRL\n",
+	 503,
+	 "not ready: a CRL expired at 2027-01-15T07:00:00Z (nextUpdate plus the grace period): "
+	 "every client it covers is refused crl_expired; publish a new CRL\n"},
+	{"stuck and expired",
+	 false,
+	 1,
+	 {30},
+	 AGO(10),
+	 0,
+	 0,
+	 0,
+	 503,
+	 "stuck: 1 of 1 workers\nworker 0 is stuck: no heartbeat from its loop for 30 s\n"
+	 "warning: the own certificate expired at 2027-01-15T07:59:50Z: peers refuse it; renew "
+	 "it\n",
+	 503,
+	 "not ready: worker 0 is stuck: no heartbeat from its loop for 30 s\n"
+	 "not ready: the own certificate expired at 2027-01-15T07:59:50Z: peers refuse it; renew "
+	 "it\n"},
+};
+
+static void health_metrics(struct metrics *m, const struct health_case *c)
+{
+	metrics_init(m, "server");
+	atomic_store(&m->draining, c->draining);
+	m->nworkers = c->nworkers;
+	for (int i = 0; i < c->nworkers; i++)
+		atomic_store(&m->worker_beats[i], c->beats[i] == 0 ? 0 : NOW - c->beats[i]);
+	/* relative times: 0 is "none"; AGO(0) + 0 is NOW itself, spelled as a nextUpdate of NOW */
+	atomic_store(&m->cert_not_after, c->cert == 0 ? 0 : NOW + c->cert);
+	atomic_store(&m->ca_not_after, c->ca == 0 ? 0 : NOW + c->ca);
+	atomic_store(&m->crl_next_update,
+		     c->crl == 0 && strstr(c->name, "nextUpdate second") == NULL ? 0
+										 : NOW + c->crl);
+	atomic_store(&m->crl_grace, c->grace);
+}
+
+static void test_health(void **state)
+{
+	(void)state;
+	arm(0, false);
+	for (size_t i = 0; i < sizeof(health_cases) / sizeof(health_cases[0]); i++) {
+		const struct health_case *c = &health_cases[i];
+		struct metrics m;
+		unsigned status = 0;
+		char *body;
+
+		health_metrics(&m, c);
+		body = metrics_healthz(&m, (time_t)NOW, &status);
+		assert_non_null(body);
+		if (status != c->healthz || strcmp(body, c->healthz_body) != 0)
+			fail_msg("%s: /healthz %u '%s', want %u '%s'", c->name, status, body,
+				 c->healthz, c->healthz_body);
+		free(body);
+		body = metrics_readyz(&m, (time_t)NOW, &status);
+		assert_non_null(body);
+		if (status != c->readyz || strcmp(body, c->readyz_body) != 0)
+			fail_msg("%s: /readyz %u '%s', want %u '%s'", c->name, status, body,
+				 c->readyz, c->readyz_body);
+		free(body);
+	}
+}
+
+/* The second of nextUpdate (or notAfter) itself is still valid, as lib/revocation.c has it. */
+static void test_health_boundaries(void **state)
+{
+	struct metrics m;
+	unsigned status;
+	char *body;
+
+	(void)state;
+	arm(0, false);
+	metrics_init(&m, "server");
+	atomic_store(&m.crl_next_update, NOW);
+	atomic_store(&m.cert_not_after, NOW);
+	atomic_store(&m.ca_not_after, NOW);
+	body = metrics_readyz(&m, (time_t)NOW, &status);
+	assert_int_equal(status, 200);
+	assert_string_equal(body, "ready\n");
+	free(body);
+	body = metrics_readyz(&m, (time_t)NOW + 1, &status);
+	assert_int_equal(status, 503);
+	free(body);
+}
+
+/* Out of memory: no body at all (the endpoint then answers 500), never a partial one. */
+static void test_health_out_of_memory(void **state)
+{
+	struct metrics m;
+	unsigned status;
+	int total;
+
+	(void)state;
+	health_metrics(&m, &health_cases[sizeof(health_cases) / sizeof(health_cases[0]) - 1]);
+	arm(0, false);
+	free(metrics_healthz(&m, (time_t)NOW, &status));
+	free(metrics_readyz(&m, (time_t)NOW, &status));
+	total = atomic_load(&calls);
+	for (int at = 1; at <= total; at++) {
+		char *h, *r;
+
+		arm(at, false);
+		h = metrics_healthz(&m, (time_t)NOW, &status);
+		r = metrics_readyz(&m, (time_t)NOW, &status);
+		if (h != NULL && r != NULL)
+			fail_msg("realloc call %d of %d failed, yet both bodies came back", at,
+				 total);
+		free(h);
+		free(r);
+	}
+	arm(0, false);
 }
 
 /* Whichever realloc fails, the result is NULL (and nothing leaks: ASan's leak check). */
@@ -100,12 +338,12 @@ static void test_render_out_of_memory(void **state)
 	arm(0, false);
 }
 
-/* GET /metrics from the HTTP endpoint: the whole response (status line to end). */
-static char *get_metrics(int port)
+/* GET a path from the HTTP endpoint: the whole response (status line to end). */
+static char *get_path(int port, const char *path)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	struct timeval tv = {.tv_sec = 10};
-	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+	char req[200];
 	char *buf = calloc(1, 1 << 16);
 	size_t got = 0;
 	ssize_t n;
@@ -116,11 +354,17 @@ static char *get_metrics(int port)
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
 	while (got < (1 << 16) - 1 && (n = read(fd, buf + got, (1 << 16) - 1 - got)) > 0)
 		got += (size_t)n;
 	close(fd);
 	return buf;
+}
+
+static char *get_metrics(int port)
+{
+	return get_path(port, "/metrics");
 }
 
 static void test_http_500(void **state)
@@ -155,6 +399,27 @@ static void test_http_500(void **state)
 		    strncmp(resp, "HTTP/1.0 200 ", 13) == 0);
 	assert_non_null(strstr(resp, "\nmtls_connections_total{role=\"server\"} 12345\n"));
 	free(resp);
+
+	/* a stuck worker: /healthz and /readyz say 503 and name it */
+	m.nworkers = 2;
+	atomic_store(&m.worker_beats[0], (long long)time(NULL));
+	atomic_store(&m.worker_beats[1], (long long)time(NULL) - 60);
+	resp = get_path(ntohs(sa.sin_port), "/healthz");
+	if (strncmp(resp + 8, " 503 ", 5) != 0 ||
+	    strstr(resp, "\r\n\r\nstuck: 1 of 2 workers\n") == NULL ||
+	    strstr(resp, "\nworker 1 is stuck: no heartbeat from its loop for ") == NULL)
+		fail_msg("/healthz with a stuck worker: '%.300s'", resp);
+	free(resp);
+	resp = get_path(ntohs(sa.sin_port), "/readyz");
+	if (strncmp(resp + 8, " 503 ", 5) != 0 ||
+	    strstr(resp, "\r\n\r\nnot ready: worker 1 is stuck") == NULL)
+		fail_msg("/readyz with a stuck worker: '%.300s'", resp);
+	free(resp);
+	atomic_store(&m.worker_beats[1], (long long)time(NULL));
+	resp = get_path(ntohs(sa.sin_port), "/readyz");
+	if (strncmp(resp + 8, " 200 ", 5) != 0 || strstr(resp, "\r\n\r\nready\n") == NULL)
+		fail_msg("/readyz when fine: '%.300s'", resp);
+	free(resp);
 	metrics_http_stop(h);
 }
 
@@ -164,6 +429,9 @@ int main(void)
 		cmocka_unit_test(test_render),
 		cmocka_unit_test(test_render_out_of_memory),
 		cmocka_unit_test(test_http_500),
+		cmocka_unit_test(test_health),
+		cmocka_unit_test(test_health_boundaries),
+		cmocka_unit_test(test_health_out_of_memory),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
