@@ -45,6 +45,25 @@ READY_LIMIT=${READY_LIMIT:-10} # a server printing its port
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mtls-${0##*/}.XXXXXX")
 
+# Sanitizer reports of every process the script starts (daemons included, whose stderr goes
+# to logs nobody reads) land in $TMP/sanitizer.PID; any report fails the script at exit,
+# after the background processes have run their exit-time leak checks.
+for _v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
+	export "$_v=${!_v:+${!_v}:}log_path=$TMP/sanitizer"
+done
+
+# _sanitizer_reports: print any sanitizer report written so far; false if there was one.
+_sanitizer_reports() {
+	local f found=0
+	for f in "$TMP"/sanitizer.*; do
+		[ -e "$f" ] || continue
+		found=1
+		echo "SANITIZER REPORT ($f):"
+		head -n 80 -- "$f"
+	done
+	[ "$found" -eq 0 ]
+}
+
 _bg_pids=()
 _passed=0
 _failed=0
@@ -58,6 +77,7 @@ _cleanup() {
 	for pid in "${_bg_pids[@]}"; do
 		wait "$pid" 2>/dev/null
 	done
+	_sanitizer_reports || rc=1
 	rm -rf -- "$TMP"
 	exit "$rc"
 }
