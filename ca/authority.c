@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -479,6 +480,29 @@ static long meta_long(struct store *st, const char *key, long fallback)
 	return strtol(buf, NULL, 10) > 0 ? strtol(buf, NULL, 10) : fallback;
 }
 
+int authority_check_room(const struct authority *ca, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+	struct statvfs vfs;
+	struct stat sb;
+	unsigned long long need = AUTHORITY_ROOM, avail;
+
+	if (stat(authority_path(ca, "crl.pem", path, sizeof(path)), &sb) == 0)
+		need += 2ull * (unsigned long long)sb.st_size;
+	/* a file system that cannot say is not refused for it */
+	if (statvfs(ca->dir, &vfs) != 0)
+		return 0;
+	avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+	if (avail >= need)
+		return 0;
+	snprintf(err, err_len,
+		 "disk nearly full: %s has %llu KiB free, and an issue needs %llu KiB there (for "
+		 "the certificate and, should its files not be delivered, for revoking it); free "
+		 "space and run the command again; nothing was issued",
+		 ca->dir, avail / 1024, (need + 1023) / 1024);
+	return -1;
+}
+
 struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
 				 size_t err_len)
 {
@@ -516,8 +540,9 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	/* under the exclusive lock, a temporary file can only be one that a killed writer left */
 	if (lock == AUTHORITY_EXCLUSIVE)
 		files_remove_temporaries(ca->dir);
-	ca->store =
-		store_open(authority_path(ca, "ca.db", path, sizeof(path)), false, err, err_len);
+	authority_path(ca, "ca.db", path, sizeof(path));
+	ca->store = lock == AUTHORITY_EXCLUSIVE ? store_open(path, false, err, err_len)
+						: store_open_read(path, err, err_len);
 	if (ca->store == NULL)
 		goto fail;
 	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);

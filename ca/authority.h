@@ -58,7 +58,8 @@ enum authority_lock {
 	AUTHORITY_SHARED,    /* reads of the inventory together with crl.pem (audit) */
 };
 
-/* Open an existing CA, holding its lock as asked until authority_close(). */
+/* Open an existing CA, holding its lock as asked until authority_close(). Unlocked and
+ * shared opens only read, so they work on a full disk too (store_open_read()). */
 struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
 				 size_t err_len);
 /* Load the issuing key (passphrase NULL if not encrypted). */
@@ -68,6 +69,12 @@ void authority_close(struct authority *ca);
 const char *authority_path(const struct authority *ca, const char *name, char *buf, size_t len);
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
+/* Is there room in the CA directory for an issuance and, should its files then not be
+ * delivered, for the revocation and CRL that take it back (AUTHORITY_ROOM plus twice
+ * crl.pem)? An issue that could commit but then not revoke would leave a valid certificate
+ * nobody holds. 0, or -1 with a one-line "disk nearly full" message. */
+#define AUTHORITY_ROOM (256 * 1024)
+int authority_check_room(const struct authority *ca, char *err, size_t err_len);
 
 /* Everything `mtls ca audit` checks, in one read transaction: the audit chain, the inventory
  * against it, the published crl.pem against both, and each of the ncrls CRL files in crls

@@ -24,7 +24,17 @@
 /* The message, and errno left at e for callers that tell a full disk from other failures. */
 static int fail(char *err, size_t len, const char *what, const char *path, int e)
 {
-	snprintf(err, len, "%s %s: %s", what, path, strerror(e));
+	char buf[PATH_MAX];
+
+	/* "No space left on device" names no device: say which directory to make room in */
+	if (e == ENOSPC || e == EDQUOT) {
+		snprintf(buf, sizeof(buf), "%s", path);
+		snprintf(err, len,
+			 "%s %s: disk full (%s in %s); free space and run the command again", what,
+			 path, e == ENOSPC ? "no space left" : "disk quota exceeded", dirname(buf));
+	} else {
+		snprintf(err, len, "%s %s: %s", what, path, strerror(e));
+	}
 	errno = e;
 	return -1;
 }

@@ -491,6 +491,7 @@ int grant_set_cn(struct grant *g, const char *cn, char *err, size_t err_len)
 int grant_check(const struct grant *g, char *err, size_t err_len)
 {
 	const struct grant_names *n = &g->names;
+	int der = n->names != NULL ? i2d_GENERAL_NAMES(n->names, NULL) : 0;
 
 	if (g->kind == ISSUE_SERVER && n->ndns + n->nip == 0) {
 		snprintf(err, err_len,
@@ -503,6 +504,16 @@ int grant_check(const struct grant *g, char *err, size_t err_len)
 			 "a %s certificate needs an identity: --uri (such as a SPIFFE "
 			 "ID) or --dns",
 			 issue_profile_name(g->kind));
+		return -1;
+	}
+	/* a certificate no TLS peer would take is not issued: OpenSSL refuses a certificate
+	 * chain over 100 KiB by default */
+	if (der < 0 || der > GRANT_NAMES_MAX) {
+		snprintf(
+			err, err_len,
+			"%d names take %d bytes in the certificate, more than %d: TLS peers refuse "
+			"a certificate that large; split them over several certificates",
+			n->ndns + n->nip + n->nuri, der, GRANT_NAMES_MAX);
 		return -1;
 	}
 	return 0;

@@ -77,7 +77,10 @@ void grant_free(struct grant *g);
 /* Grant this common name (grant_check_cn()). */
 int grant_set_cn(struct grant *g, const char *cn, char *err, size_t err_len);
 /* The profile's needs: a server certificate a DNS or IP name (which clients check), a
- * client or peer certificate an identity. -1 with a message. */
+ * client or peer certificate an identity; and names that fit in GRANT_NAMES_MAX bytes of
+ * DER (about 3,000 short DNS names), so that the chain stays under the 100 KiB OpenSSL
+ * accepts by default. -1 with a message. */
+#define GRANT_NAMES_MAX (64 * 1024)
 int grant_check(const struct grant *g, char *err, size_t err_len);
 
 /* A certificate signing request, decoded. */

@@ -46,6 +46,11 @@ enum store_filter {
  * without, the file must already be a CA inventory: an empty or foreign database is
  * refused rather than silently started afresh. NULL with a message in err. */
 struct store *store_open(const char *path, bool create, char *err, size_t err_len);
+/* The same for a command that only reads (an existing store): on a disk too full for
+ * SQLite's shared WAL index (ca.db-shm, 32 KiB), it opens again holding the database file
+ * locked, with the index in memory, so that the inventory can still be listed and audited.
+ * Writers wait meanwhile (busy timeout). */
+struct store *store_open_read(const char *path, char *err, size_t err_len);
 void store_close(struct store *st);
 const char *store_error(const struct store *st);
 

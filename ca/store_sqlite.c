@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@
 
 struct store {
 	sqlite3 *db;
-	char err[512];
+	char path[PATH_MAX]; /* for messages: which disk is full */
+	char err[PATH_MAX + 512];
 	sqlite3_stmt *get; /* statement behind the strings of the last store_get_cert() */
 };
 
@@ -73,11 +75,10 @@ static bool disk_full(sqlite3 *db)
 static int fail(struct store *st, const char *what)
 {
 	if (disk_full(st->db))
-		snprintf(
-			st->err, sizeof(st->err),
-			"disk full while updating the CA inventory (%s): nothing was changed; free "
-			"space and run the command again",
-			what);
+		snprintf(st->err, sizeof(st->err),
+			 "disk full while updating the CA inventory %s (%s): nothing was changed; "
+			 "free space and run the command again",
+			 st->path, what);
 	else
 		snprintf(st->err, sizeof(st->err), "CA inventory: %s: %s", what,
 			 sqlite3_errmsg(st->db));
@@ -110,12 +111,19 @@ static int is_inventory(struct store *st)
 	return -1;
 }
 
-struct store *store_open(const char *path, bool create, char *err, size_t err_len)
+/* store_open(); with in_memory_index, the database file stays locked while open, so that
+ * SQLite keeps the WAL index in memory instead of in the ca.db-shm file (32 KiB) that it
+ * must otherwise create or grow. *full says that the disk is full. */
+static struct store *open_store(const char *path, bool create, bool in_memory_index, bool *full,
+				char *err, size_t err_len)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	int fd, inventory = 1;
 	bool pragmas;
 
+	*full = false;
+	if (st != NULL)
+		snprintf(st->path, sizeof(st->path), "%s", path);
 	if (st == NULL) {
 		snprintf(err, err_len, "out of memory");
 		return NULL;
@@ -141,7 +149,10 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 		return NULL;
 	}
 	sqlite3_busy_timeout(st->db, 30000);
-	pragmas = sqlite3_exec(st->db,
+	/* before the first read: SQLite picks the index's place when it opens the WAL */
+	pragmas = (!in_memory_index || sqlite3_exec(st->db, "PRAGMA locking_mode=EXCLUSIVE", NULL,
+						    NULL, NULL) == SQLITE_OK) &&
+		  sqlite3_exec(st->db,
 			       "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
 			       "PRAGMA foreign_keys=ON;",
 			       NULL, NULL, NULL) == SQLITE_OK;
@@ -150,7 +161,8 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 	else if (!create)
 		inventory = is_inventory(st);
 	if (inventory < 0 || (!pragmas && disk_full(st->db))) {
-		if (disk_full(st->db))
+		*full = disk_full(st->db);
+		if (*full)
 			snprintf(
 				err, err_len,
 				"disk full while opening the CA inventory %s: nothing was changed; "
@@ -164,13 +176,45 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 	}
 	if ((create && (!pragmas || sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK)) ||
 	    (!create && inventory == 0)) {
-		snprintf(err, err_len,
-			 "CA inventory %s is not a usable CA inventory (%s); restore it from a "
-			 "backup",
-			 path, create ? sqlite3_errmsg(st->db) : "tables missing or unreadable");
+		/* a new inventory that could not be written is not a damaged one: there is no
+		 * backup of it to restore */
+		if (create && disk_full(st->db)) {
+			*full = true;
+			snprintf(err, err_len,
+				 "disk full while creating the CA inventory %s: free space and run "
+				 "the command again",
+				 path);
+		} else if (create) {
+			snprintf(err, err_len, "cannot create the CA inventory %s: %s", path,
+				 sqlite3_errmsg(st->db));
+		} else {
+			snprintf(err, err_len,
+				 "CA inventory %s is not a usable CA inventory (tables missing or "
+				 "unreadable); restore it from a backup",
+				 path);
+		}
 		store_close(st);
 		return NULL;
 	}
+	return st;
+}
+
+struct store *store_open(const char *path, bool create, char *err, size_t err_len)
+{
+	bool full;
+
+	return open_store(path, create, false, &full, err, err_len);
+}
+
+struct store *store_open_read(const char *path, char *err, size_t err_len)
+{
+	bool full;
+	struct store *st = open_store(path, false, false, &full, err, err_len);
+
+	/* A full disk cannot hold the shared WAL index: lock the file for the short while a
+	 * read takes instead (writers wait; none could commit on this disk anyway). */
+	if (st == NULL && full)
+		st = open_store(path, false, true, &full, err, err_len);
 	return st;
 }
 

@@ -65,7 +65,8 @@ static const struct opt issue_table[] = {
 	 "rsa3072, rsa4096"},
 	{"days", OPT_INT, O(days), "DAYS", "lifetime (default: the profile's)"},
 	{"out", OPT_STRING, O(out), "PREFIX",
-	 "write PREFIX.pem, PREFIX-chain.pem and PREFIX.key; required"},
+	 "write PREFIX.pem, PREFIX-chain.pem and PREFIX.key (DIR/NAME: a file name prefix in "
+	 "an existing directory, never a directory); required"},
 	CA_OPT_PASSPHRASE(O),
 	CA_OPT_CONFIG(O),
 	OPT_END,
@@ -266,8 +267,19 @@ static int output_init(struct output *out, const char *prefix, bool with_key, ch
 	snprintf(out->dir, sizeof(out->dir), "%s", dirname(buf));
 	snprintf(buf, sizeof(buf), "%s", prefix);
 	base = basename(buf);
-	if (prefix[0] == '\0' || prefix[strlen(prefix) - 1] == '/' || strlen(base) > NAME_MAX) {
-		snprintf(err, err_len, "--out '%s' does not end in a file name prefix", prefix);
+	/* "dir/", "dir/." or an existing "dir" would make hidden files (dir/.key, dir/..pem)
+	 * or files beside the directory meant: never a guess at a name */
+	if (prefix[0] == '\0' || prefix[strlen(prefix) - 1] == '/' || strcmp(base, ".") == 0 ||
+	    strcmp(base, "..") == 0 || (stat(prefix, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+		snprintf(err, err_len,
+			 "--out names a file prefix, not a directory: give DIR/NAME to write "
+			 "DIR/NAME.pem, DIR/NAME-chain.pem and DIR/NAME.key (--out '%s')",
+			 prefix);
+		return -1;
+	}
+	if (strlen(base) > NAME_MAX) {
+		snprintf(err, err_len, "--out: the file name prefix is longer than %d bytes",
+			 NAME_MAX);
 		return -1;
 	}
 	snprintf(out->names[0], sizeof(out->names[0]), "%s.pem", base);
@@ -497,6 +509,10 @@ int cmd_ca_issue(int argc, char **argv)
 			 days, when, (long)((limit - now) / 86400L));
 		ca_fail("issue", err);
 		rc = 2;
+		goto out;
+	}
+	if (authority_check_room(ca, err, sizeof(err)) != 0) {
+		ca_fail("issue", err);
 		goto out;
 	}
 	if (key == NULL && (key = keys_generate(o.key, err, sizeof(err))) == NULL) {

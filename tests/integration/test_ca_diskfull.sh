@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Every CA command on a full disk (issue 11, item 9), on a real tmpfs (root only: skipped
+# otherwise). With 0, 8 and 28 KiB free, then 48, 96 and 320 KiB until the command
+# succeeds:
+#   - a command that fails exits 1 with one line saying the disk is full and naming the
+#     directory or file, never that the inventory is damaged ("not usable", "restore it from
+#     a backup", "corrupt");
+#   - the inventory, the audit log and crl.pem are the old ones or wholly the new ones, and
+#     `mtls ca audit` agrees; nothing half-written is left (no temporary file, no staging
+#     directory of init, no output file of a failed issue or export);
+#   - list, audit and inspect only read: they work on a full disk.
+# And an issue whose files cannot be given their names after the commit (link refused with
+# ENOSPC by strace) on a nearly full CA disk never leaves a valid certificate nobody holds:
+# it refuses before anything is issued, or revokes what it could not deliver.
+# (revoke and crl scanned 4 KiB at a time: test_ca_crash.sh.)
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+W=$TMP/w
+mkdir -m 700 -- "$W" "$W/out"
+MNT=$TMP/full
+mkdir -m 700 -- "$MNT"
+MOUNTED=""
+_full_exit() {
+	local rc=$?
+	set +e
+	[ -z "$MOUNTED" ] || umount -- "$MNT" 2>/dev/null || umount -l -- "$MNT" 2>/dev/null
+	(exit "$rc") # _cleanup exits with $?
+	_cleanup
+}
+trap _full_exit EXIT
+if ! mount -t tmpfs -o size=2m,mode=700 tmpfs "$MNT" 2>/dev/null; then
+	echo "skip  all cases: cannot mount a tmpfs (not root?)"
+	pass "skipped: no tmpfs"
+	finish
+	exit $?
+fi
+MOUNTED=1
+
+F=$MNT/ca # the CA on the small disk
+O=$W/caO  # a CA elsewhere, issuing onto the small disk
+run "$MTLS" ca init --dir "$F"
+[ "$RC" = 0 ] || fail "init a CA on a 2 MiB tmpfs" "exit $RC: $ERR"
+run "$MTLS" ca init --dir "$O"
+POOL=()
+for i in $(seq 1 12); do
+	run "$MTLS" ca issue --dir "$F" --profile client --uri "spiffe://example.org/pool/$i" --out "$W/out/p$i"
+	[ "$RC" = 0 ] || break
+	POOL+=("$W/out/p$i")
+done
+[ ${#POOL[@]} = 12 ] || fail "issue certificates on the tmpfs" "exit $RC: $ERR"
+NEXT=0
+
+# fill KIB : leave KIB KiB free on the tmpfs.
+fill() {
+	rm -f -- "$MNT/filler"
+	local avail
+	avail=$(df -B1 --output=avail -- "$MNT" | tail -n 1 | tr -d ' ')
+	[ "$avail" -le $(($1 * 1024)) ] || fallocate -l $((avail - $1 * 1024)) -- "$MNT/filler"
+}
+
+# state : what must not change when a command fails: the inventory's rows and audit log
+# (read with sqlite3, once space is back), crl.pem and the CA's certificates and keys.
+state() {
+	sqlite3 "$F/ca.db" "SELECT serial, status, COALESCE(revocation_reason, '') FROM certs ORDER BY serial; SELECT seq, hash FROM audit ORDER BY seq; SELECT number FROM crls ORDER BY number" 2>&1 | sha256sum | cut -d' ' -f1
+	sha256sum -- "$F"/*.pem "$F"/*.key | cut -d' ' -f1 | sha256sum | cut -d' ' -f1
+}
+leftovers() {
+	find "$MNT" "$W/out" -maxdepth 2 \( -name '*.tmp-*' -o -name 'ca2*' -o -name 'new*' -o -name 'x.p12' \) -printf '%P\n' 2>/dev/null | sort || true
+}
+
+# full_case WHAT KIB : `mtls ca WHAT` with KIB KiB free. OUTCOME: ok, or failed.
+full_case() {
+	local what=$1 kib=$2 before args cert
+	p=()
+	case $what in
+	init) args=(init --dir "$MNT/ca2") ;;
+	issue) args=(issue --dir "$F" --profile client --uri "spiffe://example.org/new/$kib" --out "$W/out/new$kib") ;;
+	issue-out) args=(issue --dir "$O" --profile client --uri "spiffe://example.org/new/$kib" --out "$MNT/new$kib") ;;
+	revoke)
+		cert=${POOL[$NEXT]}
+		args=(revoke --dir "$F" --cert "$cert.pem" --reason superseded)
+		;;
+	crl) args=(crl --dir "$F") ;;
+	list) args=(list --dir "$F") ;;
+	audit) args=(audit --dir "$F") ;;
+	inspect) args=(inspect "$F/crl.pem") ;;
+	export) args=(export --cert "${POOL[0]}-chain.pem" --key "${POOL[0]}.key" --out "$MNT/x.p12" --password-env P12PASS) ;;
+	esac
+	before=$(state)
+	fill "$kib"
+	LAST_CMD="mtls ca ${args[*]} ($kib KiB free)"
+	P12PASS=correct-horse-battery run "$MTLS" ca "${args[@]}"
+	rm -f -- "$MNT/filler"
+	OUTCOME=ok
+	if [ "$RC" != 0 ]; then
+		OUTCOME=failed
+		[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+		[ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+		[[ $ERR == *"disk full"* || $ERR == *"disk nearly full"* ]] || p+=("the message does not say the disk is full")
+		[[ $ERR == *"$MNT"* ]] || p+=("the message does not name the directory")
+		[[ $ERR != *corrupt* && $ERR != *"not a usable"* && $ERR != *"restore it from a backup"* ]] ||
+			p+=("a full disk is reported as a damaged inventory")
+		case $what in
+		list | audit | inspect) p+=("a read-only command failed on a full disk") ;;
+		revoke) [[ $ERR == *"revocation is committed"* ]] || [ "$(state)" = "$before" ] || p+=("the failed revoke changed the CA and does not say so") ;;
+		*) [ "$(state)" = "$before" ] || p+=("the failed command changed the CA") ;;
+		esac
+		[ -z "$(leftovers)" ] || p+=("left behind: $(leftovers | tr '\n' ' ')")
+	else
+		case $what in
+		list) [[ $OUT == *"spiffe://example.org/pool/1"* ]] || p+=("the listing lacks the certificates") ;;
+		audit) [[ $OUT == "audit log intact: "* ]] || p+=("audit: $OUT") ;;
+		inspect) [[ $OUT == *"CRL"* ]] || p+=("inspect shows no CRL") ;;
+		esac
+	fi
+	if [ "$what" = revoke ] && { [ "$RC" = 0 ] || [[ $ERR == *"revocation is committed"* ]]; }; then
+		NEXT=$((NEXT + 1)) # revoked: the next revoke takes another certificate
+	fi
+	if [ "$OUTCOME" = failed ]; then
+		local rc=$RC out=$OUT err=$ERR
+		run "$MTLS" ca audit --dir "$F"
+		[ "$RC" = 0 ] || p+=("audit afterwards: exit $RC: $OUT $ERR")
+		RC=$rc OUT=$out ERR=$err # the command's, for the report
+	fi
+	# put back what a success made, so that every command starts from the same disk
+	rm -rf -- "$MNT/ca2" "$MNT/x.p12" "$MNT/new$kib".* "$MNT/new$kib"-chain.pem "$W/out/new$kib".* \
+		"$W/out/new$kib"-chain.pem
+	report "$what with $kib KiB free: $OUTCOME" "${p[@]+"${p[@]}"}"
+}
+
+for what in init issue issue-out revoke crl list audit inspect export; do
+	for kib in 0 8 28; do
+		full_case "$what" "$kib"
+	done
+	# up from there until it succeeds: every failure on the way is a clean one
+	for kib in 48 96 320; do
+		[ "$OUTCOME" = ok ] && break
+		full_case "$what" "$kib"
+	done
+	p=()
+	[ "$OUTCOME" = ok ] || p+=("still failing at 320 KiB free")
+	verdict "$what succeeds once there is room" "${p[@]+"${p[@]}"}"
+done
+
+echo "# an issue that cannot deliver its files after the commit, on a nearly full CA disk"
+if command -v strace >/dev/null; then
+	STRACE=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /dev/null)
+	p=()
+	seen=""
+	for kib in $(seq 40 8 88) 400; do
+		fill "$kib"
+		LAST_CMD="strace inject=link:error=ENOSPC mtls ca issue --out undelivered$kib ($kib KiB free)"
+		run "${STRACE[@]}" -e trace=link -e inject=link:error=ENOSPC:when=1 \
+			"$MTLS" ca issue --dir "$F" --profile client --uri "spiffe://example.org/undelivered/$kib" --out "$W/out/u$kib"
+		rm -f -- "$MNT/filler"
+		e=$ERR
+		run "$MTLS" ca list --dir "$F" --valid
+		if [[ $OUT == *"undelivered/$kib"* ]]; then
+			p+=("$kib KiB free: a valid certificate nobody holds is left in the inventory: $e")
+		elif [[ $e == *"so it is revoked"* || $e == *"revocation (cessationOfOperation) is committed"* ]]; then
+			seen+=" $kib:revoked"
+		elif [[ $e == *"nothing was issued"* || $e == *"nothing was changed"* ]]; then
+			seen+=" $kib:refused"
+		else
+			p+=("$kib KiB free: unexpected outcome: $e")
+		fi
+		[ -z "$(find "$W/out" -maxdepth 1 -name "u$kib*" -print)" ] || p+=("$kib KiB free: files of the undelivered certificate left")
+	done
+	[[ $seen == *":revoked"* ]] || p+=("no case got as far as revoking an undelivered certificate")
+	run "$MTLS" ca audit --dir "$F"
+	[ "$RC" = 0 ] || p+=("audit afterwards: exit $RC: $OUT $ERR")
+	verdict "link refused after the commit on a filling disk: never a valid undelivered certificate ($seen)" "${p[@]+"${p[@]}"}"
+else
+	echo "skip  undelivered issue: strace is not installed"
+fi
+
+finish
