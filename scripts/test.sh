@@ -2,8 +2,10 @@
 # The README's second command: the whole test suite.
 #   1. build with -Werror and run every test (unit, integration with real peers)
 #   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and run every test again
-#   3. build the libFuzzer targets with clang and run each over its corpus, bounded
-#   4. check formatting with clang-format
+#   3. build with ThreadSanitizer and run the tests where threads share state: handshakes on
+#      one endpoint from several threads, and the daemons (one loop per worker) end to end
+#   4. build the libFuzzer targets with clang and run each over its corpus, bounded
+#   5. check formatting with clang-format
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
@@ -19,6 +21,13 @@ step "build with ASan + UBSan"
 bash "$top/scripts/build.sh" "$top/build-asan" -DMTLS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 step "tests under ASan + UBSan"
 (cd "$top/build-asan" && ctest -j"$jobs" --output-on-failure) || status=1
+
+step "build with ThreadSanitizer"
+bash "$top/scripts/build.sh" "$top/build-tsan" -DMTLS_SANITIZE_THREAD=ON -DCMAKE_BUILD_TYPE=Debug
+step "threaded tests under ThreadSanitizer"
+(cd "$top/build-tsan" && ctest -j"$jobs" --output-on-failure \
+	-R '^(gen_certs|unit_test_(handshake|verify|endpoint)|integration_test_tunnel_(interop|hardening|threads))$') ||
+	status=1
 
 if command -v clang >/dev/null; then
 	step "fuzz targets (clang, libFuzzer, bounded runs)"

@@ -2,8 +2,12 @@
 #
 #   start_backend LOG [backend args]       the plaintext target: sets BE_PID, BE_PORT
 #   start_tunnel_server LOG [mtls args]    mtls server on 127.0.0.1:0: SRV_PID, SRV_PORT,
-#                                          SRV_METRICS (port, if --metrics 127.0.0.1:0)
-#   start_tunnel_connector LOG [args]      mtls connector on 127.0.0.1:0: CON_PID, CON_PORT
+#                                          SRV_METRICS (port, if --metrics 127.0.0.1:0),
+#                                          SRV_REAL (the daemon's own pid, for signals:
+#                                          SRV_PID is timeout(1)'s, which turns a forwarded
+#                                          SIGHUP into a SIGKILL 2 s later)
+#   start_tunnel_connector LOG [args]      mtls connector on 127.0.0.1:0: CON_PID, CON_PORT,
+#                                          CON_METRICS, CON_REAL
 #   metric PORT SERIES                     the value of a metric series ("" if absent)
 #   log_count FILE EVENT [TEXT]            how many JSON log lines have that event (and TEXT)
 #
@@ -43,6 +47,8 @@ _start_daemon() {
 	fi
 	DAEMON_PORT=$(_daemon_port "$log" listening)
 	DAEMON_METRICS=$(_daemon_port "$log" metrics_listening)
+	DAEMON_REAL=$({ grep -m1 -F '"event":"listening"' "$log" || true; } |
+		sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p')
 }
 
 start_tunnel_server() {
@@ -50,6 +56,7 @@ start_tunnel_server() {
 	SRV_PID=$DAEMON_PID
 	SRV_PORT=$DAEMON_PORT
 	SRV_METRICS=$DAEMON_METRICS
+	SRV_REAL=$DAEMON_REAL
 }
 
 start_tunnel_connector() {
@@ -57,6 +64,7 @@ start_tunnel_connector() {
 	CON_PID=$DAEMON_PID
 	CON_PORT=$DAEMON_PORT
 	CON_METRICS=$DAEMON_METRICS
+	CON_REAL=$DAEMON_REAL
 }
 
 # metric PORT SERIES : e.g. metric 9100 'mtls_handshakes_total{result="ok"}'

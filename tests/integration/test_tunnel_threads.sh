@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Both daemons with two workers each, all threads busy at once: parallel clients exchanging
+# lines through connector -> server -> echo backend, while both daemons reload (SIGHUP, on
+# the main thread) and serve /metrics and /healthz (the HTTP thread). Every exchange must
+# come back intact and every reload succeed.
+#
+# In the ThreadSanitizer build (scripts/test.sh) this is the test that gives TSan threads
+# to compare: the workers' loops, the main thread's reloads swapping the state under live
+# handshakes, resumed sessions handed between workers (lib/tickets.c) and the metrics
+# thread reading what the workers count. lib.sh fails the script on any report.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/integration/tunnel_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+
+command -v curl >/dev/null || _lib_die "curl not found in PATH"
+
+C=$CERTS
+DAEMON=(--drain-timeout 1000 --metrics 127.0.0.1:0)
+CLIENTS=6
+SECONDS_OF_TRAFFIC=3
+
+start_backend "$TMP/backend.log" --mode echo
+start_tunnel_server "$TMP/server.log" --target "127.0.0.1:$BE_PORT" --cert "$C/server-chain.pem" \
+	--key "$C/server.key" --ca "$C/ca.pem" --allow-uri 'spiffe://test.mtls/ns/prod/sa/*' \
+	"${DAEMON[@]}"
+start_tunnel_connector "$TMP/connector.log" --server "127.0.0.1:$SRV_PORT" \
+	--server-name server.test --cert "$C/client-chain.pem" --key "$C/client.key" \
+	--ca "$C/ca.pem" "${DAEMON[@]}"
+
+# client N : connections through the connector until told to stop, three lines echoed on
+# each; prints how many connections it made and how many lines came back wrong or not at
+# all.
+client() {
+	local n=$1 r i fd line bad=0
+	for ((r = 0; ; r++)); do
+		[ ! -e "$TMP/stop" ] || break
+		if ! exec {fd}<>"/dev/tcp/127.0.0.1/$CON_PORT"; then
+			bad=$((bad + 3))
+			continue
+		fi
+		for i in 1 2 3; do
+			printf 'client %s round %s line %s\n' "$n" "$r" "$i" >&"$fd"
+			if ! IFS= read -r -t 10 line <&"$fd" ||
+				[ "$line" != "client $n round $r line $i" ]; then
+				bad=$((bad + 1))
+			fi
+		done
+		exec {fd}>&-
+	done
+	echo "$r $bad"
+}
+
+# the side traffic: reloads of both daemons and scrapes of both metrics ports
+side() {
+	while [ ! -e "$TMP/stop" ]; do
+		kill -HUP "$SRV_REAL" "$CON_REAL" 2>/dev/null || true
+		curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$SRV_METRICS/metrics" || true
+		curl -s --max-time 5 -o /dev/null "http://127.0.0.1:$CON_METRICS/healthz" || true
+		sleep 0.1
+	done
+}
+
+side &
+side_pid=$!
+pids=()
+for ((n = 0; n < CLIENTS; n++)); do
+	client "$n" >"$TMP/client.$n" &
+	pids+=($!)
+done
+sleep "$SECONDS_OF_TRAFFIC"
+touch "$TMP/stop"
+for p in "${pids[@]}"; do
+	wait "$p" || true
+done
+wait "$side_pid" || true
+
+bad=0 conns=0
+for ((n = 0; n < CLIENTS; n++)); do
+	read -r c b <"$TMP/client.$n"
+	conns=$((conns + c))
+	bad=$((bad + b))
+done
+problems=()
+[ "$conns" -ge "$CLIENTS" ] || problems+=("only $conns connections were made")
+[ "$bad" -eq 0 ] || problems+=("$bad of $((conns * 3)) lines did not come back intact")
+ok_srv=$(metric "$SRV_METRICS" 'mtls_handshakes_total{result="ok"}')
+failed_reloads=$(metric "$SRV_METRICS" 'mtls_reloads_total{result="failed"}')
+reloads=$(metric "$SRV_METRICS" 'mtls_reloads_total{result="ok"}')
+[ "${ok_srv:-0}" -ge "$conns" ] ||
+	problems+=("the server counted ${ok_srv:-none} handshakes, expected $conns")
+[ "${failed_reloads:-1}" -eq 0 ] || problems+=("${failed_reloads:-?} reloads failed")
+[ "${reloads:-0}" -gt 0 ] || problems+=("no reload happened during the traffic")
+verdict "$CLIENTS clients, $conns connections x 3 lines through both daemons (2 workers each) during ${reloads:-0} reloads and metrics scrapes" \
+	"${problems[@]+"${problems[@]}"}" -- "server log:" "$(tail -n 20 "$TMP/server.log")" \
+	"connector log:" "$(tail -n 20 "$TMP/connector.log")"
+finish
