@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Fairness of one worker: mtls server --workers 1 in front of an echo backend (echod), a bulk
+# Fairness of one worker: mtls server --workers 1 in front of an echo backend, a bulk
 # upload through it for UPLOAD seconds, and 0.5 s later a one-connection latency probe (64-byte
 # ping-pong) through the same server for UPLOAD-1 seconds, cut into 3 windows. The issue's bar:
 # the probe's p99 under 20 ms in each window. Also the upload's throughput alone and under the
-# probe. The server is pinned to CPU 0, the clients and the backend to CPU 1. Not a CI test
+# probe. The server is pinned to CPU 0, the clients and the backend to CPU 1. The backend is
+# tests/tools/backend (a process per connection): echod serves one ready connection until it
+# runs dry, so it would starve the probe itself behind the upload's echo. Not a CI test
 # (tests/integration/test_tunnel_fairness.sh checks the same with wide margins).
 #
 #   bench/fairness.sh [BUILD_DIR] [ROUNDS]      (default build, 3)
@@ -24,7 +26,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-for t in mtls tunnelpeer echod; do
+for t in mtls tunnelpeer backend; do
 	[ -x "$bin/$t" ] || { echo "bench: $bin/$t missing; build first" >&2; exit 1; }
 done
 
@@ -33,10 +35,10 @@ ca=$tmp/ca
 "$bin/mtls" ca issue --dir "$ca" --profile server --dns bench.test --ip 127.0.0.1 --out "$tmp/srv" >/dev/null
 "$bin/mtls" ca issue --dir "$ca" --profile client --uri spiffe://bench.test/client --out "$tmp/cli" >/dev/null
 
-taskset -c 1 "$bin/echod" >"$tmp/echod.log" &
+taskset -c 1 "$bin/backend" >"$tmp/backend.log" &
 pids+=($!)
-for _ in $(seq 50); do grep -q listening "$tmp/echod.log" 2>/dev/null && break; sleep 0.1; done
-echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
+for _ in $(seq 50); do grep -q listening "$tmp/backend.log" 2>/dev/null && break; sleep 0.1; done
+echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
 
 taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \

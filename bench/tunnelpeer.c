@@ -9,18 +9,24 @@
  *       one connection, B-byte ping-pong with an echo target for S seconds (the handshake
  *       included); prints round trips, the longest time without a completed round trip
  *       (from the start, so a starved handshake counts), and p50/p99 per window.
+ *   tunnelpeer fairness --connect HOST:PORT TLS [--seconds S] [--size B] [--windows W]
+ *       both at once from one poll loop (so that the client's own scheduling is fair): the
+ *       upload alone for 0.5 s, then the probe beside it for S seconds; per window, the
+ *       probe's round trips and p99 and the MB the upload moved meanwhile.
  *   tunnelpeer idle --connect HOST:PORT --connections N [--seconds S]
  *       N TCP connections that send nothing; prints "held N" once they are all made and
  *       holds them S seconds (or until killed).
- *   tunnelpeer flood --connect HOST:PORT TLS [--bytes B]
- *       sends up to B bytes (until the peer stops taking them for 0.5 s), then close_notify
- *       and close; prints "flood sent=N".
+ *   tunnelpeer flood --connect HOST:PORT TLS [--bytes B] [--hold S]
+ *       sends up to B bytes (until the peer stops taking them for 0.5 s), prints
+ *       "flood sent=N", holds the connection S seconds (default 0), then close_notify and
+ *       close.
  *   tunnelpeer stall-backend [--listen 127.0.0.1:0]
  *       a plaintext target that accepts and never reads; prints "listening on HOST:PORT",
  *       "conn open" per connection and "conn closed" when the other end has closed it.
  *
- * TLS: --cert FILE --key FILE --ca FILE --name SERVERNAME. Every loop is bounded by
- * --seconds (default 5). Test and benchmark code, not part of mtls.
+ * TLS: --cert FILE --key FILE --ca FILE --name SERVERNAME, or --plain 1 for plaintext (to an
+ * mtls connector). Every loop is bounded by --seconds (default 5). Test and benchmark code,
+ * not part of mtls.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,9 +49,9 @@
 
 static struct {
 	const char *mode, *addr, *cert, *key, *ca, *name;
-	double seconds;
+	double seconds, hold;
 	long long bytes;
-	int size, windows, connections;
+	int size, windows, connections, plain;
 } o = {.addr = "127.0.0.1:0", .seconds = 5, .bytes = 8 << 20, .size = 64, .windows = 3};
 
 static struct sockaddr_in target;
@@ -97,7 +103,8 @@ static int dial(bool nonblocking)
 	return fd;
 }
 
-/* A TLS connection, handshake done, its socket then switched to non-blocking. */
+/* A TLS connection, handshake done, its socket then switched to non-blocking (NULL with
+ * --plain: plaintext on *fdp). */
 static SSL *tls_open(int *fdp)
 {
 	int fd = dial(false);
@@ -105,6 +112,11 @@ static SSL *tls_open(int *fdp)
 
 	if (fd < 0)
 		die("cannot connect");
+	if (o.plain) {
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		*fdp = fd;
+		return NULL;
+	}
 	ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, fd);
 	SSL_set_tlsext_host_name(ssl, o.name);
@@ -116,8 +128,41 @@ static SSL *tls_open(int *fdp)
 	return ssl;
 }
 
+/* Non-blocking I/O on either: > 0 bytes; 0 would block (*want says for what); -1 failed or
+ * ended. */
+static int io(SSL *ssl, int fd, bool writing, void *buf, int len, short *want)
+{
+	int n, err;
+
+	if (ssl == NULL) {
+		n = writing ? (int)send(fd, buf, (size_t)len, MSG_NOSIGNAL)
+			    : (int)recv(fd, buf, (size_t)len, 0);
+		*want = writing ? POLLOUT : POLLIN;
+		if (n > 0)
+			return n;
+		return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+	}
+	n = writing ? SSL_write(ssl, buf, len) : SSL_read(ssl, buf, len);
+	if (n > 0)
+		return n;
+	err = SSL_get_error(ssl, n);
+	*want = err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN;
+	return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
+static void wait_until(int fd, short want, double deadline)
+{
+	struct pollfd p = {.fd = fd, .events = want};
+	double left = deadline - now();
+
+	if (left > 0)
+		poll(&p, 1, (int)(left * 1000) + 1);
+}
+
 static void setup_tls(void)
 {
+	if (o.plain)
+		return;
 	if (o.name == NULL || o.ca == NULL)
 		die("give --name and --ca (and --cert/--key)");
 	ctx = SSL_CTX_new(TLS_client_method());
@@ -132,19 +177,6 @@ static void setup_tls(void)
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
-/* Wait until fd is ready for what the last SSL call wanted, at most until deadline. */
-static void wait_for(int fd, SSL *ssl, int rc, double deadline)
-{
-	int err = SSL_get_error(ssl, rc);
-	struct pollfd p = {.fd = fd, .events = err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
-	double left = deadline - now();
-
-	if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
-		die("connection failed");
-	if (left > 0)
-		poll(&p, 1, (int)(left * 1000) + 1);
-}
-
 static int upload(void)
 {
 	static char out[16384], in[65536];
@@ -156,20 +188,20 @@ static int upload(void)
 	memset(out, 'u', sizeof(out));
 	while (now() < deadline) {
 		struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+		short want;
 		int n;
 
 		/* read everything the echo sent, then write one chunk */
-		while ((n = SSL_read(ssl, in, sizeof(in))) > 0)
+		while ((n = io(ssl, fd, false, in, sizeof(in), &want)) > 0)
 			received += (unsigned long long)n;
-		if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ)
+		if (n < 0)
 			die("upload: read failed");
-		n = SSL_write(ssl, out, sizeof(out));
+		n = io(ssl, fd, true, out, sizeof(out), &want);
 		if (n > 0) {
 			sent += (unsigned long long)n;
 			continue;
 		}
-		if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_WRITE &&
-		    SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ)
+		if (n < 0)
 			die("upload: write failed");
 		poll(&p, 1, 100);
 	}
@@ -212,17 +244,22 @@ static int probe(void)
 	while (now() < deadline && n < cap) {
 		double start = now();
 		int done = 0, rc;
+		short want;
 
-		while ((rc = SSL_write(ssl, buf, o.size)) <= 0 && now() < deadline)
-			wait_for(fd, ssl, rc, deadline);
+		while ((rc = io(ssl, fd, true, buf, o.size, &want)) == 0 && now() < deadline)
+			wait_until(fd, want, deadline);
 		while (rc > 0 && done < o.size && now() < deadline) {
-			int r = SSL_read(ssl, buf + done, o.size - done);
+			int r = io(ssl, fd, false, buf + done, o.size - done, &want);
 
+			if (r < 0)
+				die("probe: the connection failed");
 			if (r > 0)
 				done += r;
 			else
-				wait_for(fd, ssl, r, deadline);
+				wait_until(fd, want, deadline);
 		}
+		if (rc < 0)
+			die("probe: the connection failed");
 		if (done < o.size)
 			break;
 		at[n] = now();
@@ -257,6 +294,97 @@ static int probe(void)
 	return 0;
 }
 
+/* One budget of the upload: take the echo that came back, send one chunk. Returns the bytes
+ * sent; *events what to poll for when it moved nothing. */
+static long long upload_step(SSL *ssl, int fd, short *events)
+{
+	static char out[16384], in[65536];
+	short want = 0;
+	int n;
+
+	memset(out, 'u', sizeof(out));
+	*events = 0;
+	for (int i = 0; i < 4 && (n = io(ssl, fd, false, in, sizeof(in), &want)) > 0; i++)
+		;
+	if (n < 0)
+		die("upload: read failed");
+	*events |= want;
+	n = io(ssl, fd, true, out, sizeof(out), &want);
+	if (n < 0)
+		die("upload: write failed");
+	if (n == 0)
+		*events |= want;
+	return n;
+}
+
+static int fairness(void)
+{
+	enum { SEND, RECV } state = SEND;
+	int ufd, pfd, done = 0, w;
+	SSL *up = tls_open(&ufd), *pr;
+	double t0, deadline, start = 0, *rtt[100] = {0};
+	size_t n[100] = {0}, cap = 1 << 16;
+	long long bytes[100] = {0}, total = 0;
+	char *buf = calloc(1, (size_t)o.size);
+	short uev = 0, pev = 0;
+
+	t0 = now() + 0.5;
+	while (now() < t0)
+		if (upload_step(up, ufd, &uev) == 0)
+			wait_until(ufd, uev, t0);
+	pr = tls_open(&pfd);
+	t0 = now();
+	deadline = t0 + o.seconds;
+	for (w = 0; w < o.windows; w++)
+		if ((rtt[w] = malloc(cap * sizeof(double))) == NULL)
+			die("out of memory");
+	while ((w = (int)((now() - t0) / o.seconds * o.windows)) < o.windows) {
+		long long sent = upload_step(up, ufd, &uev);
+		short want;
+		int r;
+
+		bytes[w] += sent;
+		total += sent;
+		if (state == SEND) {
+			r = io(pr, pfd, true, buf, o.size, &want);
+			if (r > 0) {
+				start = now();
+				state = RECV;
+				done = 0;
+			}
+		} else {
+			r = io(pr, pfd, false, buf + done, o.size - done, &want);
+			if (r > 0 && (done += r) == o.size) {
+				if (n[w] < cap)
+					rtt[w][n[w]++] = now() - start;
+				state = SEND;
+			}
+		}
+		if (r < 0)
+			die("probe: the connection failed");
+		pev = r == 0 ? want : 0;
+		if (sent == 0 && r == 0) {
+			struct pollfd p[2] = {{.fd = ufd, .events = uev},
+					      {.fd = pfd, .events = pev}};
+
+			poll(p, 2, (int)((deadline - now()) * 1000) + 1);
+		}
+	}
+	printf("fairness upload_mb=%.1f", (double)total / 1e6);
+	for (w = 0; w < o.windows; w++) {
+		printf(" w%d_n=%zu w%d_mb=%.1f w%d_p99_ms=%.2f", w + 1, n[w], w + 1,
+		       (double)bytes[w] / 1e6, w + 1, pct(rtt[w], n[w], 0.99) * 1e3);
+		free(rtt[w]);
+	}
+	printf("\n");
+	SSL_free(up);
+	SSL_free(pr);
+	close(ufd);
+	close(pfd);
+	free(buf);
+	return 0;
+}
+
 static int idle(void)
 {
 	int held = 0;
@@ -286,19 +414,30 @@ static int flood(void)
 
 	memset(out, 'f', sizeof(out));
 	while (sent < o.bytes && now() - stuck_since < 0.5 && now() < deadline) {
-		int n = SSL_write(ssl, out, (int)sizeof(out));
+		short want;
+		int n = io(ssl, fd, true, out, (int)sizeof(out), &want);
 
+		if (n < 0)
+			die("flood: the connection failed");
 		if (n > 0) {
 			sent += n;
 			stuck_since = now();
 		} else {
-			wait_for(fd, ssl, n, stuck_since + 0.5);
+			wait_until(fd, want, stuck_since + 0.5);
 		}
 	}
-	/* the close_notify may not fit either: the close that follows is what matters */
-	SSL_shutdown(ssl);
 	printf("flood sent=%lld\n", sent);
 	fflush(stdout);
+	if (o.hold > 0) {
+		struct timespec ts = {(time_t)o.hold,
+				      (long)((o.hold - (double)(time_t)o.hold) * 1e9)};
+
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	/* the close_notify may not fit either: the close that follows is what matters */
+	if (ssl != NULL)
+		SSL_shutdown(ssl);
 	SSL_free(ssl);
 	close(fd);
 	return 0;
@@ -366,6 +505,8 @@ int main(int argc, char **argv)
 			o.name = v;
 		else if (strcmp(a, "--seconds") == 0)
 			o.seconds = atof(v);
+		else if (strcmp(a, "--hold") == 0)
+			o.hold = atof(v);
 		else if (strcmp(a, "--bytes") == 0)
 			o.bytes = atoll(v);
 		else if (strcmp(a, "--size") == 0)
@@ -374,6 +515,8 @@ int main(int argc, char **argv)
 			o.windows = atoi(v);
 		else if (strcmp(a, "--connections") == 0)
 			o.connections = atoi(v);
+		else if (strcmp(a, "--plain") == 0)
+			o.plain = atoi(v);
 		else
 			die("unknown option");
 	}
@@ -391,6 +534,8 @@ int main(int argc, char **argv)
 		return upload();
 	if (strcmp(o.mode, "probe") == 0)
 		return probe();
+	if (strcmp(o.mode, "fairness") == 0)
+		return fairness();
 	if (strcmp(o.mode, "flood") == 0)
 		return flood();
 	die("unknown mode");

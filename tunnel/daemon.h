@@ -29,9 +29,18 @@ struct worker {
 	int listen_fd;
 	bool own_listen_fd; /* its own socket (SO_REUSEPORT) or descriptor (dup) */
 	ev_io accept_watcher;
-	ev_async wakeup;    /* the main thread asks to stop accepting, or to stop */
-	ev_timer quiet;	    /* gives back the TLS buffers of connections gone quiet */
-	struct conn *conns; /* doubly linked, for shutdown */
+	ev_timer accept_retry;	  /* restarts accept_watcher after a pause (out of descriptors) */
+	ev_tstamp accept_pause;	  /* the last pause; 0 while accepting works */
+	ev_async wakeup;	  /* the main thread asks to stop accepting, or to stop */
+	ev_timer quiet;		  /* gives back the TLS buffers of connections gone quiet */
+	struct conn *conns;	  /* doubly linked, for shutdown */
+	long n_conns, conns_peak; /* open now; the most since memory was last trimmed */
+	/* connections whose pump() ran out of its budget with work left, resumed in turn once
+	 * per loop iteration after the poll (pump.c) */
+	struct conn *resume_head, *resume_tail;
+	long n_resume;
+	ev_check resume;
+	ev_idle resume_awake; /* only keeps the poll from blocking while any wait */
 	/* pump buffers given back by connections, reused before malloc (pump.c) */
 	void *spare_bufs[WORKER_SPARE_BUFS];
 	int n_spare_bufs;
@@ -57,6 +66,8 @@ struct daemon {
 int worker_start(struct worker *w);
 void worker_wake(struct worker *w);
 
+/* pump.c: set up w's pump watchers (before its loop runs). */
+void pump_worker_init(struct worker *w);
 /* pump.c: a new connection accepted by worker w (fd is taken over). */
 void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
 /* Close every connection of w (at the end of a drain). */

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -14,6 +15,46 @@
 
 #include "daemon.h"
 #include "log.h"
+
+/* Pauses of accepting when descriptors or kernel memory run out, doubling while it lasts. */
+#define ACCEPT_PAUSE_MIN 0.1
+#define ACCEPT_PAUSE_MAX 1.6
+/* Closed connections (since the last trim) after which freed memory is given back. */
+#define TRIM_AFTER_CLOSED 256
+
+/* Out of descriptors (or kernel memory): the pending connection stays in the listen
+ * backlog, so the level-triggered watcher would fire again at once, forever, at 100 % CPU.
+ * Stop it, and try again after a pause that doubles while the shortage lasts; connections
+ * that close meanwhile free descriptors, and the backlog is served then. Shedding the
+ * pending connections instead (a reserve descriptor, closed to accept and drop one) would
+ * turn a passing shortage into refused clients, and the descriptor it frees can be taken by
+ * another worker or the main thread before this one accepts. One line per pause. */
+static void accept_pause(struct worker *w, int err)
+{
+	char msg[200];
+
+	w->accept_pause = w->accept_pause > 0 ? w->accept_pause * 2 : ACCEPT_PAUSE_MIN;
+	if (w->accept_pause > ACCEPT_PAUSE_MAX)
+		w->accept_pause = ACCEPT_PAUSE_MAX;
+	ev_io_stop(w->loop, &w->accept_watcher);
+	ev_timer_set(&w->accept_retry, w->accept_pause, 0.0);
+	ev_timer_start(w->loop, &w->accept_retry);
+	snprintf(msg, sizeof(msg),
+		 "%s: accepting paused; raise the descriptor limit (ulimit -n) or lower "
+		 "--max-connections",
+		 strerror(err));
+	LOG(LOG_WARN, "accept_failed", LS("message", msg),
+	    LN("retry_ms", (long long)(w->accept_pause * 1000)));
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int events)
+{
+	struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, accept_retry));
+
+	(void)events;
+	if (atomic_load(&w->d->phase) == 0)
+		ev_io_start(loop, &w->accept_watcher);
+}
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int events)
 {
@@ -31,10 +72,14 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int events)
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
+				accept_pause(w, errno);
+			else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				LOG(LOG_WARN, "accept_failed", LS("message", strerror(errno)));
 			return;
 		}
+		w->accept_pause = 0;
 		if (d->o->max_connections > 0 && atomic_load(&d->active) >= d->o->max_connections) {
 			char peer[80];
 
@@ -57,8 +102,9 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int events)
 	int phase = atomic_load(&w->d->phase);
 
 	(void)events;
-	if (phase >= 1 && ev_is_active(&w->accept_watcher)) {
+	if (phase >= 1 && (ev_is_active(&w->accept_watcher) || ev_is_active(&w->accept_retry))) {
 		ev_io_stop(loop, &w->accept_watcher);
+		ev_timer_stop(loop, &w->accept_retry);
 		if (w->own_listen_fd) {
 			close(w->listen_fd);
 			w->listen_fd = -1;
@@ -77,6 +123,14 @@ static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
 	(void)events;
 	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(loop));
 	pump_release_quiet(w);
+#ifdef __GLIBC__
+	/* glibc keeps what freed connections held in this thread's arena, so a burst would
+	 * leave its peak as the resident size for good: give it back once many are gone */
+	if (w->conns_peak - w->n_conns >= TRIM_AFTER_CLOSED) {
+		malloc_trim(0);
+		w->conns_peak = w->n_conns;
+	}
+#endif
 }
 
 static void *worker_main(void *arg)
@@ -94,6 +148,8 @@ int worker_start(struct worker *w)
 		return -1;
 	ev_io_init(&w->accept_watcher, on_accept, w->listen_fd, EV_READ);
 	ev_io_start(w->loop, &w->accept_watcher);
+	ev_init(&w->accept_retry, on_accept_retry);
+	pump_worker_init(w);
 	ev_async_init(&w->wakeup, on_wakeup);
 	ev_async_start(w->loop, &w->wakeup);
 	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(w->loop));
