@@ -45,6 +45,7 @@ mkdir -m 700 -- "$W/out"
 
 echo "# --cn with control characters"
 for c in 01 0a 0d 1b 7f; do
+	# shellcheck disable=SC2059 # the escape is the point
 	printf -v ch "\\x$c" # not $(...), which drops a newline
 	cn="bad${ch}cn"
 	refused "--cn holding 0x$c: refused, names the character, nothing written" \
