@@ -710,9 +710,15 @@ static void pump_timeout(struct conn *c)
 	 * is not reading, and the client is not there to receive an answer either. Waiting
 	 * for the idle timeout (an hour by default) would only hold two descriptors. */
 	if (to_target_stuck(c) && o->handshake_timeout_ms > 0 &&
-	    quiet >= (ev_tstamp)o->handshake_timeout_ms / 1000.0 && client_gone(c))
+	    quiet >= (ev_tstamp)o->handshake_timeout_ms / 1000.0 && client_gone(c)) {
+		/* a reset: a plain close would leave the kernel holding the bytes (and their
+		 * socket) for a target that does not read them */
+		struct linger abort = {.l_onoff = 1, .l_linger = 0};
+
+		setsockopt(c->role->tls_client ? c->tls_fd : c->plain_fd, SOL_SOCKET, SO_LINGER,
+			   &abort, sizeof(abort));
 		conn_free(c, "undeliverable", LOG_INFO);
-	else if (o->idle_timeout_ms > 0 && quiet >= (ev_tstamp)o->idle_timeout_ms / 1000.0)
+	} else if (o->idle_timeout_ms > 0 && quiet >= (ev_tstamp)o->idle_timeout_ms / 1000.0)
 		conn_free(c, "idle_timeout", LOG_INFO);
 	else
 		pump_timer(c);
