@@ -50,7 +50,14 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 		 struct options_state *st, char *err, size_t err_len)
 {
 	char *field = (char *)target + o->offset;
+	/* on the command line the option is --name, in a config file the key is name */
+	const char *dash = strcmp(where, "command line") == 0 ? "--" : "";
+	bool seen = false;
 
+	for (size_t i = 0; i < st->ngiven; i++)
+		seen |= st->given[i] == o;
+	if (!seen && st->ngiven < sizeof(st->given) / sizeof(st->given[0]))
+		st->given[st->ngiven++] = o;
 	switch (o->type) {
 	case OPT_FLAG: {
 		int on = 1;
@@ -63,16 +70,16 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 				 strcmp(value, "0") == 0 || strcmp(value, "off") == 0)
 				on = 0;
 			else
-				return fail(err, err_len, "%s: %s takes true or false, not '%s'",
-					    where, o->name, value);
+				return fail(err, err_len, "%s: %s%s takes true or false, not '%s'",
+					    where, dash, o->name, value);
 		}
 		memcpy(field, &on, sizeof(on));
 		return 0;
 	}
 	case OPT_STRING:
 		if (value == NULL || value[0] == '\0')
-			return fail(err, err_len, "%s: %s needs a value (%s)", where, o->name,
-				    o->arg);
+			return fail(err, err_len, "%s: %s%s needs a value (%s)", where, dash,
+				    o->name, o->arg);
 		memcpy(field, &value, sizeof(value));
 		return 0;
 	case OPT_INT: {
@@ -80,19 +87,24 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 		long long v;
 
 		if (value == NULL || value[0] == '\0')
-			return fail(err, err_len, "%s: %s needs a number", where, o->name);
+			return fail(err, err_len, "%s: %s%s needs a number", where, dash, o->name);
 		errno = 0;
 		v = strtoll(value, &end, 10);
-		if (errno != 0 || end == value || *end != '\0')
-			return fail(err, err_len, "%s: %s takes a whole number, not '%s'", where,
-				    o->name, value);
+		/* strtoll skips leading blanks and takes a '+': a number is digits, maybe '-' */
+		if (end == value || *end != '\0' ||
+		    (value[0] != '-' && (value[0] < '0' || value[0] > '9')))
+			return fail(err, err_len, "%s: %s%s takes a whole number, not '%.40s'",
+				    where, dash, o->name, value);
+		if (errno == ERANGE)
+			return fail(err, err_len, "%s: %s%s %.40s is out of range; see --help",
+				    where, dash, o->name, value);
 		memcpy(field, &v, sizeof(v));
 		return 0;
 	}
 	case OPT_LIST:
 		if (value == NULL || value[0] == '\0')
-			return fail(err, err_len, "%s: %s needs a value (%s)", where, o->name,
-				    o->arg);
+			return fail(err, err_len, "%s: %s%s needs a value (%s)", where, dash,
+				    o->name, o->arg);
 		if (list_add(st, (struct opt_list *)(void *)field, value) != 0)
 			return fail(err, err_len, "out of memory");
 		return 0;
@@ -264,6 +276,14 @@ void options_free(struct options_state *st)
 		free(st->texts[i]);
 	free(st->texts);
 	memset(st, 0, sizeof(*st));
+}
+
+bool options_given(const struct options_state *st, const char *name)
+{
+	for (size_t i = 0; i < st->ngiven; i++)
+		if (strcmp(st->given[i]->name, name) == 0)
+			return true;
+	return false;
 }
 
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table)

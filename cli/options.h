@@ -49,6 +49,8 @@ struct options_state {
 	size_t ntexts;
 	struct opt_list *lists[32];
 	size_t nlists;
+	const struct opt *given[64]; /* the options given (once each), for options_given() */
+	size_t ngiven;
 };
 
 int options_parse(const struct opt *table, void *target, int argc, char **argv,
@@ -59,6 +61,9 @@ int options_parse(const struct opt *table, void *target, int argc, char **argv,
 int options_parse_text(const struct opt *table, void *target, char *text, size_t len,
 		       const char *origin, struct options_state *state, char *err, size_t err_len);
 void options_free(struct options_state *state);
+/* Whether option name was given, on the command line or in a config file: a default may be
+ * adjusted where an explicit value is refused (mtls server --max-connections). */
+bool options_given(const struct options_state *state, const char *name);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
 
 #endif /* MTLS_CLI_OPTIONS_H */

@@ -49,17 +49,20 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 #define DAEMON_OPTIONS                                                                             \
 	{"workers", OPT_INT, O(workers), "N", "worker threads (default: one per core)"},           \
 		{"max-connections", OPT_INT, O(max_connections), "N",                              \
-		 "refuse connections past N open ones (default 10000; 0: no limit)"},              \
+		 "refuse connections past N open ones (default 10000, lowered to fit the "         \
+		 "descriptor limit; 0: as many as it allows)"},                                    \
 		{"handshake-timeout", OPT_INT, O(handshake_timeout_ms), "MS",                      \
-		 "TLS handshake deadline (default 10000)"},                                        \
+		 "TLS handshake deadline (default 10000; at most 300000)"},                        \
 		{"connect-timeout", OPT_INT, O(connect_timeout_ms), "MS",                          \
-		 "outbound connect deadline (default 5000)"},                                      \
+		 "outbound connect deadline (default 5000; at most 300000)"},                      \
 		{"idle-timeout", OPT_INT, O(idle_timeout_ms), "MS",                                \
-		 "close connections idle this long (default 3600000; 0: never)"},                  \
+		 "close connections idle this long (default 3600000; 0: never; at most 7 days)"},  \
 		{"drain-timeout", OPT_INT, O(drain_timeout_ms), "MS",                              \
-		 "on SIGTERM, wait this long for connections to end (default 30000)"},             \
+		 "on SIGTERM, wait this long for connections to end (default 30000; at most "      \
+		 "3600000)"},                                                                      \
 		{"watch-interval", OPT_INT, O(watch_interval_ms), "MS",                            \
-		 "check certificate/key/CA/CRL files for changes (default 2000; 0: off)"},         \
+		 "check certificate/key/CA/CRL files for changes (default 2000, at least 100; "    \
+		 "0: off); a change is loaded once the files are unchanged for 1 s"},              \
 		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
 		 "serve /metrics and /healthz over plain HTTP here (e.g. 127.0.0.1:9109)"},        \
 		{"log-format", OPT_STRING, O(log_format), "json|logfmt",                           \
@@ -126,6 +129,7 @@ static int run(enum tunnel_role role, const struct opt *table, const char *usage
 		rc = 0;
 		goto out;
 	}
+	o.max_connections_given = options_given(&st, "max-connections");
 	if (st.positional.n != 0) {
 		fprintf(stderr, "mtls %s: unexpected argument '%s'; see --help\n", name,
 			st.positional.v[0]);

@@ -245,9 +245,27 @@ int mtls_config_set_cert_mem(struct mtls_config *c, const uint8_t *pem, size_t l
 	return copy_mem(c, "certificate", pem, len, &c->cert);
 }
 
+/* The permission bits of a secret's file that make it readable by others than its reader.
+ * Group read counts as private when the group is this process's own (not root's) and the
+ * group may not write: a daemon running as its own user reads a root-owned key through its
+ * group ('chown root:mtls key.pem; chmod 0640'), the convention of nginx and ghostunnel
+ * setups, and nobody else does. */
+static mode_t secret_mode(const char *path, mode_t mode)
+{
+	struct stat sb;
+
+	if ((mode & 077) == 040 && getegid() != 0 && stat(path, &sb) == 0 &&
+	    sb.st_gid == getegid() && (sb.st_mode & 077) == 040)
+		return mode & ~(mode_t)070;
+	return mode;
+}
+
 int mtls_config_set_key_file(struct mtls_config *c, const char *path)
 {
-	return read_file(c, "private key", path, &c->key, &c->key_mode);
+	if (read_file(c, "private key", path, &c->key, &c->key_mode) != 0)
+		return -1;
+	c->key_mode = secret_mode(path, c->key_mode);
+	return 0;
 }
 
 int mtls_config_set_key_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
@@ -280,11 +298,20 @@ int mtls_config_set_key_passphrase(struct mtls_config *c, const char *passphrase
 int mtls_config_set_key_passphrase_file(struct mtls_config *c, const char *path)
 {
 	struct blob b = {0};
+	mode_t mode = 0;
 	size_t len;
 	int rc;
 
-	if (read_file(c, "passphrase", path, &b, NULL) != 0)
+	if (read_file(c, "passphrase", path, &b, &mode) != 0)
 		return -1;
+	/* as a key file is (load.c), but checked here: the passphrase is not kept past this */
+	if (secret_mode(path, mode) & 077 && !(c->insecure & INSECURE_KEY_PERMISSIONS)) {
+		blob_free(&b, true);
+		return error_set(&c->err, MTLS_REASON_KEY_PERMISSIONS,
+				 "passphrase file %s is readable by group or others (mode %04o); "
+				 "run 'chmod 600 %s'",
+				 path, (unsigned)(mode & 07777), path);
+	}
 	len = strcspn((const char *)b.data, "\r\n");
 	rc = set_passphrase(c, (const char *)b.data, len);
 	blob_free(&b, true);

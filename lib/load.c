@@ -127,8 +127,9 @@ static EVP_PKEY *read_key(const struct mtls_config *c, struct error *err)
 	if (c->key_mode & 077 && !(c->insecure & INSECURE_KEY_PERMISSIONS)) {
 		error_set(err, MTLS_REASON_KEY_PERMISSIONS,
 			  "private key %s is readable by group or others (mode %04o); run "
-			  "'chmod 600 %s'",
-			  c->key.origin, (unsigned)c->key_mode, c->key.origin);
+			  "'chmod 600 %s' (or, for a daemon running as its own user, 'chmod 640' "
+			  "with the file's group being that user's primary group)",
+			  c->key.origin, (unsigned)(c->key_mode & 07777), c->key.origin);
 		return NULL;
 	}
 	bio = blob_bio(&c->key);

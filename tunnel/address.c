@@ -57,9 +57,12 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 		host[colon - text] = '\0';
 		port = colon + 1;
 	}
+	/* at most 5 digits before the value is taken: atoi() of "4294977296" wrapped to 10000 */
 	if (host[0] == '\0' || port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
-	    atoi(port) > 65535)
-		goto usage;
+	    strlen(port) > 5 || strtol(port, NULL, 10) > 65535) {
+		snprintf(err, err_len, "'%s': the port must be a number from 0 to 65535", text);
+		return -1;
+	}
 	hints.ai_flags |= AI_NUMERICSERV;
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0 || res == NULL) {
@@ -74,6 +77,15 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 usage:
 	snprintf(err, err_len, "'%s': give HOST:PORT, [IPv6]:PORT or unix:/path", text);
 	return -1;
+}
+
+unsigned address_port(const struct address *a)
+{
+	if (a->sa.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+	if (a->sa.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+	return 0;
 }
 
 bool address_is_local(const struct address *a)

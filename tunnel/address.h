@@ -16,8 +16,11 @@ struct address {
 	bool is_unix;
 };
 
-/* Parse and resolve (names through getaddrinfo). -1 with a message. */
+/* Parse and resolve (names through getaddrinfo); the port is 0..65535, digits only. -1 with
+ * a message. */
 int address_parse(const char *text, struct address *out, char *err, size_t err_len);
+/* The TCP port (0 for a unix socket, or a listen address meaning "any free port"). */
+unsigned address_port(const struct address *a);
 /* Loopback (127.0.0.0/8, ::1) or a unix socket. */
 bool address_is_local(const struct address *a);
 /* A listening, non-blocking socket. reuseport: SO_REUSEPORT, so that each worker can have

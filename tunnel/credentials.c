@@ -1,13 +1,21 @@
 /*
  * Building an mtls_config from daemon options.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "certfields.h"
 #include "credentials.h"
@@ -27,7 +35,62 @@ static size_t cache_size(long long n)
 	return n < 0 ? SIZE_MAX : (size_t)n;
 }
 
-struct mtls_config *credentials_build(const struct tunnel_options *o, char *err, size_t len)
+/* A page of its own: left out of core dumps, kept out of swap where mlock is allowed. */
+struct credentials_secret {
+	char *buf;
+	size_t size;
+	bool locked;
+};
+
+struct credentials_secret *credentials_secret_take_env(const char *name, char *err, size_t len)
+{
+	char *v = getenv(name);
+	struct credentials_secret *s;
+	size_t n, page = (size_t)sysconf(_SC_PAGESIZE);
+
+	if (v == NULL) {
+		snprintf(err, len,
+			 "--key-passphrase-env %s: that environment variable is not set; set it "
+			 "to the key's passphrase",
+			 name);
+		return NULL;
+	}
+	n = strlen(v);
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto oom;
+	s->size = (n + 1 + page - 1) / page * page;
+	s->buf = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->buf == MAP_FAILED) {
+		free(s);
+		goto oom;
+	}
+	madvise(s->buf, s->size, MADV_DONTDUMP);
+	s->locked = mlock(s->buf, s->size) == 0;
+	memcpy(s->buf, v, n + 1);
+	/* unsetenv() only unlinks the entry: the bytes stay where /proc/PID/environ shows them
+	 * (the process's first stack page) */
+	OPENSSL_cleanse(v, n);
+	unsetenv(name);
+	return s;
+oom:
+	snprintf(err, len, "out of memory");
+	return NULL;
+}
+
+void credentials_secret_free(struct credentials_secret *s)
+{
+	if (s == NULL)
+		return;
+	OPENSSL_cleanse(s->buf, s->size);
+	if (s->locked)
+		munlock(s->buf, s->size);
+	munmap(s->buf, s->size);
+	free(s);
+}
+
+struct mtls_config *credentials_build(const struct tunnel_options *o,
+				      const struct credentials_secret *pass, char *err, size_t len)
 {
 	struct mtls_config *c = mtls_config_new();
 	int min = MTLS_TLS1_2;
@@ -38,12 +101,14 @@ struct mtls_config *credentials_build(const struct tunnel_options *o, char *err,
 	}
 	if (o->tls_min != NULL && strcmp(o->tls_min, "1.3") == 0)
 		min = MTLS_TLS1_3;
+	/* first: it also covers the passphrase file, checked as it is read */
+	if (o->insecure_key_permissions)
+		mtls_config_insecure_key_permissions(c);
 	if ((o->cert != NULL && mtls_config_set_cert_file(c, o->cert) != 0) ||
 	    (o->key != NULL && mtls_config_set_key_file(c, o->key) != 0) ||
 	    (o->key_passphrase_file != NULL &&
 	     mtls_config_set_key_passphrase_file(c, o->key_passphrase_file) != 0) ||
-	    (o->key_passphrase_env != NULL &&
-	     mtls_config_set_key_passphrase_env(c, o->key_passphrase_env) != 0) ||
+	    (pass != NULL && mtls_config_set_key_passphrase(c, pass->buf) != 0) ||
 	    (o->ca != NULL && mtls_config_set_ca_file(c, o->ca) != 0) ||
 	    mtls_config_set_crl_check_chain(c, o->crl_check_chain) != 0 ||
 	    mtls_config_set_crl_grace(c, o->crl_grace) != 0 ||
@@ -62,8 +127,6 @@ struct mtls_config *credentials_build(const struct tunnel_options *o, char *err,
 		mtls_config_free(c);
 		return NULL;
 	}
-	if (o->insecure_key_permissions)
-		mtls_config_insecure_key_permissions(c);
 	return c;
 }
 
@@ -93,9 +156,131 @@ size_t credentials_files(const struct tunnel_options *o, const char **out, size_
 		out[n++] = o->cert;
 	if (o->key != NULL && n < max)
 		out[n++] = o->key;
+	if (o->key_passphrase_file != NULL && n < max)
+		out[n++] = o->key_passphrase_file;
 	if (o->ca != NULL && n < max)
 		out[n++] = o->ca;
 	for (size_t i = 0; i < o->crl.n && n < max; i++)
 		out[n++] = o->crl.v[i];
 	return n;
+}
+
+int credentials_check_readable(const struct tunnel_options *o, const char *user, char *err,
+			       size_t len)
+{
+	const char *files[CREDENTIALS_FILES_MAX];
+	size_t n = credentials_files(o, files, CREDENTIALS_FILES_MAX);
+
+	for (size_t i = 0; i < n; i++) {
+		int fd = open(files[i], O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+		int e = errno;
+		bool secret = files[i] == o->key || files[i] == o->key_passphrase_file;
+		struct group *gr;
+		char group[64];
+
+		if (fd >= 0) {
+			close(fd);
+			continue;
+		}
+		if (e != EACCES && e != EPERM)
+			continue; /* a missing file: the build says so, with the file's role */
+		gr = getgrgid(getegid());
+		snprintf(group, sizeof(group), "%s", gr != NULL ? gr->gr_name : "GROUP");
+		if (secret)
+			snprintf(err, len,
+				 "--user %s cannot read %s (%s), and every reload reads it again "
+				 "as %s: run 'chown root:%s %s; chmod 0640 %s' (the directories "
+				 "above it searchable by %s)",
+				 user, files[i], strerror(e), user, group, files[i], files[i],
+				 user);
+		else
+			snprintf(err, len,
+				 "--user %s cannot read %s (%s), and every reload reads it again "
+				 "as %s: run 'chmod 0644 %s' (the directories above it searchable "
+				 "by %s)",
+				 user, files[i], strerror(e), user, files[i], user);
+		return -1;
+	}
+	return 0;
+}
+
+/* The certificates of a PEM file, or NULL. */
+static STACK_OF(X509) * read_certs(const char *path)
+{
+	BIO *bio = BIO_new_file(path, "r");
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	X509 *x;
+
+	while (bio != NULL && certs != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+		if (!sk_X509_push(certs, x)) {
+			X509_free(x);
+			break;
+		}
+	BIO_free(bio);
+	ERR_clear_error();
+	if (certs != NULL && sk_X509_num(certs) == 0) {
+		sk_X509_free(certs);
+		certs = NULL;
+	}
+	return certs;
+}
+
+int credentials_chain(const char *cert, const char *ca, struct credentials_chain *out)
+{
+	STACK_OF(X509) *chain = read_certs(cert), *cas = ca != NULL ? read_certs(ca) : NULL;
+	X509_STORE *store = NULL;
+	X509_STORE_CTX *ctx = NULL;
+	STACK_OF(X509) *untrusted = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (chain == NULL) {
+		sk_X509_pop_free(cas, X509_free);
+		return -1;
+	}
+	out->ncerts = sk_X509_num(chain);
+	out->top_issuer = X509_NAME_hash_ex(
+		X509_get_issuer_name(sk_X509_value(chain, out->ncerts - 1)), NULL, NULL, NULL);
+	/* the chain as sent (leaf, then the file's other certificates) leads to a CA of the
+	 * bundle; the time is not the question here (check_own_cert answers it) */
+	if (cas != NULL && (store = X509_STORE_new()) != NULL && (ctx = X509_STORE_CTX_new()) &&
+	    (untrusted = sk_X509_dup(chain)) != NULL) {
+		for (int i = 0; i < sk_X509_num(cas); i++)
+			X509_STORE_add_cert(store, sk_X509_value(cas, i));
+		(void)sk_X509_shift(untrusted);
+		X509_STORE_set_flags(store, X509_V_FLAG_NO_CHECK_TIME);
+		if (X509_STORE_CTX_init(ctx, store, sk_X509_value(chain, 0), untrusted) == 1)
+			out->verifies = X509_verify_cert(ctx) == 1;
+	}
+	sk_X509_free(untrusted);
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(store);
+	sk_X509_pop_free(cas, X509_free);
+	sk_X509_pop_free(chain, X509_free);
+	ERR_clear_error();
+	return 0;
+}
+
+int credentials_crl_times(const char *path, time_t *this_update, time_t *next_update)
+{
+	BIO *bio = BIO_new_file(path, "r");
+	X509_CRL *crl;
+	int rc = -1;
+
+	*this_update = *next_update = 0;
+	while (bio != NULL && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+		time_t t = certfields_time(X509_CRL_get0_lastUpdate(crl));
+		time_t nu = X509_CRL_get0_nextUpdate(crl) != NULL
+				    ? certfields_time(X509_CRL_get0_nextUpdate(crl))
+				    : 0;
+
+		if (nu != 0 && (*next_update == 0 || nu < *next_update)) {
+			*next_update = nu;
+			*this_update = t;
+			rc = 0;
+		}
+		X509_CRL_free(crl);
+	}
+	BIO_free(bio);
+	ERR_clear_error();
+	return rc;
 }

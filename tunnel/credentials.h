@@ -5,20 +5,52 @@
 #ifndef MTLS_TUNNEL_CREDENTIALS_H
 #define MTLS_TUNNEL_CREDENTIALS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
 #include "mtls.h"
 #include "tunnel.h"
 
-/* NULL with a one-line message. */
-struct mtls_config *credentials_build(const struct tunnel_options *o, char *err, size_t len);
+#define CREDENTIALS_FILES_MAX 16
+
+/* The passphrase of --key-passphrase-env, kept for reloads in memory excluded from core
+ * dumps (and locked, where allowed) and wiped by credentials_secret_free(); the variable's
+ * value is wiped from the environment and the variable removed, so that neither
+ * /proc/PID/environ nor the daemon's children see it. NULL with a message if it is not set. */
+struct credentials_secret;
+struct credentials_secret *credentials_secret_take_env(const char *name, char *err, size_t len);
+void credentials_secret_free(struct credentials_secret *s);
+
+/* NULL with a one-line message. pass: the passphrase taken from the environment, or NULL
+ * (a --key-passphrase-file is read again at every build, as the key is). */
+struct mtls_config *credentials_build(const struct tunnel_options *o,
+				      const struct credentials_secret *pass, char *err, size_t len);
+
+/* Can this process (running as --user) open every file a reload reads? -1 with a message
+ * naming the first file it cannot read and how to make it readable. */
+int credentials_check_readable(const struct tunnel_options *o, const char *user, char *err,
+			       size_t len);
+
+/* What a certificate chain file holds: how many certificates, the issuer name hash of the
+ * last (how far it reaches), and whether it leads to a CA of the bundle ca (NULL: no). */
+struct credentials_chain {
+	int ncerts;
+	unsigned long top_issuer;
+	bool verifies;
+};
+int credentials_chain(const char *cert, const char *ca, struct credentials_chain *out);
+
+/* thisUpdate and nextUpdate of the CRL in the PEM file that expires first: -1 if none has a
+ * nextUpdate or the file cannot be read. */
+int credentials_crl_times(const char *path, time_t *this_update, time_t *next_update);
 
 /* notBefore and notAfter (UNIX times) of the first certificate in a PEM file: -1 if there
  * is none that can be read. */
 int credentials_cert_validity(const char *path, time_t *not_before, time_t *not_after);
 
-/* The files a reload depends on, to watch for changes. Returns how many were put in out. */
+/* The files a reload depends on (certificate, key, passphrase file, CA, CRLs), to watch for
+ * changes. Returns how many were put in out. */
 size_t credentials_files(const struct tunnel_options *o, const char **out, size_t max);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +24,12 @@
 #include "log.h"
 
 #define WATCH_MAX	    16
-#define LISTEN_MODE_DEFAULT 0660 /* unix sockets: owner and group */
+#define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
+#define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
+#define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
+#define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
+#define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
+#define LISTEN_MODE_DEFAULT 0660    /* unix sockets: owner and group */
 
 struct file_sig {
 	dev_t dev;
@@ -36,11 +42,18 @@ struct file_sig {
 
 struct main_state {
 	struct daemon *d;
+	const struct credentials_secret *pass; /* --key-passphrase-env's, or NULL */
 	const char *files[WATCH_MAX];
-	struct file_sig sigs[WATCH_MAX];
+	struct file_sig sigs[WATCH_MAX];    /* as last loaded (or tried) */
+	struct file_sig pending[WATCH_MAX]; /* a change seen, not yet settled */
+	bool pending_set;
+	ev_tstamp pending_since;
 	size_t nfiles;
+	struct credentials_chain chain; /* the own chain in service */
+	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
 	ev_signal sighup, sigterm, sigint;
 	ev_timer watch;
+	ev_timer health;
 	ev_timer drain;
 	ev_tstamp drain_deadline;
 	struct metrics_http *http;
@@ -80,11 +93,11 @@ static void update_expiry(struct daemon *d)
 		     (long long)mtls_endpoint_crl_next_update(d->endpoint));
 }
 
-static void sign_files(struct main_state *ms)
+static void sign_files(const struct main_state *ms, struct file_sig *sigs)
 {
 	for (size_t i = 0; i < ms->nfiles; i++) {
 		struct stat sb;
-		struct file_sig *s = &ms->sigs[i];
+		struct file_sig *s = &sigs[i];
 
 		memset(s, 0, sizeof(*s));
 		if (stat(ms->files[i], &sb) == 0) {
@@ -98,13 +111,30 @@ static void sign_files(struct main_state *ms)
 	}
 }
 
-static bool files_changed(struct main_state *ms)
+/* A changed file set is loaded once it has looked the same for WATCH_SETTLE seconds, on two
+ * looks or more: a certificate chain being written in place holds only the leaf for a
+ * moment, and that moment must not be what is served. */
+static bool files_settled(struct main_state *ms, ev_tstamp now)
 {
-	struct file_sig old[WATCH_MAX];
+	struct file_sig cur[WATCH_MAX];
+	size_t n = sizeof(struct file_sig) * ms->nfiles;
 
-	memcpy(old, ms->sigs, sizeof(old));
-	sign_files(ms);
-	return memcmp(old, ms->sigs, sizeof(struct file_sig) * ms->nfiles) != 0;
+	sign_files(ms, cur);
+	if (memcmp(cur, ms->sigs, n) == 0) {
+		ms->pending_set = false;
+		return false;
+	}
+	if (!ms->pending_set || memcmp(cur, ms->pending, n) != 0) {
+		memcpy(ms->pending, cur, n);
+		ms->pending_set = true;
+		ms->pending_since = now;
+		return false;
+	}
+	if (now - ms->pending_since < WATCH_SETTLE)
+		return false;
+	memcpy(ms->sigs, cur, n);
+	ms->pending_set = false;
+	return true;
 }
 
 static struct mtls *endpoint_new(enum tunnel_role role)
@@ -180,6 +210,40 @@ static int reload_apply(struct daemon *d, struct mtls_config *cfg, const char **
 	return rc;
 }
 
+/* The new own chain file against the one in service: a chain that led to a CA of --ca (the
+ * common case, one PKI for both sides) must still lead there, so a leaf without its
+ * intermediates is refused; and a change seen by the watcher must reach as far as before
+ * (the same issuer at its top), which the explicit SIGHUP may override, for a move to
+ * another CA. -1 with a message. */
+static int check_own_chain(const struct main_state *ms, bool watcher, struct credentials_chain *now,
+			   char *err, size_t len)
+{
+	const struct tunnel_options *o = ms->d->o;
+
+	memset(now, 0, sizeof(*now));
+	if (o->cert == NULL || credentials_chain(o->cert, o->ca, now) != 0)
+		return 0; /* unreadable: the build that follows says why */
+	if (ms->chain.verifies && !now->verifies) {
+		snprintf(err, len,
+			 "own certificate chain %s (%d certificate%s) does not lead to a CA of %s "
+			 "as the one in service does; is it still being written? Give the leaf "
+			 "followed by its intermediates",
+			 o->cert, now->ncerts, now->ncerts == 1 ? "" : "s", o->ca);
+		return -1;
+	}
+	if (watcher && ms->chain.ncerts > 0 && now->top_issuer != ms->chain.top_issuer) {
+		snprintf(err, len,
+			 "own certificate chain %s (%d certificate%s, %d in service) now ends at "
+			 "another issuer than the one in service: is it still being written? If "
+			 "the new chain is meant, send SIGHUP to load it",
+			 o->cert, now->ncerts, now->ncerts == 1 ? "" : "s", ms->chain.ncerts);
+		return -1;
+	}
+	return 0;
+}
+
+static void check_crls(struct main_state *ms, ev_tstamp now, bool force);
+
 /* New certificate, key, CA, CRLs and rules for new handshakes; the old ones stay if anything
  * is wrong with the new. */
 static void reload(struct main_state *ms, const char *trigger)
@@ -187,8 +251,15 @@ static void reload(struct main_state *ms, const char *trigger)
 	struct daemon *d = ms->d;
 	char err[700];
 	const char *reason = "config";
-	struct mtls_config *cfg = credentials_build(d->o, err, sizeof(err));
+	struct credentials_chain chain = {0};
+	struct mtls_config *cfg = NULL;
 
+	if (d->o->user != NULL && credentials_check_readable(d->o, d->o->user, err, sizeof(err)))
+		reason = "file_permissions";
+	else if (check_own_chain(ms, strcmp(trigger, "SIGHUP") != 0, &chain, err, sizeof(err)))
+		reason = "incomplete_chain";
+	else
+		cfg = credentials_build(d->o, ms->pass, err, sizeof(err));
 	if (cfg == NULL || reload_apply(d, cfg, &reason, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),
@@ -197,11 +268,60 @@ static void reload(struct main_state *ms, const char *trigger)
 		return;
 	}
 	mtls_config_free(cfg);
+	ms->chain = chain;
 	atomic_fetch_add(&d->metrics.reloads_ok, 1);
 	update_expiry(d);
 	LOG(LOG_INFO, "reload", LS("trigger", trigger),
 	    LN("cert_not_after", mtls_endpoint_cert_not_after(d->endpoint)),
 	    LN("crl_next_update", mtls_endpoint_crl_next_update(d->endpoint)));
+	check_crls(ms, ev_now(ev_default_loop(0)), true);
+}
+
+/* Every CRL file past (or near) its nextUpdate, logged: at start, after a reload, and then
+ * every CRL_WARN_EVERY seconds while it lasts. Past nextUpdate (and --crl-grace), every client
+ * whose issuer it covers is refused crl_expired: the operator must hear of it before the
+ * clients do. */
+static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
+{
+	const struct tunnel_options *o = ms->d->o;
+	time_t t = time(NULL);
+
+	if (!force && now - ms->crl_warned < CRL_WARN_EVERY)
+		return;
+	for (size_t i = 0; i < o->crl.n; i++) {
+		time_t tu, nu;
+		char when[32], msg[300];
+		long long left;
+
+		if (credentials_crl_times(o->crl.v[i], &tu, &nu) != 0)
+			continue;
+		utc(nu, when, sizeof(when));
+		left = (long long)(nu - t);
+		if (left <= 0 && -left <= o->crl_grace) {
+			snprintf(msg, sizeof(msg),
+				 "CRL expired, accepted for --crl-grace (%lld s more); publish a "
+				 "new CRL",
+				 o->crl_grace + left);
+			LOG(LOG_WARN, "crl_expired", LS("file", o->crl.v[i]),
+			    LS("next_update", when), LS("message", msg));
+		} else if (left <= 0) {
+			LOG(LOG_ERROR, "crl_expired", LS("file", o->crl.v[i]),
+			    LS("next_update", when),
+			    LS("message", "CRL past its nextUpdate: every client it covers is "
+					  "refused (crl_expired)"),
+			    LS("action", "publish a new CRL; until then every client is refused"));
+		} else if (nu > tu && tu != 0 && left < (long long)(nu - tu) / 3) {
+			snprintf(msg, sizeof(msg),
+				 "%lld hours left of its %lld: CRL %s expires at %s; publish a new "
+				 "one before then, or every client it covers is refused",
+				 left / 3600, (long long)(nu - tu) / 3600, o->crl.v[i], when);
+			LOG(LOG_WARN, "crl_expiring", LS("file", o->crl.v[i]),
+			    LS("next_update", when), LN("seconds_left", left), LS("message", msg));
+		} else {
+			continue;
+		}
+		ms->crl_warned = now;
+	}
 }
 
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
@@ -211,7 +331,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
-	sign_files(ms);
+	sign_files(ms, ms->sigs); /* the operator's word: no settling */
+	ms->pending_set = false;
 	reload(ms, "SIGHUP");
 }
 
@@ -220,10 +341,18 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, watch));
 
-	(void)loop;
 	(void)events;
-	if (files_changed(ms))
+	if (files_settled(ms, ev_now(loop)))
 		reload(ms, "file_change");
+}
+
+static void on_health(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, health));
+
+	(void)events;
+	check_crls(ms, ev_now(loop), false);
 }
 
 static void wake_all(struct daemon *d)
@@ -266,6 +395,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	    LN("connections", atomic_load(&d->active)), LN("timeout_ms", d->o->drain_timeout_ms));
 	wake_all(d);
 	ev_timer_stop(loop, &ms->watch);
+	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
 	ev_timer_init(&ms->drain, on_drain_tick, 0.0, 0.05);
 	ev_timer_start(loop, &ms->drain);
@@ -307,11 +437,60 @@ static int check_listen_mode(struct daemon *d, char *err, size_t len)
 	return 0;
 }
 
+/* Bounds of the numeric options: a deadline of 2^63 ms is no deadline (the slowloris guard
+ * gone), a watch every millisecond is a busy loop. */
+static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
+{
+	const struct {
+		const char *name;
+		long long v, lo, hi;
+		const char *what;
+	} r[] = {
+		{"workers", o->workers, 1, METRICS_WORKERS_MAX, "worker threads"},
+		{"max-connections", o->max_connections, 0, MAX_CONNECTIONS,
+		 "connections (0: as many as the descriptor limit allows)"},
+		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000,
+		 "milliseconds (at most 5 minutes)"},
+		{"connect-timeout", o->connect_timeout_ms, 1, 300000,
+		 "milliseconds (at most 5 minutes)"},
+		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000,
+		 "milliseconds (0: never; at most 7 days)"},
+		{"drain-timeout", o->drain_timeout_ms, 0, 3600000,
+		 "milliseconds (0: none; at most 1 hour)"},
+		{"watch-interval", o->watch_interval_ms, 0, 3600000,
+		 "milliseconds (0: off; else at least 100, at most 1 hour)"},
+		{"verify-cache", o->verify_cache, 0, 1 << 20, "entries (0: off)"},
+		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
+		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
+	};
+
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
+		if (r[i].v < r[i].lo || r[i].v > r[i].hi ||
+		    (strcmp(r[i].name, "watch-interval") == 0 && r[i].v > 0 &&
+		     r[i].v < WATCH_MIN_MS)) {
+			snprintf(err, len, "--%s %lld is out of range: give %lld..%lld %s",
+				 r[i].name, r[i].v, r[i].lo, r[i].hi, r[i].what);
+			return -1;
+		}
+	return 0;
+}
+
+/* address_parse, the message naming the option. */
+static int parse_address(const char *option, const char *text, struct address *a, char *err,
+			 size_t len)
+{
+	char why[600];
+
+	if (address_parse(text, a, why, sizeof(why)) == 0)
+		return 0;
+	snprintf(err, len, "--%s: %s", option, why);
+	return -1;
+}
+
 /* Check everything that can be checked before a socket is opened. */
-static int check(struct daemon *d, const char *role, char *err, size_t len)
+static int check(struct daemon *d, char *err, size_t len)
 {
 	const struct tunnel_options *o = d->o;
-	struct mtls_config *cfg;
 
 	if (o->listen == NULL || o->target == NULL) {
 		snprintf(err, len, "give --listen and --%s",
@@ -329,29 +508,32 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 			 "a client certificate");
 		return -1;
 	}
-	if (o->workers < 1 || o->workers > METRICS_WORKERS_MAX || o->max_connections < 0 ||
-	    o->handshake_timeout_ms < 1 || o->connect_timeout_ms < 1 || o->idle_timeout_ms < 0 ||
-	    o->drain_timeout_ms < 0 || o->watch_interval_ms < 0) {
-		snprintf(err, len,
-			 "workers must be 1..256 and timeouts positive (idle, drain and "
-			 "watch may be 0 for none)");
+	if (check_ranges(o, err, len) != 0)
 		return -1;
-	}
 	if (o->tls_min != NULL && strcmp(o->tls_min, "1.2") != 0 &&
 	    strcmp(o->tls_min, "1.3") != 0) {
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
 		return -1;
 	}
-	if (address_parse(o->listen, &d->listen, err, len) != 0 ||
-	    address_parse(o->target, &d->target, err, len) != 0)
+	if (parse_address("listen", o->listen, &d->listen, err, len) != 0 ||
+	    parse_address(o->role == TUNNEL_SERVER ? "target" : "server", o->target, &d->target,
+			  err, len) != 0)
 		return -1;
+	if (!d->target.is_unix && address_port(&d->target) == 0) {
+		snprintf(err, len, "--%s %s: port 0 cannot be connected to; give the real port",
+			 o->role == TUNNEL_SERVER ? "target" : "server", o->target);
+		return -1;
+	}
 	if (check_listen_mode(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
-	    address_parse(o->metrics, &d->metrics_addr, err + 11, len - 11) != 0) {
-		memcpy(err, "--metrics: ", 11);
+	    parse_address("metrics", o->metrics, &d->metrics_addr, err, len) != 0)
 		return -1;
-	}
+	if (o->metrics != NULL && !address_is_local(&d->metrics_addr))
+		LOG(LOG_WARN, "metrics_unauthenticated", LS("address", o->metrics),
+		    LS("message", "/metrics and /healthz are plain HTTP without authentication, "
+				  "open to whoever reaches this address; bind them to 127.0.0.1 "
+				  "or [::1], or firewall the port"));
 	if (o->role == TUNNEL_CONNECTOR && !address_is_local(&d->listen) &&
 	    !o->insecure_listen_remote) {
 		snprintf(err, len,
@@ -372,23 +554,83 @@ static int check(struct daemon *d, const char *role, char *err, size_t len)
 			return -1;
 		}
 	}
-	cfg = credentials_build(o, err, len);
-	if (cfg == NULL)
+	return 0;
+}
+
+struct saved_ids {
+	gid_t egid;
+	gid_t groups[256];
+	int ngroups;
+};
+
+/* Take the effective ids and groups of user, keeping root's as the saved ids: for reading
+ * files as the user before the listeners are bound. */
+static int become_user(const char *user, struct saved_ids *saved, char *err, size_t len)
+{
+	struct passwd *pw = getpwnam(user);
+
+	if (pw == NULL) {
+		snprintf(err, len, "--user %s: no such user", user);
 		return -1;
+	}
+	saved->egid = getegid();
+	saved->ngroups = getgroups(256, saved->groups);
+	if (saved->ngroups < 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
+	    setegid(pw->pw_gid) != 0 || seteuid(pw->pw_uid) != 0) {
+		snprintf(err, len, "--user %s: cannot become that user: %s%s", user,
+			 strerror(errno),
+			 geteuid() != 0 ? " (only root can change user; start as root)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+static int become_root(const struct saved_ids *saved, char *err, size_t len)
+{
+	if (seteuid(0) != 0 || setegid(saved->egid) != 0 ||
+	    setgroups((size_t)saved->ngroups, saved->groups) != 0) {
+		snprintf(err, len, "cannot take back root's ids: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The credentials, read and checked as every reload will read them: with --user, as that
+ * user (effective ids only, given back for binding), so that a file only root can read is
+ * refused now, not at the first rotation. */
+static int load_credentials(struct main_state *ms, char *err, size_t len)
+{
+	struct daemon *d = ms->d;
+	const struct tunnel_options *o = d->o;
+	struct saved_ids saved;
+	struct mtls_config *cfg = NULL;
+	int rc = -1;
+
+	if (o->user != NULL && become_user(o->user, &saved, err, len) != 0)
+		return -1;
+	if (o->user != NULL && credentials_check_readable(o, o->user, err, len) != 0)
+		goto out;
+	cfg = credentials_build(o, ms->pass, err, len);
+	if (cfg == NULL)
+		goto out;
 	d->endpoint = endpoint_new(o->role);
 	if (d->endpoint == NULL || mtls_configure(d->endpoint, cfg) != 0) {
 		snprintf(err, len, "%s",
 			 d->endpoint != NULL ? mtls_error(d->endpoint) : "out of memory");
-		mtls_config_free(cfg);
-		return -1;
+		goto out;
 	}
 	if (mtls_config_insecure(cfg)[0] != '\0')
 		LOG(LOG_WARN, "insecure_options", LS("options", mtls_config_insecure(cfg)));
-	mtls_config_free(cfg);
 	if (check_own_cert(o, d->endpoint, err, len) != 0)
-		return -1;
-	(void)role;
-	return 0;
+		goto out;
+	if (o->cert != NULL)
+		credentials_chain(o->cert, o->ca, &ms->chain);
+	rc = 0;
+out:
+	mtls_config_free(cfg);
+	if (o->user != NULL && become_root(&saved, err, len) != 0)
+		rc = -1;
+	return rc;
 }
 
 static void set_port(struct address *a, int fd)
@@ -453,6 +695,17 @@ static int drop_privileges(const char *user, char *err, size_t len)
 	return 0;
 }
 
+/* A core dump of the daemon would hold its private key (and the passphrase kept for
+ * reloads); so would a ptrace by any process of the same user. Both off, before any key is
+ * read; a debugger needs root now. */
+static void no_core_dumps(void)
+{
+	struct rlimit none = {0, 0};
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &none);
+}
+
 /* Every tunnelled connection holds two descriptors: take all the kernel allows us. */
 static void raise_fd_limit(void)
 {
@@ -464,18 +717,69 @@ static void raise_fd_limit(void)
 	}
 }
 
-int tunnel_run(const struct tunnel_options *o)
+/* --max-connections against the descriptor limit (after raise_fd_limit()): each connection
+ * holds two (accepted and outbound), and the daemon needs some of its own: standard streams,
+ * log, main loop and signals, files read at a reload, and per worker its listener, event loop
+ * and wakeup; the metrics listener and its clients. A limit that cannot be reached is one the
+ * kernel enforces instead, with accept() failing (HAProxy derives its maxconn the same way).
+ * The default and 0 are lowered with a warning; an explicit number that does not fit is
+ * refused. */
+static int fit_connections(struct tunnel_options *o, char *err, size_t len)
 {
+	struct rlimit rl;
+	long long fds, reserve, fit, want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return 0;
+	fds = rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (long long)rl.rlim_cur;
+	reserve = 32 + 4 * o->workers + (o->metrics != NULL ? 64 : 0);
+	fit = fds > reserve ? (fds - reserve) / 2 : 0;
+	want = o->max_connections;
+	if (fit < 1) {
+		snprintf(err, len,
+			 "the descriptor limit (RLIMIT_NOFILE) is %lld, too few for %lld workers "
+			 "and any connection; raise it (ulimit -n, LimitNOFILE= in a systemd unit)",
+			 fds, o->workers);
+		return -1;
+	}
+	if (want > 0 && want <= fit)
+		return 0;
+	if (want > 0 && o->max_connections_given) {
+		snprintf(err, len,
+			 "--max-connections %lld needs about %lld descriptors but the limit "
+			 "(RLIMIT_NOFILE) is %lld: raise it (ulimit -n, LimitNOFILE= in a systemd "
+			 "unit) or give --max-connections %lld or less",
+			 want, 2 * want + reserve, fds, fit);
+		return -1;
+	}
+	o->max_connections = fit;
+	LOG(want == 0 ? LOG_INFO : LOG_WARN, "max_connections_lowered", LN("requested", want),
+	    LN("max_connections", fit), LN("fd_limit", fds),
+	    LS("message", want == 0 ? "no limit given: as many connections as the descriptor "
+				      "limit allows (two descriptors each)"
+				    : "the default does not fit the descriptor limit (two "
+				      "descriptors per connection); raise it (ulimit -n, "
+				      "LimitNOFILE=) for more"));
+	return 0;
+}
+
+int tunnel_run(const struct tunnel_options *given)
+{
+	/* the options in effect: --max-connections may be lowered to fit the descriptors */
+	struct tunnel_options eff = *given;
+	const struct tunnel_options *o = &eff;
 	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
 	struct daemon d = {.o = o};
 	struct main_state ms = {.d = &d};
 	struct ev_loop *loop = NULL;
+	struct credentials_secret *pass = NULL;
 	enum log_format lf;
 	enum log_level ll;
 	sigset_t block, old;
 	char err[800], addr[300];
 	int metrics_fd = -1, rc = 2;
 
+	no_core_dumps();
 	if (log_format_parse(o->log_format, &lf) != 0 || log_level_parse(o->log_level, &ll) != 0) {
 		fail(role, "--log-format is json or logfmt; --log-level is debug, info, warn or "
 			   "error");
@@ -490,7 +794,15 @@ int tunnel_run(const struct tunnel_options *o)
 	metrics_init(&d.metrics, role);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	if (check(&d, role, err, sizeof(err)) != 0) {
+	if (o->key_passphrase_env != NULL &&
+	    (pass = credentials_secret_take_env(o->key_passphrase_env, err, sizeof(err))) == NULL) {
+		fail(role, err);
+		goto out;
+	}
+	ms.pass = pass;
+	/* the descriptors last: a warning about them is for a configuration that will run */
+	if (check(&d, err, sizeof(err)) != 0 || load_credentials(&ms, err, sizeof(err)) != 0 ||
+	    fit_connections(&eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
 	}
@@ -552,13 +864,16 @@ int tunnel_run(const struct tunnel_options *o)
 	ev_signal_start(loop, &ms.sigterm);
 	ev_signal_start(loop, &ms.sigint);
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
-	sign_files(&ms);
+	sign_files(&ms, ms.sigs);
 	if (o->watch_interval_ms > 0) {
 		ev_tstamp every = (ev_tstamp)o->watch_interval_ms / 1000.0;
 
 		ev_timer_init(&ms.watch, on_watch, every, every);
 		ev_timer_start(loop, &ms.watch);
 	}
+	check_crls(&ms, ev_now(loop), true);
+	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
+	ev_timer_start(loop, &ms.health);
 	ev_run(loop, 0);
 	rc = 0;
 join:
@@ -578,5 +893,6 @@ out:
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
 	mtls_free(d.endpoint);
+	credentials_secret_free(pass);
 	return rc;
 }

@@ -49,6 +49,8 @@ struct tunnel_options {
 	int insecure_key_permissions;
 	long long workers;
 	long long max_connections;
+	int max_connections_given; /* explicit: refused if it cannot fit the descriptor limit,
+				    * where the default is lowered with a warning */
 	long long handshake_timeout_ms;
 	long long connect_timeout_ms;
 	long long idle_timeout_ms;
