@@ -11,11 +11,19 @@
  *   loadgen bulk --connect HOST:PORT [TLS options] [--seconds S]
  *       one connection streaming 64 KiB writes with the echo read back concurrently.
  *   loadgen idle --connect HOST:PORT [TLS options] --connections N [--seconds S]
- *       open N connections (handshake + one round trip), print "held N", hold them S seconds.
+ *                [--fleet] [--resume] [--no-exchange]
+ *       open N connections (full handshake + one round trip, the answer and whatever the
+ *       server sent with it read), print "held N", hold them S seconds. --no-exchange: idle
+ *       right after the handshake, nothing read; --resume: each connection after the first
+ *       resumes the session of the one before.
  *
  * TLS options: --cert FILE --key FILE --ca FILE --name SERVERNAME [--tls13-suite NAME];
- * --plain for plaintext (the upper bound). Every loop is bounded by --seconds (default 5).
- * Output: one line of key=value results.
+ * --plain for plaintext (the upper bound). --fleet (with --cert/--key of an issuing CA, and
+ * its chain up to the root as the --cert file): every connection presents a client
+ * certificate of its own, made here and signed by that CA (P-256, URI
+ * spiffe://bench.test/client-N), as a fleet of distinct clients does; without it every
+ * connection presents the same certificate, which a server may answer from a cache.
+ * Every loop is bounded by --seconds (default 5). Output: one line of key=value results.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,13 +43,15 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 struct opts {
 	const char *mode;
 	const char *connect;
 	const char *cert, *key, *ca, *name, *suite;
-	bool plain, resume;
+	bool plain, resume, fleet, no_exchange;
 	int threads, connections, size;
 	double seconds;
 };
@@ -57,6 +67,10 @@ static socklen_t target_len;
 static SSL_CTX *ctx;
 static atomic_ullong done_ops, failed_ops, resumed_ops;
 static atomic_bool stop;
+/* --fleet: the issuing CA that signs a certificate per connection, and its chain */
+static X509 *fleet_ca;
+static EVP_PKEY *fleet_ca_key;
+static STACK_OF(X509) * fleet_chain;
 
 static double now(void)
 {
@@ -133,6 +147,60 @@ static bool round_trip(struct conn *c, char *buf, int len)
 	return true;
 }
 
+static bool add_ext(X509 *cert, X509V3_CTX *v3, int nid, const char *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, v3, nid, value);
+	bool ok = ext != NULL && X509_add_ext(cert, ext, -1) == 1;
+
+	X509_EXTENSION_free(ext);
+	return ok;
+}
+
+/* --fleet: a client certificate of its own for connection n (a new P-256 key, signed by the
+ * issuing CA, with the extensions a client certificate of `mtls ca issue` carries). */
+static bool fleet_identity(SSL *ssl, int n)
+{
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *cert = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	BIGNUM *serial = BN_new();
+	X509V3_CTX v3;
+	char uri[96];
+	bool ok = false;
+
+	snprintf(uri, sizeof(uri), "URI:spiffe://bench.test/client-%d", n);
+	if (key == NULL || cert == NULL || name == NULL || serial == NULL ||
+	    !BN_rand(serial, 127, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) ||
+	    !BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert)) ||
+	    !X509_set_version(cert, X509_VERSION_3) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)uri + 4,
+					-1, -1, 0) ||
+	    !X509_set_subject_name(cert, name) ||
+	    !X509_set_issuer_name(cert, X509_get_subject_name(fleet_ca)) ||
+	    X509_gmtime_adj(X509_getm_notBefore(cert), -300) == NULL ||
+	    X509_gmtime_adj(X509_getm_notAfter(cert), 86400) == NULL || !X509_set_pubkey(cert, key))
+		goto out;
+	X509V3_set_ctx(&v3, fleet_ca, cert, NULL, NULL, 0);
+	if (!add_ext(cert, &v3, NID_basic_constraints, "critical,CA:FALSE") ||
+	    !add_ext(cert, &v3, NID_key_usage, "critical,digitalSignature") ||
+	    !add_ext(cert, &v3, NID_subject_key_identifier, "hash") ||
+	    !add_ext(cert, &v3, NID_authority_key_identifier, "keyid") ||
+	    !add_ext(cert, &v3, NID_ext_key_usage, "clientAuth") ||
+	    !add_ext(cert, &v3, NID_subject_alt_name, uri) ||
+	    X509_sign(cert, fleet_ca_key, EVP_sha256()) == 0)
+		goto out;
+	ok = SSL_use_certificate(ssl, cert) == 1 && SSL_use_PrivateKey(ssl, key) == 1 &&
+	     SSL_set1_chain(ssl, fleet_chain) == 1;
+out:
+	BN_free(serial);
+	X509_NAME_free(name);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return ok;
+}
+
+static atomic_int fleet_next;
+
 static bool conn_open(struct conn *c, SSL_SESSION **session)
 {
 	c->ssl = NULL;
@@ -145,6 +213,10 @@ static bool conn_open(struct conn *c, SSL_SESSION **session)
 	SSL_set_fd(c->ssl, c->fd);
 	SSL_set_tlsext_host_name(c->ssl, server_name);
 	SSL_set1_host(c->ssl, o.name);
+	if (o.fleet && !fleet_identity(c->ssl, atomic_fetch_add(&fleet_next, 1))) {
+		ERR_clear_error();
+		return false;
+	}
 	if (session != NULL && *session != NULL)
 		SSL_set_session(c->ssl, *session);
 	if (SSL_connect(c->ssl) != 1) {
@@ -251,6 +323,28 @@ static void *bulk_reader(void *arg)
 	return NULL;
 }
 
+/* --fleet: --cert holds the issuing CA first, then the rest of its chain (sent by every
+ * client); --key is the issuing CA's key. */
+static void load_fleet_ca(void)
+{
+	FILE *f = o.cert != NULL ? fopen(o.cert, "r") : NULL;
+	X509 *x;
+
+	if (f == NULL || (fleet_ca = PEM_read_X509(f, NULL, NULL, NULL)) == NULL)
+		die("--fleet: cannot read the issuing CA from --cert");
+	fleet_chain = sk_X509_new_null();
+	X509_up_ref(fleet_ca);
+	sk_X509_push(fleet_chain, fleet_ca);
+	while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+		sk_X509_push(fleet_chain, x);
+	ERR_clear_error();
+	fclose(f);
+	f = o.key != NULL ? fopen(o.key, "r") : NULL;
+	if (f == NULL || (fleet_ca_key = PEM_read_PrivateKey(f, NULL, NULL, NULL)) == NULL)
+		die("--fleet: cannot read the issuing CA's key from --key");
+	fclose(f);
+}
+
 static void setup_tls(void)
 {
 	if (o.plain)
@@ -261,8 +355,10 @@ static void setup_tls(void)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
 	if (SSL_CTX_set_ciphersuites(ctx, o.suite) != 1)
 		die("bad --tls13-suite");
-	if (o.cert != NULL && (SSL_CTX_use_certificate_chain_file(ctx, o.cert) != 1 ||
-			       SSL_CTX_use_PrivateKey_file(ctx, o.key, SSL_FILETYPE_PEM) != 1))
+	if (o.fleet)
+		load_fleet_ca();
+	else if (o.cert != NULL && (SSL_CTX_use_certificate_chain_file(ctx, o.cert) != 1 ||
+				    SSL_CTX_use_PrivateKey_file(ctx, o.key, SSL_FILETYPE_PEM) != 1))
 		die("cannot load --cert/--key");
 	if (o.ca == NULL || SSL_CTX_load_verify_locations(ctx, o.ca, NULL) != 1)
 		die("cannot load --ca");
@@ -301,6 +397,10 @@ static void parse(int argc, char **argv)
 			o.plain = true;
 		else if (strcmp(a, "--resume") == 0)
 			o.resume = true;
+		else if (strcmp(a, "--fleet") == 0)
+			o.fleet = true;
+		else if (strcmp(a, "--no-exchange") == 0)
+			o.no_exchange = true;
 		else if (v == NULL)
 			die("option needs a value");
 		else if (strcmp(a, "--connect") == 0)
@@ -328,6 +428,9 @@ static void parse(int argc, char **argv)
 	}
 	if (o.connect == NULL || (!o.plain && o.name == NULL))
 		die("give --connect and (unless --plain) --name");
+	if (o.fleet && (o.plain || o.resume || o.cert == NULL || o.key == NULL))
+		die("--fleet needs --cert and --key of an issuing CA, and no --plain or --resume "
+		    "(a client does not resume another client's session)");
 	snprintf(server_name, sizeof(server_name), "%s", o.plain ? "" : o.name);
 	if (o.threads < 1 || o.threads > 256 || o.connections < 1 || o.connections > 100000 ||
 	    o.size < 1 || o.size > 1 << 20 || o.seconds <= 0 || o.seconds > 600)
@@ -443,14 +546,29 @@ int main(int argc, char **argv)
 		getrlimit(RLIMIT_NOFILE, &rl);
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+		SSL_SESSION *session = NULL;
+		int resumed = 0;
+
 		for (int i = 0; i < o.connections; i++) {
-			if (!conn_open(&cs[i], NULL) || !round_trip(&cs[i], buf, 64)) {
+			if (!conn_open(&cs[i], o.resume ? &session : NULL) ||
+			    (!o.no_exchange && !round_trip(&cs[i], buf, 64))) {
 				fprintf(stderr, "loadgen: connection %d failed\n", i);
 				break;
 			}
 			held++;
+			if (cs[i].ssl == NULL)
+				continue;
+			resumed += SSL_session_reused(cs[i].ssl);
+			if (o.resume) { /* the ticket read with the answer, for the next one */
+				SSL_SESSION *fresh = SSL_get1_session(cs[i].ssl);
+
+				SSL_SESSION_free(session);
+				session = fresh;
+			}
 		}
+		SSL_SESSION_free(session);
 		printf("held %d\n", held);
+		printf("resumed %d\n", resumed);
 		fflush(stdout);
 		sleep_for(o.seconds);
 		for (int i = 0; i < held; i++)

@@ -5,6 +5,12 @@
 # Every run is bounded (--seconds). Not part of the test suite.
 #
 #   bench/tunnel.sh [BUILD_DIR] [SECONDS]      (default build, 5)
+#   IDLE_CONNECTIONS=9000 IDLE_CLIENTS=one bench/tunnel.sh
+#
+# Idle memory is what a fleet costs: every connection a client with a certificate of its own
+# (the loadgen makes them, --fleet), a full handshake, one request and its answer read along
+# with the session ticket, then idle. IDLE_CLIENTS=one: every connection with the same
+# certificate (which the server's verification cache answers, keeping less).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$top/build}
@@ -35,12 +41,12 @@ echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
 taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 1 --log-level warn \
-	--max-connections 100000 --handshake-timeout 60000 2>"$tmp/server.log" &
+	--max-connections $((($(ulimit -n) - 100) / 2)) --handshake-timeout 60000 2>"$tmp/server.log" &
 server_pid=$!
 pids+=("$server_pid")
 for _ in $(seq 50); do grep -q listening "$tmp/server.log" 2>/dev/null && break; sleep 0.1; done
 # --log-level warn hides the listening line: find the port from the socket table instead
-port=$(ss -Hltnp 2>/dev/null | grep "pid=$server_pid," | awk '{print $4}' | sed 's/.*://' | head -1)
+port=$(ss -Hltnp 2>/dev/null | grep "pid=$server_pid," | awk '{print $4}' | sed 's/.*://' | head -1 || true)
 [ -n "$port" ] || { cat "$tmp/server.log"; echo "bench: server did not start" >&2; exit 1; }
 
 tls=(--cert "$tmp/cli-chain.pem" --key "$tmp/cli.key" --ca "$ca/root.pem" --name bench.test)
@@ -65,11 +71,13 @@ run() { # label, loadgen args...
 # memory first, while the server is fresh (after thousands of handshakes, new connections
 # would reuse freed heap and the figure would flatter us)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; }
-taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${tls[@]}" --connections 1 \
+idle_tls=(--fleet --cert "$ca/intermediate.pem" --key "$ca/intermediate.key" --ca "$ca/root.pem" --name bench.test)
+[ "${IDLE_CLIENTS:-fleet}" = one ] && idle_tls=("${tls[@]}")
+taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${idle_tls[@]}" --connections 1 \
 	--seconds 0.1 >/dev/null # warm up: first-use allocations are not per connection
 sleep 0.5
 before=$(rss)
-taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${tls[@]}" \
+taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${idle_tls[@]}" \
 	--connections "$idle" --seconds 3 >"$tmp/idle.out" &
 idle_pid=$!
 for _ in $(seq 300); do grep -q '^held' "$tmp/idle.out" 2>/dev/null && break; sleep 0.1; done
@@ -77,8 +85,8 @@ sleep 0.5
 after=$(rss)
 wait "$idle_pid" || true
 held=$(sed -n 's/^held //p' "$tmp/idle.out")
-printf '%-22s held=%s rss_before_kib=%s rss_after_kib=%s kib_per_connection=%.1f\n' \
-	"idle connections" "$held" "$before" "$after" "$(echo "($after - $before) / $held" | bc -l)"
+printf '%-22s clients=%s held=%s rss_before_kib=%s rss_after_kib=%s kib_per_connection=%.1f\n' \
+	"idle connections" "${IDLE_CLIENTS:-fleet}" "$held" "$before" "$after" "$(echo "($after - $before) / $held" | bc -l)"
 
 echo "mtls server, 1 worker on CPU 0; loadgen + echod on CPU 1; ${secs}s per run"
 run "plaintext direct" latency --connect "127.0.0.1:$echo_port" --plain --connections 1

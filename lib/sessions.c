@@ -19,13 +19,24 @@
  * its lifetime. Tickets are single-use: a lookup takes the session out (its reference goes
  * to OpenSSL), the resumed handshake issues a fresh one. Each kept session holds the peer's decoded
  * certificates: about 9 KiB with OpenSSL 3.0.
+ *
+ * The CA certificates a peer sends with its own (its intermediates) are the same for most
+ * peers, yet every handshake decodes its own copy, and a full verification caches its
+ * extensions on it: about 4-6 KiB per connection and per kept session. A new session's copies
+ * are therefore swapped for the store's one object of identical bytes (SHARED_ISSUERS of them,
+ * the first seen), before the session is published. Resumption still rebuilds and judges
+ * the path from these certificates, which are byte for byte the ones the peer sent.
  * A connection that ends without close_notify does not make its session unusable (RFC 8446
  * dropped that rule), so OpenSSL's removals are not honoured: there is no remove callback.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509v3.h>
+
 #include "internal.h"
+
+#define SHARED_ISSUERS 16
 
 struct sessions {
 	atomic_int refs;
@@ -33,6 +44,9 @@ struct sessions {
 	uint8_t trust[32];
 	size_t slots;
 	SSL_SESSION **table; /* allocated on the first insert */
+	/* CA certificates sent by peers, referenced, warmed (read-only from then on) */
+	X509 *issuers[SHARED_ISSUERS];
+	int nissuers;
 };
 
 struct sessions *sessions_new(size_t slots, const uint8_t trust[32])
@@ -64,6 +78,8 @@ void sessions_unref(struct sessions *s)
 	if (s->table != NULL)
 		for (size_t i = 0; i < s->slots; i++)
 			SSL_SESSION_free(s->table[i]);
+	for (int i = 0; i < s->nissuers; i++)
+		X509_free(s->issuers[i]);
 	free(s->table);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -90,6 +106,47 @@ static struct sessions *sessions_of_ctx(SSL_CTX *ctx)
 	return st != NULL ? st->sessions : NULL;
 }
 
+/* The store's object for cert: an earlier one of identical bytes, or cert itself, kept for
+ * later sessions if there is room; NULL if neither. Called with the lock held. */
+static X509 *shared_issuer(struct sessions *s, X509 *cert)
+{
+	for (int i = 0; i < s->nissuers; i++)
+		if (s->issuers[i] == cert || X509_cmp(s->issuers[i], cert) == 0)
+			return s->issuers[i];
+	if (s->nissuers == SHARED_ISSUERS || !X509_check_ca(cert))
+		return NULL;
+	/* its extension cache is filled now, while only this thread sees it: threads that
+	 * share it later only read it */
+	X509_check_purpose(cert, -1, 0);
+	if (!X509_up_ref(cert))
+		return NULL;
+	s->issuers[s->nissuers++] = cert;
+	return cert;
+}
+
+static void share_chain(struct sessions *s, STACK_OF(X509) * chain)
+{
+	for (int i = 0; i < sk_X509_num(chain); i++) {
+		X509 *cert = sk_X509_value(chain, i);
+		X509 *shared = shared_issuer(s, cert);
+
+		if (shared == NULL || shared == cert || !X509_up_ref(shared))
+			continue;
+		sk_X509_set(chain, i, shared);
+		X509_free(cert);
+	}
+}
+
+/* The connection's certificates of the client's CAs, swapped for the store's shared copies:
+ * those of its session (OpenSSL's peer chain of a server holds no leaf), which no other
+ * thread can see yet, and those of the path the handshake verified (kept by the SSL). */
+static void share_issuers(struct sessions *s, SSL *ssl, SSL_SESSION *sess)
+{
+	if (SSL_get_session(ssl) == sess)
+		share_chain(s, SSL_get_peer_cert_chain(ssl));
+	share_chain(s, SSL_get0_verified_chain(ssl));
+}
+
 /* OpenSSL hands us a reference to a new session; we keep it (return 1) or not (0). */
 static int on_new(SSL *ssl, SSL_SESSION *sess)
 {
@@ -102,6 +159,7 @@ static int on_new(SSL *ssl, SSL_SESSION *sess)
 	if (s == NULL || len == 0)
 		return 0;
 	pthread_mutex_lock(&s->lock);
+	share_issuers(s, ssl, sess);
 	if (s->table == NULL)
 		s->table = calloc(s->slots, sizeof(*s->table));
 	if (s->table != NULL) {
