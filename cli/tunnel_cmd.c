@@ -18,11 +18,13 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 
 #define TLS_OPTIONS                                                                                \
 	{"cert", OPT_STRING, O(cert), "FILE", "own certificate chain (PEM, leaf first)"},          \
-		{"key", OPT_STRING, O(key), "FILE", "own private key (mode 0600)"},                \
+		{"key", OPT_STRING, O(key), "FILE",                                                \
+		 "own private key (mode 0600; 0640 for --user's own group)"},                      \
 		{"key-passphrase-file", OPT_STRING, O(key_passphrase_file), "FILE",                \
-		 "passphrase of an encrypted key, from FILE"},                                     \
+		 "passphrase of an encrypted key, from FILE (mode 0600 as a key)"},                \
 		{"key-passphrase-env", OPT_STRING, O(key_passphrase_env), "VAR",                   \
-		 "passphrase of an encrypted key, from environment variable VAR"},                 \
+		 "passphrase of an encrypted key, from environment variable VAR (then wiped "      \
+		 "from the environment)"},                                                         \
 		{"ca", OPT_STRING, O(ca), "FILE", "CA bundle the peer's chain must lead to"},      \
 		{"crl", OPT_LIST, O(crl), "FILE", "CRL (PEM); enables revocation checking"},       \
 		{"crl-check-chain", OPT_FLAG, O(crl_check_chain), NULL,                            \
@@ -64,14 +66,16 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "check certificate/key/CA/CRL files for changes (default 2000, at least 100; "    \
 		 "0: off); a change is loaded once the files are unchanged for 1 s"},              \
 		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
-		 "serve /metrics and /healthz over plain HTTP here (e.g. 127.0.0.1:9109)"},        \
+		 "serve /metrics and /healthz over plain HTTP, unauthenticated, here (e.g. "       \
+		 "127.0.0.1:9109)"},                                                               \
 		{"log-format", OPT_STRING, O(log_format), "json|logfmt",                           \
 		 "log line format (json)"},                                                        \
 		{"log-level", OPT_STRING, O(log_level), "LEVEL",                                   \
 		 "debug, info (default), warn, error"},                                            \
 		{"log-file", OPT_STRING, O(log_file), "FILE", "log here instead of stderr"},       \
 		{"user", OPT_STRING, O(user), "NAME",                                              \
-		 "drop privileges to this user after binding"},                                    \
+		 "drop privileges to this user after binding; it must be able to read every "      \
+		 "file (checked at start, read again at each reload)"},                            \
 	{                                                                                          \
 		"config", OPT_STRING, 0, "FILE", "read options from FILE"                          \
 	}

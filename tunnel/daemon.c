@@ -81,6 +81,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 
 static void fail(const char *role, const char *msg)
 {
+	log_flush(1000); /* the lines logged before it come first */
 	fprintf(stderr, "mtls %s: %s\n", role, msg);
 }
 
@@ -91,6 +92,7 @@ static void update_expiry(struct daemon *d)
 	atomic_store(&d->metrics.ca_not_after, (long long)mtls_endpoint_ca_not_after(d->endpoint));
 	atomic_store(&d->metrics.crl_next_update,
 		     (long long)mtls_endpoint_crl_next_update(d->endpoint));
+	atomic_store(&d->metrics.crl_grace, d->o->crl_grace); /* for /readyz */
 }
 
 static void sign_files(const struct main_state *ms, struct file_sig *sigs)
@@ -894,5 +896,6 @@ out:
 	free(d.workers);
 	mtls_free(d.endpoint);
 	credentials_secret_free(pass);
+	log_flush(LOG_STOP_WAIT_MS);
 	return rc;
 }

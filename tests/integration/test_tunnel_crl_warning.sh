@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A daemon started with a CRL past its nextUpdate says so at once (every client it covers is
+# refused crl_expired until a new CRL is published), instead of starting silently.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/integration/tunnel_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+
+C=$CERTS
+SRV=(--target 127.0.0.1:9 --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem"
+	--allow-any-identity --drain-timeout 100)
+
+start_tunnel_server "$TMP/srv.log" "${SRV[@]}" --crl "$C/crl-expired.pem"
+l=$(grep -F '"event":"crl_expired"' "$TMP/srv.log" || true)
+p=()
+[ "$(count_lines "$l" "{")" = 1 ] || p+=("expected one crl_expired line at start, got $(count_lines "$l" "{")")
+[[ $l == *'"level":"error"'* ]] || p+=("not an error line")
+[[ $l == *"\"file\":\"$C/crl-expired.pem\""* ]] || p+=("the file is not named")
+[[ $l == *'"next_update":"2020-02-01T00:00:00Z"'* ]] || p+=("the nextUpdate is not given")
+[[ $l == *"publish a new CRL; until then every client is refused"* ]] || p+=("the action is not given")
+stop_bg "$SRV_PID"
+verdict "an expired CRL at start: crl_expired (error) naming the file, nextUpdate and what to do" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv.log")"
+
+# a current CRL: nothing said
+start_tunnel_server "$TMP/srv-ok.log" "${SRV[@]}" --crl "$C/crl.pem"
+p=()
+[ "$(log_count "$TMP/srv-ok.log" crl_expired)" = 0 ] || p+=("crl_expired logged for a current CRL")
+stop_bg "$SRV_PID"
+verdict "a current CRL: no crl_expired line" "${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv-ok.log")"
+
+finish

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The daemons' secrets stay theirs: no core dump and no ptrace by the same user
+# (PR_SET_DUMPABLE 0, RLIMIT_CORE 0), --key-passphrase-env's value gone from
+# /proc/PID/environ, a passphrase file readable by others refused like a key file. And with
+# --user, every file a reload reads must be readable by that user: checked at start (a key
+# only root can read is refused, naming the file, the user and the fix), and a key readable
+# through the user's own group ('chown root:GROUP; chmod 0640') is accepted and reloads.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/integration/tunnel_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+
+C=$CERTS
+PASS=$(cat -- "$C/client-enc.pass")
+CON=(--server 127.0.0.1:9 --server-name server.test --cert "$C/client-chain.pem"
+	--ca "$C/ca.pem" --drain-timeout 100)
+
+# main_pid LOG : the daemon's own pid, from its listening line (the started pid is its
+# timeout wrapper)
+main_pid() { sed -n 's/.*"event":"listening".*"pid":\([0-9]*\).*/\1/p' "$1"; }
+
+echo "# 1. --key-passphrase-env: the value leaves the environment; no core dumps"
+export MTLS_TEST_PASS=$PASS
+start_tunnel_connector "$TMP/con.log" "${CON[@]}" --key "$C/client-enc.key" \
+	--key-passphrase-env MTLS_TEST_PASS
+unset MTLS_TEST_PASS
+PID=$(main_pid "$TMP/con.log")
+p=()
+env_dump=$(tr '\0' '\n' <"/proc/$PID/environ")
+[[ $env_dump != *"$PASS"* ]] || p+=("/proc/$PID/environ still holds the passphrase")
+[[ $env_dump != *"MTLS_TEST_PASS=c"* ]] || p+=("/proc/$PID/environ still holds MTLS_TEST_PASS=...")
+core_limit=$(awk '/^Max core file size/ { print $5 " " $6 }' "/proc/$PID/limits")
+[ "$core_limit" = "0 0" ] || p+=("Max core file size (soft hard) is '$core_limit', expected '0 0'")
+verdict "the passphrase is gone from /proc/PID/environ and RLIMIT_CORE is 0" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -a -o 'MTLS_TEST_PASS=[^[:cntrl:]]*' "/proc/$PID/environ" || true)"
+stop_bg "$CON_PID"
+
+# A process that is not dumpable has its /proc/PID files owned by root whatever its user:
+# seen from a daemon running as nobody (when this test runs as root).
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev/null; then
+	D=$TMP/nobody
+	mkdir -m 755 "$D"
+	chmod 711 "$TMP"
+	cp -- "$C/client-chain.pem" "$C/ca.pem" "$D/"
+	install -m 600 -o nobody -- "$C/client.key" "$D/client.key"
+	start_bg "$TMP/con-nobody.log" setpriv --reuid=nobody --regid="$(id -g nobody)" \
+		--clear-groups "$MTLS" connector --listen 127.0.0.1:0 --log-format json \
+		--server 127.0.0.1:9 --server-name server.test --cert "$D/client-chain.pem" \
+		--key "$D/client.key" --ca "$D/ca.pem" --drain-timeout 100
+	CON_PID=$BG_PID
+	wait_for_line "$TMP/con-nobody.log" '"event":"listening"' "$READY_LIMIT" "$CON_PID" ||
+		_lib_die "the connector did not start as nobody: $(cat -- "$TMP/con-nobody.log")"
+	PID=$(main_pid "$TMP/con-nobody.log")
+	p=()
+	[ "$(awk '/^Uid:/ { print $3 }' "/proc/$PID/status")" = "$(id -u nobody)" ] ||
+		p+=("internal: the daemon does not run as nobody")
+	[ "$(stat -c %u "/proc/$PID/mem")" = 0 ] ||
+		p+=("/proc/$PID/mem is owned by uid $(stat -c %u "/proc/$PID/mem"): the daemon is dumpable (PR_SET_DUMPABLE not 0)")
+	verdict "a daemon running as nobody is not dumpable (/proc/PID owned by root)" \
+		"${p[@]+"${p[@]}"}" -- "$(ls -ln "/proc/$PID/mem" "/proc/$PID/status" 2>&1)"
+	stop_bg "$CON_PID"
+else
+	echo "skip  dumpable check: needs root, user nobody and setpriv"
+fi
+
+echo "# 2. a passphrase file readable by others is refused, like a key file"
+cp -- "$C/client-enc.pass" "$TMP/world.pass"
+chmod 644 "$TMP/world.pass"
+LAST_CMD="mtls connector --key client-enc.key --key-passphrase-file world.pass (0644)"
+run "$MTLS" connector --listen 127.0.0.1:0 "${CON[@]}" --key "$C/client-enc.key" \
+	--key-passphrase-file "$TMP/world.pass"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+[[ $ERR == *"passphrase file $TMP/world.pass is readable by group or others (mode 0644); run 'chmod 600 $TMP/world.pass'"* ]] ||
+	p+=("the refusal does not name the file, its mode and chmod 600")
+[ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
+report "a passphrase file with mode 0644 is refused (exit 2, chmod 600)" "${p[@]+"${p[@]}"}"
+
+LAST_CMD="... --insecure-key-permissions"
+start_tunnel_connector "$TMP/con-insecure.log" "${CON[@]}" --key "$C/client-enc.key" \
+	--key-passphrase-file "$TMP/world.pass" --insecure-key-permissions
+p=()
+[ "$(log_count "$TMP/con-insecure.log" insecure_options insecure_key_permissions)" = 1 ] ||
+	p+=("no insecure_options warning")
+stop_bg "$CON_PID"
+verdict "--insecure-key-permissions accepts it, with a warning" "${p[@]+"${p[@]}"}" -- \
+	"$(cat -- "$TMP/con-insecure.log")"
+
+echo "# 3. --user: the files a reload reads must be readable by the user"
+if [ "$(id -u)" != 0 ] || ! id nobody >/dev/null 2>&1; then
+	echo "skip  --user cases: need root and user nobody"
+	finish
+	exit
+fi
+G=$(id -gn nobody)
+U=$TMP/user
+mkdir -m 755 "$U"
+chmod 711 "$TMP"
+cp -- "$C/server-chain.pem" "$C/ca.pem" "$U/"
+chmod 644 "$U/server-chain.pem" "$U/ca.pem"
+install -m 600 -o root -g root -- "$C/server.key" "$U/server.key"
+SRV=(--target 127.0.0.1:9 --cert "$U/server-chain.pem" --key "$U/server.key" --ca "$U/ca.pem"
+	--allow-any-identity --user nobody --watch-interval 200 --drain-timeout 100)
+
+LAST_CMD="mtls server --user nobody (key root 0600)"
+run "$MTLS" server --listen 127.0.0.1:0 "${SRV[@]}"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+for w in "--user nobody cannot read $U/server.key" "Permission denied" "every reload" \
+	"chown root:$G $U/server.key; chmod 0640 $U/server.key"; do
+	[[ $ERR == *"$w"* ]] || p+=("the refusal does not say: $w")
+done
+[ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
+report "--user nobody with a key only root can read: refused at start, saying what to do" \
+	"${p[@]+"${p[@]}"}"
+
+chown "root:$G" "$U/server.key"
+chmod 640 "$U/server.key"
+start_tunnel_server "$TMP/srv-user.log" "${SRV[@]}"
+PID=$(main_pid "$TMP/srv-user.log")
+p=()
+[ "$(awk '/^Uid:/ { print $2 }' "/proc/$PID/status")" = "$(id -u nobody)" ] ||
+	p+=("the server does not run as nobody")
+# a rotation: the same files rewritten in place (their owner and mode stay)
+cat -- "$C/server-chain.pem" >"$U/server-chain.pem"
+cat -- "$C/server.key" >"$U/server.key"
+for _ in $(seq 1 100); do
+	[ "$(log_count "$TMP/srv-user.log" reload '"trigger":"file_change"')" -ge 1 ] && break
+	[ "$(log_count "$TMP/srv-user.log" reload_failed)" -ge 1 ] && break
+	sleep 0.1
+done
+[ "$(log_count "$TMP/srv-user.log" reload '"trigger":"file_change"')" -ge 1 ] ||
+	p+=("no reload after the rotation")
+[ "$(log_count "$TMP/srv-user.log" reload_failed)" = 0 ] || p+=("a reload failed")
+verdict "--user nobody with the key root:$G 0640: starts, and reloads after a rotation" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv-user.log")"
+
+# the key made root-only again: the next reload fails, saying why and what to do
+chmod 600 "$U/server.key"
+touch -- "$U/server.key"
+for _ in $(seq 1 100); do
+	[ "$(log_count "$TMP/srv-user.log" reload_failed)" -ge 1 ] && break
+	sleep 0.1
+done
+l=$(grep -F '"event":"reload_failed"' "$TMP/srv-user.log" || true)
+p=()
+[[ $l == *'"reason":"file_permissions"'* && $l == *"--user nobody cannot read $U/server.key"* &&
+	$l == *"chmod 0640"* ]] || p+=("no reload_failed file_permissions line naming the user, file and fix: $l")
+kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
+stop_bg "$SRV_PID"
+verdict "a key the user cannot read at a reload: reload_failed file_permissions, the old one kept" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv-user.log")"
+
+finish
