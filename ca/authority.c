@@ -480,27 +480,48 @@ static long meta_long(struct store *st, const char *key, long fallback)
 	return strtol(buf, NULL, 10) > 0 ? strtol(buf, NULL, 10) : fallback;
 }
 
-int authority_check_room(const struct authority *ca, char *err, size_t err_len)
+/* The room an issue takes: AUTHORITY_ROOM plus twice crl.pem (the CRL is rewritten beside
+ * itself). */
+static unsigned long long room_needed(const struct authority *ca)
 {
 	char path[PATH_MAX];
-	struct statvfs vfs;
 	struct stat sb;
-	unsigned long long need = AUTHORITY_ROOM, avail;
+	unsigned long long need = AUTHORITY_ROOM;
 
 	if (stat(authority_path(ca, "crl.pem", path, sizeof(path)), &sb) == 0)
 		need += 2ull * (unsigned long long)sb.st_size;
-	/* a file system that cannot say is not refused for it */
-	if (statvfs(ca->dir, &vfs) != 0)
+	return need;
+}
+
+int authority_take_room(struct authority *ca, char *err, size_t err_len)
+{
+	char path[PATH_MAX], why[PATH_MAX + 256];
+	struct statvfs vfs;
+	unsigned long long need = room_needed(ca), avail = 0;
+
+	/* Allocated, not only looked for: free space that another process can take before
+	 * the commit would leave an issue that commits, cannot deliver and cannot revoke. */
+	if (files_reserve(&ca->room, authority_path(ca, "room", path, sizeof(path)), (off_t)need,
+			  why, sizeof(why)) == 0)
 		return 0;
-	avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
-	if (avail >= need)
-		return 0;
+	if (errno != ENOSPC && errno != EDQUOT) {
+		snprintf(err, err_len, "%s; nothing was issued", why);
+		return -1;
+	}
+	if (statvfs(ca->dir, &vfs) == 0)
+		avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
 	snprintf(err, err_len,
-		 "disk nearly full: %s has %llu KiB free, and an issue needs %llu KiB there (for "
+		 "disk nearly full: %s has %llu KiB free%s, and an issue needs %llu KiB there (for "
 		 "the certificate and, should its files not be delivered, for revoking it); free "
 		 "space and run the command again; nothing was issued",
-		 ca->dir, avail / 1024, (need + 1023) / 1024);
+		 ca->dir, avail / 1024, errno == EDQUOT ? " (disk quota exceeded)" : "",
+		 (need + 1023) / 1024);
 	return -1;
+}
+
+void authority_release_room(struct authority *ca)
+{
+	files_discard(&ca->room);
 }
 
 struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
@@ -668,6 +689,7 @@ void authority_close(struct authority *ca)
 	X509_free(ca->root);
 	X509_free(ca->issuer);
 	EVP_PKEY_free(ca->issuer_key);
+	authority_release_room(ca);
 	if (ca->lock_fd >= 0)
 		close(ca->lock_fd); /* releases the flock */
 	free(ca);

@@ -18,6 +18,7 @@
 
 #include <openssl/x509.h>
 
+#include "files.h"
 #include "store.h"
 
 struct authority {
@@ -34,6 +35,7 @@ struct authority {
 	/* crl.pem is gone and no copy is left: publish anyway (`mtls ca crl --replace-missing`),
 	 * with a number above any CRL published since the last one logged (crl_prepare()) */
 	bool crl_replace_missing;
+	struct files_staged room; /* authority_take_room() */
 };
 
 struct authority_init {
@@ -69,12 +71,17 @@ void authority_close(struct authority *ca);
 const char *authority_path(const struct authority *ca, const char *name, char *buf, size_t len);
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
-/* Is there room in the CA directory for an issuance and, should its files then not be
+/* Take room in the CA directory for an issuance and, should its files then not be
  * delivered, for the revocation and CRL that take it back (AUTHORITY_ROOM plus twice
- * crl.pem)? An issue that could commit but then not revoke would leave a valid certificate
- * nobody holds. 0, or -1 with a one-line "disk nearly full" message. */
+ * crl.pem): allocated to a temporary file (room.tmp-<hex>), so that another process filling
+ * the disk meanwhile cannot take it; an issue that could commit but then not revoke would
+ * leave a valid certificate nobody holds. authority_release_room() gives it back just
+ * before the revocation needs it (authority_close() does too; a killed issue's file is
+ * removed by the next exclusive authority_open()). 0, or -1 with a one-line "disk nearly
+ * full" message. */
 #define AUTHORITY_ROOM (256 * 1024)
-int authority_check_room(const struct authority *ca, char *err, size_t err_len);
+int authority_take_room(struct authority *ca, char *err, size_t err_len);
+void authority_release_room(struct authority *ca);
 
 /* Everything `mtls ca audit` checks, in one read transaction: the audit chain, the inventory
  * against it, the published crl.pem against both, and each of the ncrls CRL files in crls

@@ -132,17 +132,17 @@ int files_sync_dir(const char *path)
 	return rc;
 }
 
-int files_stage(struct files_staged *f, const char *path, const void *data, size_t len, mode_t mode,
-		char *err, size_t err_len)
+/* Create f->tmp, PATH.tmp-<12 hex>, with mode (whatever the umask): a descriptor, or -1 with
+ * the message and f->tmp "". */
+static int create_temporary(struct files_staged *f, const char *path, mode_t mode, char *err,
+			    size_t err_len)
 {
 	unsigned char rnd[6];
-	const unsigned char *p = data;
-	size_t left = len;
 	int fd, e;
 
 	f->tmp[0] = '\0';
 	if (snprintf(f->path, sizeof(f->path), "%s", path) >= (int)sizeof(f->path) ||
-	    strlen(path) + 17 >= sizeof(f->tmp)) {
+	    strlen(path) + FILES_TMP_SUFFIX >= sizeof(f->tmp)) {
 		snprintf(err, err_len, "path too long: %s", path);
 		errno = ENAMETOOLONG;
 		return -1;
@@ -160,8 +160,25 @@ int files_stage(struct files_staged *f, const char *path, const void *data, size
 		f->tmp[0] = '\0';
 		return fail(err, err_len, "cannot create a file in the directory of", path, e);
 	}
-	if (fchmod(fd, mode) != 0) /* the umask may have taken bits we want, never added any */
-		goto write_failed;
+	/* the umask may have taken bits we want, never added any */
+	if (fchmod(fd, mode) != 0) {
+		e = errno;
+		close(fd);
+		files_discard(f);
+		return fail(err, err_len, "cannot write", path, e);
+	}
+	return fd;
+}
+
+int files_stage(struct files_staged *f, const char *path, const void *data, size_t len, mode_t mode,
+		char *err, size_t err_len)
+{
+	const unsigned char *p = data;
+	size_t left = len;
+	int fd = create_temporary(f, path, mode, err, err_len), e;
+
+	if (fd < 0)
+		return -1;
 	while (left > 0) {
 		ssize_t n = write(fd, p, left);
 
@@ -185,6 +202,20 @@ write_failed:
 	close(fd);
 	files_discard(f);
 	return fail(err, err_len, "cannot write", path, e);
+}
+
+int files_reserve(struct files_staged *f, const char *path, off_t len, char *err, size_t err_len)
+{
+	int fd = create_temporary(f, path, 0600, err, err_len), e;
+
+	if (fd < 0)
+		return -1;
+	e = posix_fallocate(fd, 0, len);
+	close(fd);
+	if (e == 0)
+		return 0;
+	files_discard(f);
+	return fail(err, err_len, "cannot reserve disk space with", path, e);
 }
 
 int files_publish(struct files_staged *f, bool no_replace, char *err, size_t err_len)

@@ -39,10 +39,17 @@ struct files_staged {
 	char path[PATH_MAX];
 	char tmp[PATH_MAX]; /* "" once published or discarded */
 };
+/* How much longer than its file's name a temporary file's name is (".tmp-" and 12 hex). */
+#define FILES_TMP_SUFFIX 17
 int files_stage(struct files_staged *f, const char *path, const void *data, size_t len, mode_t mode,
 		char *err, size_t err_len);
 int files_publish(struct files_staged *f, bool no_replace, char *err, size_t err_len);
 void files_discard(struct files_staged *f);
+/* Hold len bytes of the disk that holds path: a temporary file next to it (as
+ * files_stage() makes, mode 0600) with its blocks allocated, so that nobody else can take
+ * them; files_discard() gives them back. -1 with the message, errno ENOSPC or EDQUOT if
+ * there is not that much room. */
+int files_reserve(struct files_staged *f, const char *path, off_t len, char *err, size_t err_len);
 /* fsync the directory that holds path. */
 int files_sync_dir(const char *path);
 

@@ -360,18 +360,26 @@ static void undelivered(struct authority *ca, X509 *cert, const char *why)
 	struct crl_pending crl = {0};
 	bool revoked = false, published = false;
 
+	/* the room taken before the commit is what the revocation and the CRL are written in */
+	authority_release_room(ca);
 	issue_serial_hex(cert, serial, sizeof(serial));
 	if (subject != NULL &&
 	    asprintf(&detail, "serial %s, not delivered: %s; revoked", serial, why) < 0)
 		detail = NULL;
-	if (detail != NULL && store_begin(ca->store) == 0) {
+	if (detail == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+	} else if (store_begin(ca->store) != 0) {
+		snprintf(err, sizeof(err), "%s", store_error(ca->store));
+	} else {
 		if (store_revoke_audited(ca->store, serial, "cessationOfOperation", time(NULL),
 					 authority_actor()) == 0 &&
 		    store_audit(ca->store, authority_actor(), "issue-undelivered", subject,
 				detail) == 0 &&
 		    crl_prepare(ca, &crl, err, sizeof(err)) == 0 && store_commit(ca->store) == 0)
 			revoked = true;
-		else
+		else if (err[0] == '\0') /* the store's failure (crl_prepare() says its own) */
+			snprintf(err, sizeof(err), "%s", store_error(ca->store));
+		if (!revoked)
 			store_rollback(ca->store);
 	}
 	if (revoked)
@@ -511,7 +519,7 @@ int cmd_ca_issue(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	if (authority_check_room(ca, err, sizeof(err)) != 0) {
+	if (authority_take_room(ca, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
 		goto out;
 	}

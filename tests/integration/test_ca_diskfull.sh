@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every CA command on a full disk (issue 11, item 9), on a real tmpfs (root only: skipped
-# otherwise). With 0, 8 and 28 KiB free, then 48, 96 and 320 KiB until the command
+# otherwise). With 0, 8 and 28 KiB free, then 48, 96 and 400 KiB until the command
 # succeeds:
 #   - a command that fails exits 1 with one line saying the disk is full and naming the
 #     directory or file, never that the inventory is damaged ("not usable", "restore it from
@@ -11,7 +11,8 @@
 #   - list, audit and inspect only read: they work on a full disk.
 # And an issue whose files cannot be given their names after the commit (link refused with
 # ENOSPC by strace) on a nearly full CA disk never leaves a valid certificate nobody holds:
-# it refuses before anything is issued, or revokes what it could not deliver.
+# it refuses before anything is issued, or revokes what it could not deliver; also when
+# another process fills the disk after the issue made sure of its room.
 # (revoke and crl scanned 4 KiB at a time: test_ca_crash.sh.)
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
@@ -135,29 +136,47 @@ for what in init issue issue-out revoke crl list audit inspect export; do
 		full_case "$what" "$kib"
 	done
 	# up from there until it succeeds: every failure on the way is a clean one
-	for kib in 48 96 320; do
+	for kib in 48 96 400; do
 		[ "$OUTCOME" = ok ] && break
 		full_case "$what" "$kib"
 	done
 	p=()
-	[ "$OUTCOME" = ok ] || p+=("still failing at 320 KiB free")
+	[ "$OUTCOME" = ok ] || p+=("still failing at 400 KiB free")
 	verdict "$what succeeds once there is room" "${p[@]+"${p[@]}"}"
 done
 
 echo "# an issue that cannot deliver its files after the commit, on a nearly full CA disk"
 if command -v strace >/dev/null; then
 	STRACE=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /dev/null)
-	p=()
-	seen=""
-	for kib in $(seq 40 8 88) 400; do
-		fill "$kib"
-		LAST_CMD="strace inject=link:error=ENOSPC mtls ca issue --out undelivered$kib ($kib KiB free)"
-		run "${STRACE[@]}" -e trace=link -e inject=link:error=ENOSPC:when=1 \
-			"$MTLS" ca issue --dir "$F" --profile client --uri "spiffe://example.org/undelivered/$kib" --out "$W/out/u$kib"
+	# undelivered NAME KIB STRACE-ARGS... : `mtls ca issue --out $W/out/NAME` under strace
+	# with its link (the delivery after the commit) refused with ENOSPC, KIB KiB free on the
+	# CA disk (RACE: the disk is filled to KIB while the issue is held at its first fsync, the
+	# first output file being staged: after it looked for room, before the commit). Adds to
+	# p (problems) and seen (outcomes).
+	undelivered() {
+		local name=$1 kib=$2 e filler=""
+		shift 2
+		LAST_CMD="strace $* mtls ca issue --out $name ($kib KiB free)"
+		if [ "${RACE:-}" ]; then
+			rm -f -- "$MNT/filler"
+			(
+				for _ in $(seq 1 400); do
+					! compgen -G "$W/out/$name.pem.tmp-*" >/dev/null || break
+					sleep 0.05
+				done
+				fill "$kib"
+			) &
+			filler=$!
+		else
+			fill "$kib"
+		fi
+		run "${STRACE[@]}" "$@" -e inject=link:error=ENOSPC:when=1 \
+			"$MTLS" ca issue --dir "$F" --profile client --uri "spiffe://example.org/undelivered/$name" --out "$W/out/$name"
+		[ -z "$filler" ] || wait "$filler" || true
 		rm -f -- "$MNT/filler"
 		e=$ERR
 		run "$MTLS" ca list --dir "$F" --valid
-		if [[ $OUT == *"undelivered/$kib"* ]]; then
+		if [[ $OUT == *"undelivered/$name "* || $OUT == *"undelivered/$name"$'\n'* || $OUT == *"undelivered/$name" ]]; then
 			p+=("$kib KiB free: a valid certificate nobody holds is left in the inventory: $e")
 		elif [[ $e == *"so it is revoked"* || $e == *"revocation (cessationOfOperation) is committed"* ]]; then
 			seen+=" $kib:revoked"
@@ -166,12 +185,30 @@ if command -v strace >/dev/null; then
 		else
 			p+=("$kib KiB free: unexpected outcome: $e")
 		fi
-		[ -z "$(find "$W/out" -maxdepth 1 -name "u$kib*" -print)" ] || p+=("$kib KiB free: files of the undelivered certificate left")
+		[ "$(printf '%s\n' "$e" | wc -l)" = 1 ] || p+=("$kib KiB free: stderr is not one line: $e")
+		[ -z "$(find "$W/out" -maxdepth 1 -name "${name}[.-]*" -print)" ] || p+=("$kib KiB free: files of the undelivered certificate left")
+	}
+	p=()
+	seen=""
+	for kib in $(seq 40 8 88) 400; do
+		undelivered "u$kib" "$kib" -e trace=link
 	done
 	[[ $seen == *":revoked"* ]] || p+=("no case got as far as revoking an undelivered certificate")
 	run "$MTLS" ca audit --dir "$F"
 	[ "$RC" = 0 ] || p+=("audit afterwards: exit $RC: $OUT $ERR")
 	verdict "link refused after the commit on a filling disk: never a valid undelivered certificate ($seen)" "${p[@]+"${p[@]}"}"
+
+	# Another process fills the disk after issue made sure of its room: the room must still
+	# be there for taking the certificate back (a check of free space alone is not enough).
+	p=()
+	seen=""
+	for kib in 16 24 32 40 48; do
+		RACE=1 undelivered "race$kib" "$kib" -e trace=fsync,link -e inject=fsync:delay_enter=1500000:when=1
+	done
+	[[ $seen == *":revoked"* ]] || p+=("no case got as far as revoking an undelivered certificate")
+	run "$MTLS" ca audit --dir "$F"
+	[ "$RC" = 0 ] || p+=("audit afterwards: exit $RC: $OUT $ERR")
+	verdict "the disk filled by another process after issue's room check, link refused: never a valid undelivered certificate ($seen)" "${p[@]+"${p[@]}"}"
 else
 	echo "skip  undelivered issue: strace is not installed"
 fi
