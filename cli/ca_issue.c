@@ -246,6 +246,8 @@ struct output {
 	int nstaged;
 };
 
+#define OUT_BASE_MAX ((int)(NAME_MAX - sizeof("-chain.pem") + 1 - FILES_TMP_SUFFIX))
+
 static int output_init(struct output *out, const char *prefix, bool with_key, char *err,
 		       size_t err_len)
 {
@@ -277,9 +279,14 @@ static int output_init(struct output *out, const char *prefix, bool with_key, ch
 			 prefix);
 		return -1;
 	}
-	if (strlen(base) > NAME_MAX) {
-		snprintf(err, err_len, "--out: the file name prefix is longer than %d bytes",
-			 NAME_MAX);
+	/* the longest name written is the chain's temporary one, NAME-chain.pem.tmp-<hex>:
+	 * refused here rather than after the key is made and the transaction begun */
+	if (strlen(base) > OUT_BASE_MAX) {
+		snprintf(err, err_len,
+			 "--out: the file name prefix is %zu bytes, more than %d (NAME-chain.pem "
+			 "and "
+			 "its temporary name must fit in %d); choose a shorter one",
+			 strlen(base), OUT_BASE_MAX, NAME_MAX);
 		return -1;
 	}
 	snprintf(out->names[0], sizeof(out->names[0]), "%s.pem", base);

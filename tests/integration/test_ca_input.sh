@@ -149,6 +149,20 @@ p=()
 [ -z "$(find "$W/out" -maxdepth 1 -name '.*' -print)" ] || p+=("hidden files in out/")
 verdict "--out . and .. (from inside the directory): refused, no hidden files" "${p[@]+"${p[@]}"}"
 
+# the longest file name written is the chain's temporary name, NAME-chain.pem.tmp-<12 hex>:
+# a prefix too long for it is refused up front (exit 2), not after the key was made
+long=$(printf '%0229d' 0)
+refused "--out with a 229-byte file name: refused up front, names --out" \
+	"mtls ca issue: --out: the file name prefix is 229 bytes, more than 228 (NAME-chain.pem and its temporary name must fit in 255)*" \
+	--profile server --dns a.example.org --out "$W/out/$long"
+LAST_CMD="mtls ca issue --out out/<228 bytes>"
+run "$MTLS" ca issue --dir "$D" --profile server --dns a.example.org --out "$W/out/${long:1}"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC")
+[ -f "$W/out/${long:1}-chain.pem" ] || p+=("no chain file")
+report "--out with a 228-byte file name: issued" "${p[@]+"${p[@]}"}"
+rm -f -- "$W/out/${long:1}".* "$W/out/${long:1}"-chain.pem
+
 LAST_CMD="mtls ca issue --out out/sub/app"
 run "$MTLS" ca issue --dir "$D" --profile server --dns a.example.org --out "$W/out/sub/app"
 p=()
