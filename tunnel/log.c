@@ -626,7 +626,7 @@ static void tell_write_error(const char *path, int err, unsigned long long lost,
 		len = snprintf(msg, sizeof(msg), "mtls: the log %s is written again\n", path);
 	else
 		len = snprintf(msg, sizeof(msg),
-			       "mtls: cannot write the log to %s: %s; %s%llu lines lost (counted "
+			       "mtls: cannot write the log to %s: %s; %s%llu line(s) lost (counted "
 			       "in mtls_log_lines_dropped_total{reason=\"write_error\"}); free "
 			       "space or fix the file\n",
 			       path, strerror(err), first ? "" : "still failing, ", lost);
