@@ -508,14 +508,22 @@ int authority_take_room(struct authority *ca, char *err, size_t err_len)
 		snprintf(err, err_len, "%s; nothing was issued", why);
 		return -1;
 	}
+	if (errno == EDQUOT) { /* a quota is not a full disk: df shows room there */
+		snprintf(err, err_len,
+			 "disk quota exceeded: an issue needs %llu KiB in %s (for the certificate "
+			 "and, should its files not be delivered, for revoking it); free space "
+			 "within the quota or have it raised, and run the command again; nothing "
+			 "was issued",
+			 (need + 1023) / 1024, ca->dir);
+		return -1;
+	}
 	if (statvfs(ca->dir, &vfs) == 0)
 		avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
 	snprintf(err, err_len,
-		 "disk nearly full: %s has %llu KiB free%s, and an issue needs %llu KiB there (for "
+		 "disk nearly full: %s has %llu KiB free, and an issue needs %llu KiB there (for "
 		 "the certificate and, should its files not be delivered, for revoking it); free "
 		 "space and run the command again; nothing was issued",
-		 ca->dir, avail / 1024, errno == EDQUOT ? " (disk quota exceeded)" : "",
-		 (need + 1023) / 1024);
+		 ca->dir, avail / 1024, (need + 1023) / 1024);
 	return -1;
 }
 

@@ -26,12 +26,19 @@ static int fail(char *err, size_t len, const char *what, const char *path, int e
 {
 	char buf[PATH_MAX];
 
-	/* "No space left on device" names no device: say which directory to make room in */
-	if (e == ENOSPC || e == EDQUOT) {
-		snprintf(buf, sizeof(buf), "%s", path);
+	/* "No space left on device" names no device: say which directory to make room in; a
+	 * quota is not a full disk (df shows room there) */
+	snprintf(buf, sizeof(buf), "%s", path);
+	if (e == ENOSPC) {
 		snprintf(err, len,
-			 "%s %s: disk full (%s in %s); free space and run the command again", what,
-			 path, e == ENOSPC ? "no space left" : "disk quota exceeded", dirname(buf));
+			 "%s %s: disk full (no space left in %s); free space and run the command "
+			 "again",
+			 what, path, dirname(buf));
+	} else if (e == EDQUOT) {
+		snprintf(err, len,
+			 "%s %s: disk quota exceeded (in %s); free space within the quota or have "
+			 "it raised, and run the command again",
+			 what, path, dirname(buf));
 	} else {
 		snprintf(err, len, "%s %s: %s", what, path, strerror(e));
 	}

@@ -72,13 +72,22 @@ static bool disk_full(sqlite3 *db)
 		(sqlite3_system_errno(db) == ENOSPC || sqlite3_system_errno(db) == EDQUOT));
 }
 
+/* How to say it: a quota is not a full disk (df shows room there). */
+static bool quota(sqlite3 *db)
+{
+	return sqlite3_system_errno(db) == EDQUOT;
+}
+#define FULL(db) (quota(db) ? "disk quota exceeded" : "disk full")
+#define ROOM(db)                                                                                   \
+	(quota(db) ? "free space within the quota or have it raised, and run the command again"    \
+		   : "free space and run the command again")
+
 static int fail(struct store *st, const char *what)
 {
 	if (disk_full(st->db))
 		snprintf(st->err, sizeof(st->err),
-			 "disk full while updating the CA inventory %s (%s): nothing was changed; "
-			 "free space and run the command again",
-			 st->path, what);
+			 "%s while updating the CA inventory %s (%s): nothing was changed; %s",
+			 FULL(st->db), st->path, what, ROOM(st->db));
 	else
 		snprintf(st->err, sizeof(st->err), "CA inventory: %s: %s", what,
 			 sqlite3_errmsg(st->db));
@@ -163,11 +172,9 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 	if (inventory < 0 || (!pragmas && disk_full(st->db))) {
 		*full = disk_full(st->db);
 		if (*full)
-			snprintf(
-				err, err_len,
-				"disk full while opening the CA inventory %s: nothing was changed; "
-				"free space and run the command again",
-				path);
+			snprintf(err, err_len,
+				 "%s while opening the CA inventory %s: nothing was changed; %s",
+				 FULL(st->db), path, ROOM(st->db));
 		else
 			snprintf(err, err_len, "cannot read the CA inventory %s: %s", path,
 				 sqlite3_errmsg(st->db));
@@ -180,10 +187,8 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 		 * backup of it to restore */
 		if (create && disk_full(st->db)) {
 			*full = true;
-			snprintf(err, err_len,
-				 "disk full while creating the CA inventory %s: free space and run "
-				 "the command again",
-				 path);
+			snprintf(err, err_len, "%s while creating the CA inventory %s: %s",
+				 FULL(st->db), path, ROOM(st->db));
 		} else if (create) {
 			snprintf(err, err_len, "cannot create the CA inventory %s: %s", path,
 				 sqlite3_errmsg(st->db));

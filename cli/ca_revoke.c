@@ -152,9 +152,10 @@ static int publish(const char *cmd, struct authority *ca, const struct crl_pendi
 	e = errno;
 	if (e == ENOSPC || e == EDQUOT)
 		snprintf(msg, sizeof(msg),
-			 "disk full while writing %s/crl.pem: %s; free space and run 'mtls ca "
-			 "crl' to publish it",
-			 ca->dir, committed);
+			 "%s while writing %s/crl.pem: %s; free space%s and run 'mtls ca crl' to "
+			 "publish it",
+			 e == ENOSPC ? "disk full" : "disk quota exceeded", ca->dir, committed,
+			 e == ENOSPC ? "" : " within the quota (or have it raised)");
 	else
 		snprintf(msg, sizeof(msg), "%s: %s; fix this and run 'mtls ca crl' to publish it",
 			 err, committed);

@@ -31,6 +31,39 @@ _full_exit() {
 	_cleanup
 }
 trap _full_exit EXIT
+# A quota is not a full disk: `df` shows room, so "disk full" would send the operator to the
+# wrong place. EDQUOT comes from strace here (tmpfs quotas are not everywhere, and root
+# ignores them).
+if command -v strace >/dev/null; then
+	echo "# disk quota exceeded (EDQUOT injected)"
+	Q=$W/caQ
+	run "$MTLS" ca init --dir "$Q"
+	QSTRACE=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" strace -f -qq -o /dev/null)
+	# quota_case NAME SYSCALL WHEN ARGS... : `mtls ca ARGS` with SYSCALL failing with EDQUOT
+	# from its WHENth call on: exit 1, one line saying the quota is exceeded (not that the
+	# disk is full) and naming the CA directory or file.
+	quota_case() {
+		local name=$1 sc=$2 when=$3
+		shift 3
+		p=()
+		LAST_CMD="strace inject=$sc:error=EDQUOT:when=$when mtls ca $*"
+		run "${QSTRACE[@]}" -e trace="$sc" -e inject="$sc:error=EDQUOT:when=$when" "$MTLS" ca "$@"
+		[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+		[ "$(printf '%s\n' "$ERR" | wc -l)" = 1 ] || p+=("stderr is not one line")
+		[[ $ERR == *"quota exceeded"* ]] || p+=("the message does not say the quota is exceeded")
+		[[ $ERR != *"disk full"* && $ERR != *"nearly full"* ]] || p+=("a quota is reported as a full disk")
+		[[ $ERR == *"$W/"* ]] || p+=("the message does not name the directory")
+		report "$name" "${p[@]+"${p[@]}"}"
+	}
+	quota_case "issue, quota exceeded writing the certificate: says so" write 1 \
+		issue --dir "$Q" --profile client --uri spiffe://example.org/q1 --out "$W/out/q1"
+	quota_case "issue, quota exceeded taking its room: says so" fallocate 1 \
+		issue --dir "$Q" --profile client --uri spiffe://example.org/q2 --out "$W/out/q2"
+	quota_case "revoke, quota exceeded in the inventory: says so" pwrite64 1+ \
+		revoke --dir "$Q" --serial 01 --reason superseded
+	quota_case "crl, quota exceeded writing crl.pem: says so" fsync 1 crl --dir "$Q"
+fi
+
 if ! mount -t tmpfs -o size=2m,mode=700 tmpfs "$MNT" 2>/dev/null; then
 	echo "skip  all cases: cannot mount a tmpfs (not root?)"
 	pass "skipped: no tmpfs"
