@@ -12,6 +12,7 @@ packages=(
 	clang-format                        # style check
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests
 	bc                                  # bench/ arithmetic
+	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 )
 
 sudo=""

@@ -852,7 +852,6 @@ int tunnel_run(const struct tunnel_options *given)
 			wake_all(&d);
 			goto join;
 		}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
 	address_local(d.workers[0].listen_fd, addr, sizeof(addr));
 	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr), LS("target", o->target),
@@ -865,6 +864,9 @@ int tunnel_run(const struct tunnel_options *given)
 	ev_signal_start(loop, &ms.sighup);
 	ev_signal_start(loop, &ms.sigterm);
 	ev_signal_start(loop, &ms.sigint);
+	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
+	 * rotating right after start) is a reload, not the default action, which kills */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
 	sign_files(&ms, ms.sigs);
 	if (o->watch_interval_ms > 0) {

@@ -95,4 +95,33 @@ reloads=$(metric "$SRV_METRICS" 'mtls_reloads_total{result="ok"}')
 verdict "$CLIENTS clients, $conns connections x 3 lines through both daemons (2 workers each) during ${reloads:-0} reloads and metrics scrapes" \
 	"${problems[@]+"${problems[@]}"}" -- "server log:" "$(tail -n 20 "$TMP/server.log")" \
 	"connector log:" "$(tail -n 20 "$TMP/connector.log")"
+
+# A SIGHUP sent the moment "listening" shows is a reload. The main thread's signal handlers
+# are installed after that line; until they are, the signals stay blocked (the default
+# action of SIGHUP is to exit). strace widens the window: every epoll_create1 is slowed, so
+# the main loop's is made half a second after "listening".
+if command -v strace >/dev/null; then
+	start_bg "$TMP/early.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		strace -f -qq -o /dev/null -e trace=epoll_create1 \
+		-e inject=epoll_create1:delay_enter=500000 \
+		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
+		--target "127.0.0.1:$BE_PORT" --cert "$C/server-chain.pem" --key "$C/server.key" \
+		--ca "$C/ca.pem" --allow-any-identity --drain-timeout 1000 --watch-interval 0
+	early=$BG_PID
+	problems=()
+	if wait_for_line "$TMP/early.log" '"event":"listening"' "$READY_LIMIT" "$early"; then
+		pid=$({ grep -m1 -F '"event":"listening"' "$TMP/early.log" || true; } |
+			sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p')
+		kill -HUP "$pid" 2>/dev/null || problems+=("could not signal $pid")
+		wait_for_line "$TMP/early.log" '"event":"reload"' 5 "$early" ||
+			problems+=("no reload after the SIGHUP")
+		kill -0 "$pid" 2>/dev/null || problems+=("the server died of the SIGHUP")
+	else
+		problems+=("the server did not start")
+	fi
+	verdict "SIGHUP right after \"listening\" (main loop slowed by strace): a reload, not death" \
+		"${problems[@]+"${problems[@]}"}" -- "$(cat "$TMP/early.log")"
+else
+	echo "skip  SIGHUP right after listening: strace is not installed"
+fi
 finish
