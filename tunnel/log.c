@@ -706,8 +706,6 @@ static void *writer_main(void *arg)
 			memcpy(untold, r.untold, sizeof(untold));
 			memset(r.untold, 0, sizeof(r.untold));
 		}
-		if (r.used == 0)
-			pthread_cond_broadcast(&idle);
 		pthread_mutex_unlock(&mu);
 		if (path != NULL)
 			tell_write_error(path, err, lost, first);
@@ -724,6 +722,9 @@ static void *writer_main(void *arg)
 				LS("reason", "write_error"),
 				LS("message", "log lines were lost: writing the log failed"));
 		pthread_mutex_lock(&mu);
+		/* idle only now, so that a flush also waits for the notices above */
+		if (r.used == 0)
+			pthread_cond_broadcast(&idle);
 	}
 	pthread_mutex_unlock(&mu);
 	return NULL;
