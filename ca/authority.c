@@ -498,17 +498,19 @@ int authority_take_room(struct authority *ca, char *err, size_t err_len)
 	char path[PATH_MAX], why[PATH_MAX + 256];
 	struct statvfs vfs;
 	unsigned long long need = room_needed(ca), avail = 0;
+	int e;
 
 	/* Allocated, not only looked for: free space that another process can take before
 	 * the commit would leave an issue that commits, cannot deliver and cannot revoke. */
 	if (files_reserve(&ca->room, authority_path(ca, "room", path, sizeof(path)), (off_t)need,
 			  why, sizeof(why)) == 0)
 		return 0;
-	if (errno != ENOSPC && errno != EDQUOT) {
+	e = errno;
+	if (e != ENOSPC && e != EDQUOT) {
 		snprintf(err, err_len, "%s; nothing was issued", why);
 		return -1;
 	}
-	if (errno == EDQUOT) { /* a quota is not a full disk: df shows room there */
+	if (e == EDQUOT) { /* a quota is not a full disk: df shows room there */
 		snprintf(err, err_len,
 			 "disk quota exceeded: an issue needs %llu KiB in %s (for the certificate "
 			 "and, should its files not be delivered, for revoking it); free space "

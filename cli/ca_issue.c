@@ -283,9 +283,9 @@ static int output_init(struct output *out, const char *prefix, bool with_key, ch
 	 * refused here rather than after the key is made and the transaction begun */
 	if (strlen(base) > OUT_BASE_MAX) {
 		snprintf(err, err_len,
-			 "--out: the file name prefix is %zu bytes, more than %d (NAME-chain.pem "
-			 "and "
-			 "its temporary name must fit in %d); choose a shorter one",
+			 "--out: the file name prefix is %zu bytes, more than %d "
+			 "(NAME-chain.pem and its temporary name must fit in %d); choose a "
+			 "shorter one",
 			 strlen(base), OUT_BASE_MAX, NAME_MAX);
 		return -1;
 	}
