@@ -52,8 +52,14 @@ peer() { taskset -c 1 "$bin/tunnelpeer" "$@" --connect "127.0.0.1:$port" --cert 
 	--key "$tmp/cli.key" --ca "$ca/root.pem" --name bench.test; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+# the server's CPU per GB moved: steadier than MB/s on a shared machine
+server=${pids[1]}
+cpu() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }
+c0=$(cpu)
 alone=$(peer upload --seconds "$upload")
-echo "upload alone: $alone"
+c1=$(cpu)
+echo "upload alone: $alone server_cpu_s_per_gb=$(awk -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
+	-v b="$(field sent " $alone")" 'BEGIN { printf "%.2f", c / hz / (b / 1e9) }')"
 over=0 windows=0
 for r in $(seq "$rounds"); do
 	peer upload --seconds "$upload" >"$tmp/upload.out" &
