@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CA disk tests themselves, under the worst a CI run does to them:
 #   - test_ca_diskfull.sh killed with SIGKILL (a CTest timeout) once its tmpfs is mounted
-#     leaves no mount behind: it mounts in a private mount namespace, which goes with it.
+#     leaves no mount behind: it mounts in a private mount namespace, which goes with it;
+#   - where it may not mount (not root, no user namespace), it skips and passes.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,5 +46,27 @@ else
 	fi
 fi
 verdict "killed with SIGKILL while its tmpfs is mounted: no mount left behind" "${p[@]+"${p[@]}"}"
+
+echo "# test_ca_diskfull.sh where it may not mount a tmpfs"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	# an unprivileged user without a namespace (MTLS_DISKFULL_NS set: none is made)
+	mkdir -m 1777 -- "$TMP/u"
+	chmod 711 -- "$TMP" # for the other user, just this run
+	LAST_CMD="setpriv --reuid=65534 test_ca_diskfull.sh (no namespace)"
+	run setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+		env MTLS_DISKFULL_NS=1 TMPDIR="$TMP/u" bash "$DISKFULL"
+	chmod 700 -- "$TMP"
+	p=()
+	if [[ $ERR == *"Permission denied"* && $OUT != *skip* ]]; then
+		echo "skip  no mount permitted: user 65534 cannot read the build ($(first_line "$ERR"))"
+	else
+		[ "$RC" = 0 ] || p+=("exit status $RC")
+		[[ $OUT == *"skip  all cases: cannot mount a tmpfs"* ]] || p+=("no skip line")
+		[[ $OUT != *FAIL* ]] || p+=("a case failed")
+		report "no mount permitted: skipped, passes" "${p[@]+"${p[@]}"}"
+	fi
+else
+	echo "skip  no mount permitted: needs root and setpriv to become another user"
+fi
 
 finish
