@@ -31,9 +31,9 @@
 
 #include "log.h"
 
-/* set by log_setup() before any other thread logs */
-static enum log_format fmt = LOG_JSON;
-static enum log_level min = LOG_INFO;
+/* set by log_setup(); atomic because the writer thread reads them for its own lines */
+static atomic_int fmt = LOG_JSON;
+static atomic_int min = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -101,7 +101,7 @@ static void write_event(enum log_level level, const char *event, const struct lo
 #define LOG_OWN(level, event, ...)                                                                 \
 	do {                                                                                       \
 		const struct log_field own_f_[] = {__VA_ARGS__};                                   \
-		if ((level) >= min)                                                                \
+		if ((int)(level) >= atomic_load(&min))                                             \
 			write_event((level), (event), own_f_, sizeof(own_f_) / sizeof(own_f_[0])); \
 	} while (0)
 
@@ -319,7 +319,7 @@ static char *format_line(enum log_level level, const char *event, const struct l
 
 	*heap = NULL;
 	timestamp(ts, sizeof(ts));
-	if (fmt == LOG_JSON) {
+	if (atomic_load(&fmt) == LOG_JSON) {
 		json_t *obj = json_object();
 		char *text;
 
@@ -550,7 +550,7 @@ void log_event(enum log_level level, const char *event, const struct log_field *
 	struct summary due;
 	bool ok = true;
 
-	if (level < min)
+	if ((int)level < atomic_load(&min))
 		return;
 	if (level >= LOG_WARN)
 		ok = rate_admit(event, fields, n, &due);
@@ -798,8 +798,8 @@ int log_setup_buffer(enum log_format format, enum log_level min_level, const cha
 	flushed = log_flush(5000);
 	if (flushed && r.buf != NULL && r.cap != buffer)
 		log_stop();
-	fmt = format;
-	min = min_level;
+	atomic_store(&fmt, format);
+	atomic_store(&min, min_level);
 	pthread_mutex_lock(&mu);
 	old_fd = r.fd;
 	old_path = r.path;
