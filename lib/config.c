@@ -6,7 +6,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -245,17 +248,39 @@ int mtls_config_set_cert_mem(struct mtls_config *c, const uint8_t *pem, size_t l
 	return copy_mem(c, "certificate", pem, len, &c->cert);
 }
 
+/* Whether group gid is the own group of the process's user: named after it and with no
+ * other member, as 'useradd --user-group' (or 'adduser --system --group') makes it. A
+ * primary group alone says nothing: nobody's nogroup is also the primary group of _apt and
+ * sync on Debian, and 'users' that of every account on some systems. */
+static bool own_group(gid_t gid)
+{
+	struct passwd pw, *pwp = NULL;
+	struct group gr, *grp = NULL;
+	char pwbuf[4096], grbuf[16384];
+	bool own;
+
+	if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &pwp) != 0 || pwp == NULL ||
+	    getgrgid_r(gid, &gr, grbuf, sizeof(grbuf), &grp) != 0 || grp == NULL)
+		return false;
+	own = strcmp(gr.gr_name, pw.pw_name) == 0 && pw.pw_gid == gid;
+	for (char **m = gr.gr_mem; own && m != NULL && *m != NULL; m++)
+		own = strcmp(*m, pw.pw_name) == 0;
+	return own;
+}
+
 /* The permission bits of a secret's file that make it readable by others than its reader.
- * Group read counts as private when the group is this process's own (not root's) and the
- * group may not write: a daemon running as its own user reads a root-owned key through its
- * group ('chown root:mtls key.pem; chmod 0640'), the convention of nginx and ghostunnel
- * setups, and nobody else does. */
+ * Group read (not write) counts as private when the file belongs to root or to this process's
+ * user and its group is that user's own (own_group()): a daemon running as user mtls reads a
+ * root-owned key through its group ('chown root:mtls key.pem; chmod 0640'), and nobody else
+ * can, as with a 0600 key of its own. Any other group-readable file is refused, as before. */
 static mode_t secret_mode(const char *path, mode_t mode)
 {
 	struct stat sb;
+	gid_t gid = getegid();
 
-	if ((mode & 077) == 040 && getegid() != 0 && stat(path, &sb) == 0 &&
-	    sb.st_gid == getegid() && (sb.st_mode & 077) == 040)
+	if ((mode & 077) == 040 && gid != 0 && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    sb.st_gid == gid && (sb.st_mode & 077) == 040 &&
+	    (sb.st_uid == 0 || sb.st_uid == geteuid()) && own_group(gid))
 		return mode & ~(mode_t)070;
 	return mode;
 }

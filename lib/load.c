@@ -128,7 +128,8 @@ static EVP_PKEY *read_key(const struct mtls_config *c, struct error *err)
 		error_set(err, MTLS_REASON_KEY_PERMISSIONS,
 			  "private key %s is readable by group or others (mode %04o); run "
 			  "'chmod 600 %s' (or, for a daemon running as its own user, 'chmod 640' "
-			  "with the file's group being that user's primary group)",
+			  "with the file owned by root and its group that user's own: named after "
+			  "it, with no other members)",
 			  c->key.origin, (unsigned)(c->key_mode & 07777), c->key.origin);
 		return NULL;
 	}

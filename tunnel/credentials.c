@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,23 @@ size_t credentials_files(const struct tunnel_options *o, const char **out, size_
 	return n;
 }
 
+/* The group of user through which a root-owned key may be read: its primary group, if it is
+ * the user's own (named after it, no other members: what lib/config.c accepts). NULL if it
+ * has none, and then the key must be the user's (0600). */
+static const char *own_group_name(const char *user, char *out, size_t len)
+{
+	struct passwd *pw = getpwnam(user);
+	struct group *gr = pw != NULL ? getgrgid(pw->pw_gid) : NULL;
+
+	if (gr == NULL || strcmp(gr->gr_name, user) != 0)
+		return NULL;
+	for (char **m = gr->gr_mem; m != NULL && *m != NULL; m++)
+		if (strcmp(*m, user) != 0)
+			return NULL;
+	snprintf(out, len, "%s", gr->gr_name);
+	return out;
+}
+
 int credentials_check_readable(const struct tunnel_options *o, const char *user, char *err,
 			       size_t len)
 {
@@ -175,8 +193,7 @@ int credentials_check_readable(const struct tunnel_options *o, const char *user,
 		int fd = open(files[i], O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 		int e = errno;
 		bool secret = files[i] == o->key || files[i] == o->key_passphrase_file;
-		struct group *gr;
-		char group[64];
+		char group[64], fix[300];
 
 		if (fd >= 0) {
 			close(fd);
@@ -184,21 +201,18 @@ int credentials_check_readable(const struct tunnel_options *o, const char *user,
 		}
 		if (e != EACCES && e != EPERM)
 			continue; /* a missing file: the build says so, with the file's role */
-		gr = getgrgid(getegid());
-		snprintf(group, sizeof(group), "%s", gr != NULL ? gr->gr_name : "GROUP");
-		if (secret)
-			snprintf(err, len,
-				 "--user %s cannot read %s (%s), and every reload reads it again "
-				 "as %s: run 'chown root:%s %s; chmod 0640 %s' (the directories "
-				 "above it searchable by %s)",
-				 user, files[i], strerror(e), user, group, files[i], files[i],
-				 user);
-		else
-			snprintf(err, len,
-				 "--user %s cannot read %s (%s), and every reload reads it again "
-				 "as %s: run 'chmod 0644 %s' (the directories above it searchable "
-				 "by %s)",
-				 user, files[i], strerror(e), user, files[i], user);
+		if (!secret)
+			snprintf(fix, sizeof(fix), "chmod 0644 %s", files[i]);
+		else if (own_group_name(user, group, sizeof(group)) != NULL)
+			snprintf(fix, sizeof(fix), "chown root:%s %s; chmod 0640 %s", group,
+				 files[i], files[i]);
+		else /* a shared group (nobody's nogroup) would let its other members read it */
+			snprintf(fix, sizeof(fix), "chown %s %s; chmod 0600 %s", user, files[i],
+				 files[i]);
+		snprintf(err, len,
+			 "--user %s cannot read %s (%s), and every reload reads it again as %s: "
+			 "run '%s' (the directories above it searchable by %s)",
+			 user, files[i], strerror(e), user, fix, user);
 		return -1;
 	}
 	return 0;

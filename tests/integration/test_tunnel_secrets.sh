@@ -88,31 +88,110 @@ verdict "--insecure-key-permissions accepts it, with a warning" "${p[@]+"${p[@]}
 	"$(cat -- "$TMP/con-insecure.log")"
 
 echo "# 3. --user: the files a reload reads must be readable by the user"
-if [ "$(id -u)" != 0 ] || ! id nobody >/dev/null 2>&1; then
-	echo "skip  --user cases: need root and user nobody"
+if [ "$(id -u)" != 0 ] || ! id nobody >/dev/null 2>&1 || ! command -v setpriv >/dev/null; then
+	echo "skip  --user cases: need root, user nobody and setpriv"
 	finish
 	exit
 fi
-G=$(id -gn nobody)
+chmod 711 "$TMP"
+
+# A group-readable key is private only if the group is the reader's own: named after its
+# user, with no other members (a user private group, as 'useradd --user-group' makes).
+# nobody's primary group nogroup is not: on Debian it is also _apt's and sync's primary group,
+# so 'chown root:nogroup; chmod 0640' lets them read the key. Refused, with and without
+# --user, as it was before group-readable keys were accepted at all.
+NG=$(id -gn nobody)
+N=$TMP/nobody-key
+mkdir -m 755 "$N"
+cp -- "$C/server-chain.pem" "$C/ca.pem" "$N/"
+chmod 644 "$N/server-chain.pem" "$N/ca.pem"
+install -m 640 -o root -g "$NG" -- "$C/server.key" "$N/server.key"
+NSRV=(--listen 127.0.0.1:0 --target 127.0.0.1:9 --cert "$N/server-chain.pem"
+	--key "$N/server.key" --ca "$N/ca.pem" --allow-any-identity --drain-timeout 100)
+LAST_CMD="mtls server --user nobody (key root:$NG 0640; $NG is not a group of nobody's own)"
+run "$MTLS" server "${NSRV[@]}" --user nobody
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2: the key readable by every member of $NG was accepted")
+[[ $ERR == *"private key $N/server.key is readable by group or others (mode 0640)"* ]] ||
+	p+=("the refusal does not name the key and its mode")
+[ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
+report "--user nobody with the key root:$NG 0640 ($NG is not nobody's own group): refused" \
+	"${p[@]+"${p[@]}"}"
+
+# the library's own check, for a process that simply runs as nobody:nogroup (no --user)
+LAST_CMD="setpriv --reuid=nobody --regid=$NG mtls server (key root:$NG 0640)"
+run setpriv --reuid=nobody --regid="$NG" --clear-groups "$MTLS" server "${NSRV[@]}"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2: the key readable by every member of $NG was accepted")
+[[ $ERR == *"private key $N/server.key is readable by group or others (mode 0640)"* ]] ||
+	p+=("the refusal does not name the key and its mode")
+report "running as nobody:$NG (no --user), the key root:$NG 0640 is refused as before" \
+	"${p[@]+"${p[@]}"}"
+
+# A system user whose primary group is its own (named after it, no other members, no other
+# account's primary group), for the accepted cases.
+PU=""
+for u in daemon www-data proxy backup list; do
+	pw=$(getent passwd "$u") || continue
+	gid=$(cut -d: -f4 <<<"$pw")
+	gr=$(getent group "$gid") || continue
+	others=$(getent passwd | awk -F: -v g="$gid" -v u="$u" '$4 == g && $1 != u' | wc -l)
+	if [ "${gr%%:*}" = "$u" ] && [ -z "$(cut -d: -f4 <<<"$gr" | tr -d "$u,")" ] &&
+		[ "$others" = 0 ]; then
+		PU=$u
+		break
+	fi
+done
+if [ -z "$PU" ]; then
+	echo "skip  --user accepted cases: no system user with a group of its own"
+	finish
+	exit
+fi
+G=$PU
 U=$TMP/user
 mkdir -m 755 "$U"
-chmod 711 "$TMP"
 cp -- "$C/server-chain.pem" "$C/ca.pem" "$U/"
 chmod 644 "$U/server-chain.pem" "$U/ca.pem"
 install -m 600 -o root -g root -- "$C/server.key" "$U/server.key"
 SRV=(--target 127.0.0.1:9 --cert "$U/server-chain.pem" --key "$U/server.key" --ca "$U/ca.pem"
-	--allow-any-identity --user nobody --watch-interval 200 --drain-timeout 100)
+	--allow-any-identity --user "$PU" --watch-interval 200 --drain-timeout 100)
 
-LAST_CMD="mtls server --user nobody (key root 0600)"
+LAST_CMD="mtls server --user $PU (key root 0600)"
 run "$MTLS" server --listen 127.0.0.1:0 "${SRV[@]}"
 p=()
 [ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
-for w in "--user nobody cannot read $U/server.key" "Permission denied" "every reload" \
+for w in "--user $PU cannot read $U/server.key" "Permission denied" "every reload" \
 	"chown root:$G $U/server.key; chmod 0640 $U/server.key"; do
 	[[ $ERR == *"$w"* ]] || p+=("the refusal does not say: $w")
 done
 [ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
-report "--user nobody with a key only root can read: refused at start, saying what to do" \
+report "--user $PU with a key only root can read: refused at start, saying what to do" \
+	"${p[@]+"${p[@]}"}"
+
+# a key group-readable by the user's own group but owned by another user (who could read it,
+# and change its mode): not private
+chown "nobody:$G" "$U/server.key"
+chmod 640 "$U/server.key"
+LAST_CMD="mtls server --user $PU (key nobody:$G 0640)"
+run "$MTLS" server --listen 127.0.0.1:0 "${SRV[@]}"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2: a key owned by nobody was accepted")
+[[ $ERR == *"private key $U/server.key is readable by group or others"* ]] ||
+	p+=("the refusal does not name the key")
+report "--user $PU with the key nobody:$G 0640 (owned by another user): refused" \
+	"${p[@]+"${p[@]}"}"
+
+# the root-only key refused as nobody suggests nothing the key check refuses next
+# (not 'chown root:$NG'): nogroup is not nobody's own
+install -m 600 -o root -g root -- "$C/server.key" "$N/server.key"
+LAST_CMD="mtls server --user nobody (key root 0600)"
+run "$MTLS" server "${NSRV[@]}" --user nobody
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+[[ $ERR == *"chown nobody $N/server.key; chmod 0600 $N/server.key"* ]] ||
+	p+=("the refusal does not suggest 'chown nobody KEY; chmod 0600 KEY'")
+[[ $ERR != *"chown root:$NG"* ]] || p+=("the refusal suggests 'chown root:$NG', which the key check refuses")
+report "--user nobody with a root-only key: the fix suggested is one the key check accepts" \
 	"${p[@]+"${p[@]}"}"
 
 chown "root:$G" "$U/server.key"
@@ -120,8 +199,8 @@ chmod 640 "$U/server.key"
 start_tunnel_server "$TMP/srv-user.log" "${SRV[@]}"
 PID=$(main_pid "$TMP/srv-user.log")
 p=()
-[ "$(awk '/^Uid:/ { print $2 }' "/proc/$PID/status")" = "$(id -u nobody)" ] ||
-	p+=("the server does not run as nobody")
+[ "$(awk '/^Uid:/ { print $2 }' "/proc/$PID/status")" = "$(id -u "$PU")" ] ||
+	p+=("the server does not run as $PU")
 # a rotation: the same files rewritten in place (their owner and mode stay)
 cat -- "$C/server-chain.pem" >"$U/server-chain.pem"
 cat -- "$C/server.key" >"$U/server.key"
@@ -133,7 +212,7 @@ done
 [ "$(log_count "$TMP/srv-user.log" reload '"trigger":"file_change"')" -ge 1 ] ||
 	p+=("no reload after the rotation")
 [ "$(log_count "$TMP/srv-user.log" reload_failed)" = 0 ] || p+=("a reload failed")
-verdict "--user nobody with the key root:$G 0640: starts, and reloads after a rotation" \
+verdict "--user $PU with the key root:$G 0640: starts, and reloads after a rotation" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv-user.log")"
 
 # the key made root-only again: the next reload fails, saying why and what to do
@@ -145,7 +224,7 @@ for _ in $(seq 1 100); do
 done
 l=$(grep -F '"event":"reload_failed"' "$TMP/srv-user.log" || true)
 p=()
-[[ $l == *'"reason":"file_permissions"'* && $l == *"--user nobody cannot read $U/server.key"* &&
+[[ $l == *'"reason":"file_permissions"'* && $l == *"--user $PU cannot read $U/server.key"* &&
 	$l == *"chmod 0640"* ]] || p+=("no reload_failed file_permissions line naming the user, file and fix: $l")
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
 stop_bg "$SRV_PID"
