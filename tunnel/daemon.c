@@ -214,9 +214,11 @@ static int reload_apply(struct daemon *d, struct mtls_config *cfg, const char **
 
 /* The new own chain file against the one in service: a chain that led to a CA of --ca (the
  * common case, one PKI for both sides) must still lead there, so a leaf without its
- * intermediates is refused; and a change seen by the watcher must reach as far as before
- * (the same issuer at its top), which the explicit SIGHUP may override, for a move to
- * another CA. -1 with a message. */
+ * intermediates is refused; and a change seen by the watcher that is shorter than the chain
+ * in service and ends at another issuer looks like the first part of a chain being written
+ * (a bundle holding the intermediates lets a leaf alone verify), which the explicit SIGHUP
+ * may override. A chain as long as before that ends elsewhere is a rotation (an intermediate
+ * re-signed by a new root): the watcher loads it. -1 with a message. */
 static int check_own_chain(const struct main_state *ms, bool watcher, struct credentials_chain *now,
 			   char *err, size_t len)
 {
@@ -233,11 +235,11 @@ static int check_own_chain(const struct main_state *ms, bool watcher, struct cre
 			 o->cert, now->ncerts, now->ncerts == 1 ? "" : "s", o->ca);
 		return -1;
 	}
-	if (watcher && ms->chain.ncerts > 0 && now->top_issuer != ms->chain.top_issuer) {
+	if (watcher && now->ncerts < ms->chain.ncerts && now->top_issuer != ms->chain.top_issuer) {
 		snprintf(err, len,
-			 "own certificate chain %s (%d certificate%s, %d in service) now ends at "
-			 "another issuer than the one in service: is it still being written? If "
-			 "the new chain is meant, send SIGHUP to load it",
+			 "own certificate chain %s (%d certificate%s, %d in service) is shorter "
+			 "and ends at another issuer than the one in service: is it still being "
+			 "written? If the new chain is meant, send SIGHUP to load it",
 			 o->cert, now->ncerts, now->ncerts == 1 ? "" : "s", ms->chain.ncerts);
 		return -1;
 	}

@@ -128,4 +128,60 @@ verdict "a file changing every 200 ms for 3 s: $during reloads meanwhile, one on
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
 
 stop_bg "$SRV_PID"
+
+echo "# 4. a whole new chain under another root the CA bundle trusts: loaded by the watcher"
+# The issuing CA re-signed by a second root (same name and key: a cross-signed or re-parented
+# intermediate, as in a root migration); the --ca bundle holds both roots. The new chain is
+# as long as the old, ends at another issuer and verifies: a rotation, not a half-written file.
+cat >"$TMP/ca.ext" <<'EOF2'
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF2
+cat >"$TMP/root.ext" <<'EOF2'
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF2
+run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	-keyout "$TMP/root2.key" -subj "/CN=mtls test root 2" -days 30 \
+	-extensions v3 -config <(printf '[req]\ndistinguished_name=dn\n[dn]\n[v3]\n%s\n' \
+		"$(cat -- "$TMP/root.ext")") -out "$TMP/root2.pem"
+[ "$RC" = 0 ] || _lib_die "openssl req -x509 (root 2) failed: $ERR"
+run openssl x509 -x509toreq -in "$C/int.pem" -signkey "$C/int.key" -out "$TMP/int.csr"
+[ "$RC" = 0 ] || _lib_die "openssl x509 -x509toreq failed: $ERR"
+run openssl x509 -req -in "$TMP/int.csr" -CA "$TMP/root2.pem" -CAkey "$TMP/root2.key" \
+	-set_serial 0x4242 -days 30 -extfile "$TMP/ca.ext" -out "$TMP/int2.pem"
+[ "$RC" = 0 ] || _lib_die "openssl x509 -req (int under root 2) failed: $ERR"
+# the bundle holds the issuing CA too: a leaf alone verifies against it
+cat -- "$C/ca.pem" "$TMP/root2.pem" "$C/int.pem" >"$W/ca-bundle.pem"
+cp -- "$C/server-chain.pem" "$W/chain.pem"
+start_tunnel_server "$TMP/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/chain.pem" \
+	--key "$W/srv.key" --ca "$W/ca-bundle.pem" --allow-any-identity --watch-interval 200 \
+	--drain-timeout 100
+cat -- "$TMP/new-leaf.pem" "$TMP/int2.pem" >"$W/chain.tmp"
+mv -- "$W/chain.tmp" "$W/chain.pem"
+p=()
+wait_count 10 reload 1 '"trigger":"file_change"' ||
+	p+=("the new chain was not loaded: $(grep -F '"event":"reload_failed"' "$TMP/srv.log" || true)")
+out=$(timeout -k 2 "$RUN_LIMIT" openssl s_client -connect "127.0.0.1:$SRV_PORT" \
+	-servername server.test -CAfile "$TMP/root2.pem" -verify_return_error \
+	-cert "$C/client-chain.pem" -cert_chain "$C/int.pem" -key "$C/client.key" </dev/null 2>&1 || true)
+[[ $out == *"Verify return code: 0 (ok)"* ]] || p+=("the chain served does not verify to root 2")
+verdict "a chain re-parented under a second trusted root is loaded from the watcher" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
+
+# and a leaf alone, shorter than the chain in service, is still refused though it verifies
+# against this bundle (which holds the issuing CA)
+cat -- "$C/server.pem" >"$W/chain.pem"
+p=()
+wait_count 10 reload_failed 1 '"reason":"incomplete_chain"' ||
+	p+=("the leaf-only chain file was not refused as incomplete_chain")
+[ "$(log_count "$TMP/srv.log" reload '"trigger":"file_change"')" = 1 ] ||
+	p+=("the leaf-only chain file was loaded")
+stop_bg "$SRV_PID"
+verdict "a leaf-only chain file is refused even where the bundle lets the leaf verify" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
+
 finish
