@@ -49,6 +49,16 @@ struct credentials_secret *credentials_secret_take_env(const char *name, char *e
 	struct credentials_secret *s;
 	size_t n, page = (size_t)sysconf(_SC_PAGESIZE);
 
+	/* not a name: most likely the passphrase itself, which stderr (the journal) must not
+	 * repeat */
+	if (name[0] == '\0' || (name[0] >= '0' && name[0] <= '9') ||
+	    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+		    strlen(name)) {
+		snprintf(err, len,
+			 "--key-passphrase-env takes the name of an environment variable (letters, "
+			 "digits and _) that holds the passphrase, not the passphrase itself");
+		return NULL;
+	}
 	if (v == NULL) {
 		snprintf(err, len,
 			 "--key-passphrase-env %s: that environment variable is not set; set it "

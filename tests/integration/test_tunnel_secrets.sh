@@ -64,6 +64,20 @@ else
 	echo "skip  dumpable check: needs root, user nobody and setpriv"
 fi
 
+# the passphrase given where the variable's name goes (a common slip): refused without
+# repeating it, since stderr goes to the journal
+LAST_CMD="mtls connector --key-passphrase-env '<the passphrase>'"
+run "$MTLS" connector --listen 127.0.0.1:0 "${CON[@]}" --key "$C/client-enc.key" \
+	--key-passphrase-env "$PASS"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+[[ $ERR != *"$PASS"* ]] || p+=("the refusal repeats the value given (the passphrase): $ERR")
+[[ $ERR == *"--key-passphrase-env takes the name of an environment variable"* ]] ||
+	p+=("the refusal does not say it takes a variable's name: $ERR")
+[ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
+report "--key-passphrase-env given the passphrase itself: refused without echoing it" \
+	"${p[@]+"${p[@]}"}"
+
 echo "# 2. a passphrase file readable by others is refused, like a key file"
 cp -- "$C/client-enc.pass" "$TMP/world.pass"
 chmod 644 "$TMP/world.pass"
