@@ -16,10 +16,10 @@
  *   tunnelpeer idle --connect HOST:PORT --connections N [--seconds S]
  *       N TCP connections that send nothing; prints "held N" once they are all made and
  *       holds them S seconds (or until killed).
- *   tunnelpeer flood --connect HOST:PORT TLS [--bytes B] [--hold S]
+ *   tunnelpeer flood --connect HOST:PORT TLS [--bytes B] [--hold S] [--reset 1]
  *       sends up to B bytes (until the peer stops taking them for 0.5 s), prints
  *       "flood sent=N", holds the connection S seconds (default 0), then close_notify and
- *       close.
+ *       close (with --reset 1, a reset: a FIN would wait behind the unsent bytes).
  *   tunnelpeer stall-backend [--listen 127.0.0.1:0]
  *       a plaintext target that accepts and never reads; prints "listening on HOST:PORT",
  *       "conn open" per connection and "conn closed" when the other end has closed it.
@@ -51,7 +51,7 @@ static struct {
 	const char *mode, *addr, *cert, *key, *ca, *name;
 	double seconds, hold;
 	long long bytes;
-	int size, windows, connections, plain;
+	int size, windows, connections, plain, reset;
 } o = {.addr = "127.0.0.1:0", .seconds = 5, .bytes = 8 << 20, .size = 64, .windows = 3};
 
 static struct sockaddr_in target;
@@ -438,6 +438,11 @@ static int flood(void)
 	/* the close_notify may not fit either: the close that follows is what matters */
 	if (ssl != NULL)
 		SSL_shutdown(ssl);
+	if (o.reset) {
+		struct linger abort = {.l_onoff = 1, .l_linger = 0};
+
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+	}
 	SSL_free(ssl);
 	close(fd);
 	return 0;
@@ -515,6 +520,8 @@ int main(int argc, char **argv)
 			o.windows = atoi(v);
 		else if (strcmp(a, "--connections") == 0)
 			o.connections = atoi(v);
+		else if (strcmp(a, "--reset") == 0)
+			o.reset = atoi(v);
 		else if (strcmp(a, "--plain") == 0)
 			o.plain = atoi(v);
 		else

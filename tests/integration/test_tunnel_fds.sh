@@ -6,7 +6,8 @@
 #   2. a client that sends more than the buffers hold to a target that never reads, then
 #      leaves: the server closes the connection (both descriptors) once the client is gone and
 #      the target has taken nothing for the handshake timeout, not after the idle timeout (an
-#      hour); while the client is still there, it waits.
+#      hour); while the client is still there, it waits. The same for mtls connector, whose
+#      client is the local application and whose target is the server.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -105,5 +106,23 @@ wait_for_line "$TMP/stall.log" '^conn closed' 5 || p+=("the target's connection 
 secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 verdict "the client left: both descriptors closed ${secs} s later (why=undeliverable)" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$TMP/srv2.log")" "$(cat -- "$TMP/stall.log")"
+
+echo "# 3. the same through mtls connector: a local client leaves, the server does not read"
+# the server of case 2 still holds no connection; the connector in front of it
+start_tunnel_connector "$TMP/con3.log" --server "127.0.0.1:$SRV_PORT" --server-name server.test \
+	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --handshake-timeout 1000
+p=()
+# A reset: a local client's FIN would wait behind its unsent bytes until its kernel gives up
+# on them (then a reset arrives, and the same check closes the connection). A TLS client's
+# close is a reset already (it leaves the server's session tickets unread).
+run "$PEER" flood --bytes 64000000 --plain 1 --reset 1 --connect "127.0.0.1:$CON_PORT"
+[ "$RC" = 0 ] || p+=("the flood failed: $OUT $ERR")
+wait_for_line "$TMP/con3.log" '"event":"conn_close".*"why":"undeliverable"' 15 ||
+	p+=("the connector did not close the connection as undeliverable within 15 s")
+# the connector's reset ends the server's connection too (its client is gone)
+wait_for_line "$TMP/srv2.log" '"event":"conn_close".*"conn":2,' 15 ||
+	p+=("the server did not close its connection from the connector within 15 s")
+verdict "through the connector: the local client left, both daemons closed ($OUT)" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$TMP/con3.log")" "$(tail -n 3 "$TMP/srv2.log")"
 
 finish
