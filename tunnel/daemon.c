@@ -26,6 +26,7 @@
 #define WATCH_MAX	    16
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
 #define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
+#define WATCH_UNSETTLED	    5.0	    /* seconds of changes after which the wait is logged */
 #define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
 #define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
@@ -48,6 +49,8 @@ struct main_state {
 	struct file_sig pending[WATCH_MAX]; /* a change seen, not yet settled */
 	bool pending_set;
 	ev_tstamp pending_since;
+	ev_tstamp changing_since; /* first change not loaded yet; 0: none */
+	bool unsettled_told;
 	size_t nfiles;
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
@@ -115,7 +118,8 @@ static void sign_files(const struct main_state *ms, struct file_sig *sigs)
 
 /* A changed file set is loaded once it has looked the same for WATCH_SETTLE seconds, on two
  * looks or more: a certificate chain being written in place holds only the leaf for a
- * moment, and that moment must not be what is served. */
+ * moment, and that moment must not be what is served. Files that never stop changing are
+ * never loaded: said once, after WATCH_UNSETTLED seconds, naming the file. */
 static bool files_settled(struct main_state *ms, ev_tstamp now)
 {
 	struct file_sig cur[WATCH_MAX];
@@ -124,9 +128,30 @@ static bool files_settled(struct main_state *ms, ev_tstamp now)
 	sign_files(ms, cur);
 	if (memcmp(cur, ms->sigs, n) == 0) {
 		ms->pending_set = false;
+		ms->changing_since = 0;
+		ms->unsettled_told = false;
 		return false;
 	}
 	if (!ms->pending_set || memcmp(cur, ms->pending, n) != 0) {
+		const struct file_sig *was = ms->pending_set ? ms->pending : ms->sigs;
+		size_t i = 0;
+
+		while (i + 1 < ms->nfiles && memcmp(&cur[i], &was[i], sizeof(cur[i])) == 0)
+			i++;
+		if (ms->changing_since == 0)
+			ms->changing_since = now;
+		if (now - ms->changing_since >= WATCH_UNSETTLED && !ms->unsettled_told) {
+			char msg[300];
+
+			snprintf(msg, sizeof(msg),
+				 "the files have kept changing for %.0f s (%s last): they are "
+				 "loaded once unchanged for %.0f s; until then the current ones "
+				 "stay",
+				 now - ms->changing_since, ms->files[i], WATCH_SETTLE);
+			LOG(LOG_WARN, "reload_waiting", LS("file", ms->files[i]),
+			    LS("message", msg));
+			ms->unsettled_told = true;
+		}
 		memcpy(ms->pending, cur, n);
 		ms->pending_set = true;
 		ms->pending_since = now;
@@ -136,6 +161,8 @@ static bool files_settled(struct main_state *ms, ev_tstamp now)
 		return false;
 	memcpy(ms->sigs, cur, n);
 	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
 	return true;
 }
 
@@ -337,6 +364,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	(void)events;
 	sign_files(ms, ms->sigs); /* the operator's word: no settling */
 	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
 	reload(ms, "SIGHUP");
 }
 

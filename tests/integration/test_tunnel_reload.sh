@@ -115,8 +115,8 @@ verdict "the completed chain is loaded and served" "${p[@]+"${p[@]}"}" -- \
 
 echo "# 3. files still changing are not reloaded until they settle"
 before=$(log_count "$TMP/srv.log" reload)
-# a change every 200 ms for 3 s (the watcher looks every 200 ms): never still for 1 s
-for _ in $(seq 1 15); do
+# a change every 200 ms for 7 s (the watcher looks every 200 ms): never still for 1 s
+for _ in $(seq 1 35); do
 	touch -- "$W/chain.pem"
 	sleep 0.2
 done
@@ -124,7 +124,15 @@ during=$(($(log_count "$TMP/srv.log" reload) - before))
 p=()
 [ "$during" -le 1 ] || p+=("$during reloads while the file kept changing (expected none, 1 at most on a slow machine)")
 wait_count 10 reload $((before + during + 1)) || p+=("no reload once the file settled")
-verdict "a file changing every 200 ms for 3 s: $during reloads meanwhile, one once it settled" \
+verdict "a file changing every 200 ms for 7 s: $during reloads meanwhile, one once it settled" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
+# a reload that waits on files that keep changing is said, once, naming the file
+l=$(grep -F '"event":"reload_waiting"' "$TMP/srv.log" || true)
+p=()
+[ "$(count_lines "$l" "{")" = 1 ] || p+=("$(count_lines "$l" "{") reload_waiting lines, expected 1 (after 5 s of changes)")
+[[ $l == *"\"file\":\"$W/chain.pem\""* && $l == *"kept changing"* ]] ||
+	p+=("the reload_waiting line does not name $W/chain.pem")
+verdict "files changing for 7 s: one reload_waiting warning naming the file" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
 
 stop_bg "$SRV_PID"
