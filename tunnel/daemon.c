@@ -590,6 +590,18 @@ static int check(struct daemon *d, char *err, size_t len)
 	return 0;
 }
 
+/* A core dump of the daemon would hold its private key (and the passphrase kept for
+ * reloads); so would a ptrace by any process of the same user. Both off, before any key is
+ * read; a debugger needs root now. Again after every change of ids: the kernel then resets
+ * "dumpable" to fs.suid_dumpable (2 where apport or systemd-coredump run, 1 for debugging). */
+static void no_core_dumps(void)
+{
+	struct rlimit none = {0, 0};
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &none);
+}
+
 struct saved_ids {
 	gid_t egid;
 	gid_t groups[256];
@@ -615,6 +627,7 @@ static int become_user(const char *user, struct saved_ids *saved, char *err, siz
 			 geteuid() != 0 ? " (only root can change user; start as root)" : "");
 		return -1;
 	}
+	no_core_dumps();
 	return 0;
 }
 
@@ -625,6 +638,7 @@ static int become_root(const struct saved_ids *saved, char *err, size_t len)
 		snprintf(err, len, "cannot take back root's ids: %s", strerror(errno));
 		return -1;
 	}
+	no_core_dumps();
 	return 0;
 }
 
@@ -725,18 +739,8 @@ static int drop_privileges(const char *user, char *err, size_t len)
 		snprintf(err, len, "dropping privileges to %s did not stick", user);
 		return -1;
 	}
+	no_core_dumps();
 	return 0;
-}
-
-/* A core dump of the daemon would hold its private key (and the passphrase kept for
- * reloads); so would a ptrace by any process of the same user. Both off, before any key is
- * read; a debugger needs root now. */
-static void no_core_dumps(void)
-{
-	struct rlimit none = {0, 0};
-
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	setrlimit(RLIMIT_CORE, &none);
 }
 
 /* Every tunnelled connection holds two descriptors: take all the kernel allows us. */

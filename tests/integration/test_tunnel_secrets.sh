@@ -229,6 +229,36 @@ done
 verdict "--user $PU with the key root:$G 0640: starts, and reloads after a rotation" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/srv-user.log")"
 
+# Every change of ids (the reads as the user at start, the way back to root, the final drop)
+# makes the kernel reset "dumpable" to fs.suid_dumpable, which is 2 where apport or
+# systemd-coredump set it (1 on debugging setups: dumpable and ptrace-able by the user): the
+# daemon must say PR_SET_DUMPABLE 0 again after the last one. Seen with strace (where
+# suid_dumpable is 0 the reset is invisible).
+if command -v strace >/dev/null; then
+	start_bg "$TMP/strace-user.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		strace -f -qq -o "$TMP/ids.trace" \
+		-e trace=setuid,setgid,setresuid,setresgid,setgroups,prctl \
+		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 "${SRV[@]}"
+	ST_PID=$BG_PID
+	p=()
+	wait_for_line "$TMP/strace-user.log" '"event":"listening"' "$READY_LIMIT" "$ST_PID" ||
+		p+=("the server did not start under strace")
+	stop_bg "$ST_PID"
+	# the line number of the last successful id change, and of the last PR_SET_DUMPABLE 0
+	last_id=$(grep -nE ' set(res)?[ug]id\(|setgroups\(' "$TMP/ids.trace" | grep -E '= 0$' |
+		tail -n 1 | cut -d: -f1)
+	last_nodump=$(grep -nE 'PR_SET_DUMPABLE, (SUID_DUMP_DISABLE|0)\)' "$TMP/ids.trace" |
+		tail -n 1 | cut -d: -f1)
+	[ -n "$last_id" ] || p+=("internal: no id change seen in the trace")
+	if [ -z "$last_nodump" ] || [ "${last_nodump:-0}" -lt "${last_id:-0}" ]; then
+		p+=("no PR_SET_DUMPABLE 0 after the last id change (line ${last_id:-?}; last one at line ${last_nodump:-none})")
+	fi
+	verdict "--user: PR_SET_DUMPABLE 0 again after the privilege drop" "${p[@]+"${p[@]}"}" -- \
+		"$(grep -vE 'SIGRT|resumed>|CAPBSET' "$TMP/ids.trace" | tail -n 20)"
+else
+	echo "skip  PR_SET_DUMPABLE after the drop: strace is not installed"
+fi
+
 # the key made root-only again: the next reload fails, saying why and what to do
 chmod 600 "$U/server.key"
 touch -- "$U/server.key"
