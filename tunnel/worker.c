@@ -102,10 +102,12 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int events)
 	int phase = atomic_load(&w->d->phase);
 
 	(void)events;
-	if (phase >= 1 && (ev_is_active(&w->accept_watcher) || ev_is_active(&w->accept_retry))) {
+	/* accepting may be paused (accept_retry) or its retry may have seen the phase first:
+	 * the listen socket is closed either way */
+	if (phase >= 1) {
 		ev_io_stop(loop, &w->accept_watcher);
 		ev_timer_stop(loop, &w->accept_retry);
-		if (w->own_listen_fd) {
+		if (w->own_listen_fd && w->listen_fd >= 0) {
 			close(w->listen_fd);
 			w->listen_fd = -1;
 		}
