@@ -39,9 +39,10 @@
 #define BUF_SIZE	   16384
 #define KEEP_BUFFERS_AFTER 16 /* pump() calls in one sweep interval */
 /* Passes of pump()'s loop per wakeup: each moves up to a record each way, so a busy
- * connection moves some 256 KiB a turn before the others' turn (the issue's probe: p99
- * from 25 ms - 3.4 s to under 6 ms), and the small replies of its target go out every
- * turn instead of piling up until the client pauses. */
+ * connection moves some 256 KiB a turn before the others' turn (bench/fairness.sh: a probe's
+ * p99 beside a bulk upload on one worker went from 36-108 ms, and seconds without a round
+ * trip, to 4-24 ms), and the small replies of its target go out every turn instead of
+ * piling up until the client pauses. */
 #define PUMP_BUDGET 16
 
 /* What a connection waits for, so that its I/O and timer callbacks resume the right step. */
