@@ -57,9 +57,12 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 		host[colon - text] = '\0';
 		port = colon + 1;
 	}
-	/* at most 5 digits before the value is taken: atoi() of "4294977296" wrapped to 10000 */
-	if (host[0] == '\0' || port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
-	    strlen(port) > 5 || strtol(port, NULL, 10) > 65535) {
+	if (host[0] == '\0')
+		goto usage;
+	/* at most 5 digits (past leading zeros) before the value is taken: atoi() of
+	 * "4294977296" wrapped to 10000 */
+	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
+	    strlen(port + strspn(port, "0")) > 5 || strtol(port, NULL, 10) > 65535) {
 		snprintf(err, err_len, "'%s': the port must be a number from 0 to 65535", text);
 		return -1;
 	}

@@ -39,6 +39,10 @@ bad() {
 bad "port 2^32+10000 does not wrap to 10000" server "--listen: '127.0.0.1:4294977296': the port must be a number from 0 to 65535" \
 	--listen 127.0.0.1:4294977296
 bad "port 65536" server "the port must be a number from 0 to 65535" --listen 127.0.0.1:65536
+bad "no host: the form is asked for, not a port" server "--listen: ':8443': give HOST:PORT" \
+	--listen :8443
+bad "a port with leading zeros past 65535" server "the port must be a number from 0 to 65535" \
+	--target 127.0.0.1:0065536
 bad "target port 99999 (names --target)" server "--target: '127.0.0.1:99999'" --target 127.0.0.1:99999
 bad "target port 0" server "--target 127.0.0.1:0: port 0 cannot be connected to" --target 127.0.0.1:0
 bad "connector --server port 0" connector "--server 127.0.0.1:0: port 0" --server 127.0.0.1:0
@@ -73,6 +77,16 @@ bad "config file: number past 2^63 names the file and key" server "bad.conf line
 	--config "$TMP/bad.conf"
 bad "max-connections past the descriptor limit" server "--max-connections 1000000 needs about" \
 	--max-connections 1000000
+
+# leading zeros are still the port (0009 is 9): taken, as by getaddrinfo
+start_tunnel_server "$TMP/srv-zeros.log" --target 127.0.0.1:0000009 --cert "$C/server-chain.pem" \
+	--key "$C/server.key" --ca "$C/ca.pem" --allow-any-identity --drain-timeout 100
+p=()
+[ "$(log_count "$TMP/srv-zeros.log" listening '"target":"127.0.0.1:0000009"')" = 1 ] ||
+	p+=("the server did not start with --target 127.0.0.1:0000009")
+stop_bg "$SRV_PID"
+verdict "--target 127.0.0.1:0000009 (leading zeros) is port 9" "${p[@]+"${p[@]}"}" -- \
+	"$(cat -- "$TMP/srv-zeros.log")"
 
 echo "# 2. --max-connections against the descriptor limit (prlimit --nofile=256:256)"
 
