@@ -148,8 +148,9 @@ int mtls_config_set_cert_mem(struct mtls_config *config, const uint8_t *pem, siz
 /* Own private key (PEM, PKCS#8 or traditional, optionally encrypted). A key file readable
  * by group or others is refused at mtls_configure() unless
  * mtls_config_insecure_key_permissions() was called. Readable by its group counts as private
- * when that group is the process's own effective group (not root's) and the group may not
- * write: a daemon running as user mtls reads a key 'chown root:mtls; chmod 0640'. */
+ * only when the file belongs to root or the process's user, its group is that user's own
+ * (named after it, with no other members) and the group may not write: a daemon running as
+ * user mtls (group mtls) reads a key 'chown root:mtls; chmod 0640'. */
 int mtls_config_set_key_file(struct mtls_config *config, const char *path);
 int mtls_config_set_key_mem(struct mtls_config *config, const uint8_t *pem, size_t len);
 /* Passphrase of an encrypted key, given directly, read from a file (first line), or taken
