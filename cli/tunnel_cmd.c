@@ -54,7 +54,9 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "refuse connections past N open ones (default 10000, lowered to fit the "         \
 		 "descriptor limit; 0: as many as it allows)"},                                    \
 		{"handshake-timeout", OPT_INT, O(handshake_timeout_ms), "MS",                      \
-		 "TLS handshake deadline (default 10000; at most 300000)"},                        \
+		 "TLS handshake deadline (default 10000; at most 300000); also how long the "      \
+		 "bytes of a client that has left wait for a target that reads none before the "   \
+		 "connection is closed (why=undeliverable)"},                                      \
 		{"connect-timeout", OPT_INT, O(connect_timeout_ms), "MS",                          \
 		 "outbound connect deadline (default 5000; at most 300000)"},                      \
 		{"idle-timeout", OPT_INT, O(idle_timeout_ms), "MS",                                \
