@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a stalled log reader costs the tunnel (issue 11, item 2). mtls server logs JSON into a
 # pipe read by `cat`; after 2 s the cat is stopped (a stuck journald or shipper) for STALL
-# seconds, then resumed. Meanwhile:
+# seconds, then resumed. One worker, so that the probe's connection and the new clients
+# share it (with several, a worker that happens to log nothing does not block). Meanwhile:
 #   - one established mTLS connection (opened before the stall) makes 64-byte round trips
 #     through the server to an echo backend, as fast as it can: exchanges per second before,
 #     during and after the stall;
@@ -10,6 +11,7 @@
 #
 #   bench/log_stall.sh [BUILD_DIR] [STALL_SECONDS]     (default build, 10; at least 3)
 #   MTLS=/path/to/other/mtls bench/log_stall.sh ...    (compare another binary: before/after)
+#   CONTROL=1 bench/log_stall.sh ...                   (the same load, the reader not stopped)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$top/build}
@@ -47,8 +49,8 @@ reader=$!
 pids+=("$reader")
 "$mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
-	--allow-uri 'spiffe://bench.test/*' --workers 2 --metrics 127.0.0.1:0 \
-	--max-connections 100000 2>"$tmp/log.fifo" &
+	--allow-uri 'spiffe://bench.test/*' --workers 1 --metrics 127.0.0.1:0 \
+	2>"$tmp/log.fifo" &
 pids+=($!)
 for _ in $(seq 50); do grep -q '"event":"listening"' "$tmp/server.log" 2>/dev/null && break; sleep 0.1; done
 port=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9]*\)".*/\1/p' "$tmp/server.log")
@@ -91,7 +93,7 @@ python3 "$tmp/probe.py" "$port" "$tmp/cli-chain.pem" "$tmp/cli.key" "$ca/root.pe
 probe=$!
 pids+=("$probe")
 sleep 2
-kill -STOP "$reader"
+[ "${CONTROL:-0}" = 1 ] || kill -STOP "$reader"
 (timeout -k 1 $((stall + 5)) "$bin/loadgen" handshakes --connect "127.0.0.1:$port" \
 	--cert "$tmp/cli-chain.pem" --key "$tmp/cli.key" --ca "$ca/root.pem" --name bench.test \
 	--threads 2 --seconds "$stall" >"$tmp/lg.out" 2>&1 ||
