@@ -761,15 +761,32 @@ static void raise_fd_limit(void)
  * kernel enforces instead, with accept() failing (HAProxy derives its maxconn the same way).
  * The default and 0 are lowered with a warning; an explicit number that does not fit is
  * refused. */
-static int fit_connections(struct tunnel_options *o, char *err, size_t len)
+/* The metrics HTTP server's connections, out of a descriptor limit of fds: an eighth of it,
+ * 16 to METRICS_HTTP_CONNECTIONS, so that idle metrics clients cannot take the descriptors
+ * of the tunnel's connections (fit_connections() reserves them). */
+static unsigned metrics_connections(long long fds)
+{
+	long long n = fds / 8;
+
+	return n < 16 ? 16 : n > METRICS_HTTP_CONNECTIONS ? METRICS_HTTP_CONNECTIONS : (unsigned)n;
+}
+
+static long long fd_limit(void)
 {
 	struct rlimit rl;
-	long long fds, reserve, fit, want;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return INT32_MAX;
+	return rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (long long)rl.rlim_cur;
+}
+
+static int fit_connections(struct tunnel_options *o, char *err, size_t len)
+{
+	long long fds = fd_limit(), reserve, fit, want;
+
+	if (fds == INT32_MAX) /* no limit, or one past counting */
 		return 0;
-	fds = rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (long long)rl.rlim_cur;
-	reserve = 32 + 4 * o->workers + (o->metrics != NULL ? 64 : 0);
+	reserve = 32 + 4 * o->workers + (o->metrics != NULL ? 8 + metrics_connections(fds) : 0);
 	fit = fds > reserve ? (fds - reserve) / 2 : 0;
 	want = o->max_connections;
 	if (fit < 1) {
@@ -860,7 +877,8 @@ int tunnel_run(const struct tunnel_options *given)
 			goto out;
 		}
 		address_local(metrics_fd, addr, sizeof(addr));
-		ms.http = metrics_http_start(metrics_fd, &d.metrics);
+		ms.http =
+			metrics_http_start(metrics_fd, &d.metrics, metrics_connections(fd_limit()));
 		if (ms.http == NULL) {
 			close(metrics_fd);
 			fail(role, "cannot start the metrics HTTP server");

@@ -398,10 +398,14 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 	return ret;
 }
 
-struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m)
+struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m, unsigned max_connections)
 {
 	struct metrics_http *h = calloc(1, sizeof(*h));
 	sigset_t all, old;
+	unsigned conns = max_connections < 1			      ? 1
+			 : max_connections > METRICS_HTTP_CONNECTIONS ? METRICS_HTTP_CONNECTIONS
+								      : max_connections;
+	unsigned per_ip = conns / 4 > 0 ? conns / 4 : 1;
 
 	if (h == NULL)
 		return NULL;
@@ -411,13 +415,12 @@ struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	/* 16 KiB a connection is ample for a GET and the response headers (the default 32) */
-	h->daemon =
-		MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
-				 answer, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-				 MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_CONNECTIONS,
-				 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)METRICS_HTTP_PER_IP,
-				 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT,
-				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_END);
+	h->daemon = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, answer, h,
+		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, conns,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)METRICS_HTTP_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+		MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (h->daemon == NULL) {
 		free(h);

@@ -76,13 +76,13 @@ char *metrics_readyz(struct metrics *m, time_t now, unsigned *status);
 
 struct metrics_http;
 /* Serve /metrics, /healthz and /readyz on an already listening socket (taken over). At most
- * METRICS_HTTP_CONNECTIONS connections, METRICS_HTTP_PER_IP from one address, each closed
- * after METRICS_HTTP_TIMEOUT seconds idle: stray or hostile connections cannot hold every
- * slot for long, and a probe finds room. NULL on error. */
+ * max_connections connections (1..METRICS_HTTP_CONNECTIONS: the daemon fits them into its
+ * descriptor budget), a quarter of them from one address, each closed after
+ * METRICS_HTTP_TIMEOUT seconds idle: stray or hostile connections cannot hold every slot
+ * for long, and a probe finds room. NULL on error. */
 #define METRICS_HTTP_CONNECTIONS 1024
-#define METRICS_HTTP_PER_IP	 256
 #define METRICS_HTTP_TIMEOUT	 3
-struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m);
+struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m, unsigned max_connections);
 void metrics_http_stop(struct metrics_http *h);
 
 #endif

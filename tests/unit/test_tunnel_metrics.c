@@ -383,7 +383,7 @@ static void test_http_500(void **state)
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(listen(fd, 16), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	h = metrics_http_start(fd, &m);
+	h = metrics_http_start(fd, &m, METRICS_HTTP_CONNECTIONS);
 	assert_non_null(h);
 
 	arm(0, true);
