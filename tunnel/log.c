@@ -50,6 +50,7 @@ static struct {
 	bool stop;
 	pthread_t thread;
 	int fd;
+	bool cut;   /* the last write to fd stopped inside a line (writer only, and log_setup) */
 	char *path; /* NULL: stderr */
 	/* drops not yet told in the log, by reason */
 	unsigned long long untold[LOG_DROP_REASONS];
@@ -64,8 +65,15 @@ static atomic_ullong suppressed_total;
 
 /* Rate limit of warnings and errors: at most RATE_LINES lines per key in a window of
  * RATE_WINDOW seconds; the rest are counted and summed up in one line when the window is
- * over (by the next line of the key, or by the writer's sweep once a second). */
+ * over (by the next line of the key, or by the writer's sweep once a second).
+ *
+ * Keys whose (event, value) finds no slot this second (more than RATE_KEYS of them, e.g. a
+ * message with something of each peer in it) share one slot per event: a flood of one
+ * event cannot hold back another's lines (reload_failed, crl_expired). Event names are the
+ * daemon's own words, never a peer's, so RATE_EVENTS slots are enough; only past them do
+ * the rest share the last slot. */
 #define RATE_KEYS   64
+#define RATE_EVENTS 32
 #define RATE_LINES  10
 #define RATE_WINDOW 1.0
 
@@ -91,8 +99,8 @@ struct summary {
 };
 
 static pthread_mutex_t rate_mu = PTHREAD_MUTEX_INITIALIZER;
-/* the last one is shared by the keys that find no slot free */
-static struct rate_key keys[RATE_KEYS + 1];
+/* RATE_KEYS by (event, value), RATE_EVENTS by event (value "*"), the last one shared */
+static struct rate_key keys[RATE_KEYS + RATE_EVENTS + 1];
 
 static void write_event(enum log_level level, const char *event, const struct log_field *fields,
 			size_t n);
@@ -440,6 +448,42 @@ static void take_summary(struct rate_key *k, double now, struct summary *out)
 	k->suppressed = 0;
 }
 
+/* The slot of (ev, val) among keys[from, to): the one holding it, else a free one, else the
+ * one least recently used among those whose window is over (its pending summary, if any,
+ * into *due), set up for the key; NULL if every one is busy this very second. */
+static struct rate_key *rate_slot(int from, int to, const char *ev, const char *val,
+				  bool from_reason, double now, struct summary *due)
+{
+	struct rate_key *k = NULL, *unused = NULL, *stale = NULL;
+
+	for (int i = from; i < to; i++) {
+		struct rate_key *c = &keys[i];
+
+		if (!c->used) {
+			if (unused == NULL)
+				unused = c;
+		} else if (c->from_reason == from_reason && strcmp(c->event, ev) == 0 &&
+			   strcmp(c->value, val) == 0) {
+			return c;
+		} else if (now - c->start >= RATE_WINDOW &&
+			   (stale == NULL || c->last < stale->last)) {
+			stale = c;
+		}
+	}
+	k = unused != NULL ? unused : stale;
+	if (k == NULL)
+		return NULL;
+	if (k->used && k->suppressed > 0)
+		take_summary(k, now, due);
+	memset(k, 0, sizeof(*k));
+	k->used = true;
+	k->from_reason = from_reason;
+	snprintf(k->event, sizeof(k->event), "%s", ev);
+	snprintf(k->value, sizeof(k->value), "%s", val);
+	k->start = now;
+	return k;
+}
+
 /* Whether a warning or error may be logged now. *due gets the summary of suppressed lines
  * to log first (lines == 0: none), when a window with suppressed lines is over. */
 static bool rate_admit(const char *event, const struct log_field *f, size_t n, struct summary *due)
@@ -447,7 +491,7 @@ static bool rate_admit(const char *event, const struct log_field *f, size_t n, s
 	const char *v = field_str(f, n, "reason");
 	bool from_reason = v != NULL, ok;
 	double now = monotonic();
-	struct rate_key *k = NULL, *unused = NULL, *stale = NULL;
+	struct rate_key *k;
 	char ev[sizeof(k->event)], val[sizeof(k->value)];
 
 	if (v == NULL)
@@ -457,34 +501,12 @@ static bool rate_admit(const char *event, const struct log_field *f, size_t n, s
 	snprintf(val, sizeof(val), "%s", v != NULL ? v : "");
 	due->lines = 0;
 	pthread_mutex_lock(&rate_mu);
-	for (int i = 0; i < RATE_KEYS; i++) {
-		struct rate_key *c = &keys[i];
-
-		if (!c->used) {
-			if (unused == NULL)
-				unused = c;
-		} else if (c->from_reason == from_reason && strcmp(c->event, ev) == 0 &&
-			   strcmp(c->value, val) == 0) {
-			k = c;
-			break;
-		} else if (now - c->start >= RATE_WINDOW &&
-			   (stale == NULL || c->last < stale->last)) {
-			stale = c;
-		}
-	}
-	if (k == NULL && (unused != NULL || stale != NULL)) {
-		k = unused != NULL ? unused : stale;
-		if (k->used && k->suppressed > 0)
-			take_summary(k, now, due);
-		memset(k, 0, sizeof(*k));
-		k->used = true;
-		k->from_reason = from_reason;
-		memcpy(k->event, ev, sizeof(ev));
-		memcpy(k->value, val, sizeof(val));
-		k->start = now;
-	} else if (k == NULL) {
-		/* every slot busy this very second: the rest share one key */
-		k = &keys[RATE_KEYS];
+	k = rate_slot(0, RATE_KEYS, ev, val, from_reason, now, due);
+	/* every slot busy this very second: the event's own, else the one shared by all */
+	if (k == NULL)
+		k = rate_slot(RATE_KEYS, RATE_KEYS + RATE_EVENTS, ev, "*", false, now, due);
+	if (k == NULL) {
+		k = &keys[RATE_KEYS + RATE_EVENTS];
 		if (!k->used) {
 			k->used = true;
 			snprintf(k->event, sizeof(k->event), "*");
@@ -526,12 +548,12 @@ static void log_summary(const struct summary *s)
 /* Log the summaries whose window is over (all of them: every pending one). */
 static void rate_sweep(bool all)
 {
-	struct summary due[RATE_KEYS + 1];
+	struct summary due[RATE_KEYS + RATE_EVENTS + 1];
 	size_t nd = 0;
 	double now = monotonic();
 
 	pthread_mutex_lock(&rate_mu);
-	for (int i = 0; i <= RATE_KEYS; i++) {
+	for (int i = 0; i < RATE_KEYS + RATE_EVENTS + 1; i++) {
 		struct rate_key *k = &keys[i];
 
 		if (k->used && k->suppressed > 0 && (all || now - k->start >= RATE_WINDOW)) {
@@ -576,17 +598,34 @@ static void deadline(struct timespec *ts, long ms)
 }
 
 /* Write n bytes of the ring from head. Returns how many lines could not be written whole
- * (0: all were), with the error in *err. The ring holds whole lines only. */
-static unsigned long long write_batch(int fd, size_t head, size_t n, int *err)
+ * (0: all were), with the error in *err. The ring holds whole lines only. *cut says whether
+ * the last write stopped inside a line (a full disk, a file size limit): the part written
+ * is ended with a newline first, so that the next line is not glued to it. */
+static unsigned long long write_batch(int fd, size_t head, size_t n, int *err, bool *cut)
 {
 	size_t done = 0;
 	unsigned long long lost = 0;
+	ssize_t w;
 
+	while (*cut && (w = write(fd, "\n", 1)) != 1) {
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+			poll(&p, 1, 1000);
+			continue;
+		}
+		*err = w < 0 ? errno : EIO;
+		for (size_t i = 0; i < n; i++)
+			lost += r.buf[(head + i) % r.cap] == '\n';
+		return lost;
+	}
+	*cut = false;
 	while (done < n) {
 		size_t at = (head + done) % r.cap, left = n - done;
 		struct iovec iov[2];
 		int cnt = 1;
-		ssize_t w;
 
 		iov[0].iov_base = r.buf + at;
 		iov[0].iov_len = left < r.cap - at ? left : r.cap - at;
@@ -610,6 +649,7 @@ static unsigned long long write_batch(int fd, size_t head, size_t n, int *err)
 			break;
 		}
 	}
+	*cut = done > 0 && done < n && r.buf[(head + done - 1) % r.cap] != '\n';
 	for (; done < n; done++)
 		lost += r.buf[(head + done) % r.cap] == '\n';
 	return lost;
@@ -649,7 +689,7 @@ static void *writer_main(void *arg)
 		size_t head, n;
 		unsigned long long lost, untold[LOG_DROP_REASONS];
 		int fd, err = 0;
-		bool tell = false, first = false;
+		bool tell = false, first = false, cut;
 		char *path = NULL;
 
 		if (r.used == 0 && !r.stop) {
@@ -672,10 +712,13 @@ static void *writer_main(void *arg)
 		head = r.head;
 		n = r.used;
 		fd = r.fd;
+		cut = r.cut;
 		r.writing = true;
 		pthread_mutex_unlock(&mu);
-		lost = write_batch(fd, head, n, &err);
+		lost = write_batch(fd, head, n, &err, &cut);
 		pthread_mutex_lock(&mu);
+		if (r.fd == fd)
+			r.cut = cut;
 		r.head = (head + n) % r.cap;
 		r.used -= n;
 		r.writing = false;
@@ -804,6 +847,7 @@ int log_setup_buffer(enum log_format format, enum log_level min_level, const cha
 	old_fd = r.fd;
 	old_path = r.path;
 	r.fd = fd;
+	r.cut = false;
 	r.path = copy;
 	r.write_errno = 0;
 	r.told_at = 0;

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -531,13 +533,206 @@ static void test_written_at_exit(void **state)
 	free(text);
 }
 
+/* ---- review: the rate limit's slots, a cut line, the ring's wrap ---- */
+
+/* A flood of warnings with a message of their own each (more keys than the rate limit has
+ * slots, all in the same second) does not hold back another event's lines: the operator
+ * still sees reload_failed and crl_expired. The flood stays bounded, and what it lost is
+ * summed up. */
+static void test_rate_slots_full(void **state)
+{
+	char *text = NULL, msg[64];
+	int noise = 0, total = 300;
+	unsigned long long summed = 0;
+
+	(void)state;
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(log_setup(LOG_LOGFMT, LOG_DEBUG, path), 0);
+	for (int i = 0; i < total; i++) {
+		snprintf(msg, sizeof(msg), "refused peer serial %d", i);
+		LOG(LOG_WARN, "noise", LN("n", i), LS("message", msg));
+	}
+	LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "incomplete_chain"),
+	    LS("message", "the chain ends at another issuer"));
+	LOG(LOG_ERROR, "crl_expired", LS("file", "/etc/mtls/crl.pem"),
+	    LS("message", "CRL past its nextUpdate"));
+	/* the summaries come once their window is over */
+	for (int waited = 0; waited < 100; waited++) {
+		assert_true(log_flush(10000));
+		free(text);
+		text = slurp(path);
+		noise = count_lines(text, "level=warn event=noise", NULL, NULL);
+		summed = sum_field(text, "event=log_suppressed", "suppressed_event=noise",
+				   " lines=");
+		if (noise + (int)summed == total)
+			break;
+		usleep(100000);
+	}
+	assert_int_equal(count_lines(text, "level=error event=reload_failed", NULL, NULL), 1);
+	assert_int_equal(count_lines(text, "level=error event=crl_expired", NULL, NULL), 1);
+	assert_true(noise < total);
+	assert_int_equal(noise + (int)summed, total);
+	free(text);
+}
+
+/* A write cut short mid-line (a full disk, a file size limit) leaves part of a line in the
+ * file: the next line written must start a line of its own, not be glued to that part. */
+static void test_write_cut_midline(void **state)
+{
+	struct rlimit old, lim;
+	struct stat st;
+	unsigned long long before = log_dropped(LOG_DROP_WRITE_ERROR);
+	char pad[201], *text;
+	int after = 0, saved = dup(2), devnull = open("/dev/null", O_WRONLY);
+
+	(void)state;
+	memset(pad, 'c', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(log_setup(LOG_LOGFMT, LOG_DEBUG, path), 0);
+	LOG(LOG_INFO, "before", LN("n", 0));
+	assert_true(log_flush(10000));
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_IGN);
+	lim = old;
+	lim.rlim_cur = (rlim_t)st.st_size + 60;
+	/* the writer's report of the error goes to stderr: not into the test's output */
+	assert_true(saved >= 0 && devnull >= 0);
+	assert_int_equal(dup2(devnull, 2), 2);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	for (int i = 0; i < 3; i++)
+		LOG(LOG_INFO, "cut", LN("n", i), LS("pad", pad));
+	assert_true(log_flush(10000));
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	LOG(LOG_INFO, "after", LN("n", 1));
+	assert_true(log_flush(10000));
+	assert_int_equal(dup2(saved, 2), 2);
+	close(saved);
+	close(devnull);
+	assert_int_equal(log_dropped(LOG_DROP_WRITE_ERROR) - before, 3);
+	text = slurp(path);
+	for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n"))
+		if (strstr(line, "event=after") != NULL) {
+			after++;
+			if (strncmp(line, "ts=", 3) != 0 || strstr(line, "event=cut") != NULL)
+				fail_msg("a line glued to the part of one cut short: %s", line);
+		}
+	assert_int_equal(after, 1);
+	free(text);
+}
+
+/* The reader of test_ring_wrap: reads the pipe in small pieces, now and then late. */
+struct drained {
+	int fd;
+	char *text;
+	size_t len, cap;
+};
+
+static void *drain(void *arg)
+{
+	struct drained *d = arg;
+	unsigned seed = 7;
+
+	for (;;) {
+		size_t want = 1 + (size_t)(rand_r(&seed) % 3000);
+		ssize_t n;
+
+		if (d->cap - d->len < want + 1) {
+			d->cap = d->cap * 2 + want + 1;
+			d->text = realloc(d->text, d->cap);
+			if (d->text == NULL)
+				abort();
+		}
+		n = read(d->fd, d->text + d->len, want);
+		if (n <= 0)
+			break;
+		d->len += (size_t)n;
+		d->text[d->len] = '\0';
+		if (rand_r(&seed) % 4 == 0)
+			usleep((useconds_t)(rand_r(&seed) % 500));
+	}
+	return NULL;
+}
+
+/* Lines of random sizes, some longer than the whole buffer, through a small ring (so every
+ * wrap position is met) to a reader that is sometimes late: what comes out is whole lines,
+ * in order, each as logged, and the ones missing were counted as dropped. */
+static void test_ring_wrap(void **state)
+{
+	enum { TOTAL = 4000, RING = 2039, MAXPAD = 2600 };
+	struct drained d = {0};
+	unsigned long long before = log_dropped(LOG_DROP_FULL), told = 0;
+	unsigned seed = 12345;
+	char name[64], *pad = malloc(MAXPAD + 1);
+	pthread_t reader;
+	int p[2], seen = 0, last = -1;
+
+	(void)state;
+	assert_non_null(pad);
+	assert_int_equal(pipe(p), 0);
+	snprintf(name, sizeof(name), "/proc/self/fd/%d", p[1]);
+	assert_int_equal(log_setup_buffer(LOG_LOGFMT, LOG_DEBUG, name, RING), 0);
+	close(p[1]);
+	d.fd = p[0];
+	assert_int_equal(pthread_create(&reader, NULL, drain, &d), 0);
+	for (int i = 0; i < TOTAL; i++) {
+		size_t n = (size_t)(rand_r(&seed) % (i % 50 == 0 ? MAXPAD : 300)) + 1;
+
+		memset(pad, 'a' + i % 26, n);
+		pad[n] = '\0';
+		LOG(LOG_INFO, "ring", LN("n", i), LN("len", (long long)n), LS("pad", pad));
+		if (rand_r(&seed) % 8 == 0)
+			usleep(50);
+	}
+	assert_true(log_flush(10000));
+	/* back to the file: the pipe's write end is closed, the reader sees its end */
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, path), 0);
+	pthread_join(reader, NULL);
+	close(p[0]);
+	assert_non_null(d.text);
+	assert_int_equal(d.text[d.len - 1], '\n');
+	for (char *line = strtok(d.text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+		int n, len, at;
+		char *v = NULL;
+
+		if (strstr(line, " event=log_lines_dropped ") != NULL) {
+			v = strstr(line, " lines=");
+			assert_non_null(v);
+			told += strtoull(v + 7, NULL, 10);
+			continue;
+		}
+		if (strncmp(line, "ts=", 3) != 0 || (v = strstr(line, " event=ring n=")) == NULL ||
+		    sscanf(v, " event=ring n=%d len=%d pad=%n", &n, &len, &at) != 2)
+			fail_msg("not a whole line: %.200s", line);
+		if (n <= last)
+			fail_msg("line %d after line %d", n, last);
+		last = n;
+		v += at;
+		if ((int)strlen(v) != len ||
+		    (int)strspn(v, (char[]){(char)('a' + n % 26), 0}) != len)
+			fail_msg("line %d: pad of %zu bytes, %d logged: %.80s", n, strlen(v), len,
+				 v);
+		seen++;
+	}
+	/* every line came out or was counted (a count that includes notices dropped in turn),
+	 * and every drop was told */
+	assert_true(seen > 0 && seen <= TOTAL);
+	assert_true(seen + (int)(log_dropped(LOG_DROP_FULL) - before) >= TOTAL);
+	assert_int_equal(told, log_dropped(LOG_DROP_FULL) - before);
+	free(d.text);
+	free(pad);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_logfmt),	   cmocka_unit_test(test_json),
-		cmocka_unit_test(test_truncated),  cmocka_unit_test(test_stalled_reader),
-		cmocka_unit_test(test_rate_limit), cmocka_unit_test(test_write_error),
-		cmocka_unit_test(test_threads),	   cmocka_unit_test(test_written_at_exit),
+		cmocka_unit_test(test_logfmt),		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_truncated),	cmocka_unit_test(test_stalled_reader),
+		cmocka_unit_test(test_rate_limit),	cmocka_unit_test(test_write_error),
+		cmocka_unit_test(test_threads),		cmocka_unit_test(test_written_at_exit),
+		cmocka_unit_test(test_ring_wrap),	cmocka_unit_test(test_write_cut_midline),
+		cmocka_unit_test(test_rate_slots_full),
 	};
 
 	/* the child of test_written_at_exit: log, then leave main without a flush */
