@@ -48,6 +48,9 @@ static struct {
 	size_t cap, head, used;
 	bool writing; /* the writer is writing a batch it took */
 	bool stop;
+	/* batches written; its value when a flush last ran out of time (stalled) */
+	unsigned long long batches, stalled_at;
+	bool stalled;
 	pthread_t thread;
 	int fd;
 	bool cut;   /* the last write to fd stopped inside a line (writer only, and log_setup) */
@@ -722,6 +725,7 @@ static void *writer_main(void *arg)
 		r.head = (head + n) % r.cap;
 		r.used -= n;
 		r.writing = false;
+		r.batches++;
 		if (lost > 0) {
 			time_t now = time(NULL);
 
@@ -802,6 +806,7 @@ static void start_writer(size_t size)
 	r.cap = size;
 	r.head = r.used = 0;
 	r.stop = false;
+	r.stalled = false;
 	pthread_mutex_unlock(&mu);
 	/* no signal for this thread: the daemon's main loop takes them */
 	sigfillset(&all);
@@ -872,6 +877,10 @@ bool log_flush(int timeout_ms)
 		if (pthread_cond_timedwait(&idle, &mu, &until) == ETIMEDOUT)
 			break;
 	done = r.buf == NULL || (r.used == 0 && !r.writing);
+	if (!done) {
+		r.stalled = true;
+		r.stalled_at = r.batches;
+	}
 	pthread_mutex_unlock(&mu);
 	return done;
 }
@@ -879,15 +888,19 @@ bool log_flush(int timeout_ms)
 void log_stop(void)
 {
 	char *buf;
+	bool still_stalled;
 
 	pthread_mutex_lock(&mu);
 	buf = r.buf;
+	/* a flush before (the daemon's own at the end) already waited its time for a reader
+	 * that has not taken a single batch since: exit would only wait as long again */
+	still_stalled = r.stalled && r.batches == r.stalled_at && (r.used > 0 || r.writing);
 	pthread_mutex_unlock(&mu);
 	if (buf == NULL)
 		return;
 	rate_sweep(true);
 	/* a stalled reader: leave the writer blocked, exit ends it */
-	if (!log_flush(LOG_STOP_WAIT_MS))
+	if (still_stalled || !log_flush(LOG_STOP_WAIT_MS))
 		return;
 	pthread_mutex_lock(&mu);
 	r.stop = true;

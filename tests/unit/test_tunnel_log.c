@@ -724,6 +724,78 @@ static void test_ring_wrap(void **state)
 	free(pad);
 }
 
+/* The child of test_exit_stalled: after the daemon's own flush at the end ran out of time
+ * on a stalled reader, how long exit's log_stop still waits, in ms, written to fd. */
+static double stall_t0;
+static int stall_fd = -1;
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void stall_report(void)
+{
+	dprintf(stall_fd, "%.0f\n", now_ms() - stall_t0);
+}
+
+static int stall_and_exit(int fd)
+{
+	int p[2];
+	char name[64];
+
+	stall_fd = fd;
+	/* registered first, so it runs after log_stop */
+	if (atexit(stall_report) != 0 || pipe(p) != 0)
+		return 1;
+	snprintf(name, sizeof(name), "/proc/self/fd/%d", p[1]);
+	if (log_setup(LOG_LOGFMT, LOG_DEBUG, name) != 0)
+		return 1;
+	/* more than the pipe holds: the writer blocks, nobody reads */
+	for (int i = 0; i < 2000; i++)
+		LOG(LOG_INFO, "filler", LN("n", i),
+		    LS("pad", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+	if (log_flush(LOG_STOP_WAIT_MS)) /* as tunnel_run does last */
+		return 2;
+	stall_t0 = now_ms();
+	return 0;
+}
+
+/* A daemon leaving with a stalled reader waits LOG_STOP_WAIT_MS once, not once in its own
+ * last flush and again in exit's log_stop. */
+static void test_exit_stalled(void **state)
+{
+	char exe[] = "/proc/self/exe", flag[] = "--stall-and-exit", fdarg[16], got[32] = "";
+	char *argv[] = {exe, flag, fdarg, NULL};
+	int p[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	snprintf(fdarg, sizeof(fdarg), "%d", p[1]);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	n = read(p[0], got, sizeof(got) - 1);
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_true(n > 0);
+	/* before: LOG_STOP_WAIT_MS again; a generous margin below it for a loaded machine */
+	if (atoi(got) >= LOG_STOP_WAIT_MS / 2)
+		fail_msg("exit waited %s ms more for a reader that had been stalled for %d ms",
+			 strtok(got, "\n"), LOG_STOP_WAIT_MS);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -732,7 +804,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_rate_limit),	cmocka_unit_test(test_write_error),
 		cmocka_unit_test(test_threads),		cmocka_unit_test(test_written_at_exit),
 		cmocka_unit_test(test_ring_wrap),	cmocka_unit_test(test_write_cut_midline),
-		cmocka_unit_test(test_rate_slots_full),
+		cmocka_unit_test(test_rate_slots_full), cmocka_unit_test(test_exit_stalled),
 	};
 
 	/* the child of test_written_at_exit: log, then leave main without a flush */
@@ -743,6 +815,9 @@ int main(int argc, char **argv)
 			LOG(LOG_INFO, "last_words", LN("n", i));
 		return 0;
 	}
+
+	if (argc == 3 && strcmp(argv[1], "--stall-and-exit") == 0)
+		return stall_and_exit(atoi(argv[2]));
 
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
