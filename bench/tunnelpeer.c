@@ -20,8 +20,17 @@
  *       sends up to B bytes (until the peer stops taking them for 0.5 s), prints
  *       "flood sent=N", holds the connection S seconds (default 0), then close_notify and
  *       close (with --reset 1, a reset: a FIN would wait behind the unsent bytes).
- *   tunnelpeer stall-backend [--listen 127.0.0.1:0]
- *       a plaintext target that accepts and never reads; prints "listening on HOST:PORT",
+ *   tunnelpeer halfclose --connect HOST:PORT TLS [--bytes B] [--seconds S]
+ *       sends up to B bytes (default 8 MiB; less if the peer stops taking them for 0.5 s:
+ *       its socket's send buffer is small, so little waits in it), then ends its side while
+ *       still reading: TLS close_notify and a TCP FIN (shutdown SHUT_WR), as an HTTP/1.0
+ *       client or `nc -N` does; reads the answer until EOF and prints "halfclose sent=N" and
+ *       "halfclose sent=N answer=TEXT" (answer=none, exit 1, if none came).
+ *   tunnelpeer slow-backend [--listen 127.0.0.1:0|unix:PATH] [--hold S] [--bytes B]
+ *       a plaintext target, slow but alive: for --hold seconds it reads B bytes (0: none)
+ *       after each 3 seconds of pause, then everything until EOF, and answers "received=N" (or
+ * prints "conn reset ..."); one connection at a time. tunnelpeer stall-backend [--listen
+ * 127.0.0.1:0] a plaintext target that accepts and never reads; prints "listening on HOST:PORT",
  *       "conn open" per connection and "conn closed" when the other end has closed it.
  *
  * TLS: --cert FILE --key FILE --ca FILE --name SERVERNAME, or --plain 1 for plaintext (to an
@@ -41,6 +50,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +65,7 @@ static struct {
 } o = {.addr = "127.0.0.1:0", .seconds = 5, .bytes = 8 << 20, .size = 64, .windows = 3};
 
 static struct sockaddr_in target;
+static bool small_sndbuf; /* little left unsent in our kernel when the peer stops reading */
 static SSL_CTX *ctx;
 
 static void die(const char *what)
@@ -95,6 +106,11 @@ static int dial(bool nonblocking)
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (small_sndbuf) {
+		int size = 16384;
+
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
 	if (connect(fd, (struct sockaddr *)&target, sizeof(target)) != 0 &&
 	    !(nonblocking && errno == EINPROGRESS)) {
 		close(fd);
@@ -448,6 +464,155 @@ static int flood(void)
 	return 0;
 }
 
+static int halfclose(void)
+{
+	static char out[16384];
+	char answer[256];
+	size_t got = 0;
+	long long sent = 0;
+	int fd;
+	SSL *ssl;
+	double deadline = now() + o.seconds, stuck_since = now();
+	short want;
+	int n = 0, len = 0;
+
+	small_sndbuf = true;
+	ssl = tls_open(&fd);
+	memset(out, 'h', sizeof(out));
+	while (sent < o.bytes && now() < deadline && now() - stuck_since < 0.5) {
+		len = o.bytes - sent < (long long)sizeof(out) ? (int)(o.bytes - sent)
+							      : (int)sizeof(out);
+		if ((n = io(ssl, fd, true, out, len, &want)) < 0)
+			die("halfclose: the connection failed while sending");
+		if (n > 0) {
+			sent += n;
+			stuck_since = now();
+		} else {
+			wait_until(fd, want, stuck_since + 0.5);
+		}
+	}
+	/* a record OpenSSL has begun to send is finished first (retried with the same bytes) */
+	while (ssl != NULL && sent < o.bytes && now() < deadline &&
+	       (n = io(ssl, fd, true, out, len, &want)) == 0)
+		wait_until(fd, want, deadline);
+	if (ssl != NULL && sent < o.bytes && n > 0)
+		sent += n;
+	printf("halfclose sent=%lld\n", sent);
+	fflush(stdout);
+	if (ssl != NULL) /* our close_notify; theirs is read below */
+		while ((n = SSL_shutdown(ssl)) < 0 && now() < deadline) {
+			if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_WRITE)
+				die("halfclose: close_notify failed");
+			wait_until(fd, POLLOUT, deadline);
+		}
+	shutdown(fd, SHUT_WR);
+	while (got < sizeof(answer) - 1 && now() < deadline) {
+		if ((n = io(ssl, fd, false, answer + got, (int)(sizeof(answer) - 1 - got), &want)) <
+		    0)
+			break;
+		if (n > 0)
+			got += (size_t)n;
+		else
+			wait_until(fd, want, deadline);
+	}
+	answer[got] = '\0';
+	answer[strcspn(answer, "\r\n")] = '\0';
+	printf("halfclose sent=%lld answer=%s\n", sent, got > 0 ? answer : "none");
+	SSL_free(ssl);
+	close(fd);
+	return got > 0 ? 0 : 1;
+}
+
+static int listen_on(void)
+{
+	socklen_t len = sizeof(target);
+	int one = 1, fd;
+
+	if (strncmp(o.addr, "unix:", 5) == 0) {
+		struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+		if (strlen(o.addr + 5) >= sizeof(un.sun_path))
+			die("unix socket path too long");
+		strcpy(un.sun_path, o.addr + 5);
+		unlink(un.sun_path);
+		fd = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (bind(fd, (struct sockaddr *)&un, sizeof(un)) != 0 || listen(fd, 64) != 0)
+			die("cannot listen");
+		printf("listening on %s\n", o.addr);
+		fflush(stdout);
+		return fd;
+	}
+	parse_addr(o.addr);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&target, sizeof(target)) != 0 || listen(fd, 64) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&target, &len) != 0)
+		die("cannot listen");
+	printf("listening on %s:%u\n", inet_ntoa(target.sin_addr), ntohs(target.sin_port));
+	fflush(stdout);
+	return fd;
+}
+
+static int slow_backend(void)
+{
+	static char in[65536];
+	int lfd = listen_on();
+	double deadline = now() + o.seconds;
+
+	while (now() < deadline) {
+		struct pollfd p = {.fd = lfd, .events = POLLIN};
+		long long received = 0;
+		double fast_at;
+		ssize_t n = 1;
+		int fd;
+
+		if (poll(&p, 1, 100) <= 0 || (fd = accept(lfd, NULL, NULL)) < 0)
+			continue;
+		printf("conn open\n");
+		fflush(stdout);
+		fast_at = now() + o.hold;
+		/* B bytes (or for 0.5 s) at a time, with pauses longer than the tunnel's
+		 * handshake timeout */
+		while (n > 0 && now() < fast_at) {
+			double burst_end;
+			struct timespec ts = {3, 0};
+
+			if (fast_at - now() < 3)
+				ts = (struct timespec){0, (long)((fast_at - now()) * 1e9)};
+			nanosleep(&ts, NULL);
+			burst_end = now() + 0.5;
+
+			for (long long left = o.bytes; left > 0 && now() < burst_end;) {
+				struct pollfd r = {.fd = fd, .events = POLLIN};
+
+				if (poll(&r, 1, 50) <= 0)
+					continue;
+				n = recv(fd, in,
+					 left < (long long)sizeof(in) ? (size_t)left : sizeof(in),
+					 MSG_DONTWAIT);
+				if (n <= 0)
+					break;
+				received += n;
+				left -= n;
+			}
+			if (n < 0 && errno == EAGAIN)
+				n = 1;
+		}
+		while (n > 0 && (n = recv(fd, in, sizeof(in), 0)) > 0)
+			received += n;
+		if (n < 0) {
+			printf("conn reset after %lld bytes\n", received);
+		} else {
+			n = snprintf(in, sizeof(in), "received=%lld\n", received);
+			send(fd, in, (size_t)n, MSG_NOSIGNAL);
+			printf("conn answered received=%lld\n", received);
+		}
+		fflush(stdout);
+		close(fd);
+	}
+	return 0;
+}
+
 static int stall_backend(void)
 {
 	struct pollfd p[256];
@@ -489,8 +654,8 @@ static int stall_backend(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2)
-		die("usage: tunnelpeer upload|probe|idle|flood|stall-backend ... (see the comment "
-		    "in bench/tunnelpeer.c)");
+		die("usage: tunnelpeer MODE ... (modes and options: the comment in "
+		    "bench/tunnelpeer.c)");
 	o.mode = argv[1];
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -533,6 +698,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (strcmp(o.mode, "stall-backend") == 0)
 		return stall_backend();
+	if (strcmp(o.mode, "slow-backend") == 0)
+		return slow_backend();
 	parse_addr(o.addr);
 	if (strcmp(o.mode, "idle") == 0)
 		return idle();
@@ -545,5 +712,7 @@ int main(int argc, char **argv)
 		return fairness();
 	if (strcmp(o.mode, "flood") == 0)
 		return flood();
+	if (strcmp(o.mode, "halfclose") == 0)
+		return halfclose();
 	die("unknown mode");
 }

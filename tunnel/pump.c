@@ -463,16 +463,21 @@ static bool to_target_stuck(const struct conn *c)
 	return buf_used(&c->to_plain) > 0 && c->plain_write_blocked;
 }
 
-/* The accepted client has ended its side: EOF read, or, with its last bytes still unread
- * in the kernel behind the stuck ones, a FIN or a reset there. */
+/* The accepted client is gone: its connection was reset (TCP), or closed for good (a unix
+ * socket's peer), which the kernel reports as an error or a hang-up. An EOF, a close_notify
+ * or a FIN alone is not a departure: a client that has sent its request may end its side
+ * and wait for the answer (an HTTP/1.0 client, `nc -N`, a TLS 1.3 half-close), and the
+ * target may be slow to read that request, not stuck. A TCP client that closed with a FIN
+ * looks the same as one that half-closed; it stays until the idle timeout. Once we have
+ * ended our side too, a hang-up only means both sides ended: only an error counts then. */
 static bool client_gone(const struct conn *c)
 {
-	struct pollfd p = {.fd = c->role->tls_client ? c->plain_fd : c->tls_fd,
-			   .events = POLLRDHUP};
+	bool we_ended = c->role->tls_client ? c->plain_shut : c->tls_shut;
+	struct pollfd p = {.fd = c->role->tls_client ? c->plain_fd : c->tls_fd, .events = 0};
 
-	if (c->role->tls_client ? c->plain_eof : c->tls_eof)
-		return true;
-	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+	if (poll(&p, 1, 0) != 1)
+		return false;
+	return (p.revents & POLLERR) != 0 || (!we_ended && (p.revents & POLLHUP) != 0);
 }
 
 /* The pump phase's timer: the idle timeout since the last wakeup and, while the client's
