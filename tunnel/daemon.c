@@ -854,6 +854,10 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	ms.pass = pass;
+	/* the watcher's baseline is taken before the files are read: a file replaced in
+	 * between is then seen as a change and loaded, not taken for what is in service */
+	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
+	sign_files(&ms, ms.sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
 	if (check(&d, err, sizeof(err)) != 0 || load_credentials(&ms, err, sizeof(err)) != 0 ||
 	    fit_connections(&eff, err, sizeof(err)) != 0) {
@@ -920,8 +924,6 @@ int tunnel_run(const struct tunnel_options *given)
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
-	sign_files(&ms, ms.sigs);
 	if (o->watch_interval_ms > 0) {
 		ev_tstamp every = (ev_tstamp)o->watch_interval_ms / 1000.0;
 

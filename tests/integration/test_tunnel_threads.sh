@@ -121,6 +121,33 @@ if command -v strace >/dev/null; then
 	fi
 	verdict "SIGHUP right after \"listening\" (main loop slowed by strace): a reload, not death" \
 		"${problems[@]+"${problems[@]}"}" -- "$(cat "$TMP/early.log")"
+
+	# A certificate and key replaced at that moment are a change the watcher loads: its
+	# baseline is what was read at start, not what the files hold once the loop runs.
+	cp -- "$C/server-chain.pem" "$TMP/chain.pem"
+	cp -- "$C/server.key" "$TMP/key.pem"
+	chmod 0600 "$TMP/key.pem"
+	start_bg "$TMP/early2.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		strace -f -qq -o /dev/null -e trace=epoll_create1 \
+		-e inject=epoll_create1:delay_enter=500000 \
+		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
+		--target "127.0.0.1:$BE_PORT" --cert "$TMP/chain.pem" --key "$TMP/key.pem" \
+		--ca "$C/ca.pem" --allow-any-identity --drain-timeout 1000 --watch-interval 200
+	early=$BG_PID
+	problems=()
+	if wait_for_line "$TMP/early2.log" '"event":"listening"' "$READY_LIMIT" "$early"; then
+		cp -- "$C/cnonly-server-chain.pem" "$TMP/chain.new"
+		cp -- "$C/cnonly-server.key" "$TMP/key.new"
+		chmod 0600 "$TMP/key.new"
+		mv -- "$TMP/chain.new" "$TMP/chain.pem"
+		mv -- "$TMP/key.new" "$TMP/key.pem"
+		wait_for_line "$TMP/early2.log" '"event":"reload".*"trigger":"file_change"' 10 "$early" ||
+			problems+=("the files replaced right after start were never loaded")
+	else
+		problems+=("the server did not start")
+	fi
+	verdict "certificate and key replaced right after \"listening\": loaded by the watcher" \
+		"${problems[@]+"${problems[@]}"}" -- "$(cat "$TMP/early2.log")"
 else
 	echo "skip  SIGHUP right after listening: strace is not installed"
 fi
