@@ -45,6 +45,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +136,9 @@ static SSL *tls_open(int *fdp)
 	}
 	ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, fd);
-	SSL_set_tlsext_host_name(ssl, o.name);
+	/* SSL_set_tlsext_host_name() casts away const (clang: -Wcast-qual); OpenSSL copies it */
+	SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+		 (void *)(uintptr_t)o.name);
 	SSL_set1_host(ssl, o.name);
 	if (SSL_connect(ssl) != 1)
 		die("TLS handshake failed");
