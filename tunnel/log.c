@@ -407,6 +407,7 @@ static void emit(char *text, size_t len)
 	}
 	if (len + 1 > r.cap - r.used) {
 		r.untold[LOG_DROP_FULL]++;
+		pthread_cond_signal(&wake); /* to tell it once there is room */
 		pthread_mutex_unlock(&mu);
 		atomic_fetch_add(&dropped[LOG_DROP_FULL], 1);
 		return;
@@ -682,6 +683,60 @@ static void tell_write_error(const char *path, int err, unsigned long long lost,
 
 #define WRITE_ERROR_EVERY 60 /* seconds between reports on stderr while writes fail */
 
+/* Drops not told yet that can be told now (room again, writes working). With mu held. */
+static bool untold_pending(void)
+{
+	return r.write_errno == 0 && r.used <= r.cap / 2 &&
+	       (r.untold[LOG_DROP_FULL] > 0 || r.untold[LOG_DROP_WRITE_ERROR] > 0);
+}
+
+/* Say what was lost, if it can be said now. Called and returns with mu held; marked as
+ * writing meanwhile, so that a flush waits for the notices. A count is taken off only once
+ * its notice is in the buffer: a notice that finds no room (the callers filled it while
+ * the line was being made) is tried again later, not lost with what it had to say. */
+static void tell_untold(void)
+{
+	static const char *const messages[LOG_DROP_REASONS] = {
+		[LOG_DROP_FULL] = "log lines were dropped: the log buffer was full because the "
+				  "log's reader did not keep up",
+		[LOG_DROP_WRITE_ERROR] = "log lines were lost: writing the log failed",
+	};
+	static const char *const reasons[LOG_DROP_REASONS] = {
+		[LOG_DROP_FULL] = "full",
+		[LOG_DROP_WRITE_ERROR] = "write_error",
+	};
+
+	for (int i = 0; i < LOG_DROP_REASONS; i++) {
+		unsigned long long n;
+		struct log_field f[3];
+		struct line l;
+		char *heap, *text;
+		size_t len;
+
+		if (!untold_pending() || (n = r.untold[i]) == 0)
+			continue;
+		if (LOG_WARN < min) { /* not to be logged at this level */
+			r.untold[i] = 0;
+			continue;
+		}
+		f[0] = LN("lines", n);
+		f[1] = LS("reason", reasons[i]);
+		f[2] = LS("message", messages[i]);
+		r.writing = true;
+		pthread_mutex_unlock(&mu);
+		text = format_line(LOG_WARN, "log_lines_dropped", f, 3, &l, &heap, &len);
+		pthread_mutex_lock(&mu);
+		r.writing = false;
+		if (text != NULL && len + 1 <= r.cap - r.used) {
+			ring_copy((r.head + r.used) % r.cap, text, len);
+			ring_copy((r.head + r.used + len) % r.cap, "\n", 1);
+			r.used += len + 1;
+			r.untold[i] -= n;
+		}
+		free(heap);
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	double swept = monotonic();
@@ -690,12 +745,12 @@ static void *writer_main(void *arg)
 	pthread_mutex_lock(&mu);
 	for (;;) {
 		size_t head, n;
-		unsigned long long lost, untold[LOG_DROP_REASONS];
+		unsigned long long lost;
 		int fd, err = 0;
 		bool tell = false, first = false, cut;
 		char *path = NULL;
 
-		if (r.used == 0 && !r.stop) {
+		if (r.used == 0 && !r.stop && !untold_pending()) {
 			struct timespec until;
 
 			deadline(&until, 1000);
@@ -708,6 +763,14 @@ static void *writer_main(void *arg)
 			pthread_mutex_lock(&mu);
 		}
 		if (r.used == 0) {
+			/* drops with nothing queued after them (a line longer than the buffer,
+			 * the last of a burst) are told now, not with the next batch */
+			if (untold_pending()) {
+				tell_untold();
+				if (r.used == 0)
+					pthread_cond_broadcast(&idle);
+				continue;
+			}
 			if (r.stop)
 				break;
 			continue;
@@ -745,31 +808,16 @@ static void *writer_main(void *arg)
 			r.write_errno = 0;
 			r.lost_since_told = 0;
 		}
-		if (tell)
+		if (tell) {
 			path = strdup(r.path);
-		/* caught up (room again, writes working): say what was lost */
-		memset(untold, 0, sizeof(untold));
-		if (r.write_errno == 0 && r.used <= r.cap / 2) {
-			memcpy(untold, r.untold, sizeof(untold));
-			memset(r.untold, 0, sizeof(r.untold));
+			pthread_mutex_unlock(&mu);
+			if (path != NULL)
+				tell_write_error(path, err, lost, first);
+			free(path);
+			pthread_mutex_lock(&mu);
 		}
-		pthread_mutex_unlock(&mu);
-		if (path != NULL)
-			tell_write_error(path, err, lost, first);
-		free(path);
-		if (untold[LOG_DROP_FULL] > 0)
-			LOG_OWN(LOG_WARN, "log_lines_dropped", LN("lines", untold[LOG_DROP_FULL]),
-				LS("reason", "full"),
-				LS("message",
-				   "log lines were dropped: the log buffer was full because "
-				   "the log's reader did not keep up"));
-		if (untold[LOG_DROP_WRITE_ERROR] > 0)
-			LOG_OWN(LOG_WARN, "log_lines_dropped",
-				LN("lines", untold[LOG_DROP_WRITE_ERROR]),
-				LS("reason", "write_error"),
-				LS("message", "log lines were lost: writing the log failed"));
-		pthread_mutex_lock(&mu);
-		/* idle only now, so that a flush also waits for the notices above */
+		tell_untold();
+		/* idle only now, so that a flush also waits for the notices */
 		if (r.used == 0)
 			pthread_cond_broadcast(&idle);
 	}
@@ -873,10 +921,12 @@ bool log_flush(int timeout_ms)
 
 	deadline(&until, timeout_ms);
 	pthread_mutex_lock(&mu);
-	while (r.buf != NULL && (r.used > 0 || r.writing))
+	while (r.buf != NULL && (r.used > 0 || r.writing || untold_pending())) {
+		pthread_cond_signal(&wake);
 		if (pthread_cond_timedwait(&idle, &mu, &until) == ETIMEDOUT)
 			break;
-	done = r.buf == NULL || (r.used == 0 && !r.writing);
+	}
+	done = r.buf == NULL || (r.used == 0 && !r.writing && !untold_pending());
 	if (!done) {
 		r.stalled = true;
 		r.stalled_at = r.batches;
