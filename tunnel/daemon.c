@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
 #define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
+#define TRIM_EVERY	    10.0    /* seconds, at least, between two trims of the heap */
 #define LISTEN_MODE_DEFAULT 0660    /* unix sockets: owner and group */
 
 struct file_sig {
@@ -57,6 +59,8 @@ struct main_state {
 	ev_signal sighup, sigterm, sigint;
 	ev_timer watch;
 	ev_timer health;
+	ev_timer trim;
+	ev_tstamp trimmed_at;
 	ev_timer drain;
 	ev_tstamp drain_deadline;
 	struct metrics_http *http;
@@ -377,6 +381,26 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 	(void)events;
 	if (files_settled(ms, ev_now(loop)))
 		reload(ms, "file_change");
+}
+
+/* Freed memory back to the system after a burst of connections closed (worker.c asks).
+ * Here, on the main thread: malloc_trim walks every arena, taking each one's lock while it
+ * trims it, so a worker waits at most for its own arena, once per TRIM_EVERY; called from a
+ * worker it held that worker's loop for the whole walk, 40-80 ms a call, several calls per
+ * burst (bench/trim_stall.sh). */
+static void on_trim(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, trim));
+
+	(void)events;
+	if (!atomic_load(&ms->d->trim_wanted) || ev_now(loop) - ms->trimmed_at < TRIM_EVERY)
+		return;
+	atomic_store(&ms->d->trim_wanted, false);
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	ms->trimmed_at = ev_now(loop);
 }
 
 static void on_health(struct ev_loop *loop, ev_timer *w, int events)
@@ -931,6 +955,8 @@ int tunnel_run(const struct tunnel_options *given)
 		ev_timer_start(loop, &ms.watch);
 	}
 	check_crls(&ms, ev_now(loop), true);
+	ev_timer_init(&ms.trim, on_trim, 1.0, 1.0);
+	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
 	ev_timer_start(loop, &ms.health);
 	ev_run(loop, 0);

@@ -58,6 +58,9 @@ struct daemon {
 	atomic_llong active;
 	atomic_ullong next_id;
 	atomic_int phase; /* 0 running, 1 draining (no accepts), 2 stopping */
+	/* a worker saw many connections close: the main thread gives freed memory back
+	 * (malloc_trim), off the data path and at most every TRIM_EVERY seconds (daemon.c) */
+	atomic_bool trim_wanted;
 	int nworkers;
 	struct worker *workers;
 };

@@ -4,7 +4,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -125,14 +124,13 @@ static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
 	(void)events;
 	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(loop));
 	pump_release_quiet(w);
-#ifdef __GLIBC__
 	/* glibc keeps what freed connections held in this thread's arena, so a burst would
-	 * leave its peak as the resident size for good: give it back once many are gone */
+	 * leave its peak as the resident size for good: once many are gone, ask the main
+	 * thread to give it back (a trim takes 40-80 ms with a big heap: not on this loop) */
 	if (w->conns_peak - w->n_conns >= TRIM_AFTER_CLOSED) {
-		malloc_trim(0);
+		atomic_store(&w->d->trim_wanted, true);
 		w->conns_peak = w->n_conns;
 	}
-#endif
 }
 
 static void *worker_main(void *arg)
