@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What the workers' malloc_trim (tunnel/worker.c, after many connections closed) costs the
+# What the heap trim after many connections closed (asked by tunnel/worker.c, done by the
+# main thread in tunnel/daemon.c at most every 10 s) costs the
 # data path: mtls server --workers 2, a one-connection latency probe through it (tunnelpeer
 # probe, 64-byte round trips, 1 s windows, from the moment all are held) while BURST established mTLS connections (loadgen
 # idle) open, are held 3 s and close (the next 1 s sweep trims). Prints the probe's p99 and
