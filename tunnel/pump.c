@@ -15,10 +15,12 @@
  * SHUT_WR, or TLS close_notify); the connection ends when both directions are done.
  *
  * Fairness: one wakeup of a connection moves at most PUMP_BUDGET passes of data. A connection
- * that still had work when its budget ran out is queued on its worker and resumed after the
- * loop's next poll, once the connections that became ready meanwhile have had their turn.
- * It cannot wait for readability instead: OpenSSL may hold records it already read ahead
- * while the socket is empty.
+ * that still had work when its budget ran out is queued on its worker and resumed by an
+ * ev_check after the loop's next poll: in the same round as the connections that became
+ * ready meanwhile (libev runs that round's check watchers just before its I/O callbacks), so
+ * each gets a budget per round; a queued connection whose own I/O also fired gets two. It
+ * cannot wait for readability instead: OpenSSL may hold records it already read ahead while
+ * the socket is empty.
  *
  * A server creates a connection's TLS state only when the first byte of its ClientHello
  * arrives (under the handshake timeout): a connection that sends nothing costs little more
