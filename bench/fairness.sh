@@ -18,33 +18,22 @@ bin=${1:-$top/build}
 rounds=${2:-3}
 upload=${UPLOAD:-4}
 limit=${P99_LIMIT_MS:-20}
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-for t in mtls tunnelpeer backend; do
-	[ -x "$bin/$t" ] || { echo "bench: $bin/$t missing; build first" >&2; exit 1; }
-done
+# shellcheck source=bench/common.sh
+. "$top/bench/common.sh"
+bench_setup "$bin" mtls tunnelpeer backend
 
-ca=$tmp/ca
-"$bin/mtls" ca init --dir "$ca" --key p256 >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile server --dns bench.test --ip 127.0.0.1 --out "$tmp/srv" >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile client --uri spiffe://bench.test/client --out "$tmp/cli" >/dev/null
+bench_certs
 
 taskset -c 1 "$bin/backend" >"$tmp/backend.log" &
 pids+=($!)
-for _ in $(seq 50); do grep -q listening "$tmp/backend.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/backend.log" listening || true
 echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
 
 taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 1 --log-format json 2>"$tmp/server.log" &
 pids+=($!)
-for _ in $(seq 50); do grep -q '"event":"listening"' "$tmp/server.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/server.log" '"event":"listening"' || true
 port=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9]*\)".*/\1/p' "$tmp/server.log" | head -1)
 [ -n "$port" ] || { cat "$tmp/server.log"; echo "bench: server did not start" >&2; exit 1; }
 

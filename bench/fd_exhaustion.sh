@@ -10,26 +10,15 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$top/build}
 secs=${2:-5}
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-for t in mtls tunnelpeer backend; do
-	[ -x "$bin/$t" ] || { echo "bench: $bin/$t missing; build first" >&2; exit 1; }
-done
+# shellcheck source=bench/common.sh
+. "$top/bench/common.sh"
+bench_setup "$bin" mtls tunnelpeer backend
 
-ca=$tmp/ca
-"$bin/mtls" ca init --dir "$ca" --key p256 >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile server --dns bench.test --ip 127.0.0.1 --out "$tmp/srv" >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile client --uri spiffe://bench.test/client --out "$tmp/cli" >/dev/null
+bench_certs
 
 "$bin/backend" >"$tmp/backend.log" &
 pids+=($!)
-for _ in $(seq 50); do grep -q listening "$tmp/backend.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/backend.log" listening || true
 be_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
 
 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$be_port" \
@@ -37,7 +26,7 @@ be_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
 	--allow-uri 'spiffe://bench.test/*' --workers 2 --log-format json >"$tmp/server.log" 2>&1 &
 server=$!
 pids+=("$server")
-for _ in $(seq 50); do grep -q '"event":"listening"' "$tmp/server.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/server.log" '"event":"listening"' || true
 port=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9]*\)".*/\1/p' "$tmp/server.log" | head -1)
 [ -n "$port" ] || { cat "$tmp/server.log"; echo "bench: server did not start" >&2; exit 1; }
 
@@ -49,7 +38,7 @@ prlimit --pid "$server" --nofile=64:
 "$bin/tunnelpeer" idle --connect "127.0.0.1:$port" --connections 200 --seconds 600 >"$tmp/idle.log" &
 idle=$!
 pids+=("$idle")
-for _ in $(seq 50); do grep -q held "$tmp/idle.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/idle.log" held || true
 sleep 0.5
 c0=$(cpu) l0=$(lines) b0=$(stat -c %s "$tmp/server.log")
 sleep "$secs"

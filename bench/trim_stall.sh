@@ -13,17 +13,9 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$top/build}
 burst=${BURST:-8000}
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-for t in mtls tunnelpeer loadgen echod; do
-	[ -x "$bin/$t" ] || { echo "bench: $bin/$t missing; build first" >&2; exit 1; }
-done
+# shellcheck source=bench/common.sh
+. "$top/bench/common.sh"
+bench_setup "$bin" mtls tunnelpeer loadgen echod
 ulimit -n $((burst * 2 + 1000))
 
 cat >"$tmp/trimtime.c" <<'C'
@@ -54,15 +46,12 @@ int malloc_trim(size_t pad)
 C
 cc -shared -fPIC -O2 -o "$tmp/trimtime.so" "$tmp/trimtime.c" -ldl
 
-ca=$tmp/ca
-"$bin/mtls" ca init --dir "$ca" --key p256 >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile server --dns bench.test --ip 127.0.0.1 --out "$tmp/srv" >/dev/null
-"$bin/mtls" ca issue --dir "$ca" --profile client --uri spiffe://bench.test/client --out "$tmp/cli" >/dev/null
+bench_certs
 TLS=(--cert "$tmp/cli-chain.pem" --key "$tmp/cli.key" --ca "$ca/root.pem" --name bench.test)
 
 "$bin/echod" >"$tmp/echod.log" &
 pids+=($!)
-for _ in $(seq 50); do grep -q listening "$tmp/echod.log" 2>/dev/null && break; sleep 0.1; done
+bench_wait "$tmp/echod.log" listening || true
 echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
 
 LD_PRELOAD=$tmp/trimtime.so "$bin/mtls" server --listen 127.0.0.1:0 \
