@@ -215,18 +215,26 @@ static void iso_time(long long when, char *buf, size_t len)
 		snprintf(buf, len, "%lld", when);
 }
 
-/* A line per stuck worker, each starting with prefix; how many. A beat of 0 is a worker not
- * started yet; a beat in the future (the clock stepped back) is not old. */
-static int stuck_workers(struct metrics *m, time_t now, struct text *t, const char *prefix)
+long long metrics_beat_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec + 1;
+}
+
+/* A line per stuck worker, each starting with prefix; how many. now and the beats are on
+ * metrics_beat_clock(). A beat of 0 is a worker not started yet. */
+static int stuck_workers(struct metrics *m, long long now, struct text *t, const char *prefix)
 {
 	int stuck = 0;
 
 	for (int i = 0; i < m->nworkers && i < METRICS_WORKERS_MAX; i++) {
 		long long beat = atomic_load(&m->worker_beats[i]);
 
-		if (beat > 0 && (long long)now - beat > METRICS_STUCK_SECONDS) {
+		if (beat > 0 && now - beat > METRICS_STUCK_SECONDS) {
 			put(t, "%sworker %d is stuck: no heartbeat from its loop for %lld s\n",
-			    prefix, i, (long long)now - beat);
+			    prefix, i, now - beat);
 			stuck++;
 		}
 	}
@@ -279,13 +287,13 @@ static int credential_findings(struct metrics *m, time_t now, struct text *expir
 	return n;
 }
 
-char *metrics_healthz(struct metrics *m, time_t now, unsigned *status)
+char *metrics_healthz(struct metrics *m, time_t now, long long beat_now, unsigned *status)
 {
 	struct text head = {0}, stuck = {0}, notes = {0};
 	int n;
 
 	*status = MHD_HTTP_OK;
-	n = stuck_workers(m, now, &stuck, "");
+	n = stuck_workers(m, beat_now, &stuck, "");
 	if (atomic_load(&m->draining)) {
 		*status = MHD_HTTP_SERVICE_UNAVAILABLE;
 		put(&head, "draining\n");
@@ -306,7 +314,7 @@ char *metrics_healthz(struct metrics *m, time_t now, unsigned *status)
 	return text_done(&head);
 }
 
-char *metrics_readyz(struct metrics *m, time_t now, unsigned *status)
+char *metrics_readyz(struct metrics *m, time_t now, long long beat_now, unsigned *status)
 {
 	struct text head = {0}, why = {0}, notes = {0};
 	int n = 0;
@@ -315,7 +323,7 @@ char *metrics_readyz(struct metrics *m, time_t now, unsigned *status)
 		put(&why, "not ready: draining\n");
 		n++;
 	}
-	n += stuck_workers(m, now, &why, "not ready: ");
+	n += stuck_workers(m, beat_now, &why, "not ready: ");
 	n += credential_findings(m, now, &why, "not ready: ", &notes);
 	*status = n > 0 ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
 	put(&head, "%s", n == 0 ? "ready\n" : why.buf != NULL ? why.buf : "");
@@ -373,9 +381,10 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 				free(text);
 		}
 	} else if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
-		char *text = strcmp(url, "/healthz") == 0
-				     ? metrics_healthz(h->m, time(NULL), &status)
-				     : metrics_readyz(h->m, time(NULL), &status);
+		char *text =
+			strcmp(url, "/healthz") == 0
+				? metrics_healthz(h->m, time(NULL), metrics_beat_clock(), &status)
+				: metrics_readyz(h->m, time(NULL), metrics_beat_clock(), &status);
 
 		if (text == NULL) {
 			status = MHD_HTTP_INTERNAL_SERVER_ERROR;

@@ -43,8 +43,8 @@ struct metrics {
 	atomic_llong crl_next_update;
 	atomic_llong crl_grace; /* seconds a CRL is still accepted past its nextUpdate */
 	atomic_bool draining;
-	/* liveness: each worker stores its loop's time (ev_now, seconds) here about once a
-	 * second (worker.c); a worker whose beat is old is stuck */
+	/* liveness: each worker stores metrics_beat_clock() here about once a second
+	 * (worker.c); a worker whose beat is old is stuck */
 	int nworkers;
 	atomic_llong worker_beats[METRICS_WORKERS_MAX];
 	const struct mtls *endpoint; /* for the verification cache counters; may be NULL */
@@ -71,8 +71,12 @@ char *metrics_render(struct metrics *m, size_t *len);
  * a "not ready:" line for each reason; else 200 "ready" (with the "warning:" lines of a CRL
  * within its grace period).
  */
-char *metrics_healthz(struct metrics *m, time_t now, unsigned *status);
-char *metrics_readyz(struct metrics *m, time_t now, unsigned *status);
+char *metrics_healthz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
+char *metrics_readyz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
+/* The clock of worker_beats and of beat_now above: seconds of CLOCK_MONOTONIC (+1, so that
+ * a beat of 0 stays "not started"). A step of the wall clock (NTP, an operator) moves
+ * neither, so it can neither make a working loop look stuck nor hide a stuck one. */
+long long metrics_beat_clock(void);
 
 struct metrics_http;
 /* Serve /metrics, /healthz and /readyz on an already listening socket (taken over). At most

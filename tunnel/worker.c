@@ -121,8 +121,9 @@ static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
 {
 	struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, quiet));
 
+	(void)loop;
 	(void)events;
-	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(loop));
+	atomic_store(&w->d->metrics.worker_beats[w->id], metrics_beat_clock());
 	pump_release_quiet(w);
 	/* glibc keeps what freed connections held in this thread's arena, so a burst would
 	 * leave its peak as the resident size for good: once many are gone, ask the main
@@ -152,7 +153,7 @@ int worker_start(struct worker *w)
 	pump_worker_init(w);
 	ev_async_init(&w->wakeup, on_wakeup);
 	ev_async_start(w->loop, &w->wakeup);
-	atomic_store(&w->d->metrics.worker_beats[w->id], (long long)ev_now(w->loop));
+	atomic_store(&w->d->metrics.worker_beats[w->id], metrics_beat_clock());
 	ev_timer_init(&w->quiet, on_quiet, 1.0, 1.0);
 	ev_timer_start(w->loop, &w->quiet);
 	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;

@@ -236,6 +236,31 @@ static void health_metrics(struct metrics *m, const struct health_case *c)
 	atomic_store(&m->crl_grace, c->grace);
 }
 
+/* The wall clock stepped an hour forward (NTP, an operator) while every loop beats: the
+ * beats are on the monotonic clock, which did not move, so nothing is stuck; with beats
+ * compared to the wall clock a liveness probe would restart a healthy daemon. */
+static void test_health_wall_clock_step(void **state)
+{
+	struct metrics m;
+	unsigned status;
+	char *body;
+
+	(void)state;
+	metrics_init(&m, "server");
+	m.nworkers = 2;
+	atomic_store(&m.worker_beats[0], NOW - 1);
+	atomic_store(&m.worker_beats[1], NOW);
+	body = metrics_healthz(&m, (time_t)NOW + 3600, NOW, &status);
+	assert_non_null(body);
+	assert_int_equal(status, 200);
+	assert_string_equal(body, "ok\n");
+	free(body);
+	body = metrics_readyz(&m, (time_t)NOW + 3600, NOW, &status);
+	assert_non_null(body);
+	assert_int_equal(status, 200);
+	free(body);
+}
+
 static void test_health(void **state)
 {
 	(void)state;
@@ -247,13 +272,13 @@ static void test_health(void **state)
 		char *body;
 
 		health_metrics(&m, c);
-		body = metrics_healthz(&m, (time_t)NOW, &status);
+		body = metrics_healthz(&m, (time_t)NOW, NOW, &status);
 		assert_non_null(body);
 		if (status != c->healthz || strcmp(body, c->healthz_body) != 0)
 			fail_msg("%s: /healthz %u '%s', want %u '%s'", c->name, status, body,
 				 c->healthz, c->healthz_body);
 		free(body);
-		body = metrics_readyz(&m, (time_t)NOW, &status);
+		body = metrics_readyz(&m, (time_t)NOW, NOW, &status);
 		assert_non_null(body);
 		if (status != c->readyz || strcmp(body, c->readyz_body) != 0)
 			fail_msg("%s: /readyz %u '%s', want %u '%s'", c->name, status, body,
@@ -275,11 +300,11 @@ static void test_health_boundaries(void **state)
 	atomic_store(&m.crl_next_update, NOW);
 	atomic_store(&m.cert_not_after, NOW);
 	atomic_store(&m.ca_not_after, NOW);
-	body = metrics_readyz(&m, (time_t)NOW, &status);
+	body = metrics_readyz(&m, (time_t)NOW, NOW, &status);
 	assert_int_equal(status, 200);
 	assert_string_equal(body, "ready\n");
 	free(body);
-	body = metrics_readyz(&m, (time_t)NOW + 1, &status);
+	body = metrics_readyz(&m, (time_t)NOW + 1, NOW + 1, &status);
 	assert_int_equal(status, 503);
 	free(body);
 }
@@ -294,15 +319,15 @@ static void test_health_out_of_memory(void **state)
 	(void)state;
 	health_metrics(&m, &health_cases[sizeof(health_cases) / sizeof(health_cases[0]) - 1]);
 	arm(0, false);
-	free(metrics_healthz(&m, (time_t)NOW, &status));
-	free(metrics_readyz(&m, (time_t)NOW, &status));
+	free(metrics_healthz(&m, (time_t)NOW, NOW, &status));
+	free(metrics_readyz(&m, (time_t)NOW, NOW, &status));
 	total = atomic_load(&calls);
 	for (int at = 1; at <= total; at++) {
 		char *h, *r;
 
 		arm(at, false);
-		h = metrics_healthz(&m, (time_t)NOW, &status);
-		r = metrics_readyz(&m, (time_t)NOW, &status);
+		h = metrics_healthz(&m, (time_t)NOW, NOW, &status);
+		r = metrics_readyz(&m, (time_t)NOW, NOW, &status);
 		if (h != NULL && r != NULL)
 			fail_msg("realloc call %d of %d failed, yet both bodies came back", at,
 				 total);
@@ -402,8 +427,8 @@ static void test_http_500(void **state)
 
 	/* a stuck worker: /healthz and /readyz say 503 and name it */
 	m.nworkers = 2;
-	atomic_store(&m.worker_beats[0], (long long)time(NULL));
-	atomic_store(&m.worker_beats[1], (long long)time(NULL) - 60);
+	atomic_store(&m.worker_beats[0], metrics_beat_clock());
+	atomic_store(&m.worker_beats[1], metrics_beat_clock() - 60);
 	resp = get_path(ntohs(sa.sin_port), "/healthz");
 	if (strncmp(resp + 8, " 503 ", 5) != 0 ||
 	    strstr(resp, "\r\n\r\nstuck: 1 of 2 workers\n") == NULL ||
@@ -415,7 +440,7 @@ static void test_http_500(void **state)
 	    strstr(resp, "\r\n\r\nnot ready: worker 1 is stuck") == NULL)
 		fail_msg("/readyz with a stuck worker: '%.300s'", resp);
 	free(resp);
-	atomic_store(&m.worker_beats[1], (long long)time(NULL));
+	atomic_store(&m.worker_beats[1], metrics_beat_clock());
 	resp = get_path(ntohs(sa.sin_port), "/readyz");
 	if (strncmp(resp + 8, " 200 ", 5) != 0 || strstr(resp, "\r\n\r\nready\n") == NULL)
 		fail_msg("/readyz when fine: '%.300s'", resp);
@@ -430,6 +455,7 @@ int main(void)
 		cmocka_unit_test(test_render_out_of_memory),
 		cmocka_unit_test(test_http_500),
 		cmocka_unit_test(test_health),
+		cmocka_unit_test(test_health_wall_clock_step),
 		cmocka_unit_test(test_health_boundaries),
 		cmocka_unit_test(test_health_out_of_memory),
 	};
