@@ -7,6 +7,13 @@
 #                             bench.test / 127.0.0.1, $tmp/cli{...} for
 #                             spiffe://bench.test/client
 #   bench_wait LOG PATTERN    until a line of LOG matches PATTERN (at most 5 s)
+#   bench_target NAME CMD...  start a plaintext target that prints "listening on ADDR"
+#                             (log $tmp/NAME.log); sets target_port
+#   bench_port PID            the TCP port PID listens on (at most 5 s), or exit
+
+# shellcheck shell=bash
+# Variables set here are for the scripts that source this file.
+# shellcheck disable=SC2034
 
 bench_setup() {
 	local t
@@ -46,4 +53,29 @@ bench_wait() {
 		sleep 0.1
 	done
 	return 1
+}
+
+bench_target() {
+	local name=$1
+	shift
+	"$@" >"$tmp/$name.log" &
+	pids+=($!)
+	bench_wait "$tmp/$name.log" listening || true
+	target_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/$name.log")
+}
+
+bench_port() {
+	local _ port=
+	for _ in $(seq 50); do
+		port=$(ss -Hltnp 2>/dev/null |
+			awk -v p="pid=$1," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }')
+		[ -n "$port" ] && break
+		sleep 0.1
+	done
+	[ -n "$port" ] || {
+		cat "$tmp/server.log" >&2 2>/dev/null
+		echo "bench: the server did not start" >&2
+		exit 1
+	}
+	echo "$port"
 }

@@ -24,12 +24,9 @@ bench_setup "$bin" mtls tunnelpeer backend
 
 bench_certs
 
-taskset -c 1 "$bin/backend" >"$tmp/backend.log" &
-pids+=($!)
-bench_wait "$tmp/backend.log" listening || true
-echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
+bench_target backend taskset -c 1 "$bin/backend"
 
-taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
+taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$target_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 1 --log-format json 2>"$tmp/server.log" &
 pids+=($!)

@@ -16,12 +16,9 @@ bench_setup "$bin" mtls tunnelpeer backend
 
 bench_certs
 
-"$bin/backend" >"$tmp/backend.log" &
-pids+=($!)
-bench_wait "$tmp/backend.log" listening || true
-be_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/backend.log")
+bench_target backend "$bin/backend"
 
-"$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$be_port" \
+"$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$target_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 2 --log-format json >"$tmp/server.log" 2>&1 &
 server=$!

@@ -19,24 +19,15 @@ bench_setup "$bin" mtls tunnelpeer loadgen echod
 
 bench_certs
 
-"$bin/echod" >"$tmp/echod.log" &
-pids+=($!)
-bench_wait "$tmp/echod.log" listening || true
-echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
+bench_target echod "$bin/echod"
 
-"$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
+"$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$target_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 2 --log-format json --log-level warn \
 	--max-connections 9000 --handshake-timeout 30000 ${SERVER_ARGS:-} >"$tmp/server.log" 2>&1 &
 server=$!
 pids+=("$server")
-port=
-for _ in $(seq 50); do
-	port=$(ss -Hltnp 2>/dev/null | awk -v p="pid=$server," 'index($0, p) { sub(/.*:/, "", $4); print $4; exit }')
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-[ -n "$port" ] || { cat "$tmp/server.log"; echo "bench: server did not start" >&2; exit 1; }
+port=$(bench_port "$server")
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$server/status"; }
 sleep 0.5
 

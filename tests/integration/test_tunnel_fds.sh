@@ -21,8 +21,6 @@ C=$CERTS
 TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --name server.test)
 SRV_TLS=(--cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem" --allow-any-identity)
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2" | head -n 1; }
-# daemon_pid PID : the daemon under start_bg's timeout
-daemon_pid() { cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{ print $1 }'; }
 # cpu_ticks PID : user + system CPU time of a process, in clock ticks
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -30,7 +28,7 @@ HZ=$(getconf CLK_TCK)
 echo "# 1. out of descriptors at accept()"
 start_backend "$TMP/be1.log"
 start_tunnel_server "$TMP/srv1.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}"
-PID=$(daemon_pid "$SRV_PID")
+PID=$SRV_REAL
 p=()
 # The limit drops under the running server (as when 2 x --max-connections exceeds it): 64
 # descriptors, of which the server already uses some 15, and 120 clients that send nothing.

@@ -393,7 +393,7 @@ chmod 600 -- "$W4/srv.key"
 start_backend "$TMP/be4.log"
 start_tunnel_server "$TMP/srv4.log" --target "127.0.0.1:$BE_PORT" --cert "$W4/srv.pem" \
 	--key "$W4/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 0 "${DAEMON[@]}"
-S4_PID=$(grep -m1 -F '"event":"listening"' "$TMP/srv4.log" | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')
+S4_PID=$(daemon_pid "$TMP/srv4.log")
 p=()
 [ "$(grep -cF '"event":"cert_expiring"' "$TMP/srv4.log")" = 0 ] || p+=("a fresh certificate was warned about")
 verdict "server with a fresh certificate: no cert_expiring warning" "${p[@]+"${p[@]}"}" -- \

@@ -146,13 +146,6 @@ metric_eq() { [ "$(m "$1" "$2")" -eq "$3" ]; }
 # count_ge FILE EVENT TEXT N : at least N log lines of EVENT that contain TEXT.
 count_ge() { [ "$(log_count "$1" "$2" "$3")" -ge "$4" ]; }
 
-# daemon_pid LOG : the process id in the daemon's "listening" line (the real daemon, not
-# the timeout(1) around it).
-daemon_pid() {
-	grep -m1 -F '"event":"listening"' "$1" 2>/dev/null |
-		sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p' || true
-}
-
 # rss_kb PID : resident memory of a process in KiB (0 if gone).
 rss_kb() {
 	awk '/^VmRSS:/ {print $2; found = 1} END {if (!found) print 0}' "/proc/$1/status" \

@@ -67,7 +67,7 @@ start_tunnel_server "$TMP/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/chai
 	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 200 \
 	--drain-timeout 100
 # the daemon itself (SRV_PID is its timeout wrapper, which would end it after a SIGHUP)
-MTLS_PID=$(sed -n 's/.*"event":"listening".*"pid":\([0-9]*\).*/\1/p' "$TMP/srv.log")
+MTLS_PID=$(daemon_pid "$TMP/srv.log")
 
 p=()
 s=$(served)

@@ -16,16 +16,12 @@ PASS=$(cat -- "$C/client-enc.pass")
 CON=(--server 127.0.0.1:9 --server-name server.test --cert "$C/client-chain.pem"
 	--ca "$C/ca.pem" --drain-timeout 100)
 
-# main_pid LOG : the daemon's own pid, from its listening line (the started pid is its
-# timeout wrapper)
-main_pid() { sed -n 's/.*"event":"listening".*"pid":\([0-9]*\).*/\1/p' "$1"; }
-
 echo "# 1. --key-passphrase-env: the value leaves the environment; no core dumps"
 export MTLS_TEST_PASS=$PASS
 start_tunnel_connector "$TMP/con.log" "${CON[@]}" --key "$C/client-enc.key" \
 	--key-passphrase-env MTLS_TEST_PASS
 unset MTLS_TEST_PASS
-PID=$(main_pid "$TMP/con.log")
+PID=$(daemon_pid "$TMP/con.log")
 p=()
 env_dump=$(tr '\0' '\n' <"/proc/$PID/environ")
 [[ $env_dump != *"$PASS"* ]] || p+=("/proc/$PID/environ still holds the passphrase")
@@ -51,7 +47,7 @@ if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev/n
 	CON_PID=$BG_PID
 	wait_for_line "$TMP/con-nobody.log" '"event":"listening"' "$READY_LIMIT" "$CON_PID" ||
 		_lib_die "the connector did not start as nobody: $(cat -- "$TMP/con-nobody.log")"
-	PID=$(main_pid "$TMP/con-nobody.log")
+	PID=$(daemon_pid "$TMP/con-nobody.log")
 	p=()
 	[ "$(awk '/^Uid:/ { print $3 }' "/proc/$PID/status")" = "$(id -u nobody)" ] ||
 		p+=("internal: the daemon does not run as nobody")
@@ -211,7 +207,7 @@ report "--user nobody with a root-only key: the fix suggested is one the key che
 chown "root:$G" "$U/server.key"
 chmod 640 "$U/server.key"
 start_tunnel_server "$TMP/srv-user.log" "${SRV[@]}"
-PID=$(main_pid "$TMP/srv-user.log")
+PID=$(daemon_pid "$TMP/srv-user.log")
 p=()
 [ "$(awk '/^Uid:/ { print $2 }' "/proc/$PID/status")" = "$(id -u "$PU")" ] ||
 	p+=("the server does not run as $PU")

@@ -100,20 +100,26 @@ verdict "$CLIENTS clients, $conns connections x 3 lines through both daemons (2 
 # are installed after that line; until they are, the signals stay blocked (the default
 # action of SIGHUP is to exit). strace widens the window: every epoll_create1 is slowed, so
 # the main loop's is made half a second after "listening".
-if command -v strace >/dev/null; then
-	start_bg "$TMP/early.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+# start_slowed LOG CERT KEY WATCH_MS : a server whose every epoll_create1 strace delays by
+# half a second, so its main loop is set up well after "listening"; true once that line is
+# there (EARLY: its start_bg pid).
+start_slowed() {
+	start_bg "$1" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
 		strace -f -qq -o /dev/null -e trace=epoll_create1 \
 		-e inject=epoll_create1:delay_enter=500000 \
 		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
-		--target "127.0.0.1:$BE_PORT" --cert "$C/server-chain.pem" --key "$C/server.key" \
-		--ca "$C/ca.pem" --allow-any-identity --drain-timeout 1000 --watch-interval 0
-	early=$BG_PID
+		--target "127.0.0.1:$BE_PORT" --cert "$2" --key "$3" --ca "$C/ca.pem" \
+		--allow-any-identity --drain-timeout 1000 --watch-interval "$4"
+	EARLY=$BG_PID
+	wait_for_line "$1" '"event":"listening"' "$READY_LIMIT" "$EARLY"
+}
+
+if command -v strace >/dev/null; then
 	problems=()
-	if wait_for_line "$TMP/early.log" '"event":"listening"' "$READY_LIMIT" "$early"; then
-		pid=$({ grep -m1 -F '"event":"listening"' "$TMP/early.log" || true; } |
-			sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p')
+	if start_slowed "$TMP/early.log" "$C/server-chain.pem" "$C/server.key" 0; then
+		pid=$(daemon_pid "$TMP/early.log")
 		kill -HUP "$pid" 2>/dev/null || problems+=("could not signal $pid")
-		wait_for_line "$TMP/early.log" '"event":"reload"' 5 "$early" ||
+		wait_for_line "$TMP/early.log" '"event":"reload"' 5 "$EARLY" ||
 			problems+=("no reload after the SIGHUP")
 		kill -0 "$pid" 2>/dev/null || problems+=("the server died of the SIGHUP")
 	else
@@ -127,21 +133,14 @@ if command -v strace >/dev/null; then
 	cp -- "$C/server-chain.pem" "$TMP/chain.pem"
 	cp -- "$C/server.key" "$TMP/key.pem"
 	chmod 0600 "$TMP/key.pem"
-	start_bg "$TMP/early2.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-		strace -f -qq -o /dev/null -e trace=epoll_create1 \
-		-e inject=epoll_create1:delay_enter=500000 \
-		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
-		--target "127.0.0.1:$BE_PORT" --cert "$TMP/chain.pem" --key "$TMP/key.pem" \
-		--ca "$C/ca.pem" --allow-any-identity --drain-timeout 1000 --watch-interval 200
-	early=$BG_PID
 	problems=()
-	if wait_for_line "$TMP/early2.log" '"event":"listening"' "$READY_LIMIT" "$early"; then
+	if start_slowed "$TMP/early2.log" "$TMP/chain.pem" "$TMP/key.pem" 200; then
 		cp -- "$C/cnonly-server-chain.pem" "$TMP/chain.new"
 		cp -- "$C/cnonly-server.key" "$TMP/key.new"
 		chmod 0600 "$TMP/key.new"
 		mv -- "$TMP/chain.new" "$TMP/chain.pem"
 		mv -- "$TMP/key.new" "$TMP/key.pem"
-		wait_for_line "$TMP/early2.log" '"event":"reload".*"trigger":"file_change"' 10 "$early" ||
+		wait_for_line "$TMP/early2.log" '"event":"reload".*"trigger":"file_change"' 10 "$EARLY" ||
 			problems+=("the files replaced right after start were never loaded")
 	else
 		problems+=("the server did not start")

@@ -10,6 +10,7 @@
 #                                          CON_METRICS, CON_REAL
 #   metric PORT SERIES                     the value of a metric series ("" if absent)
 #   log_count FILE EVENT [TEXT]            how many JSON log lines have that event (and TEXT)
+#   daemon_pid LOG                         the pid in the daemon's "listening" line
 #
 # Both daemons log JSON; their first "listening" line carries the real port.
 
@@ -47,8 +48,14 @@ _start_daemon() {
 	fi
 	DAEMON_PORT=$(_daemon_port "$log" listening)
 	DAEMON_METRICS=$(_daemon_port "$log" metrics_listening)
-	DAEMON_REAL=$({ grep -m1 -F '"event":"listening"' "$log" || true; } |
-		sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p')
+	DAEMON_REAL=$(daemon_pid "$log")
+}
+
+# daemon_pid LOG : the process id in the daemon's "listening" line: the daemon itself, for
+# signals (start_bg's pid is timeout(1)'s, which turns a forwarded SIGHUP into a SIGKILL).
+daemon_pid() {
+	{ grep -m1 -F '"event":"listening"' "$1" 2>/dev/null || true; } |
+		sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p'
 }
 
 start_tunnel_server() {

@@ -88,18 +88,13 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* The log file's text after one conn_open event with identity value (caller frees). */
-static char *logged(enum log_format format, const char *value)
+/* The whole text of a file (caller frees). */
+static char *slurp(const char *name)
 {
-	FILE *f;
+	FILE *f = fopen(name, "rb");
 	char *text;
 	long len;
 
-	assert_int_equal(truncate(path, 0), 0);
-	assert_int_equal(log_setup(format, LOG_DEBUG, path), 0);
-	LOG(LOG_INFO, "conn_open", LN("conn", 7), LS("identity", value), LS("rule", "any"));
-	assert_true(log_flush(10000));
-	f = fopen(path, "rb");
 	assert_non_null(f);
 	fseek(f, 0, SEEK_END);
 	len = ftell(f);
@@ -110,6 +105,16 @@ static char *logged(enum log_format format, const char *value)
 	text[len] = '\0';
 	fclose(f);
 	return text;
+}
+
+/* The log file's text after one conn_open event with identity value (caller frees). */
+static char *logged(enum log_format format, const char *value)
+{
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(log_setup(format, LOG_DEBUG, path), 0);
+	LOG(LOG_INFO, "conn_open", LN("conn", 7), LS("identity", value), LS("rule", "any"));
+	assert_true(log_flush(10000));
+	return slurp(path);
 }
 
 /* One line: a single '\n', at the end, and no other byte below 0x20 nor DEL. */
@@ -234,25 +239,6 @@ static void test_truncated(void **state)
 }
 
 /* ---- the buffer, the rate limit, write errors, exit ---- */
-
-/* The whole text of a file (caller frees). */
-static char *slurp(const char *name)
-{
-	FILE *f = fopen(name, "rb");
-	char *text;
-	long len;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	len = ftell(f);
-	rewind(f);
-	text = malloc((size_t)len + 1);
-	assert_non_null(text);
-	assert_int_equal(fread(text, 1, (size_t)len, f), (size_t)len);
-	text[len] = '\0';
-	fclose(f);
-	return text;
-}
 
 /* How many lines of text contain every one of the (up to 3) strings given. */
 static int count_lines(const char *text, const char *a, const char *b, const char *c)
