@@ -71,7 +71,8 @@ void worker_wake(struct worker *w);
 
 /* pump.c: set up w's pump watchers (before its loop runs). */
 void pump_worker_init(struct worker *w);
-/* pump.c: a new connection accepted by worker w (fd is taken over). */
+/* pump.c: a new connection accepted by worker w (fd is taken over, and the slot in
+ * d->active the caller reserved for it). */
 void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_t len);
 /* Close every connection of w (at the end of a drain). */
 void pump_close_all(struct worker *w);

@@ -790,6 +790,7 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		atomic_fetch_sub(&d->active, 1);
 		close(fd);
 		return;
 	}
@@ -810,7 +811,6 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	w->conns = c;
 	if (++w->n_conns > w->conns_peak)
 		w->conns_peak = w->n_conns;
-	atomic_fetch_add(&d->active, 1);
 	atomic_fetch_add(&d->metrics.connections_open, 1);
 	atomic_fetch_add(&d->metrics.connections_total, 1);
 

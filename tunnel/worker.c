@@ -79,9 +79,13 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int events)
 			return;
 		}
 		w->accept_pause = 0;
-		if (d->o->max_connections > 0 && atomic_load(&d->active) >= d->o->max_connections) {
+		/* the slot is taken before the check, so two workers accepting at once cannot
+		 * both see room for one (pump_accept owns it from here) */
+		if (atomic_fetch_add(&d->active, 1) >= d->o->max_connections &&
+		    d->o->max_connections > 0) {
 			char peer[80];
 
+			atomic_fetch_sub(&d->active, 1);
 			address_format((struct sockaddr *)&ss, len, peer, sizeof(peer));
 			atomic_fetch_add(&d->metrics.connections_refused_limit, 1);
 			LOG(LOG_WARN, "conn_refused", LS("peer", peer),

@@ -183,6 +183,52 @@ stop_bg "$CON_PID"
 verdict "--max-connections 0 is bounded by the descriptor limit (${eff0:-?} under 256)" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/con-zero.log")"
 
+# Four workers accepting at once share one limit: a slot is taken before the check, so two
+# workers cannot both see room for the last one. strace slows every getsockname (made for each
+# accepted connection) so that all four are between accept and the count together; 40 silent
+# clients against --max-connections 5 must leave exactly 5 open and 35 refused.
+if command -v strace >/dev/null; then
+	start_bg "$TMP/srv-race.log" env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+		strace -f -qq -o /dev/null -e trace=getsockname \
+		-e inject=getsockname:delay_enter=100000 \
+		"$MTLS" server "${SRV[@]}" --workers 4 --metrics 127.0.0.1:0 --max-connections 5 \
+		--handshake-timeout 30000 --drain-timeout 100
+	SRV_PID=$BG_PID
+	wait_for_line "$TMP/srv-race.log" '"event":"listening"' "$READY_LIMIT" "$SRV_PID" || {
+		cat -- "$TMP/srv-race.log" >&2
+		_lib_die "the strace-slowed server did not start"
+	}
+	SRV_PORT=$(_daemon_port "$TMP/srv-race.log" listening)
+	SRV_METRICS=$(_daemon_port "$TMP/srv-race.log" metrics_listening)
+	holders=()
+	for _ in 1 2 3 4 5 6 7 8; do
+		(
+			for _ in 1 2 3 4 5; do
+				exec {fd}<>"/dev/tcp/127.0.0.1/$SRV_PORT" || true
+			done
+			sleep 6
+		) &
+		holders+=("$!")
+	done
+	open="" refused=""
+	for _ in $(seq 1 100); do
+		open=$(metric "$SRV_METRICS" 'mtls_connections_open{role="server"}')
+		refused=$(metric "$SRV_METRICS" 'mtls_connections_refused_total{reason="max_connections"}')
+		[ $((${open:-0} + ${refused:-0})) -ge 40 ] && break
+		sleep 0.1
+	done
+	p=()
+	[ "${open:-0}" -le 5 ] || p+=("${open} connections open against --max-connections 5")
+	[ "${refused:-0}" = 35 ] || p+=("${refused:-0} of 40 refused, expected 35")
+	kill "${holders[@]}" 2>/dev/null || true
+	wait "${holders[@]}" 2>/dev/null || true
+	stop_bg "$SRV_PID"
+	verdict "four workers accepting at once never pass --max-connections (open ${open:-?}, refused ${refused:-?})" \
+		"${p[@]+"${p[@]}"}" -- "$(grep -vF '"event":"conn_refused"' "$TMP/srv-race.log" | tail -n 20)"
+else
+	echo "skip  four workers accepting at once: strace is not installed"
+fi
+
 echo "# 3. --metrics on an address others can reach: a warning"
 
 start_tunnel_server "$TMP/srv-metrics.log" --target 127.0.0.1:9 --cert "$C/server-chain.pem" \
