@@ -605,6 +605,28 @@ fail:
 	return NULL;
 }
 
+int authority_lock(struct authority *ca, char *err, size_t err_len)
+{
+	if (ca->lock_fd < 0) {
+		snprintf(err, err_len, "%s was opened without its lock", ca->dir);
+		return -1;
+	}
+	while (flock(ca->lock_fd, LOCK_EX) != 0) {
+		if (errno != EINTR) {
+			snprintf(err, err_len, "cannot lock %s/lock: %s", ca->dir, strerror(errno));
+			return -1;
+		}
+	}
+	files_remove_temporaries(ca->dir);
+	return 0;
+}
+
+void authority_unlock(struct authority *ca)
+{
+	if (ca->lock_fd >= 0)
+		flock(ca->lock_fd, LOCK_UN);
+}
+
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len)
 {
 	char path[PATH_MAX];

@@ -64,6 +64,13 @@ enum authority_lock {
  * shared opens only read, so they work on a full disk too (store_open_read()). */
 struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
 				 size_t err_len);
+/* For a long-running process (mtls ca serve), which opens the CA with AUTHORITY_EXCLUSIVE
+ * and then holds the lock only around each change, so that local `mtls ca` commands on the
+ * same directory run in between: authority_unlock() releases the flock right after the
+ * open, authority_lock() takes it again (waiting for a command that holds it) and removes
+ * what a killed writer left. 0, or -1 with a message. */
+int authority_lock(struct authority *ca, char *err, size_t err_len);
+void authority_unlock(struct authority *ca);
 /* Load the issuing key (passphrase NULL if not encrypted). */
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);
 void authority_close(struct authority *ca);
