@@ -1,0 +1,134 @@
+/*
+ * The CRL and the root bundle as `mtls ca serve` serves them.
+ *
+ * crl.pem in the CA directory is the published CRL, whoever wrote it (this process after a
+ * revocation or a scheduled rebuild, or a local `mtls ca revoke`): it is read again whenever
+ * its inode, size or modification time changed, so that the service never serves a CRL older
+ * than the directory's. A file that cannot be read or parsed keeps the last good one.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "files.h"
+#include "ocsp.h"
+#include "serve.h"
+
+void publish_etag(const void *data, size_t len, char out[67])
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+
+	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+	out[0] = '"';
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(out + 1 + 2 * i, 3, "%02x", md[i]);
+	out[65] = '"';
+	out[66] = '\0';
+}
+
+static time_t asn1_time(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return timegm(&tm);
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void crl_clear(struct served_crl *c)
+{
+	free(c->der);
+	free(c->pem);
+	memset(c, 0, sizeof(*c));
+}
+
+int publish_refresh_crl(struct serve *s, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	struct served_crl next = {0};
+	X509_CRL *crl = NULL;
+	ASN1_INTEGER *num = NULL;
+	BIO *bio = NULL;
+	unsigned char *p;
+	int len;
+
+	authority_path(s->ca, "crl.pem", path, sizeof(path));
+	if (stat(path, &sb) != 0) {
+		snprintf(err, err_len, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (s->crl.der != NULL && same_file(&sb, &s->crl.st))
+		return 0;
+	next.st = sb;
+	next.pem = files_read(path, &next.pem_len, err, err_len);
+	if (next.pem == NULL)
+		goto fail;
+	bio = BIO_new_mem_buf(next.pem, (int)next.pem_len);
+	crl = bio != NULL ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+	if (crl == NULL || X509_CRL_verify(crl, X509_get0_pubkey(s->ca->issuer)) != 1) {
+		snprintf(err, err_len, "%s is not a CRL signed by this CA; keeping the last good one",
+			 path);
+		goto fail;
+	}
+	len = i2d_X509_CRL(crl, NULL);
+	if (len <= 0 || (next.der = malloc((size_t)len)) == NULL) {
+		snprintf(err, err_len, "out of memory");
+		goto fail;
+	}
+	p = next.der;
+	next.der_len = (size_t)i2d_X509_CRL(crl, &p);
+	publish_etag(next.der, next.der_len, next.etag);
+	next.this_update = asn1_time(X509_CRL_get0_lastUpdate(crl));
+	next.next_update = asn1_time(X509_CRL_get0_nextUpdate(crl));
+	num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+	if (num != NULL)
+		next.number = (int64_t)ASN1_INTEGER_get(num);
+	ASN1_INTEGER_free(num);
+	X509_CRL_free(crl);
+	BIO_free(bio);
+	crl_clear(&s->crl);
+	s->crl = next;
+	/* a revocation made elsewhere (a local `mtls ca revoke`) shows up here first */
+	if (s->ocsp != NULL)
+		ocsp_responder_forget(s->ocsp);
+	return 0;
+fail:
+	X509_CRL_free(crl);
+	BIO_free(bio);
+	crl_clear(&next);
+	return -1;
+}
+
+int publish_load_roots(struct serve *s, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+
+	s->roots_pem = files_read(authority_path(s->ca, "root.pem", path, sizeof(path)),
+				  &s->roots_len, err, err_len);
+	if (s->roots_pem == NULL)
+		return -1;
+	publish_etag(s->roots_pem, s->roots_len, s->roots_etag);
+	return 0;
+}
+
+void publish_free(struct serve *s)
+{
+	crl_clear(&s->crl);
+	free(s->roots_pem);
+	s->roots_pem = NULL;
+}

@@ -1,0 +1,732 @@
+/*
+ * The HTTP side of the CA service: two libmicrohttpd daemons, one handler.
+ *
+ *   API (fed by front.c over socketpairs, after libmtls's handshake):
+ *     POST /v1/enroll   a token and a CSR; no client certificate needed
+ *     POST /v1/renew    a CSR; the client certificate being renewed
+ *     POST /v1/revoke   a serial and a reason; an admin's client certificate
+ *     and everything the plain port serves
+ *   plain HTTP (its own listening socket), what is signed anyway:
+ *     GET  /roots.pem   the root bundle
+ *     GET  /crl         the CRL, DER (/crl.pem: PEM), with ETag and Last-Modified
+ *     POST /ocsp, GET /ocsp/<base64 request>   OCSP (RFC 6960, RFC 5019)
+ *
+ * Bodies are bounded (SERVE_BODY_MAX for JSON, SERVE_OCSP_BODY_MAX for OCSP): a declared
+ * length over the bound is refused before the body is read, a longer chunked body is
+ * discarded as it comes and refused at its end (413). Request line and headers are bounded
+ * by libmicrohttpd's per-connection memory limit, idle connections by its timeout.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "ocsp.h"
+#include "serve.h"
+
+struct routes;
+
+struct daemon_ctx {
+	struct routes *r;
+	bool api;
+	struct MHD_Daemon *mhd;
+};
+
+struct routes {
+	struct serve *s;
+	struct daemon_ctx api;
+	struct daemon_ctx plain;
+};
+
+struct request {
+	char *body;
+	size_t len;
+	size_t max;
+	bool too_large;
+};
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_buffer(struct MHD_Connection *conn, unsigned status,
+				   const char *type, const void *data, size_t len,
+				   const char *etag)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data,
+					       MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, "Content-Type", type);
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	if (etag != NULL)
+		MHD_add_response_header(resp, "ETag", etag);
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, json_t *j)
+{
+	char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+	enum MHD_Result ret;
+
+	json_decref(j);
+	if (text == NULL)
+		return send_buffer(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+				   "{\"error\":\"internal\",\"message\":\"out of memory\"}", 47,
+				   NULL);
+	ret = send_buffer(conn, status, "application/json", text, strlen(text), NULL);
+	free(text);
+	return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status,
+				  const char *code, const char *message)
+{
+	return send_json(conn, status, json_pack("{s:s,s:s}", "error", code, "message", message));
+}
+
+static void rfc3339(time_t t, char out[32])
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void http_date(time_t t, char out[40])
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 40, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+/* A signed object that caches well: ETag, Last-Modified, Expires, and 304 when the client
+ * has it already. */
+static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type,
+				   const void *data, size_t len, const char *etag,
+				   time_t this_update, time_t next_update, time_t now)
+{
+	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						      MHD_HTTP_HEADER_IF_NONE_MATCH);
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	unsigned status = MHD_HTTP_OK;
+	char lm[40], ex[40], cc[64];
+	long long age = next_update > now ? (long long)(next_update - now) : 0;
+
+	if (inm != NULL && strstr(inm, etag) != NULL) {
+		status = MHD_HTTP_NOT_MODIFIED;
+		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	} else {
+		resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data,
+						       MHD_RESPMEM_MUST_COPY);
+	}
+	if (resp == NULL)
+		return MHD_NO;
+	/* a proxy may keep it at most an hour: a revocation must not hide behind a cache */
+	snprintf(cc, sizeof(cc), "max-age=%lld, public, no-transform, must-revalidate",
+		 age < 3600 ? age : 3600);
+	MHD_add_response_header(resp, "Content-Type", type);
+	MHD_add_response_header(resp, "ETag", etag);
+	MHD_add_response_header(resp, "Cache-Control", cc);
+	if (this_update > 0) {
+		http_date(this_update, lm);
+		MHD_add_response_header(resp, "Last-Modified", lm);
+	}
+	if (next_update > 0) {
+		http_date(next_update, ex);
+		MHD_add_response_header(resp, "Expires", ex);
+	}
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* ---- public data ---- */
+
+static enum MHD_Result get_crl(struct routes *r, struct MHD_Connection *conn, bool pem)
+{
+	struct serve *s = r->s;
+	char err[512];
+	enum MHD_Result ret;
+	time_t now = time(NULL);
+
+	pthread_mutex_lock(&s->lock);
+	if (publish_refresh_crl(s, err, sizeof(err)) != 0 && s->crl.der == NULL) {
+		pthread_mutex_unlock(&s->lock);
+		LOG(LOG_ERROR, "crl_unavailable", LS("message", err));
+		return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "crl_unavailable",
+				  "no CRL has been published yet; run 'mtls ca crl'");
+	}
+	/* the lock is held while libmicrohttpd copies the bytes: a refresh cannot free them */
+	ret = pem ? send_signed(conn, "application/x-pem-file", s->crl.pem, s->crl.pem_len,
+				s->crl.etag, s->crl.this_update, s->crl.next_update, now)
+		  : send_signed(conn, "application/pkix-crl", s->crl.der, s->crl.der_len,
+				s->crl.etag, s->crl.this_update, s->crl.next_update, now);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+/* Standard base64 of a GET OCSP request (RFC 6960 A.1), percent-escapes undone. */
+static unsigned char *ocsp_get_decode(const char *text, size_t *out_len)
+{
+	size_t n = strlen(text), j = 0;
+	char *clean;
+	unsigned char *der = NULL;
+	EVP_ENCODE_CTX *ctx = NULL;
+	int a = 0, b = 0;
+
+	if (n == 0 || n > 2 * SERVE_OCSP_BODY_MAX)
+		return NULL;
+	clean = malloc(n + 1);
+	if (clean == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned hi, lo;
+
+		if (text[i] == '%' && i + 2 < n + 0 &&
+		    sscanf(text + i + 1, "%1x%1x", &hi, &lo) == 2) {
+			clean[j++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			clean[j++] = text[i];
+		}
+	}
+	clean[j] = '\0';
+	der = malloc(j + 4);
+	ctx = EVP_ENCODE_CTX_new();
+	if (der == NULL || ctx == NULL)
+		goto fail;
+	EVP_DecodeInit(ctx);
+	if (EVP_DecodeUpdate(ctx, der, &a, (const unsigned char *)clean, (int)j) < 0 ||
+	    EVP_DecodeFinal(ctx, der + a, &b) != 1 || a + b <= 0)
+		goto fail;
+	*out_len = (size_t)(a + b);
+	EVP_ENCODE_CTX_free(ctx);
+	free(clean);
+	return der;
+fail:
+	EVP_ENCODE_CTX_free(ctx);
+	free(clean);
+	free(der);
+	return NULL;
+}
+
+static enum MHD_Result do_ocsp(struct routes *r, struct MHD_Connection *conn,
+			       const unsigned char *req, size_t len, bool cacheable)
+{
+	struct serve *s = r->s;
+	unsigned char *resp = NULL;
+	size_t resp_len = 0;
+	struct ocsp_answer meta = {0};
+	char err[512];
+	enum MHD_Result ret;
+	time_t now = time(NULL);
+
+	pthread_mutex_lock(&s->lock);
+	(void)publish_refresh_crl(s, err, sizeof(err)); /* forgets answers after a revocation */
+	if (ocsp_respond(s->ocsp, s->ca, req, len, now, &resp, &resp_len, &meta) != 0) {
+		pthread_mutex_unlock(&s->lock);
+		return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+				  "the OCSP answer could not be made");
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (cacheable && meta.etag[0] != '\0')
+		ret = send_signed(conn, "application/ocsp-response", resp, resp_len, meta.etag,
+				  meta.this_update, meta.next_update, now);
+	else
+		ret = send_buffer(conn, MHD_HTTP_OK, "application/ocsp-response", resp, resp_len,
+				  NULL);
+	free(resp);
+	return ret;
+}
+
+/* ---- the API ---- */
+
+static bool is_admin(const struct serve *s, const struct front_peer *p)
+{
+	if (p == NULL || !p->has_cert)
+		return false;
+	for (size_t i = 0; i < s->o->n_admin_uris; i++)
+		for (char **u = p->uris; *u != NULL; u++)
+			if (strcmp(*u, s->o->admin_uris[i]) == 0)
+				return true;
+	for (size_t i = 0; i < s->o->n_admin_cns; i++)
+		if (p->cn[0] != '\0' && strcmp(p->cn, s->o->admin_cns[i]) == 0)
+			return true;
+	return false;
+}
+
+static json_t *parse_body(const struct request *rq, struct MHD_Connection *conn,
+			  enum MHD_Result *ret)
+{
+	const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						       MHD_HTTP_HEADER_CONTENT_TYPE);
+	json_error_t je;
+	json_t *j;
+	char msg[300];
+
+	if (type == NULL || strncasecmp(type, "application/json", 16) != 0) {
+		*ret = send_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "content_type",
+				  "send the request as Content-Type: application/json");
+		return NULL;
+	}
+	j = json_loadb(rq->body != NULL ? rq->body : "", rq->len, JSON_REJECT_DUPLICATES, &je);
+	if (j == NULL || !json_is_object(j)) {
+		snprintf(msg, sizeof(msg), "the body is not a JSON object (%s)",
+			 j == NULL ? je.text : "another JSON value");
+		json_decref(j);
+		*ret = send_error(conn, MHD_HTTP_BAD_REQUEST, "bad_json", msg);
+		return NULL;
+	}
+	return j;
+}
+
+static enum MHD_Result send_issued(struct MHD_Connection *conn, const struct serve *s,
+				   const struct svc_issued *is)
+{
+	char nb[32], na[32], ra[32];
+
+	rfc3339(is->not_before, nb);
+	rfc3339(is->not_after, na);
+	rfc3339(is->renew_after, ra);
+	return send_json(conn, MHD_HTTP_OK,
+			 json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s%,s:s%}", "serial", is->serial,
+				   "profile", is->profile, "names", is->names != NULL ? is->names : "",
+				   "not_before", nb, "not_after", na, "renew_after", ra, "chain",
+				   is->chain_pem, is->chain_len, "roots", s->roots_pem, s->roots_len));
+}
+
+/* One operation of the API, run by locked(). */
+struct op {
+	struct serve *s;
+	const struct front_peer *p;
+	const char *token, *csr, *serial, *reason, *actor;
+	bool same_key;
+	struct svc_issued *is;
+	struct svc_revoked *rv;
+	struct svc_error *e;
+};
+
+/* Run fn under the service lock and the CA directory's lock. */
+static int locked(struct op *o, int (*fn)(struct op *))
+{
+	char err[256];
+	int rc;
+
+	pthread_mutex_lock(&o->s->lock);
+	if (authority_lock(o->s->ca, err, sizeof(err)) != 0) {
+		rc = svc_fail(o->e, 503, "store_unavailable", "%s", err);
+	} else {
+		rc = fn(o);
+		authority_unlock(o->s->ca);
+	}
+	pthread_mutex_unlock(&o->s->lock);
+	return rc;
+}
+
+static int op_enroll(struct op *o)
+{
+	return svc_enroll(o->s->ca, &o->s->policy, o->token, o->csr, strlen(o->csr), time(NULL),
+			  o->actor, o->is, o->e);
+}
+
+static int op_revoke(struct op *o)
+{
+	return svc_revoke(o->s->ca, o->serial, o->reason, time(NULL), o->actor, o->rv, o->e);
+}
+
+static enum MHD_Result refused(struct MHD_Connection *conn, const char *what,
+			       const struct front_peer *p, const struct svc_error *e)
+{
+	LOG(e->status >= 500 ? LOG_ERROR : LOG_WARN, "api_refused", LS("op", what),
+	    LS("peer", p != NULL ? p->addr : ""),
+	    LS("identity", p != NULL && p->has_cert ? p->identity : ""), LN("status", e->status),
+	    LS("reason", e->code), LS("message", e->message));
+	return send_error(conn, (unsigned)e->status, e->code, e->message);
+}
+
+static enum MHD_Result api_enroll(struct routes *r, struct MHD_Connection *conn,
+				  const struct front_peer *p, const struct request *rq)
+{
+	struct serve *s = r->s;
+	enum MHD_Result ret = MHD_NO;
+	json_t *j = parse_body(rq, conn, &ret);
+	const char *token = NULL, *csr = NULL;
+	struct svc_issued is = {0};
+	struct svc_error e = {0};
+	char actor[128];
+
+	if (j == NULL)
+		return ret;
+	if (json_unpack(j, "{s:s,s:s}", "token", &token, "csr", &csr) != 0) {
+		json_decref(j);
+		return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+				  "give {\"token\": \"mtls1...\", \"csr\": \"-----BEGIN CERTIFICATE "
+				  "REQUEST-----...\"}");
+	}
+	snprintf(actor, sizeof(actor), "enroll@%s", p != NULL ? p->addr : "?");
+	if (locked(&(struct op){.s = s, .token = token, .csr = csr, .actor = actor, .is = &is,
+				.e = &e},
+		   op_enroll) != 0) {
+		json_decref(j);
+		return refused(conn, "enroll", p, &e);
+	}
+	json_decref(j);
+	LOG(LOG_INFO, "enrolled", LS("peer", p != NULL ? p->addr : ""), LS("serial", is.serial),
+	    LS("profile", is.profile), LS("names", is.names));
+	ret = send_issued(conn, s, &is);
+	svc_issued_free(&is);
+	return ret;
+}
+
+/* The peer's certificate as the inventory holds it (its DER's SHA-256 must be the one the
+ * handshake verified). */
+static X509 *peer_cert(struct serve *s, const struct front_peer *p, struct svc_error *e)
+{
+	struct store_cert row;
+	unsigned char md[32];
+	unsigned int n = 0;
+	char hex[65];
+	const unsigned char *q;
+	X509 *x;
+
+	switch (store_get_cert(s->ca->store, p->serial, &row)) {
+	case 0: break;
+	case 1:
+		svc_fail(e, 403, "cert_unknown",
+			 "certificate %s was not issued by this CA's inventory; enroll with a token",
+			 p->serial);
+		return NULL;
+	default:
+		svc_fail(e, 503, "store_unavailable", "%s", store_error(s->ca->store));
+		return NULL;
+	}
+	EVP_Digest(row.der, row.der_len, md, &n, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (strcmp(hex, p->cert_sha256) != 0) {
+		svc_fail(e, 403, "cert_unknown",
+			 "the certificate presented is not the one the inventory holds for serial "
+			 "%s",
+			 p->serial);
+		return NULL;
+	}
+	q = row.der;
+	x = d2i_X509(NULL, &q, (long)row.der_len);
+	if (x == NULL)
+		svc_fail(e, 500, "internal", "the inventory's copy of %s does not parse",
+			 p->serial);
+	return x;
+}
+
+static int op_renew(struct op *o)
+{
+	X509 *x = peer_cert(o->s, o->p, o->e);
+	int rc;
+
+	if (x == NULL)
+		return -1;
+	rc = svc_renew(o->s->ca, &o->s->policy, x, o->csr, strlen(o->csr), o->same_key,
+		       time(NULL), o->actor, o->is, o->e);
+	X509_free(x);
+	return rc;
+}
+
+static enum MHD_Result api_renew(struct routes *r, struct MHD_Connection *conn,
+				 const struct front_peer *p, const struct request *rq)
+{
+	struct serve *s = r->s;
+	enum MHD_Result ret = MHD_NO;
+	json_t *j;
+	const char *csr = NULL;
+	int same_key = 0;
+	struct svc_issued is = {0};
+	struct svc_error e = {0};
+	char actor[2200];
+
+	if (p == NULL || !p->has_cert) {
+		svc_fail(&e, 401, "certificate_required",
+			 "renewal authenticates with the certificate being renewed: connect with "
+			 "it as the client certificate");
+		return refused(conn, "renew", p, &e);
+	}
+	j = parse_body(rq, conn, &ret);
+	if (j == NULL)
+		return ret;
+	if (json_unpack(j, "{s:s,s?b}", "csr", &csr, "same_key", &same_key) != 0) {
+		json_decref(j);
+		return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+				  "give {\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}");
+	}
+	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
+	if (locked(&(struct op){.s = s, .p = p, .csr = csr, .same_key = same_key != 0,
+				.actor = actor, .is = &is, .e = &e},
+		   op_renew) != 0) {
+		json_decref(j);
+		return refused(conn, "renew", p, &e);
+	}
+	json_decref(j);
+	LOG(LOG_INFO, "renewed", LS("peer", p->addr), LS("identity", p->identity),
+	    LS("old_serial", p->serial), LS("serial", is.serial));
+	ret = send_issued(conn, s, &is);
+	svc_issued_free(&is);
+	return ret;
+}
+
+static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
+				  const struct front_peer *p, const struct request *rq)
+{
+	struct serve *s = r->s;
+	enum MHD_Result ret = MHD_NO;
+	json_t *j;
+	const char *serial = NULL, *reason = NULL;
+	struct svc_revoked rv = {0};
+	struct svc_error e = {0};
+	char actor[2200], at[32], err[256];
+
+	if (p == NULL || !p->has_cert) {
+		svc_fail(&e, 401, "certificate_required",
+			 "revocation needs an admin client certificate (mtls ca serve --admin-uri)");
+		return refused(conn, "revoke", p, &e);
+	}
+	if (!is_admin(s, p)) {
+		svc_fail(&e, 403, "not_admin",
+			 "%s is not an admin of this CA (mtls ca serve --admin-uri / --admin-cn)",
+			 p->identity);
+		return refused(conn, "revoke", p, &e);
+	}
+	j = parse_body(rq, conn, &ret);
+	if (j == NULL)
+		return ret;
+	if (json_unpack(j, "{s:s,s?s}", "serial", &serial, "reason", &reason) != 0) {
+		json_decref(j);
+		return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+				  "give {\"serial\": \"HEX\", \"reason\": \"keyCompromise\"}");
+	}
+	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
+	if (locked(&(struct op){.s = s, .serial = serial, .reason = reason, .actor = actor,
+				.rv = &rv, .e = &e},
+		   op_revoke) != 0) {
+		json_decref(j);
+		return refused(conn, "revoke", p, &e);
+	}
+	json_decref(j);
+	pthread_mutex_lock(&s->lock);
+	if (publish_refresh_crl(s, err, sizeof(err)) != 0)
+		LOG(LOG_ERROR, "crl_unavailable", LS("message", err));
+	ocsp_responder_forget(s->ocsp);
+	pthread_mutex_unlock(&s->lock);
+	LOG(LOG_INFO, "revoked", LS("peer", p->addr), LS("identity", p->identity),
+	    LS("serial", rv.serial), LS("reason", reason != NULL ? reason : "unspecified"),
+	    LN("crl_number", rv.crl_number));
+	rfc3339(rv.revoked_at, at);
+	return send_json(conn, MHD_HTTP_OK,
+			 json_pack("{s:s,s:s,s:I}", "serial", rv.serial, "revoked_at", at,
+				   "crl_number", (json_int_t)rv.crl_number));
+}
+
+/* ---- dispatch ---- */
+
+static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, const char *url,
+			     const char *method, const struct request *rq)
+{
+	struct serve *s = d->r->s;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const struct front_peer *p = d->api && ci != NULL ? ci->socket_context : NULL;
+	bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	bool post = strcmp(method, "POST") == 0;
+
+	if (rq->too_large)
+		return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+				  "the request body is larger than this service accepts");
+	if (strcmp(url, "/roots.pem") == 0 && get)
+		return send_signed(conn, "application/x-pem-file", s->roots_pem, s->roots_len,
+				   s->roots_etag, 0, 0, time(NULL));
+	if ((strcmp(url, "/crl") == 0 || strcmp(url, "/crl.pem") == 0) && get)
+		return get_crl(d->r, conn, strcmp(url, "/crl.pem") == 0);
+	if (strcmp(url, "/ocsp") == 0 && post)
+		return do_ocsp(d->r, conn, (const unsigned char *)rq->body, rq->len, false);
+	if (strncmp(url, "/ocsp/", 6) == 0 && get) {
+		size_t len = 0;
+		unsigned char *der = ocsp_get_decode(url + 6, &len);
+		enum MHD_Result ret;
+
+		/* undecodable: the responder answers malformedRequest itself */
+		ret = do_ocsp(d->r, conn, der != NULL ? der : (const unsigned char *)"", len, true);
+		free(der);
+		return ret;
+	}
+	if (d->api && post && strcmp(url, "/v1/enroll") == 0)
+		return api_enroll(d->r, conn, p, rq);
+	if (d->api && post && strcmp(url, "/v1/renew") == 0)
+		return api_renew(d->r, conn, p, rq);
+	if (d->api && post && strcmp(url, "/v1/revoke") == 0)
+		return api_revoke(d->r, conn, p, rq);
+	if (strcmp(url, "/roots.pem") == 0 || strcmp(url, "/crl") == 0 ||
+	    strcmp(url, "/crl.pem") == 0 || strncmp(url, "/ocsp", 5) == 0 ||
+	    (d->api && strncmp(url, "/v1/", 4) == 0))
+		return send_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method",
+				  "method not allowed here");
+	return send_error(conn, MHD_HTTP_NOT_FOUND, "not_found",
+			  d->api ? "no such route (POST /v1/enroll, /v1/renew, /v1/revoke)"
+				 : "no such route (GET /roots.pem, /crl, /crl.pem; OCSP at /ocsp)");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_len, void **req_cls)
+{
+	struct daemon_ctx *d = cls;
+	struct request *rq = *req_cls;
+
+	(void)version;
+	if (rq == NULL) {
+		const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							     MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+		rq = calloc(1, sizeof(*rq));
+		if (rq == NULL)
+			return MHD_NO;
+		rq->max = strncmp(url, "/ocsp", 5) == 0 ? SERVE_OCSP_BODY_MAX : SERVE_BODY_MAX;
+		*req_cls = rq;
+		/* a declared length past the bound: refused before a byte of it is read */
+		if (cl != NULL && strtoull(cl, NULL, 10) > rq->max) {
+			rq->too_large = true;
+			return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+					  "the request body is larger than this service accepts");
+		}
+		return MHD_YES;
+	}
+	if (*upload_len > 0) {
+		if (!rq->too_large && rq->len + *upload_len <= rq->max) {
+			char *grown = realloc(rq->body, rq->len + *upload_len + 1);
+
+			if (grown == NULL)
+				return MHD_NO;
+			rq->body = grown;
+			memcpy(rq->body + rq->len, upload, *upload_len);
+			rq->len += *upload_len;
+			rq->body[rq->len] = '\0';
+		} else {
+			rq->too_large = true;
+			free(rq->body);
+			rq->body = NULL;
+			rq->len = 0;
+		}
+		*upload_len = 0;
+		return MHD_YES;
+	}
+	return route(d, conn, url, method, rq);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct request *rq = *req_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (rq != NULL) {
+		free(rq->body);
+		free(rq);
+		*req_cls = NULL;
+	}
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct daemon_ctx *d = cls;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+			MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		uint64_t id;
+
+		if (ci != NULL && front_fake_id(ci->client_addr, &id))
+			*socket_context = front_claim(d->r->s->front, id);
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+		front_peer_free(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+struct routes *routes_start(struct serve *s, int http_fd, char *err, size_t err_len)
+{
+	struct routes *r = calloc(1, sizeof(*r));
+	const struct serve_options *o = s->o;
+	unsigned timeout = (unsigned)((o->idle_timeout_ms + 999) / 1000);
+	sigset_t all, old;
+
+	if (r == NULL) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	r->s = s;
+	r->api = (struct daemon_ctx){.r = r, .api = true};
+	r->plain = (struct daemon_ctx){.r = r, .api = false};
+	/* their threads take no signal: the main loop handles them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r->api.mhd = MHD_start_daemon(
+		MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+			MHD_USE_ITC,
+		0, NULL, NULL, on_request, &r->api, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_STRICT_FOR_CLIENT, 1,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, &r->api,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &r->api, MHD_OPTION_END);
+	if (r->api.mhd != NULL && http_fd >= 0)
+		r->plain.mhd = MHD_start_daemon(
+			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request,
+			&r->plain, MHD_OPTION_LISTEN_SOCKET, http_fd, MHD_OPTION_CONNECTION_LIMIT,
+			(unsigned)SERVE_HTTP_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+			(unsigned)SERVE_HTTP_CONNECTIONS / 4, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+			MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+			&r->plain, MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r->api.mhd == NULL || (http_fd >= 0 && r->plain.mhd == NULL)) {
+		snprintf(err, err_len, "the HTTP daemons could not start (libmicrohttpd)");
+		routes_stop(r);
+		return NULL;
+	}
+	return r;
+}
+
+int routes_add_api(struct routes *r, int fd, uint64_t id)
+{
+	struct sockaddr_in6 sa;
+
+	front_fake_address(id, &sa);
+	return MHD_add_connection(r->api.mhd, fd, (const struct sockaddr *)&sa, sizeof(sa)) ==
+			       MHD_YES
+		       ? 0
+		       : -1;
+}
+
+void routes_stop(struct routes *r)
+{
+	if (r == NULL)
+		return;
+	if (r->api.mhd != NULL)
+		MHD_stop_daemon(r->api.mhd);
+	if (r->plain.mhd != NULL)
+		MHD_stop_daemon(r->plain.mhd);
+	free(r);
+}
