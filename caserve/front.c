@@ -33,7 +33,7 @@
 #include "mtls.h"
 #include "serve.h"
 
-#define FRONT_BUF 16384
+#define FRONT_BUF	   16384
 #define FRONT_ACCEPT_BATCH 32
 
 struct fconn {
@@ -46,8 +46,8 @@ struct fconn {
 	ev_io pair_io;
 	ev_timer timer;
 	bool handshaken;
-	bool tls_eof;  /* the client closed (close_notify or EOF) */
-	bool pair_eof; /* libmicrohttpd closed its end */
+	bool tls_eof;	     /* the client closed (close_notify or EOF) */
+	bool pair_eof;	     /* libmicrohttpd closed its end */
 	bool want_tls_write; /* the last TLS call wants POLLOUT */
 	char addr[64];
 	struct sockaddr_storage peer_sa;
@@ -346,7 +346,8 @@ static void handshake(struct fconn *c)
 	f->table = p;
 	pthread_mutex_unlock(&f->table_lock);
 	LOG(LOG_DEBUG, "api_connected", LS("peer", c->addr),
-	    LS("identity", p->has_cert ? p->identity : ""), LS("version", mtls_conn_version(c->tls)));
+	    LS("identity", p->has_cert ? p->identity : ""),
+	    LS("version", mtls_conn_version(c->tls)));
 	/* libmicrohttpd owns sv[1] from here, even when it fails */
 	if (routes_add_api(f->s->routes, sv[1], c->id) != 0) {
 		refuse(c, "internal", "the API daemon refused the connection");
@@ -399,7 +400,8 @@ static size_t count_from(struct front *f, const struct sockaddr_storage *ss)
 			    ((const struct sockaddr_in *)(const void *)ss)->sin_addr.s_addr)
 			n++;
 		else if (ss->ss_family == AF_INET6 &&
-			 memcmp(&((const struct sockaddr_in6 *)(const void *)&c->peer_sa)->sin6_addr,
+			 memcmp(&((const struct sockaddr_in6 *)(const void *)&c->peer_sa)
+					 ->sin6_addr,
 				&((const struct sockaddr_in6 *)(const void *)ss)->sin6_addr,
 				16) == 0)
 			n++;
@@ -432,7 +434,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int events)
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
-				/* out of descriptors: pause instead of spinning on the ready socket */
+				/* out of descriptors: pause instead of spinning on the ready socket
+				 */
 				LOG(LOG_WARN, "accept_failed", LS("message", strerror(errno)));
 				ev_io_stop(loop, &f->accept_io);
 				ev_timer_set(&f->accept_retry, 0.5, 0.);
@@ -442,8 +445,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int events)
 		}
 		address_format((struct sockaddr *)&ss, len, addr, sizeof(addr));
 		if ((long long)f->n_conns >= o->max_connections) {
-			LOG(LOG_WARN, "api_refused", LS("peer", addr), LS("reason", "max_connections"),
-			    LN("limit", o->max_connections));
+			LOG(LOG_WARN, "api_refused", LS("peer", addr),
+			    LS("reason", "max_connections"), LN("limit", o->max_connections));
 			close(fd);
 			continue;
 		}

@@ -81,8 +81,8 @@ int publish_refresh_crl(struct serve *s, char *err, size_t err_len)
 	bio = BIO_new_mem_buf(next.pem, (int)next.pem_len);
 	crl = bio != NULL ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
 	if (crl == NULL || X509_CRL_verify(crl, X509_get0_pubkey(s->ca->issuer)) != 1) {
-		snprintf(err, err_len, "%s is not a CRL signed by this CA; keeping the last good one",
-			 path);
+		snprintf(err, err_len,
+			 "%s is not a CRL signed by this CA; keeping the last good one", path);
 		goto fail;
 	}
 	len = i2d_X509_CRL(crl, NULL);

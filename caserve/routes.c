@@ -26,10 +26,10 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
-#include <openssl/evp.h>
 
 #include "log.h"
 #include "ocsp.h"
+#include "ocsp_get.h"
 #include "serve.h"
 
 struct routes;
@@ -55,15 +55,13 @@ struct request {
 
 /* ---- responses ---- */
 
-static enum MHD_Result send_buffer(struct MHD_Connection *conn, unsigned status,
-				   const char *type, const void *data, size_t len,
-				   const char *etag)
+static enum MHD_Result send_buffer(struct MHD_Connection *conn, unsigned status, const char *type,
+				   const void *data, size_t len, const char *etag)
 {
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 
-	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data,
-					       MHD_RESPMEM_MUST_COPY);
+	resp = MHD_create_response_from_buffer(len, (void *)(uintptr_t)data, MHD_RESPMEM_MUST_COPY);
 	if (resp == NULL)
 		return MHD_NO;
 	MHD_add_response_header(resp, "Content-Type", type);
@@ -90,8 +88,8 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	return ret;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status,
-				  const char *code, const char *message)
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *code,
+				  const char *message)
 {
 	return send_json(conn, status, json_pack("{s:s,s:s}", "error", code, "message", message));
 }
@@ -114,12 +112,12 @@ static void http_date(time_t t, char out[40])
 
 /* A signed object that caches well: ETag, Last-Modified, Expires, and 304 when the client
  * has it already. */
-static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type,
-				   const void *data, size_t len, const char *etag,
-				   time_t this_update, time_t next_update, time_t now)
+static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type, const void *data,
+				   size_t len, const char *etag, time_t this_update,
+				   time_t next_update, time_t now)
 {
-	const char *inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						      MHD_HTTP_HEADER_IF_NONE_MATCH);
+	const char *inm =
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	unsigned status = MHD_HTTP_OK;
@@ -179,51 +177,6 @@ static enum MHD_Result get_crl(struct routes *r, struct MHD_Connection *conn, bo
 	return ret;
 }
 
-/* Standard base64 of a GET OCSP request (RFC 6960 A.1), percent-escapes undone. */
-static unsigned char *ocsp_get_decode(const char *text, size_t *out_len)
-{
-	size_t n = strlen(text), j = 0;
-	char *clean;
-	unsigned char *der = NULL;
-	EVP_ENCODE_CTX *ctx = NULL;
-	int a = 0, b = 0;
-
-	if (n == 0 || n > 2 * SERVE_OCSP_BODY_MAX)
-		return NULL;
-	clean = malloc(n + 1);
-	if (clean == NULL)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned hi, lo;
-
-		if (text[i] == '%' && i + 2 < n + 0 &&
-		    sscanf(text + i + 1, "%1x%1x", &hi, &lo) == 2) {
-			clean[j++] = (char)(hi << 4 | lo);
-			i += 2;
-		} else {
-			clean[j++] = text[i];
-		}
-	}
-	clean[j] = '\0';
-	der = malloc(j + 4);
-	ctx = EVP_ENCODE_CTX_new();
-	if (der == NULL || ctx == NULL)
-		goto fail;
-	EVP_DecodeInit(ctx);
-	if (EVP_DecodeUpdate(ctx, der, &a, (const unsigned char *)clean, (int)j) < 0 ||
-	    EVP_DecodeFinal(ctx, der + a, &b) != 1 || a + b <= 0)
-		goto fail;
-	*out_len = (size_t)(a + b);
-	EVP_ENCODE_CTX_free(ctx);
-	free(clean);
-	return der;
-fail:
-	EVP_ENCODE_CTX_free(ctx);
-	free(clean);
-	free(der);
-	return NULL;
-}
-
 static enum MHD_Result do_ocsp(struct routes *r, struct MHD_Connection *conn,
 			       const unsigned char *req, size_t len, bool cacheable)
 {
@@ -272,8 +225,8 @@ static bool is_admin(const struct serve *s, const struct front_peer *p)
 static json_t *parse_body(const struct request *rq, struct MHD_Connection *conn,
 			  enum MHD_Result *ret)
 {
-	const char *type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						       MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *type =
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	json_error_t je;
 	json_t *j;
 	char msg[300];
@@ -304,9 +257,10 @@ static enum MHD_Result send_issued(struct MHD_Connection *conn, const struct ser
 	rfc3339(is->renew_after, ra);
 	return send_json(conn, MHD_HTTP_OK,
 			 json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s%,s:s%}", "serial", is->serial,
-				   "profile", is->profile, "names", is->names != NULL ? is->names : "",
-				   "not_before", nb, "not_after", na, "renew_after", ra, "chain",
-				   is->chain_pem, is->chain_len, "roots", s->roots_pem, s->roots_len));
+				   "profile", is->profile, "names",
+				   is->names != NULL ? is->names : "", "not_before", nb,
+				   "not_after", na, "renew_after", ra, "chain", is->chain_pem,
+				   is->chain_len, "roots", s->roots_pem, s->roots_len));
 }
 
 /* One operation of the API, run by locked(). */
@@ -373,14 +327,16 @@ static enum MHD_Result api_enroll(struct routes *r, struct MHD_Connection *conn,
 		return ret;
 	if (json_unpack(j, "{s:s,s:s}", "token", &token, "csr", &csr) != 0) {
 		json_decref(j);
-		return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad_request",
-				  "give {\"token\": \"mtls1...\", \"csr\": \"-----BEGIN CERTIFICATE "
-				  "REQUEST-----...\"}");
+		return send_error(
+			conn, MHD_HTTP_BAD_REQUEST, "bad_request",
+			"give {\"token\": \"mtls1...\", \"csr\": \"-----BEGIN CERTIFICATE "
+			"REQUEST-----...\"}");
 	}
 	snprintf(actor, sizeof(actor), "enroll@%s", p != NULL ? p->addr : "?");
-	if (locked(&(struct op){.s = s, .token = token, .csr = csr, .actor = actor, .is = &is,
-				.e = &e},
-		   op_enroll) != 0) {
+	if (locked(
+		    &(struct op){
+			    .s = s, .token = token, .csr = csr, .actor = actor, .is = &is, .e = &e},
+		    op_enroll) != 0) {
 		json_decref(j);
 		return refused(conn, "enroll", p, &e);
 	}
@@ -406,9 +362,10 @@ static X509 *peer_cert(struct serve *s, const struct front_peer *p, struct svc_e
 	switch (store_get_cert(s->ca->store, p->serial, &row)) {
 	case 0: break;
 	case 1:
-		svc_fail(e, 403, "cert_unknown",
-			 "certificate %s was not issued by this CA's inventory; enroll with a token",
-			 p->serial);
+		svc_fail(
+			e, 403, "cert_unknown",
+			"certificate %s was not issued by this CA's inventory; enroll with a token",
+			p->serial);
 		return NULL;
 	default:
 		svc_fail(e, 503, "store_unavailable", "%s", store_error(s->ca->store));
@@ -439,8 +396,8 @@ static int op_renew(struct op *o)
 
 	if (x == NULL)
 		return -1;
-	rc = svc_renew(o->s->ca, &o->s->policy, x, o->csr, strlen(o->csr), o->same_key,
-		       time(NULL), o->actor, o->is, o->e);
+	rc = svc_renew(o->s->ca, &o->s->policy, x, o->csr, strlen(o->csr), o->same_key, time(NULL),
+		       o->actor, o->is, o->e);
 	X509_free(x);
 	return rc;
 }
@@ -472,8 +429,13 @@ static enum MHD_Result api_renew(struct routes *r, struct MHD_Connection *conn,
 				  "give {\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}");
 	}
 	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
-	if (locked(&(struct op){.s = s, .p = p, .csr = csr, .same_key = same_key != 0,
-				.actor = actor, .is = &is, .e = &e},
+	if (locked(&(struct op){.s = s,
+				.p = p,
+				.csr = csr,
+				.same_key = same_key != 0,
+				.actor = actor,
+				.is = &is,
+				.e = &e},
 		   op_renew) != 0) {
 		json_decref(j);
 		return refused(conn, "renew", p, &e);
@@ -498,8 +460,9 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 	char actor[2200], at[32], err[256];
 
 	if (p == NULL || !p->has_cert) {
-		svc_fail(&e, 401, "certificate_required",
-			 "revocation needs an admin client certificate (mtls ca serve --admin-uri)");
+		svc_fail(
+			&e, 401, "certificate_required",
+			"revocation needs an admin client certificate (mtls ca serve --admin-uri)");
 		return refused(conn, "revoke", p, &e);
 	}
 	if (!is_admin(s, p)) {
@@ -517,8 +480,12 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 				  "give {\"serial\": \"HEX\", \"reason\": \"keyCompromise\"}");
 	}
 	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
-	if (locked(&(struct op){.s = s, .serial = serial, .reason = reason, .actor = actor,
-				.rv = &rv, .e = &e},
+	if (locked(&(struct op){.s = s,
+				.serial = serial,
+				.reason = reason,
+				.actor = actor,
+				.rv = &rv,
+				.e = &e},
 		   op_revoke) != 0) {
 		json_decref(j);
 		return refused(conn, "revoke", p, &e);
@@ -562,7 +529,7 @@ static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, 
 		return do_ocsp(d->r, conn, (const unsigned char *)rq->body, rq->len, false);
 	if (strncmp(url, "/ocsp/", 6) == 0 && get) {
 		size_t len = 0;
-		unsigned char *der = ocsp_get_decode(url + 6, &len);
+		unsigned char *der = ocsp_get_decode(url + 6, SERVE_OCSP_BODY_MAX, &len);
 		enum MHD_Result ret;
 
 		/* undecodable: the responder answers malformedRequest itself */
@@ -689,15 +656,15 @@ struct routes *routes_start(struct serve *s, int http_fd, char *err, size_t err_
 		0, NULL, NULL, on_request, &r->api, MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_STRICT_FOR_CLIENT, 1,
-		MHD_OPTION_NOTIFY_CONNECTION, on_connection, &r->api,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, &r->api, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, &r->api, MHD_OPTION_NOTIFY_COMPLETED,
+		on_completed, &r->api, MHD_OPTION_END);
 	if (r->api.mhd != NULL && http_fd >= 0)
 		r->plain.mhd = MHD_start_daemon(
 			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request,
 			&r->plain, MHD_OPTION_LISTEN_SOCKET, http_fd, MHD_OPTION_CONNECTION_LIMIT,
 			(unsigned)SERVE_HTTP_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-			(unsigned)SERVE_HTTP_CONNECTIONS / 4, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+			(unsigned)SERVE_HTTP_CONNECTIONS / 4, MHD_OPTION_CONNECTION_TIMEOUT,
+			timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
 			MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
 			&r->plain, MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -38,7 +38,7 @@
 #include "ocsp.h"
 #include "serve.h"
 
-#define SCHEDULE_SECONDS 60.0
+#define SCHEDULE_SECONDS  60.0
 #define API_CERT_BACKDATE 300
 
 struct loop_ctx {
@@ -95,13 +95,13 @@ static bool own_cert_current(struct serve *s, const char *host, time_t now)
 	x = PEM_read_X509(f, NULL, NULL, NULL);
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/api.key", s->o->cert_dir);
-	if (x != NULL && files_exists(path) &&
-	    X509_check_issued(s->ca->issuer, x) == X509_V_OK &&
+	if (x != NULL && files_exists(path) && X509_check_issued(s->ca->issuer, x) == X509_V_OK &&
 	    X509_verify(x, X509_get0_pubkey(s->ca->issuer)) == 1) {
 		time_t nb = certfields_time(X509_get0_notBefore(x));
 		time_t na = certfields_time(X509_get0_notAfter(x));
 
-		n = is_ip(host) ? X509_check_ip_asc(x, host, 0) : X509_check_host(x, host, 0, 0, NULL);
+		n = is_ip(host) ? X509_check_ip_asc(x, host, 0)
+				: X509_check_host(x, host, 0, 0, NULL);
 		ok = n == 1 && na > now && na - now > (na - nb) / 3;
 	}
 	X509_free(x);
@@ -109,8 +109,7 @@ static bool own_cert_current(struct serve *s, const char *host, time_t now)
 }
 
 /* Issue the API's server certificate for host: staged, committed, then published. */
-static int own_cert_issue(struct serve *s, const char *host, time_t now, char *err,
-			  size_t err_len)
+static int own_cert_issue(struct serve *s, const char *host, time_t now, char *err, size_t err_len)
 {
 	struct grant g;
 	EVP_PKEY *key = NULL;
@@ -161,8 +160,9 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 		c.issued_at = now;
 		c.der = der;
 		c.der_len = len > 0 ? (size_t)len : 0;
-		if (len <= 0 || asprintf(&detail, "serial %s, profile server, %s (the API of mtls "
-						  "ca serve)",
+		if (len <= 0 || asprintf(&detail,
+					 "serial %s, profile server, %s (the API of mtls "
+					 "ca serve)",
 					 c.serial, g.names.text) < 0) {
 			detail = NULL;
 			snprintf(err, err_len, "out of memory");
@@ -283,7 +283,8 @@ static void run_schedule(struct serve *s, bool at_start)
 	}
 	authority_unlock(s->ca);
 	pthread_mutex_unlock(&s->lock);
-	if ((crl > 0 || cert > 0) && s->front != NULL && front_reload(s->front, err, sizeof(err)) != 0)
+	if ((crl > 0 || cert > 0) && s->front != NULL &&
+	    front_reload(s->front, err, sizeof(err)) != 0)
 		LOG(LOG_ERROR, "api_reload_failed", LS("message", err));
 	if (cert > 0)
 		LOG(LOG_INFO, "api_cert_renewed", LS("url", s->api_url));
@@ -383,9 +384,9 @@ int serve_run(const struct serve_options *o)
 	if (bind_addr(o->listen, "--listen", &api_fd, api_bound, sizeof(api_bound), err,
 		      sizeof(err)) != 0)
 		goto out;
-	if (o->http_listen != NULL && bind_addr(o->http_listen, "--http-listen", &http_fd,
-						http_bound, sizeof(http_bound), err,
-						sizeof(err)) != 0)
+	if (o->http_listen != NULL &&
+	    bind_addr(o->http_listen, "--http-listen", &http_fd, http_bound, sizeof(http_bound),
+		      err, sizeof(err)) != 0)
 		goto out;
 	if (o->public_url != NULL)
 		snprintf(s.api_url, sizeof(s.api_url), "%s", o->public_url);
@@ -439,9 +440,8 @@ int serve_run(const struct serve_options *o)
 	if (http_bound[0] != '\0')
 		LOG(LOG_INFO, "http_listening", LS("address", http_bound),
 		    LS("serves", "/roots.pem /crl /crl.pem /ocsp"));
-	LOG(LOG_INFO, "listening", LS("role", "ca"), LS("address", api_bound),
-	    LS("url", s.api_url), LS("dir", o->dir), LN("leaf_seconds", o->leaf_seconds),
-	    LN("pid", getpid()));
+	LOG(LOG_INFO, "listening", LS("role", "ca"), LS("address", api_bound), LS("url", s.api_url),
+	    LS("dir", o->dir), LN("leaf_seconds", o->leaf_seconds), LN("pid", getpid()));
 	ev_run(loop, 0);
 	rc = 0;
 out:

@@ -41,19 +41,19 @@ struct serve_options {
 	size_t n_admin_uris;
 	const char *const *admin_cns;
 	size_t n_admin_cns;
-	long long leaf_seconds;	      /* lifetime of issued certificates */
-	long long crl_seconds;	      /* CRL validity (nextUpdate - thisUpdate) */
-	long long max_connections;    /* API connections at once */
-	long long per_ip;	      /* API connections at once from one address */
+	long long leaf_seconds;	   /* lifetime of issued certificates */
+	long long crl_seconds;	   /* CRL validity (nextUpdate - thisUpdate) */
+	long long max_connections; /* API connections at once */
+	long long per_ip;	   /* API connections at once from one address */
 	long long handshake_timeout_ms;
 	long long idle_timeout_ms; /* an API or HTTP connection that moves nothing */
 	const char *passphrase;	   /* of the issuing key, or NULL */
 	const char *cert_dir;	   /* where the API's own certificate and key are kept */
 };
 
-#define SERVE_BODY_MAX	    (64 * 1024) /* a JSON request: a CSR with many names fits */
-#define SERVE_OCSP_BODY_MAX 4096
-#define SERVE_HTTP_CONNECTIONS 64	/* plain-HTTP connections at once */
+#define SERVE_BODY_MAX	       (64 * 1024) /* a JSON request: a CSR with many names fits */
+#define SERVE_OCSP_BODY_MAX    4096
+#define SERVE_HTTP_CONNECTIONS 64 /* plain-HTTP connections at once */
 
 /* The CRL as served: the bytes of crl.pem as last read, as DER too. */
 struct served_crl {
@@ -102,7 +102,7 @@ void publish_etag(const void *data, size_t len, char out[67]);
 /* The peer of an API connection, as front.c verified it (NULL fields: no certificate). */
 struct front_peer {
 	uint64_t id;
-	char addr[64];	   /* "203.0.113.7:51234" */
+	char addr[64]; /* "203.0.113.7:51234" */
 	bool has_cert;
 	char identity[2049]; /* mtls_peer_identity() */
 	char serial[64];

@@ -58,7 +58,8 @@ static const struct opt serve_table[] = {
 	 "left, and at every revocation)"},
 	{"max-connections", OPT_INT, O(max_connections), "N",
 	 "API connections at once (default 256)"},
-	{"per-ip", OPT_INT, O(per_ip), "N", "API connections at once from one address (default 16)"},
+	{"per-ip", OPT_INT, O(per_ip), "N",
+	 "API connections at once from one address (default 16)"},
 	{"handshake-timeout", OPT_STRING, O(handshake_timeout), "DURATION",
 	 "TLS handshake deadline (default 10s)"},
 	{"idle-timeout", OPT_STRING, O(idle_timeout), "DURATION",
@@ -103,12 +104,13 @@ int cmd_ca_serve(int argc, char **argv)
 	long long leaf_ms = 0, hs_ms = 0, idle_ms = 0;
 	int rc;
 
-	rc = ca_parse("serve", "mtls ca serve [--dir DIR] [--listen HOST:PORT] [options]",
-		      "Serve the CA over the network: an HTTPS API through libmtls (enrollment with "
-		      "a one-time\ntoken, renewal by mutual TLS, revocation by an admin), and plain "
-		      "HTTP for the CRL, OCSP\nand the root bundle. Local 'mtls ca' commands on the "
-		      "same directory keep working.",
-		      serve_table, &o, argc, argv, &st);
+	rc = ca_parse(
+		"serve", "mtls ca serve [--dir DIR] [--listen HOST:PORT] [options]",
+		"Serve the CA over the network: an HTTPS API through libmtls (enrollment with "
+		"a one-time\ntoken, renewal by mutual TLS, revocation by an admin), and plain "
+		"HTTP for the CRL, OCSP\nand the root bundle. Local 'mtls ca' commands on the "
+		"same directory keep working.",
+		serve_table, &o, argc, argv, &st);
 	if (rc >= 0)
 		goto out;
 	rc = 2;
@@ -133,7 +135,8 @@ int cmd_ca_serve(int argc, char **argv)
 	if (o.public_url != NULL &&
 	    (strncmp(o.public_url, "https://", 8) != 0 || strlen(o.public_url) > 256 ||
 	     strpbrk(o.public_url + 8, "/?#@ ") != NULL || o.public_url[8] == '\0')) {
-		ca_failf("serve", "--public-url: '%s' must be https://HOST[:PORT] with nothing after",
+		ca_failf("serve",
+			 "--public-url: '%s' must be https://HOST[:PORT] with nothing after",
 			 o.public_url);
 		goto out;
 	}
@@ -142,7 +145,8 @@ int cmd_ca_serve(int argc, char **argv)
 		goto out;
 	}
 	if (log_level_parse(o.log_level, &level) != 0) {
-		ca_failf("serve", "--log-level: '%s': give debug, info, warn or error", o.log_level);
+		ca_failf("serve", "--log-level: '%s': give debug, info, warn or error",
+			 o.log_level);
 		goto out;
 	}
 	rc = 1;
@@ -175,9 +179,10 @@ int cmd_ca_serve(int argc, char **argv)
 	so.passphrase = pass;
 	so.cert_dir = o.cert_dir;
 	if (so.n_admin_uris == 0 && so.n_admin_cns == 0)
-		LOG(LOG_INFO, "no_admin", LS("message", "no --admin-uri or --admin-cn: revocation "
-						      "through the API is refused; revoke locally "
-						      "with 'mtls ca revoke'"));
+		LOG(LOG_INFO, "no_admin",
+		    LS("message", "no --admin-uri or --admin-cn: revocation "
+				  "through the API is refused; revoke locally "
+				  "with 'mtls ca revoke'"));
 	rc = serve_run(&so);
 	log_stop();
 out:

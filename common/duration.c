@@ -44,8 +44,9 @@ int duration_parse(const char *text, const char *what, long long min_ms, long lo
 		return 0;
 	}
 bad:
-	snprintf(err, err_len, "%s: '%s' is not a duration; write a whole number and a unit (ms, s, "
-			       "m, h, d), e.g. 10m",
+	snprintf(err, err_len,
+		 "%s: '%s' is not a duration; write a whole number and a unit (ms, s, "
+		 "m, h, d), e.g. 10m",
 		 what, text);
 	return -1;
 range:
