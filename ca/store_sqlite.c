@@ -245,8 +245,20 @@ void store_close(struct store *st)
 	free(st);
 }
 
+/* The last store_get_cert()'s statement, left on its row so that the strings it gave stay
+ * valid, holds a read snapshot of the database: in a process that keeps the store open (mtls
+ * ca serve), the next BEGIN IMMEDIATE after another process wrote (mtls ca issue) would then
+ * fail at once with "database is locked" (a stale snapshot cannot become a writer). A
+ * transaction's start and end are store calls, so the strings may end there. */
+static void release_get(struct store *st)
+{
+	if (st->get != NULL)
+		sqlite3_reset(st->get);
+}
+
 int store_begin(struct store *st)
 {
+	release_get(st);
 	return sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
 		       ? 0
 		       : fail(st, "begin");
@@ -254,17 +266,20 @@ int store_begin(struct store *st)
 
 int store_begin_read(struct store *st)
 {
+	release_get(st);
 	return sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : fail(st, "begin");
 }
 
 int store_commit(struct store *st)
 {
+	release_get(st);
 	return sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0
 									     : fail(st, "commit");
 }
 
 void store_rollback(struct store *st)
 {
+	release_get(st);
 	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
