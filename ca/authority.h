@@ -114,6 +114,10 @@ struct crl_pending {
  * crl.pem agree (store_check(), crl_check()), then sign a CRL of every revoked certificate
  * with a new number, and record it (store_crl_add()). 0, or -1 with a message. */
 int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len);
+/* The same at the time now (the CRL's thisUpdate, nextUpdate now + crl_days) with actor in
+ * its audit entry; crl_prepare() is this with time(NULL) and authority_actor(). */
+int crl_prepare_at(struct authority *ca, time_t now, const char *actor, struct crl_pending *out,
+		   char *err, size_t err_len);
 /* After the commit: write dir/crl.pem atomically. -1 with errno ENOSPC when the disk is
  * full. */
 int crl_write(struct authority *ca, const struct crl_pending *crl, char *err, size_t err_len);

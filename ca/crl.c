@@ -481,7 +481,7 @@ int crl_check_file(struct authority *ca, const struct store_check *chk, const ch
  * CRL. Numbers grow by one per publication, far slower than one a second, so the current
  * UNIX time is above any of them; the audit log records the decision. */
 static int replace_missing(struct authority *ca, const struct store_check *chk, int64_t *n,
-			   time_t now)
+			   time_t now, const char *actor)
 {
 	char detail[200];
 
@@ -491,14 +491,20 @@ static int replace_missing(struct authority *ca, const struct store_check *chk, 
 		 "crl.pem was missing (the newest CRL logged is #%lld); published CRL %lld "
 		 "instead",
 		 (long long)chk->crl_logged_max, (long long)*n);
-	return store_audit(ca->store, authority_actor(), "crl-replaced", "", detail);
+	return store_audit(ca->store, actor, "crl-replaced", "", detail);
 }
 
 int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t err_len)
 {
+	return crl_prepare_at(ca, time(NULL), authority_actor(), out, err, err_len);
+}
+
+int crl_prepare_at(struct authority *ca, time_t now, const char *actor, struct crl_pending *out,
+		   char *err, size_t err_len)
+{
 	struct build b = {.crl = X509_CRL_new()};
 	struct store_check chk;
-	time_t now = time(NULL), next = now + ca->crl_days * 86400L;
+	time_t next = now + ca->crl_days * 86400L;
 	ASN1_TIME *t = NULL;
 	ASN1_INTEGER *number = NULL;
 	X509V3_CTX ctx;
@@ -540,7 +546,8 @@ int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}
-	if (on_disk == 0 && chk.crl_logged_max > 0 && replace_missing(ca, &chk, &n, now) != 0) {
+	if (on_disk == 0 && chk.crl_logged_max > 0 &&
+	    replace_missing(ca, &chk, &n, now, actor) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}
@@ -567,8 +574,8 @@ int crl_prepare(struct authority *ca, struct crl_pending *out, char *err, size_t
 	out->number = n;
 	sha256_hex(out->pem, out->len, sha);
 	entries = sk_X509_REVOKED_num(X509_CRL_get_REVOKED(b.crl)); /* -1 when there are none */
-	if (store_crl_add(ca->store, n, now, next, entries > 0 ? (size_t)entries : 0, sha,
-			  authority_actor()) != 0) {
+	if (store_crl_add(ca->store, n, now, next, entries > 0 ? (size_t)entries : 0, sha, actor) !=
+	    0) {
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}

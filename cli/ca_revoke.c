@@ -2,14 +2,13 @@
  * mtls ca revoke / mtls ca crl: revocation and CRL publication. Every revoke makes a new CRL
  * in the same transaction; the CRL file is written after the commit (commit, then publish).
  */
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
@@ -18,6 +17,7 @@
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
+#include "revoke.h"
 
 struct revoke_opts {
 	const char *dir;
@@ -53,38 +53,6 @@ static const struct opt crl_table[] = {
 	CA_OPT_CONFIG(O),
 	OPT_END,
 };
-
-/* A serial as the CA prints it (BN_bn2hex: upper-case, whole bytes), from any of the forms
- * people paste: with or without leading zeros, lower case, colons between bytes. */
-static int normalize_serial(const char *in, char *out, size_t len)
-{
-	char digits[128];
-	BIGNUM *bn = NULL;
-	char *hex;
-	size_t n = 0;
-
-	for (; *in != '\0'; in++) {
-		if (*in == ':')
-			continue;
-		if (!isxdigit((unsigned char)*in) || n + 1 >= sizeof(digits))
-			return -1;
-		digits[n++] = *in;
-	}
-	digits[n] = '\0';
-	if (n == 0 || BN_hex2bn(&bn, digits) == 0 || BN_is_zero(bn)) {
-		BN_free(bn);
-		return -1;
-	}
-	hex = BN_bn2hex(bn);
-	BN_free(bn);
-	if (hex == NULL || strlen(hex) >= len) {
-		OPENSSL_free(hex);
-		return -1;
-	}
-	snprintf(out, len, "%s", hex);
-	OPENSSL_free(hex);
-	return 0;
-}
 
 /* The certificate in path (the first of a PEM file, or DER): its serial and DER (caller
  * frees with OPENSSL_free()). */
@@ -169,7 +137,9 @@ int cmd_ca_revoke(int argc, char **argv)
 	struct options_state st = {0};
 	struct authority *ca = NULL;
 	struct crl_pending crl = {0};
-	struct store_cert c;
+	struct revoke_request rq;
+	enum store_failure kind;
+	time_t at;
 	char serial[64], err[1024] = "";
 	unsigned char *der = NULL;
 	int der_len = 0;
@@ -191,7 +161,7 @@ int cmd_ca_revoke(int argc, char **argv)
 		ca_fail("revoke", err);
 		goto out;
 	}
-	if (o.serial != NULL && normalize_serial(o.serial, serial, sizeof(serial)) != 0) {
+	if (o.serial != NULL && revoke_serial(o.serial, serial, sizeof(serial)) != 0) {
 		ca_fail("revoke", "--serial takes a hexadecimal serial number");
 		goto out;
 	}
@@ -204,42 +174,31 @@ int cmd_ca_revoke(int argc, char **argv)
 	ca = open_signing("revoke", &o);
 	if (ca == NULL)
 		goto out;
-	if (store_begin(ca->store) != 0) {
-		ca_fail("revoke", store_error(ca->store));
-		goto out;
-	}
-	switch (store_get_cert(ca->store, serial, &c)) {
-	case 0: break;
-	case 1:
+	rq = (struct revoke_request){.serial = serial,
+				     .reason = o.reason,
+				     .der = der,
+				     .der_len = (size_t)der_len,
+				     .now = time(NULL),
+				     .actor = authority_actor()};
+	switch (revoke_commit(ca, &rq, &crl, &at, &kind, err, sizeof(err))) {
+	case REVOKE_DONE: break;
+	case REVOKE_UNKNOWN:
 		snprintf(err, sizeof(err), "no certificate with serial %s in this CA's inventory",
 			 serial);
 		goto fail;
-	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
-	}
-	/* the serial alone says nothing: anyone can make a certificate with a victim's serial */
-	if (der != NULL &&
-	    (c.der_len != (size_t)der_len || memcmp(c.der, der, (size_t)der_len) != 0)) {
+	case REVOKE_NOT_THIS:
 		snprintf(err, sizeof(err),
 			 "%s was not issued by this CA (serial %s belongs to another certificate)",
 			 o.cert, serial);
 		goto fail;
-	}
-	if (strcmp(c.profile, "root") == 0 || strcmp(c.profile, "intermediate") == 0) {
+	case REVOKE_CA_CERT:
 		snprintf(err, sizeof(err), "serial %s is a CA certificate; revoke leaves only",
 			 serial);
 		goto fail;
-	}
-	/* the revocation, its audit entry and the CRL that publishes it: one transaction */
-	switch (store_revoke_audited(ca->store, serial, o.reason, time(NULL), authority_actor())) {
-	case 0: break;
-	case 2: snprintf(err, sizeof(err), "serial %s is already revoked", serial); goto fail;
-	default: snprintf(err, sizeof(err), "%s", store_error(ca->store)); goto fail;
-	}
-	if (crl_prepare(ca, &crl, err, sizeof(err)) != 0)
+	case REVOKE_ALREADY:
+		snprintf(err, sizeof(err), "serial %s is already revoked", serial);
 		goto fail;
-	if (store_commit(ca->store) != 0) {
-		snprintf(err, sizeof(err), "%s", store_error(ca->store));
-		goto fail;
+	default: goto fail;
 	}
 	if (publish("revoke", ca, &crl, "the revocation is committed") != 0)
 		goto out;
@@ -247,7 +206,6 @@ int cmd_ca_revoke(int argc, char **argv)
 	rc = 0;
 	goto out;
 fail:
-	store_rollback(ca->store);
 	ca_fail("revoke", err);
 out:
 	OPENSSL_free(der);
@@ -263,6 +221,7 @@ int cmd_ca_crl(int argc, char **argv)
 	struct options_state st = {0};
 	struct authority *ca = NULL;
 	struct crl_pending crl = {0};
+	enum store_failure kind;
 	char err[1024] = "", committed[64];
 	int rc = ca_parse("crl", "mtls ca crl [--dir DIR] [--replace-missing]",
 			  "Publish a fresh CRL (DIR/crl.pem) with a new CRL number and nextUpdate.",
@@ -285,13 +244,9 @@ int cmd_ca_crl(int argc, char **argv)
 		}
 		ca->crl_replace_missing = true;
 	}
-	if (store_begin(ca->store) != 0) {
-		ca_fail("crl", store_error(ca->store));
-		goto out;
-	}
-	if (crl_prepare(ca, &crl, err, sizeof(err)) != 0 || store_commit(ca->store) != 0) {
-		store_rollback(ca->store);
-		ca_fail("crl", err[0] != '\0' ? err : store_error(ca->store));
+	if (revoke_crl_commit(ca, time(NULL), authority_actor(), &crl, &kind, err, sizeof(err)) !=
+	    0) {
+		ca_fail("crl", err);
 		goto out;
 	}
 	snprintf(committed, sizeof(committed), "CRL #%lld is committed", (long long)crl.number);

@@ -252,6 +252,17 @@ int mtls_config_set_authz_cb(struct mtls_config *config, mtls_authz_cb cb, void 
 int mtls_config_insecure_key_permissions(struct mtls_config *config);
 /* Client only: do not check the server's name (chain and EKU are still verified). */
 int mtls_config_insecure_no_verify_name(struct mtls_config *config);
+/* Server only: a client certificate is asked for but not required (for a service that lets
+ * new hosts enroll before they have one, and requires a verified peer per request itself).
+ * A client that presents a certificate is verified exactly as without this option (chain,
+ * validity, revocation, key usage, allow rules, authz callback) and refused if it fails: a
+ * bad certificate is never taken for no certificate. A client that presents none completes
+ * the handshake without an identity: mtls_conn_peer() returns NULL (the allow rules and the
+ * authz callback are not consulted), on a full handshake and on every resumption of that
+ * session alike; a session made with a certificate resumes with its identity, judged again
+ * as always. Listed by mtls_config_insecure() as "insecure_optional_client_cert".
+ * mtls_configure() of a client endpoint with it fails (reason config). */
+int mtls_config_insecure_optional_client_cert(struct mtls_config *config);
 /* Comma-separated names of the insecure options in effect, or "" if none. */
 const char *mtls_config_insecure(const struct mtls_config *config);
 
@@ -324,7 +335,9 @@ int mtls_write_all(struct mtls *conn, const void *buf, size_t len, int timeout_m
 ssize_t mtls_read_wait(struct mtls *conn, void *buf, size_t len, int timeout_ms);
 int mtls_close_wait(struct mtls *conn, int timeout_ms);
 
-/* After the handshake. Strings are owned by the connection. */
+/* After the handshake. Strings are owned by the connection. mtls_conn_peer() is the peer's
+ * verified identity; NULL before the handshake is done, on failure, and on a server with
+ * mtls_config_insecure_optional_client_cert() whose client presented no certificate. */
 const struct mtls_peer *mtls_conn_peer(const struct mtls *conn);
 const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
 const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
@@ -347,8 +360,11 @@ void mtls_endpoint_verify_cache_stats(const struct mtls *endpoint, unsigned long
 /* ---------------------------------------------------------------------------------------
  * The peer's verified certificate and identity. Owned by the connection (or verifier).
  */
+/* Each getter takes NULL (no peer: a client without a certificate, see
+ * mtls_config_insecure_optional_client_cert()) and then returns NULL, or 0 for the times and
+ * counts. */
 /* The primary identity: first URI SAN, else first DNS SAN, else the subject CN, else
- * "sha256:" and the certificate hash. Never NULL. */
+ * "sha256:" and the certificate hash. Never NULL for a peer. */
 const char *mtls_peer_identity(const struct mtls_peer *peer);
 const char *mtls_peer_subject(const struct mtls_peer *peer); /* RFC 2253 */
 const char *mtls_peer_issuer(const struct mtls_peer *peer);

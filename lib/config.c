@@ -585,6 +585,12 @@ int mtls_config_insecure_no_verify_name(struct mtls_config *c)
 	return 0;
 }
 
+int mtls_config_insecure_optional_client_cert(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_OPTIONAL_CLIENT_CERT, "insecure_optional_client_cert");
+	return 0;
+}
+
 const char *mtls_config_insecure(const struct mtls_config *c)
 {
 	return c->insecure_names;

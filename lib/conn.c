@@ -168,19 +168,33 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 			    sizeof(c->conn.warning)) == 0;
 }
 
-static int recheck_resumed(struct mtls *c)
+/* After a handshake that OpenSSL completed: who the peer is, decided by verify.c. A peer
+ * that presented a certificate was judged by the verify callback on a full handshake and is
+ * judged again on a resumed one; one that presented none (a session without a peer
+ * certificate) is let in only where verify_no_certificate() says so, without an identity. */
+static int judge_peer(struct mtls *c)
 {
 	X509 *leaf = SSL_get0_peer_certificate(c->conn.ssl);
 	struct verify_request rq;
 
-	if (leaf == NULL)
-		return error_set(&c->conn.err, MTLS_REASON_NO_CERTIFICATE,
-				 "resumed session carries no peer certificate");
 	request_for(c, &rq);
-	identity_free(c->conn.peer);
-	c->conn.peer = NULL;
-	return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl), &c->conn.peer,
-			      &c->conn.err);
+	if (leaf == NULL) {
+		identity_free(c->conn.peer);
+		c->conn.peer = NULL;
+		return verify_no_certificate(&rq, &c->conn.err);
+	}
+	if (SSL_session_reused(c->conn.ssl)) {
+		identity_free(c->conn.peer);
+		c->conn.peer = NULL;
+		return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl),
+				      &c->conn.peer, &c->conn.err);
+	}
+	/* a certificate was presented: it is in only if the verify callback accepted it */
+	if (c->conn.peer == NULL)
+		return error_set(&c->conn.err, MTLS_REASON_BAD_CERTIFICATE,
+				 "the %s certificate was not verified",
+				 c->state->server ? "client" : "server");
+	return 0;
 }
 
 static bool is_alert(int reason)
@@ -365,14 +379,10 @@ int mtls_handshake(struct mtls *c)
 	errno = 0;
 	rc = SSL_do_handshake(c->conn.ssl);
 	if (rc == 1) {
-		if (SSL_session_reused(c->conn.ssl) && recheck_resumed(c) != 0) {
+		if (judge_peer(c) != 0) {
 			SSL_shutdown(c->conn.ssl); /* close_notify, so the peer does not carry on */
 			return -1;
 		}
-		if (c->conn.peer == NULL)
-			return error_set(&c->conn.err, MTLS_REASON_NO_CERTIFICATE,
-					 "the %s presented no certificate",
-					 c->state->server ? "client" : "server");
 		c->conn.handshake_done = true;
 		/* nothing more is needed until the application's first byte; a record read
 		 * ahead keeps its buffer */

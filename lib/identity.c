@@ -397,90 +397,90 @@ void identity_describe(X509 *cert, char *buf, size_t len)
 
 const char *mtls_peer_identity(const struct mtls_peer *p)
 {
-	return p->identity;
+	return p != NULL ? p->identity : NULL;
 }
 
 const char *mtls_peer_subject(const struct mtls_peer *p)
 {
-	return p->subject;
+	return p != NULL ? p->subject : NULL;
 }
 
 const char *mtls_peer_issuer(const struct mtls_peer *p)
 {
-	return p->issuer;
+	return p != NULL ? p->issuer : NULL;
 }
 
 const char *mtls_peer_common_name(const struct mtls_peer *p)
 {
-	return p->cn;
+	return p != NULL ? p->cn : NULL;
 }
 
 const char *mtls_peer_serial(const struct mtls_peer *p)
 {
-	return p->serial;
+	return p != NULL ? p->serial : NULL;
 }
 
 time_t mtls_peer_not_before(const struct mtls_peer *p)
 {
-	return p->not_before;
+	return p != NULL ? p->not_before : 0;
 }
 
 time_t mtls_peer_not_after(const struct mtls_peer *p)
 {
-	return p->not_after;
+	return p != NULL ? p->not_after : 0;
 }
 
 const char *mtls_peer_cert_sha256(const struct mtls_peer *p)
 {
-	return p->cert_sha256;
+	return p != NULL ? p->cert_sha256 : NULL;
 }
 
 const char *mtls_peer_spki_sha256(const struct mtls_peer *p)
 {
-	return p->spki_sha256;
+	return p != NULL ? p->spki_sha256 : NULL;
 }
 
 size_t mtls_peer_uri_count(const struct mtls_peer *p)
 {
-	return p->uris.n;
+	return p != NULL ? p->uris.n : 0;
 }
 
 const char *mtls_peer_uri(const struct mtls_peer *p, size_t i)
 {
-	return i < p->uris.n ? p->uris.v[i] : NULL;
+	return p != NULL && i < p->uris.n ? p->uris.v[i] : NULL;
 }
 
 size_t mtls_peer_dns_count(const struct mtls_peer *p)
 {
-	return p->dns.n;
+	return p != NULL ? p->dns.n : 0;
 }
 
 const char *mtls_peer_dns(const struct mtls_peer *p, size_t i)
 {
-	return i < p->dns.n ? p->dns.v[i] : NULL;
+	return p != NULL && i < p->dns.n ? p->dns.v[i] : NULL;
 }
 
 size_t mtls_peer_ip_count(const struct mtls_peer *p)
 {
-	return p->ips.n;
+	return p != NULL ? p->ips.n : 0;
 }
 
 const char *mtls_peer_ip(const struct mtls_peer *p, size_t i)
 {
-	return i < p->ips.n ? p->ips.v[i] : NULL;
+	return p != NULL && i < p->ips.n ? p->ips.v[i] : NULL;
 }
 
 size_t mtls_peer_email_count(const struct mtls_peer *p)
 {
-	return p->emails.n;
+	return p != NULL ? p->emails.n : 0;
 }
 
 const char *mtls_peer_email(const struct mtls_peer *p, size_t i)
 {
-	return i < p->emails.n ? p->emails.v[i] : NULL;
+	return p != NULL && i < p->emails.n ? p->emails.v[i] : NULL;
 }
 
 const char *mtls_peer_matched_rule(const struct mtls_peer *p)
 {
-	return p->matched_rule;
+	return p != NULL ? p->matched_rule : NULL;
 }

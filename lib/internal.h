@@ -70,6 +70,7 @@ struct blob {
 enum insecure_flag {
 	INSECURE_KEY_PERMISSIONS = 1u << 0,
 	INSECURE_NO_VERIFY_NAME = 1u << 1,
+	INSECURE_OPTIONAL_CLIENT_CERT = 1u << 2,
 };
 
 struct mtls_config {
@@ -299,6 +300,12 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
  * or not), the path built again against the current trust store. */
 int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) * chain,
 		   struct mtls_peer **peer, struct error *err);
+/* The peer presented no certificate (a full handshake or a resumed session without one):
+ * 0 when the request's state lets a client in without one (a server with
+ * mtls_config_insecure_optional_client_cert(); it then has no identity), else -1 with err
+ * (no_certificate). Never called for a peer that presented a certificate: that one is
+ * judged by verify_chain() / verify_resumed(), and a refusal there stays a refusal. */
+int verify_no_certificate(const struct verify_request *rq, struct error *err);
 
 /* strict.c: the strict certificate profile (see the file). A check returns 0 or -1 with a
  * finding (the rule and the certificate); strict_explain() words it into err. */

@@ -134,6 +134,12 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 			  "explicitly");
 		goto fail;
 	}
+	if (!server && (c->insecure & INSECURE_OPTIONAL_CLIENT_CERT)) {
+		error_set(err, MTLS_REASON_CONFIG,
+			  "an optional client certificate is a server setting: leave "
+			  "insecure_optional_client_cert out of the client's config");
+		goto fail;
+	}
 	if ((c->cert.data == NULL) != (c->key.data == NULL)) {
 		error_set(
 			err, MTLS_REASON_CONFIG,

@@ -4,10 +4,11 @@
  *
  * It fixes what mtls does not let a config choose: TLS 1.2 with ECDHE and AEAD ciphers only,
  * the groups, no renegotiation or compression, security level 2, a peer certificate required
- * both ways. OpenSSL's own chain verification is replaced by ours (conn_verify_cb(), which
- * calls verify_chain()), so that every path a peer takes is decided in one place. Resumption
- * is wired here too: a server keeps sessions in its own store (sessions.c) and issues no
- * stateless tickets; a client keeps the tickets it receives per server name (tickets.c).
+ * both ways (a server may make the client's optional: asked for, verified when sent). OpenSSL's own
+ * chain verification is replaced by ours (conn_verify_cb(), which calls verify_chain()), so that
+ * every path a peer takes is decided in one place. Resumption is wired here too: a server keeps
+ * sessions in its own store (sessions.c) and issues no stateless tickets; a client keeps the
+ * tickets it receives per server name (tickets.c).
  */
 #include <openssl/err.h>
 
@@ -65,9 +66,14 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 	SSL_CTX_set_cert_verify_callback(ctx, conn_verify_cb, NULL);
 	SSL_CTX_set_app_data(ctx, st);
 	if (st->server) {
+		/* an optional client certificate is still asked for, and verified when sent
+		 * (SSL_VERIFY_PEER); only its absence is let through to the decision after the
+		 * handshake (conn.c, verify_no_certificate()) */
 		SSL_CTX_set_verify(ctx,
-				   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT |
-					   SSL_VERIFY_CLIENT_ONCE,
+				   SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE |
+					   (c->insecure & INSECURE_OPTIONAL_CLIENT_CERT
+						    ? 0
+						    : SSL_VERIFY_FAIL_IF_NO_PEER_CERT),
 				   NULL);
 		SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
 		/* resumption from the server's own store (sessions.c), never stateless tickets */

@@ -1,7 +1,9 @@
 /*
  * Whether a peer's chain is let in: one decision (verify_chain()) for a full handshake (as
  * OpenSSL's cert verify callback), a resumed session (verify_resumed()), and
- * mtls_verify_chain_pem() / `mtls verify`.
+ * mtls_verify_chain_pem() / `mtls verify`. A peer that presented no certificate at all is
+ * decided here too (verify_no_certificate()): refused, unless a server's config makes the
+ * client certificate optional; a certificate presented is never judged by that rule.
  *
  *   1. The path to the trust anchors: OpenSSL's X509_verify_cert() builds it and checks
  *      signatures, validity, purpose, name and OpenSSL's strict mode; then the strict
@@ -707,4 +709,15 @@ out:
 	X509_STORE_CTX_free(xctx);
 	sk_X509_free(sent);
 	return rc;
+}
+
+int verify_no_certificate(const struct verify_request *rq, struct error *err)
+{
+	if (rq->peer_is_client && rq->st->server &&
+	    (rq->st->config->insecure & INSECURE_OPTIONAL_CLIENT_CERT))
+		return 0;
+	return error_set(err, MTLS_REASON_NO_CERTIFICATE,
+			 "the %s presented no certificate; configure it with a certificate and "
+			 "key issued by the trusted CA",
+			 role_of(rq));
 }
