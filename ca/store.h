@@ -53,6 +53,14 @@ struct store *store_open(const char *path, bool create, char *err, size_t err_le
 struct store *store_open_read(const char *path, char *err, size_t err_len);
 void store_close(struct store *st);
 const char *store_error(const struct store *st);
+/* What kind of failure the last error message describes, for a service that answers "try
+ * again later" or "disk full" rather than "internal error". */
+enum store_failure {
+	STORE_FAIL_OTHER,	/* anything else (I/O, a damaged inventory, out of memory) */
+	STORE_FAIL_UNAVAILABLE, /* busy or locked past the busy timeout, or read-only */
+	STORE_FAIL_FULL,	/* the disk (or quota) is full */
+};
+enum store_failure store_error_kind(const struct store *st);
 
 /* BEGIN IMMEDIATE: one writer at a time; others wait (busy timeout). */
 int store_begin(struct store *st);

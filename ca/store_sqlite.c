@@ -21,6 +21,8 @@ struct store {
 	char path[PATH_MAX]; /* for messages: which disk is full */
 	char err[PATH_MAX + 512];
 	sqlite3_stmt *get; /* statement behind the strings of the last store_get_cert() */
+	/* what the last failure was (store_error_kind()) */
+	enum store_failure failure;
 };
 
 /* The append-only triggers, as SQLite records them (sqlite_master.sql drops "IF NOT
@@ -84,6 +86,12 @@ static bool quota(sqlite3 *db)
 
 static int fail(struct store *st, const char *what)
 {
+	int code = sqlite3_errcode(st->db) & 0xff; /* the primary code */
+
+	st->failure = disk_full(st->db) ? STORE_FAIL_FULL
+		      : code == SQLITE_BUSY || code == SQLITE_LOCKED || code == SQLITE_READONLY
+			      ? STORE_FAIL_UNAVAILABLE
+			      : STORE_FAIL_OTHER;
 	if (disk_full(st->db))
 		snprintf(st->err, sizeof(st->err),
 			 "%s while updating the CA inventory %s (%s): nothing was changed; %s",
@@ -97,6 +105,11 @@ static int fail(struct store *st, const char *what)
 const char *store_error(const struct store *st)
 {
 	return st->err;
+}
+
+enum store_failure store_error_kind(const struct store *st)
+{
+	return st->failure;
 }
 
 /* Does the database hold our tables? 1 yes, 0 no (or not a database), -1 it could not be
@@ -451,6 +464,7 @@ int store_get_meta(struct store *st, const char *key, char *buf, size_t len)
 	if (rc == SQLITE_ROW &&
 	    snprintf(buf, len, "%s", (const char *)sqlite3_column_text(s, 0)) >= (int)len) {
 		/* never a setting cut short (a URL that means something else) */
+		st->failure = STORE_FAIL_OTHER;
 		snprintf(st->err, sizeof(st->err),
 			 "CA inventory: the setting %s is longer than %zu bytes; investigate", key,
 			 len - 1);
@@ -700,6 +714,7 @@ int store_revoke_audited(struct store *st, const char *serial, const char *reaso
 		return rc < 0 ? rc : fail(st, "revoke");
 	subject = strdup(c.subject);
 	if (subject == NULL) {
+		st->failure = STORE_FAIL_OTHER;
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		return -1;
 	}
@@ -1013,6 +1028,7 @@ int store_check(struct store *st, struct store_check *out, char *what, size_t wh
 	what[0] = '\0';
 	rc = audit_walk(st, &out->entries, &out->bad_seq, out->head, collect_entry, &c);
 	if (rc == 2 && c.bad_entry == 0 && c.back_entry == 0) {
+		st->failure = STORE_FAIL_OTHER;
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		rc = -1;
 	}
