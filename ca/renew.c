@@ -206,6 +206,10 @@ int svc_renew(struct authority *ca, const struct svc_policy *p, X509 *peer, cons
 
 	memset(out, 0, sizeof(*out));
 	memset(e, 0, sizeof(*e));
+	if (peer == NULL)
+		return svc_fail(e, 401, "client_cert_required",
+				"renewal needs the certificate being renewed as the TLS client "
+				"certificate; connect with it");
 	issue_serial_hex(peer, r.serial, sizeof(r.serial));
 	r.subject = issue_subject(peer);
 	if (r.subject == NULL) {

@@ -9,7 +9,8 @@
 
 #define SPIFFE "spiffe://test.mtls/ns/prod/sa/app1"
 
-static const char *const client_names[] = {"URI:" SPIFFE, "DNS:app1.test", NULL};
+static const char *const client_names[] = {"URI:" SPIFFE, "DNS:app1.test", "IP:2001:db8::1", NULL};
+#define ALL_NAMES "URI:" SPIFFE ", DNS:app1.test, IP:2001:db8::1"
 
 struct fixture {
 	struct testca t;
@@ -85,20 +86,20 @@ static void test_success(void **state)
 	int before = testca_certs(f->ca);
 
 	issue_serial_hex(f->old, old_serial, sizeof(old_serial));
-	if (renew(f, f->old, key, NULL, "URI:" SPIFFE ", DNS:app1.test", false, false, f->now, &out,
-		  &e) != 0)
+	if (renew(f, f->old, key, NULL, "URI:" SPIFFE ", DNS:app1.test, IP:2001:db8::1", false,
+		  false, f->now, &out, &e) != 0)
 		fail_msg("renew: %d %s: %s", e.status, e.code, e.message);
 	assert_int_equal(testca_certs(f->ca), before + 1);
 	assert_string_not_equal(out.serial, old_serial);
 	assert_string_equal(out.profile, "client");
-	assert_string_equal(out.names, "URI:" SPIFFE ", DNS:app1.test");
+	assert_string_equal(out.names, ALL_NAMES);
 	/* not_before backdated as mtls ca issue does, the policy's lifetime */
 	assert_int_equal(out.not_before, f->now - ISSUANCE_BACKDATE);
 	assert_int_equal(out.not_after, out.not_before + f->p.leaf_seconds);
 	assert_int_equal(out.renew_after, out.not_before + f->p.leaf_seconds * 2 / 3);
 
 	leaf = testca_verify_chain(f->ca, out.chain_pem, X509_PURPOSE_SSL_CLIENT, f->now);
-	assert_string_equal(testca_sans(leaf), "URI:" SPIFFE ", DNS:app1.test");
+	assert_string_equal(testca_sans(leaf), "URI:" SPIFFE ", DNS:app1.test, IP:16 bytes");
 	assert_string_equal(testca_cn(leaf), testca_cn(f->old));
 	issue_serial_hex(leaf, spki, sizeof(spki)); /* the serial the chain carries */
 	assert_string_equal(spki, out.serial);
@@ -111,7 +112,7 @@ static void test_success(void **state)
 	assert_false(c.revoked);
 	assert_int_equal(store_get_cert(f->ca->store, out.serial, &c), 0);
 	assert_string_equal(c.profile, "client");
-	assert_string_equal(c.sans, "URI:" SPIFFE ", DNS:app1.test");
+	assert_string_equal(c.sans, ALL_NAMES);
 
 	/* audited: old serial -> new serial, by whom */
 	assert_int_equal(testca_audit_count(&f->t, "renew"), 1);
@@ -128,7 +129,7 @@ static void test_success(void **state)
 			renew(f, leaf, key2, NULL, "URI:" SPIFFE, false, false, f->now, &out2, &e),
 			0);
 		/* fewer names asked: the certificate keeps all of them */
-		assert_string_equal(out2.names, "URI:" SPIFFE ", DNS:app1.test");
+		assert_string_equal(out2.names, ALL_NAMES);
 		svc_issued_free(&out2);
 		EVP_PKEY_free(key2);
 	}
@@ -291,6 +292,10 @@ static void test_csr_asks_more(void **state)
 	       "csr_not_granted", "CA:TRUE");
 	expect(renew(f, f->old, key, "other CN", "URI:" SPIFFE, false, false, f->now, &out, &e), &e,
 	       403, "csr_not_granted", "common name");
+	/* no client certificate */
+	assert_int_equal(svc_renew(f->ca, &f->p, NULL, "junk", 4, false, f->now, "t", &out, &e),
+			 -1);
+	assert_int_equal(e.status, 401);
 	/* a CSR that is not one */
 	e.status = 0;
 	assert_int_equal(svc_renew(f->ca, &f->p, f->old, "junk", 4, false, f->now, "t", &out, &e),
