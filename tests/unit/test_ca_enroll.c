@@ -4,6 +4,11 @@
  * after the token is taken leaves it unused and issues nothing; refusals are audited. A real
  * CA in a temporary directory.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <openssl/crypto.h>
@@ -356,6 +361,98 @@ static void test_race(void **state)
 	assert_int_equal(testca_audit_count(&f->t, "enroll"), 1);
 }
 
+/* The child of test_disk_full, in a mount namespace of its own: 0 as expected, else what
+ * went wrong (77: no tmpfs here). */
+static int disk_full_child(struct fixture *f)
+{
+	struct testca t;
+	struct authority *ca;
+	EVP_PKEY *key = testca_key();
+	struct svc_issued out;
+	struct svc_error e;
+	char filler[128], buf[4096];
+	size_t len;
+	char *csr = testca_csr(key, NULL, "URI:" SPIFFE, false, &len);
+	int fd, rc;
+
+	if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		return 77;
+	/* inside the fixture's directory, which teardown removes */
+	if (snprintf(t.top, sizeof(t.top), "%s/full", f->t.top) >= (int)sizeof(t.top) ||
+	    mkdir(t.top, 0700) != 0)
+		return 2;
+	if (mount("tmpfs", t.top, "tmpfs", 0, "size=1m") != 0)
+		return 77;
+	snprintf(t.dir, sizeof(t.dir), "%s/ca", t.top);
+	/* the CA made, a token recorded, then the disk filled to the last byte */
+	{
+		char err[1024] = "";
+		struct authority_init in = {.dir = t.dir,
+					    .name = "fulltest",
+					    .key_alg = "p256",
+					    .root_days = 3650,
+					    .intermediate_days = 1825,
+					    .server_days = 90,
+					    .client_days = 90,
+					    .crl_days = 7};
+
+		if (authority_create(&in, err, sizeof(err)) != 0)
+			return 3;
+	}
+	ca = testca_open(&t);
+	f->ca = ca;
+	make_token(ca, ca->root, true, "client", "", NAMES, f->now, f->now + 3600, f->token,
+		   f->hash);
+	snprintf(filler, sizeof(filler), "%s/filler", t.top);
+	fd = open(filler, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0)
+		return 4;
+	memset(buf, 'x', sizeof(buf));
+	for (size_t n = sizeof(buf); n > 0;)
+		if (write(fd, buf, n) < 0)
+			n /= 2; /* to the last byte */
+	close(fd);
+	rc = svc_enroll(ca, &f->p, f->token, csr, len, f->now, "full", &out, &e);
+	if (rc != -1 || e.status != 507 || strcmp(e.code, "disk_full") != 0) {
+		fprintf(stderr, "full disk: %d %d %s: %s\n", rc, e.status, e.code, e.message);
+		return 5;
+	}
+	if (!unused(f))
+		return 6;
+	/* room again: the token enrolls */
+	unlink(filler);
+	rc = svc_enroll(ca, &f->p, f->token, csr, len, f->now, "full", &out, &e);
+	if (rc != 0) {
+		fprintf(stderr, "after: %d %s: %s\n", e.status, e.code, e.message);
+		return 7;
+	}
+	svc_issued_free(&out);
+	authority_close(ca);
+	free(csr);
+	EVP_PKEY_free(key);
+	return 0;
+}
+
+/* A full disk: 507 disk_full, the token stays unused, and enrolls once there is room. On a
+ * real tmpfs in a mount namespace of a child (skipped where none can be made). */
+static void test_disk_full(void **state)
+{
+	struct fixture *f = *state;
+	struct authority *mine = f->ca;
+	int status;
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(disk_full_child(f));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	f->ca = mine;
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -367,6 +464,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refused_after_take, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_policy_changed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
