@@ -26,6 +26,7 @@ static const struct ca_command ca_commands[] = {
 	{"audit", cmd_ca_audit, "verify the hash chain of the audit log"},
 	{"serve", cmd_ca_serve, "serve the CA over the network: enrollment, renewal, revocation, "
 				"CRL, OCSP"},
+	{"token", cmd_ca_token, "make a one-time enrollment token for the CA service"},
 	{NULL, NULL, NULL},
 };
 

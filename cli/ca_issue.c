@@ -28,6 +28,7 @@
 #include "ca_cmd.h"
 #include "files.h"
 #include "grant.h"
+#include "issuance.h"
 #include "issue.h"
 #include "keys.h"
 
@@ -125,14 +126,9 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 		     g->names.text[0] != '\0' ? g->names.text : "no names", why) < 0) {
 		detail = NULL;
 		snprintf(err, sizeof(err), "out of memory");
-	} else if (ca != NULL &&
-		   (store_begin(ca->store) != 0 ||
-		    store_audit(ca->store, authority_actor(), "issue-refused",
-				r->subject[0] != '\0' ? r->subject : "(empty subject)",
-				detail) != 0 ||
-		    store_commit(ca->store) != 0)) {
-		snprintf(err, sizeof(err), "%s", store_error(ca->store));
-		store_rollback(ca->store);
+	} else if (ca != NULL) {
+		issuance_refused(ca, authority_actor(), "issue-refused", r->subject, detail, err,
+				 sizeof(err));
 	}
 	if (err[0] != '\0')
 		ca_failf("issue", "%s (not recorded in the audit log: %s)", why, err);
@@ -143,95 +139,40 @@ static void refuse_csr(const struct issue_opts *o, const struct grant *g,
 }
 
 /* Inside the issue's transaction: was the CSR's key revoked for keyCompromise? Then the
- * refusal is recorded (and committed) instead, and -1 returned; 0 if not. */
+ * transaction is rolled back, the refusal recorded instead, and -1 returned; 0 if not. */
 static int key_compromised(struct authority *ca, const struct issue_opts *o, const char *what,
 			   const struct grant *g, const struct grant_request *r, char *err,
 			   size_t err_len)
 {
-	char spki[65], serial[64], *detail = NULL;
+	char *shown = NULL, *detail = NULL, why[1024];
 	int rc;
 
-	issue_key_sha256(r->key, spki);
-	rc = store_key_compromised(ca->store, spki, serial);
-	if (rc == 0)
-		return 0;
-	if (rc < 0) {
+	if (asprintf(&shown, "CSR %s", what) < 0) {
 		store_rollback(ca->store);
-		ca_fail("issue", store_error(ca->store));
+		ca_fail("issue", "out of memory");
 		return -1;
 	}
-	snprintf(err, err_len,
-		 "CSR %s carries a key whose certificate (serial %s) was revoked for "
-		 "keyCompromise; make a new key and CSR",
-		 what, serial);
+	rc = issuance_check_key(ca, r->key, shown, err, err_len);
+	free(shown);
+	if (rc == 0)
+		return 0;
+	store_rollback(ca->store);
+	if (rc < 0) {
+		ca_fail("issue", err);
+		return -1;
+	}
 	if (asprintf(&detail, "profile %s, granted %s; %s", o->profile,
 		     g->names.text[0] != '\0' ? g->names.text : "no names", err) < 0)
 		detail = NULL;
-	if (detail == NULL ||
-	    store_audit(ca->store, authority_actor(), "issue-refused",
-			r->subject[0] != '\0' ? r->subject : "(empty subject)", detail) != 0 ||
-	    store_commit(ca->store) != 0) {
-		store_rollback(ca->store);
-		ca_failf("issue", "%s (not recorded in the audit log: %s)", err,
-			 detail == NULL ? "out of memory" : store_error(ca->store));
-	} else {
+	if (detail == NULL)
+		ca_failf("issue", "%s (not recorded in the audit log: out of memory)", err);
+	else if (issuance_refused(ca, authority_actor(), "issue-refused", r->subject, detail, why,
+				  sizeof(why)) != 0)
+		ca_failf("issue", "%s (not recorded in the audit log: %s)", err, why);
+	else
 		ca_fail("issue", err);
-	}
 	free(detail);
 	return -1;
-}
-
-/* Sign and record, retrying on the (astronomically unlikely) duplicate serial. */
-static X509 *sign_and_record(struct authority *ca, const struct issue_spec *spec,
-			     const char *profile, const struct grant_names *names, char *err,
-			     size_t err_len)
-{
-	for (int attempt = 0; attempt < 4; attempt++) {
-		X509 *cert = issue_sign(spec, ca->issuer, ca->issuer_key, err, err_len);
-		struct store_cert c = {0};
-		char *subject = NULL, spki[65], *detail = NULL;
-		unsigned char *der = NULL;
-		int len, rc;
-
-		if (cert == NULL)
-			return NULL;
-		len = i2d_X509(cert, &der);
-		issue_serial_hex(cert, c.serial, sizeof(c.serial));
-		subject = issue_subject(cert);
-		issue_spki_sha256(cert, spki);
-		c.subject = subject;
-		c.sans = names->text;
-		c.spki_sha256 = spki;
-		c.profile = profile;
-		c.not_before = spec->not_before;
-		c.not_after = spec->not_after;
-		c.issued_at = time(NULL);
-		c.der = der;
-		c.der_len = len > 0 ? (size_t)len : 0;
-		/* every name: the entry is never cut short */
-		if (subject == NULL || asprintf(&detail, "serial %s, profile %s, %s", c.serial,
-						profile, names->text) < 0) {
-			detail = NULL;
-			rc = -2;
-		} else {
-			rc = len > 0 ? store_add_cert(ca->store, &c) : -1;
-		}
-		if (rc == 0)
-			rc = store_audit(ca->store, authority_actor(), "issue", subject, detail);
-		OPENSSL_free(der);
-		free(detail);
-		free(subject);
-		if (rc == 0)
-			return cert;
-		X509_free(cert);
-		if (rc < 0) {
-			snprintf(err, err_len, "%s",
-				 rc == -2 ? "out of memory" : store_error(ca->store));
-			return NULL;
-		}
-	}
-	snprintf(err, err_len, "could not pick an unused serial number");
-	return NULL;
 }
 
 /* The three files of --out PREFIX (the key only when it is made here), and the directory
@@ -512,9 +453,9 @@ int cmd_ca_issue(int argc, char **argv)
 	       : g.kind == ISSUE_SERVER ? ca->server_days
 					: ca->client_days;
 	not_after = now + days * 86400L;
-	if (not_after > certfields_time(X509_get0_notAfter(ca->issuer))) {
+	if (not_after > issuance_issuer_end(ca)) {
 		char when[32];
-		time_t limit = certfields_time(X509_get0_notAfter(ca->issuer));
+		time_t limit = issuance_issuer_end(ca);
 		struct tm tm;
 
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&limit, &tm));
@@ -542,15 +483,18 @@ int cmd_ca_issue(int argc, char **argv)
 	if (o.csr != NULL && key_compromised(ca, &o, csr_shown, &g, &req, err, sizeof(err)) != 0)
 		goto out;
 	{
-		struct issue_spec spec = {.kind = g.kind,
-					  .cn = grant_cn(&g, o.csr != NULL ? &req : NULL),
-					  .subject_key = key,
-					  .names = g.names.names,
-					  .not_before = now - 300,
-					  .not_after = not_after,
-					  .crl_url = ca->crl_url};
+		struct issuance is = {.grant = &g,
+				      .req = o.csr != NULL ? &req : NULL,
+				      .key = key,
+				      .not_before = now - ISSUANCE_BACKDATE,
+				      .not_after = not_after,
+				      .issued_at = time(NULL),
+				      .actor = authority_actor(),
+				      .action = "issue"};
+		char serial[64];
 
-		cert = sign_and_record(ca, &spec, o.profile, &g.names, err, sizeof(err));
+		if (issuance_sign(ca, &is, &cert, serial, err, sizeof(err)) != 0)
+			cert = NULL;
 	}
 	leaf = cert != NULL ? issue_cert_pem(cert, &leaf_len) : NULL;
 	inter = leaf != NULL ? issue_cert_pem(ca->issuer, &inter_len) : NULL;
