@@ -116,6 +116,31 @@ int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq);
  * entries): 0, 1 no such entry, -1 error. */
 int store_audit_hash(struct store *st, int64_t seq, char hash[65]);
 
+/* One-time enrollment tokens (ca/token.h). The store keeps the SHA-256 of a token's secret,
+ * never the secret, with what it grants. */
+struct store_token {
+	const char *hash;    /* hex SHA-256 of the secret (token_hash_hex()) */
+	const char *profile; /* server | client | peer */
+	const char *cn;	     /* "" for none */
+	const char *names;   /* one grant name per line, "DNS:x\nURI:spiffe://..\nIP:10.0.0.1" */
+	time_t created_at;
+	time_t not_after;
+	time_t used_at;		 /* 0: unused */
+	const char *used_serial; /* "" until store_token_used_by() */
+};
+/* Record a new token and its audit entry ("token": hash prefix (16 hex), profile, names,
+ * not_after), in the caller's transaction. 0, 1 hash exists, -1 error. */
+int store_token_add(struct store *st, const struct store_token *t, const char *actor);
+/* Take the token for one issuance, in the caller's transaction (store_begin()): marks it used
+ * at now if it is unused and now < not_after, in one UPDATE, so that exactly one of two
+ * concurrent takers wins. 0 taken (*out filled), 1 unknown, 2 expired, 3 already used (*out
+ * filled: used_at, used_serial), -1 error. The strings in *out are valid until the next
+ * token call on st. */
+int store_token_take(struct store *st, const char *hash, time_t now, struct store_token *out);
+/* Record the serial issued with a taken token (same transaction). 0, or -1 (also if the
+ * token is unknown or was not taken). */
+int store_token_used_by(struct store *st, const char *hash, const char *serial);
+
 struct store_check {
 	int64_t entries;	 /* audit entries verified (before the bad one, if broken) */
 	int64_t bad_seq;	 /* the first bad entry, when the chain is broken */

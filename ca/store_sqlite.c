@@ -21,6 +21,7 @@ struct store {
 	char path[PATH_MAX]; /* for messages: which disk is full */
 	char err[PATH_MAX + 512];
 	sqlite3_stmt *get; /* statement behind the strings of the last store_get_cert() */
+	char *token;	   /* the strings of the last store_token_take() */
 };
 
 /* The append-only triggers, as SQLite records them (sqlite_master.sql drops "IF NOT
@@ -31,6 +32,19 @@ struct store {
 #define TRIGGER_NO_DELETE                                                                          \
 	"audit_no_delete BEFORE DELETE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is "     \
 	"append-only'); END"
+
+/* Enrollment tokens (ca/token.h): the SHA-256 of the secret, never the secret. Newer than the
+ * other tables: an inventory made before it gains it when opened for writing. */
+#define TOKENS_SCHEMA                                                                              \
+	"CREATE TABLE IF NOT EXISTS tokens ("                                                      \
+	"  hash TEXT PRIMARY KEY,"                                                                 \
+	"  profile TEXT NOT NULL CHECK (profile IN ('server', 'client', 'peer')),"                 \
+	"  cn TEXT NOT NULL,"                                                                      \
+	"  names TEXT NOT NULL,"                                                                   \
+	"  created_at INTEGER NOT NULL,"                                                           \
+	"  not_after INTEGER NOT NULL,"                                                            \
+	"  used_at INTEGER,"                                                                       \
+	"  used_serial TEXT NOT NULL DEFAULT '');"
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta ("
@@ -59,7 +73,7 @@ static const char schema[] =
 	"  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
 	/* append-only: the database itself refuses edits of the audit log */
 	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_UPDATE ";"
-	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_DELETE ";";
+	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_DELETE ";" TOKENS_SCHEMA;
 
 /* A full disk (or quota) is not a damaged inventory: say so, and that nothing changed (every
  * caller rolls its transaction back). */
@@ -207,8 +221,13 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 struct store *store_open(const char *path, bool create, char *err, size_t err_len)
 {
 	bool full;
+	struct store *st = open_store(path, create, false, &full, err, err_len);
 
-	return open_store(path, create, false, &full, err, err_len);
+	/* An inventory older than the tokens table gains it here. Not a reason to refuse the
+	 * open (a full disk): the token functions create it too, or say why they cannot. */
+	if (st != NULL && !create)
+		sqlite3_exec(st->db, TOKENS_SCHEMA, NULL, NULL, NULL);
+	return st;
 }
 
 struct store *store_open_read(const char *path, char *err, size_t err_len)
@@ -229,6 +248,7 @@ void store_close(struct store *st)
 		return;
 	sqlite3_finalize(st->get);
 	sqlite3_close(st->db);
+	free(st->token);
 	free(st);
 }
 
@@ -1107,4 +1127,181 @@ out:
 	free(c.revs);
 	free(c.crls);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Enrollment tokens. The audit entry of a new one:
+ *   token   "token 0123456789abcdef, profile client, names URI:spiffe://a/b, until
+ *           2026-01-02T03:04:05Z" (the first 16 hex digits of the hash; the names as a
+ *           comma-separated list; the subject is the granted common name, "" for none)
+ */
+
+/* In the caller's transaction: a no-op once the table exists. */
+static int tokens_table(struct store *st)
+{
+	return sqlite3_exec(st->db, TOKENS_SCHEMA, NULL, NULL, NULL) == SQLITE_OK
+		       ? 0
+		       : fail(st, "create the tokens table");
+}
+
+int store_token_add(struct store *st, const struct store_token *t, const char *actor)
+{
+	sqlite3_stmt *s;
+	char at[32], *names = NULL, *detail = NULL;
+	int rc;
+
+	if (tokens_table(st) != 0)
+		return -1;
+	s = prepare(st, "INSERT INTO tokens (hash, profile, cn, names, created_at, not_after) "
+			"VALUES (?, ?, ?, ?, ?, ?)");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, t->hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, t->profile, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, t->cn != NULL ? t->cn : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, t->names, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, t->created_at);
+	sqlite3_bind_int64(s, 6, t->not_after);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc == SQLITE_CONSTRAINT &&
+	    sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
+		return 1;
+	if (rc != SQLITE_DONE)
+		return fail(st, "add token");
+	/* the names as the rest of the log shows them: "DNS:a, URI:b" */
+	names = malloc(2 * strlen(t->names) + 1);
+	if (names != NULL) {
+		char *o = names;
+
+		for (const char *p = t->names; *p != '\0'; p++) {
+			if (*p == '\n') {
+				*o++ = ',';
+				*o++ = ' ';
+			} else {
+				*o++ = *p;
+			}
+		}
+		*o = '\0';
+	}
+	if (names == NULL ||
+	    asprintf(&detail, "token %.16s, profile %s, names %s, until %s", t->hash, t->profile,
+		     names[0] != '\0' ? names : "none", format_time(t->not_after, at)) < 0) {
+		free(names);
+		snprintf(st->err, sizeof(st->err), "out of memory");
+		return -1;
+	}
+	rc = store_audit(st, actor, "token", t->cn != NULL ? t->cn : "", detail);
+	free(detail);
+	free(names);
+	return rc;
+}
+
+#define TOKEN_COLUMNS "hash, profile, cn, names, created_at, not_after, used_at, used_serial"
+
+/* The row into *out, its strings copied into st->token. 0, or -1 out of memory. */
+static int row_to_token(struct store *st, sqlite3_stmt *s, struct store_token *out)
+{
+	const char *text[5];
+	size_t len[5], total = 0;
+	const int col[5] = {0, 1, 2, 3, 7};
+	char *p;
+
+	for (int i = 0; i < 5; i++) {
+		text[i] = (const char *)sqlite3_column_text(s, col[i]);
+		if (text[i] == NULL)
+			text[i] = "";
+		len[i] = strlen(text[i]);
+		total += len[i] + 1;
+	}
+	free(st->token);
+	st->token = p = malloc(total);
+	if (p == NULL) {
+		snprintf(st->err, sizeof(st->err), "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < 5; i++) {
+		memcpy(p, text[i], len[i] + 1);
+		text[i] = p;
+		p += len[i] + 1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->hash = text[0];
+	out->profile = text[1];
+	out->cn = text[2];
+	out->names = text[3];
+	out->used_serial = text[4];
+	out->created_at = (time_t)sqlite3_column_int64(s, 4);
+	out->not_after = (time_t)sqlite3_column_int64(s, 5);
+	out->used_at = (time_t)sqlite3_column_int64(s, 6); /* NULL reads as 0 */
+	return 0;
+}
+
+int store_token_take(struct store *st, const char *hash, time_t now, struct store_token *out)
+{
+	sqlite3_stmt *s;
+	int rc, taken;
+
+	if (tokens_table(st) != 0)
+		return -1;
+	/* One statement decides: of two takers, the second finds used_at set. */
+	s = prepare(st, "UPDATE tokens SET used_at = ?2 WHERE hash = ?1 AND used_at IS NULL AND "
+			"not_after > ?2 RETURNING " TOKEN_COLUMNS);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, 2, now);
+	rc = sqlite3_step(s);
+	taken = rc == SQLITE_ROW;
+	if (taken && row_to_token(st, s, out) != 0) {
+		sqlite3_finalize(s);
+		return -1;
+	}
+	if (taken)
+		rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return fail(st, "take token");
+	if (taken)
+		return 0;
+	/* Why not: unknown, used or expired (used wins: it says more). */
+	s = prepare(st, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE hash = ?");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		bool used = sqlite3_column_type(s, 6) != SQLITE_NULL;
+
+		rc = row_to_token(st, s, out) == 0 ? (used ? 3 : 2) : -1;
+		sqlite3_finalize(s);
+		return rc;
+	}
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 1 : fail(st, "look up token");
+}
+
+int store_token_used_by(struct store *st, const char *hash, const char *serial)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (tokens_table(st) != 0)
+		return -1;
+	s = prepare(st, "UPDATE tokens SET used_serial = ? WHERE hash = ? AND used_at IS NOT NULL");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, serial, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return fail(st, "record the token's certificate");
+	if (sqlite3_changes(st->db) != 1) {
+		snprintf(st->err, sizeof(st->err),
+			 "CA inventory: token %.16s is unknown or was not taken; nothing recorded",
+			 hash);
+		return -1;
+	}
+	return 0;
 }

@@ -46,5 +46,6 @@ int cmd_ca_list(int argc, char **argv);
 int cmd_ca_audit(int argc, char **argv);
 int cmd_ca_inspect(int argc, char **argv);
 int cmd_ca_export(int argc, char **argv);
+int cmd_ca_token(int argc, char **argv);
 
 #endif
