@@ -265,8 +265,8 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 		break;
 	case CURLE_PEER_FAILED_VERIFICATION:
 		fail(err, err_len,
-		     "the server at %s is not the CA trusted here: %s; check the URL and the CA "
-		     "file",
+		     "the server at %s is not the CA trusted here (its certificate does not lead "
+		     "to the pinned root or does not name the URL's host): %s",
 		     base, why);
 		break;
 	case CURLE_SSL_CERTPROBLEM:
