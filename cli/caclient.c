@@ -277,12 +277,12 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 		break;
 	case CURLE_FILESIZE_EXCEEDED:
 	case CURLE_WRITE_ERROR:
-		if (rc == CURLE_FILESIZE_EXCEEDED || b->too_big) {
+		if (rc == CURLE_FILESIZE_EXCEEDED || b->too_big)
 			fail(err, err_len, "the CA at %s sent an answer larger than %d bytes", base,
 			     CACLIENT_MAX_BODY);
-			break;
-		}
-		/* fall through */
+		else
+			fail(err, err_len, "request to the CA at %s failed: %s", base, why);
+		break;
 	default: fail(err, err_len, "request to the CA at %s failed: %s", base, why); break;
 	}
 out:

@@ -307,16 +307,15 @@ int cmd_enroll(int argc, char **argv)
 		char when[32];
 		time_t na = certfields_time(X509_get0_notAfter(sk_X509_value(iss.chain, 0)));
 		struct tm tm;
-		const char *cmd = strcmp(iss.profile, "server") == 0 ? "server --listen ADDR "
-								       "--target ADDR"
-								     : "connector --listen "
-								       "127.0.0.1:PORT --server "
-								       "HOST:PORT";
+		bool server = strcmp(iss.profile, "server") == 0;
+		const char *how = server ? "server" : "connector";
+		const char *rest = server ? "--listen ADDR --target ADDR --allow-uri PATTERN"
+					  : "--listen 127.0.0.1:PORT --server HOST:PORT";
 
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&na, &tm));
 		printf("enrolled: serial %s, %s, valid until %s; next: mtls %s --config "
-		       "%s/mtls.conf --allow-... (and mtls renew --dir %s before then)\n",
-		       iss.serial, names, when, cmd, absdir, absdir);
+		       "%s/mtls.conf %s, and mtls renew --dir %s from a timer\n",
+		       iss.serial, names, when, how, absdir, rest, absdir);
 	}
 	rc = 0;
 out:
