@@ -232,4 +232,105 @@ p=()
 one_line || p+=("stderr is not one line")
 report "renew of a directory that does not exist: exit 1, one line" "${p[@]+"${p[@]}"}"
 
+# ------------------------------------------------------------------------------------------
+# End to end against the real `mtls ca serve` (where this tree has it).
+if ! "$MTLS" ca serve --help >/dev/null 2>&1; then
+	echo "# (no mtls ca serve in this build: end-to-end cases skipped)"
+	finish
+	exit $?
+fi
+echo "# end to end: mtls ca serve"
+TD=spiffe://example.org
+m ca issue --dir "$W/a" --profile client --uri "$TD/admin" --out "$W/admin"
+[ "$RC" = 0 ] || { echo "(setup) admin certificate: $ERR" >&2; exit 1; }
+start_bg "$W/serve.log" "$MTLS" ca serve --dir "$W/a" --listen 127.0.0.1:0 \
+	--http-listen 127.0.0.1:0 --admin-uri "$TD/admin"
+SERVE_PID=$BG_PID
+wait_for_line "$W/serve.log" '"event":"listening"' "$READY_LIMIT" "$SERVE_PID" || {
+	cat -- "$W/serve.log" >&2
+	echo "(setup) mtls ca serve did not start" >&2
+	exit 1
+}
+AP=$(grep -m1 -F '"event":"listening"' "$W/serve.log" |
+	sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p')
+API=https://127.0.0.1:$AP
+E=$W/e
+token_app() {
+	"$MTLS" ca token --dir "$W/a" --profile client --uri "$TD/app" --ca-url "$API" 2>/dev/null
+}
+TOK=$(token_app)
+printf '%s\n' "$TOK" >"$W/etoken"
+m enroll --dir "$E" --token-file "$W/etoken"
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC, not 0")
+[[ $OUT == "enrolled: serial "*"URI:$TD/app"*"mtls connector --config $E/mtls.conf"* ]] ||
+	p+=("no one-line summary with the serial, names and next command")
+[ "$(stat -c %a "$E")" = 700 ] || p+=("directory mode $(stat -c %a "$E")")
+[ "$(stat -c %a "$E/key.pem")" = 600 ] || p+=("key.pem mode $(stat -c %a "$E/key.pem")")
+cmp -s "$E/ca.pem" "$W/a/root.pem" || p+=("ca.pem is not the CA's root")
+[ "$(cat "$E/ca-url")" = "$API" ] || p+=("ca-url is not $API")
+openssl verify -CAfile "$E/ca.pem" -untrusted "$E/cert.pem" "$E/cert.pem" >/dev/null 2>&1 ||
+	p+=("openssl verify of cert.pem against ca.pem failed")
+[ "$(openssl x509 -in "$E/cert.pem" -noout -pubkey 2>/dev/null)" = \
+	"$(openssl pkey -in "$E/key.pem" -pubout 2>/dev/null)" ] || p+=("key.pem does not match cert.pem")
+"$MTLS" verify --ca "$E/ca.pem" --allow-uri "$TD/app" "$E/cert.pem" >/dev/null 2>&1 ||
+	p+=("mtls verify refused cert.pem")
+"$MTLS" connector --config "$E/mtls.conf" --help >/dev/null 2>&1 ||
+	p+=("mtls connector does not accept mtls.conf")
+report "enroll: five files, chain verifies to ca.pem, key matches, config accepted" \
+	"${p[@]+"${p[@]}"}"
+
+m enroll --dir "$W/e2" --token-file "$W/etoken"
+p=()
+[ "$RC" = 1 ] || p+=("exit $RC, not 1")
+[[ $ERR == *"the CA refused (token_used"* ]] || p+=("the server's error not shown")
+one_line || p+=("stderr is not one line")
+[ ! -e "$W/e2" ] || p+=("$W/e2 was created")
+report "a used token: the CA's error on one line, nothing written" "${p[@]+"${p[@]}"}"
+
+serial() { openssl x509 -in "$1" -noout -serial 2>/dev/null | cut -d= -f2; }
+S1=$(serial "$E/cert.pem")
+K1=$(sha256sum <"$E/key.pem")
+m renew --dir "$E"
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC, not 0")
+[[ $OUT == "not due until "* ]] || p+=("no 'not due until'")
+[ "$(serial "$E/cert.pem")" = "$S1" ] || p+=("cert.pem changed")
+report "renew of a fresh certificate: not due, nothing changes" "${p[@]+"${p[@]}"}"
+
+m renew --dir "$E" --force
+S2=$(serial "$E/cert.pem")
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC, not 0")
+[[ $OUT == "renewed: serial $S2 (was $S1)"*"new key"* ]] || p+=("no one-line summary")
+[ "$S2" != "$S1" ] || p+=("same serial")
+[ "$(sha256sum <"$E/key.pem")" != "$K1" ] || p+=("same key")
+[ "$(openssl x509 -in "$E/cert.pem" -noout -pubkey 2>/dev/null)" = \
+	"$(openssl pkey -in "$E/key.pem" -pubout 2>/dev/null)" ] || p+=("key.pem does not match cert.pem")
+openssl verify -CAfile "$E/ca.pem" -untrusted "$E/cert.pem" "$E/cert.pem" >/dev/null 2>&1 ||
+	p+=("openssl verify of the new cert.pem failed")
+[ "$(stat -c %a "$E/key.pem")" = 600 ] || p+=("key.pem mode $(stat -c %a "$E/key.pem")")
+[ "$(ls -A "$E" | wc -l)" = 5 ] || p+=("files: $(ls -A "$E")")
+report "renew --force: new serial, new key, matching, verifying" "${p[@]+"${p[@]}"}"
+
+K2=$(sha256sum <"$E/key.pem")
+m renew --dir "$E" --force --same-key
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC, not 0")
+[ "$(serial "$E/cert.pem")" != "$S2" ] || p+=("same serial")
+[ "$(sha256sum <"$E/key.pem")" = "$K2" ] || p+=("the key changed")
+report "renew --same-key: new serial, same key" "${p[@]+"${p[@]}"}"
+
+S3=$(serial "$E/cert.pem")
+m ca revoke --dir "$W/a" --serial "$S3" --reason keyCompromise
+[ "$RC" = 0 ] || { echo "(setup) revoke: $ERR" >&2; exit 1; }
+before=$(cd "$E" && sha256sum -- * | sha256sum)
+m renew --dir "$E" --force
+p=()
+[ "$RC" = 1 ] || p+=("exit $RC, not 1")
+[[ $ERR == *"the CA refused ("* ]] || p+=("the server's refusal not shown")
+one_line || p+=("stderr is not one line")
+[ "$(cd "$E" && sha256sum -- * | sha256sum)" = "$before" ] || p+=("files changed")
+report "renew of a revoked certificate: refused, files unchanged" "${p[@]+"${p[@]}"}"
+
 finish
