@@ -12,5 +12,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_ca(int argc, char **argv);
 int cmd_server(int argc, char **argv);
 int cmd_connector(int argc, char **argv);
+int cmd_enroll(int argc, char **argv);
+int cmd_renew(int argc, char **argv);
 
 #endif /* MTLS_CLI_COMMANDS_H */

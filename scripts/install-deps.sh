@@ -8,6 +8,7 @@ packages=(
 	libcmocka-dev                       # unit tests
 	libsqlite3-dev sqlite3              # the CA inventory (and its CLI, for tests)
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
+	libcurl4-openssl-dev                # mtls enroll/renew: the CA service's client
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests

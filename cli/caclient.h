@@ -1,0 +1,88 @@
+/*
+ * The client side of the CA service (mtls ca serve): HTTPS requests through libcurl, the
+ * JSON answers (jansson), and the checks a client makes of what the CA hands it. Used by
+ * mtls enroll, mtls renew and mtls ca revoke --ca-url.
+ *
+ * Every request: HTTPS only (no redirects followed, no other protocol), TLS 1.2 or later,
+ * connect timeout 10 s, total 30 s, answers of at most CACLIENT_MAX_BODY bytes. The server
+ * is verified against one pinned root given by the caller (never the system store) and the
+ * URL's host name; the only unverified request is caclient_fetch_root(), whose answer is
+ * trusted only if it holds the root a token pins.
+ *
+ * Errors: -1 with one line in err saying what failed and what to do; for an HTTP error the
+ * server's {"error", "message"} as "the CA refused (CODE): MESSAGE".
+ */
+#ifndef MTLS_CLI_CACLIENT_H
+#define MTLS_CLI_CACLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#define CACLIENT_MAX_BODY  (1024 * 1024)
+#define CACLIENT_MAX_CERTS 64 /* in a root bundle or a chain */
+
+/* How to meet the server: the root it must verify against (PEM; required) and optionally
+ * a client certificate chain and key (files). */
+struct caclient_tls {
+	const char *root_pem;
+	size_t root_len;
+	const char *cert_file;
+	const char *key_file;
+};
+
+/* Check that base is "https://HOST[:PORT]" with no path, query, user or control byte, and
+ * copy it (without a trailing '/') into out. 0, or -1 with the message. */
+int caclient_base_url(const char *base, char *out, size_t out_len, char *err, size_t err_len);
+
+/* Fetch base/roots.pem without verifying the server and return the certificate in it whose
+ * SHA-256 of DER is pin (the caller frees it), or NULL with the message. */
+X509 *caclient_fetch_root(const char *base, const unsigned char pin[32], char *err, size_t err_len);
+/* The certificate of a PEM bundle (at most CACLIENT_MAX_CERTS) whose SHA-256 of DER is pin,
+ * or NULL (*count says how many certificates the bundle held). */
+X509 *caclient_pick_root(const char *pem, size_t len, const unsigned char pin[32], int *count);
+
+/* POST the JSON text body to base + path (path starts with '/'). On 200, 0 and the answer's
+ * bytes in *reply (NUL-terminated, *reply_len bytes; the caller frees). Otherwise -1 with
+ * the message (the server's error, or why the CA could not be reached). */
+int caclient_post(const char *base, const char *path, const char *body,
+		  const struct caclient_tls *tls, char **reply, size_t *reply_len, char *err,
+		  size_t err_len);
+
+/* An "issued" answer of /v1/enroll and /v1/renew. */
+struct caclient_issued {
+	char serial[64];
+	char profile[16];
+	char *names;
+	time_t not_before, not_after, renew_after;
+	char *chain_pem; /* as received: leaf first, then the issuing CA */
+	size_t chain_len;
+	STACK_OF(X509) * chain; /* parsed from chain_pem; the leaf is the first */
+};
+/* Parse the JSON answer (untrusted: bounded, every field checked). 0, or -1. */
+int caclient_issued_parse(const char *json, size_t len, struct caclient_issued *out, char *err,
+			  size_t err_len);
+/* The leaf carries key, verifies to root (and nothing else) now, with the chain as
+ * intermediates, and carries at least one subjectAltName. Its names ("DNS:a, URI:b") are
+ * written into names. 0, or -1 with the message. */
+int caclient_issued_check(const struct caclient_issued *in, EVP_PKEY *key, X509 *root, char *names,
+			  size_t names_len, char *err, size_t err_len);
+void caclient_issued_free(struct caclient_issued *i);
+
+/* A CSR for key with an empty subject and no extensions (the CA decides the names), PEM;
+ * the caller frees. NULL with the message. */
+char *caclient_csr(EVP_PKEY *key, char *err, size_t err_len);
+
+/* The subjectAltNames of cert as "DNS:a, URI:b, IP:1.2.3.4", control bytes as \xNN. */
+void caclient_names(X509 *cert, char *out, size_t out_len);
+
+/* Revoke serial at the CA at url, authenticating with an admin's client certificate
+ * (cert_file, key_file) and verifying the server against ca_file. 0 with one line in out
+ * ("revoked SERIAL at TIME, CRL number N"), or -1 with the message in out. */
+int caclient_revoke(const char *url, const char *cert_file, const char *key_file,
+		    const char *ca_file, const char *serial, const char *reason, char *out,
+		    size_t out_len);
+
+#endif /* MTLS_CLI_CACLIENT_H */
