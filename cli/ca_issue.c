@@ -548,7 +548,8 @@ int cmd_ca_issue(int argc, char **argv)
 					  .names = g.names.names,
 					  .not_before = now - 300,
 					  .not_after = not_after,
-					  .crl_url = ca->crl_url};
+					  .crl_url = ca->crl_url,
+					  .ocsp_url = ca->ocsp_url};
 
 		cert = sign_and_record(ca, &spec, o.profile, &g.names, err, sizeof(err));
 	}
