@@ -531,6 +531,12 @@ static void test_revocation(void **state)
 	assert_int_equal(when, t0 + 10);
 	assert_int_equal(verify(&ra, t0 + 20), 1);
 	/* revoked behind the responder's back (`mtls ca revoke`): the cached good is not used */
+	reply_free(&gb);
+	gb = ask(r, breq, blen, t0 + 25);
+	assert_int_equal(gb.meta.cert_status, V_OCSP_CERTSTATUS_GOOD);
+	reply_free(&gb);
+	gb = ask(r, breq, blen, t0 + 26);
+	assert_true(gb.meta.cached);
 	revoke(b, "unspecified", t0 + 30);
 	rb = ask(r, breq, blen, t0 + 40);
 	assert_false(rb.meta.cached);
