@@ -39,8 +39,8 @@
 #define OCSP_ANSWER_SECONDS (3600L)
 /* Requests longer than this are malformed (an RFC 5019 request is about 100 bytes). */
 #define OCSP_REQUEST_MAX (64 * 1024)
-/* Answers kept at most; beyond, stale ones are dropped, then all. */
-#define OCSP_CACHE_MAX 65536
+/* Answers kept at most (about 1.5 KiB each); beyond, stale ones are dropped, then all. */
+#define OCSP_CACHE_MAX 16384
 
 struct ocsp_responder;
 
