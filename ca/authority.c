@@ -87,6 +87,7 @@ static int save_settings(struct store *st, const struct authority_init *in)
 	snprintf(v, sizeof(v), "%ld", in->crl_days);
 	rc |= store_set_meta(st, "crl_days", v);
 	rc |= store_set_meta(st, "crl_url", in->crl_url != NULL ? in->crl_url : "");
+	rc |= store_set_meta(st, "ocsp_url", in->ocsp_url != NULL ? in->ocsp_url : "");
 	return rc != 0 ? -1 : 0;
 }
 
@@ -343,6 +344,9 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if (in->crl_url != NULL && in->crl_url[0] != '\0' &&
 	    issue_check_crl_url(in->crl_url, err, err_len) != 0)
 		return -1;
+	if (in->ocsp_url != NULL && in->ocsp_url[0] != '\0' &&
+	    issue_check_ocsp_url(in->ocsp_url, err, err_len) != 0)
+		return -1;
 	if (in->intermediate_days >= in->root_days) {
 		snprintf(err, err_len,
 			 "the intermediate lifetime (%ld days) must be shorter than the root's "
@@ -596,6 +600,18 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 		snprintf(err, err_len,
 			 "the CA's CRL distribution point in %s/ca.db is unusable (%s); "
 			 "investigate",
+			 dir, what);
+		goto fail;
+	}
+	switch (store_get_meta(ca->store, "ocsp_url", ca->ocsp_url, sizeof(ca->ocsp_url))) {
+	case 0: break;
+	case 1: ca->ocsp_url[0] = '\0'; break; /* a CA made before OCSP */
+	default: snprintf(err, err_len, "%s", store_error(ca->store)); goto fail;
+	}
+	if (ca->ocsp_url[0] != '\0' &&
+	    issue_check_ocsp_url(ca->ocsp_url, what, sizeof(what)) != 0) {
+		snprintf(err, err_len,
+			 "the CA's OCSP responder URL in %s/ca.db is unusable (%s); investigate",
 			 dir, what);
 		goto fail;
 	}

@@ -28,7 +28,8 @@ struct authority {
 	X509 *issuer;
 	EVP_PKEY *issuer_key; /* after authority_load_key() */
 	int lock_fd;
-	char crl_url[2049]; /* "" or an URL that passed issue_check_crl_url() */
+	char crl_url[2049];  /* "" or an URL that passed issue_check_crl_url() */
+	char ocsp_url[2049]; /* "" or an URL that passed issue_check_ocsp_url() */
 	long server_days;
 	long client_days;
 	long crl_days;
@@ -49,6 +50,8 @@ struct authority_init {
 	long client_days;
 	long crl_days;
 	const char *crl_url;	/* checked with issue_check_crl_url() */
+	const char *ocsp_url;	/* OCSP responder for leaves' authorityInfoAccess, checked with
+				 * issue_check_ocsp_url(), or NULL */
 	const char *passphrase; /* encrypts both CA keys, or NULL */
 };
 

@@ -131,11 +131,9 @@ int issuance_sign(struct authority *ca, const struct issuance *is, X509 **cert, 
 				  .names = g->names.names,
 				  .not_before = is->not_before,
 				  .not_after = is->not_after,
-				  .crl_url = ca->crl_url};
+				  .crl_url = ca->crl_url,
+				  .ocsp_url = ca->ocsp_url[0] != '\0' ? ca->ocsp_url : NULL};
 
-	/* OCSP: the CA's responder URL goes here once issue_spec and struct authority carry it
-	 * (the authorityInfoAccess extension):
-	 *	spec.ocsp_url = ca->ocsp_url[0] != '\0' ? ca->ocsp_url : NULL; */
 	*cert = NULL;
 	serial[0] = '\0';
 	/* retried on the (astronomically unlikely) duplicate serial */

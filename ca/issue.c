@@ -35,6 +35,7 @@ const char *issue_profile_name(enum issue_kind kind)
 	case ISSUE_SERVER: return "server";
 	case ISSUE_CLIENT: return "client";
 	case ISSUE_PEER: return "peer";
+	case ISSUE_OCSP: return "ocsp";
 	}
 	return "?";
 }
@@ -49,7 +50,8 @@ bool issue_key_acceptable(EVP_PKEY *key, char *why, size_t len)
 	return key_strength_check(key, why, len);
 }
 
-int issue_check_crl_url(const char *url, char *err, size_t err_len)
+/* what: "CRL" or "OCSP", for the message */
+static int check_url(const char *url, const char *what, char *err, size_t err_len)
 {
 	size_t len = strlen(url), scheme = 0;
 	const char *why = NULL;
@@ -71,11 +73,22 @@ int issue_check_crl_url(const char *url, char *err, size_t err_len)
 			why = "',', quotes, angle brackets, backslashes and ^`{|} are not allowed";
 	if (why == NULL)
 		return 0;
-	snprintf(err, err_len, "invalid CRL URL '%.200s%s': %s", url, len > 200 ? "..." : "", why);
+	snprintf(err, err_len, "invalid %s URL '%.200s%s': %s", what, url, len > 200 ? "..." : "",
+		 why);
 	for (char *p = err; *p != '\0'; p++)
 		if ((unsigned char)*p < ' ' || (unsigned char)*p > '~')
 			*p = '?';
 	return -1;
+}
+
+int issue_check_crl_url(const char *url, char *err, size_t err_len)
+{
+	return check_url(url, "CRL", err, err_len);
+}
+
+int issue_check_ocsp_url(const char *url, char *err, size_t err_len)
+{
+	return check_url(url, "OCSP", err, err_len);
 }
 
 /* CRLDistributionPoints with one distribution point whose fullName is the URI, built from
@@ -111,6 +124,44 @@ out:
 	GENERAL_NAME_free(g);
 	DIST_POINT_free(dp);
 	sk_DIST_POINT_pop_free(dps, DIST_POINT_free);
+	return ok ? 0 : -1;
+}
+
+/* authorityInfoAccess with one OCSP access description whose location is the URI, built from
+ * structures like add_crl_dp(). */
+static int add_aia_ocsp(X509 *cert, const char *url)
+{
+	AUTHORITY_INFO_ACCESS *aia = sk_ACCESS_DESCRIPTION_new_null();
+	ACCESS_DESCRIPTION *ad = ACCESS_DESCRIPTION_new();
+	ASN1_IA5STRING *uri = ASN1_IA5STRING_new();
+	int ok = 0;
+
+	if (aia == NULL || ad == NULL || uri == NULL ||
+	    ASN1_STRING_set(uri, url, (int)strlen(url)) != 1)
+		goto out;
+	ASN1_OBJECT_free(ad->method);
+	ad->method = OBJ_nid2obj(NID_ad_OCSP);
+	GENERAL_NAME_set0_value(ad->location, GEN_URI, uri);
+	uri = NULL;
+	if (!sk_ACCESS_DESCRIPTION_push(aia, ad))
+		goto out;
+	ad = NULL;
+	ok = X509_add1_ext_i2d(cert, NID_info_access, aia, 0, X509V3_ADD_DEFAULT) == 1;
+out:
+	ASN1_IA5STRING_free(uri);
+	ACCESS_DESCRIPTION_free(ad);
+	AUTHORITY_INFO_ACCESS_free(aia);
+	return ok ? 0 : -1;
+}
+
+/* id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): an ASN.1 NULL, not critical. */
+static int add_ocsp_nocheck(X509 *cert)
+{
+	ASN1_NULL *null = ASN1_NULL_new();
+	int ok = null != NULL && X509_add1_ext_i2d(cert, NID_id_pkix_OCSP_noCheck, null, 0,
+						   X509V3_ADD_DEFAULT) == 1;
+
+	ASN1_NULL_free(null);
 	return ok ? 0 : -1;
 }
 
@@ -151,12 +202,19 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	const char *eku = spec->kind == ISSUE_SERVER   ? "serverAuth"
 			  : spec->kind == ISSUE_CLIENT ? "clientAuth"
 			  : spec->kind == ISSUE_PEER   ? "serverAuth, clientAuth"
+			  : spec->kind == ISSUE_OCSP   ? "OCSPSigning"
 						       : NULL;
+	/* the URLs go into the leaves that relying parties check, not into a responder's */
+	bool urls = !ca && spec->kind != ISSUE_OCSP;
+	const char *crl_url =
+		urls && spec->crl_url != NULL && spec->crl_url[0] != '\0' ? spec->crl_url : NULL;
+	const char *ocsp_url =
+		urls && spec->ocsp_url != NULL && spec->ocsp_url[0] != '\0' ? spec->ocsp_url : NULL;
 	bool has_names = spec->names != NULL && sk_GENERAL_NAME_num(spec->names) > 0;
 	bool has_cn = spec->cn != NULL && spec->cn[0] != '\0';
 
-	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0' &&
-	    issue_check_crl_url(spec->crl_url, err, err_len) != 0)
+	if ((crl_url != NULL && issue_check_crl_url(crl_url, err, err_len) != 0) ||
+	    (ocsp_url != NULL && issue_check_ocsp_url(ocsp_url, err, err_len) != 0))
 		goto out;
 	/* RFC 5280 4.1.2.6 and 4.2.1.6: a CA has a subject; a leaf has a subject or names */
 	if (ca ? !has_cn : !has_cn && !has_names) {
@@ -204,8 +262,9 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 			      /* critical when the subject is empty (RFC 5280 4.2.1.6) */
 			      !has_cn, X509V3_ADD_DEFAULT) != 1)
 		goto fail;
-	if (!ca && spec->crl_url != NULL && spec->crl_url[0] != '\0' &&
-	    add_crl_dp(cert, spec->crl_url) != 0)
+	if ((crl_url != NULL && add_crl_dp(cert, crl_url) != 0) ||
+	    (ocsp_url != NULL && add_aia_ocsp(cert, ocsp_url) != 0) ||
+	    (spec->kind == ISSUE_OCSP && add_ocsp_nocheck(cert) != 0))
 		goto fail;
 	if (X509_sign(cert, issuer_key, keys_sign_digest(issuer_key)) <= 0)
 		goto fail;

@@ -14,7 +14,16 @@
 
 #include "certfields.h"
 
-enum issue_kind { ISSUE_ROOT, ISSUE_INTERMEDIATE, ISSUE_SERVER, ISSUE_CLIENT, ISSUE_PEER };
+/* ISSUE_OCSP is internal: a delegated OCSP responder certificate (ca/ocsp.c), never offered
+ * to operators (issue_profile() does not accept "ocsp"). */
+enum issue_kind {
+	ISSUE_ROOT,
+	ISSUE_INTERMEDIATE,
+	ISSUE_SERVER,
+	ISSUE_CLIENT,
+	ISSUE_PEER,
+	ISSUE_OCSP
+};
 
 struct issue_spec {
 	enum issue_kind kind;
@@ -24,10 +33,16 @@ struct issue_spec {
 	GENERAL_NAMES *names;  /* subjectAltNames (grant.h), or NULL; not changed */
 	time_t not_before;
 	time_t not_after;
-	const char *crl_url; /* CRL distribution point (issue_check_crl_url()), or NULL */
+	const char *crl_url;  /* CRL distribution point (issue_check_crl_url()), or NULL */
+	const char *ocsp_url; /* OCSP responder (issue_check_ocsp_url()) for authorityInfoAccess,
+			       * or NULL */
 };
 
-/* Build and sign. issuer NULL means self-signed (root). NULL with a message. */
+/* Build and sign. issuer NULL means self-signed (root). NULL with a message.
+ * Server, client and peer leaves carry crl_url and ocsp_url when set; CA certificates carry
+ * neither. ISSUE_OCSP (RFC 6960 4.2.2.2): CA:FALSE, keyUsage digitalSignature, EKU
+ * OCSPSigning only, id-pkix-ocsp-nocheck, and neither URL (a client does not check the
+ * responder's own status). */
 X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_key, char *err,
 		 size_t err_len);
 
@@ -35,8 +50,11 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
  * bytes of printable ASCII without spaces, ',', quotes, backslashes or <>^`{|}. 0, or -1
  * with a one-line message (the URL shown with anything unprintable as '?'). */
 int issue_check_crl_url(const char *url, char *err, size_t err_len);
+/* The same rules for an OCSP responder URL (authorityInfoAccess); the message names it. */
+int issue_check_ocsp_url(const char *url, char *err, size_t err_len);
 
-/* Profiles: "server", "client", "peer" (both). */
+/* Profiles operators may ask for: "server", "client", "peer" (both). issue_profile_name()
+ * also names the CA kinds ("root", "intermediate") and ISSUE_OCSP ("ocsp"). */
 int issue_profile(const char *name, enum issue_kind *kind);
 const char *issue_profile_name(enum issue_kind kind);
 

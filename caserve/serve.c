@@ -138,6 +138,7 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 	if (spec.not_after > issuer_end)
 		spec.not_after = issuer_end;
 	spec.crl_url = s->ca->crl_url[0] != '\0' ? s->ca->crl_url : NULL;
+	spec.ocsp_url = s->ca->ocsp_url[0] != '\0' ? s->ca->ocsp_url : NULL;
 	if (store_begin(s->ca->store) != 0) {
 		snprintf(err, err_len, "%s", store_error(s->ca->store));
 		goto out;

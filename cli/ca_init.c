@@ -21,6 +21,7 @@ struct init_opts {
 	long long client_days;
 	long long crl_days;
 	const char *crl_url;
+	const char *ocsp_url;
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
@@ -48,6 +49,9 @@ static const struct opt init_table[] = {
 	{"crl-url", OPT_STRING, O(crl_url), "URL",
 	 "CRL distribution point written into certificates and the CRL: an http:// or https:// "
 	 "URL of at most 2048 bytes"},
+	{"ocsp-url", OPT_STRING, O(ocsp_url), "URL",
+	 "OCSP responder written into certificates (authorityInfoAccess), e.g. the plain port "
+	 "of 'mtls ca serve' with /ocsp: an http:// or https:// URL of at most 2048 bytes"},
 	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
 	 "encrypt the CA keys with the passphrase in FILE"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
@@ -102,6 +106,10 @@ int cmd_ca_init(int argc, char **argv)
 		ca_fail("init", err);
 		goto out;
 	}
+	if (o.ocsp_url != NULL && issue_check_ocsp_url(o.ocsp_url, err, sizeof(err)) != 0) {
+		ca_fail("init", err);
+		goto out;
+	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
 		goto out;
@@ -116,6 +124,7 @@ int cmd_ca_init(int argc, char **argv)
 				     .client_days = (long)o.client_days,
 				     .crl_days = (long)o.crl_days,
 				     .crl_url = o.crl_url,
+				     .ocsp_url = o.ocsp_url,
 				     .passphrase = pass};
 	if (authority_create(&in, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
