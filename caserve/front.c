@@ -46,9 +46,9 @@ struct fconn {
 	ev_io pair_io;
 	ev_timer timer;
 	bool handshaken;
-	bool tls_eof;	     /* the client closed (close_notify or EOF) */
-	bool pair_eof;	     /* libmicrohttpd closed its end */
-	bool want_tls_write; /* the last TLS call wants POLLOUT */
+	bool tls_eof;  /* the client closed (close_notify or EOF) */
+	bool pair_eof; /* libmicrohttpd closed its end */
+	bool up_dead;  /* libmicrohttpd reads no more: the client's bytes are dropped */
 	char addr[64];
 	struct sockaddr_storage peer_sa;
 	unsigned char up[FRONT_BUF]; /* client -> libmicrohttpd */
@@ -240,8 +240,12 @@ static void pump(struct fconn *c)
 				c->up_off += (size_t)n;
 				progress = true;
 			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-				conn_close(c); /* libmicrohttpd is gone */
-				return;
+				/* libmicrohttpd stopped reading (it answered early, e.g. 413):
+				 * what the client still sends is dropped, what was answered is
+				 * still delivered */
+				c->up_dead = true;
+				c->up_off = c->up_len;
+				progress = true;
 			}
 		}
 		if (c->up_off == c->up_len && !c->tls_eof) {
@@ -249,11 +253,12 @@ static void pump(struct fconn *c)
 
 			c->up_off = c->up_len = 0;
 			if (n > 0) {
-				c->up_len = (size_t)n;
+				c->up_len = c->up_dead ? 0 : (size_t)n;
 				progress = true;
 			} else if (n == 0) {
 				c->tls_eof = true;
-				shutdown(c->pair, SHUT_WR);
+				if (!c->up_dead)
+					shutdown(c->pair, SHUT_WR);
 				progress = true;
 			} else if (n == MTLS_WANT_POLLOUT) {
 				tls_write = true;

@@ -121,7 +121,7 @@ static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	unsigned status = MHD_HTTP_OK;
-	char lm[40], ex[40], cc[64];
+	char lm[40], ex[40], cc[96];
 	long long age = next_update > now ? (long long)(next_update - now) : 0;
 
 	if (inm != NULL && strstr(inm, etag) != NULL) {
@@ -490,7 +490,6 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 		json_decref(j);
 		return refused(conn, "revoke", p, &e);
 	}
-	json_decref(j);
 	pthread_mutex_lock(&s->lock);
 	if (publish_refresh_crl(s, err, sizeof(err)) != 0)
 		LOG(LOG_ERROR, "crl_unavailable", LS("message", err));
@@ -499,6 +498,7 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 	LOG(LOG_INFO, "revoked", LS("peer", p->addr), LS("identity", p->identity),
 	    LS("serial", rv.serial), LS("reason", reason != NULL ? reason : "unspecified"),
 	    LN("crl_number", rv.crl_number));
+	json_decref(j); /* reason pointed into it */
 	rfc3339(rv.revoked_at, at);
 	return send_json(conn, MHD_HTTP_OK,
 			 json_pack("{s:s,s:s,s:I}", "serial", rv.serial, "revoked_at", at,

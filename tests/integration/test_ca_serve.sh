@@ -73,6 +73,8 @@ csr_json() {
 }
 rows() { "$MTLS" ca list --dir "$D" 2>/dev/null | tail -n +2 | wc -l; }
 alive() { kill -0 "$SERVE_PID" 2>/dev/null; }
+# vcheck NAME PROBLEM : pass when PROBLEM is empty, else fail with it.
+vcheck() { if [ -z "$2" ]; then pass "$1"; else fail "$1" "$2"; fi; }
 
 echo "# public data: roots, CRL"
 p=()
@@ -142,13 +144,13 @@ verdict "enroll: a CSR asking for a name the token does not grant is refused (40
 # that refusal left the token unused: the same token with a CSR asking for nothing works
 csr_json "$W/less.json" "$W/less.key"
 api "$W/less.out" /v1/enroll "$W/less.json"
-verdict "enroll: a refusal does not use the token up (the same token then enrolls)" \
+vcheck "enroll: a refusal does not use the token up (the same token then enrolls)" \
 	"$([ "$CODE" = 200 ] || echo "status $CODE: $(cat "$W/less.out")")"
 
 TOKEN="mtls1.garbage"
 csr_json "$W/bad.json" "$W/bad.key"
 api "$W/bad.out" /v1/enroll "$W/bad.json"
-verdict "enroll: a malformed token is refused (400 token_malformed)" \
+vcheck "enroll: a malformed token is refused (400 token_malformed)" \
 	"$([ "$CODE" = 400 ] && grep -q token_malformed "$W/bad.out" || echo "$CODE $(cat "$W/bad.out")")"
 TOKEN=""
 
@@ -166,13 +168,13 @@ verdict "renew: the holder of a valid certificate gets a new one, same names, ne
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$W/serve.log")"
 
 api "$W/nocert.out" /v1/renew "$W/renew.json"
-verdict "renew without a client certificate: 401 certificate_required" \
+vcheck "renew without a client certificate: 401 certificate_required" \
 	"$([ "$CODE" = 401 ] && grep -q certificate_required "$W/nocert.out" || echo "$CODE $(cat "$W/nocert.out")")"
 
 echo "# revocation"
 printf '{"serial":"%s","reason":"keyCompromise"}' "$APP_SERIAL" >"$W/revoke.json"
 api "$W/notadmin.out" /v1/revoke "$W/revoke.json" --cert "$W/other-chain.pem" --key "$W/other.key"
-verdict "revoke by a client that is not an admin: 403 not_admin" \
+vcheck "revoke by a client that is not an admin: 403 not_admin" \
 	"$([ "$CODE" = 403 ] && grep -q not_admin "$W/notadmin.out" || echo "$CODE $(cat "$W/notadmin.out")")"
 api "$W/revoke.out" /v1/revoke "$W/revoke.json" --cert "$W/admin-chain.pem" --key "$W/admin.key"
 p=()
@@ -182,12 +184,12 @@ openssl crl -inform DER -in "$W/crl2.der" -noout -text 2>/dev/null | grep -q "Se
 	p+=("the served CRL does not list $APP_SERIAL")
 verdict "revoke by the admin: 200, and the served CRL lists it at once" "${p[@]+"${p[@]}"}"
 api "$W/again.out" /v1/revoke "$W/revoke.json" --cert "$W/admin-chain.pem" --key "$W/admin.key"
-verdict "revoking it again: 409 already_revoked" \
+vcheck "revoking it again: 409 already_revoked" \
 	"$([ "$CODE" = 409 ] || echo "$CODE $(cat "$W/again.out")")"
 
 csr_json "$W/renew2.json" "$W/app3.key"
 api "$W/revoked-renew.out" /v1/renew "$W/renew2.json" --cert "$W/app-chain.pem" --key "$W/app.key"
-verdict "a revoked certificate cannot renew" \
+vcheck "a revoked certificate cannot renew" \
 	"$([ "$CODE" != 200 ] || echo "status 200: $(cat "$W/revoked-renew.out")")"
 
 echo "# OCSP (openssl ocsp as the client)"
@@ -196,17 +198,17 @@ ocsp_status() { # CERT -> good / revoked / unknown as openssl ocsp says, and "ve
 		-no_nonce 2>&1 | tr '\n' ' '
 }
 o=$(ocsp_status "$W/app-chain.pem")
-verdict "OCSP POST: the revoked certificate is revoked, the response verifies" \
+vcheck "OCSP POST: the revoked certificate is revoked, the response verifies" \
 	"$([[ $o == *"Response verify OK"* && $o == *": revoked"* ]] || echo "$o")"
 o=$(ocsp_status "$W/app2-chain.pem")
-verdict "OCSP POST: the renewed certificate is good" \
+vcheck "OCSP POST: the renewed certificate is good" \
 	"$([[ $o == *"Response verify OK"* && $o == *": good"* ]] || echo "$o")"
 openssl ocsp -issuer "$D/intermediate.pem" -cert "$W/app2-chain.pem" -no_nonce -reqout "$W/q.der" >/dev/null 2>&1
 enc=$(base64 -w0 "$W/q.der" | sed 's/+/%2B/g; s:/:%2F:g; s/=/%3D/g')
 http "$W/g.der" -D "$W/g.h" "$HTTP/ocsp/$enc"
 o=$(openssl ocsp -respin "$W/g.der" -issuer "$D/intermediate.pem" -cert "$W/app2-chain.pem" \
 	-CAfile "$D/root.pem" -no_nonce 2>&1 | tr '\n' ' ')
-verdict "OCSP GET (RFC 5019): good, cacheable (ETag)" \
+vcheck "OCSP GET (RFC 5019): good, cacheable (ETag)" \
 	"$([[ $CODE == 200 && $o == *"Response verify OK"* && $o == *": good"* ]] && grep -qi '^ETag:' "$W/g.h" || echo "$CODE $o")"
 
 echo "# a local mtls ca revoke reaches the served CRL"
@@ -221,20 +223,20 @@ for _ in $(seq 1 60); do
 	fi
 	sleep 0.1
 done
-verdict "a revocation by a local 'mtls ca revoke' is served (the service reads crl.pem again)" \
+vcheck "a revocation by a local 'mtls ca revoke' is served (the service reads crl.pem again)" \
 	"$([ -n "$found" ] || echo "the served CRL never listed $other")"
 
 echo "# bad input"
 head -c 100000 /dev/zero | tr '\0' 'a' >"$W/big.json"
 api "$W/big.out" /v1/enroll "$W/big.json"
-verdict "a body over the bound: 413" "$([ "$CODE" = 413 ] || echo "$CODE")"
+vcheck "a body over the bound: 413" "$([ "$CODE" = 413 ] || echo "$CODE")"
 printf 'not json' >"$W/nj.json"
 http "$W/nj.out" --cacert "$D/root.pem" -H 'Content-Type: text/plain' --data-binary "@$W/nj.json" "$API/v1/enroll"
-verdict "a body that is not declared JSON: 415" "$([ "$CODE" = 415 ] || echo "$CODE")"
+vcheck "a body that is not declared JSON: 415" "$([ "$CODE" = 415 ] || echo "$CODE")"
 api "$W/nj2.out" /v1/enroll "$W/nj.json"
-verdict "a body that is not JSON: 400 bad_json" "$([ "$CODE" = 400 ] && grep -q bad_json "$W/nj2.out" || echo "$CODE $(cat "$W/nj2.out")")"
+vcheck "a body that is not JSON: 400 bad_json" "$([ "$CODE" = 400 ] && grep -q bad_json "$W/nj2.out" || echo "$CODE $(cat "$W/nj2.out")")"
 http "$W/get.out" --cacert "$D/root.pem" "$API/v1/enroll"
-verdict "GET on a POST route: 405" "$([ "$CODE" = 405 ] || echo "$CODE")"
+vcheck "GET on a POST route: 405" "$([ "$CODE" = 405 ] || echo "$CODE")"
 head -c 3000 /dev/urandom >"$W/garbage"
 timeout 5 bash -c "cat '$W/garbage' >/dev/tcp/127.0.0.1/$AP" 2>/dev/null || true
 http "$W/after.pem" --cacert "$D/root.pem" "$API/roots.pem"
