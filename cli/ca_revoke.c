@@ -17,6 +17,7 @@
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
+#include "caclient.h"
 #include "revoke.h"
 
 struct revoke_opts {
@@ -28,6 +29,10 @@ struct revoke_opts {
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
+	const char *ca_url;
+	const char *admin_cert;
+	const char *admin_key;
+	const char *ca_file;
 };
 
 #define O(f) offsetof(struct revoke_opts, f)
@@ -39,6 +44,13 @@ static const struct opt revoke_table[] = {
 	{"reason", OPT_STRING, O(reason), "REASON",
 	 "unspecified (default), keyCompromise, affiliationChanged, superseded, "
 	 "cessationOfOperation, privilegeWithdrawn"},
+	{"ca-url", OPT_STRING, O(ca_url), "URL",
+	 "revoke through a running 'mtls ca serve' at https://HOST:PORT instead of in --dir"},
+	{"admin-cert", OPT_STRING, O(admin_cert), "FILE",
+	 "with --ca-url: an admin's client certificate chain (an --admin-uri of the service)"},
+	{"admin-key", OPT_STRING, O(admin_key), "FILE", "with --ca-url: its key"},
+	{"ca-file", OPT_STRING, O(ca_file), "FILE",
+	 "with --ca-url: the CA's root bundle, to verify the service (default DIR/root.pem)"},
 	CA_OPT_PASSPHRASE(O),
 	CA_OPT_CONFIG(O),
 	OPT_END,
@@ -144,8 +156,11 @@ int cmd_ca_revoke(int argc, char **argv)
 	unsigned char *der = NULL;
 	int der_len = 0;
 	int rc = ca_parse(
-		"revoke", "mtls ca revoke (--serial HEX | --cert FILE) [--reason R]",
-		"Revoke a certificate issued by the CA and publish a new CRL (DIR/crl.pem).",
+		"revoke",
+		"mtls ca revoke (--serial HEX | --cert FILE) [--reason R] [--ca-url URL "
+		"--admin-cert FILE --admin-key FILE]",
+		"Revoke a certificate issued by the CA and publish a new CRL (DIR/crl.pem), in the "
+		"CA directory\nor through a running 'mtls ca serve' (--ca-url).",
 		revoke_table, &o, argc, argv, &st);
 
 	if (rc >= 0)
@@ -168,6 +183,28 @@ int cmd_ca_revoke(int argc, char **argv)
 	if (o.cert != NULL &&
 	    read_cert_file(o.cert, serial, sizeof(serial), &der, &der_len, err, sizeof(err)) != 0) {
 		ca_fail("revoke", err);
+		goto out;
+	}
+	if (o.ca_url != NULL) {
+		char root[PATH_MAX];
+
+		if (o.admin_cert == NULL || o.admin_key == NULL) {
+			ca_fail("revoke", "--ca-url needs --admin-cert and --admin-key");
+			goto out;
+		}
+		if (o.ca_file == NULL) {
+			snprintf(root, sizeof(root), "%s/root.pem",
+				 o.dir != NULL ? o.dir : ca_default_dir());
+			o.ca_file = root;
+		}
+		rc = caclient_revoke(o.ca_url, o.admin_cert, o.admin_key, o.ca_file, serial,
+				     o.reason, err, sizeof(err)) == 0
+			     ? 0
+			     : 1;
+		if (rc == 0)
+			printf("%s\n", err);
+		else
+			ca_fail("revoke", err);
 		goto out;
 	}
 	rc = 1;

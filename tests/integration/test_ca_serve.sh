@@ -28,6 +28,8 @@ ADMIN=$TD/ns/prod/sa/admin
 	_lib_die "(setup) the admin certificate could not be issued"
 "$MTLS" ca issue --dir "$D" --profile client --uri "$TD/ns/dev/sa/other" --out "$W/other" \
 	>/dev/null 2>&1 || _lib_die "(setup) the other certificate could not be issued"
+"$MTLS" ca issue --dir "$D" --profile client --uri "$TD/ns/dev/sa/third" --out "$W/third" \
+	>/dev/null 2>&1 || _lib_die "(setup) the third certificate could not be issued"
 
 start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
 	--http-listen 127.0.0.1:0 --admin-uri "$ADMIN" --log-level debug
@@ -186,6 +188,24 @@ verdict "revoke by the admin: 200, and the served CRL lists it at once" "${p[@]+
 api "$W/again.out" /v1/revoke "$W/revoke.json" --cert "$W/admin-chain.pem" --key "$W/admin.key"
 vcheck "revoking it again: 409 already_revoked" \
 	"$([ "$CODE" = 409 ] || echo "$CODE $(cat "$W/again.out")")"
+
+third=$(openssl x509 -in "$W/third-chain.pem" -noout -serial | sed 's/serial=//')
+LAST_CMD="mtls ca revoke --ca-url (not an admin)"
+run "$MTLS" ca revoke --dir "$D" --ca-url "$API" --admin-cert "$W/other-chain.pem" \
+	--admin-key "$W/other.key" --serial "$third"
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+[[ $ERR == *not_admin* ]] || p+=("the refusal does not say not_admin")
+report "mtls ca revoke --ca-url with a certificate that is not an admin's: refused in one line" \
+	"${p[@]+"${p[@]}"}"
+LAST_CMD="mtls ca revoke --ca-url"
+run "$MTLS" ca revoke --dir "$D" --ca-url "$API" --admin-cert "$W/admin-chain.pem" \
+	--admin-key "$W/admin.key" --serial "$third" --reason superseded
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC")
+"$MTLS" ca list --dir "$D" --revoked 2>/dev/null | grep -q "$third" || p+=("not revoked in the inventory")
+report "mtls ca revoke --ca-url with the admin's certificate revokes through the service" \
+	"${p[@]+"${p[@]}"}"
 
 csr_json "$W/renew2.json" "$W/app3.key"
 api "$W/revoked-renew.out" /v1/renew "$W/renew2.json" --cert "$W/app-chain.pem" --key "$W/app.key"
