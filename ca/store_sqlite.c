@@ -1179,6 +1179,7 @@ int store_token_add(struct store *st, const struct store_token *t, const char *a
 {
 	sqlite3_stmt *s;
 	char at[32], *names = NULL, *detail = NULL;
+	const char *lines = t->names != NULL ? t->names : "";
 	int rc;
 
 	if (tokens_table(st) != 0)
@@ -1190,7 +1191,7 @@ int store_token_add(struct store *st, const struct store_token *t, const char *a
 	sqlite3_bind_text(s, 1, t->hash, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, t->profile, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, t->cn != NULL ? t->cn : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, t->names, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, lines, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, t->created_at);
 	sqlite3_bind_int64(s, 6, t->not_after);
 	rc = sqlite3_step(s);
@@ -1201,11 +1202,11 @@ int store_token_add(struct store *st, const struct store_token *t, const char *a
 	if (rc != SQLITE_DONE)
 		return fail(st, "add token");
 	/* the names as the rest of the log shows them: "DNS:a, URI:b" */
-	names = malloc(2 * strlen(t->names) + 1);
+	names = malloc(2 * strlen(lines) + 1);
 	if (names != NULL) {
 		char *o = names;
 
-		for (const char *p = t->names; *p != '\0'; p++) {
+		for (const char *p = lines; *p != '\0'; p++) {
 			if (*p == '\n') {
 				*o++ = ',';
 				*o++ = ' ';
