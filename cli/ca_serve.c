@@ -11,6 +11,7 @@
 #include "keys.h"
 #include "log.h"
 #include "serve.h"
+#include "token.h"
 
 struct serve_opts {
 	const char *dir;
@@ -132,12 +133,8 @@ int cmd_ca_serve(int argc, char **argv)
 		ca_fail("serve", err);
 		goto out;
 	}
-	if (o.public_url != NULL &&
-	    (strncmp(o.public_url, "https://", 8) != 0 || strlen(o.public_url) > 256 ||
-	     strpbrk(o.public_url + 8, "/?#@ ") != NULL || o.public_url[8] == '\0')) {
-		ca_failf("serve",
-			 "--public-url: '%s' must be https://HOST[:PORT] with nothing after",
-			 o.public_url);
+	if (o.public_url != NULL && token_check_url(o.public_url, err, sizeof(err)) != 0) {
+		ca_failf("serve", "--public-url: %s", err);
 		goto out;
 	}
 	if (log_format_parse(o.log_format, &fmt) != 0) {
