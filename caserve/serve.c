@@ -37,6 +37,7 @@
 #include "log.h"
 #include "ocsp.h"
 #include "serve.h"
+#include "token.h"
 
 #define SCHEDULE_SECONDS  60.0
 #define API_CERT_BACKDATE 300
@@ -393,6 +394,18 @@ int serve_run(const struct serve_options *o)
 		snprintf(s.api_url, sizeof(s.api_url), "%s", o->public_url);
 	else
 		snprintf(s.api_url, sizeof(s.api_url), "https://%s", api_bound);
+	/* tokens carry it: it must be a URL clients can reach */
+	if (strncmp(api_bound, "0.0.0.0:", 8) == 0 || strncmp(api_bound, "[::]:", 5) == 0) {
+		if (o->public_url == NULL) {
+			snprintf(err, sizeof(err),
+				 "--listen %s accepts on every address: give --public-url "
+				 "https://NAME:PORT, the name clients reach the API at",
+				 o->listen);
+			goto out;
+		}
+	}
+	if (token_check_url(s.api_url, err, sizeof(err)) != 0)
+		goto out;
 	if (publish_load_roots(&s, err, sizeof(err)) != 0)
 		goto out;
 	s.ocsp = ocsp_responder_new();
