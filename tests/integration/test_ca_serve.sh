@@ -149,6 +149,26 @@ api "$W/less.out" /v1/enroll "$W/less.json"
 vcheck "enroll: a refusal does not use the token up (the same token then enrolls)" \
 	"$([ "$CODE" = 200 ] || echo "status $CODE: $(cat "$W/less.out")")"
 
+# one token, two enrollments at once: exactly one wins
+run "$MTLS" ca token --dir "$D" --profile client --uri "$TD/ns/dev/sa/race" --ttl 10m
+TOKEN=$OUT
+csr_json "$W/race1.json" "$W/race1.key"
+csr_json "$W/race2.json" "$W/race2.key"
+before=$(rows)
+racers=()
+for i in 1 2; do
+	curl -sS -o "$W/race$i.out" -w '%{http_code}' --max-time 20 --cacert "$D/root.pem" \
+		-H 'Content-Type: application/json' --data-binary "@$W/race$i.json" \
+		"$API/v1/enroll" >"$W/race$i.code" 2>/dev/null &
+	racers+=("$!")
+done
+wait "${racers[@]}" || true
+codes=$({ cat "$W/race1.code"; echo; cat "$W/race2.code"; echo; } | sort | tr '\n' ' ')
+p=()
+[ "$codes" = "200 401 " ] || p+=("statuses $codes, expected one 200 and one 401")
+[ "$(rows)" = $((before + 1)) ] || p+=("$(($(rows) - before)) certificates issued, expected 1")
+verdict "one token used by two enrollments at once: exactly one wins" "${p[@]+"${p[@]}"}"
+
 TOKEN="mtls1.garbage"
 csr_json "$W/bad.json" "$W/bad.key"
 api "$W/bad.out" /v1/enroll "$W/bad.json"
