@@ -213,10 +213,8 @@ int ocsp_responder_refresh(struct ocsp_responder *r, struct authority *ca, time_
 
 		X509_free(cert);
 		cert = issue_sign(&spec, ca->issuer, ca->issuer_key, err, err_len);
-		if (cert == NULL)
-			break;
-		rc = record(ca, cert, now); /* 1: the serial exists, pick another */
-		if (rc < 0)
+		rc = cert != NULL ? record(ca, cert, now) : -2; /* 1: the serial exists */
+		if (rc == -1)
 			snprintf(err, err_len, "cannot record the OCSP responder certificate: %s",
 				 store_error(ca->store));
 		if (rc < 0)

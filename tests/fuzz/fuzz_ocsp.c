@@ -171,17 +171,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* Is data exactly one DER OCSPRequest with exactly one Request? Its CertID in *id (a copy). */
-static bool one_request(const uint8_t *data, size_t size, OCSP_CERTID **id)
+/* Is data exactly one DER OCSPRequest with exactly one Request? The request in *rq (the
+ * caller frees it) and its CertID in *id. */
+static bool one_request(const uint8_t *data, size_t size, OCSP_REQUEST **rq, OCSP_CERTID **id)
 {
 	const unsigned char *p = data;
-	OCSP_REQUEST *rq = size > 0 && size <= OCSP_REQUEST_MAX
-				   ? d2i_OCSP_REQUEST(NULL, &p, (long)size)
-				   : NULL;
-	bool one = rq != NULL && p == data + size && OCSP_request_onereq_count(rq) == 1;
+	bool one;
 
-	*id = one ? OCSP_CERTID_dup(OCSP_onereq_get0_id(OCSP_request_onereq_get0(rq, 0))) : NULL;
-	OCSP_REQUEST_free(rq);
+	*rq = size > 0 && size <= OCSP_REQUEST_MAX ? d2i_OCSP_REQUEST(NULL, &p, (long)size) : NULL;
+	one = *rq != NULL && p == data + size && OCSP_request_onereq_count(*rq) == 1;
+	*id = one ? OCSP_onereq_get0_id(OCSP_request_onereq_get0(*rq, 0)) : NULL;
 	return one && *id != NULL;
 }
 
@@ -216,8 +215,9 @@ static void answer(const uint8_t *data, size_t size)
 	const unsigned char *p;
 	OCSP_RESPONSE *r;
 	OCSP_BASICRESP *bs = NULL;
+	OCSP_REQUEST *rq = NULL;
 	OCSP_CERTID *asked = NULL;
-	bool one = one_request(data, size, &asked);
+	bool one = one_request(data, size, &rq, &asked);
 
 	check(ocsp_respond(responder, ca, data, size, now, &resp, &resp_len, &meta) == 0);
 	check(resp != NULL && resp_len > 0);
@@ -253,7 +253,7 @@ static void answer(const uint8_t *data, size_t size)
 	}
 	OCSP_BASICRESP_free(bs);
 	OCSP_RESPONSE_free(r);
-	OCSP_CERTID_free(asked);
+	OCSP_REQUEST_free(rq);
 	free(resp);
 	ERR_clear_error();
 }

@@ -78,6 +78,12 @@ if [ "$aia" = "$URL" ]; then
 else
 	fail "issue: the leaf names the OCSP responder (authorityInfoAccess)" "$aia"
 fi
+run "$MTLS" verify --ca "$D/root.pem" "$W/leaf-chain.pem"
+if [ "$RC" = 0 ]; then
+	pass "a leaf with the OCSP URL passes libmtls's strict profile (mtls verify)"
+else
+	fail "a leaf with the OCSP URL passes libmtls's strict profile (mtls verify)" "$OUT" "$ERR"
+fi
 aia=$(openssl x509 -in "$W/foreign.pem" -noout -ext authorityInfoAccess 2>&1 || true)
 if [ -z "$aia" ] || [[ $aia == *"No extensions"* ]]; then
 	pass "issue: no authorityInfoAccess without --ocsp-url"
