@@ -121,6 +121,16 @@ verdict() {
 	fi
 }
 
+# vcheck NAME PROBLEM : pass when PROBLEM (one string, e.g. "$(test || echo why)") is empty,
+# else fail with it.
+vcheck() {
+	if [ -z "$2" ]; then
+		pass "$1"
+	else
+		fail "$1" "$2"
+	fi
+}
+
 # report NAME PROBLEMS... : verdict, with the last `run` as the details (set LAST_CMD to
 # name the command; the output shown is its last 40 lines on each stream).
 report() {

@@ -75,8 +75,6 @@ csr_json() {
 }
 rows() { "$MTLS" ca list --dir "$D" 2>/dev/null | tail -n +2 | wc -l; }
 alive() { kill -0 "$SERVE_PID" 2>/dev/null; }
-# vcheck NAME PROBLEM : pass when PROBLEM is empty, else fail with it.
-vcheck() { if [ -z "$2" ]; then pass "$1"; else fail "$1" "$2"; fi; }
 
 echo "# public data: roots, CRL"
 p=()
