@@ -24,8 +24,9 @@ static const struct ca_command ca_commands[] = {
 	{"inspect", cmd_ca_inspect, "show a certificate, CSR or CRL in human-readable form"},
 	{"export", cmd_ca_export, "bundle a certificate and key as PKCS#12"},
 	{"audit", cmd_ca_audit, "verify the hash chain of the audit log"},
-	{"serve", cmd_ca_serve, "serve the CA over the network: enrollment, renewal, revocation, "
-				"CRL, OCSP"},
+	{"serve", cmd_ca_serve,
+	 "serve the CA over the network: enrollment, renewal, revocation, "
+	 "CRL, OCSP"},
 	{"token", cmd_ca_token, "make a one-time enrollment token for the CA service"},
 	{NULL, NULL, NULL},
 };
