@@ -319,6 +319,7 @@ static int create_schema(struct store_pg *st, char *err, size_t err_len)
 	const char *lock[] = {WRITER_LOCK};
 	PGresult *r;
 	int64_t n;
+	bool empty = false;
 
 	if (exec_simple(st, "begin", "BEGIN") != 0)
 		return -1;
@@ -329,11 +330,34 @@ static int create_schema(struct store_pg *st, char *err, size_t err_len)
 	n = our_tables(st, OUR_TABLES);
 	if (n < 0)
 		goto fail;
+	/* the tables alone, without a row: what an init that failed after making them left
+	 * (the schema is made in a transaction of its own, before the CA's first records) */
+	if (n == 6) {
+		r = run(st, "read the inventory",
+			"SELECT (SELECT count(*) FROM meta) + (SELECT count(*) FROM certs) + "
+			"(SELECT count(*) FROM crls) + (SELECT count(*) FROM audit) + "
+			"(SELECT count(*) FROM tokens) + (SELECT count(*) FROM crl_der)",
+			0, NULL);
+		if (r == NULL)
+			goto fail;
+		empty = get_i64(r, 0, 0) == 0;
+		PQclear(r);
+	}
 	if (n > 0) {
-		snprintf(err, err_len,
-			 "%s already holds a CA inventory (or tables of its names: meta, certs, "
-			 "crls, audit, tokens, crl_der); give a new, empty database to --store",
-			 st->name);
+		if (empty)
+			snprintf(err, err_len,
+				 "%s already holds an empty CA inventory (left by an init that "
+				 "failed?); give a new, empty database to --store, or drop the "
+				 "inventory's tables (meta, certs, crls, audit, tokens, crl_der) "
+				 "there",
+				 st->name);
+		else
+			snprintf(err, err_len,
+				 "%s already holds a CA inventory (or tables of its names: meta, "
+				 "certs, crls, audit, tokens, crl_der); give a new, empty database "
+				 "to "
+				 "--store",
+				 st->name);
 		exec_simple(st, "rollback", "ROLLBACK");
 		return 1;
 	}

@@ -842,6 +842,7 @@ static void test_url(void **state)
 static void test_not_an_inventory_pg(void **state)
 {
 	char err[512] = "";
+	struct store *st;
 
 	(void)state;
 	if (!on_pg)
@@ -853,6 +854,13 @@ static void test_not_an_inventory_pg(void **state)
 	assert_non_null(strstr(err, "already holds a CA inventory"));
 	assert_null(store_open(loc(".foreign"), false, err, sizeof(err)));
 	assert_non_null(strstr(err, "is not a usable CA inventory"));
+	/* an inventory made and never written (an init that failed after making the tables)
+	 * is told apart */
+	st = store_open(loc(".unused"), true, err, sizeof(err));
+	assert_non_null(st);
+	store_close(st);
+	assert_null(store_open(loc(".unused"), true, err, sizeof(err)));
+	assert_non_null(strstr(err, "already holds an empty CA inventory"));
 }
 
 static void test_not_a_database(void **state)
