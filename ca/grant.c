@@ -724,6 +724,9 @@ static const char *advice(const struct grant *g, const char *option)
 
 	if (g->source == GRANT_TOKEN)
 		return "the enrollment token does not grant it; fix the CSR";
+	if (g->source == GRANT_RENEWAL)
+		return "the certificate being renewed does not carry it; ask for its names or "
+		       "fewer";
 	snprintf(buf, sizeof(buf), "issue with %s for it or fix the CSR", option);
 	return buf;
 }

@@ -61,6 +61,7 @@ int grant_check_text(const char *text, size_t max, const char *what, char *err, 
 enum grant_source {
 	GRANT_OPERATOR, /* command-line options: refusals suggest --dns, --uri, --cn */
 	GRANT_TOKEN,	/* an enrollment token: refusals say the token does not grant it */
+	GRANT_RENEWAL,	/* a renewal: refusals say the certificate renewed does not carry it */
 };
 
 struct grant {

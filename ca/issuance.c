@@ -10,6 +10,7 @@
 
 #include "certfields.h"
 #include "issuance.h"
+#include "service.h"
 
 time_t issuance_issuer_end(const struct authority *ca)
 {
@@ -63,7 +64,7 @@ int issuance_check_key(struct authority *ca, EVP_PKEY *key, const char *what, ch
 		 "%s carries a key whose certificate (serial %s) was revoked for keyCompromise; "
 		 "make a new key and CSR",
 		 what, serial);
-	return 1;
+	return 2;
 }
 
 /* One attempt: sign, insert, audit. 0, 1 the serial is taken (try again), -1 store, -2
@@ -179,4 +180,34 @@ char *issuance_chain_pem(const struct authority *ca, X509 *leaf, size_t *len)
 	free(l);
 	free(i);
 	return chain;
+}
+
+int issuance_store_status(const struct store *st, const char **code)
+{
+	switch (store_error_kind(st)) {
+	case STORE_FAIL_UNAVAILABLE: *code = "store_unavailable"; return 503;
+	case STORE_FAIL_FULL: *code = "disk_full"; return 507;
+	case STORE_FAIL_OTHER: break;
+	}
+	*code = "store_failed";
+	return 500;
+}
+
+int issuance_result(const struct authority *ca, X509 *cert, const char *serial,
+		    const struct grant *g, time_t not_before, time_t not_after,
+		    struct svc_issued *out)
+{
+	memset(out, 0, sizeof(*out));
+	snprintf(out->serial, sizeof(out->serial), "%s", serial);
+	snprintf(out->profile, sizeof(out->profile), "%s", issue_profile_name(g->kind));
+	out->not_before = not_before;
+	out->not_after = not_after;
+	out->renew_after = not_before + (not_after - not_before) * 2 / 3;
+	out->chain_pem = issuance_chain_pem(ca, cert, &out->chain_len);
+	out->names = strdup(g->names.text);
+	if (out->chain_pem == NULL || out->names == NULL) {
+		svc_issued_free(out);
+		return -1;
+	}
+	return 0;
 }

@@ -33,8 +33,9 @@ int issuance_window(const struct authority *ca, time_t now, long long seconds, t
 
 /* Inside the caller's transaction: may the CA sign for this key? what names it in
  * messages ("CSR x.csr"). It must be a key the CA signs for (issue_key_acceptable()) and
- * not one whose certificate was revoked for keyCompromise. 0 yes; 1 no (err says why and
- * what to do); -1 the store failed (store_error()). */
+ * not one whose certificate was revoked for keyCompromise. 0 yes; 1 a weak or unsupported
+ * key, 2 a compromised one (err says why and what to do); -1 the store failed
+ * (store_error(), err a copy). */
 int issuance_check_key(struct authority *ca, EVP_PKEY *key, const char *what, char *err,
 		       size_t err_len);
 
@@ -64,6 +65,18 @@ int issuance_sign(struct authority *ca, const struct issuance *is, X509 **cert, 
  * 0, or -1 with the store's message in err. */
 int issuance_refused(struct authority *ca, const char *actor, const char *action,
 		     const char *subject, const char *detail, char *err, size_t err_len);
+
+/* The HTTP status for the store's last failure (store_error_kind()) and its code: 503
+ * store_unavailable (busy, locked, read-only), 507 disk_full, 500 store_failed. */
+int issuance_store_status(const struct store *st, const char **code);
+
+struct svc_issued;
+/* Fill out (service.h) for cert, issued from g with serial: the chain (leaf + issuing CA),
+ * profile, names, validity and renew_after (2/3 of the lifetime). 0, or -1 out of memory
+ * (out freed). */
+int issuance_result(const struct authority *ca, X509 *cert, const char *serial,
+		    const struct grant *g, time_t not_before, time_t not_after,
+		    struct svc_issued *out);
 
 /* The chain to hand out: the leaf then the issuing CA, PEM (caller frees; *len without the
  * NUL). NULL if out of memory. */

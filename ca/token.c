@@ -365,7 +365,7 @@ int token_decode(const char *text, struct token *t, char *err, size_t err_len)
 {
 	struct token got;
 	const char *p = text, *part[5];
-	size_t n, len[5], nparts = 1, got_len;
+	size_t n, len[5], nparts, got_len;
 	unsigned char crc[4];
 	uint32_t want;
 	char why[256];
@@ -401,13 +401,15 @@ int token_decode(const char *text, struct token *t, char *err, size_t err_len)
 	part[0] = p;
 	len[0] = PREFIX_LEN - 1;
 	part[1] = p + PREFIX_LEN;
+	nparts = 2; /* "mtls1" and the one being read */
 	for (size_t i = PREFIX_LEN; i < n; i++) {
 		if (p[i] != '.')
 			continue;
-		if (nparts < 5)
-			len[nparts] = (size_t)(p + i - part[nparts]);
-		if (++nparts <= 5)
-			part[nparts - 1] = p + i + 1;
+		if (nparts < 5) {
+			len[nparts - 1] = (size_t)(p + i - part[nparts - 1]);
+			part[nparts] = p + i + 1;
+		}
+		nparts++;
 	}
 	if (nparts != 5) {
 		snprintf(err, err_len, "the token is damaged (%zu parts, not 5%s): " AGAIN, nparts,
