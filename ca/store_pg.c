@@ -1552,7 +1552,8 @@ int store_pg_check(struct store_pg *st, struct store_check *out, char *what, siz
 int store_pg_token_add(struct store_pg *st, const struct store_token *t, const char *actor)
 {
 	struct num c = num(t->created_at), n = num(t->not_after);
-	const char *v[] = {t->hash, t->profile, t->cn != NULL ? t->cn : "", t->names, c.s, n.s};
+	const char *lines = t->names != NULL ? t->names : ""; /* NULL: none */
+	const char *v[] = {t->hash, t->profile, t->cn != NULL ? t->cn : "", lines, c.s, n.s};
 	char at[32], *names, *detail = NULL, *o;
 	PGresult *r = run(st, "add token",
 			  "INSERT INTO tokens (hash, profile, cn, names, created_at, not_after) "
@@ -1568,10 +1569,10 @@ int store_pg_token_add(struct store_pg *st, const struct store_token *t, const c
 	if (!added)
 		return 1;
 	/* the names as the rest of the log shows them: "DNS:a, URI:b" */
-	names = o = malloc(2 * strlen(t->names) + 1);
+	names = o = malloc(2 * strlen(lines) + 1);
 	if (names == NULL)
 		return fail_memory(st);
-	for (const char *p = t->names; *p != '\0'; p++) {
+	for (const char *p = lines; *p != '\0'; p++) {
 		if (*p == '\n') {
 			*o++ = ',';
 			*o++ = ' ';
