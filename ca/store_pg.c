@@ -42,6 +42,8 @@ struct store_pg {
 	enum store_failure failure;
 	bool locked;		/* the writer lock is held, until the transaction ends */
 	bool reading;		/* in store_pg_begin_read()'s snapshot */
+	bool in_tx;		/* between a begin and its commit or rollback */
+	bool reconnecting;	/* in reconnect(): no second one from its statements */
 	PGresult *get;		/* behind the strings of the last store_pg_get_cert() */
 	unsigned char *get_der; /* and its DER */
 	PGresult *token;	/* behind the strings of the last store_pg_token_take() */
@@ -181,11 +183,33 @@ enum store_failure store_pg_error_kind(const struct store_pg *st)
  */
 
 /* Run sql with n text parameters. The result, or NULL with the error set (what failed). */
+static int reconnect(struct store_pg *st);
+
 static PGresult *run(struct store_pg *st, const char *what, const char *sql, int n,
 		     const char *const *values)
 {
-	PGresult *r = PQexecParams(st->conn, sql, n, NULL, values, NULL, NULL, 0);
-	ExecStatusType s = PQresultStatus(r);
+	PGresult *r;
+	ExecStatusType s;
+
+	/* Outside a transaction a lost connection (a restarted database) is opened again;
+	 * inside one, the transaction is lost: the statement fails, and so does the commit. */
+	if (!st->in_tx && !st->reconnecting && PQstatus(st->conn) != CONNECTION_OK &&
+	    reconnect(st) != 0)
+		return NULL;
+	r = PQexecParams(st->conn, sql, n, NULL, values, NULL, NULL, 0);
+	s = PQresultStatus(r);
+	/* libpq sees a connection the server ended only when it is used: a statement that
+	 * changes nothing (a read, a BEGIN, a setting) is run again on a new one */
+	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && !st->in_tx && !st->reconnecting &&
+	    PQstatus(st->conn) != CONNECTION_OK &&
+	    (strncmp(sql, "SELECT", 6) == 0 || strncmp(sql, "BEGIN", 5) == 0 ||
+	     strncmp(sql, "SET", 3) == 0)) {
+		PQclear(r);
+		if (reconnect(st) != 0)
+			return NULL;
+		r = PQexecParams(st->conn, sql, n, NULL, values, NULL, NULL, 0);
+		s = PQresultStatus(r);
+	}
 
 	if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
 		return r;
@@ -323,6 +347,7 @@ static int create_schema(struct store_pg *st, char *err, size_t err_len)
 
 	if (exec_simple(st, "begin", "BEGIN") != 0)
 		return -1;
+	st->in_tx = true;
 	r = run(st, "lock the inventory", "SELECT pg_advisory_xact_lock($1)", 1, lock);
 	if (r == NULL)
 		goto fail;
@@ -358,7 +383,7 @@ static int create_schema(struct store_pg *st, char *err, size_t err_len)
 				 "to "
 				 "--store",
 				 st->name);
-		exec_simple(st, "rollback", "ROLLBACK");
+		store_pg_rollback(st);
 		return 1;
 	}
 	/* constant SQL, several statements: the simple protocol */
@@ -371,7 +396,7 @@ static int create_schema(struct store_pg *st, char *err, size_t err_len)
 	PQclear(r);
 	return store_pg_commit(st);
 fail:
-	PQclear(PQexec(st->conn, "ROLLBACK"));
+	store_pg_rollback(st);
 	return -1;
 }
 
@@ -470,6 +495,8 @@ void store_pg_close(struct store_pg *st)
 /* A connection lost since the last transaction (a restarted database) is opened again. */
 static int reconnect(struct store_pg *st)
 {
+	int rc;
+
 	if (PQstatus(st->conn) == CONNECTION_OK)
 		return 0;
 	PQreset(st->conn);
@@ -481,16 +508,19 @@ static int reconnect(struct store_pg *st)
 			 st->name, line_len(PQerrorMessage(st->conn)), PQerrorMessage(st->conn));
 		return -1;
 	}
-	return session(st);
+	st->reconnecting = true;
+	rc = session(st);
+	st->reconnecting = false;
+	return rc;
 }
 
 static int begin(struct store_pg *st, const char *sql, bool reading)
 {
-	st->locked = false;
-	st->reading = false;
-	if (reconnect(st) != 0 || exec_simple(st, "begin", sql) != 0)
+	st->locked = st->reading = st->in_tx = false;
+	if (exec_simple(st, "begin", sql) != 0)
 		return -1;
 	st->reading = reading;
+	st->in_tx = true;
 	return 0;
 }
 
@@ -509,7 +539,7 @@ int store_pg_commit(struct store_pg *st)
 	PGresult *r = run(st, "commit", "COMMIT", 0, NULL);
 	bool committed = r != NULL && strcmp(PQcmdStatus(r), "COMMIT") == 0;
 
-	st->locked = st->reading = false;
+	st->locked = st->reading = st->in_tx = false;
 	if (r != NULL && !committed) {
 		/* PostgreSQL answers COMMIT of a failed transaction with ROLLBACK */
 		st->failure = STORE_FAIL_OTHER;
@@ -524,7 +554,7 @@ int store_pg_commit(struct store_pg *st)
 
 void store_pg_rollback(struct store_pg *st)
 {
-	st->locked = st->reading = false;
+	st->locked = st->reading = st->in_tx = false;
 	if (PQstatus(st->conn) == CONNECTION_OK)
 		PQclear(PQexecParams(st->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0));
 }

@@ -838,6 +838,56 @@ static void test_url(void **state)
 	assert_null(strchr(err, '\n'));
 }
 
+/* PostgreSQL: end every other session of the database at location (a restarted server, as
+ * the CA's sessions see it). */
+static void kill_sessions(const char *location)
+{
+	PGconn *c = PQconnectdb(location);
+	PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+				"WHERE datname = current_database() AND pid <> pg_backend_pid()");
+
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_true(atoi(PQgetvalue(r, 0, 0)) > 0);
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* PostgreSQL: a connection lost inside a transaction fails it, saying so (unavailable); one
+ * lost between transactions is opened again by the next statement. */
+static void test_reconnect_pg(void **state)
+{
+	char err[256], buf[16];
+	struct store *st;
+
+	(void)state;
+	if (!on_pg)
+		skip();
+	st = store_open(loc(".reconnect"), true, err, sizeof(err));
+	assert_non_null(st);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_set_meta(st, "k", "1"), 0);
+	kill_sessions(loc(".reconnect"));
+	assert_int_equal(store_audit(st, "tester", "issue", "CN=a", "a"), -1);
+	assert_non_null(strstr(store_error(st), "lost the connection to the CA inventory, "
+						"PostgreSQL database mtls_test_"));
+	assert_int_equal(store_error_kind(st), STORE_FAIL_UNAVAILABLE);
+	assert_int_equal(store_commit(st), -1);
+	store_rollback(st);
+	/* nothing of it was kept; the next transaction and a read outside one work */
+	assert_int_equal(store_get_meta(st, "k", buf, sizeof(buf)), 1);
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_set_meta(st, "k", "2"), 0);
+	assert_int_equal(store_commit(st), 0);
+	kill_sessions(loc(".reconnect"));
+	assert_int_equal(store_get_meta(st, "k", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "2");
+	kill_sessions(loc(".reconnect"));
+	assert_int_equal(store_begin(st), 0);
+	assert_int_equal(store_audit(st, "tester", "issue", "CN=a", "a"), 0);
+	assert_int_equal(store_commit(st), 0);
+	store_close(st);
+}
+
 /* PostgreSQL: an empty database is not an inventory, a foreign one is not made one. */
 static void test_not_an_inventory_pg(void **state)
 {
@@ -890,13 +940,21 @@ static void test_not_a_database(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_store),	       cmocka_unit_test(test_audit_tamper),
-		cmocka_unit_test(test_check),	       cmocka_unit_test(test_crl_numbers),
-		cmocka_unit_test(test_triggers),       cmocka_unit_test(test_triggers_pg),
-		cmocka_unit_test(test_tokens),	       cmocka_unit_test(test_crl_der),
-		cmocka_unit_test(test_token_race),     cmocka_unit_test(test_crl_number_wait),
-		cmocka_unit_test(test_crl_race),       cmocka_unit_test(test_url),
-		cmocka_unit_test(test_not_a_database), cmocka_unit_test(test_not_an_inventory_pg),
+		cmocka_unit_test(test_store),
+		cmocka_unit_test(test_audit_tamper),
+		cmocka_unit_test(test_check),
+		cmocka_unit_test(test_crl_numbers),
+		cmocka_unit_test(test_triggers),
+		cmocka_unit_test(test_triggers_pg),
+		cmocka_unit_test(test_tokens),
+		cmocka_unit_test(test_crl_der),
+		cmocka_unit_test(test_token_race),
+		cmocka_unit_test(test_crl_number_wait),
+		cmocka_unit_test(test_crl_race),
+		cmocka_unit_test(test_url),
+		cmocka_unit_test(test_reconnect_pg),
+		cmocka_unit_test(test_not_a_database),
+		cmocka_unit_test(test_not_an_inventory_pg),
 	};
 	int failed = cmocka_run_group_tests_name("sqlite", tests, setup, teardown);
 
