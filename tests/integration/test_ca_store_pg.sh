@@ -3,7 +3,8 @@
 # (initdb in $TMP, a unix socket only, no TCP port), then
 #   - the store's unit tests (test_ca_store) on it, which run every case on SQLite and on
 #     PostgreSQL: two processes taking one enrollment token at once (exactly one wins), a
-#     second publisher waiting for the CRL number, four processes publishing CRLs at once;
+#     second publisher waiting for the CRL number, four processes publishing CRLs at once,
+#     sessions ended by the server (inside a transaction and between two);
 #   - `mtls ca init --store` / issue / revoke / list / audit on it, and a second CA node (a
 #     copy of the CA directory) sharing the database;
 #   - two nodes publishing CRLs at once: every publication succeeds, numbers never repeat
@@ -107,7 +108,9 @@ p=()
 for t in test_token_race test_crl_number_wait test_crl_race test_tokens test_crl_der; do
 	[ "$(count_lines "$OUT" "[       OK ] $t")" = 2 ] || p+=("$t did not pass on both backends")
 done
-[ "$(count_lines "$OUT" "[       OK ] test_triggers_pg")" = 1 ] || p+=("test_triggers_pg did not run on PostgreSQL")
+for t in test_triggers_pg test_reconnect_pg test_not_an_inventory_pg; do
+	[ "$(count_lines "$OUT" "[       OK ] $t")" = 1 ] || p+=("$t did not pass on PostgreSQL")
+done
 report "test_ca_store: every case on SQLite and PostgreSQL (token race, CRL number wait, 4 publishers)" \
 	"${p[@]+"${p[@]}"}"
 
