@@ -221,10 +221,10 @@ sql ca -c "SELECT detail FROM audit WHERE action = 'crl' ORDER BY seq"
 prev=0
 while IFS= read -r line; do
 	n=$(sed -n 's/^CRL \([0-9]*\),.*/\1/p' <<<"$line")
-	[ -n "$n" ] && [ "$n" -gt "$prev" ] || {
+	if [ -z "$n" ] || [ "$n" -le "$prev" ]; then
 		p+=("the audit log records CRL $n after $prev")
 		break
-	}
+	fi
 	prev=$n
 done <<<"$OUT"
 for d in "$CA1" "$CA2"; do
