@@ -237,7 +237,8 @@ static int target_free(const char *dir, char *err, size_t err_len)
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		empty = false;
-		ca = ca || strcmp(e->d_name, "ca.db") == 0 || strcmp(e->d_name, "root.pem") == 0;
+		ca = ca || strcmp(e->d_name, "ca.db") == 0 || strcmp(e->d_name, "root.pem") == 0 ||
+		     strcmp(e->d_name, "store") == 0;
 	}
 	closedir(d);
 	if (ca)
@@ -403,9 +404,32 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	    write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
 		    0)
 		goto out;
-	ca.store = store_open(authority_path(&ca, "ca.db", path, sizeof(path)), true, err, err_len);
+	if (in->store_url != NULL && store_url_check(in->store_url, err, err_len) != 0)
+		goto out;
+	ca.store =
+		store_open(in->store_url != NULL ? in->store_url
+						 : authority_path(&ca, "ca.db", path, sizeof(path)),
+			   true, err, err_len);
 	if (ca.store == NULL)
 		goto out;
+	/* DIR/store names the database: every copy of DIR (a CA node) opens it */
+	if (in->store_url != NULL) {
+		size_t n = strlen(in->store_url);
+		char *line = malloc(n + 2);
+		int written;
+
+		if (line == NULL) {
+			snprintf(err, err_len, "out of memory");
+			goto out;
+		}
+		memcpy(line, in->store_url, n);
+		line[n] = '\n';
+		written = files_write(authority_path(&ca, "store", path, sizeof(path)), line, n + 1,
+				      0600, true, err, err_len);
+		free(line);
+		if (written != 0)
+			goto out;
+	}
 	if (store_begin(ca.store) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		goto out;
@@ -538,11 +562,51 @@ void authority_release_room(struct authority *ca)
 	files_discard(&ca->room);
 }
 
+/* Where the inventory of ca->dir is: the database that DIR/store names, or DIR/ca.db. */
+static int locate_store(struct authority *ca, char *location, size_t len, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+	size_t n = 0;
+	char *url;
+
+	if (!files_exists(authority_path(ca, "store", path, sizeof(path)))) {
+		if (files_exists(authority_path(ca, "ca.db", location, len)))
+			return 0;
+		snprintf(err, err_len, "%s holds no CA; create one with 'mtls ca init --dir %s'",
+			 ca->dir, ca->dir);
+		return -1;
+	}
+	url = files_read(path, &n, err, err_len);
+	if (url == NULL)
+		return -1;
+	/* one line: the URL */
+	while (n > 0 && (url[n - 1] == '\n' || url[n - 1] == '\r'))
+		url[--n] = '\0';
+	if (n == 0 || n >= len || strlen(url) != n || strchr(url, '\n') != NULL ||
+	    store_url_check(url, err, err_len) != 0) {
+		char why[512];
+
+		snprintf(why, sizeof(why), "%s",
+			 n == 0 || n >= len || strlen(url) != n || strchr(url, '\n') != NULL
+				 ? "not one line holding a URL"
+				 : err);
+		snprintf(err, err_len,
+			 "%s does not name the CA's database (%s); write the postgresql:// URL "
+			 "into it, on one line",
+			 path, why);
+		free(url);
+		return -1;
+	}
+	memcpy(location, url, n + 1);
+	free(url);
+	return 0;
+}
+
 struct authority *authority_open(const char *dir, enum authority_lock lock, char *err,
 				 size_t err_len)
 {
 	struct authority *ca = calloc(1, sizeof(*ca));
-	char path[PATH_MAX], what[512];
+	char path[PATH_MAX], what[512], location[PATH_MAX];
 
 	if (ca == NULL) {
 		snprintf(err, err_len, "out of memory");
@@ -550,11 +614,8 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	}
 	ca->lock_fd = -1;
 	snprintf(ca->dir, sizeof(ca->dir), "%s", dir);
-	if (!files_exists(authority_path(ca, "ca.db", path, sizeof(path)))) {
-		snprintf(err, err_len, "%s holds no CA; create one with 'mtls ca init --dir %s'",
-			 dir, dir);
+	if (locate_store(ca, location, sizeof(location), err, err_len) != 0)
 		goto fail;
-	}
 	if (lock != AUTHORITY_UNLOCKED) {
 		authority_path(ca, "lock", path, sizeof(path));
 		ca->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -575,9 +636,8 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	/* under the exclusive lock, a temporary file can only be one that a killed writer left */
 	if (lock == AUTHORITY_EXCLUSIVE)
 		files_remove_temporaries(ca->dir);
-	authority_path(ca, "ca.db", path, sizeof(path));
-	ca->store = lock == AUTHORITY_EXCLUSIVE ? store_open(path, false, err, err_len)
-						: store_open_read(path, err, err_len);
+	ca->store = lock == AUTHORITY_EXCLUSIVE ? store_open(location, false, err, err_len)
+						: store_open_read(location, err, err_len);
 	if (ca->store == NULL)
 		goto fail;
 	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);
@@ -598,9 +658,8 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	/* the inventory of an older version may hold one that was never checked */
 	if (ca->crl_url[0] != '\0' && issue_check_crl_url(ca->crl_url, what, sizeof(what)) != 0) {
 		snprintf(err, err_len,
-			 "the CA's CRL distribution point in %s/ca.db is unusable (%s); "
-			 "investigate",
-			 dir, what);
+			 "the CA's CRL distribution point in %s is unusable (%s); investigate",
+			 store_is_url(location) ? "its inventory" : location, what);
 		goto fail;
 	}
 	switch (store_get_meta(ca->store, "ocsp_url", ca->ocsp_url, sizeof(ca->ocsp_url))) {

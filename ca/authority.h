@@ -6,7 +6,9 @@
  *   intermediate.pem  the issuing CA (pathlen 0), signed by the root
  *   intermediate.key  its key (0600), optionally encrypted
  *   crl.pem           the intermediate's current CRL
- *   ca.db             the inventory and audit log (store.h)
+ *   ca.db             the inventory and audit log (store.h), or
+ *   store             instead, one line: the postgresql:// URL of the inventory's database,
+ *                     which several CA nodes (copies of this directory) share
  *   lock              taken (flock) by every command that changes the CA
  */
 #ifndef MTLS_CA_AUTHORITY_H
@@ -53,6 +55,9 @@ struct authority_init {
 	const char *ocsp_url;	/* OCSP responder for leaves' authorityInfoAccess, checked with
 				 * issue_check_ocsp_url(), or NULL */
 	const char *passphrase; /* encrypts both CA keys, or NULL */
+	/* a postgresql:// URL without a password (store_url_check()): the inventory is made in
+	 * that database, which must hold none, and DIR/store names it; NULL: DIR/ca.db */
+	const char *store_url;
 };
 
 /* Create a new CA. Refuses to touch a directory that already holds one. */

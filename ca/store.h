@@ -2,9 +2,13 @@
  * The CA's inventory: issued certificates, revocations, CRL numbers and an append-only,
  * hash-chained audit log.
  *
- * A small interface with one implementation today (SQLite: store_sqlite.c, one file, WAL,
- * synchronous=FULL, mode 0600). A PostgreSQL implementation for several CA nodes would
- * provide the same operations.
+ * A small interface with two implementations (store.c picks one by the location):
+ *   - SQLite (store_sqlite.c): one file, WAL, synchronous=FULL, mode 0600; the embedded
+ *     default, for one CA node.
+ *   - PostgreSQL (store_pg.c, libpq): a postgresql:// URL, for several CA nodes sharing one
+ *     database. Writers that extend the audit chain or take CRL numbers hold one advisory
+ *     lock until they commit, so that the chain stays linear and CRL numbers increase
+ *     strictly whichever node signs.
  *
  * Every change happens inside store_begin() / store_commit(); the audit entry describing a
  * change is appended in the same transaction, so either both happen or neither.
@@ -42,15 +46,21 @@ enum store_filter {
 	STORE_EXPIRING /* not revoked, notAfter before the given time */
 };
 
-/* Open the store at path. With create, a new store is made (the file must not hold one yet);
- * without, the file must already be a CA inventory: an empty or foreign database is
- * refused rather than silently started afresh. NULL with a message in err. */
-struct store *store_open(const char *path, bool create, char *err, size_t err_len);
+/* Open the store at location: a SQLite file's path, or a postgresql:// (postgres://) URL. With
+ * create, a new store is made (the file, or the database, must not hold one yet); without,
+ * it must already be a CA inventory: an empty or foreign database is refused rather than
+ * silently started afresh. NULL with a message in err. */
+struct store *store_open(const char *location, bool create, char *err, size_t err_len);
 /* The same for a command that only reads (an existing store): on a disk too full for
  * SQLite's shared WAL index (ca.db-shm, 32 KiB), it opens again holding the database file
  * locked, with the index in memory, so that the inventory can still be listed and audited.
  * Writers wait meanwhile (busy timeout). */
-struct store *store_open_read(const char *path, char *err, size_t err_len);
+struct store *store_open_read(const char *location, char *err, size_t err_len);
+/* Does location name a PostgreSQL database (postgresql:// or postgres://)? */
+bool store_is_url(const char *location);
+/* Is url a PostgreSQL URL fit to be written into a CA directory (DIR/store): parseable and
+ * without a password (which belongs in PGPASSFILE or PGPASSWORD)? 0, or -1 with err. */
+int store_url_check(const char *url, char *err, size_t err_len);
 void store_close(struct store *st);
 const char *store_error(const struct store *st);
 /* What kind of failure the last error message describes, for a service that answers "try
@@ -62,7 +72,11 @@ enum store_failure {
 };
 enum store_failure store_error_kind(const struct store *st);
 
-/* BEGIN IMMEDIATE: one writer at a time; others wait (busy timeout). */
+/* A write transaction. SQLite: BEGIN IMMEDIATE, one writer at a time; others wait (busy
+ * timeout). PostgreSQL: READ COMMITTED; the first operation that reads or extends the audit
+ * chain or the CRL numbers (store_audit() and everything that audits, store_crl_next(),
+ * store_check(), ...) takes the store's advisory lock, held until commit or rollback:
+ * others wait (statement_timeout). */
 int store_begin(struct store *st);
 /* BEGIN (deferred): a read transaction, so that several queries see one snapshot of the
  * inventory whatever commits meanwhile. End it with store_rollback(). */
@@ -107,6 +121,13 @@ int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t n
 /* The SHA-256 (hex) the audit log records for CRL number: 0 found, 1 not recorded, -1
  * error. */
 int store_crl_logged(struct store *st, int64_t number, char sha256[65]);
+/* Keep the signed CRL (DER) number in the inventory, in the transaction that publishes it
+ * (after store_crl_add()), so that every node can serve the newest CRL whichever node
+ * signed it. Only the newest is kept. 0, or -1. */
+int store_crl_der_put(struct store *st, int64_t number, const unsigned char *der, size_t len);
+/* The newest CRL kept by store_crl_der_put(): its number and a copy of its DER in *der
+ * (free() it). 0, 1 none kept yet, -1 error. */
+int store_crl_der_latest(struct store *st, int64_t *number, unsigned char **der, size_t *len);
 
 /* Settings of the CA (profile lifetimes, CRL distribution point, ...). */
 int store_set_meta(struct store *st, const char *key, const char *value);

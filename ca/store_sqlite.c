@@ -14,20 +14,20 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
-#include "store.h"
+#include "store_backend.h"
 
-struct store {
+struct store_sqlite {
 	sqlite3 *db;
 	char path[PATH_MAX]; /* for messages: which disk is full */
 	char err[PATH_MAX + 512];
-	sqlite3_stmt *get; /* statement behind the strings of the last store_get_cert() */
-	char *token;	   /* the strings of the last store_token_take() */
-	/* what the last failure was (store_error_kind()) */
+	sqlite3_stmt *get; /* statement behind the strings of the last store_sqlite_get_cert() */
+	char *token;	   /* the strings of the last store_sqlite_token_take() */
+	/* what the last failure was (store_sqlite_error_kind()) */
 	enum store_failure failure;
 };
 
 /* The append-only triggers, as SQLite records them (sqlite_master.sql drops "IF NOT
- * EXISTS"): store_check() compares them with these. */
+ * EXISTS"): store_sqlite_check() compares them with these. */
 #define TRIGGER_NO_UPDATE                                                                          \
 	"audit_no_update BEFORE UPDATE ON audit  BEGIN SELECT RAISE(ABORT, 'the audit log is "     \
 	"append-only'); END"
@@ -47,6 +47,11 @@ struct store {
 	"  not_after INTEGER NOT NULL,"                                                            \
 	"  used_at INTEGER,"                                                                       \
 	"  used_serial TEXT NOT NULL DEFAULT '');"
+
+/* The newest signed CRL (DER), which every node can serve (store_crl_der_put()). Newer than
+ * the other tables too. */
+#define CRL_DER_SCHEMA                                                                             \
+	"CREATE TABLE IF NOT EXISTS crl_der (number INTEGER PRIMARY KEY, der BLOB NOT NULL);"
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS meta ("
@@ -75,7 +80,7 @@ static const char schema[] =
 	"  prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
 	/* append-only: the database itself refuses edits of the audit log */
 	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_UPDATE ";"
-	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_DELETE ";" TOKENS_SCHEMA;
+	"CREATE TRIGGER IF NOT EXISTS " TRIGGER_NO_DELETE ";" TOKENS_SCHEMA CRL_DER_SCHEMA;
 
 /* A full disk (or quota) is not a damaged inventory: say so, and that nothing changed (every
  * caller rolls its transaction back). */
@@ -98,7 +103,7 @@ static bool quota(sqlite3 *db)
 	(quota(db) ? "free space within the quota or have it raised, and run the command again"    \
 		   : "free space and run the command again")
 
-static int fail(struct store *st, const char *what)
+static int fail(struct store_sqlite *st, const char *what)
 {
 	int code = sqlite3_errcode(st->db) & 0xff; /* the primary code */
 
@@ -116,19 +121,19 @@ static int fail(struct store *st, const char *what)
 	return -1;
 }
 
-const char *store_error(const struct store *st)
+const char *store_sqlite_error(const struct store_sqlite *st)
 {
 	return st->err;
 }
 
-enum store_failure store_error_kind(const struct store *st)
+enum store_failure store_sqlite_error_kind(const struct store_sqlite *st)
 {
 	return st->failure;
 }
 
 /* Does the database hold our tables? 1 yes, 0 no (or not a database), -1 it could not be
  * read for another reason (a full disk, I/O), which says nothing about its contents. */
-static int is_inventory(struct store *st)
+static int is_inventory(struct store_sqlite *st)
 {
 	sqlite3_stmt *s = NULL;
 	int rc = sqlite3_prepare_v2(st->db,
@@ -147,13 +152,13 @@ static int is_inventory(struct store *st)
 	return -1;
 }
 
-/* store_open(); with in_memory_index, the database file stays locked while open, so that
+/* store_sqlite_open(); with in_memory_index, the database file stays locked while open, so that
  * SQLite keeps the WAL index in memory instead of in the ca.db-shm file (32 KiB) that it
  * must otherwise create or grow. *full says that the disk is full. */
-static struct store *open_store(const char *path, bool create, bool in_memory_index, bool *full,
-				char *err, size_t err_len)
+static struct store_sqlite *open_store(const char *path, bool create, bool in_memory_index,
+				       bool *full, char *err, size_t err_len)
 {
-	struct store *st = calloc(1, sizeof(*st));
+	struct store_sqlite *st = calloc(1, sizeof(*st));
 	int fd, inventory = 1;
 	bool pragmas;
 
@@ -181,7 +186,7 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 	    SQLITE_OK) {
 		snprintf(err, err_len, "cannot open CA inventory %s: %s", path,
 			 st->db != NULL ? sqlite3_errmsg(st->db) : "out of memory");
-		store_close(st);
+		store_sqlite_close(st);
 		return NULL;
 	}
 	sqlite3_busy_timeout(st->db, 30000);
@@ -205,7 +210,7 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 		else
 			snprintf(err, err_len, "cannot read the CA inventory %s: %s", path,
 				 sqlite3_errmsg(st->db));
-		store_close(st);
+		store_sqlite_close(st);
 		return NULL;
 	}
 	if ((create && (!pragmas || sqlite3_exec(st->db, schema, NULL, NULL, NULL) != SQLITE_OK)) ||
@@ -225,28 +230,28 @@ static struct store *open_store(const char *path, bool create, bool in_memory_in
 				 "unreadable); restore it from a backup",
 				 path);
 		}
-		store_close(st);
+		store_sqlite_close(st);
 		return NULL;
 	}
 	return st;
 }
 
-struct store *store_open(const char *path, bool create, char *err, size_t err_len)
+struct store_sqlite *store_sqlite_open(const char *path, bool create, char *err, size_t err_len)
 {
 	bool full;
-	struct store *st = open_store(path, create, false, &full, err, err_len);
+	struct store_sqlite *st = open_store(path, create, false, &full, err, err_len);
 
 	/* An inventory older than the tokens table gains it here. Not a reason to refuse the
 	 * open (a full disk): the token functions create it too, or say why they cannot. */
 	if (st != NULL && !create)
-		sqlite3_exec(st->db, TOKENS_SCHEMA, NULL, NULL, NULL);
+		sqlite3_exec(st->db, TOKENS_SCHEMA CRL_DER_SCHEMA, NULL, NULL, NULL);
 	return st;
 }
 
-struct store *store_open_read(const char *path, char *err, size_t err_len)
+struct store_sqlite *store_sqlite_open_read(const char *path, char *err, size_t err_len)
 {
 	bool full;
-	struct store *st = open_store(path, false, false, &full, err, err_len);
+	struct store_sqlite *st = open_store(path, false, false, &full, err, err_len);
 
 	/* A full disk cannot hold the shared WAL index: lock the file for the short while a
 	 * read takes instead (writers wait; none could commit on this disk anyway). */
@@ -255,7 +260,7 @@ struct store *store_open_read(const char *path, char *err, size_t err_len)
 	return st;
 }
 
-void store_close(struct store *st)
+void store_sqlite_close(struct store_sqlite *st)
 {
 	if (st == NULL)
 		return;
@@ -270,13 +275,13 @@ void store_close(struct store *st)
  * ca serve), the next BEGIN IMMEDIATE after another process wrote (mtls ca issue) would then
  * fail at once with "database is locked" (a stale snapshot cannot become a writer). A
  * transaction's start and end are store calls, so the strings may end there. */
-static void release_get(struct store *st)
+static void release_get(struct store_sqlite *st)
 {
 	if (st->get != NULL)
 		sqlite3_reset(st->get);
 }
 
-int store_begin(struct store *st)
+int store_sqlite_begin(struct store_sqlite *st)
 {
 	release_get(st);
 	return sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK
@@ -284,26 +289,26 @@ int store_begin(struct store *st)
 		       : fail(st, "begin");
 }
 
-int store_begin_read(struct store *st)
+int store_sqlite_begin_read(struct store_sqlite *st)
 {
 	release_get(st);
 	return sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : fail(st, "begin");
 }
 
-int store_commit(struct store *st)
+int store_sqlite_commit(struct store_sqlite *st)
 {
 	release_get(st);
 	return sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK ? 0
 									     : fail(st, "commit");
 }
 
-void store_rollback(struct store *st)
+void store_sqlite_rollback(struct store_sqlite *st)
 {
 	release_get(st);
 	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static sqlite3_stmt *prepare(struct store *st, const char *sql)
+static sqlite3_stmt *prepare(struct store_sqlite *st, const char *sql)
 {
 	sqlite3_stmt *stmt = NULL;
 
@@ -314,7 +319,7 @@ static sqlite3_stmt *prepare(struct store *st, const char *sql)
 	return stmt;
 }
 
-int store_add_cert(struct store *st, const struct store_cert *c)
+int store_sqlite_add_cert(struct store_sqlite *st, const struct store_cert *c)
 {
 	sqlite3_stmt *s = prepare(st, "INSERT INTO certs (serial, subject, sans, spki_sha256, "
 				      "profile, not_before, not_after, issued_at, der) "
@@ -341,7 +346,8 @@ int store_add_cert(struct store *st, const struct store_cert *c)
 	return fail(st, "add certificate");
 }
 
-int store_revoke(struct store *st, const char *serial, const char *reason, time_t when)
+int store_sqlite_revoke(struct store_sqlite *st, const char *serial, const char *reason,
+			time_t when)
 {
 	sqlite3_stmt *s =
 		prepare(st, "UPDATE certs SET status = 'revoked', revoked_at = ?, "
@@ -360,7 +366,7 @@ int store_revoke(struct store *st, const char *serial, const char *reason, time_
 		return fail(st, "revoke");
 	if (sqlite3_changes(st->db) == 1)
 		return 0;
-	rc = store_get_cert(st, serial, &c);
+	rc = store_sqlite_get_cert(st, serial, &c);
 	return rc == 0 ? 2 : rc;
 }
 
@@ -386,7 +392,7 @@ static void row_to_cert(sqlite3_stmt *s, struct store_cert *c)
 	"serial, subject, sans, spki_sha256, profile, not_before, not_after, issued_at, "          \
 	"status, revoked_at, revocation_reason, der"
 
-int store_get_cert(struct store *st, const char *serial, struct store_cert *out)
+int store_sqlite_get_cert(struct store_sqlite *st, const char *serial, struct store_cert *out)
 {
 	int rc;
 
@@ -403,7 +409,7 @@ int store_get_cert(struct store *st, const char *serial, struct store_cert *out)
 	return rc == SQLITE_DONE ? 1 : fail(st, "look up certificate");
 }
 
-int store_key_compromised(struct store *st, const char *spki_sha256, char serial[64])
+int store_sqlite_key_compromised(struct store_sqlite *st, const char *spki_sha256, char serial[64])
 {
 	sqlite3_stmt *s = prepare(st, "SELECT serial FROM certs WHERE spki_sha256 = ? AND "
 				      "status = 'revoked' AND revocation_reason = 'keyCompromise' "
@@ -422,8 +428,8 @@ int store_key_compromised(struct store *st, const char *spki_sha256, char serial
 	return rc == SQLITE_DONE ? 0 : fail(st, "look up the key");
 }
 
-int store_each_cert(struct store *st, enum store_filter filter, time_t before,
-		    int (*fn)(const struct store_cert *, void *), void *arg)
+int store_sqlite_each_cert(struct store_sqlite *st, enum store_filter filter, time_t before,
+			   int (*fn)(const struct store_cert *, void *), void *arg)
 {
 	static const char *const where[] = {
 		[STORE_ALL] = "1",
@@ -454,7 +460,8 @@ int store_each_cert(struct store *st, enum store_filter filter, time_t before,
 	return rc == SQLITE_DONE ? 0 : fail(st, "list certificates");
 }
 
-int store_next_crl_number(struct store *st, time_t this_update, time_t next_update, int64_t *number)
+int store_sqlite_next_crl_number(struct store_sqlite *st, time_t this_update, time_t next_update,
+				 int64_t *number)
 {
 	sqlite3_stmt *s = prepare(st, "INSERT INTO crls (number, this_update, next_update) "
 				      "SELECT COALESCE(MAX(number), 0) + 1, ?, ? FROM crls "
@@ -472,7 +479,7 @@ int store_next_crl_number(struct store *st, time_t this_update, time_t next_upda
 	return rc == SQLITE_ROW ? 0 : fail(st, "allocate CRL number");
 }
 
-int store_set_meta(struct store *st, const char *key, const char *value)
+int store_sqlite_set_meta(struct store_sqlite *st, const char *key, const char *value)
 {
 	sqlite3_stmt *s = prepare(st, "INSERT INTO meta (key, value) VALUES (?, ?) "
 				      "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -487,7 +494,7 @@ int store_set_meta(struct store *st, const char *key, const char *value)
 	return rc == SQLITE_DONE ? 0 : fail(st, "set setting");
 }
 
-int store_get_meta(struct store *st, const char *key, char *buf, size_t len)
+int store_sqlite_get_meta(struct store_sqlite *st, const char *key, char *buf, size_t len)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT value FROM meta WHERE key = ?");
 	int rc;
@@ -539,8 +546,8 @@ static void audit_hash(const char *prev, int64_t seq, int64_t at, const char *ac
 
 static const char genesis[] = "0000000000000000000000000000000000000000000000000000000000000000";
 
-int store_audit(struct store *st, const char *actor, const char *action, const char *subject,
-		const char *detail)
+int store_sqlite_audit(struct store_sqlite *st, const char *actor, const char *action,
+		       const char *subject, const char *detail)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
 	char prev[65], hash[65];
@@ -577,7 +584,7 @@ int store_audit(struct store *st, const char *actor, const char *action, const c
 /* Walk the chain in order, calling fn (if not NULL) for each entry whose hash checks out.
  * 0 intact (the last entry's hash in head, if not NULL; "" for an empty log), 1 broken
  * (*bad_seq), 2 fn said stop, -1 error. */
-static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq, char head[65],
+static int audit_walk(struct store_sqlite *st, int64_t *count, int64_t *bad_seq, char head[65],
 		      int (*fn)(sqlite3_stmt *row, void *arg), void *arg)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, at, actor, action, subject, detail, prev_hash, "
@@ -620,12 +627,12 @@ static int audit_walk(struct store *st, int64_t *count, int64_t *bad_seq, char h
 	return rc == SQLITE_DONE ? 0 : fail(st, "read the audit log");
 }
 
-int store_audit_verify(struct store *st, int64_t *count, int64_t *bad_seq)
+int store_sqlite_audit_verify(struct store_sqlite *st, int64_t *count, int64_t *bad_seq)
 {
 	return audit_walk(st, count, bad_seq, NULL, NULL, NULL);
 }
 
-int store_audit_hash(struct store *st, int64_t seq, char hash[65])
+int store_sqlite_audit_hash(struct store_sqlite *st, int64_t seq, char hash[65])
 {
 	sqlite3_stmt *s = prepare(st, "SELECT hash FROM audit WHERE seq = ?");
 	int rc;
@@ -736,16 +743,16 @@ static int parse_crl(const char *detail, int64_t *number, char sha256[65])
 	return *number > 0 ? 0 : -1;
 }
 
-int store_revoke_audited(struct store *st, const char *serial, const char *reason, time_t when,
-			 const char *actor)
+int store_sqlite_revoke_audited(struct store_sqlite *st, const char *serial, const char *reason,
+				time_t when, const char *actor)
 {
 	struct store_cert c;
 	char detail[200], at[32], *subject;
-	int rc = store_revoke(st, serial, reason, when);
+	int rc = store_sqlite_revoke(st, serial, reason, when);
 
 	if (rc != 0)
 		return rc;
-	if ((rc = store_get_cert(st, serial, &c)) != 0)
+	if ((rc = store_sqlite_get_cert(st, serial, &c)) != 0)
 		return rc < 0 ? rc : fail(st, "revoke");
 	subject = strdup(c.subject);
 	if (subject == NULL) {
@@ -755,12 +762,12 @@ int store_revoke_audited(struct store *st, const char *serial, const char *reaso
 	}
 	snprintf(detail, sizeof(detail), "serial %s, reason %s, at %s", serial, reason,
 		 format_time(when, at));
-	rc = store_audit(st, actor, "revoke", subject, detail);
+	rc = store_sqlite_audit(st, actor, "revoke", subject, detail);
 	free(subject);
 	return rc;
 }
 
-static int64_t max_crl_number(struct store *st)
+static int64_t max_crl_number(struct store_sqlite *st)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT COALESCE(MAX(number), 0) FROM crls");
 	int64_t n = -1;
@@ -774,7 +781,7 @@ static int64_t max_crl_number(struct store *st)
 }
 
 /* The highest CRL number the audit log records (0: none), or -1. */
-static int64_t max_logged_crl(struct store *st)
+static int64_t max_logged_crl(struct store_sqlite *st)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT detail FROM audit WHERE action = 'crl'");
 	char sha[65];
@@ -790,7 +797,7 @@ static int64_t max_logged_crl(struct store *st)
 	return rc == SQLITE_DONE ? max : fail(st, "read the audit log");
 }
 
-int store_crl_next(struct store *st, int64_t floor, int64_t *number)
+int store_sqlite_crl_next(struct store_sqlite *st, int64_t floor, int64_t *number)
 {
 	int64_t table = max_crl_number(st), logged = table >= 0 ? max_logged_crl(st) : -1;
 	int64_t max = floor;
@@ -805,8 +812,8 @@ int store_crl_next(struct store *st, int64_t floor, int64_t *number)
 	return 0;
 }
 
-int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t next_update,
-		  size_t revoked, const char *sha256, const char *actor)
+int store_sqlite_crl_add(struct store_sqlite *st, int64_t number, time_t this_update,
+			 time_t next_update, size_t revoked, const char *sha256, const char *actor)
 {
 	sqlite3_stmt *s = prepare(st, "INSERT INTO crls (number, this_update, next_update) "
 				      "VALUES (?, ?, ?)");
@@ -824,10 +831,10 @@ int store_crl_add(struct store *st, int64_t number, time_t this_update, time_t n
 		return fail(st, "record the CRL");
 	snprintf(detail, sizeof(detail), "CRL %lld, %zu revoked, sha256 %s", (long long)number,
 		 revoked, sha256);
-	return store_audit(st, actor, "crl", "", detail);
+	return store_sqlite_audit(st, actor, "crl", "", detail);
 }
 
-int store_crl_logged(struct store *st, int64_t number, char sha256[65])
+int store_sqlite_crl_logged(struct store_sqlite *st, int64_t number, char sha256[65])
 {
 	sqlite3_stmt *s = prepare(st, "SELECT detail FROM audit WHERE action = 'crl' AND "
 				      "detail LIKE ? ORDER BY seq DESC");
@@ -849,7 +856,7 @@ int store_crl_logged(struct store *st, int64_t number, char sha256[65])
 	return rc == SQLITE_DONE ? 1 : fail(st, "read the audit log");
 }
 
-/* What the walk over the log collects for store_check(). */
+/* What the walk over the log collects for store_sqlite_check(). */
 struct collect {
 	struct logged_revocation *revs;
 	size_t n, cap;
@@ -963,7 +970,7 @@ static void disagree(char *what, size_t len, const char *serial, const char *tab
 /* Are the append-only triggers in place, as the schema made them? Dropping them is the
  * first step of cutting back the log, which the chain alone cannot see. 0 yes, 2 no (what
  * says which), -1 error. */
-static int check_triggers(struct store *st, char *what, size_t what_len)
+static int check_triggers(struct store_sqlite *st, char *what, size_t what_len)
 {
 	static const struct {
 		const char *name, *sql;
@@ -1005,7 +1012,8 @@ static int check_triggers(struct store *st, char *what, size_t what_len)
 /* The CRL table against the "crl" entries: one row for each logged number and a logged
  * number for each row, from the first logged one on (earlier rows are from before CRLs
  * were logged). 0 agree, 2 not (what), -1 error. */
-static int check_crl_rows(struct store *st, const struct collect *c, char *what, size_t what_len)
+static int check_crl_rows(struct store_sqlite *st, const struct collect *c, char *what,
+			  size_t what_len)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT number FROM crls WHERE number >= ? ORDER BY number");
 	size_t i = 0;
@@ -1051,7 +1059,8 @@ static int check_crl_rows(struct store *st, const struct collect *c, char *what,
 	return missing != 0 || unlogged != 0 ? 2 : 0;
 }
 
-int store_check(struct store *st, struct store_check *out, char *what, size_t what_len)
+int store_sqlite_check(struct store_sqlite *st, struct store_check *out, char *what,
+		       size_t what_len)
 {
 	struct collect c = {0};
 	struct store_cert cert;
@@ -1112,7 +1121,7 @@ int store_check(struct store *st, struct store_check *out, char *what, size_t wh
 			rc = 2;
 			goto out;
 		}
-		rc = store_get_cert(st, r->serial, &cert);
+		rc = store_sqlite_get_cert(st, r->serial, &cert);
 		if (rc < 0)
 			goto out;
 		if (rc == 1)
@@ -1168,14 +1177,14 @@ out:
  */
 
 /* In the caller's transaction: a no-op once the table exists. */
-static int tokens_table(struct store *st)
+static int tokens_table(struct store_sqlite *st)
 {
 	return sqlite3_exec(st->db, TOKENS_SCHEMA, NULL, NULL, NULL) == SQLITE_OK
 		       ? 0
 		       : fail(st, "create the tokens table");
 }
 
-int store_token_add(struct store *st, const struct store_token *t, const char *actor)
+int store_sqlite_token_add(struct store_sqlite *st, const struct store_token *t, const char *actor)
 {
 	sqlite3_stmt *s;
 	char at[32], *names = NULL, *detail = NULL;
@@ -1224,7 +1233,7 @@ int store_token_add(struct store *st, const struct store_token *t, const char *a
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		return -1;
 	}
-	rc = store_audit(st, actor, "token", t->cn != NULL ? t->cn : "", detail);
+	rc = store_sqlite_audit(st, actor, "token", t->cn != NULL ? t->cn : "", detail);
 	free(detail);
 	free(names);
 	return rc;
@@ -1233,7 +1242,7 @@ int store_token_add(struct store *st, const struct store_token *t, const char *a
 #define TOKEN_COLUMNS "hash, profile, cn, names, created_at, not_after, used_at, used_serial"
 
 /* The row into *out, its strings copied into st->token. 0, or -1 out of memory. */
-static int row_to_token(struct store *st, sqlite3_stmt *s, struct store_token *out)
+static int row_to_token(struct store_sqlite *st, sqlite3_stmt *s, struct store_token *out)
 {
 	const char *text[5];
 	size_t len[5], total = 0;
@@ -1271,7 +1280,8 @@ static int row_to_token(struct store *st, sqlite3_stmt *s, struct store_token *o
 	return 0;
 }
 
-int store_token_take(struct store *st, const char *hash, time_t now, struct store_token *out)
+int store_sqlite_token_take(struct store_sqlite *st, const char *hash, time_t now,
+			    struct store_token *out)
 {
 	sqlite3_stmt *s;
 	int rc, taken;
@@ -1315,7 +1325,7 @@ int store_token_take(struct store *st, const char *hash, time_t now, struct stor
 	return rc == SQLITE_DONE ? 1 : fail(st, "look up token");
 }
 
-int store_token_used_by(struct store *st, const char *hash, const char *serial)
+int store_sqlite_token_used_by(struct store_sqlite *st, const char *hash, const char *serial)
 {
 	sqlite3_stmt *s;
 	int rc;
@@ -1339,4 +1349,85 @@ int store_token_used_by(struct store *st, const char *hash, const char *serial)
 		return -1;
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The newest signed CRL, for every node to serve.
+ */
+
+int store_sqlite_crl_der_put(struct store_sqlite *st, int64_t number, const unsigned char *der,
+			     size_t len)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	if (len > INT_MAX) {
+		st->failure = STORE_FAIL_OTHER;
+		snprintf(st->err, sizeof(st->err), "CA inventory: a CRL of %zu bytes is too large",
+			 len);
+		return -1;
+	}
+	if (sqlite3_exec(st->db, CRL_DER_SCHEMA, NULL, NULL, NULL) != SQLITE_OK)
+		return fail(st, "create the CRL table");
+	/* a number is signed once: a second CRL of the same number is refused */
+	s = prepare(st, "INSERT INTO crl_der (number, der) VALUES (?, ?)");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, number);
+	sqlite3_bind_blob(s, 2, der, (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return fail(st, "keep the CRL");
+	s = prepare(st, "DELETE FROM crl_der WHERE number < ?");
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, number);
+	rc = sqlite3_step(s); /* only the newest is served: older ones go */
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : fail(st, "keep the CRL");
+}
+
+int store_sqlite_crl_der_latest(struct store_sqlite *st, int64_t *number, unsigned char **der,
+				size_t *len)
+{
+	sqlite3_stmt *s;
+	int rc, n;
+
+	*der = NULL;
+	*len = 0;
+	/* an inventory opened only for reading may predate the table: then none is kept */
+	s = prepare(st, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND "
+			"name = 'crl_der'");
+	if (s == NULL)
+		return -1;
+	rc = sqlite3_step(s);
+	n = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW)
+		return fail(st, "read the schema");
+	if (n == 0)
+		return 1;
+	s = prepare(st, "SELECT number, der FROM crl_der ORDER BY number DESC LIMIT 1");
+	if (s == NULL)
+		return -1;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		n = sqlite3_column_bytes(s, 1);
+		*der = malloc(n > 0 ? (size_t)n : 1);
+		if (*der == NULL) {
+			sqlite3_finalize(s);
+			st->failure = STORE_FAIL_OTHER;
+			snprintf(st->err, sizeof(st->err), "out of memory");
+			return -1;
+		}
+		if (n > 0)
+			memcpy(*der, sqlite3_column_blob(s, 1), (size_t)n);
+		*len = (size_t)n;
+		*number = sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? 1 : fail(st, "read the CRL");
 }

@@ -25,6 +25,7 @@ struct init_opts {
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
+	const char *store;
 };
 
 #define O(f) offsetof(struct init_opts, f)
@@ -56,6 +57,9 @@ static const struct opt init_table[] = {
 	 "encrypt the CA keys with the passphrase in FILE"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
 	 "encrypt the CA keys with the passphrase in environment variable VAR"},
+	{"store", OPT_STRING, O(store), "URL",
+	 "keep the inventory in this PostgreSQL database (postgresql://user@host:5432/dbname, "
+	 "no password: PGPASSFILE or PGPASSWORD) instead of DIR/ca.db, for several CA nodes"},
 	CA_OPT_CONFIG(O),
 	OPT_END,
 };
@@ -110,6 +114,10 @@ int cmd_ca_init(int argc, char **argv)
 		ca_fail("init", err);
 		goto out;
 	}
+	if (o.store != NULL && store_url_check(o.store, err, sizeof(err)) != 0) {
+		ca_fail("init", err);
+		goto out;
+	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
 		goto out;
@@ -125,7 +133,8 @@ int cmd_ca_init(int argc, char **argv)
 				     .crl_days = (long)o.crl_days,
 				     .crl_url = o.crl_url,
 				     .ocsp_url = o.ocsp_url,
-				     .passphrase = pass};
+				     .passphrase = pass,
+				     .store_url = o.store};
 	if (authority_create(&in, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
 		rc = 1;
@@ -135,6 +144,8 @@ int cmd_ca_init(int argc, char **argv)
 	printf("  trust bundle (give peers as --ca): %s/root.pem\n", in.dir);
 	printf("  issuing CA:                        %s/intermediate.pem\n", in.dir);
 	printf("  CRL:                               %s/crl.pem\n", in.dir);
+	if (o.store != NULL)
+		printf("  inventory:                         the database in %s/store\n", in.dir);
 	printf("  root key:                          %s/root.key%s\n",
 	       o.root_key_dir != NULL ? o.root_key_dir : in.dir,
 	       o.root_key_dir != NULL ? " (keep it offline)" : "");

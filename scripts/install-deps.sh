@@ -7,6 +7,7 @@ packages=(
 	libssl-dev openssl                  # OpenSSL 3: the library and the independent CLI peer
 	libcmocka-dev                       # unit tests
 	libsqlite3-dev sqlite3              # the CA inventory (and its CLI, for tests)
+	libpq-dev                           # the CA inventory on PostgreSQL (several CA nodes)
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
 	libcurl4-openssl-dev                # mtls enroll/renew: the CA service's client
 	clang libclang-rt-14-dev            # libFuzzer targets
