@@ -528,7 +528,7 @@ struct front *front_start(struct serve *s, struct ev_loop *loop, int listen_fd, 
 
 int front_reload(struct front *f, char *err, size_t err_len)
 {
-	const struct serve *s = f->s;
+	struct serve *s = f->s;
 	char cert[PATH_MAX], key[PATH_MAX];
 	struct mtls_config *cfg = mtls_config_new();
 	int rc = -1;
@@ -537,6 +537,8 @@ int front_reload(struct front *f, char *err, size_t err_len)
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
+	/* the CRL as last read: held still by the lock while it is copied into the config */
+	pthread_mutex_lock(&f->s->lock);
 	snprintf(cert, sizeof(cert), "%s/api-chain.pem", s->o->cert_dir);
 	snprintf(key, sizeof(key), "%s/api.key", s->o->cert_dir);
 	if (mtls_config_set_cert_file(cfg, cert) != 0 || mtls_config_set_key_file(cfg, key) != 0 ||
@@ -546,8 +548,11 @@ int front_reload(struct front *f, char *err, size_t err_len)
 	    mtls_config_set_allow_any_identity(cfg, 1) != 0 ||
 	    mtls_config_insecure_optional_client_cert(cfg) != 0) {
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_config_error(cfg));
+		pthread_mutex_unlock(&f->s->lock);
 		goto out;
 	}
+	f->s->api_crl_number = s->crl.number;
+	pthread_mutex_unlock(&f->s->lock);
 	if (mtls_configure(f->endpoint, cfg) != 0) {
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_error(f->endpoint));
 		goto out;

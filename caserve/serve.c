@@ -296,18 +296,21 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct loop_ctx *lc = w->data;
 	struct serve *s = lc->s;
-	int64_t before;
+	int64_t before, after;
 	char err[512];
 	int rc;
 
 	(void)loop;
 	(void)events;
+	/* the API's TLS configuration follows the CRL, whoever published it (a revocation
+	 * through the API has read it already: compare with what the configuration has) */
 	pthread_mutex_lock(&s->lock);
-	before = s->crl.number;
 	rc = publish_refresh_crl(s, err, sizeof(err));
+	before = s->api_crl_number;
+	after = s->crl.number;
 	pthread_mutex_unlock(&s->lock);
-	if (rc == 0 && s->crl.number != before) {
-		LOG(LOG_INFO, "crl_loaded", LN("crl_number", s->crl.number));
+	if (rc == 0 && after != before) {
+		LOG(LOG_INFO, "crl_loaded", LN("crl_number", after));
 		if (front_reload(s->front, err, sizeof(err)) != 0)
 			LOG(LOG_ERROR, "api_reload_failed", LS("message", err));
 	}

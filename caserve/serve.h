@@ -84,6 +84,7 @@ struct serve {
 	size_t roots_len;
 	char roots_etag[67];
 	char api_url[300];
+	int64_t api_crl_number; /* of the CRL in the API's TLS configuration (front_reload()) */
 	struct front *front;
 	struct routes *routes;
 };

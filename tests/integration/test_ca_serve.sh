@@ -229,6 +229,18 @@ csr_json "$W/renew2.json" "$W/app3.key"
 api "$W/revoked-renew.out" /v1/renew "$W/renew2.json" --cert "$W/app-chain.pem" --key "$W/app.key"
 vcheck "a revoked certificate cannot renew" \
 	"$([ "$CODE" != 200 ] || echo "status 200: $(cat "$W/revoked-renew.out")")"
+# the API's TLS configuration follows the CRL: the handshake itself refuses it soon
+seen=""
+for _ in $(seq 1 50); do
+	api "$W/revoked-tls.out" /v1/renew "$W/renew2.json" --cert "$W/app-chain.pem" --key "$W/app.key"
+	if grep -q '"event":"api_refused".*"reason":"revoked"' "$W/serve.log"; then
+		seen=1
+		break
+	fi
+	sleep 0.1
+done
+vcheck "after a revocation through the API, the API's own handshake refuses that certificate" \
+	"$([ -n "$seen" ] || echo "no api_refused line with reason revoked: $(grep api_refused "$W/serve.log" | tail -n 2)")"
 
 echo "# OCSP (openssl ocsp as the client)"
 ocsp_status() { # CERT -> good / revoked / unknown as openssl ocsp says, and "verify ok"
