@@ -579,6 +579,20 @@ int crl_prepare_at(struct authority *ca, time_t now, const char *actor, struct c
 		snprintf(err, err_len, "%s", store_error(ca->store));
 		goto out;
 	}
+	/* the newest CRL travels with the inventory too, for the other CA nodes of a shared
+	 * store to serve (mtls ca serve) */
+	{
+		unsigned char *der = NULL;
+		int der_len = i2d_X509_CRL(b.crl, &der);
+		int put = der_len > 0 ? store_crl_der_put(ca->store, n, der, (size_t)der_len) : -1;
+
+		OPENSSL_free(der);
+		if (put != 0) {
+			snprintf(err, err_len, "%s",
+				 der_len > 0 ? store_error(ca->store) : "cannot encode the CRL");
+			goto out;
+		}
+	}
 	rc = 0;
 	goto out;
 fail:

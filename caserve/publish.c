@@ -114,6 +114,55 @@ fail:
 	return -1;
 }
 
+int publish_sync_crl(struct serve *s, char *err, size_t err_len)
+{
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	size_t len = 0;
+	int64_t number = 0;
+	X509_CRL *crl = NULL;
+	BIO *bio = NULL;
+	char path[PATH_MAX], *pem;
+	long pem_len;
+	int rc = -1;
+
+	switch (store_crl_der_latest(s->ca->store, &number, &der, &len)) {
+	case 0: break;
+	case 1: return 0; /* none recorded yet */
+	default: snprintf(err, err_len, "%s", store_error(s->ca->store)); return -1;
+	}
+	if (number <= s->crl.number) {
+		free(der);
+		return 0;
+	}
+	p = der;
+	crl = d2i_X509_CRL(NULL, &p, (long)len);
+	bio = BIO_new(BIO_s_mem());
+	if (crl == NULL || p != der + len ||
+	    X509_CRL_verify(crl, X509_get0_pubkey(s->ca->issuer)) != 1) {
+		snprintf(err, err_len, "the inventory's CRL %lld is not a CRL signed by this CA",
+			 (long long)number);
+		goto out;
+	}
+	if (bio == NULL || !PEM_write_bio_X509_CRL(bio, crl) ||
+	    (pem_len = BIO_get_mem_data(bio, &pem)) <= 0) {
+		snprintf(err, err_len, "out of memory");
+		goto out;
+	}
+	if (authority_lock(s->ca, err, err_len) != 0)
+		goto out;
+	rc = files_write(authority_path(s->ca, "crl.pem", path, sizeof(path)), pem, (size_t)pem_len,
+			 0644, false, err, err_len);
+	authority_unlock(s->ca);
+	if (rc == 0)
+		rc = publish_refresh_crl(s, err, err_len);
+out:
+	X509_CRL_free(crl);
+	BIO_free(bio);
+	free(der);
+	return rc;
+}
+
 int publish_load_roots(struct serve *s, char *err, size_t err_len)
 {
 	char path[PATH_MAX];

@@ -306,6 +306,8 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 	 * through the API has read it already: compare with what the configuration has) */
 	pthread_mutex_lock(&s->lock);
 	rc = publish_refresh_crl(s, err, sizeof(err));
+	if (rc == 0 && publish_sync_crl(s, err, sizeof(err)) != 0)
+		LOG(LOG_ERROR, "crl_sync_failed", LS("message", err));
 	before = s->api_crl_number;
 	after = s->crl.number;
 	pthread_mutex_unlock(&s->lock);

@@ -94,6 +94,10 @@ struct serve {
  * local `mtls ca revoke` publishes a CRL). 0, or -1 with a message (the last good CRL is
  * kept). */
 int publish_refresh_crl(struct serve *s, char *err, size_t err_len);
+/* publish.c, under s->lock: when the inventory holds a newer CRL than the one served (another
+ * CA node on a shared store published it), write it as crl.pem (under the CA's lock) and
+ * serve it. 0 (also when there is nothing newer), or -1 with a message. */
+int publish_sync_crl(struct serve *s, char *err, size_t err_len);
 /* The root bundle (root.pem), read once at start. */
 int publish_load_roots(struct serve *s, char *err, size_t err_len);
 void publish_free(struct serve *s);

@@ -19,75 +19,11 @@ BG_LIMIT=${BG_LIMIT:-120} # the server lives through the whole script
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-setup_die() {
-	echo "${0##*/}: setup: $1" >&2
-	shift
-	[ $# -eq 0 ] || printf '%s\n' "$@" | sed 's/^/    | /' >&2
-	exit 1
-}
-
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-for p in "$PG_BIN/initdb" "$PG_BIN/postgres"; do
-	[ -x "$p" ] || setup_die "$p not found: install postgresql (scripts/install-deps.sh)"
-done
-command -v psql >/dev/null || setup_die "psql not found: install postgresql-client"
+# shellcheck source=tests/integration/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
+pg_start "$TMP/postgres.log"
 UNIT=$MTLS_BIN_DIR/tests/test_ca_store
 [ -x "$UNIT" ] || setup_die "$UNIT is missing: build the project first"
-
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then
-	id postgres >/dev/null 2>&1 || setup_die "running as root and there is no postgres user"
-	if command -v setpriv >/dev/null; then
-		AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups)
-	else
-		AS_PG=(runuser -u postgres --)
-	fi
-fi
-
-# libpq: nothing from the environment but what is set here
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD \
-	PGSSLMODE PGREQUIRESSL PGCONNECT_TIMEOUT PGTARGETSESSIONATTRS
-export PGSSLMODE=disable PGGSSENCMODE=disable
-
-cd -- "$TMP" # the postgres user may not be able to enter the directory ctest runs us in
-PGP=$((20000 + RANDOM % 20000)) # only the name of the socket file, in a private directory
-PGDIR=$TMP/pg
-PGDATA=$PGDIR/data
-PGSOCK=$PGDIR/sock
-mkdir -p -- "$PGDIR" "$PGSOCK"
-if [ ${#AS_PG[@]} -gt 0 ]; then
-	chmod 711 -- "$TMP"
-	chown postgres: -- "$PGDIR" "$PGSOCK"
-fi
-chmod 700 -- "$PGSOCK"
-LAST_CMD="initdb -D $PGDATA"
-run "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 \
-	--locale=C --no-sync --no-instructions
-[ "$RC" = 0 ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
-
-# pg_start LOG : the server, in the foreground under start_bg (lib.sh stops it at exit).
-pg_start() {
-	start_bg "$1" "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/postgres" -D "$PGDATA" -p "$PGP" \
-		-k "$PGSOCK" -c listen_addresses= -c logging_collector=off -c fsync=off \
-		-c synchronous_commit=off -c full_page_writes=off -c max_connections=40 \
-		-c shared_buffers=16MB -c autovacuum=off
-	PG_PID=$BG_PID
-	wait_for_line "$1" 'database system is ready to accept connections' 20 "$PG_PID" ||
-		setup_die "PostgreSQL did not start" "$(cat -- "$1")"
-}
-pg_start "$TMP/postgres.log"
-
-# url DB : the URL of database DB on the test server.
-url() { printf 'postgresql://postgres@/%s?host=%s&port=%s' "$1" "$PGSOCK" "$PGP"; }
-# sql DB SQL... : psql on database DB (RC, OUT, ERR).
-sql() {
-	local db=$1
-	shift
-	LAST_CMD="psql -d $db $*"
-	run psql -X -q -At -v ON_ERROR_STOP=1 -d "$(url "$db")" "$@"
-}
-# one_line TEXT : is TEXT exactly one line?
-one_line() { [ -n "$1" ] && [ "$(printf '%s\n' "$1" | wc -l)" = 1 ]; }
 
 sql postgres -c 'CREATE DATABASE ca' -c 'CREATE DATABASE other'
 [ "$RC" = 0 ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
@@ -242,6 +178,9 @@ count_certs() {
 	sql ca -c 'SELECT count(*) FROM certs'
 	echo "$OUT"
 }
+# a certificate nobody revoked yet, for the revocation refused below
+"$MTLS" ca issue --dir "$CA1" --profile client --uri spiffe://example.org/ro-victim \
+	--out "$W/victim" >/dev/null 2>&1 || setup_die "the certificate to revoke could not be issued"
 CERTS_BEFORE=$(count_certs)
 
 p=()
@@ -255,7 +194,7 @@ one_line "$ERR" || p+=("not one line")
 	p+=("does not say the database is read-only")
 [ ! -e "$W/ro.pem" ] && [ ! -e "$W/ro.key" ] || p+=("files were written")
 saved=("$RC" "$OUT" "$ERR")
-run "$MTLS" ca revoke --dir "$CA1" --cert "$W/b.pem" --reason keyCompromise
+run "$MTLS" ca revoke --dir "$CA1" --cert "$W/victim.pem" --reason keyCompromise
 [ "$RC" != 0 ] || p+=("revoke succeeded on a read-only database")
 [[ $ERR == *"is read-only"* ]] || p+=("revoke: $ERR")
 run "$MTLS" ca list --dir "$CA1"
