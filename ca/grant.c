@@ -800,6 +800,60 @@ static int one_extension_request(const X509_REQ *req, const char *what, char *er
 	return 0;
 }
 
+/* Does a CSR's extendedKeyUsage or keyUsage ask for more than the profile gives (serverAuth
+ * for server, clientAuth for client, both for peer; never certificate or CRL signing)? 0 no,
+ * -1 with a message naming the first usage it should not ask for. */
+static int usage_beyond_profile(const struct grant *g, X509_EXTENSION *ext, int nid,
+				const char *what, char *err, size_t err_len)
+{
+	const char *profile = issue_profile_name(g->kind);
+	int rc = 0;
+
+	if (nid == NID_ext_key_usage) {
+		EXTENDED_KEY_USAGE *eku = X509V3_EXT_d2i(ext);
+
+		if (eku == NULL) {
+			snprintf(err, err_len, "CSR %s has a malformed extendedKeyUsage", what);
+			return -1;
+		}
+		for (int i = 0; i < sk_ASN1_OBJECT_num(eku) && rc == 0; i++) {
+			int u = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i));
+			bool ok = (u == NID_server_auth && g->kind != ISSUE_CLIENT) ||
+				  (u == NID_client_auth && g->kind != ISSUE_SERVER);
+
+			if (!ok) {
+				char name[80];
+
+				OBJ_obj2txt(name, sizeof(name), sk_ASN1_OBJECT_value(eku, i), 0);
+				snprintf(err, err_len,
+					 "CSR %s asks for extended key usage %s, which a %s "
+					 "certificate does not have; make the CSR without it",
+					 what, name, profile);
+				rc = -1;
+			}
+		}
+		EXTENDED_KEY_USAGE_free(eku);
+		return rc;
+	}
+	{
+		ASN1_BIT_STRING *ku = X509V3_EXT_d2i(ext);
+
+		if (ku == NULL) {
+			snprintf(err, err_len, "CSR %s has a malformed keyUsage", what);
+			return -1;
+		}
+		if (ASN1_BIT_STRING_get_bit(ku, 5) || ASN1_BIT_STRING_get_bit(ku, 6)) {
+			snprintf(err, err_len,
+				 "CSR %s asks for keyUsage keyCertSign or cRLSign (a CA's); the CA "
+				 "issues leaf certificates only: make the CSR without it",
+				 what);
+			rc = -1;
+		}
+		ASN1_BIT_STRING_free(ku);
+		return rc;
+	}
+}
+
 static int match_extensions(const struct grant *g, struct grant_request *r, const char *what,
 			    char *err, size_t err_len)
 {
@@ -848,6 +902,18 @@ static int match_extensions(const struct grant *g, struct grant_request *r, cons
 			}
 			BASIC_CONSTRAINTS_free(bc);
 			break; /* CA:FALSE is what every leaf gets */
+		case NID_ext_key_usage:
+		case NID_key_usage:
+			/* an operator sees them noted and the profile decides; an automated
+			 * client (token, renewal) asking for more than its profile gives is
+			 * refused, so that it never believes it holds what it does not */
+			if (g->source != GRANT_OPERATOR &&
+			    usage_beyond_profile(g, ext, nid, what, err, err_len) != 0) {
+				rc = -1;
+				break;
+			}
+			note(r->ignored, sizeof(r->ignored), OBJ_nid2sn(nid));
+			break;
 		default:
 			note(r->ignored, sizeof(r->ignored),
 			     nid != NID_undef ? OBJ_nid2sn(nid) : "an unknown extension");

@@ -9,7 +9,10 @@
  * A CSR (grant_request) supplies the public key and nothing else: every name it asks for
  * must be granted, its common name must be the granted one or a granted name, and a CSR
  * asking to be a CA is refused. Anything else it asks for (key usages, extended key usages,
- * name constraints, ...) is never copied: the profile decides (issue_sign()).
+ * name constraints, ...) is never copied: the profile decides (issue_sign()). For a grant
+ * from a token or a renewal (an automated client, which cannot read a note), a CSR asking
+ * for an extended key usage the profile does not give, or for certificate or CRL signing,
+ * is refused instead of noted.
  *
  * Nothing here reads files or needs a CA key, so that the CA service and the fuzz target
  * (tests/fuzz/fuzz_csr.c) can call all of it.

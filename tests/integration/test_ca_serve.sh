@@ -167,6 +167,28 @@ p=()
 [ "$(rows)" = $((before + 1)) ] || p+=("$(($(rows) - before)) certificates issued, expected 1")
 verdict "one token used by two enrollments at once: exactly one wins" "${p[@]+"${p[@]}"}"
 
+# what a CSR may not ask of an automated enrollment: another usage, a CA's key usage, and
+# a signature that does not verify
+run "$MTLS" ca token --dir "$D" --profile client --uri "$APP" --ttl 10m
+TOKEN=$OUT
+csr_json "$W/eku.json" "$W/eku.key" "/" -addext "extendedKeyUsage=clientAuth,codeSigning"
+api "$W/eku.out" /v1/enroll "$W/eku.json"
+vcheck "enroll: a CSR asking for codeSigning is refused (403 csr_not_granted)" \
+	"$([ "$CODE" = 403 ] && grep -q 'csr_not_granted.*codeSigning\|codeSigning.*csr_not_granted\|Code Signing' "$W/eku.out" || echo "$CODE $(cat "$W/eku.out")")"
+csr_json "$W/ku.json" "$W/ku.key" "/" -addext "keyUsage=digitalSignature,keyCertSign"
+api "$W/ku.out" /v1/enroll "$W/ku.json"
+vcheck "enroll: a CSR asking for keyCertSign is refused (403)" \
+	"$([ "$CODE" = 403 ] || echo "$CODE $(cat "$W/ku.out")")"
+csr_json "$W/sig.json" "$W/sig.key"
+openssl req -in "$W/sig.key.csr" -outform DER -out "$W/sig.der" 2>/dev/null
+size=$(stat -c %s "$W/sig.der")
+printf '\x55' | dd of="$W/sig.der" bs=1 seek=$((size - 3)) conv=notrunc 2>/dev/null
+pem=$( { echo "-----BEGIN CERTIFICATE REQUEST-----"; base64 -w 64 "$W/sig.der"; echo "-----END CERTIFICATE REQUEST-----"; } | awk '{printf "%s\\n", $0}')
+printf '{"token":"%s","csr":"%s"}' "$TOKEN" "$pem" >"$W/sig.json"
+api "$W/sig.out" /v1/enroll "$W/sig.json"
+vcheck "enroll: a CSR whose signature does not verify is refused (400)" \
+	"$([ "$CODE" = 400 ] || echo "$CODE $(cat "$W/sig.out")")"
+
 TOKEN="mtls1.garbage"
 csr_json "$W/bad.json" "$W/bad.key"
 api "$W/bad.out" /v1/enroll "$W/bad.json"
