@@ -528,7 +528,7 @@ struct front *front_start(struct serve *s, struct ev_loop *loop, int listen_fd, 
 
 int front_reload(struct front *f, char *err, size_t err_len)
 {
-	const struct serve *s = f->s;
+	struct serve *s = f->s;
 	char cert[PATH_MAX], key[PATH_MAX];
 	struct mtls_config *cfg = mtls_config_new();
 	int rc = -1;
@@ -539,6 +539,9 @@ int front_reload(struct front *f, char *err, size_t err_len)
 	}
 	snprintf(cert, sizeof(cert), "%s/api-chain.pem", s->o->cert_dir);
 	snprintf(key, sizeof(key), "%s/api.key", s->o->cert_dir);
+	/* s->crl is replaced by the HTTP threads too: read it, and say which one is applied,
+	 * under the lock */
+	pthread_mutex_lock(&s->lock);
 	if (mtls_config_set_cert_file(cfg, cert) != 0 || mtls_config_set_key_file(cfg, key) != 0 ||
 	    mtls_config_set_ca_mem(cfg, (const uint8_t *)s->roots_pem, s->roots_len) != 0 ||
 	    (s->crl.pem != NULL &&
@@ -552,8 +555,10 @@ int front_reload(struct front *f, char *err, size_t err_len)
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_error(f->endpoint));
 		goto out;
 	}
+	memcpy(s->front_crl_etag, s->crl.etag, sizeof(s->front_crl_etag));
 	rc = 0;
 out:
+	pthread_mutex_unlock(&s->lock);
 	mtls_config_free(cfg);
 	return rc;
 }

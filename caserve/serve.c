@@ -261,12 +261,20 @@ static void run_schedule(struct serve *s, bool at_start)
 {
 	char err[512] = "";
 	time_t now = time(NULL);
-	int crl = 0, cert = 0;
+	int crl = 0, cert = 0, rc;
 
 	pthread_mutex_lock(&s->lock);
-	if (authority_lock(s->ca, err, sizeof(err)) != 0) {
+	/* the main loop never waits for another process's lock (the TLS front and the signals
+	 * would wait with it): the schedule runs again in a minute */
+	rc = at_start ? authority_lock(s->ca, err, sizeof(err))
+		      : authority_trylock(s->ca, err, sizeof(err));
+	if (rc != 0) {
 		pthread_mutex_unlock(&s->lock);
-		LOG(LOG_ERROR, "schedule_failed", LS("message", err));
+		if (rc > 0)
+			LOG(LOG_INFO, "schedule_deferred",
+			    LS("message", "another process holds the CA directory's lock"));
+		else
+			LOG(LOG_ERROR, "schedule_failed", LS("message", err));
 		return;
 	}
 	crl = crl_ensure(s, now, err, sizeof(err));
@@ -296,18 +304,21 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct loop_ctx *lc = w->data;
 	struct serve *s = lc->s;
-	int64_t before;
+	int64_t number;
 	char err[512];
-	int rc;
+	bool stale;
 
 	(void)loop;
 	(void)events;
+	/* a new CRL may have been read here, or by a request (a revocation through the API, a
+	 * GET /crl after a local revoke): what matters is whether the front has it */
 	pthread_mutex_lock(&s->lock);
-	before = s->crl.number;
-	rc = publish_refresh_crl(s, err, sizeof(err));
+	(void)publish_refresh_crl(s, err, sizeof(err));
+	stale = s->crl.der != NULL && strcmp(s->crl.etag, s->front_crl_etag) != 0;
+	number = s->crl.number;
 	pthread_mutex_unlock(&s->lock);
-	if (rc == 0 && s->crl.number != before) {
-		LOG(LOG_INFO, "crl_loaded", LN("crl_number", s->crl.number));
+	if (stale) {
+		LOG(LOG_INFO, "crl_loaded", LN("crl_number", number));
 		if (front_reload(s->front, err, sizeof(err)) != 0)
 			LOG(LOG_ERROR, "api_reload_failed", LS("message", err));
 	}
