@@ -84,7 +84,8 @@ for _ in $(seq 1 100); do
 done
 p=()
 [ -n "$refused" ] || p+=("the revoked admin certificate still completes handshakes")
-grep -q '"event":"api_refused".*"reason":"revoked"' "$W/serve.log" ||
+# the log is written by its own thread: wait for the line rather than grep once
+wait_for_line "$W/serve.log" '"event":"api_refused".*"reason":"revoked"' 20 "$SERVE_PID" ||
 	p+=("no api_refused line with reason revoked")
 verdict "a revocation through the API reaches the API's TLS configuration" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -E 'crl_|api_refused' "$W/serve.log" | tail -n 5)"
@@ -129,7 +130,7 @@ EOF
 r=$(timeout 40 python3 "$W/stream.py" "$AP" "$D/root.pem" 2>&1 || true)
 p=()
 [ "$r" = closed ] || p+=("64 MiB of chunked body were read without the connection being closed ($r)")
-grep -q '"event":"request_refused".*"reason":"too_large"' "$W/serve.log" ||
+wait_for_line "$W/serve.log" '"event":"request_refused".*"reason":"too_large"' 20 "$SERVE_PID" ||
 	p+=("no request_refused line")
 verdict "an endless chunked body is cut off and logged" "${p[@]+"${p[@]}"}"
 
