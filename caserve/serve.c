@@ -472,6 +472,7 @@ int serve_run(const struct serve_options *o)
 out:
 	if (rc != 0 && err[0] != '\0') {
 		LOG(LOG_ERROR, "ca_serve_failed", LS("message", err));
+		log_flush(1000); /* the lines logged before it come first: the reason is last */
 		fprintf(stderr, "mtls ca serve: %s\n", err);
 	}
 	routes_stop(s.routes);

@@ -189,6 +189,23 @@ _forget_bg "$HOLD_PID"
 wait "$WAITER" || true
 ! revoked "$(serial_of fourth)" || echo "(note: the fourth was revoked after all)"
 
+echo "# start-up errors"
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(30)' >"$W/busy.port" &
+BUSY=$!
+for _ in $(seq 1 100); do [ -s "$W/busy.port" ] && break; sleep 0.05; done
+LAST_CMD="mtls ca serve --listen (a port in use)"
+run "$MTLS" ca serve --dir "$D" --listen "127.0.0.1:$(cat "$W/busy.port")" --http-listen none
+kill "$BUSY" 2>/dev/null || true
+wait "$BUSY" 2>/dev/null || true
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+last=${ERR##*$'\n'}
+[[ $last == "mtls ca serve: --listen 127.0.0.1:"*"Address already in use" ]] ||
+	p+=("the last line of stderr is not the reason: '$last'")
+report "a port in use: exit 1, the reason is the last line of stderr" "${p[@]+"${p[@]}"}"
+
 aud=0
 "$MTLS" ca audit --dir "$D" >"$W/audit.out" 2>&1 || aud=$?
 vcheck "the audit chain is intact after all of it" "$([ "$aud" = 0 ] || cat "$W/audit.out")"
