@@ -696,6 +696,24 @@ int authority_lock(struct authority *ca, char *err, size_t err_len)
 	return 0;
 }
 
+int authority_trylock(struct authority *ca, char *err, size_t err_len)
+{
+	if (ca->lock_fd < 0) {
+		snprintf(err, err_len, "%s was opened without its lock", ca->dir);
+		return -1;
+	}
+	while (flock(ca->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno == EWOULDBLOCK)
+			return 1;
+		if (errno != EINTR) {
+			snprintf(err, err_len, "cannot lock %s/lock: %s", ca->dir, strerror(errno));
+			return -1;
+		}
+	}
+	files_remove_temporaries(ca->dir);
+	return 0;
+}
+
 void authority_unlock(struct authority *ca)
 {
 	if (ca->lock_fd >= 0)

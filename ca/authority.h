@@ -78,6 +78,8 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
  * open, authority_lock() takes it again (waiting for a command that holds it) and removes
  * what a killed writer left. 0, or -1 with a message. */
 int authority_lock(struct authority *ca, char *err, size_t err_len);
+/* The same without waiting: 0 locked, 1 another process holds the lock, -1 with a message. */
+int authority_trylock(struct authority *ca, char *err, size_t err_len);
 void authority_unlock(struct authority *ca);
 /* Load the issuing key (passphrase NULL if not encrypted). */
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);

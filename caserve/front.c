@@ -537,10 +537,11 @@ int front_reload(struct front *f, char *err, size_t err_len)
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
-	/* the CRL as last read: held still by the lock while it is copied into the config */
-	pthread_mutex_lock(&f->s->lock);
 	snprintf(cert, sizeof(cert), "%s/api-chain.pem", s->o->cert_dir);
 	snprintf(key, sizeof(key), "%s/api.key", s->o->cert_dir);
+	/* s->crl is replaced by the HTTP threads too: read it, and say which one is applied,
+	 * under the lock */
+	pthread_mutex_lock(&s->lock);
 	if (mtls_config_set_cert_file(cfg, cert) != 0 || mtls_config_set_key_file(cfg, key) != 0 ||
 	    mtls_config_set_ca_mem(cfg, (const uint8_t *)s->roots_pem, s->roots_len) != 0 ||
 	    (s->crl.pem != NULL &&
@@ -548,17 +549,16 @@ int front_reload(struct front *f, char *err, size_t err_len)
 	    mtls_config_set_allow_any_identity(cfg, 1) != 0 ||
 	    mtls_config_insecure_optional_client_cert(cfg) != 0) {
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_config_error(cfg));
-		pthread_mutex_unlock(&f->s->lock);
 		goto out;
 	}
-	f->s->api_crl_number = s->crl.number;
-	pthread_mutex_unlock(&f->s->lock);
 	if (mtls_configure(f->endpoint, cfg) != 0) {
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_error(f->endpoint));
 		goto out;
 	}
+	memcpy(s->front_crl_etag, s->crl.etag, sizeof(s->front_crl_etag));
 	rc = 0;
 out:
+	pthread_mutex_unlock(&s->lock);
 	mtls_config_free(cfg);
 	return rc;
 }

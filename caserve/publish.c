@@ -18,6 +18,7 @@
 #include <openssl/x509v3.h>
 
 #include "files.h"
+#include "log.h"
 #include "ocsp.h"
 #include "serve.h"
 
@@ -70,7 +71,8 @@ int publish_refresh_crl(struct serve *s, char *err, size_t err_len)
 	authority_path(s->ca, "crl.pem", path, sizeof(path));
 	if (stat(path, &sb) != 0) {
 		snprintf(err, err_len, "%s: %s", path, strerror(errno));
-		return -1;
+		memset(&sb, 0, sizeof(sb));
+		goto refused;
 	}
 	if (s->crl.der != NULL && same_file(&sb, &s->crl.st))
 		return 0;
@@ -103,6 +105,7 @@ int publish_refresh_crl(struct serve *s, char *err, size_t err_len)
 	BIO_free(bio);
 	crl_clear(&s->crl);
 	s->crl = next;
+	s->crl_refused_set = false;
 	/* a revocation made elsewhere (a local `mtls ca revoke`) shows up here first */
 	if (s->ocsp != NULL)
 		ocsp_responder_forget(s->ocsp);
@@ -111,6 +114,18 @@ fail:
 	X509_CRL_free(crl);
 	BIO_free(bio);
 	crl_clear(&next);
+refused:
+	/* read again every time (a fixed file is taken at once), told once per file */
+	if (!s->crl_refused_set || !same_file(&sb, &s->crl_refused)) {
+		s->crl_refused = sb;
+		s->crl_refused_set = true;
+		LOG(LOG_ERROR, "crl_refused", LS("message", err),
+		    LS("advice",
+		       s->crl.der != NULL
+			       ? "the last good CRL is still served; run 'mtls ca crl' to "
+				 "publish a new one"
+			       : "run 'mtls ca crl' to publish one"));
+	}
 	return -1;
 }
 

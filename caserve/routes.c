@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "address.h"
 #include "log.h"
 #include "ocsp.h"
 #include "ocsp_get.h"
@@ -44,12 +46,14 @@ struct routes {
 	struct serve *s;
 	struct daemon_ctx api;
 	struct daemon_ctx plain;
+	atomic_bool stopping; /* a request waiting for the CA's lock gives up */
 };
 
 struct request {
 	char *body;
 	size_t len;
 	size_t max;
+	size_t dropped; /* bytes past the bound, read and dropped */
 	bool too_large;
 };
 
@@ -265,6 +269,7 @@ static enum MHD_Result send_issued(struct MHD_Connection *conn, const struct ser
 
 /* One operation of the API, run by locked(). */
 struct op {
+	struct routes *r;
 	struct serve *s;
 	const struct front_peer *p;
 	const char *token, *csr, *serial, *reason, *actor;
@@ -274,19 +279,34 @@ struct op {
 	struct svc_error *e;
 };
 
-/* Run fn under the service lock and the CA directory's lock. */
+/* Run fn under the service lock and the CA directory's lock. The CA's lock is held by
+ * another process at times (a local `mtls ca` command, a backup): it is waited for without
+ * holding the service lock, so that the CRL, OCSP and the main loop go on meanwhile, and at
+ * most SERVE_LOCK_WAIT_MS (or until the service stops). */
 static int locked(struct op *o, int (*fn)(struct op *))
 {
+	struct timespec pause = {0, 20 * 1000 * 1000};
 	char err[256];
 	int rc;
 
-	pthread_mutex_lock(&o->s->lock);
-	if (authority_lock(o->s->ca, err, sizeof(err)) != 0) {
-		rc = svc_fail(o->e, 503, "store_unavailable", "%s", err);
-	} else {
-		rc = fn(o);
-		authority_unlock(o->s->ca);
+	for (long waited = 0;; waited += 20) {
+		pthread_mutex_lock(&o->s->lock);
+		rc = authority_trylock(o->s->ca, err, sizeof(err));
+		if (rc == 0)
+			break;
+		pthread_mutex_unlock(&o->s->lock);
+		if (rc < 0)
+			return svc_fail(o->e, 503, "store_unavailable", "%s", err);
+		if (waited >= SERVE_LOCK_WAIT_MS || atomic_load(&o->r->stopping))
+			return svc_fail(o->e, 503, "store_unavailable",
+					"the CA directory %s is locked by another process (a local "
+					"'mtls ca' command, a backup holding its lock file); try "
+					"again",
+					o->s->ca->dir);
+		nanosleep(&pause, NULL);
 	}
+	rc = fn(o);
+	authority_unlock(o->s->ca);
 	pthread_mutex_unlock(&o->s->lock);
 	return rc;
 }
@@ -295,11 +315,6 @@ static int op_enroll(struct op *o)
 {
 	return svc_enroll(o->s->ca, &o->s->policy, o->token, o->csr, strlen(o->csr), time(NULL),
 			  o->actor, o->is, o->e);
-}
-
-static int op_revoke(struct op *o)
-{
-	return svc_revoke(o->s->ca, o->serial, o->reason, time(NULL), o->actor, o->rv, o->e);
 }
 
 static enum MHD_Result refused(struct MHD_Connection *conn, const char *what,
@@ -333,10 +348,14 @@ static enum MHD_Result api_enroll(struct routes *r, struct MHD_Connection *conn,
 			"REQUEST-----...\"}");
 	}
 	snprintf(actor, sizeof(actor), "enroll@%s", p != NULL ? p->addr : "?");
-	if (locked(
-		    &(struct op){
-			    .s = s, .token = token, .csr = csr, .actor = actor, .is = &is, .e = &e},
-		    op_enroll) != 0) {
+	if (locked(&(struct op){.r = r,
+				.s = s,
+				.token = token,
+				.csr = csr,
+				.actor = actor,
+				.is = &is,
+				.e = &e},
+		   op_enroll) != 0) {
 		json_decref(j);
 		return refused(conn, "enroll", p, &e);
 	}
@@ -349,38 +368,42 @@ static enum MHD_Result api_enroll(struct routes *r, struct MHD_Connection *conn,
 }
 
 /* The peer's certificate as the inventory holds it (its DER's SHA-256 must be the one the
- * handshake verified). */
-static X509 *peer_cert(struct serve *s, const struct front_peer *p, struct svc_error *e)
+ * handshake verified), into row (valid until the next store call). 0, or -1 with e. */
+static int peer_row(struct serve *s, const struct front_peer *p, struct store_cert *row,
+		    struct svc_error *e)
 {
-	struct store_cert row;
 	unsigned char md[32];
 	unsigned int n = 0;
 	char hex[65];
-	const unsigned char *q;
-	X509 *x;
 
-	switch (store_get_cert(s->ca->store, p->serial, &row)) {
+	switch (store_get_cert(s->ca->store, p->serial, row)) {
 	case 0: break;
 	case 1:
-		svc_fail(
+		return svc_fail(
 			e, 403, "cert_unknown",
 			"certificate %s was not issued by this CA's inventory; enroll with a token",
 			p->serial);
-		return NULL;
-	default:
-		svc_fail(e, 503, "store_unavailable", "%s", store_error(s->ca->store));
-		return NULL;
+	default: return svc_fail(e, 503, "store_unavailable", "%s", store_error(s->ca->store));
 	}
-	EVP_Digest(row.der, row.der_len, md, &n, EVP_sha256(), NULL);
+	EVP_Digest(row->der, row->der_len, md, &n, EVP_sha256(), NULL);
 	for (unsigned i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	if (strcmp(hex, p->cert_sha256) != 0) {
-		svc_fail(e, 403, "cert_unknown",
-			 "the certificate presented is not the one the inventory holds for serial "
-			 "%s",
-			 p->serial);
+	if (strcmp(hex, p->cert_sha256) != 0)
+		return svc_fail(e, 403, "cert_unknown",
+				"the certificate presented is not the one the inventory holds for "
+				"serial %s",
+				p->serial);
+	return 0;
+}
+
+static X509 *peer_cert(struct serve *s, const struct front_peer *p, struct svc_error *e)
+{
+	struct store_cert row;
+	const unsigned char *q;
+	X509 *x;
+
+	if (peer_row(s, p, &row, e) != 0)
 		return NULL;
-	}
 	q = row.der;
 	x = d2i_X509(NULL, &q, (long)row.der_len);
 	if (x == NULL)
@@ -429,7 +452,8 @@ static enum MHD_Result api_renew(struct routes *r, struct MHD_Connection *conn,
 				  "give {\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}");
 	}
 	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
-	if (locked(&(struct op){.s = s,
+	if (locked(&(struct op){.r = r,
+				.s = s,
 				.p = p,
 				.csr = csr,
 				.same_key = same_key != 0,
@@ -446,6 +470,23 @@ static enum MHD_Result api_renew(struct routes *r, struct MHD_Connection *conn,
 	ret = send_issued(conn, s, &is);
 	svc_issued_free(&is);
 	return ret;
+}
+
+static int op_revoke(struct op *o)
+{
+	struct store_cert row;
+
+	/* the admin's own certificate, as the inventory has it now: the TLS configuration of a
+	 * connection learns of a revocation only when it is made (a kept-alive connection
+	 * never), the inventory at once */
+	if (peer_row(o->s, o->p, &row, o->e) != 0)
+		return -1;
+	if (row.revoked)
+		return svc_fail(o->e, 403, "cert_revoked",
+				"the admin certificate presented (serial %s) is revoked; it can no "
+				"longer revoke: use another admin's certificate",
+				o->p->serial);
+	return svc_revoke(o->s->ca, o->serial, o->reason, time(NULL), o->actor, o->rv, o->e);
 }
 
 static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
@@ -480,7 +521,9 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 				  "give {\"serial\": \"HEX\", \"reason\": \"keyCompromise\"}");
 	}
 	snprintf(actor, sizeof(actor), "%s@%s", p->identity, p->addr);
-	if (locked(&(struct op){.s = s,
+	if (locked(&(struct op){.r = r,
+				.s = s,
+				.p = p,
 				.serial = serial,
 				.reason = reason,
 				.actor = actor,
@@ -553,6 +596,28 @@ static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, 
 				 : "no such route (GET /roots.pem, /crl, /crl.pem; OCSP at /ocsp)");
 }
 
+/* The client's address as it is to be logged: the API's is the one front.c accepted. */
+static const char *peer_addr(const struct daemon_ctx *d, struct MHD_Connection *conn)
+{
+	static _Thread_local char buf[64]; /* one per thread: each daemon has one */
+	const union MHD_ConnectionInfo *ci;
+
+	if (d->api) {
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		return ci != NULL && ci->socket_context != NULL
+			       ? ((const struct front_peer *)ci->socket_context)->addr
+			       : "";
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci == NULL || ci->client_addr == NULL)
+		return "";
+	address_format(ci->client_addr,
+		       ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							      : sizeof(struct sockaddr_in),
+		       buf, sizeof(buf));
+	return buf;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_len, void **req_cls)
@@ -593,6 +658,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			free(rq->body);
 			rq->body = NULL;
 			rq->len = 0;
+			rq->dropped += *upload_len;
+			/* no answer can be queued before the body ends: an endless one (chunked)
+			 * is cut off */
+			if (rq->dropped > SERVE_DISCARD_MAX) {
+				LOG(LOG_WARN, "request_refused", LS("peer", peer_addr(d, conn)),
+				    LS("url", url), LS("reason", "too_large"),
+				    LS("message", "a body far past the bound: connection closed"));
+				return MHD_NO;
+			}
 		}
 		*upload_len = 0;
 		return MHD_YES;
@@ -691,6 +765,7 @@ void routes_stop(struct routes *r)
 {
 	if (r == NULL)
 		return;
+	atomic_store(&r->stopping, true);
 	if (r->api.mhd != NULL)
 		MHD_stop_daemon(r->api.mhd);
 	if (r->plain.mhd != NULL)

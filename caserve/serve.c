@@ -261,12 +261,20 @@ static void run_schedule(struct serve *s, bool at_start)
 {
 	char err[512] = "";
 	time_t now = time(NULL);
-	int crl = 0, cert = 0;
+	int crl = 0, cert = 0, rc;
 
 	pthread_mutex_lock(&s->lock);
-	if (authority_lock(s->ca, err, sizeof(err)) != 0) {
+	/* the main loop never waits for another process's lock (the TLS front and the signals
+	 * would wait with it): the schedule runs again in a minute */
+	rc = at_start ? authority_lock(s->ca, err, sizeof(err))
+		      : authority_trylock(s->ca, err, sizeof(err));
+	if (rc != 0) {
 		pthread_mutex_unlock(&s->lock);
-		LOG(LOG_ERROR, "schedule_failed", LS("message", err));
+		if (rc > 0)
+			LOG(LOG_INFO, "schedule_deferred",
+			    LS("message", "another process holds the CA directory's lock"));
+		else
+			LOG(LOG_ERROR, "schedule_failed", LS("message", err));
 		return;
 	}
 	crl = crl_ensure(s, now, err, sizeof(err));
@@ -296,23 +304,24 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct loop_ctx *lc = w->data;
 	struct serve *s = lc->s;
-	int64_t before, after;
+	int64_t number;
 	char err[512];
-	int rc;
+	bool stale;
 
 	(void)loop;
 	(void)events;
-	/* the API's TLS configuration follows the CRL, whoever published it (a revocation
-	 * through the API has read it already: compare with what the configuration has) */
+	/* a new CRL may have been read here, or by a request (a revocation through the API, a
+	 * GET /crl after a local revoke): what matters is whether the front has it */
 	pthread_mutex_lock(&s->lock);
-	rc = publish_refresh_crl(s, err, sizeof(err));
-	if (rc == 0 && publish_sync_crl(s, err, sizeof(err)) != 0)
+	/* another CA node on a shared store may have published a newer one */
+	if (publish_refresh_crl(s, err, sizeof(err)) == 0 &&
+	    publish_sync_crl(s, err, sizeof(err)) != 0)
 		LOG(LOG_ERROR, "crl_sync_failed", LS("message", err));
-	before = s->api_crl_number;
-	after = s->crl.number;
+	stale = s->crl.der != NULL && strcmp(s->crl.etag, s->front_crl_etag) != 0;
+	number = s->crl.number;
 	pthread_mutex_unlock(&s->lock);
-	if (rc == 0 && after != before) {
-		LOG(LOG_INFO, "crl_loaded", LN("crl_number", after));
+	if (stale) {
+		LOG(LOG_INFO, "crl_loaded", LN("crl_number", number));
 		if (front_reload(s->front, err, sizeof(err)) != 0)
 			LOG(LOG_ERROR, "api_reload_failed", LS("message", err));
 	}
@@ -466,6 +475,7 @@ int serve_run(const struct serve_options *o)
 out:
 	if (rc != 0 && err[0] != '\0') {
 		LOG(LOG_ERROR, "ca_serve_failed", LS("message", err));
+		log_flush(1000); /* the lines logged before it come first: the reason is last */
 		fprintf(stderr, "mtls ca serve: %s\n", err);
 	}
 	routes_stop(s.routes);

@@ -54,6 +54,13 @@ struct serve_options {
 #define SERVE_BODY_MAX	       (64 * 1024) /* a JSON request: a CSR with many names fits */
 #define SERVE_OCSP_BODY_MAX    4096
 #define SERVE_HTTP_CONNECTIONS 64 /* plain-HTTP connections at once */
+/* A body past its bound is read and dropped up to this much, so that a merely large request
+ * still gets its 413; past it the connection is closed (an endless chunked stream). */
+#define SERVE_DISCARD_MAX (1024 * 1024)
+/* How long a request waits for the CA directory's lock (a local `mtls ca` command, a backup
+ * holding DIR/lock) before it is answered 503. It waits without holding serve.lock, so the
+ * CRL, OCSP and the TLS front keep going meanwhile. */
+#define SERVE_LOCK_WAIT_MS 5000
 
 /* The CRL as served: the bytes of crl.pem as last read, as DER too. */
 struct served_crl {
@@ -84,7 +91,13 @@ struct serve {
 	size_t roots_len;
 	char roots_etag[67];
 	char api_url[300];
-	int64_t api_crl_number; /* of the CRL in the API's TLS configuration (front_reload()) */
+	/* the CRL (its ETag) the API's TLS configuration was last built with: whoever replaced
+	 * s->crl (a request, the schedule, the watch), the watch reloads the front when they
+	 * differ */
+	char front_crl_etag[67];
+	/* crl.pem as last refused by publish_refresh_crl(), so that it is logged once */
+	struct stat crl_refused;
+	bool crl_refused_set;
 	struct front *front;
 	struct routes *routes;
 };
@@ -92,7 +105,7 @@ struct serve {
 /* publish.c, under s->lock: read crl.pem again if it changed since the last read (or was
  * never read); on a change, cached OCSP answers are dropped too (a revocation made by a
  * local `mtls ca revoke` publishes a CRL). 0, or -1 with a message (the last good CRL is
- * kept). */
+ * kept; a refused file is logged once, "crl_refused"). */
 int publish_refresh_crl(struct serve *s, char *err, size_t err_len);
 /* publish.c, under s->lock: when the inventory holds a newer CRL than the one served (another
  * CA node on a shared store published it), write it as crl.pem (under the CA's lock) and
@@ -122,8 +135,9 @@ void front_peer_free(struct front_peer *p);
 struct front *front_start(struct serve *s, struct ev_loop *loop, int listen_fd, char *err,
 			  size_t err_len);
 /* (Re)apply the API's TLS configuration: its own certificate (cert_dir/api-chain.pem and
- * api.key), the CA's roots, the CRL as last read. Connections keep the configuration they
- * started with. 0, or -1 with a message (the previous configuration stays). */
+ * api.key), the CA's roots, the CRL as last read (taken under s->lock; not to be held by the
+ * caller). Connections keep the configuration they started with. 0, or -1 with a message
+ * (the previous configuration stays). */
 int front_reload(struct front *f, char *err, size_t err_len);
 /* Stop accepting; close every connection. */
 void front_stop(struct front *f);
