@@ -152,6 +152,9 @@ full_case() {
 		case $what in
 		list | audit | inspect) p+=("a read-only command failed on a full disk") ;;
 		revoke) [[ $ERR == *"revocation is committed"* ]] || [ "$(state)" = "$before" ] || p+=("the failed revoke changed the CA and does not say so") ;;
+		# commit, then publish: a CRL committed whose file found no room is published by
+		# the next 'mtls ca crl', as the message says
+		crl) [[ $ERR == *"is committed; free space and run 'mtls ca crl'"* ]] || [ "$(state)" = "$before" ] || p+=("the failed crl changed the CA and does not say so") ;;
 		*) [ "$(state)" = "$before" ] || p+=("the failed command changed the CA") ;;
 		esac
 		[ -z "$(leftovers)" ] || p+=("left behind: $(leftovers | tr '\n' ' ')")
