@@ -25,6 +25,7 @@
  * failures by kind); if any request failed, a second line on stderr "caload: FAILED ..."
  * and exit status 2.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, strdup */
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -525,7 +526,8 @@ int main(int argc, char **argv)
 			curl_multi_poll(m, NULL, 0, 100, NULL);
 	}
 	elapsed = now() - t0;
-	qsort(lat, n_lat, sizeof(double), cmp_double);
+	if (n_lat > 0)
+		qsort(lat, n_lat, sizeof(double), cmp_double);
 	failed = sent - ok;
 	for (int st = 0; st < MAX_STATUS; st++)
 		if (by_status[st] > 0 && el < sizeof(errors) - 32)
