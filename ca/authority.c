@@ -137,9 +137,11 @@ static X509 *read_cert(const char *path, char *err, size_t err_len)
 	BIO_free(bio);
 	free(pem);
 	ERR_clear_error();
-	if (cert == NULL)
-		snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup",
-			 path);
+	/* a message cut short still names the file's start: the length is not checked */
+	if (cert == NULL &&
+	    snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup", path) <
+		    0)
+		err[0] = '\0';
 	return cert;
 }
 
