@@ -92,10 +92,46 @@ static enum MHD_Result send_json(struct MHD_Connection *conn, unsigned status, j
 	return ret;
 }
 
+static enum MHD_Result send_error_quiet(struct MHD_Connection *conn, unsigned status,
+					const char *code, const char *message)
+{
+	return send_json(conn, status, json_pack("{s:s,s:s}", "error", code, "message", message));
+}
+
+/* Who sent the request on conn: the API's verified peer, or the plain port's client. */
+static void request_peer(struct MHD_Connection *conn, char *addr, size_t len, const char **id)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	const struct front_peer *p = ci != NULL ? ci->socket_context : NULL;
+
+	*id = "";
+	addr[0] = '\0';
+	if (p != NULL) {
+		snprintf(addr, len, "%s", p->addr);
+		*id = p->has_cert ? p->identity : "";
+		return;
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci != NULL && ci->client_addr != NULL)
+		address_format(ci->client_addr,
+			       ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								      : sizeof(struct sockaddr_in),
+			       addr, len);
+}
+
+/* A refusal of the HTTP layer itself (route, method, body, content type): answered and
+ * logged, one line (the log's rate limit keeps a scanner from flooding it). */
 static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *code,
 				  const char *message)
 {
-	return send_json(conn, status, json_pack("{s:s,s:s}", "error", code, "message", message));
+	char addr[80];
+	const char *id;
+
+	request_peer(conn, addr, sizeof(addr), &id);
+	LOG(status >= 500 ? LOG_ERROR : LOG_WARN, "http_refused", LS("peer", addr),
+	    LS("identity", id), LN("status", status), LS("reason", code), LS("message", message));
+	return send_error_quiet(conn, status, code, message);
 }
 
 static void rfc3339(time_t t, char out[32])
@@ -324,7 +360,7 @@ static enum MHD_Result refused(struct MHD_Connection *conn, const char *what,
 	    LS("peer", p != NULL ? p->addr : ""),
 	    LS("identity", p != NULL && p->has_cert ? p->identity : ""), LN("status", e->status),
 	    LS("reason", e->code), LS("message", e->message));
-	return send_error(conn, (unsigned)e->status, e->code, e->message);
+	return send_error_quiet(conn, (unsigned)e->status, e->code, e->message);
 }
 
 static enum MHD_Result api_enroll(struct routes *r, struct MHD_Connection *conn,

@@ -309,6 +309,11 @@ api "$W/nj2.out" /v1/enroll "$W/nj.json"
 vcheck "a body that is not JSON: 400 bad_json" "$([ "$CODE" = 400 ] && grep -q bad_json "$W/nj2.out" || echo "$CODE $(cat "$W/nj2.out")")"
 http "$W/get.out" --cacert "$D/root.pem" "$API/v1/enroll"
 vcheck "GET on a POST route: 405" "$([ "$CODE" = 405 ] || echo "$CODE")"
+p=()
+for r in too_large content_type bad_json method; do
+	grep -q "\"event\":\"http_refused\".*\"reason\":\"$r\"" "$W/serve.log" || p+=("no http_refused line for $r")
+done
+verdict "each of those refusals is one log line with its reason" "${p[@]+"${p[@]}"}"
 head -c 3000 /dev/urandom >"$W/garbage"
 timeout 5 bash -c "cat '$W/garbage' >/dev/tcp/127.0.0.1/$AP" 2>/dev/null || true
 http "$W/after.pem" --cacert "$D/root.pem" "$API/roots.pem"
