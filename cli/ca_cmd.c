@@ -8,6 +8,7 @@
 
 #include "ca_cmd.h"
 #include "commands.h"
+#include "grant.h"
 
 struct ca_command {
 	const char *name;
@@ -79,6 +80,26 @@ void ca_failf(const char *cmd, const char *fmt, ...)
 	ca_fail(cmd, n >= 0 ? msg : "out of memory");
 	if (n >= 0)
 		free(msg);
+}
+
+int ca_names_add(const struct ca_names *n, struct grant *g, char *err, size_t len)
+{
+	char why[512];
+
+	for (size_t i = 0; i < n->dns.n; i++)
+		if (grant_add_dns(&g->names, n->dns.v[i], err, len) != 0)
+			return -1;
+	for (size_t i = 0; i < n->ip.n; i++)
+		if (grant_add_ip(&g->names, n->ip.v[i], err, len) != 0)
+			return -1;
+	for (size_t i = 0; i < n->uri.n; i++)
+		if (grant_add_uri(&g->names, n->uri.v[i], err, len) != 0)
+			return -1;
+	if (n->cn != NULL && grant_set_cn(g, n->cn, why, sizeof(why)) != 0) {
+		snprintf(err, len, "invalid --cn: %s", why);
+		return -1;
+	}
+	return 0;
 }
 
 int ca_parse(const char *cmd, const char *usage, const char *about, const struct opt *table,

@@ -20,6 +20,23 @@
 		"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",                            \
 			"passphrase of the CA key, from environment variable VAR"                  \
 	}
+/* The names a certificate (mtls ca issue) or a token (mtls ca token) is for, and their
+ * option-table entries: O is the command's offsetof() macro, the field is named names,
+ * cn_help is the help of --cn and granted is "" or " granted", put after each name's kind. */
+struct ca_names {
+	const char *cn;
+	struct opt_list dns;
+	struct opt_list ip;
+	struct opt_list uri;
+};
+#define CA_OPT_NAMES(O, cn_help, granted)                                                          \
+	{"cn", OPT_STRING, O(names.cn), "NAME", cn_help},                                          \
+		{"dns", OPT_LIST, O(names.dns), "NAME", "DNS name" granted " (subjectAltName)"},   \
+		{"ip", OPT_LIST, O(names.ip), "ADDR", "IP address" granted " (subjectAltName)"},   \
+	{                                                                                          \
+		"uri", OPT_LIST, O(names.uri), "URI",                                              \
+			"URI such as a SPIFFE ID" granted " (subjectAltName)"                      \
+	}
 #define CA_OPT_CONFIG(O)                                                                           \
 	{                                                                                          \
 		"config", OPT_STRING, O(config), "FILE", "read options from FILE"                  \
@@ -37,6 +54,10 @@ void ca_failf(const char *cmd, const char *fmt, ...) __attribute__((format(print
 /* text with control bytes shown as \xNN (for a file name in a message or the audit log);
  * the caller frees it; NULL if out of memory. */
 char *ca_shown(const char *text);
+struct grant;
+/* Add the names to g (after grant_init()), each checked as ca/grant.h checks it; the grant
+ * as a whole is left to grant_check(). 0, or -1 with the message in err. */
+int ca_names_add(const struct ca_names *n, struct grant *g, char *err, size_t len);
 
 int cmd_ca_init(int argc, char **argv);
 int cmd_ca_issue(int argc, char **argv);

@@ -35,10 +35,7 @@
 struct issue_opts {
 	const char *dir;
 	const char *profile;
-	const char *cn;
-	struct opt_list dns;
-	struct opt_list ip;
-	struct opt_list uri;
+	struct ca_names names;
 	const char *csr;
 	const char *key;
 	long long days;
@@ -54,10 +51,7 @@ static const struct opt issue_table[] = {
 	CA_OPT_DIR(O),
 	{"profile", OPT_STRING, O(profile), "NAME",
 	 "server (serverAuth), client (clientAuth) or peer (both); required"},
-	{"cn", OPT_STRING, O(cn), "NAME", "subject common name (default: the first name)"},
-	{"dns", OPT_LIST, O(dns), "NAME", "DNS name (subjectAltName)"},
-	{"ip", OPT_LIST, O(ip), "ADDR", "IP address (subjectAltName)"},
-	{"uri", OPT_LIST, O(uri), "URI", "URI such as a SPIFFE ID (subjectAltName)"},
+	CA_OPT_NAMES(O, "subject common name (default: the first name)", ""),
 	{"csr", OPT_STRING, O(csr), "FILE",
 	 "sign this CSR: only its key is used; every name it asks for must be given as --dns, "
 	 "--ip, --uri or --cn"},
@@ -72,26 +66,6 @@ static const struct opt issue_table[] = {
 	CA_OPT_CONFIG(O),
 	OPT_END,
 };
-
-static int add_names(const struct issue_opts *o, struct grant *g, char *err, size_t len)
-{
-	char why[512];
-
-	for (size_t i = 0; i < o->dns.n; i++)
-		if (grant_add_dns(&g->names, o->dns.v[i], err, len) != 0)
-			return -1;
-	for (size_t i = 0; i < o->ip.n; i++)
-		if (grant_add_ip(&g->names, o->ip.v[i], err, len) != 0)
-			return -1;
-	for (size_t i = 0; i < o->uri.n; i++)
-		if (grant_add_uri(&g->names, o->uri.v[i], err, len) != 0)
-			return -1;
-	if (o->cn != NULL && grant_set_cn(g, o->cn, why, sizeof(why)) != 0) {
-		snprintf(err, len, "invalid --cn: %s", why);
-		return -1;
-	}
-	return 0;
-}
 
 /* Read, authenticate and compare the CSR with the grant. 0, 1 the CSR cannot be used, 2 it
  * asks for more than was granted (err says what). */
@@ -389,7 +363,7 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	if (grant_init(&g, o.profile, GRANT_OPERATOR, err, sizeof(err)) != 0 ||
-	    add_names(&o, &g, err, sizeof(err)) != 0) {
+	    ca_names_add(&o.names, &g, err, sizeof(err)) != 0) {
 		ca_fail("issue", err);
 		goto out;
 	}

@@ -16,16 +16,14 @@
 
 #include "authority.h"
 #include "ca_cmd.h"
+#include "duration.h"
 #include "grant.h"
 #include "token.h"
 
 struct token_opts {
 	const char *dir;
 	const char *profile;
-	const char *cn;
-	struct opt_list dns;
-	struct opt_list ip;
-	struct opt_list uri;
+	struct ca_names names;
 	const char *ttl;
 	const char *ca_url;
 	const char *config;
@@ -37,12 +35,9 @@ static const struct opt token_table[] = {
 	CA_OPT_DIR(O),
 	{"profile", OPT_STRING, O(profile), "NAME",
 	 "server (serverAuth), client (clientAuth) or peer (both); required"},
-	{"cn", OPT_STRING, O(cn), "NAME", "subject common name the enrolling CSR may ask for"},
-	{"dns", OPT_LIST, O(dns), "NAME", "DNS name granted (subjectAltName)"},
-	{"ip", OPT_LIST, O(ip), "ADDR", "IP address granted (subjectAltName)"},
-	{"uri", OPT_LIST, O(uri), "URI", "URI such as a SPIFFE ID granted (subjectAltName)"},
+	CA_OPT_NAMES(O, "subject common name the enrolling CSR may ask for", " granted"),
 	{"ttl", OPT_STRING, O(ttl), "DURATION",
-	 "how long the token can be used, with a unit s, m or h: 1m to 24h (default 10m)"},
+	 "how long the token can be used: 1m to 24h (default 10m)"},
 	{"ca-url", OPT_STRING, O(ca_url), "URL",
 	 "the CA service's API, https://HOST[:PORT] (default: the URL 'mtls ca serve' "
 	 "records)"},
@@ -50,56 +45,8 @@ static const struct opt token_table[] = {
 	OPT_END,
 };
 
-#define TTL_DEFAULT 600
-#define TTL_MIN	    60
-#define TTL_MAX	    (24 * 3600)
-
-/* "10m", "90s", "2h": seconds, or -1 with a message. */
-static long long parse_ttl(const char *s, char *err, size_t err_len)
-{
-	size_t d = strspn(s, "0123456789");
-	long long n, unit;
-
-	if (d > 0 && s[d] == '\0') {
-		snprintf(err, err_len, "--ttl %s has no unit: write e.g. 10m (s, m or h)", s);
-		return -1;
-	}
-	if (d == 0 || d > 6 || s[d + 1] != '\0' || (s[d] != 's' && s[d] != 'm' && s[d] != 'h')) {
-		snprintf(err, err_len,
-			 "invalid --ttl '%s': give a number and a unit, s, m or h (e.g. 10m)", s);
-		return -1;
-	}
-	unit = s[d] == 's' ? 1 : s[d] == 'm' ? 60 : 3600;
-	n = strtoll(s, NULL, 10) * unit;
-	if (n < TTL_MIN || n > TTL_MAX) {
-		snprintf(err, err_len, "--ttl %s is out of range: give 1m to 24h", s);
-		return -1;
-	}
-	return n;
-}
-
-/* The grant from the options, checked as `mtls ca issue` checks its own. */
-static int make_grant(const struct token_opts *o, struct grant *g, char *err, size_t len)
-{
-	char why[512];
-
-	if (grant_init(g, o->profile, GRANT_TOKEN, err, len) != 0)
-		return -1;
-	for (size_t i = 0; i < o->dns.n; i++)
-		if (grant_add_dns(&g->names, o->dns.v[i], err, len) != 0)
-			return -1;
-	for (size_t i = 0; i < o->ip.n; i++)
-		if (grant_add_ip(&g->names, o->ip.v[i], err, len) != 0)
-			return -1;
-	for (size_t i = 0; i < o->uri.n; i++)
-		if (grant_add_uri(&g->names, o->uri.v[i], err, len) != 0)
-			return -1;
-	if (o->cn != NULL && grant_set_cn(g, o->cn, why, sizeof(why)) != 0) {
-		snprintf(err, len, "invalid --cn: %s", why);
-		return -1;
-	}
-	return grant_check(g, err, len);
-}
+#define TTL_MIN_MS 60000LL	    /* 1m */
+#define TTL_MAX_MS (24 * 3600000LL) /* 24h */
 
 int cmd_ca_token(int argc, char **argv)
 {
@@ -110,7 +57,7 @@ int cmd_ca_token(int argc, char **argv)
 	struct token t;
 	char err[1024] = "", why[512], url[TOKEN_URL_MAX + 1], text[TOKEN_TEXT_MAX + 1];
 	char hash[65], when[32], *names = NULL;
-	long long ttl = TTL_DEFAULT;
+	long long ttl_ms = 600000; /* 10m */
 	time_t now, not_after;
 	struct tm tm;
 	int rc;
@@ -133,11 +80,15 @@ int cmd_ca_token(int argc, char **argv)
 		ca_fail("token", "give --profile and the names to grant; see mtls ca token --help");
 		goto out;
 	}
-	if (make_grant(&o, &g, err, sizeof(err)) != 0) {
+	/* checked as `mtls ca issue` checks its own */
+	if (grant_init(&g, o.profile, GRANT_TOKEN, err, sizeof(err)) != 0 ||
+	    ca_names_add(&o.names, &g, err, sizeof(err)) != 0 ||
+	    grant_check(&g, err, sizeof(err)) != 0) {
 		ca_fail("token", err);
 		goto out;
 	}
-	if (o.ttl != NULL && (ttl = parse_ttl(o.ttl, err, sizeof(err))) < 0) {
+	if (o.ttl != NULL && duration_parse(o.ttl, "--ttl", TTL_MIN_MS, TTL_MAX_MS, &ttl_ms, err,
+					    sizeof(err)) != 0) {
 		ca_fail("token", err);
 		goto out;
 	}
@@ -184,7 +135,7 @@ int cmd_ca_token(int argc, char **argv)
 	}
 	token_hash_hex(&t, hash);
 	now = time(NULL);
-	not_after = now + (time_t)ttl;
+	not_after = now + (time_t)(ttl_ms / 1000);
 	{
 		struct store_token row = {.hash = hash,
 					  .profile = o.profile,

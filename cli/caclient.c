@@ -646,6 +646,35 @@ out:
 	return out;
 }
 
+int caclient_issue(const char *base, const char *path, json_t *request, EVP_PKEY *key,
+		   const struct caclient_tls *tls, X509 *root, struct caclient_issued *out,
+		   char *names, size_t names_len, char *err, size_t err_len)
+{
+	char *csr = caclient_csr(key, err, err_len), *body = NULL, *reply = NULL;
+	size_t reply_len = 0;
+	int rc = -1;
+
+	if (csr == NULL)
+		return -1;
+	if (json_object_set_new(request, "csr", json_string(csr)) != 0 ||
+	    (body = json_dumps(request, JSON_COMPACT)) == NULL) {
+		fail(err, err_len, "out of memory");
+		goto out;
+	}
+	if (caclient_post(base, path, body, tls, &reply, &reply_len, err, err_len) == 0 &&
+	    caclient_issued_parse(reply, reply_len, out, err, err_len) == 0 &&
+	    caclient_issued_check(out, key, root, names, names_len, err, err_len) == 0)
+		rc = 0;
+out:
+	if (body != NULL) { /* an enrollment's holds the token */
+		OPENSSL_cleanse(body, strlen(body));
+		free(body);
+	}
+	free(reply);
+	free(csr);
+	return rc;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Revocation */
 

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <openssl/x509.h>
 
 #define CACLIENT_MAX_BODY  (1024 * 1024)
@@ -74,6 +75,15 @@ void caclient_issued_free(struct caclient_issued *i);
 /* A CSR for key with an empty subject and no extensions (the CA decides the names), PEM;
  * the caller frees. NULL with the message. */
 char *caclient_csr(EVP_PKEY *key, char *err, size_t err_len);
+
+/* A certificate for key from the CA (/v1/enroll, /v1/renew): a CSR for key is added to the
+ * JSON object request as "csr", which is POSTed to base + path (caclient_post()); the answer
+ * is parsed into out (caclient_issued_parse(), the caller frees it even on failure) and
+ * checked (caclient_issued_check(): key, root, names). The request's text is wiped after
+ * use (an enrollment's carries the token). 0, or -1 with the message. */
+int caclient_issue(const char *base, const char *path, json_t *request, EVP_PKEY *key,
+		   const struct caclient_tls *tls, X509 *root, struct caclient_issued *out,
+		   char *names, size_t names_len, char *err, size_t err_len);
 
 /* The subjectAltNames of cert as "DNS:a, URI:b, IP:1.2.3.4", control bytes as \xNN. */
 void caclient_names(X509 *cert, char *out, size_t out_len);

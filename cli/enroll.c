@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -16,6 +17,34 @@
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name)
 {
 	return snprintf(out, out_len, "%s/%s", dir, name) >= (int)out_len ? -1 : 0;
+}
+
+int enroll_options(const char *cmd, const char *usage, const char *about, const struct opt *table,
+		   void *target, int argc, char **argv, struct options_state *st)
+{
+	char err[2048];
+
+	if (options_parse(table, target, argc, argv, st, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mtls %s: %s\n", cmd, err);
+		return 2;
+	}
+	if (st->help) {
+		options_help(stdout, usage, about, table);
+		return 0;
+	}
+	if (st->positional.n != 0) {
+		fprintf(stderr, "mtls %s: unexpected argument '%.100s'; see --help\n", cmd,
+			st->positional.v[0]);
+		return 2;
+	}
+	return -1;
+}
+
+void enroll_utc(time_t t, char out[32])
+{
+	struct tm tm;
+
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 }
 
 int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,

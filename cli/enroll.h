@@ -16,6 +16,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
+
+#include "options.h"
 
 struct enroll_file {
 	const char *name; /* in the directory: "key.pem" */
@@ -35,5 +38,14 @@ int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool re
 
 /* dir/name into out. -1 if too long. */
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name);
+
+/* Parse the options of mtls cmd ("enroll", "renew"): on --help print usage and about and
+ * return 0; on a usage error (a positional argument included) print "mtls CMD: ..." and
+ * return 2; else -1, to go on. */
+int enroll_options(const char *cmd, const char *usage, const char *about, const struct opt *table,
+		   void *target, int argc, char **argv, struct options_state *st);
+
+/* t as "2026-12-01T18:00:00Z", for messages. */
+void enroll_utc(time_t t, char out[32]);
 
 #endif /* MTLS_CLI_ENROLL_H */

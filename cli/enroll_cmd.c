@@ -131,9 +131,8 @@ int cmd_enroll(int argc, char **argv)
 	struct token tok;
 	struct caclient_issued iss = {0};
 	char err[2048], base[TOKEN_URL_MAX + 1], absdir[PATH_MAX], have[128], names[4096];
-	char *text = NULL, *csr = NULL, *body = NULL, *reply = NULL, *rootpem = NULL;
-	char *keypem = NULL, *conf = NULL, *url_line = NULL;
-	size_t reply_len = 0, key_len = 0;
+	char *text = NULL, *rootpem = NULL, *keypem = NULL, *conf = NULL, *url_line = NULL;
+	size_t key_len = 0;
 	long root_len = 0;
 	X509 *root = NULL;
 	EVP_PKEY *key = NULL;
@@ -143,34 +142,23 @@ int cmd_enroll(int argc, char **argv)
 	int rc = 2, lock = -1;
 
 	memset(&tok, 0, sizeof(tok));
-	if (options_parse(enroll_table, &o, argc, argv, &st, err, sizeof(err)) != 0) {
-		failmsg(err);
+	rc = enroll_options(
+		"enroll",
+		"mtls enroll --dir DIR (--token-file FILE | --token TOKEN | $MTLS_TOKEN) "
+		"[--key-type ALG] [--force]",
+		"Get a certificate from a CA service (mtls ca serve) with a one-time token "
+		"from mtls ca token.\nThe token pins the CA's root: a server that does not "
+		"serve it is refused. The key is made\nhere; DIR receives key.pem (0600), "
+		"cert.pem (the chain), ca.pem (the root), ca-url (the CA's\nURL, for mtls "
+		"renew; not in mtls.conf, whose keys are the daemons' options) and "
+		"mtls.conf\n(cert, key and ca lines for mtls server/connector --config). "
+		"The token may come from\n--token-file or the environment variable "
+		"MTLS_TOKEN, so that it is not in the process list.\nExit status: 0 "
+		"enrolled, 1 refused or failed (nothing written), 2 usage.",
+		enroll_table, &o, argc, argv, &st);
+	if (rc >= 0)
 		goto out;
-	}
-	if (st.help) {
-		options_help(
-			stdout,
-			"mtls enroll --dir DIR (--token-file FILE | --token TOKEN | $MTLS_TOKEN) "
-			"[--key-type ALG] [--force]",
-			"Get a certificate from a CA service (mtls ca serve) with a one-time token "
-			"from mtls ca token.\nThe token pins the CA's root: a server that does not "
-			"serve it is refused. The key is made\nhere; DIR receives key.pem (0600), "
-			"cert.pem (the chain), ca.pem (the root), ca-url (the CA's\nURL, for mtls "
-			"renew; not in mtls.conf, whose keys are the daemons' options) and "
-			"mtls.conf\n(cert, key and ca lines for mtls server/connector --config). "
-			"The token may come from\n--token-file or the environment variable "
-			"MTLS_TOKEN, so that it is not in the process list.\nExit status: 0 "
-			"enrolled, 1 refused or failed (nothing written), 2 usage.",
-			enroll_table);
-		rc = 0;
-		goto out;
-	}
-	if (st.positional.n != 0) {
-		snprintf(err, sizeof(err), "unexpected argument '%.100s'; see --help",
-			 st.positional.v[0]);
-		failmsg(err);
-		goto out;
-	}
+	rc = 2;
 	if (o.dir == NULL) {
 		failmsg("give --dir DIR (where the key and certificate go); see --help");
 		goto out;
@@ -222,26 +210,19 @@ int cmd_enroll(int argc, char **argv)
 		root_len = BIO_get_mem_data(bio, &p);
 		rootpem = strndup(p, (size_t)root_len);
 	}
-	csr = caclient_csr(key, err, sizeof(err));
-	req = csr != NULL ? json_pack("{s:s, s:s}", "token", text, "csr", csr) : NULL;
-	body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
-	if (rootpem == NULL || body == NULL) {
-		failmsg(csr == NULL ? err : "out of memory");
+	req = json_pack("{s:s}", "token", text);
+	if (rootpem == NULL || req == NULL) {
+		failmsg("out of memory");
 		goto out;
 	}
 	{
 		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL};
 
-		if (caclient_post(base, "/v1/enroll", body, &tls, &reply, &reply_len, err,
-				  sizeof(err)) != 0) {
+		if (caclient_issue(base, "/v1/enroll", req, key, &tls, root, &iss, names,
+				   sizeof(names), err, sizeof(err)) != 0) {
 			failmsg(err);
 			goto out;
 		}
-	}
-	if (caclient_issued_parse(reply, reply_len, &iss, err, sizeof(err)) != 0 ||
-	    caclient_issued_check(&iss, key, root, names, sizeof(names), err, sizeof(err)) != 0) {
-		failmsg(err);
-		goto out;
 	}
 	/* the files: DIR made (0700) if missing, locked against a concurrent enroll/renew */
 	if (files_mkdir_private(o.dir, err, sizeof(err)) != 0) {
@@ -306,13 +287,12 @@ int cmd_enroll(int argc, char **argv)
 	{
 		char when[32];
 		time_t na = certfields_time(X509_get0_notAfter(sk_X509_value(iss.chain, 0)));
-		struct tm tm;
 		bool server = strcmp(iss.profile, "server") == 0;
 		const char *how = server ? "server" : "connector";
 		const char *rest = server ? "--listen ADDR --target ADDR --allow-uri PATTERN"
 					  : "--listen 127.0.0.1:PORT --server HOST:PORT";
 
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&na, &tm));
+		enroll_utc(na, when);
 		printf("enrolled: serial %s, %s, valid until %s; next: mtls %s --config "
 		       "%s/mtls.conf %s, and mtls renew --dir %s from a timer\n",
 		       iss.serial, names, when, how, absdir, rest, absdir);
@@ -325,17 +305,11 @@ out:
 		OPENSSL_cleanse(text, strlen(text));
 		free(text);
 	}
-	if (body != NULL) {
-		OPENSSL_cleanse(body, strlen(body));
-		free(body);
-	}
 	token_wipe(&tok);
 	json_decref(req);
 	keys_free_pem(keypem, key_len);
 	free(conf);
 	free(url_line);
-	free(csr);
-	free(reply);
 	free(rootpem);
 	BIO_free(bio);
 	caclient_issued_free(&iss);

@@ -56,13 +56,6 @@ static void failmsg(const char *msg)
 	fprintf(stderr, "mtls renew: %s\n", msg);
 }
 
-static void utc(time_t t, char out[32])
-{
-	struct tm tm;
-
-	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-}
-
 /* The first certificate of a PEM file, or NULL with the message. */
 static X509 *first_cert(const char *text, size_t len, const char *path, char *err, size_t err_len)
 {
@@ -83,39 +76,27 @@ int cmd_renew(int argc, char **argv)
 	struct caclient_issued iss = {0};
 	char err[8192], base[512], names[4096], certp[PATH_MAX], keyp[PATH_MAX], cap[PATH_MAX],
 		urlp[PATH_MAX], t1[32], t2[32];
-	char *certpem = NULL, *rootpem = NULL, *urltext = NULL, *csr = NULL, *body = NULL;
-	char *reply = NULL, *keypem = NULL, *oldserial = NULL;
-	size_t cert_len = 0, root_len = 0, reply_len = 0, key_len = 0;
+	char *certpem = NULL, *rootpem = NULL, *urltext = NULL, *keypem = NULL, *oldserial = NULL;
+	size_t cert_len = 0, root_len = 0, key_len = 0;
 	X509 *leaf = NULL, *root = NULL;
 	EVP_PKEY *oldkey = NULL, *key = NULL;
 	json_t *req = NULL;
 	time_t now = time(NULL), nb, na, due;
 	int rc = 2, lock = -1;
 
-	if (options_parse(renew_table, &o, argc, argv, &st, err, sizeof(err)) != 0) {
-		failmsg(err);
+	rc = enroll_options("renew", "mtls renew --dir DIR [--ca-url URL] [--same-key] [--force]",
+			    "Renew the certificate in DIR (written by mtls enroll) at the CA "
+			    "service, authenticating\nwith it. Before renew_after (two thirds "
+			    "into its life) it does nothing unless --force, so\nit can run from a "
+			    "timer. The server is verified against DIR/ca.pem; the CA's URL is "
+			    "read\nfrom DIR/ca-url unless --ca-url. cert.pem and key.pem are "
+			    "replaced together (a running\nmtls server/connector reloads them).\n"
+			    "Exit status: 0 renewed or not due, 1 failure (the CA's message), 2 "
+			    "usage.",
+			    renew_table, &o, argc, argv, &st);
+	if (rc >= 0)
 		goto out;
-	}
-	if (st.help) {
-		options_help(stdout, "mtls renew --dir DIR [--ca-url URL] [--same-key] [--force]",
-			     "Renew the certificate in DIR (written by mtls enroll) at the CA "
-			     "service, authenticating\nwith it. Before renew_after (two thirds "
-			     "into its life) it does nothing unless --force, so\nit can run from a "
-			     "timer. The server is verified against DIR/ca.pem; the CA's URL is "
-			     "read\nfrom DIR/ca-url unless --ca-url. cert.pem and key.pem are "
-			     "replaced together (a running\nmtls server/connector reloads them).\n"
-			     "Exit status: 0 renewed or not due, 1 failure (the CA's message), 2 "
-			     "usage.",
-			     renew_table);
-		rc = 0;
-		goto out;
-	}
-	if (st.positional.n != 0) {
-		snprintf(err, sizeof(err), "unexpected argument '%.100s'; see --help",
-			 st.positional.v[0]);
-		failmsg(err);
-		goto out;
-	}
+	rc = 2;
 	if (o.dir == NULL) {
 		failmsg("give --dir DIR (the directory mtls enroll wrote); see --help");
 		goto out;
@@ -185,15 +166,15 @@ int cmd_renew(int argc, char **argv)
 	due = nb + (na - nb) / 3 * 2;
 	oldserial = certfields_serial_hex(leaf);
 	if (!o.force && now < due) {
-		utc(due, t1);
-		utc(na, t2);
+		enroll_utc(due, t1);
+		enroll_utc(na, t2);
 		printf("not due until %s (serial %s valid until %s); --force renews now\n", t1,
 		       oldserial != NULL ? oldserial : "?", t2);
 		rc = 0;
 		goto out;
 	}
 	if (now >= na) {
-		utc(na, t1);
+		enroll_utc(na, t1);
 		snprintf(err, sizeof(err),
 			 "%s expired at %s and cannot renew itself; enroll again with a new token",
 			 certp, t1);
@@ -208,26 +189,19 @@ int cmd_renew(int argc, char **argv)
 		rc = 2;
 		goto out;
 	}
-	csr = caclient_csr(key, err, sizeof(err));
-	req = csr != NULL ? json_pack("{s:s, s:b}", "csr", csr, "same_key", o.same_key != 0) : NULL;
-	body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
-	if (body == NULL) {
-		failmsg(csr == NULL ? err : "out of memory");
+	req = json_pack("{s:b}", "same_key", o.same_key != 0);
+	if (req == NULL) {
+		failmsg("out of memory");
 		goto out;
 	}
 	{
 		struct caclient_tls tls = {rootpem, root_len, certp, keyp};
 
-		if (caclient_post(base, "/v1/renew", body, &tls, &reply, &reply_len, err,
-				  sizeof(err)) != 0) {
+		if (caclient_issue(base, "/v1/renew", req, key, &tls, root, &iss, names,
+				   sizeof(names), err, sizeof(err)) != 0) {
 			failmsg(err);
 			goto out;
 		}
-	}
-	if (caclient_issued_parse(reply, reply_len, &iss, err, sizeof(err)) != 0 ||
-	    caclient_issued_check(&iss, key, root, names, sizeof(names), err, sizeof(err)) != 0) {
-		failmsg(err);
-		goto out;
 	}
 	if (!o.same_key && (keypem = keys_to_pem(key, NULL, &key_len)) == NULL) {
 		failmsg("out of memory");
@@ -257,8 +231,8 @@ int cmd_renew(int argc, char **argv)
 		time_t nnb = certfields_time(X509_get0_notBefore(nl));
 		time_t nna = certfields_time(X509_get0_notAfter(nl));
 
-		utc(nna, t1);
-		utc(nnb + (nna - nnb) / 3 * 2, t2);
+		enroll_utc(nna, t1);
+		enroll_utc(nnb + (nna - nnb) / 3 * 2, t2);
 		printf("renewed: serial %s (was %s), %s, %s, valid until %s, renew after %s\n",
 		       iss.serial, oldserial != NULL ? oldserial : "?", names,
 		       o.same_key ? "same key" : "new key", t1, t2);
@@ -268,9 +242,6 @@ out:
 	if (lock >= 0)
 		close(lock);
 	json_decref(req);
-	free(body);
-	free(csr);
-	free(reply);
 	keys_free_pem(keypem, key_len);
 	free(certpem);
 	free(rootpem);

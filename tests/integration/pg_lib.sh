@@ -1,14 +1,17 @@
-# A throwaway PostgreSQL server for the tests of the CA store on PostgreSQL. Sourced after
-# lib.sh (set BG_LIMIT before lib.sh: the server lives through the whole script).
+# A throwaway PostgreSQL server on a unix socket only, for the tests of the CA store on
+# PostgreSQL and of the tunnel in front of PostgreSQL. Sourced after lib.sh (set BG_LIMIT
+# before lib.sh where the server lives through a long script).
 #
 #   PG_BIN PGP PGSOCK PGDATA   the server's binaries, port (a socket name), socket dir, data
-#   pg_start LOG                start it (initdb is done at source time): sets PG_PID
+#   pg_start LOG [OPTION...]    start it (initdb is done at source time), with more server
+#                               options (-c name=value): sets PG_PID
 #   url DB                      the URL of database DB
 #   sql DB SQL...               psql on DB (RC, OUT, ERR)
 #   setup_die MSG [DETAIL...]   fail the script in setup
 #
 # PostgreSQL's server binaries are required (CI installs postgresql): without them the
-# script fails rather than skip. As root, the cluster runs as the `postgres` system user.
+# script fails, unless it checked them first to skip (test_tunnel_postgres.sh). As root, the
+# cluster runs as the `postgres` system user (initdb refuses root).
 
 setup_die() {
 	echo "${0##*/}: setup: $1" >&2
@@ -23,6 +26,7 @@ for p in "$PG_BIN/initdb" "$PG_BIN/postgres"; do
 done
 command -v psql >/dev/null || setup_die "psql not found: install postgresql-client"
 
+# setpriv execs (no process in between), so lib.sh's SIGTERM at exit reaches the postmaster
 AS_PG=()
 if [ "$(id -u)" = 0 ]; then
 	id postgres >/dev/null 2>&1 || setup_die "running as root and there is no postgres user"
@@ -33,9 +37,10 @@ if [ "$(id -u)" = 0 ]; then
 	fi
 fi
 
-# libpq: nothing from the environment but what is set here
+# libpq: nothing from the environment but what is set here (no TLS or GSS of its own)
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD \
-	PGSSLMODE PGREQUIRESSL PGCONNECT_TIMEOUT PGTARGETSESSIONATTRS
+	PGSSLMODE PGREQUIRESSL PGSSLCERT PGSSLKEY PGSSLROOTCERT PGCONNECT_TIMEOUT \
+	PGTARGETSESSIONATTRS
 export PGSSLMODE=disable PGGSSENCMODE=disable
 
 cd -- "$TMP" # the postgres user may not be able to enter the directory ctest runs us in
@@ -54,15 +59,18 @@ run "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A tru
 	--locale=C --no-sync --no-instructions
 [ "$RC" = 0 ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
 
-# pg_start LOG : the server, in the foreground under start_bg (lib.sh stops it at exit).
+# pg_start LOG [OPTION...] : the server, in the foreground under start_bg (lib.sh stops it at
+# exit), with more options after the common ones.
 pg_start() {
-	start_bg "$1" "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/postgres" -D "$PGDATA" -p "$PGP" \
+	local log=$1
+	shift
+	start_bg "$log" "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/postgres" -D "$PGDATA" -p "$PGP" \
 		-k "$PGSOCK" -c listen_addresses= -c logging_collector=off -c fsync=off \
 		-c synchronous_commit=off -c full_page_writes=off -c max_connections=40 \
-		-c shared_buffers=16MB -c autovacuum=off
+		-c shared_buffers=16MB -c autovacuum=off "$@"
 	PG_PID=$BG_PID
-	wait_for_line "$1" 'database system is ready to accept connections' 20 "$PG_PID" ||
-		setup_die "PostgreSQL did not start" "$(cat -- "$1")"
+	wait_for_line "$log" 'database system is ready to accept connections' 20 "$PG_PID" ||
+		setup_die "PostgreSQL did not start" "$(cat -- "$log")"
 }
 
 # url DB : the URL of database DB on the test server.

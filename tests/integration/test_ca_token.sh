@@ -180,15 +180,17 @@ refused "bad IP" 2 "invalid IP address '300.1.1.1'" \
 	--dir "$D" --profile server --ip 300.1.1.1 --ca-url "$URL"
 refused "bad CN" 2 "invalid --cn" --dir "$D" --profile client --uri "$APP" --ca-url "$URL" \
 	--cn "$(printf 'a%.0s' {1..65})"
-refused "--ttl without a unit" 2 "--ttl 10 has no unit: write e.g. 10m" \
+refused "--ttl without a unit" 2 "--ttl: '10' has no unit" \
 	--dir "$D" --profile client --uri "$APP" --ttl 10 --ca-url "$URL"
-refused "--ttl below 1m" 2 "--ttl 59s is out of range: give 1m to 24h" \
+refused "--ttl below 1m" 2 "--ttl: '59s' is out of range; give 1m to 1d" \
 	--dir "$D" --profile client --uri "$APP" --ttl 59s --ca-url "$URL"
-refused "--ttl above 24h" 2 "--ttl 25h is out of range" \
+refused "--ttl above 24h" 2 "--ttl: '25h' is out of range" \
 	--dir "$D" --profile client --uri "$APP" --ttl 25h --ca-url "$URL"
-refused "--ttl with an unknown unit" 2 "invalid --ttl '10d'" \
-	--dir "$D" --profile client --uri "$APP" --ttl 10d --ca-url "$URL"
-refused "--ttl with two units" 2 "invalid --ttl '1h30m'" \
+refused "--ttl of days above 24h" 2 "--ttl: '2d' is out of range" \
+	--dir "$D" --profile client --uri "$APP" --ttl 2d --ca-url "$URL"
+refused "--ttl with an unknown unit" 2 "--ttl: '10w' is not a duration" \
+	--dir "$D" --profile client --uri "$APP" --ttl 10w --ca-url "$URL"
+refused "--ttl with two units" 2 "--ttl: '1h30m' is not a duration" \
 	--dir "$D" --profile client --uri "$APP" --ttl 1h30m --ca-url "$URL"
 refused "--ca-url http://" 2 "invalid --ca-url: the CA URL must start with https://" \
 	--dir "$D" --profile client --uri "$APP" --ca-url http://ca.example.org

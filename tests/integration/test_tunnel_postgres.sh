@@ -24,14 +24,7 @@ skip_all() {
 	exit 0
 }
 
-# setup_die MESSAGE [DETAIL...] : the setup failed (not a case): say why and stop.
-setup_die() {
-	echo "${0##*/}: setup: $1" >&2
-	shift
-	[ $# -eq 0 ] || printf '%s\n' "$@" | sed 's/^/    | /' >&2
-	exit 1
-}
-
+# Without PostgreSQL the cases are skipped (pg_lib.sh would fail the script).
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 for p in "$PG_BIN/initdb" "$PG_BIN/postgres"; do
 	[ -x "$p" ] || skip_all "$p not found (install postgresql-15)"
@@ -39,25 +32,17 @@ done
 for p in psql pgbench curl; do
 	command -v "$p" >/dev/null || skip_all "$p not found in PATH"
 done
-
-# initdb refuses to run as root: then the cluster belongs to the postgres system user. setpriv
-# execs (no process in between), so lib.sh's SIGTERM at exit reaches the postmaster itself.
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then
-	id postgres >/dev/null 2>&1 || skip_all "running as root and there is no postgres user"
-	if command -v setpriv >/dev/null; then
-		AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups)
-	else
-		AS_PG=(runuser -u postgres --)
-	fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+	skip_all "running as root and there is no postgres user"
 fi
 
-# libpq: no TLS or GSS of its own (the tunnel does TLS), bounded connects, no stray settings.
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD \
-	PGSSLMODE PGREQUIRESSL PGSSLCERT PGSSLKEY PGSSLROOTCERT PGTARGETSESSIONATTRS
-export PGCONNECT_TIMEOUT=5 PGSSLMODE=disable PGGSSENCMODE=disable PGAPPNAME=mtls-test
+# the cluster (initdb), on a unix socket only; setup_die
+# shellcheck source=tests/integration/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
 
-cd -- "$TMP" # the postgres user may not be able to enter the directory ctest runs us in
+# libpq: bounded connects (pg_lib.sh cleared the rest of its environment)
+export PGCONNECT_TIMEOUT=5 PGAPPNAME=mtls-test
+
 W=$TMP/w
 mkdir -m 700 -- "$W"
 CA=$TMP/ca
@@ -137,30 +122,8 @@ LAST_CMD="mtls ca revoke --cert $W/revoked.pem"
 run "$MTLS" ca revoke --dir "$CA" --cert "$W/revoked.pem" --reason keyCompromise
 [ "$RC" = 0 ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
 
-PGP=$((20000 + RANDOM % 20000)) # only the name of the socket file, in a private directory
-PGDIR=$TMP/pg
-PGDATA=$PGDIR/data
-PGSOCK=$PGDIR/sock
 PG_LOG=$TMP/postgres.log
-mkdir -p -- "$PGDIR" "$PGSOCK"
-if [ ${#AS_PG[@]} -gt 0 ]; then
-	chmod 711 -- "$TMP" # postgres may pass through, not list
-	chown postgres: -- "$PGDIR" "$PGSOCK"
-fi
-chmod 700 -- "$PGSOCK"
-LAST_CMD="initdb -D $PGDATA"
-run "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C --no-sync \
-	--no-instructions
-[ "$RC" = 0 ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
-# In the foreground under start_bg: lib.sh stops it (SIGTERM) at exit, whatever happens.
-start_bg "$PG_LOG" "${AS_PG[@]+"${AS_PG[@]}"}" "$PG_BIN/postgres" -D "$PGDATA" -p "$PGP" \
-	-k "$PGSOCK" -c listen_addresses= -c log_connections=on -c logging_collector=off \
-	-c log_destination=stderr -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-	-c max_connections=40 -c shared_buffers=16MB -c max_wal_size=256MB -c autovacuum=off
-# shellcheck disable=SC2153
-PG_PID=$BG_PID
-wait_for_line "$PG_LOG" 'database system is ready to accept connections' 20 "$PG_PID" ||
-	setup_die "PostgreSQL did not start" "$(cat -- "$PG_LOG")"
+pg_start "$PG_LOG" -c log_connections=on -c log_destination=stderr -c max_wal_size=256MB
 [ -S "$PGSOCK/.s.PGSQL.$PGP" ] || setup_die "no socket $PGSOCK/.s.PGSQL.$PGP" "$(cat -- "$PG_LOG")"
 PG_TARGET=unix:$PGSOCK/.s.PGSQL.$PGP
 

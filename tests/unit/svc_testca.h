@@ -1,7 +1,8 @@
 /*
- * For the CA service's unit tests (test_ca_enroll.c, test_ca_renew.c): a real CA made in a
- * temporary directory by authority_create(), CSRs, tokens, certificates issued through
- * issuance_sign(), and a look into the audit log. Header-only: each test includes it once.
+ * For the CA service's unit tests (test_ca_enroll.c, test_ca_renew.c, test_ca_revoke_svc.c):
+ * a real CA made in a temporary directory by authority_create(), CSRs, tokens, certificates
+ * issued through issuance_sign(), the check of a refusal, and a look into the audit log.
+ * Header-only: each test includes it once.
  */
 #ifndef MTLS_SVC_TESTCA_H
 #define MTLS_SVC_TESTCA_H
@@ -178,6 +179,18 @@ static inline X509 *testca_issue(struct authority *ca, const char *profile,
 	cert = testca_issue_grant(ca, &g, key, nb, na);
 	grant_free(&g);
 	return cert;
+}
+
+/* A refusal: rc is -1 and e says status and code, with in_message (unless NULL) in its
+ * message. */
+static inline void testca_expect(int rc, const struct svc_error *e, int status, const char *code,
+				 const char *in_message)
+{
+	assert_int_equal(rc, -1);
+	if (e->status != status || strcmp(e->code, code) != 0 ||
+	    (in_message != NULL && strstr(e->message, in_message) == NULL))
+		fail_msg("expected %d %s (\"%s\"), got %d %s: %s", status, code,
+			 in_message != NULL ? in_message : "", e->status, e->code, e->message);
 }
 
 /* How many audit entries have this action (read with SQLite directly). */

@@ -96,16 +96,6 @@ static int enroll(struct fixture *f, const char *token, EVP_PKEY *key, const cha
 	return rc;
 }
 
-static void expect(int rc, const struct svc_error *e, int status, const char *code,
-		   const char *in_message)
-{
-	assert_int_equal(rc, -1);
-	if (e->status != status || strcmp(e->code, code) != 0 ||
-	    (in_message != NULL && strstr(e->message, in_message) == NULL))
-		fail_msg("expected %d %s (\"%s\"), got %d %s: %s", status, code,
-			 in_message != NULL ? in_message : "", e->status, e->code, e->message);
-}
-
 /* Is the token still unused? (taken and rolled back: the check changes nothing) */
 static bool unused(struct fixture *f)
 {
@@ -187,8 +177,8 @@ static void test_replay(void **state)
 
 	enrolled(f, key, "URI:" SPIFFE);
 	before = testca_certs(f->ca);
-	expect(enroll(f, f->token, key2, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 401,
-	       "token_used", "new token");
+	testca_expect(enroll(f, f->token, key2, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e,
+		      401, "token_used", "new token");
 	assert_null(out.chain_pem);
 	assert_int_equal(testca_certs(f->ca), before);
 	assert_int_equal(testca_audit_count(&f->t, "enroll"), 1);
@@ -204,8 +194,8 @@ static void test_expired(void **state)
 	struct svc_issued out;
 	struct svc_error e;
 
-	expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE, false, f->now + 3600, &out, &e), &e,
-	       401, "token_expired", "new token");
+	testca_expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE, false, f->now + 3600, &out, &e),
+		      &e, 401, "token_expired", "new token");
 	assert_int_equal(testca_certs(f->ca), 2); /* the CA's own two */
 	EVP_PKEY_free(key);
 }
@@ -222,23 +212,23 @@ static void test_unknown_foreign_malformed(void **state)
 
 	/* well formed, this CA's root, never recorded */
 	make_token(f->ca, f->ca->root, false, NULL, NULL, NULL, 0, 0, text, hash);
-	expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 401,
-	       "token_unknown", "new token");
+	testca_expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 401,
+		      "token_unknown", "new token");
 	/* another CA's token, even one recorded here */
 	testca_make(&other, "othertest");
 	oca = testca_open(&other);
 	make_token(f->ca, oca->root, true, "client", "", NAMES, f->now, f->now + 3600, text, hash);
-	expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 401,
-	       "token_foreign", "for another CA");
+	testca_expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 401,
+		      "token_foreign", "for another CA");
 	authority_close(oca);
 	testca_remove(&other);
 	/* damaged */
 	snprintf(text, sizeof(text), "%s", f->token);
 	text[20] = text[20] == 'A' ? 'B' : 'A';
-	expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 400,
-	       "token_malformed", NULL);
-	expect(enroll(f, "", key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 400,
-	       "token_malformed", NULL);
+	testca_expect(enroll(f, text, key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 400,
+		      "token_malformed", NULL);
+	testca_expect(enroll(f, "", key, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 400,
+		      "token_malformed", NULL);
 	assert_int_equal(testca_certs(f->ca), 2);
 	assert_true(unused(f));
 	assert_int_equal(testca_audit_count(&f->t, "enroll-refused"), 4);
@@ -265,18 +255,18 @@ static void test_refused_after_take(void **state)
 		store_revoke_audited(f->ca->store, serial, "keyCompromise", f->now, "tester"), 0);
 	assert_int_equal(store_commit(f->ca->store), 0);
 	before = testca_certs(f->ca);
-	expect(enroll(f, f->token, bad, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e, 403,
-	       "key_compromised", serial);
+	testca_expect(enroll(f, f->token, bad, NULL, "URI:" SPIFFE, false, f->now, &out, &e), &e,
+		      403, "key_compromised", serial);
 	assert_true(unused(f));
 	assert_int_equal(testca_certs(f->ca), before);
 	/* a name the token does not grant, CA:TRUE, a CN not granted, a CSR that is none */
-	expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE ", DNS:admin.test", false, f->now, &out,
-		      &e),
-	       &e, 403, "csr_not_granted", "the enrollment token does not grant it");
-	expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE, true, f->now, &out, &e), &e, 403,
-	       "csr_not_granted", "CA:TRUE");
-	expect(enroll(f, f->token, key, "admin", "URI:" SPIFFE, false, f->now, &out, &e), &e, 403,
-	       "csr_not_granted", "common name");
+	testca_expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE ", DNS:admin.test", false,
+			     f->now, &out, &e),
+		      &e, 403, "csr_not_granted", "the enrollment token does not grant it");
+	testca_expect(enroll(f, f->token, key, NULL, "URI:" SPIFFE, true, f->now, &out, &e), &e,
+		      403, "csr_not_granted", "CA:TRUE");
+	testca_expect(enroll(f, f->token, key, "admin", "URI:" SPIFFE, false, f->now, &out, &e), &e,
+		      403, "csr_not_granted", "common name");
 	e.status = 0;
 	assert_int_equal(svc_enroll(f->ca, &f->p, f->token, "junk", 4, f->now, "t", &out, &e), -1);
 	assert_string_equal(e.code, "csr_malformed");
@@ -301,8 +291,8 @@ static void test_policy_changed(void **state)
 
 	make_token(f->ca, f->ca->root, true, "server", "", "DNS:old_style.test", f->now,
 		   f->now + 3600, f->token, f->hash);
-	expect(enroll(f, f->token, key, NULL, NULL, false, f->now, &out, &e), &e, 403,
-	       "policy_changed", "new token");
+	testca_expect(enroll(f, f->token, key, NULL, NULL, false, f->now, &out, &e), &e, 403,
+		      "policy_changed", "new token");
 	assert_true(unused(f));
 	EVP_PKEY_free(key);
 }

@@ -64,16 +64,6 @@ static int renew(struct fixture *f, X509 *peer, EVP_PKEY *key, const char *cn, c
 	return rc;
 }
 
-static void expect(int rc, const struct svc_error *e, int status, const char *code,
-		   const char *in_message)
-{
-	assert_int_equal(rc, -1);
-	if (e->status != status || strcmp(e->code, code) != 0 ||
-	    (in_message != NULL && strstr(e->message, in_message) == NULL))
-		fail_msg("expected %d %s (\"%s\"), got %d %s: %s", status, code,
-			 in_message != NULL ? in_message : "", e->status, e->code, e->message);
-}
-
 static void test_success(void **state)
 {
 	struct fixture *f = *state;
@@ -156,8 +146,8 @@ static void test_capped(void **state)
 	assert_int_equal(out.not_after, end);
 	svc_issued_free(&out);
 	/* an hour before the end: nothing worth issuing */
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, end - 60, &out, &e), &e,
-	       503, "ca_expired", "renew the CA");
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, end - 60, &out, &e),
+		      &e, 503, "ca_expired", "renew the CA");
 	EVP_PKEY_free(key);
 }
 
@@ -176,8 +166,8 @@ static void test_revoked(void **state)
 			 0);
 	assert_int_equal(store_commit(f->ca->store), 0);
 	before = testca_certs(f->ca);
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e, 403,
-	       "cert_revoked", "enroll again");
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
+		      &e, 403, "cert_revoked", "enroll again");
 	assert_int_equal(testca_certs(f->ca), before);
 	assert_null(out.chain_pem);
 	assert_int_equal(testca_audit_count(&f->t, "renew-refused"), 1);
@@ -193,10 +183,10 @@ static void test_expired(void **state)
 	struct svc_error e;
 	time_t na = certfields_time(X509_get0_notAfter(f->old));
 
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, na, &out, &e), &e, 403,
-	       "cert_expired", "re-enroll with a token");
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, na + 3600, &out, &e), &e,
-	       403, "cert_expired", NULL);
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, na, &out, &e), &e,
+		      403, "cert_expired", "re-enroll with a token");
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, na + 3600, &out, &e),
+		      &e, 403, "cert_expired", NULL);
 	/* a second before: still renews */
 	assert_int_equal(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, na - 1, &out, &e),
 			 0);
@@ -219,8 +209,8 @@ static void test_unknown(void **state)
 	testca_make(&other, "othertest");
 	oca = testca_open(&other);
 	foreign = testca_issue(oca, "client", client_names, okey, f->now - 60, f->now + 3600);
-	expect(renew(f, foreign, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e, 403,
-	       "cert_unknown", "not in this CA's inventory");
+	testca_expect(renew(f, foreign, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
+		      &e, 403, "cert_unknown", "not in this CA's inventory");
 	assert_int_equal(testca_certs(f->ca), before);
 	X509_free(foreign);
 	authority_close(oca);
@@ -251,8 +241,8 @@ static void test_der_mismatch(void **state)
 		issue_serial_hex(forged, s2, sizeof(s2));
 		assert_string_equal(s2, serial);
 	}
-	expect(renew(f, forged, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e, 403,
-	       "cert_unknown", "not the one this CA issued");
+	testca_expect(renew(f, forged, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
+		      &e, 403, "cert_unknown", "not the one this CA issued");
 	assert_int_equal(testca_certs(f->ca), before);
 	X509_free(forged);
 	EVP_PKEY_free(forged_key);
@@ -266,8 +256,9 @@ static void test_same_key(void **state)
 	struct svc_error e;
 	int before = testca_certs(f->ca);
 
-	expect(renew(f, f->old, f->old_key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
-	       &e, 400, "same_key", "make a new key");
+	testca_expect(
+		renew(f, f->old, f->old_key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
+		&e, 400, "same_key", "make a new key");
 	assert_int_equal(testca_certs(f->ca), before);
 	assert_int_equal(
 		renew(f, f->old, f->old_key, NULL, "URI:" SPIFFE, false, true, f->now, &out, &e),
@@ -284,14 +275,15 @@ static void test_csr_asks_more(void **state)
 	struct svc_error e;
 	int before = testca_certs(f->ca);
 
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE ", DNS:admin.test", false, false, f->now,
-		     &out, &e),
-	       &e, 403, "csr_not_granted", "admin.test");
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE ", DNS:admin.test", false, false,
+			    f->now, &out, &e),
+		      &e, 403, "csr_not_granted", "admin.test");
 	assert_non_null(strstr(e.message, "the certificate being renewed does not carry it"));
-	expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, true, false, f->now, &out, &e), &e, 403,
-	       "csr_not_granted", "CA:TRUE");
-	expect(renew(f, f->old, key, "other CN", "URI:" SPIFFE, false, false, f->now, &out, &e), &e,
-	       403, "csr_not_granted", "common name");
+	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, true, false, f->now, &out, &e), &e,
+		      403, "csr_not_granted", "CA:TRUE");
+	testca_expect(
+		renew(f, f->old, key, "other CN", "URI:" SPIFFE, false, false, f->now, &out, &e),
+		&e, 403, "csr_not_granted", "common name");
 	/* no client certificate */
 	assert_int_equal(svc_renew(f->ca, &f->p, NULL, "junk", 4, false, f->now, "t", &out, &e),
 			 -1);
@@ -330,8 +322,8 @@ static void test_policy_changed(void **state)
 	old = testca_issue_grant(f->ca, &g, f->old_key, f->now - 60, f->now + 3600);
 	grant_free(&g);
 	before = testca_certs(f->ca);
-	expect(renew(f, old, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e, 403,
-	       "policy_changed", "old_style.test");
+	testca_expect(renew(f, old, key, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e,
+		      403, "policy_changed", "old_style.test");
 	assert_int_equal(testca_certs(f->ca), before);
 	X509_free(old);
 	EVP_PKEY_free(key);
@@ -352,8 +344,8 @@ static void test_compromised_key(void **state)
 	assert_int_equal(
 		store_revoke_audited(f->ca->store, serial, "keyCompromise", f->now, "tester"), 0);
 	assert_int_equal(store_commit(f->ca->store), 0);
-	expect(renew(f, f->old, bad, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e), &e, 403,
-	       "key_compromised", serial);
+	testca_expect(renew(f, f->old, bad, NULL, "URI:" SPIFFE, false, false, f->now, &out, &e),
+		      &e, 403, "key_compromised", serial);
 	X509_free(other);
 	EVP_PKEY_free(bad);
 }

@@ -18,15 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-#include <openssl/pem.h>
-#include <openssl/x509v3.h>
-
-#include "authority.h"
 #include "files.h"
 #include "issue.h"
 #include "revoke.h"
-#include "service.h"
+#include "svc_testca.h"
 
 /* --- crl.pem writes that fail on demand ---------------------------------------------- */
 
@@ -71,8 +66,7 @@ enum store_failure __wrap_store_error_kind(const struct store *st)
 /* --- a CA in a temporary directory ---------------------------------------------------- */
 
 struct fixture {
-	char tmp[64];
-	char dir[128];
+	struct testca t;
 	struct authority *ca;
 	int issued;
 };
@@ -80,27 +74,11 @@ struct fixture {
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	struct authority_init in = {.name = "svc test",
-				    .key_alg = "p256",
-				    .root_days = 3650,
-				    .intermediate_days = 1825,
-				    .server_days = 90,
-				    .client_days = 90,
-				    .crl_days = 7};
-	char err[1024] = "";
 
 	assert_non_null(f);
-	snprintf(f->tmp, sizeof(f->tmp), "/tmp/mtls-revoke-svc-XXXXXX");
-	assert_non_null(mkdtemp(f->tmp));
-	snprintf(f->dir, sizeof(f->dir), "%s/ca", f->tmp);
-	in.dir = f->dir;
-	if (authority_create(&in, err, sizeof(err)) != 0)
-		fail_msg("authority_create: %s", err);
+	testca_make(&f->t, "svc test");
 	/* as mtls ca serve holds it: opened once, locked around each change */
-	f->ca = authority_open(f->dir, AUTHORITY_EXCLUSIVE, err, sizeof(err));
-	if (f->ca == NULL || authority_load_key(f->ca, NULL, err, sizeof(err)) != 0)
-		fail_msg("authority_open: %s", err);
-	authority_unlock(f->ca);
+	f->ca = testca_open(&f->t);
 	write_fails = 0;
 	begin_fails = -1;
 	*state = f;
@@ -110,11 +88,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char cmd[200];
 
 	authority_close(f->ca);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->tmp);
-	assert_int_equal(system(cmd), 0);
+	testca_remove(&f->t);
 	free(f);
 	return 0;
 }
@@ -147,10 +123,10 @@ static void issue(struct fixture *f, char serial[64])
 	FILE *fp;
 	X509 *cert;
 
-	snprintf(path, sizeof(path), "%s/leaf%d", f->tmp, ++f->issued);
+	snprintf(path, sizeof(path), "%s/leaf%d", f->t.top, ++f->issued);
 	snprintf(args, sizeof(args),
 		 "ca issue --dir '%s' --profile client --uri spiffe://svc.test/leaf%d --out '%s'",
-		 f->dir, f->issued, path);
+		 f->t.dir, f->issued, path);
 	assert_int_equal(mtls_cli(args), 0);
 	strcat(path, ".pem");
 	fp = fopen(path, "r");
@@ -173,7 +149,7 @@ static int64_t crl_on_disk(struct fixture *f, const char *serial, int *reason)
 	STACK_OF(X509_REVOKED) * revoked;
 	int64_t n = 0;
 
-	snprintf(path, sizeof(path), "%s/crl.pem", f->dir);
+	snprintf(path, sizeof(path), "%s/crl.pem", f->t.dir);
 	fp = fopen(path, "r");
 	assert_non_null(fp);
 	crl = PEM_read_X509_CRL(fp, NULL, NULL, NULL);
@@ -400,7 +376,7 @@ static void test_numbers_with_cli(void **state)
 		last = out.crl_number;
 		authority_unlock(f->ca);
 
-		snprintf(args, sizeof(args), "ca crl --dir '%s'", f->dir);
+		snprintf(args, sizeof(args), "ca crl --dir '%s'", f->t.dir);
 		assert_int_equal(mtls_cli(args), 0);
 		n = crl_on_disk(f, a, &reason);
 		assert_true(n > last);
@@ -408,7 +384,7 @@ static void test_numbers_with_cli(void **state)
 		last = n;
 
 		snprintf(args, sizeof(args),
-			 "ca revoke --dir '%s' --serial %s --reason keyCompromise", f->dir, b);
+			 "ca revoke --dir '%s' --serial %s --reason keyCompromise", f->t.dir, b);
 		assert_int_equal(mtls_cli(args), 0);
 		n = crl_on_disk(f, b, &reason);
 		assert_true(n > last);
@@ -425,9 +401,9 @@ static void test_numbers_with_cli(void **state)
 		authority_unlock(f->ca);
 	}
 	/* the CLI sees the service's revocations as its own */
-	snprintf(args, sizeof(args), "ca revoke --dir '%s' --serial %s", f->dir, a);
+	snprintf(args, sizeof(args), "ca revoke --dir '%s' --serial %s", f->t.dir, a);
 	assert_int_equal(mtls_cli(args), 1);
-	snprintf(args, sizeof(args), "ca audit --dir '%s'", f->dir);
+	snprintf(args, sizeof(args), "ca audit --dir '%s'", f->t.dir);
 	assert_int_equal(mtls_cli(args), 0);
 }
 
