@@ -1,8 +1,9 @@
 /*
  * The CA inventory in PostgreSQL (libpq), for several CA nodes sharing one database.
  *
- * The tables, the audit hash chain and the details of the audit entries are those of
- * store_sqlite.c, so that both say the same about an inventory (store_check()). What differs:
+ * The tables are those of store_sqlite.c, and the audit hash chain, the details of the audit
+ * entries and the checks of store_check() are audit_log.c's, which both use, so that both say
+ * the same about an inventory. What differs:
  *
  *   - Write transactions are READ COMMITTED. SQLite's BEGIN IMMEDIATE lets one writer in at a
  *     time; here the first operation of a transaction that reads or extends the audit chain or
@@ -26,8 +27,8 @@
 #include <time.h>
 
 #include <libpq-fe.h>
-#include <openssl/evp.h>
 
+#include "audit_log.h"
 #include "store_backend.h"
 
 /* the key of the store's advisory lock: "mtlsca\0\1"; the lock is per database */
@@ -798,42 +799,14 @@ int store_pg_get_meta(struct store_pg *st, const char *key, char *buf, size_t le
 }
 
 /* ------------------------------------------------------------------------------------------
- * The audit log: the same chain as store_sqlite.c's.
+ * The audit log: the chain of audit_log.h.
  */
-
-/* sha256(prev | seq | at | actor | action | subject | detail), hex. Fields are length-
- * prefixed so that no two different entries hash the same input. */
-static void audit_hash(const char *prev, int64_t seq, int64_t at, const char *actor,
-		       const char *action, const char *subject, const char *detail, char out[65])
-{
-	const char *fields[] = {prev, actor, action, subject, detail};
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char digest[32];
-	unsigned int n = 0;
-	char buf[64];
-
-	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-	snprintf(buf, sizeof(buf), "%lld:%lld:", (long long)seq, (long long)at);
-	EVP_DigestUpdate(md, buf, strlen(buf));
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		snprintf(buf, sizeof(buf), "%zu:", strlen(fields[i]));
-		EVP_DigestUpdate(md, buf, strlen(buf));
-		EVP_DigestUpdate(md, fields[i], strlen(fields[i]));
-	}
-	EVP_DigestFinal_ex(md, digest, &n);
-	EVP_MD_CTX_free(md);
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
-
-static const char genesis[] = "0000000000000000000000000000000000000000000000000000000000000000";
 
 static int append(struct store_pg *st, const char *actor, const char *action, const char *subject,
 		  const char *detail)
 {
+	struct audit_log_entry e = {1, time(NULL), actor, action, subject, detail};
 	char prev[65], hash[65];
-	int64_t seq = 1;
-	time_t at = time(NULL);
 	struct num s, a;
 	PGresult *r;
 
@@ -844,15 +817,15 @@ static int append(struct store_pg *st, const char *actor, const char *action, co
 		0, NULL);
 	if (r == NULL)
 		return -1;
-	snprintf(prev, sizeof(prev), "%s", genesis);
+	snprintf(prev, sizeof(prev), "%s", audit_log_genesis);
 	if (PQntuples(r) == 1) {
-		seq = get_i64(r, 0, 0) + 1;
+		e.seq = get_i64(r, 0, 0) + 1;
 		snprintf(prev, sizeof(prev), "%s", PQgetvalue(r, 0, 1));
 	}
 	PQclear(r);
-	audit_hash(prev, seq, at, actor, action, subject, detail, hash);
-	s = num(seq);
-	a = num(at);
+	audit_log_hash(prev, &e, hash);
+	s = num(e.seq);
+	a = num(e.at);
 	{
 		const char *v[] = {s.s, a.s, actor, action, subject, detail, prev, hash};
 
@@ -875,63 +848,45 @@ int store_pg_audit(struct store_pg *st, const char *actor, const char *action, c
 	return own_end(st, own, append(st, actor, action, subject, detail));
 }
 
-/* One entry of the log, for a walk. */
-struct audit_row {
-	int64_t seq, at;
-	const char *actor, *action, *subject, *detail;
-};
-
 /* Walk the chain in order, calling fn (if not NULL) for each entry whose hash checks out.
  * 0 intact (the last entry's hash in head, if not NULL; "" for an empty log), 1 broken
  * (*bad_seq), 2 fn said stop, -1 error. */
 static int audit_walk(struct store_pg *st, int64_t *count, int64_t *bad_seq, char head[65],
-		      int (*fn)(const struct audit_row *row, void *arg), void *arg)
+		      int (*fn)(const struct audit_log_entry *e, void *arg), void *arg)
 {
-	char prev[65], hash[65];
-	int64_t expect_seq = 1;
+	struct audit_log_walk w;
 	struct num after = num(0);
 	const char *v[] = {after.s};
 
-	*count = 0;
-	snprintf(prev, sizeof(prev), "%s", genesis);
+	audit_log_walk_start(&w, count, bad_seq, fn, arg);
 	for (;;) {
 		PGresult *r = run(st, "read the audit log",
 				  "SELECT seq, at, actor, action, subject, detail, prev_hash, hash "
 				  "FROM audit WHERE seq > $1 ORDER BY seq LIMIT " PAGE,
 				  1, v);
-		int rows;
+		int rows, stop = 0;
 
 		if (r == NULL)
 			return -1;
 		rows = PQntuples(r);
-		for (int i = 0; i < rows; i++) {
-			struct audit_row e = {get_i64(r, i, 0),	   get_i64(r, i, 1),
-					      PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
-					      PQgetvalue(r, i, 4), PQgetvalue(r, i, 5)};
+		for (int i = 0; i < rows && stop == 0; i++) {
+			struct audit_log_entry e = {get_i64(r, i, 0),	 get_i64(r, i, 1),
+						    PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+						    PQgetvalue(r, i, 4), PQgetvalue(r, i, 5)};
 
-			audit_hash(prev, e.seq, e.at, e.actor, e.action, e.subject, e.detail, hash);
-			if (e.seq != expect_seq || strcmp(PQgetvalue(r, i, 6), prev) != 0 ||
-			    strcmp(PQgetvalue(r, i, 7), hash) != 0) {
-				*bad_seq = e.seq != expect_seq ? expect_seq : e.seq;
-				PQclear(r);
-				return 1;
-			}
-			if (fn != NULL && fn(&e, arg) != 0) {
-				PQclear(r);
-				return 2;
-			}
-			snprintf(prev, sizeof(prev), "%s", hash);
-			expect_seq++;
-			(*count)++;
+			stop = audit_log_walk_next(&w, &e, PQgetvalue(r, i, 6),
+						   PQgetvalue(r, i, 7));
 		}
 		if (rows > 0)
 			after = num(get_i64(r, rows - 1, 0));
 		PQclear(r);
+		if (stop != 0)
+			return stop;
 		if (rows < atoi(PAGE))
 			break;
 	}
 	if (head != NULL)
-		snprintf(head, 65, "%s", *count > 0 ? prev : "");
+		audit_log_walk_head(&w, head);
 	return 0;
 }
 
@@ -961,104 +916,14 @@ int store_pg_audit_hash(struct store_pg *st, int64_t seq, char hash[65])
 }
 
 /* ------------------------------------------------------------------------------------------
- * Revocations and CRLs in the audit log, as store_sqlite.c writes and reads them:
- *   revoke  "serial 0A1B, reason keyCompromise, at 2026-01-02T03:04:05Z"
- *           (before revocation times were logged: "serial 0A1B, reason keyCompromise")
- *   crl     "CRL 12, 3 revoked, sha256 <64 hex digits>"
+ * Revocations and CRLs in the audit log (their details: audit_log.h).
  */
-
-#define TIME_FORMAT "%Y-%m-%dT%H:%M:%SZ"
-/* a revocation logged without its time was made within this many seconds before its entry */
-#define UNTIMED_SLACK 60
-
-static const char *format_time(time_t t, char buf[32])
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, 32, TIME_FORMAT, &tm) == 0)
-		snprintf(buf, 32, "@%lld", (long long)t);
-	return buf;
-}
-
-static bool take(const char **p, const char *literal)
-{
-	size_t n = strlen(literal);
-
-	if (strncmp(*p, literal, n) != 0)
-		return false;
-	*p += n;
-	return true;
-}
-
-/* A non-empty run of characters from set, shorter than len, into out. */
-static bool take_span(const char **p, const char *set, char *out, size_t len)
-{
-	size_t n = strspn(*p, set);
-
-	if (n == 0 || n >= len)
-		return false;
-	memcpy(out, *p, n);
-	out[n] = '\0';
-	*p += n;
-	return true;
-}
-
-static const char hex_upper[] = "0123456789ABCDEF";
-static const char hex_lower[] = "0123456789abcdef";
-static const char digits[] = "0123456789";
-
-struct logged_revocation {
-	char serial[64];
-	char reason[32];
-	time_t at;  /* the revocation time, or the entry's time if !exact */
-	bool exact; /* the entry states the revocation time */
-	int64_t seq;
-};
-
-static int parse_revoke(const char *detail, int64_t entry_at, struct logged_revocation *r)
-{
-	const char *p = detail, *end;
-	char when[32];
-	struct tm tm;
-
-	if (!take(&p, "serial ") || !take_span(&p, hex_upper, r->serial, sizeof(r->serial)) ||
-	    !take(&p, ", reason ") ||
-	    !take_span(&p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", r->reason,
-		       sizeof(r->reason)))
-		return -1;
-	if (*p == '\0') {
-		r->at = (time_t)entry_at;
-		r->exact = false;
-		return 0;
-	}
-	memset(&tm, 0, sizeof(tm));
-	if (!take(&p, ", at ") || !take_span(&p, "0123456789-:TZ", when, sizeof(when)) ||
-	    *p != '\0' || (end = strptime(when, TIME_FORMAT, &tm)) == NULL || *end != '\0')
-		return -1;
-	r->at = timegm(&tm);
-	r->exact = true;
-	return 0;
-}
-
-/* "CRL N, K revoked, sha256 H": N and H. */
-static int parse_crl(const char *detail, int64_t *number, char sha256[65])
-{
-	const char *p = detail;
-	char n[20], count[20];
-
-	if (!take(&p, "CRL ") || !take_span(&p, digits, n, sizeof(n)) || !take(&p, ", ") ||
-	    !take_span(&p, digits, count, sizeof(count)) || !take(&p, " revoked, sha256 ") ||
-	    !take_span(&p, hex_lower, sha256, 65) || strlen(sha256) != 64 || *p != '\0')
-		return -1;
-	*number = strtoll(n, NULL, 10);
-	return *number > 0 ? 0 : -1;
-}
 
 int store_pg_revoke_audited(struct store_pg *st, const char *serial, const char *reason,
 			    time_t when, const char *actor)
 {
 	struct store_cert c;
-	char detail[200], at[32], *subject;
+	char detail[200], *subject;
 	int rc;
 
 	/* the lock first: the revocation and its entry commit together, after every CRL
@@ -1073,8 +938,7 @@ int store_pg_revoke_audited(struct store_pg *st, const char *serial, const char 
 	subject = strdup(c.subject);
 	if (subject == NULL)
 		return fail_memory(st);
-	snprintf(detail, sizeof(detail), "serial %s, reason %s, at %s", serial, reason,
-		 format_time(when, at));
+	audit_log_revoke_detail(detail, sizeof(detail), serial, reason, when);
 	rc = store_pg_audit(st, actor, "revoke", subject, detail);
 	free(subject);
 	return rc;
@@ -1104,7 +968,7 @@ static int64_t max_logged_crl(struct store_pg *st)
 	if (r == NULL)
 		return -1;
 	for (int i = 0; i < PQntuples(r); i++)
-		if (parse_crl(PQgetvalue(r, i, 0), &n, sha) == 0 && n > max)
+		if (audit_log_parse_crl(PQgetvalue(r, i, 0), &n, sha) == 0 && n > max)
 			max = n;
 	PQclear(r);
 	return max;
@@ -1132,7 +996,7 @@ int store_pg_next_crl_number(struct store_pg *st, time_t this_update, time_t nex
 
 int store_pg_crl_next(struct store_pg *st, int64_t floor, int64_t *number)
 {
-	int64_t table, logged, max = floor;
+	int64_t table, logged;
 
 	/* held until the CRL is recorded and committed: no other node takes this number */
 	if (writer_lock(st) != 0)
@@ -1141,11 +1005,7 @@ int store_pg_crl_next(struct store_pg *st, int64_t floor, int64_t *number)
 	logged = table >= 0 ? max_logged_crl(st) : -1;
 	if (table < 0 || logged < 0)
 		return -1;
-	if (table > max)
-		max = table;
-	if (logged > max)
-		max = logged;
-	*number = max + 1;
+	*number = audit_log_crl_next(floor, table, logged);
 	return 0;
 }
 
@@ -1164,8 +1024,7 @@ int store_pg_crl_add(struct store_pg *st, int64_t number, time_t this_update, ti
 	if (r == NULL)
 		return -1;
 	PQclear(r);
-	snprintf(detail, sizeof(detail), "CRL %lld, %zu revoked, sha256 %s", (long long)number,
-		 revoked, sha256);
+	audit_log_crl_detail(detail, sizeof(detail), number, revoked, sha256);
 	return store_pg_audit(st, actor, "crl", "", detail);
 }
 
@@ -1177,7 +1036,7 @@ int store_pg_crl_logged(struct store_pg *st, int64_t number, char sha256[65])
 	int64_t n;
 	int rc = 1;
 
-	snprintf(like, sizeof(like), "CRL %lld, %%", (long long)number);
+	audit_log_crl_like(like, sizeof(like), number);
 	r = run(st, "read the audit log",
 		"SELECT detail FROM audit WHERE action = 'crl' AND detail LIKE $1 "
 		"ORDER BY seq DESC",
@@ -1185,7 +1044,7 @@ int store_pg_crl_logged(struct store_pg *st, int64_t number, char sha256[65])
 	if (r == NULL)
 		return -1;
 	for (int i = 0; i < PQntuples(r) && rc == 1; i++)
-		if (parse_crl(PQgetvalue(r, i, 0), &n, sha256) == 0 && n == number)
+		if (audit_log_parse_crl(PQgetvalue(r, i, 0), &n, sha256) == 0 && n == number)
 			rc = 0;
 	PQclear(r);
 	return rc;
@@ -1242,121 +1101,19 @@ int store_pg_crl_der_latest(struct store_pg *st, int64_t *number, unsigned char 
 }
 
 /* ------------------------------------------------------------------------------------------
- * store_check(): the same checks and messages as store_sqlite.c's.
+ * store_check() (audit_log_check()): what it reads of this database.
  */
 
-struct collect {
-	struct logged_revocation *revs;
-	size_t n, cap;
-	int64_t *crls; /* the logged CRL numbers, in log order (strictly increasing) */
-	size_t ncrl, crlcap;
-	int64_t crl_min, crl_max;
-	char crl_max_sha[65];
-	int64_t bad_entry;     /* a revoke or crl entry that cannot be read */
-	int64_t back_entry;    /* a crl entry whose number is not above every earlier one */
-	int64_t back_number;   /* its number */
-	int64_t back_previous; /* and the highest number before it */
-};
-
-static int push_number(int64_t **v, size_t *n, size_t *cap, int64_t x)
+static int check_walk(void *db, int64_t *count, int64_t *bad_seq, char head[65],
+		      int (*fn)(const struct audit_log_entry *e, void *arg), void *arg)
 {
-	if (*n == *cap) {
-		size_t c = *cap != 0 ? *cap * 2 : 64;
-		int64_t *grown = realloc(*v, c * sizeof(**v));
-
-		if (grown == NULL)
-			return -1;
-		*v = grown;
-		*cap = c;
-	}
-	(*v)[(*n)++] = x;
-	return 0;
-}
-
-static int collect_entry(const struct audit_row *e, void *arg)
-{
-	struct collect *c = arg;
-	char sha[65];
-	int64_t number;
-
-	if (strcmp(e->action, "crl") == 0) {
-		/* `mtls ca crl` logged "published" before CRLs were logged with their hash */
-		if (strcmp(e->detail, "published") == 0)
-			return 0;
-		if (parse_crl(e->detail, &number, sha) != 0) {
-			c->bad_entry = e->seq;
-			return 1;
-		}
-		/* every publication takes a new number, above all before it */
-		if (number <= c->crl_max) {
-			c->back_entry = e->seq;
-			c->back_number = number;
-			c->back_previous = c->crl_max;
-			return 1;
-		}
-		if (c->crl_min == 0)
-			c->crl_min = number;
-		c->crl_max = number;
-		snprintf(c->crl_max_sha, sizeof(c->crl_max_sha), "%s", sha);
-		return push_number(&c->crls, &c->ncrl, &c->crlcap, number);
-	}
-	if (strcmp(e->action, "revoke") != 0)
-		return 0;
-	if (c->n == c->cap) {
-		size_t cap = c->cap != 0 ? c->cap * 2 : 64;
-		struct logged_revocation *revs = realloc(c->revs, cap * sizeof(*revs));
-
-		if (revs == NULL)
-			return -1;
-		c->revs = revs;
-		c->cap = cap;
-	}
-	if (parse_revoke(e->detail, e->at, &c->revs[c->n]) != 0) {
-		c->bad_entry = e->seq;
-		return 1;
-	}
-	c->revs[c->n++].seq = e->seq;
-	return 0;
-}
-
-static int by_serial(const void *a, const void *b)
-{
-	return strcmp(((const struct logged_revocation *)a)->serial,
-		      ((const struct logged_revocation *)b)->serial);
-}
-
-/* Does the table's (reason, time) match what the log says? */
-static bool same_revocation(const struct logged_revocation *r, const char *reason, time_t at)
-{
-	if (strcmp(r->reason, reason) != 0)
-		return false;
-	if (r->exact)
-		return at == r->at;
-	return at <= r->at && at >= r->at - UNTIMED_SLACK;
-}
-
-static void describe_log(const struct logged_revocation *r, char *buf, size_t len)
-{
-	char when[32];
-
-	if (r->exact)
-		snprintf(buf, len, "revoked %s at %s", r->reason, format_time(r->at, when));
-	else
-		snprintf(buf, len, "revoked %s (entry %lld)", r->reason, (long long)r->seq);
-}
-
-static void disagree(char *what, size_t len, const char *serial, const char *table, const char *log)
-{
-	snprintf(what, len,
-		 "inventory and audit log disagree on serial %s (table: %s, log: %s); the "
-		 "inventory was altered; restore it from a backup or investigate",
-		 serial, table, log);
+	return audit_walk(db, count, bad_seq, head, fn, arg);
 }
 
 /* Are the append-only triggers in place, enabled, unconditional and calling the guard as the
  * schema made it? Dropping, disabling or rewriting them is the first step of cutting back
  * the log, which the chain alone cannot see. 0 yes, 2 no (what says which), -1 error. */
-static int check_triggers(struct store_pg *st, char *what, size_t what_len)
+static int check_triggers(void *db, char *what, size_t what_len)
 {
 	/* tgtype: 1 row, 2 before, 8 delete, 16 update, 32 truncate */
 	static const struct {
@@ -1367,7 +1124,7 @@ static int check_triggers(struct store_pg *st, char *what, size_t what_len)
 		{"audit_no_delete", 1 | 2 | 8},
 		{"audit_no_truncate", 2 | 32},
 	};
-	PGresult *r = run(st, "read the schema",
+	PGresult *r = run(db, "read the schema",
 			  "SELECT t.tgname, t.tgtype, t.tgenabled IN ('O', 'A'), "
 			  "t.tgattr::text = '' AND t.tgqual IS NULL, p.prosrc = $1 "
 			  "FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p "
@@ -1396,171 +1153,81 @@ static int check_triggers(struct store_pg *st, char *what, size_t what_len)
 		}
 		if (how == NULL)
 			continue;
-		snprintf(what, what_len,
-			 "the audit log's append-only trigger %s was %s; the inventory was "
-			 "altered (its newest entries may have been removed); restore it from a "
-			 "backup or investigate",
-			 want[i].name, how);
+		audit_log_trigger_altered(what, what_len, want[i].name, how);
 		rc = 2;
 	}
 	PQclear(r);
 	return rc;
 }
 
-/* The CRL table against the "crl" entries: one row for each logged number and a logged
- * number for each row, from the first logged one on (earlier rows are from before CRLs
- * were logged). 0 agree, 2 not (what), -1 error. */
-static int check_crl_rows(struct store_pg *st, const struct collect *c, char *what, size_t what_len)
+static int64_t check_max_crl(void *db)
 {
-	struct num from = num(c->ncrl > 0 ? c->crl_min : 1);
-	const char *v[] = {from.s};
-	PGresult *r = run(st, "read the CRL numbers",
+	return max_crl_number(db);
+}
+
+static int check_crl_numbers(void *db, int64_t from, int (*fn)(int64_t number, void *arg),
+			     void *arg)
+{
+	struct num f = num(from);
+	const char *v[] = {f.s};
+	PGresult *r = run(db, "read the CRL numbers",
 			  "SELECT number FROM crls WHERE number >= $1 ORDER BY number", 1, v);
-	size_t i = 0;
-	int64_t row, missing = 0, unlogged = 0;
+	int stop = 0;
 
 	if (r == NULL)
 		return -1;
-	for (int j = 0; j < PQntuples(r); j++) {
-		row = get_i64(r, j, 0);
-		if (c->ncrl == 0 || i >= c->ncrl || c->crls[i] > row) {
-			/* rows before any CRL was logged are not compared */
-			if (c->ncrl == 0)
-				continue;
-			unlogged = row;
-			break;
-		}
-		if (c->crls[i] < row) {
-			missing = c->crls[i];
-			break;
-		}
-		i++;
-	}
+	for (int j = 0; j < PQntuples(r) && stop == 0; j++)
+		stop = fn(get_i64(r, j, 0), arg);
 	PQclear(r);
-	if (missing == 0 && unlogged == 0 && i < c->ncrl)
-		missing = c->crls[i];
-	if (missing != 0)
-		snprintf(what, what_len,
-			 "the audit log records CRL #%lld but the inventory's CRL table does not; "
-			 "the inventory was altered; restore it from a backup or investigate",
-			 (long long)missing);
-	else if (unlogged != 0)
-		snprintf(what, what_len,
-			 "the inventory's CRL table holds CRL #%lld, which the audit log does not "
-			 "record; the inventory was altered; restore it from a backup or "
-			 "investigate",
-			 (long long)unlogged);
-	return missing != 0 || unlogged != 0 ? 2 : 0;
+	return stop;
+}
+
+static int check_get_cert(void *db, const char *serial, struct store_cert *out)
+{
+	return store_pg_get_cert(db, serial, out);
+}
+
+static int check_revoked(void *db,
+			 int (*fn)(const char *serial, const char *reason, time_t at, void *arg),
+			 void *arg)
+{
+	PGresult *r = run(db, "list revoked certificates",
+			  "SELECT serial, revocation_reason, revoked_at FROM certs "
+			  "WHERE status = 'revoked' ORDER BY serial",
+			  0, NULL);
+	int stop = 0;
+
+	if (r == NULL)
+		return -1;
+	for (int j = 0; j < PQntuples(r) && stop == 0; j++)
+		stop = fn(PQgetvalue(r, j, 0), get_text(r, j, 1), (time_t)get_i64(r, j, 2), arg);
+	PQclear(r);
+	return stop;
+}
+
+static void check_out_of_memory(void *db)
+{
+	fail_memory(db);
 }
 
 static int check(struct store_pg *st, struct store_check *out, char *what, size_t what_len)
 {
-	struct collect c = {0};
-	struct store_cert cert;
-	PGresult *r = NULL;
-	char table[160], log[160], when[32];
-	int rc;
+	static const struct audit_log_ops ops = {
+		.walk = check_walk,
+		.triggers = check_triggers,
+		.max_crl_number = check_max_crl,
+		.crl_numbers = check_crl_numbers,
+		.get_cert = check_get_cert,
+		.revoked = check_revoked,
+		.out_of_memory = check_out_of_memory,
+	};
 
 	memset(out, 0, sizeof(*out));
 	what[0] = '\0';
 	/* in a write transaction (a CRL being signed), no other node changes what is checked */
 	if (writer_lock(st) != 0)
 		return -1;
-	rc = audit_walk(st, &out->entries, &out->bad_seq, out->head, collect_entry, &c);
-	if (rc == 2 && c.bad_entry == 0 && c.back_entry == 0)
-		rc = fail_memory(st);
-	if (rc == 2 && c.bad_entry != 0) {
-		snprintf(what, what_len,
-			 "audit entry %lld cannot be read (a revocation or CRL in an unknown "
-			 "form); the audit log was altered; restore the inventory from a backup or "
-			 "investigate",
-			 (long long)c.bad_entry);
-		goto out;
-	}
-	if (rc == 2) {
-		snprintf(what, what_len,
-			 "audit entry %lld records CRL #%lld after CRL #%lld: a CRL number was "
-			 "published twice or went back (the inventory was restored or altered); "
-			 "investigate",
-			 (long long)c.back_entry, (long long)c.back_number,
-			 (long long)c.back_previous);
-		goto out;
-	}
-	if (rc != 0)
-		goto out;
-	rc = check_triggers(st, what, what_len);
-	if (rc != 0)
-		goto out;
-	out->crl_logged_min = c.crl_min;
-	out->crl_logged_max = c.crl_max;
-	snprintf(out->crl_logged_sha, sizeof(out->crl_logged_sha), "%s", c.crl_max_sha);
-	out->crl_allocated = max_crl_number(st);
-	if (out->crl_allocated < 0) {
-		rc = -1;
-		goto out;
-	}
-	rc = check_crl_rows(st, &c, what, what_len);
-	if (rc != 0)
-		goto out;
-	if (c.n > 0)
-		qsort(c.revs, c.n, sizeof(*c.revs), by_serial);
-	/* every revocation of the log, in the table */
-	for (size_t i = 0; i < c.n; i++) {
-		const struct logged_revocation *l = &c.revs[i];
-
-		describe_log(l, log, sizeof(log));
-		if (i > 0 && strcmp(l->serial, c.revs[i - 1].serial) == 0) {
-			disagree(what, what_len, l->serial, "revoked once", "revoked twice");
-			rc = 2;
-			goto out;
-		}
-		rc = store_pg_get_cert(st, l->serial, &cert);
-		if (rc < 0)
-			goto out;
-		if (rc == 1)
-			snprintf(table, sizeof(table), "missing");
-		else if (!cert.revoked)
-			snprintf(table, sizeof(table), "valid");
-		else if (!same_revocation(
-				 l, cert.revocation_reason != NULL ? cert.revocation_reason : "",
-				 cert.revoked_at))
-			snprintf(table, sizeof(table), "revoked %s at %s",
-				 cert.revocation_reason != NULL ? cert.revocation_reason : "?",
-				 format_time(cert.revoked_at, when));
-		else
-			continue;
-		disagree(what, what_len, l->serial, table, log);
-		rc = 2;
-		goto out;
-	}
-	/* every revoked row of the table, in the log */
-	r = run(st, "list revoked certificates",
-		"SELECT serial, revocation_reason, revoked_at FROM certs "
-		"WHERE status = 'revoked' ORDER BY serial",
-		0, NULL);
-	if (r == NULL) {
-		rc = -1;
-		goto out;
-	}
-	rc = 0;
-	for (int j = 0; j < PQntuples(r); j++) {
-		struct logged_revocation key;
-		const char *reason = get_text(r, j, 1);
-
-		snprintf(key.serial, sizeof(key.serial), "%s", PQgetvalue(r, j, 0));
-		if (c.n > 0 && bsearch(&key, c.revs, c.n, sizeof(*c.revs), by_serial) != NULL)
-			continue;
-		snprintf(table, sizeof(table), "revoked %s at %s", reason != NULL ? reason : "?",
-			 format_time((time_t)get_i64(r, j, 2), when));
-		disagree(what, what_len, key.serial, table, "not revoked");
-		rc = 2;
-		break;
-	}
-out:
-	PQclear(r);
-	free(c.revs);
-	free(c.crls);
-	return rc;
+	return audit_log_check(&ops, st, out, what, what_len);
 }
 
 int store_pg_check(struct store_pg *st, struct store_check *out, char *what, size_t what_len)
@@ -1574,9 +1241,8 @@ int store_pg_check(struct store_pg *st, struct store_check *out, char *what, siz
 }
 
 /* ------------------------------------------------------------------------------------------
- * Enrollment tokens, as store_sqlite.c keeps them. The audit entry of a new one:
- *   token   "token 0123456789abcdef, profile client, names URI:spiffe://a/b, until
- *           2026-01-02T03:04:05Z"
+ * Enrollment tokens, as store_sqlite.c keeps them (the detail of a new one's audit entry:
+ * audit_log.h).
  */
 
 int store_pg_token_add(struct store_pg *st, const struct store_token *t, const char *actor)
@@ -1584,7 +1250,7 @@ int store_pg_token_add(struct store_pg *st, const struct store_token *t, const c
 	struct num c = num(t->created_at), n = num(t->not_after);
 	const char *lines = t->names != NULL ? t->names : ""; /* NULL: none */
 	const char *v[] = {t->hash, t->profile, t->cn != NULL ? t->cn : "", lines, c.s, n.s};
-	char at[32], *names, *detail = NULL, *o;
+	char *detail;
 	PGresult *r = run(st, "add token",
 			  "INSERT INTO tokens (hash, profile, cn, names, created_at, not_after) "
 			  "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
@@ -1598,27 +1264,11 @@ int store_pg_token_add(struct store_pg *st, const struct store_token *t, const c
 	PQclear(r);
 	if (!added)
 		return 1;
-	/* the names as the rest of the log shows them: "DNS:a, URI:b" */
-	names = o = malloc(2 * strlen(lines) + 1);
-	if (names == NULL)
+	detail = audit_log_token_detail(t);
+	if (detail == NULL)
 		return fail_memory(st);
-	for (const char *p = lines; *p != '\0'; p++) {
-		if (*p == '\n') {
-			*o++ = ',';
-			*o++ = ' ';
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-	if (asprintf(&detail, "token %.16s, profile %s, names %s, until %s", t->hash, t->profile,
-		     names[0] != '\0' ? names : "none", format_time(t->not_after, at)) < 0) {
-		free(names);
-		return fail_memory(st);
-	}
 	rc = store_pg_audit(st, actor, "token", t->cn != NULL ? t->cn : "", detail);
 	free(detail);
-	free(names);
 	return rc;
 }
 

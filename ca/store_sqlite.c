@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "audit_log.h"
 #include "store_backend.h"
 
 struct store_sqlite {
@@ -519,57 +519,29 @@ int store_sqlite_get_meta(struct store_sqlite *st, const char *key, char *buf, s
 	return rc == SQLITE_DONE ? 1 : fail(st, "get setting");
 }
 
-/* sha256(prev | seq | at | actor | action | subject | detail), hex. Fields are length-
- * prefixed so that no two different entries hash the same input. */
-static void audit_hash(const char *prev, int64_t seq, int64_t at, const char *actor,
-		       const char *action, const char *subject, const char *detail, char out[65])
-{
-	const char *fields[] = {prev, actor, action, subject, detail};
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char digest[32];
-	unsigned int n = 0;
-	char num[64];
-
-	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-	snprintf(num, sizeof(num), "%lld:%lld:", (long long)seq, (long long)at);
-	EVP_DigestUpdate(md, num, strlen(num));
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-		snprintf(num, sizeof(num), "%zu:", strlen(fields[i]));
-		EVP_DigestUpdate(md, num, strlen(num));
-		EVP_DigestUpdate(md, fields[i], strlen(fields[i]));
-	}
-	EVP_DigestFinal_ex(md, digest, &n);
-	EVP_MD_CTX_free(md);
-	for (unsigned i = 0; i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
-
-static const char genesis[] = "0000000000000000000000000000000000000000000000000000000000000000";
-
 int store_sqlite_audit(struct store_sqlite *st, const char *actor, const char *action,
 		       const char *subject, const char *detail)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1");
+	struct audit_log_entry e = {1, time(NULL), actor, action, subject, detail};
 	char prev[65], hash[65];
-	int64_t seq = 1;
-	time_t at = time(NULL);
 	int rc;
 
 	if (s == NULL)
 		return -1;
-	snprintf(prev, sizeof(prev), "%s", genesis);
+	snprintf(prev, sizeof(prev), "%s", audit_log_genesis);
 	if (sqlite3_step(s) == SQLITE_ROW) {
-		seq = sqlite3_column_int64(s, 0) + 1;
+		e.seq = sqlite3_column_int64(s, 0) + 1;
 		snprintf(prev, sizeof(prev), "%s", (const char *)sqlite3_column_text(s, 1));
 	}
 	sqlite3_finalize(s);
-	audit_hash(prev, seq, at, actor, action, subject, detail, hash);
+	audit_log_hash(prev, &e, hash);
 	s = prepare(st, "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, "
 			"hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, seq);
-	sqlite3_bind_int64(s, 2, at);
+	sqlite3_bind_int64(s, 1, e.seq);
+	sqlite3_bind_int64(s, 2, e.at);
 	sqlite3_bind_text(s, 3, actor, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 4, action, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 5, subject, -1, SQLITE_STATIC);
@@ -581,49 +553,37 @@ int store_sqlite_audit(struct store_sqlite *st, const char *actor, const char *a
 	return rc == SQLITE_DONE ? 0 : fail(st, "append to the audit log");
 }
 
+#define TEXT(s, col) ((const char *)sqlite3_column_text(s, col))
+
 /* Walk the chain in order, calling fn (if not NULL) for each entry whose hash checks out.
  * 0 intact (the last entry's hash in head, if not NULL; "" for an empty log), 1 broken
  * (*bad_seq), 2 fn said stop, -1 error. */
 static int audit_walk(struct store_sqlite *st, int64_t *count, int64_t *bad_seq, char head[65],
-		      int (*fn)(sqlite3_stmt *row, void *arg), void *arg)
+		      int (*fn)(const struct audit_log_entry *e, void *arg), void *arg)
 {
 	sqlite3_stmt *s = prepare(st, "SELECT seq, at, actor, action, subject, detail, prev_hash, "
 				      "hash FROM audit ORDER BY seq");
-	char prev[65], hash[65];
-	int64_t expect_seq = 1;
-	int rc;
+	struct audit_log_walk w;
+	int rc, stop = 0;
 
 	if (s == NULL)
 		return -1;
-	*count = 0;
-	snprintf(prev, sizeof(prev), "%s", genesis);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int64_t seq = sqlite3_column_int64(s, 0);
-		const char *stored_prev = (const char *)sqlite3_column_text(s, 6);
-		const char *stored_hash = (const char *)sqlite3_column_text(s, 7);
+	audit_log_walk_start(&w, count, bad_seq, fn, arg);
+	while (stop == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct audit_log_entry e = {sqlite3_column_int64(s, 0),
+					    sqlite3_column_int64(s, 1),
+					    TEXT(s, 2),
+					    TEXT(s, 3),
+					    TEXT(s, 4),
+					    TEXT(s, 5)};
 
-		audit_hash(prev, seq, sqlite3_column_int64(s, 1),
-			   (const char *)sqlite3_column_text(s, 2),
-			   (const char *)sqlite3_column_text(s, 3),
-			   (const char *)sqlite3_column_text(s, 4),
-			   (const char *)sqlite3_column_text(s, 5), hash);
-		if (seq != expect_seq || strcmp(stored_prev, prev) != 0 ||
-		    strcmp(stored_hash, hash) != 0) {
-			*bad_seq = seq != expect_seq ? expect_seq : seq;
-			sqlite3_finalize(s);
-			return 1;
-		}
-		if (fn != NULL && fn(s, arg) != 0) {
-			sqlite3_finalize(s);
-			return 2;
-		}
-		snprintf(prev, sizeof(prev), "%s", hash);
-		expect_seq++;
-		(*count)++;
+		stop = audit_log_walk_next(&w, &e, TEXT(s, 6), TEXT(s, 7));
 	}
 	sqlite3_finalize(s);
+	if (stop != 0)
+		return stop;
 	if (head != NULL)
-		snprintf(head, 65, "%s", *count > 0 ? prev : "");
+		audit_log_walk_head(&w, head);
 	return rc == SQLITE_DONE ? 0 : fail(st, "read the audit log");
 }
 
@@ -650,104 +610,14 @@ int store_sqlite_audit_hash(struct store_sqlite *st, int64_t seq, char hash[65])
 }
 
 /* ------------------------------------------------------------------------------------------
- * Revocations and CRLs in the audit log. The details are written here and read back here:
- *   revoke  "serial 0A1B, reason keyCompromise, at 2026-01-02T03:04:05Z"
- *           (before revocation times were logged: "serial 0A1B, reason keyCompromise")
- *   crl     "CRL 12, 3 revoked, sha256 <64 hex digits>"
+ * Revocations and CRLs in the audit log (their details: audit_log.h).
  */
-
-#define TIME_FORMAT "%Y-%m-%dT%H:%M:%SZ"
-/* a revocation logged without its time was made within this many seconds before its entry */
-#define UNTIMED_SLACK 60
-
-static const char *format_time(time_t t, char buf[32])
-{
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL || strftime(buf, 32, TIME_FORMAT, &tm) == 0)
-		snprintf(buf, 32, "@%lld", (long long)t);
-	return buf;
-}
-
-static bool take(const char **p, const char *literal)
-{
-	size_t n = strlen(literal);
-
-	if (strncmp(*p, literal, n) != 0)
-		return false;
-	*p += n;
-	return true;
-}
-
-/* A non-empty run of characters from set, shorter than len, into out. */
-static bool take_span(const char **p, const char *set, char *out, size_t len)
-{
-	size_t n = strspn(*p, set);
-
-	if (n == 0 || n >= len)
-		return false;
-	memcpy(out, *p, n);
-	out[n] = '\0';
-	*p += n;
-	return true;
-}
-
-static const char hex_upper[] = "0123456789ABCDEF";
-static const char hex_lower[] = "0123456789abcdef";
-static const char digits[] = "0123456789";
-
-struct logged_revocation {
-	char serial[64];
-	char reason[32];
-	time_t at;  /* the revocation time, or the entry's time if !exact */
-	bool exact; /* the entry states the revocation time */
-	int64_t seq;
-};
-
-static int parse_revoke(const char *detail, int64_t entry_at, struct logged_revocation *r)
-{
-	const char *p = detail, *end;
-	char when[32];
-	struct tm tm;
-
-	if (!take(&p, "serial ") || !take_span(&p, hex_upper, r->serial, sizeof(r->serial)) ||
-	    !take(&p, ", reason ") ||
-	    !take_span(&p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", r->reason,
-		       sizeof(r->reason)))
-		return -1;
-	if (*p == '\0') {
-		r->at = (time_t)entry_at;
-		r->exact = false;
-		return 0;
-	}
-	memset(&tm, 0, sizeof(tm));
-	if (!take(&p, ", at ") || !take_span(&p, "0123456789-:TZ", when, sizeof(when)) ||
-	    *p != '\0' || (end = strptime(when, TIME_FORMAT, &tm)) == NULL || *end != '\0')
-		return -1;
-	r->at = timegm(&tm);
-	r->exact = true;
-	return 0;
-}
-
-/* "CRL N, K revoked, sha256 H": N and H. */
-static int parse_crl(const char *detail, int64_t *number, char sha256[65])
-{
-	const char *p = detail;
-	char num[20], count[20];
-
-	if (!take(&p, "CRL ") || !take_span(&p, digits, num, sizeof(num)) || !take(&p, ", ") ||
-	    !take_span(&p, digits, count, sizeof(count)) || !take(&p, " revoked, sha256 ") ||
-	    !take_span(&p, hex_lower, sha256, 65) || strlen(sha256) != 64 || *p != '\0')
-		return -1;
-	*number = strtoll(num, NULL, 10);
-	return *number > 0 ? 0 : -1;
-}
 
 int store_sqlite_revoke_audited(struct store_sqlite *st, const char *serial, const char *reason,
 				time_t when, const char *actor)
 {
 	struct store_cert c;
-	char detail[200], at[32], *subject;
+	char detail[200], *subject;
 	int rc = store_sqlite_revoke(st, serial, reason, when);
 
 	if (rc != 0)
@@ -760,8 +630,7 @@ int store_sqlite_revoke_audited(struct store_sqlite *st, const char *serial, con
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		return -1;
 	}
-	snprintf(detail, sizeof(detail), "serial %s, reason %s, at %s", serial, reason,
-		 format_time(when, at));
+	audit_log_revoke_detail(detail, sizeof(detail), serial, reason, when);
 	rc = store_sqlite_audit(st, actor, "revoke", subject, detail);
 	free(subject);
 	return rc;
@@ -791,7 +660,7 @@ static int64_t max_logged_crl(struct store_sqlite *st)
 	if (s == NULL)
 		return -1;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		if (parse_crl((const char *)sqlite3_column_text(s, 0), &n, sha) == 0 && n > max)
+		if (audit_log_parse_crl(TEXT(s, 0), &n, sha) == 0 && n > max)
 			max = n;
 	sqlite3_finalize(s);
 	return rc == SQLITE_DONE ? max : fail(st, "read the audit log");
@@ -800,15 +669,10 @@ static int64_t max_logged_crl(struct store_sqlite *st)
 int store_sqlite_crl_next(struct store_sqlite *st, int64_t floor, int64_t *number)
 {
 	int64_t table = max_crl_number(st), logged = table >= 0 ? max_logged_crl(st) : -1;
-	int64_t max = floor;
 
 	if (table < 0 || logged < 0)
 		return -1;
-	if (table > max)
-		max = table;
-	if (logged > max)
-		max = logged;
-	*number = max + 1;
+	*number = audit_log_crl_next(floor, table, logged);
 	return 0;
 }
 
@@ -829,8 +693,7 @@ int store_sqlite_crl_add(struct store_sqlite *st, int64_t number, time_t this_up
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE)
 		return fail(st, "record the CRL");
-	snprintf(detail, sizeof(detail), "CRL %lld, %zu revoked, sha256 %s", (long long)number,
-		 revoked, sha256);
+	audit_log_crl_detail(detail, sizeof(detail), number, revoked, sha256);
 	return store_sqlite_audit(st, actor, "crl", "", detail);
 }
 
@@ -844,11 +707,10 @@ int store_sqlite_crl_logged(struct store_sqlite *st, int64_t number, char sha256
 
 	if (s == NULL)
 		return -1;
-	snprintf(like, sizeof(like), "CRL %lld, %%", (long long)number);
+	audit_log_crl_like(like, sizeof(like), number);
 	sqlite3_bind_text(s, 1, like, -1, SQLITE_TRANSIENT);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-		if (parse_crl((const char *)sqlite3_column_text(s, 0), &n, sha256) == 0 &&
-		    n == number) {
+		if (audit_log_parse_crl(TEXT(s, 0), &n, sha256) == 0 && n == number) {
 			sqlite3_finalize(s);
 			return 0;
 		}
@@ -856,121 +718,20 @@ int store_sqlite_crl_logged(struct store_sqlite *st, int64_t number, char sha256
 	return rc == SQLITE_DONE ? 1 : fail(st, "read the audit log");
 }
 
-/* What the walk over the log collects for store_sqlite_check(). */
-struct collect {
-	struct logged_revocation *revs;
-	size_t n, cap;
-	int64_t *crls; /* the logged CRL numbers, in log order (strictly increasing) */
-	size_t ncrl, crlcap;
-	int64_t crl_min, crl_max;
-	char crl_max_sha[65];
-	int64_t bad_entry;     /* a revoke or crl entry that cannot be read */
-	int64_t back_entry;    /* a crl entry whose number is not above every earlier one */
-	int64_t back_number;   /* its number */
-	int64_t back_previous; /* and the highest number before it */
-};
+/* ------------------------------------------------------------------------------------------
+ * store_check() (audit_log_check()): what it reads of this database.
+ */
 
-static int push_number(int64_t **v, size_t *n, size_t *cap, int64_t x)
+static int check_walk(void *db, int64_t *count, int64_t *bad_seq, char head[65],
+		      int (*fn)(const struct audit_log_entry *e, void *arg), void *arg)
 {
-	if (*n == *cap) {
-		size_t c = *cap != 0 ? *cap * 2 : 64;
-		int64_t *grown = realloc(*v, c * sizeof(**v));
-
-		if (grown == NULL)
-			return -1;
-		*v = grown;
-		*cap = c;
-	}
-	(*v)[(*n)++] = x;
-	return 0;
-}
-
-static int collect_entry(sqlite3_stmt *row, void *arg)
-{
-	struct collect *c = arg;
-	const char *action = (const char *)sqlite3_column_text(row, 3);
-	const char *detail = (const char *)sqlite3_column_text(row, 5);
-	char sha[65];
-	int64_t number;
-
-	if (strcmp(action, "crl") == 0) {
-		/* `mtls ca crl` logged "published" before CRLs were logged with their hash */
-		if (strcmp(detail, "published") == 0)
-			return 0;
-		if (parse_crl(detail, &number, sha) != 0) {
-			c->bad_entry = sqlite3_column_int64(row, 0);
-			return 1;
-		}
-		/* every publication takes a new number, above all before it */
-		if (number <= c->crl_max) {
-			c->back_entry = sqlite3_column_int64(row, 0);
-			c->back_number = number;
-			c->back_previous = c->crl_max;
-			return 1;
-		}
-		if (c->crl_min == 0)
-			c->crl_min = number;
-		c->crl_max = number;
-		snprintf(c->crl_max_sha, sizeof(c->crl_max_sha), "%s", sha);
-		return push_number(&c->crls, &c->ncrl, &c->crlcap, number);
-	}
-	if (strcmp(action, "revoke") != 0)
-		return 0;
-	if (c->n == c->cap) {
-		size_t cap = c->cap != 0 ? c->cap * 2 : 64;
-		struct logged_revocation *revs = realloc(c->revs, cap * sizeof(*revs));
-
-		if (revs == NULL)
-			return -1;
-		c->revs = revs;
-		c->cap = cap;
-	}
-	if (parse_revoke(detail, sqlite3_column_int64(row, 1), &c->revs[c->n]) != 0) {
-		c->bad_entry = sqlite3_column_int64(row, 0);
-		return 1;
-	}
-	c->revs[c->n++].seq = sqlite3_column_int64(row, 0);
-	return 0;
-}
-
-static int by_serial(const void *a, const void *b)
-{
-	return strcmp(((const struct logged_revocation *)a)->serial,
-		      ((const struct logged_revocation *)b)->serial);
-}
-
-/* Does the table's (reason, time) match what the log says? */
-static bool same_revocation(const struct logged_revocation *r, const char *reason, time_t at)
-{
-	if (strcmp(r->reason, reason) != 0)
-		return false;
-	if (r->exact)
-		return at == r->at;
-	return at <= r->at && at >= r->at - UNTIMED_SLACK;
-}
-
-static void describe_log(const struct logged_revocation *r, char *buf, size_t len)
-{
-	char when[32];
-
-	if (r->exact)
-		snprintf(buf, len, "revoked %s at %s", r->reason, format_time(r->at, when));
-	else
-		snprintf(buf, len, "revoked %s (entry %lld)", r->reason, (long long)r->seq);
-}
-
-static void disagree(char *what, size_t len, const char *serial, const char *table, const char *log)
-{
-	snprintf(what, len,
-		 "inventory and audit log disagree on serial %s (table: %s, log: %s); the "
-		 "inventory was altered; restore it from a backup or investigate",
-		 serial, table, log);
+	return audit_walk(db, count, bad_seq, head, fn, arg);
 }
 
 /* Are the append-only triggers in place, as the schema made them? Dropping them is the
  * first step of cutting back the log, which the chain alone cannot see. 0 yes, 2 no (what
  * says which), -1 error. */
-static int check_triggers(struct store_sqlite *st, char *what, size_t what_len)
+static int check_triggers(void *db, char *what, size_t what_len)
 {
 	static const struct {
 		const char *name, *sql;
@@ -978,6 +739,7 @@ static int check_triggers(struct store_sqlite *st, char *what, size_t what_len)
 		{"audit_no_update", "CREATE TRIGGER " TRIGGER_NO_UPDATE},
 		{"audit_no_delete", "CREATE TRIGGER " TRIGGER_NO_DELETE},
 	};
+	struct store_sqlite *st = db;
 	sqlite3_stmt *s = prepare(st, "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND "
 				      "name = ? AND tbl_name = 'audit'");
 	int rc = 0;
@@ -994,186 +756,90 @@ static int check_triggers(struct store_sqlite *st, char *what, size_t what_len)
 			rc = fail(st, "read the schema");
 			break;
 		}
-		sql = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0) : NULL;
+		sql = rc == SQLITE_ROW ? TEXT(s, 0) : NULL;
 		rc = 0;
 		if (sql != NULL && strcmp(sql, want[i].sql) == 0)
 			continue;
-		snprintf(what, what_len,
-			 "the audit log's append-only trigger %s was %s; the inventory was "
-			 "altered (its newest entries may have been removed); restore it from a "
-			 "backup or investigate",
-			 want[i].name, sql == NULL ? "dropped" : "changed");
+		audit_log_trigger_altered(what, what_len, want[i].name,
+					  sql == NULL ? "dropped" : "changed");
 		rc = 2;
 	}
 	sqlite3_finalize(s);
 	return rc;
 }
 
-/* The CRL table against the "crl" entries: one row for each logged number and a logged
- * number for each row, from the first logged one on (earlier rows are from before CRLs
- * were logged). 0 agree, 2 not (what), -1 error. */
-static int check_crl_rows(struct store_sqlite *st, const struct collect *c, char *what,
-			  size_t what_len)
+static int64_t check_max_crl(void *db)
 {
+	return max_crl_number(db);
+}
+
+static int check_crl_numbers(void *db, int64_t from, int (*fn)(int64_t number, void *arg),
+			     void *arg)
+{
+	struct store_sqlite *st = db;
 	sqlite3_stmt *s = prepare(st, "SELECT number FROM crls WHERE number >= ? ORDER BY number");
-	size_t i = 0;
-	int64_t row = 0, missing = 0, unlogged = 0;
-	int rc;
+	int rc, stop = 0;
 
 	if (s == NULL)
 		return -1;
-	sqlite3_bind_int64(s, 1, c->ncrl > 0 ? c->crl_min : 1);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		row = sqlite3_column_int64(s, 0);
-		if (c->ncrl == 0 || i >= c->ncrl || c->crls[i] > row) {
-			/* rows before any CRL was logged are not compared */
-			if (c->ncrl == 0)
-				continue;
-			unlogged = row;
-			break;
-		}
-		if (c->crls[i] < row) {
-			missing = c->crls[i];
-			break;
-		}
-		i++;
-	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		sqlite3_finalize(s);
-		return fail(st, "read the CRL numbers");
-	}
+	sqlite3_bind_int64(s, 1, from);
+	while (stop == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		stop = fn(sqlite3_column_int64(s, 0), arg);
 	sqlite3_finalize(s);
-	if (missing == 0 && unlogged == 0 && i < c->ncrl)
-		missing = c->crls[i];
-	if (missing != 0)
-		snprintf(what, what_len,
-			 "the audit log records CRL #%lld but the inventory's CRL table does not; "
-			 "the inventory was altered; restore it from a backup or investigate",
-			 (long long)missing);
-	else if (unlogged != 0)
-		snprintf(what, what_len,
-			 "the inventory's CRL table holds CRL #%lld, which the audit log does not "
-			 "record; the inventory was altered; restore it from a backup or "
-			 "investigate",
-			 (long long)unlogged);
-	return missing != 0 || unlogged != 0 ? 2 : 0;
+	if (stop != 0)
+		return stop;
+	return rc == SQLITE_DONE ? 0 : fail(st, "read the CRL numbers");
+}
+
+static int check_get_cert(void *db, const char *serial, struct store_cert *out)
+{
+	return store_sqlite_get_cert(db, serial, out);
+}
+
+static int check_revoked(void *db,
+			 int (*fn)(const char *serial, const char *reason, time_t at, void *arg),
+			 void *arg)
+{
+	struct store_sqlite *st = db;
+	sqlite3_stmt *s = prepare(st, "SELECT serial, revocation_reason, revoked_at FROM certs "
+				      "WHERE status = 'revoked' ORDER BY serial");
+	int rc, stop = 0;
+
+	if (s == NULL)
+		return -1;
+	while (stop == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		stop = fn(TEXT(s, 0), TEXT(s, 1), (time_t)sqlite3_column_int64(s, 2), arg);
+	rc = stop != 0 ? stop : rc == SQLITE_DONE ? 0 : fail(st, "list revoked certificates");
+	sqlite3_finalize(s);
+	return rc;
+}
+
+static void check_out_of_memory(void *db)
+{
+	struct store_sqlite *st = db;
+
+	st->failure = STORE_FAIL_OTHER;
+	snprintf(st->err, sizeof(st->err), "out of memory");
 }
 
 int store_sqlite_check(struct store_sqlite *st, struct store_check *out, char *what,
 		       size_t what_len)
 {
-	struct collect c = {0};
-	struct store_cert cert;
-	sqlite3_stmt *s = NULL;
-	char table[160], log[160], when[32];
-	int rc;
+	static const struct audit_log_ops ops = {
+		.walk = check_walk,
+		.triggers = check_triggers,
+		.max_crl_number = check_max_crl,
+		.crl_numbers = check_crl_numbers,
+		.get_cert = check_get_cert,
+		.revoked = check_revoked,
+		.out_of_memory = check_out_of_memory,
+	};
 
-	memset(out, 0, sizeof(*out));
-	what[0] = '\0';
-	rc = audit_walk(st, &out->entries, &out->bad_seq, out->head, collect_entry, &c);
-	if (rc == 2 && c.bad_entry == 0 && c.back_entry == 0) {
-		st->failure = STORE_FAIL_OTHER;
-		snprintf(st->err, sizeof(st->err), "out of memory");
-		rc = -1;
-	}
-	if (rc == 2 && c.bad_entry != 0) {
-		snprintf(what, what_len,
-			 "audit entry %lld cannot be read (a revocation or CRL in an unknown "
-			 "form); the audit log was altered; restore the inventory from a backup or "
-			 "investigate",
-			 (long long)c.bad_entry);
-		goto out;
-	}
-	if (rc == 2) {
-		snprintf(what, what_len,
-			 "audit entry %lld records CRL #%lld after CRL #%lld: a CRL number was "
-			 "published twice or went back (the inventory was restored or altered); "
-			 "investigate",
-			 (long long)c.back_entry, (long long)c.back_number,
-			 (long long)c.back_previous);
-		goto out;
-	}
-	if (rc != 0)
-		goto out;
-	rc = check_triggers(st, what, what_len);
-	if (rc != 0)
-		goto out;
-	out->crl_logged_min = c.crl_min;
-	out->crl_logged_max = c.crl_max;
-	snprintf(out->crl_logged_sha, sizeof(out->crl_logged_sha), "%s", c.crl_max_sha);
-	out->crl_allocated = max_crl_number(st);
-	if (out->crl_allocated < 0) {
-		rc = -1;
-		goto out;
-	}
-	rc = check_crl_rows(st, &c, what, what_len);
-	if (rc != 0)
-		goto out;
-	if (c.n > 0)
-		qsort(c.revs, c.n, sizeof(*c.revs), by_serial);
-	/* every revocation of the log, in the table */
-	for (size_t i = 0; i < c.n; i++) {
-		const struct logged_revocation *r = &c.revs[i];
-
-		describe_log(r, log, sizeof(log));
-		if (i > 0 && strcmp(r->serial, c.revs[i - 1].serial) == 0) {
-			disagree(what, what_len, r->serial, "revoked once", "revoked twice");
-			rc = 2;
-			goto out;
-		}
-		rc = store_sqlite_get_cert(st, r->serial, &cert);
-		if (rc < 0)
-			goto out;
-		if (rc == 1)
-			snprintf(table, sizeof(table), "missing");
-		else if (!cert.revoked)
-			snprintf(table, sizeof(table), "valid");
-		else if (!same_revocation(
-				 r, cert.revocation_reason != NULL ? cert.revocation_reason : "",
-				 cert.revoked_at))
-			snprintf(table, sizeof(table), "revoked %s at %s",
-				 cert.revocation_reason != NULL ? cert.revocation_reason : "?",
-				 format_time(cert.revoked_at, when));
-		else
-			continue;
-		disagree(what, what_len, r->serial, table, log);
-		rc = 2;
-		goto out;
-	}
-	/* every revoked row of the table, in the log */
-	s = prepare(st, "SELECT serial, revocation_reason, revoked_at FROM certs "
-			"WHERE status = 'revoked' ORDER BY serial");
-	if (s == NULL) {
-		rc = -1;
-		goto out;
-	}
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct logged_revocation key;
-		const char *reason = (const char *)sqlite3_column_text(s, 1);
-
-		snprintf(key.serial, sizeof(key.serial), "%s",
-			 (const char *)sqlite3_column_text(s, 0));
-		if (c.n > 0 && bsearch(&key, c.revs, c.n, sizeof(*c.revs), by_serial) != NULL)
-			continue;
-		snprintf(table, sizeof(table), "revoked %s at %s", reason != NULL ? reason : "?",
-			 format_time((time_t)sqlite3_column_int64(s, 2), when));
-		disagree(what, what_len, key.serial, table, "not revoked");
-		rc = 2;
-		goto out;
-	}
-	rc = rc == SQLITE_DONE ? 0 : fail(st, "list revoked certificates");
-out:
-	sqlite3_finalize(s);
-	free(c.revs);
-	free(c.crls);
-	return rc;
+	return audit_log_check(&ops, st, out, what, what_len);
 }
 
 /* ------------------------------------------------------------------------------------------
- * Enrollment tokens. The audit entry of a new one:
- *   token   "token 0123456789abcdef, profile client, names URI:spiffe://a/b, until
- *           2026-01-02T03:04:05Z" (the first 16 hex digits of the hash; the names as a
- *           comma-separated list; the subject is the granted common name, "" for none)
+ * Enrollment tokens (the detail of a new one's audit entry: audit_log.h).
  */
 
 /* In the caller's transaction: a no-op once the table exists. */
@@ -1187,8 +853,7 @@ static int tokens_table(struct store_sqlite *st)
 int store_sqlite_token_add(struct store_sqlite *st, const struct store_token *t, const char *actor)
 {
 	sqlite3_stmt *s;
-	char at[32], *names = NULL, *detail = NULL;
-	const char *lines = t->names != NULL ? t->names : "";
+	char *detail;
 	int rc;
 
 	if (tokens_table(st) != 0)
@@ -1200,7 +865,7 @@ int store_sqlite_token_add(struct store_sqlite *st, const struct store_token *t,
 	sqlite3_bind_text(s, 1, t->hash, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, t->profile, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 3, t->cn != NULL ? t->cn : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, lines, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, t->names != NULL ? t->names : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 5, t->created_at);
 	sqlite3_bind_int64(s, 6, t->not_after);
 	rc = sqlite3_step(s);
@@ -1210,32 +875,14 @@ int store_sqlite_token_add(struct store_sqlite *st, const struct store_token *t,
 		return 1;
 	if (rc != SQLITE_DONE)
 		return fail(st, "add token");
-	/* the names as the rest of the log shows them: "DNS:a, URI:b" */
-	names = malloc(2 * strlen(lines) + 1);
-	if (names != NULL) {
-		char *o = names;
-
-		for (const char *p = lines; *p != '\0'; p++) {
-			if (*p == '\n') {
-				*o++ = ',';
-				*o++ = ' ';
-			} else {
-				*o++ = *p;
-			}
-		}
-		*o = '\0';
-	}
-	if (names == NULL ||
-	    asprintf(&detail, "token %.16s, profile %s, names %s, until %s", t->hash, t->profile,
-		     names[0] != '\0' ? names : "none", format_time(t->not_after, at)) < 0) {
-		free(names);
+	detail = audit_log_token_detail(t);
+	if (detail == NULL) {
 		st->failure = STORE_FAIL_OTHER;
 		snprintf(st->err, sizeof(st->err), "out of memory");
 		return -1;
 	}
 	rc = store_sqlite_audit(st, actor, "token", t->cn != NULL ? t->cn : "", detail);
 	free(detail);
-	free(names);
 	return rc;
 }
 
