@@ -35,6 +35,8 @@
 
 #define FRONT_BUF	   16384
 #define FRONT_ACCEPT_BATCH 32
+#define FRONT_LINGER	   2.0	/* seconds of silence that end a lingering close */
+#define FRONT_LINGER_MAX   30.0 /* seconds a closed connection drains a client still sending */
 
 struct fconn {
 	struct front *f;
@@ -46,9 +48,11 @@ struct fconn {
 	ev_io pair_io;
 	ev_timer timer;
 	bool handshaken;
-	bool tls_eof;  /* the client closed (close_notify or EOF) */
-	bool pair_eof; /* libmicrohttpd closed its end */
-	bool up_dead;  /* libmicrohttpd reads no more: the client's bytes are dropped */
+	bool tls_eof;	/* the client closed (close_notify or EOF) */
+	bool pair_eof;	/* libmicrohttpd closed its end */
+	bool up_dead;	/* libmicrohttpd reads no more: the client's bytes are dropped */
+	bool lingering; /* answered and shut: waiting for the client to close (linger_close()) */
+	ev_tstamp linger_until;
 	char addr[64];
 	struct sockaddr_storage peer_sa;
 	unsigned char up[FRONT_BUF]; /* client -> libmicrohttpd */
@@ -136,7 +140,7 @@ static void conn_close(struct fconn *c)
 	ev_io_stop(f->loop, &c->pair_io);
 	ev_timer_stop(f->loop, &c->timer);
 	if (c->tls != NULL) {
-		if (c->handshaken && !c->tls_eof)
+		if (c->handshaken && !c->tls_eof && !c->lingering)
 			(void)mtls_close(c->tls); /* best effort: one try, never waits */
 		mtls_free(c->tls);
 	}
@@ -223,6 +227,58 @@ static void touch(struct fconn *c)
 	ev_timer_again(c->f->loop, &c->timer);
 }
 
+static void on_linger(struct ev_loop *loop, ev_io *w, int events)
+{
+	struct fconn *c = w->data;
+	char buf[4096];
+
+	(void)events;
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+
+		if (n > 0) {
+			/* still sending: wait on while it does, up to FRONT_LINGER_MAX in all */
+			ev_tstamp left = c->linger_until - ev_now(loop);
+
+			if (left <= 0)
+				break;
+			c->timer.repeat = left < FRONT_LINGER ? left : FRONT_LINGER;
+			ev_timer_again(loop, &c->timer);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		break; /* the client closed too (or failed): done */
+	}
+	conn_close(c);
+}
+
+/* The answer is out. A client still sending (a body libmicrohttpd refused to read, 413)
+ * would get a reset from a close with its bytes unread, and a reset can destroy the answer
+ * before the client reads it: say close_notify, shut our side, and drop what it sends until
+ * it closes too or is silent for FRONT_LINGER seconds, at most FRONT_LINGER_MAX in all (as
+ * Apache's lingering close). */
+static void linger_close(struct fconn *c)
+{
+	struct ev_loop *loop = c->f->loop;
+
+	if (c->tls_eof) {
+		conn_close(c);
+		return;
+	}
+	(void)mtls_close(c->tls); /* one try: never waits */
+	c->lingering = true;
+	shutdown(c->fd, SHUT_WR);
+	ev_io_stop(loop, &c->pair_io);
+	ev_io_stop(loop, &c->tcp_io);
+	ev_set_cb(&c->tcp_io, on_linger);
+	ev_io_set(&c->tcp_io, c->fd, EV_READ);
+	ev_io_start(loop, &c->tcp_io);
+	c->linger_until = ev_now(loop) + FRONT_LINGER_MAX;
+	c->timer.repeat = FRONT_LINGER;
+	ev_timer_again(loop, &c->timer);
+}
+
 /* Move what can move both ways; arm the watchers for what waits. */
 static void pump(struct fconn *c)
 {
@@ -305,7 +361,7 @@ static void pump(struct fconn *c)
 	}
 	/* libmicrohttpd closed and everything it said is sent: done */
 	if (c->pair_eof && c->down_off == c->down_len) {
-		conn_close(c);
+		linger_close(c);
 		return;
 	}
 	if (moved)
