@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# From nothing to mutual TLS with one command per host: a CA service (mtls ca serve), a
-# token for each host (mtls ca token), and on each host `mtls enroll`, whose mtls.conf is
-# all mtls server and mtls connector need besides addresses and the allow rule. Then the
-# client's traffic reaches the service behind the server, and a client enrolled with
-# another identity is refused by the server's allow rule; `mtls renew --force` on the
-# client gives a certificate the running connector picks up for new connections.
+# From nothing to mutual TLS in front of a database with one command per host: a CA
+# service (mtls ca serve), a token for each host (mtls ca token), and on each host `mtls
+# enroll`, whose mtls.conf is all mtls server and mtls connector need besides addresses and
+# the allow rule. Then psql on the application host reaches PostgreSQL (started here)
+# through connector and server, a host enrolled with another identity is refused by the
+# server's allow rule, and `mtls renew --force` on the application host gives a certificate
+# the running connector picks up for new connections.
 set -euo pipefail
+BG_LIMIT=${BG_LIMIT:-120}
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/integration/tunnel_lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+# shellcheck source=tests/integration/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
+command -v psql >/dev/null || setup_die "psql not found: install postgresql-client"
+pg_start "$TMP/postgres.log"
 
 W=$TMP/w
 mkdir -m 700 -- "$W"
@@ -44,9 +50,8 @@ report "the application host enrolls with one command" "${p[@]+"${p[@]}"}"
 enroll intruder "$(token --profile client --uri "$TD/ns/dev/sa/intruder")"
 [ "$RC" = 0 ] || _lib_die "(setup) the third host could not enroll: $ERR"
 
-start_backend "$W/be.log" --mode echo
-start_tunnel_server "$W/srv.log" --config "$W/db/mtls.conf" --target "127.0.0.1:$BE_PORT" \
-	--allow-uri "$APP"
+start_tunnel_server "$W/srv.log" --config "$W/db/mtls.conf" \
+	--target "unix:$PGSOCK/.s.PGSQL.$PGP" --allow-uri "$APP"
 start_tunnel_connector "$W/con.log" --config "$W/app/mtls.conf" \
 	--server "127.0.0.1:$SRV_PORT" --server-name localhost
 # the same client host with the other identity
@@ -57,20 +62,18 @@ wait_for_line "$W/con2.log" '"event":"listening"' "$READY_LIMIT" "$CON2_PID" ||
 	_lib_die "the second connector did not start"
 CON2_PORT=$(_daemon_port "$W/con2.log" listening)
 
-# exchange PORT TEXT : send a line through PORT, print what comes back ("" if nothing)
-exchange() {
-	local fd line=""
-	exec {fd}<>"/dev/tcp/127.0.0.1/$1" || return 0
-	printf '%s\n' "$2" >&"$fd"
-	IFS= read -r -t 10 line <&"$fd" || true
-	exec {fd}>&-
-	printf '%s' "$line"
+# query PORT SQL : psql through a connector on PORT; prints its answer ("" if none)
+query() {
+	LAST_CMD="psql (port $1) -c $2"
+	run psql -X -q -At -v ON_ERROR_STOP=1 -c "$2" \
+		-d "host=127.0.0.1 port=$1 user=postgres dbname=postgres sslmode=disable gssencmode=disable connect_timeout=5"
+	printf '%s' "$OUT"
 }
 
-got=$(exchange "$CON_PORT" "hello from the app")
-vcheck "the enrolled application reaches the service through connector and server" \
-	"$([ "$got" = "hello from the app" ] || echo "got '$got'; server log: $(tail -n 3 "$W/srv.log")")"
-got=$(exchange "$CON2_PORT" "let me in")
+got=$(query "$CON_PORT" "select 'hello from the app'")
+vcheck "psql on the enrolled application host reaches PostgreSQL through connector and server" \
+	"$([ "$got" = "hello from the app" ] || echo "got '$got' ($ERR); server log: $(tail -n 3 "$W/srv.log")")"
+got=$(query "$CON2_PORT" "select 'let me in'")
 p=()
 [ -z "$got" ] || p+=("the other identity got through: '$got'")
 wait_for_line "$W/srv.log" '"reason":"identity_not_allowed"' 10 || p+=("no identity_not_allowed refusal logged")
@@ -86,7 +89,7 @@ p=()
 report "mtls renew --force replaces the certificate and key in place" "${p[@]+"${p[@]}"}"
 # the connector reloads changed files (its watcher) and keeps carrying traffic
 wait_for_line "$W/con.log" '"event":"reload"' 15 "$CON_PID" || true
-got=$(exchange "$CON_PORT" "after renewal")
+got=$(query "$CON_PORT" "select 'after renewal'")
 vcheck "after the renewal the connector still carries traffic (with the new certificate)" \
 	"$([ "$got" = "after renewal" ] || echo "got '$got'; $(tail -n 3 "$W/con.log")")"
 vcheck "the connector loaded the renewed files" \
