@@ -40,6 +40,10 @@ struct ocsp_responder {
 	X509 *issuer;
 	struct entry *buckets[BUCKETS];
 	size_t count;
+	/* the CertIDs of ids_of (ca->issuer) per hash of hash_nids[], made once: hashing the
+	 * issuer's name and key for every request cost more than answering it */
+	OCSP_CERTID *ids[4];
+	X509 *ids_of;
 };
 
 /* The CertID hashes answered; a CertID with another one is unauthorized. */
@@ -78,6 +82,9 @@ void ocsp_responder_free(struct ocsp_responder *r)
 	if (r == NULL)
 		return;
 	ocsp_responder_forget(r);
+	for (size_t i = 0; i < sizeof(r->ids) / sizeof(r->ids[0]); i++)
+		OCSP_CERTID_free(r->ids[i]);
+	X509_free(r->ids_of);
 	EVP_PKEY_free(r->key); /* clears the private scalar */
 	X509_free(r->cert);
 	X509_free(r->issuer);
@@ -267,6 +274,7 @@ static int inventory_status(struct authority *ca, const char *serial, int *statu
 	struct store_cert c;
 	const unsigned char *p;
 	X509 *x = NULL;
+	bool issued = false;
 	int rc = store_get_cert(ca->store, serial, &c);
 
 	*status = V_OCSP_CERTSTATUS_UNKNOWN;
@@ -277,11 +285,21 @@ static int inventory_status(struct authority *ca, const char *serial, int *statu
 	if (rc != 0)
 		return -1;
 	/* The inventory holds the CA certificates too (the root, the intermediate itself),
-	 * which ca->issuer did not issue: they are unknown to this responder. */
-	p = c.der;
-	if (c.der != NULL && c.der_len > 0 && c.der_len < LONG_MAX)
-		x = d2i_X509(NULL, &p, (long)c.der_len);
-	if (x != NULL && X509_check_issued(ca->issuer, x) == X509_V_OK) {
+	 * which ca->issuer did not issue: they are unknown to this responder. A row of a leaf
+	 * profile was issued by ca->issuer (the CA's only issuer); any other is checked on its
+	 * certificate (parsing it for every request cost more than the rest of the answer). */
+	if (c.profile != NULL &&
+	    (strcmp(c.profile, "server") == 0 || strcmp(c.profile, "client") == 0 ||
+	     strcmp(c.profile, "peer") == 0 || strcmp(c.profile, "ocsp") == 0)) {
+		issued = true;
+	} else if (c.profile == NULL ||
+		   (strcmp(c.profile, "root") != 0 && strcmp(c.profile, "intermediate") != 0)) {
+		p = c.der;
+		if (c.der != NULL && c.der_len > 0 && c.der_len < LONG_MAX)
+			x = d2i_X509(NULL, &p, (long)c.der_len);
+		issued = x != NULL && X509_check_issued(ca->issuer, x) == X509_V_OK;
+	}
+	if (issued) {
 		if (c.revoked) {
 			int code = crl_reason_code(c.revocation_reason != NULL ? c.revocation_reason
 									       : "");
@@ -297,6 +315,31 @@ static int inventory_status(struct authority *ca, const char *serial, int *statu
 	X509_free(x);
 	ERR_clear_error();
 	return 0;
+}
+
+/* ca->issuer's CertID for hash md_nid (owned by r), and *md; *md NULL for a hash not
+ * answered, NULL with *md set when out of memory. */
+static const OCSP_CERTID *issuer_id(struct ocsp_responder *r, struct authority *ca, int md_nid,
+				    const EVP_MD **md)
+{
+	*md = NULL;
+	if (r->ids_of == NULL || X509_cmp(r->ids_of, ca->issuer) != 0) {
+		for (size_t i = 0; i < sizeof(r->ids) / sizeof(r->ids[0]); i++) {
+			OCSP_CERTID_free(r->ids[i]);
+			r->ids[i] = NULL;
+		}
+		X509_free(r->ids_of);
+		r->ids_of = X509_up_ref(ca->issuer) == 1 ? ca->issuer : NULL;
+	}
+	for (size_t i = 0; i < sizeof(hash_nids) / sizeof(hash_nids[0]); i++) {
+		if (hash_nids[i] != md_nid)
+			continue;
+		*md = EVP_get_digestbynid(md_nid);
+		if (*md != NULL && r->ids[i] == NULL && r->ids_of != NULL)
+			r->ids[i] = OCSP_cert_to_id(*md, NULL, ca->issuer);
+		return r->ids[i];
+	}
+	return NULL;
 }
 
 static unsigned bucket_of(const char *serial, int md_nid)
@@ -471,7 +514,7 @@ int ocsp_respond(struct ocsp_responder *r, struct authority *ca, const unsigned 
 {
 	const unsigned char *p = req;
 	OCSP_REQUEST *rq = NULL;
-	OCSP_CERTID *ours = NULL;
+	const OCSP_CERTID *ours = NULL;
 	OCSP_CERTID *cid;
 	OCSP_RESPONSE *answer = NULL;
 	ASN1_OBJECT *md_obj = NULL;
@@ -500,12 +543,9 @@ int ocsp_respond(struct ocsp_responder *r, struct authority *ca, const unsigned 
 	/* the issuer: the CertID's name and key hashes must be ca->issuer's */
 	status = OCSP_RESPONSE_STATUS_UNAUTHORIZED;
 	md_nid = OBJ_obj2nid(md_obj);
-	for (size_t i = 0; i < sizeof(hash_nids) / sizeof(hash_nids[0]); i++)
-		if (hash_nids[i] == md_nid)
-			md = EVP_get_digestbynid(md_nid);
+	ours = issuer_id(r, ca, md_nid, &md);
 	if (md == NULL)
 		goto answer;
-	ours = OCSP_cert_to_id(md, NULL, ca->issuer);
 	if (ours == NULL) {
 		status = OCSP_RESPONSE_STATUS_INTERNALERROR;
 		goto answer;
@@ -567,7 +607,6 @@ out:
 	OCSP_RESPONSE_free(answer);
 	OPENSSL_free(hex);
 	BN_free(bn);
-	OCSP_CERTID_free(ours);
 	OCSP_REQUEST_free(rq);
 	return rc;
 }

@@ -396,10 +396,16 @@ int store_sqlite_get_cert(struct store_sqlite *st, const char *serial, struct st
 {
 	int rc;
 
-	sqlite3_finalize(st->get);
-	st->get = prepare(st, "SELECT " CERT_COLUMNS " FROM certs WHERE serial = ?");
-	if (st->get == NULL)
-		return -1;
+	/* prepared once (an OCSP responder looks up every request): SQL parsing cost more than
+	 * the look-up */
+	if (st->get == NULL) {
+		st->get = prepare(st, "SELECT " CERT_COLUMNS " FROM certs WHERE serial = ?");
+		if (st->get == NULL)
+			return -1;
+	} else {
+		sqlite3_reset(st->get);
+		sqlite3_clear_bindings(st->get);
+	}
 	sqlite3_bind_text(st->get, 1, serial, -1, SQLITE_TRANSIENT);
 	rc = sqlite3_step(st->get);
 	if (rc == SQLITE_ROW) {

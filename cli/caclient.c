@@ -283,7 +283,22 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 		else
 			fail(err, err_len, "request to the CA at %s failed: %s", base, why);
 		break;
-	default: fail(err, err_len, "request to the CA at %s failed: %s", base, why); break;
+	default:
+		/* the API refuses a revoked or expired client certificate at the handshake,
+		 * once its CRL has it (before, with an HTTP answer): the same words either way */
+		if (strstr(why, "alert certificate revoked") != NULL)
+			fail(err, err_len,
+			     "the CA refused (cert_revoked, at the TLS handshake): this "
+			     "certificate "
+			     "is revoked; enroll again with a new token (mtls enroll)");
+		else if (strstr(why, "alert certificate expired") != NULL)
+			fail(err, err_len,
+			     "the CA refused (cert_expired, at the TLS handshake): this "
+			     "certificate "
+			     "has expired; enroll again with a new token (mtls enroll)");
+		else
+			fail(err, err_len, "request to the CA at %s failed: %s", base, why);
+		break;
 	}
 out:
 	curl_slist_free_all(hdr);
