@@ -347,12 +347,12 @@ static void pump(struct fconn *c)
 			if (n > 0) {
 				c->down_len = (size_t)n;
 				progress = true;
-			} else if (n == 0) {
+			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				/* libmicrohttpd closed; with the client's bytes unread in its end
+				 * (an early 413), an AF_UNIX read says ECONNRESET instead of 0:
+				 * either way what it answered is out, and the close lingers */
 				c->pair_eof = true;
 				progress = true;
-			} else if (errno != EAGAIN && errno != EINTR) {
-				conn_close(c);
-				return;
 			}
 		}
 		if (!progress)
