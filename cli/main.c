@@ -18,7 +18,7 @@ static const struct command commands[] = {
 	{"server", cmd_server, "accept mutual TLS and carry verified clients to a target"},
 	{"connector", cmd_connector, "carry local plaintext to an mtls server over mutual TLS"},
 	{"ca", cmd_ca,
-	 "the certificate authority: init, issue, revoke, crl, list, inspect, export"},
+	 "the certificate authority: init, issue, revoke, crl, list, audit, serve, token"},
 	{"enroll", cmd_enroll, "get a certificate from the CA service with a one-time token"},
 	{"renew", cmd_renew, "renew an enrolled certificate at the CA service (mtls ca serve)"},
 	{NULL, NULL, NULL},
