@@ -2,7 +2,8 @@
 # Decisions reach live connections: after a reload that revokes a client, the server closes
 # that client's established connection (why revoked_while_connected, counted in
 # mtls_connections_closed_by_recheck_total) while another client's stays up; and
-# --max-connection-lifetime closes a connection that is idle but open too long.
+# --max-connection-lifetime closes a connection that is idle but open too long. The
+# connector does the same with a server whose certificate was revoked.
 #
 # (A changed --allow-uri in a --config file is not covered here: a reload re-reads the
 # certificate, key, CA and CRL files, not the options. The re-check on new allow rules is
@@ -101,6 +102,28 @@ ping 6 b2 || p+=("client B's connection broke when client A was revoked")
 exec 5>&- 6>&-
 verdict "a revoked client's live connection is closed at the reload, another client's stays" "${p[@]}" -- "server log:" "$(tail -n 15 "$TMP/srv.log")"
 
+stop_bg "$CON_PID"
+stop_bg "$SRV_PID"
+
+# --- the connector re-judges the server: a revoked server certificate ------------------------
+ca issue --dir "$D" --profile server --dns localhost --ip 127.0.0.1 --out "$W/S2"
+start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$W/S2-chain.pem" \
+	--key "$W/S2.key" --ca "$D/root.pem" --allow-uri spiffe://recheck.test/b --watch-interval 0
+connector C3 B --crl "$D/crl.pem" --metrics 127.0.0.1:0
+C3_REAL=$CON_REAL C3_METRICS=$CON_METRICS
+open_conn 8 "$C3_PORT"
+p=()
+ping 8 s1 || p+=("the connection does not carry data before the server's revocation")
+ca revoke --dir "$D" --cert "$W/S2.pem" --reason keyCompromise
+kill -HUP "$C3_REAL"
+closed 8 || p+=("the connection stayed open after the server's certificate was revoked and the connector reloaded")
+wait_log "$TMP/C3.log" conn_close revoked_while_connected ||
+	p+=("no conn_close line with why revoked_while_connected in the connector's log")
+v=$(metric "$C3_METRICS" 'mtls_connections_closed_by_recheck_total{reason="revoked"}')
+[ "$v" = 1 ] || p+=("the connector's mtls_connections_closed_by_recheck_total{reason=\"revoked\"} is '$v', expected 1")
+exec 8>&-
+verdict "the connector closes its live connection to a server whose certificate was revoked" "${p[@]}" \
+	-- "connector log:" "$(tail -n 10 "$TMP/C3.log")"
 stop_bg "$CON_PID"
 stop_bg "$SRV_PID"
 
