@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "duration.h"
 #include "options.h"
 #include "tunnel.h"
 
@@ -61,6 +62,9 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "outbound connect deadline (default 5000; at most 300000)"},                      \
 		{"idle-timeout", OPT_INT, O(idle_timeout_ms), "MS",                                \
 		 "close connections idle this long (default 3600000; 0: never; at most 7 days)"},  \
+		{"max-connection-lifetime", OPT_STRING, O(max_connection_lifetime), "DURATION",    \
+		 "close connections open this long, e.g. 12h (why=max_lifetime; default: "         \
+		 "never)"},                                                                        \
 		{"drain-timeout", OPT_INT, O(drain_timeout_ms), "MS",                              \
 		 "on SIGTERM, wait this long for connections to end (default 30000; at most "      \
 		 "3600000)"},                                                                      \
@@ -136,6 +140,12 @@ static int run(enum tunnel_role role, const struct opt *table, const char *usage
 		goto out;
 	}
 	o.max_connections_given = options_given(&st, "max-connections");
+	if (o.max_connection_lifetime != NULL &&
+	    duration_parse(o.max_connection_lifetime, "--max-connection-lifetime", 1000,
+			   365LL * 86400000, &o.max_lifetime_ms, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mtls %s: %s\n", name, err);
+		goto out;
+	}
 	if (st.positional.n != 0) {
 		fprintf(stderr, "mtls %s: unexpected argument '%s'; see --help\n", name,
 			st.positional.v[0]);

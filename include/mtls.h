@@ -346,6 +346,20 @@ int mtls_conn_resumed(const struct mtls *conn);
  * NULL. On an endpoint: the warning of the calling thread's last mtls_verify_chain_pem()
  * on it (see there). */
 const char *mtls_conn_warning(const struct mtls *conn);
+/* Judge an established connection's peer again under endpoint's CURRENT configuration (the
+ * one its last mtls_configure() applied), with the same decision as a handshake: the chain
+ * the peer presented, built again against the current CA bundle, validity now (or at
+ * mtls_config_set_verify_time()), revocation under the current CRLs, the server name, the
+ * current allow rules. A daemon calls it for every live connection after a reload changed
+ * what is trusted, and closes those refused. endpoint must be the endpoint conn was made from
+ * (or one of the same kind). A peer that presented no certificate stays accepted only while
+ * the config still makes the client certificate optional.
+ *
+ * Returns 0 if the peer is still accepted (mtls_conn_peer() is unchanged), -1 if refused
+ * (reason and message on conn: revoked, identity_not_allowed, expired, unknown_ca, ...) or
+ * on misuse (reason usage). The connection itself is untouched: closing it is the caller's.
+ * Threads: call it from the thread that uses conn; reloads may run meanwhile. */
+int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint);
 /* When the own certificate, the earliest-expiring CA certificate and the earliest CRL
  * nextUpdate of the endpoint's current config run out, as UNIX times (0 if none), so that a
  * daemon can export them and an operator can alert before expiry. */

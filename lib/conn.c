@@ -197,6 +197,45 @@ static int judge_peer(struct mtls *c)
 	return 0;
 }
 
+/* The connection's peer judged again, under the endpoint's current state, by the same
+ * decision as a resumed handshake: the chain it presented (kept in the connection's
+ * session), built again against the current trust store, validity now, revocation, the
+ * allow rules. The peer found at the handshake stays (its strings may be in use). */
+int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
+{
+	struct verify_request rq;
+	struct mtls_peer *peer = NULL;
+	struct state *st;
+	X509 *leaf;
+	int rc;
+
+	if (conn == NULL || conn->kind != KIND_CONN)
+		return -1;
+	if (!conn->conn.handshake_done)
+		return error_set(&conn->conn.err, MTLS_REASON_USAGE,
+				 "mtls_conn_recheck needs a connection whose handshake is done");
+	if (endpoint == NULL || endpoint->kind == KIND_CONN ||
+	    (endpoint->kind == KIND_SERVER) != conn->state->server)
+		return error_set(
+			&conn->conn.err, MTLS_REASON_USAGE,
+			"mtls_conn_recheck needs the endpoint the connection was made from");
+	st = endpoint_state(endpoint);
+	if (st == NULL)
+		return error_set(&conn->conn.err, MTLS_REASON_USAGE, "endpoint is not configured");
+	rq = (struct verify_request){.st = st,
+				     .peer_is_client = st->server,
+				     .name = st->server ? NULL : conn->conn.server_name};
+	leaf = SSL_get0_peer_certificate(conn->conn.ssl);
+	if (leaf == NULL)
+		rc = verify_no_certificate(&rq, &conn->conn.err);
+	else
+		rc = verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(conn->conn.ssl), &peer,
+				    &conn->conn.err);
+	identity_free(peer);
+	state_unref(st);
+	return rc;
+}
+
 static bool is_alert(int reason)
 {
 	return reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256;

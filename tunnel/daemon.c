@@ -310,6 +310,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	    LN("cert_not_after", mtls_endpoint_cert_not_after(d->endpoint)),
 	    LN("crl_next_update", mtls_endpoint_crl_next_update(d->endpoint)));
 	check_crls(ms, ev_now(ev_default_loop(0)), true);
+	worker_recheck_all(d);
 }
 
 /* Every CRL file past (or near) its nextUpdate, logged: at start, after a reload, and then

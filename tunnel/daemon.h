@@ -44,6 +44,7 @@ struct worker {
 	/* pump buffers given back by connections, reused before malloc (pump.c) */
 	void *spare_bufs[WORKER_SPARE_BUFS];
 	int n_spare_bufs;
+	unsigned trust_seen; /* the d->trust_gen its connections were last judged under */
 };
 
 struct daemon {
@@ -61,6 +62,9 @@ struct daemon {
 	/* a worker saw many connections close: the main thread gives freed memory back
 	 * (malloc_trim), off the data path and at most every TRIM_EVERY seconds (daemon.c) */
 	atomic_bool trim_wanted;
+	/* bumped when what is trusted changed (a reload): each worker re-judges its live
+	 * connections when it sees a number it has not (worker_recheck_all) */
+	atomic_uint trust_gen;
 	int nworkers;
 	struct worker *workers;
 };
@@ -68,6 +72,9 @@ struct daemon {
 /* worker.c */
 int worker_start(struct worker *w);
 void worker_wake(struct worker *w);
+/* What is trusted changed (the endpoint was reconfigured): every worker re-judges its
+ * established connections, in its own thread, and closes those now refused. */
+void worker_recheck_all(struct daemon *d);
 
 /* pump.c: set up w's pump watchers (before its loop runs). */
 void pump_worker_init(struct worker *w);
@@ -78,5 +85,9 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 void pump_close_all(struct worker *w);
 /* Release the TLS record buffers of connections that moved nothing since the last call. */
 void pump_release_quiet(struct worker *w);
+/* Judge every verified connection of w again under the endpoint's current config
+ * (mtls_conn_recheck) and close those refused (why revoked_while_connected or
+ * no_longer_allowed, counted in closed_by_recheck). */
+void pump_recheck(struct worker *w);
 
 #endif

@@ -121,6 +121,22 @@ char *metrics_render(struct metrics *m, size_t *len)
 			put(&t, "mtls_handshakes_total{result=\"failed\",reason=\"%s\"} %llu\n",
 			    mtls_reason_name((enum mtls_reason)r), v);
 	}
+	put(&t, "# HELP mtls_connections_closed_by_recheck_total Established connections closed "
+		"because their peer was judged again after a trust change (reload) and refused.\n"
+		"# TYPE mtls_connections_closed_by_recheck_total counter\n");
+	for (int r = 1; r < MTLS_REASON_COUNT; r++) {
+		unsigned long long v = U(m->closed_by_recheck[r]);
+
+		if (v > 0)
+			put(&t, "mtls_connections_closed_by_recheck_total{reason=\"%s\"} %llu\n",
+			    mtls_reason_name((enum mtls_reason)r), v);
+	}
+	put(&t,
+	    "# HELP mtls_connections_closed_max_lifetime_total Connections closed at "
+	    "--max-connection-lifetime.\n"
+	    "# TYPE mtls_connections_closed_max_lifetime_total counter\n"
+	    "mtls_connections_closed_max_lifetime_total %llu\n",
+	    U(m->closed_max_lifetime));
 	put(&t, "# HELP mtls_handshake_duration_seconds Duration of successful handshakes.\n"
 		"# TYPE mtls_handshake_duration_seconds histogram\n");
 	for (int i = 0; i < METRICS_BUCKETS; i++) {

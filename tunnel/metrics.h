@@ -38,6 +38,10 @@ struct metrics {
 	atomic_ullong target_connect_failures;
 	atomic_ullong reloads_ok;
 	atomic_ullong reloads_failed;
+	/* live connections closed because a re-check refused them, by reason; and those
+	 * closed at --max-connection-lifetime */
+	atomic_ullong closed_by_recheck[MTLS_REASON_COUNT];
+	atomic_ullong closed_max_lifetime;
 	atomic_llong cert_not_after;
 	atomic_llong ca_not_after;
 	atomic_llong crl_next_update;

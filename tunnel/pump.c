@@ -122,6 +122,7 @@ struct conn {
 	struct conn *resume_prev, *resume_next;
 	ev_tstamp active; /* the last wakeup of the pump phase, for the idle timeout */
 	char identity[256];
+	bool verified; /* the handshake accepted the peer: re-judged after a trust change */
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
@@ -492,8 +493,16 @@ static void pump_timer(struct conn *c)
 	ev_tstamp linger = (ev_tstamp)o->handshake_timeout_ms / 1000.0;
 	ev_tstamp t = idle > 0 ? idle - (ev_now(c->w->loop) - c->active) : 0;
 
+	ev_tstamp life = (ev_tstamp)o->max_lifetime_ms / 1000.0;
+
 	if (to_target_stuck(c) && linger > 0 && (idle <= 0 || linger < t))
 		t = linger;
+	if (life > 0) {
+		ev_tstamp left = life - (ev_now(c->w->loop) - c->started);
+
+		if (t <= 0 || left < t)
+			t = left > 0 ? left : 0.001;
+	}
 	if (idle <= 0 && t <= 0) {
 		ev_timer_stop(c->w->loop, &c->timer);
 		return;
@@ -605,6 +614,7 @@ static void handshake_done(struct conn *c)
 	const char *warning = mtls_conn_warning(c->tls);
 
 	snprintf(c->identity, sizeof(c->identity), "%s", mtls_peer_identity(peer));
+	c->verified = true;
 	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
 			  (uint64_t)((ev_time() - c->started) * 1e6));
 	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
@@ -708,6 +718,42 @@ static void on_plain_io(struct ev_loop *loop, ev_io *io, int events)
 		pump_timer(c);
 }
 
+/* A close the daemon decided while both sides may be alive (a re-check refused the peer,
+ * the connection reached --max-connection-lifetime): close_notify to the TLS peer, once and
+ * without waiting (it may be refused or slow: nothing more is owed to it), then the sockets
+ * closed, so that both the TLS peer and the plaintext side see an orderly end rather than a
+ * reset. */
+static void close_gently(struct conn *c, const char *why)
+{
+	if (c->tls != NULL && c->verified && !c->tls_shut)
+		(void)mtls_close(c->tls);
+	if (c->plain_fd >= 0)
+		shutdown(c->plain_fd, SHUT_WR);
+	conn_free(c, why, LOG_INFO);
+}
+
+void pump_recheck(struct worker *w)
+{
+	struct daemon *d = w->d;
+	struct conn *next;
+
+	for (struct conn *c = w->conns; c != NULL; c = next) {
+		enum mtls_reason reason;
+
+		next = c->next;
+		if (!c->verified || mtls_conn_recheck(c->tls, d->endpoint) == 0)
+			continue;
+		reason = mtls_error_reason(c->tls);
+		if ((unsigned)reason < MTLS_REASON_COUNT)
+			atomic_fetch_add(&d->metrics.closed_by_recheck[reason], 1);
+		LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("reason", mtls_reason_name(reason)),
+		    LS("message", mtls_error(c->tls)), LS("action", "closing the connection"));
+		close_gently(c, reason == MTLS_REASON_REVOKED ? "revoked_while_connected"
+							      : "no_longer_allowed");
+	}
+}
+
 /* The pump phase's timer fired: nothing happened on the connection for a while. */
 static void pump_timeout(struct conn *c)
 {
@@ -717,8 +763,12 @@ static void pump_timeout(struct conn *c)
 	/* The client left, and what it sent has not moved for a handshake timeout: the target
 	 * is not reading, and the client is not there to receive an answer either. Waiting
 	 * for the idle timeout (an hour by default) would only hold two descriptors. */
-	if (to_target_stuck(c) && o->handshake_timeout_ms > 0 &&
-	    quiet >= (ev_tstamp)o->handshake_timeout_ms / 1000.0 && client_gone(c)) {
+	if (o->max_lifetime_ms > 0 &&
+	    ev_now(c->w->loop) - c->started + 0.001 >= (ev_tstamp)o->max_lifetime_ms / 1000.0) {
+		atomic_fetch_add(&c->w->d->metrics.closed_max_lifetime, 1);
+		close_gently(c, "max_lifetime");
+	} else if (to_target_stuck(c) && o->handshake_timeout_ms > 0 &&
+		   quiet >= (ev_tstamp)o->handshake_timeout_ms / 1000.0 && client_gone(c)) {
 		/* a reset: a plain close would leave the kernel holding the bytes (and their
 		 * socket) for a target that does not read them */
 		struct linger abort = {.l_onoff = 1, .l_linger = 0};

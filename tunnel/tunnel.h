@@ -54,6 +54,8 @@ struct tunnel_options {
 	long long handshake_timeout_ms;
 	long long connect_timeout_ms;
 	long long idle_timeout_ms;
+	const char *max_connection_lifetime; /* as given, a duration */
+	long long max_lifetime_ms;	     /* parsed from it; 0: no limit */
 	long long drain_timeout_ms;
 	long long watch_interval_ms;
 	const char *metrics;

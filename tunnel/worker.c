@@ -118,6 +118,11 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int events)
 	if (phase >= 2) {
 		pump_close_all(w);
 		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	if (atomic_load(&w->d->trust_gen) != w->trust_seen) {
+		w->trust_seen = atomic_load(&w->d->trust_gen);
+		pump_recheck(w);
 	}
 }
 
@@ -166,4 +171,12 @@ int worker_start(struct worker *w)
 void worker_wake(struct worker *w)
 {
 	ev_async_send(w->loop, &w->wakeup);
+}
+
+void worker_recheck_all(struct daemon *d)
+{
+	atomic_fetch_add(&d->trust_gen, 1);
+	for (int i = 0; i < d->nworkers; i++)
+		if (d->workers[i].loop != NULL)
+			worker_wake(&d->workers[i]);
 }
