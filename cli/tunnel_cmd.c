@@ -4,6 +4,7 @@
  */
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
@@ -120,40 +121,97 @@ static const struct opt connector_table[] = {
 	OPT_END,
 };
 
+/* The command line, kept for SIGHUP: the options are parsed again from it (and the
+ * --config file it names, read again). */
+struct parsed {
+	struct tunnel_options o;
+	struct options_state st;
+};
+
+struct cmdline {
+	enum tunnel_role role;
+	const struct opt *table;
+	int argc;
+	char **argv;
+};
+
+/* Parse argc/argv into p (its strings point into p->st). 0, 1 for --help, or -1 with err. */
+static int parse(const struct cmdline *cl, struct parsed *p, char *err, size_t len)
+{
+	tunnel_defaults(&p->o, cl->role);
+	if (options_parse(cl->table, &p->o, cl->argc, cl->argv, &p->st, err, len) != 0)
+		return -1;
+	if (p->st.help)
+		return 1;
+	p->o.max_connections_given = options_given(&p->st, "max-connections");
+	if (p->o.max_connection_lifetime != NULL &&
+	    duration_parse(p->o.max_connection_lifetime, "--max-connection-lifetime", 1000,
+			   365LL * 86400000, &p->o.max_lifetime_ms, err, len) != 0)
+		return -1;
+	if (p->st.positional.n != 0) {
+		snprintf(err, len, "unexpected argument '%s'; see --help", p->st.positional.v[0]);
+		return -1;
+	}
+	return 0;
+}
+
+static void reparse_free(void *handle)
+{
+	struct parsed *p = handle;
+
+	if (p == NULL)
+		return;
+	options_free(&p->st);
+	free(p);
+}
+
+static void *reparse(void *arg, struct tunnel_options **out, char *err, size_t len)
+{
+	struct parsed *p = calloc(1, sizeof(*p));
+
+	if (p == NULL) {
+		snprintf(err, len, "out of memory");
+		return NULL;
+	}
+	if (parse(arg, p, err, len) != 0) {
+		options_free(&p->st);
+		free(p);
+		return NULL;
+	}
+	p->o.reparse = reparse;
+	p->o.reparse_arg = arg;
+	p->o.reparse_free = reparse_free;
+	*out = &p->o;
+	return p;
+}
+
 static int run(enum tunnel_role role, const struct opt *table, const char *usage, const char *about,
 	       int argc, char **argv)
 {
-	struct tunnel_options o;
-	struct options_state st = {0};
+	struct cmdline cl = {.role = role, .table = table, .argc = argc, .argv = argv};
+	struct parsed p = {0};
 	const char *name = role == TUNNEL_SERVER ? "server" : "connector";
 	char err[512];
-	int rc = 2;
+	int rc;
 
-	tunnel_defaults(&o, role);
-	if (options_parse(table, &o, argc, argv, &st, err, sizeof(err)) != 0) {
-		fprintf(stderr, "mtls %s: %s\n", name, err);
-		goto out;
-	}
-	if (st.help) {
+	switch (parse(&cl, &p, err, sizeof(err))) {
+	case 0: break;
+	case 1:
 		options_help(stdout, usage, about, table);
 		rc = 0;
 		goto out;
-	}
-	o.max_connections_given = options_given(&st, "max-connections");
-	if (o.max_connection_lifetime != NULL &&
-	    duration_parse(o.max_connection_lifetime, "--max-connection-lifetime", 1000,
-			   365LL * 86400000, &o.max_lifetime_ms, err, sizeof(err)) != 0) {
+	default:
 		fprintf(stderr, "mtls %s: %s\n", name, err);
+		rc = 2;
 		goto out;
 	}
-	if (st.positional.n != 0) {
-		fprintf(stderr, "mtls %s: unexpected argument '%s'; see --help\n", name,
-			st.positional.v[0]);
-		goto out;
-	}
-	rc = tunnel_run(&o);
+	/* SIGHUP parses the command line and --config file again */
+	p.o.reparse = reparse;
+	p.o.reparse_arg = &cl;
+	p.o.reparse_free = reparse_free;
+	rc = tunnel_run(&p.o);
 out:
-	options_free(&st);
+	options_free(&p.st);
 	return rc;
 }
 

@@ -64,6 +64,11 @@ struct main_state {
 	ev_timer drain;
 	ev_tstamp drain_deadline;
 	struct metrics_http *http;
+	/* the options reloads read (files, CA, CRLs, allow rules): d->o at start, those parsed
+	 * again by the last SIGHUP after (live_handle owns them). Main thread only: workers
+	 * read d->o, whose fields a reload never changes. */
+	const struct tunnel_options *live;
+	void *live_handle;
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -253,7 +258,7 @@ static int reload_apply(struct daemon *d, struct mtls_config *cfg, const char **
 static int check_own_chain(const struct main_state *ms, bool watcher, struct credentials_chain *now,
 			   char *err, size_t len)
 {
-	const struct tunnel_options *o = ms->d->o;
+	const struct tunnel_options *o = ms->live;
 
 	memset(now, 0, sizeof(*now));
 	if (o->cert == NULL || credentials_chain(o->cert, o->ca, now) != 0)
@@ -289,12 +294,13 @@ static void reload(struct main_state *ms, const char *trigger)
 	struct credentials_chain chain = {0};
 	struct mtls_config *cfg = NULL;
 
-	if (d->o->user != NULL && credentials_check_readable(d->o, d->o->user, err, sizeof(err)))
+	if (d->o->user != NULL &&
+	    credentials_check_readable(ms->live, d->o->user, err, sizeof(err)))
 		reason = "file_permissions";
 	else if (check_own_chain(ms, strcmp(trigger, "SIGHUP") != 0, &chain, err, sizeof(err)))
 		reason = "incomplete_chain";
 	else
-		cfg = credentials_build(d->o, ms->pass, err, sizeof(err));
+		cfg = credentials_build(ms->live, ms->pass, err, sizeof(err));
 	if (cfg == NULL || reload_apply(d, cfg, &reason, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),
@@ -319,7 +325,7 @@ static void reload(struct main_state *ms, const char *trigger)
  * clients do. */
 static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 {
-	const struct tunnel_options *o = ms->d->o;
+	const struct tunnel_options *o = ms->live;
 	time_t t = time(NULL);
 
 	if (!force && now - ms->crl_warned < CRL_WARN_EVERY)
@@ -360,6 +366,95 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 	}
 }
 
+static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+
+/* The options a reload cannot apply (a worker reads them, or they were acted on at start). */
+static void restart_only(const struct tunnel_options *run, struct tunnel_options *next,
+			 char *changed, size_t len)
+{
+	size_t used = 0;
+
+#define SAME_STR(f, name)                                                                          \
+	do {                                                                                       \
+		if ((run->f == NULL) != (next->f == NULL) ||                                       \
+		    (run->f != NULL && strcmp(run->f, next->f) != 0)) {                            \
+			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
+						 "%s%s", used > 0 ? ", " : "", name);              \
+			next->f = run->f;                                                          \
+		}                                                                                  \
+	} while (0)
+#define SAME_NUM(f, name)                                                                          \
+	do {                                                                                       \
+		if (run->f != next->f) {                                                           \
+			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
+						 "%s%s", used > 0 ? ", " : "", name);              \
+			next->f = run->f;                                                          \
+		}                                                                                  \
+	} while (0)
+	changed[0] = '\0';
+	SAME_STR(listen, "--listen");
+	SAME_STR(listen_mode, "--listen-mode");
+	SAME_STR(target, "--target/--server");
+	SAME_STR(server_name, "--server-name");
+	SAME_STR(key_passphrase_env, "--key-passphrase-env");
+	SAME_STR(metrics, "--metrics");
+	SAME_STR(log_format, "--log-format");
+	SAME_STR(log_level, "--log-level");
+	SAME_STR(log_file, "--log-file");
+	SAME_STR(user, "--user");
+	SAME_NUM(proxy_protocol, "--proxy-protocol");
+	SAME_NUM(insecure_listen_remote, "--insecure-listen-remote");
+	SAME_NUM(workers, "--workers");
+	SAME_NUM(handshake_timeout_ms, "--handshake-timeout");
+	SAME_NUM(connect_timeout_ms, "--connect-timeout");
+	SAME_NUM(idle_timeout_ms, "--idle-timeout");
+	SAME_NUM(max_lifetime_ms, "--max-connection-lifetime");
+	SAME_NUM(drain_timeout_ms, "--drain-timeout");
+	SAME_NUM(watch_interval_ms, "--watch-interval");
+	/* the effective limit (fitted to the descriptors at start) stays */
+	if (next->max_connections != run->max_connections && next->max_connections_given)
+		SAME_NUM(max_connections, "--max-connections");
+	next->max_connections = run->max_connections;
+	next->max_connections_given = run->max_connections_given;
+#undef SAME_STR
+#undef SAME_NUM
+}
+
+/* SIGHUP: the command line and its --config file parsed again, for the reload that follows
+ * (allow rules, certificate, key, CA, CRL files). What only a restart applies is kept, and
+ * named in a warning. 0, or -1 (logged; the current options and files stay in service). */
+static int reparse(struct main_state *ms)
+{
+	const struct tunnel_options *o = ms->d->o;
+	struct tunnel_options *next = NULL;
+	char err[700], changed[512];
+	void *handle;
+
+	if (o->reparse == NULL)
+		return 0;
+	handle = o->reparse(o->reparse_arg, &next, err, sizeof(err));
+	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0) {
+		atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
+		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
+		    LS("message", err), LS("action", "keeping the current options and files"));
+		if (handle != NULL && o->reparse_free != NULL)
+			o->reparse_free(handle);
+		return -1;
+	}
+	restart_only(o, next, changed, sizeof(changed));
+	if (changed[0] != '\0')
+		LOG(LOG_WARN, "restart_needed", LS("options", changed),
+		    LS("message", "these options changed but apply only at a restart; the rest of "
+				  "the configuration is reloaded"));
+	if (ms->live_handle != NULL && o->reparse_free != NULL)
+		o->reparse_free(ms->live_handle);
+	ms->live = next;
+	ms->live_handle = handle;
+	/* the files to watch may be others now */
+	ms->nfiles = credentials_files(ms->live, ms->files, WATCH_MAX);
+	return 0;
+}
+
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 {
 	struct main_state *ms =
@@ -367,6 +462,8 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
+	if (reparse(ms) != 0)
+		return;
 	sign_files(ms, ms->sigs); /* the operator's word: no settling */
 	ms->pending_set = false;
 	ms->changing_since = 0;
@@ -849,7 +946,7 @@ int tunnel_run(const struct tunnel_options *given)
 	const struct tunnel_options *o = &eff;
 	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
 	struct daemon d = {.o = o};
-	struct main_state ms = {.d = &d};
+	struct main_state ms = {.d = &d, .live = o};
 	struct ev_loop *loop = NULL;
 	struct credentials_secret *pass = NULL;
 	enum log_format lf;
@@ -980,6 +1077,8 @@ out:
 	free(d.workers);
 	mtls_free(d.endpoint);
 	credentials_secret_free(pass);
+	if (ms.live_handle != NULL && o->reparse_free != NULL)
+		o->reparse_free(ms.live_handle);
 	log_flush(LOG_STOP_WAIT_MS);
 	return rc;
 }

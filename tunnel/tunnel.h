@@ -66,6 +66,12 @@ struct tunnel_options {
 	const char *tls_min;
 	long long verify_cache;
 	long long session_cache;
+	/* SIGHUP: the options parsed again (the command line and the --config file it names).
+	 * reparse returns a handle that owns *out (freed with reparse_free once replaced), or
+	 * NULL with a message. NULL reparse: SIGHUP reloads files only. */
+	void *(*reparse)(void *arg, struct tunnel_options **out, char *err, size_t len);
+	void *reparse_arg;
+	void (*reparse_free)(void *handle);
 };
 
 /* Defaults for a role. */
