@@ -10,6 +10,7 @@
 #   - the metrics: mtls_crl_fetch_total, mtls_crl_age_seconds, mtls_crl_configured; no
 #     mtls_crl_next_update_seconds on a daemon without CRLs
 set -euo pipefail
+BG_LIMIT=${BG_LIMIT:-150} # the CA service, the backend and the daemons live through it all
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/integration/tunnel_lib.sh
@@ -44,13 +45,47 @@ start_backend "$TMP/be.log"
 SRV=(--target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" --key "$W/srv.key"
 	--ca "$D/root.pem" --allow-any-identity --drain-timeout 100 --metrics 127.0.0.1:0)
 
-# hello PORT PREFIX : one TLS connection as the client PREFIX (-chain.pem, .key), a line
-# through it; 0 if the line came back.
+# hello PORT METRICS PREFIX : one TLS connection as the client PREFIX (.pem, -chain.pem,
+# .key) with a line through it. Sets HELLO to what the server made of it, by its counters:
+# "accepted" (a handshake ok and the line came back), "revoked" (refused, reason revoked),
+# or "other".
 hello() {
-	local out
-	out=$(printf 'hello\n' | timeout 10 openssl s_client -connect "127.0.0.1:$1" -quiet \
-		-cert "$2.pem" -cert_chain "$2-chain.pem" -key "$2.key" -CAfile "$D/root.pem" 2>/dev/null || true)
-	[[ $out == *hello* ]]
+	local ok rev pid n=400 v
+	ok=$(metric "$2" 'mtls_handshakes_total{result="ok"}')
+	rev=$(metric "$2" 'mtls_handshakes_total{result="failed",reason="revoked"}')
+	# -quiet ignores the end of its input and waits for the server to close: the answer is
+	# polled for, then the client stopped
+	printf 'hello\n' >"$W/hello.in"
+	timeout 20 openssl s_client -connect "127.0.0.1:$1" -quiet -cert "$3.pem" \
+		-cert_chain "$3-chain.pem" -key "$3.key" -CAfile "$D/root.pem" \
+		<"$W/hello.in" >"$W/hello.out" 2>&1 &
+	pid=$!
+	HELLO=other
+	while [ "$n" -gt 0 ]; do
+		v=$(metric "$2" 'mtls_handshakes_total{result="ok"}')
+		if [ "${v:-0}" -gt "${ok:-0}" ] && grep -q '^hello$' "$W/hello.out"; then
+			HELLO=accepted
+			break
+		fi
+		v=$(metric "$2" 'mtls_handshakes_total{result="failed",reason="revoked"}')
+		if [ "${v:-0}" -gt "${rev:-0}" ]; then
+			HELLO=revoked
+			break
+		fi
+		sleep 0.05
+		n=$((n - 1))
+	done
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+# admitted / refused_revoked PORT METRICS PREFIX : did hello end so?
+admitted() {
+	hello "$@"
+	[ "$HELLO" = accepted ]
+}
+refused_revoked() {
+	hello "$@"
+	[ "$HELLO" = revoked ]
 }
 # wait_metric PORT SERIES MIN : until SERIES >= MIN (generous: 30 s); 0 if it got there.
 wait_metric() {
@@ -72,7 +107,7 @@ M1=$SRV_METRICS
 p=()
 [ -s "$W/s1-crl.pem" ] || p+=("no CRL in --crl-cache after the start")
 cp -- "$W/s1-crl.pem" "$W/crl-v1.pem"
-hello "$SRV_PORT" "$W/app" || p+=("the client was not let in before its revocation")
+admitted "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the client was not let in before its revocation")
 [ "$(metric "$M1" mtls_crl_configured)" = 1 ] || p+=("mtls_crl_configured is not 1")
 [ -n "$(metric "$M1" mtls_crl_next_update_seconds)" ] || p+=("no mtls_crl_next_update_seconds")
 age=$(metric "$M1" mtls_crl_age_seconds)
@@ -89,10 +124,10 @@ p=()
 [ "$RC" = 0 ] || p+=("mtls ca revoke failed: $ERR")
 wait_metric "$M1" 'mtls_reloads_total{result="ok"}' $((reloads + 1)) ||
 	p+=("the new CRL was not loaded (no reload)")
-hello "$SRV_PORT" "$W/app" && p+=("the revoked client is still let in")
+refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is still let in")
 wait_metric "$M1" 'mtls_handshakes_total{result="failed",reason="revoked"}' 1 ||
 	p+=("the refusal is not counted as revoked")
-hello "$SRV_PORT" "$W/other" || p+=("the other client is no longer let in")
+admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the other client is no longer let in")
 [ "$(log_count "$W/s1.log" reload '"trigger":"crl_fetch"')" -ge 1 ] || p+=("no reload with trigger crl_fetch")
 verdict "revoked at the CA: the fetched CRL refuses the client (revoked), the other one still in" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
@@ -103,8 +138,8 @@ errors=$(metric "$M1" 'mtls_crl_fetch_total{result="error"}')
 p=()
 wait_metric "$M1" 'mtls_crl_fetch_total{result="error"}' $((errors + 2)) ||
 	p+=("fetch errors are not counted")
-hello "$SRV_PORT" "$W/other" || p+=("the server stopped letting the good client in")
-hello "$SRV_PORT" "$W/app" && p+=("the revoked client is let in with the CRL server down")
+admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the server stopped letting the good client in")
+refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in with the CRL server down")
 [ "$(log_count "$W/s1.log" crl_fetch_failed)" = 1 ] ||
 	p+=("expected one (rate-limited) crl_fetch_failed line, got $(log_count "$W/s1.log" crl_fetch_failed)")
 [ "$(log_count "$W/s1.log" crl_fetch_failed 'keeping the last good CRL')" = 1 ] ||
@@ -118,8 +153,8 @@ echo "# a restart with the CRL server down: the cached CRL"
 start_tunnel_server "$W/s1b.log" "${SRV[@]}" --crl-refresh 1s --crl-url "http://127.0.0.1:$HP/crl" \
 	--crl-cache "$W/s1-crl.pem"
 p=()
-hello "$SRV_PORT" "$W/other" || p+=("the good client is not let in after the restart")
-hello "$SRV_PORT" "$W/app" && p+=("the revoked client is let in after the restart")
+admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the good client is not let in after the restart")
+refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in after the restart")
 stop_bg "$SRV_PID"
 verdict "restarted while the CRL server is down: the cached CRL is in force" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1b.log")"
@@ -169,8 +204,8 @@ serve "$W/foreign.der" || p+=("a foreign CA's CRL: no fetch errors counted")
 [ "$(log_count "$W/s2.log" crl_fetch_failed 'not a CRL')" -ge 1 ] || p+=("garbage: the reason is not 'not a CRL'")
 cmp -s "$W/s1-crl.pem" "$W/s2-crl.pem" || p+=("the cache file was replaced")
 [ "$(metric "$M2" 'mtls_reloads_total{result="ok"}')" = "$reloads" ] || p+=("a reload happened")
-hello "$SRV_PORT" "$W/other" || p+=("the good client is not let in")
-hello "$SRV_PORT" "$W/app" && p+=("the revoked client is let in")
+admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the good client is not let in")
+refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in")
 verdict "garbage and a foreign CA's CRL at the URL: refused, the CRL in use kept" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s2.log")"
 
@@ -183,7 +218,7 @@ p=()
 serve "$W/crl-v1.pem" || p+=("no fetch errors counted")
 grep -qF 'crlNumber lower than the one in use' "$W/s2.log" || p+=("the reason is not the lower crlNumber")
 cmp -s "$W/s1-crl.pem" "$W/s2-crl.pem" || p+=("the cache file was replaced")
-hello "$SRV_PORT" "$W/app" && p+=("the revoked client is let in again")
+refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in again")
 verdict "an older CRL (lower crlNumber, from before the revocation): refused, the revocation stays" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s2.log")"
 stop_bg "$SRV_PID"
