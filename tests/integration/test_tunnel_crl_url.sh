@@ -9,6 +9,7 @@
 #     reason, the CRL in use kept (the client still accepted, no reload)
 #   - the metrics: mtls_crl_fetch_total, mtls_crl_age_seconds, mtls_crl_configured; no
 #     mtls_crl_next_update_seconds on a daemon without CRLs
+#   - mtls connector --crl-url likewise (the server it reaches is checked against it)
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-150} # the CA service, the backend and the daemons live through it all
 # shellcheck source=tests/integration/lib.sh
@@ -131,6 +132,26 @@ admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the other client is no lo
 [ "$(log_count "$W/s1.log" reload '"trigger":"crl_fetch"')" -ge 1 ] || p+=("no reload with trigger crl_fetch")
 verdict "revoked at the CA: the fetched CRL refuses the client (revoked), the other one still in" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
+
+echo "# the connector: the server's certificate checked against the fetched CRL"
+start_tunnel_connector "$W/c1.log" --server "127.0.0.1:$SRV_PORT" --cert "$W/other-chain.pem" \
+	--key "$W/other.key" --ca "$D/root.pem" --metrics 127.0.0.1:0 --crl-refresh 1s \
+	--crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/c1-crl.pem"
+p=()
+[ -s "$W/c1-crl.pem" ] || p+=("no CRL in the connector's --crl-cache")
+[ "$(metric "$CON_METRICS" mtls_crl_configured)" = 1 ] || p+=("mtls_crl_configured is not 1")
+wait_metric "$CON_METRICS" 'mtls_crl_fetch_total{result="not_modified"}' 1 ||
+	p+=("the connector does not fetch on its schedule")
+got=
+if exec {fd}<>"/dev/tcp/127.0.0.1/$CON_PORT"; then
+	printf 'through\n' >&"$fd"
+	IFS= read -r -t 10 got <&"$fd" || true
+	exec {fd}>&-
+fi
+[[ $got == *through* ]] || p+=("nothing came back through connector and server ('$got')")
+stop_bg "$CON_PID"
+verdict "mtls connector --crl-url: fetched, cached, on its schedule; the server (not revoked) is reached" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/c1.log")"
 
 echo "# the CA service down: the last good CRL kept"
 stop_bg "$SERVE_PID"
