@@ -188,6 +188,21 @@ p=()
 [[ $ERR == *"no CRL yet"*"start when the URL serves the CRL"* ]] || p+=("the message does not say what is wrong and what to do")
 report "no cache and the CRL server down: refused to start, saying what to do" "${p[@]+"${p[@]}"}"
 
+# refused [ARGS...] TEXT : mtls server with ARGS exits 2 saying TEXT
+refused() {
+	local text=${*: -1}
+	LAST_CMD="mtls server ${*:1:$#-1}"
+	run "$MTLS" server --listen 127.0.0.1:0 "${SRV[@]}" "${@:1:$#-1}"
+	p=()
+	[ "$RC" = 2 ] || p+=("exit status $RC, not 2")
+	[[ $ERR == *"$text"* ]] || p+=("the message does not say '$text'")
+	report "refused: ${*:1:$#-1}" "${p[@]+"${p[@]}"}"
+}
+refused --crl-url "http://127.0.0.1:$HP/crl" "--crl-url needs --crl-cache FILE"
+refused --crl-cache "$W/x.pem" "--crl-cache and --crl-refresh go with --crl-url"
+refused --crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/x.pem" --crl-refresh 30 "--crl-refresh"
+refused --crl-url "ftp://127.0.0.1/crl" --crl-cache "$W/x.pem" "give an http:// or https:// URL"
+
 echo "# what is served at the URL is verified before it replaces the CRL in use"
 WWW=$W/www
 mkdir -- "$WWW"
