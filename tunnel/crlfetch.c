@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -524,9 +525,17 @@ static void *run(void *arg)
 
 int crlfetch_start(struct crlfetch *f, struct ev_loop *loop, ev_async *wakeup)
 {
+	sigset_t all, old;
+	int rc;
+
 	f->loop = loop;
 	f->wakeup = wakeup;
-	if (pthread_create(&f->thread, NULL, run, f) != 0)
+	/* signals are the main loop's, as for the workers: the thread is born with them blocked */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&f->thread, NULL, run, f);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
 		return -1;
 	f->started = true;
 	return 0;

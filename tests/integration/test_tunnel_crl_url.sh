@@ -133,6 +133,16 @@ admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the other client is no lo
 verdict "revoked at the CA: the fetched CRL refuses the client (revoked), the other one still in" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
 
+# signals are the main loop's: the fetch thread must not take (and die of) a SIGHUP
+reloads=$(metric "$M1" 'mtls_reloads_total{result="ok"}')
+kill -HUP "$SRV_REAL"
+p=()
+wait_metric "$M1" 'mtls_reloads_total{result="ok"}' $((reloads + 1)) || p+=("SIGHUP did not reload")
+kill -0 "$SRV_REAL" 2>/dev/null || p+=("the server died of SIGHUP")
+[ "$(log_count "$W/s1.log" reload '"trigger":"SIGHUP"')" = 1 ] || p+=("no reload with trigger SIGHUP")
+verdict "SIGHUP with the fetch thread running: a reload, not a death" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
+
 echo "# the connector: the server's certificate checked against the fetched CRL"
 start_tunnel_connector "$W/c1.log" --server "127.0.0.1:$SRV_PORT" --cert "$W/other-chain.pem" \
 	--key "$W/other.key" --ca "$D/root.pem" --metrics 127.0.0.1:0 --crl-refresh 1s \
