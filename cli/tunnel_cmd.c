@@ -33,6 +33,14 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "check revocation of the whole chain, not only the leaf"},                        \
 		{"crl-grace", OPT_INT, O(crl_grace), "SECONDS",                                    \
 		 "accept a CRL this long past nextUpdate, with a warning"},                        \
+		{"crl-url", OPT_STRING, O(crl_url), "URL",                                         \
+		 "fetch the CRL from URL (http or https, DER or PEM) in the background, verify "   \
+		 "it by --ca, keep it in --crl-cache and load it"},                                \
+		{"crl-refresh", OPT_STRING, O(crl_refresh), "DURATION",                            \
+		 "fetch --crl-url this often (default 60s; 1s to 1d)"},                            \
+		{"crl-cache", OPT_STRING, O(crl_cache), "FILE",                                    \
+		 "where the last good CRL of --crl-url is kept (needed with --crl-url; its "       \
+		 "directory writable)"},                                                           \
 		{"allow-uri", OPT_LIST, O(allow_uri), "PATTERN",                                   \
 		 "allow peers with this URI SAN (a path segment may be *)"},                       \
 		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \

@@ -15,6 +15,7 @@ packages=(
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests
 	bc                                  # bench/ arithmetic
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
+	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
 )
 
 sudo=""

@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "credentials.h"
+#include "crlfetch.h"
+#include "duration.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -69,6 +71,10 @@ struct main_state {
 	 * read d->o, whose fields a reload never changes. */
 	const struct tunnel_options *live;
 	void *live_handle;
+	struct crlfetch *crlfetch; /* --crl-url, or NULL */
+	ev_async crl_fetched;	   /* the fetch thread wrote a new CRL to --crl-cache */
+	const char *crl_files[CREDENTIALS_FILES_MAX];	   /* --crl and --crl-cache */
+	const char *crl_files_live[CREDENTIALS_FILES_MAX]; /* the same for live (SIGHUP) */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -102,8 +108,18 @@ static void update_expiry(struct daemon *d)
 	atomic_store(&d->metrics.cert_not_after,
 		     (long long)mtls_endpoint_cert_not_after(d->endpoint));
 	atomic_store(&d->metrics.ca_not_after, (long long)mtls_endpoint_ca_not_after(d->endpoint));
+	time_t oldest = 0;
+
 	atomic_store(&d->metrics.crl_next_update,
 		     (long long)mtls_endpoint_crl_next_update(d->endpoint));
+	for (size_t i = 0; i < d->o->crl.n; i++) {
+		time_t tu, nu;
+
+		if (credentials_crl_times(d->o->crl.v[i], &tu, &nu) == 0 &&
+		    (oldest == 0 || tu < oldest))
+			oldest = tu;
+	}
+	atomic_store(&d->metrics.crl_this_update, (long long)oldest);
 	atomic_store(&d->metrics.crl_grace, d->o->crl_grace); /* for /readyz */
 }
 
@@ -411,6 +427,9 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_NUM(max_lifetime_ms, "--max-connection-lifetime");
 	SAME_NUM(drain_timeout_ms, "--drain-timeout");
 	SAME_NUM(watch_interval_ms, "--watch-interval");
+	SAME_STR(crl_url, "--crl-url"); /* the fetcher was made at start */
+	SAME_STR(crl_cache, "--crl-cache");
+	SAME_STR(crl_refresh, "--crl-refresh");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
 		SAME_NUM(max_connections, "--max-connections");
@@ -442,6 +461,22 @@ static int reparse(struct main_state *ms)
 		return -1;
 	}
 	restart_only(o, next, changed, sizeof(changed));
+	/* the fetched CRL's cache file is one of the CRL files, as at start */
+	if (ms->crlfetch != NULL) {
+		if (next->crl.n + 1 > CREDENTIALS_FILES_MAX) {
+			atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
+			LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"),
+			    LS("reason", "config"), LS("message", "too many --crl files"),
+			    LS("action", "keeping the current options and files"));
+			o->reparse_free(handle);
+			return -1;
+		}
+		for (size_t i = 0; i < next->crl.n; i++)
+			ms->crl_files_live[i] = next->crl.v[i];
+		ms->crl_files_live[next->crl.n] = next->crl_cache;
+		next->crl.v = ms->crl_files_live;
+		next->crl.n++;
+	}
 	if (changed[0] != '\0')
 		LOG(LOG_WARN, "restart_needed", LS("options", changed),
 		    LS("message", "these options changed but apply only at a restart; the rest of "
@@ -469,6 +504,24 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	ms->changing_since = 0;
 	ms->unsettled_told = false;
 	reload(ms, "SIGHUP");
+}
+
+/* The fetch thread replaced --crl-cache with a verified CRL: load it now (the files as they
+ * are become the watcher's baseline, so the change is not loaded twice). */
+static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, crl_fetched));
+
+	(void)loop;
+	(void)events;
+	if (atomic_load(&ms->d->phase) != 0)
+		return;
+	sign_files(ms, ms->sigs);
+	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
+	reload(ms, "crl_fetch");
 }
 
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
@@ -939,6 +992,61 @@ static int fit_connections(struct tunnel_options *o, char *err, size_t len)
 	return 0;
 }
 
+/* --crl-url: the cache file joins the CRL files (o's list, kept in ms), and a fetcher is made.
+ * Without a cache file yet (the first start), one fetch now: a daemon that has never had the
+ * CRL it was told to check refuses to start rather than let everyone in. */
+static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *err, size_t len)
+{
+	long long refresh_ms = 60000;
+	struct stat sb;
+	char why[400];
+
+	if (o->crl_url == NULL) {
+		if (o->crl_cache != NULL || o->crl_refresh != NULL) {
+			snprintf(err, len, "--crl-cache and --crl-refresh go with --crl-url");
+			return -1;
+		}
+		return 0;
+	}
+	if (o->crl_cache == NULL) {
+		snprintf(err, len,
+			 "--crl-url needs --crl-cache FILE: where the last good CRL is kept, so a "
+			 "restart while the URL is down still has it");
+		return -1;
+	}
+	if (o->ca == NULL) {
+		snprintf(err, len, "give --ca: a fetched CRL is verified by it");
+		return -1;
+	}
+	if (o->crl_refresh != NULL && duration_parse(o->crl_refresh, "--crl-refresh", 1000,
+						     86400000, &refresh_ms, err, len) != 0)
+		return -1;
+	if (o->crl.n + 1 > CREDENTIALS_FILES_MAX) {
+		snprintf(err, len, "too many --crl files (at most %d with --crl-cache)",
+			 CREDENTIALS_FILES_MAX - 1);
+		return -1;
+	}
+	for (size_t i = 0; i < o->crl.n; i++)
+		ms->crl_files[i] = o->crl.v[i];
+	ms->crl_files[o->crl.n] = o->crl_cache;
+	o->crl.v = ms->crl_files;
+	o->crl.n++;
+	ms->crlfetch = crlfetch_new(o->crl_url, o->ca, o->cert, o->crl_cache, refresh_ms,
+				    &ms->d->metrics, err, len);
+	if (ms->crlfetch == NULL)
+		return -1;
+	if (stat(o->crl_cache, &sb) == 0)
+		return 0;
+	if (crlfetch_once(ms->crlfetch, why, sizeof(why)) != 0) {
+		snprintf(err, len,
+			 "--crl-url %s: no CRL yet (%s does not exist) and the fetch failed: %s; "
+			 "start when the URL serves the CRL, or put a CRL in %s",
+			 o->crl_url, o->crl_cache, why, o->crl_cache);
+		return -1;
+	}
+	return 0;
+}
+
 int tunnel_run(const struct tunnel_options *given)
 {
 	/* the options in effect: --max-connections may be lowered to fit the descriptors */
@@ -976,6 +1084,12 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	ms.pass = pass;
+	if (setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
+		fail(role, err);
+		goto out;
+	}
+	d.metrics.crl_configured = o->crl.n > 0;
+	d.metrics.crl_fetching = ms.crlfetch != NULL;
 	/* the watcher's baseline is taken before the files are read: a file replaced in
 	 * between is then seen as a change and loaded, not taken for what is in service */
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
@@ -1053,6 +1167,14 @@ int tunnel_run(const struct tunnel_options *given)
 		ev_timer_start(loop, &ms.watch);
 	}
 	check_crls(&ms, ev_now(loop), true);
+	if (ms.crlfetch != NULL) {
+		ev_async_init(&ms.crl_fetched, on_crl_fetched);
+		ev_async_start(loop, &ms.crl_fetched);
+		if (crlfetch_start(ms.crlfetch, loop, &ms.crl_fetched) != 0)
+			LOG(LOG_ERROR, "crl_fetch_failed", LS("url", o->crl_url),
+			    LS("reason", "cannot start the fetch thread"),
+			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
+	}
 	ev_timer_init(&ms.trim, on_trim, 1.0, 1.0);
 	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
@@ -1066,6 +1188,7 @@ join:
 			ev_loop_destroy(d.workers[i].loop);
 		}
 out:
+	crlfetch_free(ms.crlfetch); /* its thread may still wake the loop: stopped first */
 	metrics_http_stop(ms.http);
 	if (loop != NULL)
 		ev_loop_destroy(loop);

@@ -173,11 +173,33 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "# HELP mtls_ca_not_after_seconds When the first CA certificate expires (UNIX time).\n"
 	    "# TYPE mtls_ca_not_after_seconds gauge\n"
 	    "mtls_ca_not_after_seconds %lld\n"
-	    "# HELP mtls_crl_next_update_seconds The earliest CRL nextUpdate (UNIX time).\n"
-	    "# TYPE mtls_crl_next_update_seconds gauge\n"
-	    "mtls_crl_next_update_seconds %lld\n",
+	    "# HELP mtls_crl_configured Whether CRLs are checked (1) or not (0); the other "
+	    "mtls_crl_ gauges are exported only with CRLs.\n"
+	    "# TYPE mtls_crl_configured gauge\n"
+	    "mtls_crl_configured %d\n",
 	    (long long)atomic_load(&m->cert_not_after), (long long)atomic_load(&m->ca_not_after),
-	    (long long)atomic_load(&m->crl_next_update));
+	    m->crl_configured ? 1 : 0);
+	if (m->crl_configured)
+		put(&t,
+		    "# HELP mtls_crl_next_update_seconds The earliest CRL nextUpdate (UNIX time).\n"
+		    "# TYPE mtls_crl_next_update_seconds gauge\n"
+		    "mtls_crl_next_update_seconds %lld\n"
+		    "# HELP mtls_crl_age_seconds Seconds since the thisUpdate of the oldest CRL in "
+		    "use.\n"
+		    "# TYPE mtls_crl_age_seconds gauge\n"
+		    "mtls_crl_age_seconds %lld\n",
+		    (long long)atomic_load(&m->crl_next_update),
+		    atomic_load(&m->crl_this_update) != 0
+			    ? (long long)time(NULL) - (long long)atomic_load(&m->crl_this_update)
+			    : 0);
+	if (m->crl_fetching)
+		put(&t,
+		    "# HELP mtls_crl_fetch_total Fetches of --crl-url by result.\n"
+		    "# TYPE mtls_crl_fetch_total counter\n"
+		    "mtls_crl_fetch_total{result=\"ok\"} %llu\n"
+		    "mtls_crl_fetch_total{result=\"not_modified\"} %llu\n"
+		    "mtls_crl_fetch_total{result=\"error\"} %llu\n",
+		    U(m->crl_fetch[0]), U(m->crl_fetch[1]), U(m->crl_fetch[2]));
 	put(&t,
 	    "# HELP mtls_log_lines_dropped_total Log lines lost: the log buffer was full because "
 	    "the log's reader (a pipe, journald, a shipper) did not keep up (full), or writing the "

@@ -45,7 +45,11 @@ struct metrics {
 	atomic_llong cert_not_after;
 	atomic_llong ca_not_after;
 	atomic_llong crl_next_update;
-	atomic_llong crl_grace; /* seconds a CRL is still accepted past its nextUpdate */
+	atomic_llong crl_this_update; /* the oldest thisUpdate of the CRLs in use */
+	bool crl_configured;	      /* without CRLs the CRL gauges are not exported */
+	bool crl_fetching;	      /* --crl-url: the fetch counters are exported */
+	atomic_ullong crl_fetch[3];   /* ok, not_modified, error (crlfetch.c) */
+	atomic_llong crl_grace;	      /* seconds a CRL is still accepted past its nextUpdate */
 	atomic_bool draining;
 	/* liveness: each worker stores metrics_beat_clock() here about once a second
 	 * (worker.c); a worker whose beat is old is stuck */

@@ -37,6 +37,9 @@ struct tunnel_options {
 	struct tunnel_list crl;
 	int crl_check_chain;
 	long long crl_grace;
+	const char *crl_url;	 /* fetched into crl_cache (crlfetch.h) */
+	const char *crl_refresh; /* a duration; NULL: 60s */
+	const char *crl_cache;
 	struct tunnel_list allow_uri;
 	struct tunnel_list allow_dns;
 	struct tunnel_list allow_cn;

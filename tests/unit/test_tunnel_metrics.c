@@ -75,11 +75,51 @@ static void test_render(void **state)
 	assert_non_null(strstr(text, "\nmtls_connections_total{role=\"server\"} 12345\n"));
 	assert_non_null(
 		strstr(text, "\nmtls_handshakes_total{result=\"failed\",reason=\"revoked\"} 1\n"));
-	assert_non_null(strstr(text, "\nmtls_crl_next_update_seconds 0\n"));
+	/* no CRL: said as such, not as a nextUpdate of 0 (the epoch, read as long expired) */
+	assert_non_null(strstr(text, "\nmtls_crl_configured 0\n"));
+	assert_null(strstr(text, "mtls_crl_next_update_seconds"));
+	assert_null(strstr(text, "mtls_crl_age_seconds"));
+	assert_null(strstr(text, "mtls_crl_fetch_total"));
 	assert_non_null(strstr(text, "\n# TYPE mtls_log_lines_dropped_total counter\n"
 				     "mtls_log_lines_dropped_total{reason=\"full\"} 0\n"
 				     "mtls_log_lines_dropped_total{reason=\"write_error\"} 0\n"));
 	assert_non_null(strstr(text, "\nmtls_log_lines_suppressed_total 0\n"));
+	free(text);
+}
+
+/* With CRLs (and --crl-url): nextUpdate, the age of the oldest CRL, the fetch counters. */
+static void test_render_crl(void **state)
+{
+	struct metrics m;
+	size_t len = 0;
+	char *text, line[100];
+	long long age = -1;
+	const char *p;
+
+	(void)state;
+	sample(&m);
+	m.crl_configured = true;
+	m.crl_fetching = true;
+	atomic_store(&m.crl_next_update, 1800000000LL);
+	atomic_store(&m.crl_this_update, (long long)time(NULL) - 100);
+	atomic_store(&m.crl_fetch[0], 3);
+	atomic_store(&m.crl_fetch[1], 7);
+	atomic_store(&m.crl_fetch[2], 2);
+	arm(0, false);
+	text = metrics_render(&m, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "\nmtls_crl_configured 1\n"));
+	assert_non_null(strstr(text, "\nmtls_crl_next_update_seconds 1800000000\n"));
+	assert_non_null(strstr(text, "\n# TYPE mtls_crl_age_seconds gauge\n"));
+	p = strstr(text, "\nmtls_crl_age_seconds ");
+	assert_non_null(p);
+	assert_int_equal(sscanf(p, "\nmtls_crl_age_seconds %lld", &age), 1);
+	assert_true(age >= 100 && age < 200);
+	snprintf(line, sizeof(line), "\n# TYPE mtls_crl_fetch_total counter\n");
+	assert_non_null(strstr(text, line));
+	assert_non_null(strstr(text, "\nmtls_crl_fetch_total{result=\"ok\"} 3\n"
+				     "mtls_crl_fetch_total{result=\"not_modified\"} 7\n"
+				     "mtls_crl_fetch_total{result=\"error\"} 2\n"));
 	free(text);
 }
 
@@ -452,6 +492,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_render),
+		cmocka_unit_test(test_render_crl),
 		cmocka_unit_test(test_render_out_of_memory),
 		cmocka_unit_test(test_http_500),
 		cmocka_unit_test(test_health),
