@@ -61,6 +61,18 @@ static int refused(struct enrollment *en, struct svc_error *e)
 	return -1;
 }
 
+/* Refuse a request that carries no token this CA made (malformed, another CA's, unknown):
+ * rolled back, not audited. Anyone can send those without any credential, and an audit
+ * entry each (a synchronous write) would let them grow the CA's append-only log at will;
+ * the service logs the refusal instead (rate-limited). -1. */
+static int refused_unaudited(struct enrollment *en)
+{
+	if (en->in_tx)
+		store_rollback(en->ca->store);
+	en->in_tx = false;
+	return -1;
+}
+
 /* The store failed: roll back and say so (not audited: the store is what failed). */
 static int store_failed(struct enrollment *en, struct svc_error *e, const char *err)
 {
@@ -84,7 +96,7 @@ static int take(struct enrollment *en, time_t now, struct store_token *row, stru
 		svc_fail(e, 401, "token_unknown",
 			 "this CA does not know the enrollment token (mistyped, or withdrawn); ask "
 			 "the CA operator for a new token");
-		return refused(en, e);
+		return refused_unaudited(en);
 	case 2:
 		svc_fail(e, 401, "token_expired",
 			 "the enrollment token expired at %s; ask the CA operator for a new token",
@@ -121,7 +133,7 @@ int svc_enroll(struct authority *ca, const struct svc_policy *p, const char *tok
 	memset(e, 0, sizeof(*e));
 	if (token_decode(token != NULL ? token : "", &t, err, sizeof(err)) != 0) {
 		svc_fail(e, 400, "token_malformed", "%s", err);
-		refused(&en, e);
+		refused_unaudited(&en);
 		goto out;
 	}
 	token_hash_hex(&t, en.hash);
@@ -130,7 +142,7 @@ int svc_enroll(struct authority *ca, const struct svc_policy *p, const char *tok
 		svc_fail(e, 401, "token_foreign",
 			 "this token is for another CA (it pins another root certificate); use the "
 			 "URL the token names, or ask this CA's operator for a token");
-		refused(&en, e);
+		refused_unaudited(&en);
 		goto out;
 	}
 	token_wipe(&t);

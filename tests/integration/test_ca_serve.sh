@@ -191,7 +191,11 @@ vcheck "enroll: a CSR whose signature does not verify is refused (400)" \
 
 TOKEN="mtls1.garbage"
 csr_json "$W/bad.json" "$W/bad.key"
+audit_before=$(sqlite3 "$D/ca.db" 'SELECT count(*) FROM audit' 2>/dev/null || echo "?")
 api "$W/bad.out" /v1/enroll "$W/bad.json"
+for _ in 1 2 3; do api "$W/bad2.out" /v1/enroll "$W/bad.json"; done
+vcheck "requests with no token of this CA add nothing to the audit log (anyone could fill it)" \
+	"$([ "$(sqlite3 "$D/ca.db" 'SELECT count(*) FROM audit' 2>/dev/null || echo "?")" = "$audit_before" ] || echo "the audit log grew from $audit_before")"
 vcheck "enroll: a malformed token is refused (400 token_malformed)" \
 	"$([ "$CODE" = 400 ] && grep -q token_malformed "$W/bad.out" || echo "$CODE $(cat "$W/bad.out")")"
 TOKEN=""

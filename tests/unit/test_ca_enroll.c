@@ -231,7 +231,8 @@ static void test_unknown_foreign_malformed(void **state)
 		      "token_malformed", NULL);
 	assert_int_equal(testca_certs(f->ca), 2);
 	assert_true(unused(f));
-	assert_int_equal(testca_audit_count(&f->t, "enroll-refused"), 4);
+	/* no token of this CA: nothing for the audit log (anyone could fill it so) */
+	assert_int_equal(testca_audit_count(&f->t, "enroll-refused"), 0);
 	EVP_PKEY_free(key);
 }
 
