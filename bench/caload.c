@@ -42,6 +42,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "clock.h"
+
 enum mode { M_OCSP, M_ENROLL, M_RENEW };
 
 struct opts {
@@ -85,23 +87,6 @@ static char *csr_pem;
 static unsigned long long sent, ok, connects; /* connects: new connections made */
 static double *lat;
 static size_t n_lat, cap_lat;
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_seconds(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
 
 _Noreturn static void die(const char *what, const char *arg)
 {

@@ -58,6 +58,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "clock.h"
+
 static struct {
 	const char *mode, *addr, *cert, *key, *ca, *name;
 	double seconds, hold;
@@ -74,14 +76,6 @@ static void die(const char *what)
 	fprintf(stderr, "tunnelpeer: %s\n", what);
 	ERR_print_errors_fp(stderr);
 	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void parse_addr(const char *s)
