@@ -24,7 +24,7 @@
 #include "caclient.h"
 #include "certfields.h"
 #include "commands.h"
-#include "enroll.h"
+#include "fileset.h"
 #include "files.h"
 #include "keys.h"
 #include "options.h"

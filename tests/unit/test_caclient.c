@@ -20,7 +20,7 @@
 
 #include "caclient.h"
 #include "certfields.h"
-#include "enroll.h"
+#include "fileset.h"
 #include "testutil.h"
 
 static void sha256_of(X509 *x, unsigned char md[32])

@@ -11,7 +11,7 @@
 
 #include <openssl/crypto.h>
 
-#include "enroll.h"
+#include "fileset.h"
 #include "files.h"
 
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name)
