@@ -1,87 +1,47 @@
 /*
- * The enrollment directory's files written as one change (enroll.h).
+ * Several files replaced as one change (fileset.h).
  */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
-#include "fileset.h"
 #include "files.h"
+#include "fileset.h"
 
-int enroll_path(char *out, size_t out_len, const char *dir, const char *name)
+int fileset_write(const struct fileset_file *f, size_t n, bool replace, char *err, size_t err_len)
 {
-	return snprintf(out, out_len, "%s/%s", dir, name) >= (int)out_len ? -1 : 0;
-}
-
-int enroll_options(const char *cmd, const char *usage, const char *about, const struct opt *table,
-		   void *target, int argc, char **argv, struct options_state *st)
-{
-	char err[2048];
-
-	if (options_parse(table, target, argc, argv, st, err, sizeof(err)) != 0) {
-		fprintf(stderr, "mtls %s: %s\n", cmd, err);
-		return 2;
-	}
-	if (st->help) {
-		options_help(stdout, usage, about, table);
-		return 0;
-	}
-	if (st->positional.n != 0) {
-		fprintf(stderr, "mtls %s: unexpected argument '%.100s'; see --help\n", cmd,
-			st->positional.v[0]);
-		return 2;
-	}
-	return -1;
-}
-
-void enroll_utc(time_t t, char out[32])
-{
-	struct tm tm;
-
-	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-}
-
-int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,
-		 size_t err_len)
-{
-	struct files_staged staged[8], backup[8];
-	bool had_backup[8] = {false}, published[8] = {false};
-	char path[PATH_MAX], why[1024];
+	struct files_staged staged[FILESET_MAX], backup[FILESET_MAX];
+	bool had_backup[FILESET_MAX] = {false}, published[FILESET_MAX] = {false};
+	char why[1024];
 	size_t i, nstaged = 0;
 	int rc = -1;
 
-	if (n > 8)
-		return snprintf(err, err_len, "internal error: too many files"), -1;
+	if (n == 0 || n > FILESET_MAX)
+		return snprintf(err, err_len, "internal error: %zu files in one change", n), -1;
 	memset(staged, 0, sizeof(staged));
 	memset(backup, 0, sizeof(backup));
 	for (i = 0; i < n; i++) {
-		if (enroll_path(path, sizeof(path), dir, f[i].name) != 0) {
-			snprintf(err, err_len, "directory name %s is too long", dir);
-			goto out;
-		}
-		if (files_stage(&staged[i], path, f[i].data, f[i].len, f[i].mode, err, err_len) !=
-		    0)
+		if (files_stage(&staged[i], f[i].path, f[i].data, f[i].len, f[i].mode, err,
+				err_len) != 0)
 			goto out;
 		nstaged = i + 1;
 		/* the old content, for putting back what was replaced if a later file fails */
-		if (replace && files_exists(path)) {
+		if (replace && files_exists(f[i].path)) {
 			struct stat sb;
 			size_t len = 0;
-			char *old = files_read(path, &len, err, err_len);
+			char *old = files_read(f[i].path, &len, err, err_len);
 			int s;
 
 			if (old == NULL)
 				goto out;
-			s = stat(path, &sb) == 0
-				    ? files_stage(&backup[i], path, old, len, sb.st_mode & 0777,
-						  err, err_len)
-				    : (snprintf(err, err_len, "cannot read %s", path), -1);
+			s = stat(f[i].path, &sb) == 0
+				    ? files_stage(&backup[i], f[i].path, old, len,
+						  sb.st_mode & 0777, err, err_len)
+				    : (snprintf(err, err_len, "cannot read %s", f[i].path), -1);
 			OPENSSL_cleanse(old, len);
 			free(old);
 			if (s != 0)
@@ -95,7 +55,8 @@ int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool re
 		published[i] = true;
 	}
 	if (i == n) {
-		files_sync_dir(staged[0].path);
+		for (i = 0; i < n; i++)
+			files_sync_dir(f[i].path);
 		rc = 0;
 		goto out;
 	}
@@ -107,14 +68,15 @@ int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool re
 
 				snprintf(err + l, err_len - l,
 					 "; %s was replaced and its old content could not be put "
-					 "back (%s): enroll again",
-					 staged[i].path, why);
+					 "back (%s)",
+					 f[i].path, why);
 			}
 		} else if (published[i]) {
-			unlink(staged[i].path);
+			unlink(f[i].path);
 		}
 	}
-	files_sync_dir(staged[0].path);
+	for (i = 0; i < n; i++)
+		files_sync_dir(f[i].path);
 out:
 	for (i = 0; i < nstaged; i++) {
 		files_discard(&staged[i]);

@@ -1,51 +1,33 @@
 /*
- * The enrollment directory that mtls enroll writes and mtls renew keeps fresh:
+ * Several files replaced as one change: a private key and the certificate chain it belongs
+ * to, or the files of an enrollment directory. Used by mtls enroll, mtls renew and the
+ * daemons' renewal (renewal.h).
  *
- *   key.pem    the private key (0600)
- *   cert.pem   the certificate chain, leaf first
- *   ca.pem     the pinned root
- *   ca-url     the CA's API URL, one line (the config parser refuses unknown keys, so it
- *              is not in mtls.conf)
- *   mtls.conf  cert, key and ca lines for mtls server/connector --config
- *
- * Shared by enroll_cmd.c and renew_cmd.c.
+ * All files are staged first (a temporary file beside each, synced); then published in the
+ * order given; then their directories are synced. A failure part-way takes back what was
+ * published, newest first, so that a key never stays beside a chain it does not match.
  */
-#ifndef MTLS_CLI_ENROLL_H
-#define MTLS_CLI_ENROLL_H
+#ifndef MTLS_RENEW_FILESET_H
+#define MTLS_RENEW_FILESET_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
-#include <time.h>
 
-#include "options.h"
+#define FILESET_MAX 8
 
-struct enroll_file {
-	const char *name; /* in the directory: "key.pem" */
+struct fileset_file {
+	const char *path;
 	const void *data;
 	size_t len;
-	mode_t mode;
+	mode_t mode; /* whatever the umask (files_stage) */
 };
 
-/* Write n files into dir as one change. All are staged first (temporary names, fsync); then
- * published in the order given; then the directory is synced. Without replace, none may
- * exist (link(), never replacing) and on a failure those published are removed again. With
+/* Write the n (at most FILESET_MAX) files as one change. Without replace, none may exist
+ * (link(), never replacing) and on a failure those published are removed again. With
  * replace, existing files are replaced (rename()) and on a failure those already replaced
- * get their old content back, so that a key never stays beside a chain it does not match.
- * 0, or -1 with the message (the directory as it was, unless the message says otherwise). */
-int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,
-		 size_t err_len);
+ * get their old content and mode back. 0, or -1 with the message (the files as they were,
+ * unless the message says otherwise). */
+int fileset_write(const struct fileset_file *f, size_t n, bool replace, char *err, size_t err_len);
 
-/* dir/name into out. -1 if too long. */
-int enroll_path(char *out, size_t out_len, const char *dir, const char *name);
-
-/* Parse the options of mtls cmd ("enroll", "renew"): on --help print usage and about and
- * return 0; on a usage error (a positional argument included) print "mtls CMD: ..." and
- * return 2; else -1, to go on. */
-int enroll_options(const char *cmd, const char *usage, const char *about, const struct opt *table,
-		   void *target, int argc, char **argv, struct options_state *st);
-
-/* t as "2026-12-01T18:00:00Z", for messages. */
-void enroll_utc(time_t t, char out[32]);
-
-#endif /* MTLS_CLI_ENROLL_H */
+#endif /* MTLS_RENEW_FILESET_H */
