@@ -251,8 +251,9 @@ struct connection {
 	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
 	bool handshake_done;
-	struct error err;  /* also where the verify callback puts its refusal */
-	char warning[256]; /* about the accepted handshake */
+	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
+	struct error err;    /* also where the verify callback puts its refusal */
+	char warning[256];   /* about the accepted handshake */
 };
 
 struct mtls {
@@ -281,6 +282,9 @@ struct verify_request {
 	bool peer_is_client;
 	const char *name; /* expected DNS name or IP of a server, or NULL */
 	const char *uri;  /* expected URI SAN, or NULL */
+	/* certificate validity judged at this time instead of now (a re-check of a live
+	 * connection: its handshake's time); 0: now. Revocation is always judged now. */
+	time_t certs_at;
 };
 
 /* The decision on the chain set up in xctx, whatever the path (handshake, resumption,
