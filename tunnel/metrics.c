@@ -200,6 +200,15 @@ char *metrics_render(struct metrics *m, size_t *len)
 		    "mtls_crl_fetch_total{result=\"not_modified\"} %llu\n"
 		    "mtls_crl_fetch_total{result=\"error\"} %llu\n",
 		    U(m->crl_fetch[0]), U(m->crl_fetch[1]), U(m->crl_fetch[2]));
+	if (m->crl_fetching)
+		put(&t,
+		    "# HELP mtls_crl_push_active How many --crl-url fetchers have a long poll held "
+		    "by "
+		    "the CRL server (push: a new CRL arrives as soon as it is published); the "
+		    "others poll every --crl-refresh.\n"
+		    "# TYPE mtls_crl_push_active gauge\n"
+		    "mtls_crl_push_active %lld\n",
+		    (long long)atomic_load(&m->crl_push_active));
 	put(&t,
 	    "# HELP mtls_log_lines_dropped_total Log lines lost: the log buffer was full because "
 	    "the log's reader (a pipe, journald, a shipper) did not keep up (full), or writing the "
