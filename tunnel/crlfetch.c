@@ -62,7 +62,8 @@ struct crlfetch {
 	uid_t owner_uid;
 	gid_t owner_gid;
 	long long grace;   /* --crl-grace, for the log line of a CRL gone stale */
-	time_t stale_told; /* the nextUpdate of the stale CRL last logged */
+	time_t stale_told; /* the nextUpdate of the stale CRL last logged, */
+	int stale_phase;   /* and when: 1 within --crl-grace, 2 past it */
 };
 
 static void drain_ssl(char *err, size_t len, const char *what)
@@ -607,8 +608,9 @@ static void count(struct crlfetch *f, enum result r, const char *why)
 					    : "no CRL yet; check the CRL server"));
 }
 
-/* A failing fetch while the cached CRL is past its nextUpdate: said once per CRL, with what
- * it means for the clients (refused crl_expired, or accepted until the grace ends). */
+/* A failing fetch while the cached CRL is past its nextUpdate: said once per CRL within the
+ * grace and once past it, with what it means for the clients (accepted with a warning until
+ * the grace ends, or refused crl_expired). */
 static void tell_stale(struct crlfetch *f, time_t now)
 {
 	const ASN1_TIME *t = f->current != NULL ? X509_CRL_get0_nextUpdate(f->current) : NULL;
@@ -616,12 +618,15 @@ static void tell_stale(struct crlfetch *f, time_t now)
 	char when[32], until[32];
 	struct tm tm;
 
-	if (nu == 0 || now < nu || f->stale_told == nu)
+	int phase = now < nu + f->grace ? 1 : 2;
+
+	if (nu == 0 || now < nu || (f->stale_told == nu && f->stale_phase >= phase))
 		return;
 	f->stale_told = nu;
+	f->stale_phase = phase;
 	gmtime_r(&nu, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (now < nu + f->grace) {
+	if (phase == 1) {
 		time_t g = nu + f->grace;
 
 		gmtime_r(&g, &tm);

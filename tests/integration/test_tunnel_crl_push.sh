@@ -175,10 +175,11 @@ ping() {
 	read -r -t 10 -u "$1" line 2>/dev/null || return 1
 	[ "$line" = "$2" ]
 }
-# closed FD : EOF within 60 s (a poll every 10 minutes would take up to 600)
+# closed FD : EOF within 30 s. A poll every 10 minutes would take up to 600 s, and a held
+# request that the new CRL did not wake would end only after its 55 s wait.
 closed() {
 	local line="" rc=0
-	read -r -t 60 -u "$1" line 2>/dev/null || rc=$?
+	read -r -t 30 -u "$1" line 2>/dev/null || rc=$?
 	[ "$rc" = 1 ]
 }
 connector A
@@ -219,7 +220,20 @@ exec 5>&- 6>&-
 
 echo "# the CA service stopped, then back on the same ports"
 errors=$(metric "$M" 'mtls_crl_fetch_total{result="error"}')
-stop_bg "$SERVE_PID"
+ETAG=$(curl -s -D - -o /dev/null --max-time 10 "http://127.0.0.1:$HP/crl" | sed -n 's/^[Ee][Tt][Aa][Gg]: *//p' | tr -d '\r')
+held=$(log_count "$SERVE_LOG" crl_held)
+poll "$W/last" 120
+LAST=$BG_PID
+wait_until 30 logged "$SERVE_LOG" crl_held $((held + 1)) || true
+kill -TERM "$SERVE_PID"
+wait_exit "$SERVE_PID" 30
+serve_rc=$EXIT_RC
+wait_exit "$LAST" 30
+p=()
+[ "$serve_rc" = 0 ] || p+=("mtls ca serve exited $serve_rc with requests held")
+[ "$(status_of "$W/last")" = 304 ] || p+=("a held request was not answered at the stop: '$(status_of "$W/last")'")
+verdict "SIGTERM with requests held: each answered (304), the service exits 0" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$SERVE_LOG")"
 p=()
 wait_until 60 metric_ge "$M" 'mtls_crl_fetch_total{result="error"}' $((errors + 2)) ||
 	p+=("no failed fetches counted (no polling)")
