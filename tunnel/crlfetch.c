@@ -214,8 +214,7 @@ err:
 	return NULL;
 }
 
-/* The first http(s) URI of x's CRL distribution points (fullName) into out; false if none. */
-static bool cdp_url(X509 *x, char *out, size_t len)
+bool crlfetch_cdp_url(X509 *x, char *out, size_t len)
 {
 	CRL_DIST_POINTS *dps = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
 	bool found = false;
@@ -258,11 +257,11 @@ int crlfetch_auto_url(const char *chain, const char *ca, char *out, size_t len, 
 {
 	STACK_OF(X509) *own = chain != NULL ? read_certs(chain, 0) : NULL;
 	STACK_OF(X509) *cas = ca != NULL ? read_certs(ca, 0) : NULL;
-	bool found =
-		own != NULL && sk_X509_num(own) > 0 && cdp_url(sk_X509_value(own, 0), out, len);
+	bool found = own != NULL && sk_X509_num(own) > 0 &&
+		     crlfetch_cdp_url(sk_X509_value(own, 0), out, len);
 
 	for (int i = 0; !found && cas != NULL && i < sk_X509_num(cas); i++)
-		found = cdp_url(sk_X509_value(cas, i), out, len);
+		found = crlfetch_cdp_url(sk_X509_value(cas, i), out, len);
 	sk_X509_pop_free(own, X509_free);
 	sk_X509_pop_free(cas, X509_free);
 	if (!found)

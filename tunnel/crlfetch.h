@@ -76,6 +76,9 @@ int crlfetch_start(struct crlfetch *f, struct ev_loop *loop, ev_async *wakeup);
 /* Stop the thread (a transfer under way is aborted) and free. NULL does nothing. */
 void crlfetch_free(struct crlfetch *f);
 
+/* The first http(s) URI (printable, shorter than len) of x's CRL distribution points
+ * (fullName) into out; false if there is none. */
+bool crlfetch_cdp_url(X509 *x, char *out, size_t len);
 /* --crl-url auto: the first http(s) URL of the CRL distribution points of the own leaf (the
  * first certificate of chain, may be NULL), which names the CRL of the CA that issued it,
  * the CA of its peers too; else of the certificates of the bundle ca (a CA certificate's
