@@ -7,9 +7,15 @@
  * handshake; so each new connection takes a ticket of its own, and every ticket received
  * (one per handshake) goes back on the stack. After a burst of N parallel connections the
  * stack holds N tickets again, up to TICKETS_MAX.
+ *
+ * A session whose server certificate has expired is never offered: resuming it would be
+ * refused (the resumed handshake judges the certificate the session holds), where a full
+ * handshake gets the server's current one. A server that renews its certificate every few
+ * hours makes this the common case, not an edge.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -53,14 +59,27 @@ bool tickets_put(struct tickets *t, SSL_SESSION *session, const char *name)
 	return true;
 }
 
+/* The session's server certificate is past its notAfter. */
+static bool peer_expired(SSL_SESSION *session, time_t now)
+{
+	X509 *peer = SSL_SESSION_get0_peer(session);
+
+	return peer != NULL && ASN1_TIME_cmp_time_t(X509_get0_notAfter(peer), now) < 0;
+}
+
 SSL_SESSION *tickets_take(struct tickets *t, const char *name)
 {
 	SSL_SESSION *session = NULL;
+	time_t now = time(NULL);
 
 	pthread_mutex_lock(&t->lock);
 	for (int i = t->n - 1; i >= 0; i--) {
 		if (strcmp(t->slot[i].name, name) != 0)
 			continue;
+		if (peer_expired(t->slot[i].session, now)) {
+			drop(t, i); /* of no use to anyone: a full handshake instead */
+			continue;
+		}
 		session = t->slot[i].session;
 		t->slot[i].session = NULL; /* ours now; drop() frees only the name */
 		drop(t, i);
