@@ -23,6 +23,7 @@
 #include "caclient.h"
 #include "certfields.h"
 #include "commands.h"
+#include "crlfetch.h"
 #include "enroll.h"
 #include "files.h"
 #include "keys.h"
@@ -113,6 +114,23 @@ static void existing(const char *dir, char *out, size_t out_len)
 				 out[0] ? ", " : "", dir_files[i]);
 }
 
+/* The crl-url and crl-cache lines of mtls.conf, appended to *conf: the daemons then check
+ * revocation with no hand work. The URL is the CRL distribution point the leaf names (mtls ca
+ * init --crl-url; the CA service's plain port there gives the push channel), else the CA
+ * service's API (https, verified by ca.pem; polled). 0, or -1 out of memory. */
+static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *absdir)
+{
+	char url[2049], *more = NULL;
+
+	if (!crlfetch_cdp_url(leaf, url, sizeof(url)))
+		snprintf(url, sizeof(url), "%s/crl", base);
+	if (asprintf(&more, "%scrl-url %s\ncrl-cache %s/crl.pem\n", *conf, url, absdir) < 0)
+		return -1;
+	free(*conf);
+	*conf = more;
+	return 0;
+}
+
 /* A path that can be written on a config line: no control byte, no leading or trailing
  * blank (the parser trims them). */
 static bool config_safe(const char *s)
@@ -132,6 +150,7 @@ int cmd_enroll(int argc, char **argv)
 	struct token tok;
 	struct caclient_issued iss = {0};
 	char err[2048], base[TOKEN_URL_MAX + 1], absdir[PATH_MAX], have[128], names[4096];
+	char path[PATH_MAX];
 	char *text = NULL, *rootpem = NULL, *keypem = NULL, *conf = NULL, *url_line = NULL;
 	size_t key_len = 0;
 	long root_len = 0;
@@ -276,6 +295,10 @@ int cmd_enroll(int argc, char **argv)
 		failmsg("out of memory");
 		goto out;
 	}
+	if (add_crl_lines(&conf, sk_X509_value(iss.chain, 0), base, absdir) != 0) {
+		failmsg("out of memory");
+		goto out;
+	}
 	{
 		/* the root, the URL, the chain, the key beside it, and the config last: a config
 		 * file never names files that are not all there */
@@ -298,6 +321,10 @@ int cmd_enroll(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* a CRL cached (crl-cache) for an earlier enrollment may be another CA's: the daemon
+	 * fetches this CA's at its next start */
+	if (o.force && enroll_path(path, sizeof(path), o.dir, "crl.pem") == 0)
+		(void)unlink(path);
 	{
 		char when[32];
 		time_t na = certfields_time(X509_get0_notAfter(sk_X509_value(iss.chain, 0)));

@@ -348,9 +348,10 @@ int mtls_conn_resumed(const struct mtls *conn);
 const char *mtls_conn_warning(const struct mtls *conn);
 /* Judge an established connection's peer again under endpoint's CURRENT configuration (the
  * one its last mtls_configure() applied), with the same decision as a handshake: the chain
- * the peer presented, built again against the current CA bundle, validity now (or at
- * mtls_config_set_verify_time()), revocation under the current CRLs, the server name, the
- * current allow rules. A daemon calls it for every live connection after a reload changed
+ * the peer presented, built again against the current CA bundle, revocation under the
+ * current CRLs (judged now, or at mtls_config_set_verify_time()), the server name, the
+ * current allow rules. The certificates' validity is judged at the time of the handshake: a
+ * peer certificate that expired since (renewed, typically) does not end the connection. A daemon calls it for every live connection after a reload changed
  * what is trusted, and closes those refused. endpoint must be the endpoint conn was made from
  * (or one of the same kind). A peer that presented no certificate stays accepted only while
  * the config still makes the client certificate optional.

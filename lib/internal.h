@@ -171,7 +171,8 @@ int policy_parse_pin(const char *text, uint8_t out[32]);
 
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
-/* seconds: a ticket whose server certificate expires sooner is dropped, not offered */
+/* seconds (a twelfth of the life, if less): a ticket whose server certificate expires
+ * sooner is dropped, not offered */
 #define TICKETS_EXPIRY_MARGIN 10
 struct tickets {
 	pthread_mutex_t lock;
@@ -253,8 +254,9 @@ struct connection {
 	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
 	bool handshake_done;
-	struct error err;  /* also where the verify callback puts its refusal */
-	char warning[256]; /* about the accepted handshake */
+	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
+	struct error err;    /* also where the verify callback puts its refusal */
+	char warning[256];   /* about the accepted handshake */
 };
 
 struct mtls {
@@ -283,6 +285,9 @@ struct verify_request {
 	bool peer_is_client;
 	const char *name; /* expected DNS name or IP of a server, or NULL */
 	const char *uri;  /* expected URI SAN, or NULL */
+	/* certificate validity judged at this time instead of now (a re-check of a live
+	 * connection: its handshake's time); 0: now. Revocation is always judged now. */
+	time_t certs_at;
 };
 
 /* The decision on the chain set up in xctx, whatever the path (handshake, resumption,

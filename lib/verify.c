@@ -93,7 +93,9 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
 				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
 	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
 	X509_VERIFY_PARAM_set_auth_level(param, 2);
-	if (c->verify_time != 0)
+	if (rq->certs_at != 0)
+		X509_VERIFY_PARAM_set_time(param, rq->certs_at);
+	else if (c->verify_time != 0)
 		X509_VERIFY_PARAM_set_time(param, c->verify_time);
 	if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client ? X509_PURPOSE_SSL_CLIENT
 								: X509_PURPOSE_SSL_SERVER) != 1)
@@ -602,7 +604,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	STACK_OF(X509) *chain = NULL;
 	bool keyed, cached;
 	uint8_t key[32];
-	time_t now;
+	time_t now, certs_at;
 	X509 *leaf;
 	int rc = -1;
 
@@ -619,9 +621,10 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	keyed = rq->st->vcache != NULL &&
 		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
 	now = verify_now(rq);
+	certs_at = rq->certs_at != 0 ? rq->certs_at : now;
 
 	/* 1: the path (remembered or verified now) */
-	chain = verified_path(rq, xctx, keyed ? key : NULL, now, &run, err, &cached);
+	chain = verified_path(rq, xctx, keyed ? key : NULL, certs_at, &run, err, &cached);
 	if (chain == NULL) {
 		if (run.error != X509_V_OK)
 			explain(rq, &run, err);
@@ -630,7 +633,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
-	if (check_times(rq, chain, now, &found) != 0 ||
+	if (check_times(rq, chain, certs_at, &found) != 0 ||
 	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
 		explain(rq, &found, err);
 		goto reject;

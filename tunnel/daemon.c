@@ -74,8 +74,10 @@ struct main_state {
 	 * read d->o, whose fields a reload never changes. */
 	const struct tunnel_options *live;
 	void *live_handle;
-	struct crlfetch *crlfetch; /* --crl-url, or NULL */
-	ev_async crl_fetched;	   /* the fetch thread wrote a new CRL to --crl-cache */
+	struct crlfetch *crlfetch[CREDENTIALS_FILES_MAX]; /* one per --crl-url */
+	size_t ncrlfetch;
+	char crl_auto[2049];  /* the URL --crl-url auto stands for */
+	ev_async crl_fetched; /* a fetch thread wrote a new CRL to its --crl-cache */
 	const char *crl_files[CREDENTIALS_FILES_MAX];	   /* --crl and --crl-cache */
 	const char *crl_files_live[CREDENTIALS_FILES_MAX]; /* the same for live (SIGHUP) */
 	struct renewer *renewer;			   /* --ca-url, or NULL */
@@ -393,6 +395,16 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
 
+static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return false;
+	return true;
+}
+
 /* The options a reload cannot apply (a worker reads them, or they were acted on at start). */
 static void restart_only(const struct tunnel_options *run, struct tunnel_options *next,
 			 char *changed, size_t len)
@@ -403,6 +415,14 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	do {                                                                                       \
 		if ((run->f == NULL) != (next->f == NULL) ||                                       \
 		    (run->f != NULL && strcmp(run->f, next->f) != 0)) {                            \
+			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
+						 "%s%s", used > 0 ? ", " : "", name);              \
+			next->f = run->f;                                                          \
+		}                                                                                  \
+	} while (0)
+#define SAME_LIST(f, name)                                                                         \
+	do {                                                                                       \
+		if (!same_list(&run->f, &next->f)) {                                               \
 			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
 						 "%s%s", used > 0 ? ", " : "", name);              \
 			next->f = run->f;                                                          \
@@ -436,8 +456,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_NUM(max_lifetime_ms, "--max-connection-lifetime");
 	SAME_NUM(drain_timeout_ms, "--drain-timeout");
 	SAME_NUM(watch_interval_ms, "--watch-interval");
-	SAME_STR(crl_url, "--crl-url"); /* the fetcher was made at start */
-	SAME_STR(crl_cache, "--crl-cache");
+	SAME_LIST(crl_url, "--crl-url"); /* the fetchers were made at start */
+	SAME_LIST(crl_cache, "--crl-cache");
 	SAME_STR(crl_refresh, "--crl-refresh");
 	SAME_STR(ca_url, "--ca-url"); /* the renewal thread was made at start */
 	SAME_STR(renew_key_type, "--renew-key-type");
@@ -447,12 +467,14 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 		SAME_STR(key, "--key (with --ca-url)");
 		SAME_STR(ca, "--ca (with --ca-url)");
 	}
+	SAME_STR(crl_push, "--crl-push");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
 		SAME_NUM(max_connections, "--max-connections");
 	next->max_connections = run->max_connections;
 	next->max_connections_given = run->max_connections_given;
 #undef SAME_STR
+#undef SAME_LIST
 #undef SAME_NUM
 }
 
@@ -478,9 +500,9 @@ static int reparse(struct main_state *ms)
 		return -1;
 	}
 	restart_only(o, next, changed, sizeof(changed));
-	/* the fetched CRL's cache file is one of the CRL files, as at start */
-	if (ms->crlfetch != NULL) {
-		if (next->crl.n + 1 > CREDENTIALS_FILES_MAX) {
+	/* the fetched CRLs' cache files are CRL files, as at start */
+	if (ms->ncrlfetch > 0) {
+		if (next->crl.n + next->crl_cache.n > CREDENTIALS_FILES_MAX) {
 			atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
 			LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"),
 			    LS("reason", "config"), LS("message", "too many --crl files"),
@@ -490,9 +512,10 @@ static int reparse(struct main_state *ms)
 		}
 		for (size_t i = 0; i < next->crl.n; i++)
 			ms->crl_files_live[i] = next->crl.v[i];
-		ms->crl_files_live[next->crl.n] = next->crl_cache;
+		for (size_t i = 0; i < next->crl_cache.n; i++)
+			ms->crl_files_live[next->crl.n + i] = next->crl_cache.v[i];
 		next->crl.v = ms->crl_files_live;
-		next->crl.n++;
+		next->crl.n += next->crl_cache.n;
 	}
 	if (changed[0] != '\0')
 		LOG(LOG_WARN, "restart_needed", LS("options", changed),
@@ -1105,28 +1128,58 @@ static int fit_connections(struct tunnel_options *o, char *err, size_t len)
 	return 0;
 }
 
-/* --crl-url: the cache file joins the CRL files (o's list, kept in ms), and a fetcher is made.
- * Without a cache file yet (the first start), one fetch now: a daemon that has never had the
- * CRL it was told to check refuses to start rather than let everyone in. */
+/* The owner of user, for the CRL caches written before the drop; -1, -1 if none. */
+static void user_ids(const char *user, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = user != NULL ? getpwnam(user) : NULL;
+
+	*uid = pw != NULL ? pw->pw_uid : (uid_t)-1;
+	*gid = pw != NULL ? pw->pw_gid : (gid_t)-1;
+}
+
+/* --crl-url: each cache file joins the CRL files (o's list, kept in ms), and a fetcher is made
+ * for each URL. Without a cache file yet (the first start), one fetch now: a daemon that has
+ * never had the CRL it was told to check refuses to start rather than let everyone in. */
 static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *err, size_t len)
 {
 	long long refresh_ms = 60000;
 	struct stat sb;
 	char why[400];
+	bool push = true;
+	uid_t uid;
+	gid_t gid;
 
-	if (o->crl_url == NULL) {
-		if (o->crl_cache != NULL || o->crl_refresh != NULL) {
-			snprintf(err, len, "--crl-cache and --crl-refresh go with --crl-url");
+	if (o->crl_url.n == 0) {
+		if (o->crl_cache.n > 0 || o->crl_refresh != NULL || o->crl_push != NULL) {
+			snprintf(err, len,
+				 "--crl-cache, --crl-refresh and --crl-push go with --crl-url");
 			return -1;
 		}
 		return 0;
 	}
-	if (o->crl_cache == NULL) {
+	if (o->crl_cache.n == 0) {
 		snprintf(err, len,
 			 "--crl-url needs --crl-cache FILE: where the last good CRL is kept, so a "
 			 "restart while the URL is down still has it");
 		return -1;
 	}
+	if (o->crl_cache.n != o->crl_url.n) {
+		snprintf(
+			err, len,
+			"%zu --crl-url and %zu --crl-cache: give one --crl-cache per --crl-url, in "
+			"the same order",
+			o->crl_url.n, o->crl_cache.n);
+		return -1;
+	}
+	for (size_t i = 0; i < o->crl_cache.n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(o->crl_cache.v[i], o->crl_cache.v[j]) == 0) {
+				snprintf(err, len,
+					 "--crl-cache %s is given twice: each --crl-url needs its "
+					 "own file",
+					 o->crl_cache.v[i]);
+				return -1;
+			}
 	if (o->ca == NULL) {
 		snprintf(err, len, "give --ca: a fetched CRL is verified by it");
 		return -1;
@@ -1134,29 +1187,53 @@ static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *
 	if (o->crl_refresh != NULL && duration_parse(o->crl_refresh, "--crl-refresh", 1000,
 						     86400000, &refresh_ms, err, len) != 0)
 		return -1;
-	if (o->crl.n + 1 > CREDENTIALS_FILES_MAX) {
-		snprintf(err, len, "too many --crl files (at most %d with --crl-cache)",
-			 CREDENTIALS_FILES_MAX - 1);
+	if (o->crl_push != NULL && strcmp(o->crl_push, "on") != 0) {
+		if (strcmp(o->crl_push, "off") != 0) {
+			snprintf(err, len, "--crl-push %s: give on or off", o->crl_push);
+			return -1;
+		}
+		push = false;
+	}
+	if (o->crl.n + o->crl_cache.n > CREDENTIALS_FILES_MAX) {
+		snprintf(err, len, "too many --crl and --crl-cache files (at most %d)",
+			 CREDENTIALS_FILES_MAX);
 		return -1;
 	}
+	user_ids(o->user, &uid, &gid);
 	for (size_t i = 0; i < o->crl.n; i++)
 		ms->crl_files[i] = o->crl.v[i];
-	ms->crl_files[o->crl.n] = o->crl_cache;
-	o->crl.v = ms->crl_files;
-	o->crl.n++;
-	ms->crlfetch = crlfetch_new(o->crl_url, o->ca, o->cert, o->crl_cache, refresh_ms,
-				    &ms->d->metrics, err, len);
-	if (ms->crlfetch == NULL)
-		return -1;
-	if (stat(o->crl_cache, &sb) == 0)
-		return 0;
-	if (crlfetch_once(ms->crlfetch, why, sizeof(why)) != 0) {
-		snprintf(err, len,
-			 "--crl-url %s: no CRL yet (%s does not exist) and the fetch failed: %s; "
-			 "start when the URL serves the CRL, or put a CRL in %s",
-			 o->crl_url, o->crl_cache, why, o->crl_cache);
-		return -1;
+	for (size_t i = 0; i < o->crl_cache.n; i++) {
+		const char *url = o->crl_url.v[i], *cache = o->crl_cache.v[i];
+		struct crlfetch *f;
+
+		ms->crl_files[o->crl.n + i] = cache;
+		if (strcmp(url, "auto") == 0) {
+			if (crlfetch_auto_url(o->cert, o->ca, ms->crl_auto, sizeof(ms->crl_auto),
+					      err, len) != 0)
+				return -1;
+			url = ms->crl_auto;
+			LOG(LOG_INFO, "crl_url_auto", LS("url", url), LS("file", cache));
+		}
+		f = crlfetch_new(url, o->ca, o->cert, cache, refresh_ms, &ms->d->metrics, err, len);
+		if (f == NULL)
+			return -1;
+		ms->crlfetch[ms->ncrlfetch++] = f;
+		crlfetch_set_push(f, push);
+		crlfetch_set_owner(f, uid, gid);
+		crlfetch_set_grace(f, o->crl_grace);
+		if (stat(cache, &sb) == 0)
+			continue;
+		if (crlfetch_once(f, why, sizeof(why)) != 0) {
+			snprintf(err, len,
+				 "--crl-url %.200s: no CRL yet (%s does not exist) and the fetch "
+				 "failed: "
+				 "%s; start when the URL serves the CRL, or put a CRL in %s",
+				 url, cache, why, cache);
+			return -1;
+		}
 	}
+	o->crl.v = ms->crl_files;
+	o->crl.n += o->crl_cache.n;
 	return 0;
 }
 
@@ -1202,7 +1279,7 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	d.metrics.crl_configured = o->crl.n > 0;
-	d.metrics.crl_fetching = ms.crlfetch != NULL;
+	d.metrics.crl_fetching = ms.ncrlfetch > 0;
 	/* the watcher's baseline is taken before the files are read: a file replaced in
 	 * between is then seen as a change and loaded, not taken for what is in service */
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
@@ -1298,14 +1375,15 @@ int tunnel_run(const struct tunnel_options *given)
 		ev_timer_start(loop, &ms.watch);
 	}
 	check_crls(&ms, ev_now(loop), true);
-	if (ms.crlfetch != NULL) {
+	if (ms.ncrlfetch > 0) {
 		ev_async_init(&ms.crl_fetched, on_crl_fetched);
 		ev_async_start(loop, &ms.crl_fetched);
-		if (crlfetch_start(ms.crlfetch, loop, &ms.crl_fetched) != 0)
-			LOG(LOG_ERROR, "crl_fetch_failed", LS("url", o->crl_url),
+	}
+	for (size_t i = 0; i < ms.ncrlfetch; i++)
+		if (crlfetch_start(ms.crlfetch[i], loop, &ms.crl_fetched) != 0)
+			LOG(LOG_ERROR, "crl_fetch_failed", LS("file", o->crl_cache.v[i]),
 			    LS("reason", "cannot start the fetch thread"),
 			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
-	}
 	if (ms.renewer != NULL) {
 		ev_async_init(&ms.renewed, on_renewed);
 		ev_async_start(loop, &ms.renewed);
@@ -1327,7 +1405,9 @@ join:
 			ev_loop_destroy(d.workers[i].loop);
 		}
 out:
-	crlfetch_free(ms.crlfetch); /* its thread may still wake the loop: stopped first */
+	for (size_t i = 0; i < ms.ncrlfetch; i++)
+		crlfetch_free(
+			ms.crlfetch[i]); /* its thread may still wake the loop: stopped first */
 	renewer_free(ms.renewer);
 	metrics_http_stop(ms.http);
 	if (loop != NULL)

@@ -229,6 +229,15 @@ char *metrics_render(struct metrics *m, size_t *len)
 		    (long long)atomic_load(&m->renewal_failures),
 		    (long long)atomic_load(&m->renew_at), U(m->roots_refresh[1]),
 		    U(m->roots_refresh[2]), U(m->roots_refresh[3]), U(m->roots_refresh[0]));
+	if (m->crl_fetching)
+		put(&t,
+		    "# HELP mtls_crl_push_active How many --crl-url fetchers have a long poll held "
+		    "by "
+		    "the CRL server (push: a new CRL arrives as soon as it is published); the "
+		    "others poll every --crl-refresh.\n"
+		    "# TYPE mtls_crl_push_active gauge\n"
+		    "mtls_crl_push_active %lld\n",
+		    (long long)atomic_load(&m->crl_push_active));
 	put(&t,
 	    "# HELP mtls_log_lines_dropped_total Log lines lost: the log buffer was full because "
 	    "the log's reader (a pipe, journald, a shipper) did not keep up (full), or writing the "

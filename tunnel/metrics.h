@@ -49,6 +49,7 @@ struct metrics {
 	bool crl_configured;	      /* without CRLs the CRL gauges are not exported */
 	bool crl_fetching;	      /* --crl-url: the fetch counters are exported */
 	atomic_ullong crl_fetch[3];   /* ok, not_modified, error (crlfetch.c) */
+	atomic_llong crl_push_active; /* --crl-url fetchers with a long poll held (crlfetch.c) */
 	atomic_llong crl_grace;	      /* seconds a CRL is still accepted past its nextUpdate */
 	/* --ca-url (renewer.c): exported only then */
 	bool renewal_configured;
