@@ -216,10 +216,15 @@ int cmd_enroll(int argc, char **argv)
 		goto out;
 	}
 	{
-		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL};
+		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL, NULL};
+		STACK_OF(X509) *roots = sk_X509_new_null();
+		int issued = roots != NULL && sk_X509_push(roots, root) > 0
+				     ? caclient_issue(base, "/v1/enroll", req, key, &tls, roots,
+						      &iss, names, sizeof(names), err, sizeof(err))
+				     : (snprintf(err, sizeof(err), "out of memory"), -1);
 
-		if (caclient_issue(base, "/v1/enroll", req, key, &tls, root, &iss, names,
-				   sizeof(names), err, sizeof(err)) != 0) {
+		sk_X509_free(roots); /* root stays ours */
+		if (issued != 0) {
 			failmsg(err);
 			goto out;
 		}
