@@ -550,15 +550,18 @@ out:
 
 /* ---- The hook ---- */
 
+/* A change the service must be told of. A new change is told at once, even while a failed
+ * hook waits for its retry: the backoff is for telling the same change again. */
 static void add_pending(struct agent *a, const char *event)
 {
 	size_t l = strlen(a->pending_event);
 
+	a->hook_retry_at = 0;
+	a->hook_pending = true;
 	if (strstr(a->pending_event, event) != NULL)
 		return;
 	snprintf(a->pending_event + l, sizeof(a->pending_event) - l, "%s%s", l > 0 ? "," : "",
 		 event);
-	a->hook_pending = true;
 }
 
 /* Run the hook for what changed. 0, or -1 (logged; retried later by the loop). */
