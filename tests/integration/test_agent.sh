@@ -192,6 +192,23 @@ mapfile -t fp < <(files_problems "$W/svc/cert.pem" "$W/svc/key.pem" "$W/svc/ca.p
 p+=("${fp[@]+"${fp[@]}"}")
 report "--once --force with the CA unreachable: exit 1, files kept" "${p[@]+"${p[@]}"}"
 
+cp -a -- "$W/svc" "$W/mis"
+cp -- "$W/client/key.pem" "$W/mis/key.pem"
+mkdir -m 700 -- "$W/mis-out"
+m agent --dir "$W/mis" --once --cert-out "$W/mis-out/c.pem" --key-out "$W/mis-out/k.pem"
+p=()
+[ "$RC" = 1 ] || p+=("exit $RC, not 1")
+[[ $ERR == *"do not belong together"* ]] || p+=("no 'do not belong together'")
+[ -z "$(ls -A -- "$W/mis-out")" ] || p+=("copies written: $(ls -A -- "$W/mis-out")")
+report "a key that does not match the certificate is never copied for the service" "${p[@]+"${p[@]}"}"
+
+enroll srvonly server --dns localhost
+m agent --dir "$W/srvonly" --once --force
+p=()
+[ "$RC" = 1 ] || p+=("exit $RC, not 1")
+[[ $ERR == *"lacks clientAuth"*"--profile peer"* ]] || p+=("the message does not say clientAuth and --profile peer")
+report "a server-only certificate (no clientAuth): told to enroll with --profile peer" "${p[@]+"${p[@]}"}"
+
 echo "# the daemon: renewals, hooks, copies, an embedding application"
 # a process that counts the SIGHUPs it gets
 cat >"$W/counter.sh" <<'EOF'
@@ -411,9 +428,14 @@ fi
 verdict "SIGTERM during a hanging hook: the agent ends it and exits" "${p[@]+"${p[@]}"}" -- \
 	"$(tail -n 3 "$W/agent-t.log")"
 
-# a "CA" that accepts connections and never answers
+# a "CA" that completes the TLS handshake (its certificate verifies against ca.pem) and then
+# never answers: only the transfer's 30 s total limit would end the request
+"$MTLS" ca issue --dir "$D" --profile server --ip 127.0.0.1 --out "$W/mute" >/dev/null 2>&1 ||
+	setup_die "mtls ca issue for the mute server"
 cat >"$W/mute.py" <<'EOF'
-import socket, sys
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen(8)
@@ -421,17 +443,21 @@ print(s.getsockname()[1], flush=True)
 held = []
 while True:
     c, _ = s.accept()
-    held.append(c)
-    print("accepted", flush=True)
+    try:
+        held.append(ctx.wrap_socket(c, server_side=True))
+        print("handshake done", flush=True)
+    except (ssl.SSLError, OSError) as e:
+        print("handshake failed:", e, flush=True)
 EOF
-start_bg "$W/mute.log" python3 "$W/mute.py"
+start_bg "$W/mute.log" python3 "$W/mute.py" "$W/mute-chain.pem" "$W/mute.key"
 wait_for_line "$W/mute.log" '^[0-9]+$' "$READY_LIMIT" || setup_die "the mute server did not start"
 MUTE=$(head -n 1 "$W/mute.log")
 start_bg "$W/agent-m.log" "$MTLS" agent --dir "$W/h" --ca-url "https://127.0.0.1:$MUTE"
 AGENT_BG=$BG_PID
 wait_for_line "$W/agent-m.log" '"event":"agent_started"' "$READY_LIMIT" "$AGENT_BG" ||
 	setup_die "the agent did not start" "$(cat "$W/agent-m.log")"
-wait_for_line "$W/mute.log" '^accepted$' "$READY_LIMIT" || setup_die "the agent did not connect"
+wait_for_line "$W/mute.log" '^handshake done$' "$READY_LIMIT" ||
+	setup_die "the agent did not connect" "$(cat "$W/mute.log")"
 AGENT_PID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p' "$W/agent-m.log" | head -n 1)
 kill -TERM "$AGENT_PID"
 # the transfer's own limit is 30 s; a stop must not wait for it
