@@ -41,6 +41,16 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"crl-cache", OPT_STRING, O(crl_cache), "FILE",                                    \
 		 "where the last good CRL of --crl-url is kept (needed with --crl-url; its "       \
 		 "directory writable)"},                                                           \
+		{"ca-url", OPT_STRING, O(ca_url), "URL",                                           \
+		 "renew --cert and --key at this CA service (mtls ca serve, https://HOST:PORT, "   \
+		 "verified against --ca) at 2/3 of their life, and keep --ca its root bundle; "    \
+		 "their directories writable"},                                                    \
+		{"renew-key-type", OPT_STRING, O(renew_key_type), "ALG",                           \
+		 "new keys of --ca-url: p256, p384, ed25519, rsa3072, rsa4096 (default: the "      \
+		 "current key's type)"},                                                           \
+		{"ca-refresh", OPT_STRING, O(ca_refresh), "DURATION",                              \
+		 "fetch the roots of --ca-url into --ca this often, and after each renewal "       \
+		 "(default 1h; 1s to 1d)"},                                                        \
 		{"allow-uri", OPT_LIST, O(allow_uri), "PATTERN",                                   \
 		 "allow peers with this URI SAN (a path segment may be *)"},                       \
 		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \

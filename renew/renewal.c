@@ -143,6 +143,13 @@ bool renewal_key_type_known(const char *name)
 	return false;
 }
 
+bool renewal_leaf_can_renew(X509 *leaf)
+{
+	uint32_t fl = X509_get_extension_flags(leaf);
+
+	return (fl & EXFLAG_XKUSAGE) != 0 && (X509_get_extended_key_usage(leaf) & XKU_SSL_CLIENT);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Files */
 
@@ -268,6 +275,11 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 		fail(err, err_len,
 		     "%s does not match the certificate in %s; enroll again with a new token",
 		     f->key, f->cert);
+		goto out;
+	}
+	if (!renewal_leaf_can_renew(leaf)) {
+		fail(err, err_len, "%s cannot renew itself at the CA service: %s", f->cert,
+		     RENEWAL_NO_CLIENT_AUTH);
 		goto out;
 	}
 	if ((roots = read_certs(f->ca, "CA file", &capem, &ca_len, err, err_len)) == NULL)

@@ -78,6 +78,16 @@ const char *renewal_key_type(EVP_PKEY *key);
 /* Is name a key type keys_generate() makes? */
 bool renewal_key_type_known(const char *name);
 
+/* Can leaf authenticate its own renewal? The CA service takes the certificate being renewed
+ * as the TLS client certificate, which libmtls accepts only with clientAuth in its
+ * extendedKeyUsage: a certificate of the CA's "server" profile (serverAuth alone) cannot
+ * renew itself there; one of the "peer" profile (both) can. */
+bool renewal_leaf_can_renew(X509 *leaf);
+#define RENEWAL_NO_CLIENT_AUTH                                                                     \
+	"its extendedKeyUsage lacks clientAuth (a 'server' profile certificate), and the CA "      \
+	"service authenticates a renewal by the TLS client certificate being renewed: enroll "     \
+	"with a 'peer' profile token (mtls ca token --profile peer) to renew it there"
+
 /* Renew the certificate in f->cert at the CA's API base ("https://HOST:PORT", checked with
  * caclient_base_url()): POST /v1/renew over TLS, authenticated by f->cert and f->key, the
  * server verified against f->ca; with a new key of key_type (NULL: the type of the current

@@ -40,6 +40,9 @@ struct tunnel_options {
 	const char *crl_url;	 /* fetched into crl_cache (crlfetch.h) */
 	const char *crl_refresh; /* a duration; NULL: 60s */
 	const char *crl_cache;
+	const char *ca_url;	    /* renew cert and key there, refresh ca (renewer.h) */
+	const char *renew_key_type; /* of the new keys; NULL: the current key's type */
+	const char *ca_refresh;	    /* a duration: how often ca is refreshed; NULL: 1h */
 	struct tunnel_list allow_uri;
 	struct tunnel_list allow_dns;
 	struct tunnel_list allow_cn;
