@@ -32,7 +32,6 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/x509v3.h>
 
 #include "agent_hook.h"
 #include "agent_out.h"
@@ -51,12 +50,7 @@
 #define HOOK_RETRY_FIRST	 30 /* seconds after a failed hook, doubling */
 #define HOOK_RETRY_MAX		 3600
 #define EXPIRING_EVERY		 600 /* cert_expiring at most this often */
-/* The renewal is a TLS client of the CA service, authenticated by the certificate itself */
-#define NOT_CLIENT                                                                                 \
-	"the certificate's extended key usage lacks clientAuth, so it cannot authenticate to "     \
-	"the CA service to renew itself: enroll again with a token of --profile peer (server and " \
-	"client)"
-#define ROOTS_FRESH_S 60 /* a renewal fetches the roots first unless this fresh */
+#define ROOTS_FRESH_S		 60  /* a renewal fetches the roots first unless this fresh */
 
 struct agent_opts {
 	const char *dir, *cert, *key, *ca, *ca_url;
@@ -154,7 +148,7 @@ static bool hook_should_stop(void *arg)
 struct leaf {
 	char serial[64];
 	time_t not_before, not_after;
-	bool client_auth; /* may authenticate a TLS client (the renewal is one) */
+	bool can_renew; /* may authenticate its own renewal (renewal_leaf_can_renew()) */
 };
 
 struct agent {
@@ -226,7 +220,7 @@ static int leaf_read(const char *path, struct leaf *l, char *err, size_t err_len
 	}
 	l->not_before = certfields_time(X509_get0_notBefore(x));
 	l->not_after = certfields_time(X509_get0_notAfter(x));
-	l->client_auth = (X509_get_extended_key_usage(x) & XKU_SSL_CLIENT) != 0;
+	l->can_renew = renewal_leaf_can_renew(x);
 	serial = certfields_serial_hex(x);
 	snprintf(l->serial, sizeof(l->serial), "%s", serial != NULL ? serial : "?");
 	free(serial);
@@ -472,6 +466,12 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 		free(text);
 	}
 	if (leaf_read(a->certp, &a->leaf, err, sizeof(err)) != 0) {
+		usage_error(err);
+		return 1;
+	}
+	if (!a->leaf.can_renew) {
+		snprintf(err, sizeof(err), "%.1024s cannot renew itself: %s", a->certp,
+			 RENEWAL_NO_CLIENT_AUTH);
 		usage_error(err);
 		return 1;
 	}
@@ -782,11 +782,6 @@ static int renew(struct agent *a, time_t now, bool forced, char *err, size_t err
 	if (atomic_load(&stop_flag))
 		return -1;
 	if (rc != 0) {
-		if (!a->leaf.client_auth) {
-			size_t l = strlen(err);
-
-			snprintf(err + l, err_len - l, "; %s", NOT_CLIENT);
-		}
 		a->failures++;
 		a->renew_failures++;
 		a->retry_at =
@@ -863,8 +858,6 @@ static int run_loop(struct agent *a)
 	LOG(LOG_INFO, "agent_started", LS("cert", a->certp), LS("serial", a->leaf.serial),
 	    LS("not_after", na), LS("renew_at", at), LS("ca_url", a->base),
 	    LN("pid", (long long)getpid()));
-	if (!a->leaf.client_auth)
-		LOG(LOG_WARN, "cert_not_client", LS("cert", a->certp), LS("message", NOT_CLIENT));
 	roots_refresh(a, now);
 	if (a->o.force)
 		atomic_store(&renew_flag, true);

@@ -206,8 +206,9 @@ enroll srvonly server --dns localhost
 m agent --dir "$W/srvonly" --once --force
 p=()
 [ "$RC" = 1 ] || p+=("exit $RC, not 1")
-[[ $ERR == *"lacks clientAuth"*"--profile peer"* ]] || p+=("the message does not say clientAuth and --profile peer")
-report "a server-only certificate (no clientAuth): told to enroll with --profile peer" "${p[@]+"${p[@]}"}"
+[[ $ERR == *"cannot renew itself"*"lacks clientAuth"*"--profile peer"* ]] || p+=("the message does not say clientAuth and --profile peer")
+one_line_err || p+=("stderr is not one line (refused before anything ran)")
+report "a server-only certificate (no clientAuth): refused at start, told to enroll with --profile peer" "${p[@]+"${p[@]}"}"
 
 echo "# the daemon: renewals, hooks, copies, an embedding application"
 # a process that counts the SIGHUPs it gets
