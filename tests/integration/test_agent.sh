@@ -67,15 +67,25 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start_ca [PORT] : mtls ca serve (API on PORT, default a free one). Sets SERVE_PID, AP.
+# start_ca PORT [ARGS...] : mtls ca serve with its API on PORT (0: a free one; the same port
+# again after a stop is retried while it is not free yet). Sets SERVE_PID, AP.
 SERVE_N=0
 start_ca() {
-	SERVE_N=$((SERVE_N + 1))
-	local log=$W/serve-$SERVE_N.log
-	start_bg "$log" "$MTLS" ca serve --dir "$D" --listen "127.0.0.1:${1:-0}" --http-listen none
-	SERVE_PID=$BG_PID
-	wait_for_line "$log" '"event":"listening"' "$READY_LIMIT" "$SERVE_PID" ||
-		setup_die "mtls ca serve did not start" "$(cat -- "$log")"
+	local port=$1 tries=20 log
+	shift
+	while :; do
+		SERVE_N=$((SERVE_N + 1))
+		log=$W/serve-$SERVE_N.log
+		start_bg "$log" "$MTLS" ca serve --dir "$D" --listen "127.0.0.1:$port" \
+			--http-listen none "$@"
+		SERVE_PID=$BG_PID
+		wait_for_line "$log" '"event":"listening"' "$READY_LIMIT" "$SERVE_PID" && break
+		stop_bg "$SERVE_PID"
+		tries=$((tries - 1))
+		[ "$tries" -gt 0 ] && [ "$port" != 0 ] ||
+			setup_die "mtls ca serve did not start on port $port" "$(cat -- "$log")"
+		sleep 0.5
+	done
 	AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p' "$log" | head -n 1)
 }
 # enroll NAME PROFILE NAMES... : an enrollment directory $W/NAME.
@@ -101,8 +111,18 @@ start_agent() {
 	[ -n "$AGENT_PID" ] || setup_die "no pid in agent_started" "$(cat -- "$log")"
 }
 
+# a second CA whose service issues 60 s certificates (due about 35 s after their issue): its
+# agent renews by the schedule alone while the rest runs, and is checked at the end
+"$MTLS" ca init --dir "$W/ca60" >/dev/null 2>&1 || setup_die "mtls ca init failed"
+D=$W/ca60
+start_ca 0 --leaf-lifetime 60s
+enroll short peer --dns localhost
+start_agent "$W/agent-s.log" --dir "$W/short" --exec "echo \"\$MTLS_SERIAL\" >>'$W/short-marks'"
+SHORT_BG=$AGENT_BG
+
+D=$W/ca
 "$MTLS" ca init --dir "$D" >/dev/null 2>&1 || setup_die "mtls ca init failed"
-start_ca
+start_ca 0
 # a renewing certificate authenticates to the CA as a TLS client: profile peer
 enroll svc peer --dns localhost --ip 127.0.0.1
 enroll client client --uri spiffe://example.org/ns/test/sa/client
@@ -470,4 +490,20 @@ verdict "SIGTERM during a transfer to a CA that never answers: aborted, the agen
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/agent-m.log")"
 
 stop_bg "$AGENT1_BG"
+
+echo "# short-lived certificates: renewed by the schedule alone (started at the beginning)"
+for i in 1 2 3; do
+	p=()
+	wait_count "$W/agent-s.log" renewed "$i" "$SHORT_BG" || p+=("no renewal $i within a minute")
+	wait_count "$W/agent-s.log" hook_done "$i" "$SHORT_BG" || p+=("no hook_done $i")
+	line=$(grep -F '"event":"renewed"' "$W/agent-s.log" | sed -n "${i}p")
+	[[ $line == *'"forced":0'* ]] || p+=("renewal $i was not the schedule's: $line")
+	now=$(serial "$W/short/cert.pem")
+	[ "$(tail -n 1 "$W/short-marks" 2>/dev/null)" = "$now" ] || p+=("the hook's last serial is not $now")
+	mapfile -t fp < <(files_problems "$W/short/cert.pem" "$W/short/key.pem" "$W/short/ca.pem")
+	p+=("${fp[@]+"${fp[@]}"}")
+	verdict "60 s certificate: renewal $i by the schedule, hook run, files good" \
+		"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/agent-s.log")"
+done
+stop_bg "$SHORT_BG"
 finish
