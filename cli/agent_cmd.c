@@ -46,7 +46,7 @@
 
 #define EXEC_TIMEOUT_DEFAULT_MS	 (60LL * 1000)
 #define ROOTS_REFRESH_DEFAULT_MS (3600LL * 1000)
-#define SLEEP_MAX_S		 60 /* look at the clock (and the files) at least this often */
+#define SLEEP_MAX_S		 30 /* look at the clock (and the files) at least this often */
 #define HOOK_RETRY_FIRST	 30 /* seconds after a failed hook, doubling */
 #define HOOK_RETRY_MAX		 3600
 #define EXPIRING_EVERY		 600 /* cert_expiring at most this often */

@@ -342,6 +342,22 @@ grep -qx 'mtls_agent_renewal_failures_total{cert="'"$W"'/svc/cert.pem"} [1-9][0-
 verdict "the CA back: the agent's own retry renews, the hook runs" "${p[@]+"${p[@]}"}" -- \
 	"$(grep -F -e renew_failed -e renewed "$W/agent.log" | tail -n 3)"
 
+echo "# the certificate renewed by someone else"
+hooks=$(count "$W/agent.log" hook_done)
+m renew --dir "$W/svc" --force
+[ "$RC" = 0 ] || setup_die "mtls renew --force" "$ERR"
+other=$(serial "$W/svc/cert.pem")
+p=()
+# the agent looks at the files at least every 30 s
+wait_count "$W/agent.log" cert_changed 1 "$AGENT1_BG" || p+=("no cert_changed")
+wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT1_BG" || p+=("no hook after the change")
+cmp -s "$W/svc/cert.pem" "$W/app/server.crt" || p+=("--cert-out not updated")
+cmp -s "$W/svc/key.pem" "$W/app/server.key" || p+=("--key-out not updated")
+[ "$(tail -n 1 "$W/marks")" = "$other $W/app/server.crt $W/app/server.key changed,files" ] ||
+	p+=("the hook's line is '$(tail -n 1 "$W/marks")'")
+verdict "mtls renew by hand: the agent takes the new certificate in, copies it and runs the hook" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 4 "$W/agent.log")"
+
 echo "# a real PostgreSQL with its server certificate from the agent"
 PGP=$(free_port)
 enroll db peer --dns localhost
