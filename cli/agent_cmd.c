@@ -174,7 +174,7 @@ struct agent {
 	char old_serial[64];
 
 	/* metrics */
-	time_t last_success, last_hook_success;
+	time_t last_success;
 	unsigned long long renewals, renew_failures, hook_runs, hook_failures, roots_failures,
 		roots_replaced;
 	char *metrics_last;
@@ -606,7 +606,6 @@ static int run_hook(struct agent *a, time_t now)
 		a->pending_event[0] = '\0';
 		a->hook_failures_streak = 0;
 		a->hook_retry_at = 0;
-		a->last_hook_success = now;
 		return 0;
 	}
 	a->hook_failures++;
@@ -689,6 +688,9 @@ static void metrics_write(struct agent *a)
 		"# HELP mtls_agent_roots_refresh_failures_total Failed root bundle fetches.\n"
 		"# TYPE mtls_agent_roots_refresh_failures_total counter\n"
 		"mtls_agent_roots_refresh_failures_total{cert=\"%s\"} %llu\n"
+		"# HELP mtls_agent_roots_replaced_total Root bundles replaced by the CA's.\n"
+		"# TYPE mtls_agent_roots_replaced_total counter\n"
+		"mtls_agent_roots_replaced_total{cert=\"%s\"} %llu\n"
 		"# HELP mtls_agent_hook_runs_total Hooks run (command and/or signal).\n"
 		"# TYPE mtls_agent_hook_runs_total counter\n"
 		"mtls_agent_hook_runs_total{cert=\"%s\"} %llu\n"
@@ -701,8 +703,8 @@ static void metrics_write(struct agent *a)
 		lbl, (long long)a->leaf.not_after, lbl,
 		(long long)(a->failures > 0 ? a->retry_at : a->renew_at), lbl,
 		(long long)a->last_success, lbl, a->renewals, lbl, a->renew_failures, lbl,
-		a->failures, lbl, a->roots_failures, lbl, a->hook_runs, lbl, a->hook_failures, lbl,
-		a->hook_pending ? 1 : 0);
+		a->failures, lbl, a->roots_failures, lbl, a->roots_replaced, lbl, a->hook_runs, lbl,
+		a->hook_failures, lbl, a->hook_pending ? 1 : 0);
 	if (n < 0 || n >= (int)sizeof(text))
 		return;
 	if (a->metrics_last != NULL && strcmp(a->metrics_last, text) == 0)
@@ -794,9 +796,13 @@ static int renew(struct agent *a, time_t now, bool forced, char *err, size_t err
 		return -1;
 	}
 	snprintf(a->old_serial, sizeof(a->old_serial), "%s", res.old_serial);
-	a->leaf.not_before = res.not_before;
-	a->leaf.not_after = res.not_after;
-	snprintf(a->leaf.serial, sizeof(a->leaf.serial), "%s", res.serial);
+	/* what is on disk now, as leaf_refresh() will read it */
+	if (leaf_read(a->certp, &a->leaf, err, err_len) != 0) {
+		a->leaf.not_before = res.not_before;
+		a->leaf.not_after = res.not_after;
+		a->leaf.can_renew = true;
+		snprintf(a->leaf.serial, sizeof(a->leaf.serial), "%s", res.serial);
+	}
 	a->renew_at = renewal_schedule(res.not_before, res.not_after, now, a->rnd);
 	a->failures = 0;
 	a->retry_at = 0;

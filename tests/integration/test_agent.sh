@@ -268,7 +268,7 @@ start_agent "$W/agent.log" --dir "$W/svc" \
 	--exec "printf '%s %s %s %s\n' \"\$MTLS_SERIAL\" \"\$MTLS_CERT\" \"\$MTLS_KEY\" \"\$MTLS_EVENT\" >>'$W/marks' && kill -HUP \$(cat '$W/echo.pid')" \
 	--signal "$COUNTER" \
 	--cert-out "$W/app/server.crt" --key-out "$W/app/server.key" --ca-out "$W/app/ca.pem" \
-	--metrics-file "$W/agent.prom"
+	--metrics-file "$W/agent.prom" --roots-refresh 2s
 AGENT1=$AGENT_PID
 AGENT1_BG=$AGENT_BG
 
@@ -505,6 +505,25 @@ grep -q '"event":"agent_stopping"' "$W/agent-m.log" || p+=("no agent_stopping li
 verdict "SIGTERM during a transfer to a CA that never answers: aborted, the agent exits" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/agent-m.log")"
 
+echo "# a second root served by the CA"
+stop_bg "$SERVE_PID"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/root-B.key" \
+	-out "$W/root-B.pem" -subj "/O=agent test/CN=root B" -days 2 \
+	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+	>/dev/null 2>&1 || setup_die "openssl: root B"
+cat -- "$W/root-B.pem" >>"$D/root.pem"
+hooks=$(count "$W/agent.log" hook_done)
+start_ca "$AP"
+p=()
+wait_count "$W/agent.log" roots_replaced 1 "$AGENT1_BG" || p+=("no roots_replaced")
+wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT1_BG" || p+=("no hook after the new roots")
+[ "$(grep -c 'BEGIN CERTIFICATE' "$W/svc/ca.pem")" = 2 ] || p+=("ca.pem does not hold both roots")
+cmp -s "$W/svc/ca.pem" "$W/app/ca.pem" || p+=("--ca-out not updated")
+[[ $(tail -n 1 "$W/marks") == *" roots,files" ]] || p+=("the hook's line is '$(tail -n 1 "$W/marks")'")
+grep -qx 'mtls_agent_roots_replaced_total{cert="'"$W"'/svc/cert.pem"} 1' "$W/agent.prom" ||
+	p+=("metrics: $(grep '^mtls_agent_roots_replaced_total' "$W/agent.prom")")
+verdict "a second root served: ca.pem and its copy take both, the hook runs (MTLS_EVENT roots,files)" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 4 "$W/agent.log")"
 stop_bg "$AGENT1_BG"
 
 echo "# short-lived certificates: renewed by the schedule alone (started at the beginning)"
