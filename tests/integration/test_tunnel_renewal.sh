@@ -197,17 +197,29 @@ S=$(last_serial "$W/srv.log")
 A=$(last_serial "$W/con.log")
 [ -n "$S" ] && [ "$S" != "$SRV_SERIAL0" ] || p+=("the server's last renewal has no new serial ($S)")
 [ -n "$A" ] && [ "$A" != "$APP_SERIAL0" ] || p+=("the connector's last renewal has no new serial ($A)")
-# each side presents the other's renewed certificate (the serials in the conn_open lines)
+# each side presents the other's renewed certificate (the serials in the conn_open lines):
+# the server sees the connector's newest at once (a reload leaves the connector no ticket to
+# resume, so it makes a full handshake); the connector sees a renewed server certificate at
+# its own reloads' full handshakes (in between it resumes sessions that carry the server
+# certificate they began with, until that one nears its expiry)
+renewed_seen() { # LOG-OF-RENEWALS LOG-OF-PEER : how many of the renewed serials the peer saw
+	local s k=0
+	for s in $(sed -n 's/.*"event":"renewal_ok".*"serial":"\([0-9A-F]*\)".*/\1/p' "$1"); do
+		has "$2" "\"event\":\"conn_open\".*\"serial\":\"$s\"" && k=$((k + 1))
+	done
+	echo "$k"
+}
 n=100
-until { has "$W/srv.log" "\"event\":\"conn_open\".*\"serial\":\"$A\"" &&
-	has "$W/con.log" "\"event\":\"conn_open\".*\"serial\":\"$S\""; } || [ "$n" = 0 ]; do
+until has "$W/srv.log" "\"event\":\"conn_open\".*\"serial\":\"$A\"" || [ "$n" = 0 ]; do
 	sleep 0.1
 	n=$((n - 1))
 done
 has "$W/srv.log" "\"event\":\"conn_open\".*\"serial\":\"$A\"" ||
 	p+=("the server never saw the connector's renewed certificate $A")
-has "$W/con.log" "\"event\":\"conn_open\".*\"serial\":\"$S\"" ||
-	p+=("the connector never saw the server's renewed certificate $S")
+[ "$(renewed_seen "$W/con.log" "$W/srv.log")" -ge 3 ] ||
+	p+=("the server saw $(renewed_seen "$W/con.log" "$W/srv.log") of the connector's renewed certificates, not all 3")
+[ "$(renewed_seen "$W/srv.log" "$W/con.log")" -ge 1 ] ||
+	p+=("the connector never saw a renewed server certificate")
 # and openssl, independently: the server presents a renewed certificate, verified by ca.pem
 out=$(timeout -k 2 "$RUN_LIMIT" openssl s_client -connect "127.0.0.1:$SRV_PORT" -servername localhost \
 	-CAfile "$W/srv/ca.pem" -verify_return_error -cert "$W/app/cert.pem" -key "$W/app/key.pem" \
