@@ -86,7 +86,7 @@ start_ca() {
 			setup_die "mtls ca serve did not start on port $port" "$(cat -- "$log")"
 		sleep 0.5
 	done
-	AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p' "$log" | head -n 1)
+	AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p;T;q' "$log")
 }
 # enroll NAME PROFILE NAMES... : an enrollment directory $W/NAME.
 enroll() {
@@ -107,7 +107,7 @@ start_agent() {
 	AGENT_BG=$BG_PID
 	wait_for_line "$log" '"event":"agent_started"' "$READY_LIMIT" "$AGENT_BG" ||
 		setup_die "mtls agent did not start ($*)" "$(cat -- "$log")"
-	AGENT_PID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+	AGENT_PID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p;T;q' "$log")
 	[ -n "$AGENT_PID" ] || setup_die "no pid in agent_started" "$(cat -- "$log")"
 }
 
@@ -326,7 +326,9 @@ wait_count "$W/agent.log" renew_failed 1 "$AGENT1_BG" || p+=("no renew_failed lo
 mapfile -t fp < <(files_problems "$W/app/server.crt" "$W/app/server.key" "$W/app/ca.pem")
 p+=("${fp[@]+"${fp[@]}"}")
 [ "$(count "$W/agent.log" hook_done)" = "$hooks" ] || p+=("a hook ran though nothing changed")
-grep -F '"event":"renew_failed"' "$W/agent.log" | grep -q '"retry_at":"' || p+=("no retry_at in renew_failed")
+# (no "grep | grep -q" under pipefail: the first grep may die of SIGPIPE)
+line=$(grep -F '"event":"renew_failed"' "$W/agent.log" | head -n 1 || true)
+[[ $line == *'"retry_at":"'* ]] || p+=("no retry_at in renew_failed: $line")
 kill -0 "$AGENT1" 2>/dev/null || p+=("the agent died")
 verdict "CA down: renew_failed logged with its retry time, the old files kept, no hook" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/agent.log")"
@@ -426,8 +428,9 @@ for i in 1 2; do
 	p=()
 	wait_count "$W/agent-h.log" renewed "$i" "$AGENT_BG" || p+=("no renewal $i")
 	wait_count "$W/agent-h.log" hook_failed "$i" "$AGENT_BG" || p+=("no hook_failed $i")
-	grep -F '"event":"hook_failed"' "$W/agent-h.log" | sed -n "${i}p" | grep -F '"timed_out":1' |
-		grep -q 'about to hang' || p+=("hook_failed $i does not say timed_out with the output")
+	line=$(grep -F '"event":"hook_failed"' "$W/agent-h.log" | sed -n "${i}p" || true)
+	[[ $line == *'"timed_out":1'* && $line == *'about to hang'* ]] ||
+		p+=("hook_failed $i does not say timed_out with the output: $line")
 	kill -0 "$AGENT_PID" 2>/dev/null || p+=("the agent died")
 	verdict "a hanging hook ($i): killed at --exec-timeout, logged, the agent goes on" \
 		"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/agent-h.log")"
@@ -438,8 +441,9 @@ start_agent "$W/agent-f.log" --dir "$W/h" --exec 'echo nope >&2; exit 3'
 kill -HUP "$AGENT_PID"
 p=()
 wait_count "$W/agent-f.log" hook_failed 1 "$AGENT_BG" || p+=("no hook_failed")
-grep -F '"event":"hook_failed"' "$W/agent-f.log" | grep -F '"exit_status":3' | grep -q 'nope' ||
-	p+=("hook_failed does not carry exit_status 3 and the output")
+line=$(grep -F '"event":"hook_failed"' "$W/agent-f.log" | head -n 1 || true)
+[[ $line == *'"exit_status":3'* && $line == *nope* ]] ||
+	p+=("hook_failed does not carry exit_status 3 and the output: $line")
 kill -HUP "$AGENT_PID"
 wait_count "$W/agent-f.log" renewed 2 "$AGENT_BG" || p+=("no second renewal after the failed hook")
 mapfile -t fp < <(files_problems "$W/h/cert.pem" "$W/h/key.pem" "$W/h/ca.pem")
@@ -495,7 +499,7 @@ wait_for_line "$W/agent-m.log" '"event":"agent_started"' "$READY_LIMIT" "$AGENT_
 	setup_die "the agent did not start" "$(cat "$W/agent-m.log")"
 wait_for_line "$W/mute.log" '^handshake done$' "$READY_LIMIT" ||
 	setup_die "the agent did not connect" "$(cat "$W/mute.log")"
-AGENT_PID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p' "$W/agent-m.log" | head -n 1)
+AGENT_PID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p;T;q' "$W/agent-m.log")
 kill -TERM "$AGENT_PID"
 # the transfer's own limit is 30 s; a stop must not wait for it
 wait_exit "$AGENT_BG" "$RUN_LIMIT"
