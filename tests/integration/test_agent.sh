@@ -82,8 +82,9 @@ start_ca() {
 		wait_for_line "$log" '"event":"listening"' "$READY_LIMIT" "$SERVE_PID" && break
 		stop_bg "$SERVE_PID"
 		tries=$((tries - 1))
-		[ "$tries" -gt 0 ] && [ "$port" != 0 ] ||
+		if [ "$tries" -eq 0 ] || [ "$port" = 0 ]; then
 			setup_die "mtls ca serve did not start on port $port" "$(cat -- "$log")"
+		fi
 		sleep 0.5
 	done
 	AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p;T;q' "$log")
@@ -248,6 +249,7 @@ mkdir -m 700 -- "$W/app"
 m agent --dir "$W/svc" --once --cert-out "$W/app/server.crt" --key-out "$W/app/server.key" \
 	--ca-out "$W/app/ca.pem"
 [ "$RC" = 0 ] || setup_die "the first copies for echo-server" "$ERR"
+# shellcheck disable=SC2016 # expanded by that sh: its own pid, then echo-server in its place
 start_bg "$W/echo.log" sh -c 'echo $$ >"$0"; exec "$@"' "$W/echo.pid" "$ECHO_SERVER" --port 0 \
 	--cert "$W/app/server.crt" --key "$W/app/server.key" --ca "$W/app/ca.pem" \
 	--allow-uri 'spiffe://example.org/ns/test/sa/*'
