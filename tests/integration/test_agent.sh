@@ -203,6 +203,16 @@ p=()
 [[ $ERR == *"the hook failed"* ]] || p+=("no message that the hook failed")
 report "--once with a failing hook: renewed, but exit 1" "${p[@]+"${p[@]}"}"
 
+m agent --cert "$W/svc/cert.pem" --key "$W/svc/key.pem" --ca "$W/svc/ca.pem" \
+	--ca-url "https://127.0.0.1:$AP" --once --force
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC")
+[ "$(serial "$W/svc/cert.pem")" != "$s2" ] || p+=("not renewed")
+mapfile -t fp < <(files_problems "$W/svc/cert.pem" "$W/svc/key.pem" "$W/svc/ca.pem")
+p+=("${fp[@]+"${fp[@]}"}")
+report "--cert/--key/--ca/--ca-url instead of --dir: renewed in place" "${p[@]+"${p[@]}"}"
+s2=$(serial "$W/svc/cert.pem")
+
 NOBODY=$(free_port)
 m agent --dir "$W/svc" --once --force --ca-url "https://127.0.0.1:$NOBODY"
 p=()
