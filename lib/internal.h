@@ -171,6 +171,8 @@ int policy_parse_pin(const char *text, uint8_t out[32]);
 
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
+/* seconds: a ticket whose server certificate expires sooner is dropped, not offered */
+#define TICKETS_EXPIRY_MARGIN 10
 struct tickets {
 	pthread_mutex_t lock;
 	int n;

@@ -246,6 +246,40 @@ static void test_certs(void **state)
 			    r);
 	assert_null(caclient_certs(buf, n, err, sizeof(err)));
 	assert_non_null(strstr(err, "block 2"));
+	/* a certificate under another label: each block must say CERTIFICATE */
+	{
+		char *x = strstr(strcpy(buf, r), "BEGIN CERTIFICATE"), *y;
+
+		memmove(x + 11, x + 6, strlen(x + 6) + 1);
+		memcpy(x + 6, "X509 ", 5);
+		y = strstr(x, "END CERTIFICATE");
+		memmove(y + 9, y + 4, strlen(y + 4) + 1);
+		memcpy(y + 4, "X509 ", 5);
+		assert_null(caclient_certs(buf, strlen(buf), err, sizeof(err)));
+		assert_non_null(strstr(err, "block 1"));
+	}
+	/* a certificate with bytes after it in its block */
+	{
+		X509 *x = test_read_cert("ca.pem");
+		unsigned char *der = NULL;
+		int dl = i2d_X509(x, &der);
+		unsigned char *more = malloc((size_t)dl + 2);
+		BIO *b = BIO_new(BIO_s_mem());
+		char *p;
+		long pl;
+
+		memcpy(more, der, (size_t)dl);
+		more[dl] = 0x05;
+		more[dl + 1] = 0x00;
+		assert_int_equal(PEM_write_bio(b, "CERTIFICATE", "", more, dl + 2) > 0, 1);
+		pl = BIO_get_mem_data(b, &p);
+		assert_null(caclient_certs(p, (size_t)pl, err, sizeof(err)));
+		assert_non_null(strstr(err, "block 1"));
+		BIO_free(b);
+		free(more);
+		OPENSSL_free(der);
+		X509_free(x);
+	}
 	/* another kind of block */
 	n = (size_t)sprintf(buf, "%s-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", r);
 	assert_null(caclient_certs(buf, n, err, sizeof(err)));
