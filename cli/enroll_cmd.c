@@ -287,7 +287,7 @@ int cmd_enroll(int argc, char **argv)
 			      "themselves (and keep ca\n# fresh); other programs: mtls renew "
 			      "--dir DIR from a timer\n"
 			    : "# no ca-url: this certificate cannot renew itself at the CA service "
-			      "(no clientAuth;\n# enroll with a 'peer' profile token for that)\n",
+			      "(neither\n# clientAuth nor serverAuth)\n",
 		     absdir, absdir, absdir, renews ? "ca-url " : "", renews ? base : "",
 		     renews ? "\n" : "") < 0 ||
 	    asprintf(&url_line, "%s\n", base) < 0) {
@@ -339,8 +339,8 @@ int cmd_enroll(int argc, char **argv)
 		       iss.serial, names, when, how, absdir, rest,
 		       renews ? " (it renews the certificate by itself; other programs: mtls "
 				"renew --dir DIR from a timer)"
-			      : " (renewal through the CA service needs a 'peer' profile "
-				"certificate)");
+			      : " (it cannot renew itself at the CA service: neither "
+				"clientAuth nor serverAuth)");
 	}
 	rc = 0;
 out:

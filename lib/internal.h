@@ -71,6 +71,7 @@ enum insecure_flag {
 	INSECURE_KEY_PERMISSIONS = 1u << 0,
 	INSECURE_NO_VERIFY_NAME = 1u << 1,
 	INSECURE_OPTIONAL_CLIENT_CERT = 1u << 2,
+	INSECURE_SERVER_EKU_CLIENTS = 1u << 3,
 };
 
 struct mtls_config {
@@ -172,7 +173,7 @@ int policy_parse_pin(const char *text, uint8_t out[32]);
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
 /* seconds: a ticket whose server certificate expires sooner is dropped, not offered */
-#define TICKETS_EXPIRY_MARGIN 1
+#define TICKETS_EXPIRY_MARGIN 10
 struct tickets {
 	pthread_mutex_t lock;
 	int n;
@@ -352,7 +353,7 @@ struct strict_finding {
 /* Every certificate of a verified chain (leaf first, trust anchor last). */
 int strict_chain(STACK_OF(X509) * chain, struct strict_finding *f);
 /* The peer's own certificate: not a CA, and its EKU names the role. */
-int strict_leaf(X509 *leaf, bool peer_is_client, struct strict_finding *f);
+int strict_leaf(X509 *leaf, bool peer_is_client, bool server_eku_ok, struct strict_finding *f);
 /* The finding for an error of OpenSSL's strict mode (0), or -1 if x509_error is not one. */
 int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) * chain,
 			 struct strict_finding *f);

@@ -8,13 +8,12 @@
  * (one per handshake) goes back on the stack. After a burst of N parallel connections the
  * stack holds N tickets again, up to TICKETS_MAX.
  *
- * A session whose server certificate has expired is never offered: resuming it would be
- * refused (the resumed handshake judges the certificate the session holds), where a full
- * handshake gets the server's current one. A server that renews its certificate every few
- * hours makes this the common case, not an edge. Nor is one whose certificate expires in the
- * current second (TICKETS_EXPIRY_MARGIN): a handshake begun then is judged in the next one,
- * when the certificate has expired (seen under continuous traffic through a server renewing
- * every 40 s, test_tunnel_renewal).
+ * A resumed session is judged again, the server's certificate included, and refused once
+ * that certificate has expired; a ticket carries the certificate of the full handshake it
+ * descends from, however often it was renewed since. A server that renews its certificate
+ * (mtls server --ca-url) keeps the old one in its clients' tickets until it expires, so a
+ * ticket whose certificate expires within TICKETS_EXPIRY_MARGIN seconds is dropped, not
+ * offered: the connection makes a full handshake and meets the current certificate.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +61,14 @@ bool tickets_put(struct tickets *t, SSL_SESSION *session, const char *name)
 	return true;
 }
 
-/* The session's server certificate is past its notAfter, or reaches it within
- * TICKETS_EXPIRY_MARGIN. */
-static bool peer_expired(SSL_SESSION *session, time_t now)
+/* Would resuming s be refused for an expired server certificate (or nearly so)? */
+static bool outlived(SSL_SESSION *s, time_t now)
 {
-	X509 *peer = SSL_SESSION_get0_peer(session);
+	X509 *peer = SSL_SESSION_get0_peer(s);
+	time_t limit = now + TICKETS_EXPIRY_MARGIN;
 
-	return peer != NULL &&
-	       ASN1_TIME_cmp_time_t(X509_get0_notAfter(peer), now + TICKETS_EXPIRY_MARGIN) < 0;
+	/* X509_cmp_time: -1 if at or before limit, 0 on error */
+	return peer == NULL || X509_cmp_time(X509_get0_notAfter(peer), &limit) <= 0;
 }
 
 SSL_SESSION *tickets_take(struct tickets *t, const char *name)
@@ -81,8 +80,8 @@ SSL_SESSION *tickets_take(struct tickets *t, const char *name)
 	for (int i = t->n - 1; i >= 0; i--) {
 		if (strcmp(t->slot[i].name, name) != 0)
 			continue;
-		if (peer_expired(t->slot[i].session, now)) {
-			drop(t, i); /* of no use to anyone: a full handshake instead */
+		if (outlived(t->slot[i].session, now)) {
+			drop(t, i);
 			continue;
 		}
 		session = t->slot[i].session;

@@ -147,7 +147,8 @@ bool renewal_leaf_can_renew(X509 *leaf)
 {
 	uint32_t fl = X509_get_extension_flags(leaf);
 
-	return (fl & EXFLAG_XKUSAGE) != 0 && (X509_get_extended_key_usage(leaf) & XKU_SSL_CLIENT);
+	return (fl & EXFLAG_XKUSAGE) != 0 &&
+	       (X509_get_extended_key_usage(leaf) & (XKU_SSL_CLIENT | XKU_SSL_SERVER));
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -79,14 +79,14 @@ const char *renewal_key_type(EVP_PKEY *key);
 bool renewal_key_type_known(const char *name);
 
 /* Can leaf authenticate its own renewal? The CA service takes the certificate being renewed
- * as the TLS client certificate, which libmtls accepts only with clientAuth in its
- * extendedKeyUsage: a certificate of the CA's "server" profile (serverAuth alone) cannot
- * renew itself there; one of the "peer" profile (both) can. */
+ * as the TLS client certificate, with clientAuth or serverAuth in its extendedKeyUsage (a
+ * certificate of every profile the CA issues: its API accepts a server's own certificate
+ * as its credential, mtls_config_insecure_server_eku_clients()); one with neither cannot. */
 bool renewal_leaf_can_renew(X509 *leaf);
 #define RENEWAL_NO_CLIENT_AUTH                                                                     \
-	"its extendedKeyUsage lacks clientAuth (a 'server' profile certificate), and the CA "      \
-	"service authenticates a renewal by the TLS client certificate being renewed: enroll "     \
-	"with a 'peer' profile token (mtls ca token --profile peer) to renew it there"
+	"its extendedKeyUsage names neither clientAuth nor serverAuth, and the CA service "        \
+	"authenticates a renewal by the TLS certificate being renewed: enroll again with a "       \
+	"token of the client, server or peer profile"
 
 /* Renew the certificate in f->cert at the CA's API base ("https://HOST:PORT", checked with
  * caclient_base_url()): POST /v1/renew over TLS, authenticated by f->cert and f->key, the

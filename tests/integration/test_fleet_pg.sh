@@ -24,14 +24,14 @@ BG_LIMIT=${BG_LIMIT:-300}
 command -v psql >/dev/null || setup_die "psql not found: install postgresql-client"
 command -v pgbench >/dev/null || setup_die "pgbench not found: install postgresql-contrib"
 
-LIFETIME=${LIFETIME:-45s} # renewal due after ~30 s
-BENCH_S=${BENCH_S:-70}	  # long enough for two renewals of every daemon
+LIFETIME=${LIFETIME:-1m} # renewal due after ~40 s (the CA service's shortest)
+BENCH_S=${BENCH_S:-70}  # long enough for a renewal of every daemon
 SERVERS=3
 TD=spiffe://fleet.test
 ADMIN=$TD/ops/admin
 
 pg_start "$TMP/postgres.log"
-sql postgres "create database bench"
+sql postgres -c "create database bench"
 [ "$RC" = 0 ] || setup_die "create database bench: $ERR"
 run pgbench -i -q -s 1 "$(url bench)"
 [ "$RC" = 0 ] || setup_die "pgbench -i: $ERR"
@@ -67,10 +67,9 @@ enroll() {
 	[ "$RC" = 0 ] || setup_die "mtls enroll --dir $W/$name: $ERR"
 }
 for i in $(seq "$SERVERS"); do
-	enroll "db$i" --profile server --dns localhost
+	enroll "db$i" --profile "${SRV_PROFILE:-server}" --dns localhost
 	enroll "app$i" --profile client --uri "$TD/app/$i"
 done
-enroll admin --profile client --uri "$ADMIN"
 
 declare -a SRV_P SRV_M SRV_PIDS CON_P CON_PIDS CON_LOGS SRV_LOGS
 for i in $(seq "$SERVERS"); do
@@ -111,10 +110,10 @@ for i in $(seq "$SERVERS"); do
 	[ "${failed:-0}" = 0 ] || p+=("pgbench through server $i: $failed failed transactions")
 	grep -q 'aborted' "$out" && p+=("pgbench through server $i: clients aborted: $(grep aborted "$out" | head -n 3)")
 	total=$((total + ${tx:-0}))
-	[ "$(renewals "${SRV_LOGS[i]}")" -ge 2 ] ||
-		p+=("server $i renewed $(renewals "${SRV_LOGS[i]}") times during the run, expected at least 2")
-	[ "$(renewals "${CON_LOGS[i]}")" -ge 2 ] ||
-		p+=("connector $i renewed $(renewals "${CON_LOGS[i]}") times during the run, expected at least 2")
+	[ "$(renewals "${SRV_LOGS[i]}")" -ge 1 ] ||
+		p+=("server $i renewed $(renewals "${SRV_LOGS[i]}") times during the run, expected at least 1")
+	[ "$(renewals "${CON_LOGS[i]}")" -ge 1 ] ||
+		p+=("connector $i renewed $(renewals "${CON_LOGS[i]}") times during the run, expected at least 1")
 done
 n_renew=0
 for i in $(seq "$SERVERS"); do
@@ -161,9 +160,12 @@ for i in $(seq "$SERVERS"); do
 done
 p=()
 for i in $(seq "$SERVERS"); do
-	wait_for_line "${SRV_LOGS[i]}" "\"identity\":\"$TD/app/1\"" 20 || p+=("server $i never saw application host 1")
+	wait_for_line "${RV_LOGS[i]}" '"event":"conn_open"' 20 "${RV_PIDS[i]}" ||
+		p+=("application host 1's session through server $i did not start")
 done
-sleep 1
+sleep 1 # the sessions' queries are under way
+# the admin enrolls now: its certificate lives LIFETIME too, and no daemon renews it
+enroll admin --profile client --uri "$ADMIN"
 serial=$(openssl x509 -in "$W/app1/cert.pem" -noout -serial | sed 's/^serial=//')
 t0=$(date +%s%N)
 LAST_CMD="mtls ca revoke --ca-url"
@@ -184,7 +186,7 @@ for _ in $(seq 1200); do
 	sleep 0.05
 done
 [ -n "$closed_all" ] || p+=("not every server closed application host 1's live connection within 60 s")
-for i in $(seq "$SERVERS"); do
+[ -n "$closed_all" ] && for i in $(seq "$SERVERS"); do
 	wait_exit "${PSQL_PIDS[i]}" 20
 	[ "$EXIT_RC" != timeout ] || p+=("the live psql session through server $i was still running")
 	query "${RV_P[i]}" "select 'revoked host'"
