@@ -229,6 +229,21 @@ done
 verdict "a daemon started with the enrolled mtls.conf checks revocation (CA2: by push)" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$W/enrolled2.log")"
 
+# enrolled again over it, with CA2: CA1's cached CRL would be in the way of CA2's
+tok=$("$MTLS" ca token --dir "$D2" --profile client --uri "$TD/again" 2>/dev/null) || _lib_die "(setup) mtls ca token"
+[ -s "$W/e1/crl.pem" ] || _lib_die "(setup) no crl.pem in $W/e1"
+LAST_CMD="mtls enroll --force --dir $W/e1 (another CA)"
+MTLS_TOKEN=$tok run "$MTLS" enroll --dir "$W/e1" --force
+p=()
+[ "$RC" = 0 ] || p+=("exit $RC")
+[ ! -e "$W/e1/crl.pem" ] || p+=("the CRL cached for the earlier enrollment is still there")
+grep -qxF "crl-url http://127.0.0.1:$HP2/crl" "$W/e1/mtls.conf" || p+=("mtls.conf does not name CA2's CRL")
+start_tunnel_connector "$W/again.log" --config "$W/e1/mtls.conf" --server 127.0.0.1:9 \
+	--server-name localhost
+[ -s "$W/e1/crl.pem" ] || p+=("no CRL of the new CA fetched")
+stop_bg "$CON_PID"
+report "enroll --force over an enrollment: its cached CRL dropped, the new CA's fetched" "${p[@]+"${p[@]}"}"
+
 if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
 	echo "# --user: the first cache is the user's"
 	U=$TMP/u
