@@ -1,0 +1,737 @@
+/*
+ * An endpoint's OCSP store: the answers about peers' certificates, the staple for its own
+ * certificate, and the jobs (requests to send) its fetcher takes. One store per endpoint,
+ * made with it and shared by all the states it runs on, so that answers survive reloads:
+ * an answer is about one issuer key and serial (its CertID) and is verified against that
+ * issuer when it arrives, so no trust anchor or rule of a state changes what it says.
+ *
+ * Answers are looked up by the decision (verify.c) on every path; a certificate without a
+ * usable answer, or whose answer is past the middle of its validity, becomes due for a
+ * fetch and the endpoint's notify callback is run. The table holds at most the state's
+ * configured number of certificates; the least recently seen goes first. A certificate not
+ * seen for OCSP_IDLE seconds is no longer fetched for. A failed fetch is tried again after
+ * a pause of 1, 2, 4 ... up to OCSP_RETRY_MAX seconds.
+ *
+ * The staple is held with the SHA-256 of the certificate it is for, and served only to
+ * handshakes whose state has that certificate: after a reload to a new certificate, nothing
+ * is stapled until the new one's answer arrives (a job, due at once).
+ *
+ * One mutex guards it all; nothing slow runs under it (no signature check, no callback).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+#include "internal.h"
+
+#define BUCKETS	       1024
+#define OCSP_IDLE      86400 /* seconds after which an unseen certificate is not fetched */
+#define OCSP_RETRY_MAX 60
+
+struct entry {
+	struct entry *next; /* in its bucket */
+	uint8_t key[32];    /* ocsp_key() */
+	ASN1_INTEGER *serial;
+	X509 *issuer; /* referenced: the answers are verified against it */
+	char *url;    /* NULL: no responder known */
+	char who[200];
+	bool answered;
+	struct ocsp_result answer;
+	time_t last_used;
+	time_t retry_at;
+	unsigned failures;
+	char failure[200];
+	bool in_flight;
+};
+
+struct staple {
+	bool set;
+	uint8_t hash[32]; /* of the own certificate it is for */
+	unsigned char *der;
+	size_t len;
+	struct ocsp_result answer;
+	/* fetching for the certificate of failing_hash */
+	uint8_t failing_hash[32];
+	unsigned failures;
+	time_t retry_at;
+	char failure[200];
+	bool in_flight;
+};
+
+struct ocsp_store {
+	atomic_int refs;
+	pthread_mutex_t lock;
+	struct entry *buckets[BUCKETS];
+	size_t count;
+	mtls_ocsp_notify_cb notify;
+	void *notify_arg;
+	struct staple staple;
+};
+
+struct mtls_ocsp_job {
+	struct ocsp_store *store; /* referenced: the job is finished on its endpoint */
+	bool staple;
+	uint8_t key[32]; /* peer: the entry's key; staple: the own certificate's hash */
+	X509 *issuer;
+	ASN1_INTEGER *serial;
+	char *url;
+	char who[200];
+	uint8_t *req;
+	size_t req_len;
+};
+
+struct ocsp_store *ocsp_store_new(void)
+{
+	struct ocsp_store *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	atomic_init(&s->refs, 1);
+	pthread_mutex_init(&s->lock, NULL);
+	return s;
+}
+
+struct ocsp_store *ocsp_store_ref(struct ocsp_store *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+	return s;
+}
+
+static void entry_free(struct entry *e)
+{
+	if (e == NULL)
+		return;
+	ASN1_INTEGER_free(e->serial);
+	X509_free(e->issuer);
+	free(e->url);
+	free(e);
+}
+
+void ocsp_store_unref(struct ocsp_store *s)
+{
+	if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < BUCKETS; i++)
+		while (s->buckets[i] != NULL) {
+			struct entry *e = s->buckets[i];
+
+			s->buckets[i] = e->next;
+			entry_free(e);
+		}
+	free(s->staple.der);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static size_t bucket_of(const uint8_t key[32])
+{
+	uint64_t h;
+
+	memcpy(&h, key, sizeof(h));
+	return (size_t)(h % BUCKETS);
+}
+
+/* Under the lock. */
+static struct entry *find(struct ocsp_store *s, const uint8_t key[32])
+{
+	for (struct entry *e = s->buckets[bucket_of(key)]; e != NULL; e = e->next)
+		if (memcmp(e->key, key, 32) == 0)
+			return e;
+	return NULL;
+}
+
+/* Under the lock: unlink e (not freed). */
+static void unlink_entry(struct ocsp_store *s, struct entry *e)
+{
+	struct entry **pp = &s->buckets[bucket_of(e->key)];
+
+	while (*pp != NULL && *pp != e)
+		pp = &(*pp)->next;
+	if (*pp == e) {
+		*pp = e->next;
+		s->count--;
+	}
+}
+
+/* Under the lock: room for one more within max, by dropping the least recently seen
+ * entries that are not being fetched. Returns what to free after unlocking (a list). */
+static struct entry *make_room(struct ocsp_store *s, size_t max)
+{
+	struct entry *dropped = NULL;
+
+	while (s->count >= max && s->count > 0) {
+		struct entry *oldest = NULL;
+
+		for (size_t i = 0; i < BUCKETS; i++)
+			for (struct entry *e = s->buckets[i]; e != NULL; e = e->next)
+				if (!e->in_flight &&
+				    (oldest == NULL || e->last_used < oldest->last_used))
+					oldest = e;
+		if (oldest == NULL)
+			break;
+		unlink_entry(s, oldest);
+		oldest->next = dropped;
+		dropped = oldest;
+	}
+	return dropped;
+}
+
+static void free_list(struct entry *e)
+{
+	while (e != NULL) {
+		struct entry *next = e->next;
+
+		entry_free(e);
+		e = next;
+	}
+}
+
+/* A new entry for leaf (not linked), or NULL if out of memory. */
+static struct entry *entry_new(const uint8_t key[32], X509 *leaf, X509 *issuer, const char *url)
+{
+	struct entry *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return NULL;
+	memcpy(e->key, key, 32);
+	e->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(leaf));
+	e->url = url != NULL ? strdup(url) : ocsp_url(leaf);
+	if (e->serial == NULL || !X509_up_ref(issuer) || (url != NULL && e->url == NULL)) {
+		entry_free(e);
+		return NULL;
+	}
+	e->issuer = issuer;
+	identity_describe(leaf, e->who, sizeof(e->who));
+	return e;
+}
+
+/* When the answer should be asked for again: the middle of its validity. */
+static time_t refresh_at(const struct ocsp_result *r)
+{
+	return r->this_update + (r->valid_until - r->this_update) / 2;
+}
+
+/* Is a fetch due for e at now (under the lock)? 0 if so, else when it will be (or
+ * (time_t)-1: never, as things stand). */
+static time_t entry_due(const struct entry *e, time_t now)
+{
+	time_t at;
+
+	if (e->url == NULL || e->in_flight || now - e->last_used > OCSP_IDLE)
+		return (time_t)-1;
+	if (e->answered && ocsp_result_final(&e->answer))
+		return (time_t)-1;
+	at = e->answered && ocsp_result_usable(&e->answer, now) ? refresh_at(&e->answer) : 0;
+	if (e->retry_at > at)
+		at = e->retry_at;
+	return at <= now ? 0 : at;
+}
+
+static void retry_later(unsigned *failures, time_t *retry_at, time_t now)
+{
+	unsigned n = *failures < 7 ? *failures : 7;
+	time_t pause = (time_t)1 << n;
+
+	(*failures)++;
+	*retry_at = now + (pause < OCSP_RETRY_MAX ? pause : OCSP_RETRY_MAX);
+}
+
+void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url, size_t max,
+		       bool fetch, time_t now, struct ocsp_seen *out)
+{
+	uint8_t key[32];
+	struct entry *e, *fresh = NULL, *dropped = NULL;
+	bool notify = false;
+	mtls_ocsp_notify_cb cb = NULL;
+	void *arg = NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (ocsp_key(issuer, X509_get0_serialNumber(leaf), key) != 0) {
+		snprintf(out->failure, sizeof(out->failure), "out of memory");
+		return;
+	}
+	/* made before the lock: it reads the certificate's extensions */
+	pthread_mutex_lock(&s->lock);
+	e = find(s, key);
+	pthread_mutex_unlock(&s->lock);
+	if (e == NULL && fetch && max > 0)
+		fresh = entry_new(key, leaf, issuer, url);
+
+	pthread_mutex_lock(&s->lock);
+	e = find(s, key);
+	if (e == NULL && fresh != NULL) {
+		dropped = make_room(s, max);
+		fresh->next = s->buckets[bucket_of(key)];
+		s->buckets[bucket_of(key)] = fresh;
+		s->count++;
+		e = fresh;
+		fresh = NULL;
+	}
+	if (e != NULL) {
+		e->last_used = now;
+		if (e->answered && ocsp_result_usable(&e->answer, now)) {
+			out->answered = true;
+			out->answer = e->answer;
+		}
+		out->no_url = e->url == NULL;
+		snprintf(out->url, sizeof(out->url), "%s", e->url != NULL ? e->url : "");
+		out->failures = e->failures;
+		memcpy(out->failure, e->failure, sizeof(out->failure));
+		notify = fetch && entry_due(e, now) == 0;
+	} else if (fetch) {
+		snprintf(out->failure, sizeof(out->failure), "out of memory");
+	}
+	cb = s->notify;
+	arg = s->notify_arg;
+	pthread_mutex_unlock(&s->lock);
+	entry_free(fresh);
+	free_list(dropped);
+	if (notify && cb != NULL)
+		cb(arg);
+}
+
+void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url,
+		    const struct ocsp_result *r, size_t max, time_t now)
+{
+	uint8_t key[32];
+	struct entry *e, *fresh = NULL, *dropped = NULL;
+
+	if (max == 0 || ocsp_key(issuer, X509_get0_serialNumber(leaf), key) != 0)
+		return;
+	fresh = entry_new(key, leaf, issuer, url);
+	pthread_mutex_lock(&s->lock);
+	e = find(s, key);
+	if (e == NULL && fresh != NULL) {
+		dropped = make_room(s, max);
+		fresh->next = s->buckets[bucket_of(key)];
+		s->buckets[bucket_of(key)] = fresh;
+		s->count++;
+		e = fresh;
+		fresh = NULL;
+	}
+	/* a revocation for good is not undone by an older or other answer */
+	if (e != NULL && !(e->answered && ocsp_result_final(&e->answer) && !ocsp_result_final(r))) {
+		e->answered = true;
+		e->answer = *r;
+		e->last_used = now;
+	}
+	pthread_mutex_unlock(&s->lock);
+	entry_free(fresh);
+	free_list(dropped);
+}
+
+unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], time_t now,
+				 size_t *len)
+{
+	unsigned char *copy = NULL;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->staple.set && memcmp(s->staple.hash, hash, 32) == 0 &&
+	    ocsp_result_usable(&s->staple.answer, now) &&
+	    (copy = OPENSSL_malloc(s->staple.len)) != NULL) {
+		memcpy(copy, s->staple.der, s->staple.len);
+		*len = s->staple.len;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return copy;
+}
+
+void ocsp_store_notify(struct ocsp_store *s)
+{
+	mtls_ocsp_notify_cb cb;
+	void *arg;
+
+	pthread_mutex_lock(&s->lock);
+	cb = s->notify;
+	arg = s->notify_arg;
+	pthread_mutex_unlock(&s->lock);
+	if (cb != NULL)
+		cb(arg);
+}
+
+/* --- the public calls ------------------------------------------------------------------ */
+
+void mtls_endpoint_set_ocsp_notify(struct mtls *e, mtls_ocsp_notify_cb cb, void *arg)
+{
+	if (e == NULL || e->kind == KIND_CONN)
+		return;
+	pthread_mutex_lock(&e->ep.ocsp->lock);
+	e->ep.ocsp->notify = cb;
+	e->ep.ocsp->notify_arg = arg;
+	pthread_mutex_unlock(&e->ep.ocsp->lock);
+}
+
+void mtls_ocsp_job_free(struct mtls_ocsp_job *job)
+{
+	if (job == NULL)
+		return;
+	ocsp_store_unref(job->store);
+	X509_free(job->issuer);
+	ASN1_INTEGER_free(job->serial);
+	free(job->url);
+	free(job->req);
+	free(job);
+}
+
+static struct mtls_ocsp_job *job_new(struct ocsp_store *s, bool staple, const uint8_t key[32],
+				     X509 *issuer, const ASN1_INTEGER *serial, const char *url,
+				     const char *who)
+{
+	struct mtls_ocsp_job *job = calloc(1, sizeof(*job));
+
+	if (job == NULL)
+		return NULL;
+	job->store = ocsp_store_ref(s);
+	job->staple = staple;
+	memcpy(job->key, key, 32);
+	snprintf(job->who, sizeof(job->who), "%s", who);
+	job->serial = ASN1_INTEGER_dup(serial);
+	job->url = strdup(url);
+	if (job->serial == NULL || job->url == NULL || !X509_up_ref(issuer)) {
+		mtls_ocsp_job_free(job);
+		return NULL;
+	}
+	job->issuer = issuer;
+	if (ocsp_request(issuer, serial, &job->req, &job->req_len) != 0) {
+		mtls_ocsp_job_free(job);
+		return NULL;
+	}
+	return job;
+}
+
+static void sooner(time_t *due, time_t at)
+{
+	if (at != (time_t)-1 && (*due == 0 || at < *due))
+		*due = at;
+}
+
+/* The staple job of st, if due (under the lock); else its due time into *due. */
+static bool staple_due(struct ocsp_store *s, const struct state *st, time_t now, time_t *due)
+{
+	struct staple *sp = &s->staple;
+	time_t at = 0;
+
+	if (!st->staples || st->own_issuer == NULL || st->own_ocsp_url == NULL)
+		return false;
+	if (memcmp(sp->failing_hash, st->own_hash, 32) != 0) {
+		/* another certificate now: its failures start from nothing */
+		memcpy(sp->failing_hash, st->own_hash, 32);
+		sp->failures = 0;
+		sp->retry_at = 0;
+		sp->failure[0] = '\0';
+		sp->in_flight = false;
+	}
+	if (sp->in_flight)
+		return false;
+	if (sp->set && memcmp(sp->hash, st->own_hash, 32) == 0 &&
+	    ocsp_result_usable(&sp->answer, now))
+		at = ocsp_result_final(&sp->answer) ? (time_t)-1 : refresh_at(&sp->answer);
+	if (at != (time_t)-1 && sp->retry_at > at)
+		at = sp->retry_at;
+	if (at != (time_t)-1 && at <= now)
+		return true;
+	sooner(due, at);
+	return false;
+}
+
+struct mtls_ocsp_job *mtls_ocsp_job_next(struct mtls *e, time_t *due)
+{
+	struct state *st;
+	struct ocsp_store *s;
+	struct entry *pick = NULL;
+	time_t now = time(NULL), pick_at = 0, when = 0;
+	struct mtls_ocsp_job *job = NULL;
+	bool staple;
+
+	if (due != NULL)
+		*due = 0;
+	if (e == NULL || e->kind == KIND_CONN || (st = endpoint_state(e)) == NULL)
+		return NULL;
+	s = e->ep.ocsp;
+	pthread_mutex_lock(&s->lock);
+	staple = staple_due(s, st, now, &when);
+	if (staple) {
+		s->staple.in_flight = true;
+	} else if (st->config->ocsp_mode != MTLS_OCSP_OFF) {
+		/* the one due first; those without an answer before refreshes */
+		for (size_t i = 0; i < BUCKETS; i++)
+			for (struct entry *x = s->buckets[i]; x != NULL; x = x->next) {
+				time_t at = entry_due(x, now);
+
+				if (at == 0) {
+					time_t rank = x->answered ? refresh_at(&x->answer) : 0;
+
+					if (pick == NULL || rank < pick_at) {
+						pick = x;
+						pick_at = rank;
+					}
+				} else {
+					sooner(&when, at);
+				}
+			}
+		if (pick != NULL)
+			pick->in_flight = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	/* the entry stays while in flight (make_room() skips it), and its fields other than
+	 * the answer and the fetch state never change */
+	if (staple) {
+		char who[200];
+
+		identity_describe(st->own_leaf, who, sizeof(who));
+		job = job_new(s, true, st->own_hash, st->own_issuer,
+			      X509_get0_serialNumber(st->own_leaf), st->own_ocsp_url, who);
+		if (job == NULL) {
+			pthread_mutex_lock(&s->lock);
+			s->staple.in_flight = false;
+			pthread_mutex_unlock(&s->lock);
+		}
+	} else if (pick != NULL) {
+		job = job_new(s, false, pick->key, pick->issuer, pick->serial, pick->url,
+			      pick->who);
+		if (job == NULL) {
+			pthread_mutex_lock(&s->lock);
+			pick->in_flight = false;
+			pthread_mutex_unlock(&s->lock);
+		}
+	}
+	state_unref(st);
+	if (job == NULL && due != NULL)
+		*due = when;
+	return job;
+}
+
+const uint8_t *mtls_ocsp_job_request(const struct mtls_ocsp_job *job, size_t *len)
+{
+	*len = job != NULL ? job->req_len : 0;
+	return job != NULL ? job->req : NULL;
+}
+
+const char *mtls_ocsp_job_url(const struct mtls_ocsp_job *job)
+{
+	return job != NULL ? job->url : NULL;
+}
+
+const char *mtls_ocsp_job_subject(const struct mtls_ocsp_job *job)
+{
+	return job != NULL ? job->who : NULL;
+}
+
+int mtls_ocsp_job_is_staple(const struct mtls_ocsp_job *job)
+{
+	return job != NULL && job->staple;
+}
+
+/* The fetch of job ended without an answer to keep (under the lock). */
+static void job_failed(struct ocsp_store *s, const struct mtls_ocsp_job *job, const char *why,
+		       time_t now)
+{
+	struct entry *e;
+
+	if (job->staple) {
+		struct staple *sp = &s->staple;
+
+		if (memcmp(sp->failing_hash, job->key, 32) == 0) {
+			sp->in_flight = false;
+			retry_later(&sp->failures, &sp->retry_at, now);
+			snprintf(sp->failure, sizeof(sp->failure), "%s", why);
+		}
+		return;
+	}
+	if ((e = find(s, job->key)) != NULL) {
+		e->in_flight = false;
+		retry_later(&e->failures, &e->retry_at, now);
+		snprintf(e->failure, sizeof(e->failure), "%s", why);
+	}
+}
+
+void mtls_ocsp_job_failed(struct mtls *endpoint, struct mtls_ocsp_job *job, const char *why)
+{
+	(void)endpoint;
+	if (job == NULL)
+		return;
+	pthread_mutex_lock(&job->store->lock);
+	job_failed(job->store, job, why != NULL && why[0] != '\0' ? why : "the fetch failed",
+		   time(NULL));
+	pthread_mutex_unlock(&job->store->lock);
+	mtls_ocsp_job_free(job);
+}
+
+static enum mtls_ocsp_status status_of(int ocsp_status)
+{
+	return ocsp_status == V_OCSP_CERTSTATUS_GOOD	  ? MTLS_OCSP_STATUS_GOOD
+	       : ocsp_status == V_OCSP_CERTSTATUS_REVOKED ? MTLS_OCSP_STATUS_REVOKED
+							  : MTLS_OCSP_STATUS_UNKNOWN;
+}
+
+/* Keep a verified staple (DER copied) for the own certificate of hash (under the lock). */
+static int keep_staple(struct ocsp_store *s, const uint8_t hash[32], const uint8_t *der, size_t len,
+		       const struct ocsp_result *r)
+{
+	unsigned char *copy = malloc(len);
+
+	if (copy == NULL)
+		return -1;
+	memcpy(copy, der, len);
+	free(s->staple.der);
+	s->staple.der = copy;
+	s->staple.len = len;
+	s->staple.answer = *r;
+	memcpy(s->staple.hash, hash, 32);
+	s->staple.set = true;
+	return 0;
+}
+
+int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const uint8_t *der,
+		       size_t len, int *recheck)
+{
+	struct ocsp_store *s;
+	struct ocsp_result r;
+	struct error *err;
+	char why[300];
+	time_t now = time(NULL);
+	int rc;
+
+	if (recheck != NULL)
+		*recheck = 0;
+	if (endpoint == NULL || endpoint->kind == KIND_CONN || job == NULL) {
+		if (endpoint != NULL && job == NULL)
+			error_set(endpoint_err(endpoint), MTLS_REASON_USAGE,
+				  "mtls_ocsp_job_done needs a job");
+		mtls_ocsp_job_free(job);
+		return -1;
+	}
+	err = endpoint_err(endpoint);
+	s = job->store;
+	if (s != endpoint->ep.ocsp) {
+		mtls_ocsp_job_failed(endpoint, job, "finished on another endpoint");
+		return error_set(err, MTLS_REASON_USAGE,
+				 "an OCSP job must be finished on the endpoint it came from");
+	}
+	if (ocsp_check_response(der, len, job->issuer, job->serial, now, &r, why, sizeof(why)) !=
+	    0) {
+		char msg[400];
+
+		snprintf(msg, sizeof(msg), "answer refused: %s", why);
+		pthread_mutex_lock(&s->lock);
+		job_failed(s, job, msg, now);
+		pthread_mutex_unlock(&s->lock);
+		error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+			  "the OCSP answer from %s about %s was refused: %s", job->url, job->who,
+			  why);
+		mtls_ocsp_job_free(job);
+		return -1;
+	}
+	rc = status_of(r.status);
+	pthread_mutex_lock(&s->lock);
+	if (job->staple) {
+		if (memcmp(s->staple.failing_hash, job->key, 32) == 0) {
+			s->staple.in_flight = false;
+			s->staple.failures = 0;
+			s->staple.retry_at = 0;
+			s->staple.failure[0] = '\0';
+		}
+		if (keep_staple(s, job->key, der, len, &r) != 0)
+			rc = -1;
+	} else {
+		struct entry *e = find(s, job->key);
+
+		if (e != NULL) {
+			bool was_bad = e->answered && e->answer.status != V_OCSP_CERTSTATUS_GOOD;
+			bool same = e->answered && e->answer.status == r.status;
+
+			e->in_flight = false;
+			e->failures = 0;
+			e->retry_at = 0;
+			e->failure[0] = '\0';
+			if (!(e->answered && ocsp_result_final(&e->answer))) {
+				e->answer = r;
+				e->answered = true;
+			}
+			if (recheck != NULL && r.status != V_OCSP_CERTSTATUS_GOOD &&
+			    !(same && was_bad))
+				*recheck = 1;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	mtls_ocsp_job_free(job);
+	if (rc < 0)
+		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+	error_clear(err);
+	return rc;
+}
+
+int mtls_endpoint_set_ocsp_staple(struct mtls *e, const uint8_t *der, size_t len)
+{
+	struct state *st;
+	struct ocsp_result r;
+	struct error *err;
+	char why[300], who[200];
+	int rc = -1;
+
+	if (e == NULL || e->kind != KIND_SERVER || der == NULL) {
+		if (e != NULL)
+			error_set(endpoint_err(e), MTLS_REASON_USAGE,
+				  "mtls_endpoint_set_ocsp_staple needs a server endpoint and an "
+				  "answer");
+		return -1;
+	}
+	err = endpoint_err(e);
+	st = endpoint_state(e);
+	if (st == NULL || st->own_leaf == NULL || st->own_issuer == NULL) {
+		state_unref(st);
+		return error_set(err, MTLS_REASON_CONFIG,
+				 "the endpoint has no certificate with a known issuer to staple an "
+				 "answer for; configure its certificate with its chain");
+	}
+	identity_describe(st->own_leaf, who, sizeof(who));
+	if (ocsp_check_response(der, len, st->own_issuer, X509_get0_serialNumber(st->own_leaf),
+				time(NULL), &r, why, sizeof(why)) != 0) {
+		error_set(err, MTLS_REASON_BAD_CERTIFICATE,
+			  "OCSP staple refused for the own certificate (%s): %s", who, why);
+	} else {
+		pthread_mutex_lock(&e->ep.ocsp->lock);
+		rc = keep_staple(e->ep.ocsp, st->own_hash, der, len, &r);
+		pthread_mutex_unlock(&e->ep.ocsp->lock);
+		if (rc != 0)
+			error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+		else
+			error_clear(err);
+	}
+	state_unref(st);
+	return rc;
+}
+
+int mtls_endpoint_ocsp_staple_times(const struct mtls *e, time_t *this_update, time_t *next_update)
+{
+	struct state *st;
+	int rc = -1;
+
+	if (e == NULL || e->kind == KIND_CONN)
+		return -1;
+	st = endpoint_state((struct mtls *)(uintptr_t)e);
+	if (st == NULL)
+		return -1;
+	pthread_mutex_lock(&e->ep.ocsp->lock);
+	if (e->ep.ocsp->staple.set && memcmp(e->ep.ocsp->staple.hash, st->own_hash, 32) == 0) {
+		*this_update = e->ep.ocsp->staple.answer.this_update;
+		*next_update = e->ep.ocsp->staple.answer.valid_until;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&e->ep.ocsp->lock);
+	state_unref(st);
+	return rc;
+}
+
+size_t mtls_endpoint_ocsp_cache_entries(const struct mtls *e)
+{
+	size_t n;
+
+	if (e == NULL || e->kind == KIND_CONN)
+		return 0;
+	pthread_mutex_lock(&e->ep.ocsp->lock);
+	n = e->ep.ocsp->count;
+	pthread_mutex_unlock(&e->ep.ocsp->lock);
+	return n;
+}
