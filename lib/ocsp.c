@@ -186,6 +186,8 @@ static X509 *find_signer(OCSP_BASICRESP *bs, X509 *issuer, time_t now, const cha
 	       "the issuer issued";
 	if (OCSP_resp_get0_id(bs, &keyhash, &name) != 1)
 		return NULL;
+	if (n < 0) /* no certificates: sk_X509_num(NULL) is -1 */
+		n = 0;
 	if (n > OCSP_SIGNER_CANDIDATES)
 		n = OCSP_SIGNER_CANDIDATES;
 	for (int i = -1; i < n; i++) {
@@ -225,7 +227,7 @@ static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *issuer, const ASN1
 {
 	int n = OCSP_resp_count(bs);
 
-	if (n > OCSP_SINGLE_MAX)
+	if (n > OCSP_SINGLE_MAX) /* (a negative count loops not at all) */
 		n = OCSP_SINGLE_MAX;
 	for (int i = 0; i < n; i++) {
 		OCSP_SINGLERESP *single = OCSP_resp_get0(bs, i);

@@ -362,7 +362,7 @@ void mtls_endpoint_set_ocsp_notify(struct mtls *e, mtls_ocsp_notify_cb cb, void 
 	pthread_mutex_unlock(&e->ep.ocsp->lock);
 }
 
-void mtls_ocsp_job_free(struct mtls_ocsp_job *job)
+static void job_release(struct mtls_ocsp_job *job)
 {
 	if (job == NULL)
 		return;
@@ -372,6 +372,30 @@ void mtls_ocsp_job_free(struct mtls_ocsp_job *job)
 	free(job->url);
 	free(job->req);
 	free(job);
+}
+
+/* Under the lock: the job's entry (or staple) is no longer being fetched. */
+static void not_in_flight(struct ocsp_store *s, const struct mtls_ocsp_job *job)
+{
+	struct entry *e;
+
+	if (job->staple) {
+		if (memcmp(s->staple.failing_hash, job->key, 32) == 0)
+			s->staple.in_flight = false;
+	} else if ((e = find(s, job->key)) != NULL) {
+		e->in_flight = false;
+	}
+}
+
+void mtls_ocsp_job_free(struct mtls_ocsp_job *job)
+{
+	if (job == NULL)
+		return;
+	/* dropped without an outcome: its certificate may be asked for again */
+	pthread_mutex_lock(&job->store->lock);
+	not_in_flight(job->store, job);
+	pthread_mutex_unlock(&job->store->lock);
+	job_release(job);
 }
 
 static struct mtls_ocsp_job *job_new(struct ocsp_store *s, bool staple, const uint8_t key[32],
@@ -389,12 +413,12 @@ static struct mtls_ocsp_job *job_new(struct ocsp_store *s, bool staple, const ui
 	job->serial = ASN1_INTEGER_dup(serial);
 	job->url = strdup(url);
 	if (job->serial == NULL || job->url == NULL || !X509_up_ref(issuer)) {
-		mtls_ocsp_job_free(job);
+		job_release(job);
 		return NULL;
 	}
 	job->issuer = issuer;
 	if (ocsp_request(issuer, serial, &job->req, &job->req_len) != 0) {
-		mtls_ocsp_job_free(job);
+		job_release(job);
 		return NULL;
 	}
 	return job;
@@ -555,7 +579,7 @@ void mtls_ocsp_job_failed(struct mtls *endpoint, struct mtls_ocsp_job *job, cons
 	job_failed(job->store, job, why != NULL && why[0] != '\0' ? why : "the fetch failed",
 		   time(NULL));
 	pthread_mutex_unlock(&job->store->lock);
-	mtls_ocsp_job_free(job);
+	job_release(job);
 }
 
 static enum mtls_ocsp_status status_of(int ocsp_status)
@@ -609,8 +633,8 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 		return error_set(err, MTLS_REASON_USAGE,
 				 "an OCSP job must be finished on the endpoint it came from");
 	}
-	if (ocsp_check_response(der, len, job->issuer, job->serial, now, &r, why, sizeof(why)) !=
-	    0) {
+	if (ocsp_check_response(der, der != NULL ? len : 0, job->issuer, job->serial, now, &r, why,
+				sizeof(why)) != 0) {
 		char msg[400];
 
 		snprintf(msg, sizeof(msg), "answer refused: %s", why);
@@ -620,7 +644,7 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 		error_set(err, MTLS_REASON_BAD_CERTIFICATE,
 			  "the OCSP answer from %s about %s was refused: %s", job->url, job->who,
 			  why);
-		mtls_ocsp_job_free(job);
+		job_release(job);
 		return -1;
 	}
 	rc = status_of(r.status);
@@ -655,7 +679,7 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
-	mtls_ocsp_job_free(job);
+	job_release(job);
 	if (rc < 0)
 		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	error_clear(err);
