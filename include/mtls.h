@@ -470,8 +470,10 @@ void mtls_ocsp_job_free(struct mtls_ocsp_job *job);
  * way than a job. Checked as mtls_ocsp_job_done() checks one. 0, or -1 (reason and message
  * on the endpoint). Thread-safe. */
 int mtls_endpoint_set_ocsp_staple(struct mtls *endpoint, const uint8_t *der, size_t len);
-/* The staple held for the endpoint's current certificate: 0 and its thisUpdate and the end
- * of its validity (nextUpdate), or -1 if none. */
+/* The staple held for the endpoint's current certificate: 1 and its thisUpdate and the end
+ * of its validity (nextUpdate, or earlier: see ocsp.c), 0 if the endpoint staples but holds
+ * none for it (both times 0), -1 if it does not staple. A staple past its validity is no
+ * longer served. */
 int mtls_endpoint_ocsp_staple_times(const struct mtls *endpoint, time_t *this_update,
 				    time_t *next_update);
 /* OCSP answers the endpoint keeps about peers now. */

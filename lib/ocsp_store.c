@@ -734,14 +734,16 @@ int mtls_endpoint_ocsp_staple_times(const struct mtls *e, time_t *this_update, t
 
 	if (e == NULL || e->kind == KIND_CONN)
 		return -1;
+	*this_update = *next_update = 0;
 	st = endpoint_state((struct mtls *)(uintptr_t)e);
 	if (st == NULL)
 		return -1;
+	rc = st->staples ? 0 : -1;
 	pthread_mutex_lock(&e->ep.ocsp->lock);
 	if (e->ep.ocsp->staple.set && memcmp(e->ep.ocsp->staple.hash, st->own_hash, 32) == 0) {
 		*this_update = e->ep.ocsp->staple.answer.this_update;
 		*next_update = e->ep.ocsp->staple.answer.valid_until;
-		rc = 0;
+		rc = 1;
 	}
 	pthread_mutex_unlock(&e->ep.ocsp->lock);
 	state_unref(st);

@@ -40,6 +40,10 @@ struct tunnel_options {
 	const char *crl_url;	 /* fetched into crl_cache (crlfetch.h) */
 	const char *crl_refresh; /* a duration; NULL: 60s */
 	const char *crl_cache;
+	const char *ocsp;     /* peer checking: off, soft-fail, hard-fail; NULL: off */
+	const char *ocsp_url; /* the responder instead of the certificates' own */
+	int ocsp_staple;      /* server: staple an answer for the own certificate */
+	long long ocsp_cache; /* answers kept */
 	struct tunnel_list allow_uri;
 	struct tunnel_list allow_dns;
 	struct tunnel_list allow_cn;
