@@ -488,6 +488,8 @@ void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *
  * the own certificate of SHA-256 hash, if it counts at now; NULL if none. */
 unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], time_t now,
 				 size_t *len);
+/* Does it hold no answer about any peer (read without the lock: a hint)? */
+bool ocsp_store_empty(struct ocsp_store *s);
 /* Run the endpoint's notify callback (a request may be due). */
 void ocsp_store_notify(struct ocsp_store *s);
 

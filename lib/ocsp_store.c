@@ -63,7 +63,7 @@ struct ocsp_store {
 	atomic_int refs;
 	pthread_mutex_t lock;
 	struct entry *buckets[BUCKETS];
-	size_t count;
+	atomic_size_t count; /* changed under the lock; read without it by ocsp_store_empty() */
 	mtls_ocsp_notify_cb notify;
 	void *notify_arg;
 	struct staple staple;
@@ -335,6 +335,11 @@ unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], t
 	}
 	pthread_mutex_unlock(&s->lock);
 	return copy;
+}
+
+bool ocsp_store_empty(struct ocsp_store *s)
+{
+	return atomic_load(&s->count) == 0;
 }
 
 void ocsp_store_notify(struct ocsp_store *s)

@@ -582,12 +582,18 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 	bool stapled = false, must;
 	X509 *leaf, *issuer;
 
+	if (rq->ocsp_out != NULL)
+		*rq->ocsp_out = MTLS_OCSP_RESULT_NONE;
 	if (sk_X509_num(chain) < 2)
 		return 0; /* a trust anchor as the peer's own: nothing above it to answer */
 	leaf = sk_X509_value(chain, 0);
 	issuer = sk_X509_value(chain, 1);
-	identity_describe(leaf, who, sizeof(who));
 	must = rq->staple_round && !rq->peer_is_client && ocsp_must_staple(leaf);
+	/* off, nothing stapled, nothing known: the common case costs no more than this */
+	if (c->ocsp_mode == MTLS_OCSP_OFF && rq->staple == NULL && !must &&
+	    ocsp_store_empty(rq->st->ocsp))
+		return 0;
+	identity_describe(leaf, who, sizeof(who));
 	if (rq->staple != NULL &&
 	    ocsp_check_response(rq->staple, rq->staple_len, issuer, X509_get0_serialNumber(leaf),
 				now, &staple, why, sizeof(why)) == 0) {
@@ -595,6 +601,9 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 		/* remembered for resumptions and re-checks, which carry no staple */
 		ocsp_store_put(rq->st->ocsp, leaf, issuer, c->ocsp_url, &staple,
 			       c->ocsp_cache_slots, now);
+	} else if (rq->staple != NULL && !must) {
+		warn(warning, warning_len,
+		     "the server stapled an unusable OCSP answer, taken as none: %s", why);
 	}
 	if (stapled && staple.status == V_OCSP_CERTSTATUS_REVOKED) {
 		found->error = X509_V_ERR_CERT_REVOKED;
