@@ -47,7 +47,7 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"ocsp-url", OPT_STRING, O(ocsp_url), "URL",                                       \
 		 "ask this OCSP responder instead of the one the certificates name"},              \
 		{"ocsp-cache", OPT_INT, O(ocsp_cache), "N",                                        \
-		 "OCSP answers kept, one per peer certificate (default 4096)"},                    \
+		 "OCSP answers kept, one per peer certificate (default 4096; 1 to 65536)"},        \
 		{"allow-uri", OPT_LIST, O(allow_uri), "PATTERN",                                   \
 		 "allow peers with this URI SAN (a path segment may be *)"},                       \
 		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \

@@ -221,8 +221,8 @@ int mtls_config_set_ocsp_url(struct mtls_config *config, const char *url);
  * certificate). mtls_configure() then fails if the certificate's issuer (in the chain file
  * or the CA bundle) or a responder URL cannot be found. */
 int mtls_config_set_ocsp_staple(struct mtls_config *config, int on);
-/* Answers an endpoint keeps, one per certificate (default 4096); the least recently used
- * goes first. */
+/* Answers an endpoint keeps, one per certificate (default 4096; 1 to 65536); the least
+ * recently used goes first. */
 #define MTLS_OCSP_CACHE_DEFAULT 4096
 int mtls_config_set_ocsp_cache(struct mtls_config *config, size_t entries);
 

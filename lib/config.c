@@ -507,9 +507,9 @@ int mtls_config_set_ocsp_staple(struct mtls_config *c, int on)
 
 int mtls_config_set_ocsp_cache(struct mtls_config *c, size_t entries)
 {
-	if (entries > 1u << 20)
+	if (entries < 1 || entries > 1u << 16)
 		return error_set(&c->err, MTLS_REASON_USAGE,
-				 "OCSP cache size must be between 0 and 1048576 entries");
+				 "OCSP cache size must be between 1 and 65536 entries");
 	c->ocsp_cache_slots = entries;
 	return 0;
 }

@@ -691,7 +691,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		{"verify-cache", o->verify_cache, 0, 1 << 20, "entries (0: off)"},
 		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
 		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
-		{"ocsp-cache", o->ocsp_cache, 0, 1 << 20, "entries"},
+		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, "entries"},
 	};
 
 	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
