@@ -7,10 +7,14 @@
  *
  * Answers are looked up by the decision (verify.c) on every path; a certificate without a
  * usable answer, or whose answer is past the middle of its validity, becomes due for a
- * fetch and the endpoint's notify callback is run. The table holds at most the state's
- * configured number of certificates; the least recently seen goes first. A certificate not
- * seen for OCSP_IDLE seconds is no longer fetched for. A failed fetch is tried again after
- * a pause of 1, 2, 4 ... up to OCSP_RETRY_MAX seconds.
+ * fetch: it joins the queue of wanted ones and the endpoint's notify callback is run. The
+ * fetcher takes jobs from that queue; answers due for a refresh while nobody looks them up
+ * (the peer of a long connection) and failed fetches due again join it by a sweep of the
+ * table, when one is due and at most once a second (a job that ends brings the next sweep
+ * forward to when its certificate is due again). The table holds at most the state's
+ * configured number of certificates, in order of use: the least recently seen goes first.
+ * A certificate not seen for OCSP_IDLE seconds is no longer fetched for. A failed fetch is
+ * tried again after a pause of 1, 2, 4 ... up to OCSP_RETRY_MAX seconds.
  *
  * The staple is held with the SHA-256 of the certificate it is for, and served only to
  * handshakes whose state has that certificate: after a reload to a new certificate, nothing
@@ -28,10 +32,14 @@
 #define BUCKETS	       1024
 #define OCSP_IDLE      86400 /* seconds after which an unseen certificate is not fetched */
 #define OCSP_RETRY_MAX 60
+#define OCSP_SWEEP_MAX 60 /* seconds between two sweeps with nothing due sooner */
 
 struct entry {
-	struct entry *next; /* in its bucket */
-	uint8_t key[32];    /* ocsp_key() */
+	struct entry *next;		     /* in its bucket */
+	struct entry *newer, *older;	     /* in the order of use */
+	struct entry *want_prev, *want_next; /* in the queue of wanted ones */
+	bool queued;
+	uint8_t key[32]; /* ocsp_key() */
 	ASN1_INTEGER *serial;
 	X509 *issuer; /* referenced: the answers are verified against it */
 	char *url;    /* NULL: no responder known */
@@ -64,6 +72,9 @@ struct ocsp_store {
 	pthread_mutex_t lock;
 	struct entry *buckets[BUCKETS];
 	atomic_size_t count; /* changed under the lock; read without it by ocsp_store_empty() */
+	struct entry *newest, *oldest; /* the order of use */
+	struct entry *want_head, *want_tail;
+	time_t sweep_at; /* the next sweep of the whole table for what is due */
 	mtls_ocsp_notify_cb notify;
 	void *notify_arg;
 	struct staple staple;
@@ -141,7 +152,65 @@ static struct entry *find(struct ocsp_store *s, const uint8_t key[32])
 	return NULL;
 }
 
-/* Under the lock: unlink e (not freed). */
+/* Under the lock: e joins (or leaves) the queue of wanted ones. */
+static void want(struct ocsp_store *s, struct entry *e)
+{
+	if (e->queued)
+		return;
+	e->queued = true;
+	e->want_next = NULL;
+	e->want_prev = s->want_tail;
+	if (s->want_tail != NULL)
+		s->want_tail->want_next = e;
+	else
+		s->want_head = e;
+	s->want_tail = e;
+}
+
+static void unwant(struct ocsp_store *s, struct entry *e)
+{
+	if (!e->queued)
+		return;
+	e->queued = false;
+	if (e->want_prev != NULL)
+		e->want_prev->want_next = e->want_next;
+	else
+		s->want_head = e->want_next;
+	if (e->want_next != NULL)
+		e->want_next->want_prev = e->want_prev;
+	else
+		s->want_tail = e->want_prev;
+	e->want_prev = e->want_next = NULL;
+}
+
+/* Under the lock: e leaves the order of use / becomes its newest. */
+static void unuse(struct ocsp_store *s, struct entry *e)
+{
+	if (e->newer != NULL)
+		e->newer->older = e->older;
+	else if (s->newest == e)
+		s->newest = e->older;
+	if (e->older != NULL)
+		e->older->newer = e->newer;
+	else if (s->oldest == e)
+		s->oldest = e->newer;
+	e->newer = e->older = NULL;
+}
+
+static void use(struct ocsp_store *s, struct entry *e)
+{
+	if (s->newest == e)
+		return;
+	unuse(s, e);
+	e->older = s->newest;
+	if (s->newest != NULL)
+		s->newest->newer = e;
+	s->newest = e;
+	if (s->oldest == NULL)
+		s->oldest = e;
+}
+
+/* Under the lock: unlink e from everything (not freed). */
 static void unlink_entry(struct ocsp_store *s, struct entry *e)
 {
 	struct entry **pp = &s->buckets[bucket_of(e->key)];
@@ -152,27 +221,25 @@ static void unlink_entry(struct ocsp_store *s, struct entry *e)
 		*pp = e->next;
 		s->count--;
 	}
+	unuse(s, e);
+	unwant(s, e);
 }
 
 /* Under the lock: room for one more within max, by dropping the least recently seen
  * entries that are not being fetched. Returns what to free after unlocking (a list). */
 static struct entry *make_room(struct ocsp_store *s, size_t max)
 {
-	struct entry *dropped = NULL;
+	struct entry *dropped = NULL, *e = s->oldest;
 
-	while (s->count >= max && s->count > 0) {
-		struct entry *oldest = NULL;
+	while (s->count >= max && e != NULL) {
+		struct entry *newer = e->newer;
 
-		for (size_t i = 0; i < BUCKETS; i++)
-			for (struct entry *e = s->buckets[i]; e != NULL; e = e->next)
-				if (!e->in_flight &&
-				    (oldest == NULL || e->last_used < oldest->last_used))
-					oldest = e;
-		if (oldest == NULL)
-			break;
-		unlink_entry(s, oldest);
-		oldest->next = dropped;
-		dropped = oldest;
+		if (!e->in_flight) {
+			unlink_entry(s, e);
+			e->next = dropped;
+			dropped = e;
+		}
+		e = newer;
 	}
 	return dropped;
 }
@@ -228,6 +295,18 @@ static time_t entry_due(const struct entry *e, time_t now)
 	return at <= now ? 0 : at;
 }
 
+/* Under the lock: e's fetch ended (or was dropped); the next sweep comes no later than e
+ * is due again. */
+static void landed(struct ocsp_store *s, struct entry *e, time_t now)
+{
+	time_t at;
+
+	e->in_flight = false;
+	at = entry_due(e, now);
+	if (at != (time_t)-1 && at < s->sweep_at)
+		s->sweep_at = at == 0 ? now : at;
+}
+
 static void retry_later(unsigned *failures, time_t *retry_at, time_t now)
 {
 	unsigned n = *failures < 7 ? *failures : 7;
@@ -237,11 +316,41 @@ static void retry_later(unsigned *failures, time_t *retry_at, time_t now)
 	*retry_at = now + (pause < OCSP_RETRY_MAX ? pause : OCSP_RETRY_MAX);
 }
 
+/* leaf's entry, made (outside the lock) and linked if new and max allows; NULL if it has
+ * none. The lock is held on return; *dropped and *spare are to free after unlocking. */
+static struct entry *entry_of(struct ocsp_store *s, const uint8_t key[32], X509 *leaf, X509 *issuer,
+			      const char *url, size_t max, bool make, struct entry **dropped,
+			      struct entry **spare)
+{
+	struct entry *e, *fresh = NULL;
+
+	*dropped = *spare = NULL;
+	pthread_mutex_lock(&s->lock);
+	e = find(s, key);
+	if (e != NULL || !make || max == 0)
+		return e;
+	/* made without the lock: it reads the certificate's extensions */
+	pthread_mutex_unlock(&s->lock);
+	fresh = entry_new(key, leaf, issuer, url);
+	pthread_mutex_lock(&s->lock);
+	e = find(s, key);
+	if (e != NULL || fresh == NULL) {
+		*spare = fresh;
+		return e;
+	}
+	*dropped = make_room(s, max);
+	fresh->next = s->buckets[bucket_of(key)];
+	s->buckets[bucket_of(key)] = fresh;
+	s->count++;
+	use(s, fresh);
+	return fresh;
+}
+
 void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url, size_t max,
 		       bool fetch, time_t now, struct ocsp_seen *out)
 {
 	uint8_t key[32];
-	struct entry *e, *fresh = NULL, *dropped = NULL;
+	struct entry *e, *spare, *dropped;
 	bool notify = false;
 	mtls_ocsp_notify_cb cb = NULL;
 	void *arg = NULL;
@@ -251,25 +360,10 @@ void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const cha
 		snprintf(out->failure, sizeof(out->failure), "out of memory");
 		return;
 	}
-	/* made before the lock: it reads the certificate's extensions */
-	pthread_mutex_lock(&s->lock);
-	e = find(s, key);
-	pthread_mutex_unlock(&s->lock);
-	if (e == NULL && fetch && max > 0)
-		fresh = entry_new(key, leaf, issuer, url);
-
-	pthread_mutex_lock(&s->lock);
-	e = find(s, key);
-	if (e == NULL && fresh != NULL) {
-		dropped = make_room(s, max);
-		fresh->next = s->buckets[bucket_of(key)];
-		s->buckets[bucket_of(key)] = fresh;
-		s->count++;
-		e = fresh;
-		fresh = NULL;
-	}
+	e = entry_of(s, key, leaf, issuer, url, max, fetch, &dropped, &spare);
 	if (e != NULL) {
 		e->last_used = now;
+		use(s, e);
 		if (e->answered && ocsp_result_usable(&e->answer, now)) {
 			out->answered = true;
 			out->answer = e->answer;
@@ -278,14 +372,17 @@ void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const cha
 		snprintf(out->url, sizeof(out->url), "%s", e->url != NULL ? e->url : "");
 		out->failures = e->failures;
 		memcpy(out->failure, e->failure, sizeof(out->failure));
-		notify = fetch && entry_due(e, now) == 0;
+		if (fetch && !e->queued && entry_due(e, now) == 0) {
+			want(s, e);
+			notify = true;
+		}
 	} else if (fetch) {
 		snprintf(out->failure, sizeof(out->failure), "out of memory");
 	}
 	cb = s->notify;
 	arg = s->notify_arg;
 	pthread_mutex_unlock(&s->lock);
-	entry_free(fresh);
+	entry_free(spare);
 	free_list(dropped);
 	if (notify && cb != NULL)
 		cb(arg);
@@ -295,29 +392,20 @@ void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *
 		    const struct ocsp_result *r, size_t max, time_t now)
 {
 	uint8_t key[32];
-	struct entry *e, *fresh = NULL, *dropped = NULL;
+	struct entry *e, *spare, *dropped;
 
-	if (max == 0 || ocsp_key(issuer, X509_get0_serialNumber(leaf), key) != 0)
+	if (ocsp_key(issuer, X509_get0_serialNumber(leaf), key) != 0)
 		return;
-	fresh = entry_new(key, leaf, issuer, url);
-	pthread_mutex_lock(&s->lock);
-	e = find(s, key);
-	if (e == NULL && fresh != NULL) {
-		dropped = make_room(s, max);
-		fresh->next = s->buckets[bucket_of(key)];
-		s->buckets[bucket_of(key)] = fresh;
-		s->count++;
-		e = fresh;
-		fresh = NULL;
-	}
+	e = entry_of(s, key, leaf, issuer, url, max, true, &dropped, &spare);
 	/* a revocation for good is not undone by an older or other answer */
 	if (e != NULL && !(e->answered && ocsp_result_final(&e->answer) && !ocsp_result_final(r))) {
 		e->answered = true;
 		e->answer = *r;
 		e->last_used = now;
+		use(s, e);
 	}
 	pthread_mutex_unlock(&s->lock);
-	entry_free(fresh);
+	entry_free(spare);
 	free_list(dropped);
 }
 
@@ -388,7 +476,7 @@ static void not_in_flight(struct ocsp_store *s, const struct mtls_ocsp_job *job)
 		if (memcmp(s->staple.failing_hash, job->key, 32) == 0)
 			s->staple.in_flight = false;
 	} else if ((e = find(s, job->key)) != NULL) {
-		e->in_flight = false;
+		landed(s, e, time(NULL));
 	}
 }
 
@@ -469,7 +557,7 @@ struct mtls_ocsp_job *mtls_ocsp_job_next(struct mtls *e, time_t *due)
 	struct state *st;
 	struct ocsp_store *s;
 	struct entry *pick = NULL;
-	time_t now = time(NULL), pick_at = 0, when = 0;
+	time_t now = time(NULL), when = 0;
 	struct mtls_ocsp_job *job = NULL;
 	bool staple;
 
@@ -483,22 +571,35 @@ struct mtls_ocsp_job *mtls_ocsp_job_next(struct mtls *e, time_t *due)
 	if (staple) {
 		s->staple.in_flight = true;
 	} else if (st->config->ocsp_mode != MTLS_OCSP_OFF) {
-		/* the one due first; those without an answer before refreshes */
-		for (size_t i = 0; i < BUCKETS; i++)
-			for (struct entry *x = s->buckets[i]; x != NULL; x = x->next) {
-				time_t at = entry_due(x, now);
+		/* what is due and nobody looked up (refreshes, retries) joins the queue: a
+		 * sweep of the table, when something is due, at most once a second */
+		if (now >= s->sweep_at) {
+			time_t next = 0;
 
-				if (at == 0) {
-					time_t rank = x->answered ? refresh_at(&x->answer) : 0;
+			for (size_t i = 0; i < BUCKETS; i++)
+				for (struct entry *x = s->buckets[i]; x != NULL; x = x->next) {
+					time_t at = entry_due(x, now);
 
-					if (pick == NULL || rank < pick_at) {
-						pick = x;
-						pick_at = rank;
-					}
-				} else {
-					sooner(&when, at);
+					if (at == 0)
+						want(s, x);
+					else
+						sooner(&next, at);
 				}
-			}
+			s->sweep_at = next != 0 && next < now + OCSP_SWEEP_MAX
+					      ? next
+					      : now + OCSP_SWEEP_MAX;
+			if (s->sweep_at <= now)
+				s->sweep_at = now + 1;
+		}
+		/* the queue, in order (what handshakes wait for came first) */
+		while (pick == NULL && s->want_head != NULL) {
+			struct entry *x = s->want_head;
+
+			unwant(s, x);
+			if (entry_due(x, now) == 0)
+				pick = x;
+		}
+		sooner(&when, s->sweep_at);
 		if (pick != NULL)
 			pick->in_flight = true;
 	}
@@ -569,9 +670,9 @@ static void job_failed(struct ocsp_store *s, const struct mtls_ocsp_job *job, co
 		return;
 	}
 	if ((e = find(s, job->key)) != NULL) {
-		e->in_flight = false;
 		retry_later(&e->failures, &e->retry_at, now);
 		snprintf(e->failure, sizeof(e->failure), "%s", why);
+		landed(s, e, now);
 	}
 }
 
@@ -670,7 +771,6 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 			bool was_bad = e->answered && e->answer.status != V_OCSP_CERTSTATUS_GOOD;
 			bool same = e->answered && e->answer.status == r.status;
 
-			e->in_flight = false;
 			e->failures = 0;
 			e->retry_at = 0;
 			e->failure[0] = '\0';
@@ -678,6 +778,7 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 				e->answer = r;
 				e->answered = true;
 			}
+			landed(s, e, now);
 			if (recheck != NULL && r.status != V_OCSP_CERTSTATUS_GOOD &&
 			    !(same && was_bad))
 				*recheck = 1;
