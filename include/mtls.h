@@ -99,6 +99,8 @@ enum mtls_reason {
 	MTLS_REASON_ISSUER_NOT_SENT, /* the peer sent its leaf without the intermediate */
 	MTLS_REASON_MALFORMED,	     /* a TLS record or handshake message is malformed */
 	MTLS_REASON_CRL_INVALID,     /* a CRL does not verify or does not cover the cert */
+
+	/* OCSP (added later too) */
 	MTLS_REASON_OCSP_MISSING,     /* must-staple certificate, no valid stapled answer */
 	MTLS_REASON_OCSP_UNAVAILABLE, /* OCSP hard-fail and no answer from the responder */
 	MTLS_REASON_OCSP_UNKNOWN,     /* OCSP hard-fail and the responder says "unknown" */
