@@ -481,7 +481,8 @@ struct ocsp_seen {
  * dropped). url: the responder to ask instead of the certificate's own, or NULL. */
 void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url, size_t max,
 		       bool fetch, time_t now, struct ocsp_seen *out);
-/* Remember a verified answer about leaf (a server's staple, seen by a client). */
+/* Remember a verified answer about leaf (a server's staple, seen by a client); it is not
+ * fetched again while it counts (the server staples a fresh one). */
 void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url,
 		    const struct ocsp_result *r, size_t max, time_t now);
 /* A copy (OPENSSL_malloc'd, for SSL_set_tlsext_status_ocsp_resp()) of the staple held for

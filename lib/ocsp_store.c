@@ -45,6 +45,7 @@ struct entry {
 	char *url;    /* NULL: no responder known */
 	char who[200];
 	bool answered;
+	bool stapled; /* the answer came with a handshake: the server refreshes it */
 	struct ocsp_result answer;
 	time_t last_used;
 	time_t retry_at;
@@ -289,6 +290,9 @@ static time_t entry_due(const struct entry *e, time_t now)
 		return (time_t)-1;
 	if (e->answered && ocsp_result_final(&e->answer))
 		return (time_t)-1;
+	/* a staple is not fetched again while it counts: the next handshake brings one */
+	if (e->answered && e->stapled && ocsp_result_usable(&e->answer, now))
+		return (time_t)-1;
 	at = e->answered && ocsp_result_usable(&e->answer, now) ? refresh_at(&e->answer) : 0;
 	if (e->retry_at > at)
 		at = e->retry_at;
@@ -400,6 +404,7 @@ void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *
 	/* a revocation for good is not undone by an older or other answer */
 	if (e != NULL && !(e->answered && ocsp_result_final(&e->answer) && !ocsp_result_final(r))) {
 		e->answered = true;
+		e->stapled = true;
 		e->answer = *r;
 		e->last_used = now;
 		use(s, e);
@@ -777,6 +782,7 @@ int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const u
 			if (!(e->answered && ocsp_result_final(&e->answer))) {
 				e->answer = r;
 				e->answered = true;
+				e->stapled = false;
 			}
 			landed(s, e, now);
 			if (recheck != NULL && r.status != V_OCSP_CERTSTATUS_GOOD &&

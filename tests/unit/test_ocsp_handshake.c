@@ -401,10 +401,25 @@ static void test_client_side(void **state)
 		struct mtls *server = endpoint(true, &ss), *client = endpoint(false, &cs);
 		struct pair p, live;
 
-		staple(server, P.server, V_OCSP_CERTSTATUS_GOOD);
+		/* a staple past the middle of its validity: the server refreshes it, the client
+		 * does not fetch it itself */
+		{
+			size_t n;
+			unsigned char *der =
+				test_ocsp_response(&(struct test_ocsp){.cert = P.server,
+								       .issuer = P.ca,
+								       .issuer_key = P.ca_key,
+								       .this_off = -3000,
+								       .next_off = 600},
+						   &n);
+
+			assert_int_equal(mtls_endpoint_set_ocsp_staple(server, der, n), 0);
+			free(der);
+		}
 		pair_ok(&live, server, client);
 		round_trip(&live);
 		assert_int_equal(mtls_conn_recheck(live.cc, client), 0);
+		assert_null(mtls_ocsp_job_next(client, NULL));
 		pair_ok(&p, server, client);
 		assert_int_equal(mtls_conn_resumed(p.cc), 1);
 		assert_int_equal(mtls_conn_ocsp(p.cc), MTLS_OCSP_RESULT_GOOD);
