@@ -22,6 +22,8 @@
 #     says revoked (revoked_while_connected)
 #   - the responder down: off accepts; soft-fail accepts, counts and logs it; hard-fail
 #     refuses (ocsp_unavailable) naming the responder and its failure
+# And options refused at start: an unknown mode, a URL that is not http(s), stapling with no
+# responder to ask, --ocsp-cache 0.
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-280} # the responders and daemons live through it all
 # shellcheck source=tests/integration/lib.sh
@@ -226,6 +228,31 @@ CLIENT=(--cert "$W/conn-chain.pem" --key "$W/conn.key" --ca "$D/root.pem" --serv
 	--metrics 127.0.0.1:0 --watch-interval 0)
 SERVER=(--target "127.0.0.1:$BE_PORT" --ca "$D/root.pem" --allow-any-identity --metrics 127.0.0.1:0
 	--watch-interval 0)
+
+echo "# options refused at start, each in one line"
+# refused CASE WORDS ARGS... : mtls ARGS exits 2 with one line containing WORDS
+refused() {
+	local name=$1 words=$2
+	shift 2
+	run "$MTLS" "$@" --listen 127.0.0.1:0 --ca "$D/root.pem" --cert "$W/srv-chain.pem" \
+		--key "$W/srv.key" --log-format json
+	if [ "$RC" = 2 ] && [[ $ERR == *"$words"* ]] && [ "$(printf '%s\n' "$ERR" | grep -c '^mtls ')" = 1 ]; then
+		pass "$name"
+	else
+		fail "$name" "exit $RC" "$ERR"
+	fi
+}
+refused "--ocsp with a mode that does not exist" "--ocsp 'maybe': give off, soft-fail or hard-fail" \
+	server --target "127.0.0.1:$BE_PORT" --allow-any-identity --ocsp maybe
+refused "--ocsp-staple on the connector (a server option)" "unknown option '--ocsp-staple'" \
+	connector --server "127.0.0.1:$BE_PORT" --ocsp-staple
+refused "--ocsp-url that is not http(s)" "give an http:// or https:// URL" \
+	server --target "127.0.0.1:$BE_PORT" --allow-any-identity --ocsp soft-fail --ocsp-url ftp://x/
+refused "--ocsp-staple for a certificate that names no responder, without --ocsp-url" \
+	"names none (no authorityInfoAccess OCSP)" \
+	server --target "127.0.0.1:$BE_PORT" --allow-any-identity --ocsp-staple
+refused "--ocsp-cache 0" "--ocsp-cache 0 is out of range" \
+	server --target "127.0.0.1:$BE_PORT" --allow-any-identity --ocsp-cache 0
 
 echo "# stapling (openssl ocsp)"
 start_tunnel_server "$W/st.log" "${SERVER[@]}" --cert "$W/srv-chain.pem" --key "$W/srv.key" \
