@@ -112,4 +112,4 @@ answer sha256-id V 1001 ca -rmd sha256
 } >"$here/fuzz_ocsp_answer_certs.h"
 # the suite checks the format of every C file: write it formatted
 clang-format -i "$here/fuzz_ocsp_answer_certs.h"
-echo "wrote $(ls "$S" | wc -l) seeds to $S and $here/fuzz_ocsp_answer_certs.h"
+echo "wrote $(find "$S" -type f | wc -l) seeds to $S and $here/fuzz_ocsp_answer_certs.h"

@@ -199,6 +199,7 @@ as_client() {
 # connector's counters (its handshake with the server)
 via_connector() {
 	snapshot "$2"
+	# shellcheck disable=SC2016 # $1 is the inner shell's
 	timeout 20 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"; printf "hello\n" >&3; sleep 30' \
 		_ "$1" 2>/dev/null &
 	judge "$2" $!
@@ -344,12 +345,20 @@ stop_bg "$S2_PID"
 echo "# peer checking in each mode (mtls ca serve)"
 setup "$MTLS" ca revoke --dir "$D" --cert "$W/bad.pem" --reason keyCompromise
 setup "$MTLS" ca revoke --dir "$D" --cert "$W/late.pem" --reason keyCompromise
-for mode in off soft-fail hard-fail; do
-	start_tunnel_server "$W/$mode.log" "${SERVER[@]}" --cert "$W/srv-chain.pem" \
-		--key "$W/srv.key" --ocsp "$mode" --ocsp-url "$MURL"
-	printf -v "PORT_${mode//-/_}" '%s' "$SRV_PORT"
-	printf -v "M_${mode//-/_}" '%s' "$SRV_METRICS"
-done
+# mode_server MODE : an mtls server with --ocsp MODE asking mtls ca serve
+mode_server() {
+	start_tunnel_server "$W/$1.log" "${SERVER[@]}" --cert "$W/srv-chain.pem" \
+		--key "$W/srv.key" --ocsp "$1" --ocsp-url "$MURL"
+}
+# (read by expect, through ${!port} and ${!metrics})
+mode_server off
+# shellcheck disable=SC2034
+PORT_off=$SRV_PORT M_off=$SRV_METRICS
+mode_server soft-fail
+PORT_soft_fail=$SRV_PORT M_soft_fail=$SRV_METRICS
+mode_server hard-fail
+# shellcheck disable=SC2034
+PORT_hard_fail=$SRV_PORT M_hard_fail=$SRV_METRICS
 
 # expect MODE CLIENT OUTCOME... : the client's connection ends as one of the outcomes
 # (EXPECT_ANY=any: accepted without waiting for the line back)
