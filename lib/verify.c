@@ -546,7 +546,7 @@ static void warn(char *warning, size_t len, const char *fmt, ...)
 }
 
 /* Why no answer is at hand, and what to do, for a message. */
-static void ocsp_absence(const struct ocsp_seen *seen, bool fetching, char *buf, size_t len)
+static void ocsp_absence(const struct ocsp_seen *seen, char *buf, size_t len)
 {
 	if (seen->no_url)
 		snprintf(buf, len,
@@ -557,13 +557,11 @@ static void ocsp_absence(const struct ocsp_seen *seen, bool fetching, char *buf,
 			 "the OCSP responder %s failed (%s%s); make it reachable, the fetch is "
 			 "retried",
 			 seen->url, seen->failure, seen->failures > 1 ? ", again" : "");
-	else if (fetching)
+	else
 		snprintf(buf, len,
 			 "there is no answer from the OCSP responder %s yet; it is being fetched, "
 			 "retry in a moment",
 			 seen->url);
-	else
-		snprintf(buf, len, "there is no answer from the OCSP responder %s", seen->url);
 }
 
 /* OCSP of the leaf of a verified chain, last of step 2: a stapled answer (a client's full
@@ -619,9 +617,8 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 			err, MTLS_REASON_OCSP_MISSING,
 			"server certificate rejected: it is must-staple (TLS feature "
 			"status_request, RFC 7633) and the server %s%s (%s); the server must "
-			"staple "
-			"a fresh OCSP answer (mtls server --ocsp-staple), or use a certificate "
-			"without must-staple",
+			"staple a fresh OCSP answer (mtls server --ocsp-staple), or use a "
+			"certificate without must-staple",
 			rq->staple != NULL ? "stapled an unusable answer: "
 					   : "stapled no OCSP answer",
 			rq->staple != NULL ? why : "", who);
@@ -664,14 +661,14 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 		if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL)
 			result = MTLS_OCSP_RESULT_SOFT_FAIL;
 	} else if (c->ocsp_mode == MTLS_OCSP_HARD_FAIL) {
-		ocsp_absence(&seen, true, absent, sizeof(absent));
+		ocsp_absence(&seen, absent, sizeof(absent));
 		found->error = X509_V_ERR_OCSP_VERIFY_NEEDED;
 		return error_set(err, MTLS_REASON_OCSP_UNAVAILABLE,
 				 "%s certificate rejected: no OCSP answer for it (%s) and OCSP is "
 				 "hard-fail: %s (or use soft-fail)",
 				 role, who, absent);
 	} else if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL) {
-		ocsp_absence(&seen, true, absent, sizeof(absent));
+		ocsp_absence(&seen, absent, sizeof(absent));
 		warn(warning, warning_len,
 		     "no OCSP answer for the %s certificate (%s), accepted in OCSP soft-fail "
 		     "mode: %s",
