@@ -33,6 +33,7 @@
 #define OCSP_IDLE      86400 /* seconds after which an unseen certificate is not fetched */
 #define OCSP_RETRY_MAX 60
 #define OCSP_SWEEP_MAX 60 /* seconds between two sweeps with nothing due sooner */
+#define SHARED_ISSUERS 16 /* issuing CAs whose one copy the entries share */
 
 struct entry {
 	struct entry *next;		     /* in its bucket */
@@ -76,6 +77,11 @@ struct ocsp_store {
 	struct entry *newest, *oldest; /* the order of use */
 	struct entry *want_head, *want_tail;
 	time_t sweep_at; /* the next sweep of the whole table for what is due */
+	/* the issuers of the entries, one object each (referenced): each handshake decodes its
+	 * own copy of the peer's intermediate, and an entry would otherwise keep one of them,
+	 * extension cache and all, per certificate */
+	X509 *issuers[SHARED_ISSUERS];
+	int nissuers;
 	mtls_ocsp_notify_cb notify;
 	void *notify_arg;
 	struct staple staple;
@@ -132,6 +138,8 @@ void ocsp_store_unref(struct ocsp_store *s)
 			entry_free(e);
 		}
 	free(s->staple.der);
+	for (int i = 0; i < s->nissuers; i++)
+		X509_free(s->issuers[i]);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -255,8 +263,8 @@ static void free_list(struct entry *e)
 	}
 }
 
-/* A new entry for leaf (not linked), or NULL if out of memory. */
-static struct entry *entry_new(const uint8_t key[32], X509 *leaf, X509 *issuer, const char *url)
+/* A new entry for leaf (not linked, without its issuer yet), or NULL if out of memory. */
+static struct entry *entry_new(const uint8_t key[32], X509 *leaf, const char *url)
 {
 	struct entry *e = calloc(1, sizeof(*e));
 
@@ -265,13 +273,33 @@ static struct entry *entry_new(const uint8_t key[32], X509 *leaf, X509 *issuer, 
 	memcpy(e->key, key, 32);
 	e->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(leaf));
 	e->url = url != NULL ? strdup(url) : ocsp_url(leaf);
-	if (e->serial == NULL || !X509_up_ref(issuer) || (url != NULL && e->url == NULL)) {
+	if (e->serial == NULL || (url != NULL && e->url == NULL)) {
 		entry_free(e);
 		return NULL;
 	}
-	e->issuer = issuer;
 	identity_describe(leaf, e->who, sizeof(e->who));
 	return e;
+}
+
+/* Under the lock: a reference to the store's object for issuer (the same bytes), or to
+ * issuer itself when there is no room for it; NULL if out of memory. */
+static X509 *share_issuer(struct ocsp_store *s, X509 *issuer)
+{
+	X509 *x = NULL;
+
+	for (int i = 0; x == NULL && i < s->nissuers; i++)
+		if (s->issuers[i] == issuer || X509_cmp(s->issuers[i], issuer) == 0)
+			x = s->issuers[i];
+	if (x == NULL && s->nissuers < SHARED_ISSUERS && X509_up_ref(issuer)) {
+		/* its extension cache is filled while only this thread sees it (a chain of
+		 * this handshake): the threads that share it later only read it */
+		X509_check_purpose(issuer, -1, 0);
+		s->issuers[s->nissuers++] = issuer;
+		x = issuer;
+	}
+	if (x == NULL)
+		x = issuer;
+	return X509_up_ref(x) ? x : NULL;
 }
 
 /* When the answer should be asked for again: the middle of its validity. */
@@ -335,10 +363,10 @@ static struct entry *entry_of(struct ocsp_store *s, const uint8_t key[32], X509 
 		return e;
 	/* made without the lock: it reads the certificate's extensions */
 	pthread_mutex_unlock(&s->lock);
-	fresh = entry_new(key, leaf, issuer, url);
+	fresh = entry_new(key, leaf, url);
 	pthread_mutex_lock(&s->lock);
 	e = find(s, key);
-	if (e != NULL || fresh == NULL) {
+	if (e != NULL || fresh == NULL || (fresh->issuer = share_issuer(s, issuer)) == NULL) {
 		*spare = fresh;
 		return e;
 	}
