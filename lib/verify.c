@@ -564,6 +564,14 @@ static void ocsp_absence(const struct ocsp_seen *seen, char *buf, size_t len)
 			 seen->url);
 }
 
+/* leaf described into buf for a message, once: only a refusal or a warning needs it. */
+static const char *describe_once(X509 *leaf, char *buf, size_t len)
+{
+	if (buf[0] == '\0')
+		identity_describe(leaf, buf, len);
+	return buf;
+}
+
 /* OCSP of the leaf of a verified chain, last of step 2: a stapled answer (a client's full
  * handshake), else the endpoint's answers, by mode (the mtls.h OCSP section). 0 accepted,
  * or -1 with err and found->error (for the alert). */
@@ -576,7 +584,7 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 	enum mtls_ocsp_result result = MTLS_OCSP_RESULT_NONE;
 	struct ocsp_result staple;
 	struct ocsp_seen seen;
-	char why[300] = "", who[300], when[32], absent[700];
+	char why[300] = "", who[300] = "", when[32], absent[700];
 	bool stapled = false, must;
 	X509 *leaf, *issuer;
 
@@ -591,7 +599,6 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 	if (c->ocsp_mode == MTLS_OCSP_OFF && rq->staple == NULL && !must &&
 	    ocsp_store_empty(rq->st->ocsp))
 		return 0;
-	identity_describe(leaf, who, sizeof(who));
 	if (rq->staple != NULL &&
 	    ocsp_check_response(rq->staple, rq->staple_len, issuer, X509_get0_serialNumber(leaf),
 				now, &staple, why, sizeof(why)) == 0) {
@@ -609,7 +616,8 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 				 "server certificate rejected: revoked at %s (%s) according to the "
 				 "OCSP answer it stapled (%s); issue it a new certificate",
 				 error_time(staple.revoked_at, when, sizeof(when)),
-				 ocsp_reason_name(staple.reason), who);
+				 ocsp_reason_name(staple.reason),
+				 describe_once(leaf, who, sizeof(who)));
 	}
 	if (must && !stapled) {
 		found->error = X509_V_ERR_OCSP_VERIFY_NEEDED;
@@ -621,7 +629,7 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 			"certificate without must-staple",
 			rq->staple != NULL ? "stapled an unusable answer: "
 					   : "stapled no OCSP answer",
-			rq->staple != NULL ? why : "", who);
+			rq->staple != NULL ? why : "", describe_once(leaf, who, sizeof(who)));
 	}
 	if (stapled) {
 		memset(&seen, 0, sizeof(seen));
@@ -640,7 +648,8 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 			"%s certificate rejected: revoked at %s (%s) according to the OCSP "
 			"responder %s (%s); issue a new certificate",
 			role, error_time(seen.answer.revoked_at, when, sizeof(when)),
-			ocsp_reason_name(seen.answer.reason), seen.url, who);
+			ocsp_reason_name(seen.answer.reason), seen.url,
+			describe_once(leaf, who, sizeof(who)));
 	}
 	if (seen.answered && seen.answer.status == V_OCSP_CERTSTATUS_GOOD) {
 		result = MTLS_OCSP_RESULT_GOOD;
@@ -652,12 +661,13 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 				"%s certificate rejected: the OCSP responder %s does not know it "
 				"(status unknown) (%s); OCSP hard-fail needs a good answer: was it "
 				"issued by this CA, and does the responder serve that CA?",
-				role, seen.url, who);
+				role, seen.url, describe_once(leaf, who, sizeof(who)));
 		}
 		warn(warning, warning_len,
 		     "the OCSP responder %s does not know the %s certificate (%s): status "
 		     "unknown, accepted in OCSP %s mode",
-		     seen.url, role, who, c->ocsp_mode == MTLS_OCSP_OFF ? "off" : "soft-fail");
+		     seen.url, role, describe_once(leaf, who, sizeof(who)),
+		     c->ocsp_mode == MTLS_OCSP_OFF ? "off" : "soft-fail");
 		if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL)
 			result = MTLS_OCSP_RESULT_SOFT_FAIL;
 	} else if (c->ocsp_mode == MTLS_OCSP_HARD_FAIL) {
@@ -666,13 +676,13 @@ static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, t
 		return error_set(err, MTLS_REASON_OCSP_UNAVAILABLE,
 				 "%s certificate rejected: no OCSP answer for it (%s) and OCSP is "
 				 "hard-fail: %s (or use soft-fail)",
-				 role, who, absent);
+				 role, describe_once(leaf, who, sizeof(who)), absent);
 	} else if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL) {
 		ocsp_absence(&seen, absent, sizeof(absent));
 		warn(warning, warning_len,
 		     "no OCSP answer for the %s certificate (%s), accepted in OCSP soft-fail "
 		     "mode: %s",
-		     role, who, absent);
+		     role, describe_once(leaf, who, sizeof(who)), absent);
 		result = MTLS_OCSP_RESULT_SOFT_FAIL;
 	}
 	if (rq->ocsp_out != NULL)
