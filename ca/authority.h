@@ -35,6 +35,8 @@ struct authority {
 	long server_days;
 	long client_days;
 	long crl_days;
+	long crl_seconds; /* > 0: the validity of the next CRL instead of crl_days (mtls ca crl
+			   * --valid-for: drills and tests of an expiring CRL) */
 	/* crl.pem is gone and no copy is left: publish anyway (`mtls ca crl --replace-missing`),
 	 * with a number above any CRL published since the last one logged (crl_prepare()) */
 	bool crl_replace_missing;

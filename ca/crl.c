@@ -504,7 +504,7 @@ int crl_prepare_at(struct authority *ca, time_t now, const char *actor, struct c
 {
 	struct build b = {.crl = X509_CRL_new()};
 	struct store_check chk;
-	time_t next = now + ca->crl_days * 86400L;
+	time_t next = now + (ca->crl_seconds > 0 ? ca->crl_seconds : ca->crl_days * 86400L);
 	ASN1_TIME *t = NULL;
 	ASN1_INTEGER *number = NULL;
 	X509V3_CTX ctx;

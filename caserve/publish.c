@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "crlwait.h"
 #include "files.h"
 #include "log.h"
 #include "ocsp.h"
@@ -109,6 +110,8 @@ int publish_refresh_crl(struct serve *s, char *err, size_t err_len)
 	/* a revocation made elsewhere (a local `mtls ca revoke`) shows up here first */
 	if (s->ocsp != NULL)
 		ocsp_responder_forget(s->ocsp);
+	/* the push channel: held GET /crl requests answer with the new CRL now */
+	crlwait_wake(s->crlwait);
 	return 0;
 fail:
 	X509_CRL_free(crl);

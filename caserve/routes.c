@@ -16,6 +16,7 @@
  * discarded as it comes and refused at its end (413). Request line and headers are bounded
  * by libmicrohttpd's per-connection memory limit, idle connections by its timeout.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -29,9 +30,11 @@
 #include <microhttpd.h>
 
 #include "address.h"
+#include "crlwait.h"
 #include "log.h"
 #include "ocsp.h"
 #include "ocsp_get.h"
+#include "prefer.h"
 #include "serve.h"
 
 struct routes;
@@ -55,6 +58,11 @@ struct request {
 	size_t max;
 	size_t dropped; /* bytes past the bound, read and dropped */
 	bool too_large;
+	/* GET /crl with "Prefer: wait=N" on the plain port: 0 not asked, N the seconds granted
+	 * (the request may be held, crlwait.h), -1 asked but not held (answered at once) */
+	long wait_s;
+	bool wait_told; /* its first hold logged (debug) */
+	struct crlwait_entry wait;
 };
 
 /* ---- responses ---- */
@@ -154,14 +162,14 @@ static void http_date(time_t t, char out[40])
  * has it already. */
 static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type, const void *data,
 				   size_t len, const char *etag, time_t this_update,
-				   time_t next_update, time_t now)
+				   time_t next_update, time_t now, long wait_applied)
 {
 	const char *inm =
 		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	unsigned status = MHD_HTTP_OK;
-	char lm[40], ex[40], cc[96];
+	char lm[40], ex[40], cc[96], applied[32];
 	long long age = next_update > now ? (long long)(next_update - now) : 0;
 
 	if (inm != NULL && strstr(inm, etag) != NULL) {
@@ -187,6 +195,12 @@ static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type
 		http_date(next_update, ex);
 		MHD_add_response_header(resp, "Expires", ex);
 	}
+	/* the long poll was granted: the client may ask again at once (crlwait.h) */
+	if (wait_applied > 0) {
+		snprintf(applied, sizeof(applied), "wait=%ld", wait_applied);
+		MHD_add_response_header(resp, "Preference-Applied", applied);
+		MHD_add_response_header(resp, "Vary", "Prefer");
+	}
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
 	return ret;
@@ -194,13 +208,53 @@ static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type
 
 /* ---- public data ---- */
 
-static enum MHD_Result get_crl(struct routes *r, struct MHD_Connection *conn, bool pem)
+/* The client's IP address on the plain port (no port), for the per-address bound. */
+static void client_ip(struct MHD_Connection *conn, char *out, size_t len)
 {
-	struct serve *s = r->s;
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+	out[0] = '\0';
+	if (sa != NULL && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+			  out, (socklen_t)len);
+	else if (sa != NULL && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+			  (socklen_t)len);
+}
+
+/* The long poll asked for by a GET /crl on the plain port (the API's connections belong to
+ * the TLS front, whose idle timer would cut a held one): the seconds granted, or 0. */
+static long wait_asked(struct daemon_ctx *d, struct MHD_Connection *conn, const char *method)
+{
+	const char *prefer;
+	long n;
+
+	if (d->api || d->r->s->crlwait == NULL || strcmp(method, "GET") != 0)
+		return 0;
+	prefer = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer");
+	n = prefer != NULL ? prefer_wait(prefer) : -1;
+	if (n <= 0)
+		return 0;
+	return n < CRLWAIT_MAX_SECONDS ? n : CRLWAIT_MAX_SECONDS;
+}
+
+static enum MHD_Result get_crl(struct daemon_ctx *d, struct MHD_Connection *conn, bool pem,
+			       const char *method, struct request *rq)
+{
+	struct serve *s = d->r->s;
 	char err[512];
 	enum MHD_Result ret;
 	time_t now = time(NULL);
+	long long now_ms = crlwait_now_ms();
+	const char *inm;
 
+	if (rq->wait_s == 0) {
+		rq->wait_s = wait_asked(d, conn, method);
+		rq->wait.deadline_ms = now_ms + rq->wait_s * 1000;
+		client_ip(conn, rq->wait.ip, sizeof(rq->wait.ip));
+	}
 	pthread_mutex_lock(&s->lock);
 	if (publish_refresh_crl(s, err, sizeof(err)) != 0 && s->crl.der == NULL) {
 		pthread_mutex_unlock(&s->lock);
@@ -208,11 +262,37 @@ static enum MHD_Result get_crl(struct routes *r, struct MHD_Connection *conn, bo
 		return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "crl_unavailable",
 				  "no CRL has been published yet; run 'mtls ca crl'");
 	}
+	/* the client has the current CRL: held until it changes or the wait ends, under the
+	 * lock a new CRL is published under, so that none slips in between */
+	inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+	if (rq->wait_s > 0 && now_ms < rq->wait.deadline_ms && inm != NULL &&
+	    strstr(inm, s->crl.etag) != NULL) {
+		int held = crlwait_hold(s->crlwait, &rq->wait, conn);
+
+		if (held == 0) {
+			pthread_mutex_unlock(&s->lock);
+			if (!rq->wait_told)
+				LOG(LOG_DEBUG, "crl_held", LS("peer", rq->wait.ip),
+				    LN("wait_seconds", rq->wait_s));
+			rq->wait_told = true;
+			return MHD_YES;
+		}
+		if (held < 0) {
+			LOG(LOG_WARN, "crl_wait_refused", LS("peer", rq->wait.ip),
+			    LN("held", (long long)crlwait_held(s->crlwait)),
+			    LS("message", "too many held CRL requests (in all, or from this "
+					  "address): answered at once; the client polls"));
+			rq->wait_s =
+				-1; /* a plain GET's answer: the client learns it was not held */
+		}
+	}
 	/* the lock is held while libmicrohttpd copies the bytes: a refresh cannot free them */
 	ret = pem ? send_signed(conn, "application/x-pem-file", s->crl.pem, s->crl.pem_len,
-				s->crl.etag, s->crl.this_update, s->crl.next_update, now)
+				s->crl.etag, s->crl.this_update, s->crl.next_update, now,
+				rq->wait_s)
 		  : send_signed(conn, "application/pkix-crl", s->crl.der, s->crl.der_len,
-				s->crl.etag, s->crl.this_update, s->crl.next_update, now);
+				s->crl.etag, s->crl.this_update, s->crl.next_update, now,
+				rq->wait_s);
 	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
@@ -238,7 +318,7 @@ static enum MHD_Result do_ocsp(struct routes *r, struct MHD_Connection *conn,
 	pthread_mutex_unlock(&s->lock);
 	if (cacheable && meta.etag[0] != '\0')
 		ret = send_signed(conn, "application/ocsp-response", resp, resp_len, meta.etag,
-				  meta.this_update, meta.next_update, now);
+				  meta.this_update, meta.next_update, now, 0);
 	else
 		ret = send_buffer(conn, MHD_HTTP_OK, "application/ocsp-response", resp, resp_len,
 				  NULL);
@@ -587,7 +667,7 @@ static enum MHD_Result api_revoke(struct routes *r, struct MHD_Connection *conn,
 /* ---- dispatch ---- */
 
 static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, const char *url,
-			     const char *method, const struct request *rq)
+			     const char *method, struct request *rq)
 {
 	struct serve *s = d->r->s;
 	const union MHD_ConnectionInfo *ci =
@@ -601,9 +681,9 @@ static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, 
 				  "the request body is larger than this service accepts");
 	if (strcmp(url, "/roots.pem") == 0 && get)
 		return send_signed(conn, "application/x-pem-file", s->roots_pem, s->roots_len,
-				   s->roots_etag, 0, 0, time(NULL));
+				   s->roots_etag, 0, 0, time(NULL), 0);
 	if ((strcmp(url, "/crl") == 0 || strcmp(url, "/crl.pem") == 0) && get)
-		return get_crl(d->r, conn, strcmp(url, "/crl.pem") == 0);
+		return get_crl(d, conn, strcmp(url, "/crl.pem") == 0, method, rq);
 	if (strcmp(url, "/ocsp") == 0 && post)
 		return do_ocsp(d->r, conn, (const unsigned char *)rq->body, rq->len, false);
 	if (strncmp(url, "/ocsp/", 6) == 0 && get) {
@@ -713,12 +793,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct daemon_ctx *d = cls;
 	struct request *rq = *req_cls;
 
-	(void)cls;
 	(void)conn;
 	(void)toe;
 	if (rq != NULL) {
+		crlwait_forget(d->r->s->crlwait, &rq->wait);
 		free(rq->body);
 		free(rq);
 		*req_cls = NULL;
@@ -769,14 +850,18 @@ struct routes *routes_start(struct serve *s, int http_fd, char *err, size_t err_
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, &r->api, MHD_OPTION_NOTIFY_COMPLETED,
 		on_completed, &r->api, MHD_OPTION_END);
 	if (r->api.mhd != NULL && http_fd >= 0)
+		/* held CRL requests (crlwait.h) come on top of the limits: they never take the
+		 * room of the others */
 		r->plain.mhd = MHD_start_daemon(
-			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request,
-			&r->plain, MHD_OPTION_LISTEN_SOCKET, http_fd, MHD_OPTION_CONNECTION_LIMIT,
-			(unsigned)SERVE_HTTP_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-			(unsigned)SERVE_HTTP_CONNECTIONS / 4, MHD_OPTION_CONNECTION_TIMEOUT,
-			timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-			MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-			&r->plain, MHD_OPTION_END);
+			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
+			0, NULL, NULL, on_request, &r->plain, MHD_OPTION_LISTEN_SOCKET, http_fd,
+			MHD_OPTION_CONNECTION_LIMIT,
+			(unsigned)(SERVE_HTTP_CONNECTIONS + CRLWAIT_MAX),
+			MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+			(unsigned)(SERVE_HTTP_CONNECTIONS / 4 + CRLWAIT_PER_IP),
+			MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+			(size_t)16384, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_NOTIFY_COMPLETED,
+			on_completed, &r->plain, MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r->api.mhd == NULL || (http_fd >= 0 && r->plain.mhd == NULL)) {
 		snprintf(err, err_len, "the HTTP daemons could not start (libmicrohttpd)");
@@ -802,6 +887,10 @@ void routes_stop(struct routes *r)
 	if (r == NULL)
 		return;
 	atomic_store(&r->stopping, true);
+	/* libmicrohttpd refuses to stop with suspended connections: every held one resumed
+	 * first (and none held after), and given a moment to be answered (304) rather than cut */
+	crlwait_stop(r->s->crlwait);
+	(void)crlwait_drained(r->s->crlwait, 1000);
 	if (r->api.mhd != NULL)
 		MHD_stop_daemon(r->api.mhd);
 	if (r->plain.mhd != NULL)

@@ -9,7 +9,8 @@
  * daemons and the TLS front, and log "listening".
  *
  * The main loop's timers: every second, crl.pem is read again if it changed (a revocation
- * by a local `mtls ca revoke` reaches the API's TLS configuration and the OCSP answers);
+ * by a local `mtls ca revoke` reaches the API's TLS configuration, the OCSP answers and the
+ * held GET /crl requests) and held requests whose wait is over are answered;
  * every minute, the CRL is rebuilt when a third of its validity is left, the responder's
  * and the API's certificates are renewed when a third of their lifetime is left.
  * SIGTERM / SIGINT stop the service.
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +32,7 @@
 
 #include "address.h"
 #include "certfields.h"
+#include "crlwait.h"
 #include "files.h"
 #include "grant.h"
 #include "issue.h"
@@ -41,6 +44,7 @@
 
 #define SCHEDULE_SECONDS  60.0
 #define API_CERT_BACKDATE 300
+#define API_CERT_MIN	  3600 /* seconds the API's own certificate lives at least */
 
 struct loop_ctx {
 	struct serve *s;
@@ -135,7 +139,10 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 	spec.subject_key = key;
 	spec.names = g.names.names;
 	spec.not_before = now - API_CERT_BACKDATE;
-	spec.not_after = now + s->policy.leaf_seconds;
+	/* at least an hour, however short the leaves: the API's certificate is renewed by the
+	 * minute schedule when a third of it is left */
+	spec.not_after = now + (s->policy.leaf_seconds > API_CERT_MIN ? s->policy.leaf_seconds
+								      : API_CERT_MIN);
 	if (spec.not_after > issuer_end)
 		spec.not_after = issuer_end;
 	spec.crl_url = s->ca->crl_url[0] != '\0' ? s->ca->crl_url : NULL;
@@ -320,6 +327,7 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 	stale = s->crl.der != NULL && strcmp(s->crl.etag, s->front_crl_etag) != 0;
 	number = s->crl.number;
 	pthread_mutex_unlock(&s->lock);
+	crlwait_expire(s->crlwait, crlwait_now_ms());
 	if (stale) {
 		LOG(LOG_INFO, "crl_loaded", LN("crl_number", number));
 		if (front_reload(s->front, err, sizeof(err)) != 0)
@@ -385,8 +393,15 @@ int serve_run(const struct serve_options *o)
 	char err[1024] = "", api_bound[80] = "", http_bound[80] = "";
 	int api_fd = -1, http_fd = -1, rc = 1;
 	sigset_t block;
+	struct rlimit rl;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* the API's connections (three descriptors each), the plain port's and the held CRL
+	 * requests (crlwait.h) outgrow a soft limit of 1024 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	pthread_mutex_init(&s.lock, NULL);
 	s.policy.leaf_seconds = o->leaf_seconds;
 	s.ca = authority_open(o->dir, AUTHORITY_EXCLUSIVE, err, sizeof(err));
@@ -444,8 +459,10 @@ int serve_run(const struct serve_options *o)
 	sigaddset(&block, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &block, NULL);
 	loop = ev_default_loop(EVFLAG_SIGNALFD);
-	if (loop == NULL) {
-		snprintf(err, sizeof(err), "cannot start the event loop");
+	s.crlwait = crlwait_new();
+	if (loop == NULL || s.crlwait == NULL) {
+		snprintf(err, sizeof(err),
+			 loop == NULL ? "cannot start the event loop" : "out of memory");
 		goto out;
 	}
 	s.routes = routes_start(&s, http_fd, err, sizeof(err));
@@ -478,13 +495,14 @@ out:
 		log_flush(1000); /* the lines logged before it come first: the reason is last */
 		fprintf(stderr, "mtls ca serve: %s\n", err);
 	}
-	routes_stop(s.routes);
+	routes_stop(s.routes); /* resumes the held requests first */
 	front_stop(s.front);
 	if (api_fd >= 0)
 		close(api_fd);
 	if (http_fd >= 0)
 		close(http_fd);
 	ocsp_responder_free(s.ocsp);
+	crlwait_free(s.crlwait);
 	publish_free(&s);
 	authority_close(s.ca);
 	pthread_mutex_destroy(&s.lock);

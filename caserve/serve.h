@@ -12,6 +12,7 @@
  *              one call into ca/service.h or ca/ocsp.h per request
  *   publish.c  the CRL and root bundle as served: read from the CA directory when they
  *              change, with their ETag and Last-Modified
+ *   crlwait.c  GET /crl requests held until the CRL changes (the daemons' push channel)
  *
  * Threads: the main loop (front.c and the schedules), one libmicrohttpd thread per daemon.
  * Every use of the authority (its store, its key, the OCSP responder) holds serve.lock; every
@@ -76,6 +77,7 @@ struct served_crl {
 };
 
 struct ev_loop;
+struct crlwait;
 struct ocsp_responder;
 struct front;
 struct routes;
@@ -100,12 +102,13 @@ struct serve {
 	bool crl_refused_set;
 	struct front *front;
 	struct routes *routes;
+	struct crlwait *crlwait; /* held GET /crl requests, woken when s->crl changes */
 };
 
 /* publish.c, under s->lock: read crl.pem again if it changed since the last read (or was
  * never read); on a change, cached OCSP answers are dropped too (a revocation made by a
- * local `mtls ca revoke` publishes a CRL). 0, or -1 with a message (the last good CRL is
- * kept; a refused file is logged once, "crl_refused"). */
+ * local `mtls ca revoke` publishes a CRL), and the held GET /crl requests are woken. 0, or -1 with
+ * a message (the last good CRL is kept; a refused file is logged once, "crl_refused"). */
 int publish_refresh_crl(struct serve *s, char *err, size_t err_len);
 /* publish.c, under s->lock: when the inventory holds a newer CRL than the one served (another
  * CA node on a shared store published it), write it as crl.pem (under the CA's lock) and

@@ -14,6 +14,7 @@
 
 #include "authority.h"
 #include "ca_cmd.h"
+#include "duration.h"
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
@@ -33,6 +34,7 @@ struct revoke_opts {
 	const char *admin_cert;
 	const char *admin_key;
 	const char *ca_file;
+	const char *valid_for;
 };
 
 #define O(f) offsetof(struct revoke_opts, f)
@@ -61,6 +63,9 @@ static const struct opt crl_table[] = {
 	{"replace-missing", OPT_FLAG, O(replace_missing), NULL,
 	 "crl.pem was lost and no copy is left: publish a new CRL anyway (its number jumps to "
 	 "the current UNIX time, above any CRL published since the last one the log records)"},
+	{"valid-for", OPT_STRING, O(valid_for), "DURATION",
+	 "this CRL's validity (nextUpdate) instead of the CA's --crl-days, e.g. 30s: for drills "
+	 "and tests of what the daemons do with an expired CRL"},
 	CA_OPT_PASSPHRASE(O),
 	CA_OPT_CONFIG(O),
 	OPT_END,
@@ -260,16 +265,26 @@ int cmd_ca_crl(int argc, char **argv)
 	struct crl_pending crl = {0};
 	enum store_failure kind;
 	char err[1024] = "", committed[64];
-	int rc = ca_parse("crl", "mtls ca crl [--dir DIR] [--replace-missing]",
+	long long valid_ms = 0;
+	int rc = ca_parse("crl",
+			  "mtls ca crl [--dir DIR] [--replace-missing] [--valid-for DURATION]",
 			  "Publish a fresh CRL (DIR/crl.pem) with a new CRL number and nextUpdate.",
 			  crl_table, &o, argc, argv, &st);
 
 	if (rc >= 0)
 		goto out;
+	if (o.valid_for != NULL &&
+	    duration_parse(o.valid_for, "--valid-for", 1000, 366LL * 86400000, &valid_ms, err,
+			   sizeof(err)) != 0) {
+		ca_fail("crl", err);
+		rc = 2;
+		goto out;
+	}
 	rc = 1;
 	ca = open_signing("crl", &o);
 	if (ca == NULL)
 		goto out;
+	ca->crl_seconds = (long)(valid_ms / 1000);
 	if (o.replace_missing) {
 		char path[PATH_MAX];
 
@@ -289,7 +304,10 @@ int cmd_ca_crl(int argc, char **argv)
 	snprintf(committed, sizeof(committed), "CRL #%lld is committed", (long long)crl.number);
 	if (publish("crl", ca, &crl, committed) != 0)
 		goto out;
-	printf("published %s/crl.pem (valid %ld days)\n", ca->dir, ca->crl_days);
+	if (o.valid_for != NULL)
+		printf("published %s/crl.pem (valid %s)\n", ca->dir, o.valid_for);
+	else
+		printf("published %s/crl.pem (valid %ld days)\n", ca->dir, ca->crl_days);
 	rc = 0;
 out:
 	crl_pending_free(&crl);

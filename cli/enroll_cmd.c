@@ -23,10 +23,12 @@
 #include "caclient.h"
 #include "certfields.h"
 #include "commands.h"
+#include "crlfetch.h"
 #include "enroll.h"
 #include "files.h"
 #include "keys.h"
 #include "options.h"
+#include "renewal.h"
 #include "token.h"
 
 #define NFILES 5
@@ -112,6 +114,23 @@ static void existing(const char *dir, char *out, size_t out_len)
 				 out[0] ? ", " : "", dir_files[i]);
 }
 
+/* The crl-url and crl-cache lines of mtls.conf, appended to *conf: the daemons then check
+ * revocation with no hand work. The URL is the CRL distribution point the leaf names (mtls ca
+ * init --crl-url; the CA service's plain port there gives the push channel), else the CA
+ * service's API (https, verified by ca.pem; polled). 0, or -1 out of memory. */
+static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *absdir)
+{
+	char url[2049], *more = NULL;
+
+	if (!crlfetch_cdp_url(leaf, url, sizeof(url)))
+		snprintf(url, sizeof(url), "%s/crl", base);
+	if (asprintf(&more, "%scrl-url %s\ncrl-cache %s/crl.pem\n", *conf, url, absdir) < 0)
+		return -1;
+	free(*conf);
+	*conf = more;
+	return 0;
+}
+
 /* A path that can be written on a config line: no control byte, no leading or trailing
  * blank (the parser trims them). */
 static bool config_safe(const char *s)
@@ -131,6 +150,7 @@ int cmd_enroll(int argc, char **argv)
 	struct token tok;
 	struct caclient_issued iss = {0};
 	char err[2048], base[TOKEN_URL_MAX + 1], absdir[PATH_MAX], have[128], names[4096];
+	char path[PATH_MAX];
 	char *text = NULL, *rootpem = NULL, *keypem = NULL, *conf = NULL, *url_line = NULL;
 	size_t key_len = 0;
 	long root_len = 0;
@@ -138,7 +158,7 @@ int cmd_enroll(int argc, char **argv)
 	EVP_PKEY *key = NULL;
 	json_t *req = NULL;
 	BIO *bio = NULL;
-	bool usage = false;
+	bool usage = false, renews;
 	int rc = 2, lock = -1;
 
 	memset(&tok, 0, sizeof(tok));
@@ -150,11 +170,11 @@ int cmd_enroll(int argc, char **argv)
 		"from mtls ca token.\nThe token pins the CA's root: a server that does not "
 		"serve it is refused. The key is made\nhere; DIR receives key.pem (0600), "
 		"cert.pem (the chain), ca.pem (the root), ca-url (the CA's\nURL, for mtls "
-		"renew; not in mtls.conf, whose keys are the daemons' options) and "
-		"mtls.conf\n(cert, key and ca lines for mtls server/connector --config). "
-		"The token may come from\n--token-file or the environment variable "
-		"MTLS_TOKEN, so that it is not in the process list.\nExit status: 0 "
-		"enrolled, 1 refused or failed (nothing written), 2 usage.",
+		"renew) and mtls.conf (cert, key, ca and ca-url lines for mtls\nserver/connector "
+		"--config, which then renew cert and key by themselves). The token\nmay come "
+		"from --token-file or the environment variable MTLS_TOKEN, so that it is not\nin "
+		"the process list. Exit status: 0 enrolled, 1 refused or failed (nothing "
+		"written), 2\nusage.",
 		enroll_table, &o, argc, argv, &st);
 	if (rc >= 0)
 		goto out;
@@ -216,10 +236,15 @@ int cmd_enroll(int argc, char **argv)
 		goto out;
 	}
 	{
-		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL};
+		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL, NULL};
+		STACK_OF(X509) *roots = sk_X509_new_null();
+		int issued = roots != NULL && sk_X509_push(roots, root) > 0
+				     ? caclient_issue(base, "/v1/enroll", req, key, &tls, roots,
+						      &iss, names, sizeof(names), err, sizeof(err))
+				     : (snprintf(err, sizeof(err), "out of memory"), -1);
 
-		if (caclient_issue(base, "/v1/enroll", req, key, &tls, root, &iss, names,
-				   sizeof(names), err, sizeof(err)) != 0) {
+		sk_X509_free(roots); /* root stays ours */
+		if (issued != 0) {
 			failmsg(err);
 			goto out;
 		}
@@ -251,14 +276,26 @@ int cmd_enroll(int argc, char **argv)
 		goto out;
 	}
 	keypem = keys_to_pem(key, NULL, &key_len);
+	renews = renewal_leaf_can_renew(sk_X509_value(iss.chain, 0));
 	if (keypem == NULL ||
 	    asprintf(&conf,
 		     "# written by mtls enroll: serial %s from %s\n"
-		     "# mtls renew --dir %s keeps cert and key fresh (the CA URL is in ca-url)\n"
-		     "cert %s/cert.pem\nkey %s/key.pem\nca %s/ca.pem\n",
-		     iss.serial, base, absdir, absdir, absdir, absdir) < 0 ||
+		     "%s"
+		     "cert %s/cert.pem\nkey %s/key.pem\nca %s/ca.pem\n%s%s%s",
+		     iss.serial, base,
+		     renews ? "# with ca-url, mtls server/connector renew cert and key by "
+			      "themselves (and keep ca\n# fresh); other programs: mtls renew "
+			      "--dir DIR from a timer\n"
+			    : "# no ca-url: this certificate cannot renew itself at the CA service "
+			      "(no clientAuth;\n# enroll with a 'peer' profile token for that)\n",
+		     absdir, absdir, absdir, renews ? "ca-url " : "", renews ? base : "",
+		     renews ? "\n" : "") < 0 ||
 	    asprintf(&url_line, "%s\n", base) < 0) {
 		conf = url_line = NULL;
+		failmsg("out of memory");
+		goto out;
+	}
+	if (add_crl_lines(&conf, sk_X509_value(iss.chain, 0), base, absdir) != 0) {
 		failmsg("out of memory");
 		goto out;
 	}
@@ -284,6 +321,10 @@ int cmd_enroll(int argc, char **argv)
 			goto out;
 		}
 	}
+	/* a CRL cached (crl-cache) for an earlier enrollment may be another CA's: the daemon
+	 * fetches this CA's at its next start */
+	if (o.force && enroll_path(path, sizeof(path), o.dir, "crl.pem") == 0)
+		(void)unlink(path);
 	{
 		char when[32];
 		time_t na = certfields_time(X509_get0_notAfter(sk_X509_value(iss.chain, 0)));
@@ -294,8 +335,12 @@ int cmd_enroll(int argc, char **argv)
 
 		enroll_utc(na, when);
 		printf("enrolled: serial %s, %s, valid until %s; next: mtls %s --config "
-		       "%s/mtls.conf %s, and mtls renew --dir %s from a timer\n",
-		       iss.serial, names, when, how, absdir, rest, absdir);
+		       "%s/mtls.conf %s%s\n",
+		       iss.serial, names, when, how, absdir, rest,
+		       renews ? " (it renews the certificate by itself; other programs: mtls "
+				"renew --dir DIR from a timer)"
+			      : " (renewal through the CA service needs a 'peer' profile "
+				"certificate)");
 	}
 	rc = 0;
 out:

@@ -33,14 +33,28 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "check revocation of the whole chain, not only the leaf"},                        \
 		{"crl-grace", OPT_INT, O(crl_grace), "SECONDS",                                    \
 		 "accept a CRL this long past nextUpdate, with a warning"},                        \
-		{"crl-url", OPT_STRING, O(crl_url), "URL",                                         \
+		{"crl-url", OPT_LIST, O(crl_url), "URL",                                           \
 		 "fetch the CRL from URL (http or https, DER or PEM) in the background, verify "   \
-		 "it by --ca, keep it in --crl-cache and load it"},                                \
+		 "it by --ca, keep it in --crl-cache and load it; 'auto': the URL of the own "     \
+		 "certificate's CRL distribution point; repeatable (one per CA)"},                 \
 		{"crl-refresh", OPT_STRING, O(crl_refresh), "DURATION",                            \
 		 "fetch --crl-url this often (default 60s; 1s to 1d)"},                            \
-		{"crl-cache", OPT_STRING, O(crl_cache), "FILE",                                    \
-		 "where the last good CRL of --crl-url is kept (needed with --crl-url; its "       \
-		 "directory writable)"},                                                           \
+		{"crl-cache", OPT_LIST, O(crl_cache), "FILE",                                      \
+		 "where the last good CRL of --crl-url is kept (one per --crl-url, in the same "   \
+		 "order; its directory writable)"},                                                \
+		{"crl-push", OPT_STRING, O(crl_push), "on|off",                                    \
+		 "keep a long poll at --crl-url, so a new CRL arrives as soon as the CA service "  \
+		 "publishes it (default on; a server that cannot hold it is polled)"},             \
+		{"ca-url", OPT_STRING, O(ca_url), "URL",                                           \
+		 "renew --cert and --key at this CA service (mtls ca serve, https://HOST:PORT, "   \
+		 "verified against --ca) at 2/3 of their life, and keep --ca its root bundle; "    \
+		 "their directories writable"},                                                    \
+		{"renew-key-type", OPT_STRING, O(renew_key_type), "ALG",                           \
+		 "new keys of --ca-url: p256, p384, ed25519, rsa3072, rsa4096 (default: the "      \
+		 "current key's type)"},                                                           \
+		{"ca-refresh", OPT_STRING, O(ca_refresh), "DURATION",                              \
+		 "fetch the roots of --ca-url into --ca this often, and after each renewal "       \
+		 "(default 1h; 1s to 1d)"},                                                        \
 		{"ocsp", OPT_STRING, O(ocsp), "off|soft-fail|hard-fail",                           \
 		 "check the peer's certificate by OCSP (default off); soft-fail refuses only a "   \
 		 "revoked one, hard-fail needs a good answer"},                                    \

@@ -315,6 +315,13 @@ int mtls_config_insecure_no_verify_name(struct mtls_config *config);
  * as always. Listed by mtls_config_insecure() as "insecure_optional_client_cert".
  * mtls_configure() of a client endpoint with it fails (reason config). */
 int mtls_config_insecure_optional_client_cert(struct mtls_config *config);
+/* Server only: a client certificate whose extendedKeyUsage names serverAuth instead of
+ * clientAuth is accepted as a client certificate (everything else is verified as always).
+ * For a service that authenticates hosts by any certificate its CA issued them, such as a
+ * CA's renewal API, where a server's own certificate is its credential. Listed by
+ * mtls_config_insecure() as "insecure_server_eku_clients". mtls_configure() of a client
+ * endpoint with it fails (reason config). */
+int mtls_config_insecure_server_eku_clients(struct mtls_config *config);
 /* Comma-separated names of the insecure options in effect, or "" if none. */
 const char *mtls_config_insecure(const struct mtls_config *config);
 
@@ -400,12 +407,14 @@ int mtls_conn_resumed(const struct mtls *conn);
 const char *mtls_conn_warning(const struct mtls *conn);
 /* Judge an established connection's peer again under endpoint's CURRENT configuration (the
  * one its last mtls_configure() applied), with the same decision as a handshake: the chain
- * the peer presented, built again against the current CA bundle, validity now (or at
- * mtls_config_set_verify_time()), revocation under the current CRLs, the server name, the
- * current allow rules. A daemon calls it for every live connection after a reload changed
- * what is trusted, and closes those refused. endpoint must be the endpoint conn was made from
- * (or one of the same kind). A peer that presented no certificate stays accepted only while
- * the config still makes the client certificate optional.
+ * the peer presented, built again against the current CA bundle, revocation under the
+ * current CRLs (judged now, or at mtls_config_set_verify_time()), the server name, the
+ * current allow rules. The certificates' validity is judged at the time of the handshake: a
+ * peer certificate that expired since (renewed, typically) does not end the connection. A daemon
+ * calls it for every live connection after a reload changed what is trusted, and closes those
+ * refused. endpoint must be the endpoint conn was made from (or one of the same kind). A peer that
+ * presented no certificate stays accepted only while the config still makes the client certificate
+ * optional.
  *
  * Returns 0 if the peer is still accepted (mtls_conn_peer() is unchanged), -1 if refused
  * (reason and message on conn: revoked, identity_not_allowed, expired, unknown_ca, ...) or

@@ -641,6 +641,12 @@ int mtls_config_insecure_optional_client_cert(struct mtls_config *c)
 	return 0;
 }
 
+int mtls_config_insecure_server_eku_clients(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_SERVER_EKU_CLIENTS, "insecure_server_eku_clients");
+	return 0;
+}
+
 const char *mtls_config_insecure(const struct mtls_config *c)
 {
 	return c->insecure_names;

@@ -298,9 +298,13 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 	st = endpoint_state(endpoint);
 	if (st == NULL)
 		return error_set(&conn->conn.err, MTLS_REASON_USAGE, "endpoint is not configured");
+	/* validity at the handshake: a certificate that expired since does not end a live
+	 * connection (its successor serves the next one; --max-connection-lifetime bounds
+	 * how long one lasts); what is trusted now, revocation and the rules do */
 	rq = (struct verify_request){.st = st,
 				     .peer_is_client = st->server,
-				     .name = st->server ? NULL : conn->conn.server_name};
+				     .name = st->server ? NULL : conn->conn.server_name,
+				     .certs_at = conn->conn.handshake_at};
 	leaf = SSL_get0_peer_certificate(conn->conn.ssl);
 	if (leaf == NULL)
 		rc = verify_no_certificate(&rq, &conn->conn.err);
@@ -494,6 +498,9 @@ int mtls_handshake(struct mtls *c)
 	errno = 0;
 	rc = SSL_do_handshake(c->conn.ssl);
 	if (rc == 1) {
+		c->conn.handshake_at = c->state->config->verify_time != 0
+					       ? c->state->config->verify_time
+					       : time(NULL);
 		if (judge_peer(c) != 0) {
 			SSL_shutdown(c->conn.ssl); /* close_notify, so the peer does not carry on */
 			return -1;

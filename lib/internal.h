@@ -74,6 +74,7 @@ enum insecure_flag {
 	INSECURE_KEY_PERMISSIONS = 1u << 0,
 	INSECURE_NO_VERIFY_NAME = 1u << 1,
 	INSECURE_OPTIONAL_CLIENT_CERT = 1u << 2,
+	INSECURE_SERVER_EKU_CLIENTS = 1u << 3,
 };
 
 struct mtls_config {
@@ -178,6 +179,8 @@ int policy_parse_pin(const char *text, uint8_t out[32]);
 
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
+/* seconds: a ticket whose server certificate expires sooner is dropped, not offered */
+#define TICKETS_EXPIRY_MARGIN 10
 struct tickets {
 	pthread_mutex_t lock;
 	int n;
@@ -267,8 +270,9 @@ struct connection {
 	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
 	bool handshake_done;
-	struct error err;  /* also where the verify callback puts its refusal */
-	char warning[256]; /* about the accepted handshake */
+	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
+	struct error err;    /* also where the verify callback puts its refusal */
+	char warning[256];   /* about the accepted handshake */
 	/* client: OCSP is decided once the server's staple (or its absence) is known, by the
 	 * status callback, on the chain the verify callback kept */
 	STACK_OF(X509) * ocsp_chain;
@@ -302,6 +306,9 @@ struct verify_request {
 	bool peer_is_client;
 	const char *name; /* expected DNS name or IP of a server, or NULL */
 	const char *uri;  /* expected URI SAN, or NULL */
+	/* certificate validity judged at this time instead of now (a re-check of a live
+	 * connection: its handshake's time); 0: now. Revocation is always judged now. */
+	time_t certs_at;
 	/* OCSP. A client's full handshake decides it after the chain, once the server's
 	 * staple is known (ocsp_later; the chain is handed over in keep_chain), with
 	 * verify_ocsp() and staple_round set: the staple (or none, staple NULL) was the
@@ -382,7 +389,7 @@ struct strict_finding {
 /* Every certificate of a verified chain (leaf first, trust anchor last). */
 int strict_chain(STACK_OF(X509) * chain, struct strict_finding *f);
 /* The peer's own certificate: not a CA, and its EKU names the role. */
-int strict_leaf(X509 *leaf, bool peer_is_client, struct strict_finding *f);
+int strict_leaf(X509 *leaf, bool peer_is_client, bool server_eku_ok, struct strict_finding *f);
 /* The finding for an error of OpenSSL's strict mode (0), or -1 if x509_error is not one. */
 int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) * chain,
 			 struct strict_finding *f);

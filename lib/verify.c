@@ -53,6 +53,12 @@ static void run_index_init(void)
 	run_index = X509_STORE_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
+/* A client's certificate may name serverAuth instead of clientAuth. */
+static bool server_eku_ok(const struct verify_request *rq)
+{
+	return rq->peer_is_client && (rq->st->config->insecure & INSECURE_SERVER_EKU_CLIENTS);
+}
+
 static time_t verify_now(const struct verify_request *rq)
 {
 	return rq->st->config->verify_time != 0 ? rq->st->config->verify_time : time(NULL);
@@ -97,10 +103,19 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
 				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
 	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
 	X509_VERIFY_PARAM_set_auth_level(param, 2);
-	if (c->verify_time != 0)
+	if (rq->certs_at != 0)
+		X509_VERIFY_PARAM_set_time(param, rq->certs_at);
+	else if (c->verify_time != 0)
 		X509_VERIFY_PARAM_set_time(param, c->verify_time);
-	if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client ? X509_PURPOSE_SSL_CLIENT
-								: X509_PURPOSE_SSL_SERVER) != 1)
+	/* with server_eku_ok, the EKU is checked by strict_leaf() alone (serverAuth or
+	 * clientAuth); a handshake's context has its purpose set already (the SSL default),
+	 * which X509_STORE_CTX_set_purpose() does not replace */
+	if (server_eku_ok(rq)) {
+		if (X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_ANY) != 1)
+			return -1;
+	} else if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client
+							    ? X509_PURPOSE_SSL_CLIENT
+							    : X509_PURPOSE_SSL_SERVER) != 1)
 		return -1;
 	X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
 						       X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -256,7 +271,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 		return;
 	}
 	if (reason == MTLS_REASON_LEAF_IS_CA &&
-	    strict_leaf(run->cert, rq->peer_is_client, &f) != 0) {
+	    strict_leaf(run->cert, rq->peer_is_client, server_eku_ok(rq), &f) != 0) {
 		strict_explain(&f, role, err);
 		return;
 	}
@@ -406,7 +421,7 @@ static int check_leaf(const struct verify_request *rq, X509 *leaf, struct error 
 {
 	struct strict_finding f;
 
-	if (strict_leaf(leaf, rq->peer_is_client, &f) != 0)
+	if (strict_leaf(leaf, rq->peer_is_client, server_eku_ok(rq), &f) != 0)
 		return strict_explain(&f, role_of(rq), err);
 	return 0;
 }
@@ -783,7 +798,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	STACK_OF(X509) *chain = NULL;
 	bool keyed, cached;
 	uint8_t key[32];
-	time_t now;
+	time_t now, certs_at;
 	X509 *leaf;
 	int rc = -1;
 
@@ -800,9 +815,10 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	keyed = rq->st->vcache != NULL &&
 		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
 	now = verify_now(rq);
+	certs_at = rq->certs_at != 0 ? rq->certs_at : now;
 
 	/* 1: the path (remembered or verified now) */
-	chain = verified_path(rq, xctx, keyed ? key : NULL, now, &run, err, &cached);
+	chain = verified_path(rq, xctx, keyed ? key : NULL, certs_at, &run, err, &cached);
 	if (chain == NULL) {
 		if (run.error != X509_V_OK)
 			explain(rq, &run, err);
@@ -811,7 +827,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
-	if (check_times(rq, chain, now, &found) != 0 ||
+	if (check_times(rq, chain, certs_at, &found) != 0 ||
 	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
 		explain(rq, &found, err);
 		goto reject;

@@ -23,7 +23,9 @@
 
 #include "certfields.h"
 #include "crlfetch.h"
+#include "duration.h"
 #include "log.h"
+#include "prefer.h"
 
 #define VALIDATOR_MAX 256 /* ETag and Last-Modified values kept */
 
@@ -35,6 +37,7 @@ struct body {
 
 struct crlfetch {
 	char *url, *cache;
+	char *cainfo; /* --ca: what an https URL's server is verified by */
 	long long refresh_ms;
 	STACK_OF(X509) * cas; /* the CAs a CRL may be signed by */
 	X509_CRL *current;    /* the last good CRL (as in the cache file), or NULL */
@@ -49,6 +52,18 @@ struct crlfetch {
 	atomic_bool stop;
 	time_t failing_since, warned_at; /* 0: the last fetch worked */
 	char warned[128];		 /* the reason last logged */
+	/* the push channel (crlfetch_set_push()); the fetch thread's alone */
+	bool push;	      /* ask for long polls */
+	bool push_active;     /* the last answer was held (Preference-Applied) */
+	bool push_seen;	      /* the URL has held a request at least once */
+	bool probed;	      /* a probe was answered, no failure since */
+	long long backoff_ms; /* before the next try after a failure, once push_seen */
+	/* the cache file's owner (crlfetch_set_owner()), or -1 */
+	uid_t owner_uid;
+	gid_t owner_gid;
+	long long grace;   /* --crl-grace, for the log line of a CRL gone stale */
+	time_t stale_told; /* the nextUpdate of the stale CRL last logged, */
+	int stale_phase;   /* and when: 1 within --crl-grace, 2 past it */
 };
 
 static void drain_ssl(char *err, size_t len, const char *what)
@@ -199,6 +214,66 @@ err:
 	return NULL;
 }
 
+bool crlfetch_cdp_url(X509 *x, char *out, size_t len)
+{
+	CRL_DIST_POINTS *dps = X509_get_ext_d2i(x, NID_crl_distribution_points, NULL, NULL);
+	bool found = false;
+
+	for (int i = 0; !found && i < sk_DIST_POINT_num(dps); i++) {
+		DIST_POINT *dp = sk_DIST_POINT_value(dps, i);
+		GENERAL_NAMES *names;
+
+		if (dp->distpoint == NULL || dp->distpoint->type != 0)
+			continue;
+		names = dp->distpoint->name.fullname;
+		for (int j = 0; !found && j < sk_GENERAL_NAME_num(names); j++) {
+			GENERAL_NAME *g = sk_GENERAL_NAME_value(names, j);
+			const unsigned char *d;
+			int n;
+			bool printable = true;
+
+			if (g->type != GEN_URI)
+				continue;
+			d = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+			n = ASN1_STRING_length(g->d.uniformResourceIdentifier);
+			for (int k = 0; k < n; k++)
+				printable = printable && d[k] > 0x20 && d[k] < 0x7f;
+			if (!printable || n <= 0 || (size_t)n >= len ||
+			    !((n > 7 && strncasecmp((const char *)d, "http://", 7) == 0) ||
+			      (n > 8 && strncasecmp((const char *)d, "https://", 8) == 0)))
+				continue;
+			memcpy(out, d, (size_t)n);
+			out[n] = '\0';
+			found = true;
+		}
+	}
+	CRL_DIST_POINTS_free(dps);
+	ERR_clear_error();
+	return found;
+}
+
+int crlfetch_auto_url(const char *chain, const char *ca, char *out, size_t len, char *err,
+		      size_t err_len)
+{
+	STACK_OF(X509) *own = chain != NULL ? read_certs(chain, 0) : NULL;
+	STACK_OF(X509) *cas = ca != NULL ? read_certs(ca, 0) : NULL;
+	bool found = own != NULL && sk_X509_num(own) > 0 &&
+		     crlfetch_cdp_url(sk_X509_value(own, 0), out, len);
+
+	for (int i = 0; !found && cas != NULL && i < sk_X509_num(cas); i++)
+		found = crlfetch_cdp_url(sk_X509_value(cas, i), out, len);
+	sk_X509_pop_free(own, X509_free);
+	sk_X509_pop_free(cas, X509_free);
+	if (!found)
+		snprintf(err, err_len,
+			 "--crl-url auto: neither the own certificate (%s) nor a --ca certificate "
+			 "(%s) carries an http(s) CRL distribution point; give the CRL's URL "
+			 "(e.g. http://CA-HOST:8080/crl of mtls ca serve), or issue certificates "
+			 "with one (mtls ca init --crl-url)",
+			 chain != NULL ? chain : "none", ca != NULL ? ca : "none");
+	return found ? 0 : -1;
+}
+
 static X509_CRL *read_cache(const char *path)
 {
 	BIO *bio = BIO_new_file(path, "r");
@@ -211,7 +286,7 @@ static X509_CRL *read_cache(const char *path)
 
 /* The CRL as PEM into path, atomically: a temporary file beside it, synced, renamed over it,
  * the directory synced. Nothing half-written is ever read by a reload. */
-static int write_cache(const char *path, X509_CRL *crl, char *err, size_t len)
+static int write_cache(const char *path, X509_CRL *crl, uid_t uid, gid_t gid, char *err, size_t len)
 {
 	char tmp[4096], dirbuf[4096];
 	BIO *mem = BIO_new(BIO_s_mem());
@@ -232,6 +307,12 @@ static int write_cache(const char *path, X509_CRL *crl, char *err, size_t len)
 	if (fd < 0 || write(fd, pem, (size_t)n) != (ssize_t)n || fsync(fd) != 0) {
 		snprintf(err, len, "cannot write %s: %s; make its directory writable", tmp,
 			 strerror(errno));
+		goto out;
+	}
+	/* written by root before --user's drop: the user's file, so that the daemon can replace
+	 * it later (in a sticky directory only a file's owner may) */
+	if (uid != (uid_t)-1 && geteuid() == 0 && fchown(fd, uid, gid) != 0) {
+		snprintf(err, len, "cannot give %s to --user: %s", tmp, strerror(errno));
 		goto out;
 	}
 	close(fd);
@@ -267,9 +348,13 @@ struct crlfetch *crlfetch_new(const char *url, const char *ca, const char *chain
 	pthread_cond_init(&f->cond, NULL);
 	f->url = strdup(url);
 	f->cache = strdup(cache);
+	f->cainfo = strdup(ca);
 	f->refresh_ms = refresh_ms;
 	f->m = m;
-	if (f->url == NULL || f->cache == NULL) {
+	f->owner_uid = (uid_t)-1;
+	f->owner_gid = (gid_t)-1;
+	f->backoff_ms = CRLFETCH_RETRY_MIN_MS;
+	if (f->url == NULL || f->cache == NULL || f->cainfo == NULL) {
 		snprintf(err, len, "out of memory");
 		goto err;
 	}
@@ -313,6 +398,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 
 struct validators {
 	char etag[VALIDATOR_MAX], last_modified[VALIDATOR_MAX];
+	long applied; /* Preference-Applied: wait=N, or -1 */
 };
 
 /* A response header: ETag and Last-Modified kept if short and printable (they are sent
@@ -323,6 +409,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	size_t len = size * n, klen;
 	char *out;
 
+	if (len > 19 && strncasecmp(p, "preference-applied:", 19) == 0) {
+		char value[VALIDATOR_MAX];
+
+		klen = len - 19 < sizeof(value) ? len - 19 : sizeof(value) - 1;
+		memcpy(value, p + 19, klen);
+		value[klen] = '\0';
+		value[strcspn(value, "\r\n")] = '\0';
+		v->applied = prefer_wait(value);
+		return len;
+	}
 	if (len > 5 && strncasecmp(p, "etag:", 5) == 0) {
 		klen = 5;
 		out = v->etag;
@@ -356,8 +452,24 @@ static int on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl
 
 enum result { FETCH_OK, FETCH_NOT_MODIFIED, FETCH_ERROR };
 
-/* One fetch: FETCH_OK with a new CRL in the cache (*changed) or the same one again. */
-static enum result fetch(struct crlfetch *f, bool *changed, char *err, size_t len)
+/* The seconds a long poll asks the server to hold it: the refresh interval, at most
+ * CRLFETCH_PUSH_WAIT_S (a request is never held longer than a poll would wait). */
+static long push_wait(const struct crlfetch *f)
+{
+	long long s = f->refresh_ms / 1000;
+
+	return s < 1 ? 1 : s > CRLFETCH_PUSH_WAIT_S ? CRLFETCH_PUSH_WAIT_S : (long)s;
+}
+
+/* How a request is made: a plain conditional GET; a probe, asking for long polls without
+ * the validators that let a server hold it (answered at once: Preference-Applied tells whether
+ * the server can); a long poll, conditional and asking to be held. */
+enum mode { MODE_PLAIN, MODE_PROBE, MODE_HOLD };
+
+/* One fetch: FETCH_OK with a new CRL in the cache (*changed) or the same one again; *applied
+ * tells whether the server granted the long poll asked for. */
+static enum result fetch(struct crlfetch *f, enum mode mode, bool *changed, bool *applied,
+			 char *err, size_t len)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdr = NULL;
@@ -370,25 +482,38 @@ static enum result fetch(struct crlfetch *f, bool *changed, char *err, size_t le
 	CURLcode cc;
 
 	*changed = false;
+	*applied = false;
 	memset(&v, 0, sizeof(v));
+	v.applied = -1;
 	if (c == NULL) {
 		snprintf(err, len, "out of memory");
 		return FETCH_ERROR;
 	}
-	if (f->current != NULL && f->etag[0] != '\0') {
+	if (f->current != NULL && f->etag[0] != '\0' && mode != MODE_PROBE) {
 		snprintf(line, sizeof(line), "If-None-Match: %s", f->etag);
 		hdr = curl_slist_append(hdr, line);
 	}
-	if (f->current != NULL && f->last_modified[0] != '\0') {
+	if (f->current != NULL && f->last_modified[0] != '\0' && mode != MODE_PROBE) {
 		snprintf(line, sizeof(line), "If-Modified-Since: %s", f->last_modified);
+		hdr = curl_slist_append(hdr, line);
+	}
+	/* a server that can hold it does so while the CRL is the one named by If-None-Match,
+	 * and says so with Preference-Applied even when it answers at once */
+	if (mode != MODE_PLAIN) {
+		snprintf(line, sizeof(line), "Prefer: wait=%ld", push_wait(f));
 		hdr = curl_slist_append(hdr, line);
 	}
 	curl_easy_setopt(c, CURLOPT_URL, f->url);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	/* an https URL's server is the CA's (its API serves /crl too): verified by --ca, not by
+	 * the system's store, which does not hold a private CA */
+	curl_easy_setopt(c, CURLOPT_CAINFO, f->cainfo);
+	curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, (long)CRLFETCH_CONNECT_S);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)CRLFETCH_TIMEOUT_S);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT,
+			 (long)CRLFETCH_TIMEOUT_S + (mode == MODE_HOLD ? push_wait(f) : 0));
 	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CRLFETCH_MAX_BYTES);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
@@ -417,7 +542,7 @@ static enum result fetch(struct crlfetch *f, bool *changed, char *err, size_t le
 	} else if (f->current != NULL && X509_CRL_cmp(crl, f->current) == 0 &&
 		   X509_CRL_match(crl, f->current) == 0) {
 		r = FETCH_OK; /* the same CRL again (a server without validators) */
-	} else if (write_cache(f->cache, crl, err, len) == 0) {
+	} else if (write_cache(f->cache, crl, f->owner_uid, f->owner_gid, err, len) == 0) {
 		X509_CRL_free(f->current);
 		f->current = crl;
 		crl = NULL;
@@ -428,6 +553,7 @@ static enum result fetch(struct crlfetch *f, bool *changed, char *err, size_t le
 		memcpy(f->etag, v.etag, sizeof(f->etag));
 		memcpy(f->last_modified, v.last_modified, sizeof(f->last_modified));
 	}
+	*applied = r != FETCH_ERROR && v.applied > 0;
 	X509_CRL_free(crl);
 	free(b.data);
 	curl_slist_free_all(hdr);
@@ -481,13 +607,119 @@ static void count(struct crlfetch *f, enum result r, const char *why)
 					    : "no CRL yet; check the CRL server"));
 }
 
+/* A failing fetch while the cached CRL is past its nextUpdate: said once per CRL within the
+ * grace and once past it, with what it means for the clients (accepted with a warning until
+ * the grace ends, or refused crl_expired). */
+static void tell_stale(struct crlfetch *f, time_t now)
+{
+	const ASN1_TIME *t = f->current != NULL ? X509_CRL_get0_nextUpdate(f->current) : NULL;
+	time_t nu = t != NULL ? certfields_time(t) : 0;
+	char when[32], until[32];
+	struct tm tm;
+
+	int phase = now < nu + f->grace ? 1 : 2;
+
+	if (nu == 0 || now < nu || (f->stale_told == nu && f->stale_phase >= phase))
+		return;
+	f->stale_told = nu;
+	f->stale_phase = phase;
+	gmtime_r(&nu, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (phase == 1) {
+		time_t g = nu + f->grace;
+
+		gmtime_r(&g, &tm);
+		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		LOG(LOG_WARN, "crl_stale", LS("url", f->url), LS("file", f->cache),
+		    LS("next_update", when), LS("grace_until", until),
+		    LS("message", "the CRL server is unreachable and the cached CRL is past its "
+				  "nextUpdate: clients are accepted with a warning until the grace "
+				  "ends, then refused (crl_expired)"),
+		    LS("action", "bring the CRL server back"));
+	} else {
+		LOG(LOG_ERROR, "crl_stale", LS("url", f->url), LS("file", f->cache),
+		    LS("next_update", when),
+		    LS("message", "the CRL server is unreachable and the cached CRL is past its "
+				  "nextUpdate: every client it covers is refused (crl_expired)"),
+		    LS("action", "bring the CRL server back, or set --crl-grace to accept the "
+				 "last CRL for a while"));
+	}
+}
+
 int crlfetch_once(struct crlfetch *f, char *err, size_t len)
 {
-	bool changed;
-	enum result r = fetch(f, &changed, err, len);
+	bool changed, applied;
+	enum result r = fetch(f, MODE_PLAIN, &changed, &applied, err, len);
 
 	count(f, r, err);
 	return r == FETCH_ERROR ? -1 : 0;
+}
+
+static void push_set(struct crlfetch *f, bool active)
+{
+	if (f->push_active == active)
+		return;
+	f->push_active = active;
+	if (f->m != NULL)
+		atomic_fetch_add(&f->m->crl_push_active, active ? 1 : -1);
+}
+
+/* After a fetch: how long until the next one. With a server that holds requests (push), at
+ * once; but a request that brought no new CRL is followed by the next only CRLFETCH_PUSH_GAP_MS
+ * after it began, so that nothing spins on a server that answers at once. Without push, the
+ * refresh interval. After a failure, the refresh interval too, or sooner for a URL that held
+ * requests before (a CA service restarted: push resumes within the backoff). */
+static long long next_delay(struct crlfetch *f, enum result r, bool changed, bool applied,
+			    long long took_ms, const char *why)
+{
+	char every[32];
+
+	duration_format(f->refresh_ms, every, sizeof(every));
+	if (r == FETCH_ERROR) {
+		long long d = f->backoff_ms < f->refresh_ms ? f->backoff_ms : f->refresh_ms;
+
+		if (f->push_active)
+			LOG(LOG_WARN, "crl_push_lost", LS("url", f->url), LS("reason", why),
+			    LS("action", "polling every --crl-refresh meanwhile; the long poll is "
+					 "tried again with backoff"),
+			    LS("refresh", every));
+		push_set(f, false);
+		if (!f->push_seen)
+			return f->refresh_ms;
+		f->backoff_ms = f->backoff_ms * 2 < CRLFETCH_RETRY_MAX_MS ? f->backoff_ms * 2
+									  : CRLFETCH_RETRY_MAX_MS;
+		return d;
+	}
+	f->backoff_ms = CRLFETCH_RETRY_MIN_MS;
+	if (!applied) {
+		if (f->push_active)
+			LOG(LOG_WARN, "crl_push_lost", LS("url", f->url),
+			    LS("reason",
+			       "the server answered without holding the request (too many "
+			       "held requests there?)"),
+			    LS("action", "polling every --crl-refresh meanwhile"),
+			    LS("refresh", every));
+		push_set(f, false);
+		return f->refresh_ms;
+	}
+	if (!f->push_active)
+		LOG(LOG_INFO, "crl_push_started", LS("url", f->url),
+		    LN("wait_seconds", push_wait(f)),
+		    LS("message", "a long poll is kept at the CRL server: a new CRL is fetched as "
+				  "soon as it is published"));
+	push_set(f, true);
+	f->push_seen = true;
+	if (changed || took_ms >= CRLFETCH_PUSH_GAP_MS)
+		return 0;
+	return CRLFETCH_PUSH_GAP_MS - took_ms;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void *run(void *arg)
@@ -497,19 +729,30 @@ static void *run(void *arg)
 	while (!atomic_load(&f->stop)) {
 		struct timespec until;
 		char err[512] = "";
-		bool changed = false;
-		enum result r = fetch(f, &changed, err, sizeof(err));
+		bool changed = false, applied = false;
+		long long began = mono_ms(), delay;
+		/* with push, the first request (and the first after a failure) is a probe: the
+		 * server's answer comes at once and says whether it holds requests */
+		enum mode mode = !f->push ? MODE_PLAIN : f->probed ? MODE_HOLD : MODE_PROBE;
+		enum result r = fetch(f, mode, &changed, &applied, err, sizeof(err));
 
 		if (atomic_load(&f->stop))
 			break;
 		count(f, r, err);
+		f->probed = r != FETCH_ERROR;
+		if (r == FETCH_ERROR)
+			tell_stale(f, time(NULL));
 		if (changed) {
-			LOG(LOG_INFO, "crl_fetched", LS("url", f->url), LS("file", f->cache));
+			LOG(LOG_INFO, "crl_fetched", LS("url", f->url), LS("file", f->cache),
+			    LS("via", mode == MODE_HOLD && applied ? "push" : "poll"));
 			ev_async_send(f->loop, f->wakeup);
 		}
+		delay = next_delay(f, r, changed, applied, mono_ms() - began, err);
+		if (delay <= 0)
+			continue;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += f->refresh_ms / 1000;
-		until.tv_nsec += (f->refresh_ms % 1000) * 1000000;
+		until.tv_sec += delay / 1000;
+		until.tv_nsec += (delay % 1000) * 1000000;
 		if (until.tv_nsec >= 1000000000) {
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000;
@@ -521,6 +764,22 @@ static void *run(void *arg)
 		pthread_mutex_unlock(&f->mu);
 	}
 	return NULL;
+}
+
+void crlfetch_set_push(struct crlfetch *f, bool on)
+{
+	f->push = on;
+}
+
+void crlfetch_set_owner(struct crlfetch *f, uid_t uid, gid_t gid)
+{
+	f->owner_uid = uid;
+	f->owner_gid = gid;
+}
+
+void crlfetch_set_grace(struct crlfetch *f, long long seconds)
+{
+	f->grace = seconds;
 }
 
 int crlfetch_start(struct crlfetch *f, struct ev_loop *loop, ev_async *wakeup)
@@ -556,6 +815,9 @@ void crlfetch_free(struct crlfetch *f)
 	pthread_cond_destroy(&f->cond);
 	sk_X509_pop_free(f->cas, X509_free);
 	X509_CRL_free(f->current);
+	if (f->push_active && f->m != NULL)
+		atomic_fetch_add(&f->m->crl_push_active, -1);
+	free(f->cainfo);
 	free(f->url);
 	free(f->cache);
 	free(f);

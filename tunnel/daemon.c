@@ -20,12 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "caclient.h"
 #include "credentials.h"
 #include "crlfetch.h"
 #include "duration.h"
 #include "daemon.h"
 #include "log.h"
 #include "ocspfetch.h"
+#include "renewal.h"
+#include "renewer.h"
 
 #define WATCH_MAX	    16
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
@@ -72,12 +75,18 @@ struct main_state {
 	 * read d->o, whose fields a reload never changes. */
 	const struct tunnel_options *live;
 	void *live_handle;
-	struct crlfetch *crlfetch; /* --crl-url, or NULL */
-	ev_async crl_fetched;	   /* the fetch thread wrote a new CRL to --crl-cache */
+	struct crlfetch *crlfetch[CREDENTIALS_FILES_MAX]; /* one per --crl-url */
+	size_t ncrlfetch;
+	char crl_auto[2049];  /* the URL --crl-url auto stands for */
+	ev_async crl_fetched; /* a fetch thread wrote a new CRL to its --crl-cache */
 	const char *crl_files[CREDENTIALS_FILES_MAX];	   /* --crl and --crl-cache */
 	const char *crl_files_live[CREDENTIALS_FILES_MAX]; /* the same for live (SIGHUP) */
-	struct ocspfetch *ocspfetch;			   /* the endpoint's OCSP jobs */
-	ev_async ocsp_recheck; /* an OCSP answer about a peer turned to revoked */
+	struct renewer *renewer;			   /* --ca-url, or NULL */
+	bool roots_writable; /* --ca-url: --ca's directory is writable (roots refreshed) */
+	ev_async renewed;    /* the renewal thread replaced the cert and key, or --ca */
+
+	struct ocspfetch *ocspfetch; /* the endpoint's OCSP jobs */
+	ev_async ocsp_recheck;	     /* an OCSP answer about a peer turned to revoked */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -225,9 +234,10 @@ static int check_own_cert(const struct tunnel_options *o, const struct mtls *e, 
 		snprintf(err, len, "own certificate %s expired at %s; renew it", o->cert, when);
 		return -1;
 	}
-	/* the lifetime from the file, if it still holds the certificate loaded */
-	if (credentials_cert_validity(o->cert, &nb, &na) != 0 || na != not_after || nb >= na ||
-	    left >= (long long)(na - nb) / 3)
+	/* the lifetime from the file, if it still holds the certificate loaded; with --ca-url
+	 * the renewal thread says it, when renewal is late (cert_expiring at error level) */
+	if (o->ca_url != NULL || credentials_cert_validity(o->cert, &nb, &na) != 0 ||
+	    na != not_after || nb >= na || left >= (long long)(na - nb) / 3)
 		return 0;
 	if (left >= 2 * 86400)
 		snprintf(msg, sizeof(msg), "%lld days", left / 86400);
@@ -332,6 +342,8 @@ static void reload(struct main_state *ms, const char *trigger)
 	ms->chain = chain;
 	atomic_fetch_add(&d->metrics.reloads_ok, 1);
 	update_expiry(d);
+	if (ms->renewer != NULL)
+		renewer_loaded(ms->renewer, mtls_endpoint_cert_not_after(d->endpoint));
 	LOG(LOG_INFO, "reload", LS("trigger", trigger),
 	    LN("cert_not_after", mtls_endpoint_cert_not_after(d->endpoint)),
 	    LN("crl_next_update", mtls_endpoint_crl_next_update(d->endpoint)));
@@ -389,6 +401,16 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 
+static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->v[i], b->v[i]) != 0)
+			return false;
+	return true;
+}
+
 /* The options a reload cannot apply (a worker reads them, or they were acted on at start). */
 static void restart_only(const struct tunnel_options *run, struct tunnel_options *next,
 			 char *changed, size_t len)
@@ -399,6 +421,14 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	do {                                                                                       \
 		if ((run->f == NULL) != (next->f == NULL) ||                                       \
 		    (run->f != NULL && strcmp(run->f, next->f) != 0)) {                            \
+			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
+						 "%s%s", used > 0 ? ", " : "", name);              \
+			next->f = run->f;                                                          \
+		}                                                                                  \
+	} while (0)
+#define SAME_LIST(f, name)                                                                         \
+	do {                                                                                       \
+		if (!same_list(&run->f, &next->f)) {                                               \
 			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
 						 "%s%s", used > 0 ? ", " : "", name);              \
 			next->f = run->f;                                                          \
@@ -432,15 +462,25 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_NUM(max_lifetime_ms, "--max-connection-lifetime");
 	SAME_NUM(drain_timeout_ms, "--drain-timeout");
 	SAME_NUM(watch_interval_ms, "--watch-interval");
-	SAME_STR(crl_url, "--crl-url"); /* the fetcher was made at start */
-	SAME_STR(crl_cache, "--crl-cache");
+	SAME_LIST(crl_url, "--crl-url"); /* the fetchers were made at start */
+	SAME_LIST(crl_cache, "--crl-cache");
 	SAME_STR(crl_refresh, "--crl-refresh");
+	SAME_STR(ca_url, "--ca-url"); /* the renewal thread was made at start */
+	SAME_STR(renew_key_type, "--renew-key-type");
+	SAME_STR(ca_refresh, "--ca-refresh");
+	if (run->ca_url != NULL) { /* and renews these files */
+		SAME_STR(cert, "--cert (with --ca-url)");
+		SAME_STR(key, "--key (with --ca-url)");
+		SAME_STR(ca, "--ca (with --ca-url)");
+	}
+	SAME_STR(crl_push, "--crl-push");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
 		SAME_NUM(max_connections, "--max-connections");
 	next->max_connections = run->max_connections;
 	next->max_connections_given = run->max_connections_given;
 #undef SAME_STR
+#undef SAME_LIST
 #undef SAME_NUM
 }
 
@@ -467,9 +507,9 @@ static int reparse(struct main_state *ms)
 		return -1;
 	}
 	restart_only(o, next, changed, sizeof(changed));
-	/* the fetched CRL's cache file is one of the CRL files, as at start */
-	if (ms->crlfetch != NULL) {
-		if (next->crl.n + 1 > CREDENTIALS_FILES_MAX) {
+	/* the fetched CRLs' cache files are CRL files, as at start */
+	if (ms->ncrlfetch > 0) {
+		if (next->crl.n + next->crl_cache.n > CREDENTIALS_FILES_MAX) {
 			atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
 			LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"),
 			    LS("reason", "config"), LS("message", "too many --crl files"),
@@ -479,9 +519,10 @@ static int reparse(struct main_state *ms)
 		}
 		for (size_t i = 0; i < next->crl.n; i++)
 			ms->crl_files_live[i] = next->crl.v[i];
-		ms->crl_files_live[next->crl.n] = next->crl_cache;
+		for (size_t i = 0; i < next->crl_cache.n; i++)
+			ms->crl_files_live[next->crl.n + i] = next->crl_cache.v[i];
 		next->crl.v = ms->crl_files_live;
-		next->crl.n++;
+		next->crl.n += next->crl_cache.n;
 	}
 	if (changed[0] != '\0')
 		LOG(LOG_WARN, "restart_needed", LS("options", changed),
@@ -528,6 +569,24 @@ static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
 	ms->changing_since = 0;
 	ms->unsettled_told = false;
 	reload(ms, "crl_fetch");
+}
+
+/* The renewal thread replaced the own certificate and key, or --ca: load them now, as for a
+ * fetched CRL. */
+static void on_renewed(struct ev_loop *loop, ev_async *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, renewed));
+
+	(void)loop;
+	(void)events;
+	if (atomic_load(&ms->d->phase) != 0)
+		return;
+	sign_files(ms, ms->sigs);
+	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
+	reload(ms, renewer_trigger(ms->renewer));
 }
 
 /* An OCSP answer about a peer turned to revoked (or unknown): what is trusted changed
@@ -759,6 +818,33 @@ static int check(struct daemon *d, char *err, size_t len)
 	}
 	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0)
 		return -1;
+	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
+		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
+		return -1;
+	}
+	if (o->ca_url != NULL) {
+		char base[512], why[400];
+
+		if (caclient_base_url(o->ca_url, base, sizeof(base), why, sizeof(why)) != 0) {
+			snprintf(err, len, "--ca-url: %s", why);
+			return -1;
+		}
+		if (o->renew_key_type != NULL && !renewal_key_type_known(o->renew_key_type)) {
+			snprintf(err, len,
+				 "--renew-key-type %s: give one of p256, p384, ed25519, rsa3072, "
+				 "rsa4096",
+				 o->renew_key_type);
+			return -1;
+		}
+	}
+	if (o->ca_url != NULL &&
+	    (o->key_passphrase_file != NULL || o->key_passphrase_env != NULL)) {
+		snprintf(err, len,
+			 "--ca-url writes each new key unencrypted (mode 0600), so it does not go "
+			 "with --key-passphrase-file or --key-passphrase-env; give an unencrypted "
+			 "key, or renew by other means");
+		return -1;
+	}
 	if (o->tls_min != NULL && strcmp(o->tls_min, "1.2") != 0 &&
 	    strcmp(o->tls_min, "1.3") != 0) {
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
@@ -858,6 +944,55 @@ static int become_root(const struct saved_ids *saved, char *err, size_t len)
 	return 0;
 }
 
+/* Can this process (as --user, if given) replace the file path, that is write its
+ * directory? */
+static bool dir_writable(const char *path)
+{
+	char buf[4096];
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return faccessat(AT_FDCWD, ".", W_OK | X_OK, AT_EACCESS) == 0;
+	if ((size_t)(slash - path) >= sizeof(buf))
+		return false;
+	memcpy(buf, path, (size_t)(slash - path));
+	buf[slash - path] = '\0';
+	return faccessat(AT_FDCWD, slash == path ? "/" : buf, W_OK | X_OK, AT_EACCESS) == 0;
+}
+
+/* --ca-url: the renewal thread writes the new key and chain as the daemon runs, so their
+ * directories must be writable by it (by --user's ids: called as that user); --ca's
+ * directory too, for the roots, else they are not refreshed (said once, now). */
+static int check_renewal_files(struct main_state *ms, char *err, size_t len)
+{
+	const struct tunnel_options *o = ms->d->o;
+	const char *who = o->user != NULL ? o->user : "the daemon's user";
+
+	if (o->ca_url == NULL)
+		return 0;
+	if (renewer_check(o->cert, err, len) != 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		const char *f = i == 0 ? o->cert : o->key;
+
+		if (!dir_writable(f)) {
+			snprintf(err, len,
+				 "--ca-url renews %s by replacing it, but %s cannot write its "
+				 "directory; make the directory writable by %s (the files of mtls "
+				 "enroll --dir DIR are, for the user who enrolled)",
+				 f, who, who);
+			return -1;
+		}
+	}
+	ms->roots_writable = dir_writable(o->ca);
+	if (!ms->roots_writable)
+		LOG(LOG_WARN, "roots_left_alone", LS("file", o->ca),
+		    LS("message", "--ca's directory is not writable by the daemon: the CA's root "
+				  "bundle is not refreshed (renewal goes on); make it writable for "
+				  "a root rollover without hand work"));
+	return 0;
+}
+
 /* The credentials, read and checked as every reload will read them: with --user, as that
  * user (effective ids only, given back for binding), so that a file only root can read is
  * refused now, not at the first rotation. */
@@ -872,6 +1007,8 @@ static int load_credentials(struct main_state *ms, char *err, size_t len)
 	if (o->user != NULL && become_user(o->user, &saved, err, len) != 0)
 		return -1;
 	if (o->user != NULL && credentials_check_readable(o, o->user, err, len) != 0)
+		goto out;
+	if (check_renewal_files(ms, err, len) != 0)
 		goto out;
 	cfg = credentials_build(o, ms->pass, err, len);
 	if (cfg == NULL)
@@ -1033,28 +1170,58 @@ static int fit_connections(struct tunnel_options *o, char *err, size_t len)
 	return 0;
 }
 
-/* --crl-url: the cache file joins the CRL files (o's list, kept in ms), and a fetcher is made.
- * Without a cache file yet (the first start), one fetch now: a daemon that has never had the
- * CRL it was told to check refuses to start rather than let everyone in. */
+/* The owner of user, for the CRL caches written before the drop; -1, -1 if none. */
+static void user_ids(const char *user, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = user != NULL ? getpwnam(user) : NULL;
+
+	*uid = pw != NULL ? pw->pw_uid : (uid_t)-1;
+	*gid = pw != NULL ? pw->pw_gid : (gid_t)-1;
+}
+
+/* --crl-url: each cache file joins the CRL files (o's list, kept in ms), and a fetcher is made
+ * for each URL. Without a cache file yet (the first start), one fetch now: a daemon that has
+ * never had the CRL it was told to check refuses to start rather than let everyone in. */
 static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *err, size_t len)
 {
 	long long refresh_ms = 60000;
 	struct stat sb;
 	char why[400];
+	bool push = true;
+	uid_t uid;
+	gid_t gid;
 
-	if (o->crl_url == NULL) {
-		if (o->crl_cache != NULL || o->crl_refresh != NULL) {
-			snprintf(err, len, "--crl-cache and --crl-refresh go with --crl-url");
+	if (o->crl_url.n == 0) {
+		if (o->crl_cache.n > 0 || o->crl_refresh != NULL || o->crl_push != NULL) {
+			snprintf(err, len,
+				 "--crl-cache, --crl-refresh and --crl-push go with --crl-url");
 			return -1;
 		}
 		return 0;
 	}
-	if (o->crl_cache == NULL) {
+	if (o->crl_cache.n == 0) {
 		snprintf(err, len,
 			 "--crl-url needs --crl-cache FILE: where the last good CRL is kept, so a "
 			 "restart while the URL is down still has it");
 		return -1;
 	}
+	if (o->crl_cache.n != o->crl_url.n) {
+		snprintf(
+			err, len,
+			"%zu --crl-url and %zu --crl-cache: give one --crl-cache per --crl-url, in "
+			"the same order",
+			o->crl_url.n, o->crl_cache.n);
+		return -1;
+	}
+	for (size_t i = 0; i < o->crl_cache.n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(o->crl_cache.v[i], o->crl_cache.v[j]) == 0) {
+				snprintf(err, len,
+					 "--crl-cache %s is given twice: each --crl-url needs its "
+					 "own file",
+					 o->crl_cache.v[i]);
+				return -1;
+			}
 	if (o->ca == NULL) {
 		snprintf(err, len, "give --ca: a fetched CRL is verified by it");
 		return -1;
@@ -1062,29 +1229,53 @@ static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *
 	if (o->crl_refresh != NULL && duration_parse(o->crl_refresh, "--crl-refresh", 1000,
 						     86400000, &refresh_ms, err, len) != 0)
 		return -1;
-	if (o->crl.n + 1 > CREDENTIALS_FILES_MAX) {
-		snprintf(err, len, "too many --crl files (at most %d with --crl-cache)",
-			 CREDENTIALS_FILES_MAX - 1);
+	if (o->crl_push != NULL && strcmp(o->crl_push, "on") != 0) {
+		if (strcmp(o->crl_push, "off") != 0) {
+			snprintf(err, len, "--crl-push %s: give on or off", o->crl_push);
+			return -1;
+		}
+		push = false;
+	}
+	if (o->crl.n + o->crl_cache.n > CREDENTIALS_FILES_MAX) {
+		snprintf(err, len, "too many --crl and --crl-cache files (at most %d)",
+			 CREDENTIALS_FILES_MAX);
 		return -1;
 	}
+	user_ids(o->user, &uid, &gid);
 	for (size_t i = 0; i < o->crl.n; i++)
 		ms->crl_files[i] = o->crl.v[i];
-	ms->crl_files[o->crl.n] = o->crl_cache;
-	o->crl.v = ms->crl_files;
-	o->crl.n++;
-	ms->crlfetch = crlfetch_new(o->crl_url, o->ca, o->cert, o->crl_cache, refresh_ms,
-				    &ms->d->metrics, err, len);
-	if (ms->crlfetch == NULL)
-		return -1;
-	if (stat(o->crl_cache, &sb) == 0)
-		return 0;
-	if (crlfetch_once(ms->crlfetch, why, sizeof(why)) != 0) {
-		snprintf(err, len,
-			 "--crl-url %s: no CRL yet (%s does not exist) and the fetch failed: %s; "
-			 "start when the URL serves the CRL, or put a CRL in %s",
-			 o->crl_url, o->crl_cache, why, o->crl_cache);
-		return -1;
+	for (size_t i = 0; i < o->crl_cache.n; i++) {
+		const char *url = o->crl_url.v[i], *cache = o->crl_cache.v[i];
+		struct crlfetch *f;
+
+		ms->crl_files[o->crl.n + i] = cache;
+		if (strcmp(url, "auto") == 0) {
+			if (crlfetch_auto_url(o->cert, o->ca, ms->crl_auto, sizeof(ms->crl_auto),
+					      err, len) != 0)
+				return -1;
+			url = ms->crl_auto;
+			LOG(LOG_INFO, "crl_url_auto", LS("url", url), LS("file", cache));
+		}
+		f = crlfetch_new(url, o->ca, o->cert, cache, refresh_ms, &ms->d->metrics, err, len);
+		if (f == NULL)
+			return -1;
+		ms->crlfetch[ms->ncrlfetch++] = f;
+		crlfetch_set_push(f, push);
+		crlfetch_set_owner(f, uid, gid);
+		crlfetch_set_grace(f, o->crl_grace);
+		if (stat(cache, &sb) == 0)
+			continue;
+		if (crlfetch_once(f, why, sizeof(why)) != 0) {
+			snprintf(err, len,
+				 "--crl-url %.200s: no CRL yet (%s does not exist) and the fetch "
+				 "failed: "
+				 "%s; start when the URL serves the CRL, or put a CRL in %s",
+				 url, cache, why, cache);
+			return -1;
+		}
 	}
+	o->crl.v = ms->crl_files;
+	o->crl.n += o->crl_cache.n;
 	return 0;
 }
 
@@ -1130,7 +1321,7 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	d.metrics.crl_configured = o->crl.n > 0;
-	d.metrics.crl_fetching = ms.crlfetch != NULL;
+	d.metrics.crl_fetching = ms.ncrlfetch > 0;
 	/* the watcher's baseline is taken before the files are read: a file replaced in
 	 * between is then seen as a change and loaded, not taken for what is in service */
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
@@ -1140,6 +1331,24 @@ int tunnel_run(const struct tunnel_options *given)
 	    fit_connections(&eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
+	}
+	if (o->ca_url != NULL) {
+		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
+
+		if (o->ca_refresh != NULL &&
+		    duration_parse(o->ca_refresh, "--ca-refresh", 1000, 86400000, &every_ms, err,
+				   sizeof(err)) != 0) {
+			fail(role, err);
+			goto out;
+		}
+		ms.renewer = renewer_new(o->ca_url, o->cert, o->key, o->ca, o->renew_key_type,
+					 ms.roots_writable ? every_ms / 1000 : 0, &d.metrics, err,
+					 sizeof(err));
+		if (ms.renewer == NULL) {
+			fail(role, err);
+			goto out;
+		}
+		renewer_loaded(ms.renewer, mtls_endpoint_cert_not_after(d.endpoint));
 	}
 	rc = 1;
 	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
@@ -1214,13 +1423,22 @@ int tunnel_run(const struct tunnel_options *given)
 		ev_timer_start(loop, &ms.watch);
 	}
 	check_crls(&ms, ev_now(loop), true);
-	if (ms.crlfetch != NULL) {
+	if (ms.ncrlfetch > 0) {
 		ev_async_init(&ms.crl_fetched, on_crl_fetched);
 		ev_async_start(loop, &ms.crl_fetched);
-		if (crlfetch_start(ms.crlfetch, loop, &ms.crl_fetched) != 0)
-			LOG(LOG_ERROR, "crl_fetch_failed", LS("url", o->crl_url),
+	}
+	for (size_t i = 0; i < ms.ncrlfetch; i++)
+		if (crlfetch_start(ms.crlfetch[i], loop, &ms.crl_fetched) != 0)
+			LOG(LOG_ERROR, "crl_fetch_failed", LS("file", o->crl_cache.v[i]),
 			    LS("reason", "cannot start the fetch thread"),
 			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
+	if (ms.renewer != NULL) {
+		ev_async_init(&ms.renewed, on_renewed);
+		ev_async_start(loop, &ms.renewed);
+		if (renewer_start(ms.renewer, loop, &ms.renewed) != 0)
+			LOG(LOG_ERROR, "renewal_failed",
+			    LS("reason", "cannot start the renewal thread"),
+			    LS("action", "the certificate is not renewed; restart the daemon"));
 	}
 	ev_async_init(&ms.ocsp_recheck, on_ocsp_recheck);
 	ev_async_start(loop, &ms.ocsp_recheck);
@@ -1240,7 +1458,10 @@ join:
 			ev_loop_destroy(d.workers[i].loop);
 		}
 out:
-	crlfetch_free(ms.crlfetch);   /* its thread may still wake the loop: stopped first */
+	for (size_t i = 0; i < ms.ncrlfetch; i++)
+		crlfetch_free(
+			ms.crlfetch[i]); /* its thread may still wake the loop: stopped first */
+	renewer_free(ms.renewer);
 	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
 	if (loop != NULL)

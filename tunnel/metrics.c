@@ -252,6 +252,44 @@ char *metrics_render(struct metrics *m, size_t *len)
 		    "mtls_crl_fetch_total{result=\"not_modified\"} %llu\n"
 		    "mtls_crl_fetch_total{result=\"error\"} %llu\n",
 		    U(m->crl_fetch[0]), U(m->crl_fetch[1]), U(m->crl_fetch[2]));
+	if (m->renewal_configured)
+		put(&t,
+		    "# HELP mtls_cert_renewal_configured Whether the own certificate renews itself "
+		    "at the CA service (--ca-url).\n"
+		    "# TYPE mtls_cert_renewal_configured gauge\n"
+		    "mtls_cert_renewal_configured 1\n"
+		    "# HELP mtls_cert_renewals_total Renewals of the own certificate by result.\n"
+		    "# TYPE mtls_cert_renewals_total counter\n"
+		    "mtls_cert_renewals_total{result=\"ok\"} %llu\n"
+		    "mtls_cert_renewals_total{result=\"failed\"} %llu\n"
+		    "# HELP mtls_cert_renewal_failures Failed renewal attempts in a row (0 after a "
+		    "success).\n"
+		    "# TYPE mtls_cert_renewal_failures gauge\n"
+		    "mtls_cert_renewal_failures %lld\n"
+		    "# HELP mtls_cert_renew_at_seconds When the next renewal attempt is due (UNIX "
+		    "time).\n"
+		    "# TYPE mtls_cert_renew_at_seconds gauge\n"
+		    "mtls_cert_renew_at_seconds %lld\n"
+		    "# HELP mtls_ca_roots_refresh_total Refreshes of the --ca bundle from the CA "
+		    "service by result.\n"
+		    "# TYPE mtls_ca_roots_refresh_total counter\n"
+		    "mtls_ca_roots_refresh_total{result=\"same\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"replaced\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"left_alone\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"failed\"} %llu\n",
+		    U(m->renewals[0]), U(m->renewals[1]),
+		    (long long)atomic_load(&m->renewal_failures),
+		    (long long)atomic_load(&m->renew_at), U(m->roots_refresh[1]),
+		    U(m->roots_refresh[2]), U(m->roots_refresh[3]), U(m->roots_refresh[0]));
+	if (m->crl_fetching)
+		put(&t,
+		    "# HELP mtls_crl_push_active How many --crl-url fetchers have a long poll held "
+		    "by "
+		    "the CRL server (push: a new CRL arrives as soon as it is published); the "
+		    "others poll every --crl-refresh.\n"
+		    "# TYPE mtls_crl_push_active gauge\n"
+		    "mtls_crl_push_active %lld\n",
+		    (long long)atomic_load(&m->crl_push_active));
 	put(&t,
 	    "# HELP mtls_log_lines_dropped_total Log lines lost: the log buffer was full because "
 	    "the log's reader (a pipe, journald, a shipper) did not keep up (full), or writing the "

@@ -59,7 +59,14 @@ struct metrics {
 	bool crl_configured;	      /* without CRLs the CRL gauges are not exported */
 	bool crl_fetching;	      /* --crl-url: the fetch counters are exported */
 	atomic_ullong crl_fetch[3];   /* ok, not_modified, error (crlfetch.c) */
+	atomic_llong crl_push_active; /* --crl-url fetchers with a long poll held (crlfetch.c) */
 	atomic_llong crl_grace;	      /* seconds a CRL is still accepted past its nextUpdate */
+	/* --ca-url (renewer.c): exported only then */
+	bool renewal_configured;
+	atomic_ullong renewals[2];	/* ok, failed */
+	atomic_llong renewal_failures;	/* failed attempts in a row, 0 after a success */
+	atomic_llong renew_at;		/* the next attempt (UNIX time) */
+	atomic_ullong roots_refresh[4]; /* failed, same, replaced, left_alone (renewal.h) */
 	atomic_bool draining;
 	/* liveness: each worker stores metrics_beat_clock() here about once a second
 	 * (worker.c); a worker whose beat is old is stuck */

@@ -211,7 +211,7 @@ refused() {
 	report "refused: ${*:1:$#-1}" "${p[@]+"${p[@]}"}"
 }
 refused --crl-url "http://127.0.0.1:$HP/crl" "--crl-url needs --crl-cache FILE"
-refused --crl-cache "$W/x.pem" "--crl-cache and --crl-refresh go with --crl-url"
+refused --crl-cache "$W/x.pem" "--crl-cache, --crl-refresh and --crl-push go with --crl-url"
 refused --crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/x.pem" --crl-refresh 30 "--crl-refresh"
 refused --crl-url "ftp://127.0.0.1/crl" --crl-cache "$W/x.pem" "give an http:// or https:// URL"
 
