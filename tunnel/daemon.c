@@ -26,6 +26,7 @@
 #include "duration.h"
 #include "daemon.h"
 #include "log.h"
+#include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
 
@@ -83,6 +84,9 @@ struct main_state {
 	struct renewer *renewer;			   /* --ca-url, or NULL */
 	bool roots_writable; /* --ca-url: --ca's directory is writable (roots refreshed) */
 	ev_async renewed;    /* the renewal thread replaced the cert and key, or --ca */
+
+	struct ocspfetch *ocspfetch; /* the endpoint's OCSP jobs */
+	ev_async ocsp_recheck;	     /* an OCSP answer about a peer turned to revoked */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -103,6 +107,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->tls_min = "1.2";
 	o->verify_cache = MTLS_VERIFY_CACHE_DEFAULT;
 	o->session_cache = MTLS_SESSION_CACHE_DEFAULT;
+	o->ocsp_cache = MTLS_OCSP_CACHE_DEFAULT;
 }
 
 static void fail(const char *role, const char *msg)
@@ -394,6 +399,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 }
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 
 static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
 {
@@ -491,7 +497,8 @@ static int reparse(struct main_state *ms)
 	if (o->reparse == NULL)
 		return 0;
 	handle = o->reparse(o->reparse_arg, &next, err, sizeof(err));
-	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0) {
+	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0 ||
+	    check_ocsp(next, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
 		    LS("message", err), LS("action", "keeping the current options and files"));
@@ -580,6 +587,21 @@ static void on_renewed(struct ev_loop *loop, ev_async *w, int events)
 	ms->changing_since = 0;
 	ms->unsettled_told = false;
 	reload(ms, renewer_trigger(ms->renewer));
+}
+
+/* An OCSP answer about a peer turned to revoked (or unknown): what is trusted changed
+ * without a reload, and every live connection is judged again. */
+static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, ocsp_recheck));
+
+	(void)loop;
+	(void)events;
+	if (atomic_load(&ms->d->phase) != 0)
+		return;
+	LOG(LOG_INFO, "recheck", LS("trigger", "ocsp"));
+	worker_recheck_all(ms->d);
 }
 
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
@@ -728,6 +750,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		{"verify-cache", o->verify_cache, 0, 1 << 20, "entries (0: off)"},
 		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
 		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
+		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, "entries"},
 	};
 
 	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
@@ -738,6 +761,25 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 				 r[i].name, r[i].v, r[i].lo, r[i].hi, r[i].what);
 			return -1;
 		}
+	return 0;
+}
+
+/* --ocsp's value, and --ocsp-staple only on a server (a client asks for the server's staple
+ * in any case). Also for a SIGHUP's options. */
+static int check_ocsp(const struct tunnel_options *o, char *err, size_t len)
+{
+	enum mtls_ocsp_mode mode;
+
+	if (credentials_ocsp_mode(o->ocsp, &mode) != 0) {
+		snprintf(err, len, "--ocsp '%.40s': give off, soft-fail or hard-fail", o->ocsp);
+		return -1;
+	}
+	if (o->ocsp_staple && o->role != TUNNEL_SERVER) {
+		snprintf(err, len,
+			 "--ocsp-staple is for mtls server: the connector asks the "
+			 "server for its staple in any case");
+		return -1;
+	}
 	return 0;
 }
 
@@ -774,7 +816,7 @@ static int check(struct daemon *d, char *err, size_t len)
 			 "a client certificate");
 		return -1;
 	}
-	if (check_ranges(o, err, len) != 0)
+	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0)
 		return -1;
 	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
 		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
@@ -1309,6 +1351,12 @@ int tunnel_run(const struct tunnel_options *given)
 		renewer_loaded(ms.renewer, mtls_endpoint_cert_not_after(d.endpoint));
 	}
 	rc = 1;
+	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
+	 * own; it sleeps while there is none */
+	if ((ms.ocspfetch = ocspfetch_new(d.endpoint, &d.metrics, err, sizeof(err))) == NULL) {
+		fail(role, err);
+		goto out;
+	}
 	d.metrics.endpoint = d.endpoint;
 	update_expiry(&d);
 	d.nworkers = (int)o->workers;
@@ -1392,6 +1440,11 @@ int tunnel_run(const struct tunnel_options *given)
 			    LS("reason", "cannot start the renewal thread"),
 			    LS("action", "the certificate is not renewed; restart the daemon"));
 	}
+	ev_async_init(&ms.ocsp_recheck, on_ocsp_recheck);
+	ev_async_start(loop, &ms.ocsp_recheck);
+	if (ocspfetch_start(ms.ocspfetch, loop, &ms.ocsp_recheck) != 0)
+		LOG(LOG_ERROR, "ocsp_fetch_failed", LS("reason", "cannot start the OCSP thread"),
+		    LS("action", "no OCSP answers are fetched; restart the daemon"));
 	ev_timer_init(&ms.trim, on_trim, 1.0, 1.0);
 	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
@@ -1409,6 +1462,7 @@ out:
 		crlfetch_free(
 			ms.crlfetch[i]); /* its thread may still wake the loop: stopped first */
 	renewer_free(ms.renewer);
+	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
 	if (loop != NULL)
 		ev_loop_destroy(loop);

@@ -21,6 +21,16 @@
  * failure threshold (10 s x 3). */
 #define METRICS_STUCK_SECONDS 5
 
+/* Results of an OCSP fetch, the index of struct metrics's ocsp_requests. */
+enum metrics_ocsp_result {
+	METRICS_OCSP_GOOD,
+	METRICS_OCSP_REVOKED,
+	METRICS_OCSP_UNKNOWN,
+	METRICS_OCSP_INVALID, /* an answer that does not verify */
+	METRICS_OCSP_ERROR,   /* no answer: connect, timeout, HTTP status */
+	METRICS_OCSP_RESULTS
+};
+
 struct metrics {
 	const char *role; /* "server" or "connector" */
 	atomic_llong connections_open;
@@ -63,6 +73,10 @@ struct metrics {
 	int nworkers;
 	atomic_llong worker_beats[METRICS_WORKERS_MAX];
 	const struct mtls *endpoint; /* for the verification cache counters; may be NULL */
+	/* OCSP (ocspfetch.c): fetches by kind (peer, staple) and result, and handshakes let
+	 * in by soft-fail without a good answer */
+	atomic_ullong ocsp_requests[2][METRICS_OCSP_RESULTS];
+	atomic_ullong ocsp_soft_fail;
 };
 
 void metrics_init(struct metrics *m, const char *role);

@@ -637,6 +637,8 @@ static void handshake_done(struct conn *c)
 	}
 	snprintf(c->identity, sizeof(c->identity), "%s", mtls_peer_identity(peer));
 	c->verified = true;
+	if (mtls_conn_ocsp(c->tls) == MTLS_OCSP_RESULT_SOFT_FAIL)
+		atomic_fetch_add(&d->metrics.ocsp_soft_fail, 1);
 	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
 			  (uint64_t)((ev_time() - c->started) * 1e6));
 	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
