@@ -2,8 +2,8 @@
  * Resumption across certificate renewal: a client never offers a session whose server
  * certificate has expired or expires within TICKETS_EXPIRY_MARGIN (10 s): it would be
  * refused, the resumed handshake judging the certificate the session holds; it makes a full
- * handshake and gets the server's current certificate. The case of every server that renews its certificate while clients hold
- * tickets.
+ * handshake and gets the server's current certificate. The case of every server that renews its
+ * certificate while clients hold tickets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
