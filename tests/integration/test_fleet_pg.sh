@@ -25,7 +25,7 @@ command -v psql >/dev/null || setup_die "psql not found: install postgresql-clie
 command -v pgbench >/dev/null || setup_die "pgbench not found: install postgresql-contrib"
 
 LIFETIME=${LIFETIME:-1m} # renewal due after ~40 s (the CA service's shortest)
-BENCH_S=${BENCH_S:-70}  # long enough for a renewal of every daemon
+BENCH_S=${BENCH_S:-55}  # long enough for a renewal of every daemon (due ~40 s after enrollment)
 SERVERS=3
 TD=spiffe://fleet.test
 ADMIN=$TD/ops/admin

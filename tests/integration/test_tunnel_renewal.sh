@@ -175,11 +175,11 @@ exec 5>&-
 verdict "a connection open across the renewal of both sides carries on" "${p[@]+"${p[@]}"}" -- "$(logs)"
 
 p=()
-wait_count "$W/srv.log" renewal_ok 3 || p+=("the server renewed fewer than 3 times")
-wait_count "$W/con.log" renewal_ok 3 || p+=("the connector renewed fewer than 3 times")
+wait_count "$W/srv.log" renewal_ok 2 || p+=("the server renewed fewer than 2 times")
+wait_count "$W/con.log" renewal_ok 2 || p+=("the connector renewed fewer than 2 times")
 for f in srv con; do
-	[ "$(log_count "$W/$f.log" reload '"trigger":"renewal"')" -ge 3 ] ||
-		p+=("$f: fewer than 3 reloads with trigger renewal")
+	[ "$(log_count "$W/$f.log" reload '"trigger":"renewal"')" -ge 2 ] ||
+		p+=("$f: fewer than 2 reloads with trigger renewal")
 	[ "$(log_count "$W/$f.log" renewal_failed)" = 0 ] || p+=("$f: a renewal failed")
 	[ "$(log_count "$W/$f.log" reload_failed)" = 0 ] || p+=("$f: a reload failed")
 done
@@ -206,8 +206,8 @@ until has "$W/srv.log" "\"event\":\"conn_open\".*\"serial\":\"$A\"" || [ "$n" = 
 done
 has "$W/srv.log" "\"event\":\"conn_open\".*\"serial\":\"$A\"" ||
 	p+=("the server never saw the connector's renewed certificate $A")
-[ "$(renewed_seen "$W/con.log" "$W/srv.log")" -ge 3 ] ||
-	p+=("the server saw $(renewed_seen "$W/con.log" "$W/srv.log") of the connector's renewed certificates, not all 3")
+[ "$(renewed_seen "$W/con.log" "$W/srv.log")" -ge 2 ] ||
+	p+=("the server saw $(renewed_seen "$W/con.log" "$W/srv.log") of the connector's renewed certificates, not both")
 [ "$(renewed_seen "$W/srv.log" "$W/con.log")" -ge 1 ] ||
 	p+=("the connector never saw a renewed server certificate")
 # and openssl, independently: the server presents a renewed certificate, verified by ca.pem
@@ -230,7 +230,7 @@ openssl x509 -in "$W/app/cert.pem" -noout -checkend 30 >/dev/null || p+=("cert.p
 [ "$(ls -A "$W/app" | grep -c tmp)" = 0 ] || p+=("temporary files left in the enrollment directory: $(ls -A "$W/app")")
 for m in "$SRV_M" "$CON_M"; do
 	v=$(metric "$m" 'mtls_cert_renewals_total{result="ok"}')
-	[ "${v:-0}" -ge 3 ] || p+=("mtls_cert_renewals_total{result=\"ok\"} is '$v'")
+	[ "${v:-0}" -ge 2 ] || p+=("mtls_cert_renewals_total{result=\"ok\"} is '$v'")
 	v=$(metric "$m" 'mtls_cert_renewals_total{result="failed"}')
 	[ "$v" = 0 ] || p+=("mtls_cert_renewals_total{result=\"failed\"} is '$v'")
 	v=$(metric "$m" mtls_cert_renewal_configured)
@@ -242,7 +242,7 @@ for m in "$SRV_M" "$CON_M"; do
 done
 [ "$(fails)" = 0 ] || p+=("$(fails) exchanges failed: $(grep -m 3 '^FAIL' "$W/traffic.log")")
 [ "$(oks)" -gt 100 ] || p+=("only $(oks) exchanges")
-verdict "three renewals each under traffic: new serials seen by the peer and openssl, new keys (0600), reloads, metrics, 0 failed of $(oks) exchanges" \
+verdict "two renewals each under traffic: new serials seen by the peer and openssl, new keys (0600), reloads, metrics, 0 failed of $(oks) exchanges" \
 	"${p[@]+"${p[@]}"}" -- "$(logs)"
 
 # --- the CA down in the renewal window; a second root served when it is back ----------------
