@@ -143,7 +143,7 @@ connector() {
 open_conn() { eval "exec $1<>/dev/tcp/127.0.0.1/$2"; }
 ping() {
 	local line=""
-	printf '%s\n' "$2" >&"$1" 2>/dev/null || return 1
+	{ printf '%s\n' "$2" >&"$1"; } 2>/dev/null || return 1
 	read -r -t 10 -u "$1" line 2>/dev/null || return 1
 	[ "$line" = "$2" ]
 }
@@ -157,6 +157,7 @@ closed() {
 connector A
 connector B
 connector C
+A_PORT=${A_PORT:?} B_PORT=${B_PORT:?} C_PORT=${C_PORT:?} # set by connector()
 open_conn 5 "$A_PORT"
 open_conn 6 "$B_PORT"
 open_conn 7 "$C_PORT"
