@@ -21,15 +21,16 @@ int issuance_window(const struct authority *ca, time_t now, long long seconds, t
 		    time_t *not_after, char *err, size_t err_len)
 {
 	time_t end = issuance_issuer_end(ca);
+	long long back = seconds / 12 < ISSUANCE_BACKDATE ? seconds / 12 : ISSUANCE_BACKDATE;
 	char when[32];
 	struct tm tm;
 
-	*not_before = now - ISSUANCE_BACKDATE;
+	*not_before = now - (time_t)back;
 	*not_after = *not_before + (time_t)seconds;
 	if (*not_after > end)
 		*not_after = end;
 	/* a certificate cut to nothing (or to less than the backdating) is not worth issuing */
-	if (*not_after <= now + ISSUANCE_BACKDATE) {
+	if (*not_after <= now + (time_t)back) {
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&end, &tm));
 		snprintf(err, err_len,
 			 "the issuing CA expires at %s, too soon to issue anything; renew the CA",

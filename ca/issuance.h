@@ -19,13 +19,14 @@
 #include "grant.h"
 
 /* How far notBefore is set back from the time of issue, for relying parties whose clocks
- * are a little behind. */
+ * are a little behind: this, or a twelfth of a shorter lifetime (a certificate of minutes
+ * is not backdated past most of its life). */
 #define ISSUANCE_BACKDATE 300
 
 /* The issuing CA's notAfter: no certificate it signs may outlive it. */
 time_t issuance_issuer_end(const struct authority *ca);
 
-/* A validity period starting now (backdated by ISSUANCE_BACKDATE) and lasting seconds,
+/* A validity period starting now (backdated as said above) and lasting seconds,
  * cut at the issuing CA's notAfter (the CA service's rule; `mtls ca issue` refuses instead
  * of cutting). 0, or -1 with a message when the issuing CA is expired or about to. */
 int issuance_window(const struct authority *ca, time_t now, long long seconds, time_t *not_before,

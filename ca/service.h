@@ -65,7 +65,7 @@ struct svc_policy {
 	long long leaf_seconds; /* lifetime of what the service issues (SVC_LEAF_DEFAULT) */
 };
 #define SVC_LEAF_DEFAULT (24LL * 3600)
-#define SVC_LEAF_MIN	 (3600LL)
+#define SVC_LEAF_MIN	 (60LL) /* minutes: short-lived setups, and renewal tests */
 #define SVC_LEAF_MAX	 (7LL * 24 * 3600)
 
 /* Enrollment: token is the whole token text as `mtls ca token` printed it, csr a PEM or DER

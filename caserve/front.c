@@ -603,7 +603,10 @@ int front_reload(struct front *f, char *err, size_t err_len)
 	    (s->crl.pem != NULL &&
 	     mtls_config_add_crl_mem(cfg, (const uint8_t *)s->crl.pem, s->crl.pem_len) != 0) ||
 	    mtls_config_set_allow_any_identity(cfg, 1) != 0 ||
-	    mtls_config_insecure_optional_client_cert(cfg) != 0) {
+	    mtls_config_insecure_optional_client_cert(cfg) != 0 ||
+	    /* any certificate the CA issued is a credential for its own renewal, a server's
+	     * (serverAuth alone) included; each route decides who may do what */
+	    mtls_config_insecure_server_eku_clients(cfg) != 0) {
 		snprintf(err, err_len, "API TLS configuration: %s", mtls_config_error(cfg));
 		goto out;
 	}

@@ -44,6 +44,7 @@
 
 #define SCHEDULE_SECONDS  60.0
 #define API_CERT_BACKDATE 300
+#define API_CERT_MIN	  3600 /* seconds the API's own certificate lives at least */
 
 struct loop_ctx {
 	struct serve *s;
@@ -138,7 +139,10 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 	spec.subject_key = key;
 	spec.names = g.names.names;
 	spec.not_before = now - API_CERT_BACKDATE;
-	spec.not_after = now + s->policy.leaf_seconds;
+	/* at least an hour, however short the leaves: the API's certificate is renewed by the
+	 * minute schedule when a third of it is left */
+	spec.not_after = now + (s->policy.leaf_seconds > API_CERT_MIN ? s->policy.leaf_seconds
+								      : API_CERT_MIN);
 	if (spec.not_after > issuer_end)
 		spec.not_after = issuer_end;
 	spec.crl_url = s->ca->crl_url[0] != '\0' ? s->ca->crl_url : NULL;

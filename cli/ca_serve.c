@@ -52,7 +52,7 @@ static const struct opt serve_table[] = {
 	{"admin-cn", OPT_LIST, O(admin_cn), "NAME",
 	 "a client certificate common name allowed to revoke through the API"},
 	{"leaf-lifetime", OPT_STRING, O(leaf_lifetime), "DURATION",
-	 "lifetime of the certificates the service issues (default 24h; 1h to 7d); renewal is "
+	 "lifetime of the certificates the service issues (default 24h; 1m to 7d); renewal is "
 	 "due after two thirds of it"},
 	{"crl-days", OPT_INT, O(crl_days), "N",
 	 "validity of the CRLs the service publishes (default 1 day; rebuilt when a third is "

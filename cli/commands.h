@@ -14,5 +14,6 @@ int cmd_server(int argc, char **argv);
 int cmd_connector(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_renew(int argc, char **argv);
+int cmd_agent(int argc, char **argv);
 
 #endif /* MTLS_CLI_COMMANDS_H */

@@ -1,18 +1,14 @@
 /*
- * The enrollment directory's files written as one change (enroll.h).
+ * The enrollment directory (enroll.h): its files written as one change, and what mtls
+ * enroll and mtls renew share.
  */
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
-
-#include <openssl/crypto.h>
 
 #include "enroll.h"
-#include "files.h"
+#include "fileset.h"
 
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name)
 {
@@ -50,75 +46,15 @@ void enroll_utc(time_t t, char out[32])
 int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,
 		 size_t err_len)
 {
-	struct files_staged staged[8], backup[8];
-	bool had_backup[8] = {false}, published[8] = {false};
-	char path[PATH_MAX], why[1024];
-	size_t i, nstaged = 0;
-	int rc = -1;
+	char paths[FILESET_MAX][PATH_MAX];
+	struct fileset_file fs[FILESET_MAX];
 
-	if (n > 8)
+	if (n > FILESET_MAX)
 		return snprintf(err, err_len, "internal error: too many files"), -1;
-	memset(staged, 0, sizeof(staged));
-	memset(backup, 0, sizeof(backup));
-	for (i = 0; i < n; i++) {
-		if (enroll_path(path, sizeof(path), dir, f[i].name) != 0) {
-			snprintf(err, err_len, "directory name %s is too long", dir);
-			goto out;
-		}
-		if (files_stage(&staged[i], path, f[i].data, f[i].len, f[i].mode, err, err_len) !=
-		    0)
-			goto out;
-		nstaged = i + 1;
-		/* the old content, for putting back what was replaced if a later file fails */
-		if (replace && files_exists(path)) {
-			struct stat sb;
-			size_t len = 0;
-			char *old = files_read(path, &len, err, err_len);
-			int s;
-
-			if (old == NULL)
-				goto out;
-			s = stat(path, &sb) == 0
-				    ? files_stage(&backup[i], path, old, len, sb.st_mode & 0777,
-						  err, err_len)
-				    : (snprintf(err, err_len, "cannot read %s", path), -1);
-			OPENSSL_cleanse(old, len);
-			free(old);
-			if (s != 0)
-				goto out;
-			had_backup[i] = true;
-		}
+	for (size_t i = 0; i < n; i++) {
+		if (enroll_path(paths[i], sizeof(paths[i]), dir, f[i].name) != 0)
+			return snprintf(err, err_len, "directory name %s is too long", dir), -1;
+		fs[i] = (struct fileset_file){paths[i], f[i].data, f[i].len, f[i].mode};
 	}
-	for (i = 0; i < n; i++) {
-		if (files_publish(&staged[i], !replace, err, err_len) != 0)
-			break;
-		published[i] = true;
-	}
-	if (i == n) {
-		files_sync_dir(staged[0].path);
-		rc = 0;
-		goto out;
-	}
-	/* take back what was published, newest first */
-	while (i-- > 0) {
-		if (had_backup[i]) {
-			if (files_publish(&backup[i], false, why, sizeof(why)) != 0) {
-				size_t l = strlen(err);
-
-				snprintf(err + l, err_len - l,
-					 "; %s was replaced and its old content could not be put "
-					 "back (%s): enroll again",
-					 staged[i].path, why);
-			}
-		} else if (published[i]) {
-			unlink(staged[i].path);
-		}
-	}
-	files_sync_dir(staged[0].path);
-out:
-	for (i = 0; i < nstaged; i++) {
-		files_discard(&staged[i]);
-		files_discard(&backup[i]);
-	}
-	return rc;
+	return fileset_write(fs, n, replace, err, err_len);
 }

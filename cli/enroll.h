@@ -4,9 +4,8 @@
  *   key.pem    the private key (0600)
  *   cert.pem   the certificate chain, leaf first
  *   ca.pem     the pinned root
- *   ca-url     the CA's API URL, one line (the config parser refuses unknown keys, so it
- *              is not in mtls.conf)
- *   mtls.conf  cert, key and ca lines for mtls server/connector --config
+ *   ca-url     the CA's API URL, one line (for mtls renew)
+ *   mtls.conf  cert, key, ca and ca-url lines for mtls server/connector --config
  *
  * Shared by enroll_cmd.c and renew_cmd.c.
  */
@@ -27,11 +26,8 @@ struct enroll_file {
 	mode_t mode;
 };
 
-/* Write n files into dir as one change. All are staged first (temporary names, fsync); then
- * published in the order given; then the directory is synced. Without replace, none may
- * exist (link(), never replacing) and on a failure those published are removed again. With
- * replace, existing files are replaced (rename()) and on a failure those already replaced
- * get their old content back, so that a key never stays beside a chain it does not match.
+/* Write n files into dir as one change (fileset_write(): all staged, published in the order
+ * given, and on a failure those published taken back). Without replace, none may exist.
  * 0, or -1 with the message (the directory as it was, unless the message says otherwise). */
 int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,
 		 size_t err_len);

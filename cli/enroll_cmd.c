@@ -28,6 +28,7 @@
 #include "files.h"
 #include "keys.h"
 #include "options.h"
+#include "renewal.h"
 #include "token.h"
 
 #define NFILES 5
@@ -157,7 +158,7 @@ int cmd_enroll(int argc, char **argv)
 	EVP_PKEY *key = NULL;
 	json_t *req = NULL;
 	BIO *bio = NULL;
-	bool usage = false;
+	bool usage = false, renews;
 	int rc = 2, lock = -1;
 
 	memset(&tok, 0, sizeof(tok));
@@ -169,11 +170,11 @@ int cmd_enroll(int argc, char **argv)
 		"from mtls ca token.\nThe token pins the CA's root: a server that does not "
 		"serve it is refused. The key is made\nhere; DIR receives key.pem (0600), "
 		"cert.pem (the chain), ca.pem (the root), ca-url (the CA's\nURL, for mtls "
-		"renew; not in mtls.conf, whose keys are the daemons' options) and "
-		"mtls.conf\n(cert, key and ca lines for mtls server/connector --config). "
-		"The token may come from\n--token-file or the environment variable "
-		"MTLS_TOKEN, so that it is not in the process list.\nExit status: 0 "
-		"enrolled, 1 refused or failed (nothing written), 2 usage.",
+		"renew) and mtls.conf (cert, key, ca and ca-url lines for mtls\nserver/connector "
+		"--config, which then renew cert and key by themselves). The token\nmay come "
+		"from --token-file or the environment variable MTLS_TOKEN, so that it is not\nin "
+		"the process list. Exit status: 0 enrolled, 1 refused or failed (nothing "
+		"written), 2\nusage.",
 		enroll_table, &o, argc, argv, &st);
 	if (rc >= 0)
 		goto out;
@@ -235,10 +236,15 @@ int cmd_enroll(int argc, char **argv)
 		goto out;
 	}
 	{
-		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL};
+		struct caclient_tls tls = {rootpem, (size_t)root_len, NULL, NULL, NULL};
+		STACK_OF(X509) *roots = sk_X509_new_null();
+		int issued = roots != NULL && sk_X509_push(roots, root) > 0
+				     ? caclient_issue(base, "/v1/enroll", req, key, &tls, roots,
+						      &iss, names, sizeof(names), err, sizeof(err))
+				     : (snprintf(err, sizeof(err), "out of memory"), -1);
 
-		if (caclient_issue(base, "/v1/enroll", req, key, &tls, root, &iss, names,
-				   sizeof(names), err, sizeof(err)) != 0) {
+		sk_X509_free(roots); /* root stays ours */
+		if (issued != 0) {
 			failmsg(err);
 			goto out;
 		}
@@ -270,12 +276,20 @@ int cmd_enroll(int argc, char **argv)
 		goto out;
 	}
 	keypem = keys_to_pem(key, NULL, &key_len);
+	renews = renewal_leaf_can_renew(sk_X509_value(iss.chain, 0));
 	if (keypem == NULL ||
 	    asprintf(&conf,
 		     "# written by mtls enroll: serial %s from %s\n"
-		     "# mtls renew --dir %s keeps cert and key fresh (the CA URL is in ca-url)\n"
-		     "cert %s/cert.pem\nkey %s/key.pem\nca %s/ca.pem\n",
-		     iss.serial, base, absdir, absdir, absdir, absdir) < 0 ||
+		     "%s"
+		     "cert %s/cert.pem\nkey %s/key.pem\nca %s/ca.pem\n%s%s%s",
+		     iss.serial, base,
+		     renews ? "# with ca-url, mtls server/connector renew cert and key by "
+			      "themselves (and keep ca\n# fresh); other programs: mtls renew "
+			      "--dir DIR from a timer\n"
+			    : "# no ca-url: this certificate cannot renew itself at the CA service "
+			      "(neither\n# clientAuth nor serverAuth)\n",
+		     absdir, absdir, absdir, renews ? "ca-url " : "", renews ? base : "",
+		     renews ? "\n" : "") < 0 ||
 	    asprintf(&url_line, "%s\n", base) < 0) {
 		conf = url_line = NULL;
 		failmsg("out of memory");
@@ -321,8 +335,12 @@ int cmd_enroll(int argc, char **argv)
 
 		enroll_utc(na, when);
 		printf("enrolled: serial %s, %s, valid until %s; next: mtls %s --config "
-		       "%s/mtls.conf %s, and mtls renew --dir %s from a timer\n",
-		       iss.serial, names, when, how, absdir, rest, absdir);
+		       "%s/mtls.conf %s%s\n",
+		       iss.serial, names, when, how, absdir, rest,
+		       renews ? " (it renews the certificate by itself; other programs: mtls "
+				"renew --dir DIR from a timer)"
+			      : " (it cannot renew itself at the CA service: neither "
+				"clientAuth nor serverAuth)");
 	}
 	rc = 0;
 out:

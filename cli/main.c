@@ -21,6 +21,8 @@ static const struct command commands[] = {
 	 "the certificate authority: init, issue, revoke, crl, list, audit, serve, token"},
 	{"enroll", cmd_enroll, "get a certificate from the CA service with a one-time token"},
 	{"renew", cmd_renew, "renew an enrolled certificate at the CA service (mtls ca serve)"},
+	{"agent", cmd_agent,
+	 "keep a service's certificate renewed (PostgreSQL, libmtls, brpc): files and a hook"},
 	{NULL, NULL, NULL},
 };
 

@@ -45,6 +45,23 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"crl-push", OPT_STRING, O(crl_push), "on|off",                                    \
 		 "keep a long poll at --crl-url, so a new CRL arrives as soon as the CA service "  \
 		 "publishes it (default on; a server that cannot hold it is polled)"},             \
+		{"ca-url", OPT_STRING, O(ca_url), "URL",                                           \
+		 "renew --cert and --key at this CA service (mtls ca serve, https://HOST:PORT, "   \
+		 "verified against --ca) at 2/3 of their life, and keep --ca its root bundle; "    \
+		 "their directories writable"},                                                    \
+		{"renew-key-type", OPT_STRING, O(renew_key_type), "ALG",                           \
+		 "new keys of --ca-url: p256, p384, ed25519, rsa3072, rsa4096 (default: the "      \
+		 "current key's type)"},                                                           \
+		{"ca-refresh", OPT_STRING, O(ca_refresh), "DURATION",                              \
+		 "fetch the roots of --ca-url into --ca this often, and after each renewal "       \
+		 "(default 1h; 1s to 1d)"},                                                        \
+		{"ocsp", OPT_STRING, O(ocsp), "off|soft-fail|hard-fail",                           \
+		 "check the peer's certificate by OCSP (default off); soft-fail refuses only a "   \
+		 "revoked one, hard-fail needs a good answer"},                                    \
+		{"ocsp-url", OPT_STRING, O(ocsp_url), "URL",                                       \
+		 "ask this OCSP responder instead of the one the certificates name"},              \
+		{"ocsp-cache", OPT_INT, O(ocsp_cache), "N",                                        \
+		 "OCSP answers kept, one per peer certificate (default 4096; 1 to 65536)"},        \
 		{"allow-uri", OPT_LIST, O(allow_uri), "PATTERN",                                   \
 		 "allow peers with this URI SAN (a path segment may be *)"},                       \
 		{"allow-dns", OPT_LIST, O(allow_dns), "NAME", "allow peers with this DNS SAN"},    \
@@ -112,6 +129,9 @@ static const struct opt server_table[] = {
 	 "send a PROXY v2 header (client address, TLS version, CN, identity) to the target"},
 	{"session-cache", OPT_INT, O(session_cache), "N",
 	 "keep N sessions for resumption (default 4096, ~9 KiB each; 0: none)"},
+	{"ocsp-staple", OPT_FLAG, O(ocsp_staple), NULL,
+	 "staple an OCSP answer for the own certificate, fetched in the background (always on "
+	 "for a must-staple certificate)"},
 	TLS_OPTIONS,
 	DAEMON_OPTIONS,
 	OPT_END,

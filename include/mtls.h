@@ -99,6 +99,11 @@ enum mtls_reason {
 	MTLS_REASON_ISSUER_NOT_SENT, /* the peer sent its leaf without the intermediate */
 	MTLS_REASON_MALFORMED,	     /* a TLS record or handshake message is malformed */
 	MTLS_REASON_CRL_INVALID,     /* a CRL does not verify or does not cover the cert */
+
+	/* OCSP (added later too) */
+	MTLS_REASON_OCSP_MISSING,     /* must-staple certificate, no valid stapled answer */
+	MTLS_REASON_OCSP_UNAVAILABLE, /* OCSP hard-fail and no answer from the responder */
+	MTLS_REASON_OCSP_UNKNOWN,     /* OCSP hard-fail and the responder says "unknown" */
 	MTLS_REASON_COUNT
 };
 
@@ -175,6 +180,53 @@ int mtls_config_set_crl_check_chain(struct mtls_config *config, int on);
  * of N seconds it is still used until nextUpdate + N, and the verification result carries a
  * warning (mtls_conn_warning()). */
 int mtls_config_set_crl_grace(struct mtls_config *config, int64_t seconds);
+
+/*
+ * OCSP (RFC 6960). The library never touches the network: it says which answers it wants
+ * (mtls_ocsp_job_next() below) and an application thread fetches them; the answers are
+ * verified when they come back and kept per endpoint (they survive reloads).
+ *
+ * Peer checking, by mode (default off):
+ *   off        no answers are asked for; an answer already known (a staple seen before)
+ *              that says revoked still refuses.
+ *   soft-fail  the peer's certificate must not be revoked: an answer saying revoked
+ *              refuses it (reason revoked); without an answer (none yet, the responder
+ *              down, no responder known) or with "unknown", the peer is accepted with a
+ *              warning (mtls_conn_warning(), mtls_conn_ocsp() says MTLS_OCSP_RESULT_SOFT_FAIL)
+ *              and an answer is asked for. When it arrives and says revoked, re-judge the
+ *              live connections (mtls_conn_recheck()): that peer is refused then.
+ *   hard-fail  the peer's certificate needs a good answer: none is ocsp_unavailable, and
+ *              "unknown" ocsp_unknown. A handshake never waits for a responder (OpenSSL 3.0
+ *              can suspend a client's verification but not a server's): the first one
+ *              without an answer is refused and asks for one, and a retry once it has come
+ *              succeeds.
+ * Every path judges OCSP alike: full handshakes, verification cache hits, resumed sessions,
+ * mtls_conn_recheck(), mtls_verify_chain_pem(). An answer counts until its nextUpdate (a
+ * revocation for good, certificateHold aside); answers are asked for again at the middle
+ * of their validity while their certificate keeps being seen (within a day).
+ *
+ * Stapling (RFC 6066): a client endpoint always asks the server for a stapled answer and
+ * checks one it gets, whatever the mode: revoked refuses, good accepts without asking the
+ * responder; an invalid staple counts as none. A server certificate with the TLS feature
+ * status_request (RFC 7633, "must staple") is refused without a good or unknown staple
+ * (ocsp_missing), on every full handshake, in every mode. A server endpoint staples an
+ * answer for its own certificate with mtls_config_set_ocsp_staple(), or when its
+ * certificate is must-staple; the answer is asked for like the peers' (a job), checked, and
+ * served while valid to clients that ask; a new certificate (a reload) needs its own.
+ */
+enum mtls_ocsp_mode { MTLS_OCSP_OFF = 0, MTLS_OCSP_SOFT_FAIL, MTLS_OCSP_HARD_FAIL };
+int mtls_config_set_ocsp_mode(struct mtls_config *config, enum mtls_ocsp_mode mode);
+/* The responder to ask about every certificate (peers' and the own one), instead of the one
+ * each certificate names (authorityInfoAccess). http:// or https://, at most 2048 bytes. */
+int mtls_config_set_ocsp_url(struct mtls_config *config, const char *url);
+/* Server only: staple an answer for the own certificate (default off, on for a must-staple
+ * certificate). mtls_configure() then fails if the certificate's issuer (in the chain file
+ * or the CA bundle) or a responder URL cannot be found. */
+int mtls_config_set_ocsp_staple(struct mtls_config *config, int on);
+/* Answers an endpoint keeps, one per certificate (default 4096; 1 to 65536); the least
+ * recently used goes first. */
+#define MTLS_OCSP_CACHE_DEFAULT 4096
+int mtls_config_set_ocsp_cache(struct mtls_config *config, size_t entries);
 
 /* Maximum number of intermediate certificates between the leaf and the root (default 4). */
 int mtls_config_set_verify_depth(struct mtls_config *config, int depth);
@@ -263,6 +315,13 @@ int mtls_config_insecure_no_verify_name(struct mtls_config *config);
  * as always. Listed by mtls_config_insecure() as "insecure_optional_client_cert".
  * mtls_configure() of a client endpoint with it fails (reason config). */
 int mtls_config_insecure_optional_client_cert(struct mtls_config *config);
+/* Server only: a client certificate whose extendedKeyUsage names serverAuth instead of
+ * clientAuth is accepted as a client certificate (everything else is verified as always).
+ * For a service that authenticates hosts by any certificate its CA issued them, such as a
+ * CA's renewal API, where a server's own certificate is its credential. Listed by
+ * mtls_config_insecure() as "insecure_server_eku_clients". mtls_configure() of a client
+ * endpoint with it fails (reason config). */
+int mtls_config_insecure_server_eku_clients(struct mtls_config *config);
 /* Comma-separated names of the insecure options in effect, or "" if none. */
 const char *mtls_config_insecure(const struct mtls_config *config);
 
@@ -348,18 +407,89 @@ int mtls_conn_resumed(const struct mtls *conn);
 const char *mtls_conn_warning(const struct mtls *conn);
 /* Judge an established connection's peer again under endpoint's CURRENT configuration (the
  * one its last mtls_configure() applied), with the same decision as a handshake: the chain
- * the peer presented, built again against the current CA bundle, validity now (or at
- * mtls_config_set_verify_time()), revocation under the current CRLs, the server name, the
- * current allow rules. A daemon calls it for every live connection after a reload changed
- * what is trusted, and closes those refused. endpoint must be the endpoint conn was made from
- * (or one of the same kind). A peer that presented no certificate stays accepted only while
- * the config still makes the client certificate optional.
+ * the peer presented, built again against the current CA bundle, revocation under the
+ * current CRLs (judged now, or at mtls_config_set_verify_time()), the server name, the
+ * current allow rules. The certificates' validity is judged at the time of the handshake: a
+ * peer certificate that expired since (renewed, typically) does not end the connection. A daemon
+ * calls it for every live connection after a reload changed what is trusted, and closes those
+ * refused. endpoint must be the endpoint conn was made from (or one of the same kind). A peer that
+ * presented no certificate stays accepted only while the config still makes the client certificate
+ * optional.
  *
  * Returns 0 if the peer is still accepted (mtls_conn_peer() is unchanged), -1 if refused
  * (reason and message on conn: revoked, identity_not_allowed, expired, unknown_ca, ...) or
  * on misuse (reason usage). The connection itself is untouched: closing it is the caller's.
  * Threads: call it from the thread that uses conn; reloads may run meanwhile. */
 int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint);
+/* What OCSP said of a connection's accepted peer. */
+enum mtls_ocsp_result {
+	MTLS_OCSP_RESULT_NONE = 0,  /* not checked: mode off and no staple */
+	MTLS_OCSP_RESULT_GOOD,	    /* a good answer (stapled or from the responder) */
+	MTLS_OCSP_RESULT_SOFT_FAIL, /* soft-fail: accepted without a good answer (see the
+				     * warning) */
+};
+enum mtls_ocsp_result mtls_conn_ocsp(const struct mtls *conn);
+
+/*
+ * Fetching OCSP answers for an endpoint (see OCSP above). One application thread loops:
+ *
+ *   job = mtls_ocsp_job_next(endpoint, &due);
+ *   if job: POST mtls_ocsp_job_request() to mtls_ocsp_job_url() (Content-Type
+ *           application/ocsp-request), then mtls_ocsp_job_done() with the body of a 200
+ *           answer, or mtls_ocsp_job_failed() with why;
+ *   else:   sleep until due (0: until notified), or the notify callback runs.
+ *
+ * A job is for a peer's certificate or for the endpoint's own staple
+ * (mtls_ocsp_job_is_staple()); the endpoint decides what is due: certificates seen without
+ * a usable answer, answers past the middle of their validity, failed ones again after a
+ * pause that doubles up to a minute. Jobs are owned by the caller until done or failed
+ * (which free them), and are finished on the endpoint they came from.
+ */
+struct mtls_ocsp_job;
+/* Called (from a handshake's thread, or mtls_configure()'s) when a job may be due: it must
+ * not block (signal a condition variable, write to a pipe). NULL turns it off. */
+typedef void (*mtls_ocsp_notify_cb)(void *arg);
+void mtls_endpoint_set_ocsp_notify(struct mtls *endpoint, mtls_ocsp_notify_cb cb, void *arg);
+/* The next job due, or NULL; then *due (if not NULL) is when one will be (0: none known). */
+struct mtls_ocsp_job *mtls_ocsp_job_next(struct mtls *endpoint, time_t *due);
+/* The DER OCSPRequest (one SHA-1 CertID, no nonce) and its length; owned by the job. */
+const uint8_t *mtls_ocsp_job_request(const struct mtls_ocsp_job *job, size_t *len);
+const char *mtls_ocsp_job_url(const struct mtls_ocsp_job *job);
+/* "subject CN=x, serial 0A1B" of the certificate asked about. */
+const char *mtls_ocsp_job_subject(const struct mtls_ocsp_job *job);
+int mtls_ocsp_job_is_staple(const struct mtls_ocsp_job *job);
+/* What an answer said. */
+enum mtls_ocsp_status {
+	MTLS_OCSP_STATUS_GOOD = 1,
+	MTLS_OCSP_STATUS_REVOKED,
+	MTLS_OCSP_STATUS_UNKNOWN,
+};
+/* The responder's answer (untrusted bytes): verified as a staple is (signed by the
+ * certificate's issuer or a responder certificate it issued with OCSPSigning, about that
+ * certificate, within its times) and kept. Returns its status, or -1 if it is refused
+ * (counted as a failed fetch; the reason is mtls_error() on the endpoint). *recheck (may be
+ * NULL) is set to 1 when the answer about a peer changed to revoked or unknown: re-judge the
+ * endpoint's live connections (mtls_conn_recheck()). Frees the job. */
+int mtls_ocsp_job_done(struct mtls *endpoint, struct mtls_ocsp_job *job, const uint8_t *der,
+		       size_t len, int *recheck);
+/* The fetch failed (why: one phrase, e.g. "connection refused"); it is retried later, and
+ * hard-fail refusals name it. Frees the job. */
+void mtls_ocsp_job_failed(struct mtls *endpoint, struct mtls_ocsp_job *job, const char *why);
+/* Drop a job without an outcome (shutting down). */
+void mtls_ocsp_job_free(struct mtls_ocsp_job *job);
+/* A server endpoint: staple this answer (DER) for its current certificate, got some other
+ * way than a job. Checked as mtls_ocsp_job_done() checks one. 0, or -1 (reason and message
+ * on the endpoint). Thread-safe. */
+int mtls_endpoint_set_ocsp_staple(struct mtls *endpoint, const uint8_t *der, size_t len);
+/* The staple held for the endpoint's current certificate: 1 and its thisUpdate and the end
+ * of its validity (nextUpdate, or earlier: see ocsp.c), 0 if the endpoint staples but holds
+ * none for it (both times 0), -1 if it does not staple. A staple past its validity is no
+ * longer served. */
+int mtls_endpoint_ocsp_staple_times(const struct mtls *endpoint, time_t *this_update,
+				    time_t *next_update);
+/* OCSP answers the endpoint keeps about peers now. */
+size_t mtls_endpoint_ocsp_cache_entries(const struct mtls *endpoint);
+
 /* When the own certificate, the earliest-expiring CA certificate and the earliest CRL
  * nextUpdate of the endpoint's current config run out, as UNIX times (0 if none), so that a
  * daemon can export them and an operator can alert before expiry. */

@@ -36,6 +36,8 @@ struct mtls_config *mtls_config_new(void)
 	c->tickets = true;
 	c->verify_cache_slots = MTLS_VERIFY_CACHE_DEFAULT;
 	c->session_cache_slots = MTLS_SESSION_CACHE_DEFAULT;
+	c->ocsp_mode = MTLS_OCSP_OFF;
+	c->ocsp_cache_slots = MTLS_OCSP_CACHE_DEFAULT;
 	return c;
 }
 
@@ -78,6 +80,7 @@ void mtls_config_free(struct mtls_config *c)
 		blob_free(&c->crls[i], false);
 	free(c->crls);
 	passphrase_free(c);
+	free(c->ocsp_url);
 	strlist_free(&c->allow_uri);
 	strlist_free(&c->allow_dns);
 	strlist_free(&c->allow_cn);
@@ -131,6 +134,7 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	k->ncrls = 0;
 	k->passphrase = NULL;
 	k->passphrase_set = false;
+	k->ocsp_url = NULL;
 	memset(&k->allow_uri, 0, sizeof(k->allow_uri));
 	memset(&k->allow_dns, 0, sizeof(k->allow_dns));
 	memset(&k->allow_cn, 0, sizeof(k->allow_cn));
@@ -146,6 +150,8 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 		for (; ok && k->ncrls < c->ncrls; k->ncrls++)
 			ok = blob_copy(&k->crls[k->ncrls], &c->crls[k->ncrls]) == 0;
 	}
+	if (ok && c->ocsp_url != NULL)
+		ok = (k->ocsp_url = strdup(c->ocsp_url)) != NULL;
 	if (ok && c->passphrase_set) {
 		k->passphrase = strdup(c->passphrase);
 		k->passphrase_set = ok = k->passphrase != NULL;
@@ -464,6 +470,50 @@ int mtls_config_set_session_cache(struct mtls_config *c, size_t entries)
 	return 0;
 }
 
+int mtls_config_set_ocsp_mode(struct mtls_config *c, enum mtls_ocsp_mode mode)
+{
+	if (mode != MTLS_OCSP_OFF && mode != MTLS_OCSP_SOFT_FAIL && mode != MTLS_OCSP_HARD_FAIL)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "OCSP mode must be off, soft-fail or hard-fail");
+	c->ocsp_mode = mode;
+	return 0;
+}
+
+int mtls_config_set_ocsp_url(struct mtls_config *c, const char *url)
+{
+	size_t n = url != NULL ? strlen(url) : 0;
+	char *copy;
+
+	for (size_t i = 0; i < n; i++)
+		if (url[i] <= 0x20 || url[i] >= 0x7f)
+			n = 0;
+	if (n == 0 || n > OCSP_URL_MAX ||
+	    (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "OCSP responder URL: give an http:// or https:// URL of at most "
+				 "2048 printable bytes");
+	if ((copy = strdup(url)) == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	free(c->ocsp_url);
+	c->ocsp_url = copy;
+	return 0;
+}
+
+int mtls_config_set_ocsp_staple(struct mtls_config *c, int on)
+{
+	c->ocsp_staple = on != 0;
+	return 0;
+}
+
+int mtls_config_set_ocsp_cache(struct mtls_config *c, size_t entries)
+{
+	if (entries < 1 || entries > 1u << 16)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "OCSP cache size must be between 1 and 65536 entries");
+	c->ocsp_cache_slots = entries;
+	return 0;
+}
+
 static int strlist_add(struct mtls_config *c, struct strlist *l, const char *what, const char *s)
 {
 	char **v;
@@ -588,6 +638,12 @@ int mtls_config_insecure_no_verify_name(struct mtls_config *c)
 int mtls_config_insecure_optional_client_cert(struct mtls_config *c)
 {
 	insecure_add(c, INSECURE_OPTIONAL_CLIENT_CERT, "insecure_optional_client_cert");
+	return 0;
+}
+
+int mtls_config_insecure_server_eku_clients(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_SERVER_EKU_CLIENTS, "insecure_server_eku_clients");
 	return 0;
 }
 

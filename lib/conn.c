@@ -137,6 +137,7 @@ void conn_free(struct mtls *c)
 	SSL_free(c->conn.ssl);
 	state_unref(c->state);
 	identity_free(c->conn.peer);
+	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
 	free(c->conn.server_name);
 	free(c);
 }
@@ -147,10 +148,13 @@ static void request_for(struct mtls *c, struct verify_request *rq)
 {
 	*rq = (struct verify_request){.st = c->state,
 				      .peer_is_client = c->state->server,
-				      .name = c->state->server ? NULL : c->conn.server_name};
+				      .name = c->state->server ? NULL : c->conn.server_name,
+				      .ocsp_out = &c->conn.ocsp};
 }
 
-/* OpenSSL's certificate verification, replaced by ours (verify.c). */
+/* OpenSSL's certificate verification, replaced by ours (verify.c). A client leaves OCSP to
+ * conn_status_cb(), which runs once the server's staple (or its absence) is known: in TLS
+ * 1.2 the staple comes in a message after the certificate. */
 int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -163,9 +167,74 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	request_for(c, &rq);
 	identity_free(c->conn.peer);
 	c->conn.peer = NULL;
+	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
+	c->conn.ocsp_chain = NULL;
+	c->conn.ocsp_done = false;
+	if (!c->state->server) {
+		rq.ocsp_later = true;
+		rq.keep_chain = &c->conn.ocsp_chain;
+	}
 	/* a refusal goes straight into the connection's error: the handshake fails with it */
 	return verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, c->conn.warning,
 			    sizeof(c->conn.warning)) == 0;
+}
+
+/* The OCSP step of a client's full handshake, on the chain the verify callback kept: the
+ * server's staple (NULL: none) judged, or the endpoint's answers by mode. */
+static int judge_ocsp(struct mtls *c, const uint8_t *staple, size_t len)
+{
+	struct verify_request rq;
+	int rc;
+
+	request_for(c, &rq);
+	rq.staple_round = true;
+	rq.staple = staple;
+	rq.staple_len = len;
+	rc = verify_ocsp(&rq, c->conn.ocsp_chain, &c->conn.err, c->conn.warning,
+			 sizeof(c->conn.warning));
+	c->conn.ocsp_done = true;
+	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
+	c->conn.ocsp_chain = NULL;
+	if (rc != 0) {
+		identity_free(c->conn.peer);
+		c->conn.peer = NULL;
+	}
+	return rc;
+}
+
+/* A client: the server answered our status request (or did not; staple NULL). 1 goes on,
+ * 0 fails the handshake (the refusal is in the connection's error). */
+int conn_status_cb(SSL *ssl, void *arg)
+{
+	struct mtls *c = SSL_get_app_data(ssl);
+	const unsigned char *staple = NULL;
+	long len;
+
+	(void)arg;
+	/* a resumed session has no certificate to verify: judge_peer() decides it */
+	if (c == NULL || c->conn.ocsp_chain == NULL || c->conn.peer == NULL)
+		return 1;
+	len = SSL_get_tlsext_status_ocsp_resp(ssl, &staple);
+	return judge_ocsp(c, len > 0 ? staple : NULL, len > 0 ? (size_t)len : 0) == 0;
+}
+
+/* A server: the client asked for a staple; the endpoint's, if it holds a valid one for this
+ * state's certificate. */
+int conn_staple_cb(SSL *ssl, void *arg)
+{
+	struct state *st = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	unsigned char *der;
+	size_t len = 0;
+
+	(void)arg;
+	if (st == NULL || st->own_leaf == NULL ||
+	    (der = ocsp_store_staple(st->ocsp, st->own_hash, time(NULL), &len)) == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	if (SSL_set_tlsext_status_ocsp_resp(ssl, der, (long)len) != 1) { /* takes der */
+		OPENSSL_free(der);
+		return SSL_TLSEXT_ERR_NOACK;
+	}
+	return SSL_TLSEXT_ERR_OK;
 }
 
 /* After a handshake that OpenSSL completed: who the peer is, decided by verify.c. A peer
@@ -194,6 +263,13 @@ static int judge_peer(struct mtls *c)
 		return error_set(&c->conn.err, MTLS_REASON_BAD_CERTIFICATE,
 				 "the %s certificate was not verified",
 				 c->state->server ? "client" : "server");
+	/* a client's OCSP step, if the status callback did not run: without a staple */
+	if (!c->state->server && !c->conn.ocsp_done) {
+		if (c->conn.ocsp_chain == NULL)
+			return error_set(&c->conn.err, MTLS_REASON_INTERNAL,
+					 "the server certificate's OCSP status was not decided");
+		return judge_ocsp(c, NULL, 0);
+	}
 	return 0;
 }
 
@@ -222,9 +298,13 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 	st = endpoint_state(endpoint);
 	if (st == NULL)
 		return error_set(&conn->conn.err, MTLS_REASON_USAGE, "endpoint is not configured");
+	/* validity at the handshake: a certificate that expired since does not end a live
+	 * connection (its successor serves the next one; --max-connection-lifetime bounds
+	 * how long one lasts); what is trusted now, revocation and the rules do */
 	rq = (struct verify_request){.st = st,
 				     .peer_is_client = st->server,
-				     .name = st->server ? NULL : conn->conn.server_name};
+				     .name = st->server ? NULL : conn->conn.server_name,
+				     .certs_at = conn->conn.handshake_at};
 	leaf = SSL_get0_peer_certificate(conn->conn.ssl);
 	if (leaf == NULL)
 		rc = verify_no_certificate(&rq, &conn->conn.err);
@@ -418,6 +498,9 @@ int mtls_handshake(struct mtls *c)
 	errno = 0;
 	rc = SSL_do_handshake(c->conn.ssl);
 	if (rc == 1) {
+		c->conn.handshake_at = c->state->config->verify_time != 0
+					       ? c->state->config->verify_time
+					       : time(NULL);
 		if (judge_peer(c) != 0) {
 			SSL_shutdown(c->conn.ssl); /* close_notify, so the peer does not carry on */
 			return -1;
@@ -718,4 +801,10 @@ const char *mtls_conn_cipher(const struct mtls *c)
 int mtls_conn_resumed(const struct mtls *c)
 {
 	return ssl_of(c) != NULL && SSL_session_reused(ssl_of(c));
+}
+
+enum mtls_ocsp_result mtls_conn_ocsp(const struct mtls *c)
+{
+	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done ? c->conn.ocsp
+									   : MTLS_OCSP_RESULT_NONE;
 }

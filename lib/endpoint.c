@@ -128,6 +128,11 @@ static struct mtls *endpoint_new(enum mtls_kind kind)
 		return NULL;
 	e->kind = kind;
 	e->ep.id = atomic_fetch_add(&endpoint_ids, 1);
+	e->ep.ocsp = ocsp_store_new();
+	if (e->ep.ocsp == NULL) {
+		free(e);
+		return NULL;
+	}
 	pthread_mutex_init(&e->ep.lock, NULL);
 	return e;
 }
@@ -157,6 +162,7 @@ struct state *endpoint_state(struct mtls *e)
 int mtls_configure(struct mtls *e, struct mtls_config *config)
 {
 	struct state *st, *old;
+	bool staples;
 
 	if (e == NULL || config == NULL || e->kind == KIND_CONN) {
 		if (e != NULL)
@@ -165,16 +171,20 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 		return -1;
 	}
 	old = endpoint_state(e);
-	st = state_build(e->kind == KIND_SERVER, config, old, endpoint_err(e));
+	st = state_build(e->kind == KIND_SERVER, config, old, e->ep.ocsp, endpoint_err(e));
 	state_unref(old);
 	if (st == NULL)
 		return -1;
+	staples = st->staples;
 	pthread_mutex_lock(&e->ep.lock);
 	old = e->state;
 	e->state = st;
 	pthread_mutex_unlock(&e->ep.lock);
 	state_unref(old);
 	endpoint_ok(e);
+	/* a new own certificate needs its staple: the fetcher may have one to do */
+	if (staples)
+		ocsp_store_notify(e->ep.ocsp);
 	return 0;
 }
 
@@ -227,6 +237,7 @@ void mtls_free(struct mtls *m)
 	}
 	endpoint_forget(m);
 	state_unref(m->state);
+	ocsp_store_unref(m->ep.ocsp);
 	pthread_mutex_destroy(&m->ep.lock);
 	free(m);
 }

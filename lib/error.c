@@ -54,6 +54,9 @@ static const struct reason_info reasons[MTLS_REASON_COUNT] = {
 	[MTLS_REASON_ISSUER_NOT_SENT] = {"issuer_not_sent", MTLS_CATEGORY_VERIFY},
 	[MTLS_REASON_MALFORMED] = {"malformed", MTLS_CATEGORY_PROTOCOL},
 	[MTLS_REASON_CRL_INVALID] = {"crl_invalid", MTLS_CATEGORY_REVOKED},
+	[MTLS_REASON_OCSP_MISSING] = {"ocsp_missing", MTLS_CATEGORY_REVOKED},
+	[MTLS_REASON_OCSP_UNAVAILABLE] = {"ocsp_unavailable", MTLS_CATEGORY_REVOKED},
+	[MTLS_REASON_OCSP_UNKNOWN] = {"ocsp_unknown", MTLS_CATEGORY_REVOKED},
 };
 
 static const char *const categories[] = {

@@ -14,6 +14,8 @@
  *   verify_cache.c  chains verified before, by hash
  *   strict.c        the strict certificate profile
  *   revocation.c    CRLs: validated once, matched to a chain
+ *   ocsp.c          OCSP answers checked, requests made, a certificate's responder
+ *   ocsp_store.c    an endpoint's OCSP answers, staple and fetch requests
  *   identity.c      what a certificate says about its holder (struct mtls_peer)
  *   policy.c        allow rules
  *   sessions.c      the server's resumable sessions
@@ -28,6 +30,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include <openssl/ocsp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -71,6 +74,7 @@ enum insecure_flag {
 	INSECURE_KEY_PERMISSIONS = 1u << 0,
 	INSECURE_NO_VERIFY_NAME = 1u << 1,
 	INSECURE_OPTIONAL_CLIENT_CERT = 1u << 2,
+	INSECURE_SERVER_EKU_CLIENTS = 1u << 3,
 };
 
 struct mtls_config {
@@ -92,6 +96,10 @@ struct mtls_config {
 	int max_version;
 	time_t verify_time;
 	bool tickets;
+	int ocsp_mode;	  /* enum mtls_ocsp_mode */
+	char *ocsp_url;	  /* the responder to ask instead of the certificates' own, or NULL */
+	bool ocsp_staple; /* a server staples an answer for its own certificate */
+	size_t ocsp_cache_slots;
 	size_t verify_cache_slots;
 	size_t session_cache_slots;
 
@@ -171,6 +179,8 @@ int policy_parse_pin(const char *text, uint8_t out[32]);
 
 /* tickets.c: the client's resumable sessions (see the file). */
 #define TICKETS_MAX 16
+/* seconds: a ticket whose server certificate expires sooner is dropped, not offered */
+#define TICKETS_EXPIRY_MARGIN 10
 struct tickets {
 	pthread_mutex_t lock;
 	int n;
@@ -200,14 +210,22 @@ struct state {
 	time_t crl_next_update;
 	struct verify_cache *vcache; /* NULL when disabled */
 	struct sessions *sessions;   /* server: resumable sessions, NULL when disabled */
+	struct ocsp_store *ocsp;     /* the endpoint's OCSP answers and staple (ocsp_store.c) */
+	/* the own certificate, for its OCSP staple (ocsp_own()) */
+	X509 *own_leaf;	      /* referenced; NULL without one */
+	X509 *own_issuer;     /* referenced; NULL if neither the chain nor the CA bundle has it */
+	char *own_ocsp_url;   /* the configured responder, else its authorityInfoAccess's */
+	uint8_t own_hash[32]; /* SHA-256 of its DER */
+	bool staples; /* a server that staples (configured, or the certificate demands it) */
 
 	struct tickets tickets; /* client: sessions to resume, each used once */
 };
 
 /* Compile config into a new state (referenced once), or NULL with err set. prev, the state it
- * replaces (or NULL), lends it the server's session store while the trust stays the same. */
+ * replaces (or NULL), lends it the server's session store while the trust stays the same;
+ * ocsp is the endpoint's OCSP store, which the state references. */
 struct state *state_build(bool server, const struct mtls_config *config, const struct state *prev,
-			  struct error *err);
+			  struct ocsp_store *ocsp, struct error *err);
 struct state *state_ref(struct state *st);
 void state_unref(struct state *st);
 
@@ -240,9 +258,10 @@ enum mtls_kind {
 /* endpoint.c: a server or client. Shared by the threads that accept, connect, verify and
  * reconfigure on it; what a call leaves for its caller is kept per thread (see the file). */
 struct endpoint {
-	uint64_t id;	      /* unique in the process, never reused: tags per-thread results */
-	pthread_mutex_t lock; /* guards the struct mtls's state pointer */
-	struct error err;     /* used only when a thread's result slot cannot be allocated */
+	uint64_t id;		 /* unique in the process, never reused: tags per-thread results */
+	pthread_mutex_t lock;	 /* guards the struct mtls's state pointer */
+	struct error err;	 /* used only when a thread's result slot cannot be allocated */
+	struct ocsp_store *ocsp; /* OCSP answers and staple, for every state it runs on */
 };
 
 /* conn.c: one TLS connection, used by one thread at a time. */
@@ -251,8 +270,14 @@ struct connection {
 	char *server_name; /* client: the name the server's certificate must carry, or NULL */
 	struct mtls_peer *peer;
 	bool handshake_done;
-	struct error err;  /* also where the verify callback puts its refusal */
-	char warning[256]; /* about the accepted handshake */
+	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
+	struct error err;    /* also where the verify callback puts its refusal */
+	char warning[256];   /* about the accepted handshake */
+	/* client: OCSP is decided once the server's staple (or its absence) is known, by the
+	 * status callback, on the chain the verify callback kept */
+	STACK_OF(X509) * ocsp_chain;
+	bool ocsp_done;
+	enum mtls_ocsp_result ocsp; /* what OCSP said of the accepted peer */
 };
 
 struct mtls {
@@ -281,6 +306,19 @@ struct verify_request {
 	bool peer_is_client;
 	const char *name; /* expected DNS name or IP of a server, or NULL */
 	const char *uri;  /* expected URI SAN, or NULL */
+	/* certificate validity judged at this time instead of now (a re-check of a live
+	 * connection: its handshake's time); 0: now. Revocation is always judged now. */
+	time_t certs_at;
+	/* OCSP. A client's full handshake decides it after the chain, once the server's
+	 * staple is known (ocsp_later; the chain is handed over in keep_chain), with
+	 * verify_ocsp() and staple_round set: the staple (or none, staple NULL) was the
+	 * server's answer to our status request, and a must-staple certificate needs one. */
+	bool ocsp_later;
+	STACK_OF(X509) * *keep_chain;
+	bool staple_round;
+	const uint8_t *staple;
+	size_t staple_len;
+	enum mtls_ocsp_result *ocsp_out; /* receives what OCSP said (may be NULL) */
 };
 
 /* The decision on the chain set up in xctx, whatever the path (handshake, resumption,
@@ -291,6 +329,11 @@ struct verify_request {
  * note on an accepted chain, such as a CRL within its grace period. */
 int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct mtls_peer **peer,
 		 struct error *err, char *warning, size_t warning_len);
+/* The OCSP step of that decision on a verified chain (leaf first), for a request whose
+ * verify_chain() left it for later (ocsp_later): 0, or -1 with err. A warning (soft-fail
+ * without an answer) goes to warning if that is still empty. */
+int verify_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, struct error *err,
+		char *warning, size_t warning_len);
 /* The verification parameters a request implies (also applied inside verify_chain). */
 int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx);
 
@@ -346,7 +389,7 @@ struct strict_finding {
 /* Every certificate of a verified chain (leaf first, trust anchor last). */
 int strict_chain(STACK_OF(X509) * chain, struct strict_finding *f);
 /* The peer's own certificate: not a CA, and its EKU names the role. */
-int strict_leaf(X509 *leaf, bool peer_is_client, struct strict_finding *f);
+int strict_leaf(X509 *leaf, bool peer_is_client, bool server_eku_ok, struct strict_finding *f);
 /* The finding for an error of OpenSSL's strict mode (0), or -1 if x509_error is not one. */
 int strict_of_x509_error(int x509_error, int depth, X509 *cert, STACK_OF(X509) * chain,
 			 struct strict_finding *f);
@@ -382,6 +425,81 @@ int revocation_load(struct state *st, struct error *err);
  * the validated CRLs. 0 (f->status OK or GRACE) or -1 with f set. */
 int revocation_check(const struct state *st, STACK_OF(X509) * chain, time_t now,
 		     struct revocation_finding *f);
+
+/* ocsp.c: OCSP answers checked against a certificate's issuer, requests, and what a
+ * certificate says about its responder (see the file). */
+#define OCSP_RESPONSE_MAX      (64 * 1024) /* bytes of an answer, stapled or fetched */
+#define OCSP_SKEW	       300	   /* seconds a thisUpdate may be ahead of our clock */
+#define OCSP_NO_NEXT_UPDATE    300	   /* seconds an answer without nextUpdate counts */
+#define OCSP_SIGNER_CANDIDATES 8	   /* certificates of an answer tried as its signer */
+#define OCSP_SINGLE_MAX	       16	   /* SingleResponses of an answer looked at */
+#define OCSP_URL_MAX	       2048
+struct ocsp_result {
+	int status; /* V_OCSP_CERTSTATUS_GOOD, _REVOKED or _UNKNOWN */
+	int reason; /* revoked: OCSP_REVOKED_STATUS_*, or -1 */
+	time_t revoked_at;
+	time_t this_update;
+	time_t next_update; /* 0: the answer has none */
+	time_t valid_until; /* nextUpdate, capped by a delegated responder's notAfter */
+	bool delegated;	    /* signed by a responder certificate, not the issuer itself */
+};
+/* The answer in der[0..len) (untrusted) about the certificate of issuer with serial, at
+ * now: 0 and out, or -1 and why (one phrase, "the answer expired at ..."). */
+int ocsp_check_response(const uint8_t *der, size_t len, X509 *issuer, const ASN1_INTEGER *serial,
+			time_t now, struct ocsp_result *out, char *why, size_t why_len);
+/* A revocation other than certificateHold: final, whatever the answer's age. */
+bool ocsp_result_final(const struct ocsp_result *r);
+/* Does the answer count at now (within thisUpdate - OCSP_SKEW .. valid_until, or final)? */
+bool ocsp_result_usable(const struct ocsp_result *r, time_t now);
+/* The SHA-1 CertID (what requests ask, RFC 5019) of issuer's certificate serial. */
+OCSP_CERTID *ocsp_cert_id(X509 *issuer, const ASN1_INTEGER *serial);
+/* The key answers are kept by: SHA-256 of that CertID's DER. 0 or -1. */
+int ocsp_key(X509 *issuer, const ASN1_INTEGER *serial, uint8_t key[32]);
+/* A DER OCSPRequest for it, without nonce (malloc'd). 0 or -1. */
+int ocsp_request(X509 *issuer, const ASN1_INTEGER *serial, uint8_t **der, size_t *len);
+/* The first http(s) OCSP responder of cert's authorityInfoAccess (malloc'd), or NULL. */
+char *ocsp_url(X509 *cert);
+/* Does cert demand a stapled answer (TLS feature status_request, RFC 7633)? */
+bool ocsp_must_staple(X509 *cert);
+/* "keyCompromise", ... or "no reason given" (-1). */
+const char *ocsp_reason_name(int reason);
+/* The own certificate of a state being built (in st->ssl_ctx, its chain, the trust store):
+ * st->own_*; an error if it must be stapled and cannot be (no issuer, no responder). */
+int ocsp_own(struct state *st, struct error *err);
+
+/* ocsp_store.c: an endpoint's OCSP answers for peers' certificates, its own staple, and the
+ * requests its fetcher is asked to send (see the file). Shared by the endpoint's states. */
+struct ocsp_store;
+struct ocsp_store *ocsp_store_new(void);
+struct ocsp_store *ocsp_store_ref(struct ocsp_store *s);
+void ocsp_store_unref(struct ocsp_store *s);
+/* What the store knows about a certificate, for the decision (verify.c). */
+struct ocsp_seen {
+	bool answered; /* answer holds a usable answer */
+	struct ocsp_result answer;
+	bool no_url;	   /* no responder is known for it */
+	char url[256];	   /* the responder, for messages (cut) */
+	unsigned failures; /* fetches failed in a row */
+	char failure[200]; /* the last one's reason */
+};
+/* leaf (issued by issuer) at now. With fetch, a certificate without a usable answer, or
+ * whose answer is past the middle of its validity, is asked for (the endpoint's notify
+ * callback runs), and a new one is remembered (at most max, the least recently used one
+ * dropped). url: the responder to ask instead of the certificate's own, or NULL. */
+void ocsp_store_lookup(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url, size_t max,
+		       bool fetch, time_t now, struct ocsp_seen *out);
+/* Remember a verified answer about leaf (a server's staple, seen by a client); it is not
+ * fetched again while it counts (the server staples a fresh one). */
+void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *url,
+		    const struct ocsp_result *r, size_t max, time_t now);
+/* A copy (OPENSSL_malloc'd, for SSL_set_tlsext_status_ocsp_resp()) of the staple held for
+ * the own certificate of SHA-256 hash, if it counts at now; NULL if none. */
+unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], time_t now,
+				 size_t *len);
+/* Does it hold no answer about any peer (read without the lock: a hint)? */
+bool ocsp_store_empty(struct ocsp_store *s);
+/* Run the endpoint's notify callback (a request may be due). */
+void ocsp_store_notify(struct ocsp_store *s);
 
 /* verify_cache.c: successful chain verifications of one state, by chain hash (see file). */
 struct verify_cache;
@@ -423,6 +541,10 @@ void sockbio_discard_input(BIO *bio);
 /* conn.c */
 /* OpenSSL's certificate verification callback: verify_chain() on the connection's request. */
 int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
+/* OCSP status callbacks: a client's (the server's staple, judged by verify_ocsp()), a
+ * server's (its staple, from the endpoint's OCSP store). */
+int conn_status_cb(SSL *ssl, void *arg);
+int conn_staple_cb(SSL *ssl, void *arg);
 /* Free a connection (mtls_free() of one). */
 void conn_free(struct mtls *c);
 

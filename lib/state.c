@@ -4,7 +4,8 @@
  * state_build() turns a config into an immutable, reference-counted struct state: a private
  * copy of the config (its key wiped once loaded), the allow rules, a trust store with the
  * validated CRLs, the SSL_CTX, the verification cache and, on a server, the session store.
- * Nothing in a state changes after it is built, so handshakes read it without a lock; an
+ * Nothing in a state changes after it is built, so handshakes read it without a lock (the
+ * endpoint's OCSP store it references is the endpoint's, not the state's); an
  * endpoint swaps in a new one on reload (endpoint.c) and a connection keeps a reference to
  * the one it started with, so a reload never touches a live connection.
  *
@@ -35,6 +36,10 @@ void state_unref(struct state *st)
 	policy_free(st->policy);
 	verify_cache_free(st->vcache);
 	sessions_unref(st->sessions);
+	ocsp_store_unref(st->ocsp);
+	X509_free(st->own_leaf);
+	X509_free(st->own_issuer);
+	free(st->own_ocsp_url);
 	mtls_config_free(st->config);
 	tickets_clear(&st->tickets);
 	free(st);
@@ -103,7 +108,7 @@ static int take_sessions(struct state *st, const struct state *prev, struct erro
 }
 
 struct state *state_build(bool server, const struct mtls_config *given, const struct state *prev,
-			  struct error *err)
+			  struct ocsp_store *ocsp, struct error *err)
 {
 	struct state *st = calloc(1, sizeof(*st));
 	const struct mtls_config *c;
@@ -115,6 +120,7 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 	atomic_init(&st->refs, 1);
 	tickets_init(&st->tickets);
 	st->server = server;
+	st->ocsp = ocsp_store_ref(ocsp);
 	/* the state runs on its own copy: nothing the caller does to its config afterwards
 	 * changes who is let in, and no handshake reads memory the caller may change */
 	st->config = config_clone(given);
@@ -140,6 +146,12 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 			  "insecure_optional_client_cert out of the client's config");
 		goto fail;
 	}
+	if (!server && (c->insecure & INSECURE_SERVER_EKU_CLIENTS)) {
+		error_set(err, MTLS_REASON_CONFIG,
+			  "accepting serverAuth client certificates is a server setting: leave "
+			  "insecure_server_eku_clients out of the client's config");
+		goto fail;
+	}
 	if ((c->cert.data == NULL) != (c->key.data == NULL)) {
 		error_set(
 			err, MTLS_REASON_CONFIG,
@@ -154,8 +166,14 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 	if (take_sessions(st, prev, err) != 0 || (st->ssl_ctx = tlsctx_new(st, err)) == NULL ||
 	    load_trust(st, c, err) != 0 || revocation_load(st, err) != 0)
 		goto fail;
-	if (c->cert.data != NULL && load_own_cert(st, c, err) != 0)
+	if (c->cert.data != NULL && (load_own_cert(st, c, err) != 0 || ocsp_own(st, err) != 0))
 		goto fail;
+	if (!server && c->ocsp_staple) {
+		error_set(err, MTLS_REASON_CONFIG,
+			  "OCSP stapling is a server setting: a client asks for the server's "
+			  "staple in any case");
+		goto fail;
+	}
 	config_forget_key(st->config); /* the SSL_CTX holds the key now */
 	warm(st);
 	return st;

@@ -582,10 +582,13 @@ int strict_chain(STACK_OF(X509) * chain, struct strict_finding *f)
 	return check_constraints(chain, f);
 }
 
-int strict_leaf(X509 *leaf, bool peer_is_client, struct strict_finding *f)
+int strict_leaf(X509 *leaf, bool peer_is_client, bool server_eku_ok, struct strict_finding *f)
 {
 	uint32_t flags = X509_get_extension_flags(leaf);
 	uint32_t want = peer_is_client ? XKU_SSL_CLIENT : XKU_SSL_SERVER;
+
+	if (peer_is_client && server_eku_ok)
+		want |= XKU_SSL_SERVER; /* mtls_config_insecure_server_eku_clients() */
 
 	/* OpenSSL's purpose check takes a CA for a leaf */
 	if ((flags & EXFLAG_BCONS) && (flags & EXFLAG_CA)) {

@@ -7,9 +7,17 @@
  * handshake; so each new connection takes a ticket of its own, and every ticket received
  * (one per handshake) goes back on the stack. After a burst of N parallel connections the
  * stack holds N tickets again, up to TICKETS_MAX.
+ *
+ * A resumed session is judged again, the server's certificate included, and refused once
+ * that certificate has expired; a ticket carries the certificate of the full handshake it
+ * descends from, however often it was renewed since. A server that renews its certificate
+ * (mtls server --ca-url) keeps the old one in its clients' tickets until it expires, so a
+ * ticket whose certificate expires within TICKETS_EXPIRY_MARGIN seconds is dropped, not
+ * offered: the connection makes a full handshake and meets the current certificate.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -53,14 +61,29 @@ bool tickets_put(struct tickets *t, SSL_SESSION *session, const char *name)
 	return true;
 }
 
+/* Would resuming s be refused for an expired server certificate (or nearly so)? */
+static bool outlived(SSL_SESSION *s, time_t now)
+{
+	X509 *peer = SSL_SESSION_get0_peer(s);
+	time_t limit = now + TICKETS_EXPIRY_MARGIN;
+
+	/* X509_cmp_time: -1 if at or before limit, 0 on error */
+	return peer == NULL || X509_cmp_time(X509_get0_notAfter(peer), &limit) <= 0;
+}
+
 SSL_SESSION *tickets_take(struct tickets *t, const char *name)
 {
 	SSL_SESSION *session = NULL;
+	time_t now = time(NULL);
 
 	pthread_mutex_lock(&t->lock);
 	for (int i = t->n - 1; i >= 0; i--) {
 		if (strcmp(t->slot[i].name, name) != 0)
 			continue;
+		if (outlived(t->slot[i].session, now)) {
+			drop(t, i);
+			continue;
+		}
 		session = t->slot[i].session;
 		t->slot[i].session = NULL; /* ours now; drop() frees only the name */
 		drop(t, i);

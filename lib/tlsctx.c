@@ -8,7 +8,8 @@
  * chain verification is replaced by ours (conn_verify_cb(), which calls verify_chain()), so that
  * every path a peer takes is decided in one place. Resumption is wired here too: a server keeps
  * sessions in its own store (sessions.c) and issues no stateless tickets; a client keeps the
- * tickets it receives per server name (tickets.c).
+ * tickets it receives per server name (tickets.c). OCSP stapling too: a server staples the
+ * answer its endpoint holds for its certificate, a client asks for one and judges it.
  */
 #include <openssl/err.h>
 
@@ -78,6 +79,8 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 		SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
 		/* resumption from the server's own store (sessions.c), never stateless tickets */
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		/* the own certificate's OCSP staple, to clients that ask (ocsp_store.c) */
+		SSL_CTX_set_tlsext_status_cb(ctx, conn_staple_cb);
 		if (st->sessions != NULL) {
 			sessions_attach(ctx);
 			SSL_CTX_set_num_tickets(ctx, 1);
@@ -91,6 +94,10 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 			ctx, c->tickets ? SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE
 					: SSL_SESS_CACHE_OFF);
 		SSL_CTX_sess_set_new_cb(ctx, client_new_session);
+		/* every full handshake asks for the server's OCSP staple; conn_status_cb() judges
+		 * what comes (or that nothing does) */
+		SSL_CTX_set_tlsext_status_type(ctx, TLSEXT_STATUSTYPE_ocsp);
+		SSL_CTX_set_tlsext_status_cb(ctx, conn_status_cb);
 	}
 	return ctx;
 }

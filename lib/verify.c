@@ -10,12 +10,16 @@
  *      profile (strict.c) and key strength. This is what the verification cache remembers
  *      (verify_cache.c): a hit gives back the path verified before, and nothing else.
  *   2. On that path, every time: the leaf (an end entity with the role's EKU), validity
- *      now, revocation (revocation.c), the identity and the expected URI, the allow rules.
+ *      now, revocation (revocation.c), the identity and the expected URI, the allow rules,
+ *      and last OCSP (the server's staple, or the endpoint's answers by mode: ocsp.c,
+ *      ocsp_store.c); a client's full handshake judges OCSP in the status callback, once
+ *      the staple is known (verify_ocsp()), on the chain verified here.
  *
  * The decision and the words are apart: checks return what failed (a verify_run, a strict
  * or revocation finding) and explain() / strict_explain() say it.
  */
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +51,12 @@ static pthread_once_t run_index_once = PTHREAD_ONCE_INIT;
 static void run_index_init(void)
 {
 	run_index = X509_STORE_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* A client's certificate may name serverAuth instead of clientAuth. */
+static bool server_eku_ok(const struct verify_request *rq)
+{
+	return rq->peer_is_client && (rq->st->config->insecure & INSECURE_SERVER_EKU_CLIENTS);
 }
 
 static time_t verify_now(const struct verify_request *rq)
@@ -93,10 +103,19 @@ int verify_setup(const struct verify_request *rq, X509_STORE_CTX *xctx)
 				      X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_ALLOW_PROXY_CERTS);
 	X509_VERIFY_PARAM_set_depth(param, c->verify_depth);
 	X509_VERIFY_PARAM_set_auth_level(param, 2);
-	if (c->verify_time != 0)
+	if (rq->certs_at != 0)
+		X509_VERIFY_PARAM_set_time(param, rq->certs_at);
+	else if (c->verify_time != 0)
 		X509_VERIFY_PARAM_set_time(param, c->verify_time);
-	if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client ? X509_PURPOSE_SSL_CLIENT
-								: X509_PURPOSE_SSL_SERVER) != 1)
+	/* with server_eku_ok, the EKU is checked by strict_leaf() alone (serverAuth or
+	 * clientAuth); a handshake's context has its purpose set already (the SSL default),
+	 * which X509_STORE_CTX_set_purpose() does not replace */
+	if (server_eku_ok(rq)) {
+		if (X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_ANY) != 1)
+			return -1;
+	} else if (X509_STORE_CTX_set_purpose(xctx, rq->peer_is_client
+							    ? X509_PURPOSE_SSL_CLIENT
+							    : X509_PURPOSE_SSL_SERVER) != 1)
 		return -1;
 	X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
 						       X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
@@ -252,7 +271,7 @@ static void explain(const struct verify_request *rq, const struct verify_run *ru
 		return;
 	}
 	if (reason == MTLS_REASON_LEAF_IS_CA &&
-	    strict_leaf(run->cert, rq->peer_is_client, &f) != 0) {
+	    strict_leaf(run->cert, rq->peer_is_client, server_eku_ok(rq), &f) != 0) {
 		strict_explain(&f, role, err);
 		return;
 	}
@@ -402,7 +421,7 @@ static int check_leaf(const struct verify_request *rq, X509 *leaf, struct error 
 {
 	struct strict_finding f;
 
-	if (strict_leaf(leaf, rq->peer_is_client, &f) != 0)
+	if (strict_leaf(leaf, rq->peer_is_client, server_eku_ok(rq), &f) != 0)
 		return strict_explain(&f, role_of(rq), err);
 	return 0;
 }
@@ -521,6 +540,183 @@ static int check_revocation(const struct verify_request *rq, STACK_OF(X509) * ch
 	return 0;
 }
 
+/* A note about an accepted chain, added to warning (after what is there already). */
+static void warn(char *warning, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void warn(char *warning, size_t len, const char *fmt, ...)
+{
+	size_t used = len > 0 ? strlen(warning) : 0;
+	va_list ap;
+
+	if (len == 0 || used + 3 >= len)
+		return;
+	if (used > 0) {
+		memcpy(warning + used, "; ", 3);
+		used += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(warning + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/* Why no answer is at hand, and what to do, for a message. */
+static void ocsp_absence(const struct ocsp_seen *seen, char *buf, size_t len)
+{
+	if (seen->no_url)
+		snprintf(buf, len,
+			 "no OCSP responder is known for it (no authorityInfoAccess OCSP in it, no "
+			 "responder URL configured); configure one");
+	else if (seen->failures > 0)
+		snprintf(buf, len,
+			 "the OCSP responder %s failed (%s%s); make it reachable, the fetch is "
+			 "retried",
+			 seen->url, seen->failure, seen->failures > 1 ? ", again" : "");
+	else
+		snprintf(buf, len,
+			 "there is no answer from the OCSP responder %s yet; it is being fetched, "
+			 "retry in a moment",
+			 seen->url);
+}
+
+/* leaf described into buf for a message, once: only a refusal or a warning needs it. */
+static const char *describe_once(X509 *leaf, char *buf, size_t len)
+{
+	if (buf[0] == '\0')
+		identity_describe(leaf, buf, len);
+	return buf;
+}
+
+/* OCSP of the leaf of a verified chain, last of step 2: a stapled answer (a client's full
+ * handshake), else the endpoint's answers, by mode (the mtls.h OCSP section). 0 accepted,
+ * or -1 with err and found->error (for the alert). */
+static int check_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, time_t now,
+		      struct verify_run *found, struct error *err, char *warning,
+		      size_t warning_len)
+{
+	const struct mtls_config *c = rq->st->config;
+	const char *role = role_of(rq);
+	enum mtls_ocsp_result result = MTLS_OCSP_RESULT_NONE;
+	struct ocsp_result staple;
+	struct ocsp_seen seen;
+	char why[300] = "", who[300] = "", when[32], absent[700];
+	bool stapled = false, must;
+	X509 *leaf, *issuer;
+
+	if (rq->ocsp_out != NULL)
+		*rq->ocsp_out = MTLS_OCSP_RESULT_NONE;
+	if (sk_X509_num(chain) < 2)
+		return 0; /* a trust anchor as the peer's own: nothing above it to answer */
+	leaf = sk_X509_value(chain, 0);
+	issuer = sk_X509_value(chain, 1);
+	must = rq->staple_round && !rq->peer_is_client && ocsp_must_staple(leaf);
+	/* off, nothing stapled, nothing known: the common case costs no more than this */
+	if (c->ocsp_mode == MTLS_OCSP_OFF && rq->staple == NULL && !must &&
+	    ocsp_store_empty(rq->st->ocsp))
+		return 0;
+	if (rq->staple != NULL &&
+	    ocsp_check_response(rq->staple, rq->staple_len, issuer, X509_get0_serialNumber(leaf),
+				now, &staple, why, sizeof(why)) == 0) {
+		stapled = true;
+		/* remembered for resumptions and re-checks, which carry no staple */
+		ocsp_store_put(rq->st->ocsp, leaf, issuer, c->ocsp_url, &staple,
+			       c->ocsp_cache_slots, now);
+	} else if (rq->staple != NULL && !must) {
+		warn(warning, warning_len,
+		     "the server stapled an unusable OCSP answer, taken as none: %s", why);
+	}
+	if (stapled && staple.status == V_OCSP_CERTSTATUS_REVOKED) {
+		found->error = X509_V_ERR_CERT_REVOKED;
+		return error_set(err, MTLS_REASON_REVOKED,
+				 "server certificate rejected: revoked at %s (%s) according to the "
+				 "OCSP answer it stapled (%s); issue it a new certificate",
+				 error_time(staple.revoked_at, when, sizeof(when)),
+				 ocsp_reason_name(staple.reason),
+				 describe_once(leaf, who, sizeof(who)));
+	}
+	if (must && !stapled) {
+		found->error = X509_V_ERR_OCSP_VERIFY_NEEDED;
+		return error_set(
+			err, MTLS_REASON_OCSP_MISSING,
+			"server certificate rejected: it is must-staple (TLS feature "
+			"status_request, RFC 7633) and the server %s%s (%s); the server must "
+			"staple a fresh OCSP answer (mtls server --ocsp-staple), or use a "
+			"certificate without must-staple",
+			rq->staple != NULL ? "stapled an unusable answer: "
+					   : "stapled no OCSP answer",
+			rq->staple != NULL ? why : "", describe_once(leaf, who, sizeof(who)));
+	}
+	if (stapled) {
+		memset(&seen, 0, sizeof(seen));
+		seen.answered = true;
+		seen.answer = staple;
+		snprintf(seen.url, sizeof(seen.url), "stapled by the server");
+	} else {
+		/* off: no fetch, but an answer known (a staple seen before) still counts */
+		ocsp_store_lookup(rq->st->ocsp, leaf, issuer, c->ocsp_url, c->ocsp_cache_slots,
+				  c->ocsp_mode != MTLS_OCSP_OFF, now, &seen);
+	}
+	if (seen.answered && seen.answer.status == V_OCSP_CERTSTATUS_REVOKED) {
+		found->error = X509_V_ERR_CERT_REVOKED;
+		return error_set(
+			err, MTLS_REASON_REVOKED,
+			"%s certificate rejected: revoked at %s (%s) according to the OCSP "
+			"responder %s (%s); issue a new certificate",
+			role, error_time(seen.answer.revoked_at, when, sizeof(when)),
+			ocsp_reason_name(seen.answer.reason), seen.url,
+			describe_once(leaf, who, sizeof(who)));
+	}
+	if (seen.answered && seen.answer.status == V_OCSP_CERTSTATUS_GOOD) {
+		result = MTLS_OCSP_RESULT_GOOD;
+	} else if (seen.answered) { /* unknown */
+		if (c->ocsp_mode == MTLS_OCSP_HARD_FAIL) {
+			found->error = X509_V_ERR_OCSP_CERT_UNKNOWN;
+			return error_set(
+				err, MTLS_REASON_OCSP_UNKNOWN,
+				"%s certificate rejected: the OCSP responder %s does not know it "
+				"(status unknown) (%s); OCSP hard-fail needs a good answer: was it "
+				"issued by this CA, and does the responder serve that CA?",
+				role, seen.url, describe_once(leaf, who, sizeof(who)));
+		}
+		warn(warning, warning_len,
+		     "the OCSP responder %s does not know the %s certificate (%s): status "
+		     "unknown, accepted in OCSP %s mode",
+		     seen.url, role, describe_once(leaf, who, sizeof(who)),
+		     c->ocsp_mode == MTLS_OCSP_OFF ? "off" : "soft-fail");
+		if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL)
+			result = MTLS_OCSP_RESULT_SOFT_FAIL;
+	} else if (c->ocsp_mode == MTLS_OCSP_HARD_FAIL) {
+		ocsp_absence(&seen, absent, sizeof(absent));
+		found->error = X509_V_ERR_OCSP_VERIFY_NEEDED;
+		return error_set(err, MTLS_REASON_OCSP_UNAVAILABLE,
+				 "%s certificate rejected: no OCSP answer for it (%s) and OCSP is "
+				 "hard-fail: %s (or use soft-fail)",
+				 role, describe_once(leaf, who, sizeof(who)), absent);
+	} else if (c->ocsp_mode == MTLS_OCSP_SOFT_FAIL) {
+		ocsp_absence(&seen, absent, sizeof(absent));
+		warn(warning, warning_len,
+		     "no OCSP answer for the %s certificate (%s), accepted in OCSP soft-fail "
+		     "mode: %s",
+		     role, describe_once(leaf, who, sizeof(who)), absent);
+		result = MTLS_OCSP_RESULT_SOFT_FAIL;
+	}
+	if (rq->ocsp_out != NULL)
+		*rq->ocsp_out = result;
+	return 0;
+}
+
+int verify_ocsp(const struct verify_request *rq, STACK_OF(X509) * chain, struct error *err,
+		char *warning, size_t warning_len)
+{
+	struct verify_run found = {.rq = rq};
+
+	error_clear(err);
+	if (check_ocsp(rq, chain, verify_now(rq), &found, err, warning, warning_len) != 0)
+		return -1;
+	error_clear(err);
+	return 0;
+}
+
 /* The time window in which the verification of this chain stays true: every certificate
  * valid, and the CRLs before their nextUpdate. */
 static void chain_window(const struct verify_request *rq, STACK_OF(X509) * chain, time_t *from,
@@ -602,7 +798,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	STACK_OF(X509) *chain = NULL;
 	bool keyed, cached;
 	uint8_t key[32];
-	time_t now;
+	time_t now, certs_at;
 	X509 *leaf;
 	int rc = -1;
 
@@ -619,9 +815,10 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	keyed = rq->st->vcache != NULL &&
 		verify_cache_key(rq, leaf, X509_STORE_CTX_get0_untrusted(xctx), key) == 0;
 	now = verify_now(rq);
+	certs_at = rq->certs_at != 0 ? rq->certs_at : now;
 
 	/* 1: the path (remembered or verified now) */
-	chain = verified_path(rq, xctx, keyed ? key : NULL, now, &run, err, &cached);
+	chain = verified_path(rq, xctx, keyed ? key : NULL, certs_at, &run, err, &cached);
 	if (chain == NULL) {
 		if (run.error != X509_V_OK)
 			explain(rq, &run, err);
@@ -630,7 +827,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
-	if (check_times(rq, chain, now, &found) != 0 ||
+	if (check_times(rq, chain, certs_at, &found) != 0 ||
 	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
 		explain(rq, &found, err);
 		goto reject;
@@ -650,6 +847,16 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	}
 	if (policy_check(rq->st->policy, peer, role_of(rq), err) != 0)
 		goto reject;
+	/* OCSP last: no answer is asked for a peer refused anyway; a client's full handshake
+	 * decides it once the server's staple is known (verify_ocsp()) */
+	if (rq->ocsp_out != NULL)
+		*rq->ocsp_out = MTLS_OCSP_RESULT_NONE;
+	if (!rq->ocsp_later && check_ocsp(rq, chain, now, &found, err, warning, warning_len) != 0)
+		goto reject;
+	if (rq->ocsp_later && rq->keep_chain != NULL) {
+		*rq->keep_chain = chain;
+		chain = NULL;
+	}
 	*out = peer;
 	peer = NULL;
 	error_clear(err);

@@ -100,6 +100,35 @@ void credentials_secret_free(struct credentials_secret *s)
 	free(s);
 }
 
+int credentials_ocsp_mode(const char *text, enum mtls_ocsp_mode *mode)
+{
+	*mode = MTLS_OCSP_OFF;
+	if (text == NULL || strcmp(text, "off") == 0)
+		return 0;
+	if (strcmp(text, "soft-fail") == 0)
+		*mode = MTLS_OCSP_SOFT_FAIL;
+	else if (strcmp(text, "hard-fail") == 0)
+		*mode = MTLS_OCSP_HARD_FAIL;
+	else
+		return -1;
+	return 0;
+}
+
+/* --ocsp, --ocsp-url, --ocsp-staple, --ocsp-cache (checked by the daemon before). */
+static int set_ocsp(struct mtls_config *c, const struct tunnel_options *o)
+{
+	enum mtls_ocsp_mode mode;
+
+	if (credentials_ocsp_mode(o->ocsp, &mode) != 0)
+		mode = MTLS_OCSP_HARD_FAIL; /* not reached: refused at start; never weaker */
+	if (mtls_config_set_ocsp_mode(c, mode) != 0 ||
+	    (o->ocsp_url != NULL && mtls_config_set_ocsp_url(c, o->ocsp_url) != 0) ||
+	    mtls_config_set_ocsp_staple(c, o->ocsp_staple) != 0 ||
+	    mtls_config_set_ocsp_cache(c, cache_size(o->ocsp_cache)) != 0)
+		return -1;
+	return 0;
+}
+
 struct mtls_config *credentials_build(const struct tunnel_options *o,
 				      const struct credentials_secret *pass, char *err, size_t len)
 {
@@ -133,7 +162,8 @@ struct mtls_config *credentials_build(const struct tunnel_options *o,
 	    add_all(c, &o->allow_email, mtls_config_allow_email) != 0 ||
 	    add_all(c, &o->allow_spki, mtls_config_allow_spki_sha256) != 0 ||
 	    add_all(c, &o->allow_cert, mtls_config_allow_cert_sha256) != 0 ||
-	    mtls_config_set_allow_any_identity(c, o->allow_any_identity) != 0) {
+	    mtls_config_set_allow_any_identity(c, o->allow_any_identity) != 0 ||
+	    set_ocsp(c, o) != 0) {
 		snprintf(err, len, "%s", mtls_config_error(c));
 		mtls_config_free(c);
 		return NULL;

@@ -27,6 +27,9 @@ void credentials_secret_free(struct credentials_secret *s);
 struct mtls_config *credentials_build(const struct tunnel_options *o,
 				      const struct credentials_secret *pass, char *err, size_t len);
 
+/* --ocsp's value (NULL: off): 0, or -1 if it is not off, soft-fail or hard-fail. */
+int credentials_ocsp_mode(const char *text, enum mtls_ocsp_mode *mode);
+
 /* Can this process (running as --user) open every file a reload reads? -1 with a message
  * naming the first file it cannot read and how to make it readable. */
 int credentials_check_readable(const struct tunnel_options *o, const char *user, char *err,

@@ -20,11 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "caclient.h"
 #include "credentials.h"
 #include "crlfetch.h"
 #include "duration.h"
 #include "daemon.h"
 #include "log.h"
+#include "ocspfetch.h"
+#include "renewal.h"
+#include "renewer.h"
 
 #define WATCH_MAX	    16
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
@@ -77,6 +81,12 @@ struct main_state {
 	ev_async crl_fetched; /* a fetch thread wrote a new CRL to its --crl-cache */
 	const char *crl_files[CREDENTIALS_FILES_MAX];	   /* --crl and --crl-cache */
 	const char *crl_files_live[CREDENTIALS_FILES_MAX]; /* the same for live (SIGHUP) */
+	struct renewer *renewer;			   /* --ca-url, or NULL */
+	bool roots_writable; /* --ca-url: --ca's directory is writable (roots refreshed) */
+	ev_async renewed;    /* the renewal thread replaced the cert and key, or --ca */
+
+	struct ocspfetch *ocspfetch; /* the endpoint's OCSP jobs */
+	ev_async ocsp_recheck;	     /* an OCSP answer about a peer turned to revoked */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -97,6 +107,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->tls_min = "1.2";
 	o->verify_cache = MTLS_VERIFY_CACHE_DEFAULT;
 	o->session_cache = MTLS_SESSION_CACHE_DEFAULT;
+	o->ocsp_cache = MTLS_OCSP_CACHE_DEFAULT;
 }
 
 static void fail(const char *role, const char *msg)
@@ -223,9 +234,10 @@ static int check_own_cert(const struct tunnel_options *o, const struct mtls *e, 
 		snprintf(err, len, "own certificate %s expired at %s; renew it", o->cert, when);
 		return -1;
 	}
-	/* the lifetime from the file, if it still holds the certificate loaded */
-	if (credentials_cert_validity(o->cert, &nb, &na) != 0 || na != not_after || nb >= na ||
-	    left >= (long long)(na - nb) / 3)
+	/* the lifetime from the file, if it still holds the certificate loaded; with --ca-url
+	 * the renewal thread says it, when renewal is late (cert_expiring at error level) */
+	if (o->ca_url != NULL || credentials_cert_validity(o->cert, &nb, &na) != 0 ||
+	    na != not_after || nb >= na || left >= (long long)(na - nb) / 3)
 		return 0;
 	if (left >= 2 * 86400)
 		snprintf(msg, sizeof(msg), "%lld days", left / 86400);
@@ -330,6 +342,8 @@ static void reload(struct main_state *ms, const char *trigger)
 	ms->chain = chain;
 	atomic_fetch_add(&d->metrics.reloads_ok, 1);
 	update_expiry(d);
+	if (ms->renewer != NULL)
+		renewer_loaded(ms->renewer, mtls_endpoint_cert_not_after(d->endpoint));
 	LOG(LOG_INFO, "reload", LS("trigger", trigger),
 	    LN("cert_not_after", mtls_endpoint_cert_not_after(d->endpoint)),
 	    LN("crl_next_update", mtls_endpoint_crl_next_update(d->endpoint)));
@@ -385,6 +399,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 }
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 
 static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
 {
@@ -450,6 +465,14 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_LIST(crl_url, "--crl-url"); /* the fetchers were made at start */
 	SAME_LIST(crl_cache, "--crl-cache");
 	SAME_STR(crl_refresh, "--crl-refresh");
+	SAME_STR(ca_url, "--ca-url"); /* the renewal thread was made at start */
+	SAME_STR(renew_key_type, "--renew-key-type");
+	SAME_STR(ca_refresh, "--ca-refresh");
+	if (run->ca_url != NULL) { /* and renews these files */
+		SAME_STR(cert, "--cert (with --ca-url)");
+		SAME_STR(key, "--key (with --ca-url)");
+		SAME_STR(ca, "--ca (with --ca-url)");
+	}
 	SAME_STR(crl_push, "--crl-push");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
@@ -474,7 +497,8 @@ static int reparse(struct main_state *ms)
 	if (o->reparse == NULL)
 		return 0;
 	handle = o->reparse(o->reparse_arg, &next, err, sizeof(err));
-	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0) {
+	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0 ||
+	    check_ocsp(next, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
 		    LS("message", err), LS("action", "keeping the current options and files"));
@@ -545,6 +569,39 @@ static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
 	ms->changing_since = 0;
 	ms->unsettled_told = false;
 	reload(ms, "crl_fetch");
+}
+
+/* The renewal thread replaced the own certificate and key, or --ca: load them now, as for a
+ * fetched CRL. */
+static void on_renewed(struct ev_loop *loop, ev_async *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, renewed));
+
+	(void)loop;
+	(void)events;
+	if (atomic_load(&ms->d->phase) != 0)
+		return;
+	sign_files(ms, ms->sigs);
+	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
+	reload(ms, renewer_trigger(ms->renewer));
+}
+
+/* An OCSP answer about a peer turned to revoked (or unknown): what is trusted changed
+ * without a reload, and every live connection is judged again. */
+static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, ocsp_recheck));
+
+	(void)loop;
+	(void)events;
+	if (atomic_load(&ms->d->phase) != 0)
+		return;
+	LOG(LOG_INFO, "recheck", LS("trigger", "ocsp"));
+	worker_recheck_all(ms->d);
 }
 
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
@@ -693,6 +750,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		{"verify-cache", o->verify_cache, 0, 1 << 20, "entries (0: off)"},
 		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
 		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
+		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, "entries"},
 	};
 
 	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
@@ -703,6 +761,25 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 				 r[i].name, r[i].v, r[i].lo, r[i].hi, r[i].what);
 			return -1;
 		}
+	return 0;
+}
+
+/* --ocsp's value, and --ocsp-staple only on a server (a client asks for the server's staple
+ * in any case). Also for a SIGHUP's options. */
+static int check_ocsp(const struct tunnel_options *o, char *err, size_t len)
+{
+	enum mtls_ocsp_mode mode;
+
+	if (credentials_ocsp_mode(o->ocsp, &mode) != 0) {
+		snprintf(err, len, "--ocsp '%.40s': give off, soft-fail or hard-fail", o->ocsp);
+		return -1;
+	}
+	if (o->ocsp_staple && o->role != TUNNEL_SERVER) {
+		snprintf(err, len,
+			 "--ocsp-staple is for mtls server: the connector asks the "
+			 "server for its staple in any case");
+		return -1;
+	}
 	return 0;
 }
 
@@ -739,8 +816,35 @@ static int check(struct daemon *d, char *err, size_t len)
 			 "a client certificate");
 		return -1;
 	}
-	if (check_ranges(o, err, len) != 0)
+	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0)
 		return -1;
+	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
+		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
+		return -1;
+	}
+	if (o->ca_url != NULL) {
+		char base[512], why[400];
+
+		if (caclient_base_url(o->ca_url, base, sizeof(base), why, sizeof(why)) != 0) {
+			snprintf(err, len, "--ca-url: %s", why);
+			return -1;
+		}
+		if (o->renew_key_type != NULL && !renewal_key_type_known(o->renew_key_type)) {
+			snprintf(err, len,
+				 "--renew-key-type %s: give one of p256, p384, ed25519, rsa3072, "
+				 "rsa4096",
+				 o->renew_key_type);
+			return -1;
+		}
+	}
+	if (o->ca_url != NULL &&
+	    (o->key_passphrase_file != NULL || o->key_passphrase_env != NULL)) {
+		snprintf(err, len,
+			 "--ca-url writes each new key unencrypted (mode 0600), so it does not go "
+			 "with --key-passphrase-file or --key-passphrase-env; give an unencrypted "
+			 "key, or renew by other means");
+		return -1;
+	}
 	if (o->tls_min != NULL && strcmp(o->tls_min, "1.2") != 0 &&
 	    strcmp(o->tls_min, "1.3") != 0) {
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
@@ -840,6 +944,55 @@ static int become_root(const struct saved_ids *saved, char *err, size_t len)
 	return 0;
 }
 
+/* Can this process (as --user, if given) replace the file path, that is write its
+ * directory? */
+static bool dir_writable(const char *path)
+{
+	char buf[4096];
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return faccessat(AT_FDCWD, ".", W_OK | X_OK, AT_EACCESS) == 0;
+	if ((size_t)(slash - path) >= sizeof(buf))
+		return false;
+	memcpy(buf, path, (size_t)(slash - path));
+	buf[slash - path] = '\0';
+	return faccessat(AT_FDCWD, slash == path ? "/" : buf, W_OK | X_OK, AT_EACCESS) == 0;
+}
+
+/* --ca-url: the renewal thread writes the new key and chain as the daemon runs, so their
+ * directories must be writable by it (by --user's ids: called as that user); --ca's
+ * directory too, for the roots, else they are not refreshed (said once, now). */
+static int check_renewal_files(struct main_state *ms, char *err, size_t len)
+{
+	const struct tunnel_options *o = ms->d->o;
+	const char *who = o->user != NULL ? o->user : "the daemon's user";
+
+	if (o->ca_url == NULL)
+		return 0;
+	if (renewer_check(o->cert, err, len) != 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		const char *f = i == 0 ? o->cert : o->key;
+
+		if (!dir_writable(f)) {
+			snprintf(err, len,
+				 "--ca-url renews %s by replacing it, but %s cannot write its "
+				 "directory; make the directory writable by %s (the files of mtls "
+				 "enroll --dir DIR are, for the user who enrolled)",
+				 f, who, who);
+			return -1;
+		}
+	}
+	ms->roots_writable = dir_writable(o->ca);
+	if (!ms->roots_writable)
+		LOG(LOG_WARN, "roots_left_alone", LS("file", o->ca),
+		    LS("message", "--ca's directory is not writable by the daemon: the CA's root "
+				  "bundle is not refreshed (renewal goes on); make it writable for "
+				  "a root rollover without hand work"));
+	return 0;
+}
+
 /* The credentials, read and checked as every reload will read them: with --user, as that
  * user (effective ids only, given back for binding), so that a file only root can read is
  * refused now, not at the first rotation. */
@@ -854,6 +1007,8 @@ static int load_credentials(struct main_state *ms, char *err, size_t len)
 	if (o->user != NULL && become_user(o->user, &saved, err, len) != 0)
 		return -1;
 	if (o->user != NULL && credentials_check_readable(o, o->user, err, len) != 0)
+		goto out;
+	if (check_renewal_files(ms, err, len) != 0)
 		goto out;
 	cfg = credentials_build(o, ms->pass, err, len);
 	if (cfg == NULL)
@@ -1177,7 +1332,31 @@ int tunnel_run(const struct tunnel_options *given)
 		fail(role, err);
 		goto out;
 	}
+	if (o->ca_url != NULL) {
+		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
+
+		if (o->ca_refresh != NULL &&
+		    duration_parse(o->ca_refresh, "--ca-refresh", 1000, 86400000, &every_ms, err,
+				   sizeof(err)) != 0) {
+			fail(role, err);
+			goto out;
+		}
+		ms.renewer = renewer_new(o->ca_url, o->cert, o->key, o->ca, o->renew_key_type,
+					 ms.roots_writable ? every_ms / 1000 : 0, &d.metrics, err,
+					 sizeof(err));
+		if (ms.renewer == NULL) {
+			fail(role, err);
+			goto out;
+		}
+		renewer_loaded(ms.renewer, mtls_endpoint_cert_not_after(d.endpoint));
+	}
 	rc = 1;
+	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
+	 * own; it sleeps while there is none */
+	if ((ms.ocspfetch = ocspfetch_new(d.endpoint, &d.metrics, err, sizeof(err))) == NULL) {
+		fail(role, err);
+		goto out;
+	}
 	d.metrics.endpoint = d.endpoint;
 	update_expiry(&d);
 	d.nworkers = (int)o->workers;
@@ -1253,6 +1432,19 @@ int tunnel_run(const struct tunnel_options *given)
 			LOG(LOG_ERROR, "crl_fetch_failed", LS("file", o->crl_cache.v[i]),
 			    LS("reason", "cannot start the fetch thread"),
 			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
+	if (ms.renewer != NULL) {
+		ev_async_init(&ms.renewed, on_renewed);
+		ev_async_start(loop, &ms.renewed);
+		if (renewer_start(ms.renewer, loop, &ms.renewed) != 0)
+			LOG(LOG_ERROR, "renewal_failed",
+			    LS("reason", "cannot start the renewal thread"),
+			    LS("action", "the certificate is not renewed; restart the daemon"));
+	}
+	ev_async_init(&ms.ocsp_recheck, on_ocsp_recheck);
+	ev_async_start(loop, &ms.ocsp_recheck);
+	if (ocspfetch_start(ms.ocspfetch, loop, &ms.ocsp_recheck) != 0)
+		LOG(LOG_ERROR, "ocsp_fetch_failed", LS("reason", "cannot start the OCSP thread"),
+		    LS("action", "no OCSP answers are fetched; restart the daemon"));
 	ev_timer_init(&ms.trim, on_trim, 1.0, 1.0);
 	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
@@ -1269,6 +1461,8 @@ out:
 	for (size_t i = 0; i < ms.ncrlfetch; i++)
 		crlfetch_free(
 			ms.crlfetch[i]); /* its thread may still wake the loop: stopped first */
+	renewer_free(ms.renewer);
+	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
 	if (loop != NULL)
 		ev_loop_destroy(loop);

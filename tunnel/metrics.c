@@ -86,6 +86,58 @@ static void put(struct text *t, const char *fmt, ...)
 
 #define U(x) ((unsigned long long)atomic_load(&(x)))
 
+/* OCSP: fetches, soft-fail acceptances, answers kept, and a server's staple. */
+static void render_ocsp(struct metrics *m, struct text *t)
+{
+	static const char *const kinds[] = {"peer", "staple"};
+	static const char *const results[METRICS_OCSP_RESULTS] = {"good", "revoked", "unknown",
+								  "invalid", "error"};
+	time_t tu, nu;
+	int staple;
+
+	put(t, "# HELP mtls_ocsp_requests_total OCSP fetches by kind (a peer's certificate, the "
+	       "own staple) and result: the answer's status, invalid (it did not verify) or error "
+	       "(no answer).\n"
+	       "# TYPE mtls_ocsp_requests_total counter\n");
+	for (int k = 0; k < 2; k++)
+		for (int r = 0; r < METRICS_OCSP_RESULTS; r++)
+			put(t, "mtls_ocsp_requests_total{kind=\"%s\",result=\"%s\"} %llu\n",
+			    kinds[k], results[r], U(m->ocsp_requests[k][r]));
+	put(t,
+	    "# HELP mtls_ocsp_soft_fail_total Handshakes accepted by OCSP soft-fail without a "
+	    "good answer (none yet, the responder failing, or unknown).\n"
+	    "# TYPE mtls_ocsp_soft_fail_total counter\n"
+	    "mtls_ocsp_soft_fail_total %llu\n",
+	    U(m->ocsp_soft_fail));
+	if (m->endpoint == NULL)
+		return;
+	put(t,
+	    "# HELP mtls_ocsp_cache_entries OCSP answers kept about peers' certificates.\n"
+	    "# TYPE mtls_ocsp_cache_entries gauge\n"
+	    "mtls_ocsp_cache_entries %zu\n",
+	    mtls_endpoint_ocsp_cache_entries(m->endpoint));
+	staple = mtls_endpoint_ocsp_staple_times(m->endpoint, &tu, &nu);
+	if (staple < 0)
+		return; /* not stapling */
+	put(t,
+	    "# HELP mtls_ocsp_staple_valid Whether a valid OCSP answer for the own certificate is "
+	    "stapled (1) or not (0).\n"
+	    "# TYPE mtls_ocsp_staple_valid gauge\n"
+	    "mtls_ocsp_staple_valid %d\n",
+	    staple == 1 && nu >= time(NULL) ? 1 : 0);
+	if (staple == 1)
+		put(t,
+		    "# HELP mtls_ocsp_staple_next_update_seconds When the stapled answer expires "
+		    "(UNIX time).\n"
+		    "# TYPE mtls_ocsp_staple_next_update_seconds gauge\n"
+		    "mtls_ocsp_staple_next_update_seconds %lld\n"
+		    "# HELP mtls_ocsp_staple_age_seconds Seconds since the stapled answer's "
+		    "thisUpdate.\n"
+		    "# TYPE mtls_ocsp_staple_age_seconds gauge\n"
+		    "mtls_ocsp_staple_age_seconds %lld\n",
+		    (long long)nu, (long long)(time(NULL) - tu));
+}
+
 char *metrics_render(struct metrics *m, size_t *len)
 {
 	struct text t = {0};
@@ -200,6 +252,35 @@ char *metrics_render(struct metrics *m, size_t *len)
 		    "mtls_crl_fetch_total{result=\"not_modified\"} %llu\n"
 		    "mtls_crl_fetch_total{result=\"error\"} %llu\n",
 		    U(m->crl_fetch[0]), U(m->crl_fetch[1]), U(m->crl_fetch[2]));
+	if (m->renewal_configured)
+		put(&t,
+		    "# HELP mtls_cert_renewal_configured Whether the own certificate renews itself "
+		    "at the CA service (--ca-url).\n"
+		    "# TYPE mtls_cert_renewal_configured gauge\n"
+		    "mtls_cert_renewal_configured 1\n"
+		    "# HELP mtls_cert_renewals_total Renewals of the own certificate by result.\n"
+		    "# TYPE mtls_cert_renewals_total counter\n"
+		    "mtls_cert_renewals_total{result=\"ok\"} %llu\n"
+		    "mtls_cert_renewals_total{result=\"failed\"} %llu\n"
+		    "# HELP mtls_cert_renewal_failures Failed renewal attempts in a row (0 after a "
+		    "success).\n"
+		    "# TYPE mtls_cert_renewal_failures gauge\n"
+		    "mtls_cert_renewal_failures %lld\n"
+		    "# HELP mtls_cert_renew_at_seconds When the next renewal attempt is due (UNIX "
+		    "time).\n"
+		    "# TYPE mtls_cert_renew_at_seconds gauge\n"
+		    "mtls_cert_renew_at_seconds %lld\n"
+		    "# HELP mtls_ca_roots_refresh_total Refreshes of the --ca bundle from the CA "
+		    "service by result.\n"
+		    "# TYPE mtls_ca_roots_refresh_total counter\n"
+		    "mtls_ca_roots_refresh_total{result=\"same\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"replaced\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"left_alone\"} %llu\n"
+		    "mtls_ca_roots_refresh_total{result=\"failed\"} %llu\n",
+		    U(m->renewals[0]), U(m->renewals[1]),
+		    (long long)atomic_load(&m->renewal_failures),
+		    (long long)atomic_load(&m->renew_at), U(m->roots_refresh[1]),
+		    U(m->roots_refresh[2]), U(m->roots_refresh[3]), U(m->roots_refresh[0]));
 	if (m->crl_fetching)
 		put(&t,
 		    "# HELP mtls_crl_push_active How many --crl-url fetchers have a long poll held "
@@ -223,6 +304,7 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "# TYPE mtls_log_lines_suppressed_total counter\n"
 	    "mtls_log_lines_suppressed_total %llu\n",
 	    log_dropped(LOG_DROP_FULL), log_dropped(LOG_DROP_WRITE_ERROR), log_suppressed());
+	render_ocsp(m, &t);
 	if (m->endpoint != NULL) {
 		unsigned long hits, misses;
 

@@ -21,6 +21,16 @@
  * failure threshold (10 s x 3). */
 #define METRICS_STUCK_SECONDS 5
 
+/* Results of an OCSP fetch, the index of struct metrics's ocsp_requests. */
+enum metrics_ocsp_result {
+	METRICS_OCSP_GOOD,
+	METRICS_OCSP_REVOKED,
+	METRICS_OCSP_UNKNOWN,
+	METRICS_OCSP_INVALID, /* an answer that does not verify */
+	METRICS_OCSP_ERROR,   /* no answer: connect, timeout, HTTP status */
+	METRICS_OCSP_RESULTS
+};
+
 struct metrics {
 	const char *role; /* "server" or "connector" */
 	atomic_llong connections_open;
@@ -51,12 +61,22 @@ struct metrics {
 	atomic_ullong crl_fetch[3];   /* ok, not_modified, error (crlfetch.c) */
 	atomic_llong crl_push_active; /* --crl-url fetchers with a long poll held (crlfetch.c) */
 	atomic_llong crl_grace;	      /* seconds a CRL is still accepted past its nextUpdate */
+	/* --ca-url (renewer.c): exported only then */
+	bool renewal_configured;
+	atomic_ullong renewals[2];	/* ok, failed */
+	atomic_llong renewal_failures;	/* failed attempts in a row, 0 after a success */
+	atomic_llong renew_at;		/* the next attempt (UNIX time) */
+	atomic_ullong roots_refresh[4]; /* failed, same, replaced, left_alone (renewal.h) */
 	atomic_bool draining;
 	/* liveness: each worker stores metrics_beat_clock() here about once a second
 	 * (worker.c); a worker whose beat is old is stuck */
 	int nworkers;
 	atomic_llong worker_beats[METRICS_WORKERS_MAX];
 	const struct mtls *endpoint; /* for the verification cache counters; may be NULL */
+	/* OCSP (ocspfetch.c): fetches by kind (peer, staple) and result, and handshakes let
+	 * in by soft-fail without a good answer */
+	atomic_ullong ocsp_requests[2][METRICS_OCSP_RESULTS];
+	atomic_ullong ocsp_soft_fail;
 };
 
 void metrics_init(struct metrics *m, const char *role);

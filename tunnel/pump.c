@@ -122,7 +122,8 @@ struct conn {
 	struct conn *resume_prev, *resume_next;
 	ev_tstamp active; /* the last wakeup of the pump phase, for the idle timeout */
 	char identity[256];
-	bool verified; /* the handshake accepted the peer: re-judged after a trust change */
+	bool verified;	    /* the handshake accepted the peer: re-judged after a trust change */
+	unsigned trust_gen; /* d->trust_gen when the TLS state was made (start_tls) */
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
@@ -607,14 +608,37 @@ static void connected(struct conn *c)
 		next_step(c);
 }
 
+static void handshake_refused(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+
+	metrics_handshake(&d->metrics, mtls_error_reason(c->tls), false, 0);
+	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+	    LS("reason", mtls_reason_name(mtls_error_reason(c->tls))),
+	    LS("category", mtls_category_name(mtls_error_category(c->tls))),
+	    LS("message", mtls_error(c->tls)));
+	conn_free(c, "handshake_refused", LOG_DEBUG);
+}
+
 static void handshake_done(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
 	const char *warning = mtls_conn_warning(c->tls);
 
+	/* The handshake was judged on the state the connection started with. If what is
+	 * trusted changed since (a reload: a new CRL, rules, CA), the re-check of live
+	 * connections skipped this one, still in its handshake: judge it now, under the
+	 * current state, or a peer revoked in between would stay in until the next reload. */
+	if (atomic_load(&d->trust_gen) != c->trust_gen &&
+	    mtls_conn_recheck(c->tls, d->endpoint) != 0) {
+		handshake_refused(c);
+		return;
+	}
 	snprintf(c->identity, sizeof(c->identity), "%s", mtls_peer_identity(peer));
 	c->verified = true;
+	if (mtls_conn_ocsp(c->tls) == MTLS_OCSP_RESULT_SOFT_FAIL)
+		atomic_fetch_add(&d->metrics.ocsp_soft_fail, 1);
 	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
 			  (uint64_t)((ev_time() - c->started) * 1e6));
 	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
@@ -631,7 +655,6 @@ static void handshake_done(struct conn *c)
 
 static void do_handshake(struct conn *c)
 {
-	struct daemon *d = c->w->d;
 	int rc = mtls_handshake(c->tls);
 
 	if (rc == 0) {
@@ -642,18 +665,14 @@ static void do_handshake(struct conn *c)
 		set_io(c, &c->tls_io, c->tls_fd, want_events(rc));
 		return;
 	}
-	metrics_handshake(&d->metrics, mtls_error_reason(c->tls), false, 0);
-	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
-	    LS("reason", mtls_reason_name(mtls_error_reason(c->tls))),
-	    LS("category", mtls_category_name(mtls_error_category(c->tls))),
-	    LS("message", mtls_error(c->tls)));
-	conn_free(c, "handshake_refused", LOG_DEBUG);
+	handshake_refused(c);
 }
 
 static void start_tls(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 
+	c->trust_gen = atomic_load(&d->trust_gen); /* before the state is taken */
 	c->tls = c->role->tls_client ? mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name)
 				     : mtls_accept_fd(d->endpoint, c->tls_fd);
 	if (c->tls == NULL) {

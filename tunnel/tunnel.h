@@ -42,6 +42,13 @@ struct tunnel_options {
 	const char *crl_refresh;      /* a duration; NULL: 60s */
 	struct tunnel_list crl_cache; /* one per crl_url */
 	const char *crl_push;	      /* long polls of crl_url: "on" (NULL) or "off" */
+	const char *ca_url;	      /* renew cert and key there, refresh ca (renewer.h) */
+	const char *renew_key_type;   /* of the new keys; NULL: the current key's type */
+	const char *ca_refresh;	      /* a duration: how often ca is refreshed; NULL: 1h */
+	const char *ocsp;	      /* peer checking: off, soft-fail, hard-fail; NULL: off */
+	const char *ocsp_url;	      /* the responder instead of the certificates' own */
+	int ocsp_staple;	      /* server: staple an answer for the own certificate */
+	long long ocsp_cache;	      /* answers kept */
 	struct tunnel_list allow_uri;
 	struct tunnel_list allow_dns;
 	struct tunnel_list allow_cn;

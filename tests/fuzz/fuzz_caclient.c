@@ -5,12 +5,14 @@
  * The first byte chooses what the rest is: 0 the issued JSON answer of /v1/enroll and
  * /v1/renew (caclient_issued_parse), 1 a root bundle searched for a pin
  * (caclient_pick_root), 2 a CA URL (caclient_base_url, which checks the token's URL and
- * --ca-url). Everything comes from a server not yet trusted, or from a token.
+ * --ca-url), 3 a root bundle read whole (caclient_certs: the daemons' /roots.pem refresh).
+ * Everything comes from a server not yet trusted, or from a token.
  *
  * Invariants: a refusal has a one-line message; a parsed answer has a non-empty hex serial
  * and 1 to CACLIENT_MAX_CERTS certificates in its chain; a bundle never yields more than
- * CACLIENT_MAX_CERTS certificates, and the one picked has the pinned SHA-256; an accepted
- * URL is "https://" and a host with at most a port, no '/', no control byte.
+ * CACLIENT_MAX_CERTS certificates, and the one picked has the pinned SHA-256; a bundle read
+ * whole has no more certificates than BEGIN CERTIFICATE lines, at most CACLIENT_MAX_CERTS; an
+ * accepted URL is "https://" and a host with at most a port, no '/', no control byte.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -42,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(text, data + 1, size - 1);
 	text[size - 1] = '\0';
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0: {
 		struct caclient_issued iss;
 
@@ -70,6 +72,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(X509_digest(x, EVP_sha256(), md, &mdlen) == 1);
 			check(memcmp(md, pin, 32) == 0);
 			X509_free(x);
+		}
+		break;
+	}
+	case 3: {
+		STACK_OF(X509) *sk = caclient_certs(text, size - 1, err, sizeof(err));
+
+		if (sk != NULL) {
+			static const char begin[] = "-----BEGIN CERTIFICATE-----";
+			const char *p = text, *end = text + size - 1;
+			int blocks = 0;
+
+			while ((p = memmem(p, (size_t)(end - p), begin, sizeof(begin) - 1)) !=
+			       NULL) {
+				blocks++;
+				p += sizeof(begin) - 1;
+			}
+			check(sk_X509_num(sk) <= blocks);
+			check(sk_X509_num(sk) <= CACLIENT_MAX_CERTS);
+			sk_X509_pop_free(sk, X509_free);
+		} else {
+			check(err[0] != '\0' && strchr(err, '\n') == NULL);
 		}
 		break;
 	}

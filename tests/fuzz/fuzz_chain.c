@@ -137,7 +137,7 @@ static void strict_path(const uint8_t *data, size_t size)
 			check(strict_explain(&f, "client", &err) == -1);
 			check(err.msg[0] != '\0' && err.reason != MTLS_REASON_NONE);
 		}
-		if (strict_leaf(sk_X509_value(chain, 0), true, &f) != 0) {
+		if (strict_leaf(sk_X509_value(chain, 0), true, false, &f) != 0) {
 			check(f.rule == STRICT_LEAF_IS_CA || f.rule == STRICT_LEAF_EKU);
 			check(strict_explain(&f, "server", &err) == -1);
 		}

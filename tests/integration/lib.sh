@@ -2,7 +2,8 @@
 #
 # Gives each script:
 #   $CERTS $MTLS $ECHO_SERVER $ECHO_CLIENT   the certificate zoo and the programs under test
-#   $TMP                                     a private directory, removed at exit
+#   $TMP                                     a private directory, removed at exit (kept
+#                                            when MTLS_KEEP_TMP is set, for debugging)
 #   start_bg / wait_exit / stop_bg           background processes, always bounded and always
 #                                            killed (and waited for) when the script exits
 #   start_echo_server / start_s_server       servers on a free port (port 0), ready to connect
@@ -78,7 +79,11 @@ _cleanup() {
 		wait "$pid" 2>/dev/null
 	done
 	_sanitizer_reports || rc=1
-	rm -rf -- "$TMP"
+	if [ -n "${MTLS_KEEP_TMP:-}" ]; then
+		echo "${0##*/}: MTLS_KEEP_TMP: files kept in $TMP" >&2
+	else
+		rm -rf -- "$TMP"
+	fi
 	exit "$rc"
 }
 trap _cleanup EXIT

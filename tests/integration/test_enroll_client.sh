@@ -333,4 +333,22 @@ one_line || p+=("stderr is not one line")
 [ "$(cd "$E" && sha256sum -- * | sha256sum)" = "$before" ] || p+=("files changed")
 report "renew of a revoked certificate: refused, files unchanged" "${p[@]+"${p[@]}"}"
 
+# a server-profile certificate (serverAuth alone) renews itself too: the CA's API takes a
+# server's own certificate as its TLS client credential (insecure_server_eku_clients on the
+# API alone), and mtls.conf names ca-url for it
+TOK=$("$MTLS" ca token --dir "$W/a" --profile server --dns localhost --ca-url "$API" 2>/dev/null)
+MTLS_TOKEN=$TOK m enroll --dir "$W/srv"
+[ "$RC" = 0 ] || { echo "(setup) enroll a server: $ERR" >&2; exit 1; }
+p=()
+grep -qx "ca-url $API" "$W/srv/mtls.conf" || p+=("the server enrollment's mtls.conf has no ca-url line")
+grep -qx "ca-url $API" "$E/mtls.conf" || p+=("the client enrollment's mtls.conf has no ca-url line")
+old=$(openssl x509 -in "$W/srv/cert.pem" -noout -serial)
+m renew --dir "$W/srv" --force
+[ "$RC" = 0 ] || p+=("exit $RC: $ERR")
+[ "$(openssl x509 -in "$W/srv/cert.pem" -noout -serial)" != "$old" ] || p+=("cert.pem still has $old")
+openssl x509 -in "$W/srv/cert.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep -q "TLS Web Server Authentication" ||
+	p+=("the renewed certificate is not a server certificate")
+report "renew of a server-profile certificate: the CA takes it as the credential; a new server certificate" \
+	"${p[@]+"${p[@]}"}"
+
 finish

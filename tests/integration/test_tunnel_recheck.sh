@@ -105,6 +105,73 @@ verdict "a revoked client's live connection is closed at the reload, another cli
 stop_bg "$CON_PID"
 stop_bg "$SRV_PID"
 
+# --- a handshake in flight across the revocation ----------------------------------------------
+# The server builds a connection's TLS state, on the state trusted then, at the client's first
+# byte. A relay passes the connector's ClientHello at once and holds what follows (the client's
+# certificate flight) until GO exists; meanwhile the certificate is revoked and the server
+# reloads. The handshake then completes: the live-connection re-check ran while it was still in
+# its handshake, so the server must judge it under the new state when it completes.
+ca issue --dir "$D" --profile client --uri spiffe://recheck.test/b --out "$W/B3"
+cat >"$W/relay.py" <<'PY'
+import os, select, socket, sys
+up_port, go, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(1)
+print(ls.getsockname()[1], flush=True)
+down, _ = ls.accept()
+up = socket.create_connection(("127.0.0.1", up_port))
+up.sendall(down.recv(65536))          # the ClientHello, at once
+open(ready, "w").close()
+held = b""
+while True:
+    r, _, _ = select.select([down, up], [], [], 0.05)
+    if os.path.exists(go) and held:
+        up.sendall(held); held = b""
+    for s in r:
+        data = s.recv(65536)
+        if not data:
+            sys.exit(0)
+        if s is up:
+            down.sendall(data)
+        elif os.path.exists(go):
+            up.sendall(data)
+        else:
+            held += data
+PY
+start_tunnel_server "$TMP/srv4.log" --target "127.0.0.1:$BE_PORT" --cert "$W/S-chain.pem" \
+	--key "$W/S.key" --ca "$D/root.pem" --crl "$D/crl.pem" --allow-uri spiffe://recheck.test/b \
+	--metrics 127.0.0.1:0 --watch-interval 0
+SRV4=$SRV_REAL SRV4_PID=$SRV_PID SRV4_METRICS=$SRV_METRICS
+start_bg "$TMP/relay.out" python3 "$W/relay.py" "$SRV_PORT" "$W/GO" "$W/READY"
+RELAY_PID=$BG_PID
+wait_for_line "$TMP/relay.out" '^[0-9]' 10 "$RELAY_PID" || _lib_die "the relay did not start"
+RELAY_PORT=$(head -n 1 "$TMP/relay.out")
+start_tunnel_connector "$TMP/C4.log" --server "127.0.0.1:$RELAY_PORT" --server-name localhost \
+	--cert "$W/B3-chain.pem" --key "$W/B3.key" --ca "$D/root.pem" --watch-interval 0 \
+	--handshake-timeout 30000
+p=()
+exec 9<>"/dev/tcp/127.0.0.1/$CON_PORT"
+printf 'in flight\n' >&9
+for _ in $(seq 100); do [ -e "$W/READY" ] && break; sleep 0.1; done
+[ -e "$W/READY" ] || p+=("the relay never saw the connector's ClientHello")
+sleep 0.3 # the server has the ClientHello: its TLS state is made, on the old CRL
+ca revoke --dir "$D" --cert "$W/B3.pem" --reason keyCompromise
+kill -HUP "$SRV4"
+wait_log "$TMP/srv4.log" reload SIGHUP || p+=("no reload after SIGHUP")
+touch "$W/GO"
+line=""
+read -r -t 10 -u 9 line 2>/dev/null || true
+[ -z "$line" ] || p+=("the revoked client's data went through: the handshake that began before the revocation was accepted ('$line')")
+wait_log "$TMP/srv4.log" handshake_refused '"reason":"revoked"' ||
+	p+=("no handshake_refused line with reason revoked")
+[ "$(log_count "$TMP/srv4.log" conn_open recheck.test/b)" = 0 ] ||
+	p+=("the server logged conn_open for the revoked client")
+exec 9>&-
+verdict "a handshake that began before the revocation and completed after the reload is refused (revoked)" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 8 "$TMP/srv4.log")"
+stop_bg "$RELAY_PID"
+stop_bg "$CON_PID"
+stop_bg "$SRV4_PID"
+
 # --- the connector re-judges the server: a revoked server certificate ------------------------
 ca issue --dir "$D" --profile server --dns localhost --ip 127.0.0.1 --out "$W/S2"
 start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$W/S2-chain.pem" \

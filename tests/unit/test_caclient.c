@@ -1,8 +1,8 @@
 /*
- * The CA service's client (cli/caclient.c) without a network: the root a pin selects from
- * a bundle, the issued answer's parser and checks, the CA URL rule; and the enrollment
- * directory written as one change (cli/enroll.c): all files or none, and a failed
- * replacement puts the old content back.
+ * The CA service's client (renew/caclient.c) without a network: the root a pin selects from
+ * a bundle, a bundle's parser, the issued answer's parser and checks, the CA URL rule; and
+ * the enrollment directory written as one change (cli/enroll.c over renew/fileset.c): all
+ * files or none, and a failed replacement puts the old content back.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -134,9 +134,12 @@ static void test_issued(void **state)
 	char *chain, *keypem, *chain2, *keypem2, *json, *serial, names[512], err[512];
 	struct caclient_issued iss;
 	X509 *root = test_read_cert("ca.pem"), *inter = test_read_cert("int.pem");
+	STACK_OF(X509) *roots = sk_X509_new_null(), *inters = sk_X509_new_null();
 	EVP_PKEY *key, *key2;
 
 	(void)state;
+	sk_X509_push(roots, root);
+	sk_X509_push(inters, inter);
 	test_issue_client(3600, "spiffe://test.mtls/x", &chain, &keypem);
 	test_issue_client(3600, "spiffe://test.mtls/y", &chain2, &keypem2);
 	key = pem_key(keypem);
@@ -155,16 +158,16 @@ static void test_issued(void **state)
 	assert_string_equal(iss.profile, "client");
 	/* ours, to the root: accepted, with the certificate's names */
 	assert_int_equal(
-		caclient_issued_check(&iss, key, root, names, sizeof(names), err, sizeof(err)), 0);
+		caclient_issued_check(&iss, key, roots, names, sizeof(names), err, sizeof(err)), 0);
 	assert_string_equal(names, "URI:spiffe://test.mtls/x");
 	/* another key's certificate */
 	assert_int_equal(
-		caclient_issued_check(&iss, key2, root, names, sizeof(names), err, sizeof(err)),
+		caclient_issued_check(&iss, key2, roots, names, sizeof(names), err, sizeof(err)),
 		-1);
 	assert_non_null(strstr(err, "not for the key"));
 	/* a root that is not the pinned one (the issuing CA is no trust anchor here) */
 	assert_int_equal(
-		caclient_issued_check(&iss, key, inter, names, sizeof(names), err, sizeof(err)),
+		caclient_issued_check(&iss, key, inters, names, sizeof(names), err, sizeof(err)),
 		-1);
 	assert_non_null(strstr(err, "does not verify"));
 	caclient_issued_free(&iss);
@@ -173,7 +176,8 @@ static void test_issued(void **state)
 	json = issued_json(chain, "01");
 	assert_int_equal(caclient_issued_parse(json, strlen(json), &iss, err, sizeof(err)), 0);
 	assert_int_equal(
-		caclient_issued_check(&iss, key, root, names, sizeof(names), err, sizeof(err)), -1);
+		caclient_issued_check(&iss, key, roots, names, sizeof(names), err, sizeof(err)),
+		-1);
 	caclient_issued_free(&iss);
 	free(json);
 	/* malformed answers */
@@ -214,8 +218,83 @@ static void test_issued(void **state)
 	free(keypem2);
 	EVP_PKEY_free(key);
 	EVP_PKEY_free(key2);
-	X509_free(root);
-	X509_free(inter);
+	sk_X509_pop_free(roots, X509_free);
+	sk_X509_pop_free(inters, X509_free);
+}
+
+/* A bundle: every certificate block parses, at most CACLIENT_MAX_CERTS of them. */
+static void test_certs(void **state)
+{
+	size_t rl, il;
+	char *r = test_slurp(cert_path("ca.pem"), &rl), *i = test_slurp(cert_path("int.pem"), &il);
+	char *buf = malloc((rl + il) * (CACLIENT_MAX_CERTS + 1) + 64), err[256];
+	STACK_OF(X509) * sk;
+	size_t n = 0;
+
+	(void)state;
+	sk = caclient_certs("", 0, err, sizeof(err));
+	assert_non_null(sk);
+	assert_int_equal(sk_X509_num(sk), 0);
+	sk_X509_free(sk);
+	n = (size_t)sprintf(buf, "text before\n%s%s", r, i);
+	sk = caclient_certs(buf, n, err, sizeof(err));
+	assert_non_null(sk);
+	assert_int_equal(sk_X509_num(sk), 2);
+	sk_X509_pop_free(sk, X509_free);
+	/* a block that does not parse is no silent skip */
+	n = (size_t)sprintf(buf, "%s-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+			    r);
+	assert_null(caclient_certs(buf, n, err, sizeof(err)));
+	assert_non_null(strstr(err, "block 2"));
+	/* a certificate under another label: each block must say CERTIFICATE */
+	{
+		char *x = strstr(strcpy(buf, r), "BEGIN CERTIFICATE"), *y;
+
+		memmove(x + 11, x + 6, strlen(x + 6) + 1);
+		memcpy(x + 6, "X509 ", 5);
+		y = strstr(x, "END CERTIFICATE");
+		memmove(y + 9, y + 4, strlen(y + 4) + 1);
+		memcpy(y + 4, "X509 ", 5);
+		assert_null(caclient_certs(buf, strlen(buf), err, sizeof(err)));
+		assert_non_null(strstr(err, "block 1"));
+	}
+	/* a certificate with bytes after it in its block */
+	{
+		X509 *x = test_read_cert("ca.pem");
+		unsigned char *der = NULL;
+		int dl = i2d_X509(x, &der);
+		unsigned char *more = malloc((size_t)dl + 2);
+		BIO *b = BIO_new(BIO_s_mem());
+		char *p;
+		long pl;
+
+		memcpy(more, der, (size_t)dl);
+		more[dl] = 0x05;
+		more[dl + 1] = 0x00;
+		assert_int_equal(PEM_write_bio(b, "CERTIFICATE", "", more, dl + 2) > 0, 1);
+		pl = BIO_get_mem_data(b, &p);
+		assert_null(caclient_certs(p, (size_t)pl, err, sizeof(err)));
+		assert_non_null(strstr(err, "block 1"));
+		BIO_free(b);
+		free(more);
+		OPENSSL_free(der);
+		X509_free(x);
+	}
+	/* another kind of block */
+	n = (size_t)sprintf(buf, "%s-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n", r);
+	assert_null(caclient_certs(buf, n, err, sizeof(err)));
+	assert_non_null(strstr(err, "block 2"));
+	/* too many */
+	n = 0;
+	for (int k = 0; k <= CACLIENT_MAX_CERTS; k++) {
+		memcpy(buf + n, r, rl);
+		n += rl;
+	}
+	assert_null(caclient_certs(buf, n, err, sizeof(err)));
+	assert_non_null(strstr(err, "more than"));
+	free(buf);
+	free(r);
+	free(i);
 }
 
 static void test_csr(void **state)
@@ -423,10 +502,11 @@ static void test_write_rollback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pick_root),     cmocka_unit_test(test_base_url),
-		cmocka_unit_test(test_issued),	      cmocka_unit_test(test_csr),
-		cmocka_unit_test(test_write_fresh),   cmocka_unit_test(test_write_none),
-		cmocka_unit_test(test_write_none_io), cmocka_unit_test(test_write_rollback),
+		cmocka_unit_test(test_pick_root),      cmocka_unit_test(test_base_url),
+		cmocka_unit_test(test_issued),	       cmocka_unit_test(test_csr),
+		cmocka_unit_test(test_certs),	       cmocka_unit_test(test_write_fresh),
+		cmocka_unit_test(test_write_none),     cmocka_unit_test(test_write_none_io),
+		cmocka_unit_test(test_write_rollback),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -408,8 +409,89 @@ X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issue
 				  : "URI:spiffe://test.mtls/ns/prod/sa/app1");
 	add_conf_ext(cert, signer, NID_name_constraints, spec->nc);
 	add_conf_ext(cert, signer, NID_crl_distribution_points, spec->crldp);
+	add_conf_ext(cert, signer, NID_info_access, spec->aia);
+	add_conf_ext(cert, signer, NID_tlsfeature, spec->tlsfeature);
 	assert_true(X509_sign(cert, issuer != NULL ? issuer_key : *key, EVP_sha256()) > 0);
 	return cert;
+}
+
+unsigned char *test_ocsp_response(const struct test_ocsp *spec, size_t *len)
+{
+	OCSP_BASICRESP *bs = NULL;
+	OCSP_RESPONSE *resp;
+	OCSP_CERTID *id;
+	OCSP_SINGLERESP *single;
+	ASN1_TIME *tu = ASN1_TIME_new(), *nu = ASN1_TIME_new(), *rev = ASN1_TIME_new();
+	STACK_OF(X509) *certs = sk_X509_new_null();
+	X509 *signer = spec->signer != NULL ? spec->signer : spec->issuer;
+	EVP_PKEY *key = spec->signer != NULL ? spec->signer_key : spec->issuer_key;
+	unsigned char *der = NULL, *out;
+	int n;
+
+	assert_non_null(tu);
+	assert_non_null(nu);
+	assert_non_null(rev);
+	assert_non_null(certs);
+	if (spec->resp_status == 0) {
+		bs = OCSP_BASICRESP_new();
+		assert_non_null(bs);
+		id = spec->serial != NULL
+			     ? OCSP_cert_id_new(spec->certid_md != NULL ? spec->certid_md
+									: EVP_sha1(),
+						X509_get_subject_name(spec->issuer),
+						X509_get0_pubkey_bitstr(spec->issuer), spec->serial)
+			     : OCSP_cert_to_id(spec->certid_md, spec->cert, spec->issuer);
+		assert_non_null(id);
+		X509_gmtime_adj(tu, spec->this_off != 0 ? spec->this_off : -60);
+		X509_gmtime_adj(nu, spec->next_off != 0 ? spec->next_off : 3600);
+		X509_gmtime_adj(rev, -3600);
+		single = OCSP_basic_add1_status(bs, id, spec->status,
+						spec->status == V_OCSP_CERTSTATUS_REVOKED
+							? (spec->reason != 0 ? spec->reason : 1)
+							: 0,
+						spec->status == V_OCSP_CERTSTATUS_REVOKED ? rev
+											  : NULL,
+						tu, spec->no_next ? NULL : nu);
+		assert_non_null(single);
+		if (spec->critical_ext) {
+			ASN1_OCTET_STRING *v = ASN1_OCTET_STRING_new();
+			X509_EXTENSION *ext;
+
+			assert_non_null(v);
+			assert_int_equal(
+				ASN1_OCTET_STRING_set(v, (const unsigned char *)"\x05\x00", 2), 1);
+			ext = X509_EXTENSION_create_by_NID(NULL, NID_id_pkix_OCSP_CrlID, 1, v);
+			assert_non_null(ext);
+			assert_int_equal(OCSP_SINGLERESP_add_ext(single, ext, -1), 1);
+			X509_EXTENSION_free(ext);
+			ASN1_OCTET_STRING_free(v);
+		}
+		OCSP_CERTID_free(id);
+		assert_int_equal(
+			OCSP_basic_sign(bs, signer, key,
+					spec->sign_md != NULL ? spec->sign_md : EVP_sha256(), certs,
+					OCSP_NOCERTS | (spec->by_key ? OCSP_RESPID_KEY : 0)),
+			1);
+		/* OCSP_NOCERTS leaves out the signer; a delegate goes in by hand */
+		if (spec->signer != NULL)
+			assert_int_equal(OCSP_basic_add1_cert(bs, spec->signer), 1);
+	}
+	resp = OCSP_response_create(spec->resp_status, bs);
+	assert_non_null(resp);
+	n = i2d_OCSP_RESPONSE(resp, &der);
+	assert_true(n > 0);
+	out = malloc((size_t)n);
+	assert_non_null(out);
+	memcpy(out, der, (size_t)n);
+	*len = (size_t)n;
+	OPENSSL_free(der);
+	OCSP_RESPONSE_free(resp);
+	OCSP_BASICRESP_free(bs);
+	sk_X509_free(certs);
+	ASN1_TIME_free(tu);
+	ASN1_TIME_free(nu);
+	ASN1_TIME_free(rev);
+	return out;
 }
 
 char *test_certs_pem(X509 *const *certs, int n)

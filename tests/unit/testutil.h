@@ -72,7 +72,9 @@ struct test_cert {
 	const char *crldp; /* crlDistributionPoints, e.g. "URI:http://crl.test/int.crl" */
 	bool no_ski;
 	bool no_aki;
-	long not_before; /* seconds from now; both 0: -60 and +86400 */
+	const char *aia;	/* authorityInfoAccess, e.g. "OCSP;URI:http://ocsp.test/" */
+	const char *tlsfeature; /* TLS feature (RFC 7633), e.g. "status_request" */
+	long not_before;	/* seconds from now; both 0: -60 and +86400 */
 	long not_after;
 };
 
@@ -88,5 +90,29 @@ char *test_key_pem(EVP_PKEY *key);
  * idp: an issuingDistributionPoint in openssl.cnf syntax, or NULL. PEM, caller frees. */
 char *test_crl_pem(X509 *issuer, EVP_PKEY *key, X509 *const *revoked, int n, long number,
 		   const char *idp);
+
+/* An OCSP response about cert (issued by issuer), for the OCSP tests. Zero fields take the
+ * defaults: status good, thisUpdate a minute ago, nextUpdate in an hour, SHA-1 CertID,
+ * signed with SHA-256 by the issuer (key issuer_key) with its responder ID by name. */
+struct test_ocsp {
+	X509 *cert;
+	X509 *issuer;
+	EVP_PKEY *issuer_key;
+	int status;    /* V_OCSP_CERTSTATUS_*; 0 is good */
+	int reason;    /* revoked: OCSP_REVOKED_STATUS_*; 0: keyCompromise (1) */
+	long this_off; /* seconds from now; 0: -60 */
+	long next_off; /* seconds from now; 0: +3600 */
+	bool no_next;  /* no nextUpdate */
+	X509 *signer;  /* a delegated responder (its certificate included), or NULL */
+	EVP_PKEY *signer_key;
+	const EVP_MD *certid_md;    /* NULL: SHA-1 */
+	const EVP_MD *sign_md;	    /* NULL: SHA-256 */
+	const ASN1_INTEGER *serial; /* the certificate asked about instead of cert's */
+	bool by_key;		    /* responder ID by key hash */
+	int resp_status;	    /* OCSP_RESPONSE_STATUS_*; 0: successful */
+	bool critical_ext;	    /* a critical extension in the single response */
+};
+/* DER, malloc'd (caller frees); aborts the test on failure. */
+unsigned char *test_ocsp_response(const struct test_ocsp *spec, size_t *len);
 
 #endif

@@ -157,14 +157,21 @@ static size_t on_write(char *data, size_t size, size_t n, void *ud)
 	return add;
 }
 
-static void global_init(void)
+static int on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
-	static bool done;
+	const atomic_bool *stop = arg;
 
-	if (!done) {
+	(void)a, (void)b, (void)c, (void)d;
+	return atomic_load(stop) ? 1 : 0;
+}
+
+void caclient_init(void)
+{
+	static atomic_bool done;
+
+	if (!atomic_exchange(&done, true)) {
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		atexit(curl_global_cleanup);
-		done = true;
 	}
 }
 
@@ -183,7 +190,7 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 
 	memset(b, 0, sizeof(*b));
 	*status = 0;
-	global_init();
+	caclient_init();
 	c = curl_easy_init();
 	if (c == NULL)
 		return fail(err, err_len, "cannot start an HTTP client (out of memory?)");
@@ -211,6 +218,14 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 	    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write) != CURLE_OK ||
 	    curl_easy_setopt(c, CURLOPT_WRITEDATA, b) != CURLE_OK) {
 		fail(err, err_len, "the HTTP client lacks a needed feature (libcurl %s)",
+		     curl_version_info(CURLVERSION_NOW)->version);
+		goto out;
+	}
+	if (tls != NULL && tls->stop != NULL &&
+	    (curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK ||
+	     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress) != CURLE_OK ||
+	     curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)(uintptr_t)tls->stop) != CURLE_OK)) {
+		fail(err, err_len, "the HTTP client cannot be interrupted (libcurl %s)",
 		     curl_version_info(CURLVERSION_NOW)->version);
 		goto out;
 	}
@@ -275,6 +290,7 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 		     tls != NULL && tls->cert_file != NULL ? tls->cert_file : "?",
 		     tls != NULL && tls->key_file != NULL ? tls->key_file : "?", why);
 		break;
+	case CURLE_ABORTED_BY_CALLBACK: fail(err, err_len, "stopped"); break;
 	case CURLE_FILESIZE_EXCEEDED:
 	case CURLE_WRITE_ERROR:
 		if (rc == CURLE_FILESIZE_EXCEEDED || b->too_big)
@@ -330,9 +346,10 @@ static void server_error(const char *base, long status, const struct body *b, ch
 	json_decref(j);
 }
 
-int caclient_post(const char *base, const char *path, const char *body,
-		  const struct caclient_tls *tls, char **reply, size_t *reply_len, char *err,
-		  size_t err_len)
+/* A request to base + path (a POST of body, or a GET if body is NULL) whose answer is 200. */
+static int call(const char *base, const char *path, const char *body,
+		const struct caclient_tls *tls, char **reply, size_t *reply_len, char *err,
+		size_t err_len)
 {
 	char url[600];
 	struct body b;
@@ -358,8 +375,89 @@ int caclient_post(const char *base, const char *path, const char *body,
 	return 0;
 }
 
+int caclient_post(const char *base, const char *path, const char *body,
+		  const struct caclient_tls *tls, char **reply, size_t *reply_len, char *err,
+		  size_t err_len)
+{
+	return call(base, path, body, tls, reply, reply_len, err, err_len);
+}
+
+int caclient_get(const char *base, const char *path, const struct caclient_tls *tls, char **reply,
+		 size_t *reply_len, char *err, size_t err_len)
+{
+	return call(base, path, NULL, tls, reply, reply_len, err, err_len);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Roots */
+
+STACK_OF(X509) * caclient_certs(const char *pem, size_t len, char *err, size_t err_len)
+{
+	STACK_OF(X509) *sk = sk_X509_new_null();
+	BIO *bio = NULL;
+
+	if (sk == NULL)
+		goto oom;
+	if (len > CACLIENT_MAX_BODY) {
+		fail(err, err_len, "a certificate bundle larger than %d bytes", CACLIENT_MAX_BODY);
+		goto bad;
+	}
+	if ((bio = BIO_new_mem_buf(pem, (int)len)) == NULL)
+		goto oom;
+	/* every PEM block in turn (text between blocks is skipped, as PEM allows): each must
+	 * be one whole certificate, so that nothing is silently left out */
+	for (;;) {
+		char *name = NULL, *header = NULL;
+		unsigned char *data = NULL;
+		const unsigned char *p;
+		long n = 0;
+		X509 *x = NULL;
+		int ok;
+
+		if (PEM_read_bio(bio, &name, &header, &data, &n) != 1) {
+			unsigned long e = ERR_peek_last_error();
+
+			if (ERR_GET_LIB(e) == ERR_LIB_PEM &&
+			    ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+				break; /* the end */
+			fail(err, err_len, "block %d of the bundle is not valid PEM",
+			     sk_X509_num(sk) + 1);
+			goto bad;
+		}
+		p = data;
+		ok = strcmp(name, "CERTIFICATE") == 0 && header[0] == '\0' &&
+		     (x = d2i_X509(NULL, &p, n)) != NULL && p == data + n;
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(data);
+		if (!ok) {
+			X509_free(x);
+			fail(err, err_len, "block %d of the bundle is not a certificate",
+			     sk_X509_num(sk) + 1);
+			goto bad;
+		}
+		if (sk_X509_num(sk) >= CACLIENT_MAX_CERTS) {
+			X509_free(x);
+			fail(err, err_len, "more than %d certificates in one bundle",
+			     CACLIENT_MAX_CERTS);
+			goto bad;
+		}
+		if (!sk_X509_push(sk, x)) {
+			X509_free(x);
+			goto oom;
+		}
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	return sk;
+oom:
+	fail(err, err_len, "out of memory");
+bad:
+	ERR_clear_error();
+	BIO_free(bio);
+	sk_X509_pop_free(sk, X509_free);
+	return NULL;
+}
 
 X509 *caclient_pick_root(const char *pem, size_t len, const unsigned char pin[32], int *count)
 {
@@ -578,8 +676,8 @@ void caclient_names(X509 *cert, char *out, size_t out_len)
 	GENERAL_NAMES_free(gens);
 }
 
-int caclient_issued_check(const struct caclient_issued *in, EVP_PKEY *key, X509 *root, char *names,
-			  size_t names_len, char *err, size_t err_len)
+int caclient_issued_check(const struct caclient_issued *in, EVP_PKEY *key, STACK_OF(X509) * roots,
+			  char *names, size_t names_len, char *err, size_t err_len)
 {
 	X509 *leaf = sk_X509_value(in->chain, 0);
 	X509_STORE *store = X509_STORE_new();
@@ -607,16 +705,21 @@ int caclient_issued_check(const struct caclient_issued *in, EVP_PKEY *key, X509 
 		     in->serial, serial != NULL ? serial : "?");
 		goto out;
 	}
-	if (X509_STORE_add_cert(store, root) != 1 ||
-	    X509_STORE_CTX_init(ctx, store, leaf, rest) != 1) {
+	for (int i = 0; i < sk_X509_num(roots); i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(roots, i)) != 1) {
+			fail(err, err_len, "cannot verify the issued chain: %s", ssl_reason());
+			goto out;
+		}
+	if (sk_X509_num(roots) == 0 || X509_STORE_CTX_init(ctx, store, leaf, rest) != 1) {
 		fail(err, err_len, "cannot verify the issued chain: %s", ssl_reason());
 		goto out;
 	}
 	X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_X509_STRICT);
 	if (X509_verify_cert(ctx) != 1) {
 		fail(err, err_len,
-		     "the certificate the CA returned does not verify to the pinned root: %s; "
-		     "nothing written",
+		     "the certificate the CA returned does not verify to the trusted root%s: "
+		     "%s; nothing written",
+		     sk_X509_num(roots) == 1 ? "" : "s",
 		     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
 		ERR_clear_error();
 		goto out;
@@ -662,8 +765,9 @@ out:
 }
 
 int caclient_issue(const char *base, const char *path, json_t *request, EVP_PKEY *key,
-		   const struct caclient_tls *tls, X509 *root, struct caclient_issued *out,
-		   char *names, size_t names_len, char *err, size_t err_len)
+		   const struct caclient_tls *tls, STACK_OF(X509) * roots,
+		   struct caclient_issued *out, char *names, size_t names_len, char *err,
+		   size_t err_len)
 {
 	char *csr = caclient_csr(key, err, err_len), *body = NULL, *reply = NULL;
 	size_t reply_len = 0;
@@ -678,7 +782,7 @@ int caclient_issue(const char *base, const char *path, json_t *request, EVP_PKEY
 	}
 	if (caclient_post(base, path, body, tls, &reply, &reply_len, err, err_len) == 0 &&
 	    caclient_issued_parse(reply, reply_len, out, err, err_len) == 0 &&
-	    caclient_issued_check(out, key, root, names, names_len, err, err_len) == 0)
+	    caclient_issued_check(out, key, roots, names, names_len, err, err_len) == 0)
 		rc = 0;
 out:
 	if (body != NULL) { /* an enrollment's holds the token */
@@ -717,7 +821,7 @@ int caclient_revoke(const char *url, const char *cert_file, const char *key_file
 		goto done;
 	}
 	{
-		struct caclient_tls tls = {root, root_len, cert_file, key_file};
+		struct caclient_tls tls = {root, root_len, cert_file, key_file, NULL};
 
 		if (caclient_post(base, "/v1/revoke", body, &tls, &reply, &reply_len, out,
 				  out_len) != 0)

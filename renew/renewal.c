@@ -1,0 +1,541 @@
+/*
+ * A certificate that renews itself: the schedule, one renewal, the roots (renewal.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+
+#include "caclient.h"
+#include "certfields.h"
+#include "files.h"
+#include "fileset.h"
+#include "keys.h"
+#include "renewal.h"
+
+static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void utc(time_t t, char out[32])
+{
+	struct tm tm;
+
+	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* When */
+
+uint32_t renewal_random(void)
+{
+	unsigned char b[4];
+
+	if (RAND_bytes(b, sizeof(b)) != 1) {
+		ERR_clear_error();
+		return 0;
+	}
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* rnd as a fraction in [0, 1) of span */
+static long long part(long long span, uint32_t rnd)
+{
+	return (long long)((double)span * ((double)rnd / 4294967296.0));
+}
+
+time_t renewal_schedule(time_t not_before, time_t not_after, time_t now, uint32_t rnd)
+{
+	long long life = (long long)not_after - (long long)not_before, at, latest;
+
+	if (life <= 0 || now >= not_after)
+		return now;
+	/* ⅔ of the life, then -5 % .. +5 % of it */
+	at = (long long)not_before + life * 2 / 3 - life * RENEWAL_JITTER_PERMILLE / 1000 +
+	     part(life * 2 * RENEWAL_JITTER_PERMILLE / 1000, rnd);
+	latest = (long long)not_before + life * RENEWAL_LATEST_PERMILLE / 1000;
+	if (at > latest)
+		at = latest;
+	return at < (long long)now ? now : (time_t)at;
+}
+
+time_t renewal_backoff(unsigned failures, time_t not_after, time_t now, uint32_t rnd)
+{
+	long long wait = RENEWAL_RETRY_FIRST;
+
+	for (unsigned i = 1; i < failures && wait < RENEWAL_RETRY_MAX; i++)
+		wait *= 2;
+	if (wait > RENEWAL_RETRY_MAX)
+		wait = RENEWAL_RETRY_MAX;
+	wait -= part(wait / 2, rnd);
+	if (not_after > now && wait > ((long long)not_after - now) / 2)
+		wait = ((long long)not_after - now) / 2;
+	if (wait < RENEWAL_RETRY_SHORTEST)
+		wait = RENEWAL_RETRY_SHORTEST;
+	return now + (time_t)wait;
+}
+
+time_t renewal_warn_at(time_t not_before, time_t not_after)
+{
+	long long life = (long long)not_after - (long long)not_before, last = life / 6;
+
+	if (last > RENEWAL_WARN_MAX)
+		last = RENEWAL_WARN_MAX;
+	if (last < 0)
+		last = 0;
+	return not_after - (time_t)last;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Keys */
+
+const char *renewal_key_type(EVP_PKEY *key)
+{
+	char group[64] = "";
+	size_t glen = 0;
+
+	if (EVP_PKEY_is_a(key, "ED25519"))
+		return "ed25519";
+	if (EVP_PKEY_is_a(key, "RSA"))
+		return EVP_PKEY_get_bits(key) > 3072 ? "rsa4096" : "rsa3072";
+	if (EVP_PKEY_is_a(key, "EC") &&
+	    EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+					   &glen) == 1) {
+		if (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0)
+			return "p256";
+		if (strcmp(group, "secp384r1") == 0 || strcmp(group, "P-384") == 0)
+			return "p384";
+	}
+	ERR_clear_error();
+	return NULL;
+}
+
+bool renewal_key_type_known(const char *name)
+{
+	static const char *const known[] = {"p256", "p384", "ed25519", "rsa3072", "rsa4096"};
+
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(name, known[i]) == 0)
+			return true;
+	return false;
+}
+
+bool renewal_leaf_can_renew(X509 *leaf)
+{
+	uint32_t fl = X509_get_extension_flags(leaf);
+
+	return (fl & EXFLAG_XKUSAGE) != 0 &&
+	       (X509_get_extended_key_usage(leaf) & (XKU_SSL_CLIENT | XKU_SSL_SERVER));
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Files */
+
+/* The certificates of a PEM file (a chain or a bundle), or NULL with the message. */
+static STACK_OF(X509) * read_certs(const char *path, const char *what, char **text,
+				   size_t *text_len, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len), why[512];
+	STACK_OF(X509) * sk;
+
+	if (pem == NULL)
+		return NULL;
+	sk = caclient_certs(pem, len, why, sizeof(why));
+	if (sk == NULL || sk_X509_num(sk) == 0) {
+		fail(err, err_len, "%s %s %s", what, path,
+		     sk == NULL ? why : "holds no PEM certificate");
+		sk_X509_free(sk);
+		free(pem);
+		return NULL;
+	}
+	if (text != NULL) {
+		*text = pem;
+		*text_len = len;
+	} else {
+		free(pem);
+	}
+	return sk;
+}
+
+/* An exclusive flock on the directory that holds path, without waiting: a descriptor to
+ * close(), or -1 with the message. If the directory is the one other (a descriptor of a
+ * lock already held) is on, other is returned again (as a dup). */
+static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
+{
+	char buf[PATH_MAX];
+	struct stat a, b;
+	int fd;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return fail(err, err_len, "%s: path too long", path);
+	fd = open(dirname(buf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, err_len, "cannot open the directory of %s: %s", path,
+			    strerror(errno));
+	if (other >= 0 && fstat(fd, &a) == 0 && fstat(other, &b) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino) {
+		close(fd);
+		return dup(other);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+
+		close(fd);
+		if (e == EWOULDBLOCK)
+			return fail(err, err_len,
+				    "another renewal of %s is under way (mtls renew, or another "
+				    "daemon with the same files)",
+				    path);
+		return fail(err, err_len, "cannot lock the directory of %s: %s", path, strerror(e));
+	}
+	return fd;
+}
+
+/* The temporary files that a renewal killed half-way left beside path. */
+static void remove_temporaries(const char *path)
+{
+	char d[PATH_MAX], b[PATH_MAX];
+	const char *name;
+
+	if (snprintf(d, sizeof(d), "%s", path) >= (int)sizeof(d) ||
+	    snprintf(b, sizeof(b), "%s", path) >= (int)sizeof(b))
+		return;
+	name = basename(b);
+	files_remove_temporaries_of(dirname(d), &name, 1);
+}
+
+static mode_t mode_of(const char *path, mode_t dflt)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 ? sb.st_mode & 0777 : dflt;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* One renewal */
+
+int renewal_renew(const char *base_url, const struct renewal_files *f, const char *key_type,
+		  bool same_key, const atomic_bool *stop, struct renewal_result *out, char *err,
+		  size_t err_len)
+{
+	struct caclient_issued iss = {0};
+	char base[512], *capem = NULL, *keypem = NULL, *serial = NULL, when[32];
+	size_t ca_len = 0, key_len = 0;
+	STACK_OF(X509) *chain = NULL, *roots = NULL;
+	EVP_PKEY *oldkey = NULL, *key = NULL;
+	X509 *leaf;
+	json_t *req = NULL;
+	time_t now = time(NULL), na;
+	int rc = -1, lock_cert = -1, lock_key = -1;
+
+	memset(out, 0, sizeof(*out));
+	if (key_type != NULL && !same_key && !renewal_key_type_known(key_type)) {
+		fail(err, err_len, "unknown key type '%s'; use one of %s", key_type,
+		     keys_algorithms());
+		return RENEWAL_USAGE;
+	}
+	if (caclient_base_url(base_url, base, sizeof(base), err, err_len) != 0)
+		return -1;
+	/* one renewal of these files at a time, across processes (mtls renew, mtls enroll) */
+	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
+	    (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0)
+		goto out;
+	remove_temporaries(f->cert);
+	remove_temporaries(f->key);
+	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, err, err_len)) == NULL)
+		goto out;
+	leaf = sk_X509_value(chain, 0);
+	oldkey = keys_load(f->key, NULL, err, err_len);
+	if (oldkey == NULL)
+		goto out;
+	if (EVP_PKEY_eq(X509_get0_pubkey(leaf), oldkey) != 1) {
+		fail(err, err_len,
+		     "%s does not match the certificate in %s; enroll again with a new token",
+		     f->key, f->cert);
+		goto out;
+	}
+	if (!renewal_leaf_can_renew(leaf)) {
+		fail(err, err_len, "%s cannot renew itself at the CA service: %s", f->cert,
+		     RENEWAL_NO_CLIENT_AUTH);
+		goto out;
+	}
+	if ((roots = read_certs(f->ca, "CA file", &capem, &ca_len, err, err_len)) == NULL)
+		goto out;
+	serial = certfields_serial_hex(leaf);
+	snprintf(out->old_serial, sizeof(out->old_serial), "%s", serial != NULL ? serial : "?");
+	na = certfields_time(X509_get0_notAfter(leaf));
+	if (now >= na) {
+		utc(na, when);
+		fail(err, err_len,
+		     "%s expired at %s and cannot renew itself; enroll again with a new token",
+		     f->cert, when);
+		goto out;
+	}
+	if (same_key) {
+		key = oldkey;
+		EVP_PKEY_up_ref(key);
+	} else {
+		const char *type = key_type != NULL ? key_type : renewal_key_type(oldkey);
+
+		if (type == NULL)
+			type = "p256"; /* a key of a kind keys_generate() does not make */
+		if ((key = keys_generate(type, err, err_len)) == NULL)
+			goto out;
+		snprintf(out->key_type, sizeof(out->key_type), "%s", type);
+	}
+	out->same_key = same_key;
+	if ((req = json_pack("{s:b}", "same_key", same_key)) == NULL) {
+		fail(err, err_len, "out of memory");
+		goto out;
+	}
+	{
+		struct caclient_tls tls = {capem, ca_len, f->cert, f->key, stop};
+
+		if (caclient_issue(base, "/v1/renew", req, key, &tls, roots, &iss, out->names,
+				   sizeof(out->names), err, err_len) != 0)
+			goto out;
+	}
+	if (!same_key && (keypem = keys_to_pem(key, NULL, &key_len)) == NULL) {
+		fail(err, err_len, "out of memory");
+		goto out;
+	}
+	{
+		/* the chain first, then its key: if the key cannot take its place, the old chain
+		 * is put back (fileset_write) */
+		struct fileset_file fs[2] = {
+			{f->cert, iss.chain_pem, iss.chain_len, mode_of(f->cert, 0644)},
+			{f->key, keypem, key_len, 0600},
+		};
+
+		if (fileset_write(fs, same_key ? 1 : 2, true, err, err_len) != 0) {
+			size_t l = strlen(err);
+
+			snprintf(err + l, err_len - l,
+				 "; certificate %s was issued but not written (the old one stays "
+				 "in use)",
+				 iss.serial);
+			goto out;
+		}
+	}
+	{
+		X509 *nl = sk_X509_value(iss.chain, 0);
+
+		snprintf(out->serial, sizeof(out->serial), "%s", iss.serial);
+		out->not_before = certfields_time(X509_get0_notBefore(nl));
+		out->not_after = certfields_time(X509_get0_notAfter(nl));
+	}
+	rc = 0;
+out:
+	if (lock_key >= 0)
+		close(lock_key);
+	if (lock_cert >= 0)
+		close(lock_cert);
+	json_decref(req);
+	keys_free_pem(keypem, key_len);
+	free(capem);
+	free(serial);
+	caclient_issued_free(&iss);
+	sk_X509_pop_free(chain, X509_free);
+	sk_X509_pop_free(roots, X509_free);
+	EVP_PKEY_free(oldkey);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The roots */
+
+static int digest(X509 *x, unsigned char md[32])
+{
+	unsigned int n = 0;
+
+	return X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32 ? 0 : -1;
+}
+
+static bool holds(const unsigned char (*set)[32], int n, const unsigned char md[32])
+{
+	for (int i = 0; i < n; i++)
+		if (memcmp(set[i], md, 32) == 0)
+			return true;
+	return false;
+}
+
+/* A root: self-signed (its signature verifies with its own key) and CA:TRUE. */
+static bool is_root(X509 *x)
+{
+	uint32_t fl = X509_get_extension_flags(x);
+	EVP_PKEY *k = X509_get0_pubkey(x);
+	bool ok = (fl & EXFLAG_SS) != 0 && (fl & EXFLAG_CA) != 0 && (fl & EXFLAG_INVALID) == 0 &&
+		  k != NULL && X509_verify(x, k) == 1;
+
+	ERR_clear_error();
+	return ok;
+}
+
+/* Does chain (leaf first) verify to one of roots now? */
+static bool verifies(STACK_OF(X509) * chain, STACK_OF(X509) * roots)
+{
+	X509_STORE *store = X509_STORE_new();
+	X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+	STACK_OF(X509) *rest = sk_X509_dup(chain);
+	bool ok = false;
+
+	if (store == NULL || ctx == NULL || rest == NULL)
+		goto out;
+	(void)sk_X509_shift(rest);
+	for (int i = 0; i < sk_X509_num(roots); i++)
+		if (X509_STORE_add_cert(store, sk_X509_value(roots, i)) != 1)
+			goto out;
+	if (X509_STORE_CTX_init(ctx, store, sk_X509_value(chain, 0), rest) != 1)
+		goto out;
+	ok = X509_verify_cert(ctx) == 1;
+out:
+	ERR_clear_error();
+	sk_X509_free(rest);
+	X509_STORE_CTX_free(ctx);
+	X509_STORE_free(store);
+	return ok;
+}
+
+enum renewal_roots_result renewal_refresh_roots(const char *base_url, const struct renewal_files *f,
+						struct renewal_roots *st, const atomic_bool *stop,
+						char *msg, size_t msg_len)
+{
+	enum renewal_roots_result r = RENEWAL_ROOTS_FAILED;
+	unsigned char served[CACLIENT_MAX_CERTS][32], md[32];
+	char base[512], *capem = NULL, *reply = NULL, *data, why[512];
+	size_t ca_len = 0, reply_len = 0;
+	STACK_OF(X509) *cur = NULL, *got = NULL, *chain = NULL;
+	BIO *out = NULL;
+	int n, foreign = 0, same = 0;
+	long len;
+
+	if (caclient_base_url(base_url, base, sizeof(base), msg, msg_len) != 0)
+		return RENEWAL_ROOTS_FAILED;
+	if ((cur = read_certs(f->ca, "CA file", &capem, &ca_len, msg, msg_len)) == NULL)
+		goto out;
+	{
+		struct caclient_tls tls = {capem, ca_len, NULL, NULL, stop};
+
+		if (caclient_get(base, "/roots.pem", &tls, &reply, &reply_len, msg, msg_len) != 0)
+			goto out;
+	}
+	if ((got = caclient_certs(reply, reply_len, why, sizeof(why))) == NULL) {
+		fail(msg, msg_len, "the CA's /roots.pem: %s", why);
+		goto out;
+	}
+	n = sk_X509_num(got);
+	if (n == 0) {
+		fail(msg, msg_len, "the CA's /roots.pem holds no certificate");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		X509 *x = sk_X509_value(got, i);
+
+		if (!is_root(x)) {
+			char *s = certfields_serial_hex(x);
+
+			fail(msg, msg_len,
+			     "the CA's /roots.pem holds a certificate that is not a root (serial "
+			     "%s: "
+			     "not self-signed, or not CA:TRUE); %s left alone",
+			     s != NULL ? s : "?", f->ca);
+			free(s);
+			goto out;
+		}
+		if (digest(x, served[i]) != 0) {
+			fail(msg, msg_len, "cannot hash a root: out of memory?");
+			goto out;
+		}
+	}
+	/* never lock ourselves out: our own chain must verify to the new roots */
+	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, msg, msg_len)) == NULL)
+		goto out;
+	if (!verifies(chain, got)) {
+		fail(msg, msg_len,
+		     "the CA's roots do not verify this daemon's own certificate %s; %s left alone "
+		     "until a certificate from the new root is in place",
+		     f->cert, f->ca);
+		goto out;
+	}
+	/* the file is the CA service's if each of its certificates is served now or was
+	 * served last time */
+	for (int i = 0; i < sk_X509_num(cur); i++) {
+		if (digest(sk_X509_value(cur, i), md) != 0) {
+			fail(msg, msg_len, "cannot hash a root: out of memory?");
+			goto out;
+		}
+		if (holds((const unsigned char(*)[32])served, n, md))
+			same++;
+		else if (!holds((const unsigned char(*)[32])st->seen, st->nseen, md))
+			foreign++;
+	}
+	memcpy(st->seen, served, sizeof(served[0]) * (size_t)n);
+	st->nseen = n;
+	if (same == sk_X509_num(cur) && same == n) {
+		r = RENEWAL_ROOTS_SAME;
+		snprintf(msg, msg_len, "%s holds the CA's %d root%s", f->ca, n, n == 1 ? "" : "s");
+		goto out;
+	}
+	if (foreign > 0) {
+		r = RENEWAL_ROOTS_LEFT_ALONE;
+		snprintf(
+			msg, msg_len,
+			"%s holds %d certificate%s the CA service does not serve: it is not the "
+			"CA's alone and is left as it is (the CA serves %d root%s; update the file "
+			"by hand, or give the daemon a --ca file of the CA's roots only)",
+			f->ca, foreign, foreign == 1 ? "" : "s", n, n == 1 ? "" : "s");
+		goto out;
+	}
+	out = BIO_new(BIO_s_mem());
+	for (int i = 0; out != NULL && i < n; i++)
+		if (PEM_write_bio_X509(out, sk_X509_value(got, i)) != 1) {
+			BIO_free(out);
+			out = NULL;
+		}
+	if (out == NULL || (len = BIO_get_mem_data(out, &data)) <= 0) {
+		fail(msg, msg_len, "cannot encode the roots: out of memory?");
+		goto out;
+	}
+	if (files_write(f->ca, data, (size_t)len, mode_of(f->ca, 0644), false, why, sizeof(why)) !=
+	    0) {
+		fail(msg, msg_len, "cannot replace %s: %s", f->ca, why);
+		goto out;
+	}
+	r = RENEWAL_ROOTS_REPLACED;
+	snprintf(msg, msg_len, "%s replaced: the CA's %d root%s (it held %d)", f->ca, n,
+		 n == 1 ? "" : "s", sk_X509_num(cur));
+out:
+	ERR_clear_error();
+	BIO_free(out);
+	free(capem);
+	free(reply);
+	sk_X509_pop_free(cur, X509_free);
+	sk_X509_pop_free(got, X509_free);
+	sk_X509_pop_free(chain, X509_free);
+	return r;
+}

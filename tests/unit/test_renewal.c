@@ -1,0 +1,363 @@
+/*
+ * Certificates that renew themselves (renew/renewal.c), without a CA service: when to renew
+ * (⅔ of the life with jitter, never after 75 %, never before now), when to retry (doubling,
+ * jittered, bounded, closer as the expiry nears), when to warn; the key type kept; what a
+ * renewal refuses before it reaches the network; and a key and chain in two directories
+ * replaced as one change (renew/fileset.c). The renewals themselves are in
+ * tests/integration/test_tunnel_renewal.sh and test_enroll_client.sh.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "fileset.h"
+#include "renewal.h"
+#include "testutil.h"
+
+/* ---- the schedule ---- */
+
+static void test_schedule(void **state)
+{
+	static const long long lives[] = {60, 90, 3600, 86400, 90LL * 86400, 397LL * 86400};
+	static const uint32_t rnds[] = {0, 1, 0x40000000u, 0x80000000u, 0xc0000000u, UINT32_MAX};
+	const time_t nb = 1800000000;
+
+	(void)state;
+	for (size_t l = 0; l < sizeof(lives) / sizeof(lives[0]); l++) {
+		long long life = lives[l];
+		time_t na = nb + (time_t)life, lo = nb + (time_t)(life * 2 / 3 - life / 20),
+		       hi = nb + (time_t)(life * 2 / 3 + life / 20), prev = 0;
+
+		for (size_t r = 0; r < sizeof(rnds) / sizeof(rnds[0]); r++) {
+			time_t at = renewal_schedule(nb, na, nb, rnds[r]);
+
+			if (at < lo - 1 || at > hi + 1 || at > nb + (time_t)(life * 3 / 4))
+				fail_msg("life %lld rnd %u: at %+lld s, outside [%lld, %lld]", life,
+					 rnds[r], (long long)(at - nb), (long long)(lo - nb),
+					 (long long)(hi - nb));
+			assert_true(at >= prev); /* more random bits, later */
+			prev = at;
+		}
+		/* the jitter spans the whole ±5 % */
+		assert_true(renewal_schedule(nb, na, nb, 0) <= lo + 1);
+		assert_true(renewal_schedule(nb, na, nb, UINT32_MAX) >= hi - 1);
+		/* past the due time: now, never in the past */
+		assert_int_equal(renewal_schedule(nb, na, nb + (time_t)(life * 4 / 5), 0),
+				 nb + (time_t)(life * 4 / 5));
+		/* not yet valid (the clock behind the CA's): from not_before, not from now */
+		assert_true(renewal_schedule(nb, na, nb - 1000, 0) >= lo - 1);
+		/* expired: due now (the attempt says why it cannot renew) */
+		assert_int_equal(renewal_schedule(nb, na, na, 0), na);
+		assert_int_equal(renewal_schedule(nb, na, na + 5000, 7), na + 5000);
+	}
+	/* no lifetime, or a backwards one */
+	assert_int_equal(renewal_schedule(nb, nb, nb - 10, 0), nb - 10);
+	assert_int_equal(renewal_schedule(nb, nb - 100, nb - 200, 0), nb - 200);
+}
+
+static void test_schedule_latest(void **state)
+{
+	/* ⅔ + 5 % is under 75 %: the cap holds only if the jitter ever grows; keep it checked
+	 * for every fraction */
+	const time_t nb = 1000;
+
+	(void)state;
+	for (uint32_t r = 0; r < UINT32_MAX - 0x01000000u; r += 0x01000000u) {
+		time_t at = renewal_schedule(nb, nb + 1000000, nb, r);
+
+		assert_true(at - nb <= 750000);
+		assert_true(at - nb >= 616666);
+	}
+}
+
+static void test_backoff(void **state)
+{
+	const time_t now = 1800000000, far = now + 365LL * 86400;
+
+	(void)state;
+	/* the first retry after 15..30 s, then doubling */
+	assert_int_equal(renewal_backoff(1, far, now, 0), now + 30);
+	assert_true(renewal_backoff(1, far, now, UINT32_MAX) >= now + 15);
+	assert_int_equal(renewal_backoff(2, far, now, 0), now + 60);
+	assert_int_equal(renewal_backoff(3, far, now, 0), now + 120);
+	for (unsigned k = 1; k < 200; k++) {
+		for (int j = 0; j < 3; j++) {
+			uint32_t rnd = j == 0 ? 0 : j == 1 ? 0x9e3779b9u : UINT32_MAX;
+			time_t t = renewal_backoff(k, far, now, rnd);
+
+			if (t > now + RENEWAL_RETRY_MAX || t < now + RENEWAL_RETRY_FIRST / 2)
+				fail_msg("failure %u: retry after %lld s", k, (long long)(t - now));
+		}
+	}
+	/* capped at an hour, and no overflow however many failures */
+	assert_int_equal(renewal_backoff(1000000, far, now, 0), now + RENEWAL_RETRY_MAX);
+	assert_true(renewal_backoff(UINT32_MAX, far, now, UINT32_MAX) >=
+		    now + RENEWAL_RETRY_MAX / 2);
+	/* never later than halfway to the expiry: attempts get closer as it nears */
+	assert_int_equal(renewal_backoff(5, now + 100, now, 0), now + 50);
+	assert_int_equal(renewal_backoff(1, now + 20, now, 0), now + 10);
+	assert_true(renewal_backoff(1, now + 20, now, UINT32_MAX) <= now + 10);
+	assert_int_equal(renewal_backoff(12, now + 7200, now, 0), now + 3600);
+	/* but never in a busy loop */
+	assert_int_equal(renewal_backoff(1, now + 1, now, 0), now + RENEWAL_RETRY_SHORTEST);
+	assert_int_equal(renewal_backoff(1, now, now, 0), now + 30);
+	/* expired: the doubling alone (the attempt fails until someone enrolls again) */
+	assert_int_equal(renewal_backoff(3, now - 10, now, 0), now + 120);
+}
+
+static void test_warn_at(void **state)
+{
+	(void)state;
+	assert_int_equal(renewal_warn_at(1000, 1090), 1075);	      /* the last sixth */
+	assert_int_equal(renewal_warn_at(0, 90 * 86400), 89 * 86400); /* the last day */
+	assert_int_equal(renewal_warn_at(1000, 1000), 1000);
+	assert_int_equal(renewal_warn_at(1000, 900), 900);
+	/* after the latest renewal time: a warning means renewal is late */
+	for (long long life = 6; life < 10000000; life *= 7)
+		assert_true(renewal_warn_at(0, (time_t)life) >= (time_t)(life * 3 / 4));
+}
+
+/* ---- keys ---- */
+
+static void test_key_type(void **state)
+{
+	static const struct {
+		const char *type, *param;
+		size_t bits;
+		const char *want;
+	} cases[] = {
+		{"EC", "P-256", 0, "p256"},	 {"EC", "P-384", 0, "p384"},
+		{"ED25519", NULL, 0, "ed25519"}, {"RSA", NULL, 2048, "rsa3072"},
+		{"RSA", NULL, 3072, "rsa3072"},	 {"EC", "P-521", 0, NULL},
+		{"X25519", NULL, 0, NULL},
+	};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		EVP_PKEY *key =
+			cases[k].param != NULL
+				? EVP_PKEY_Q_keygen(NULL, NULL, cases[k].type, cases[k].param)
+			: cases[k].bits != 0
+				? EVP_PKEY_Q_keygen(NULL, NULL, cases[k].type, cases[k].bits)
+				: EVP_PKEY_Q_keygen(NULL, NULL, cases[k].type);
+		const char *got;
+
+		assert_non_null(key);
+		got = renewal_key_type(key);
+		if (cases[k].want == NULL)
+			assert_null(got);
+		else
+			assert_string_equal(got, cases[k].want);
+		if (got != NULL)
+			assert_true(renewal_key_type_known(got));
+		EVP_PKEY_free(key);
+	}
+	assert_false(renewal_key_type_known("rsa2048"));
+	assert_false(renewal_key_type_known(""));
+}
+
+/* ---- files ---- */
+
+static int rename_fails_at;
+int __real_rename(const char *from, const char *to);
+int __wrap_rename(const char *from, const char *to);
+int __real_link(const char *from, const char *to);
+int __wrap_link(const char *from, const char *to);
+
+int __wrap_rename(const char *from, const char *to)
+{
+	if (rename_fails_at > 0 && --rename_fails_at == 0) {
+		errno = EIO;
+		return -1;
+	}
+	return __real_rename(from, to);
+}
+
+int __wrap_link(const char *from, const char *to)
+{
+	return __real_link(from, to);
+}
+
+struct dirs {
+	char top[64], a[128], b[128];
+};
+
+static void make_dirs(struct dirs *d)
+{
+	snprintf(d->top, sizeof(d->top), "/tmp/test_renewal.XXXXXX");
+	assert_non_null(mkdtemp(d->top));
+	snprintf(d->a, sizeof(d->a), "%s/certs", d->top);
+	snprintf(d->b, sizeof(d->b), "%s/private", d->top);
+	assert_int_equal(mkdir(d->a, 0755), 0);
+	assert_int_equal(mkdir(d->b, 0700), 0);
+}
+
+static void rm_dirs(struct dirs *d)
+{
+	char cmd[200];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d->top);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void copy(const char *from, const char *to, mode_t mode)
+{
+	size_t len;
+	char *t = test_slurp(from, &len);
+	int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, t, len), (ssize_t)len);
+	close(fd);
+	free(t);
+}
+
+static bool same_content(const char *a, const char *b)
+{
+	size_t la, lb;
+	char *ta = test_slurp(a, &la), *tb = test_slurp(b, &lb);
+	bool same = la == lb && memcmp(ta, tb, la) == 0;
+
+	free(ta);
+	free(tb);
+	return same;
+}
+
+static int entries(const char *dir)
+{
+	char cmd[300];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "ls -A '%s' | wc -l", dir);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	assert_int_equal(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+/* A chain and its key in two directories: when the key cannot take its place, the chain is
+ * put back; when the chain cannot, nothing changes; no temporary file stays either way. */
+static void test_fileset_two_dirs(void **state)
+{
+	struct dirs d;
+	char cert[200], key[200], err[512];
+	struct stat sb;
+
+	(void)state;
+	make_dirs(&d);
+	snprintf(cert, sizeof(cert), "%s/app.pem", d.a);
+	snprintf(key, sizeof(key), "%s/app.key", d.b);
+	copy(cert_path("client-chain.pem"), cert, 0644);
+	copy(cert_path("client.key"), key, 0600);
+	{
+		const struct fileset_file f[2] = {{cert, "new chain\n", 10, 0644},
+						  {key, "new key\n", 8, 0600}};
+
+		for (int at = 1; at <= 2; at++) {
+			rename_fails_at = at;
+			assert_int_equal(fileset_write(f, 2, true, err, sizeof(err)), -1);
+			rename_fails_at = 0;
+			assert_true(same_content(cert, cert_path("client-chain.pem")));
+			assert_true(same_content(key, cert_path("client.key")));
+			assert_int_equal(entries(d.a), 1);
+			assert_int_equal(entries(d.b), 1);
+		}
+		assert_int_equal(fileset_write(f, 2, true, err, sizeof(err)), 0);
+	}
+	assert_int_equal(stat(key, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	assert_int_equal(entries(d.a), 1);
+	assert_int_equal(entries(d.b), 1);
+	rm_dirs(&d);
+}
+
+/* What renewal_renew() refuses before it reaches the CA, leaving the files as they were. */
+static void test_renew_refusals(void **state)
+{
+	static const struct {
+		const char *chain, *key, *key_type, *url, *want;
+		int rc;
+	} cases[] = {
+		{"client-chain.pem", "mismatch.key", NULL, "https://127.0.0.1:1", "does not match",
+		 -1},
+		{"expired-client-chain.pem", "expired-client.key", NULL, "https://127.0.0.1:1",
+		 "expired at", -1},
+		{"client-chain.pem", "client.key", "rsa2048", "https://127.0.0.1:1",
+		 "unknown key type", RENEWAL_USAGE},
+		{"client-chain.pem", "client.key", NULL, "http://127.0.0.1:1", "https://", -1},
+		{"malformed.pem", "client.key", NULL, "https://127.0.0.1:1", "certificate file",
+		 -1},
+		/* port 1 on loopback: nobody there */
+		{"client-chain.pem", "client.key", NULL, "https://127.0.0.1:1", "cannot reach", -1},
+	};
+	struct dirs d;
+	char cert[200], key[200], ca[200], err[1024];
+	struct renewal_result res;
+
+	(void)state;
+	make_dirs(&d);
+	snprintf(cert, sizeof(cert), "%s/app.pem", d.a);
+	snprintf(key, sizeof(key), "%s/app.key", d.b);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", d.a);
+	copy(cert_path("ca.pem"), ca, 0644);
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct renewal_files f = {cert, key, ca};
+		int rc;
+
+		copy(cert_path(cases[k].chain), cert, 0644);
+		copy(cert_path(cases[k].key), key, 0600);
+		err[0] = '\0';
+		rc = renewal_renew(cases[k].url, &f, cases[k].key_type, false, NULL, &res, err,
+				   sizeof(err));
+		if (rc != cases[k].rc || strstr(err, cases[k].want) == NULL)
+			fail_msg("case %zu: rc %d, '%s' (wanted %d, '%s')", k, rc, err, cases[k].rc,
+				 cases[k].want);
+		assert_null(strchr(err, '\n'));
+		assert_true(same_content(cert, cert_path(cases[k].chain)));
+		assert_true(same_content(key, cert_path(cases[k].key)));
+		assert_int_equal(entries(d.a), 2);
+		assert_int_equal(entries(d.b), 1);
+	}
+	/* a renewal of the same files under way elsewhere (its lock on the key's directory): a
+	 * failure at once, not a wait */
+	{
+		struct renewal_files f = {cert, key, ca};
+		int fd = open(d.b, O_RDONLY | O_DIRECTORY);
+
+		copy(cert_path("client-chain.pem"), cert, 0644);
+		copy(cert_path("client.key"), key, 0600);
+		assert_int_equal(flock(fd, LOCK_EX), 0);
+		assert_int_equal(renewal_renew("https://127.0.0.1:1", &f, NULL, false, NULL, &res,
+					       err, sizeof(err)),
+				 -1);
+		assert_non_null(strstr(err, "another renewal"));
+		close(fd);
+	}
+	rm_dirs(&d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_schedule),       cmocka_unit_test(test_schedule_latest),
+		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_warn_at),
+		cmocka_unit_test(test_key_type),       cmocka_unit_test(test_fileset_two_dirs),
+		cmocka_unit_test(test_renew_refusals),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
