@@ -133,16 +133,17 @@ start_tunnel_server "$W/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/S-chai
 SRV_LOG=$W/srv.log
 M=$SRV_METRICS
 S_PORT=$SRV_PORT
-# connector NAME : a connector presenting NAME's certificate; sets <NAME>_PORT
+# connector NAME [TAG] : a connector presenting NAME's certificate (its log con-NAME[TAG].log);
+# sets <NAME>_PORT
 connector() {
-	start_tunnel_connector "$W/con-$1.log" --server "127.0.0.1:$S_PORT" --server-name localhost \
+	start_tunnel_connector "$W/con-$1${2:-}.log" --server "127.0.0.1:$S_PORT" --server-name localhost \
 		--cert "$W/$1-chain.pem" --key "$W/$1.key" --ca "$D/root.pem" --watch-interval 0
 	printf -v "${1}_PORT" '%s' "$CON_PORT"
 }
 open_conn() { eval "exec $1<>/dev/tcp/127.0.0.1/$2"; }
 ping() {
 	local line=""
-	printf '%s\n' "$2" >&"$1" 2>/dev/null || return 1
+	{ printf '%s\n' "$2" >&"$1"; } 2>/dev/null || return 1
 	read -r -t 10 -u "$1" line 2>/dev/null || return 1
 	[ "$line" = "$2" ]
 }
@@ -156,6 +157,7 @@ closed() {
 connector A
 connector B
 connector C
+A_PORT=${A_PORT:?} B_PORT=${B_PORT:?} C_PORT=${C_PORT:?} # set by connector()
 open_conn 5 "$A_PORT"
 open_conn 6 "$B_PORT"
 open_conn 7 "$C_PORT"
@@ -217,7 +219,7 @@ metric_is "$M" mtls_crl_push_active 0 || p+=("mtls_crl_push_active is not 0")
 [ "$(log_count "$SRV_LOG" crl_fetch_failed)" -le 2 ] ||
 	p+=("crl_fetch_failed is not rate-limited: $(log_count "$SRV_LOG" crl_fetch_failed) lines")
 ping 7 c3 || p+=("C's connection broke")
-connector A
+connector A again
 open_conn 5 "$A_PORT"
 ping 5 again 2>/dev/null && p+=("the revoked client A is let in again: the last good CRL was not kept")
 exec 5>&-

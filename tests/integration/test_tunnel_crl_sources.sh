@@ -156,6 +156,23 @@ stop_bg "$SRV_PID"
 verdict "--crl-url auto: the own certificate's distribution point (CA2's service), pushed" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$W/auto.log")"
 
+# the own certificate names none: a --ca certificate's (an ldap:// one skipped)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/cdp.key" \
+	-subj "/CN=distribution point holder" -days 1 -out "$W/cdp.pem" \
+	-addext "crlDistributionPoints=URI:ldap://ldap.example/cn=crl,URI:http://127.0.0.1:$HP1/crl" \
+	2>/dev/null || _lib_die "(setup) openssl req"
+cat -- "$D1/root.pem" "$W/cdp.pem" >"$W/cdp-bundle.pem"
+srv 1 "$W/auto-ca.log" --ca "$W/cdp-bundle.pem" --crl-url auto --crl-cache "$W/auto-ca-crl.pem" \
+	--crl-refresh 10m
+p=()
+[ "$(log_count "$W/auto-ca.log" crl_url_auto "\"url\":\"http://127.0.0.1:$HP1/crl\"")" = 1 ] ||
+	p+=("no crl_url_auto line naming http://127.0.0.1:$HP1/crl")
+hello "$SRV_PORT" "$SRV_METRICS" B1
+[ "$HELLO" = revoked ] || p+=("B1 (revoked in CA1) is '$HELLO'")
+stop_bg "$SRV_PID"
+verdict "--crl-url auto, the own certificate naming none: the first http(s) one of a --ca certificate" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$W/auto-ca.log")"
+
 LAST_CMD="mtls server --crl-url auto (a certificate without a distribution point)"
 run "$MTLS" server --listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" --cert "$W/S1-chain.pem" \
 	--key "$W/S1.key" --ca "$D1/root.pem" --allow-any-identity --crl-url auto \
