@@ -184,6 +184,7 @@ static struct front_peer *peer_of(struct fconn *c)
 	if (mp == NULL)
 		return p;
 	p->has_cert = true;
+	p->client_eku = mtls_peer_client_eku(mp) == 1;
 	snprintf(p->identity, sizeof(p->identity), "%s", mtls_peer_identity(mp));
 	snprintf(p->serial, sizeof(p->serial), "%s", mtls_peer_serial(mp));
 	snprintf(p->cert_sha256, sizeof(p->cert_sha256), "%s", mtls_peer_cert_sha256(mp));

@@ -328,9 +328,11 @@ static enum MHD_Result do_ocsp(struct routes *r, struct MHD_Connection *conn,
 
 /* ---- the API ---- */
 
+/* An admin: a client certificate (clientAuth: the API lets server certificates in for
+ * their own renewal alone) with an --admin-uri or --admin-cn. */
 static bool is_admin(const struct serve *s, const struct front_peer *p)
 {
-	if (p == NULL || !p->has_cert)
+	if (p == NULL || !p->has_cert || !p->client_eku)
 		return false;
 	for (size_t i = 0; i < s->o->n_admin_uris; i++)
 		for (char **u = p->uris; *u != NULL; u++)

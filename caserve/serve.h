@@ -125,6 +125,7 @@ struct front_peer {
 	uint64_t id;
 	char addr[64]; /* "203.0.113.7:51234" */
 	bool has_cert;
+	bool client_eku;     /* the certificate names clientAuth (not a server's alone) */
 	char identity[2049]; /* mtls_peer_identity() */
 	char serial[64];
 	char cert_sha256[65];

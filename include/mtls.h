@@ -518,6 +518,9 @@ time_t mtls_peer_not_before(const struct mtls_peer *peer);
 time_t mtls_peer_not_after(const struct mtls_peer *peer);
 const char *mtls_peer_cert_sha256(const struct mtls_peer *peer); /* lower-case hex */
 const char *mtls_peer_spki_sha256(const struct mtls_peer *peer); /* lower-case hex */
+/* 1 if the peer's certificate names clientAuth in its extendedKeyUsage, else 0 (a server
+ * certificate let in by mtls_config_insecure_server_eku_clients()). */
+int mtls_peer_client_eku(const struct mtls_peer *peer);
 size_t mtls_peer_uri_count(const struct mtls_peer *peer);
 const char *mtls_peer_uri(const struct mtls_peer *peer, size_t i);
 size_t mtls_peer_dns_count(const struct mtls_peer *peer);

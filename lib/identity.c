@@ -325,6 +325,8 @@ struct mtls_peer *identity_from_cert(X509 *cert, struct error *err)
 	p->issuer = name_string(X509_get_issuer_name(cert));
 	p->not_before = certfields_time(X509_get0_notBefore(cert));
 	p->not_after = certfields_time(X509_get0_notAfter(cert));
+	p->client_eku = (X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) != 0 &&
+			(X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT) != 0;
 	if (p->subject == NULL || p->issuer == NULL || p->serial == NULL)
 		goto oom;
 	switch (fingerprints(cert, p)) {
@@ -433,6 +435,11 @@ time_t mtls_peer_not_after(const struct mtls_peer *p)
 const char *mtls_peer_cert_sha256(const struct mtls_peer *p)
 {
 	return p != NULL ? p->cert_sha256 : NULL;
+}
+
+int mtls_peer_client_eku(const struct mtls_peer *p)
+{
+	return p != NULL && p->client_eku;
 }
 
 const char *mtls_peer_spki_sha256(const struct mtls_peer *p)

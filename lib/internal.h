@@ -142,6 +142,7 @@ struct mtls_peer {
 	struct strlist ips;
 	struct strlist emails; /* rfc822Name SANs */
 	char *matched_rule;
+	bool client_eku; /* its extendedKeyUsage names clientAuth */
 };
 
 /* NULL with err set if the certificate cannot be described (OOM, NUL bytes in a SAN). */

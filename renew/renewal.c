@@ -396,6 +396,32 @@ static bool is_root(X509 *x)
 	return ok;
 }
 
+/* Is link a link certificate for root (RFC 4210's newWithOld): a CA certificate with root's
+ * subject and public key, issued and signed by one of trusted? Only such a certificate lets
+ * a root that the daemon does not trust yet in: the TLS connection to the CA's API proves
+ * only that its server holds a certificate of the current root, which other servers of the
+ * same CA may hold too; the link proves that the current root's key vouches for the new one. */
+static bool links(X509 *link, X509 *root, STACK_OF(X509) * trusted)
+{
+	uint32_t fl = X509_get_extension_flags(link);
+	bool ok = false;
+
+	if ((fl & EXFLAG_CA) == 0 || (fl & EXFLAG_INVALID) != 0 ||
+	    X509_NAME_cmp(X509_get_subject_name(link), X509_get_subject_name(root)) != 0 ||
+	    X509_get0_pubkey(link) == NULL ||
+	    EVP_PKEY_eq(X509_get0_pubkey(link), X509_get0_pubkey(root)) != 1)
+		return false;
+	for (int i = 0; !ok && i < sk_X509_num(trusted); i++) {
+		X509 *t = sk_X509_value(trusted, i);
+		EVP_PKEY *k = X509_get0_pubkey(t);
+
+		ok = X509_check_issued(t, link) == X509_V_OK && k != NULL &&
+		     X509_verify(link, k) == 1;
+	}
+	ERR_clear_error();
+	return ok;
+}
+
 /* Does chain (leaf first) verify to one of roots now? */
 static bool verifies(STACK_OF(X509) * chain, STACK_OF(X509) * roots)
 {
@@ -429,7 +455,7 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 	unsigned char served[CACLIENT_MAX_CERTS][32], md[32];
 	char base[512], *capem = NULL, *reply = NULL, *data, why[512];
 	size_t ca_len = 0, reply_len = 0;
-	STACK_OF(X509) *cur = NULL, *got = NULL, *chain = NULL;
+	STACK_OF(X509) *cur = NULL, *got = NULL, *chain = NULL, *roots = NULL, *linkcerts = NULL;
 	BIO *out = NULL;
 	int n, foreign = 0, same = 0;
 	long len;
@@ -453,29 +479,73 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 		fail(msg, msg_len, "the CA's /roots.pem holds no certificate");
 		goto out;
 	}
+	/* the roots, and link certificates for new ones (links()), which are not kept */
+	if ((roots = sk_X509_new_null()) == NULL || (linkcerts = sk_X509_new_null()) == NULL) {
+		fail(msg, msg_len, "out of memory");
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		X509 *x = sk_X509_value(got, i);
 
-		if (!is_root(x)) {
+		if (!sk_X509_push(is_root(x) ? roots : linkcerts, x)) {
+			fail(msg, msg_len, "out of memory");
+			goto out;
+		}
+	}
+	n = sk_X509_num(roots);
+	for (int i = 0; i < sk_X509_num(linkcerts); i++) {
+		X509 *x = sk_X509_value(linkcerts, i);
+		bool is_link = false;
+
+		for (int j = 0; !is_link && j < n; j++)
+			is_link = links(x, sk_X509_value(roots, j), cur);
+		if (!is_link) {
 			char *s = certfields_serial_hex(x);
 
 			fail(msg, msg_len,
 			     "the CA's /roots.pem holds a certificate that is not a root (serial "
-			     "%s: "
-			     "not self-signed, or not CA:TRUE); %s left alone",
+			     "%s: not self-signed, or not CA:TRUE) nor a link certificate of a "
+			     "trusted root for one; %s left alone",
 			     s != NULL ? s : "?", f->ca);
 			free(s);
 			goto out;
 		}
+	}
+	if (n == 0) {
+		fail(msg, msg_len, "the CA's /roots.pem holds no root");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		X509 *x = sk_X509_value(roots, i);
+		bool known = false;
+
 		if (digest(x, served[i]) != 0) {
 			fail(msg, msg_len, "cannot hash a root: out of memory?");
+			goto out;
+		}
+		for (int j = 0; !known && j < sk_X509_num(cur); j++)
+			known = X509_cmp(sk_X509_value(cur, j), x) == 0;
+		for (int j = 0; !known && j < sk_X509_num(linkcerts); j++)
+			known = links(sk_X509_value(linkcerts, j), x, cur);
+		if (!known) {
+			char *s = certfields_serial_hex(x), subj[256];
+
+			X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+			fail(msg, msg_len,
+			     "the CA's /roots.pem holds a new root (%s, serial %s) that no root of "
+			     "%s certifies: a new root is taken only with a link certificate (its "
+			     "key certified by a trusted root) in the bundle; %s left alone (add "
+			     "it "
+			     "by hand if it is yours)",
+			     subj, s != NULL ? s : "?", f->ca, f->ca);
+			free(s);
 			goto out;
 		}
 	}
 	/* never lock ourselves out: our own chain must verify to the new roots */
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, msg, msg_len)) == NULL)
 		goto out;
-	if (!verifies(chain, got)) {
+	if (!verifies(chain, roots)) {
 		fail(msg, msg_len,
 		     "the CA's roots do not verify this daemon's own certificate %s; %s left alone "
 		     "until a certificate from the new root is in place",
@@ -513,7 +583,7 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 	}
 	out = BIO_new(BIO_s_mem());
 	for (int i = 0; out != NULL && i < n; i++)
-		if (PEM_write_bio_X509(out, sk_X509_value(got, i)) != 1) {
+		if (PEM_write_bio_X509(out, sk_X509_value(roots, i)) != 1) {
 			BIO_free(out);
 			out = NULL;
 		}
@@ -535,6 +605,8 @@ out:
 	free(capem);
 	free(reply);
 	sk_X509_pop_free(cur, X509_free);
+	sk_X509_free(roots); /* got owns their certificates */
+	sk_X509_free(linkcerts);
 	sk_X509_pop_free(got, X509_free);
 	sk_X509_pop_free(chain, X509_free);
 	return r;

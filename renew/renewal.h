@@ -119,16 +119,21 @@ enum renewal_roots_result {
 };
 
 /* Keep f->ca the CA service's root bundle: GET /roots.pem from base, the server verified
- * against f->ca. The answer is taken only if every certificate in it is a root (self-signed,
- * CA:TRUE, at most CACLIENT_MAX_CERTS) and it verifies f->cert's chain now: a new bundle
- * never locks the daemon out of its own certificate. f->ca is replaced only if it is the CA
- * service's: every certificate in it is in the bundle just served or in the one served at
- * the previous call (st). So a rollover needs nothing by hand: the CA serves old and new,
- * both are taken; then only the new one, and the old one goes. A file that holds other CAs
+ * against f->ca. The answer holds roots (self-signed, CA:TRUE) and may hold link
+ * certificates (a CA certificate with a new root's subject and key, issued by a root of
+ * f->ca: RFC 4210's newWithOld); at most CACLIENT_MAX_CERTS in all. It is taken only if
+ * every root in it is either in f->ca already or vouched for by such a link (the TLS check
+ * of the API proves only that its server holds a certificate of the current root, which
+ * other servers of the same CA may hold too: a new trust anchor needs the old key's word),
+ * and its roots verify f->cert's chain now (a new bundle never locks the daemon out of its
+ * own certificate). f->ca is replaced only if it is the CA service's: every certificate in it
+ * is in the bundle just served or in the one served at the previous call (st). So a
+ * rollover needs nothing by hand: the CA serves old and new roots with the link, both
+ * roots are taken; then only the new one, and the old one goes. A file that holds other CAs
  * as well (an operator's bundle) is left alone, and so is a file after a restart of the
- * daemon half-way through a rollover (its st is new): both say so in msg. A new file is
- * written in the order served, PEM re-encoded (nothing but the certificates), with the old
- * file's mode. st is updated by every acceptable answer. */
+ * daemon half-way through a rollover (its st is new): both say so in msg. A new file holds
+ * the roots alone, in the order served, PEM re-encoded, with the old file's mode. st is
+ * updated by every acceptable answer. */
 enum renewal_roots_result renewal_refresh_roots(const char *base, const struct renewal_files *f,
 						struct renewal_roots *st, const atomic_bool *stop,
 						char *msg, size_t msg_len);

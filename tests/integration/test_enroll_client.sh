@@ -351,4 +351,18 @@ openssl x509 -in "$W/srv/cert.pem" -noout -ext extendedKeyUsage 2>/dev/null | gr
 report "renew of a server-profile certificate: the CA takes it as the credential; a new server certificate" \
 	"${p[@]+"${p[@]}"}"
 
+# ... for its own renewal alone: a server certificate that carries an --admin-uri is no admin
+m ca issue --dir "$W/a" --profile server --dns localhost --uri "$TD/admin" --out "$W/srvadmin"
+[ "$RC" = 0 ] || { echo "(setup) server certificate with the admin URI: $ERR" >&2; exit 1; }
+VICTIM=$(openssl x509 -in "$W/srv/cert.pem" -noout -serial | sed 's/^serial=//')
+m ca revoke --ca-url "$API" --admin-cert "$W/srvadmin-chain.pem" --admin-key "$W/srvadmin.key" \
+	--ca-file "$W/a/root.pem" --serial "$VICTIM"
+p=()
+[ "$RC" = 1 ] || p+=("exit $RC, not 1: $OUT $ERR")
+[[ $ERR == *"refused"* ]] || p+=("the CA's refusal not shown: $ERR")
+m ca list --dir "$W/a"
+[[ $OUT != *"$VICTIM"*revoked* ]] || p+=("the certificate was revoked")
+report "a server certificate carrying the admin URI cannot revoke through the API (admins are client certificates)" \
+	"${p[@]+"${p[@]}"}"
+
 finish

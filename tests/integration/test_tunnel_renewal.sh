@@ -253,6 +253,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W
 	-out "$W/root-B.pem" -subj "/O=renewal test/CN=root B" -days 2 \
 	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
 	>/dev/null 2>&1 || _lib_die "(setup) openssl: root B"
+# the link certificate: root B's subject and key, certified by root A (RFC 4210 newWithOld)
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$W/link.ext"
+openssl req -new -key "$W/root-B.key" -subj "/O=renewal test/CN=root B" 2>/dev/null |
+	openssl x509 -req -CA "$W/root-A.pem" -CAkey "$D/root.key" -days 2 -extfile "$W/link.ext" \
+		-out "$W/link-B.pem" >/dev/null 2>&1 || _lib_die "(setup) openssl: link certificate for root B"
+# first without the link: a new root nobody trusted vouches for is not taken
 cat -- "$W/root-A.pem" "$W/root-B.pem" >"$D/root.pem"
 p=()
 n=900
@@ -272,6 +278,9 @@ FAILS_DOWN=$(fails)
 OKS_DOWN=$(oks)
 serve_ca "$CA_PORT"
 wait_count "$W/$F.log" renewal_ok $((FOK + 1)) || p+=("$F did not renew once the CA was back")
+wait_count "$W/con.log" roots_refresh_failed 1 'no root of' 60 ||
+	p+=("no roots_refresh_failed line for a new root without a link certificate")
+[ "$(certs_in "$W/app/ca.pem")" = 1 ] || p+=("app/ca.pem took a new root that no trusted root certifies")
 sleep 1
 [ "$(oks)" -gt "$OKS_DOWN" ] || p+=("no exchange while the CA was down and after")
 [ "$FAILS_DOWN" = 0 ] && [ "$(fails)" = 0 ] || p+=("$(fails) exchanges failed")
@@ -288,14 +297,18 @@ wait_certs() {
 	[ "$(certs_in "$1")" = "$2" ]
 }
 p=()
+stop_bg "$CA_PID"
+cat -- "$W/root-A.pem" "$W/root-B.pem" "$W/link-B.pem" >"$D/root.pem"
+serve_ca "$CA_PORT"
 for f in srv app; do
 	wait_certs "$W/$f/ca.pem" 2 || p+=("$f/ca.pem holds $(certs_in "$W/$f/ca.pem") certificates, not the CA's 2 roots")
 done
-cmp -s "$W/srv/ca.pem" "$D/root.pem" || p+=("srv/ca.pem is not the CA's bundle")
+cat -- "$W/root-A.pem" "$W/root-B.pem" >"$W/roots-AB.pem"
+cmp -s "$W/srv/ca.pem" "$W/roots-AB.pem" || p+=("srv/ca.pem is not the CA's two roots")
 wait_count "$W/srv.log" reload 1 '"trigger":"roots_refresh"' 30 || p+=("no server reload with trigger roots_refresh")
 wait_count "$W/con.log" reload 1 '"trigger":"roots_refresh"' 30 || p+=("no connector reload with trigger roots_refresh")
 [ "$(stat -c %a "$W/app/ca.pem")" = 644 ] || p+=("ca.pem's mode changed to $(stat -c %a "$W/app/ca.pem")")
-verdict "a second root served beside the first: both daemons take both (reload trigger roots_refresh)" \
+verdict "a second root served beside the first: refused without a link certificate; with one, both daemons take both roots (reload trigger roots_refresh)" \
 	"${p[@]+"${p[@]}"}" -- "$(logs)"
 
 # the new root gone again: it was the CA's, so it goes
@@ -312,7 +325,7 @@ verdict "a root the CA no longer serves leaves both daemons' --ca" "${p[@]+"${p[
 # roots that would lock the daemon out of its own certificate are refused
 p=()
 stop_bg "$CA_PID"
-cp -- "$W/root-B.pem" "$D/root.pem"
+cat -- "$W/root-B.pem" "$W/link-B.pem" >"$D/root.pem" # vouched for, but A is gone
 serve_ca "$CA_PORT"
 wait_count "$W/con.log" roots_refresh_failed 1 'do not verify this daemon' 30 ||
 	p+=("no roots_refresh_failed line for roots that do not verify the own certificate")
@@ -333,7 +346,7 @@ verdict "a bundle holding a certificate that is not a root (self-signed, CA:TRUE
 # an --ca file that holds a CA the service does not serve is the operator's: left alone
 p=()
 stop_bg "$CA_PID"
-cat -- "$W/root-A.pem" "$W/root-B.pem" >"$D/root.pem"
+cat -- "$W/root-A.pem" "$W/root-B.pem" "$W/link-B.pem" >"$D/root.pem"
 cat -- "$W/root-A.pem" "$CERTS/other-ca.pem" >"$W/srv/ca.pem"
 cp -- "$W/srv/ca.pem" "$W/srv-ca.mine"
 serve_ca "$CA_PORT"
