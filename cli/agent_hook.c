@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -339,6 +340,52 @@ static int run_exec(const struct agent_hook *h, const char *const *env, size_t n
 	return 0;
 }
 
+/* The real uid of process pid (/proc/PID/status), or -1. */
+static long long process_uid(pid_t pid)
+{
+	char p[64], line[256];
+	long long uid = -1;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "/proc/%ld/status", (long)pid);
+	if ((f = fopen(p, "re")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, "Uid:", 4) == 0) {
+			uid = strtoll(line + 4, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return uid;
+}
+
+/* A pid file names a process of its owner (or any, if root owns it): the agent may run as
+ * root while the service's user writes its pid file (PostgreSQL's postmaster.pid), and that
+ * user must not be able to make the agent signal someone else's process (systemd's PIDFile=
+ * rule). 0, or -1 with the message. */
+static int pid_file_owns(const char *pid_file, pid_t pid, char *err, size_t err_len)
+{
+	struct stat st;
+	long long uid;
+
+	if (stat(pid_file, &st) != 0) {
+		snprintf(err, err_len, "cannot read the pid file %s: %s", pid_file,
+			 strerror(errno));
+		return -1;
+	}
+	if (st.st_uid == 0)
+		return 0;
+	uid = process_uid(pid);
+	if (uid >= 0 && uid != (long long)st.st_uid) {
+		snprintf(err, err_len,
+			 "refusing to signal process %ld: it runs as uid %lld, but the pid file %s "
+			 "belongs to uid %ld (a pid file may name only a process of its owner)",
+			 (long)pid, uid, pid_file, (long)st.st_uid);
+		return -1;
+	}
+	return 0;
+}
+
 static int send_signal(const struct agent_hook *h, struct agent_hook_result *res, char *err,
 		       size_t err_len)
 {
@@ -346,7 +393,8 @@ static int send_signal(const struct agent_hook *h, struct agent_hook_result *res
 	char from[PATH_MAX + 16] = "";
 
 	if (h->pid_file != NULL) {
-		if (agent_hook_read_pid(h->pid_file, &pid, err, err_len) != 0)
+		if (agent_hook_read_pid(h->pid_file, &pid, err, err_len) != 0 ||
+		    (pid > 1 && pid_file_owns(h->pid_file, pid, err, err_len) != 0))
 			return -1;
 		snprintf(from, sizeof(from), " (from %s)", h->pid_file);
 	}

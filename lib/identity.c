@@ -173,6 +173,12 @@ static const char *uri_problem(const unsigned char *p, size_t n)
 	for (size_t i = 0; i + 3 <= n && sep == NULL; i++)
 		if (memcmp(p + i, "://", 3) == 0)
 			sep = p + i;
+	/* an authority follows only a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" /
+	 * "." )): "s/../e://host/x" has none, and its dot segment is checked below */
+	for (const unsigned char *q = p; sep != NULL && q < sep; q++)
+		if (!(isalpha(*q) ||
+		      (q > p && (isdigit(*q) || *q == '+' || *q == '-' || *q == '.'))))
+			sep = NULL;
 	/* with no authority (urn:, mailto:, a URI without a scheme), every '/'-separated
 	 * segment is checked: "x/../y" must not pass for a path */
 	for (path = sep != NULL ? (size_t)(sep - p) + 3 : 0; path < n && p[path] != '/'; path++)

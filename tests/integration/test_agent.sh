@@ -527,7 +527,13 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W
 	-out "$W/root-B.pem" -subj "/O=agent test/CN=root B" -days 2 \
 	-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
 	>/dev/null 2>&1 || setup_die "openssl: root B"
-cat -- "$W/root-B.pem" >>"$D/root.pem"
+# with its link certificate (root B's key certified by the CA's root): the agent takes a new
+# root only with one
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$W/link.ext"
+openssl req -new -key "$W/root-B.key" -subj "/O=agent test/CN=root B" 2>/dev/null |
+	openssl x509 -req -CA "$D/root.pem" -CAkey "$D/root.key" -days 2 -extfile "$W/link.ext" \
+		-out "$W/link-B.pem" >/dev/null 2>&1 || setup_die "openssl: link certificate for root B"
+cat -- "$W/root-B.pem" "$W/link-B.pem" >>"$D/root.pem"
 hooks=$(count "$W/agent.log" hook_done)
 start_ca "$AP"
 p=()

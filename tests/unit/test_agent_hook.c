@@ -337,6 +337,22 @@ static void test_signal(void **state)
 	assert_non_null(strstr(err, "no such process"));
 	assert_non_null(strstr(err, "service.pid"));
 
+	/* a pid file of another user naming a process not theirs: refused (as root, where it
+	 * matters: the service's user must not steer the agent's signals) */
+	if (geteuid() == 0) {
+		pid = waiter();
+		snprintf(text, sizeof(text), "%ld\n", (long)pid);
+		put(path("other.pid"), text);
+		assert_int_equal(chown(path("other.pid"), 65534, 65534), 0);
+		h.pid_file = path("other.pid");
+		assert_int_equal(
+			agent_hook_run(&h, NULL, 0, -1, NULL, NULL, &res, err, sizeof(err)), -1);
+		if (strstr(err, "only a process of its owner") == NULL)
+			fail_msg("not refused for its owner: %s", err);
+		kill(pid, SIGKILL);
+		reap(pid);
+	}
+
 	/* ourselves: refused */
 	h.pid_file = NULL;
 	h.pid = getpid();
