@@ -537,6 +537,17 @@ static int reparse(struct main_state *ms)
 	return 0;
 }
 
+/* Reload now, on a word other than the file watcher's (SIGHUP, a fetched CRL, a renewal):
+ * the files as they are become the watcher's baseline, so the change is not loaded twice. */
+static void reload_now(struct main_state *ms, const char *trigger)
+{
+	sign_files(ms, ms->sigs);
+	ms->pending_set = false;
+	ms->changing_since = 0;
+	ms->unsettled_told = false;
+	reload(ms, trigger);
+}
+
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 {
 	struct main_state *ms =
@@ -546,15 +557,10 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	(void)events;
 	if (reparse(ms) != 0)
 		return;
-	sign_files(ms, ms->sigs); /* the operator's word: no settling */
-	ms->pending_set = false;
-	ms->changing_since = 0;
-	ms->unsettled_told = false;
-	reload(ms, "SIGHUP");
+	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
 }
 
-/* The fetch thread replaced --crl-cache with a verified CRL: load it now (the files as they
- * are become the watcher's baseline, so the change is not loaded twice). */
+/* The fetch thread replaced --crl-cache with a verified CRL: load it now. */
 static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
 {
 	struct main_state *ms =
@@ -564,11 +570,7 @@ static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
 	(void)events;
 	if (atomic_load(&ms->d->phase) != 0)
 		return;
-	sign_files(ms, ms->sigs);
-	ms->pending_set = false;
-	ms->changing_since = 0;
-	ms->unsettled_told = false;
-	reload(ms, "crl_fetch");
+	reload_now(ms, "crl_fetch");
 }
 
 /* The renewal thread replaced the own certificate and key, or --ca: load them now, as for a
@@ -582,11 +584,7 @@ static void on_renewed(struct ev_loop *loop, ev_async *w, int events)
 	(void)events;
 	if (atomic_load(&ms->d->phase) != 0)
 		return;
-	sign_files(ms, ms->sigs);
-	ms->pending_set = false;
-	ms->changing_since = 0;
-	ms->unsettled_told = false;
-	reload(ms, renewer_trigger(ms->renewer));
+	reload_now(ms, renewer_trigger(ms->renewer));
 }
 
 /* An OCSP answer about a peer turned to revoked (or unknown): what is trusted changed
