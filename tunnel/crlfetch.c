@@ -38,6 +38,8 @@ struct body {
 struct crlfetch {
 	char *url, *cache;
 	char *cainfo; /* --ca: what an https URL's server is verified by */
+	char *chain;  /* the own chain file (its intermediates may sign CRLs), or NULL */
+	struct stat ca_st, chain_st; /* the two files as cas was read from them */
 	long long refresh_ms;
 	STACK_OF(X509) * cas; /* the CAs a CRL may be signed by */
 	X509_CRL *current;    /* the last good CRL (as in the cache file), or NULL */
@@ -349,6 +351,7 @@ struct crlfetch *crlfetch_new(const char *url, const char *ca, const char *chain
 	f->url = strdup(url);
 	f->cache = strdup(cache);
 	f->cainfo = strdup(ca);
+	f->chain = chain != NULL ? strdup(chain) : NULL;
 	f->refresh_ms = refresh_ms;
 	f->m = m;
 	f->owner_uid = (uid_t)-1;
@@ -362,8 +365,11 @@ struct crlfetch *crlfetch_new(const char *url, const char *ca, const char *chain
 		snprintf(err, len, "--crl-url %s: give an http:// or https:// URL", url);
 		goto err;
 	}
-	if ((f->cas = load_cas(ca, chain, err, len)) == NULL)
+	if ((chain != NULL && f->chain == NULL) || (f->cas = load_cas(ca, chain, err, len)) == NULL)
 		goto err;
+	(void)stat(ca, &f->ca_st);
+	if (chain != NULL)
+		(void)stat(chain, &f->chain_st);
 	f->current = read_cache(cache);
 	return f;
 err:
@@ -466,6 +472,35 @@ static long push_wait(const struct crlfetch *f)
  * the server can); a long poll, conditional and asking to be held. */
 enum mode { MODE_PLAIN, MODE_PROBE, MODE_HOLD };
 
+static bool same_file(const char *path, const struct stat *was, struct stat *now)
+{
+	if (stat(path, now) != 0)
+		return true; /* gone for a moment (being replaced): keep what was read */
+	return now->st_ino == was->st_ino && now->st_size == was->st_size &&
+	       now->st_mtim.tv_sec == was->st_mtim.tv_sec &&
+	       now->st_mtim.tv_nsec == was->st_mtim.tv_nsec;
+}
+
+/* The CAs a CRL may be signed by, read again if --ca or the own chain changed since (a
+ * renewal, a root rollover: the CA's next CRL may be signed by a key that was not there at
+ * start). A file that cannot be read now keeps the CAs read before. */
+static void refresh_cas(struct crlfetch *f)
+{
+	struct stat ca_now = f->ca_st, chain_now = f->chain_st;
+	STACK_OF(X509) * cas;
+	char err[256];
+
+	if (same_file(f->cainfo, &f->ca_st, &ca_now) &&
+	    (f->chain == NULL || same_file(f->chain, &f->chain_st, &chain_now)))
+		return;
+	if ((cas = load_cas(f->cainfo, f->chain, err, sizeof(err))) == NULL)
+		return;
+	sk_X509_pop_free(f->cas, X509_free);
+	f->cas = cas;
+	f->ca_st = ca_now;
+	f->chain_st = chain_now;
+}
+
 /* One fetch: FETCH_OK with a new CRL in the cache (*changed) or the same one again; *applied
  * tells whether the server granted the long poll asked for. */
 static enum result fetch(struct crlfetch *f, enum mode mode, bool *changed, bool *applied,
@@ -485,6 +520,7 @@ static enum result fetch(struct crlfetch *f, enum mode mode, bool *changed, bool
 	*applied = false;
 	memset(&v, 0, sizeof(v));
 	v.applied = -1;
+	refresh_cas(f);
 	if (c == NULL) {
 		snprintf(err, len, "out of memory");
 		return FETCH_ERROR;
@@ -818,6 +854,7 @@ void crlfetch_free(struct crlfetch *f)
 	if (f->push_active && f->m != NULL)
 		atomic_fetch_add(&f->m->crl_push_active, -1);
 	free(f->cainfo);
+	free(f->chain);
 	free(f->url);
 	free(f->cache);
 	free(f);

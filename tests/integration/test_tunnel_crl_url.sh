@@ -270,6 +270,38 @@ refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client i
 verdict "an older CRL (lower crlNumber, from before the revocation): refused, the revocation stays" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s2.log")"
 stop_bg "$SRV_PID"
+
+echo "# --ca changes (a rollover, a second CA): CRLs are verified by the CAs of the file now"
+# a third CA (its own names), whose CRL has a number above this CA's (a CRL is never replaced
+# by a lower one)
+"$MTLS" ca init --dir "$W/third-ca" --name third >/dev/null 2>&1 || _lib_die "(setup) the third CA"
+n_this=$(openssl crl -in "$W/s1-crl.pem" -noout -crlnumber | sed 's/.*=0x//')
+until [ "$((16#$(openssl crl -in "$W/third-ca/crl.pem" -noout -crlnumber | sed 's/.*=0x//')))" -gt "$((16#$n_this))" ]; do
+	"$MTLS" ca crl --dir "$W/third-ca" >/dev/null 2>&1 || _lib_die "(setup) mtls ca crl of the third CA"
+done
+cp -- "$D/root.pem" "$W/ca4.pem"
+cp -- "$W/s1-crl.pem" "$W/s4-crl.pem"
+cp -- "$W/s1-crl.pem" "$WWW/crl.new"
+touch -d "@$((t + 5000))" "$WWW/crl.new"
+mv -- "$WWW/crl.new" "$WWW/crl"
+start_tunnel_server "$W/s4.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
+	--key "$W/srv.key" --ca "$W/ca4.pem" --allow-any-identity --metrics 127.0.0.1:0 \
+	--crl-refresh 1s --crl-url "http://127.0.0.1:$PP/crl" --crl-cache "$W/s4-crl.pem" --crl-push off
+M4=$SRV_METRICS
+p=()
+cat -- "$D/root.pem" "$W/third-ca/root.pem" "$W/third-ca/intermediate.pem" >"$W/ca4.new"
+mv -- "$W/ca4.new" "$W/ca4.pem"
+oks=$(metric "$M4" 'mtls_crl_fetch_total{result="ok"}')
+cp -- "$W/third-ca/crl.pem" "$WWW/crl.new"
+touch -d "@$((t + 6000))" "$WWW/crl.new"
+mv -- "$WWW/crl.new" "$WWW/crl"
+wait_metric "$M4" 'mtls_crl_fetch_total{result="ok"}' $((${oks:-0} + 1)) ||
+	p+=("the third CA's CRL was not taken after --ca named that CA: $(grep -m1 -F crl_fetch_failed "$W/s4.log" || true)")
+[ "$(openssl crl -in "$W/s4-crl.pem" -noout -issuer)" = "$(openssl crl -in "$W/third-ca/crl.pem" -noout -issuer)" ] ||
+	p+=("the cache does not hold the third CA's CRL")
+verdict "--ca replaced with a bundle naming another CA: that CA's CRL is verified and taken (no restart)" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -v '"event":"conn_' "$W/s4.log" | tail -n 6)"
+stop_bg "$SRV_PID"
 stop_bg "$HTTP_PID"
 
 echo "# no CRL"
