@@ -1,7 +1,8 @@
 /*
  * Loading: the PEM blobs a config holds (read when the config was built) turned into OpenSSL
  * objects for a state being built: the own certificate, chain and private key into its
- * SSL_CTX, the CA bundle and CRLs into its trust store.
+ * SSL_CTX, the CA bundle and CRLs into its trust store (and, on a server, the CA names its
+ * CertificateRequest sends).
  *
  * The checks that catch the wrong file given are here, where the bytes are read, so that the
  * message names the file and says what it holds instead: a certificate where the key should
@@ -229,6 +230,13 @@ int load_trust(struct state *st, const struct mtls_config *c, struct error *err)
 		if (X509_STORE_add_cert(st->store, ca) != 1) {
 			sk_X509_pop_free(cas, X509_free);
 			return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot add CA");
+		}
+		/* a server names the CAs it trusts in its CertificateRequest, so that a client
+		 * with several certificates picks the right one and mtls doctor can say which
+		 * CA the server wants; built with the state, so a reload of the CA renews it */
+		if (st->server && SSL_CTX_add_client_CA(st->ssl_ctx, ca) != 1) {
+			sk_X509_pop_free(cas, X509_free);
+			return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot add CA name");
 		}
 		if (st->ca_not_after == 0 || na < st->ca_not_after)
 			st->ca_not_after = na;
