@@ -15,5 +15,6 @@ int cmd_connector(int argc, char **argv);
 int cmd_enroll(int argc, char **argv);
 int cmd_renew(int argc, char **argv);
 int cmd_agent(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 #endif /* MTLS_CLI_COMMANDS_H */

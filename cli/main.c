@@ -23,6 +23,8 @@ static const struct command commands[] = {
 	{"renew", cmd_renew, "renew an enrolled certificate at the CA service (mtls ca serve)"},
 	{"agent", cmd_agent,
 	 "keep a service's certificate renewed (PostgreSQL, libmtls, brpc): files and a hook"},
+	{"doctor", cmd_doctor,
+	 "explain why a connection fails: a server from a client host, or a daemon's config"},
 	{NULL, NULL, NULL},
 };
 

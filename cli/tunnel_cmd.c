@@ -3,6 +3,7 @@
  * entry) and help texts. The daemons themselves are in tunnel/.
  */
 #include <assert.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "duration.h"
 #include "options.h"
 #include "tunnel.h"
+#include "tunnel_cmd.h"
 
 static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		      offsetof(struct tunnel_list, n) == offsetof(struct opt_list, n),
@@ -268,4 +270,14 @@ int cmd_connector(int argc, char **argv)
 		"server,\npresenting a client certificate and verifying the server's chain and "
 		"name.",
 		argc, argv);
+}
+
+int tunnel_cmd_parse_config(enum tunnel_role role, const char *path, struct tunnel_options *o,
+			    struct options_state *st, char *err, size_t len)
+{
+	char *argv[] = {(char *)(uintptr_t) "--config", (char *)(uintptr_t)path, NULL};
+
+	tunnel_defaults(o, role);
+	return options_parse(role == TUNNEL_SERVER ? server_table : connector_table, o, 2, argv, st,
+			     err, len);
 }
