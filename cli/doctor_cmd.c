@@ -8,6 +8,7 @@
  *
  * Exit 0 when a connection would succeed (no finding failed), 1 when not, 2 for usage.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,8 @@ int cmd_doctor(int argc, char **argv)
 	time_t now = time(NULL);
 	int rc = 2;
 
+	/* a server that closes on us must not kill the doctor (OpenSSL writes with write()) */
+	signal(SIGPIPE, SIG_IGN);
 	args = calloc((size_t)argc + 1, sizeof(*args));
 	if (args == NULL) {
 		fprintf(stderr, "mtls doctor: out of memory\n");

@@ -800,12 +800,19 @@ int doctor_probe_run(const struct doctor_probe_opts *o, struct doctor_local *l, 
 	}
 	report_asks(&s, SSL_get0_peer_CA_list(ssl), l, r);
 	report_verdict(&s, done, l, SSL_get0_peer_CA_list(ssl), r);
+	/* the probe's connection ends first: a server that serves one connection at a time
+	 * would keep the connector waiting */
+	SSL_free(ssl);
+	ssl = NULL;
+	close(fd);
+	fd = -1;
 	if (l->cas != NULL)
 		report_connector(o, host, port, name, l, &s, monotonic_ms() + o->timeout_ms, r);
 out:
 	SSL_free(ssl);
 	SSL_CTX_free(ctx);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	ERR_clear_error();
 	return 0;
 }
