@@ -148,6 +148,9 @@ static void check_files(const struct tunnel_options *o, const struct ids *ids,
 		fix[0] = '\0';
 		if (can_read(ids, files[i], why, sizeof(why), fix, sizeof(fix)))
 			continue;
+		/* a directory above several files is said once */
+		if (bad > 0 && strcmp(r->v[r->n - 1].text, why) == 0)
+			continue;
 		bad++;
 		doctor_report_add(r, DOCTOR_FAIL, "file", fix[0] != '\0' ? fix : NULL, "%s", why);
 	}
