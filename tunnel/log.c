@@ -571,10 +571,53 @@ static void rate_sweep(bool all)
 		log_summary(&due[i]);
 }
 
+/* What to run about a refused handshake, by its reason: every handshake_refused line where a
+ * command helps carries it as its "hint" field. NULL where none does (not TLS, a timeout). */
+static const char *refusal_hint(const char *reason)
+{
+	static const struct {
+		const char *reasons;
+		const char *hint;
+	} hints[] = {
+		{" unknown_ca self_signed issuer_not_sent expired not_yet_valid bad_key_usage "
+		 "name_mismatch bad_certificate nonconforming leaf_is_ca weak_key weak_signature "
+		 "bad_signature chain_too_long invalid_ca revoked no_certificate ",
+		 "run 'mtls doctor --server HOST:PORT --cert CERT --key KEY --ca CA' on the client "
+		 "host, or 'mtls verify --ca CA CERT' on the refused certificate"},
+		{" identity_not_allowed pin_mismatch ",
+		 "'mtls verify --ca CA CERT' shows the certificate's identity; compare it with the "
+		 "server's allow rules"},
+		{" rejected_by_peer ", "run 'mtls doctor --server HOST:PORT --cert CERT --key KEY "
+				       "--ca CA' here: it shows "
+				       "the server's alert and what it means"},
+		{" crl_missing crl_expired crl_invalid ",
+		 "run 'mtls doctor --config FILE' on this host: it checks the CRLs against --ca"},
+	};
+	char key[64];
+
+	if (reason == NULL || strlen(reason) + 3 > sizeof(key))
+		return NULL;
+	snprintf(key, sizeof(key), " %s ", reason);
+	for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+		if (strstr(hints[i].reasons, key) != NULL)
+			return hints[i].hint;
+	return NULL;
+}
+
 void log_event(enum log_level level, const char *event, const struct log_field *fields, size_t n)
 {
+	struct log_field with_hint[32];
+	const char *hint;
 	struct summary due;
 	bool ok = true;
+
+	if (strcmp(event, "handshake_refused") == 0 &&
+	    n < sizeof(with_hint) / sizeof(with_hint[0]) && field_str(fields, n, "hint") == NULL &&
+	    (hint = refusal_hint(field_str(fields, n, "reason"))) != NULL) {
+		memcpy(with_hint, fields, n * sizeof(*fields));
+		with_hint[n++] = LS("hint", hint);
+		fields = with_hint;
+	}
 
 	if ((int)level < atomic_load(&min))
 		return;

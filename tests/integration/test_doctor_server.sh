@@ -103,8 +103,11 @@ doctor "client certificate from another CA: unknown CA alert, mapped to the serv
 doctor "client certificate from another CA: the CA names do not meet" 1 \
 	'^fail server-asks: .*yours is issued by CN=other Issuing CA.*which leads to none of them' \
 	--server "localhost:$GOOD" --cert "$W/oapp-chain.pem" --key "$W/oapp.key" --ca "$CA"
-wait_for_line "$TMP/srv.log" '"event":"handshake_refused".*"reason":"unknown_ca"' 5 ||
+if wait_for_line "$TMP/srv.log" '"event":"handshake_refused".*"reason":"unknown_ca"' 5; then
+	pass "the server logged the refusal as unknown_ca"
+else
 	fail "the server logged the refusal as unknown_ca" "$(tail -n 5 "$TMP/srv.log")"
+fi
 
 doctor "client key does not match" 1 '^fail key: .*app\.key does not match the certificate in .*oapp-chain\.pem' \
 	--server "localhost:$GOOD" --cert "$W/oapp-chain.pem" --key "$W/app.key" --ca "$CA"
@@ -114,6 +117,20 @@ doctor "no client certificate: certificate required -> no_certificate" 1 \
 doctor "identity not allowed: handshake failure -> identity_not_allowed" 1 \
 	'^fail client-cert: the server refused our certificate with the alert "handshake failure" \(40\); an mtls server logs handshake_refused reason=identity_not_allowed' \
 	--server "localhost:$GOOD" --cert "$W/nope-chain.pem" --key "$W/nope.key" --ca "$CA"
+# the refusal lines point to the doctor or to mtls verify (tunnel/log.c)
+wait_for_line "$TMP/srv.log" '"event":"handshake_refused".*"reason":"identity_not_allowed"' 5 || true
+l=$(grep -m1 '"event":"handshake_refused".*"reason":"unknown_ca"' "$TMP/srv.log" || true)
+if [[ $l == *'"hint":"run '"'"'mtls doctor --server HOST:PORT --cert CERT --key KEY --ca CA'"'"' on the client host'* ]]; then
+	pass "an unknown_ca refusal line carries the doctor hint"
+else
+	fail "an unknown_ca refusal line carries the doctor hint" "$l"
+fi
+l=$(grep -m1 '"event":"handshake_refused".*"reason":"identity_not_allowed"' "$TMP/srv.log" || true)
+if [[ $l == *'"hint":"'"'"'mtls verify --ca CA CERT'"'"' shows the certificate'* ]]; then
+	pass "an identity_not_allowed line points to mtls verify"
+else
+	fail "an identity_not_allowed line points to mtls verify" "$l"
+fi
 doctor "client certificate not valid yet: the clock" 1 \
 	'^fail cert-time: .*notyet-client-chain\.pem is not valid yet: it starts at .* and this host.s clock says .*; fix: check this host.s clock' \
 	--server "localhost:$GOOD" --cert "$CERTS/notyet-client-chain.pem" --key "$CERTS/notyet-client.key" --ca "$CA"
