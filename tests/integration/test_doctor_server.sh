@@ -12,6 +12,8 @@
 #   - a client key that does not match, no client certificate at all
 #   - an identity no allow rule lets in: handshake failure -> identity_not_allowed
 #   - a client certificate that is not valid yet: the clock hint
+#   - an incomplete chain (the leaf alone), a server certificate not valid yet (clock skew), a
+#     server that asks for no client certificate
 #   - a plaintext port (an echo service, a banner), a refused connection, usage errors
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-120}
@@ -150,6 +152,21 @@ doctor "TLS 1.2: protocol reported" 1 '^ok   tls: TLSv1\.2, cipher ' \
 doctor "TLS 1.2, no client certificate: handshake failure read as certificate required" 1 \
 	'^fail client-cert: the server refused a client without a certificate with the alert "certificate required"' \
 	--server "localhost:$SS_PORT" --ca "$CERTS/ca.pem"
+
+# a server that sends its leaf without the issuing CA: an incomplete chain
+start_s_server "$TMP/ss2.log" -cert "$W/srv.pem" -key "$W/srv.key" -Verify 1 -CAfile "$CA" -rev
+doctor "incomplete chain: only the leaf, the issuing CA named" 1 \
+	'^fail server-trust: unknown CA: the server sent only its leaf, issued by CN=mtls Issuing CA,O=mtls, and .*root\.pem does not hold that CA.*; fix: if CN=mtls Issuing CA,O=mtls is an intermediate of your CA, the server.s --cert must hold it after the leaf' \
+	--server "localhost:$SS_PORT" "${CLIENT[@]}"
+stop_bg "$SS_PID"
+# a server certificate that starts in the future (the zoo's, used as a server's): clock skew
+start_s_server "$TMP/ss3.log" -cert "$CERTS/notyet-client-chain.pem" -key "$CERTS/notyet-client.key" -rev
+doctor "server certificate not valid yet: the clock hint" 1 \
+	'^fail server-cert: #0 .* is not valid yet: it starts at [0-9T:-]+Z and this host.s clock says [0-9T:-]+Z \([0-9]+ minutes before\): clock skew\?; fix: compare the clocks' \
+	--server "localhost:$SS_PORT" --ca "$CERTS/ca.pem"
+doctor "a server that asks for no client certificate" 1 '^warn server-asks: the server did not ask for a client certificate' \
+	--server "localhost:$SS_PORT" --ca "$CERTS/ca.pem"
+stop_bg "$SS_PID"
 
 # plaintext: the backend echoes what it gets; a banner server speaks first
 doctor "plaintext echo port: not TLS" 1 '^fail tls: the server does not speak TLS: it sent our own ClientHello back' \
