@@ -582,6 +582,40 @@ static void report_asks(const struct seen *s, const STACK_OF(X509_NAME) * names,
 				  list, iss);
 }
 
+/* The identity a server's allow rules see: the first URI SAN, else DNS SAN, else the CN. */
+static const char *leaf_identity(X509 *x, char *out, size_t len)
+{
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	int types[] = {GEN_URI, GEN_DNS};
+
+	out[0] = '\0';
+	for (size_t t = 0; t < 2 && out[0] == '\0'; t++)
+		for (int k = 0; k < sk_GENERAL_NAME_num(gens) && out[0] == '\0'; k++) {
+			GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, k);
+
+			if (g->type == types[t])
+				snprintf(out, len, "%s:%.*s", t == 0 ? "URI" : "DNS",
+					 ASN1_STRING_length(g->d.ia5) > 255
+						 ? 255
+						 : ASN1_STRING_length(g->d.ia5),
+					 (const char *)ASN1_STRING_get0_data(g->d.ia5));
+		}
+	GENERAL_NAMES_free(gens);
+	if (out[0] == '\0') {
+		char cn[256];
+
+		if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn,
+					      sizeof(cn)) > 0)
+			snprintf(out, len, "CN=%s", cn);
+		else
+			snprintf(out, len, "(no name)");
+	}
+	for (char *p = out; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return out;
+}
+
 /* The server's verdict on us, from the alert it sent (or its silence). */
 static void report_verdict(const struct seen *s, bool handshake_ok, const struct doctor_local *l,
 			   const STACK_OF(X509_NAME) * names, struct doctor_report *r)
@@ -591,26 +625,38 @@ static void report_verdict(const struct seen *s, bool handshake_ok, const struct
 
 	const struct alert_map *m = s->alert >= 0 ? alert_find(s->alert) : NULL;
 	const char *what = l->usable ? "our certificate" : "a client without a certificate";
+	char extra[600] = "", id[300];
 
 	if (s->alert >= 0) {
 		/* a server without our certificate says handshake failure in TLS 1.2 */
 		if (!l->usable && s->alert == SSL_AD_HANDSHAKE_FAILURE && s->cert_request)
 			m = alert_find(SSL_AD_CERTIFICATE_REQUIRED);
+		if (s->alert == SSL_AD_UNKNOWN_CA && names_met)
+			snprintf(extra, sizeof(extra),
+				 " (your CA has the name the server asks for, but is not the same "
+				 "CA: two CAs named alike; see mtls ca init --name)");
+		else if ((s->alert == SSL_AD_HANDSHAKE_FAILURE ||
+			  s->alert == SSL_AD_ACCESS_DENIED) &&
+			 l->usable && l->chain != NULL)
+			snprintf(extra, sizeof(extra), " (your certificate's identity: %s)",
+				 leaf_identity(sk_X509_value(l->chain, 0), id, sizeof(id)));
 		doctor_report_add(
 			r, DOCTOR_FAIL, "client-cert",
 			m != NULL ? m->fix : "read the server's log for this connection",
 			"the server refused %s with the alert \"%s\" (%d); an mtls server "
 			"logs handshake_refused reason=%s%s",
 			what, m != NULL ? m->name : SSL_alert_desc_string_long(s->alert), s->alert,
-			m != NULL ? m->log : "(see its message)",
-			s->alert == SSL_AD_UNKNOWN_CA && names_met
-				? " (your CA has the name the server asks for, but is not "
-				  "the same CA: two CAs named alike; see mtls ca init --name)"
-				: "");
+			m != NULL ? m->log : "(see its message)", extra);
 		return;
 	}
-	if (!handshake_ok)
+	if (!handshake_ok) {
+		doctor_report_add(r, DOCTOR_FAIL, "client-cert",
+				  "read the server's log for this connection; retry with a longer "
+				  "--timeout if the network is slow",
+				  "the handshake did not finish: the server %s without an alert",
+				  s->eof ? "closed the connection" : "stopped answering");
 		return;
+	}
 	if (s->ticket)
 		doctor_report_add(r, l->usable ? DOCTOR_OK : DOCTOR_WARN, "client-cert", NULL,
 				  "the server accepted %s (it sent a session ticket)%s", what,
@@ -742,8 +788,12 @@ int doctor_probe_run(const struct doctor_probe_opts *o, struct doctor_local *l, 
 			  SSL_use_PrivateKey_file(ssl, l->key_path, SSL_FILETYPE_PEM) != 1))
 		l->usable = false; /* found by the local checks already */
 	ERR_clear_error();
-	if (!is_ip(name))
-		SSL_set_tlsext_host_name(ssl, name);
+	if (!is_ip(name)) {
+		char sni[256]; /* the macro casts the const away */
+
+		snprintf(sni, sizeof(sni), "%s", name);
+		SSL_set_tlsext_host_name(ssl, sni);
+	}
 	SSL_set_msg_callback(ssl, on_msg);
 	SSL_set_msg_callback_arg(ssl, &s);
 	SSL_set_fd(ssl, fd);

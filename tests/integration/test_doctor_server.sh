@@ -117,7 +117,7 @@ doctor "no client certificate: certificate required -> no_certificate" 1 \
 	'^fail client-cert: the server refused a client without a certificate with the alert "certificate required" \(116\); an mtls server logs handshake_refused reason=no_certificate; fix: give --cert and --key' \
 	--server "localhost:$GOOD" --ca "$CA"
 doctor "identity not allowed: handshake failure -> identity_not_allowed" 1 \
-	'^fail client-cert: the server refused our certificate with the alert "handshake failure" \(40\); an mtls server logs handshake_refused reason=identity_not_allowed' \
+	'^fail client-cert: the server refused our certificate with the alert "handshake failure" \(40\); an mtls server logs handshake_refused reason=identity_not_allowed.*\(your certificate.s identity: URI:spiffe://example\.org/ns/dev/sa/nope\)' \
 	--server "localhost:$GOOD" --cert "$W/nope-chain.pem" --key "$W/nope.key" --ca "$CA"
 # the refusal lines point to the doctor or to mtls verify (tunnel/log.c)
 wait_for_line "$TMP/srv.log" '"event":"handshake_refused".*"reason":"identity_not_allowed"' 5 || true
