@@ -628,6 +628,8 @@ static void report_verdict(const struct seen *s, bool handshake_ok, const struct
 	char extra[600] = "", id[300];
 
 	if (s->alert >= 0) {
+		const struct alert_map *sent = m;
+
 		/* a server without our certificate says handshake failure in TLS 1.2 */
 		if (!l->usable && s->alert == SSL_AD_HANDSHAKE_FAILURE && s->cert_request)
 			m = alert_find(SSL_AD_CERTIFICATE_REQUIRED);
@@ -645,8 +647,8 @@ static void report_verdict(const struct seen *s, bool handshake_ok, const struct
 			m != NULL ? m->fix : "read the server's log for this connection",
 			"the server refused %s with the alert \"%s\" (%d); an mtls server "
 			"logs handshake_refused reason=%s%s",
-			what, m != NULL ? m->name : SSL_alert_desc_string_long(s->alert), s->alert,
-			m != NULL ? m->log : "(see its message)", extra);
+			what, sent != NULL ? sent->name : SSL_alert_desc_string_long(s->alert),
+			s->alert, m != NULL ? m->log : "(see its message)", extra);
 		return;
 	}
 	if (!handshake_ok) {
