@@ -427,8 +427,12 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 		memset(&st, 0, sizeof(st));
 		role = "connector";
 		if (tunnel_cmd_parse_config(TUNNEL_CONNECTOR, path, &o, &st, e2, sizeof(e2)) != 0) {
+			/* a connector's config (it has the key "server") with a mistake */
+			bool conn = strstr(e1, "unknown key 'server'") != NULL;
+
 			doctor_report_add(r, DOCTOR_FAIL, "config", "correct that line",
-					  "mtls server would not start: %s", e1);
+					  "mtls %s would not start: %s",
+					  conn ? "connector" : "server", conn ? e2 : e1);
 			options_free(&st);
 			return 0;
 		}

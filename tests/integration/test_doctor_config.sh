@@ -110,6 +110,10 @@ conf badkey 's|^allow-uri|allow-urii|'
 doctor "an unknown key: the daemon would not start" 1 "^fail config: mtls server would not start: .*unknown key 'allow-urii'" \
 	--config "$W/badkey.conf"
 
+sed 's|^ca |caa |' "$W/connector.conf" >"$W/badconnector.conf"
+doctor "a connector's config with an unknown key" 1 "^fail config: mtls connector would not start: .*unknown key 'caa'" \
+	--config "$W/badconnector.conf"
+
 conf renew "\$a ca-url https://127.0.0.1:1"
 doctor "--ca-url: the renewal window" 0 '^ok   renewal: --ca-url renews .*srv-chain\.pem between 20[0-9-]+T[0-9:]+Z and 20' \
 	--config "$W/renew.conf"
