@@ -334,7 +334,11 @@ static void check_rule(const char *key, const char *v, struct doctor_report *r)
 	char fix[700];
 	const char *colon = strchr(v, ':'), *slash = strchr(v, '/');
 
-	if (n >= 2 && (v[0] == '\'' || v[0] == '"') && v[n - 1] == v[0]) {
+	if (n == 2 && (v[0] == '\'' || v[0] == '"') && v[1] == v[0]) {
+		doctor_report_add(
+			r, DOCTOR_FAIL, "allow", "give the identity to allow, or remove the line",
+			"%s %s: an empty value in quotes; the rule never matches", key, v);
+	} else if (n >= 2 && (v[0] == '\'' || v[0] == '"') && v[n - 1] == v[0]) {
 		snprintf(fix, sizeof(fix), "write '%s %.*s' without the quotes", key, (int)(n - 2),
 			 v + 1);
 		doctor_report_add(r, DOCTOR_FAIL, "allow", fix,

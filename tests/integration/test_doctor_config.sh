@@ -77,6 +77,9 @@ conf quoted "s|^allow-uri .*|allow-uri '$TD/ns/*/sa/app'|"
 doctor "allow-uri with its quotes kept" 1 \
 	"^fail allow: allow-uri '$TD/ns/\\*/sa/app': a config file keeps quotes as part of the value.*never matches; fix: write 'allow-uri $TD/ns/\\*/sa/app' without the quotes" \
 	--config "$W/quoted.conf"
+conf emptyq "s|^allow-uri .*|allow-cn \"\"|"
+doctor "an empty quoted allow value" 1 '^fail allow: allow-cn "": an empty value in quotes; the rule never matches' \
+	--config "$W/emptyq.conf"
 conf noscheme "s|^allow-uri .*|allow-uri example.org/ns/dev/sa/app|"
 doctor "allow-uri without a scheme" 1 '^fail allow: allow-uri example\.org/ns/dev/sa/app: a URI rule without a scheme never matches' \
 	--config "$W/noscheme.conf"
