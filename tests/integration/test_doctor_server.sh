@@ -52,6 +52,10 @@ GOOD=$SRV_PORT
 start_tunnel_server "$TMP/srv2.log" --target "127.0.0.1:$BE_PORT" --cert "$W/osrv-chain.pem" \
 	--key "$W/osrv.key" --ca "$CA" --allow-uri "$TD/ns/dev/sa/app"
 WRONGCA=$SRV_PORT
+# no session tickets: the doctor waits (boundedly) for an alert that does not come
+start_tunnel_server "$TMP/srv4.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
+	--key "$W/srv.key" --ca "$CA" --allow-uri "$TD/ns/dev/sa/app" --session-cache 0
+NOTICKET=$SRV_PORT
 # a certificate for db.internal only
 start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$W/dbsrv-chain.pem" \
 	--key "$W/dbsrv.key" --ca "$CA" --allow-uri "$TD/ns/dev/sa/app"
@@ -79,6 +83,10 @@ doctor "good setup: accepted (its ticket)" 0 '^ok   client-cert: the server acce
 	--server "127.0.0.1:$GOOD" "${CLIENT[@]}"
 doctor "good setup: no fail line" 0 '^result: no problem found' --server "localhost:$GOOD" "${CLIENT[@]}"
 if grep -q '^fail' <<<"$OUT"; then fail "good setup: no fail line" "$OUT"; fi
+doctor "a server without tickets: accepted, no alert" 0 '^ok   client-cert: the server did not refuse our certificate \(no alert\)' \
+	--server "localhost:$NOTICKET" "${CLIENT[@]}"
+doctor "a server without tickets: a refusal still seen" 1 '^fail client-cert: the server refused our certificate with the alert "unknown CA"' \
+	--server "localhost:$NOTICKET" --cert "$W/oapp-chain.pem" --key "$W/oapp.key" --ca "$CA"
 doctor "--json: ok true" 0 '"ok": true' --server "localhost:$GOOD" "${CLIENT[@]}" --json
 
 doctor "wrong CA on the server side: unknown CA, what it needs vs what --ca holds" 1 \
