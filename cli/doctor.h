@@ -4,8 +4,9 @@
  *   doctor_report.c  the findings (severity, topic, what was found, the fix), printed as
  *                    text (one line each) or JSON
  *   doctor_local.c   the local certificate, key and CA files: consistent, valid, usable
- *   doctor_probe.c   a server seen from a client host: TCP, TLS, its chain and name, the CA
- *                    names it asks for, and its verdict on our certificate
+ *   doctor_probe.c   a server seen from a client host: TCP, TLS, the CA names it asks for,
+ *                    its verdict on our certificate, a connector's handshake
+ *   doctor_chain.c   the server's chain judged: validity, trust against --ca, name
  *   doctor_config.c  a daemon's config checked offline on its host
  *   doctor_cmd.c     options and the order of the checks
  */
@@ -66,6 +67,17 @@ void doctor_local_check(struct doctor_local *l, int purpose, time_t now, struct 
 /* Does chain lead to one of the CAs in cas (time not checked)? */
 bool doctor_local_chains_to(STACK_OF(X509) * chain, STACK_OF(X509) * cas, int purpose);
 void doctor_local_free(struct doctor_local *l);
+
+/* doctor_chain.c: the server's chain (leaf first), as sent. */
+/* A finding per certificate: names, expiry, days left; *time_ok false if one is out of its
+ * validity at now. */
+void doctor_chain_times(STACK_OF(X509) * chain, time_t now, struct doctor_report *r, bool *time_ok);
+/* Does the chain lead to a CA of l->cas (l->cas not NULL)? If not, why. */
+void doctor_chain_trust(STACK_OF(X509) * chain, const struct doctor_local *l,
+			struct doctor_report *r);
+/* Is name (DNS name or IP address) among the leaf's SANs? name_given: from --name. */
+void doctor_chain_name(X509 *leaf, const char *name, bool name_given, struct doctor_report *r);
+bool doctor_chain_is_ip(const char *name);
 
 struct doctor_probe_opts {
 	const char *server; /* HOST:PORT */
