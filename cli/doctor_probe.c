@@ -7,9 +7,8 @@
  * alert it sends if it refuses our certificate (in TLS 1.3 that comes after our side of the
  * handshake ended: the probe waits for it, or for the session ticket a server sends once it
  * accepted us). The chain is then judged against --ca and the name (doctor_chain.c); and a
- * last handshake
- * through libmtls, configured as a connector would be, gives the verdict of the one
- * decision path.
+ * last handshake through libmtls, configured as a connector would be, gives the verdict of
+ * the one decision path.
  */
 #include <errno.h>
 #include <fcntl.h>
