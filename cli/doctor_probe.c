@@ -367,6 +367,17 @@ static void report_asks(const struct seen *s, const STACK_OF(X509_NAME) * names,
 				  "the server asks for a client certificate from: %s; yours "
 				  "(issued by %s) is one",
 				  list, iss);
+	else if (sk_X509_num(l->chain) == 1 &&
+		 X509_check_issued(sk_X509_value(l->chain, 0), sk_X509_value(l->chain, 0)) !=
+			 X509_V_OK)
+		doctor_report_add(
+			r, DOCTOR_FAIL, "server-asks",
+			"if your issuer is an intermediate of one of those CAs, put it "
+			"after the leaf in --cert (the -chain.pem file of mtls ca issue); "
+			"else get a certificate from one of them",
+			"the server asks for a client certificate from: %s; --cert holds "
+			"only the leaf, issued by %s, which is none of them",
+			list, iss);
 	else
 		doctor_report_add(r, DOCTOR_FAIL, "server-asks",
 				  "get a certificate from one of the CAs the server names (mtls "
@@ -375,6 +386,7 @@ static void report_asks(const struct seen *s, const STACK_OF(X509_NAME) * names,
 				  "the server asks for a client certificate from: %s; yours is "
 				  "issued by %s, which leads to none of them",
 				  list, iss);
+	ERR_clear_error();
 }
 
 /* The identity a server's allow rules see: the first URI SAN, else DNS SAN, else the CN. */

@@ -119,6 +119,9 @@ else
 	fail "the server logged the refusal as unknown_ca" "$(tail -n 5 "$TMP/srv.log")"
 fi
 
+doctor "client certificate without its issuing CA (the leaf alone)" 1 \
+	'^fail server-asks: .*--cert holds only the leaf, issued by CN=mtls Issuing CA,O=mtls, which is none of them; fix: if your issuer is an intermediate' \
+	--server "localhost:$GOOD" --cert "$W/app.pem" --key "$W/app.key" --ca "$CA"
 doctor "client key does not match" 1 '^fail key: .*app\.key does not match the certificate in .*oapp-chain\.pem' \
 	--server "localhost:$GOOD" --cert "$W/oapp-chain.pem" --key "$W/app.key" --ca "$CA"
 doctor "no client certificate: certificate required -> no_certificate" 1 \
