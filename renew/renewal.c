@@ -228,6 +228,37 @@ static void remove_temporaries(const char *path)
 	files_remove_temporaries_of(dirname(d), &name, 1);
 }
 
+/* A replacement of f->cert and f->key (f->key may be NULL) that a crash cut short is
+ * finished or taken back (fileset_recover()), under the locks held. */
+static int recover_locked(const struct renewal_files *f, char *err, size_t err_len)
+{
+	const char *paths[2] = {f->cert, f->key};
+	char why[1024];
+
+	if (fileset_recover(paths, f->key != NULL ? 2 : 1, why, sizeof(why)) != 0)
+		return fail(err, err_len, "%s: %s", f->cert, why);
+	remove_temporaries(f->cert);
+	if (f->key != NULL)
+		remove_temporaries(f->key);
+	return 0;
+}
+
+int renewal_recover(const struct renewal_files *f, char *err, size_t err_len)
+{
+	int lock_cert = -1, lock_key = -1, rc = -1;
+
+	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
+	    (f->key != NULL && (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0))
+		goto out;
+	rc = recover_locked(f, err, err_len);
+out:
+	if (lock_key >= 0)
+		close(lock_key);
+	if (lock_cert >= 0)
+		close(lock_cert);
+	return rc;
+}
+
 static mode_t mode_of(const char *path, mode_t dflt)
 {
 	struct stat sb;
@@ -264,8 +295,8 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
 	    (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0)
 		goto out;
-	remove_temporaries(f->cert);
-	remove_temporaries(f->key);
+	if (recover_locked(f, err, err_len) != 0)
+		goto out;
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, err, err_len)) == NULL)
 		goto out;
 	leaf = sk_X509_value(chain, 0);
@@ -327,8 +358,9 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 		/* the chain first, then its key: if the key cannot take its place, the old chain
 		 * is put back (fileset_write) */
 		struct fileset_file fs[2] = {
-			{f->cert, iss.chain_pem, iss.chain_len, mode_of(f->cert, 0644)},
-			{f->key, keypem, key_len, 0600},
+			{f->cert, iss.chain_pem, iss.chain_len, mode_of(f->cert, 0644), false, 0,
+			 0},
+			{f->key, keypem, key_len, 0600, false, 0, 0},
 		};
 
 		if (fileset_write(fs, same_key ? 1 : 2, true, err, err_len) != 0) {
