@@ -181,10 +181,10 @@ static STACK_OF(X509) * read_certs(const char *path, const char *what, char **te
 	return sk;
 }
 
-/* An exclusive flock on the directory that holds path, without waiting: a descriptor to
- * close(), or -1 with the message. If the directory is the one other (a descriptor of a
- * lock already held) is on, other is returned again (as a dup). */
-static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
+/* An exclusive flock on the directory that holds path, without waiting unless wait: a
+ * descriptor to close(), or -1 with the message. If the directory is the one other (a descriptor of
+ * a lock already held) is on, other is returned again (as a dup). */
+static int lock_dir_of_how(const char *path, int other, bool wait, char *err, size_t err_len)
 {
 	char buf[PATH_MAX];
 	struct stat a, b;
@@ -201,7 +201,7 @@ static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
 		close(fd);
 		return dup(other);
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
 
 		close(fd);
@@ -213,6 +213,11 @@ static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
 		return fail(err, err_len, "cannot lock the directory of %s: %s", path, strerror(e));
 	}
 	return fd;
+}
+
+static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
+{
+	return lock_dir_of_how(path, other, false, err, err_len);
 }
 
 /* The temporary files that a renewal killed half-way left beside path. */
@@ -247,8 +252,10 @@ int renewal_recover(const struct renewal_files *f, char *err, size_t err_len)
 {
 	int lock_cert = -1, lock_key = -1, rc = -1;
 
-	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
-	    (f->key != NULL && (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0))
+	/* waiting for a renewal under way elsewhere (bounded by its CA client's timeouts) */
+	if ((lock_cert = lock_dir_of_how(f->cert, -1, true, err, err_len)) < 0 ||
+	    (f->key != NULL &&
+	     (lock_key = lock_dir_of_how(f->key, lock_cert, true, err, err_len)) < 0))
 		goto out;
 	rc = recover_locked(f, err, err_len);
 out:

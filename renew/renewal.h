@@ -108,8 +108,9 @@ int renewal_renew(const char *base, const struct renewal_files *f, const char *k
  * cut) cut short, so that the two match again: the new pair if the change had begun (its
  * journal written: the new key is never lost), else the old (fileset_recover()); and remove
  * the temporary files such a crash leaves. f->key may be NULL (the journal beside f->cert
- * names the key). Takes the directories' locks as renewal_renew() does, which calls it
- * first itself; call it at start, before the files are read. 0, or -1 with the message. */
+ * names the key). Takes the directories' locks as renewal_renew() does (waiting for a
+ * renewal under way elsewhere to end), which calls it first itself; call it at start,
+ * before the files are read. 0, or -1 with the message. */
 int renewal_recover(const struct renewal_files *f, char *err, size_t err_len);
 
 /* ---- The roots ---- */
