@@ -89,7 +89,8 @@ daemon_starts() {
 	local log=$W/daemon-$1.log
 	start_bg "$log" "$MTLS" server --config "$E/mtls.conf" --listen 127.0.0.1:0 \
 		--target 127.0.0.1:1 --allow-uri "$APP" --log-format json
-	if wait_for_line "$log" '"event":"listening"' "$READY_LIMIT" "$BG_PID"; then
+	# bounded like every start here; it ends early if the daemon exits (a refusal)
+	if wait_for_line "$log" '"event":"listening"' "$((READY_LIMIT * 3))" "$BG_PID"; then
 		stop_bg "$BG_PID"
 		return 0
 	fi
