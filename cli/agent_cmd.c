@@ -446,6 +446,11 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 			return 1;
 		}
 	}
+	/* a renewal or enrollment that a crash cut short: finished or taken back first */
+	if (renewal_recover(&a->f, err, sizeof(err)) != 0) {
+		usage_error(err);
+		return 1;
+	}
 	if (o->ca_url == NULL) {
 		char urlp[PATH_MAX], *text;
 
@@ -524,19 +529,28 @@ static int sync_outputs(struct agent *a, bool *changed, char *err, size_t err_le
 			goto out;
 		}
 	}
-	/* the chain before its key, as the renewal writes them */
-	for (int i = 0; i < 3; i++) {
-		bool c = false;
+	/* the copies as one change (agent_out_write_set()), the chain before its key */
+	{
+		struct agent_out o[3];
+		const void *d[3];
+		size_t l[3], n = 0, from[3];
+		bool c[3];
 
-		if (data[i] == NULL)
-			continue;
-		if (agent_out_write(&a->outs[i], data[i], len[i], a->uid, a->gid, &c, err,
-				    err_len) != 0)
+		for (int i = 0; i < 3; i++)
+			if (data[i] != NULL) {
+				o[n] = a->outs[i];
+				d[n] = data[i];
+				l[n] = len[i];
+				from[n++] = (size_t)i;
+			}
+		if (n > 0 && agent_out_write_set(o, d, l, n, a->uid, a->gid, c, err, err_len) != 0)
 			goto out;
-		if (c)
-			LOG(LOG_INFO, "file_written", LS("file", a->outs[i].path),
-			    LS("from", src[i]));
-		*changed = *changed || c;
+		for (size_t i = 0; i < n; i++) {
+			if (c[i])
+				LOG(LOG_INFO, "file_written", LS("file", o[i].path),
+				    LS("from", src[from[i]]));
+			*changed = *changed || c[i];
+		}
 	}
 	rc = 0;
 out:

@@ -14,10 +14,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #include "agent_out.h"
 #include "files.h"
+#include "fileset.h"
 
 /* A user or group as a name or a number: 0, or -1. */
 static int lookup_user(const char *s, uid_t *uid, gid_t *gid)
@@ -157,90 +157,50 @@ out:
 	return eq;
 }
 
-/* A new temporary file beside the target (the name files_stage() gives, so that
- * files_remove_temporaries_of() knows it), its owner and mode set on the descriptor before
- * anything is written, then the data, fsynced. */
-static int stage_owned(struct files_staged *f, const struct agent_out *o, const void *data,
-		       size_t len, uid_t uid, gid_t gid, char *err, size_t err_len)
+int agent_out_write_set(const struct agent_out *o, const void *const *data, const size_t *len,
+			size_t n, uid_t uid, gid_t gid, bool *changed, char *err, size_t err_len)
 {
-	const unsigned char *p = data;
-	unsigned char rnd[6];
-	size_t left = len;
-	int fd, e;
+	struct fileset_file fs[FILESET_MAX];
+	const char *paths[FILESET_MAX];
+	char why[2048], dir[PATH_MAX];
+	bool any = false;
+	int lock, rc = -1;
 
-	snprintf(f->path, sizeof(f->path), "%s", o->path);
-	f->tmp[0] = '\0';
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		snprintf(err, err_len, "%s %s: cannot pick a temporary name", o->what, o->path);
+	if (n == 0 || n > FILESET_MAX)
+		return snprintf(err, err_len, "internal error: %zu copies", n), -1;
+	for (size_t i = 0; i < n; i++) {
+		changed[i] = false;
+		paths[i] = o[i].path;
+	}
+	/* the journal's directory (the first copy's) is locked: one agent writes at a time */
+	snprintf(dir, sizeof(dir), "%s", o[0].path);
+	if ((lock = files_lock_dir(dirname(dir), err, err_len)) < 0)
 		return -1;
+	/* copies that a crash left half written are finished (or taken back) first */
+	if (fileset_recover(paths, n, why, sizeof(why)) != 0) {
+		snprintf(err, err_len, "%s %s: %s", o[0].what, o[0].path, why);
+		goto out;
 	}
-	snprintf(f->tmp, sizeof(f->tmp), "%s.tmp-%02x%02x%02x%02x%02x%02x", o->path, rnd[0], rnd[1],
-		 rnd[2], rnd[3], rnd[4], rnd[5]);
-	fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		e = errno;
-		f->tmp[0] = '\0';
-		snprintf(err, err_len, "%s %s: cannot create a file there: %s", o->what, o->path,
-			 strerror(e));
-		return -1;
+	for (size_t i = 0; i < n; i++) {
+		changed[i] = !same(o[i].path, data[i], len[i], uid, gid, o[i].mode);
+		any = any || changed[i];
+		fs[i] = (struct fileset_file){o[i].path, data[i], len[i], o[i].mode,
+					      true,	 uid,	  gid};
 	}
-	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
-		e = errno;
-		snprintf(err, err_len, "%s %s: cannot give it to the --owner: %s", o->what, o->path,
-			 strerror(e));
-		goto fail;
+	if (any && fileset_write(fs, n, true, why, sizeof(why)) != 0) {
+		for (size_t i = 0; i < n; i++)
+			changed[i] = false;
+		snprintf(err, err_len, "%s %s: %s", o[0].what, o[0].path, why);
+		goto out;
 	}
-	if (fchmod(fd, o->mode) != 0) {
-		e = errno;
-		snprintf(err, err_len, "%s %s: cannot set its mode: %s", o->what, o->path,
-			 strerror(e));
-		goto fail;
-	}
-	while (left > 0) {
-		ssize_t n = write(fd, p, left);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			e = n < 0 ? errno : EIO;
-			snprintf(err, err_len, "%s %s: cannot write: %s", o->what, o->path,
-				 strerror(e));
-			goto fail;
-		}
-		p += n;
-		left -= (size_t)n;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0) {
-		e = errno;
-		fd = -1;
-		snprintf(err, err_len, "%s %s: cannot write: %s", o->what, o->path, strerror(e));
-		goto fail;
-	}
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	files_discard(f);
-	return -1;
+	rc = 0;
+out:
+	close(lock);
+	return rc;
 }
 
 int agent_out_write(const struct agent_out *o, const void *data, size_t len, uid_t uid, gid_t gid,
 		    bool *changed, char *err, size_t err_len)
 {
-	struct files_staged f;
-
-	*changed = false;
-	if (same(o->path, data, len, uid, gid, o->mode))
-		return 0;
-	if (stage_owned(&f, o, data, len, uid, gid, err, err_len) != 0)
-		return -1;
-	if (rename(f.tmp, f.path) != 0) {
-		snprintf(err, err_len, "%s %s: cannot replace it: %s", o->what, o->path,
-			 strerror(errno));
-		files_discard(&f);
-		return -1;
-	}
-	files_sync_dir(o->path);
-	*changed = true;
-	return 0;
+	return agent_out_write_set(o, &data, &len, 1, uid, gid, changed, err, err_len);
 }

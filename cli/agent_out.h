@@ -3,11 +3,14 @@
  * and modes: PostgreSQL reads server.crt and server.key from its data directory, the key
  * owned by postgres with mode 0600.
  *
- * Each copy is written as files_write() writes: a new temporary file beside the target
- * (O_CREAT|O_EXCL|O_NOFOLLOW, the mode set whatever the umask), its owner set on that file
- * (never on a path that could be a symlink), fsync, then rename() over the target, which
- * replaces a symlink there instead of writing through it. A copy already holding the right
- * bytes, owner and mode is left alone. The target's directory must exist and be writable by
+ * The copies are written as one change (fileset_write(), renew/fileset.h): each a new
+ * temporary file beside its target (O_CREAT|O_EXCL|O_NOFOLLOW, the mode set whatever the
+ * umask), its owner set on that file (never on a path that could be a symlink), fsync; a
+ * journal; then rename() over the targets, which replaces a symlink there instead of writing
+ * through it. A crash at any point leaves the old set or the new one once the next write
+ * has finished or taken back the change (fileset_recover()): never a key beside a
+ * certificate it does not match. Copies already holding the right bytes, owner and mode
+ * are left alone. The target's directory must exist and be writable by
  * its owner only: in a directory others can write to, the file could be swapped before it
  * is renamed.
  */
@@ -34,8 +37,14 @@ int agent_out_owner_parse(const char *spec, uid_t *uid, gid_t *gid, char *err, s
  * owner (root, or the owner is itself). 0, or -1 with the message. */
 int agent_out_check(const struct agent_out *o, uid_t uid, gid_t gid, char *err, size_t err_len);
 
-/* Make the copy at o->path hold data (len bytes), owned by uid:gid with o->mode; *changed
- * says whether it had to be written. 0, or -1 with the message (the old copy untouched). */
+/* Make the n copies o[i].path hold data[i] (len[i] bytes), owned by uid:gid with o[i].mode,
+ * as one change; changed[i] says whether each had to be written. A change a crash cut
+ * short is finished first. The directory of o[0].path is locked (flock) meanwhile. 0, or -1
+ * with the message (the old copies untouched). */
+int agent_out_write_set(const struct agent_out *o, const void *const *data, const size_t *len,
+			size_t n, uid_t uid, gid_t gid, bool *changed, char *err, size_t err_len);
+
+/* The same for one copy. */
 int agent_out_write(const struct agent_out *o, const void *data, size_t len, uid_t uid, gid_t gid,
 		    bool *changed, char *err, size_t err_len);
 

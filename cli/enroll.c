@@ -3,11 +3,13 @@
  * enroll and mtls renew share.
  */
 #include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "enroll.h"
+#include "files.h"
 #include "fileset.h"
 
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name)
@@ -54,7 +56,30 @@ int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool re
 	for (size_t i = 0; i < n; i++) {
 		if (enroll_path(paths[i], sizeof(paths[i]), dir, f[i].name) != 0)
 			return snprintf(err, err_len, "directory name %s is too long", dir), -1;
-		fs[i] = (struct fileset_file){paths[i], f[i].data, f[i].len, f[i].mode};
+		fs[i] = (struct fileset_file){paths[i], f[i].data, f[i].len, f[i].mode,
+					      false,	0,	   0};
 	}
 	return fileset_write(fs, n, replace, err, err_len);
+}
+
+int enroll_recover(const char *dir, const char *const *names, size_t n, char *err, size_t err_len)
+{
+	char paths[FILESET_MAX][PATH_MAX];
+	const char *p[FILESET_MAX];
+	int lock, rc;
+
+	if (n > FILESET_MAX)
+		return snprintf(err, err_len, "internal error: too many files"), -1;
+	if (!files_exists(dir))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (enroll_path(paths[i], sizeof(paths[i]), dir, names[i]) != 0)
+			return snprintf(err, err_len, "directory name %s is too long", dir), -1;
+		p[i] = paths[i];
+	}
+	if ((lock = files_lock_dir(dir, err, err_len)) < 0)
+		return -1;
+	rc = fileset_recover(p, n, err, err_len);
+	close(lock);
+	return rc;
 }

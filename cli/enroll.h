@@ -32,6 +32,11 @@ struct enroll_file {
 int enroll_write(const char *dir, const struct enroll_file *f, size_t n, bool replace, char *err,
 		 size_t err_len);
 
+/* A write of the n files named into dir that a crash cut short is finished or taken back
+ * (fileset_recover(); under dir's lock): the directory holds the old set or the new one
+ * whole. Nothing to do if dir does not exist. 0, or -1 with the message. */
+int enroll_recover(const char *dir, const char *const *names, size_t n, char *err, size_t err_len);
+
 /* dir/name into out. -1 if too long. */
 int enroll_path(char *out, size_t out_len, const char *dir, const char *name);
 

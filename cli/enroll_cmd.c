@@ -198,6 +198,11 @@ int cmd_enroll(int argc, char **argv)
 		failmsg(err);
 		goto out;
 	}
+	/* an enrollment or renewal that a crash cut short: finished or taken back first */
+	if (enroll_recover(o.dir, dir_files, NFILES, err, sizeof(err)) != 0) {
+		failmsg(err);
+		goto out;
+	}
 	/* everything about DIR that can be refused is refused before the network */
 	existing(o.dir, have, sizeof(have));
 	if (have[0] != '\0' && !o.force) {

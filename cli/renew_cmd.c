@@ -7,7 +7,8 @@
  * DIR/ca.pem alone. A new key is made unless --same-key. The renewal itself is
  * renewal_renew() (renew/renewal.h), as in the daemons: the new chain is checked (our key,
  * verifies to ca.pem, carries names) before it replaces cert.pem and key.pem as one change,
- * so the two files always match.
+ * so the two files always match: a run killed half-way is finished (or taken back) by the
+ * next run, due or not (renewal_recover()).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -106,6 +107,16 @@ int cmd_renew(int argc, char **argv)
 		goto out;
 	}
 	rc = 1;
+	{
+		/* a renewal or enrollment that a crash cut short: finished or taken back first,
+		 * so that cert.pem and key.pem match again (due or not) */
+		struct renewal_files f = {certp, keyp, cap};
+
+		if (renewal_recover(&f, err, sizeof(err)) != 0) {
+			failmsg(err);
+			goto out;
+		}
+	}
 	certpem = files_read(certp, &cert_len, err, sizeof(err));
 	if (certpem == NULL) {
 		failmsg(err);

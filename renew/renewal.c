@@ -181,10 +181,10 @@ static STACK_OF(X509) * read_certs(const char *path, const char *what, char **te
 	return sk;
 }
 
-/* An exclusive flock on the directory that holds path, without waiting: a descriptor to
- * close(), or -1 with the message. If the directory is the one other (a descriptor of a
- * lock already held) is on, other is returned again (as a dup). */
-static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
+/* An exclusive flock on the directory that holds path, without waiting unless wait: a
+ * descriptor to close(), or -1 with the message. If the directory is the one other (a descriptor of
+ * a lock already held) is on, other is returned again (as a dup). */
+static int lock_dir_of_how(const char *path, int other, bool wait, char *err, size_t err_len)
 {
 	char buf[PATH_MAX];
 	struct stat a, b;
@@ -201,7 +201,7 @@ static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
 		close(fd);
 		return dup(other);
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	if (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
 
 		close(fd);
@@ -215,6 +215,11 @@ static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
 	return fd;
 }
 
+static int lock_dir_of(const char *path, int other, char *err, size_t err_len)
+{
+	return lock_dir_of_how(path, other, false, err, err_len);
+}
+
 /* The temporary files that a renewal killed half-way left beside path. */
 static void remove_temporaries(const char *path)
 {
@@ -226,6 +231,39 @@ static void remove_temporaries(const char *path)
 		return;
 	name = basename(b);
 	files_remove_temporaries_of(dirname(d), &name, 1);
+}
+
+/* A replacement of f->cert and f->key (f->key may be NULL) that a crash cut short is
+ * finished or taken back (fileset_recover()), under the locks held. */
+static int recover_locked(const struct renewal_files *f, char *err, size_t err_len)
+{
+	const char *paths[2] = {f->cert, f->key};
+	char why[1024];
+
+	if (fileset_recover(paths, f->key != NULL ? 2 : 1, why, sizeof(why)) != 0)
+		return fail(err, err_len, "%s: %s", f->cert, why);
+	remove_temporaries(f->cert);
+	if (f->key != NULL)
+		remove_temporaries(f->key);
+	return 0;
+}
+
+int renewal_recover(const struct renewal_files *f, char *err, size_t err_len)
+{
+	int lock_cert = -1, lock_key = -1, rc = -1;
+
+	/* waiting for a renewal under way elsewhere (bounded by its CA client's timeouts) */
+	if ((lock_cert = lock_dir_of_how(f->cert, -1, true, err, err_len)) < 0 ||
+	    (f->key != NULL &&
+	     (lock_key = lock_dir_of_how(f->key, lock_cert, true, err, err_len)) < 0))
+		goto out;
+	rc = recover_locked(f, err, err_len);
+out:
+	if (lock_key >= 0)
+		close(lock_key);
+	if (lock_cert >= 0)
+		close(lock_cert);
+	return rc;
 }
 
 static mode_t mode_of(const char *path, mode_t dflt)
@@ -264,8 +302,8 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
 	    (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0)
 		goto out;
-	remove_temporaries(f->cert);
-	remove_temporaries(f->key);
+	if (recover_locked(f, err, err_len) != 0)
+		goto out;
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, err, err_len)) == NULL)
 		goto out;
 	leaf = sk_X509_value(chain, 0);
@@ -327,8 +365,9 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 		/* the chain first, then its key: if the key cannot take its place, the old chain
 		 * is put back (fileset_write) */
 		struct fileset_file fs[2] = {
-			{f->cert, iss.chain_pem, iss.chain_len, mode_of(f->cert, 0644)},
-			{f->key, keypem, key_len, 0600},
+			{f->cert, iss.chain_pem, iss.chain_len, mode_of(f->cert, 0644), false, 0,
+			 0},
+			{f->key, keypem, key_len, 0600, false, 0, 0},
 		};
 
 		if (fileset_write(fs, same_key ? 1 : 2, true, err, err_len) != 0) {

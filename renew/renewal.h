@@ -93,15 +93,25 @@ bool renewal_leaf_can_renew(X509 *leaf);
  * server verified against f->ca; with a new key of key_type (NULL: the type of the current
  * key), or the current key if same_key. The answer is checked (caclient_issued_check():
  * our key, verifies to a root of f->ca, carries names); then the chain and its key replace
- * f->cert and f->key as one change (fileset_write(): the chain first, the key 0600 after
- * it; if the key cannot take its place the old chain is put back). The directories of the
- * two files are locked (flock, as mtls enroll and mtls renew do) for the whole renewal: a
- * renewal of the same files already under way is a failure, not a wait.
- * 0 with out filled; -1 with the message (the files as they were, unless it says
- * otherwise); RENEWAL_USAGE for an unknown key_type. The new key is wiped after use. */
+ * f->cert and f->key as one change (fileset_write(), crash-safe: the chain first, the key 0600
+ * after it; if the key cannot take its place the old chain is put back). A replacement that a crash
+ * cut short is finished first (renewal_recover()). The directories of the two files are locked
+ * (flock, as mtls enroll and mtls renew do) for the whole renewal: a renewal of the same files
+ * already under way is a failure, not a wait. 0 with out filled; -1 with the message (the files as
+ * they were, unless it says otherwise); RENEWAL_USAGE for an unknown key_type. The new key is wiped
+ * after use. */
 int renewal_renew(const char *base, const struct renewal_files *f, const char *key_type,
 		  bool same_key, const atomic_bool *stop, struct renewal_result *out, char *err,
 		  size_t err_len);
+
+/* Finish or take back a replacement of f->cert and f->key that a crash (a kill, a power
+ * cut) cut short, so that the two match again: the new pair if the change had begun (its
+ * journal written: the new key is never lost), else the old (fileset_recover()); and remove
+ * the temporary files such a crash leaves. f->key may be NULL (the journal beside f->cert
+ * names the key). Takes the directories' locks as renewal_renew() does (waiting for a
+ * renewal under way elsewhere to end), which calls it first itself; call it at start,
+ * before the files are read. 0, or -1 with the message. */
+int renewal_recover(const struct renewal_files *f, char *err, size_t err_len);
 
 /* ---- The roots ---- */
 

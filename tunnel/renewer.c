@@ -126,12 +126,20 @@ void renewer_loaded(struct renewer *r, time_t not_after)
 	BIO_free(bio);
 }
 
+/* Called at start before the credentials are read: a renewal that a crash cut short (the
+ * chain replaced, the key not yet) is finished or taken back first (renewal_recover()), so
+ * that the daemon starts on a matching pair. */
 int renewer_check(const char *cert, char *err, size_t len)
 {
-	BIO *bio = BIO_new_file(cert, "r");
-	X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	const struct renewal_files f = {cert, NULL, NULL};
+	BIO *bio;
+	X509 *x;
 	int rc = 0;
 
+	if (renewal_recover(&f, err, len) != 0)
+		return -1;
+	bio = BIO_new_file(cert, "r");
+	x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
 	ERR_clear_error();
 	if (x != NULL && !renewal_leaf_can_renew(x)) {
 		snprintf(err, len, "--ca-url cannot renew %s: %s", cert, RENEWAL_NO_CLIENT_AUTH);

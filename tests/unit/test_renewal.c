@@ -264,8 +264,8 @@ static void test_fileset_two_dirs(void **state)
 	copy(cert_path("client-chain.pem"), cert, 0644);
 	copy(cert_path("client.key"), key, 0600);
 	{
-		const struct fileset_file f[2] = {{cert, "new chain\n", 10, 0644},
-						  {key, "new key\n", 8, 0600}};
+		const struct fileset_file f[2] = {{cert, "new chain\n", 10, 0644, false, 0, 0},
+						  {key, "new key\n", 8, 0600, false, 0, 0}};
 
 		for (int at = 1; at <= 2; at++) {
 			rename_fails_at = at;
