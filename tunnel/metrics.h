@@ -43,7 +43,10 @@ enum metrics_kind {
 /* Per-identity counters: the first --metrics-identities identities seen get their own (at
  * most METRICS_IDENTITIES_MAX), every other one is counted as identity "other", and so is an
  * identity longer than METRICS_IDENTITY_LEN - 1 bytes: a scan with made-up certificates
- * cannot grow the exposition past that bound. */
+ * cannot grow the exposition past that bound (and the pump counts certificates that do not
+ * lead to the CA as one identity, "untrusted", so such a scan takes one slot at most). First
+ * seen rather than most seen: a slot once given is kept, so each series only grows, as a
+ * Prometheus counter must, and "other" never gives counts back. */
 #define METRICS_IDENTITIES_MAX 1000
 #define METRICS_IDENTITY_LEN   256
 struct metrics_identity {

@@ -690,13 +690,27 @@ static void handshake_refused(struct conn *c)
 	conn_free(c, "handshake_refused", LOG_DEBUG);
 }
 
+/* The identity a connection is counted under in the per-identity metrics: a certificate that
+ * does not lead to our CA names whatever its maker chose, so all of them count as one,
+ * "untrusted", and cannot take the slots of the identities our CA issued. */
+static const char *metrics_identity(const struct conn *c)
+{
+	switch (c->would) {
+	case MTLS_REASON_UNKNOWN_CA:
+	case MTLS_REASON_SELF_SIGNED:
+	case MTLS_REASON_BAD_SIGNATURE:
+	case MTLS_REASON_BAD_CERTIFICATE: return "untrusted";
+	default: return c->identity;
+	}
+}
+
 /* A peer let in by a rollout mode that strict mode would refuse (c->would): logged and
  * counted, at its handshake or when a re-check first finds it so. */
 static void would_refuse(struct conn *c, const char *when, const char *message)
 {
 	struct daemon *d = c->w->d;
 
-	metrics_would_refuse(&d->metrics, c->would, c->identity);
+	metrics_would_refuse(&d->metrics, c->would, metrics_identity(c));
 	LOG(LOG_WARN, "would_refuse", LN("conn", c->id), LS("peer", c->peer),
 	    LS("identity", c->identity), LS("reason", mtls_reason_name(c->would)),
 	    LS("category", mtls_category_name(mtls_reason_category(c->would))),
@@ -736,7 +750,7 @@ static void handshake_done(struct conn *c)
 	    LN("resumed", mtls_conn_resumed(c->tls)),
 	    LS("kind", peer != NULL ? "mtls" : "tls_no_cert"));
 	metrics_conn_kind(&d->metrics, peer != NULL ? METRICS_KIND_MTLS : METRICS_KIND_TLS_NO_CERT,
-			  c->identity);
+			  metrics_identity(c));
 	if (c->would != MTLS_REASON_NONE)
 		would_refuse(c, "handshake", mtls_conn_would_refuse_message(c->tls));
 	if (warning != NULL)

@@ -58,6 +58,7 @@ target 127.0.0.1:$BE_PORT
 cert $W/srv-chain.pem
 key $W/srv.key
 ca $D/root.pem
+crl $D/crl.pem
 allow-uri $TD/a
 mode $1
 ${2:-}
@@ -185,7 +186,10 @@ c = s["certificate"]
 assert c["serial"] and c["not_after"].endswith("Z") and "localhost" not in c["issuer"], c
 assert c["file"].endswith("srv-chain.pem"), c
 assert len(s["ca"]) == 1 and s["ca"][0]["not_after"], s["ca"]
-assert s["crl"] == [], s["crl"]
+assert len(s["crl"]) == 1, s["crl"]
+l = s["crl"][0]
+assert l["file"].endswith("crl.pem") and l["url"] is None and l["number"], l
+assert 0 <= l["age_seconds"] < 3600 and l["next_update"].endswith("Z"), l
 k = s["connections"]
 assert k["open"] >= 1 and k["total"] >= 8 and k["by_kind"]["mtls"] == 5, k
 assert k["would_refuse"] == 3, k
@@ -268,12 +272,23 @@ verdict "PROXY v2: no SSL TLV for plaintext, verify=1 and no identity for no-cer
 stop_bg "$SRV_PID"
 
 # --- the bound on per-identity series: 6 identities, 3 slots --------------------------------
+# first two clients of a foreign CA (whatever names they carry: one identity, untrusted),
+# then six of ours
 for i in 1 2 3 4 5 6; do issue --profile client --uri "$TD/scan$i" --out "$W/s$i"; done
+"$MTLS" ca init --dir "$W/foreign" >/dev/null 2>&1 || _lib_die "(setup) foreign CA"
+for i in 1 2; do
+	"$MTLS" ca issue --dir "$W/foreign" --profile client --uri "$TD/forged$i" --out "$W/f$i" \
+		>/dev/null 2>&1 || _lib_die "(setup) foreign client"
+done
 start_backend "$W/be4.log" --mode echo
 start_tunnel_server "$W/srv4.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
 	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --mode insecure-audit \
 	--metrics-identities 3 --metrics 127.0.0.1:0
 M=$SRV_METRICS
+for i in 1 2; do
+	got=$(python3 "$W/cli.py" tls "$SRV_PORT" x "$D/root.pem" "$W/f$i-chain.pem" "$W/f$i.key")
+	[ "$got" = x ] || _lib_die "(setup) foreign client $i not forwarded in audit mode: '$got'"
+done
 for i in 1 2 3 4 5 6; do
 	got=$(python3 "$W/cli.py" tls "$SRV_PORT" x "$D/root.pem" "$W/s$i-chain.pem" "$W/s$i.key")
 	[ "$got" = x ] || _lib_die "(setup) scan client $i not forwarded: '$got'"
@@ -282,9 +297,12 @@ wait_metric 'mtls_would_refuse_total{reason="identity_not_allowed"}' 6 || _lib_d
 series=$(curl -s "http://127.0.0.1:$M/metrics" | grep -c '^mtls_identity_connections_total{' || true)
 p=()
 [ "$series" = 4 ] || p+=("$series identity series, not 3 + other")
-[ "$(m 'mtls_identity_connections_total{identity="other",kind="mtls"}')" = 3 ] || p+=("other is not 3")
-[ "$(m 'mtls_identity_would_refuse_total{identity="other",reason="identity_not_allowed"}')" = 3 ] || p+=("other's would_refuse is not 3")
-verdict "per-identity metrics are bounded: --metrics-identities 3 and the rest as other" "${p[@]+"${p[@]}"}" \
+[ "$(m 'mtls_identity_connections_total{identity="untrusted",kind="mtls"}')" = 2 ] || p+=("the foreign CA's clients are not one identity, untrusted")
+[ "$(m 'mtls_identity_would_refuse_total{identity="untrusted",reason="unknown_ca"}')" = 2 ] || p+=("untrusted's would_refuse unknown_ca is not 2")
+[ "$(m "mtls_identity_connections_total{identity=\"$TD/scan2\",kind=\"mtls\"}")" = 1 ] || p+=("scan2 has no slot of its own")
+[ "$(m 'mtls_identity_connections_total{identity="other",kind="mtls"}')" = 4 ] || p+=("other is not 4")
+[ "$(m 'mtls_identity_would_refuse_total{identity="other",reason="identity_not_allowed"}')" = 4 ] || p+=("other's would_refuse is not 4")
+verdict "per-identity metrics are bounded: --metrics-identities 3, foreign-CA names as one (untrusted), the rest as other" "${p[@]+"${p[@]}"}" \
 	-- "$(curl -s "http://127.0.0.1:$M/metrics" | grep '^mtls_identity' || true)"
 
 # /healthz?target=1: the target up, then down
