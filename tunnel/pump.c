@@ -742,13 +742,21 @@ static void handshake_done(struct conn *c)
 	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
 			  (uint64_t)((ev_time() - c->started) * 1e6));
 	c->would = mtls_conn_would_refuse(c->tls);
-	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
-	    LS("serial", mtls_peer_serial(peer)),
-	    LS("rule", mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
-	    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
-	    LN("resumed", mtls_conn_resumed(c->tls)),
-	    LS("kind", peer != NULL ? "mtls" : "tls_no_cert"));
+	/* the same line as before the rollout modes for a certificate (kind mtls); one with
+	 * kind tls_no_cert for a client without (permissive) */
+	if (peer != NULL)
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("serial", mtls_peer_serial(peer)),
+		    LS("rule",
+		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
+		    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)));
+	else
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", ""), LS("tls", mtls_conn_version(c->tls)),
+		    LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)), LS("kind", "tls_no_cert"));
 	metrics_conn_kind(&d->metrics, peer != NULL ? METRICS_KIND_MTLS : METRICS_KIND_TLS_NO_CERT,
 			  metrics_identity(c));
 	if (c->would != MTLS_REASON_NONE)
