@@ -851,7 +851,10 @@ static void detect(struct conn *c)
 		conn_free(c, n == 0 ? "client_closed" : "client_read_error", LOG_DEBUG);
 		return;
 	}
-	if (head[0] == 0x16 && (n < 2 || head[1] == 0x03)) {
+	/* TLS, or a reload made the mode stricter since this connection came: then it is
+	 * judged as a new one would be (a plaintext client refused not_tls) */
+	if ((head[0] == 0x16 && (n < 2 || head[1] == 0x03)) ||
+	    atomic_load(&c->w->d->metrics.mode) != TUNNEL_MODE_PERMISSIVE) {
 		c->detecting = false;
 		set_timer(c, c->w->d->o->handshake_timeout_ms);
 		start_tls(c);
@@ -1001,7 +1004,13 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 	case PHASE_HANDSHAKE:
 		if (c->tls == NULL && c->detecting && d->o->plaintext_wait_ms > 0 &&
 		    d->o->plaintext_wait_ms < d->o->handshake_timeout_ms) {
-			start_plaintext(c, "silence");
+			if (atomic_load(&d->metrics.mode) == TUNNEL_MODE_PERMISSIVE) {
+				start_plaintext(c, "silence");
+				break;
+			}
+			/* the mode is stricter now: the rest of the handshake timeout */
+			c->detecting = false;
+			set_timer(c, d->o->handshake_timeout_ms - d->o->plaintext_wait_ms);
 			break;
 		}
 		metrics_handshake(&d->metrics, MTLS_REASON_TIMEOUT, false, 0);

@@ -61,6 +61,7 @@ ca $D/root.pem
 crl $D/crl.pem
 allow-uri $TD/a
 mode $1
+plaintext-wait 0
 ${2:-}
 EOF
 }
@@ -138,6 +139,8 @@ printf 'lb\n' >&"$live_b"
 IFS= read -r -t 10 got <&"$live_b" || got=""
 [ "$got" = lb ] || _lib_die "(setup) b's live connection does not echo"
 wait_metric 'mtls_would_refuse_total{reason="identity_not_allowed"}' 2 || _lib_die "(setup) b's live connection not counted"
+# and one that has sent nothing yet (plaintext-wait 0: its first bytes decide)
+exec {idle}<>"/dev/tcp/127.0.0.1/$SRV_PORT"
 
 # --- 2. insecure-audit: a certificate required, b still forwarded (would_refuse) -----------
 config insecure-audit
@@ -151,8 +154,13 @@ grep -q '"event":"insecure_mode".*"mode":"audit"' "$W/srv.log" || p+=("no insecu
 [ -z "$(nocert n2)" ] || p+=("a TLS client without a certificate is forwarded in audit mode")
 [ "$(mtls_client "$PORT_a" a2)" = a2 ] || p+=("the allowed mTLS client is not forwarded")
 [ "$(mtls_client "$PORT_b" b2)" = b2 ] || p+=("the mTLS client the rules refuse is not forwarded in audit mode")
+# the connection accepted in permissive mode that speaks only now: judged under audit
+printf 'plaintext-idle\n' >&"$idle"
+IFS= read -r -t 10 got <&"$idle" || got=""
+exec {idle}>&-
+[ -z "$got" ] || p+=("a plaintext client accepted before the switch and speaking after it was forwarded")
 wait_metric 'mtls_would_refuse_total{reason="identity_not_allowed"}' 3 || p+=("would_refuse is $(m 'mtls_would_refuse_total{reason="identity_not_allowed"}'), not 3 (b's live connection counted again, or the new one not counted)")
-[ "$(m 'mtls_handshakes_total{result="failed",reason="not_tls"}')" = 1 ] || p+=("the plaintext client is not refused not_tls")
+wait_metric 'mtls_handshakes_total{result="failed",reason="not_tls"}' 2 || p+=("the plaintext clients (new, and idle from before) are not refused not_tls")
 [ "$(m 'mtls_handshakes_total{result="failed",reason="no_certificate"}')" = 1 ] || p+=("the TLS client without a certificate is not refused no_certificate")
 zero 'mtls_handshakes_total{result="failed",reason="identity_not_allowed"}' || p+=("b refused in audit mode")
 # a1, b1, b's live one, a2, b2; p1 and the live plaintext one
@@ -206,9 +214,9 @@ p=()
 [ "$(mtls_client "$PORT_a" a3)" = a3 ] || p+=("the allowed mTLS client is not forwarded")
 [ -z "$(mtls_client "$PORT_b" b3)" ] || p+=("b is forwarded in strict mode")
 wait_metric 'mtls_handshakes_total{result="failed",reason="identity_not_allowed"}' 1 || p+=("b is not refused identity_not_allowed")
-[ "$(m 'mtls_handshakes_total{result="failed",reason="not_tls"}')" = 2 ] || p+=("not_tls refusals are not 2")
+[ "$(m 'mtls_handshakes_total{result="failed",reason="not_tls"}')" = 3 ] || p+=("not_tls refusals are not 3")
 [ "$(m 'mtls_handshakes_total{result="failed",reason="no_certificate"}')" = 2 ] || p+=("no_certificate refusals are not 2")
-[ "$(failed_total)" = 5 ] || p+=("refusals are $(failed_total), not exactly the 5 expected")
+[ "$(failed_total)" = 6 ] || p+=("refusals are $(failed_total), not exactly the 6 expected")
 [ "$(m 'mtls_would_refuse_total{reason="identity_not_allowed"}')" = 3 ] || p+=("would_refuse moved in strict mode")
 [ "$(m 'mtls_connections_by_kind_total{kind="mtls"}')" = 6 ] || p+=("by kind mtls is not 6")
 closed=""

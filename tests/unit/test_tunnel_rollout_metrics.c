@@ -130,6 +130,13 @@ static void test_mode_and_status(void **state)
 	assert_non_null(strstr(text, "\"age_seconds\": 600"));
 	assert_non_null(strstr(text, "\"would_refuse\": 2"));
 	free(text);
+	m.renewal_configured = true;
+	atomic_store(&m.renew_at, 86400);
+	metrics_set_status(&m, strdup("{\"certificate\":{\"serial\":\"01\"}}"));
+	text = metrics_status(&m, 1600);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "\"next_renewal\": \"1970-01-02T00:00:00Z\""));
+	free(text);
 	metrics_set_status(&m, NULL);
 	text = metrics_status(&m, 1600);
 	assert_non_null(text);
