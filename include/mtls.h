@@ -409,7 +409,9 @@ int mtls_close_wait(struct mtls *conn, int timeout_ms);
 
 /* After the handshake. Strings are owned by the connection. mtls_conn_peer() is the peer's
  * verified identity; NULL before the handshake is done, on failure, and on a server with
- * mtls_config_insecure_optional_client_cert() whose client presented no certificate. */
+ * mtls_config_insecure_optional_client_cert() whose client presented no certificate. On a
+ * server with mtls_config_insecure_audit() it may describe a certificate the decision
+ * refused: mtls_conn_would_refuse() says whether it did. */
 const struct mtls_peer *mtls_conn_peer(const struct mtls *conn);
 const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
 const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
