@@ -323,4 +323,30 @@ code=$(curl -s -o "$W/h2" -w '%{http_code}' "http://127.0.0.1:$M/healthz?target=
 code=$(curl -s -o "$W/h3" -w '%{http_code}' "http://127.0.0.1:$M/healthz")
 [ "$code" = 200 ] || p+=("plain /healthz with the target down: $code (liveness must not follow the target)")
 verdict "/healthz?target=1 checks that the target accepts a connection" "${p[@]+"${p[@]}"}"
+stop_bg "$SRV_PID"
+
+# /status names a fetched CRL's source: --crl-url, kept in --crl-cache, beside a plain --crl
+start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
+	--http-listen 127.0.0.1:0 --admin-uri "$TD/admin"
+wait_for_line "$W/serve.log" '"event":"http_listening"' "$READY_LIMIT" "$BG_PID" ||
+	_lib_die "(setup) mtls ca serve did not start: $(cat "$W/serve.log")"
+HP=$(_daemon_port "$W/serve.log" http_listening)
+start_backend "$W/be5.log" --mode echo
+start_tunnel_server "$W/srv5.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
+	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --crl "$D/crl.pem" \
+	--crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/cache-crl.pem" --metrics 127.0.0.1:0
+curl -s "http://127.0.0.1:$SRV_METRICS/status" >"$W/status5.json"
+p=()
+python3 - "$W/status5.json" "$HP" <<'EOF' || p+=("status content: $(cat "$W/status5.json")")
+import json, sys
+s = json.load(open(sys.argv[1]))
+crl = s["crl"]
+assert len(crl) == 2, crl
+assert crl[0]["file"].endswith("/ca/crl.pem") and crl[0]["url"] is None, crl[0]
+assert crl[1]["file"].endswith("cache-crl.pem"), crl[1]
+assert crl[1]["url"] == "http://127.0.0.1:%s/crl" % sys.argv[2], crl[1]
+assert crl[1]["number"] and crl[1]["age_seconds"] >= 0, crl[1]
+assert s["mode"] == "strict" and s["last_reload"]["trigger"] == "start", s
+EOF
+verdict "/status: each CRL with its file, its URL when fetched, its number and age" "${p[@]+"${p[@]}"}"
 finish
