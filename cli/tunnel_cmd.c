@@ -131,6 +131,17 @@ static const struct opt server_table[] = {
 	 "send a PROXY v2 header (client address, TLS version, CN, identity) to the target"},
 	{"session-cache", OPT_INT, O(session_cache), "N",
 	 "keep N sessions for resumption (default 4096, ~9 KiB each; 0: none)"},
+	{"mode", OPT_STRING, O(mode), "strict|insecure-permissive|insecure-audit",
+	 "rollout mode (docs/rollout.md; default strict). insecure-permissive also forwards "
+	 "plaintext clients and TLS clients without a certificate; insecure-audit requires a "
+	 "client certificate but forwards one that would be refused, counted would_refuse. "
+	 "SIGHUP applies a change"},
+	{"plaintext-wait", OPT_INT, O(plaintext_wait_ms), "MS",
+	 "insecure-permissive: a client that has sent nothing after MS is taken for a plaintext "
+	 "client whose server speaks first (default 1000; 0: wait for its first byte)"},
+	{"metrics-identities", OPT_INT, O(metrics_identities), "N",
+	 "client identities with metrics of their own, the rest counted as identity=\"other\" "
+	 "(default 20; at most 1000)"},
 	{"ocsp-staple", OPT_FLAG, O(ocsp_staple), NULL,
 	 "staple an OCSP answer for the own certificate, fetched in the background (always on "
 	 "for a must-staple certificate)"},

@@ -322,6 +322,19 @@ int mtls_config_insecure_optional_client_cert(struct mtls_config *config);
  * mtls_config_insecure() as "insecure_server_eku_clients". mtls_configure() of a client
  * endpoint with it fails (reason config). */
 int mtls_config_insecure_server_eku_clients(struct mtls_config *config);
+/* Server only: audit mode, for a staged rollout. The whole decision runs on every client
+ * that presents a certificate (chain, validity, key usage, revocation, OCSP, allow rules,
+ * authz callback), on full handshakes, resumptions and mtls_conn_recheck() alike; a client
+ * it refuses is let in anyway: the handshake succeeds, mtls_conn_peer() describes the
+ * certificate presented (its identity from its names, no matched rule: NOT verified), and
+ * mtls_conn_would_refuse() gives the reason it would have been refused. A client that
+ * presents no certificate is refused as without this option (unless
+ * mtls_config_insecure_optional_client_cert()), as is one whose certificate cannot be
+ * described at all, and internal failures stay failures. Whoever reads the peer of such a
+ * connection must check mtls_conn_would_refuse() before trusting it. Listed by
+ * mtls_config_insecure() as "insecure_audit"; mtls_configure() of a client endpoint with it
+ * fails (reason config). */
+int mtls_config_insecure_audit(struct mtls_config *config);
 /* Comma-separated names of the insecure options in effect, or "" if none. */
 const char *mtls_config_insecure(const struct mtls_config *config);
 
@@ -396,7 +409,9 @@ int mtls_close_wait(struct mtls *conn, int timeout_ms);
 
 /* After the handshake. Strings are owned by the connection. mtls_conn_peer() is the peer's
  * verified identity; NULL before the handshake is done, on failure, and on a server with
- * mtls_config_insecure_optional_client_cert() whose client presented no certificate. */
+ * mtls_config_insecure_optional_client_cert() whose client presented no certificate. On a
+ * server with mtls_config_insecure_audit() it may describe a certificate the decision
+ * refused: mtls_conn_would_refuse() says whether it did. */
 const struct mtls_peer *mtls_conn_peer(const struct mtls *conn);
 const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
 const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
@@ -421,6 +436,14 @@ const char *mtls_conn_warning(const struct mtls *conn);
  * on misuse (reason usage). The connection itself is untouched: closing it is the caller's.
  * Threads: call it from the thread that uses conn; reloads may run meanwhile. */
 int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint);
+/* Audit mode (mtls_config_insecure_audit()): why the connection's peer, let in, would have
+ * been refused without it (MTLS_REASON_IDENTITY_NOT_ALLOWED, MTLS_REASON_UNKNOWN_CA, ...),
+ * and the message that refusal would have had (owned by the connection; NULL when the
+ * reason is none). MTLS_REASON_NONE: the peer passed the decision (or no handshake done).
+ * mtls_conn_recheck() judges it again: a peer the current config still audits keeps (or
+ * gets) a reason and is not refused; one that now passes has none. */
+enum mtls_reason mtls_conn_would_refuse(const struct mtls *conn);
+const char *mtls_conn_would_refuse_message(const struct mtls *conn);
 /* What OCSP said of a connection's accepted peer. */
 enum mtls_ocsp_result {
 	MTLS_OCSP_RESULT_NONE = 0,  /* not checked: mode off and no staple */

@@ -647,6 +647,12 @@ int mtls_config_insecure_server_eku_clients(struct mtls_config *c)
 	return 0;
 }
 
+int mtls_config_insecure_audit(struct mtls_config *c)
+{
+	insecure_add(c, INSECURE_AUDIT, "insecure_audit");
+	return 0;
+}
+
 const char *mtls_config_insecure(const struct mtls_config *c)
 {
 	return c->insecure_names;

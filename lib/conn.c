@@ -174,9 +174,17 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 		rq.ocsp_later = true;
 		rq.keep_chain = &c->conn.ocsp_chain;
 	}
-	/* a refusal goes straight into the connection's error: the handshake fails with it */
-	return verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, c->conn.warning,
-			    sizeof(c->conn.warning)) == 0;
+	error_clear(&c->conn.would);
+	/* a refusal goes straight into the connection's error: the handshake fails with it,
+	 * unless the server audits (then it is recorded and the client let in) */
+	if (verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, c->conn.warning,
+			 sizeof(c->conn.warning)) == 0)
+		return 1;
+	if (verify_audit(&rq, X509_STORE_CTX_get0_cert(xctx), &c->conn.err, &c->conn.would,
+			 &c->conn.peer) != 0)
+		return 0;
+	X509_STORE_CTX_set_error(xctx, X509_V_OK);
+	return 1;
 }
 
 /* The OCSP step of a client's full handshake, on the chain the verify callback kept: the
@@ -255,8 +263,11 @@ static int judge_peer(struct mtls *c)
 	if (SSL_session_reused(c->conn.ssl)) {
 		identity_free(c->conn.peer);
 		c->conn.peer = NULL;
-		return verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl),
-				      &c->conn.peer, &c->conn.err);
+		error_clear(&c->conn.would);
+		if (verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl), &c->conn.peer,
+				   &c->conn.err) == 0)
+			return 0;
+		return verify_audit(&rq, leaf, &c->conn.err, &c->conn.would, &c->conn.peer);
 	}
 	/* a certificate was presented: it is in only if the verify callback accepted it */
 	if (c->conn.peer == NULL)
@@ -306,11 +317,19 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 				     .name = st->server ? NULL : conn->conn.server_name,
 				     .certs_at = conn->conn.handshake_at};
 	leaf = SSL_get0_peer_certificate(conn->conn.ssl);
-	if (leaf == NULL)
+	if (leaf == NULL) {
 		rc = verify_no_certificate(&rq, &conn->conn.err);
-	else
+	} else {
+		struct error would;
+
+		error_clear(&would);
 		rc = verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(conn->conn.ssl), &peer,
 				    &conn->conn.err);
+		if (rc != 0 && verify_audit(&rq, leaf, &conn->conn.err, &would, &peer) == 0)
+			rc = 0;
+		if (rc == 0)
+			conn->conn.would = would; /* kept or cleared by this judgement */
+	}
 	identity_free(peer);
 	state_unref(st);
 	return rc;
@@ -807,4 +826,15 @@ enum mtls_ocsp_result mtls_conn_ocsp(const struct mtls *c)
 {
 	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done ? c->conn.ocsp
 									   : MTLS_OCSP_RESULT_NONE;
+}
+
+enum mtls_reason mtls_conn_would_refuse(const struct mtls *c)
+{
+	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done ? c->conn.would.reason
+									   : MTLS_REASON_NONE;
+}
+
+const char *mtls_conn_would_refuse_message(const struct mtls *c)
+{
+	return mtls_conn_would_refuse(c) != MTLS_REASON_NONE ? c->conn.would.msg : NULL;
 }

@@ -75,6 +75,7 @@ enum insecure_flag {
 	INSECURE_NO_VERIFY_NAME = 1u << 1,
 	INSECURE_OPTIONAL_CLIENT_CERT = 1u << 2,
 	INSECURE_SERVER_EKU_CLIENTS = 1u << 3,
+	INSECURE_AUDIT = 1u << 4,
 };
 
 struct mtls_config {
@@ -279,6 +280,9 @@ struct connection {
 	STACK_OF(X509) * ocsp_chain;
 	bool ocsp_done;
 	enum mtls_ocsp_result ocsp; /* what OCSP said of the accepted peer */
+	/* audit (mtls_config_insecure_audit()): why the peer let in would have been refused
+	 * (reason none: it would not) */
+	struct error would;
 };
 
 struct mtls {
@@ -350,6 +354,13 @@ int verify_resumed(const struct verify_request *rq, X509 *leaf, STACK_OF(X509) *
  * (no_certificate). Never called for a peer that presented a certificate: that one is
  * judged by verify_chain() / verify_resumed(), and a refusal there stays a refusal. */
 int verify_no_certificate(const struct verify_request *rq, struct error *err);
+/* Audit (a server's mtls_config_insecure_audit()): the refusal in err of a client that
+ * presented leaf, made by verify_chain() / verify_resumed() under rq, becomes an acceptance:
+ * the refusal moves to would, err is cleared and *peer describes leaf (no matched rule).
+ * 0 then; -1 (err untouched) when the request's state does not audit, or the refusal is not
+ * about the peer (internal, usage), or the certificate cannot be described at all. */
+int verify_audit(const struct verify_request *rq, X509 *leaf, struct error *err,
+		 struct error *would, struct mtls_peer **peer);
 
 /* strict.c: the strict certificate profile (see the file). A check returns 0 or -1 with a
  * finding (the rule and the certificate); strict_explain() words it into err. */

@@ -146,6 +146,12 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 			  "insecure_optional_client_cert out of the client's config");
 		goto fail;
 	}
+	if (!server && (c->insecure & INSECURE_AUDIT)) {
+		error_set(err, MTLS_REASON_CONFIG,
+			  "audit mode is a server setting: leave insecure_audit out of the "
+			  "client's config");
+		goto fail;
+	}
 	if (!server && (c->insecure & INSECURE_SERVER_EKU_CLIENTS)) {
 		error_set(err, MTLS_REASON_CONFIG,
 			  "accepting serverAuth client certificates is a server setting: leave "

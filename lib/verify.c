@@ -928,3 +928,25 @@ int verify_no_certificate(const struct verify_request *rq, struct error *err)
 			 "key issued by the trusted CA",
 			 role_of(rq));
 }
+
+int verify_audit(const struct verify_request *rq, X509 *leaf, struct error *err,
+		 struct error *would, struct mtls_peer **peer)
+{
+	struct error scratch;
+	struct mtls_peer *p;
+
+	if (!rq->peer_is_client || !rq->st->server ||
+	    !(rq->st->config->insecure & INSECURE_AUDIT) || leaf == NULL ||
+	    err->reason == MTLS_REASON_NONE || err->reason == MTLS_REASON_INTERNAL ||
+	    err->reason == MTLS_REASON_USAGE)
+		return -1;
+	error_clear(&scratch);
+	p = identity_from_cert(leaf, &scratch);
+	if (p == NULL)
+		return -1; /* no identity to forward it under: the refusal stands */
+	*would = *err;
+	error_clear(err);
+	identity_free(*peer);
+	*peer = p;
+	return 0;
+}

@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
@@ -114,6 +115,43 @@ int credentials_ocsp_mode(const char *text, enum mtls_ocsp_mode *mode)
 	return 0;
 }
 
+int credentials_mode(const char *text, enum tunnel_mode *mode)
+{
+	*mode = TUNNEL_MODE_STRICT;
+	if (text == NULL || strcmp(text, "strict") == 0)
+		return 0;
+	if (strcmp(text, "insecure-permissive") == 0)
+		*mode = TUNNEL_MODE_PERMISSIVE;
+	else if (strcmp(text, "insecure-audit") == 0)
+		*mode = TUNNEL_MODE_AUDIT;
+	else
+		return -1;
+	return 0;
+}
+
+const char *credentials_mode_name(enum tunnel_mode mode)
+{
+	switch (mode) {
+	case TUNNEL_MODE_PERMISSIVE: return "permissive";
+	case TUNNEL_MODE_AUDIT: return "audit";
+	default: return "strict";
+	}
+}
+
+/* --mode: permissive lets a client in without a certificate, and both weaker modes let one
+ * in whose certificate would be refused (recorded: mtls_conn_would_refuse()). */
+static int set_mode(struct mtls_config *c, const struct tunnel_options *o)
+{
+	enum tunnel_mode mode;
+
+	if (o->role != TUNNEL_SERVER || credentials_mode(o->mode, &mode) != 0 ||
+	    mode == TUNNEL_MODE_STRICT)
+		return 0; /* an unknown value is refused before (check_mode): never weaker */
+	if (mode == TUNNEL_MODE_PERMISSIVE && mtls_config_insecure_optional_client_cert(c) != 0)
+		return -1;
+	return mtls_config_insecure_audit(c);
+}
+
 /* --ocsp, --ocsp-url, --ocsp-staple, --ocsp-cache (checked by the daemon before). */
 static int set_ocsp(struct mtls_config *c, const struct tunnel_options *o)
 {
@@ -163,7 +201,7 @@ struct mtls_config *credentials_build(const struct tunnel_options *o,
 	    add_all(c, &o->allow_spki, mtls_config_allow_spki_sha256) != 0 ||
 	    add_all(c, &o->allow_cert, mtls_config_allow_cert_sha256) != 0 ||
 	    mtls_config_set_allow_any_identity(c, o->allow_any_identity) != 0 ||
-	    set_ocsp(c, o) != 0) {
+	    set_ocsp(c, o) != 0 || set_mode(c, o) != 0) {
 		snprintf(err, len, "%s", mtls_config_error(c));
 		mtls_config_free(c);
 		return NULL;
@@ -335,6 +373,123 @@ int credentials_crl_times(const char *path, time_t *this_update, time_t *next_up
 		X509_CRL_free(crl);
 	}
 	BIO_free(bio);
+	ERR_clear_error();
+	return rc;
+}
+
+static json_t *iso(time_t when)
+{
+	char buf[40];
+	struct tm tm;
+
+	if (when == 0 || gmtime_r(&when, &tm) == NULL ||
+	    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		return json_null();
+	return json_string(buf);
+}
+
+static json_t *name_json(const X509_NAME *name)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data = NULL;
+	long n;
+	json_t *j = NULL;
+
+	if (bio != NULL && X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (n = BIO_get_mem_data(bio, &data)) >= 0)
+		j = json_stringn_nocheck(data != NULL ? data : "", (size_t)n);
+	BIO_free(bio);
+	return j != NULL ? j : json_null();
+}
+
+static json_t *cert_json(X509 *cert)
+{
+	char *serial = certfields_serial_hex(cert);
+	json_t *j = json_pack("{s:o,s:o,s:s?,s:o,s:o}", "subject",
+			      name_json(X509_get_subject_name(cert)), "issuer",
+			      name_json(X509_get_issuer_name(cert)), "serial", serial, "not_before",
+			      iso(certfields_time(X509_get0_notBefore(cert))), "not_after",
+			      iso(certfields_time(X509_get0_notAfter(cert))));
+
+	free(serial);
+	return j;
+}
+
+static json_t *crl_json(X509_CRL *crl, const char *file, const char *url)
+{
+	ASN1_INTEGER *num = X509_CRL_get_ext_d2i(crl, NID_crl_number, NULL, NULL);
+	BIGNUM *bn = num != NULL ? ASN1_INTEGER_to_BN(num, NULL) : NULL;
+	char *dec = bn != NULL ? BN_bn2dec(bn) : NULL;
+	time_t tu = certfields_time(X509_CRL_get0_lastUpdate(crl));
+	json_t *j =
+		json_pack("{s:s,s:s?,s:o,s:s?,s:o,s:I,s:o,s:i}", "file", file, "url", url, "issuer",
+			  name_json(X509_CRL_get_issuer(crl)), "number", dec, "this_update",
+			  iso(tu), "this_update_unix", (json_int_t)tu, "next_update",
+			  iso(X509_CRL_get0_nextUpdate(crl) != NULL
+				      ? certfields_time(X509_CRL_get0_nextUpdate(crl))
+				      : 0),
+			  "revoked", sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl)));
+
+	OPENSSL_free(dec);
+	BN_free(bn);
+	ASN1_INTEGER_free(num);
+	return j;
+}
+
+int credentials_status(const struct tunnel_options *o, const char *const *crl_urls, json_t *obj)
+{
+	json_t *cas = json_array(), *crls = json_array();
+	BIO *bio;
+	X509 *cert;
+	X509_CRL *crl;
+	int rc = -1;
+
+	if (cas == NULL || crls == NULL)
+		goto out;
+	if (o->cert != NULL && (bio = BIO_new_file(o->cert, "r")) != NULL) {
+		if ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+			json_t *j = cert_json(cert);
+
+			if (j == NULL ||
+			    json_object_set_new(j, "file", json_string(o->cert)) != 0 ||
+			    json_object_set_new(obj, "certificate", j) != 0)
+				goto fail_bio;
+			X509_free(cert);
+		}
+		BIO_free(bio);
+	}
+	if (o->ca != NULL && (bio = BIO_new_file(o->ca, "r")) != NULL) {
+		while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+			if (json_array_append_new(cas, cert_json(cert)) != 0)
+				goto fail_bio;
+			X509_free(cert);
+		}
+		BIO_free(bio);
+	}
+	for (size_t i = 0; i < o->crl.n; i++) {
+		if ((bio = BIO_new_file(o->crl.v[i], "r")) == NULL)
+			continue;
+		while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+			json_t *j =
+				crl_json(crl, o->crl.v[i], crl_urls != NULL ? crl_urls[i] : NULL);
+
+			X509_CRL_free(crl);
+			if (json_array_append_new(crls, j) != 0) {
+				BIO_free(bio);
+				goto out;
+			}
+		}
+		BIO_free(bio);
+	}
+	if (json_object_set(obj, "ca", cas) == 0 && json_object_set(obj, "crl", crls) == 0)
+		rc = 0;
+	goto out;
+fail_bio:
+	X509_free(cert);
+	BIO_free(bio);
+out:
+	json_decref(cas);
+	json_decref(crls);
 	ERR_clear_error();
 	return rc;
 }

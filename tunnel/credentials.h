@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "mtls.h"
 #include "tunnel.h"
 
@@ -29,6 +31,11 @@ struct mtls_config *credentials_build(const struct tunnel_options *o,
 
 /* --ocsp's value (NULL: off): 0, or -1 if it is not off, soft-fail or hard-fail. */
 int credentials_ocsp_mode(const char *text, enum mtls_ocsp_mode *mode);
+
+/* --mode's value (NULL: strict): 0, or -1 if it is not strict, insecure-permissive or
+ * insecure-audit. credentials_mode_name(): "strict", "permissive", "audit". */
+int credentials_mode(const char *text, enum tunnel_mode *mode);
+const char *credentials_mode_name(enum tunnel_mode mode);
 
 /* Can this process (running as --user) open every file a reload reads? -1 with a message
  * naming the first file it cannot read and how to make it readable. */
@@ -51,6 +58,13 @@ int credentials_crl_times(const char *path, time_t *this_update, time_t *next_up
 /* notBefore and notAfter (UNIX times) of the first certificate in a PEM file: -1 if there
  * is none that can be read. */
 int credentials_cert_validity(const char *path, time_t *not_before, time_t *not_after);
+
+/* /status's view of the files in use, set into obj: "certificate" (subject, serial,
+ * not_before, not_after, file) of o->cert, "ca" (subject and not_after of each certificate
+ * of o->ca) and "crl" (per file: file, url (crl_urls[i], or null for a plain --crl),
+ * issuer, number, this_update, this_update_unix, next_update). What cannot be read is left
+ * out (a file replaced meanwhile is read as it is now). 0, or -1 if out of memory. */
+int credentials_status(const struct tunnel_options *o, const char *const *crl_urls, json_t *obj);
 
 /* The files a reload depends on (certificate, key, passphrase file, CA, CRLs), to watch for
  * changes. Returns how many were put in out. */

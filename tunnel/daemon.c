@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -86,7 +87,12 @@ struct main_state {
 	ev_async renewed;    /* the renewal thread replaced the cert and key, or --ca */
 
 	struct ocspfetch *ocspfetch; /* the endpoint's OCSP jobs */
-	ev_async ocsp_recheck;	     /* an OCSP answer about a peer turned to revoked */
+	/* /status: what the files in service hold (set at start and by each good reload) and
+	 * when the daemon started */
+	json_t *creds;
+	time_t started;
+
+	ev_async ocsp_recheck; /* an OCSP answer about a peer turned to revoked */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -108,6 +114,8 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->verify_cache = MTLS_VERIFY_CACHE_DEFAULT;
 	o->session_cache = MTLS_SESSION_CACHE_DEFAULT;
 	o->ocsp_cache = MTLS_OCSP_CACHE_DEFAULT;
+	o->plaintext_wait_ms = 1000;
+	o->metrics_identities = 20;
 }
 
 static void fail(const char *role, const char *msg)
@@ -316,6 +324,104 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force);
 
 /* New certificate, key, CA, CRLs and rules for new handshakes; the old ones stay if anything
  * is wrong with the new. */
+/* The mode of the live options into force (workers read it for each new connection and
+ * re-judge the live ones after the reload that follows). A weaker mode is a warning each
+ * time it comes into force. */
+static void apply_mode(struct main_state *ms)
+{
+	struct daemon *d = ms->d;
+	enum tunnel_mode mode, was = (enum tunnel_mode)atomic_load(&d->metrics.mode);
+	char msg[300];
+
+	if (credentials_mode(ms->live->mode, &mode) != 0)
+		return; /* not reached: checked before */
+	atomic_store(&d->metrics.mode, (int)mode);
+	if (mode != was)
+		LOG(LOG_INFO, "mode_changed", LS("from", credentials_mode_name(was)),
+		    LS("to", credentials_mode_name(mode)));
+	if (mode == TUNNEL_MODE_STRICT || (mode == was && ms->started != 0))
+		return;
+	snprintf(msg, sizeof(msg), "%s",
+		 mode == TUNNEL_MODE_PERMISSIVE
+			 ? "insecure-permissive: plaintext clients, TLS clients without a "
+			   "certificate and clients whose certificate would be refused are all "
+			   "forwarded to the target; for a rollout only (docs/rollout.md)"
+			 : "insecure-audit: clients whose certificate would be refused are "
+			   "forwarded "
+			   "to the target, logged and counted would_refuse; for a rollout only "
+			   "(docs/rollout.md)");
+	LOG(LOG_WARN, "insecure_mode", LS("mode", credentials_mode_name(mode)), LS("message", msg));
+}
+
+/* The URL a CRL file of the live options is fetched from (a --crl-cache), or NULL. */
+static const char *crl_url_of(const struct main_state *ms, size_t i)
+{
+	const struct tunnel_options *o = ms->live;
+	size_t first = o->crl.n - ms->ncrlfetch;
+
+	if (ms->ncrlfetch == 0 || i < first || i - first >= o->crl_url.n)
+		return NULL;
+	return strcmp(o->crl_url.v[i - first], "auto") == 0 ? ms->crl_auto
+							    : o->crl_url.v[i - first];
+}
+
+/* /status's part from the main thread: the files in service (read again after a good
+ * reload, kept after a failed one) and the last reload. */
+static void publish_status(struct main_state *ms, const char *trigger, bool ok, const char *message)
+{
+	const char *urls[CREDENTIALS_FILES_MAX] = {0};
+	json_t *doc, *creds;
+	char when[32];
+
+	if (ok) {
+		for (size_t i = 0; i < ms->live->crl.n && i < CREDENTIALS_FILES_MAX; i++)
+			urls[i] = crl_url_of(ms, i);
+		creds = json_object();
+		if (creds != NULL && credentials_status(ms->live, urls, creds) == 0) {
+			json_decref(ms->creds);
+			ms->creds = creds;
+		} else {
+			json_decref(creds);
+		}
+	}
+	doc = ms->creds != NULL ? json_deep_copy(ms->creds) : json_object();
+	utc(time(NULL), when, sizeof(when));
+	if (doc == NULL || json_object_set_new(doc, "last_reload",
+					       json_pack("{s:s,s:s,s:s,s:s?}", "time", when,
+							 "result", ok ? "ok" : "failed", "trigger",
+							 trigger, "message", message)) != 0) {
+		json_decref(doc);
+		return; /* out of memory: the last one stays */
+	}
+	utc(ms->started, when, sizeof(when));
+	json_object_set_new(doc, "started", json_string(when));
+	metrics_set_status(&ms->d->metrics, json_dumps(doc, JSON_COMPACT));
+	json_decref(doc);
+}
+
+/* /healthz?target=1: a TCP connection to the target, within the connect timeout (at most
+ * 2 s: a health check must answer before its prober gives up). */
+static int target_check(void *arg, char *err, size_t len)
+{
+	struct daemon *d = arg;
+	long long ms = d->o->connect_timeout_ms < 2000 ? d->o->connect_timeout_ms : 2000;
+	int fd = address_connect(&d->target, err, len), e = 0;
+	socklen_t elen = sizeof(e);
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	int rc = -1;
+
+	if (fd < 0)
+		return -1;
+	if (poll(&p, 1, (int)ms) != 1)
+		snprintf(err, len, "%s: no connection within %lld ms", d->o->target, ms);
+	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0 || e != 0)
+		snprintf(err, len, "%s: %s", d->o->target, strerror(e != 0 ? e : errno));
+	else
+		rc = 0;
+	close(fd);
+	return rc;
+}
+
 static void reload(struct main_state *ms, const char *trigger)
 {
 	struct daemon *d = ms->d;
@@ -336,6 +442,7 @@ static void reload(struct main_state *ms, const char *trigger)
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),
 		    LS("message", err), LS("action", "keeping the current certificates and rules"));
 		mtls_config_free(cfg);
+		publish_status(ms, trigger, false, err);
 		return;
 	}
 	mtls_config_free(cfg);
@@ -348,6 +455,8 @@ static void reload(struct main_state *ms, const char *trigger)
 	    LN("cert_not_after", mtls_endpoint_cert_not_after(d->endpoint)),
 	    LN("crl_next_update", mtls_endpoint_crl_next_update(d->endpoint)));
 	check_crls(ms, ev_now(ev_default_loop(0)), true);
+	apply_mode(ms);
+	publish_status(ms, trigger, true, NULL);
 	worker_recheck_all(d);
 }
 
@@ -400,6 +509,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
+static int check_mode(const struct tunnel_options *o, char *err, size_t len);
 
 static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
 {
@@ -462,6 +572,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_NUM(max_lifetime_ms, "--max-connection-lifetime");
 	SAME_NUM(drain_timeout_ms, "--drain-timeout");
 	SAME_NUM(watch_interval_ms, "--watch-interval");
+	SAME_NUM(plaintext_wait_ms, "--plaintext-wait");
+	SAME_NUM(metrics_identities, "--metrics-identities");
 	SAME_LIST(crl_url, "--crl-url"); /* the fetchers were made at start */
 	SAME_LIST(crl_cache, "--crl-cache");
 	SAME_STR(crl_refresh, "--crl-refresh");
@@ -498,10 +610,11 @@ static int reparse(struct main_state *ms)
 		return 0;
 	handle = o->reparse(o->reparse_arg, &next, err, sizeof(err));
 	if (handle == NULL || check_ranges(next, err, sizeof(err)) != 0 ||
-	    check_ocsp(next, err, sizeof(err)) != 0) {
+	    check_ocsp(next, err, sizeof(err)) != 0 || check_mode(next, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
 		    LS("message", err), LS("action", "keeping the current options and files"));
+		publish_status(ms, "SIGHUP", false, err);
 		if (handle != NULL && o->reparse_free != NULL)
 			o->reparse_free(handle);
 		return -1;
@@ -749,6 +862,10 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
 		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
 		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, "entries"},
+		{"plaintext-wait", o->plaintext_wait_ms, 0, 300000,
+		 "milliseconds (0: wait for the client's first byte; at most 5 minutes)"},
+		{"metrics-identities", o->metrics_identities, 0, METRICS_IDENTITIES_MAX,
+		 "identities"},
 	};
 
 	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
@@ -776,6 +893,26 @@ static int check_ocsp(const struct tunnel_options *o, char *err, size_t len)
 		snprintf(err, len,
 			 "--ocsp-staple is for mtls server: the connector asks the "
 			 "server for its staple in any case");
+		return -1;
+	}
+	return 0;
+}
+
+/* --mode's value, and the weaker modes only on a server. Also for a SIGHUP's options: the
+ * mode is one of the things a reload applies. */
+static int check_mode(const struct tunnel_options *o, char *err, size_t len)
+{
+	enum tunnel_mode mode;
+
+	if (credentials_mode(o->mode, &mode) != 0) {
+		snprintf(err, len,
+			 "--mode '%.40s': give strict, insecure-permissive or insecure-audit (see "
+			 "docs/rollout.md)",
+			 o->mode);
+		return -1;
+	}
+	if (mode != TUNNEL_MODE_STRICT && o->role != TUNNEL_SERVER) {
+		snprintf(err, len, "--mode is for mtls server");
 		return -1;
 	}
 	return 0;
@@ -814,7 +951,8 @@ static int check(struct daemon *d, char *err, size_t len)
 			 "a client certificate");
 		return -1;
 	}
-	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0)
+	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0 ||
+	    check_mode(o, err, len) != 0)
 		return -1;
 	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
 		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
@@ -1357,6 +1495,15 @@ int tunnel_run(const struct tunnel_options *given)
 	}
 	d.metrics.endpoint = d.endpoint;
 	update_expiry(&d);
+	if (metrics_identities_init(&d.metrics, (size_t)o->metrics_identities) != 0) {
+		fail(role, "out of memory");
+		goto out;
+	}
+	apply_mode(&ms);
+	ms.started = time(NULL);
+	publish_status(&ms, "start", true, NULL);
+	d.metrics.target_check = target_check;
+	d.metrics.target_arg = &d;
 	d.nworkers = (int)o->workers;
 	d.metrics.nworkers = d.nworkers;
 	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
@@ -1471,6 +1618,8 @@ out:
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
 	mtls_free(d.endpoint);
+	json_decref(ms.creds);
+	metrics_free(&d.metrics);
 	credentials_secret_free(pass);
 	if (ms.live_handle != NULL && o->reparse_free != NULL)
 		o->reparse_free(ms.live_handle);

@@ -9,10 +9,20 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <jansson.h>
 #include <microhttpd.h>
 
 #include "log.h"
 #include "metrics.h"
+#include "tunnel.h"
+
+static const char *const kind_names[METRICS_KINDS] = {"plaintext", "tls_no_cert", "mtls"};
+static const char *const mode_names[] = {
+	[TUNNEL_MODE_STRICT] = "strict",
+	[TUNNEL_MODE_PERMISSIVE] = "permissive",
+	[TUNNEL_MODE_AUDIT] = "audit",
+};
+#define MODES (sizeof(mode_names) / sizeof(mode_names[0]))
 
 /* handshake duration buckets, seconds */
 static const double bucket_bounds[METRICS_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -22,6 +32,77 @@ void metrics_init(struct metrics *m, const char *role)
 {
 	memset(m, 0, sizeof(*m));
 	m->role = role;
+	pthread_mutex_init(&m->ids_lock, NULL);
+	pthread_mutex_init(&m->status_lock, NULL);
+}
+
+int metrics_identities_init(struct metrics *m, size_t max)
+{
+	if (max > METRICS_IDENTITIES_MAX)
+		max = METRICS_IDENTITIES_MAX;
+	m->ids = calloc(max + 1, sizeof(*m->ids));
+	if (m->ids == NULL)
+		return -1;
+	m->ids_max = max;
+	snprintf(m->ids[max].name, sizeof(m->ids[max].name), "other");
+	return 0;
+}
+
+void metrics_free(struct metrics *m)
+{
+	free(m->ids);
+	m->ids = NULL;
+	free(m->status);
+	m->status = NULL;
+	pthread_mutex_destroy(&m->ids_lock);
+	pthread_mutex_destroy(&m->status_lock);
+}
+
+/* The slot of identity (under ids_lock): its own, a new one while there is room, else
+ * "other". NULL without a table. */
+static struct metrics_identity *identity_slot(struct metrics *m, const char *identity)
+{
+	size_t len = identity != NULL ? strlen(identity) : 0;
+
+	if (m->ids == NULL)
+		return NULL;
+	if (identity == NULL || len == 0)
+		identity = "none";
+	if (len >= METRICS_IDENTITY_LEN || strcmp(identity, "other") == 0)
+		return &m->ids[m->ids_max];
+	for (size_t i = 0; i < m->ids_n; i++)
+		if (strcmp(m->ids[i].name, identity) == 0)
+			return &m->ids[i];
+	if (m->ids_n >= m->ids_max)
+		return &m->ids[m->ids_max];
+	snprintf(m->ids[m->ids_n].name, sizeof(m->ids[0].name), "%s", identity);
+	return &m->ids[m->ids_n++];
+}
+
+void metrics_conn_kind(struct metrics *m, enum metrics_kind kind, const char *identity)
+{
+	struct metrics_identity *id;
+
+	if ((unsigned)kind >= METRICS_KINDS)
+		return;
+	atomic_fetch_add(&m->kinds[kind], 1);
+	pthread_mutex_lock(&m->ids_lock);
+	if ((id = identity_slot(m, identity)) != NULL)
+		id->kinds[kind]++;
+	pthread_mutex_unlock(&m->ids_lock);
+}
+
+void metrics_would_refuse(struct metrics *m, enum mtls_reason reason, const char *identity)
+{
+	struct metrics_identity *id;
+
+	if ((unsigned)reason >= MTLS_REASON_COUNT || reason == MTLS_REASON_NONE)
+		return;
+	atomic_fetch_add(&m->would_refuse[reason], 1);
+	pthread_mutex_lock(&m->ids_lock);
+	if ((id = identity_slot(m, identity)) != NULL)
+		id->would[reason]++;
+	pthread_mutex_unlock(&m->ids_lock);
 }
 
 void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed, uint64_t micros)
@@ -136,6 +217,92 @@ static void render_ocsp(struct metrics *m, struct text *t)
 		    "# TYPE mtls_ocsp_staple_age_seconds gauge\n"
 		    "mtls_ocsp_staple_age_seconds %lld\n",
 		    (long long)nu, (long long)(time(NULL) - tu));
+}
+
+/* A label value as the exposition format wants it: backslash, double quote and newline
+ * escaped; other control bytes and non-ASCII (an identity is the client's to choose) as
+ * \\xNN, which is no escape of the format, so the text stays one valid line. */
+static void put_label(struct text *t, const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *)v; *p != '\0' && !t->failed; p++) {
+		if (*p == '\\')
+			put(t, "\\\\");
+		else if (*p == '"')
+			put(t, "\\\"");
+		else if (*p == '\n')
+			put(t, "\\n");
+		else if (*p < 0x20 || *p >= 0x7f)
+			put(t, "\\\\x%02x", *p);
+		else
+			put(t, "%c", *p);
+	}
+}
+
+/* The rollout mode, connections by kind, would_refuse, and the same per identity. */
+static void render_rollout(struct metrics *m, struct text *t)
+{
+	int mode = atomic_load(&m->mode);
+	struct metrics_identity *copy = NULL;
+	size_t n = 0;
+
+	put(t, "# HELP mtls_mode The rollout mode in force (1): strict, or the insecure "
+	       "permissive or audit (docs/rollout.md).\n"
+	       "# TYPE mtls_mode gauge\n");
+	for (size_t i = 0; i < MODES; i++)
+		put(t, "mtls_mode{mode=\"%s\"} %d\n", mode_names[i], (size_t)mode == i ? 1 : 0);
+	put(t, "# HELP mtls_connections_by_kind_total Connections forwarded to the target by "
+	       "kind: plaintext and tls_no_cert (permissive mode only), mtls (a client "
+	       "certificate, verified or would_refuse).\n"
+	       "# TYPE mtls_connections_by_kind_total counter\n");
+	for (int k = 0; k < METRICS_KINDS; k++)
+		put(t, "mtls_connections_by_kind_total{kind=\"%s\"} %llu\n", kind_names[k],
+		    U(m->kinds[k]));
+	put(t, "# HELP mtls_would_refuse_total Clients forwarded by the permissive or audit mode "
+	       "that strict mode would refuse, by reason (judged at the handshake and again after "
+	       "each reload).\n"
+	       "# TYPE mtls_would_refuse_total counter\n");
+	for (int r = 1; r < MTLS_REASON_COUNT; r++) {
+		unsigned long long v = U(m->would_refuse[r]);
+
+		if (v > 0)
+			put(t, "mtls_would_refuse_total{reason=\"%s\"} %llu\n",
+			    mtls_reason_name((enum mtls_reason)r), v);
+	}
+	/* copied under the lock, formatted outside it: a scrape never holds up a worker */
+	pthread_mutex_lock(&m->ids_lock);
+	if (m->ids != NULL && (copy = malloc((m->ids_n + 1) * sizeof(*copy))) != NULL) {
+		memcpy(copy, m->ids, m->ids_n * sizeof(*copy));
+		copy[m->ids_n] = m->ids[m->ids_max];
+		n = m->ids_n + 1;
+	}
+	pthread_mutex_unlock(&m->ids_lock);
+	if (m->ids != NULL && copy == NULL) {
+		t->failed = true;
+		return;
+	}
+	put(t, "# HELP mtls_identity_connections_total Connections forwarded by client identity "
+	       "(URI SAN, else DNS SAN, else CN; none without a certificate) and kind: the first "
+	       "--metrics-identities identities seen, the rest as other.\n"
+	       "# TYPE mtls_identity_connections_total counter\n");
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < METRICS_KINDS; k++)
+			if (copy[i].kinds[k] > 0) {
+				put(t, "mtls_identity_connections_total{identity=\"");
+				put_label(t, copy[i].name);
+				put(t, "\",kind=\"%s\"} %llu\n", kind_names[k], copy[i].kinds[k]);
+			}
+	put(t, "# HELP mtls_identity_would_refuse_total would_refuse by client identity and "
+	       "reason (bounded as mtls_identity_connections_total).\n"
+	       "# TYPE mtls_identity_would_refuse_total counter\n");
+	for (size_t i = 0; i < n; i++)
+		for (int r = 1; r < MTLS_REASON_COUNT; r++)
+			if (copy[i].would[r] > 0) {
+				put(t, "mtls_identity_would_refuse_total{identity=\"");
+				put_label(t, copy[i].name);
+				put(t, "\",reason=\"%s\"} %llu\n",
+				    mtls_reason_name((enum mtls_reason)r), copy[i].would[r]);
+			}
+	free(copy);
 }
 
 char *metrics_render(struct metrics *m, size_t *len)
@@ -305,6 +472,7 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_log_lines_suppressed_total %llu\n",
 	    log_dropped(LOG_DROP_FULL), log_dropped(LOG_DROP_WRITE_ERROR), log_suppressed());
 	render_ocsp(m, &t);
+	render_rollout(m, &t);
 	if (m->endpoint != NULL) {
 		unsigned long hits, misses;
 
@@ -464,6 +632,81 @@ char *metrics_readyz(struct metrics *m, time_t now, long long beat_now, unsigned
 	return text_done(&head);
 }
 
+void metrics_set_status(struct metrics *m, char *json)
+{
+	char *old;
+
+	pthread_mutex_lock(&m->status_lock);
+	old = m->status;
+	m->status = json;
+	pthread_mutex_unlock(&m->status_lock);
+	free(old);
+}
+
+static json_t *iso_json(long long when)
+{
+	char buf[40];
+
+	if (when == 0)
+		return json_null();
+	iso_time(when, buf, sizeof(buf));
+	return json_string(buf);
+}
+
+char *metrics_status(struct metrics *m, time_t now)
+{
+	json_t *doc = NULL, *conns, *kinds, *crls;
+	char *text = NULL;
+	unsigned long long would = 0;
+	int mode = atomic_load(&m->mode);
+	size_t i;
+	json_t *crl;
+
+	pthread_mutex_lock(&m->status_lock);
+	if (m->status != NULL)
+		doc = json_loads(m->status, 0, NULL);
+	pthread_mutex_unlock(&m->status_lock);
+	if (doc == NULL && (doc = json_object()) == NULL)
+		return NULL;
+	for (int r = 1; r < MTLS_REASON_COUNT; r++)
+		would += U(m->would_refuse[r]);
+	kinds = json_object();
+	for (int k = 0; k < METRICS_KINDS && kinds != NULL; k++)
+		json_object_set_new(kinds, kind_names[k], json_integer((json_int_t)U(m->kinds[k])));
+	conns = json_pack("{s:I,s:I,s:o*,s:I}", "open",
+			  (json_int_t)atomic_load(&m->connections_open), "total",
+			  (json_int_t)U(m->connections_total), "by_kind", kinds, "would_refuse",
+			  (json_int_t)would);
+	if (conns == NULL ||
+	    json_object_set_new(doc, "mode",
+				json_string((size_t)mode < MODES ? mode_names[mode] : "?")) != 0 ||
+	    json_object_set_new(doc, "role", json_string(m->role)) != 0 ||
+	    json_object_set_new(doc, "connections", conns) != 0 ||
+	    json_object_set_new(doc, "draining", json_boolean(atomic_load(&m->draining))) != 0)
+		goto out;
+	/* the ages of now, from each CRL's thisUpdate */
+	crls = json_object_get(doc, "crl");
+	json_array_foreach(crls, i, crl)
+	{
+		json_t *tu = json_object_get(crl, "this_update_unix");
+
+		if (json_is_integer(tu))
+			json_object_set_new(crl, "age_seconds",
+					    json_integer((json_int_t)now - json_integer_value(tu)));
+	}
+	if (m->renewal_configured) {
+		json_t *cert = json_object_get(doc, "certificate");
+
+		if (json_is_object(cert))
+			json_object_set_new(cert, "next_renewal",
+					    iso_json(atomic_load(&m->renew_at)));
+	}
+	text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+out:
+	json_decref(doc);
+	return text;
+}
+
 struct metrics_http {
 	struct MHD_Daemon *daemon;
 	struct metrics *m;
@@ -477,6 +720,22 @@ static struct MHD_Response *text_response(const char *text)
 	return copy != NULL
 		       ? MHD_create_response_from_buffer(strlen(copy), copy, MHD_RESPMEM_MUST_FREE)
 		       : NULL;
+}
+
+/* ?target=1: the health text with a line on whether the target accepts a connection (as
+ * ghostunnel's /_status does); 503 if it does not. For a load balancer's check: a liveness
+ * probe should not ask, since a restart does not bring the target back. Takes text. */
+static char *with_target(struct metrics *m, char *text, unsigned *status)
+{
+	struct text t = {0};
+	char why[300] = "no target check";
+	bool ok = m->target_check != NULL && m->target_check(m->target_arg, why, sizeof(why)) == 0;
+
+	put(&t, "%s%s%s\n", text, ok ? "target: ok" : "target: unreachable: ", ok ? "" : why);
+	free(text);
+	if (!ok)
+		*status = MHD_HTTP_SERVICE_UNAVAILABLE;
+	return text_done(&t);
 }
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
@@ -509,11 +768,29 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 			if (resp == NULL)
 				free(text);
 		}
+	} else if (strcmp(url, "/status") == 0) {
+		char *text = metrics_status(h->m, time(NULL));
+
+		if (text == NULL) {
+			status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+			resp = text_response("status unavailable: out of memory\n");
+		} else {
+			type = "application/json";
+			resp = MHD_create_response_from_buffer(strlen(text), text,
+							       MHD_RESPMEM_MUST_FREE);
+			if (resp == NULL)
+				free(text);
+		}
 	} else if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) {
 		char *text =
 			strcmp(url, "/healthz") == 0
 				? metrics_healthz(h->m, time(NULL), metrics_beat_clock(), &status)
 				: metrics_readyz(h->m, time(NULL), metrics_beat_clock(), &status);
+		const char *target =
+			MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "target");
+
+		if (text != NULL && target != NULL && strcmp(target, "0") != 0)
+			text = with_target(h->m, text, &status);
 
 		if (text == NULL) {
 			status = MHD_HTTP_INTERNAL_SERVER_ERROR;

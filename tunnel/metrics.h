@@ -5,6 +5,7 @@
 #ifndef MTLS_TUNNEL_METRICS_H
 #define MTLS_TUNNEL_METRICS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,8 +32,46 @@ enum metrics_ocsp_result {
 	METRICS_OCSP_RESULTS
 };
 
+/* How a forwarded connection came in (a rollout mode, tunnel.h): the index of kinds. */
+enum metrics_kind {
+	METRICS_KIND_PLAINTEXT,	  /* no TLS (permissive) */
+	METRICS_KIND_TLS_NO_CERT, /* TLS without a client certificate (permissive) */
+	METRICS_KIND_MTLS,	  /* a client certificate: verified, or would_refuse */
+	METRICS_KINDS
+};
+
+/* Per-identity counters: the first --metrics-identities identities seen get their own (at
+ * most METRICS_IDENTITIES_MAX), every other one is counted as identity "other", and so is an
+ * identity longer than METRICS_IDENTITY_LEN - 1 bytes: a scan with made-up certificates
+ * cannot grow the exposition past that bound (and the pump counts certificates that do not
+ * lead to the CA as one identity, "untrusted", so such a scan takes one slot at most). First
+ * seen rather than most seen: a slot once given is kept, so each series only grows, as a
+ * Prometheus counter must, and "other" never gives counts back. */
+#define METRICS_IDENTITIES_MAX 1000
+#define METRICS_IDENTITY_LEN   256
+struct metrics_identity {
+	char name[METRICS_IDENTITY_LEN];
+	unsigned long long kinds[METRICS_KINDS];
+	unsigned long long would[MTLS_REASON_COUNT];
+};
+
 struct metrics {
 	const char *role; /* "server" or "connector" */
+	atomic_int mode;  /* enum tunnel_mode in force (a reload may change it) */
+	atomic_ullong kinds[METRICS_KINDS];
+	atomic_ullong would_refuse[MTLS_REASON_COUNT];
+	/* ids_max slots, then "other" at ids[ids_max]; under ids_lock (workers add, the HTTP
+	 * thread copies) */
+	pthread_mutex_t ids_lock;
+	struct metrics_identity *ids;
+	size_t ids_n, ids_max;
+	/* /status: the part the main thread knows (credentials, last reload), a JSON object
+	 * text, replaced whole under status_lock */
+	pthread_mutex_t status_lock;
+	char *status;
+	/* /healthz?target=1: can the target be connected to? 0, or -1 with why */
+	int (*target_check)(void *arg, char *err, size_t len);
+	void *target_arg;
 	atomic_llong connections_open;
 	atomic_ullong connections_total;
 	atomic_ullong connections_refused_limit;
@@ -80,6 +119,19 @@ struct metrics {
 };
 
 void metrics_init(struct metrics *m, const char *role);
+/* The per-identity table for max identities (0..METRICS_IDENTITIES_MAX): 0, or -1 (no
+ * memory). metrics_free() frees it and the status text. */
+int metrics_identities_init(struct metrics *m, size_t max);
+void metrics_free(struct metrics *m);
+/* A connection forwarded, by kind, under identity ("none" for a client without one). */
+void metrics_conn_kind(struct metrics *m, enum metrics_kind kind, const char *identity);
+/* A client forwarded by a rollout mode that strict mode would refuse, and why. */
+void metrics_would_refuse(struct metrics *m, enum mtls_reason reason, const char *identity);
+/* /status: set the main thread's part (a JSON object text, taken over; NULL keeps none). */
+void metrics_set_status(struct metrics *m, char *json);
+/* The /status document (caller frees), or NULL if out of memory: the main thread's part
+ * with the counters of now (connections, kinds, mode, CRL ages, next renewal). */
+char *metrics_status(struct metrics *m, time_t now);
 void metrics_handshake(struct metrics *m, enum mtls_reason reason, bool resumed, uint64_t micros);
 /* The exposition text (caller frees), or NULL if it could not be built whole (out of
  * memory): never a partial text. */

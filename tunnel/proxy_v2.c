@@ -29,9 +29,11 @@ static size_t tlv(uint8_t *buf, size_t pos, size_t cap, uint8_t type, const void
 	return pos + 3 + len;
 }
 
-size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
-		       const struct sockaddr *dst, const char *tls_version, const char *cn,
-		       const char *identity, int resumed)
+/* ssl: 0 no SSL TLV (a plaintext client), 1 a verified client certificate, 2 TLS without a
+ * verified one (verify result 1, no CN, no identity). */
+static size_t build(uint8_t *buf, size_t cap, const struct sockaddr *src,
+		    const struct sockaddr *dst, int ssl, const char *tls_version, const char *cn,
+		    const char *identity, int resumed)
 {
 	size_t pos = 16, ssl_start, ssl_len;
 	uint8_t fam = 0x00;
@@ -63,6 +65,8 @@ size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 	}
 	buf[13] = fam;
 
+	if (ssl == 0)
+		goto done;
 	/* PP2_TYPE_SSL: client flags, verify result (0 = verified), then sub-TLVs */
 	ssl_start = pos;
 	if (pos + 3 + 5 > cap)
@@ -70,8 +74,12 @@ size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 	buf[pos] = PP2_TYPE_SSL;
 	pos += 3;
 	/* a verified client certificate, on this connection or (resumed) on its session */
-	buf[pos] = PP2_CLIENT_SSL | PP2_CLIENT_CERT_SESS | (resumed ? 0 : PP2_CLIENT_CERT_CONN);
+	buf[pos] = PP2_CLIENT_SSL;
 	memset(buf + pos + 1, 0, 4);
+	if (ssl == 1)
+		buf[pos] |= PP2_CLIENT_CERT_SESS | (resumed ? 0 : PP2_CLIENT_CERT_CONN);
+	else
+		buf[pos + 4] = 1; /* not verified: a backend must not take it for a client */
 	pos += 5;
 	if (tls_version != NULL)
 		pos = tlv(buf, pos, cap, PP2_SUBTYPE_SSL_VERSION, tls_version, strlen(tls_version));
@@ -88,9 +96,23 @@ size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 	buf[ssl_start + 2] = (uint8_t)ssl_len;
 	if (identity != NULL)
 		pos = tlv(buf, pos, cap, PROXY_V2_TYPE_MTLS_IDENTITY, identity, strlen(identity));
+done:
 	if (pos == 0 || pos - 16 > 0xffff)
 		return 0;
 	buf[14] = (uint8_t)((pos - 16) >> 8);
 	buf[15] = (uint8_t)(pos - 16);
 	return pos;
+}
+
+size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
+		       const struct sockaddr *dst, const char *tls_version, const char *cn,
+		       const char *identity, int resumed)
+{
+	return build(buf, cap, src, dst, 1, tls_version, cn, identity, resumed);
+}
+
+size_t proxy_v2_header_unverified(uint8_t *buf, size_t cap, const struct sockaddr *src,
+				  const struct sockaddr *dst, const char *tls_version)
+{
+	return build(buf, cap, src, dst, tls_version != NULL ? 2 : 0, tls_version, NULL, NULL, 0);
 }

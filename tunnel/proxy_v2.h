@@ -24,5 +24,11 @@
 size_t proxy_v2_header(uint8_t *buf, size_t cap, const struct sockaddr *src,
 		       const struct sockaddr *dst, const char *tls_version, const char *cn,
 		       const char *identity, int resumed);
+/* The header of a client without a verified certificate (a rollout mode, tunnel.h): a
+ * plaintext one (tls_version NULL: no SSL TLV), or a TLS one that presented none or one that
+ * would be refused (the SSL TLV with the version, no certificate flags, a verify result of 1,
+ * and neither CN nor identity): nothing in it may pass for an authorized identity. */
+size_t proxy_v2_header_unverified(uint8_t *buf, size_t cap, const struct sockaddr *src,
+				  const struct sockaddr *dst, const char *tls_version);
 
 #endif

@@ -25,6 +25,16 @@
  * A server creates a connection's TLS state only when the first byte of its ClientHello
  * arrives (under the handshake timeout): a connection that sends nothing costs little more
  * than its socket.
+ *
+ * Rollout modes (tunnel.h, docs/rollout.md). In permissive mode the server looks at the
+ * client's first two bytes (MSG_PEEK, nothing consumed): 0x16 0x03 is a TLS handshake
+ * record, anything else a plaintext client, carried to the target as it is, without TLS
+ * state (the "TLS side" of the connection is then a plain socket: side_read() and the
+ * others). A client that sends nothing for --plaintext-wait is a plaintext client whose
+ * server speaks first. A TLS client may present no certificate, or one the decision
+ * refuses: both are forwarded (the library's optional client certificate and audit mode),
+ * the second counted would_refuse. Audit mode forwards the refused certificates only.
+ * Connections are counted by kind and by client identity (metrics.h) when forwarded.
  */
 #include <errno.h>
 #include <poll.h>
@@ -122,8 +132,12 @@ struct conn {
 	struct conn *resume_prev, *resume_next;
 	ev_tstamp active; /* the last wakeup of the pump phase, for the idle timeout */
 	char identity[256];
-	bool verified;	    /* the handshake accepted the peer: re-judged after a trust change */
-	unsigned trust_gen; /* d->trust_gen when the TLS state was made (start_tls) */
+	bool verified;	   /* the handshake accepted the peer: re-judged after a trust change */
+	bool plaintext;	   /* permissive: a client without TLS (no TLS state) */
+	bool detecting;	   /* permissive: waiting for the first bytes, under --plaintext-wait */
+	bool side_drained; /* plaintext: the last read of the client emptied its socket */
+	enum mtls_reason would; /* audit: why strict mode would refuse the peer (or none) */
+	unsigned trust_gen;	/* d->trust_gen when the TLS state was made (start_tls) */
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
@@ -290,6 +304,55 @@ static int want_events(int rc)
 	return rc == MTLS_WANT_POLLOUT ? EV_WRITE : EV_READ;
 }
 
+/* The client's side of a server connection (or the server's side of a connector's): TLS,
+ * or in permissive mode a plaintext client's socket, with mtls_read()'s conventions. */
+static ssize_t side_read(struct conn *c, uint8_t *p, size_t room)
+{
+	ssize_t r;
+
+	if (!c->plaintext)
+		return mtls_read(c->tls, p, room);
+	r = recv(c->tls_fd, p, room, 0);
+	if (r >= 0) {
+		c->side_drained = r > 0 && (size_t)r < room;
+		return r;
+	}
+	return errno == EAGAIN || errno == EINTR ? MTLS_WANT_POLLIN : -1;
+}
+
+static bool side_read_drained(struct conn *c)
+{
+	return c->plaintext ? c->side_drained : mtls_read_drained(c->tls) != 0;
+}
+
+static ssize_t side_write(struct conn *c, const uint8_t *p, size_t n)
+{
+	ssize_t r;
+
+	if (!c->plaintext)
+		return mtls_write(c->tls, p, n);
+	r = send(c->tls_fd, p, n, MSG_NOSIGNAL);
+	if (r >= 0)
+		return r;
+	return errno == EAGAIN || errno == EINTR ? MTLS_WANT_POLLOUT : -1;
+}
+
+static int side_close(struct conn *c)
+{
+	if (!c->plaintext)
+		return mtls_close(c->tls);
+	shutdown(c->tls_fd, SHUT_WR);
+	return 0;
+}
+
+/* The conn_close why of a failed read or write of that side. */
+static const char *side_error(struct conn *c, bool reading)
+{
+	if (c->plaintext)
+		return reading ? "client_read_error" : "client_write_error";
+	return mtls_reason_name(mtls_error_reason(c->tls));
+}
+
 /* In TLS 1.3 a client's handshake ends before the server has checked the client's
  * certificate; a refusal arrives as an alert on the first read. Count and log it as the
  * failed handshake it is, not as a closed connection. */
@@ -329,7 +392,7 @@ static bool pump(struct conn *c)
 
 	c->active = ev_now(w->loop);
 	/* a connection that keeps moving data keeps its TLS buffers until it goes quiet */
-	if (++c->pumps >= KEEP_BUFFERS_AFTER && !c->keeps_buffers) {
+	if (++c->pumps >= KEEP_BUFFERS_AFTER && !c->keeps_buffers && c->tls != NULL) {
 		c->keeps_buffers = true;
 		mtls_keep_buffers(c->tls, 1);
 	}
@@ -343,11 +406,11 @@ static bool pump(struct conn *c)
 			c->tls_read_wants = 0;
 		if (!c->tls_eof && c->tls_read_wants == 0 &&
 		    (p = buf_space(w, &c->to_plain, &room)) != NULL) {
-			r = mtls_read(c->tls, p, room);
+			r = side_read(c, p, room);
 			if (r > 0) {
 				c->got_tls_data = true;
 				c->to_plain.end += (size_t)r;
-				if (mtls_read_drained(c->tls))
+				if (side_read_drained(c))
 					c->tls_read_wants = EV_READ;
 				progress = true;
 			} else if (r == 0) {
@@ -356,8 +419,9 @@ static bool pump(struct conn *c)
 			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
 				c->tls_read_wants = want_events((int)r);
 			} else {
-				refused_late(c);
-				conn_free(c, mtls_reason_name(mtls_error_reason(c->tls)), LOG_INFO);
+				if (c->tls != NULL)
+					refused_late(c);
+				conn_free(c, side_error(c, true), LOG_INFO);
 				return false;
 			}
 		}
@@ -406,7 +470,7 @@ static bool pump(struct conn *c)
 				buf_release(w, &c->to_tls);
 		}
 		if (c->tls_write_wants == 0 && (n = buf_used(&c->to_tls)) > 0) {
-			r = mtls_write(c->tls, c->to_tls.data + c->to_tls.start, n);
+			r = side_write(c, c->to_tls.data + c->to_tls.start, n);
 			if (r > 0) {
 				buf_consume(w, &c->to_tls, (size_t)r);
 				c->bytes_to_tls += (uint64_t)r;
@@ -414,13 +478,13 @@ static bool pump(struct conn *c)
 			} else if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
 				c->tls_write_wants = want_events((int)r);
 			} else {
-				conn_free(c, mtls_reason_name(mtls_error_reason(c->tls)), LOG_INFO);
+				conn_free(c, side_error(c, false), LOG_INFO);
 				return false;
 			}
 		}
 		if (c->plain_eof && buf_used(&c->to_tls) == 0 && !c->tls_shut &&
 		    c->tls_write_wants == 0) {
-			int rc = mtls_close(c->tls);
+			int rc = side_close(c);
 
 			if (rc == 0) {
 				c->tls_shut = true;
@@ -528,7 +592,7 @@ static void step_pump(struct conn *c)
 static void step_proxy_header(struct conn *c)
 {
 	struct daemon *d = c->w->d;
-	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
+	const struct mtls_peer *peer = c->tls != NULL ? mtls_conn_peer(c->tls) : NULL;
 	const char *cn = mtls_peer_common_name(peer), *identity = mtls_peer_identity(peer);
 	uint8_t *p;
 	size_t room = 0, n = 0;
@@ -539,7 +603,13 @@ static void step_proxy_header(struct conn *c)
 		return;
 	}
 	p = buf_space(c->w, &c->to_plain, &room);
-	if (p != NULL)
+	/* a client without a verified certificate gets no identity in the header, and a
+	 * verify result that says so: the target must not take it for an authorized one */
+	if (p != NULL && (c->plaintext || peer == NULL || c->would != MTLS_REASON_NONE))
+		n = proxy_v2_header_unverified(p, room, (const struct sockaddr *)&c->peer_sa,
+					       (const struct sockaddr *)&c->local_sa,
+					       c->plaintext ? NULL : mtls_conn_version(c->tls));
+	else if (p != NULL)
 		n = proxy_v2_header(p, room, (const struct sockaddr *)&c->peer_sa,
 				    (const struct sockaddr *)&c->local_sa,
 				    mtls_conn_version(c->tls), cn, identity,
@@ -558,7 +628,7 @@ static void step_proxy_header(struct conn *c)
 			msg, sizeof(msg),
 			"the client's identity (%zu bytes) and common name (%zu bytes) do not fit "
 			"in a PROXY v2 header of at most %zu bytes; nothing was sent to the target",
-			strlen(identity), cn != NULL ? strlen(cn) : 0, room);
+			identity != NULL ? strlen(identity) : 0, cn != NULL ? strlen(cn) : 0, room);
 	atomic_fetch_add(&d->metrics.connections_refused_proxy_header, 1);
 	LOG(LOG_WARN, "conn_refused", LN("conn", c->id), LS("peer", c->peer),
 	    LS("identity", c->identity), LS("reason", "proxy_header"), LS("message", msg));
@@ -620,6 +690,34 @@ static void handshake_refused(struct conn *c)
 	conn_free(c, "handshake_refused", LOG_DEBUG);
 }
 
+/* The identity a connection is counted under in the per-identity metrics: a certificate that
+ * does not lead to our CA names whatever its maker chose, so all of them count as one,
+ * "untrusted", and cannot take the slots of the identities our CA issued. */
+static const char *metrics_identity(const struct conn *c)
+{
+	switch (c->would) {
+	case MTLS_REASON_UNKNOWN_CA:
+	case MTLS_REASON_SELF_SIGNED:
+	case MTLS_REASON_BAD_SIGNATURE:
+	case MTLS_REASON_BAD_CERTIFICATE: return "untrusted";
+	default: return c->identity;
+	}
+}
+
+/* A peer let in by a rollout mode that strict mode would refuse (c->would): logged and
+ * counted, at its handshake or when a re-check first finds it so. */
+static void would_refuse(struct conn *c, const char *when, const char *message)
+{
+	struct daemon *d = c->w->d;
+
+	metrics_would_refuse(&d->metrics, c->would, metrics_identity(c));
+	LOG(LOG_WARN, "would_refuse", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("reason", mtls_reason_name(c->would)),
+	    LS("category", mtls_category_name(mtls_reason_category(c->would))),
+	    LS("message", message), LS("at", when),
+	    LS("action", "forwarded (rollout mode); strict mode would refuse it"));
+}
+
 static void handshake_done(struct conn *c)
 {
 	struct daemon *d = c->w->d;
@@ -635,18 +733,34 @@ static void handshake_done(struct conn *c)
 		handshake_refused(c);
 		return;
 	}
-	snprintf(c->identity, sizeof(c->identity), "%s", mtls_peer_identity(peer));
+	peer = mtls_conn_peer(c->tls); /* a re-check may have described it again */
+	snprintf(c->identity, sizeof(c->identity), "%s",
+		 peer != NULL ? mtls_peer_identity(peer) : "");
 	c->verified = true;
 	if (mtls_conn_ocsp(c->tls) == MTLS_OCSP_RESULT_SOFT_FAIL)
 		atomic_fetch_add(&d->metrics.ocsp_soft_fail, 1);
 	metrics_handshake(&d->metrics, MTLS_REASON_NONE, mtls_conn_resumed(c->tls),
 			  (uint64_t)((ev_time() - c->started) * 1e6));
-	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
-	    LS("serial", mtls_peer_serial(peer)),
-	    LS("rule", mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
-	    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
-	    LN("resumed", mtls_conn_resumed(c->tls)));
+	c->would = mtls_conn_would_refuse(c->tls);
+	/* the same line as before the rollout modes for a certificate (kind mtls); one with
+	 * kind tls_no_cert for a client without (permissive) */
+	if (peer != NULL)
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("serial", mtls_peer_serial(peer)),
+		    LS("rule",
+		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
+		    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)));
+	else
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", ""), LS("tls", mtls_conn_version(c->tls)),
+		    LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)), LS("kind", "tls_no_cert"));
+	metrics_conn_kind(&d->metrics, peer != NULL ? METRICS_KIND_MTLS : METRICS_KIND_TLS_NO_CERT,
+			  metrics_identity(c));
+	if (c->would != MTLS_REASON_NONE)
+		would_refuse(c, "handshake", mtls_conn_would_refuse_message(c->tls));
 	if (warning != NULL)
 		LOG(LOG_WARN, "tls_warning", LN("conn", c->id), LS("identity", c->identity),
 		    LS("message", warning));
@@ -690,12 +804,63 @@ static void start_tls(struct conn *c)
  * handshake timeout. */
 static void step_handshake(struct conn *c)
 {
+	const struct tunnel_options *o = c->w->d->o;
+
 	c->phase = PHASE_HANDSHAKE;
-	set_timer(c, c->w->d->o->handshake_timeout_ms);
+	c->detecting = !c->role->tls_client &&
+		       atomic_load(&c->w->d->metrics.mode) == TUNNEL_MODE_PERMISSIVE;
+	/* permissive: the first bytes are awaited for --plaintext-wait, then the client is
+	 * taken for a plaintext one whose server speaks first (on_timer) */
+	set_timer(c, c->detecting && o->plaintext_wait_ms > 0 &&
+				     o->plaintext_wait_ms < o->handshake_timeout_ms
+			     ? o->plaintext_wait_ms
+			     : o->handshake_timeout_ms);
 	if (c->role->tls_client)
 		start_tls(c);
 	else
 		set_io(c, &c->tls_io, c->tls_fd, EV_READ); /* on_tls_io: start_tls() */
+}
+
+/* Permissive mode: a client taken for a plaintext one is carried to the target as it is
+ * (the PROXY v2 header, if any, says it came without TLS). */
+static void start_plaintext(struct conn *c, const char *why)
+{
+	struct daemon *d = c->w->d;
+
+	c->detecting = false;
+	c->plaintext = true;
+	c->verified = true; /* let in: re-judged after a reload (pump_recheck) */
+	ev_timer_stop(c->w->loop, &c->timer);
+	set_io(c, &c->tls_io, c->tls_fd, 0);
+	LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer), LS("identity", ""),
+	    LS("kind", "plaintext"), LS("detected", why));
+	metrics_conn_kind(&d->metrics, METRICS_KIND_PLAINTEXT, NULL);
+	next_step(c);
+}
+
+/* Permissive mode, the client's first bytes arrived: TLS or not? Peeked, not read: both
+ * paths then read them as they are. */
+static void detect(struct conn *c)
+{
+	uint8_t head[2];
+	ssize_t n = recv(c->tls_fd, head, sizeof(head), MSG_PEEK);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_free(c, n == 0 ? "client_closed" : "client_read_error", LOG_DEBUG);
+		return;
+	}
+	/* TLS, or a reload made the mode stricter since this connection came: then it is
+	 * judged as a new one would be (a plaintext client refused not_tls) */
+	if ((head[0] == 0x16 && (n < 2 || head[1] == 0x03)) ||
+	    atomic_load(&c->w->d->metrics.mode) != TUNNEL_MODE_PERMISSIVE) {
+		c->detecting = false;
+		set_timer(c, c->w->d->o->handshake_timeout_ms);
+		start_tls(c);
+		return;
+	}
+	start_plaintext(c, "first_bytes");
 }
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
@@ -709,7 +874,9 @@ static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
 		c->tls_write_wants = 0;
 	switch (c->phase) {
 	case PHASE_HANDSHAKE:
-		if (c->tls == NULL)
+		if (c->tls == NULL && c->detecting)
+			detect(c);
+		else if (c->tls == NULL)
 			start_tls(c);
 		else
 			do_handshake(c);
@@ -756,12 +923,37 @@ void pump_recheck(struct worker *w)
 	struct daemon *d = w->d;
 	struct conn *next;
 
+	enum tunnel_mode mode = (enum tunnel_mode)atomic_load(&d->metrics.mode);
+
 	for (struct conn *c = w->conns; c != NULL; c = next) {
 		enum mtls_reason reason;
 
 		next = c->next;
-		if (!c->verified || mtls_conn_recheck(c->tls, d->endpoint) == 0)
+		if (!c->verified)
 			continue;
+		/* each live connection judged as a new one would be under the mode in force: a
+		 * plaintext one stays only in permissive mode */
+		if (c->plaintext) {
+			if (mode == TUNNEL_MODE_PERMISSIVE)
+				continue;
+			atomic_fetch_add(&d->metrics.closed_by_recheck[MTLS_REASON_NOT_TLS], 1);
+			LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
+			    LS("identity", ""), LS("reason", "not_tls"),
+			    LS("message", "a plaintext client, and the mode is no longer "
+					  "insecure-permissive"),
+			    LS("action", "closing the connection"));
+			close_gently(c, "no_longer_allowed");
+			continue;
+		}
+		/* audit and permissive: a peer refused now is kept, counted would_refuse once */
+		if (mtls_conn_recheck(c->tls, d->endpoint) == 0) {
+			enum mtls_reason was = c->would;
+
+			c->would = mtls_conn_would_refuse(c->tls);
+			if (c->would != MTLS_REASON_NONE && c->would != was)
+				would_refuse(c, "recheck", mtls_conn_would_refuse_message(c->tls));
+			continue;
+		}
 		reason = mtls_error_reason(c->tls);
 		if ((unsigned)reason < MTLS_REASON_COUNT)
 			atomic_fetch_add(&d->metrics.closed_by_recheck[reason], 1);
@@ -810,6 +1002,17 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 	(void)events;
 	switch (c->phase) {
 	case PHASE_HANDSHAKE:
+		if (c->tls == NULL && c->detecting && d->o->plaintext_wait_ms > 0 &&
+		    d->o->plaintext_wait_ms < d->o->handshake_timeout_ms) {
+			if (atomic_load(&d->metrics.mode) == TUNNEL_MODE_PERMISSIVE) {
+				start_plaintext(c, "silence");
+				break;
+			}
+			/* the mode is stricter now: the rest of the handshake timeout */
+			c->detecting = false;
+			set_timer(c, d->o->handshake_timeout_ms - d->o->plaintext_wait_ms);
+			break;
+		}
 		metrics_handshake(&d->metrics, MTLS_REASON_TIMEOUT, false, 0);
 		LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
 		    LS("reason", "timeout"), LS("category", "io"),
@@ -900,7 +1103,7 @@ void pump_release_quiet(struct worker *w)
 	for (struct conn *c = w->conns; c != NULL; c = c->next) {
 		if (c->phase != PHASE_PUMP)
 			continue;
-		if (c->pumps == 0 && c->keeps_buffers) {
+		if (c->pumps == 0 && c->keeps_buffers && c->tls != NULL) {
 			c->keeps_buffers = false;
 			mtls_keep_buffers(c->tls, 0);
 		}

@@ -17,6 +17,16 @@
 
 enum tunnel_role { TUNNEL_SERVER, TUNNEL_CONNECTOR };
 
+/* A server's rollout mode (--mode; docs/rollout.md). The weaker ones carry "insecure" in
+ * their option value and are logged at start and at each reload, and exported (mtls_mode).
+ *   strict      TLS and a verified, allowed client certificate (the default)
+ *   permissive  plaintext clients (detected by their first bytes), TLS clients without a
+ *               certificate and mTLS clients all forwarded; a certificate that would be
+ *               refused is forwarded too, counted would_refuse
+ *   audit       TLS and a client certificate required; one that would be refused is
+ *               forwarded anyway, logged and counted would_refuse with its reason */
+enum tunnel_mode { TUNNEL_MODE_STRICT, TUNNEL_MODE_PERMISSIVE, TUNNEL_MODE_AUDIT };
+
 struct tunnel_list {
 	const char **v;
 	size_t n;
@@ -76,6 +86,9 @@ struct tunnel_options {
 	const char *log_file;
 	const char *user;
 	const char *tls_min;
+	const char *mode; /* server: strict (NULL), insecure-permissive, insecure-audit */
+	long long plaintext_wait_ms;  /* permissive: a client silent this long is plaintext */
+	long long metrics_identities; /* identities with their own metrics (then "other") */
 	long long verify_cache;
 	long long session_cache;
 	/* SIGHUP: the options parsed again (the command line and the --config file it names).

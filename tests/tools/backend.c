@@ -1,13 +1,14 @@
 /*
  * backend: a plaintext target for the tunnel tests, which records what reaches it.
  *
- *   backend [--listen 127.0.0.1:0 | --unix PATH] [--mode echo|http|proxy-echo]
+ *   backend [--listen 127.0.0.1:0 | --unix PATH] [--mode echo|http|proxy-echo|greet]
  *
  * Prints "listening on ADDR" when ready; then, for each connection (one child process
  * each), "conn open", and at its end "conn close bytes=N". In proxy-echo mode it first
  * decodes a PROXY v2 header and prints "proxy family=... src=... dst=... tls=... cn=...
  * identity=..." (or "proxy error=..."), then echoes. In http mode it answers one request
- * with "hello from backend" and closes.
+ * with "hello from backend" and closes. In greet mode it speaks first ("greetings\n", as
+ * SMTP or MySQL servers do), then echoes.
  *
  * Test code: a tool for the integration tests, not part of mtls.
  */
@@ -117,6 +118,8 @@ static void serve(int fd, const char *mode)
 		close(fd);
 		return;
 	}
+	if (strcmp(mode, "greet") == 0 && write(fd, "greetings\n", 10) != 10)
+		perror("backend: write");
 	if (strcmp(mode, "http") == 0) {
 		static const char reply[] = "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n"
 					    "Content-Length: 19\r\nConnection: close\r\n\r\n"
@@ -166,7 +169,7 @@ int main(int argc, char **argv)
 			mode = argv[i + 1];
 		else {
 			fprintf(stderr, "usage: backend [--listen HOST:PORT | --unix PATH] "
-					"[--mode echo|http|proxy-echo]\n");
+					"[--mode echo|http|proxy-echo|greet]\n");
 			return 2;
 		}
 	}
