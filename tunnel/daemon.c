@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include "duration.h"
 #include "daemon.h"
 #include "log.h"
+#include "fileset.h"
 #include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
@@ -1096,6 +1098,30 @@ static bool dir_writable(const char *path)
 	return faccessat(AT_FDCWD, slash == path ? "/" : buf, W_OK | X_OK, AT_EACCESS) == 0;
 }
 
+/* Without --ca-url, files renewed by someone else (mtls renew from a timer, mtls agent): a
+ * renewal killed between its renames left a journal beside the chain, and the pair on disk
+ * may not match. Finish or take back that change first (renewal_recover()), as the renewer
+ * does at start. Only when a journal is there: the directory of a key managed by hand may
+ * not even be readable by the daemon. */
+static int recover_if_journal(const char *cert, char *err, size_t len)
+{
+	const struct renewal_files f = {cert, NULL, NULL};
+	const char *names[] = {FILESET_JOURNAL, FILESET_UNDO};
+	char dir[PATH_MAX], path[PATH_MAX + 32];
+	const char *slash = strrchr(cert, '/');
+
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash == cert ? 1 : slash - cert), cert);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (access(path, F_OK) == 0)
+			return renewal_recover(&f, err, len);
+	}
+	return 0;
+}
+
 /* --ca-url: the renewal thread writes the new key and chain as the daemon runs, so their
  * directories must be writable by it (by --user's ids: called as that user); --ca's
  * directory too, for the roots, else they are not refreshed (said once, now). */
@@ -1105,7 +1131,7 @@ static int check_renewal_files(struct main_state *ms, char *err, size_t len)
 	const char *who = o->user != NULL ? o->user : "the daemon's user";
 
 	if (o->ca_url == NULL)
-		return 0;
+		return recover_if_journal(o->cert, err, len);
 	if (renewer_check(o->cert, err, len) != 0)
 		return -1;
 	for (int i = 0; i < 2; i++) {

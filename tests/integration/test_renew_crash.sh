@@ -84,10 +84,14 @@ pass "setup: a CA service and an enrollment directory"
 echo "# mtls renew: SIGKILL at each fsync, rename, link, linkat and unlink"
 
 DAEMON_TRIED=0
-# daemon_starts : mtls server on the files as they are now (its recovery runs at start).
+# daemon_starts TAG HOW : mtls server on the files as they are now (its recovery runs at
+# start); HOW is "config" (the enrollment's mtls.conf: it renews, --ca-url) or "files" (the
+# same files named by hand, no --ca-url: renewed by a timer's mtls renew).
 daemon_starts() {
 	local log=$W/daemon-$1.log
-	start_bg "$log" "$MTLS" server --config "$E/mtls.conf" --listen 127.0.0.1:0 \
+	local how=(--config "$E/mtls.conf")
+	[ "$2" = files ] && how=(--cert "$E/cert.pem" --key "$E/key.pem" --ca "$E/ca.pem")
+	start_bg "$log" "$MTLS" server "${how[@]}" --listen 127.0.0.1:0 \
 		--target 127.0.0.1:1 --allow-uri "$APP" --log-format json
 	# bounded like every start here; it ends early if the daemon exits (a refusal)
 	if wait_for_line "$log" '"event":"listening"' "$((READY_LIMIT * 3))" "$BG_PID"; then
@@ -119,13 +123,27 @@ for sc in fsync rename link linkat unlink; do
 		elif ! matches "$E/cert.pem" "$E/key.pem"; then
 			p+=("killed: key.pem does not match cert.pem and no journal records the change")
 		fi
-		# a daemon on the files as the kill left them, once, where they do not match
+		# a daemon on the files as the kill left them, once, where they do not match: without
+		# --ca-url, then (the same state again, copied back with its links) with it
 		if [ "$DAEMON_TRIED" = 0 ] && [ "$half" = yes ] &&
 			! matches "$E/cert.pem" "$E/key.pem"; then
 			DAEMON_TRIED=1
-			out=$(daemon_starts "$sc-$n") || p+=("mtls server did not start after the kill: $out")
-			matches "$E/cert.pem" "$E/key.pem" || p+=("mtls server left a mismatched pair")
-			pass "a kill between the two renames ($sc #$n): key.pem does not match, mtls server starts on them all the same (recovered)"
+			rm -rf -- "$W/half"
+			cp -a -- "$E" "$W/half"
+			for how in files config; do
+				if [ "$how" = config ]; then
+					rm -rf -- "$E"
+					cp -a -- "$W/half" "$E"
+					matches "$E/cert.pem" "$E/key.pem" && p+=("the copied half state matches: no test")
+				fi
+				if ! out=$(daemon_starts "$sc-$n-$how" "$how"); then
+					p+=("mtls server ($how) did not start after the kill: $out")
+				elif ! matches "$E/cert.pem" "$E/key.pem"; then
+					p+=("mtls server ($how) left a mismatched pair")
+				else
+					pass "a kill between the two renames ($sc #$n): key.pem does not match, mtls server ($how) starts on them all the same (recovered)"
+				fi
+			done
 		fi
 		# the next run (not due: it recovers, and renews nothing)
 		m renew --dir "$E"
