@@ -208,20 +208,13 @@ static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type
 
 /* ---- public data ---- */
 
-/* The client's IP address on the plain port (no port), for the per-address bound. */
+/* The client's address on the plain port, as the per-address bound counts it. */
 static void client_ip(struct MHD_Connection *conn, char *out, size_t len)
 {
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
 
-	out[0] = '\0';
-	if (sa != NULL && sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-			  out, (socklen_t)len);
-	else if (sa != NULL && sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-			  (socklen_t)len);
+	crlwait_key(ci != NULL ? ci->client_addr : NULL, out, len);
 }
 
 /* The long poll asked for by a GET /crl on the plain port (the API's connections belong to
