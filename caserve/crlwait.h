@@ -1,5 +1,7 @@
 /*
- * The CRL's push channel: long polls of GET /crl on the plain-HTTP port.
+ * The CRL's push channel: long polls of GET /crl, on the plain-HTTP port and on the API's
+ * (where a daemon whose --crl-url is the API's https URL asks; held there for less than
+ * --idle-timeout, which the TLS front enforces).
  *
  * A request that carries the current CRL's ETag in If-None-Match and "Prefer: wait=N" (RFC
  * 7240) is held: routes.c suspends it in libmicrohttpd and lists it here, until the CRL
@@ -13,7 +15,8 @@
  * IPv6 address's /64: one host commonly owns a whole /64, crlwait_key()); past
  * that a request is answered at once as a plain GET (no Preference-Applied: the client falls
  * back to polling). The plain port's connection limits are raised by as much, so held
- * requests never take the room other clients need.
+ * requests never take the room other clients need; the API's (front.c's --max-connections,
+ * --per-ip) are not: a held request there counts as one of its connections.
  *
  * Locking: w's own mutex. crlwait_hold() is called under serve.lock (which crlwait_wake()'s
  * callers hold too), so a CRL published between the ETag check and the hold still wakes it.
