@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A server that staples its own certificate (--ocsp-staple) and renews it (--ca-url, the
-# real `mtls ca serve --leaf-lifetime 60s`): across the renewal every `openssl s_client
+# A server with a must-staple certificate (`mtls ca init --must-staple`: it staples without
+# --ocsp-staple) that renews it (--ca-url, the real `mtls ca serve --leaf-lifetime 60s`): across the renewal every `openssl s_client
 # -status` gets a good staple about the very certificate it is served. The renewed
 # certificate's answer is fetched before the reload swaps it in (renewal_staple fetched);
 # without that, the server staples nothing from the swap until the OCSP thread's fetch
-# comes back, and a must-staple client refuses it meanwhile.
+# comes back, and a must-staple client refuses it meanwhile. Also: --must-staple without
+# --ocsp-url is refused.
 # The CA's responder (/ocsp of the plain port, named by the certificates' AIA through
 # `mtls ca init --ocsp-url`) is reached through a small proxy that holds every answer 3 s,
 # as a responder far away would: the gap after a swap is then wide enough to be seen.
@@ -51,7 +52,13 @@ start_bg "$W/slow.log" python3 -u "$W/slow.py" "$W/target"
 wait_for_line "$W/slow.log" 'port [0-9]+' "$READY_LIMIT" "$BG_PID" || _lib_die "the proxy did not start"
 OP=$(sed -n 's/^port \([0-9][0-9]*\).*/\1/p' "$W/slow.log" | head -n 1)
 
-"$MTLS" ca init --dir "$D" --ocsp-url "http://127.0.0.1:$OP/ocsp" >/dev/null 2>&1 ||
+LAST_CMD="mtls ca init --must-staple (no --ocsp-url)"
+run "$MTLS" ca init --dir "$W/nourl" --must-staple
+p=()
+[ "$RC" != 0 ] || p+=("accepted")
+[[ $ERR == *"give --ocsp-url too"* ]] || p+=("message: $ERR")
+report "mtls ca init --must-staple without --ocsp-url: refused" "${p[@]+"${p[@]}"}"
+"$MTLS" ca init --dir "$D" --ocsp-url "http://127.0.0.1:$OP/ocsp" --must-staple >/dev/null 2>&1 ||
 	_lib_die "(setup) mtls ca init failed"
 "$MTLS" ca issue --dir "$D" --profile client --uri spiffe://staple.test/app --out "$W/app" \
 	>/dev/null 2>&1 || _lib_die "(setup) mtls ca issue failed"
@@ -74,7 +81,7 @@ MTLS_TOKEN=$TOKEN run "$MTLS" enroll --dir "$W/srv"
 start_backend "$TMP/be.log" --mode echo
 start_tunnel_server "$W/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv/cert.pem" \
 	--key "$W/srv/key.pem" --ca "$W/srv/ca.pem" --ca-url "https://127.0.0.1:$AP" \
-	--allow-any-identity --metrics 127.0.0.1:0 --watch-interval 0 --ocsp-staple
+	--allow-any-identity --metrics 127.0.0.1:0 --watch-interval 0
 SRV_LOG=$W/srv.log
 
 # probe : one s_client -status; sets SERVED (the served leaf's serial) and STAPLED (the
@@ -97,11 +104,13 @@ probe() {
 }
 
 p=()
+text=$(openssl x509 -in "$W/srv/cert.pem" -noout -text)
+[[ $text == *"TLS Feature:"*status_request* ]] || p+=("the enrolled certificate is not must-staple")
 wait_for_line "$SRV_LOG" '"event":"ocsp_staple"' 60 "$SRV_PID" || p+=("no first staple")
 probe
 FIRST=$SERVED
 [ -n "$FIRST" ] && [ "$STAPLED" = "$FIRST" ] || p+=("the first certificate ($FIRST) is served with staple '$STAPLED'")
-verdict "mtls server --ocsp-staple --ca-url: the enrolled certificate is served with its staple" \
+verdict "mtls ca init --must-staple: the enrolled server certificate is must-staple; mtls server --ca-url staples it unasked"  \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$SRV_LOG")"
 
 echo "# across the renewal (about 40 s: ⅔ of the 60 s life)"
