@@ -88,6 +88,7 @@ static int save_settings(struct store *st, const struct authority_init *in)
 	rc |= store_set_meta(st, "crl_days", v);
 	rc |= store_set_meta(st, "crl_url", in->crl_url != NULL ? in->crl_url : "");
 	rc |= store_set_meta(st, "ocsp_url", in->ocsp_url != NULL ? in->ocsp_url : "");
+	rc |= store_set_meta(st, "must_staple", in->must_staple ? "1" : "");
 	return rc != 0 ? -1 : 0;
 }
 
@@ -350,6 +351,12 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if (in->ocsp_url != NULL && in->ocsp_url[0] != '\0' &&
 	    issue_check_ocsp_url(in->ocsp_url, err, err_len) != 0)
 		return -1;
+	if (in->must_staple && (in->ocsp_url == NULL || in->ocsp_url[0] == '\0')) {
+		snprintf(err, err_len,
+			 "must-staple certificates need an OCSP responder to staple answers from; "
+			 "give --ocsp-url too");
+		return -1;
+	}
 	if (in->intermediate_days >= in->root_days) {
 		snprintf(err, err_len,
 			 "the intermediate lifetime (%ld days) must be shorter than the root's "
@@ -668,6 +675,15 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	case 0: break;
 	case 1: ca->ocsp_url[0] = '\0'; break; /* a CA made before OCSP */
 	default: snprintf(err, err_len, "%s", store_error(ca->store)); goto fail;
+	}
+	{
+		char v[8] = "";
+
+		switch (store_get_meta(ca->store, "must_staple", v, sizeof(v))) {
+		case 0:
+		case 1: ca->must_staple = strcmp(v, "1") == 0; break; /* 1: a CA made before */
+		default: snprintf(err, err_len, "%s", store_error(ca->store)); goto fail;
+		}
 	}
 	if (ca->ocsp_url[0] != '\0' &&
 	    issue_check_ocsp_url(ca->ocsp_url, what, sizeof(what)) != 0) {

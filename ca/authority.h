@@ -32,6 +32,7 @@ struct authority {
 	int lock_fd;
 	char crl_url[2049];  /* "" or an URL that passed issue_check_crl_url() */
 	char ocsp_url[2049]; /* "" or an URL that passed issue_check_ocsp_url() */
+	bool must_staple;    /* server and peer leaves carry the TLS feature status_request */
 	long server_days;
 	long client_days;
 	long crl_days;
@@ -56,6 +57,7 @@ struct authority_init {
 	const char *crl_url;	/* checked with issue_check_crl_url() */
 	const char *ocsp_url;	/* OCSP responder for leaves' authorityInfoAccess, checked with
 				 * issue_check_ocsp_url(), or NULL */
+	bool must_staple;	/* server and peer leaves must-staple (RFC 7633); needs ocsp_url */
 	const char *passphrase; /* encrypts both CA keys, or NULL */
 	/* a postgresql:// URL without a password (store_url_check()): the inventory is made in
 	 * that database, which must hold none, and DIR/store names it; NULL: DIR/ca.db */

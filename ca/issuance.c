@@ -133,7 +133,8 @@ int issuance_sign(struct authority *ca, const struct issuance *is, X509 **cert, 
 				  .not_before = is->not_before,
 				  .not_after = is->not_after,
 				  .crl_url = ca->crl_url,
-				  .ocsp_url = ca->ocsp_url[0] != '\0' ? ca->ocsp_url : NULL};
+				  .ocsp_url = ca->ocsp_url[0] != '\0' ? ca->ocsp_url : NULL,
+				  .must_staple = ca->must_staple};
 
 	*cert = NULL;
 	serial[0] = '\0';

@@ -266,6 +266,10 @@ X509 *issue_sign(const struct issue_spec *spec, X509 *issuer, EVP_PKEY *issuer_k
 	    (ocsp_url != NULL && add_aia_ocsp(cert, ocsp_url) != 0) ||
 	    (spec->kind == ISSUE_OCSP && add_ocsp_nocheck(cert) != 0))
 		goto fail;
+	/* must-staple: a client that honours it refuses the server without a staple */
+	if (spec->must_staple && (spec->kind == ISSUE_SERVER || spec->kind == ISSUE_PEER) &&
+	    add_ext(cert, &ctx, NID_tlsfeature, "status_request") != 0)
+		goto fail;
 	if (X509_sign(cert, issuer_key, keys_sign_digest(issuer_key)) <= 0)
 		goto fail;
 	X509_NAME_free(name);

@@ -36,6 +36,7 @@ struct issue_spec {
 	const char *crl_url;  /* CRL distribution point (issue_check_crl_url()), or NULL */
 	const char *ocsp_url; /* OCSP responder (issue_check_ocsp_url()) for authorityInfoAccess,
 			       * or NULL */
+	bool must_staple; /* server and peer leaves: the TLS feature status_request (RFC 7633) */
 };
 
 /* Build and sign. issuer NULL means self-signed (root). NULL with a message.

@@ -1,7 +1,10 @@
 /*
  * Held GET /crl requests (crlwait.h).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +20,29 @@ struct crlwait {
 	size_t unanswered; /* requests held once, not completed yet */
 	bool stopping;
 };
+
+void crlwait_key(const struct sockaddr *sa, char *out, size_t len)
+{
+	out[0] = '\0';
+	if (sa != NULL && sa->sa_family == AF_INET6) {
+		const struct in6_addr *a6 =
+			&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		struct in6_addr prefix;
+		char text[INET6_ADDRSTRLEN];
+
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			inet_ntop(AF_INET, &a6->s6_addr[12], out, (socklen_t)len);
+			return;
+		}
+		memset(&prefix, 0, sizeof(prefix));
+		memcpy(prefix.s6_addr, a6->s6_addr, 8);
+		if (inet_ntop(AF_INET6, &prefix, text, sizeof(text)) != NULL)
+			snprintf(out, len, "%s/64", text);
+	} else if (sa != NULL && sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+			  (socklen_t)len);
+	}
+}
 
 struct crlwait *crlwait_new(void)
 {

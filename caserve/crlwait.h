@@ -1,5 +1,7 @@
 /*
- * The CRL's push channel: long polls of GET /crl on the plain-HTTP port.
+ * The CRL's push channel: long polls of GET /crl, on the plain-HTTP port and on the API's
+ * (where a daemon whose --crl-url is the API's https URL asks; held there for less than
+ * --idle-timeout, which the TLS front enforces).
  *
  * A request that carries the current CRL's ETag in If-None-Match and "Prefer: wait=N" (RFC
  * 7240) is held: routes.c suspends it in libmicrohttpd and lists it here, until the CRL
@@ -9,10 +11,12 @@
  * request is answered as any GET /crl: 200 with the new CRL, or 304, with
  * "Preference-Applied: wait=N" so that the client knows it was held.
  *
- * Bounded: at most CRLWAIT_MAX requests held at once, CRLWAIT_PER_IP from one address; past
+ * Bounded: at most CRLWAIT_MAX requests held at once, CRLWAIT_PER_IP from one address (an
+ * IPv6 address's /64: one host commonly owns a whole /64, crlwait_key()); past
  * that a request is answered at once as a plain GET (no Preference-Applied: the client falls
  * back to polling). The plain port's connection limits are raised by as much, so held
- * requests never take the room other clients need.
+ * requests never take the room other clients need; the API's (front.c's --max-connections,
+ * --per-ip) are not: a held request there counts as one of its connections.
  *
  * Locking: w's own mutex. crlwait_hold() is called under serve.lock (which crlwait_wake()'s
  * callers hold too), so a CRL published between the ETag check and the hold still wakes it.
@@ -29,16 +33,22 @@
 
 struct MHD_Connection;
 struct crlwait;
+struct sockaddr;
 
 /* One held request, kept in its request state (routes.c); listed while suspended. */
 struct crlwait_entry {
 	struct MHD_Connection *conn;
 	long long deadline_ms; /* crlwait_now_ms() */
-	char ip[48];
+	char ip[48];	       /* the address it counts against: crlwait_key() */
 	bool listed;
 	bool counted; /* among the unanswered (held once, not completed) */
 	struct crlwait_entry *prev, *next;
 };
+
+/* The address a request from sa counts against for CRLWAIT_PER_IP: an IPv4 address as is
+ * ("192.0.2.1", an IPv4-mapped IPv6 one too), an IPv6 one as its /64 ("2001:db8:1:2::/64").
+ * "" for another family or NULL. out: at least 48 bytes. */
+void crlwait_key(const struct sockaddr *sa, char *out, size_t len);
 
 struct crlwait *crlwait_new(void);
 /* After crlwait_stop() and the daemon's stop. NULL does nothing. */

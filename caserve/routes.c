@@ -58,7 +58,7 @@ struct request {
 	size_t max;
 	size_t dropped; /* bytes past the bound, read and dropped */
 	bool too_large;
-	/* GET /crl with "Prefer: wait=N" on the plain port: 0 not asked, N the seconds granted
+	/* GET /crl with "Prefer: wait=N": 0 not asked, N the seconds granted
 	 * (the request may be held, crlwait.h), -1 asked but not held (answered at once) */
 	long wait_s;
 	bool wait_told; /* its first hold logged (debug) */
@@ -208,36 +208,68 @@ static enum MHD_Result send_signed(struct MHD_Connection *conn, const char *type
 
 /* ---- public data ---- */
 
-/* The client's IP address on the plain port (no port), for the per-address bound. */
-static void client_ip(struct MHD_Connection *conn, char *out, size_t len)
+/* The client's address, as the per-address bound counts it: the plain port's peer, or the
+ * API's as front.c saw it ("203.0.113.7:51234", "[2001:db8::1]:443"; libmicrohttpd sees a
+ * fake address there). */
+static void client_ip(const struct daemon_ctx *d, struct MHD_Connection *conn, char *out,
+		      size_t len)
 {
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+	const union MHD_ConnectionInfo *ci;
+	const struct front_peer *p;
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+	struct sockaddr_in a4 = {.sin_family = AF_INET};
+	char host[64];
+	const char *colon;
 
 	out[0] = '\0';
-	if (sa != NULL && sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-			  out, (socklen_t)len);
-	else if (sa != NULL && sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
-			  (socklen_t)len);
+	if (!d->api) {
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		crlwait_key(ci != NULL ? ci->client_addr : NULL, out, len);
+		return;
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	p = ci != NULL ? ci->socket_context : NULL;
+	if (p == NULL)
+		return;
+	if (p->addr[0] == '[') {
+		snprintf(host, sizeof(host), "%s", p->addr + 1);
+		host[strcspn(host, "]")] = '\0';
+	} else {
+		colon = strrchr(p->addr, ':');
+		snprintf(host, sizeof(host), "%.*s",
+			 (int)(colon != NULL ? (size_t)(colon - p->addr) : strlen(p->addr)),
+			 p->addr);
+	}
+	if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1)
+		crlwait_key((const struct sockaddr *)&a6, out, len);
+	else if (inet_pton(AF_INET, host, &a4.sin_addr) == 1)
+		crlwait_key((const struct sockaddr *)&a4, out, len);
+	/* (anything else, a unix socket's peer: "", all of them counted together) */
 }
 
-/* The long poll asked for by a GET /crl on the plain port (the API's connections belong to
- * the TLS front, whose idle timer would cut a held one): the seconds granted, or 0. */
+/* The long poll asked for by a GET /crl: the seconds granted, or 0. On the API port, less
+ * than --idle-timeout: the TLS front closes a connection that moves nothing that long, and
+ * the held request is answered up to the expiry's tick (a second) after its deadline. */
 static long wait_asked(struct daemon_ctx *d, struct MHD_Connection *conn, const char *method)
 {
 	const char *prefer;
-	long n;
+	long n, cap = CRLWAIT_MAX_SECONDS;
 
-	if (d->api || d->r->s->crlwait == NULL || strcmp(method, "GET") != 0)
+	if (d->r->s->crlwait == NULL || strcmp(method, "GET") != 0)
 		return 0;
+	if (d->api) {
+		long long idle_s = d->r->s->o->idle_timeout_ms / 1000 - 2;
+
+		if (idle_s < 1)
+			return 0;
+		if (idle_s < cap)
+			cap = (long)idle_s;
+	}
 	prefer = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer");
 	n = prefer != NULL ? prefer_wait(prefer) : -1;
 	if (n <= 0)
 		return 0;
-	return n < CRLWAIT_MAX_SECONDS ? n : CRLWAIT_MAX_SECONDS;
+	return n < cap ? n : cap;
 }
 
 static enum MHD_Result get_crl(struct daemon_ctx *d, struct MHD_Connection *conn, bool pem,
@@ -253,7 +285,7 @@ static enum MHD_Result get_crl(struct daemon_ctx *d, struct MHD_Connection *conn
 	if (rq->wait_s == 0) {
 		rq->wait_s = wait_asked(d, conn, method);
 		rq->wait.deadline_ms = now_ms + rq->wait_s * 1000;
-		client_ip(conn, rq->wait.ip, sizeof(rq->wait.ip));
+		client_ip(d, conn, rq->wait.ip, sizeof(rq->wait.ip));
 	}
 	pthread_mutex_lock(&s->lock);
 	if (publish_refresh_crl(s, err, sizeof(err)) != 0 && s->crl.der == NULL) {
@@ -845,7 +877,7 @@ struct routes *routes_start(struct serve *s, int http_fd, char *err, size_t err_
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	r->api.mhd = MHD_start_daemon(
 		MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-			MHD_USE_ITC,
+			MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME,
 		0, NULL, NULL, on_request, &r->api, MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_STRICT_FOR_CLIENT, 1,

@@ -22,6 +22,7 @@ struct init_opts {
 	long long crl_days;
 	const char *crl_url;
 	const char *ocsp_url;
+	int must_staple;
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
@@ -53,6 +54,10 @@ static const struct opt init_table[] = {
 	{"ocsp-url", OPT_STRING, O(ocsp_url), "URL",
 	 "OCSP responder written into certificates (authorityInfoAccess), e.g. the plain port "
 	 "of 'mtls ca serve' with /ocsp: an http:// or https:// URL of at most 2048 bytes"},
+	{"must-staple", OPT_FLAG, O(must_staple), NULL,
+	 "server and peer certificates carry the TLS feature status_request (RFC 7633): clients "
+	 "that honour it refuse a server that does not staple a good OCSP answer; needs "
+	 "--ocsp-url"},
 	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
 	 "encrypt the CA keys with the passphrase in FILE"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
@@ -133,6 +138,7 @@ int cmd_ca_init(int argc, char **argv)
 				     .crl_days = (long)o.crl_days,
 				     .crl_url = o.crl_url,
 				     .ocsp_url = o.ocsp_url,
+				     .must_staple = o.must_staple != 0,
 				     .passphrase = pass,
 				     .store_url = o.store};
 	if (authority_create(&in, err, sizeof(err)) != 0) {

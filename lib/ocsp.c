@@ -28,6 +28,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ocsp.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
 #include "internal.h"
@@ -251,6 +252,39 @@ static OCSP_SINGLERESP *find_single(OCSP_BASICRESP *bs, X509 *issuer, const ASN1
 	return NULL;
 }
 
+/* The digest an answer's signature algorithm hashes with (NID_undef if it names none, as
+ * Ed25519): for RSASSA-PSS the one in its parameters (SHA-1 when they leave it out, RFC
+ * 4055), not the NID_undef of OBJ_find_sigid_algs(). -1 for an unknown algorithm or PSS
+ * parameters that do not decode. */
+static int sig_digest(const X509_ALGOR *alg, int *md)
+{
+	const ASN1_OBJECT *oid = NULL;
+	const void *pval = NULL;
+	int ptype = V_ASN1_UNDEF, pk = NID_undef;
+	RSA_PSS_PARAMS *pss;
+	ASN1_TYPE param;
+
+	*md = NID_undef;
+	if (alg == NULL)
+		return -1;
+	X509_ALGOR_get0(&oid, &ptype, &pval, alg);
+	if (oid == NULL || OBJ_find_sigid_algs(OBJ_obj2nid(oid), md, &pk) != 1)
+		return -1;
+	if (pk != NID_rsassaPss)
+		return 0;
+	if (ptype != V_ASN1_SEQUENCE || pval == NULL)
+		return -1;
+	param.type = V_ASN1_SEQUENCE;
+	/* ASN1_TYPE_unpack_sequence() only reads the parameters */
+	param.value.sequence = (ASN1_STRING *)(uintptr_t)pval;
+	pss = ASN1_TYPE_unpack_sequence(ASN1_ITEM_rptr(RSA_PSS_PARAMS), &param);
+	if (pss == NULL)
+		return -1;
+	*md = pss->hashAlgorithm != NULL ? OBJ_obj2nid(pss->hashAlgorithm->algorithm) : NID_sha1;
+	RSA_PSS_PARAMS_free(pss);
+	return *md != NID_undef ? 0 : -1;
+}
+
 static int refuse(char *why, size_t why_len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -274,9 +308,7 @@ int ocsp_check_response(const uint8_t *der, size_t len, X509 *issuer, const ASN1
 	OCSP_SINGLERESP *single;
 	ASN1_GENERALIZEDTIME *tu_t = NULL, *nu_t = NULL, *rev_t = NULL;
 	const char *problem = NULL;
-	const X509_ALGOR *alg;
-	const ASN1_OBJECT *alg_oid = NULL;
-	int status, reason = -1, md = NID_undef, pk = NID_undef, rc = -1;
+	int status, reason = -1, md = NID_undef, rc = -1;
 	char when[32];
 	X509 *signer;
 	time_t tu, nu;
@@ -300,11 +332,8 @@ int ocsp_check_response(const uint8_t *der, size_t len, X509 *issuer, const ASN1
 		refuse(why, why_len, "the answer is not a basic OCSP response");
 		goto out;
 	}
-	alg = OCSP_resp_get0_tbs_sigalg(bs);
-	if (alg != NULL)
-		X509_ALGOR_get0(&alg_oid, NULL, NULL, alg);
-	if (alg_oid == NULL || OBJ_find_sigid_algs(OBJ_obj2nid(alg_oid), &md, &pk) != 1 ||
-	    md == NID_sha1 || md == NID_md5 || md == NID_md5_sha1) {
+	if (sig_digest(OCSP_resp_get0_tbs_sigalg(bs), &md) != 0 || md == NID_sha1 ||
+	    md == NID_md5 || md == NID_md5_sha1) {
 		refuse(why, why_len, "the answer is signed with %s, which is not accepted",
 		       md != NID_undef ? OBJ_nid2sn(md) : "an unknown algorithm");
 		goto out;

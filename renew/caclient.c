@@ -560,6 +560,29 @@ static int field(json_t *j, const char *name, const char **out, size_t max, char
 	return 0;
 }
 
+/* The certificates of chain as PEM, one block each, NUL-terminated (caller frees), or NULL. */
+static char *chain_text(STACK_OF(X509) * chain, size_t *len)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	long n;
+
+	if (bio == NULL)
+		return NULL;
+	for (int i = 0; i < sk_X509_num(chain); i++)
+		if (PEM_write_bio_X509(bio, sk_X509_value(chain, i)) != 1)
+			goto out;
+	n = BIO_get_mem_data(bio, &data);
+	if (n <= 0 || (out = malloc((size_t)n + 1)) == NULL)
+		goto out;
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
+	*len = (size_t)n;
+out:
+	BIO_free(bio);
+	return out;
+}
+
 int caclient_issued_parse(const char *text, size_t len, struct caclient_issued *out, char *err,
 			  size_t err_len)
 {
@@ -595,11 +618,9 @@ int caclient_issued_parse(const char *text, size_t len, struct caclient_issued *
 	snprintf(out->serial, sizeof(out->serial), "%s", serial);
 	snprintf(out->profile, sizeof(out->profile), "%s", profile);
 	out->names = strdup(names);
-	out->chain_pem = strdup(chain);
-	out->chain_len = strlen(chain);
 	out->chain = sk_X509_new_null();
-	bio = BIO_new_mem_buf(chain, (int)out->chain_len);
-	if (out->names == NULL || out->chain_pem == NULL || out->chain == NULL || bio == NULL) {
+	bio = BIO_new_mem_buf(chain, (int)strlen(chain));
+	if (out->names == NULL || out->chain == NULL || bio == NULL) {
 		fail(err, err_len, "out of memory");
 		goto out;
 	}
@@ -613,6 +634,12 @@ int caclient_issued_parse(const char *text, size_t len, struct caclient_issued *
 	ERR_clear_error();
 	if (sk_X509_num(out->chain) == 0) {
 		fail(err, err_len, "the CA's answer holds no certificate in \"chain\"");
+		goto out;
+	}
+	/* what is written to disk is what was parsed (and is then checked), re-encoded: text
+	 * around the blocks, PEM headers, other blocks (a key, say) never reach the file */
+	if ((out->chain_pem = chain_text(out->chain, &out->chain_len)) == NULL) {
+		fail(err, err_len, "out of memory");
 		goto out;
 	}
 	rc = 0;

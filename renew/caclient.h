@@ -73,7 +73,8 @@ struct caclient_issued {
 	char profile[16];
 	char *names;
 	time_t not_before, not_after, renew_after;
-	char *chain_pem; /* as received: leaf first, then the issuing CA */
+	char *chain_pem; /* chain re-encoded (not the text received): leaf first, then the
+			  * issuing CA; only CERTIFICATE blocks */
 	size_t chain_len;
 	STACK_OF(X509) * chain; /* parsed from chain_pem; the leaf is the first */
 };

@@ -1510,6 +1510,12 @@ int tunnel_run(const struct tunnel_options *given)
 			fail(role, err);
 			goto out;
 		}
+		/* a renewed certificate's staple is fetched before it is swapped in */
+		if (o->role == TUNNEL_SERVER &&
+		    renewer_set_staple(ms.renewer, d.endpoint, o->ocsp_url) != 0) {
+			fail(role, "out of memory");
+			goto out;
+		}
 		renewer_loaded(ms.renewer, mtls_endpoint_cert_not_after(d.endpoint));
 	}
 	rc = 1;

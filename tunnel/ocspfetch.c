@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,21 +82,19 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 
 static int on_progress(void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
-	struct ocspfetch *f = arg;
+	const atomic_bool *stop = arg;
 
 	(void)a, (void)b, (void)c, (void)d;
-	return atomic_load(&f->stop) ? 1 : 0;
+	return stop != NULL && atomic_load(stop) ? 1 : 0;
 }
 
-/* POST the job's request to its responder: 0 with the answer's bytes in b, or -1 and why. */
-static int post(struct ocspfetch *f, const struct mtls_ocsp_job *job, struct body *b, char *why,
-		size_t len)
+/* POST req to url: 0 with the answer's bytes in b, or -1 and why. */
+static int post_to(const char *url, const uint8_t *req, size_t req_len, const atomic_bool *stop,
+		   struct body *b, char *why, size_t len)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdr = NULL;
 	char ebuf[CURL_ERROR_SIZE] = "";
-	size_t req_len;
-	const uint8_t *req = mtls_ocsp_job_request(job, &req_len);
 	long status = 0;
 	CURLcode cc;
 	int rc = -1;
@@ -108,7 +107,7 @@ static int post(struct ocspfetch *f, const struct mtls_ocsp_job *job, struct bod
 	}
 	hdr = curl_slist_append(hdr, "Content-Type: application/ocsp-request");
 	hdr = curl_slist_append(hdr, "Accept: application/ocsp-response");
-	curl_easy_setopt(c, CURLOPT_URL, mtls_ocsp_job_url(job));
+	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -124,7 +123,8 @@ static int post(struct ocspfetch *f, const struct mtls_ocsp_job *job, struct bod
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
+	/* (libcurl takes it as void *; on_progress only reads it) */
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)(uintptr_t)stop);
 	cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (cc != CURLE_OK)
@@ -139,6 +139,40 @@ static int post(struct ocspfetch *f, const struct mtls_ocsp_job *job, struct bod
 	curl_slist_free_all(hdr);
 	curl_easy_cleanup(c);
 	return rc;
+}
+
+/* POST the job's request to its responder. */
+static int post(struct ocspfetch *f, const struct mtls_ocsp_job *job, struct body *b, char *why,
+		size_t len)
+{
+	size_t req_len;
+	const uint8_t *req = mtls_ocsp_job_request(job, &req_len);
+
+	return post_to(mtls_ocsp_job_url(job), req, req_len, &f->stop, b, why, len);
+}
+
+uint8_t *ocspfetch_once(const char *url, const uint8_t *req, size_t req_len,
+			const atomic_bool *stop, size_t *len, char *why, size_t why_len)
+{
+	struct body *b = malloc(sizeof(*b));
+	uint8_t *out = NULL;
+
+	if (b == NULL) {
+		snprintf(why, why_len, "out of memory");
+		return NULL;
+	}
+	if (post_to(url, req, req_len, stop, b, why, why_len) == 0) {
+		if (b->len == 0)
+			snprintf(why, why_len, "an empty answer");
+		else if ((out = malloc(b->len)) == NULL)
+			snprintf(why, why_len, "out of memory");
+		else {
+			memcpy(out, b->data, b->len);
+			*len = b->len;
+		}
+	}
+	free(b);
+	return out;
 }
 
 /* a and b alike but for their digits (a connect error's "after 3 ms") */

@@ -19,7 +19,9 @@
 #ifndef MTLS_TUNNEL_OCSPFETCH_H
 #define MTLS_TUNNEL_OCSPFETCH_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <ev.h>
 
@@ -42,5 +44,10 @@ struct ocspfetch *ocspfetch_new(struct mtls *endpoint, struct metrics *m, char *
 int ocspfetch_start(struct ocspfetch *f, struct ev_loop *loop, ev_async *recheck);
 /* Stop the thread (a transfer under way is aborted) and free. NULL does nothing. */
 void ocspfetch_free(struct ocspfetch *f);
+/* One POST of an OCSP request (DER) to url, as a job's (timeouts, bounded answer; aborted
+ * when stop, if not NULL, turns true): the answer's bytes, unchecked (malloc'd, *len), or
+ * NULL and why. For the renewal thread's early fetch of a new certificate's staple. */
+uint8_t *ocspfetch_once(const char *url, const uint8_t *req, size_t req_len,
+			const atomic_bool *stop, size_t *len, char *why, size_t why_len);
 
 #endif

@@ -11,11 +11,13 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 #include <openssl/pem.h>
 
 #include "caclient.h"
 #include "certfields.h"
 #include "log.h"
+#include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
 
@@ -46,6 +48,13 @@ struct renewer {
 	unsigned failures;
 	struct renewal_roots roots_st;
 	enum renewal_roots_result roots_last; /* what was last logged of the roots */
+	/* the own staple (renewer_set_staple()): the endpoint, --ocsp-url or NULL; and, under
+	 * mu, the answer fetched for a renewed certificate (its serial) until it is loaded */
+	struct mtls *endpoint;
+	char *ocsp_url;
+	uint8_t *staple;
+	size_t staple_len;
+	char staple_serial[64];
 };
 
 static void utc(time_t t, char out[32])
@@ -100,6 +109,39 @@ err:
 	return NULL;
 }
 
+int renewer_set_staple(struct renewer *r, struct mtls *endpoint, const char *ocsp_url)
+{
+	r->endpoint = endpoint;
+	free(r->ocsp_url);
+	r->ocsp_url = ocsp_url != NULL ? strdup(ocsp_url) : NULL;
+	return ocsp_url != NULL && r->ocsp_url == NULL ? -1 : 0;
+}
+
+/* The staple fetched for the certificate of serial, if that is it, handed to the endpoint,
+ * which has just taken that certificate: so that it is stapled from its first handshakes
+ * (the OCSP thread's own fetch only starts now). Main thread. */
+static void load_staple(struct renewer *r, const char *serial)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+
+	pthread_mutex_lock(&r->mu);
+	if (r->staple != NULL && strcmp(serial, r->staple_serial) == 0) {
+		der = r->staple;
+		len = r->staple_len;
+		r->staple = NULL;
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (der == NULL)
+		return;
+	if (mtls_endpoint_set_ocsp_staple(r->endpoint, der, len) != 0)
+		LOG(LOG_WARN, "renewal_staple", LS("serial", serial), LS("result", "refused"),
+		    LS("reason", mtls_error(r->endpoint)),
+		    LS("action", "the OCSP thread fetches another; must-staple clients refuse the "
+				 "server meanwhile"));
+	free(der);
+}
+
 void renewer_loaded(struct renewer *r, time_t not_after)
 {
 	BIO *bio = BIO_new_file(r->cert, "r");
@@ -110,6 +152,8 @@ void renewer_loaded(struct renewer *r, time_t not_after)
 	if (x != NULL && serial != NULL && certfields_time(X509_get0_notAfter(x)) == not_after) {
 		time_t nb = certfields_time(X509_get0_notBefore(x));
 
+		if (r->endpoint != NULL)
+			load_staple(r, serial);
 		pthread_mutex_lock(&r->mu);
 		if (r->gen == 0 || nb != r->svc_nb || not_after != r->svc_na ||
 		    strcmp(serial, r->svc_serial) != 0) {
@@ -214,6 +258,116 @@ static void refresh_roots(struct renewer *r, time_t now)
 	r->roots_last = res;
 }
 
+/* Wait until t (or a stop). */
+static void pause_until(struct renewer *r, time_t t)
+{
+	struct timespec until = {.tv_sec = t, .tv_nsec = 0};
+
+	pthread_mutex_lock(&r->mu);
+	while (!atomic_load(&r->stop) &&
+	       pthread_cond_timedwait(&r->cond, &r->mu, &until) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* The DER OCSP request about leaf (issued by issuer), malloc'd, or NULL. */
+static uint8_t *ocsp_request(X509 *leaf, X509 *issuer, size_t *len)
+{
+	OCSP_REQUEST *req = OCSP_REQUEST_new();
+	OCSP_CERTID *id = OCSP_cert_to_id(NULL, leaf, issuer);
+	unsigned char *der = NULL;
+	uint8_t *out = NULL;
+	int n = -1;
+
+	if (req != NULL && id != NULL && OCSP_request_add0_id(req, id) != NULL) {
+		id = NULL; /* the request's now */
+		n = i2d_OCSP_REQUEST(req, &der);
+	}
+	if (n > 0 && (out = malloc((size_t)n)) != NULL) {
+		memcpy(out, der, (size_t)n);
+		*len = (size_t)n;
+	}
+	OPENSSL_free(der);
+	OCSP_CERTID_free(id);
+	OCSP_REQUEST_free(req);
+	return out;
+}
+
+/* Is der an OCSP response with status successful? (The endpoint checks it all.) */
+static bool successful(const uint8_t *der, size_t len)
+{
+	const unsigned char *p = der;
+	OCSP_RESPONSE *resp = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
+	bool ok = resp != NULL && OCSP_response_status(resp) == OCSP_RESPONSE_STATUS_SUCCESSFUL;
+
+	OCSP_RESPONSE_free(resp);
+	ERR_clear_error();
+	return ok;
+}
+
+/* A server that staples: the renewed certificate's OCSP answer, fetched before the main
+ * loop is woken to swap the certificate in, so that the server never serves it without a
+ * staple (a must-staple certificate without one is refused by its clients). Tried every
+ * second for at most RENEWER_STAPLE_WAIT seconds; past that the certificate is swapped in
+ * anyway (it is valid; the OCSP thread keeps trying), and that is logged. */
+static void prefetch_staple(struct renewer *r)
+{
+	BIO *bio = BIO_new_file(r->cert, "r");
+	X509 *leaf = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	X509 *issuer = leaf != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	STACK_OF(OPENSSL_STRING) *aia = leaf != NULL ? X509_get1_ocsp(leaf) : NULL;
+	const char *url = r->ocsp_url != NULL ? r->ocsp_url : sk_OPENSSL_STRING_value(aia, 0);
+	char *serial = leaf != NULL ? certfields_serial_hex(leaf) : NULL;
+	time_t tu, nu, until = time(NULL) + RENEWER_STAPLE_WAIT;
+	char why[512] = "the responder did not answer";
+	uint8_t *req = NULL, *der = NULL;
+	size_t req_len = 0, len = 0;
+
+	ERR_clear_error();
+	/* not stapling, or nothing to ask: the OCSP thread says why after the reload */
+	if (mtls_endpoint_ocsp_staple_times(r->endpoint, &tu, &nu) < 0 || leaf == NULL ||
+	    issuer == NULL || url == NULL || serial == NULL ||
+	    (req = ocsp_request(leaf, issuer, &req_len)) == NULL)
+		goto out;
+	for (;;) {
+		der = ocspfetch_once(url, req, req_len, &r->stop, &len, why, sizeof(why));
+		if (der != NULL && successful(der, len))
+			break;
+		if (der != NULL)
+			snprintf(why, sizeof(why), "the responder's answer is not successful");
+		free(der);
+		der = NULL;
+		if (atomic_load(&r->stop) || time(NULL) >= until)
+			break;
+		pause_until(r, time(NULL) + 1);
+	}
+	if (der == NULL) {
+		if (!atomic_load(&r->stop))
+			LOG(LOG_WARN, "renewal_staple", LS("serial", serial), LS("url", url),
+			    LS("result", "missing"), LS("reason", why),
+			    LS("action",
+			       "the new certificate is loaded without a staple; the OCSP "
+			       "thread keeps trying (must-staple clients refuse the server "
+			       "meanwhile)"));
+		goto out;
+	}
+	LOG(LOG_INFO, "renewal_staple", LS("serial", serial), LS("url", url),
+	    LS("result", "fetched"));
+	pthread_mutex_lock(&r->mu);
+	free(r->staple);
+	r->staple = der;
+	r->staple_len = len;
+	snprintf(r->staple_serial, sizeof(r->staple_serial), "%s", serial);
+	pthread_mutex_unlock(&r->mu);
+out:
+	free(req);
+	free(serial);
+	X509_email_free(aia);
+	X509_free(issuer);
+	X509_free(leaf);
+	BIO_free(bio);
+}
+
 static void renew(struct renewer *r, time_t now)
 {
 	struct renewal_files f = {r->cert, r->key, r->ca};
@@ -235,6 +389,8 @@ static void renew(struct renewer *r, time_t now)
 		r->renew_at =
 			renewal_schedule(res.not_before, res.not_after, now, renewal_random());
 		r->roots_at = now; /* and the roots with it */
+		if (r->endpoint != NULL)
+			prefetch_staple(r);
 		wake_main(r, WOKE_RENEWAL);
 		return;
 	}
@@ -358,5 +514,7 @@ void renewer_free(struct renewer *r)
 	free(r->key);
 	free(r->ca);
 	free(r->key_type);
+	free(r->ocsp_url);
+	free(r->staple);
 	free(r);
 }

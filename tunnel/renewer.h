@@ -29,9 +29,11 @@
 #include <ev.h>
 
 #include "metrics.h"
+#include "mtls.h"
 
 #define RENEWER_ROOTS_EVERY 3600 /* seconds between root refreshes, by default */
 #define RENEWER_WARN_EVERY  600	 /* seconds between cert_expiring lines, at most */
+#define RENEWER_STAPLE_WAIT 30	 /* seconds a renewed certificate waits for its staple */
 
 struct renewer;
 
@@ -41,6 +43,13 @@ struct renewer;
 struct renewer *renewer_new(const char *url, const char *cert, const char *key, const char *ca,
 			    const char *key_type, long long roots_every, struct metrics *m,
 			    char *err, size_t len);
+/* A server that staples its own certificate (--ocsp-staple, or a must-staple one): after
+ * each renewal the thread fetches the new certificate's OCSP answer (from ocsp_url if not
+ * NULL, else the responder the certificate names) before it wakes the main loop, waiting at
+ * most RENEWER_STAPLE_WAIT seconds, and renewer_loaded() hands it to endpoint as soon as
+ * the reload has swapped the certificate in: the server is not without a staple for the OCSP
+ * thread's fetch after the reload. Before renewer_start(). -1 if out of memory. */
+int renewer_set_staple(struct renewer *r, struct mtls *endpoint, const char *ocsp_url);
 /* The certificate in service now (main thread: at start, and after every successful reload):
  * the file cert's leaf, if it is the one in service (its notAfter is not_after); else
  * nothing changes (a reload of the file that follows says so again). A new certificate is

@@ -172,6 +172,33 @@ static void test_issued(void **state)
 	assert_non_null(strstr(err, "does not verify"));
 	caclient_issued_free(&iss);
 	free(json);
+	/* text around and between the blocks and a key block in "chain": what is kept (and
+	 * written to disk by enroll and renewal) is the two certificates re-encoded, only */
+	{
+		const char *end = strstr(chain, "-----END CERTIFICATE-----\n");
+		size_t first = (size_t)(end - chain) + strlen("-----END CERTIFICATE-----\n");
+		char *dirty = malloc(strlen(chain) + strlen(keypem2) + 64);
+		char *j2;
+
+		assert_non_null(end);
+		assert_non_null(dirty);
+		snprintf(dirty, strlen(chain) + strlen(keypem2) + 64,
+			 "junk before\n%.*s%sbetween\n%sjunk after\n", (int)first, chain, keypem2,
+			 chain + first);
+		j2 = issued_json(dirty, serial);
+		assert_int_equal(caclient_issued_parse(j2, strlen(j2), &iss, err, sizeof(err)), 0);
+		assert_int_equal(sk_X509_num(iss.chain), 2);
+		assert_string_equal(iss.chain_pem, chain);
+		assert_int_equal(iss.chain_len, strlen(chain));
+		assert_null(strstr(iss.chain_pem, "PRIVATE KEY"));
+		assert_null(strstr(iss.chain_pem, "junk"));
+		assert_int_equal(caclient_issued_check(&iss, key, roots, names, sizeof(names), err,
+						       sizeof(err)),
+				 0);
+		caclient_issued_free(&iss);
+		free(j2);
+		free(dirty);
+	}
 	/* a serial that is not the certificate's */
 	json = issued_json(chain, "01");
 	assert_int_equal(caclient_issued_parse(json, strlen(json), &iss, err, sizeof(err)), 0);

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 #include <openssl/ocsp.h>
+#include <openssl/rsa.h>
 
 #include "internal.h"
 #include "testutil.h"
@@ -276,6 +277,104 @@ static void test_weak_signature_and_critical_extension(void **state)
 	expect_refused(&spec, 0, "critical extension");
 }
 
+/* An RSA CA (self-signed: only its name and key matter to the check). */
+static X509 *rsa_ca(EVP_PKEY **key)
+{
+	X509 *ca = X509_new();
+	X509_NAME *name = X509_NAME_new();
+
+	*key = EVP_RSA_gen(2048);
+	assert_non_null(*key);
+	assert_non_null(ca);
+	assert_non_null(name);
+	assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+						    (const unsigned char *)"rsa issuing", -1, -1,
+						    0),
+			 1);
+	assert_int_equal(X509_set_version(ca, X509_VERSION_3), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(ca), 7), 1);
+	assert_int_equal(X509_set_subject_name(ca, name), 1);
+	assert_int_equal(X509_set_issuer_name(ca, name), 1);
+	assert_non_null(X509_gmtime_adj(X509_getm_notBefore(ca), -60));
+	assert_non_null(X509_gmtime_adj(X509_getm_notAfter(ca), 86400));
+	assert_int_equal(X509_set_pubkey(ca, *key), 1);
+	assert_true(X509_sign(ca, *key, EVP_sha256()) > 0);
+	X509_NAME_free(name);
+	return ca;
+}
+
+/* A "good" answer about serial that ca signs with RSASSA-PSS over md (MGF1 with md). DER,
+ * malloc'd. */
+static unsigned char *pss_answer(X509 *ca, EVP_PKEY *key, const ASN1_INTEGER *serial,
+				 const EVP_MD *md, size_t *len)
+{
+	OCSP_BASICRESP *bs = OCSP_BASICRESP_new();
+	OCSP_CERTID *id = OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(ca),
+					   X509_get0_pubkey_bitstr(ca), serial);
+	ASN1_TIME *tu = X509_gmtime_adj(NULL, -60), *nu = X509_gmtime_adj(NULL, 3600);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	EVP_PKEY_CTX *pctx = NULL;
+	OCSP_RESPONSE *resp;
+	unsigned char *der = NULL, *out;
+	int n;
+
+	assert_non_null(bs);
+	assert_non_null(id);
+	assert_non_null(ctx);
+	assert_non_null(OCSP_basic_add1_status(bs, id, V_OCSP_CERTSTATUS_GOOD, 0, NULL, tu, nu));
+	assert_int_equal(EVP_DigestSignInit(ctx, &pctx, md, NULL, key), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md), 1);
+	assert_int_equal(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST), 1);
+	assert_int_equal(OCSP_basic_sign_ctx(bs, ca, ctx, NULL, OCSP_NOCERTS), 1);
+	resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+	assert_non_null(resp);
+	n = i2d_OCSP_RESPONSE(resp, &der);
+	assert_true(n > 0);
+	out = malloc((size_t)n);
+	assert_non_null(out);
+	memcpy(out, der, (size_t)n);
+	*len = (size_t)n;
+	OPENSSL_free(der);
+	OCSP_RESPONSE_free(resp);
+	OCSP_BASICRESP_free(bs);
+	OCSP_CERTID_free(id);
+	ASN1_TIME_free(tu);
+	ASN1_TIME_free(nu);
+	EVP_MD_CTX_free(ctx);
+	return out;
+}
+
+/* RSASSA-PSS names its digest in its parameters, not in its OID: a PSS answer over SHA-1
+ * is as weak as a sha1WithRSAEncryption one, one over SHA-256 is fine. */
+static void test_rsa_pss_signature(void **state)
+{
+	EVP_PKEY *key;
+	X509 *ca = rsa_ca(&key);
+	ASN1_INTEGER *serial = ASN1_INTEGER_new();
+	struct ocsp_result r;
+	char why[300] = "";
+	unsigned char *der;
+	size_t n;
+
+	(void)state;
+	assert_non_null(serial);
+	assert_int_equal(ASN1_INTEGER_set(serial, 0x1234), 1);
+	der = pss_answer(ca, key, serial, EVP_sha256(), &n);
+	if (ocsp_check_response(der, n, ca, serial, time(NULL), &r, why, sizeof(why)) != 0)
+		fail_msg("a PSS/SHA-256 answer refused: %s", why);
+	assert_int_equal(r.status, V_OCSP_CERTSTATUS_GOOD);
+	free(der);
+	der = pss_answer(ca, key, serial, EVP_sha1(), &n);
+	assert_int_equal(ocsp_check_response(der, n, ca, serial, time(NULL), &r, why, sizeof(why)),
+			 -1);
+	assert_non_null(strstr(why, "SHA1"));
+	free(der);
+	ASN1_INTEGER_free(serial);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+}
+
 static void test_bytes(void **state)
 {
 	struct test_ocsp spec = about_leaf();
@@ -371,6 +470,7 @@ int main(void)
 		cmocka_unit_test(test_times),
 		cmocka_unit_test(test_not_successful),
 		cmocka_unit_test(test_weak_signature_and_critical_extension),
+		cmocka_unit_test(test_rsa_pss_signature),
 		cmocka_unit_test(test_bytes),
 		cmocka_unit_test(test_certificate_fields),
 	};
