@@ -23,6 +23,7 @@
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
+#include "rollover.h"
 
 #define DAY 86400L
 /* notBefore is set this far back so that peers with slightly slow clocks accept it */
@@ -642,12 +643,7 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 						: store_open_read(location, err, err_len);
 	if (ca->store == NULL)
 		goto fail;
-	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);
-	if (ca->root == NULL)
-		goto fail;
-	ca->issuer =
-		read_cert(authority_path(ca, "intermediate.pem", path, sizeof(path)), err, err_len);
-	if (ca->issuer == NULL)
+	if (authority_refresh(ca, err, err_len) < 0)
 		goto fail;
 	ca->server_days = meta_long(ca->store, "server_days", 90);
 	ca->client_days = meta_long(ca->store, "client_days", 90);
@@ -682,6 +678,69 @@ fail:
 	return NULL;
 }
 
+static bool same_stat(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+int authority_refresh(struct authority *ca, char *err, size_t err_len)
+{
+	char path[PATH_MAX], rpath[PATH_MAX];
+	struct stat rs, is;
+	X509 *root = NULL, *issuer = NULL, *link = NULL;
+
+	if (stat(authority_path(ca, "root.pem", rpath, sizeof(rpath)), &rs) != 0 ||
+	    stat(authority_path(ca, "intermediate.pem", path, sizeof(path)), &is) != 0) {
+		snprintf(err, err_len, "cannot read %s: %s; restore it from a backup",
+			 errno == ENOENT && files_exists(rpath) ? path : rpath, strerror(errno));
+		return -1;
+	}
+	if (ca->root != NULL && ca->issuer != NULL && same_stat(&rs, &ca->root_st) &&
+	    same_stat(&is, &ca->issuer_st))
+		return 0;
+	root = read_cert(rpath, err, err_len);
+	issuer = root != NULL ? read_cert(path, err, err_len) : NULL;
+	if (issuer == NULL)
+		goto fail;
+	if (ca->issuer_key != NULL && X509_check_private_key(issuer, ca->issuer_key) != 1) {
+		ERR_clear_error();
+		snprintf(err, err_len,
+			 "%s does not match the issuing key; restore it from a backup or "
+			 "'mtls ca rollover switch' again",
+			 path);
+		goto fail;
+	}
+	if (rollover_chain_link(ca, &link, err, err_len) != 0)
+		goto fail;
+	X509_free(ca->root);
+	X509_free(ca->issuer);
+	X509_free(ca->link);
+	ca->root = root;
+	ca->issuer = issuer;
+	ca->link = link;
+	ca->root_st = rs;
+	ca->issuer_st = is;
+	ca->generation++;
+	return 1;
+fail:
+	X509_free(root);
+	X509_free(issuer);
+	return -1;
+}
+
+/* After taking the lock: the certificates as on disk now (the old ones kept, and the reason
+ * kept for the service to log, if they cannot be read). */
+static void locked_refresh(struct authority *ca)
+{
+	char err[sizeof(ca->refresh_err)];
+
+	if (authority_refresh(ca, err, sizeof(err)) < 0)
+		memcpy(ca->refresh_err, err, sizeof(err));
+	else
+		ca->refresh_err[0] = '\0';
+}
+
 int authority_lock(struct authority *ca, char *err, size_t err_len)
 {
 	if (ca->lock_fd < 0) {
@@ -695,6 +754,7 @@ int authority_lock(struct authority *ca, char *err, size_t err_len)
 		}
 	}
 	files_remove_temporaries(ca->dir);
+	locked_refresh(ca);
 	return 0;
 }
 
@@ -713,6 +773,7 @@ int authority_trylock(struct authority *ca, char *err, size_t err_len)
 		}
 	}
 	files_remove_temporaries(ca->dir);
+	locked_refresh(ca);
 	return 0;
 }
 
@@ -815,6 +876,7 @@ void authority_close(struct authority *ca)
 	store_close(ca->store);
 	X509_free(ca->root);
 	X509_free(ca->issuer);
+	X509_free(ca->link);
 	EVP_PKEY_free(ca->issuer_key);
 	authority_release_room(ca);
 	if (ca->lock_fd >= 0)
