@@ -23,7 +23,6 @@
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
-#include "rollover.h"
 
 #define DAY 86400L
 /* notBefore is set this far back so that peers with slightly slow clocks accept it */
@@ -684,11 +683,44 @@ static bool same_stat(const struct stat *a, const struct stat *b)
 	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
+/* The root of root.pem (a bundle during a rollover) that issued issuer; the first one if
+ * none did. NULL with a message. */
+static X509 *root_of(const char *path, X509 *issuer, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len);
+	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)len) : NULL;
+	X509 *x, *first = NULL, *found = NULL;
+
+	while (bio != NULL && found == NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+		if (X509_check_issued(x, issuer) == X509_V_OK &&
+		    X509_verify(issuer, X509_get0_pubkey(x)) == 1)
+			found = x;
+		else if (first == NULL)
+			first = x;
+		else
+			X509_free(x);
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	if (found != NULL) {
+		X509_free(first);
+		free(pem);
+		return found;
+	}
+	if (first == NULL && pem != NULL &&
+	    snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup", path) <
+		    0)
+		err[0] = '\0';
+	free(pem);
+	return first;
+}
+
 int authority_refresh(struct authority *ca, char *err, size_t err_len)
 {
 	char path[PATH_MAX], rpath[PATH_MAX];
 	struct stat rs, is;
-	X509 *root = NULL, *issuer = NULL, *link = NULL;
+	X509 *root = NULL, *issuer = NULL;
 
 	if (stat(authority_path(ca, "root.pem", rpath, sizeof(rpath)), &rs) != 0 ||
 	    stat(authority_path(ca, "intermediate.pem", path, sizeof(path)), &is) != 0) {
@@ -699,9 +731,9 @@ int authority_refresh(struct authority *ca, char *err, size_t err_len)
 	if (ca->root != NULL && ca->issuer != NULL && same_stat(&rs, &ca->root_st) &&
 	    same_stat(&is, &ca->issuer_st))
 		return 0;
-	root = read_cert(rpath, err, err_len);
-	issuer = root != NULL ? read_cert(path, err, err_len) : NULL;
-	if (issuer == NULL)
+	issuer = read_cert(path, err, err_len);
+	root = issuer != NULL ? root_of(rpath, issuer, err, err_len) : NULL;
+	if (root == NULL)
 		goto fail;
 	if (ca->issuer_key != NULL && X509_check_private_key(issuer, ca->issuer_key) != 1) {
 		ERR_clear_error();
@@ -711,14 +743,10 @@ int authority_refresh(struct authority *ca, char *err, size_t err_len)
 			 path);
 		goto fail;
 	}
-	if (rollover_chain_link(ca, &link, err, err_len) != 0)
-		goto fail;
 	X509_free(ca->root);
 	X509_free(ca->issuer);
-	X509_free(ca->link);
 	ca->root = root;
 	ca->issuer = issuer;
-	ca->link = link;
 	ca->root_st = rs;
 	ca->issuer_st = is;
 	ca->generation++;
@@ -876,7 +904,6 @@ void authority_close(struct authority *ca)
 	store_close(ca->store);
 	X509_free(ca->root);
 	X509_free(ca->issuer);
-	X509_free(ca->link);
 	EVP_PKEY_free(ca->issuer_key);
 	authority_release_room(ca);
 	if (ca->lock_fd >= 0)

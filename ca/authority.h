@@ -29,12 +29,11 @@
 struct authority {
 	char dir[PATH_MAX - 64];
 	struct store *store;
-	X509 *root; /* the first certificate of root.pem: the root tokens pin */
+	/* the root of root.pem that issued intermediate.pem (the first one if none did): the
+	 * root issued chains lead to, which tokens pin; during a root rollover (rollover.h) the
+	 * old root until the switch, the new one from then on */
+	X509 *root;
 	X509 *issuer;
-	/* in a root rollover's switched phase: the link certificate (the new root's key
-	 * certified by the old root), which issued chains carry after the intermediate so that
-	 * they verify under either root; NULL otherwise */
-	X509 *link;
 	/* root.pem and intermediate.pem as last read; generation counts the reads that found
 	 * them changed (authority_refresh()) */
 	struct stat root_st, issuer_st;
@@ -95,11 +94,10 @@ int authority_lock(struct authority *ca, char *err, size_t err_len);
 /* The same without waiting: 0 locked, 1 another process holds the lock, -1 with a message. */
 int authority_trylock(struct authority *ca, char *err, size_t err_len);
 void authority_unlock(struct authority *ca);
-/* Read root.pem, intermediate.pem and the rollover's link again if root.pem or
- * intermediate.pem changed since the last read (a `mtls ca rollover` step while `mtls ca
- * serve` runs): authority_lock() and authority_trylock() call it, so that every change is
- * made with the certificates on disk. A new intermediate.pem must match the issuing key if
- * it is loaded. 1 read anew (generation bumped), 0 unchanged, -1 with a message (the
+/* Read root.pem and intermediate.pem again if either changed since the last read (a `mtls ca
+ * rollover` step while `mtls ca serve` runs): authority_lock() and authority_trylock() call it, so
+ * that every change is made with the certificates on disk. A new intermediate.pem must match the
+ * issuing key if it is loaded. 1 read anew (generation bumped), 0 unchanged, -1 with a message (the
  * previous certificates kept). */
 int authority_refresh(struct authority *ca, char *err, size_t err_len);
 /* Load the issuing key (passphrase NULL if not encrypted). */

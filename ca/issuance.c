@@ -165,27 +165,19 @@ int issuance_refused(struct authority *ca, const char *actor, const char *action
 
 char *issuance_chain_pem(const struct authority *ca, X509 *leaf, size_t *len)
 {
-	size_t leaf_len = 0, inter_len = 0, link_len = 0;
+	size_t leaf_len = 0, inter_len = 0;
 	char *l = issue_cert_pem(leaf, &leaf_len);
 	char *i = l != NULL ? issue_cert_pem(ca->issuer, &inter_len) : NULL;
-	/* during a root rollover's switched phase the link follows: the chain then verifies
-	 * under the old root as well as the new (ca/rollover.h) */
-	char *k = i != NULL && ca->link != NULL ? issue_cert_pem(ca->link, &link_len) : NULL;
-	char *chain = i != NULL && (ca->link == NULL || k != NULL)
-			      ? malloc(leaf_len + inter_len + link_len + 1)
-			      : NULL;
+	char *chain = i != NULL ? malloc(leaf_len + inter_len + 1) : NULL;
 
 	if (chain != NULL) {
 		memcpy(chain, l, leaf_len);
 		memcpy(chain + leaf_len, i, inter_len);
-		if (k != NULL)
-			memcpy(chain + leaf_len + inter_len, k, link_len);
-		chain[leaf_len + inter_len + link_len] = '\0';
-		*len = leaf_len + inter_len + link_len;
+		chain[leaf_len + inter_len] = '\0';
+		*len = leaf_len + inter_len;
 	}
 	free(l);
 	free(i);
-	free(k);
 	return chain;
 }
 

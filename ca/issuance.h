@@ -79,9 +79,8 @@ int issuance_result(const struct authority *ca, X509 *cert, const char *serial,
 		    const struct grant *g, time_t not_before, time_t not_after,
 		    struct svc_issued *out);
 
-/* The chain to hand out: the leaf then the issuing CA (and ca->link during a root
- * rollover's switched phase), PEM (caller frees; *len without the NUL). NULL if out of
- * memory. */
+/* The chain to hand out: the leaf then the issuing CA, PEM (caller frees; *len without the
+ * NUL). NULL if out of memory. */
 char *issuance_chain_pem(const struct authority *ca, X509 *leaf, size_t *len);
 
 #endif

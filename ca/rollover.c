@@ -192,19 +192,6 @@ static bool issued_by(X509 *issuer, X509 *x)
 	return ok;
 }
 
-int rollover_chain_link(struct authority *ca, X509 **link, char *err, size_t err_len)
-{
-	struct rollover_state s;
-
-	*link = NULL;
-	if (rollover_state(ca, &s, err, err_len) != 0)
-		return -1;
-	if (s.phase != ROLLOVER_SWITCHED)
-		return 0;
-	*link = read_one(ca, F_LINK, err, err_len);
-	return *link != NULL ? 0 : -1;
-}
-
 /* The root bundle of the begun and switched phases: old root, new root, link. */
 static int bundle_of(struct authority *ca, X509 *b[3], char *err, size_t err_len)
 {
@@ -668,6 +655,11 @@ int rollover_switch(struct authority *ca, const char *passphrase, time_t now, ch
 	}
 	if (authority_refresh(ca, err, err_len) < 0)
 		goto out;
+	/* The CA's lock is held into the next second: every certificate issued after the switch
+	 * (under the lock, with the new intermediate) then has an issued_at above switched_at,
+	 * and every one issued before it one at most switched_at (rollover_left()). */
+	while (time(NULL) <= now)
+		usleep(20000);
 	rc = 0;
 out:
 	if (wrote) {

@@ -12,10 +12,11 @@
  *           subject and key, issuer the new root; same notAfter). The issuing key does not
  *           change, so CRLs and OCSP answers verify under both chains, and leaves issued
  *           before chain through either intermediate certificate. From now on chains are
- *           leaf, new intermediate and the link: they verify under the new root and, through
- *           the link, under the old root alone too (a peer that has not taken the new root
- *           yet, an enrollment whose token pins the old root).
- *   finish  root.pem holds the new root alone; chains are leaf and intermediate. Refused
+ *           leaf and new intermediate (as long as before, ending at the other root: the
+ *           daemons load them as a rotation), and tokens pin the new root (authority.h).
+ *           Every daemon must have taken the new root before: wait at least their
+ *           --ca-refresh after begin.
+ *   finish  root.pem holds the new root alone. Refused
  *           while leaves issued before the switch are unexpired, unrevoked and not renewed
  *           since (a later certificate with the same subject and names), unless forced.
  *
@@ -53,10 +54,6 @@ struct rollover_state {
 /* The phase from the inventory. 0, or -1 with a message. */
 int rollover_state(struct authority *ca, struct rollover_state *out, char *err, size_t err_len);
 const char *rollover_phase_name(enum rollover_phase p);
-
-/* For authority.c: the link to append to issued chains (*link, the caller frees; NULL out
- * of the switched phase). 0, or -1 with a message. */
-int rollover_chain_link(struct authority *ca, X509 **link, char *err, size_t err_len);
 
 /* Complete a step that was killed after its commit, and remove the files of one killed
  * before it. 0, or -1 with a message. */

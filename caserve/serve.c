@@ -88,8 +88,9 @@ static bool is_ip(const char *host)
 }
 
 /* Does cert_dir hold a certificate for host, from this CA, with more than a third of its
- * lifetime left at now, in the chain the CA hands out now (the intermediate, and the link
- * during a root rollover: after `mtls ca rollover switch` or finish it is issued again)? */
+ * lifetime left at now, in the chain the CA hands out now (after `mtls ca rollover switch`
+ * the intermediate is the new root's: the certificate is issued again, so that clients
+ * enrolling with a token that pins the new root verify the API)? */
 static bool own_cert_current(struct serve *s, const char *host, time_t now)
 {
 	char path[PATH_MAX];
@@ -113,10 +114,8 @@ static bool own_cert_current(struct serve *s, const char *host, time_t now)
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/api.key", s->o->cert_dir);
 	if (x != NULL && files_exists(path) && X509_check_issued(s->ca->issuer, x) == X509_V_OK &&
-	    X509_verify(x, X509_get0_pubkey(s->ca->issuer)) == 1 &&
-	    sk_X509_num(rest) == (s->ca->link != NULL ? 2 : 1) &&
-	    X509_cmp(sk_X509_value(rest, 0), s->ca->issuer) == 0 &&
-	    (s->ca->link == NULL || X509_cmp(sk_X509_value(rest, 1), s->ca->link) == 0)) {
+	    X509_verify(x, X509_get0_pubkey(s->ca->issuer)) == 1 && sk_X509_num(rest) == 1 &&
+	    X509_cmp(sk_X509_value(rest, 0), s->ca->issuer) == 0) {
 		time_t nb = certfields_time(X509_get0_notBefore(x));
 		time_t na = certfields_time(X509_get0_notAfter(x));
 
@@ -204,7 +203,7 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 		OPENSSL_free(der);
 	}
 	key_pem = cert != NULL ? keys_to_pem(key, NULL, &key_len) : NULL;
-	/* the chain the CA hands out (with the link during a root rollover) */
+	/* the chain the CA hands out */
 	chain = cert != NULL ? issuance_chain_pem(s->ca, cert, &chain_len) : NULL;
 	if (cert != NULL && (key_pem == NULL || chain == NULL))
 		snprintf(err, err_len, "out of memory");

@@ -342,8 +342,8 @@ int cmd_ca_issue(int argc, char **argv)
 	X509 *cert = NULL;
 	struct output out;
 	char err[8192] = "", *pass = NULL, *csr_shown = NULL;
-	char *leaf = NULL, *chain = NULL, *keypem = NULL;
-	size_t leaf_len = 0, chain_len = 0, key_len = 0;
+	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
+	size_t leaf_len = 0, inter_len = 0, key_len = 0;
 	time_t now = time(NULL), not_after;
 	long days;
 	int rc, dir_lock = -1;
@@ -471,8 +471,8 @@ int cmd_ca_issue(int argc, char **argv)
 			cert = NULL;
 	}
 	leaf = cert != NULL ? issue_cert_pem(cert, &leaf_len) : NULL;
-	/* leaf and issuing CA (and, during a root rollover, the link: issuance.h) */
-	chain = leaf != NULL ? issuance_chain_pem(ca, cert, &chain_len) : NULL;
+	inter = leaf != NULL ? issue_cert_pem(ca->issuer, &inter_len) : NULL;
+	chain = inter != NULL ? malloc(leaf_len + inter_len) : NULL;
 	if (o.csr == NULL && chain != NULL)
 		keypem = keys_to_pem(key, NULL, &key_len);
 	if (chain == NULL || (o.csr == NULL && keypem == NULL)) {
@@ -480,9 +480,11 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", err[0] != '\0' ? err : "out of memory");
 		goto out;
 	}
+	memcpy(chain, leaf, leaf_len);
+	memcpy(chain + leaf_len, inter, inter_len);
 	/* Commit, then publish: the files are written (temporary names, fsync) before the
 	 * commit, so that nothing can fail after it but giving them their names. */
-	if (output_stage(&out, leaf, leaf_len, chain, chain_len, keypem, key_len, err,
+	if (output_stage(&out, leaf, leaf_len, chain, leaf_len + inter_len, keypem, key_len, err,
 			 sizeof(err)) != 0) {
 		char msg[sizeof(err) + 64];
 
@@ -530,6 +532,7 @@ out:
 	grant_request_free(&req);
 	keys_free_pem(keypem, key_len);
 	free(leaf);
+	free(inter);
 	free(chain);
 	X509_free(cert);
 	EVP_PKEY_free(key);
