@@ -45,9 +45,10 @@ enroll() {
 	MTLS_TOKEN=$2 run "$MTLS" enroll --dir "$W/$1"
 }
 certs_in() { grep -c 'BEGIN CERTIFICATE' "$1" || true; }
-# wait_count FILE EVENT N [TEXT] : until FILE has N lines of EVENT (with TEXT), 150 s at most
+WAIT_LIMIT=${WAIT_LIMIT:-150} # seconds one wait for an event may take at most
+# wait_count FILE EVENT N [TEXT] : until FILE has N lines of EVENT (with TEXT)
 wait_count() {
-	local n=1500
+	local n=$((WAIT_LIMIT * 10))
 	while [ "$n" -gt 0 ]; do
 		[ "$(log_count "$1" "$2" "${4:-}")" -ge "$3" ] && return 0
 		sleep 0.1
@@ -55,9 +56,9 @@ wait_count() {
 	done
 	return 1
 }
-# wait_file_certs FILE N : until FILE holds N certificates, 150 s at most
+# wait_file_certs FILE N : until FILE holds N certificates
 wait_file_certs() {
-	local n=1500
+	local n=$((WAIT_LIMIT * 10))
 	while [ "$n" -gt 0 ]; do
 		[ "$(certs_in "$1")" = "$2" ] && return 0
 		sleep 0.1
