@@ -438,6 +438,14 @@ int rollover_begin(struct authority *ca, const struct rollover_begin_opts *o, ch
 	snprintf(keypath, sizeof(keypath), "%s",
 		 o->root_key != NULL ? o->root_key
 				     : authority_path(ca, "root.key", path, sizeof(path)));
+	if (o->root_key == NULL && !files_exists(keypath)) {
+		snprintf(err, err_len,
+			 "%s has no root.key (kept offline?); give the current root key with "
+			 "--root-key FILE",
+			 ca->dir);
+		rc = 1;
+		goto out;
+	}
 	old_key = keys_load(keypath, o->passphrase, err, err_len);
 	if (old_key == NULL)
 		goto out;
