@@ -555,7 +555,7 @@ int rollover_begin(struct authority *ca, const struct rollover_begin_opts *o, ch
 		size_t l = strlen(err);
 
 		snprintf(err + l, err_len - l,
-			 "; the rollover is begun: run 'mtls ca rollover begin' again to publish "
+			 "; the rollover is begun: run 'mtls ca rollover status' to publish "
 			 "root.pem");
 		goto out;
 	}
