@@ -9,10 +9,12 @@
 #include <sys/stat.h>
 
 #include <openssl/err.h>
+#include <openssl/ocsp.h>
 
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
+#include "ocsp.h"
 #include "rollover.h"
 
 struct fixture {
@@ -401,6 +403,72 @@ static void test_recover(void **state)
 	X509_free(old_inter);
 }
 
+/* OCSP after the switch: the CertID of a leaf issued before it is the same whichever
+ * intermediate certificate the client holds (same name, same key); the answer says good, it
+ * verifies under the new root, and its responder certificate is signed by the key of the
+ * old intermediate certificate too (a client checking the delegation against the issuer of
+ * the leaf's chain of before). */
+static void test_ocsp(void **state)
+{
+	struct fixture *f = *state;
+	time_t now = time(NULL);
+	char err[2048] = "";
+	X509 *old_inter = X509_dup(f->ca->issuer), *leaf, *signer = NULL, *new_root;
+	OCSP_CERTID *id_old, *id_new;
+	OCSP_REQUEST *rq = OCSP_REQUEST_new();
+	OCSP_RESPONSE *resp;
+	OCSP_BASICRESP *bs;
+	struct ocsp_responder *r = ocsp_responder_new();
+	struct ocsp_answer meta;
+	unsigned char *der = NULL, *answer = NULL;
+	const unsigned char *p;
+	size_t answer_len = 0;
+	int len, status = -1, reason;
+	X509_STORE *st = X509_STORE_new();
+
+	leaf = leaf_for(f, "URI:spiffe://roll.test/ocsp", now - 20);
+	begin(f, now - 15);
+	do_switch(f, now - 10);
+	new_root = X509_dup(f->ca->root);
+	id_old = OCSP_cert_to_id(EVP_sha1(), leaf, old_inter);
+	id_new = OCSP_cert_to_id(EVP_sha1(), leaf, f->ca->issuer);
+	assert_int_equal(OCSP_id_cmp(id_old, id_new), 0);
+	if (ocsp_responder_refresh(r, f->ca, now, err, sizeof(err)) != 0)
+		fail_msg("ocsp_responder_refresh: %s", err);
+	assert_non_null(OCSP_request_add0_id(rq, id_old));
+	len = i2d_OCSP_REQUEST(rq, &der);
+	assert_true(len > 0);
+	assert_int_equal(ocsp_respond(r, f->ca, der, (size_t)len, now, &answer, &answer_len, &meta),
+			 0);
+	assert_int_equal(meta.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+	assert_int_equal(meta.cert_status, V_OCSP_CERTSTATUS_GOOD);
+	p = answer;
+	resp = d2i_OCSP_RESPONSE(NULL, &p, (long)answer_len);
+	assert_non_null(resp);
+	bs = OCSP_response_get1_basic(resp);
+	assert_non_null(bs);
+	assert_int_equal(OCSP_resp_find_status(bs, id_new, &status, &reason, NULL, NULL, NULL), 1);
+	assert_int_equal(status, V_OCSP_CERTSTATUS_GOOD);
+	assert_int_equal(X509_STORE_add_cert(st, new_root), 1);
+	assert_int_equal(OCSP_basic_verify(bs, NULL, st, 0), 1);
+	assert_int_equal(OCSP_resp_get0_signer(bs, &signer, NULL), 1);
+	assert_int_equal(X509_check_issued(old_inter, signer), X509_V_OK);
+	assert_int_equal(X509_verify(signer, X509_get0_pubkey(old_inter)), 1);
+	ERR_clear_error();
+
+	X509_STORE_free(st);
+	OCSP_BASICRESP_free(bs);
+	OCSP_RESPONSE_free(resp);
+	free(answer);
+	OPENSSL_free(der);
+	OCSP_REQUEST_free(rq);
+	OCSP_CERTID_free(id_new);
+	ocsp_responder_free(r);
+	X509_free(leaf);
+	X509_free(new_root);
+	X509_free(old_inter);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -408,6 +476,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_finish_force, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_begin_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ocsp, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
