@@ -649,12 +649,7 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 						: store_open_read(location, err, err_len);
 	if (ca->store == NULL)
 		goto fail;
-	ca->root = read_cert(authority_path(ca, "root.pem", path, sizeof(path)), err, err_len);
-	if (ca->root == NULL)
-		goto fail;
-	ca->issuer =
-		read_cert(authority_path(ca, "intermediate.pem", path, sizeof(path)), err, err_len);
-	if (ca->issuer == NULL)
+	if (authority_refresh(ca, err, err_len) < 0)
 		goto fail;
 	ca->server_days = meta_long(ca->store, "server_days", 90);
 	ca->client_days = meta_long(ca->store, "client_days", 90);
@@ -698,6 +693,98 @@ fail:
 	return NULL;
 }
 
+static bool same_stat(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The root of root.pem (a bundle during a rollover) that issued issuer; the first one if
+ * none did. NULL with a message. */
+static X509 *root_of(const char *path, X509 *issuer, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len);
+	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)len) : NULL;
+	X509 *x, *first = NULL, *found = NULL;
+
+	while (bio != NULL && found == NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
+		if (X509_check_issued(x, issuer) == X509_V_OK &&
+		    X509_verify(issuer, X509_get0_pubkey(x)) == 1)
+			found = x;
+		else if (first == NULL)
+			first = x;
+		else
+			X509_free(x);
+	}
+	ERR_clear_error();
+	BIO_free(bio);
+	if (found != NULL) {
+		X509_free(first);
+		free(pem);
+		return found;
+	}
+	if (first == NULL && pem != NULL &&
+	    snprintf(err, err_len, "%s is not a PEM certificate; restore it from a backup", path) <
+		    0)
+		err[0] = '\0';
+	free(pem);
+	return first;
+}
+
+int authority_refresh(struct authority *ca, char *err, size_t err_len)
+{
+	char path[PATH_MAX], rpath[PATH_MAX];
+	struct stat rs, is;
+	X509 *root = NULL, *issuer = NULL;
+
+	if (stat(authority_path(ca, "root.pem", rpath, sizeof(rpath)), &rs) != 0 ||
+	    stat(authority_path(ca, "intermediate.pem", path, sizeof(path)), &is) != 0) {
+		snprintf(err, err_len, "cannot read %s: %s; restore it from a backup",
+			 errno == ENOENT && files_exists(rpath) ? path : rpath, strerror(errno));
+		return -1;
+	}
+	if (ca->root != NULL && ca->issuer != NULL && same_stat(&rs, &ca->root_st) &&
+	    same_stat(&is, &ca->issuer_st))
+		return 0;
+	issuer = read_cert(path, err, err_len);
+	root = issuer != NULL ? root_of(rpath, issuer, err, err_len) : NULL;
+	if (root == NULL)
+		goto fail;
+	if (ca->issuer_key != NULL && X509_check_private_key(issuer, ca->issuer_key) != 1) {
+		ERR_clear_error();
+		snprintf(err, err_len,
+			 "%s does not match the issuing key; restore it from a backup or "
+			 "'mtls ca rollover switch' again",
+			 path);
+		goto fail;
+	}
+	X509_free(ca->root);
+	X509_free(ca->issuer);
+	ca->root = root;
+	ca->issuer = issuer;
+	ca->root_st = rs;
+	ca->issuer_st = is;
+	ca->generation++;
+	return 1;
+fail:
+	X509_free(root);
+	X509_free(issuer);
+	return -1;
+}
+
+/* After taking the lock: the certificates as on disk now (the old ones kept, and the reason
+ * kept for the service to log, if they cannot be read). */
+static void locked_refresh(struct authority *ca)
+{
+	char err[sizeof(ca->refresh_err)];
+
+	if (authority_refresh(ca, err, sizeof(err)) < 0)
+		memcpy(ca->refresh_err, err, sizeof(err));
+	else
+		ca->refresh_err[0] = '\0';
+}
+
 int authority_lock(struct authority *ca, char *err, size_t err_len)
 {
 	if (ca->lock_fd < 0) {
@@ -711,6 +798,7 @@ int authority_lock(struct authority *ca, char *err, size_t err_len)
 		}
 	}
 	files_remove_temporaries(ca->dir);
+	locked_refresh(ca);
 	return 0;
 }
 
@@ -729,6 +817,7 @@ int authority_trylock(struct authority *ca, char *err, size_t err_len)
 		}
 	}
 	files_remove_temporaries(ca->dir);
+	locked_refresh(ca);
 	return 0;
 }
 

@@ -10,6 +10,8 @@
  *   store             instead, one line: the postgresql:// URL of the inventory's database,
  *                     which several CA nodes (copies of this directory) share
  *   lock              taken (flock) by every command that changes the CA
+ * and, while a root rollover is under way (ca/rollover.h), root-prev.pem, root-next.pem,
+ * link.pem, intermediate-prev.pem, intermediate-next.pem (and root-next.key).
  */
 #ifndef MTLS_CA_AUTHORITY_H
 #define MTLS_CA_AUTHORITY_H
@@ -17,6 +19,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include <openssl/x509.h>
 
@@ -26,9 +29,17 @@
 struct authority {
 	char dir[PATH_MAX - 64];
 	struct store *store;
+	/* the root of root.pem that issued intermediate.pem (the first one if none did): the
+	 * root issued chains lead to, which tokens pin; during a root rollover (rollover.h) the
+	 * old root until the switch, the new one from then on */
 	X509 *root;
 	X509 *issuer;
-	EVP_PKEY *issuer_key; /* after authority_load_key() */
+	/* root.pem and intermediate.pem as last read; generation counts the reads that found
+	 * them changed (authority_refresh()) */
+	struct stat root_st, issuer_st;
+	unsigned generation;
+	char refresh_err[512]; /* why the last refresh in authority_lock() failed, or "" */
+	EVP_PKEY *issuer_key;  /* after authority_load_key() */
 	int lock_fd;
 	char crl_url[2049];  /* "" or an URL that passed issue_check_crl_url() */
 	char ocsp_url[2049]; /* "" or an URL that passed issue_check_ocsp_url() */
@@ -85,6 +96,12 @@ int authority_lock(struct authority *ca, char *err, size_t err_len);
 /* The same without waiting: 0 locked, 1 another process holds the lock, -1 with a message. */
 int authority_trylock(struct authority *ca, char *err, size_t err_len);
 void authority_unlock(struct authority *ca);
+/* Read root.pem and intermediate.pem again if either changed since the last read (a `mtls ca
+ * rollover` step while `mtls ca serve` runs): authority_lock() and authority_trylock() call it, so
+ * that every change is made with the certificates on disk. A new intermediate.pem must match the
+ * issuing key if it is loaded. 1 read anew (generation bumped), 0 unchanged, -1 with a message (the
+ * previous certificates kept). */
+int authority_refresh(struct authority *ca, char *err, size_t err_len);
 /* Load the issuing key (passphrase NULL if not encrypted). */
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);
 void authority_close(struct authority *ca);

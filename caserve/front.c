@@ -600,7 +600,7 @@ int front_reload(struct front *f, char *err, size_t err_len)
 	 * under the lock */
 	pthread_mutex_lock(&s->lock);
 	if (mtls_config_set_cert_file(cfg, cert) != 0 || mtls_config_set_key_file(cfg, key) != 0 ||
-	    mtls_config_set_ca_mem(cfg, (const uint8_t *)s->roots_pem, s->roots_len) != 0 ||
+	    mtls_config_set_ca_mem(cfg, (const uint8_t *)s->trust_pem, s->trust_len) != 0 ||
 	    (s->crl.pem != NULL &&
 	     mtls_config_add_crl_mem(cfg, (const uint8_t *)s->crl.pem, s->crl.pem_len) != 0) ||
 	    mtls_config_set_allow_any_identity(cfg, 1) != 0 ||

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -184,18 +185,62 @@ out:
 int publish_load_roots(struct serve *s, char *err, size_t err_len)
 {
 	char path[PATH_MAX];
+	struct stat sb;
+	size_t len = 0;
+	char *pem, *data, *trust = NULL;
+	BIO *in = NULL, *out = NULL;
+	X509 *x;
+	long tlen;
+	int n = 0, rc = -1;
 
-	s->roots_pem = files_read(authority_path(s->ca, "root.pem", path, sizeof(path)),
-				  &s->roots_len, err, err_len);
-	if (s->roots_pem == NULL)
+	authority_path(s->ca, "root.pem", path, sizeof(path));
+	if (stat(path, &sb) != 0) {
+		snprintf(err, err_len, "%s: %s", path, strerror(errno));
 		return -1;
+	}
+	if (s->roots_pem != NULL && same_file(&sb, &s->roots_st))
+		return 0;
+	pem = files_read(path, &len, err, err_len);
+	if (pem == NULL)
+		return -1;
+	in = BIO_new_mem_buf(pem, (int)len);
+	out = BIO_new(BIO_s_mem());
+	while (in != NULL && out != NULL && (x = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL) {
+		/* a root: self-issued with its own key (X509_check_issued() of itself) */
+		if (X509_check_issued(x, x) == X509_V_OK && PEM_write_bio_X509(out, x) == 1)
+			n++;
+		X509_free(x);
+	}
+	ERR_clear_error();
+	if (out == NULL || n == 0 || (tlen = BIO_get_mem_data(out, &data)) <= 0 ||
+	    (trust = malloc((size_t)tlen + 1)) == NULL) {
+		snprintf(err, err_len, "%s holds no root certificate; keeping the last good one",
+			 path);
+		free(pem);
+		goto out;
+	}
+	memcpy(trust, data, (size_t)tlen);
+	trust[tlen] = '\0';
+	free(s->roots_pem);
+	free(s->trust_pem);
+	s->roots_pem = pem;
+	s->roots_len = len;
+	s->trust_pem = trust;
+	s->trust_len = (size_t)tlen;
+	s->roots_st = sb;
 	publish_etag(s->roots_pem, s->roots_len, s->roots_etag);
-	return 0;
+	rc = 1;
+out:
+	BIO_free(in);
+	BIO_free(out);
+	return rc;
 }
 
 void publish_free(struct serve *s)
 {
 	crl_clear(&s->crl);
 	free(s->roots_pem);
+	free(s->trust_pem);
 	s->roots_pem = NULL;
+	s->trust_pem = NULL;
 }

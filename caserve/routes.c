@@ -401,20 +401,23 @@ static json_t *parse_body(const struct request *rq, struct MHD_Connection *conn,
 	return j;
 }
 
-static enum MHD_Result send_issued(struct MHD_Connection *conn, const struct serve *s,
+static enum MHD_Result send_issued(struct MHD_Connection *conn, struct serve *s,
 				   const struct svc_issued *is)
 {
 	char nb[32], na[32], ra[32];
+	json_t *j;
 
 	rfc3339(is->not_before, nb);
 	rfc3339(is->not_after, na);
 	rfc3339(is->renew_after, ra);
-	return send_json(conn, MHD_HTTP_OK,
-			 json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s%,s:s%}", "serial", is->serial,
-				   "profile", is->profile, "names",
-				   is->names != NULL ? is->names : "", "not_before", nb,
-				   "not_after", na, "renew_after", ra, "chain", is->chain_pem,
-				   is->chain_len, "roots", s->roots_pem, s->roots_len));
+	/* the roots are replaced under the lock (a rollover step): copied under it */
+	pthread_mutex_lock(&s->lock);
+	j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s%,s:s%}", "serial", is->serial, "profile",
+		      is->profile, "names", is->names != NULL ? is->names : "", "not_before", nb,
+		      "not_after", na, "renew_after", ra, "chain", is->chain_pem, is->chain_len,
+		      "roots", s->roots_pem, s->roots_len);
+	pthread_mutex_unlock(&s->lock);
+	return send_json(conn, MHD_HTTP_OK, j);
 }
 
 /* One operation of the API, run by locked(). */
@@ -713,9 +716,16 @@ static enum MHD_Result route(struct daemon_ctx *d, struct MHD_Connection *conn, 
 	if (rq->too_large)
 		return send_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
 				  "the request body is larger than this service accepts");
-	if (strcmp(url, "/roots.pem") == 0 && get)
-		return send_signed(conn, "application/x-pem-file", s->roots_pem, s->roots_len,
-				   s->roots_etag, 0, 0, time(NULL), 0);
+	if (strcmp(url, "/roots.pem") == 0 && get) {
+		enum MHD_Result ret;
+
+		/* copied under the lock a rollover step replaces the roots under */
+		pthread_mutex_lock(&s->lock);
+		ret = send_signed(conn, "application/x-pem-file", s->roots_pem, s->roots_len,
+				  s->roots_etag, 0, 0, time(NULL), 0);
+		pthread_mutex_unlock(&s->lock);
+		return ret;
+	}
 	if ((strcmp(url, "/crl") == 0 || strcmp(url, "/crl.pem") == 0) && get)
 		return get_crl(d, conn, strcmp(url, "/crl.pem") == 0, method, rq);
 	if (strcmp(url, "/ocsp") == 0 && post)

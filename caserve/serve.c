@@ -13,6 +13,8 @@
  * held GET /crl requests) and held requests whose wait is over are answered;
  * every minute, the CRL is rebuilt when a third of its validity is left, the responder's
  * and the API's certificates are renewed when a third of their lifetime is left.
+ * Every second (and at SIGHUP) root.pem and intermediate.pem are looked at too: a `mtls ca
+ * rollover` step is taken up without a restart (watch_certs()).
  * SIGTERM / SIGINT stop the service.
  */
 #include <arpa/inet.h>
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include <ev.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -35,6 +38,7 @@
 #include "crlwait.h"
 #include "files.h"
 #include "grant.h"
+#include "issuance.h"
 #include "issue.h"
 #include "keys.h"
 #include "log.h"
@@ -48,7 +52,7 @@
 
 struct loop_ctx {
 	struct serve *s;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sighup;
 	ev_timer watch, schedule;
 };
 
@@ -84,24 +88,34 @@ static bool is_ip(const char *host)
 }
 
 /* Does cert_dir hold a certificate for host, from this CA, with more than a third of its
- * lifetime left at now? */
+ * lifetime left at now, in the chain the CA hands out now (after `mtls ca rollover switch`
+ * the intermediate is the new root's: the certificate is issued again, so that clients
+ * enrolling with a token that pins the new root verify the API)? */
 static bool own_cert_current(struct serve *s, const char *host, time_t now)
 {
 	char path[PATH_MAX];
 	FILE *f;
-	X509 *x = NULL;
+	X509 *x = NULL, *c;
+	STACK_OF(X509) *rest = sk_X509_new_null();
 	bool ok = false;
 	int n;
 
 	snprintf(path, sizeof(path), "%s/api-chain.pem", s->o->cert_dir);
-	f = fopen(path, "r");
-	if (f == NULL)
+	f = rest != NULL ? fopen(path, "r") : NULL;
+	if (f == NULL) {
+		sk_X509_free(rest);
 		return false;
+	}
 	x = PEM_read_X509(f, NULL, NULL, NULL);
+	while ((c = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(rest, c))
+			X509_free(c);
+	ERR_clear_error();
 	fclose(f);
 	snprintf(path, sizeof(path), "%s/api.key", s->o->cert_dir);
 	if (x != NULL && files_exists(path) && X509_check_issued(s->ca->issuer, x) == X509_V_OK &&
-	    X509_verify(x, X509_get0_pubkey(s->ca->issuer)) == 1) {
+	    X509_verify(x, X509_get0_pubkey(s->ca->issuer)) == 1 && sk_X509_num(rest) == 1 &&
+	    X509_cmp(sk_X509_value(rest, 0), s->ca->issuer) == 0) {
 		time_t nb = certfields_time(X509_get0_notBefore(x));
 		time_t na = certfields_time(X509_get0_notAfter(x));
 
@@ -109,7 +123,9 @@ static bool own_cert_current(struct serve *s, const char *host, time_t now)
 				: X509_check_host(x, host, 0, 0, NULL);
 		ok = n == 1 && na > now && na - now > (na - nb) / 3;
 	}
+	ERR_clear_error();
 	X509_free(x);
+	sk_X509_pop_free(rest, X509_free);
 	return ok;
 }
 
@@ -119,9 +135,9 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 	struct grant g;
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
-	char *key_pem = NULL, *leaf = NULL, *inter = NULL, *chain = NULL, *subject = NULL;
+	char *key_pem = NULL, *chain = NULL, *subject = NULL;
 	char *detail = NULL, spki[65], keypath[PATH_MAX], chainpath[PATH_MAX];
-	size_t key_len = 0, leaf_len = 0, inter_len = 0;
+	size_t key_len = 0, chain_len = 0;
 	struct files_staged sk = {0}, sc = {0};
 	time_t issuer_end = certfields_time(X509_get0_notAfter(s->ca->issuer));
 	struct issue_spec spec = {.kind = ISSUE_SERVER};
@@ -187,21 +203,15 @@ static int own_cert_issue(struct serve *s, const char *host, time_t now, char *e
 		OPENSSL_free(der);
 	}
 	key_pem = cert != NULL ? keys_to_pem(key, NULL, &key_len) : NULL;
-	leaf = cert != NULL ? issue_cert_pem(cert, &leaf_len) : NULL;
-	inter = cert != NULL ? issue_cert_pem(s->ca->issuer, &inter_len) : NULL;
-	chain = leaf != NULL && inter != NULL ? malloc(leaf_len + inter_len + 1) : NULL;
+	/* the chain the CA hands out */
+	chain = cert != NULL ? issuance_chain_pem(s->ca, cert, &chain_len) : NULL;
 	if (cert != NULL && (key_pem == NULL || chain == NULL))
 		snprintf(err, err_len, "out of memory");
-	if (chain != NULL) {
-		memcpy(chain, leaf, leaf_len);
-		memcpy(chain + leaf_len, inter, inter_len);
-		chain[leaf_len + inter_len] = '\0';
-	}
 	snprintf(keypath, sizeof(keypath), "%s/api.key", s->o->cert_dir);
 	snprintf(chainpath, sizeof(chainpath), "%s/api-chain.pem", s->o->cert_dir);
 	if (chain == NULL || key_pem == NULL ||
 	    files_stage(&sk, keypath, key_pem, key_len, 0600, err, err_len) != 0 ||
-	    files_stage(&sc, chainpath, chain, leaf_len + inter_len, 0644, err, err_len) != 0 ||
+	    files_stage(&sc, chainpath, chain, chain_len, 0644, err, err_len) != 0 ||
 	    store_commit(s->ca->store) != 0) {
 		if (err[0] == '\0')
 			snprintf(err, err_len, "%s", store_error(s->ca->store));
@@ -219,8 +229,6 @@ out:
 	files_discard(&sc);
 	if (key_pem != NULL)
 		keys_free_pem(key_pem, key_len);
-	free(leaf);
-	free(inter);
 	free(chain);
 	free(subject);
 	free(detail);
@@ -307,6 +315,65 @@ static void run_schedule(struct serve *s, bool at_start)
 		LOG(LOG_INFO, "api_cert_renewed", LS("url", s->api_url));
 }
 
+/* The CA's certificates as on disk: a `mtls ca rollover` step (or a restored backup)
+ * replaced root.pem or intermediate.pem. The authority read them again when it took its
+ * lock (authority_refresh()); the served bundle, the OCSP responder's certificate, the API's
+ * own chain and its TLS configuration follow here. Skipped while another process holds
+ * the CA's lock (the next second tries again). */
+static void watch_certs(struct serve *s, const char *trigger)
+{
+	char err[512] = "", msg[512] = "";
+	bool roots = false, certs = false;
+	int rc, cert = 0;
+	time_t now = time(NULL);
+
+	pthread_mutex_lock(&s->lock);
+	rc = authority_trylock(s->ca, err, sizeof(err));
+	if (rc != 0) {
+		pthread_mutex_unlock(&s->lock);
+		if (rc < 0)
+			LOG(LOG_ERROR, "ca_watch_failed", LS("message", err));
+		return;
+	}
+	if (s->ca->refresh_err[0] != '\0')
+		snprintf(msg, sizeof(msg), "%s", s->ca->refresh_err);
+	rc = publish_load_roots(s, err, sizeof(err));
+	if (rc < 0 && msg[0] == '\0')
+		snprintf(msg, sizeof(msg), "%s", err);
+	roots = rc > 0;
+	certs = s->ca->generation != s->ca_generation;
+	if (certs) {
+		s->ca_generation = s->ca->generation;
+		err[0] = '\0';
+		if (ocsp_responder_refresh(s->ocsp, s->ca, now, err, sizeof(err)) != 0)
+			LOG(LOG_ERROR, "ocsp_responder_failed", LS("message", err));
+		err[0] = '\0';
+		cert = own_cert_ensure(s, now, err, sizeof(err));
+		if (cert < 0)
+			LOG(LOG_ERROR, "api_cert_failed", LS("message", err));
+	}
+	/* a file refused is said once, until it changes or is fixed */
+	if (msg[0] != '\0' && strcmp(msg, s->refresh_err) != 0)
+		LOG(LOG_ERROR, "ca_certs_refused", LS("message", msg),
+		    LS("advice", "the CA's previous certificates are still used; restore the file "
+				 "or finish the 'mtls ca rollover' step"));
+	snprintf(s->refresh_err, sizeof(s->refresh_err), "%s", msg);
+	authority_unlock(s->ca);
+	pthread_mutex_unlock(&s->lock);
+	if (roots || certs) {
+		char subj[256] = "";
+
+		pthread_mutex_lock(&s->lock);
+		X509_NAME_oneline(X509_get_issuer_name(s->ca->issuer), subj, sizeof(subj));
+		pthread_mutex_unlock(&s->lock);
+		LOG(LOG_INFO, "ca_certs_loaded", LS("trigger", trigger),
+		    LS("roots", roots ? "reloaded" : "unchanged"), LS("intermediate_issuer", subj),
+		    LN("api_cert_renewed", cert > 0));
+		if (front_reload(s->front, err, sizeof(err)) != 0)
+			LOG(LOG_ERROR, "api_reload_failed", LS("message", err));
+	}
+}
+
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct loop_ctx *lc = w->data;
@@ -328,6 +395,7 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 	number = s->crl.number;
 	pthread_mutex_unlock(&s->lock);
 	crlwait_expire(s->crlwait, crlwait_now_ms());
+	watch_certs(s, "watch");
 	if (stale) {
 		LOG(LOG_INFO, "crl_loaded", LN("crl_number", number));
 		if (front_reload(s->front, err, sizeof(err)) != 0)
@@ -342,6 +410,15 @@ static void on_schedule(struct ev_loop *loop, ev_timer *w, int events)
 	(void)loop;
 	(void)events;
 	run_schedule(lc->s, false);
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int events)
+{
+	struct loop_ctx *lc = w->data;
+
+	(void)loop;
+	(void)events;
+	watch_certs(lc->s, "SIGHUP");
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
@@ -435,8 +512,9 @@ int serve_run(const struct serve_options *o)
 	}
 	if (token_check_url(s.api_url, err, sizeof(err)) != 0)
 		goto out;
-	if (publish_load_roots(&s, err, sizeof(err)) != 0)
+	if (publish_load_roots(&s, err, sizeof(err)) < 0)
 		goto out;
+	s.ca_generation = s.ca->generation;
 	s.ocsp = ocsp_responder_new();
 	if (s.ocsp == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
@@ -457,6 +535,7 @@ int serve_run(const struct serve_options *o)
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &block, NULL);
 	loop = ev_default_loop(EVFLAG_SIGNALFD);
 	s.crlwait = crlwait_new();
@@ -476,6 +555,9 @@ int serve_run(const struct serve_options *o)
 	ev_signal_init(&lc.sigint, on_stop, SIGINT);
 	ev_signal_start(loop, &lc.sigterm);
 	ev_signal_start(loop, &lc.sigint);
+	ev_signal_init(&lc.sighup, on_hup, SIGHUP);
+	lc.sighup.data = &lc;
+	ev_signal_start(loop, &lc.sighup);
 	ev_timer_init(&lc.watch, on_watch, 1., 1.);
 	lc.watch.data = &lc;
 	ev_timer_start(loop, &lc.watch);

@@ -89,9 +89,15 @@ struct serve {
 	struct svc_policy policy;
 	struct ocsp_responder *ocsp;
 	struct served_crl crl;
-	char *roots_pem; /* the root bundle served at /roots.pem */
+	char *roots_pem; /* the root bundle served at /roots.pem (root.pem as last read) */
 	size_t roots_len;
 	char roots_etag[67];
+	struct stat roots_st; /* of root.pem when read */
+	char *trust_pem;      /* its roots alone (no link certificate): the API's trust */
+	size_t trust_len;
+	/* the authority's certificates (authority_refresh()) the API was last set up with */
+	unsigned ca_generation;
+	char refresh_err[512]; /* the last refresh failure logged, so that it is logged once */
 	char api_url[300];
 	/* the CRL (its ETag) the API's TLS configuration was last built with: whoever replaced
 	 * s->crl (a request, the schedule, the watch), the watch reloads the front when they
@@ -114,7 +120,10 @@ int publish_refresh_crl(struct serve *s, char *err, size_t err_len);
  * CA node on a shared store published it), write it as crl.pem (under the CA's lock) and
  * serve it. 0 (also when there is nothing newer), or -1 with a message. */
 int publish_sync_crl(struct serve *s, char *err, size_t err_len);
-/* The root bundle (root.pem), read once at start. */
+/* Under s->lock: the root bundle (root.pem), read again when it changed (inode, size,
+ * mtime), e.g. by a `mtls ca rollover` step: /roots.pem serves it whole, the API trusts its
+ * roots (self-signed CA certificates; a link certificate is no trust anchor). 1 read anew,
+ * 0 unchanged, -1 with a message (the last good bundle kept). */
 int publish_load_roots(struct serve *s, char *err, size_t err_len);
 void publish_free(struct serve *s);
 /* The quoted hex SHA-256 of data, for an ETag. */

@@ -29,6 +29,7 @@ static const struct ca_command ca_commands[] = {
 	 "serve the CA over the network: enrollment, renewal, revocation, "
 	 "CRL, OCSP"},
 	{"token", cmd_ca_token, "make a one-time enrollment token for the CA service"},
+	{"rollover", cmd_ca_rollover, "roll the root over to a new key: begin, switch, finish"},
 	{NULL, NULL, NULL},
 };
 
