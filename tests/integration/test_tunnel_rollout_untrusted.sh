@@ -59,9 +59,8 @@ m() { metric "$M" "$1"; }
 client() { python3 "$W/cli.py" "$SRV_PORT" "$D/root.pem" "$1" "$2"; }
 
 # the scan first: two foreign leaves sent alone, a self-made CA certificate
-for c in "f1.pem f1.key" "f2.pem f2.key" "sc.pem sc.key"; do
-	set -- $c
-	[ "$(client "$W/$1" "$W/$2")" = x ] || _lib_die "(setup) $1 not forwarded in audit mode"
+for c in f1 f2 sc; do
+	[ "$(client "$W/$c.pem" "$W/$c.key")" = x ] || _lib_die "(setup) $c not forwarded in audit mode"
 done
 # then the CA's own client the rules refuse: it must get the one slot
 [ "$(client "$W/b-chain.pem" "$W/b.key")" = x ] || _lib_die "(setup) b not forwarded in audit mode"
