@@ -692,15 +692,28 @@ static void handshake_refused(struct conn *c)
 
 /* The identity a connection is counted under in the per-identity metrics: a certificate that
  * does not lead to our CA names whatever its maker chose, so all of them count as one,
- * "untrusted", and cannot take the slots of the identities our CA issued. */
+ * "untrusted", and cannot take the slots of the identities our CA issued. Named are only the
+ * verified peers and those refused for a reason found once the whole path verified to the
+ * trust anchors (validity, revocation, OCSP, the rules): a foreign chain is refused for many
+ * reasons besides unknown_ca (issuer_not_sent, leaf_is_ca, nonconforming, chain_too_long,
+ * bad_key_usage before the issuers are checked...), and a list of those would miss one. */
 static const char *metrics_identity(const struct conn *c)
 {
 	switch (c->would) {
-	case MTLS_REASON_UNKNOWN_CA:
-	case MTLS_REASON_SELF_SIGNED:
-	case MTLS_REASON_BAD_SIGNATURE:
-	case MTLS_REASON_BAD_CERTIFICATE: return "untrusted";
-	default: return c->identity;
+	case MTLS_REASON_NONE:
+	case MTLS_REASON_EXPIRED:
+	case MTLS_REASON_NOT_YET_VALID:
+	case MTLS_REASON_NAME_MISMATCH:
+	case MTLS_REASON_IDENTITY_NOT_ALLOWED:
+	case MTLS_REASON_PIN_MISMATCH:
+	case MTLS_REASON_REVOKED:
+	case MTLS_REASON_CRL_EXPIRED:
+	case MTLS_REASON_CRL_MISSING:
+	case MTLS_REASON_CRL_INVALID:
+	case MTLS_REASON_OCSP_MISSING:
+	case MTLS_REASON_OCSP_UNAVAILABLE:
+	case MTLS_REASON_OCSP_UNKNOWN: return c->identity;
+	default: return "untrusted";
 	}
 }
 
