@@ -851,6 +851,16 @@ static void start_plaintext(struct conn *c, const char *why)
 	next_step(c);
 }
 
+/* What is left of the handshake timeout, counted from the accept (at least 1 ms): the wait
+ * for a permissive client's first bytes is part of it, not added to it. */
+static long long handshake_left_ms(const struct conn *c)
+{
+	long long spent = (long long)((ev_now(c->w->loop) - c->started) * 1000);
+	long long left = c->w->d->o->handshake_timeout_ms - spent;
+
+	return left > 0 ? left : 1;
+}
+
 /* Permissive mode, the client's first bytes arrived: TLS or not? Peeked, not read: both
  * paths then read them as they are. */
 static void detect(struct conn *c)
@@ -869,7 +879,7 @@ static void detect(struct conn *c)
 	if ((head[0] == 0x16 && (n < 2 || head[1] == 0x03)) ||
 	    atomic_load(&c->w->d->metrics.mode) != TUNNEL_MODE_PERMISSIVE) {
 		c->detecting = false;
-		set_timer(c, c->w->d->o->handshake_timeout_ms);
+		set_timer(c, handshake_left_ms(c));
 		start_tls(c);
 		return;
 	}
@@ -1023,7 +1033,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 			}
 			/* the mode is stricter now: the rest of the handshake timeout */
 			c->detecting = false;
-			set_timer(c, d->o->handshake_timeout_ms - d->o->plaintext_wait_ms);
+			set_timer(c, handshake_left_ms(c));
 			break;
 		}
 		metrics_handshake(&d->metrics, MTLS_REASON_TIMEOUT, false, 0);

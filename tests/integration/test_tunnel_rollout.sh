@@ -258,6 +258,33 @@ verdict "permissive: silence past --plaintext-wait is a plaintext client whose s
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 4 "$W/srv2.log")"
 stop_bg "$SRV_PID"
 
+# --- permissive: the wait for the first bytes is part of the handshake timeout -------------
+# (a client that sends one TLS byte late and then nothing is closed when the timeout counted
+# from its accept runs out, not a whole timeout after that byte: 3 s here, not 5 s)
+start_tunnel_server "$W/srv5.log" --target "127.0.0.1:$GREET" --cert "$W/srv-chain.pem" \
+	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --mode insecure-permissive \
+	--plaintext-wait 0 --handshake-timeout 3000
+took=$(python3 - "$SRV_PORT" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+t0 = time.monotonic()
+time.sleep(2.0)
+s.sendall(b"\x16")
+s.settimeout(30)
+try:
+    while s.recv(100):
+        pass
+except OSError:
+    pass
+print(int((time.monotonic() - t0) * 1000))
+PY
+)
+p=()
+[ "${took:-99999}" -lt 4500 ] || p+=("closed after ${took:-?} ms, past the 3000 ms timeout counted from the accept")
+verdict "permissive: a late first byte does not restart the handshake timeout (closed after ${took} ms of 3000)" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/srv5.log")"
+stop_bg "$SRV_PID"
+
 start_backend "$W/pe.log" --mode proxy-echo
 start_tunnel_server "$W/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
 	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --mode insecure-permissive \
