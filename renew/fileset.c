@@ -259,6 +259,58 @@ static void close_journal(const struct fileset_journal *j, const char *dir, cons
 
 /* ---- recovery ---- */
 
+/* Read the journal jp, trusted only if this user wrote it: a regular file (not followed if a
+ * symlink) owned by the effective uid and writable by nobody else. Recovery may run as root
+ * (mtls agent) in a directory its service's user can write: a journal of that user's must not
+ * make root rename or remove files anywhere. The text (caller frees), or NULL with why. */
+static char *journal_read(const char *jp, size_t *len, char *why, size_t why_len)
+{
+	int fd = open(jp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat sb;
+	char *text = NULL;
+	size_t off = 0;
+
+	if (fd < 0)
+		return snprintf(why, why_len, "%s", strerror(errno)), NULL;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		snprintf(why, why_len, "not a regular file");
+		goto out;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+		snprintf(why, why_len,
+			 "owned by uid %u with mode %04o, not written by this user (uid %u): run "
+			 "the command as the user who writes these files",
+			 (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777), (unsigned)geteuid());
+		goto out;
+	}
+	if (sb.st_size > (off_t)JOURNAL_MAX) {
+		snprintf(why, why_len, "too long");
+		goto out;
+	}
+	if ((text = malloc((size_t)sb.st_size + 1)) == NULL) {
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	while (off < (size_t)sb.st_size) {
+		ssize_t n = read(fd, text + off, (size_t)sb.st_size - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(why, why_len, "%s", n < 0 ? strerror(errno) : "cut short");
+			free(text);
+			text = NULL;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	text[off] = '\0';
+	*len = off;
+out:
+	close(fd);
+	return text;
+}
+
 /* Finish the journal in dir, if there is one: undone if it is FILESET_UNDO, else forward. */
 static int recover_dir(const char *dir, char *err, size_t err_len)
 {
@@ -278,12 +330,12 @@ static int recover_dir(const char *dir, char *err, size_t err_len)
 	}
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return snprintf(err, err_len, "out of memory"), -1;
-	if ((text = files_read(jp, &len, why, sizeof(why))) == NULL) {
+	if ((text = journal_read(jp, &len, why, sizeof(why))) == NULL) {
 		snprintf(err, err_len,
-			 "a change of files was cut short and its journal cannot be read (%s); "
+			 "a change of files was cut short and its journal %s cannot be used (%s); "
 			 "check by hand that the key and certificate files named there match, "
 			 "then remove it",
-			 why);
+			 jp, why);
 		goto out;
 	}
 	if (fileset_journal_parse(text, len, j, why, sizeof(why)) != 0) {

@@ -19,7 +19,10 @@
  * target gets its .old- name back (or is removed if it is new), then the journal goes.
  *
  * The journal: "mtls fileset 1\n", then one line per file: "<12 hex of .new-> <12 hex of
- * .old-, or -> <absolute path>\n". Nothing else is allowed in it.
+ * .old-, or -> <absolute path>\n". Nothing else is allowed in it. A journal is followed only
+ * if the recovering user wrote it (a regular file owned by the effective uid, writable by
+ * nobody else): root (mtls agent) recovers in directories its services' users can write, and
+ * a journal names any file to rename or remove.
  *
  * Callers hold the flock (files_lock_dir()) that every writer of these files holds, around
  * both fileset_write() and fileset_recover().

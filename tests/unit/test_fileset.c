@@ -324,6 +324,40 @@ static void test_damaged_journal(void **state)
 	assert_int_equal(entries(x->dir), 4);
 }
 
+/* A journal that this user did not write is not followed: recovery runs as root in a
+ * directory its service's user can write (mtls agent's copies), and a journal of that user's
+ * naming another file (here "created by the change, remove it") must not make root remove
+ * it. Left in place, with a message; the same journal written by this user is followed. */
+static void test_foreign_journal(void **state)
+{
+	struct fx *x = *state;
+	char victim[PATH_MAX], text[1024], jp[PATH_MAX], err[1024];
+	const char *paths[2] = {x->cert, x->key};
+
+	if (geteuid() != 0)
+		skip(); /* only root can give a file to another user */
+	FMT(victim, "%s/victim", x->other);
+	put(victim, "precious\n");
+	FMT(text, "mtls fileset 1\n%s - %s\n", ID_C, victim);
+	journal(x, FILESET_UNDO, text);
+	FMT(jp, "%s/%s", x->dir, FILESET_UNDO);
+	assert_int_equal(chown(jp, 65534, 65534), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not written by this user"));
+	assert_string_equal(slurp(victim), "precious\n");
+	assert_int_equal(access(jp, F_OK), 0);
+	/* group- or world-writable: the same */
+	assert_int_equal(chown(jp, 0, 0), 0);
+	assert_int_equal(chmod(jp, 0666), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), -1);
+	assert_string_equal(slurp(victim), "precious\n");
+	/* this user's own: followed */
+	assert_int_equal(chmod(jp, 0600), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), 0);
+	assert_int_equal(access(victim, F_OK), -1);
+	assert_int_equal(access(jp, F_OK), -1);
+}
+
 /* A rename that fails (not a crash) while publishing: taken back, nothing left. The first
  * rename is the journal's (nothing published yet), the second the chain's, the third the
  * key's. */
@@ -426,6 +460,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_journal, setup, teardown),
 		cmocka_unit_test(test_parse),
 	};
 
