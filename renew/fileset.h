@@ -8,7 +8,8 @@
  * chain it does not match). How:
  *   1. each new file is written beside its target as NAME.new-<12 hex> (owner and mode set
  *      on the descriptor, fsync); an existing target gets a second name, NAME.old-<12 hex>
- *      (link(): the old content, for taking the change back); the directories are synced;
+ *      (link(): the old content, for taking the change back; a copy where link() is not
+ *      allowed: a file of another user under protected_hardlinks); the directories are synced;
  *   2. the journal, DIR/.mtls-fileset in the directory of the first file, names them all
  *      (written whole: temporary file, fsync, rename, directory fsync). From here on the
  *      change is made: a crash is finished forward by fileset_recover();
