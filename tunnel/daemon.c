@@ -968,7 +968,7 @@ static int check_renewal_files(struct main_state *ms, char *err, size_t len)
 
 	if (o->ca_url == NULL)
 		return 0;
-	if (renewer_check(o->cert, err, len) != 0)
+	if (renewer_check(o->cert, o->key, err, len) != 0)
 		return -1;
 	for (int i = 0; i < 2; i++) {
 		const char *f = i == 0 ? o->cert : o->key;
