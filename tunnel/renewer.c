@@ -138,7 +138,7 @@ int renewer_check(const char *cert, const char *key, char *err, size_t len)
 	X509 *x;
 	int rc = 0;
 
-	if (renewal_recover(&f, err, len) != 0)
+	if (renewal_recover(&f, err, len) != 0 || renewal_files_apart(&f, err, len) != 0)
 		return -1;
 	bio = BIO_new_file(cert, "r");
 	x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;

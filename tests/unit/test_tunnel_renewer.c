@@ -57,10 +57,32 @@ static void test_old_key_removed(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* --ca-url with --cert and --key one file (a combined PEM): refused at start. */
+static void test_combined_file_refused(void **state)
+{
+	char dir[64], both[128], link2[128], err[1024], cmd[200];
+
+	(void)state;
+	FMT(dir, "/tmp/test_tunnel_renewer.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	FMT(both, "%s/both.pem", dir);
+	FMT(link2, "%s/key.pem", dir);
+	put(both, "chain and key\n", 0600);
+	assert_int_equal(renewer_check(both, both, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "holds both the certificate and its key"));
+	/* two names of one file */
+	assert_int_equal(link(both, link2), 0);
+	assert_int_equal(renewer_check(both, link2, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "holds both the certificate and its key"));
+	FMT(cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_old_key_removed),
+		cmocka_unit_test(test_combined_file_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
