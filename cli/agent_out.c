@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,14 +158,78 @@ out:
 	return eq;
 }
 
+struct dir_lock {
+	int fd;
+	dev_t dev;
+	ino_t ino;
+};
+
+static int dir_lock_cmp(const void *a, const void *b)
+{
+	const struct dir_lock *x = a, *y = b;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Lock (flock, waiting) the directory of every copy once, in the order of their device and
+ * inode numbers (two agents never wait for each other in a circle): recovery finishes the
+ * journals of all of them, and a change under way in one (another writer's, under its lock)
+ * must not be finished or removed beside it. The number of descriptors in l, or -1. */
+static int lock_dirs(const struct agent_out *o, size_t n, struct dir_lock *l, char *err,
+		     size_t err_len)
+{
+	size_t nl = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char dir[PATH_MAX];
+		struct stat sb;
+		bool seen = false;
+		int fd;
+
+		snprintf(dir, sizeof(dir), "%s", o[i].path);
+		fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &sb) != 0) {
+			snprintf(err, err_len, "%s %s: cannot open its directory: %s", o[i].what,
+				 o[i].path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto fail;
+		}
+		for (size_t k = 0; k < nl && !seen; k++)
+			seen = l[k].dev == sb.st_dev && l[k].ino == sb.st_ino;
+		if (seen) {
+			close(fd);
+			continue;
+		}
+		l[nl++] = (struct dir_lock){fd, sb.st_dev, sb.st_ino};
+	}
+	qsort(l, nl, sizeof(*l), dir_lock_cmp);
+	for (size_t k = 0; k < nl; k++)
+		while (flock(l[k].fd, LOCK_EX) != 0) {
+			if (errno == EINTR)
+				continue;
+			snprintf(err, err_len, "%s %s: cannot lock its directory: %s", o[0].what,
+				 o[0].path, strerror(errno));
+			goto fail;
+		}
+	return (int)nl;
+fail:
+	for (size_t k = 0; k < nl; k++)
+		close(l[k].fd);
+	return -1;
+}
+
 int agent_out_write_set(const struct agent_out *o, const void *const *data, const size_t *len,
 			size_t n, uid_t uid, gid_t gid, bool *changed, char *err, size_t err_len)
 {
 	struct fileset_file fs[FILESET_MAX];
+	struct dir_lock locks[FILESET_MAX];
 	const char *paths[FILESET_MAX];
-	char why[2048], dir[PATH_MAX];
+	char why[2048];
 	bool any = false;
-	int lock, rc = -1;
+	int nlocks, rc = -1;
 
 	if (n == 0 || n > FILESET_MAX)
 		return snprintf(err, err_len, "internal error: %zu copies", n), -1;
@@ -172,9 +237,8 @@ int agent_out_write_set(const struct agent_out *o, const void *const *data, cons
 		changed[i] = false;
 		paths[i] = o[i].path;
 	}
-	/* the journal's directory (the first copy's) is locked: one agent writes at a time */
-	snprintf(dir, sizeof(dir), "%s", o[0].path);
-	if ((lock = files_lock_dir(dirname(dir), err, err_len)) < 0)
+	/* the directories of all copies are locked: one writer at a time in each */
+	if ((nlocks = lock_dirs(o, n, locks, err, err_len)) < 0)
 		return -1;
 	/* copies that a crash left half written are finished (or taken back) first */
 	if (fileset_recover(paths, n, why, sizeof(why)) != 0) {
@@ -195,7 +259,8 @@ int agent_out_write_set(const struct agent_out *o, const void *const *data, cons
 	}
 	rc = 0;
 out:
-	close(lock);
+	for (int k = 0; k < nlocks; k++)
+		close(locks[k].fd);
 	return rc;
 }
 

@@ -39,7 +39,7 @@ int agent_out_check(const struct agent_out *o, uid_t uid, gid_t gid, char *err, 
 
 /* Make the n copies o[i].path hold data[i] (len[i] bytes), owned by uid:gid with o[i].mode,
  * as one change; changed[i] says whether each had to be written. A change a crash cut
- * short is finished first. The directory of o[0].path is locked (flock) meanwhile. 0, or -1
+ * short is finished first. The directory of every copy is locked (flock) meanwhile. 0, or -1
  * with the message (the old copies untouched). */
 int agent_out_write_set(const struct agent_out *o, const void *const *data, const size_t *len,
 			size_t n, uid_t uid, gid_t gid, bool *changed, char *err, size_t err_len);

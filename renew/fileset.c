@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "files.h"
@@ -259,6 +260,58 @@ static void close_journal(const struct fileset_journal *j, const char *dir, cons
 
 /* ---- recovery ---- */
 
+/* Read the journal jp, trusted only if this user wrote it: a regular file (not followed if a
+ * symlink) owned by the effective uid and writable by nobody else. Recovery may run as root
+ * (mtls agent) in a directory its service's user can write: a journal of that user's must not
+ * make root rename or remove files anywhere. The text (caller frees), or NULL with why. */
+static char *journal_read(const char *jp, size_t *len, char *why, size_t why_len)
+{
+	int fd = open(jp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat sb;
+	char *text = NULL;
+	size_t off = 0;
+
+	if (fd < 0)
+		return snprintf(why, why_len, "%s", strerror(errno)), NULL;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		snprintf(why, why_len, "not a regular file");
+		goto out;
+	}
+	if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+		snprintf(why, why_len,
+			 "owned by uid %u with mode %04o, not written by this user (uid %u): run "
+			 "the command as the user who writes these files",
+			 (unsigned)sb.st_uid, (unsigned)(sb.st_mode & 07777), (unsigned)geteuid());
+		goto out;
+	}
+	if (sb.st_size > (off_t)JOURNAL_MAX) {
+		snprintf(why, why_len, "too long");
+		goto out;
+	}
+	if ((text = malloc((size_t)sb.st_size + 1)) == NULL) {
+		snprintf(why, why_len, "out of memory");
+		goto out;
+	}
+	while (off < (size_t)sb.st_size) {
+		ssize_t n = read(fd, text + off, (size_t)sb.st_size - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(why, why_len, "%s", n < 0 ? strerror(errno) : "cut short");
+			free(text);
+			text = NULL;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	text[off] = '\0';
+	*len = off;
+out:
+	close(fd);
+	return text;
+}
+
 /* Finish the journal in dir, if there is one: undone if it is FILESET_UNDO, else forward. */
 static int recover_dir(const char *dir, char *err, size_t err_len)
 {
@@ -278,12 +331,12 @@ static int recover_dir(const char *dir, char *err, size_t err_len)
 	}
 	if ((j = malloc(sizeof(*j))) == NULL)
 		return snprintf(err, err_len, "out of memory"), -1;
-	if ((text = files_read(jp, &len, why, sizeof(why))) == NULL) {
+	if ((text = journal_read(jp, &len, why, sizeof(why))) == NULL) {
 		snprintf(err, err_len,
-			 "a change of files was cut short and its journal cannot be read (%s); "
+			 "a change of files was cut short and its journal %s cannot be used (%s); "
 			 "check by hand that the key and certificate files named there match, "
 			 "then remove it",
-			 why);
+			 jp, why);
 		goto out;
 	}
 	if (fileset_journal_parse(text, len, j, why, sizeof(why)) != 0) {
@@ -364,17 +417,17 @@ int fileset_recover(const char *const *paths, size_t n, char *err, size_t err_le
 
 /* ---- writing ---- */
 
-/* The new content of f at path.new-id: created 0600 (O_EXCL, O_NOFOLLOW), owner and mode set
- * on the descriptor, written, synced. */
-static int stage(const struct fileset_file *f, const char *path, const char *id, char *err,
-		 size_t err_len)
+/* The content of f at path.KIND-id: created 0600 (O_EXCL, O_NOFOLLOW), owner and mode set on
+ * the descriptor, written, synced. */
+static int stage(const struct fileset_file *f, const char *path, const char *kind, const char *id,
+		 char *err, size_t err_len)
 {
 	const unsigned char *p = f->data;
 	size_t left = f->len;
 	char tmp[PATH_MAX];
 	int fd, e;
 
-	side_name(tmp, path, "new", id);
+	side_name(tmp, path, kind, id);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return io_fail(err, err_len, "cannot create a file beside", f->path, errno);
@@ -419,6 +472,48 @@ fail:
 	return -1;
 }
 
+/* The old content of path (lstat() gave sb) under its second name path.old-id: the name itself
+ * (link(), a symlink too: flags 0, never followed), or a copy where link() is not allowed
+ * (protected_hardlinks: a daemon running as --user replacing files root owns in its
+ * directory, a key root:GROUP 0640). 0, or -1 with the message. */
+static int keep_old(const struct fileset_file *f, const char *path, const struct stat *sb,
+		    const char *id, char *err, size_t err_len)
+{
+	char old[PATH_MAX], target[PATH_MAX], why[512];
+	struct fileset_file copy = {f->path, NULL, 0, sb->st_mode & 0777, false, 0, 0};
+	char *data;
+	ssize_t tl;
+	int rc;
+
+	side_name(old, path, "old", id);
+	if (linkat(AT_FDCWD, path, AT_FDCWD, old, 0) == 0)
+		return 0;
+	if (errno != EPERM)
+		return io_fail(err, err_len, "cannot keep the old content of", f->path, errno);
+	if (S_ISLNK(sb->st_mode)) {
+		if ((tl = readlink(path, target, sizeof(target) - 1)) < 0)
+			return io_fail(err, err_len, "cannot keep the old content of", f->path,
+				       errno);
+		target[tl] = '\0';
+		if (symlink(target, old) != 0)
+			return io_fail(err, err_len, "cannot keep the old content of", f->path,
+				       errno);
+		return 0;
+	}
+	/* the copy is this user's, in its group: that group gets no more than others had */
+	if (sb->st_gid != getegid())
+		copy.mode = (copy.mode & ~(mode_t)070) | ((copy.mode & 07) << 3);
+	if ((data = files_read(path, &copy.len, why, sizeof(why))) == NULL)
+		return snprintf(err, err_len, "cannot keep the old content of %s: %s", f->path,
+				why),
+		       -1;
+	copy.data = data;
+	rc = stage(&copy, path, "old", id, err, err_len);
+	OPENSSL_cleanse(data, copy.len);
+	free(data);
+	return rc;
+}
+
 int fileset_write(const struct fileset_file *f, size_t n, bool replace, char *err, size_t err_len)
 {
 	const char *paths[FILESET_MAX];
@@ -453,7 +548,7 @@ int fileset_write(const struct fileset_file *f, size_t n, bool replace, char *er
 	for (i = 0; i < n; i++) {
 		struct stat sb;
 
-		if (stage(&f[i], j->e[i].path, j->e[i].new_id, err, err_len) != 0)
+		if (stage(&f[i], j->e[i].path, "new", j->e[i].new_id, err, err_len) != 0)
 			goto discard;
 		staged = i + 1;
 		if (lstat(j->e[i].path, &sb) != 0)
@@ -470,10 +565,7 @@ int fileset_write(const struct fileset_file *f, size_t n, bool replace, char *er
 			snprintf(err, err_len, "cannot pick a temporary name for %s", f[i].path);
 			goto discard;
 		}
-		side_name(p, j->e[i].path, "old", j->e[i].old_id);
-		/* the name itself, a symlink too (flags 0: never followed) */
-		if (linkat(AT_FDCWD, j->e[i].path, AT_FDCWD, p, 0) != 0) {
-			io_fail(err, err_len, "cannot keep the old content of", f[i].path, errno);
+		if (keep_old(&f[i], j->e[i].path, &sb, j->e[i].old_id, err, err_len) != 0) {
 			j->e[i].old_id[0] = '\0';
 			goto discard;
 		}

@@ -8,7 +8,8 @@
  * chain it does not match). How:
  *   1. each new file is written beside its target as NAME.new-<12 hex> (owner and mode set
  *      on the descriptor, fsync); an existing target gets a second name, NAME.old-<12 hex>
- *      (link(): the old content, for taking the change back); the directories are synced;
+ *      (link(): the old content, for taking the change back; a copy where link() is not
+ *      allowed: a file of another user under protected_hardlinks); the directories are synced;
  *   2. the journal, DIR/.mtls-fileset in the directory of the first file, names them all
  *      (written whole: temporary file, fsync, rename, directory fsync). From here on the
  *      change is made: a crash is finished forward by fileset_recover();
@@ -19,7 +20,10 @@
  * target gets its .old- name back (or is removed if it is new), then the journal goes.
  *
  * The journal: "mtls fileset 1\n", then one line per file: "<12 hex of .new-> <12 hex of
- * .old-, or -> <absolute path>\n". Nothing else is allowed in it.
+ * .old-, or -> <absolute path>\n". Nothing else is allowed in it. A journal is followed only
+ * if the recovering user wrote it (a regular file owned by the effective uid, writable by
+ * nobody else): root (mtls agent) recovers in directories its services' users can write, and
+ * a journal names any file to rename or remove.
  *
  * Callers hold the flock (files_lock_dir()) that every writer of these files holds, around
  * both fileset_write() and fileset_recover().

@@ -266,6 +266,22 @@ out:
 	return rc;
 }
 
+int renewal_files_apart(const struct renewal_files *f, char *err, size_t err_len)
+{
+	struct stat a, b;
+
+	if (f->key == NULL)
+		return 0;
+	if (strcmp(f->cert, f->key) == 0 || (stat(f->cert, &a) == 0 && stat(f->key, &b) == 0 &&
+					     a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+		return fail(err, err_len,
+			    "%s holds both the certificate and its key, and a renewal writes them "
+			    "as two files (the second would replace the first); give the key a "
+			    "file of its own",
+			    f->cert);
+	return 0;
+}
+
 static mode_t mode_of(const char *path, mode_t dflt)
 {
 	struct stat sb;
@@ -303,6 +319,8 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 	    (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0)
 		goto out;
 	if (recover_locked(f, err, err_len) != 0)
+		goto out;
+	if (renewal_files_apart(f, err, err_len) != 0)
 		goto out;
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, err, err_len)) == NULL)
 		goto out;

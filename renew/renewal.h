@@ -104,6 +104,12 @@ int renewal_renew(const char *base, const struct renewal_files *f, const char *k
 		  bool same_key, const atomic_bool *stop, struct renewal_result *out, char *err,
 		  size_t err_len);
 
+/* Are f->cert and f->key two files (not one name twice, nor two names of one file: a
+ * combined PEM file)? A renewal replaces them one after the other, so one file would end
+ * up holding the key alone. 0, or -1 with the message. renewal_renew() checks it before
+ * it asks the CA. */
+int renewal_files_apart(const struct renewal_files *f, char *err, size_t err_len);
+
 /* Finish or take back a replacement of f->cert and f->key that a crash (a kill, a power
  * cut) cut short, so that the two match again: the new pair if the change had begun (its
  * journal written: the new key is never lost), else the old (fileset_recover()); and remove

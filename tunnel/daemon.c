@@ -1103,9 +1103,9 @@ static bool dir_writable(const char *path)
  * may not match. Finish or take back that change first (renewal_recover()), as the renewer
  * does at start. Only when a journal is there: the directory of a key managed by hand may
  * not even be readable by the daemon. */
-static int recover_if_journal(const char *cert, char *err, size_t len)
+static int recover_if_journal(const char *cert, const char *key, char *err, size_t len)
 {
-	const struct renewal_files f = {cert, NULL, NULL};
+	const struct renewal_files f = {cert, key, NULL};
 	const char *names[] = {FILESET_JOURNAL, FILESET_UNDO};
 	char dir[PATH_MAX], path[PATH_MAX + 32];
 	const char *slash = strrchr(cert, '/');
@@ -1131,8 +1131,8 @@ static int check_renewal_files(struct main_state *ms, char *err, size_t len)
 	const char *who = o->user != NULL ? o->user : "the daemon's user";
 
 	if (o->ca_url == NULL)
-		return recover_if_journal(o->cert, err, len);
-	if (renewer_check(o->cert, err, len) != 0)
+		return recover_if_journal(o->cert, o->key, err, len);
+	if (renewer_check(o->cert, o->key, err, len) != 0)
 		return -1;
 	for (int i = 0; i < 2; i++) {
 		const char *f = i == 0 ? o->cert : o->key;

@@ -172,15 +172,17 @@ void renewer_loaded(struct renewer *r, time_t not_after)
 
 /* Called at start before the credentials are read: a renewal that a crash cut short (the
  * chain replaced, the key not yet) is finished or taken back first (renewal_recover()), so
- * that the daemon starts on a matching pair. */
-int renewer_check(const char *cert, char *err, size_t len)
+ * that the daemon starts on a matching pair. With the key named too: a crash after the
+ * journal went leaves the old key's second name (key.pem.old-...) beside it, which only a
+ * recovery given the key's path removes. */
+int renewer_check(const char *cert, const char *key, char *err, size_t len)
 {
-	const struct renewal_files f = {cert, NULL, NULL};
+	const struct renewal_files f = {cert, key, NULL};
 	BIO *bio;
 	X509 *x;
 	int rc = 0;
 
-	if (renewal_recover(&f, err, len) != 0)
+	if (renewal_recover(&f, err, len) != 0 || renewal_files_apart(&f, err, len) != 0)
 		return -1;
 	bio = BIO_new_file(cert, "r");
 	x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;

@@ -55,9 +55,11 @@ int renewer_set_staple(struct renewer *r, struct mtls *endpoint, const char *ocs
  * nothing changes (a reload of the file that follows says so again). A new certificate is
  * scheduled afresh. */
 void renewer_loaded(struct renewer *r, time_t not_after);
-/* Can the certificate in the file cert renew itself (renewal_leaf_can_renew())? 0, or -1
- * with a message for --ca-url. */
-int renewer_check(const char *cert, char *err, size_t len);
+/* At start, before the credentials are read: a renewal of cert and key that a crash cut
+ * short is finished or taken back, and what it left beside both files removed (an old key's
+ * second name among them); then can the certificate in the file cert renew itself
+ * (renewal_leaf_can_renew())? 0, or -1 with a message for --ca-url. */
+int renewer_check(const char *cert, const char *key, char *err, size_t len);
 /* What the thread woke the main loop for, for the reload's log line ("renewal" or
  * "roots_refresh"); cleared. Main thread. */
 const char *renewer_trigger(struct renewer *r);

@@ -10,7 +10,8 @@
 #     files right after a kill between the two renames starts.
 #   - the disk full at the Nth write (inject=write:error=ENOSPC): one line, the old pair.
 #   - `mtls agent --once --cert-out --key-out --ca-out` killed at each rename: the next run
-#     leaves copies that match (written as one set).
+#     leaves copies that match (written as one set); a journal in the copies' directory
+#     that another user wrote is not followed (as root: it could name any file).
 #   - `mtls enroll` killed at each link and rename: the next enroll finds the directory
 #     whole (and says so) or empty (and enrolls), never a key beside a foreign certificate.
 set -euo pipefail
@@ -219,6 +220,27 @@ for n in $(seq 1 12); do
 	report "agent copies killed at rename #$n (exit $k)" "${p[@]+"${p[@]}"}"
 	[ "$k" = 137 ] || break
 done
+
+# A journal in the copies' directory that this agent did not write: the directory may be
+# its service's (PostgreSQL's data directory, owned by postgres), and the agent runs as root.
+# Not followed (it names a file outside the copies: "created by the change, remove it"):
+# the file stays, and the message says whose journal it is.
+if [ "$(id -u)" = 0 ]; then
+	printf 'precious\n' >"$W/victim"
+	printf 'mtls fileset 1\n0123456789ab - %s\n' "$W/victim" >"$W/app/.mtls-fileset-undo"
+	chown 65534:65534 -- "$W/app/.mtls-fileset-undo"
+	m agent --dir "$E" --once --cert-out "$W/app/server.crt" --key-out "$W/app/server.key" \
+		--ca-out "$W/app/ca.pem"
+	p=()
+	[ -e "$W/victim" ] || p+=("the agent (root) removed $W/victim, named by a journal uid 65534 wrote")
+	[ "$RC" != 0 ] || p+=("the agent followed a journal it did not write")
+	[[ $ERR == *"not written by this user"* ]] || p+=("the message does not say whose journal it is: $ERR")
+	report "agent: a journal another user wrote in the copies' directory is not followed" \
+		"${p[@]+"${p[@]}"}"
+	rm -f -- "$W/app/.mtls-fileset-undo" "$W/victim"
+else
+	echo "skip  agent: a journal another user wrote (needs root to make one)"
+fi
 
 # ==========================================================================================
 echo "# mtls enroll: SIGKILL at each link and rename"

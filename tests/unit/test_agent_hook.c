@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -487,6 +489,120 @@ static void test_out_write(void **state)
 	}
 }
 
+/* Is process pid waiting for an flock on the inode ino (/proc/locks: "N: -> FLOCK ...")? */
+static bool waits_for_lock(pid_t pid, ino_t ino)
+{
+	char line[256], want[64];
+	FILE *f = fopen("/proc/locks", "r");
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	snprintf(want, sizeof(want), " %ld ", (long)pid);
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		char tail[32];
+		const char *c = strrchr(line, ':');
+
+		snprintf(tail, sizeof(tail), ":%lu ", (unsigned long)ino);
+		found = strstr(line, "-> FLOCK") != NULL && strstr(line, want) != NULL &&
+			c != NULL && strncmp(c, tail, strlen(tail)) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+/* The copies in two directories (--cert-out in one, --key-out in another): another writer
+ * holds the second one's lock, in the middle of a change of its own there (its journal
+ * written, its file not renamed yet). The agent waits for that lock before it touches the
+ * directory (recovery finishes the journals of every directory of the copies): it never
+ * finishes or removes a change under way under someone else's lock. */
+static void test_out_write_set_locks_every_dir(void **state)
+{
+	struct agent_out o[2] = {{NULL, 0644, "--cert-out"}, {NULL, 0600, "--key-out"}};
+	const void *data[2] = {"CERT", "KEY"};
+	const size_t len[2] = {4, 3};
+	char err[1024], jp[PATH_MAX + 64], text[PATH_MAX + 128], other[PATH_MAX + 64],
+		staged[PATH_MAX + 128], cp[PATH_MAX + 64], kp[PATH_MAX + 64], edir[PATH_MAX + 64];
+	int ready[2], done[2], status = -1, lk;
+	bool changed[2];
+	struct stat sb;
+	pid_t child, me = getpid();
+
+	(void)state;
+	mkdir(path("d"), 0700);
+	mkdir(path("e"), 0700);
+	snprintf(cp, sizeof(cp), "%s", path("d/server.crt"));
+	snprintf(kp, sizeof(kp), "%s", path("e/server.key"));
+	snprintf(edir, sizeof(edir), "%s", path("e"));
+	o[0].path = cp;
+	o[1].path = kp;
+	snprintf(other, sizeof(other), "%s", path("e/other.pem"));
+	assert_true(snprintf(staged, sizeof(staged), "%s.new-0123456789ab", other) <
+		    (int)sizeof(staged));
+	snprintf(jp, sizeof(jp), "%s", path("e/.mtls-fileset"));
+	assert_int_equal(stat(edir, &sb), 0);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(done), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* the other writer: e's lock, its change half made */
+		int fd = open(edir, O_RDONLY | O_DIRECTORY), bad = 0;
+		char c = 0;
+
+		close(done[1]); /* the parent's end alone: its exit ends the wait below */
+		close(ready[0]);
+		if (fd < 0 || flock(fd, LOCK_EX) != 0)
+			_exit(10);
+		put(other, "OLD");
+		put(staged, "NEW");
+		snprintf(text, sizeof(text), "mtls fileset 1\n0123456789ab - %s\n", other);
+		put(jp, text);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(11);
+		/* until the agent waits for e's lock (then it must not have touched e), or
+		 * returns without having waited */
+		for (;;) {
+			struct pollfd pf = {done[0], POLLIN, 0};
+
+			if (waits_for_lock(me, sb.st_ino))
+				break;
+			if (poll(&pf, 1, 10) == 1) {
+				bad |= 1; /* done without waiting */
+				break;
+			}
+		}
+		if (strcmp(slurp(other), "OLD") != 0 || access(jp, F_OK) != 0 ||
+		    access(staged, F_OK) != 0)
+			bad |= 2; /* the change under way was finished by the agent */
+		/* the other writer finishes its change and lets go */
+		if (rename(staged, other) != 0 || unlink(jp) != 0)
+			bad |= 4;
+		close(fd);
+		while (!(bad & 1) && read(done[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(bad);
+	}
+	close(done[0]);
+	close(ready[1]);
+	assert_int_equal(read(ready[0], &lk, 1), 1);
+	assert_int_equal(agent_out_write_set(o, data, len, 2, (uid_t)-1, (gid_t)-1, changed, err,
+					     sizeof(err)),
+			 0);
+	assert_int_equal(write(done[1], "d", 1), 1);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) != 0)
+		fail_msg("the other writer says %d (1: the agent did not wait for e's lock; 2: it "
+			 "finished the change under way there)",
+			 WEXITSTATUS(status));
+	assert_string_equal(slurp(o[0].path), "CERT");
+	assert_string_equal(slurp(o[1].path), "KEY");
+	assert_string_equal(slurp(other), "NEW");
+	close(ready[0]);
+	close(done[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -502,6 +618,7 @@ int main(void)
 		cmocka_unit_test(test_owner),
 		cmocka_unit_test(test_out_check),
 		cmocka_unit_test(test_out_write),
+		cmocka_unit_test(test_out_write_set_locks_every_dir),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

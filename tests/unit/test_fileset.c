@@ -10,12 +10,14 @@
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -324,6 +326,111 @@ static void test_damaged_journal(void **state)
 	assert_int_equal(entries(x->dir), 4);
 }
 
+/* A journal that this user did not write is not followed: recovery runs as root in a
+ * directory its service's user can write (mtls agent's copies), and a journal of that user's
+ * naming another file (here "created by the change, remove it") must not make root remove
+ * it. Left in place, with a message; the same journal written by this user is followed. */
+static void test_foreign_journal(void **state)
+{
+	struct fx *x = *state;
+	char victim[PATH_MAX], text[1024], jp[PATH_MAX], err[1024];
+	const char *paths[2] = {x->cert, x->key};
+
+	if (geteuid() != 0)
+		skip(); /* only root can give a file to another user */
+	FMT(victim, "%s/victim", x->other);
+	put(victim, "precious\n");
+	FMT(text, "mtls fileset 1\n%s - %s\n", ID_C, victim);
+	journal(x, FILESET_UNDO, text);
+	FMT(jp, "%s/%s", x->dir, FILESET_UNDO);
+	assert_int_equal(chown(jp, 65534, 65534), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "not written by this user"));
+	assert_string_equal(slurp(victim), "precious\n");
+	assert_int_equal(access(jp, F_OK), 0);
+	/* group- or world-writable: the same */
+	assert_int_equal(chown(jp, 0, 0), 0);
+	assert_int_equal(chmod(jp, 0666), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), -1);
+	assert_string_equal(slurp(victim), "precious\n");
+	/* this user's own: followed */
+	assert_int_equal(chmod(jp, 0600), 0);
+	assert_int_equal(fileset_recover(paths, 2, err, sizeof(err)), 0);
+	assert_int_equal(access(victim, F_OK), -1);
+	assert_int_equal(access(jp, F_OK), -1);
+}
+
+/* A daemon running as --user renews files that root owns in a directory of the user's:
+ * the key root:GROUP 0640 (what the daemon itself suggests for a key --user cannot read),
+ * the chain root 0644. With protected_hardlinks (Debian's default) the user may not give
+ * them a second name (link(): EPERM), so their old content is kept as a copy: the renewal
+ * succeeds, and a failure is still taken back to the old content. The same for a symlink of
+ * root's (its old name kept as a symlink of this user's). */
+static void another_user(struct fx *x, bool symlink_key)
+{
+	const struct fileset_file f[2] = {{x->cert, "cert2\n", 6, 0644, false, 0, 0},
+					  {x->key, "key2\n", 5, 0600, false, 0, 0}};
+	int status = -1;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		skip(); /* only root can make files of two users */
+	assert_int_equal(chown(x->dir, 65534, 65534), 0);
+	assert_int_equal(chown(x->key, 0, 65534), 0);
+	assert_int_equal(chmod(x->key, 0640), 0);
+	assert_int_equal(chmod(x->cert, 0644), 0);
+	if (symlink_key) { /* key.pem a symlink of root's to keys/app.key */
+		put(x->okey, "key1\n");
+		assert_int_equal(chmod(x->other, 0755), 0);
+		assert_int_equal(chmod(x->okey, 0644), 0);
+		assert_int_equal(unlink(x->key), 0);
+		assert_int_equal(symlink(x->okey, x->key), 0);
+	}
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char err[1024];
+		int bad = 0;
+
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(10);
+		/* the key's rename fails: the old chain is put back from its copy */
+		rename_arm(1u << 3);
+		if (fileset_write(f, 2, true, err, sizeof(err)) != -1)
+			bad |= 1;
+		rename_arm(0);
+		if (strcmp(slurp(x->cert), "cert1\n") != 0 || strcmp(slurp(x->key), "key1\n") != 0)
+			bad |= 2;
+		if (fileset_write(f, 2, true, err, sizeof(err)) != 0) {
+			fprintf(stderr, "fileset_write as uid 65534: %s\n", err);
+			bad |= 4;
+		}
+		_exit(bad);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_pair(x, "cert2\n", "key2\n");
+	assert_int_equal(entries(x->dir), 3);
+	if (symlink_key) { /* replaced, its target left alone */
+		struct stat sb;
+
+		assert_int_equal(lstat(x->key, &sb), 0);
+		assert_true(S_ISREG(sb.st_mode));
+		assert_string_equal(slurp(x->okey), "key1\n");
+	}
+}
+
+static void test_files_of_another_user(void **state)
+{
+	another_user(*state, false);
+}
+
+static void test_symlink_of_another_user(void **state)
+{
+	another_user(*state, true);
+}
+
 /* A rename that fails (not a crash) while publishing: taken back, nothing left. The first
  * rename is the journal's (nothing published yet), the second the chain's, the third the
  * key's. */
@@ -426,6 +533,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreign_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_files_of_another_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_symlink_of_another_user, setup, teardown),
 		cmocka_unit_test(test_parse),
 	};
 

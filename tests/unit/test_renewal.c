@@ -332,6 +332,24 @@ static void test_renew_refusals(void **state)
 		assert_int_equal(entries(d.a), 2);
 		assert_int_equal(entries(d.b), 1);
 	}
+	/* the certificate and its key in one file (a combined PEM, which the daemons load):
+	 * refused before the CA is asked, the file as it was (written as two files, the key
+	 * would have replaced the certificate) */
+	{
+		char both[256], cmd[900];
+		struct renewal_files f = {both, both, ca};
+
+		snprintf(both, sizeof(both), "%s/both.pem", d.a);
+		snprintf(cmd, sizeof(cmd), "cat '%s' '%s' > '%s' && chmod 600 '%s'",
+			 cert_path("client-chain.pem"), cert_path("client.key"), both, both);
+		assert_int_equal(system(cmd), 0);
+		assert_int_equal(renewal_renew("https://127.0.0.1:1", &f, NULL, false, NULL, &res,
+					       err, sizeof(err)),
+				 -1);
+		if (strstr(err, "holds both the certificate and its key") == NULL)
+			fail_msg("combined file: '%s'", err);
+		assert_int_equal(unlink(both), 0);
+	}
 	/* a renewal of the same files under way elsewhere (its lock on the key's directory): a
 	 * failure at once, not a wait */
 	{
