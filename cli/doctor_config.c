@@ -411,6 +411,47 @@ static void check_rules(const struct tunnel_options *o, struct doctor_report *r)
 				  rules, rules == 1 ? "" : "s");
 }
 
+/* The rollout mode (docs/rollout.md): the weaker ones let in what strict mode refuses, and a
+ * server left in one is the mistake this finding is for. */
+static void check_mode(const struct tunnel_options *o, struct doctor_report *r)
+{
+	enum tunnel_mode mode;
+
+	if (credentials_mode(o->mode, &mode) != 0) {
+		doctor_report_add(r, DOCTOR_FAIL, "mode",
+				  "give strict, insecure-permissive or insecure-audit",
+				  "mode '%.40s': not a mode; the daemon would not start", o->mode);
+		return;
+	}
+	if (o->role != TUNNEL_SERVER)
+		return; /* a connector has no mode (its table has no such key) */
+	if (mode == TUNNEL_MODE_PERMISSIVE)
+		doctor_report_add(
+			r, DOCTOR_WARN, "mode",
+			"move the clients to mutual TLS; once "
+			"mtls_connections_by_kind_total{kind=~\"plaintext|tls_no_cert\"} stops "
+			"growing, set mode insecure-audit, then mode strict once "
+			"mtls_would_refuse_total stops growing, each with a SIGHUP "
+			"(docs/rollout.md)",
+			"mode insecure-permissive: plaintext clients, clients without a "
+			"certificate and clients strict mode would refuse (another CA, revoked, "
+			"expired, no allow rule matching) are all forwarded to the target; "
+			"mutual TLS is not enforced");
+	else if (mode == TUNNEL_MODE_AUDIT)
+		doctor_report_add(
+			r, DOCTOR_WARN, "mode",
+			"once mtls_would_refuse_total stops growing over a window covering every "
+			"client (sum(increase(mtls_would_refuse_total[W])) == 0), set mode strict "
+			"and SIGHUP (docs/rollout.md, step 2)",
+			"mode insecure-audit: clients strict mode would refuse (another CA, "
+			"revoked, expired, no allow rule matching) are forwarded to the target, "
+			"only counted in mtls_would_refuse_total");
+	else
+		doctor_report_add(r, DOCTOR_OK, "mode", NULL,
+				  "strict: only clients with a verified certificate the allow "
+				  "rules let in are forwarded");
+}
+
 int doctor_config_run(const char *path, const char *user, time_t now, struct doctor_report *r,
 		      char *err, size_t err_len)
 {
@@ -477,6 +518,7 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 	check_renewal(&o, now, r);
 	check_crls(&o, &l, now, r);
 	check_rules(&o, r);
+	check_mode(&o, r);
 	check_load(&o, r);
 	doctor_local_free(&l);
 	options_free(&st);

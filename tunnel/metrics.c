@@ -707,10 +707,129 @@ out:
 	return text;
 }
 
+/*
+ * ?target=1 without blocking the HTTP thread: the request is suspended in libmicrohttpd and
+ * queued for one prober thread, which runs a single connect to the target for every request
+ * queued before that connect started (N requests at once cost one probe), stores the result
+ * in each request's state and resumes them; the handler, called again, answers. Every
+ * answer comes from a connect started after its request arrived: never a cached one. The
+ * queue holds at most one request per connection, so the HTTP connection limit bounds it;
+ * a queued request waits for the probe in progress and its own (each at most 2 s,
+ * daemon.c's target_check).
+ */
+struct probe_req {
+	struct MHD_Connection *conn;
+	struct probe_req *next;
+	bool listed; /* in h->queue (not yet taken by the prober) */
+	bool queued; /* suspended, waiting for a probe (listed, or in the prober's batch) */
+	bool done;   /* probed: ok and why hold the result */
+	bool ok;
+	char why[300];
+};
+
 struct metrics_http {
 	struct MHD_Daemon *daemon;
 	struct metrics *m;
+	pthread_mutex_t mu; /* the queue, stopping, and each probe_req's fields */
+	pthread_cond_t wake;
+	struct probe_req *queue;
+	bool stopping;
+	bool prober_started;
+	pthread_t prober;
 };
+
+/* Fill each request of batch with the result and resume it (under h->mu). A request is not
+ * touched after its resume: the HTTP thread may answer and free it at once. */
+static void probe_answer(struct probe_req *batch, bool ok, const char *why)
+{
+	struct probe_req *r, *next;
+
+	for (r = batch; r != NULL; r = next) {
+		next = r->next;
+		r->next = NULL;
+		r->ok = ok;
+		snprintf(r->why, sizeof(r->why), "%s", why);
+		r->done = true;
+		r->queued = false;
+		MHD_resume_connection(r->conn);
+	}
+}
+
+static void *prober_main(void *arg)
+{
+	struct metrics_http *h = arg;
+	struct metrics *m = h->m;
+
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		struct probe_req *batch;
+		char why[300] = "";
+		bool ok;
+
+		while (h->queue == NULL && !h->stopping)
+			pthread_cond_wait(&h->wake, &h->mu);
+		if (h->queue == NULL)
+			break; /* stopping, nothing left */
+		batch = h->queue;
+		h->queue = NULL;
+		for (struct probe_req *r = batch; r != NULL; r = r->next)
+			r->listed = false;
+		if (h->stopping) {
+			probe_answer(batch, false, "not checked: the daemon is stopping");
+			continue;
+		}
+		pthread_mutex_unlock(&h->mu);
+		ok = m->target_check(m->target_arg, why, sizeof(why)) == 0;
+		pthread_mutex_lock(&h->mu);
+		probe_answer(batch, ok, why);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* Queue r for the prober and suspend its connection (from its handler): 0, or -1 when the
+ * HTTP server stops (answer at once). Under the mutex, so that the prober, taking it next,
+ * finds the connection suspended. */
+static int probe_enqueue(struct metrics_http *h, struct probe_req *r, struct MHD_Connection *conn)
+{
+	pthread_mutex_lock(&h->mu);
+	if (h->stopping || !h->prober_started) {
+		pthread_mutex_unlock(&h->mu);
+		return -1;
+	}
+	r->conn = conn;
+	r->listed = r->queued = true;
+	r->next = h->queue;
+	h->queue = r;
+	MHD_suspend_connection(conn);
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->mu);
+	return 0;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **state,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct metrics_http *h = cls;
+	struct probe_req *r = *state;
+
+	(void)conn;
+	(void)toe;
+	if (r == NULL)
+		return;
+	/* a suspended request ends only when the daemon stops, after the prober resumed
+	 * every one; unlisted anyway, so that nothing could keep a freed request */
+	pthread_mutex_lock(&h->mu);
+	if (r->listed)
+		for (struct probe_req **p = &h->queue; *p != NULL; p = &(*p)->next)
+			if (*p == r) {
+				*p = r->next;
+				break;
+			}
+	pthread_mutex_unlock(&h->mu);
+	free(r);
+	*state = NULL;
+}
 
 static struct MHD_Response *text_response(const char *text)
 {
@@ -722,14 +841,13 @@ static struct MHD_Response *text_response(const char *text)
 		       : NULL;
 }
 
-/* ?target=1: the health text with a line on whether the target accepts a connection (as
- * ghostunnel's /_status does); 503 if it does not. For a load balancer's check: a liveness
- * probe should not ask, since a restart does not bring the target back. Takes text. */
-static char *with_target(struct metrics *m, char *text, unsigned *status)
+/* ?target=1: the health text with a line on whether the target accepted a connection (as
+ * ghostunnel's /_status does), r's probe; 503 if it did not. For a load balancer's check: a
+ * liveness probe should not ask, since a restart does not bring the target back. Takes
+ * text. */
+static char *with_target(char *text, bool ok, const char *why, unsigned *status)
 {
 	struct text t = {0};
-	char why[300] = "no target check";
-	bool ok = m->target_check != NULL && m->target_check(m->target_arg, why, sizeof(why)) == 0;
 
 	put(&t, "%s%s%s\n", text, ok ? "target: ok" : "target: unreachable: ", ok ? "" : why);
 	free(text);
@@ -738,20 +856,55 @@ static char *with_target(struct metrics *m, char *text, unsigned *status)
 	return text_done(&t);
 }
 
+/* Whether a /healthz or /readyz request asks for the target check. */
+static bool wants_target(struct MHD_Connection *conn, const char *url)
+{
+	const char *target = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "target");
+
+	return (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) && target != NULL &&
+	       strcmp(target, "0") != 0;
+}
+
 static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url,
 			      const char *method, const char *version, const char *upload,
 			      size_t *upload_len, void **state)
 {
 	struct metrics_http *h = cls;
+	struct probe_req *r = *state;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	unsigned status = MHD_HTTP_OK;
 	const char *type = "text/plain; charset=utf-8";
+	bool target = (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
+		      wants_target(conn, url);
+
+	if (target && h->m->target_check != NULL) {
+		bool waiting;
+
+		/* first call: the request's state; then queued for the prober and suspended;
+		 * resumed with the result: answered below */
+		if (r == NULL) {
+			if ((r = calloc(1, sizeof(*r))) == NULL)
+				return MHD_NO;
+			*state = r;
+			return MHD_YES;
+		}
+		pthread_mutex_lock(&h->mu);
+		waiting = r->queued;
+		pthread_mutex_unlock(&h->mu);
+		if (waiting)
+			return MHD_YES; /* not expected: a suspended request is not called */
+		if (!r->done) {
+			if (probe_enqueue(h, r, conn) == 0)
+				return MHD_YES;
+			snprintf(r->why, sizeof(r->why), "not checked: the daemon is stopping");
+			r->done = true;
+		}
+	}
 
 	(void)version;
 	(void)upload;
 	(void)upload_len;
-	(void)state;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
 		status = MHD_HTTP_METHOD_NOT_ALLOWED;
 		resp = text_response("method not allowed\n");
@@ -786,11 +939,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 			strcmp(url, "/healthz") == 0
 				? metrics_healthz(h->m, time(NULL), metrics_beat_clock(), &status)
 				: metrics_readyz(h->m, time(NULL), metrics_beat_clock(), &status);
-		const char *target =
-			MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "target");
 
-		if (text != NULL && target != NULL && strcmp(target, "0") != 0)
-			text = with_target(h->m, text, &status);
+		if (text != NULL && target) {
+			pthread_mutex_lock(&h->mu);
+			text = r != NULL ? with_target(text, r->ok, r->why, &status)
+					 : with_target(text, false, "no target check", &status);
+			pthread_mutex_unlock(&h->mu);
+		}
 
 		if (text == NULL) {
 			status = MHD_HTTP_INTERNAL_SERVER_ERROR;
@@ -825,20 +980,26 @@ struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m, unsign
 	if (h == NULL)
 		return NULL;
 	h->m = m;
-	/* its thread takes no signal: the daemon's main loop handles them (libev's signalfd
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->wake, NULL);
+	/* its threads take no signal: the daemon's main loop handles them (libev's signalfd
 	 * sees only signals that every thread blocks) */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (m->target_check != NULL)
+		h->prober_started = pthread_create(&h->prober, NULL, prober_main, h) == 0;
 	/* 16 KiB a connection is ample for a GET and the response headers (the default 32) */
-	h->daemon = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, answer, h,
-		MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT, conns,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)METRICS_HTTP_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-		MHD_OPTION_END);
+	if (m->target_check == NULL || h->prober_started)
+		h->daemon = MHD_start_daemon(
+			MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
+			0, NULL, NULL, answer, h, MHD_OPTION_LISTEN_SOCKET, listen_fd,
+			MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+			per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT,
+			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+			MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (h->daemon == NULL) {
-		free(h);
+		metrics_http_stop(h);
 		return NULL;
 	}
 	return h;
@@ -848,6 +1009,18 @@ void metrics_http_stop(struct metrics_http *h)
 {
 	if (h == NULL)
 		return;
-	MHD_stop_daemon(h->daemon);
+	/* the prober first: it answers what is queued (after the probe in progress, at most
+	 * 2 s) and resumes it, and no request is suspended after: libmicrohttpd refuses to
+	 * stop with suspended connections */
+	pthread_mutex_lock(&h->mu);
+	h->stopping = true;
+	pthread_cond_signal(&h->wake);
+	pthread_mutex_unlock(&h->mu);
+	if (h->prober_started)
+		pthread_join(h->prober, NULL);
+	if (h->daemon != NULL)
+		MHD_stop_daemon(h->daemon);
+	pthread_cond_destroy(&h->wake);
+	pthread_mutex_destroy(&h->mu);
 	free(h);
 }

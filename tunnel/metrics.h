@@ -69,7 +69,9 @@ struct metrics {
 	 * text, replaced whole under status_lock */
 	pthread_mutex_t status_lock;
 	char *status;
-	/* /healthz?target=1: can the target be connected to? 0, or -1 with why */
+	/* /healthz?target=1: can the target be connected to? 0, or -1 with why. Called from
+	 * the HTTP server's prober thread (never the HTTP thread: it may take seconds); set
+	 * before metrics_http_start() */
 	int (*target_check)(void *arg, char *err, size_t len);
 	void *target_arg;
 	atomic_llong connections_open;
@@ -164,7 +166,13 @@ struct metrics_http;
  * max_connections connections (1..METRICS_HTTP_CONNECTIONS: the daemon fits them into its
  * descriptor budget), a quarter of them from one address, each closed after
  * METRICS_HTTP_TIMEOUT seconds idle: stray or hostile connections cannot hold every slot
- * for long, and a probe finds room. NULL on error. */
+ * for long, and a probe finds room. NULL on error.
+ *
+ * ?target=1 (on /healthz and /readyz) runs m->target_check on a thread of its own, with the
+ * request suspended meanwhile: the HTTP thread never waits on the target, so /metrics and
+ * the other probes answer while a check hangs. Requests arriving together share one check;
+ * each answer comes from a check started after its request arrived. metrics_http_stop()
+ * answers the queued ones (after the check in progress) before it stops the server. */
 #define METRICS_HTTP_CONNECTIONS 1024
 #define METRICS_HTTP_TIMEOUT	 3
 struct metrics_http *metrics_http_start(int listen_fd, struct metrics *m, unsigned max_connections);

@@ -9,6 +9,8 @@
 #   - a key the daemon's user cannot read (root: --user nobody; others: chmod 000), a
 #     directory it cannot search (root only)
 #   - a CRL of another CA, a config with an unknown key, --ca-url's renewal window
+#   - the rollout mode: insecure-audit and insecure-permissive warn (exit 0) with the next
+#     step of docs/rollout.md; a value that is not a mode fails
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -120,6 +122,26 @@ doctor "a connector's config with an unknown key" 1 "^fail config: mtls connecto
 conf renew "\$a ca-url https://127.0.0.1:1"
 doctor "--ca-url: the renewal window" 0 '^ok   renewal: --ca-url renews .*srv-chain\.pem between 20[0-9-]+T[0-9:]+Z and 20' \
 	--config "$W/renew.conf"
+
+# the rollout mode: a weak one is a warning (the daemon starts: exit 0), with the next step
+doctor "good server config: mode strict" 0 '^ok   mode: strict: only clients with a verified certificate' \
+	--config "$W/good.conf"
+conf audit "\$a mode insecure-audit"
+doctor "mode insecure-audit: a warning, with the step to strict" 0 \
+	'^warn mode: mode insecure-audit: clients strict mode would refuse .* are forwarded to the target.*; fix: once mtls_would_refuse_total stops growing .*set mode strict and SIGHUP' \
+	--config "$W/audit.conf"
+doctor "mode insecure-audit: no problem, 1 warning" 0 '^result: no problem found \(1 warning\)' \
+	--config "$W/audit.conf"
+conf permissive "\$a mode insecure-permissive"
+doctor "mode insecure-permissive: a warning, with the next steps" 0 \
+	'^warn mode: mode insecure-permissive: plaintext clients, clients without a certificate and clients strict mode would refuse .* are all forwarded to the target.*; fix: move the clients to mutual TLS.*set mode insecure-audit, then mode strict once mtls_would_refuse_total stops growing' \
+	--config "$W/permissive.conf"
+doctor "mode insecure-permissive: --json" 0 '"finding": "mode insecure-permissive: plaintext clients' \
+	--config "$W/permissive.conf" --json
+conf badmode "\$a mode audit"
+doctor "mode audit (not a mode): the daemon would not start" 1 \
+	"^fail mode: mode 'audit': not a mode; the daemon would not start; fix: give strict, insecure-permissive or insecure-audit" \
+	--config "$W/badmode.conf"
 
 # a key the daemon's user cannot read
 mkdir -m 755 -- "$W/k"
