@@ -482,17 +482,28 @@ static int check_uri(const struct verify_request *rq, const struct mtls_peer *pe
 			 role_of(rq), rq->uri, peer->identity, peer->serial);
 }
 
-/* Every certificate of the path within its validity now (a cached path, or one verified
- * a moment ago, or under an earlier state). */
-static int check_times(const struct verify_request *rq, STACK_OF(X509) * chain, time_t now,
-		       struct verify_run *run)
+static bool was_sent(X509 *cert, STACK_OF(X509) * sent)
+{
+	for (int i = 0; i < sk_X509_num(sent); i++)
+		if (X509_cmp(sk_X509_value(sent, i), cert) == 0)
+			return true;
+	return false;
+}
+
+/* Every certificate of the path within its validity at when (a cached path, or one
+ * verified a moment ago, or under an earlier state). On a path own_path() rebuilt (sent not
+ * NULL: what the peer sent), only the leaf and the certificates of sent at when; the
+ * others, put in by this endpoint, at now. */
+static int check_times(const struct verify_request *rq, STACK_OF(X509) * chain, time_t when,
+		       STACK_OF(X509) * sent, time_t now, struct verify_run *run)
 {
 	for (int i = 0; i < sk_X509_num(chain); i++) {
 		X509 *cert = sk_X509_value(chain, i);
+		time_t at = sent == NULL || i == 0 || was_sent(cert, sent) ? when : now;
 		/* ASN1_TIME_cmp_time_t() allocates nothing, unlike X509_cmp_time() */
-		int e = ASN1_TIME_cmp_time_t(X509_get0_notBefore(cert), now) > 0
+		int e = ASN1_TIME_cmp_time_t(X509_get0_notBefore(cert), at) > 0
 				? X509_V_ERR_CERT_NOT_YET_VALID
-			: ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), now) < 0
+			: ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), at) < 0
 				? X509_V_ERR_CERT_HAS_EXPIRED
 				: X509_V_OK;
 
@@ -759,18 +770,17 @@ static bool replaces_sent(X509 *own, STACK_OF(X509) * sent)
  * under a new root (the same key and subject: a root rollover) is verified through the
  * current certificate, as it would be if it sent that one. Nothing else is weakened: a
  * chain the peer left incomplete is not completed (issuer_not_sent stays), the path still
- * ends at a trust anchor of the store, under the same rules, and step 2 runs on it. Judged now, not
- * at rq->certs_at (a live connection re-judged): the certificate put in was issued after that
- * perhaps. The path, or NULL. */
+ * ends at a trust anchor of the store, under the same rules, and step 2 runs on it. Times are
+ * check_times()'s: what the peer sent at rq->certs_at, as on the first path (a live
+ * connection re-judged: at its handshake), what was put in now (it may be younger than the
+ * handshake). The path, or NULL. */
 static STACK_OF(X509) * own_path(const struct verify_request *rq, X509_STORE_CTX *xctx)
 {
 	STACK_OF(X509) *sent = X509_STORE_CTX_get0_untrusted(xctx), *pool, *chain = NULL;
-	struct verify_request at_now = *rq;
 	X509_STORE_CTX *x2;
 
 	if (sk_X509_num(rq->st->own_cas) == 0)
 		return NULL;
-	at_now.certs_at = 0;
 	pool = sk_X509_new_null();
 	for (int i = 0; pool != NULL && i < sk_X509_num(rq->st->own_cas); i++) {
 		X509 *own = sk_X509_value(rq->st->own_cas, i);
@@ -793,8 +803,15 @@ static STACK_OF(X509) * own_path(const struct verify_request *rq, X509_STORE_CTX
 	if (pool != NULL && x2 != NULL &&
 	    X509_STORE_CTX_init(x2, X509_STORE_CTX_get0_store(xctx), X509_STORE_CTX_get0_cert(xctx),
 				pool) == 1 &&
-	    verify_setup(&at_now, x2) == 0 && X509_verify_cert(x2) == 1)
-		chain = X509_STORE_CTX_get1_chain(x2);
+	    verify_setup(rq, x2) == 0) {
+		X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(x2);
+
+		/* the times are check_times()'s, each certificate at its own (see above) */
+		X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_USE_CHECK_TIME);
+		X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_NO_CHECK_TIME);
+		if (X509_verify_cert(x2) == 1)
+			chain = X509_STORE_CTX_get1_chain(x2);
+	}
 	X509_STORE_CTX_free(x2);
 	sk_X509_free(pool);
 	ERR_clear_error();
@@ -895,16 +912,15 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 			explain(rq, &run, err);
 		goto reject;
 	}
-	/* a path through certificates the peer did not send is judged now, and not remembered
-	 * under the key of what it sent (a hit would give it to a judgement at another time) */
-	if (rebuilt) {
-		certs_at = now;
+	/* a path through certificates the peer did not send is not remembered under the key of
+	 * what it sent (a hit would not say which certificates are the peer's) */
+	if (rebuilt)
 		keyed = false;
-	}
 	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
-	if (check_times(rq, chain, certs_at, &found) != 0 ||
+	if (check_times(rq, chain, certs_at, rebuilt ? X509_STORE_CTX_get0_untrusted(xctx) : NULL,
+			now, &found) != 0 ||
 	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
 		explain(rq, &found, err);
 		goto reject;

@@ -101,18 +101,23 @@ static void ca_free(struct ca *ca)
 	EVP_PKEY_free(ca->inter_key);
 }
 
-/* A leaf of the CA's intermediate key (client or server). */
-static X509 *leaf_make(const struct ca *ca, bool server, EVP_PKEY **key)
+/* A leaf of the CA's intermediate key (client or server), valid until (from now). */
+static X509 *leaf_until(const struct ca *ca, bool server, long until, EVP_PKEY **key)
 {
 	struct test_cert spec = {.subject = server ? "CN=" SERVER : "CN=app1",
 				 .not_before = EARLY,
-				 .not_after = 86400};
-
+				 .not_after = until};
 	if (server) {
 		spec.eku = "serverAuth";
 		spec.san = "DNS:" SERVER;
 	}
 	return test_cert_make(&spec, ca->inter, ca->inter_key, key);
+}
+
+/* A leaf of the CA's intermediate key (client or server). */
+static X509 *leaf_make(const struct ca *ca, bool server, EVP_PKEY **key)
+{
+	return leaf_until(ca, server, 86400, key);
 }
 
 static void set_pem(struct mtls_config *cfg,
@@ -164,9 +169,9 @@ static int pair_open(struct pair *p, struct mtls *server, struct mtls *client)
 }
 
 struct world {
-	struct ca ca, foreign; /* foreign: the same names, other keys */
-	X509 *srv, *cli, *alien, *revoked;
-	EVP_PKEY *srv_key, *cli_key, *alien_key, *revoked_key;
+	struct ca ca, foreign;			  /* foreign: the same names, other keys */
+	X509 *srv, *cli, *alien, *revoked, *gone; /* gone: expired since the handshakes */
+	EVP_PKEY *srv_key, *cli_key, *alien_key, *revoked_key, *gone_key;
 	char *crl; /* of the intermediate key, listing revoked */
 };
 
@@ -181,6 +186,7 @@ static int world_setup(void **state)
 	w->cli = leaf_make(&w->ca, false, &w->cli_key);
 	w->revoked = leaf_make(&w->ca, false, &w->revoked_key);
 	w->alien = leaf_make(&w->foreign, false, &w->alien_key);
+	w->gone = leaf_until(&w->ca, false, -60, &w->gone_key);
 	/* the CRL is the intermediate key's, in its name: it covers both certificates */
 	w->crl = test_crl_pem(w->ca.inter2, w->ca.inter_key, &w->revoked, 1, 1, NULL);
 	*state = w;
@@ -197,6 +203,8 @@ static int world_teardown(void **state)
 	X509_free(w->cli);
 	X509_free(w->alien);
 	X509_free(w->revoked);
+	X509_free(w->gone);
+	EVP_PKEY_free(w->gone_key);
 	EVP_PKEY_free(w->srv_key);
 	EVP_PKEY_free(w->cli_key);
 	EVP_PKEY_free(w->alien_key);
@@ -269,13 +277,17 @@ static void rejudge(struct world *w, const struct ca *ca, X509 *leaf, EVP_PKEY *
 }
 
 /* The connection from before the switch stays after the finish, though the new
- * intermediate certificate is younger than its handshake. */
+ * intermediate certificate is younger than its handshake, and its leaf may have expired
+ * since. */
 static void test_kept(void **state)
 {
 	struct world *w = *state;
 
 	rejudge(w, &w->ca, w->cli, w->cli_key, NULL, 0, MTLS_REASON_NONE);
 	rejudge(w, &w->ca, w->cli, w->cli_key, w->crl, 0, MTLS_REASON_NONE);
+	/* what the peer sent is judged at the handshake, as on the path it sent: a leaf
+	 * that expired since (renewed meanwhile) does not end the connection */
+	rejudge(w, &w->ca, w->gone, w->gone_key, w->crl, 0, MTLS_REASON_NONE);
 }
 
 /* The same names under another CA: refused, though the server's own intermediate has the
