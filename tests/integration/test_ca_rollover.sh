@@ -182,6 +182,21 @@ if [ "$RC" = 0 ]; then
 fi
 report "switch: an enrollment works (its token pins the new root)" "${p[@]+"${p[@]}"}"
 
+# a host enrolled after the switch trusts the new root alone, and the CA still serves the old
+# root with the link it signed for the new one: its refresh leaves the old root out (not on
+# the CA service's word) and goes on, without a failure
+if [ -s "$W/e2/cert.pem" ]; then
+	LAST_CMD="mtls agent --dir $W/e2 --once --force"
+	run "$MTLS" agent --dir "$W/e2" --once --force --log-format json --log-level debug
+	p=()
+	[ "$RC" = 0 ] || p+=("the agent failed (exit $RC): $ERR")
+	[[ $OUT$ERR == *roots_refresh_failed* ]] &&
+		p+=("roots_refresh_failed: $(first_line "$(printf '%s\n' "$OUT$ERR" | grep roots_refresh_failed)")")
+	cmp -s "$W/e2/ca.pem" "$W/new-root.pem" || p+=("its ca.pem is not the new root alone")
+	report "switch: a host enrolled after it refreshes its roots: the old root is left out, no failure" \
+		"${p[@]+"${p[@]}"}"
+fi
+
 enroll late "$OLD_TOKEN"
 p=()
 [ "$RC" != 0 ] || p+=("a token pinning the old root enrolled after the switch")
