@@ -191,7 +191,7 @@ if [ -s "$W/e2/cert.pem" ]; then
 	p=()
 	[ "$RC" = 0 ] || p+=("the agent failed (exit $RC): $ERR")
 	[[ $OUT$ERR == *roots_refresh_failed* ]] &&
-		p+=("roots_refresh_failed: $(first_line "$(printf '%s\n' "$OUT$ERR" | grep roots_refresh_failed)")")
+		p+=("$(first_line "$(printf '%s\n%s\n' "$OUT" "$ERR" | grep roots_refresh_failed)")")
 	cmp -s "$W/e2/ca.pem" "$W/new-root.pem" || p+=("its ca.pem is not the new root alone")
 	report "switch: a host enrolled after it refreshes its roots: the old root is left out, no failure" \
 		"${p[@]+"${p[@]}"}"
