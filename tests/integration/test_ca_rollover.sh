@@ -7,14 +7,17 @@
 #           an enrollment works (its token pins the old root);
 #   switch  the next renewals give chains through the new root (leaf and new intermediate,
 #           which the daemons load as a rotation); an enrollment with a token made after
-#           the switch works (it pins the new root), one made before is refused; finish is
+#           the switch works (it pins the new root), one made before is refused; that host
+#           (the new root alone in its ca.pem) refreshes its roots without a failure, the
+#           old root left out (mtls agent --once); finish is
 #           refused while a certificate issued before the switch is unexpired and not
 #           renewed (one enrolled and left alone), and allowed once it is revoked and the
 #           daemons renewed;
 #   finish  both daemons drop the old root (--ca holds the new one alone); their chains
 #           verify under the new root alone (openssl verify), a renewal after it too; an
 #           enrollment works.
-# No exchange fails, and the connection opened before begin still works at the end.
+# No exchange fails, and the connection opened before begin still works at the end (re-judged
+# at finish through the daemons' own new intermediate certificate: no conn_rejudged).
 # No timing thresholds: every wait is for an event, bounded generously.
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-400}
