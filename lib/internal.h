@@ -219,6 +219,11 @@ struct state {
 	char *own_ocsp_url;   /* the configured responder, else its authorityInfoAccess's */
 	uint8_t own_hash[32]; /* SHA-256 of its DER */
 	bool staples; /* a server that staples (configured, or the certificate demands it) */
+	/* the CA certificates of the own chain (referenced; NULL without any): offered to
+	 * verification as more untrusted certificates when the path through what the peer
+	 * sent fails (verify.c), so that a peer still sending an intermediate certificate the
+	 * CA has replaced (a root rollover) is verified through the current one */
+	STACK_OF(X509) * own_cas;
 
 	struct tickets tickets; /* client: sessions to resume, each used once */
 };

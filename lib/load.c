@@ -177,12 +177,28 @@ int load_own_cert(struct state *st, const struct mtls_config *c, struct error *e
 			      c->cert.origin);
 		goto out;
 	}
-	for (int i = 1; i < sk_X509_num(certs); i++)
-		if (SSL_CTX_add1_chain_cert(st->ssl_ctx, sk_X509_value(certs, i)) != 1) {
+	for (int i = 1; i < sk_X509_num(certs); i++) {
+		X509 *ca = sk_X509_value(certs, i);
+
+		if (SSL_CTX_add1_chain_cert(st->ssl_ctx, ca) != 1) {
 			error_set_ssl(err, MTLS_REASON_BAD_PEM, "certificate chain %s is unusable",
 				      c->cert.origin);
 			goto out;
 		}
+		/* kept for verify.c's second path (see struct state); not trusted for it */
+		if (X509_get_extension_flags(ca) & EXFLAG_CA) {
+			if ((st->own_cas == NULL && (st->own_cas = sk_X509_new_null()) == NULL) ||
+			    !X509_up_ref(ca)) {
+				error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+				goto out;
+			}
+			if (!sk_X509_push(st->own_cas, ca)) {
+				X509_free(ca);
+				error_set(err, MTLS_REASON_INTERNAL, "out of memory");
+				goto out;
+			}
+		}
+	}
 	if (SSL_CTX_use_PrivateKey(st->ssl_ctx, key) != 1 ||
 	    SSL_CTX_check_private_key(st->ssl_ctx) != 1) {
 		error_set(err, MTLS_REASON_KEY_MISMATCH,

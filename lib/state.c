@@ -39,6 +39,7 @@ void state_unref(struct state *st)
 	ocsp_store_unref(st->ocsp);
 	X509_free(st->own_leaf);
 	X509_free(st->own_issuer);
+	sk_X509_pop_free(st->own_cas, X509_free);
 	free(st->own_ocsp_url);
 	mtls_config_free(st->config);
 	tickets_clear(&st->tickets);

@@ -482,17 +482,28 @@ static int check_uri(const struct verify_request *rq, const struct mtls_peer *pe
 			 role_of(rq), rq->uri, peer->identity, peer->serial);
 }
 
-/* Every certificate of the path within its validity now (a cached path, or one verified
- * a moment ago, or under an earlier state). */
-static int check_times(const struct verify_request *rq, STACK_OF(X509) * chain, time_t now,
-		       struct verify_run *run)
+static bool was_sent(X509 *cert, STACK_OF(X509) * sent)
+{
+	for (int i = 0; i < sk_X509_num(sent); i++)
+		if (X509_cmp(sk_X509_value(sent, i), cert) == 0)
+			return true;
+	return false;
+}
+
+/* Every certificate of the path within its validity at when (a cached path, or one
+ * verified a moment ago, or under an earlier state). On a path own_path() rebuilt (sent not
+ * NULL: what the peer sent), only the leaf and the certificates of sent at when; the
+ * others, put in by this endpoint, at now. */
+static int check_times(const struct verify_request *rq, STACK_OF(X509) * chain, time_t when,
+		       STACK_OF(X509) * sent, time_t now, struct verify_run *run)
 {
 	for (int i = 0; i < sk_X509_num(chain); i++) {
 		X509 *cert = sk_X509_value(chain, i);
+		time_t at = sent == NULL || i == 0 || was_sent(cert, sent) ? when : now;
 		/* ASN1_TIME_cmp_time_t() allocates nothing, unlike X509_cmp_time() */
-		int e = ASN1_TIME_cmp_time_t(X509_get0_notBefore(cert), now) > 0
+		int e = ASN1_TIME_cmp_time_t(X509_get0_notBefore(cert), at) > 0
 				? X509_V_ERR_CERT_NOT_YET_VALID
-			: ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), now) < 0
+			: ASN1_TIME_cmp_time_t(X509_get0_notAfter(cert), at) < 0
 				? X509_V_ERR_CERT_HAS_EXPIRED
 				: X509_V_OK;
 
@@ -737,16 +748,86 @@ static void chain_window(const struct verify_request *rq, STACK_OF(X509) * chain
 	}
 }
 
-/* Step 1: the path to the trust anchors, from the cache or verified now. NULL with run or
- * err set if there is none. */
+/* A certificate the peer sent (after its leaf) of own's subject and public key: own is
+ * another certificate of the same CA key. */
+static bool replaces_sent(X509 *own, STACK_OF(X509) * sent)
+{
+	for (int i = 1; i < sk_X509_num(sent); i++) {
+		X509 *cert = sk_X509_value(sent, i);
+
+		if (X509_NAME_cmp(X509_get_subject_name(cert), X509_get_subject_name(own)) == 0 &&
+		    EVP_PKEY_eq(X509_get0_pubkey(cert), X509_get0_pubkey(own)) == 1)
+			return true;
+	}
+	return false;
+}
+
+/* The second path of step 1, when the one through what the peer sent failed: the same
+ * leaf and certificates, with those CA certificates of the endpoint's own chain that are
+ * another certificate of a CA the peer sent (its subject and key) ahead of them (OpenSSL
+ * takes the first fitting issuer of the untrusted ones, and searches other paths only in
+ * the trust store). A peer still sending an intermediate certificate its CA has replaced
+ * under a new root (the same key and subject: a root rollover) is verified through the
+ * current certificate, as it would be if it sent that one. Nothing else is weakened: a
+ * chain the peer left incomplete is not completed (issuer_not_sent stays), the path still
+ * ends at a trust anchor of the store, under the same rules, and step 2 runs on it. Times are
+ * check_times()'s: what the peer sent at rq->certs_at, as on the first path (a live
+ * connection re-judged: at its handshake), what was put in now (it may be younger than the
+ * handshake). The path, or NULL. */
+static STACK_OF(X509) * own_path(const struct verify_request *rq, X509_STORE_CTX *xctx)
+{
+	STACK_OF(X509) *sent = X509_STORE_CTX_get0_untrusted(xctx), *pool, *chain = NULL;
+	X509_STORE_CTX *x2;
+
+	if (sk_X509_num(rq->st->own_cas) == 0)
+		return NULL;
+	pool = sk_X509_new_null();
+	for (int i = 0; pool != NULL && i < sk_X509_num(rq->st->own_cas); i++) {
+		X509 *own = sk_X509_value(rq->st->own_cas, i);
+
+		if (replaces_sent(own, sent) && !sk_X509_push(pool, own)) {
+			sk_X509_free(pool);
+			pool = NULL;
+		}
+	}
+	if (sk_X509_num(pool) <= 0) {
+		sk_X509_free(pool);
+		return NULL;
+	}
+	for (int i = 0; pool != NULL && i < sk_X509_num(sent); i++)
+		if (!sk_X509_push(pool, sk_X509_value(sent, i))) {
+			sk_X509_free(pool);
+			pool = NULL;
+		}
+	x2 = X509_STORE_CTX_new();
+	if (pool != NULL && x2 != NULL &&
+	    X509_STORE_CTX_init(x2, X509_STORE_CTX_get0_store(xctx), X509_STORE_CTX_get0_cert(xctx),
+				pool) == 1 &&
+	    verify_setup(rq, x2) == 0) {
+		X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(x2);
+
+		/* the times are check_times()'s, each certificate at its own (see above) */
+		X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_USE_CHECK_TIME);
+		X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_NO_CHECK_TIME);
+		if (X509_verify_cert(x2) == 1)
+			chain = X509_STORE_CTX_get1_chain(x2);
+	}
+	X509_STORE_CTX_free(x2);
+	sk_X509_free(pool);
+	ERR_clear_error();
+	return chain;
+}
+
+/* Step 1: the path to the trust anchors, from the cache or verified now (through what the
+ * peer sent, else own_path(): *rebuilt). NULL with run or err set if there is none. */
 static STACK_OF(X509) * verified_path(const struct verify_request *rq, X509_STORE_CTX *xctx,
 				      const uint8_t *key, time_t now, struct verify_run *run,
-				      struct error *err, bool *cached)
+				      struct error *err, bool *cached, bool *rebuilt)
 {
 	X509 *leaf = X509_STORE_CTX_get0_cert(xctx);
 	STACK_OF(X509) *chain = sk_X509_new_null();
 
-	*cached = false;
+	*cached = *rebuilt = false;
 	if (chain == NULL || !X509_up_ref(leaf)) {
 		sk_X509_free(chain);
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
@@ -778,9 +859,16 @@ static STACK_OF(X509) * verified_path(const struct verify_request *rq, X509_STOR
 			if (X509_up_ref(run->cert) != 1)
 				run->cert = NULL;
 		}
-		return NULL;
-	}
-	chain = X509_STORE_CTX_get1_chain(xctx);
+		chain = own_path(rq, xctx);
+		if (chain == NULL)
+			return NULL; /* the first path's failure says what is wrong */
+		*rebuilt = true;
+		X509_free(run->cert);
+		sk_X509_pop_free(run->chain, X509_free);
+		*run = (struct verify_run){.rq = rq};
+		X509_STORE_CTX_set_error(xctx, X509_V_OK);
+	} else
+		chain = X509_STORE_CTX_get1_chain(xctx);
 	if (chain == NULL)
 		error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	else if (check_profile(rq, chain, err) != 0 || check_strength(rq, chain, err) != 0) {
@@ -796,7 +884,7 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	struct verify_run run = {.rq = rq}, found = {.rq = rq};
 	struct mtls_peer *peer = NULL;
 	STACK_OF(X509) *chain = NULL;
-	bool keyed, cached;
+	bool keyed, cached, rebuilt;
 	uint8_t key[32];
 	time_t now, certs_at;
 	X509 *leaf;
@@ -818,16 +906,21 @@ int verify_chain(const struct verify_request *rq, X509_STORE_CTX *xctx, struct m
 	certs_at = rq->certs_at != 0 ? rq->certs_at : now;
 
 	/* 1: the path (remembered or verified now) */
-	chain = verified_path(rq, xctx, keyed ? key : NULL, certs_at, &run, err, &cached);
+	chain = verified_path(rq, xctx, keyed ? key : NULL, certs_at, &run, err, &cached, &rebuilt);
 	if (chain == NULL) {
 		if (run.error != X509_V_OK)
 			explain(rq, &run, err);
 		goto reject;
 	}
+	/* a path through certificates the peer did not send is not remembered under the key of
+	 * what it sent (a hit would not say which certificates are the peer's) */
+	if (rebuilt)
+		keyed = false;
 	/* 2: what holds on that path now, every time */
 	if (check_leaf(rq, leaf, err) != 0)
 		goto reject;
-	if (check_times(rq, chain, certs_at, &found) != 0 ||
+	if (check_times(rq, chain, certs_at, rebuilt ? X509_STORE_CTX_get0_untrusted(xctx) : NULL,
+			now, &found) != 0 ||
 	    check_revocation(rq, chain, now, &found, warning, warning_len) != 0) {
 		explain(rq, &found, err);
 		goto reject;

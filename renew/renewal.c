@@ -504,6 +504,186 @@ out:
 	return ok;
 }
 
+/* Is x (not a root) a link certificate from a root of served for one of trusted: a CA
+ * certificate with a trusted root's subject and key, issued and signed by that served root?
+ * A rollover's old root vouching for the new one, which a host enrolled after the switch
+ * trusts alone (RFC 4210's newWithOld, seen from the new side). *by is that served root. */
+static bool links_to_trusted(X509 *x, STACK_OF(X509) * served, STACK_OF(X509) * trusted, X509 **by)
+{
+	for (int i = 0; i < sk_X509_num(trusted); i++) {
+		STACK_OF(X509) *one = sk_X509_new_null();
+		bool ok = false;
+
+		if (one == NULL)
+			return false;
+		for (int j = 0; !ok && j < sk_X509_num(served); j++) {
+			X509 *r = sk_X509_value(served, j);
+
+			sk_X509_zero(one);
+			ok = is_root(r) && sk_X509_push(one, r) > 0 &&
+			     links(x, sk_X509_value(trusted, i), one);
+			if (ok)
+				*by = r;
+		}
+		sk_X509_free(one);
+		if (ok)
+			return true;
+	}
+	return false;
+}
+
+int renewal_roots_take(STACK_OF(X509) * served, STACK_OF(X509) * trusted, const char *ca,
+		       STACK_OF(X509) * *taken, int *left_out, char *msg, size_t msg_len)
+{
+	STACK_OF(X509) *roots = sk_X509_new_null(), *linkcerts = sk_X509_new_null(),
+		       *olds = sk_X509_new_null();
+	int n, rc = -1;
+
+	*taken = NULL;
+	*left_out = 0;
+	if (roots == NULL || linkcerts == NULL || olds == NULL) {
+		fail(msg, msg_len, "out of memory");
+		goto out;
+	}
+	/* the roots, and link certificates for new ones (links()), which are not kept */
+	for (int i = 0; i < sk_X509_num(served); i++) {
+		X509 *x = sk_X509_value(served, i);
+
+		if (!sk_X509_push(is_root(x) ? roots : linkcerts, x)) {
+			fail(msg, msg_len, "out of memory");
+			goto out;
+		}
+	}
+	n = sk_X509_num(roots);
+	for (int i = 0; i < sk_X509_num(linkcerts); i++) {
+		X509 *x = sk_X509_value(linkcerts, i), *by = NULL;
+		bool is_link = false;
+
+		for (int j = 0; !is_link && j < n; j++)
+			is_link = links(x, sk_X509_value(roots, j), trusted);
+		/* a link for a root trusted already is not needed; its issuer is a rollover's
+		 * old root, which is left out below unless vouched for otherwise */
+		if (!is_link && links_to_trusted(x, roots, trusted, &by)) {
+			is_link = true;
+			if (!sk_X509_push(olds, by)) {
+				fail(msg, msg_len, "out of memory");
+				goto out;
+			}
+		}
+		if (!is_link) {
+			char *s = certfields_serial_hex(x);
+
+			fail(msg, msg_len,
+			     "the CA's /roots.pem holds a certificate that is not a root (serial "
+			     "%s: not self-signed, or not CA:TRUE) nor a link certificate of a "
+			     "trusted root for one; %s left alone",
+			     s != NULL ? s : "?", ca);
+			free(s);
+			goto out;
+		}
+	}
+	if (n == 0) {
+		fail(msg, msg_len, "the CA's /roots.pem holds no root");
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		X509 *x = sk_X509_value(roots, i);
+		bool known = false;
+
+		for (int j = 0; !known && j < sk_X509_num(trusted); j++)
+			known = X509_cmp(sk_X509_value(trusted, j), x) == 0;
+		for (int j = 0; !known && j < sk_X509_num(linkcerts); j++)
+			known = links(sk_X509_value(linkcerts, j), x, trusted);
+		if (known) {
+			if (!sk_X509_push(*taken == NULL ? (*taken = sk_X509_new_null()) : *taken,
+					  x)) {
+				fail(msg, msg_len, "out of memory");
+				goto out;
+			}
+			continue;
+		}
+		if (sk_X509_find(olds, x) >= 0) {
+			/* not trusted on the CA service's word: a host that trusts only the new
+			 * root keeps it so (peers on the old chains are verified through its own
+			 * chain's intermediate, or once they renew) */
+			(*left_out)++;
+			continue;
+		}
+		{
+			char *s = certfields_serial_hex(x), subj[256];
+
+			X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+			fail(msg, msg_len,
+			     "the CA's /roots.pem holds a new root (%s, serial %s) that no root of "
+			     "%s certifies: a new root is taken only with a link certificate (its "
+			     "key certified by a trusted root) in the bundle; %s left alone (add "
+			     "it "
+			     "by hand if it is yours)",
+			     subj, s != NULL ? s : "?", ca, ca);
+			free(s);
+			goto out;
+		}
+	}
+	if (*taken == NULL) {
+		fail(msg, msg_len,
+		     "the CA's /roots.pem holds no root of %s, nor one that a root of it vouches "
+		     "for; %s left alone",
+		     ca, ca);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (rc != 0) {
+		sk_X509_free(*taken);
+		*taken = NULL;
+		*left_out = 0;
+	}
+	ERR_clear_error();
+	sk_X509_free(roots);
+	sk_X509_free(linkcerts);
+	sk_X509_free(olds);
+	return rc;
+}
+
+/* The roots left out, told once per set (st->note; the caller logs it and clears it). */
+static void note_left_out(struct renewal_roots *st, STACK_OF(X509) * served, STACK_OF(X509) * taken,
+			  int left_out, const char *ca)
+{
+	unsigned char set[32] = {0}, md[32];
+	char subj[256] = "";
+
+	for (int i = 0; i < sk_X509_num(served); i++) {
+		X509 *x = sk_X509_value(served, i);
+		bool in = false;
+
+		if (!is_root(x))
+			continue;
+		for (int j = 0; !in && j < sk_X509_num(taken); j++)
+			in = X509_cmp(sk_X509_value(taken, j), x) == 0;
+		if (in || digest(x, md) != 0)
+			continue;
+		for (int k = 0; k < 32; k++)
+			set[k] ^= md[k];
+		if (subj[0] == '\0')
+			X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+	}
+	if (left_out == 0) {
+		st->left_out = 0;
+		return;
+	}
+	if (st->left_out == left_out && memcmp(st->left_set, set, 32) == 0)
+		return;
+	st->left_out = left_out;
+	memcpy(st->left_set, set, 32);
+	snprintf(st->note, sizeof(st->note),
+		 "the CA serves %d root%s (%s) that no root of %s vouches for (the old root of a "
+		 "rollover begun before this host trusted the new one): left out, not trusted on "
+		 "the CA service's word; peers still on the old chains are verified through this "
+		 "host's own intermediate certificate of the same key, or once they renew (give "
+		 "the host the old root by hand if it must trust it)",
+		 left_out, left_out == 1 ? "" : "s", subj, ca);
+}
+
 enum renewal_roots_result renewal_refresh_roots(const char *base_url, const struct renewal_files *f,
 						struct renewal_roots *st, const atomic_bool *stop,
 						char *msg, size_t msg_len)
@@ -512,9 +692,11 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 	unsigned char served[CACLIENT_MAX_CERTS][32], md[32];
 	char base[512], *capem = NULL, *reply = NULL, *data, why[512];
 	size_t ca_len = 0, reply_len = 0;
-	STACK_OF(X509) *cur = NULL, *got = NULL, *chain = NULL, *roots = NULL, *linkcerts = NULL;
+	STACK_OF(X509) *cur = NULL, *got = NULL, *chain = NULL, *roots = NULL;
+	static const char left_note[] = "; a root the CA serves that no trusted root vouches for "
+					"(a rollover's old root) is left out";
 	BIO *out = NULL;
-	int n, foreign = 0, same = 0;
+	int n, nt, foreign = 0, same = 0, left_out = 0;
 	long len;
 
 	if (caclient_base_url(base_url, base, sizeof(base), msg, msg_len) != 0)
@@ -536,69 +718,14 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 		fail(msg, msg_len, "the CA's /roots.pem holds no certificate");
 		goto out;
 	}
-	/* the roots, and link certificates for new ones (links()), which are not kept */
-	if ((roots = sk_X509_new_null()) == NULL || (linkcerts = sk_X509_new_null()) == NULL) {
-		fail(msg, msg_len, "out of memory");
+	if (renewal_roots_take(got, cur, f->ca, &roots, &left_out, msg, msg_len) != 0)
 		goto out;
-	}
-	for (int i = 0; i < n; i++) {
-		X509 *x = sk_X509_value(got, i);
-
-		if (!sk_X509_push(is_root(x) ? roots : linkcerts, x)) {
-			fail(msg, msg_len, "out of memory");
-			goto out;
-		}
-	}
-	n = sk_X509_num(roots);
-	for (int i = 0; i < sk_X509_num(linkcerts); i++) {
-		X509 *x = sk_X509_value(linkcerts, i);
-		bool is_link = false;
-
-		for (int j = 0; !is_link && j < n; j++)
-			is_link = links(x, sk_X509_value(roots, j), cur);
-		if (!is_link) {
-			char *s = certfields_serial_hex(x);
-
-			fail(msg, msg_len,
-			     "the CA's /roots.pem holds a certificate that is not a root (serial "
-			     "%s: not self-signed, or not CA:TRUE) nor a link certificate of a "
-			     "trusted root for one; %s left alone",
-			     s != NULL ? s : "?", f->ca);
-			free(s);
-			goto out;
-		}
-	}
-	if (n == 0) {
-		fail(msg, msg_len, "the CA's /roots.pem holds no root");
-		goto out;
-	}
-	for (int i = 0; i < n; i++) {
-		X509 *x = sk_X509_value(roots, i);
-		bool known = false;
-
-		if (digest(x, served[i]) != 0) {
+	n = sk_X509_num(got);
+	for (int i = 0; i < n; i++)
+		if (digest(sk_X509_value(got, i), served[i]) != 0) {
 			fail(msg, msg_len, "cannot hash a root: out of memory?");
 			goto out;
 		}
-		for (int j = 0; !known && j < sk_X509_num(cur); j++)
-			known = X509_cmp(sk_X509_value(cur, j), x) == 0;
-		for (int j = 0; !known && j < sk_X509_num(linkcerts); j++)
-			known = links(sk_X509_value(linkcerts, j), x, cur);
-		if (!known) {
-			char *s = certfields_serial_hex(x), subj[256];
-
-			X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
-			fail(msg, msg_len,
-			     "the CA's /roots.pem holds a new root (%s, serial %s) that no root of "
-			     "%s certifies: a new root is taken only with a link certificate (its "
-			     "key certified by a trusted root) in the bundle; %s left alone (add "
-			     "it "
-			     "by hand if it is yours)",
-			     subj, s != NULL ? s : "?", f->ca, f->ca);
-			free(s);
-			goto out;
-		}
-	}
 	/* never lock ourselves out: our own chain must verify to the new roots */
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, msg, msg_len)) == NULL)
 		goto out;
@@ -610,22 +737,31 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 		goto out;
 	}
 	/* the file is the CA service's if each of its certificates is served now or was
-	 * served last time */
+	 * served last time (a root left out is served: not a certificate of another CA) */
 	for (int i = 0; i < sk_X509_num(cur); i++) {
-		if (digest(sk_X509_value(cur, i), md) != 0) {
+		X509 *x = sk_X509_value(cur, i);
+
+		if (digest(x, md) != 0) {
 			fail(msg, msg_len, "cannot hash a root: out of memory?");
 			goto out;
 		}
-		if (holds((const unsigned char(*)[32])served, n, md))
-			same++;
-		else if (!holds((const unsigned char(*)[32])st->seen, st->nseen, md))
+		if (holds((const unsigned char(*)[32])served, n, md)) {
+			for (int j = 0; j < sk_X509_num(roots); j++)
+				if (X509_cmp(sk_X509_value(roots, j), x) == 0) {
+					same++;
+					break;
+				}
+		} else if (!holds((const unsigned char(*)[32])st->seen, st->nseen, md))
 			foreign++;
 	}
 	memcpy(st->seen, served, sizeof(served[0]) * (size_t)n);
 	st->nseen = n;
-	if (same == sk_X509_num(cur) && same == n) {
+	note_left_out(st, got, roots, left_out, f->ca);
+	nt = sk_X509_num(roots);
+	if (same == sk_X509_num(cur) && same == nt) {
 		r = RENEWAL_ROOTS_SAME;
-		snprintf(msg, msg_len, "%s holds the CA's %d root%s", f->ca, n, n == 1 ? "" : "s");
+		snprintf(msg, msg_len, "%s holds the CA's %d root%s%s", f->ca, nt,
+			 nt == 1 ? "" : "s", left_out > 0 ? left_note : "");
 		goto out;
 	}
 	if (foreign > 0) {
@@ -639,7 +775,7 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 		goto out;
 	}
 	out = BIO_new(BIO_s_mem());
-	for (int i = 0; out != NULL && i < n; i++)
+	for (int i = 0; out != NULL && i < nt; i++)
 		if (PEM_write_bio_X509(out, sk_X509_value(roots, i)) != 1) {
 			BIO_free(out);
 			out = NULL;
@@ -654,8 +790,8 @@ enum renewal_roots_result renewal_refresh_roots(const char *base_url, const stru
 		goto out;
 	}
 	r = RENEWAL_ROOTS_REPLACED;
-	snprintf(msg, msg_len, "%s replaced: the CA's %d root%s (it held %d)", f->ca, n,
-		 n == 1 ? "" : "s", sk_X509_num(cur));
+	snprintf(msg, msg_len, "%s replaced: the CA's %d root%s (it held %d)%s", f->ca, nt,
+		 nt == 1 ? "" : "s", sk_X509_num(cur), left_out > 0 ? left_note : "");
 out:
 	ERR_clear_error();
 	BIO_free(out);
@@ -663,7 +799,6 @@ out:
 	free(reply);
 	sk_X509_pop_free(cur, X509_free);
 	sk_X509_free(roots); /* got owns their certificates */
-	sk_X509_free(linkcerts);
 	sk_X509_pop_free(got, X509_free);
 	sk_X509_pop_free(chain, X509_free);
 	return r;

@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/x509.h>
+
 #include "caclient.h"
 
 struct renewal_files {
@@ -125,6 +127,12 @@ int renewal_recover(const struct renewal_files *f, char *err, size_t err_len);
 struct renewal_roots {
 	unsigned char seen[CACLIENT_MAX_CERTS][32]; /* SHA-256 of their DER */
 	int nseen;
+	/* the served roots left out last (renewal_roots_take()): how many, and their set */
+	int left_out;
+	unsigned char left_set[32];
+	/* set when a new set of roots is left out: said once (the caller logs it, then sets
+	 * note[0] to '\0') */
+	char note[640];
 };
 
 enum renewal_roots_result {
@@ -150,6 +158,18 @@ enum renewal_roots_result {
  * daemon half-way through a rollover (its st is new): both say so in msg. A new file holds
  * the roots alone, in the order served, PEM re-encoded, with the old file's mode. st is
  * updated by every acceptable answer. */
+/* The rule of renewal_refresh_roots() on the certificates served (roots and link
+ * certificates) and the roots trusted now: the roots to take, in the order served (*taken,
+ * not referenced: served owns them), and how many served roots are left out. A root is
+ * taken if trusted already or vouched for by a link from a trusted root. A link that
+ * certifies a root trusted already is not needed and is ignored; the root that issued it (a
+ * rollover's old root, served to hosts that still trust it) is left out unless vouched for
+ * otherwise: a host that trusts only the new root is not made to trust the old one on the
+ * CA service's word. Any other certificate, or root, makes the bundle unacceptable: -1 with
+ * msg. */
+int renewal_roots_take(STACK_OF(X509) * served, STACK_OF(X509) * trusted, const char *ca,
+		       STACK_OF(X509) * *taken, int *left_out, char *msg, size_t msg_len);
+
 enum renewal_roots_result renewal_refresh_roots(const char *base, const struct renewal_files *f,
 						struct renewal_roots *st, const atomic_bool *stop,
 						char *msg, size_t msg_len);

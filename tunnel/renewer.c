@@ -233,6 +233,12 @@ static void refresh_roots(struct renewer *r, time_t now)
 	r->roots_at = now + (time_t)r->roots_every;
 	if (r->m != NULL)
 		atomic_fetch_add(&r->m->roots_refresh[res + 1], 1);
+	/* once per set of roots the CA serves and this host does not take (renewal.h) */
+	if (r->roots_st.note[0] != '\0') {
+		LOG(LOG_WARN, "roots_left_out", LS("file", r->ca), LS("url", r->url),
+		    LS("message", r->roots_st.note));
+		r->roots_st.note[0] = '\0';
+	}
 	switch (res) {
 	case RENEWAL_ROOTS_REPLACED:
 		LOG(LOG_INFO, "roots_refreshed", LS("file", r->ca), LS("url", r->url),

@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <openssl/x509v3.h>
 
 #include "fileset.h"
 #include "renewal.h"
@@ -368,13 +369,153 @@ static void test_renew_refusals(void **state)
 	rm_dirs(&d);
 }
 
+/* ---- the roots ---- */
+
+/* Another certificate of cert's subject and key, issued by issuer: a link certificate
+ * (RFC 4210's newWithOld when cert is the new root and issuer the old). */
+static X509 *link_cert(X509 *cert, X509 *issuer, EVP_PKEY *issuer_key)
+{
+	X509 *c = X509_dup(cert), *out;
+	X509V3_CTX v3;
+	X509_EXTENSION *aki;
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	int i, len;
+
+	assert_non_null(c);
+	assert_int_equal(X509_set_issuer_name(c, X509_get_subject_name(issuer)), 1);
+	assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(c), 4242), 1);
+	i = X509_get_ext_by_NID(c, NID_authority_key_identifier, -1);
+	if (i >= 0)
+		X509_EXTENSION_free(X509_delete_ext(c, i));
+	X509V3_set_ctx(&v3, issuer, c, NULL, NULL, 0);
+	aki = X509V3_EXT_conf_nid(NULL, &v3, NID_authority_key_identifier, "keyid:always");
+	assert_non_null(aki);
+	assert_int_equal(X509_add_ext(c, aki, -1), 1);
+	X509_EXTENSION_free(aki);
+	assert_true(X509_sign(c, issuer_key, EVP_sha256()) > 0);
+	len = i2d_X509(c, &der);
+	assert_true(len > 0);
+	p = der;
+	out = d2i_X509(NULL, &p, len);
+	assert_non_null(out);
+	OPENSSL_free(der);
+	X509_free(c);
+	return out;
+}
+
+static STACK_OF(X509) * certs_of(X509 *const *certs)
+{
+	STACK_OF(X509) *sk = sk_X509_new_null();
+
+	assert_non_null(sk);
+	for (int i = 0; certs[i] != NULL; i++)
+		assert_true(sk_X509_push(sk, certs[i]) > 0);
+	return sk;
+}
+
+/* renewal_roots_take(): what a daemon takes of the bundle the CA serves, through a
+ * rollover, for a host that trusts the old root, both, or (enrolled after the switch) the
+ * new one alone; and what it refuses. */
+static void test_roots_take(void **state)
+{
+	EVP_PKEY *k1, *k2, *kx, *ki;
+	X509 *g1 = test_cert_make(&(struct test_cert){.subject = "CN=Root CA", .ca = true}, NULL,
+				  NULL, &k1);
+	X509 *g2 = test_cert_make(&(struct test_cert){.subject = "CN=Root CA G2", .ca = true}, NULL,
+				  NULL, &k2);
+	X509 *x = test_cert_make(&(struct test_cert){.subject = "CN=Other CA", .ca = true}, NULL,
+				 NULL, &kx);
+	X509 *inter = test_cert_make(&(struct test_cert){.subject = "CN=Issuing", .ca = true}, g2,
+				     k2, &ki);
+	X509 *link = link_cert(g2, g1, k1); /* the new root's key, vouched for by the old */
+	X509 *back = link_cert(g1, g2, k2); /* the old root's key, vouched for by the new */
+	const struct {
+		const char *name;
+		X509 *trusted[4], *served[5];
+		X509 *taken[4]; /* {NULL}: refused */
+		int left_out;
+		const char *why;
+	} cases[] = {
+		{"begin", {g1}, {g1, g2, link}, {g1, g2}, 0, NULL},
+		{"begin, both trusted", {g1, g2}, {g1, g2, link}, {g1, g2}, 0, NULL},
+		{"enrolled after the switch", {g2}, {g1, g2, link}, {g2}, 1, NULL},
+		{"enrolled after the switch, served in another order",
+		 {g2},
+		 {link, g2, g1},
+		 {g2},
+		 1,
+		 NULL},
+		{"finish", {g1, g2}, {g2}, {g2}, 0, NULL},
+		{"an oldWithNew link too", {g2}, {g1, g2, link, back}, {g1, g2}, 0, NULL},
+		/* refused as before */
+		{"a new root without a link", {g1}, {g1, g2}, {NULL}, 0, "no root of"},
+		{"the old root without its link", {g2}, {g1, g2}, {NULL}, 0, "no root of"},
+		{"another root beside the link's",
+		 {g2},
+		 {g1, g2, link, x},
+		 {NULL},
+		 0,
+		 "no root of"},
+		{"a link from an untrusted root for an untrusted one",
+		 {x},
+		 {x, g1, g2, link},
+		 {NULL},
+		 0,
+		 "not a root"},
+		{"an intermediate", {g2}, {g1, g2, link, inter}, {NULL}, 0, "not a root"},
+		{"only the old root and its link", {g2}, {g1, link}, {NULL}, 0, "holds no root of"},
+	};
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		STACK_OF(X509) *trusted = certs_of(cases[c].trusted);
+		STACK_OF(X509) *served = certs_of(cases[c].served);
+		STACK_OF(X509) *taken = (STACK_OF(X509) *)1;
+		char msg[1024] = "";
+		int left = -1;
+		int rc = renewal_roots_take(served, trusted, "ca.pem", &taken, &left, msg,
+					    sizeof(msg));
+		int want = 0;
+
+		while (cases[c].taken[want] != NULL)
+			want++;
+		if (want == 0) {
+			if (rc != -1 || taken != NULL || strstr(msg, cases[c].why) == NULL)
+				fail_msg("%s: rc %d, message '%s'", cases[c].name, rc, msg);
+		} else {
+			if (rc != 0)
+				fail_msg("%s: refused: %s", cases[c].name, msg);
+			if (sk_X509_num(taken) != want || left != cases[c].left_out)
+				fail_msg("%s: %d roots taken, %d left out", cases[c].name,
+					 sk_X509_num(taken), left);
+			for (int i = 0; i < want; i++)
+				assert_int_equal(
+					X509_cmp(sk_X509_value(taken, i), cases[c].taken[i]), 0);
+		}
+		sk_X509_free(taken);
+		sk_X509_free(trusted);
+		sk_X509_free(served);
+	}
+	X509_free(g1);
+	X509_free(g2);
+	X509_free(x);
+	X509_free(inter);
+	X509_free(link);
+	X509_free(back);
+	EVP_PKEY_free(k1);
+	EVP_PKEY_free(k2);
+	EVP_PKEY_free(kx);
+	EVP_PKEY_free(ki);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_schedule),       cmocka_unit_test(test_schedule_latest),
 		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_warn_at),
 		cmocka_unit_test(test_key_type),       cmocka_unit_test(test_fileset_two_dirs),
-		cmocka_unit_test(test_renew_refusals),
+		cmocka_unit_test(test_renew_refusals), cmocka_unit_test(test_roots_take),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
