@@ -92,32 +92,31 @@ static int save_settings(struct store *st, const struct authority_init *in)
 	return rc != 0 ? -1 : 0;
 }
 
-static int record(struct store *st, X509 *cert, const char *profile)
+int authority_record_ca(struct store *st, X509 *cert, const char *profile, const char *action,
+			const char *detail, time_t now)
 {
 	struct store_cert c = {0};
 	char *subject = issue_subject(cert), spki[65];
 	unsigned char *der = NULL;
-	int len = i2d_X509(cert, &der), rc;
+	int len = i2d_X509(cert, &der), rc = -1;
 
-	if (len <= 0 || subject == NULL) {
-		OPENSSL_free(der);
-		free(subject);
-		return -1;
+	if (len > 0 && subject != NULL) {
+		issue_serial_hex(cert, c.serial, sizeof(c.serial));
+		issue_spki_sha256(cert, spki);
+		c.subject = subject;
+		c.sans = "";
+		c.spki_sha256 = spki;
+		c.profile = profile;
+		c.not_before = certfields_time(X509_get0_notBefore(cert));
+		c.not_after = certfields_time(X509_get0_notAfter(cert));
+		c.issued_at = now;
+		c.der = der;
+		c.der_len = (size_t)len;
+		rc = store_add_cert(st, &c) == 0 && store_audit(st, authority_actor(), action,
+								subject, detail) == 0
+			     ? 0
+			     : -1;
 	}
-	issue_serial_hex(cert, c.serial, sizeof(c.serial));
-	issue_spki_sha256(cert, spki);
-	c.subject = subject;
-	c.sans = "";
-	c.spki_sha256 = spki;
-	c.profile = profile;
-	c.not_before = certfields_time(X509_get0_notBefore(cert));
-	c.not_after = certfields_time(X509_get0_notAfter(cert));
-	c.issued_at = time(NULL);
-	c.der = der;
-	c.der_len = (size_t)len;
-	rc = store_add_cert(st, &c);
-	if (rc == 0)
-		rc = store_audit(st, authority_actor(), "init", subject, profile);
 	OPENSSL_free(der);
 	free(subject);
 	return rc;
@@ -443,8 +442,10 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		goto out;
 	}
-	if (save_settings(ca.store, in) != 0 || record(ca.store, root, "root") != 0 ||
-	    record(ca.store, inter, "intermediate") != 0) {
+	if (save_settings(ca.store, in) != 0 ||
+	    authority_record_ca(ca.store, root, "root", "init", "root", time(NULL)) != 0 ||
+	    authority_record_ca(ca.store, inter, "intermediate", "init", "intermediate",
+				time(NULL)) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		store_rollback(ca.store);
 		goto out;

@@ -109,6 +109,11 @@ void authority_close(struct authority *ca);
 const char *authority_path(const struct authority *ca, const char *name, char *buf, size_t len);
 /* The actor for the audit log: "user@host". */
 const char *authority_actor(void);
+
+/* Record a CA certificate (root, intermediate, link) in the inventory with its audit entry
+ * (action, detail). 0, or -1. */
+int authority_record_ca(struct store *st, X509 *cert, const char *profile, const char *action,
+			const char *detail, time_t now);
 /* Take room in the CA directory for an issuance and, should its files then not be
  * delivered, for the revocation and CRL that take it back (AUTHORITY_ROOM plus twice
  * crl.pem): allocated to a temporary file (room.tmp-<hex>), so that another process filling

@@ -340,32 +340,7 @@ static const char *alg_of(EVP_PKEY *key)
 static int record(struct authority *ca, X509 *cert, const char *profile, const char *detail,
 		  time_t now)
 {
-	struct store_cert c = {0};
-	char *subject = issue_subject(cert), spki[65];
-	unsigned char *der = NULL;
-	int len = i2d_X509(cert, &der), rc = -1;
-
-	if (len > 0 && subject != NULL) {
-		issue_serial_hex(cert, c.serial, sizeof(c.serial));
-		issue_spki_sha256(cert, spki);
-		c.subject = subject;
-		c.sans = "";
-		c.spki_sha256 = spki;
-		c.profile = profile;
-		c.not_before = certfields_time(X509_get0_notBefore(cert));
-		c.not_after = certfields_time(X509_get0_notAfter(cert));
-		c.issued_at = now;
-		c.der = der;
-		c.der_len = (size_t)len;
-		rc = store_add_cert(ca->store, &c) == 0 &&
-				     store_audit(ca->store, authority_actor(), "rollover", subject,
-						 detail) == 0
-			     ? 0
-			     : -1;
-	}
-	OPENSSL_free(der);
-	free(subject);
-	return rc;
+	return authority_record_ca(ca->store, cert, profile, "rollover", detail, now);
 }
 
 static int set_meta_time(struct store *st, const char *key, time_t t)
