@@ -24,7 +24,7 @@
 static const int versions[] = {MTLS_TLS1_2, MTLS_TLS1_3};
 
 static void configure_server(struct mtls *server, bool audit, int tls, const char *allow_uri,
-			     const char *crl)
+			     const char *crl, bool optional)
 {
 	struct mtls_config *cfg = mtls_config_new();
 
@@ -37,6 +37,8 @@ static void configure_server(struct mtls *server, bool audit, int tls, const cha
 		assert_int_equal(mtls_config_add_crl_file(cfg, cert_path(crl)), 0);
 	if (audit)
 		assert_int_equal(mtls_config_insecure_audit(cfg), 0);
+	if (optional)
+		assert_int_equal(mtls_config_insecure_optional_client_cert(cfg), 0);
 	if (mtls_configure(server, cfg) != 0)
 		fail_msg("server config: %s", mtls_error(server));
 	mtls_config_free(cfg);
@@ -141,8 +143,8 @@ static void test_refused_let_in(void **state)
 			struct mtls *audit = mtls_server_new(), *strict = mtls_server_new();
 			struct outcome o;
 
-			configure_server(audit, true, versions[v], NULL, tc->crl);
-			configure_server(strict, false, versions[v], NULL, tc->crl);
+			configure_server(audit, true, versions[v], NULL, tc->crl, false);
+			configure_server(strict, false, versions[v], NULL, tc->crl, false);
 			o = connect_once(audit, client, NULL, NULL);
 			if (o.rc != 0 || o.would != tc->expect || !o.has_peer || !o.has_message ||
 			    o.has_rule)
@@ -172,7 +174,7 @@ static void test_good_and_none(void **state)
 		struct mtls *good = client_new("client", false), *anon = client_new(NULL, false);
 		struct outcome o;
 
-		configure_server(server, true, versions[v], NULL, NULL);
+		configure_server(server, true, versions[v], NULL, NULL, false);
 		o = connect_once(server, good, NULL, NULL);
 		assert_int_equal(o.rc, 0);
 		assert_int_equal(o.would, MTLS_REASON_NONE);
@@ -205,7 +207,7 @@ static void test_resumed(void **state)
 	bool resumed = false;
 
 	(void)state;
-	configure_server(server, true, MTLS_TLS1_3, NULL, NULL);
+	configure_server(server, true, MTLS_TLS1_3, NULL, NULL, false);
 	for (int i = 0; i < 3; i++) {
 		o = connect_once(server, client, NULL, NULL);
 		assert_int_equal(o.rc, 0);
@@ -227,21 +229,67 @@ static void test_recheck(void **state)
 	struct outcome o;
 
 	(void)state;
-	configure_server(server, true, MTLS_TLS1_3, NULL, NULL);
+	configure_server(server, true, MTLS_TLS1_3, NULL, NULL, false);
 	o = connect_once(server, client, &sc, fds);
 	assert_int_equal(o.rc, 0);
 	assert_int_equal(o.would, MTLS_REASON_IDENTITY_NOT_ALLOWED);
 	assert_int_equal(mtls_conn_recheck(sc, server), 0);
 	assert_int_equal(mtls_conn_would_refuse(sc), MTLS_REASON_IDENTITY_NOT_ALLOWED);
-	configure_server(server, true, MTLS_TLS1_3, OTHER, NULL);
+	configure_server(server, true, MTLS_TLS1_3, OTHER, NULL, false);
 	assert_int_equal(mtls_conn_recheck(sc, server), 0);
 	assert_int_equal(mtls_conn_would_refuse(sc), MTLS_REASON_NONE);
-	configure_server(server, false, MTLS_TLS1_3, NULL, NULL);
+	configure_server(server, false, MTLS_TLS1_3, NULL, NULL, false);
 	assert_int_equal(mtls_conn_recheck(sc, server), -1);
 	assert_int_equal(mtls_error_reason(sc), MTLS_REASON_IDENTITY_NOT_ALLOWED);
 	test_pair_free(sc, NULL, fds);
 	mtls_free(server);
 	mtls_free(client);
+}
+
+/* Strict stays strict after audit: a session made while the server audited (a certificate it
+ * let in with a would-refuse reason, or none at all with an optional client certificate) and
+ * offered again once the server is strict is judged by the strict state, TLS 1.2 (session
+ * IDs) and 1.3 (tickets) alike. (A change of insecure options also starts an empty session
+ * store, trust_fingerprint() in lib/state.c: this guards the outcome either way.) */
+struct resume_case {
+	const char *client; /* NULL: no certificate */
+	bool optional;	    /* the auditing server also takes clients without one */
+	enum mtls_reason strict_reason;
+};
+
+static const struct resume_case resume_cases[] = {
+	{"client2", false, MTLS_REASON_IDENTITY_NOT_ALLOWED},
+	{"other-client", false, MTLS_REASON_UNKNOWN_CA},
+	{NULL, true, MTLS_REASON_NO_CERTIFICATE},
+};
+
+/* A session let in by audit, offered to the same server made strict: refused, with the
+ * reason strict mode gives on a full handshake. */
+static void test_audit_session_then_strict(void **state)
+{
+	(void)state;
+	for (size_t v = 0; v < 2; v++)
+		for (size_t i = 0; i < sizeof(resume_cases) / sizeof(resume_cases[0]); i++) {
+			const struct resume_case *tc = &resume_cases[i];
+			struct mtls *server = mtls_server_new(),
+				    *client = client_new(tc->client, true);
+			struct outcome o;
+
+			configure_server(server, true, versions[v], NULL, NULL, tc->optional);
+			o = connect_once(server, client, NULL, NULL);
+			if (o.rc != 0)
+				fail_msg("%s (TLS 0x%x): not let in by audit",
+					 tc->client != NULL ? tc->client : "no certificate",
+					 versions[v]);
+			configure_server(server, false, versions[v], NULL, NULL, false);
+			o = connect_once(server, client, NULL, NULL);
+			if (o.rc != -1 || o.reason != tc->strict_reason)
+				fail_msg("%s (TLS 0x%x) resumed under strict: rc %d, reason %s",
+					 tc->client != NULL ? tc->client : "no certificate",
+					 versions[v], o.rc, mtls_reason_name(o.reason));
+			mtls_free(server);
+			mtls_free(client);
+		}
 }
 
 int main(void)
@@ -251,6 +299,7 @@ int main(void)
 		cmocka_unit_test(test_good_and_none),
 		cmocka_unit_test(test_resumed),
 		cmocka_unit_test(test_recheck),
+		cmocka_unit_test(test_audit_session_then_strict),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
