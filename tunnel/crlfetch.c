@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 
 #include "certfields.h"
 #include "crlfetch.h"
+#include "thread.h"
 #include "duration.h"
 #include "log.h"
 #include "prefer.h"
@@ -820,17 +820,9 @@ void crlfetch_set_grace(struct crlfetch *f, long long seconds)
 
 int crlfetch_start(struct crlfetch *f, struct ev_loop *loop, ev_async *wakeup)
 {
-	sigset_t all, old;
-	int rc;
-
 	f->loop = loop;
 	f->wakeup = wakeup;
-	/* signals are the main loop's, as for the workers: the thread is born with them blocked */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&f->thread, NULL, run, f);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
+	if (thread_start(&f->thread, run, f) != 0)
 		return -1;
 	f->started = true;
 	return 0;

@@ -3,7 +3,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +15,7 @@
 
 #include "log.h"
 #include "ocspfetch.h"
+#include "thread.h"
 
 struct ocspfetch {
 	struct mtls *endpoint;
@@ -314,17 +314,9 @@ static void *run(void *arg)
 
 int ocspfetch_start(struct ocspfetch *f, struct ev_loop *loop, ev_async *recheck)
 {
-	sigset_t all, old;
-	int rc;
-
 	f->loop = loop;
 	f->recheck = recheck;
-	/* signals are the main loop's, as for the workers: the thread is born with them blocked */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&f->thread, NULL, run, f);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
+	if (thread_start(&f->thread, run, f) != 0)
 		return -1;
 	f->started = true;
 	return 0;

@@ -3,7 +3,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
+#include "thread.h"
 
 enum { WOKE_RENEWAL = 1, WOKE_ROOTS = 2 };
 
@@ -488,17 +488,9 @@ static void *run(void *arg)
 
 int renewer_start(struct renewer *r, struct ev_loop *loop, ev_async *wakeup)
 {
-	sigset_t all, old;
-	int rc;
-
 	r->loop = loop;
 	r->wakeup = wakeup;
-	/* signals are the main loop's: the thread is born with them blocked */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&r->thread, NULL, run, r);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0)
+	if (thread_start(&r->thread, run, r) != 0)
 		return -1;
 	r->started = true;
 	return 0;

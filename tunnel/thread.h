@@ -1,0 +1,15 @@
+/*
+ * The daemons' helper threads (CRL and OCSP fetchers, the renewer): born with every signal
+ * blocked, since signals are the main loop's (libev's signalfd sees only signals that every
+ * thread blocks).
+ */
+#ifndef MTLS_TUNNEL_THREAD_H
+#define MTLS_TUNNEL_THREAD_H
+
+#include <pthread.h>
+
+/* pthread_create() with all signals blocked in the new thread; the caller's mask is kept.
+ * 0, or an errno value. */
+int thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
+
+#endif
