@@ -223,6 +223,12 @@ int mtls_config_set_ocsp_url(struct mtls_config *config, const char *url);
  * certificate). mtls_configure() then fails if the certificate's issuer (in the chain file
  * or the CA bundle) or a responder URL cannot be found. */
 int mtls_config_set_ocsp_staple(struct mtls_config *config, int on);
+/* Server only: an OCSP answer (DER, copied) for the certificate of this config, taken by
+ * mtls_configure() before the endpoint starts using that certificate, so that a renewed
+ * certificate is stapled from its first handshake on (the previous certificate's staple is
+ * kept for handshakes still on it). An answer that does not verify for that certificate is
+ * dropped, not an error: the staple is then asked for as usual (a job). */
+int mtls_config_set_ocsp_staple_answer(struct mtls_config *config, const uint8_t *der, size_t len);
 /* Answers an endpoint keeps, one per certificate (default 4096; 1 to 65536); the least
  * recently used goes first. */
 #define MTLS_OCSP_CACHE_DEFAULT 4096

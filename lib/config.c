@@ -81,6 +81,7 @@ void mtls_config_free(struct mtls_config *c)
 	free(c->crls);
 	passphrase_free(c);
 	free(c->ocsp_url);
+	free(c->staple_der);
 	strlist_free(&c->allow_uri);
 	strlist_free(&c->allow_dns);
 	strlist_free(&c->allow_cn);
@@ -133,6 +134,8 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	k->crls = NULL;
 	k->ncrls = 0;
 	k->passphrase = NULL;
+	k->staple_der = NULL;
+	k->staple_len = 0;
 	k->passphrase_set = false;
 	k->ocsp_url = NULL;
 	memset(&k->allow_uri, 0, sizeof(k->allow_uri));
@@ -502,6 +505,22 @@ int mtls_config_set_ocsp_url(struct mtls_config *c, const char *url)
 int mtls_config_set_ocsp_staple(struct mtls_config *c, int on)
 {
 	c->ocsp_staple = on != 0;
+	return 0;
+}
+
+int mtls_config_set_ocsp_staple_answer(struct mtls_config *c, const uint8_t *der, size_t len)
+{
+	uint8_t *copy;
+
+	if (der == NULL || len == 0 || len > 1u << 20)
+		return error_set(&c->err, MTLS_REASON_USAGE,
+				 "an OCSP staple must be a DER answer of 1 byte to 1 MiB");
+	if ((copy = malloc(len)) == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	memcpy(copy, der, len);
+	free(c->staple_der);
+	c->staple_der = copy;
+	c->staple_len = len;
 	return 0;
 }
 

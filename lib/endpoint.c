@@ -176,6 +176,9 @@ int mtls_configure(struct mtls *e, struct mtls_config *config)
 	if (st == NULL)
 		return -1;
 	staples = st->staples;
+	/* a staple given with the config is in place before any handshake uses the state */
+	if (staples)
+		ocsp_store_take_config_staple(e->ep.ocsp, st, config);
 	pthread_mutex_lock(&e->ep.lock);
 	old = e->state;
 	e->state = st;

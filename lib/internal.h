@@ -100,6 +100,10 @@ struct mtls_config {
 	int ocsp_mode;	  /* enum mtls_ocsp_mode */
 	char *ocsp_url;	  /* the responder to ask instead of the certificates' own, or NULL */
 	bool ocsp_staple; /* a server staples an answer for its own certificate */
+	/* mtls_config_set_ocsp_staple_answer(): read by mtls_configure() from the config given,
+	 * never cloned into a state */
+	uint8_t *staple_der;
+	size_t staple_len;
 	size_t ocsp_cache_slots;
 	size_t verify_cache_slots;
 	size_t session_cache_slots;
@@ -513,6 +517,10 @@ void ocsp_store_put(struct ocsp_store *s, X509 *leaf, X509 *issuer, const char *
  * the own certificate of SHA-256 hash, if it counts at now; NULL if none. */
 unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], time_t now,
 				 size_t *len);
+/* mtls_config_set_ocsp_staple_answer(): the answer given with the config, kept as the staple
+ * of st's own certificate if it verifies for it (before st is published). */
+void ocsp_store_take_config_staple(struct ocsp_store *s, const struct state *st,
+				   const struct mtls_config *given);
 /* Does it hold no answer about any peer (read without the lock: a hint)? */
 bool ocsp_store_empty(struct ocsp_store *s);
 /* Run the endpoint's notify callback (a request may be due). */

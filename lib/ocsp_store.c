@@ -55,6 +55,17 @@ struct entry {
 	bool in_flight;
 };
 
+/* The staple of the previous own certificate, kept when a new one's is installed before
+ * the endpoint takes the new certificate (mtls_config_set_ocsp_staple_answer()): handshakes
+ * still on the old state go on stapling. */
+struct staple_prev {
+	bool set;
+	uint8_t hash[32];
+	unsigned char *der;
+	size_t len;
+	struct ocsp_result answer;
+};
+
 struct staple {
 	bool set;
 	uint8_t hash[32]; /* of the own certificate it is for */
@@ -85,6 +96,7 @@ struct ocsp_store {
 	mtls_ocsp_notify_cb notify;
 	void *notify_arg;
 	struct staple staple;
+	struct staple_prev prev;
 };
 
 struct mtls_ocsp_job {
@@ -138,6 +150,7 @@ void ocsp_store_unref(struct ocsp_store *s)
 			entry_free(e);
 		}
 	free(s->staple.der);
+	free(s->prev.der);
 	for (int i = 0; i < s->nissuers; i++)
 		X509_free(s->issuers[i]);
 	pthread_mutex_destroy(&s->lock);
@@ -453,6 +466,11 @@ unsigned char *ocsp_store_staple(struct ocsp_store *s, const uint8_t hash[32], t
 	    (copy = OPENSSL_malloc(s->staple.len)) != NULL) {
 		memcpy(copy, s->staple.der, s->staple.len);
 		*len = s->staple.len;
+	} else if (s->prev.set && memcmp(s->prev.hash, hash, 32) == 0 &&
+		   ocsp_result_usable(&s->prev.answer, now) &&
+		   (copy = OPENSSL_malloc(s->prev.len)) != NULL) {
+		memcpy(copy, s->prev.der, s->prev.len);
+		*len = s->prev.len;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return copy;
@@ -737,6 +755,16 @@ static int keep_staple(struct ocsp_store *s, const uint8_t hash[32], const uint8
 	if (copy == NULL)
 		return -1;
 	memcpy(copy, der, len);
+	if (s->staple.set && memcmp(s->staple.hash, hash, 32) != 0) {
+		/* another certificate's: kept for the handshakes still on it */
+		free(s->prev.der);
+		s->prev.set = true;
+		memcpy(s->prev.hash, s->staple.hash, 32);
+		s->prev.der = s->staple.der;
+		s->prev.len = s->staple.len;
+		s->prev.answer = s->staple.answer;
+		s->staple.der = NULL;
+	}
 	free(s->staple.der);
 	s->staple.der = copy;
 	s->staple.len = len;
@@ -865,6 +893,23 @@ int mtls_endpoint_set_ocsp_staple(struct mtls *e, const uint8_t *der, size_t len
 	}
 	state_unref(st);
 	return rc;
+}
+
+void ocsp_store_take_config_staple(struct ocsp_store *s, const struct state *st,
+				   const struct mtls_config *given)
+{
+	struct ocsp_result r;
+	char why[300];
+
+	if (given->staple_der == NULL || !st->staples || st->own_leaf == NULL ||
+	    st->own_issuer == NULL ||
+	    ocsp_check_response(given->staple_der, given->staple_len, st->own_issuer,
+				X509_get0_serialNumber(st->own_leaf), time(NULL), &r, why,
+				sizeof(why)) != 0)
+		return; /* not for this certificate, or not good: the staple job asks again */
+	pthread_mutex_lock(&s->lock);
+	(void)keep_staple(s, st->own_hash, given->staple_der, given->staple_len, &r);
+	pthread_mutex_unlock(&s->lock);
 }
 
 int mtls_endpoint_ocsp_staple_times(const struct mtls *e, time_t *this_update, time_t *next_update)

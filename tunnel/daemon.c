@@ -439,6 +439,8 @@ static void reload(struct main_state *ms, const char *trigger)
 		reason = "incomplete_chain";
 	else
 		cfg = credentials_build(ms->live, ms->pass, err, sizeof(err));
+	if (cfg != NULL && ms->renewer != NULL)
+		renewer_staple_config(ms->renewer, cfg);
 	if (cfg == NULL || reload_apply(d, cfg, &reason, err, sizeof(err)) != 0) {
 		atomic_fetch_add(&d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),

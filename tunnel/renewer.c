@@ -117,8 +117,17 @@ int renewer_set_staple(struct renewer *r, struct mtls *endpoint, const char *ocs
 	return ocsp_url != NULL && r->ocsp_url == NULL ? -1 : 0;
 }
 
+void renewer_staple_config(struct renewer *r, struct mtls_config *cfg)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->endpoint != NULL && r->staple != NULL)
+		(void)mtls_config_set_ocsp_staple_answer(cfg, r->staple, r->staple_len);
+	pthread_mutex_unlock(&r->mu);
+}
+
 /* The staple fetched for the certificate of serial, if that is it, handed to the endpoint,
- * which has just taken that certificate: so that it is stapled from its first handshakes
+ * which has just taken that certificate (if the config did not carry it already:
+ * renewer_staple_config()): so that it is stapled from its first handshakes
  * (the OCSP thread's own fetch only starts now). Main thread. */
 static void load_staple(struct renewer *r, const char *serial)
 {

@@ -50,6 +50,11 @@ struct renewer *renewer_new(const char *url, const char *cert, const char *key, 
  * the reload has swapped the certificate in: the server is not without a staple for the OCSP
  * thread's fetch after the reload. Before renewer_start(). -1 if out of memory. */
 int renewer_set_staple(struct renewer *r, struct mtls *endpoint, const char *ocsp_url);
+/* The staple fetched for a renewed certificate, if one is waiting, given to the config the
+ * reload builds (mtls_config_set_ocsp_staple_answer()): the endpoint then staples the new
+ * certificate from its first handshake; the library drops it if the config's certificate is
+ * another. Main thread. */
+void renewer_staple_config(struct renewer *r, struct mtls_config *cfg);
 /* The certificate in service now (main thread: at start, and after every successful reload):
  * the file cert's leaf, if it is the one in service (its notAfter is not_after); else
  * nothing changes (a reload of the file that follows says so again). A new certificate is

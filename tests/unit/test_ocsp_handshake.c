@@ -555,6 +555,75 @@ static void test_staple_after_reload(void **state)
 	mtls_free(client);
 }
 
+/* A staple given with the config (a renewal: the new certificate's answer fetched before the
+ * reload) is served from the first handshake on the new certificate, with no job due; a
+ * handshake still on the old state keeps the old certificate's staple; an answer for another
+ * certificate is dropped, not an error. */
+static struct mtls_config *must_config(X509 *answer_for)
+{
+	struct mtls_config *cfg = mtls_config_new();
+	size_t n;
+	unsigned char *der = response(answer_for, V_OCSP_CERTSTATUS_GOOD, &n);
+
+	assert_int_equal(
+		mtls_config_set_cert_mem(cfg, (const uint8_t *)P.must_pem, strlen(P.must_pem)), 0);
+	assert_int_equal(mtls_config_set_key_mem(cfg, (const uint8_t *)P.must_key_pem,
+						 strlen(P.must_key_pem)),
+			 0);
+	assert_int_equal(
+		mtls_config_set_ca_mem(cfg, (const uint8_t *)P.root_pem, strlen(P.root_pem)), 0);
+	assert_int_equal(mtls_config_set_allow_any_identity(cfg, 1), 0);
+	assert_int_equal(mtls_config_set_ocsp_url(cfg, URL), 0);
+	assert_int_equal(mtls_config_set_protocols(cfg, MTLS_TLS1_3, MTLS_TLS1_3), 0);
+	assert_int_equal(mtls_config_set_ocsp_staple_answer(cfg, der, n), 0);
+	free(der);
+	return cfg;
+}
+
+static void test_staple_with_config(void **state)
+{
+	struct side ss = {.tls = MTLS_TLS1_3, .staple = true},
+		    cs = {.tls = MTLS_TLS1_3, .mode = MTLS_OCSP_HARD_FAIL};
+	struct mtls *server = endpoint(true, &ss), *client = endpoint(false, &cs);
+	struct mtls_config *cfg;
+	struct pair p, old;
+
+	(void)state;
+	staple(server, P.server, V_OCSP_CERTSTATUS_GOOD);
+	/* a connection accepted on the old certificate, its handshake after the reload */
+	test_socketpair(old.fds);
+	old.sc = mtls_accept_fd(server, old.fds[0]);
+	assert_non_null(old.sc);
+	cfg = must_config(P.must);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	mtls_config_free(cfg);
+	assert_null(mtls_ocsp_job_next(server, NULL)); /* the staple is there: nothing due */
+	pair_ok(&p, server, client);
+	pair_close(&p);
+	old.cc = mtls_connect_fd(client, old.fds[1], "server.test");
+	assert_non_null(old.cc);
+	test_handshake_pair(old.sc, old.cc, &old.srv_rc, &old.cli_rc);
+	if (old.srv_rc != 0 || old.cli_rc != 0)
+		fail_msg("a handshake on the old certificate after the reload: %s",
+			 mtls_error(old.cc));
+	pair_close(&old);
+	/* an answer about another certificate: configured all the same, the staple asked for */
+	cfg = must_config(P.server);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	mtls_config_free(cfg);
+	mtls_free(server);
+	server = endpoint(true, &ss);
+	cfg = must_config(P.server);
+	assert_int_equal(mtls_configure(server, cfg), 0);
+	mtls_config_free(cfg);
+	pair_open(&p, server, client);
+	assert_int_equal(p.cli_rc, -1);
+	assert_int_equal(mtls_error_reason(p.cc), MTLS_REASON_OCSP_MISSING);
+	pair_close(&p);
+	mtls_free(server);
+	mtls_free(client);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -566,6 +635,7 @@ int main(void)
 		cmocka_unit_test(test_client_side),
 		cmocka_unit_test(test_staple_config),
 		cmocka_unit_test(test_staple_after_reload),
+		cmocka_unit_test(test_staple_with_config),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
