@@ -15,6 +15,9 @@
 #   - `mtls enroll` killed at each link and rename: the next enroll finds the directory
 #     whole (and says so) or empty (and enrolls), never a key beside a foreign certificate.
 set -euo pipefail
+# the CA service lives through the whole script (about 30 s, a minute or more under ASan on a
+# loaded machine): bounded, but not by the default 50 s
+BG_LIMIT=${BG_LIMIT:-240}
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -9,7 +9,7 @@ set -euo pipefail
 # The daemons of this script live through several phases (1,000 connections among them),
 # which under AddressSanitizer on a loaded two-core machine can take over a minute: give
 # them more than lib.sh's default lifetime (CTest's own timeout, 300 s, still bounds all).
-BG_LIMIT=${BG_LIMIT:-150}
+BG_LIMIT=${BG_LIMIT:-280}
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/integration/tunnel_lib.sh
