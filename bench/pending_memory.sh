@@ -24,7 +24,7 @@ bench_target echod "$bin/echod"
 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$target_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 2 --log-format json --log-level warn \
-	--max-connections 9000 --handshake-timeout 30000 ${SERVER_ARGS:-} >"$tmp/server.log" 2>&1 &
+	--max-connections 9000 --handshake-timeout 30s ${SERVER_ARGS:-} >"$tmp/server.log" 2>&1 &
 server=$!
 pids+=("$server")
 port=$(bench_port "$server")

@@ -107,7 +107,7 @@ start_mtls() {
 	taskset -c 0 "$bin/mtls" server --listen "127.0.0.1:$1" --target "127.0.0.1:$ECHO" \
 		--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$CA" --insecure-key-permissions \
 		--allow-uri 'spiffe://bench.test/*' --workers 1 --log-level error \
-		--max-connections 0 --handshake-timeout 120000 --idle-timeout 0 2>"$tmp/mtls.log" &
+		--max-connections 0 --handshake-timeout 2m --idle-timeout 0 2>"$tmp/mtls.log" &
 	TPID=$!
 }
 
@@ -117,7 +117,7 @@ start_mtls_cold() {
 	taskset -c 0 "$bin/mtls" server --listen "127.0.0.1:$1" --target "127.0.0.1:$ECHO" \
 		--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$CA" --insecure-key-permissions \
 		--allow-uri 'spiffe://bench.test/*' --workers 1 --log-level error --verify-cache 0 \
-		--max-connections 0 --handshake-timeout 120000 --idle-timeout 0 2>"$tmp/mtls_cold.log" &
+		--max-connections 0 --handshake-timeout 2m --idle-timeout 0 2>"$tmp/mtls_cold.log" &
 	TPID=$!
 }
 
@@ -231,7 +231,7 @@ client_mtls() {
 	taskset -c 0 "$bin/mtls" connector --listen "127.0.0.1:$1" --server "127.0.0.1:$2" \
 		--server-name bench.test --cert "$tmp/$3-chain.pem" --key "$tmp/$3.key" --ca "$CA" \
 		--insecure-key-permissions --workers 1 --log-level error --max-connections 0 \
-		--handshake-timeout 120000 --idle-timeout 0 2>"$tmp/client_mtls.log" &
+		--handshake-timeout 2m --idle-timeout 0 2>"$tmp/client_mtls.log" &
 	CPID=$!
 }
 

@@ -41,7 +41,7 @@ echo_port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/echod.log")
 taskset -c 0 "$bin/mtls" server --listen 127.0.0.1:0 --target "127.0.0.1:$echo_port" \
 	--cert "$tmp/srv-chain.pem" --key "$tmp/srv.key" --ca "$ca/root.pem" \
 	--allow-uri 'spiffe://bench.test/*' --workers 1 --log-level warn \
-	--max-connections $((($(ulimit -n) - 100) / 2)) --handshake-timeout 60000 2>"$tmp/server.log" &
+	--max-connections $((($(ulimit -n) - 100) / 2)) --handshake-timeout 1m 2>"$tmp/server.log" &
 server_pid=$!
 pids+=("$server_pid")
 for _ in $(seq 50); do grep -q listening "$tmp/server.log" 2>/dev/null && break; sleep 0.1; done

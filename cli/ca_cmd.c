@@ -140,6 +140,10 @@ int cmd_ca(int argc, char **argv)
 		ca_usage(stdout);
 		return 0;
 	}
+	if (strcmp(argv[0], "--version") == 0) {
+		options_version(stdout);
+		return 0;
+	}
 	for (const struct ca_command *c = ca_commands; c->name != NULL; c++)
 		if (strcmp(argv[0], c->name) == 0)
 			return c->run(argc - 1, argv + 1);

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "duration.h"
 #include "files.h"
+#include "mtls.h"
 #include "options.h"
 
 static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -98,6 +100,32 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 		if (errno == ERANGE)
 			return fail(err, err_len, "%s: %s%s %.40s is out of range; see --help",
 				    where, dash, o->name, value);
+		memcpy(field, &v, sizeof(v));
+		return 0;
+	}
+	case OPT_DURATION:
+	case OPT_DURATION_S: {
+		long long ms = 0, v;
+		char what[80], why[300];
+
+		if (value == NULL || value[0] == '\0')
+			return fail(err, err_len, "%s: %s%s needs a duration, e.g. 30s", where,
+				    dash, o->name);
+		/* a bare number: seconds or milliseconds? Only 0 means the same in both */
+		if (value[strspn(value, "0123456789")] == '\0' && strcmp(value, "0") != 0)
+			return fail(err, err_len, "%s: %s%s %.20s: give a unit: %.20ss or %.20sms",
+				    where, dash, o->name, value, value, value);
+		snprintf(what, sizeof(what), "%s: %s%s", where, dash, o->name);
+		/* the bounds of each option are checked by its command, which names them; a
+		 * century is past them all, and far from overflowing in any unit */
+		if (strcmp(value, "0") != 0 &&
+		    duration_parse(value, what, 0, OPTIONS_DURATION_MAX_MS, &ms, why,
+				   sizeof(why)) != 0)
+			return fail(err, err_len, "%s", why);
+		if (o->type == OPT_DURATION_S && ms % 1000 != 0)
+			return fail(err, err_len, "%s: %s%s %.40s: give whole seconds, e.g. 30s",
+				    where, dash, o->name, value);
+		v = o->type == OPT_DURATION_S ? ms / 1000 : ms;
 		memcpy(field, &v, sizeof(v));
 		return 0;
 	}
@@ -234,6 +262,12 @@ int options_parse(const struct opt *table, void *target, int argc, char **argv,
 			st->help = 1;
 			continue;
 		}
+		if (strcmp(a, "--version") == 0) {
+			/* before any check of the other options: nothing else is needed for it */
+			options_version(stdout);
+			options_free(st);
+			exit(fflush(stdout) == 0 ? 0 : 1);
+		}
 		if (a[1] != '-')
 			return fail(err, err_len,
 				    "unknown option '%s'; options are long (--name), "
@@ -286,6 +320,11 @@ bool options_given(const struct options_state *st, const char *name)
 	return false;
 }
 
+void options_version(FILE *out)
+{
+	fprintf(out, "mtls %s\n", MTLS_VERSION_STRING);
+}
+
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table)
 {
 	fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, about);
@@ -297,5 +336,12 @@ void options_help(FILE *out, const char *usage, const char *about, const struct 
 		fprintf(out, "  %-28s %s\n", left, o->help);
 	}
 	fprintf(out, "  %-28s %s\n", "--help", "show this help");
+	fprintf(out, "  %-28s %s\n", "--version", "print the version");
 	fprintf(out, "\nEvery option can also be given in a --config file as 'name value'.\n");
+	for (const struct opt *o = table; o->name != NULL; o++)
+		if (o->type == OPT_DURATION || o->type == OPT_DURATION_S) {
+			fprintf(out, "A DURATION is a whole number and a unit: 500ms, 30s, 10m, "
+				     "2h, 1d (a bare 0 is 0).\n");
+			break;
+		}
 }

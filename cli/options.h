@@ -18,7 +18,14 @@ enum opt_type {
 	OPT_STRING, /* const char * (points into argv or the config file text) */
 	OPT_INT,    /* long long */
 	OPT_LIST,   /* struct opt_list, repeatable */
+	/* long long milliseconds, written with a unit ("500ms", "30s", "2m"; duration.h); a
+	 * bare number other than 0 is refused with what to write (is "30" seconds or ms?) */
+	OPT_DURATION,
+	OPT_DURATION_S, /* the same, stored as long long seconds: a whole number of them */
 };
+
+/* The largest duration the parser takes (100 years); each command checks its own bounds. */
+#define OPTIONS_DURATION_MAX_MS (36500LL * 86400000)
 
 struct opt_list {
 	const char **v;
@@ -40,8 +47,9 @@ struct opt {
 
 /* Parse argv (after the command name) into target. Positional arguments are collected in
  * *positional (allocated). "--config FILE" reads a config file at that point. "--help" sets
- * *help. Returns 0, or -1 with a one-line message in err. Config file texts stay allocated
- * (strings point into them) until options_free(). */
+ * *help. "--version" prints the version line (options_version) and exits 0, in every command.
+ * Returns 0, or -1 with a one-line message in err. Config file texts stay allocated (strings point
+ * into them) until options_free(). */
 struct options_state {
 	struct opt_list positional;
 	int help;
@@ -64,6 +72,8 @@ void options_free(struct options_state *state);
 /* Whether option name was given, on the command line or in a config file: a default may be
  * adjusted where an explicit value is refused (mtls server --max-connections). */
 bool options_given(const struct options_state *state, const char *name);
+/* The version line of every mtls command: "mtls X.Y.Z". */
+void options_version(FILE *out);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
 
 #endif /* MTLS_CLI_OPTIONS_H */

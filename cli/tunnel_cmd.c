@@ -33,8 +33,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"crl", OPT_LIST, O(crl), "FILE", "CRL (PEM); enables revocation checking"},       \
 		{"crl-check-chain", OPT_FLAG, O(crl_check_chain), NULL,                            \
 		 "check revocation of the whole chain, not only the leaf"},                        \
-		{"crl-grace", OPT_INT, O(crl_grace), "SECONDS",                                    \
-		 "accept a CRL this long past nextUpdate, with a warning"},                        \
+		{"crl-grace", OPT_DURATION_S, O(crl_grace), "DURATION",                            \
+		 "accept a CRL this long past nextUpdate, with a warning (e.g. 1h; default 0)"},   \
 		{"crl-url", OPT_LIST, O(crl_url), "URL",                                           \
 		 "fetch the CRL from URL (http or https, DER or PEM) in the background, verify "   \
 		 "it by --ca, keep it in --crl-cache and load it; 'auto': the URL of the own "     \
@@ -86,23 +86,23 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"max-connections", OPT_INT, O(max_connections), "N",                              \
 		 "refuse connections past N open ones (default 10000, lowered to fit the "         \
 		 "descriptor limit; 0: as many as it allows)"},                                    \
-		{"handshake-timeout", OPT_INT, O(handshake_timeout_ms), "MS",                      \
-		 "TLS handshake deadline (default 10000; at most 300000); also how long the "      \
+		{"handshake-timeout", OPT_DURATION, O(handshake_timeout_ms), "DURATION",           \
+		 "TLS handshake deadline (default 10s; at most 5m); also how long the "            \
 		 "bytes of a client that has left wait for a target that reads none before the "   \
 		 "connection is closed (why=undeliverable)"},                                      \
-		{"connect-timeout", OPT_INT, O(connect_timeout_ms), "MS",                          \
-		 "outbound connect deadline (default 5000; at most 300000)"},                      \
-		{"idle-timeout", OPT_INT, O(idle_timeout_ms), "MS",                                \
-		 "close connections idle this long (default 3600000; 0: never; at most 7 days)"},  \
+		{"connect-timeout", OPT_DURATION, O(connect_timeout_ms), "DURATION",               \
+		 "outbound connect deadline (default 5s; at most 5m)"},                            \
+		{"idle-timeout", OPT_DURATION, O(idle_timeout_ms), "DURATION",                     \
+		 "close connections idle this long (default 1h; 0: never; at most 7d)"},           \
 		{"max-connection-lifetime", OPT_STRING, O(max_connection_lifetime), "DURATION",    \
 		 "close connections open this long, e.g. 12h (why=max_lifetime; default: "         \
 		 "never)"},                                                                        \
-		{"drain-timeout", OPT_INT, O(drain_timeout_ms), "MS",                              \
-		 "on SIGTERM, wait this long for connections to end (default 30000; at most "      \
-		 "3600000)"},                                                                      \
-		{"watch-interval", OPT_INT, O(watch_interval_ms), "MS",                            \
-		 "check certificate/key/CA/CRL files for changes (default 2000, at least 100; "    \
-		 "0: off); a change is loaded once the files are unchanged for 1 s"},              \
+		{"drain-timeout", OPT_DURATION, O(drain_timeout_ms), "DURATION",                   \
+		 "on SIGTERM, wait this long for connections to end (default 30s; 0: none; at "    \
+		 "most 1h)"},                                                                      \
+		{"watch-interval", OPT_DURATION, O(watch_interval_ms), "DURATION",                 \
+		 "check certificate/key/CA/CRL files for changes (default 2s, at least 100ms, at " \
+		 "most 1h; 0: off); a change is loaded once the files are unchanged for 1s"},      \
 		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
 		 "serve /metrics and /healthz over plain HTTP, unauthenticated, here (e.g. "       \
 		 "127.0.0.1:9109)"},                                                               \
@@ -136,9 +136,10 @@ static const struct opt server_table[] = {
 	 "plaintext clients and TLS clients without a certificate; insecure-audit requires a "
 	 "client certificate but forwards one that would be refused, counted would_refuse. "
 	 "SIGHUP applies a change"},
-	{"plaintext-wait", OPT_INT, O(plaintext_wait_ms), "MS",
-	 "insecure-permissive: a client that has sent nothing after MS is taken for a plaintext "
-	 "client whose server speaks first (default 1000; 0: wait for its first byte)"},
+	{"plaintext-wait", OPT_DURATION, O(plaintext_wait_ms), "DURATION",
+	 "insecure-permissive: a client that has sent nothing for this long is taken for a "
+	 "plaintext client whose server speaks first (default 1s; 0: wait for its first byte; "
+	 "at most 5m)"},
 	{"metrics-identities", OPT_INT, O(metrics_identities), "N",
 	 "client identities with metrics of their own, the rest counted as identity=\"other\" "
 	 "(default 20; at most 1000)"},

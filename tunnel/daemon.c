@@ -844,42 +844,51 @@ static int check_listen_mode(struct daemon *d, char *err, size_t len)
  * gone), a watch every millisecond is a busy loop. */
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 {
+	/* unit: 0 a count, else how many milliseconds one of v is (a duration, shown as one) */
 	const struct {
 		const char *name;
-		long long v, lo, hi;
+		long long v, lo, hi, unit;
 		const char *what;
 	} r[] = {
-		{"workers", o->workers, 1, METRICS_WORKERS_MAX, "worker threads"},
-		{"max-connections", o->max_connections, 0, MAX_CONNECTIONS,
+		{"workers", o->workers, 1, METRICS_WORKERS_MAX, 0, "worker threads"},
+		{"max-connections", o->max_connections, 0, MAX_CONNECTIONS, 0,
 		 "connections (0: as many as the descriptor limit allows)"},
-		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000,
-		 "milliseconds (at most 5 minutes)"},
-		{"connect-timeout", o->connect_timeout_ms, 1, 300000,
-		 "milliseconds (at most 5 minutes)"},
-		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000,
-		 "milliseconds (0: never; at most 7 days)"},
-		{"drain-timeout", o->drain_timeout_ms, 0, 3600000,
-		 "milliseconds (0: none; at most 1 hour)"},
-		{"watch-interval", o->watch_interval_ms, 0, 3600000,
-		 "milliseconds (0: off; else at least 100, at most 1 hour)"},
-		{"verify-cache", o->verify_cache, 0, 1 << 20, "entries (0: off)"},
-		{"session-cache", o->session_cache, 0, 1 << 20, "entries (0: off)"},
-		{"crl-grace", o->crl_grace, 0, 366LL * 86400, "seconds (at most 366 days)"},
-		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, "entries"},
-		{"plaintext-wait", o->plaintext_wait_ms, 0, 300000,
-		 "milliseconds (0: wait for the client's first byte; at most 5 minutes)"},
-		{"metrics-identities", o->metrics_identities, 0, METRICS_IDENTITIES_MAX,
+		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000, 1, ""},
+		{"connect-timeout", o->connect_timeout_ms, 1, 300000, 1, ""},
+		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000, 1, " (0: never)"},
+		{"drain-timeout", o->drain_timeout_ms, 0, 3600000, 1, " (0: none)"},
+		{"watch-interval", o->watch_interval_ms, 0, 3600000, 1,
+		 " (0: off; else at least 100ms)"},
+		{"verify-cache", o->verify_cache, 0, 1 << 20, 0, "entries (0: off)"},
+		{"session-cache", o->session_cache, 0, 1 << 20, 0, "entries (0: off)"},
+		{"crl-grace", o->crl_grace, 0, 366LL * 86400, 1000, ""},
+		{"ocsp-cache", o->ocsp_cache, 1, 1 << 16, 0, "entries"},
+		{"plaintext-wait", o->plaintext_wait_ms, 0, 300000, 1,
+		 " (0: wait for the client's first byte)"},
+		{"metrics-identities", o->metrics_identities, 0, METRICS_IDENTITIES_MAX, 0,
 		 "identities"},
 	};
 
-	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++)
-		if (r[i].v < r[i].lo || r[i].v > r[i].hi ||
-		    (strcmp(r[i].name, "watch-interval") == 0 && r[i].v > 0 &&
-		     r[i].v < WATCH_MIN_MS)) {
+	for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+		char v[32], lo[32], hi[32];
+
+		if (r[i].v >= r[i].lo && r[i].v <= r[i].hi &&
+		    !(strcmp(r[i].name, "watch-interval") == 0 && r[i].v > 0 &&
+		      r[i].v < WATCH_MIN_MS))
+			continue;
+		if (r[i].unit == 0) {
 			snprintf(err, len, "--%s %lld is out of range: give %lld..%lld %s",
 				 r[i].name, r[i].v, r[i].lo, r[i].hi, r[i].what);
 			return -1;
 		}
+		/* durations come from the option parser: at most a year, no overflow here */
+		duration_format(r[i].v * r[i].unit, v, sizeof(v));
+		duration_format(r[i].lo * r[i].unit, lo, sizeof(lo));
+		duration_format(r[i].hi * r[i].unit, hi, sizeof(hi));
+		snprintf(err, len, "--%s %s is out of range: give %s to %s%s", r[i].name,
+			 r[i].v == 0 ? "0" : v, r[i].lo == 0 ? "0" : lo, hi, r[i].what);
+		return -1;
+	}
 	return 0;
 }
 

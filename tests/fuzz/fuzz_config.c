@@ -32,6 +32,7 @@ struct fuzz_opts {
 	const char *listen;
 	long long depth;
 	long long timeout;
+	long long grace;
 	struct opt_list allow_uri;
 	struct opt_list allow_dns;
 	const char *config;
@@ -43,7 +44,8 @@ static const struct opt table[] = {
 	{"ca", OPT_STRING, offsetof(struct fuzz_opts, ca), "FILE", "CA bundle"},
 	{"listen", OPT_STRING, offsetof(struct fuzz_opts, listen), "ADDR", "listen address"},
 	{"depth", OPT_INT, offsetof(struct fuzz_opts, depth), "N", "verify depth"},
-	{"timeout", OPT_INT, offsetof(struct fuzz_opts, timeout), "MS", "timeout"},
+	{"timeout", OPT_DURATION, offsetof(struct fuzz_opts, timeout), "DURATION", "timeout"},
+	{"grace", OPT_DURATION_S, offsetof(struct fuzz_opts, grace), "DURATION", "grace"},
 	{"allow-uri", OPT_LIST, offsetof(struct fuzz_opts, allow_uri), "URI", "allow a URI"},
 	{"allow-dns", OPT_LIST, offsetof(struct fuzz_opts, allow_dns), "NAME", "allow a name"},
 	{"config", OPT_STRING, offsetof(struct fuzz_opts, config), "FILE", "config file"},
@@ -104,6 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(o.verbose == 0 || o.verbose == 1);
 		check(o.reload == 0 || o.reload == 1);
 		check(o.config == NULL);
+		/* durations: never negative, never past the parser's bound */
+		check(o.timeout >= 0 && o.timeout <= OPTIONS_DURATION_MAX_MS);
+		check(o.grace >= 0 && o.grace <= OPTIONS_DURATION_MAX_MS / 1000);
 		if (o.ca != NULL)
 			check_value(o.ca, text, size);
 		if (o.listen != NULL)

@@ -45,7 +45,7 @@ SRV=(--target "127.0.0.1:$BE_PORT" --cert "$W/S-chain.pem" --key "$W/S.key" --ca
 	--crl-url "http://127.0.0.1:$PP/crl")
 start_tunnel_server "$W/strict.log" "${SRV[@]}" --crl-cache "$W/strict-crl.pem"
 P1=$SRV_PORT M1=$SRV_METRICS
-start_tunnel_server "$W/grace.log" "${SRV[@]}" --crl-cache "$W/grace-crl.pem" --crl-grace "$GRACE"
+start_tunnel_server "$W/grace.log" "${SRV[@]}" --crl-cache "$W/grace-crl.pem" --crl-grace "${GRACE}s"
 P2=$SRV_PORT M2=$SRV_METRICS
 
 # hello PORT METRICS : one connection as client A; sets HELLO to accepted, crl_expired or other

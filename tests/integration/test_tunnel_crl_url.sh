@@ -44,7 +44,7 @@ HP=$(_daemon_port "$W/serve.log" http_listening)
 
 start_backend "$TMP/be.log"
 SRV=(--target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" --key "$W/srv.key"
-	--ca "$D/root.pem" --allow-any-identity --drain-timeout 100 --metrics 127.0.0.1:0)
+	--ca "$D/root.pem" --allow-any-identity --drain-timeout 100ms --metrics 127.0.0.1:0)
 
 # hello PORT METRICS PREFIX : one TLS connection as the client PREFIX (.pem, -chain.pem,
 # .key) with a line through it. Sets HELLO to what the server made of it, by its counters:

@@ -9,7 +9,7 @@ set -euo pipefail
 
 C=$CERTS
 SRV=(--target 127.0.0.1:9 --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem"
-	--allow-any-identity --drain-timeout 100)
+	--allow-any-identity --drain-timeout 100ms)
 
 start_tunnel_server "$TMP/srv.log" "${SRV[@]}" --crl "$C/crl-expired.pem"
 l=$(grep -F '"event":"crl_expired"' "$TMP/srv.log" || true)

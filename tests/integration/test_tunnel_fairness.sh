@@ -27,10 +27,10 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2" | head -n 1; }
 start_backend "$TMP/backend.log"
 start_tunnel_server "$TMP/server.log" --target "127.0.0.1:$BE_PORT" --cert "$C/server-chain.pem" \
 	--key "$C/server.key" --ca "$C/ca.pem" --allow-any-identity --workers 1 \
-	--drain-timeout 1000
+	--drain-timeout 1s
 start_tunnel_connector "$TMP/connector.log" --server "127.0.0.1:$SRV_PORT" --server-name server.test \
 	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --workers 1 \
-	--drain-timeout 1000
+	--drain-timeout 1s
 TO=(--connect "127.0.0.1:$CON_PORT" --plain 1)
 
 echo "# 1. a latency probe during a bulk upload on the same worker"

@@ -82,7 +82,7 @@ STALL_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$TMP/stall.log")
 # a handshake timeout of 1 s bounds how long a departed client's bytes wait; the idle
 # timeout stays at its hour
 start_tunnel_server "$TMP/srv2.log" --target "127.0.0.1:$STALL_PORT" "${SRV_TLS[@]}" \
-	--handshake-timeout 1000
+	--handshake-timeout 1s
 p=()
 start_bg "$TMP/flood.log" "$PEER" flood --bytes 64000000 --hold 3 --connect "127.0.0.1:$SRV_PORT" \
 	"${TLS[@]}"
@@ -108,7 +108,7 @@ verdict "the client left: both descriptors closed ${secs} s later (why=undeliver
 echo "# 3. the same through mtls connector: a local client leaves, the server does not read"
 # the server of case 2 still holds no connection; the connector in front of it
 start_tunnel_connector "$TMP/con3.log" --server "127.0.0.1:$SRV_PORT" --server-name server.test \
-	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --handshake-timeout 1000
+	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --handshake-timeout 1s
 p=()
 # A reset: a local client's FIN would wait behind its unsent bytes until its kernel gives up
 # on them (then a reset arrives, and the same check closes the connection). A TLS client's

@@ -15,7 +15,7 @@ set -euo pipefail
 command -v curl >/dev/null || _lib_die "curl not found in PATH"
 
 C=$CERTS
-DAEMON=(--drain-timeout 1000 --metrics 127.0.0.1:0)
+DAEMON=(--drain-timeout 1s --metrics 127.0.0.1:0)
 SRV_TLS=(--cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem")
 
 # ------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ EOF
 
 start_backend "$TMP/be2.log"
 start_bg "$TMP/srv2.log" "$MTLS" server --listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" \
-	"${SRV_TLS[@]}" --allow-any-identity --log-format logfmt --workers 1 --drain-timeout 1000
+	"${SRV_TLS[@]}" --allow-any-identity --log-format logfmt --workers 1 --drain-timeout 1s
 S2_PID=$BG_PID
 wait_for_line "$TMP/srv2.log" 'event=listening' "$READY_LIMIT" "$S2_PID" ||
 	_lib_die "the logfmt server did not start: $(cat -- "$TMP/srv2.log")"
@@ -253,7 +253,7 @@ unix_daemon() {
 	shift 2
 	MODE=""
 	start_bg "$TMP/$name.log" bash -c 'umask 000 && exec "$@"' umask000 "$MTLS" "$role" \
-		--listen "unix:$TMP/$name.sock" --workers 2 --drain-timeout 1000 "$@"
+		--listen "unix:$TMP/$name.sock" --workers 2 --drain-timeout 1s "$@"
 	if wait_for_line "$TMP/$name.log" '"event":"listening"' "$READY_LIMIT" "$BG_PID"; then
 		MODE=$(stat -c %a -- "$TMP/$name.sock" 2>/dev/null || echo "no socket")
 	else

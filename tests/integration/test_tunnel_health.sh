@@ -19,7 +19,7 @@ command -v perl >/dev/null || _lib_die "perl not found in PATH"
 
 C=$CERTS
 SRV=(--target 127.0.0.1:1 --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem"
-	--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --metrics 127.0.0.1:0 --drain-timeout 1000)
+	--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --metrics 127.0.0.1:0 --drain-timeout 1s)
 
 # get PORT PATH [curl args] : "STATUS BODY" (the body's lines joined by '|'), within 3 s
 get() {

@@ -106,7 +106,7 @@ HP=$(cat "$TMP/hung.port")
 
 SRV=(--target "127.0.0.1:$HP" --cert "$C/server-chain.pem" --key "$C/server.key"
 	--ca "$C/ca.pem" --allow-uri spiffe://test.mtls/ns/prod/sa/app1 --metrics 127.0.0.1:0
-	--drain-timeout 1000)
+	--drain-timeout 1s)
 
 # ask NAME PATH : curl http://127.0.0.1:$SRV_METRICS/PATH in the background: the body in
 # $TMP/NAME.body, the status in $TMP/NAME.code, written only when the answer is complete

@@ -23,7 +23,7 @@ APP1=spiffe://test.mtls/ns/prod/sa/app1
 ALLOW=(--allow-uri 'spiffe://test.mtls/ns/prod/sa/*')
 # Every daemon: a short drain, so that stopping one never waits for a stuck connection, and
 # its metrics on a free port (SRV_METRICS / CON_METRICS).
-DAEMON=(--drain-timeout 1000 --metrics 127.0.0.1:0)
+DAEMON=(--drain-timeout 1s --metrics 127.0.0.1:0)
 SRV_TLS=(--cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/ca.pem" "${DAEMON[@]}")
 CON_TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" "${DAEMON[@]}")
 GOOD_CLIENT=(-cert "$C/client.pem" -cert_chain "$C/int.pem" -key "$C/client.key")

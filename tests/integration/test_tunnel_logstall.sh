@@ -70,7 +70,7 @@ READER_PID=$!
 _bg_pids+=("$READER_PID")
 (exec timeout -k 2 "$BG_LIMIT" "$MTLS" server --listen 127.0.0.1:0 --log-format json \
 	--log-level debug --workers 2 --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" --metrics 127.0.0.1:0 \
-	--drain-timeout 1000 </dev/null >/dev/null 2>"$TMP/log.fifo") &
+	--drain-timeout 1s </dev/null >/dev/null 2>"$TMP/log.fifo") &
 SRV_PID=$!
 _bg_pids+=("$SRV_PID")
 wait_for_line "$TMP/srv.log" '"event":"listening"' "$READY_LIMIT" "$SRV_PID" ||
@@ -78,7 +78,7 @@ wait_for_line "$TMP/srv.log" '"event":"listening"' "$READY_LIMIT" "$SRV_PID" ||
 SRV_PORT=$(_daemon_port "$TMP/srv.log" listening)
 SRV_METRICS=$(_daemon_port "$TMP/srv.log" metrics_listening)
 start_tunnel_connector "$TMP/con.log" --server "127.0.0.1:$SRV_PORT" --server-name server.test \
-	"${CLI_TLS[@]}" --metrics 127.0.0.1:0 --drain-timeout 1000
+	"${CLI_TLS[@]}" --metrics 127.0.0.1:0 --drain-timeout 1s
 
 p=()
 # an established connection, client -> connector -> server -> echo backend
@@ -199,7 +199,7 @@ echo "# 3. --log-file /dev/full: told on stderr, counted in /metrics"
 p=()
 start_bg "$TMP/full.err" "$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
 	--target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" --metrics 127.0.0.1:0 --log-file /dev/full \
-	--drain-timeout 1000
+	--drain-timeout 1s
 FULL_PID=$BG_PID
 wait_for_line "$TMP/full.err" 'cannot write the log to /dev/full: No space left on device' \
 	"$READY_LIMIT" "$FULL_PID" || p+=("stderr does not say the log cannot be written")

@@ -234,7 +234,7 @@ ca_run issue --dir "$CA" --profile client --uri spiffe://example.org/ops/revokee
 ca_run issue --dir "$CA" --profile client --uri spiffe://example.org/other/x --out "$TMP/X"
 
 # for every daemon: a short drain, and metrics (start_tunnel_* need a metrics_listening line)
-COMMON=(--drain-timeout 2000 --metrics 127.0.0.1:0)
+COMMON=(--drain-timeout 2s --metrics 127.0.0.1:0)
 SRV_TLS=(--cert "$TMP/S-chain.pem" --key "$TMP/S.key" --ca "$CA/root.pem" --allow-uri "$ALLOW")
 # con_tls PREFIX : connector options for client certificate PREFIX
 con_tls() {
@@ -252,7 +252,7 @@ chmod 600 -- "$W1/srv.key"
 cp -- "$CA/root.pem" "$W1/ca.pem"
 start_backend "$TMP/be1.log"
 server_up "$TMP/srv1.log" --target "127.0.0.1:$BE_PORT" --cert "$W1/srv.pem" \
-	--key "$W1/srv.key" --ca "$W1/ca.pem" --allow-uri "$ALLOW" --watch-interval 200 \
+	--key "$W1/srv.key" --ca "$W1/ca.pem" --allow-uri "$ALLOW" --watch-interval 200ms \
 	"${COMMON[@]}"
 S1_PORT=$SRV_PORT S1_METRICS=$SRV_METRICS S1_PID=$(daemon_pid "$TMP/srv1.log")
 con_tls "$TMP/C1"
@@ -342,7 +342,7 @@ echo "# 2. revocation takes effect after the CRL reload; the revoked client's es
 
 start_backend "$TMP/be2.log"
 server_up "$TMP/srv2.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
-	--crl "$CA/crl.pem" --watch-interval 200 "${COMMON[@]}"
+	--crl "$CA/crl.pem" --watch-interval 200ms "${COMMON[@]}"
 S2_PORT=$SRV_PORT S2_METRICS=$SRV_METRICS S2_PID=$SRV_PID
 con_tls "$TMP/RV"
 connector_up "$TMP/con2rv.log" --server "127.0.0.1:$S2_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
@@ -426,7 +426,7 @@ printf 'this is not a PEM file\n' >"$W3/garbage"
 start_backend "$TMP/be3.log"
 server_up "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$W3/srv.pem" \
 	--key "$W3/srv.key" --ca "$W3/ca.pem" --crl "$W3/crl.pem" --allow-uri "$ALLOW" \
-	--watch-interval 200 "${COMMON[@]}"
+	--watch-interval 200ms "${COMMON[@]}"
 S3_LOG=$TMP/srv3.log S3_METRICS=$SRV_METRICS S3_PID=$SRV_PID
 con_tls "$TMP/C1"
 connector_up "$TMP/con3.log" --server "127.0.0.1:$SRV_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
@@ -474,7 +474,7 @@ echo "# 4. handshake timeout and connection limit"
 
 start_backend "$TMP/be4.log"
 server_up "$TMP/srv4.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
-	--handshake-timeout 500 --max-connections 2 "${COMMON[@]}"
+	--handshake-timeout 500ms --max-connections 2 "${COMMON[@]}"
 S4_PORT=$SRV_PORT S4_METRICS=$SRV_METRICS S4_PID=$SRV_PID S4_LOG=$TMP/srv4.log
 con_tls "$TMP/C1"
 connector_up "$TMP/con4.log" --server "127.0.0.1:$S4_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
@@ -522,7 +522,7 @@ metric_ge "$S4_METRICS" 'mtls_handshakes_total{result="failed",reason="timeout"}
 xchg "$C4_PORT" "after the timeouts" || p+=("a real client failed after the silent ones were closed: $XCHG_WHY")
 wait_until 3 metric_eq "$S4_METRICS" 'mtls_connections_open{role="server"}' 0 ||
 	p+=("mtls_connections_open is $(m "$S4_METRICS" 'mtls_connections_open{role="server"}') at the end, expected 0")
-verdict "--handshake-timeout 500: silent clients closed (reason timeout, ${timeout_ms} ms after they connected), a real client then succeeds" \
+verdict "--handshake-timeout 500ms: silent clients closed (reason timeout, ${timeout_ms} ms after they connected), a real client then succeeds" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$S4_LOG")"
 stop_bg "$C4_PID"
 stop_bg "$S4_PID"
@@ -533,7 +533,7 @@ echo "# 5. slow clients do not delay the others"
 
 start_backend "$TMP/be5.log"
 server_up "$TMP/srv5.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
-	--handshake-timeout 30000 "${COMMON[@]}"
+	--handshake-timeout 30s "${COMMON[@]}"
 S5_PORT=$SRV_PORT S5_METRICS=$SRV_METRICS S5_PID=$SRV_PID
 con_tls "$TMP/C1"
 connector_up "$TMP/con5.log" --server "127.0.0.1:$S5_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
@@ -671,7 +671,7 @@ echo "# 7. graceful SIGTERM: drain, then exit 0"
 
 start_backend "$TMP/be7.log"
 server_up "$TMP/srv7.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
-	--metrics 127.0.0.1:0 --drain-timeout 10000
+	--metrics 127.0.0.1:0 --drain-timeout 10s
 S7_PID=$SRV_PID S7_PORT=$SRV_PORT S7_METRICS=$SRV_METRICS S7_REAL=$(daemon_pid "$TMP/srv7.log")
 con_tls "$TMP/C1"
 connector_up "$TMP/con7.log" --server "127.0.0.1:$S7_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
@@ -714,7 +714,7 @@ verdict "SIGTERM: /healthz 503 draining, new connections refused, the open one e
 stop_bg "$C7_PID"
 
 server_up "$TMP/srv7b.log" --target "127.0.0.1:$BE_PORT" "${SRV_TLS[@]}" \
-	--drain-timeout 300 --metrics 127.0.0.1:0
+	--drain-timeout 300ms --metrics 127.0.0.1:0
 S7_PID=$SRV_PID S7_REAL=$(daemon_pid "$TMP/srv7b.log")
 connector_up "$TMP/con7b.log" --server "127.0.0.1:$SRV_PORT" "${CON_TLS[@]}" "${COMMON[@]}"
 C7_PID=$CON_PID C7_PORT=$CON_PORT
@@ -731,7 +731,7 @@ wait_exit "$S7_PID" 8
 exit_ms=$(ms_since "$t0")
 [ "$EXIT_RC" = 0 ] || p+=("exit status $EXIT_RC after the drain timeout, expected 0")
 [ "$exit_ms" -ge 250 ] || p+=("the server exited after ${exit_ms} ms, before the 300 ms drain timeout")
-[ "$exit_ms" -le 5000 ] || p+=("the server took ${exit_ms} ms to exit with --drain-timeout 300")
+[ "$exit_ms" -le 5000 ] || p+=("the server took ${exit_ms} ms to exit with --drain-timeout 300ms")
 count_ge "$TMP/srv7b.log" stopped '"connections_cut":1' 1 || p+=("no 'stopped' line with connections_cut 1")
 # the cut connection is closed for the client too
 line=""
@@ -743,7 +743,7 @@ if [ -n "$E7" ]; then
 	fi
 	exec {E7}>&-
 fi
-verdict "--drain-timeout 300 with a connection open: exit 0 after ${exit_ms} ms, stopped connections_cut 1" \
+verdict "--drain-timeout 300ms with a connection open: exit 0 after ${exit_ms} ms, stopped connections_cut 1" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(cat -- "$TMP/srv7b.log")"
 stop_bg "$C7_PID"
 stop_bg "$BE_PID"
@@ -849,7 +849,7 @@ stop_bg "$S8_PID"
 
 p=()
 start_bg "$TMP/srv8l.log" "$MTLS" server --listen 127.0.0.1:0 --target 127.0.0.1:1 \
-	"${SRV_TLS[@]}" --log-format logfmt --workers 2 --drain-timeout 2000
+	"${SRV_TLS[@]}" --log-format logfmt --workers 2 --drain-timeout 2s
 S8_PID=$BG_PID
 if wait_for_line "$TMP/srv8l.log" 'event=listening' "$READY_LIMIT" "$S8_PID"; then
 	l=$(grep -m 1 'event=listening' "$TMP/srv8l.log")
@@ -984,7 +984,7 @@ key $TMP/S.key
 ca $CA/root.pem
 allow-uri $ALLOW
 EOF
-start_bg "$TMP/srv9.log" "$MTLS" server --config "$TMP/good.conf" --drain-timeout 2000
+start_bg "$TMP/srv9.log" "$MTLS" server --config "$TMP/good.conf" --drain-timeout 2s
 S9_PID=$BG_PID
 if wait_for_line "$TMP/srv9.log" '"event":"listening"' "$READY_LIMIT" "$S9_PID"; then
 	S9_PORT=$(_daemon_port "$TMP/srv9.log" listening)

@@ -50,7 +50,7 @@ SPIFFE_APP=spiffe://example.org/ns/prod/sa/app
 SPIFFE_OTHER=spiffe://example.org/ns/dev/sa/other
 SPIFFE_REVOKED=spiffe://example.org/ns/prod/sa/revoked
 ALLOW='spiffe://example.org/ns/prod/sa/*'
-DRAIN=(--drain-timeout 1000) # every daemon: never hold the exit for long
+DRAIN=(--drain-timeout 1s) # every daemon: never hold the exit for long
 
 # ------------------------------------------------------------------------------------------
 # Helpers (none of them fails the script under set -e: problems become failed cases)

@@ -31,9 +31,9 @@ wait_for_line "$TMP/slow.log" '^listening on ' "$READY_LIMIT" "$SLOW" || {
 }
 # 1 s of handshake timeout: how long the undeliverable check waits
 start_tunnel_server "$TMP/srv.log" --target "unix:$TMP/slow.sock" "${SRV_TLS[@]}" \
-	--handshake-timeout 1000
+	--handshake-timeout 1s
 start_tunnel_connector "$TMP/con.log" --server "127.0.0.1:$SRV_PORT" --server-name server.test \
-	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --handshake-timeout 1000
+	--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/ca.pem" --handshake-timeout 1s
 
 for via in server connector; do
 	p=()

@@ -147,7 +147,7 @@ wait_for_line "$TMP/relay.out" '^[0-9]' 10 "$RELAY_PID" || _lib_die "the relay d
 RELAY_PORT=$(head -n 1 "$TMP/relay.out")
 start_tunnel_connector "$TMP/C4.log" --server "127.0.0.1:$RELAY_PORT" --server-name localhost \
 	--cert "$W/B3-chain.pem" --key "$W/B3.key" --ca "$D/root.pem" --watch-interval 0 \
-	--handshake-timeout 30000
+	--handshake-timeout 30s
 p=()
 exec 9<>"/dev/tcp/127.0.0.1/$CON_PORT"
 printf 'in flight\n' >&9

@@ -64,8 +64,8 @@ wait_count() {
 
 start_backend "$TMP/be.log" --mode echo
 start_tunnel_server "$TMP/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/chain.pem" \
-	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 200 \
-	--drain-timeout 100
+	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 200ms \
+	--drain-timeout 100ms
 # the daemon itself (SRV_PID is its timeout wrapper, which would end it after a SIGHUP)
 MTLS_PID=$(daemon_pid "$TMP/srv.log")
 
@@ -166,8 +166,8 @@ run openssl x509 -req -in "$TMP/int.csr" -CA "$TMP/root2.pem" -CAkey "$TMP/root2
 cat -- "$C/ca.pem" "$TMP/root2.pem" "$C/int.pem" >"$W/ca-bundle.pem"
 cp -- "$C/server-chain.pem" "$W/chain.pem"
 start_tunnel_server "$TMP/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/chain.pem" \
-	--key "$W/srv.key" --ca "$W/ca-bundle.pem" --allow-any-identity --watch-interval 200 \
-	--drain-timeout 100
+	--key "$W/srv.key" --ca "$W/ca-bundle.pem" --allow-any-identity --watch-interval 200ms \
+	--drain-timeout 100ms
 cat -- "$TMP/new-leaf.pem" "$TMP/int2.pem" >"$W/chain.tmp"
 mv -- "$W/chain.tmp" "$W/chain.pem"
 p=()

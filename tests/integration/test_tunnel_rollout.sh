@@ -247,7 +247,7 @@ start_backend "$W/greet.log" --mode greet
 GREET=$BE_PORT
 start_tunnel_server "$W/srv2.log" --target "127.0.0.1:$GREET" --cert "$W/srv-chain.pem" \
 	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --mode insecure-permissive \
-	--plaintext-wait 300 --metrics 127.0.0.1:0
+	--plaintext-wait 300ms --metrics 127.0.0.1:0
 p=()
 got=$(python3 "$W/cli.py" read "$SRV_PORT")
 [ "$got" = greetings ] || p+=("a client that waits for the server's greeting got '$got'")
@@ -263,7 +263,7 @@ stop_bg "$SRV_PID"
 # from its accept runs out, not a whole timeout after that byte: 3 s here, not 5 s)
 start_tunnel_server "$W/srv5.log" --target "127.0.0.1:$GREET" --cert "$W/srv-chain.pem" \
 	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --mode insecure-permissive \
-	--plaintext-wait 0 --handshake-timeout 3000
+	--plaintext-wait 0 --handshake-timeout 3s
 took=$(python3 - "$SRV_PORT" <<'PY'
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))

@@ -74,7 +74,7 @@ EOF
 }
 config insecure-permissive
 start_tunnel_server "$W/srv.log" --config "$W/server.conf" --metrics 127.0.0.1:0 \
-	--watch-interval 0 --drain-timeout 1000
+	--watch-interval 0 --drain-timeout 1s
 M=127.0.0.1:$SRV_METRICS
 DB_PORT=$SRV_PORT
 
@@ -88,7 +88,7 @@ bench() { # PORT : a short pgbench run; 0 if every transaction went through
 }
 connector() { # LOG NAME : a connector with NAME's certificate; sets CON_PORT, CON_PID
 	start_tunnel_connector "$1" --server "127.0.0.1:$DB_PORT" --server-name db.test \
-		--cert "$W/$2-chain.pem" --key "$W/$2.key" --ca "$CA/root.pem" --drain-timeout 1000
+		--cert "$W/$2-chain.pem" --key "$W/$2.key" --ca "$CA/root.pem" --drain-timeout 1s
 }
 reloads() { echo $(($(log_count "$W/srv.log" reload) + $(log_count "$W/srv.log" reload_failed))); }
 hup() { # the runbook's switch: the mode line, then SIGHUP

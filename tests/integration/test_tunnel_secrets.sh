@@ -14,7 +14,7 @@ set -euo pipefail
 C=$CERTS
 PASS=$(cat -- "$C/client-enc.pass")
 CON=(--server 127.0.0.1:9 --server-name server.test --cert "$C/client-chain.pem"
-	--ca "$C/ca.pem" --drain-timeout 100)
+	--ca "$C/ca.pem" --drain-timeout 100ms)
 
 echo "# 1. --key-passphrase-env: the value leaves the environment; no core dumps"
 export MTLS_TEST_PASS=$PASS
@@ -43,7 +43,7 @@ if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1 && command -v setpriv >/dev/n
 	start_bg "$TMP/con-nobody.log" setpriv --reuid=nobody --regid="$(id -g nobody)" \
 		--clear-groups "$MTLS" connector --listen 127.0.0.1:0 --log-format json \
 		--server 127.0.0.1:9 --server-name server.test --cert "$D/client-chain.pem" \
-		--key "$D/client.key" --ca "$D/ca.pem" --drain-timeout 100
+		--key "$D/client.key" --ca "$D/ca.pem" --drain-timeout 100ms
 	CON_PID=$BG_PID
 	wait_for_line "$TMP/con-nobody.log" '"event":"listening"' "$READY_LIMIT" "$CON_PID" ||
 		_lib_die "the connector did not start as nobody: $(cat -- "$TMP/con-nobody.log")"
@@ -117,7 +117,7 @@ cp -- "$C/server-chain.pem" "$C/ca.pem" "$N/"
 chmod 644 "$N/server-chain.pem" "$N/ca.pem"
 install -m 640 -o root -g "$NG" -- "$C/server.key" "$N/server.key"
 NSRV=(--listen 127.0.0.1:0 --target 127.0.0.1:9 --cert "$N/server-chain.pem"
-	--key "$N/server.key" --ca "$N/ca.pem" --allow-any-identity --drain-timeout 100)
+	--key "$N/server.key" --ca "$N/ca.pem" --allow-any-identity --drain-timeout 100ms)
 LAST_CMD="mtls server --user nobody (key root:$NG 0640; $NG is not a group of nobody's own)"
 run "$MTLS" server "${NSRV[@]}" --user nobody
 p=()
@@ -164,7 +164,7 @@ cp -- "$C/server-chain.pem" "$C/ca.pem" "$U/"
 chmod 644 "$U/server-chain.pem" "$U/ca.pem"
 install -m 600 -o root -g root -- "$C/server.key" "$U/server.key"
 SRV=(--target 127.0.0.1:9 --cert "$U/server-chain.pem" --key "$U/server.key" --ca "$U/ca.pem"
-	--allow-any-identity --user "$PU" --watch-interval 200 --drain-timeout 100)
+	--allow-any-identity --user "$PU" --watch-interval 200ms --drain-timeout 100ms)
 
 LAST_CMD="mtls server --user $PU (key root 0600)"
 run "$MTLS" server --listen 127.0.0.1:0 "${SRV[@]}"

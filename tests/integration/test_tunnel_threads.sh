@@ -17,7 +17,7 @@ set -euo pipefail
 command -v curl >/dev/null || _lib_die "curl not found in PATH"
 
 C=$CERTS
-DAEMON=(--drain-timeout 1000 --metrics 127.0.0.1:0)
+DAEMON=(--drain-timeout 1s --metrics 127.0.0.1:0)
 CLIENTS=6
 SECONDS_OF_TRAFFIC=3
 
@@ -109,7 +109,7 @@ start_slowed() {
 		-e inject=epoll_create1:delay_enter=500000 \
 		"$MTLS" server --listen 127.0.0.1:0 --log-format json --workers 1 \
 		--target "127.0.0.1:$BE_PORT" --cert "$2" --key "$3" --ca "$C/ca.pem" \
-		--allow-any-identity --drain-timeout 1000 --watch-interval "$4"
+		--allow-any-identity --drain-timeout 1s --watch-interval "$4"
 	EARLY=$BG_PID
 	wait_for_line "$1" '"event":"listening"' "$READY_LIMIT" "$EARLY"
 }
@@ -134,7 +134,7 @@ if command -v strace >/dev/null; then
 	cp -- "$C/server.key" "$TMP/key.pem"
 	chmod 0600 "$TMP/key.pem"
 	problems=()
-	if start_slowed "$TMP/early2.log" "$TMP/chain.pem" "$TMP/key.pem" 200; then
+	if start_slowed "$TMP/early2.log" "$TMP/chain.pem" "$TMP/key.pem" 200ms; then
 		cp -- "$C/cnonly-server-chain.pem" "$TMP/chain.new"
 		cp -- "$C/cnonly-server.key" "$TMP/key.new"
 		chmod 0600 "$TMP/key.new"
