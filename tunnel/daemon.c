@@ -567,6 +567,7 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_STR(user, "--user");
 	SAME_NUM(proxy_protocol, "--proxy-protocol");
 	SAME_NUM(insecure_listen_remote, "--insecure-listen-remote");
+	SAME_NUM(reuse_port, "--reuse-port");
 	SAME_NUM(workers, "--workers");
 	SAME_NUM(handshake_timeout_ms, "--handshake-timeout");
 	SAME_NUM(connect_timeout_ms, "--connect-timeout");
@@ -1226,8 +1227,11 @@ static int bind_workers(struct daemon *d, char *err, size_t len)
 			w->own_listen_fd = true;
 			continue;
 		}
-		w->listen_fd =
-			address_listen(&d->listen, !d->listen.is_unix, d->listen_mode, err, len);
+		/* the first bind fails if any socket holds the port, unless --reuse-port */
+		w->listen_fd = address_listen(&d->listen,
+					      i > 0 || d->o->reuse_port ? ADDRESS_SHARE_JOIN
+									: ADDRESS_SHARE_FIRST,
+					      d->listen_mode, err, len);
 		if (w->listen_fd < 0)
 			return -1;
 		w->own_listen_fd = true;
@@ -1544,8 +1548,8 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = address_listen(&d.metrics_addr, false, LISTEN_MODE_DEFAULT, err,
-						 sizeof(err))) < 0) {
+		if ((metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
+						 LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
 		}
@@ -1646,7 +1650,8 @@ out:
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
-	if (d.listen.is_unix && d.workers != NULL)
+	/* only a socket this daemon made: not one of a daemon that refused this one */
+	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
 	mtls_free(d.endpoint);
