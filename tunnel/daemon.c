@@ -65,7 +65,7 @@ struct main_state {
 	size_t nfiles;
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
-	ev_signal sighup, sigterm, sigint;
+	ev_signal sighup, sigterm, sigint, sigusr1;
 	ev_timer watch;
 	ev_timer health;
 	ev_timer trim;
@@ -674,6 +674,15 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	if (reparse(ms) != 0)
 		return;
 	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
+}
+
+/* SIGUSR1: logrotate moved --log-file away; the log writer opens it again by its name */
+static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int events)
+{
+	(void)loop;
+	(void)w;
+	(void)events;
+	log_reopen();
 }
 
 /* The fetch thread replaced --crl-cache with a verified CRL: load it now. */
@@ -1573,6 +1582,7 @@ int tunnel_run(const struct tunnel_options *given)
 	sigaddset(&block, SIGHUP);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (int i = 0; i < d.nworkers; i++)
 		if (worker_start(&d.workers[i]) != 0) {
@@ -1594,6 +1604,8 @@ int tunnel_run(const struct tunnel_options *given)
 	ev_signal_start(loop, &ms.sighup);
 	ev_signal_start(loop, &ms.sigterm);
 	ev_signal_start(loop, &ms.sigint);
+	ev_signal_init(&ms.sigusr1, on_sigusr1, SIGUSR1);
+	ev_signal_start(loop, &ms.sigusr1);
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
