@@ -54,4 +54,23 @@ vcheck "the moved file gets nothing more" \
 	"$([ "$(wc -l <"$LOG.1")" = "$OLD_LINES" ] || tail -n 3 -- "$LOG.1")"
 vcheck "the daemon still runs" "$(kill -0 "$SRV" 2>/dev/null || echo "it exited")"
 stop_bg "$SRV"
+
+echo "# mtls ca serve --log-file"
+"$MTLS" ca init --dir "$TMP/ca" >/dev/null 2>&1 || _lib_die "(setup) mtls ca init failed"
+CALOG=$TMP/log/ca.log
+start_bg "$TMP/serve.out" "$MTLS" ca serve --dir "$TMP/ca" --listen 127.0.0.1:0 \
+	--http-listen 127.0.0.1:0 --log-file "$CALOG"
+SERVE=$BG_PID
+wait_for_line "$CALOG" '"event":"listening"' "$READY_LIMIT" "$SERVE" ||
+	_lib_die "mtls ca serve did not start: $(cat -- "$TMP/serve.out" "$CALOG")"
+SPID=$(pgrep -P "$SERVE") # start_bg's pid is timeout(1)'s
+mv "$CALOG" "$CALOG.1"
+kill -USR1 "$SPID"
+if wait_for_line "$CALOG" '"event":"log_reopened"' "$READY_LIMIT" "$SERVE"; then
+	pass "ca serve: SIGUSR1 opens the file again"
+else
+	fail "ca serve: SIGUSR1 opens the file again" "running: $(kill -0 "$SPID" 2>/dev/null &&
+		echo yes || echo no)" "$(cat -- "$TMP/serve.out")"
+fi
+stop_bg "$SERVE"
 finish
