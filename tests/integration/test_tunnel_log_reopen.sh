@@ -3,7 +3,7 @@
 # again by its name (docs/operations.md). Lines logged before the signal still reach the
 # moved file; after it, the new file (created with the old one's permissions) gets them and
 # the moved one nothing more. Before: the daemon wrote to the moved file for ever (and
-# SIGUSR1 killed it).
+# SIGUSR1 killed it). The same for mtls ca serve and mtls agent.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -72,5 +72,27 @@ else
 	fail "ca serve: SIGUSR1 opens the file again" "running: $(kill -0 "$SPID" 2>/dev/null &&
 		echo yes || echo no)" "$(cat -- "$TMP/serve.out")"
 fi
+
+echo "# mtls agent --log-file"
+AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p;T;q' "$CALOG.1")
+TOK=$("$MTLS" ca token --dir "$TMP/ca" --profile server --dns localhost 2>/dev/null) ||
+	_lib_die "(setup) mtls ca token failed"
+MTLS_TOKEN=$TOK "$MTLS" enroll --dir "$TMP/enr" >/dev/null 2>&1 ||
+	_lib_die "(setup) mtls enroll failed (CA API port ${AP:-?})"
+AGLOG=$TMP/log/agent.log
+start_bg "$TMP/agent.out" "$MTLS" agent --dir "$TMP/enr" --log-format json --log-file "$AGLOG"
+AGENT=$BG_PID
+wait_for_line "$AGLOG" '"event":"agent_started"' "$READY_LIMIT" "$AGENT" ||
+	_lib_die "mtls agent did not start: $(cat -- "$TMP/agent.out" "$AGLOG")"
+APID=$(sed -n 's/.*"event":"agent_started".*"pid":\([0-9][0-9]*\).*/\1/p;T;q' "$AGLOG")
+mv "$AGLOG" "$AGLOG.1"
+kill -USR1 "$APID"
+if wait_for_line "$AGLOG" '"event":"log_reopened"' "$READY_LIMIT" "$AGENT"; then
+	pass "agent: SIGUSR1 opens the file again"
+else
+	fail "agent: SIGUSR1 opens the file again" "running: $(kill -0 "$APID" 2>/dev/null &&
+		echo yes || echo no)" "$(cat -- "$TMP/agent.out")"
+fi
+stop_bg "$AGENT"
 stop_bg "$SERVE"
 finish
