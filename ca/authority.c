@@ -208,7 +208,7 @@ static void remove_leftovers(const struct staging *st, const char *root_key_dir)
 	closedir(d);
 }
 
-/* DIR must be absent, or an empty directory not writable by group or others. */
+/* DIR must be absent, or an empty directory of this user not writable by group or others. */
 static int target_free(const char *dir, char *err, size_t err_len)
 {
 	struct stat sb;
@@ -247,7 +247,19 @@ static int target_free(const char *dir, char *err, size_t err_len)
 		snprintf(err, err_len, "%s already holds a CA; choose another --dir", dir);
 	else if (!empty)
 		snprintf(err, err_len,
-			 "%s is not empty; give a new or empty directory for the CA (--dir)", dir);
+			 "%s is not empty, and ca init never writes keys among other files (a "
+			 "source tree's folder, a home directory); give a directory that does not "
+			 "exist yet, outside any source tree (e.g. --dir ~/mtls-ca), and ca init "
+			 "makes it",
+			 dir);
+	else if (sb.st_uid != geteuid()) {
+		snprintf(err, err_len,
+			 "directory %s belongs to uid %u, not to this user (uid %u): whoever owns "
+			 "it could read the CA's keys; give a directory that does not exist yet "
+			 "(ca init makes it) or one of your own",
+			 dir, (unsigned)sb.st_uid, (unsigned)geteuid());
+		return -1;
+	}
 	return empty ? 0 : -1;
 }
 

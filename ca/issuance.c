@@ -33,8 +33,8 @@ int issuance_window(const struct authority *ca, time_t now, long long seconds, t
 	if (*not_after <= now + (time_t)back) {
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&end, &tm));
 		snprintf(err, err_len,
-			 "the issuing CA expires at %s, too soon to issue anything; renew the CA",
-			 when);
+			 "the issuing CA expires at %s, too soon to issue anything; %s", when,
+			 ISSUANCE_CA_END_HINT);
 		return -1;
 	}
 	return 0;

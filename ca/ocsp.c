@@ -14,6 +14,7 @@
 #include "certfields.h"
 #include "issue.h"
 #include "keys.h"
+#include "issuance.h"
 #include "ocsp.h"
 
 /* notBefore is set this far back, as for every certificate the CA issues */
@@ -195,8 +196,8 @@ int ocsp_responder_refresh(struct ocsp_responder *r, struct authority *ca, time_
 		format_time(cap, when, sizeof(when));
 		snprintf(err, err_len,
 			 "the issuing CA expires at %s: no OCSP responder certificate can be "
-			 "issued; renew the CA",
-			 when);
+			 "issued; %s",
+			 when, ISSUANCE_CA_END_HINT);
 		return -1;
 	}
 	key = keys_generate("p256", err, err_len);

@@ -52,7 +52,7 @@
 
 struct loop_ctx {
 	struct serve *s;
-	ev_signal sigterm, sigint, sighup;
+	ev_signal sigterm, sigint, sighup, sigusr1;
 	ev_timer watch, schedule;
 };
 
@@ -421,6 +421,15 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int events)
 	watch_certs(lc->s, "SIGHUP");
 }
 
+/* SIGUSR1: logrotate moved --log-file away; open it again (docs/operations.md) */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int events)
+{
+	(void)loop;
+	(void)w;
+	(void)events;
+	log_reopen();
+}
+
 static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 {
 	(void)events;
@@ -536,6 +545,7 @@ int serve_run(const struct serve_options *o)
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, NULL);
 	loop = ev_default_loop(EVFLAG_SIGNALFD);
 	s.crlwait = crlwait_new();
@@ -558,6 +568,8 @@ int serve_run(const struct serve_options *o)
 	ev_signal_init(&lc.sighup, on_hup, SIGHUP);
 	lc.sighup.data = &lc;
 	ev_signal_start(loop, &lc.sighup);
+	ev_signal_init(&lc.sigusr1, on_usr1, SIGUSR1);
+	ev_signal_start(loop, &lc.sigusr1);
 	ev_timer_init(&lc.watch, on_watch, 1., 1.);
 	lc.watch.data = &lc;
 	ev_timer_start(loop, &lc.watch);

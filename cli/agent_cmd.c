@@ -114,6 +114,7 @@ static const struct opt agent_table[] = {
 /* Set by the signal handlers; the pipe wakes the loop. */
 static atomic_bool stop_flag;
 static atomic_bool renew_flag;
+static atomic_bool reopen_flag; /* SIGUSR1: open --log-file again (logrotate) */
 static int wake_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
@@ -122,6 +123,8 @@ static void on_signal(int sig)
 
 	if (sig == SIGHUP)
 		atomic_store(&renew_flag, true);
+	else if (sig == SIGUSR1)
+		atomic_store(&reopen_flag, true);
 	else
 		atomic_store(&stop_flag, true);
 	(void)!write(wake_pipe[1], "s", 1);
@@ -885,6 +888,8 @@ static int run_loop(struct agent *a)
 		time_t due, wake;
 		bool forced;
 
+		if (atomic_exchange(&reopen_flag, false))
+			log_reopen();
 		now = time(NULL);
 		leaf_refresh(a, now);
 		forced = atomic_exchange(&renew_flag, false);
@@ -996,6 +1001,7 @@ int cmd_agent(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	caclient_init();
 	a.rnd = renewal_random();
@@ -1005,6 +1011,7 @@ int cmd_agent(int argc, char **argv)
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
+	signal(SIGUSR1, SIG_DFL);
 	close(wake_pipe[0]);
 	close(wake_pipe[1]);
 	wake_pipe[0] = wake_pipe[1] = -1;

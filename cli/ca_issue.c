@@ -435,8 +435,8 @@ int cmd_ca_issue(int argc, char **argv)
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&limit, &tm));
 		snprintf(err, sizeof(err),
 			 "a lifetime of %ld days ends after the issuing CA (%s); ask for at most "
-			 "%ld days or renew the CA",
-			 days, when, (long)((limit - now) / 86400L));
+			 "%ld days (--days); for longer, %s",
+			 days, when, (long)((limit - now) / 86400L), ISSUANCE_CA_END_HINT);
 		ca_fail("issue", err);
 		rc = 2;
 		goto out;

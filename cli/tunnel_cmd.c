@@ -123,6 +123,9 @@ static const struct opt server_table[] = {
 	 "accept TLS here: HOST:PORT, [IPv6]:PORT or unix:/path"},
 	{"listen-mode", OPT_STRING, O(listen_mode), "MODE",
 	 "permissions of a unix:/path listen socket, in octal (default 0660)"},
+	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
+	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
+	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
 	{"target", OPT_STRING, O(target), "ADDR",
 	 "carry verified connections to HOST:PORT or unix:/path"},
 	{"allow-any-identity", OPT_FLAG, O(allow_any_identity), NULL,
@@ -156,6 +159,9 @@ static const struct opt connector_table[] = {
 	 "accept plaintext here: 127.0.0.1:PORT, [::1]:PORT or unix:/path"},
 	{"listen-mode", OPT_STRING, O(listen_mode), "MODE",
 	 "permissions of a unix:/path listen socket, in octal (default 0660; o+w refused)"},
+	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
+	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
+	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
 	{"server", OPT_STRING, O(target), "HOST:PORT", "the mtls server to connect to"},
 	{"server-name", OPT_STRING, O(server_name), "NAME",
 	 "DNS name or IP the server's certificate must carry (default: the --server host)"},

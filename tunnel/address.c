@@ -102,27 +102,83 @@ bool address_is_local(const struct address *a)
 	return false;
 }
 
-int address_listen(const struct address *a, bool reuseport, unsigned unix_mode, char *err,
+/* A socket file at path: 0 if there is none or it is stale (nobody listens: removed), -1
+ * with a message if a process listens on it or it cannot be told. Connecting is the only
+ * way to tell a live socket from a stale one; the daemon listening there sees one
+ * connection that closes at once. */
+static int unix_stale_remove(const char *path, const char *text, char *err, size_t err_len)
+{
+	struct sockaddr_un un = {.sun_family = AF_UNIX};
+	struct stat sb;
+	int fd, rc, saved;
+
+	if (lstat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return 0; /* nothing there, or not a socket: bind() says what is wrong */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, err_len, "cannot listen on %s: socket: %s", text, strerror(errno));
+		return -1;
+	}
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s", path);
+	rc = connect(fd, (const struct sockaddr *)&un, sizeof(un));
+	saved = errno;
+	close(fd);
+	if (rc != 0 && (saved == ECONNREFUSED || saved == ENOENT)) {
+		unlink(path); /* a stale socket from an earlier run; never anything else */
+		return 0;
+	}
+	if (rc == 0 || saved == EAGAIN || saved == EINPROGRESS)
+		snprintf(err, err_len,
+			 "cannot listen on %s: a running process listens there (another mtls "
+			 "daemon?); stop it, or give another --listen path",
+			 text);
+	else
+		snprintf(err, err_len,
+			 "cannot listen on %s: cannot tell whether a process listens there "
+			 "(connect: %s); remove the file if it is stale",
+			 text, strerror(saved));
+	return -1;
+}
+
+/* EADDRINUSE of a daemon's --listen socket: what holds the port, and what to do. */
+static void in_use(const char *text, enum address_share share, char *err, size_t err_len)
+{
+	if (share == ADDRESS_SHARE_FIRST)
+		snprintf(err, err_len,
+			 "cannot listen on %s: the port is in use (another mtls server or "
+			 "connector?); stop it or give another --listen port (to share the port on "
+			 "purpose, for a zero-downtime upgrade, start the new one with "
+			 "--reuse-port)",
+			 text);
+	else if (share == ADDRESS_SHARE_JOIN)
+		snprintf(err, err_len,
+			 "cannot listen on %s: the port is in use by a socket that does not share "
+			 "it (another program, or a daemon of another user); stop it or give "
+			 "another port",
+			 text);
+}
+
+int address_listen(const struct address *a, enum address_share share, unsigned unix_mode, char *err,
 		   size_t err_len)
 {
 	int one = 1, rc;
-	int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = -1;
 	char text[300];
 	mode_t old_mask = 0;
 
 	address_format((const struct sockaddr *)&a->sa, a->len, text, sizeof(text));
+	if (a->is_unix && unix_stale_remove(((const struct sockaddr_un *)&a->sa)->sun_path, text,
+					    err, err_len) != 0)
+		return -1;
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
-	if (a->is_unix) {
-		const char *path = ((const struct sockaddr_un *)&a->sa)->sun_path;
-		struct stat sb;
-
-		/* a stale socket from an earlier run; never anything else */
-		if (lstat(path, &sb) == 0 && S_ISSOCK(sb.st_mode))
-			unlink(path);
-	} else {
+	if (!a->is_unix) {
+		/* SO_REUSEADDR only lets the bind through TIME_WAIT leftovers, never past a
+		 * listening socket */
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+		if (share == ADDRESS_SHARE_JOIN &&
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
 			goto fail;
 	}
 	/* no chmod() after bind(): it would follow a symlink put in the socket's place */
@@ -131,11 +187,21 @@ int address_listen(const struct address *a, bool reuseport, unsigned unix_mode, 
 	rc = bind(fd, (const struct sockaddr *)&a->sa, a->len);
 	if (a->is_unix)
 		umask(old_mask);
-	if (rc != 0 || listen(fd, 1024) != 0)
+	if (rc != 0)
+		goto fail;
+	/* bound alone: now let the daemon's other workers join (the kernel checks
+	 * SO_REUSEPORT of the sockets already bound at each later bind and at listen) */
+	if (!a->is_unix && share == ADDRESS_SHARE_FIRST &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+		goto fail;
+	if (listen(fd, 1024) != 0)
 		goto fail;
 	return fd;
 fail:
-	snprintf(err, err_len, "cannot listen on %s: %s", text, strerror(errno));
+	if (errno == EADDRINUSE && !a->is_unix && share != ADDRESS_SHARE_NONE)
+		in_use(text, share, err, err_len);
+	else
+		snprintf(err, err_len, "cannot listen on %s: %s", text, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;

@@ -23,11 +23,26 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 unsigned address_port(const struct address *a);
 /* Loopback (127.0.0.0/8, ::1) or a unix socket. */
 bool address_is_local(const struct address *a);
-/* A listening, non-blocking socket. reuseport: SO_REUSEPORT, so that each worker can have
- * its own. unix_mode: the permissions of a unix socket's file, which bind() creates under
- * the matching umask, so that it never has wider ones, not even for an instant (umask is
- * per process: call this before starting threads). -1 with a message. */
-int address_listen(const struct address *a, bool reuseport, unsigned unix_mode, char *err,
+/* How a TCP listen socket shares its port (SO_REUSEPORT) with other sockets. */
+enum address_share {
+	ADDRESS_SHARE_NONE, /* never shared */
+	/* bound without SO_REUSEPORT, so the bind fails (EADDRINUSE) if any socket holds the
+	 * port, even one that allows sharing; SO_REUSEPORT is set after the bind, so the
+	 * daemon's other workers (ADDRESS_SHARE_JOIN) can join it. Race-free: of two daemons
+	 * starting at once, whichever binds second is refused. */
+	ADDRESS_SHARE_FIRST,
+	/* SO_REUSEPORT before the bind: joins sockets of the same user that allow sharing
+	 * (the daemon's first worker, or a running daemon: --reuse-port) */
+	ADDRESS_SHARE_JOIN,
+};
+
+/* A listening, non-blocking socket. share: see above (ignored for unix sockets; a unix
+ * socket file is replaced only if stale, never one a running process listens on).
+ * unix_mode: the permissions of a unix socket's file, which bind() creates under the
+ * matching umask, so that it never has wider ones, not even for an instant (umask is per
+ * process: call this before starting threads). -1 with a message (EADDRINUSE of
+ * ADDRESS_SHARE_FIRST and _JOIN: what holds the port and what to do). */
+int address_listen(const struct address *a, enum address_share share, unsigned unix_mode, char *err,
 		   size_t err_len);
 /* Start a non-blocking connect: the fd (connection in progress or done), or -1. */
 int address_connect(const struct address *a, char *err, size_t err_len);

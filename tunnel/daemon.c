@@ -65,7 +65,7 @@ struct main_state {
 	size_t nfiles;
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
-	ev_signal sighup, sigterm, sigint;
+	ev_signal sighup, sigterm, sigint, sigusr1;
 	ev_timer watch;
 	ev_timer health;
 	ev_timer trim;
@@ -569,6 +569,7 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	SAME_STR(user, "--user");
 	SAME_NUM(proxy_protocol, "--proxy-protocol");
 	SAME_NUM(insecure_listen_remote, "--insecure-listen-remote");
+	SAME_NUM(reuse_port, "--reuse-port");
 	SAME_NUM(workers, "--workers");
 	SAME_NUM(handshake_timeout_ms, "--handshake-timeout");
 	SAME_NUM(connect_timeout_ms, "--connect-timeout");
@@ -675,6 +676,15 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	if (reparse(ms) != 0)
 		return;
 	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
+}
+
+/* SIGUSR1: logrotate moved --log-file away; the log writer opens it again by its name */
+static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int events)
+{
+	(void)loop;
+	(void)w;
+	(void)events;
+	log_reopen();
 }
 
 /* The fetch thread replaced --crl-cache with a verified CRL: load it now. */
@@ -1237,8 +1247,11 @@ static int bind_workers(struct daemon *d, char *err, size_t len)
 			w->own_listen_fd = true;
 			continue;
 		}
-		w->listen_fd =
-			address_listen(&d->listen, !d->listen.is_unix, d->listen_mode, err, len);
+		/* the first bind fails if any socket holds the port, unless --reuse-port */
+		w->listen_fd = address_listen(&d->listen,
+					      i > 0 || d->o->reuse_port ? ADDRESS_SHARE_JOIN
+									: ADDRESS_SHARE_FIRST,
+					      d->listen_mode, err, len);
 		if (w->listen_fd < 0)
 			return -1;
 		w->own_listen_fd = true;
@@ -1555,8 +1568,8 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = address_listen(&d.metrics_addr, false, LISTEN_MODE_DEFAULT, err,
-						 sizeof(err))) < 0) {
+		if ((metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
+						 LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
 		}
@@ -1580,6 +1593,7 @@ int tunnel_run(const struct tunnel_options *given)
 	sigaddset(&block, SIGHUP);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (int i = 0; i < d.nworkers; i++)
 		if (worker_start(&d.workers[i]) != 0) {
@@ -1601,6 +1615,8 @@ int tunnel_run(const struct tunnel_options *given)
 	ev_signal_start(loop, &ms.sighup);
 	ev_signal_start(loop, &ms.sigterm);
 	ev_signal_start(loop, &ms.sigint);
+	ev_signal_init(&ms.sigusr1, on_sigusr1, SIGUSR1);
+	ev_signal_start(loop, &ms.sigusr1);
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1657,7 +1673,8 @@ out:
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
-	if (d.listen.is_unix && d.workers != NULL)
+	/* only a socket this daemon made: not one of a daemon that refused this one */
+	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
 	mtls_free(d.endpoint);

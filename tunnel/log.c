@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -48,6 +49,7 @@ static struct {
 	size_t cap, head, used;
 	bool writing; /* the writer is writing a batch it took */
 	bool stop;
+	bool reopen; /* log_reopen() asked: the writer opens path again before its next batch */
 	/* batches written; its value when a flush last ran out of time (stalled) */
 	unsigned long long batches, stalled_at;
 	bool stalled;
@@ -780,6 +782,65 @@ static void tell_untold(void)
 	}
 }
 
+/* Open the log file again (logrotate moved it away): the new file gets the old one's
+ * permissions; lines go on to the old file if it cannot be opened. Called and returns with
+ * mu held, by the writer (or log_reopen() when there is none), the only one writing to r.fd
+ * then, so no line is written to a closed descriptor or split between the two files. */
+static void reopen_file(void)
+{
+	char *path = r.path != NULL ? strdup(r.path) : NULL;
+	struct stat sb;
+	mode_t mode = 0640;
+	int fd, old_fd = r.fd, err = 0;
+
+	r.reopen = false;
+	if (path == NULL)
+		return; /* stderr, or no memory: keep writing where the lines go */
+	if (fstat(old_fd, &sb) == 0)
+		mode = sb.st_mode & 07777;
+	r.writing = true;
+	pthread_mutex_unlock(&mu);
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd >= 0)
+		(void)fchmod(fd, mode); /* created: not narrowed by the umask */
+	else if (errno == EEXIST)	/* logrotate's "create" made it: its mode stays */
+		fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0)
+		err = errno;
+	pthread_mutex_lock(&mu);
+	r.writing = false;
+	if (fd >= 0) {
+		r.fd = fd;
+		r.cut = false;
+		close(old_fd);
+	}
+	pthread_mutex_unlock(&mu);
+	if (fd >= 0)
+		LOG(LOG_INFO, "log_reopened", LS("file", path));
+	else {
+		char msg[600];
+
+		snprintf(msg, sizeof(msg),
+			 "cannot open the log %s again: %s; lines go on to the old file: fix the "
+			 "file's directory or permissions and send SIGUSR1 again",
+			 path, strerror(err));
+		LOG(LOG_ERROR, "log_reopen_failed", LS("file", path), LS("message", msg));
+	}
+	free(path);
+	pthread_mutex_lock(&mu);
+}
+
+void log_reopen(void)
+{
+	pthread_mutex_lock(&mu);
+	r.reopen = true;
+	if (r.buf == NULL)
+		reopen_file();
+	else
+		pthread_cond_signal(&wake);
+	pthread_mutex_unlock(&mu);
+}
+
 static void *writer_main(void *arg)
 {
 	double swept = monotonic();
@@ -793,7 +854,7 @@ static void *writer_main(void *arg)
 		bool tell = false, first = false, cut;
 		char *path = NULL;
 
-		if (r.used == 0 && !r.stop && !untold_pending()) {
+		if (r.used == 0 && !r.stop && !r.reopen && !untold_pending()) {
 			struct timespec until;
 
 			deadline(&until, 1000);
@@ -804,6 +865,11 @@ static void *writer_main(void *arg)
 			rate_sweep(false);
 			swept = monotonic();
 			pthread_mutex_lock(&mu);
+		}
+		if (r.reopen) { /* before the batch: what is logged after the signal goes there */
+			reopen_file();
+			if (r.used == 0 && !untold_pending())
+				pthread_cond_broadcast(&idle); /* a flush waited for the reopen */
 		}
 		if (r.used == 0) {
 			/* drops with nothing queued after them (a line longer than the buffer,

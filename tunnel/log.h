@@ -53,6 +53,12 @@ bool log_flush(int timeout_ms);
  * callers. Registered with atexit by log_setup; calling it again does nothing. */
 void log_stop(void);
 
+/* Open the --log-file again, by its name (after logrotate moved it; SIGUSR1 in the daemons):
+ * the lines from the next batch on go to the new file, created with the old one's
+ * permissions unless it exists already. Logs log_reopened, or log_reopen_failed and goes on
+ * with the old file. Nothing for stderr. Thread-safe; does not wait for the reopen. */
+void log_reopen(void);
+
 /* Lines lost since the start, for the metrics: the buffer was full, or writing failed. */
 unsigned long long log_dropped(enum log_drop reason);
 /* Lines held back by the rate limit since the start. */

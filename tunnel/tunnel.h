@@ -68,6 +68,7 @@ struct tunnel_options {
 	int allow_any_identity;
 	int proxy_protocol;
 	int insecure_listen_remote;
+	int reuse_port; /* share the TCP --listen port with a running daemon (SO_REUSEPORT) */
 	int insecure_key_permissions;
 	long long workers;
 	long long max_connections;

@@ -458,6 +458,50 @@ static void test_write_error(void **state)
 	free(err);
 }
 
+/* log_reopen() (SIGUSR1, after logrotate moved the file): what was logged before stays in
+ * the moved file, what comes after goes to a new file of the old one's mode, with and
+ * without the writer thread. */
+static void reopen_case(size_t buffer)
+{
+	char old[80];
+	char *before, *after;
+	struct stat sb;
+
+	snprintf(old, sizeof(old), "%s.old", path);
+	assert_int_equal(truncate(path, 0), 0);
+	assert_int_equal(chmod(path, 0604), 0);
+	assert_int_equal(log_setup_buffer(LOG_JSON, LOG_DEBUG, path, buffer), 0);
+	LOG(LOG_INFO, "conn_open", LN("conn", 1));
+	assert_true(log_flush(10000));
+	assert_int_equal(rename(path, old), 0);
+	LOG(LOG_INFO, "conn_open", LN("conn", 2)); /* before the signal: the moved file */
+	assert_true(log_flush(10000));
+	log_reopen();
+	LOG(LOG_INFO, "conn_open", LN("conn", 3));
+	assert_true(log_flush(10000));
+	before = slurp(old);
+	after = slurp(path);
+	assert_non_null(strstr(before, "\"conn\":1"));
+	assert_non_null(strstr(before, "\"conn\":2"));
+	assert_null(strstr(before, "\"conn\":3"));
+	assert_null(strstr(after, "\"conn\":2"));
+	assert_non_null(strstr(after, "\"event\":\"log_reopened\""));
+	assert_non_null(strstr(after, "\"conn\":3"));
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0604);
+	free(before);
+	free(after);
+	unlink(old);
+}
+
+static void test_reopen(void **state)
+{
+	(void)state;
+	reopen_case(LOG_BUFFER_DEFAULT);
+	reopen_case(0);
+	assert_int_equal(log_setup(LOG_JSON, LOG_DEBUG, path), 0);
+}
+
 /* Threads logging at once: every line whole, none lost or mixed with another. */
 static void *burst(void *arg)
 {
@@ -791,6 +835,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_threads),		cmocka_unit_test(test_written_at_exit),
 		cmocka_unit_test(test_ring_wrap),	cmocka_unit_test(test_write_cut_midline),
 		cmocka_unit_test(test_rate_slots_full), cmocka_unit_test(test_exit_stalled),
+		cmocka_unit_test(test_reopen),
 	};
 
 	/* the child of test_written_at_exit: log, then leave main without a flush */
