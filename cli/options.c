@@ -337,7 +337,12 @@ void options_help(FILE *out, const char *usage, const char *about, const struct 
 	}
 	fprintf(out, "  %-28s %s\n", "--help", "show this help");
 	fprintf(out, "  %-28s %s\n", "--version", "print the version");
-	fprintf(out, "\nEvery option can also be given in a --config file as 'name value'.\n");
+	/* where --config is a file of these options (not mtls doctor's, a daemon's config) */
+	for (const struct opt *o = table; o->name != NULL; o++)
+		if (strcmp(o->name, "config") == 0 && o->help != NULL &&
+		    strncmp(o->help, "read options from", 17) == 0)
+			fprintf(out, "\nEvery option can also be given in a --config file as 'name "
+				     "value'.\n");
 	for (const struct opt *o = table; o->name != NULL; o++)
 		if (o->type == OPT_DURATION || o->type == OPT_DURATION_S) {
 			fprintf(out, "A DURATION is a whole number and a unit: 500ms, 30s, 10m, "
