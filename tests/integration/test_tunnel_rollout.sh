@@ -69,13 +69,17 @@ config insecure-permissive
 start_tunnel_server "$W/srv.log" --config "$W/server.conf" --watch-interval 0 \
 	--metrics 127.0.0.1:0
 M=$SRV_METRICS
-connector() { # NAME : a connector presenting NAME's certificate; sets PORT_<NAME>
-	start_bg "$W/con-$1.log" "$MTLS" connector --listen 127.0.0.1:0 --log-format json \
+# connector NAME : a connector presenting NAME's certificate; sets PORT_<NAME>. Each gets a log
+# of its own: an earlier connector of the same name still runs and writes to its file.
+CON_N=0
+connector() {
+	local log=$W/con-$1-$((CON_N += 1)).log
+	start_bg "$log" "$MTLS" connector --listen 127.0.0.1:0 --log-format json \
 		--server "127.0.0.1:$SRV_PORT" --server-name localhost --cert "$W/$1-chain.pem" \
 		--key "$W/$1.key" --ca "$D/root.pem"
-	wait_for_line "$W/con-$1.log" '"event":"listening"' "$READY_LIMIT" "$BG_PID" ||
+	wait_for_line "$log" '"event":"listening"' "$READY_LIMIT" "$BG_PID" ||
 		_lib_die "connector $1 did not start"
-	printf -v "PORT_$1" '%s' "$(_daemon_port "$W/con-$1.log" listening)"
+	printf -v "PORT_$1" '%s' "$(_daemon_port "$log" listening)"
 }
 connector a
 connector b
