@@ -362,12 +362,14 @@ start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
 wait_for_line "$W/serve.log" '"event":"http_listening"' "$READY_LIMIT" "$BG_PID" ||
 	_lib_die "(setup) mtls ca serve did not start: $(cat "$W/serve.log")"
 HP=$(_daemon_port "$W/serve.log" http_listening)
-start_backend "$W/be5.log" --mode echo
-start_tunnel_server "$W/srv5.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
+start_backend "$W/be6.log" --mode echo
+start_tunnel_server "$W/srv6.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-chain.pem" \
 	--key "$W/srv.key" --ca "$D/root.pem" --allow-uri "$TD/a" --crl "$D/crl.pem" \
 	--crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/cache-crl.pem" --metrics 127.0.0.1:0
-curl -s "http://127.0.0.1:$SRV_METRICS/status" >"$W/status5.json"
 p=()
+# (a failed request is a finding with the daemon's log, not a silent end of the script)
+curl -s --max-time 30 "http://127.0.0.1:$SRV_METRICS/status" >"$W/status5.json" ||
+	p+=("GET /status failed (curl exit $?); the server's log ends: $(tail -n 20 "$W/srv6.log")")
 python3 - "$W/status5.json" "$HP" <<'EOF' || p+=("status content: $(cat "$W/status5.json")")
 import json, sys
 s = json.load(open(sys.argv[1]))
