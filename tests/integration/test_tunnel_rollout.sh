@@ -368,8 +368,15 @@ start_tunnel_server "$W/srv6.log" --target "127.0.0.1:$BE_PORT" --cert "$W/srv-c
 	--crl-url "http://127.0.0.1:$HP/crl" --crl-cache "$W/cache-crl.pem" --metrics 127.0.0.1:0
 p=()
 # (a failed request is a finding with the daemon's log, not a silent end of the script)
-curl -s --max-time 30 "http://127.0.0.1:$SRV_METRICS/status" >"$W/status5.json" ||
-	p+=("GET /status failed (curl exit $?); the server's log ends: $(tail -n 20 "$W/srv6.log")")
+rc=1
+for try in 1 2 3; do
+	curl -s --max-time 30 "http://127.0.0.1:$SRV_METRICS/status" >"$W/status5.json" && rc=0 && break
+	rc=$?
+	echo "# GET /status, try $try: curl exit $rc; server alive: $(kill -0 "$SRV_PID" 2>/dev/null && echo yes || echo no)"
+	sleep 1
+done
+[ "$rc" = 0 ] ||
+	p+=("GET /status failed (curl exit $rc); the server's log ends: $(tail -n 20 "$W/srv6.log")")
 python3 - "$W/status5.json" "$HP" <<'EOF' || p+=("status content: $(cat "$W/status5.json")")
 import json, sys
 s = json.load(open(sys.argv[1]))
