@@ -469,8 +469,22 @@ void options_version(FILE *out)
 	fprintf(out, "mtls %s\n", MTLS_VERSION_STRING);
 }
 
+/* Set only by the docs generator, which runs each command's --help with it (options_doc.c). */
+static options_help_fn *help_capture;
+static void *help_capture_arg;
+
+void options_help_capture(options_help_fn *fn, void *arg)
+{
+	help_capture = fn;
+	help_capture_arg = arg;
+}
+
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table)
 {
+	if (help_capture != NULL) {
+		help_capture(help_capture_arg, usage, about, table);
+		return;
+	}
 	fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, about);
 	for (const struct opt *o = table; o->name != NULL; o++) {
 		char left[64];

@@ -96,5 +96,10 @@ bool options_given(const struct options_state *state, const char *name);
 /* The version line of every mtls command: "mtls X.Y.Z". */
 void options_version(FILE *out);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
+/* For the docs generator (options_doc.c), which runs each command with --help: while fn is
+ * set, options_help() hands its arguments to fn instead of printing. NULL prints again. */
+typedef void options_help_fn(void *arg, const char *usage, const char *about,
+			     const struct opt *table);
+void options_help_capture(options_help_fn *fn, void *arg);
 
 #endif /* MTLS_CLI_OPTIONS_H */
