@@ -122,7 +122,8 @@ static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *
 {
 	char url[2049], *more = NULL;
 
-	if (!crlfetch_cdp_url(leaf, url, sizeof(url)))
+	/* a quote would need quoting on the config line (cli/options.h): take the API's then */
+	if (!crlfetch_cdp_url(leaf, url, sizeof(url)) || strpbrk(url, "'\"") != NULL)
 		snprintf(url, sizeof(url), "%s/crl", base);
 	if (asprintf(&more, "%scrl-url %s\ncrl-cache %s/crl.pem\n", *conf, url, absdir) < 0)
 		return -1;

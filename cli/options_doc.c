@@ -325,7 +325,7 @@ static void man_ca(FILE *f, const struct doc *d, const char *summary,
 	bool config = false;
 
 	roff_header(f, "mtls-ca", pg != NULL ? pg->section : 1, summary);
-	fputs(".SH SYNOPSIS\n.nf\n.B mtls ca\n.I COMMAND\n.RI [ options ]\n.fi\n", f);
+	fputs(".SH SYNOPSIS\n.B mtls ca\n.I COMMAND\n.RI [ options ]\n", f);
 	fputs(".SH DESCRIPTION\n", f);
 	if (pg != NULL && pg->description != NULL)
 		roff_text(f, pg->description);
@@ -353,7 +353,7 @@ static void man_ca(FILE *f, const struct doc *d, const char *summary,
 static void man_overview(FILE *f, const struct doc *d)
 {
 	roff_header(f, "mtls", 1, "mutual TLS for services");
-	fputs(".SH SYNOPSIS\n.nf\n.B mtls\n.I COMMAND\n.RI [ options ]\n.fi\n", f);
+	fputs(".SH SYNOPSIS\n.B mtls\n.I COMMAND\n.RI [ options ]\n", f);
 	fputs(".SH DESCRIPTION\n", f);
 	roff_text(f, options_doc_overview);
 	fputs(".SH COMMANDS\n", f);

@@ -62,7 +62,7 @@ const char options_doc_overview[] =
 	"allows it.";
 
 const char options_doc_overview_after[] =
-	"mtls version prints the version. Each command has a page of its own, listed below; "
+	"Each command has a page of its own, listed below; "
 	"docs/ in the source tree holds the guides (ca.md, ca-service.md, operations.md, "
 	"rollout.md, agent.md, doctor.md, config.md).";
 
