@@ -977,6 +977,12 @@ static int check(struct daemon *d, char *err, size_t len)
 	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0 ||
 	    check_mode(o, err, len) != 0)
 		return -1;
+	/* with the rest of the options, before any socket (metrics, listen, a CRL fetch) */
+	if (o->user != NULL && (o->user[0] == '\0' || getpwnam(o->user) == NULL)) {
+		snprintf(err, len, "--user %s: no such user; create it or give another one",
+			 o->user);
+		return -1;
+	}
 	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
 		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
 		return -1;
@@ -1502,7 +1508,8 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	ms.pass = pass;
-	if (setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
+	/* the whole configuration first: nothing below opens a socket before it passed */
+	if (check(&d, err, sizeof(err)) != 0 || setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
 	}
@@ -1513,7 +1520,7 @@ int tunnel_run(const struct tunnel_options *given)
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
 	sign_files(&ms, ms.sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
-	if (check(&d, err, sizeof(err)) != 0 || load_credentials(&ms, err, sizeof(err)) != 0 ||
+	if (load_credentials(&ms, err, sizeof(err)) != 0 ||
 	    fit_connections(&eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
