@@ -101,8 +101,10 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "on SIGTERM, wait this long for connections to end (default 30s; 0: none; at "    \
 		 "most 1h)"},                                                                      \
 		{"watch-interval", OPT_DURATION, O(watch_interval_ms), "DURATION",                 \
-		 "check certificate/key/CA/CRL files for changes (default 2s, at least 100ms, at " \
-		 "most 1h; 0: off); a change is loaded once the files are unchanged for 1s"},      \
+		 "watch certificate/key/CA/CRL files for changes: inotify (libev ev_stat) where "  \
+		 "it works, else a look this often (network filesystems; default 2s, at least "    \
+		 "100ms, at most 1h; 0: no watching); a change is loaded once the files are "      \
+		 "unchanged for 1s"},                                                              \
 		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
 		 "serve /metrics and /healthz over plain HTTP, unauthenticated, here (e.g. "       \
 		 "127.0.0.1:9109)"},                                                               \
@@ -112,8 +114,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "debug, info (default), warn, error"},                                            \
 		{"log-file", OPT_STRING, O(log_file), "FILE", "log here instead of stderr"},       \
 		{"user", OPT_STRING, O(user), "NAME",                                              \
-		 "drop privileges to this user after binding; it must be able to read every "      \
-		 "file (checked at start, read again at each reload)"},                            \
+		 "drop privileges to this user after binding; it must exist and be able to read "  \
+		 "every file (checked at start before any socket, read again at each reload)"},    \
 	{                                                                                          \
 		"config", OPT_STRING, 0, "FILE", "read options from FILE"                          \
 	}

@@ -37,6 +37,7 @@
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
 #define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
 #define WATCH_UNSETTLED	    5.0	    /* seconds of changes after which the wait is logged */
+#define WATCH_SLACK	    0.05    /* past WATCH_SETTLE: the second look is surely late enough */
 #define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
 #define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
@@ -66,6 +67,13 @@ struct main_state {
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
 	ev_signal sighup, sigterm, sigint, sigusr1;
+	/* the file watcher: one ev_stat per file (inotify where libev can use it, else a stat
+	 * every --watch-interval), and one per symbolic link's target (a link swapped to
+	 * another directory, as Kubernetes secret volumes do, changes no inode inotify sees on
+	 * the link's path); watch is the settle timer of the second look */
+	ev_stat stat[WATCH_MAX], stat_real[WATCH_MAX];
+	char *real[WATCH_MAX]; /* realpath() of files[i] where it differs, else NULL */
+	bool watching;
 	ev_timer watch;
 	ev_timer health;
 	ev_timer trim;
@@ -512,6 +520,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 }
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+static void watch_start(struct main_state *ms, struct ev_loop *loop);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 static int check_mode(const struct tunnel_options *o, char *err, size_t len);
 
@@ -652,6 +661,7 @@ static int reparse(struct main_state *ms)
 	ms->live_handle = handle;
 	/* the files to watch may be others now */
 	ms->nfiles = credentials_files(ms->live, ms->files, WATCH_MAX);
+	watch_start(ms, ev_default_loop(0));
 	return 0;
 }
 
@@ -729,14 +739,101 @@ static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
 	worker_recheck_all(ms->d);
 }
 
+static void watch_stop(struct main_state *ms, struct ev_loop *loop)
+{
+	for (size_t i = 0; i < WATCH_MAX; i++) {
+		if (ms->watching) {
+			ev_stat_stop(loop, &ms->stat[i]);
+			ev_stat_stop(loop, &ms->stat_real[i]);
+		}
+		free(ms->real[i]);
+		ms->real[i] = NULL;
+	}
+	ev_timer_stop(loop, &ms->watch);
+	ms->watching = false;
+}
+
+static bool real_changed(const struct main_state *ms)
+{
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+		bool same = r == NULL || strcmp(r, ms->files[i]) == 0
+				    ? ms->real[i] == NULL
+				    : ms->real[i] != NULL && strcmp(r, ms->real[i]) == 0;
+
+		free(r);
+		if (!same)
+			return true;
+	}
+	return false;
+}
+
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events);
+
+/* (Re)start the watchers of the files of ms->live (--watch-interval 0: none). */
+static void watch_start(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp every = (ev_tstamp)ms->d->o->watch_interval_ms / 1000.0;
+
+	watch_stop(ms, loop);
+	if (ms->d->o->watch_interval_ms <= 0)
+		return;
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+
+		ev_stat_init(&ms->stat[i], on_stat, ms->files[i], every);
+		ms->stat[i].data = ms;
+		ev_stat_start(loop, &ms->stat[i]);
+		if (r != NULL && strcmp(r, ms->files[i]) != 0) {
+			ms->real[i] = r;
+			ev_stat_init(&ms->stat_real[i], on_stat, r, every);
+			ms->stat_real[i].data = ms;
+			ev_stat_start(loop, &ms->stat_real[i]);
+		} else {
+			free(r);
+		}
+	}
+	ms->watching = true;
+}
+
+/* A look at the files: a settled change is loaded; a change still settling (re)arms the
+ * settle timer for the second look, WATCH_SETTLE after the files last changed. */
+static void watch_look(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp now = ev_now(loop);
+
+	if (ms->watching && real_changed(ms))
+		watch_start(ms, loop); /* a link points elsewhere now: watch its new target */
+	if (files_settled(ms, now)) {
+		ev_timer_stop(loop, &ms->watch);
+		reload(ms, "file_change");
+		return;
+	}
+	if (!ms->pending_set) {
+		ev_timer_stop(loop, &ms->watch);
+		return;
+	}
+	ms->watch.repeat = ms->pending_since + WATCH_SETTLE - now;
+	ms->watch.repeat = (ms->watch.repeat > 0 ? ms->watch.repeat : 0) + WATCH_SLACK;
+	ev_timer_again(loop, &ms->watch);
+}
+
+/* libev saw a watched file change (or vanish, or appear) */
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events)
+{
+	(void)events;
+	if (atomic_load(&((struct main_state *)w->data)->d->phase) == 0)
+		watch_look(w->data, loop);
+}
+
+/* the settle timer: the second look */
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, watch));
 
 	(void)events;
-	if (files_settled(ms, ev_now(loop)))
-		reload(ms, "file_change");
+	watch_look(ms, loop);
 }
 
 /* Freed memory back to the system after a burst of connections closed (worker.c asks).
@@ -807,7 +904,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	LOG(LOG_INFO, "draining", LS("signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT"),
 	    LN("connections", atomic_load(&d->active)), LN("timeout_ms", d->o->drain_timeout_ms));
 	wake_all(d);
-	ev_timer_stop(loop, &ms->watch);
+	watch_stop(ms, loop);
 	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
 	ev_timer_init(&ms->drain, on_drain_tick, 0.0, 0.05);
@@ -1627,12 +1724,10 @@ int tunnel_run(const struct tunnel_options *given)
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (o->watch_interval_ms > 0) {
-		ev_tstamp every = (ev_tstamp)o->watch_interval_ms / 1000.0;
-
-		ev_timer_init(&ms.watch, on_watch, every, every);
-		ev_timer_start(loop, &ms.watch);
-	}
+	ev_timer_init(&ms.watch, on_watch, 0.0, 0.0);
+	watch_start(&ms, loop);
+	if (ms.watching) /* a change since the baseline (before the files were read) */
+		watch_look(&ms, loop);
 	check_crls(&ms, ev_now(loop), true);
 	if (ms.ncrlfetch > 0) {
 		ev_async_init(&ms.crl_fetched, on_crl_fetched);
@@ -1675,8 +1770,10 @@ out:
 	renewer_free(ms.renewer);
 	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
-	if (loop != NULL)
+	if (loop != NULL) {
+		watch_stop(&ms, loop);
 		ev_loop_destroy(loop);
+	}
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
