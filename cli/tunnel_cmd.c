@@ -91,7 +91,11 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "bytes of a client that has left wait for a target that reads none before the "   \
 		 "connection is closed (why=undeliverable)"},                                      \
 		{"connect-timeout", OPT_DURATION, O(connect_timeout_ms), "DURATION",               \
-		 "outbound connect deadline (default 5s; at most 5m)"},                            \
+		 "outbound connect deadline, for all the addresses a connection tries (default "   \
+		 "5s; at most 5m)"},                                                               \
+		{"resolve-interval", OPT_DURATION, O(resolve_interval_ms), "DURATION",             \
+		 "resolve the names of --server/--target again this often, in the background "     \
+		 "(default 30s; 1s to 1d); and at once after a failed connect"},                   \
 		{"idle-timeout", OPT_DURATION, O(idle_timeout_ms), "DURATION",                     \
 		 "close connections idle this long (default 1h; 0: never; at most 7d)"},           \
 		{"max-connection-lifetime", OPT_STRING, O(max_connection_lifetime), "DURATION",    \
@@ -128,8 +132,11 @@ static const struct opt server_table[] = {
 	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
 	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
 	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
-	{"target", OPT_STRING, O(target), "ADDR",
-	 "carry verified connections to HOST:PORT or unix:/path"},
+	{"target", OPT_LIST, O(target), "ADDR",
+	 "carry verified connections to HOST:PORT or unix:/path; repeatable: in order of "
+	 "preference, a connect that fails (refused, unreachable, timed out) goes on to the next "
+	 "address, and a failed address is skipped for a backoff of 1s doubling to 30s; every "
+	 "address a name resolves to is used (IPv4 and IPv6)"},
 	{"allow-any-identity", OPT_FLAG, O(allow_any_identity), NULL,
 	 "accept any certificate from the CA (instead of allow rules)"},
 	{"proxy-protocol", OPT_FLAG, O(proxy_protocol), NULL,
@@ -164,9 +171,14 @@ static const struct opt connector_table[] = {
 	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
 	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
 	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
-	{"server", OPT_STRING, O(target), "HOST:PORT", "the mtls server to connect to"},
+	{"server", OPT_LIST, O(target), "HOST:PORT",
+	 "the mtls server to connect to; repeatable: in order of preference, a connect that "
+	 "fails (refused, unreachable, timed out) goes on to the next address, and a failed "
+	 "address is skipped for a backoff of 1s doubling to 30s; every address a name resolves "
+	 "to is used (IPv4 and IPv6); a name that does not resolve yet is retried, not an error"},
 	{"server-name", OPT_STRING, O(server_name), "NAME",
-	 "DNS name or IP the server's certificate must carry (default: the --server host)"},
+	 "DNS name or IP the server's certificate must carry (default: the host of the "
+	 "--server each connection goes to)"},
 	{"insecure-listen-remote", OPT_FLAG, O(insecure_listen_remote), NULL,
 	 "allow --listen on a non-loopback address, or a unix socket every local user may "
 	 "connect to (anyone who reaches it uses your identity)"},

@@ -118,6 +118,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->idle_timeout_ms = 3600000;
 	o->drain_timeout_ms = 30000;
 	o->watch_interval_ms = 2000;
+	o->resolve_interval_ms = 30000;
 	o->log_format = "json";
 	o->log_level = "info";
 	o->tls_min = "1.2";
@@ -410,25 +411,44 @@ static void publish_status(struct main_state *ms, const char *trigger, bool ok, 
 }
 
 /* /healthz?target=1: a TCP connection to the target, within the connect timeout (at most
- * 2 s: a health check must answer before its prober gives up). */
+ * 2 s: a health check must answer before its prober gives up), to the addresses in the order
+ * a client's connection would try them; the first that connects answers. */
 static int target_check(void *arg, char *err, size_t len)
 {
 	struct daemon *d = arg;
 	long long ms = d->o->connect_timeout_ms < 2000 ? d->o->connect_timeout_ms : 2000;
-	int fd = address_connect(&d->target, err, len), e = 0;
-	socklen_t elen = sizeof(e);
-	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	struct timespec t0, t1;
+	struct resolver_plan plan;
+	const struct resolver_entry *e;
 	int rc = -1;
 
-	if (fd < 0)
+	if (resolver_plan(d->resolver, &plan, err, len) != 0)
 		return -1;
-	if (poll(&p, 1, (int)ms) != 1)
-		snprintf(err, len, "%s: no connection within %lld ms", d->o->target, ms);
-	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0 || e != 0)
-		snprintf(err, len, "%s: %s", d->o->target, strerror(e != 0 ? e : errno));
-	else
-		rc = 0;
-	close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rc != 0 && (e = resolver_plan_next(&plan)) != NULL) {
+		char addr[300];
+		long long left;
+		int fd = address_connect(&e->addr, err, len), so = 0;
+		socklen_t elen = sizeof(so);
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		left = ms - ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		if (fd < 0)
+			continue;
+		address_format((const struct sockaddr *)&e->addr.sa, e->addr.len, addr,
+			       sizeof(addr));
+		if (left <= 0 || poll(&p, 1, (int)left) != 1)
+			snprintf(err, len, "%s: no connection within %lld ms", addr, ms);
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &elen) != 0 || so != 0)
+			snprintf(err, len, "%s: %s", addr, strerror(so != 0 ? so : errno));
+		else
+			rc = 0;
+		close(fd);
+		if (left <= 0)
+			break;
+	}
+	resolver_plan_done(d->resolver, &plan);
 	return rc;
 }
 
@@ -568,7 +588,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	changed[0] = '\0';
 	SAME_STR(listen, "--listen");
 	SAME_STR(listen_mode, "--listen-mode");
-	SAME_STR(target, "--target/--server");
+	SAME_LIST(target, "--target/--server");
+	SAME_NUM(resolve_interval_ms, "--resolve-interval");
 	SAME_STR(server_name, "--server-name");
 	SAME_STR(key_passphrase_env, "--key-passphrase-env");
 	SAME_STR(metrics, "--metrics");
@@ -962,6 +983,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		 "connections (0: as many as the descriptor limit allows)"},
 		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000, 1, ""},
 		{"connect-timeout", o->connect_timeout_ms, 1, 300000, 1, ""},
+		{"resolve-interval", o->resolve_interval_ms, 1000, 86400000, 1, ""},
 		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000, 1, " (0: never)"},
 		{"drain-timeout", o->drain_timeout_ms, 0, 3600000, 1, " (0: none)"},
 		{"watch-interval", o->watch_interval_ms, 0, 3600000, 1,
@@ -1055,7 +1077,7 @@ static int check(struct daemon *d, char *err, size_t len)
 {
 	const struct tunnel_options *o = d->o;
 
-	if (o->listen == NULL || o->target == NULL) {
+	if (o->listen == NULL || o->target.n == 0) {
 		snprintf(err, len, "give --listen and --%s",
 			 o->role == TUNNEL_SERVER ? "target" : "server");
 		return -1;
@@ -1112,15 +1134,15 @@ static int check(struct daemon *d, char *err, size_t len)
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
 		return -1;
 	}
-	if (parse_address("listen", o->listen, &d->listen, err, len) != 0 ||
-	    parse_address(o->role == TUNNEL_SERVER ? "target" : "server", o->target, &d->target,
-			  err, len) != 0)
+	if (parse_address("listen", o->listen, &d->listen, err, len) != 0)
 		return -1;
-	if (!d->target.is_unix && address_port(&d->target) == 0) {
-		snprintf(err, len, "--%s %s: port 0 cannot be connected to; give the real port",
-			 o->role == TUNNEL_SERVER ? "target" : "server", o->target);
+	/* the targets are parsed, not resolved: a name that does not resolve yet is a
+	 * warning at start (resolver_start), a malformed address an error now */
+	d->resolver = resolver_new(o->target.v, o->target.n,
+				   o->role == TUNNEL_SERVER ? "target" : "server",
+				   o->resolve_interval_ms, &d->metrics, err, len);
+	if (d->resolver == NULL)
 		return -1;
-	}
 	if (check_listen_mode(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
@@ -1143,8 +1165,9 @@ static int check(struct daemon *d, char *err, size_t len)
 		return -1;
 	}
 	if (o->role == TUNNEL_CONNECTOR) {
-		d->server_name = o->server_name != NULL ? o->server_name : d->target.host;
-		if (d->server_name == NULL || d->server_name[0] == '\0') {
+		d->server_name = o->server_name;
+		if ((o->server_name == NULL && resolver_has_unix(d->resolver)) ||
+		    (o->server_name != NULL && o->server_name[0] == '\0')) {
 			snprintf(err, len,
 				 "give --server-name: the name the server's certificate "
 				 "must carry");
@@ -1662,6 +1685,10 @@ int tunnel_run(const struct tunnel_options *given)
 	apply_mode(&ms);
 	ms.started = time(NULL);
 	publish_status(&ms, "start", true, NULL);
+	if (resolver_start(d.resolver) != 0) {
+		fail(role, "cannot start the resolver thread");
+		goto out;
+	}
 	d.metrics.target_check = target_check;
 	d.metrics.target_arg = &d;
 	d.nworkers = (int)o->workers;
@@ -1709,8 +1736,9 @@ int tunnel_run(const struct tunnel_options *given)
 		}
 
 	address_local(d.workers[0].listen_fd, addr, sizeof(addr));
-	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr), LS("target", o->target),
-	    LN("workers", d.nworkers), LN("pid", getpid()));
+	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr),
+	    LS("target", resolver_describe(d.resolver)), LN("workers", d.nworkers),
+	    LN("pid", getpid()));
 
 	loop = ev_default_loop(EVFLAG_AUTO);
 	ev_signal_init(&ms.sighup, on_sighup, SIGHUP);
@@ -1781,6 +1809,7 @@ out:
 	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
+	resolver_free(d.resolver); /* after the workers: their connections held its lists */
 	mtls_free(d.endpoint);
 	json_decref(ms.creds);
 	metrics_free(&d.metrics);
