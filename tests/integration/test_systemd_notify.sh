@@ -17,6 +17,8 @@
 #    refused with one line naming ListenStream= and --listen.
 # 4. mtls ca serve and mtls agent: READY=1 with a STATUS=, STOPPING=1 at SIGTERM.
 set -euo pipefail
+# the server of part 1 lives through every case of it (a minute under a sanitizer)
+BG_LIMIT=${BG_LIMIT:-150}
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=tests/integration/tunnel_lib.sh
