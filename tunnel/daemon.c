@@ -32,6 +32,8 @@
 #include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
+#include "service_listen.h"
+#include "service_notify.h"
 
 #define WATCH_MAX	    16
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
@@ -43,6 +45,7 @@
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
 #define TRIM_EVERY	    10.0    /* seconds, at least, between two trims of the heap */
 #define LISTEN_MODE_DEFAULT 0660    /* unix sockets: owner and group */
+#define NOTIFY_STATUS_EVERY 5.0	    /* seconds between checks of systemd's STATUS= line */
 
 struct file_sig {
 	dev_t dev;
@@ -103,6 +106,15 @@ struct main_state {
 	time_t started;
 
 	ev_async ocsp_recheck; /* an OCSP answer about a peer turned to revoked */
+
+	/* systemd (service_notify.h; all idle without NOTIFY_SOCKET) */
+	ev_timer watchdog;	/* WATCHDOG=1, every half of WatchdogSec= while healthy */
+	ev_timer status_timer;	/* STATUS= when what it says changed */
+	bool reloading;		/* RELOADING=1 sent, its READY=1 not yet */
+	bool watchdog_withheld; /* a worker is stuck: no WATCHDOG=1 until it beats again */
+	char listening[300];	/* "listening on ADDRESS → TARGET" */
+	char last_reload[SERVICE_NOTIFY_STATUS_MAX];
+	char status_sent[1024]; /* sent as at most SERVICE_NOTIFY_STATUS_MAX bytes */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -452,6 +464,47 @@ static int target_check(void *arg, char *err, size_t len)
 	return rc;
 }
 
+/* systemd's STATUS= line: what the daemon does now, the open connections and the last
+ * reload's result (`systemctl status` shows it). */
+static void notify_status_text(struct main_state *ms, char *out, size_t len)
+{
+	struct daemon *d = ms->d;
+	long long n = atomic_load(&d->active);
+
+	snprintf(out, len, "%s%s; %lld connection%s%s%s",
+		 atomic_load(&d->phase) != 0 ? "draining, was " : "", ms->listening, n,
+		 n == 1 ? "" : "s", ms->last_reload[0] != '\0' ? "; " : "", ms->last_reload);
+}
+
+/* RELOADING=1, once per reload (SIGHUP sends it before the options are parsed again). */
+static void notify_reload_begin(struct main_state *ms)
+{
+	if (ms->reloading)
+		return;
+	ms->reloading = true;
+	service_notify_reloading();
+}
+
+/* READY=1 after a reload, STATUS= its result: a failed one keeps the configuration in
+ * service, and says so. */
+static void notify_reload_end(struct main_state *ms, const char *trigger, bool ok,
+			      const char *message)
+{
+	char when[32];
+
+	utc(time(NULL), when, sizeof(when));
+	if (ok)
+		snprintf(ms->last_reload, sizeof(ms->last_reload), "last reload (%s) at %s: ok",
+			 trigger, when);
+	else
+		snprintf(ms->last_reload, sizeof(ms->last_reload),
+			 "last reload (%s) at %s FAILED, the previous configuration stays: %s",
+			 trigger, when, message);
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	ms->reloading = false;
+	service_notify_ready(ms->status_sent);
+}
+
 static void reload(struct main_state *ms, const char *trigger)
 {
 	struct daemon *d = ms->d;
@@ -460,6 +513,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	struct credentials_chain chain = {0};
 	struct mtls_config *cfg = NULL;
 
+	notify_reload_begin(ms);
 	if (d->o->user != NULL &&
 	    credentials_check_readable(ms->live, d->o->user, err, sizeof(err)))
 		reason = "file_permissions";
@@ -475,6 +529,7 @@ static void reload(struct main_state *ms, const char *trigger)
 		    LS("message", err), LS("action", "keeping the current certificates and rules"));
 		mtls_config_free(cfg);
 		publish_status(ms, trigger, false, err);
+		notify_reload_end(ms, trigger, false, err);
 		return;
 	}
 	mtls_config_free(cfg);
@@ -489,6 +544,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	check_crls(ms, ev_now(ev_default_loop(0)), true);
 	apply_mode(ms);
 	publish_status(ms, trigger, true, NULL);
+	notify_reload_end(ms, trigger, true, NULL);
 	worker_recheck_all(d);
 }
 
@@ -650,6 +706,7 @@ static int reparse(struct main_state *ms)
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
 		    LS("message", err), LS("action", "keeping the current options and files"));
 		publish_status(ms, "SIGHUP", false, err);
+		notify_reload_end(ms, "SIGHUP", false, err);
 		if (handle != NULL && o->reparse_free != NULL)
 			o->reparse_free(handle);
 		return -1;
@@ -662,6 +719,7 @@ static int reparse(struct main_state *ms)
 			LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"),
 			    LS("reason", "config"), LS("message", "too many --crl files"),
 			    LS("action", "keeping the current options and files"));
+			notify_reload_end(ms, "SIGHUP", false, "too many --crl files");
 			o->reparse_free(handle);
 			return -1;
 		}
@@ -704,6 +762,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
+	notify_reload_begin(ms);
 	if (reparse(ms) != 0)
 		return;
 	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
@@ -886,6 +945,70 @@ static void on_health(struct ev_loop *loop, ev_timer *w, int events)
 	check_crls(ms, ev_now(loop), false);
 }
 
+/* systemd's watchdog: WATCHDOG=1 only while the main loop runs (this is its timer) and no
+ * worker is stuck (the check /healthz makes), so a stuck worker gets the service restarted
+ * once WatchdogSec= passes without one. */
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, watchdog));
+	int stuck = metrics_stuck_workers(&ms->d->metrics, metrics_beat_clock());
+
+	(void)loop;
+	(void)events;
+	if (stuck == 0) {
+		if (ms->watchdog_withheld)
+			LOG(LOG_INFO, "watchdog_resumed",
+			    LS("message", "every worker beats again"));
+		ms->watchdog_withheld = false;
+		service_notify_watchdog();
+		return;
+	}
+	if (!ms->watchdog_withheld)
+		LOG(LOG_ERROR, "watchdog_withheld", LN("stuck_workers", stuck),
+		    LS("message", "a worker's loop is stuck (see /healthz): the systemd watchdog "
+				  "is no longer fed, so systemd restarts the service when "
+				  "WatchdogSec= passes"));
+	ms->watchdog_withheld = true;
+}
+
+/* STATUS= again when what it says changed (connections come and go). */
+static void on_status_timer(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, status_timer));
+	char now[sizeof(ms->status_sent)];
+
+	(void)loop;
+	(void)events;
+	notify_status_text(ms, now, sizeof(now));
+	if (strcmp(now, ms->status_sent) == 0)
+		return;
+	memcpy(ms->status_sent, now, sizeof(now));
+	service_notify_status(ms->status_sent);
+}
+
+/* Serving: READY=1 with the STATUS= line, and the watchdog and status timers (only under a
+ * service manager: NOTIFY_SOCKET). */
+static void notify_ready(struct main_state *ms, struct ev_loop *loop, const char *address)
+{
+	double every = service_notify_watchdog_every();
+
+	snprintf(ms->listening, sizeof(ms->listening), "listening on %.120s → %.150s", address,
+		 ms->d->o->target);
+	if (!service_notify_enabled())
+		return;
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	service_notify_ready(ms->status_sent);
+	ev_timer_init(&ms->status_timer, on_status_timer, NOTIFY_STATUS_EVERY, NOTIFY_STATUS_EVERY);
+	ev_timer_start(loop, &ms->status_timer);
+	if (every > 0) {
+		service_notify_watchdog();
+		ev_timer_init(&ms->watchdog, on_watchdog, every, every);
+		ev_timer_start(loop, &ms->watchdog);
+	}
+}
+
 static void wake_all(struct daemon *d)
 {
 	for (int i = 0; i < d->nworkers; i++)
@@ -925,6 +1048,8 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	LOG(LOG_INFO, "draining", LS("signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT"),
 	    LN("connections", atomic_load(&d->active)), LN("timeout_ms", d->o->drain_timeout_ms));
 	wake_all(d);
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	service_notify_stopping(ms->status_sent);
 	watch_stop(ms, loop);
 	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
@@ -1356,14 +1481,72 @@ static void set_port(struct address *a, int fd)
 			((struct sockaddr_in6 *)&ss)->sin6_port;
 }
 
-static int bind_workers(struct daemon *d, char *err, size_t len)
+/* Socket activation: the sockets a .socket unit passed (LISTEN_FDNAMES "listen" and
+ * "metrics"; one socket alone is "listen"), checked against --listen and --metrics: a unit
+ * whose ListenStream= says one address and a --listen another is refused, not served on the
+ * unit's address in silence. */
+static int take_passed(struct daemon *d, int passed[2], char *err, size_t len)
+{
+	static const char *const names[2] = {"listen", "metrics"};
+	char have[300];
+
+	if (service_listen_take(names, passed, 2, err, len) < 0)
+		return -1;
+	if (passed[0] < 0 && passed[1] >= 0) {
+		snprintf(err, len,
+			 "systemd passed a socket named metrics but none named listen; add the "
+			 "tunnel's ListenStream= with FileDescriptorName=listen to the .socket "
+			 "unit");
+		return -1;
+	}
+	if (passed[0] >= 0 &&
+	    !service_listen_matches(passed[0], (struct sockaddr *)&d->listen.sa, d->listen.len)) {
+		address_local(passed[0], have, sizeof(have));
+		snprintf(
+			err, len,
+			"the socket systemd passed (the .socket unit's ListenStream=) is %s, not "
+			"a listening stream socket on --listen %s; make ListenStream= and --listen "
+			"the same address",
+			have[0] != '\0' ? have : "of another kind", d->o->listen);
+		return -1;
+	}
+	if (passed[1] >= 0 && d->o->metrics == NULL) {
+		snprintf(err, len,
+			 "systemd passed a socket named metrics but --metrics is not given; give "
+			 "--metrics with its address, or remove that ListenStream=");
+		return -1;
+	}
+	if (passed[1] >= 0 &&
+	    !service_listen_matches(passed[1], (struct sockaddr *)&d->metrics_addr.sa,
+				    d->metrics_addr.len)) {
+		address_local(passed[1], have, sizeof(have));
+		snprintf(err, len,
+			 "the metrics socket systemd passed (ListenStream= with "
+			 "FileDescriptorName=metrics) is %s, not --metrics %s; make them the same "
+			 "address",
+			 have[0] != '\0' ? have : "of another kind", d->o->metrics);
+		return -1;
+	}
+	return 0;
+}
+
+/* One listening descriptor per worker: their own sockets on one port (SO_REUSEPORT, the
+ * kernel spreads the connections), or one socket, each worker with a descriptor of it (dup):
+ * a unix socket, or the socket systemd passed (passed >= 0), where every worker's loop
+ * competes for each connection and the kernel balances nothing. */
+static int bind_workers(struct daemon *d, int passed, char *err, size_t len)
 {
 	for (int i = 0; i < d->nworkers; i++) {
 		struct worker *w = &d->workers[i];
 
 		w->d = d;
 		w->id = i;
-		if (d->listen.is_unix && i > 0) {
+		if (passed >= 0 && i == 0) {
+			w->listen_fd = passed;
+			w->own_listen_fd = true;
+			continue;
+		}
+		if ((d->listen.is_unix || passed >= 0) && i > 0) {
 			/* one socket, every loop accepts; each closes its own descriptor */
 			w->listen_fd = fcntl(d->workers[0].listen_fd, F_DUPFD_CLOEXEC, 0);
 			if (w->listen_fd < 0) {
@@ -1606,6 +1789,7 @@ int tunnel_run(const struct tunnel_options *given)
 	sigset_t block, old;
 	char err[800], addr[300];
 	int metrics_fd = -1, rc = 2;
+	int passed[2] = {-1, -1}; /* socket activation: listen, metrics */
 
 	no_core_dumps();
 	if (log_format_parse(o->log_format, &lf) != 0 || log_level_parse(o->log_level, &ll) != 0) {
@@ -1694,12 +1878,25 @@ int tunnel_run(const struct tunnel_options *given)
 	d.nworkers = (int)o->workers;
 	d.metrics.nworkers = d.nworkers;
 	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
-	if (d.workers == NULL || bind_workers(&d, err, sizeof(err)) != 0) {
-		fail(role, d.workers == NULL ? "out of memory" : err);
+	if (d.workers == NULL) {
+		fail(role, "out of memory");
 		goto out;
 	}
+	if (take_passed(&d, passed, err, sizeof(err)) != 0 ||
+	    bind_workers(&d, passed[0], err, sizeof(err)) != 0) {
+		fail(role, err);
+		goto out;
+	}
+	if (passed[0] >= 0) {
+		address_local(passed[0], addr, sizeof(addr));
+		LOG(LOG_INFO, "socket_activation", LS("address", addr),
+		    LS("metrics", passed[1] >= 0 ? "passed" : "bound"), LN("workers", d.nworkers),
+		    LS("message", "listening on the socket systemd passed; the workers share it "
+				  "(no SO_REUSEPORT balancing)"));
+	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
+		if ((metrics_fd = passed[1]) < 0 &&
+		    (metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
 						 LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
@@ -1783,6 +1980,7 @@ int tunnel_run(const struct tunnel_options *given)
 	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
 	ev_timer_start(loop, &ms.health);
+	notify_ready(&ms, loop, addr);
 	ev_run(loop, 0);
 	rc = 0;
 join:
@@ -1805,8 +2003,9 @@ out:
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
-	/* only a socket this daemon made: not one of a daemon that refused this one */
-	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd)
+	/* only a socket this daemon made: not one of a daemon that refused this one, nor
+	 * systemd's */
+	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd && passed[0] < 0)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
 	resolver_free(d.resolver); /* after the workers: their connections held its lists */

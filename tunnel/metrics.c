@@ -619,6 +619,15 @@ static int credential_findings(struct metrics *m, time_t now, struct text *expir
 	return n;
 }
 
+int metrics_stuck_workers(struct metrics *m, long long beat_now)
+{
+	struct text t = {0};
+	int n = stuck_workers(m, beat_now, &t, "");
+
+	free(t.buf);
+	return n;
+}
+
 char *metrics_healthz(struct metrics *m, time_t now, long long beat_now, unsigned *status)
 {
 	struct text head = {0}, stuck = {0}, notes = {0};

@@ -169,6 +169,9 @@ char *metrics_render(struct metrics *m, size_t *len);
  */
 char *metrics_healthz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
 char *metrics_readyz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
+/* How many workers are stuck (their beat older than METRICS_STUCK_SECONDS at beat_now), as
+ * /healthz decides it: the systemd watchdog is fed only while this is 0 (daemon.c). */
+int metrics_stuck_workers(struct metrics *m, long long beat_now);
 /* The clock of worker_beats and of beat_now above: seconds of CLOCK_MONOTONIC (+1, so that
  * a beat of 0 stays "not started"). A step of the wall clock (NTP, an operator) moves
  * neither, so it can neither make a working loop look stuck nor hide a stuck one. */
