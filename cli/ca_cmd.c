@@ -10,13 +10,7 @@
 #include "commands.h"
 #include "grant.h"
 
-struct ca_command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
-};
-
-static const struct ca_command ca_commands[] = {
+const struct ca_command ca_commands[] = {
 	{"init", cmd_ca_init, "create a root CA and an issuing (intermediate) CA"},
 	{"issue", cmd_ca_issue, "issue a server, client or peer certificate (or sign a CSR)"},
 	{"revoke", cmd_ca_revoke, "revoke a certificate and publish a new CRL"},
