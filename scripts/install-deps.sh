@@ -16,6 +16,7 @@ packages=(
 	bc                                  # bench/ arithmetic
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
+	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
 )
 
 missing=()

@@ -71,8 +71,8 @@ extra=$(comm -13 "$TMP/expected" "$TMP/installed")
 verdict "every file installed in its place with its mode ($(wc -l <"$TMP/expected") files)" \
 	${missing:+"missing or another mode:"} ${missing:+"$missing"} \
 	${extra:+"not expected (or another mode):"} ${extra:+"$extra"}
-baddirs=$(cd "$prefix" && find . -type d ! -perm 755 -printf '%P %m\n')
-vcheck "directories are 0755" "$baddirs"
+baddirs=$(cd "$prefix" && find . -type d \( ! -perm 755 -o -empty \) -printf '%P %m\n')
+vcheck "directories are 0755, none empty" "$baddirs"
 
 lib=$prefix/$libdir
 links="$(readlink "$lib/libmtls.so") $(readlink "$lib/libmtls.so.0")"
