@@ -18,6 +18,7 @@ packages=(
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
 	groff-base man-db                   # the generated man pages checked (test_docs_generated)
+	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
 )
 
 missing=()
