@@ -16,6 +16,7 @@ packages=(
 	bc                                  # bench/ arithmetic
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
+	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 )
 
 sudo=""
