@@ -19,6 +19,7 @@ packages=(
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
 	groff-base man-db                   # the generated man pages checked (test_docs_generated)
 	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
+	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 )
 
 missing=()
