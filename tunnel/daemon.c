@@ -995,7 +995,7 @@ static void notify_ready(struct main_state *ms, struct ev_loop *loop, const char
 	double every = service_notify_watchdog_every();
 
 	snprintf(ms->listening, sizeof(ms->listening), "listening on %.120s → %.150s", address,
-		 ms->d->o->target);
+		 resolver_describe(ms->d->resolver));
 	if (!service_notify_enabled())
 		return;
 	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
