@@ -24,6 +24,7 @@ const struct ca_command ca_commands[] = {
 	 "CRL, OCSP"},
 	{"token", cmd_ca_token, "make a one-time enrollment token for the CA service"},
 	{"rollover", cmd_ca_rollover, "roll the root over to a new key: begin, switch, finish"},
+	{"renew-issuer", cmd_ca_renew_issuer, "renew the issuing CA (same key, new validity)"},
 	{NULL, NULL, NULL},
 };
 

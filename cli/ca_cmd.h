@@ -78,5 +78,6 @@ int cmd_ca_export(int argc, char **argv);
 int cmd_ca_serve(int argc, char **argv);
 int cmd_ca_token(int argc, char **argv);
 int cmd_ca_rollover(int argc, char **argv);
+int cmd_ca_renew_issuer(int argc, char **argv);
 
 #endif

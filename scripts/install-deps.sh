@@ -10,6 +10,7 @@ packages=(
 	libpq-dev                           # the CA inventory on PostgreSQL (several CA nodes)
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
 	libcurl4-openssl-dev                # mtls enroll/renew: the CA service's client
+	libsystemd-dev                      # sd_notify, the watchdog, socket activation
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests
@@ -17,13 +18,10 @@ packages=(
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
 	groff-base man-db                   # the generated man pages checked (test_docs_generated)
+	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
+	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 )
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-	command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
-	sudo=sudo
-fi
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +29,16 @@ done
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps: all packages present"
 	exit 0
+fi
+# root (or sudo) only when something is missing: a user whose machine has every package
+# builds and tests without either
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || {
+		echo "install-deps: missing ${missing[*]}: run as root, install sudo, or install them with apt-get" >&2
+		exit 1
+	}
+	sudo=sudo
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
