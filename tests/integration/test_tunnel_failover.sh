@@ -8,7 +8,9 @@
 #      --server that works, traffic flows through that one
 #   3. a malformed --server (bad port, empty host, port 0) is still an error at start
 #   4. without --server-name, each --server's certificate is checked for its own host
-#   5. localhost resolving to 127.0.0.1 and ::1 (where /etc/hosts says both) with only one
+#   5. a first --server that does not answer (SYNs dropped): the connection moves on after
+#      its share of --connect-timeout
+#   6. localhost resolving to 127.0.0.1 and ::1 (where /etc/hosts says both) with only one
 #      family listening: connections succeed through the other address
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
@@ -181,7 +183,49 @@ verdict "--server-name applies to every --server" "${p[@]+"${p[@]}"}" -- \
 stop_bg "$CON_PID"
 stop_bg "$SRV_D"
 
-echo "# 5. localhost: every address of a name is used"
+echo "# 5. a first --server that does not answer: its share of --connect-timeout, then the next"
+# a listener whose accept queue is full: the kernel drops further SYNs, a connect hangs
+cat >"$TMP/hole.py" <<'PYEOF'
+import os, socket, sys, time
+lsn = socket.socket()
+lsn.bind(("127.0.0.1", 0))
+lsn.listen(0)
+port = lsn.getsockname()[1]
+held = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(c)
+time.sleep(0.5)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(port))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+PYEOF
+start_bg "$TMP/hole.log" python3 "$TMP/hole.py" "$TMP/hole.port"
+n=0
+while [ ! -s "$TMP/hole.port" ] && [ "$n" -lt 200 ]; do
+	sleep 0.05
+	n=$((n + 1))
+done
+[ -s "$TMP/hole.port" ] || _lib_die "the black hole did not start: $(cat -- "$TMP/hole.log")"
+HOLE=$(cat -- "$TMP/hole.port")
+start_tunnel_connector "$TMP/con-h.log" --server "127.0.0.1:$HOLE" --server "127.0.0.1:$PB" \
+	"${CON_TLS[@]}" --connect-timeout 8s
+p=()
+xchg "$CON_PORT" through-hole || p+=("no answer: $XCHG_WHY")
+l=$(grep -F '"event":"target_down"' "$TMP/con-h.log" | head -n 1 || true)
+[[ $l == *"\"address\":\"127.0.0.1:$HOLE\""* && $l == *"timed out"* ]] ||
+	p+=("no target_down 'timed out' for the first: $l")
+verdict "a first --server that does not answer: the connection goes on to the second within --connect-timeout" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/con-h.log")"
+stop_bg "$CON_PID"
+
+echo "# 6. localhost: every address of a name is used"
 if getent ahosts localhost | grep -q '^::1 ' && getent ahosts localhost | grep -q '^127\.0\.0\.1 '; then
 	for fam in v4 v6; do
 		if [ "$fam" = v4 ]; then listen="127.0.0.1:0"; else listen="[::1]:0"; fi
