@@ -263,9 +263,10 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 	atomic_fetch_add(&d->metrics.bytes_from_target, from_target);
 	if (why != NULL)
 		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("why", why), LS("target", c->target),
-		    LN("bytes_to_target", to_target), LN("bytes_from_target", from_target),
-		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)));
+		    LS("identity", c->identity), LS("why", why), LN("bytes_to_target", to_target),
+		    LN("bytes_from_target", from_target),
+		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)),
+		    LS("target", c->target));
 	mtls_free(c->tls);
 	if (c->tls_fd >= 0)
 		close(c->tls_fd);
