@@ -209,13 +209,13 @@ vcheck "postinst: the system user mtls, home /var/lib/mtls, no login shell ($(va
 vcheck "the user cannot log in (su mtls: $(val nologin))" \
 	"$(grep -q 'This account is currently not available' <<<"$(val nologin)" || echo "su mtls: $(val nologin)")"
 problems=()
-[ "$(val 'installed.dir /etc/mtls')" = "755 root:root" ] || problems+=("/etc/mtls: $(val 'installed.dir /etc/mtls')")
+[ "$(val 'installed.dir /etc/mtls')" = "750 root:mtls" ] || problems+=("/etc/mtls: $(val 'installed.dir /etc/mtls')")
 for d in server connector agent; do
 	[ "$(val "installed.dir /etc/mtls/$d")" = "750 root:mtls" ] || problems+=("/etc/mtls/$d: $(val "installed.dir /etc/mtls/$d")")
 done
 [ "$(val 'installed.dir /var/lib/mtls')" = "750 mtls:mtls" ] || problems+=("/var/lib/mtls: $(val 'installed.dir /var/lib/mtls')")
 [ "$(val readable)" = yes ] || problems+=("user mtls cannot read /etc/mtls/server")
-verdict "postinst: /etc/mtls/{server,connector,agent} 0750 root:mtls (readable by mtls), /var/lib/mtls 0750 mtls:mtls" \
+verdict "postinst: /etc/mtls and /etc/mtls/{server,connector,agent} 0750 root:mtls (readable by mtls), /var/lib/mtls 0750 mtls:mtls" \
 	"${problems[@]+"${problems[@]}"}"
 vcheck "installed: mtls --version, pkg-config --modversion mtls" \
 	"$([ "$(val version)" = "mtls $upstream" ] && [ "$(val modversion)" = "$upstream" ] || echo "version: $(val version); modversion: $(val modversion)")"
