@@ -44,6 +44,7 @@
 #include "log.h"
 #include "ocsp.h"
 #include "serve.h"
+#include "service_notify.h"
 #include "token.h"
 
 #define SCHEDULE_SECONDS  60.0
@@ -54,6 +55,8 @@ struct loop_ctx {
 	struct serve *s;
 	ev_signal sigterm, sigint, sighup, sigusr1;
 	ev_timer watch, schedule;
+	ev_timer watchdog; /* systemd's WATCHDOG=1 while the main loop runs */
+	char status[300];  /* systemd's STATUS= line */
 };
 
 /* ---- the API's own certificate ---- */
@@ -418,7 +421,9 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
+	service_notify_reloading();
 	watch_certs(lc->s, "SIGHUP");
+	service_notify_ready(lc->status);
 }
 
 /* SIGUSR1: logrotate moved --log-file away; open it again (docs/operations.md) */
@@ -430,9 +435,19 @@ static void on_usr1(struct ev_loop *loop, ev_signal *w, int events)
 	log_reopen();
 }
 
+/* systemd's watchdog: this timer firing is the main loop running */
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int events)
+{
+	(void)loop;
+	(void)w;
+	(void)events;
+	service_notify_watchdog();
+}
+
 static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 {
 	(void)events;
+	service_notify_stopping("stopping");
 	LOG(LOG_INFO, "stopping", LS("signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT"));
 	ev_break(loop, EVBREAK_ALL);
 }
@@ -581,6 +596,14 @@ int serve_run(const struct serve_options *o)
 		    LS("serves", "/roots.pem /crl /crl.pem /ocsp"));
 	LOG(LOG_INFO, "listening", LS("role", "ca"), LS("address", api_bound), LS("url", s.api_url),
 	    LS("dir", o->dir), LN("leaf_seconds", o->leaf_seconds), LN("pid", getpid()));
+	snprintf(lc.status, sizeof(lc.status), "API on %.60s (%.120s)%s%.60s", api_bound, s.api_url,
+		 http_bound[0] != '\0' ? "; plain HTTP on " : "", http_bound);
+	service_notify_ready(lc.status);
+	if (service_notify_watchdog_every() > 0) {
+		ev_timer_init(&lc.watchdog, on_watchdog, service_notify_watchdog_every(),
+			      service_notify_watchdog_every());
+		ev_timer_start(loop, &lc.watchdog);
+	}
 	ev_run(loop, 0);
 	rc = 0;
 out:

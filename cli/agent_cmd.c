@@ -43,6 +43,7 @@
 #include "log.h"
 #include "options.h"
 #include "renewal.h"
+#include "service_notify.h"
 
 #define EXEC_TIMEOUT_DEFAULT_MS	 (60LL * 1000)
 #define ROOTS_REFRESH_DEFAULT_MS (3600LL * 1000)
@@ -870,10 +871,30 @@ static time_t earliest(time_t a, time_t b)
 	return a == 0 ? b : b == 0 ? a : a < b ? a : b;
 }
 
+/* systemd's STATUS= line (sent when it changes): the certificate in service and what
+ * comes next. */
+static void notify_status(struct agent *a, char *sent, size_t len)
+{
+	char now[SERVICE_NOTIFY_STATUS_MAX], na[32], at[32];
+
+	utc(a->leaf.not_after, na);
+	utc(a->failures > 0 ? a->retry_at : a->renew_at, at);
+	snprintf(now, sizeof(now), "%.120s serial %.64s valid until %s; %s %s", a->certp,
+		 a->leaf.serial[0] != '\0' ? a->leaf.serial : "(unreadable)", na,
+		 a->failures > 0 ? "renewal failing, retry at" : "renews at", at);
+	if (strcmp(now, sent) == 0)
+		return;
+	snprintf(sent, len, "%s", now);
+	service_notify_status(sent);
+}
+
 static int run_loop(struct agent *a)
 {
-	char at[32], na[32], err[4096];
+	char at[32], na[32], err[4096], status[SERVICE_NOTIFY_STATUS_MAX] = "";
 	time_t now = time(NULL);
+	/* systemd's watchdog: WATCHDOG=1 each turn of the loop, which then sleeps no longer
+	 * than half of WatchdogSec= (0: off) */
+	double watchdog = service_notify_watchdog_every();
 
 	a->renew_at = renewal_schedule(a->leaf.not_before, a->leaf.not_after, now, a->rnd);
 	utc(a->renew_at, at);
@@ -882,12 +903,16 @@ static int run_loop(struct agent *a)
 	    LS("not_after", na), LS("renew_at", at), LS("ca_url", a->base),
 	    LN("pid", (long long)getpid()));
 	roots_refresh(a, now);
+	notify_status(a, status, sizeof(status));
+	service_notify_ready(status);
 	if (a->o.force)
 		atomic_store(&renew_flag, true);
 	while (!atomic_load(&stop_flag)) {
 		time_t due, wake;
 		bool forced;
 
+		if (watchdog > 0)
+			service_notify_watchdog();
 		if (atomic_exchange(&reopen_flag, false))
 			log_reopen();
 		now = time(NULL);
@@ -905,6 +930,7 @@ static int run_loop(struct agent *a)
 		expiring_check(a, now);
 		copies_and_hook(a, now);
 		metrics_write(a);
+		notify_status(a, status, sizeof(status));
 		/* sleep until the next thing is due, a signal, or SLEEP_MAX_S */
 		now = time(NULL);
 		wake = earliest(a->failures > 0 ? a->retry_at : a->renew_at, a->roots_at);
@@ -918,12 +944,16 @@ static int run_loop(struct agent *a)
 		}
 		if (wake > now && !atomic_load(&stop_flag) && !atomic_load(&renew_flag)) {
 			long long s = wake - now < SLEEP_MAX_S ? wake - now : SLEEP_MAX_S;
+			long long ms = s * 1000;
 			struct pollfd pf = {wake_pipe[0], POLLIN, 0};
 
-			poll(&pf, 1, (int)(s * 1000));
+			if (watchdog > 0 && ms > (long long)(watchdog * 1000))
+				ms = (long long)(watchdog * 1000);
+			poll(&pf, 1, (int)ms);
 		}
 		drain_wake();
 	}
+	service_notify_stopping("stopping");
 	LOG(LOG_INFO, "agent_stopping", LS("cert", a->certp), LS("serial", a->leaf.serial));
 	return 0;
 }

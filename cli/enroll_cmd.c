@@ -131,14 +131,16 @@ static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *
 	return 0;
 }
 
-/* A path that can be written on a config line: no control byte, no leading or trailing
- * blank (the parser trims them). */
+/* A path that can be written unquoted on a config line: no control byte, no leading or
+ * trailing blank (the parser trims them), no quote and no '#' after a blank (the grammar's
+ * quoting and comments, cli/options.h). */
 static bool config_safe(const char *s)
 {
 	size_t n = strlen(s);
 
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '\'' || s[i] == '"' ||
+		    (s[i] == '#' && i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t')))
 			return false;
 	return n > 0 && s[0] != ' ' && s[0] != '\t' && s[n - 1] != ' ' && s[n - 1] != '\t';
 }
@@ -274,8 +276,8 @@ int cmd_enroll(int argc, char **argv)
 	}
 	if (realpath(o.dir, absdir) == NULL || !config_safe(absdir)) {
 		snprintf(err, sizeof(err),
-			 "%s cannot be named in mtls.conf (unresolvable, or control bytes or "
-			 "blanks at its ends); choose another --dir",
+			 "%s cannot be named in mtls.conf (unresolvable, or control bytes, "
+			 "quotes, ' #' or blanks at its ends); choose another --dir",
 			 o.dir);
 		failmsg(err);
 		goto out;

@@ -10,13 +10,16 @@ packages=(
 	libpq-dev                           # the CA inventory on PostgreSQL (several CA nodes)
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
 	libcurl4-openssl-dev                # mtls enroll/renew: the CA service's client
+	libsystemd-dev                      # sd_notify, the watchdog, socket activation
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests
 	bc                                  # bench/ arithmetic
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
+	groff-base man-db                   # the generated man pages checked (test_docs_generated)
 	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
+	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 )
 
 missing=()

@@ -32,16 +32,20 @@
 #include "ocspfetch.h"
 #include "renewal.h"
 #include "renewer.h"
+#include "service_listen.h"
+#include "service_notify.h"
 
 #define WATCH_MAX	    16
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
 #define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
 #define WATCH_UNSETTLED	    5.0	    /* seconds of changes after which the wait is logged */
+#define WATCH_SLACK	    0.05    /* past WATCH_SETTLE: the second look is surely late enough */
 #define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
 #define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
 #define TRIM_EVERY	    10.0    /* seconds, at least, between two trims of the heap */
 #define LISTEN_MODE_DEFAULT 0660    /* unix sockets: owner and group */
+#define NOTIFY_STATUS_EVERY 5.0	    /* seconds between checks of systemd's STATUS= line */
 
 struct file_sig {
 	dev_t dev;
@@ -66,6 +70,13 @@ struct main_state {
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
 	ev_signal sighup, sigterm, sigint, sigusr1;
+	/* the file watcher: one ev_stat per file (inotify where libev can use it, else a stat
+	 * every --watch-interval), and one per symbolic link's target (a link swapped to
+	 * another directory, as Kubernetes secret volumes do, changes no inode inotify sees on
+	 * the link's path); watch is the settle timer of the second look */
+	ev_stat stat[WATCH_MAX], stat_real[WATCH_MAX];
+	char *real[WATCH_MAX]; /* realpath() of files[i] where it differs, else NULL */
+	bool watching;
 	ev_timer watch;
 	ev_timer health;
 	ev_timer trim;
@@ -95,6 +106,15 @@ struct main_state {
 	time_t started;
 
 	ev_async ocsp_recheck; /* an OCSP answer about a peer turned to revoked */
+
+	/* systemd (service_notify.h; all idle without NOTIFY_SOCKET) */
+	ev_timer watchdog;	/* WATCHDOG=1, every half of WatchdogSec= while healthy */
+	ev_timer status_timer;	/* STATUS= when what it says changed */
+	bool reloading;		/* RELOADING=1 sent, its READY=1 not yet */
+	bool watchdog_withheld; /* a worker is stuck: no WATCHDOG=1 until it beats again */
+	char listening[300];	/* "listening on ADDRESS → TARGET" */
+	char last_reload[SERVICE_NOTIFY_STATUS_MAX];
+	char status_sent[1024]; /* sent as at most SERVICE_NOTIFY_STATUS_MAX bytes */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -110,6 +130,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->idle_timeout_ms = 3600000;
 	o->drain_timeout_ms = 30000;
 	o->watch_interval_ms = 2000;
+	o->resolve_interval_ms = 30000;
 	o->log_format = "json";
 	o->log_level = "info";
 	o->tls_min = "1.2";
@@ -402,26 +423,86 @@ static void publish_status(struct main_state *ms, const char *trigger, bool ok, 
 }
 
 /* /healthz?target=1: a TCP connection to the target, within the connect timeout (at most
- * 2 s: a health check must answer before its prober gives up). */
+ * 2 s: a health check must answer before its prober gives up), to the addresses in the order
+ * a client's connection would try them; the first that connects answers. */
 static int target_check(void *arg, char *err, size_t len)
 {
 	struct daemon *d = arg;
 	long long ms = d->o->connect_timeout_ms < 2000 ? d->o->connect_timeout_ms : 2000;
-	int fd = address_connect(&d->target, err, len), e = 0;
-	socklen_t elen = sizeof(e);
-	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	struct timespec t0, t1;
+	struct resolver_plan plan;
+	const struct resolver_entry *e;
 	int rc = -1;
 
-	if (fd < 0)
+	if (resolver_plan(d->resolver, &plan, err, len) != 0)
 		return -1;
-	if (poll(&p, 1, (int)ms) != 1)
-		snprintf(err, len, "%s: no connection within %lld ms", d->o->target, ms);
-	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0 || e != 0)
-		snprintf(err, len, "%s: %s", d->o->target, strerror(e != 0 ? e : errno));
-	else
-		rc = 0;
-	close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rc != 0 && (e = resolver_plan_next(&plan)) != NULL) {
+		char addr[300];
+		long long left;
+		int fd = address_connect(&e->addr, err, len), so = 0;
+		socklen_t elen = sizeof(so);
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		left = ms - ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		if (fd < 0)
+			continue;
+		address_format((const struct sockaddr *)&e->addr.sa, e->addr.len, addr,
+			       sizeof(addr));
+		if (left <= 0 || poll(&p, 1, (int)left) != 1)
+			snprintf(err, len, "%s: no connection within %lld ms", addr, ms);
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &elen) != 0 || so != 0)
+			snprintf(err, len, "%s: %s", addr, strerror(so != 0 ? so : errno));
+		else
+			rc = 0;
+		close(fd);
+		if (left <= 0)
+			break;
+	}
+	resolver_plan_done(d->resolver, &plan);
 	return rc;
+}
+
+/* systemd's STATUS= line: what the daemon does now, the open connections and the last
+ * reload's result (`systemctl status` shows it). */
+static void notify_status_text(struct main_state *ms, char *out, size_t len)
+{
+	struct daemon *d = ms->d;
+	long long n = atomic_load(&d->active);
+
+	snprintf(out, len, "%s%s; %lld connection%s%s%s",
+		 atomic_load(&d->phase) != 0 ? "draining, was " : "", ms->listening, n,
+		 n == 1 ? "" : "s", ms->last_reload[0] != '\0' ? "; " : "", ms->last_reload);
+}
+
+/* RELOADING=1, once per reload (SIGHUP sends it before the options are parsed again). */
+static void notify_reload_begin(struct main_state *ms)
+{
+	if (ms->reloading)
+		return;
+	ms->reloading = true;
+	service_notify_reloading();
+}
+
+/* READY=1 after a reload, STATUS= its result: a failed one keeps the configuration in
+ * service, and says so. */
+static void notify_reload_end(struct main_state *ms, const char *trigger, bool ok,
+			      const char *message)
+{
+	char when[32];
+
+	utc(time(NULL), when, sizeof(when));
+	if (ok)
+		snprintf(ms->last_reload, sizeof(ms->last_reload), "last reload (%s) at %s: ok",
+			 trigger, when);
+	else
+		snprintf(ms->last_reload, sizeof(ms->last_reload),
+			 "last reload (%s) at %s FAILED, the previous configuration stays: %s",
+			 trigger, when, message);
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	ms->reloading = false;
+	service_notify_ready(ms->status_sent);
 }
 
 static void reload(struct main_state *ms, const char *trigger)
@@ -432,6 +513,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	struct credentials_chain chain = {0};
 	struct mtls_config *cfg = NULL;
 
+	notify_reload_begin(ms);
 	if (d->o->user != NULL &&
 	    credentials_check_readable(ms->live, d->o->user, err, sizeof(err)))
 		reason = "file_permissions";
@@ -447,6 +529,7 @@ static void reload(struct main_state *ms, const char *trigger)
 		    LS("message", err), LS("action", "keeping the current certificates and rules"));
 		mtls_config_free(cfg);
 		publish_status(ms, trigger, false, err);
+		notify_reload_end(ms, trigger, false, err);
 		return;
 	}
 	mtls_config_free(cfg);
@@ -461,6 +544,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	check_crls(ms, ev_now(ev_default_loop(0)), true);
 	apply_mode(ms);
 	publish_status(ms, trigger, true, NULL);
+	notify_reload_end(ms, trigger, true, NULL);
 	worker_recheck_all(d);
 }
 
@@ -512,6 +596,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 }
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+static void watch_start(struct main_state *ms, struct ev_loop *loop);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 static int check_mode(const struct tunnel_options *o, char *err, size_t len);
 
@@ -559,7 +644,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	changed[0] = '\0';
 	SAME_STR(listen, "--listen");
 	SAME_STR(listen_mode, "--listen-mode");
-	SAME_STR(target, "--target/--server");
+	SAME_LIST(target, "--target/--server");
+	SAME_NUM(resolve_interval_ms, "--resolve-interval");
 	SAME_STR(server_name, "--server-name");
 	SAME_STR(key_passphrase_env, "--key-passphrase-env");
 	SAME_STR(metrics, "--metrics");
@@ -620,6 +706,7 @@ static int reparse(struct main_state *ms)
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"), LS("reason", "config"),
 		    LS("message", err), LS("action", "keeping the current options and files"));
 		publish_status(ms, "SIGHUP", false, err);
+		notify_reload_end(ms, "SIGHUP", false, err);
 		if (handle != NULL && o->reparse_free != NULL)
 			o->reparse_free(handle);
 		return -1;
@@ -632,6 +719,7 @@ static int reparse(struct main_state *ms)
 			LOG(LOG_ERROR, "reload_failed", LS("trigger", "SIGHUP"),
 			    LS("reason", "config"), LS("message", "too many --crl files"),
 			    LS("action", "keeping the current options and files"));
+			notify_reload_end(ms, "SIGHUP", false, "too many --crl files");
 			o->reparse_free(handle);
 			return -1;
 		}
@@ -652,6 +740,7 @@ static int reparse(struct main_state *ms)
 	ms->live_handle = handle;
 	/* the files to watch may be others now */
 	ms->nfiles = credentials_files(ms->live, ms->files, WATCH_MAX);
+	watch_start(ms, ev_default_loop(0));
 	return 0;
 }
 
@@ -673,6 +762,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
+	notify_reload_begin(ms);
 	if (reparse(ms) != 0)
 		return;
 	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
@@ -729,14 +819,101 @@ static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
 	worker_recheck_all(ms->d);
 }
 
+static void watch_stop(struct main_state *ms, struct ev_loop *loop)
+{
+	for (size_t i = 0; i < WATCH_MAX; i++) {
+		if (ms->watching) {
+			ev_stat_stop(loop, &ms->stat[i]);
+			ev_stat_stop(loop, &ms->stat_real[i]);
+		}
+		free(ms->real[i]);
+		ms->real[i] = NULL;
+	}
+	ev_timer_stop(loop, &ms->watch);
+	ms->watching = false;
+}
+
+static bool real_changed(const struct main_state *ms)
+{
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+		bool same = r == NULL || strcmp(r, ms->files[i]) == 0
+				    ? ms->real[i] == NULL
+				    : ms->real[i] != NULL && strcmp(r, ms->real[i]) == 0;
+
+		free(r);
+		if (!same)
+			return true;
+	}
+	return false;
+}
+
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events);
+
+/* (Re)start the watchers of the files of ms->live (--watch-interval 0: none). */
+static void watch_start(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp every = (ev_tstamp)ms->d->o->watch_interval_ms / 1000.0;
+
+	watch_stop(ms, loop);
+	if (ms->d->o->watch_interval_ms <= 0)
+		return;
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+
+		ev_stat_init(&ms->stat[i], on_stat, ms->files[i], every);
+		ms->stat[i].data = ms;
+		ev_stat_start(loop, &ms->stat[i]);
+		if (r != NULL && strcmp(r, ms->files[i]) != 0) {
+			ms->real[i] = r;
+			ev_stat_init(&ms->stat_real[i], on_stat, r, every);
+			ms->stat_real[i].data = ms;
+			ev_stat_start(loop, &ms->stat_real[i]);
+		} else {
+			free(r);
+		}
+	}
+	ms->watching = true;
+}
+
+/* A look at the files: a settled change is loaded; a change still settling (re)arms the
+ * settle timer for the second look, WATCH_SETTLE after the files last changed. */
+static void watch_look(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp now = ev_now(loop);
+
+	if (ms->watching && real_changed(ms))
+		watch_start(ms, loop); /* a link points elsewhere now: watch its new target */
+	if (files_settled(ms, now)) {
+		ev_timer_stop(loop, &ms->watch);
+		reload(ms, "file_change");
+		return;
+	}
+	if (!ms->pending_set) {
+		ev_timer_stop(loop, &ms->watch);
+		return;
+	}
+	ms->watch.repeat = ms->pending_since + WATCH_SETTLE - now;
+	ms->watch.repeat = (ms->watch.repeat > 0 ? ms->watch.repeat : 0) + WATCH_SLACK;
+	ev_timer_again(loop, &ms->watch);
+}
+
+/* libev saw a watched file change (or vanish, or appear) */
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events)
+{
+	(void)events;
+	if (atomic_load(&((struct main_state *)w->data)->d->phase) == 0)
+		watch_look(w->data, loop);
+}
+
+/* the settle timer: the second look */
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, watch));
 
 	(void)events;
-	if (files_settled(ms, ev_now(loop)))
-		reload(ms, "file_change");
+	watch_look(ms, loop);
 }
 
 /* Freed memory back to the system after a burst of connections closed (worker.c asks).
@@ -766,6 +943,70 @@ static void on_health(struct ev_loop *loop, ev_timer *w, int events)
 
 	(void)events;
 	check_crls(ms, ev_now(loop), false);
+}
+
+/* systemd's watchdog: WATCHDOG=1 only while the main loop runs (this is its timer) and no
+ * worker is stuck (the check /healthz makes), so a stuck worker gets the service restarted
+ * once WatchdogSec= passes without one. */
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, watchdog));
+	int stuck = metrics_stuck_workers(&ms->d->metrics, metrics_beat_clock());
+
+	(void)loop;
+	(void)events;
+	if (stuck == 0) {
+		if (ms->watchdog_withheld)
+			LOG(LOG_INFO, "watchdog_resumed",
+			    LS("message", "every worker beats again"));
+		ms->watchdog_withheld = false;
+		service_notify_watchdog();
+		return;
+	}
+	if (!ms->watchdog_withheld)
+		LOG(LOG_ERROR, "watchdog_withheld", LN("stuck_workers", stuck),
+		    LS("message", "a worker's loop is stuck (see /healthz): the systemd watchdog "
+				  "is no longer fed, so systemd restarts the service when "
+				  "WatchdogSec= passes"));
+	ms->watchdog_withheld = true;
+}
+
+/* STATUS= again when what it says changed (connections come and go). */
+static void on_status_timer(struct ev_loop *loop, ev_timer *w, int events)
+{
+	struct main_state *ms =
+		(struct main_state *)((char *)w - offsetof(struct main_state, status_timer));
+	char now[sizeof(ms->status_sent)];
+
+	(void)loop;
+	(void)events;
+	notify_status_text(ms, now, sizeof(now));
+	if (strcmp(now, ms->status_sent) == 0)
+		return;
+	memcpy(ms->status_sent, now, sizeof(now));
+	service_notify_status(ms->status_sent);
+}
+
+/* Serving: READY=1 with the STATUS= line, and the watchdog and status timers (only under a
+ * service manager: NOTIFY_SOCKET). */
+static void notify_ready(struct main_state *ms, struct ev_loop *loop, const char *address)
+{
+	double every = service_notify_watchdog_every();
+
+	snprintf(ms->listening, sizeof(ms->listening), "listening on %.120s → %.150s", address,
+		 resolver_describe(ms->d->resolver));
+	if (!service_notify_enabled())
+		return;
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	service_notify_ready(ms->status_sent);
+	ev_timer_init(&ms->status_timer, on_status_timer, NOTIFY_STATUS_EVERY, NOTIFY_STATUS_EVERY);
+	ev_timer_start(loop, &ms->status_timer);
+	if (every > 0) {
+		service_notify_watchdog();
+		ev_timer_init(&ms->watchdog, on_watchdog, every, every);
+		ev_timer_start(loop, &ms->watchdog);
+	}
 }
 
 static void wake_all(struct daemon *d)
@@ -807,7 +1048,9 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	LOG(LOG_INFO, "draining", LS("signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT"),
 	    LN("connections", atomic_load(&d->active)), LN("timeout_ms", d->o->drain_timeout_ms));
 	wake_all(d);
-	ev_timer_stop(loop, &ms->watch);
+	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+	service_notify_stopping(ms->status_sent);
+	watch_stop(ms, loop);
 	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
 	ev_timer_init(&ms->drain, on_drain_tick, 0.0, 0.05);
@@ -865,6 +1108,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		 "connections (0: as many as the descriptor limit allows)"},
 		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000, 1, ""},
 		{"connect-timeout", o->connect_timeout_ms, 1, 300000, 1, ""},
+		{"resolve-interval", o->resolve_interval_ms, 1000, 86400000, 1, ""},
 		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000, 1, " (0: never)"},
 		{"drain-timeout", o->drain_timeout_ms, 0, 3600000, 1, " (0: none)"},
 		{"watch-interval", o->watch_interval_ms, 0, 3600000, 1,
@@ -958,7 +1202,7 @@ static int check(struct daemon *d, char *err, size_t len)
 {
 	const struct tunnel_options *o = d->o;
 
-	if (o->listen == NULL || o->target == NULL) {
+	if (o->listen == NULL || o->target.n == 0) {
 		snprintf(err, len, "give --listen and --%s",
 			 o->role == TUNNEL_SERVER ? "target" : "server");
 		return -1;
@@ -977,6 +1221,12 @@ static int check(struct daemon *d, char *err, size_t len)
 	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0 ||
 	    check_mode(o, err, len) != 0)
 		return -1;
+	/* with the rest of the options, before any socket (metrics, listen, a CRL fetch) */
+	if (o->user != NULL && (o->user[0] == '\0' || getpwnam(o->user) == NULL)) {
+		snprintf(err, len, "--user %s: no such user; create it or give another one",
+			 o->user);
+		return -1;
+	}
 	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
 		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
 		return -1;
@@ -1009,15 +1259,15 @@ static int check(struct daemon *d, char *err, size_t len)
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
 		return -1;
 	}
-	if (parse_address("listen", o->listen, &d->listen, err, len) != 0 ||
-	    parse_address(o->role == TUNNEL_SERVER ? "target" : "server", o->target, &d->target,
-			  err, len) != 0)
+	if (parse_address("listen", o->listen, &d->listen, err, len) != 0)
 		return -1;
-	if (!d->target.is_unix && address_port(&d->target) == 0) {
-		snprintf(err, len, "--%s %s: port 0 cannot be connected to; give the real port",
-			 o->role == TUNNEL_SERVER ? "target" : "server", o->target);
+	/* the targets are parsed, not resolved: a name that does not resolve yet is a
+	 * warning at start (resolver_start), a malformed address an error now */
+	d->resolver = resolver_new(o->target.v, o->target.n,
+				   o->role == TUNNEL_SERVER ? "target" : "server",
+				   o->resolve_interval_ms, &d->metrics, err, len);
+	if (d->resolver == NULL)
 		return -1;
-	}
 	if (check_listen_mode(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
@@ -1040,8 +1290,9 @@ static int check(struct daemon *d, char *err, size_t len)
 		return -1;
 	}
 	if (o->role == TUNNEL_CONNECTOR) {
-		d->server_name = o->server_name != NULL ? o->server_name : d->target.host;
-		if (d->server_name == NULL || d->server_name[0] == '\0') {
+		d->server_name = o->server_name;
+		if ((o->server_name == NULL && resolver_has_unix(d->resolver)) ||
+		    (o->server_name != NULL && o->server_name[0] == '\0')) {
 			snprintf(err, len,
 				 "give --server-name: the name the server's certificate "
 				 "must carry");
@@ -1230,14 +1481,72 @@ static void set_port(struct address *a, int fd)
 			((struct sockaddr_in6 *)&ss)->sin6_port;
 }
 
-static int bind_workers(struct daemon *d, char *err, size_t len)
+/* Socket activation: the sockets a .socket unit passed (LISTEN_FDNAMES "listen" and
+ * "metrics"; one socket alone is "listen"), checked against --listen and --metrics: a unit
+ * whose ListenStream= says one address and a --listen another is refused, not served on the
+ * unit's address in silence. */
+static int take_passed(struct daemon *d, int passed[2], char *err, size_t len)
+{
+	static const char *const names[2] = {"listen", "metrics"};
+	char have[300];
+
+	if (service_listen_take(names, passed, 2, err, len) < 0)
+		return -1;
+	if (passed[0] < 0 && passed[1] >= 0) {
+		snprintf(err, len,
+			 "systemd passed a socket named metrics but none named listen; add the "
+			 "tunnel's ListenStream= with FileDescriptorName=listen to the .socket "
+			 "unit");
+		return -1;
+	}
+	if (passed[0] >= 0 &&
+	    !service_listen_matches(passed[0], (struct sockaddr *)&d->listen.sa, d->listen.len)) {
+		address_local(passed[0], have, sizeof(have));
+		snprintf(
+			err, len,
+			"the socket systemd passed (the .socket unit's ListenStream=) is %s, not "
+			"a listening stream socket on --listen %s; make ListenStream= and --listen "
+			"the same address",
+			have[0] != '\0' ? have : "of another kind", d->o->listen);
+		return -1;
+	}
+	if (passed[1] >= 0 && d->o->metrics == NULL) {
+		snprintf(err, len,
+			 "systemd passed a socket named metrics but --metrics is not given; give "
+			 "--metrics with its address, or remove that ListenStream=");
+		return -1;
+	}
+	if (passed[1] >= 0 &&
+	    !service_listen_matches(passed[1], (struct sockaddr *)&d->metrics_addr.sa,
+				    d->metrics_addr.len)) {
+		address_local(passed[1], have, sizeof(have));
+		snprintf(err, len,
+			 "the metrics socket systemd passed (ListenStream= with "
+			 "FileDescriptorName=metrics) is %s, not --metrics %s; make them the same "
+			 "address",
+			 have[0] != '\0' ? have : "of another kind", d->o->metrics);
+		return -1;
+	}
+	return 0;
+}
+
+/* One listening descriptor per worker: their own sockets on one port (SO_REUSEPORT, the
+ * kernel spreads the connections), or one socket, each worker with a descriptor of it (dup):
+ * a unix socket, or the socket systemd passed (passed >= 0), where every worker's loop
+ * competes for each connection and the kernel balances nothing. */
+static int bind_workers(struct daemon *d, int passed, char *err, size_t len)
 {
 	for (int i = 0; i < d->nworkers; i++) {
 		struct worker *w = &d->workers[i];
 
 		w->d = d;
 		w->id = i;
-		if (d->listen.is_unix && i > 0) {
+		if (passed >= 0 && i == 0) {
+			w->listen_fd = passed;
+			w->own_listen_fd = true;
+			continue;
+		}
+		if ((d->listen.is_unix || passed >= 0) && i > 0) {
 			/* one socket, every loop accepts; each closes its own descriptor */
 			w->listen_fd = fcntl(d->workers[0].listen_fd, F_DUPFD_CLOEXEC, 0);
 			if (w->listen_fd < 0) {
@@ -1480,6 +1789,7 @@ int tunnel_run(const struct tunnel_options *given)
 	sigset_t block, old;
 	char err[800], addr[300];
 	int metrics_fd = -1, rc = 2;
+	int passed[2] = {-1, -1}; /* socket activation: listen, metrics */
 
 	no_core_dumps();
 	if (log_format_parse(o->log_format, &lf) != 0 || log_level_parse(o->log_level, &ll) != 0) {
@@ -1502,7 +1812,8 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	ms.pass = pass;
-	if (setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
+	/* the whole configuration first: nothing below opens a socket before it passed */
+	if (check(&d, err, sizeof(err)) != 0 || setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
 	}
@@ -1513,7 +1824,7 @@ int tunnel_run(const struct tunnel_options *given)
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
 	sign_files(&ms, ms.sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
-	if (check(&d, err, sizeof(err)) != 0 || load_credentials(&ms, err, sizeof(err)) != 0 ||
+	if (load_credentials(&ms, err, sizeof(err)) != 0 ||
 	    fit_connections(&eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
@@ -1558,17 +1869,34 @@ int tunnel_run(const struct tunnel_options *given)
 	apply_mode(&ms);
 	ms.started = time(NULL);
 	publish_status(&ms, "start", true, NULL);
+	if (resolver_start(d.resolver) != 0) {
+		fail(role, "cannot start the resolver thread");
+		goto out;
+	}
 	d.metrics.target_check = target_check;
 	d.metrics.target_arg = &d;
 	d.nworkers = (int)o->workers;
 	d.metrics.nworkers = d.nworkers;
 	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
-	if (d.workers == NULL || bind_workers(&d, err, sizeof(err)) != 0) {
-		fail(role, d.workers == NULL ? "out of memory" : err);
+	if (d.workers == NULL) {
+		fail(role, "out of memory");
 		goto out;
 	}
+	if (take_passed(&d, passed, err, sizeof(err)) != 0 ||
+	    bind_workers(&d, passed[0], err, sizeof(err)) != 0) {
+		fail(role, err);
+		goto out;
+	}
+	if (passed[0] >= 0) {
+		address_local(passed[0], addr, sizeof(addr));
+		LOG(LOG_INFO, "socket_activation", LS("address", addr),
+		    LS("metrics", passed[1] >= 0 ? "passed" : "bound"), LN("workers", d.nworkers),
+		    LS("message", "listening on the socket systemd passed; the workers share it "
+				  "(no SO_REUSEPORT balancing)"));
+	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
+		if ((metrics_fd = passed[1]) < 0 &&
+		    (metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
 						 LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0) {
 			fail(role, err);
 			goto out;
@@ -1605,8 +1933,9 @@ int tunnel_run(const struct tunnel_options *given)
 		}
 
 	address_local(d.workers[0].listen_fd, addr, sizeof(addr));
-	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr), LS("target", o->target),
-	    LN("workers", d.nworkers), LN("pid", getpid()));
+	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr),
+	    LS("target", resolver_describe(d.resolver)), LN("workers", d.nworkers),
+	    LN("pid", getpid()));
 
 	loop = ev_default_loop(EVFLAG_AUTO);
 	ev_signal_init(&ms.sighup, on_sighup, SIGHUP);
@@ -1620,12 +1949,10 @@ int tunnel_run(const struct tunnel_options *given)
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (o->watch_interval_ms > 0) {
-		ev_tstamp every = (ev_tstamp)o->watch_interval_ms / 1000.0;
-
-		ev_timer_init(&ms.watch, on_watch, every, every);
-		ev_timer_start(loop, &ms.watch);
-	}
+	ev_timer_init(&ms.watch, on_watch, 0.0, 0.0);
+	watch_start(&ms, loop);
+	if (ms.watching) /* a change since the baseline (before the files were read) */
+		watch_look(&ms, loop);
 	check_crls(&ms, ev_now(loop), true);
 	if (ms.ncrlfetch > 0) {
 		ev_async_init(&ms.crl_fetched, on_crl_fetched);
@@ -1653,6 +1980,7 @@ int tunnel_run(const struct tunnel_options *given)
 	ev_timer_start(loop, &ms.trim);
 	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
 	ev_timer_start(loop, &ms.health);
+	notify_ready(&ms, loop, addr);
 	ev_run(loop, 0);
 	rc = 0;
 join:
@@ -1668,15 +1996,19 @@ out:
 	renewer_free(ms.renewer);
 	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
-	if (loop != NULL)
+	if (loop != NULL) {
+		watch_stop(&ms, loop);
 		ev_loop_destroy(loop);
+	}
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
-	/* only a socket this daemon made: not one of a daemon that refused this one */
-	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd)
+	/* only a socket this daemon made: not one of a daemon that refused this one, nor
+	 * systemd's */
+	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd && passed[0] < 0)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
+	resolver_free(d.resolver); /* after the workers: their connections held its lists */
 	mtls_free(d.endpoint);
 	json_decref(ms.creds);
 	metrics_free(&d.metrics);

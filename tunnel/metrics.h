@@ -55,6 +55,17 @@ struct metrics_identity {
 	unsigned long long would[MTLS_REASON_COUNT];
 };
 
+/* An outbound target (--server, --target; resolver.h), in order of preference: its name is
+ * set at start, before the HTTP server starts; the resolver keeps the rest. */
+#define METRICS_TARGETS_MAX 16
+struct metrics_target {
+	char name[300];
+	atomic_int up;			/* resolved, and an address not marked down */
+	atomic_int addresses;		/* addresses it resolved to */
+	atomic_ullong connect_failures; /* failed connects to its addresses */
+	atomic_ullong resolve_failures; /* resolutions of its name that failed */
+};
+
 struct metrics {
 	const char *role; /* "server" or "connector" */
 	atomic_int mode;  /* enum tunnel_mode in force (a reload may change it) */
@@ -87,6 +98,8 @@ struct metrics {
 	atomic_ullong bytes_to_target; /* from the TLS side to the plaintext side */
 	atomic_ullong bytes_from_target;
 	atomic_ullong target_connect_failures;
+	size_t ntargets;
+	struct metrics_target targets[METRICS_TARGETS_MAX];
 	atomic_ullong reloads_ok;
 	atomic_ullong reloads_failed;
 	/* live connections closed because a re-check refused them, by reason; and those
@@ -156,6 +169,9 @@ char *metrics_render(struct metrics *m, size_t *len);
  */
 char *metrics_healthz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
 char *metrics_readyz(struct metrics *m, time_t now, long long beat_now, unsigned *status);
+/* How many workers are stuck (their beat older than METRICS_STUCK_SECONDS at beat_now), as
+ * /healthz decides it: the systemd watchdog is fed only while this is 0 (daemon.c). */
+int metrics_stuck_workers(struct metrics *m, long long beat_now);
 /* The clock of worker_beats and of beat_now above: seconds of CLOCK_MONOTONIC (+1, so that
  * a beat of 0 stays "not started"). A step of the wall clock (NTP, an operator) moves
  * neither, so it can neither make a working loop look stuck nor hide a stuck one. */
