@@ -46,6 +46,7 @@ vcheck "the package version follows CMakeLists.txt ($version, $upstream)" \
 
 # lintian: no error or warning left, and each override says why
 lint=$(grep -E '^[EW]: ' "$out/lintian.txt" || true)
+grep -E '^[EWI]: ' "$out/lintian.txt" | sed 's/^/lintian: /' || true
 vcheck "lintian: no error or warning ($(grep -c '^I: ' "$out/lintian.txt" || true) info findings)" "$lint"
 unexplained=""
 for o in "$src"/debian/*.lintian-overrides; do
