@@ -130,8 +130,9 @@ sh -n "$TMP/ctrl/postrm" || problems+=("sh -n postrm fails")
 grep -q 'adduser --system' "$post" || problems+=("no adduser --system")
 grep -q -- '--home /var/lib/mtls' "$post" || problems+=("no --home /var/lib/mtls")
 grep -q -- '--shell /usr/sbin/nologin' "$post" || problems+=("no --shell /usr/sbin/nologin")
-grep -q 'systemctl enable\|deb-systemd-helper enable' "$post" && problems+=("the postinst enables a unit")
-verdict "postinst and postrm: valid sh, adduser --system with home /var/lib/mtls and no login shell, no unit enabled" \
+# (whether a unit gets enabled is seen below, in the throwaway root: debhelper's snippet
+# names "enable" for units an administrator enabled before an upgrade)
+verdict "postinst and postrm: valid sh, adduser --system with home /var/lib/mtls and no login shell" \
 	"${problems[@]+"${problems[@]}"}"
 
 # The sandbox: a new mount namespace (nothing mounted in it is seen outside), a tmpfs that
