@@ -59,8 +59,9 @@ expected() {
 	for f in "$src"/docs/*.md; do
 		echo "share/doc/mtls/${f##*/} 644"
 	done
-	for f in "$src"/docs/examples/* "$src"/examples/echo-server.c "$src"/examples/echo-client.c; do
-		[ -f "$f" ] && echo "share/doc/mtls/examples/${f##*/} 644"
+	[ -d "$src/docs/examples" ] && (cd "$src/docs/examples" && find . -type f -printf 'share/doc/mtls/examples/%P 644\n')
+	for f in "$src"/examples/echo-server.c "$src"/examples/echo-client.c; do
+		echo "share/doc/mtls/examples/${f##*/} 644"
 	done
 }
 expected | sort >"$TMP/expected"
