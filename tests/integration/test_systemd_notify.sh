@@ -15,7 +15,8 @@
 #    metrics) serves a real client through a connector, with two workers sharing it, and
 #    the metrics socket answers /healthz; a unix socket passed while --listen is TCP is
 #    refused with one line naming ListenStream= and --listen.
-# 4. mtls ca serve and mtls agent: READY=1 with a STATUS=, STOPPING=1 at SIGTERM.
+# 4. mtls ca serve and mtls agent: READY=1 with a STATUS=, STOPPING=1 at SIGTERM; ca serve
+#    on the sockets systemd passed (the API and the plain port).
 set -euo pipefail
 # the server of part 1 lives through every case of it (a minute under a sanitizer)
 BG_LIMIT=${BG_LIMIT:-150}
@@ -354,5 +355,19 @@ kill -TERM "$CA_PID"
 wait_exit "$CA_BG" 20
 [ "$(count "$W/ca.msgs" STOPPING=1)" = 1 ] || p+=("no STOPPING=1 at SIGTERM")
 verdict "mtls ca serve: STOPPING=1 at SIGTERM" "${p[@]+"${p[@]}"}" -- "messages: $(msgs "$W/ca.msgs")"
+
+# mtls ca serve with both ports passed (FileDescriptorName= listen, http): the plain port
+# answers /roots.pem, the API /roots.pem over TLS verified by the CA's root
+p=()
+activate "$W/ca-act.log" -l 127.0.0.1:@P1@ -l 127.0.0.1:@P2@ --fdname=listen:http \
+	"$MTLS" ca serve --dir "$D" --listen 127.0.0.1:@P1@ --http-listen 127.0.0.1:@P2@ \
+	--log-format json
+roots=$(curl -s --max-time 10 "http://127.0.0.1:$P2/roots.pem" || true)
+[ "$roots" = "$(cat -- "$D/root.pem")" ] || p+=("/roots.pem on the passed plain port: '${roots:0:80}'")
+roots=$(curl -s --max-time 10 --cacert "$D/root.pem" "https://127.0.0.1:$P1/roots.pem" || true)
+[ "$roots" = "$(cat -- "$D/root.pem")" ] || p+=("/roots.pem on the passed API port: '${roots:0:80}'")
+verdict "mtls ca serve: the sockets systemd passed (listen, http) serve the API and the plain port" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 5 "$W/ca-act.log")"
+stop_bg "$ACT_BG"
 
 finish
