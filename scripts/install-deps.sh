@@ -17,6 +17,7 @@ packages=(
 	bc                                  # bench/ arithmetic
 	strace                              # fault injection in the tests (kill at each fsync, ENOSPC)
 	python3                             # a plain HTTP server serving bad CRLs (test_tunnel_crl_url)
+	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
 )
 
 sudo=""
