@@ -23,12 +23,12 @@
  * is not backdated past most of its life). */
 #define ISSUANCE_BACKDATE 300
 
-/* What to do when the issuing CA's end is near, for the messages that meet it. There is no
- * "renew the CA": mtls ca rollover replaces the root and keeps the intermediate's end. */
+/* What to do when the issuing CA's end is near, for the messages that meet it: renew it in
+ * place (same key, new validity, under the same root: rollover_renew_issuer()), which needs
+ * a root that outlives it, else a root rollover first. */
 #define ISSUANCE_CA_END_HINT                                                                       \
-	"the issuing CA cannot be renewed in place (mtls ca rollover replaces the root and "       \
-	"keeps the issuing CA's end): make a new CA with mtls ca init in a new directory and "     \
-	"move peers to its root (docs/ca.md)"
+	"renew the issuing CA with mtls ca renew-issuer (same key, new validity; if the root "     \
+	"ends first, roll it over before: mtls ca rollover; docs/ca.md)"
 
 /* The issuing CA's notAfter: no certificate it signs may outlive it. */
 time_t issuance_issuer_end(const struct authority *ca);

@@ -28,6 +28,8 @@
 #define F_INT_PREV "intermediate-prev.pem"
 #define F_INT_NEXT "intermediate-next.pem"
 #define F_NEXT_KEY "root-next.key"
+/* the renewed issuing CA between its signing and its publication (rollover_renew_issuer()) */
+#define F_INT_RENEWED "intermediate-renewed.pem"
 
 const char *rollover_phase_name(enum rollover_phase p)
 {
@@ -206,6 +208,77 @@ static int bundle_of(struct authority *ca, X509 *b[3], char *err, size_t err_len
 	return -1;
 }
 
+/* intermediate-prev.pem is a rollover's (the intermediate under the old root, removed when
+ * the rollover ends or a switch is taken back) or a renewal's (the same root's previous
+ * certificate, kept): removed only when its issuer is not intermediate.pem's. */
+static void remove_int_prev(struct authority *ca)
+{
+	char err[256];
+	X509 *prev = read_one(ca, F_INT_PREV, err, sizeof(err));
+
+	if (prev == NULL || ca->issuer == NULL ||
+	    X509_NAME_cmp(X509_get_issuer_name(prev), X509_get_issuer_name(ca->issuer)) != 0)
+		remove_file(ca, F_INT_PREV);
+	X509_free(prev);
+}
+
+/* Is this certificate in the inventory? 1 yes, 0 no, -1 the store failed. */
+static int in_inventory(struct authority *ca, X509 *x)
+{
+	char serial[64];
+	struct store_cert c;
+
+	int rc;
+
+	issue_serial_hex(x, serial, sizeof(serial));
+	rc = store_get_cert(ca->store, serial, &c);
+	return rc < 0 ? -1 : rc == 0;
+}
+
+/* A renewal of the issuing CA killed after its commit is published (the previous
+ * certificate kept as intermediate-prev.pem); one killed before it is removed. Every step
+ * of the publication is repeatable, so a crash in this one is finished by the next. */
+static int recover_renewed(struct authority *ca, char *err, size_t err_len)
+{
+	char path[PATH_MAX];
+	X509 *renewed = NULL, *current = NULL;
+	int rc = -1, known;
+
+	if (!files_exists(authority_path(ca, F_INT_RENEWED, path, sizeof(path))))
+		return 0;
+	renewed = read_one(ca, F_INT_RENEWED, err, err_len);
+	if (renewed == NULL) {
+		/* killed while writing it, before the commit (files_write() is whole or absent):
+		 * unreadable means not ours; leave it for a human */
+		return -1;
+	}
+	known = in_inventory(ca, renewed);
+	if (known < 0) {
+		store_failed(ca, err, err_len);
+		goto out;
+	}
+	if (known == 0) {
+		remove_file(ca, F_INT_RENEWED); /* killed before the commit */
+		rc = 0;
+		goto out;
+	}
+	current = read_one(ca, "intermediate.pem", err, err_len);
+	if (current == NULL)
+		goto out;
+	if (X509_cmp(current, renewed) != 0) {
+		if (write_certs(ca, F_INT_PREV, &current, 1, err, err_len) != 0 ||
+		    write_certs(ca, "intermediate.pem", &renewed, 1, err, err_len) != 0)
+			goto out;
+	}
+	remove_file(ca, F_INT_RENEWED);
+	files_sync_dir(path);
+	rc = authority_refresh(ca, err, err_len) < 0 ? -1 : 0;
+out:
+	X509_free(renewed);
+	X509_free(current);
+	return rc;
+}
+
 int rollover_recover(struct authority *ca, char *err, size_t err_len)
 {
 	struct rollover_state s;
@@ -213,14 +286,14 @@ int rollover_recover(struct authority *ca, char *err, size_t err_len)
 	X509 *b[3] = {NULL, NULL, NULL}, *next = NULL, *inter = NULL;
 	int rc = -1;
 
-	if (rollover_state(ca, &s, err, err_len) != 0)
+	if (recover_renewed(ca, err, err_len) != 0 || rollover_state(ca, &s, err, err_len) != 0)
 		return -1;
 	if (s.phase == ROLLOVER_NONE) {
 		if (!files_exists(authority_path(ca, F_NEXT, path, sizeof(path)))) {
 			/* what a finish left after root-next.pem went, or nothing */
 			remove_file(ca, F_LINK);
 			remove_file(ca, F_PREV);
-			remove_file(ca, F_INT_PREV);
+			remove_int_prev(ca);
 			remove_file(ca, F_INT_NEXT);
 			return 0;
 		}
@@ -250,7 +323,7 @@ int rollover_recover(struct authority *ca, char *err, size_t err_len)
 		}
 		remove_file(ca, F_LINK);
 		remove_file(ca, F_PREV);
-		remove_file(ca, F_INT_PREV);
+		remove_int_prev(ca);
 		remove_file(ca, F_INT_NEXT);
 		remove_file(ca, F_NEXT);
 		rc = 0;
@@ -269,9 +342,9 @@ int rollover_recover(struct authority *ca, char *err, size_t err_len)
 		    write_certs(ca, "intermediate.pem", &inter, 1, err, err_len) != 0)
 			goto out;
 	} else {
-		/* a switch killed before its commit */
+		/* a switch killed before its commit (a renewal's intermediate-prev.pem stays) */
 		remove_file(ca, F_INT_NEXT);
-		remove_file(ca, F_INT_PREV);
+		remove_int_prev(ca);
 	}
 	rc = authority_refresh(ca, err, err_len) < 0 ? -1 : 0;
 out:
@@ -860,5 +933,137 @@ int rollover_finish(struct authority *ca, bool force, time_t now, struct rollove
 	rc = 0;
 out:
 	X509_free(next);
+	return rc;
+}
+
+int rollover_renew_issuer(struct authority *ca, const struct rollover_issuer_opts *o, char *err,
+			  size_t err_len)
+{
+	struct rollover_state s;
+	char cn[65], org[65], serial[64], old_serial[64], detail[384], path[PATH_MAX];
+	char root_when[32], when[32];
+	const ASN1_OCTET_STRING *ski_old, *ski_new;
+	X509 *inter = NULL;
+	EVP_PKEY *key = NULL;
+	struct issue_spec spec;
+	time_t root_end, not_after;
+	long days;
+	bool wrote = false;
+	int rc = -1;
+
+	if (rollover_recover(ca, err, err_len) != 0 || rollover_state(ca, &s, err, err_len) != 0)
+		return -1;
+	if (s.phase != ROLLOVER_NONE) {
+		snprintf(err, err_len,
+			 "a root rollover is under way (phase %s): finish it first ('mtls ca "
+			 "rollover finish'), then renew the issuing CA",
+			 rollover_phase_name(s.phase));
+		return 1;
+	}
+	if (!issued_by(ca->root, ca->issuer)) {
+		snprintf(err, err_len,
+			 "intermediate.pem was not issued by root.pem; restore them from a backup");
+		return 1;
+	}
+	root_end = certfields_time(X509_get0_notAfter(ca->root));
+	utc(root_end, root_when);
+	/* the default lifetime: the current certificate's */
+	days = o->days > 0 ? o->days
+			   : (long)((certfields_time(X509_get0_notAfter(ca->issuer)) -
+				     certfields_time(X509_get0_notBefore(ca->issuer)) + DAY / 2) /
+				    DAY);
+	if (days < 1)
+		days = 1;
+	not_after = o->now + (time_t)days * DAY;
+	if (root_end <= o->now + DAY) {
+		snprintf(err, err_len,
+			 "the root expires at %s: the issuing CA cannot be renewed under it; roll "
+			 "the root over first ('mtls ca rollover begin', docs/ca.md)",
+			 root_when);
+		return 1;
+	}
+	if (not_after > root_end) {
+		snprintf(err, err_len,
+			 "an issuing CA of %ld days would outlive the root (it expires at %s); ask "
+			 "for at most %ld days (--days), or roll the root over first ('mtls ca "
+			 "rollover begin', docs/ca.md)",
+			 days, root_when, (long)((root_end - o->now) / DAY));
+		return 1;
+	}
+	key = keys_load(o->root_key != NULL ? o->root_key
+					    : authority_path(ca, "root.key", path, sizeof(path)),
+			o->passphrase, err, err_len);
+	if (key == NULL)
+		goto out;
+	if (X509_check_private_key(ca->root, key) != 1) {
+		ERR_clear_error();
+		snprintf(err, err_len,
+			 "%s is not the key of the root in root.pem; give the root key with "
+			 "--root-key",
+			 o->root_key != NULL ? o->root_key : path);
+		rc = 1;
+		goto out;
+	}
+	/* the same subject and key (so the same subjectKeyIdentifier): leaves issued before,
+	 * CRLs and OCSP answers verify under the new certificate as under the old one */
+	name_parts(ca->issuer, cn, org);
+	spec = (struct issue_spec){.kind = ISSUE_INTERMEDIATE,
+				   .cn = cn,
+				   .org = org[0] != '\0' ? org : NULL,
+				   .subject_key = X509_get0_pubkey(ca->issuer),
+				   .not_before = o->now - BACKDATE,
+				   .not_after = not_after};
+	inter = issue_sign(&spec, ca->root, key, err, err_len);
+	if (inter == NULL)
+		goto out;
+	ski_old = X509_get0_subject_key_id(ca->issuer);
+	ski_new = X509_get0_subject_key_id(inter);
+	if (X509_NAME_cmp(X509_get_subject_name(inter), X509_get_subject_name(ca->issuer)) != 0 ||
+	    ski_old == NULL || ski_new == NULL || ASN1_OCTET_STRING_cmp(ski_old, ski_new) != 0) {
+		snprintf(err, err_len,
+			 "the issuing CA's subject or key identifier is not one mtls makes (CN and "
+			 "O, SHA-1 key identifier); it cannot be certified again under the same "
+			 "name: make a new CA with mtls ca init");
+		rc = 1;
+		goto out;
+	}
+	/* written before the commit under a name nobody reads; published after it */
+	wrote = true;
+	if (write_certs(ca, F_INT_RENEWED, &inter, 1, err, err_len) != 0)
+		goto out;
+	issue_serial_hex(inter, serial, sizeof(serial));
+	issue_serial_hex(ca->issuer, old_serial, sizeof(old_serial));
+	utc(not_after, when);
+	snprintf(detail, sizeof(detail),
+		 "renew-issuer: the issuing CA's key certified again by the root, serial %s until "
+		 "%s, replacing serial %s",
+		 serial, when, old_serial);
+	if (store_begin(ca->store) != 0) {
+		store_failed(ca, err, err_len);
+		goto out;
+	}
+	if (authority_record_ca(ca->store, inter, "intermediate", "renew-issuer", detail, o->now) !=
+		    0 ||
+	    store_commit(ca->store) != 0) {
+		store_failed(ca, err, err_len);
+		store_rollback(ca->store);
+		goto out;
+	}
+	wrote = false;
+	/* committed: publish (recover_renewed() does the same if we die on the way) */
+	if (recover_renewed(ca, err, err_len) != 0) {
+		size_t l = strlen(err);
+
+		snprintf(err + l, err_len - l,
+			 "; the renewal is committed: run 'mtls ca rollover status' to publish "
+			 "intermediate.pem");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (wrote)
+		remove_file(ca, F_INT_RENEWED);
+	EVP_PKEY_free(key);
+	X509_free(inter);
 	return rc;
 }

@@ -29,6 +29,19 @@
  * intermediate-prev.pem and intermediate-next.pem (after switch), root-next.key (the new
  * root key, unless --new-root-key-dir put it elsewhere as root.key).
  *
+ * Renewing the issuing CA (rollover_renew_issuer(), `mtls ca renew-issuer`) is the other
+ * replacement, one step with no phase: the SAME intermediate key and subject (so the same
+ * subjectKeyIdentifier) certified again by the same root with a new validity. Leaves issued
+ * before still chain (to the old certificate until it expires, to the new one after), CRLs
+ * and OCSP answers signed by the key verify under both, and the root does not change, so no
+ * link certificate is needed. The new certificate is written as intermediate-renewed.pem,
+ * recorded in the inventory with its audit entry (action renew-issuer), then published:
+ * intermediate-prev.pem the old one (kept until a root rollover's switch replaces it),
+ * intermediate.pem the new one. rollover_recover() finishes one killed after its commit.
+ * A new intermediate KEY is not offered: its leaves' CRLs would need the old key to keep
+ * signing beside the new one until they expire, which the CA (one issuing key, one CRL)
+ * does not do.
+ *
  * Every function takes a CA opened with AUTHORITY_EXCLUSIVE.
  */
 #ifndef MTLS_CA_ROLLOVER_H
@@ -88,5 +101,19 @@ int rollover_left(struct authority *ca, time_t now, struct rollover_left *out, c
  * -1 failed. With force, left is filled too (what was left behind). */
 int rollover_finish(struct authority *ca, bool force, time_t now, struct rollover_left *left,
 		    char *err, size_t err_len);
+
+struct rollover_issuer_opts {
+	const char *root_key;	/* the root key's file; NULL: DIR/root.key */
+	long days;		/* the new certificate's lifetime; <= 0: the current one's */
+	const char *passphrase; /* of the root key, or NULL */
+	time_t now;
+};
+/* Renew the issuing CA under the same root and key (above). Refused during a root
+ * rollover, with a wrong root key, or when the lifetime would outlive the root (err says
+ * to roll the root over, or how many days fit). 0 renewed (ca->issuer is the new
+ * certificate), 1 refused, -1 failed (err says; nothing changed unless it says the renewal
+ * is committed). */
+int rollover_renew_issuer(struct authority *ca, const struct rollover_issuer_opts *o, char *err,
+			  size_t err_len);
 
 #endif

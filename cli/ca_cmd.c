@@ -10,13 +10,7 @@
 #include "commands.h"
 #include "grant.h"
 
-struct ca_command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
-};
-
-static const struct ca_command ca_commands[] = {
+const struct ca_command ca_commands[] = {
 	{"init", cmd_ca_init, "create a root CA and an issuing (intermediate) CA"},
 	{"issue", cmd_ca_issue, "issue a server, client or peer certificate (or sign a CSR)"},
 	{"revoke", cmd_ca_revoke, "revoke a certificate and publish a new CRL"},
@@ -30,6 +24,7 @@ static const struct ca_command ca_commands[] = {
 	 "CRL, OCSP"},
 	{"token", cmd_ca_token, "make a one-time enrollment token for the CA service"},
 	{"rollover", cmd_ca_rollover, "roll the root over to a new key: begin, switch, finish"},
+	{"renew-issuer", cmd_ca_renew_issuer, "renew the issuing CA (same key, new validity)"},
 	{NULL, NULL, NULL},
 };
 

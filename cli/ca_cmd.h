@@ -59,6 +59,14 @@ struct grant;
  * as a whole is left to grant_check(). 0, or -1 with the message in err. */
 int ca_names_add(const struct ca_names *n, struct grant *g, char *err, size_t len);
 
+/* The mtls ca subcommands, NULL-terminated (cli/ca_cmd.c); the docs generator walks them. */
+struct ca_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+extern const struct ca_command ca_commands[];
+
 int cmd_ca_init(int argc, char **argv);
 int cmd_ca_issue(int argc, char **argv);
 int cmd_ca_revoke(int argc, char **argv);
@@ -70,5 +78,6 @@ int cmd_ca_export(int argc, char **argv);
 int cmd_ca_serve(int argc, char **argv);
 int cmd_ca_token(int argc, char **argv);
 int cmd_ca_rollover(int argc, char **argv);
+int cmd_ca_renew_issuer(int argc, char **argv);
 
 #endif

@@ -13,6 +13,18 @@
  * failure before the commit issues nothing; one after it (the names could not be given)
  * revokes the undelivered certificate. A killed issue leaves at most temporary files, which
  * the next issue to the same --out removes.
+ *
+ * With --force the files of an earlier issue to the same --out are replaced, as one change
+ * (renew/fileset.h: each new file written and fsync'd beside its target, a journal, then
+ * rename() over the targets and the directory fsync'd): a crash leaves the old set or the
+ * new one once fileset_recover() has run, which every issue to that directory (and a daemon
+ * starting on the files) does first. The staged files still go before the commit (they
+ * hold the room and prove the directory writable) and are discarded just before the set is
+ * written. The replaced certificate stays valid: its holders may still be running on it
+ * until they load the new files, so revoking it in the same transaction would cut them
+ * off; the output says which serial to revoke (reason superseded) once they have. An
+ * existing target that is a symbolic link is refused: rename() would replace the link, not
+ * the file it points to, and the one who reads through the link would never see the change.
  */
 #include <libgen.h>
 #include <limits.h>
@@ -22,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 
 #include "authority.h"
@@ -30,6 +43,7 @@
 #include "grant.h"
 #include "issuance.h"
 #include "issue.h"
+#include "fileset.h"
 #include "keys.h"
 
 struct issue_opts {
@@ -40,6 +54,7 @@ struct issue_opts {
 	const char *key;
 	long long days;
 	const char *out;
+	int force;
 	const char *passphrase_file;
 	const char *passphrase_env;
 	const char *config;
@@ -62,6 +77,9 @@ static const struct opt issue_table[] = {
 	{"out", OPT_STRING, O(out), "PREFIX",
 	 "write PREFIX.pem, PREFIX-chain.pem and PREFIX.key (DIR/NAME: a file name prefix in "
 	 "an existing directory, never a directory); required"},
+	{"force", OPT_FLAG, O(force), NULL,
+	 "replace the files of an earlier issue to the same --out, all or none (the replaced "
+	 "certificate stays valid: revoke it once its holders use the new one)"},
 	CA_OPT_PASSPHRASE(O),
 	CA_OPT_CONFIG(O),
 	OPT_END,
@@ -224,9 +242,75 @@ static int output_free(const struct output *out, const char *prefix, char *err, 
 	    (!out->with_key || !files_exists(out->key)))
 		return 0;
 	snprintf(err, err_len,
-		 "%s.pem, -chain.pem or .key already exists; choose another --out or remove them",
+		 "%s.pem, -chain.pem or .key already exists; choose another --out, remove them, "
+		 "or give --force to replace them",
 		 prefix);
 	return -1;
+}
+
+/* --force: the files that exist must be regular files (a symbolic link would be replaced
+ * by rename(), not followed). 0, or -1 with the message. */
+static int output_replaceable(const struct output *out, char *err, size_t err_len)
+{
+	const char *const paths[3] = {out->cert, out->chain, out->key};
+
+	for (int i = 0; i < (out->with_key ? 3 : 2); i++) {
+		struct stat sb;
+
+		if (lstat(paths[i], &sb) != 0)
+			continue;
+		if (S_ISLNK(sb.st_mode)) {
+			snprintf(
+				err, err_len,
+				"--force: %s is a symbolic link; it would be replaced, not what it "
+				"points to: give --out the real path of the files",
+				paths[i]);
+			return -1;
+		}
+		if (!S_ISREG(sb.st_mode)) {
+			snprintf(err, err_len, "--force: %s is not a regular file; remove it first",
+				 paths[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The serial of the certificate in the --out PREFIX.pem about to be replaced, or "". */
+static void output_old_serial(const struct output *out, char *serial, size_t len)
+{
+	size_t n = 0;
+	char err[256];
+	char *pem = files_read(out->cert, &n, err, sizeof(err));
+	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)n) : NULL;
+	X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+	serial[0] = '\0';
+	if (x != NULL)
+		issue_serial_hex(x, serial, len);
+	ERR_clear_error();
+	X509_free(x);
+	BIO_free(bio);
+	free(pem);
+}
+
+/* --force, after the commit: the staged files give their room back, and the set is written
+ * as one change over the old files (fileset_write()). 0, or -1 with the message (the old
+ * files as they were). */
+static int output_replace(struct output *out, const char *leaf, size_t leaf_len, const char *chain,
+			  size_t chain_len, const char *key, size_t key_len, char *err,
+			  size_t err_len)
+{
+	struct fileset_file f[3] = {
+		{.path = out->cert, .data = leaf, .len = leaf_len, .mode = 0644},
+		{.path = out->chain, .data = chain, .len = chain_len, .mode = 0644},
+		{.path = out->key, .data = key, .len = key_len, .mode = 0600},
+	};
+
+	for (int i = 0; i < out->nstaged; i++)
+		files_discard(&out->staged[i]);
+	out->nstaged = 0;
+	return fileset_write(f, out->with_key ? 3 : 2, true, err, err_len);
 }
 
 /* Write the files under temporary names in their directory, before the commit. */
@@ -331,6 +415,26 @@ static void undelivered(struct authority *ca, X509 *cert, const char *why)
 	free(subject);
 }
 
+/* --force replaced a certificate: it is still valid; say what to do with it. */
+static void replaced_note(struct authority *ca, const char *serial)
+{
+	struct store_cert c;
+	int rc = store_get_cert(ca->store, serial, &c);
+
+	if (rc == 0 && !c.revoked)
+		printf("  replaced:    the previous certificate, serial %s, is still valid; once "
+		       "its holders use the new one, revoke it: mtls ca revoke --serial %s "
+		       "--reason superseded\n",
+		       serial, serial);
+	else if (rc == 0)
+		printf("  replaced:    the previous certificate, serial %s (already revoked)\n",
+		       serial);
+	else
+		printf("  replaced:    the previous certificate, serial %s (not in this CA's "
+		       "inventory)\n",
+		       serial);
+}
+
 int cmd_ca_issue(int argc, char **argv)
 {
 	struct issue_opts o = {.key = "p256", .days = -1};
@@ -342,7 +446,7 @@ int cmd_ca_issue(int argc, char **argv)
 	X509 *cert = NULL;
 	struct output out;
 	char err[8192] = "", *pass = NULL, *csr_shown = NULL;
-	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
+	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL, old_serial[64] = "";
 	size_t leaf_len = 0, inter_len = 0, key_len = 0;
 	time_t now = time(NULL), not_after;
 	long days;
@@ -381,10 +485,23 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	files_remove_temporaries_of(out.dir, out.base, 3);
-	if (output_free(&out, o.out, err, sizeof(err)) != 0) {
+	{
+		/* a replace (--force) that a crash left half made is finished or taken back */
+		const char *const paths[3] = {out.cert, out.chain, out.key};
+
+		if (fileset_recover(paths, 3, err, sizeof(err)) != 0) {
+			ca_fail("issue", err);
+			rc = 1;
+			goto out;
+		}
+	}
+	if ((o.force ? output_replaceable(&out, err, sizeof(err))
+		     : output_free(&out, o.out, err, sizeof(err))) != 0) {
 		ca_fail("issue", err);
 		goto out;
 	}
+	if (o.force)
+		output_old_serial(&out, old_serial, sizeof(old_serial));
 	if (o.csr != NULL) {
 		/* the CSR's name in messages and the audit log: one line whatever it holds */
 		csr_shown = ca_shown(o.csr);
@@ -498,7 +615,9 @@ int cmd_ca_issue(int argc, char **argv)
 		ca_fail("issue", store_error(ca->store));
 		goto out;
 	}
-	if (output_publish(&out, err, sizeof(err)) != 0) {
+	if ((o.force ? output_replace(&out, leaf, leaf_len, chain, leaf_len + inter_len, keypem,
+				      key_len, err, sizeof(err))
+		     : output_publish(&out, err, sizeof(err))) != 0) {
 		undelivered(ca, cert, err);
 		goto out;
 	}
@@ -521,6 +640,8 @@ int cmd_ca_issue(int argc, char **argv)
 		if (req.ignored[0] != '\0')
 			printf("  not granted from the CSR (the profile decides): %s\n",
 			       req.ignored);
+		if (old_serial[0] != '\0')
+			replaced_note(ca, old_serial);
 	}
 	rc = 0;
 out:

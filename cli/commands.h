@@ -8,6 +8,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The subcommands, NULL-terminated (cli/main.c): mtls --help and the docs generator
+ * (options_doc.c) walk them. */
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+extern const struct command commands[];
+/* mtls __generate-docs DIR (options_doc.c). */
+int options_doc_main(int argc, char **argv);
+
 int cmd_verify(int argc, char **argv);
 int cmd_ca(int argc, char **argv);
 int cmd_server(int argc, char **argv);

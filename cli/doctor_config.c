@@ -326,8 +326,9 @@ static void check_crls(const struct tunnel_options *o, const struct doctor_local
 	sk_X509_free(known);
 }
 
-/* An allow rule that can never match: what a config file line keeps that the writer did not
- * mean to (quotes, a trailing comment), or a value of the wrong kind. */
+/* An allow rule that can never match: what a value keeps that the writer did not mean to
+ * (quotes inside the quotes of the config grammar, a comment inside them, a stray quote on
+ * the command line), or a value of the wrong kind. */
 static void check_rule(const char *key, const char *v, struct doctor_report *r)
 {
 	size_t n = strlen(v);
@@ -339,12 +340,13 @@ static void check_rule(const char *key, const char *v, struct doctor_report *r)
 			r, DOCTOR_FAIL, "allow", "give the identity to allow, or remove the line",
 			"%s %s: an empty value in quotes; the rule never matches", key, v);
 	} else if (n >= 2 && (v[0] == '\'' || v[0] == '"') && v[n - 1] == v[0]) {
-		snprintf(fix, sizeof(fix), "write '%s %.*s' without the quotes", key, (int)(n - 2),
-			 v + 1);
-		doctor_report_add(r, DOCTOR_FAIL, "allow", fix,
-				  "%s %s: a config file keeps quotes as part of the value, so this "
-				  "rule wants the quotes in the certificate and never matches",
-				  key, v);
+		snprintf(fix, sizeof(fix), "write '%s %.*s' with one pair of quotes or none", key,
+			 (int)(n - 2), v + 1);
+		doctor_report_add(
+			r, DOCTOR_FAIL, "allow", fix,
+			"%s %s: these quotes are part of the value (quoted twice), so this "
+			"rule wants the quotes in the certificate and never matches",
+			key, v);
 	} else if (v[0] == '\'' || v[0] == '"' || v[n - 1] == '\'' || v[n - 1] == '"') {
 		doctor_report_add(
 			r, DOCTOR_FAIL, "allow", "remove the quote",
@@ -352,8 +354,8 @@ static void check_rule(const char *key, const char *v, struct doctor_report *r)
 			v);
 	} else if (strstr(v, " #") != NULL || strstr(v, "\t#") != NULL) {
 		doctor_report_add(r, DOCTOR_FAIL, "allow",
-				  "put comments on their own line (starting with #)",
-				  "%s %s: a comment after a value is part of the value; the rule "
+				  "close the quotes before the comment: key 'value'  # comment",
+				  "%s %s: a comment inside quotes is part of the value; the rule "
 				  "never matches",
 				  key, v);
 	} else if (strcmp(key, "allow-uri") == 0 &&

@@ -122,7 +122,8 @@ static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *
 {
 	char url[2049], *more = NULL;
 
-	if (!crlfetch_cdp_url(leaf, url, sizeof(url)))
+	/* a quote would need quoting on the config line (cli/options.h): take the API's then */
+	if (!crlfetch_cdp_url(leaf, url, sizeof(url)) || strpbrk(url, "'\"") != NULL)
 		snprintf(url, sizeof(url), "%s/crl", base);
 	if (asprintf(&more, "%scrl-url %s\ncrl-cache %s/crl.pem\n", *conf, url, absdir) < 0)
 		return -1;
@@ -131,14 +132,16 @@ static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *
 	return 0;
 }
 
-/* A path that can be written on a config line: no control byte, no leading or trailing
- * blank (the parser trims them). */
+/* A path that can be written unquoted on a config line: no control byte, no leading or
+ * trailing blank (the parser trims them), no quote and no '#' after a blank (the grammar's
+ * quoting and comments, cli/options.h). */
 static bool config_safe(const char *s)
 {
 	size_t n = strlen(s);
 
 	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '\'' || s[i] == '"' ||
+		    (s[i] == '#' && i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t')))
 			return false;
 	return n > 0 && s[0] != ' ' && s[0] != '\t' && s[n - 1] != ' ' && s[n - 1] != '\t';
 }
@@ -182,6 +185,27 @@ int cmd_enroll(int argc, char **argv)
 	if (o.dir == NULL) {
 		failmsg("give --dir DIR (where the key and certificate go); see --help");
 		goto out;
+	}
+	/* DIR is named in mtls.conf: one the config grammar would need quoted is refused before
+	 * the network (DIR as given; its real path is checked again once it exists) */
+	{
+		static char given[2 * PATH_MAX + 2];
+		char cwd[PATH_MAX];
+
+		given[0] = '\0';
+		if (o.dir[0] == '/')
+			snprintf(given, sizeof(given), "%s", o.dir);
+		else if (getcwd(cwd, sizeof(cwd)) != NULL)
+			snprintf(given, sizeof(given), "%s/%s", cwd, o.dir);
+		if (given[0] != '\0' && !config_safe(given)) {
+			snprintf(err, sizeof(err),
+				 "%.1000s cannot be named in mtls.conf (control bytes, quotes, ' "
+				 "#' or "
+				 "blanks at its ends); choose another --dir",
+				 o.dir);
+			failmsg(err);
+			goto out;
+		}
 	}
 	text = token_text(&o, &usage, err, sizeof(err));
 	if (text == NULL) {
@@ -274,8 +298,8 @@ int cmd_enroll(int argc, char **argv)
 	}
 	if (realpath(o.dir, absdir) == NULL || !config_safe(absdir)) {
 		snprintf(err, sizeof(err),
-			 "%s cannot be named in mtls.conf (unresolvable, or control bytes or "
-			 "blanks at its ends); choose another --dir",
+			 "%s cannot be named in mtls.conf (unresolvable, or control bytes, "
+			 "quotes, ' #' or blanks at its ends); choose another --dir",
 			 o.dir);
 		failmsg(err);
 		goto out;

@@ -7,13 +7,7 @@
 #include "commands.h"
 #include "mtls.h"
 
-struct command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
-};
-
-static const struct command commands[] = {
+const struct command commands[] = {
 	{"verify", cmd_verify, "verify a certificate as a server or connector would, and explain"},
 	{"server", cmd_server, "accept mutual TLS and carry verified clients to a target"},
 	{"connector", cmd_connector, "carry local plaintext to an mtls server over mutual TLS"},
@@ -55,6 +49,9 @@ int main(int argc, char **argv)
 		printf("mtls %s\n", MTLS_VERSION_STRING);
 		return 0;
 	}
+	/* hidden: writes docs/config.md, docs/man/ and completion/mtls from the option tables */
+	if (strcmp(argv[1], "__generate-docs") == 0)
+		return options_doc_main(argc - 2, argv + 2);
 	for (const struct command *c = commands; c->name != NULL; c++)
 		if (strcmp(argv[1], c->name) == 0)
 			return c->run(argc - 2, argv + 2);

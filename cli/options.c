@@ -72,7 +72,9 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 				 strcmp(value, "0") == 0 || strcmp(value, "off") == 0)
 				on = 0;
 			else
-				return fail(err, err_len, "%s: %s%s takes true or false, not '%s'",
+				return fail(err, err_len,
+					    "%s: %s%s takes true or false (yes/no, on/off, 1/0), "
+					    "not '%.40s'",
 					    where, dash, o->name, value);
 		}
 		memcpy(field, &on, sizeof(on));
@@ -140,12 +142,6 @@ static int apply(const struct opt *o, void *target, const char *value, const cha
 	return fail(err, err_len, "internal error: bad option type");
 }
 
-static void trim_right(char *s, size_t *len)
-{
-	while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t' || s[*len - 1] == '\r'))
-		s[--*len] = '\0';
-}
-
 /* A config file is text: a NUL would end parsing early (and the lines after it, say a crl
  * line, would be ignored without a word), and other control bytes are never meant. */
 static int check_bytes(const char *text, size_t len, const char *origin, char *err, size_t err_len)
@@ -161,16 +157,138 @@ static int check_bytes(const char *text, size_t len, const char *origin, char *e
 		}
 		if (c == '\0')
 			return fail(err, err_len,
-				    "%s line %d: NUL byte in config file; is it a text file?",
-				    origin, lineno);
+				    "%s:%d: NUL byte in config file; is it a text file?", origin,
+				    lineno);
 		if ((c < 0x20 && c != '\t' &&
 		     !(c == '\r' && (i + 1 == len || text[i + 1] == '\n'))) ||
 		    c == 0x7f)
 			return fail(err, err_len,
-				    "%s line %d: control byte 0x%02x in config file; only tabs and "
+				    "%s:%d: control byte 0x%02x in config file; only tabs and "
 				    "printable text are allowed",
 				    origin, lineno, c);
 	}
+	return 0;
+}
+
+static bool blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* The end of a value's line: nothing, or a comment after a blank. */
+static bool line_rest_empty(const char *p)
+{
+	const char *q = p + strspn(p, " \t");
+
+	return *q == '\0' || (*q == '#' && q > p);
+}
+
+/*
+ * Split one line (NUL-terminated, without its newline or a CR before it) into key and value,
+ * in place, by the grammar in options.h. *key is NULL for a blank or comment line; *value is
+ * NULL for a key given without a value. -1 with what is wrong and what to write in why.
+ */
+static int split_line(char *line, char **key, size_t *keylen, char **value, char *why,
+		      size_t why_len)
+{
+	char *p = line + strspn(line, " \t");
+	char *v;
+
+	*key = NULL;
+	*value = NULL;
+	if (*p == '\0' || *p == '#')
+		return 0;
+	if (*p == '[')
+		return fail(why, why_len,
+			    "sections ([name]) are for several tunnels in one process, not "
+			    "supported yet; give one tunnel's keys per file, without a [section] "
+			    "line");
+	*key = p;
+	*keylen = strcspn(p, " \t=");
+	p += *keylen;
+	p += strspn(p, " \t");
+	if (*p == '=') {
+		p++;
+		p += strspn(p, " \t");
+	}
+	/* a '#' after a blank starts a comment; right after the key (key#x) it is part of it */
+	if (*p == '\0' || (*p == '#' && blank(p[-1])))
+		return 0;
+	if (*keylen == 0)
+		return fail(why, why_len, "a line starts with '='; write 'key value'");
+	if (*p == '\'') {
+		/* literal: everything up to the next single quote */
+		char *close = strchr(p + 1, '\'');
+
+		if (close == NULL)
+			return fail(why, why_len,
+				    "unterminated single quote; close it on the same line: "
+				    "'value'");
+		*close = '\0';
+		if (!line_rest_empty(close + 1))
+			return fail(why, why_len,
+				    "text after the closing quote; quote the whole value, or put "
+				    "a comment after a blank and '#'");
+		*value = p + 1;
+		return 0;
+	}
+	if (*p == '"') {
+		/* escapes \\ \" \n \t only, unescaped in place (the value only shrinks) */
+		char *r = p + 1, *w = p + 1;
+
+		for (;; r++) {
+			if (*r == '\0')
+				return fail(why, why_len,
+					    "unterminated double quote; close it on the same line: "
+					    "\"value\"");
+			if (*r == '"')
+				break;
+			if (*r != '\\') {
+				*w++ = *r;
+				continue;
+			}
+			r++;
+			switch (*r) {
+			case '\\': *w++ = '\\'; break;
+			case '"': *w++ = '"'; break;
+			case 'n': *w++ = '\n'; break;
+			case 't': *w++ = '\t'; break;
+			case '\0':
+				return fail(
+					why, why_len,
+					"unterminated double quote (a backslash ends the line); "
+					"close it on the same line: \"value\"");
+			default:
+				return fail(
+					why, why_len,
+					"unknown escape '\\%c' in double quotes; only \\\\ \\\" "
+					"\\n \\t are escapes (write \\\\ for a backslash, or use "
+					"single quotes for a literal value)",
+					*r);
+			}
+		}
+		*w = '\0';
+		if (!line_rest_empty(r + 1))
+			return fail(why, why_len,
+				    "text after the closing quote; quote the whole value, or put "
+				    "a comment after a blank and '#'");
+		*value = p + 1;
+		return 0;
+	}
+	/* unquoted: up to a blank and '#', or the end; trailing blanks trimmed */
+	v = p;
+	for (; *p != '\0'; p++) {
+		if (*p == '#' && blank(p[-1]))
+			break;
+		if (*p == '\'' || *p == '"')
+			return fail(why, why_len,
+				    "a quote inside an unquoted value; quote the whole value "
+				    "('...' literal, or \"...\" with \\\" for a double quote)");
+	}
+	*p = '\0';
+	while (p > v && blank(p[-1]))
+		*--p = '\0';
+	*value = v;
 	return 0;
 }
 
@@ -178,44 +296,70 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 		       const char *origin, struct options_state *st, char *err, size_t err_len)
 {
 	char *line = text;
-	int lineno = 0;
+	size_t nopts = 0;
+	int *first_line = NULL; /* the line each single-valued option was first given on */
+	int lineno = 0, rc = -1;
 
 	if (check_bytes(text, len, origin, err, err_len) != 0)
 		return -1;
+	while (table[nopts].name != NULL)
+		nopts++;
+	first_line = calloc(nopts + 1, sizeof(*first_line));
+	if (first_line == NULL)
+		return fail(err, err_len, "out of memory");
 
 	while (line != NULL && *line != '\0') {
 		char *next = strchr(line, '\n');
-		char where[300];
+		char where[300], why[300];
 		char *key, *value;
-		size_t keylen, linelen;
+		size_t keylen = 0, linelen;
 		const struct opt *o;
 
 		if (next != NULL)
 			*next++ = '\0';
 		lineno++;
 		linelen = strlen(line);
-		trim_right(line, &linelen);
-		key = line + strspn(line, " \t");
-		line = next;
-		if (*key == '\0' || *key == '#')
-			continue;
-		snprintf(where, sizeof(where), "%s line %d", origin, lineno);
-		keylen = strcspn(key, " \t=");
-		value = key + keylen;
-		value += strspn(value, " \t");
-		if (*value == '=') {
-			value++;
-			value += strspn(value, " \t");
+		if (linelen > 0 && line[linelen - 1] == '\r')
+			line[linelen - 1] = '\0';
+		snprintf(where, sizeof(where), "%s:%d", origin, lineno);
+		if (split_line(line, &key, &keylen, &value, why, sizeof(why)) != 0) {
+			fail(err, err_len, "%s: %s", where, why);
+			goto out;
 		}
+		line = next;
+		if (key == NULL)
+			continue;
 		o = find(table, key, keylen);
-		if (o == NULL || strcmp(o->name, "config") == 0)
-			return fail(err, err_len, "%s: unknown key '%.*s'; see --help for the keys",
-				    where, (int)(keylen > 64 ? 64 : keylen), key);
+		if (o == NULL || strcmp(o->name, "config") == 0) {
+			fail(err, err_len, "%s: unknown key '%.*s'; see --help for the keys", where,
+			     (int)(keylen > 64 ? 64 : keylen), key);
+			goto out;
+		}
 		key[keylen] = '\0';
-		if (apply(o, target, *value != '\0' ? value : NULL, where, st, err, err_len) != 0)
-			return -1;
+		if (o->type != OPT_LIST) {
+			size_t i = (size_t)(o - table);
+
+			if (first_line[i] != 0) {
+				fail(err, err_len,
+				     "%s: %s given again (first on line %d); give it once (only "
+				     "list keys such as allow-uri repeat)",
+				     where, o->name, first_line[i]);
+				goto out;
+			}
+			first_line[i] = lineno;
+		}
+		if (value == NULL && o->type != OPT_FLAG) {
+			fail(err, err_len, "%s: %s needs a value; write '%s %s'", where, o->name,
+			     o->name, o->arg != NULL ? o->arg : "VALUE");
+			goto out;
+		}
+		if (apply(o, target, value, where, st, err, err_len) != 0)
+			goto out;
 	}
-	return 0;
+	rc = 0;
+out:
+	free(first_line);
+	return rc;
 }
 
 static int load_config(const struct opt *table, void *target, const char *path,
@@ -325,8 +469,22 @@ void options_version(FILE *out)
 	fprintf(out, "mtls %s\n", MTLS_VERSION_STRING);
 }
 
+/* Set only by the docs generator, which runs each command's --help with it (options_doc.c). */
+static options_help_fn *help_capture;
+static void *help_capture_arg;
+
+void options_help_capture(options_help_fn *fn, void *arg)
+{
+	help_capture = fn;
+	help_capture_arg = arg;
+}
+
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table)
 {
+	if (help_capture != NULL) {
+		help_capture(help_capture_arg, usage, about, table);
+		return;
+	}
 	fprintf(out, "usage: %s\n\n%s\n\noptions:\n", usage, about);
 	for (const struct opt *o = table; o->name != NULL; o++) {
 		char left[64];

@@ -2,9 +2,30 @@
  * One option table per command drives its command-line flags, its config file keys and its
  * --help text (curl's tool options and .curlrc).
  *
- * A config file has one "key value" or "key = value" per line, the keys being the long
- * option names without "--"; blank lines and lines starting with '#' are ignored. A list
- * option may appear several times. Command-line flags given after --config override it.
+ * A config file (--config FILE; docs/config.md, generated from the tables, says the same):
+ *
+ *   - One option a line: "key value" or "key = value", the key being the long option name
+ *     without "--". Blank lines are ignored.
+ *   - A comment starts with '#' at the start of a line (after blanks) or after a blank
+ *     outside quotes, and runs to the end of the line: "cert /a.pem  # ours".
+ *   - A value is unquoted, 'single-quoted' or "double-quoted", on one line:
+ *       unquoted: up to a blank followed by '#', or the end of the line; blanks inside are
+ *         kept, blanks at the end trimmed; a quote inside it is refused (quote it all);
+ *       '...': literal, no escapes (a value holding ' goes in double quotes);
+ *       "...": escapes \ "
+	 only, any other backslash refused.
+ *     After a closing quote only blanks and a comment may follow.
+ *   - A flag (an option without an argument) alone means true; it also takes true/false,
+ *     yes/no, on/off, 1/0. Any other option needs a value.
+ *   - A list option (allow-uri, crl, ...) repeats: each line adds one. Any other key given
+ *     twice in one file is refused (naming both lines): one file, one value, no guessing
+ *     whether the first or the last wins. Command-line flags given after --config override
+ *     the file's value.
+ *   - "[name]" section lines are reserved for several tunnels in one process and refused.
+ *   - The key "config" (a file naming another) is refused; so are unknown keys, NUL and
+ *     control bytes other than tab (and CR before a newline).
+ * Every error is one line "FILE:LINE: what is wrong; what to write" and the command exits 2
+ * before it starts anything.
  */
 #ifndef MTLS_CLI_OPTIONS_H
 #define MTLS_CLI_OPTIONS_H
@@ -75,5 +96,10 @@ bool options_given(const struct options_state *state, const char *name);
 /* The version line of every mtls command: "mtls X.Y.Z". */
 void options_version(FILE *out);
 void options_help(FILE *out, const char *usage, const char *about, const struct opt *table);
+/* For the docs generator (options_doc.c), which runs each command with --help: while fn is
+ * set, options_help() hands its arguments to fn instead of printing. NULL prints again. */
+typedef void options_help_fn(void *arg, const char *usage, const char *about,
+			     const struct opt *table);
+void options_help_capture(options_help_fn *fn, void *arg);
 
 #endif /* MTLS_CLI_OPTIONS_H */

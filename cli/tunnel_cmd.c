@@ -91,7 +91,11 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "bytes of a client that has left wait for a target that reads none before the "   \
 		 "connection is closed (why=undeliverable)"},                                      \
 		{"connect-timeout", OPT_DURATION, O(connect_timeout_ms), "DURATION",               \
-		 "outbound connect deadline (default 5s; at most 5m)"},                            \
+		 "outbound connect deadline, for all the addresses a connection tries (default "   \
+		 "5s; at most 5m)"},                                                               \
+		{"resolve-interval", OPT_DURATION, O(resolve_interval_ms), "DURATION",             \
+		 "resolve the names of --server/--target again this often, in the background "     \
+		 "(default 30s; 1s to 1d); and at once after a failed connect"},                   \
 		{"idle-timeout", OPT_DURATION, O(idle_timeout_ms), "DURATION",                     \
 		 "close connections idle this long (default 1h; 0: never; at most 7d)"},           \
 		{"max-connection-lifetime", OPT_STRING, O(max_connection_lifetime), "DURATION",    \
@@ -101,8 +105,10 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "on SIGTERM, wait this long for connections to end (default 30s; 0: none; at "    \
 		 "most 1h)"},                                                                      \
 		{"watch-interval", OPT_DURATION, O(watch_interval_ms), "DURATION",                 \
-		 "check certificate/key/CA/CRL files for changes (default 2s, at least 100ms, at " \
-		 "most 1h; 0: off); a change is loaded once the files are unchanged for 1s"},      \
+		 "watch certificate/key/CA/CRL files for changes: inotify (libev ev_stat) where "  \
+		 "it works, else a look this often (network filesystems; default 2s, at least "    \
+		 "100ms, at most 1h; 0: no watching); a change is loaded once the files are "      \
+		 "unchanged for 1s"},                                                              \
 		{"metrics", OPT_STRING, O(metrics), "ADDR",                                        \
 		 "serve /metrics and /healthz over plain HTTP, unauthenticated, here (e.g. "       \
 		 "127.0.0.1:9109)"},                                                               \
@@ -112,8 +118,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "debug, info (default), warn, error"},                                            \
 		{"log-file", OPT_STRING, O(log_file), "FILE", "log here instead of stderr"},       \
 		{"user", OPT_STRING, O(user), "NAME",                                              \
-		 "drop privileges to this user after binding; it must be able to read every "      \
-		 "file (checked at start, read again at each reload)"},                            \
+		 "drop privileges to this user after binding; it must exist and be able to read "  \
+		 "every file (checked at start before any socket, read again at each reload)"},    \
 	{                                                                                          \
 		"config", OPT_STRING, 0, "FILE", "read options from FILE"                          \
 	}
@@ -126,8 +132,11 @@ static const struct opt server_table[] = {
 	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
 	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
 	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
-	{"target", OPT_STRING, O(target), "ADDR",
-	 "carry verified connections to HOST:PORT or unix:/path"},
+	{"target", OPT_LIST, O(target), "ADDR",
+	 "carry verified connections to HOST:PORT or unix:/path; repeatable: in order of "
+	 "preference, a connect that fails (refused, unreachable, timed out) goes on to the next "
+	 "address, and a failed address is skipped for a backoff of 1s doubling to 30s; every "
+	 "address a name resolves to is used (IPv4 and IPv6)"},
 	{"allow-any-identity", OPT_FLAG, O(allow_any_identity), NULL,
 	 "accept any certificate from the CA (instead of allow rules)"},
 	{"proxy-protocol", OPT_FLAG, O(proxy_protocol), NULL,
@@ -162,9 +171,14 @@ static const struct opt connector_table[] = {
 	{"reuse-port", OPT_FLAG, O(reuse_port), NULL,
 	 "share the --listen port with a running server/connector (SO_REUSEPORT), for a "
 	 "zero-downtime upgrade; without it a port in use is refused (docs/operations.md)"},
-	{"server", OPT_STRING, O(target), "HOST:PORT", "the mtls server to connect to"},
+	{"server", OPT_LIST, O(target), "HOST:PORT",
+	 "the mtls server to connect to; repeatable: in order of preference, a connect that "
+	 "fails (refused, unreachable, timed out) goes on to the next address, and a failed "
+	 "address is skipped for a backoff of 1s doubling to 30s; every address a name resolves "
+	 "to is used (IPv4 and IPv6); a name that does not resolve yet is retried, not an error"},
 	{"server-name", OPT_STRING, O(server_name), "NAME",
-	 "DNS name or IP the server's certificate must carry (default: the --server host)"},
+	 "DNS name or IP the server's certificate must carry (default: the host of the "
+	 "--server each connection goes to)"},
 	{"insecure-listen-remote", OPT_FLAG, O(insecure_listen_remote), NULL,
 	 "allow --listen on a non-loopback address, or a unix socket every local user may "
 	 "connect to (anyone who reaches it uses your identity)"},

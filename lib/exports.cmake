@@ -11,11 +11,14 @@ find_program(MTLS_LD NAMES ld REQUIRED)
 find_program(MTLS_AR NAMES ar REQUIRED)
 
 add_library(mtls_shared SHARED $<TARGET_OBJECTS:mtls_objs>)
-target_link_libraries(mtls_shared PUBLIC OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
-target_include_directories(mtls_shared PUBLIC ${PROJECT_SOURCE_DIR}/include)
+# OpenSSL stays private: mtls.h has no OpenSSL type, and a program linking libmtls.so needs
+# no -lssl of its own (the exported mtls::mtls, cmake/install.cmake)
+target_link_libraries(mtls_shared PRIVATE OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
+# (installed: include/, from install(TARGETS ... INCLUDES DESTINATION))
+target_include_directories(mtls_shared PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>)
 target_link_options(mtls_shared PRIVATE
   -Wl,--version-script=${PROJECT_SOURCE_DIR}/lib/libmtls.map -Wl,--no-undefined)
-set_target_properties(mtls_shared PROPERTIES OUTPUT_NAME mtls
+set_target_properties(mtls_shared PROPERTIES OUTPUT_NAME mtls EXPORT_NAME mtls
   VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
   LINK_DEPENDS ${PROJECT_SOURCE_DIR}/lib/libmtls.map)
 

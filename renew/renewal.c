@@ -248,21 +248,44 @@ static int recover_locked(const struct renewal_files *f, char *err, size_t err_l
 	return 0;
 }
 
+/* Whether the directory of a comes after the directory of b in the order every waiting
+ * locker takes them (device, then inode: cli/agent_out.c lock_dirs). */
+static bool dir_after(const char *a, const char *b)
+{
+	char da[PATH_MAX], db[PATH_MAX];
+	struct stat sa, sb;
+
+	if (snprintf(da, sizeof(da), "%s", a) >= (int)sizeof(da) ||
+	    snprintf(db, sizeof(db), "%s", b) >= (int)sizeof(db) || stat(dirname(da), &sa) != 0 ||
+	    stat(dirname(db), &sb) != 0)
+		return false;
+	if (sa.st_dev != sb.st_dev)
+		return sa.st_dev > sb.st_dev;
+	return sa.st_ino > sb.st_ino;
+}
+
 int renewal_recover(const struct renewal_files *f, char *err, size_t err_len)
 {
-	int lock_cert = -1, lock_key = -1, rc = -1;
+	int lock_first = -1, lock_second = -1, rc = -1;
+	const char *first = f->cert, *second = f->key;
 
-	/* waiting for a renewal under way elsewhere (bounded by its CA client's timeouts) */
-	if ((lock_cert = lock_dir_of_how(f->cert, -1, true, err, err_len)) < 0 ||
-	    (f->key != NULL &&
-	     (lock_key = lock_dir_of_how(f->key, lock_cert, true, err, err_len)) < 0))
+	/* waiting for a renewal under way elsewhere (bounded by its CA client's timeouts); the
+	 * two directories in the order the agent locks them, so that neither waits for the
+	 * other while holding what the other waits for */
+	if (second != NULL && dir_after(first, second)) {
+		first = f->key;
+		second = f->cert;
+	}
+	if ((lock_first = lock_dir_of_how(first, -1, true, err, err_len)) < 0 ||
+	    (second != NULL &&
+	     (lock_second = lock_dir_of_how(second, lock_first, true, err, err_len)) < 0))
 		goto out;
 	rc = recover_locked(f, err, err_len);
 out:
-	if (lock_key >= 0)
-		close(lock_key);
-	if (lock_cert >= 0)
-		close(lock_cert);
+	if (lock_second >= 0)
+		close(lock_second);
+	if (lock_first >= 0)
+		close(lock_first);
 	return rc;
 }
 

@@ -16,57 +16,79 @@
 
 #include "address.h"
 
-int address_parse(const char *text, struct address *out, char *err, size_t err_len)
+int address_split(const char *text, char *host, size_t host_len, char *port, size_t port_len,
+		  bool *is_unix, char *err, size_t err_len)
 {
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+	const char *p;
+
+	*is_unix = false;
+	host[0] = port[0] = '\0';
+	if (strncmp(text, "unix:", 5) == 0) {
+		if (text[5] == '\0' ||
+		    strlen(text + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			snprintf(err, err_len, "'%s': give unix:/path (at most %zu characters)",
+				 text, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			return -1;
+		}
+		*is_unix = true;
+		return 0;
+	}
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+
+		if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= host_len)
+			goto usage;
+		memcpy(host, text + 1, (size_t)(close - text - 1));
+		host[close - text - 1] = '\0';
+		p = close + 2;
+	} else {
+		const char *colon = strrchr(text, ':');
+
+		if (colon == NULL || (size_t)(colon - text) >= host_len ||
+		    strchr(text, ':') != colon)
+			goto usage;
+		memcpy(host, text, (size_t)(colon - text));
+		host[colon - text] = '\0';
+		p = colon + 1;
+	}
+	if (host[0] == '\0' || strpbrk(host, "[]") != NULL)
+		goto usage;
+	/* at most 5 digits (past leading zeros) before the value is taken: atoi() of
+	 * "4294977296" wrapped to 10000 */
+	if (p[0] == '\0' || strspn(p, "0123456789") != strlen(p) ||
+	    strlen(p + strspn(p, "0")) > 5 || strtol(p, NULL, 10) > 65535) {
+		snprintf(err, err_len, "'%s': the port must be a number from 0 to 65535", text);
+		return -1;
+	}
+	snprintf(port, port_len, "%ld", strtol(p, NULL, 10));
+	return 0;
+usage:
+	snprintf(err, err_len, "'%s': give HOST:PORT, [IPv6]:PORT or unix:/path", text);
+	return -1;
+}
+
+/* text split, then resolved with the getaddrinfo flags given */
+static int parse_with(const char *text, struct address *out, int flags, char *err, size_t err_len)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = flags | AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
-	char host[256];
-	const char *port;
+	char host[256], port[8];
+	bool is_unix;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if (strncmp(text, "unix:", 5) == 0) {
+	if (address_split(text, host, sizeof(host), port, sizeof(port), &is_unix, err, err_len) !=
+	    0)
+		return -1;
+	if (is_unix) {
 		struct sockaddr_un *un = (struct sockaddr_un *)&out->sa;
 
-		if (text[5] == '\0' || strlen(text + 5) >= sizeof(un->sun_path)) {
-			snprintf(err, err_len, "'%s': give unix:/path (at most %zu characters)",
-				 text, sizeof(un->sun_path) - 1);
-			return -1;
-		}
 		un->sun_family = AF_UNIX;
 		snprintf(un->sun_path, sizeof(un->sun_path), "%s", text + 5);
 		out->len = sizeof(*un);
 		out->is_unix = true;
 		return 0;
 	}
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
-			goto usage;
-		memcpy(host, text + 1, (size_t)(close - text - 1));
-		host[close - text - 1] = '\0';
-		port = close + 2;
-	} else {
-		const char *colon = strrchr(text, ':');
-
-		if (colon == NULL || (size_t)(colon - text) >= sizeof(host) ||
-		    strchr(text, ':') != colon)
-			goto usage;
-		memcpy(host, text, (size_t)(colon - text));
-		host[colon - text] = '\0';
-		port = colon + 1;
-	}
-	if (host[0] == '\0')
-		goto usage;
-	/* at most 5 digits (past leading zeros) before the value is taken: atoi() of
-	 * "4294977296" wrapped to 10000 */
-	if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) ||
-	    strlen(port + strspn(port, "0")) > 5 || strtol(port, NULL, 10) > 65535) {
-		snprintf(err, err_len, "'%s': the port must be a number from 0 to 65535", text);
-		return -1;
-	}
-	hints.ai_flags |= AI_NUMERICSERV;
 	rc = getaddrinfo(host, port, &hints, &res);
 	if (rc != 0 || res == NULL) {
 		snprintf(err, err_len, "cannot resolve '%s': %s", text, gai_strerror(rc));
@@ -77,9 +99,18 @@ int address_parse(const char *text, struct address *out, char *err, size_t err_l
 	snprintf(out->host, sizeof(out->host), "%s", host);
 	freeaddrinfo(res);
 	return 0;
-usage:
-	snprintf(err, err_len, "'%s': give HOST:PORT, [IPv6]:PORT or unix:/path", text);
-	return -1;
+}
+
+int address_parse(const char *text, struct address *out, char *err, size_t err_len)
+{
+	return parse_with(text, out, AI_ADDRCONFIG, err, err_len);
+}
+
+int address_parse_numeric(const char *text, struct address *out)
+{
+	char err[300];
+
+	return parse_with(text, out, AI_NUMERICHOST, err, sizeof(err));
 }
 
 unsigned address_port(const struct address *a)

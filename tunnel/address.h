@@ -19,6 +19,14 @@ struct address {
 /* Parse and resolve (names through getaddrinfo); the port is 0..65535, digits only. -1 with
  * a message. */
 int address_parse(const char *text, struct address *out, char *err, size_t err_len);
+/* Split text without resolving anything: host (empty for unix:/path; an IPv6 address
+ * without its brackets) and port (digits, 0..65535). -1 with a message (a malformed
+ * address). */
+int address_split(const char *text, char *host, size_t host_len, char *port, size_t port_len,
+		  bool *is_unix, char *err, size_t err_len);
+/* Parse text whose host is an IP address (or a unix:/path): no name lookup. -1 if it is a
+ * name (or malformed). */
+int address_parse_numeric(const char *text, struct address *out);
 /* The TCP port (0 for a unix socket, or a listen address meaning "any free port"). */
 unsigned address_port(const struct address *a);
 /* Loopback (127.0.0.0/8, ::1) or a unix socket. */

@@ -39,6 +39,7 @@
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
 #define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
 #define WATCH_UNSETTLED	    5.0	    /* seconds of changes after which the wait is logged */
+#define WATCH_SLACK	    0.05    /* past WATCH_SETTLE: the second look is surely late enough */
 #define MAX_CONNECTIONS	    1000000 /* --max-connections, before the descriptor limit */
 #define CRL_WARN_EVERY	    600.0   /* seconds between repeated CRL warnings */
 #define HEALTH_EVERY	    60.0    /* seconds between periodic checks (CRLs) */
@@ -69,6 +70,13 @@ struct main_state {
 	struct credentials_chain chain; /* the own chain in service */
 	ev_tstamp crl_warned;		/* when the CRL warnings were last logged */
 	ev_signal sighup, sigterm, sigint, sigusr1;
+	/* the file watcher: one ev_stat per file (inotify where libev can use it, else a stat
+	 * every --watch-interval), and one per symbolic link's target (a link swapped to
+	 * another directory, as Kubernetes secret volumes do, changes no inode inotify sees on
+	 * the link's path); watch is the settle timer of the second look */
+	ev_stat stat[WATCH_MAX], stat_real[WATCH_MAX];
+	char *real[WATCH_MAX]; /* realpath() of files[i] where it differs, else NULL */
+	bool watching;
 	ev_timer watch;
 	ev_timer health;
 	ev_timer trim;
@@ -122,6 +130,7 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
 	o->idle_timeout_ms = 3600000;
 	o->drain_timeout_ms = 30000;
 	o->watch_interval_ms = 2000;
+	o->resolve_interval_ms = 30000;
 	o->log_format = "json";
 	o->log_level = "info";
 	o->tls_min = "1.2";
@@ -414,25 +423,44 @@ static void publish_status(struct main_state *ms, const char *trigger, bool ok, 
 }
 
 /* /healthz?target=1: a TCP connection to the target, within the connect timeout (at most
- * 2 s: a health check must answer before its prober gives up). */
+ * 2 s: a health check must answer before its prober gives up), to the addresses in the order
+ * a client's connection would try them; the first that connects answers. */
 static int target_check(void *arg, char *err, size_t len)
 {
 	struct daemon *d = arg;
 	long long ms = d->o->connect_timeout_ms < 2000 ? d->o->connect_timeout_ms : 2000;
-	int fd = address_connect(&d->target, err, len), e = 0;
-	socklen_t elen = sizeof(e);
-	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	struct timespec t0, t1;
+	struct resolver_plan plan;
+	const struct resolver_entry *e;
 	int rc = -1;
 
-	if (fd < 0)
+	if (resolver_plan(d->resolver, &plan, err, len) != 0)
 		return -1;
-	if (poll(&p, 1, (int)ms) != 1)
-		snprintf(err, len, "%s: no connection within %lld ms", d->o->target, ms);
-	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) != 0 || e != 0)
-		snprintf(err, len, "%s: %s", d->o->target, strerror(e != 0 ? e : errno));
-	else
-		rc = 0;
-	close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rc != 0 && (e = resolver_plan_next(&plan)) != NULL) {
+		char addr[300];
+		long long left;
+		int fd = address_connect(&e->addr, err, len), so = 0;
+		socklen_t elen = sizeof(so);
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		left = ms - ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+		if (fd < 0)
+			continue;
+		address_format((const struct sockaddr *)&e->addr.sa, e->addr.len, addr,
+			       sizeof(addr));
+		if (left <= 0 || poll(&p, 1, (int)left) != 1)
+			snprintf(err, len, "%s: no connection within %lld ms", addr, ms);
+		else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &elen) != 0 || so != 0)
+			snprintf(err, len, "%s: %s", addr, strerror(so != 0 ? so : errno));
+		else
+			rc = 0;
+		close(fd);
+		if (left <= 0)
+			break;
+	}
+	resolver_plan_done(d->resolver, &plan);
 	return rc;
 }
 
@@ -568,6 +596,7 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force)
 }
 
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len);
+static void watch_start(struct main_state *ms, struct ev_loop *loop);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 static int check_mode(const struct tunnel_options *o, char *err, size_t len);
 
@@ -615,7 +644,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	changed[0] = '\0';
 	SAME_STR(listen, "--listen");
 	SAME_STR(listen_mode, "--listen-mode");
-	SAME_STR(target, "--target/--server");
+	SAME_LIST(target, "--target/--server");
+	SAME_NUM(resolve_interval_ms, "--resolve-interval");
 	SAME_STR(server_name, "--server-name");
 	SAME_STR(key_passphrase_env, "--key-passphrase-env");
 	SAME_STR(metrics, "--metrics");
@@ -710,6 +740,7 @@ static int reparse(struct main_state *ms)
 	ms->live_handle = handle;
 	/* the files to watch may be others now */
 	ms->nfiles = credentials_files(ms->live, ms->files, WATCH_MAX);
+	watch_start(ms, ev_default_loop(0));
 	return 0;
 }
 
@@ -788,14 +819,101 @@ static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
 	worker_recheck_all(ms->d);
 }
 
+static void watch_stop(struct main_state *ms, struct ev_loop *loop)
+{
+	for (size_t i = 0; i < WATCH_MAX; i++) {
+		if (ms->watching) {
+			ev_stat_stop(loop, &ms->stat[i]);
+			ev_stat_stop(loop, &ms->stat_real[i]);
+		}
+		free(ms->real[i]);
+		ms->real[i] = NULL;
+	}
+	ev_timer_stop(loop, &ms->watch);
+	ms->watching = false;
+}
+
+static bool real_changed(const struct main_state *ms)
+{
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+		bool same = r == NULL || strcmp(r, ms->files[i]) == 0
+				    ? ms->real[i] == NULL
+				    : ms->real[i] != NULL && strcmp(r, ms->real[i]) == 0;
+
+		free(r);
+		if (!same)
+			return true;
+	}
+	return false;
+}
+
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events);
+
+/* (Re)start the watchers of the files of ms->live (--watch-interval 0: none). */
+static void watch_start(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp every = (ev_tstamp)ms->d->o->watch_interval_ms / 1000.0;
+
+	watch_stop(ms, loop);
+	if (ms->d->o->watch_interval_ms <= 0)
+		return;
+	for (size_t i = 0; i < ms->nfiles; i++) {
+		char *r = realpath(ms->files[i], NULL);
+
+		ev_stat_init(&ms->stat[i], on_stat, ms->files[i], every);
+		ms->stat[i].data = ms;
+		ev_stat_start(loop, &ms->stat[i]);
+		if (r != NULL && strcmp(r, ms->files[i]) != 0) {
+			ms->real[i] = r;
+			ev_stat_init(&ms->stat_real[i], on_stat, r, every);
+			ms->stat_real[i].data = ms;
+			ev_stat_start(loop, &ms->stat_real[i]);
+		} else {
+			free(r);
+		}
+	}
+	ms->watching = true;
+}
+
+/* A look at the files: a settled change is loaded; a change still settling (re)arms the
+ * settle timer for the second look, WATCH_SETTLE after the files last changed. */
+static void watch_look(struct main_state *ms, struct ev_loop *loop)
+{
+	ev_tstamp now = ev_now(loop);
+
+	if (ms->watching && real_changed(ms))
+		watch_start(ms, loop); /* a link points elsewhere now: watch its new target */
+	if (files_settled(ms, now)) {
+		ev_timer_stop(loop, &ms->watch);
+		reload(ms, "file_change");
+		return;
+	}
+	if (!ms->pending_set) {
+		ev_timer_stop(loop, &ms->watch);
+		return;
+	}
+	ms->watch.repeat = ms->pending_since + WATCH_SETTLE - now;
+	ms->watch.repeat = (ms->watch.repeat > 0 ? ms->watch.repeat : 0) + WATCH_SLACK;
+	ev_timer_again(loop, &ms->watch);
+}
+
+/* libev saw a watched file change (or vanish, or appear) */
+static void on_stat(struct ev_loop *loop, ev_stat *w, int events)
+{
+	(void)events;
+	if (atomic_load(&((struct main_state *)w->data)->d->phase) == 0)
+		watch_look(w->data, loop);
+}
+
+/* the settle timer: the second look */
 static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, watch));
 
 	(void)events;
-	if (files_settled(ms, ev_now(loop)))
-		reload(ms, "file_change");
+	watch_look(ms, loop);
 }
 
 /* Freed memory back to the system after a burst of connections closed (worker.c asks).
@@ -877,7 +995,7 @@ static void notify_ready(struct main_state *ms, struct ev_loop *loop, const char
 	double every = service_notify_watchdog_every();
 
 	snprintf(ms->listening, sizeof(ms->listening), "listening on %.120s → %.150s", address,
-		 ms->d->o->target);
+		 resolver_describe(ms->d->resolver));
 	if (!service_notify_enabled())
 		return;
 	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
@@ -932,7 +1050,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	wake_all(d);
 	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
 	service_notify_stopping(ms->status_sent);
-	ev_timer_stop(loop, &ms->watch);
+	watch_stop(ms, loop);
 	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
 	ev_timer_init(&ms->drain, on_drain_tick, 0.0, 0.05);
@@ -990,6 +1108,7 @@ static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 		 "connections (0: as many as the descriptor limit allows)"},
 		{"handshake-timeout", o->handshake_timeout_ms, 1, 300000, 1, ""},
 		{"connect-timeout", o->connect_timeout_ms, 1, 300000, 1, ""},
+		{"resolve-interval", o->resolve_interval_ms, 1000, 86400000, 1, ""},
 		{"idle-timeout", o->idle_timeout_ms, 0, 7LL * 86400000, 1, " (0: never)"},
 		{"drain-timeout", o->drain_timeout_ms, 0, 3600000, 1, " (0: none)"},
 		{"watch-interval", o->watch_interval_ms, 0, 3600000, 1,
@@ -1083,7 +1202,7 @@ static int check(struct daemon *d, char *err, size_t len)
 {
 	const struct tunnel_options *o = d->o;
 
-	if (o->listen == NULL || o->target == NULL) {
+	if (o->listen == NULL || o->target.n == 0) {
 		snprintf(err, len, "give --listen and --%s",
 			 o->role == TUNNEL_SERVER ? "target" : "server");
 		return -1;
@@ -1102,6 +1221,12 @@ static int check(struct daemon *d, char *err, size_t len)
 	if (check_ranges(o, err, len) != 0 || check_ocsp(o, err, len) != 0 ||
 	    check_mode(o, err, len) != 0)
 		return -1;
+	/* with the rest of the options, before any socket (metrics, listen, a CRL fetch) */
+	if (o->user != NULL && (o->user[0] == '\0' || getpwnam(o->user) == NULL)) {
+		snprintf(err, len, "--user %s: no such user; create it or give another one",
+			 o->user);
+		return -1;
+	}
 	if (o->ca_url == NULL && (o->renew_key_type != NULL || o->ca_refresh != NULL)) {
 		snprintf(err, len, "--renew-key-type and --ca-refresh go with --ca-url");
 		return -1;
@@ -1134,15 +1259,15 @@ static int check(struct daemon *d, char *err, size_t len)
 		snprintf(err, len, "--tls-min is 1.2 or 1.3");
 		return -1;
 	}
-	if (parse_address("listen", o->listen, &d->listen, err, len) != 0 ||
-	    parse_address(o->role == TUNNEL_SERVER ? "target" : "server", o->target, &d->target,
-			  err, len) != 0)
+	if (parse_address("listen", o->listen, &d->listen, err, len) != 0)
 		return -1;
-	if (!d->target.is_unix && address_port(&d->target) == 0) {
-		snprintf(err, len, "--%s %s: port 0 cannot be connected to; give the real port",
-			 o->role == TUNNEL_SERVER ? "target" : "server", o->target);
+	/* the targets are parsed, not resolved: a name that does not resolve yet is a
+	 * warning at start (resolver_start), a malformed address an error now */
+	d->resolver = resolver_new(o->target.v, o->target.n,
+				   o->role == TUNNEL_SERVER ? "target" : "server",
+				   o->resolve_interval_ms, &d->metrics, err, len);
+	if (d->resolver == NULL)
 		return -1;
-	}
 	if (check_listen_mode(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
@@ -1165,8 +1290,9 @@ static int check(struct daemon *d, char *err, size_t len)
 		return -1;
 	}
 	if (o->role == TUNNEL_CONNECTOR) {
-		d->server_name = o->server_name != NULL ? o->server_name : d->target.host;
-		if (d->server_name == NULL || d->server_name[0] == '\0') {
+		d->server_name = o->server_name;
+		if ((o->server_name == NULL && resolver_has_unix(d->resolver)) ||
+		    (o->server_name != NULL && o->server_name[0] == '\0')) {
 			snprintf(err, len,
 				 "give --server-name: the name the server's certificate "
 				 "must carry");
@@ -1686,7 +1812,8 @@ int tunnel_run(const struct tunnel_options *given)
 		goto out;
 	}
 	ms.pass = pass;
-	if (setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
+	/* the whole configuration first: nothing below opens a socket before it passed */
+	if (check(&d, err, sizeof(err)) != 0 || setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
 	}
@@ -1697,7 +1824,7 @@ int tunnel_run(const struct tunnel_options *given)
 	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
 	sign_files(&ms, ms.sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
-	if (check(&d, err, sizeof(err)) != 0 || load_credentials(&ms, err, sizeof(err)) != 0 ||
+	if (load_credentials(&ms, err, sizeof(err)) != 0 ||
 	    fit_connections(&eff, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
@@ -1742,6 +1869,10 @@ int tunnel_run(const struct tunnel_options *given)
 	apply_mode(&ms);
 	ms.started = time(NULL);
 	publish_status(&ms, "start", true, NULL);
+	if (resolver_start(d.resolver) != 0) {
+		fail(role, "cannot start the resolver thread");
+		goto out;
+	}
 	d.metrics.target_check = target_check;
 	d.metrics.target_arg = &d;
 	d.nworkers = (int)o->workers;
@@ -1802,8 +1933,9 @@ int tunnel_run(const struct tunnel_options *given)
 		}
 
 	address_local(d.workers[0].listen_fd, addr, sizeof(addr));
-	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr), LS("target", o->target),
-	    LN("workers", d.nworkers), LN("pid", getpid()));
+	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr),
+	    LS("target", resolver_describe(d.resolver)), LN("workers", d.nworkers),
+	    LN("pid", getpid()));
 
 	loop = ev_default_loop(EVFLAG_AUTO);
 	ev_signal_init(&ms.sighup, on_sighup, SIGHUP);
@@ -1817,12 +1949,10 @@ int tunnel_run(const struct tunnel_options *given)
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (o->watch_interval_ms > 0) {
-		ev_tstamp every = (ev_tstamp)o->watch_interval_ms / 1000.0;
-
-		ev_timer_init(&ms.watch, on_watch, every, every);
-		ev_timer_start(loop, &ms.watch);
-	}
+	ev_timer_init(&ms.watch, on_watch, 0.0, 0.0);
+	watch_start(&ms, loop);
+	if (ms.watching) /* a change since the baseline (before the files were read) */
+		watch_look(&ms, loop);
 	check_crls(&ms, ev_now(loop), true);
 	if (ms.ncrlfetch > 0) {
 		ev_async_init(&ms.crl_fetched, on_crl_fetched);
@@ -1866,8 +1996,10 @@ out:
 	renewer_free(ms.renewer);
 	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
 	metrics_http_stop(ms.http);
-	if (loop != NULL)
+	if (loop != NULL) {
+		watch_stop(&ms, loop);
 		ev_loop_destroy(loop);
+	}
 	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
 		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
 			close(d.workers[i].listen_fd);
@@ -1876,6 +2008,7 @@ out:
 	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd && passed[0] < 0)
 		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
 	free(d.workers);
+	resolver_free(d.resolver); /* after the workers: their connections held its lists */
 	mtls_free(d.endpoint);
 	json_decref(ms.creds);
 	metrics_free(&d.metrics);

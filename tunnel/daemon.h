@@ -14,6 +14,7 @@
 
 #include "address.h"
 #include "metrics.h"
+#include "resolver.h"
 #include "mtls.h"
 #include "tunnel.h"
 
@@ -50,11 +51,13 @@ struct worker {
 struct daemon {
 	const struct tunnel_options *o;
 	struct address listen;
-	unsigned listen_mode; /* of a unix listen socket's file */
-	struct address target;
+	unsigned listen_mode;	   /* of a unix listen socket's file */
+	struct resolver *resolver; /* the targets (--target, --server) and their addresses */
 	struct address metrics_addr;
-	const char *server_name; /* connector: the name the server's certificate must carry */
-	struct mtls *endpoint;	 /* server or client endpoint, shared by all workers */
+	/* connector: --server-name, the name the server's certificate must carry; NULL: the
+	 * host of the --server each connection went to */
+	const char *server_name;
+	struct mtls *endpoint; /* server or client endpoint, shared by all workers */
 	struct metrics metrics;
 	atomic_llong active;
 	atomic_ullong next_id;

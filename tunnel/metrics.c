@@ -379,6 +379,41 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "# TYPE mtls_target_connect_failures_total counter\n"
 	    "mtls_target_connect_failures_total %llu\n",
 	    U(m->target_connect_failures));
+	if (m->ntargets > 0)
+		put(&t, "# HELP mtls_target_up Whether the target resolved and an address of it is "
+			"not marked down after a failed connect (1) or not (0).\n"
+			"# TYPE mtls_target_up gauge\n");
+	for (size_t i = 0; i < m->ntargets; i++) {
+		put(&t, "mtls_target_up{target=\"");
+		put_label(&t, m->targets[i].name);
+		put(&t, "\"} %d\n", atomic_load(&m->targets[i].up));
+	}
+	if (m->ntargets > 0)
+		put(&t, "# HELP mtls_target_addresses Addresses the target's name resolved to.\n"
+			"# TYPE mtls_target_addresses gauge\n");
+	for (size_t i = 0; i < m->ntargets; i++) {
+		put(&t, "mtls_target_addresses{target=\"");
+		put_label(&t, m->targets[i].name);
+		put(&t, "\"} %d\n", atomic_load(&m->targets[i].addresses));
+	}
+	if (m->ntargets > 0)
+		put(&t, "# HELP mtls_target_address_failures_total Failed connects to an address "
+			"of the target (each moves the connection to the next address).\n"
+			"# TYPE mtls_target_address_failures_total counter\n");
+	for (size_t i = 0; i < m->ntargets; i++) {
+		put(&t, "mtls_target_address_failures_total{target=\"");
+		put_label(&t, m->targets[i].name);
+		put(&t, "\"} %llu\n", U(m->targets[i].connect_failures));
+	}
+	if (m->ntargets > 0)
+		put(&t, "# HELP mtls_target_resolve_failures_total Resolutions of the target's "
+			"name that failed.\n"
+			"# TYPE mtls_target_resolve_failures_total counter\n");
+	for (size_t i = 0; i < m->ntargets; i++) {
+		put(&t, "mtls_target_resolve_failures_total{target=\"");
+		put_label(&t, m->targets[i].name);
+		put(&t, "\"} %llu\n", U(m->targets[i].resolve_failures));
+	}
 	put(&t,
 	    "# HELP mtls_reloads_total Reloads of certificates, keys, CAs, CRLs and rules.\n"
 	    "# TYPE mtls_reloads_total counter\n"

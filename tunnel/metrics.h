@@ -55,6 +55,17 @@ struct metrics_identity {
 	unsigned long long would[MTLS_REASON_COUNT];
 };
 
+/* An outbound target (--server, --target; resolver.h), in order of preference: its name is
+ * set at start, before the HTTP server starts; the resolver keeps the rest. */
+#define METRICS_TARGETS_MAX 16
+struct metrics_target {
+	char name[300];
+	atomic_int up;			/* resolved, and an address not marked down */
+	atomic_int addresses;		/* addresses it resolved to */
+	atomic_ullong connect_failures; /* failed connects to its addresses */
+	atomic_ullong resolve_failures; /* resolutions of its name that failed */
+};
+
 struct metrics {
 	const char *role; /* "server" or "connector" */
 	atomic_int mode;  /* enum tunnel_mode in force (a reload may change it) */
@@ -87,6 +98,8 @@ struct metrics {
 	atomic_ullong bytes_to_target; /* from the TLS side to the plaintext side */
 	atomic_ullong bytes_from_target;
 	atomic_ullong target_connect_failures;
+	size_t ntargets;
+	struct metrics_target targets[METRICS_TARGETS_MAX];
 	atomic_ullong reloads_ok;
 	atomic_ullong reloads_failed;
 	/* live connections closed because a re-check refused them, by reason; and those

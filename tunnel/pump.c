@@ -137,7 +137,16 @@ struct conn {
 	bool detecting;	   /* permissive: waiting for the first bytes, under --plaintext-wait */
 	bool side_drained; /* plaintext: the last read of the client emptied its socket */
 	enum mtls_reason would; /* audit: why strict mode would refuse the peer (or none) */
-	unsigned trust_gen;	/* d->trust_gen when the TLS state was made (start_tls) */
+	/* the outbound connection: the addresses it tries (a reference to the resolver's
+	 * list, held while connecting), the deadline of them all, the last failure, and the
+	 * address it went to */
+	struct resolver_plan plan;
+	ev_tstamp connect_deadline;
+	char connect_error[200];
+	bool connect_timed_out; /* the last address tried did not answer in its time */
+	char target[80];
+	const char *server_name; /* connector: the name the server's certificate must carry */
+	unsigned trust_gen;	 /* d->trust_gen when the TLS state was made (start_tls) */
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
@@ -249,13 +258,15 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 	ev_io_stop(w->loop, &c->plain_io);
 	ev_timer_stop(w->loop, &c->timer);
 	resume_remove(c); /* the queue must not keep a freed connection */
+	resolver_plan_done(d->resolver, &c->plan);
 	atomic_fetch_add(&d->metrics.bytes_to_target, to_target);
 	atomic_fetch_add(&d->metrics.bytes_from_target, from_target);
 	if (why != NULL)
 		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
 		    LS("identity", c->identity), LS("why", why), LN("bytes_to_target", to_target),
 		    LN("bytes_from_target", from_target),
-		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)));
+		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)),
+		    LS("target", c->target));
 	mtls_free(c->tls);
 	if (c->tls_fd >= 0)
 		close(c->tls_fd);
@@ -643,39 +654,101 @@ static void connect_failed(struct conn *c, const char *message, const char *why)
 	conn_free(c, why, LOG_INFO);
 }
 
-/* The outbound connection: to the target (server), to the server (connector). Only it is
- * watched meanwhile: the accepted side waits. */
-static void step_connect(struct conn *c)
+/* The next address of the plan: a non-blocking connect, under a share of what is left of
+ * the connect timeout (the rest divided among the addresses left, so that one that does not
+ * answer cannot use up the time of the others; the last gets all that is left). When none is
+ * left, the connection fails with the last address's error. */
+static void try_next(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 	bool tls = c->role->tls_client;
 	int *fd = tls ? &c->tls_fd : &c->plain_fd;
+	const struct resolver_entry *e;
+
+	while ((e = resolver_plan_next(&c->plan)) != NULL) {
+		char err[300];
+		ev_tstamp left = c->connect_deadline - ev_now(c->w->loop);
+		unsigned others = c->plan.n - c->plan.next;
+
+		if (left <= 0) { /* the others' time ran out */
+			c->target[0] = '\0';
+			connect_failed(c, c->connect_error, "connect_timeout");
+			return;
+		}
+		c->connect_timed_out = false;
+		*fd = address_connect(&e->addr, err, sizeof(err));
+		if (*fd < 0) { /* at once: no route, no such socket file */
+			snprintf(c->connect_error, sizeof(c->connect_error), "%.190s", err);
+			resolver_plan_failed(d->resolver, &c->plan, err);
+			continue;
+		}
+		address_format((const struct sockaddr *)&e->addr.sa, e->addr.len, c->target,
+			       sizeof(c->target));
+		c->phase = PHASE_CONNECT;
+		if (others > 0)
+			left /= others + 1;
+		set_timer(c, (long long)(left * 1000) > 0 ? (long long)(left * 1000) : 1);
+		set_io(c, tls ? &c->plain_io : &c->tls_io, tls ? c->plain_fd : c->tls_fd, 0);
+		set_io(c, tls ? &c->tls_io : &c->plain_io, *fd, EV_WRITE);
+		return;
+	}
+	c->target[0] = '\0';
+	connect_failed(c, c->connect_error,
+		       c->connect_timed_out ? "connect_timeout" : "connect_failed");
+}
+
+/* The outbound connection: to the target (server), to the server (connector), trying the
+ * addresses of the targets in the resolver's order. Only it is watched meanwhile: the
+ * accepted side waits. */
+static void step_connect(struct conn *c)
+{
+	struct daemon *d = c->w->d;
 	char err[300];
 
-	*fd = address_connect(&d->target, err, sizeof(err));
-	if (*fd < 0) {
+	if (resolver_plan(d->resolver, &c->plan, err, sizeof(err)) != 0) {
 		connect_failed(c, err, "connect_failed");
 		return;
 	}
-	c->phase = PHASE_CONNECT;
-	set_timer(c, d->o->connect_timeout_ms);
-	set_io(c, tls ? &c->plain_io : &c->tls_io, tls ? c->plain_fd : c->tls_fd, 0);
-	set_io(c, tls ? &c->tls_io : &c->plain_io, *fd, EV_WRITE);
+	c->connect_deadline = ev_now(c->w->loop) + (ev_tstamp)d->o->connect_timeout_ms / 1000.0;
+	snprintf(c->connect_error, sizeof(c->connect_error), "no address to connect to");
+	try_next(c);
+}
+
+/* The address being tried failed (why): marked down, and the next one tried. */
+static void attempt_failed(struct conn *c, const char *why)
+{
+	int *fd = c->role->tls_client ? &c->tls_fd : &c->plain_fd;
+
+	ev_io_stop(c->w->loop, c->role->tls_client ? &c->tls_io : &c->plain_io);
+	ev_timer_stop(c->w->loop, &c->timer);
+	close(*fd);
+	*fd = -1;
+	snprintf(c->connect_error, sizeof(c->connect_error), "cannot connect to %.79s: %.90s",
+		 c->target, why);
+	resolver_plan_failed(c->w->d->resolver, &c->plan, why);
+	try_next(c);
 }
 
 /* The outbound connection finished connecting, or failed. */
 static void connected(struct conn *c)
 {
+	struct daemon *d = c->w->d;
 	int err = 0;
 	socklen_t len = sizeof(err);
 
 	if (getsockopt(c->role->tls_client ? c->tls_fd : c->plain_fd, SOL_SOCKET, SO_ERROR, &err,
 		       &len) != 0)
 		err = errno;
-	if (err != 0)
-		connect_failed(c, strerror(err), "connect_failed");
-	else
-		next_step(c);
+	if (err != 0) {
+		attempt_failed(c, strerror(err));
+		return;
+	}
+	resolver_plan_ok(d->resolver, &c->plan);
+	c->server_name = d->server_name != NULL
+				 ? d->server_name
+				 : resolver_target_host(d->resolver, c->plan.trying->target);
+	resolver_plan_done(d->resolver, &c->plan);
+	next_step(c);
 }
 
 static void handshake_refused(struct conn *c)
@@ -757,7 +830,15 @@ static void handshake_done(struct conn *c)
 	c->would = mtls_conn_would_refuse(c->tls);
 	/* the same line as before the rollout modes for a certificate (kind mtls); one with
 	 * kind tls_no_cert for a client without (permissive) */
-	if (peer != NULL)
+	if (peer != NULL && c->role->tls_client) /* the connector: the server it went to */
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("serial", mtls_peer_serial(peer)),
+		    LS("rule",
+		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
+		    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)), LS("target", c->target));
+	else if (peer != NULL) /* the server connects to its target after the handshake */
 		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
 		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
 		    LS("serial", mtls_peer_serial(peer)),
@@ -800,7 +881,7 @@ static void start_tls(struct conn *c)
 	struct daemon *d = c->w->d;
 
 	c->trust_gen = atomic_load(&d->trust_gen); /* before the state is taken */
-	c->tls = c->role->tls_client ? mtls_connect_fd(d->endpoint, c->tls_fd, d->server_name)
+	c->tls = c->role->tls_client ? mtls_connect_fd(d->endpoint, c->tls_fd, c->server_name)
 				     : mtls_accept_fd(d->endpoint, c->tls_fd);
 	if (c->tls == NULL) {
 		LOG(LOG_ERROR, "tls_setup_failed", LN("conn", c->id),
@@ -1042,7 +1123,10 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 		    LS("message", "the peer did not complete the handshake in time"));
 		conn_free(c, "handshake_timeout", LOG_DEBUG);
 		break;
-	case PHASE_CONNECT: connect_failed(c, "connect timed out", "connect_timeout"); break;
+	case PHASE_CONNECT:
+		c->connect_timed_out = true;
+		attempt_failed(c, "connect timed out");
+		break;
 	case PHASE_PUMP: pump_timeout(c); break;
 	}
 }

@@ -37,7 +37,10 @@ struct tunnel_options {
 	enum tunnel_role role;
 	const char *listen;
 	const char *listen_mode; /* octal, for a unix:/path listen address; NULL: 0660 */
-	const char *target;	 /* server: the backend; connector: the mtls server */
+	/* server: the backend; connector: the mtls server; several: in order of preference,
+	 * the next one taken when a connect fails (resolver.h) */
+	struct tunnel_list target;
+	long long resolve_interval_ms; /* names of target resolved again this often */
 	const char *server_name;
 	const char *cert;
 	const char *key;

@@ -3,11 +3,15 @@
  *
  * A config file may come from anywhere the operator points --config at, so the parser must
  * take any bytes. The table has one option of each type (and "config", which a file may
- * not use). After a successful parse, every value must be a non-empty piece of one line of
- * the text, without the surrounding blanks; after options_free() the lists are empty. A text
+ * not use). After a successful parse, every value must be a non-empty piece of the text
+ * (quotes are taken off and escapes undone in place, so it never grows), holding a newline
+ * only if the text has a "\n" escape and starting or ending with a blank only if the text
+ * has a quote; a "[section]" line is always refused; after options_free() the lists are
+ * empty. A text
  * with a NUL or a control byte other than tab (or CR before a newline) is refused as a whole,
  * naming the line: a NUL once silently ended parsing, dropping the lines after it.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +56,16 @@ static const struct opt table[] = {
 	OPT_END,
 };
 
-/* A value must lie inside the text, be non-empty and have no newline or surrounding blank. */
+/* A value must lie inside the text and be non-empty; a newline in it comes from a "\n"
+ * escape of a double-quoted value, a blank at an end from quotes. */
+static const uint8_t *orig;
+static size_t orig_size;
+
+static bool orig_has(const char *s)
+{
+	return memmem(orig, orig_size, s, strlen(s)) != NULL;
+}
+
 static void check_value(const char *v, const char *text, size_t size)
 {
 	size_t len;
@@ -60,9 +73,26 @@ static void check_value(const char *v, const char *text, size_t size)
 	check(v >= text && v < text + size);
 	len = strlen(v);
 	check(len > 0 && v + len <= text + size);
-	check(memchr(v, '\n', len) == NULL);
-	check(v[0] != ' ' && v[0] != '\t');
-	check(v[len - 1] != ' ' && v[len - 1] != '\t' && v[len - 1] != '\r');
+	check(memchr(v, '\n', len) == NULL || orig_has("\\n"));
+	check((v[0] != ' ' && v[0] != '\t' && v[len - 1] != ' ' && v[len - 1] != '\t') ||
+	      orig_has("'") || orig_has("\""));
+	check(v[len - 1] != '\r');
+}
+
+/* Does a line of the text start (after blanks) with '['? */
+static bool has_section(const uint8_t *d, size_t n)
+{
+	bool start = true;
+
+	for (size_t i = 0; i < n; i++) {
+		if (d[i] == '\n')
+			start = true;
+		else if (start && d[i] == '[')
+			return true;
+		else if (d[i] != ' ' && d[i] != '\t')
+			start = false;
+	}
+	return false;
 }
 
 static void check_list(const struct opt_list *l, const char *text, size_t size)
@@ -91,6 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&st, 0, sizeof(st));
 	err[0] = '\0';
 
+	orig = data;
+	orig_size = size;
 	rc = options_parse_text(table, &o, text, size, "fuzz.conf", &st, err, sizeof(err));
 	check(rc == 0 || rc == -1);
 	check(memchr(err, '\0', sizeof(err)) != NULL);
@@ -102,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(data[i] >= 0x20 || data[i] == '\t' || data[i] == '\n' ||
 			      (data[i] == '\r' && (i + 1 == size || data[i + 1] == '\n')));
 	if (rc == 0) {
+		check(!has_section(data, size));
 		check(err[0] == '\0');
 		check(o.verbose == 0 || o.verbose == 1);
 		check(o.reload == 0 || o.reload == 1);

@@ -3,8 +3,8 @@
 # with the daemons' own option table and checked without starting anything. Each case
 # asserts the finding line and the exit status (0 the daemon would start and serve, 1 not):
 #   - a good server config and a good connector config: exit 0
-#   - an allow rule with its quotes kept, a URI rule without a scheme, a DNS rule that is a
-#     URL, a comment after a value
+#   - an allow rule quoted (fine) and quoted twice, a URI rule without a scheme, a DNS rule
+#     that is a URL, a comment inside quotes (and one after a value: fine)
 #   - a missing key file, a key that does not match the certificate, an expired certificate
 #   - a key the daemon's user cannot read (root: --user nobody; others: chmod 000), a
 #     directory it cannot search (root only)
@@ -75,12 +75,15 @@ CONF
 doctor "good connector config: exit 0" 0 '^ok   config: .*connector\.conf: a config of mtls connector' \
 	--config "$W/connector.conf"
 
-conf quoted "s|^allow-uri .*|allow-uri '$TD/ns/*/sa/app'|"
-doctor "allow-uri with its quotes kept" 1 \
-	"^fail allow: allow-uri '$TD/ns/\\*/sa/app': a config file keeps quotes as part of the value.*never matches; fix: write 'allow-uri $TD/ns/\\*/sa/app' without the quotes" \
-	--config "$W/quoted.conf"
-conf emptyq "s|^allow-uri .*|allow-cn \"\"|"
-doctor "an empty quoted allow value" 1 '^fail allow: allow-cn "": an empty value in quotes; the rule never matches' \
+conf quoted "s|^allow-uri .*|allow-uri '$TD/ns/*/sa/app'  # quoted, as the grammar allows|"
+doctor "allow-uri in quotes, with a comment: one rule that can match" 0 \
+	'^ok   allow: 1 allow rule, each can match' --config "$W/quoted.conf"
+conf quoted2 "s|^allow-uri .*|allow-uri \"'$TD/ns/*/sa/app'\"|"
+doctor "allow-uri quoted twice" 1 \
+	"^fail allow: allow-uri '$TD/ns/\\*/sa/app': these quotes are part of the value \\(quoted twice\\).*never matches; fix: write 'allow-uri $TD/ns/\\*/sa/app' with one pair of quotes or none" \
+	--config "$W/quoted2.conf"
+conf emptyq "s|^allow-uri .*|allow-cn \"''\"|"
+doctor "an empty quoted allow value" 1 "^fail allow: allow-cn '': an empty value in quotes; the rule never matches" \
 	--config "$W/emptyq.conf"
 conf noscheme "s|^allow-uri .*|allow-uri example.org/ns/dev/sa/app|"
 doctor "allow-uri without a scheme" 1 '^fail allow: allow-uri example\.org/ns/dev/sa/app: a URI rule without a scheme never matches' \
@@ -88,9 +91,12 @@ doctor "allow-uri without a scheme" 1 '^fail allow: allow-uri example\.org/ns/de
 conf dnsurl "s|^allow-uri .*|allow-dns https://api.example.org|"
 doctor "allow-dns with a scheme" 1 '^fail allow: allow-dns https://api\.example\.org: a DNS rule is a host name, not a URL' \
 	--config "$W/dnsurl.conf"
-conf comment "s|^allow-uri .*|allow-uri $TD/ns/dev/sa/app # the app|"
-doctor "a comment after an allow value" 1 '^fail allow: allow-uri .*# the app: a comment after a value is part of the value' \
+conf comment "s|^allow-uri .*|allow-uri '$TD/ns/dev/sa/app # the app'|"
+doctor "a comment inside quotes" 1 '^fail allow: allow-uri .*# the app: a comment inside quotes is part of the value' \
 	--config "$W/comment.conf"
+conf comment2 "s|^allow-uri .*|allow-uri $TD/ns/dev/sa/app # the app|"
+doctor "a comment after an unquoted value is a comment" 0 '^ok   allow: 1 allow rule, each can match' \
+	--config "$W/comment2.conf"
 
 conf nokey "s|^key .*|key $W/missing.key|"
 doctor "missing key file" 1 "^fail file: $W/missing\\.key: No such file or directory; fix: put the file there" \

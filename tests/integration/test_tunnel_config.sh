@@ -73,7 +73,7 @@ bad "trailing garbage" server "--workers takes a whole number, not '2x'" --worke
 bad "a leading plus" server "--workers takes a whole number, not '+2'" --workers +2
 bad "a leading blank" server "--idle-timeout: ' 5s' is not a duration" --idle-timeout " 5s"
 printf 'workers 9999999999999999999\n' >"$TMP/bad.conf"
-bad "config file: number past 2^63 names the file and key" server "bad.conf line 1: workers 9999999999999999999 is out of range" \
+bad "config file: number past 2^63 names the file and key" server "bad.conf:1: workers 9999999999999999999 is out of range" \
 	--config "$TMP/bad.conf"
 bad "max-connections past the descriptor limit" server "--max-connections 1000000 needs about" \
 	--max-connections 1000000

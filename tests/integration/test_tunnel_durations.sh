@@ -41,7 +41,7 @@ for role in server connector; do
 		refused "$role --$o 30" "--$o 30: give a unit: 30s or 30ms" \
 			"$MTLS" "$role" "${base[@]}" "--$o" 30
 		printf '# a config file\n%s 30\n' "$o" >"$TMP/$role-$o.conf"
-		refused "$role config file: $o 30" "$role-$o.conf line 2: $o 30: give a unit: 30s or 30ms" \
+		refused "$role config file: $o 30" "$role-$o.conf:2: $o 30: give a unit: 30s or 30ms" \
 			"$MTLS" "$role" "${base[@]}" --config "$TMP/$role-$o.conf"
 	done
 done

@@ -970,7 +970,7 @@ target 127.0.0.1:1
 no-such-key 1
 EOF
 refused "--config with an unknown key: names the file, line and key" server \
-	"$TMP/bad.conf line 4: unknown key 'no-such-key'" --config "$TMP/bad.conf" "${SC[@]}" \
+	"$TMP/bad.conf:4: unknown key 'no-such-key'" --config "$TMP/bad.conf" "${SC[@]}" \
 	--allow-uri "$ALLOW"
 
 p=()

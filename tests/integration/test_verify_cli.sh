@@ -326,18 +326,18 @@ EOF
 vcase "--config: 'key = value' syntax"  1 "refused: identity_not_allowed:" ""                   --config "$TMP/eq.conf" client-chain.pem
 
 printf 'ca %s\nallow-urls %s\n' "$CERTS/ca.pem" "$APP1" >"$TMP/unknown.conf"
-vcase "--config: unknown key"           2 "unknown.conf line 2: unknown key 'allow-urls'" ""  --config "$TMP/unknown.conf" client-chain.pem
+vcase "--config: unknown key"           2 "unknown.conf:2: unknown key 'allow-urls'" ""  --config "$TMP/unknown.conf" client-chain.pem
 printf 'ca %s\ncrl-check-chain maybe\n' "$CERTS/ca.pem" >"$TMP/badflag.conf"
-vcase "--config: bad flag value"        2 "badflag.conf line 2" ""                              --config "$TMP/badflag.conf" client-chain.pem
+vcase "--config: bad flag value"        2 "badflag.conf:2:" ""                              --config "$TMP/badflag.conf" client-chain.pem
 printf 'ca %s\nconfig %s\n' "$CERTS/ca.pem" "$TMP/eq.conf" >"$TMP/nested.conf"
-vcase "--config: no nested config"      2 "nested.conf line 2" ""                               --config "$TMP/nested.conf" client-chain.pem
+vcase "--config: no nested config"      2 "nested.conf:2:" ""                               --config "$TMP/nested.conf" client-chain.pem
 vcase "--config: missing file"          2 "no-such.conf"                ""                      --config "$TMP/no-such.conf" client-chain.pem
 # A NUL byte once ended parsing without a word: the crl line after it was ignored, and a
 # revoked certificate accepted. Any control byte but tab refuses the file, naming the line.
 printf 'ca %s\n\0crl %s\n' "$CERTS/ca.pem" "$CERTS/crl.pem" >"$TMP/nul.conf"
-vcase "--config: NUL byte"              2 "nul.conf line 2: NUL byte in config file" ""         --config "$TMP/nul.conf" revoked-client-chain.pem
+vcase "--config: NUL byte"              2 "nul.conf:2: NUL byte in config file" ""         --config "$TMP/nul.conf" revoked-client-chain.pem
 printf 'ca %s\ncrl %s\x1b[0m\n' "$CERTS/ca.pem" "$CERTS/crl.pem" >"$TMP/esc.conf"
-vcase "--config: escape byte"           2 "esc.conf line 2: control byte 0x1b" ""               --config "$TMP/esc.conf" revoked-client-chain.pem
+vcase "--config: escape byte"           2 "esc.conf:2: control byte 0x1b" ""               --config "$TMP/esc.conf" revoked-client-chain.pem
 printf 'ca %s\r\ncrl\t%s\r\n' "$CERTS/ca.pem" "$CERTS/crl.pem" >"$TMP/crlf.conf"
 vcase "--config: CRLF lines and a tab"  1 "refused: revoked:"           ""                      --config "$TMP/crlf.conf" revoked-client-chain.pem
 

@@ -147,7 +147,7 @@ static void test_capped(void **state)
 	svc_issued_free(&out);
 	/* an hour before the end: nothing worth issuing */
 	testca_expect(renew(f, f->old, key, NULL, "URI:" SPIFFE, false, false, end - 60, &out, &e),
-		      &e, 503, "ca_expired", "make a new CA with mtls ca init");
+		      &e, 503, "ca_expired", "mtls ca renew-issuer");
 	EVP_PKEY_free(key);
 }
 

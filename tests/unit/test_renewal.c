@@ -22,6 +22,10 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "fileset.h"
 #include "renewal.h"
@@ -286,6 +290,98 @@ static void test_fileset_two_dirs(void **state)
 	rm_dirs(&d);
 }
 
+struct recover_arg {
+	struct renewal_files f;
+	int rc;
+	char err[512];
+};
+
+static void *recover_thread(void *p)
+{
+	struct recover_arg *a = p;
+
+	a->rc = renewal_recover(&a->f, a->err, sizeof(a->err));
+	return NULL;
+}
+
+/* Whether another open file description holds the flock on dir. */
+static bool dir_locked(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	bool held;
+
+	assert_true(fd >= 0);
+	held = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return held;
+}
+
+/* renewal_recover() waits for the two directories in the order mtls agent takes them
+ * (device, inode): while another process holds the first and waits for the second, it must
+ * not hold the second. Here that process (a child) holds the key's directory, which comes
+ * first, and then asks for the certificate's; recovering in certificate-then-key order held
+ * the certificate's directory while waiting for the key's: both waited forever (the child's
+ * alarm ends it, and the test fails). */
+static void test_recover_lock_order(void **state)
+{
+	struct dirs d;
+	struct stat sa, sb;
+	struct recover_arg arg;
+	const char *first, *second;
+	char cert[200], key[200], c;
+	int go[2], ready[2], status = 0;
+	pthread_t t;
+	pid_t pid;
+
+	(void)state;
+	make_dirs(&d);
+	assert_int_equal(stat(d.a, &sa), 0);
+	assert_int_equal(stat(d.b, &sb), 0);
+	/* second: the directory that comes first in the lock order; the key goes there */
+	first = sa.st_ino > sb.st_ino ? d.a : d.b;
+	second = sa.st_ino > sb.st_ino ? d.b : d.a;
+	snprintf(cert, sizeof(cert), "%s/app.pem", first);
+	snprintf(key, sizeof(key), "%s/app.key", second);
+	copy(cert_path("client-chain.pem"), cert, 0644);
+	copy(cert_path("client.key"), key, 0600);
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(ready), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fk = open(second, O_RDONLY | O_DIRECTORY),
+		    fc = open(first, O_RDONLY | O_DIRECTORY);
+
+		if (fk < 0 || fc < 0 || flock(fk, LOCK_EX) != 0 || write(ready[1], "r", 1) != 1 ||
+		    read(go[0], &c, 1) != 1)
+			_exit(2);
+		alarm(10); /* a deadlock: killed by SIGALRM */
+		if (flock(fc, LOCK_EX) != 0)
+			_exit(3);
+		_exit(0);
+	}
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	memset(&arg, 0, sizeof(arg));
+	arg.f.cert = cert;
+	arg.f.key = key;
+	assert_int_equal(pthread_create(&t, NULL, recover_thread, &arg), 0);
+	/* up to a second for the recovery to take the certificate's directory (the old order
+	 * does at once); then the child asks for it */
+	for (int i = 0; i < 100 && !dir_locked(first); i++)
+		poll(NULL, 0, 10);
+	assert_int_equal(write(go[1], "g", 1), 1);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(arg.rc, 0);
+	close(go[0]);
+	close(go[1]);
+	close(ready[0]);
+	close(ready[1]);
+	rm_dirs(&d);
+}
+
 /* What renewal_renew() refuses before it reaches the CA, leaving the files as they were. */
 static void test_renew_refusals(void **state)
 {
@@ -512,10 +608,15 @@ static void test_roots_take(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_schedule),       cmocka_unit_test(test_schedule_latest),
-		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_warn_at),
-		cmocka_unit_test(test_key_type),       cmocka_unit_test(test_fileset_two_dirs),
-		cmocka_unit_test(test_renew_refusals), cmocka_unit_test(test_roots_take),
+		cmocka_unit_test(test_schedule),
+		cmocka_unit_test(test_schedule_latest),
+		cmocka_unit_test(test_backoff),
+		cmocka_unit_test(test_warn_at),
+		cmocka_unit_test(test_key_type),
+		cmocka_unit_test(test_fileset_two_dirs),
+		cmocka_unit_test(test_renew_refusals),
+		cmocka_unit_test(test_roots_take),
+		cmocka_unit_test(test_recover_lock_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

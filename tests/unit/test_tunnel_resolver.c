@@ -1,0 +1,202 @@
+/*
+ * tunnel/resolver.c: the backoff of a failed address, the order a connection tries the
+ * addresses in, and plans over a real resolver (numeric targets, an unresolvable name,
+ * malformed targets refused at start).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cmocka.h>
+
+#include "metrics.h"
+#include "resolver.h"
+
+static void test_backoff(void **state)
+{
+	struct resolver_health h = {0};
+	long long t = 1000000;
+
+	(void)state;
+	assert_true(resolver_health_failed(&h, t)); /* up -> down: a transition */
+	assert_true(h.down);
+	assert_int_equal(h.backoff, RESOLVER_BACKOFF_MIN_MS);
+	assert_int_equal(h.down_until, t + RESOLVER_BACKOFF_MIN_MS);
+	/* a try begun before it was marked fails too: no doubling, no transition */
+	assert_false(resolver_health_failed(&h, t + 10));
+	assert_int_equal(h.backoff, RESOLVER_BACKOFF_MIN_MS);
+	/* retries after the backoff that fail: doubled each time, up to the maximum */
+	long long want = RESOLVER_BACKOFF_MIN_MS;
+	for (int i = 0; i < 10; i++) {
+		t = h.down_until;
+		assert_false(resolver_health_failed(&h, t));
+		want = want * 2 > RESOLVER_BACKOFF_MAX_MS ? RESOLVER_BACKOFF_MAX_MS : want * 2;
+		assert_int_equal(h.backoff, want);
+		assert_int_equal(h.down_until, t + want);
+		assert_int_equal(h.failed_at, t);
+	}
+	assert_int_equal(h.backoff, RESOLVER_BACKOFF_MAX_MS);
+	/* a success: up, and the next failure starts from the minimum again */
+	assert_true(resolver_health_ok(&h));
+	assert_false(h.down);
+	assert_false(resolver_health_ok(&h));
+	assert_true(resolver_health_failed(&h, t + 5));
+	assert_int_equal(h.backoff, RESOLVER_BACKOFF_MIN_MS);
+}
+
+static void check_order(const struct resolver_health *h, size_t n, long long now, size_t max,
+			const char *want)
+{
+	unsigned char order[RESOLVER_ADDRS_MAX];
+	char got[RESOLVER_ADDRS_MAX + 1];
+	size_t k = resolver_order(h, n, now, order, max);
+
+	for (size_t i = 0; i < k; i++)
+		got[i] = (char)('0' + order[i]);
+	got[k] = '\0';
+	if (strcmp(got, want) != 0)
+		fail_msg("order at %lld: got '%s', want '%s'", now, got, want);
+}
+
+static void test_order(void **state)
+{
+	struct resolver_health h[4] = {{0}};
+
+	(void)state;
+	check_order(h, 4, 100, 8, "0123"); /* all up: the order of preference */
+	check_order(h, 4, 100, 2, "01");   /* at most max */
+	/* 0 down until 2000: skipped while others are up, tried last */
+	h[0] = (struct resolver_health){.down = true, .down_until = 2000, .failed_at = 1000};
+	check_order(h, 4, 1500, 8, "1230");
+	/* its backoff over: in its place again (the first comes back) */
+	check_order(h, 4, 2000, 8, "0123");
+	/* 2 down too, failed after 0: the down ones least recently failed first */
+	h[2] = (struct resolver_health){.down = true, .down_until = 2600, .failed_at = 1600};
+	check_order(h, 4, 1700, 8, "1302");
+	/* all down: still tried, least recently failed first, not refused */
+	h[1] = (struct resolver_health){.down = true, .down_until = 9000, .failed_at = 1650};
+	h[3] = (struct resolver_health){.down = true, .down_until = 9000, .failed_at = 1200};
+	check_order(h, 4, 1700, 8, "0321");
+	check_order(h, 4, 1700, 1, "0");
+	/* the backoffs of 0 and 2 over: both in their places, then the others by their
+	 * failure time */
+	check_order(h, 4, 2700, 8, "0231");
+}
+
+static void test_plan(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"127.0.0.1:1", "[::1]:2", "unix:/nonexistent/x.sock"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p;
+	struct resolver_entry *e;
+
+	(void)state;
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 3, "server", 30000, &m, err, sizeof(err));
+	assert_non_null(r);
+	assert_string_equal(resolver_describe(r), "127.0.0.1:1,[::1]:2,unix:/nonexistent/x.sock");
+	assert_true(resolver_has_unix(r));
+	assert_string_equal(resolver_target_host(r, 1), "::1");
+	assert_int_equal(m.ntargets, 3);
+	assert_string_equal(m.targets[1].name, "[::1]:2");
+	assert_int_equal(resolver_start(r), 0);
+	assert_int_equal(atomic_load(&m.targets[0].up), 1);
+	assert_int_equal(atomic_load(&m.targets[0].addresses), 1);
+
+	/* in order of preference */
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 3);
+	e = resolver_plan_next(&p);
+	assert_non_null(e);
+	assert_int_equal(e->target, 0);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET);
+	resolver_plan_failed(r, &p, "Connection refused"); /* the first is down now */
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->target, 1);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET6);
+	resolver_plan_ok(r, &p);
+	resolver_plan_done(r, &p);
+	assert_int_equal(atomic_load(&m.targets[0].up), 0);
+	assert_int_equal(atomic_load(&m.targets[0].connect_failures), 1);
+	assert_int_equal(atomic_load(&m.targets[1].up), 1);
+
+	/* the next connection skips the one down (its backoff is a second): tried last */
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(resolver_plan_next(&p)->target, 1);
+	assert_int_equal(resolver_plan_next(&p)->target, 2);
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->target, 0);
+	resolver_plan_ok(r, &p); /* it is back */
+	assert_null(resolver_plan_next(&p));
+	resolver_plan_done(r, &p);
+	resolver_plan_done(r, &p); /* twice: nothing */
+	assert_int_equal(atomic_load(&m.targets[0].up), 1);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(resolver_plan_next(&p)->target, 0);
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
+static void test_unresolvable(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"mtls-test-unresolvable.invalid:443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p;
+
+	(void)state;
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 30000, &m, err, sizeof(err));
+	assert_non_null(r);			/* a name is not looked up at parse time */
+	assert_int_equal(resolver_start(r), 0); /* nor is it an error at start */
+	assert_int_equal(atomic_load(&m.targets[0].up), 0);
+	assert_true(atomic_load(&m.targets[0].resolve_failures) >= 1);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "did not resolve"));
+	assert_null(resolver_plan_next(&p));
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
+static void test_malformed(void **state)
+{
+	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
+			     "host:4294977296", "unix:", "a:b:1"};
+	const char *many[RESOLVER_TARGETS_MAX + 1];
+	char err[300];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (resolver_new(&bad[i], 1, "server", 30000, NULL, err, sizeof(err)) != NULL)
+			fail_msg("'%s' was taken", bad[i]);
+		assert_non_null(strstr(err, "--server"));
+	}
+	for (size_t i = 0; i < RESOLVER_TARGETS_MAX + 1; i++)
+		many[i] = "127.0.0.1:1";
+	assert_null(resolver_new(many, RESOLVER_TARGETS_MAX + 1, "target", 30000, NULL, err,
+				 sizeof(err)));
+	assert_null(resolver_new(many, 0, "target", 30000, NULL, err, sizeof(err)));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_order),
+		cmocka_unit_test(test_plan),	  cmocka_unit_test(test_unresolvable),
+		cmocka_unit_test(test_malformed),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
