@@ -250,24 +250,24 @@ free_port() {
 # activate LOG ARGS... : systemd-socket-activate ARGS on ports picked free (ARGS name them
 # @P1@ and @P2@), retried on a collision; sets ACT_BG, P1, P2
 activate() {
-	local log=$1 tries=10 a args
+	local log=$1 tries=10 a args nl
 	shift
 	while :; do
 		P1=$(free_port)
 		P2=$(free_port)
 		args=()
+		nl=0
 		for a in "$@"; do
 			a=${a//@P1@/$P1}
 			args+=("${a//@P2@/$P2}")
+			# the index after the last -l's address
+			[ "${#args[@]}" -ge 2 ] && [ "${args[-2]}" = -l ] && nl=${#args[@]}
 		done
 		start_bg "$log" systemd-socket-activate "${args[@]}"
 		ACT_BG=$BG_PID
-		wait_for_line "$log" '^Listening on .* as [0-9]+\.$' "$READY_LIMIT" "$ACT_BG" && {
-			# all of them
-			[ "$(grep -c '^Listening on' "$log")" -ge "$(grep -o -- ' -l ' <<<" ${args[*]} " | wc -l)" ] ||
-				sleep 0.5
-			return 0
-		}
+		# its "Listening on ADDR as FD." line for the last -l: all of them bound
+		wait_for_line "$log" "^Listening on ${args[$((nl - 1))]} as [0-9]+\\.\$" \
+			"$READY_LIMIT" "$ACT_BG" && return 0
 		stop_bg "$ACT_BG"
 		tries=$((tries - 1))
 		[ "$tries" -gt 0 ] || _lib_die "(setup) systemd-socket-activate did not listen: $(cat -- "$log")"
