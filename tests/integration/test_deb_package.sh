@@ -102,7 +102,7 @@ vcheck "no file is in two packages" "$dups"
 # ---------------------------------------------------------------------------------------
 # Dependencies: Debian's library packages, found by dpkg-shlibdeps from what is linked
 depends() { dpkg-deb -f "$1" Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//'; }
-want=(adduser libc6 libssl3 libev4 libmicrohttpd12 libjansson4 libcurl4 libsqlite3-0 libpq5)
+want=(adduser procps libc6 libssl3 libev4 libmicrohttpd12 libjansson4 libcurl4 libsqlite3-0 libpq5)
 grep -q 'libsystemd' "$src/CMakeLists.txt" && want+=(libsystemd0)
 have=$(depends "$deb_mtls")
 missing=""

@@ -6,7 +6,7 @@
 #   tests/system/fresh_debian_systemd.sh [WORKDIR]     (default /var/tmp/mtls-fresh)
 #
 # 1. debootstrap a minimal bookworm with systemd (nothing of mtls's build dependencies) into
-#    WORKDIR/root, once (reused while WORKDIR stays; delete it for a fresh one);
+#    WORKDIR/base, once (reused while WORKDIR stays), and copy it to WORKDIR/root for the run;
 # 2. build the packages (scripts/package.sh) and boot the system with systemd-nspawn -b
 #    (the host's network: the container's loopback is the host's);
 # 3. in it, the steps of docs/install.md: apt install ./mtls_*.deb, the CA, the server's
@@ -27,8 +27,13 @@ done
 [ -x "$bin/mtls" ] || { echo "fresh_debian_systemd: build first ($bin/mtls)" >&2; exit 2; }
 
 step() { printf '\n==== %s\n' "$*"; }
+init=
 die() {
 	echo "fresh_debian_systemd: $*" >&2
+	if [ -n "$init" ]; then
+		echo "the unit's journal:" >&2
+		nsenter -t "$init" -m -u -i -n -p -- journalctl -u mtls-server@db --no-pager -n 15 >&2 || true
+	fi
 	exit 1
 }
 free_port() {
@@ -36,15 +41,20 @@ free_port() {
 }
 
 mkdir -p "$work"
-if [ ! -e "$root/etc/debian_version" ]; then
-	step "debootstrap: a minimal Debian 12 with systemd in $root"
+base=$work/base
+if [ ! -e "$base/etc/debian_version" ]; then
+	step "debootstrap: a minimal Debian 12 with systemd in $base"
+	rm -rf "$base"
 	debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates \
-		bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
+		bookworm "$base" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 ||
 		die "debootstrap failed: $work/debootstrap.log"
-	cp /etc/resolv.conf "$root/etc/resolv.conf"
+	cp /etc/resolv.conf "$base/etc/resolv.conf"
 fi
-echo "Debian $(cat "$root/etc/debian_version"); mtls installed there before: $(
-	[ -e "$root/usr/bin/mtls" ] && echo yes || echo no)"
+# every run on a copy of the system as debootstrap left it
+rm -rf "$root"
+cp -a "$base" "$root"
+echo "Debian $(cat "$root/etc/debian_version"), as debootstrap made it (mtls: $(
+	[ -e "$root/usr/bin/mtls" ] && echo present || echo absent))"
 
 step "the packages (scripts/package.sh)"
 debs=$work/debs
@@ -180,7 +190,7 @@ curl -sS --max-time 5 "http://127.0.0.1:$MET_PORT/metrics" | grep '^mtls_handsha
 	grep -v ' 0$' | sed 's/^/  /'
 
 step "systemctl reload mtls-server@db"
-inside systemctl reload mtls-server@db
+inside systemctl reload mtls-server@db || die "systemctl reload failed"
 inside systemctl show mtls-server@db -p StatusText -p ActiveState | sed 's/^/  /'
 [ "$(inside systemctl is-active mtls-server@db)" = active ] || die "not active after a reload"
 body=$(curl -sS --max-time 10 "http://127.0.0.1:$(grep -m1 -F '"event":"listening"' \
