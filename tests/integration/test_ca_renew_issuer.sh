@@ -108,7 +108,6 @@ pass "setup: a CA, a client certificate accepted by a mtls server, a CA service 
 
 # ------------------------------------------------------------------------------------------
 echo "# the renewal"
-inters_before=$(inter_serials)
 m ca renew-issuer --dir "$D"
 p=()
 [ "$RC" = 0 ] || p+=("exit $RC")

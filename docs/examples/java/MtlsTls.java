@@ -54,29 +54,37 @@ public final class MtlsTls {
 	 * A key manager that reads the keystore again when its file changed (the agent's --exec
 	 * hook wrote a new one after a renewal): each new handshake then uses the new
 	 * certificate, connections already open keep theirs. A file that cannot be read (half
-	 * written, wrong password) keeps the previous key material.
+	 * written, wrong password) keeps the previous key material. The aliases it hands out
+	 * carry the keystore's generation ("3:java"), so that a handshake that chose an alias
+	 * just before a reload still gets the chain and the key of one keystore, never a chain
+	 * of the new one with a key of the old.
 	 */
 	static final class Reloading extends X509ExtendedKeyManager {
+		private record Generation(int n, X509ExtendedKeyManager km, FileTime stamp) {
+		}
+
 		private final Path file;
 		private final char[] password;
-		private volatile X509ExtendedKeyManager current;
-		private volatile FileTime stamp;
+		private volatile Generation current, previous;
 
 		Reloading(Path file, char[] password) throws IOException, GeneralSecurityException {
 			this.file = file;
 			this.password = password;
-			this.stamp = Files.getLastModifiedTime(file);
-			this.current = keyManager(file, password);
+			FileTime t = Files.getLastModifiedTime(file);
+			this.current = new Generation(1, keyManager(file, password), t);
+			this.previous = current;
 		}
 
-		private X509ExtendedKeyManager km() {
+		private Generation gen() {
 			try {
 				FileTime t = Files.getLastModifiedTime(file);
-				if (!t.equals(stamp)) {
+				if (!t.equals(current.stamp())) {
 					synchronized (this) {
-						if (!t.equals(stamp)) {
-							current = keyManager(file, password);
-							stamp = t;
+						Generation g = current;
+						if (!t.equals(g.stamp())) {
+							Generation next = new Generation(g.n() + 1, keyManager(file, password), t);
+							previous = g;
+							current = next;
 							System.err.println("keystore reloaded: " + file);
 						}
 					}
@@ -87,44 +95,77 @@ public final class MtlsTls {
 			return current;
 		}
 
+		private static String tag(Generation g, String alias) {
+			return alias == null ? null : g.n() + ":" + alias;
+		}
+
+		private static String[] tag(Generation g, String[] aliases) {
+			if (aliases == null)
+				return null;
+			String[] out = new String[aliases.length];
+			for (int i = 0; i < aliases.length; i++)
+				out[i] = tag(g, aliases[i]);
+			return out;
+		}
+
+		/* The generation an alias came from (the current or the one before), or null. */
+		private Generation of(String alias) {
+			int colon = alias == null ? -1 : alias.indexOf(':');
+			if (colon < 0)
+				return null;
+			String n = alias.substring(0, colon);
+			for (Generation g : new Generation[] {current, previous})
+				if (String.valueOf(g.n()).equals(n))
+					return g;
+			return null;
+		}
+
 		@Override
 		public String[] getClientAliases(String keyType, Principal[] issuers) {
-			return km().getClientAliases(keyType, issuers);
+			Generation g = gen();
+			return tag(g, g.km().getClientAliases(keyType, issuers));
 		}
 
 		@Override
 		public String chooseClientAlias(String[] keyType, Principal[] issuers, Socket socket) {
-			return km().chooseClientAlias(keyType, issuers, socket);
+			Generation g = gen();
+			return tag(g, g.km().chooseClientAlias(keyType, issuers, socket));
 		}
 
 		@Override
 		public String chooseEngineClientAlias(String[] keyType, Principal[] issuers, SSLEngine engine) {
-			return km().chooseEngineClientAlias(keyType, issuers, engine);
+			Generation g = gen();
+			return tag(g, g.km().chooseEngineClientAlias(keyType, issuers, engine));
 		}
 
 		@Override
 		public String[] getServerAliases(String keyType, Principal[] issuers) {
-			return km().getServerAliases(keyType, issuers);
+			Generation g = gen();
+			return tag(g, g.km().getServerAliases(keyType, issuers));
 		}
 
 		@Override
 		public String chooseServerAlias(String keyType, Principal[] issuers, Socket socket) {
-			return km().chooseServerAlias(keyType, issuers, socket);
+			Generation g = gen();
+			return tag(g, g.km().chooseServerAlias(keyType, issuers, socket));
 		}
 
 		@Override
 		public String chooseEngineServerAlias(String keyType, Principal[] issuers, SSLEngine engine) {
-			return km().chooseEngineServerAlias(keyType, issuers, engine);
+			Generation g = gen();
+			return tag(g, g.km().chooseEngineServerAlias(keyType, issuers, engine));
 		}
 
 		@Override
 		public X509Certificate[] getCertificateChain(String alias) {
-			return current.getCertificateChain(alias);
+			Generation g = of(alias);
+			return g == null ? null : g.km().getCertificateChain(alias.substring(alias.indexOf(':') + 1));
 		}
 
 		@Override
 		public PrivateKey getPrivateKey(String alias) {
-			return current.getPrivateKey(alias);
+			Generation g = of(alias);
+			return g == null ? null : g.km().getPrivateKey(alias.substring(alias.indexOf(':') + 1));
 		}
 	}
 

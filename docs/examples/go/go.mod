@@ -1,0 +1,3 @@
+module example.org/mtls-go
+
+go 1.19
