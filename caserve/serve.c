@@ -44,6 +44,7 @@
 #include "log.h"
 #include "ocsp.h"
 #include "serve.h"
+#include "service_listen.h"
 #include "service_notify.h"
 #include "token.h"
 
@@ -454,8 +455,10 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 
 /* ---- start and stop ---- */
 
-static int bind_addr(const char *text, const char *what, int *fd, char *bound, size_t len,
-		     char *err, size_t err_len)
+/* The socket of option what at text: the one systemd passed (passed >= 0: socket
+ * activation, checked against text) or one bound here. */
+static int bind_addr(const char *text, const char *what, int passed, int *fd, char *bound,
+		     size_t len, char *err, size_t err_len)
 {
 	struct address a;
 	char why[400];
@@ -464,6 +467,21 @@ static int bind_addr(const char *text, const char *what, int *fd, char *bound, s
 		snprintf(err, err_len, "%s: '%s': %s", what, text,
 			 a.is_unix ? "a unix socket is not supported here; give HOST:PORT" : why);
 		return -1;
+	}
+	if (passed >= 0) {
+		if (!service_listen_matches(passed, (struct sockaddr *)&a.sa, a.len)) {
+			address_local(passed, why, sizeof(why));
+			snprintf(err, err_len,
+				 "the socket systemd passed for %s (the .socket unit's "
+				 "ListenStream=) is %s, not a listening stream socket on %s %s; "
+				 "make "
+				 "ListenStream= and %s the same address",
+				 what, why[0] != '\0' ? why : "of another kind", what, text, what);
+			return -1;
+		}
+		*fd = passed;
+		address_local(*fd, bound, len);
+		return 0;
 	}
 	*fd = address_listen(&a, false, 0, why, sizeof(why));
 	if (*fd < 0) {
@@ -493,6 +511,9 @@ int serve_run(const struct serve_options *o)
 	struct ev_loop *loop = NULL;
 	char err[1024] = "", api_bound[80] = "", http_bound[80] = "";
 	int api_fd = -1, http_fd = -1, rc = 1;
+	/* socket activation: FileDescriptorName=listen (the API) and http (--http-listen) */
+	static const char *const names[2] = {"listen", "http"};
+	int passed[2] = {-1, -1};
 	sigset_t block;
 	struct rlimit rl;
 
@@ -513,13 +534,25 @@ int serve_run(const struct serve_options *o)
 	s.ca->crl_days = o->crl_seconds / 86400 > 0 ? o->crl_seconds / 86400 : 1;
 	if (files_mkdir_private(o->cert_dir, err, sizeof(err)) != 0)
 		goto out;
-	if (bind_addr(o->listen, "--listen", &api_fd, api_bound, sizeof(api_bound), err,
+	if (service_listen_take(names, passed, 2, err, sizeof(err)) < 0)
+		goto out;
+	if (passed[1] >= 0 && o->http_listen == NULL) {
+		close(passed[1]);
+		passed[1] = -1;
+		snprintf(err, sizeof(err),
+			 "systemd passed a socket named http but --http-listen is none; give its "
+			 "address, or remove that ListenStream=");
+		goto out;
+	}
+	if (bind_addr(o->listen, "--listen", passed[0], &api_fd, api_bound, sizeof(api_bound), err,
 		      sizeof(err)) != 0)
 		goto out;
+	passed[0] = -1; /* api_fd's now */
 	if (o->http_listen != NULL &&
-	    bind_addr(o->http_listen, "--http-listen", &http_fd, http_bound, sizeof(http_bound),
-		      err, sizeof(err)) != 0)
+	    bind_addr(o->http_listen, "--http-listen", passed[1], &http_fd, http_bound,
+		      sizeof(http_bound), err, sizeof(err)) != 0)
 		goto out;
+	passed[1] = -1;
 	if (o->public_url != NULL)
 		snprintf(s.api_url, sizeof(s.api_url), "%s", o->public_url);
 	else
@@ -618,6 +651,9 @@ out:
 		close(api_fd);
 	if (http_fd >= 0)
 		close(http_fd);
+	for (int i = 0; i < 2; i++)
+		if (passed[i] >= 0)
+			close(passed[i]);
 	ocsp_responder_free(s.ocsp);
 	crlwait_free(s.crlwait);
 	publish_free(&s);

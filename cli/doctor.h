@@ -55,9 +55,11 @@ STACK_OF(X509) * doctor_read_certs(const char *path, char *why, size_t len);
 /* The local side of a client: --cert, --key, --ca. */
 struct doctor_local {
 	const char *cert_path, *key_path, *ca_path;
-	STACK_OF(X509) * chain; /* --cert: leaf first; NULL if not given or unreadable */
-	STACK_OF(X509) * cas;	/* --ca; NULL if not given or unreadable */
-	bool usable;		/* chain and key load and match: the probe presents them */
+	STACK_OF(X509) * chain;	 /* --cert: leaf first; NULL if not given or unreadable */
+	STACK_OF(X509) * cas;	 /* --ca; NULL if not given or unreadable */
+	bool usable;		 /* chain and key load and match: the probe presents them */
+	bool key_mode_elsewhere; /* the key's mode is judged by another check (doctor --config's
+				  * load, as the daemon's user): no warning about it here */
 };
 
 /* Check the local files, adding findings; fills l (free with doctor_local_free()). purpose:

@@ -203,6 +203,46 @@ static void check_load(const struct tunnel_options *o, struct doctor_report *r)
 	mtls_config_free(cfg);
 }
 
+/* check_load() with the effective ids of the daemon's user, as the daemon loads its files
+ * (it reads them as --user, or runs as that user under systemd): a key of root's with that
+ * user's own group and mode 0640 is the daemon's to read, and not root's. Root only; the
+ * ids are taken back afterwards. */
+static void check_load_as(const struct tunnel_options *o, const struct ids *ids,
+			  struct doctor_report *r)
+{
+	struct passwd *pw = ids != NULL && ids->uid != 0 ? getpwnam(ids->name) : NULL;
+	gid_t egid = getegid(), groups[256];
+	int ngroups;
+
+	if (geteuid() != 0 || pw == NULL) {
+		check_load(o, r);
+		return;
+	}
+	ngroups = getgroups(256, groups);
+	if (ngroups < 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 || setegid(pw->pw_gid) != 0 ||
+	    seteuid(pw->pw_uid) != 0) {
+		int e = errno;
+
+		if (seteuid(0) != 0 || setegid(egid) != 0 ||
+		    (ngroups >= 0 && setgroups((size_t)ngroups, groups) != 0)) {
+			doctor_report_add(r, DOCTOR_FAIL, "load", NULL,
+					  "cannot take back root's ids: %s", strerror(errno));
+			exit(2);
+		}
+		doctor_report_add(r, DOCTOR_WARN, "load", NULL,
+				  "cannot load as user %s (%s): loaded as root instead", ids->name,
+				  strerror(e));
+		check_load(o, r);
+		return;
+	}
+	check_load(o, r);
+	if (seteuid(0) != 0 || setegid(egid) != 0 || setgroups((size_t)ngroups, groups) != 0) {
+		doctor_report_add(r, DOCTOR_FAIL, "load", NULL, "cannot take back root's ids: %s",
+				  strerror(errno));
+		exit(2);
+	}
+}
+
 /* The own certificate against the renewal schedule of --ca-url (or, without, a hint). */
 static void check_renewal(const struct tunnel_options *o, time_t now, struct doctor_report *r)
 {
@@ -461,6 +501,7 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 	struct options_state st = {0};
 	struct doctor_local l = {0};
 	struct ids ids;
+	bool have_ids = false;
 	const char *role = "server";
 	char e1[600], e2[600];
 
@@ -499,6 +540,7 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 		doctor_report_add(r, DOCTOR_OK, "user", NULL, "the daemon runs as %s (uid %u)",
 				  user, (unsigned)ids.uid);
 		check_files(&o, &ids, r);
+		have_ids = true;
 	}
 	if (o.ca == NULL || o.cert == NULL || o.key == NULL)
 		doctor_report_add(r, DOCTOR_FAIL, "config", "add the missing keys to the config",
@@ -506,6 +548,7 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 				  o.ca == NULL ? " ca" : "", o.cert == NULL ? " cert" : "",
 				  o.key == NULL ? " key" : "");
 	l.cert_path = o.cert;
+	l.key_mode_elsewhere = true; /* the load below judges it, as the daemon's user */
 	l.key_path = o.key;
 	l.ca_path = o.ca;
 	doctor_local_check(
@@ -521,7 +564,7 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 	check_crls(&o, &l, now, r);
 	check_rules(&o, r);
 	check_mode(&o, r);
-	check_load(&o, r);
+	check_load_as(&o, have_ids ? &ids : NULL, r);
 	doctor_local_free(&l);
 	options_free(&st);
 	return 0;

@@ -210,7 +210,7 @@ void doctor_local_check(struct doctor_local *l, int purpose, time_t now, struct 
 				  l->cert_path);
 	else {
 		l->usable = true;
-		if (stat(l->key_path, &sb) == 0 && (sb.st_mode & 077))
+		if (!l->key_mode_elsewhere && stat(l->key_path, &sb) == 0 && (sb.st_mode & 077))
 			doctor_report_add(
 				r, DOCTOR_WARN, "key", NULL,
 				"%s matches, but is readable by group or others (mode "

@@ -122,7 +122,8 @@ static int add_crl_lines(char **conf, X509 *leaf, const char *base, const char *
 {
 	char url[2049], *more = NULL;
 
-	if (!crlfetch_cdp_url(leaf, url, sizeof(url)))
+	/* a quote would need quoting on the config line (cli/options.h): take the API's then */
+	if (!crlfetch_cdp_url(leaf, url, sizeof(url)) || strpbrk(url, "'\"") != NULL)
 		snprintf(url, sizeof(url), "%s/crl", base);
 	if (asprintf(&more, "%scrl-url %s\ncrl-cache %s/crl.pem\n", *conf, url, absdir) < 0)
 		return -1;
@@ -184,6 +185,27 @@ int cmd_enroll(int argc, char **argv)
 	if (o.dir == NULL) {
 		failmsg("give --dir DIR (where the key and certificate go); see --help");
 		goto out;
+	}
+	/* DIR is named in mtls.conf: one the config grammar would need quoted is refused before
+	 * the network (DIR as given; its real path is checked again once it exists) */
+	{
+		static char given[2 * PATH_MAX + 2];
+		char cwd[PATH_MAX];
+
+		given[0] = '\0';
+		if (o.dir[0] == '/')
+			snprintf(given, sizeof(given), "%s", o.dir);
+		else if (getcwd(cwd, sizeof(cwd)) != NULL)
+			snprintf(given, sizeof(given), "%s/%s", cwd, o.dir);
+		if (given[0] != '\0' && !config_safe(given)) {
+			snprintf(err, sizeof(err),
+				 "%.1000s cannot be named in mtls.conf (control bytes, quotes, ' "
+				 "#' or "
+				 "blanks at its ends); choose another --dir",
+				 o.dir);
+			failmsg(err);
+			goto out;
+		}
 	}
 	text = token_text(&o, &usage, err, sizeof(err));
 	if (text == NULL) {

@@ -62,7 +62,7 @@ const char options_doc_overview[] =
 	"allows it.";
 
 const char options_doc_overview_after[] =
-	"mtls version prints the version. Each command has a page of its own, listed below; "
+	"Each command has a page of its own, listed below; "
 	"docs/ in the source tree holds the guides (ca.md, ca-service.md, operations.md, "
 	"rollout.md, agent.md, doctor.md, config.md).";
 
@@ -109,7 +109,8 @@ const struct options_doc_page options_doc_pages[] = {
 		.signals = DAEMON_SIGNALS,
 		.files = "/etc/mtls/server/NAME.conf: the config file of the systemd unit "
 			 "mtls-server@NAME.service, which runs as the user mtls with its state in "
-			 "/var/lib/mtls and logs to the journal.",
+			 "/var/lib/mtls and logs to the journal; mtls-server@NAME.socket activates "
+			 "it on its socket (docs/systemd.md).",
 		.exit_status = DAEMON_EXIT,
 		.see_also = "mtls(1), mtls-connector(8), mtls-ca(1), mtls-doctor(1), "
 			    "mtls-verify(1)",
@@ -146,12 +147,11 @@ const struct options_doc_page options_doc_pages[] = {
 			"MTLS_NOT_AFTER, MTLS_EVENT and MTLS_DIR in its environment, then --signal "
 			"or --pid-file gets --signal-name. A failed hook is retried with backoff. "
 			"See docs/agent.md.",
-		.config = "mtls agent --config /etc/mtls/agent/NAME.conf takes every option "
-			  "below as a key.",
 		.signals = "SIGHUP renews at once. SIGTERM and SIGINT stop the agent (exit 0).",
-		.files = "The systemd unit mtls-agent@NAME.service runs an agent per NAME. "
-			 "--metrics-file is rewritten atomically for node_exporter's textfile "
-			 "collector.",
+		.files = "/etc/mtls/agent/NAME.conf: the environment file of the systemd unit "
+			 "mtls-agent@NAME.service, whose MTLS_AGENT_OPTS holds the agent's options "
+			 "(mtls agent takes no --config file). --metrics-file is rewritten "
+			 "atomically for node_exporter's textfile collector.",
 		.exit_status = "0 stopped by a signal, or with --once renewed or not due; 1 a "
 			       "failure (renewal, copy or hook); 2 a usage error.",
 		.see_also = "mtls(1), mtls-enroll(1), mtls-renew(1), mtls-ca(1)",

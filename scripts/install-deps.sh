@@ -20,6 +20,7 @@ packages=(
 	groff-base man-db                   # the generated man pages checked (test_docs_generated)
 	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
 	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
+	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
 )
 
 missing=()

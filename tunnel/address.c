@@ -51,7 +51,7 @@ int address_split(const char *text, char *host, size_t host_len, char *port, siz
 		host[colon - text] = '\0';
 		p = colon + 1;
 	}
-	if (host[0] == '\0')
+	if (host[0] == '\0' || strpbrk(host, "[]") != NULL)
 		goto usage;
 	/* at most 5 digits (past leading zeros) before the value is taken: atoi() of
 	 * "4294977296" wrapped to 10000 */

@@ -263,9 +263,10 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 	atomic_fetch_add(&d->metrics.bytes_from_target, from_target);
 	if (why != NULL)
 		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("why", why), LS("target", c->target),
-		    LN("bytes_to_target", to_target), LN("bytes_from_target", from_target),
-		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)));
+		    LS("identity", c->identity), LS("why", why), LN("bytes_to_target", to_target),
+		    LN("bytes_from_target", from_target),
+		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)),
+		    LS("target", c->target));
 	mtls_free(c->tls);
 	if (c->tls_fd >= 0)
 		close(c->tls_fd);
@@ -829,7 +830,7 @@ static void handshake_done(struct conn *c)
 	c->would = mtls_conn_would_refuse(c->tls);
 	/* the same line as before the rollout modes for a certificate (kind mtls); one with
 	 * kind tls_no_cert for a client without (permissive) */
-	if (peer != NULL)
+	if (peer != NULL && c->role->tls_client) /* the connector: the server it went to */
 		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
 		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
 		    LS("serial", mtls_peer_serial(peer)),
@@ -837,6 +838,14 @@ static void handshake_done(struct conn *c)
 		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
 		    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
 		    LN("resumed", mtls_conn_resumed(c->tls)), LS("target", c->target));
+	else if (peer != NULL) /* the server connects to its target after the handshake */
+		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("serial", mtls_peer_serial(peer)),
+		    LS("rule",
+		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
+		    LS("tls", mtls_conn_version(c->tls)), LS("cipher", mtls_conn_cipher(c->tls)),
+		    LN("resumed", mtls_conn_resumed(c->tls)));
 	else
 		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
 		    LS("identity", ""), LS("tls", mtls_conn_version(c->tls)),

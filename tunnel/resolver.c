@@ -47,6 +47,8 @@ struct resolver {
 	long long resolved_at;	   /* ms, the last resolution (the thread's) */
 	bool thread_started;
 	pthread_t thread;
+	resolver_lookup_fn *lookup;
+	void (*release)(struct addrinfo *res);
 };
 
 static long long now_ms(void)
@@ -136,6 +138,8 @@ struct resolver *resolver_new(const char *const *targets, size_t n, const char *
 	}
 	r->interval_ms = interval_ms;
 	r->m = m;
+	r->lookup = getaddrinfo;
+	r->release = freeaddrinfo;
 	for (size_t i = 0; i < n; i++) {
 		struct target *t = &r->t[i];
 		char why[400];
@@ -195,11 +199,11 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 		}
 		return 0;
 	}
-	rc = getaddrinfo(t->host, t->port, &hints, &res);
+	rc = r->lookup(t->host, t->port, &hints, &res);
 	if (rc != 0 || res == NULL) {
 		snprintf(why, len, "%s", rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
 		if (res != NULL)
-			freeaddrinfo(res);
+			r->release(res);
 		return rc != 0 ? rc : EAI_NONAME;
 	}
 	for (const struct addrinfo *a = res; a != NULL && l->n < RESOLVER_ADDRS_MAX;
@@ -220,7 +224,7 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 		snprintf(l->e[l->n].addr.host, sizeof(l->e[l->n].addr.host), "%s", t->host);
 		l->e[l->n++].target = (int)i;
 	}
-	freeaddrinfo(res);
+	r->release(res);
 	return 0;
 }
 
@@ -369,6 +373,13 @@ void resolver_free(struct resolver *r)
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);
+}
+
+void resolver_set_lookup(struct resolver *r, resolver_lookup_fn *lookup,
+			 void (*release)(struct addrinfo *res))
+{
+	r->lookup = lookup;
+	r->release = release;
 }
 
 const char *resolver_describe(const struct resolver *r)

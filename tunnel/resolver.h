@@ -82,6 +82,13 @@ struct resolver *resolver_new(const char *const *targets, size_t n, const char *
 /* Resolve once now (blocking: at start only; a name that does not resolve is logged), then
  * keep resolving in a thread. 0, or -1 if the thread cannot start. */
 int resolver_start(struct resolver *r);
+/* Tests: resolve names with lookup (getaddrinfo's signature) and free its results with
+ * release, instead of getaddrinfo/freeaddrinfo. Before resolver_start(). */
+struct addrinfo;
+typedef int resolver_lookup_fn(const char *host, const char *port, const struct addrinfo *hints,
+			       struct addrinfo **res);
+void resolver_set_lookup(struct resolver *r, resolver_lookup_fn *lookup,
+			 void (*release)(struct addrinfo *res));
 /* Stops the thread; every plan must have been released. NULL: nothing. */
 void resolver_free(struct resolver *r);
 

@@ -61,5 +61,9 @@ case_is "--log-format offers json and logfmt" "json logfmt" mtls connector --log
 case_is "--ocsp offers its three words" "hard-fail off soft-fail" mtls server --ocsp ""
 case_is "a free value (--listen ADDR) offers nothing" "" mtls server --listen ""
 case_is "after a flag, options again: --reuse-port --tar" "--target" mtls server --reuse-port --tar
+case_is "mtls ca rollover offers its steps" "begin finish status switch" mtls ca rollover ""
+case_is "mtls ca rollover s" "status switch" mtls ca rollover s
+case_is "after the step, options: mtls ca rollover begin --ro" "--root-key" mtls ca rollover begin --ro
+case_is "a command without steps: mtls server's first word is a file" "cert.pem certs.d" mtls server ce
 case_is "mtls verify's positional CERT is a file" "cert.pem certs.d" mtls verify --ca ca.pem ce
 finish

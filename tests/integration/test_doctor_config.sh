@@ -171,6 +171,32 @@ if [ "$(id -u)" = 0 ]; then
 		chown root "$W/k/srv.key"
 		doctor "root itself reads it" 0 '^ok   file: user root can read all' \
 			--config "$W/unreadable.conf" --user root
+		# root's key with the daemon user's own group, 0640 (docs/install.md): the daemon
+		# reads it as that user and takes it; the doctor, run as root, loads it as that
+		# user too (it said "the daemon would not start": root's group is not the user's)
+		own=
+		for u in postgres mtls; do
+			g=$(id -gn "$u" 2>/dev/null) || continue
+			[ "$g" = "$u" ] && [ -z "$(getent group "$g" | cut -d: -f4)" ] && own=$u && break
+		done
+		if [ -n "$own" ]; then
+			chgrp "$own" "$W/k/srv.key"
+			chmod 640 "$W/k/srv.key"
+			chmod 711 "$D"
+			chmod 644 "$D/root.pem" "$D/crl.pem"
+			sed -i '/^user /d' "$W/unreadable.conf"
+			doctor "root:$own 0640 key, --user $own: loads as $own, no key warning" 0 \
+				"^ok   load: the TLS configuration loads" \
+				--config "$W/unreadable.conf" --user "$own"
+			grep -q '^warn key' <<<"$OUT" && fail "no key warning for root:$own 0640" "$OUT"
+			doctor "the same key for --user nobody: refused" 1 "^fail file: user nobody cannot read" \
+				--config "$W/unreadable.conf" --user nobody
+			chgrp root "$W/k/srv.key"
+			chmod 600 "$W/k/srv.key"
+			chmod 700 "$D"
+		else
+			printf 'skip  a key of the daemon user'"'"'s own group: no such user here\n'
+		fi
 	else
 		printf 'skip  unreadable key: no user nobody\n'
 	fi

@@ -59,6 +59,16 @@ one_line || p+=("stderr is not one line")
 [ ! -e "$D" ] || p+=("$D was created")
 report "no token: exit 2, one line, nothing written" "${p[@]+"${p[@]}"}"
 
+# mtls.conf names DIR unquoted: a DIR the config grammar would need quoted is refused
+# before the network (the token's URL is a free port: reaching it would say so)
+m enroll --dir "$W/it's #1" --token "$TOK_FREE"
+p=()
+[ "$RC" = 2 ] || p+=("exit $RC, not 2")
+[[ $ERR == *"cannot be named in mtls.conf"* ]] || p+=("message does not say why the directory is refused")
+one_line || p+=("stderr is not one line")
+[ ! -e "$W/it's #1" ] || p+=("the directory was created")
+report "a --dir with a quote and ' #': exit 2 before the network, nothing written" "${p[@]+"${p[@]}"}"
+
 m enroll --dir "$D" --token "${TOK_FREE%?????}"
 p=()
 [ "$RC" = 1 ] || p+=("exit $RC, not 1")

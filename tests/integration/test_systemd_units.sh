@@ -47,13 +47,17 @@ key() {
 	verdict "$u: the $# lines the daemons rely on" "${p[@]+"${p[@]}"}"
 }
 for u in mtls-server@.service mtls-connector@.service mtls-agent@.service mtls-ca.service; do
+	# shellcheck disable=SC2016 # $MAINPID is systemd's, literally
 	key "$u" Type=notify NotifyAccess=main 'ExecReload=/bin/kill -HUP $MAINPID' \
 		Restart=on-failure User=mtls Group=mtls StateDirectory=mtls \
 		ConfigurationDirectory=mtls ProtectSystem=strict NoNewPrivileges=yes \
 		'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX' \
 		SystemCallFilter=@system-service SystemCallArchitectures=native
-	grep -qE '^WatchdogSec=[1-9]' "$U/$u" && pass "$u: WatchdogSec= set" ||
+	if grep -qE '^WatchdogSec=[1-9]' "$U/$u"; then
+		pass "$u: WatchdogSec= set"
+	else
 		fail "$u: WatchdogSec= set" "$(grep Watchdog "$U/$u" || echo none)"
+	fi
 done
 key mtls-server@.service 'ExecStart=/usr/bin/mtls server --config /etc/mtls/server/%i.conf' \
 	CapabilityBoundingSet=CAP_NET_BIND_SERVICE AmbientCapabilities=CAP_NET_BIND_SERVICE

@@ -7,7 +7,10 @@
 #      (resolve_failed, its metrics) and refuses clients with the reason; with a second
 #      --server that works, traffic flows through that one
 #   3. a malformed --server (bad port, empty host, port 0) is still an error at start
-#   4. localhost resolving to 127.0.0.1 and ::1 (where /etc/hosts says both) with only one
+#   4. without --server-name, each --server's certificate is checked for its own host
+#   5. a first --server that does not answer (SYNs dropped): the connection moves on after
+#      its share of --connect-timeout
+#   6. localhost resolving to 127.0.0.1 and ::1 (where /etc/hosts says both) with only one
 #      family listening: connections succeed through the other address
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
@@ -150,7 +153,79 @@ for bad in "127.0.0.1:99999" ":443" "127.0.0.1:0" "127.0.0.1"; do
 	report "--server '$bad' is refused at start" "${p[@]+"${p[@]}"}"
 done
 
-echo "# 4. localhost: every address of a name is used"
+echo "# 4. the name the server's certificate must carry is each --server's own host"
+# the zoo's server certificate carries 127.0.0.1 and localhost, not 127.0.0.2
+start_tunnel_server "$TMP/srv-c.log" --target "127.0.0.1:$BE_B" "${SRV_TLS[@]}"
+PC=$SRV_PORT
+stop_bg "$SRV_PID" # closed: the connection goes on to the second --server
+start_bg "$TMP/srv-d.log" "$MTLS" server --listen 127.0.0.2:0 --log-format json --workers 1 \
+	--target "127.0.0.1:$BE_B" "${SRV_TLS[@]}"
+wait_for_line "$TMP/srv-d.log" '"event":"listening"' "$READY_LIMIT" "$BG_PID" ||
+	_lib_die "the server on 127.0.0.2 did not start: $(cat -- "$TMP/srv-d.log")"
+PD=$(_daemon_port "$TMP/srv-d.log" listening)
+SRV_D=$BG_PID
+start_tunnel_connector "$TMP/con-n.log" --server "127.0.0.1:$PC" --server "127.0.0.2:$PD" \
+	"${CON_TLS[@]}"
+p=()
+xchg "$CON_PORT" name && p+=("a client got through to 127.0.0.2, whose certificate does not carry that name")
+wait_for_line "$TMP/con-n.log" '"event":"handshake_refused"' 10 || true
+l=$(grep -F '"event":"handshake_refused"' "$TMP/con-n.log" | head -n 1 || true)
+[[ $l == *"127.0.0.2"* ]] || p+=("no handshake_refused naming 127.0.0.2: $l")
+verdict "no --server-name: the second --server's certificate is checked for its own host (127.0.0.2)" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/con-n.log")"
+stop_bg "$CON_PID"
+start_tunnel_connector "$TMP/con-n2.log" --server "127.0.0.1:$PC" --server "127.0.0.2:$PD" \
+	"${CON_TLS[@]}" --server-name localhost
+p=()
+xchg "$CON_PORT" named || p+=("no answer with --server-name localhost: $XCHG_WHY")
+verdict "--server-name applies to every --server" "${p[@]+"${p[@]}"}" -- \
+	"$(cat -- "$TMP/con-n2.log")"
+stop_bg "$CON_PID"
+stop_bg "$SRV_D"
+
+echo "# 5. a first --server that does not answer: its share of --connect-timeout, then the next"
+# a listener whose accept queue is full: the kernel drops further SYNs, a connect hangs
+cat >"$TMP/hole.py" <<'PYEOF'
+import os, socket, sys, time
+lsn = socket.socket()
+lsn.bind(("127.0.0.1", 0))
+lsn.listen(0)
+port = lsn.getsockname()[1]
+held = []
+for _ in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    held.append(c)
+time.sleep(0.5)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(port))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+PYEOF
+start_bg "$TMP/hole.log" python3 "$TMP/hole.py" "$TMP/hole.port"
+n=0
+while [ ! -s "$TMP/hole.port" ] && [ "$n" -lt 200 ]; do
+	sleep 0.05
+	n=$((n + 1))
+done
+[ -s "$TMP/hole.port" ] || _lib_die "the black hole did not start: $(cat -- "$TMP/hole.log")"
+HOLE=$(cat -- "$TMP/hole.port")
+start_tunnel_connector "$TMP/con-h.log" --server "127.0.0.1:$HOLE" --server "127.0.0.1:$PB" \
+	"${CON_TLS[@]}" --connect-timeout 8s
+p=()
+xchg "$CON_PORT" through-hole || p+=("no answer: $XCHG_WHY")
+l=$(grep -F '"event":"target_down"' "$TMP/con-h.log" | head -n 1 || true)
+[[ $l == *"\"address\":\"127.0.0.1:$HOLE\""* && $l == *"timed out"* ]] ||
+	p+=("no target_down 'timed out' for the first: $l")
+verdict "a first --server that does not answer: the connection goes on to the second within --connect-timeout" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$TMP/con-h.log")"
+stop_bg "$CON_PID"
+
+echo "# 6. localhost: every address of a name is used"
 if getent ahosts localhost | grep -q '^::1 ' && getent ahosts localhost | grep -q '^127\.0\.0\.1 '; then
 	for fam in v4 v6; do
 		if [ "$fam" = v4 ]; then listen="127.0.0.1:0"; else listen="[::1]:0"; fi

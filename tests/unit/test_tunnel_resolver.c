@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 #include <cmocka.h>
 
@@ -169,6 +173,146 @@ static void test_unresolvable(void **state)
 	metrics_free(&m);
 }
 
+/* A name server of the test's own: "fake.test" does not resolve until fake_answers is set,
+ * then resolves to fake_answers addresses (::1 first, then 127.0.0.1). */
+static atomic_int fake_answers, fake_lookups;
+
+static struct addrinfo *fake_node(int family, const char *port)
+{
+	struct addrinfo *ai = calloc(1, sizeof(*ai) + sizeof(struct sockaddr_in6));
+
+	assert_non_null(ai);
+	ai->ai_family = family;
+	ai->ai_socktype = SOCK_STREAM;
+	ai->ai_addr = (struct sockaddr *)(ai + 1);
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ai->ai_addr;
+
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)atoi(port));
+		in6->sin6_addr = in6addr_loopback;
+		ai->ai_addrlen = sizeof(*in6);
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)ai->ai_addr;
+
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)atoi(port));
+		in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		ai->ai_addrlen = sizeof(*in);
+	}
+	return ai;
+}
+
+static int fake_lookup(const char *host, const char *port, const struct addrinfo *hints,
+		       struct addrinfo **res)
+{
+	int n = atomic_load(&fake_answers);
+
+	(void)hints;
+	atomic_fetch_add(&fake_lookups, 1);
+	*res = NULL;
+	if (strcmp(host, "fake.test") != 0 || n == 0)
+		return EAI_NONAME;
+	*res = fake_node(AF_INET6, port);
+	if (n > 1)
+		(*res)->ai_next = fake_node(AF_INET, port);
+	return 0;
+}
+
+static void fake_release(struct addrinfo *res)
+{
+	while (res != NULL) {
+		struct addrinfo *next = res->ai_next;
+
+		free(res);
+		res = next;
+	}
+}
+
+/* a plan, waiting up to 20 s (the resolver thread resolves again at most once a second) for
+ * one that ok() accepts (a plan taken, to release) */
+static bool wait_plan(struct resolver *r, struct resolver_plan *p,
+		      bool (*ok)(struct resolver_plan *))
+{
+	char err[300];
+
+	for (int i = 0; i < 400; i++) {
+		if (resolver_plan(r, p, err, sizeof(err)) == 0) {
+			if (ok(p))
+				return true;
+			resolver_plan_done(r, p);
+		}
+		usleep(50000);
+	}
+	return false;
+}
+
+static bool has_two(struct resolver_plan *p)
+{
+	return p->n == 2;
+}
+
+static struct resolver_list *old_list;
+
+static bool newer(struct resolver_plan *p)
+{
+	return p->list != old_list;
+}
+
+static void test_late_name(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"fake.test:8443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p, q;
+	struct resolver_entry *e;
+
+	(void)state;
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, fake_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0); /* the name does not resolve: not an error */
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), -1);
+	assert_int_equal(atomic_load(&m.targets[0].up), 0);
+
+	/* it resolves now, to two addresses: a client's failure asked for a resolution, and
+	 * the retry of a failing name comes well before the hour's interval */
+	atomic_store(&fake_answers, 2);
+	assert_true(wait_plan(r, &p, has_two));
+	assert_int_equal(atomic_load(&m.targets[0].up), 1);
+	assert_int_equal(atomic_load(&m.targets[0].addresses), 2);
+	/* both addresses, in the resolver's order, under the name's own host */
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET6);
+	assert_string_equal(e->addr.host, "fake.test");
+	resolver_plan_failed(r, &p, "Connection refused"); /* ::1 down; a resolution asked */
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET);
+	resolver_plan_ok(r, &p);
+	assert_int_equal(atomic_load(&m.targets[0].up), 1); /* one address of it is up */
+
+	/* the failure asked for a resolution: the new list keeps what the old one knew of
+	 * the health of the same addresses (::1 down, its backoff; 127.0.0.1 up) */
+	old_list = p.list; /* held, so that the new list is surely another */
+	assert_true(wait_plan(r, &q, newer));
+	resolver_plan_done(r, &p);
+	assert_true(atomic_load(&fake_lookups) >= 3);
+	for (unsigned i = 0; i < q.n; i++) {
+		e = resolver_plan_next(&q);
+		if (e->addr.sa.ss_family == AF_INET6) {
+			assert_true(e->health.down);
+			assert_int_equal(e->health.backoff, RESOLVER_BACKOFF_MIN_MS);
+		} else {
+			assert_false(e->health.down);
+		}
+	}
+	resolver_plan_done(r, &q);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
 static void test_malformed(void **state)
 {
 	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
@@ -195,7 +339,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_order),
 		cmocka_unit_test(test_plan),	  cmocka_unit_test(test_unresolvable),
-		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_late_name), cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
