@@ -12,6 +12,11 @@
 # (tests/CMakeLists.txt starts it early, with a high COST).
 source "$(dirname "$0")/lib.sh"
 
+# report_rc NAME : report on the last `run`, failed unless it exited 0
+report_rc() {
+	if [ "$RC" -eq 0 ]; then report "$1"; else report "$1" "exit status $RC"; fi
+}
+
 cached() { sed -n "s/^$1:[A-Z]*=//p" "$MTLS_BIN_DIR/CMakeCache.txt"; }
 if [ "$(cached MTLS_SANITIZE)" = ON ] || [ "$(cached MTLS_SANITIZE_THREAD)" = ON ]; then
 	echo "skipped: a sanitizer build (the package is built from the source tree; the plain build's run checks it)"
@@ -33,8 +38,7 @@ start=$(date +%s)
 RUN_LIMIT=1200 run bash "$src/scripts/package.sh" "$out"
 took=$(($(date +%s) - start))
 echo "package build and lintian: $took s"
-LAST_CMD="scripts/package.sh $out" report "scripts/package.sh builds the packages and lintian passes ($took s)" \
-	$([ "$RC" -eq 0 ] || echo "exit status $RC")
+LAST_CMD="scripts/package.sh $out" report_rc "scripts/package.sh builds the packages and lintian passes ($took s)"
 deb_mtls=$out/mtls_${version}_$arch.deb
 deb_lib=$out/libmtls0_${version}_$arch.deb
 deb_dev=$out/libmtls-dev_${version}_$arch.deb

@@ -6,6 +6,11 @@
 # examples) then talk mutual TLS to each other with the test certificates.
 source "$(dirname "$0")/lib.sh"
 
+# report_rc NAME : report on the last `run`, failed unless it exited 0
+report_rc() {
+	if [ "$RC" -eq 0 ]; then report "$1"; else report "$1" "exit status $RC"; fi
+}
+
 for t in cmake pkg-config readelf; do
 	command -v "$t" >/dev/null || { echo "$t not found"; exit 2; }
 done
@@ -27,8 +32,7 @@ san=()
 prefix=$TMP/prefix
 src=$MTLS_SOURCE_DIR
 RUN_LIMIT=120 run cmake --install "$MTLS_BIN_DIR" --prefix "$prefix"
-LAST_CMD="cmake --install $MTLS_BIN_DIR --prefix $prefix" report "cmake --install succeeds" \
-	$([ "$RC" -eq 0 ] || echo "exit status $RC")
+LAST_CMD="cmake --install $MTLS_BIN_DIR --prefix $prefix" report_rc "cmake --install succeeds"
 [ "$RC" -eq 0 ] || { finish; exit 1; }
 
 # ---------------------------------------------------------------------------------------
@@ -85,7 +89,11 @@ vcheck "libmtls.so.$version has SONAME libmtls.so.0 and no RUNPATH" \
 		grep -E 'RPATH|RUNPATH' <<<"$dyn" || true)"
 vcheck "bin/mtls has no RPATH into the build tree" "$(readelf -d "$prefix/bin/mtls" | grep -E 'RPATH|RUNPATH' || true)"
 run "$prefix/bin/mtls" --version
-report "the installed mtls runs" $([ "$RC" -eq 0 ] && [ "$OUT" = "mtls $version" ] || echo "not 'mtls $version'")
+if [ "$RC" -eq 0 ] && [ "$OUT" = "mtls $version" ]; then
+	report "the installed mtls runs"
+else
+	report "the installed mtls runs" "not 'mtls $version'"
+fi
 
 # ---------------------------------------------------------------------------------------
 # Programs outside the tree, built from the examples with pkg-config only.
@@ -140,8 +148,7 @@ san_flags="${san[*]}"
 RUN_LIMIT=120 run cmake -S "$TMP" -B "$TMP/cm" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$cc" \
 	-DCMAKE_C_FLAGS="$san_flags" -DCMAKE_EXE_LINKER_FLAGS="$san_flags"
 [ "$RC" -eq 0 ] && RUN_LIMIT=120 run cmake --build "$TMP/cm"
-LAST_CMD="cmake with find_package(mtls)" report "a CMake project builds the examples with find_package(mtls): mtls::mtls, mtls::mtls_static" \
-	$([ "$RC" -eq 0 ] || echo "exit status $RC")
+LAST_CMD="cmake with find_package(mtls)" report_rc "a CMake project builds the examples with find_package(mtls): mtls::mtls, mtls::mtls_static"
 if [ "$RC" -eq 0 ]; then
 	needed=$(readelf -d "$TMP/cm/echo-server" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
 	needed2=$(readelf -d "$TMP/cm/echo-client" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
