@@ -109,6 +109,9 @@ static const struct opt agent_table[] = {
 	{"metrics-file", OPT_STRING, O(metrics_file), "FILE",
 	 "write metrics here in Prometheus text format, for node_exporter's textfile "
 	 "collector (replaced atomically after every change)"},
+	{"config", OPT_STRING, 0, "FILE",
+	 "read options from FILE (docs/config.md; the systemd unit reads "
+	 "/etc/mtls/agent/NAME.conf)"},
 	OPT_END,
 };
 

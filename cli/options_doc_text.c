@@ -148,9 +148,9 @@ const struct options_doc_page options_doc_pages[] = {
 			"or --pid-file gets --signal-name. A failed hook is retried with backoff. "
 			"See docs/agent.md.",
 		.signals = "SIGHUP renews at once. SIGTERM and SIGINT stop the agent (exit 0).",
-		.files = "/etc/mtls/agent/NAME.conf: the environment file of the systemd unit "
-			 "mtls-agent@NAME.service, whose MTLS_AGENT_OPTS holds the agent's options "
-			 "(mtls agent takes no --config file). --metrics-file is rewritten "
+		.files = "/etc/mtls/agent/NAME.conf: the config file of the systemd unit "
+			 "mtls-agent@NAME.service (--config; docs/config.md). "
+			 "--metrics-file is rewritten "
 			 "atomically for node_exporter's textfile collector.",
 		.exit_status = "0 stopped by a signal, or with --once renewed or not due; 1 a "
 			       "failure (renewal, copy or hook); 2 a usage error.",

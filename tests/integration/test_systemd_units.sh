@@ -64,7 +64,8 @@ key mtls-server@.service 'ExecStart=/usr/bin/mtls server --config /etc/mtls/serv
 key mtls-connector@.service \
 	'ExecStart=/usr/bin/mtls connector --config /etc/mtls/connector/%i.conf' \
 	CapabilityBoundingSet=
-key mtls-agent@.service EnvironmentFile=/etc/mtls/agent/%i.conf CapabilityBoundingSet=
+key mtls-agent@.service 'ExecStart=/usr/bin/mtls agent --config /etc/mtls/agent/%i.conf' \
+	CapabilityBoundingSet=
 key mtls-ca.service 'ExecStart=/usr/bin/mtls ca serve --config /etc/mtls/ca.conf' \
 	CapabilityBoundingSet=
 key mtls-server@.socket FileDescriptorName=listen PartOf=mtls-server@%i.service
@@ -91,5 +92,12 @@ for role in server connector; do
 	report "mtls $role --config FILE (the units' ExecStart=): the command line is taken" \
 		"${p[@]+"${p[@]}"}"
 done
+LAST_CMD="mtls agent --config (a config without a directory)"
+run "$MTLS" agent --config "$TMP/empty.conf"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, not 2")
+[[ $ERR == *"--dir"* ]] || p+=("not refused for what the config lacks")
+report "mtls agent --config FILE (the unit's ExecStart=): the command line is taken" \
+	"${p[@]+"${p[@]}"}"
 
 finish
