@@ -284,11 +284,12 @@ got=$(exchange "$CPORT" activated)
 [ "$got" = activated ] || p+=("a client through the activated server got '$got', not 'activated'")
 got=$(exchange "$CPORT" again)
 [ "$got" = again ] || p+=("a second client got '$got', not 'again'")
-grep -qF "\"event\":\"socket_activation\",\"address\":\"127.0.0.1:$P1\"" "$W/act.log" ||
+# the log is written by a thread of its own: the line may come after the exchanges
+wait_for_line "$W/act.log" "\"event\":\"socket_activation\",\"address\":\"127\\.0\\.0\\.1:$P1\"" 10 ||
 	p+=("no socket_activation line for 127.0.0.1:$P1")
 h=$(curl -s --max-time 5 "http://127.0.0.1:$P2/healthz" || true)
 [ "$h" = ok ] || p+=("/healthz on the passed metrics socket: '$h'")
-grep -qF '"event":"metrics_listening"' "$W/act.log" || p+=("no metrics_listening line")
+wait_for_line "$W/act.log" '"event":"metrics_listening"' 10 || p+=("no metrics_listening line")
 verdict "socket activation: the passed sockets (listen, metrics) serve a real client and /healthz" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 8 "$W/act.log")"
 stop_bg "$ACT_BG"

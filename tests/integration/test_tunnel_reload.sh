@@ -178,7 +178,9 @@ out=$(timeout -k 2 "$RUN_LIMIT" openssl s_client -connect "127.0.0.1:$SRV_PORT" 
 	-cert "$C/client-chain.pem" -cert_chain "$C/int.pem" -key "$C/client.key" </dev/null 2>&1 || true)
 [[ $out == *"Verify return code: 0 (ok)"* ]] || p+=("the chain served does not verify to root 2")
 verdict "a chain re-parented under a second trusted root is loaded from the watcher" \
-	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)"
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv.log" || true)" \
+	"openssl s_client said (the chain part and its end):" \
+	"$(printf '%s\n' "$out" | grep -E 'depth=|s:|i:|verify|Verify|error|errno' | head -n 20)"
 
 # and a leaf alone, shorter than the chain in service, is still refused though it verifies
 # against this bundle (which holds the issuing CA)
