@@ -124,7 +124,26 @@ static void keep_output(struct agent_hook_result *res, size_t *len, const char *
 	res->output[*len] = '\0';
 }
 
-/* The environment of the command: ours without the variables env sets, then env. */
+/* What systemd hands the agent itself (sd_notify(3), sd_listen_fds(3)): a command that
+ * inherited NOTIFY_SOCKET could say READY=1, STOPPING=1 or MAINPID= for the agent's service
+ * (with NotifyAccess=all), and one that inherited WATCHDOG_* or LISTEN_* would think it is the
+ * service. Not passed on. */
+static bool service_var(const char *e)
+{
+	static const char *const names[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+					    "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t l = strlen(names[i]);
+
+		if (strncmp(e, names[i], l) == 0 && e[l] == '=')
+			return true;
+	}
+	return false;
+}
+
+/* The environment of the command: ours without the variables env sets and systemd's for
+ * the agent, then env. */
 static char **build_env(const char *const *env, size_t nenv)
 {
 	size_t n = 0, k = 0;
@@ -143,7 +162,7 @@ static char **build_env(const char *const *env, size_t nenv)
 
 			replaced = strncmp(environ[i], env[j], l) == 0 && environ[i][l] == '=';
 		}
-		if (!replaced)
+		if (!replaced && !service_var(environ[i]))
 			v[k++] = environ[i];
 	}
 	for (size_t j = 0; j < nenv; j++)

@@ -188,6 +188,28 @@ static void test_exec_ok(void **state)
 	unsetenv("MTLS_SERIAL");
 }
 
+/* What systemd gave the agent (NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*) is the agent's: the
+ * command gets none of it (it could say READY=1 or STOPPING=1 for the agent's service). */
+static void test_exec_no_service_env(void **state)
+{
+	static const char *const vars[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+					   "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES"};
+	struct agent_hook_result res;
+	char err[1024], cmd[PATH_MAX + 128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		setenv(vars[i], "1", 1);
+	setenv("NOTIFY_SOCKETX", "kept", 1); /* only the exact names go */
+	snprintf(cmd, sizeof(cmd),
+		 "env | grep -E '^(NOTIFY_SOCKET|WATCHDOG_|LISTEN_)' | sort > '%s'", path("env"));
+	assert_int_equal(run(cmd, 10000, &res, err, sizeof(err)), 0);
+	assert_string_equal(slurp(path("env")), "NOTIFY_SOCKETX=kept\n");
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+	unsetenv("NOTIFY_SOCKETX");
+}
+
 static void test_exec_fails(void **state)
 {
 	struct agent_hook_result res;
@@ -609,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_signal_names),
 		cmocka_unit_test(test_pid_file),
 		cmocka_unit_test(test_exec_ok),
+		cmocka_unit_test(test_exec_no_service_env),
 		cmocka_unit_test(test_exec_fails),
 		cmocka_unit_test(test_exec_output_tail),
 		cmocka_unit_test(test_exec_timeout),
