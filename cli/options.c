@@ -300,6 +300,13 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 	int *first_line = NULL; /* the line each single-valued option was first given on */
 	int lineno = 0, rc = -1;
 
+	/* a UTF-8 byte order mark, which some editors put first (Notepad's "UTF-8", "UTF-8
+	 * with BOM"), is not part of the first key (systemd's unit files skip it too) */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+		text += 3;
+		len -= 3;
+		line = text;
+	}
 	if (check_bytes(text, len, origin, err, err_len) != 0)
 		return -1;
 	while (table[nopts].name != NULL)
