@@ -166,6 +166,14 @@ static int check_bytes(const char *text, size_t len, const char *origin, char *e
 				    "%s:%d: control byte 0x%02x in config file; only tabs and "
 				    "printable text are allowed",
 				    origin, lineno, c);
+		/* U+0080..U+009F in UTF-8: C1 controls (0x9b is CSI), which a terminal obeys
+		 * when an error message quotes the text */
+		if (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
+		    (unsigned char)text[i + 1] <= 0x9f)
+			return fail(err, err_len,
+				    "%s:%d: control character U+%04X in config file; only tabs "
+				    "and printable text are allowed",
+				    origin, lineno, (unsigned char)text[i + 1]);
 	}
 	return 0;
 }

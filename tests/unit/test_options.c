@@ -168,6 +168,8 @@ static const struct {
 	{"NUL byte", "ca /a\nca\0b\n", 2, "NUL byte in config file"},
 	{"control byte", "ca /a\n\n\x1b[31m\n", 3, "control byte 0x1b"},
 	{"CR alone", "ca /a\rname b\n", 1, "control byte 0x0d"},
+	/* U+009B (CSI in UTF-8): an error quoting the text must not steer the terminal */
+	{"C1 control", "ca /a\nname x\xc2\x9b" "31m\n", 2, "control character U+009B"},
 	{"a byte order mark only first", "ca /a\n\xef\xbb\xbf" "name b\n", 2, "unknown key"},
 };
 
