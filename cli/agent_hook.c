@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent_hook.h"
+#include "service_notify.h"
 
 extern char **environ;
 
@@ -250,6 +251,9 @@ static int run_exec(const struct agent_hook *h, const char *const *env, size_t n
 {
 	char **envp = build_env(env, nenv);
 	long long start = now_ms(), deadline = start + h->timeout_ms;
+	/* systemd's watchdog (WatchdogSec=) is fed while the command runs: the wait is bounded
+	 * by its timeout, which may be longer than WatchdogSec= (0: off) */
+	long long wd_ms = (long long)(service_notify_watchdog_every() * 1000), wd_at = start;
 	size_t outlen = 0;
 	pid_t pid;
 	int out = -1, pidfd = -1, status = 0;
@@ -280,6 +284,16 @@ static int run_exec(const struct agent_hook *h, const char *const *env, size_t n
 			break;
 		}
 		wait_ms = left > INT_MAX ? INT_MAX : (int)left;
+		if (wd_ms > 0) {
+			long long now = now_ms();
+
+			if (now >= wd_at + wd_ms) {
+				service_notify_watchdog();
+				wd_at = now;
+			}
+			if (wd_at + wd_ms - now < wait_ms)
+				wait_ms = (int)(wd_at + wd_ms - now);
+		}
 		if (out >= 0) {
 			pf[n] = (struct pollfd){out, POLLIN, 0};
 			ip = (int)n++;
