@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "agent_hook.h"
+#include "service_notify.h"
 
 extern char **environ;
 
@@ -124,7 +125,26 @@ static void keep_output(struct agent_hook_result *res, size_t *len, const char *
 	res->output[*len] = '\0';
 }
 
-/* The environment of the command: ours without the variables env sets, then env. */
+/* What systemd hands the agent itself (sd_notify(3), sd_listen_fds(3)): a command that
+ * inherited NOTIFY_SOCKET could say READY=1, STOPPING=1 or MAINPID= for the agent's service
+ * (with NotifyAccess=all), and one that inherited WATCHDOG_* or LISTEN_* would think it is the
+ * service. Not passed on. */
+static bool service_var(const char *e)
+{
+	static const char *const names[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+					    "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t l = strlen(names[i]);
+
+		if (strncmp(e, names[i], l) == 0 && e[l] == '=')
+			return true;
+	}
+	return false;
+}
+
+/* The environment of the command: ours without the variables env sets and systemd's for
+ * the agent, then env. */
 static char **build_env(const char *const *env, size_t nenv)
 {
 	size_t n = 0, k = 0;
@@ -143,7 +163,7 @@ static char **build_env(const char *const *env, size_t nenv)
 
 			replaced = strncmp(environ[i], env[j], l) == 0 && environ[i][l] == '=';
 		}
-		if (!replaced)
+		if (!replaced && !service_var(environ[i]))
 			v[k++] = environ[i];
 	}
 	for (size_t j = 0; j < nenv; j++)
@@ -231,6 +251,9 @@ static int run_exec(const struct agent_hook *h, const char *const *env, size_t n
 {
 	char **envp = build_env(env, nenv);
 	long long start = now_ms(), deadline = start + h->timeout_ms;
+	/* systemd's watchdog (WatchdogSec=) is fed while the command runs: the wait is bounded
+	 * by its timeout, which may be longer than WatchdogSec= (0: off) */
+	long long wd_ms = (long long)(service_notify_watchdog_every() * 1000), wd_at = start;
 	size_t outlen = 0;
 	pid_t pid;
 	int out = -1, pidfd = -1, status = 0;
@@ -261,6 +284,16 @@ static int run_exec(const struct agent_hook *h, const char *const *env, size_t n
 			break;
 		}
 		wait_ms = left > INT_MAX ? INT_MAX : (int)left;
+		if (wd_ms > 0) {
+			long long now = now_ms();
+
+			if (now >= wd_at + wd_ms) {
+				service_notify_watchdog();
+				wd_at = now;
+			}
+			if (wd_at + wd_ms - now < wait_ms)
+				wait_ms = (int)(wd_at + wd_ms - now);
+		}
 		if (out >= 0) {
 			pf[n] = (struct pollfd){out, POLLIN, 0};
 			ip = (int)n++;

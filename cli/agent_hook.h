@@ -5,12 +5,14 @@
  * The command (--exec) is one shell command line, run as /bin/sh -c CMD (like cron and
  * certbot's --deploy-hook: `pg_ctl reload -D /var/lib/postgresql/15/main` and
  * `systemctl reload nginx` are written as on a terminal). It runs in its own process group
- * with stdin from /dev/null, the agent's environment plus the MTLS_* variables the caller
+ * with stdin from /dev/null, the agent's environment (without what systemd gave the agent:
+ * NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*) plus the MTLS_* variables the caller
  * gives (MTLS_CERT, MTLS_KEY, MTLS_CA, MTLS_SERIAL, ...), default signal handling and an
  * empty signal mask. Its output (stdout and stderr) is collected, at most
  * AGENT_HOOK_OUTPUT_MAX bytes of its end, for the log line. It must exit 0 within the
  * timeout; past it the whole group gets SIGTERM, then SIGKILL AGENT_HOOK_KILL_GRACE_MS
- * later. A stop of the agent (SIGTERM) ends a running command the same way.
+ * later. A stop of the agent (SIGTERM) ends a running command the same way. Meanwhile
+ * systemd's watchdog (WATCHDOG_USEC) is fed: the wait is bounded by the timeout.
  *
  * The signal (--signal PID, or --pid-file FILE read at each use: its first line is the PID,
  * which is how PostgreSQL's postmaster.pid starts) is sent after the command.

@@ -276,8 +276,8 @@ static int output_replaceable(const struct output *out, char *err, size_t err_le
 	return 0;
 }
 
-/* The serial of the certificate in the --out PREFIX.pem about to be replaced, or "". */
-static void output_old_serial(const struct output *out, char *serial, size_t len)
+/* The certificate in the --out PREFIX.pem about to be replaced, or NULL. */
+static X509 *output_old_cert(const struct output *out)
 {
 	size_t n = 0;
 	char err[256];
@@ -285,13 +285,24 @@ static void output_old_serial(const struct output *out, char *serial, size_t len
 	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, (int)n) : NULL;
 	X509 *x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
 
-	serial[0] = '\0';
-	if (x != NULL)
-		issue_serial_hex(x, serial, len);
 	ERR_clear_error();
-	X509_free(x);
 	BIO_free(bio);
 	free(pem);
+	return x;
+}
+
+/* Whether a and b name the same holder: subject and subjectAltName alike. */
+static bool same_names(X509 *a, X509 *b)
+{
+	int ia = X509_get_ext_by_NID(a, NID_subject_alt_name, -1);
+	int ib = X509_get_ext_by_NID(b, NID_subject_alt_name, -1);
+
+	if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0)
+		return false;
+	if (ia < 0 || ib < 0)
+		return ia < 0 && ib < 0;
+	return ASN1_STRING_cmp(X509_EXTENSION_get_data(X509_get_ext(a, ia)),
+			       X509_EXTENSION_get_data(X509_get_ext(b, ib))) == 0;
 }
 
 /* --force, after the commit: the staged files give their room back, and the set is written
@@ -416,12 +427,22 @@ static void undelivered(struct authority *ca, X509 *cert, const char *why)
 }
 
 /* --force replaced a certificate: it is still valid; say what to do with it. */
-static void replaced_note(struct authority *ca, const char *serial)
+static void replaced_note(struct authority *ca, X509 *old, X509 *cert, const char *prefix)
 {
 	struct store_cert c;
-	int rc = store_get_cert(ca->store, serial, &c);
+	char serial[64];
+	int rc;
 
-	if (rc == 0 && !c.revoked)
+	issue_serial_hex(old, serial, sizeof(serial));
+	rc = store_get_cert(ca->store, serial, &c);
+	/* whoever can write the --out directory chose what PREFIX.pem held: a certificate of
+	 * someone else, for the operator to revoke? Named, never offered for revocation. */
+	if (!same_names(old, cert))
+		printf("  replaced:    %s.pem held serial %s, of other names than the new "
+		       "certificate (not from an earlier issue to this --out): revoke nothing "
+		       "before you know whose it is (mtls ca list)\n",
+		       prefix, serial);
+	else if (rc == 0 && !c.revoked)
 		printf("  replaced:    the previous certificate, serial %s, is still valid; once "
 		       "its holders use the new one, revoke it: mtls ca revoke --serial %s "
 		       "--reason superseded\n",
@@ -446,7 +467,8 @@ int cmd_ca_issue(int argc, char **argv)
 	X509 *cert = NULL;
 	struct output out;
 	char err[8192] = "", *pass = NULL, *csr_shown = NULL;
-	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL, old_serial[64] = "";
+	char *leaf = NULL, *inter = NULL, *chain = NULL, *keypem = NULL;
+	X509 *old_cert = NULL;
 	size_t leaf_len = 0, inter_len = 0, key_len = 0;
 	time_t now = time(NULL), not_after;
 	long days;
@@ -501,7 +523,7 @@ int cmd_ca_issue(int argc, char **argv)
 		goto out;
 	}
 	if (o.force)
-		output_old_serial(&out, old_serial, sizeof(old_serial));
+		old_cert = output_old_cert(&out);
 	if (o.csr != NULL) {
 		/* the CSR's name in messages and the audit log: one line whatever it holds */
 		csr_shown = ca_shown(o.csr);
@@ -640,8 +662,8 @@ int cmd_ca_issue(int argc, char **argv)
 		if (req.ignored[0] != '\0')
 			printf("  not granted from the CSR (the profile decides): %s\n",
 			       req.ignored);
-		if (old_serial[0] != '\0')
-			replaced_note(ca, old_serial);
+		if (old_cert != NULL)
+			replaced_note(ca, old_cert, cert, o.out);
 	}
 	rc = 0;
 out:
@@ -656,6 +678,7 @@ out:
 	free(inter);
 	free(chain);
 	X509_free(cert);
+	X509_free(old_cert);
 	EVP_PKEY_free(key);
 	authority_close(ca);
 	keys_free_passphrase(pass);

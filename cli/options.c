@@ -166,6 +166,14 @@ static int check_bytes(const char *text, size_t len, const char *origin, char *e
 				    "%s:%d: control byte 0x%02x in config file; only tabs and "
 				    "printable text are allowed",
 				    origin, lineno, c);
+		/* U+0080..U+009F in UTF-8: C1 controls (0x9b is CSI), which a terminal obeys
+		 * when an error message quotes the text */
+		if (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] >= 0x80 &&
+		    (unsigned char)text[i + 1] <= 0x9f)
+			return fail(err, err_len,
+				    "%s:%d: control character U+%04X in config file; only tabs "
+				    "and printable text are allowed",
+				    origin, lineno, (unsigned char)text[i + 1]);
 	}
 	return 0;
 }
@@ -300,6 +308,13 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 	int *first_line = NULL; /* the line each single-valued option was first given on */
 	int lineno = 0, rc = -1;
 
+	/* a UTF-8 byte order mark, which some editors put first (Notepad's "UTF-8", "UTF-8
+	 * with BOM"), is not part of the first key (systemd's unit files skip it too) */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+		text += 3;
+		len -= 3;
+		line = text;
+	}
 	if (check_bytes(text, len, origin, err, err_len) != 0)
 		return -1;
 	while (table[nopts].name != NULL)

@@ -308,7 +308,8 @@ static char *journal_read(const char *jp, size_t *len, char *why, size_t why_len
 	text[off] = '\0';
 	*len = off;
 out:
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return text;
 }
 
@@ -472,6 +473,50 @@ fail:
 	return -1;
 }
 
+/* The content of path, which must still be the regular file lstat() gave sb: not a symlink or
+ * a FIFO put in its place since (the directory may be another user's, who could make the
+ * copy below read a file of ours, the CA's key, into a file of theirs). The text (caller
+ * wipes and frees), or NULL with why. */
+static char *read_same(const char *path, const struct stat *sb, size_t *len, char *why,
+		       size_t why_len)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat now;
+	char *text = NULL;
+	size_t off = 0;
+
+	if (fd < 0 && errno != ELOOP)
+		return snprintf(why, why_len, "%s", strerror(errno)), NULL;
+	if (fd < 0 || fstat(fd, &now) != 0 || !S_ISREG(now.st_mode) || now.st_dev != sb->st_dev ||
+	    now.st_ino != sb->st_ino) {
+		snprintf(why, why_len, "it was replaced meanwhile (by another user?); try again");
+		goto out;
+	}
+	if (now.st_size > (off_t)(16 * 1024 * 1024) ||
+	    (text = malloc((size_t)now.st_size + 1)) == NULL) {
+		snprintf(why, why_len, "too long");
+		goto out;
+	}
+	while (off < (size_t)now.st_size) {
+		ssize_t n = read(fd, text + off, (size_t)now.st_size - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			snprintf(why, why_len, "%s", n < 0 ? strerror(errno) : "it shrank");
+			OPENSSL_cleanse(text, off);
+			free(text);
+			text = NULL;
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	*len = off;
+out:
+	close(fd);
+	return text;
+}
+
 /* The old content of path (lstat() gave sb) under its second name path.old-id: the name itself
  * (link(), a symlink too: flags 0, never followed), or a copy where link() is not allowed
  * (protected_hardlinks: a daemon running as --user replacing files root owns in its
@@ -503,7 +548,7 @@ static int keep_old(const struct fileset_file *f, const char *path, const struct
 	/* the copy is this user's, in its group: that group gets no more than others had */
 	if (sb->st_gid != getegid())
 		copy.mode = (copy.mode & ~(mode_t)070) | ((copy.mode & 07) << 3);
-	if ((data = files_read(path, &copy.len, why, sizeof(why))) == NULL)
+	if ((data = read_same(path, sb, &copy.len, why, sizeof(why))) == NULL)
 		return snprintf(err, err_len, "cannot keep the old content of %s: %s", f->path,
 				why),
 		       -1;

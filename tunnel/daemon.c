@@ -89,6 +89,10 @@ struct main_state {
 	 * read d->o, whose fields a reload never changes. */
 	const struct tunnel_options *live;
 	void *live_handle;
+	/* with --crl-url, live's --crl list is crl_files_live: live_handle's own (malloc'd)
+	 * list goes back into it before the handle is freed */
+	struct tunnel_list *live_crl;
+	struct tunnel_list live_crl_parsed;
 	struct crlfetch *crlfetch[CREDENTIALS_FILES_MAX]; /* one per --crl-url */
 	size_t ncrlfetch;
 	char crl_auto[2049];  /* the URL --crl-url auto stands for */
@@ -687,6 +691,18 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 #undef SAME_NUM
 }
 
+/* Free the options of the last SIGHUP (live_handle), their --crl list as parsed. */
+static void live_free(struct main_state *ms)
+{
+	if (ms->live_handle == NULL || ms->d->o->reparse_free == NULL)
+		return;
+	if (ms->live_crl != NULL)
+		*ms->live_crl = ms->live_crl_parsed;
+	ms->d->o->reparse_free(ms->live_handle);
+	ms->live_handle = NULL;
+	ms->live_crl = NULL;
+}
+
 /* SIGHUP: the command line and its --config file parsed again, for the reload that follows
  * (allow rules, certificate, key, CA, CRL files). What only a restart applies is kept, and
  * named in a warning. 0, or -1 (logged; the current options and files stay in service). */
@@ -695,6 +711,7 @@ static int reparse(struct main_state *ms)
 	const struct tunnel_options *o = ms->d->o;
 	struct tunnel_options *next = NULL;
 	char err[700], changed[512];
+	struct tunnel_list next_crl_parsed;
 	void *handle;
 
 	if (o->reparse == NULL)
@@ -713,6 +730,7 @@ static int reparse(struct main_state *ms)
 	}
 	restart_only(o, next, changed, sizeof(changed));
 	/* the fetched CRLs' cache files are CRL files, as at start */
+	next_crl_parsed = next->crl;
 	if (ms->ncrlfetch > 0) {
 		if (next->crl.n + next->crl_cache.n > CREDENTIALS_FILES_MAX) {
 			atomic_fetch_add(&ms->d->metrics.reloads_failed, 1);
@@ -734,10 +752,11 @@ static int reparse(struct main_state *ms)
 		LOG(LOG_WARN, "restart_needed", LS("options", changed),
 		    LS("message", "these options changed but apply only at a restart; the rest of "
 				  "the configuration is reloaded"));
-	if (ms->live_handle != NULL && o->reparse_free != NULL)
-		o->reparse_free(ms->live_handle);
+	live_free(ms);
 	ms->live = next;
 	ms->live_handle = handle;
+	ms->live_crl = &next->crl;
+	ms->live_crl_parsed = next_crl_parsed;
 	/* the files to watch may be others now */
 	ms->nfiles = credentials_files(ms->live, ms->files, WATCH_MAX);
 	watch_start(ms, ev_default_loop(0));
@@ -2013,8 +2032,7 @@ out:
 	json_decref(ms.creds);
 	metrics_free(&d.metrics);
 	credentials_secret_free(pass);
-	if (ms.live_handle != NULL && o->reparse_free != NULL)
-		o->reparse_free(ms.live_handle);
+	live_free(&ms);
 	log_flush(LOG_STOP_WAIT_MS);
 	return rc;
 }

@@ -8,8 +8,9 @@
  * only if the text has a "\n" escape and starting or ending with a blank only if the text
  * has a quote; a "[section]" line is always refused; after options_free() the lists are
  * empty. A text
- * with a NUL or a control byte other than tab (or CR before a newline) is refused as a whole,
- * naming the line: a NUL once silently ended parsing, dropping the lines after it.
+ * with a NUL or a control byte other than tab (or CR before a newline), or a C1 control
+ * character (U+0080..U+009F), is refused as a whole, naming the line: a NUL once silently
+ * ended parsing, dropping the lines after it.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -128,11 +129,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(memchr(err, '\0', sizeof(err)) != NULL);
 	if (memchr(data, '\0', size) != NULL) /* refused here, or at a control byte before */
 		check(rc == -1 &&
-		      (strstr(err, "NUL byte") != NULL || strstr(err, "control byte") != NULL));
+		      (strstr(err, "NUL byte") != NULL || strstr(err, "control byte") != NULL ||
+		       strstr(err, "control character") != NULL));
 	if (rc == 0)
-		for (size_t i = 0; i < size; i++)
+		for (size_t i = 0; i < size; i++) {
 			check(data[i] >= 0x20 || data[i] == '\t' || data[i] == '\n' ||
 			      (data[i] == '\r' && (i + 1 == size || data[i + 1] == '\n')));
+			/* no C1 control (U+0080..U+009F) either */
+			check(!(data[i] == 0xc2 && i + 1 < size && data[i + 1] >= 0x80 &&
+				data[i + 1] <= 0x9f));
+		}
 	if (rc == 0) {
 		check(!has_section(data, size));
 		check(err[0] == '\0');

@@ -18,7 +18,9 @@
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,6 +188,61 @@ static void test_exec_ok(void **state)
 	assert_string_equal(slurp(path("marker")), "ABCD /x/cert.pem /agent-home 1\n");
 	assert_string_equal(res.output, "hello\noops\nno-stdin\n");
 	unsetenv("MTLS_SERIAL");
+}
+
+/* What systemd gave the agent (NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*) is the agent's: the
+ * command gets none of it (it could say READY=1 or STOPPING=1 for the agent's service). */
+static void test_exec_no_service_env(void **state)
+{
+	static const char *const vars[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+					   "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES"};
+	struct agent_hook_result res;
+	char err[1024], cmd[PATH_MAX + 128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		setenv(vars[i], "1", 1);
+	setenv("NOTIFY_SOCKETX", "kept", 1); /* only the exact names go */
+	snprintf(cmd, sizeof(cmd),
+		 "env | grep -E '^(NOTIFY_SOCKET|WATCHDOG_|LISTEN_)' | sort > '%s'", path("env"));
+	assert_int_equal(run(cmd, 10000, &res, err, sizeof(err)), 0);
+	assert_string_equal(slurp(path("env")), "NOTIFY_SOCKETX=kept\n");
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+	unsetenv("NOTIFY_SOCKETX");
+}
+
+/* Under systemd's watchdog (WATCHDOG_USEC for this process) WATCHDOG=1 goes on while the
+ * command runs: --exec-timeout may be longer than WatchdogSec=, and a command within it must
+ * not get the agent killed as hung. */
+static void test_exec_feeds_watchdog(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct agent_hook_result res;
+	char err[1024], pid[32], msg[256];
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), fed = 0;
+	ssize_t n;
+
+	(void)state;
+	assert_true(fd >= 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path("notify"));
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1); /* WATCHDOG=1 every 100 ms */
+	setenv("WATCHDOG_PID", pid, 1);
+	assert_int_equal(run("sleep 1", 10000, &res, err, sizeof(err)), 0);
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	while ((n = recv(fd, msg, sizeof(msg) - 1, 0)) > 0) {
+		msg[n] = '\0';
+		fed += strcmp(msg, "WATCHDOG=1") == 0;
+	}
+	close(fd);
+	unlink(sa.sun_path);
+	if (fed == 0)
+		fail_msg("no WATCHDOG=1 while the command ran for a second");
 }
 
 static void test_exec_fails(void **state)
@@ -609,6 +666,8 @@ int main(void)
 		cmocka_unit_test(test_signal_names),
 		cmocka_unit_test(test_pid_file),
 		cmocka_unit_test(test_exec_ok),
+		cmocka_unit_test(test_exec_no_service_env),
+		cmocka_unit_test(test_exec_feeds_watchdog),
 		cmocka_unit_test(test_exec_fails),
 		cmocka_unit_test(test_exec_output_tail),
 		cmocka_unit_test(test_exec_timeout),

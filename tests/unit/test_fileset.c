@@ -6,6 +6,7 @@
  * input. The crashes themselves (SIGKILL at each syscall) are in
  * tests/integration/test_renew_crash.sh.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <setjmp.h>
@@ -41,8 +42,13 @@ static void rename_arm(unsigned mask)
 	rename_calls = 0;
 }
 
+static void watch(void);
+static const char *watch_dir;
+
 int __wrap_rename(const char *from, const char *to)
 {
+	if (watch_dir != NULL)
+		watch();
 	if (++rename_calls < 32 && (rename_fails & (1u << rename_calls)) != 0) {
 		errno = EIO;
 		return -1;
@@ -53,6 +59,52 @@ int __wrap_rename(const char *from, const char *to)
 int __wrap_link(const char *from, const char *to)
 {
 	return __real_link(from, to);
+}
+
+/* The race of another user who can write the directory (test_swapped_for_symlink): when
+ * linkat() of swap_path fails (protected_hardlinks), swap_path becomes a symlink to
+ * swap_to before the copy of its old content is made; at the next rename() (the journal's,
+ * after every copy), leaked says whether a world-readable file in watch_dir holds secret.
+ * Linked with -Wl,--wrap=linkat. */
+static const char *swap_path, *swap_to, *secret;
+static bool leaked;
+int __real_linkat(int fromfd, const char *from, int tofd, const char *to, int flags);
+int __wrap_linkat(int fromfd, const char *from, int tofd, const char *to, int flags);
+
+int __wrap_linkat(int fromfd, const char *from, int tofd, const char *to, int flags)
+{
+	int r = __real_linkat(fromfd, from, tofd, to, flags), e = errno;
+
+	if (r != 0 && swap_path != NULL && strcmp(from, swap_path) == 0) {
+		if (unlink(from) != 0 || symlink(swap_to, from) != 0)
+			abort();
+		swap_path = NULL;
+	}
+	errno = e;
+	return r;
+}
+
+static void watch(void)
+{
+	DIR *d = opendir(watch_dir);
+	struct dirent *de;
+
+	while (d != NULL && (de = readdir(d)) != NULL) {
+		char p[PATH_MAX], buf[64] = "";
+		struct stat sb;
+		FILE *f;
+
+		if (snprintf(p, sizeof(p), "%s/%s", watch_dir, de->d_name) >= (int)sizeof(p) ||
+		    lstat(p, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 004) == 0 ||
+		    (f = fopen(p, "r")) == NULL)
+			continue;
+		buf[fread(buf, 1, sizeof(buf) - 1, f)] = '\0';
+		fclose(f);
+		leaked |= strcmp(buf, secret) == 0;
+	}
+	if (d != NULL)
+		closedir(d);
+	watch_dir = NULL;
 }
 
 struct fx {
@@ -431,6 +483,53 @@ static void test_symlink_of_another_user(void **state)
 	another_user(*state, true);
 }
 
+/* Replacing a file of another user (its old content copied: protected_hardlinks) in a
+ * directory that user can write: they swap the file for a symlink to a file only the writer
+ * may read (a CA's key) between the lstat() and the copy. The copy would read through it
+ * into a file with the old file's mode (world-readable) beside the target: refused. */
+static void test_swapped_for_symlink(void **state)
+{
+	struct fx *x = *state;
+	const struct fileset_file f[2] = {{x->cert, "cert2\n", 6, 0644, false, 0, 0},
+					  {x->key, "key2\n", 5, 0600, false, 0, 0}};
+	char mine[PATH_MAX];
+	int status = -1;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		skip(); /* only root can make files of two users */
+	FMT(mine, "%s/ca.key", x->dir);
+	put(mine, "secret\n");
+	assert_int_equal(chown(mine, 65534, 65534), 0);
+	assert_int_equal(chmod(mine, 0600), 0);
+	assert_int_equal(chown(x->dir, 65534, 65534), 0);
+	assert_int_equal(chmod(x->key, 0644), 0); /* root's: no link() for uid 65534 */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char err[1024];
+		int bad = 0, rc;
+
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(10);
+		swap_path = x->key;
+		swap_to = mine;
+		watch_dir = x->dir;
+		secret = "secret\n";
+		rc = fileset_write(f, 2, true, err, sizeof(err));
+		if (leaked)
+			bad |= 1;
+		if (rc != -1 || strstr(err, "replaced meanwhile") == NULL) {
+			fprintf(stderr, "fileset_write: %d %s\n", rc, err);
+			bad |= 2;
+		}
+		_exit(bad);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A rename that fails (not a crash) while publishing: taken back, nothing left. The first
  * rename is the journal's (nothing published yet), the second the chain's, the third the
  * key's. */
@@ -536,6 +635,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_foreign_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_files_of_another_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_of_another_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_swapped_for_symlink, setup, teardown),
 		cmocka_unit_test(test_parse),
 	};
 

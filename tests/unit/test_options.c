@@ -89,6 +89,8 @@ static const struct {
 	{"no newline at the end", "depth 4", {.depth = 4}},
 	{"duration", "timeout 30s\n", {.timeout = 30000}},
 	{"a comment line that quotes", "# allow-uri 'x\nca /a", {.ca = "/a"}},
+	/* editors that save "UTF-8 with BOM" (Notepad): the mark is not part of the first key */
+	{"UTF-8 byte order mark first", "\xef\xbb\xbf" "ca /a\r\n", {.ca = "/a"}},
 };
 
 static void test_good(void **state)
@@ -166,6 +168,9 @@ static const struct {
 	{"NUL byte", "ca /a\nca\0b\n", 2, "NUL byte in config file"},
 	{"control byte", "ca /a\n\n\x1b[31m\n", 3, "control byte 0x1b"},
 	{"CR alone", "ca /a\rname b\n", 1, "control byte 0x0d"},
+	/* U+009B (CSI in UTF-8): an error quoting the text must not steer the terminal */
+	{"C1 control", "ca /a\nname x\xc2\x9b" "31m\n", 2, "control character U+009B"},
+	{"a byte order mark only first", "ca /a\n\xef\xbb\xbf" "name b\n", 2, "unknown key"},
 };
 
 static void test_bad(void **state)
