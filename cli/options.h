@@ -23,7 +23,8 @@
  *     the file's value.
  *   - "[name]" section lines are reserved for several tunnels in one process and refused.
  *   - The key "config" (a file naming another) is refused; so are unknown keys, NUL and
- *     control bytes other than tab (and CR before a newline).
+ *     control bytes other than tab (and CR before a newline), and C1 controls (U+0080 to
+ *     U+009F). A UTF-8 byte order mark at the very start is skipped.
  * Every error is one line "FILE:LINE: what is wrong; what to write" and the command exits 2
  * before it starts anything.
  */
