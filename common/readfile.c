@@ -20,7 +20,9 @@ int readfile(const char *path, size_t max, uint8_t **data, size_t *len, mode_t *
 
 	*data = NULL;
 	*len = 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO (or a device) given for a file is refused below instead of
+	 * blocking open() until a writer comes; regular files ignore it */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return errno;
 	if (fstat(fd, &st) != 0) {

@@ -96,4 +96,13 @@ bad "a flag with another value" 6 "allow-any-identity takes true or false" \
 	"allow-any-identity maybe"
 bad "an unknown escape" 6 "unknown escape '\\d' in double quotes" \
 	"allow-uri \"spiffe://example.org/\\d\""
+
+# a FIFO given for the config file: refused at once (open() blocked until a writer came)
+mkfifo "$W/fifo.conf"
+LAST_CMD="mtls server --config (a FIFO)"
+run "$MTLS" server --config "$W/fifo.conf"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2 (124: it waited for a writer)")
+[[ $ERR == *"not a regular file"* ]] || p+=("the message does not say it is not a regular file")
+report "a FIFO for --config: refused at once, not waited on" "${p[@]+"${p[@]}"}"
 finish
