@@ -444,9 +444,27 @@ struct resolver_entry *resolver_plan_next(struct resolver_plan *p)
 	return p->trying;
 }
 
+/* The health of the address of e in the current list, where the next connections read it:
+ * a plan taken before a resolution published a new list holds the old one. e's own if the
+ * address is not in the current list. Under the lock. */
+static struct resolver_health *live_health(struct resolver *r, struct resolver_plan *p)
+{
+	struct resolver_list *l = r->cur;
+	struct resolver_entry *e = p->trying;
+
+	if (l == NULL || l == p->list)
+		return &e->health;
+	for (size_t k = 0; k < l->n; k++)
+		if (l->e[k].target == e->target && l->e[k].addr.len == e->addr.len &&
+		    memcmp(&l->e[k].addr.sa, &e->addr.sa, e->addr.len) == 0)
+			return &l->e[k].health;
+	return &e->health;
+}
+
 void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const char *why)
 {
 	struct resolver_entry *e = p->trying;
+	struct resolver_health *h;
 	long long now = now_ms();
 	bool log = false;
 	long long backoff;
@@ -455,13 +473,14 @@ void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const cha
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (resolver_health_failed(&e->health, now) &&
-	    (e->health.logged_at == 0 || now - e->health.logged_at >= RESOLVER_LOG_EVERY_MS)) {
-		e->health.logged_at = now;
-		e->health.down_logged = true;
+	h = live_health(r, p);
+	if (resolver_health_failed(h, now) &&
+	    (h->logged_at == 0 || now - h->logged_at >= RESOLVER_LOG_EVERY_MS)) {
+		h->logged_at = now;
+		h->down_logged = true;
 		log = true;
 	}
-	backoff = e->health.backoff;
+	backoff = h->backoff;
 	if (r->m != NULL)
 		atomic_fetch_add(&r->m->targets[e->target].connect_failures, 1);
 	if (r->cur != NULL)
@@ -480,16 +499,18 @@ void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const cha
 void resolver_plan_ok(struct resolver *r, struct resolver_plan *p)
 {
 	struct resolver_entry *e = p->trying;
+	struct resolver_health *h;
 	bool log = false;
 	char addr[300];
 
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (e->health.down) {
-		resolver_health_ok(&e->health);
-		log = e->health.down_logged; /* an up line for each down line, no more */
-		e->health.down_logged = false;
+	h = live_health(r, p);
+	if (h->down) {
+		resolver_health_ok(h);
+		log = h->down_logged; /* an up line for each down line, no more */
+		h->down_logged = false;
 		if (r->cur != NULL)
 			update_gauges(r, r->cur);
 	}

@@ -106,7 +106,8 @@ int resolver_plan(struct resolver *r, struct resolver_plan *p, char *err, size_t
 /* The next address to try, or NULL when the plan is done. */
 struct resolver_entry *resolver_plan_next(struct resolver_plan *p);
 /* The address given last failed (why: for the target_down line): marked down, and a new
- * resolution asked for. */
+ * resolution asked for. Marked in the current list, also when the plan holds an older one
+ * (likewise resolver_plan_ok()). */
 void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const char *why);
 /* It connected: marked up. */
 void resolver_plan_ok(struct resolver *r, struct resolver_plan *p);

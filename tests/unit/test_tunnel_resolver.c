@@ -313,6 +313,69 @@ static void test_late_name(void **state)
 	metrics_free(&m);
 }
 
+/* A connection that began before a new list was published (its plan holds the old one)
+ * reports a failure afterwards: the address is down in the list new connections take, not
+ * only in the old one nobody reads again (a target that times out would be tried first by
+ * every connection while each new list forgot it failed). And its later success brings it
+ * back up there. */
+static void test_stale_plan(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"fake.test:8443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p, q, s;
+	struct resolver_entry *e;
+
+	(void)state;
+	atomic_store(&fake_answers, 2);
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, fake_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	/* p: a slow connection to ::1, begun on the first list */
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET6);
+	/* q: another one, whose failure on 127.0.0.1 asks for a resolution */
+	assert_int_equal(resolver_plan(r, &q, err, sizeof(err)), 0);
+	assert_int_equal(resolver_plan_next(&q)->addr.sa.ss_family, AF_INET6);
+	assert_int_equal(resolver_plan_next(&q)->addr.sa.ss_family, AF_INET);
+	resolver_plan_failed(r, &q, "Connection refused");
+	resolver_plan_done(r, &q);
+	old_list = p.list;
+	assert_true(wait_plan(r, &s, newer)); /* the new list is published */
+	resolver_plan_done(r, &s);
+	/* p's try times out now */
+	resolver_plan_failed(r, &p, "connect timed out");
+	assert_int_equal(resolver_plan(r, &s, err, sizeof(err)), 0);
+	assert_ptr_not_equal(s.list, p.list);
+	for (unsigned i = 0; i < s.n; i++) {
+		e = resolver_plan_next(&s);
+		if (!e->health.down)
+			fail_msg("address %u (family %d) is up in the new list", i,
+				 e->addr.sa.ss_family);
+	}
+	resolver_plan_done(r, &s);
+	assert_int_equal(atomic_load(&m.targets[0].up), 0);
+	/* and p's next try, 127.0.0.1, connects: up in the new list */
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET);
+	resolver_plan_ok(r, &p);
+	resolver_plan_done(r, &p);
+	assert_int_equal(atomic_load(&m.targets[0].up), 1);
+	assert_int_equal(resolver_plan(r, &s, err, sizeof(err)), 0);
+	for (unsigned i = 0; i < s.n; i++) {
+		e = resolver_plan_next(&s);
+		assert_int_equal(e->health.down, e->addr.sa.ss_family == AF_INET6);
+	}
+	resolver_plan_done(r, &s);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
 static void test_malformed(void **state)
 {
 	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
@@ -339,7 +402,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_order),
 		cmocka_unit_test(test_plan),	  cmocka_unit_test(test_unresolvable),
-		cmocka_unit_test(test_late_name), cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_late_name), cmocka_unit_test(test_stale_plan),
+		cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
