@@ -180,8 +180,9 @@ fail:
 	return NULL;
 }
 
-/* Target i's addresses into l (at most RESOLVER_ADDRS_MAX in all). 0, or a getaddrinfo
- * error (why set). */
+/* Target i's addresses into l: at most its share of RESOLVER_ADDRS_MAX, so that a name of
+ * hundreds of addresses leaves the other targets (the fallbacks) their places. 0, or a
+ * getaddrinfo error (why set). */
 static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l, char *why,
 			  size_t len)
 {
@@ -189,8 +190,11 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 	struct addrinfo hints = {
 		.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
+	size_t end = l->n + RESOLVER_ADDRS_MAX / r->nt;
 	int rc;
 
+	if (end > RESOLVER_ADDRS_MAX)
+		end = RESOLVER_ADDRS_MAX;
 	if (t->numeric) {
 		if (l->n < RESOLVER_ADDRS_MAX) {
 			l->e[l->n].addr = t->fixed;
@@ -206,8 +210,7 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 			r->release(res);
 		return rc != 0 ? rc : EAI_NONAME;
 	}
-	for (const struct addrinfo *a = res; a != NULL && l->n < RESOLVER_ADDRS_MAX;
-	     a = a->ai_next) {
+	for (const struct addrinfo *a = res; a != NULL && l->n < end; a = a->ai_next) {
 		bool dup = false;
 
 		if (a->ai_addrlen > sizeof(struct sockaddr_storage) ||

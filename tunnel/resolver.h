@@ -27,7 +27,7 @@
 #include "metrics.h"
 
 #define RESOLVER_TARGETS_MAX	METRICS_TARGETS_MAX
-#define RESOLVER_ADDRS_MAX	64 /* addresses of all targets together */
+#define RESOLVER_ADDRS_MAX	64 /* addresses of all targets together (each its share) */
 #define RESOLVER_PLAN_MAX	8  /* addresses one connection tries */
 #define RESOLVER_BACKOFF_MIN_MS 1000
 #define RESOLVER_BACKOFF_MAX_MS 30000

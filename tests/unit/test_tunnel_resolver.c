@@ -376,6 +376,53 @@ static void test_stale_plan(void **state)
 	metrics_free(&m);
 }
 
+/* "many.test" resolves to 200 addresses (127.1.0.0 to 127.1.0.199), as a name of a large pool
+ * may */
+static int many_lookup(const char *host, const char *port, const struct addrinfo *hints,
+		       struct addrinfo **res)
+{
+	(void)hints;
+	*res = NULL;
+	if (strcmp(host, "many.test") != 0)
+		return EAI_NONAME;
+	for (int i = 199; i >= 0; i--) {
+		struct addrinfo *ai = fake_node(AF_INET, port);
+
+		((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr =
+			htonl(0x7f010000u + (unsigned)i);
+		ai->ai_next = *res;
+		*res = ai;
+	}
+	return 0;
+}
+
+/* A name with hundreds of addresses is bounded, and does not take the places of the other
+ * targets: the second --server (the fallback) keeps its address in the list. */
+static void test_many_addresses(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"many.test:8443", "127.0.0.1:9"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p;
+
+	(void)state;
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 2, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, many_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	assert_true(atomic_load(&m.targets[0].addresses) >= 1);
+	assert_true(atomic_load(&m.targets[0].addresses) < RESOLVER_ADDRS_MAX);
+	assert_int_equal(atomic_load(&m.targets[1].addresses), 1);
+	assert_int_equal(atomic_load(&m.targets[1].up), 1);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_true(p.n <= RESOLVER_PLAN_MAX);
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
 static void test_malformed(void **state)
 {
 	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
@@ -400,10 +447,10 @@ static void test_malformed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_order),
-		cmocka_unit_test(test_plan),	  cmocka_unit_test(test_unresolvable),
-		cmocka_unit_test(test_late_name), cmocka_unit_test(test_stale_plan),
-		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_order),
+		cmocka_unit_test(test_plan),	       cmocka_unit_test(test_unresolvable),
+		cmocka_unit_test(test_late_name),      cmocka_unit_test(test_stale_plan),
+		cmocka_unit_test(test_many_addresses), cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
