@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The file watcher is libev's ev_stat (inotify), not a polling loop: with --watch-interval 1h
 # (the fallback stat interval only) a certificate chain replaced by rename, and one behind a
-# symbolic link swapped to another directory (as Kubernetes secret volumes update), are each
+# symbolic link swapped to another directory (as Kubernetes secret volumes update), and one
+# under a directory link swapped to a new release (the old one kept), are each
 # reloaded well before any poll could have seen them. No timing threshold: the reload line
 # is awaited with a generous bound that is still far below the hour.
 set -euo pipefail
@@ -100,6 +101,27 @@ s=$(served "$SRV_PORT")
 [ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
 verdict "a chain behind a swapped symbolic link is reloaded at once, with --watch-interval 1h" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv2.log" || true)"
+stop_bg "$SRV_PID"
+
+echo "# 3. a directory link swapped to a new release, the old one kept"
+# /etc/x/current -> releases/1, the daemon given current/chain.pem: the deploy points current
+# at releases/2 and keeps releases/1 for a rollback (nothing changes in the old files)
+R=$TMP/rel
+mkdir -p "$R/releases/1" "$R/releases/2"
+cp -- "$C/server-chain.pem" "$R/releases/1/chain.pem"
+ln -s releases/1 "$R/current"
+start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$R/current/chain.pem" \
+	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 1h \
+	--drain-timeout 100ms
+NEW=$(new_chain "$R/releases/2/chain.pem")
+ln -s releases/2 "$R/current.tmp"
+mv -T -- "$R/current.tmp" "$R/current"
+p=()
+wait_reload "$TMP/srv3.log" 30 || p+=("no reload within 30 s of the directory link swap (--watch-interval 1h)")
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+verdict "a directory link swapped to a new release (the old one kept) is reloaded at once" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv3.log" || true)"
 stop_bg "$SRV_PID"
 
 finish
