@@ -33,7 +33,7 @@ settle_open() {
 client() {
 	local fd line
 	{ exec {fd}<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 0
-	printf 'x\n' >&"$fd" 2>/dev/null || true
+	{ printf 'x\n' >&"$fd"; } 2>/dev/null || true
 	IFS= read -r -t 20 -u "$fd" line 2>/dev/null || true
 	exec {fd}>&-
 }
