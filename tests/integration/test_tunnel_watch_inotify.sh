@@ -124,4 +124,29 @@ verdict "a directory link swapped to a new release (the old one kept) is reloade
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv3.log" || true)"
 stop_bg "$SRV_PID"
 
+echo "# 4. SIGHUP re-reads --config, which names another chain file: that one is watched"
+mkdir -p "$TMP/c4"
+cp -- "$C/server-chain.pem" "$TMP/c4/a.pem"
+cp -- "$C/server-chain.pem" "$TMP/c4/b.pem"
+conf4() {
+	printf 'target 127.0.0.1:%s\ncert %s\nkey %s\nca %s\nallow-any-identity\n' \
+		"$BE_PORT" "$1" "$W/srv.key" "$C/ca.pem" >"$TMP/c4/server.conf"
+}
+conf4 "$TMP/c4/a.pem"
+start_tunnel_server "$TMP/srv4.log" --config "$TMP/c4/server.conf" --watch-interval 1h \
+	--drain-timeout 100ms
+conf4 "$TMP/c4/b.pem"
+kill -HUP "$SRV_REAL"
+wait_for_line "$TMP/srv4.log" '"event":"reload".*"trigger":"SIGHUP"' 20 ||
+	_lib_die "no SIGHUP reload: $(cat -- "$TMP/srv4.log")"
+NEW=$(new_chain "$TMP/c4/b.next")
+mv -f -- "$TMP/c4/b.next" "$TMP/c4/b.pem"
+p=()
+wait_reload "$TMP/srv4.log" 30 || p+=("no reload within 30 s of replacing the chain --config names now")
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+verdict "after SIGHUP, the chain file the new --config names is watched" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv4.log" || true)"
+stop_bg "$SRV_PID"
+
 finish
