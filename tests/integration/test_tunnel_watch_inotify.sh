@@ -149,4 +149,27 @@ verdict "after SIGHUP, the chain file the new --config names is watched" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv4.log" || true)"
 stop_bg "$SRV_PID"
 
+echo "# 5. the chain removed, then (a moment later) written anew at the same path"
+mkdir -p "$TMP/c5"
+cp -- "$C/server-chain.pem" "$TMP/c5/chain.pem"
+start_tunnel_server "$TMP/srv5.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/c5/chain.pem" \
+	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 1h \
+	--drain-timeout 100ms
+NEW=$(new_chain "$TMP/c5/next.pem")
+rm -f -- "$TMP/c5/chain.pem"
+sleep 1.5 # longer than the settle time: the reload without the file fails (the old stays)
+cp -- "$TMP/c5/next.pem" "$TMP/c5/chain.pem"
+p=()
+n=0
+while [ "$(log_count "$TMP/srv5.log" reload '"trigger":"file_change"')" -lt 1 ] && [ "$n" -lt 300 ]; do
+	sleep 0.1
+	n=$((n + 1))
+done
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+kill -0 "$SRV_PID" 2>/dev/null || p+=("the server exited")
+verdict "a chain removed, then written anew at its path, is loaded (the server kept serving)" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv5.log" || true)"
+stop_bg "$SRV_PID"
+
 finish
