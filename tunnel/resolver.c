@@ -266,14 +266,22 @@ static void resolve_all(struct resolver *r)
 		size_t before = l->n;
 
 		if (resolve_target(r, i, l, why, sizeof(why)) != 0) {
+			/* a name that resolved keeps its last addresses through a failure (a
+			 * DNS blip must not refuse every client); only this thread replaces
+			 * r->cur, and an entry's address is immutable: no lock to read them */
+			for (size_t j = 0; r->cur != NULL && j < r->cur->n; j++)
+				if (r->cur->e[j].target == (int)i && l->n < RESOLVER_ADDRS_MAX) {
+					l->e[l->n].addr = r->cur->e[j].addr;
+					l->e[l->n++].target = (int)i;
+				}
 			if (r->m != NULL)
 				atomic_fetch_add(&r->m->targets[i].resolve_failures, 1);
 			if (!t->failing)
 				LOG(LOG_WARN, "resolve_failed", LS("target", t->text),
 				    LS("message", why),
 				    LS("action",
-				       t->resolved_once ? "retrying; connections use the other "
-							  "targets meanwhile"
+				       t->resolved_once ? "retrying; connections use its last "
+							  "addresses meanwhile"
 							: "retrying in the background; until it "
 							  "resolves, connections to it are refused "
 							  "(connect_failed)"));

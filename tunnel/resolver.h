@@ -15,7 +15,8 @@
  * refusing. The health of an address carries over to the next list.
  *
  * A name that does not resolve is a warning (resolve_failed, the target's metrics), retried
- * in the background; a malformed address is an error at start (resolver_new).
+ * in the background; one that resolved before keeps its last addresses meanwhile. A
+ * malformed address is an error at start (resolver_new).
  */
 #ifndef MTLS_TUNNEL_RESOLVER_H
 #define MTLS_TUNNEL_RESOLVER_H

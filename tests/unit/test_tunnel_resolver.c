@@ -423,6 +423,52 @@ static void test_many_addresses(void **state)
 	metrics_free(&m);
 }
 
+/* A name that resolved, then fails to (a DNS blip): the next list keeps its last addresses,
+ * with their health, rather than refusing every client until the name resolves again. */
+static void test_name_fails_later(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"fake.test:8443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p, q;
+	bool published = false;
+
+	(void)state;
+	atomic_store(&fake_answers, 2);
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, fake_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	atomic_store(&fake_answers, 0); /* the name server stops answering */
+	resolver_plan_next(&p);
+	resolver_plan_failed(r, &p, "Connection refused"); /* asks for a resolution */
+	/* p holds the old list: the next list published is surely another */
+	for (int i = 0; i < 400 && !published; i++) {
+		if (resolver_plan(r, &q, err, sizeof(err)) != 0)
+			fail_msg("no plan after the name stopped resolving: %s", err);
+		published = q.list != p.list;
+		if (published) {
+			assert_int_equal(q.n, 2);
+			assert_true(resolver_plan_next(&q)->health.down); /* ::1, as it was */
+			assert_false(resolver_plan_next(&q)->health.down);
+		}
+		resolver_plan_done(r, &q);
+		if (!published)
+			usleep(50000);
+	}
+	assert_true(published);
+	assert_true(atomic_load(&m.targets[0].resolve_failures) >= 1);
+	assert_int_equal(atomic_load(&m.targets[0].addresses), 2);
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+	atomic_store(&fake_answers, 2);
+}
+
 static void test_malformed(void **state)
 {
 	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
@@ -450,7 +496,8 @@ int main(void)
 		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_order),
 		cmocka_unit_test(test_plan),	       cmocka_unit_test(test_unresolvable),
 		cmocka_unit_test(test_late_name),      cmocka_unit_test(test_stale_plan),
-		cmocka_unit_test(test_many_addresses), cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_many_addresses), cmocka_unit_test(test_name_fails_later),
+		cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
