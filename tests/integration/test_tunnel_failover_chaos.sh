@@ -21,6 +21,16 @@ UNRESOLVABLE=mtls-test-unresolvable.invalid
 
 # fds PID : how many descriptors the process has open
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# fds_back PID N : wait (bounded) until the process has N descriptors again (the metrics
+# server may still be closing the last scrape's); prints how many it has
+fds_back() {
+	local n=0
+	while [ "$(fds "$1")" != "$2" ] && [ "$n" -lt 100 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	fds "$1"
+}
 # settle_open PORT : wait (bounded) until the connector has no connection open
 settle_open() {
 	local n=0
@@ -52,7 +62,7 @@ settle_open "$CM"
 before=$(fds "$CON_REAL")
 for _ in $(seq 1 60); do client "$CON_PORT"; done
 settle_open "$CM"
-after=$(fds "$CON_REAL")
+after=$(fds_back "$CON_REAL" "$before")
 p=()
 [ "$(log_count "$TMP/con.log" conn_close connect_failed)" = 61 ] ||
 	p+=("$(log_count "$TMP/con.log" conn_close connect_failed) conn_close connect_failed lines for 61 clients")
@@ -108,7 +118,7 @@ for _ in $(seq 1 5); do
 done
 wait "${pids[@]}"
 settle_open "$CM"
-after=$(fds "$CON_REAL")
+after=$(fds_back "$CON_REAL" "$before")
 p=()
 [ "$(metric "$CM" 'mtls_connections_open{role="connector"}')" = 0 ] || p+=("connections still open")
 # (connect_timeout, or connect_failed where localhost has ::1 too, refused last)
