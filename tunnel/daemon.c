@@ -36,6 +36,7 @@
 #include "service_notify.h"
 
 #define WATCH_MAX	    16
+#define WATCH_LINKS	    32	    /* symbolic links on the files' paths, watched themselves */
 #define WATCH_MIN_MS	    100	    /* --watch-interval, unless 0 (off) */
 #define WATCH_SETTLE	    1.0	    /* seconds a changed file must stay unchanged to load */
 #define WATCH_UNSETTLED	    5.0	    /* seconds of changes after which the wait is logged */
@@ -76,6 +77,12 @@ struct main_state {
 	 * the link's path); watch is the settle timer of the second look */
 	ev_stat stat[WATCH_MAX], stat_real[WATCH_MAX];
 	char *real[WATCH_MAX]; /* realpath() of files[i] where it differs, else NULL */
+	/* and each symbolic link met on the way to a file (a directory link such as current ->
+	 * releases/1 swapped to releases/2, the old release kept, changes neither the file's
+	 * path nor its old target) */
+	ev_stat stat_link[WATCH_LINKS];
+	char *link[WATCH_LINKS];
+	size_t nlinks;
 	bool watching;
 	ev_timer watch;
 	ev_timer health;
@@ -848,6 +855,12 @@ static void watch_stop(struct main_state *ms, struct ev_loop *loop)
 		free(ms->real[i]);
 		ms->real[i] = NULL;
 	}
+	for (size_t i = 0; i < ms->nlinks; i++) {
+		ev_stat_stop(loop, &ms->stat_link[i]);
+		free(ms->link[i]);
+		ms->link[i] = NULL;
+	}
+	ms->nlinks = 0;
 	ev_timer_stop(loop, &ms->watch);
 	ms->watching = false;
 }
@@ -869,6 +882,49 @@ static bool real_changed(const struct main_state *ms)
 
 static void on_stat(struct ev_loop *loop, ev_stat *w, int events);
 
+/* Watch the symbolic links on the way to path: each directory of it that is a link, and
+ * where its last part is a link, the same along the path it points to (a few hops). */
+static void watch_links(struct main_state *ms, struct ev_loop *loop, const char *path,
+			ev_tstamp every)
+{
+	char p[PATH_MAX];
+
+	if (path[0] == '\0' || snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return;
+	for (int hop = 0; hop < 8; hop++) {
+		char target[PATH_MAX], *slash;
+		struct stat sb;
+		ssize_t n;
+
+		for (char *c = strchr(p + 1, '/'); c != NULL; c = strchr(c + 1, '/')) {
+			bool known = false;
+
+			*c = '\0';
+			for (size_t k = 0; k < ms->nlinks && !known; k++)
+				known = strcmp(ms->link[k], p) == 0;
+			if (!known && ms->nlinks < WATCH_LINKS && lstat(p, &sb) == 0 &&
+			    S_ISLNK(sb.st_mode) && (ms->link[ms->nlinks] = strdup(p)) != NULL) {
+				ev_stat *w = &ms->stat_link[ms->nlinks];
+
+				ev_stat_init(w, on_stat, ms->link[ms->nlinks++], every);
+				w->data = ms;
+				ev_stat_start(loop, w);
+			}
+			*c = '/';
+		}
+		n = readlink(p, target, sizeof(target) - 1);
+		if (n <= 0)
+			return; /* the last part is no link: done */
+		target[n] = '\0';
+		slash = strrchr(p, '/');
+		if (target[0] == '/' || slash == NULL)
+			snprintf(p, sizeof(p), "%s", target);
+		else if (snprintf(slash + 1, sizeof(p) - (size_t)(slash + 1 - p), "%s", target) >=
+			 (int)(sizeof(p) - (size_t)(slash + 1 - p)))
+			return;
+	}
+}
+
 /* (Re)start the watchers of the files of ms->live (--watch-interval 0: none). */
 static void watch_start(struct main_state *ms, struct ev_loop *loop)
 {
@@ -888,6 +944,7 @@ static void watch_start(struct main_state *ms, struct ev_loop *loop)
 			ev_stat_init(&ms->stat_real[i], on_stat, r, every);
 			ms->stat_real[i].data = ms;
 			ev_stat_start(loop, &ms->stat_real[i]);
+			watch_links(ms, loop, ms->files[i], every);
 		} else {
 			free(r);
 		}

@@ -180,8 +180,9 @@ fail:
 	return NULL;
 }
 
-/* Target i's addresses into l (at most RESOLVER_ADDRS_MAX in all). 0, or a getaddrinfo
- * error (why set). */
+/* Target i's addresses into l: at most its share of RESOLVER_ADDRS_MAX, so that a name of
+ * hundreds of addresses leaves the other targets (the fallbacks) their places. 0, or a
+ * getaddrinfo error (why set). */
 static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l, char *why,
 			  size_t len)
 {
@@ -189,8 +190,11 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 	struct addrinfo hints = {
 		.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	struct addrinfo *res = NULL;
+	size_t end = l->n + RESOLVER_ADDRS_MAX / r->nt;
 	int rc;
 
+	if (end > RESOLVER_ADDRS_MAX)
+		end = RESOLVER_ADDRS_MAX;
 	if (t->numeric) {
 		if (l->n < RESOLVER_ADDRS_MAX) {
 			l->e[l->n].addr = t->fixed;
@@ -206,8 +210,7 @@ static int resolve_target(struct resolver *r, size_t i, struct resolver_list *l,
 			r->release(res);
 		return rc != 0 ? rc : EAI_NONAME;
 	}
-	for (const struct addrinfo *a = res; a != NULL && l->n < RESOLVER_ADDRS_MAX;
-	     a = a->ai_next) {
+	for (const struct addrinfo *a = res; a != NULL && l->n < end; a = a->ai_next) {
 		bool dup = false;
 
 		if (a->ai_addrlen > sizeof(struct sockaddr_storage) ||
@@ -263,14 +266,22 @@ static void resolve_all(struct resolver *r)
 		size_t before = l->n;
 
 		if (resolve_target(r, i, l, why, sizeof(why)) != 0) {
+			/* a name that resolved keeps its last addresses through a failure (a
+			 * DNS blip must not refuse every client); only this thread replaces
+			 * r->cur, and an entry's address is immutable: no lock to read them */
+			for (size_t j = 0; r->cur != NULL && j < r->cur->n; j++)
+				if (r->cur->e[j].target == (int)i && l->n < RESOLVER_ADDRS_MAX) {
+					l->e[l->n].addr = r->cur->e[j].addr;
+					l->e[l->n++].target = (int)i;
+				}
 			if (r->m != NULL)
 				atomic_fetch_add(&r->m->targets[i].resolve_failures, 1);
 			if (!t->failing)
 				LOG(LOG_WARN, "resolve_failed", LS("target", t->text),
 				    LS("message", why),
 				    LS("action",
-				       t->resolved_once ? "retrying; connections use the other "
-							  "targets meanwhile"
+				       t->resolved_once ? "retrying; connections use its last "
+							  "addresses meanwhile"
 							: "retrying in the background; until it "
 							  "resolves, connections to it are refused "
 							  "(connect_failed)"));
@@ -444,9 +455,27 @@ struct resolver_entry *resolver_plan_next(struct resolver_plan *p)
 	return p->trying;
 }
 
+/* The health of the address of e in the current list, where the next connections read it:
+ * a plan taken before a resolution published a new list holds the old one. e's own if the
+ * address is not in the current list. Under the lock. */
+static struct resolver_health *live_health(struct resolver *r, struct resolver_plan *p)
+{
+	struct resolver_list *l = r->cur;
+	struct resolver_entry *e = p->trying;
+
+	if (l == NULL || l == p->list)
+		return &e->health;
+	for (size_t k = 0; k < l->n; k++)
+		if (l->e[k].target == e->target && l->e[k].addr.len == e->addr.len &&
+		    memcmp(&l->e[k].addr.sa, &e->addr.sa, e->addr.len) == 0)
+			return &l->e[k].health;
+	return &e->health;
+}
+
 void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const char *why)
 {
 	struct resolver_entry *e = p->trying;
+	struct resolver_health *h;
 	long long now = now_ms();
 	bool log = false;
 	long long backoff;
@@ -455,13 +484,14 @@ void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const cha
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (resolver_health_failed(&e->health, now) &&
-	    (e->health.logged_at == 0 || now - e->health.logged_at >= RESOLVER_LOG_EVERY_MS)) {
-		e->health.logged_at = now;
-		e->health.down_logged = true;
+	h = live_health(r, p);
+	if (resolver_health_failed(h, now) &&
+	    (h->logged_at == 0 || now - h->logged_at >= RESOLVER_LOG_EVERY_MS)) {
+		h->logged_at = now;
+		h->down_logged = true;
 		log = true;
 	}
-	backoff = e->health.backoff;
+	backoff = h->backoff;
 	if (r->m != NULL)
 		atomic_fetch_add(&r->m->targets[e->target].connect_failures, 1);
 	if (r->cur != NULL)
@@ -480,16 +510,18 @@ void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const cha
 void resolver_plan_ok(struct resolver *r, struct resolver_plan *p)
 {
 	struct resolver_entry *e = p->trying;
+	struct resolver_health *h;
 	bool log = false;
 	char addr[300];
 
 	if (e == NULL)
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (e->health.down) {
-		resolver_health_ok(&e->health);
-		log = e->health.down_logged; /* an up line for each down line, no more */
-		e->health.down_logged = false;
+	h = live_health(r, p);
+	if (h->down) {
+		resolver_health_ok(h);
+		log = h->down_logged; /* an up line for each down line, no more */
+		h->down_logged = false;
 		if (r->cur != NULL)
 			update_gauges(r, r->cur);
 	}

@@ -15,7 +15,8 @@
  * refusing. The health of an address carries over to the next list.
  *
  * A name that does not resolve is a warning (resolve_failed, the target's metrics), retried
- * in the background; a malformed address is an error at start (resolver_new).
+ * in the background; one that resolved before keeps its last addresses meanwhile. A
+ * malformed address is an error at start (resolver_new).
  */
 #ifndef MTLS_TUNNEL_RESOLVER_H
 #define MTLS_TUNNEL_RESOLVER_H
@@ -27,7 +28,7 @@
 #include "metrics.h"
 
 #define RESOLVER_TARGETS_MAX	METRICS_TARGETS_MAX
-#define RESOLVER_ADDRS_MAX	64 /* addresses of all targets together */
+#define RESOLVER_ADDRS_MAX	64 /* addresses of all targets together (each its share) */
 #define RESOLVER_PLAN_MAX	8  /* addresses one connection tries */
 #define RESOLVER_BACKOFF_MIN_MS 1000
 #define RESOLVER_BACKOFF_MAX_MS 30000
@@ -106,7 +107,8 @@ int resolver_plan(struct resolver *r, struct resolver_plan *p, char *err, size_t
 /* The next address to try, or NULL when the plan is done. */
 struct resolver_entry *resolver_plan_next(struct resolver_plan *p);
 /* The address given last failed (why: for the target_down line): marked down, and a new
- * resolution asked for. */
+ * resolution asked for. Marked in the current list, also when the plan holds an older one
+ * (likewise resolver_plan_ok()). */
 void resolver_plan_failed(struct resolver *r, struct resolver_plan *p, const char *why);
 /* It connected: marked up. */
 void resolver_plan_ok(struct resolver *r, struct resolver_plan *p);

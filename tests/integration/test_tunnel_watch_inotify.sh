@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The file watcher is libev's ev_stat (inotify), not a polling loop: with --watch-interval 1h
 # (the fallback stat interval only) a certificate chain replaced by rename, and one behind a
-# symbolic link swapped to another directory (as Kubernetes secret volumes update), are each
+# symbolic link swapped to another directory (as Kubernetes secret volumes update), and one
+# under a directory link swapped to a new release (the old one kept), are each
 # reloaded well before any poll could have seen them. No timing threshold: the reload line
 # is awaited with a generous bound that is still far below the hour.
 set -euo pipefail
@@ -100,6 +101,75 @@ s=$(served "$SRV_PORT")
 [ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
 verdict "a chain behind a swapped symbolic link is reloaded at once, with --watch-interval 1h" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv2.log" || true)"
+stop_bg "$SRV_PID"
+
+echo "# 3. a directory link swapped to a new release, the old one kept"
+# /etc/x/current -> releases/1, the daemon given current/chain.pem: the deploy points current
+# at releases/2 and keeps releases/1 for a rollback (nothing changes in the old files)
+R=$TMP/rel
+mkdir -p "$R/releases/1" "$R/releases/2"
+cp -- "$C/server-chain.pem" "$R/releases/1/chain.pem"
+ln -s releases/1 "$R/current"
+start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE_PORT" --cert "$R/current/chain.pem" \
+	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 1h \
+	--drain-timeout 100ms
+NEW=$(new_chain "$R/releases/2/chain.pem")
+ln -s releases/2 "$R/current.tmp"
+mv -T -- "$R/current.tmp" "$R/current"
+p=()
+wait_reload "$TMP/srv3.log" 30 || p+=("no reload within 30 s of the directory link swap (--watch-interval 1h)")
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+verdict "a directory link swapped to a new release (the old one kept) is reloaded at once" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv3.log" || true)"
+stop_bg "$SRV_PID"
+
+echo "# 4. SIGHUP re-reads --config, which names another chain file: that one is watched"
+mkdir -p "$TMP/c4"
+cp -- "$C/server-chain.pem" "$TMP/c4/a.pem"
+cp -- "$C/server-chain.pem" "$TMP/c4/b.pem"
+conf4() {
+	printf 'target 127.0.0.1:%s\ncert %s\nkey %s\nca %s\nallow-any-identity\n' \
+		"$BE_PORT" "$1" "$W/srv.key" "$C/ca.pem" >"$TMP/c4/server.conf"
+}
+conf4 "$TMP/c4/a.pem"
+start_tunnel_server "$TMP/srv4.log" --config "$TMP/c4/server.conf" --watch-interval 1h \
+	--drain-timeout 100ms
+conf4 "$TMP/c4/b.pem"
+kill -HUP "$SRV_REAL"
+wait_for_line "$TMP/srv4.log" '"event":"reload".*"trigger":"SIGHUP"' 20 ||
+	_lib_die "no SIGHUP reload: $(cat -- "$TMP/srv4.log")"
+NEW=$(new_chain "$TMP/c4/b.next")
+mv -f -- "$TMP/c4/b.next" "$TMP/c4/b.pem"
+p=()
+wait_reload "$TMP/srv4.log" 30 || p+=("no reload within 30 s of replacing the chain --config names now")
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+verdict "after SIGHUP, the chain file the new --config names is watched" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv4.log" || true)"
+stop_bg "$SRV_PID"
+
+echo "# 5. the chain removed, then (a moment later) written anew at the same path"
+mkdir -p "$TMP/c5"
+cp -- "$C/server-chain.pem" "$TMP/c5/chain.pem"
+start_tunnel_server "$TMP/srv5.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/c5/chain.pem" \
+	--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 1h \
+	--drain-timeout 100ms
+NEW=$(new_chain "$TMP/c5/next.pem")
+rm -f -- "$TMP/c5/chain.pem"
+sleep 1.5 # longer than the settle time: the reload without the file fails (the old stays)
+cp -- "$TMP/c5/next.pem" "$TMP/c5/chain.pem"
+p=()
+n=0
+while [ "$(log_count "$TMP/srv5.log" reload '"trigger":"file_change"')" -lt 1 ] && [ "$n" -lt 300 ]; do
+	sleep 0.1
+	n=$((n + 1))
+done
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+kill -0 "$SRV_PID" 2>/dev/null || p+=("the server exited")
+verdict "a chain removed, then written anew at its path, is loaded (the server kept serving)" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv5.log" || true)"
 stop_bg "$SRV_PID"
 
 finish

@@ -313,6 +313,162 @@ static void test_late_name(void **state)
 	metrics_free(&m);
 }
 
+/* A connection that began before a new list was published (its plan holds the old one)
+ * reports a failure afterwards: the address is down in the list new connections take, not
+ * only in the old one nobody reads again (a target that times out would be tried first by
+ * every connection while each new list forgot it failed). And its later success brings it
+ * back up there. */
+static void test_stale_plan(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"fake.test:8443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p, q, s;
+	struct resolver_entry *e;
+
+	(void)state;
+	atomic_store(&fake_answers, 2);
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, fake_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	/* p: a slow connection to ::1, begun on the first list */
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET6);
+	/* q: another one, whose failure on 127.0.0.1 asks for a resolution */
+	assert_int_equal(resolver_plan(r, &q, err, sizeof(err)), 0);
+	assert_int_equal(resolver_plan_next(&q)->addr.sa.ss_family, AF_INET6);
+	assert_int_equal(resolver_plan_next(&q)->addr.sa.ss_family, AF_INET);
+	resolver_plan_failed(r, &q, "Connection refused");
+	resolver_plan_done(r, &q);
+	old_list = p.list;
+	assert_true(wait_plan(r, &s, newer)); /* the new list is published */
+	resolver_plan_done(r, &s);
+	/* p's try times out now */
+	resolver_plan_failed(r, &p, "connect timed out");
+	assert_int_equal(resolver_plan(r, &s, err, sizeof(err)), 0);
+	assert_ptr_not_equal(s.list, p.list);
+	for (unsigned i = 0; i < s.n; i++) {
+		e = resolver_plan_next(&s);
+		if (!e->health.down)
+			fail_msg("address %u (family %d) is up in the new list", i,
+				 e->addr.sa.ss_family);
+	}
+	resolver_plan_done(r, &s);
+	assert_int_equal(atomic_load(&m.targets[0].up), 0);
+	/* and p's next try, 127.0.0.1, connects: up in the new list */
+	e = resolver_plan_next(&p);
+	assert_int_equal(e->addr.sa.ss_family, AF_INET);
+	resolver_plan_ok(r, &p);
+	resolver_plan_done(r, &p);
+	assert_int_equal(atomic_load(&m.targets[0].up), 1);
+	assert_int_equal(resolver_plan(r, &s, err, sizeof(err)), 0);
+	for (unsigned i = 0; i < s.n; i++) {
+		e = resolver_plan_next(&s);
+		assert_int_equal(e->health.down, e->addr.sa.ss_family == AF_INET6);
+	}
+	resolver_plan_done(r, &s);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
+/* "many.test" resolves to 200 addresses (127.1.0.0 to 127.1.0.199), as a name of a large pool
+ * may */
+static int many_lookup(const char *host, const char *port, const struct addrinfo *hints,
+		       struct addrinfo **res)
+{
+	(void)hints;
+	*res = NULL;
+	if (strcmp(host, "many.test") != 0)
+		return EAI_NONAME;
+	for (int i = 199; i >= 0; i--) {
+		struct addrinfo *ai = fake_node(AF_INET, port);
+
+		((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr =
+			htonl(0x7f010000u + (unsigned)i);
+		ai->ai_next = *res;
+		*res = ai;
+	}
+	return 0;
+}
+
+/* A name with hundreds of addresses is bounded, and does not take the places of the other
+ * targets: the second --server (the fallback) keeps its address in the list. */
+static void test_many_addresses(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"many.test:8443", "127.0.0.1:9"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p;
+
+	(void)state;
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 2, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, many_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	assert_true(atomic_load(&m.targets[0].addresses) >= 1);
+	assert_true(atomic_load(&m.targets[0].addresses) < RESOLVER_ADDRS_MAX);
+	assert_int_equal(atomic_load(&m.targets[1].addresses), 1);
+	assert_int_equal(atomic_load(&m.targets[1].up), 1);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_true(p.n <= RESOLVER_PLAN_MAX);
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+}
+
+/* A name that resolved, then fails to (a DNS blip): the next list keeps its last addresses,
+ * with their health, rather than refusing every client until the name resolves again. */
+static void test_name_fails_later(void **state)
+{
+	static struct metrics m;
+	const char *targets[] = {"fake.test:8443"};
+	char err[300];
+	struct resolver *r;
+	struct resolver_plan p, q;
+	bool published = false;
+
+	(void)state;
+	atomic_store(&fake_answers, 2);
+	metrics_init(&m, "connector");
+	r = resolver_new(targets, 1, "server", 3600000, &m, err, sizeof(err));
+	assert_non_null(r);
+	resolver_set_lookup(r, fake_lookup, fake_release);
+	assert_int_equal(resolver_start(r), 0);
+	assert_int_equal(resolver_plan(r, &p, err, sizeof(err)), 0);
+	assert_int_equal(p.n, 2);
+	atomic_store(&fake_answers, 0); /* the name server stops answering */
+	resolver_plan_next(&p);
+	resolver_plan_failed(r, &p, "Connection refused"); /* asks for a resolution */
+	/* p holds the old list: the next list published is surely another */
+	for (int i = 0; i < 400 && !published; i++) {
+		if (resolver_plan(r, &q, err, sizeof(err)) != 0)
+			fail_msg("no plan after the name stopped resolving: %s", err);
+		published = q.list != p.list;
+		if (published) {
+			assert_int_equal(q.n, 2);
+			assert_true(resolver_plan_next(&q)->health.down); /* ::1, as it was */
+			assert_false(resolver_plan_next(&q)->health.down);
+		}
+		resolver_plan_done(r, &q);
+		if (!published)
+			usleep(50000);
+	}
+	assert_true(published);
+	assert_true(atomic_load(&m.targets[0].resolve_failures) >= 1);
+	assert_int_equal(atomic_load(&m.targets[0].addresses), 2);
+	resolver_plan_done(r, &p);
+	resolver_free(r);
+	metrics_free(&m);
+	atomic_store(&fake_answers, 2);
+}
+
 static void test_malformed(void **state)
 {
 	const char *bad[] = {"127.0.0.1:99999", ":443",	 "127.0.0.1:0", "127.0.0.1", "[::1:443",
@@ -337,9 +493,11 @@ static void test_malformed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_backoff),	  cmocka_unit_test(test_order),
-		cmocka_unit_test(test_plan),	  cmocka_unit_test(test_unresolvable),
-		cmocka_unit_test(test_late_name), cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_backoff),	       cmocka_unit_test(test_order),
+		cmocka_unit_test(test_plan),	       cmocka_unit_test(test_unresolvable),
+		cmocka_unit_test(test_late_name),      cmocka_unit_test(test_stale_plan),
+		cmocka_unit_test(test_many_addresses), cmocka_unit_test(test_name_fails_later),
+		cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
