@@ -950,6 +950,13 @@ static void watch_start(struct main_state *ms, struct ev_loop *loop)
 		}
 	}
 	ms->watching = true;
+	/* libev compares stat data in whole seconds: a file rewritten in place at the same size
+	 * within the second ev_stat_start took its first look goes unseen. A look of our own
+	 * (nanoseconds) a settle period later catches it, as libev's manual advises. */
+	if (!ev_is_active(&ms->watch)) {
+		ms->watch.repeat = WATCH_SETTLE + WATCH_SLACK;
+		ev_timer_again(loop, &ms->watch);
+	}
 }
 
 /* A look at the files: a settled change is loaded; a change still settling (re)arms the

@@ -172,4 +172,41 @@ verdict "a chain removed, then written anew at its path, is loaded (the server k
 	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv5.log" || true)"
 stop_bg "$SRV_PID"
 
+echo "# 6. rewritten in place at the same size within the second the watchers started"
+# libev compares stat data in whole seconds: such a change is invisible to ev_stat, and only
+# a look of the daemon's own (nanoseconds) after it starts finds it (seen as a rotation right
+# after start missed under ASan in a CI rehearsal: test_tunnel_secrets).
+mkdir -p "$TMP/c6"
+new_chain "$TMP/c6/first.pem" >/dev/null
+size=$(stat -c %s "$TMP/c6/first.pem")
+NEW=
+for _ in $(seq 1 40); do
+	NEW=$(new_chain "$TMP/c6/next.pem")
+	[ "$(stat -c %s "$TMP/c6/next.pem")" = "$size" ] && break
+	NEW=
+done
+[ -n "$NEW" ] || _lib_die "(setup) no new chain of the same size in 40 tries"
+same_second=0
+for try in 1 2 3; do
+	cp -- "$TMP/c6/first.pem" "$TMP/c6/chain.pem"
+	# start at the beginning of a second, rewrite 0.3 s after "listening": one second
+	while [ "$((10#$(date +%N) / 100000000))" -ne 0 ]; do sleep 0.01; done
+	s0=$(date +%s)
+	start_tunnel_server "$TMP/srv6.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/c6/chain.pem" \
+		--key "$W/srv.key" --ca "$C/ca.pem" --allow-any-identity --watch-interval 1h \
+		--drain-timeout 100ms
+	sleep 0.3
+	cat -- "$TMP/c6/next.pem" >"$TMP/c6/chain.pem"
+	[ "$(date +%s)" = "$s0" ] && same_second=1 && break
+	stop_bg "$SRV_PID" # the start took the rest of the second: again
+done
+p=()
+wait_reload "$TMP/srv6.log" 30 || p+=("no reload within 30 s of the rewrite (--watch-interval 1h)")
+s=$(served "$SRV_PORT")
+[ "$s" = "$NEW" ] || p+=("the server presents '$s', expected the new $NEW")
+[ "$same_second" = 1 ] || printf 'note  the start never fitted in one second (3 tries): case 6 proves less\n'
+verdict "a same-size rewrite in the second the watchers started is loaded" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -F '"event":"reload' "$TMP/srv6.log" || true)"
+stop_bg "$SRV_PID"
+
 finish

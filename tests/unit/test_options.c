@@ -90,7 +90,10 @@ static const struct {
 	{"duration", "timeout 30s\n", {.timeout = 30000}},
 	{"a comment line that quotes", "# allow-uri 'x\nca /a", {.ca = "/a"}},
 	/* editors that save "UTF-8 with BOM" (Notepad): the mark is not part of the first key */
-	{"UTF-8 byte order mark first", "\xef\xbb\xbf" "ca /a\r\n", {.ca = "/a"}},
+	{"UTF-8 byte order mark first",
+	 "\xef\xbb\xbf"
+	 "ca /a\r\n",
+	 {.ca = "/a"}},
 };
 
 static void test_good(void **state)
@@ -169,8 +172,14 @@ static const struct {
 	{"control byte", "ca /a\n\n\x1b[31m\n", 3, "control byte 0x1b"},
 	{"CR alone", "ca /a\rname b\n", 1, "control byte 0x0d"},
 	/* U+009B (CSI in UTF-8): an error quoting the text must not steer the terminal */
-	{"C1 control", "ca /a\nname x\xc2\x9b" "31m\n", 2, "control character U+009B"},
-	{"a byte order mark only first", "ca /a\n\xef\xbb\xbf" "name b\n", 2, "unknown key"},
+	{"C1 control",
+	 "ca /a\nname x\xc2\x9b"
+	 "31m\n",
+	 2, "control character U+009B"},
+	{"a byte order mark only first",
+	 "ca /a\n\xef\xbb\xbf"
+	 "name b\n",
+	 2, "unknown key"},
 };
 
 static void test_bad(void **state)
