@@ -54,7 +54,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(host[0] != '\0' && strlen(host) < sizeof(host));
 	check(port[0] != '\0' && strspn(port, "0123456789") == strlen(port));
 	check(strtol(port, NULL, 10) >= 0 && strtol(port, NULL, 10) <= 65535);
-	snprintf(back, sizeof(back), strchr(host, ':') != NULL ? "[%s]:%s" : "%s:%s", host, port);
+	/* written back in the form that means it: brackets for an IPv6 literal, and for a host
+	 * named "unix" ("unix:2" is the unix socket "2"; "[unix]:2" the host, port 2) */
+	snprintf(back, sizeof(back),
+		 strchr(host, ':') != NULL || strcmp(host, "unix") == 0 ? "[%s]:%s" : "%s:%s", host,
+		 port);
 	check(address_split(back, host2, sizeof(host2), port2, sizeof(port2), &is_unix2, err,
 			    sizeof(err)) == 0);
 	check(!is_unix2 && strcmp(host, host2) == 0 && strcmp(port, port2) == 0);
