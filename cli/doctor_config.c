@@ -210,35 +210,27 @@ static void check_load(const struct tunnel_options *o, struct doctor_report *r)
 static void check_load_as(const struct tunnel_options *o, const struct ids *ids,
 			  struct doctor_report *r)
 {
-	struct passwd *pw = ids != NULL && ids->uid != 0 ? getpwnam(ids->name) : NULL;
-	gid_t egid = getegid(), groups[256];
-	int ngroups;
+	struct credentials_ids saved;
+	char err[300], why[300];
 
-	if (geteuid() != 0 || pw == NULL) {
+	if (geteuid() != 0 || ids == NULL || ids->uid == 0) {
 		check_load(o, r);
 		return;
 	}
-	ngroups = getgroups(256, groups);
-	if (ngroups < 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 || setegid(pw->pw_gid) != 0 ||
-	    seteuid(pw->pw_uid) != 0) {
-		int e = errno;
-
-		if (seteuid(0) != 0 || setegid(egid) != 0 ||
-		    (ngroups >= 0 && setgroups((size_t)ngroups, groups) != 0)) {
-			doctor_report_add(r, DOCTOR_FAIL, "load", NULL,
-					  "cannot take back root's ids: %s", strerror(errno));
+	if (credentials_become_user(ids->name, &saved, why, sizeof(why)) != 0) {
+		if (credentials_become_root(&saved, err, sizeof(err)) != 0) {
+			doctor_report_add(r, DOCTOR_FAIL, "load", NULL, "%s", err);
 			exit(2);
 		}
 		doctor_report_add(r, DOCTOR_WARN, "load", NULL,
 				  "cannot load as user %s (%s): loaded as root instead", ids->name,
-				  strerror(e));
+				  why);
 		check_load(o, r);
 		return;
 	}
 	check_load(o, r);
-	if (seteuid(0) != 0 || setegid(egid) != 0 || setgroups((size_t)ngroups, groups) != 0) {
-		doctor_report_add(r, DOCTOR_FAIL, "load", NULL, "cannot take back root's ids: %s",
-				  strerror(errno));
+	if (credentials_become_root(&saved, err, sizeof(err)) != 0) {
+		doctor_report_add(r, DOCTOR_FAIL, "load", NULL, "%s", err);
 		exit(2);
 	}
 }

@@ -493,3 +493,35 @@ out:
 	ERR_clear_error();
 	return rc;
 }
+
+int credentials_become_user(const char *user, struct credentials_ids *saved, char *err, size_t len)
+{
+	struct passwd *pw;
+
+	/* saved first: after a failure, credentials_become_root() takes back what changed */
+	saved->egid = getegid();
+	saved->ngroups = getgroups(256, saved->groups);
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		snprintf(err, len, "--user %s: no such user", user);
+		return -1;
+	}
+	if (saved->ngroups < 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
+	    setegid(pw->pw_gid) != 0 || seteuid(pw->pw_uid) != 0) {
+		snprintf(err, len, "--user %s: cannot become that user: %s%s", user,
+			 strerror(errno),
+			 geteuid() != 0 ? " (only root can change user; start as root)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+int credentials_become_root(const struct credentials_ids *saved, char *err, size_t len)
+{
+	if (seteuid(0) != 0 || setegid(saved->egid) != 0 ||
+	    (saved->ngroups >= 0 && setgroups((size_t)saved->ngroups, saved->groups) != 0)) {
+		snprintf(err, len, "cannot take back root's ids: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}

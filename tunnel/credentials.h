@@ -70,4 +70,18 @@ int credentials_status(const struct tunnel_options *o, const char *const *crl_ur
  * changes. Returns how many were put in out. */
 size_t credentials_files(const struct tunnel_options *o, const char **out, size_t max);
 
+/* root's effective group and groups, kept while the files are read as another user */
+struct credentials_ids {
+	gid_t egid;
+	gid_t groups[256];
+	int ngroups;
+};
+
+/* Take the effective ids and groups of user, keeping root's as the saved ids: for reading
+ * files as the user the daemon runs as (the daemon before it binds, mtls doctor --config).
+ * 0, or -1 with the message. */
+int credentials_become_user(const char *user, struct credentials_ids *saved, char *err, size_t len);
+/* Back to root's ids from saved. 0, or -1 with the message. */
+int credentials_become_root(const struct credentials_ids *saved, char *err, size_t len);
+
 #endif

@@ -1397,42 +1397,20 @@ static void no_core_dumps(void)
 	setrlimit(RLIMIT_CORE, &none);
 }
 
-struct saved_ids {
-	gid_t egid;
-	gid_t groups[256];
-	int ngroups;
-};
-
-/* Take the effective ids and groups of user, keeping root's as the saved ids: for reading
- * files as the user before the listeners are bound. */
-static int become_user(const char *user, struct saved_ids *saved, char *err, size_t len)
+/* credentials_become_user()/_root(), and no core dumps after each change of ids (the kernel
+ * makes the process dumpable again when its ids change) */
+static int become_user(const char *user, struct credentials_ids *saved, char *err, size_t len)
 {
-	struct passwd *pw = getpwnam(user);
-
-	if (pw == NULL) {
-		snprintf(err, len, "--user %s: no such user", user);
+	if (credentials_become_user(user, saved, err, len) != 0)
 		return -1;
-	}
-	saved->egid = getegid();
-	saved->ngroups = getgroups(256, saved->groups);
-	if (saved->ngroups < 0 || initgroups(pw->pw_name, pw->pw_gid) != 0 ||
-	    setegid(pw->pw_gid) != 0 || seteuid(pw->pw_uid) != 0) {
-		snprintf(err, len, "--user %s: cannot become that user: %s%s", user,
-			 strerror(errno),
-			 geteuid() != 0 ? " (only root can change user; start as root)" : "");
-		return -1;
-	}
 	no_core_dumps();
 	return 0;
 }
 
-static int become_root(const struct saved_ids *saved, char *err, size_t len)
+static int become_root(const struct credentials_ids *saved, char *err, size_t len)
 {
-	if (seteuid(0) != 0 || setegid(saved->egid) != 0 ||
-	    setgroups((size_t)saved->ngroups, saved->groups) != 0) {
-		snprintf(err, len, "cannot take back root's ids: %s", strerror(errno));
+	if (credentials_become_root(saved, err, len) != 0)
 		return -1;
-	}
 	no_core_dumps();
 	return 0;
 }
@@ -1517,7 +1495,7 @@ static int load_credentials(struct main_state *ms, char *err, size_t len)
 {
 	struct daemon *d = ms->d;
 	const struct tunnel_options *o = d->o;
-	struct saved_ids saved;
+	struct credentials_ids saved;
 	struct mtls_config *cfg = NULL;
 	int rc = -1;
 
