@@ -411,10 +411,15 @@ start_tunnel_connector "$W/c-late.log" --cert "$W/late-chain.pem" --key "$W/late
 	--ca "$D/root.pem" --server-name localhost --watch-interval 0 \
 	--server "127.0.0.1:$PORT_soft_fail"
 p=()
+# the responder is held stopped until the connection is in: on a busy machine its answer
+# could otherwise come before the handshake ends, and the client be refused instead
+SERVE_CHILD=$(pgrep -P "$SERVE_PID") || _lib_die "no mtls ca serve under $SERVE_PID"
+kill -STOP "$SERVE_CHILD"
 exec 5<>"/dev/tcp/127.0.0.1/$CON_PORT"
 printf 'late\n' >&5
 wait_log "$W/soft-fail.log" conn_open "$TD/ns/dev/sa/late" ||
 	p+=("the revoked client was not let in (soft-fail, no answer yet)")
+kill -CONT "$SERVE_CHILD"
 # its line may come back or not: the answer may close the connection first; then EOF
 rc=0
 while :; do
