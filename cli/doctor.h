@@ -25,7 +25,7 @@ enum doctor_severity { DOCTOR_OK, DOCTOR_WARN, DOCTOR_FAIL };
 
 struct doctor_finding {
 	enum doctor_severity severity;
-	char topic[32];
+	char topic[80]; /* "[section] topic" for a config file's tunnel */
 	char text[1024];
 	char fix[1024];
 };
@@ -36,6 +36,7 @@ struct doctor_report {
 	size_t n;
 	size_t fails, warns;
 	bool oom;
+	const char *scope; /* a config file's [section] the findings are about, or NULL */
 };
 
 /* Add a finding; fix may be NULL (no fix: an ok, or a warning without a remedy). */

@@ -486,40 +486,16 @@ static void check_mode(const struct tunnel_options *o, struct doctor_report *r)
 				  "rules let in are forwarded");
 }
 
-int doctor_config_run(const char *path, const char *user, time_t now, struct doctor_report *r,
-		      char *err, size_t err_len)
+/* Every check of one tunnel's options o (mtls role), as the daemon would run them. */
+static void check_tunnel(struct tunnel_options *o, const char *user, time_t now,
+			 struct doctor_report *r)
 {
-	struct tunnel_options o;
-	struct options_state st = {0};
 	struct doctor_local l = {0};
 	struct ids ids;
 	bool have_ids = false;
-	const char *role = "server";
-	char e1[600], e2[600];
 
-	if (access(path, F_OK) != 0) {
-		snprintf(err, err_len, "--config %s: %s", path, strerror(errno));
-		return -1;
-	}
-	/* a server's config, else a connector's (only it has the key "server") */
-	if (tunnel_cmd_parse_config(TUNNEL_SERVER, path, &o, &st, e1, sizeof(e1)) != 0) {
-		options_free(&st);
-		memset(&st, 0, sizeof(st));
-		role = "connector";
-		if (tunnel_cmd_parse_config(TUNNEL_CONNECTOR, path, &o, &st, e2, sizeof(e2)) != 0) {
-			/* a connector's config (it has the key "server") with a mistake */
-			bool conn = strstr(e1, "unknown key 'server'") != NULL;
-
-			doctor_report_add(r, DOCTOR_FAIL, "config", "correct that line",
-					  "mtls %s would not start: %s",
-					  conn ? "connector" : "server", conn ? e2 : e1);
-			options_free(&st);
-			return 0;
-		}
-	}
-	doctor_report_add(r, DOCTOR_OK, "config", NULL, "%s: a config of mtls %s", path, role);
 	if (user == NULL)
-		user = o.user;
+		user = o->user;
 	if (user == NULL) {
 		struct passwd *pw = getpwuid(geteuid());
 
@@ -531,33 +507,86 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 	} else {
 		doctor_report_add(r, DOCTOR_OK, "user", NULL, "the daemon runs as %s (uid %u)",
 				  user, (unsigned)ids.uid);
-		check_files(&o, &ids, r);
+		check_files(o, &ids, r);
 		have_ids = true;
 	}
-	if (o.ca == NULL || o.cert == NULL || o.key == NULL)
+	if (o->ca == NULL || o->cert == NULL || o->key == NULL)
 		doctor_report_add(r, DOCTOR_FAIL, "config", "add the missing keys to the config",
 				  "the daemon needs ca, cert and key (missing:%s%s%s)",
-				  o.ca == NULL ? " ca" : "", o.cert == NULL ? " cert" : "",
-				  o.key == NULL ? " key" : "");
-	l.cert_path = o.cert;
+				  o->ca == NULL ? " ca" : "", o->cert == NULL ? " cert" : "",
+				  o->key == NULL ? " key" : "");
+	l.cert_path = o->cert;
 	l.key_mode_elsewhere = true; /* the load below judges it, as the daemon's user */
-	l.key_path = o.key;
-	l.ca_path = o.ca;
+	l.key_path = o->key;
+	l.ca_path = o->ca;
 	doctor_local_check(
-		&l, o.role == TUNNEL_SERVER ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT,
+		&l, o->role == TUNNEL_SERVER ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT,
 		now, r);
-	if (o.role == TUNNEL_CONNECTOR && l.chain != NULL && l.cas != NULL &&
+	if (o->role == TUNNEL_CONNECTOR && l.chain != NULL && l.cas != NULL &&
 	    !doctor_local_chains_to(l.chain, l.cas, X509_PURPOSE_SSL_CLIENT))
 		doctor_report_add(r, DOCTOR_WARN, "cert-chain", NULL,
 				  "%s does not lead to a CA of %s: fine if the server trusts "
 				  "another CA (check with mtls doctor --server)",
-				  o.cert, o.ca);
-	check_renewal(&o, now, r);
-	check_crls(&o, &l, now, r);
-	check_rules(&o, r);
-	check_mode(&o, r);
-	check_load_as(&o, have_ids ? &ids : NULL, r);
+				  o->cert, o->ca);
+	check_renewal(o, now, r);
+	check_crls(o, &l, now, r);
+	check_rules(o, r);
+	check_mode(o, r);
+	check_load_as(o, have_ids ? &ids : NULL, r);
 	doctor_local_free(&l);
+}
+
+int doctor_config_run(const char *path, const char *user, time_t now, struct doctor_report *r,
+		      char *err, size_t err_len)
+{
+	struct tunnel_options o;
+	struct options_state st = {0};
+	enum tunnel_role role = TUNNEL_SERVER;
+	char e1[600], e2[600];
+
+	if (access(path, F_OK) != 0) {
+		snprintf(err, err_len, "--config %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* a server's config, else a connector's (only it has the key "server") */
+	if (tunnel_cmd_parse_config(TUNNEL_SERVER, path, &o, &st, e1, sizeof(e1)) != 0) {
+		options_free(&st);
+		memset(&st, 0, sizeof(st));
+		role = TUNNEL_CONNECTOR;
+		if (tunnel_cmd_parse_config(TUNNEL_CONNECTOR, path, &o, &st, e2, sizeof(e2)) != 0) {
+			/* a connector's config (it has the key "server") with a mistake */
+			bool conn = strstr(e1, "unknown key 'server'") != NULL;
+
+			doctor_report_add(r, DOCTOR_FAIL, "config", "correct that line",
+					  "mtls %s would not start: %s",
+					  conn ? "connector" : "server", conn ? e2 : e1);
+			options_free(&st);
+			return 0;
+		}
+	}
+	if (st.nsections == 0) {
+		doctor_report_add(r, DOCTOR_OK, "config", NULL, "%s: a config of mtls %s", path,
+				  role == TUNNEL_SERVER ? "server" : "connector");
+		check_tunnel(&o, user, now, r);
+		options_free(&st);
+		return 0;
+	}
+	doctor_report_add(r, DOCTOR_OK, "config", NULL,
+			  "%s: a config of mtls %s with %zu tunnels ([sections]), each checked "
+			  "below",
+			  path, role == TUNNEL_SERVER ? "server" : "connector", st.nsections);
+	for (size_t i = 0; i < st.nsections; i++) {
+		struct options_state one = {.section = st.sections[i]};
+
+		r->scope = st.sections[i];
+		if (tunnel_cmd_parse_config(role, path, &o, &one, e1, sizeof(e1)) != 0)
+			doctor_report_add(r, DOCTOR_FAIL, "config", "correct that line",
+					  "this tunnel would not start: %s", e1);
+		else
+			check_tunnel(&o, user, now, r);
+		options_free(&one);
+	}
+	r->scope = NULL;
 	options_free(&st);
 	return 0;
 }

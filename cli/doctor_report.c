@@ -31,7 +31,10 @@ void doctor_report_add(struct doctor_report *r, enum doctor_severity sev, const 
 	f = &r->v[r->n++];
 	memset(f, 0, sizeof(*f));
 	f->severity = sev;
-	snprintf(f->topic, sizeof(f->topic), "%s", topic);
+	if (r->scope != NULL)
+		snprintf(f->topic, sizeof(f->topic), "[%.32s] %s", r->scope, topic);
+	else
+		snprintf(f->topic, sizeof(f->topic), "%s", topic);
 	va_start(ap, fmt);
 	vsnprintf(f->text, sizeof(f->text), fmt, ap);
 	va_end(ap);

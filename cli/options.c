@@ -196,21 +196,31 @@ static bool line_rest_empty(const char *p)
  * in place, by the grammar in options.h. *key is NULL for a blank or comment line; *value is
  * NULL for a key given without a value. -1 with what is wrong and what to write in why.
  */
-static int split_line(char *line, char **key, size_t *keylen, char **value, char *why,
-		      size_t why_len)
+static int split_line(char *line, char **key, size_t *keylen, char **value, char **section,
+		      char *why, size_t why_len)
 {
 	char *p = line + strspn(line, " \t");
 	char *v;
 
 	*key = NULL;
 	*value = NULL;
+	*section = NULL;
 	if (*p == '\0' || *p == '#')
 		return 0;
-	if (*p == '[')
-		return fail(why, why_len,
-			    "sections ([name]) are for several tunnels in one process, not "
-			    "supported yet; give one tunnel's keys per file, without a [section] "
-			    "line");
+	if (*p == '[') {
+		size_t n = strspn(p + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+					 "0123456789._-");
+
+		if (n == 0 || n > OPTIONS_SECTION_NAME_MAX || p[1 + n] != ']' || p[1] == '.' ||
+		    p[1] == '_' || p[1] == '-' || !line_rest_empty(p + 2 + n))
+			return fail(why, why_len,
+				    "a section name is 1 to %d letters, digits, '.', '_' or '-' "
+				    "(starting with a letter or digit), in brackets: [db]",
+				    OPTIONS_SECTION_NAME_MAX);
+		p[1 + n] = '\0';
+		*section = p + 1;
+		return 0;
+	}
 	*key = p;
 	*keylen = strcspn(p, " \t=");
 	p += *keylen;
@@ -300,12 +310,49 @@ static int split_line(char *line, char **key, size_t *keylen, char **value, char
 	return 0;
 }
 
+static bool process_wide(const struct options_state *st, const char *name)
+{
+	for (const char *const *k = st->process_wide; k != NULL && *k != NULL; k++)
+		if (strcmp(*k, name) == 0)
+			return true;
+	return false;
+}
+
+/* A "[name]" line at where (line lineno): a new section, noted in st. */
+static int section_start(struct options_state *st, const char *name, const char *where, int lineno,
+			 char *err, size_t err_len)
+{
+	if (!st->sections_allowed)
+		return fail(err, err_len,
+			    "%s: sections ([name]) are for several tunnels in one process (mtls "
+			    "server, mtls connector); this command reads no [section] line",
+			    where);
+	for (size_t i = 0; i < st->nsections; i++)
+		if (strcmp(st->sections[i], name) == 0)
+			return fail(err, err_len,
+				    "%s: section [%s] given again (first on line %d); name each "
+				    "tunnel once",
+				    where, name, st->section_lines[i]);
+	if (st->nsections == OPTIONS_SECTIONS_MAX)
+		return fail(err, err_len, "%s: more than %d sections; run several processes", where,
+			    OPTIONS_SECTIONS_MAX);
+	st->section_lines[st->nsections] = lineno;
+	st->sections[st->nsections++] = name;
+	if (st->section != NULL && strcmp(st->section, name) == 0)
+		st->section_found = true;
+	return 0;
+}
+
 int options_parse_text(const struct opt *table, void *target, char *text, size_t len,
 		       const char *origin, struct options_state *st, char *err, size_t err_len)
 {
 	char *line = text;
 	size_t nopts = 0;
-	int *first_line = NULL; /* the line each single-valued option was first given on */
+	/* the line each single-valued option was first given on (in the defaults, then in the
+	 * section at hand), and which list options the wanted section has emptied */
+	int *first_line = NULL;
+	bool *replaced = NULL;
+	const char *in = NULL; /* the section at hand; NULL: the defaults before any */
 	int lineno = 0, rc = -1;
 
 	/* a UTF-8 byte order mark, which some editors put first (Notepad's "UTF-8", "UTF-8
@@ -320,15 +367,20 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 	while (table[nopts].name != NULL)
 		nopts++;
 	first_line = calloc(nopts + 1, sizeof(*first_line));
-	if (first_line == NULL)
+	replaced = calloc(nopts + 1, sizeof(*replaced));
+	if (first_line == NULL || replaced == NULL) {
+		free(first_line);
+		free(replaced);
 		return fail(err, err_len, "out of memory");
+	}
 
 	while (line != NULL && *line != '\0') {
 		char *next = strchr(line, '\n');
 		char where[300], why[300];
-		char *key, *value;
+		char *key, *value, *section;
 		size_t keylen = 0, linelen;
 		const struct opt *o;
+		bool wanted;
 
 		if (next != NULL)
 			*next++ = '\0';
@@ -337,11 +389,18 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 		if (linelen > 0 && line[linelen - 1] == '\r')
 			line[linelen - 1] = '\0';
 		snprintf(where, sizeof(where), "%s:%d", origin, lineno);
-		if (split_line(line, &key, &keylen, &value, why, sizeof(why)) != 0) {
+		if (split_line(line, &key, &keylen, &value, &section, why, sizeof(why)) != 0) {
 			fail(err, err_len, "%s: %s", where, why);
 			goto out;
 		}
 		line = next;
+		if (section != NULL) {
+			if (section_start(st, section, where, lineno, err, err_len) != 0)
+				goto out;
+			in = section;
+			memset(first_line, 0, (nopts + 1) * sizeof(*first_line));
+			continue;
+		}
 		if (key == NULL)
 			continue;
 		o = find(table, key, keylen);
@@ -351,6 +410,21 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 			goto out;
 		}
 		key[keylen] = '\0';
+		if (in != NULL && process_wide(st, o->name)) {
+			fail(err, err_len,
+			     "%s: %s applies to the whole process; set it before the first "
+			     "[section]",
+			     where, o->name);
+			goto out;
+		}
+		wanted = in == NULL || (st->section != NULL && strcmp(in, st->section) == 0);
+		if (!wanted) /* another section's line: its own pass applies and checks it */
+			continue;
+		if (o->type == OPT_LIST && in != NULL && !replaced[o - table]) {
+			/* the section's list replaces the defaults' */
+			((struct opt_list *)(void *)((char *)target + o->offset))->n = 0;
+			replaced[o - table] = true;
+		}
 		if (o->type != OPT_LIST) {
 			size_t i = (size_t)(o - table);
 
@@ -374,6 +448,7 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 	rc = 0;
 out:
 	free(first_line);
+	free(replaced);
 	return rc;
 }
 

@@ -21,7 +21,14 @@
  *     twice in one file is refused (naming both lines): one file, one value, no guessing
  *     whether the first or the last wins. Command-line flags given after --config override
  *     the file's value.
- *   - "[name]" section lines are reserved for several tunnels in one process and refused.
+ *   - "[name]" starts a section: several tunnels in one process (mtls server and mtls
+ *     connector only; other commands refuse it). A name is 1 to OPTIONS_SECTION_NAME_MAX
+ *     letters, digits, '.', '_' or '-', starting with a letter or digit; a comment may
+ *     follow the ']'. A name given twice is refused. The keys before the first section are
+ *     every section's defaults; a section's key replaces its default, a list key's lines
+ *     in a section replace the default list as a whole. The keys a command names process-
+ *     wide (state->process_wide) are refused in a section. A key twice in one section is
+ *     refused as above.
  *   - The key "config" (a file naming another) is refused; so are unknown keys, NUL and
  *     control bytes other than tab (and CR before a newline), and C1 controls (U+0080 to
  *     U+009F). A UTF-8 byte order mark at the very start is skipped.
@@ -72,7 +79,23 @@ struct opt {
  * *help. "--version" prints the version line (options_version) and exits 0, in every command.
  * Returns 0, or -1 with a one-line message in err. Config file texts stay allocated (strings point
  * into them) until options_free(). */
+#define OPTIONS_SECTIONS_MAX	 64
+#define OPTIONS_SECTION_NAME_MAX 32
+
 struct options_state {
+	/* in: config-file sections. sections_allowed: whether "[name]" lines may appear;
+	 * section: the one whose keys are applied (with the defaults before the first
+	 * section), NULL for none (the keys before the first section only); process_wide: the
+	 * NULL-terminated keys refused in a section. */
+	bool sections_allowed;
+	const char *section;
+	const char *const *process_wide;
+	/* out: the names of the sections met, in order (pointing into texts); whether
+	 * section was one of them */
+	const char *sections[OPTIONS_SECTIONS_MAX];
+	int section_lines[OPTIONS_SECTIONS_MAX];
+	size_t nsections;
+	bool section_found;
 	struct opt_list positional;
 	int help;
 	char **texts;

@@ -271,6 +271,7 @@ static void roff_config_section(FILE *f, const struct options_doc_page *pg)
 	if (pg != NULL && pg->config != NULL)
 		roff_text(f, pg->config);
 	roff_text(f, options_doc_grammar);
+	roff_text(f, options_doc_sections);
 	fputs(".PP\ndocs/config.md lists the keys of every command.\n", f);
 }
 
@@ -440,6 +441,7 @@ static void config_md(FILE *f, const struct doc *d)
 	      "## Grammar\n\n",
 	      f);
 	md_text(f, options_doc_grammar);
+	md_text(f, options_doc_sections);
 	fputs("A DURATION is a whole number and a unit: 500ms, 30s, 10m, 2h, 1d (a bare 0 is "
 	      "0). A flag is given alone (true) or with true/false. The defaults below are those "
 	      "the help text names; an option without one is off or unset.\n\n",

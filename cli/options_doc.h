@@ -30,5 +30,7 @@ extern const char options_doc_overview_after[];
 /* The grammar of config files, the start of docs/config.md and of every CONFIGURATION
  * section (Markdown-free plain text as above). */
 extern const char options_doc_grammar[];
+/* The grammar's part on [sections] (several tunnels in one process), printed after it. */
+extern const char options_doc_sections[];
 
 #endif /* MTLS_CLI_OPTIONS_DOC_H */

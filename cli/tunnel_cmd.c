@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "duration.h"
+#include "log.h"
 #include "options.h"
 #include "tunnel.h"
 #include "tunnel_cmd.h"
@@ -201,14 +202,78 @@ struct cmdline {
 	char **argv;
 };
 
-/* Parse argc/argv into p (its strings point into p->st). 0, 1 for --help, or -1 with err. */
-static int parse(const struct cmdline *cl, struct parsed *p, char *err, size_t len)
+/* One tunnel of the command line: a config file's [section], or (name NULL) the only one.
+ * For SIGHUP, which parses its options again: the sections running, to tell one added to the
+ * file (first only: one warning for the process). */
+struct section {
+	const struct cmdline *cl;
+	const char *name;
+	const char *const *running;
+	size_t nrunning;
+	bool first;
+};
+
+/* Keys of the process, not of one tunnel: given before the first [section] only. */
+static const char *const process_wide[] = {"log-file", "log-format", "log-level", "user", NULL};
+
+/* Sections in the file that do not run: a restart's (told once, by the first tunnel). */
+static void tell_added(const struct section *sec, const struct options_state *st)
 {
+	char added[400] = "";
+	size_t used = 0;
+
+	for (size_t i = 0; i < st->nsections; i++) {
+		bool runs = false;
+
+		for (size_t j = 0; j < sec->nrunning; j++)
+			runs |= strcmp(st->sections[i], sec->running[j]) == 0;
+		if (!runs && used < sizeof(added)) {
+			int k = snprintf(added + used, sizeof(added) - used, "%s[%s]",
+					 used > 0 ? " " : "", st->sections[i]);
+
+			used += k > 0 ? (size_t)k : 0;
+		}
+	}
+	if (used == 0)
+		return;
+	log_tag_set(NULL);
+	LOG(LOG_WARN, "restart_needed", LS("sections", added),
+	    LS("message", "sections were added to the config file; they start at a restart (the "
+			  "running tunnels reload as usual)"));
+	log_tag_set(sec->name);
+}
+
+/* Parse argc/argv into p (its strings point into p->st): the options of section sec->name,
+ * or with name NULL those before any section (all of them without sections). 0, 1 for
+ * --help, or -1 with err. */
+static int parse(const struct section *sec, struct parsed *p, char *err, size_t len)
+{
+	const struct cmdline *cl = sec->cl;
+
 	tunnel_defaults(&p->o, cl->role);
+	p->st.sections_allowed = true;
+	p->st.section = sec->name;
+	p->st.process_wide = process_wide;
 	if (options_parse(cl->table, &p->o, cl->argc, cl->argv, &p->st, err, len) != 0)
 		return -1;
 	if (p->st.help)
 		return 1;
+	if (sec->first && sec->name != NULL)
+		tell_added(sec, &p->st);
+	if (sec->name != NULL && !p->st.section_found) {
+		snprintf(err, len,
+			 "section [%s] is no longer in the config file; restart the daemon to "
+			 "stop a tunnel (it keeps running as it was)",
+			 sec->name);
+		return -1;
+	}
+	if (sec->name == NULL && p->st.nsections > 0 && sec->nrunning > 0) {
+		/* the only tunnel: a file that has sections now is a restart's */
+		snprintf(err, len,
+			 "the config file has [sections] now; restart the daemon to run them (it "
+			 "keeps running as it was)");
+		return -1;
+	}
 	p->o.max_connections_given = options_given(&p->st, "max-connections");
 	if (p->o.max_connection_lifetime != NULL &&
 	    duration_parse(p->o.max_connection_lifetime, "--max-connection-lifetime", 1000,
@@ -233,17 +298,19 @@ static void reparse_free(void *handle)
 
 static void *reparse(void *arg, struct tunnel_options **out, char *err, size_t len)
 {
+	const struct section *sec = arg;
 	struct parsed *p = calloc(1, sizeof(*p));
 
 	if (p == NULL) {
 		snprintf(err, len, "out of memory");
 		return NULL;
 	}
-	if (parse(arg, p, err, len) != 0) {
+	if (parse(sec, p, err, len) != 0) {
 		options_free(&p->st);
 		free(p);
 		return NULL;
 	}
+
 	p->o.reparse = reparse;
 	p->o.reparse_arg = arg;
 	p->o.reparse_free = reparse_free;
@@ -251,16 +318,60 @@ static void *reparse(void *arg, struct tunnel_options **out, char *err, size_t l
 	return p;
 }
 
+/* The sections of p's config file, each a tunnel, in one process. */
+static int run_sections(const struct cmdline *cl, const struct parsed *p)
+{
+	const char *name = cl->role == TUNNEL_SERVER ? "server" : "connector";
+	size_t n = p->st.nsections;
+	struct parsed *each = calloc(n, sizeof(*each));
+	struct section *secs = calloc(n, sizeof(*secs));
+	const struct tunnel_options **opts = calloc(n, sizeof(*opts));
+	size_t done = 0;
+	char err[512];
+	int rc = 2;
+
+	if (each == NULL || secs == NULL || opts == NULL) {
+		fprintf(stderr, "mtls %s: out of memory\n", name);
+		goto out;
+	}
+	for (; done < n; done++) {
+		secs[done] = (struct section){.cl = cl,
+					      .name = p->st.sections[done],
+					      .running = p->st.sections,
+					      .nrunning = n,
+					      .first = done == 0};
+		if (parse(&secs[done], &each[done], err, sizeof(err)) != 0) {
+			fprintf(stderr, "mtls %s: %s\n", name, err);
+			done++;
+			goto out;
+		}
+		/* SIGHUP parses the command line and --config file again, for this section */
+		each[done].o.reparse = reparse;
+		each[done].o.reparse_arg = &secs[done];
+		each[done].o.reparse_free = reparse_free;
+		opts[done] = &each[done].o;
+	}
+	rc = tunnel_run_many(opts, p->st.sections, n);
+out:
+	for (size_t i = 0; each != NULL && i < done; i++)
+		options_free(&each[i].st);
+	free(each);
+	free(secs);
+	free(opts);
+	return rc;
+}
+
 static int run(enum tunnel_role role, const struct opt *table, const char *usage, const char *about,
 	       int argc, char **argv)
 {
 	struct cmdline cl = {.role = role, .table = table, .argc = argc, .argv = argv};
+	struct section only = {.cl = &cl};
 	struct parsed p = {0};
 	const char *name = role == TUNNEL_SERVER ? "server" : "connector";
 	char err[512];
 	int rc;
 
-	switch (parse(&cl, &p, err, sizeof(err))) {
+	switch (parse(&only, &p, err, sizeof(err))) {
 	case 0: break;
 	case 1:
 		options_help(stdout, usage, about, table);
@@ -271,9 +382,14 @@ static int run(enum tunnel_role role, const struct opt *table, const char *usage
 		rc = 2;
 		goto out;
 	}
+	if (p.st.nsections > 0) {
+		rc = run_sections(&cl, &p);
+		goto out;
+	}
 	/* SIGHUP parses the command line and --config file again */
+	only.nrunning = 1; /* a file with sections then is refused */
 	p.o.reparse = reparse;
-	p.o.reparse_arg = &cl;
+	p.o.reparse_arg = &only;
 	p.o.reparse_free = reparse_free;
 	rc = tunnel_run(&p.o);
 out:
@@ -310,6 +426,8 @@ int tunnel_cmd_parse_config(enum tunnel_role role, const char *path, struct tunn
 	char *argv[] = {(char *)(uintptr_t) "--config", (char *)(uintptr_t)path, NULL};
 
 	tunnel_defaults(o, role);
+	st->sections_allowed = true;
+	st->process_wide = process_wide;
 	return options_parse(role == TUNNEL_SERVER ? server_table : connector_table, o, 2, argv, st,
 			     err, len);
 }

@@ -12,7 +12,9 @@
 
 /* Parse the config file path into o exactly as 'mtls server --config path' (role
  * TUNNEL_SERVER) or 'mtls connector --config path' would (defaults first), starting
- * nothing. o's strings point into st (options_free() after). 0, or -1 with err. */
+ * nothing. o's strings point into st (options_free() after). 0, or -1 with err. With
+ * [sections]: st->section (set by the caller, NULL for none) is the one parsed, and
+ * st->sections lists them all. */
 int tunnel_cmd_parse_config(enum tunnel_role role, const char *path, struct tunnel_options *o,
 			    struct options_state *st, char *err, size_t len);
 

@@ -21,6 +21,11 @@ static void close_passed(int nfds)
 		close(SD_LISTEN_FDS_START + i);
 }
 
+bool service_listen_passed(void)
+{
+	return sd_listen_fds(0) > 0;
+}
+
 int service_listen_take(const char *const names[], int fds[], size_t n, char *err, size_t err_len)
 {
 	char **passed = NULL;

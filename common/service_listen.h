@@ -9,6 +9,7 @@
 #ifndef MTLS_COMMON_SERVICE_LISTEN_H
 #define MTLS_COMMON_SERVICE_LISTEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -18,6 +19,8 @@
  * 0 (none passed: every fds[i] is -1), the number taken, or -1 with a one-line message (a
  * socket nobody asked for, or not named as it should be: all of them closed). */
 int service_listen_take(const char *const names[], int fds[], size_t n, char *err, size_t err_len);
+/* Whether systemd passed sockets to this process (nothing taken, the environment kept). */
+bool service_listen_passed(void);
 /* Is fd a listening stream socket on the address sa (as the daemon would have bound it)? A
  * unix address compares by path; a wildcard address (0.0.0.0, ::) by port only (systemd's
  * ListenStream=PORT listens on [::] for both families); any other by address and port. A

@@ -57,8 +57,21 @@ struct file_sig {
 	bool exists;
 };
 
+struct tunnel;
+
+/* The tunnels of one process (the sections of its config file) share the main loop: each
+ * drains on SIGTERM, and the loop ends when the last one is done. */
+struct stop_group {
+	struct tunnel *tunnels;
+	size_t n;
+	size_t running; /* tunnels not done draining */
+	struct ev_loop *loop;
+};
+
 struct main_state {
 	struct daemon *d;
+	struct stop_group *group;
+	bool primary; /* the first tunnel: it speaks to systemd and reopens the log file */
 	const struct credentials_secret *pass; /* --key-passphrase-env's, or NULL */
 	const char *files[WATCH_MAX];
 	struct file_sig sigs[WATCH_MAX];    /* as last loaded (or tried) */
@@ -126,6 +139,17 @@ struct main_state {
 	char listening[300];	/* "listening on ADDRESS → TARGET" */
 	char last_reload[SERVICE_NOTIFY_STATUS_MAX];
 	char status_sent[1024]; /* sent as at most SERVICE_NOTIFY_STATUS_MAX bytes */
+};
+
+/* One tunnel of the process (a config file's [section], or the only one). */
+struct tunnel {
+	struct tunnel_options eff; /* --max-connections may be lowered to fit the descriptors */
+	struct daemon d;
+	struct main_state ms;
+	struct credentials_secret *pass; /* --key-passphrase-env's, owned if own_pass */
+	bool own_pass;
+	int metrics_fd;
+	int passed[2]; /* socket activation: listen, metrics */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -480,17 +504,26 @@ static int target_check(void *arg, char *err, size_t len)
 static void notify_status_text(struct main_state *ms, char *out, size_t len)
 {
 	struct daemon *d = ms->d;
-	long long n = atomic_load(&d->active);
+	const struct stop_group *g = ms->group;
+	long long n = 0;
+	char what[sizeof(ms->listening) + 80];
 
+	for (size_t i = 0; i < g->n; i++)
+		n += atomic_load(&g->tunnels[i].d.active);
+	if (g->n > 1) /* the first tunnel's reloads: systemd hears of its reloads only */
+		snprintf(what, sizeof(what), "%zu tunnels, [%.32s] %s", g->n, d->name,
+			 ms->listening);
+	else
+		snprintf(what, sizeof(what), "%s", ms->listening);
 	snprintf(out, len, "%s%s; %lld connection%s%s%s",
-		 atomic_load(&d->phase) != 0 ? "draining, was " : "", ms->listening, n,
-		 n == 1 ? "" : "s", ms->last_reload[0] != '\0' ? "; " : "", ms->last_reload);
+		 atomic_load(&d->phase) != 0 ? "draining, was " : "", what, n, n == 1 ? "" : "s",
+		 ms->last_reload[0] != '\0' ? "; " : "", ms->last_reload);
 }
 
 /* RELOADING=1, once per reload (SIGHUP sends it before the options are parsed again). */
 static void notify_reload_begin(struct main_state *ms)
 {
-	if (ms->reloading)
+	if (ms->reloading || !ms->primary)
 		return;
 	ms->reloading = true;
 	service_notify_reloading();
@@ -511,6 +544,8 @@ static void notify_reload_end(struct main_state *ms, const char *trigger, bool o
 		snprintf(ms->last_reload, sizeof(ms->last_reload),
 			 "last reload (%s) at %s FAILED, the previous configuration stays: %s",
 			 trigger, when, message);
+	if (!ms->primary)
+		return;
 	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
 	ms->reloading = false;
 	service_notify_ready(ms->status_sent);
@@ -788,6 +823,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	notify_reload_begin(ms);
 	if (reparse(ms) != 0)
 		return;
@@ -800,6 +836,7 @@ static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int events)
 	(void)loop;
 	(void)w;
 	(void)events;
+	log_tag_set(NULL); /* the process's */
 	log_reopen();
 }
 
@@ -811,6 +848,7 @@ static void on_crl_fetched(struct ev_loop *loop, ev_async *w, int events)
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (atomic_load(&ms->d->phase) != 0)
 		return;
 	reload_now(ms, "crl_fetch");
@@ -825,6 +863,7 @@ static void on_renewed(struct ev_loop *loop, ev_async *w, int events)
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (atomic_load(&ms->d->phase) != 0)
 		return;
 	reload_now(ms, renewer_trigger(ms->renewer));
@@ -839,6 +878,7 @@ static void on_ocsp_recheck(struct ev_loop *loop, ev_async *w, int events)
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (atomic_load(&ms->d->phase) != 0)
 		return;
 	LOG(LOG_INFO, "recheck", LS("trigger", "ocsp"));
@@ -985,6 +1025,7 @@ static void watch_look(struct main_state *ms, struct ev_loop *loop)
 static void on_stat(struct ev_loop *loop, ev_stat *w, int events)
 {
 	(void)events;
+	log_tag_set(((struct main_state *)w->data)->d->name);
 	if (atomic_load(&((struct main_state *)w->data)->d->phase) == 0)
 		watch_look(w->data, loop);
 }
@@ -996,6 +1037,7 @@ static void on_watch(struct ev_loop *loop, ev_timer *w, int events)
 		(struct main_state *)((char *)w - offsetof(struct main_state, watch));
 
 	(void)events;
+	log_tag_set(ms->d->name);
 	watch_look(ms, loop);
 }
 
@@ -1010,6 +1052,7 @@ static void on_trim(struct ev_loop *loop, ev_timer *w, int events)
 		(struct main_state *)((char *)w - offsetof(struct main_state, trim));
 
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (!atomic_load(&ms->d->trim_wanted) || ev_now(loop) - ms->trimmed_at < TRIM_EVERY)
 		return;
 	atomic_store(&ms->d->trim_wanted, false);
@@ -1025,7 +1068,19 @@ static void on_health(struct ev_loop *loop, ev_timer *w, int events)
 		(struct main_state *)((char *)w - offsetof(struct main_state, health));
 
 	(void)events;
+	log_tag_set(ms->d->name);
 	check_crls(ms, ev_now(loop), false);
+}
+
+/* Stuck workers in every tunnel of the process. */
+static int group_stuck_workers(const struct stop_group *g)
+{
+	long long now = metrics_beat_clock();
+	int stuck = 0;
+
+	for (size_t i = 0; i < g->n; i++)
+		stuck += metrics_stuck_workers(&g->tunnels[i].d.metrics, now);
+	return stuck;
 }
 
 /* systemd's watchdog: WATCHDOG=1 only while the main loop runs (this is its timer) and no
@@ -1035,10 +1090,11 @@ static void on_watchdog(struct ev_loop *loop, ev_timer *w, int events)
 {
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, watchdog));
-	int stuck = metrics_stuck_workers(&ms->d->metrics, metrics_beat_clock());
+	int stuck = group_stuck_workers(ms->group);
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (stuck == 0) {
 		if (ms->watchdog_withheld)
 			LOG(LOG_INFO, "watchdog_resumed",
@@ -1064,6 +1120,7 @@ static void on_status_timer(struct ev_loop *loop, ev_timer *w, int events)
 
 	(void)loop;
 	(void)events;
+	log_tag_set(ms->d->name);
 	notify_status_text(ms, now, sizeof(now));
 	if (strcmp(now, ms->status_sent) == 0)
 		return;
@@ -1073,12 +1130,10 @@ static void on_status_timer(struct ev_loop *loop, ev_timer *w, int events)
 
 /* Serving: READY=1 with the STATUS= line, and the watchdog and status timers (only under a
  * service manager: NOTIFY_SOCKET). */
-static void notify_ready(struct main_state *ms, struct ev_loop *loop, const char *address)
+static void notify_ready(struct main_state *ms, struct ev_loop *loop)
 {
 	double every = service_notify_watchdog_every();
 
-	snprintf(ms->listening, sizeof(ms->listening), "listening on %.120s → %.150s", address,
-		 resolver_describe(ms->d->resolver));
 	if (!service_notify_enabled())
 		return;
 	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
@@ -1107,12 +1162,15 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int events)
 	long long left = atomic_load(&d->active);
 
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (left > 0 && ev_now(loop) < ms->drain_deadline)
 		return;
 	LOG(left > 0 ? LOG_WARN : LOG_INFO, "stopped", LN("connections_cut", left));
 	atomic_store(&d->phase, 2);
 	wake_all(d);
-	ev_break(loop, EVBREAK_ALL);
+	ev_timer_stop(loop, &ms->drain);
+	if (--ms->group->running == 0) /* the last tunnel done */
+		ev_break(loop, EVBREAK_ALL);
 }
 
 static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
@@ -1124,6 +1182,7 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	struct daemon *d = ms->d;
 
 	(void)events;
+	log_tag_set(ms->d->name);
 	if (atomic_load(&d->phase) != 0)
 		return;
 	atomic_store(&d->phase, 1);
@@ -1131,8 +1190,10 @@ static void on_stop(struct ev_loop *loop, ev_signal *w, int events)
 	LOG(LOG_INFO, "draining", LS("signal", w->signum == SIGTERM ? "SIGTERM" : "SIGINT"),
 	    LN("connections", atomic_load(&d->active)), LN("timeout_ms", d->o->drain_timeout_ms));
 	wake_all(d);
-	notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
-	service_notify_stopping(ms->status_sent);
+	if (ms->primary) {
+		notify_status_text(ms, ms->status_sent, sizeof(ms->status_sent));
+		service_notify_stopping(ms->status_sent);
+	}
 	watch_stop(ms, loop);
 	ev_timer_stop(loop, &ms->health);
 	ms->drain_deadline = ev_now(loop) + (ev_tstamp)d->o->drain_timeout_ms / 1000.0;
@@ -1689,9 +1750,10 @@ static long long fd_limit(void)
 	return rl.rlim_cur > (rlim_t)INT32_MAX ? INT32_MAX : (long long)rl.rlim_cur;
 }
 
-static int fit_connections(struct tunnel_options *o, char *err, size_t len)
+/* fds: the descriptors this tunnel may count on (its part of the limit) */
+static int fit_connections(struct tunnel_options *o, long long fds, char *err, size_t len)
 {
-	long long fds = fd_limit(), reserve, fit, want;
+	long long reserve, fit, want;
 
 	if (fds == INT32_MAX) /* no limit, or one past counting */
 		return 0;
@@ -1835,144 +1897,414 @@ static int setup_crl_url(struct main_state *ms, struct tunnel_options *o, char *
 	return 0;
 }
 
-int tunnel_run(const struct tunnel_options *given)
+static void fail_in(const struct tunnel *t, const char *msg)
 {
-	/* the options in effect: --max-connections may be lowered to fit the descriptors */
-	struct tunnel_options eff = *given;
-	const struct tunnel_options *o = &eff;
-	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
-	struct daemon d = {.o = o};
-	struct main_state ms = {.d = &d, .live = o};
-	struct ev_loop *loop = NULL;
-	struct credentials_secret *pass = NULL;
-	enum log_format lf;
-	enum log_level ll;
-	sigset_t block, old;
-	char err[800], addr[300];
-	int metrics_fd = -1, rc = 2;
-	int passed[2] = {-1, -1}; /* socket activation: listen, metrics */
+	const char *role = t->eff.role == TUNNEL_SERVER ? "server" : "connector";
+	char line[1000];
 
-	no_core_dumps();
-	if (log_format_parse(o->log_format, &lf) != 0 || log_level_parse(o->log_level, &ll) != 0) {
-		fail(role, "--log-format is json or logfmt; --log-level is debug, info, warn or "
-			   "error");
-		return 2;
+	if (t->d.name == NULL) {
+		fail(role, msg);
+		return;
 	}
-	if (log_setup(lf, ll, o->log_file) != 0) {
-		snprintf(err, sizeof(err), "cannot open --log-file %s: %s", o->log_file,
-			 strerror(errno));
-		fail(role, err);
-		return 2;
-	}
-	metrics_init(&d.metrics, role);
-	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
-	if (o->key_passphrase_env != NULL &&
-	    (pass = credentials_secret_take_env(o->key_passphrase_env, err, sizeof(err))) == NULL) {
-		fail(role, err);
-		goto out;
-	}
-	ms.pass = pass;
+	snprintf(line, sizeof(line), "[%s] %s", t->d.name, msg);
+	fail(role, line);
+}
+
+/* Everything a tunnel needs before the privileges are dropped: the whole configuration
+ * checked, the files read, the threads that need no loop started, the sockets bound (the
+ * tunnel's own, then its metrics). fds: the descriptors this tunnel may count on. 0, or the
+ * exit status (2: configuration, 1: a failure at start), the reason on stderr. */
+static int prepare(struct tunnel *t, long long fds)
+{
+	struct tunnel_options *o = &t->eff;
+	struct daemon *d = &t->d;
+	struct main_state *ms = &t->ms;
+	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
+	char err[800], addr[300];
+
+	log_tag_set(d->name);
+	metrics_init(&d->metrics, role);
+	d->metrics.tunnel = d->name;
+	ms->pass = t->pass;
 	/* the whole configuration first: nothing below opens a socket before it passed */
-	if (check(&d, err, sizeof(err)) != 0 || setup_crl_url(&ms, &eff, err, sizeof(err)) != 0) {
-		fail(role, err);
-		goto out;
-	}
-	d.metrics.crl_configured = o->crl.n > 0;
-	d.metrics.crl_fetching = ms.ncrlfetch > 0;
+	if (check(d, err, sizeof(err)) != 0 || setup_crl_url(ms, o, err, sizeof(err)) != 0)
+		goto config;
+	d->metrics.crl_configured = o->crl.n > 0;
+	d->metrics.crl_fetching = ms->ncrlfetch > 0;
 	/* the watcher's baseline is taken before the files are read: a file replaced in
 	 * between is then seen as a change and loaded, not taken for what is in service */
-	ms.nfiles = credentials_files(o, ms.files, WATCH_MAX);
-	sign_files(&ms, ms.sigs);
+	ms->nfiles = credentials_files(o, ms->files, WATCH_MAX);
+	sign_files(ms, ms->sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
-	if (load_credentials(&ms, err, sizeof(err)) != 0 ||
-	    fit_connections(&eff, err, sizeof(err)) != 0) {
-		fail(role, err);
-		goto out;
-	}
+	if (load_credentials(ms, err, sizeof(err)) != 0 ||
+	    fit_connections(o, fds, err, sizeof(err)) != 0)
+		goto config;
 	if (o->ca_url != NULL) {
 		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
 
 		if (o->ca_refresh != NULL &&
 		    duration_parse(o->ca_refresh, "--ca-refresh", 1000, 86400000, &every_ms, err,
-				   sizeof(err)) != 0) {
-			fail(role, err);
-			goto out;
-		}
-		ms.renewer = renewer_new(o->ca_url, o->cert, o->key, o->ca, o->renew_key_type,
-					 ms.roots_writable ? every_ms / 1000 : 0, &d.metrics, err,
-					 sizeof(err));
-		if (ms.renewer == NULL) {
-			fail(role, err);
-			goto out;
-		}
+				   sizeof(err)) != 0)
+			goto config;
+		ms->renewer = renewer_new(o->ca_url, o->cert, o->key, o->ca, o->renew_key_type,
+					  ms->roots_writable ? every_ms / 1000 : 0, &d->metrics,
+					  err, sizeof(err));
+		if (ms->renewer == NULL)
+			goto config;
 		/* a renewed certificate's staple is fetched before it is swapped in */
 		if (o->role == TUNNEL_SERVER &&
-		    renewer_set_staple(ms.renewer, d.endpoint, o->ocsp_url) != 0) {
-			fail(role, "out of memory");
-			goto out;
+		    renewer_set_staple(ms->renewer, d->endpoint, o->ocsp_url) != 0) {
+			snprintf(err, sizeof(err), "out of memory");
+			goto config;
 		}
-		renewer_loaded(ms.renewer, mtls_endpoint_cert_not_after(d.endpoint));
+		renewer_loaded(ms->renewer, mtls_endpoint_cert_not_after(d->endpoint));
 	}
-	rc = 1;
 	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
 	 * own; it sleeps while there is none */
-	if ((ms.ocspfetch = ocspfetch_new(d.endpoint, &d.metrics, err, sizeof(err))) == NULL) {
-		fail(role, err);
-		goto out;
+	if ((ms->ocspfetch = ocspfetch_new(d->endpoint, &d->metrics, err, sizeof(err))) == NULL)
+		goto failed;
+	d->metrics.endpoint = d->endpoint;
+	update_expiry(d);
+	if (metrics_identities_init(&d->metrics, (size_t)o->metrics_identities) != 0) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto failed;
 	}
-	d.metrics.endpoint = d.endpoint;
-	update_expiry(&d);
-	if (metrics_identities_init(&d.metrics, (size_t)o->metrics_identities) != 0) {
-		fail(role, "out of memory");
-		goto out;
+	apply_mode(ms);
+	ms->started = time(NULL);
+	publish_status(ms, "start", true, NULL);
+	if (resolver_start(d->resolver) != 0) {
+		snprintf(err, sizeof(err), "cannot start the resolver thread");
+		goto failed;
 	}
-	apply_mode(&ms);
-	ms.started = time(NULL);
-	publish_status(&ms, "start", true, NULL);
-	if (resolver_start(d.resolver) != 0) {
-		fail(role, "cannot start the resolver thread");
-		goto out;
+	d->metrics.target_check = target_check;
+	d->metrics.target_arg = d;
+	d->nworkers = (int)o->workers;
+	d->metrics.nworkers = d->nworkers;
+	d->workers = calloc((size_t)d->nworkers, sizeof(*d->workers));
+	if (d->workers == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto failed;
 	}
-	d.metrics.target_check = target_check;
-	d.metrics.target_arg = &d;
-	d.nworkers = (int)o->workers;
-	d.metrics.nworkers = d.nworkers;
-	d.workers = calloc((size_t)d.nworkers, sizeof(*d.workers));
-	if (d.workers == NULL) {
-		fail(role, "out of memory");
-		goto out;
-	}
-	if (take_passed(&d, passed, err, sizeof(err)) != 0 ||
-	    bind_workers(&d, passed[0], err, sizeof(err)) != 0) {
-		fail(role, err);
-		goto out;
-	}
-	if (passed[0] >= 0) {
-		address_local(passed[0], addr, sizeof(addr));
+	if (take_passed(d, t->passed, err, sizeof(err)) != 0 ||
+	    bind_workers(d, t->passed[0], err, sizeof(err)) != 0)
+		goto failed;
+	if (t->passed[0] >= 0) {
+		address_local(t->passed[0], addr, sizeof(addr));
 		LOG(LOG_INFO, "socket_activation", LS("address", addr),
-		    LS("metrics", passed[1] >= 0 ? "passed" : "bound"), LN("workers", d.nworkers),
+		    LS("metrics", t->passed[1] >= 0 ? "passed" : "bound"),
+		    LN("workers", d->nworkers),
 		    LS("message", "listening on the socket systemd passed; the workers share it "
 				  "(no SO_REUSEPORT balancing)"));
 	}
 	if (o->metrics != NULL) {
-		if ((metrics_fd = passed[1]) < 0 &&
-		    (metrics_fd = address_listen(&d.metrics_addr, ADDRESS_SHARE_NONE,
-						 LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0) {
-			fail(role, err);
-			goto out;
-		}
-		address_local(metrics_fd, addr, sizeof(addr));
-		ms.http =
-			metrics_http_start(metrics_fd, &d.metrics, metrics_connections(fd_limit()));
-		if (ms.http == NULL) {
-			close(metrics_fd);
-			fail(role, "cannot start the metrics HTTP server");
-			goto out;
+		if ((t->metrics_fd = t->passed[1]) < 0 &&
+		    (t->metrics_fd = address_listen(&d->metrics_addr, ADDRESS_SHARE_NONE,
+						    LISTEN_MODE_DEFAULT, err, sizeof(err))) < 0)
+			goto failed;
+		address_local(t->metrics_fd, addr, sizeof(addr));
+		ms->http = metrics_http_start(t->metrics_fd, &d->metrics, metrics_connections(fds));
+		if (ms->http == NULL) {
+			close(t->metrics_fd);
+			snprintf(err, sizeof(err), "cannot start the metrics HTTP server");
+			goto failed;
 		}
 		LOG(LOG_INFO, "metrics_listening", LS("address", addr));
 	}
-	if (o->user != NULL && drop_privileges(o->user, err, sizeof(err)) != 0) {
+	return 0;
+config:
+	fail_in(t, err);
+	return 2;
+failed:
+	fail_in(t, err);
+	return 1;
+}
+
+/* The tunnel's workers, with every signal the main loop takes blocked (the caller's mask). 0,
+ * or -1 (logged on stderr). */
+static int start_workers(struct tunnel *t)
+{
+	struct daemon *d = &t->d;
+	const char *role = t->eff.role == TUNNEL_SERVER ? "server" : "connector";
+	char addr[300];
+
+	log_tag_set(d->name);
+	for (int i = 0; i < d->nworkers; i++)
+		if (worker_start(&d->workers[i]) != 0) {
+			fail_in(t, "cannot start worker threads");
+			return -1;
+		}
+	address_local(d->workers[0].listen_fd, addr, sizeof(addr));
+	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr),
+	    LS("target", resolver_describe(d->resolver)), LN("workers", d->nworkers),
+	    LN("pid", getpid()));
+	snprintf(t->ms.listening, sizeof(t->ms.listening), "listening on %.120s → %.150s", addr,
+		 resolver_describe(d->resolver));
+	return 0;
+}
+
+/* The tunnel's part of the main loop: its signals (each tunnel drains and reloads itself),
+ * the file watcher, CRL, renewal and OCSP threads, and its timers. */
+static void start_main(struct tunnel *t, struct ev_loop *loop)
+{
+	struct main_state *ms = &t->ms;
+	const struct tunnel_options *o = &t->eff;
+
+	log_tag_set(t->d.name);
+	ev_signal_init(&ms->sighup, on_sighup, SIGHUP);
+	ev_signal_init(&ms->sigterm, on_stop, SIGTERM);
+	ev_signal_init(&ms->sigint, on_stop, SIGINT);
+	ev_signal_start(loop, &ms->sighup);
+	ev_signal_start(loop, &ms->sigterm);
+	ev_signal_start(loop, &ms->sigint);
+	if (ms->primary) { /* the log file is the process's: reopened once */
+		ev_signal_init(&ms->sigusr1, on_sigusr1, SIGUSR1);
+		ev_signal_start(loop, &ms->sigusr1);
+	}
+	ev_timer_init(&ms->watch, on_watch, 0.0, 0.0);
+	watch_start(ms, loop);
+	if (ms->watching) /* a change since the baseline (before the files were read) */
+		watch_look(ms, loop);
+	check_crls(ms, ev_now(loop), true);
+	if (ms->ncrlfetch > 0) {
+		ev_async_init(&ms->crl_fetched, on_crl_fetched);
+		ev_async_start(loop, &ms->crl_fetched);
+	}
+	for (size_t i = 0; i < ms->ncrlfetch; i++)
+		if (crlfetch_start(ms->crlfetch[i], loop, &ms->crl_fetched) != 0)
+			LOG(LOG_ERROR, "crl_fetch_failed", LS("file", o->crl_cache.v[i]),
+			    LS("reason", "cannot start the fetch thread"),
+			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
+	if (ms->renewer != NULL) {
+		ev_async_init(&ms->renewed, on_renewed);
+		ev_async_start(loop, &ms->renewed);
+		if (renewer_start(ms->renewer, loop, &ms->renewed) != 0)
+			LOG(LOG_ERROR, "renewal_failed",
+			    LS("reason", "cannot start the renewal thread"),
+			    LS("action", "the certificate is not renewed; restart the daemon"));
+	}
+	ev_async_init(&ms->ocsp_recheck, on_ocsp_recheck);
+	ev_async_start(loop, &ms->ocsp_recheck);
+	if (ocspfetch_start(ms->ocspfetch, loop, &ms->ocsp_recheck) != 0)
+		LOG(LOG_ERROR, "ocsp_fetch_failed", LS("reason", "cannot start the OCSP thread"),
+		    LS("action", "no OCSP answers are fetched; restart the daemon"));
+	ev_timer_init(&ms->trim, on_trim, 1.0, 1.0);
+	ev_timer_start(loop, &ms->trim);
+	ev_timer_init(&ms->health, on_health, HEALTH_EVERY, HEALTH_EVERY);
+	ev_timer_start(loop, &ms->health);
+}
+
+/* The workers stopped (phase 2 and woken), then joined. */
+static void join_workers(struct tunnel *t)
+{
+	struct daemon *d = &t->d;
+
+	for (int i = 0; d->workers != NULL && i < d->nworkers; i++)
+		if (d->workers[i].loop != NULL) {
+			pthread_join(d->workers[i].thread, NULL);
+			ev_loop_destroy(d->workers[i].loop);
+			d->workers[i].loop = NULL;
+		}
+}
+
+static void stop_workers(struct tunnel *t)
+{
+	atomic_store(&t->d.phase, 2);
+	wake_all(&t->d);
+	join_workers(t);
+}
+
+/* What prepare() and start_main() made, in the order it can go: the threads that may wake the
+ * loop first. */
+static void tunnel_free(struct tunnel *t, struct ev_loop *loop)
+{
+	struct main_state *ms = &t->ms;
+	struct daemon *d = &t->d;
+
+	log_tag_set(d->name);
+	for (size_t i = 0; i < ms->ncrlfetch; i++)
+		crlfetch_free(ms->crlfetch[i]); /* its thread may still wake the loop: first */
+	renewer_free(ms->renewer);
+	ocspfetch_free(ms->ocspfetch); /* likewise; after the workers, whose handshakes notify it */
+	metrics_http_stop(ms->http);
+	if (loop != NULL)
+		watch_stop(ms, loop);
+	for (int i = 0; d->workers != NULL && i < d->nworkers; i++)
+		if (d->workers[i].own_listen_fd && d->workers[i].listen_fd >= 0)
+			close(d->workers[i].listen_fd);
+	/* only a socket this daemon made: not one of a daemon that refused this one, nor
+	 * systemd's */
+	if (d->listen.is_unix && d->workers != NULL && d->workers[0].own_listen_fd &&
+	    t->passed[0] < 0)
+		unlink(((struct sockaddr_un *)&d->listen.sa)->sun_path);
+	free(d->workers);
+	resolver_free(d->resolver); /* after the workers: their connections held its lists */
+	mtls_free(d->endpoint);
+	json_decref(ms->creds);
+	metrics_free(&d->metrics);
+	live_free(ms);
+	log_tag_set(NULL);
+}
+
+/* An address with port 0 (any port the kernel picks): two of them are not one address. */
+static bool any_port(const char *address)
+{
+	size_t n = strlen(address);
+
+	return strncmp(address, "unix:", 5) != 0 && n >= 2 && strcmp(address + n - 2, ":0") == 0;
+}
+
+/* Whether lists a and b share a value; *which is set to it. */
+static bool lists_share(const struct tunnel_list *a, const struct tunnel_list *b,
+			const char **which)
+{
+	for (size_t i = 0; i < a->n; i++)
+		for (size_t k = 0; k < b->n; k++)
+			if (strcmp(a->v[i], b->v[k]) == 0) {
+				*which = a->v[i];
+				return true;
+			}
+	return false;
+}
+
+/* Two tunnels of one process on one address (other than port 0) would split its
+ * connections, or the second fail to bind; two renewing one certificate (--ca-url) or
+ * fetching into one --crl-cache would each write the other's files: refused with both
+ * names. */
+static int check_distinct(const struct tunnel *t, size_t n, char *err, size_t len)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++) {
+			const struct tunnel_options *a = &t[i].eff, *b = &t[j].eff;
+			const char *what = NULL, *addr = NULL;
+
+			if (a->ca_url != NULL && b->ca_url != NULL && a->cert != NULL &&
+			    b->cert != NULL && strcmp(a->cert, b->cert) == 0) {
+				snprintf(err, len,
+					 "sections [%s] and [%s] both renew %s (ca-url); give "
+					 "ca-url "
+					 "to one of them: the other loads the renewed file when it "
+					 "changes",
+					 t[i].d.name, t[j].d.name, a->cert);
+				return -1;
+			}
+			if (lists_share(&a->crl_cache, &b->crl_cache, &addr)) {
+				snprintf(
+					err, len,
+					"sections [%s] and [%s] both fetch into crl-cache %s; give "
+					"crl-url and crl-cache to one of them and crl %s to the "
+					"other",
+					t[i].d.name, t[j].d.name, addr, addr);
+				return -1;
+			}
+
+			if (a->listen != NULL && b->listen != NULL &&
+			    strcmp(a->listen, b->listen) == 0 && !any_port(a->listen))
+				what = "listen", addr = a->listen;
+			else if (a->metrics != NULL && b->metrics != NULL &&
+				 strcmp(a->metrics, b->metrics) == 0 && !any_port(a->metrics))
+				what = "serve metrics", addr = a->metrics;
+			if (what != NULL) {
+				snprintf(err, len,
+					 "sections [%s] and [%s] both %s on %s; give each its own "
+					 "address",
+					 t[i].d.name, t[j].d.name, what, addr);
+				return -1;
+			}
+		}
+	return 0;
+}
+
+int tunnel_run_many(const struct tunnel_options *const *given, const char *const *names, size_t n)
+{
+	const char *role = given[0]->role == TUNNEL_SERVER ? "server" : "connector";
+	struct tunnel *t = NULL;
+	struct ev_loop *loop = NULL;
+	struct stop_group group = {0};
+	enum log_format lf;
+	enum log_level ll;
+	sigset_t block, old;
+	char err[800];
+	long long fds;
+	size_t prepared = 0, started = 0;
+	int rc = 2;
+
+	no_core_dumps();
+	/* the process's own options: the same in every section (the config file refuses them
+	 * in one) */
+	if (log_format_parse(given[0]->log_format, &lf) != 0 ||
+	    log_level_parse(given[0]->log_level, &ll) != 0) {
+		fail(role, "--log-format is json or logfmt; --log-level is debug, info, warn or "
+			   "error");
+		return 2;
+	}
+	if (log_setup(lf, ll, given[0]->log_file) != 0) {
+		snprintf(err, sizeof(err), "cannot open --log-file %s: %s", given[0]->log_file,
+			 strerror(errno));
+		fail(role, err);
+		return 2;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	t = calloc(n, sizeof(*t));
+	if (t == NULL) {
+		fail(role, "out of memory");
+		goto out;
+	}
+	group.running = n;
+	for (size_t i = 0; i < n; i++) {
+		t[i].eff = *given[i];
+		t[i].d.o = &t[i].eff;
+		t[i].d.name = names != NULL ? names[i] : NULL;
+		t[i].ms.d = &t[i].d;
+		t[i].ms.live = &t[i].eff;
+		t[i].ms.group = &group;
+		t[i].ms.primary = i == 0;
+		t[i].metrics_fd = -1;
+		t[i].passed[0] = t[i].passed[1] = -1;
+	}
+	group.tunnels = t;
+	group.n = n;
+	if (n > 1 && check_distinct(t, n, err, sizeof(err)) != 0) {
+		fail(role, err);
+		goto out;
+	}
+	if (n > 1 && service_listen_passed()) {
+		fail(role, "systemd passed sockets (socket activation), which serve one tunnel; "
+			   "run a config file with [sections] without the .socket unit, or one "
+			   "unit per tunnel");
+		goto out;
+	}
+	/* a passphrase is taken from the environment once (which clears it there): tunnels
+	 * naming the same variable share it */
+	for (size_t i = 0; i < n; i++) {
+		const char *env = t[i].eff.key_passphrase_env;
+
+		if (env == NULL)
+			continue;
+		for (size_t j = 0; j < i && t[i].pass == NULL; j++)
+			if (t[j].eff.key_passphrase_env != NULL &&
+			    strcmp(t[j].eff.key_passphrase_env, env) == 0)
+				t[i].pass = t[j].pass;
+		if (t[i].pass != NULL)
+			continue;
+		if ((t[i].pass = credentials_secret_take_env(env, err, sizeof(err))) == NULL) {
+			fail_in(&t[i], err);
+			goto out;
+		}
+		t[i].own_pass = true;
+	}
+	/* the descriptors shared out: each tunnel fits its connections into its part */
+	fds = fd_limit();
+	if (fds != INT32_MAX)
+		fds /= (long long)n;
+	for (; prepared < n; prepared++)
+		if ((rc = prepare(&t[prepared], fds)) != 0) {
+			prepared++; /* freed below, as far as it came */
+			goto out;
+		}
+	log_tag_set(NULL);
+	rc = 1;
+	if (given[0]->user != NULL && drop_privileges(given[0]->user, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;
 	}
@@ -1984,97 +2316,40 @@ int tunnel_run(const struct tunnel_options *given)
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &block, &old);
-	for (int i = 0; i < d.nworkers; i++)
-		if (worker_start(&d.workers[i]) != 0) {
+	for (; started < n; started++)
+		if (start_workers(&t[started]) != 0) {
 			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			fail(role, "cannot start worker threads");
-			atomic_store(&d.phase, 2);
-			wake_all(&d);
+			started++;
 			goto join;
 		}
-
-	address_local(d.workers[0].listen_fd, addr, sizeof(addr));
-	LOG(LOG_INFO, "listening", LS("role", role), LS("address", addr),
-	    LS("target", resolver_describe(d.resolver)), LN("workers", d.nworkers),
-	    LN("pid", getpid()));
-
 	loop = ev_default_loop(EVFLAG_AUTO);
-	ev_signal_init(&ms.sighup, on_sighup, SIGHUP);
-	ev_signal_init(&ms.sigterm, on_stop, SIGTERM);
-	ev_signal_init(&ms.sigint, on_stop, SIGINT);
-	ev_signal_start(loop, &ms.sighup);
-	ev_signal_start(loop, &ms.sigterm);
-	ev_signal_start(loop, &ms.sigint);
-	ev_signal_init(&ms.sigusr1, on_sigusr1, SIGUSR1);
-	ev_signal_start(loop, &ms.sigusr1);
+	group.loop = loop;
+	for (size_t i = 0; i < n; i++)
+		start_main(&t[i], loop);
+	log_tag_set(NULL);
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	ev_timer_init(&ms.watch, on_watch, 0.0, 0.0);
-	watch_start(&ms, loop);
-	if (ms.watching) /* a change since the baseline (before the files were read) */
-		watch_look(&ms, loop);
-	check_crls(&ms, ev_now(loop), true);
-	if (ms.ncrlfetch > 0) {
-		ev_async_init(&ms.crl_fetched, on_crl_fetched);
-		ev_async_start(loop, &ms.crl_fetched);
-	}
-	for (size_t i = 0; i < ms.ncrlfetch; i++)
-		if (crlfetch_start(ms.crlfetch[i], loop, &ms.crl_fetched) != 0)
-			LOG(LOG_ERROR, "crl_fetch_failed", LS("file", o->crl_cache.v[i]),
-			    LS("reason", "cannot start the fetch thread"),
-			    LS("action", "the CRL in --crl-cache stays; restart the daemon"));
-	if (ms.renewer != NULL) {
-		ev_async_init(&ms.renewed, on_renewed);
-		ev_async_start(loop, &ms.renewed);
-		if (renewer_start(ms.renewer, loop, &ms.renewed) != 0)
-			LOG(LOG_ERROR, "renewal_failed",
-			    LS("reason", "cannot start the renewal thread"),
-			    LS("action", "the certificate is not renewed; restart the daemon"));
-	}
-	ev_async_init(&ms.ocsp_recheck, on_ocsp_recheck);
-	ev_async_start(loop, &ms.ocsp_recheck);
-	if (ocspfetch_start(ms.ocspfetch, loop, &ms.ocsp_recheck) != 0)
-		LOG(LOG_ERROR, "ocsp_fetch_failed", LS("reason", "cannot start the OCSP thread"),
-		    LS("action", "no OCSP answers are fetched; restart the daemon"));
-	ev_timer_init(&ms.trim, on_trim, 1.0, 1.0);
-	ev_timer_start(loop, &ms.trim);
-	ev_timer_init(&ms.health, on_health, HEALTH_EVERY, HEALTH_EVERY);
-	ev_timer_start(loop, &ms.health);
-	notify_ready(&ms, loop, addr);
+	notify_ready(&t[0].ms, loop);
 	ev_run(loop, 0);
 	rc = 0;
 join:
-	for (int i = 0; i < d.nworkers; i++)
-		if (d.workers[i].loop != NULL) {
-			pthread_join(d.workers[i].thread, NULL);
-			ev_loop_destroy(d.workers[i].loop);
-		}
+	for (size_t i = 0; i < started; i++)
+		stop_workers(&t[i]);
 out:
-	for (size_t i = 0; i < ms.ncrlfetch; i++)
-		crlfetch_free(
-			ms.crlfetch[i]); /* its thread may still wake the loop: stopped first */
-	renewer_free(ms.renewer);
-	ocspfetch_free(ms.ocspfetch); /* likewise; after the workers, whose handshakes notify it */
-	metrics_http_stop(ms.http);
-	if (loop != NULL) {
-		watch_stop(&ms, loop);
+	for (size_t i = 0; i < prepared; i++)
+		tunnel_free(&t[i], loop);
+	for (size_t i = 0; t != NULL && i < n; i++)
+		if (t[i].own_pass)
+			credentials_secret_free(t[i].pass);
+	if (loop != NULL)
 		ev_loop_destroy(loop);
-	}
-	for (int i = 0; d.workers != NULL && i < d.nworkers; i++)
-		if (d.workers[i].own_listen_fd && d.workers[i].listen_fd >= 0)
-			close(d.workers[i].listen_fd);
-	/* only a socket this daemon made: not one of a daemon that refused this one, nor
-	 * systemd's */
-	if (d.listen.is_unix && d.workers != NULL && d.workers[0].own_listen_fd && passed[0] < 0)
-		unlink(((struct sockaddr_un *)&d.listen.sa)->sun_path);
-	free(d.workers);
-	resolver_free(d.resolver); /* after the workers: their connections held its lists */
-	mtls_free(d.endpoint);
-	json_decref(ms.creds);
-	metrics_free(&d.metrics);
-	credentials_secret_free(pass);
-	live_free(&ms);
+	free(t);
 	log_flush(LOG_STOP_WAIT_MS);
 	return rc;
+}
+
+int tunnel_run(const struct tunnel_options *o)
+{
+	return tunnel_run_many(&o, NULL, 1);
 }

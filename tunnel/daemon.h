@@ -50,6 +50,7 @@ struct worker {
 
 struct daemon {
 	const struct tunnel_options *o;
+	const char *name; /* the config file's [section] of this tunnel; NULL: the only one */
 	struct address listen;
 	unsigned listen_mode;	   /* of a unix listen socket's file */
 	struct resolver *resolver; /* the targets (--target, --server) and their addresses */

@@ -323,6 +323,21 @@ static size_t logfmt_value(struct line *l, const char *s)
 	return (size_t)(p - (const unsigned char *)s);
 }
 
+/* The tunnel (config-file section) the calling thread works for; NULL: none (one tunnel per
+ * process, or the process itself). A name of letters, digits, '.', '_' and '-' that lives as
+ * long as the process logs. */
+static _Thread_local const char *tag;
+
+void log_tag_set(const char *tunnel)
+{
+	tag = tunnel;
+}
+
+const char *log_tag(void)
+{
+	return tag;
+}
+
 /* The text of an event's line, without its newline: in l->buf (logfmt), or allocated (JSON:
  * *heap is set, to free). NULL if it could not be made (out of memory). */
 static char *format_line(enum log_level level, const char *event, const struct log_field *fields,
@@ -339,6 +354,8 @@ static char *format_line(enum log_level level, const char *event, const struct l
 		json_object_set_new(obj, "ts", json_string(ts));
 		json_object_set_new(obj, "level", json_string(level_names[level]));
 		json_object_set_new(obj, "event", json_string(event));
+		if (tag != NULL)
+			json_object_set_new(obj, "tunnel", json_string(tag));
 		for (size_t i = 0; i < n; i++)
 			json_object_set_new(obj, fields[i].key,
 					    fields[i].str != NULL ? json_text(fields[i].str)
@@ -352,8 +369,9 @@ static char *format_line(enum log_level level, const char *event, const struct l
 		*len = strlen(text);
 		return text;
 	}
-	l->len = (size_t)snprintf(l->buf, sizeof(l->buf), "ts=%s level=%s event=%s", ts,
-				  level_names[level], event);
+	l->len = (size_t)snprintf(l->buf, sizeof(l->buf), "ts=%s level=%s event=%s%s%s", ts,
+				  level_names[level], event, tag != NULL ? " tunnel=" : "",
+				  tag != NULL ? tag : "");
 	l->cut = false;
 	for (size_t i = 0; i < n && !l->cut; i++) {
 		char key[72], num[32];

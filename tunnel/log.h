@@ -59,6 +59,12 @@ void log_stop(void);
  * with the old file. Nothing for stderr. Thread-safe; does not wait for the reopen. */
 void log_reopen(void);
 
+/* The tunnel (a config file's [section]) whose lines this thread logs from now on: each
+ * carries "tunnel":NAME after "event" (logfmt: tunnel=NAME). NULL: none. name must outlive
+ * the logging (the options' text). thread_start() hands the caller's to the new thread. */
+void log_tag_set(const char *name);
+const char *log_tag(void);
+
 /* Lines lost since the start, for the metrics: the buffer was full, or writing failed. */
 unsigned long long log_dropped(enum log_drop reason);
 /* Lines held back by the rate limit since the start. */

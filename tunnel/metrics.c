@@ -725,6 +725,8 @@ char *metrics_status(struct metrics *m, time_t now)
 	    json_object_set_new(doc, "mode",
 				json_string((size_t)mode < MODES ? mode_names[mode] : "?")) != 0 ||
 	    json_object_set_new(doc, "role", json_string(m->role)) != 0 ||
+	    (m->tunnel != NULL &&
+	     json_object_set_new(doc, "tunnel", json_string(m->tunnel)) != 0) ||
 	    json_object_set_new(doc, "connections", conns) != 0 ||
 	    json_object_set_new(doc, "draining", json_boolean(atomic_load(&m->draining))) != 0)
 		goto out;

@@ -67,8 +67,9 @@ struct metrics_target {
 };
 
 struct metrics {
-	const char *role; /* "server" or "connector" */
-	atomic_int mode;  /* enum tunnel_mode in force (a reload may change it) */
+	const char *role;   /* "server" or "connector" */
+	const char *tunnel; /* the config file's [section], for /status; NULL: the only one */
+	atomic_int mode;    /* enum tunnel_mode in force (a reload may change it) */
 	atomic_ullong kinds[METRICS_KINDS];
 	atomic_ullong would_refuse[MTLS_REASON_COUNT];
 	/* ids_max slots, then "other" at ids[ids_max]; under ids_lock (workers add, the HTTP

@@ -8,8 +8,8 @@
 
 #include <pthread.h>
 
-/* pthread_create() with all signals blocked in the new thread; the caller's mask is kept.
- * 0, or an errno value. */
+/* pthread_create() with all signals blocked in the new thread; the caller's mask is kept,
+ * and its log tag (log_tag_set()) is the new thread's. 0, or an errno value. */
 int thread_start(pthread_t *thread, void *(*run)(void *), void *arg);
 
 #endif

@@ -108,5 +108,11 @@ void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role);
 /* Run; returns the process exit status (0 after a clean drain, 2 for configuration errors,
  * 1 for failures at start). Errors are printed as one line to stderr. */
 int tunnel_run(const struct tunnel_options *o);
+/* Run n tunnels in one process (a config file's [sections], named by names): each checked,
+ * bound and started as tunnel_run() would, the privileges dropped once (the first's --user),
+ * one main loop for all; each reloads on SIGHUP and drains on SIGTERM, and this returns when
+ * the last has drained. The process-wide options (log, user) are the first's. A message
+ * about one tunnel names it: "mtls server: [name] ...". */
+int tunnel_run_many(const struct tunnel_options *const *o, const char *const *names, size_t n);
 
 #endif

@@ -147,6 +147,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 
+	log_tag_set(w->d->name);
 	ev_run(w->loop, 0);
 	return NULL;
 }

@@ -3,9 +3,10 @@
 #   - a single-quoted allow-uri pattern with a comment after it admits the client it names,
 #     and refuses another (a value once kept its quotes, so the rule never matched);
 #   - double-quoted paths with a blank and a '#' in them are read as paths;
-#   - an unterminated quote, text after a closing quote, a key given twice, a [section]
-#     line and a flag with a value it does not take: exit 2, one line "FILE:LINE: ...",
-#     nothing started.
+#   - an unterminated quote, text after a closing quote, a key given twice, a bad [section]
+#     name, a process-wide key in a section and a flag with a value it does not take: exit
+#     2, one line "FILE:LINE: ...", nothing started (several tunnels in one file:
+#     test_tunnel_sections.sh).
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
@@ -92,8 +93,10 @@ bad "unterminated quote" 6 "unterminated single quote; close it on the same line
 bad "text after a closing quote" 7 "text after the closing quote; quote the whole value" \
 	"# x" "allow-uri \"spiffe://example.org/a\"/b"
 bad "a key given twice" 6 "ca given again (first on line 5); give it once" "ca $D/root.pem"
-bad "a [section] line" 6 "sections ([name]) are for several tunnels in one process, not supported yet" \
-	"[db]" "allow-any-identity"
+bad "a [section] line with a bad name" 6 "a section name is 1 to 32 letters" \
+	"[d b]" "allow-any-identity"
+bad "log-level inside a section" 7 "log-level applies to the whole process; set it before the first [section]" \
+	"[db]" "log-level debug"
 bad "a flag with another value" 6 "allow-any-identity takes true or false" \
 	"allow-any-identity maybe"
 bad "an unknown escape" 6 "unknown escape '\\d' in double quotes" \

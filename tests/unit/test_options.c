@@ -163,7 +163,8 @@ static const struct {
 	{"key = and nothing", "depth =   # none\n", 1, "depth needs a value; write 'depth N'"},
 	{"empty quoted value", "ca ''\n", 1, "ca needs a value (FILE)"},
 	{"section", "ca /a\n[db]\n", 2,
-	 "sections ([name]) are for several tunnels in one process, not supported yet"},
+	 "sections ([name]) are for several tunnels in one process (mtls server, mtls "
+	 "connector); this command reads no [section] line"},
 	{"indented section", "  [db]", 1, "sections ([name])"},
 	{"line starting with =", "= x\n", 1, "a line starts with '='; write 'key value'"},
 	{"bad number", "depth 4x\n", 1, "depth takes a whole number, not '4x'"},
@@ -253,11 +254,123 @@ static void test_command_line_after_config(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* Parse text with sections allowed, section wanted (NULL: none) and "verbose" process-wide.
+ * Returns the parser's result; o and st are the caller's (options_free(st) after). */
+static int parse_sections(const char *text, const char *section, struct topts *o,
+			  struct options_state *st, char **copy, char *err, size_t len)
+{
+	static const char *const process_wide[] = {"verbose", NULL};
+
+	*copy = strdup(text);
+	assert_non_null(*copy);
+	memset(o, 0, sizeof(*o));
+	memset(st, 0, sizeof(*st));
+	st->sections_allowed = true;
+	st->section = section;
+	st->process_wide = process_wide;
+	return options_parse_text(table, o, *copy, strlen(*copy), "t.conf", st, err, len);
+}
+
+/* [sections]: the defaults before the first, a section's key replacing one, its list
+ * replacing the defaults' list, the names listed in order. */
+static void test_sections(void **state)
+{
+	static const char text[] = "verbose\nca /a\nallow-uri g://1\n"
+				   "[db]\nname db\n"
+				   "[api.v2]  # the API\nallow-uri a://1\nallow-uri a://2\nca /b\n";
+	struct topts o;
+	struct options_state st;
+	char err[512] = "", *copy;
+
+	(void)state;
+	/* none wanted: the defaults only, every section named */
+	assert_int_equal(parse_sections(text, NULL, &o, &st, &copy, err, sizeof(err)), 0);
+	assert_string_equal(o.ca, "/a");
+	assert_null(o.name);
+	assert_int_equal(o.allow.n, 1);
+	assert_int_equal(st.nsections, 2);
+	assert_string_equal(st.sections[0], "db");
+	assert_string_equal(st.sections[1], "api.v2");
+	assert_int_equal(st.section_lines[1], 6);
+	assert_false(st.section_found);
+	options_free(&st);
+	free(copy);
+	/* [db]: the defaults and its own name */
+	assert_int_equal(parse_sections(text, "db", &o, &st, &copy, err, sizeof(err)), 0);
+	assert_true(st.section_found);
+	assert_int_equal(o.verbose, 1);
+	assert_string_equal(o.ca, "/a");
+	assert_string_equal(o.name, "db");
+	assert_int_equal(o.allow.n, 1);
+	assert_string_equal(o.allow.v[0], "g://1");
+	options_free(&st);
+	free(copy);
+	/* [api.v2]: its ca replaces the default, its list replaces the default list */
+	assert_int_equal(parse_sections(text, "api.v2", &o, &st, &copy, err, sizeof(err)), 0);
+	assert_string_equal(o.ca, "/b");
+	assert_null(o.name);
+	assert_int_equal(o.allow.n, 2);
+	assert_string_equal(o.allow.v[0], "a://1");
+	assert_string_equal(o.allow.v[1], "a://2");
+	options_free(&st);
+	free(copy);
+	/* a section the file does not have */
+	assert_int_equal(parse_sections(text, "gone", &o, &st, &copy, err, sizeof(err)), 0);
+	assert_false(st.section_found);
+	options_free(&st);
+	free(copy);
+}
+
+static void test_sections_bad(void **state)
+{
+	static const struct {
+		const char *what, *text, *section, *want;
+	} cases[] = {
+		{"empty name", "[]\n", NULL, "t.conf:1: a section name is 1 to 32"},
+		{"name starting with -", "[-db]\n", NULL, "t.conf:1: a section name"},
+		{"blank in a name", "ca /a\n[d b]\n", NULL, "t.conf:2: a section name"},
+		{"text after ]", "[db] x\n", NULL, "t.conf:1: a section name"},
+		{"unclosed", "[db\n", NULL, "t.conf:1: a section name"},
+		{"33 characters", "[abcdefghijabcdefghijabcdefghijabc]\n", NULL,
+		 "t.conf:1: a section name"},
+		{"twice", "[a]\nca /x\n[b]\n[a]\n", NULL,
+		 "t.conf:4: section [a] given again (first on line 1)"},
+		{"process-wide key in a section", "ca /a\n[db]\nverbose\n", "db",
+		 "t.conf:3: verbose applies to the whole process; set it before the first "
+		 "[section]"},
+		{"... also in a section not wanted", "[db]\n[api]\nverbose\n", "db",
+		 "t.conf:3: verbose applies to the whole process"},
+		{"unknown key in a section not wanted", "[db]\n[api]\nnope 1\n", "db",
+		 "t.conf:3: unknown key 'nope'"},
+		{"a key twice in one section", "ca /g\n[db]\nca /x\nca /y\n", "db",
+		 "t.conf:4: ca given again (first on line 3)"},
+		{"a bad value in the wanted section", "[db]\ndepth x\n", "db",
+		 "t.conf:2: depth takes a whole number"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct topts o;
+		struct options_state st;
+		char err[512] = "", *copy;
+
+		if (parse_sections(cases[i].text, cases[i].section, &o, &st, &copy, err,
+				   sizeof(err)) != -1)
+			fail_msg("%s: accepted", cases[i].what);
+		if (strncmp(err, cases[i].want, strlen(cases[i].want)) != 0)
+			fail_msg("%s: not '%s...': %s", cases[i].what, cases[i].want, err);
+		options_free(&st);
+		free(copy);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_sections),
+		cmocka_unit_test(test_sections_bad),
 		cmocka_unit_test(test_command_line_after_config),
 	};
 
