@@ -51,6 +51,16 @@ wait_count() {
 	done
 	return 1
 }
+# wait_prom LINE : wait (bounded) until a line of $W/agent.prom is LINE (a basic regular
+# expression, the whole line): the agent writes its metrics file after it logs hook_done.
+wait_prom() {
+	local i
+	for ((i = 0; i < READY_LIMIT * 20; i++)); do
+		grep -qx -- "$1" "$W/agent.prom" 2>/dev/null && return 0
+		sleep 0.05
+	done
+	return 1
+}
 # serial FILE : the serial of the first certificate of FILE (upper-case hex).
 serial() { openssl x509 -in "$1" -noout -serial | sed 's/^serial=//'; }
 # files_problems CERT KEY CA : what is wrong with a chain and key written by the agent.
@@ -320,7 +330,7 @@ done
 p=()
 [ "$(grep -c '^reloaded$' "$W/echo.log")" -ge 3 ] || p+=("echo-server reloaded $(grep -c '^reloaded$' "$W/echo.log") times")
 ! grep -q '^reload failed' "$W/echo.log" || p+=("echo-server: $(grep '^reload failed' "$W/echo.log" | head -n 1)")
-grep -qx 'mtls_agent_renewals_total{cert="'"$W"'/svc/cert.pem"} 3' "$W/agent.prom" ||
+wait_prom 'mtls_agent_renewals_total{cert="'"$W"'/svc/cert.pem"} 3' ||
 	p+=("metrics: $(grep '^mtls_agent_renewals_total' "$W/agent.prom")")
 grep -qx 'mtls_agent_hook_failures_total{cert="'"$W"'/svc/cert.pem"} 0' "$W/agent.prom" ||
 	p+=("metrics: $(grep '^mtls_agent_hook_failures_total' "$W/agent.prom")")
@@ -351,7 +361,7 @@ wait_count "$W/agent.log" renewed 4 "$AGENT1_BG" || p+=("no renewal after the CA
 wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT1_BG" || p+=("no hook after the renewal")
 mapfile -t fp < <(files_problems "$W/app/server.crt" "$W/app/server.key" "$W/app/ca.pem")
 p+=("${fp[@]+"${fp[@]}"}")
-grep -qx 'mtls_agent_renewal_failures_total{cert="'"$W"'/svc/cert.pem"} [1-9][0-9]*' "$W/agent.prom" ||
+wait_prom 'mtls_agent_renewal_failures_total{cert="'"$W"'/svc/cert.pem"} [1-9][0-9]*' ||
 	p+=("metrics: $(grep '^mtls_agent_renewal_failures_total' "$W/agent.prom")")
 verdict "the CA back: the agent's own retry renews, the hook runs" "${p[@]+"${p[@]}"}" -- \
 	"$(grep -F -e renew_failed -e renewed "$W/agent.log" | tail -n 3)"
@@ -542,7 +552,7 @@ wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT1_BG" || p+=("no hook 
 [ "$(grep -c 'BEGIN CERTIFICATE' "$W/svc/ca.pem")" = 2 ] || p+=("ca.pem does not hold both roots")
 cmp -s "$W/svc/ca.pem" "$W/app/ca.pem" || p+=("--ca-out not updated")
 [[ $(tail -n 1 "$W/marks") == *" roots,files" ]] || p+=("the hook's line is '$(tail -n 1 "$W/marks")'")
-grep -qx 'mtls_agent_roots_replaced_total{cert="'"$W"'/svc/cert.pem"} 1' "$W/agent.prom" ||
+wait_prom 'mtls_agent_roots_replaced_total{cert="'"$W"'/svc/cert.pem"} 1' ||
 	p+=("metrics: $(grep '^mtls_agent_roots_replaced_total' "$W/agent.prom")")
 verdict "a second root served: ca.pem and its copy take both, the hook runs (MTLS_EVENT roots,files)" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 4 "$W/agent.log")"

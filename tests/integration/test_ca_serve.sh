@@ -326,7 +326,9 @@ http "$W/get.out" --cacert "$D/root.pem" "$API/v1/enroll"
 vcheck "GET on a POST route: 405" "$([ "$CODE" = 405 ] || echo "$CODE")"
 p=()
 for r in too_large content_type bad_json method; do
-	grep -q "\"event\":\"http_refused\".*\"reason\":\"$r\"" "$W/serve.log" || p+=("no http_refused line for $r")
+	# (the service logs through its own thread: the line may land after the client's answer)
+	wait_for_line "$W/serve.log" "\"event\":\"http_refused\".*\"reason\":\"$r\"" "$READY_LIMIT" ||
+		p+=("no http_refused line for $r")
 done
 verdict "each of those refusals is one log line with its reason" "${p[@]+"${p[@]}"}"
 head -c 3000 /dev/urandom >"$W/garbage"

@@ -234,6 +234,9 @@ if wait_for_line "$W/gone.log" '"event":"listening"' "$READY_LIMIT" "$GONE_BG"; 
 	connector "$W/con2.log" "$(_daemon_port "$W/gone.log" listening)"
 	got=$(exchange "$CPORT" alone)
 	[ "$got" = alone ] || p+=("a client got '$got', not 'alone'")
+	# (the absence read once the server has stopped: the readiness and watchdog messages
+	# are sent after "listening", and the log thread writes a line after it is queued)
+	stop_bg "$GONE_BG"
 	grep -qiE 'notify|watchdog' "$W/gone.log" && p+=("the log speaks of it: $(grep -iE 'notify|watchdog' "$W/gone.log")")
 else
 	p+=("the server did not start: $(cat -- "$W/gone.log")")

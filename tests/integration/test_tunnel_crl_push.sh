@@ -100,7 +100,8 @@ wait_exit "$SHORT" 30
 p=()
 [ "$(status_of "$W/short")" = 304 ] || p+=("status $(status_of "$W/short"), not 304")
 [ "$(head_of "$W/short" Preference-Applied)" = "wait=1" ] || p+=("no 'Preference-Applied: wait=1'")
-logged "$SERVE_LOG" crl_held 1 || p+=("no crl_held line: the request was not held")
+# (the log is written by its own thread: the line may land after curl has its answer)
+wait_until "$RUN_LIMIT" logged "$SERVE_LOG" crl_held 1 || p+=("no crl_held line: the request was not held")
 verdict "the current ETag and Prefer: wait=1: held, then 304 with Preference-Applied" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/short")"
 
@@ -163,6 +164,8 @@ open_conn 6 "$B_PORT"
 open_conn 7 "$C_PORT"
 p=()
 wait_until 30 metric_is "$M" mtls_crl_push_active 1 || p+=("mtls_crl_push_active is not 1")
+# (logged before the gauge is set, but written by the log thread maybe after it is read)
+wait_until "$RUN_LIMIT" logged "$SRV_LOG" crl_push_started 1 || true
 [ "$(log_count "$SRV_LOG" crl_push_started)" = 1 ] || p+=("no crl_push_started line")
 ping 5 a1 || p+=("A's connection carries nothing")
 ping 6 b1 || p+=("B's connection carries nothing")
@@ -213,6 +216,7 @@ p=()
 wait_until 60 metric_ge "$M" 'mtls_crl_fetch_total{result="error"}' $((errors + 2)) ||
 	p+=("no failed fetches counted (no polling)")
 metric_is "$M" mtls_crl_push_active 0 || p+=("mtls_crl_push_active is not 0")
+wait_until "$RUN_LIMIT" logged "$SRV_LOG" crl_push_lost 1 || true # (logged after the count)
 [ "$(log_count "$SRV_LOG" crl_push_lost)" = 1 ] ||
 	p+=("expected one crl_push_lost line, got $(log_count "$SRV_LOG" crl_push_lost)")
 # (a second one if the reason changed: a held request cut by the stop, then refused connects)
@@ -231,6 +235,8 @@ serve "$AP" "$HP"
 p=()
 wait_until 90 metric_is "$M" mtls_crl_push_active 1 || p+=("mtls_crl_push_active did not return to 1")
 wait_until 30 logged "$SERVE_LOG" crl_held 1 || p+=("the service holds no request of the server")
+# (crl_fetch_recovered is logged before it, by the same thread)
+wait_until "$RUN_LIMIT" logged "$SRV_LOG" crl_push_started 2 || true
 [ "$(log_count "$SRV_LOG" crl_push_started)" = 2 ] || p+=("no second crl_push_started line")
 logged "$SRV_LOG" crl_fetch_recovered 1 || p+=("no crl_fetch_recovered line")
 ca revoke --dir "$D" --serial "$(serial C)" --reason keyCompromise
@@ -321,7 +327,7 @@ run curl -s -D "$W/over" -o /dev/null --max-time 10 -H "If-None-Match: $ETAG" -H
 	"http://127.0.0.1:$HP/crl"
 [ "$(status_of "$W/over")" = 304 ] || p+=("the 65th long poll: status '$(status_of "$W/over")', not 304 at once")
 [ -z "$(head_of "$W/over" Preference-Applied)" ] || p+=("the 65th long poll says Preference-Applied")
-logged "$SERVE_LOG" crl_wait_refused 1 || p+=("no crl_wait_refused line")
+wait_until "$RUN_LIMIT" logged "$SERVE_LOG" crl_wait_refused 1 || p+=("no crl_wait_refused line")
 run curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$HP/crl"
 [ "$OUT" = 200 ] || p+=("a plain GET /crl with 64 held: '$OUT', not 200 (the held requests took its room)")
 run curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$HP/roots.pem"

@@ -129,7 +129,9 @@ refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client i
 wait_metric "$M1" 'mtls_handshakes_total{result="failed",reason="revoked"}' 1 ||
 	p+=("the refusal is not counted as revoked")
 admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the other client is no longer let in")
-[ "$(log_count "$W/s1.log" reload '"trigger":"crl_fetch"')" -ge 1 ] || p+=("no reload with trigger crl_fetch")
+# (a reload is counted before it is logged, and the log thread writes the line later)
+wait_for_line "$W/s1.log" '"event":"reload".*"trigger":"crl_fetch"' "$READY_LIMIT" ||
+	p+=("no reload with trigger crl_fetch")
 verdict "revoked at the CA: the fetched CRL refuses the client (revoked), the other one still in" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
 
@@ -141,6 +143,7 @@ wait_metric "$M1" 'mtls_reloads_total{result="ok"}' $((reloads + 1)) || p+=("SIG
 kill -0 "$SRV_REAL" 2>/dev/null || p+=("the server died of SIGHUP")
 # SIGHUP parses the options again: the fetched CRL's cache must stay one of the CRL files
 refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("after SIGHUP the revoked client is let in again")
+wait_for_line "$W/s1.log" '"event":"reload".*"trigger":"SIGHUP"' "$READY_LIMIT" || true
 [ "$(log_count "$W/s1.log" reload '"trigger":"SIGHUP"')" = 1 ] || p+=("no reload with trigger SIGHUP")
 verdict "SIGHUP with the fetch thread running: a reload, not a death" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s1.log")"
@@ -175,6 +178,8 @@ admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the server stopped lettin
 refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in with the CRL server down")
 # Rate-limited: a line when the streak begins and when its reason changes (the held long poll
 # torn, then the connection refused), never the same reason twice within the streak.
+# (a failure is counted before it is logged, and the log thread writes the line later)
+wait_for_line "$W/s1.log" '"event":"crl_fetch_failed"' "$READY_LIMIT" || true
 n=$(log_count "$W/s1.log" crl_fetch_failed)
 [ "$n" -ge 1 ] || p+=("no crl_fetch_failed line")
 [ "$(log_count "$W/s1.log" crl_fetch_failed 'keeping the last good CRL')" = "$n" ] ||
@@ -254,7 +259,9 @@ reloads=$(metric "$M2" 'mtls_reloads_total{result="ok"}')
 p=()
 serve "$W/garbage" || p+=("garbage: no fetch errors counted")
 serve "$W/foreign.der" || p+=("a foreign CA's CRL: no fetch errors counted")
-[ "$(log_count "$W/s2.log" crl_fetch_failed 'not a CRL')" -ge 1 ] || p+=("garbage: the reason is not 'not a CRL'")
+# (each failure is counted before it is logged: the lines are waited for)
+wait_for_line "$W/s2.log" '"event":"crl_fetch_failed".*not a CRL' "$READY_LIMIT" ||
+	p+=("garbage: the reason is not 'not a CRL'")
 cmp -s "$W/s1-crl.pem" "$W/s2-crl.pem" || p+=("the cache file was replaced")
 [ "$(metric "$M2" 'mtls_reloads_total{result="ok"}')" = "$reloads" ] || p+=("a reload happened")
 admitted "$SRV_PORT" "$SRV_METRICS" "$W/other" || p+=("the good client is not let in")
@@ -263,13 +270,14 @@ verdict "garbage and a foreign CA's CRL at the URL: refused, the CRL in use kept
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s2.log")"
 
 p=()
-grep -qF 'not signed by a CA' "$W/s2.log" || p+=("the reason is not 'not signed by a CA'")
+wait_for_line "$W/s2.log" 'not signed by a CA' "$READY_LIMIT" || p+=("the reason is not 'not signed by a CA'")
 verdict "a foreign CA's CRL: refused as not signed by a CA of --ca or the own chain" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/s2.log")"
 
 p=()
 serve "$W/crl-v1.pem" || p+=("no fetch errors counted")
-grep -qF 'crlNumber lower than the one in use' "$W/s2.log" || p+=("the reason is not the lower crlNumber")
+wait_for_line "$W/s2.log" 'crlNumber lower than the one in use' "$READY_LIMIT" ||
+	p+=("the reason is not the lower crlNumber")
 cmp -s "$W/s1-crl.pem" "$W/s2-crl.pem" || p+=("the cache file was replaced")
 refused_revoked "$SRV_PORT" "$SRV_METRICS" "$W/app" || p+=("the revoked client is let in again")
 verdict "an older CRL (lower crlNumber, from before the revocation): refused, the revocation stays" \

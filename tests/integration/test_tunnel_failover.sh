@@ -65,6 +65,9 @@ CP=$CON_PORT CM=$CON_METRICS CON1=$CON_PID
 p=()
 xchg "$CP" first || p+=("the first client got no answer: $XCHG_WHY")
 [ "$(conns "$TMP/be-b.log")" = 1 ] || p+=("backend B saw $(conns "$TMP/be-b.log") connections, want 1")
+# (logged before the answer, but written by the log thread maybe after it: conn_open, which
+# comes after target_down, is waited for)
+wait_for_line "$TMP/con.log" '"event":"conn_open"' "$READY_LIMIT" || true
 l=$(grep -F '"event":"target_down"' "$TMP/con.log" | head -n 1 || true)
 [[ $l == *"\"address\":\"127.0.0.1:$PA\""* ]] || p+=("no target_down line for 127.0.0.1:$PA")
 l=$(grep -F '"event":"conn_open"' "$TMP/con.log" | head -n 1 || true)
@@ -100,7 +103,7 @@ while [ "$(conns "$TMP/be-a.log")" = 0 ] && [ "$n" -lt 180 ]; do
 	n=$((n + 1))
 done
 [ "$(conns "$TMP/be-a.log")" -ge 1 ] || p+=("no connection reached the first server again in 90 s")
-grep -F '"event":"target_up"' "$TMP/con.log" | grep -qF "\"address\":\"127.0.0.1:$PA\"" ||
+wait_for_line "$TMP/con.log" "\"event\":\"target_up\".*\"address\":\"127\\.0\\.0\\.1:$PA\"" "$READY_LIMIT" ||
 	p+=("no target_up line for 127.0.0.1:$PA")
 [ "$(m "$CM" "mtls_target_up{target=\"127.0.0.1:$PA\"}")" = 1 ] || p+=("mtls_target_up of the first is not 1 again")
 before=$(conns "$TMP/be-b.log")
@@ -127,7 +130,8 @@ xchg "$CON_PORT" hello && p+=("a client got an answer through a server that does
 wait_for_line "$TMP/con-u.log" '"event":"server_connect_failed"' 10 || true
 l=$(grep -F '"event":"server_connect_failed"' "$TMP/con-u.log" | head -n 1 || true)
 [[ $l == *"did not resolve"* ]] || p+=("server_connect_failed does not say the name did not resolve: $l")
-grep -F '"event":"conn_close"' "$TMP/con-u.log" | grep -qF '"why":"connect_failed"' ||
+# (conn_close comes after server_connect_failed)
+wait_for_line "$TMP/con-u.log" '"event":"conn_close".*"why":"connect_failed"' "$READY_LIMIT" ||
 	p+=("no conn_close why=connect_failed")
 kill -0 "$CON_PID" 2>/dev/null || p+=("the connector exited")
 verdict "a name that does not resolve: the connector starts, warns, refuses clients with the reason" \
@@ -218,6 +222,7 @@ start_tunnel_connector "$TMP/con-h.log" --server "127.0.0.1:$HOLE" --server "127
 	"${CON_TLS[@]}" --connect-timeout 8s
 p=()
 xchg "$CON_PORT" through-hole || p+=("no answer: $XCHG_WHY")
+wait_for_line "$TMP/con-h.log" '"event":"target_down"' "$READY_LIMIT" || true
 l=$(grep -F '"event":"target_down"' "$TMP/con-h.log" | head -n 1 || true)
 [[ $l == *"\"address\":\"127.0.0.1:$HOLE\""* && $l == *"timed out"* ]] ||
 	p+=("no target_down 'timed out' for the first: $l")

@@ -39,6 +39,16 @@ settle_open() {
 		n=$((n + 1))
 	done
 }
+# wait_lines FILE EVENT TEXT N : wait (bounded) until FILE has N lines of EVENT with TEXT (a
+# connection's conn_close is queued before it is counted closed, but the log thread may write
+# it after settle_open saw it so)
+wait_lines() {
+	local n=0
+	while [ "$(log_count "$1" "$2" "$3")" -lt "$4" ] && [ "$n" -lt $((READY_LIMIT * 20)) ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+}
 # client PORT : one client that writes a line and waits (bounded) for the connector to close
 client() {
 	local fd line
@@ -64,6 +74,7 @@ for _ in $(seq 1 60); do client "$CON_PORT"; done
 settle_open "$CM"
 after=$(fds_back "$CON_REAL" "$before")
 p=()
+wait_lines "$TMP/con.log" conn_close connect_failed 61
 [ "$(log_count "$TMP/con.log" conn_close connect_failed)" = 61 ] ||
 	p+=("$(log_count "$TMP/con.log" conn_close connect_failed) conn_close connect_failed lines for 61 clients")
 [ "$after" = "$before" ] || p+=("descriptors: $before before 60 failing clients, $after after" \
@@ -122,6 +133,8 @@ after=$(fds_back "$CON_REAL" "$before")
 p=()
 [ "$(metric "$CM" 'mtls_connections_open{role="connector"}')" = 0 ] || p+=("connections still open")
 # (connect_timeout, or connect_failed where localhost has ::1 too, refused last)
+wait_lines "$TMP/con-h.log" conn_close '"why":"connect_' 6
+wait_lines "$TMP/con-h.log" conn_close connect_timeout 1
 [ "$(log_count "$TMP/con-h.log" conn_close '"why":"connect_')" -ge 6 ] ||
 	p+=("$(log_count "$TMP/con-h.log" conn_close '"why":"connect_') conn_close connect_* lines, want 6")
 [ "$(log_count "$TMP/con-h.log" conn_close connect_timeout)" -ge 1 ] || p+=("no connect_timeout")

@@ -49,6 +49,17 @@ wait_count() {
 	done
 }
 
+# wait_logged LOG EVENT TEXT N : wait (5 s) until LOG has N lines of EVENT with TEXT. A daemon
+# queues a connection's line before the client sees its effect, but its log thread may write
+# the line after.
+wait_logged() {
+	local i=100
+	while [ "$(log_count "$1" "$2" "$3")" -lt "$4" ] && [ "$i" -gt 0 ]; do
+		sleep 0.05
+		i=$((i - 1))
+	done
+}
+
 # opens LOG : "conn open" lines of a backend log.
 opens() {
 	count "$1" '^conn open$'
@@ -203,6 +214,7 @@ for v in 1.2 1.3; do
 	opened=$(log_count "$SRV_ECHO_LOG" conn_open "\"tls\":\"TLSv$v\"")
 	s_client_line "127.0.0.1:$SRV_ECHO_PORT" "$msg" "$TMP/sc-$v.log" "-tls${v/./_}" "${GOOD_CLIENT[@]}"
 	p=("${SC_PROBLEMS[@]+"${SC_PROBLEMS[@]}"}")
+	wait_logged "$SRV_ECHO_LOG" conn_open "\"tls\":\"TLSv$v\"" $((opened + 1))
 	[ "$(log_count "$SRV_ECHO_LOG" conn_open "\"tls\":\"TLSv$v\"")" = $((opened + 1)) ] ||
 		p+=("the server logged no TLSv$v conn_open")
 	if wait_count "$BE_ECHO_LOG" '^conn close ' $((closes + 1)) 5; then
@@ -235,6 +247,7 @@ for v in 1.2 1.3; do
 	has_line "$ss_out" "Peer certificate: CN = app1" || p+=("s_server did not see CN = app1")
 	has_line "$ss_out" "Verification: OK" || p+=("s_server did not verify our certificate")
 	has_line "$ss_out" "Protocol version: TLSv$v" || p+=("s_server did not speak TLSv$v")
+	wait_logged "$TMP/con-ss-$v.log" conn_open "\"tls\":\"TLSv$v\"" 1
 	[ "$(log_count "$TMP/con-ss-$v.log" conn_open "\"tls\":\"TLSv$v\"")" = 1 ] ||
 		p+=("the connector logged no TLSv$v conn_open")
 	stop_bg "$CON_PID"
@@ -260,6 +273,7 @@ opened=$(log_count "$SRV_ECHO_LOG" conn_open "\"identity\":\"$APP1\"")
 tcp_line "$ST_PORT" "through stunnel"
 [ "$RC" = 0 ] && [ "$OUT" = "through stunnel" ] ||
 	p+=("the app got '$OUT' (status $RC), expected the echo 'through stunnel'")
+wait_logged "$SRV_ECHO_LOG" conn_open "\"identity\":\"$APP1\"" $((opened + 1))
 [ "$(log_count "$SRV_ECHO_LOG" conn_open "\"identity\":\"$APP1\"")" = $((opened + 1)) ] ||
 	p+=("the server logged no conn_open for $APP1")
 verdict "stunnel client -> mtls server -> echo backend" "${p[@]+"${p[@]}"}" -- \
@@ -281,6 +295,7 @@ tcp_line "$CON_PORT" "to stunnel"
 [ "$RC" = 0 ] && [ "$OUT" = "to stunnel" ] ||
 	p+=("the app got '$OUT' (status $RC), expected the echo 'to stunnel'")
 [ "$(opens "$BE_ST_LOG")" = 1 ] || p+=("the backend behind stunnel saw no connection")
+wait_logged "$TMP/con-st.log" conn_open '"identity":"server.test"' 1
 [ "$(log_count "$TMP/con-st.log" conn_open '"identity":"server.test"')" = 1 ] ||
 	p+=("the connector logged no conn_open for server.test")
 verdict "mtls connector -> stunnel server -> echo backend" "${p[@]+"${p[@]}"}" -- \
@@ -412,6 +427,14 @@ start_tunnel_server "$TMP/srv-proxy.log" --target "127.0.0.1:$BE_PROXY_PORT" "${
 SRV_PROXY_LOG=$TMP/srv-proxy.log
 SRV_PROXY_PORT=$SRV_PORT
 
+# proxy_opened : wait (5 s) until the proxy server's log has a conn_open for each PROXY header
+# the backend decoded from that server (its log thread may write the line after the echo)
+proxy_opened() {
+	local dst=${PROXY_DST:-127.0.0.1:$SRV_PROXY_PORT} n
+	n=$(grep -cF " dst=$dst " "$BE_PROXY_LOG" || true)
+	wait_count "$SRV_PROXY_LOG" '"event":"conn_open"' "${n:-0}" 5 || true
+}
+
 # proxy_check NAME TLS_VERSION PROBLEMS... : the last proxy line of the backend is exactly
 # what the server's last conn_open says (peer, our address, version, CN, identity), with
 # ssl_verify=0 and ssl_client flags saying TLS and a client certificate (checked in detail
@@ -424,6 +447,7 @@ proxy_check() {
 		family=tcp6
 		dst=$PROXY_DST
 	fi
+	proxy_opened
 	peer=$({ grep -F '"event":"conn_open"' "$SRV_PROXY_LOG" || true; } | tail -n 1 |
 		sed -n 's/.*"peer":"\([^"]*\)".*/\1/p')
 	got=$({ grep '^proxy ' "$BE_PROXY_LOG" || true; } | tail -n 1)
@@ -461,6 +485,7 @@ s_client_line "127.0.0.1:$SRV_PROXY_PORT" "first of the session" "$TMP/sc-proxy-
 s_client_line "127.0.0.1:$SRV_PROXY_PORT" "resumed session" "$TMP/sc-proxy-2.log" -tls1_3 \
 	-sess_in "$TMP/session.pem" "${GOOD_CLIENT[@]}"
 flags_resumed=
+proxy_opened
 if grep -F '"event":"conn_open"' "$SRV_PROXY_LOG" | tail -n 1 | grep -cF '"resumed":1' >/dev/null; then
 	proxy_check "PROXY v2 header on a resumed TLS 1.3 session, then the echo" TLSv1.3 \
 		"${SC_PROBLEMS[@]+"${SC_PROBLEMS[@]}"}"
@@ -510,6 +535,7 @@ run curl -sS --max-time 10 --unix-socket "$TMP/app.sock" http://x/
 [ "$RC" = 0 ] && [ "$OUT" = "hello from backend" ] ||
 	p+=("curl got '$OUT' (status $RC), expected 'hello from backend'")
 [ "$(opens "$TMP/be-unix.log")" = 1 ] || p+=("the unix-socket backend saw no connection")
+wait_logged "$TMP/srv-unix.log" conn_open "\"identity\":\"$APP1\"" 1
 [ "$(log_count "$TMP/srv-unix.log" conn_open "\"identity\":\"$APP1\"")" = 1 ] ||
 	p+=("the server logged no conn_open for $APP1")
 verdict "curl -> unix:app.sock -> connector -> server -> unix:be.sock" "${p[@]+"${p[@]}"}" -- \

@@ -39,6 +39,8 @@ for via in server connector; do
 	p=()
 	n0=$(log_count "$TMP/srv.log" conn_close undeliverable)
 	m0=$(log_count "$TMP/con.log" conn_close undeliverable)
+	s0=$(log_count "$TMP/srv.log" conn_close)
+	c0=$(log_count "$TMP/con.log" conn_close)
 	if [ "$via" = server ]; then
 		run "$PEER" halfclose --bytes 327680 --seconds 30 --connect "127.0.0.1:$SRV_PORT" "${TLS[@]}"
 	else
@@ -47,6 +49,14 @@ for via in server connector; do
 	sent=$(sed -n 's/^halfclose sent=\([0-9]*\) answer=.*/\1/p' <<<"$OUT")
 	[ "$RC" = 0 ] && [ -n "$sent" ] && [[ "$OUT" == *"answer=received=$sent" ]] ||
 		p+=("the half-closed client got no answer (exit $RC): $OUT $ERR")
+	# the connection's conn_close lines (whatever their why) first: the log thread may write
+	# them after the client has its answer, and an undeliverable not yet written is no proof
+	for _ in $(seq 1 $((READY_LIMIT * 20))); do
+		[ "$(log_count "$TMP/srv.log" conn_close)" -gt "$s0" ] &&
+			{ [ "$via" = server ] || [ "$(log_count "$TMP/con.log" conn_close)" -gt "$c0" ]; } &&
+			break
+		sleep 0.05
+	done
 	n=$(($(log_count "$TMP/srv.log" conn_close undeliverable) - n0))
 	m=$(($(log_count "$TMP/con.log" conn_close undeliverable) - m0))
 	[ "$n" = 0 ] && [ "$m" = 0 ] ||

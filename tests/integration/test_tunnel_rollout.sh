@@ -110,6 +110,17 @@ wait_metric() {
 	return 1
 }
 
+# wait_logged FILE EVENT TEXT : wait (bounded) for an EVENT line with TEXT: the daemon queues
+# it before the client sees the effect (or before the reload line), but its log thread may
+# write it after
+wait_logged() {
+	for _ in $(seq 1 $((READY_LIMIT * 20))); do
+		[ "$(log_count "$1" "$2" "$3")" -ge 1 ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
 # --- 1. insecure-permissive: every kind of client forwarded, nothing refused ---------------
 p=()
 grep -q '"event":"insecure_mode".*"mode":"permissive"' "$W/srv.log" || p+=("no insecure_mode warning at start")
@@ -129,7 +140,7 @@ wait_metric 'mtls_connections_by_kind_total{kind="mtls"}' 2 || p+=("by kind mtls
 [ "$(m 'mtls_identity_connections_total{identity="none",kind="tls_no_cert"}')" = 1 ] || p+=("the TLS client without a certificate is not counted as identity none")
 zero "mtls_identity_would_refuse_total{identity=\"$TD/a\",reason=\"identity_not_allowed\"}" || p+=("a counted would_refuse")
 [ "$(failed_total)" = 0 ] || p+=("handshakes failed in permissive mode: $(failed_total)")
-[ "$(log_count "$W/srv.log" would_refuse "$TD/b")" -ge 1 ] || p+=("no would_refuse log line for b")
+wait_logged "$W/srv.log" would_refuse "$TD/b" || p+=("no would_refuse log line for b")
 verdict "permissive: plaintext, no-cert TLS, allowed and refused mTLS all forwarded; counted by kind and identity" \
 	"${p[@]+"${p[@]}"}" -- "$(curl -s "http://127.0.0.1:$M/metrics" | grep -E 'kind|would|mode' || true)"
 
@@ -150,8 +161,11 @@ exec {idle}<>"/dev/tcp/127.0.0.1/$SRV_PORT"
 config insecure-audit
 hup
 p=()
-grep -q '"event":"mode_changed".*"from":"permissive".*"to":"audit"' "$W/srv.log" || p+=("no mode_changed line")
-grep -q '"event":"insecure_mode".*"mode":"audit"' "$W/srv.log" || p+=("no insecure_mode warning for audit")
+# (the mode is applied, and said, after the reload line)
+wait_for_line "$W/srv.log" '"event":"mode_changed".*"from":"permissive".*"to":"audit"' "$READY_LIMIT" ||
+	p+=("no mode_changed line")
+wait_for_line "$W/srv.log" '"event":"insecure_mode".*"mode":"audit"' "$READY_LIMIT" ||
+	p+=("no insecure_mode warning for audit")
 [ "$(m 'mtls_mode{mode="audit"}')" = 1 ] || p+=("mtls_mode audit is not 1")
 [ "$(m 'mtls_mode{mode="permissive"}')" = 0 ] || p+=("mtls_mode permissive is still 1")
 [ -z "$(plain plaintext-p2)" ] || p+=("a plaintext client is forwarded in audit mode")
@@ -165,7 +179,8 @@ exec {idle}>&-
 [ -z "$got" ] || p+=("a plaintext client accepted before the switch and speaking after it was forwarded")
 wait_metric 'mtls_would_refuse_total{reason="identity_not_allowed"}' 3 || p+=("would_refuse is $(m 'mtls_would_refuse_total{reason="identity_not_allowed"}'), not 3 (b's live connection counted again, or the new one not counted)")
 wait_metric 'mtls_handshakes_total{result="failed",reason="not_tls"}' 2 || p+=("the plaintext clients (new, and idle from before) are not refused not_tls")
-[ "$(m 'mtls_handshakes_total{result="failed",reason="no_certificate"}')" = 1 ] || p+=("the TLS client without a certificate is not refused no_certificate")
+# (a refusal is counted after the client saw it)
+wait_metric 'mtls_handshakes_total{result="failed",reason="no_certificate"}' 1 || p+=("the TLS client without a certificate is not refused no_certificate")
 zero 'mtls_handshakes_total{result="failed",reason="identity_not_allowed"}' || p+=("b refused in audit mode")
 # a1, b1, b's live one, a2, b2; p1 and the live plaintext one
 [ "$(m 'mtls_connections_by_kind_total{kind="mtls"}')" = 5 ] || p+=("by kind mtls is not 5")
@@ -212,14 +227,15 @@ verdict "/status after the reload: mode, last reload, certificate, CA, connectio
 config strict
 hup
 p=()
-[ "$(m 'mtls_mode{mode="strict"}')" = 1 ] || p+=("mtls_mode strict is not 1")
+# (the mode is applied after the reload line)
+wait_metric 'mtls_mode{mode="strict"}' 1 || p+=("mtls_mode strict is not 1")
 [ -z "$(plain plaintext-p3)" ] || p+=("a plaintext client is forwarded in strict mode")
 [ -z "$(nocert n3)" ] || p+=("a TLS client without a certificate is forwarded in strict mode")
 [ "$(mtls_client "$PORT_a" a3)" = a3 ] || p+=("the allowed mTLS client is not forwarded")
 [ -z "$(mtls_client "$PORT_b" b3)" ] || p+=("b is forwarded in strict mode")
 wait_metric 'mtls_handshakes_total{result="failed",reason="identity_not_allowed"}' 1 || p+=("b is not refused identity_not_allowed")
-[ "$(m 'mtls_handshakes_total{result="failed",reason="not_tls"}')" = 3 ] || p+=("not_tls refusals are not 3")
-[ "$(m 'mtls_handshakes_total{result="failed",reason="no_certificate"}')" = 2 ] || p+=("no_certificate refusals are not 2")
+wait_metric 'mtls_handshakes_total{result="failed",reason="not_tls"}' 3 || p+=("not_tls refusals are not 3")
+wait_metric 'mtls_handshakes_total{result="failed",reason="no_certificate"}' 2 || p+=("no_certificate refusals are not 2")
 [ "$(failed_total)" = 6 ] || p+=("refusals are $(failed_total), not exactly the 6 expected")
 [ "$(m 'mtls_would_refuse_total{reason="identity_not_allowed"}')" = 3 ] || p+=("would_refuse moved in strict mode")
 [ "$(m 'mtls_connections_by_kind_total{kind="mtls"}')" = 6 ] || p+=("by kind mtls is not 6")
@@ -242,7 +258,14 @@ p=()
 grep -q '"event":"reload_failed".*--mode' "$W/srv.log" || p+=("no reload_failed naming --mode")
 [ "$(m 'mtls_mode{mode="strict"}')" = 1 ] || p+=("the mode changed")
 [ -z "$(plain plaintext-p4)" ] || p+=("a plaintext client is forwarded")
-curl -s "http://127.0.0.1:$M/status" | grep -q '"result": "failed"' || p+=("/status does not show the failed reload")
+# (/status is updated after the reload_failed line is queued)
+st=""
+for _ in $(seq 1 $((READY_LIMIT * 20))); do
+	st=$(curl -s "http://127.0.0.1:$M/status" || true)
+	grep -q '"result": "failed"' <<<"$st" && break
+	sleep 0.05
+done
+grep -q '"result": "failed"' <<<"$st" || p+=("/status does not show the failed reload")
 verdict "an unknown --mode in the config: reload refused, strict stays" "${p[@]+"${p[@]}"}"
 
 # --- a server that speaks first, behind a permissive tunnel; PROXY v2 of unverified clients -
@@ -255,7 +278,8 @@ start_tunnel_server "$W/srv2.log" --target "127.0.0.1:$GREET" --cert "$W/srv-cha
 p=()
 got=$(python3 "$W/cli.py" read "$SRV_PORT")
 [ "$got" = greetings ] || p+=("a client that waits for the server's greeting got '$got'")
-grep -q '"kind":"plaintext".*"detected":"silence"' "$W/srv2.log" || p+=("no plaintext conn_open detected by silence")
+wait_for_line "$W/srv2.log" '"kind":"plaintext".*"detected":"silence"' "$READY_LIMIT" ||
+	p+=("no plaintext conn_open detected by silence")
 got=$(python3 "$W/cli.py" tls "$SRV_PORT" x "$D/root.pem")
 [ "$got" = greetings ] || p+=("a TLS client without a certificate got '$got' from the greeting server")
 verdict "permissive: silence past --plaintext-wait is a plaintext client whose server speaks first; TLS still detected" \

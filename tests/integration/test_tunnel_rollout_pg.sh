@@ -139,10 +139,18 @@ bench "$APP_PORT" || p+=("pgbench through the app's connector failed")
 [ "$(q "$REP_PORT" 'select 1')" = 1 ] || p+=("reports does not get through")
 [ "$(no_cert_kinds)" = "$before" ] || p+=("plaintext/tls_no_cert moved with every client on a connector")
 hup insecure-audit
-grep -q '"event":"mode_changed".*"from":"permissive".*"to":"audit"' "$W/srv.log" || p+=("no mode_changed line")
+# (the mode is applied and said, and /status updated, after the reload line hup waits for)
+wait_for_line "$W/srv.log" '"event":"mode_changed".*"from":"permissive".*"to":"audit"' "$READY_LIMIT" ||
+	p+=("no mode_changed line")
 [ "$(val 'mtls_mode{mode="audit"}')" = 1 ] || p+=("mtls_mode audit is not 1")
-curl -s "http://$M/status" | grep -q '"mode": "audit"' || p+=("/status does not say audit")
-curl -s "http://$M/status" | grep -q '"result": "ok"' || p+=("/status does not show the reload ok")
+st=""
+for _ in $(seq 1 $((READY_LIMIT * 20))); do
+	st=$(curl -s "http://$M/status" || true)
+	grep -q '"mode": "audit"' <<<"$st" && grep -q '"result": "ok"' <<<"$st" && break
+	sleep 0.05
+done
+grep -q '"mode": "audit"' <<<"$st" || p+=("/status does not say audit")
+grep -q '"result": "ok"' <<<"$st" || p+=("/status does not show the reload ok")
 [ -z "$(q "$DB_PORT" 'select 3')" ] || p+=("a plaintext client still gets through in audit mode")
 verdict "step 1: the window is flat, SIGHUP to audit took (mode_changed, mtls_mode, /status)" "${p[@]+"${p[@]}"}"
 
@@ -154,6 +162,11 @@ bench "$APP_PORT" || p+=("pgbench through the app's connector failed in audit mo
 [ "$(would)" -gt "$before" ] || p+=("the runbook's step-2 metric did not move for the wrong name")
 curl -s "http://$M/metrics" | grep '^mtls_identity_would_refuse_total' | grep -qF "identity=\"$OTHER\",reason=\"identity_not_allowed\"" ||
 	p+=("the runbook's who-and-why does not name $OTHER")
+# (queued before the client got through, but the log thread may write it after)
+for _ in $(seq 1 $((READY_LIMIT * 20))); do
+	[ "$(log_count "$W/srv.log" would_refuse "$OTHER")" -ge 1 ] && break
+	sleep 0.05
+done
 grep -F '"event":"would_refuse"' "$W/srv.log" | grep -qF "$OTHER" || p+=("no would_refuse log line for $OTHER")
 verdict "step 2 check: a client with a refused certificate shows in would_refuse, by identity (not ready)" "${p[@]+"${p[@]}"}"
 
@@ -168,6 +181,10 @@ bench "$APP_PORT" || p+=("pgbench through the app's connector failed")
 [ "$(q "$REP_PORT" 'select 1')" = 1 ] || p+=("the fixed reports client does not get through")
 [ "$(would)" = "$before" ] || p+=("would_refuse moved with every client fixed")
 hup strict
+for _ in $(seq 1 $((READY_LIMIT * 20))); do # (applied after the reload line)
+	[ "$(val 'mtls_mode{mode="strict"}')" = 1 ] && break
+	sleep 0.05
+done
 [ "$(val 'mtls_mode{mode="strict"}')" = 1 ] || p+=("mtls_mode strict is not 1")
 verdict "step 2: the window is flat, SIGHUP to strict took" "${p[@]+"${p[@]}"}"
 
