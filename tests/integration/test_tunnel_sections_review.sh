@@ -25,6 +25,10 @@
 #                   socket activation with a sectioned file is refused).
 #  8. descriptors   the descriptor limit is split evenly: a file that fits the process's
 #                   limit is refused, with a message naming half of it as RLIMIT_NOFILE.
+# 11. same-cache    the same check for crl-cache compares the text: FILE and DIR/./FILE in two
+#                   sections both fetch into one file.
+# 12. doctor-leak   mtls doctor --config of a sectioned file with a list key (target) in the
+#                   defaults leaks the defaults' list (sanitizer builds).
 # Guards (pass today):
 #  9. a TLS session of one section is not resumed by another (no shared ticket keys).
 # 10. SIGHUP storm, then SIGTERM with a live connection in each section: each drains by its
@@ -38,7 +42,7 @@ BG_LIMIT=${BG_LIMIT:-120}
 
 command -v python3 >/dev/null || _lib_die "python3 not found in PATH"
 
-KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors "
+KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak "
 STRICT=${MTLS_REVIEW_STRICT:-}
 
 # case ID NAME PROBLEMS... -- DETAILS... : verdict, with ID's finding still open (KNOWN)
@@ -258,10 +262,11 @@ report_id() { case_verdict "$1" "$2" "${@:3}" -- "last command: ${LAST_CMD:-}" "
 report_id check-first "[b] without target: exit 2 with no socket of [a] opened first" "${p[@]+"${p[@]}"}"
 
 # ---- 6. mtls doctor --config agrees with the daemon --------------------------------------
+# (target in each section: a list key in the defaults makes doctor leak, case 12)
 {
-	defaults
-	printf '[a]\nlisten 127.0.0.1:%s\nallow-uri %s/a\n' "$P" "$TD"
-	printf '[b]\nlisten 127.0.0.1:%s\nallow-uri %s/b\n' "$P" "$TD"
+	defaults | grep -v '^target'
+	printf '[a]\ntarget 127.0.0.1:%s\nlisten 127.0.0.1:%s\nallow-uri %s/a\n' "$BE_PORT" "$P" "$TD"
+	printf '[b]\ntarget 127.0.0.1:%s\nlisten 127.0.0.1:%s\nallow-uri %s/b\n' "$BE_PORT" "$P" "$TD"
 } >"$W/dup.conf"
 LAST_CMD="mtls server --config dup.conf"
 run "$MTLS" server --config "$W/dup.conf"
@@ -311,6 +316,37 @@ else
 	[ "$(count_lines "$OUT$ERR" '{"ts"')" != 0 ] || p+=("exit status $RC")
 fi
 report_id descriptors "max-connections 400 and 10 under a limit of 1000" "${p[@]+"${p[@]}"}"
+
+# ---- 11. one crl-cache file, two spellings ----------------------------------------------
+cp "$D/crl.pem" "$W/cache.crl"
+{
+	defaults
+	printf '[a]\nlisten 127.0.0.1:0\nallow-uri %s/a\ncrl-url http://127.0.0.1:1/crl\ncrl-cache %s\n' "$TD" "$W/cache.crl"
+	printf '[b]\nlisten 127.0.0.1:0\nallow-uri %s/b\ncrl-url http://127.0.0.1:1/crl\ncrl-cache %s\n' "$TD" "$W/./cache.crl"
+} >"$W/cache.conf"
+start_bg "$W/cache.log" "$MTLS" server --config "$W/cache.conf"
+cache_pid=$BG_PID
+wait_for_line "$W/cache.log" '"event":"listening","tunnel":"b"' "$READY_LIMIT" "$cache_pid" || true
+wait_exit "$cache_pid" 1
+p=()
+[ "$EXIT_RC" = 2 ] || p+=("exit status $EXIT_RC, expected 2 (timeout: it ran, both sections writing $W/cache.crl)")
+grep -q 'both fetch into crl-cache' "$W/cache.log" || p+=("no 'sections [a] and [b] both fetch into crl-cache' refusal")
+case_verdict same-cache "crl-cache FILE and crl-cache DIR/./FILE in two sections: refused as one file" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -v max_conn "$W/cache.log" | cut -c1-200 | tail -n 4)"
+
+# ---- 12. mtls doctor --config of a sectioned file leaks (sanitizer builds only) -----------
+if grep -q __asan_init "$MTLS" 2>/dev/null; then
+	mkdir -m 700 "$W/asan"
+	# its own log_path: the leak is this case's verdict, not the script's (lib.sh)
+	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$W/asan/doctor" \
+		timeout "$RUN_LIMIT" "$MTLS" doctor --config "$W/sections.conf" >"$W/doctor.out" 2>&1 || true
+	p=()
+	for f in "$W"/asan/doctor.*; do
+		[ -e "$f" ] && p+=("a sanitizer report: $(grep -m1 -E 'ERROR|SUMMARY' "$f")")
+	done
+	case_verdict doctor-leak "mtls doctor --config with [sections] and a list key (target) in the defaults: no leak" \
+		"${p[@]+"${p[@]}"}" -- "$(cat "$W"/asan/doctor.* 2>/dev/null | head -n 12)"
+fi
 
 # ---- 9. no session resumption across sections --------------------------------------------
 two_sections >"$W/sess.conf"
