@@ -29,6 +29,11 @@
 #                   sections both fetch into one file.
 # 12. doctor-leak   mtls doctor --config of a sectioned file with a list key (target) in the
 #                   defaults leaks the defaults' list (sanitizer builds).
+# 13. restart-list  a restart-only list key (target, server, crl-url, crl-cache) changed in the
+#                   file, then SIGHUP a few times: use after free and double free of the
+#                   running list (glibc aborts: every tunnel of the process is gone). Not new
+#                   with sections (restart_only() and live_free() were so before), but each
+#                   section now reparses, and one abort takes all of them down.
 # Guards (pass today):
 #  9. a TLS session of one section is not resumed by another (no shared ticket keys).
 # 10. SIGHUP storm, then SIGTERM with a live connection in each section: each drains by its
@@ -42,7 +47,7 @@ BG_LIMIT=${BG_LIMIT:-120}
 
 command -v python3 >/dev/null || _lib_die "python3 not found in PATH"
 
-KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak "
+KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak restart-list "
 STRICT=${MTLS_REVIEW_STRICT:-}
 
 # case ID NAME PROBLEMS... -- DETAILS... : verdict, with ID's finding still open (KNOWN)
@@ -348,15 +353,59 @@ if grep -q __asan_init "$MTLS" 2>/dev/null; then
 		"${p[@]+"${p[@]}"}" -- "$(cat "$W"/asan/doctor.* 2>/dev/null | head -n 12)"
 fi
 
+# ---- 13. a restart-only list changed, then SIGHUP again -----------------------------------
+# restart_only() keeps the running target list in the reparsed options (next->target =
+# run->target); the reparse's options_free() then frees the running list at the next SIGHUP:
+# use after free, double free (glibc aborts the process and every tunnel in it).
+two_sections >"$W/hup.conf"
+mkdir -m 700 "$W/asan-hup"
+asan_saved=$ASAN_OPTIONS
+export ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$W/asan-hup/server" # this case's verdict
+start_sections "$W/hup.log" --config "$W/hup.conf"
+export ASAN_OPTIONS=$asan_saved
+sed -i 's/^target .*/target 127.0.0.1:1/' "$W/hup.conf"
+for i in 1 2 3; do
+	kill -HUP "$S_REAL" 2>/dev/null || break
+	n=$((READY_LIMIT * 20))
+	while [ "$(log_count "$W/hup.log" reload '"tunnel":"b"')" -lt "$i" ] && kill -0 "$S_REAL" 2>/dev/null &&
+		[ "$n" -gt 0 ]; do
+		sleep 0.05
+		n=$((n - 1))
+	done
+done
+alive=yes
+kill -0 "$S_REAL" 2>/dev/null || alive=no
+kill -TERM "$S_REAL" 2>/dev/null || true
+wait_exit "$S_PID" 30
+p=()
+[ "$alive" = yes ] || p+=("the daemon died during the SIGHUPs")
+[ "$EXIT_RC" = 0 ] || p+=("exit status $EXIT_RC, expected 0 (134: glibc found the heap corrupted)")
+for f in "$W"/asan-hup/server.*; do
+	[ -e "$f" ] && p+=("a sanitizer report: $(grep -m1 -E 'ERROR: ' "$f")")
+done
+case_verdict restart-list "target changed in the file (restart only), three SIGHUPs, SIGTERM: exit 0" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -v max_conn "$W/hup.log" | cut -c1-200 | tail -n 4)" \
+	"$(cat "$W"/asan-hup/server.* 2>/dev/null | grep -E '^ +#[0-9] ' | head -n 8)"
+
 # ---- 9. no session resumption across sections --------------------------------------------
 two_sections >"$W/sess.conf"
 start_sections "$W/sess.log" --config "$W/sess.conf"
-s_client() { # PORT ARGS... : the "New"/"Reused" line of a handshake as client a
-	local port=$1
+# s_client PORT ARGS... : the "New"/"Reused" line of a handshake as client a, which ends
+# once "hello" came back (after the session ticket, which TLS 1.3 sends first) or the
+# server closed
+s_client() {
+	local port=$1 out
 	shift
-	{ printf 'hello\n'; sleep 1; } | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+	out=$(mktemp "$W/sc.XXXXXX")
+	open_fifo "$out.in"
+	start_bg_stdin "$out.in" "$out" openssl s_client -connect "127.0.0.1:$port" \
 		-servername localhost -cert "$W/a.pem" -cert_chain "$W/a-chain.pem" -key "$W/a.key" \
-		-CAfile "$D/root.pem" "$@" 2>&1 | grep -E '^(New|Reused),' || true
+		-CAfile "$D/root.pem" "$@"
+	printf 'hello\n' >&"$FIFO_FD"
+	wait_for_line "$out" '^hello' "$READY_LIMIT" "$BG_PID" || true
+	close_fifo "$FIFO_FD"
+	wait_exit "$BG_PID" "$READY_LIMIT"
+	grep -E '^(New|Reused),' "$out" || true
 }
 first=$(s_client "$PA" -sess_out "$W/a.sess")
 again=$(s_client "$PA" -sess_in "$W/a.sess")
