@@ -34,6 +34,9 @@
 #                   running list (glibc aborts: every tunnel of the process is gone). Not new
 #                   with sections (restart_only() and live_free() were so before), but each
 #                   section now reparses, and one abort takes all of them down.
+# 14. reload-isolation  an unknown key (or a quoting mistake, or a process-wide key) in
+#                   [b]'s lines fails every section's reload, though the spec has the others
+#                   reload (a bad value in [b] does leave [a] reloading).
 # Guards (pass today):
 #  9. a TLS session of one section is not resumed by another (no shared ticket keys).
 # 10. SIGHUP storm, then SIGTERM with a live connection in each section: each drains by its
@@ -47,7 +50,7 @@ BG_LIMIT=${BG_LIMIT:-120}
 
 command -v python3 >/dev/null || _lib_die "python3 not found in PATH"
 
-KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak restart-list "
+KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak restart-list reload-isolation "
 STRICT=${MTLS_REVIEW_STRICT:-}
 
 # case ID NAME PROBLEMS... -- DETAILS... : verdict, with ID's finding still open (KNOWN)
@@ -386,6 +389,21 @@ done
 case_verdict restart-list "target changed in the file (restart only), three SIGHUPs, SIGTERM: exit 0" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -v max_conn "$W/hup.log" | cut -c1-200 | tail -n 4)" \
 	"$(cat "$W"/asan-hup/server.* 2>/dev/null | grep -E '^ +#[0-9] ' | head -n 8)"
+
+# ---- 14. a mistake in [b]'s lines fails [b]'s reload only ---------------------------------
+two_sections >"$W/iso.conf"
+start_sections "$W/iso.log" --config "$W/iso.conf"
+echo "no-such-key 1" >>"$W/iso.conf" # the last section's: [b]'s
+kill -HUP "$S_REAL"
+wait_for_line "$W/iso.log" '"event":"reload(_failed)?","tunnel":"a"' "$READY_LIMIT" || true
+wait_for_line "$W/iso.log" '"event":"reload(_failed)?","tunnel":"b"' "$READY_LIMIT" || true
+stop_bg "$S_PID"
+p=()
+grep -q '"event":"reload_failed","tunnel":"b"' "$W/iso.log" || p+=("[b]'s reload did not fail")
+grep -q '"event":"reload","tunnel":"a"' "$W/iso.log" ||
+	p+=("[a] did not reload: an unknown key in [b]'s lines failed [a]'s reload too (a bad value there does not)")
+case_verdict reload-isolation "an unknown key in [b]: [b]'s reload fails, [a] reloads" \
+	"${p[@]+"${p[@]}"}" -- "$(grep reload "$W/iso.log" | cut -c1-220)"
 
 # ---- 9. no session resumption across sections --------------------------------------------
 two_sections >"$W/sess.conf"
