@@ -57,6 +57,15 @@ struct file_sig {
 	bool exists;
 };
 
+#define KEEP_LISTS 3 /* the restart-only lists: target, crl-url, crl-cache */
+
+/* A list of options parsed again, replaced by the running one's: put back before those
+ * options are freed (their parser frees the array it made, not the running one). */
+struct kept_list {
+	struct tunnel_list *field; /* NULL: none */
+	struct tunnel_list parsed;
+};
+
 struct tunnel;
 
 /* The tunnels of one process (the sections of its config file) share the main loop: each
@@ -113,6 +122,9 @@ struct main_state {
 	 * list goes back into it before the handle is freed */
 	struct tunnel_list *live_crl;
 	struct tunnel_list live_crl_parsed;
+	/* live's restart-only lists, the running ones' arrays: what was parsed goes back in
+	 * before live_handle is freed (restart_only()) */
+	struct kept_list live_kept[KEEP_LISTS];
 	struct crlfetch *crlfetch[CREDENTIALS_FILES_MAX]; /* one per --crl-url */
 	size_t ncrlfetch;
 	char crl_auto[2049];  /* the URL --crl-url auto stands for */
@@ -646,6 +658,15 @@ static void watch_start(struct main_state *ms, struct ev_loop *loop);
 static int check_ocsp(const struct tunnel_options *o, char *err, size_t len);
 static int check_mode(const struct tunnel_options *o, char *err, size_t len);
 
+static void restore_lists(struct kept_list *keep)
+{
+	for (size_t i = 0; i < KEEP_LISTS; i++)
+		if (keep[i].field != NULL) {
+			*keep[i].field = keep[i].parsed;
+			keep[i].field = NULL;
+		}
+}
+
 static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
 {
 	if (a->n != b->n)
@@ -656,11 +677,14 @@ static bool same_list(const struct tunnel_list *a, const struct tunnel_list *b)
 	return true;
 }
 
-/* The options a reload cannot apply (a worker reads them, or they were acted on at start). */
+/* The options a reload cannot apply (a worker reads them, or they were acted on at start):
+ * next gets run's. A list is the running one's array, not a copy: the list next was parsed
+ * with is kept in keep[] (at most KEEP_LISTS), to be put back before next's options are freed
+ * (restore_lists()), which frees the arrays they were parsed into. */
 static void restart_only(const struct tunnel_options *run, struct tunnel_options *next,
-			 char *changed, size_t len)
+			 struct kept_list *keep, char *changed, size_t len)
 {
-	size_t used = 0;
+	size_t used = 0, nkeep = 0;
 
 #define SAME_STR(f, name)                                                                          \
 	do {                                                                                       \
@@ -676,6 +700,7 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 		if (!same_list(&run->f, &next->f)) {                                               \
 			used += (size_t)snprintf(changed + used, used < len ? len - used : 0,      \
 						 "%s%s", used > 0 ? ", " : "", name);              \
+			keep[nkeep++] = (struct kept_list){&next->f, next->f};                     \
 			next->f = run->f;                                                          \
 		}                                                                                  \
 	} while (0)
@@ -740,6 +765,7 @@ static void live_free(struct main_state *ms)
 		return;
 	if (ms->live_crl != NULL)
 		*ms->live_crl = ms->live_crl_parsed;
+	restore_lists(ms->live_kept);
 	ms->d->o->reparse_free(ms->live_handle);
 	ms->live_handle = NULL;
 	ms->live_crl = NULL;
@@ -754,6 +780,7 @@ static int reparse(struct main_state *ms)
 	struct tunnel_options *next = NULL;
 	char err[700], changed[512];
 	struct tunnel_list next_crl_parsed;
+	struct kept_list kept[KEEP_LISTS] = {0};
 	void *handle;
 
 	if (o->reparse == NULL)
@@ -770,7 +797,7 @@ static int reparse(struct main_state *ms)
 			o->reparse_free(handle);
 		return -1;
 	}
-	restart_only(o, next, changed, sizeof(changed));
+	restart_only(o, next, kept, changed, sizeof(changed));
 	/* the fetched CRLs' cache files are CRL files, as at start */
 	next_crl_parsed = next->crl;
 	if (ms->ncrlfetch > 0) {
@@ -780,6 +807,7 @@ static int reparse(struct main_state *ms)
 			    LS("reason", "config"), LS("message", "too many --crl files"),
 			    LS("action", "keeping the current options and files"));
 			notify_reload_end(ms, "SIGHUP", false, "too many --crl files");
+			restore_lists(kept);
 			o->reparse_free(handle);
 			return -1;
 		}
@@ -795,6 +823,7 @@ static int reparse(struct main_state *ms)
 		    LS("message", "these options changed but apply only at a restart; the rest of "
 				  "the configuration is reloaded"));
 	live_free(ms);
+	memcpy(ms->live_kept, kept, sizeof(kept));
 	ms->live = next;
 	ms->live_handle = handle;
 	ms->live_crl = &next->crl;
