@@ -212,7 +212,7 @@ static int split_line(char *line, char **key, size_t *keylen, char **value, char
 					 "0123456789._-");
 
 		if (n == 0 || n > OPTIONS_SECTION_NAME_MAX || p[1 + n] != ']' || p[1] == '.' ||
-		    p[1] == '_' || p[1] == '-' || !line_rest_empty(p + 2 + n))
+		    p[1] == '_' || p[1] == '-' || (p[2 + n] != '#' && !line_rest_empty(p + 2 + n)))
 			return fail(why, why_len,
 				    "a section name is 1 to %d letters, digits, '.', '_' or '-' "
 				    "(starting with a letter or digit), in brackets: [db]",
@@ -310,6 +310,17 @@ static int split_line(char *line, char **key, size_t *keylen, char **value, char
 	return 0;
 }
 
+static bool wanted_section(const struct options_state *st, const char *name)
+{
+	return st->section != NULL && strcmp(name, st->section) == 0;
+}
+
+/* Whether a line is a section's ("[..."): its mistakes are everyone's. */
+static bool starts_section(const char *line)
+{
+	return line[strspn(line, " \t")] == '[';
+}
+
 static bool process_wide(const struct options_state *st, const char *name)
 {
 	for (const char *const *k = st->process_wide; k != NULL && *k != NULL; k++)
@@ -322,6 +333,12 @@ static bool process_wide(const struct options_state *st, const char *name)
 static int section_start(struct options_state *st, const char *name, const char *where, int lineno,
 			 char *err, size_t err_len)
 {
+	if (st->sections_allowed && st->ntexts > 1)
+		return fail(err, err_len,
+			    "%s: a config file with [sections] must be the only --config (the "
+			    "defaults of every section go before the first [section] of that "
+			    "file)",
+			    where);
 	if (!st->sections_allowed)
 		return fail(err, err_len,
 			    "%s: sections ([name]) are for several tunnels in one process (mtls "
@@ -390,6 +407,12 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 			line[linelen - 1] = '\0';
 		snprintf(where, sizeof(where), "%s:%d", origin, lineno);
 		if (split_line(line, &key, &keylen, &value, &section, why, sizeof(why)) != 0) {
+			/* a line of a section not wanted: that section's own pass refuses it, so
+			 * that a mistake in one fails only its own reload */
+			if (in != NULL && !wanted_section(st, in) && !starts_section(line)) {
+				line = next;
+				continue;
+			}
 			fail(err, err_len, "%s: %s", where, why);
 			goto out;
 		}
@@ -402,6 +425,9 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 			continue;
 		}
 		if (key == NULL)
+			continue;
+		wanted = in == NULL || wanted_section(st, in);
+		if (!wanted) /* another section's line: its own pass applies and checks it */
 			continue;
 		o = find(table, key, keylen);
 		if (o == NULL || strcmp(o->name, "config") == 0) {
@@ -417,9 +443,6 @@ int options_parse_text(const struct opt *table, void *target, char *text, size_t
 			     where, o->name);
 			goto out;
 		}
-		wanted = in == NULL || (st->section != NULL && strcmp(in, st->section) == 0);
-		if (!wanted) /* another section's line: its own pass applies and checks it */
-			continue;
 		if (o->type == OPT_LIST && in != NULL && !replaced[o - table]) {
 			/* the section's list replaces the defaults' */
 			((struct opt_list *)(void *)((char *)target + o->offset))->n = 0;
@@ -458,7 +481,14 @@ static int load_config(const struct opt *table, void *target, const char *path,
 	char **texts;
 	char why[400];
 	size_t len = 0;
-	char *text = files_read(path, &len, why, sizeof(why));
+	char *text;
+
+	if (st->nsections > 0)
+		return fail(err, err_len,
+			    "--config %s: the config file before it has [sections], and it must "
+			    "be the only --config; put these options before its first [section]",
+			    path);
+	text = files_read(path, &len, why, sizeof(why));
 
 	if (text == NULL)
 		return fail(err, err_len, "config file: %s", why);

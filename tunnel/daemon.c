@@ -162,6 +162,7 @@ struct tunnel {
 	bool own_pass;
 	int metrics_fd;
 	int passed[2]; /* socket activation: listen, metrics */
+	long long fds; /* its part of the descriptor limit */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -1780,20 +1781,29 @@ static long long fd_limit(void)
 }
 
 /* fds: the descriptors this tunnel may count on (its part of the limit) */
-static int fit_connections(struct tunnel_options *o, long long fds, char *err, size_t len)
+/* The descriptors a tunnel needs besides its connections' (fds: the limit). */
+static long long fd_reserve(const struct tunnel_options *o, long long fds)
+{
+	return 32 + 4 * o->workers + (o->metrics != NULL ? 8 + metrics_connections(fds) : 0);
+}
+
+/* fds: this tunnel's part of the limit (all of it for a single tunnel); part: "" or what
+ * says how the limit was shared, for the messages */
+static int fit_connections(struct tunnel_options *o, long long fds, const char *part, char *err,
+			   size_t len)
 {
 	long long reserve, fit, want;
 
 	if (fds == INT32_MAX) /* no limit, or one past counting */
 		return 0;
-	reserve = 32 + 4 * o->workers + (o->metrics != NULL ? 8 + metrics_connections(fds) : 0);
+	reserve = fd_reserve(o, fds);
 	fit = fds > reserve ? (fds - reserve) / 2 : 0;
 	want = o->max_connections;
 	if (fit < 1) {
 		snprintf(err, len,
-			 "the descriptor limit (RLIMIT_NOFILE) is %lld, too few for %lld workers "
+			 "the descriptor limit (RLIMIT_NOFILE) is %lld%s, too few for %lld workers "
 			 "and any connection; raise it (ulimit -n, LimitNOFILE= in a systemd unit)",
-			 fds, o->workers);
+			 fds, part, o->workers);
 		return -1;
 	}
 	if (want > 0 && want <= fit)
@@ -1801,9 +1811,9 @@ static int fit_connections(struct tunnel_options *o, long long fds, char *err, s
 	if (want > 0 && o->max_connections_given) {
 		snprintf(err, len,
 			 "--max-connections %lld needs about %lld descriptors but the limit "
-			 "(RLIMIT_NOFILE) is %lld: raise it (ulimit -n, LimitNOFILE= in a systemd "
-			 "unit) or give --max-connections %lld or less",
-			 want, 2 * want + reserve, fds, fit);
+			 "(RLIMIT_NOFILE) is %lld%s: raise it (ulimit -n, LimitNOFILE= in a "
+			 "systemd unit) or give --max-connections %lld or less",
+			 want, 2 * want + reserve, fds, part, fit);
 		return -1;
 	}
 	o->max_connections = fit;
@@ -1939,17 +1949,16 @@ static void fail_in(const struct tunnel *t, const char *msg)
 	fail(role, line);
 }
 
-/* Everything a tunnel needs before the privileges are dropped: the whole configuration
- * checked, the files read, the threads that need no loop started, the sockets bound (the
- * tunnel's own, then its metrics). fds: the descriptors this tunnel may count on. 0, or the
- * exit status (2: configuration, 1: a failure at start), the reason on stderr. */
-static int prepare(struct tunnel *t, long long fds)
+/* A tunnel's whole configuration checked and its files read, before any tunnel of the
+ * process binds a socket. fds: the descriptors this tunnel may count on (n tunnels share the
+ * limit). 0, or 2 (the reason on stderr). */
+static int prepare_check(struct tunnel *t, long long fds, const char *part)
 {
 	struct tunnel_options *o = &t->eff;
 	struct daemon *d = &t->d;
 	struct main_state *ms = &t->ms;
 	const char *role = o->role == TUNNEL_SERVER ? "server" : "connector";
-	char err[800], addr[300];
+	char err[800];
 
 	log_tag_set(d->name);
 	metrics_init(&d->metrics, role);
@@ -1966,7 +1975,7 @@ static int prepare(struct tunnel *t, long long fds)
 	sign_files(ms, ms->sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
 	if (load_credentials(ms, err, sizeof(err)) != 0 ||
-	    fit_connections(o, fds, err, sizeof(err)) != 0)
+	    fit_connections(o, fds, part, err, sizeof(err)) != 0)
 		goto config;
 	if (o->ca_url != NULL) {
 		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
@@ -1988,6 +1997,23 @@ static int prepare(struct tunnel *t, long long fds)
 		}
 		renewer_loaded(ms->renewer, mtls_endpoint_cert_not_after(d->endpoint));
 	}
+	return 0;
+config:
+	fail_in(t, err);
+	return 2;
+}
+
+/* The rest of what a tunnel needs before the privileges are dropped: the threads that need
+ * no loop started, the sockets bound (the tunnel's own, then its metrics). 0, or 1 (the
+ * reason on stderr). */
+static int prepare_bind(struct tunnel *t, long long fds)
+{
+	struct tunnel_options *o = &t->eff;
+	struct daemon *d = &t->d;
+	struct main_state *ms = &t->ms;
+	char err[800], addr[300];
+
+	log_tag_set(d->name);
 	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
 	 * own; it sleeps while there is none */
 	if ((ms->ocspfetch = ocspfetch_new(d->endpoint, &d->metrics, err, sizeof(err))) == NULL)
@@ -2040,9 +2066,6 @@ static int prepare(struct tunnel *t, long long fds)
 		LOG(LOG_INFO, "metrics_listening", LS("address", addr));
 	}
 	return 0;
-config:
-	fail_in(t, err);
-	return 2;
 failed:
 	fail_in(t, err);
 	return 1;
@@ -2174,31 +2197,97 @@ static void tunnel_free(struct tunnel *t, struct ev_loop *loop)
 	log_tag_set(NULL);
 }
 
-/* An address with port 0 (any port the kernel picks): two of them are not one address. */
-static bool any_port(const char *address)
+/* The port of an IP address, and whether it is the wildcard (0.0.0.0, ::). */
+static unsigned short ip_port(const struct address *a, bool *any)
 {
-	size_t n = strlen(address);
+	if (a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->sa;
 
-	return strncmp(address, "unix:", 5) != 0 && n >= 2 && strcmp(address + n - 2, ":0") == 0;
+		*any = in->sin_addr.s_addr == htonl(INADDR_ANY);
+		return ntohs(in->sin_port);
+	}
+	if (a->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->sa;
+
+		*any = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr);
+		return ntohs(in6->sin6_port);
+	}
+	*any = false;
+	return 0;
 }
 
-/* Whether lists a and b share a value; *which is set to it. */
+/* Whether two tunnels binding a and b would share connections (or the second fail): one
+ * unix path, or one port on one address or on a wildcard covering the other. Port 0 (any
+ * port) is never one address. */
+static bool same_address(const struct address *a, const struct address *b)
+{
+	unsigned short pa, pb;
+	bool anya, anyb;
+
+	if (a->is_unix || b->is_unix)
+		return a->is_unix && b->is_unix &&
+		       strcmp(((const struct sockaddr_un *)&a->sa)->sun_path,
+			      ((const struct sockaddr_un *)&b->sa)->sun_path) == 0;
+	pa = ip_port(a, &anya);
+	pb = ip_port(b, &anyb);
+	if (pa == 0 || pa != pb)
+		return false;
+	if (anya || anyb)
+		return true;
+	if (a->sa.ss_family != b->sa.ss_family)
+		return false;
+	if (a->sa.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)&b->sa)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr,
+		      &((const struct sockaddr_in6 *)&b->sa)->sin6_addr,
+		      sizeof(struct in6_addr)) == 0;
+}
+
+/* Whether paths a and b name one file: the same inode, or (a file not there yet, such as a
+ * first --crl-cache) the same real directory and name. */
+static bool same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	char *da, *db, *ra, *rb;
+	const char *na, *nb;
+	bool same;
+
+	if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+		return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+	na = strrchr(a, '/') != NULL ? strrchr(a, '/') + 1 : a;
+	nb = strrchr(b, '/') != NULL ? strrchr(b, '/') + 1 : b;
+	if (strcmp(na, nb) != 0)
+		return false;
+	da = strndup(a, (size_t)(na - a));
+	db = strndup(b, (size_t)(nb - b));
+	ra = da != NULL ? realpath(da[0] != '\0' ? da : ".", NULL) : NULL;
+	rb = db != NULL ? realpath(db[0] != '\0' ? db : ".", NULL) : NULL;
+	same = ra != NULL && rb != NULL ? strcmp(ra, rb) == 0 : strcmp(a, b) == 0;
+	free(da);
+	free(db);
+	free(ra);
+	free(rb);
+	return same;
+}
+
+/* Whether lists a and b name one file; *which is set to it. */
 static bool lists_share(const struct tunnel_list *a, const struct tunnel_list *b,
 			const char **which)
 {
 	for (size_t i = 0; i < a->n; i++)
 		for (size_t k = 0; k < b->n; k++)
-			if (strcmp(a->v[i], b->v[k]) == 0) {
+			if (same_file(a->v[i], b->v[k])) {
 				*which = a->v[i];
 				return true;
 			}
 	return false;
 }
 
-/* Two tunnels of one process on one address (other than port 0) would split its
- * connections, or the second fail to bind; two renewing one certificate (--ca-url) or
- * fetching into one --crl-cache would each write the other's files: refused with both
- * names. */
+/* Two tunnels of one process on one address would split its connections, or the second
+ * fail to bind; two renewing one certificate (--ca-url) or fetching into one --crl-cache
+ * would each write the other's files: refused with both names. After check() (the
+ * addresses parsed). */
 static int check_distinct(const struct tunnel *t, size_t n, char *err, size_t len)
 {
 	for (size_t i = 0; i < n; i++)
@@ -2207,7 +2296,7 @@ static int check_distinct(const struct tunnel *t, size_t n, char *err, size_t le
 			const char *what = NULL, *addr = NULL;
 
 			if (a->ca_url != NULL && b->ca_url != NULL && a->cert != NULL &&
-			    b->cert != NULL && strcmp(a->cert, b->cert) == 0) {
+			    b->cert != NULL && same_file(a->cert, b->cert)) {
 				snprintf(err, len,
 					 "sections [%s] and [%s] both renew %s (ca-url); give "
 					 "ca-url "
@@ -2225,18 +2314,25 @@ static int check_distinct(const struct tunnel *t, size_t n, char *err, size_t le
 					t[i].d.name, t[j].d.name, addr, addr);
 				return -1;
 			}
-
-			if (a->listen != NULL && b->listen != NULL &&
-			    strcmp(a->listen, b->listen) == 0 && !any_port(a->listen))
-				what = "listen", addr = a->listen;
+			if (same_address(&t[i].d.listen, &t[j].d.listen))
+				what = "listen on", addr = a->listen;
 			else if (a->metrics != NULL && b->metrics != NULL &&
-				 strcmp(a->metrics, b->metrics) == 0 && !any_port(a->metrics))
-				what = "serve metrics", addr = a->metrics;
+				 same_address(&t[i].d.metrics_addr, &t[j].d.metrics_addr))
+				what = "serve metrics on", addr = a->metrics;
+			else if (a->metrics != NULL &&
+				 same_address(&t[i].d.metrics_addr, &t[j].d.listen))
+				what = "use", addr = a->metrics;
+			else if (b->metrics != NULL &&
+				 same_address(&t[i].d.listen, &t[j].d.metrics_addr))
+				what = "use", addr = b->metrics;
 			if (what != NULL) {
-				snprintf(err, len,
-					 "sections [%s] and [%s] both %s on %s; give each its own "
-					 "address",
-					 t[i].d.name, t[j].d.name, what, addr);
+				snprintf(
+					err, len,
+					"sections [%s] and [%s] both %s %s (%s); give each its own "
+					"address",
+					t[i].d.name, t[j].d.name, what, addr,
+					what[0] == 'u' ? "a listen and a metrics address"
+						       : "one address");
 				return -1;
 			}
 		}
@@ -2254,6 +2350,7 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 	sigset_t block, old;
 	char err[800];
 	long long fds;
+	char part[80] = "";
 	size_t prepared = 0, started = 0;
 	int rc = 2;
 
@@ -2293,11 +2390,7 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 	}
 	group.tunnels = t;
 	group.n = n;
-	if (n > 1 && check_distinct(t, n, err, sizeof(err)) != 0) {
-		fail(role, err);
-		goto out;
-	}
-	if (n > 1 && service_listen_passed()) {
+	if (names != NULL && service_listen_passed()) {
 		fail(role, "systemd passed sockets (socket activation), which serve one tunnel; "
 			   "run a config file with [sections] without the .socket unit, or one "
 			   "unit per tunnel");
@@ -2322,17 +2415,49 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 		}
 		t[i].own_pass = true;
 	}
-	/* the descriptors shared out: each tunnel fits its connections into its part */
+	/* the descriptors shared out: a tunnel with --max-connections gets what it needs, the
+	 * others share the rest evenly, each fitting its connections into its part */
 	fds = fd_limit();
-	if (fds != INT32_MAX)
-		fds /= (long long)n;
+	if (fds != INT32_MAX && n > 1) {
+		long long rest = fds, others = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			const struct tunnel_options *o = &t[i].eff;
+
+			if (o->max_connections_given && o->max_connections > 0) {
+				t[i].fds = 2 * o->max_connections + fd_reserve(o, fds);
+				rest -= t[i].fds;
+			} else {
+				others++;
+			}
+		}
+		for (size_t i = 0; i < n; i++)
+			if (t[i].fds == 0)
+				t[i].fds = rest > 0 ? rest / (others > 0 ? others : 1) : 0;
+			else if (rest < 0) /* more than the limit: each its even part */
+				t[i].fds = fds / (long long)n;
+		snprintf(part, sizeof(part), " (this tunnel's part of %lld for %zu tunnels)", fds,
+			 n);
+	} else {
+		t[0].fds = fds;
+	}
+	/* every tunnel checked before any binds */
 	for (; prepared < n; prepared++)
-		if ((rc = prepare(&t[prepared], fds)) != 0) {
+		if ((rc = prepare_check(&t[prepared], t[prepared].fds, part)) != 0) {
 			prepared++; /* freed below, as far as it came */
 			goto out;
 		}
 	log_tag_set(NULL);
+	if (n > 1 && check_distinct(t, n, err, sizeof(err)) != 0) {
+		fail(role, err);
+		rc = 2;
+		goto out;
+	}
 	rc = 1;
+	for (size_t i = 0; i < n; i++)
+		if (prepare_bind(&t[i], t[i].fds) != 0)
+			goto out;
+	log_tag_set(NULL);
 	if (given[0]->user != NULL && drop_privileges(given[0]->user, err, sizeof(err)) != 0) {
 		fail(role, err);
 		goto out;

@@ -314,6 +314,15 @@ static void test_sections(void **state)
 	assert_string_equal(o.allow.v[1], "a://2");
 	options_free(&st);
 	free(copy);
+	/* mistakes in another section are its own pass's: [db] parses */
+	assert_int_equal(parse_sections("[db]\nname x\n[api]\nnope 1\nname 'x\nverbose\n"
+					"[c]# no blank\n",
+					"db", &o, &st, &copy, err, sizeof(err)),
+			 0);
+	assert_string_equal(o.name, "x");
+	assert_int_equal(st.nsections, 3);
+	options_free(&st);
+	free(copy);
 	/* a section the file does not have */
 	assert_int_equal(parse_sections(text, "gone", &o, &st, &copy, err, sizeof(err)), 0);
 	assert_false(st.section_found);
@@ -338,10 +347,14 @@ static void test_sections_bad(void **state)
 		{"process-wide key in a section", "ca /a\n[db]\nverbose\n", "db",
 		 "t.conf:3: verbose applies to the whole process; set it before the first "
 		 "[section]"},
-		{"... also in a section not wanted", "[db]\n[api]\nverbose\n", "db",
+		{"... in the section's own pass", "[db]\n[api]\nverbose\n", "api",
 		 "t.conf:3: verbose applies to the whole process"},
-		{"unknown key in a section not wanted", "[db]\n[api]\nnope 1\n", "db",
+		{"an unknown key, in its section's pass", "[db]\n[api]\nnope 1\n", "api",
 		 "t.conf:3: unknown key 'nope'"},
+		{"a bad section name in another section", "[db]\nca /a\n[api]\n[a b]\n", "db",
+		 "t.conf:4: a section name"},
+		{"a second file after one with sections", "[db]\n", "db",
+		 "t.conf:1: a config file with [sections] must be the only --config"},
 		{"a key twice in one section", "ca /g\n[db]\nca /x\nca /y\n", "db",
 		 "t.conf:4: ca given again (first on line 3)"},
 		{"a bad value in the wanted section", "[db]\ndepth x\n", "db",
@@ -354,6 +367,31 @@ static void test_sections_bad(void **state)
 		struct options_state st;
 		char err[512] = "", *copy;
 
+		/* the last case: as if a file had been read before this one */
+		if (strstr(cases[i].what, "second file") != NULL) {
+			char *first = strdup("ca /0\n");
+			int rc;
+
+			assert_non_null(first);
+			memset(&o, 0, sizeof(o));
+			memset(&st, 0, sizeof(st));
+			st.sections_allowed = true;
+			st.section = cases[i].section;
+			st.texts = calloc(2, sizeof(*st.texts));
+			assert_non_null(st.texts);
+			st.texts[st.ntexts++] = first;
+			copy = strdup(cases[i].text);
+			assert_non_null(copy);
+			st.texts[st.ntexts++] = copy;
+			rc = options_parse_text(table, &o, copy, strlen(copy), "t.conf", &st, err,
+						sizeof(err));
+			if (rc != -1)
+				fail_msg("%s: accepted", cases[i].what);
+			if (strncmp(err, cases[i].want, strlen(cases[i].want)) != 0)
+				fail_msg("%s: not '%s...': %s", cases[i].what, cases[i].want, err);
+			options_free(&st); /* frees both texts */
+			continue;
+		}
 		if (parse_sections(cases[i].text, cases[i].section, &o, &st, &copy, err,
 				   sizeof(err)) != -1)
 			fail_msg("%s: accepted", cases[i].what);
