@@ -542,7 +542,12 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 	struct tunnel_options o;
 	struct options_state st = {0};
 	enum tunnel_role role = TUNNEL_SERVER;
+	struct tunnel_options *each = NULL;
+	struct options_state *states = NULL;
+	const struct tunnel_options **parsed = NULL;
+	size_t nparsed = 0;
 	char e1[600], e2[600];
+	int rc = 0;
 
 	if (access(path, F_OK) != 0) {
 		snprintf(err, err_len, "--config %s: %s", path, strerror(errno));
@@ -575,18 +580,38 @@ int doctor_config_run(const char *path, const char *user, time_t now, struct doc
 			  "%s: a config of mtls %s with %zu tunnels ([sections]), each checked "
 			  "below",
 			  path, role == TUNNEL_SERVER ? "server" : "connector", st.nsections);
+	each = calloc(st.nsections, sizeof(*each));
+	states = calloc(st.nsections, sizeof(*states));
+	parsed = calloc(st.nsections, sizeof(*parsed));
+	if (each == NULL || states == NULL || parsed == NULL) {
+		snprintf(err, err_len, "out of memory");
+		rc = -1;
+		goto out;
+	}
 	for (size_t i = 0; i < st.nsections; i++) {
-		struct options_state one = {.section = st.sections[i]};
-
+		states[i].section = st.sections[i];
 		r->scope = st.sections[i];
-		if (tunnel_cmd_parse_config(role, path, &o, &one, e1, sizeof(e1)) != 0)
+		if (tunnel_cmd_parse_config(role, path, &each[i], &states[i], e1, sizeof(e1)) !=
+		    0) {
 			doctor_report_add(r, DOCTOR_FAIL, "config", "correct that line",
 					  "this tunnel would not start: %s", e1);
-		else
-			check_tunnel(&o, user, now, r);
-		options_free(&one);
+			continue;
+		}
+		check_tunnel(&each[i], user, now, r);
+		parsed[nparsed++] = &each[i];
 	}
 	r->scope = NULL;
+	/* what the daemon refuses of the tunnels together (of those that parse) */
+	if (nparsed == st.nsections &&
+	    tunnel_check_distinct(parsed, st.sections, nparsed, e1, sizeof(e1)) != 0)
+		doctor_report_add(r, DOCTOR_FAIL, "sections", "give each section its own",
+				  "the daemon would not start: %s", e1);
+out:
+	for (size_t i = 0; states != NULL && i < st.nsections; i++)
+		options_free(&states[i]);
+	free(each);
+	free(states);
+	free(parsed);
 	options_free(&st);
-	return 0;
+	return rc;
 }

@@ -75,6 +75,11 @@ struct stop_group {
 	size_t n;
 	size_t running; /* tunnels not done draining */
 	struct ev_loop *loop;
+	/* a SIGHUP reloads every tunnel in turn; systemd hears READY=1 once, after the last,
+	 * with the first failure (batch: the tunnels' own notifications only note theirs) */
+	bool batch;
+	bool batch_ok;
+	char batch_message[SERVICE_NOTIFY_STATUS_MAX];
 };
 
 struct main_state {
@@ -536,7 +541,7 @@ static void notify_status_text(struct main_state *ms, char *out, size_t len)
 /* RELOADING=1, once per reload (SIGHUP sends it before the options are parsed again). */
 static void notify_reload_begin(struct main_state *ms)
 {
-	if (ms->reloading || !ms->primary)
+	if (ms->reloading || !ms->primary || ms->group->batch)
 		return;
 	ms->reloading = true;
 	service_notify_reloading();
@@ -547,8 +552,20 @@ static void notify_reload_begin(struct main_state *ms)
 static void notify_reload_end(struct main_state *ms, const char *trigger, bool ok,
 			      const char *message)
 {
+	struct stop_group *g = ms->group;
 	char when[32];
 
+	if (g->batch) {
+		if (!ok && g->batch_ok) {
+			g->batch_ok = false;
+			if (ms->d->name != NULL)
+				snprintf(g->batch_message, sizeof(g->batch_message), "[%s] %s",
+					 ms->d->name, message);
+			else
+				snprintf(g->batch_message, sizeof(g->batch_message), "%s", message);
+		}
+		return;
+	}
 	utc(time(NULL), when, sizeof(when));
 	if (ok)
 		snprintf(ms->last_reload, sizeof(ms->last_reload), "last reload (%s) at %s: ok",
@@ -851,13 +868,27 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	struct main_state *ms =
 		(struct main_state *)((char *)w - offsetof(struct main_state, sighup));
 
+	struct stop_group *g = ms->group;
+
 	(void)loop;
 	(void)events;
 	log_tag_set(ms->d->name);
 	notify_reload_begin(ms);
-	if (reparse(ms) != 0)
-		return;
-	reload_now(ms, "SIGHUP"); /* the operator's word: no settling */
+	g->batch = true;
+	g->batch_ok = true;
+	g->batch_message[0] = '\0';
+	for (size_t i = 0; i < g->n; i++) {
+		struct main_state *t = &g->tunnels[i].ms;
+
+		if (atomic_load(&t->d->phase) != 0) /* draining: no reload */
+			continue;
+		log_tag_set(t->d->name);
+		if (reparse(t) == 0)
+			reload_now(t, "SIGHUP"); /* the operator's word: no settling */
+	}
+	g->batch = false;
+	log_tag_set(ms->d->name);
+	notify_reload_end(ms, "SIGHUP", g->batch_ok, g->batch_message);
 }
 
 /* SIGUSR1: logrotate moved --log-file away; the log writer opens it again by its name */
@@ -1108,8 +1139,9 @@ static int group_stuck_workers(const struct stop_group *g)
 	long long now = metrics_beat_clock();
 	int stuck = 0;
 
-	for (size_t i = 0; i < g->n; i++)
-		stuck += metrics_stuck_workers(&g->tunnels[i].d.metrics, now);
+	for (size_t i = 0; i < g->n; i++) /* a tunnel done draining has no worker left */
+		if (atomic_load(&g->tunnels[i].d.phase) != 2)
+			stuck += metrics_stuck_workers(&g->tunnels[i].d.metrics, now);
 	return stuck;
 }
 
@@ -2102,13 +2134,14 @@ static void start_main(struct tunnel *t, struct ev_loop *loop)
 	const struct tunnel_options *o = &t->eff;
 
 	log_tag_set(t->d.name);
-	ev_signal_init(&ms->sighup, on_sighup, SIGHUP);
 	ev_signal_init(&ms->sigterm, on_stop, SIGTERM);
 	ev_signal_init(&ms->sigint, on_stop, SIGINT);
-	ev_signal_start(loop, &ms->sighup);
 	ev_signal_start(loop, &ms->sigterm);
 	ev_signal_start(loop, &ms->sigint);
-	if (ms->primary) { /* the log file is the process's: reopened once */
+	/* the process's: a SIGHUP reloads each tunnel in turn, the log file is reopened once */
+	if (ms->primary) {
+		ev_signal_init(&ms->sighup, on_sighup, SIGHUP);
+		ev_signal_start(loop, &ms->sighup);
 		ev_signal_init(&ms->sigusr1, on_sigusr1, SIGUSR1);
 		ev_signal_start(loop, &ms->sigusr1);
 	}
@@ -2337,6 +2370,31 @@ static int check_distinct(const struct tunnel *t, size_t n, char *err, size_t le
 			}
 		}
 	return 0;
+}
+
+int tunnel_check_distinct(const struct tunnel_options *const *o, const char *const *names, size_t n,
+			  char *err, size_t len)
+{
+	struct tunnel *t = calloc(n, sizeof(*t));
+	char why[300];
+	int rc;
+
+	if (t == NULL) {
+		snprintf(err, len, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		t[i].eff = *o[i];
+		t[i].d.name = names[i];
+		/* an address that does not parse is the other checks' finding */
+		if (o[i]->listen != NULL)
+			address_parse(o[i]->listen, &t[i].d.listen, why, sizeof(why));
+		if (o[i]->metrics != NULL)
+			address_parse(o[i]->metrics, &t[i].d.metrics_addr, why, sizeof(why));
+	}
+	rc = check_distinct(t, n, err, len);
+	free(t);
+	return rc;
 }
 
 int tunnel_run_many(const struct tunnel_options *const *given, const char *const *names, size_t n)

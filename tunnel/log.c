@@ -85,6 +85,7 @@ static atomic_ullong suppressed_total;
 struct rate_key {
 	bool used;
 	bool from_reason; /* value is the "reason" field's, else the "message" field's */
+	char tag[40];	  /* the tunnel's (log_tag()): one tunnel's flood hides no other's */
 	char event[40];
 	char value[88];
 	double start;	/* of the current window */
@@ -97,6 +98,7 @@ struct rate_key {
 /* the summary of a key, copied out to be logged outside the lock */
 struct summary {
 	bool from_reason;
+	char tag[40];
 	char event[40];
 	char value[88];
 	unsigned long long lines;
@@ -326,16 +328,16 @@ static size_t logfmt_value(struct line *l, const char *s)
 /* The tunnel (config-file section) the calling thread works for; NULL: none (one tunnel per
  * process, or the process itself). A name of letters, digits, '.', '_' and '-' that lives as
  * long as the process logs. */
-static _Thread_local const char *tag;
+static _Thread_local const char *thread_tag;
 
 void log_tag_set(const char *tunnel)
 {
-	tag = tunnel;
+	thread_tag = tunnel;
 }
 
 const char *log_tag(void)
 {
-	return tag;
+	return thread_tag;
 }
 
 /* The text of an event's line, without its newline: in l->buf (logfmt), or allocated (JSON:
@@ -354,8 +356,8 @@ static char *format_line(enum log_level level, const char *event, const struct l
 		json_object_set_new(obj, "ts", json_string(ts));
 		json_object_set_new(obj, "level", json_string(level_names[level]));
 		json_object_set_new(obj, "event", json_string(event));
-		if (tag != NULL)
-			json_object_set_new(obj, "tunnel", json_string(tag));
+		if (thread_tag != NULL)
+			json_object_set_new(obj, "tunnel", json_string(thread_tag));
 		for (size_t i = 0; i < n; i++)
 			json_object_set_new(obj, fields[i].key,
 					    fields[i].str != NULL ? json_text(fields[i].str)
@@ -370,8 +372,8 @@ static char *format_line(enum log_level level, const char *event, const struct l
 		return text;
 	}
 	l->len = (size_t)snprintf(l->buf, sizeof(l->buf), "ts=%s level=%s event=%s%s%s", ts,
-				  level_names[level], event, tag != NULL ? " tunnel=" : "",
-				  tag != NULL ? tag : "");
+				  level_names[level], event, thread_tag != NULL ? " tunnel=" : "",
+				  thread_tag != NULL ? thread_tag : "");
 	l->cut = false;
 	for (size_t i = 0; i < n && !l->cut; i++) {
 		char key[72], num[32];
@@ -465,6 +467,7 @@ static const char *field_str(const struct log_field *f, size_t n, const char *ke
 static void take_summary(struct rate_key *k, double now, struct summary *out)
 {
 	out->from_reason = k->from_reason;
+	memcpy(out->tag, k->tag, sizeof(out->tag));
 	memcpy(out->event, k->event, sizeof(out->event));
 	memcpy(out->value, k->value, sizeof(out->value));
 	out->lines = k->suppressed;
@@ -475,8 +478,10 @@ static void take_summary(struct rate_key *k, double now, struct summary *out)
 /* The slot of (ev, val) among keys[from, to): the one holding it, else a free one, else the
  * one least recently used among those whose window is over (its pending summary, if any,
  * into *due), set up for the key; NULL if every one is busy this very second. */
+
 static struct rate_key *rate_slot(int from, int to, const char *ev, const char *val,
-				  bool from_reason, double now, struct summary *due)
+				  const char *tag, bool from_reason, double now,
+				  struct summary *due)
 {
 	struct rate_key *k = NULL, *unused = NULL, *stale = NULL;
 
@@ -486,8 +491,8 @@ static struct rate_key *rate_slot(int from, int to, const char *ev, const char *
 		if (!c->used) {
 			if (unused == NULL)
 				unused = c;
-		} else if (c->from_reason == from_reason && strcmp(c->event, ev) == 0 &&
-			   strcmp(c->value, val) == 0) {
+		} else if (c->from_reason == from_reason && strcmp(c->tag, tag) == 0 &&
+			   strcmp(c->event, ev) == 0 && strcmp(c->value, val) == 0) {
 			return c;
 		} else if (now - c->start >= RATE_WINDOW &&
 			   (stale == NULL || c->last < stale->last)) {
@@ -502,6 +507,7 @@ static struct rate_key *rate_slot(int from, int to, const char *ev, const char *
 	memset(k, 0, sizeof(*k));
 	k->used = true;
 	k->from_reason = from_reason;
+	snprintf(k->tag, sizeof(k->tag), "%s", tag);
 	snprintf(k->event, sizeof(k->event), "%s", ev);
 	snprintf(k->value, sizeof(k->value), "%s", val);
 	k->start = now;
@@ -525,10 +531,12 @@ static bool rate_admit(const char *event, const struct log_field *f, size_t n, s
 	snprintf(val, sizeof(val), "%s", v != NULL ? v : "");
 	due->lines = 0;
 	pthread_mutex_lock(&rate_mu);
-	k = rate_slot(0, RATE_KEYS, ev, val, from_reason, now, due);
+	k = rate_slot(0, RATE_KEYS, ev, val, thread_tag != NULL ? thread_tag : "", from_reason, now,
+		      due);
 	/* every slot busy this very second: the event's own, else the one shared by all */
 	if (k == NULL)
-		k = rate_slot(RATE_KEYS, RATE_KEYS + RATE_EVENTS, ev, "*", false, now, due);
+		k = rate_slot(RATE_KEYS, RATE_KEYS + RATE_EVENTS, ev, "*",
+			      thread_tag != NULL ? thread_tag : "", false, now, due);
 	if (k == NULL) {
 		k = &keys[RATE_KEYS + RATE_EVENTS];
 		if (!k->used) {
@@ -559,14 +567,18 @@ static bool rate_admit(const char *event, const struct log_field *f, size_t n, s
 
 static void log_summary(const struct summary *s)
 {
-	const char *event = s->event, *value = s->value;
+	const char *event = s->event, *value = s->value, *was = log_tag();
 	char msg[300];
 
 	snprintf(msg, sizeof(msg), "suppressed %llu lines event=%s %s=%s in the last %.1fs",
 		 s->lines, event, s->from_reason ? "reason" : "message", value, s->seconds);
+	/* the summary is the tunnel's whose lines it counts (its name copied: the summary may
+	 * come after the tunnel's options are gone, at exit) */
+	log_tag_set(s->tag[0] != '\0' ? s->tag : NULL);
 	LOG_OWN(LOG_WARN, "log_suppressed", LS("suppressed_event", event),
 		LS(s->from_reason ? "reason" : "suppressed_message", value), LN("lines", s->lines),
 		LN("interval_ms", (long long)(s->seconds * 1000)), LS("message", msg));
+	log_tag_set(was);
 }
 
 /* Log the summaries whose window is over (all of them: every pending one). */

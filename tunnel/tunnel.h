@@ -114,5 +114,10 @@ int tunnel_run(const struct tunnel_options *o);
  * the last has drained. The process-wide options (log, user) are the first's. A message
  * about one tunnel names it: "mtls server: [name] ...". */
 int tunnel_run_many(const struct tunnel_options *const *o, const char *const *names, size_t n);
+/* What tunnel_run_many() refuses in the tunnels together, checked without starting anything
+ * (mtls doctor): two on one address, two renewing one certificate, two fetching into one
+ * CRL cache. 0, or -1 with the message. */
+int tunnel_check_distinct(const struct tunnel_options *const *o, const char *const *names, size_t n,
+			  char *err, size_t len);
 
 #endif

@@ -2,10 +2,8 @@
 # Review of "several tunnels in one process" (config-file [sections], tunnel_run_many()):
 # what an adversarial review found, as real processes. Each case below names the finding.
 #
-# Cases that show a finding not fixed yet are listed in KNOWN: while one fails it is
-# reported "xfail" and does not fail the script (main stays green); once it passes it is
-# reported "XPASS" (take it out of KNOWN then). MTLS_REVIEW_STRICT=1 makes every case count,
-# which shows the open findings red.
+# Every finding below was red on 472e29a (the review's build) and is fixed; each case now
+# guards its fix.
 #
 #  1. two-configs   a second --config's keys (given before any section of it) were added to
 #                   every section's allow list: a client no section allows got in. Now a
@@ -52,29 +50,11 @@ BG_LIMIT=${BG_LIMIT:-120}
 
 command -v python3 >/dev/null || _lib_die "python3 not found in PATH"
 
-KNOWN=" two-configs same-address rate-limit notify check-first doctor activation descriptors same-cache doctor-leak restart-list reload-isolation "
-STRICT=${MTLS_REVIEW_STRICT:-}
-
-# case ID NAME PROBLEMS... -- DETAILS... : verdict, with ID's finding still open (KNOWN)
-# reported as xfail / XPASS
+# case ID NAME PROBLEMS... -- DETAILS... : verdict, NAME tagged with the finding's ID
 case_verdict() {
-	local id=$1 name="$2 [$1]" problems=()
+	local id=$1 name="$2 [$1]"
 	shift 2
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		problems+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	if [ -z "$STRICT" ] && [[ $KNOWN == *" $id "* ]]; then
-		if [ ${#problems[@]} -eq 0 ]; then
-			pass "XPASS $name (the finding is fixed: take $id out of KNOWN)"
-		else
-			printf 'xfail %s\n' "$name"
-			printf '%s\n' "${problems[@]}" | sed 's/^/        | /'
-		fi
-		return 0
-	fi
-	verdict "$name" "${problems[@]+"${problems[@]}"}" -- "$@"
+	verdict "$name" "$@"
 }
 
 W=$TMP/w
