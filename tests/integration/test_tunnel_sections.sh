@@ -185,6 +185,12 @@ allow-any-identity
 EOF
 refused "a section without target: refused, naming [api]" "$B" "[api] " "target"
 
+# every section is checked before any socket is opened: [db] on a busy port (a backend's)
+# comes first, so a daemon that binds [db] before it checks [api] fails on the port instead
+sed -i "0,/^listen 127.0.0.1:0\$/s//listen 127.0.0.1:$BE_API/" "$B"
+refused "[api]'s error is found before [db] opens a socket (its port is taken)" "$B" "[api] " \
+	"target"
+
 # the longest name, of every kind of character, and a comment after the ']' are accepted:
 # the refusal is the [api] check's, past the grammar
 L=9a.b_c-D012345678901234567890123
@@ -202,8 +208,14 @@ allow-any-identity
 listen 127.0.0.1:0
 allow-any-identity
 EOF
-refused "a 32-character name, a comment after ']': accepted (the error is [api]'s target)" \
-	"$B" "[api] " "target"
+LAST_CMD="mtls server --config $B (a 32-character name)"
+run "$MTLS" server --config "$B"
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+has_line "$ERR" "mtls server: [api] " || p+=("no line 'mtls server: [api] ...'")
+[[ $ERR != *"section name"* ]] || p+=("the name or the comment after it is refused")
+report "a 32-character name, a comment after ']': accepted (the error is [api]'s target)" \
+	"${p[@]+"${p[@]}"}"
 
 # two sections on one port other than 0: the port of a running backend, so that a daemon
 # that binds anyway fails with another message
@@ -308,6 +320,8 @@ client yapi y "$API_PORT"
 PORT_yapi=$CLIENT_PORT
 client zapi z "$API_PORT"
 PORT_zapi=$CLIENT_PORT
+client zdb z "$DB_PORT"
+PORT_zdb=$CLIENT_PORT
 
 # through PORT, a line must come back from BACKEND-LOG's backend and not OTHER-LOG's
 routed() { # PORT TEXT BACKEND-LOG OTHER-LOG : "" if so, else what went wrong
@@ -455,6 +469,32 @@ got=$(line_back "$live" still)
 [ "$got" = still ] || p+=("the live connection through [db] came back '$got', not 'still'")
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
 verdict "an error in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
+
+# an unknown key in [api]'s lines, and [db] now x and z (not y): whatever became of the
+# reload above, z gets into [db] only if this one is applied
+server_conf "$TD/z-svc" $'allow-uri '"$TD"$'/x-svc\nallow-uri '"$TD"'/z-svc' "no-such-key 1"
+fail_api=$(sec_count "$S" '"event":"reload_failed","tunnel":"api"')
+fail_db=$(sec_count "$S" '"event":"reload_failed","tunnel":"db"')
+ok_db=$(sec_count "$S" '"event":"reload","tunnel":"db"')
+ok_api=$(sec_count "$S" '"event":"reload","tunnel":"api"')
+hup
+p=()
+[ "$(sec_count "$S" '"event":"reload_failed","tunnel":"api"')" -gt "$fail_api" ] ||
+	p+=("no reload_failed line with \"tunnel\":\"api\"")
+[ "$(sec_count "$S" '"event":"reload","tunnel":"api"')" = "$ok_api" ] ||
+	p+=("[api] logged a reload despite its unknown key")
+[ "$(sec_count "$S" '"event":"reload","tunnel":"db"')" -gt "$ok_db" ] ||
+	p+=("no reload line of [db]: the error in [api] stopped [db]'s reload")
+[ "$(sec_count "$S" '"event":"reload_failed","tunnel":"db"')" = "$fail_db" ] ||
+	p+=("[db] logged reload_failed for [api]'s error")
+[ "$(exchange "$PORT_zdb" z-to-db)" = z-to-db ] || p+=("[db] does not let z in: its new list is not applied")
+[ -z "$(exchange "$PORT_ydb" y-to-db-3)" ] || p+=("[db] still lets y in: its new list is not applied")
+[ "$(exchange "$PORT_zapi" z-kept-2)" = z-kept-2 ] || p+=("[api] no longer lets z in: it lost its last rules")
+got=$(line_back "$live" still2)
+[ "$got" = still2 ] || p+=("the live connection through [db] came back '$got', not 'still2'")
+kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
+verdict "an unknown key in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
 exec {live}>&-
 
