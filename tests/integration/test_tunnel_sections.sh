@@ -265,14 +265,14 @@ cert $W/srv-chain.pem
 key = $W/srv.key
 crl-check-chain no
 allow-uri $TD/x-svc   # the default list
-drain-timeout 7s
+drain-timeout 40s
 workers 3
 
 [db]   # the database
 listen 127.0.0.1:0
 target 127.0.0.1:$BE_DB
 metrics 127.0.0.1:0
-drain-timeout 9s
+drain-timeout 50s
 ${2:-}
 
 [api]
@@ -548,21 +548,39 @@ vcheck "[to-api] (z's certificate) carries a line to [api]'s backend" \
 # ------------------------------------------------------------------------------------------
 echo "# 8. SIGTERM"
 
-p=()
+# a live connection through [api] holds it draining; [db], with none, stops at once. The
+# drain timeouts are long (40s, 50s): the process ends when the connection does.
+exec {live2}<>"/dev/tcp/127.0.0.1/$PORT_zapi"
+[ "$(line_back "$live2" pre)" = pre ] ||
+	_lib_die "(setup) the live connection through [api] does not echo"
 kill -TERM "$SRV_REAL"
+p=()
+wait_for_line "$S" '"event":"stopped","tunnel":"db"' "$READY_LIMIT" || p+=("no stopped line of [db]")
+wait_for_line "$S" '"event":"draining","tunnel":"api"' "$READY_LIMIT" ||
+	p+=("no draining line of [api]")
+got=$(line_back "$live2" during)
+[ "$got" = during ] || p+=("[api]'s live connection came back '$got', not 'during': cut when [db] stopped?")
+kill -0 "$SRV_REAL" 2>/dev/null || p+=("the process ended with [api] still draining")
+! grep -qF '"event":"stopped","tunnel":"api"' "$S" || p+=("[api] stopped with its connection open")
+verdict "SIGTERM: [db] stops, the process waits for [api]'s connection" "${p[@]+"${p[@]}"}" \
+	-- "$(tail -n 6 "$S")"
+exec {live2}>&-
+p=()
 wait_exit "$SRV_PID" 20
 [ "$EXIT_RC" = 0 ] || p+=("the server's exit status is $EXIT_RC, not 0")
-for s in db api; do
-	grep -qF "\"event\":\"draining\",\"tunnel\":\"$s\"" "$S" || p+=("no draining line of [$s]")
-	grep -qF "\"event\":\"stopped\",\"tunnel\":\"$s\"" "$S" || p+=("no stopped line of [$s]")
-done
-# each its own drain-timeout: [db] 9s (its own key), [api] the default 7s
-[ "$(sec_field "$S" draining db timeout_ms)" = 9000 ] ||
-	p+=("[db] drains with timeout_ms '$(sec_field "$S" draining db timeout_ms)', not its own 9000")
-[ "$(sec_field "$S" draining api timeout_ms)" = 7000 ] ||
-	p+=("[api] drains with timeout_ms '$(sec_field "$S" draining api timeout_ms)', not the default 7000")
-verdict "SIGTERM: both server sections drain (each its own drain-timeout) and stop; exit 0" \
+grep -qF '"event":"stopped","tunnel":"api"' "$S" || p+=("no stopped line of [api]")
+[ "$(sec_field "$S" stopped api connections_cut)" = 0 ] || p+=("[api] cut its connection")
+# each its own drain-timeout: [db] 50s (its own key), [api] the default 40s
+[ "$(sec_field "$S" draining db timeout_ms)" = 50000 ] ||
+	p+=("[db] drains with timeout_ms '$(sec_field "$S" draining db timeout_ms)', not its own 50000")
+[ "$(sec_field "$S" draining api timeout_ms)" = 40000 ] ||
+	p+=("[api] drains with timeout_ms '$(sec_field "$S" draining api timeout_ms)', not the default 40000")
+verdict "SIGTERM: once [api]'s connection ends it stops too; exit 0; each its own drain-timeout" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 6 "$S")"
+# every line the sections logged, from whichever thread, names its section
+untagged=$(grep -F '"event":' "$S" | grep -vE '"event":"[a-z_]+","tunnel":"(db|api)"' || true)
+vcheck "every log line of the sectioned server carries \"tunnel\" after \"event\"" \
+	"${untagged:+lines without it: $untagged}"
 p=()
 kill -TERM "$CON_REAL"
 wait_exit "$CON_PID" 20
