@@ -11,9 +11,12 @@
 #      listen or metrics port, socket activation: exit 2, one line, nothing started
 #   5. list keys: a section's allow-uri replaces the default list as a whole
 #   6. SIGHUP: each section reloads by itself; a live connection of the other one keeps
-#      working; an error in one section's lines fails that section's reload only
+#      working; an error in one section's lines (a quote, an unknown key) fails that
+#      section's reload only; a section added is not started (restart_needed), a section
+#      removed fails its reload and keeps running
 #   7. a connector with two sections: each its own certificate and server, both carry traffic
-#   8. SIGTERM: every section drains (its own drain-timeout), the process exits 0
+#   8. SIGTERM: every section drains (its own drain-timeout), the process exits 0 once the
+#      last one is done (a live connection holds one section draining)
 #   and: the logfmt form of the field (tunnel=NAME), no "tunnel" field without sections.
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-150} # the backends and the server live through most of the script
@@ -357,8 +360,10 @@ p=()
 	p+=("[db] refused x")
 [ "$(sec_count "$S" '"event":"handshake_refused","tunnel":"api".*y-svc')" = 0 ] ||
 	p+=("[api] refused y")
-[ "$(sec_count "$S" '"event":"handshake_refused",')" = \
-	"$(sec_count "$S" '"event":"handshake_refused","tunnel":"(db|api)"')" ] ||
+# (one copy of the log for both counts: every refusal is in it, each was waited for)
+cp -- "$S" "$W/srv.snap"
+[ "$(sec_count "$W/srv.snap" '"event":"handshake_refused",')" = \
+	"$(sec_count "$W/srv.snap" '"event":"handshake_refused","tunnel":"(db|api)"')" ] ||
 	p+=("a handshake_refused line without \"tunnel\" right after \"event\"")
 verdict "each refusal is logged by its own section only" "${p[@]+"${p[@]}"}" \
 	-- "$(grep -F handshake_refused "$S")"
@@ -496,6 +501,38 @@ got=$(line_back "$live" still2)
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
 verdict "an unknown key in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
+
+# a section added to the file: not started, a restart_needed warning names it; the running
+# ones reload ([api] takes y back beside z: its lines are good again)
+server_conf "$TD/z-svc" "" "allow-uri $TD/y-svc
+[extra]
+listen 127.0.0.1:0
+target 127.0.0.1:$BE_API"
+ok_api=$(sec_count "$S" '"event":"reload","tunnel":"api"')
+hup
+p=()
+wait_for_line "$S" '"event":"restart_needed".*\[extra\]' "$READY_LIMIT" ||
+	p+=("no restart_needed warning naming [extra]")
+[ "$(sec_count "$S" '"event":"reload","tunnel":"api"')" -gt "$ok_api" ] || p+=("[api] did not reload")
+[ "$(exchange "$PORT_yapi" y-back)" = y-back ] || p+=("[api] does not let y in: its lines were not applied")
+! grep -qF '"tunnel":"extra"' "$S" || p+=("[extra] was started: $(grep -F '"tunnel":"extra"' "$S")")
+verdict "a section added to the file: restart_needed names it, it is not started; the others reload" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"(reload|restart)' "$S" | tail -n 4)"
+
+# [api] removed from the file: its reload fails (restart to remove it), it keeps running
+server_conf "$TD/z-svc"
+sed -i '/^\[api\]$/,$d' "$W/server.conf"
+fail_api=$(sec_count "$S" '"event":"reload_failed","tunnel":"api".*restart')
+hup
+p=()
+[ "$(sec_count "$S" '"event":"reload_failed","tunnel":"api".*restart')" -gt "$fail_api" ] ||
+	p+=("no reload_failed line of [api] saying to restart")
+[ "$(exchange "$PORT_zapi" z-after-removal)" = z-after-removal ] ||
+	p+=("[api] does not let z in any more")
+[ "$(exchange "$PORT_xdb" x-after-removal)" = x-after-removal ] ||
+	p+=("[db] does not let x in any more")
+verdict "[api] removed from the file: its reload fails saying to restart, it keeps running" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
 exec {live}>&-
 
 # ------------------------------------------------------------------------------------------
@@ -578,7 +615,9 @@ grep -qF '"event":"stopped","tunnel":"api"' "$S" || p+=("no stopped line of [api
 verdict "SIGTERM: once [api]'s connection ends it stops too; exit 0; each its own drain-timeout" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 6 "$S")"
 # every line the sections logged, from whichever thread, names its section
-untagged=$(grep -F '"event":' "$S" | grep -vE '"event":"[a-z_]+","tunnel":"(db|api)"' || true)
+# (but the warning about a section added to the file, which is the process's)
+untagged=$(grep -F '"event":' "$S" | grep -vE '"event":"[a-z_]+","tunnel":"(db|api)"' |
+	grep -vE '"event":"restart_needed".*\[extra\]' || true)
 vcheck "every log line of the sectioned server carries \"tunnel\" after \"event\"" \
 	"${untagged:+lines without it: $untagged}"
 p=()
@@ -619,8 +658,8 @@ start_bg "$W/one.log" "$MTLS" server --config "$W/one.conf" --workers 1 --watch-
 ONE_PID=$BG_PID
 p=()
 wait_for_line "$W/one.log" '"event":"listening"' "$READY_LIMIT" "$ONE_PID" || p+=("no listening line")
+stop_bg "$ONE_PID" # the log read whole once the server has stopped
 ! grep -qF '"tunnel"' "$W/one.log" || p+=("a \"tunnel\" field in a file without sections")
 verdict "a file without sections is one tunnel, its log without a \"tunnel\" field" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/one.log")"
-stop_bg "$ONE_PID"
 finish
