@@ -633,17 +633,39 @@ verdict "SIGTERM: both connector sections stop; exit 0" "${p[@]+"${p[@]}"}" -- "
 echo "# the field in logfmt; no field without sections"
 
 two_sections "" "" >"$W/two.conf"
-start_bg "$W/logfmt.log" "$MTLS" server --config "$W/two.conf" --log-format logfmt --workers 1 \
-	--watch-interval 0
+LF=$W/logfmt.log
+start_bg "$W/logfmt.out" "$MTLS" server --config "$W/two.conf" --log-format logfmt \
+	--log-file "$LF" --workers 1 --watch-interval 0
 LF_PID=$BG_PID
 p=()
 for s in db api; do
-	wait_for_line "$W/logfmt.log" "event=\"?listening\"? tunnel=\"?$s\"?( |\$)" "$READY_LIMIT" "$LF_PID" ||
+	wait_for_line "$LF" "event=\"?listening\"? tunnel=\"?$s\"?( |\$)" "$READY_LIMIT" "$LF_PID" ||
 		p+=("no 'event=listening tunnel=$s' line")
 done
 verdict "logfmt: each section's lines carry tunnel=NAME after the event" "${p[@]+"${p[@]}"}" \
-	-- "$(cat -- "$W/logfmt.log")"
-stop_bg "$LF_PID"
+	-- "$(cat -- "$LF" "$W/logfmt.out")"
+
+# SIGUSR1 (logrotate moved the file away): the process's one log file is opened again, once
+# (not once per section), and every section goes on logging into the new one
+lf_real=$(sed -n '/event=listening/{s/.* pid=\([0-9][0-9]*\).*/\1/p;q}' "$LF")
+mv -- "$LF" "$LF.1"
+p=()
+if [ -n "$lf_real" ] && kill -USR1 "$lf_real"; then
+	wait_for_line "$LF" 'event="?log_reopened' "$READY_LIMIT" "$LF_PID" ||
+		p+=("no log_reopened line in a new $LF")
+else
+	p+=("no pid in the listening line")
+fi
+stop_bg "$LF_PID" # the files read whole once the server has stopped
+n=$(cat -- "$LF" "$LF.1" 2>/dev/null | grep -c 'event="\?log_reopened' || true)
+[ "$n" = 1 ] || p+=("$n log_reopened lines, expected 1 (the process's file, reopened once)")
+for s in db api; do
+	grep -qE "event=\"?stopped\"? tunnel=\"?$s\"?( |\$)" "$LF" 2>/dev/null ||
+		p+=("[$s]'s stopped line is not in the new file")
+done
+! grep -q 'metrics_listening' "$LF.1" || p+=("a metrics endpoint for a section without metrics key")
+verdict "SIGUSR1 reopens the log file once; both sections log into the new one; no metrics key, no endpoint" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$LF" "$W/logfmt.out" 2>/dev/null)"
 
 cat >"$W/one.conf" <<EOF
 log-format json
