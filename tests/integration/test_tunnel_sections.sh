@@ -17,7 +17,9 @@
 #   7. a connector with two sections: each its own certificate and server, both carry traffic
 #   8. SIGTERM: every section drains (its own drain-timeout), the process exits 0 once the
 #      last one is done (a live connection holds one section draining)
-#   and: the logfmt form of the field (tunnel=NAME), no "tunnel" field without sections.
+#   and: the logfmt form of the field (tunnel=NAME); SIGUSR1 reopens the one log file once;
+#   one READY=1 / STOPPING=1 (NOTIFY_SOCKET) for the process; no "tunnel" field without
+#   sections.
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-150} # the backends and the server live through most of the script
 # shellcheck source=tests/integration/lib.sh
@@ -632,10 +634,28 @@ verdict "SIGTERM: both connector sections stop; exit 0" "${p[@]+"${p[@]}"}" -- "
 # ------------------------------------------------------------------------------------------
 echo "# the field in logfmt; no field without sections"
 
+# a service manager's end of NOTIFY_SOCKET: each datagram one line of $W/notify.msgs
+cat >"$W/listen.py" <<'PY'
+import socket, sys
+path, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+with open(out, "a", buffering=1) as f:
+    while True:
+        f.write(s.recv(65536).decode("utf-8", "replace").replace("\n", "|") + "\n")
+PY
+: >"$W/notify.msgs"
+start_bg "$W/listen.log" python3 "$W/listen.py" "$W/notify.sock" "$W/notify.msgs"
+for _ in $(seq 1 $((READY_LIMIT * 20))); do
+	[ -S "$W/notify.sock" ] && break
+	sleep 0.05
+done
+[ -S "$W/notify.sock" ] || _lib_die "(setup) the notify listener did not start: $(cat -- "$W/listen.log")"
+
 two_sections "" "" >"$W/two.conf"
 LF=$W/logfmt.log
-start_bg "$W/logfmt.out" "$MTLS" server --config "$W/two.conf" --log-format logfmt \
-	--log-file "$LF" --workers 1 --watch-interval 0
+start_bg "$W/logfmt.out" env NOTIFY_SOCKET="$W/notify.sock" "$MTLS" server \
+	--config "$W/two.conf" --log-format logfmt --log-file "$LF" --workers 1 --watch-interval 0
 LF_PID=$BG_PID
 p=()
 for s in db api; do
@@ -666,6 +686,14 @@ done
 ! grep -q 'metrics_listening' "$LF.1" || p+=("a metrics endpoint for a section without metrics key")
 verdict "SIGUSR1 reopens the log file once; both sections log into the new one; no metrics key, no endpoint" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$LF" "$W/logfmt.out" 2>/dev/null)"
+# systemd: one READY=1 for the process (not one per section), one STOPPING=1
+p=()
+n=$(grep -c '^READY=1' "$W/notify.msgs" || true)
+[ "$n" = 1 ] || p+=("$n READY=1 messages, expected 1")
+n=$(grep -c '^STOPPING=1' "$W/notify.msgs" || true)
+[ "$n" = 1 ] || p+=("$n STOPPING=1 messages, expected 1")
+verdict "NOTIFY_SOCKET: one READY=1 and one STOPPING=1 for the sectioned process" \
+	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/notify.msgs")"
 
 cat >"$W/one.conf" <<EOF
 log-format json
