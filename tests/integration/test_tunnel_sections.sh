@@ -44,6 +44,41 @@ BE_DB=$BE_PORT
 start_backend "$W/be-api.log" --mode echo
 BE_API=$BE_PORT
 
+# Findings open on main (the implementation differs from the spec; the same ones are in
+# test_tunnel_sections_review.sh): while a case marked with one of these ids fails, it is
+# reported "xfail" and does not fail the script (main stays green); once it passes it is
+# reported "XPASS" (take the id out of KNOWN then). MTLS_SECTIONS_STRICT=1 (or
+# MTLS_REVIEW_STRICT=1) counts every case, which shows the open findings red.
+#   check-first       a later section's error is found after an earlier section has bound
+#                     its sockets and logged (spec: every section is checked before any
+#                     socket is opened; one line on stderr)
+#   reload-isolation  a quoting mistake or an unknown key in [api]'s lines fails every
+#                     section's reload (spec: the others reload)
+KNOWN=" check-first reload-isolation "
+STRICT=${MTLS_SECTIONS_STRICT:-${MTLS_REVIEW_STRICT:-}}
+
+# xverdict ID NAME PROBLEMS... -- DETAILS... : verdict; with ID (not "") an open finding
+# of KNOWN is reported xfail / XPASS
+xverdict() {
+	local id=$1 name=$2 problems=()
+	shift 2
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		problems+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	if [ -n "$id" ] && [ -z "$STRICT" ] && [[ $KNOWN == *" $id "* ]]; then
+		if [ ${#problems[@]} -eq 0 ]; then
+			pass "XPASS $name [$id] (the finding is fixed: take $id out of KNOWN)"
+		else
+			printf 'xfail %s [%s]\n' "$name" "$id"
+			printf '%s\n' "${problems[@]}" | sed 's/^/        | /'
+		fi
+		return 0
+	fi
+	verdict "$name" "${problems[@]+"${problems[@]}"}" -- "$@"
+}
+
 # ------------------------------------------------------------------------------------------
 # Helpers
 
@@ -125,7 +160,8 @@ two_sections() {
 }
 
 # refused NAME FILE PREFIX [TEXT...] : mtls server --config FILE must exit 2 with one line on
-# stderr starting with "mtls server: PREFIX" and holding every TEXT, and start nothing
+# stderr starting with "mtls server: PREFIX" and holding every TEXT, and start nothing (XF:
+# the id of an open finding the case shows, see KNOWN)
 refused() {
 	local name=$1 file=$2 prefix=$3 t p=()
 	shift 3
@@ -139,7 +175,8 @@ refused() {
 	[ "$(count_lines "$ERR" "")" = 1 ] || p+=("stderr is not one line")
 	[[ $ERR$OUT != *'"event"'* && $ERR$OUT != *'event='* ]] ||
 		p+=("a log line was written: the daemon started")
-	report "$name" "${p[@]+"${p[@]}"}"
+	xverdict "${XF:-}" "$name" "${p[@]+"${p[@]}"}" -- "last command: $LAST_CMD" \
+		"exit status: $RC" "stdout:" "$OUT" "stderr:" "$ERR"
 }
 
 B=$W/bad.conf
@@ -188,6 +225,7 @@ allow-any-identity
 listen 127.0.0.1:0
 allow-any-identity
 EOF
+XF=check-first
 refused "a section without target: refused, naming [api]" "$B" "[api] " "target"
 
 # every section is checked before any socket is opened: [db] on a busy port (a backend's)
@@ -195,6 +233,7 @@ refused "a section without target: refused, naming [api]" "$B" "[api] " "target"
 sed -i "0,/^listen 127.0.0.1:0\$/s//listen 127.0.0.1:$BE_API/" "$B"
 refused "[api]'s error is found before [db] opens a socket (its port is taken)" "$B" "[api] " \
 	"target"
+XF=
 
 # the longest name, of every kind of character, and a comment after the ']' are accepted:
 # the refusal is the [api] check's, past the grammar
@@ -475,7 +514,7 @@ p=()
 got=$(line_back "$live" still)
 [ "$got" = still ] || p+=("the live connection through [db] came back '$got', not 'still'")
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
-verdict "an error in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
+xverdict reload-isolation "an error in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
 
 # an unknown key in [api]'s lines, and [db] now x and z (not y): whatever became of the
@@ -501,7 +540,7 @@ p=()
 got=$(line_back "$live" still2)
 [ "$got" = still2 ] || p+=("the live connection through [db] came back '$got', not 'still2'")
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the server died")
-verdict "an unknown key in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
+xverdict reload-isolation "an unknown key in [api]'s lines: [api] reload_failed, keeps its rules; [db] reloads" \
 	"${p[@]+"${p[@]}"}" -- "$(grep -E '"event":"reload' "$S" | tail -n 4)"
 
 # a section added to the file: not started, a restart_needed warning names it; the running
