@@ -17,7 +17,8 @@
 #   7. a connector with two sections: each its own certificate and server, both carry traffic
 #   8. SIGTERM: every section drains (its own drain-timeout), the process exits 0 once the
 #      last one is done (a live connection holds one section draining)
-#   and: the logfmt form of the field (tunnel=NAME); SIGUSR1 reopens the one log file once;
+#   and: a certificate file changed on disk reloads the section that uses it; the logfmt
+#   form of the field (tunnel=NAME); SIGUSR1 reopens the one log file once;
 #   one READY=1 / STOPPING=1 (NOTIFY_SOCKET) for the process; no "tunnel" field without
 #   sections.
 set -euo pipefail
@@ -733,6 +734,26 @@ n=$(grep -c '^STOPPING=1' "$W/notify.msgs" || true)
 [ "$n" = 1 ] || p+=("$n STOPPING=1 messages, expected 1")
 verdict "NOTIFY_SOCKET: one READY=1 and one STOPPING=1 for the sectioned process" \
 	"${p[@]+"${p[@]}"}" -- "$(cat -- "$W/notify.msgs")"
+
+# the file watcher: [api]'s own certificate replaced on disk is reloaded by [api]
+issue --profile server --dns localhost --ip 127.0.0.1 --out "$W/srv2"
+two_sections "" "cert $W/srv2-chain.pem
+key $W/srv2.key" >"$W/watch.conf"
+WL=$W/watch.log
+start_bg "$WL" "$MTLS" server --config "$W/watch.conf" --workers 1
+WATCH_PID=$BG_PID
+for s in db api; do
+	wait_for_line "$WL" "\"event\":\"listening\",\"tunnel\":\"$s\"" "$READY_LIMIT" "$WATCH_PID" ||
+		_lib_die "(setup) the watching server did not start [$s]: $(cat -- "$WL")"
+done
+issue --profile server --dns localhost --ip 127.0.0.1 --out "$W/srv2" --force
+p=()
+wait_for_line "$WL" '"event":"reload","tunnel":"api".*"trigger":"file_change"' "$READY_LIMIT" \
+	"$WATCH_PID" || p+=("no reload of [api] with trigger file_change")
+stop_bg "$WATCH_PID" # the log read whole once the server has stopped
+! grep -q '"event":"reload","tunnel":"db"' "$WL" || p+=("[db] reloaded: none of its files changed")
+verdict "a certificate file changed on disk: reloaded by [api], which uses it, not by [db]" \
+	"${p[@]+"${p[@]}"}" -- "$(grep -v '"event":"conn_' "$WL" | tail -n 6)"
 
 cat >"$W/one.conf" <<EOF
 log-format json
