@@ -166,8 +166,9 @@ struct tunnel {
 	struct credentials_secret *pass; /* --key-passphrase-env's, owned if own_pass */
 	bool own_pass;
 	int metrics_fd;
-	int passed[2]; /* socket activation: listen, metrics */
-	long long fds; /* its part of the descriptor limit */
+	int passed[2];		/* socket activation: listen, metrics */
+	long long fds;		/* its part of the descriptor limit */
+	long long lowered_from; /* fit_connections()'s, for log_lowered() */
 };
 
 void tunnel_defaults(struct tunnel_options *o, enum tunnel_role role)
@@ -1821,11 +1822,12 @@ static long long fd_reserve(const struct tunnel_options *o, long long fds)
 
 /* fds: this tunnel's part of the limit (all of it for a single tunnel); part: "" or what
  * says how the limit was shared, for the messages */
-static int fit_connections(struct tunnel_options *o, long long fds, const char *part, char *err,
-			   size_t len)
+static int fit_connections(struct tunnel_options *o, long long fds, const char *part,
+			   long long *lowered_from, char *err, size_t len)
 {
 	long long reserve, fit, want;
 
+	*lowered_from = -1;
 	if (fds == INT32_MAX) /* no limit, or one past counting */
 		return 0;
 	reserve = fd_reserve(o, fds);
@@ -1849,14 +1851,24 @@ static int fit_connections(struct tunnel_options *o, long long fds, const char *
 		return -1;
 	}
 	o->max_connections = fit;
-	LOG(want == 0 ? LOG_INFO : LOG_WARN, "max_connections_lowered", LN("requested", want),
-	    LN("max_connections", fit), LN("fd_limit", fds),
-	    LS("message", want == 0 ? "no limit given: as many connections as the descriptor "
-				      "limit allows (two descriptors each)"
-				    : "the default does not fit the descriptor limit (two "
-				      "descriptors per connection); raise it (ulimit -n, "
-				      "LimitNOFILE=) for more"));
+	*lowered_from = want;
 	return 0;
+}
+
+/* The line about a --max-connections fit_connections() lowered (from requested; -1: it did
+ * not), once every tunnel passed its checks: a refused configuration writes one line. */
+static void log_lowered(const struct tunnel_options *o, long long requested, long long fds)
+{
+	if (requested < 0)
+		return;
+	LOG(requested == 0 ? LOG_INFO : LOG_WARN, "max_connections_lowered",
+	    LN("requested", requested), LN("max_connections", o->max_connections),
+	    LN("fd_limit", fds),
+	    LS("message", requested == 0 ? "no limit given: as many connections as the "
+					   "descriptor limit allows (two descriptors each)"
+					 : "the default does not fit the descriptor limit (two "
+					   "descriptors per connection); raise it (ulimit -n, "
+					   "LimitNOFILE=) for more"));
 }
 
 /* The owner of user, for the CRL caches written before the drop; -1, -1 if none. */
@@ -2007,7 +2019,7 @@ static int prepare_check(struct tunnel *t, long long fds, const char *part)
 	sign_files(ms, ms->sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
 	if (load_credentials(ms, err, sizeof(err)) != 0 ||
-	    fit_connections(o, fds, part, err, sizeof(err)) != 0)
+	    fit_connections(o, fds, part, &t->lowered_from, err, sizeof(err)) != 0)
 		goto config;
 	if (o->ca_url != NULL) {
 		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
@@ -2046,6 +2058,7 @@ static int prepare_bind(struct tunnel *t, long long fds)
 	char err[800], addr[300];
 
 	log_tag_set(d->name);
+	log_lowered(o, t->lowered_from, fds);
 	/* OCSP jobs (peers' status by --ocsp, the own staple), fetched by a thread of their
 	 * own; it sleeps while there is none */
 	if ((ms->ocspfetch = ocspfetch_new(d->endpoint, &d->metrics, err, sizeof(err))) == NULL)

@@ -45,39 +45,12 @@ BE_DB=$BE_PORT
 start_backend "$W/be-api.log" --mode echo
 BE_API=$BE_PORT
 
-# Findings open on main (the implementation differs from the spec; the same ones are in
-# test_tunnel_sections_review.sh): while a case marked with one of these ids fails, it is
-# reported "xfail" and does not fail the script (main stays green); once it passes it is
-# reported "XPASS" (take the id out of KNOWN then). MTLS_SECTIONS_STRICT=1 (or
-# MTLS_REVIEW_STRICT=1) counts every case, which shows the open findings red.
-#   check-first       a later section's error is found after an earlier section has bound
-#                     its sockets and logged (spec: every section is checked before any
-#                     socket is opened; one line on stderr)
-#   reload-isolation  a quoting mistake or an unknown key in [api]'s lines fails every
-#                     section's reload (spec: the others reload)
-KNOWN=" check-first reload-isolation "
-STRICT=${MTLS_SECTIONS_STRICT:-${MTLS_REVIEW_STRICT:-}}
-
-# xverdict ID NAME PROBLEMS... -- DETAILS... : verdict; with ID (not "") an open finding
-# of KNOWN is reported xfail / XPASS
+# xverdict ID NAME PROBLEMS... -- DETAILS... : verdict (ID: the review finding the case
+# guards, "" for none; test_tunnel_sections_review.sh has the same ids)
 xverdict() {
-	local id=$1 name=$2 problems=()
+	local id=$1 name=$2
 	shift 2
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		problems+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	if [ -n "$id" ] && [ -z "$STRICT" ] && [[ $KNOWN == *" $id "* ]]; then
-		if [ ${#problems[@]} -eq 0 ]; then
-			pass "XPASS $name [$id] (the finding is fixed: take $id out of KNOWN)"
-		else
-			printf 'xfail %s [%s]\n' "$name" "$id"
-			printf '%s\n' "${problems[@]}" | sed 's/^/        | /'
-		fi
-		return 0
-	fi
-	verdict "$name" "${problems[@]+"${problems[@]}"}" -- "$@"
+	verdict "$name${id:+ [$id]}" "$@"
 }
 
 # ------------------------------------------------------------------------------------------
@@ -162,7 +135,7 @@ two_sections() {
 
 # refused NAME FILE PREFIX [TEXT...] : mtls server --config FILE must exit 2 with one line on
 # stderr starting with "mtls server: PREFIX" and holding every TEXT, and start nothing (XF:
-# the id of an open finding the case shows, see KNOWN)
+# the id of the review finding the case guards)
 refused() {
 	local name=$1 file=$2 prefix=$3 t p=()
 	shift 3

@@ -52,7 +52,7 @@ command -v python3 >/dev/null || _lib_die "python3 not found in PATH"
 
 # case ID NAME PROBLEMS... -- DETAILS... : verdict, NAME tagged with the finding's ID
 case_verdict() {
-	local id=$1 name="$2 [$1]"
+	local name="$2 [$1]"
 	shift 2
 	verdict "$name" "$@"
 }
@@ -147,7 +147,8 @@ two_sections >"$W/sections.conf"
 printf 'allow-uri %s/ops\n' "$TD" >"$W/common.conf"
 p=()
 for order in "sections common" "common sections"; do
-	set -- $order
+	read -r first second <<<"$order"
+	set -- "$first" "$second"
 	LAST_CMD="mtls server --config $1.conf --config $2.conf"
 	run "$MTLS" server --log-format json --config "$W/$1.conf" --config "$W/$2.conf"
 	[ "$RC" = 2 ] || p+=("$order: exit $RC, expected 2")
