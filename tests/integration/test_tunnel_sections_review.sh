@@ -409,9 +409,18 @@ s_client() {
 	wait_exit "$BG_PID" "$READY_LIMIT"
 	grep -E '^(New|Reused),' "$out" || true
 }
-first=$(s_client "$PA" -sess_out "$W/a.sess")
-again=$(s_client "$PA" -sess_in "$W/a.sess")
-other=$(s_client "$PB" -sess_in "$W/a.sess")
+# (an s_client that printed no session line at all, as seen under load, is run again: the
+# check is on the lines it prints, not on whether it came through)
+first="" again="" other=""
+for _ in 1 2 3; do
+	[ -n "$first" ] || first=$(s_client "$PA" -sess_out "$W/a.sess")
+	[ -z "$first" ] || break
+done
+for _ in 1 2 3; do
+	[ -n "$again" ] || again=$(s_client "$PA" -sess_in "$W/a.sess")
+	[ -n "$other" ] || other=$(s_client "$PB" -sess_in "$W/a.sess")
+	[ -z "$again" ] || [ -z "$other" ] || break
+done
 stop_bg "$S_PID"
 p=()
 [[ $again == Reused* ]] || p+=("(setup) the session is not resumed by [a] itself: $first / $again")
