@@ -104,6 +104,9 @@ enum mtls_reason {
 	MTLS_REASON_OCSP_MISSING,     /* must-staple certificate, no valid stapled answer */
 	MTLS_REASON_OCSP_UNAVAILABLE, /* OCSP hard-fail and no answer from the responder */
 	MTLS_REASON_OCSP_UNKNOWN,     /* OCSP hard-fail and the responder says "unknown" */
+
+	/* ALPN (added later too) */
+	MTLS_REASON_NO_APPLICATION_PROTOCOL, /* client offered ALPN, not the server's protocol */
 	MTLS_REASON_COUNT
 };
 
@@ -241,6 +244,16 @@ int mtls_config_set_verify_depth(struct mtls_config *config, int depth);
 int mtls_config_set_protocols(struct mtls_config *config, int min_version, int max_version);
 /* Verify at a fixed time instead of now (for mtls verify and tests). 0 means now. */
 int mtls_config_set_verify_time(struct mtls_config *config, time_t when);
+/* ALPN (RFC 7301) protocol name, e.g. "postgresql" (1 to 255 printable ASCII bytes, no
+ * space). A client endpoint offers it; a server endpoint selects it when the client offers it
+ * and refuses the handshake (fatal alert no_application_protocol, reason
+ * no_application_protocol, with a message saying which protocols the client offered) when the
+ * client offers ALPN without it. A client that offers no ALPN at all is accepted
+ * (mtls_conn_alpn() then returns NULL): the caller decides. A client whose server selects
+ * nothing is accepted too (mtls_conn_alpn() NULL); one whose server refuses the protocol
+ * fails with rejected_by_peer. NULL: none (the default; a server then ignores what clients
+ * offer). */
+int mtls_config_set_alpn(struct mtls_config *config, const char *protocol);
 /* TLS 1.3 session tickets for resumption (default on). A resumed session is re-checked
  * against the current CRLs, validity time and allow rules before it is accepted. */
 int mtls_config_set_session_tickets(struct mtls_config *config, int on);
@@ -296,6 +309,14 @@ int mtls_config_allow_email(struct mtls_config *config, const char *pattern);
 int mtls_config_allow_spki_sha256(struct mtls_config *config, const char *pin);
 int mtls_config_allow_cert_sha256(struct mtls_config *config, const char *pin);
 int mtls_config_set_allow_any_identity(struct mtls_config *config, int on);
+/* Whether identity (a peer's, as mtls_peer_identity() gives it) matches pattern under the
+ * rules above: a pattern with "://" as mtls_config_allow_uri() (the URI rule); a host name
+ * or "*.example.org" as mtls_config_allow_dns() (the identity must then be a host name
+ * itself: a CN "evil one.example.org" matches no DNS pattern); anything else by exact
+ * comparison. 1 or 0 (also for NULL or empty arguments). The identity string does not say
+ * which field of the certificate it came from: a certificate without URI and DNS SANs is
+ * known by its CN, which then meets the patterns as it reads. */
+int mtls_identity_match(const char *pattern, const char *identity);
 
 struct mtls_peer;
 /* Return 1 to allow, 0 to refuse (the handshake fails with identity_not_allowed and the
@@ -422,6 +443,9 @@ const struct mtls_peer *mtls_conn_peer(const struct mtls *conn);
 const char *mtls_conn_version(const struct mtls *conn); /* "TLSv1.3" */
 const char *mtls_conn_cipher(const struct mtls *conn);	/* "TLS_AES_128_GCM_SHA256" */
 int mtls_conn_resumed(const struct mtls *conn);
+/* The protocol ALPN selected on this connection (mtls_config_set_alpn()), or NULL (none
+ * selected, or the handshake is not done). Owned by the connection. */
+const char *mtls_conn_alpn(const struct mtls *conn);
 /* A warning about an accepted handshake (e.g. a CRL used within its grace period), or
  * NULL. On an endpoint: the warning of the calling thread's last mtls_verify_chain_pem()
  * on it (see there). */

@@ -81,6 +81,7 @@ void mtls_config_free(struct mtls_config *c)
 	free(c->crls);
 	passphrase_free(c);
 	free(c->ocsp_url);
+	free(c->alpn);
 	free(c->staple_der);
 	strlist_free(&c->allow_uri);
 	strlist_free(&c->allow_dns);
@@ -138,6 +139,7 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	k->staple_len = 0;
 	k->passphrase_set = false;
 	k->ocsp_url = NULL;
+	k->alpn = NULL;
 	memset(&k->allow_uri, 0, sizeof(k->allow_uri));
 	memset(&k->allow_dns, 0, sizeof(k->allow_dns));
 	memset(&k->allow_cn, 0, sizeof(k->allow_cn));
@@ -155,6 +157,8 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	}
 	if (ok && c->ocsp_url != NULL)
 		ok = (k->ocsp_url = strdup(c->ocsp_url)) != NULL;
+	if (ok && c->alpn != NULL)
+		ok = (k->alpn = strdup(c->alpn)) != NULL;
 	if (ok && c->passphrase_set) {
 		k->passphrase = strdup(c->passphrase);
 		k->passphrase_set = ok = k->passphrase != NULL;
@@ -452,6 +456,29 @@ int mtls_config_set_verify_time(struct mtls_config *c, time_t when)
 int mtls_config_set_session_tickets(struct mtls_config *c, int on)
 {
 	c->tickets = on != 0;
+	return 0;
+}
+
+int mtls_config_set_alpn(struct mtls_config *c, const char *protocol)
+{
+	size_t n = protocol != NULL ? strnlen(protocol, 256) : 0;
+	char *copy = NULL;
+
+	if (protocol != NULL) {
+		/* any byte would do for RFC 7301; registered names are printable, and one that
+		 * is can be shown in a message as it is */
+		for (size_t i = 0; i < n; i++)
+			if (protocol[i] <= 0x20 || protocol[i] >= 0x7f)
+				n = 0;
+		if (n == 0 || n > 255)
+			return error_set(&c->err, MTLS_REASON_USAGE,
+					 "ALPN protocol: give a name of 1 to 255 printable ASCII "
+					 "bytes without spaces, such as postgresql");
+		if ((copy = strdup(protocol)) == NULL)
+			return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	}
+	free(c->alpn);
+	c->alpn = copy;
 	return 0;
 }
 

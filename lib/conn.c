@@ -245,6 +245,61 @@ int conn_staple_cb(SSL *ssl, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* Append the protocols of an ALPN offer (wire form, untrusted) to buf as "a", "b" for a
+ * message, cut with "..." when they do not fit. */
+static void describe_alpn(const unsigned char *in, unsigned int inlen, char *buf, size_t len)
+{
+	size_t used = 0;
+	char name[64];
+
+	buf[0] = '\0';
+	for (unsigned int i = 0; i < inlen && used < len;) {
+		unsigned int n = in[i];
+
+		if (n == 0 || n > inlen - i - 1)
+			break; /* OpenSSL refused such a list before; never read past it anyway */
+		identity_shown(in + i + 1, n, name, sizeof(name));
+		used += (size_t)snprintf(buf + used, len - used, "%s\"%s\"", used > 0 ? ", " : "",
+					 name);
+		i += n + 1;
+	}
+	if (used >= len && len > 4)
+		memcpy(buf + len - 4, "...", 4);
+}
+
+int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		 const unsigned char *in, unsigned int inlen, void *arg)
+{
+	struct mtls *c = SSL_get_app_data(ssl);
+	const char *want;
+	size_t wlen;
+	char offered[300];
+
+	(void)arg;
+	if (c == NULL || c->state->config->alpn == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	want = c->state->config->alpn;
+	wlen = strlen(want);
+	for (unsigned int i = 0; i < inlen;) {
+		unsigned int n = in[i];
+
+		if (n == 0 || n > inlen - i - 1)
+			break;
+		if (n == wlen && memcmp(in + i + 1, want, wlen) == 0) {
+			*out = in + i + 1;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += n + 1;
+	}
+	describe_alpn(in, inlen, offered, sizeof(offered));
+	error_set(&c->conn.err, MTLS_REASON_NO_APPLICATION_PROTOCOL,
+		  "client refused: it offered ALPN protocols %s, not \"%s\", the one this server "
+		  "speaks; point a %s client at this port",
+		  offered[0] != '\0' ? offered : "(none readable)", want, want);
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
 /* After a handshake that OpenSSL completed: who the peer is, decided by verify.c. A peer
  * that presented a certificate was judged by the verify callback on a full handshake and is
  * judged again on a resumed one; one that presented none (a session without a peer
@@ -465,6 +520,12 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 				 peer, text);
 	default: break;
 	}
+	if (reason == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL && !c->state->server)
+		return error_set(&c->conn.err, MTLS_REASON_REJECTED_BY_PEER,
+				 "the server refused ALPN protocol \"%s\" (alert "
+				 "no_application_protocol); it serves another protocol at this "
+				 "address: check the address, or the protocol configured on both",
+				 c->state->config->alpn != NULL ? c->state->config->alpn : "");
 	if (is_alert(reason))
 		return error_set(&c->conn.err, MTLS_REASON_REJECTED_BY_PEER,
 				 "the %s refused the handshake (%s); check its log for why", peer,
@@ -820,6 +881,21 @@ const char *mtls_conn_cipher(const struct mtls *c)
 int mtls_conn_resumed(const struct mtls *c)
 {
 	return ssl_of(c) != NULL && SSL_session_reused(ssl_of(c));
+}
+
+const char *mtls_conn_alpn(const struct mtls *c)
+{
+	const unsigned char *p = NULL;
+	unsigned int n = 0;
+	const char *ours;
+
+	if (c == NULL || c->kind != KIND_CONN || !c->conn.handshake_done ||
+	    (ours = c->state->config->alpn) == NULL)
+		return NULL;
+	/* only ours can have been selected: a server selects nothing else, and OpenSSL
+	 * refuses a server's choice that a client did not offer */
+	SSL_get0_alpn_selected(c->conn.ssl, &p, &n);
+	return n == strlen(ours) && memcmp(p, ours, n) == 0 ? ours : NULL;
 }
 
 enum mtls_ocsp_result mtls_conn_ocsp(const struct mtls *c)

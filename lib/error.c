@@ -57,6 +57,7 @@ static const struct reason_info reasons[MTLS_REASON_COUNT] = {
 	[MTLS_REASON_OCSP_MISSING] = {"ocsp_missing", MTLS_CATEGORY_REVOKED},
 	[MTLS_REASON_OCSP_UNAVAILABLE] = {"ocsp_unavailable", MTLS_CATEGORY_REVOKED},
 	[MTLS_REASON_OCSP_UNKNOWN] = {"ocsp_unknown", MTLS_CATEGORY_REVOKED},
+	[MTLS_REASON_NO_APPLICATION_PROTOCOL] = {"no_application_protocol", MTLS_CATEGORY_PROTOCOL},
 };
 
 static const char *const categories[] = {

@@ -107,6 +107,7 @@ struct mtls_config {
 	size_t ocsp_cache_slots;
 	size_t verify_cache_slots;
 	size_t session_cache_slots;
+	char *alpn; /* the ALPN protocol offered (client) or required (server), or NULL */
 
 	struct strlist allow_uri;
 	struct strlist allow_dns;
@@ -570,6 +571,11 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
  * server's (its staple, from the endpoint's OCSP store). */
 int conn_status_cb(SSL *ssl, void *arg);
 int conn_staple_cb(SSL *ssl, void *arg);
+/* A server's ALPN selection (a state with config->alpn): the configured protocol if the
+ * client offers it, else a fatal no_application_protocol alert with the connection's error
+ * set. */
+int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		 const unsigned char *in, unsigned int inlen, void *arg);
 /* Free a connection (mtls_free() of one). */
 void conn_free(struct mtls *c);
 

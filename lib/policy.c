@@ -1,5 +1,6 @@
 /*
- * Authorization: allow rules by URI SAN, DNS SAN, email SAN, CN and SHA-256 pins.
+ * Authorization: allow rules by URI SAN, DNS SAN, email SAN, CN and SHA-256 pins; and the
+ * same patterns against an identity string (mtls_identity_match()).
  *
  * Name rules are alternatives; pins are alternatives; when both kinds exist the peer must
  * satisfy both (as Envoy does with SAN matchers and SPKI/hash lists). The authz callback
@@ -407,4 +408,30 @@ int policy_check(const struct policy *p, struct mtls_peer *peer, const char *rol
 	if (peer->matched_rule == NULL && p->allow_any && set_rule(peer, "any", "ca") != 0)
 		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	return 0;
+}
+
+/* A host name, with an optional trailing dot (the same name); with wildcard, "*." in front
+ * allowed. */
+static bool host_name(const char *s, bool wildcard)
+{
+	size_t n = strnlen(s, 256);
+
+	if (n > 0 && s[n - 1] == '.')
+		n--;
+	if (!wildcard && s[0] == '*')
+		return false;
+	return strict_dns_name_ok((const unsigned char *)s, n);
+}
+
+int mtls_identity_match(const char *pattern, const char *identity)
+{
+	if (pattern == NULL || identity == NULL || pattern[0] == '\0' || identity[0] == '\0')
+		return 0;
+	if (strstr(pattern, "://") != NULL)
+		return policy_uri_match(pattern, identity);
+	/* policy_dns_match() compares DNS SANs, which the strict profile checked: an identity
+	 * taken from a CN ("evil one.example.org") must be a host name as well */
+	if (host_name(pattern, true))
+		return host_name(identity, false) && policy_dns_match(pattern, identity);
+	return strcmp(pattern, identity) == 0;
 }

@@ -9,8 +9,12 @@
  * every path a peer takes is decided in one place. Resumption is wired here too: a server keeps
  * sessions in its own store (sessions.c) and issues no stateless tickets; a client keeps the
  * tickets it receives per server name (tickets.c). OCSP stapling too: a server staples the
- * answer its endpoint holds for its certificate, a client asks for one and judges it.
+ * answer its endpoint holds for its certificate, a client asks for one and judges it. ALPN
+ * (RFC 7301) when configured: a client offers the one protocol, a server selects it or
+ * refuses a client that offers only others (conn_alpn_cb()).
  */
+#include <string.h>
+
 #include <openssl/err.h>
 
 #include "internal.h"
@@ -34,6 +38,22 @@ static int client_new_session(SSL *ssl, SSL_SESSION *sess)
 		return 0;
 	/* 1: we keep the reference */
 	return tickets_put(&c->state->tickets, sess, c->conn.server_name) ? 1 : 0;
+}
+
+/* A client's ALPN offer: the one protocol in the wire form (a length byte, then the name). */
+static int offer_alpn(SSL_CTX *ctx, const char *protocol, struct error *err)
+{
+	unsigned char wire[256];
+	size_t n = strlen(protocol);
+
+	if (n == 0 || n > 255)
+		return error_set(err, MTLS_REASON_CONFIG, "ALPN protocol must be 1 to 255 bytes");
+	wire[0] = (unsigned char)n;
+	memcpy(wire + 1, protocol, n);
+	/* 0 is success here, unlike the rest of OpenSSL */
+	if (SSL_CTX_set_alpn_protos(ctx, wire, (unsigned)n + 1) != 0)
+		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot set the ALPN protocol");
+	return 0;
 }
 
 SSL_CTX *tlsctx_new(struct state *st, struct error *err)
@@ -81,6 +101,8 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		/* the own certificate's OCSP staple, to clients that ask (ocsp_store.c) */
 		SSL_CTX_set_tlsext_status_cb(ctx, conn_staple_cb);
+		if (c->alpn != NULL)
+			SSL_CTX_set_alpn_select_cb(ctx, conn_alpn_cb, NULL);
 		if (st->sessions != NULL) {
 			sessions_attach(ctx);
 			SSL_CTX_set_num_tickets(ctx, 1);
@@ -98,6 +120,10 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 		 * what comes (or that nothing does) */
 		SSL_CTX_set_tlsext_status_type(ctx, TLSEXT_STATUSTYPE_ocsp);
 		SSL_CTX_set_tlsext_status_cb(ctx, conn_status_cb);
+		if (c->alpn != NULL && offer_alpn(ctx, c->alpn, err) != 0) {
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
 	}
 	return ctx;
 }
