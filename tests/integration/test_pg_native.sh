@@ -11,7 +11,7 @@
 #
 # Cases: the role the certificate allows works and another is refused with SQLSTATE 28000
 # naming the identity and the role (psql's stderr, the raw ErrorResponse, the log's
-# pg_refused); a plaintext client gets the mtls message instead of "server closed the
+# pg_refused); --pg-role patterns, ROLE '*' and @DATABASE; a plaintext client gets the mtls message instead of "server closed the
 # connection unexpectedly"; GSSENCRequest answered N; cancel by pg_cancel_backend() and by
 # psql's own CancelRequest (SIGINT; libpq 15 sends it without TLS); PostgreSQL 17's direct
 # TLS (openssl s_client -alpn postgresql) and its refusal without ALPN; the connector
@@ -205,6 +205,7 @@ start_tunnel_server "$SRV_LOG" --protocol postgresql --target "$PG_TARGET" \
 	--cert "$W/server-chain.pem" --key "$W/server.key" --ca "$CA/root.pem" \
 	--allow-uri "$ALLOW" --pg-role "$BILLING=billing" --metrics 127.0.0.1:0 "${DRAIN[@]}"
 MAIN_SRV_PID=$SRV_PID
+MAIN_SRV_PORT=$SRV_PORT
 
 # ==========================================================================================
 echo "# 1. psql verify-full straight to mtls server --protocol postgresql"
@@ -248,6 +249,40 @@ LAST_CMD="openssl s_client -starttls postgres (certificate $REPORTS, user billin
 OUT=$(fields "$W/role.out" | tail -n 20) ERR=""
 report "raw: $REPORTS (allowed, but in no --pg-role rule) as billing: ErrorResponse FATAL SQLSTATE 28000 naming identity and role" \
 	"${p[@]+"${p[@]}"}"
+
+# rules with patterns, ROLE '*' and @DATABASE, on a second server
+start_tunnel_server "$TMP/server-rules.log" --protocol postgresql --target "$PG_TARGET" \
+	--cert "$W/server-chain.pem" --key "$W/server.key" --ca "$CA/root.pem" \
+	--allow-uri "$ALLOW" --pg-role "$ALLOW=reports@billingdb" --pg-role "$BILLING=*@postgres" \
+	--metrics 127.0.0.1:0 "${DRAIN[@]}"
+RULES_PID=$SRV_PID
+# rule_case CERT USER DB EXPECT : EXPECT "ok" (select current_user answers USER) or "refused"
+# (the mtls FATAL naming CERT's identity and USER)
+rule_case() {
+	local id=$BILLING
+	[ "$1" = billing ] || id=$REPORTS
+	q "$(tls_conn "$SRV_PORT" "$2" "$3" "$1")" -c 'select current_user'
+	if [ "$4" = ok ]; then
+		[ "$RC" = 0 ] && [ "$OUT" = "$2" ] || echo "$1's certificate as $2 on $3: refused (exit $RC: $(first_line "$ERR"))"
+	else
+		[ "$RC" != 0 ] || echo "$1's certificate as $2 on $3: let in"
+		[[ $ERR == *"FATAL:  mtls: identity $id may not connect as role \"$2\""* ]] ||
+			echo "$1's certificate as $2 on $3: not the mtls refusal naming $id and $2: $(first_line "$ERR")"
+	fi
+}
+p=()
+for c in "reports reports billingdb ok" "reports reports postgres refused" \
+	"reports billing billingdb refused" "billing postgres postgres ok" \
+	"billing billing postgres ok" "billing reports billingdb ok" "billing postgres billingdb refused"; do
+	# shellcheck disable=SC2086
+	r=$(rule_case $c)
+	[ -z "$r" ] || p+=("$r")
+done
+LAST_CMD="" RC="" OUT="" ERR=""
+report "--pg-role '$ALLOW=reports@billingdb' --pg-role '$BILLING=*@postgres': patterns, any role, the database decide" \
+	"${p[@]+"${p[@]}"}"
+stop_bg "$RULES_PID"
+SRV_PORT=$MAIN_SRV_PORT
 
 # ==========================================================================================
 echo "# 2. plaintext clients get the mtls message"
@@ -481,7 +516,7 @@ EOF
 	[ "$RC" = 0 ] || p+=("exit status $RC")
 	has_line "$OUT" 'row billing False' || p+=("no 'row billing False' (connected as billing)")
 	has_line "$OUT" 'cancelled' || p+=("the pg_sleep(30) was not cancelled by connection.cancel()")
-	has_line "$OUT" "refused FATAL:  mtls: identity $BILLING may not connect as role \"postgres\"" ||
+	[[ $OUT == *"FATAL:  mtls: identity $BILLING may not connect as role \"postgres\""* ]] ||
 		p+=("the refusal as postgres does not carry the mtls message")
 	report "psycopg2 $("$PY" -c 'import psycopg2; print(psycopg2.__version__.split()[0])'): verify-full as billing, cancel(), postgres refused" \
 		"${p[@]+"${p[@]}"}"
