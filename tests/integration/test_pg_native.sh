@@ -13,7 +13,8 @@
 # naming the identity and the role (psql's stderr, the raw ErrorResponse, the log's
 # pg_refused); --pg-role patterns, ROLE '*' and @DATABASE; a plaintext client gets the mtls
 # message instead of "server closed the connection unexpectedly"; GSSENCRequest answered N; cancel by pg_cancel_backend() and by
-# psql's own CancelRequest (SIGINT; libpq 15 sends it without TLS); PostgreSQL 17's direct
+# psql's own CancelRequest (SIGINT; libpq 15 sends it without TLS) and a
+# CancelRequest inside TLS (s_client -starttls postgres, the key from a raw session); PostgreSQL 17's direct
 # TLS (openssl s_client -alpn postgresql) and its refusal without ALPN; the connector
 # against PostgreSQL's own TLS with clientcert=verify-full and against the mtls server;
 # psycopg2 as a second client library (skipped with a note when absent); pgbench -c 4 -t 200.
@@ -361,6 +362,57 @@ by_function() { # a second session, through mtls too
 by_sigint() { kill -INT "$1"; } # psql sends a CancelRequest (libpq 15: plaintext) to mtls
 cancel_case "pg_sleep(30) through mtls cancelled by pg_cancel_backend() from a second session through mtls" by_function
 cancel_case "pg_sleep(30) through mtls cancelled by psql's own cancel (SIGINT: CancelRequest to mtls server)" by_sigint
+
+# A CancelRequest inside TLS (after SSLRequest and the handshake, as libpq 17's
+# PQcancelCreate sends it): a raw session's BackendKeyData gives the pid and secret key
+p=()
+open_fifo "$W/in-session"
+SESSION_FD=$FIFO_FD
+s_client "$W/session.out" "$W/in-session" -starttls postgres -cert "$W/billing-chain.pem" \
+	-cert_chain "$W/billing-chain.pem" -key "$W/billing.key"
+SESSION_PID=$SC_PID
+startup billing billingdb >&"$SESSION_FD"
+wait_for_line "$W/session.out" 'server_version' 20 "$SESSION_PID" || p+=("the raw session got no answer")
+# BackendKeyData: 'K', length 12, the backend's pid, its secret key
+key=$(python3 -c 'import sys
+d = open(sys.argv[1], "rb").read()
+i = d.find(b"K\x00\x00\x00\x0c")
+print(int.from_bytes(d[i + 5:i + 9], "big"), int.from_bytes(d[i + 9:i + 13], "big")) if i >= 0 else None' \
+	"$W/session.out" 2>/dev/null || true)
+kpid=${key% *}
+ksecret=${key#* }
+if [ -z "$key" ]; then
+	p+=("no BackendKeyData in the raw session's output")
+else
+	sqltext='select pg_sleep(30)'
+	{
+		printf Q
+		be32 $((4 + ${#sqltext} + 1))
+		printf '%s\000' "$sqltext"
+	} >&"$SESSION_FD"
+	bpid=$(active_pid billing)
+	[ "$bpid" = "$kpid" ] || p+=("the active pg_sleep's backend is '$bpid', BackendKeyData said '$kpid'")
+	{
+		be32 16
+		be32 80877102
+		be32 "$kpid"
+		be32 "$ksecret"
+	} >"$W/cancel.bin"
+	s_client "$W/cancel.out" "$W/cancel.bin" -starttls postgres -cert "$W/billing-chain.pem" \
+		-cert_chain "$W/billing-chain.pem" -key "$W/billing.key"
+	wait_exit "$SC_PID" 20
+	[ "$EXIT_RC" != timeout ] || p+=("the server kept the cancel connection open (20 s)")
+	wait_for_line "$W/session.out" 'canceling statement due to user request' 20 "$SESSION_PID" ||
+		p+=("the raw session's pg_sleep(30) was not cancelled")
+	[ "$(sleepers billing)" = 0 ] || p+=("pg_sleep(30) still active in PostgreSQL")
+fi
+terminate >&"$SESSION_FD"
+close_fifo "$SESSION_FD"
+wait_exit "$SESSION_PID" 20
+LAST_CMD="CancelRequest (pid ${kpid:-?}) through openssl s_client -starttls postgres" RC=$EXIT_RC
+OUT=$(fields "$W/session.out" | tail -n 12) ERR=""
+report "a CancelRequest inside TLS (SSLRequest, handshake, then the 16 bytes) cancels the raw session's pg_sleep(30)" \
+	"${p[@]+"${p[@]}"}"
 
 # ==========================================================================================
 echo "# 4. direct TLS (PostgreSQL 17: ClientHello first, ALPN postgresql)"
