@@ -12,12 +12,13 @@
 # Cases: the role the certificate allows works and another is refused with SQLSTATE 28000
 # naming the identity and the role (psql's stderr, the raw ErrorResponse, the log's
 # pg_refused); --pg-role patterns, ROLE '*' and @DATABASE; a plaintext client gets the mtls
-# message instead of "server closed the connection unexpectedly"; GSSENCRequest answered N; cancel by pg_cancel_backend() and by
-# psql's own CancelRequest (SIGINT; libpq 15 sends it without TLS) and a
-# CancelRequest inside TLS (s_client -starttls postgres, the key from a raw session); PostgreSQL 17's direct
-# TLS (openssl s_client -alpn postgresql) and its refusal without ALPN; the connector
-# against PostgreSQL's own TLS with clientcert=verify-full and against the mtls server;
-# psycopg2 as a second client library (skipped with a note when absent); pgbench -c 4 -t 200.
+# message instead of "server closed the connection unexpectedly"; GSSENCRequest answered N;
+# cancel by pg_cancel_backend(), by psql's own CancelRequest (SIGINT; libpq 15 sends it
+# without TLS) and by a CancelRequest inside TLS (s_client -starttls postgres, the key from a
+# raw session); PostgreSQL 17's direct TLS (openssl s_client -alpn postgresql) and its
+# refusal without ALPN; the connector against PostgreSQL's own TLS with clientcert=verify-full
+# and against the mtls server; psycopg2 as a second client library (skipped with a note when
+# absent); pgbench -c 4 -t 200.
 set -euo pipefail
 BG_LIMIT=${BG_LIMIT:-200} # PostgreSQL and the daemons live through the whole script
 # shellcheck source=tests/integration/lib.sh
