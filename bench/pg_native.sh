@@ -151,7 +151,7 @@ ratio() {
 	if [ "$1" = - ] || [ "$2" = - ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi
 }
 
-echo "pgbench -c 8 -j 2 -T $secs, scale 10, sslmode=verify-full with a client certificate ($(nproc) CPUs)"
+echo "pgbench -c 8 -j 2 -T $secs, scale 10, sslmode=verify-full with a client certificate ($(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start)"
 printf '%-44s %12s %8s %12s %8s\n' "path" "select-only" "ratio" "tpcb-like" "ratio"
 d_s=$(tps "$pgport" -S)
 d_t=$(tps "$pgport")
