@@ -21,6 +21,7 @@ packages=(
 	dpkg-dev debhelper lintian fakeroot # scripts/package.sh: the Debian packages, checked
 	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
+	python3-psycopg2                    # a second PostgreSQL client library (test_pg_native)
 )
 
 missing=()
