@@ -257,7 +257,7 @@ static void describe_alpn(const unsigned char *in, unsigned int inlen, char *buf
 		unsigned int n = in[i];
 
 		if (n == 0 || n > inlen - i - 1)
-			break; /* OpenSSL refused such a list before; never read past it anyway */
+			break;
 		identity_shown(in + i + 1, n, name, sizeof(name));
 		used += (size_t)snprintf(buf + used, len - used, "%s\"%s\"", used > 0 ? ", " : "",
 					 name);
@@ -267,19 +267,12 @@ static void describe_alpn(const unsigned char *in, unsigned int inlen, char *buf
 		memcpy(buf + len - 4, "...", 4);
 }
 
-int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-		 const unsigned char *in, unsigned int inlen, void *arg)
+unsigned int conn_alpn_select(const char *want, const unsigned char *in, unsigned int inlen,
+			      const unsigned char **out, char *offered, size_t offered_len)
 {
-	struct mtls *c = SSL_get_app_data(ssl);
-	const char *want;
-	size_t wlen;
-	char offered[300];
+	size_t wlen = strlen(want);
 
-	(void)arg;
-	if (c == NULL || c->state->config->alpn == NULL)
-		return SSL_TLSEXT_ERR_NOACK;
-	want = c->state->config->alpn;
-	wlen = strlen(want);
+	/* OpenSSL has checked the list's form; a malformed one is read only up to its fault */
 	for (unsigned int i = 0; i < inlen;) {
 		unsigned int n = in[i];
 
@@ -287,12 +280,30 @@ int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 			break;
 		if (n == wlen && memcmp(in + i + 1, want, wlen) == 0) {
 			*out = in + i + 1;
-			*outlen = (unsigned char)n;
-			return SSL_TLSEXT_ERR_OK;
+			return n;
 		}
 		i += n + 1;
 	}
-	describe_alpn(in, inlen, offered, sizeof(offered));
+	describe_alpn(in, inlen, offered, offered_len);
+	return 0;
+}
+
+int conn_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		 const unsigned char *in, unsigned int inlen, void *arg)
+{
+	struct mtls *c = SSL_get_app_data(ssl);
+	const char *want;
+	char offered[300];
+	unsigned int n;
+
+	(void)arg;
+	if (c == NULL || (want = c->state->config->alpn) == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	n = conn_alpn_select(want, in, inlen, out, offered, sizeof(offered));
+	if (n > 0) {
+		*outlen = (unsigned char)n;
+		return SSL_TLSEXT_ERR_OK;
+	}
 	error_set(&c->conn.err, MTLS_REASON_NO_APPLICATION_PROTOCOL,
 		  "client refused: it offered ALPN protocols %s, not \"%s\", the one this server "
 		  "speaks; point a %s client at this port",

@@ -571,6 +571,11 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg);
  * server's (its staple, from the endpoint's OCSP store). */
 int conn_status_cb(SSL *ssl, void *arg);
 int conn_staple_cb(SSL *ssl, void *arg);
+/* The ALPN protocol want in a client's offer in[0..inlen) (wire form, untrusted): its length
+ * with *out pointing at it in in, or 0 with the protocols offered described in offered
+ * ("h2", "http/1.1"; escaped, cut with "..."). */
+unsigned int conn_alpn_select(const char *want, const unsigned char *in, unsigned int inlen,
+			      const unsigned char **out, char *offered, size_t offered_len);
 /* A server's ALPN selection (a state with config->alpn): the configured protocol if the
  * client offers it, else a fatal no_application_protocol alert with the connection's error
  * set. */

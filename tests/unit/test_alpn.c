@@ -367,6 +367,8 @@ static void test_raw_offers(void **state)
 	static const unsigned char h2_pg[] = "\x02h2\x0apostgresql";
 	static const unsigned char h2_http[] = "\x02h2\x08http/1.1";
 	static const unsigned char odd[] = "\x03\x01\x7f\"";
+	/* one protocol of 11 bytes, "\npostgresql": its tail is no protocol of its own */
+	static const unsigned char nested[] = "\x0b\x0apostgresql";
 	struct mtls *server = endpoint(true, MTLS_TLS1_3, "postgresql");
 	enum mtls_reason reason;
 	char alpn[260], msg[600];
@@ -390,7 +392,11 @@ static void test_raw_offers(void **state)
 	assert_int_equal(reason, MTLS_REASON_NO_APPLICATION_PROTOCOL);
 	assert_null(strchr(msg, '\x01'));
 	assert_null(strchr(msg, '\x7f'));
-	print_message("odd offer: %s\n", msg);
+	assert_int_equal(raw_client(server, nested, sizeof(nested) - 1, &reason, alpn, sizeof(alpn),
+				    msg, sizeof(msg)),
+			 -1);
+	assert_int_equal(reason, MTLS_REASON_NO_APPLICATION_PROTOCOL);
+	assert_non_null(strstr(msg, "offered ALPN protocols \"\\x0apostgresql\", not"));
 	mtls_free(server);
 }
 
