@@ -159,6 +159,17 @@ static const struct opt server_table[] = {
 	{"ocsp-staple", OPT_FLAG, O(ocsp_staple), NULL,
 	 "staple an OCSP answer for the own certificate, fetched in the background (always on "
 	 "for a must-staple certificate)"},
+	{"protocol", OPT_STRING, O(protocol), "tcp|postgresql",
+	 "postgresql: speak PostgreSQL's wire protocol around TLS, so that libpq clients "
+	 "(sslmode=verify-full with sslcert and sslkey) connect straight to this server: "
+	 "SSLRequest answered, PostgreSQL 17 direct TLS (ALPN postgresql), cancel requests "
+	 "forwarded, plaintext clients refused with a PostgreSQL error (docs/database.md; "
+	 "default tcp)"},
+	{"pg-role", OPT_LIST, O(pg_role), "PATTERN=ROLE[@DATABASE]",
+	 "with --protocol postgresql: the client identities matching PATTERN (as --allow-uri or "
+	 "--allow-dns patterns) may log in as ROLE (and to DATABASE); * for any role or "
+	 "database; repeatable. With none, every allowed identity may use any role. SIGHUP "
+	 "applies a change"},
 	TLS_OPTIONS,
 	DAEMON_OPTIONS,
 	OPT_END,
@@ -177,6 +188,11 @@ static const struct opt connector_table[] = {
 	 "fails (refused, unreachable, timed out) goes on to the next address, and a failed "
 	 "address is skipped for a backoff of 1s doubling to 30s; every address a name resolves "
 	 "to is used (IPv4 and IPv6); a name that does not resolve yet is retried, not an error"},
+	{"protocol", OPT_STRING, O(protocol), "tcp|postgresql",
+	 "postgresql: local clients speak plaintext PostgreSQL (libpq sslmode=disable or "
+	 "prefer); the connector answers their SSLRequest with N, sends its own SSLRequest to "
+	 "the server and does mutual TLS there (PostgreSQL's own TLS with clientcert=verify-full, "
+	 "or mtls server --protocol postgresql; docs/database.md; default tcp)"},
 	{"server-name", OPT_STRING, O(server_name), "NAME",
 	 "DNS name or IP the server's certificate must carry (default: the host of the "
 	 "--server each connection goes to)"},

@@ -201,7 +201,9 @@ struct mtls_config *credentials_build(const struct tunnel_options *o,
 	    add_all(c, &o->allow_spki, mtls_config_allow_spki_sha256) != 0 ||
 	    add_all(c, &o->allow_cert, mtls_config_allow_cert_sha256) != 0 ||
 	    mtls_config_set_allow_any_identity(c, o->allow_any_identity) != 0 ||
-	    set_ocsp(c, o) != 0 || set_mode(c, o) != 0) {
+	    set_ocsp(c, o) != 0 || set_mode(c, o) != 0 ||
+	    (o->protocol != NULL && strcmp(o->protocol, "postgresql") == 0 &&
+	     mtls_config_set_alpn(c, "postgresql") != 0)) {
 		snprintf(err, len, "%s", mtls_config_error(c));
 		mtls_config_free(c);
 		return NULL;

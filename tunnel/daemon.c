@@ -30,6 +30,7 @@
 #include "log.h"
 #include "fileset.h"
 #include "ocspfetch.h"
+#include "pgrole.h"
 #include "renewal.h"
 #include "renewer.h"
 #include "service_listen.h"
@@ -589,10 +590,15 @@ static void reload(struct main_state *ms, const char *trigger)
 	const char *reason = "config";
 	struct credentials_chain chain = {0};
 	struct mtls_config *cfg = NULL;
+	struct pgrole *roles = NULL, *old;
 
 	notify_reload_begin(ms);
-	if (d->o->user != NULL &&
-	    credentials_check_readable(ms->live, d->o->user, err, sizeof(err)))
+	if (!d->pg && ms->live->pg_role.n > 0)
+		snprintf(err, sizeof(err), "--pg-role is for --protocol postgresql");
+	else if ((roles = pgrole_parse(&ms->live->pg_role, err, sizeof(err))) == NULL)
+		;
+	else if (d->o->user != NULL &&
+		 credentials_check_readable(ms->live, d->o->user, err, sizeof(err)))
 		reason = "file_permissions";
 	else if (check_own_chain(ms, strcmp(trigger, "SIGHUP") != 0, &chain, err, sizeof(err)))
 		reason = "incomplete_chain";
@@ -601,6 +607,7 @@ static void reload(struct main_state *ms, const char *trigger)
 	if (cfg != NULL && ms->renewer != NULL)
 		renewer_staple_config(ms->renewer, cfg);
 	if (cfg == NULL || reload_apply(d, cfg, &reason, err, sizeof(err)) != 0) {
+		pgrole_free(roles);
 		atomic_fetch_add(&d->metrics.reloads_failed, 1);
 		LOG(LOG_ERROR, "reload_failed", LS("trigger", trigger), LS("reason", reason),
 		    LS("message", err), LS("action", "keeping the current certificates and rules"));
@@ -610,6 +617,11 @@ static void reload(struct main_state *ms, const char *trigger)
 		return;
 	}
 	mtls_config_free(cfg);
+	pthread_mutex_lock(&d->pg_mu);
+	old = d->pgrole;
+	d->pgrole = roles;
+	pthread_mutex_unlock(&d->pg_mu);
+	pgrole_free(old);
 	ms->chain = chain;
 	atomic_fetch_add(&d->metrics.reloads_ok, 1);
 	update_expiry(d);
@@ -767,6 +779,7 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 		SAME_STR(ca, "--ca (with --ca-url)");
 	}
 	SAME_STR(crl_push, "--crl-push");
+	SAME_STR(protocol, "--protocol");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
 		SAME_NUM(max_connections, "--max-connections");
@@ -1405,6 +1418,37 @@ static int parse_address(const char *option, const char *text, struct address *a
 }
 
 /* Check everything that can be checked before a socket is opened. */
+/* --protocol and --pg-role (pgrole.h, pgwire.h). */
+static int check_protocol(struct daemon *d, char *err, size_t len)
+{
+	const struct tunnel_options *o = d->o;
+	enum tunnel_mode mode = TUNNEL_MODE_STRICT;
+
+	if (o->protocol != NULL && strcmp(o->protocol, "tcp") != 0 &&
+	    strcmp(o->protocol, "postgresql") != 0) {
+		snprintf(err, len, "--protocol '%.40s': give tcp or postgresql", o->protocol);
+		return -1;
+	}
+	d->pg = o->protocol != NULL && strcmp(o->protocol, "postgresql") == 0;
+	d->metrics.pg = d->pg;
+	if (o->pg_role.n > 0 && !d->pg) {
+		snprintf(err, len, "--pg-role is for --protocol postgresql");
+		return -1;
+	}
+	(void)credentials_mode(o->mode, &mode);
+	if (d->pg && mode == TUNNEL_MODE_PERMISSIVE) {
+		snprintf(err, len,
+			 "--protocol postgresql does not take --mode insecure-permissive (its "
+			 "plaintext clients would be refused anyway); use insecure-audit or "
+			 "strict");
+		return -1;
+	}
+	if ((d->pgrole = pgrole_parse(&o->pg_role, err, len)) == NULL)
+		return -1;
+	pthread_mutex_init(&d->pg_mu, NULL);
+	return 0;
+}
+
 static int check(struct daemon *d, char *err, size_t len)
 {
 	const struct tunnel_options *o = d->o;
@@ -1475,7 +1519,7 @@ static int check(struct daemon *d, char *err, size_t len)
 				   o->resolve_interval_ms, &d->metrics, err, len);
 	if (d->resolver == NULL)
 		return -1;
-	if (check_listen_mode(d, err, len) != 0)
+	if (check_listen_mode(d, err, len) != 0 || check_protocol(d, err, len) != 0)
 		return -1;
 	if (o->metrics != NULL &&
 	    parse_address("metrics", o->metrics, &d->metrics_addr, err, len) != 0)
@@ -2236,6 +2280,10 @@ static void tunnel_free(struct tunnel *t, struct ev_loop *loop)
 		unlink(((struct sockaddr_un *)&d->listen.sa)->sun_path);
 	free(d->workers);
 	resolver_free(d->resolver); /* after the workers: their connections held its lists */
+	if (d->pgrole != NULL) {
+		pgrole_free(d->pgrole);
+		pthread_mutex_destroy(&d->pg_mu);
+	}
 	mtls_free(d->endpoint);
 	json_decref(ms->creds);
 	metrics_free(&d->metrics);

@@ -51,6 +51,10 @@ struct worker {
 struct daemon {
 	const struct tunnel_options *o;
 	const char *name; /* the config file's [section] of this tunnel; NULL: the only one */
+	bool pg;	  /* --protocol postgresql (pgwire.h) */
+	/* its --pg-role rules: replaced by a reload, read by the workers at each startup */
+	pthread_mutex_t pg_mu;
+	struct pgrole *pgrole;
 	struct address listen;
 	unsigned listen_mode;	   /* of a unix listen socket's file */
 	struct resolver *resolver; /* the targets (--target, --server) and their addresses */

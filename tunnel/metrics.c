@@ -420,6 +420,17 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_reloads_total{result=\"ok\"} %llu\n"
 	    "mtls_reloads_total{result=\"failed\"} %llu\n",
 	    U(m->reloads_ok), U(m->reloads_failed));
+	if (m->pg)
+		put(&t,
+		    "# HELP mtls_pg_refused_total PostgreSQL startup messages refused after the "
+		    "handshake (--pg-role, or not a startup message).\n"
+		    "# TYPE mtls_pg_refused_total counter\n"
+		    "mtls_pg_refused_total %llu\n"
+		    "# HELP mtls_pg_cancels_total PostgreSQL cancel requests forwarded to the "
+		    "target.\n"
+		    "# TYPE mtls_pg_cancels_total counter\n"
+		    "mtls_pg_cancels_total %llu\n",
+		    U(m->pg_refused), U(m->pg_cancels));
 	put(&t,
 	    "# HELP mtls_cert_not_after_seconds When the own certificate expires (UNIX time).\n"
 	    "# TYPE mtls_cert_not_after_seconds gauge\n"

@@ -90,6 +90,9 @@ struct metrics {
 	atomic_ullong connections_total;
 	atomic_ullong connections_refused_limit;
 	atomic_ullong connections_refused_proxy_header; /* PROXY v2 header not buildable */
+	bool pg;		  /* --protocol postgresql: its counters exported */
+	atomic_ullong pg_refused; /* a StartupMessage refused (role, bad message) */
+	atomic_ullong pg_cancels; /* CancelRequests forwarded */
 	atomic_ullong handshakes_ok;
 	atomic_ullong handshakes_resumed;
 	atomic_ullong handshakes_failed[MTLS_REASON_COUNT];

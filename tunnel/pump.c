@@ -46,6 +46,8 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "pgrole.h"
+#include "pgwire.h"
 #include "proxy_v2.h"
 
 #define BUF_SIZE	   16384
@@ -58,20 +60,51 @@
 #define PUMP_BUDGET 16
 
 /* What a connection waits for, so that its I/O and timer callbacks resume the right step. */
-enum phase { PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_PUMP };
+enum phase {
+	PHASE_CONNECT,
+	PHASE_HANDSHAKE,
+	PHASE_PUMP,
+	PHASE_PG_PREAMBLE, /* --protocol postgresql: the messages before TLS */
+	PHASE_PG_STARTUP,  /* server: the StartupMessage inside TLS */
+	PHASE_PG_REPLY,	   /* connector: the server's answer to our SSLRequest */
+};
 
 struct conn;
 typedef void step_fn(struct conn *c);
 
 static step_fn step_handshake, step_proxy_header, step_connect, step_pump;
+static step_fn step_pg_preamble, step_pg_startup, step_pg_forward, step_pg_local,
+	step_pg_sslrequest;
 
 /* A role: its steps in order, and the names it gives to what goes wrong. */
 struct role {
-	step_fn *steps[4]; /* in order; the last (step_pump) lasts as long as the connection */
+	step_fn *steps[8]; /* in order; the last (step_pump) lasts as long as the connection */
 	/* the connector: TLS on the connection it makes, plaintext on the one it accepted */
 	bool tls_client;
 	const char *connect_failed; /* log event when the outbound connection fails */
 	const char *plain_read_error, *plain_write_error; /* conn_close whys */
+};
+
+/* --protocol postgresql: the same, with PostgreSQL's messages around TLS (pgwire.h) */
+static const struct role pg_roles[] = {
+	[TUNNEL_SERVER] =
+		{
+			.steps = {step_pg_preamble, step_handshake, step_pg_startup,
+				  step_proxy_header, step_pg_forward, step_connect, step_pump},
+			.tls_client = false,
+			.connect_failed = "target_connect_failed",
+			.plain_read_error = "target_read_error",
+			.plain_write_error = "target_write_error",
+		},
+	[TUNNEL_CONNECTOR] =
+		{
+			.steps = {step_pg_local, step_connect, step_pg_sslrequest, step_handshake,
+				  step_pump},
+			.tls_client = true,
+			.connect_failed = "server_connect_failed",
+			.plain_read_error = "client_read_error",
+			.plain_write_error = "client_write_error",
+		},
 };
 
 static const struct role roles[] = {
@@ -147,10 +180,23 @@ struct conn {
 	char target[80];
 	const char *server_name; /* connector: the name the server's certificate must carry */
 	unsigned trust_gen;	 /* d->trust_gen when the TLS state was made (start_tls) */
+	/* --protocol postgresql: the first message before TLS (at most a CancelRequest), the
+	 * StartupMessage (or CancelRequest) read inside TLS, and what it asked for */
+	uint8_t pg_head[PGWIRE_CANCEL_LEN];
+	size_t pg_have;
+	bool pg_gssenc;	 /* a GSSENCRequest was answered N already */
+	bool pg_direct;	 /* PostgreSQL 17 direct TLS: a ClientHello came first */
+	bool pg_cancel;	 /* a CancelRequest: forwarded, then closed */
+	uint8_t *pg_msg; /* PGWIRE_STARTUP_MAX bytes while in use */
+	size_t pg_msg_have;
+	uint32_t pg_msg_len;
+	char pg_user[64], pg_database[64];
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
 static void on_plain_io(struct ev_loop *loop, ev_io *io, int events);
+static void close_gently(struct conn *c, const char *why);
+static long long handshake_left_ms(const struct conn *c);
 static void on_timer(struct ev_loop *loop, ev_timer *t, int events);
 
 static void next_step(struct conn *c)
@@ -274,6 +320,7 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 		close(c->plain_fd);
 	buf_release(w, &c->to_plain);
 	buf_release(w, &c->to_tls);
+	free(c->pg_msg);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -908,7 +955,8 @@ static void step_handshake(struct conn *c)
 	set_timer(c, c->detecting && o->plaintext_wait_ms > 0 &&
 				     o->plaintext_wait_ms < o->handshake_timeout_ms
 			     ? o->plaintext_wait_ms
-			     : o->handshake_timeout_ms);
+		     : c->w->d->pg ? handshake_left_ms(c) /* a preamble came before */
+				   : o->handshake_timeout_ms);
 	if (c->role->tls_client)
 		start_tls(c);
 	else
@@ -967,6 +1015,435 @@ static void detect(struct conn *c)
 	start_plaintext(c, "first_bytes");
 }
 
+/* ---- --protocol postgresql (pgwire.h; docs/database.md) ---- */
+
+/* A PostgreSQL client refused before TLS: counted and logged as a handshake refusal, with
+ * why (reason not_tls: it did not come to speak TLS), and closed after the ErrorResponse
+ * (if any: msg) went out. */
+static void pg_refuse_plain(struct conn *c, const char *why, const char *message, bool answer)
+{
+	struct daemon *d = c->w->d;
+	uint8_t out[512];
+	size_t n = 0;
+
+	if (answer)
+		n = pgwire_error_response(out, sizeof(out), "28000",
+					  "mtls: this server accepts only TLS with a client "
+					  "certificate",
+					  "connect with sslmode=verify-full, sslcert and sslkey");
+	if (n > 0) /* a fresh socket: the kernel takes these few bytes at once */
+		(void)send(c->tls_fd, out, n, MSG_NOSIGNAL);
+	metrics_handshake(&d->metrics, MTLS_REASON_NOT_TLS, false, 0);
+	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+	    LS("reason", "not_tls"), LS("category", "protocol"), LS("message", message));
+	conn_free(c, why, LOG_DEBUG);
+}
+
+/* The 16 bytes of a CancelRequest go to the target as they are (PostgreSQL checks its
+ * secret key, as it would the client's own), then the connection ends: the client sends
+ * nothing more, and PostgreSQL answers nothing. */
+static void pg_start_cancel(struct conn *c, const uint8_t *msg)
+{
+	struct daemon *d = c->w->d;
+
+	c->pg_cancel = true;
+	c->tls_eof = true; /* nothing more from the client */
+	if (c->pg_msg == NULL && (c->pg_msg = malloc(PGWIRE_CANCEL_LEN)) == NULL) {
+		conn_free(c, "out_of_memory", LOG_WARN);
+		return;
+	}
+	if (c->pg_msg != msg)
+		memcpy(c->pg_msg, msg, PGWIRE_CANCEL_LEN);
+	c->pg_msg_len = PGWIRE_CANCEL_LEN;
+	atomic_fetch_add(&d->metrics.pg_cancels, 1);
+	LOG(LOG_INFO, "pg_cancel", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("tls", c->tls != NULL ? "yes" : "no"),
+	    LS("message", "a cancel request: forwarded to the target, then closed"));
+}
+
+/* Server: the client's first bytes, before any TLS. Exactly the bytes of each message are
+ * read (8, or 16 for a cancel), so that what follows an SSLRequest is left for TLS. */
+static void pg_preamble_read(struct conn *c)
+{
+	for (;;) {
+		size_t want = PGWIRE_CANCEL_LEN > 8 && c->pg_have >= 8 ? PGWIRE_CANCEL_LEN : 8;
+		uint32_t len = 0;
+		enum pgwire_kind k;
+		ssize_t r;
+
+		if (c->pg_have == 0) {
+			uint8_t first;
+
+			r = recv(c->tls_fd, &first, 1, MSG_PEEK);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			if (r <= 0) {
+				conn_free(c, r == 0 ? "client_closed" : "client_read_error",
+					  LOG_DEBUG);
+				return;
+			}
+			if (first == 0x16) { /* a ClientHello: PostgreSQL 17 direct TLS */
+				c->pg_direct = true;
+				next_step(c);
+				return;
+			}
+		}
+		if (c->pg_have < want) {
+			r = recv(c->tls_fd, c->pg_head + c->pg_have, want - c->pg_have, 0);
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			if (r <= 0) {
+				conn_free(c, r == 0 ? "client_closed" : "client_read_error",
+					  LOG_DEBUG);
+				return;
+			}
+			c->pg_have += (size_t)r;
+		}
+		k = pgwire_classify(c->pg_head, c->pg_have, &len);
+		switch (k) {
+		case PGWIRE_NEED_MORE: continue;
+		case PGWIRE_SSL:
+			if (send(c->tls_fd, "S", 1, MSG_NOSIGNAL) != 1) {
+				conn_free(c, "client_write_error", LOG_DEBUG);
+				return;
+			}
+			next_step(c); /* the TLS handshake */
+			return;
+		case PGWIRE_GSSENC:
+			if (c->pg_gssenc || send(c->tls_fd, "N", 1, MSG_NOSIGNAL) != 1) {
+				pg_refuse_plain(c, "not_postgresql",
+						"a second GSSENCRequest from a PostgreSQL client",
+						false);
+				return;
+			}
+			c->pg_gssenc = true;
+			c->pg_have = 0; /* then its SSLRequest, or a StartupMessage */
+			continue;
+		case PGWIRE_CANCEL:
+			if (c->pg_have < PGWIRE_CANCEL_LEN)
+				continue;
+			pg_start_cancel(c, c->pg_head);
+			if (c->pg_msg == NULL)
+				return;
+			c->plaintext = true; /* no TLS on this one: the socket as it is */
+			/* straight to the PROXY header (if any) and the target */
+			c->step = 3;
+			next_step(c);
+			return;
+		case PGWIRE_STARTUP:
+			pg_refuse_plain(
+				c, "plaintext",
+				"a PostgreSQL client without TLS (sslmode=disable or allow); "
+				"told to use sslmode=verify-full with a client certificate",
+				true);
+			return;
+		case PGWIRE_BAD:
+		default:
+			pg_refuse_plain(
+				c, "not_postgresql",
+				"the first bytes are neither a PostgreSQL message nor a TLS "
+				"handshake",
+				false);
+			return;
+		}
+	}
+}
+
+static void step_pg_preamble(struct conn *c)
+{
+	c->phase = PHASE_PG_PREAMBLE;
+	set_timer(c, c->w->d->o->handshake_timeout_ms);
+	set_io(c, &c->tls_io, c->tls_fd, EV_READ); /* on_tls_io: pg_preamble_read() */
+}
+
+/* Server: an ErrorResponse inside TLS, then an orderly close. */
+static void pg_refuse_tls(struct conn *c, const char *why, const char *message, const char *hint)
+{
+	uint8_t out[1500];
+	size_t n = pgwire_error_response(out, sizeof(out), "28000", message, hint);
+
+	if (n == 0) /* a name with a control byte in it: said without it */
+		n = pgwire_error_response(out, sizeof(out), "28000",
+					  "mtls: this identity may not connect as that role", NULL);
+	if (n > 0)
+		(void)mtls_write(c->tls, out, n);
+	close_gently(c, why);
+}
+
+/* The names of a verified client, for --pg-role (its first PG_NAMES of each kind). */
+#define PG_NAMES 16
+struct pg_names {
+	const char *uri[PG_NAMES], *dns[PG_NAMES];
+	struct pgrole_peer p;
+};
+
+static const struct pgrole_peer *pg_peer(const struct conn *c, struct pg_names *n)
+{
+	const struct mtls_peer *peer = mtls_conn_peer(c->tls);
+
+	memset(n, 0, sizeof(*n));
+	n->p.uri = n->uri;
+	n->p.dns = n->dns;
+	if (peer == NULL)
+		return &n->p;
+	for (size_t i = 0; i < mtls_peer_uri_count(peer) && n->p.nuri < PG_NAMES; i++)
+		n->uri[n->p.nuri++] = mtls_peer_uri(peer, i);
+	for (size_t i = 0; i < mtls_peer_dns_count(peer) && n->p.ndns < PG_NAMES; i++)
+		n->dns[n->p.ndns++] = mtls_peer_dns(peer, i);
+	n->p.cn = mtls_peer_common_name(peer);
+	return &n->p;
+}
+
+/* Server: the StartupMessage (or a CancelRequest), read inside TLS and judged: the role and
+ * database the client asks for against --pg-role. */
+static void pg_startup_done(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	struct pgwire_startup st;
+	const char *rule = NULL;
+	char err[200], msg[700], hint[300];
+	struct pg_names names;
+	bool ok;
+
+	if (pgwire_startup_parse(c->pg_msg, c->pg_msg_len, &st, err, sizeof(err)) != 0) {
+		LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("reason", "bad_startup"), LS("message", err));
+		atomic_fetch_add(&d->metrics.pg_refused, 1);
+		pg_refuse_tls(c, "pg_refused", "mtls: the startup message is not valid", NULL);
+		return;
+	}
+	snprintf(c->pg_user, sizeof(c->pg_user), "%s", st.user);
+	snprintf(c->pg_database, sizeof(c->pg_database), "%s",
+		 st.database != NULL && st.database[0] != '\0' ? st.database : st.user);
+	pthread_mutex_lock(&d->pg_mu);
+	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database, &rule);
+	if (ok)
+		snprintf(msg, sizeof(msg), "%s", rule);
+	pthread_mutex_unlock(&d->pg_mu);
+	if (!ok) {
+		snprintf(msg, sizeof(msg),
+			 "mtls: identity %.300s may not connect as role \"%.63s\"",
+			 c->identity[0] != '\0' ? c->identity : "(none)", c->pg_user);
+		snprintf(
+			hint, sizeof(hint),
+			"no --pg-role rule of this server lets it in as role \"%.63s\" to database "
+			"\"%.63s\"",
+			c->pg_user, c->pg_database);
+		atomic_fetch_add(&d->metrics.pg_refused, 1);
+		LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("reason", "role_not_allowed"),
+		    LS("user", c->pg_user), LS("database", c->pg_database), LS("message", msg),
+		    LS("hint", hint));
+		pg_refuse_tls(c, "pg_refused", msg, hint);
+		return;
+	}
+	LOG(LOG_INFO, "pg_startup", LN("conn", c->id), LS("identity", c->identity),
+	    LS("user", c->pg_user), LS("database", c->pg_database), LS("rule", msg));
+	next_step(c);
+}
+
+static void pg_startup_read(struct conn *c)
+{
+	for (;;) {
+		size_t want = c->pg_msg_len != 0 ? c->pg_msg_len : 8;
+		ssize_t r;
+
+		if (c->pg_msg_have == want) {
+			uint32_t len = 0;
+			enum pgwire_kind k = pgwire_classify(c->pg_msg, c->pg_msg_have, &len);
+
+			if (c->pg_msg_len != 0 && k == PGWIRE_CANCEL) {
+				pg_start_cancel(c, c->pg_msg);
+				if (c->pg_msg != NULL)
+					next_step(c);
+				return;
+			}
+			if (c->pg_msg_len != 0) { /* the whole StartupMessage */
+				pg_startup_done(c);
+				return;
+			}
+			if (k == PGWIRE_CANCEL) {
+				c->pg_msg_len = PGWIRE_CANCEL_LEN;
+				continue;
+			}
+			if (k != PGWIRE_STARTUP) {
+				atomic_fetch_add(&c->w->d->metrics.pg_refused, 1);
+				LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
+				    LS("identity", c->identity), LS("reason", "bad_startup"),
+				    LS("message", k == PGWIRE_SSL
+							  ? "an SSLRequest inside TLS"
+							  : "not a startup message inside TLS"));
+				pg_refuse_tls(c, "pg_refused", "mtls: expected a startup message",
+					      NULL);
+				return;
+			}
+			c->pg_msg_len = len;
+			continue;
+		}
+		r = mtls_read(c->tls, c->pg_msg + c->pg_msg_have, want - c->pg_msg_have);
+		if (r > 0) {
+			c->pg_msg_have += (size_t)r;
+			continue;
+		}
+		if (r == MTLS_WANT_POLLIN || r == MTLS_WANT_POLLOUT) {
+			set_io(c, &c->tls_io, c->tls_fd, want_events((int)r));
+			return;
+		}
+		conn_free(c, r == 0 ? "client_closed" : "client_read_error", LOG_DEBUG);
+		return;
+	}
+}
+
+/* Server, after the handshake: a direct TLS client must have asked for ALPN postgresql
+ * (PostgreSQL 17 does the same); then its StartupMessage. */
+static void step_pg_startup(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+
+	if (c->pg_direct && mtls_conn_alpn(c->tls) == NULL) {
+		metrics_handshake(&d->metrics, MTLS_REASON_PROTOCOL_VERSION, false, 0);
+		LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+		    LS("identity", c->identity), LS("reason", "alpn_required"),
+		    LS("category", "protocol"),
+		    LS("message", "a direct TLS connection (no SSLRequest) without ALPN "
+				  "postgresql; PostgreSQL 17 clients send it "
+				  "(sslnegotiation=direct)"));
+		close_gently(c, "alpn_required");
+		return;
+	}
+	c->pg_msg = malloc(PGWIRE_STARTUP_MAX);
+	if (c->pg_msg == NULL) {
+		conn_free(c, "out_of_memory", LOG_WARN);
+		return;
+	}
+	c->phase = PHASE_PG_STARTUP;
+	set_timer(c, d->o->handshake_timeout_ms);
+	pg_startup_read(c);
+}
+
+/* Server: the StartupMessage (or CancelRequest) goes first to the target, after the PROXY
+ * header if any. */
+static void step_pg_forward(struct conn *c)
+{
+	size_t room = 0;
+	uint8_t *p = buf_space(c->w, &c->to_plain, &room);
+
+	if (p == NULL || room < c->pg_msg_len) {
+		conn_free(c, "out_of_memory", LOG_WARN);
+		return;
+	}
+	memcpy(p, c->pg_msg, c->pg_msg_len);
+	c->to_plain.end += c->pg_msg_len;
+	free(c->pg_msg);
+	c->pg_msg = NULL;
+	next_step(c);
+}
+
+/* Connector: the local client's first message. An SSLRequest or GSSENCRequest is answered
+ * N (TLS is ours to do, to the server); a StartupMessage or CancelRequest goes on to the
+ * server once TLS is up. */
+static void pg_local_read(struct conn *c)
+{
+	for (;;) {
+		uint32_t len = 0;
+		enum pgwire_kind k;
+		ssize_t r = recv(c->plain_fd, c->pg_head + c->pg_have, 8 - c->pg_have, 0);
+
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (r <= 0) {
+			conn_free(c, r == 0 ? "client_closed" : "client_read_error", LOG_DEBUG);
+			return;
+		}
+		c->pg_have += (size_t)r;
+		k = pgwire_classify(c->pg_head, c->pg_have, &len);
+		if (k == PGWIRE_NEED_MORE)
+			continue;
+		if (k == PGWIRE_SSL || k == PGWIRE_GSSENC) {
+			if (send(c->plain_fd, "N", 1, MSG_NOSIGNAL) != 1) {
+				conn_free(c, "client_write_error", LOG_DEBUG);
+				return;
+			}
+			c->pg_have = 0;
+			continue;
+		}
+		if (k == PGWIRE_BAD) {
+			LOG(LOG_WARN, "conn_refused", LN("conn", c->id), LS("peer", c->peer),
+			    LS("reason", "not_postgresql"),
+			    LS("message", "the local client's first bytes are not a PostgreSQL "
+					  "message (--protocol postgresql)"));
+			conn_free(c, "not_postgresql", LOG_DEBUG);
+			return;
+		}
+		/* the bytes read so far go first, the rest is pumped */
+		{
+			size_t room = 0;
+			uint8_t *p = buf_space(c->w, &c->to_tls, &room);
+
+			if (p == NULL || room < c->pg_have) {
+				conn_free(c, "out_of_memory", LOG_WARN);
+				return;
+			}
+			memcpy(p, c->pg_head, c->pg_have);
+			c->to_tls.end += c->pg_have;
+		}
+		set_io(c, &c->plain_io, c->plain_fd, 0);
+		ev_timer_stop(c->w->loop, &c->timer);
+		next_step(c); /* connect to the server */
+		return;
+	}
+}
+
+static void step_pg_local(struct conn *c)
+{
+	c->phase = PHASE_PG_PREAMBLE;
+	set_timer(c, c->w->d->o->handshake_timeout_ms);
+	set_io(c, &c->plain_io, c->plain_fd, EV_READ); /* on_plain_io: pg_local_read() */
+}
+
+/* Connector: the server's one-byte answer to our SSLRequest. */
+static void pg_reply_read(struct conn *c)
+{
+	uint8_t b;
+	ssize_t r = recv(c->tls_fd, &b, 1, 0);
+	char msg[200];
+
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r == 1 && b == 'S') {
+		next_step(c); /* the TLS handshake */
+		return;
+	}
+	if (r == 1)
+		snprintf(msg, sizeof(msg),
+			 "the server at %s answered the SSLRequest with '%c' (%s); it must do TLS "
+			 "(ssl = on in postgresql.conf)",
+			 c->target, b >= 0x20 && b < 0x7f ? b : '?',
+			 b == 'N'   ? "no TLS"
+			 : b == 'E' ? "an error"
+				    : "not PostgreSQL");
+	else
+		snprintf(msg, sizeof(msg),
+			 "the server at %s closed the connection after the "
+			 "SSLRequest",
+			 c->target);
+	connect_failed(c, msg, "pg_no_tls");
+}
+
+static void step_pg_sslrequest(struct conn *c)
+{
+	uint8_t req[8];
+
+	pgwire_ssl_request(req);
+	if (send(c->tls_fd, req, sizeof(req), MSG_NOSIGNAL) != (ssize_t)sizeof(req)) {
+		connect_failed(c, "cannot send the SSLRequest to the server", "server_write_error");
+		return;
+	}
+	c->phase = PHASE_PG_REPLY;
+	set_timer(c, c->w->d->o->handshake_timeout_ms);
+	set_io(c, &c->tls_io, c->tls_fd, EV_READ); /* on_tls_io: pg_reply_read() */
+}
+
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
 {
 	struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, tls_io));
@@ -990,6 +1467,9 @@ static void on_tls_io(struct ev_loop *loop, ev_io *io, int events)
 		if (pump(c))
 			pump_timer(c);
 		break;
+	case PHASE_PG_PREAMBLE: pg_preamble_read(c); break;
+	case PHASE_PG_STARTUP: pg_startup_read(c); break;
+	case PHASE_PG_REPLY: pg_reply_read(c); break;
 	}
 }
 
@@ -1004,6 +1484,8 @@ static void on_plain_io(struct ev_loop *loop, ev_io *io, int events)
 		c->plain_write_blocked = false;
 	if (c->phase == PHASE_CONNECT)
 		connected(c); /* the server's: to the target */
+	else if (c->phase == PHASE_PG_PREAMBLE)
+		pg_local_read(c); /* the connector's local client */
 	else if (c->phase == PHASE_PUMP && pump(c))
 		pump_timer(c);
 }
@@ -1128,6 +1610,18 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int events)
 		attempt_failed(c, "connect timed out");
 		break;
 	case PHASE_PUMP: pump_timeout(c); break;
+	case PHASE_PG_PREAMBLE:
+	case PHASE_PG_STARTUP:
+	case PHASE_PG_REPLY:
+		metrics_handshake(&d->metrics, MTLS_REASON_TIMEOUT, false, 0);
+		LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
+		    LS("reason", "timeout"), LS("category", "io"),
+		    LS("message", c->phase == PHASE_PG_REPLY
+					  ? "the server did not answer the SSLRequest in time"
+					  : "the PostgreSQL client did not send its first message "
+					    "in time"));
+		conn_free(c, "handshake_timeout", LOG_DEBUG);
+		break;
 	}
 }
 
@@ -1174,7 +1668,7 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 		return;
 	}
 	c->w = w;
-	c->role = &roles[d->o->role];
+	c->role = d->pg ? &pg_roles[d->o->role] : &roles[d->o->role];
 	c->id = atomic_fetch_add(&d->next_id, 1) + 1;
 	c->started = ev_now(w->loop);
 	memcpy(&c->peer_sa, peer, len);

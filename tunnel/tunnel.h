@@ -90,7 +90,9 @@ struct tunnel_options {
 	const char *log_file;
 	const char *user;
 	const char *tls_min;
-	const char *mode; /* server: strict (NULL), insecure-permissive, insecure-audit */
+	const char *mode;	    /* server: strict (NULL), insecure-permissive, insecure-audit */
+	const char *protocol;	    /* tcp (NULL) or postgresql (pgwire.h, docs/database.md) */
+	struct tunnel_list pg_role; /* server, postgresql: PATTERN=ROLE[@DATABASE] rules */
 	long long plaintext_wait_ms;  /* permissive: a client silent this long is plaintext */
 	long long metrics_identities; /* identities with their own metrics (then "other") */
 	long long verify_cache;
