@@ -157,6 +157,11 @@ active_pid() {
 	done
 	echo "$pid"
 }
+# end_sleepers ROLE : end any pg_sleep(30) of ROLE still running (a failed case's), so that
+# the next case finds only its own
+end_sleepers() {
+	sql postgres -c "select pg_terminate_backend(pid) from pg_stat_activity where usename = '$1' and query like 'select pg_sleep(30)%'"
+}
 # sleepers ROLE : how many pg_sleep(30) of ROLE are still active
 sleepers() {
 	sql postgres -c "select count(*) from pg_stat_activity where usename = '$1' and state = 'active' and query like 'select pg_sleep(30)%'"
@@ -355,6 +360,7 @@ cancel_case() {
 	fi
 	LAST_CMD="psql -c 'select pg_sleep(30)' cancelled by $how" RC=$EXIT_RC OUT=$(cat -- "$W/sleep.out")
 	report "$name" "${p[@]+"${p[@]}"}"
+	end_sleepers billing
 }
 by_function() { # a second session, through mtls too
 	q "$(tls_conn "$SRV_PORT" billing billingdb billing)" -c "select pg_cancel_backend($2)"
@@ -410,6 +416,7 @@ fi
 terminate >&"$SESSION_FD"
 close_fifo "$SESSION_FD"
 wait_exit "$SESSION_PID" 20
+end_sleepers billing
 LAST_CMD="CancelRequest (pid ${kpid:-?}) through openssl s_client -starttls postgres" RC=$EXIT_RC
 OUT=$(fields "$W/session.out" | tail -n 12) ERR=""
 report "a CancelRequest inside TLS (SSLRequest, handshake, then the 16 bytes) cancels the raw session's pg_sleep(30)" \
