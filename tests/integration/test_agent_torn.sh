@@ -16,6 +16,14 @@ BG_LIMIT=${BG_LIMIT:-200}
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
+# setup_die WHAT [DETAILS...] : the setup failed (not a case): say so and exit 1.
+setup_die() {
+	echo "${0##*/}: setup: $1" >&2
+	shift
+	[ $# -eq 0 ] || printf '%s\n' "$@" | sed 's/^/    | /' >&2
+	exit 1
+}
+
 W=$TMP/w
 mkdir -m 700 -- "$W"
 D=$W/ca
@@ -103,6 +111,7 @@ hooks=$(count "$W/agent.log" hook_done)
 nmarks=$(marks)
 # what mtls renew does (renew/fileset.c), stopped between its renames: the directory's lock
 # held, the chain renamed into place, then (once released) the key
+# shellcheck disable=SC2016 # expanded by that sh
 start_bg "$W/writer.log" flock "$W/svc" sh -c \
 	'mv -- "$1/next/cert.pem" "$1/svc/cert.pem" && : >"$1/half" &&
 	while [ ! -e "$1/release" ]; do sleep 0.05; done && mv -- "$1/next/key.pem" "$1/svc/key.pem"' \
@@ -145,6 +154,51 @@ cmp -s "$W/svc/key.pem" "$W/app/server.key" || p+=("--key-out differs from key.p
 verdict "the key in place: one hook run (changed,files) with the new serial, the copies the new pair" \
 	"${p[@]+"${p[@]}"}" -- "$(tail -n 6 "$W/agent.log")" "$(tail -n 3 "$W/marks")"
 
+echo "# a renewal by another program finished while the agent is between its two looks"
+# (the case of the CI rehearsal: the chain read for the leaf before the renewal, the copies
+# after it). The agent is held in its roots fetch, between the look that takes the leaf in
+# and the one that copies, by stopping the CA service: its ClientHello then waits in the
+# service's receive queue. The files are replaced meanwhile, as mtls renew replaces them.
+cp -a -- "$W/svc" "$W/next2"
+LAST_CMD="mtls renew --dir $W/next2 --force"
+run "$MTLS" renew --dir "$W/next2" --force
+[ "$RC" = 0 ] || setup_die "mtls renew of the second copy" "$ERR"
+new2=$(serial "$W/next2/cert.pem")
+AP=$(sed -n 's/.*"event":"listening".*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p;T;q' "$W/serve.log")
+hooks=$(count "$W/agent.log" hook_done)
+CA_PID=$(pgrep -P "$SERVE_PID") # start_bg's pid is timeout(1)'s
+[ -n "$CA_PID" ] || setup_die "no mtls ca serve process"
+kill -STOP "$CA_PID"
+# held: a connection to the service with bytes it has not read
+held=
+for ((i = 0; i < READY_LIMIT * 20; i++)); do
+	if ss -Htn state established "( sport = :$AP )" | awk '$1 > 0 { f = 1 } END { exit !f }'; then
+		held=1
+		break
+	fi
+	sleep 0.05
+done
+if [ -z "$held" ]; then
+	kill -CONT "$CA_PID"
+	setup_die "the agent did not reach its roots fetch" "$(tail -n 5 "$W/agent.log")"
+fi
+# shellcheck disable=SC2016 # expanded by that sh
+flock "$W/svc" sh -c 'mv -- "$1/next2/cert.pem" "$1/svc/cert.pem" && mv -- "$1/next2/key.pem" "$1/svc/key.pem"' sh "$W" ||
+	setup_die "replacing the pair"
+kill -CONT "$CA_PID"
+p=()
+wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT_BG" || p+=("no hook after the change")
+looks=$(count "$W/agent.log" roots_unchanged)
+wait_count "$W/agent.log" roots_unchanged $((looks + 2)) "$AGENT_BG" || p+=("the agent stopped looking")
+[ "$(count "$W/agent.log" hook_done)" = $((hooks + 1)) ] ||
+	p+=("$(($(count "$W/agent.log" hook_done) - hooks)) hook runs, not one")
+[ "$(tail -n 1 "$W/marks")" = "changed,files $new2 $new2 match" ] ||
+	p+=("the hook's line is '$(tail -n 1 "$W/marks")', not 'changed,files $new2 $new2 match'")
+mapfile -t mp < <(marks_problems $((nmarks + 1)))
+p+=("${mp[@]+"${mp[@]}"}")
+verdict "a renewal between the agent's looks: one hook run (changed,files) naming the pair it copied" \
+	"${p[@]+"${p[@]}"}" -- "$(tail -n 6 "$W/agent.log")" "$(tail -n 3 "$W/marks")"
+
 echo "# mtls renew --force 20 times while the agent looks"
 nmarks=$(marks)
 fails=()
@@ -181,9 +235,9 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/stray.pe
 	setup_die "openssl genpkey"
 chmod 600 -- "$W/stray.pem"
 mv -- "$W/stray.pem" "$W/svc/key.pem"
-fails=$(count "$W/agent.log" copy_failed)
+nfail=$(count "$W/agent.log" copy_failed)
 p=()
-wait_count "$W/agent.log" copy_failed $((fails + 1)) "$AGENT_BG" || p+=("no copy_failed")
+wait_count "$W/agent.log" copy_failed $((nfail + 1)) "$AGENT_BG" || p+=("no copy_failed")
 line=$(grep -F '"event":"copy_failed"' "$W/agent.log" | tail -n 1 || true)
 [[ $line == *"do not belong together"* ]] || p+=("copy_failed does not say why: $line")
 [ "$(count "$W/agent.log" hook_done)" = "$hooks" ] || p+=("a hook ran")
