@@ -126,6 +126,16 @@ done
 looks=$(count "$W/agent.log" roots_unchanged)
 wait_count "$W/agent.log" roots_unchanged $((looks + 3)) "$AGENT_BG" ||
 	setup_die "the agent stopped looking" "$(tail -n 5 "$W/agent.log")"
+# and a one-shot agent (--once) meanwhile: it waits for the key
+mkdir -m 700 -- "$W/app2"
+start_bg "$W/once.log" "$MTLS" agent --log-format json --log-level debug --dir "$W/svc" --once \
+	--cert-out "$W/app2/server.crt" --key-out "$W/app2/server.key"
+ONCE_BG=$BG_PID
+wait_for_line "$W/once.log" '"event":"files_changing"' "$READY_LIMIT" "$ONCE_BG" || true
+p=()
+kill -0 "$ONCE_BG" 2>/dev/null || p+=("mtls agent --once did not wait: $(grep -v '"level":"debug"' "$W/once.log" | tail -n 2)")
+[ -z "$(ls -A -- "$W/app2")" ] || p+=("--once wrote copies: $(ls -A -- "$W/app2")")
+verdict "--once during the torn pair: waits (its start-up recovery waits for the lock), no copies yet" "${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/once.log")"
 p=()
 [ "$(pair "$W/svc/cert.pem" "$W/svc/key.pem")" = MISMATCH ] || p+=("the pair was not torn: the test is wrong")
 [ "$(count "$W/agent.log" hook_done)" = "$hooks" ] || p+=("a hook ran while the pair was torn")
@@ -140,6 +150,12 @@ verdict "torn pair (chain new, key old, lock held): nothing taken in, no copy, n
 : >"$W/release"
 wait_exit "$WRITER" "$READY_LIMIT"
 [ "$EXIT_RC" = 0 ] || setup_die "the writer: $EXIT_RC" "$(cat -- "$W/writer.log")"
+wait_exit "$ONCE_BG" "$RUN_LIMIT"
+p=()
+[ "$EXIT_RC" = 0 ] || p+=("exit $EXIT_RC: $(grep -v '"level":"debug"' "$W/once.log" | tail -n 2)")
+[ "$(serial "$W/app2/server.crt" 2>/dev/null)" = "$new" ] || p+=("its --cert-out is not $new")
+[ "$(pair "$W/app2/server.crt" "$W/app2/server.key")" = match ] || p+=("its copies do not match")
+verdict "--once after the key came: exit 0, copies of the new pair" "${p[@]+"${p[@]}"}" -- "$(tail -n 3 "$W/once.log")"
 p=()
 wait_count "$W/agent.log" hook_done $((hooks + 1)) "$AGENT_BG" || p+=("no hook after the key came")
 # two more looks: no second hook run for the same change
