@@ -1070,9 +1070,12 @@ static int run_loop(struct agent *a)
 			if (w > now)
 				wake = earliest(wake, w);
 		}
-		if (a->look_again && wake <= now)
+		/* files being replaced: looked at again soon, and not sooner, whatever else is
+		 * due (a renewal asked for by SIGHUP waits for them) */
+		if (a->look_again && (wake <= now || atomic_load(&renew_flag)))
 			wake = now + 1; /* bounded by LOOK_AGAIN_MS below */
-		if (wake > now && !atomic_load(&stop_flag) && !atomic_load(&renew_flag)) {
+		if (wake > now && !atomic_load(&stop_flag) &&
+		    (a->look_again || !atomic_load(&renew_flag))) {
 			long long s = wake - now < SLEEP_MAX_S ? wake - now : SLEEP_MAX_S;
 			long long ms = s * 1000;
 			struct pollfd pf = {wake_pipe[0], POLLIN, 0};
