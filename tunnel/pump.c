@@ -1504,6 +1504,31 @@ static void close_gently(struct conn *c, const char *why)
 	conn_free(c, why, LOG_INFO);
 }
 
+/* A PostgreSQL session whose role the --pg-role rules (perhaps new ones, after a reload) no
+ * longer allow: logged and counted, true to close it. */
+static bool pg_role_rejudge(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	struct pg_names names;
+	const char *rule;
+	bool ok;
+
+	if (!d->pg || c->pg_user[0] == '\0' || c->pg_cancel || c->tls == NULL)
+		return false;
+	pthread_mutex_lock(&d->pg_mu);
+	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database, &rule);
+	pthread_mutex_unlock(&d->pg_mu);
+	if (ok)
+		return false;
+	atomic_fetch_add(&d->metrics.pg_refused, 1);
+	LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("reason", "role_not_allowed"), LS("user", c->pg_user),
+	    LS("database", c->pg_database),
+	    LS("message", "the --pg-role rules no longer let this identity in as this role"),
+	    LS("action", "closing the connection"));
+	return true;
+}
+
 void pump_recheck(struct worker *w)
 {
 	struct daemon *d = w->d;
@@ -1538,6 +1563,8 @@ void pump_recheck(struct worker *w)
 			c->would = mtls_conn_would_refuse(c->tls);
 			if (c->would != MTLS_REASON_NONE && c->would != was)
 				would_refuse(c, "recheck", mtls_conn_would_refuse_message(c->tls));
+			if (pg_role_rejudge(c))
+				close_gently(c, "no_longer_allowed");
 			continue;
 		}
 		reason = mtls_error_reason(c->tls);
