@@ -53,7 +53,9 @@ issue() {
 	shift
 	LAST_CMD="mtls ca issue $* --out $W/$name"
 	run "$MTLS" ca issue --dir "$CA" "$@" --out "$W/$name"
-	[ "$RC" = 0 ] && [ -s "$W/$name-chain.pem" ] || setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
+	if [ "$RC" != 0 ] || [ ! -s "$W/$name-chain.pem" ]; then
+		setup_die "$LAST_CMD failed ($RC)" "$OUT" "$ERR"
+	fi
 }
 issue server --profile server --dns localhost --ip 127.0.0.1
 issue billing --profile client --uri "$BILLING" --cn billing
