@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,8 +48,9 @@
 
 #define EXEC_TIMEOUT_DEFAULT_MS	 (60LL * 1000)
 #define ROOTS_REFRESH_DEFAULT_MS (3600LL * 1000)
-#define SLEEP_MAX_S		 30 /* look at the clock (and the files) at least this often */
-#define HOOK_RETRY_FIRST	 30 /* seconds after a failed hook, doubling */
+#define SLEEP_MAX_S		 30  /* look at the clock (and the files) at least this often */
+#define LOOK_AGAIN_MS		 250 /* files being replaced: looked at again this soon */
+#define HOOK_RETRY_FIRST	 30  /* seconds after a failed hook, doubling */
 #define HOOK_RETRY_MAX		 3600
 #define EXPIRING_EVERY		 600 /* cert_expiring at most this often */
 #define ROOTS_FRESH_S		 60  /* a renewal fetches the roots first unless this fresh */
@@ -177,6 +179,7 @@ struct agent {
 	time_t renew_at, retry_at, roots_at, roots_fetched_at, hook_retry_at, expiring_told;
 	unsigned failures, hook_failures_streak;
 	bool hook_pending;
+	bool look_again; /* the files were being replaced: look again after LOOK_AGAIN_MS */
 	char pending_event[64];
 	char old_serial[64];
 
@@ -203,23 +206,18 @@ static void utc(time_t t, char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 }
 
-/* The leaf of the chain in path. 0, or -1 with the message. */
-static int leaf_read(const char *path, struct leaf *l, char *err, size_t err_len)
+/* The leaf of the chain pem (len bytes, read from path). 0, or -1 with the message. */
+static int leaf_parse(const char *pem, size_t len, const char *path, struct leaf *l, char *err,
+		      size_t err_len)
 {
-	size_t len = 0;
-	char *pem = files_read(path, &len, err, err_len);
-	BIO *bio;
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
 	X509 *x = NULL;
 	char *serial;
 
 	memset(l, 0, sizeof(*l));
-	if (pem == NULL)
-		return -1;
-	bio = BIO_new_mem_buf(pem, (int)len);
 	if (bio != NULL)
 		x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
 	BIO_free(bio);
-	free(pem);
 	ERR_clear_error();
 	if (x == NULL) {
 		snprintf(err, err_len, "%s holds no PEM certificate; enroll again", path);
@@ -233,6 +231,21 @@ static int leaf_read(const char *path, struct leaf *l, char *err, size_t err_len
 	free(serial);
 	X509_free(x);
 	return 0;
+}
+
+/* The leaf of the chain in path. 0, or -1 with the message. */
+static int leaf_read(const char *path, struct leaf *l, char *err, size_t err_len)
+{
+	size_t len = 0;
+	char *pem = files_read(path, &len, err, err_len);
+	int rc;
+
+	memset(l, 0, sizeof(*l));
+	if (pem == NULL)
+		return -1;
+	rc = leaf_parse(pem, len, path, l, err, err_len);
+	free(pem);
+	return rc;
 }
 
 /* dir/name into out; -1 if too long. */
@@ -496,77 +509,159 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 	return -1;
 }
 
-/* ---- The copies ---- */
+/* ---- A look at the files ---- */
 
-/* Bring the copies up to date with the files. *changed says whether one was written.
- * The certificate and key copied must belong together: a pair that does not (read while
- * another program replaced them) is not copied now but at the next look. 0, or -1 with the
- * message. */
-static int sync_outputs(struct agent *a, bool *changed, char *err, size_t err_len)
+/* The files as one look read them: the leaf that is taken in, the copies that are written
+ * and what the hook is told all come from the same bytes, so that they name one pair. */
+struct look {
+	char *data[3]; /* cert.pem, key.pem, ca.pem (ca.pem only with --ca-out) */
+	size_t len[3];
+	struct leaf leaf;
+};
+
+enum look_result {
+	LOOK_OK,       /* a pair that belongs together */
+	LOOK_CHANGING, /* being replaced (a writer holds the directory): look again shortly */
+	LOOK_FAILED,   /* unreadable, or a key that does not match: the message says */
+};
+
+static void look_free(struct look *l)
+{
+	for (int i = 0; i < 3; i++) {
+		if (l->data[i] != NULL)
+			OPENSSL_cleanse(l->data[i], l->len[i]);
+		free(l->data[i]);
+		l->data[i] = NULL;
+		l->len[i] = 0;
+	}
+}
+
+/* Does the key (PEM) belong to the leaf of the chain (PEM)? */
+static bool pair_matches(const char *cert, size_t cert_len, const char *key, size_t key_len)
+{
+	BIO *cb = BIO_new_mem_buf(cert, (int)cert_len);
+	BIO *kb = BIO_new_mem_buf(key, (int)key_len);
+	X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
+	EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+	bool match = x != NULL && k != NULL && EVP_PKEY_eq(X509_get0_pubkey(x), k) == 1;
+
+	BIO_free(cb);
+	BIO_free(kb);
+	X509_free(x);
+	EVP_PKEY_free(k);
+	ERR_clear_error();
+	return match;
+}
+
+/* Read the files once. 0 (a pair), 1 (a key that does not match the leaf: l freed, the
+ * message set), or -1 with the message (l freed). */
+static int look_read(const struct agent *a, struct look *l, char *err, size_t err_len)
 {
 	const char *src[3] = {a->certp, a->keyp, a->cap};
-	char *data[3] = {NULL, NULL, NULL};
-	size_t len[3] = {0, 0, 0};
-	int rc = -1;
+
+	memset(l, 0, sizeof(*l));
+	for (int i = 0; i < 3; i++)
+		if ((i < 2 || a->outs[i].path != NULL) &&
+		    (l->data[i] = files_read(src[i], &l->len[i], err, err_len)) == NULL)
+			goto fail;
+	if (leaf_parse(l->data[0], l->len[0], a->certp, &l->leaf, err, err_len) != 0)
+		goto fail;
+	if (!pair_matches(l->data[0], l->len[0], l->data[1], l->len[1])) {
+		snprintf(err, err_len,
+			 "%.1024s and %.1024s do not belong together; the copies are left as they "
+			 "are and the service is not told until they do",
+			 a->certp, a->keyp);
+		look_free(l);
+		return 1;
+	}
+	return 0;
+fail:
+	look_free(l);
+	return -1;
+}
+
+/* Is a writer (mtls renew, mtls enroll, a daemon's renewal) replacing the files now? They
+ * hold the flock of the directories for the whole change (renewal.h); the lock is tried,
+ * never waited for, and let go at once. */
+static bool writer_busy(const struct agent *a)
+{
+	const char *p[2] = {a->certp, a->keyp};
+
+	for (int i = 0; i < 2; i++) {
+		char d[PATH_MAX];
+		int fd;
+		bool busy;
+
+		snprintf(d, sizeof(d), "%s", p[i]);
+		if ((fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+			continue;
+		busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+		close(fd);
+		if (busy)
+			return true;
+	}
+	return false;
+}
+
+/* Look at the files. A key that does not match the certificate is, most often, a renewal by
+ * another program between its two renames (the chain first, then the key): while a writer
+ * holds the directory, LOOK_CHANGING (logged at debug). With no writer, a change a crash cut
+ * short is finished (renewal_recover()) and the files read again; a pair that still does not
+ * match is LOOK_FAILED. l is filled for LOOK_OK only (look_free() it). */
+static enum look_result look_files(const struct agent *a, struct look *l, char *err, size_t err_len)
+{
+	int rc = look_read(a, l, err, err_len);
+
+	if (rc == 0)
+		return LOOK_OK;
+	if (rc < 0)
+		return LOOK_FAILED;
+	for (int tries = 0; tries < 2; tries++) {
+		if (writer_busy(a)) {
+			LOG(LOG_DEBUG, "files_changing", LS("cert", a->certp), LS("key", a->keyp));
+			return LOOK_CHANGING;
+		}
+		if (tries == 1)
+			break;
+		if (renewal_recover(&a->f, err, err_len) != 0)
+			return LOOK_FAILED;
+		if ((rc = look_read(a, l, err, err_len)) != 1)
+			return rc == 0 ? LOOK_OK : LOOK_FAILED;
+	}
+	return LOOK_FAILED;
+}
+
+/* ---- The copies ---- */
+
+/* Bring the copies up to date with the files of one look (a pair that belongs together).
+ * *changed says whether one was written. 0, or -1 with the message. */
+static int sync_outputs(struct agent *a, const struct look *l, bool *changed, char *err,
+			size_t err_len)
+{
+	const char *src[3] = {a->certp, a->keyp, a->cap};
+	struct agent_out o[3];
+	const void *d[3];
+	size_t len[3], n = 0, from[3];
+	bool c[3];
 
 	*changed = false;
-	for (int i = 0; i < 3; i++)
-		if (a->outs[i].path != NULL &&
-		    (data[i] = files_read(src[i], &len[i], err, err_len)) == NULL)
-			goto out;
-	if (data[0] != NULL && data[1] != NULL) {
-		BIO *cb = BIO_new_mem_buf(data[0], (int)len[0]);
-		BIO *kb = BIO_new_mem_buf(data[1], (int)len[1]);
-		X509 *x = cb != NULL ? PEM_read_bio_X509(cb, NULL, NULL, NULL) : NULL;
-		EVP_PKEY *k = kb != NULL ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
-		bool match = x != NULL && k != NULL && EVP_PKEY_eq(X509_get0_pubkey(x), k) == 1;
-
-		BIO_free(cb);
-		BIO_free(kb);
-		X509_free(x);
-		EVP_PKEY_free(k);
-		ERR_clear_error();
-		if (!match) {
-			snprintf(
-				err, err_len,
-				"%.1024s and %.1024s do not belong together (being replaced?); the "
-				"copies "
-				"are left as they are",
-				a->certp, a->keyp);
-			goto out;
-		}
-	}
 	/* the copies as one change (agent_out_write_set()), the chain before its key */
-	{
-		struct agent_out o[3];
-		const void *d[3];
-		size_t l[3], n = 0, from[3];
-		bool c[3];
-
-		for (int i = 0; i < 3; i++)
-			if (data[i] != NULL) {
-				o[n] = a->outs[i];
-				d[n] = data[i];
-				l[n] = len[i];
-				from[n++] = (size_t)i;
-			}
-		if (n > 0 && agent_out_write_set(o, d, l, n, a->uid, a->gid, c, err, err_len) != 0)
-			goto out;
-		for (size_t i = 0; i < n; i++) {
-			if (c[i])
-				LOG(LOG_INFO, "file_written", LS("file", o[i].path),
-				    LS("from", src[from[i]]));
-			*changed = *changed || c[i];
+	for (int i = 0; i < 3; i++)
+		if (a->outs[i].path != NULL) {
+			o[n] = a->outs[i];
+			d[n] = l->data[i];
+			len[n] = l->len[i];
+			from[n++] = (size_t)i;
 		}
+	if (n > 0 && agent_out_write_set(o, d, len, n, a->uid, a->gid, c, err, err_len) != 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (c[i])
+			LOG(LOG_INFO, "file_written", LS("file", o[i].path),
+			    LS("from", src[from[i]]));
+		*changed = *changed || c[i];
 	}
-	rc = 0;
-out:
-	for (int i = 0; i < 3; i++) {
-		if (data[i] != NULL)
-			OPENSSL_cleanse(data[i], len[i]);
-		free(data[i]);
-	}
-	return rc;
+	return 0;
 }
 
 /* ---- The hook ---- */
@@ -741,27 +836,40 @@ static void metrics_write(struct agent *a)
 
 /* ---- Renewal and roots ---- */
 
-/* The leaf as it is on disk now: a change made by someone else (mtls renew by hand) is
+/* The leaf of a look at the files: a change made by someone else (mtls renew by hand) is
  * taken in, with a new schedule. */
-static void leaf_refresh(struct agent *a, time_t now)
+static void leaf_take(struct agent *a, const struct leaf *l, time_t now)
 {
-	struct leaf l;
-	char err[1024];
-
-	if (leaf_read(a->certp, &l, err, sizeof(err)) != 0) {
-		LOG(LOG_ERROR, "cert_unreadable", LS("cert", a->certp), LS("message", err));
+	if (strcmp(l->serial, a->leaf.serial) == 0 && l->not_after == a->leaf.not_after)
 		return;
-	}
-	if (strcmp(l.serial, a->leaf.serial) == 0 && l.not_after == a->leaf.not_after)
-		return;
-	LOG(LOG_INFO, "cert_changed", LS("cert", a->certp), LS("serial", l.serial),
+	LOG(LOG_INFO, "cert_changed", LS("cert", a->certp), LS("serial", l->serial),
 	    LS("old_serial", a->leaf.serial));
 	snprintf(a->old_serial, sizeof(a->old_serial), "%s", a->leaf.serial);
-	a->leaf = l;
+	a->leaf = *l;
 	add_pending(a, "changed");
-	a->renew_at = renewal_schedule(l.not_before, l.not_after, now, a->rnd);
+	a->renew_at = renewal_schedule(l->not_before, l->not_after, now, a->rnd);
 	a->failures = 0;
 	a->retry_at = 0;
+}
+
+/* The leaf as it is on disk now (leaf_take()), if the files are not being replaced. true
+ * if they are (nothing taken in: look again shortly). */
+static bool leaf_refresh(struct agent *a, time_t now)
+{
+	struct look l;
+	char err[4096];
+
+	switch (look_files(a, &l, err, sizeof(err))) {
+	case LOOK_OK:
+		leaf_take(a, &l.leaf, now);
+		look_free(&l);
+		return false;
+	case LOOK_CHANGING: return true;
+	case LOOK_FAILED:
+		LOG(LOG_ERROR, "cert_unreadable", LS("cert", a->certp), LS("message", err));
+		break;
+	}
+	return false;
 }
 
 static void roots_refresh(struct agent *a, time_t now)
@@ -856,13 +964,26 @@ static void expiring_check(struct agent *a, time_t now)
 
 /* ---- The loop ---- */
 
+/* One look at the files: the leaf taken in, the copies written, the hook run, all from the
+ * same pair. Files being replaced are neither copied nor told: looked at again shortly. */
 static void copies_and_hook(struct agent *a, time_t now)
 {
 	char err[4096];
 	bool changed = false;
+	struct look l;
 
-	if (sync_outputs(a, &changed, err, sizeof(err)) != 0)
+	switch (look_files(a, &l, err, sizeof(err))) {
+	case LOOK_CHANGING: a->look_again = true; return;
+	case LOOK_FAILED:
+		/* the service is told once the files are whole again */
 		LOG(LOG_ERROR, "copy_failed", LS("message", err));
+		return;
+	case LOOK_OK: break;
+	}
+	leaf_take(a, &l.leaf, now);
+	if (sync_outputs(a, &l, &changed, err, sizeof(err)) != 0)
+		LOG(LOG_ERROR, "copy_failed", LS("message", err));
+	look_free(&l);
 	if (changed)
 		add_pending(a, "files");
 	if (a->hook_pending && (a->hook_retry_at == 0 || now >= a->hook_retry_at))
@@ -919,11 +1040,15 @@ static int run_loop(struct agent *a)
 		if (atomic_exchange(&reopen_flag, false))
 			log_reopen();
 		now = time(NULL);
-		leaf_refresh(a, now);
-		forced = atomic_exchange(&renew_flag, false);
-		due = a->failures > 0 ? a->retry_at : a->renew_at;
-		if (forced || now >= due)
-			renew(a, now, forced, err, sizeof(err));
+		/* files being replaced by another program: no renewal of ours now (its lock is
+		 * held), the next look is soon */
+		a->look_again = leaf_refresh(a, now);
+		if (!a->look_again) {
+			forced = atomic_exchange(&renew_flag, false);
+			due = a->failures > 0 ? a->retry_at : a->renew_at;
+			if (forced || now >= due)
+				renew(a, now, forced, err, sizeof(err));
+		}
 		if (atomic_load(&stop_flag))
 			break;
 		if (now >= a->roots_at)
@@ -945,13 +1070,20 @@ static int run_loop(struct agent *a)
 			if (w > now)
 				wake = earliest(wake, w);
 		}
-		if (wake > now && !atomic_load(&stop_flag) && !atomic_load(&renew_flag)) {
+		/* files being replaced: looked at again soon, and not sooner, whatever else is
+		 * due (a renewal asked for by SIGHUP waits for them) */
+		if (a->look_again && (wake <= now || atomic_load(&renew_flag)))
+			wake = now + 1; /* bounded by LOOK_AGAIN_MS below */
+		if (wake > now && !atomic_load(&stop_flag) &&
+		    (a->look_again || !atomic_load(&renew_flag))) {
 			long long s = wake - now < SLEEP_MAX_S ? wake - now : SLEEP_MAX_S;
 			long long ms = s * 1000;
 			struct pollfd pf = {wake_pipe[0], POLLIN, 0};
 
 			if (watchdog > 0 && ms > (long long)(watchdog * 1000))
 				ms = (long long)(watchdog * 1000);
+			if (a->look_again && ms > LOOK_AGAIN_MS)
+				ms = LOOK_AGAIN_MS;
 			poll(&pf, 1, (int)ms);
 		}
 		drain_wake();
@@ -966,7 +1098,9 @@ static int run_once(struct agent *a)
 {
 	char err[4096], at[32], na[32];
 	time_t now = time(NULL);
-	bool changed = false;
+	bool changed = false, copy_failed = false;
+	enum look_result look;
+	struct look l;
 	int rc = 0;
 
 	/* the middle of the jitter: a timer's own randomized delay spreads the hosts */
@@ -992,14 +1126,35 @@ static int run_once(struct agent *a)
 		LOG(LOG_INFO, "not_due", LS("cert", a->certp), LS("serial", a->leaf.serial),
 		    LS("renew_at", at));
 	}
-	if (sync_outputs(a, &changed, err, sizeof(err)) != 0) {
+	/* the files as they are, whole: a replacement by another program under way is waited
+	 * for (a signal stops the wait) */
+	for (;;) {
+		struct pollfd pf = {wake_pipe[0], POLLIN, 0};
+
+		look = look_files(a, &l, err, sizeof(err));
+		if (look != LOOK_CHANGING || atomic_load(&stop_flag))
+			break;
+		poll(&pf, 1, LOOK_AGAIN_MS);
+		drain_wake();
+	}
+	if (look == LOOK_CHANGING)
+		snprintf(err, sizeof(err), "stopped by a signal");
+	if (look == LOOK_OK) {
+		leaf_take(a, &l.leaf, now);
+		/* copies that cannot be written: the hook is still run, as by the loop */
+		copy_failed = sync_outputs(a, &l, &changed, err, sizeof(err)) != 0;
+		look_free(&l);
+	}
+	if (look != LOOK_OK || copy_failed) {
 		LOG(LOG_ERROR, "copy_failed", LS("message", err));
 		usage_error(err);
 		rc = 1;
 	}
 	if (changed)
 		add_pending(a, "files");
-	if (a->hook_pending && !atomic_load(&stop_flag) && run_hook(a, now) != 0) {
+	/* files that are not a whole pair are not told to the service */
+	if (a->hook_pending && look == LOOK_OK && !atomic_load(&stop_flag) &&
+	    run_hook(a, now) != 0) {
 		fprintf(stderr,
 			"mtls agent: the hook failed (see the log); the service may still use the "
 			"old files\n");

@@ -98,7 +98,7 @@ static int parse_one(const char *text, struct rule *out, char *err, size_t len)
 		return -1;
 	}
 	*eq = '\0';
-	at = strchr(eq + 1, '@');
+	at = strrchr(eq + 1, '@'); /* a role may hold an '@' (alice@corp.com@*) */
 	if (at != NULL)
 		*at = '\0';
 	out->text = strdup(text);
@@ -175,7 +175,7 @@ static bool peer_match(const char *pattern, const struct pgrole_peer *p)
 }
 
 bool pgrole_allows(const struct pgrole *r, const struct pgrole_peer *peer, const char *user,
-		   const char *database, const char **rule)
+		   const char *database, bool replication, const char **rule)
 {
 	*rule = NULL;
 	if (r->n == 0) {
@@ -186,9 +186,10 @@ bool pgrole_allows(const struct pgrole *r, const struct pgrole_peer *peer, const
 		database = user;
 	for (size_t i = 0; i < r->n; i++) {
 		const struct rule *x = &r->v[i];
+		bool db = replication ? strcmp(x->database, "replication") == 0
+				      : name_match(x->database, database);
 
-		if (name_match(x->role, user) && name_match(x->database, database) &&
-		    peer_match(x->pattern, peer)) {
+		if (name_match(x->role, user) && db && peer_match(x->pattern, peer)) {
 			*rule = x->text;
 			return true;
 		}

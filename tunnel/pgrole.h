@@ -7,7 +7,9 @@
  *             (spiffe://example.org/ns/prod/sa/STAR), else an --allow-dns one
  *             (*.example.org) or an exact identity (a common name)
  *   ROLE      the role (StartupMessage "user") it may use; "*": any
- *   DATABASE  the database it may open; "*" or left out: any
+ *   DATABASE  the database it may open; "*" or left out: any; "replication": replication
+ *             connections (walsenders, which reach every database), which nothing else grants
+ *             (the last '@' separates it: alice@corp.com@* is role alice@corp.com)
  *
  * A client is let in when one rule matches its identity, the role and the database. With no
  * rule at all every identity the allow rules let in may use any role.
@@ -38,9 +40,12 @@ struct pgrole_peer {
 };
 
 /* Whether the client may log in as user to database (NULL or "": PostgreSQL's default, the
- * user's name). *rule gets the rule that allowed it ("" when there are none), else NULL. */
+ * user's name). A replication connection (replication: physical or logical, either of which
+ * can copy every database) needs a rule whose DATABASE is "replication" itself, as pg_hba.conf
+ * has it: "*" does not grant it. *rule gets the rule that allowed it ("" when there are no
+ * rules), else NULL. */
 bool pgrole_allows(const struct pgrole *r, const struct pgrole_peer *peer, const char *user,
-		   const char *database, const char **rule);
+		   const char *database, bool replication, const char **rule);
 /* The number of rules (0: all allowed). */
 size_t pgrole_count(const struct pgrole *r);
 

@@ -199,6 +199,12 @@ int pgwire_startup_parse(const uint8_t *msg, size_t len, struct pgwire_startup *
 			r.database = s + vpos;
 		else if (same_name(s + pos, nlen, "application_name", 16))
 			r.application_name = s + vpos;
+		else if (strcmp(s + pos, "replication") == 0)
+			/* as PostgreSQL reads it (parse_bool or "database"); an unknown value
+			 * counts as one, so that it is never taken for none */
+			r.replication = strcmp(s + vpos, "false") != 0 &&
+					strcmp(s + vpos, "off") != 0 &&
+					strcmp(s + vpos, "no") != 0 && strcmp(s + vpos, "0") != 0;
 		pos = vpos + vlen + 1;
 	}
 	if (r.user == NULL || r.user[0] == '\0')

@@ -9,6 +9,7 @@
 #ifndef MTLS_TUNNEL_PGWIRE_H
 #define MTLS_TUNNEL_PGWIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,9 @@ struct pgwire_startup {
 	const char *user;     /* never NULL nor empty after a successful parse; pointers into msg */
 	const char *database; /* NULL if absent or empty (PostgreSQL then uses user) */
 	const char *application_name; /* NULL if absent */
+	/* a replication connection (walsender): "replication" given as anything but false,
+	 * off, no or 0 ("true"/"on"/"yes"/"1": physical, "database": logical) */
+	bool replication;
 };
 
 /* Parse a whole StartupMessage (len bytes, as classified). The parameters are NUL-terminated

@@ -191,6 +191,7 @@ struct conn {
 	size_t pg_msg_have;
 	uint32_t pg_msg_len;
 	char pg_user[64], pg_database[64];
+	bool pg_replication; /* a walsender connection (pgwire_startup.replication) */
 };
 
 static void on_tls_io(struct ev_loop *loop, ev_io *io, int events);
@@ -612,7 +613,9 @@ static bool client_gone(const struct conn *c)
 static void pump_timer(struct conn *c)
 {
 	const struct tunnel_options *o = c->w->d->o;
-	ev_tstamp idle = (ev_tstamp)o->idle_timeout_ms / 1000.0;
+	/* a CancelRequest's connection lives for a handshake timeout at most */
+	ev_tstamp idle =
+		(ev_tstamp)(c->pg_cancel ? o->handshake_timeout_ms : o->idle_timeout_ms) / 1000.0;
 	ev_tstamp linger = (ev_tstamp)o->handshake_timeout_ms / 1000.0;
 	ev_tstamp t = idle > 0 ? idle - (ev_now(c->w->loop) - c->active) : 0;
 
@@ -1031,8 +1034,17 @@ static void pg_refuse_plain(struct conn *c, const char *why, const char *message
 					  "mtls: this server accepts only TLS with a client "
 					  "certificate",
 					  "connect with sslmode=verify-full, sslcert and sslkey");
-	if (n > 0) /* a fresh socket: the kernel takes these few bytes at once */
+	if (n > 0) { /* a fresh socket: the kernel takes these few bytes at once */
+		uint8_t rest[512];
+
 		(void)send(c->tls_fd, out, n, MSG_NOSIGNAL);
+		shutdown(c->tls_fd, SHUT_WR);
+		/* what the client sent and we did not read (the rest of its StartupMessage,
+		 * already here) would make the close a reset, which may overtake the error */
+		for (size_t i = 0; i < PGWIRE_STARTUP_MAX / sizeof(rest); i++)
+			if (recv(c->tls_fd, rest, sizeof(rest), MSG_DONTWAIT) <= 0)
+				break;
+	}
 	metrics_handshake(&d->metrics, MTLS_REASON_NOT_TLS, false, 0);
 	LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
 	    LS("reason", "not_tls"), LS("category", "protocol"), LS("message", message));
@@ -1184,7 +1196,9 @@ static const struct pgrole_peer *pg_peer(const struct conn *c, struct pg_names *
 	memset(n, 0, sizeof(*n));
 	n->p.uri = n->uri;
 	n->p.dns = n->dns;
-	if (peer == NULL)
+	/* insecure-audit forwards a certificate strict mode refuses: its names are not
+	 * verified, and no rule may take them for an identity */
+	if (peer == NULL || c->would != MTLS_REASON_NONE)
 		return &n->p;
 	for (size_t i = 0; i < mtls_peer_uri_count(peer) && n->p.nuri < PG_NAMES; i++)
 		n->uri[n->p.nuri++] = mtls_peer_uri(peer, i);
@@ -1214,9 +1228,13 @@ static void pg_startup_done(struct conn *c)
 	}
 	snprintf(c->pg_user, sizeof(c->pg_user), "%s", st.user);
 	snprintf(c->pg_database, sizeof(c->pg_database), "%s",
-		 st.database != NULL && st.database[0] != '\0' ? st.database : st.user);
+		 st.replication					 ? "replication"
+		 : st.database != NULL && st.database[0] != '\0' ? st.database
+								 : st.user);
+	c->pg_replication = st.replication;
 	pthread_mutex_lock(&d->pg_mu);
-	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database, &rule);
+	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database,
+			   c->pg_replication, &rule);
 	if (ok)
 		snprintf(msg, sizeof(msg), "%s", rule);
 	pthread_mutex_unlock(&d->pg_mu);
@@ -1427,6 +1445,16 @@ static void pg_reply_read(struct conn *c)
 			 "the server at %s closed the connection after the "
 			 "SSLRequest",
 			 c->target);
+	{ /* the local client (waiting after its StartupMessage) hears why, as psql shows it */
+		uint8_t out[600];
+		char said[300];
+		size_t n;
+
+		snprintf(said, sizeof(said), "mtls connector: %s", msg);
+		n = pgwire_error_response(out, sizeof(out), "08001", said, NULL);
+		if (n > 0)
+			(void)send(c->plain_fd, out, n, MSG_NOSIGNAL);
+	}
 	connect_failed(c, msg, "pg_no_tls");
 }
 
@@ -1504,6 +1532,32 @@ static void close_gently(struct conn *c, const char *why)
 	conn_free(c, why, LOG_INFO);
 }
 
+/* A PostgreSQL session whose role the --pg-role rules (perhaps new ones, after a reload) no
+ * longer allow: logged and counted, true to close it. */
+static bool pg_role_rejudge(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+	struct pg_names names;
+	const char *rule;
+	bool ok;
+
+	if (!d->pg || c->pg_user[0] == '\0' || c->pg_cancel || c->tls == NULL)
+		return false;
+	pthread_mutex_lock(&d->pg_mu);
+	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database,
+			   c->pg_replication, &rule);
+	pthread_mutex_unlock(&d->pg_mu);
+	if (ok)
+		return false;
+	atomic_fetch_add(&d->metrics.pg_refused, 1);
+	LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
+	    LS("identity", c->identity), LS("reason", "role_not_allowed"), LS("user", c->pg_user),
+	    LS("database", c->pg_database),
+	    LS("message", "the --pg-role rules no longer let this identity in as this role"),
+	    LS("action", "closing the connection"));
+	return true;
+}
+
 void pump_recheck(struct worker *w)
 {
 	struct daemon *d = w->d;
@@ -1538,6 +1592,8 @@ void pump_recheck(struct worker *w)
 			c->would = mtls_conn_would_refuse(c->tls);
 			if (c->would != MTLS_REASON_NONE && c->would != was)
 				would_refuse(c, "recheck", mtls_conn_would_refuse_message(c->tls));
+			if (pg_role_rejudge(c))
+				close_gently(c, "no_longer_allowed");
 			continue;
 		}
 		reason = mtls_error_reason(c->tls);
@@ -1573,6 +1629,9 @@ static void pump_timeout(struct conn *c)
 		setsockopt(c->role->tls_client ? c->tls_fd : c->plain_fd, SOL_SOCKET, SO_LINGER,
 			   &abort, sizeof(abort));
 		conn_free(c, "undeliverable", LOG_INFO);
+	} else if (c->pg_cancel && ev_now(c->w->loop) - c->started + 0.001 >=
+					   (ev_tstamp)o->handshake_timeout_ms / 1000.0) {
+		conn_free(c, "cancel_done", LOG_DEBUG);
 	} else if (o->idle_timeout_ms > 0 && quiet >= (ev_tstamp)o->idle_timeout_ms / 1000.0)
 		conn_free(c, "idle_timeout", LOG_INFO);
 	else

@@ -29,7 +29,7 @@ static void test_no_rules_allow_all(void **state)
 	(void)state;
 	assert_non_null(r);
 	assert_int_equal(pgrole_count(r), 0);
-	assert_true(pgrole_allows(r, &(struct pgrole_peer){0}, "postgres", NULL, &rule));
+	assert_true(pgrole_allows(r, &(struct pgrole_peer){0}, "postgres", NULL, false, &rule));
 	assert_string_equal(rule, "");
 	pgrole_free(r);
 }
@@ -87,7 +87,7 @@ static void test_rules(void **state)
 					   .dns = &name,
 					   .ndns = is_host,
 					   .cn = !is_uri && !is_host ? name : NULL};
-		bool ok = pgrole_allows(r, &peer, cases[i].user, cases[i].database, &rule);
+		bool ok = pgrole_allows(r, &peer, cases[i].user, cases[i].database, false, &rule);
 
 		if (ok != cases[i].allowed)
 			fail_msg("case %zu (%s as %s to %s): %s", i, cases[i].identity,
@@ -114,8 +114,40 @@ static void test_cn_is_no_uri(void **state)
 
 	(void)state;
 	assert_non_null(r);
-	assert_false(pgrole_allows(r, &by_cn, "billing", NULL, &rule));
-	assert_true(pgrole_allows(r, &by_san, "billing", NULL, &rule));
+	assert_false(pgrole_allows(r, &by_cn, "billing", NULL, false, &rule));
+	assert_true(pgrole_allows(r, &by_san, "billing", NULL, false, &rule));
+	pgrole_free(r);
+}
+
+/* Replication connections (which reach every database) need DATABASE "replication"
+ * itself; a role may hold an '@' (the last one separates the database). */
+static void test_replication_and_at(void **state)
+{
+	static const char *rules[] = {
+		"spiffe://example.org/cdc=cdc@billingdb",
+		"spiffe://example.org/any=*",
+		"spiffe://example.org/rep=repl@replication",
+		"spiffe://example.org/mail=alice@corp.com@*",
+	};
+	const char *cdc = "spiffe://example.org/cdc", *any = "spiffe://example.org/any",
+		   *rep = "spiffe://example.org/rep", *mail = "spiffe://example.org/mail";
+	struct pgrole_peer p_cdc = {.uri = &cdc, .nuri = 1}, p_any = {.uri = &any, .nuri = 1},
+			   p_rep = {.uri = &rep, .nuri = 1}, p_mail = {.uri = &mail, .nuri = 1};
+	char err[300];
+	struct pgrole *r = parse(rules, 4, err, sizeof(err));
+	const char *rule;
+
+	(void)state;
+	assert_non_null(r);
+	assert_true(pgrole_allows(r, &p_cdc, "cdc", "billingdb", false, &rule));
+	assert_false(pgrole_allows(r, &p_cdc, "cdc", "billingdb", true, &rule));
+	assert_false(pgrole_allows(r, &p_any, "anyone", "x", true, &rule));
+	assert_true(pgrole_allows(r, &p_any, "anyone", "x", false, &rule));
+	assert_true(pgrole_allows(r, &p_rep, "repl", "whatever", true, &rule));
+	assert_false(pgrole_allows(r, &p_rep, "repl", "replication", false, &rule) &&
+		     strcmp(rule, rules[2]) != 0);
+	assert_true(pgrole_allows(r, &p_mail, "alice@corp.com", "db", false, &rule));
+	assert_false(pgrole_allows(r, &p_mail, "alice", "corp.com", false, &rule));
 	pgrole_free(r);
 }
 
@@ -159,6 +191,7 @@ int main(void)
 		cmocka_unit_test(test_no_rules_allow_all),
 		cmocka_unit_test(test_rules),
 		cmocka_unit_test(test_cn_is_no_uri),
+		cmocka_unit_test(test_replication_and_at),
 		cmocka_unit_test(test_bad_rules),
 	};
 
