@@ -11,8 +11,9 @@
 #
 # Cases: the role the certificate allows works and another is refused with SQLSTATE 28000
 # naming the identity and the role (psql's stderr, the raw ErrorResponse, the log's
-# pg_refused); --pg-role patterns, ROLE '*' and @DATABASE; a plaintext client gets the mtls
-# message instead of "server closed the connection unexpectedly"; GSSENCRequest answered N;
+# pg_refused); a replication connection refused without a rule for it; --pg-role patterns,
+# ROLE '*' and @DATABASE; a plaintext client gets the mtls message instead of "server closed
+# the connection unexpectedly"; GSSENCRequest answered N;
 # cancel by pg_cancel_backend(), by psql's own CancelRequest (SIGINT; libpq 15 sends it
 # without TLS) and by a CancelRequest inside TLS (s_client -starttls postgres, the key from a
 # raw session); PostgreSQL 17's direct TLS (openssl s_client -alpn postgresql) and its
@@ -235,6 +236,19 @@ q "$(tls_conn "$SRV_PORT" postgres postgres billing)" -c 'select 1'
 wait_count "$SRV_LOG" pg_refused "$BILLING" "$r0" 5 || p+=("no pg_refused line naming $BILLING in the server log")
 grep -F '"event":"pg_refused"' "$SRV_LOG" | grep -qF postgres || p+=("the pg_refused line does not name the role postgres")
 report "psql as role postgres with $BILLING's certificate: refused, FATAL naming identity and role, log pg_refused" \
+	"${p[@]+"${p[@]}"}"
+
+# a replication connection (which can copy every database) needs a rule for the database
+# "replication" itself: "$BILLING=billing" (any database) does not grant it
+p=()
+r0=$(log_count "$SRV_LOG" pg_refused '"database":"replication"')
+q "$(tls_conn "$SRV_PORT" billing billingdb billing) replication=database" -c 'IDENTIFY_SYSTEM'
+[ "$RC" != 0 ] || p+=("a replication connection as billing got through")
+[[ $ERR == *"FATAL:  mtls: identity $BILLING may not connect as role \"billing\""* ]] ||
+	p+=("psql's stderr lacks the mtls refusal naming $BILLING and billing")
+wait_count "$SRV_LOG" pg_refused '"database":"replication"' "$r0" 5 ||
+	p+=("no pg_refused line with database replication in the server log")
+report "psql replication=database as billing (rule '$BILLING=billing', any database): refused by mtls" \
 	"${p[@]+"${p[@]}"}"
 
 # the same refusal byte for byte: SSLRequest, handshake, StartupMessage inside TLS
