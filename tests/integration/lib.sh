@@ -203,6 +203,10 @@ start_bg() {
 start_bg_stdin() {
 	local input=$1 log=$2
 	shift 2
+	# emptied now, not only in the background: a wait for a line right after would
+	# otherwise find a line of the log's previous writer (a daemon started again on the
+	# same log, its old port)
+	: >"$log"
 	(
 		for fd in "${_fifo_fds[@]+"${_fifo_fds[@]}"}"; do
 			exec {fd}>&-

@@ -280,6 +280,106 @@ grep -qF "answered the SSLRequest with 'N'" "$TMP/con-N.log" ||
 	p+=("the connector's log does not say the server answered N")
 report "connector: a server answering N: refused, no plaintext fallback" "${p[@]+"${p[@]}"}"
 
+# ==========================================================================================
+echo "# 7. replication connections need DATABASE replication itself"
+# (a walsender reaches every database: BASE_BACKUP copies the whole cluster)
+sql postgres -c 'alter role billing replication'
+[ "$RC" = 0 ] || setup_die "alter role billing replication failed" "$ERR"
+rep_conn() { # PORT REPLICATION
+	printf 'host=localhost hostaddr=127.0.0.1 port=%s user=billing dbname=billingdb replication=%s sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable' \
+		"$1" "$2" "$CA/root.pem" "$W/billing-chain.pem" "$W/billing.key"
+}
+# verify_full PORT NAME : libpq conninfo as billing to billingdb with $W/NAME.pem (its chain)
+# and $W/NAME.key
+verify_full() {
+	printf 'host=localhost hostaddr=127.0.0.1 port=%s user=billing dbname=billingdb sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s gssencmode=disable' \
+		"$1" "$CA/root.pem" "$W/$2.pem" "$W/$2.key"
+}
+cp -- "$W/billing-chain.pem" "$W/billing2.pem"
+cp -- "$W/billing.key" "$W/billing2.key"
+p=()
+for r in true database; do
+	LAST_CMD="psql replication=$r IDENTIFY_SYSTEM (rule $BILLING=billing)"
+	run psql -X -At -d "$(rep_conn "$MAIN_SRV_PORT" "$r")" -c IDENTIFY_SYSTEM
+	[ "$RC" != 0 ] || p+=("replication=$r let in by a rule without @replication: $OUT")
+	[[ $ERR == *"may not connect as role \"billing\""* ]] ||
+		p+=("replication=$r: psql does not show the mtls refusal: $ERR")
+done
+[ "$(log_count "$SRV_LOG" pg_refused '"database":"replication"')" -ge 2 ] ||
+	p+=("no pg_refused line naming database replication")
+report "replication=true and replication=database refused without a @replication rule" \
+	"${p[@]+"${p[@]}"}"
+start_tunnel_server "$TMP/server-rep.log" --protocol postgresql \
+	--target "unix:$PGSOCK/.s.PGSQL.$PGP" --cert "$W/server-chain.pem" --key "$W/server.key" \
+	--ca "$CA/root.pem" --allow-uri "$BILLING" --pg-role "$BILLING=billing@replication" \
+	--drain-timeout 1s
+p=()
+LAST_CMD="psql replication=true IDENTIFY_SYSTEM (rule $BILLING=billing@replication)"
+run psql -X -At -d "$(rep_conn "$SRV_PORT" true)" -c IDENTIFY_SYSTEM
+[ "$RC" = 0 ] || p+=("refused with a @replication rule: exit $RC: $ERR")
+LAST_CMD="psql dbname=billingdb without replication (rule $BILLING=billing@replication only)"
+run psql -X -At -d "$(verify_full "$SRV_PORT" billing2)" -c 'select 1'
+[ "$RC" != 0 ] || p+=("a @replication rule let in an ordinary session")
+[[ $ERR == *"may not connect as role \"billing\""* ]] ||
+	p+=("an ordinary session is not refused by the role rule: $ERR")
+report "a rule with @replication lets in replication connections, and only those" \
+	"${p[@]+"${p[@]}"}"
+stop_bg "$SRV_PID"
+
+# ==========================================================================================
+echo "# 8. a reload with other --pg-role rules closes the sessions they no longer allow"
+{
+	echo "protocol postgresql"
+	echo "target unix:$PGSOCK/.s.PGSQL.$PGP"
+	echo "cert $W/server-chain.pem"
+	echo "key $W/server.key"
+	echo "ca $CA/root.pem"
+	echo "allow-uri $BILLING"
+	echo "pg-role $BILLING=billing"
+	echo "drain-timeout 1s"
+} >"$W/roles.conf"
+start_tunnel_server "$TMP/server-roles.log" --config "$W/roles.conf"
+REAL=$(sed -n 's/.*"event":"listening".*"pid":\([0-9][0-9]*\).*/\1/p' "$TMP/server-roles.log" | head -n 1)
+[ -n "$REAL" ] || setup_die "no pid in the listening line" "$(cat -- "$TMP/server-roles.log")"
+start_bg "$W/long.out" psql -X -At -d "$(verify_full "$SRV_PORT" billing2)" \
+	-c 'select pg_sleep(30)'
+LONG=$BG_PID
+wait_for_line "$TMP/server-roles.log" '"event":"pg_startup"' "$READY_LIMIT" ||
+	setup_die "the long session did not start" "$(cat -- "$TMP/server-roles.log")"
+sed -i "s|^pg-role .*|pg-role $BILLING=reports|" "$W/roles.conf"
+kill -HUP "$REAL"
+p=()
+wait_for_line "$TMP/server-roles.log" '"event":"conn_rejudged".*"reason":"role_not_allowed"' \
+	"$READY_LIMIT" || p+=("no conn_rejudged with reason role_not_allowed")
+wait_exit "$LONG" 20
+[ "$EXIT_RC" != 0 ] || p+=("the session went on to the end of its pg_sleep(30)")
+[ "$EXIT_RC" != 124 ] || p+=("the session was not closed (psql still waiting)")
+report "SIGHUP with rules that no longer allow billing: the live session is closed" \
+	"${p[@]+"${p[@]}"}"
+stop_bg "$SRV_PID"
+
+# ==========================================================================================
+echo "# 9. insecure-audit: an unverified certificate's names are no identity for --pg-role"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+	-subj /CN=billing -addext "subjectAltName=URI:$BILLING" \
+	-addext "extendedKeyUsage=clientAuth" -keyout "$W/forged.key" -out "$W/forged.pem" \
+	>/dev/null 2>&1 || setup_die "openssl req (a self-signed certificate) failed"
+chmod 600 "$W/forged.key"
+start_tunnel_server "$TMP/server-audit.log" --protocol postgresql --mode insecure-audit \
+	--target "unix:$PGSOCK/.s.PGSQL.$PGP" --cert "$W/server-chain.pem" --key "$W/server.key" \
+	--ca "$CA/root.pem" --allow-uri "$BILLING" --pg-role "$BILLING=billing" \
+	--drain-timeout 1s
+p=()
+LAST_CMD="psql with a self-signed certificate naming $BILLING (insecure-audit)"
+run psql -X -At -d "$(verify_full "$SRV_PORT" forged)" -c 'select current_user'
+[ "$RC" != 0 ] || p+=("let in as $OUT with a forged certificate")
+[ "$(log_count "$TMP/server-audit.log" pg_refused)" -ge 1 ] || p+=("no pg_refused line")
+LAST_CMD="psql with the real certificate (insecure-audit)"
+run psql -X -At -d "$(verify_full "$SRV_PORT" billing2)" -c 'select current_user'
+[ "$RC" = 0 ] && [ "$OUT" = billing ] || p+=("the real certificate: exit $RC, '$OUT'")
+report "insecure-audit: a forged certificate's URI gets no role, the real one does" \
+	"${p[@]+"${p[@]}"}"
+
 p=()
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the mtls server died")
 LAST_CMD="" RC="" OUT="" ERR=""
