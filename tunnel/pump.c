@@ -1053,8 +1053,8 @@ static void pg_refuse_plain(struct conn *c, const char *why, const char *message
 
 /* The 16 bytes of a CancelRequest go to the target as they are (PostgreSQL checks its
  * secret key, as it would the client's own), then the connection ends: the client sends
- * nothing more, and PostgreSQL answers nothing. */
-static void pg_start_cancel(struct conn *c, const uint8_t *msg)
+ * nothing more, and PostgreSQL answers nothing. False if out of memory (c freed). */
+static bool pg_start_cancel(struct conn *c, const uint8_t *msg)
 {
 	struct daemon *d = c->w->d;
 
@@ -1062,7 +1062,7 @@ static void pg_start_cancel(struct conn *c, const uint8_t *msg)
 	c->tls_eof = true; /* nothing more from the client */
 	if (c->pg_msg == NULL && (c->pg_msg = malloc(PGWIRE_CANCEL_LEN)) == NULL) {
 		conn_free(c, "out_of_memory", LOG_WARN);
-		return;
+		return false; /* c is gone */
 	}
 	if (c->pg_msg != msg)
 		memcpy(c->pg_msg, msg, PGWIRE_CANCEL_LEN);
@@ -1071,6 +1071,7 @@ static void pg_start_cancel(struct conn *c, const uint8_t *msg)
 	LOG(LOG_INFO, "pg_cancel", LN("conn", c->id), LS("peer", c->peer),
 	    LS("identity", c->identity), LS("tls", c->tls != NULL ? "yes" : "no"),
 	    LS("message", "a cancel request: forwarded to the target, then closed"));
+	return true;
 }
 
 /* Server: the client's first bytes, before any TLS. Exactly the bytes of each message are
@@ -1134,8 +1135,7 @@ static void pg_preamble_read(struct conn *c)
 		case PGWIRE_CANCEL:
 			if (c->pg_have < PGWIRE_CANCEL_LEN)
 				continue;
-			pg_start_cancel(c, c->pg_head);
-			if (c->pg_msg == NULL)
+			if (!pg_start_cancel(c, c->pg_head))
 				return;
 			c->plaintext = true; /* no TLS on this one: the socket as it is */
 			/* straight to the PROXY header (if any) and the target */
@@ -1271,8 +1271,7 @@ static void pg_startup_read(struct conn *c)
 			enum pgwire_kind k = pgwire_classify(c->pg_msg, c->pg_msg_have, &len);
 
 			if (c->pg_msg_len != 0 && k == PGWIRE_CANCEL) {
-				pg_start_cancel(c, c->pg_msg);
-				if (c->pg_msg != NULL)
+				if (pg_start_cancel(c, c->pg_msg))
 					next_step(c);
 				return;
 			}
