@@ -7,8 +7,7 @@
 
 #include "mtls.h"
 #include "pgrole.h"
-
-#define PG_NAME_MAX 63 /* NAMEDATALEN - 1: PostgreSQL's longest role or database name */
+#include "pgwire.h"
 
 struct rule {
 	char *text; /* as given, for the log */
@@ -71,7 +70,7 @@ static bool name_ok(const char *name)
 {
 	size_t n = strlen(name);
 
-	if (n == 0 || n > PG_NAME_MAX)
+	if (n == 0 || n > PGWIRE_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
@@ -121,7 +120,7 @@ static int parse_one(const char *text, struct rule *out, char *err, size_t len)
 		snprintf(err, len,
 			 "--pg-role '%.200s': a role and a database are 1 to %d bytes without "
 			 "control characters, or * for any",
-			 text, PG_NAME_MAX);
+			 text, (int)PGWIRE_NAME_MAX);
 		goto bad;
 	}
 	return 0;

@@ -14,7 +14,6 @@
 #define CODE_GSSENC 80877104u /* 1234 << 16 | 5680 */
 
 /* NAMEDATALEN - 1 of a default PostgreSQL build: longer user and database names are cut */
-#define PG_NAME_MAX 63u
 /* a parameter name is quoted in a reason only up to this length */
 #define QUOTE_MAX 32u
 
@@ -209,18 +208,18 @@ int pgwire_startup_parse(const uint8_t *msg, size_t len, struct pgwire_startup *
 	}
 	if (r.user == NULL || r.user[0] == '\0')
 		return fail(err, errlen, "startup message: no user name (libpq's user=)");
-	if (strlen(r.user) > PG_NAME_MAX)
+	if (strlen(r.user) > PGWIRE_NAME_MAX)
 		return fail(err, errlen,
 			    "startup message: user name longer than %u bytes (PostgreSQL would "
 			    "cut it to another name)",
-			    PG_NAME_MAX);
+			    PGWIRE_NAME_MAX);
 	if (r.database != NULL && r.database[0] == '\0')
 		r.database = NULL; /* PostgreSQL connects to the database named as the user */
-	if (r.database != NULL && strlen(r.database) > PG_NAME_MAX)
+	if (r.database != NULL && strlen(r.database) > PGWIRE_NAME_MAX)
 		return fail(err, errlen,
 			    "startup message: database name longer than %u bytes (PostgreSQL "
 			    "would cut it to another name)",
-			    PG_NAME_MAX);
+			    PGWIRE_NAME_MAX);
 	*out = r;
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define PGWIRE_NAME_MAX	   63u	  /* NAMEDATALEN - 1: PostgreSQL's longest role or database name */
 #define PGWIRE_STARTUP_MAX 10000u /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define PGWIRE_CANCEL_LEN  16u
 

@@ -1208,16 +1208,30 @@ static const struct pgrole_peer *pg_peer(const struct conn *c, struct pg_names *
 	return &n->p;
 }
 
+/* Whether the --pg-role rules in force let c's client in as its role and database; the rule
+ * that did is copied into rule (len bytes). The workers read the rules a reload replaces. */
+static bool pg_role_allowed(struct conn *c, char *rule, size_t len)
+{
+	struct daemon *d = c->w->d;
+	struct pg_names names;
+	const char *which = NULL;
+	bool ok;
+
+	pthread_mutex_lock(&d->pg_mu);
+	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database,
+			   c->pg_replication, &which);
+	snprintf(rule, len, "%s", ok ? which : "");
+	pthread_mutex_unlock(&d->pg_mu);
+	return ok;
+}
+
 /* Server: the StartupMessage (or a CancelRequest), read inside TLS and judged: the role and
  * database the client asks for against --pg-role. */
 static void pg_startup_done(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 	struct pgwire_startup st;
-	const char *rule = NULL;
 	char err[200], msg[700], hint[300];
-	struct pg_names names;
-	bool ok;
 
 	if (pgwire_startup_parse(c->pg_msg, c->pg_msg_len, &st, err, sizeof(err)) != 0) {
 		LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
@@ -1232,13 +1246,7 @@ static void pg_startup_done(struct conn *c)
 		 : st.database != NULL && st.database[0] != '\0' ? st.database
 								 : st.user);
 	c->pg_replication = st.replication;
-	pthread_mutex_lock(&d->pg_mu);
-	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database,
-			   c->pg_replication, &rule);
-	if (ok)
-		snprintf(msg, sizeof(msg), "%s", rule);
-	pthread_mutex_unlock(&d->pg_mu);
-	if (!ok) {
+	if (!pg_role_allowed(c, msg, sizeof(msg))) {
 		snprintf(msg, sizeof(msg),
 			 "mtls: identity %.300s may not connect as role \"%.63s\"",
 			 c->identity[0] != '\0' ? c->identity : "(none)", c->pg_user);
@@ -1338,19 +1346,28 @@ static void step_pg_startup(struct conn *c)
 	pg_startup_read(c);
 }
 
+/* n bytes read before the pump into b, ahead of what the pump moves: false (c freed) if
+ * they do not fit. */
+static bool buf_put(struct conn *c, struct buf *b, const uint8_t *data, size_t n)
+{
+	size_t room = 0;
+	uint8_t *p = buf_space(c->w, b, &room);
+
+	if (p == NULL || room < n) {
+		conn_free(c, "out_of_memory", LOG_WARN);
+		return false;
+	}
+	memcpy(p, data, n);
+	b->end += n;
+	return true;
+}
+
 /* Server: the StartupMessage (or CancelRequest) goes first to the target, after the PROXY
  * header if any. */
 static void step_pg_forward(struct conn *c)
 {
-	size_t room = 0;
-	uint8_t *p = buf_space(c->w, &c->to_plain, &room);
-
-	if (p == NULL || room < c->pg_msg_len) {
-		conn_free(c, "out_of_memory", LOG_WARN);
+	if (!buf_put(c, &c->to_plain, c->pg_msg, c->pg_msg_len))
 		return;
-	}
-	memcpy(p, c->pg_msg, c->pg_msg_len);
-	c->to_plain.end += c->pg_msg_len;
 	free(c->pg_msg);
 	c->pg_msg = NULL;
 	next_step(c);
@@ -1393,17 +1410,8 @@ static void pg_local_read(struct conn *c)
 			return;
 		}
 		/* the bytes read so far go first, the rest is pumped */
-		{
-			size_t room = 0;
-			uint8_t *p = buf_space(c->w, &c->to_tls, &room);
-
-			if (p == NULL || room < c->pg_have) {
-				conn_free(c, "out_of_memory", LOG_WARN);
-				return;
-			}
-			memcpy(p, c->pg_head, c->pg_have);
-			c->to_tls.end += c->pg_have;
-		}
+		if (!buf_put(c, &c->to_tls, c->pg_head, c->pg_have))
+			return;
 		set_io(c, &c->plain_io, c->plain_fd, 0);
 		ev_timer_stop(c->w->loop, &c->timer);
 		next_step(c); /* connect to the server */
@@ -1536,17 +1544,10 @@ static void close_gently(struct conn *c, const char *why)
 static bool pg_role_rejudge(struct conn *c)
 {
 	struct daemon *d = c->w->d;
-	struct pg_names names;
-	const char *rule;
-	bool ok;
+	char rule[300];
 
-	if (!d->pg || c->pg_user[0] == '\0' || c->pg_cancel || c->tls == NULL)
-		return false;
-	pthread_mutex_lock(&d->pg_mu);
-	ok = pgrole_allows(d->pgrole, pg_peer(c, &names), c->pg_user, c->pg_database,
-			   c->pg_replication, &rule);
-	pthread_mutex_unlock(&d->pg_mu);
-	if (ok)
+	if (!d->pg || c->pg_user[0] == '\0' || c->pg_cancel || c->tls == NULL ||
+	    pg_role_allowed(c, rule, sizeof(rule)))
 		return false;
 	atomic_fetch_add(&d->metrics.pg_refused, 1);
 	LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),

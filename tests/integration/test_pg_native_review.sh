@@ -380,6 +380,60 @@ run psql -X -At -d "$(verify_full "$SRV_PORT" billing2)" -c 'select current_user
 report "insecure-audit: a forged certificate's URI gets no role, the real one does" \
 	"${p[@]+"${p[@]}"}"
 
+# ==========================================================================================
+echo "# 10. refusals of what is not PostgreSQL, and of options that do not fit together"
+p=()
+before=$(pg_conns)
+exec {g}<>"/dev/tcp/127.0.0.1/$MAIN_SRV_PORT"
+printf 'GET / HTTP/1.0\r\n\r\n' >&"$g"
+reply=$(timeout 10 cat <&"$g" | head -c 100 | od -An -c | tr -s ' ' || true)
+exec {g}>&-
+[ -z "$reply" ] || p+=("an answer to HTTP bytes: $reply")
+wait_for_line "$SRV_LOG" '"reason":"not_tls".*neither a PostgreSQL message' "$READY_LIMIT" ||
+	p+=("no handshake_refused naming the bytes as neither PostgreSQL nor TLS")
+[ "$(pg_conns)" = "$before" ] || p+=("PostgreSQL saw a connection")
+report "server: HTTP bytes first are refused (not_tls), PostgreSQL sees nothing" "${p[@]+"${p[@]}"}"
+
+start_tunnel_connector "$TMP/con-garbage.log" --protocol postgresql \
+	--server "127.0.0.1:$MAIN_SRV_PORT" --server-name localhost \
+	--cert "$W/billing-chain.pem" --key "$W/billing.key" --ca "$CA/root.pem" --drain-timeout 1s
+p=()
+before=$(log_count "$SRV_LOG" conn_open)
+exec {g}<>"/dev/tcp/127.0.0.1/$CON_PORT"
+printf 'GET / HTTP/1.0\r\n\r\n' >&"$g"
+timeout 10 cat <&"$g" >/dev/null || true
+exec {g}>&-
+wait_for_line "$TMP/con-garbage.log" '"event":"conn_refused".*"reason":"not_postgresql"' \
+	"$READY_LIMIT" || p+=("no conn_refused not_postgresql in the connector's log")
+[ "$(log_count "$SRV_LOG" conn_open)" = "$before" ] ||
+	p+=("the connector went on to the server with bytes that are not PostgreSQL")
+report "connector: a local client that does not speak PostgreSQL is refused before any TLS" \
+	"${p[@]+"${p[@]}"}"
+stop_bg "$CON_PID"
+
+# refused ARGS... -- TEXT : mtls server ARGS exits 2 with TEXT in its one line of stderr
+refused() {
+	local args=() p=()
+	while [ "$1" != -- ]; do
+		args+=("$1")
+		shift
+	done
+	LAST_CMD="mtls server ${args[*]}"
+	run "$MTLS" server --listen 127.0.0.1:0 --target "unix:$PGSOCK/.s.PGSQL.$PGP" \
+		--cert "$W/server-chain.pem" --key "$W/server.key" --ca "$CA/root.pem" \
+		--allow-uri "$BILLING" "${args[@]}"
+	[ "$RC" = 2 ] || p+=("exit $RC, expected 2")
+	[[ $ERR == *"$2"* ]] || p+=("stderr does not say '$2'")
+	[[ $ERR != *$'\n'* ]] || p+=("stderr is not one line")
+	report "refused at start: ${args[*]}" "${p[@]+"${p[@]}"}"
+}
+refused --protocol mysql -- "--protocol 'mysql': give tcp or postgresql"
+refused --pg-role "$BILLING=billing" -- "--pg-role is for --protocol postgresql"
+refused --protocol postgresql --mode insecure-permissive -- \
+	"--protocol postgresql does not take --mode insecure-permissive"
+refused --protocol postgresql --pg-role billing -- "--pg-role 'billing': write PATTERN=ROLE"
+refused --protocol postgresql --pg-role 'a.*.example.org=x' -- "is not an identity pattern"
+
 p=()
 kill -0 "$SRV_PID" 2>/dev/null || p+=("the mtls server died")
 LAST_CMD="" RC="" OUT="" ERR=""
