@@ -380,8 +380,12 @@ verdict "off: good, revoked and unknown clients all accepted" "${p[@]+"${p[@]}"}
 	"$(cat -- "$W/off.log")"
 
 p=()
-# the revoked one's answer may close its connection before the line comes back
-for c in good bad unknown; do EXPECT_ANY=any expect soft-fail "$c" accepted; done
+# the revoked one's answer may close its connection before the line comes back, or on a busy
+# machine come before its handshake ends (then it is refused, as it should be: the live close
+# is the "late" client's case below, with the responder held)
+EXPECT_ANY=any expect soft-fail good accepted
+EXPECT_ANY=any expect soft-fail bad accepted revoked
+EXPECT_ANY=any expect soft-fail unknown accepted
 for r in good revoked unknown; do
 	wait_metric "$M_soft_fail" "mtls_ocsp_requests_total{kind=\"peer\",result=\"$r\"}" 1 ||
 		p+=("soft-fail: no answer '$r' fetched")
