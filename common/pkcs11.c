@@ -1,0 +1,366 @@
+/*
+ * PKCS#11 keys through libp11's engine (see pkcs11.h). OpenSSL 3.0 deprecates the ENGINE API
+ * in favour of providers, but Debian 12 packages no PKCS#11 provider; the engine is what it
+ * ships, so this one file asks for the 1.1 API.
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
+#include "pkcs11.h"
+
+#include <pthread.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/engine.h>
+#include <openssl/err.h>
+#include <openssl/ui.h>
+
+#define PKCS11_ENGINE_ID   "pkcs11"
+#define PKCS11_MAX_MODULES 8
+#define PKCS11_URI_MAX	   4096
+
+/* One initialized engine per module, kept until the process ends: keys loaded through it
+ * refer to it, and a module is not meant to be loaded and unloaded again and again. */
+struct engine_slot {
+	char module[1024];
+	ENGINE *engine;
+};
+
+static pthread_mutex_t engines_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct engine_slot engines[PKCS11_MAX_MODULES];
+static UI_METHOD *no_prompt;
+
+bool pkcs11_is_uri(const char *s)
+{
+	return s != NULL && strncasecmp(s, "pkcs11:", 7) == 0;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes [s, s + n) into out (NUL-terminated). -1 if it does not fit, holds a bad
+ * escape or decodes to a NUL. */
+static int pct_decode(const char *s, size_t n, char *out, size_t out_len)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int c = (unsigned char)s[i];
+
+		if (c == '%') {
+			int hi, lo;
+
+			if (n - i < 3)
+				return -1;
+			hi = hex_value(s[i + 1]);
+			lo = hex_value(s[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (c == 0 || o + 1 >= out_len)
+			return -1;
+		out[o++] = (char)c;
+	}
+	if (out_len == 0)
+		return -1;
+	out[o] = '\0';
+	return 0;
+}
+
+static bool attr_is(const char *a, size_t n, const char *name)
+{
+	size_t k = strlen(name);
+
+	return n >= k && strncasecmp(a, name, k) == 0 && (n == k || a[k] == '=');
+}
+
+static const char *const path_attrs[] = {
+	"token", "manufacturer", "serial", "model", "object", "id", "type",
+};
+
+int pkcs11_uri_check(const char *uri, char *module, size_t module_len, char *err, size_t err_len)
+{
+	size_t len;
+	const char *p, *q, *end;
+	bool any = false;
+
+	if (module != NULL && module_len > 0)
+		module[0] = '\0';
+	if (!pkcs11_is_uri(uri)) {
+		snprintf(err, err_len, "not a PKCS#11 URI (pkcs11:token=...;object=...)");
+		return -1;
+	}
+	len = strnlen(uri, PKCS11_URI_MAX + 1);
+	if (len > PKCS11_URI_MAX) {
+		snprintf(err, err_len, "PKCS#11 URI longer than %d characters", PKCS11_URI_MAX);
+		return -1;
+	}
+	end = uri + len;
+	q = memchr(uri, '?', len);
+	/* path attributes: name=value;name=value */
+	for (p = uri + 7; p < (q != NULL ? q : end);) {
+		const char *stop = q != NULL ? q : end;
+		const char *semi = memchr(p, ';', (size_t)(stop - p));
+		size_t n = (size_t)((semi != NULL ? semi : stop) - p);
+		bool known = false;
+
+		if (attr_is(p, n, "pin-value") || attr_is(p, n, "pin-source")) {
+			snprintf(
+				err, err_len,
+				"the PKCS#11 URI holds a PIN (pin-value/pin-source): remove it and "
+				"give the PIN from a file or an environment variable");
+			return -1;
+		}
+		for (size_t i = 0; i < sizeof(path_attrs) / sizeof(path_attrs[0]); i++)
+			known = known || attr_is(p, n, path_attrs[i]);
+		if (n > 0 && (!known || memchr(p, '=', n) == NULL)) {
+			snprintf(err, err_len,
+				 "PKCS#11 URI attribute '%.*s' is not one mtls takes (token, "
+				 "manufacturer, serial, model, object, id, type)",
+				 (int)(n > 64 ? 64 : n), p);
+			return -1;
+		}
+		if (attr_is(p, n, "type") &&
+		    !(n == 12 && strncasecmp(p, "type=private", 12) == 0)) {
+			snprintf(err, err_len,
+				 "PKCS#11 URI '%.*s' names no private key: use type=private or "
+				 "leave "
+				 "type out",
+				 (int)(n > 64 ? 64 : n), p);
+			return -1;
+		}
+		any = any || (n > 0 && !attr_is(p, n, "type"));
+		p += n + (semi != NULL ? 1 : 0);
+		if (semi == NULL)
+			break;
+	}
+	if (!any) {
+		snprintf(err, err_len,
+			 "PKCS#11 URI names no key: give at least object= or id= (and token=)");
+		return -1;
+	}
+	/* query attributes: name=value&name=value */
+	for (p = q != NULL ? q + 1 : end; p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		size_t n = (size_t)((amp != NULL ? amp : end) - p);
+
+		if (attr_is(p, n, "pin-value") || attr_is(p, n, "pin-source")) {
+			snprintf(
+				err, err_len,
+				"the PKCS#11 URI holds a PIN (pin-value/pin-source): remove it and "
+				"give the PIN from a file or an environment variable");
+			return -1;
+		}
+		if (attr_is(p, n, "module-path") && n > 12) {
+			char dummy[1024];
+			char *out = module != NULL && module_len > 0 ? module : dummy;
+			size_t out_len =
+				module != NULL && module_len > 0 ? module_len : sizeof(dummy);
+
+			if (pct_decode(p + 12, n - 12, out, out_len) != 0) {
+				snprintf(err, err_len,
+					 "PKCS#11 URI module-path is not a valid percent-encoded "
+					 "path");
+				return -1;
+			}
+		} else if (n > 0) {
+			snprintf(err, err_len,
+				 "PKCS#11 URI query attribute '%.*s' is not one mtls takes (only "
+				 "module-path)",
+				 (int)(n > 64 ? 64 : n), p);
+			return -1;
+		}
+		p += n + (amp != NULL ? 1 : 0);
+		if (amp == NULL)
+			break;
+	}
+	return 0;
+}
+
+/* The engine asks its UI for a PIN it was not given; a daemon has nobody to ask. */
+static bool asked_pin; /* under engines_mu */
+
+static int no_prompt_read(UI *ui, UI_STRING *uis)
+{
+	(void)ui;
+	(void)uis;
+	asked_pin = true;
+	return 0;
+}
+
+/* Must hold engines_mu. The engine for module, loaded and initialized on first use. */
+static ENGINE *engine_for(const char *module, char *err, size_t err_len)
+{
+	struct engine_slot *free_slot = NULL;
+	ENGINE *e;
+	void *h;
+
+	for (int i = 0; i < PKCS11_MAX_MODULES; i++) {
+		if (engines[i].engine != NULL && strcmp(engines[i].module, module) == 0)
+			return engines[i].engine;
+		if (engines[i].engine == NULL && free_slot == NULL)
+			free_slot = &engines[i];
+	}
+	if (free_slot == NULL || strlen(module) >= sizeof(free_slot->module)) {
+		snprintf(err, err_len, "too many PKCS#11 modules in one process (at most %d)",
+			 PKCS11_MAX_MODULES);
+		return NULL;
+	}
+	if (no_prompt == NULL) {
+		no_prompt = UI_create_method("mtls: no PIN prompt");
+		if (no_prompt == NULL || UI_method_set_reader(no_prompt, no_prompt_read) != 0) {
+			snprintf(err, err_len, "out of memory");
+			return NULL;
+		}
+	}
+	/* the engine opens the module only at the first key; open it now to say what is wrong */
+	h = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		const char *why = dlerror();
+
+		snprintf(err, err_len,
+			 "cannot load PKCS#11 module %s (%s); check the path (--pkcs11-module) and "
+			 "that the module's package is installed",
+			 module, why != NULL ? why : "dlopen failed");
+		return NULL;
+	}
+	dlclose(h);
+	ERR_set_mark();
+	e = ENGINE_by_id(PKCS11_ENGINE_ID);
+	if (e == NULL) {
+		ERR_pop_to_mark();
+		snprintf(err, err_len,
+			 "cannot load OpenSSL's PKCS#11 engine; install libengine-pkcs11-openssl");
+		return NULL;
+	}
+	/* QUIET: the engine's own lines on standard error say what our message says */
+	ENGINE_ctrl_cmd(e, "QUIET", 0, NULL, NULL, 0);
+	if (!ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) || !ENGINE_init(e)) {
+		ERR_pop_to_mark();
+		ENGINE_free(e);
+		snprintf(err, err_len,
+			 "cannot load PKCS#11 module %s; check the path (--pkcs11-module) and that "
+			 "the module's package is installed",
+			 module);
+		return NULL;
+	}
+	ERR_pop_to_mark();
+	/* ENGINE_init took a functional reference; the structural one from ENGINE_by_id is
+	 * kept too, both until exit */
+	snprintf(free_slot->module, sizeof(free_slot->module), "%s", module);
+	free_slot->engine = e;
+	return e;
+}
+
+/* What the engine's errors say, read from the queue: libp11 reports PKCS#11 return codes by
+ * their names. */
+static enum pkcs11_failure failure_from_errors(void)
+{
+	enum pkcs11_failure why = PKCS11_NO_OBJECT;
+	unsigned long e;
+	const char *data = NULL;
+	int flags = 0;
+
+	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+		const char *r = ERR_reason_error_string(e);
+		char text[256];
+
+		snprintf(text, sizeof(text), "%s %s", r != NULL ? r : "",
+			 (flags & ERR_TXT_STRING) && data != NULL ? data : "");
+		if (strcasestr(text, "pin locked") != NULL)
+			why = PKCS11_PIN_LOCKED;
+		else if (strcasestr(text, "pin incorrect") != NULL ||
+			 strcasestr(text, "pin len range") != NULL ||
+			 strcasestr(text, "user not logged in") != NULL)
+			why = why == PKCS11_PIN_LOCKED ? why : PKCS11_BAD_PIN;
+	}
+	return why;
+}
+
+EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
+			  enum pkcs11_failure *why, char *err, size_t err_len)
+{
+	char uri_module[1024], path[PKCS11_URI_MAX + 1];
+	enum pkcs11_failure f = PKCS11_OK;
+	EVP_PKEY *key = NULL;
+	const char *q;
+	ENGINE *e;
+
+	if (pkcs11_uri_check(uri, uri_module, sizeof(uri_module), err, err_len) != 0) {
+		f = PKCS11_BAD_URI;
+		goto out;
+	}
+	if (module == NULL || module[0] == '\0')
+		module = uri_module[0] != '\0' ? uri_module : PKCS11_DEFAULT_MODULE;
+	/* the engine's parser takes no query part: the module is set on the engine instead */
+	q = strchr(uri, '?');
+	snprintf(path, sizeof(path), "%.*s", (int)(q != NULL ? (size_t)(q - uri) : strlen(uri)),
+		 uri);
+
+	pthread_mutex_lock(&engines_mu);
+	e = engine_for(module, err, err_len);
+	if (e == NULL) {
+		f = PKCS11_NO_ENGINE;
+		goto unlock;
+	}
+	ERR_set_mark();
+	if (pin != NULL && !ENGINE_ctrl_cmd_string(e, "PIN", pin, 0)) {
+		ERR_pop_to_mark();
+		snprintf(err, err_len, "the PKCS#11 engine did not take the PIN");
+		f = PKCS11_NO_ENGINE;
+		goto unlock;
+	}
+	asked_pin = false;
+	key = ENGINE_load_private_key(e, path, no_prompt, NULL);
+	/* take the PIN back: the engine cleanses its copy when it is replaced (it refuses NULL);
+	 * the token stays logged in for the sessions that sign with the key */
+	if (pin != NULL)
+		ENGINE_ctrl_cmd_string(e, "PIN", "", 0);
+	if (key == NULL) {
+		f = failure_from_errors();
+		if (f == PKCS11_NO_OBJECT && asked_pin)
+			f = PKCS11_BAD_PIN;
+	}
+	ERR_pop_to_mark();
+	switch (f) {
+	case PKCS11_OK: break;
+	case PKCS11_BAD_PIN:
+		snprintf(err, err_len,
+			 pin == NULL ? "PKCS#11 key %s needs the token's PIN; give it from a file "
+				       "or an environment variable"
+				     : "the token refused the PIN for PKCS#11 key %s: wrong PIN",
+			 path);
+		break;
+	case PKCS11_PIN_LOCKED:
+		snprintf(err, err_len,
+			 "the token's PIN is locked (too many wrong PINs) for PKCS#11 key %s; "
+			 "unlock it with the SO PIN",
+			 path);
+		break;
+	default:
+		snprintf(err, err_len,
+			 "no private key matches PKCS#11 URI %s in module %s; check token= and "
+			 "object=/id= (pkcs11-tool --module %s --list-objects), that the token is "
+			 "present, and its PIN",
+			 path, module, module);
+		break;
+	}
+unlock:
+	pthread_mutex_unlock(&engines_mu);
+out:
+	if (why != NULL)
+		*why = f;
+	return key;
+}
