@@ -23,6 +23,7 @@
 #include "files.h"
 #include "issue.h"
 #include "keys.h"
+#include "pkcs11.h"
 
 #define DAY 86400L
 /* notBefore is set this far back so that peers with slightly slow clocks accept it */
@@ -89,7 +90,32 @@ static int save_settings(struct store *st, const struct authority_init *in)
 	rc |= store_set_meta(st, "crl_url", in->crl_url != NULL ? in->crl_url : "");
 	rc |= store_set_meta(st, "ocsp_url", in->ocsp_url != NULL ? in->ocsp_url : "");
 	rc |= store_set_meta(st, "must_staple", in->must_staple ? "1" : "");
+	/* set for every CA, "" for a key file: a CA made before has neither (meta_text()) */
+	rc |= store_set_meta(st, "issuer_key_uri", in->key_uri != NULL ? in->key_uri : "");
+	rc |= store_set_meta(st, "issuer_key_module", in->key_module != NULL ? in->key_module : "");
 	return rc != 0 ? -1 : 0;
+}
+
+/* The issuing key on a PKCS#11 token, pin as its PIN. NULL with a one-line message that
+ * names the CA's options for the PIN. */
+static EVP_PKEY *token_key_load(const char *uri, const char *module, const char *pin, char *err,
+				size_t err_len)
+{
+	enum pkcs11_failure why = PKCS11_OK;
+	char msg[8192];
+	EVP_PKEY *key = pkcs11_key_load(uri, module != NULL && module[0] != '\0' ? module : NULL,
+					pin, &why, msg, sizeof(msg));
+
+	if (key != NULL)
+		return key;
+	if (why == PKCS11_BAD_PIN && pin == NULL)
+		snprintf(err, err_len,
+			 "the CA's issuing key %s is on a PKCS#11 token that needs its PIN: give "
+			 "it with --passphrase-file or --passphrase-env",
+			 uri);
+	else
+		snprintf(err, err_len, "the CA's issuing key: %s", msg);
+	return NULL;
 }
 
 int authority_record_ca(struct store *st, X509 *cert, const char *profile, const char *action,
@@ -368,6 +394,13 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 			 "give --ocsp-url too");
 		return -1;
 	}
+	if (in->key_uri != NULL && pkcs11_uri_check(in->key_uri, NULL, 0, err, err_len) != 0)
+		return -1;
+	if (in->key_module != NULL && strlen(in->key_module) >= sizeof(ca.key_module)) {
+		snprintf(err, err_len, "the PKCS#11 module's path is longer than %zu bytes",
+			 sizeof(ca.key_module) - 1);
+		return -1;
+	}
 	if (in->intermediate_days >= in->root_days) {
 		snprintf(err, err_len,
 			 "the intermediate lifetime (%ld days) must be shorter than the root's "
@@ -381,15 +414,25 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 			 in->intermediate_days);
 		return -1;
 	}
-	if (staging_begin(&stage, in, err, err_len) != 0)
+	/* the token's key before anything is made: a wrong PIN, a missing object or module
+	 * leaves no directory behind */
+	if (in->key_uri != NULL) {
+		int_key = token_key_load(in->key_uri, in->key_module, in->passphrase, err, err_len);
+		if (int_key == NULL)
+			return -1;
+	}
+	if (staging_begin(&stage, in, err, err_len) != 0) {
+		EVP_PKEY_free(int_key);
 		return -1;
+	}
 	if (snprintf(ca.dir, sizeof(ca.dir), "%s", stage.path) >= (int)sizeof(ca.dir)) {
 		snprintf(err, err_len, "--dir is too long");
 		goto out;
 	}
 	root_key = keys_generate(in->key_alg, err, err_len);
-	int_key = root_key != NULL ? keys_generate(in->key_alg, err, err_len) : NULL;
-	if (int_key == NULL)
+	if (root_key != NULL && int_key == NULL)
+		int_key = keys_generate(in->key_alg, err, err_len);
+	if (root_key == NULL || int_key == NULL)
 		goto out;
 
 	snprintf(cn, sizeof(cn), "%.50s Root CA", in->name);
@@ -417,8 +460,9 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	if ((in->root_key_dir == NULL &&
 	     write_key(authority_path(&ca, "root.key", path, sizeof(path)), root_key,
 		       in->passphrase, err, err_len) != 0) ||
-	    write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
-		      in->passphrase, err, err_len) != 0 ||
+	    (in->key_uri == NULL &&
+	     write_key(authority_path(&ca, "intermediate.key", path, sizeof(path)), int_key,
+		       in->passphrase, err, err_len) != 0) ||
 	    write_cert(authority_path(&ca, "intermediate.pem", path, sizeof(path)), inter, err,
 		       err_len) != 0 ||
 	    write_cert(authority_path(&ca, "root.pem", path, sizeof(path)), root, err, err_len) !=
@@ -456,7 +500,9 @@ int authority_create(const struct authority_init *in, char *err, size_t err_len)
 	}
 	if (save_settings(ca.store, in) != 0 ||
 	    authority_record_ca(ca.store, root, "root", "init", "root", time(NULL)) != 0 ||
-	    authority_record_ca(ca.store, inter, "intermediate", "init", "intermediate",
+	    authority_record_ca(ca.store, inter, "intermediate", "init",
+				in->key_uri != NULL ? "intermediate, key on a PKCS#11 token"
+						    : "intermediate",
 				time(NULL)) != 0) {
 		snprintf(err, err_len, "%s", store_error(ca.store));
 		store_rollback(ca.store);
@@ -700,6 +746,21 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 			 dir, what);
 		goto fail;
 	}
+	/* the issuing key on a token (absent in a CA made before: intermediate.key) */
+	if (store_get_meta(ca->store, "issuer_key_uri", ca->key_uri, sizeof(ca->key_uri)) < 0 ||
+	    store_get_meta(ca->store, "issuer_key_module", ca->key_module, sizeof(ca->key_module)) <
+		    0) {
+		snprintf(err, err_len, "%s", store_error(ca->store));
+		goto fail;
+	}
+	if (ca->key_uri[0] != '\0' &&
+	    pkcs11_uri_check(ca->key_uri, NULL, 0, what, sizeof(what)) != 0) {
+		snprintf(err, err_len,
+			 "the issuing key's PKCS#11 URI in the CA's inventory is unusable (%s); "
+			 "investigate",
+			 what);
+		goto fail;
+	}
 	return ca;
 fail:
 	authority_close(ca);
@@ -844,6 +905,24 @@ int authority_load_key(struct authority *ca, const char *passphrase, char *err, 
 {
 	char path[PATH_MAX];
 
+	if (ca->key_uri[0] != '\0') {
+		ca->issuer_key =
+			token_key_load(ca->key_uri, ca->key_module, passphrase, err, err_len);
+		if (ca->issuer_key == NULL)
+			return -1;
+		if (X509_check_private_key(ca->issuer, ca->issuer_key) != 1) {
+			ERR_clear_error();
+			EVP_PKEY_free(ca->issuer_key);
+			ca->issuer_key = NULL;
+			snprintf(err, err_len,
+				 "the key at %s is not the one intermediate.pem certifies: the "
+				 "token is another one (or its object was replaced); put the CA's "
+				 "token back",
+				 ca->key_uri);
+			return -1;
+		}
+		return 0;
+	}
 	ca->issuer_key = keys_load(authority_path(ca, "intermediate.key", path, sizeof(path)),
 				   passphrase, err, err_len);
 	if (ca->issuer_key == NULL)

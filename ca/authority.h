@@ -4,7 +4,10 @@
  *   root.pem          the root certificate: the CA bundle peers trust (--ca)
  *   root.key          the root key, unless it was written elsewhere to be kept offline
  *   intermediate.pem  the issuing CA (pathlen 0), signed by the root
- *   intermediate.key  its key (0600), optionally encrypted
+ *   intermediate.key  its key (0600), optionally encrypted; absent when the issuing key is on a
+ *                     PKCS#11 token (mtls ca init --key-uri): the inventory's settings then
+ *                     hold the key's URI and module (meta issuer_key_uri, issuer_key_module),
+ *                     and authority_load_key() logs in to the token with the passphrase as PIN
  *   crl.pem           the intermediate's current CRL
  *   ca.db             the inventory and audit log (store.h), or
  *   store             instead, one line: the postgresql:// URL of the inventory's database,
@@ -40,6 +43,11 @@ struct authority {
 	unsigned generation;
 	char refresh_err[512]; /* why the last refresh in authority_lock() failed, or "" */
 	EVP_PKEY *issuer_key;  /* after authority_load_key() */
+	/* "" (the issuing key is intermediate.key), or the PKCS#11 URI of the issuing key on a
+	 * token, checked with pkcs11_uri_check(), and the module to load it with ("": the URI's
+	 * module-path, else p11-kit's proxy) */
+	char key_uri[4097];
+	char key_module[1024];
 	int lock_fd;
 	char crl_url[2049];  /* "" or an URL that passed issue_check_crl_url() */
 	char ocsp_url[2049]; /* "" or an URL that passed issue_check_ocsp_url() */
@@ -69,7 +77,13 @@ struct authority_init {
 	const char *ocsp_url;	/* OCSP responder for leaves' authorityInfoAccess, checked with
 				 * issue_check_ocsp_url(), or NULL */
 	bool must_staple;	/* server and peer leaves must-staple (RFC 7633); needs ocsp_url */
-	const char *passphrase; /* encrypts both CA keys, or NULL */
+	const char *passphrase; /* encrypts both CA keys, or NULL; with key_uri, the token's PIN
+				 * (and it encrypts the root key) */
+	/* the issuing key on a PKCS#11 token (pkcs11.h) instead of a new intermediate.key: its
+	 * URI (no PIN in it) and module (NULL: the URI's module-path, else p11-kit's proxy),
+	 * recorded in the inventory; the intermediate certifies the token's public key */
+	const char *key_uri;
+	const char *key_module;
 	/* a postgresql:// URL without a password (store_url_check()): the inventory is made in
 	 * that database, which must hold none, and DIR/store names it; NULL: DIR/ca.db */
 	const char *store_url;
@@ -102,7 +116,11 @@ void authority_unlock(struct authority *ca);
  * issuing key if it is loaded. 1 read anew (generation bumped), 0 unchanged, -1 with a message (the
  * previous certificates kept). */
 int authority_refresh(struct authority *ca, char *err, size_t err_len);
-/* Load the issuing key (passphrase NULL if not encrypted). */
+/* Load the issuing key (passphrase NULL if not encrypted): intermediate.key, or the key on
+ * the PKCS#11 token ca->key_uri names, with passphrase as the token's PIN (the caller wipes
+ * it; the key keeps the token's session). Either must match intermediate.pem. 0, or -1 with
+ * a one-line message (wrong passphrase or PIN, no such key or token, module missing, the
+ * token's key not the CA's). */
 int authority_load_key(struct authority *ca, const char *passphrase, char *err, size_t err_len);
 void authority_close(struct authority *ca);
 /* dir/name into buf. */

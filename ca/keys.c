@@ -144,7 +144,7 @@ EVP_PKEY *keys_load(const char *path, const char *passphrase, char *err, size_t 
 
 int keys_passphrase(const char *file, const char *env, char **out, char *err, size_t err_len)
 {
-	const char *v;
+	char *v;
 
 	*out = NULL;
 	if (file != NULL && env != NULL) {
@@ -173,6 +173,10 @@ int keys_passphrase(const char *file, const char *env, char **out, char *err, si
 			return -1;
 		}
 		*out = strdup(v);
+		/* gone from the environment: unsetenv() alone leaves the bytes where
+		 * /proc/PID/environ shows them (a long-running mtls ca serve) and children */
+		OPENSSL_cleanse(v, strlen(v));
+		unsetenv(env);
 	} else {
 		return 0;
 	}

@@ -31,7 +31,8 @@ const EVP_MD *keys_sign_digest(EVP_PKEY *key);
 EVP_PKEY *keys_load(const char *path, const char *passphrase, char *err, size_t err_len);
 
 /* Passphrase from a file (first line) or an environment variable; exactly one of the two
- * may be non-NULL. *out is NULL if both are. Caller frees with keys_free_passphrase(). */
+ * may be non-NULL. *out is NULL if both are. The variable is wiped and removed from the
+ * environment once read. Caller frees with keys_free_passphrase(). */
 int keys_passphrase(const char *file, const char *env, char **out, char *err, size_t err_len);
 void keys_free_passphrase(char *pass);
 

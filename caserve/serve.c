@@ -529,8 +529,14 @@ int serve_run(const struct serve_options *o)
 	s.ca = authority_open(o->dir, AUTHORITY_EXCLUSIVE, err, sizeof(err));
 	if (s.ca == NULL)
 		goto out;
-	if (authority_load_key(s.ca, o->passphrase, err, sizeof(err)) != 0)
-		goto out;
+	{
+		int loaded = authority_load_key(s.ca, o->passphrase, err, sizeof(err));
+
+		if (o->passphrase != NULL)
+			OPENSSL_cleanse(o->passphrase, strlen(o->passphrase));
+		if (loaded != 0)
+			goto out;
+	}
 	s.ca->crl_days = o->crl_seconds / 86400 > 0 ? o->crl_seconds / 86400 : 1;
 	if (files_mkdir_private(o->cert_dir, err, sizeof(err)) != 0)
 		goto out;

@@ -48,8 +48,10 @@ struct serve_options {
 	long long per_ip;	   /* API connections at once from one address */
 	long long handshake_timeout_ms;
 	long long idle_timeout_ms; /* an API or HTTP connection that moves nothing */
-	const char *passphrase;	   /* of the issuing key, or NULL */
-	const char *cert_dir;	   /* where the API's own certificate and key are kept */
+	/* of the issuing key (a token's PIN), or NULL: serve_run() wipes it once the key is
+	 * loaded, so that the process keeps the key (the token's session), not the PIN */
+	char *passphrase;
+	const char *cert_dir; /* where the API's own certificate and key are kept */
 };
 
 #define SERVE_BODY_MAX	       (64 * 1024) /* a JSON request: a CSR with many names fits */

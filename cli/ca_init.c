@@ -9,6 +9,7 @@
 #include "grant.h"
 #include "issue.h"
 #include "keys.h"
+#include "pkcs11.h"
 
 struct init_opts {
 	const char *dir;
@@ -27,6 +28,8 @@ struct init_opts {
 	const char *passphrase_env;
 	const char *config;
 	const char *store;
+	const char *key_uri;
+	const char *pkcs11_module;
 };
 
 #define O(f) offsetof(struct init_opts, f)
@@ -59,9 +62,18 @@ static const struct opt init_table[] = {
 	 "that honour it refuse a server that does not staple a good OCSP answer; needs "
 	 "--ocsp-url"},
 	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",
-	 "encrypt the CA keys with the passphrase in FILE"},
+	 "encrypt the CA keys with the passphrase in FILE (with --key-uri: the token's PIN, "
+	 "which encrypts the root key too)"},
 	{"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",
-	 "encrypt the CA keys with the passphrase in environment variable VAR"},
+	 "encrypt the CA keys with the passphrase in environment variable VAR (with --key-uri: "
+	 "the token's PIN)"},
+	{"key-uri", OPT_STRING, O(key_uri), "URI",
+	 "the issuing CA's key is this one on a PKCS#11 token (pkcs11:token=...;object=..., no "
+	 "PIN in it): certified by the root, recorded in the inventory, used through the token "
+	 "by every command that signs; no intermediate.key is written"},
+	{"pkcs11-module", OPT_STRING, O(pkcs11_module), "PATH",
+	 "the PKCS#11 module for --key-uri (e.g. /usr/lib/softhsm/libsofthsm2.so; default the "
+	 "URI's module-path, else p11-kit-proxy.so), recorded with the URI"},
 	{"store", OPT_STRING, O(store), "URL",
 	 "keep the inventory in this PostgreSQL database (postgresql://user@host:5432/dbname, "
 	 "no password: PGPASSFILE or PGPASSWORD) instead of DIR/ca.db, for several CA nodes"},
@@ -123,6 +135,14 @@ int cmd_ca_init(int argc, char **argv)
 		ca_fail("init", err);
 		goto out;
 	}
+	if (o.pkcs11_module != NULL && o.key_uri == NULL) {
+		ca_fail("init", "--pkcs11-module goes with --key-uri; give the key's URI too");
+		goto out;
+	}
+	if (o.key_uri != NULL && pkcs11_uri_check(o.key_uri, NULL, 0, err, sizeof(err)) != 0) {
+		ca_failf("init", "--key-uri: %s", err);
+		goto out;
+	}
 	if (keys_passphrase(o.passphrase_file, o.passphrase_env, &pass, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
 		goto out;
@@ -140,7 +160,9 @@ int cmd_ca_init(int argc, char **argv)
 				     .ocsp_url = o.ocsp_url,
 				     .must_staple = o.must_staple != 0,
 				     .passphrase = pass,
-				     .store_url = o.store};
+				     .store_url = o.store,
+				     .key_uri = o.key_uri,
+				     .key_module = o.pkcs11_module};
 	if (authority_create(&in, err, sizeof(err)) != 0) {
 		ca_fail("init", err);
 		rc = 1;
@@ -150,6 +172,9 @@ int cmd_ca_init(int argc, char **argv)
 	printf("  trust bundle (give peers as --ca): %s/root.pem\n", in.dir);
 	printf("  issuing CA:                        %s/intermediate.pem\n", in.dir);
 	printf("  CRL:                               %s/crl.pem\n", in.dir);
+	if (o.key_uri != NULL)
+		printf("  issuing key:                       on the PKCS#11 token, %s\n",
+		       o.key_uri);
 	if (o.store != NULL)
 		printf("  inventory:                         the database in %s/store\n", in.dir);
 	printf("  root key:                          %s/root.key%s\n",
