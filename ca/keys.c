@@ -144,7 +144,8 @@ EVP_PKEY *keys_load(const char *path, const char *passphrase, char *err, size_t 
 
 int keys_passphrase(const char *file, const char *env, char **out, char *err, size_t err_len)
 {
-	char *v;
+	char *v, *entry;
+	size_t n;
 
 	*out = NULL;
 	if (file != NULL && env != NULL) {
@@ -173,10 +174,13 @@ int keys_passphrase(const char *file, const char *env, char **out, char *err, si
 			return -1;
 		}
 		*out = strdup(v);
-		/* gone from the environment: unsetenv() alone leaves the bytes where
-		 * /proc/PID/environ shows them (a long-running mtls ca serve) and children */
-		OPENSSL_cleanse(v, strlen(v));
+		/* gone from the environment, name and value: unsetenv() alone leaves the bytes
+		 * where /proc/PID/environ shows them (a long-running mtls ca serve); getenv()
+		 * points into the entry "NAME=VALUE", which unsetenv() unlinks but keeps */
+		entry = v - strlen(env) - 1;
+		n = strlen(entry);
 		unsetenv(env);
+		OPENSSL_cleanse(entry, n);
 	} else {
 		return 0;
 	}

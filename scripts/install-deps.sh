@@ -22,6 +22,7 @@ packages=(
 	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
 	python3-psycopg2                    # a second PostgreSQL client library (test_pg_native)
+	softhsm2 opensc libengine-pkcs11-openssl  # PKCS#11: a software token, pkcs11-tool, OpenSSL's engine (test_ca_pkcs11)
 )
 
 missing=()
