@@ -296,4 +296,25 @@ openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem" "$W/after.
 report "renew-issuer: the same token key certified again; issuing goes on through the token" \
 	"${p[@]+"${p[@]}"}"
 
+echo "# a root rollover with the issuing key on the token (the switch certifies its public key)"
+p=()
+m ca rollover begin --dir "$D" --passphrase-file "$W/pin"
+[ "$RC" = 0 ] || p+=("rollover begin: $ERR")
+m ca rollover switch --dir "$D" --passphrase-file "$W/pin"
+[ "$RC" = 0 ] || p+=("rollover switch: $ERR")
+[ "$(pub_of_cert "$D/intermediate.pem")" = "$(pub_of_cert "$D/intermediate-prev.pem")" ] ||
+	p+=("the switched intermediate does not certify the token's key")
+m ca issue --dir "$D" --profile server --dns rolled.test --out "$W/rolled" --passphrase-file "$W/pin"
+[ "$RC" = 0 ] || p+=("ca issue after the switch: $ERR")
+openssl verify -CAfile "$D/root-next.pem" -untrusted "$D/intermediate.pem" "$W/rolled.pem" \
+	>/dev/null 2>&1 || p+=("a leaf issued after the switch does not verify under the new root")
+m ca rollover finish --dir "$D" --force
+[ "$RC" = 0 ] || p+=("rollover finish: $ERR")
+m ca revoke --dir "$D" --cert "$W/rolled.pem" --passphrase-file "$W/pin"
+[ "$RC" = 0 ] || p+=("ca revoke after the rollover: $ERR")
+openssl crl -in "$D/crl.pem" -CAfile "$D/intermediate.pem" -verify -noout >/dev/null 2>&1 ||
+	p+=("the CRL after the rollover does not verify")
+report "rollover begin/switch/finish: the token's key keeps issuing and signing CRLs" \
+	"${p[@]+"${p[@]}"}"
+
 finish
