@@ -15,10 +15,11 @@
 	}
 #define CA_OPT_PASSPHRASE(O)                                                                       \
 	{"passphrase-file", OPT_STRING, O(passphrase_file), "FILE",                                \
-	 "passphrase of the CA key, from FILE"},                                                   \
+	 "passphrase of the CA key (its token's PIN if on one), from FILE"},                       \
 	{                                                                                          \
 		"passphrase-env", OPT_STRING, O(passphrase_env), "VAR",                            \
-			"passphrase of the CA key, from environment variable VAR"                  \
+			"passphrase of the CA key (its token's PIN if on one), from environment "  \
+			"variable VAR"                                                             \
 	}
 /* The names a certificate (mtls ca issue) or a token (mtls ca token) is for, and their
  * option-table entries: O is the command's offsetof() macro, the field is named names,

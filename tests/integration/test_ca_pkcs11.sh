@@ -98,6 +98,16 @@ openssl crl -in "$D/crl.pem" -noout -text | grep -q "Serial Number: $serial" ||
 	p+=("the CRL does not list serial $serial")
 report "ca revoke: the new CRL lists the leaf and verifies with openssl crl -verify" "${p[@]+"${p[@]}"}"
 
+before_crl=$(openssl crl -in "$D/crl.pem" -noout -crlnumber)
+LAST_CMD="mtls ca crl --passphrase-file pin"
+m ca crl --dir "$D" --passphrase-file "$W/pin"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC")
+[ "$(openssl crl -in "$D/crl.pem" -noout -crlnumber)" != "$before_crl" ] || p+=("no new CRL number")
+openssl crl -in "$D/crl.pem" -CAfile "$D/intermediate.pem" -verify -noout >/dev/null 2>&1 ||
+	p+=("the new CRL does not verify")
+report "ca crl: a fresh CRL signed on the token verifies" "${p[@]+"${p[@]}"}"
+
 echo "# refusals at init: one line, non-zero, no CA directory (nor its parent) left"
 # refuse_init NAME WANT ARGS... : init of $W/none/ca refused, stderr one line holding WANT
 refuse_init() {
