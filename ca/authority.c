@@ -90,7 +90,7 @@ static int save_settings(struct store *st, const struct authority_init *in)
 	rc |= store_set_meta(st, "crl_url", in->crl_url != NULL ? in->crl_url : "");
 	rc |= store_set_meta(st, "ocsp_url", in->ocsp_url != NULL ? in->ocsp_url : "");
 	rc |= store_set_meta(st, "must_staple", in->must_staple ? "1" : "");
-	/* set for every CA, "" for a key file: a CA made before has neither (meta_text()) */
+	/* set for every CA, "" for a key file: a CA made before has neither (authority_open()) */
 	rc |= store_set_meta(st, "issuer_key_uri", in->key_uri != NULL ? in->key_uri : "");
 	rc |= store_set_meta(st, "issuer_key_module", in->key_module != NULL ? in->key_module : "");
 	return rc != 0 ? -1 : 0;
@@ -750,7 +750,10 @@ struct authority *authority_open(const char *dir, enum authority_lock lock, char
 	if (store_get_meta(ca->store, "issuer_key_uri", ca->key_uri, sizeof(ca->key_uri)) < 0 ||
 	    store_get_meta(ca->store, "issuer_key_module", ca->key_module, sizeof(ca->key_module)) <
 		    0) {
-		snprintf(err, err_len, "%s", store_error(ca->store));
+		snprintf(err, err_len,
+			 "cannot read the issuing key's settings (issuer_key_uri, "
+			 "issuer_key_module) from the CA's inventory: %s; investigate",
+			 store_error(ca->store));
 		goto fail;
 	}
 	if (ca->key_uri[0] != '\0' &&

@@ -49,7 +49,9 @@ token ca
 CA_TOKDIR=$(find "$W/tokens" -mindepth 1 -maxdepth 1 -type d)
 token other
 OTHER_TOKDIR=$(find "$W/tokens" -mindepth 1 -maxdepth 1 -type d ! -path "$CA_TOKDIR")
-[ -d "$CA_TOKDIR" ] && [ -d "$OTHER_TOKDIR" ] || _lib_die "(setup) the tokens' directories"
+if [ ! -d "$CA_TOKDIR" ] || [ ! -d "$OTHER_TOKDIR" ]; then
+	_lib_die "(setup) the tokens' directories"
+fi
 URI='pkcs11:token=ca;object=issuing'
 D=$W/ca
 m() { run "$MTLS" "$@"; }
@@ -189,7 +191,9 @@ wait_for_line "$W/serve.log" '"event":"listening"' "$READY_LIMIT" "$SERVE_BG" ||
 	_lib_die "mtls ca serve did not start"
 }
 SERVE_PID=$(sed -n 's/.*"event":"listening".*"pid":\([0-9][0-9]*\).*/\1/p' "$W/serve.log" | head -n 1)
-[ -n "$SERVE_PID" ] && [ -d "/proc/$SERVE_PID" ] || _lib_die "(setup) no pid of mtls ca serve"
+if [ -z "$SERVE_PID" ] || [ ! -d "/proc/$SERVE_PID" ]; then
+	_lib_die "(setup) no pid of mtls ca serve"
+fi
 port_of() { grep -m1 -F "\"event\":\"$1\"" "$W/serve.log" | sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'; }
 HTTP=http://127.0.0.1:$(port_of http_listening)
 
@@ -284,8 +288,11 @@ with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem
 print(hits)
 EOF
 ); then
-	[ "$n" -le 1 ] && pass "ca serve's memory holds the PIN at most once (the PKCS#11 library's copy): $n" ||
+	if [ "$n" -le 1 ]; then
+		pass "ca serve's memory holds the PIN at most once (the PKCS#11 library's copy): $n"
+	else
 		fail "ca serve's memory holds the PIN $n times: mtls kept a copy after loading the key"
+	fi
 else
 	echo "skip  ca serve's memory: cannot read /proc/$SERVE_PID/mem"
 fi
