@@ -181,6 +181,12 @@ openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem" "$W/back.p
 report "the CA's token back in place: ca issue signs again" "${p[@]+"${p[@]}"}"
 
 echo "# ca serve with the token's key (the PIN from an environment variable)"
+LAST_CMD="mtls ca serve --passphrase-file wrong"
+run "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 --http-listen none --passphrase-file "$W/wrong"
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+[[ $OUT$ERR == *"wrong PIN"* ]] || p+=("it does not say wrong PIN")
+report "ca serve refuses to start with a wrong PIN" "${p[@]+"${p[@]}"}"
 export MTLS_TEST_CA_PIN=$PIN
 start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
 	--http-listen 127.0.0.1:0 --passphrase-env MTLS_TEST_CA_PIN --log-level debug
