@@ -4,11 +4,12 @@
 # command that signs uses it through the token:
 #   - init: intermediate.pem holds the token's public key, no intermediate.key, the URI and
 #     module recorded; the first CRL verifies under intermediate.pem
-#   - ca issue: a leaf openssl verifies; ca revoke: a CRL openssl crl -verify accepts
-#   - ca serve with the token key: a host enrolls (mtls ca token + mtls enroll) and renews,
-#     the served CRL verifies, OCSP answers verify with openssl ocsp (the responder's
-#     certificate issued by the token's key), good then revoked
-#   - ca renew-issuer (the root key's job) and issuing after it
+#   - ca issue: a leaf openssl verifies; ca revoke, ca crl: CRLs openssl crl -verify accepts
+#   - ca serve with the token key (refused to start with a wrong PIN): a host enrolls (mtls
+#     ca token + mtls enroll) and renews, OCSP answers verify with openssl ocsp (the
+#     responder's certificate issued by the token's key), good, then revoked after an admin
+#     revokes through the API; the served CRL lists it and verifies
+#   - ca renew-issuer and a root rollover (both the root key's job) and issuing after them
 #   - refusals, one line, non-zero, nothing left on disk: init with a wrong PIN, no PIN, a
 #     missing object, a missing module, a URI holding pin-value, an absent token; ca issue
 #     with a wrong PIN, the token removed, another token in its place (same labels)
@@ -187,9 +188,13 @@ p=()
 [ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
 [[ $OUT$ERR == *"wrong PIN"* ]] || p+=("it does not say wrong PIN")
 report "ca serve refuses to start with a wrong PIN" "${p[@]+"${p[@]}"}"
+ADMIN=spiffe://example.org/ops/admin
+"$MTLS" ca issue --dir "$D" --profile client --uri "$ADMIN" --out "$W/admin" \
+	--passphrase-file "$W/pin" >/dev/null 2>&1 || _lib_die "(setup) the admin's certificate"
 export MTLS_TEST_CA_PIN=$PIN
 start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
-	--http-listen 127.0.0.1:0 --passphrase-env MTLS_TEST_CA_PIN --log-level debug
+	--http-listen 127.0.0.1:0 --passphrase-env MTLS_TEST_CA_PIN --log-level debug \
+	--admin-uri "$ADMIN"
 unset MTLS_TEST_CA_PIN
 SERVE_BG=$BG_PID
 wait_for_line "$W/serve.log" '"event":"listening"' "$READY_LIMIT" "$SERVE_BG" || {
@@ -202,6 +207,7 @@ if [ -z "$SERVE_PID" ] || [ ! -d "/proc/$SERVE_PID" ]; then
 fi
 port_of() { grep -m1 -F "\"event\":\"$1\"" "$W/serve.log" | sed -n 's/.*"address":"[^"]*:\([0-9][0-9]*\)".*/\1/p'; }
 HTTP=http://127.0.0.1:$(port_of http_listening)
+API=https://127.0.0.1:$(port_of listening)
 
 TOKEN=$("$MTLS" ca token --dir "$D" --profile client --uri spiffe://example.org/app 2>/dev/null) ||
 	_lib_die "(setup) mtls ca token"
@@ -243,9 +249,14 @@ openssl verify -CAfile "$D/root.pem" -untrusted "$D/intermediate.pem" "$W/respon
 verdict "ca serve: OCSP answer good, verified by openssl ocsp, the responder certified by the token's key" \
 	"${p[@]+"${p[@]}"}" -- "$o"
 
-LAST_CMD="mtls ca revoke --cert host/cert.pem (while ca serve runs)"
-m ca revoke --dir "$D" --cert "$W/host/cert.pem" --passphrase-file "$W/pin"
-[ "$RC" = 0 ] || _lib_die "(setup) ca revoke while serving: $ERR"
+LAST_CMD="mtls ca revoke --ca-url API --admin-cert admin-chain.pem --cert host/cert.pem"
+m ca revoke --dir "$D" --ca-url "$API" --admin-cert "$W/admin-chain.pem" --admin-key "$W/admin.key" \
+	--cert "$W/host/cert.pem" --reason keyCompromise
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC")
+"$MTLS" ca list --dir "$D" --revoked 2>/dev/null | grep -q "$(openssl x509 -in "$W/host/cert.pem" -noout -serial | cut -d= -f2)" ||
+	p+=("not revoked in the inventory")
+report "ca serve: an admin revokes through the API" "${p[@]+"${p[@]}"}"
 o=""
 for _ in $(seq 1 100); do # the service rereads the inventory per request; bounded
 	o=$(ocsp "$W/host/cert.pem")
@@ -261,7 +272,11 @@ p=()
 curl -sS --max-time 20 -o "$W/served.crl" "$HTTP/crl" 2>"$W/curl.err" || p+=("GET /crl: $(cat "$W/curl.err")")
 openssl crl -inform DER -in "$W/served.crl" -CAfile "$D/intermediate.pem" -verify -noout \
 	>"$W/crl.out" 2>&1 || p+=("openssl crl -verify: $(cat "$W/crl.out")")
-verdict "ca serve: the served CRL verifies under intermediate.pem" "${p[@]+"${p[@]}"}"
+host_serial=$(openssl x509 -in "$W/host/cert.pem" -noout -serial | cut -d= -f2)
+openssl crl -inform DER -in "$W/served.crl" -noout -text 2>/dev/null | grep -q "Serial Number: $host_serial" ||
+	p+=("the served CRL does not list the revoked host ($host_serial)")
+verdict "ca serve: the served CRL lists the revoked host and verifies under intermediate.pem" \
+	"${p[@]+"${p[@]}"}"
 
 echo "# the PIN is nowhere"
 p=()
