@@ -139,6 +139,13 @@ int cmd_ca_init(int argc, char **argv)
 		ca_fail("init", "--pkcs11-module goes with --key-uri; give the key's URI too");
 		goto out;
 	}
+	/* recorded for every later command, whatever its working directory */
+	if (o.pkcs11_module != NULL && o.pkcs11_module[0] != '/' &&
+	    strchr(o.pkcs11_module, '/') != NULL) {
+		ca_fail("init", "--pkcs11-module: give the module's absolute path (it is recorded "
+				"for every later command, run from any directory)");
+		goto out;
+	}
 	if (o.key_uri != NULL && pkcs11_uri_check(o.key_uri, NULL, 0, err, sizeof(err)) != 0) {
 		ca_failf("init", "--key-uri: %s", err);
 		goto out;

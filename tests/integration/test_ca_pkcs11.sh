@@ -141,6 +141,8 @@ refuse_init "a URI holding pin-value" "holds a PIN" \
 	--key-uri "$URI;pin-value=$PIN" --pkcs11-module "$MODULE"
 refuse_init "--pkcs11-module without --key-uri" "--pkcs11-module goes with --key-uri" \
 	--pkcs11-module "$MODULE"
+refuse_init "a relative module path" "give the module's absolute path" \
+	--key-uri "$URI" --pkcs11-module "./libsofthsm2.so" --passphrase-file "$W/pin"
 
 echo "# refusals at ca issue: nothing issued"
 rows() { "$MTLS" ca list --dir "$D" 2>/dev/null | tail -n +2 | wc -l; }
