@@ -17,19 +17,18 @@
 #include <openssl/err.h>
 #include <openssl/ui.h>
 
-#define PKCS11_ENGINE_ID   "pkcs11"
-#define PKCS11_MAX_MODULES 8
-#define PKCS11_URI_MAX	   4096
+#define PKCS11_ENGINE_ID "pkcs11"
+#define PKCS11_URI_MAX	 4096
 
-/* One initialized engine per module, kept until the process ends: keys loaded through it
- * refer to it, and a module is not meant to be loaded and unloaded again and again. */
-struct engine_slot {
-	char module[1024];
-	ENGINE *engine;
-};
-
+/* The engine, loaded and initialized with its module on first use and kept until the process
+ * ends: keys loaded through it refer to it. There is one: OpenSSL keeps a single instance of
+ * an engine per process (ENGINE_by_id() hands out the same one, and libp11's engine will not
+ * bind a second), and its module is set once, at its initialization. A process therefore
+ * uses one module; p11-kit's proxy, the default, reaches every module registered with
+ * p11-kit through it. */
 static pthread_mutex_t engines_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct engine_slot engines[PKCS11_MAX_MODULES];
+static char engine_module[1024];
+static ENGINE *engine;
 static UI_METHOD *no_prompt;
 
 bool pkcs11_is_uri(const char *s)
@@ -203,19 +202,23 @@ static int no_prompt_read(UI *ui, UI_STRING *uis)
 /* Must hold engines_mu. The engine for module, loaded and initialized on first use. */
 static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 {
-	struct engine_slot *free_slot = NULL;
 	ENGINE *e;
 	void *h;
 
-	for (int i = 0; i < PKCS11_MAX_MODULES; i++) {
-		if (engines[i].engine != NULL && strcmp(engines[i].module, module) == 0)
-			return engines[i].engine;
-		if (engines[i].engine == NULL && free_slot == NULL)
-			free_slot = &engines[i];
+	if (engine != NULL && strcmp(engine_module, module) == 0)
+		return engine;
+	if (engine != NULL) {
+		snprintf(err, err_len,
+			 "PKCS#11 module %s cannot be used: this process already uses module %s, "
+			 "and OpenSSL's PKCS#11 engine takes one module per process; give both "
+			 "keys the same module (p11-kit's proxy, %s, reaches every module "
+			 "registered with p11-kit)",
+			 module, engine_module, PKCS11_DEFAULT_MODULE);
+		return NULL;
 	}
-	if (free_slot == NULL || strlen(module) >= sizeof(free_slot->module)) {
-		snprintf(err, err_len, "too many PKCS#11 modules in one process (at most %d)",
-			 PKCS11_MAX_MODULES);
+	if (strlen(module) >= sizeof(engine_module)) {
+		snprintf(err, err_len, "PKCS#11 module path longer than %zu characters",
+			 sizeof(engine_module) - 1);
 		return NULL;
 	}
 	if (no_prompt == NULL) {
@@ -259,8 +262,8 @@ static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 	ERR_pop_to_mark();
 	/* ENGINE_init took a functional reference; the structural one from ENGINE_by_id is
 	 * kept too, both until exit */
-	snprintf(free_slot->module, sizeof(free_slot->module), "%s", module);
-	free_slot->engine = e;
+	snprintf(engine_module, sizeof(engine_module), "%s", module);
+	engine = e;
 	return e;
 }
 

@@ -45,7 +45,9 @@ int pkcs11_uri_check(const char *uri, char *module, size_t module_len, char *err
  * module-path, else PKCS11_DEFAULT_MODULE. pin: the token's user PIN, or NULL for a key that
  * needs no login. Returns a key the caller frees with EVP_PKEY_free(), or NULL with *why set
  * (may be NULL) and a one-line message in err that names the URI without any PIN. Safe to call
- * from several threads; loads are serialized. */
+ * from several threads; loads are serialized. A process uses one module, the first one a key
+ * was loaded through (OpenSSL has one instance of the engine, which takes its module once): a
+ * key naming another module is refused (PKCS11_NO_ENGINE). */
 EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 			  enum pkcs11_failure *why, char *err, size_t err_len);
 
