@@ -267,6 +267,30 @@ static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 	return e;
 }
 
+/* Can the token sign with key? The engine returns a key it found before from its cache,
+ * token or not. why: the engine's first error, for the message. */
+static bool signs(EVP_PKEY *key, char *why, size_t why_len)
+{
+	static const unsigned char probe[] = "mtls: is the token there?";
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	bool ok;
+
+	ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+	     EVP_DigestSign(md, NULL, &sig_len, probe, sizeof(probe)) == 1 &&
+	     (sig = OPENSSL_malloc(sig_len)) != NULL &&
+	     EVP_DigestSign(md, sig, &sig_len, probe, sizeof(probe)) == 1;
+	if (!ok) {
+		const char *r = ERR_reason_error_string(ERR_peek_error());
+
+		snprintf(why, why_len, "%s", r != NULL ? r : "signing failed");
+	}
+	OPENSSL_free(sig);
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
 /* What the engine's errors say, read from the queue: libp11 reports PKCS#11 return codes by
  * their names. */
 static enum pkcs11_failure failure_from_errors(void)
@@ -295,7 +319,7 @@ static enum pkcs11_failure failure_from_errors(void)
 EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 			  enum pkcs11_failure *why, char *err, size_t err_len)
 {
-	char uri_module[1024], path[PKCS11_URI_MAX + 1];
+	char uri_module[1024], path[PKCS11_URI_MAX + 1], why_sign[128] = "";
 	enum pkcs11_failure f = PKCS11_OK;
 	EVP_PKEY *key = NULL;
 	const char *q;
@@ -335,6 +359,10 @@ EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 		f = failure_from_errors();
 		if (f == PKCS11_NO_OBJECT && asked_pin)
 			f = PKCS11_BAD_PIN;
+	} else if (!signs(key, why_sign, sizeof(why_sign))) {
+		EVP_PKEY_free(key);
+		key = NULL;
+		f = PKCS11_NO_SIGN;
 	}
 	ERR_pop_to_mark();
 	switch (f) {
@@ -345,6 +373,13 @@ EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 				       "or an environment variable"
 				     : "the token refused the PIN for PKCS#11 key %s: wrong PIN",
 			 path);
+		break;
+	case PKCS11_NO_SIGN:
+		snprintf(err, err_len,
+			 "the token will not sign with PKCS#11 key %s (%s): it is missing, was "
+			 "removed or ended its session; once it is back, restart (the PKCS#11 "
+			 "engine keeps its session for the process)",
+			 path, why_sign);
 		break;
 	case PKCS11_PIN_LOCKED:
 		snprintf(err, err_len,

@@ -31,6 +31,9 @@ enum pkcs11_failure {
 	PKCS11_NO_OBJECT,  /* no private key matches the URI: no such object, or no such token
 			    * (absent, removed, another label): the engine tells them apart
 			    * only on its standard error */
+	PKCS11_NO_SIGN,	   /* the key was found but the token would not sign with it (removed,
+			    * its session ended): the engine keeps its session and the key's
+			    * handle for the process, so only a restart reaches the token again */
 };
 
 /* True if s names a key by PKCS#11 URI rather than a file ("pkcs11:", any case). */
@@ -44,7 +47,9 @@ int pkcs11_uri_check(const char *uri, char *module, size_t module_len, char *err
 /* Loads the private key uri names. module: the PKCS#11 module's path, or NULL for the URI's
  * module-path, else PKCS11_DEFAULT_MODULE. pin: the token's user PIN, or NULL for a key that
  * needs no login. Returns a key the caller frees with EVP_PKEY_free(), or NULL with *why set
- * (may be NULL) and a one-line message in err that names the URI without any PIN. Safe to call
+ * (may be NULL) and a one-line message in err that names the URI without any PIN. The key
+ * signs once before it is returned: the engine hands out a key it found before without
+ * asking the token, so this is what finds a token that is gone. Safe to call
  * from several threads; loads are serialized. A process uses one module, the first one a key
  * was loaded through (OpenSSL has one instance of the engine, which takes its module once): a
  * key naming another module is refused (PKCS11_NO_ENGINE). */

@@ -31,6 +31,7 @@
 #include "fileset.h"
 #include "ocspfetch.h"
 #include "pgrole.h"
+#include "pkcs11.h"
 #include "renewal.h"
 #include "renewer.h"
 #include "service_listen.h"
@@ -1496,6 +1497,19 @@ static int check(struct daemon *d, char *err, size_t len)
 				 o->renew_key_type);
 			return -1;
 		}
+	}
+	/* a renewal writes a new key file, and PKCS#11 has no atomic swap of objects: a token
+	 * key is rotated by hand (docs/keys.md) */
+	if (o->ca_url != NULL && pkcs11_is_uri(o->key)) {
+		snprintf(err, len,
+			 "--ca-url renews by writing a new key file, and a pkcs11: --key stays on "
+			 "its token; leave --ca-url out and rotate the token key by hand (a new "
+			 "object, a new certificate, --key changed, SIGHUP: see docs/keys.md)");
+		return -1;
+	}
+	if (o->pkcs11_module != NULL && !pkcs11_is_uri(o->key)) {
+		snprintf(err, len, "--pkcs11-module goes with a pkcs11: --key (pkcs11:token=...)");
+		return -1;
 	}
 	if (o->ca_url != NULL &&
 	    (o->key_passphrase_file != NULL || o->key_passphrase_env != NULL)) {

@@ -3,8 +3,9 @@
  * handshakes over socketpairs with the server's EC P-256 key and the client's RSA key on a
  * SoftHSM token, a reload from a file key to a token key and back, and the refusals: a wrong
  * PIN, no PIN, no such object or token, no such module, a URI holding a PIN, a token key
- * that is not the certificate's. The PIN is gone from the endpoint's state once the key is
- * loaded.
+ * that is not the certificate's, a second module in one process; the token taken away while
+ * a server runs (handshakes and a reload fail, saying so). The PIN is gone from the
+ * endpoint's state once the key is loaded.
  *
  * Each test runs in a process of its own (this program executes itself with the test's name)
  * with its own token in a mkdtemp directory and its own SOFTHSM2_CONF: a process has one
@@ -449,6 +450,50 @@ static void test_second_module(void **state)
 	mtls_free(srv2);
 }
 
+/* The token taken away while a server signs with it: the handshake fails with a message
+ * that names the key and says what to do, and a reload to the same key fails (the engine
+ * would hand out its cached key without asking the token) and keeps the state before. */
+static void test_token_removed(void **state)
+{
+	struct token *t = *state;
+	struct mtls *srv = mtls_server_new(), *cli = mtls_client_new();
+	struct mtls *sc, *cc;
+	int fds[2], srv_rc, cli_rc;
+	char away[300];
+
+	if (apply(srv, side(t, true, SERVER_KEY, PIN, t->server_pem)) != 0)
+		fail_msg("server: %s", mtls_error(srv));
+	assert_int_equal(apply(cli, side(t, false, NULL, NULL, NULL)), 0);
+	connect_ok(srv, cli);
+	snprintf(away, sizeof(away), "%s/away", t->dir);
+	assert_int_equal(run("mv %s/tokens %s", t->dir, away), 0);
+
+	/* a client of its own: one that resumes its session would need no signature */
+	mtls_free(cli);
+	cli = mtls_client_new();
+	assert_int_equal(apply(cli, side(t, false, NULL, NULL, NULL)), 0);
+	test_socketpair(fds);
+	sc = mtls_accept_fd(srv, fds[0]);
+	cc = mtls_connect_fd(cli, fds[1], "server.test");
+	test_handshake_pair(sc, cc, &srv_rc, &cli_rc);
+	assert_int_equal(srv_rc, -1);
+	assert_int_equal(cli_rc, -1);
+	assert_int_equal(mtls_error_reason(sc), MTLS_REASON_CONFIG);
+	if (strstr(mtls_error(sc), "cannot sign the handshake with private key " SERVER_KEY) ==
+		    NULL ||
+	    strstr(mtls_error(sc), "restart") == NULL)
+		fail_msg("server says: %s", mtls_error(sc));
+	test_pair_free(sc, cc, fds);
+
+	assert_int_equal(apply(srv, side(t, true, SERVER_KEY, PIN, t->server_pem)), -1);
+	assert_int_equal(mtls_error_reason(srv), MTLS_REASON_FILE);
+	if (strstr(mtls_error(srv), "the token will not sign with PKCS#11 key " SERVER_KEY) == NULL)
+		fail_msg("reload says: %s", mtls_error(srv));
+	assert_int_equal(run("mv %s %s/tokens", away, t->dir), 0);
+	mtls_free(srv);
+	mtls_free(cli);
+}
+
 /* The parent: each test again in a child process of this program, by name. */
 static void in_child(const char *name)
 {
@@ -481,6 +526,7 @@ CHILD(test_missing_module)
 CHILD(test_key_mismatch)
 CHILD(test_reload)
 CHILD(test_second_module)
+CHILD(test_token_removed)
 
 #define TOKEN_TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
@@ -492,6 +538,7 @@ int main(int argc, char **argv)
 		TOKEN_TEST(test_no_pin),	   TOKEN_TEST(test_missing_object),
 		TOKEN_TEST(test_missing_module),   TOKEN_TEST(test_key_mismatch),
 		TOKEN_TEST(test_reload),	   TOKEN_TEST(test_second_module),
+		TOKEN_TEST(test_token_removed),
 	};
 	const struct CMUnitTest children[] = {
 		cmocka_unit_test(child_test_uri_setter),
@@ -504,6 +551,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(child_test_key_mismatch),
 		cmocka_unit_test(child_test_reload),
 		cmocka_unit_test(child_test_second_module),
+		cmocka_unit_test(child_test_token_removed),
 	};
 
 	if (access(SOFTHSM_MOD, R_OK) != 0 || system("command -v pkcs11-tool >/dev/null") != 0 ||
