@@ -248,6 +248,11 @@ static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 			 "cannot load OpenSSL's PKCS#11 engine; install libengine-pkcs11-openssl");
 		return NULL;
 	}
+	/* Not a default for anything: OpenSSL's ENGINE_register_all_complete() (run by
+	 * OPENSSL_init_crypto(OPENSSL_INIT_ENGINE_ALL_BUILTIN), as libcurl's initialization
+	 * asks) would otherwise make it the engine of every EC and RSA key, and the peers'
+	 * public keys would be decoded as legacy keys our checks cannot read (weak_key) */
+	ENGINE_set_flags(e, ENGINE_get_flags(e) | ENGINE_FLAGS_NO_REGISTER_ALL);
 	/* QUIET: the engine's own lines on standard error say what our message says */
 	ENGINE_ctrl_cmd(e, "QUIET", 0, NULL, NULL, 0);
 	if (!ENGINE_ctrl_cmd_string(e, "MODULE_PATH", module, 0) || !ENGINE_init(e)) {

@@ -11,6 +11,8 @@
  * with its own token in a mkdtemp directory and its own SOFTHSM2_CONF: a process has one
  * PKCS#11 engine, whose module reads its configuration once, when it is initialized.
  */
+#define OPENSSL_SUPPRESS_DEPRECATED 1 /* ENGINE_register_all_complete(), as libcurl uses it */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -26,6 +28,7 @@
 
 #include <cmocka.h>
 #include <openssl/bn.h>
+#include <openssl/engine.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -266,6 +269,10 @@ static void test_handshakes(void **state)
 
 	if (apply(srv_tok, side(t, true, SERVER_KEY, PIN, t->server_pem)) != 0)
 		fail_msg("server: %s", mtls_error(srv_tok));
+	/* as libcurl's initialization has OpenSSL do (OPENSSL_INIT_ENGINE_ALL_BUILTIN): the
+	 * PKCS#11 engine must not become the engine of every key, the peers' too */
+	ENGINE_register_all_complete();
+	assert_null(ENGINE_get_pkey_meth_engine(EVP_PKEY_EC));
 	if (apply(cli_tok, side(t, false, CLIENT_KEY, PIN, t->client_pem)) != 0)
 		fail_msg("client: %s", mtls_error(cli_tok));
 	assert_int_equal(apply(srv_file, side(t, true, NULL, NULL, NULL)), 0);
