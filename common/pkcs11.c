@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,6 +17,7 @@
 #include <openssl/engine.h>
 #include <openssl/err.h>
 #include <openssl/ui.h>
+#include <p11-kit/pkcs11.h>
 
 #define PKCS11_ENGINE_ID "pkcs11"
 #define PKCS11_URI_MAX	 4096
@@ -29,6 +31,18 @@
 static pthread_mutex_t engines_mu = PTHREAD_MUTEX_INITIALIZER;
 static char engine_module[1024];
 static ENGINE *engine;
+
+/* The module, as the engine reaches it (dlopen gives one instance per path), for the login:
+ * this file logs in itself and never hands the PIN to the engine, because libp11 keeps a copy
+ * of a PIN it logged in with for the life of the process (to log in again after a fork). A
+ * token's login lasts while a session of the process is open on it: one is kept per token. */
+#define PKCS11_MAX_LOGINS 16
+static CK_FUNCTION_LIST_PTR p11;
+static struct {
+	CK_SLOT_ID slot;
+	CK_SESSION_HANDLE session;
+} logins[PKCS11_MAX_LOGINS];
+static int nlogins;
 static UI_METHOD *no_prompt;
 
 bool pkcs11_is_uri(const char *s)
@@ -239,7 +253,29 @@ static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 			 module, why != NULL ? why : "dlopen failed");
 		return NULL;
 	}
-	dlclose(h);
+	{
+		CK_C_GetFunctionList get = NULL;
+		void *sym = dlsym(h, "C_GetFunctionList");
+		CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+		CK_RV rv;
+
+		/* POSIX's way to a function from dlsym(): ISO C has no conversion */
+		if (sym != NULL)
+			memcpy(&get, &sym, sizeof(get));
+		/* as libp11 initializes it: threads may call it, with the OS's locks */
+		if (get == NULL || get(&p11) != CKR_OK || p11 == NULL ||
+		    ((rv = p11->C_Initialize(&args)) != CKR_OK &&
+		     rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			p11 = NULL;
+			dlclose(h);
+			snprintf(err, err_len,
+				 "PKCS#11 module %s does not initialize; check that it is a "
+				 "PKCS#11 module and its configuration",
+				 module);
+			return NULL;
+		}
+	}
+	/* h stays open: the module is in use until the process ends */
 	ERR_set_mark();
 	e = ENGINE_by_id(PKCS11_ENGINE_ID);
 	if (e == NULL) {
@@ -270,6 +306,96 @@ static ENGINE *engine_for(const char *module, char *err, size_t err_len)
 	snprintf(engine_module, sizeof(engine_module), "%s", module);
 	engine = e;
 	return e;
+}
+
+/* The value of path attribute name of uri, percent-decoded, into out; false if absent. */
+static bool uri_attr(const char *uri, const char *name, char *out, size_t out_len)
+{
+	const char *end = uri + strcspn(uri, "?");
+
+	for (const char *p = uri + 7; p < end;) {
+		const char *semi = memchr(p, ';', (size_t)(end - p));
+		size_t n = (size_t)((semi != NULL ? semi : end) - p), k = strlen(name);
+
+		if (attr_is(p, n, name) && n > k)
+			return pct_decode(p + k + 1, n - k - 1, out, out_len) == 0;
+		if (semi == NULL)
+			break;
+		p = semi + 1;
+	}
+	return false;
+}
+
+/* Does a space-padded field of a token's info (n bytes) say want? */
+static bool field_is(const unsigned char *field, size_t n, const char *want)
+{
+	size_t w = strlen(want);
+
+	while (n > 0 && field[n - 1] == ' ')
+		n--;
+	return n == w && memcmp(field, want, n) == 0;
+}
+
+static bool token_matches(const CK_TOKEN_INFO *t, const char *uri)
+{
+	char v[256];
+
+	return (!uri_attr(uri, "token", v, sizeof(v)) || field_is(t->label, 32, v)) &&
+	       (!uri_attr(uri, "manufacturer", v, sizeof(v)) ||
+		field_is(t->manufacturerID, 32, v)) &&
+	       (!uri_attr(uri, "model", v, sizeof(v)) || field_is(t->model, 16, v)) &&
+	       (!uri_attr(uri, "serial", v, sizeof(v)) || field_is(t->serialNumber, 16, v));
+}
+
+/* Must hold engines_mu, after engine_for(). Log in, with pin, to the one token uri names
+ * (unless the process is logged in there already), keeping the session open. */
+static enum pkcs11_failure login(const char *uri, const char *pin, char *err, size_t err_len)
+{
+	CK_SLOT_ID slots[64], found = 0;
+	CK_ULONG n = sizeof(slots) / sizeof(slots[0]);
+	CK_SESSION_HANDLE s;
+	CK_TOKEN_INFO info;
+	int matches = 0;
+	CK_RV rv;
+
+	if (p11->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+		n = 0;
+	for (CK_ULONG i = 0; i < n; i++)
+		if (p11->C_GetTokenInfo(slots[i], &info) == CKR_OK && token_matches(&info, uri)) {
+			found = slots[i];
+			matches++;
+		}
+	if (matches == 0)
+		return PKCS11_NO_OBJECT;
+	if (matches > 1) {
+		snprintf(err, err_len,
+			 "PKCS#11 URI %.*s matches %d tokens, and a PIN is tried on one only; name "
+			 "it with token= (or serial=)",
+			 (int)strcspn(uri, "?"), uri, matches);
+		return PKCS11_BAD_URI;
+	}
+	for (int i = 0; i < nlogins; i++)
+		if (logins[i].slot == found)
+			return PKCS11_OK;
+	if (nlogins == PKCS11_MAX_LOGINS) {
+		snprintf(err, err_len, "too many PKCS#11 tokens in one process (at most %d)",
+			 PKCS11_MAX_LOGINS);
+		return PKCS11_BAD_URI;
+	}
+	if (p11->C_OpenSession(found, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
+		return PKCS11_NO_OBJECT;
+	rv = p11->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)(uintptr_t)pin, (CK_ULONG)strlen(pin));
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		p11->C_CloseSession(s);
+		return rv == CKR_PIN_LOCKED ? PKCS11_PIN_LOCKED
+		       : rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE || rv == CKR_PIN_INVALID
+			       ? PKCS11_BAD_PIN
+			       : PKCS11_NO_OBJECT;
+	}
+	logins[nlogins].slot = found;
+	logins[nlogins].session = s;
+	nlogins++;
+	return PKCS11_OK;
 }
 
 /* Can the token sign with key? The engine returns a key it found before from its cache,
@@ -347,29 +473,30 @@ EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 		f = PKCS11_NO_ENGINE;
 		goto unlock;
 	}
-	ERR_set_mark();
-	if (pin != NULL && !ENGINE_ctrl_cmd_string(e, "PIN", pin, 0)) {
-		ERR_pop_to_mark();
-		snprintf(err, err_len, "the PKCS#11 engine did not take the PIN");
-		f = PKCS11_NO_ENGINE;
-		goto unlock;
+	/* the login first, by this file: the engine then finds the token logged in and is
+	 * never given the PIN */
+	if (pin != NULL && (f = login(path, pin, err, err_len)) != PKCS11_OK) {
+		if (f == PKCS11_BAD_URI)
+			goto unlock; /* err says why */
+		goto explain;
 	}
+	ERR_set_mark();
 	asked_pin = false;
 	key = ENGINE_load_private_key(e, path, no_prompt, NULL);
-	/* take the PIN back: the engine cleanses its copy when it is replaced (it refuses NULL);
-	 * the token stays logged in for the sessions that sign with the key */
-	if (pin != NULL)
-		ENGINE_ctrl_cmd_string(e, "PIN", "", 0);
 	if (key == NULL) {
 		f = failure_from_errors();
 		if (f == PKCS11_NO_OBJECT && asked_pin)
 			f = PKCS11_BAD_PIN;
+		/* logged in with the PIN given (login()): what the engine missed is the key */
+		if (pin != NULL && f == PKCS11_BAD_PIN)
+			f = PKCS11_NO_OBJECT;
 	} else if (!signs(key, why_sign, sizeof(why_sign))) {
 		EVP_PKEY_free(key);
 		key = NULL;
 		f = PKCS11_NO_SIGN;
 	}
 	ERR_pop_to_mark();
+explain:
 	switch (f) {
 	case PKCS11_OK: break;
 	case PKCS11_BAD_PIN:
@@ -396,7 +523,8 @@ EVP_PKEY *pkcs11_key_load(const char *uri, const char *module, const char *pin,
 		snprintf(err, err_len,
 			 "no private key matches PKCS#11 URI %s in module %s; check token= and "
 			 "object=/id= (pkcs11-tool --module %s --list-objects), that the token is "
-			 "present, and its PIN",
+			 "present (one removed while the process ran needs a restart once it is "
+			 "back), and its PIN",
 			 path, module, module);
 		break;
 	}

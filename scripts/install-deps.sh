@@ -22,6 +22,9 @@ packages=(
 	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
 	python3-psycopg2                    # a second PostgreSQL client library (test_pg_native)
+	libp11-kit-dev                      # PKCS#11's header, for common/pkcs11.c's login
+	libengine-pkcs11-openssl softhsm2 opensc  # PKCS#11 keys: OpenSSL's engine, a token, pkcs11-tool
+	gdb                                 # gcore: the secrets test searches the daemons' cores
 )
 
 missing=()
