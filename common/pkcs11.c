@@ -7,6 +7,7 @@
 
 #include "pkcs11.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <dlfcn.h>
 #include <stdint.h>
@@ -62,10 +63,14 @@ static int hex_value(char c)
 }
 
 /* Percent-decodes [s, s + n) into out (NUL-terminated). -1 if it does not fit, holds a bad
- * escape or decodes to a NUL. */
+ * escape or decodes to a NUL; out is "" then. */
 static int pct_decode(const char *s, size_t n, char *out, size_t out_len)
 {
 	size_t o = 0;
+
+	if (out_len == 0)
+		return -1;
+	out[0] = '\0';
 
 	for (size_t i = 0; i < n; i++) {
 		int c = (unsigned char)s[i];
@@ -74,22 +79,23 @@ static int pct_decode(const char *s, size_t n, char *out, size_t out_len)
 			int hi, lo;
 
 			if (n - i < 3)
-				return -1;
+				goto bad;
 			hi = hex_value(s[i + 1]);
 			lo = hex_value(s[i + 2]);
 			if (hi < 0 || lo < 0)
-				return -1;
+				goto bad;
 			c = hi * 16 + lo;
 			i += 2;
 		}
 		if (c == 0 || o + 1 >= out_len)
-			return -1;
+			goto bad;
 		out[o++] = (char)c;
 	}
-	if (out_len == 0)
-		return -1;
 	out[o] = '\0';
 	return 0;
+bad:
+	out[0] = '\0';
+	return -1;
 }
 
 static bool attr_is(const char *a, size_t n, const char *name)
@@ -120,6 +126,15 @@ int pkcs11_uri_check(const char *uri, char *module, size_t module_len, char *err
 		snprintf(err, err_len, "PKCS#11 URI longer than %d characters", PKCS11_URI_MAX);
 		return -1;
 	}
+	/* RFC 7512 percent-encodes anything else; and the URI is echoed in messages and logs */
+	for (size_t i = 0; i < len; i++)
+		if (!isgraph((unsigned char)uri[i])) {
+			snprintf(err, err_len,
+				 "PKCS#11 URI holds a space or a control character at offset %zu: "
+				 "percent-encode it (%%20 for a space)",
+				 i);
+			return -1;
+		}
 	end = uri + len;
 	q = memchr(uri, '?', len);
 	/* path attributes: name=value;name=value */

@@ -386,6 +386,8 @@ static void test_uri_setter(void **state)
 		"pkcs11:token=t1;object=srv?pin-source=file:/etc/pin",
 		"pkcs11:token=t1;object=srv;type=cert",
 		"pkcs11:",
+		"pkcs11:token=t 1;object=srv",
+		"pkcs11:token=t1;object=srv\n{\"forged\":1}",
 		"file:/key.pem",
 	};
 
