@@ -126,6 +126,24 @@ refused "--ca-url with a token key" "--ca-url renews by writing a new key file, 
 refused "--pkcs11-module with a key file" "--pkcs11-module goes with a pkcs11: --key" \
 	--cert "$C/server-chain.pem" --key "$TMP/server.key" --pkcs11-module "$SOFTHSM_MODULE"
 
+echo "# 3b. mtls doctor --config: a token key is no missing file, and it is loaded"
+{
+	echo "target 127.0.0.1:$BE_PORT"
+	echo "ca $C/ca.pem"
+	echo "allow-uri spiffe://test.mtls/ns/prod/sa/app1"
+	echo "cert $TMP/srv-tok.pem"
+	echo "key $SRV_KEY"
+	echo "key-passphrase-file $TMP/pin"
+} >"$TMP/doctor.conf"
+LAST_CMD="mtls doctor --config (key $SRV_KEY)"
+run "$MTLS" doctor --config "$TMP/doctor.conf"
+p=()
+[ "$RC" = 0 ] || p+=("exit status $RC, expected 0")
+[[ $OUT == *"$SRV_KEY: a key on a PKCS#11 token"* ]] || p+=("the key is not named as a token key")
+[[ $OUT != *"fail"*"$SRV_KEY"* ]] || p+=("a finding fails on the token key")
+[[ $OUT != *"$PIN"* ]] || p+=("the PIN is in the output")
+report "mtls doctor --config with a token key: no missing file, the key loads" "${p[@]+"${p[@]}"}"
+
 echo "# 4. SIGHUP: file key -> token key -> file key, under a live connection"
 conf() { # KEYLINES... : the server's config file
 	{
