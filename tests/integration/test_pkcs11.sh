@@ -126,6 +126,16 @@ refused "--ca-url with a token key" "--ca-url renews by writing a new key file, 
 refused "--pkcs11-module with a key file" "--pkcs11-module goes with a pkcs11: --key" \
 	--cert "$C/server-chain.pem" --key "$TMP/server.key" --pkcs11-module "$SOFTHSM_MODULE"
 
+# --user: the PIN file is read as the user, as a key file is (checked at start)
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
+	chmod 711 "$TMP"
+	refused "--user nobody, a PIN file only root can read" "--user nobody cannot read $TMP/pin" \
+		"${T[@]}" --key "$SRV_KEY" --key-passphrase-file "$TMP/pin" --user nobody
+	chmod 700 "$TMP"
+else
+	echo "skip  --user case: needs root and user nobody"
+fi
+
 echo "# 3b. mtls doctor --config: a token key is no missing file, and it is loaded"
 {
 	echo "target 127.0.0.1:$BE_PORT"
