@@ -6,8 +6,11 @@
  * the key never enters this process. Compiled into libmtls and the CA library.
  *
  * The PIN comes from the caller (a file or an environment variable, never a command line): a
- * URI holding pin-value or pin-source is refused. It is handed to the engine for the login,
- * then taken back from it (the engine wipes its copy), so only the token's login state is left.
+ * URI holding pin-value or pin-source is refused. This file logs in with it itself (the
+ * module's C_Login, one session kept open per token so that the login lasts) and never gives
+ * it to the engine, which would keep a copy for the life of the process (libp11 remembers the
+ * PIN to log in again after a fork): only the token's login state is left. The PIN is checked
+ * at the first login of the process; later loads from that token reuse the login.
  */
 #ifndef MTLS_PKCS11_H
 #define MTLS_PKCS11_H
