@@ -302,13 +302,14 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 			    "--ca-url; see --help");
 		return 2;
 	}
-	/* the agent renews by writing a new key file; the engine cannot make a key on a token
-	 * and PKCS#11 has no atomic swap of objects (docs/keys.md) */
+	/* the agent renews by writing a new key file and its copies; the engine cannot make a
+	 * key on a token and PKCS#11 has no atomic swap of objects (docs/keys.md) */
 	if (pkcs11_is_uri(o->key)) {
-		usage_error("--key pkcs11:...: mtls agent renews by writing a new key file, and a "
-			    "key on a PKCS#11 token stays there; rotate a token key by hand (a new "
-			    "object, a new certificate, the daemon's --key changed, SIGHUP: see "
-			    "docs/keys.md)");
+		usage_error(
+			"--key pkcs11:...: mtls agent renews by writing a new key file (and its "
+			"copies), and a key on a PKCS#11 token stays there; let the daemon "
+			"renew its certificate with the same token key (--ca-url), and rotate "
+			"the key by hand (see docs/keys.md)");
 		return 2;
 	}
 	if (o->dir == NULL && o->ca_url == NULL) {

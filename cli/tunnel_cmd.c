@@ -56,7 +56,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"ca-url", OPT_STRING, O(ca_url), "URL",                                           \
 		 "renew --cert and --key at this CA service (mtls ca serve, https://HOST:PORT, "   \
 		 "verified against --ca) at 2/3 of their life, and keep --ca its root bundle; "    \
-		 "their directories writable"},                                                    \
+		 "their directories writable (a pkcs11: --key: the certificate only, for the "     \
+		 "same token key)"},                                                               \
 		{"renew-key-type", OPT_STRING, O(renew_key_type), "ALG",                           \
 		 "new keys of --ca-url: p256, p384, ed25519, rsa3072, rsa4096 (default: the "      \
 		 "current key's type)"},                                                           \

@@ -3,7 +3,7 @@
 # mtls connector: traffic with the server's key on the token and the connector's in a file,
 # and the reverse (PIN from a file, then from an environment variable); refused at start with
 # one clear line and exit != 0: a wrong PIN, no PIN, a missing object, a missing module, a
-# URI holding the PIN, --ca-url with a token key; SIGHUP from a file key to the token key and
+# URI holding the PIN, a PIN file --user cannot read; mtls doctor --config; SIGHUP from a file key to the token key and
 # back under a live connection (and a reload with a wrong PIN keeps the old key); the token
 # taken away while the server runs: full handshakes fail with a line naming the key (a
 # resumed session needs no signature), a reload fails and keeps the old state, a connection
@@ -121,8 +121,6 @@ refused "a missing module" "cannot load PKCS#11 module $TMP/nosuch.so" \
 	"${T[@]}" --key "$SRV_KEY" --key-passphrase-file "$TMP/pin" --pkcs11-module "$TMP/nosuch.so"
 refused "a URI holding the PIN" "the PKCS#11 URI holds a PIN (pin-value/pin-source): remove it" \
 	"${T[@]}" --key "pkcs11:token=t1;object=srv;pin-value=$PIN"
-refused "--ca-url with a token key" "--ca-url renews by writing a new key file, and a pkcs11: --key stays on its token" \
-	"${T[@]}" --key "$SRV_KEY" --key-passphrase-file "$TMP/pin" --ca-url https://127.0.0.1:9
 refused "--pkcs11-module with a key file" "--pkcs11-module goes with a pkcs11: --key" \
 	--cert "$C/server-chain.pem" --key "$TMP/server.key" --pkcs11-module "$SOFTHSM_MODULE"
 
