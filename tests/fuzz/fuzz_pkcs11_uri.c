@@ -3,7 +3,8 @@
  * pkcs11_uri_check()), the text every later step trusts: the module path taken from it, the
  * URI echoed in messages and logs.
  *
- * Invariants: the result is 0 or -1, the same on a second call and without a module buffer;
+ * Invariants (with a module buffer of the size the callers give, 1024): the result is 0 or
+ * -1, the same on a second call and without a module buffer;
  * a refusal has a one-line message of printable characters; an accepted URI holds no
  * pin-value or pin-source attribute (in the path or the query, any case), no control
  * character or space, and its module path (NUL-terminated inside its buffer) is "" unless the
@@ -28,15 +29,24 @@ __attribute__((noreturn)) static void fail(const char *what, int line)
 	abort();
 }
 
-/* Does an attribute of text (split at ';', '?' and '&') start with name? */
+/* Does an attribute of text start with name? The path's attributes are split at ';' up to
+ * the first '?', the query's at '&' (RFC 7512): a ';' in the query is part of a value. */
 static int has_attr(const char *text, const char *name)
 {
-	size_t k = strlen(name);
+	size_t k = strlen(name), path_end = strcspn(text, "?");
 
-	for (const char *p = text; p != NULL && *p != '\0';) {
+	for (size_t i = 0; i < path_end;) {
+		if (strncasecmp(text + i, name, k) == 0)
+			return 1;
+		i += strcspn(text + i, ";?");
+		if (i < path_end)
+			i++;
+	}
+	for (const char *p = text[path_end] == '?' ? text + path_end + 1 : NULL;
+	     p != NULL && *p != '\0';) {
 		if (strncasecmp(p, name, k) == 0)
 			return 1;
-		p += strcspn(p, ";?&");
+		p += strcspn(p, "&");
 		if (*p != '\0')
 			p++;
 	}
@@ -45,7 +55,7 @@ static int has_attr(const char *text, const char *name)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *text = malloc(size + 1), module[64], err[512], err2[512];
+	char *text = malloc(size + 1), module[1024], err[512], err2[512];
 	int rc;
 
 	if (text == NULL)
