@@ -124,6 +124,14 @@ refused "a URI holding the PIN" "the PKCS#11 URI holds a PIN (pin-value/pin-sour
 refused "--pkcs11-module with a key file" "--pkcs11-module goes with a pkcs11: --key" \
 	--cert "$C/server-chain.pem" --key "$TMP/server.key" --pkcs11-module "$SOFTHSM_MODULE"
 
+LAST_CMD="mtls agent --key $SRV_KEY ..."
+run "$MTLS" agent --cert "$TMP/srv-tok.pem" --key "$SRV_KEY" --ca "$C/ca.pem" --ca-url https://127.0.0.1:9
+p=()
+[ "$RC" = 2 ] || p+=("exit status $RC, expected 2")
+[[ $ERR == *"mtls agent renews by writing a new key file"*"--ca-url"*"docs/keys.md"* ]] ||
+	p+=("the refusal does not say why and what to do instead")
+report "mtls agent with a token key: refused, pointing at the daemon's --ca-url" "${p[@]+"${p[@]}"}"
+
 # --user: the PIN file is read as the user, as a key file is (checked at start)
 if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
 	chmod 711 "$TMP"
