@@ -43,6 +43,7 @@
 #include "files.h"
 #include "log.h"
 #include "options.h"
+#include "pkcs11.h"
 #include "renewal.h"
 #include "service_notify.h"
 
@@ -299,6 +300,16 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 	if (o->dir == NULL && (o->cert == NULL || o->key == NULL || o->ca == NULL)) {
 		usage_error("give --dir DIR (what mtls enroll wrote), or --cert, --key, --ca and "
 			    "--ca-url; see --help");
+		return 2;
+	}
+	/* the agent renews by writing a new key file and its copies; the engine cannot make a
+	 * key on a token and PKCS#11 has no atomic swap of objects (docs/keys.md) */
+	if (pkcs11_is_uri(o->key)) {
+		usage_error(
+			"--key pkcs11:...: mtls agent renews by writing a new key file (and its "
+			"copies), and a key on a PKCS#11 token stays there; let the daemon "
+			"renew its certificate with the same token key (--ca-url), and rotate "
+			"the key by hand (see docs/keys.md)");
 		return 2;
 	}
 	if (o->dir == NULL && o->ca_url == NULL) {

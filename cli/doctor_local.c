@@ -14,6 +14,7 @@
 
 #include "certfields.h"
 #include "doctor.h"
+#include "pkcs11.h"
 
 static int no_passphrase(char *buf, int size, int rwflag, void *arg)
 {
@@ -196,8 +197,11 @@ void doctor_local_check(struct doctor_local *l, int purpose, time_t now, struct 
 	doctor_report_add(r, DOCTOR_OK, "cert", NULL, "%s: %s, issued by %s", l->cert_path,
 			  doctor_name(X509_get_subject_name(leaf), s, sizeof(s)),
 			  doctor_name(X509_get_issuer_name(leaf), i, sizeof(i)));
-	key = read_key(l->key_path, &encrypted, why, sizeof(why));
-	if (key == NULL)
+	if (pkcs11_is_uri(l->key_path)) { /* no file: the load check opens the token */
+		l->usable = true;
+		doctor_report_add(r, DOCTOR_OK, "key", NULL,
+				  "%s: a key on a PKCS#11 token (no file to read)", l->key_path);
+	} else if ((key = read_key(l->key_path, &encrypted, why, sizeof(why))) == NULL)
 		doctor_report_add(r, encrypted ? DOCTOR_WARN : DOCTOR_FAIL, "key",
 				  encrypted ? NULL
 					    : "give the private key file of this certificate",

@@ -23,13 +23,18 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 
 #define TLS_OPTIONS                                                                                \
 	{"cert", OPT_STRING, O(cert), "FILE", "own certificate chain (PEM, leaf first)"},          \
-		{"key", OPT_STRING, O(key), "FILE",                                                \
-		 "own private key (mode 0600; 0640 for --user's own group)"},                      \
+		{"key", OPT_STRING, O(key), "FILE|URI",                                            \
+		 "own private key (mode 0600; 0640 for --user's own group), or a key on a "        \
+		 "PKCS#11 token: pkcs11:token=LABEL;object=LABEL (no PIN in it)"},                 \
 		{"key-passphrase-file", OPT_STRING, O(key_passphrase_file), "FILE",                \
-		 "passphrase of an encrypted key, from FILE (mode 0600 as a key)"},                \
+		 "passphrase of an encrypted key, from FILE (mode 0600 as a key); for a pkcs11: "  \
+		 "key, the token's user PIN"},                                                     \
 		{"key-passphrase-env", OPT_STRING, O(key_passphrase_env), "VAR",                   \
 		 "passphrase of an encrypted key, from environment variable VAR (then wiped "      \
-		 "from the environment)"},                                                         \
+		 "from the environment); for a pkcs11: key, the token's user PIN"},                \
+		{"pkcs11-module", OPT_STRING, O(pkcs11_module), "PATH",                            \
+		 "PKCS#11 module of a pkcs11: --key (default: the URI's module-path, else "        \
+		 "p11-kit's proxy, p11-kit-proxy.so)"},                                            \
 		{"ca", OPT_STRING, O(ca), "FILE", "CA bundle the peer's chain must lead to"},      \
 		{"crl", OPT_LIST, O(crl), "FILE", "CRL (PEM); enables revocation checking"},       \
 		{"crl-check-chain", OPT_FLAG, O(crl_check_chain), NULL,                            \
@@ -51,7 +56,8 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"ca-url", OPT_STRING, O(ca_url), "URL",                                           \
 		 "renew --cert and --key at this CA service (mtls ca serve, https://HOST:PORT, "   \
 		 "verified against --ca) at 2/3 of their life, and keep --ca its root bundle; "    \
-		 "their directories writable"},                                                    \
+		 "their directories writable (a pkcs11: --key: the certificate only, for the "     \
+		 "same token key)"},                                                               \
 		{"renew-key-type", OPT_STRING, O(renew_key_type), "ALG",                           \
 		 "new keys of --ca-url: p256, p384, ed25519, rsa3072, rsa4096 (default: the "      \
 		 "current key's type)"},                                                           \

@@ -168,6 +168,24 @@ int mtls_config_set_key_mem(struct mtls_config *config, const uint8_t *pem, size
 int mtls_config_set_key_passphrase(struct mtls_config *config, const char *passphrase);
 int mtls_config_set_key_passphrase_file(struct mtls_config *config, const char *path);
 int mtls_config_set_key_passphrase_env(struct mtls_config *config, const char *name);
+/* Own private key on a PKCS#11 token (a hardware security module, a smart card, SoftHSM),
+ * named by an RFC 7512 URI: "pkcs11:token=LABEL;object=LABEL" (or id=%01...; type=private
+ * may be given; the query part may name the module: ?module-path=/usr/lib/...so). The key
+ * never leaves the token: it signs there, through OpenSSL's PKCS#11 engine (Debian:
+ * libengine-pkcs11-openssl). It replaces a key file or PEM given before, and one given after
+ * replaces it. The URI is checked at once: one holding a PIN (pin-value, pin-source) or not
+ * naming a private key is refused (reason config). The token is opened at mtls_configure():
+ * the key passphrase setters above give the token's user PIN (never in the URI); the PIN is
+ * used for the login and wiped like a passphrase. Failures there: a wrong, missing or locked
+ * PIN (bad_passphrase), no module, token or matching key (file), a key that is not the
+ * certificate's (key_mismatch). File permission checks do not apply. The token must stay
+ * present while the endpoint signs handshakes with it. The string is copied. */
+int mtls_config_set_key_uri(struct mtls_config *config, const char *uri);
+/* The PKCS#11 module (shared object) that reaches the token of mtls_config_set_key_uri().
+ * NULL or "": the URI's module-path, else p11-kit's proxy (p11-kit-proxy.so, every module
+ * registered with p11-kit). Not checked until mtls_configure(), which refuses a module that
+ * cannot be loaded (reason file). The string is copied. */
+int mtls_config_set_pkcs11_module(struct mtls_config *config, const char *path);
 
 /* Trusted roots for the peer's chain (PEM bundle). The system store is never used. */
 int mtls_config_set_ca_file(struct mtls_config *config, const char *path);

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "internal.h"
+#include "pkcs11.h"
 #include "readfile.h"
 
 /* Certificates, keys, CA bundles and CRLs larger than this are refused as a mistake. */
@@ -80,6 +81,8 @@ void mtls_config_free(struct mtls_config *c)
 		blob_free(&c->crls[i], false);
 	free(c->crls);
 	passphrase_free(c);
+	free(c->key_uri);
+	free(c->pkcs11_module);
 	free(c->ocsp_url);
 	free(c->alpn);
 	free(c->staple_der);
@@ -138,6 +141,8 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 	k->staple_der = NULL;
 	k->staple_len = 0;
 	k->passphrase_set = false;
+	k->key_uri = NULL;
+	k->pkcs11_module = NULL;
 	k->ocsp_url = NULL;
 	k->alpn = NULL;
 	memset(&k->allow_uri, 0, sizeof(k->allow_uri));
@@ -155,6 +160,10 @@ struct mtls_config *config_clone(const struct mtls_config *c)
 		for (; ok && k->ncrls < c->ncrls; k->ncrls++)
 			ok = blob_copy(&k->crls[k->ncrls], &c->crls[k->ncrls]) == 0;
 	}
+	if (ok && c->key_uri != NULL)
+		ok = (k->key_uri = strdup(c->key_uri)) != NULL;
+	if (ok && c->pkcs11_module != NULL)
+		ok = (k->pkcs11_module = strdup(c->pkcs11_module)) != NULL;
 	if (ok && c->ocsp_url != NULL)
 		ok = (k->ocsp_url = strdup(c->ocsp_url)) != NULL;
 	if (ok && c->alpn != NULL)
@@ -298,18 +307,60 @@ static mode_t secret_mode(const char *path, mode_t mode)
 	return mode;
 }
 
+static void key_uri_free(struct mtls_config *c)
+{
+	free(c->key_uri);
+	c->key_uri = NULL;
+}
+
 int mtls_config_set_key_file(struct mtls_config *c, const char *path)
 {
 	if (read_file(c, "private key", path, &c->key, &c->key_mode) != 0)
 		return -1;
 	c->key_mode = secret_mode(path, c->key_mode);
+	key_uri_free(c);
 	return 0;
 }
 
 int mtls_config_set_key_mem(struct mtls_config *c, const uint8_t *pem, size_t len)
 {
 	c->key_mode = 0;
-	return copy_mem(c, "private key", pem, len, &c->key);
+	if (copy_mem(c, "private key", pem, len, &c->key) != 0)
+		return -1;
+	key_uri_free(c);
+	return 0;
+}
+
+int mtls_config_set_key_uri(struct mtls_config *c, const char *uri)
+{
+	char why[300];
+	char *copy;
+
+	if (uri == NULL || uri[0] == '\0')
+		return error_set(&c->err, MTLS_REASON_USAGE, "key URI: none given");
+	/* the text is checked now (a PIN in it is refused before it is copied anywhere); the
+	 * token is opened by mtls_configure() */
+	if (pkcs11_uri_check(uri, NULL, 0, why, sizeof(why)) != 0)
+		return error_set(&c->err, MTLS_REASON_CONFIG, "%s", why);
+	copy = strdup(uri);
+	if (copy == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	blob_free(&c->key, true);
+	c->key_mode = 0;
+	key_uri_free(c);
+	c->key_uri = copy;
+	return 0;
+}
+
+int mtls_config_set_pkcs11_module(struct mtls_config *c, const char *path)
+{
+	char *copy = NULL;
+
+	if (path != NULL && path[0] != '\0' && (copy = strdup(path)) == NULL)
+		return error_set(&c->err, MTLS_REASON_INTERNAL, "out of memory");
+	free(c->pkcs11_module);
+	c->pkcs11_module = copy;
+	return 0;
 }
 
 static int set_passphrase(struct mtls_config *c, const char *pass, size_t len)

@@ -488,6 +488,17 @@ static int handshake_error(struct mtls *c, int ssl_err, int saved_errno)
 	if (ssl_err == SSL_ERROR_ZERO_RETURN)
 		return error_set(&c->conn.err, MTLS_REASON_TRUNCATED,
 				 "the %s closed the connection during the handshake", peer);
+	/* the PKCS#11 engine's errors (a library number it was given at run time) come first
+	 * when the token would not sign: a local fault, to be named as one, with the key */
+	if (c->state->config->key_uri != NULL && (lib >= ERR_LIB_USER || lib == ERR_LIB_ENGINE))
+		return error_set(
+			&c->conn.err, MTLS_REASON_CONFIG,
+			"cannot sign the handshake with private key %s: %s; the token is "
+			"missing, was removed or ended its session: check it "
+			"(pkcs11-tool --list-slots); once it is back, restart (the PKCS#11 "
+			"engine keeps its session for the process)",
+			c->state->config->key_uri,
+			text != NULL ? text : "the PKCS#11 engine failed");
 	if (lib != ERR_LIB_SSL)
 		return error_set_ssl(&c->conn.err, MTLS_REASON_HANDSHAKE_FAILED,
 				     "handshake with the %s failed", peer);

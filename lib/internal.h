@@ -87,8 +87,10 @@ struct mtls_config {
 	struct blob ca;
 	struct blob *crls;
 	size_t ncrls;
-	char *passphrase;
+	char *passphrase; /* or, for a key_uri, the token's user PIN */
 	bool passphrase_set;
+	char *key_uri;	     /* a key on a PKCS#11 token (then key holds none), or NULL */
+	char *pkcs11_module; /* the PKCS#11 module for key_uri, or NULL for the default */
 
 	bool crl_check_chain;
 	int64_t crl_grace;

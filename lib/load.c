@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "internal.h"
+#include "pkcs11.h"
 
 static BIO *blob_bio(const struct blob *b)
 {
@@ -109,12 +110,37 @@ static void pem_kinds(const struct blob *b, bool *keys, bool *certs)
 	ERR_clear_error();
 }
 
+/* A key on a PKCS#11 token: no file, so no permission check; the passphrase is the PIN. */
+static EVP_PKEY *read_token_key(const struct mtls_config *c, struct error *err)
+{
+	enum pkcs11_failure why = PKCS11_OK;
+	char msg[ERROR_MSG_MAX - 32];
+	EVP_PKEY *key;
+	enum mtls_reason reason;
+
+	key = pkcs11_key_load(c->key_uri, c->pkcs11_module,
+			      c->passphrase_set ? c->passphrase : NULL, &why, msg, sizeof(msg));
+	if (key != NULL)
+		return key;
+	switch (why) {
+	case PKCS11_BAD_PIN:
+	case PKCS11_PIN_LOCKED: reason = MTLS_REASON_BAD_PASSPHRASE; break;
+	case PKCS11_BAD_URI: reason = MTLS_REASON_CONFIG; break;
+	default: reason = MTLS_REASON_FILE; break; /* no module, token or object to read */
+	}
+	error_set(err, reason, "%s", msg);
+	return NULL;
+}
+
 static EVP_PKEY *read_key(const struct mtls_config *c, struct error *err)
 {
 	struct pass_ctx pc = {.config = c};
 	bool keys, certs;
 	BIO *bio;
 	EVP_PKEY *key;
+
+	if (c->key_uri != NULL)
+		return read_token_key(c, err);
 
 	/* the certificate given twice, a common slip: say so, not "chmod 600" */
 	pem_kinds(&c->key, &keys, &certs);
@@ -204,7 +230,7 @@ int load_own_cert(struct state *st, const struct mtls_config *c, struct error *e
 		error_set(err, MTLS_REASON_KEY_MISMATCH,
 			  "private key %s does not match certificate %s; give the key that was "
 			  "issued with this certificate",
-			  c->key.origin, c->cert.origin);
+			  c->key_uri != NULL ? c->key_uri : c->key.origin, c->cert.origin);
 		goto out;
 	}
 	st->cert_not_after = certfields_time(X509_get0_notAfter(sk_X509_value(certs, 0)));

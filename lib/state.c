@@ -159,7 +159,7 @@ struct state *state_build(bool server, const struct mtls_config *given, const st
 			  "insecure_server_eku_clients out of the client's config");
 		goto fail;
 	}
-	if ((c->cert.data == NULL) != (c->key.data == NULL)) {
+	if ((c->cert.data == NULL) != (c->key.data == NULL && c->key_uri == NULL)) {
 		error_set(
 			err, MTLS_REASON_CONFIG,
 			"a certificate needs its private key and a key its certificate: give both");

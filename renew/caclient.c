@@ -21,6 +21,7 @@
 #include "certfields.h"
 #include "files.h"
 #include "keys.h"
+#include "pkcs11.h"
 
 #define CONNECT_TIMEOUT_S 10L
 #define TOTAL_TIMEOUT_S	  30L
@@ -181,7 +182,7 @@ void caclient_init(void)
 static int request(const char *url, const char *base, const struct caclient_tls *tls,
 		   const char *post, long *status, struct body *b, char *err, size_t err_len)
 {
-	char ebuf[CURL_ERROR_SIZE] = "", why[CURL_ERROR_SIZE * 2];
+	char ebuf[CURL_ERROR_SIZE] = "", why[CURL_ERROR_SIZE * 2], key_uri[4097];
 	struct curl_slist *hdr = NULL;
 	struct curl_blob root;
 	CURL *c;
@@ -246,11 +247,35 @@ static int request(const char *url, const char *base, const struct caclient_tls 
 			     curl_version_info(CURLVERSION_NOW)->version);
 			goto out;
 		}
-		if (tls->cert_file != NULL &&
-		    (curl_easy_setopt(c, CURLOPT_SSLCERT, tls->cert_file) != CURLE_OK ||
-		     curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM") != CURLE_OK ||
-		     curl_easy_setopt(c, CURLOPT_SSLKEY, tls->key_file) != CURLE_OK ||
-		     curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM") != CURLE_OK)) {
+		if (tls->cert_file != NULL && pkcs11_is_uri(tls->key_file)) {
+			/* a key on a token, through the PKCS#11 engine the process already
+			 * loaded (pkcs11_key_load(): its module, its login), by the URI without
+			 * its query, which the engine's parser does not take */
+			size_t n = strcspn(tls->key_file, "?");
+
+			if (n >= sizeof(key_uri)) {
+				fail(err, err_len, "PKCS#11 URI too long");
+				goto out;
+			}
+			memcpy(key_uri, tls->key_file, n);
+			key_uri[n] = '\0';
+			if (curl_easy_setopt(c, CURLOPT_SSLCERT, tls->cert_file) != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM") != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLENGINE, "pkcs11") != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLKEY, key_uri) != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "ENG") != CURLE_OK) {
+				fail(err, err_len,
+				     "the HTTP client cannot use the PKCS#11 engine for %s "
+				     "(libcurl "
+				     "%s)",
+				     key_uri, curl_version_info(CURLVERSION_NOW)->version);
+				goto out;
+			}
+		} else if (tls->cert_file != NULL &&
+			   (curl_easy_setopt(c, CURLOPT_SSLCERT, tls->cert_file) != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM") != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLKEY, tls->key_file) != CURLE_OK ||
+			    curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM") != CURLE_OK)) {
 			fail(err, err_len, "out of memory");
 			goto out;
 		}

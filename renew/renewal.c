@@ -26,6 +26,7 @@
 #include "files.h"
 #include "fileset.h"
 #include "keys.h"
+#include "pkcs11.h"
 #include "renewal.h"
 
 static int fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -264,8 +265,19 @@ static bool dir_after(const char *a, const char *b)
 	return sa.st_ino > sb.st_ino;
 }
 
-int renewal_recover(const struct renewal_files *f, char *err, size_t err_len)
+/* f with key NULL if it is a key on a PKCS#11 token: no file, never replaced */
+static struct renewal_files files_only(const struct renewal_files *f)
 {
+	struct renewal_files ff = *f;
+
+	if (pkcs11_is_uri(ff.key))
+		ff.key = NULL;
+	return ff;
+}
+
+int renewal_recover(const struct renewal_files *fk, char *err, size_t err_len)
+{
+	const struct renewal_files ff = files_only(fk), *f = &ff;
 	int lock_first = -1, lock_second = -1, rc = -1;
 	const char *first = f->cert, *second = f->key;
 
@@ -293,7 +305,7 @@ int renewal_files_apart(const struct renewal_files *f, char *err, size_t err_len
 {
 	struct stat a, b;
 
-	if (f->key == NULL)
+	if (f->key == NULL || pkcs11_is_uri(f->key))
 		return 0;
 	if (strcmp(f->cert, f->key) == 0 || (stat(f->cert, &a) == 0 && stat(f->key, &b) == 0 &&
 					     a.st_dev == b.st_dev && a.st_ino == b.st_ino))
@@ -315,10 +327,14 @@ static mode_t mode_of(const char *path, mode_t dflt)
 /* ------------------------------------------------------------------------------------ */
 /* One renewal */
 
-int renewal_renew(const char *base_url, const struct renewal_files *f, const char *key_type,
+int renewal_renew(const char *base_url, const struct renewal_files *fk, const char *key_type,
 		  bool same_key, const atomic_bool *stop, struct renewal_result *out, char *err,
 		  size_t err_len)
 {
+	/* a key on a token: no key file to lock, recover or replace, and the same key again
+	 * (the engine makes no keys, and PKCS#11 has no atomic swap of objects) */
+	const bool token = pkcs11_is_uri(fk->key);
+	const struct renewal_files ff = files_only(fk), *f = &ff;
 	struct caclient_issued iss = {0};
 	char base[512], *capem = NULL, *keypem = NULL, *serial = NULL, when[32];
 	size_t ca_len = 0, key_len = 0;
@@ -338,8 +354,10 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 	if (caclient_base_url(base_url, base, sizeof(base), err, err_len) != 0)
 		return -1;
 	/* one renewal of these files at a time, across processes (mtls renew, mtls enroll) */
+	if (token)
+		same_key = true;
 	if ((lock_cert = lock_dir_of(f->cert, -1, err, err_len)) < 0 ||
-	    (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0)
+	    (f->key != NULL && (lock_key = lock_dir_of(f->key, lock_cert, err, err_len)) < 0))
 		goto out;
 	if (recover_locked(f, err, err_len) != 0)
 		goto out;
@@ -348,13 +366,15 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 	if ((chain = read_certs(f->cert, "certificate file", NULL, NULL, err, err_len)) == NULL)
 		goto out;
 	leaf = sk_X509_value(chain, 0);
-	oldkey = keys_load(f->key, NULL, err, err_len);
+	/* the token's login is the process's, made when the daemon loaded the key: no PIN */
+	oldkey = token ? pkcs11_key_load(fk->key, NULL, NULL, NULL, err, err_len)
+		       : keys_load(f->key, NULL, err, err_len);
 	if (oldkey == NULL)
 		goto out;
 	if (EVP_PKEY_eq(X509_get0_pubkey(leaf), oldkey) != 1) {
 		fail(err, err_len,
 		     "%s does not match the certificate in %s; enroll again with a new token",
-		     f->key, f->cert);
+		     fk->key, f->cert);
 		goto out;
 	}
 	if (!renewal_leaf_can_renew(leaf)) {
@@ -392,7 +412,7 @@ int renewal_renew(const char *base_url, const struct renewal_files *f, const cha
 		goto out;
 	}
 	{
-		struct caclient_tls tls = {capem, ca_len, f->cert, f->key, stop};
+		struct caclient_tls tls = {capem, ca_len, f->cert, fk->key, stop};
 
 		if (caclient_issue(base, "/v1/renew", req, key, &tls, roots, &iss, out->names,
 				   sizeof(out->names), err, err_len) != 0)

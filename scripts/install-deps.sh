@@ -22,7 +22,9 @@ packages=(
 	openjdk-17-jdk-headless             # javac, keytool: the Java guide's test (test_java_client)
 	systemd                             # systemd-analyze, systemd-socket-activate (test_systemd_*; not run)
 	python3-psycopg2                    # a second PostgreSQL client library (test_pg_native)
-	softhsm2 opensc libengine-pkcs11-openssl  # PKCS#11: a software token, pkcs11-tool, OpenSSL's engine (test_ca_pkcs11)
+	libp11-kit-dev                      # PKCS#11's header, for common/pkcs11.c's login
+	libengine-pkcs11-openssl softhsm2 opensc  # PKCS#11 keys: OpenSSL's engine, a token, pkcs11-tool (test_pkcs11, test_ca_pkcs11)
+	gdb                                 # gcore: the secrets test searches the daemons' cores
 )
 
 missing=()

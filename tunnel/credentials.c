@@ -21,6 +21,7 @@
 
 #include "certfields.h"
 #include "credentials.h"
+#include "pkcs11.h"
 
 static int add_all(struct mtls_config *c, const struct tunnel_list *l,
 		   int (*add)(struct mtls_config *, const char *))
@@ -183,7 +184,10 @@ struct mtls_config *credentials_build(const struct tunnel_options *o,
 	if (o->insecure_key_permissions)
 		mtls_config_insecure_key_permissions(c);
 	if ((o->cert != NULL && mtls_config_set_cert_file(c, o->cert) != 0) ||
-	    (o->key != NULL && mtls_config_set_key_file(c, o->key) != 0) ||
+	    (o->key != NULL && !pkcs11_is_uri(o->key) &&
+	     mtls_config_set_key_file(c, o->key) != 0) ||
+	    (o->key != NULL && pkcs11_is_uri(o->key) && mtls_config_set_key_uri(c, o->key) != 0) ||
+	    (o->pkcs11_module != NULL && mtls_config_set_pkcs11_module(c, o->pkcs11_module) != 0) ||
 	    (o->key_passphrase_file != NULL &&
 	     mtls_config_set_key_passphrase_file(c, o->key_passphrase_file) != 0) ||
 	    (pass != NULL && mtls_config_set_key_passphrase(c, pass->buf) != 0) ||
@@ -235,7 +239,7 @@ size_t credentials_files(const struct tunnel_options *o, const char **out, size_
 
 	if (o->cert != NULL && n < max)
 		out[n++] = o->cert;
-	if (o->key != NULL && n < max)
+	if (o->key != NULL && !pkcs11_is_uri(o->key) && n < max) /* a token: no file to watch */
 		out[n++] = o->key;
 	if (o->key_passphrase_file != NULL && n < max)
 		out[n++] = o->key_passphrase_file;

@@ -67,7 +67,8 @@ int credentials_cert_validity(const char *path, time_t *not_before, time_t *not_
 int credentials_status(const struct tunnel_options *o, const char *const *crl_urls, json_t *obj);
 
 /* The files a reload depends on (certificate, key, passphrase file, CA, CRLs), to watch for
- * changes. Returns how many were put in out. */
+ * changes; a key on a PKCS#11 token (a pkcs11: URI) is no file and is left out. Returns how
+ * many were put in out. */
 size_t credentials_files(const struct tunnel_options *o, const char **out, size_t max);
 
 /* root's effective group and groups, kept while the files are read as another user */

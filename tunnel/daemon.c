@@ -2,6 +2,7 @@
  * The daemon's main thread: check the whole configuration, bind, drop privileges, start the
  * workers, then handle signals, reloads and the final drain.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -31,6 +32,7 @@
 #include "fileset.h"
 #include "ocspfetch.h"
 #include "pgrole.h"
+#include "pkcs11.h"
 #include "renewal.h"
 #include "renewer.h"
 #include "service_listen.h"
@@ -1497,7 +1499,20 @@ static int check(struct daemon *d, char *err, size_t len)
 			return -1;
 		}
 	}
-	if (o->ca_url != NULL &&
+	/* a token key is renewed with the same key: the engine makes no keys, and PKCS#11 has
+	 * no atomic swap of objects (docs/keys.md) */
+	if (o->ca_url != NULL && pkcs11_is_uri(o->key) && o->renew_key_type != NULL) {
+		snprintf(err, len,
+			 "--renew-key-type: --ca-url renews a pkcs11: --key with the same key (a "
+			 "token key is rotated by hand: see docs/keys.md); leave --renew-key-type "
+			 "out");
+		return -1;
+	}
+	if (o->pkcs11_module != NULL && !pkcs11_is_uri(o->key)) {
+		snprintf(err, len, "--pkcs11-module goes with a pkcs11: --key (pkcs11:token=...)");
+		return -1;
+	}
+	if (o->ca_url != NULL && !pkcs11_is_uri(o->key) &&
 	    (o->key_passphrase_file != NULL || o->key_passphrase_env != NULL)) {
 		snprintf(err, len,
 			 "--ca-url writes each new key unencrypted (mode 0600), so it does not go "
@@ -1623,6 +1638,28 @@ static int recover_if_journal(const char *cert, const char *key, char *err, size
 	return 0;
 }
 
+/* The key as the renewal thread names it: a pkcs11: URI with the --pkcs11-module in its query
+ * (the thread loads the key itself, through the module the process uses), else --key. */
+static const char *renewal_key_name(const struct tunnel_options *o, char *buf, size_t len)
+{
+	size_t n;
+
+	if (!pkcs11_is_uri(o->key) || o->pkcs11_module == NULL)
+		return o->key;
+	n = (size_t)snprintf(buf, len, "%s%cmodule-path=", o->key,
+			     strchr(o->key, '?') != NULL ? '&' : '?');
+	for (const char *p = o->pkcs11_module; *p != '\0' && n + 4 < len; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if (isalnum(ch) || strchr("/._-~", ch) != NULL)
+			buf[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(buf + n, len - n, "%%%02X", ch);
+	}
+	buf[n < len ? n : len - 1] = '\0';
+	return buf;
+}
+
 /* --ca-url: the renewal thread writes the new key and chain as the daemon runs, so their
  * directories must be writable by it (by --user's ids: called as that user); --ca's
  * directory too, for the roots, else they are not refreshed (said once, now). */
@@ -1635,7 +1672,7 @@ static int check_renewal_files(struct main_state *ms, char *err, size_t len)
 		return recover_if_journal(o->cert, o->key, err, len);
 	if (renewer_check(o->cert, o->key, err, len) != 0)
 		return -1;
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < (pkcs11_is_uri(o->key) ? 1 : 2); i++) { /* a token: no key file */
 		const char *f = i == 0 ? o->cert : o->key;
 
 		if (!dir_writable(f)) {
@@ -2067,14 +2104,16 @@ static int prepare_check(struct tunnel *t, long long fds, const char *part)
 		goto config;
 	if (o->ca_url != NULL) {
 		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
+		char key_name[8192];
 
 		if (o->ca_refresh != NULL &&
 		    duration_parse(o->ca_refresh, "--ca-refresh", 1000, 86400000, &every_ms, err,
 				   sizeof(err)) != 0)
 			goto config;
-		ms->renewer = renewer_new(o->ca_url, o->cert, o->key, o->ca, o->renew_key_type,
-					  ms->roots_writable ? every_ms / 1000 : 0, &d->metrics,
-					  err, sizeof(err));
+		ms->renewer = renewer_new(
+			o->ca_url, o->cert, renewal_key_name(o, key_name, sizeof(key_name)), o->ca,
+			o->renew_key_type, ms->roots_writable ? every_ms / 1000 : 0, &d->metrics,
+			err, sizeof(err));
 		if (ms->renewer == NULL)
 			goto config;
 		/* a renewed certificate's staple is fetched before it is swapped in */

@@ -46,6 +46,7 @@ struct tunnel_options {
 	const char *key;
 	const char *key_passphrase_file;
 	const char *key_passphrase_env;
+	const char *pkcs11_module; /* for a key given as a pkcs11: URI; NULL: the default */
 	const char *ca;
 	struct tunnel_list crl;
 	int crl_check_chain;
