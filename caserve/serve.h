@@ -50,6 +50,7 @@ struct serve_options {
 	long long idle_timeout_ms; /* an API or HTTP connection that moves nothing */
 	const char *passphrase;	   /* of the issuing key, or NULL */
 	const char *cert_dir;	   /* where the API's own certificate and key are kept */
+	struct sandbox *sandbox;   /* Landlock applied by the caller; seccomp by serve_run */
 };
 
 #define SERVE_BODY_MAX	       (64 * 1024) /* a JSON request: a CSR with many names fits */
