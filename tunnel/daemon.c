@@ -2472,6 +2472,22 @@ int tunnel_check_distinct(const struct tunnel_options *const *o, const char *con
 	return rc;
 }
 
+/* Whether a change of files (mtls renew, mtls agent) left its journal beside cert. */
+static bool journal_left(const char *cert)
+{
+	const char *names[] = {FILESET_JOURNAL, FILESET_UNDO};
+	const char *slash = cert != NULL ? strrchr(cert, '/') : NULL;
+	char path[PATH_MAX + 32];
+
+	for (size_t i = 0; cert != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%.*s/%s", slash != NULL ? (int)(slash - cert) : 1,
+			 slash != NULL ? cert : ".", names[i]);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* What a tunnel reads and writes, for the sandbox (sandbox.h): the directories of the files
  * it reads, read-only (a rotation renames a new file in; the watcher sees the new inode);
  * where it writes, read-write: the --crl-cache directories, with --ca-url the directories of
@@ -2491,7 +2507,8 @@ static int sandbox_paths(struct sandbox *sb, const struct tunnel_options *o)
 		rc |= sandbox_read_dir_of(sb, o->config_files.v[i]);
 	for (size_t i = 0; i < o->crl_cache.n; i++)
 		rc |= sandbox_write_dir_of(sb, o->crl_cache.v[i]);
-	if (o->ca_url != NULL) {
+	/* and a change of files cut short, which the start finishes (recover_if_journal) */
+	if (o->ca_url != NULL || journal_left(o->cert)) {
 		rc |= sandbox_write_dir_of(sb, o->cert);
 		rc |= sandbox_write_dir_of(sb, o->key);
 		rc |= sandbox_write_dir_of(sb, o->ca);
