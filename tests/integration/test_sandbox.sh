@@ -87,7 +87,6 @@ MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_bg "$W/ca.log" "$MTLS" ca serve --dir 
 CA_PID=$BG_PID
 wait_for_line "$W/ca.log" '"event":"listening"' "$READY_LIMIT" "$CA_PID" ||
 	_lib_die "(setup) mtls ca serve did not start: $(cat "$W/ca.log")"
-CA_PORT=$(_daemon_port "$W/ca.log" listening)
 CA_REAL=$(daemon_pid "$W/ca.log")
 p=()
 mapfile -t p < <(sandboxed_problems "$W/ca.log")
