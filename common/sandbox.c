@@ -403,6 +403,8 @@ int sandbox_seccomp(struct sandbox *sb, char *err, size_t len)
 		return -1;
 	}
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	if (rc == 0) /* the kernel's errno, not -ECANCELED, from seccomp_load() */
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
 	if (rc == 0)
 		rc = allow_all(ctx, calls_base, N(calls_base), SCMP_ACT_ALLOW);
 	if (rc == 0 && sb->daemon != SANDBOX_AGENT)
@@ -427,6 +429,17 @@ int sandbox_seccomp(struct sandbox *sb, char *err, size_t len)
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
+	if (rc == -EPERM || rc == -EACCES || rc == -ENOSYS) {
+		/* a filter of the service manager's that lacks seccomp() (systemd units: see
+		 * systemd/), or a kernel without filters */
+		LOG(LOG_WARN, "sandbox_unavailable", LS("missing", "seccomp"),
+		    LS("reason", strerror(-rc)),
+		    LS("message",
+		       "the seccomp filter cannot be loaded here: the daemon runs "
+		       "without its system call allowlist; allow seccomp() to it (systemd: "
+		       "SystemCallFilter=seccomp)"));
+		return 0;
+	}
 	if (rc != 0) {
 		snprintf(err, len,
 			 "sandbox: cannot load the seccomp filter: %s; start with "
