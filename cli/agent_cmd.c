@@ -484,6 +484,7 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 			usage_error(err);
 			return 1;
 		}
+		sandbox_warnings(a->sandbox);
 	}
 	a->outs[0] = (struct agent_out){o->cert_out, 0644, "--cert-out"};
 	a->outs[1] = (struct agent_out){o->key_out, 0600, "--key-out"};

@@ -202,6 +202,7 @@ int cmd_ca_serve(int argc, char **argv)
 		ca_failf("serve", "--log-file: cannot open '%s'", o.log_file);
 		goto out;
 	}
+	sandbox_warnings(sb);
 	so.dir = o.dir;
 	so.listen = o.listen;
 	so.http_listen = strcmp(o.http_listen, "none") == 0 ? NULL : o.http_listen;

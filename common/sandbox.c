@@ -75,6 +75,11 @@ struct sandbox {
 	int landlock_abi; /* in force; 0: not */
 	const char *landlock_what;
 	bool seccomp;
+	/* what sandbox_landlock() found to warn about, logged by sandbox_warnings() once the
+	 * log is set up */
+	enum { WARN_NONE, WARN_OFF, WARN_NO_LANDLOCK, WARN_PARTIAL } warn;
+	char warn_reason[160];
+	int probe_abi;
 };
 
 struct sandbox *sandbox_new(enum sandbox_daemon daemon, bool off)
@@ -125,6 +130,68 @@ static int add(struct sandbox *sb, const char *path, uint64_t access)
 	return 0;
 }
 
+/* A directory reached through a symbolic link that a deployment swaps (current ->
+ * releases/1 replaced by current -> releases/2, Kubernetes' ..data): the rule on the
+ * directory follows the link to releases/1 only, and the next release would be refused. For
+ * each link on the way whose target is relative and stays beside it (no "/" first, no ".."),
+ * the directory holding the link is granted too, which holds the next target as well. An
+ * absolute link (/etc/mtls -> /data/mtls) grants nothing more than its target. */
+static bool beside(const char *target)
+{
+	if (target[0] == '/')
+		return false;
+	for (const char *p = target; *p != '\0';) {
+		size_t l = strcspn(p, "/");
+
+		if (l == 2 && p[0] == '.' && p[1] == '.')
+			return false; /* the parent; "..data" (Kubernetes) is a name */
+		p += l;
+		p += *p == '/';
+	}
+	return true;
+}
+
+static int add_link_dirs(struct sandbox *sb, const char *dir, uint64_t access)
+{
+	char prefix[PATH_MAX], target[PATH_MAX];
+	size_t len = strlen(dir);
+
+	if (len >= sizeof(prefix))
+		return 0;
+	for (size_t i = 1; i <= len; i++) {
+		struct stat st;
+		ssize_t n;
+
+		if (i < len && dir[i] != '/')
+			continue;
+		memcpy(prefix, dir, i);
+		prefix[i] = '\0';
+		if (lstat(prefix, &st) != 0 || !S_ISLNK(st.st_mode))
+			continue;
+		n = readlink(prefix, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (!beside(target))
+			continue;
+		{
+			const char *slash = strrchr(prefix, '/');
+			char holder[PATH_MAX];
+
+			if (slash == NULL)
+				snprintf(holder, sizeof(holder), ".");
+			else if (slash == prefix)
+				snprintf(holder, sizeof(holder), "/");
+			else
+				snprintf(holder, sizeof(holder), "%.*s", (int)(slash - prefix),
+					 prefix);
+			if (add(sb, holder, access) != 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
 /* The directory of file, and that of its real path when a symlink leads elsewhere (a
  * Kubernetes-style ..data link, /etc/ssl/certs into /usr/share). */
 static int add_dir_of(struct sandbox *sb, const char *file, uint64_t access)
@@ -142,7 +209,7 @@ static int add_dir_of(struct sandbox *sb, const char *file, uint64_t access)
 		snprintf(dir, sizeof(dir), "/");
 	else
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - file), file);
-	if (add(sb, dir, access) != 0)
+	if (add(sb, dir, access) != 0 || add_link_dirs(sb, dir, access) != 0)
 		return -1;
 	real = realpath(file, NULL);
 	if (real != NULL) {
@@ -224,29 +291,21 @@ int sandbox_landlock(struct sandbox *sb, char *err, size_t len)
 	int rfd = -1, rc = -1;
 
 	if (sb->off) {
-		LOG(LOG_WARN, "sandbox_off",
-		    LS("message", "--insecure-no-sandbox: no Landlock and no seccomp filter; the "
-				  "daemon can reach every file and system call its user can"));
+		sb->warn = WARN_OFF;
 		return 0;
 	}
 	abi = syscall(__NR_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
 	if (abi < 1) {
-		LOG(LOG_WARN, "sandbox_unavailable", LS("missing", "landlock"),
-		    LS("reason", strerror(errno)),
-		    LS("message", "this kernel offers no Landlock (Linux 5.13+ with lsm=landlock): "
-				  "the daemon runs without file restrictions"));
+		sb->warn = WARN_NO_LANDLOCK;
+		snprintf(sb->warn_reason, sizeof(sb->warn_reason), "%s", strerror(errno));
 		return 0;
 	}
 	if (abi < 5) {
-		char what[200];
-
-		snprintf(what, sizeof(what), "%s%s%s", abi < 2 ? "REFER (ABI 2) " : "",
-			 abi < 3 ? "TRUNCATE (ABI 3) " : "", "IOCTL_DEV (ABI 5)");
-		LOG(LOG_WARN, "sandbox_partial", LN("landlock_abi", abi), LS("missing", what),
-		    LS("message", abi < 2 ? "files cannot be renamed into another directory; "
-					    "the rest of Landlock applies"
-					  : "this kernel's Landlock lacks these rights; the rest "
-					    "applies"));
+		sb->warn = WARN_PARTIAL;
+		sb->probe_abi = (int)abi;
+		snprintf(sb->warn_reason, sizeof(sb->warn_reason), "%s%s%s",
+			 abi < 2 ? "REFER (ABI 2) " : "", abi < 3 ? "TRUNCATE (ABI 3) " : "",
+			 "IOCTL_DEV (ABI 5)");
 	}
 	handled = abi_fs((int)abi);
 	attr.handled_access_fs = handled;
@@ -293,6 +352,34 @@ int sandbox_landlock(struct sandbox *sb, char *err, size_t len)
 out:
 	close(rfd);
 	return rc;
+}
+
+void sandbox_warnings(struct sandbox *sb)
+{
+	switch (sb->warn) {
+	case WARN_OFF:
+		LOG(LOG_WARN, "sandbox_off",
+		    LS("message", "--insecure-no-sandbox: no Landlock and no seccomp filter; the "
+				  "daemon can reach every file and system call its user can"));
+		break;
+	case WARN_NO_LANDLOCK:
+		LOG(LOG_WARN, "sandbox_unavailable", LS("missing", "landlock"),
+		    LS("reason", sb->warn_reason),
+		    LS("message", "this kernel offers no Landlock (Linux 5.13+ with lsm=landlock), "
+				  "or the service manager's filter refuses it: the daemon runs "
+				  "without file restrictions"));
+		break;
+	case WARN_PARTIAL:
+		LOG(LOG_WARN, "sandbox_partial", LN("landlock_abi", sb->probe_abi),
+		    LS("missing", sb->warn_reason),
+		    LS("message", sb->probe_abi < 2 ? "files cannot be renamed into another "
+						      "directory; the rest of Landlock applies"
+						    : "this kernel's Landlock lacks these rights; "
+						      "the rest applies"));
+		break;
+	case WARN_NONE: break;
+	}
+	sb->warn = WARN_NONE;
 }
 
 /* ---- seccomp ---- */

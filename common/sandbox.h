@@ -61,10 +61,13 @@ int sandbox_write(struct sandbox *sb, const char *path);
 int sandbox_write_dir_of(struct sandbox *sb, const char *file);
 
 /* Apply Landlock with the paths added and the base set every process needs. Call before the
- * process starts any thread. Logs one warning if the kernel lacks Landlock or a right of the
- * ABIs after 1 (or if sb is off). 0, or -1 with err (a rule could not be made: the daemon
- * should not start half sandboxed). */
+ * process starts any thread. If the kernel lacks Landlock or a right of the ABIs after 1 (or
+ * sb is off), sandbox_warnings() says so later. 0, or -1 with err (a rule could not be made: the
+ * daemon should not start half sandboxed). */
 int sandbox_landlock(struct sandbox *sb, char *err, size_t len);
+/* Log what sandbox_landlock() found to warn about (off, no Landlock, an ABI lacking rights),
+ * once, after log_setup(): Landlock comes before the log is set up. */
+void sandbox_warnings(struct sandbox *sb);
 /* Load the seccomp filter into every thread of the process (TSYNC). Logs one warning if the
  * kernel lacks seccomp (or if sb is off). 0, or -1 with err. */
 int sandbox_seccomp(struct sandbox *sb, char *err, size_t len);

@@ -2571,6 +2571,9 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 		sandbox_free(sb);
 		return 2;
 	}
+	log_tag_set(names != NULL ? names[0] : NULL); /* every line of sections names one */
+	sandbox_warnings(sb);
+	log_tag_set(NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	t = calloc(n, sizeof(*t));
@@ -2686,6 +2689,7 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 	log_tag_set(NULL);
 	/* seccomp last, for every thread at once (TSYNC): the start-up made the calls only it
 	 * needs (bind, listen, setuid, ...); the threads started since are bound too */
+	log_tag_set(t[0].d.name);
 	if (sandbox_seccomp(sb, err, sizeof(err)) != 0) {
 		LOG(LOG_ERROR, "sandbox_failed", LS("message", err));
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -2693,15 +2697,17 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 		rc = 1;
 		goto join;
 	}
-	{
+	for (size_t i = 0; i < n; i++) { /* each tunnel's log says it */
 		char what[80];
 
+		log_tag_set(t[i].d.name);
 		sandbox_describe(sb, what, sizeof(what));
 		LOG(LOG_INFO, "sandbox", LS("state", what),
 		    LS("message", given[0]->insecure_no_sandbox
 					  ? "off (--insecure-no-sandbox)"
 					  : "limited to its files and system calls"));
 	}
+	log_tag_set(NULL);
 	for (size_t i = 0; i < n; i++)
 		publish_status(&t[i].ms, "start", true, NULL);
 	sandbox_probe("start");
