@@ -473,6 +473,7 @@ int sandbox_seccomp(struct sandbox *sb, char *err, size_t len)
 	/* a clone that makes namespaces is what unshare() would do */
 	const uint64_t newns = CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET |
 			       CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
+	const struct scmp_arg_cmp no_newns = {0, SCMP_CMP_MASKED_EQ, newns, 0};
 	scmp_filter_ctx ctx;
 	int rc;
 
@@ -508,11 +509,12 @@ int sandbox_seccomp(struct sandbox *sb, char *err, size_t len)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS),
 				      seccomp_syscall_resolve_name("clone3"), 0);
 	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-				      SCMP_A0(SCMP_CMP_MASKED_EQ, newns, 0));
-	for (size_t i = 0; rc == 0 && i < N(families); i++)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-				      SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, &no_newns);
+	for (size_t i = 0; rc == 0 && i < N(families); i++) {
+		const struct scmp_arg_cmp family = {0, SCMP_CMP_EQ, (scmp_datum_t)families[i], 0};
+
+		rc = seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, &family);
+	}
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);
