@@ -254,12 +254,15 @@ static int add_base(struct sandbox *sb)
 		"/etc/services", "/etc/host.conf", "/etc/protocols", "/etc/passwd", "/etc/group",
 		/* dlopen (NSS modules, a PKCS#11 engine and module), time zones */
 		"/etc/ld.so.cache", "/etc/localtime", "/usr/share/zoneinfo",
-		/* OpenSSL's openssl.cnf, libcurl's default CA bundle (links into
-		 * /usr/share/ca-certificates), p11-kit's module list */
-		"/etc/ssl", "/usr/share/ca-certificates", "/etc/pkcs11", "/usr/share/p11-kit",
+		/* OpenSSL's openssl.cnf, the system CA bundle (links into
+		 * /usr/share/ca-certificates), p11-kit's module list; not /etc/ssl/private */
+		"/etc/ssl/openssl.cnf", "/etc/ssl/certs", "/usr/share/ca-certificates",
+		"/etc/pkcs11", "/usr/share/p11-kit",
 		/* randomness, this process's own /proc (the allocator, sanitizers), the CPU list
 		 * (sysconf) */
 		"/dev/urandom", "/dev/random", "/proc/self", "/sys/devices/system/cpu"};
+	char *real;
+	int rc = 0;
 
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++)
 		if (add(sb, libs[i], LL_LIBS) != 0)
@@ -267,6 +270,16 @@ static int add_base(struct sandbox *sb)
 	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
 		if (add(sb, reads[i], LL_READ) != 0)
 			return -1;
+	/* a resolv.conf that links elsewhere (systemd-resolved's stub) is rewritten there by
+	 * rename: its directory, whose next file the rule on one inode would miss */
+	real = realpath("/etc/resolv.conf", NULL);
+	if (real != NULL && strncmp(real, "/etc/", 5) != 0 && strrchr(real, '/') != real) {
+		*strrchr(real, '/') = '\0';
+		rc = add(sb, real, LL_READ);
+	}
+	free(real);
+	if (rc != 0)
+		return -1;
 	return add(sb, "/dev/null", LL_DEVNULL);
 }
 
