@@ -331,7 +331,7 @@ static int sandbox_start(struct agent *a, const struct options_state *st)
 	for (size_t i = 0; i < st->nconfig_files; i++)
 		rc |= sandbox_read_dir_of(a->sandbox, st->config_files[i]);
 	for (size_t i = 0; i < o->sandbox_allow.n; i++)
-		rc |= sandbox_write(a->sandbox, o->sandbox_allow.v[i]);
+		rc |= sandbox_allow(a->sandbox, o->sandbox_allow.v[i]);
 	if (rc != 0) {
 		usage_error("out of memory");
 		return 1;

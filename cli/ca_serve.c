@@ -186,7 +186,7 @@ int cmd_ca_serve(int argc, char **argv)
 			goto out;
 		}
 	for (size_t i = 0; i < o.sandbox_allow.n; i++)
-		if (sandbox_write(sb, o.sandbox_allow.v[i]) != 0) {
+		if (sandbox_allow(sb, o.sandbox_allow.v[i]) != 0) {
 			ca_fail("serve", "out of memory");
 			goto out;
 		}

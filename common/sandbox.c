@@ -65,6 +65,7 @@ struct ll_ruleset_attr {
 struct rule {
 	char *path;
 	uint64_t access;
+	bool required; /* --sandbox-allow: a path that is not there is an error */
 };
 
 struct sandbox {
@@ -126,7 +127,7 @@ static int add(struct sandbox *sb, const char *path, uint64_t access)
 	}
 	if ((p = strdup(path)) == NULL)
 		return -1;
-	sb->rules[sb->n++] = (struct rule){p, access};
+	sb->rules[sb->n++] = (struct rule){p, access, false};
 	return 0;
 }
 
@@ -243,6 +244,16 @@ int sandbox_write_dir_of(struct sandbox *sb, const char *file)
 	return add_dir_of(sb, file, LL_WRITE);
 }
 
+int sandbox_allow(struct sandbox *sb, const char *path)
+{
+	if (add(sb, path, LL_WRITE) != 0)
+		return -1;
+	for (size_t i = 0; i < sb->n; i++)
+		if (strcmp(sb->rules[i].path, path) == 0)
+			sb->rules[i].required = true;
+	return 0;
+}
+
 /* What every daemon needs to live, whatever its options. */
 static int add_base(struct sandbox *sb)
 {
@@ -341,6 +352,12 @@ int sandbox_landlock(struct sandbox *sb, char *err, size_t len)
 		struct stat st;
 		int fd = open(sb->rules[i].path, O_PATH | O_CLOEXEC);
 
+		if (fd < 0 && sb->rules[i].required) {
+			snprintf(err, len,
+				 "--sandbox-allow %.200s: %s; give a file or directory that exists",
+				 sb->rules[i].path, strerror(errno));
+			goto out;
+		}
 		if (fd < 0)
 			continue; /* not there: nothing to reach */
 		pb.allowed_access = sb->rules[i].access & handled;

@@ -60,6 +60,10 @@ int sandbox_write(struct sandbox *sb, const char *path);
 /* Read-write access to the directory of file (and of its real path). */
 int sandbox_write_dir_of(struct sandbox *sb, const char *file);
 
+/* --sandbox-allow PATH: read-write access to path (a directory and all below it, or a file),
+ * which must exist (sandbox_landlock() fails otherwise). */
+int sandbox_allow(struct sandbox *sb, const char *path);
+
 /* Apply Landlock with the paths added and the base set every process needs. Call before the
  * process starts any thread. If the kernel lacks Landlock or a right of the ABIs after 1 (or
  * sb is off), sandbox_warnings() says so later. 0, or -1 with err (a rule could not be made: the

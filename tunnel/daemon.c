@@ -2517,7 +2517,7 @@ static int sandbox_paths(struct sandbox *sb, const struct tunnel_options *o)
 	if (o->listen != NULL && strncmp(o->listen, "unix:", 5) == 0)
 		rc |= sandbox_write_dir_of(sb, o->listen + 5);
 	for (size_t i = 0; i < o->sandbox_allow.n; i++)
-		rc |= sandbox_write(sb, o->sandbox_allow.v[i]);
+		rc |= sandbox_allow(sb, o->sandbox_allow.v[i]);
 	return rc != 0 ? -1 : 0;
 }
 

@@ -32,9 +32,9 @@ fi
 W=$TMP/w
 mkdir -m 700 -- "$W"
 # outside every daemon's set: a directory of its own, beside the daemons' files
-OUT=$TMP/outside
-mkdir -m 700 -- "$OUT"
-echo "not for the daemons" >"$OUT/secret"
+OUTSIDE=$TMP/outside
+mkdir -m 700 -- "$OUTSIDE"
+echo "not for the daemons" >"$OUTSIDE/secret"
 D=$W/ca
 APP=spiffe://sandbox.test/app
 
@@ -82,7 +82,7 @@ want_open() { if [ "$LANDLOCK" = 1 ]; then echo EACCES; else echo OK; fi; }
 
 # --- mtls ca serve ---------------------------------------------------------------------------
 "$MTLS" ca init --dir "$D" >/dev/null 2>&1 || _lib_die "(setup) mtls ca init failed"
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_bg "$W/ca.log" "$MTLS" ca serve --dir "$D" \
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_bg "$W/ca.log" "$MTLS" ca serve --dir "$D" \
 	--listen 127.0.0.1:0 --http-listen none --leaf-lifetime 60s
 CA_PID=$BG_PID
 wait_for_line "$W/ca.log" '"event":"listening"' "$READY_LIMIT" "$CA_PID" ||
@@ -116,7 +116,7 @@ verdict "ca serve: after SIGHUP still refused, still running" "${p[@]+"${p[@]}"}
 
 # --- mtls server and mtls connector: serve, renew, SIGHUP, /status -------------------------------
 start_backend "$W/be.log" --mode echo
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_tunnel_server "$W/srv.log" --config "$W/srv/mtls.conf" \
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_tunnel_server "$W/srv.log" --config "$W/srv/mtls.conf" \
 	--target "127.0.0.1:$BE_PORT" --allow-uri "$APP" --metrics 127.0.0.1:0
 MTLS_TEST_SANDBOX_PROBE=$W/app/ca.pem start_tunnel_connector "$W/con.log" \
 	--config "$W/app/mtls.conf" --server "127.0.0.1:$SRV_PORT" --server-name localhost
@@ -179,7 +179,7 @@ cp -- "$CERTS/server-chain.pem" "$F/cert.pem"
 cp -- "$CERTS/server.key" "$F/key.pem"
 cp -- "$CERTS/ca.pem" "$F/ca.pem"
 chmod 600 "$F/key.pem"
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_bg "$W/srv2.out" "$MTLS" server --listen 127.0.0.1:0 \
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_bg "$W/srv2.out" "$MTLS" server --listen 127.0.0.1:0 \
 	--target "127.0.0.1:$BE_PORT" --cert "$F/cert.pem" --key "$F/key.pem" --ca "$F/ca.pem" \
 	--allow-any-identity --metrics 127.0.0.1:0 --log-format json --log-file "$L/srv2.log" \
 	--watch-interval 200ms
@@ -213,8 +213,8 @@ verdict "--log-file: a new file is made in the log's directory after SIGUSR1" \
 stop_bg "$SRV2_PID"
 
 # --- mtls agent: renews on SIGHUP, its hook runs (by the runner, outside the sandbox) -----------
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_bg "$W/agent.log" "$MTLS" agent --dir "$W/agt" \
-	--log-format json --exec "echo \"\$MTLS_SERIAL \$MTLS_EVENT\" >>'$W/marks'; cat '$OUT/secret' >>'$W/marks'"
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_bg "$W/agent.log" "$MTLS" agent --dir "$W/agt" \
+	--log-format json --exec "echo \"\$MTLS_SERIAL \$MTLS_EVENT\" >>'$W/marks'; cat '$OUTSIDE/secret' >>'$W/marks'"
 AGENT_BG=$BG_PID
 wait_for_line "$W/agent.log" '"event":"agent_started"' "$READY_LIMIT" "$AGENT_BG" ||
 	_lib_die "(setup) mtls agent did not start: $(cat "$W/agent.log")"
@@ -240,7 +240,7 @@ stop_bg "$AGENT_BG"
 
 # --- --insecure-no-sandbox ---------------------------------------------------------------------
 LAST_CMD="mtls server --insecure-no-sandbox (probe)"
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret start_tunnel_server "$W/nosb.log" --target "127.0.0.1:$BE_PORT" \
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_tunnel_server "$W/nosb.log" --target "127.0.0.1:$BE_PORT" \
 	--cert "$CERTS/server-chain.pem" --key "$CERTS/server.key" --ca "$CERTS/ca.pem" \
 	--allow-any-identity --insecure-no-sandbox
 p=()
@@ -251,9 +251,29 @@ verdict "--insecure-no-sandbox: a warning, and the outside file opens" "${p[@]+"
 	"$(head -n 10 "$W/nosb.log")"
 stop_bg "$SRV_PID"
 
+# --- --sandbox-allow ---------------------------------------------------------------------------
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret start_tunnel_server "$W/allow.log" --target "127.0.0.1:$BE_PORT" \
+	--cert "$CERTS/server-chain.pem" --key "$CERTS/server.key" --ca "$CERTS/ca.pem" \
+	--allow-any-identity --sandbox-allow "$OUTSIDE"
+p=()
+mapfile -t p < <(probe_problems "$W/allow.log" start OK EPERM)
+verdict "--sandbox-allow DIR: a file there opens (the rest stays sandboxed)" "${p[@]+"${p[@]}"}" -- \
+	"$(head -n 10 "$W/allow.log")"
+stop_bg "$SRV_PID"
+LAST_CMD="mtls server --sandbox-allow (a path that does not exist)"
+run "$MTLS" server --listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" \
+	--cert "$CERTS/server-chain.pem" --key "$CERTS/server.key" --ca "$CERTS/ca.pem" \
+	--allow-any-identity --sandbox-allow "$OUTSIDE/none"
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, not 1")
+[[ $ERR == *"--sandbox-allow $OUTSIDE/none: No such file or directory"* ]] || p+=("the refusal does not name it")
+if [ "$LANDLOCK" = 1 ]; then
+	report "--sandbox-allow a path that does not exist: refused at start, named" "${p[@]+"${p[@]}"}"
+fi
+
 # --- a call of the kill list: SIGSYS -------------------------------------------------------------
 LAST_CMD="mtls server with MTLS_TEST_SANDBOX_KILL=1"
-MTLS_TEST_SANDBOX_PROBE=$OUT/secret MTLS_TEST_SANDBOX_KILL=1 run "$MTLS" server \
+MTLS_TEST_SANDBOX_PROBE=$OUTSIDE/secret MTLS_TEST_SANDBOX_KILL=1 run "$MTLS" server \
 	--listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" --cert "$CERTS/server-chain.pem" \
 	--key "$CERTS/server.key" --ca "$CERTS/ca.pem" --allow-any-identity --log-format json
 p=()
