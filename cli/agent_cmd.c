@@ -268,8 +268,19 @@ static int join(char *out, size_t len, const char *dir, const char *name)
 
 /* ---- Options ---- */
 
-/* Parse and check everything before touching the network. -1 to go on; else the exit
- * status (0 after --help). */
+/* The hook's NAME=VALUE for one file, as run_hook() tells it: the copy if there is one, else
+ * the file of the --dir (absolute) or the file given. */
+static void hook_file(char *out, size_t len, const char *name, const char *copy, const char *dir,
+		      const char *file, const char *given)
+{
+	if (copy != NULL)
+		snprintf(out, len, "%s=%s", name, copy);
+	else if (dir != NULL)
+		snprintf(out, len, "%s=%s/%s", name, dir, file);
+	else
+		snprintf(out, len, "%s=%s", name, given != NULL ? given : "");
+}
+
 /* The sandbox's first part, before the log's thread starts (sandbox.h): the hook runner
  * forked while the agent is unrestricted, then Landlock: read-write the renewed files'
  * directories (--dir, or those of --cert, --key, --ca), the copies', the metrics file's and
@@ -292,28 +303,16 @@ static int sandbox_start(struct agent *a, const struct options_state *st)
 		if (abs != NULL)
 			snprintf(dir, sizeof(dir), "%.*s", PATH_MAX - 16, abs);
 		free(abs);
-#define FIXED(name, out, file, given)                                                              \
-	snprintf(fixed[n], sizeof(fixed[n]), "%s=%s%s%s", name,                                    \
-		 out != NULL	  ? out                                                            \
-		 : o->dir != NULL ? dir                                                            \
-				  : given,                                                         \
-		 out == NULL && o->dir != NULL ? "/" : "",                                         \
-		 out == NULL && o->dir != NULL ? file : "")
-		FIXED("MTLS_CERT", o->cert_out, "cert.pem", o->cert);
-		fp[n] = fixed[n];
-		n++;
-		FIXED("MTLS_KEY", o->key_out, "key.pem", o->key);
-		fp[n] = fixed[n];
-		n++;
-		FIXED("MTLS_CA", o->ca_out, "ca.pem", o->ca);
-		fp[n] = fixed[n];
-		n++;
-#undef FIXED
-		if (o->dir != NULL) {
-			snprintf(fixed[n], sizeof(fixed[n]), "MTLS_DIR=%s", dir);
-			fp[n] = fixed[n];
-			n++;
-		}
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_CERT", o->cert_out,
+			  o->dir != NULL ? dir : NULL, "cert.pem", o->cert);
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_KEY", o->key_out,
+			  o->dir != NULL ? dir : NULL, "key.pem", o->key);
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_CA", o->ca_out,
+			  o->dir != NULL ? dir : NULL, "ca.pem", o->ca);
+		if (o->dir != NULL)
+			snprintf(fixed[n++], sizeof(fixed[0]), "MTLS_DIR=%s", dir);
+		for (size_t i = 0; i < n; i++)
+			fp[i] = fixed[i];
 		a->runner = agent_runner_start(&a->hook, fp, n, err, sizeof(err));
 		if (a->runner == NULL) {
 			usage_error(err);
@@ -343,6 +342,8 @@ static int sandbox_start(struct agent *a, const struct options_state *st)
 	return 0;
 }
 
+/* Parse and check everything before touching the network. -1 to go on; else the exit
+ * status (0 after --help). */
 static int configure(struct agent *a, int argc, char **argv, struct options_state *st)
 {
 	struct agent_opts *o = &a->o;
