@@ -35,6 +35,7 @@
 #ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
 #define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15) /* ABI 5 */
 #endif
+#define LL_SCOPE_SIGNAL (1ULL << 1) /* LANDLOCK_SCOPE_SIGNAL, ABI 6 */
 #ifndef __NR_landlock_create_ruleset
 #define __NR_landlock_create_ruleset 444
 #define __NR_landlock_add_rule	     445
@@ -334,8 +335,13 @@ int sandbox_landlock(struct sandbox *sb, char *err, size_t len)
 	handled = abi_fs((int)abi);
 	attr.handled_access_fs = handled;
 	/* network rules (ABI 4) are not used: OCSP responders and CRL URLs named by
-	 * certificates are learnt at run time */
-	rfd = (int)syscall(__NR_landlock_create_ruleset, &attr, sizeof(attr.handled_access_fs), 0);
+	 * certificates are learnt at run time. From ABI 6, no signal to a process outside the
+	 * sandbox (seccomp has no kill(), but tgkill() names any thread); abstract unix sockets
+	 * stay open (systemd's NOTIFY_SOCKET may be one) */
+	if (abi >= 6)
+		attr.scoped = LL_SCOPE_SIGNAL;
+	rfd = (int)syscall(__NR_landlock_create_ruleset, &attr,
+			   abi >= 6 ? sizeof(attr) : sizeof(attr.handled_access_fs), 0);
 	if (rfd < 0) {
 		snprintf(err, len,
 			 "sandbox: cannot create the Landlock ruleset: %s; start with "
