@@ -43,6 +43,7 @@
 #include "keys.h"
 #include "log.h"
 #include "ocsp.h"
+#include "sandbox.h"
 #include "serve.h"
 #include "service_listen.h"
 #include "service_notify.h"
@@ -425,6 +426,7 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int events)
 	service_notify_reloading();
 	watch_certs(lc->s, "SIGHUP");
 	service_notify_ready(lc->status);
+	sandbox_probe("sighup");
 }
 
 /* SIGUSR1: logrotate moved --log-file away; open it again (docs/operations.md) */
@@ -630,6 +632,16 @@ int serve_run(const struct serve_options *o)
 	ev_timer_init(&lc.schedule, on_schedule, SCHEDULE_SECONDS, SCHEDULE_SECONDS);
 	lc.schedule.data = &lc;
 	ev_timer_start(loop, &lc.schedule);
+	/* seccomp last, with TSYNC: the libmicrohttpd threads started above are bound too, and
+	 * the start-up kept the calls only it needs (bind, listen) */
+	if (o->sandbox != NULL) {
+		char what[80];
+
+		if (sandbox_seccomp(o->sandbox, err, sizeof(err)) != 0)
+			goto out;
+		sandbox_describe(o->sandbox, what, sizeof(what));
+		LOG(LOG_INFO, "sandbox", LS("state", what));
+	}
 	if (http_bound[0] != '\0')
 		LOG(LOG_INFO, "http_listening", LS("address", http_bound),
 		    LS("serves", "/roots.pem /crl /crl.pem /ocsp"));
@@ -638,6 +650,7 @@ int serve_run(const struct serve_options *o)
 	snprintf(lc.status, sizeof(lc.status), "API on %.60s (%.120s)%s%.60s", api_bound, s.api_url,
 		 http_bound[0] != '\0' ? "; plain HTTP on " : "", http_bound);
 	service_notify_ready(lc.status);
+	sandbox_probe("start");
 	if (service_notify_watchdog_every() > 0) {
 		ev_timer_init(&lc.watchdog, on_watchdog, service_notify_watchdog_every(),
 			      service_notify_watchdog_every());

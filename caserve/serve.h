@@ -51,7 +51,8 @@ struct serve_options {
 	/* of the issuing key (a token's PIN), or NULL: serve_run() wipes it once the key is
 	 * loaded, so that the process keeps the key (the token's session), not the PIN */
 	char *passphrase;
-	const char *cert_dir; /* where the API's own certificate and key are kept */
+	const char *cert_dir;	 /* where the API's own certificate and key are kept */
+	struct sandbox *sandbox; /* Landlock applied by the caller; seccomp by serve_run */
 };
 
 #define SERVE_BODY_MAX	       (64 * 1024) /* a JSON request: a CSR with many names fits */

@@ -36,6 +36,7 @@
 
 #include "agent_hook.h"
 #include "agent_out.h"
+#include "agent_runner.h"
 #include "caclient.h"
 #include "certfields.h"
 #include "commands.h"
@@ -45,6 +46,7 @@
 #include "options.h"
 #include "pkcs11.h"
 #include "renewal.h"
+#include "sandbox.h"
 #include "service_notify.h"
 
 #define EXEC_TIMEOUT_DEFAULT_MS	 (60LL * 1000)
@@ -65,6 +67,8 @@ struct agent_opts {
 	const char *cert_out, *key_out, *ca_out, *owner;
 	const char *key_type, *roots_refresh;
 	const char *log_format, *log_level, *log_file, *metrics_file;
+	struct opt_list sandbox_allow;
+	int insecure_no_sandbox;
 };
 
 #define O(f) offsetof(struct agent_opts, f)
@@ -112,6 +116,12 @@ static const struct opt agent_table[] = {
 	{"metrics-file", OPT_STRING, O(metrics_file), "FILE",
 	 "write metrics here in Prometheus text format, for node_exporter's textfile "
 	 "collector (replaced atomically after every change)"},
+	{"sandbox-allow", OPT_LIST, O(sandbox_allow), "PATH",
+	 "let the sandbox read and write PATH too (a PKCS#11 module's token directory); "
+	 "repeatable (docs/operations.md, Sandbox)"},
+	{"insecure-no-sandbox", OPT_FLAG, O(insecure_no_sandbox), NULL,
+	 "run without the sandbox (Landlock, seccomp) that limits the agent to its files and "
+	 "system calls after start-up (logs a warning; hooks then run from the agent itself)"},
 	{"config", OPT_STRING, 0, "FILE",
 	 "read options from FILE (docs/config.md; the systemd unit reads "
 	 "/etc/mtls/agent/NAME.conf)"},
@@ -168,6 +178,8 @@ struct agent {
 	char base[512];
 	struct agent_hook hook;
 	bool has_hook;
+	struct agent_runner *runner; /* runs the hook under the sandbox (agent_runner.h) */
+	struct sandbox *sandbox;
 	struct agent_out outs[3]; /* cert, key, ca copies; path NULL if not asked for */
 	uid_t uid;
 	gid_t gid;
@@ -256,6 +268,80 @@ static int join(char *out, size_t len, const char *dir, const char *name)
 }
 
 /* ---- Options ---- */
+
+/* The hook's NAME=VALUE for one file, as run_hook() tells it: the copy if there is one, else
+ * the file of the --dir (absolute) or the file given. */
+static void hook_file(char *out, size_t len, const char *name, const char *copy, const char *dir,
+		      const char *file, const char *given)
+{
+	if (copy != NULL)
+		snprintf(out, len, "%s=%s", name, copy);
+	else if (dir != NULL)
+		snprintf(out, len, "%s=%s/%s", name, dir, file);
+	else
+		snprintf(out, len, "%s=%s", name, given != NULL ? given : "");
+}
+
+/* The sandbox's first part, before the log's thread starts (sandbox.h): the hook runner
+ * forked while the agent is unrestricted, then Landlock: read-write the renewed files'
+ * directories (--dir, or those of --cert, --key, --ca), the copies', the metrics file's and
+ * the log's; read-only the config files'; --sandbox-allow. 0, or 1 with the message printed. */
+static int sandbox_start(struct agent *a, const struct options_state *st)
+{
+	const struct agent_opts *o = &a->o;
+	const char *const writes[] = {o->cert,	  o->key,    o->ca,	  o->cert_out,
+				      o->key_out, o->ca_out, o->log_file, o->metrics_file};
+	char err[1024];
+	int rc = 0;
+
+	if (a->has_hook && !o->insecure_no_sandbox) {
+		/* what the hook is told of the files is the runner's, fixed now */
+		char fixed[4][PATH_MAX + 32], dir[PATH_MAX] = "";
+		const char *fp[4];
+		char *abs = o->dir != NULL ? realpath(o->dir, NULL) : NULL;
+		size_t n = 0;
+
+		if (abs != NULL)
+			snprintf(dir, sizeof(dir), "%.*s", PATH_MAX - 16, abs);
+		free(abs);
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_CERT", o->cert_out,
+			  o->dir != NULL ? dir : NULL, "cert.pem", o->cert);
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_KEY", o->key_out,
+			  o->dir != NULL ? dir : NULL, "key.pem", o->key);
+		hook_file(fixed[n++], sizeof(fixed[0]), "MTLS_CA", o->ca_out,
+			  o->dir != NULL ? dir : NULL, "ca.pem", o->ca);
+		if (o->dir != NULL)
+			snprintf(fixed[n++], sizeof(fixed[0]), "MTLS_DIR=%s", dir);
+		for (size_t i = 0; i < n; i++)
+			fp[i] = fixed[i];
+		a->runner = agent_runner_start(&a->hook, fp, n, err, sizeof(err));
+		if (a->runner == NULL) {
+			usage_error(err);
+			return 1;
+		}
+	}
+	a->sandbox = sandbox_new(SANDBOX_AGENT, o->insecure_no_sandbox);
+	if (a->sandbox == NULL) {
+		usage_error("out of memory");
+		return 1;
+	}
+	rc |= sandbox_write(a->sandbox, o->dir);
+	for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
+		rc |= sandbox_write_dir_of(a->sandbox, writes[i]);
+	for (size_t i = 0; i < st->nconfig_files; i++)
+		rc |= sandbox_read_dir_of(a->sandbox, st->config_files[i]);
+	for (size_t i = 0; i < o->sandbox_allow.n; i++)
+		rc |= sandbox_allow(a->sandbox, o->sandbox_allow.v[i]);
+	if (rc != 0) {
+		usage_error("out of memory");
+		return 1;
+	}
+	if (sandbox_landlock(a->sandbox, err, sizeof(err)) != 0) {
+		usage_error(err);
+		return 1;
+	}
+	return 0;
+}
 
 /* Parse and check everything before touching the network. -1 to go on; else the exit
  * status (0 after --help). */
@@ -402,12 +488,15 @@ static int configure(struct agent *a, int argc, char **argv, struct options_stat
 			usage_error("--log-level: give debug, info, warn or error");
 			return 2;
 		}
+		if (sandbox_start(a, st) != 0)
+			return 1;
 		if (log_setup(lf, ll, o->log_file) != 0) {
 			snprintf(err, sizeof(err), "--log-file %s: %s", o->log_file,
 				 strerror(errno));
 			usage_error(err);
 			return 1;
 		}
+		sandbox_warnings(a->sandbox);
 	}
 	a->outs[0] = (struct agent_out){o->cert_out, 0644, "--cert-out"};
 	a->outs[1] = (struct agent_out){o->key_out, 0600, "--key-out"};
@@ -721,8 +810,12 @@ static int run_hook(struct agent *a, time_t now)
 	for (size_t i = 0; i < n; i++)
 		envp[i] = env[i];
 	a->hook_runs++;
-	rc = agent_hook_run(&a->hook, envp, n, wake_pipe[0], hook_should_stop, NULL, &res, err,
-			    sizeof(err));
+	if (a->runner != NULL)
+		rc = agent_runner_run(a->runner, envp, n, wake_pipe[0], hook_should_stop, NULL,
+				      &res, err, sizeof(err));
+	else
+		rc = agent_hook_run(&a->hook, envp, n, wake_pipe[0], hook_should_stop, NULL, &res,
+				    err, sizeof(err));
 	if (rc == 0) {
 		LOG(LOG_INFO, "hook_done", LS("change", a->pending_event),
 		    LS("serial", a->leaf.serial), LN("exit_status", res.ran ? res.exit_status : -1),
@@ -1056,6 +1149,8 @@ static int run_loop(struct agent *a)
 		a->look_again = leaf_refresh(a, now);
 		if (!a->look_again) {
 			forced = atomic_exchange(&renew_flag, false);
+			if (forced)
+				sandbox_probe("sighup");
 			due = a->failures > 0 ? a->retry_at : a->renew_at;
 			if (forced || now >= due)
 				renew(a, now, forced, err, sizeof(err));
@@ -1204,9 +1299,26 @@ int cmd_agent(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	caclient_init();
 	a.rnd = renewal_random();
-	rc = a.o.once ? run_once(&a) : run_loop(&a);
-	if (!a.o.once)
-		rc = 0;
+	/* seccomp once the start-up is done (TSYNC: the log's thread too) */
+	{
+		char err[1024], what[80];
+
+		if (sandbox_seccomp(a.sandbox, err, sizeof(err)) != 0) {
+			LOG(LOG_ERROR, "sandbox_failed", LS("message", err));
+			usage_error(err);
+			rc = 1;
+		} else {
+			sandbox_describe(a.sandbox, what, sizeof(what));
+			LOG(LOG_INFO, "sandbox", LS("state", what),
+			    LS("hooks", a.runner != NULL ? "runner"
+					: a.has_hook	 ? "agent"
+							 : "none"));
+			sandbox_probe("start");
+			rc = a.o.once ? run_once(&a) : run_loop(&a);
+			if (!a.o.once)
+				rc = 0;
+		}
+	}
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
@@ -1216,6 +1328,8 @@ int cmd_agent(int argc, char **argv)
 	wake_pipe[0] = wake_pipe[1] = -1;
 out:
 	log_flush(LOG_STOP_WAIT_MS);
+	agent_runner_free(a.runner);
+	sandbox_free(a.sandbox);
 	free(a.metrics_last);
 	options_free(&st);
 	return rc;

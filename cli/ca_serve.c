@@ -8,8 +8,10 @@
 
 #include "ca_cmd.h"
 #include "duration.h"
+#include "files.h"
 #include "keys.h"
 #include "log.h"
+#include "sandbox.h"
 #include "serve.h"
 #include "token.h"
 
@@ -32,6 +34,8 @@ struct serve_opts {
 	const char *log_format;
 	const char *log_level;
 	const char *log_file;
+	struct opt_list sandbox_allow;
+	int insecure_no_sandbox;
 	const char *config;
 };
 
@@ -71,6 +75,12 @@ static const struct opt serve_table[] = {
 	{"log-format", OPT_STRING, O(log_format), "json|logfmt", "log line format (json)"},
 	{"log-level", OPT_STRING, O(log_level), "LEVEL", "debug, info (default), warn, error"},
 	{"log-file", OPT_STRING, O(log_file), "FILE", "log here instead of stderr"},
+	{"sandbox-allow", OPT_LIST, O(sandbox_allow), "PATH",
+	 "let the sandbox read and write PATH too (a PKCS#11 module's token directory, files "
+	 "a PostgreSQL store's connection names); repeatable (docs/operations.md, Sandbox)"},
+	{"insecure-no-sandbox", OPT_FLAG, O(insecure_no_sandbox), NULL,
+	 "run without the sandbox (Landlock, seccomp) that limits the service to its CA "
+	 "directory and its system calls after start-up (logs a warning)"},
 	CA_OPT_CONFIG(O),
 	OPT_END,
 };
@@ -98,6 +108,7 @@ int cmd_ca_serve(int argc, char **argv)
 			       .log_level = "info"};
 	struct serve_options so = {0};
 	struct options_state st = {0};
+	struct sandbox *sb = NULL;
 	char err[600], cert_dir[PATH_MAX];
 	char *pass = NULL;
 	enum log_format fmt;
@@ -155,10 +166,43 @@ int cmd_ca_serve(int argc, char **argv)
 		snprintf(cert_dir, sizeof(cert_dir), "%s/serve", o.dir);
 		o.cert_dir = cert_dir;
 	}
+	/* Landlock before the first thread, the log's writer (sandbox.h): the CA directory
+	 * (the store and its WAL, the CRLs, the API's own certificate) and the log's directory
+	 * read-write, the config files read-only */
+	if (files_mkdir_private(o.cert_dir, err, sizeof(err)) != 0) {
+		ca_fail("serve", err);
+		goto out;
+	}
+	sb = sandbox_new(SANDBOX_CASERVE, o.insecure_no_sandbox);
+	if (sb == NULL || sandbox_write(sb, o.dir) != 0 || sandbox_write(sb, o.cert_dir) != 0 ||
+	    sandbox_write_dir_of(sb, o.log_file) != 0 ||
+	    sandbox_read_dir_of(sb, o.passphrase_file) != 0) {
+		ca_fail("serve", "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < st.nconfig_files; i++)
+		if (sandbox_read_dir_of(sb, st.config_files[i]) != 0) {
+			ca_fail("serve", "out of memory");
+			goto out;
+		}
+	for (size_t i = 0; i < o.sandbox_allow.n; i++)
+		if (sandbox_allow(sb, o.sandbox_allow.v[i]) != 0) {
+			ca_fail("serve", "out of memory");
+			goto out;
+		}
+	/* SQLite's temporary files (a large sort) go to the CA directory, which the sandbox
+	 * lets it write, rather than /var/tmp or /tmp, which it does not */
+	if (!o.insecure_no_sandbox)
+		setenv("SQLITE_TMPDIR", o.dir, 0);
+	if (sandbox_landlock(sb, err, sizeof(err)) != 0) {
+		ca_fail("serve", err);
+		goto out;
+	}
 	if (log_setup(fmt, level, o.log_file) != 0) {
 		ca_failf("serve", "--log-file: cannot open '%s'", o.log_file);
 		goto out;
 	}
+	sandbox_warnings(sb);
 	so.dir = o.dir;
 	so.listen = o.listen;
 	so.http_listen = strcmp(o.http_listen, "none") == 0 ? NULL : o.http_listen;
@@ -175,6 +219,7 @@ int cmd_ca_serve(int argc, char **argv)
 	so.idle_timeout_ms = idle_ms;
 	so.passphrase = pass;
 	so.cert_dir = o.cert_dir;
+	so.sandbox = sb;
 	if (so.n_admin_uris == 0 && so.n_admin_cns == 0)
 		LOG(LOG_INFO, "no_admin",
 		    LS("message", "no --admin-uri or --admin-cn: revocation "
@@ -184,6 +229,7 @@ int cmd_ca_serve(int argc, char **argv)
 	log_stop();
 out:
 	keys_free_passphrase(pass);
+	sandbox_free(sb);
 	options_free(&st);
 	return rc;
 }

@@ -553,6 +553,8 @@ int options_parse(const struct opt *table, void *target, int argc, char **argv,
 			value = argv[++i];
 		}
 		if (strcmp(o->name, "config") == 0) {
+			if (st->nconfig_files < OPTIONS_CONFIG_FILES_MAX)
+				st->config_files[st->nconfig_files++] = value;
 			if (load_config(table, target, value, st, err, err_len) != 0)
 				return -1;
 			continue;

@@ -81,6 +81,7 @@ struct opt {
  * into them) until options_free(). */
 #define OPTIONS_SECTIONS_MAX	 64
 #define OPTIONS_SECTION_NAME_MAX 32
+#define OPTIONS_CONFIG_FILES_MAX 8
 
 struct options_state {
 	/* in: config-file sections. sections_allowed: whether "[name]" lines may appear;
@@ -104,6 +105,10 @@ struct options_state {
 	size_t nlists;
 	const struct opt *given[64]; /* the options given (once each), for options_given() */
 	size_t ngiven;
+	/* out: the --config files read, in order (pointing into argv): the daemons' sandbox
+	 * keeps them readable for SIGHUP */
+	const char *config_files[OPTIONS_CONFIG_FILES_MAX];
+	size_t nconfig_files;
 };
 
 int options_parse(const struct opt *table, void *target, int argc, char **argv,

@@ -127,6 +127,12 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		{"user", OPT_STRING, O(user), "NAME",                                              \
 		 "drop privileges to this user after binding; it must exist and be able to read "  \
 		 "every file (checked at start before any socket, read again at each reload)"},    \
+		{"sandbox-allow", OPT_LIST, O(sandbox_allow), "PATH",                              \
+		 "let the sandbox read and write PATH too (a PKCS#11 module's token directory, "   \
+		 "its lock files); repeatable (docs/operations.md, Sandbox)"},                     \
+		{"insecure-no-sandbox", OPT_FLAG, O(insecure_no_sandbox), NULL,                    \
+		 "run without the sandbox (Landlock, seccomp) that limits the daemon to its own "  \
+		 "files and system calls after start-up (logs a warning)"},                        \
 	{                                                                                          \
 		"config", OPT_STRING, 0, "FILE", "read options from FILE"                          \
 	}
@@ -236,7 +242,9 @@ struct section {
 };
 
 /* Keys of the process, not of one tunnel: given before the first [section] only. */
-static const char *const process_wide[] = {"log-file", "log-format", "log-level", "user", NULL};
+static const char *const process_wide[] = {"log-file", "log-format",	"log-level",
+					   "user",     "sandbox-allow", "insecure-no-sandbox",
+					   NULL};
 
 /* Sections in the file that do not run: a restart's (told once, by the first tunnel). */
 static void tell_added(const struct section *sec, const struct options_state *st)
@@ -297,6 +305,7 @@ static int parse(const struct section *sec, struct parsed *p, char *err, size_t 
 		return -1;
 	}
 	p->o.max_connections_given = options_given(&p->st, "max-connections");
+	p->o.config_files = (struct tunnel_list){p->st.config_files, p->st.nconfig_files};
 	if (p->o.max_connection_lifetime != NULL &&
 	    duration_parse(p->o.max_connection_lifetime, "--max-connection-lifetime", 1000,
 			   365LL * 86400000, &p->o.max_lifetime_ms, err, len) != 0)

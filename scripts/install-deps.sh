@@ -11,6 +11,7 @@ packages=(
 	libev-dev libmicrohttpd-dev libjansson-dev  # the daemons: event loop, metrics HTTP, JSON logs
 	libcurl4-openssl-dev                # mtls enroll/renew: the CA service's client
 	libsystemd-dev                      # sd_notify, the watchdog, socket activation
+	libseccomp-dev                      # the daemons' system call allowlist (common/sandbox.c)
 	clang libclang-rt-14-dev            # libFuzzer targets
 	clang-format                        # style check
 	curl stunnel4 postgresql iproute2   # real peers and tools of the integration tests

@@ -16,12 +16,12 @@ status=0
 step() { printf '\n==== %s\n' "$*"; }
 
 step "build (warnings are errors)"
-bash "$top/scripts/build.sh" "$top/build"
+bash "$top/scripts/build.sh" "$top/build" -DMTLS_TEST_HOOKS=ON
 step "tests"
 (cd "$top/build" && ctest -j"$jobs" --output-on-failure) || status=1
 
 step "build with ASan + UBSan"
-bash "$top/scripts/build.sh" "$top/build-asan" -DMTLS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+bash "$top/scripts/build.sh" "$top/build-asan" -DMTLS_TEST_HOOKS=ON -DMTLS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 step "tests under ASan + UBSan"
 # not again under the sanitizers: the checks of files and tools, which run no code of ours
 # that the other tests do not run (generated docs, completion, unit files, the install
@@ -31,7 +31,7 @@ step "tests under ASan + UBSan"
 	status=1
 
 step "build with ThreadSanitizer"
-bash "$top/scripts/build.sh" "$top/build-tsan" -DMTLS_SANITIZE_THREAD=ON -DCMAKE_BUILD_TYPE=Debug
+bash "$top/scripts/build.sh" "$top/build-tsan" -DMTLS_TEST_HOOKS=ON -DMTLS_SANITIZE_THREAD=ON -DCMAKE_BUILD_TYPE=Debug
 step "threaded tests under ThreadSanitizer"
 (cd "$top/build-tsan" && ctest -j"$jobs" --output-on-failure \
 	-R '^(gen_certs|unit_test_(handshake|verify|endpoint|ocsp_handshake|ocsp_store|tunnel_resolver|pkcs11)|integration_test_tunnel_(interop|hardening|threads|recheck|crl_url|crl_push|crl_sources|sighup_config|ocsp|failover|failover_chaos|sections)|integration_test_ca_serve|integration_test_pkcs11)$') ||

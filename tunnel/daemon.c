@@ -35,6 +35,7 @@
 #include "pkcs11.h"
 #include "renewal.h"
 #include "renewer.h"
+#include "sandbox.h"
 #include "service_listen.h"
 #include "service_notify.h"
 
@@ -60,7 +61,7 @@ struct file_sig {
 	bool exists;
 };
 
-#define KEEP_LISTS 3 /* the restart-only lists: target, crl-url, crl-cache */
+#define KEEP_LISTS 4 /* the restart-only lists: target, crl-url, crl-cache, sandbox-allow */
 
 /* A list of options parsed again, replaced by the running one's: put back before those
  * options are freed (their parser frees the array it made, not the running one). */
@@ -148,6 +149,7 @@ struct main_state {
 	 * when the daemon started */
 	json_t *creds;
 	time_t started;
+	const struct sandbox *sandbox; /* the process's (sandbox.h), for /status */
 
 	ev_async ocsp_recheck; /* an OCSP answer about a peer turned to revoked */
 
@@ -475,6 +477,15 @@ static void publish_status(struct main_state *ms, const char *trigger, bool ok, 
 	}
 	utc(ms->started, when, sizeof(when));
 	json_object_set_new(doc, "started", json_string(when));
+	if (ms->sandbox != NULL) {
+		const char *what;
+		int abi = sandbox_landlock_abi(ms->sandbox, &what);
+
+		json_object_set_new(doc, "sandbox",
+				    json_pack("{s:o,s:b}", "landlock",
+					      abi > 0 ? json_integer(abi) : json_string(what),
+					      "seccomp", sandbox_seccomp_on(ms->sandbox)));
+	}
 	metrics_set_status(&ms->d->metrics, json_dumps(doc, JSON_COMPACT));
 	json_decref(doc);
 }
@@ -782,6 +793,8 @@ static void restart_only(const struct tunnel_options *run, struct tunnel_options
 	}
 	SAME_STR(crl_push, "--crl-push");
 	SAME_STR(protocol, "--protocol");
+	SAME_NUM(insecure_no_sandbox, "--insecure-no-sandbox"); /* applied at start */
+	SAME_LIST(sandbox_allow, "--sandbox-allow");
 	/* the effective limit (fitted to the descriptors at start) stays */
 	if (next->max_connections != run->max_connections && next->max_connections_given)
 		SAME_NUM(max_connections, "--max-connections");
@@ -905,6 +918,7 @@ static void on_sighup(struct ev_loop *loop, ev_signal *w, int events)
 	g->batch = false;
 	log_tag_set(ms->d->name);
 	notify_reload_end(ms, "SIGHUP", g->batch_ok, g->batch_message);
+	sandbox_probe("sighup");
 }
 
 /* SIGUSR1: logrotate moved --log-file away; the log writer opens it again by its name */
@@ -2497,8 +2511,58 @@ int tunnel_check_distinct(const struct tunnel_options *const *o, const char *con
 	return rc;
 }
 
+/* Whether a change of files (mtls renew, mtls agent) left its journal beside cert. */
+static bool journal_left(const char *cert)
+{
+	const char *names[] = {FILESET_JOURNAL, FILESET_UNDO};
+	const char *slash = cert != NULL ? strrchr(cert, '/') : NULL;
+	char path[PATH_MAX + 32];
+
+	for (size_t i = 0; cert != NULL && i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%.*s/%s", slash != NULL ? (int)(slash - cert) : 1,
+			 slash != NULL ? cert : ".", names[i]);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* What a tunnel reads and writes, for the sandbox (sandbox.h): the directories of the files
+ * it reads, read-only (a rotation renames a new file in; the watcher sees the new inode);
+ * where it writes, read-write: the --crl-cache directories, with --ca-url the directories of
+ * --cert, --key and --ca (renewed in place), the --log-file's, a unix --listen socket's; and
+ * --sandbox-allow. A SIGHUP that names files elsewhere fails to load them (a restart takes
+ * them). 0, or -1 out of memory. */
+static int sandbox_paths(struct sandbox *sb, const struct tunnel_options *o)
+{
+	const char *const reads[] = {o->cert, o->key, o->ca, o->key_passphrase_file};
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
+		rc |= sandbox_read_dir_of(sb, reads[i]);
+	for (size_t i = 0; i < o->crl.n; i++)
+		rc |= sandbox_read_dir_of(sb, o->crl.v[i]);
+	for (size_t i = 0; i < o->config_files.n; i++)
+		rc |= sandbox_read_dir_of(sb, o->config_files.v[i]);
+	for (size_t i = 0; i < o->crl_cache.n; i++)
+		rc |= sandbox_write_dir_of(sb, o->crl_cache.v[i]);
+	/* and a change of files cut short, which the start finishes (recover_if_journal) */
+	if (o->ca_url != NULL || journal_left(o->cert)) {
+		rc |= sandbox_write_dir_of(sb, o->cert);
+		rc |= sandbox_write_dir_of(sb, o->key);
+		rc |= sandbox_write_dir_of(sb, o->ca);
+	}
+	rc |= sandbox_write_dir_of(sb, o->log_file);
+	if (o->listen != NULL && strncmp(o->listen, "unix:", 5) == 0)
+		rc |= sandbox_write_dir_of(sb, o->listen + 5);
+	for (size_t i = 0; i < o->sandbox_allow.n; i++)
+		rc |= sandbox_allow(sb, o->sandbox_allow.v[i]);
+	return rc != 0 ? -1 : 0;
+}
+
 int tunnel_run_many(const struct tunnel_options *const *given, const char *const *names, size_t n)
 {
+	struct sandbox *sb = NULL;
 	const char *role = given[0]->role == TUNNEL_SERVER ? "server" : "connector";
 	struct tunnel *t = NULL;
 	struct ev_loop *loop = NULL;
@@ -2521,12 +2585,34 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 			   "error");
 		return 2;
 	}
+	/* Landlock before the first thread (the log's writer): it binds the thread that applies
+	 * it and those it starts after, and this kernel's ABI cannot reach threads that run
+	 * already (sandbox.h) */
+	sb = sandbox_new(SANDBOX_TUNNEL, given[0]->insecure_no_sandbox);
+	for (size_t i = 0; sb != NULL && i < n; i++)
+		if (sandbox_paths(sb, given[i]) != 0) {
+			sandbox_free(sb);
+			sb = NULL;
+		}
+	if (sb == NULL) {
+		fail(role, "out of memory");
+		return 2;
+	}
+	if (sandbox_landlock(sb, err, sizeof(err)) != 0) {
+		fail(role, err);
+		sandbox_free(sb);
+		return 1;
+	}
 	if (log_setup(lf, ll, given[0]->log_file) != 0) {
 		snprintf(err, sizeof(err), "cannot open --log-file %s: %s", given[0]->log_file,
 			 strerror(errno));
 		fail(role, err);
+		sandbox_free(sb);
 		return 2;
 	}
+	log_tag_set(names != NULL ? names[0] : NULL); /* every line of sections names one */
+	sandbox_warnings(sb);
+	log_tag_set(NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	t = calloc(n, sizeof(*t));
@@ -2543,6 +2629,7 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 		t[i].ms.live = &t[i].eff;
 		t[i].ms.group = &group;
 		t[i].ms.primary = i == 0;
+		t[i].ms.sandbox = sb;
 		t[i].metrics_fd = -1;
 		t[i].passed[0] = t[i].passed[1] = -1;
 	}
@@ -2639,6 +2726,30 @@ int tunnel_run_many(const struct tunnel_options *const *given, const char *const
 	for (size_t i = 0; i < n; i++)
 		start_main(&t[i], loop);
 	log_tag_set(NULL);
+	/* seccomp last, for every thread at once (TSYNC): the start-up made the calls only it
+	 * needs (bind, listen, setuid, ...); the threads started since are bound too */
+	log_tag_set(t[0].d.name);
+	if (sandbox_seccomp(sb, err, sizeof(err)) != 0) {
+		LOG(LOG_ERROR, "sandbox_failed", LS("message", err));
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		fail(role, err);
+		rc = 1;
+		goto join;
+	}
+	for (size_t i = 0; i < n; i++) { /* each tunnel's log says it */
+		char what[80];
+
+		log_tag_set(t[i].d.name);
+		sandbox_describe(sb, what, sizeof(what));
+		LOG(LOG_INFO, "sandbox", LS("state", what),
+		    LS("message", given[0]->insecure_no_sandbox
+					  ? "off (--insecure-no-sandbox)"
+					  : "limited to its files and system calls"));
+	}
+	log_tag_set(NULL);
+	for (size_t i = 0; i < n; i++)
+		publish_status(&t[i].ms, "start", true, NULL);
+	sandbox_probe("start");
 	/* unblocked only now: a SIGHUP sent as soon as "listening" shows (a deployment tool
 	 * rotating right after start) is a reload, not the default action, which kills */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -2658,6 +2769,7 @@ out:
 		ev_loop_destroy(loop);
 	free(t);
 	log_flush(LOG_STOP_WAIT_MS);
+	sandbox_free(sb);
 	return rc;
 }
 

@@ -98,6 +98,12 @@ struct tunnel_options {
 	long long metrics_identities; /* identities with their own metrics (then "other") */
 	long long verify_cache;
 	long long session_cache;
+	/* the sandbox (common/sandbox.h), process-wide: more read-write paths, or none at all */
+	struct tunnel_list sandbox_allow;
+	int insecure_no_sandbox;
+	/* the --config files read (set by the command, not an option): readable in the sandbox
+	 * for SIGHUP */
+	struct tunnel_list config_files;
 	/* SIGHUP: the options parsed again (the command line and the --config file it names).
 	 * reparse returns a handle that owns *out (freed with reparse_free once replaced), or
 	 * NULL with a message. NULL reparse: SIGHUP reloads files only. */
