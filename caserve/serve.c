@@ -536,6 +536,15 @@ int serve_run(const struct serve_options *o)
 
 		if (o->passphrase != NULL)
 			OPENSSL_cleanse(o->passphrase, strlen(o->passphrase));
+		/* SoftHSM and the like keep files that the sandbox reaches only when given */
+		const char *what = NULL;
+
+		if (loaded != 0 && s.ca->key_uri[0] != '\0' && o->sandbox != NULL &&
+		    sandbox_landlock_abi(o->sandbox, &what) > 0 && strlen(err) + 160 < sizeof(err))
+			strcat(err,
+			       " (the service is sandboxed: a PKCS#11 module that keeps files, "
+			       "such as SoftHSM's token directory, needs them given with "
+			       "--sandbox-allow)");
 		if (loaded != 0)
 			goto out;
 	}

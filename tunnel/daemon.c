@@ -2113,8 +2113,17 @@ static int prepare_check(struct tunnel *t, long long fds, const char *part)
 	ms->nfiles = credentials_files(o, ms->files, WATCH_MAX);
 	sign_files(ms, ms->sigs);
 	/* the descriptors last: a warning about them is for a configuration that will run */
-	if (load_credentials(ms, err, sizeof(err)) != 0 ||
-	    fit_connections(o, fds, part, &t->lowered_from, err, sizeof(err)) != 0)
+	if (load_credentials(ms, err, sizeof(err)) != 0) {
+		/* a module that keeps files (SoftHSM's token directory) cannot reach them
+		 * from inside the sandbox unless they are given */
+		if (pkcs11_is_uri(o->key) && !o->insecure_no_sandbox &&
+		    strlen(err) + 160 < sizeof(err))
+			strcat(err, " (the daemon is sandboxed: a PKCS#11 module that keeps files, "
+				    "such as SoftHSM's token directory, needs them given with "
+				    "--sandbox-allow)");
+		goto config;
+	}
+	if (fit_connections(o, fds, part, &t->lowered_from, err, sizeof(err)) != 0)
 		goto config;
 	if (o->ca_url != NULL) {
 		long long every_ms = (long long)RENEWER_ROOTS_EVERY * 1000;
@@ -2535,7 +2544,9 @@ static bool journal_left(const char *cert)
  * them). 0, or -1 out of memory. */
 static int sandbox_paths(struct sandbox *sb, const struct tunnel_options *o)
 {
-	const char *const reads[] = {o->cert, o->key, o->ca, o->key_passphrase_file};
+	/* a pkcs11: key is no file: its module's files are --sandbox-allow's */
+	const char *key = pkcs11_is_uri(o->key) ? NULL : o->key;
+	const char *const reads[] = {o->cert, key, o->ca, o->key_passphrase_file};
 	int rc = 0;
 
 	for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++)
@@ -2549,7 +2560,7 @@ static int sandbox_paths(struct sandbox *sb, const struct tunnel_options *o)
 	/* and a change of files cut short, which the start finishes (recover_if_journal) */
 	if (o->ca_url != NULL || journal_left(o->cert)) {
 		rc |= sandbox_write_dir_of(sb, o->cert);
-		rc |= sandbox_write_dir_of(sb, o->key);
+		rc |= sandbox_write_dir_of(sb, key);
 		rc |= sandbox_write_dir_of(sb, o->ca);
 	}
 	rc |= sandbox_write_dir_of(sb, o->log_file);

@@ -1,7 +1,8 @@
 # SoftHSM tokens for the PKCS#11 tests (test_pkcs11.sh, test_secrets_leak.sh, bench/pkcs11.sh).
 # Sourced, not run. Needs lib.sh's $CERTS and $TMP (or P11_DIR set before).
 #
-#   p11_token DIR LABEL PIN     a SoftHSM token in DIR/tokens (SOFTHSM2_CONF exported)
+#   p11_token DIR LABEL PIN     a SoftHSM token in DIR/tokens (SOFTHSM2_CONF exported; the
+#                                daemons' option for the sandbox to reach it in P11_ALLOW)
 #   p11_keygen LABEL PIN OBJECT ID [KEYTYPE]   a key pair on the token (default EC:prime256v1)
 #   p11_cert LABEL PIN OBJECT PROFILE OUT   a certificate for the token key OBJECT, issued by
 #                                the zoo's issuing CA ($CERTS/int.pem), chain (leaf, int) in OUT;
@@ -22,6 +23,9 @@ p11_token() {
 	printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' \
 		"$dir" >"$dir/softhsm2.conf"
 	export SOFTHSM2_CONF=$dir/softhsm2.conf
+	# SoftHSM reads its configuration and token files at each use: a sandboxed daemon
+	# reaches them only when given (docs/keys.md)
+	P11_ALLOW=(--sandbox-allow "$dir")
 	softhsm2-util --init-token --free --label "$label" --so-pin 5678 --pin "$pin" >/dev/null
 }
 

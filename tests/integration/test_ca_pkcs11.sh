@@ -185,18 +185,26 @@ report "the CA's token back in place: ca issue signs again" "${p[@]+"${p[@]}"}"
 
 echo "# ca serve with the token's key (the PIN from an environment variable)"
 LAST_CMD="mtls ca serve --passphrase-file wrong"
-run "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 --http-listen none --passphrase-file "$W/wrong"
+run "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 --http-listen none --passphrase-file "$W/wrong" \
+	--sandbox-allow "$W" # SoftHSM's configuration and tokens, for the sandbox
 p=()
 [ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
 [[ $OUT$ERR == *"wrong PIN"* ]] || p+=("it does not say wrong PIN")
 report "ca serve refuses to start with a wrong PIN" "${p[@]+"${p[@]}"}"
+LAST_CMD="mtls ca serve --passphrase-file pin (no --sandbox-allow)"
+run "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 --http-listen none --passphrase-file "$W/pin"
+p=()
+[ "$RC" = 1 ] || p+=("exit status $RC, expected 1")
+[[ $OUT$ERR == *"needs them given with --sandbox-allow"* ]] ||
+	p+=("it does not say to give SoftHSM's files with --sandbox-allow")
+report "ca serve sandboxed without SoftHSM's files: the error says --sandbox-allow" "${p[@]+"${p[@]}"}"
 ADMIN=spiffe://example.org/ops/admin
 "$MTLS" ca issue --dir "$D" --profile client --uri "$ADMIN" --out "$W/admin" \
 	--passphrase-file "$W/pin" >/dev/null 2>&1 || _lib_die "(setup) the admin's certificate"
 export MTLS_TEST_CA_PIN=$PIN
 start_bg "$W/serve.log" "$MTLS" ca serve --dir "$D" --listen 127.0.0.1:0 \
 	--http-listen 127.0.0.1:0 --passphrase-env MTLS_TEST_CA_PIN --log-level debug \
-	--admin-uri "$ADMIN"
+	--admin-uri "$ADMIN" --sandbox-allow "$W"
 unset MTLS_TEST_CA_PIN
 SERVE_BG=$BG_PID
 wait_for_line "$W/serve.log" '"event":"listening"' "$READY_LIMIT" "$SERVE_BG" || {

@@ -62,7 +62,8 @@ connector() { # LOG ARGS... : a connector to the server at SRV_PORT
 }
 
 echo "# 1. the server's key on the token, the connector's in a file (PIN from a file)"
-start_tunnel_server "$TMP/srv1.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/srv-tok.pem" --pkcs11-module "$SOFTHSM_MODULE" \
+start_tunnel_server "$TMP/srv1.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/srv-tok.pem" \
+	--pkcs11-module "$SOFTHSM_MODULE" "${P11_ALLOW[@]}" \
 	--key "$SRV_KEY" --key-passphrase-file "$TMP/pin" --ca "$C/ca.pem" \
 	--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --drain-timeout 100ms
 connector "$TMP/con1.log" --cert "$C/client-chain.pem" --key "$C/client.key"
@@ -81,7 +82,7 @@ start_tunnel_server "$TMP/srv2.log" --target "127.0.0.1:$BE_PORT" --cert "$C/ser
 	--drain-timeout 100ms
 export MTLS_TEST_PIN=$PIN
 connector "$TMP/con2.log" --cert "$TMP/cli-tok.pem" --key "$CLI_KEY" \
-	--key-passphrase-env MTLS_TEST_PIN --pkcs11-module "$SOFTHSM_MODULE"
+	--key-passphrase-env MTLS_TEST_PIN --pkcs11-module "$SOFTHSM_MODULE" "${P11_ALLOW[@]}"
 unset MTLS_TEST_PIN
 p=()
 [ "$(exchange "$CON_PORT" hello-token-client)" = hello-token-client ] ||
@@ -100,7 +101,7 @@ refused() {
 	shift 2
 	LAST_CMD="mtls server $*"
 	run "$MTLS" server --listen 127.0.0.1:0 --target "127.0.0.1:$BE_PORT" --ca "$C/ca.pem" \
-		--allow-any-identity "$@"
+		--allow-any-identity "${ALLOW[@]}" "$@"
 	p=()
 	[ "$RC" != 0 ] && [ "$RC" != 124 ] || p+=("exit status $RC, expected a refusal")
 	[[ $ERR == *"$want"* ]] || p+=("stderr does not say: $want")
@@ -109,6 +110,10 @@ refused() {
 	report "$name" "${p[@]+"${p[@]}"}"
 }
 T=(--cert "$TMP/srv-tok.pem")
+ALLOW=()
+refused "a token key in the sandbox without --sandbox-allow: the error says to give it" \
+	"needs them given with --sandbox-allow" "${T[@]}" --key "$SRV_KEY" --key-passphrase-file "$TMP/pin"
+ALLOW=("${P11_ALLOW[@]}")
 refused "a wrong PIN" "the token refused the PIN for PKCS#11 key $SRV_KEY: wrong PIN" \
 	"${T[@]}" --key "$SRV_KEY" --key-passphrase-file "$TMP/wrong.pin"
 refused "no PIN" "PKCS#11 key $SRV_KEY needs the token's PIN; give it from a file or an environment variable" \
@@ -173,7 +178,7 @@ conf() { # KEYLINES... : the server's config file
 FILE_KEY=("cert $C/server-chain.pem" "key $TMP/server.key")
 TOKEN_KEY=("cert $TMP/srv-tok.pem" "key $SRV_KEY" "key-passphrase-file $TMP/pin")
 conf "${FILE_KEY[@]}"
-start_tunnel_server "$TMP/srv4.log" --config "$TMP/server.conf" --watch-interval 0
+start_tunnel_server "$TMP/srv4.log" --config "$TMP/server.conf" --watch-interval 0 "${P11_ALLOW[@]}"
 connector "$TMP/con4.log" --cert "$C/client-chain.pem" --key "$C/client.key"
 reloads() { echo $(($(log_count "$TMP/srv4.log" reload) + $(log_count "$TMP/srv4.log" reload_failed))); }
 hup() {
@@ -221,7 +226,7 @@ stop_bg "$SRV_PID"
 echo "# 5. the token taken away while the server runs"
 start_tunnel_server "$TMP/srv5.log" --target "127.0.0.1:$BE_PORT" --cert "$TMP/srv-tok.pem" \
 	--key "$SRV_KEY" --key-passphrase-file "$TMP/pin" --ca "$C/ca.pem" \
-	--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --drain-timeout 100ms --watch-interval 0
+	--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --drain-timeout 100ms --watch-interval 0 "${P11_ALLOW[@]}"
 connector "$TMP/con5.log" --cert "$C/client-chain.pem" --key "$C/client.key"
 exec {live}<>"/dev/tcp/127.0.0.1/$CON_PORT"
 p=()

@@ -72,7 +72,7 @@ start_backend "$W/be.log" --mode echo
 start_tunnel_server "$W/srv.log" --target "127.0.0.1:$BE_PORT" --cert "$W/cert.pem" \
 	--key "$KEY" --key-passphrase-file "$W/pin" --pkcs11-module "$SOFTHSM_MODULE" \
 	--ca "$W/ca.pem" --allow-uri "$APP" --ca-url "https://127.0.0.1:$CA_PORT" \
-	--drain-timeout 100ms
+	--drain-timeout 100ms "${P11_ALLOW[@]}"
 start_tunnel_connector "$W/con.log" --server "127.0.0.1:$SRV_PORT" --server-name localhost \
 	--cert "$W/app-chain.pem" --key "$W/app.key" --ca "$D/root.pem" --drain-timeout 100ms
 

@@ -111,12 +111,12 @@ run_case() {
 	export "${srv_env?}"
 	start_tunnel_server "$TMP/srv.log" --target "127.0.0.1:$BE_PORT" --ca "$C/ca.pem" \
 		--allow-uri spiffe://test.mtls/ns/prod/sa/app1 --metrics 127.0.0.1:0 \
-		--drain-timeout 100ms "${srv[@]}"
+		--drain-timeout 100ms "${P11_ALLOW[@]}" "${srv[@]}"
 	unset "${srv_env%%=*}"
 	export "${con_env?}"
 	start_tunnel_connector "$TMP/con.log" --server "127.0.0.1:$SRV_PORT" \
 		--server-name server.test --ca "$C/ca.pem" --metrics 127.0.0.1:0 \
-		--drain-timeout 100ms "${con[@]}"
+		--drain-timeout 100ms "${P11_ALLOW[@]}" "${con[@]}"
 	unset "${con_env%%=*}"
 	p=()
 	[ "$(exchange "$CON_PORT" one)" = one ] || p+=("no traffic through the tunnel")
