@@ -608,6 +608,8 @@ int mtls_handshake(struct mtls *c)
 			return -1;
 		}
 		c->conn.handshake_done = true;
+		if (c->state->server)
+			sessions_share_unkept(c->state->sessions, c->conn.ssl);
 		/* nothing more is needed until the application's first byte; a record read
 		 * ahead keeps its buffer */
 		SSL_free_buffers(c->conn.ssl);
