@@ -286,15 +286,17 @@ struct connection {
 	bool handshake_done;
 	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
 	struct error err;    /* also where the verify callback puts its refusal */
-	char warning[256];   /* about the accepted handshake */
+	/* about the accepted handshake (owned; NULL: none). Rare, so allocated only when
+	 * there is one: an idle connection's every byte counts (test_memory.c). */
+	char *warning;
 	/* client: OCSP is decided once the server's staple (or its absence) is known, by the
 	 * status callback, on the chain the verify callback kept */
 	STACK_OF(X509) * ocsp_chain;
 	bool ocsp_done;
 	enum mtls_ocsp_result ocsp; /* what OCSP said of the accepted peer */
 	/* audit (mtls_config_insecure_audit()): why the peer let in would have been refused
-	 * (reason none: it would not) */
-	struct error would;
+	 * (owned; NULL: it would not) */
+	struct error *would;
 };
 
 struct mtls {

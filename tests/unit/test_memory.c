@@ -182,12 +182,40 @@ static void test_issuer_shared_without_session_cache(void **state)
 	mtls_free(server);
 }
 
+/* What libmtls itself keeps per connection, beside OpenSSL's SSL: the rare texts (a
+ * handshake's warning, what audit would have refused) are allocated only when there is
+ * one, not held as two 600-byte error buffers and a 256-byte one by every idle connection
+ * (1.5 KiB each before). Both still reach the caller: test_ocsp_handshake, test_audit. */
+static void test_connection_struct_small(void **state)
+{
+	struct mtls *server = server_new(), *client;
+	char *chain, *key;
+	struct link l;
+
+	(void)state;
+	assert_true(sizeof(struct mtls) <= 768);
+	test_issue_client(3600, APP1, &chain, &key);
+	client = test_mem_client(chain, key, true);
+	link_open(&l, server, client);
+	assert_null(l.sc->conn.warning);
+	assert_null(l.sc->conn.would);
+	assert_null(mtls_conn_warning(l.sc));
+	assert_int_equal(mtls_conn_would_refuse(l.sc), MTLS_REASON_NONE);
+
+	test_pair_free(l.sc, l.cc, l.fds);
+	mtls_free(client);
+	free(chain);
+	free(key);
+	mtls_free(server);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_issuer_shared_between_clients),
 		cmocka_unit_test(test_shared_issuer_resumes),
 		cmocka_unit_test(test_issuer_shared_without_session_cache),
+		cmocka_unit_test(test_connection_struct_small),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
