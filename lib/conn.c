@@ -139,10 +139,34 @@ void conn_free(struct mtls *c)
 	identity_free(c->conn.peer);
 	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
 	free(c->conn.server_name);
+	free(c->conn.warning);
+	free(c->conn.would);
 	free(c);
 }
 
 /* --- the handshake ------------------------------------------------------------------ */
+
+/* The connection's warning: w's text (none if empty). Lost if there is no memory for it. */
+static void keep_warning(struct mtls *c, const char *w)
+{
+	free(c->conn.warning);
+	c->conn.warning = w[0] != '\0' ? strdup(w) : NULL;
+}
+
+/* What audit found (reason none: the peer would be let in anyway); -1 (the connection's
+ * error set) if there is no memory to keep it. */
+static int keep_would(struct mtls *c, const struct error *would)
+{
+	if (would->reason == MTLS_REASON_NONE) {
+		free(c->conn.would);
+		c->conn.would = NULL;
+		return 0;
+	}
+	if (c->conn.would == NULL && (c->conn.would = malloc(sizeof(*c->conn.would))) == NULL)
+		return error_set(&c->conn.err, MTLS_REASON_INTERNAL, "out of memory");
+	*c->conn.would = *would;
+	return 0;
+}
 
 static void request_for(struct mtls *c, struct verify_request *rq)
 {
@@ -160,6 +184,8 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx());
 	struct mtls *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
 	struct verify_request rq;
+	struct error would;
+	char warning[256];
 
 	(void)arg;
 	if (c == NULL)
@@ -174,14 +200,18 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 		rq.ocsp_later = true;
 		rq.keep_chain = &c->conn.ocsp_chain;
 	}
-	error_clear(&c->conn.would);
+	error_clear(&would);
+	(void)keep_would(c, &would);
 	/* a refusal goes straight into the connection's error: the handshake fails with it,
 	 * unless the server audits (then it is recorded and the client let in) */
-	if (verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, c->conn.warning,
-			 sizeof(c->conn.warning)) == 0)
+	if (verify_chain(&rq, xctx, &c->conn.peer, &c->conn.err, warning, sizeof(warning)) == 0) {
+		keep_warning(c, warning);
 		return 1;
-	if (verify_audit(&rq, X509_STORE_CTX_get0_cert(xctx), &c->conn.err, &c->conn.would,
-			 &c->conn.peer) != 0)
+	}
+	keep_warning(c, "");
+	if (verify_audit(&rq, X509_STORE_CTX_get0_cert(xctx), &c->conn.err, &would,
+			 &c->conn.peer) != 0 ||
+	    keep_would(c, &would) != 0)
 		return 0;
 	X509_STORE_CTX_set_error(xctx, X509_V_OK);
 	return 1;
@@ -192,14 +222,18 @@ int conn_verify_cb(X509_STORE_CTX *xctx, void *arg)
 static int judge_ocsp(struct mtls *c, const uint8_t *staple, size_t len)
 {
 	struct verify_request rq;
+	char warning[256] = "";
 	int rc;
 
 	request_for(c, &rq);
 	rq.staple_round = true;
 	rq.staple = staple;
 	rq.staple_len = len;
-	rc = verify_ocsp(&rq, c->conn.ocsp_chain, &c->conn.err, c->conn.warning,
-			 sizeof(c->conn.warning));
+	/* verify_ocsp() adds to the chain's warning */
+	if (c->conn.warning != NULL)
+		snprintf(warning, sizeof(warning), "%s", c->conn.warning);
+	rc = verify_ocsp(&rq, c->conn.ocsp_chain, &c->conn.err, warning, sizeof(warning));
+	keep_warning(c, warning);
 	c->conn.ocsp_done = true;
 	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
 	c->conn.ocsp_chain = NULL;
@@ -329,11 +363,16 @@ static int judge_peer(struct mtls *c)
 	if (SSL_session_reused(c->conn.ssl)) {
 		identity_free(c->conn.peer);
 		c->conn.peer = NULL;
-		error_clear(&c->conn.would);
+		struct error would;
+
+		error_clear(&would);
+		(void)keep_would(c, &would);
 		if (verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(c->conn.ssl), &c->conn.peer,
 				   &c->conn.err) == 0)
 			return 0;
-		return verify_audit(&rq, leaf, &c->conn.err, &c->conn.would, &c->conn.peer);
+		if (verify_audit(&rq, leaf, &c->conn.err, &would, &c->conn.peer) != 0)
+			return -1;
+		return keep_would(c, &would);
 	}
 	/* a certificate was presented: it is in only if the verify callback accepted it */
 	if (c->conn.peer == NULL)
@@ -394,7 +433,7 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 		if (rc != 0 && verify_audit(&rq, leaf, &conn->conn.err, &would, &peer) == 0)
 			rc = 0;
 		if (rc == 0)
-			conn->conn.would = would; /* kept or cleared by this judgement */
+			rc = keep_would(conn, &would); /* kept or cleared by this judgement */
 	}
 	identity_free(peer);
 	state_unref(st);
@@ -608,6 +647,8 @@ int mtls_handshake(struct mtls *c)
 			return -1;
 		}
 		c->conn.handshake_done = true;
+		if (c->state->server)
+			sessions_share_unkept(c->state->sessions, c->conn.ssl);
 		/* nothing more is needed until the application's first byte; a record read
 		 * ahead keeps its buffer */
 		SSL_free_buffers(c->conn.ssl);
@@ -928,11 +969,12 @@ enum mtls_ocsp_result mtls_conn_ocsp(const struct mtls *c)
 
 enum mtls_reason mtls_conn_would_refuse(const struct mtls *c)
 {
-	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done ? c->conn.would.reason
-									   : MTLS_REASON_NONE;
+	return c != NULL && c->kind == KIND_CONN && c->conn.handshake_done && c->conn.would != NULL
+		       ? c->conn.would->reason
+		       : MTLS_REASON_NONE;
 }
 
 const char *mtls_conn_would_refuse_message(const struct mtls *c)
 {
-	return mtls_conn_would_refuse(c) != MTLS_REASON_NONE ? c->conn.would.msg : NULL;
+	return mtls_conn_would_refuse(c) != MTLS_REASON_NONE ? c->conn.would->msg : NULL;
 }

@@ -218,7 +218,7 @@ struct state {
 	time_t ca_not_after;
 	time_t crl_next_update;
 	struct verify_cache *vcache; /* NULL when disabled */
-	struct sessions *sessions;   /* server: resumable sessions, NULL when disabled */
+	struct sessions *sessions;   /* server: resumable sessions (maybe none), shared CA certs */
 	struct ocsp_store *ocsp;     /* the endpoint's OCSP answers and staple (ocsp_store.c) */
 	/* the own certificate, for its OCSP staple (ocsp_own()) */
 	X509 *own_leaf;	      /* referenced; NULL without one */
@@ -286,15 +286,17 @@ struct connection {
 	bool handshake_done;
 	time_t handshake_at; /* when the handshake judged the peer (its verification time) */
 	struct error err;    /* also where the verify callback puts its refusal */
-	char warning[256];   /* about the accepted handshake */
+	/* about the accepted handshake (owned; NULL: none). Rare, so allocated only when
+	 * there is one: an idle connection's every byte counts (test_memory.c). */
+	char *warning;
 	/* client: OCSP is decided once the server's staple (or its absence) is known, by the
 	 * status callback, on the chain the verify callback kept */
 	STACK_OF(X509) * ocsp_chain;
 	bool ocsp_done;
 	enum mtls_ocsp_result ocsp; /* what OCSP said of the accepted peer */
 	/* audit (mtls_config_insecure_audit()): why the peer let in would have been refused
-	 * (reason none: it would not) */
-	struct error would;
+	 * (owned; NULL: it would not) */
+	struct error *would;
 };
 
 struct mtls {
@@ -546,10 +548,19 @@ void verify_cache_stats(struct verify_cache *vc, unsigned long *hits, unsigned l
 /* sessions.c: the server's resumable sessions, shared by the states of one endpoint as long
  * as its trust anchors stay the same (see file). */
 struct sessions;
+/* slots 0: a store that keeps no session, only the shared copies of the client CAs'
+ * certificates (sessions_share_unkept()). */
 struct sessions *sessions_new(size_t slots, const uint8_t trust[32]);
 struct sessions *sessions_ref(struct sessions *s);
 void sessions_unref(struct sessions *s);
-bool sessions_trust_is(const struct sessions *s, const uint8_t trust[32]);
+/* Whether s serves a state of these trust anchors and this many slots. */
+bool sessions_fit(const struct sessions *s, const uint8_t trust[32], size_t slots);
+/* Whether s keeps sessions (then sessions_attach() wires it into the SSL_CTX). */
+bool sessions_kept(const struct sessions *s);
+/* After a server's full handshake on a store that keeps no sessions: the connection's
+ * certificates of the client's CAs (its session's and its verified path's) swapped for the
+ * store's shared copies, as on_new() does for a session it keeps. s NULL: nothing. */
+void sessions_share_unkept(struct sessions *s, SSL *ssl);
 /* The SSL_CTX callbacks of a server that keeps sessions (session ID and TLS 1.3 stateful
  * tickets). The SSL_CTX's app data must be its struct state. */
 void sessions_attach(SSL_CTX *ctx);

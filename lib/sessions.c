@@ -26,6 +26,9 @@
  * are therefore swapped for the store's one object of identical bytes (SHARED_ISSUERS of them,
  * the first seen), before the session is published. Resumption still rebuilds and judges
  * the path from these certificates, which are byte for byte the ones the peer sent.
+ * A server that keeps no sessions (--session-cache 0, no tickets) still has a store of no
+ * slots for these copies: its connections are swapped to them when the handshake completes
+ * (sessions_share_unkept()), else each idle connection held some 5 KiB more than with a cache.
  * A connection that ends without close_notify does not make its session unusable (RFC 8446
  * dropped that rule), so OpenSSL's removals are not honoured: there is no remove callback.
  */
@@ -53,8 +56,6 @@ struct sessions *sessions_new(size_t slots, const uint8_t trust[32])
 {
 	struct sessions *s;
 
-	if (slots == 0)
-		return NULL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
@@ -85,9 +86,14 @@ void sessions_unref(struct sessions *s)
 	free(s);
 }
 
-bool sessions_trust_is(const struct sessions *s, const uint8_t trust[32])
+bool sessions_fit(const struct sessions *s, const uint8_t trust[32], size_t slots)
 {
-	return memcmp(s->trust, trust, sizeof(s->trust)) == 0;
+	return s->slots == slots && memcmp(s->trust, trust, sizeof(s->trust)) == 0;
+}
+
+bool sessions_kept(const struct sessions *s)
+{
+	return s->slots > 0;
 }
 
 static size_t slot_of(const struct sessions *s, const unsigned char *id, unsigned len)
@@ -205,6 +211,17 @@ static SSL_SESSION *on_get(SSL *ssl, const unsigned char *id, int len, int *copy
 	pthread_mutex_unlock(&s->lock);
 	SSL_SESSION_free(expired);
 	return found;
+}
+
+void sessions_share_unkept(struct sessions *s, SSL *ssl)
+{
+	/* a kept session was shared by on_new() before it was published; sharing it now would
+	 * change a session other threads may already resume */
+	if (s == NULL || s->slots > 0 || SSL_session_reused(ssl))
+		return;
+	pthread_mutex_lock(&s->lock);
+	share_issuers(s, ssl, SSL_get_session(ssl));
+	pthread_mutex_unlock(&s->lock);
 }
 
 void sessions_attach(SSL_CTX *ctx)

@@ -93,16 +93,19 @@ static void warm(struct state *st)
 static int take_sessions(struct state *st, const struct state *prev, struct error *err)
 {
 	const struct mtls_config *c = st->config;
+	/* without resumption the store keeps no session, but still the one copy of each
+	 * client CA certificate that connections share */
+	size_t slots = c->tickets ? c->session_cache_slots : 0;
 	uint8_t trust[32];
 
-	if (!st->server || !c->tickets || c->session_cache_slots == 0)
+	if (!st->server)
 		return 0;
 	if (trust_fingerprint(c, trust) != 0)
 		return error_set_ssl(err, MTLS_REASON_INTERNAL, "cannot hash the CA bundle");
-	if (prev != NULL && prev->sessions != NULL && sessions_trust_is(prev->sessions, trust))
+	if (prev != NULL && prev->sessions != NULL && sessions_fit(prev->sessions, trust, slots))
 		st->sessions = sessions_ref(prev->sessions);
 	else
-		st->sessions = sessions_new(c->session_cache_slots, trust);
+		st->sessions = sessions_new(slots, trust);
 	if (st->sessions == NULL)
 		return error_set(err, MTLS_REASON_INTERNAL, "out of memory");
 	return 0;

@@ -103,7 +103,7 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 		SSL_CTX_set_tlsext_status_cb(ctx, conn_staple_cb);
 		if (c->alpn != NULL)
 			SSL_CTX_set_alpn_select_cb(ctx, conn_alpn_cb, NULL);
-		if (st->sessions != NULL) {
+		if (st->sessions != NULL && sessions_kept(st->sessions)) {
 			sessions_attach(ctx);
 			SSL_CTX_set_num_tickets(ctx, 1);
 		} else {

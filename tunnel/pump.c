@@ -163,8 +163,8 @@ struct conn {
 	bool keeps_buffers; /* busy: mtls_keep_buffers() is on */
 	bool resume_queued; /* on w's resume queue (its budget ran out with work left) */
 	struct conn *resume_prev, *resume_next;
-	ev_tstamp active; /* the last wakeup of the pump phase, for the idle timeout */
-	char identity[256];
+	ev_tstamp active;  /* the last wakeup of the pump phase, for the idle timeout */
+	char *identity;	   /* the peer's, owned; NULL: none (see ident()): not 256 bytes per conn */
 	bool verified;	   /* the handshake accepted the peer: re-judged after a trust change */
 	bool plaintext;	   /* permissive: a client without TLS (no TLS state) */
 	bool detecting;	   /* permissive: waiting for the first bytes, under --plaintext-wait */
@@ -199,6 +199,12 @@ static void on_plain_io(struct ev_loop *loop, ev_io *io, int events);
 static void close_gently(struct conn *c, const char *why);
 static long long handshake_left_ms(const struct conn *c);
 static void on_timer(struct ev_loop *loop, ev_timer *t, int events);
+
+/* The identity a connection is logged under ("" without one). */
+static const char *ident(const struct conn *c)
+{
+	return c->identity != NULL ? c->identity : "";
+}
 
 static void next_step(struct conn *c)
 {
@@ -310,7 +316,7 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 	atomic_fetch_add(&d->metrics.bytes_from_target, from_target);
 	if (why != NULL)
 		LOG(level, "conn_close", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("why", why), LN("bytes_to_target", to_target),
+		    LS("identity", ident(c)), LS("why", why), LN("bytes_to_target", to_target),
 		    LN("bytes_from_target", from_target),
 		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)),
 		    LS("target", c->target));
@@ -322,6 +328,7 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 	buf_release(w, &c->to_plain);
 	buf_release(w, &c->to_tls);
 	free(c->pg_msg);
+	free(c->identity);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -692,7 +699,7 @@ static void step_proxy_header(struct conn *c)
 			identity != NULL ? strlen(identity) : 0, cn != NULL ? strlen(cn) : 0, room);
 	atomic_fetch_add(&d->metrics.connections_refused_proxy_header, 1);
 	LOG(LOG_WARN, "conn_refused", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("reason", "proxy_header"), LS("message", msg));
+	    LS("identity", ident(c)), LS("reason", "proxy_header"), LS("message", msg));
 	conn_free(c, "proxy_header", LOG_INFO);
 }
 
@@ -700,7 +707,7 @@ static void connect_failed(struct conn *c, const char *message, const char *why)
 {
 	atomic_fetch_add(&c->w->d->metrics.target_connect_failures, 1);
 	LOG(LOG_WARN, c->role->connect_failed, LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("message", message));
+	    LS("identity", ident(c)), LS("message", message));
 	conn_free(c, why, LOG_INFO);
 }
 
@@ -835,7 +842,7 @@ static const char *metrics_identity(const struct conn *c)
 	case MTLS_REASON_CRL_INVALID:
 	case MTLS_REASON_OCSP_MISSING:
 	case MTLS_REASON_OCSP_UNAVAILABLE:
-	case MTLS_REASON_OCSP_UNKNOWN: return c->identity;
+	case MTLS_REASON_OCSP_UNKNOWN: return ident(c);
 	default: return "untrusted";
 	}
 }
@@ -848,7 +855,7 @@ static void would_refuse(struct conn *c, const char *when, const char *message)
 
 	metrics_would_refuse(&d->metrics, c->would, metrics_identity(c));
 	LOG(LOG_WARN, "would_refuse", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("reason", mtls_reason_name(c->would)),
+	    LS("identity", ident(c)), LS("reason", mtls_reason_name(c->would)),
 	    LS("category", mtls_category_name(mtls_reason_category(c->would))),
 	    LS("message", message), LS("at", when),
 	    LS("action", "forwarded (rollout mode); strict mode would refuse it"));
@@ -870,8 +877,13 @@ static void handshake_done(struct conn *c)
 		return;
 	}
 	peer = mtls_conn_peer(c->tls); /* a re-check may have described it again */
-	snprintf(c->identity, sizeof(c->identity), "%s",
-		 peer != NULL ? mtls_peer_identity(peer) : "");
+	free(c->identity);
+	c->identity = NULL;
+	if (peer != NULL && mtls_peer_identity(peer)[0] != '\0' &&
+	    (c->identity = strdup(mtls_peer_identity(peer))) == NULL) {
+		conn_free(c, "out_of_memory", LOG_ERROR);
+		return;
+	}
 	c->verified = true;
 	if (mtls_conn_ocsp(c->tls) == MTLS_OCSP_RESULT_SOFT_FAIL)
 		atomic_fetch_add(&d->metrics.ocsp_soft_fail, 1);
@@ -882,7 +894,7 @@ static void handshake_done(struct conn *c)
 	 * kind tls_no_cert for a client without (permissive) */
 	if (peer != NULL && c->role->tls_client) /* the connector: the server it went to */
 		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("identity", ident(c)), LS("subject", mtls_peer_subject(peer)),
 		    LS("serial", mtls_peer_serial(peer)),
 		    LS("rule",
 		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
@@ -890,7 +902,7 @@ static void handshake_done(struct conn *c)
 		    LN("resumed", mtls_conn_resumed(c->tls)), LS("target", c->target));
 	else if (peer != NULL) /* the server connects to its target after the handshake */
 		LOG(LOG_INFO, "conn_open", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("subject", mtls_peer_subject(peer)),
+		    LS("identity", ident(c)), LS("subject", mtls_peer_subject(peer)),
 		    LS("serial", mtls_peer_serial(peer)),
 		    LS("rule",
 		       mtls_peer_matched_rule(peer) != NULL ? mtls_peer_matched_rule(peer) : ""),
@@ -906,7 +918,7 @@ static void handshake_done(struct conn *c)
 	if (c->would != MTLS_REASON_NONE)
 		would_refuse(c, "handshake", mtls_conn_would_refuse_message(c->tls));
 	if (warning != NULL)
-		LOG(LOG_WARN, "tls_warning", LN("conn", c->id), LS("identity", c->identity),
+		LOG(LOG_WARN, "tls_warning", LN("conn", c->id), LS("identity", ident(c)),
 		    LS("message", warning));
 	next_step(c);
 }
@@ -1068,8 +1080,8 @@ static bool pg_start_cancel(struct conn *c, const uint8_t *msg)
 		memcpy(c->pg_msg, msg, PGWIRE_CANCEL_LEN);
 	c->pg_msg_len = PGWIRE_CANCEL_LEN;
 	atomic_fetch_add(&d->metrics.pg_cancels, 1);
-	LOG(LOG_INFO, "pg_cancel", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("tls", c->tls != NULL ? "yes" : "no"),
+	LOG(LOG_INFO, "pg_cancel", LN("conn", c->id), LS("peer", c->peer), LS("identity", ident(c)),
+	    LS("tls", c->tls != NULL ? "yes" : "no"),
 	    LS("message", "a cancel request: forwarded to the target, then closed"));
 	return true;
 }
@@ -1235,7 +1247,7 @@ static void pg_startup_done(struct conn *c)
 
 	if (pgwire_startup_parse(c->pg_msg, c->pg_msg_len, &st, err, sizeof(err)) != 0) {
 		LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("reason", "bad_startup"), LS("message", err));
+		    LS("identity", ident(c)), LS("reason", "bad_startup"), LS("message", err));
 		atomic_fetch_add(&d->metrics.pg_refused, 1);
 		pg_refuse_tls(c, "pg_refused", "mtls: the startup message is not valid", NULL);
 		return;
@@ -1249,7 +1261,7 @@ static void pg_startup_done(struct conn *c)
 	if (!pg_role_allowed(c, msg, sizeof(msg))) {
 		snprintf(msg, sizeof(msg),
 			 "mtls: identity %.300s may not connect as role \"%.63s\"",
-			 c->identity[0] != '\0' ? c->identity : "(none)", c->pg_user);
+			 c->identity != NULL ? c->identity : "(none)", c->pg_user);
 		snprintf(
 			hint, sizeof(hint),
 			"no --pg-role rule of this server lets it in as role \"%.63s\" to database "
@@ -1257,13 +1269,13 @@ static void pg_startup_done(struct conn *c)
 			c->pg_user, c->pg_database);
 		atomic_fetch_add(&d->metrics.pg_refused, 1);
 		LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("reason", "role_not_allowed"),
+		    LS("identity", ident(c)), LS("reason", "role_not_allowed"),
 		    LS("user", c->pg_user), LS("database", c->pg_database), LS("message", msg),
 		    LS("hint", hint));
 		pg_refuse_tls(c, "pg_refused", msg, hint);
 		return;
 	}
-	LOG(LOG_INFO, "pg_startup", LN("conn", c->id), LS("identity", c->identity),
+	LOG(LOG_INFO, "pg_startup", LN("conn", c->id), LS("identity", ident(c)),
 	    LS("user", c->pg_user), LS("database", c->pg_database), LS("rule", msg));
 	next_step(c);
 }
@@ -1294,7 +1306,7 @@ static void pg_startup_read(struct conn *c)
 			if (k != PGWIRE_STARTUP) {
 				atomic_fetch_add(&c->w->d->metrics.pg_refused, 1);
 				LOG(LOG_WARN, "pg_refused", LN("conn", c->id), LS("peer", c->peer),
-				    LS("identity", c->identity), LS("reason", "bad_startup"),
+				    LS("identity", ident(c)), LS("reason", "bad_startup"),
 				    LS("message", k == PGWIRE_SSL
 							  ? "an SSLRequest inside TLS"
 							  : "not a startup message inside TLS"));
@@ -1328,7 +1340,7 @@ static void step_pg_startup(struct conn *c)
 	if (c->pg_direct && mtls_conn_alpn(c->tls) == NULL) {
 		metrics_handshake(&d->metrics, MTLS_REASON_PROTOCOL_VERSION, false, 0);
 		LOG(LOG_WARN, "handshake_refused", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("reason", "alpn_required"),
+		    LS("identity", ident(c)), LS("reason", "alpn_required"),
 		    LS("category", "protocol"),
 		    LS("message", "a direct TLS connection (no SSLRequest) without ALPN "
 				  "postgresql; PostgreSQL 17 clients send it "
@@ -1551,7 +1563,7 @@ static bool pg_role_rejudge(struct conn *c)
 		return false;
 	atomic_fetch_add(&d->metrics.pg_refused, 1);
 	LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
-	    LS("identity", c->identity), LS("reason", "role_not_allowed"), LS("user", c->pg_user),
+	    LS("identity", ident(c)), LS("reason", "role_not_allowed"), LS("user", c->pg_user),
 	    LS("database", c->pg_database),
 	    LS("message", "the --pg-role rules no longer let this identity in as this role"),
 	    LS("action", "closing the connection"));
@@ -1600,7 +1612,7 @@ void pump_recheck(struct worker *w)
 		if ((unsigned)reason < MTLS_REASON_COUNT)
 			atomic_fetch_add(&d->metrics.closed_by_recheck[reason], 1);
 		LOG(LOG_WARN, "conn_rejudged", LN("conn", c->id), LS("peer", c->peer),
-		    LS("identity", c->identity), LS("reason", mtls_reason_name(reason)),
+		    LS("identity", ident(c)), LS("reason", mtls_reason_name(reason)),
 		    LS("message", mtls_error(c->tls)), LS("action", "closing the connection"));
 		close_gently(c, reason == MTLS_REASON_REVOKED ? "revoked_while_connected"
 							      : "no_longer_allowed");

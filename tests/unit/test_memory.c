@@ -19,7 +19,8 @@
 #define APP1 "spiffe://test.mtls/ns/prod/sa/app1"
 #define APP2 "spiffe://test.mtls/ns/prod/sa/app2"
 
-static struct mtls *server_new(void)
+/* A server keeping up to cache sessions (0: none, no resumption). */
+static struct mtls *server_new_cache(size_t cache)
 {
 	struct mtls_config *cfg = mtls_config_new();
 	struct mtls *server = mtls_server_new();
@@ -29,10 +30,16 @@ static struct mtls *server_new(void)
 	assert_int_equal(mtls_config_set_ca_file(cfg, cert_path("ca.pem")), 0);
 	assert_int_equal(mtls_config_allow_uri(cfg, APP1), 0);
 	assert_int_equal(mtls_config_allow_uri(cfg, APP2), 0);
+	assert_int_equal(mtls_config_set_session_cache(cfg, cache), 0);
 	if (mtls_configure(server, cfg) != 0)
 		fail_msg("server config: %s", mtls_error(server));
 	mtls_config_free(cfg);
 	return server;
+}
+
+static struct mtls *server_new(void)
+{
+	return server_new_cache(MTLS_SESSION_CACHE_DEFAULT);
 }
 
 struct link {
@@ -136,11 +143,79 @@ static void test_shared_issuer_resumes(void **state)
 	mtls_free(server);
 }
 
+/* A server that keeps no sessions shares the CA certificate all the same: the idle
+ * connections of a fleet must not cost more without a session cache (they did: some 5 KiB
+ * each, a decoded copy per connection in its session and its verified path). */
+static void test_issuer_shared_without_session_cache(void **state)
+{
+	struct mtls *server = server_new_cache(0), *a, *b;
+	char *chain_a, *key_a, *chain_b, *key_b;
+	struct link la, lb, again;
+
+	(void)state;
+	test_issue_client(3600, APP1, &chain_a, &key_a);
+	test_issue_client(3600, APP2, &chain_b, &key_b);
+	a = test_mem_client(chain_a, key_a, true);
+	b = test_mem_client(chain_b, key_b, true);
+	link_open(&la, server, a);
+	link_open(&lb, server, b);
+
+	assert_string_equal(mtls_peer_identity(mtls_conn_peer(la.sc)), APP1);
+	assert_string_equal(mtls_peer_identity(mtls_conn_peer(lb.sc)), APP2);
+	assert_ptr_equal(session_issuer(&la), session_issuer(&lb));
+	assert_ptr_equal(verified_issuer(&la), verified_issuer(&lb));
+	assert_ptr_equal(session_issuer(&la), verified_issuer(&la));
+	/* and nothing to resume: a second connection makes a full handshake */
+	link_open(&again, server, a);
+	assert_false(mtls_conn_resumed(again.sc));
+	assert_ptr_equal(session_issuer(&again), session_issuer(&la));
+
+	test_pair_free(la.sc, la.cc, la.fds);
+	test_pair_free(lb.sc, lb.cc, lb.fds);
+	test_pair_free(again.sc, again.cc, again.fds);
+	mtls_free(a);
+	mtls_free(b);
+	free(chain_a);
+	free(key_a);
+	free(chain_b);
+	free(key_b);
+	mtls_free(server);
+}
+
+/* What libmtls itself keeps per connection, beside OpenSSL's SSL: the rare texts (a
+ * handshake's warning, what audit would have refused) are allocated only when there is
+ * one, not held as two 600-byte error buffers and a 256-byte one by every idle connection
+ * (1.5 KiB each before). Both still reach the caller: test_ocsp_handshake, test_audit. */
+static void test_connection_struct_small(void **state)
+{
+	struct mtls *server = server_new(), *client;
+	char *chain, *key;
+	struct link l;
+
+	(void)state;
+	assert_true(sizeof(struct mtls) <= 768);
+	test_issue_client(3600, APP1, &chain, &key);
+	client = test_mem_client(chain, key, true);
+	link_open(&l, server, client);
+	assert_null(l.sc->conn.warning);
+	assert_null(l.sc->conn.would);
+	assert_null(mtls_conn_warning(l.sc));
+	assert_int_equal(mtls_conn_would_refuse(l.sc), MTLS_REASON_NONE);
+
+	test_pair_free(l.sc, l.cc, l.fds);
+	mtls_free(client);
+	free(chain);
+	free(key);
+	mtls_free(server);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_issuer_shared_between_clients),
 		cmocka_unit_test(test_shared_issuer_resumes),
+		cmocka_unit_test(test_issuer_shared_without_session_cache),
+		cmocka_unit_test(test_connection_struct_small),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
