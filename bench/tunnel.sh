@@ -80,7 +80,7 @@ before=$(rss)
 taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "${idle_tls[@]}" \
 	--connections "$idle" --seconds 3 >"$tmp/idle.out" &
 idle_pid=$!
-for _ in $(seq 300); do grep -q '^held' "$tmp/idle.out" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1500); do grep -q '^held' "$tmp/idle.out" 2>/dev/null && break; sleep 0.1; done
 sleep 0.5
 after=$(rss)
 wait "$idle_pid" || true
