@@ -255,6 +255,48 @@ int sandbox_allow(struct sandbox *sb, const char *path)
 	return 0;
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MTLS_SANDBOX_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MTLS_SANDBOX_SANITIZER 1
+#endif
+#endif
+
+#if defined(MTLS_SANDBOX_SANITIZER)
+/* Sanitizer builds only: a report written to *_OPTIONS' log_path=PREFIX (PREFIX.PID) needs
+ * its directory writable, or the report of a sandboxed daemon is lost ("Can't open file")
+ * and only its exit status tells; a suppressions= file is read at exit. */
+static int add_sanitizer_logs(struct sandbox *sb)
+{
+	static const char *const vars[] = {"ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
+					   "LSAN_OPTIONS"};
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]), *p;
+		char path[PATH_MAX];
+
+		for (p = v; p != NULL && (p = strstr(p, "log_path=")) != NULL; p += 9) {
+			if (p != v && p[-1] != ':')
+				continue;
+			snprintf(path, sizeof(path), "%.*s", (int)strcspn(p + 9, ":"), p + 9);
+			if (path[0] == '/')
+				rc |= add_dir_of(sb, path, LL_WRITE);
+		}
+		/* read at exit, when the leak check runs */
+		for (p = v; p != NULL && (p = strstr(p, "suppressions=")) != NULL; p += 13) {
+			if (p != v && p[-1] != ':')
+				continue;
+			snprintf(path, sizeof(path), "%.*s", (int)strcspn(p + 13, ":"), p + 13);
+			if (path[0] == '/')
+				rc |= add_dir_of(sb, path, LL_READ);
+		}
+	}
+	return rc;
+}
+#endif
+
 /* What every daemon needs to live, whatever its options. */
 static int add_base(struct sandbox *sb)
 {
@@ -349,7 +391,11 @@ int sandbox_landlock(struct sandbox *sb, char *err, size_t len)
 			 strerror(errno));
 		return -1;
 	}
-	if (add_base(sb) != 0) {
+	if (add_base(sb) != 0
+#if defined(MTLS_SANDBOX_SANITIZER)
+	    || add_sanitizer_logs(sb) != 0
+#endif
+	) {
 		snprintf(err, len, "sandbox: out of memory");
 		goto out;
 	}
@@ -461,13 +507,6 @@ static const char *const calls_accept[] = {"accept", "accept4"};
 /* Sanitizer builds only (compile time: MTLS_SANITIZE, MTLS_SANITIZE_THREAD): LeakSanitizer
  * stops the world at exit with a tracer clone that ptrace()s every thread, and a report
  * runs the symbolizer (fork + execve); TSan's reports likewise. Never in a release build. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MTLS_SANDBOX_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MTLS_SANDBOX_SANITIZER 1
-#endif
-#endif
 #if defined(MTLS_SANDBOX_SANITIZER)
 static const char *const calls_sanitizer[] = {
 	"ptrace", "process_vm_readv", "execve", "vfork", "fork", "personality", "sched_getparam"};

@@ -47,16 +47,19 @@ READY_LIMIT=${READY_LIMIT:-10} # a server printing its port
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mtls-${0##*/}.XXXXXX")
 
 # Sanitizer reports of every process the script starts (daemons included, whose stderr goes
-# to logs nobody reads) land in $TMP/sanitizer.PID; any report fails the script at exit,
+# to logs nobody reads) land in $TMP/sanitizer/report.PID (a directory of their own: a
+# sandboxed daemon of a sanitizer build is given write access to it, and to nothing else of
+# $TMP it was not given); any report fails the script at exit,
 # after the background processes have run their exit-time leak checks.
+mkdir -- "$TMP/sanitizer"
 for _v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS; do
-	export "$_v=${!_v:+${!_v}:}log_path=$TMP/sanitizer"
+	export "$_v=${!_v:+${!_v}:}log_path=$TMP/sanitizer/report"
 done
 
 # _sanitizer_reports: print any sanitizer report written so far; false if there was one.
 _sanitizer_reports() {
 	local f found=0
-	for f in "$TMP"/sanitizer.*; do
+	for f in "$TMP"/sanitizer/report.*; do
 		[ -e "$f" ] || continue
 		found=1
 		echo "SANITIZER REPORT ($f):"
