@@ -214,7 +214,9 @@ p=()
 # a rotation: the same files rewritten in place (their owner and mode stay)
 cat -- "$C/server-chain.pem" >"$U/server-chain.pem"
 cat -- "$C/server.key" >"$U/server.key"
-for _ in $(seq 1 100); do
+# up to 30 s: a change the inotify watch misses is seen by the --watch-interval stat, then
+# needs two still looks (the settling second); 10 s ran out once on a busy CI machine
+for _ in $(seq 1 300); do
 	[ "$(log_count "$TMP/srv-user.log" reload '"trigger":"file_change"')" -ge 1 ] && break
 	[ "$(log_count "$TMP/srv-user.log" reload_failed)" -ge 1 ] && break
 	sleep 0.1
