@@ -71,18 +71,6 @@ static void write_text(const char *path, const char *text)
 	assert_int_equal(fclose(f), 0);
 }
 
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509_EXTENSION *ext;
-
-	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	assert_non_null(ext);
-	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
-	X509_EXTENSION_free(ext);
-}
-
 /* A certificate for the public key of token object label, issued by the zoo's issuing CA,
  * written with that CA as its chain to path. The public key is read with pkcs11-tool, so the
  * test's own process never logs in before the library does. */
@@ -125,14 +113,14 @@ static void issue_for(const struct token *t, const char *label, bool server, con
 	X509_gmtime_adj(X509_getm_notBefore(cert), -60);
 	X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
 	X509_set_pubkey(cert, key);
-	add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
-	add_ext(cert, issuer, NID_key_usage,
-		server ? "critical,digitalSignature,keyEncipherment"
-		       : "critical,digitalSignature,keyEncipherment");
-	add_ext(cert, issuer, NID_ext_key_usage, server ? "serverAuth" : "clientAuth");
-	add_ext(cert, issuer, NID_subject_key_identifier, "hash");
-	add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
-	add_ext(cert, issuer, NID_subject_alt_name, server ? "DNS:server.test" : "URI:" APP1);
+	test_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+	test_add_ext(cert, issuer, NID_key_usage,
+		     server ? "critical,digitalSignature,keyEncipherment"
+			    : "critical,digitalSignature,keyEncipherment");
+	test_add_ext(cert, issuer, NID_ext_key_usage, server ? "serverAuth" : "clientAuth");
+	test_add_ext(cert, issuer, NID_subject_key_identifier, "hash");
+	test_add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
+	test_add_ext(cert, issuer, NID_subject_alt_name, server ? "DNS:server.test" : "URI:" APP1);
 	assert_true(X509_sign(cert, ca_key, EVP_sha256()) > 0);
 	out = BIO_new_file(path, "w");
 	assert_non_null(out);

@@ -195,7 +195,7 @@ static char *bio_string(BIO *bio)
 	return out;
 }
 
-static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+void test_add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
 	X509V3_CTX ctx;
 	X509_EXTENSION *ext;
@@ -232,13 +232,13 @@ void test_issue_client(long valid_for, const char *uri, char **chain_pem, char *
 	X509_gmtime_adj(X509_getm_notBefore(cert), -60);
 	X509_gmtime_adj(X509_getm_notAfter(cert), valid_for);
 	X509_set_pubkey(cert, key);
-	add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
-	add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
-	add_ext(cert, issuer, NID_ext_key_usage, "clientAuth");
-	add_ext(cert, issuer, NID_subject_key_identifier, "hash");
-	add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
+	test_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+	test_add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+	test_add_ext(cert, issuer, NID_ext_key_usage, "clientAuth");
+	test_add_ext(cert, issuer, NID_subject_key_identifier, "hash");
+	test_add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
 	snprintf(san, sizeof(san), "URI:%s", uri);
-	add_ext(cert, issuer, NID_subject_alt_name, san);
+	test_add_ext(cert, issuer, NID_subject_alt_name, san);
 	assert_true(X509_sign(cert, ca_key, EVP_sha256()) > 0);
 	PEM_write_bio_X509(chain, cert);
 	PEM_write_bio_X509(chain, issuer);
@@ -258,7 +258,7 @@ void test_issue_client(long valid_for, const char *uri, char **chain_pem, char *
 static void add_conf_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
 	if (value != NULL && value[0] != '\0')
-		add_ext(cert, issuer, nid, value);
+		test_add_ext(cert, issuer, nid, value);
 }
 
 static void set_subject(X509 *cert, const char *subject)
@@ -397,10 +397,10 @@ X509 *test_cert_make(const struct test_cert *spec, X509 *issuer, EVP_PKEY *issue
 		     : spec->ca	       ? ""
 				       : "clientAuth");
 	if (!spec->no_ski)
-		add_ext(cert, signer, NID_subject_key_identifier, "hash");
+		test_add_ext(cert, signer, NID_subject_key_identifier, "hash");
 	/* a self-signed certificate's AKI would name its own key: leave it out */
 	if (!spec->no_aki && issuer != NULL && X509_get0_subject_key_id(issuer) != NULL)
-		add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
+		test_add_ext(cert, signer, NID_authority_key_identifier, "keyid:always");
 	else if (!spec->no_aki && issuer != NULL)
 		add_aki_of_key(cert, issuer); /* the issuer has no SKI to copy */
 	add_san(cert, spec,

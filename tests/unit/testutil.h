@@ -43,6 +43,8 @@ char *test_make_crl(long last, long next, const char *revoked_chain, size_t *len
 /* A client certificate issued now by the zoo's issuing CA, valid for valid_for seconds,
  * with the URI SAN uri: its chain (leaf, issuer) and its unencrypted key as PEM strings
  * (caller frees). */
+/* Adds extension nid (OpenSSL config syntax value) to cert, issued by issuer. */
+void test_add_ext(X509 *cert, X509 *issuer, int nid, const char *value);
 void test_issue_client(long valid_for, const char *uri, char **chain_pem, char **key_pem);
 
 /* --- certificates made at test time, with knobs ------------------------------------------
