@@ -1773,28 +1773,30 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
  * direction, gives OpenSSL's state back (mtls_park(); lib/park.c). mtls_park() itself
  * refuses what it cannot carry (TLS 1.2, a record half read) and such a connection is
  * tried again at the next sweep. */
-static void park_quiet(struct conn *c)
+static bool park_quiet(struct conn *c)
 {
 	struct daemon *d = c->w->d;
 
 	if (c->tls == NULL || c->tls_eof || c->tls_shut || c->header_left > 0 ||
 	    c->to_plain.start != c->to_plain.end || c->to_tls.start != c->to_tls.end)
-		return;
+		return false;
 	if (mtls_park(c->tls) != 1)
-		return;
+		return false;
 	c->parked = true;
 	atomic_fetch_add(&d->metrics.connections_parked, 1);
 	atomic_fetch_add(&d->metrics.connections_parked_total, 1);
+	return true;
 }
 
 /* A busy connection keeps its TLS record buffers between requests (malloc and free of two
  * 17 KiB buffers per request cost more than a tenth of the pump's time). Busy means pumped
  * KEEP_BUFFERS_AFTER times within one sweep interval; one that then stays quiet for a whole
- * interval gives them back. */
-void pump_release_quiet(struct worker *w)
+ * interval gives them back, and is parked (park_quiet()). Returns how many were parked. */
+unsigned pump_release_quiet(struct worker *w)
 {
 	const char *park = w->d->o->park;
 	bool parking = park == NULL || strcmp(park, "on") == 0;
+	unsigned parked = 0;
 
 	for (struct conn *c = w->conns; c != NULL; c = c->next) {
 		if (c->phase != PHASE_PUMP)
@@ -1803,10 +1805,11 @@ void pump_release_quiet(struct worker *w)
 			c->keeps_buffers = false;
 			mtls_keep_buffers(c->tls, 0);
 		}
-		if (c->pumps == 0 && parking && !c->parked)
-			park_quiet(c);
+		if (c->pumps == 0 && parking && !c->parked && park_quiet(c))
+			parked++;
 		c->pumps = 0;
 	}
+	return parked;
 }
 
 void pump_close_all(struct worker *w)
