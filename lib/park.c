@@ -44,15 +44,16 @@ void park_keys_free(struct park_keys *k)
 	free(k);
 }
 
-/* The connection's capture, made on first use; NULL for an SSL that is not a connection's or
- * without memory (that connection is then never parked). */
-static struct park_keys *keys_of(const SSL *ssl)
+/* The connection's capture, made if make (by the callbacks of TLS 1.3's application keys:
+ * what came before them is not needed); NULL for an SSL that is not a connection's, before
+ * then, or without memory (that connection is then never parked). */
+static struct park_keys *keys_of(const SSL *ssl, bool make)
 {
 	struct mtls *c = SSL_get_app_data(ssl);
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return NULL;
-	if (c->conn.keys == NULL)
+	if (c->conn.keys == NULL && make && SSL_version(ssl) == TLS1_3_VERSION)
 		c->conn.keys = calloc(1, sizeof(*c->conn.keys));
 	return c->conn.keys;
 }
@@ -96,7 +97,7 @@ void park_keylog_cb(const SSL *ssl, const char *line)
 
 	if (!is_client && strncmp(line, server, sizeof(server) - 1) != 0)
 		return;
-	if ((k = keys_of(ssl)) == NULL)
+	if ((k = keys_of(ssl, true)) == NULL)
 		return;
 	/* the client's secret is what a server reads, and a client writes */
 	if (is_client == (SSL_is_server(ssl) != 0))
@@ -115,7 +116,9 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 	(void)arg;
 	if (content_type != SSL3_RT_HEADER && content_type != SSL3_RT_HANDSHAKE)
 		return;
-	if ((k = keys_of(ssl)) == NULL)
+	/* counting starts at the first Finished (it resets the count of its direction) */
+	if ((k = keys_of(ssl, content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
+				      b[0] == SSL3_MT_FINISHED)) == NULL)
 		return;
 	if (content_type == SSL3_RT_HEADER) {
 		if (write_p)
@@ -140,22 +143,25 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 	}
 }
 
-/* The peer's certificates, for a re-check of the parked connection (DER, leaf first, then
- * the chain as OpenSSL gave it). */
+/* The peer's certificates, for a re-check of the parked connection: DER, the leaf first,
+ * then the rest of the chain OpenSSL kept (a server's peer chain holds no leaf, a client's
+ * starts with it: the leaf is kept once). */
 static int keep_peer_certs(struct mtls *c, SSL *ssl)
 {
 	X509 *leaf = SSL_get0_peer_certificate(ssl);
 	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-	int n = sk_X509_num(chain), total = 0, len;
+	int n = sk_X509_num(chain), first = 0, total = 0, len;
 	uint8_t *der, *p;
 
 	if (leaf == NULL)
 		return 0;
+	if (n > 0 && X509_cmp(sk_X509_value(chain, 0), leaf) == 0)
+		first = 1;
 	len = i2d_X509(leaf, NULL);
 	if (len <= 0)
 		return -1;
 	total = len;
-	for (int i = 0; i < n; i++) {
+	for (int i = first; i < n; i++) {
 		len = i2d_X509(sk_X509_value(chain, i), NULL);
 		if (len <= 0)
 			return -1;
@@ -165,7 +171,7 @@ static int keep_peer_certs(struct mtls *c, SSL *ssl)
 		return -1;
 	p = der;
 	i2d_X509(leaf, &p);
-	for (int i = 0; i < n; i++)
+	for (int i = first; i < n; i++)
 		i2d_X509(sk_X509_value(chain, i), &p);
 	c->conn.peer_der = der;
 	c->conn.peer_der_len = (size_t)total;
@@ -182,6 +188,12 @@ int park_peer_certs(const struct mtls *c, X509 **leaf, STACK_OF(X509) * *chain)
 		return 0;
 	if ((*leaf = d2i_X509(NULL, &p, end - p)) == NULL || (*chain = sk_X509_new_null()) == NULL)
 		goto err;
+	/* as OpenSSL gives it: with the leaf first on a client */
+	if (!c->state->server) {
+		if (!sk_X509_push(*chain, *leaf))
+			goto err;
+		X509_up_ref(*leaf);
+	}
 	while (p < end) {
 		X509 *x = d2i_X509(NULL, &p, end - p);
 
@@ -213,7 +225,7 @@ int mtls_park(struct mtls *c)
 	ssl = c->conn.ssl;
 	k = c->conn.keys;
 	if (!c->conn.handshake_done || ssl == NULL || k == NULL ||
-	    SSL_version(ssl) != TLS1_3_VERSION)
+	    SSL_version(ssl) != TLS1_3_VERSION || c->conn.err.reason != MTLS_REASON_NONE)
 		return 0;
 	if (!k->rd_epoch || !k->wr_epoch || k->key_updated || k->rd_len == 0 ||
 	    k->rd_len != k->wr_len)
