@@ -105,8 +105,7 @@ static bool pending(ssize_t rc)
 
 /* Both ends made; suites (NULL: the defaults) restricts the client's TLS 1.3 suites on its
  * SSL before the handshake. */
-static void link_start(struct link *l, struct mtls *server, struct mtls *client,
-		       const char *suites)
+static void link_start(struct link *l, struct mtls *server, struct mtls *client, const char *suites)
 {
 	test_socketpair(l->fds);
 	l->sc = mtls_accept_fd(server, l->fds[0]);
@@ -254,8 +253,8 @@ static void flows_run(struct flow *fl, size_t n)
 			continue;
 		}
 		if (++idle > 20000) /* 2 s and more */
-			fail_msg("transfer stuck: flow 0 put %zu got %zu of %zu", fl[0].put, fl[0].got,
-				 fl[0].len);
+			fail_msg("transfer stuck: flow 0 put %zu got %zu of %zu", fl[0].put,
+				 fl[0].got, fl[0].len);
 		usleep(100);
 	}
 	for (size_t i = 0; i < n; i++)
@@ -276,8 +275,7 @@ static void send_recv(struct mtls *a, struct mtls *b, const void *buf, size_t le
 /* len bytes each way at once, then each way alone. */
 static void exchange(struct mtls *a, struct mtls *b, size_t len, uint32_t seed)
 {
-	uint8_t *ab = malloc(len), *ba = malloc(len), *ab_got = malloc(len),
-		*ba_got = malloc(len);
+	uint8_t *ab = malloc(len), *ba = malloc(len), *ab_got = malloc(len), *ba_got = malloc(len);
 	struct flow fl[2] = {
 		{.from = a, .to = b, .src = ab, .dst = ab_got, .len = len},
 		{.from = b, .to = a, .src = ba, .dst = ba_got, .len = len},
@@ -1176,7 +1174,8 @@ static void test_each_suite(void **state)
 				struct mtls *ossl = which == 0 ? l.cc : l.sc;
 				struct mtls *parked = which == 0 ? l.sc : l.cc;
 
-				key_update_round(ossl, parked, peer_fd, SSL_KEY_UPDATE_REQUESTED, 0);
+				key_update_round(ossl, parked, peer_fd, SSL_KEY_UPDATE_REQUESTED,
+						 0);
 				exchange(l.sc, l.cc, 20000, 22);
 			}
 			link_close(&l);
