@@ -1258,6 +1258,35 @@ static void test_not_parkable_after_key_update(void **state)
 	}
 }
 
+/* A suite the record layer does not carry (AES-CCM, on both ends' SSLs before the
+ * handshake): the connection stays with OpenSSL. */
+static void test_not_parkable_ccm(void **state)
+{
+	static const char *const ccm[] = {"TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"};
+	struct server_opts o = {0};
+	struct mtls *server = server_new(&o), *client = client_new("client", NULL, false);
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ccm) / sizeof(ccm[0]); i++) {
+		struct link l;
+		int srv_rc, cli_rc;
+
+		link_start(&l, server, client, ccm[i]);
+		assert_int_equal(SSL_set_ciphersuites(l.sc->conn.ssl, ccm[i]), 1);
+		test_handshake_pair(l.sc, l.cc, &srv_rc, &cli_rc);
+		if (srv_rc != 0 || cli_rc != 0)
+			fail_msg("%s: server %s; client %s", ccm[i], mtls_error(l.sc),
+				 mtls_error(l.cc));
+		assert_string_equal(mtls_conn_cipher(l.sc), ccm[i]);
+		assert_int_equal(mtls_park(l.sc), 0);
+		assert_int_equal(mtls_park(l.cc), 0);
+		exchange(l.sc, l.cc, 20000, 80);
+		link_close(&l);
+	}
+	mtls_free(client);
+	mtls_free(server);
+}
+
 /* Not a connection, or none. */
 static void test_park_usage(void **state)
 {
@@ -1538,6 +1567,7 @@ int main(void)
 		cmocka_unit_test(test_not_parkable_half_record),
 		cmocka_unit_test(test_not_parkable_write_pending),
 		cmocka_unit_test(test_not_parkable_after_key_update),
+		cmocka_unit_test(test_not_parkable_ccm),
 		cmocka_unit_test(test_park_usage),
 		cmocka_unit_test(test_facts_after_parking),
 		cmocka_unit_test(test_recheck_after_parking),
