@@ -34,6 +34,12 @@ struct park_keys {
 	uint64_t rd_records, wr_records; /* since the direction's Finished */
 	bool rd_epoch, wr_epoch;	 /* that Finished was seen */
 	bool key_updated;		 /* OpenSSL processed or sent a KeyUpdate */
+	/* post-handshake messages may span records (5.1): the bytes of handshake records
+	 * received (the last record's length, a record assumed unpadded: a padded one only
+	 * keeps its connection unparked) and of whole messages OpenSSL processed. Parked only
+	 * when they are equal: no piece of a message is held inside OpenSSL. */
+	size_t rd_last_len;
+	uint64_t hs_in, hs_done;
 };
 
 void park_keys_free(struct park_keys *k)
@@ -114,17 +120,27 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 
 	(void)version;
 	(void)arg;
-	if (content_type != SSL3_RT_HEADER && content_type != SSL3_RT_HANDSHAKE)
+	if (content_type != SSL3_RT_HEADER && content_type != SSL3_RT_HANDSHAKE &&
+	    content_type != SSL3_RT_INNER_CONTENT_TYPE)
 		return;
+	if (content_type == SSL3_RT_INNER_CONTENT_TYPE) {
+		if (!write_p && len == 1 && b[0] == SSL3_RT_HANDSHAKE &&
+		    (k = keys_of(ssl, false)) != NULL && k->rd_last_len > 16)
+			k->hs_in += k->rd_last_len - 16 - 1; /* less the tag and the type */
+		return;
+	}
 	/* counting starts at the first Finished (it resets the count of its direction) */
 	if ((k = keys_of(ssl, content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
 				      b[0] == SSL3_MT_FINISHED)) == NULL)
 		return;
 	if (content_type == SSL3_RT_HEADER) {
-		if (write_p)
+		if (write_p) {
 			k->wr_records++;
-		else
+		} else {
 			k->rd_records++;
+			if (len == 5)
+				k->rd_last_len = (size_t)b[3] << 8 | b[4];
+		}
 		return;
 	}
 	if (len < 1)
@@ -137,10 +153,17 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 		} else {
 			k->rd_records = 0;
 			k->rd_epoch = true;
+			k->hs_in = k->hs_done = 0;
 		}
+		return;
 	} else if (b[0] == SSL3_MT_KEY_UPDATE) {
+		/* never parked now: the secrets are of no more use */
 		k->key_updated = true;
+		OPENSSL_cleanse(k->rd_secret, sizeof(k->rd_secret));
+		OPENSSL_cleanse(k->wr_secret, sizeof(k->wr_secret));
 	}
+	if (!write_p)
+		k->hs_done += len;
 }
 
 /* The peer's certificates, for a re-check of the parked connection: DER, the leaf first,
@@ -225,12 +248,21 @@ int mtls_park(struct mtls *c)
 	ssl = c->conn.ssl;
 	k = c->conn.keys;
 	if (!c->conn.handshake_done || ssl == NULL || k == NULL ||
-	    SSL_version(ssl) != TLS1_3_VERSION || c->conn.err.reason != MTLS_REASON_NONE)
+	    SSL_version(ssl) != TLS1_3_VERSION ||
+	    (c->conn.err.reason != MTLS_REASON_NONE && c->conn.err.reason != MTLS_REASON_USAGE))
 		return 0;
 	if (!k->rd_epoch || !k->wr_epoch || k->key_updated || k->rd_len == 0 ||
 	    k->rd_len != k->wr_len)
 		return 0;
-	/* between records: nothing held inside OpenSSL, nothing half received or sent */
+	/* between records and messages: nothing held inside OpenSSL, nothing half received or
+	 * sent; OpenSSL not in an error state. A max_fragment_length (RFC 6066) the peer asked
+	 * for is not carried (records are sealed up to 2^14). kTLS would write records without
+	 * the message callback counting them: never parked (it is not turned on: sockbio.c). */
+	if (!SSL_is_init_finished(ssl) || k->hs_in != k->hs_done ||
+	    SSL_SESSION_get_max_fragment_length(SSL_get_session(ssl)) !=
+		    TLSEXT_max_fragment_length_DISABLED ||
+	    BIO_get_ktls_send(SSL_get_wbio(ssl)) || BIO_get_ktls_recv(SSL_get_rbio(ssl)))
+		return 0;
 	if (c->conn.write_pending || SSL_get_shutdown(ssl) != 0 || SSL_has_pending(ssl) ||
 	    SSL_pending(ssl) > 0 || !sockbio_at_record_end(SSL_get_rbio(ssl)))
 		return 0;
@@ -240,8 +272,9 @@ int mtls_park(struct mtls *c)
 	rec = record_new(SSL_get_fd(ssl), c->state->server, suite, k->rd_secret, k->wr_secret,
 			 k->rd_len, k->rd_records, k->wr_records);
 	if (rec == NULL || keep_peer_certs(c, ssl) != 0) {
+		/* the connection carries on unparked: its error is not set */
 		record_free(rec);
-		return error_set(&c->conn.err, MTLS_REASON_INTERNAL, "cannot park: out of memory");
+		return -1;
 	}
 	record_set_drained(rec, sockbio_drained(SSL_get_rbio(ssl)));
 	c->conn.version = SSL_get_version(ssl);

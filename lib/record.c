@@ -457,7 +457,7 @@ int record_close(struct record *p, struct error *err)
 	int rc;
 
 	if (p->failed)
-		return 0;
+		return -1;
 	rc = flush(p, err);
 	if (rc != 0)
 		return rc;
@@ -543,9 +543,6 @@ static int on_handshake(struct record *p, const uint8_t *m, size_t len, struct e
 	while (off < len) {
 		size_t mlen;
 
-		if (++p->quiet_records > MAX_QUIET_RECORDS)
-			return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
-					      "too many post-handshake messages in a row");
 		if (len - off < 4)
 			return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
 					      "a handshake message split across records");
@@ -559,6 +556,9 @@ static int on_handshake(struct record *p, const uint8_t *m, size_t len, struct e
 				return protocol_error(
 					p, mlen != 1 ? AD_DECODE_ERROR : AD_ILLEGAL_PARAMETER, err,
 					"a malformed KeyUpdate");
+			if (++p->quiet_records > MAX_QUIET_RECORDS)
+				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
+						      "too many KeyUpdates in a row");
 			/* the key changes here: nothing may follow in this record (5.1) */
 			if (off + 5 != len)
 				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
@@ -572,10 +572,12 @@ static int on_handshake(struct record *p, const uint8_t *m, size_t len, struct e
 				p->update_due = true;
 			break;
 		case HS_NEW_SESSION_TICKET:
-			/* a client may ignore a ticket it is sent (4.6.1); a server is sent none */
+			/* a client may ignore a ticket it is sent (4.6.1); a server is sent none.
+			 * Not a record without content: OpenSSL takes any number of them. */
 			if (p->server)
 				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
 						      "a NewSessionTicket to a server");
+			p->quiet_records = 0;
 			break;
 		default:
 			return protocol_error(
