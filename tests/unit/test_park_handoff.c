@@ -117,21 +117,20 @@ static void pair_close(struct pair *p)
 	mtls_free(p->server);
 }
 
-static void park(struct mtls *c)
+/* Parked now (1), or refused (0): failures name the case's line. */
+static void park_expect(struct mtls *c, int want, int line)
 {
 	int rc = mtls_park(c);
 
-	if (rc != 1)
-		fail_msg("mtls_park: %d (%s: %s)", rc, mtls_reason_name(mtls_error_reason(c)),
-			 mtls_error(c));
-	assert_int_equal(mtls_conn_parked(c), 1);
+	if (rc != want)
+		fail_msg("line %d: mtls_park: %d, not %d (%s: %s)", line, rc, want,
+			 mtls_reason_name(mtls_error_reason(c)), mtls_error(c));
+	if (mtls_conn_parked(c) != want)
+		fail_msg("line %d: mtls_conn_parked: %d, not %d", line, mtls_conn_parked(c), want);
 }
 
-static void not_parkable(struct mtls *c)
-{
-	assert_int_equal(mtls_park(c), 0);
-	assert_int_equal(mtls_conn_parked(c), 0);
-}
+#define park(c)		park_expect(c, 1, __LINE__)
+#define not_parkable(c) park_expect(c, 0, __LINE__)
 
 /* --- moving data ----------------------------------------------------------------------- */
 
