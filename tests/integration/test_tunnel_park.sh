@@ -1,0 +1,578 @@
+#!/usr/bin/env bash
+# Parked connections (mtls_park): a TLS 1.3 connection quiet for a whole sweep interval (1 s)
+# is handed to libmtls's own record layer and its SSL object freed. Real processes only: mtls
+# server and mtls connector, openssl s_client (KeyUpdate both ways, close_notify, EOF without
+# it, the three AEAD suites), stunnel as client and as server, and a plaintext application
+# (bash's /dev/tcp). Checked for each: the daemons' gauge mtls_connections_parked (and the
+# counter mtls_connections_parked_total), the traffic after parking, and the close.
+#
+#  1. s_client -> server: echo, idle until parked, echo through the parked record layer;
+#     KeyUpdate(update_requested) answered by one of ours, KeyUpdate(not requested) not
+#     answered, both followed by echoes; close_notify: the same conn_close as unparked. EOF
+#     without close_notify: the same conn_close as unparked (truncated).
+#  2. connector -> server: both hops parked, then 1 MiB each way, checksums equal.
+#  3. --park off on both daemons: nothing parked, traffic fine.
+#  4. TLS 1.2: not parked, traffic fine after the idle time.
+#  5. stunnel as client of a parked server and as server of a parked connector.
+#  6. SIGHUP while connections are parked: they stay parked and working.
+#  7. a parked client revoked by a CRL reload: its connection closed, another kept.
+#  8. each of the three AEAD suites parks and carries traffic (s_client -ciphersuites).
+#
+# Every certificate is made at test time by our own CA (mtls ca).
+set -euo pipefail
+BG_LIMIT=${BG_LIMIT:-150} # the backend and the first server live through the whole script
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/integration/tunnel_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/tunnel_lib.sh"
+
+command -v curl >/dev/null || _lib_die "curl not found in PATH"
+STUNNEL=$(command -v stunnel4 || command -v stunnel || true)
+[ -n "$STUNNEL" ] || _lib_die "stunnel (Debian: stunnel4) not found in PATH"
+
+# A connection parks after a whole quiet sweep interval (1 s), so within ~2 s of going idle;
+# we wait up to PARK_LIMIT for that (a loaded machine) and IDLE seconds where nothing must park.
+PARK_LIMIT=${PARK_LIMIT:-8}
+IDLE=${IDLE:-3}
+GAUGE=mtls_connections_parked
+COUNTER=mtls_connections_parked_total
+
+# ------------------------------------------------------------------------------------------
+# Certificates: our own CA, a server, clients a, b (the recheck pair) and s (s_client, stunnel)
+
+D=$TMP/ca
+W=$TMP/w
+mkdir -p "$W"
+ca() {
+	run "$MTLS" ca "$@"
+	[ "$RC" = 0 ] || _lib_die "mtls ca $*: exit $RC: $ERR"
+}
+ca init --dir "$D"
+ca issue --dir "$D" --profile server --dns localhost --ip 127.0.0.1 --out "$W/S"
+for n in a b s; do
+	ca issue --dir "$D" --profile client --uri "spiffe://park.test/$n" --out "$W/$n"
+done
+ROOT=$D/root.pem
+COMMON=(--workers 1 --drain-timeout 1s --metrics 127.0.0.1:0 --watch-interval 0)
+SRV_TLS=(--cert "$W/S-chain.pem" --key "$W/S.key" --ca "$ROOT" --crl "$D/crl.pem"
+	--allow-uri 'spiffe://park.test/*' "${COMMON[@]}")
+# con_tls NAME: a connector's TLS options with client certificate NAME
+con_tls() {
+	CON_TLS=(--server-name localhost --cert "$W/$1-chain.pem" --key "$W/$1.key" --ca "$ROOT"
+		"${COMMON[@]}")
+}
+SC_CLIENT=(-cert "$W/s.pem" -cert_chain "$D/intermediate.pem" -key "$W/s.key" -CAfile "$ROOT"
+	-verify_return_error -servername localhost -verify_hostname localhost)
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+
+count() {
+	local n
+	n=$(grep -cE -- "$2" "$1" 2>/dev/null || true)
+	echo "${n:-0}"
+}
+
+# wait_count FILE ERE N SECONDS : until at least N lines of FILE match ERE
+wait_count() {
+	local i=$(($4 * 20))
+	while [ "$(count "$1" "$2")" -lt "$3" ]; do
+		[ "$i" -gt 0 ] || return 1
+		sleep 0.05
+		i=$((i - 1))
+	done
+}
+
+# gauge PORT : the daemon's mtls_connections_parked ("" if absent)
+gauge() {
+	metric "$1" "$GAUGE" || true
+}
+
+# wait_gauge PORT VALUE SECONDS : until the gauge is VALUE; sets WAITED_MS
+wait_gauge() {
+	local t0 n=$(($3 * 10))
+	t0=$(date +%s%N)
+	while [ "$(gauge "$1")" != "$2" ]; do
+		[ "$n" -gt 0 ] || return 1
+		sleep 0.1
+		n=$((n - 1))
+	done
+	WAITED_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
+# stays_unparked PORT... : the gauge of each daemon is 0 at every look for IDLE seconds (and
+# once more after); the problems in UNPARKED_PROBLEMS
+stays_unparked() {
+	local i p v
+	UNPARKED_PROBLEMS=()
+	for i in $(seq 0 $((IDLE * 2))); do
+		for p in "$@"; do
+			v=$(gauge "$p")
+			[ "$v" = 0 ] || {
+				UNPARKED_PROBLEMS+=("after $((i * 500)) ms of idle the gauge on :$p is '$v', expected 0")
+				return
+			}
+		done
+		sleep 0.5
+	done
+}
+
+# open_conn FD PORT : a plaintext connection to a connector (or stunnel) on descriptor FD
+open_conn() {
+	eval "exec $1<>/dev/tcp/127.0.0.1/$2"
+}
+
+# ping FD WORD : WORD goes through and comes back (5 s); 0 or 1
+ping() {
+	local line=""
+	# in a subshell: a write to a reset connection kills it with SIGPIPE, not this script
+	(printf '%s\n' "$2" >&"$1") 2>/dev/null || return 1
+	read -r -t 5 -u "$1" line 2>/dev/null || return 1
+	[ "$line" = "$2" ]
+}
+
+# closed FD : the connection ends (EOF) within RUN_LIMIT seconds; 0 or 1
+closed() {
+	local line="" rc=0
+	read -r -t "$RUN_LIMIT" -u "$1" line 2>/dev/null || rc=$?
+	[ "$rc" = 1 ]
+}
+
+# wait_log FILE EVENT TEXT [N] : until FILE has N (1) EVENT lines with TEXT (RUN_LIMIT seconds)
+wait_log() {
+	local n=$((RUN_LIMIT * 10))
+	while [ "$n" -gt 0 ]; do
+		[ "$(log_count "$1" "$2" "$3")" -ge "${4:-1}" ] && return 0
+		sleep 0.1
+		n=$((n - 1))
+	done
+	return 1
+}
+
+# last_close FILE : the "why" of FILE's last conn_close line
+last_close() {
+	{ grep -F '"event":"conn_close"' "$1" || true; } | tail -n 1 |
+		sed -n 's/.*"why":"\([^"]*\)".*/\1/p'
+}
+
+# close_line FILE CONN : FILE's conn_close line of connection id CONN (from its conn_open)
+close_line() {
+	{ grep -F '"event":"conn_close"' "$1" || true; } | grep -F "\"conn\":$2," | tail -n 1
+}
+
+# last_conn_id FILE : the connection id of FILE's last conn_open line
+last_conn_id() {
+	{ grep -F '"event":"conn_open"' "$1" || true; } | tail -n 1 |
+		sed -n 's/.*"conn":\([0-9][0-9]*\).*/\1/p'
+}
+
+# sc_start LOG ARGS... : openssl s_client to SRV_PORT, stdin from a FIFO (SC_FD) that we
+# write lines to: data, or the commands K, k, Q (-no_ign_eof: -quiet would ignore them).
+# -msg: the TLS messages it sends and receives ("<<< ... KeyUpdate"). Sets SC_PID, SC_LOG.
+sc_start() {
+	SC_LOG=$1
+	shift
+	open_fifo "$SC_LOG.in"
+	SC_FD=$FIFO_FD
+	start_bg_stdin "$SC_LOG.in" "$SC_LOG" openssl s_client -connect "127.0.0.1:$SRV_PORT" \
+		-quiet -no_ign_eof -msg "${SC_CLIENT[@]}" "$@"
+	SC_PID=$BG_PID
+}
+
+# sc_line TEXT : send TEXT and wait for its echo (a line of its own in SC_LOG); 0 or 1
+sc_line() {
+	local n
+	n=$(count "$SC_LOG" "^$1\$")
+	printf '%s\n' "$1" >&"$SC_FD"
+	wait_count "$SC_LOG" "^$1\$" $((n + 1)) 5
+}
+
+# peer_key_updates : KeyUpdate messages s_client received so far
+peer_key_updates() {
+	count "$SC_LOG" '^<<< TLS 1\.3, Handshake .*KeyUpdate'
+}
+
+# start_stunnel NAME CONFIG_LINES... : stunnel in the foreground with a [NAME] service
+# accepting on 127.0.0.1:0. Sets ST_PID, ST_PORT, ST_LOG.
+start_stunnel() {
+	local name=$1 conf
+	shift
+	conf=$TMP/stunnel-$name.conf
+	ST_LOG=$TMP/stunnel-$name.log
+	{
+		printf '%s\n' "foreground = yes" "pid =" "syslog = no" "debug = info" "[$name]" \
+			"accept = 127.0.0.1:0"
+		printf '%s\n' "$@"
+	} >"$conf"
+	start_bg "$ST_LOG" "$STUNNEL" "$conf"
+	ST_PID=$BG_PID
+	if ! wait_for_line "$ST_LOG" "Service \\[$name\\].* bound to 127\\.0\\.0\\.1:[0-9]+" \
+		"$READY_LIMIT" "$ST_PID"; then
+		echo "stunnel did not start with $conf:" >&2
+		cat -- "$conf" "$ST_LOG" >&2
+		exit 1
+	fi
+	ST_PORT=$(sed -n "/.*Service \\[$name\\].* bound to 127\\.0\\.0\\.1:\\([0-9][0-9]*\\).*/{s//\\1/p;q}" \
+		"$ST_LOG")
+}
+
+T_START=$(date +%s)
+start_backend "$TMP/be.log" --mode echo
+BE=$BE_PORT
+
+# ------------------------------------------------------------------------------------------
+echo "# 1. openssl s_client -> mtls server --workers 1: parked, KeyUpdate, close_notify"
+
+start_tunnel_server "$TMP/srv1.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
+SRV1_LOG=$TMP/srv1.log SRV1_PORT=$SRV_PORT SRV1_METRICS=$SRV_METRICS
+SRV1_REAL=$SRV_REAL
+
+# What a normal close looks like without parking: a line, then Q (close_notify) at once.
+sc_start "$TMP/sc0.log"
+p=()
+sc_line unparked || p+=("no echo")
+n=$(log_count "$SRV1_LOG" conn_close)
+printf 'Q\n' >&"$SC_FD"
+wait_exit "$SC_PID" "$RUN_LIMIT"
+close_fifo "$SC_FD"
+wait_log "$SRV1_LOG" conn_close "" $((n + 1)) || p+=("no conn_close")
+UNPARKED_WHY=$(last_close "$SRV1_LOG")
+[ "$(gauge "$SRV1_METRICS")" = 0 ] || p+=("gauge $(gauge "$SRV1_METRICS"), expected 0")
+verdict "an unparked s_client connection closes with why=${UNPARKED_WHY:-?}" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(cat -- "$TMP/sc0.log")" "server log:" \
+	"$(tail -n 5 -- "$SRV1_LOG")"
+
+sc_start "$TMP/sc1.log"
+SC1_LOG=$SC_LOG
+p=()
+sc_line one || p+=("the first line was not echoed")
+wait_log "$SRV1_LOG" conn_open '"identity":"spiffe://park.test/s"' 2 || true
+SC1_CONN=$(last_conn_id "$SRV1_LOG")
+if wait_gauge "$SRV1_METRICS" 1 "$PARK_LIMIT"; then
+	echo "# parked ${WAITED_MS} ms after the first echo"
+else
+	p+=("$GAUGE is '$(gauge "$SRV1_METRICS")' ${PARK_LIMIT} s after the echo, expected 1")
+fi
+v=$(metric "$SRV1_METRICS" "$COUNTER")
+[ "$v" = 1 ] || p+=("$COUNTER is '$v', expected 1")
+sc_line "two after parking" || p+=("no echo through the parked connection")
+verdict "idle s_client connection parked (gauge 1) and echoes through the parked record layer" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$SC1_LOG" | tail -n 30)" \
+	"server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+
+# K: s_client sends KeyUpdate(update_requested) before its next record; the server must
+# answer with a KeyUpdate of its own before its next record (the echo), and s_client must
+# read the echo with the server's new keys.
+p=()
+ku0=$(peer_key_updates)
+[ "$ku0" = 0 ] || p+=("s_client received $ku0 KeyUpdate before asking for one")
+printf 'K\n' >&"$SC_FD"
+wait_count "$SC1_LOG" '^KEYUPDATE$' 1 5 || p+=("s_client did not take the K command")
+sc_line "three after K" || p+=("no echo after KeyUpdate(update_requested)")
+[ "$(peer_key_updates)" = 1 ] ||
+	p+=("s_client received $(peer_key_updates) KeyUpdate from the server after K, expected 1")
+sc_line "four" || p+=("no second echo after K")
+verdict "parked: KeyUpdate(update_requested) from s_client answered, echoes go on" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$SC1_LOG" | tail -n 30)" \
+	"server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+
+# k: KeyUpdate(update_not_requested): the server takes the new key and does not answer
+p=()
+printf 'k\n' >&"$SC_FD"
+wait_count "$SC1_LOG" '^KEYUPDATE$' 2 5 || p+=("s_client did not take the k command")
+sc_line "five after k" || p+=("no echo after KeyUpdate(update_not_requested)")
+[ "$(peer_key_updates)" = 1 ] ||
+	p+=("s_client received $(peer_key_updates) KeyUpdate in all, expected 1 (k asks for none)")
+# and both again, back to back with data between
+for w in K six k seven K eight; do
+	case $w in
+	K | k)
+		printf '%s\n' "$w" >&"$SC_FD"
+		;;
+	*)
+		sc_line "$w" || p+=("no echo of '$w' in the K/k sequence")
+		;;
+	esac
+done
+[ "$(peer_key_updates)" = 3 ] ||
+	p+=("s_client received $(peer_key_updates) KeyUpdate in all, expected 3 (one per K)")
+[ "$(gauge "$SRV1_METRICS")" = 1 ] || p+=("the gauge is '$(gauge "$SRV1_METRICS")', expected 1")
+verdict "parked: KeyUpdate(update_not_requested) taken without an answer; K k K with echoes" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$SC1_LOG" | tail -n 40)" \
+	"server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+
+# Q: close_notify. The bytes the backend got: the data lines, not the commands.
+p=()
+sent=$(printf '%s\n' one "two after parking" "three after K" four "five after k" six seven eight |
+	wc -c)
+printf 'Q\n' >&"$SC_FD"
+wait_exit "$SC_PID" "$RUN_LIMIT"
+close_fifo "$SC_FD"
+[ "$EXIT_RC" = 0 ] || p+=("s_client exit status $EXIT_RC, expected 0")
+wait_log "$SRV1_LOG" conn_close "\"conn\":$SC1_CONN," || p+=("no conn_close for conn $SC1_CONN")
+line=$(close_line "$SRV1_LOG" "$SC1_CONN")
+why=$(sed -n 's/.*"why":"\([^"]*\)".*/\1/p' <<<"$line")
+[ -n "$why" ] && [ "$why" = "$UNPARKED_WHY" ] ||
+	p+=("the parked connection closed with why '$why', an unparked one with '$UNPARKED_WHY'")
+[ "$why" = closed ] || p+=("why '$why', expected closed")
+[[ $line == *"\"bytes_to_target\":$sent,\"bytes_from_target\":$sent,"* ]] ||
+	p+=("expected $sent bytes each way in: $line")
+wait_gauge "$SRV1_METRICS" 0 5 || p+=("the gauge is '$(gauge "$SRV1_METRICS")' after the close, expected 0")
+verdict "parked: s_client's close_notify ends it as an unparked close does (why=closed, bytes)" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$SC1_LOG" | tail -n 12)" \
+	"server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+
+# EOF without close_notify: s_client killed, unparked and parked; the same why
+# (truncated) for both.
+p=()
+whys=()
+for parked in 0 1; do
+	sc_start "$TMP/sc-kill-$parked.log"
+	sc_line "to be cut $parked" || p+=("no echo (parked=$parked)")
+	if [ "$parked" = 1 ]; then
+		wait_gauge "$SRV1_METRICS" 1 "$PARK_LIMIT" || p+=("not parked: gauge '$(gauge "$SRV1_METRICS")'")
+	fi
+	n=$(log_count "$SRV1_LOG" conn_close)
+	# s_client, not the timeout(1) around it: SIGKILL, so no close_notify is sent
+	for pid in $(pgrep -P "$SC_PID" || true); do
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	wait_exit "$SC_PID" 5 2>/dev/null # bash's "Killed" line
+	close_fifo "$SC_FD"
+	wait_log "$SRV1_LOG" conn_close "" $((n + 1)) || p+=("no conn_close (parked=$parked)")
+	whys+=("$(last_close "$SRV1_LOG")")
+done
+[ "${whys[0]}" = "${whys[1]}" ] ||
+	p+=("EOF without close_notify: why '${whys[1]}' parked, '${whys[0]}' unparked")
+[ "${whys[1]}" = truncated ] || p+=("parked: why '${whys[1]}', expected truncated")
+wait_gauge "$SRV1_METRICS" 0 5 || p+=("the gauge is '$(gauge "$SRV1_METRICS")' after the close, expected 0")
+verdict "parked: EOF without close_notify ends it as unparked (why=${whys[1]:-?})" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 6 -- "$SRV1_LOG")"
+
+# ------------------------------------------------------------------------------------------
+echo "# 2. app -> mtls connector -> mtls server: both hops parked, 1 MiB each way"
+
+start_tunnel_server "$TMP/srv2.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
+SRV2_LOG=$TMP/srv2.log SRV2_METRICS=$SRV_METRICS SRV2_PID=$SRV_PID
+con_tls a
+start_tunnel_connector "$TMP/con2.log" --server "127.0.0.1:$SRV_PORT" "${CON_TLS[@]}"
+CON2_LOG=$TMP/con2.log CON2_METRICS=$CON_METRICS CON2_PID=$CON_PID
+BULK=$((1024 * 1024))
+head -c "$BULK" /dev/urandom >"$TMP/bulk.in"
+want_sum=$(sha256sum <"$TMP/bulk.in")
+p=()
+open_conn 5 "$CON_PORT"
+ping 5 hop || p+=("no echo through the pair")
+wait_gauge "$SRV2_METRICS" 1 "$PARK_LIMIT" || p+=("server gauge '$(gauge "$SRV2_METRICS")', expected 1")
+wait_gauge "$CON2_METRICS" 1 "$PARK_LIMIT" || p+=("connector gauge '$(gauge "$CON2_METRICS")', expected 1")
+sleep 1 # idle 3 s or more in all
+# shellcheck disable=SC2016
+run bash -c 'cat -- "$1" >&5 & head -c "$2" <&5 >"$3"; wait $!' bulk "$TMP/bulk.in" "$BULK" \
+	"$TMP/bulk.out"
+[ "$RC" = 0 ] || p+=("the 1 MiB exchange ended with status $RC: $ERR")
+[ "$(sha256sum <"$TMP/bulk.out")" = "$want_sum" ] ||
+	p+=("the echo differs: $(wc -c <"$TMP/bulk.out") bytes came back, sha256 differs")
+ping 5 after-bulk || p+=("no echo after the 1 MiB")
+[ "$(gauge "$SRV2_METRICS")" = 1 ] || p+=("server gauge '$(gauge "$SRV2_METRICS")' after the bulk, expected 1")
+[ "$(gauge "$CON2_METRICS")" = 1 ] || p+=("connector gauge '$(gauge "$CON2_METRICS")' after the bulk, expected 1")
+verdict "connector -> server: both parked, then 1 MiB each way byte-identical" "${p[@]+"${p[@]}"}" -- \
+	"server log:" "$(tail -n 5 -- "$SRV2_LOG")" "connector log:" "$(tail -n 5 -- "$CON2_LOG")"
+
+# the app closes: close_notify across the parked hop, both daemons close normally
+p=()
+exec 5>&-
+total=$((BULK + 4 + 11)) # hop, the bulk, after-bulk
+for l in "$SRV2_LOG" "$CON2_LOG"; do
+	wait_log "$l" conn_close "" || p+=("no conn_close in ${l##*/}")
+	line=$({ grep -F '"event":"conn_close"' "$l" || true; } | tail -n 1)
+	[[ $line == *"\"why\":\"closed\",\"bytes_to_target\":$total,\"bytes_from_target\":$total,"* ]] ||
+		p+=("${l##*/}: not an orderly close with $total bytes each way: $line")
+done
+wait_gauge "$SRV2_METRICS" 0 5 || p+=("server gauge '$(gauge "$SRV2_METRICS")' after the close")
+wait_gauge "$CON2_METRICS" 0 5 || p+=("connector gauge '$(gauge "$CON2_METRICS")' after the close")
+verdict "connector -> server: the app's close ends both parked hops orderly (why=closed)" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 3 -- "$SRV2_LOG")" "connector log:" \
+	"$(tail -n 3 -- "$CON2_LOG")"
+stop_bg "$CON2_PID"
+stop_bg "$SRV2_PID"
+
+# ------------------------------------------------------------------------------------------
+echo "# 3. --park off on both daemons"
+
+start_tunnel_server "$TMP/srv3.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}" --park off
+SRV3_METRICS=$SRV_METRICS SRV3_PID=$SRV_PID
+con_tls a
+start_tunnel_connector "$TMP/con3.log" --server "127.0.0.1:$SRV_PORT" "${CON_TLS[@]}" --park off
+CON3_METRICS=$CON_METRICS CON3_PID=$CON_PID
+p=()
+open_conn 5 "$CON_PORT"
+ping 5 off1 || p+=("no echo")
+stays_unparked "$SRV3_METRICS" "$CON3_METRICS"
+p+=("${UNPARKED_PROBLEMS[@]+"${UNPARKED_PROBLEMS[@]}"}")
+ping 5 off2 || p+=("no echo after the idle time")
+for m in "$SRV3_METRICS" "$CON3_METRICS"; do
+	v=$(metric "$m" "$COUNTER")
+	[ "$v" = 0 ] || p+=("$COUNTER on :$m is '$v', expected 0")
+done
+exec 5>&-
+verdict "--park off: nothing parked after ${IDLE} s idle (gauges 0), traffic fine" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 5 -- "$TMP/srv3.log")"
+stop_bg "$CON3_PID"
+stop_bg "$SRV3_PID"
+
+# ------------------------------------------------------------------------------------------
+echo "# 4. TLS 1.2: not parked"
+
+SRV_PORT=$SRV1_PORT
+sc_start "$TMP/sc12.log" -tls1_2
+p=()
+sc_line "over tls 1.2" || p+=("no echo")
+stays_unparked "$SRV1_METRICS"
+p+=("${UNPARKED_PROBLEMS[@]+"${UNPARKED_PROBLEMS[@]}"}")
+sc_line "tls 1.2 after idle" || p+=("no echo after the idle time")
+printf 'Q\n' >&"$SC_FD"
+wait_exit "$SC_PID" "$RUN_LIMIT"
+close_fifo "$SC_FD"
+wait_log "$SRV1_LOG" conn_open '"tls":"TLSv1.2"' || p+=("the server logged no TLSv1.2 conn_open")
+verdict "TLS 1.2 s_client: not parked after ${IDLE} s idle (gauge 0), traffic fine" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$TMP/sc12.log" | tail -n 12)" \
+	"server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+
+# ------------------------------------------------------------------------------------------
+echo "# 5. stunnel as client of a parked server, and as server of a parked connector"
+
+start_stunnel client "client = yes" "connect = 127.0.0.1:$SRV1_PORT" \
+	"cert = $W/s-chain.pem" "key = $W/s.key" "CAfile = $ROOT" "verifyChain = yes" \
+	"checkHost = localhost" "sslVersionMin = TLSv1.3"
+ST_CLIENT_PID=$ST_PID ST_CLIENT_LOG=$ST_LOG
+p=()
+wait_gauge "$SRV1_METRICS" 0 5 || true
+open_conn 5 "$ST_PORT"
+ping 5 "through stunnel" || p+=("no echo through stunnel")
+wait_gauge "$SRV1_METRICS" 1 "$PARK_LIMIT" || p+=("server gauge '$(gauge "$SRV1_METRICS")', expected 1")
+ping 5 "through stunnel, parked" || p+=("no echo through the parked connection")
+ping 5 "and again" || p+=("no second echo through the parked connection")
+n=$(log_count "$SRV1_LOG" conn_close)
+exec 5>&-
+wait_log "$SRV1_LOG" conn_close "" $((n + 1)) || p+=("no conn_close")
+[ "$(last_close "$SRV1_LOG")" = closed ] || p+=("why '$(last_close "$SRV1_LOG")', expected closed")
+verdict "stunnel client -> parked mtls server: echoes, orderly close" "${p[@]+"${p[@]}"}" -- \
+	"stunnel log:" "$(tail -n 12 -- "$ST_CLIENT_LOG")" "server log:" "$(tail -n 5 -- "$SRV1_LOG")"
+stop_bg "$ST_CLIENT_PID"
+
+start_backend "$TMP/be-st.log" --mode echo
+start_stunnel server "connect = 127.0.0.1:$BE_PORT" "cert = $W/S-chain.pem" "key = $W/S.key" \
+	"CAfile = $ROOT" "verifyChain = yes" "requireCert = yes" "sslVersionMin = TLSv1.3"
+ST_SERVER_PID=$ST_PID ST_SERVER_LOG=$ST_LOG
+con_tls a
+start_tunnel_connector "$TMP/con5.log" --server "127.0.0.1:$ST_PORT" "${CON_TLS[@]}"
+CON5_METRICS=$CON_METRICS CON5_PID=$CON_PID
+p=()
+open_conn 5 "$CON_PORT"
+ping 5 "to stunnel" || p+=("no echo from behind stunnel")
+wait_gauge "$CON5_METRICS" 1 "$PARK_LIMIT" || p+=("connector gauge '$(gauge "$CON5_METRICS")', expected 1")
+ping 5 "to stunnel, parked" || p+=("no echo through the parked connection")
+head -c 65536 /dev/urandom | base64 -w 0 >"$TMP/st-bulk.in"
+printf '\n' >>"$TMP/st-bulk.in"
+# shellcheck disable=SC2016
+run bash -c 'cat -- "$1" >&5 & IFS= read -r -t 10 line <&5; printf "%s\n" "$line"; wait $!' \
+	st "$TMP/st-bulk.in"
+[ "$OUT" = "$(cat -- "$TMP/st-bulk.in")" ] || p+=("a 87 KiB line did not come back intact (status $RC)")
+exec 5>&-
+wait_log "$TMP/con5.log" conn_close "" || p+=("no conn_close in the connector's log")
+[ "$(last_close "$TMP/con5.log")" = closed ] ||
+	p+=("connector why '$(last_close "$TMP/con5.log")', expected closed")
+verdict "parked mtls connector -> stunnel server: echoes and an 87 KiB line, orderly close" \
+	"${p[@]+"${p[@]}"}" -- "stunnel log:" "$(tail -n 12 -- "$ST_SERVER_LOG")" "connector log:" \
+	"$(tail -n 5 -- "$TMP/con5.log")"
+stop_bg "$CON5_PID"
+stop_bg "$ST_SERVER_PID"
+
+# ------------------------------------------------------------------------------------------
+echo "# 6. SIGHUP while connections are parked; 7. a parked client revoked"
+
+wait_gauge "$SRV1_METRICS" 0 5 || true
+SRV_PORT=$SRV1_PORT
+con_tls a
+start_tunnel_connector "$TMP/con-a.log" --server "127.0.0.1:$SRV1_PORT" "${CON_TLS[@]}"
+A_PORT=$CON_PORT A_PID=$CON_PID A_METRICS=$CON_METRICS
+con_tls b
+start_tunnel_connector "$TMP/con-b.log" --server "127.0.0.1:$SRV1_PORT" "${CON_TLS[@]}"
+B_PORT=$CON_PORT B_PID=$CON_PID B_METRICS=$CON_METRICS
+open_conn 5 "$A_PORT"
+open_conn 6 "$B_PORT"
+p=()
+ping 5 a1 || p+=("client a: no echo")
+ping 6 b1 || p+=("client b: no echo")
+wait_gauge "$SRV1_METRICS" 2 "$PARK_LIMIT" || p+=("server gauge '$(gauge "$SRV1_METRICS")', expected 2")
+wait_gauge "$A_METRICS" 1 "$PARK_LIMIT" || p+=("connector a's gauge '$(gauge "$A_METRICS")', expected 1")
+wait_gauge "$B_METRICS" 1 "$PARK_LIMIT" || p+=("connector b's gauge '$(gauge "$B_METRICS")', expected 1")
+reloads=$(log_count "$SRV1_LOG" reload SIGHUP)
+closes=$(log_count "$SRV1_LOG" conn_close)
+kill -HUP "$SRV1_REAL"
+wait_log "$SRV1_LOG" reload SIGHUP $((reloads + 1)) || p+=("no reload after SIGHUP")
+ping 5 a2 || p+=("client a's parked connection broke on the reload")
+ping 6 b2 || p+=("client b's parked connection broke on the reload")
+[ "$(log_count "$SRV1_LOG" conn_close)" = "$closes" ] || p+=("a connection was closed at the reload")
+v=$(gauge "$SRV1_METRICS")
+[ "$v" = 2 ] || p+=("server gauge '$v' after the reload, expected 2")
+verdict "SIGHUP reload: parked connections stay up and working" "${p[@]+"${p[@]}"}" -- \
+	"server log:" "$(tail -n 8 -- "$SRV1_LOG")"
+
+p=()
+ca revoke --dir "$D" --cert "$W/a.pem" --reason keyCompromise
+kill -HUP "$SRV1_REAL"
+closed 5 || p+=("client a's parked connection stayed open after its revocation and a reload")
+wait_log "$SRV1_LOG" conn_close revoked_while_connected ||
+	p+=("no conn_close with why revoked_while_connected")
+[ "$(log_count "$SRV1_LOG" conn_rejudged '"reason":"revoked"')" -ge 1 ] ||
+	p+=("no conn_rejudged line with reason revoked")
+v=$(metric "$SRV1_METRICS" 'mtls_connections_closed_by_recheck_total{reason="revoked"}')
+[ "$v" = 1 ] || p+=("mtls_connections_closed_by_recheck_total{reason=\"revoked\"} is '$v', expected 1")
+ping 6 b3 || p+=("client b's parked connection broke when client a was revoked")
+wait_gauge "$SRV1_METRICS" 1 5 || p+=("server gauge '$(gauge "$SRV1_METRICS")', expected 1 (b)")
+wait_gauge "$A_METRICS" 0 5 || p+=("connector a's gauge '$(gauge "$A_METRICS")' after the close, expected 0")
+exec 5>&- 6>&-
+verdict "a parked client revoked by a CRL reload is closed, another parked one stays" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 10 -- "$SRV1_LOG")" "connector a log:" \
+	"$(tail -n 4 -- "$TMP/con-a.log")"
+stop_bg "$A_PID"
+stop_bg "$B_PID"
+
+# ------------------------------------------------------------------------------------------
+echo "# 8. the three AEAD suites (a server each, side by side)"
+
+suites=(TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256)
+sm=() sp=() sl=() sfd=()
+for s in "${suites[@]}"; do
+	start_tunnel_server "$TMP/srv-$s.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
+	sm+=("$SRV_METRICS")
+	sc_start "$TMP/sc-$s.log" -ciphersuites "$s"
+	sp+=("$SC_PID")
+	sl+=("$SC_LOG")
+	sfd+=("$SC_FD")
+	sc_line "suite $s" || true
+done
+for i in "${!suites[@]}"; do
+	s=${suites[$i]}
+	SC_LOG=${sl[$i]} SC_FD=${sfd[$i]}
+	p=()
+	count "$SC_LOG" "^suite $s\$" | grep -qx 1 || p+=("no echo before parking")
+	wait_gauge "${sm[$i]}" 1 "$PARK_LIMIT" || p+=("gauge '$(gauge "${sm[$i]}")', expected 1")
+	sc_line "parked $s" || p+=("no echo through the parked connection")
+	printf 'K\n' >&"$SC_FD"
+	sc_line "rekeyed $s" || p+=("no echo after KeyUpdate(update_requested)")
+	[ "$(peer_key_updates)" = 1 ] || p+=("$(peer_key_updates) KeyUpdate from the server, expected 1")
+	wait_log "$TMP/srv-$s.log" conn_open "\"cipher\":\"$s\"" ||
+		p+=("the server's conn_open does not name $s")
+	printf 'Q\n' >&"$SC_FD"
+	wait_exit "${sp[$i]}" "$RUN_LIMIT"
+	close_fifo "$SC_FD"
+	[ "$EXIT_RC" = 0 ] || p+=("s_client exit status $EXIT_RC")
+	verdict "$s: parked, echoes, KeyUpdate answered" "${p[@]+"${p[@]}"}" -- \
+		"s_client:" "$(grep -v '^    ' -- "$SC_LOG" | tail -n 12)" \
+		"server log:" "$(tail -n 4 -- "$TMP/srv-$s.log")"
+done
+
+echo "# $(($(date +%s) - T_START)) s"
+finish
