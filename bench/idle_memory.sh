@@ -130,7 +130,8 @@ parked() { # the mtls gauge, or - for a terminator without one
 		return
 	}
 	curl -s --max-time 5 "http://127.0.0.1:$METRICS/metrics" |
-		awk '$1 == "mtls_connections_parked" { print $2; f = 1 } END { if (!f) print "?" }'
+		awk '!f && ($1 == "mtls_connections_parked" || $1 ~ /^mtls_connections_parked\{/) {
+			print $NF; f = 1 } END { if (!f) print "?" }'
 }
 
 declare -A KIB HELD PARKED BEFORE AFTER TRACE
