@@ -105,6 +105,10 @@ static_assert(sizeof(struct tunnel_list) == sizeof(struct opt_list) &&
 		 "(default 30s; 1s to 1d); and at once after a failed connect"},                   \
 		{"idle-timeout", OPT_DURATION, O(idle_timeout_ms), "DURATION",                     \
 		 "close connections idle this long (default 1h; 0: never; at most 7d)"},           \
+		{"park", OPT_STRING, O(park), "on|off",                                            \
+		 "park TLS 1.3 connections quiet for a second: their record keys move to mtls's "  \
+		 "own record layer and OpenSSL's state, about 18 KiB each, is freed (default on; " \
+		 "SIGHUP applies a change)"},                                                      \
 		{"max-connection-lifetime", OPT_STRING, O(max_connection_lifetime), "DURATION",    \
 		 "close connections open this long, e.g. 12h (why=max_lifetime; default: "         \
 		 "never)"},                                                                        \

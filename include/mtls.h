@@ -438,6 +438,22 @@ int mtls_read_drained(const struct mtls *conn);
  * partial record or unsent data is in them, and after every record again. An event loop
  * that knows which connections are busy keeps theirs and turns this off when they go quiet. */
 void mtls_keep_buffers(struct mtls *conn, int keep);
+/* An idle connection made small. OpenSSL keeps about 18 KiB per connection for as long as
+ * it lasts (the SSL object, a cipher context per direction, the session, the peer's
+ * certificates), none of it needed to move more records. mtls_park() hands a TLS 1.3
+ * connection's record keys and sequence numbers to libmtls's own record layer (AES-GCM or
+ * ChaCha20-Poly1305 through OpenSSL; the peer's KeyUpdate answered, alerts, close_notify)
+ * and frees OpenSSL's state: the connection then holds well under 1 KiB plus its peer's
+ * certificates as DER (for mtls_conn_recheck()), and record buffers only while data moves.
+ * Everything else works as before: mtls_read(), mtls_write(), mtls_close(),
+ * mtls_read_drained(), mtls_keep_buffers(), the mtls_conn_*() calls. It cannot be undone.
+ * Returns 1 parked (or already), 0 when the connection cannot be parked now (TLS 1.2, the
+ * handshake not done, a record half read, data received and not yet read, a write that
+ * wanted POLLOUT, a KeyUpdate already processed by OpenSSL, a CCM suite), -1 without memory.
+ * Call it on a connection that has gone quiet, as an event loop's sweep of idle ones. */
+int mtls_park(struct mtls *conn);
+/* 1 when the connection is parked. */
+int mtls_conn_parked(const struct mtls *conn);
 /* Write up to len bytes: the count written (possibly fewer), MTLS_WANT_*, or -1. */
 ssize_t mtls_write(struct mtls *conn, const void *buf, size_t len);
 /* Send close_notify: 0 done, MTLS_WANT_*, or -1. Does not close the fd. */

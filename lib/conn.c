@@ -135,6 +135,9 @@ void conn_free(struct mtls *c)
 		 * unresumable; TLS 1.3 dropped that rule, and peers that just close are common */
 		SSL_set_shutdown(c->conn.ssl, SSL_get_shutdown(c->conn.ssl) | SSL_SENT_SHUTDOWN);
 	SSL_free(c->conn.ssl);
+	record_free(c->conn.rec);
+	park_keys_free(c->conn.keys);
+	free(c->conn.peer_der);
 	state_unref(c->state);
 	identity_free(c->conn.peer);
 	sk_X509_pop_free(c->conn.ocsp_chain, X509_free);
@@ -398,7 +401,8 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 	struct verify_request rq;
 	struct mtls_peer *peer = NULL;
 	struct state *st;
-	X509 *leaf;
+	X509 *leaf, *parked_leaf = NULL;
+	STACK_OF(X509) *chain = NULL;
 	int rc;
 
 	if (conn == NULL || conn->kind != KIND_CONN)
@@ -421,21 +425,34 @@ int mtls_conn_recheck(struct mtls *conn, struct mtls *endpoint)
 				     .peer_is_client = st->server,
 				     .name = st->server ? NULL : conn->conn.server_name,
 				     .certs_at = conn->conn.handshake_at};
-	leaf = SSL_get0_peer_certificate(conn->conn.ssl);
+	if (conn->conn.rec != NULL) {
+		/* parked: the certificates it kept */
+		if (park_peer_certs(conn, &parked_leaf, &chain) != 0) {
+			state_unref(st);
+			return error_set(&conn->conn.err, MTLS_REASON_INTERNAL,
+					 "cannot re-check: out of memory");
+		}
+		leaf = parked_leaf;
+	} else {
+		leaf = SSL_get0_peer_certificate(conn->conn.ssl);
+		chain = SSL_get_peer_cert_chain(conn->conn.ssl);
+	}
 	if (leaf == NULL) {
 		rc = verify_no_certificate(&rq, &conn->conn.err);
 	} else {
 		struct error would;
 
 		error_clear(&would);
-		rc = verify_resumed(&rq, leaf, SSL_get_peer_cert_chain(conn->conn.ssl), &peer,
-				    &conn->conn.err);
+		rc = verify_resumed(&rq, leaf, chain, &peer, &conn->conn.err);
 		if (rc != 0 && verify_audit(&rq, leaf, &conn->conn.err, &would, &peer) == 0)
 			rc = 0;
 		if (rc == 0)
 			rc = keep_would(conn, &would); /* kept or cleared by this judgement */
 	}
 	identity_free(peer);
+	X509_free(parked_leaf);
+	if (parked_leaf != NULL)
+		sk_X509_pop_free(chain, X509_free);
 	state_unref(st);
 	return rc;
 }
@@ -713,6 +730,8 @@ ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 	rc = check_ready(c);
 	if (rc != 0)
 		return rc;
+	if (c->conn.rec != NULL)
+		return record_read(c->conn.rec, buf, len, &c->conn.err);
 	clear_errors();
 	errno = 0;
 	rc = SSL_read_ex(c->conn.ssl, buf, len, &got);
@@ -728,7 +747,13 @@ ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 
 void mtls_keep_buffers(struct mtls *c, int keep)
 {
-	if (c == NULL || c->kind != KIND_CONN || c->conn.ssl == NULL)
+	if (c == NULL || c->kind != KIND_CONN)
+		return;
+	if (c->conn.rec != NULL) {
+		record_keep_buffers(c->conn.rec, keep != 0);
+		return;
+	}
+	if (c->conn.ssl == NULL)
 		return;
 	if (keep) {
 		SSL_clear_mode(c->conn.ssl, SSL_MODE_RELEASE_BUFFERS);
@@ -740,6 +765,8 @@ void mtls_keep_buffers(struct mtls *c, int keep)
 
 int mtls_read_drained(const struct mtls *c)
 {
+	if (c != NULL && c->kind == KIND_CONN && c->conn.rec != NULL)
+		return record_drained(c->conn.rec);
 	if (c == NULL || c->kind != KIND_CONN || c->conn.ssl == NULL || !c->conn.handshake_done)
 		return 0;
 	return !SSL_has_pending(c->conn.ssl) && sockbio_drained(SSL_get_rbio(c->conn.ssl));
@@ -753,11 +780,14 @@ ssize_t mtls_write(struct mtls *c, const void *buf, size_t len)
 	rc = check_ready(c);
 	if (rc != 0)
 		return rc;
+	if (c->conn.rec != NULL)
+		return record_write(c->conn.rec, buf, len, &c->conn.err);
 	if (len == 0)
 		return 0;
 	clear_errors();
 	errno = 0;
 	rc = SSL_write_ex(c->conn.ssl, buf, len, &put);
+	c->conn.write_pending = rc != 1;
 	if (rc == 1)
 		return (ssize_t)put;
 	return io_error(c, rc, errno, false);
@@ -771,6 +801,8 @@ int mtls_close(struct mtls *c)
 		return -1;
 	if (!c->conn.handshake_done)
 		return 0;
+	if (c->conn.rec != NULL)
+		return record_close(c->conn.rec, &c->conn.err);
 	clear_errors();
 	errno = 0;
 	rc = SSL_shutdown(c->conn.ssl);
@@ -781,6 +813,12 @@ int mtls_close(struct mtls *c)
 }
 
 /* --- blocking helpers ---------------------------------------------------------------- */
+
+/* The connection's socket, parked or not. */
+static int conn_fd(const struct mtls *c)
+{
+	return c->conn.rec != NULL ? record_fd(c->conn.rec) : SSL_get_fd(c->conn.ssl);
+}
 
 static long long now_ms(void)
 {
@@ -793,7 +831,7 @@ static long long now_ms(void)
 /* Wait for what rc asks (MTLS_WANT_*). 0 ready, -1 timeout or poll error (c->conn.err set). */
 static int wait_for(struct mtls *c, int rc, long long deadline)
 {
-	struct pollfd pfd = {.fd = SSL_get_fd(c->conn.ssl),
+	struct pollfd pfd = {.fd = conn_fd(c),
 			     .events = rc == MTLS_WANT_POLLOUT ? POLLOUT : POLLIN};
 	int timeout = -1;
 
@@ -824,7 +862,7 @@ static long long deadline_of(int timeout_ms)
  * helper runs, and restore the caller's flags after. Returns the flags to restore. */
 static int nonblocking_begin(struct mtls *c)
 {
-	int fd = SSL_get_fd(c->conn.ssl);
+	int fd = conn_fd(c);
 	int flags = fcntl(fd, F_GETFL);
 
 	if (flags >= 0 && !(flags & O_NONBLOCK))
@@ -835,7 +873,7 @@ static int nonblocking_begin(struct mtls *c)
 static void nonblocking_end(struct mtls *c, int flags)
 {
 	if (flags >= 0 && !(flags & O_NONBLOCK))
-		fcntl(SSL_get_fd(c->conn.ssl), F_SETFL, flags);
+		fcntl(conn_fd(c), F_SETFL, flags);
 }
 
 int mtls_handshake_wait(struct mtls *c, int timeout_ms)
@@ -931,18 +969,30 @@ static SSL *ssl_of(const struct mtls *c)
 	return c != NULL && c->kind == KIND_CONN ? c->conn.ssl : NULL;
 }
 
+/* A parked connection's (its SSL is gone); NULL otherwise. */
+static const struct connection *parked(const struct mtls *c)
+{
+	return c != NULL && c->kind == KIND_CONN && c->conn.rec != NULL ? &c->conn : NULL;
+}
+
 const char *mtls_conn_version(const struct mtls *c)
 {
+	if (parked(c) != NULL)
+		return parked(c)->version;
 	return ssl_of(c) != NULL ? SSL_get_version(ssl_of(c)) : NULL;
 }
 
 const char *mtls_conn_cipher(const struct mtls *c)
 {
+	if (parked(c) != NULL)
+		return parked(c)->cipher;
 	return ssl_of(c) != NULL ? SSL_get_cipher_name(ssl_of(c)) : NULL;
 }
 
 int mtls_conn_resumed(const struct mtls *c)
 {
+	if (parked(c) != NULL)
+		return parked(c)->resumed;
 	return ssl_of(c) != NULL && SSL_session_reused(ssl_of(c));
 }
 
@@ -955,6 +1005,8 @@ const char *mtls_conn_alpn(const struct mtls *c)
 	if (c == NULL || c->kind != KIND_CONN || !c->conn.handshake_done ||
 	    (ours = c->state->config->alpn) == NULL)
 		return NULL;
+	if (parked(c) != NULL)
+		return parked(c)->alpn_ours ? ours : NULL;
 	/* only ours can have been selected: a server selects nothing else, and OpenSSL
 	 * refuses a server's choice that a client did not offer */
 	SSL_get0_alpn_selected(c->conn.ssl, &p, &n);

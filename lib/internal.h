@@ -278,6 +278,39 @@ struct endpoint {
 	struct ocsp_store *ocsp; /* OCSP answers and staple, for every state it runs on */
 };
 
+/* record.c: a parked connection's TLS 1.3 record layer (mtls_park()). The fd is the
+ * connection's (not owned); the secrets are the traffic secrets of each direction (read: the
+ * peer's) of the suite (its IANA id) and their sequence numbers. NULL: a suite it does not
+ * carry, or no memory. */
+struct record;
+struct record *record_new(int fd, bool server, uint16_t suite, const uint8_t *rd_secret,
+			  const uint8_t *wr_secret, size_t secret_len, uint64_t rd_seq,
+			  uint64_t wr_seq);
+void record_free(struct record *p);
+bool record_suite_supported(uint16_t suite);
+/* As mtls_read(), mtls_write(), mtls_close(), mtls_read_drained(), mtls_keep_buffers(). */
+ssize_t record_read(struct record *p, void *buf, size_t len, struct error *err);
+ssize_t record_write(struct record *p, const void *buf, size_t len, struct error *err);
+int record_close(struct record *p, struct error *err);
+bool record_drained(const struct record *p);
+void record_keep_buffers(struct record *p, bool keep);
+void record_set_drained(struct record *p, bool drained);
+int record_fd(const struct record *p);
+/* One record of any inner content type, sealed and sent (tests and fuzzers: a peer that
+ * sends what ours never would): 0, MTLS_WANT_POLLOUT or -1. */
+int record_send(struct record *p, uint8_t type, const void *data, size_t len, struct error *err);
+
+/* park.c: the keylog and message callbacks every SSL_CTX gets (tlsctx.c), which capture
+ * what mtls_park() needs; what a parked connection kept of its peer's certificates, as
+ * SSL_get0_peer_certificate() and SSL_get_peer_cert_chain() gave them (the caller frees
+ * both; 0, or -1 without memory); the captured keys freed. */
+struct park_keys;
+void park_keylog_cb(const SSL *ssl, const char *line);
+void park_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl,
+		 void *arg);
+int park_peer_certs(const struct mtls *c, X509 **leaf, STACK_OF(X509) * *chain);
+void park_keys_free(struct park_keys *k);
+
 /* conn.c: one TLS connection, used by one thread at a time. */
 struct connection {
 	SSL *ssl;
@@ -297,6 +330,17 @@ struct connection {
 	/* audit (mtls_config_insecure_audit()): why the peer let in would have been refused
 	 * (owned; NULL: it would not) */
 	struct error *would;
+	/* TLS 1.3: what mtls_park() needs, captured by the keylog and message callbacks while
+	 * OpenSSL moves the records (owned; NULL until the first callback) */
+	struct park_keys *keys;
+	bool write_pending; /* the last write wanted POLLOUT: OpenSSL holds a sealed record */
+	/* parked (mtls_park()): the SSL is freed (ssl NULL), the records move through rec,
+	 * and what the accessors answer is kept here */
+	struct record *rec;
+	const char *version, *cipher; /* OpenSSL's static names */
+	bool resumed, alpn_ours;
+	uint8_t *peer_der; /* the peer's certificates as sent (DER, one after another) */
+	size_t peer_der_len;
 };
 
 struct mtls {
@@ -574,6 +618,9 @@ int sockbio_first_byte(BIO *bio);
 int sockbio_head(BIO *bio, uint8_t out[SOCKBIO_HEAD]);
 /* The last recv came back short: the socket had nothing more at that moment. */
 bool sockbio_drained(BIO *bio);
+/* The bytes received so far end where a record ends (a record's header and length are
+ * followed through the stream): nothing of a record is half read. */
+bool sockbio_at_record_end(BIO *bio);
 /* Read and drop what the peer already sent (non-blocking, bounded). */
 void sockbio_discard_input(BIO *bio);
 

@@ -27,7 +27,34 @@ struct sockbio {
 	uint8_t head[SOCKBIO_HEAD]; /* the first bytes received */
 	int head_len;
 	bool drained; /* the last recv returned less than asked for */
+	/* the framing of what was received: the header bytes of the record under way (0-4)
+	 * and the bytes of its body still to come */
+	uint8_t hdr[5];
+	uint8_t hdr_have;
+	size_t body_left;
 };
+
+/* Follow the records through the bytes received: a header's length says where the next
+ * header starts. */
+static void frame(struct sockbio *s, const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (s->body_left > 0) {
+			size_t k = n - i < s->body_left ? n - i : s->body_left;
+
+			s->body_left -= k;
+			i += k;
+			continue;
+		}
+		s->hdr[s->hdr_have++] = p[i++];
+		if (s->hdr_have == sizeof(s->hdr)) {
+			s->body_left = (size_t)s->hdr[3] << 8 | s->hdr[4];
+			s->hdr_have = 0;
+		}
+	}
+}
 
 static int sb_write(BIO *b, const char *buf, int len)
 {
@@ -55,6 +82,8 @@ static int sb_read(BIO *b, char *buf, int len)
 	if (n < 0 && errno == EAGAIN)
 		BIO_set_retry_read(b);
 	s->drained = n >= 0 && n < len;
+	if (n > 0)
+		frame(s, (const uint8_t *)buf, (size_t)n);
 	for (ssize_t i = 0; i < n && s->head_len < SOCKBIO_HEAD; i++)
 		s->head[s->head_len++] = (uint8_t)buf[i];
 	return (int)n;
@@ -155,6 +184,13 @@ bool sockbio_drained(BIO *b)
 	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
 
 	return s != NULL && s->drained;
+}
+
+bool sockbio_at_record_end(BIO *b)
+{
+	struct sockbio *s = b != NULL ? BIO_get_data(b) : NULL;
+
+	return s != NULL && s->hdr_have == 0 && s->body_left == 0;
 }
 
 void sockbio_discard_input(BIO *b)

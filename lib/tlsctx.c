@@ -85,6 +85,9 @@ SSL_CTX *tlsctx_new(struct state *st, struct error *err)
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set1_cert_store(ctx, st->store);
 	SSL_CTX_set_cert_verify_callback(ctx, conn_verify_cb, NULL);
+	/* what mtls_park() needs: the traffic secrets and the records counted (park.c) */
+	SSL_CTX_set_keylog_callback(ctx, park_keylog_cb);
+	SSL_CTX_set_msg_callback(ctx, park_msg_cb);
 	SSL_CTX_set_app_data(ctx, st);
 	if (st->server) {
 		/* an optional client certificate is still asked for, and verified when sent

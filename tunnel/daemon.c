@@ -1333,6 +1333,10 @@ static int check_listen_mode(struct daemon *d, char *err, size_t len)
  * gone), a watch every millisecond is a busy loop. */
 static int check_ranges(const struct tunnel_options *o, char *err, size_t len)
 {
+	if (o->park != NULL && strcmp(o->park, "on") != 0 && strcmp(o->park, "off") != 0) {
+		snprintf(err, len, "--park %s: give on or off", o->park);
+		return -1;
+	}
 	/* unit: 0 a count, else how many milliseconds one of v is (a duration, shown as one) */
 	const struct {
 		const char *name;

@@ -30,12 +30,13 @@ struct worker {
 	int listen_fd;
 	bool own_listen_fd; /* its own socket (SO_REUSEPORT) or descriptor (dup) */
 	ev_io accept_watcher;
-	ev_timer accept_retry;	  /* restarts accept_watcher after a pause (out of descriptors) */
-	ev_tstamp accept_pause;	  /* the last pause; 0 while accepting works */
-	ev_async wakeup;	  /* the main thread asks to stop accepting, or to stop */
-	ev_timer quiet;		  /* gives back the TLS buffers of connections gone quiet */
-	struct conn *conns;	  /* doubly linked, for shutdown */
-	long n_conns, conns_peak; /* open now; the most since memory was last trimmed */
+	ev_timer accept_retry;	   /* restarts accept_watcher after a pause (out of descriptors) */
+	ev_tstamp accept_pause;	   /* the last pause; 0 while accepting works */
+	ev_async wakeup;	   /* the main thread asks to stop accepting, or to stop */
+	ev_timer quiet;		   /* gives back the TLS buffers of connections gone quiet */
+	struct conn *conns;	   /* doubly linked, for shutdown */
+	long n_conns, conns_peak;  /* open now; the most since memory was last trimmed */
+	unsigned parked_untrimmed; /* parked since memory was last trimmed (park_quiet()) */
 	/* connections whose pump() ran out of its budget with work left, resumed in turn once
 	 * per loop iteration after the poll (pump.c) */
 	struct conn *resume_head, *resume_tail;
@@ -92,7 +93,7 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 /* Close every connection of w (at the end of a drain). */
 void pump_close_all(struct worker *w);
 /* Release the TLS record buffers of connections that moved nothing since the last call. */
-void pump_release_quiet(struct worker *w);
+unsigned pump_release_quiet(struct worker *w);
 /* Judge every verified connection of w again under the endpoint's current config
  * (mtls_conn_recheck) and close those refused (why revoked_while_connected or
  * no_longer_allowed, counted in closed_by_recheck). */

@@ -316,6 +316,16 @@ char *metrics_render(struct metrics *m, size_t *len)
 	    "mtls_connections_open{role=\"%s\"} %lld\n",
 	    m->role, (long long)atomic_load(&m->connections_open));
 	put(&t,
+	    "# HELP mtls_connections_parked Open connections parked: quiet TLS 1.3 connections "
+	    "whose records move through mtls's own record layer, OpenSSL's state freed.\n"
+	    "# TYPE mtls_connections_parked gauge\n"
+	    "mtls_connections_parked{role=\"%s\"} %lld\n"
+	    "# HELP mtls_connections_parked_total Connections parked.\n"
+	    "# TYPE mtls_connections_parked_total counter\n"
+	    "mtls_connections_parked_total{role=\"%s\"} %llu\n",
+	    m->role, (long long)atomic_load(&m->connections_parked), m->role,
+	    U(m->connections_parked_total));
+	put(&t,
 	    "# HELP mtls_connections_total Connections accepted.\n"
 	    "# TYPE mtls_connections_total counter\n"
 	    "mtls_connections_total{role=\"%s\"} %llu\n",
@@ -728,8 +738,9 @@ char *metrics_status(struct metrics *m, time_t now)
 	kinds = json_object();
 	for (int k = 0; k < METRICS_KINDS && kinds != NULL; k++)
 		json_object_set_new(kinds, kind_names[k], json_integer((json_int_t)U(m->kinds[k])));
-	conns = json_pack("{s:I,s:I,s:o*,s:I}", "open",
-			  (json_int_t)atomic_load(&m->connections_open), "total",
+	conns = json_pack("{s:I,s:I,s:I,s:o*,s:I}", "open",
+			  (json_int_t)atomic_load(&m->connections_open), "parked",
+			  (json_int_t)atomic_load(&m->connections_parked), "total",
 			  (json_int_t)U(m->connections_total), "by_kind", kinds, "would_refuse",
 			  (json_int_t)would);
 	if (conns == NULL ||

@@ -87,6 +87,8 @@ struct metrics {
 	int (*target_check)(void *arg, char *err, size_t len);
 	void *target_arg;
 	atomic_llong connections_open;
+	atomic_llong connections_parked; /* mtls_park(): OpenSSL's state freed */
+	atomic_ullong connections_parked_total;
 	atomic_ullong connections_total;
 	atomic_ullong connections_refused_limit;
 	atomic_ullong connections_refused_proxy_header; /* PROXY v2 header not buildable */

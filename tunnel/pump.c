@@ -161,6 +161,7 @@ struct conn {
 	bool got_tls_data;  /* the TLS peer sent application data */
 	unsigned pumps;	    /* pump() calls since the last pump_release_quiet() */
 	bool keeps_buffers; /* busy: mtls_keep_buffers() is on */
+	bool parked;	    /* mtls_park() took it (counted in connections_parked) */
 	bool resume_queued; /* on w's resume queue (its budget ran out with work left) */
 	struct conn *resume_prev, *resume_next;
 	ev_tstamp active;  /* the last wakeup of the pump phase, for the idle timeout */
@@ -320,6 +321,8 @@ static void conn_free(struct conn *c, const char *why, enum log_level level)
 		    LN("bytes_from_target", from_target),
 		    LN("duration_ms", (long long)((ev_now(w->loop) - c->started) * 1000)),
 		    LS("target", c->target));
+	if (c->parked)
+		atomic_fetch_sub(&d->metrics.connections_parked, 1);
 	mtls_free(c->tls);
 	if (c->tls_fd >= 0)
 		close(c->tls_fd);
@@ -1766,12 +1769,35 @@ void pump_accept(struct worker *w, int fd, const struct sockaddr *peer, socklen_
 	next_step(c);
 }
 
+/* A connection quiet for a whole sweep interval, with nothing on its way in either
+ * direction, gives OpenSSL's state back (mtls_park(); lib/park.c). mtls_park() itself
+ * refuses what it cannot carry (TLS 1.2, a record half read) and such a connection is
+ * tried again at the next sweep. */
+static bool park_quiet(struct conn *c)
+{
+	struct daemon *d = c->w->d;
+
+	if (c->tls == NULL || c->tls_eof || c->tls_shut || c->header_left > 0 ||
+	    c->to_plain.start != c->to_plain.end || c->to_tls.start != c->to_tls.end)
+		return false;
+	if (mtls_park(c->tls) != 1)
+		return false;
+	c->parked = true;
+	atomic_fetch_add(&d->metrics.connections_parked, 1);
+	atomic_fetch_add(&d->metrics.connections_parked_total, 1);
+	return true;
+}
+
 /* A busy connection keeps its TLS record buffers between requests (malloc and free of two
  * 17 KiB buffers per request cost more than a tenth of the pump's time). Busy means pumped
  * KEEP_BUFFERS_AFTER times within one sweep interval; one that then stays quiet for a whole
- * interval gives them back. */
-void pump_release_quiet(struct worker *w)
+ * interval gives them back, and is parked (park_quiet()). Returns how many were parked. */
+unsigned pump_release_quiet(struct worker *w)
 {
+	const char *park = w->d->o->park;
+	bool parking = park == NULL || strcmp(park, "on") == 0;
+	unsigned parked = 0;
+
 	for (struct conn *c = w->conns; c != NULL; c = c->next) {
 		if (c->phase != PHASE_PUMP)
 			continue;
@@ -1779,8 +1805,11 @@ void pump_release_quiet(struct worker *w)
 			c->keeps_buffers = false;
 			mtls_keep_buffers(c->tls, 0);
 		}
+		if (c->pumps == 0 && parking && !c->parked && park_quiet(c))
+			parked++;
 		c->pumps = 0;
 	}
+	return parked;
 }
 
 void pump_close_all(struct worker *w)

@@ -98,6 +98,7 @@ struct tunnel_options {
 	long long metrics_identities; /* identities with their own metrics (then "other") */
 	long long verify_cache;
 	long long session_cache;
+	const char *park; /* on (NULL) or off: idle TLS 1.3 connections parked (mtls_park()) */
 	/* the sandbox (common/sandbox.h), process-wide: more read-write paths, or none at all */
 	struct tunnel_list sandbox_allow;
 	int insecure_no_sandbox;

@@ -133,13 +133,16 @@ static void on_quiet(struct ev_loop *loop, ev_timer *t, int events)
 	(void)loop;
 	(void)events;
 	atomic_store(&w->d->metrics.worker_beats[w->id], metrics_beat_clock());
-	pump_release_quiet(w);
+	w->parked_untrimmed += pump_release_quiet(w);
 	/* glibc keeps what freed connections held in this thread's arena, so a burst would
-	 * leave its peak as the resident size for good: once many are gone, ask the main
-	 * thread to give it back (a trim takes 40-80 ms with a big heap: not on this loop) */
-	if (w->conns_peak - w->n_conns >= TRIM_AFTER_CLOSED) {
+	 * leave its peak as the resident size for good: once many are gone, or have given
+	 * OpenSSL's state back by parking, ask the main thread to give it back (a trim takes
+	 * 40-80 ms with a big heap: not on this loop) */
+	if (w->conns_peak - w->n_conns >= TRIM_AFTER_CLOSED ||
+	    w->parked_untrimmed >= TRIM_AFTER_CLOSED) {
 		atomic_store(&w->d->trim_wanted, true);
 		w->conns_peak = w->n_conns;
+		w->parked_untrimmed = 0;
 	}
 }
 
