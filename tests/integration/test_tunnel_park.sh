@@ -10,7 +10,8 @@
 #     KeyUpdate(update_requested) answered by one of ours, KeyUpdate(not requested) not
 #     answered, both followed by echoes; close_notify: the same conn_close as unparked. EOF
 #     without close_notify: the same conn_close as unparked (truncated).
-#  2. connector -> server: both hops parked, then 1 MiB each way, checksums equal.
+#  2. connector -> server: both hops parked, then 1 MiB each way, and 8 MiB with the reader
+#     a second late (partial writes), checksums equal.
 #  3. --park off on both daemons: nothing parked, traffic fine.
 #  4. TLS 1.2, and TLS 1.3 after a KeyUpdate OpenSSL processed: not parked, traffic fine
 #     after the idle time.
@@ -19,6 +20,7 @@
 #  7. parked clients revoked by a CRL reload (a connector's, a resumed s_client's): closed,
 #     another kept; a parked connector closes its connection to a revoked server.
 #  8. each of the three AEAD suites parks and carries traffic (s_client -ciphersuites).
+#     A parked connection closed at --max-connection-lifetime: close_notify read by s_client.
 #  9. a record with a flipped bit: bad_record_mac to the peer, why=malformed.
 #
 # Every certificate is made at test time by our own CA (mtls ca).
@@ -379,16 +381,28 @@ run bash -c 'cat -- "$1" >&5 & head -c "$2" <&5 >"$3"; wait $!' bulk "$TMP/bulk.
 [ "$RC" = 0 ] || p+=("the 1 MiB exchange ended with status $RC: $ERR")
 [ "$(sha256sum <"$TMP/bulk.out")" = "$want_sum" ] ||
 	p+=("the echo differs: $(wc -c <"$TMP/bulk.out") bytes came back, sha256 differs")
-ping 5 after-bulk || p+=("no echo after the 1 MiB")
+# 8 MiB more, its reader a second late: the sockets fill, and both parked record layers meet
+# a socket that takes only part of a record (a write answered after MTLS_WANT_POLLOUT)
+BIG=$((8 * 1024 * 1024))
+head -c "$BIG" /dev/urandom >"$TMP/big.in"
+big_sum=$(sha256sum <"$TMP/big.in")
+# shellcheck disable=SC2016
+run bash -c 'cat -- "$1" >&5 & sleep 1; head -c "$2" <&5 >"$3"; wait $!' big "$TMP/big.in" \
+	"$BIG" "$TMP/big.out"
+[ "$RC" = 0 ] || p+=("the 8 MiB exchange ended with status $RC: $ERR")
+[ "$(sha256sum <"$TMP/big.out")" = "$big_sum" ] ||
+	p+=("the 8 MiB echo differs: $(wc -c <"$TMP/big.out") bytes came back, sha256 differs")
+rm -f -- "$TMP/big.in" "$TMP/big.out"
+ping 5 after-bulk || p+=("no echo after the bulk")
 [ "$(gauge "$SRV2_METRICS")" = 1 ] || p+=("server gauge '$(gauge "$SRV2_METRICS")' after the bulk, expected 1")
 [ "$(gauge "$CON2_METRICS")" = 1 ] || p+=("connector gauge '$(gauge "$CON2_METRICS")' after the bulk, expected 1")
-verdict "connector -> server: both parked, then 1 MiB each way byte-identical" "${p[@]+"${p[@]}"}" -- \
+verdict "connector -> server: both parked, then 1 MiB, and 8 MiB read late, each way byte-identical" "${p[@]+"${p[@]}"}" -- \
 	"server log:" "$(tail -n 5 -- "$SRV2_LOG")" "connector log:" "$(tail -n 5 -- "$CON2_LOG")"
 
 # the app closes: close_notify across the parked hop, both daemons close normally
 p=()
 exec 5>&-
-total=$((BULK + 4 + 11)) # hop, the bulk, after-bulk
+total=$((4 + BULK + BIG + 11)) # hop, the bulks, after-bulk
 for l in "$SRV2_LOG" "$CON2_LOG"; do
 	wait_log "$l" conn_close "" || p+=("no conn_close in ${l##*/}")
 	line=$({ grep -F '"event":"conn_close"' "$l" || true; } | tail -n 1)
@@ -632,6 +646,15 @@ stop_bg "$SRV7_PID"
 # ------------------------------------------------------------------------------------------
 section "8. the three AEAD suites (a server each, side by side)"
 
+# and, in the same time, a parked connection that reaches --max-connection-lifetime: the
+# server closes it with a close_notify from the parked record layer, which s_client must read
+start_tunnel_server "$TMP/srv-ml.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}" \
+	--max-connection-lifetime 5s
+ML_METRICS=$SRV_METRICS ML_PID=$SRV_PID
+sc_start "$TMP/sc-ml.log"
+ML_LOG=$SC_LOG ML_FD=$SC_FD ML_SC=$SC_PID
+sc_line "to live 5 s" || true
+
 suites=(TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256)
 sm=() sp=() sl=() sfd=()
 for s in "${suites[@]}"; do
@@ -663,6 +686,22 @@ for i in "${!suites[@]}"; do
 		"s_client:" "$(grep -v '^    ' -- "$SC_LOG" | tail -n 12)" \
 		"server log:" "$(tail -n 4 -- "$TMP/srv-$s.log")"
 done
+
+p=()
+SC_LOG=$ML_LOG
+[ "$(count "$SC_LOG" '^to live 5 s$')" = 1 ] || p+=("no echo")
+[ "$(peer_key_updates)" = 0 ] || p+=("s_client received a KeyUpdate it did not ask for")
+wait_log "$TMP/srv-ml.log" conn_close '"why":"max_lifetime"' || p+=("no conn_close with why max_lifetime")
+v=$(family "$ML_METRICS" "$COUNTER")
+[ "$v" = 1 ] || p+=("$COUNTER is '$v', expected 1 (parked before the lifetime ran out)")
+wait_for_line "$SC_LOG" '^<<< TLS 1\.3, Alert \[length 0002\], warning close_notify$' 5 ||
+	p+=("s_client did not read a close_notify")
+wait_exit "$ML_SC" 5
+close_fifo "$ML_FD"
+verdict "parked, --max-connection-lifetime: closed with a close_notify that s_client reads" \
+	"${p[@]+"${p[@]}"}" -- "s_client:" "$(grep -v '^    ' -- "$SC_LOG" | tail -n 8)" \
+	"server log:" "$(tail -n 3 -- "$TMP/srv-ml.log")"
+stop_bg "$ML_PID"
 
 # ------------------------------------------------------------------------------------------
 section "9. a record that does not authenticate (one bit flipped by a relay)"
