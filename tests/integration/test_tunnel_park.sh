@@ -19,9 +19,10 @@
 #  6. SIGHUP while connections are parked: they stay parked and working.
 #  7. parked clients revoked by a CRL reload (a connector's, a resumed s_client's): closed,
 #     another kept; a parked connector closes its connection to a revoked server.
-#  8. each of the three AEAD suites parks and carries traffic (s_client -ciphersuites).
+#  8. each of the three AEAD suites, and padded records, park and carry traffic.
 #     A parked connection closed at --max-connection-lifetime: close_notify read by s_client.
-#  9. a record with a flipped bit: bad_record_mac to the peer, why=malformed.
+#  9. a record with a flipped bit: bad_record_mac to the peer, why=malformed. Records that
+#     arrive a byte at a time.
 #
 # Every certificate is made at test time by our own CA (mtls ca).
 set -euo pipefail
@@ -644,7 +645,7 @@ stop_bg "$C_PID"
 stop_bg "$SRV7_PID"
 
 # ------------------------------------------------------------------------------------------
-section "8. the three AEAD suites (a server each, side by side)"
+section "8. the three AEAD suites, padded records (a server each, side by side)"
 
 # and, in the same time, a parked connection that reaches --max-connection-lifetime: the
 # server closes it with a close_notify from the parked record layer, which s_client must read
@@ -655,36 +656,47 @@ sc_start "$TMP/sc-ml.log"
 ML_LOG=$SC_LOG ML_FD=$SC_FD ML_SC=$SC_PID
 sc_line "to live 5 s" || true
 
-suites=(TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256)
+# Each variant: a name, then s_client's options. "padded": records padded to 512 bytes
+# (RFC 8446 5.4), which the parked layer must strip.
+variants=("TLS_AES_128_GCM_SHA256|-ciphersuites TLS_AES_128_GCM_SHA256"
+	"TLS_AES_256_GCM_SHA384|-ciphersuites TLS_AES_256_GCM_SHA384"
+	"TLS_CHACHA20_POLY1305_SHA256|-ciphersuites TLS_CHACHA20_POLY1305_SHA256"
+	"padded records|-record_padding 512")
 sm=() sp=() sl=() sfd=()
-for s in "${suites[@]}"; do
-	start_tunnel_server "$TMP/srv-$s.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
+for i in "${!variants[@]}"; do
+	start_tunnel_server "$TMP/srv-v$i.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
 	sm+=("$SRV_METRICS")
-	sc_start "$TMP/sc-$s.log" -ciphersuites "$s"
+	read -r -a args <<<"${variants[$i]#*|}"
+	sc_start "$TMP/sc-v$i.log" "${args[@]}"
 	sp+=("$SC_PID")
 	sl+=("$SC_LOG")
 	sfd+=("$SC_FD")
-	sc_line "suite $s" || true
+	sc_line "variant $i" || true
 done
-for i in "${!suites[@]}"; do
-	s=${suites[$i]}
+for i in "${!variants[@]}"; do
+	s=${variants[$i]%%|*}
 	SC_LOG=${sl[$i]} SC_FD=${sfd[$i]}
 	p=()
-	count "$SC_LOG" "^suite $s\$" | grep -qx 1 || p+=("no echo before parking")
+	[ "$(count "$SC_LOG" "^variant $i\$")" = 1 ] || p+=("no echo before parking")
 	wait_gauge "${sm[$i]}" 1 "$PARK_LIMIT" || p+=("gauge '$(gauge "${sm[$i]}")', expected 1")
-	sc_line "parked $s" || p+=("no echo through the parked connection")
+	sc_line "parked $i" || p+=("no echo through the parked connection")
 	printf 'K\n' >&"$SC_FD"
-	sc_line "rekeyed $s" || p+=("no echo after KeyUpdate(update_requested)")
+	sc_line "rekeyed $i" || p+=("no echo after KeyUpdate(update_requested)")
 	[ "$(peer_key_updates)" = 1 ] || p+=("$(peer_key_updates) KeyUpdate from the server, expected 1")
-	wait_log "$TMP/srv-$s.log" conn_open "\"cipher\":\"$s\"" ||
-		p+=("the server's conn_open does not name $s")
+	if [[ $s == TLS_* ]]; then
+		wait_log "$TMP/srv-v$i.log" conn_open "\"cipher\":\"$s\"" ||
+			p+=("the server's conn_open does not name $s")
+	else # s_client's record headers (-msg dumps them): 512 bytes of inner plaintext + tag
+		[ "$(count "$SC_LOG" '^ +17 03 03 02 10 *$')" -ge 3 ] ||
+			p+=("s_client did not pad its records to 512 bytes")
+	fi
 	printf 'Q\n' >&"$SC_FD"
 	wait_exit "${sp[$i]}" "$RUN_LIMIT"
 	close_fifo "$SC_FD"
 	[ "$EXIT_RC" = 0 ] || p+=("s_client exit status $EXIT_RC")
 	verdict "$s: parked, echoes, KeyUpdate answered" "${p[@]+"${p[@]}"}" -- \
 		"s_client:" "$(grep -v '^    ' -- "$SC_LOG" | tail -n 12)" \
-		"server log:" "$(tail -n 4 -- "$TMP/srv-$s.log")"
+		"server log:" "$(tail -n 4 -- "$TMP/srv-v$i.log")"
 done
 
 p=()
@@ -707,12 +719,15 @@ stop_bg "$ML_PID"
 section "9. a record that does not authenticate (one bit flipped by a relay)"
 
 cat >"$W/flip.py" <<'PY'
-import os, select, socket, sys
-up_port, flip = int(sys.argv[1]), sys.argv[2]
+# flip: the last byte of the next client record after FLIP exists is flipped (its tag).
+# dribble: the client's bytes go on one at a time, a millisecond apart.
+import os, select, socket, sys, time
+up_port, flip, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ls = socket.socket(); ls.bind(("127.0.0.1", 0)); ls.listen(1)
 print(ls.getsockname()[1], flush=True)
 down, _ = ls.accept()
 up = socket.create_connection(("127.0.0.1", up_port))
+up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 while True:
     for s in select.select([down, up], [], [])[0]:
         data = s.recv(65536)
@@ -720,18 +735,22 @@ while True:
             sys.exit(0)
         if s is up:
             down.sendall(data)
-            continue
-        if os.path.exists(flip):  # the last byte of the record's tag
-            os.unlink(flip)
-            data = data[:-1] + bytes([data[-1] ^ 1])
-        up.sendall(data)
+        elif mode == "dribble" and os.path.exists(flip):
+            for i in range(len(data)):
+                up.sendall(data[i:i + 1])
+                time.sleep(0.001)
+        else:
+            if os.path.exists(flip):
+                os.unlink(flip)
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            up.sendall(data)
 PY
 start_tunnel_server "$TMP/srv9.log" --target "127.0.0.1:$BE" "${SRV_TLS[@]}"
 SRV9_LOG=$TMP/srv9.log SRV9_METRICS=$SRV_METRICS
 whys=()
 p=()
 for parked in 0 1; do
-	start_bg "$TMP/flip-$parked.out" python3 "$W/flip.py" "$SRV_PORT" "$W/FLIP"
+	start_bg "$TMP/flip-$parked.out" python3 "$W/flip.py" "$SRV_PORT" "$W/FLIP" flip
 	FLIP_PID=$BG_PID
 	wait_for_line "$TMP/flip-$parked.out" '^[0-9]' 10 "$FLIP_PID" || _lib_die "the relay did not start"
 	SRV_PORT_SAVED=$SRV_PORT
@@ -760,6 +779,32 @@ wait_gauge "$SRV9_METRICS" 0 5 || p+=("the gauge is '$(gauge "$SRV9_METRICS")' a
 verdict "a flipped bit: bad_record_mac alert to s_client, why=${whys[1]:-?} (parked)" \
 	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 6 -- "$SRV9_LOG")" "s_client (parked):" \
 	"$(grep -v '^    ' -- "$TMP/sc-flip-1.log" | tail -n 8)"
+
+# the same relay in dribble mode: records reach the parked layer a byte at a time
+p=()
+start_bg "$TMP/dribble.out" python3 "$W/flip.py" "$SRV_PORT" "$W/DRIBBLE" dribble
+FLIP_PID=$BG_PID
+wait_for_line "$TMP/dribble.out" '^[0-9]' 10 "$FLIP_PID" || _lib_die "the relay did not start"
+SRV_PORT_SAVED=$SRV_PORT
+SRV_PORT=$(head -n 1 "$TMP/dribble.out")
+sc_start "$TMP/sc-dribble.log"
+SRV_PORT=$SRV_PORT_SAVED
+sc_line "whole" || p+=("no echo before parking")
+wait_gauge "$SRV9_METRICS" 1 "$PARK_LIMIT" || p+=("not parked: gauge '$(gauge "$SRV9_METRICS")'")
+touch "$W/DRIBBLE"
+long=$(printf 'x%.0s' $(seq 300))
+sc_line "$long" || p+=("a 300-byte line sent a byte at a time was not echoed")
+printf 'K\n' >&"$SC_FD"
+sc_line "dribbled after K" || p+=("no echo after a KeyUpdate sent a byte at a time")
+[ "$(peer_key_updates)" = 1 ] || p+=("$(peer_key_updates) KeyUpdate from the server, expected 1")
+printf 'Q\n' >&"$SC_FD"
+wait_exit "$SC_PID" "$RUN_LIMIT"
+close_fifo "$SC_FD"
+wait_log "$SRV9_LOG" conn_close '"why":"closed"' || p+=("no orderly conn_close")
+stop_bg "$FLIP_PID"
+verdict "parked: records arriving a byte at a time (a line, a KeyUpdate, close_notify)" \
+	"${p[@]+"${p[@]}"}" -- "server log:" "$(tail -n 3 -- "$SRV9_LOG")" "s_client:" \
+	"$(grep -v '^    ' -- "$TMP/sc-dribble.log" | tail -n 8)"
 
 echo "# $(($(date +%s) - T_START)) s"
 finish
