@@ -448,8 +448,11 @@ void mtls_keep_buffers(struct mtls *conn, int keep);
  * Everything else works as before: mtls_read(), mtls_write(), mtls_close(),
  * mtls_read_drained(), mtls_keep_buffers(), the mtls_conn_*() calls. It cannot be undone.
  * Returns 1 parked (or already), 0 when the connection cannot be parked now (TLS 1.2, the
- * handshake not done, a record half read, data received and not yet read, a write that
- * wanted POLLOUT, a KeyUpdate already processed by OpenSSL, a CCM suite), -1 without memory.
+ * handshake not done, a record or a post-handshake message half read, data received and not
+ * yet read, a write that wanted POLLOUT, a KeyUpdate already processed by OpenSSL, a CCM
+ * suite, a max_fragment_length the peer asked for), -1 without memory (the connection
+ * carries on unparked). OpenSSL does not wipe the traffic secrets it held when it frees
+ * them; libmtls wipes its own copies.
  * Call it on a connection that has gone quiet, as an event loop's sweep of idle ones. */
 int mtls_park(struct mtls *conn);
 /* 1 when the connection is parked. */

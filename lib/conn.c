@@ -730,6 +730,8 @@ ssize_t mtls_read(struct mtls *c, void *buf, size_t len)
 	rc = check_ready(c);
 	if (rc != 0)
 		return rc;
+	if (len == 0) /* 0 would say the peer closed */
+		return error_set(&c->conn.err, MTLS_REASON_USAGE, "mtls_read needs room (len 0)");
 	if (c->conn.rec != NULL)
 		return record_read(c->conn.rec, buf, len, &c->conn.err);
 	clear_errors();

@@ -296,6 +296,10 @@ bool record_drained(const struct record *p);
 void record_keep_buffers(struct record *p, bool keep);
 void record_set_drained(struct record *p, bool drained);
 int record_fd(const struct record *p);
+/* Our KeyUpdate (RFC 8446 4.6.3), asking the peer for its own if request (tests; a record
+ * layer sends one before its next record when the peer asked, or after 2^24 records under
+ * one key): 0, MTLS_WANT_POLLOUT or -1. */
+int record_key_update(struct record *p, bool request, struct error *err);
 /* One record of any inner content type, sealed and sent (tests and fuzzers: a peer that
  * sends what ours never would): 0, MTLS_WANT_POLLOUT or -1. */
 int record_send(struct record *p, uint8_t type, const void *data, size_t len, struct error *err);

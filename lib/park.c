@@ -34,6 +34,12 @@ struct park_keys {
 	uint64_t rd_records, wr_records; /* since the direction's Finished */
 	bool rd_epoch, wr_epoch;	 /* that Finished was seen */
 	bool key_updated;		 /* OpenSSL processed or sent a KeyUpdate */
+	/* post-handshake messages may span records (5.1): the bytes of handshake records
+	 * received (the last record's length, a record assumed unpadded: a padded one only
+	 * keeps its connection unparked) and of whole messages OpenSSL processed. Parked only
+	 * when they are equal: no piece of a message is held inside OpenSSL. */
+	size_t rd_last_len;
+	uint64_t hs_in, hs_done;
 };
 
 void park_keys_free(struct park_keys *k)
@@ -44,15 +50,16 @@ void park_keys_free(struct park_keys *k)
 	free(k);
 }
 
-/* The connection's capture, made on first use; NULL for an SSL that is not a connection's or
- * without memory (that connection is then never parked). */
-static struct park_keys *keys_of(const SSL *ssl)
+/* The connection's capture, made if make (by the callbacks of TLS 1.3's application keys:
+ * what came before them is not needed); NULL for an SSL that is not a connection's, before
+ * then, or without memory (that connection is then never parked). */
+static struct park_keys *keys_of(const SSL *ssl, bool make)
 {
 	struct mtls *c = SSL_get_app_data(ssl);
 
 	if (c == NULL || c->kind != KIND_CONN)
 		return NULL;
-	if (c->conn.keys == NULL)
+	if (c->conn.keys == NULL && make && SSL_version(ssl) == TLS1_3_VERSION)
 		c->conn.keys = calloc(1, sizeof(*c->conn.keys));
 	return c->conn.keys;
 }
@@ -96,7 +103,7 @@ void park_keylog_cb(const SSL *ssl, const char *line)
 
 	if (!is_client && strncmp(line, server, sizeof(server) - 1) != 0)
 		return;
-	if ((k = keys_of(ssl)) == NULL)
+	if ((k = keys_of(ssl, true)) == NULL)
 		return;
 	/* the client's secret is what a server reads, and a client writes */
 	if (is_client == (SSL_is_server(ssl) != 0))
@@ -113,15 +120,27 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 
 	(void)version;
 	(void)arg;
-	if (content_type != SSL3_RT_HEADER && content_type != SSL3_RT_HANDSHAKE)
+	if (content_type != SSL3_RT_HEADER && content_type != SSL3_RT_HANDSHAKE &&
+	    content_type != SSL3_RT_INNER_CONTENT_TYPE)
 		return;
-	if ((k = keys_of(ssl)) == NULL)
+	if (content_type == SSL3_RT_INNER_CONTENT_TYPE) {
+		if (!write_p && len == 1 && b[0] == SSL3_RT_HANDSHAKE &&
+		    (k = keys_of(ssl, false)) != NULL && k->rd_last_len > 16)
+			k->hs_in += k->rd_last_len - 16 - 1; /* less the tag and the type */
+		return;
+	}
+	/* counting starts at the first Finished (it resets the count of its direction) */
+	if ((k = keys_of(ssl, content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
+				      b[0] == SSL3_MT_FINISHED)) == NULL)
 		return;
 	if (content_type == SSL3_RT_HEADER) {
-		if (write_p)
+		if (write_p) {
 			k->wr_records++;
-		else
+		} else {
 			k->rd_records++;
+			if (len == 5)
+				k->rd_last_len = (size_t)b[3] << 8 | b[4];
+		}
 		return;
 	}
 	if (len < 1)
@@ -134,28 +153,38 @@ void park_msg_cb(int write_p, int version, int content_type, const void *buf, si
 		} else {
 			k->rd_records = 0;
 			k->rd_epoch = true;
+			k->hs_in = k->hs_done = 0;
 		}
+		return;
 	} else if (b[0] == SSL3_MT_KEY_UPDATE) {
+		/* never parked now: the secrets are of no more use */
 		k->key_updated = true;
+		OPENSSL_cleanse(k->rd_secret, sizeof(k->rd_secret));
+		OPENSSL_cleanse(k->wr_secret, sizeof(k->wr_secret));
 	}
+	if (!write_p)
+		k->hs_done += len;
 }
 
-/* The peer's certificates, for a re-check of the parked connection (DER, leaf first, then
- * the chain as OpenSSL gave it). */
+/* The peer's certificates, for a re-check of the parked connection: DER, the leaf first,
+ * then the rest of the chain OpenSSL kept (a server's peer chain holds no leaf, a client's
+ * starts with it: the leaf is kept once). */
 static int keep_peer_certs(struct mtls *c, SSL *ssl)
 {
 	X509 *leaf = SSL_get0_peer_certificate(ssl);
 	STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-	int n = sk_X509_num(chain), total = 0, len;
+	int n = sk_X509_num(chain), first = 0, total = 0, len;
 	uint8_t *der, *p;
 
 	if (leaf == NULL)
 		return 0;
+	if (n > 0 && X509_cmp(sk_X509_value(chain, 0), leaf) == 0)
+		first = 1;
 	len = i2d_X509(leaf, NULL);
 	if (len <= 0)
 		return -1;
 	total = len;
-	for (int i = 0; i < n; i++) {
+	for (int i = first; i < n; i++) {
 		len = i2d_X509(sk_X509_value(chain, i), NULL);
 		if (len <= 0)
 			return -1;
@@ -165,7 +194,7 @@ static int keep_peer_certs(struct mtls *c, SSL *ssl)
 		return -1;
 	p = der;
 	i2d_X509(leaf, &p);
-	for (int i = 0; i < n; i++)
+	for (int i = first; i < n; i++)
 		i2d_X509(sk_X509_value(chain, i), &p);
 	c->conn.peer_der = der;
 	c->conn.peer_der_len = (size_t)total;
@@ -182,6 +211,12 @@ int park_peer_certs(const struct mtls *c, X509 **leaf, STACK_OF(X509) * *chain)
 		return 0;
 	if ((*leaf = d2i_X509(NULL, &p, end - p)) == NULL || (*chain = sk_X509_new_null()) == NULL)
 		goto err;
+	/* as OpenSSL gives it: with the leaf first on a client */
+	if (!c->state->server) {
+		if (!sk_X509_push(*chain, *leaf))
+			goto err;
+		X509_up_ref(*leaf);
+	}
 	while (p < end) {
 		X509 *x = d2i_X509(NULL, &p, end - p);
 
@@ -213,12 +248,21 @@ int mtls_park(struct mtls *c)
 	ssl = c->conn.ssl;
 	k = c->conn.keys;
 	if (!c->conn.handshake_done || ssl == NULL || k == NULL ||
-	    SSL_version(ssl) != TLS1_3_VERSION)
+	    SSL_version(ssl) != TLS1_3_VERSION ||
+	    (c->conn.err.reason != MTLS_REASON_NONE && c->conn.err.reason != MTLS_REASON_USAGE))
 		return 0;
 	if (!k->rd_epoch || !k->wr_epoch || k->key_updated || k->rd_len == 0 ||
 	    k->rd_len != k->wr_len)
 		return 0;
-	/* between records: nothing held inside OpenSSL, nothing half received or sent */
+	/* between records and messages: nothing held inside OpenSSL, nothing half received or
+	 * sent; OpenSSL not in an error state. A max_fragment_length (RFC 6066) the peer asked
+	 * for is not carried (records are sealed up to 2^14). kTLS would write records without
+	 * the message callback counting them: never parked (it is not turned on: sockbio.c). */
+	if (!SSL_is_init_finished(ssl) || k->hs_in != k->hs_done ||
+	    SSL_SESSION_get_max_fragment_length(SSL_get_session(ssl)) !=
+		    TLSEXT_max_fragment_length_DISABLED ||
+	    BIO_get_ktls_send(SSL_get_wbio(ssl)) || BIO_get_ktls_recv(SSL_get_rbio(ssl)))
+		return 0;
 	if (c->conn.write_pending || SSL_get_shutdown(ssl) != 0 || SSL_has_pending(ssl) ||
 	    SSL_pending(ssl) > 0 || !sockbio_at_record_end(SSL_get_rbio(ssl)))
 		return 0;
@@ -228,8 +272,9 @@ int mtls_park(struct mtls *c)
 	rec = record_new(SSL_get_fd(ssl), c->state->server, suite, k->rd_secret, k->wr_secret,
 			 k->rd_len, k->rd_records, k->wr_records);
 	if (rec == NULL || keep_peer_certs(c, ssl) != 0) {
+		/* the connection carries on unparked: its error is not set */
 		record_free(rec);
-		return error_set(&c->conn.err, MTLS_REASON_INTERNAL, "cannot park: out of memory");
+		return -1;
 	}
 	record_set_drained(rec, sockbio_drained(SSL_get_rbio(ssl)));
 	c->conn.version = SSL_get_version(ssl);

@@ -34,15 +34,18 @@
 
 #include "internal.h"
 
-#define HEADER_LEN	5
-#define TAG_LEN		16
-#define IV_LEN		12
-#define MAX_PLAIN	16384		  /* 2^14 (5.1) */
-#define MAX_CIPHER	(MAX_PLAIN + 256) /* TLSCiphertext.length at most 2^14 + 256 (5.2) */
-#define IN_ROOM		(HEADER_LEN + MAX_CIPHER)
-#define OUT_ROOM	(HEADER_LEN + MAX_PLAIN + 1 + TAG_LEN)
-#define MAX_KEY_UPDATES 32	     /* in a row without application data, as OpenSSL */
-#define RECORDS_PER_KEY (1ULL << 24) /* our own key is updated before AES-GCM's limit (5.5) */
+#define HEADER_LEN 5
+#define TAG_LEN	   16
+#define IV_LEN	   12
+#define MAX_PLAIN  16384	     /* 2^14 (5.1) */
+#define MAX_CIPHER (MAX_PLAIN + 256) /* TLSCiphertext.length at most 2^14 + 256 (5.2) */
+#define IN_ROOM	   (HEADER_LEN + MAX_CIPHER)
+#define OUT_ROOM   (HEADER_LEN + MAX_PLAIN + 1 + TAG_LEN)
+#define MAX_QUIET_RECORDS                                                                          \
+	32		     /* in a row without application data: empty records, KeyUpdates,      \
+			      * tickets (OpenSSL allows 32 empty records) */
+#define MAX_WARNING_ALERTS 4 /* user_canceled in a row (OpenSSL refuses the 5th) */
+#define RECORDS_PER_KEY	   (1ULL << 24) /* our own key is updated before AES-GCM's limit (5.5) */
 
 enum {
 	CT_ALERT = 21,
@@ -80,7 +83,7 @@ struct record {
 	bool peer_closed; /* close_notify received */
 	bool failed;	  /* a fatal error: no more I/O */
 	bool keep;	  /* keep buffers and contexts between calls */
-	unsigned key_updates;
+	unsigned quiet_records, warning_alerts; /* in a row, without application data */
 	bool update_due; /* the peer asked for our KeyUpdate: it goes before our next record */
 	bool sent_close;
 	/* outbound: out[out_off, out_len) sealed and not yet sent; owed: the plaintext bytes
@@ -378,21 +381,33 @@ static int protocol_error(struct record *p, uint8_t desc, struct error *err, con
 	return error_set(err, MTLS_REASON_MALFORMED, "the peer sent %s (RFC 8446)", what);
 }
 
-/* Our KeyUpdate, when the peer asked for one or our key has sealed its share. */
-static int key_update_if_due(struct record *p, struct error *err)
+int record_key_update(struct record *p, bool request, struct error *err)
 {
-	static const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, 0}; /* update_not_requested */
+	const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, request ? 1 : 0};
+	int rc;
 
-	if (!p->update_due && p->wr.seq < RECORDS_PER_KEY)
-		return 0;
+	if (p->failed)
+		return -1;
+	rc = flush(p, err);
+	if (rc != 0)
+		return rc;
 	if (seal(p, CT_HANDSHAKE, msg, sizeof(msg), err) != 0)
 		return -1;
+	/* sealed under the old key; everything after it under the new one */
 	if (!update(p, &p->wr)) {
 		p->failed = true;
 		return error_set(err, MTLS_REASON_INTERNAL, "record layer: cannot update the key");
 	}
 	p->update_due = false;
 	return flush(p, err);
+}
+
+/* Our KeyUpdate, when the peer asked for one or our key has sealed its share. */
+static int key_update_if_due(struct record *p, struct error *err)
+{
+	if (!p->update_due && p->wr.seq < RECORDS_PER_KEY)
+		return 0;
+	return record_key_update(p, false, err);
 }
 
 ssize_t record_write(struct record *p, const void *buf, size_t len, struct error *err)
@@ -442,7 +457,7 @@ int record_close(struct record *p, struct error *err)
 	int rc;
 
 	if (p->failed)
-		return 0;
+		return -1;
 	rc = flush(p, err);
 	if (rc != 0)
 		return rc;
@@ -506,8 +521,12 @@ static int on_alert(struct record *p, const uint8_t *a, size_t len, struct error
 		p->peer_closed = true;
 		return 0;
 	}
-	if (a[1] == AD_USER_CANCELED) /* a close_notify follows (6.1) */
+	if (a[1] == AD_USER_CANCELED) { /* a close_notify follows (6.1) */
+		if (++p->warning_alerts > MAX_WARNING_ALERTS)
+			return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
+					      "too many warning alerts in a row");
 		return 0;
+	}
 	p->failed = true;
 	return error_set(err, MTLS_REASON_REJECTED_BY_PEER,
 			 "the peer ended the connection with an alert: %s",
@@ -537,13 +556,13 @@ static int on_handshake(struct record *p, const uint8_t *m, size_t len, struct e
 				return protocol_error(
 					p, mlen != 1 ? AD_DECODE_ERROR : AD_ILLEGAL_PARAMETER, err,
 					"a malformed KeyUpdate");
+			if (++p->quiet_records > MAX_QUIET_RECORDS)
+				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
+						      "too many KeyUpdates in a row");
 			/* the key changes here: nothing may follow in this record (5.1) */
 			if (off + 5 != len)
 				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
 						      "data after a KeyUpdate in its record");
-			if (++p->key_updates > MAX_KEY_UPDATES)
-				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
-						      "too many KeyUpdates in a row");
 			if (!update(p, &p->rd)) {
 				p->failed = true;
 				return error_set(err, MTLS_REASON_INTERNAL,
@@ -553,9 +572,13 @@ static int on_handshake(struct record *p, const uint8_t *m, size_t len, struct e
 				p->update_due = true;
 			break;
 		case HS_NEW_SESSION_TICKET:
-			if (!p->server)
-				break; /* a client may ignore a ticket it is sent (4.6.1) */
-				       /* fall through */
+			/* a client may ignore a ticket it is sent (4.6.1); a server is sent none.
+			 * Not a record without content: OpenSSL takes any number of them. */
+			if (p->server)
+				return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
+						      "a NewSessionTicket to a server");
+			p->quiet_records = 0;
+			break;
 		default:
 			return protocol_error(
 				p, AD_UNEXPECTED_MESSAGE, err,
@@ -579,12 +602,13 @@ static void consume(struct record *p)
  * [plain_off, plain_end), or a control record dealt with), 0 more bytes needed, -1. */
 static int next_record(struct record *p, struct error *err)
 {
-	const uint8_t *h = p->in + p->start;
 	size_t avail = p->have - p->start, clen, plen = 0;
+	const uint8_t *h;
 	uint8_t type = 0;
 
 	if (avail < HEADER_LEN)
 		return 0;
+	h = p->in + p->start;
 	if (h[0] != CT_APPLICATION_DATA)
 		return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
 				      "an unprotected record after the handshake");
@@ -603,10 +627,15 @@ static int next_record(struct record *p, struct error *err)
 	p->plain_off = p->start + HEADER_LEN;
 	switch (type) {
 	case CT_APPLICATION_DATA:
-		p->key_updates = 0;
 		p->plain_end = p->plain_off + plen;
-		if (plen == 0)
-			consume(p);
+		if (plen > 0) {
+			p->quiet_records = p->warning_alerts = 0;
+			return 1;
+		}
+		if (++p->quiet_records > MAX_QUIET_RECORDS)
+			return protocol_error(p, AD_UNEXPECTED_MESSAGE, err,
+					      "too many records without data in a row");
+		consume(p);
 		return 1;
 	case CT_ALERT:
 		if (on_alert(p, p->in + p->plain_off, plen, err) != 0)

@@ -34,7 +34,7 @@ step "build with ThreadSanitizer"
 bash "$top/scripts/build.sh" "$top/build-tsan" -DMTLS_TEST_HOOKS=ON -DMTLS_SANITIZE_THREAD=ON -DCMAKE_BUILD_TYPE=Debug
 step "threaded tests under ThreadSanitizer"
 (cd "$top/build-tsan" && ctest -j"$jobs" --output-on-failure \
-	-R '^(gen_certs|unit_test_(handshake|verify|endpoint|ocsp_handshake|ocsp_store|tunnel_resolver|pkcs11)|integration_test_tunnel_(interop|hardening|threads|recheck|crl_url|crl_push|crl_sources|sighup_config|ocsp|failover|failover_chaos|sections)|integration_test_ca_serve|integration_test_pkcs11)$') ||
+	-R '^(gen_certs|unit_test_(handshake|verify|endpoint|ocsp_handshake|ocsp_store|tunnel_resolver|pkcs11)|integration_test_tunnel_(interop|hardening|threads|recheck|park|crl_url|crl_push|crl_sources|sighup_config|ocsp|failover|failover_chaos|sections)|integration_test_ca_serve|integration_test_pkcs11)$') ||
 	status=1
 
 if command -v clang >/dev/null; then

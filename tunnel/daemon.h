@@ -71,6 +71,7 @@ struct daemon {
 	/* a worker saw many connections close: the main thread gives freed memory back
 	 * (malloc_trim), off the data path and at most every TRIM_EVERY seconds (daemon.c) */
 	atomic_bool trim_wanted;
+	atomic_bool park; /* --park in force (a reload may change it) */
 	/* bumped when what is trusted changed (a reload): each worker re-judges its live
 	 * connections when it sees a number it has not (worker_recheck_all) */
 	atomic_uint trust_gen;

@@ -1794,8 +1794,7 @@ static bool park_quiet(struct conn *c)
  * interval gives them back, and is parked (park_quiet()). Returns how many were parked. */
 unsigned pump_release_quiet(struct worker *w)
 {
-	const char *park = w->d->o->park;
-	bool parking = park == NULL || strcmp(park, "on") == 0;
+	bool parking = atomic_load(&w->d->park);
 	unsigned parked = 0;
 
 	for (struct conn *c = w->conns; c != NULL; c = c->next) {
