@@ -12,7 +12,8 @@
 #     without close_notify: the same conn_close as unparked (truncated).
 #  2. connector -> server: both hops parked, then 1 MiB each way, and 8 MiB with the reader
 #     a second late (partial writes), checksums equal.
-#  3. --park off on both daemons: nothing parked, traffic fine.
+#  3. --park off on both daemons: nothing parked, traffic fine. park off -> on in a --config
+#     file and SIGHUP: the idle connection parks.
 #  4. TLS 1.2, and TLS 1.3 after a KeyUpdate OpenSSL processed: not parked, traffic fine
 #     after the idle time.
 #  5. stunnel as client of a parked server and as server of a parked connector.
@@ -443,12 +444,40 @@ printf 'K\n' >&"$SC_FD"
 sc_line "after the key update" || pk+=("no echo after K")
 [ "$(peer_key_updates)" = 1 ] || pk+=("$(peer_key_updates) KeyUpdate from the server, expected 1")
 
+# a server whose --config file says park off, changed to on by a SIGHUP later
+printf '%s\n' "target 127.0.0.1:$BE" "park off" >"$W/park.conf"
+start_tunnel_server "$TMP/srv-cfg.log" --config "$W/park.conf" "${SRV_TLS[@]}"
+CFG_METRICS=$SRV_METRICS CFG_PID=$SRV_PID CFG_REAL=$SRV_REAL
+sc_start "$TMP/sc-cfg.log"
+CFG_LOG=$SC_LOG CFG_FD=$SC_FD CFG_SC=$SC_PID
+pc=()
+sc_line "config says off" || pc+=("no echo")
+
 SRV_PORT=$SRV1_PORT
 sc_start "$TMP/sc12.log" -tls1_2
+T12_LOG=$SC_LOG T12_FD=$SC_FD T12_PID=$SC_PID
 p4=()
 sc_line "over tls 1.2" || p4+=("no echo")
 
-idle_watch "$SRV3_METRICS" "$CON3_METRICS" "$SRV4_METRICS" "$SRV1_METRICS"
+idle_watch "$SRV3_METRICS" "$CON3_METRICS" "$SRV4_METRICS" "$SRV1_METRICS" "$CFG_METRICS"
+
+# park off -> on by SIGHUP: the connection idle all along parks at the next sweeps
+[ "${IDLE_GAUGE[$CFG_METRICS]}" = 0 ] ||
+	pc+=("park off in the config: the gauge is '${IDLE_GAUGE[$CFG_METRICS]}' after ${IDLE} s of idle, expected 0")
+printf '%s\n' "target 127.0.0.1:$BE" "park on" >"$W/park.conf"
+kill -HUP "$CFG_REAL"
+wait_log "$TMP/srv-cfg.log" park_changed '"to":"on"' || pc+=("no park_changed line to on")
+[ "$(log_count "$TMP/srv-cfg.log" restart_needed)" = 0 ] || pc+=("a restart_needed line")
+wait_gauge "$CFG_METRICS" 1 "$PARK_LIMIT" ||
+	pc+=("after park on and SIGHUP the gauge is '$(gauge "$CFG_METRICS")', expected 1")
+SC_LOG=$CFG_LOG SC_FD=$CFG_FD
+sc_line "config says on" || pc+=("no echo through the connection parked after the SIGHUP")
+printf 'Q\n' >&"$SC_FD"
+wait_exit "$CFG_SC" "$RUN_LIMIT"
+close_fifo "$SC_FD"
+verdict "park off -> on in the --config file, SIGHUP: park_changed, the idle connection parks" \
+	"${pc[@]+"${pc[@]}"}" -- "server log:" "$(tail -n 5 -- "$TMP/srv-cfg.log")"
+stop_bg "$CFG_PID"
 
 # 3
 ping 5 off2 || p3+=("no echo after the idle time")
@@ -464,6 +493,7 @@ stop_bg "$CON3_PID"
 stop_bg "$SRV3_PID"
 
 # 4
+SC_LOG=$T12_LOG SC_FD=$T12_FD SC_PID=$T12_PID
 [ "${IDLE_GAUGE[$SRV1_METRICS]}" = 0 ] ||
 	p4+=("the gauge is '${IDLE_GAUGE[$SRV1_METRICS]}' after ${IDLE} s of idle, expected 0")
 sc_line "tls 1.2 after idle" || p4+=("no echo after the idle time")
