@@ -396,7 +396,9 @@ measure() {
 
 # idle_kib NAME KEY LOADGEN_TLS_ARGS...: KiB of a fresh terminator's memory per idle
 # established connection (full handshake, one round trip with the answer and the session
-# ticket read, then idle); fills R[NAME.KEY_kib], R[NAME.KEY_held]; sets MEASURED_PID
+# ticket read, then idle); fills R[NAME.KEY_kib], R[NAME.KEY_held]; sets MEASURED_PID.
+# RSS is read 3 s after the fleet is held: mtls parks a connection quiet for a whole sweep
+# interval (1 s), so within ~2 s of going idle; the loadgen holds them 6 s, past the reading.
 idle_kib() {
 	local name=$1 key=$2 port tpid before after held ip
 	shift 2
@@ -410,10 +412,10 @@ idle_kib() {
 	sleep 0.5
 	before=$(tree_rss "$tpid")
 	taskset -c 1 "$bin/loadgen" idle --connect "127.0.0.1:$port" "$@" \
-		--connections "$IDLE" --seconds 4 >"$tmp/idle.out" 2>&1 &
+		--connections "$IDLE" --seconds 6 >"$tmp/idle.out" 2>&1 &
 	ip=$!
 	for _ in $(seq 1200); do grep -q '^held' "$tmp/idle.out" 2>/dev/null && break; sleep 0.1; done
-	sleep 1
+	sleep 3
 	after=$(tree_rss "$tpid")
 	wait "$ip" || true
 	held=$(sed -n 's/^held //p' "$tmp/idle.out")
