@@ -705,6 +705,16 @@ static ssize_t io_error(struct mtls *c, int rc, int saved_errno, bool reading)
 	if (ERR_GET_LIB(e) == ERR_LIB_SSL && is_alert(ERR_GET_REASON(e)))
 		return error_set_ssl(&c->conn.err, MTLS_REASON_REJECTED_BY_PEER,
 				     "the peer ended the connection with an alert");
+	/* what the peer sent is not a valid record: the reason a parked connection gives too
+	 * (record.c) */
+	if (reading && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    (is_parse_error(ERR_GET_REASON(e)) ||
+	     ERR_GET_REASON(e) == SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC ||
+	     ERR_GET_REASON(e) == SSL_R_RECORD_TOO_SMALL ||
+	     ERR_GET_REASON(e) == SSL_R_TOO_MANY_WARN_ALERTS ||
+	     ERR_GET_REASON(e) == SSL_R_TOO_MANY_KEY_UPDATES))
+		return error_set_ssl(&c->conn.err, MTLS_REASON_MALFORMED,
+				     "the peer sent a record that is not valid TLS");
 	return error_set_ssl(&c->conn.err, MTLS_REASON_IO, "connection %s failed",
 			     reading ? "read" : "write");
 }
