@@ -64,17 +64,6 @@ static struct park_keys *keys_of(const SSL *ssl, bool make)
 	return c->conn.keys;
 }
 
-static int hex_value(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* "LABEL <client random> <secret>", in hex (OpenSSL's keylog format): the secret's length,
  * or 0 if the line is not of that shape. */
 static size_t secret_of(const char *line, uint8_t out[SECRET_MAX])
@@ -85,7 +74,8 @@ static size_t secret_of(const char *line, uint8_t out[SECRET_MAX])
 	if (p == NULL || (p = strchr(p + 1, ' ')) == NULL)
 		return 0;
 	for (p++; p[0] != '\0' && p[1] != '\0' && n < SECRET_MAX; p += 2) {
-		int hi = hex_value(p[0]), lo = hex_value(p[1]);
+		int hi = OPENSSL_hexchar2int((unsigned char)p[0]),
+		    lo = OPENSSL_hexchar2int((unsigned char)p[1]);
 
 		if (hi < 0 || lo < 0)
 			return 0;
