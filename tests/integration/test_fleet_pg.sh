@@ -130,6 +130,21 @@ verdict "renewal under load: $n_renew renewals of servers and connectors during 
 	"$(grep -E '"event":"(renewal|reload|cert_expiring)' "${SRV_LOGS[1]}" | tail -n 8 || true)"
 
 # --- 2. the CA down across a renewal window ------------------------------------------------------
+# The CA goes down just before server 1's next renewal, for that renewal only: every
+# certificate lives LIFETIME and is renewed at 2/3 of it, so an outage of more than the last
+# third would let another daemon's certificate expire in it, and an expired one cannot be
+# renewed (that daemon would then serve nothing in part 3).
+for _ in 1 2; do
+	renew_at=$(grep -F '"event":"renewal_scheduled"' "${SRV_LOGS[1]}" | tail -n 1 |
+		sed -n 's/.*"renew_at":"\([^"]*\)".*/\1/p')
+	wait_s=$(($(date -d "${renew_at:-now}" +%s) - $(date +%s) - 1))
+	[ "$wait_s" -ge 0 ] && break
+	# under way: the next one is scheduled once it is done
+	n=$(renewals "${SRV_LOGS[1]}")
+	wait_for_line "${SRV_LOGS[1]}" '"event":"renewal_ok"' 30 "${SRV_PIDS[1]}" || true
+	for _ in $(seq 100); do [ "$(renewals "${SRV_LOGS[1]}")" -gt "$n" ] && break; sleep 0.1; done
+done
+[ "${wait_s:-0}" -gt 0 ] && [ "$wait_s" -lt 60 ] && sleep "$wait_s"
 ok_before=$(renewals "${SRV_LOGS[1]}")
 failed_before=$(log_count "${SRV_LOGS[1]}" renewal_failed)
 stop_bg "$CA_PID"
@@ -172,13 +187,21 @@ done
 sleep 1 # the sessions' queries are under way
 # the admin enrolls now: its certificate lives LIFETIME too, and no daemon renews it
 enroll admin --profile client --uri "$ADMIN"
-serial=$(openssl x509 -in "$W/app1/cert.pem" -noout -serial | sed 's/^serial=//')
+# host 1's certificates: the one its files hold now and the ones its live sessions
+# presented (a renewal may have come between: its certificate lives LIFETIME)
+serials=$(openssl x509 -in "$W/app1/cert.pem" -noout -serial | sed 's/^serial=//')
+for i in $(seq "$SERVERS"); do
+	serials+=" $(grep -F '"event":"conn_open"' "${SRV_LOGS[i]}" | grep -F "\"identity\":\"$TD/app/1\"" |
+		tail -n 1 | sed -n 's/.*"serial":"\([0-9A-F]*\)".*/\1/p')"
+done
 t0=$(date +%s%N)
 LAST_CMD="mtls ca revoke --ca-url"
-run "$MTLS" ca revoke --ca-url "https://127.0.0.1:$CA_PORT" --admin-cert "$W/admin/cert.pem" \
-	--admin-key "$W/admin/key.pem" --ca-file "$W/admin/ca.pem" --serial "$serial" \
-	--reason keyCompromise
-[ "$RC" = 0 ] || p+=("mtls ca revoke --ca-url: exit $RC: $ERR")
+for serial in $(tr ' ' '\n' <<<"$serials" | sort -u); do
+	run "$MTLS" ca revoke --ca-url "https://127.0.0.1:$CA_PORT" --admin-cert "$W/admin/cert.pem" \
+		--admin-key "$W/admin/key.pem" --ca-file "$W/admin/ca.pem" --serial "$serial" \
+		--reason keyCompromise
+	[ "$RC" = 0 ] || p+=("mtls ca revoke --ca-url --serial $serial: exit $RC: $ERR")
+done
 closed_all=""
 for _ in $(seq 1200); do
 	n=0
