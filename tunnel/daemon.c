@@ -412,13 +412,13 @@ static void check_crls(struct main_state *ms, ev_tstamp now, bool force);
 static void apply_mode(struct main_state *ms)
 {
 	bool park = ms->live->park == NULL || strcmp(ms->live->park, "on") == 0;
-
-	/* --park: read by the workers at each sweep (parked connections stay parked) */
-	if (atomic_exchange(&ms->d->park, park) != park && ms->started != 0)
-		LOG(LOG_INFO, "park_changed", LS("to", park ? "on" : "off"));
 	struct daemon *d = ms->d;
 	enum tunnel_mode mode, was = (enum tunnel_mode)atomic_load(&d->metrics.mode);
 	char msg[300];
+
+	/* --park: read by the workers at each sweep (parked connections stay parked) */
+	if (atomic_exchange(&d->park, park) != park && ms->started != 0)
+		LOG(LOG_INFO, "park_changed", LS("to", park ? "on" : "off"));
 
 	if (credentials_mode(ms->live->mode, &mode) != 0)
 		return; /* not reached: checked before */
