@@ -632,7 +632,8 @@ static int stall_backend(void)
 		if ((p[0].revents & POLLIN) && n < 256) {
 			p[n].fd = accept(p[0].fd, NULL, NULL);
 			p[n].events = POLLRDHUP;
-			p[n].revents = 0; /* not polled yet: the loop below must not see stack bytes */
+			p[n].revents =
+				0; /* not polled yet: the loop below must not see stack bytes */
 			if (p[n].fd >= 0) {
 				n++;
 				printf("conn open\n");
